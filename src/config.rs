@@ -1,0 +1,212 @@
+//! Command-line flags. Serving flags keep vtgate's names in dash-case and
+//! accept the old underscore spellings as aliases.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::topo::store::TopoImpl;
+
+/// shardgate: a MySQL sharding proxy that speaks Vitess's VSchema.
+#[derive(Debug, Parser)]
+#[command(name = "shardgate", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving flags when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MySQL clients (the default).
+    Serve(ServeArgs),
+    /// Topology administration (Vitess's vtctldclient commands).
+    Ctl(CtlArgs),
+    /// A local sharded cluster: etcd, MariaDB tablets and shardgate.
+    Local(LocalArgs),
+    /// VSchema tools.
+    Vschema(VschemaArgs),
+}
+
+/// Where the topology lives; shared by `serve` and `ctl`.
+#[derive(Debug, Clone, Args)]
+pub struct TopoArgs {
+    /// Topology store: etcd2 or file (a directory laid out like the etcd keys).
+    #[arg(long = "topo-implementation", alias = "topo_implementation", value_enum, default_value = "etcd2")]
+    pub topo_implementation: TopoImpl,
+    /// etcd endpoints (host:port, comma separated) or, for `file`, the directory.
+    #[arg(long = "topo-global-server-address", alias = "topo_global_server_address", default_value = "127.0.0.1:2379")]
+    pub topo_global_server_address: String,
+    /// Key prefix of the topology.
+    #[arg(long = "topo-global-root", alias = "topo_global_root", default_value = "/vitess")]
+    pub topo_global_root: String,
+}
+
+/// Flags of `shardgate serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Topology flags.
+    #[command(flatten)]
+    pub topo: TopoArgs,
+    /// MySQL protocol port.
+    #[arg(long = "mysql-server-port", alias = "mysql_server_port", default_value_t = 15306)]
+    pub mysql_server_port: u16,
+    /// Address the MySQL listener binds.
+    #[arg(long = "mysql-server-bind-address", alias = "mysql_server_bind_address", default_value = "127.0.0.1")]
+    pub mysql_server_bind_address: String,
+    /// Also listen on this Unix socket.
+    #[arg(long = "mysql-server-socket-path", alias = "mysql_server_socket_path")]
+    pub mysql_server_socket_path: Option<PathBuf>,
+    /// Web port (/debug/status, /debug/health, /debug/vars); 0 picks a free one.
+    #[arg(long = "port", default_value_t = 15001)]
+    pub port: u16,
+    /// This shardgate's cell.
+    #[arg(long = "cell", default_value = "zone1")]
+    pub cell: String,
+    /// Cells whose tablets are used (comma separated; default: all).
+    #[arg(long = "cells-to-watch", alias = "cells_to_watch", value_delimiter = ',')]
+    pub cells_to_watch: Vec<String>,
+    /// Tablet types to wait for at startup (accepted for vtgate compatibility).
+    #[arg(long = "tablet-types-to-wait", alias = "tablet_types_to_wait", value_delimiter = ',')]
+    pub tablet_types_to_wait: Vec<String>,
+    /// Client authentication: none (any user; keep the listener on loopback) or static.
+    #[arg(long = "mysql-auth-server-impl", alias = "mysql_auth_server_impl", default_value = "none")]
+    pub mysql_auth_server_impl: String,
+    /// Vitess static auth file (JSON) for `static`.
+    #[arg(long = "mysql-auth-server-static-file", alias = "mysql_auth_server_static_file")]
+    pub mysql_auth_server_static_file: Option<PathBuf>,
+    /// Version string sent in the handshake.
+    #[arg(long = "mysql-server-version", alias = "mysql_server_version", default_value = "5.5.5-10.11.0-MariaDB-shardgate")]
+    pub mysql_server_version: String,
+    /// MySQL user shardgate logs in to tablets as.
+    #[arg(long = "db-app-user", alias = "db_app_user", default_value = "vt_app")]
+    pub db_app_user: String,
+    /// Its password.
+    #[arg(long = "db-app-password", alias = "db_app_password", default_value = "")]
+    pub db_app_password: String,
+    /// Largest number of connections per tablet.
+    #[arg(long = "pool-size", default_value_t = 200)]
+    pub pool_size: usize,
+}
+
+/// Flags and commands of `shardgate ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Topology flags.
+    #[command(flatten)]
+    pub topo: TopoArgs,
+    /// MySQL admin user on tablets (init-shard-primary, apply-schema).
+    #[arg(long = "dba-user", default_value = "vt_dba", global = true)]
+    pub dba_user: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// Topology commands, named after their vtctldclient counterparts.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Validate and store a keyspace's VSchema.
+    ApplyVschema {
+        /// The VSchema JSON file.
+        #[arg(long = "vschema-file", alias = "vschema_file")]
+        vschema_file: PathBuf,
+        /// Keyspace.
+        keyspace: String,
+    },
+    /// Print a keyspace's VSchema.
+    GetVschema {
+        /// Keyspace.
+        keyspace: String,
+    },
+    /// Run DDL on the primary of every shard of a keyspace.
+    ApplySchema {
+        /// File of SQL statements.
+        #[arg(long = "sql-file", alias = "sql_file")]
+        sql_file: PathBuf,
+        /// Keyspace.
+        keyspace: String,
+    },
+    /// Register a tablet (and its keyspace and shard if new).
+    AddTablet {
+        /// `cell-uid`, e.g. zone1-100.
+        #[arg(long)]
+        alias: String,
+        /// Keyspace.
+        #[arg(long)]
+        keyspace: String,
+        /// Shard, e.g. 0 or -80.
+        #[arg(long)]
+        shard: String,
+        /// primary, replica or rdonly.
+        #[arg(long = "type", default_value = "replica")]
+        tablet_type: String,
+        /// mysqld host.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// mysqld port.
+        #[arg(long = "mysql-port")]
+        mysql_port: u16,
+        /// The keyspace is sharded (when it is created here).
+        #[arg(long)]
+        sharded: bool,
+    },
+    /// Remove a tablet from the topology.
+    DeleteTablet {
+        /// `cell-uid`.
+        alias: String,
+    },
+    /// Make a tablet the shard's writable primary and point the others at it.
+    InitShardPrimary {
+        /// KEYSPACE/SHARD.
+        keyspace_shard: String,
+        /// The new primary's alias.
+        alias: String,
+    },
+}
+
+/// `shardgate local up|down`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Where everything lives (logs, data, PID files).
+    #[arg(long, env = "VTDATAROOT", default_value = "./vtdataroot", global = true)]
+    pub dataroot: PathBuf,
+    /// up or down.
+    #[command(subcommand)]
+    pub command: LocalCommand,
+}
+
+/// Local cluster commands.
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start (or resume) the local cluster and shardgate.
+    Up,
+    /// Stop everything `up` started.
+    Down {
+        /// Also delete the data root.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// `shardgate vschema check FILE...`.
+#[derive(Debug, Args)]
+pub struct VschemaArgs {
+    /// The command.
+    #[command(subcommand)]
+    pub command: VschemaCommand,
+}
+
+/// VSchema commands.
+#[derive(Debug, Subcommand)]
+pub enum VschemaCommand {
+    /// Validate VSchema files; exits non-zero on the first bad one.
+    Check {
+        /// Files (keyspace VSchema JSON).
+        files: Vec<PathBuf>,
+    },
+}

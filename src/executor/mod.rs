@@ -1,0 +1,306 @@
+//! The real [`VCursor`]: resolves a shard to a tablet through the gateway,
+//! takes a connection (the session's pinned one, or one from the pool),
+//! streams the tablet's results into the sink, and wraps errors with their
+//! target (`commerce.0.primary`).
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use mysql_common::constants::StatusFlags;
+use mysql_common::packets::Column;
+
+use crate::engine::{QueryDone, RowSink, VCursor};
+use crate::error::Error;
+use crate::server::ServerCtx;
+use crate::sql::TabletType;
+use crate::topo::{Snapshot, Tablet};
+
+/// A backend connection held by a session beyond one statement.
+pub struct ShardConn {
+    /// The tablet it is connected to.
+    pub alias: String,
+    /// The connection.
+    pub conn: Conn,
+    /// A transaction is open on it.
+    pub in_txn: bool,
+}
+
+/// The backend side of a session: which connections it holds and why.
+#[derive(Default)]
+pub struct ShardConns {
+    /// Pinned connections, at most one per tablet.
+    pub conns: Vec<ShardConn>,
+    /// The session is inside a transaction: new connections begin one.
+    pub in_txn: bool,
+    /// SET statements to replay on every connection the session pins.
+    pub settings: Vec<String>,
+    /// The session left state on a connection (temporary tables, locks,
+    /// settings): keep every connection until the session ends.
+    pub reserved: bool,
+    /// LAST_INSERT_ID() as the client should see it.
+    pub last_insert_id: u64,
+    /// The last tablet status said NO_BACKSLASH_ESCAPES is on.
+    pub no_backslash_escapes: bool,
+}
+
+fn target_label(ks: &str, shard: &str, tt: TabletType) -> String {
+    format!("{ks}.{shard}.{}", tt.as_str())
+}
+
+fn backend(target: &str) -> impl Fn(mysql_async::Error) -> Error + '_ {
+    move |source| Error::Backend {
+        target: target.to_string(),
+        source,
+    }
+}
+
+impl ShardConns {
+    fn pinned(&self, alias: &str) -> Option<usize> {
+        self.conns.iter().position(|c| c.alias == alias)
+    }
+
+    /// Takes a new connection for `tablet`, replaying settings and opening a
+    /// transaction as the session requires; pins it when it must stay.
+    async fn checkout(&mut self, ctx: &ServerCtx, tablet: &Tablet, label: &str) -> Result<(Conn, bool), Error> {
+        let mut conn = ctx.pools.get(tablet).get_conn().await.map_err(backend(label))?;
+        for s in &self.settings {
+            conn.query_drop(s).await.map_err(backend(label))?;
+        }
+        if self.in_txn {
+            conn.query_drop("BEGIN").await.map_err(backend(label))?;
+        }
+        Ok((conn, self.in_txn || self.reserved))
+    }
+
+    /// Applies a new session setting: on every pinned connection, and on a
+    /// new pinned connection to `tablet` if there is none, then remembers it
+    /// for connections pinned later.
+    pub async fn apply_setting(&mut self, ctx: &ServerCtx, tablet: Option<(&Tablet, String)>, set: &str) -> Result<(), Error> {
+        for sc in &mut self.conns {
+            sc.conn.query_drop(set).await.map_err(backend(&sc.alias))?;
+        }
+        if let Some((tablet, label)) = tablet {
+            if self.pinned(&tablet.alias).is_none() {
+                let (mut conn, _) = self.checkout(ctx, tablet, &label).await?;
+                conn.query_drop(set).await.map_err(backend(&label))?;
+                self.no_backslash_escapes = no_backslash(&conn);
+                self.conns.push(ShardConn {
+                    alias: tablet.alias.clone(),
+                    conn,
+                    in_txn: self.in_txn,
+                });
+            }
+        }
+        self.settings.push(set.to_string());
+        self.reserved = true;
+        Ok(())
+    }
+
+    /// Ends the transaction on every shard it touched.
+    pub async fn finish_txn(&mut self, commit: bool) -> Result<(), Error> {
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let mut first_err = None;
+        let mut broken = Vec::new();
+        for (i, sc) in self.conns.iter_mut().enumerate() {
+            if sc.in_txn {
+                if let Err(e) = sc.conn.query_drop(sql).await {
+                    let e = Error::Backend {
+                        target: sc.alias.clone(),
+                        source: e,
+                    };
+                    if e.breaks_backend_conn() {
+                        broken.push(i);
+                    }
+                    first_err.get_or_insert(e);
+                }
+                sc.in_txn = false;
+            }
+        }
+        for i in broken.into_iter().rev() {
+            self.conns.remove(i);
+        }
+        self.in_txn = false;
+        if !self.reserved {
+            self.conns.clear();
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Returns every connection clean to its pool (session end).
+    pub async fn release_all(&mut self) {
+        for mut sc in self.conns.drain(..) {
+            let clean = (!sc.in_txn || sc.conn.query_drop("ROLLBACK").await.is_ok())
+                && (!self.reserved || sc.conn.reset().await.is_ok());
+            if !clean {
+                let _ = sc.conn.disconnect().await;
+            }
+        }
+        self.in_txn = false;
+    }
+}
+
+/// A VCursor over one statement's snapshot and the session's connections.
+pub struct Executor<'a> {
+    /// Shared server state (pools, gateway).
+    pub ctx: &'a ServerCtx,
+    /// The snapshot this statement loaded.
+    pub snap: &'a Snapshot,
+    /// The session's backend side.
+    pub state: &'a mut ShardConns,
+}
+
+fn no_backslash(conn: &Conn) -> bool {
+    conn.last_ok_packet()
+        .is_some_and(|ok| ok.status_flags().contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES))
+}
+
+impl Executor<'_> {
+    /// Picks the tablet and its label for a shard.
+    pub fn tablet(&self, ks: &str, shard: &str, tt: TabletType) -> Result<(&Tablet, String), Error> {
+        let t = self.ctx.gateway.pick(self.snap, ks, shard, tt)?;
+        Ok((t, target_label(ks, shard, tt)))
+    }
+
+    /// Prepares `sql` on the shard's tablet to learn its parameter and column
+    /// metadata, then closes it there (execution runs as text).
+    pub async fn describe(&mut self, ks: &str, shard: &str, tt: TabletType, sql: &str) -> Result<(Vec<Column>, Vec<Column>), Error> {
+        let (tablet, label) = self.tablet(ks, shard, tt)?;
+        let tablet = tablet.clone();
+        let mut owned;
+        let conn = match self.state.pinned(&tablet.alias) {
+            Some(i) => &mut self.state.conns[i].conn,
+            None => {
+                owned = self.ctx.pools.get(&tablet).get_conn().await.map_err(backend(&label))?;
+                &mut owned
+            }
+        };
+        let stmt = conn.prep(sql).await.map_err(backend(&label))?;
+        let out = (stmt.params().to_vec(), stmt.columns().to_vec());
+        let _ = conn.close(stmt).await;
+        Ok(out)
+    }
+}
+
+impl VCursor for Executor<'_> {
+    async fn execute_shard<S: RowSink + Send>(
+        &mut self,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        sql: &str,
+        rename_db_columns: bool,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let (tablet, label) = self.tablet(keyspace, shard, tablet_type)?;
+        let tablet = tablet.clone();
+        let rename = rename_db_columns.then(|| (format!("_{}", tablet.db_name), format!("_{keyspace}")));
+        let mut pooled: Option<Conn> = None;
+        let idx = match self.state.pinned(&tablet.alias) {
+            Some(i) => Some(i),
+            None => {
+                let (conn, pin) = self.state.checkout(self.ctx, &tablet, &label).await?;
+                if pin {
+                    self.state.conns.push(ShardConn {
+                        alias: tablet.alias.clone(),
+                        conn,
+                        in_txn: self.state.in_txn,
+                    });
+                    Some(self.state.conns.len() - 1)
+                } else {
+                    pooled = Some(conn);
+                    None
+                }
+            }
+        };
+        let conn = match idx {
+            Some(i) => &mut self.state.conns[i].conn,
+            None => match pooled.as_mut() {
+                Some(c) => c,
+                None => unreachable!("a connection was just checked out"),
+            },
+        };
+        let res = stream(conn, sql, rename.as_ref(), sink)
+            .await
+            .map_err(|e| match e {
+                StreamError::Backend(source) => Error::Backend {
+                    target: label.clone(),
+                    source,
+                },
+                StreamError::Sink(e) => e,
+            });
+        match &res {
+            Ok(last_id) => {
+                if *last_id > 0 {
+                    self.state.last_insert_id = *last_id;
+                }
+                self.state.no_backslash_escapes = no_backslash(conn);
+            }
+            Err(e) if e.breaks_backend_conn() => {
+                if let Some(i) = idx {
+                    self.state.conns.remove(i);
+                }
+            }
+            Err(_) => {}
+        }
+        res.map(|_| ())
+    }
+}
+
+enum StreamError {
+    Backend(mysql_async::Error),
+    Sink(Error),
+}
+
+/// Streams every result of `sql` into the sink; returns the last insert id.
+async fn stream<S: RowSink + Send>(
+    conn: &mut Conn,
+    sql: &str,
+    rename: Option<&(String, String)>,
+    sink: &mut S,
+) -> Result<u64, StreamError> {
+    let mut result = conn.query_iter(sql).await.map_err(StreamError::Backend)?;
+    let mut last_id = 0;
+    loop {
+        let cols = result.columns();
+        match cols {
+            Some(cols) if !cols.is_empty() => {
+                match rename {
+                    Some((from, to)) => {
+                        let renamed: Vec<Column> = cols
+                            .iter()
+                            .map(|c| {
+                                let name = c.name_str();
+                                match name.strip_suffix(from.as_str()) {
+                                    Some(head) => c.clone().with_name(format!("{head}{to}").as_bytes()),
+                                    None => c.clone(),
+                                }
+                            })
+                            .collect();
+                        sink.columns(&renamed)
+                    }
+                    None => sink.columns(&cols),
+                }
+                .map_err(StreamError::Sink)?;
+                while let Some(row) = result.next().await.map_err(StreamError::Backend)? {
+                    sink.row(&row.unwrap()).map_err(StreamError::Sink)?;
+                    sink.flush().await.map_err(StreamError::Sink)?;
+                }
+                sink.end_rows(result.warnings()).map_err(StreamError::Sink)?;
+            }
+            _ => {
+                let done = QueryDone {
+                    affected_rows: result.affected_rows(),
+                    last_insert_id: result.last_insert_id().unwrap_or(0),
+                    warnings: result.warnings(),
+                    info: result.info().into_owned(),
+                };
+                last_id = done.last_insert_id;
+                result.next().await.map_err(StreamError::Backend)?;
+                sink.ok(done).map_err(StreamError::Sink)?;
+            }
+        }
+        if result.is_empty() {
+            break;
+        }
+    }
+    Ok(last_id)
+}

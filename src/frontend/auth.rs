@@ -1,0 +1,152 @@
+//! Client authentication: Vitess's static auth file and
+//! mysql_native_password verification.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sha1::{Digest, Sha1};
+
+/// One allowed credential of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A clear-text password from the file's `Password`.
+    Plain(String),
+    /// The stored `MysqlNativePassword` hash: SHA1(SHA1(password)).
+    NativeHash([u8; 20]),
+}
+
+/// Who may connect (`--mysql-auth-server-impl`).
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `none`: any user, any password (local use).
+    None,
+    /// `static`: users from a Vitess static auth file.
+    Static(HashMap<String, Vec<Credential>>),
+}
+
+/// Errors loading the auth file.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The file could not be read.
+    #[error("auth file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not in Vitess's format.
+    #[error("auth file {path}: {msg}")]
+    Format { path: String, msg: String },
+}
+
+impl Auth {
+    /// Loads Vitess's static auth file: `{"user": [{"Password": ..., "MysqlNativePassword": "*HEX", "UserData": ...}]}`
+    /// or the legacy form with one object per user instead of a list.
+    pub fn load_static(path: &Path) -> Result<Auth, AuthError> {
+        let p = path.display().to_string();
+        let text = std::fs::read(path).map_err(|source| AuthError::Read { path: p.clone(), source })?;
+        Self::parse_static(&text).map_err(|msg| AuthError::Format { path: p, msg })
+    }
+
+    /// Parses the static auth JSON.
+    pub fn parse_static(text: &[u8]) -> Result<Auth, String> {
+        let doc: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        let mut users = HashMap::new();
+        for (user, v) in doc {
+            let entries = match v {
+                serde_json::Value::Array(a) => a,
+                o @ serde_json::Value::Object(_) => vec![o],
+                _ => return Err(format!("user {user}: expected a list of credentials")),
+            };
+            let mut creds = Vec::new();
+            for e in entries {
+                let obj = e.as_object().ok_or_else(|| format!("user {user}: credential is not an object"))?;
+                if let Some(hash) = obj.get("MysqlNativePassword").and_then(|v| v.as_str()) {
+                    if !hash.is_empty() {
+                        creds.push(Credential::NativeHash(
+                            parse_native_hash(hash).ok_or_else(|| format!("user {user}: bad MysqlNativePassword"))?,
+                        ));
+                        continue;
+                    }
+                }
+                let pw = obj.get("Password").and_then(|v| v.as_str()).unwrap_or("");
+                creds.push(Credential::Plain(pw.to_string()));
+            }
+            users.insert(user, creds);
+        }
+        Ok(Auth::Static(users))
+    }
+
+    /// Checks a mysql_native_password scramble response against the user's credentials.
+    pub fn verify(&self, user: &str, salt: &[u8], response: &[u8]) -> bool {
+        match self {
+            Auth::None => true,
+            Auth::Static(users) => users
+                .get(user)
+                .is_some_and(|creds| creds.iter().any(|c| verify_native(c, salt, response))),
+        }
+    }
+}
+
+fn parse_native_hash(s: &str) -> Option<[u8; 20]> {
+    let h = s.strip_prefix('*')?;
+    if h.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn sha1(parts: &[&[u8]]) -> [u8; 20] {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn verify_native(cred: &Credential, salt: &[u8], response: &[u8]) -> bool {
+    let hash2 = match cred {
+        Credential::Plain(pw) if pw.is_empty() => return response.is_empty(),
+        Credential::Plain(pw) => sha1(&[&sha1(&[pw.as_bytes()])]),
+        Credential::NativeHash(h) => *h,
+    };
+    if response.len() != 20 {
+        return false;
+    }
+    // response = SHA1(pw) XOR SHA1(salt + SHA1(SHA1(pw)))
+    let mask = sha1(&[salt, &hash2]);
+    let mut hash1 = [0u8; 20];
+    for i in 0..20 {
+        hash1[i] = response[i] ^ mask[i];
+    }
+    sha1(&[&hash1]) == hash2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifies_plain_and_hashed() {
+        let auth = Auth::parse_static(
+            br#"{"alice": [{"Password": "secret", "UserData": "a"}],
+                "bob": {"MysqlNativePassword": "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"},
+                "nopw": [{"Password": ""}]}"#,
+        )
+        .unwrap();
+        let salt = b"abcdefghijklmnopqrst";
+        let good = mysql_common::scramble::scramble_native(salt, b"secret").unwrap();
+        assert!(auth.verify("alice", salt, &good));
+        assert!(auth.verify("bob", salt, &good), "bob's hash is of 'secret'");
+        let bad = mysql_common::scramble::scramble_native(salt, b"wrong").unwrap();
+        assert!(!auth.verify("alice", salt, &bad));
+        assert!(!auth.verify("carol", salt, &good));
+        assert!(auth.verify("nopw", salt, b""));
+        assert!(!auth.verify("nopw", salt, &good));
+    }
+}

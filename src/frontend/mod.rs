@@ -1,0 +1,553 @@
+//! The server side of the MySQL protocol: handshake and auth, the command
+//! loop, and result encoding (text and binary). It hands statement text to
+//! the session and never routes.
+//!
+//! Query errors are written to the client as MySQL errors and the connection
+//! goes on; only I/O errors (or a broken handshake) end it.
+
+pub mod auth;
+pub mod codec;
+pub mod packets;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, Column, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::value::Value;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use crate::engine::{QueryDone, RowSink};
+use crate::error::{Error, MysqlError};
+use crate::server::ServerCtx;
+use crate::session::Session;
+use codec::{write_packet, Packet, PacketCodec};
+
+/// Capabilities shardgate offers. No SSL, compression or DEPRECATE_EOF:
+/// result sets always end with EOF packets.
+pub fn server_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+}
+
+/// Bytes buffered before rows are written out mid-result.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// The write side of a client connection: an output buffer and the
+/// sequence id of the next packet.
+pub struct Wire {
+    writer: OwnedWriteHalf,
+    out: BytesMut,
+    seq: u8,
+}
+
+impl Wire {
+    fn push(&mut self, payload: &[u8]) {
+        write_packet(&mut self.out, &mut self.seq, payload);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn push_err(&mut self, e: &MysqlError) {
+        self.push(&packets::err(e));
+    }
+}
+
+enum Pending {
+    Ok(QueryDone),
+    Eof(u16),
+}
+
+/// Encodes results as they stream in; the terminator of each result waits
+/// until it is known whether another result follows (MORE_RESULTS flag).
+struct ResultWriter<'w> {
+    wire: &'w mut Wire,
+    binary: bool,
+    cols: Vec<Column>,
+    pending: Option<Pending>,
+    status: u16,
+    row: Vec<u8>,
+}
+
+impl<'w> ResultWriter<'w> {
+    fn new(wire: &'w mut Wire, binary: bool, status: StatusFlags) -> Self {
+        ResultWriter {
+            wire,
+            binary,
+            cols: Vec::new(),
+            pending: None,
+            status: status.bits(),
+            row: Vec::with_capacity(256),
+        }
+    }
+
+    fn write_pending(&mut self, more: bool) {
+        let status = if more {
+            self.status | StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits()
+        } else {
+            self.status
+        };
+        match self.pending.take() {
+            Some(Pending::Ok(d)) => self
+                .wire
+                .push(&packets::ok(d.affected_rows, d.last_insert_id, status, d.warnings, &d.info)),
+            Some(Pending::Eof(w)) => self.wire.push(&packets::eof(status, w)),
+            None => {}
+        }
+    }
+
+    fn error(&mut self, e: &Error) {
+        self.write_pending(true);
+        self.wire.push_err(&e.to_mysql());
+    }
+
+    fn finish(&mut self, status: StatusFlags) {
+        self.status = status.bits();
+        self.write_pending(false);
+    }
+}
+
+impl RowSink for ResultWriter<'_> {
+    fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
+        self.write_pending(true);
+        self.row.clear();
+        packets::put_lenenc_int(&mut self.row, cols.len() as u64);
+        let count = std::mem::take(&mut self.row);
+        self.wire.push(&count);
+        self.row = count;
+        for c in cols {
+            self.wire.push(&packets::column_def(c));
+        }
+        self.wire.push(&packets::eof(self.status, 0));
+        self.cols.clear();
+        self.cols.extend_from_slice(cols);
+        Ok(())
+    }
+
+    fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        self.row.clear();
+        let mut buf = std::mem::take(&mut self.row);
+        let r = if self.binary {
+            packets::binary_row(&mut buf, &self.cols, values)
+        } else {
+            packets::text_row(&mut buf, values);
+            Ok(())
+        };
+        if r.is_ok() {
+            self.wire.push(&buf);
+        }
+        self.row = buf;
+        r
+    }
+
+    fn end_rows(&mut self, warnings: u16) -> Result<(), Error> {
+        self.pending = Some(Pending::Eof(warnings));
+        Ok(())
+    }
+
+    fn ok(&mut self, done: QueryDone) -> Result<(), Error> {
+        self.write_pending(true);
+        self.pending = Some(Pending::Ok(done));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        if self.wire.out.len() >= FLUSH_AT {
+            self.wire.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one client connection until it quits or fails.
+pub async fn handle(stream: TcpStream, ctx: Arc<ServerCtx>) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let (r, w) = stream.into_split();
+    let mut reader = FramedRead::new(r, PacketCodec::new(ctx.max_packet));
+    let mut wire = Wire {
+        writer: w,
+        out: BytesMut::with_capacity(16 * 1024),
+        seq: 0,
+    };
+    let mut session = Session::default();
+    match handshake(&mut reader, &mut wire, &ctx, &mut session, &peer).await {
+        Ok(true) => {
+            if let Err(e) = command_loop(&mut reader, &mut wire, &ctx, &mut session).await {
+                if !e.is_disconnect() {
+                    tracing::warn!(error = %e, "client connection ended with an error");
+                }
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "handshake failed"),
+    }
+    let _ = wire.flush().await;
+    session.close().await;
+}
+
+async fn read(reader: &mut FramedRead<OwnedReadHalf, PacketCodec>) -> Result<Option<Packet>, Error> {
+    match reader.next().await {
+        Some(Ok(p)) => Ok(Some(p)),
+        Some(Err(e)) => Err(Error::Io(e)),
+        None => Ok(None),
+    }
+}
+
+fn salt() -> [u8; 20] {
+    let mut s = [0u8; 20];
+    let mut rng = rand::thread_rng();
+    for b in &mut s {
+        // Printable, never NUL: some clients treat the scramble as a C string.
+        *b = rng.gen_range(0x21..0x7f);
+    }
+    s
+}
+
+/// Runs the handshake; Ok(true) when the client is authenticated.
+async fn handshake(
+    reader: &mut FramedRead<OwnedReadHalf, PacketCodec>,
+    wire: &mut Wire,
+    ctx: &ServerCtx,
+    session: &mut Session,
+    peer: &str,
+) -> Result<bool, Error> {
+    let salt = salt();
+    let conn_id = ctx.next_connection_id();
+    let hs = HandshakePacket::new(
+        10,
+        ctx.server_version.as_bytes(),
+        conn_id,
+        salt[..8].try_into().unwrap_or([0; 8]),
+        Some(&salt[8..]),
+        server_capabilities(),
+        45,
+        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        Some(&b"mysql_native_password"[..]),
+    );
+    let mut payload = Vec::with_capacity(128);
+    hs.serialize(&mut payload);
+    wire.seq = 0;
+    wire.push(&payload);
+    wire.flush().await?;
+
+    let Some(pkt) = read(reader).await? else { return Ok(false) };
+    wire.seq = pkt.seq.wrapping_add(1);
+    let resp = match HandshakeResponse::deserialize((), &mut ParseBuf(&pkt.payload)) {
+        Ok(r) => r,
+        Err(e) => {
+            wire.push_err(&Error::Malformed(format!("handshake response: {e}")).to_mysql());
+            return Ok(false);
+        }
+    };
+    let user = String::from_utf8_lossy(resp.user()).into_owned();
+    let mut response = resp.scramble_buf().to_vec();
+    let native = matches!(resp.auth_plugin(), None | Some(AuthPlugin::MysqlNativePassword));
+    if !native && !matches!(ctx.auth, auth::Auth::None) {
+        // Ask the client to answer in mysql_native_password instead.
+        let mut data = salt.to_vec();
+        data.push(0);
+        let mut p = Vec::new();
+        AuthSwitchRequest::new(&b"mysql_native_password"[..], data).serialize(&mut p);
+        wire.push(&p);
+        wire.flush().await?;
+        let Some(pkt) = read(reader).await? else { return Ok(false) };
+        wire.seq = pkt.seq.wrapping_add(1);
+        response = pkt.payload.to_vec();
+    }
+    if !ctx.auth.verify(&user, &salt, &response) {
+        let e = Error::AccessDenied {
+            user,
+            host: peer.to_string(),
+            using_password: !response.is_empty(),
+        };
+        wire.push_err(&e.to_mysql());
+        return Ok(false);
+    }
+    if let Some(charset) = charset_setting(resp.collation()) {
+        session.shards.settings.push(charset);
+        session.shards.reserved = true;
+    }
+    if let Some(db) = resp.db_name().filter(|d| !d.is_empty()) {
+        let db = String::from_utf8_lossy(db).into_owned();
+        if let Err(e) = session.use_target(ctx, &db) {
+            wire.push_err(&e.to_mysql());
+            return Ok(false);
+        }
+    }
+    wire.push(&packets::ok(0, 0, session.status().bits(), 0, ""));
+    wire.flush().await?;
+    Ok(true)
+}
+
+/// Backend pools speak utf8mb4; a client that asked for another character
+/// set gets it as a session setting.
+fn charset_setting(collation: u8) -> Option<String> {
+    let cs = match collation {
+        45 | 46 | 224..=247 | 255 | 0 => return None,
+        8 | 47..=48 | 5 | 15 | 31 | 94 => "latin1",
+        33 | 83 | 192..=215 => "utf8mb3",
+        63 => "binary",
+        11 | 65 => "ascii",
+        _ => return None,
+    };
+    Some(format!("SET NAMES {cs}"))
+}
+
+mod cmd {
+    pub const QUIT: u8 = 0x01;
+    pub const INIT_DB: u8 = 0x02;
+    pub const QUERY: u8 = 0x03;
+    pub const FIELD_LIST: u8 = 0x04;
+    pub const PING: u8 = 0x0e;
+    pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_RESET: u8 = 0x1a;
+    pub const SET_OPTION: u8 = 0x1b;
+    pub const RESET_CONNECTION: u8 = 0x1f;
+}
+
+async fn command_loop(
+    reader: &mut FramedRead<OwnedReadHalf, PacketCodec>,
+    wire: &mut Wire,
+    ctx: &ServerCtx,
+    session: &mut Session,
+) -> Result<(), Error> {
+    loop {
+        // Pipelined commands already sitting in the read buffer are answered
+        // before the socket is flushed.
+        if reader.read_buffer().len() < 4 {
+            wire.flush().await?;
+        }
+        let Some(pkt) = read(reader).await? else { return Ok(()) };
+        wire.seq = pkt.seq.wrapping_add(1);
+        let Some((&command, body)) = pkt.payload.split_first() else {
+            wire.push_err(&Error::Malformed("empty command packet".into()).to_mysql());
+            continue;
+        };
+        let ok_status = |s: &Session| packets::ok(0, 0, s.status().bits(), 0, "");
+        match command {
+            cmd::QUIT => return Ok(()),
+            cmd::PING => wire.push(&ok_status(session)),
+            cmd::INIT_DB => {
+                let db = String::from_utf8_lossy(body).into_owned();
+                match session.use_target(ctx, &db) {
+                    Ok(()) => wire.push(&ok_status(session)),
+                    Err(e) => wire.push_err(&e.to_mysql()),
+                }
+            }
+            cmd::QUERY => {
+                let sql = String::from_utf8_lossy(body).into_owned();
+                run_query(wire, ctx, session, &sql).await?;
+            }
+            cmd::FIELD_LIST => field_list(wire, ctx, session, body).await?,
+            cmd::STMT_PREPARE => {
+                let sql = String::from_utf8_lossy(body).into_owned();
+                let status = session.status();
+                match session.prepare(ctx, &sql).await {
+                    Ok((id, st)) => write_prepare_ok(wire, id, &st.params, &st.columns, status),
+                    Err(e) if e.is_disconnect() => return Err(e),
+                    Err(e) => wire.push_err(&e.to_mysql()),
+                }
+            }
+            cmd::STMT_EXECUTE => {
+                if let Err(e) = execute_stmt(wire, ctx, session, body).await {
+                    if e.is_disconnect() {
+                        return Err(e);
+                    }
+                    wire.push_err(&e.to_mysql());
+                }
+            }
+            cmd::STMT_SEND_LONG_DATA => {
+                // No response, even on error, as in MySQL.
+                if body.len() >= 6 {
+                    let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                    let param = u16::from_le_bytes([body[4], body[5]]);
+                    if let Some(st) = session.prepared.get_mut(&id) {
+                        st.long_data.entry(param).or_default().extend_from_slice(&body[6..]);
+                    }
+                }
+            }
+            cmd::STMT_CLOSE => {
+                if body.len() >= 4 {
+                    let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                    session.prepared.remove(&id);
+                }
+            }
+            cmd::STMT_RESET => {
+                let id = body
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                match session.prepared.get_mut(&id) {
+                    Some(st) => {
+                        st.long_data.clear();
+                        wire.push(&ok_status(session));
+                    }
+                    None => wire.push_err(&Error::UnknownStmt(id, "mysqld_stmt_reset").to_mysql()),
+                }
+            }
+            cmd::SET_OPTION => wire.push(&packets::eof(session.status().bits(), 0)),
+            cmd::RESET_CONNECTION => {
+                session.close().await;
+                let target = session.target.clone();
+                *session = Session::default();
+                session.target = target;
+                wire.push(&ok_status(session));
+            }
+            other => wire.push_err(&Error::UnknownCommand(other).to_mysql()),
+        }
+    }
+}
+
+/// COM_QUERY: every statement of a multi-statement in order, each result
+/// flagged MORE_RESULTS but the last; the first error ends the batch.
+async fn run_query(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, sql: &str) -> Result<(), Error> {
+    let stmts = crate::sql::lexer::split_statements(sql);
+    if stmts.is_empty() {
+        wire.push_err(&MysqlError {
+            code: 1065,
+            state: "42000".into(),
+            message: "Query was empty".into(),
+        });
+        return Ok(());
+    }
+    let mut rw = ResultWriter::new(wire, false, session.status());
+    for stmt in stmts {
+        rw.status = session.status().bits();
+        if let Err(e) = session.execute(ctx, stmt, &mut rw).await {
+            if e.is_disconnect() {
+                return Err(e);
+            }
+            rw.error(&e);
+            return Ok(());
+        }
+    }
+    rw.finish(session.status());
+    Ok(())
+}
+
+fn write_prepare_ok(wire: &mut Wire, id: u32, params: &[Column], cols: &[Column], status: StatusFlags) {
+    let mut p = Vec::with_capacity(12);
+    p.push(0x00);
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&(cols.len() as u16).to_le_bytes());
+    p.extend_from_slice(&(params.len() as u16).to_le_bytes());
+    p.push(0);
+    p.extend_from_slice(&0u16.to_le_bytes());
+    wire.push(&p);
+    for group in [params, cols] {
+        if !group.is_empty() {
+            for c in group {
+                wire.push(&packets::column_def(c));
+            }
+            wire.push(&packets::eof(status.bits(), 0));
+        }
+    }
+}
+
+async fn execute_stmt(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, body: &[u8]) -> Result<(), Error> {
+    if body.len() < 9 {
+        return Err(Error::Malformed("COM_STMT_EXECUTE: truncated header".into()));
+    }
+    let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+    let st = session
+        .prepared
+        .get_mut(&id)
+        .ok_or(Error::UnknownStmt(id, "mysqld_stmt_execute"))?;
+    let params = packets::parse_execute(&body[9..], st.params.len(), &mut st.bound_types, &mut st.long_data)?;
+    let sql = if params.is_empty() && st.params.is_empty() {
+        st.sql.clone()
+    } else {
+        crate::sql::substitute_params(&st.sql, &params, session.shards.no_backslash_escapes)?
+    };
+    let mut rw = ResultWriter::new(wire, true, session.status());
+    match session.execute(ctx, &sql, &mut rw).await {
+        Ok(()) => {
+            rw.finish(session.status());
+            Ok(())
+        }
+        Err(e) if e.is_disconnect() => Err(e),
+        Err(e) => {
+            rw.error(&e);
+            Ok(())
+        }
+    }
+}
+
+/// COM_FIELD_LIST (the mysql client's column completion): the table's
+/// column definitions, each with the NULL default value the command adds.
+async fn field_list(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, body: &[u8]) -> Result<(), Error> {
+    let table = body.split(|b| *b == 0).next().unwrap_or_default();
+    let table = String::from_utf8_lossy(table).replace('`', "``");
+    let mut sink = ColumnsOnly::default();
+    match session
+        .execute(ctx, &format!("SELECT * FROM `{table}` LIMIT 0"), &mut sink)
+        .await
+    {
+        Ok(()) => {
+            for c in &sink.cols {
+                let mut p = packets::column_def(c);
+                p.push(0xFB);
+                wire.push(&p);
+            }
+            wire.push(&packets::eof(session.status().bits(), 0));
+        }
+        Err(e) if e.is_disconnect() => return Err(e),
+        Err(e) => wire.push_err(&e.to_mysql()),
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct ColumnsOnly {
+    cols: Vec<Column>,
+}
+
+impl RowSink for ColumnsOnly {
+    fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
+        self.cols = cols.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, _: &[Value]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn end_rows(&mut self, _: u16) -> Result<(), Error> {
+        Ok(())
+    }
+    fn ok(&mut self, _: QueryDone) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! Payload encoders for the packets shardgate writes, and the parser of
+//! COM_STMT_EXECUTE parameters. Column definitions are serialized by
+//! mysql_common exactly as the tablet sent them.
+
+use mysql_common::constants::{ColumnFlags, ColumnType};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::Column;
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::value::{BinValue, Value, ValueDeserializer};
+
+use crate::error::{Error, MysqlError};
+
+/// Appends a length-encoded integer.
+pub fn put_lenenc_int(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=250 => out.push(n as u8),
+        251..=0xFFFF => {
+            out.push(0xFC);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xFF_FFFF => {
+            out.push(0xFD);
+            out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
+        }
+        _ => {
+            out.push(0xFE);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
+/// Appends a length-encoded string.
+pub fn put_lenenc_str(out: &mut Vec<u8>, s: &[u8]) {
+    put_lenenc_int(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+/// OK packet payload (protocol 4.1, no session tracking).
+pub fn ok(affected: u64, last_insert_id: u64, status: u16, warnings: u16, info: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16 + info.len());
+    p.push(0x00);
+    put_lenenc_int(&mut p, affected);
+    put_lenenc_int(&mut p, last_insert_id);
+    p.extend_from_slice(&status.to_le_bytes());
+    p.extend_from_slice(&warnings.to_le_bytes());
+    p.extend_from_slice(info.as_bytes());
+    p
+}
+
+/// EOF packet payload.
+pub fn eof(status: u16, warnings: u16) -> Vec<u8> {
+    let mut p = vec![0xFE];
+    p.extend_from_slice(&warnings.to_le_bytes());
+    p.extend_from_slice(&status.to_le_bytes());
+    p
+}
+
+/// ERR packet payload.
+pub fn err(e: &MysqlError) -> Vec<u8> {
+    let mut p = Vec::with_capacity(9 + e.message.len());
+    p.push(0xFF);
+    p.extend_from_slice(&e.code.to_le_bytes());
+    p.push(b'#');
+    let mut state = [b'H', b'Y', b'0', b'0', b'0'];
+    for (d, s) in state.iter_mut().zip(e.state.bytes()) {
+        *d = s;
+    }
+    p.extend_from_slice(&state);
+    // Keep messages within what clients print comfortably.
+    let msg = e.message.as_bytes();
+    p.extend_from_slice(&msg[..msg.len().min(4096)]);
+    p
+}
+
+/// A column definition payload.
+pub fn column_def(c: &Column) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    c.serialize(&mut p);
+    p
+}
+
+/// A text-protocol row payload.
+pub fn text_row(out: &mut Vec<u8>, values: &[Value]) {
+    for v in values {
+        match v {
+            Value::NULL => out.push(0xFB),
+            Value::Bytes(b) => put_lenenc_str(out, b),
+            other => put_lenenc_str(out, other.as_sql(true).trim_matches('\'').as_bytes()),
+        }
+    }
+}
+
+/// A binary-protocol row payload, converting the tablet's text values to
+/// the binary form of each column's type.
+pub fn binary_row(out: &mut Vec<u8>, cols: &[Column], values: &[Value]) -> Result<(), Error> {
+    out.push(0x00);
+    let bitmap_at = out.len();
+    let bitmap_len = (cols.len() + 7 + 2) / 8;
+    out.resize(bitmap_at + bitmap_len, 0);
+    for (i, (c, v)) in cols.iter().zip(values).enumerate() {
+        match v {
+            Value::NULL => {
+                let bit = i + 2;
+                out[bitmap_at + bit / 8] |= 1 << (bit % 8);
+            }
+            Value::Bytes(b) => encode_binary(out, c, b)?,
+            other => {
+                let s = other.as_sql(true);
+                encode_binary(out, c, s.trim_matches('\'').as_bytes())?
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_binary(out: &mut Vec<u8>, c: &Column, text: &[u8]) -> Result<(), Error> {
+    use ColumnType::*;
+    let bad = || Error::Encode {
+        column: c.name_str().into_owned(),
+        kind: format!("{:?}", c.column_type()),
+        value: String::from_utf8_lossy(text).into_owned(),
+    };
+    let s = || std::str::from_utf8(text).map_err(|_| bad());
+    let unsigned = c.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+    let int = |bytes: usize, out: &mut Vec<u8>| -> Result<(), Error> {
+        let t = s()?;
+        let v: u64 = if unsigned {
+            t.parse::<u64>().map_err(|_| bad())?
+        } else {
+            t.parse::<i64>().map_err(|_| bad())? as u64
+        };
+        out.extend_from_slice(&v.to_le_bytes()[..bytes]);
+        Ok(())
+    };
+    match c.column_type() {
+        MYSQL_TYPE_TINY => int(1, out)?,
+        MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR => int(2, out)?,
+        MYSQL_TYPE_LONG | MYSQL_TYPE_INT24 => int(4, out)?,
+        MYSQL_TYPE_LONGLONG => int(8, out)?,
+        MYSQL_TYPE_FLOAT => out.extend_from_slice(&s()?.parse::<f32>().map_err(|_| bad())?.to_le_bytes()),
+        MYSQL_TYPE_DOUBLE => out.extend_from_slice(&s()?.parse::<f64>().map_err(|_| bad())?.to_le_bytes()),
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP
+        | MYSQL_TYPE_TIMESTAMP2 => {
+            let (y, mo, d, h, mi, se, us) = parse_datetime(s()?).ok_or_else(bad)?;
+            if us != 0 {
+                out.push(11);
+            } else if h != 0 || mi != 0 || se != 0 {
+                out.push(7);
+            } else if y != 0 || mo != 0 || d != 0 {
+                out.push(4);
+            } else {
+                out.push(0);
+                return Ok(());
+            }
+            out.extend_from_slice(&y.to_le_bytes());
+            out.extend_from_slice(&[mo, d]);
+            if out[out.len() - 5] >= 7 {
+                out.extend_from_slice(&[h, mi, se]);
+            }
+            if us != 0 {
+                out.extend_from_slice(&us.to_le_bytes());
+            }
+        }
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => {
+            let (neg, days, h, mi, se, us) = parse_time(s()?).ok_or_else(bad)?;
+            if days == 0 && h == 0 && mi == 0 && se == 0 && us == 0 {
+                out.push(0);
+            } else {
+                out.push(if us != 0 { 12 } else { 8 });
+                out.push(neg as u8);
+                out.extend_from_slice(&days.to_le_bytes());
+                out.extend_from_slice(&[h, mi, se]);
+                if us != 0 {
+                    out.extend_from_slice(&us.to_le_bytes());
+                }
+            }
+        }
+        _ => put_lenenc_str(out, text),
+    }
+    Ok(())
+}
+
+type DateTimeParts = (u16, u8, u8, u8, u8, u8, u32);
+
+fn parse_datetime(s: &str) -> Option<DateTimeParts> {
+    let (date, time) = match s.split_once([' ', 'T']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut d = date.splitn(3, '-');
+    let y = d.next()?.parse().ok()?;
+    let mo = d.next()?.parse().ok()?;
+    let day = d.next()?.parse().ok()?;
+    let (h, mi, se, us) = match time {
+        Some(t) => {
+            let (_, h, mi, se, us) = parse_hms(t)?;
+            (u8::try_from(h).ok()?, mi, se, us)
+        }
+        None => (0, 0, 0, 0),
+    };
+    Some((y, mo, day, h, mi, se, us))
+}
+
+fn parse_hms(t: &str) -> Option<(bool, u32, u8, u8, u32)> {
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t),
+    };
+    let (hms, frac) = match t.split_once('.') {
+        Some((a, f)) => (a, f),
+        None => (t, ""),
+    };
+    let mut p = hms.splitn(3, ':');
+    let h: u32 = p.next()?.parse().ok()?;
+    let mi: u8 = p.next()?.parse().ok()?;
+    let se: u8 = p.next()?.parse().ok()?;
+    let us = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+        digits.parse().ok()?
+    };
+    Some((neg, h, mi, se, us))
+}
+
+fn parse_time(s: &str) -> Option<(bool, u32, u8, u8, u8, u32)> {
+    let (neg, h, mi, se, us) = parse_hms(s)?;
+    Some((neg, h / 24, (h % 24) as u8, mi, se, us))
+}
+
+/// Parses COM_STMT_EXECUTE's body after the command byte: returns the
+/// statement id and the parameter values. `types` holds the types bound by
+/// an earlier execute and is updated when the client sends new ones.
+pub fn parse_execute(
+    body: &[u8],
+    n_params: usize,
+    types: &mut Vec<(ColumnType, bool)>,
+    long_data: &mut std::collections::HashMap<u16, Vec<u8>>,
+) -> Result<Vec<Value>, Error> {
+    let bad = |what: &str| Error::Malformed(format!("COM_STMT_EXECUTE: {what}"));
+    // stmt id (4), flags (1), iteration count (4) were read by the caller.
+    let mut buf = ParseBuf(body);
+    if n_params == 0 {
+        return Ok(Vec::new());
+    }
+    let bitmap = buf.checked_eat((n_params + 7) / 8).ok_or_else(|| bad("truncated null bitmap"))?;
+    let new_bound = buf.checked_eat_u8().ok_or_else(|| bad("truncated bound flag"))?;
+    if new_bound == 1 {
+        types.clear();
+        for _ in 0..n_params {
+            let t = buf.checked_eat_u8().ok_or_else(|| bad("truncated parameter types"))?;
+            let flags = buf.checked_eat_u8().ok_or_else(|| bad("truncated parameter types"))?;
+            let ct = ColumnType::try_from(t).map_err(|_| bad("unknown parameter type"))?;
+            types.push((ct, flags & 0x80 != 0));
+        }
+    }
+    if types.len() != n_params {
+        return Err(bad("parameter types were never bound"));
+    }
+    let mut values = Vec::with_capacity(n_params);
+    for (i, (ct, unsigned)) in types.iter().enumerate() {
+        if let Some(data) = long_data.remove(&(i as u16)) {
+            values.push(Value::Bytes(data));
+            continue;
+        }
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 || *ct == ColumnType::MYSQL_TYPE_NULL {
+            values.push(Value::NULL);
+            continue;
+        }
+        let flags = if *unsigned {
+            ColumnFlags::UNSIGNED_FLAG
+        } else {
+            ColumnFlags::empty()
+        };
+        let v: ValueDeserializer<BinValue> =
+            ValueDeserializer::deserialize((*ct, flags), &mut buf).map_err(|e| bad(&format!("parameter {i}: {e}")))?;
+        values.push(v.0);
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(t: ColumnType, flags: ColumnFlags) -> Column {
+        Column::new(t).with_flags(flags).with_name(b"c")
+    }
+
+    fn bin(t: ColumnType, flags: ColumnFlags, text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_binary(&mut out, &col(t, flags), text.as_bytes()).unwrap();
+        out
+    }
+
+    #[test]
+    fn text_to_binary_values() {
+        use ColumnType::*;
+        assert_eq!(bin(MYSQL_TYPE_TINY, ColumnFlags::empty(), "-1"), vec![0xFF]);
+        assert_eq!(bin(MYSQL_TYPE_LONGLONG, ColumnFlags::UNSIGNED_FLAG, "18446744073709551615"), vec![0xFF; 8]);
+        assert_eq!(bin(MYSQL_TYPE_DOUBLE, ColumnFlags::empty(), "0.1"), 0.1f64.to_le_bytes().to_vec());
+        assert_eq!(bin(MYSQL_TYPE_DATE, ColumnFlags::empty(), "2024-02-29"), vec![4, 0xE8, 7, 2, 29]);
+        assert_eq!(
+            bin(MYSQL_TYPE_DATETIME, ColumnFlags::empty(), "2024-02-29 01:02:03.5"),
+            vec![11, 0xE8, 7, 2, 29, 1, 2, 3, 0x20, 0xA1, 7, 0]
+        );
+        assert_eq!(bin(MYSQL_TYPE_DATETIME, ColumnFlags::empty(), "0000-00-00 00:00:00"), vec![0]);
+        assert_eq!(
+            bin(MYSQL_TYPE_TIME, ColumnFlags::empty(), "-838:59:59"),
+            vec![8, 1, 34, 0, 0, 0, 22, 59, 59]
+        );
+        assert_eq!(bin(MYSQL_TYPE_NEWDECIMAL, ColumnFlags::empty(), "1.50"), b"\x041.50".to_vec());
+        let mut out = Vec::new();
+        assert!(encode_binary(&mut out, &col(MYSQL_TYPE_LONG, ColumnFlags::empty()), b"abc").is_err());
+    }
+
+    #[test]
+    fn binary_values_round_trip_through_mysql_common() {
+        use ColumnType::*;
+        let cases = [
+            (MYSQL_TYPE_LONG, "-123", Value::Int(-123)),
+            (MYSQL_TYPE_DATETIME, "2001-02-03 04:05:06", Value::Date(2001, 2, 3, 4, 5, 6, 0)),
+            (MYSQL_TYPE_TIME, "25:00:01.000002", Value::Time(false, 1, 1, 0, 1, 2)),
+            (MYSQL_TYPE_VAR_STRING, "héllo", Value::Bytes("héllo".as_bytes().to_vec())),
+        ];
+        for (t, text, want) in cases {
+            let mut out = Vec::new();
+            encode_binary(&mut out, &col(t, ColumnFlags::empty()), text.as_bytes()).unwrap();
+            let got: ValueDeserializer<BinValue> =
+                ValueDeserializer::deserialize((t, ColumnFlags::empty()), &mut ParseBuf(&out)).unwrap();
+            assert_eq!(got.0, want, "{t:?} {text}");
+        }
+    }
+
+    #[test]
+    fn execute_params_parse_and_reject_truncation() {
+        // two params: LONGLONG 7 and NULL
+        let mut body = vec![0b10, 1, 8, 0, 6, 0];
+        body.extend_from_slice(&7i64.to_le_bytes());
+        let mut types = Vec::new();
+        let mut ld = Default::default();
+        let v = parse_execute(&body, 2, &mut types, &mut ld).unwrap();
+        assert_eq!(v, vec![Value::Int(7), Value::NULL]);
+        for cut in 0..body.len() {
+            let mut types = Vec::new();
+            assert!(parse_execute(&body[..cut], 2, &mut types, &mut ld).is_err(), "cut {cut}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! shardgate: a MySQL wire-protocol sharding proxy that speaks Vitess's VSchema.
+//!
+//! # Layout, in the order a statement flows
+//!
+//! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
+//!   result encoding). Hands statement text to the session; never routes.
+//! - [`session`]: one client's state: target, autocommit, transaction and
+//!   reserved backend connections, settings, prepared statements.
+//! - [`sql`]: a small MySQL lexer: splitting multi-statements, classifying
+//!   statements, placeholders and the few rewrites a proxy must do.
+//! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`].
+//! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`].
+//! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
+//!   streams results, wraps errors with their target.
+//! - [`gateway`]: picks the tablet of the wanted type for a shard.
+//! - [`backend`]: mysql_async pools per tablet, reconciled with the snapshot.
+//! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
+//!   and the watcher that swaps it in.
+//! - [`vschema`]: Vitess VSchema model and validation.
+//! - [`admin`]: `shardgate ctl ...` commands that write the topology.
+//! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
+//!   shared with the integration-test harness.
+//! - [`web`]: the HTTP port (health and debug pages).
+//! - [`config`]: command-line flags; [`error`]: the one place errors become
+//!   MySQL error codes.
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod executor;
+pub mod frontend;
+pub mod gateway;
+pub mod local;
+pub mod planner;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod topo;
+pub mod vschema;
+pub mod web;

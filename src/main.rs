@@ -1,0 +1,212 @@
+//! The `shardgate` binary: serve (default), ctl, local, vschema.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::Parser;
+use shardgate::admin::{self, DbaCreds};
+use shardgate::backend::BackendConfig;
+use shardgate::config::{Cli, Command, CtlArgs, CtlCommand, LocalArgs, LocalCommand, ServeArgs, TopoArgs, VschemaCommand};
+use shardgate::frontend::auth::Auth;
+use shardgate::local::{Cluster, ClusterSpec};
+use shardgate::server::{self, ServeOptions};
+use shardgate::topo::store::TopoStore;
+use shardgate::topo::TabletRecord;
+use shardgate::vschema::KeyspaceVSchema;
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            None => serve(cli.serve).await,
+            Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::Ctl(args)) => ctl(args).await,
+            Some(Command::Local(args)) => local(args).await,
+            Some(Command::Vschema(args)) => match args.command {
+                VschemaCommand::Check { files } => vschema_check(&files),
+            },
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    let ip: IpAddr = args
+        .mysql_server_bind_address
+        .parse()
+        .map_err(|e| format!("--mysql-server-bind-address {}: {e}", args.mysql_server_bind_address))?;
+    let auth = match args.mysql_auth_server_impl.as_str() {
+        "none" => Auth::None,
+        "static" => {
+            let file = args
+                .mysql_auth_server_static_file
+                .as_ref()
+                .ok_or("--mysql-auth-server-impl static needs --mysql-auth-server-static-file")?;
+            Auth::load_static(file)?
+        }
+        other => return Err(format!("--mysql-auth-server-impl: unknown value '{other}' (none or static)").into()),
+    };
+    let cells = if args.cells_to_watch.is_empty() {
+        vec![]
+    } else {
+        args.cells_to_watch.clone()
+    };
+    let opts = ServeOptions {
+        mysql_addr: SocketAddr::new(ip, args.mysql_server_port),
+        web_addr: Some(SocketAddr::new(ip, args.port)),
+        topo_impl: args.topo.topo_implementation,
+        topo_address: args.topo.topo_global_server_address.clone(),
+        topo_root: args.topo.topo_global_root.clone(),
+        cells,
+        backend: BackendConfig {
+            user: args.db_app_user.clone(),
+            password: args.db_app_password.clone(),
+            pool_max: args.pool_size,
+            ..BackendConfig::default()
+        },
+        auth,
+        server_version: args.mysql_server_version.clone(),
+    };
+    let running = server::start(opts).await?;
+    if let Some(path) = &args.mysql_server_socket_path {
+        tracing::warn!(path = %path.display(), "--mysql-server-socket-path is accepted but Unix sockets are not served yet");
+    }
+    println!("shardgate: MySQL protocol on {}", running.mysql_addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn store(topo: &TopoArgs) -> Result<TopoStore, AnyError> {
+    Ok(TopoStore::connect(topo.topo_implementation, &topo.topo_global_server_address, &topo.topo_global_root).await?)
+}
+
+async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
+    let store = store(&args.topo).await?;
+    let creds = DbaCreds {
+        user: args.dba_user.clone(),
+        ..DbaCreds::default()
+    };
+    match args.command {
+        CtlCommand::ApplyVschema { vschema_file, keyspace } => {
+            let text = std::fs::read(&vschema_file).map_err(|e| format!("{}: {e}", vschema_file.display()))?;
+            admin::apply_vschema(&store, &keyspace, &text).await?;
+            println!("VSchema of keyspace {keyspace} applied");
+        }
+        CtlCommand::GetVschema { keyspace } => match admin::get_vschema(&store, &keyspace).await? {
+            Some(v) => println!("{v}"),
+            None => return Err(format!("keyspace {keyspace} has no VSchema").into()),
+        },
+        CtlCommand::ApplySchema { sql_file, keyspace } => {
+            let sql = std::fs::read_to_string(&sql_file).map_err(|e| format!("{}: {e}", sql_file.display()))?;
+            let n = admin::apply_schema(&store, &keyspace, &sql, &creds).await?;
+            println!("schema applied to {n} shard(s) of {keyspace}");
+        }
+        CtlCommand::AddTablet {
+            alias,
+            keyspace,
+            shard,
+            tablet_type,
+            host,
+            mysql_port,
+            sharded,
+        } => {
+            let rec = TabletRecord {
+                alias: alias.clone(),
+                hostname: host,
+                mysql_port,
+                keyspace,
+                shard,
+                tablet_type,
+                db_name: None,
+            };
+            admin::add_tablet(&store, &rec, sharded).await?;
+            println!("tablet {alias} added");
+        }
+        CtlCommand::DeleteTablet { alias } => {
+            admin::delete_tablet(&store, &alias).await?;
+            println!("tablet {alias} deleted");
+        }
+        CtlCommand::InitShardPrimary { keyspace_shard, alias } => {
+            let (ks, shard) = keyspace_shard
+                .split_once('/')
+                .ok_or("expected KEYSPACE/SHARD")?;
+            admin::init_shard_primary(&store, ks, shard, &alias, &creds).await?;
+            println!("{alias} is now the primary of {ks}/{shard}");
+        }
+    }
+    Ok(())
+}
+
+async fn local(args: LocalArgs) -> Result<(), AnyError> {
+    let say = |m: &str| println!("[local] {m}");
+    match args.command {
+        LocalCommand::Up => {
+            let spec = ClusterSpec::example(args.dataroot.clone());
+            let cluster = Cluster::up(spec, false, say).await?;
+            drop(cluster);
+            println!();
+            println!("The local cluster is serving (data, logs and PID files in {}).", args.dataroot.display());
+            println!("  keyspaces: commerce (unsharded), customer (sharded: -80, 80-)");
+            println!("  tablets:   mysql -h127.0.0.1 -P17100 -uvt_dba   (17101, 17102, 17300, 17301, 17400, 17401)");
+            println!("  web:       http://127.0.0.1:15001/debug/status");
+            println!();
+            println!("Connect with:");
+            println!("  mysql -h127.0.0.1 -P15306 commerce");
+            println!("Stop with:");
+            println!("  shardgate local down [--purge]");
+            Ok(())
+        }
+        LocalCommand::Down { purge } => Ok(Cluster::down(&args.dataroot, purge, say)?),
+    }
+}
+
+fn vschema_check(files: &[std::path::PathBuf]) -> Result<(), AnyError> {
+    if files.is_empty() {
+        return Err("no files given".into());
+    }
+    for f in files {
+        let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let ks = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        KeyspaceVSchema::from_json(&ks, &text).map_err(|e| format!("{}: {e}", f.display()))?;
+        println!("{}: ok", f.display());
+    }
+    Ok(())
+}

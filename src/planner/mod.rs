@@ -1,0 +1,175 @@
+//! The planner: pure (statement, target, snapshot) → [`Plan`]. No I/O, so
+//! plans can be cached, printed and tested without a database.
+
+use crate::sql::{QueryKind, Statement, TabletType, Target};
+use crate::topo::Snapshot;
+
+/// Why a statement cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No keyspace selected and none could be inferred.
+    #[error("No database selected")]
+    NoDatabase,
+    /// The target keyspace does not exist.
+    #[error("Unknown database '{0}'")]
+    UnknownKeyspace(String),
+    /// The target shard does not exist.
+    #[error("Unknown database '{keyspace}:{shard}': no such shard")]
+    UnknownShard { keyspace: String, shard: String },
+    /// Valid SQL that shardgate does not handle yet.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+/// What the engine should do with a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Send the statement as-is to one shard.
+    Route(Route),
+    /// Answer from the topology snapshot.
+    Show(ShowPlan),
+}
+
+/// A single-shard route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Keyspace the statement runs in.
+    pub keyspace: String,
+    /// The shard it runs on.
+    pub shard: String,
+    /// The tablet type it runs on.
+    pub tablet_type: TabletType,
+    /// SHOW statements name the MySQL database in column headers
+    /// (`Tables_in_vt_ks`): the engine renames it to the keyspace.
+    pub rename_db_columns: bool,
+}
+
+/// Statements answered by shardgate itself from the snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowPlan {
+    /// SHOW DATABASES: keyspaces plus MySQL's system schemas.
+    Databases,
+    /// SHOW KEYSPACES.
+    Keyspaces,
+    /// SHOW VITESS_SHARDS.
+    Shards,
+    /// SHOW VITESS_TABLETS.
+    Tablets,
+    /// SHOW VSCHEMA TABLES of a keyspace.
+    VschemaTables(String),
+}
+
+/// Plans one classified statement. Session statements (BEGIN, SET, USE...)
+/// never get here: the session handles them.
+pub fn plan(stmt: &Statement, target: &Target, snap: &Snapshot) -> Result<Plan, PlanError> {
+    let kind = match stmt {
+        Statement::ShowDatabases => return Ok(Plan::Show(ShowPlan::Databases)),
+        Statement::ShowKeyspaces => return Ok(Plan::Show(ShowPlan::Keyspaces)),
+        Statement::ShowVitessShards => return Ok(Plan::Show(ShowPlan::Shards)),
+        Statement::ShowVitessTablets => return Ok(Plan::Show(ShowPlan::Tablets)),
+        Statement::ShowVschemaTables => {
+            let ks = target.keyspace.clone().ok_or(PlanError::NoDatabase)?;
+            if !snap.keyspaces.contains_key(&ks) {
+                return Err(PlanError::UnknownKeyspace(ks));
+            }
+            return Ok(Plan::Show(ShowPlan::VschemaTables(ks)));
+        }
+        Statement::Query(kind) => *kind,
+        other => return Err(PlanError::Unsupported(format!("statement {other:?} is handled by the session"))),
+    };
+    let keyspace = match &target.keyspace {
+        Some(ks) => snap
+            .keyspaces
+            .get(ks)
+            .ok_or_else(|| PlanError::UnknownKeyspace(ks.clone()))?,
+        // No keyspace selected: statements without tables (SELECT 1, @@vars)
+        // go to the first unsharded keyspace, as vtgate sends them to any.
+        None => snap
+            .keyspaces
+            .values()
+            .find(|k| !k.sharded)
+            .or_else(|| snap.keyspaces.values().next())
+            .ok_or(PlanError::NoDatabase)?,
+    };
+    let shard = match &target.shard {
+        Some(sh) => keyspace
+            .shards
+            .iter()
+            .find(|s| &s.name == sh)
+            .ok_or_else(|| PlanError::UnknownShard {
+                keyspace: keyspace.name.clone(),
+                shard: sh.clone(),
+            })?,
+        None if !keyspace.sharded => keyspace.shards.first().ok_or_else(|| {
+            PlanError::Unsupported(format!("keyspace {} has no shards", keyspace.name))
+        })?,
+        None => {
+            return Err(PlanError::Unsupported(format!(
+                "statements on sharded keyspace '{}' are not supported yet; target one shard with `USE {}:-80`",
+                keyspace.name, keyspace.name
+            )))
+        }
+    };
+    Ok(Plan::Route(Route {
+        keyspace: keyspace.name.clone(),
+        shard: shard.name.clone(),
+        tablet_type: target.tablet_type,
+        rename_db_columns: kind == QueryKind::Show,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn snap() -> Snapshot {
+        let mut r = BTreeMap::new();
+        for (k, v) in [
+            ("global/keyspaces/commerce/Keyspace", "{}"),
+            ("global/keyspaces/commerce/shards/0/Shard", "{}"),
+            ("global/keyspaces/customer/Keyspace", r#"{"sharded": true}"#),
+            ("global/keyspaces/customer/shards/-80/Shard", "{}"),
+            ("global/keyspaces/customer/shards/80-/Shard", "{}"),
+        ] {
+            r.insert(k.to_string(), v.as_bytes().to_vec());
+        }
+        Snapshot::build(&r, &[], 1).unwrap()
+    }
+
+    #[test]
+    fn unsharded_routes_to_its_shard() {
+        let s = snap();
+        let t = Target::parse("commerce@replica").unwrap();
+        let p = plan(&Statement::Query(QueryKind::Select), &t, &s).unwrap();
+        assert_eq!(
+            p,
+            Plan::Route(Route {
+                keyspace: "commerce".into(),
+                shard: "0".into(),
+                tablet_type: TabletType::Replica,
+                rename_db_columns: false
+            })
+        );
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let s = snap();
+        let q = Statement::Query(QueryKind::Select);
+        assert!(matches!(
+            plan(&q, &Target::parse("nope").unwrap(), &s),
+            Err(PlanError::UnknownKeyspace(_))
+        ));
+        assert!(matches!(
+            plan(&q, &Target::parse("customer").unwrap(), &s),
+            Err(PlanError::Unsupported(_))
+        ));
+        assert!(matches!(
+            plan(&q, &Target::parse("customer:40-").unwrap(), &s),
+            Err(PlanError::UnknownShard { .. })
+        ));
+        let p = plan(&q, &Target::parse("customer:80-").unwrap(), &s).unwrap();
+        assert!(matches!(p, Plan::Route(r) if r.shard == "80-"));
+    }
+}

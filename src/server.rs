@@ -1,0 +1,169 @@
+//! Wires the serving process together: topology watch, pools, the MySQL
+//! listener and the web port, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backend::{BackendConfig, Pools};
+use crate::frontend::{self, auth::Auth};
+use crate::gateway::Gateway;
+use crate::topo::store::{TopoImpl, TopoStore};
+use crate::topo::watch::WatchStats;
+use crate::topo::{self, SnapshotHandle};
+
+/// State shared by every connection; passed as a handle, never global.
+pub struct ServerCtx {
+    /// The current topology; load once per statement.
+    pub snapshot: SnapshotHandle,
+    /// Tablet connection pools.
+    pub pools: Pools,
+    /// Tablet picking.
+    pub gateway: Gateway,
+    /// Who may connect.
+    pub auth: Auth,
+    /// Version string in the handshake.
+    pub server_version: String,
+    /// Largest client packet accepted.
+    pub max_packet: usize,
+    /// Topology watch counters.
+    pub watch_stats: Arc<WatchStats>,
+    conn_ids: AtomicU32,
+}
+
+impl ServerCtx {
+    /// Builds a context around a snapshot handle.
+    pub fn new(snapshot: SnapshotHandle, backend: BackendConfig, auth: Auth, server_version: String) -> Self {
+        ServerCtx {
+            snapshot,
+            pools: Pools::new(backend),
+            gateway: Gateway::default(),
+            auth,
+            server_version,
+            max_packet: 64 << 20,
+            watch_stats: Arc::new(WatchStats::default()),
+            conn_ids: AtomicU32::new(1),
+        }
+    }
+
+    /// A fresh connection id for the handshake.
+    pub fn next_connection_id(&self) -> u32 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// What `serve` needs, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// MySQL listener address.
+    pub mysql_addr: SocketAddr,
+    /// Web listener address (None: no web port).
+    pub web_addr: Option<SocketAddr>,
+    /// Topology store kind.
+    pub topo_impl: TopoImpl,
+    /// Store address (etcd endpoints or a directory).
+    pub topo_address: String,
+    /// Topo root.
+    pub topo_root: String,
+    /// Cells whose tablets are used (all when empty).
+    pub cells: Vec<String>,
+    /// Backend login and pool sizes.
+    pub backend: BackendConfig,
+    /// Client authentication.
+    pub auth: Auth,
+    /// Handshake version string.
+    pub server_version: String,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The topology could not be loaded.
+    #[error(transparent)]
+    Topo(#[from] topo::TopoError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server: its bound addresses and the way to stop it.
+pub struct Running {
+    /// Where the MySQL listener is bound (useful with port 0).
+    pub mysql_addr: SocketAddr,
+    /// Where the web listener is bound.
+    pub web_addr: Option<SocketAddr>,
+    /// Shared state, for inspection.
+    pub ctx: Arc<ServerCtx>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets the accept loop end, closes pools.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        self.ctx.pools.close_all().await;
+    }
+}
+
+/// Loads the topology, binds the listeners and serves in the background.
+pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
+    let store = TopoStore::connect(opts.topo_impl, &opts.topo_address, &opts.topo_root).await?;
+    let (handle, records) = topo::watch::initial(&store, &opts.cells).await?;
+    let ctx = Arc::new(ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version));
+    ctx.pools.reconcile(&handle.load());
+    {
+        let ctx2 = ctx.clone();
+        tokio::spawn(topo::watch::run(
+            store,
+            opts.cells.clone(),
+            handle,
+            records,
+            ctx.watch_stats.clone(),
+            move |snap| ctx2.pools.reconcile(snap),
+        ));
+    }
+    let listener = TcpListener::bind(opts.mysql_addr).await.map_err(|source| ServeError::Bind {
+        addr: opts.mysql_addr,
+        source,
+    })?;
+    let mysql_addr = listener.local_addr().unwrap_or(opts.mysql_addr);
+    let web_addr = match opts.web_addr {
+        Some(addr) => Some(crate::web::start(addr, ctx.clone()).await.map_err(|source| ServeError::Bind { addr, source })?),
+        None => None,
+    };
+    let (tx, mut rx) = watch::channel(false);
+    let ctx2 = ctx.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(frontend::handle(stream, ctx2.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                _ = rx.changed() => break,
+            }
+        }
+    });
+    tracing::info!(%mysql_addr, ?web_addr, "shardgate serving");
+    Ok(Running {
+        mysql_addr,
+        web_addr,
+        ctx,
+        shutdown: tx,
+        task,
+    })
+}

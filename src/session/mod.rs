@@ -1,0 +1,236 @@
+//! One client's state and the statement loop over it: target, autocommit,
+//! transactions, settings, prepared statements. Session statements (BEGIN,
+//! COMMIT, SET, USE) are answered here; everything else is planned and run.
+
+use std::collections::HashMap;
+
+use mysql_common::constants::{ColumnType, StatusFlags};
+use mysql_common::packets::Column;
+
+use crate::engine::{self, QueryDone, RowSink};
+use crate::error::Error;
+use crate::executor::{Executor, ShardConns};
+use crate::planner::{self, Plan};
+use crate::server::ServerCtx;
+use crate::sql::{self, QueryKind, SessionValues, Statement, Target};
+
+/// A statement prepared by the client.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The statement text with `?` placeholders.
+    pub sql: String,
+    /// Parameter metadata sent at prepare time.
+    pub params: Vec<Column>,
+    /// Result column metadata sent at prepare time.
+    pub columns: Vec<Column>,
+    /// Parameter types bound by the last COM_STMT_EXECUTE (type, unsigned).
+    pub bound_types: Vec<(ColumnType, bool)>,
+    /// Data sent with COM_STMT_SEND_LONG_DATA, by parameter index.
+    pub long_data: HashMap<u16, Vec<u8>>,
+}
+
+/// A client session.
+pub struct Session {
+    /// Where statements go.
+    pub target: Target,
+    /// Autocommit on (the default) or off.
+    pub autocommit: bool,
+    /// The backend side: pinned connections, transaction, settings.
+    pub shards: ShardConns,
+    /// Prepared statements by id.
+    pub prepared: HashMap<u32, Prepared>,
+    next_stmt_id: u32,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            target: Target::default(),
+            autocommit: true,
+            shards: ShardConns::default(),
+            prepared: HashMap::new(),
+            next_stmt_id: 1,
+        }
+    }
+}
+
+impl Session {
+    /// Status flags for OK and EOF packets.
+    pub fn status(&self) -> StatusFlags {
+        let mut s = StatusFlags::empty();
+        if self.autocommit {
+            s |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.shards.in_txn {
+            s |= StatusFlags::SERVER_STATUS_IN_TRANS;
+        }
+        if self.shards.no_backslash_escapes {
+            s |= StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES;
+        }
+        s
+    }
+
+    /// Sets the target from `USE`, COM_INIT_DB or the handshake's database;
+    /// an unknown keyspace is ER_BAD_DB_ERROR, as MySQL answers.
+    pub fn use_target(&mut self, ctx: &ServerCtx, text: &str) -> Result<(), Error> {
+        let t = Target::parse(text)?;
+        if let Some(ks) = &t.keyspace {
+            let snap = ctx.snapshot.load();
+            let keyspace = snap
+                .keyspaces
+                .get(ks)
+                .ok_or_else(|| planner::PlanError::UnknownKeyspace(text.to_string()))?;
+            if let Some(sh) = &t.shard {
+                if !keyspace.shards.iter().any(|s| &s.name == sh) {
+                    return Err(planner::PlanError::UnknownShard {
+                        keyspace: ks.clone(),
+                        shard: sh.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        self.target = t;
+        Ok(())
+    }
+
+    /// Runs one statement (already split from a multi-statement).
+    pub async fn execute<S: RowSink + Send>(&mut self, ctx: &ServerCtx, sql: &str, sink: &mut S) -> Result<(), Error> {
+        let stmt = sql::classify(sql)?;
+        match stmt {
+            Statement::Begin => {
+                if self.shards.in_txn {
+                    self.shards.finish_txn(true).await?;
+                }
+                self.shards.in_txn = true;
+                sink.ok(QueryDone::default())
+            }
+            Statement::Commit | Statement::Rollback => {
+                self.shards.finish_txn(stmt == Statement::Commit).await?;
+                sink.ok(QueryDone::default())
+            }
+            Statement::Use(t) => {
+                self.use_target(ctx, &t)?;
+                sink.ok(QueryDone::default())
+            }
+            Statement::Set(set) => {
+                if let Some(rest) = &set.rest {
+                    if set.global {
+                        self.run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink).await?;
+                    } else {
+                        let snap = ctx.snapshot.load();
+                        let plan = planner::plan(&Statement::Query(QueryKind::Other), &self.target, &snap).ok();
+                        let tablet = match &plan {
+                            Some(Plan::Route(r)) => {
+                                let ex = Executor {
+                                    ctx,
+                                    snap: &snap,
+                                    state: &mut self.shards,
+                                };
+                                let (t, label) = ex.tablet(&r.keyspace, &r.shard, r.tablet_type)?;
+                                Some((t.clone(), label))
+                            }
+                            _ => None,
+                        };
+                        self.shards
+                            .apply_setting(ctx, tablet.as_ref().map(|(t, l)| (t, l.clone())), rest)
+                            .await?;
+                    }
+                }
+                if let Some(on) = set.autocommit {
+                    if on && !self.autocommit && self.shards.in_txn {
+                        self.shards.finish_txn(true).await?;
+                    }
+                    self.autocommit = on;
+                }
+                if set.global && set.rest.is_some() {
+                    return Ok(());
+                }
+                sink.ok(QueryDone::default())
+            }
+            other => {
+                let sql = match sql::rewrite_session_values(
+                    sql,
+                    &SessionValues {
+                        database: self.target.keyspace.as_deref(),
+                        last_insert_id: self.shards.last_insert_id,
+                    },
+                ) {
+                    Some(s) => std::borrow::Cow::Owned(s),
+                    None => std::borrow::Cow::Borrowed(sql),
+                };
+                self.run_planned(ctx, &other, &sql, sink).await
+            }
+        }
+    }
+
+    async fn run_planned<S: RowSink + Send>(&mut self, ctx: &ServerCtx, stmt: &Statement, sql: &str, sink: &mut S) -> Result<(), Error> {
+        let snap = ctx.snapshot.load();
+        let plan = planner::plan(stmt, &self.target, &snap)?;
+        if let Statement::Query(kind) = stmt {
+            if *kind == QueryKind::Reserving {
+                self.shards.reserved = true;
+            }
+            if !self.autocommit && !self.shards.in_txn && *kind != QueryKind::Ddl && *kind != QueryKind::Show {
+                self.shards.in_txn = true;
+            }
+        }
+        let mut ex = Executor {
+            ctx,
+            snap: &snap,
+            state: &mut self.shards,
+        };
+        engine::execute(&plan, sql, &snap, &mut ex, sink).await
+    }
+
+    /// Prepares a statement: learns its metadata from the tablet it would
+    /// run on (statements shardgate answers itself need no tablet).
+    pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
+        let stmt = sql::classify(sql)?;
+        let (params, columns) = match &stmt {
+            Statement::Query(_) => {
+                let snap = ctx.snapshot.load();
+                match planner::plan(&stmt, &self.target, &snap)? {
+                    Plan::Route(r) => {
+                        let mut ex = Executor {
+                            ctx,
+                            snap: &snap,
+                            state: &mut self.shards,
+                        };
+                        ex.describe(&r.keyspace, &r.shard, r.tablet_type, sql).await?
+                    }
+                    Plan::Show(_) => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
+                }
+            }
+            _ => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
+        };
+        let id = self.next_stmt_id;
+        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+        self.prepared.insert(
+            id,
+            Prepared {
+                sql: sql.to_string(),
+                params,
+                columns,
+                bound_types: Vec::new(),
+                long_data: HashMap::new(),
+            },
+        );
+        Ok((id, &self.prepared[&id]))
+    }
+
+    /// Ends the session: rolls back and returns connections clean.
+    pub async fn close(&mut self) {
+        self.shards.release_all().await;
+    }
+}
+
+fn placeholder_columns(n: usize) -> Vec<Column> {
+    (0..n)
+        .map(|_| {
+            Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)
+                .with_name(b"?")
+                .with_character_set(63)
+        })
+        .collect()
+}

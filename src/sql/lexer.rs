@@ -1,0 +1,278 @@
+//! A MySQL lexer just deep enough for a proxy: it knows where strings,
+//! identifiers, comments, placeholders and statement separators are, so the
+//! proxy can split, classify and rewrite text without a full parse.
+
+/// What a token is; the text is found through its span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A bare word: keyword, identifier or function name.
+    Word,
+    /// A quoted string literal ('...' or "...").
+    Str,
+    /// A backtick-quoted identifier.
+    Ident,
+    /// A numeric literal.
+    Number,
+    /// `?`, a prepared-statement placeholder.
+    Placeholder,
+    /// `@name` or `@@name` (with optional scope prefix).
+    Variable,
+    /// `;`
+    Semicolon,
+    /// Any other single punctuation character.
+    Punct(u8),
+}
+
+/// A token and where it sits in the source text (byte offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Token {
+    /// The token's text in `src`.
+    pub fn text<'a>(&self, src: &'a str) -> &'a str {
+        &src[self.start..self.end]
+    }
+
+    /// True when this is the bare word `kw`, compared case-insensitively.
+    pub fn is_word(&self, src: &str, kw: &str) -> bool {
+        self.kind == TokenKind::Word && self.text(src).eq_ignore_ascii_case(kw)
+    }
+}
+
+/// Tokenizes `src`, skipping whitespace and comments. Never panics: an
+/// unterminated string or comment ends at the end of the input.
+pub fn tokenize(src: &str) -> Vec<Token> {
+    let b = src.as_bytes();
+    let mut out = Vec::with_capacity(16);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                i = skip_line(b, i);
+                continue;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i);
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = skip_block_comment(b, i);
+                continue;
+            }
+            b'\'' | b'"' => {
+                i = skip_quoted(b, i, c, true);
+                out.push(tok(TokenKind::Str, start, i));
+            }
+            b'`' => {
+                i = skip_quoted(b, i, c, false);
+                out.push(tok(TokenKind::Ident, start, i));
+            }
+            b'?' => {
+                i += 1;
+                out.push(tok(TokenKind::Placeholder, start, i));
+            }
+            b';' => {
+                i += 1;
+                out.push(tok(TokenKind::Semicolon, start, i));
+            }
+            b'@' => {
+                i += 1;
+                if b.get(i) == Some(&b'@') {
+                    i += 1;
+                }
+                match b.get(i) {
+                    Some(q @ (b'\'' | b'"' | b'`')) => i = skip_quoted(b, i, *q, *q != b'`'),
+                    _ => {
+                        while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
+                            i += 1;
+                        }
+                    }
+                }
+                out.push(tok(TokenKind::Variable, start, i));
+            }
+            b'0'..=b'9' => {
+                while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
+                    i += 1;
+                }
+                out.push(tok(TokenKind::Number, start, i));
+            }
+            _ if is_word_byte(c) => {
+                while i < b.len() && is_word_byte(b[i]) {
+                    i += 1;
+                }
+                // X'..', B'..', N'..' and _charset'..' literals are strings.
+                if b.get(i) == Some(&b'\'') && (i - start == 1 || c == b'_') {
+                    i = skip_quoted(b, i, b'\'', true);
+                    out.push(tok(TokenKind::Str, start, i));
+                } else {
+                    out.push(tok(TokenKind::Word, start, i));
+                }
+            }
+            _ => {
+                i += 1;
+                out.push(tok(TokenKind::Punct(c), start, i));
+            }
+        }
+    }
+    out
+}
+
+fn tok(kind: TokenKind, start: usize, end: usize) -> Token {
+    Token { kind, start, end }
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+fn skip_line(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    i
+}
+
+fn skip_block_comment(b: &[u8], i: usize) -> usize {
+    let mut j = i + 2;
+    while j + 1 < b.len() {
+        if b[j] == b'*' && b[j + 1] == b'/' {
+            return j + 2;
+        }
+        j += 1;
+    }
+    b.len()
+}
+
+fn skip_quoted(b: &[u8], i: usize, q: u8, backslash: bool) -> usize {
+    let mut j = i + 1;
+    while j < b.len() {
+        if backslash && b[j] == b'\\' {
+            j += 2;
+            continue;
+        }
+        if b[j] == q {
+            if b.get(j + 1) == Some(&q) {
+                j += 2;
+                continue;
+            }
+            return j + 1;
+        }
+        j += 1;
+    }
+    b.len()
+}
+
+/// Splits a COM_QUERY holding several statements into its statements, so each
+/// one can be routed on its own. Compound statements (CREATE PROCEDURE /
+/// FUNCTION / TRIGGER / EVENT with BEGIN ... END bodies) are kept whole.
+pub fn split_statements(src: &str) -> Vec<&str> {
+    let toks = tokenize(src);
+    let mut out = Vec::new();
+    let mut stmt_start = 0;
+    let mut first_tok: Option<usize> = None;
+    let mut idx = 0;
+    while idx < toks.len() {
+        let t = toks[idx];
+        if first_tok.is_none() {
+            if t.kind == TokenKind::Semicolon {
+                stmt_start = t.end;
+                idx += 1;
+                continue;
+            }
+            first_tok = Some(idx);
+            if is_compound_create(src, &toks[idx..]) {
+                out.push(src[t.start..].trim_end_matches(|c: char| c.is_whitespace() || c == ';'));
+                return out;
+            }
+        }
+        if t.kind == TokenKind::Semicolon {
+            let s = src[stmt_start..t.start].trim();
+            if !s.is_empty() {
+                out.push(s);
+            }
+            stmt_start = t.end;
+            first_tok = None;
+        }
+        idx += 1;
+    }
+    let s = src[stmt_start..].trim();
+    if !s.is_empty() && first_tok.is_some() {
+        out.push(s);
+    } else if out.is_empty() && !s.is_empty() {
+        // Only comments: hand it over as one statement.
+        out.push(s);
+    }
+    out
+}
+
+fn is_compound_create(src: &str, toks: &[Token]) -> bool {
+    if !toks.first().is_some_and(|t| t.is_word(src, "create")) {
+        return false;
+    }
+    toks.iter()
+        .skip(1)
+        .take_while(|t| t.kind != TokenKind::Semicolon && !t.is_word(src, "begin"))
+        .take(12)
+        .any(|t| {
+            ["procedure", "function", "trigger", "event"]
+                .iter()
+                .any(|k| t.is_word(src, k))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_outside_strings_and_comments() {
+        let s = "select 'a;b'; select `x;y` from t -- c;\n; /* ; */ select 3;";
+        assert_eq!(
+            split_statements(s),
+            vec!["select 'a;b'", "select `x;y` from t -- c;", "/* ; */ select 3"]
+        );
+    }
+
+    #[test]
+    fn keeps_procedures_whole() {
+        let s = "create procedure p() begin select 1; select 2; end";
+        assert_eq!(split_statements(s), vec![s]);
+    }
+
+    #[test]
+    fn placeholders_and_variables() {
+        let s = "select ?, '?', @a, @@session.sql_mode from t where x = ?";
+        let toks = tokenize(s);
+        let ph: Vec<_> = toks
+            .iter()
+            .filter(|t| t.kind == TokenKind::Placeholder)
+            .collect();
+        assert_eq!(ph.len(), 2);
+        let vars: Vec<_> = toks
+            .iter()
+            .filter(|t| t.kind == TokenKind::Variable)
+            .map(|t| t.text(s))
+            .collect();
+        assert_eq!(vars, vec!["@a", "@@session.sql_mode"]);
+    }
+
+    #[test]
+    fn unterminated_input_does_not_panic() {
+        for s in ["'abc", "/* abc", "`abc", "@", "@@", "x'", "\\", "é'"] {
+            let _ = tokenize(s);
+            let _ = split_statements(s);
+        }
+    }
+}

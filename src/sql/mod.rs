@@ -1,0 +1,577 @@
+//! Statement text handling: splitting, classifying, the session-level
+//! rewrites a proxy owes its clients, and bind-value substitution.
+//!
+//! Unsharded keyspaces receive statements verbatim, so this stage works on
+//! tokens, not a full AST: a point select is classified in well under a
+//! microsecond. The sharded planner parses further where it needs to.
+
+pub mod lexer;
+
+use lexer::{tokenize, Token, TokenKind};
+use mysql_common::value::Value;
+
+/// Errors from reading statement text.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The statement needs more bind values than the client sent (or fewer).
+    #[error("Incorrect arguments to mysqld_stmt_execute: statement has {expected} placeholders, got {got} values")]
+    ParamCount { expected: usize, got: usize },
+    /// A target string (`ks:shard@type`) is malformed.
+    #[error("invalid target '{0}'")]
+    BadTarget(String),
+    /// A SET statement we cannot make sense of.
+    #[error("invalid value for autocommit: '{0}'")]
+    BadAutocommit(String),
+}
+
+/// What kind of statement a client sent, as far as routing and session state care.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// BEGIN / START TRANSACTION.
+    Begin,
+    /// COMMIT.
+    Commit,
+    /// ROLLBACK (not ROLLBACK TO SAVEPOINT, which is passed on).
+    Rollback,
+    /// USE target.
+    Use(String),
+    /// SET ...; see [`SetStmt`].
+    Set(SetStmt),
+    /// SHOW DATABASES / SHOW SCHEMAS.
+    ShowDatabases,
+    /// SHOW KEYSPACES (Vitess).
+    ShowKeyspaces,
+    /// SHOW VITESS_SHARDS.
+    ShowVitessShards,
+    /// SHOW VITESS_TABLETS.
+    ShowVitessTablets,
+    /// SHOW VSCHEMA TABLES.
+    ShowVschemaTables,
+    /// Anything that goes to a tablet.
+    Query(QueryKind),
+}
+
+/// The broad class of a statement sent to tablets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// SELECT (and parenthesized selects, WITH ... SELECT).
+    Select,
+    /// INSERT / REPLACE.
+    Insert,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// SHOW ... (other than the ones shardgate answers).
+    Show,
+    /// CREATE / ALTER / DROP / TRUNCATE / RENAME.
+    Ddl,
+    /// A statement that leaves state on the backend connection (temporary
+    /// tables, locks): the session must keep that connection.
+    Reserving,
+    /// Everything else.
+    Other,
+}
+
+/// A SET statement split into what shardgate keeps itself and what it
+/// replays on the session's backend connections.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SetStmt {
+    /// `autocommit` assignment, handled by the session.
+    pub autocommit: Option<bool>,
+    /// The remaining assignments as one `SET ...` statement, if any.
+    pub rest: Option<String>,
+    /// `SET GLOBAL ...`: passed through once, not replayed.
+    pub global: bool,
+}
+
+/// Classifies one statement (already split from a multi-statement).
+pub fn classify(sql: &str) -> Result<Statement, SqlError> {
+    let toks = tokenize(sql);
+    let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    let Some(first) = toks.first() else {
+        return Ok(Statement::Query(QueryKind::Other));
+    };
+    if first.kind == TokenKind::Punct(b'(') {
+        return Ok(Statement::Query(QueryKind::Select));
+    }
+    if first.kind != TokenKind::Word {
+        return Ok(Statement::Query(QueryKind::Other));
+    }
+    let kw = first.text(sql).to_ascii_lowercase();
+    let stmt = match kw.as_str() {
+        "select" | "with" | "values" | "table" => {
+            if toks.iter().any(|t| t.is_word(sql, "get_lock")) {
+                Statement::Query(QueryKind::Reserving)
+            } else {
+                Statement::Query(QueryKind::Select)
+            }
+        }
+        "insert" | "replace" => Statement::Query(QueryKind::Insert),
+        "update" => Statement::Query(QueryKind::Update),
+        "delete" => Statement::Query(QueryKind::Delete),
+        "begin" if toks.len() == 1 || (toks.len() == 2 && w(1, "work")) => Statement::Begin,
+        "start" if w(1, "transaction") => Statement::Begin,
+        "commit" if !toks.iter().any(|t| t.is_word(sql, "release")) => Statement::Commit,
+        "rollback" if !toks.iter().any(|t| t.is_word(sql, "to")) => Statement::Rollback,
+        "use" => {
+            let target = toks.get(1).map(|t| unquote(t.text(sql))).unwrap_or_default();
+            let target = match toks.get(2) {
+                // `use ks@replica` and `use ks:-80` arrive as several tokens.
+                Some(t) if t.kind != TokenKind::Semicolon => {
+                    let end = toks.last().map(|t| t.end).unwrap_or(sql.len());
+                    unquote(sql[toks[1].start..end].trim()).to_string()
+                }
+                _ => target.to_string(),
+            };
+            Statement::Use(target)
+        }
+        "set" => Statement::Set(parse_set(sql, &toks[1..])?),
+        "show" => {
+            if w(1, "databases") || w(1, "schemas") {
+                Statement::ShowDatabases
+            } else if w(1, "keyspaces") {
+                Statement::ShowKeyspaces
+            } else if w(1, "vitess_shards") {
+                Statement::ShowVitessShards
+            } else if w(1, "vitess_tablets") {
+                Statement::ShowVitessTablets
+            } else if w(1, "vschema") && w(2, "tables") {
+                Statement::ShowVschemaTables
+            } else {
+                Statement::Query(QueryKind::Show)
+            }
+        }
+        "create" if w(1, "temporary") => Statement::Query(QueryKind::Reserving),
+        "lock" | "unlock" => Statement::Query(QueryKind::Reserving),
+        "create" | "alter" | "drop" | "truncate" | "rename" => Statement::Query(QueryKind::Ddl),
+        _ => Statement::Query(QueryKind::Other),
+    };
+    Ok(stmt)
+}
+
+fn unquote(s: &str) -> &str {
+    s.strip_prefix('`')
+        .and_then(|s| s.strip_suffix('`'))
+        .unwrap_or(s)
+}
+
+fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
+    let mut out = SetStmt::default();
+    let mut kept: Vec<&str> = Vec::new();
+    // Split assignments on top-level commas.
+    let mut parts: Vec<&[Token]> = Vec::new();
+    let (mut depth, mut from) = (0i32, 0usize);
+    for (i, t) in toks.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            TokenKind::Punct(b',') if depth == 0 => {
+                parts.push(&toks[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&toks[from..]);
+    for part in parts {
+        let Some(first) = part.first() else { continue };
+        let mut name_idx = 0;
+        if first.is_word(sql, "global") || first.text(sql).to_ascii_lowercase().starts_with("@@global.") {
+            out.global = true;
+        }
+        if first.is_word(sql, "session") || first.is_word(sql, "local") || first.is_word(sql, "global") {
+            name_idx = 1;
+        }
+        let name = part
+            .get(name_idx)
+            .map(|t| t.text(sql).to_ascii_lowercase())
+            .unwrap_or_default();
+        let bare = name
+            .trim_start_matches("@@")
+            .trim_start_matches("session.")
+            .trim_start_matches("local.");
+        if bare == "autocommit" && !out.global {
+            let val = part
+                .iter()
+                .skip(name_idx + 1)
+                .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
+                .map(|t| t.text(sql).trim_matches('\'').to_ascii_lowercase())
+                .unwrap_or_default();
+            out.autocommit = Some(match val.as_str() {
+                "1" | "on" | "true" => true,
+                "0" | "off" | "false" => false,
+                _ => return Err(SqlError::BadAutocommit(val)),
+            });
+        } else if let (Some(a), Some(b)) = (part.first(), part.last()) {
+            kept.push(&sql[a.start..b.end]);
+        }
+    }
+    if !kept.is_empty() {
+        out.rest = Some(format!("SET {}", kept.join(", ")));
+    }
+    Ok(out)
+}
+
+/// Which tablets a session's statements go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TabletType {
+    /// The shard's primary (reads and writes).
+    #[default]
+    Primary,
+    /// A replica (serving reads, may be promoted).
+    Replica,
+    /// A read-only replica for analytics.
+    Rdonly,
+}
+
+impl TabletType {
+    /// Parses Vitess's names (`master` is the old name of `primary`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "primary" | "master" => Some(Self::Primary),
+            "replica" => Some(Self::Replica),
+            "rdonly" | "batch" => Some(Self::Rdonly),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name as Vitess prints it in targets.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replica => "replica",
+            Self::Rdonly => "rdonly",
+        }
+    }
+}
+
+/// A session's target: `ks`, `ks@replica`, `ks:-80`, `ks[-80]@rdonly`, or none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Target {
+    /// The keyspace, if one is selected.
+    pub keyspace: Option<String>,
+    /// An explicit shard, which bypasses the planner.
+    pub shard: Option<String>,
+    /// The tablet type reads go to.
+    pub tablet_type: TabletType,
+}
+
+impl Target {
+    /// Parses a target string as vtgate accepts it in `USE` and the connection's database.
+    pub fn parse(s: &str) -> Result<Self, SqlError> {
+        let s = s.trim();
+        let (rest, tablet_type) = match s.rsplit_once('@') {
+            Some((r, t)) => (
+                r,
+                TabletType::parse(t).ok_or_else(|| SqlError::BadTarget(s.to_string()))?,
+            ),
+            None => (s, TabletType::Primary),
+        };
+        let (ks, shard) = if let Some((k, sh)) = rest.split_once(':') {
+            (k, Some(sh.to_string()))
+        } else if let Some((k, sh)) = rest.split_once('[') {
+            let sh = sh
+                .strip_suffix(']')
+                .ok_or_else(|| SqlError::BadTarget(s.to_string()))?;
+            (k, Some(sh.to_string()))
+        } else {
+            (rest, None)
+        };
+        Ok(Target {
+            keyspace: (!ks.is_empty()).then(|| ks.to_string()),
+            shard,
+            tablet_type,
+        })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.keyspace.as_deref().unwrap_or(""))?;
+        if let Some(sh) = &self.shard {
+            write!(f, ":{sh}")?;
+        }
+        if self.tablet_type != TabletType::Primary {
+            write!(f, "@{}", self.tablet_type.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Values the session knows better than any one backend connection.
+pub struct SessionValues<'a> {
+    /// What `DATABASE()` returns: the keyspace name, never `vt_...`.
+    pub database: Option<&'a str>,
+    /// What `LAST_INSERT_ID()` returns for this client.
+    pub last_insert_id: u64,
+}
+
+/// Rewrites the session functions a pooled backend connection cannot answer
+/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `@@socket`)
+/// into literals, keeping the column name the client expects. Returns None
+/// when nothing needed rewriting (the common case, checked without tokenizing).
+pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<String> {
+    let lower_has = |needle: &str| {
+        sql.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if !(lower_has("database") || lower_has("schema") || lower_has("last_insert_id") || lower_has("@@socket")) {
+        return None;
+    }
+    let toks = tokenize(sql);
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut copied = 0;
+    let mut changed = false;
+    let mut i = 0;
+    while i < toks.len() {
+        let t = toks[i];
+        let is_call = |name: &str| {
+            t.is_word(sql, name)
+                && toks.get(i + 1).map(|t| t.kind) == Some(TokenKind::Punct(b'('))
+                && toks.get(i + 2).map(|t| t.kind) == Some(TokenKind::Punct(b')'))
+        };
+        let (literal, last) = if is_call("database") || is_call("schema") {
+            let lit = match vals.database {
+                Some(db) => quote_str(db),
+                None => "NULL".to_string(),
+            };
+            (lit, i + 2)
+        } else if is_call("last_insert_id") {
+            (vals.last_insert_id.to_string(), i + 2)
+        } else if t.kind == TokenKind::Variable && t.text(sql).eq_ignore_ascii_case("@@socket") {
+            ("NULL".to_string(), i)
+        } else {
+            i += 1;
+            continue;
+        };
+        out.push_str(&sql[copied..t.start]);
+        out.push_str(&literal);
+        let orig = &sql[t.start..toks[last].end];
+        if needs_alias(sql, &toks, i, last) {
+            out.push_str(" AS `");
+            out.push_str(&orig.replace('`', "``"));
+            out.push('`');
+        }
+        copied = toks[last].end;
+        changed = true;
+        i = last + 1;
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
+}
+
+/// True when the expression spanning tokens first..=last stands alone in a
+/// select list, so replacing it must keep its original column name.
+fn needs_alias(sql: &str, toks: &[Token], first: usize, last: usize) -> bool {
+    let prev_ok = first > 0
+        && (toks[first - 1].is_word(sql, "select")
+            || toks[first - 1].is_word(sql, "distinct")
+            || toks[first - 1].kind == TokenKind::Punct(b','));
+    let next_ok = match toks.get(last + 1) {
+        None => true,
+        Some(t) => {
+            matches!(t.kind, TokenKind::Punct(b',') | TokenKind::Semicolon)
+                || ["from", "limit", "where", "order", "group", "having", "into", "union", "for"]
+                    .iter()
+                    .any(|k| t.is_word(sql, k))
+        }
+    };
+    prev_ok && next_ok
+}
+
+/// Quotes a string as a SQL literal that means the same with or without
+/// NO_BACKSLASH_ESCAPES.
+pub fn quote_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Counts `?` placeholders outside strings and comments.
+pub fn count_placeholders(sql: &str) -> usize {
+    tokenize(sql)
+        .iter()
+        .filter(|t| t.kind == TokenKind::Placeholder)
+        .count()
+}
+
+/// Replaces each `?` with a literal for the matching value, so a prepared
+/// statement runs as text on the tablets (as vtgate does).
+/// `no_backslash_escapes` is the backend connection's SQL mode.
+pub fn substitute_params(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Result<String, SqlError> {
+    let toks = tokenize(sql);
+    let places: Vec<&Token> = toks.iter().filter(|t| t.kind == TokenKind::Placeholder).collect();
+    if places.len() != params.len() {
+        return Err(SqlError::ParamCount {
+            expected: places.len(),
+            got: params.len(),
+        });
+    }
+    let mut out = String::with_capacity(sql.len() + params.len() * 8);
+    let mut copied = 0;
+    for (t, v) in places.iter().zip(params) {
+        out.push_str(&sql[copied..t.start]);
+        out.push_str(&literal(v, no_backslash_escapes));
+        copied = t.end;
+    }
+    out.push_str(&sql[copied..]);
+    Ok(out)
+}
+
+/// A SQL literal for a bind value.
+pub fn literal(v: &Value, no_backslash_escapes: bool) -> String {
+    match v {
+        // `{:e}` keeps the full precision and stays a DOUBLE literal for any magnitude.
+        Value::Double(d) if d.is_finite() => format!("{d:e}"),
+        Value::Float(f) if f.is_finite() => format!("{f:e}"),
+        Value::Double(_) | Value::Float(_) => "NULL".to_string(),
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) if !no_backslash_escapes => escape_backslash(s),
+            Ok(s) => quote_str(s),
+            Err(_) => {
+                let mut s = String::with_capacity(3 + b.len() * 2);
+                s.push_str("X'");
+                for byte in b {
+                    s.push_str(&format!("{byte:02x}"));
+                }
+                s.push('\'');
+                s
+            }
+        },
+        other => other.as_sql(no_backslash_escapes),
+    }
+}
+
+fn escape_backslash(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\x1a' => out.push_str("\\Z"),
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_transactions_and_use() {
+        assert_eq!(classify("BEGIN").unwrap(), Statement::Begin);
+        assert_eq!(classify("start transaction read only").unwrap(), Statement::Begin);
+        assert_eq!(classify("commit").unwrap(), Statement::Commit);
+        assert_eq!(
+            classify("rollback to savepoint a").unwrap(),
+            Statement::Query(QueryKind::Other)
+        );
+        assert_eq!(classify("use `commerce`").unwrap(), Statement::Use("commerce".into()));
+        assert_eq!(
+            classify("use commerce@replica").unwrap(),
+            Statement::Use("commerce@replica".into())
+        );
+        assert_eq!(
+            classify("use `customer:-80`").unwrap(),
+            Statement::Use("customer:-80".into())
+        );
+    }
+
+    #[test]
+    fn set_splits_autocommit_from_the_rest() {
+        let Statement::Set(s) = classify("SET autocommit=0, sql_mode='ANSI', @a = (1,2)").unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.autocommit, Some(false));
+        assert_eq!(s.rest.as_deref(), Some("SET sql_mode='ANSI', @a = (1,2)"));
+        let Statement::Set(s) = classify("set @@session.autocommit = ON").unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.autocommit, Some(true));
+        assert_eq!(s.rest, None);
+        let Statement::Set(s) = classify("set global max_connections = 10").unwrap() else {
+            panic!()
+        };
+        assert!(s.global);
+        assert!(classify("set autocommit = maybe").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("customer:-80@replica").unwrap();
+        assert_eq!(t.keyspace.as_deref(), Some("customer"));
+        assert_eq!(t.shard.as_deref(), Some("-80"));
+        assert_eq!(t.tablet_type, TabletType::Replica);
+        assert_eq!(t.to_string(), "customer:-80@replica");
+        let t = Target::parse("customer[80-]").unwrap();
+        assert_eq!(t.shard.as_deref(), Some("80-"));
+        assert!(Target::parse("x@nonsense").is_err());
+        assert_eq!(Target::parse("").unwrap(), Target::default());
+    }
+
+    #[test]
+    fn session_value_rewrites_keep_column_names() {
+        let v = SessionValues {
+            database: Some("commerce"),
+            last_insert_id: 42,
+        };
+        assert_eq!(
+            rewrite_session_values("select database()", &v).unwrap(),
+            "select 'commerce' AS `database()`"
+        );
+        assert_eq!(
+            rewrite_session_values("SELECT DATABASE(), USER() limit 1", &v).unwrap(),
+            "SELECT 'commerce' AS `DATABASE()`, USER() limit 1"
+        );
+        assert_eq!(
+            rewrite_session_values("select last_insert_id() as id", &v).unwrap(),
+            "select 42 as id"
+        );
+        assert_eq!(
+            rewrite_session_values("select @@socket", &v).unwrap(),
+            "select NULL AS `@@socket`"
+        );
+        assert_eq!(rewrite_session_values("select * from t", &v), None);
+        assert_eq!(rewrite_session_values("select 'database()'", &v), None);
+    }
+
+    #[test]
+    fn params_become_literals() {
+        let sql = "insert into t values (?, ?, ?, ?, '?')";
+        let out = substitute_params(
+            sql,
+            &[
+                Value::Int(-5),
+                Value::Bytes(b"it's".to_vec()),
+                Value::Double(1e300),
+                Value::NULL,
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(out, "insert into t values (-5, 'it\\'s', 1e300, NULL, '?')");
+        assert!(substitute_params(sql, &[], false).is_err());
+        assert_eq!(literal(&Value::Bytes(vec![0xff, 0]), false), "X'ff00'");
+        assert_eq!(literal(&Value::Bytes(b"a'b".to_vec()), true), "'a''b'");
+    }
+}

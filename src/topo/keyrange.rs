@@ -1,0 +1,101 @@
+//! Key ranges as Vitess names shards: `-80`, `80-`, `40-80`, and `0` or `-`
+//! for the whole range. Keyspace ids compare as byte strings.
+
+/// A half-open range [start, end) of keyspace ids; empty bounds are open.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyRange {
+    /// Inclusive lower bound; empty means from the beginning.
+    pub start: Vec<u8>,
+    /// Exclusive upper bound; empty means to the end.
+    pub end: Vec<u8>,
+}
+
+impl KeyRange {
+    /// Parses a shard name or key-range string.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s == "0" || s == "-" {
+            return Ok(Self::default());
+        }
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("invalid key range '{s}': expected START-END in hex"))?;
+        let kr = KeyRange {
+            start: hex(a).ok_or_else(|| format!("invalid key range '{s}': bad hex '{a}'"))?,
+            end: hex(b).ok_or_else(|| format!("invalid key range '{s}': bad hex '{b}'"))?,
+        };
+        if !kr.end.is_empty() && kr.start >= kr.end {
+            return Err(format!("invalid key range '{s}': start is not below end"));
+        }
+        Ok(kr)
+    }
+
+    /// True when `id` falls in this range.
+    pub fn contains(&self, id: &[u8]) -> bool {
+        self.start.as_slice() <= id && (self.end.is_empty() || id < self.end.as_slice())
+    }
+
+    /// Checks that ranges (sorted by start) cover the whole space without
+    /// gaps or overlaps, so every keyspace id has exactly one shard.
+    pub fn check_partition<'a>(ranges: impl Iterator<Item = (&'a String, &'a KeyRange)>) -> Result<(), String> {
+        let mut expect_start: Vec<u8> = Vec::new();
+        let mut last: Option<&String> = None;
+        let mut any = false;
+        for (name, kr) in ranges {
+            any = true;
+            if last.is_some() && expect_start.is_empty() {
+                return Err(format!("shard {name} overlaps shard {} which runs to the end", last.unwrap()));
+            }
+            if kr.start != expect_start {
+                return Err(match last {
+                    Some(prev) if kr.start < expect_start => format!("shards {prev} and {name} overlap"),
+                    Some(prev) => format!("gap between shards {prev} and {name}"),
+                    None => format!("shard {name} does not start at the beginning of the key space"),
+                });
+            }
+            expect_start = kr.end.clone();
+            last = Some(name);
+        }
+        if any && !expect_start.is_empty() {
+            return Err(format!("shard {} does not reach the end of the key space", last.unwrap()));
+        }
+        Ok(())
+    }
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_contains() {
+        let lo = KeyRange::parse("-80").unwrap();
+        let hi = KeyRange::parse("80-").unwrap();
+        let id = [0x16, 0x6b, 0x40, 0xb4];
+        assert!(lo.contains(&id) && !hi.contains(&id));
+        assert!(hi.contains(&[0x80]) && !lo.contains(&[0x80]));
+        assert!(KeyRange::parse("0").unwrap().contains(&[0xff; 8]));
+        assert!(KeyRange::parse("80-40").is_err());
+        assert!(KeyRange::parse("zz-").is_err());
+    }
+
+    #[test]
+    fn partitions() {
+        let n = |s: &str| (s.to_string(), KeyRange::parse(s).unwrap());
+        let ok = [n("-40"), n("40-80"), n("80-")];
+        assert!(KeyRange::check_partition(ok.iter().map(|(a, b)| (a, b))).is_ok());
+        let gap = [n("-40"), n("80-")];
+        assert!(KeyRange::check_partition(gap.iter().map(|(a, b)| (a, b))).unwrap_err().contains("gap"));
+        let overlap = [n("-80"), n("40-")];
+        assert!(KeyRange::check_partition(overlap.iter().map(|(a, b)| (a, b))).unwrap_err().contains("overlap"));
+    }
+}

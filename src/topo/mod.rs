@@ -1,0 +1,355 @@
+//! Topology: where the cluster's shape lives (etcd or files), the immutable
+//! [`Snapshot`] every statement reads, and the watcher that swaps it.
+//!
+//! Keys follow Vitess's layout (DESIGN.md), relative to the topo root:
+//! `global/keyspaces/{ks}/Keyspace`, `.../VSchema`, `.../shards/{shard}/Shard`,
+//! `global/RoutingRules`, `{cell}/tablets/{alias}/Tablet`; values are JSON.
+
+pub mod keyrange;
+pub mod store;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::sql::TabletType;
+use crate::vschema::{KeyspaceVSchema, VSchemaError};
+pub use keyrange::KeyRange;
+
+/// The handle every component holds: load once per statement.
+pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;
+
+/// Errors building a snapshot or talking to the topology store.
+#[derive(Debug, thiserror::Error)]
+pub enum TopoError {
+    /// A VSchema failed validation.
+    #[error(transparent)]
+    VSchema(#[from] VSchemaError),
+    /// A record is not valid JSON for its key.
+    #[error("topo key {key}: {source}")]
+    Record {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The records contradict each other.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The store could not be reached or answered with an error.
+    #[error("topo store: {0}")]
+    Store(String),
+}
+
+/// `global/keyspaces/{ks}/Keyspace`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceRecord {
+    /// True when the keyspace has several shards.
+    #[serde(default)]
+    pub sharded: bool,
+}
+
+/// `global/keyspaces/{ks}/shards/{shard}/Shard`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardRecord {
+    /// The shard's key range in Vitess's hex form ("-80", "80-", "" for all).
+    #[serde(default)]
+    pub key_range: String,
+    /// The tablet that is primary, as recorded by init-shard-primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_alias: Option<String>,
+}
+
+/// `{cell}/tablets/{alias}/Tablet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TabletRecord {
+    /// `cell-uid`, e.g. `zone1-100`.
+    pub alias: String,
+    /// Where its mysqld listens.
+    pub hostname: String,
+    /// Its mysqld's TCP port.
+    pub mysql_port: u16,
+    /// The keyspace it serves.
+    pub keyspace: String,
+    /// The shard it serves.
+    pub shard: String,
+    /// PRIMARY, REPLICA or RDONLY.
+    #[serde(rename = "type")]
+    pub tablet_type: String,
+    /// The MySQL database holding the keyspace (default `vt_{keyspace}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_name: Option<String>,
+}
+
+/// `global/RoutingRules`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRules {
+    /// Table redirections.
+    #[serde(default)]
+    pub rules: Vec<RoutingRule>,
+}
+
+/// One routing rule: a table name that resolves to another keyspace's table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRule {
+    /// `table` or `ks.table` (with optional `@type`).
+    pub from_table: String,
+    /// Targets as `ks.table`.
+    pub to_tables: Vec<String>,
+}
+
+/// A tablet as the gateway needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tablet {
+    /// `cell-uid`.
+    pub alias: String,
+    /// Host of its mysqld.
+    pub hostname: String,
+    /// Port of its mysqld.
+    pub port: u16,
+    /// Keyspace served.
+    pub keyspace: String,
+    /// Shard served.
+    pub shard: String,
+    /// Effective type (the shard record's primary wins over the tablet's own word).
+    pub tablet_type: TabletType,
+    /// MySQL database name.
+    pub db_name: String,
+}
+
+/// A shard of a keyspace.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    /// Name as in the topology ("-80", "0").
+    pub name: String,
+    /// The key range it holds.
+    pub key_range: KeyRange,
+    /// Tablet aliases by type: [primary, replica, rdonly].
+    pub tablets: [Vec<String>; 3],
+}
+
+/// A keyspace with its VSchema and shards (sorted by key range).
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    /// Keyspace name.
+    pub name: String,
+    /// Sharded or not.
+    pub sharded: bool,
+    /// Its VSchema (empty unsharded one if none was applied).
+    pub vschema: KeyspaceVSchema,
+    /// Its shards.
+    pub shards: Vec<Shard>,
+}
+
+/// The whole cluster as one immutable value; statements load it once and
+/// see a consistent picture even while a new one is being swapped in.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases with every accepted change; part of plan-cache keys.
+    pub version: u64,
+    /// Keyspaces by name.
+    pub keyspaces: BTreeMap<String, Keyspace>,
+    /// Tablets by alias.
+    pub tablets: BTreeMap<String, Tablet>,
+    /// Global routing rules.
+    pub routing_rules: Vec<RoutingRule>,
+}
+
+impl Snapshot {
+    /// Builds and validates a snapshot from raw topology records (key → JSON),
+    /// keeping tablets of `cells` only (all cells when empty).
+    pub fn build(records: &BTreeMap<String, Vec<u8>>, cells: &[String], version: u64) -> Result<Self, TopoError> {
+        fn parse<'a, T: Deserialize<'a>>(key: &str, v: &'a [u8]) -> Result<T, TopoError> {
+            serde_json::from_slice(v).map_err(|source| TopoError::Record {
+                key: key.to_string(),
+                source,
+            })
+        }
+        let mut ks_records: BTreeMap<String, KeyspaceRecord> = BTreeMap::new();
+        let mut vschemas: BTreeMap<String, KeyspaceVSchema> = BTreeMap::new();
+        let mut shard_records: BTreeMap<String, BTreeMap<String, ShardRecord>> = BTreeMap::new();
+        let mut tablet_records: Vec<TabletRecord> = Vec::new();
+        let mut routing_rules = Vec::new();
+        for (key, value) in records {
+            let parts: Vec<&str> = key.split('/').collect();
+            match parts.as_slice() {
+                ["global", "keyspaces", ks, "Keyspace"] => {
+                    ks_records.insert(ks.to_string(), parse(key, value)?);
+                }
+                ["global", "keyspaces", ks, "VSchema"] => {
+                    vschemas.insert(ks.to_string(), KeyspaceVSchema::from_json(ks, value)?);
+                }
+                ["global", "keyspaces", ks, "shards", shard, "Shard"] => {
+                    shard_records
+                        .entry(ks.to_string())
+                        .or_default()
+                        .insert(shard.to_string(), parse(key, value)?);
+                }
+                ["global", "RoutingRules"] => {
+                    routing_rules = parse::<RoutingRules>(key, value)?.rules;
+                }
+                [cell, "tablets", _alias, "Tablet"] => {
+                    if cells.is_empty() || cells.iter().any(|c| c == cell) {
+                        tablet_records.push(parse(key, value)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut keyspaces = BTreeMap::new();
+        let names: std::collections::BTreeSet<&String> =
+            ks_records.keys().chain(vschemas.keys()).chain(shard_records.keys()).collect();
+        for name in names {
+            let vschema = vschemas.get(name).cloned().unwrap_or_default();
+            let sharded = ks_records.get(name).map(|r| r.sharded).unwrap_or(false) || vschema.sharded;
+            if vschemas.contains_key(name) && vschema.sharded != sharded {
+                return Err(TopoError::Inconsistent(format!(
+                    "keyspace {name}: the Keyspace record says sharded={sharded} but its VSchema says sharded={}",
+                    vschema.sharded
+                )));
+            }
+            let mut shards = Vec::new();
+            for (sname, rec) in shard_records.get(name).into_iter().flatten() {
+                let range_text = if rec.key_range.is_empty() { sname } else { &rec.key_range };
+                let key_range = KeyRange::parse(range_text)
+                    .map_err(|e| TopoError::Inconsistent(format!("keyspace {name} shard {sname}: {e}")))?;
+                shards.push(Shard {
+                    name: sname.clone(),
+                    key_range,
+                    tablets: Default::default(),
+                });
+            }
+            shards.sort_by(|a, b| a.key_range.start.cmp(&b.key_range.start));
+            KeyRange::check_partition(shards.iter().map(|s| (&s.name, &s.key_range)))
+                .map_err(|e| TopoError::Inconsistent(format!("keyspace {name}: {e}")))?;
+            if !sharded && shards.len() > 1 {
+                return Err(TopoError::Inconsistent(format!(
+                    "keyspace {name}: unsharded but has {} shards",
+                    shards.len()
+                )));
+            }
+            keyspaces.insert(
+                name.clone(),
+                Keyspace {
+                    name: name.clone(),
+                    sharded,
+                    vschema,
+                    shards,
+                },
+            );
+        }
+        let mut tablets = BTreeMap::new();
+        for rec in tablet_records {
+            let Some(ks) = keyspaces.get_mut(&rec.keyspace) else {
+                tracing::warn!(tablet = %rec.alias, keyspace = %rec.keyspace, "tablet of unknown keyspace ignored");
+                continue;
+            };
+            let Some(shard) = ks.shards.iter_mut().find(|s| s.name == rec.shard) else {
+                tracing::warn!(tablet = %rec.alias, shard = %rec.shard, "tablet of unknown shard ignored");
+                continue;
+            };
+            let recorded_primary = shard_records
+                .get(&rec.keyspace)
+                .and_then(|m| m.get(&rec.shard))
+                .and_then(|s| s.primary_alias.as_deref());
+            let own = TabletType::parse(&rec.tablet_type).ok_or_else(|| {
+                TopoError::Inconsistent(format!("tablet {}: unknown type '{}'", rec.alias, rec.tablet_type))
+            })?;
+            let tablet_type = match recorded_primary {
+                Some(p) if p == rec.alias => TabletType::Primary,
+                Some(_) if own == TabletType::Primary => TabletType::Replica,
+                _ => own,
+            };
+            shard.tablets[tablet_type as usize].push(rec.alias.clone());
+            tablets.insert(
+                rec.alias.clone(),
+                Tablet {
+                    db_name: rec.db_name.clone().unwrap_or_else(|| format!("vt_{}", rec.keyspace)),
+                    alias: rec.alias,
+                    hostname: rec.hostname,
+                    port: rec.mysql_port,
+                    keyspace: rec.keyspace,
+                    shard: rec.shard,
+                    tablet_type,
+                },
+            );
+        }
+        Ok(Snapshot {
+            version,
+            keyspaces,
+            tablets,
+            routing_rules,
+        })
+    }
+
+    /// The shard named `shard` of keyspace `ks`.
+    pub fn shard(&self, ks: &str, shard: &str) -> Option<&Shard> {
+        self.keyspaces.get(ks)?.shards.iter().find(|s| s.name == shard)
+    }
+
+    /// Tablet aliases per (keyspace, shard) for quick inspection in tests and pages.
+    pub fn tablets_by_shard(&self) -> HashMap<(String, String), Vec<&Tablet>> {
+        let mut m: HashMap<(String, String), Vec<&Tablet>> = HashMap::new();
+        for t in self.tablets.values() {
+            m.entry((t.keyspace.clone(), t.shard.clone())).or_default().push(t);
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn builds_keyspaces_shards_and_tablets() {
+        let r = rec(&[
+            ("global/keyspaces/commerce/Keyspace", r#"{"sharded": false}"#),
+            ("global/keyspaces/commerce/VSchema", r#"{"tables": {"product": {}}}"#),
+            ("global/keyspaces/commerce/shards/0/Shard", r#"{"key_range": "", "primary_alias": "zone1-100"}"#),
+            (
+                "zone1/tablets/zone1-100/Tablet",
+                r#"{"alias":"zone1-100","hostname":"127.0.0.1","mysql_port":17100,"keyspace":"commerce","shard":"0","type":"REPLICA"}"#,
+            ),
+            (
+                "zone1/tablets/zone1-101/Tablet",
+                r#"{"alias":"zone1-101","hostname":"127.0.0.1","mysql_port":17101,"keyspace":"commerce","shard":"0","type":"REPLICA"}"#,
+            ),
+            (
+                "zone2/tablets/zone2-200/Tablet",
+                r#"{"alias":"zone2-200","hostname":"127.0.0.1","mysql_port":17200,"keyspace":"commerce","shard":"0","type":"RDONLY"}"#,
+            ),
+        ]);
+        let s = Snapshot::build(&r, &["zone1".to_string()], 7).unwrap();
+        let sh = s.shard("commerce", "0").unwrap();
+        assert_eq!(sh.tablets[0], vec!["zone1-100"]);
+        assert_eq!(sh.tablets[1], vec!["zone1-101"]);
+        assert!(sh.tablets[2].is_empty(), "zone2 is not watched");
+        assert_eq!(s.tablets["zone1-100"].db_name, "vt_commerce");
+        assert_eq!(s.version, 7);
+    }
+
+    #[test]
+    fn rejects_gaps_and_bad_vschema() {
+        let r = rec(&[
+            ("global/keyspaces/c/Keyspace", r#"{"sharded": true}"#),
+            ("global/keyspaces/c/shards/-40/Shard", r#"{}"#),
+            ("global/keyspaces/c/shards/80-/Shard", r#"{}"#),
+        ]);
+        let e = Snapshot::build(&r, &[], 1).unwrap_err().to_string();
+        assert!(e.contains("keyspace c"), "{e}");
+        let r = rec(&[("global/keyspaces/c/VSchema", r#"{"sharded": false, "bogus": 1}"#)]);
+        assert!(Snapshot::build(&r, &[], 1).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The two topology stores behind one type: etcd (what deployments use, so
+//! several shardgates watch one cluster shape) and a directory of files
+//! laid out like the etcd keys (the embedded default for one machine).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::TopoError;
+
+/// Which store, as vtgate's `--topo-implementation` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopoImpl {
+    /// etcd v3 (Vitess's `etcd2` implementation name).
+    Etcd2,
+    /// A directory on local disk.
+    File,
+}
+
+/// A connected topology store rooted at the topo root.
+#[derive(Clone)]
+pub enum TopoStore {
+    /// etcd, with keys under `root/`.
+    Etcd {
+        /// Shared gRPC client (cheap to clone).
+        client: etcd_client::Client,
+        /// Key prefix, without trailing slash.
+        root: String,
+    },
+    /// A directory whose relative file paths are the keys.
+    Dir {
+        /// The directory.
+        root: PathBuf,
+    },
+}
+
+fn store_err(e: impl std::fmt::Display) -> TopoError {
+    TopoError::Store(e.to_string())
+}
+
+impl TopoStore {
+    /// Connects to the store. For etcd, `address` is `host:port[,host:port]`;
+    /// for files it is the directory (created if missing).
+    pub async fn connect(kind: TopoImpl, address: &str, root: &str) -> Result<Self, TopoError> {
+        match kind {
+            TopoImpl::Etcd2 => {
+                let endpoints: Vec<String> = address
+                    .split(',')
+                    .map(|a| if a.contains("://") { a.to_string() } else { format!("http://{a}") })
+                    .collect();
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(3))
+                    .with_timeout(Duration::from_secs(5));
+                let client = etcd_client::Client::connect(endpoints, Some(opts))
+                    .await
+                    .map_err(|e| TopoError::Store(format!("cannot reach etcd at {address}: {e}")))?;
+                Ok(TopoStore::Etcd {
+                    client,
+                    root: root.trim_end_matches('/').to_string(),
+                })
+            }
+            TopoImpl::File => {
+                let dir = Path::new(address).join(root.trim_start_matches('/'));
+                std::fs::create_dir_all(&dir).map_err(|e| TopoError::Store(format!("{}: {e}", dir.display())))?;
+                Ok(TopoStore::Dir { root: dir })
+            }
+        }
+    }
+
+    /// Every record under the root, keyed by path relative to it.
+    pub async fn list_all(&self) -> Result<BTreeMap<String, Vec<u8>>, TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                let prefix = format!("{root}/");
+                let resp = client
+                    .clone()
+                    .get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await
+                    .map_err(store_err)?;
+                let mut out = BTreeMap::new();
+                for kv in resp.kvs() {
+                    let key = String::from_utf8_lossy(kv.key());
+                    if let Some(rel) = key.strip_prefix(&prefix) {
+                        out.insert(rel.to_string(), kv.value().to_vec());
+                    }
+                }
+                Ok(out)
+            }
+            TopoStore::Dir { root } => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut out = BTreeMap::new();
+                    walk(&root, &root, &mut out).map_err(store_err)?;
+                    Ok(out)
+                })
+                .await
+                .map_err(store_err)?
+            }
+        }
+    }
+
+    /// One record, if present.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                let resp = client.clone().get(format!("{root}/{key}"), None).await.map_err(store_err)?;
+                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+            }
+            TopoStore::Dir { root } => match tokio::fs::read(root.join(key)).await {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(store_err(e)),
+            },
+        }
+    }
+
+    /// Writes a record (atomically for files: write then rename).
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                client
+                    .clone()
+                    .put(format!("{root}/{key}"), value.to_vec(), None)
+                    .await
+                    .map_err(store_err)?;
+                Ok(())
+            }
+            TopoStore::Dir { root } => {
+                let path = root.join(key);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(store_err)?;
+                }
+                let tmp = path.with_extension("tmp~");
+                tokio::fs::write(&tmp, value).await.map_err(store_err)?;
+                tokio::fs::rename(&tmp, &path).await.map_err(store_err)
+            }
+        }
+    }
+
+    /// Deletes a record and, with `prefix`, everything under it.
+    pub async fn delete(&self, key: &str, prefix: bool) -> Result<(), TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                let opts = prefix.then(|| etcd_client::DeleteOptions::new().with_prefix());
+                client
+                    .clone()
+                    .delete(format!("{root}/{key}"), opts)
+                    .await
+                    .map_err(store_err)?;
+                Ok(())
+            }
+            TopoStore::Dir { root } => {
+                let path = root.join(key);
+                let r = if prefix && path.is_dir() {
+                    tokio::fs::remove_dir_all(&path).await
+                } else {
+                    tokio::fs::remove_file(&path).await
+                };
+                match r {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(store_err(e)),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(root, &path, out)?;
+        } else if !path.to_string_lossy().ends_with('~') {
+            if let Ok(rel) = path.strip_prefix(root) {
+                out.insert(rel.to_string_lossy().replace('\\', "/"), std::fs::read(&path)?);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Keeps a [`SnapshotHandle`] in step with the store: rebuild on change,
+//! validate, swap; an invalid update is logged and counted and the last good
+//! snapshot keeps serving, as does an unreachable store.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::store::TopoStore;
+use super::{Snapshot, SnapshotHandle, TopoError};
+
+/// Counters an operator reads on the debug pages.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Snapshots accepted and swapped in.
+    pub accepted: AtomicU64,
+    /// Updates rejected by validation.
+    pub rejected: AtomicU64,
+    /// The last rejection's reason.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Loads the first snapshot (failing loudly if it is invalid, since there is
+/// nothing older to fall back on) and returns the handle.
+pub async fn initial(store: &TopoStore, cells: &[String]) -> Result<(SnapshotHandle, BTreeMap<String, Vec<u8>>), TopoError> {
+    let records = store.list_all().await?;
+    let snap = Snapshot::build(&records, cells, 1)?;
+    Ok((Arc::new(ArcSwap::from_pointee(snap)), records))
+}
+
+/// Runs forever: watches the store and swaps in each valid new snapshot.
+/// `on_swap` runs after each swap (pool reconciliation, plan-cache clearing).
+pub async fn run(
+    store: TopoStore,
+    cells: Vec<String>,
+    handle: SnapshotHandle,
+    mut last: BTreeMap<String, Vec<u8>>,
+    stats: Arc<WatchStats>,
+    on_swap: impl Fn(&Snapshot) + Send + Sync + 'static,
+) {
+    let mut version = handle.load().version;
+    let mut changes = Changes::new(&store);
+    loop {
+        // The watch is open before the re-read, so no write falls between them.
+        changes.open(&store).await;
+        match store.list_all().await {
+            Ok(records) if records != last => {
+                last = records;
+                match Snapshot::build(&last, &cells, version + 1) {
+                    Ok(snap) => {
+                        version += 1;
+                        let snap = Arc::new(snap);
+                        handle.store(snap.clone());
+                        stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(version, "topology snapshot swapped in");
+                        on_swap(&snap);
+                    }
+                    Err(e) => {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "topology update rejected; keeping the last good snapshot");
+                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "topology store unreachable; serving from the last snapshot");
+                changes.close();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        changes.next().await;
+    }
+}
+
+/// A source of "something may have changed" signals: an etcd watch, or a
+/// poll tick for files.
+struct Changes {
+    stream: Option<etcd_client::WatchStream>,
+    poll: bool,
+}
+
+impl Changes {
+    fn new(store: &TopoStore) -> Self {
+        Changes {
+            stream: None,
+            poll: matches!(store, TopoStore::Dir { .. }),
+        }
+    }
+
+    async fn open(&mut self, store: &TopoStore) {
+        if let (None, TopoStore::Etcd { client, root }) = (&self.stream, store) {
+            let opts = etcd_client::WatchOptions::new().with_prefix();
+            if let Ok(mut s) = client.clone().watch(format!("{root}/"), Some(opts)).await {
+                // The first message only confirms the watch was created.
+                if let Ok(Some(_)) = s.message().await {
+                    self.stream = Some(s);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.stream = None;
+    }
+
+    async fn next(&mut self) {
+        if self.poll {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return;
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) if resp.events().is_empty() => continue,
+                Ok(Some(_)) => {
+                    // Let a burst of writes (a keyspace and its shards) settle.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return;
+                }
+                _ => {
+                    self.stream = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Vitess's keyspace VSchema, accepted as-is (JSON), and its validation.
+//!
+//! Unknown fields are rejected, as Vitess rejects them, and every message
+//! names the keyspace, table or vindex at fault, because a VSchema arrives
+//! from etcd while traffic is flowing and the log line is all an operator sees.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors in a VSchema document.
+#[derive(Debug, thiserror::Error)]
+pub enum VSchemaError {
+    /// Not valid JSON, or a field Vitess does not know.
+    #[error("keyspace {keyspace}: invalid VSchema JSON: {source}")]
+    Json {
+        keyspace: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A semantic error.
+    #[error("keyspace {keyspace}: {msg}")]
+    Invalid { keyspace: String, msg: String },
+}
+
+/// One keyspace's VSchema.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceVSchema {
+    /// True when the keyspace is split over several shards by vindexes.
+    #[serde(default)]
+    pub sharded: bool,
+    /// Named vindexes used by the tables' column_vindexes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vindexes: BTreeMap<String, Vindex>,
+    /// Tables and how each is sharded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, Table>,
+    /// When true, tables are only reachable with the keyspace named.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_explicit_routing: bool,
+    /// Vitess's foreign-key handling mode (kept for compatibility).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_key_mode: Option<String>,
+    /// Vitess's multi-tenant spec (kept for compatibility, not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_tenant_spec: Option<serde_json::Value>,
+}
+
+/// A vindex definition: a function from column values to keyspace ids.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vindex {
+    /// Vitess vindex type name (`hash`, `xxhash`, `lookup_unique`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Type-specific parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// The table that owns a lookup vindex's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// A table's routing description.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    /// "" (normal), "sequence" or "reference".
+    #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Vindexes on this table; the first is the primary vindex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_vindexes: Vec<ColumnVindex>,
+    /// A column filled from a sequence when an INSERT leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_increment: Option<AutoIncrement>,
+    /// Declared columns (optional).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<serde_json::Value>,
+    /// Pins an unsharded-like table to one keyspace id (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// True when `columns` lists every column.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub column_list_authoritative: bool,
+    /// For reference tables: the unsharded table they are copied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Binds a vindex to one or more columns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnVindex {
+    /// The column (single-column form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The columns (multi-column form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// The vindex name, a key of `vindexes`.
+    pub name: String,
+}
+
+/// A column filled from a sequence table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoIncrement {
+    /// The column to fill.
+    pub column: String,
+    /// The sequence table, optionally `keyspace.table`.
+    pub sequence: String,
+}
+
+/// Vindex types shardgate knows the functions of (the functional ones are
+/// bit-exact with Vitess; lookup types are accepted for routing later).
+pub const KNOWN_VINDEX_TYPES: &[&str] = &[
+    "hash",
+    "xxhash",
+    "numeric",
+    "binary",
+    "binary_md5",
+    "reverse_bits",
+    "null",
+    "unicode_loose_md5",
+    "unicode_loose_xxhash",
+    "numeric_static_map",
+    "region_experimental",
+    "region_json",
+    "lookup",
+    "lookup_unique",
+    "lookup_hash",
+    "lookup_hash_unique",
+    "consistent_lookup",
+    "consistent_lookup_unique",
+    "cfc",
+    "multicol",
+];
+
+impl KeyspaceVSchema {
+    /// Parses and validates a keyspace VSchema document.
+    pub fn from_json(keyspace: &str, text: &[u8]) -> Result<Self, VSchemaError> {
+        let vs: KeyspaceVSchema = serde_json::from_slice(text).map_err(|source| VSchemaError::Json {
+            keyspace: keyspace.to_string(),
+            source,
+        })?;
+        vs.validate(keyspace)?;
+        Ok(vs)
+    }
+
+    /// Checks the document's internal consistency.
+    pub fn validate(&self, keyspace: &str) -> Result<(), VSchemaError> {
+        let bad = |msg: String| VSchemaError::Invalid {
+            keyspace: keyspace.to_string(),
+            msg,
+        };
+        for (name, v) in &self.vindexes {
+            if !KNOWN_VINDEX_TYPES.contains(&v.kind.as_str()) && v.kind != "hash_test" {
+                return Err(bad(format!("vindex {name}: unknown vindex type '{}'", v.kind)));
+            }
+            if let Some(owner) = &v.owner {
+                if !self.tables.contains_key(owner) {
+                    return Err(bad(format!("vindex {name}: owner table '{owner}' is not in the VSchema")));
+                }
+            }
+        }
+        for (tname, t) in &self.tables {
+            match t.kind.as_str() {
+                "" | "sequence" | "reference" => {}
+                other => return Err(bad(format!("table {tname}: unknown table type '{other}'"))),
+            }
+            if t.kind == "sequence" && self.sharded {
+                return Err(bad(format!("table {tname}: sequence tables must live in an unsharded keyspace")));
+            }
+            if !self.sharded && !t.column_vindexes.is_empty() {
+                return Err(bad(format!("table {tname}: column_vindexes in an unsharded keyspace")));
+            }
+            if self.sharded && t.kind.is_empty() && t.column_vindexes.is_empty() && t.pinned.is_none() {
+                return Err(bad(format!("table {tname}: a sharded table needs a primary vindex (column_vindexes)")));
+            }
+            for cv in &t.column_vindexes {
+                if cv.column.is_none() && cv.columns.is_empty() {
+                    return Err(bad(format!("table {tname}: vindex {} has no column", cv.name)));
+                }
+                if !self.vindexes.contains_key(&cv.name) {
+                    return Err(bad(format!(
+                        "table {tname}: column vindex '{}' is not defined in vindexes",
+                        cv.name
+                    )));
+                }
+            }
+            if let Some(ai) = &t.auto_increment {
+                if ai.column.is_empty() || ai.sequence.is_empty() {
+                    return Err(bad(format!("table {tname}: auto_increment needs column and sequence")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_vitess_example() {
+        let doc = br#"{"sharded": true,
+            "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
+                                    "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}}}}"#;
+        let vs = KeyspaceVSchema::from_json("customer", doc).unwrap();
+        assert!(vs.sharded);
+        assert_eq!(vs.tables["customer"].column_vindexes[0].name, "hash");
+    }
+
+    #[test]
+    fn rejects_with_names() {
+        let err = KeyspaceVSchema::from_json(
+            "customer",
+            br#"{"sharded": true, "tables": {"t": {"column_vindexes": [{"column": "id", "name": "nope"}]}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("customer") && err.contains("table t") && err.contains("nope"), "{err}");
+        let err = KeyspaceVSchema::from_json("ks", br#"{"sharded": false, "tablez": {}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tablez"), "{err}");
+    }
+}
