@@ -192,7 +192,7 @@ impl VCursor for Executor<'_> {
     ) -> Result<(), Error> {
         let (tablet, label) = self.tablet(keyspace, shard, tablet_type)?;
         let tablet = tablet.clone();
-        let rename = rename_db_columns.then(|| (format!("_{}", tablet.db_name), format!("_{keyspace}")));
+        let rename = rename_db_columns.then(|| (format!("Tables_in_{}", tablet.db_name), format!("Tables_in_{keyspace}")));
         let mut pooled: Option<Conn> = None;
         let idx = match self.state.pinned(&tablet.alias) {
             Some(i) => Some(i),
@@ -269,8 +269,8 @@ async fn stream<S: RowSink + Send>(
                             .iter()
                             .map(|c| {
                                 let name = c.name_str();
-                                match name.strip_suffix(from.as_str()) {
-                                    Some(head) => c.clone().with_name(format!("{head}{to}").as_bytes()),
+                                match name.strip_prefix(from.as_str()) {
+                                    Some(tail) => c.clone().with_name(format!("{to}{tail}").as_bytes()),
                                     None => c.clone(),
                                 }
                             })

@@ -241,12 +241,15 @@ async fn handshake(
 ) -> Result<bool, Error> {
     let salt = salt();
     let conn_id = ctx.next_connection_id();
+    // The second scramble part is sent NUL-terminated (13 bytes).
+    let mut scramble_2 = salt[8..].to_vec();
+    scramble_2.push(0);
     let hs = HandshakePacket::new(
         10,
         ctx.server_version.as_bytes(),
         conn_id,
         salt[..8].try_into().unwrap_or([0; 8]),
-        Some(&salt[8..]),
+        Some(&scramble_2[..]),
         server_capabilities(),
         45,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,

@@ -5,7 +5,7 @@
 use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::Column;
-use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::proto::MyDeserialize;
 use mysql_common::value::{BinValue, Value, ValueDeserializer};
 
 use crate::error::{Error, MysqlError};
@@ -43,7 +43,10 @@ pub fn ok(affected: u64, last_insert_id: u64, status: u16, warnings: u16, info: 
     put_lenenc_int(&mut p, last_insert_id);
     p.extend_from_slice(&status.to_le_bytes());
     p.extend_from_slice(&warnings.to_le_bytes());
-    p.extend_from_slice(info.as_bytes());
+    // Servers write the info length-encoded (the mysql client reads it so).
+    if !info.is_empty() {
+        put_lenenc_str(&mut p, info.as_bytes());
+    }
     p
 }
 
@@ -72,10 +75,24 @@ pub fn err(e: &MysqlError) -> Vec<u8> {
     p
 }
 
-/// A column definition payload.
+/// A column definition payload (ColumnDefinition41), every field as the
+/// tablet sent it. (mysql_common 0.37's own serializer writes the length
+/// before the character set, which clients then misread.)
 pub fn column_def(c: &Column) -> Vec<u8> {
     let mut p = Vec::with_capacity(64);
-    c.serialize(&mut p);
+    put_lenenc_str(&mut p, b"def");
+    put_lenenc_str(&mut p, c.schema_ref());
+    put_lenenc_str(&mut p, c.table_ref());
+    put_lenenc_str(&mut p, c.org_table_ref());
+    put_lenenc_str(&mut p, c.name_ref());
+    put_lenenc_str(&mut p, c.org_name_ref());
+    p.push(0x0c);
+    p.extend_from_slice(&c.character_set().to_le_bytes());
+    p.extend_from_slice(&c.column_length().to_le_bytes());
+    p.push(c.column_type() as u8);
+    p.extend_from_slice(&c.flags().bits().to_le_bytes());
+    p.push(c.decimals());
+    p.extend_from_slice(&[0, 0]);
     p
 }
 
@@ -291,6 +308,23 @@ mod tests {
         let mut out = Vec::new();
         encode_binary(&mut out, &col(t, flags), text.as_bytes()).unwrap();
         out
+    }
+
+    #[test]
+    fn column_definitions_parse_back_identically() {
+        let c = Column::new(ColumnType::MYSQL_TYPE_NEWDECIMAL)
+            .with_schema(b"vt_commerce")
+            .with_table(b"t")
+            .with_org_table(b"t_org")
+            .with_name(b"price")
+            .with_org_name(b"price_org")
+            .with_character_set(63)
+            .with_column_length(22)
+            .with_flags(ColumnFlags::NOT_NULL_FLAG | ColumnFlags::UNSIGNED_FLAG)
+            .with_decimals(6);
+        let bytes = column_def(&c);
+        let back = Column::deserialize((), &mut ParseBuf(&bytes)).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -1,0 +1,297 @@
+//! End to end through shardgate on the unsharded `commerce` keyspace of a
+//! real local cluster: the mysql client, a Rust driver (text and prepared),
+//! sessions, transactions, targeting, and errors.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_client_batch_session() {
+    let c = cluster();
+    let script = "\
+        drop table if exists cli_t;\n\
+        create table cli_t (id int auto_increment primary key, name varchar(20));\n\
+        insert into cli_t (name) values ('alpha'), ('beta');\n\
+        select last_insert_id();\n\
+        update cli_t set name = 'gamma' where id = 2;\n\
+        delete from cli_t where id = 1;\n\
+        select * from cli_t;\n\
+        select database();\n\
+        show tables like 'cli_t';\n\
+        select @@version like '%MariaDB%';\n\
+        show databases;\n";
+    let out = std::process::Command::new("mysql")
+        .args(["-h127.0.0.1", &format!("-P{}", c.port), "-uapp", "--batch", "commerce", "-e", script])
+        .output()
+        .expect("run mysql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mysql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout,
+        "last_insert_id()\n1\nid\tname\n2\tgamma\ndatabase()\ncommerce\nTables_in_commerce (cli_t)\ncli_t\n\
+         @@version like '%MariaDB%'\n1\nDatabase\ncommerce\ncustomer\ninformation_schema\nmysql\nperformance_schema\nsys\n"
+    );
+}
+
+const TYPES_DDL: &str = "create table if not exists types_t (
+    id int primary key, ti tinyint, si smallint unsigned, mi mediumint, i int, bi bigint, ubi bigint unsigned,
+    de decimal(20,6), fl float, db double, dt date, dtm datetime(6), ts timestamp(3) null, tm time(2), yr year,
+    vc varchar(50), ch char(5), tx text, bl blob, vb varbinary(20), bt bit(8), en enum('a','b'), js json)";
+
+const TYPES_ROWS: &str = "insert into types_t values
+    (1, -128, 65535, -8388608, -2147483648, -9223372036854775808, 18446744073709551615, -12345678901234.123456,
+     1.5, -2.2250738585072014e-308, '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.123', '-838:59:59.99', 1901,
+     'héllo wörld', 'abc', 'some text', x'00ff10', x'deadbeef', b'10101010', 'b', '{\"k\": [1, 2]}'),
+    (2, 127, 0, 0, 0, 0, 0, 0, 0, 0, '2024-02-29', '2024-02-29 00:00:00', '2024-02-29 12:00:00', '00:00:00', 2155,
+     '', '', '', '', '', b'0', 'a', 'null'),
+    (3, null, null, null, null, null, null, null, null, null, null, null, null, null, null,
+     null, null, null, null, null, null, null, null)";
+
+/// Every common column type, read through shardgate with text and with
+/// prepared statements, equals what the primary's MariaDB returns directly,
+/// values and column metadata alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_types_match_direct_mariadb_text_and_binary() {
+    let mut sg = connect(Some("commerce")).await;
+    sg.query_drop("drop table if exists types_t").await.unwrap();
+    sg.query_drop(TYPES_DDL).await.unwrap();
+    sg.query_drop(TYPES_ROWS).await.unwrap();
+    let mut direct = connect_tablet(100).await;
+    let sql = "select * from types_t order by id";
+
+    let text_sg: Vec<mysql_async::Row> = sg.query(sql).await.unwrap();
+    let text_direct: Vec<mysql_async::Row> = direct.query(sql).await.unwrap();
+    let bin_sg: Vec<mysql_async::Row> = sg.exec(sql, ()).await.unwrap();
+    let bin_direct: Vec<mysql_async::Row> = direct.exec(sql, ()).await.unwrap();
+    assert_eq!(text_sg.len(), 3);
+    for (a, b) in [(&text_sg, &text_direct), (&bin_sg, &bin_direct)] {
+        for (ra, rb) in a.iter().zip(b.iter()) {
+            assert_eq!(ra.clone().unwrap(), rb.clone().unwrap());
+            for (ca, cb) in ra.columns_ref().iter().zip(rb.columns_ref()) {
+                assert_eq!(ca, cb, "column metadata of {}", ca.name_str());
+            }
+        }
+    }
+    // Binary values are typed (not text) and the same as direct.
+    assert!(matches!(bin_sg[0][1], Value::Int(-128)));
+    assert!(matches!(bin_sg[0][6], Value::UInt(u64::MAX) | Value::Int(-1)));
+
+    // Parameters of every kind bound through shardgate select the same rows.
+    let psql = "select id, vc from types_t where (ti = ? or ? is null) and dt >= ? and vc <> ? and fl >= ? and ubi >= ? order by id";
+    let params: Vec<Value> = vec![
+        Value::Int(127),
+        Value::NULL,
+        Value::Date(2000, 1, 1, 0, 0, 0, 0),
+        Value::Bytes(b"it's \\ \"quoted\"".to_vec()),
+        Value::Double(-1.0),
+        Value::UInt(0),
+    ];
+    let a: Vec<(i32, String)> = sg.exec(psql, params.clone()).await.unwrap();
+    let b: Vec<(i32, String)> = direct.exec(psql, params).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, vec![(2, String::new())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_is_1049_and_connection_stays_usable() {
+    let c = cluster();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(c.port)
+        .user(Some("app"))
+        .db_name(Some("nope"))
+        .prefer_socket(false);
+    let e = mysql_async::Conn::new(opts).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1049), "{e}");
+
+    let mut conn = connect(None).await;
+    let e = conn.query_drop("use nope").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1049));
+    assert!(e.to_string().contains("nope"));
+    let e = conn.query_drop("use `commerce:7`").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1049));
+    conn.query_drop("use commerce").await.unwrap();
+    assert_eq!(rows(&mut conn, "select database()").await, vec![vec![Some("commerce".into())]]);
+    // A backend error passes through with its own code and SQLSTATE.
+    let e = conn.query_drop("select * from no_such_table").await.unwrap_err();
+    match e {
+        mysql_async::Error::Server(s) => {
+            assert_eq!((s.code, s.state.as_str()), (1146, "42S02"));
+        }
+        other => panic!("{other}"),
+    }
+    // Unparsable SQL too, and the connection goes on.
+    let e = conn.query_drop("selec 1").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1064));
+    assert_eq!(rows(&mut conn, "select 1").await, vec![vec![Some("1".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_and_rdonly_reads_go_to_those_tablets() {
+    let mut conn = connect(Some("commerce@replica")).await;
+    let port = rows(&mut conn, "select @@port").await;
+    assert_eq!(port, vec![vec![Some(tablet_port(101).to_string())]]);
+    conn.query_drop("use commerce@rdonly").await.unwrap();
+    let port = rows(&mut conn, "select @@port").await;
+    assert_eq!(port, vec![vec![Some(tablet_port(102).to_string())]]);
+    conn.query_drop("use commerce").await.unwrap();
+    let port = rows(&mut conn, "select @@port").await;
+    assert_eq!(port, vec![vec![Some(tablet_port(100).to_string())]]);
+
+    // A write on the primary reaches the replica (GTID replication set up by init-shard-primary).
+    conn.query_drop("create table if not exists repl_t (id int primary key)").await.unwrap();
+    conn.query_drop("replace into repl_t values (42)").await.unwrap();
+    conn.query_drop("use commerce@replica").await.unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = conn.query_first("select id from repl_t where id = 42").await.ok().flatten();
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, Some(42i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_stay_with_their_client() {
+    let mut a = connect(Some("commerce")).await;
+    let mut b = connect(Some("commerce")).await;
+    a.query_drop("set sql_mode = 'ANSI_QUOTES', time_zone = '+05:00', @who = 'a'")
+        .await
+        .unwrap();
+    a.query_drop("set names latin1").await.unwrap();
+    for _ in 0..20 {
+        let r = rows(&mut a, "select @@sql_mode, @@time_zone, @who, @@character_set_client").await;
+        assert_eq!(
+            r,
+            vec![vec![
+                Some("ANSI_QUOTES".into()),
+                Some("+05:00".into()),
+                Some("a".into()),
+                Some("latin1".into())
+            ]]
+        );
+        let r = rows(&mut b, "select @@time_zone, @who, @@character_set_client").await;
+        assert_eq!(r, vec![vec![Some("SYSTEM".into()), None, Some("utf8mb4".into())]]);
+    }
+    let e = a.query_drop("set autocommit = maybe").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1231));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_pin_one_connection() {
+    let mut a = connect(Some("commerce")).await;
+    let mut b = connect(Some("commerce")).await;
+    a.query_drop("create table if not exists txn_t (id int primary key, v int)").await.unwrap();
+    a.query_drop("delete from txn_t").await.unwrap();
+
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txn_t values (1, 1)").await.unwrap();
+    assert_eq!(rows(&mut a, "select count(*) from txn_t").await, vec![vec![Some("1".into())]]);
+    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("0".into())]]);
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(rows(&mut a, "select count(*) from txn_t").await, vec![vec![Some("0".into())]]);
+
+    a.query_drop("start transaction").await.unwrap();
+    a.query_drop("insert into txn_t values (2, 2)").await.unwrap();
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(rows(&mut b, "select id from txn_t").await, vec![vec![Some("2".into())]]);
+
+    // autocommit=0: statements open a transaction that COMMIT ends.
+    a.query_drop("set autocommit = 0").await.unwrap();
+    a.query_drop("insert into txn_t values (3, 3)").await.unwrap();
+    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("1".into())]]);
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("2".into())]]);
+    a.query_drop("insert into txn_t values (4, 4)").await.unwrap();
+    // Turning autocommit back on commits the open transaction, as in MySQL.
+    a.query_drop("set autocommit = 1").await.unwrap();
+    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("3".into())]]);
+
+    // A client that disconnects mid-transaction loses its writes, nobody else's.
+    let mut c = connect(Some("commerce")).await;
+    c.query_drop("begin").await.unwrap();
+    c.query_drop("insert into txn_t values (5, 5)").await.unwrap();
+    drop(c);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rows(&mut b, "select count(*) from txn_t where id = 5").await, vec![vec![Some("0".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_query_returns_every_result() {
+    let mut conn = connect(Some("commerce")).await;
+    conn.query_drop("create table if not exists multi_t (id int primary key)").await.unwrap();
+    let mut result = conn
+        .query_iter("delete from multi_t; insert into multi_t values (1), (2); select id from multi_t order by id; select 'x', null")
+        .await
+        .unwrap();
+    let mut sets = Vec::new();
+    loop {
+        let set: Vec<mysql_async::Row> = result.collect().await.unwrap();
+        sets.push((set.len(), result.affected_rows()));
+        if result.is_empty() {
+            break;
+        }
+    }
+    drop(result);
+    assert_eq!(sets.len(), 4, "{sets:?}");
+    assert_eq!(sets[2].0, 2);
+    assert_eq!(sets[3].0, 1);
+    // An error in the middle stops the batch and reports that error.
+    let e = conn.query_drop("select 1; select * from nope_t; select 3").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1146));
+    assert_eq!(rows(&mut conn, "select 7").await, vec![vec![Some("7".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_variable_is_answered_by_shardgate() {
+    let mut conn = connect(Some("commerce")).await;
+    let r = rows(&mut conn, "select @@socket").await;
+    assert_eq!(r, vec![vec![None]]);
+    // A pool with the driver's default prefer_socket asks for @@socket and
+    // must keep talking to shardgate over TCP.
+    let c = cluster();
+    let pool = mysql_async::Pool::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(c.port)
+            .user(Some("app"))
+            .db_name(Some("commerce")),
+    );
+    let mut pc = pool.get_conn().await.unwrap();
+    let shown: Vec<String> = pc.query("show vitess_tablets").await.map(|r: Vec<mysql_async::Row>| {
+        r.into_iter().map(|row| row.get::<String, _>(5).unwrap()).collect()
+    }).unwrap();
+    assert!(shown.contains(&"zone1-100".to_string()), "{shown:?}");
+    drop(pc);
+    pool.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transactions_and_reuse() {
+    let mut conn = connect(Some("commerce")).await;
+    conn.query_drop("create table if not exists prep_t (id int primary key, v varchar(10))").await.unwrap();
+    conn.query_drop("delete from prep_t").await.unwrap();
+    let begin = conn.prep("BEGIN").await.unwrap();
+    let ins = conn.prep("insert into prep_t values (?, ?)").await.unwrap();
+    let commit = conn.prep("COMMIT").await.unwrap();
+    assert_eq!(ins.num_params(), 2);
+    conn.exec_drop(&begin, ()).await.unwrap();
+    for i in 0..5 {
+        conn.exec_drop(&ins, (i, format!("v{i}"))).await.unwrap();
+    }
+    conn.exec_drop(&commit, ()).await.unwrap();
+    let sel = conn.prep("select v from prep_t where id = ?").await.unwrap();
+    assert_eq!(sel.columns().len(), 1);
+    for i in 0..5 {
+        let v: Option<String> = conn.exec_first(&sel, (i,)).await.unwrap();
+        assert_eq!(v, Some(format!("v{i}")));
+    }
+    let e = conn.exec_drop(&ins, (1, "dup")).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1062));
+    conn.close(sel).await.unwrap();
+}
