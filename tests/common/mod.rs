@@ -45,12 +45,50 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("shardgate-{tag}-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&d).unwrap();
     DIRS.lock().unwrap().push(d.clone());
+    watch_note(format!("dir {}", d.display()));
     d
+}
+
+static WATCH_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// A watchdog shell that outlives this process: when the test binary dies
+/// (even by abort, when atexit handlers do not run) it stops every tracked
+/// server and removes the temp dirs.
+fn watchdog_file() -> &'static PathBuf {
+    WATCH_FILE.get_or_init(|| {
+        use std::os::unix::process::CommandExt;
+        let file = std::env::temp_dir().join(format!("shardgate-watch-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; \
+             for p in $(grep '^pid ' {f} | cut -d' ' -f2); do kill $p 2>/dev/null; done; sleep 10; \
+             for p in $(grep '^pid ' {f} | cut -d' ' -f2); do kill -9 $p 2>/dev/null; done; \
+             for d in $(grep '^dir ' {f} | cut -d' ' -f2); do rm -rf $d; done; rm -f {f}",
+            me = std::process::id(),
+            f = file.display()
+        );
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        file
+    })
+}
+
+fn watch_note(line: String) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(watchdog_file()) {
+        let _ = writeln!(f, "{line}");
+    }
 }
 
 /// Remembers a PID to stop at exit.
 pub fn track_pid(pid: i32) {
     PIDS.lock().unwrap().push(pid);
+    watch_note(format!("pid {pid}"));
 }
 
 extern "C" fn cleanup() {
@@ -76,6 +114,10 @@ extern "C" fn cleanup() {
     }
     for d in DIRS.lock().map(|d| d.clone()).unwrap_or_default() {
         let _ = std::fs::remove_dir_all(d);
+    }
+    // Everything is stopped: the watchdog has nothing left to do.
+    if let Some(f) = WATCH_FILE.get() {
+        let _ = std::fs::write(f, "");
     }
 }
 
@@ -208,4 +250,201 @@ pub async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<Option<String>>> {
                 .collect()
         })
         .collect()
+}
+
+/// Starts another shardgate process with extra flags (stopped at exit) and
+/// waits until its MySQL port accepts connections.
+pub async fn spawn_shardgate(extra: &[String]) -> (u16, u16) {
+    let (port, web) = (free_port(), free_port());
+    let dir = temp_dir("sg");
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--mysql-server-port".into(),
+        port.to_string(),
+        "--port".into(),
+        web.to_string(),
+    ];
+    if !extra.iter().any(|a| a.starts_with("--topo-implementation")) {
+        args.extend([
+            "--topo-implementation".into(),
+            "etcd2".into(),
+            "--topo-global-server-address".into(),
+            cluster().spec.etcd_addr(),
+        ]);
+    }
+    args.extend(extra.iter().cloned());
+    let p = shardgate::local::Proc::spawn(
+        env!("CARGO_BIN_EXE_shardgate"),
+        &args,
+        &dir.join("shardgate.log"),
+        &dir.join("shardgate.pid"),
+    )
+    .expect("spawn shardgate");
+    track_pid(p.pid);
+    let up = eventually(20, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+    assert!(up.is_some(), "shardgate did not start; log in {}", dir.display());
+    (port, web)
+}
+
+/// A raw MySQL-protocol client for protocol edge cases.
+pub struct RawClient {
+    /// The socket.
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects and completes the handshake (auth `none`).
+    pub async fn connect(port: u16, db: Option<&str>) -> RawClient {
+        use mysql_common::constants::CapabilityFlags as C;
+        use mysql_common::proto::MySerialize;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut c = RawClient { stream, buf: Vec::new() };
+        let (_, hs) = c.read_packet().await.expect("handshake");
+        assert_eq!(hs[0], 10);
+        let caps = C::CLIENT_PROTOCOL_41
+            | C::CLIENT_SECURE_CONNECTION
+            | C::CLIENT_PLUGIN_AUTH
+            | C::CLIENT_MULTI_STATEMENTS
+            | C::CLIENT_MULTI_RESULTS
+            | C::CLIENT_TRANSACTIONS
+            | if db.is_some() { C::CLIENT_CONNECT_WITH_DB } else { C::empty() };
+        let resp = mysql_common::packets::HandshakeResponse::new(
+            Some(&[0u8; 20][..]),
+            (10, 11, 0),
+            Some(&b"raw"[..]),
+            db.map(|d| d.as_bytes().to_vec()),
+            Some(mysql_common::packets::AuthPlugin::MysqlNativePassword),
+            caps,
+            None,
+            1 << 24,
+        );
+        let mut payload = Vec::new();
+        resp.serialize(&mut payload);
+        c.write_packet(1, &payload).await;
+        let (_, ok) = c.read_packet().await.expect("auth reply");
+        assert_eq!(ok[0], 0, "auth failed: {:?}", String::from_utf8_lossy(&ok));
+        c
+    }
+
+    /// Frames one packet.
+    pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut out = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Writes one packet.
+    pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&Self::frame(seq, payload)).await.unwrap();
+    }
+
+    /// Writes raw bytes.
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one packet: (seq, payload); None at EOF or after 10 s.
+    pub async fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 4 {
+                let n = self.buf[0] as usize | (self.buf[1] as usize) << 8 | (self.buf[2] as usize) << 16;
+                if self.buf.len() >= 4 + n {
+                    let seq = self.buf[3];
+                    let payload = self.buf[4..4 + n].to_vec();
+                    self.buf.drain(..4 + n);
+                    return Some((seq, payload));
+                }
+            }
+            let mut tmp = vec![0u8; 65536];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.read(&mut tmp)).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    }
+
+    /// Reads one whole result (OK, ERR, or a text result set) and returns
+    /// a summary: ("ok", status) / ("err", code) / ("rows", first cells...).
+    pub async fn read_result(&mut self) -> Option<RawResult> {
+        let (_, first) = self.read_packet().await?;
+        match first[0] {
+            0x00 => {
+                let mut p = &first[1..];
+                let _affected = lenenc(&mut p);
+                let _id = lenenc(&mut p);
+                Some(RawResult::Ok {
+                    status: u16::from_le_bytes([p[0], p[1]]),
+                })
+            }
+            0xFF => Some(RawResult::Err {
+                code: u16::from_le_bytes([first[1], first[2]]),
+            }),
+            _ => {
+                let mut p = &first[..];
+                let ncols = lenenc(&mut p) as usize;
+                for _ in 0..ncols {
+                    self.read_packet().await?;
+                }
+                let (_, eof) = self.read_packet().await?;
+                assert_eq!(eof[0], 0xFE);
+                let mut cells = Vec::new();
+                loop {
+                    let (_, row) = self.read_packet().await?;
+                    if row[0] == 0xFE && row.len() < 9 {
+                        return Some(RawResult::Rows {
+                            cells,
+                            status: u16::from_le_bytes([row[3], row[4]]),
+                        });
+                    }
+                    if row[0] == 0xFF {
+                        return Some(RawResult::Err {
+                            code: u16::from_le_bytes([row[1], row[2]]),
+                        });
+                    }
+                    let mut p = &row[..];
+                    for _ in 0..ncols {
+                        if p[0] == 0xFB {
+                            cells.push(None);
+                            p = &p[1..];
+                        } else {
+                            let n = lenenc(&mut p) as usize;
+                            cells.push(Some(String::from_utf8_lossy(&p[..n]).into_owned()));
+                            p = &p[n..];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One result read by [`RawClient::read_result`].
+#[derive(Debug, PartialEq)]
+pub enum RawResult {
+    /// An OK packet and its status flags.
+    Ok { status: u16 },
+    /// An ERR packet and its code.
+    Err { code: u16 },
+    /// A result set: all cells in order, and the EOF status flags.
+    Rows { cells: Vec<Option<String>>, status: u16 },
+}
+
+fn lenenc(p: &mut &[u8]) -> u64 {
+    let (v, n) = match p[0] {
+        0xFC => (u16::from_le_bytes([p[1], p[2]]) as u64, 3),
+        0xFD => (u32::from_le_bytes([p[1], p[2], p[3], 0]) as u64, 4),
+        0xFE => (u64::from_le_bytes(p[1..9].try_into().unwrap()), 9),
+        b => (b as u64, 1),
+    };
+    *p = &p[n..];
+    v
 }

@@ -1,0 +1,185 @@
+//! Protocol edge cases real clients produce, and hostile bytes, against the
+//! real shardgate binary in front of a real cluster.
+
+mod common;
+
+use common::*;
+
+const MORE_RESULTS: u16 = 0x0008;
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut p = vec![0x03];
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_all_run_in_order() {
+    let c = cluster();
+    let mut raw = RawClient::connect(c.port, Some("commerce")).await;
+    // Three commands in one TCP write, as drivers and sysbench do at times.
+    let mut bytes = RawClient::frame(0, &query("select 1"));
+    bytes.extend(RawClient::frame(0, &[0x0e])); // COM_PING
+    bytes.extend(RawClient::frame(0, &query("select 'third'")));
+    raw.write_raw(&bytes).await;
+    assert_eq!(
+        raw.read_result().await,
+        Some(RawResult::Rows {
+            cells: vec![Some("1".into())],
+            status: 0x0002
+        })
+    );
+    assert_eq!(raw.read_result().await, Some(RawResult::Ok { status: 0x0002 }));
+    assert_eq!(
+        raw.read_result().await,
+        Some(RawResult::Rows {
+            cells: vec![Some("third".into())],
+            status: 0x0002
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_results_carry_more_results_flags() {
+    let c = cluster();
+    let mut raw = RawClient::connect(c.port, Some("commerce")).await;
+    raw.write_packet(0, &query("select 1; set @a = 1; select 2")).await;
+    let r1 = raw.read_result().await.unwrap();
+    let r2 = raw.read_result().await.unwrap();
+    let r3 = raw.read_result().await.unwrap();
+    match (&r1, &r2, &r3) {
+        (RawResult::Rows { status: s1, .. }, RawResult::Ok { status: s2 }, RawResult::Rows { status: s3, cells }) => {
+            assert_ne!(s1 & MORE_RESULTS, 0);
+            assert_ne!(s2 & MORE_RESULTS, 0);
+            assert_eq!(s3 & MORE_RESULTS, 0);
+            assert_eq!(cells, &vec![Some("2".to_string())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection is in step: the next command gets its own answer.
+    raw.write_packet(0, &[0x0e]).await;
+    assert!(matches!(raw.read_result().await, Some(RawResult::Ok { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_get_errors_never_a_crash() {
+    let c = cluster();
+    let mut raw = RawClient::connect(c.port, Some("commerce")).await;
+    // Empty command packet.
+    raw.write_packet(0, &[]).await;
+    assert!(matches!(raw.read_result().await, Some(RawResult::Err { .. })));
+    // Unknown command.
+    raw.write_packet(0, &[0x55, 1, 2, 3]).await;
+    assert_eq!(raw.read_result().await, Some(RawResult::Err { code: 1047 }));
+    // COM_STMT_EXECUTE for a statement that does not exist, and truncated.
+    raw.write_packet(0, &[0x17, 9, 9, 9, 9, 0, 1, 0, 0, 0]).await;
+    assert_eq!(raw.read_result().await, Some(RawResult::Err { code: 1243 }));
+    raw.write_packet(0, &[0x17, 1]).await;
+    assert!(matches!(raw.read_result().await, Some(RawResult::Err { .. })));
+    // A prepared statement executed with truncated parameters.
+    raw.write_packet(0, &{
+        let mut p = vec![0x16];
+        p.extend_from_slice(b"select ? + ?");
+        p
+    })
+    .await;
+    let (_, prep) = raw.read_packet().await.unwrap();
+    assert_eq!(prep[0], 0);
+    let id = u32::from_le_bytes([prep[1], prep[2], prep[3], prep[4]]);
+    // Two parameter definitions and their EOF follow.
+    for _ in 0..3 {
+        raw.read_packet().await.unwrap();
+    }
+    let ncols = u16::from_le_bytes([prep[5], prep[6]]);
+    if ncols > 0 {
+        for _ in 0..=ncols {
+            raw.read_packet().await.unwrap();
+        }
+    }
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 8, 0, 8, 0, 1, 2]);
+    raw.write_packet(0, &exec).await;
+    assert!(matches!(raw.read_result().await, Some(RawResult::Err { .. })));
+    // Still serving this connection.
+    raw.write_packet(0, &query("select 5")).await;
+    assert!(matches!(raw.read_result().await, Some(RawResult::Rows { .. })));
+
+    // A packet cut short by the client's hang-up ends the connection quietly.
+    raw.write_raw(&[0xff, 0xff, 0x00, 0, 1, 2, 3]).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        raw.stream.shutdown().await.unwrap();
+    }
+    let mut closed = false;
+    for _ in 0..3 {
+        if raw.read_packet().await.is_none() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed);
+
+    // Garbage instead of a handshake response.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(&RawClient::frame(1, &[1, 2, 3])).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        assert!(n == 0 || buf[4] == 0xFF, "expected an error or a close");
+    }
+    // A truncated packet followed by a hang-up.
+    let mut raw = RawClient::connect(c.port, None).await;
+    raw.write_raw(&[10, 0, 0, 0, 3, b's']).await;
+    drop(raw);
+
+    // The server is still up and answering.
+    let mut conn = connect(Some("commerce")).await;
+    assert_eq!(rows(&mut conn, "select 9").await, vec![vec![Some("9".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_1045() {
+    let dir = temp_dir("auth");
+    let file = dir.join("auth.json");
+    std::fs::write(
+        &file,
+        r#"{"alice": [{"Password": "s3cret", "UserData": "alice"}],
+            "bob": {"MysqlNativePassword": "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"}}"#,
+    )
+    .unwrap();
+    let (port, _) = spawn_shardgate(&[
+        "--mysql-auth-server-impl".into(),
+        "static".into(),
+        "--mysql-auth-server-static-file".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    let opts = |user: &str, pass: &str| {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some(user))
+            .pass(Some(pass))
+            .db_name(Some("commerce"))
+            .prefer_socket(false)
+    };
+    let e = mysql_async::Conn::new(opts("alice", "wrong")).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1045), "{e}");
+    assert!(e.to_string().contains("alice"), "{e}");
+    let e = mysql_async::Conn::new(opts("mallory", "s3cret")).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1045));
+    let mut ok = mysql_async::Conn::new(opts("alice", "s3cret")).await.unwrap();
+    assert_eq!(rows(&mut ok, "select 1").await, vec![vec![Some("1".into())]]);
+    let mut ok = mysql_async::Conn::new(opts("bob", "secret")).await.unwrap();
+    assert_eq!(rows(&mut ok, "select 2").await, vec![vec![Some("2".into())]]);
+    // The mysql client too.
+    let out = std::process::Command::new("mysql")
+        .args(["-h127.0.0.1", &format!("-P{port}"), "-ualice", "-pnope", "-e", "select 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ERROR 1045 (28000)"));
+}
