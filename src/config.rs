@@ -36,13 +36,26 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct TopoArgs {
     /// Topology store: etcd2 or file (a directory laid out like the etcd keys).
-    #[arg(long = "topo-implementation", alias = "topo_implementation", value_enum, default_value = "etcd2")]
+    #[arg(
+        long = "topo-implementation",
+        alias = "topo_implementation",
+        value_enum,
+        default_value = "etcd2"
+    )]
     pub topo_implementation: TopoImpl,
     /// etcd endpoints (host:port, comma separated) or, for `file`, the directory.
-    #[arg(long = "topo-global-server-address", alias = "topo_global_server_address", default_value = "127.0.0.1:2379")]
+    #[arg(
+        long = "topo-global-server-address",
+        alias = "topo_global_server_address",
+        default_value = "127.0.0.1:2379"
+    )]
     pub topo_global_server_address: String,
     /// Key prefix of the topology.
-    #[arg(long = "topo-global-root", alias = "topo_global_root", default_value = "/vitess")]
+    #[arg(
+        long = "topo-global-root",
+        alias = "topo_global_root",
+        default_value = "/vitess"
+    )]
     pub topo_global_root: String,
 }
 
@@ -53,10 +66,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub topo: TopoArgs,
     /// MySQL protocol port.
-    #[arg(long = "mysql-server-port", alias = "mysql_server_port", default_value_t = 15306)]
+    #[arg(
+        long = "mysql-server-port",
+        alias = "mysql_server_port",
+        default_value_t = 15306
+    )]
     pub mysql_server_port: u16,
     /// Address the MySQL listener binds.
-    #[arg(long = "mysql-server-bind-address", alias = "mysql_server_bind_address", default_value = "127.0.0.1")]
+    #[arg(
+        long = "mysql-server-bind-address",
+        alias = "mysql_server_bind_address",
+        default_value = "127.0.0.1"
+    )]
     pub mysql_server_bind_address: String,
     /// Also listen on this Unix socket.
     #[arg(long = "mysql-server-socket-path", alias = "mysql_server_socket_path")]
@@ -68,25 +89,48 @@ pub struct ServeArgs {
     #[arg(long = "cell", default_value = "zone1")]
     pub cell: String,
     /// Cells whose tablets are used (comma separated; default: all).
-    #[arg(long = "cells-to-watch", alias = "cells_to_watch", value_delimiter = ',')]
+    #[arg(
+        long = "cells-to-watch",
+        alias = "cells_to_watch",
+        value_delimiter = ','
+    )]
     pub cells_to_watch: Vec<String>,
     /// Tablet types to wait for at startup (accepted for vtgate compatibility).
-    #[arg(long = "tablet-types-to-wait", alias = "tablet_types_to_wait", value_delimiter = ',')]
+    #[arg(
+        long = "tablet-types-to-wait",
+        alias = "tablet_types_to_wait",
+        value_delimiter = ','
+    )]
     pub tablet_types_to_wait: Vec<String>,
     /// Client authentication: none (any user; keep the listener on loopback) or static.
-    #[arg(long = "mysql-auth-server-impl", alias = "mysql_auth_server_impl", default_value = "none")]
+    #[arg(
+        long = "mysql-auth-server-impl",
+        alias = "mysql_auth_server_impl",
+        default_value = "none"
+    )]
     pub mysql_auth_server_impl: String,
     /// Vitess static auth file (JSON) for `static`.
-    #[arg(long = "mysql-auth-server-static-file", alias = "mysql_auth_server_static_file")]
+    #[arg(
+        long = "mysql-auth-server-static-file",
+        alias = "mysql_auth_server_static_file"
+    )]
     pub mysql_auth_server_static_file: Option<PathBuf>,
     /// Version string sent in the handshake.
-    #[arg(long = "mysql-server-version", alias = "mysql_server_version", default_value = "5.5.5-10.11.0-MariaDB-shardgate")]
+    #[arg(
+        long = "mysql-server-version",
+        alias = "mysql_server_version",
+        default_value = "5.5.5-10.11.0-MariaDB-shardgate"
+    )]
     pub mysql_server_version: String,
     /// MySQL user shardgate logs in to tablets as.
     #[arg(long = "db-app-user", alias = "db_app_user", default_value = "vt_app")]
     pub db_app_user: String,
     /// Its password.
-    #[arg(long = "db-app-password", alias = "db_app_password", default_value = "")]
+    #[arg(
+        long = "db-app-password",
+        alias = "db_app_password",
+        default_value = ""
+    )]
     pub db_app_password: String,
     /// Largest number of connections per tablet.
     #[arg(long = "pool-size", default_value_t = 200)]
@@ -173,7 +217,12 @@ pub enum CtlCommand {
 #[derive(Debug, Args)]
 pub struct LocalArgs {
     /// Where everything lives (logs, data, PID files).
-    #[arg(long, env = "VTDATAROOT", default_value = "./vtdataroot", global = true)]
+    #[arg(
+        long,
+        env = "VTDATAROOT",
+        default_value = "./vtdataroot",
+        global = true
+    )]
     pub dataroot: PathBuf,
     /// up or down.
     #[command(subcommand)]

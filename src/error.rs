@@ -95,16 +95,26 @@ impl Error {
         use mysql_async::Error as Me;
         match self {
             Error::Backend {
-                source: Me::Server(se), ..
+                source: Me::Server(se),
+                ..
             } => MysqlError::new(se.code, &se.state, se.message.clone()),
-            Error::Plan(PlanError::UnknownKeyspace(_)) | Error::Gateway(GatewayError::UnknownKeyspace(_)) => {
+            Error::Plan(PlanError::UnknownKeyspace(_))
+            | Error::Gateway(GatewayError::UnknownKeyspace(_)) => {
                 MysqlError::new(1049, "42000", self.to_string())
             }
-            Error::Plan(PlanError::UnknownShard { .. }) => MysqlError::new(1049, "42000", self.to_string()),
+            Error::Plan(PlanError::UnknownShard { .. }) => {
+                MysqlError::new(1049, "42000", self.to_string())
+            }
             Error::Plan(PlanError::NoDatabase) => MysqlError::new(1046, "3D000", self.to_string()),
-            Error::Plan(PlanError::Unsupported(_)) => MysqlError::new(1235, "42000", self.to_string()),
-            Error::Sql(SqlError::ParamCount { .. }) => MysqlError::new(1210, "HY000", self.to_string()),
-            Error::Sql(SqlError::BadAutocommit(_)) => MysqlError::new(1231, "42000", self.to_string()),
+            Error::Plan(PlanError::Unsupported(_)) => {
+                MysqlError::new(1235, "42000", self.to_string())
+            }
+            Error::Sql(SqlError::ParamCount { .. }) => {
+                MysqlError::new(1210, "HY000", self.to_string())
+            }
+            Error::Sql(SqlError::BadAutocommit(_)) => {
+                MysqlError::new(1231, "42000", self.to_string())
+            }
             Error::Sql(SqlError::BadTarget(_)) => MysqlError::new(1049, "42000", self.to_string()),
             Error::AccessDenied { .. } => MysqlError::new(1045, "28000", self.to_string()),
             Error::Malformed(_) => MysqlError::new(1835, "HY000", self.to_string()),

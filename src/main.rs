@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use shardgate::admin::{self, DbaCreds};
 use shardgate::backend::BackendConfig;
-use shardgate::config::{Cli, Command, CtlArgs, CtlCommand, LocalArgs, LocalCommand, ServeArgs, TopoArgs, VschemaCommand};
+use shardgate::config::{
+    Cli, Command, CtlArgs, CtlCommand, LocalArgs, LocalCommand, ServeArgs, TopoArgs, VschemaCommand,
+};
 use shardgate::frontend::auth::Auth;
 use shardgate::local::{Cluster, ClusterSpec};
 use shardgate::server::{self, ServeOptions};
@@ -24,7 +26,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shardgate: cannot start the runtime: {e}");
@@ -52,10 +57,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
-    let ip: IpAddr = args
-        .mysql_server_bind_address
-        .parse()
-        .map_err(|e| format!("--mysql-server-bind-address {}: {e}", args.mysql_server_bind_address))?;
+    let ip: IpAddr = args.mysql_server_bind_address.parse().map_err(|e| {
+        format!(
+            "--mysql-server-bind-address {}: {e}",
+            args.mysql_server_bind_address
+        )
+    })?;
     let auth = match args.mysql_auth_server_impl.as_str() {
         "none" => Auth::None,
         "static" => {
@@ -65,7 +72,12 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
                 .ok_or("--mysql-auth-server-impl static needs --mysql-auth-server-static-file")?;
             Auth::load_static(file)?
         }
-        other => return Err(format!("--mysql-auth-server-impl: unknown value '{other}' (none or static)").into()),
+        other => {
+            return Err(format!(
+                "--mysql-auth-server-impl: unknown value '{other}' (none or static)"
+            )
+            .into())
+        }
     };
     let cells = if args.cells_to_watch.is_empty() {
         vec![]
@@ -115,7 +127,12 @@ async fn shutdown_signal() {
 }
 
 async fn store(topo: &TopoArgs) -> Result<TopoStore, AnyError> {
-    Ok(TopoStore::connect(topo.topo_implementation, &topo.topo_global_server_address, &topo.topo_global_root).await?)
+    Ok(TopoStore::connect(
+        topo.topo_implementation,
+        &topo.topo_global_server_address,
+        &topo.topo_global_root,
+    )
+    .await?)
 }
 
 async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
@@ -125,8 +142,12 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
         ..DbaCreds::default()
     };
     match args.command {
-        CtlCommand::ApplyVschema { vschema_file, keyspace } => {
-            let text = std::fs::read(&vschema_file).map_err(|e| format!("{}: {e}", vschema_file.display()))?;
+        CtlCommand::ApplyVschema {
+            vschema_file,
+            keyspace,
+        } => {
+            let text = std::fs::read(&vschema_file)
+                .map_err(|e| format!("{}: {e}", vschema_file.display()))?;
             admin::apply_vschema(&store, &keyspace, &text).await?;
             println!("VSchema of keyspace {keyspace} applied");
         }
@@ -135,7 +156,8 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             None => return Err(format!("keyspace {keyspace} has no VSchema").into()),
         },
         CtlCommand::ApplySchema { sql_file, keyspace } => {
-            let sql = std::fs::read_to_string(&sql_file).map_err(|e| format!("{}: {e}", sql_file.display()))?;
+            let sql = std::fs::read_to_string(&sql_file)
+                .map_err(|e| format!("{}: {e}", sql_file.display()))?;
             let n = admin::apply_schema(&store, &keyspace, &sql, &creds).await?;
             println!("schema applied to {n} shard(s) of {keyspace}");
         }
@@ -164,7 +186,10 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             admin::delete_tablet(&store, &alias).await?;
             println!("tablet {alias} deleted");
         }
-        CtlCommand::InitShardPrimary { keyspace_shard, alias } => {
+        CtlCommand::InitShardPrimary {
+            keyspace_shard,
+            alias,
+        } => {
             let (ks, shard) = keyspace_shard
                 .split_once('/')
                 .ok_or("expected KEYSPACE/SHARD")?;
@@ -183,7 +208,10 @@ async fn local(args: LocalArgs) -> Result<(), AnyError> {
             let cluster = Cluster::up(spec, false, say).await?;
             drop(cluster);
             println!();
-            println!("The local cluster is serving (data, logs and PID files in {}).", args.dataroot.display());
+            println!(
+                "The local cluster is serving (data, logs and PID files in {}).",
+                args.dataroot.display()
+            );
             println!("  keyspaces: commerce (unsharded), customer (sharded: -80, 80-)");
             println!("  tablets:   mysql -h127.0.0.1 -P17100 -uvt_dba   (17101, 17102, 17300, 17301, 17400, 17401)");
             println!("  web:       http://127.0.0.1:15001/debug/status");
@@ -204,7 +232,10 @@ fn vschema_check(files: &[std::path::PathBuf]) -> Result<(), AnyError> {
     }
     for f in files {
         let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let ks = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let ks = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         KeyspaceVSchema::from_json(&ks, &text).map_err(|e| format!("{}: {e}", f.display()))?;
         println!("{}: ok", f.display());
     }

@@ -36,7 +36,12 @@ pub struct ServerCtx {
 
 impl ServerCtx {
     /// Builds a context around a snapshot handle.
-    pub fn new(snapshot: SnapshotHandle, backend: BackendConfig, auth: Auth, server_version: String) -> Self {
+    pub fn new(
+        snapshot: SnapshotHandle,
+        backend: BackendConfig,
+        auth: Auth,
+        server_version: String,
+    ) -> Self {
         ServerCtx {
             snapshot,
             pools: Pools::new(backend),
@@ -118,7 +123,12 @@ impl Running {
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let store = TopoStore::connect(opts.topo_impl, &opts.topo_address, &opts.topo_root).await?;
     let (handle, records) = topo::watch::initial(&store, &opts.cells).await?;
-    let ctx = Arc::new(ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version));
+    let ctx = Arc::new(ServerCtx::new(
+        handle.clone(),
+        opts.backend,
+        opts.auth,
+        opts.server_version,
+    ));
     ctx.pools.reconcile(&handle.load());
     {
         let ctx2 = ctx.clone();
@@ -131,13 +141,19 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             move |snap| ctx2.pools.reconcile(snap),
         ));
     }
-    let listener = TcpListener::bind(opts.mysql_addr).await.map_err(|source| ServeError::Bind {
-        addr: opts.mysql_addr,
-        source,
-    })?;
+    let listener = TcpListener::bind(opts.mysql_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.mysql_addr,
+            source,
+        })?;
     let mysql_addr = listener.local_addr().unwrap_or(opts.mysql_addr);
     let web_addr = match opts.web_addr {
-        Some(addr) => Some(crate::web::start(addr, ctx.clone()).await.map_err(|source| ServeError::Bind { addr, source })?),
+        Some(addr) => Some(
+            crate::web::start(addr, ctx.clone())
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
         None => None,
     };
     let (tx, mut rx) = watch::channel(false);

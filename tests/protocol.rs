@@ -29,7 +29,10 @@ async fn pipelined_commands_all_run_in_order() {
             status: 0x0002
         })
     );
-    assert_eq!(raw.read_result().await, Some(RawResult::Ok { status: 0x0002 }));
+    assert_eq!(
+        raw.read_result().await,
+        Some(RawResult::Ok { status: 0x0002 })
+    );
     assert_eq!(
         raw.read_result().await,
         Some(RawResult::Rows {
@@ -43,12 +46,17 @@ async fn pipelined_commands_all_run_in_order() {
 async fn multi_statement_results_carry_more_results_flags() {
     let c = cluster();
     let mut raw = RawClient::connect(c.port, Some("commerce")).await;
-    raw.write_packet(0, &query("select 1; set @a = 1; select 2")).await;
+    raw.write_packet(0, &query("select 1; set @a = 1; select 2"))
+        .await;
     let r1 = raw.read_result().await.unwrap();
     let r2 = raw.read_result().await.unwrap();
     let r3 = raw.read_result().await.unwrap();
     match (&r1, &r2, &r3) {
-        (RawResult::Rows { status: s1, .. }, RawResult::Ok { status: s2 }, RawResult::Rows { status: s3, cells }) => {
+        (
+            RawResult::Rows { status: s1, .. },
+            RawResult::Ok { status: s2 },
+            RawResult::Rows { status: s3, cells },
+        ) => {
             assert_ne!(s1 & MORE_RESULTS, 0);
             assert_ne!(s2 & MORE_RESULTS, 0);
             assert_eq!(s3 & MORE_RESULTS, 0);
@@ -58,7 +66,10 @@ async fn multi_statement_results_carry_more_results_flags() {
     }
     // The connection is in step: the next command gets its own answer.
     raw.write_packet(0, &[0x0e]).await;
-    assert!(matches!(raw.read_result().await, Some(RawResult::Ok { .. })));
+    assert!(matches!(
+        raw.read_result().await,
+        Some(RawResult::Ok { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,15 +78,22 @@ async fn malformed_packets_get_errors_never_a_crash() {
     let mut raw = RawClient::connect(c.port, Some("commerce")).await;
     // Empty command packet.
     raw.write_packet(0, &[]).await;
-    assert!(matches!(raw.read_result().await, Some(RawResult::Err { .. })));
+    assert!(matches!(
+        raw.read_result().await,
+        Some(RawResult::Err { .. })
+    ));
     // Unknown command.
     raw.write_packet(0, &[0x55, 1, 2, 3]).await;
     assert_eq!(raw.read_result().await, Some(RawResult::Err { code: 1047 }));
     // COM_STMT_EXECUTE for a statement that does not exist, and truncated.
-    raw.write_packet(0, &[0x17, 9, 9, 9, 9, 0, 1, 0, 0, 0]).await;
+    raw.write_packet(0, &[0x17, 9, 9, 9, 9, 0, 1, 0, 0, 0])
+        .await;
     assert_eq!(raw.read_result().await, Some(RawResult::Err { code: 1243 }));
     raw.write_packet(0, &[0x17, 1]).await;
-    assert!(matches!(raw.read_result().await, Some(RawResult::Err { .. })));
+    assert!(matches!(
+        raw.read_result().await,
+        Some(RawResult::Err { .. })
+    ));
     // A prepared statement executed with truncated parameters.
     raw.write_packet(0, &{
         let mut p = vec![0x16];
@@ -100,10 +118,16 @@ async fn malformed_packets_get_errors_never_a_crash() {
     exec.extend_from_slice(&id.to_le_bytes());
     exec.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 8, 0, 8, 0, 1, 2]);
     raw.write_packet(0, &exec).await;
-    assert!(matches!(raw.read_result().await, Some(RawResult::Err { .. })));
+    assert!(matches!(
+        raw.read_result().await,
+        Some(RawResult::Err { .. })
+    ));
     // Still serving this connection.
     raw.write_packet(0, &query("select 5")).await;
-    assert!(matches!(raw.read_result().await, Some(RawResult::Rows { .. })));
+    assert!(matches!(
+        raw.read_result().await,
+        Some(RawResult::Rows { .. })
+    ));
 
     // A packet cut short by the client's hang-up ends the connection quietly.
     raw.write_raw(&[0xff, 0xff, 0x00, 0, 1, 2, 3]).await;
@@ -121,7 +145,9 @@ async fn malformed_packets_get_errors_never_a_crash() {
     assert!(closed);
 
     // Garbage instead of a handshake response.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port))
+        .await
+        .unwrap();
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buf = [0u8; 512];
@@ -137,7 +163,10 @@ async fn malformed_packets_get_errors_never_a_crash() {
 
     // The server is still up and answering.
     let mut conn = connect(Some("commerce")).await;
-    assert_eq!(rows(&mut conn, "select 9").await, vec![vec![Some("9".into())]]);
+    assert_eq!(
+        rows(&mut conn, "select 9").await,
+        vec![vec![Some("9".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,18 +195,37 @@ async fn wrong_password_is_1045() {
             .db_name(Some("commerce"))
             .prefer_socket(false)
     };
-    let e = mysql_async::Conn::new(opts("alice", "wrong")).await.unwrap_err();
+    let e = mysql_async::Conn::new(opts("alice", "wrong"))
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e), Some(1045), "{e}");
     assert!(e.to_string().contains("alice"), "{e}");
-    let e = mysql_async::Conn::new(opts("mallory", "s3cret")).await.unwrap_err();
+    let e = mysql_async::Conn::new(opts("mallory", "s3cret"))
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e), Some(1045));
-    let mut ok = mysql_async::Conn::new(opts("alice", "s3cret")).await.unwrap();
-    assert_eq!(rows(&mut ok, "select 1").await, vec![vec![Some("1".into())]]);
+    let mut ok = mysql_async::Conn::new(opts("alice", "s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut ok, "select 1").await,
+        vec![vec![Some("1".into())]]
+    );
     let mut ok = mysql_async::Conn::new(opts("bob", "secret")).await.unwrap();
-    assert_eq!(rows(&mut ok, "select 2").await, vec![vec![Some("2".into())]]);
+    assert_eq!(
+        rows(&mut ok, "select 2").await,
+        vec![vec![Some("2".into())]]
+    );
     // The mysql client too.
     let out = std::process::Command::new("mysql")
-        .args(["-h127.0.0.1", &format!("-P{port}"), "-ualice", "-pnope", "-e", "select 1"])
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{port}"),
+            "-ualice",
+            "-pnope",
+            "-e",
+            "select 1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

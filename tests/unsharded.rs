@@ -24,11 +24,23 @@ async fn mysql_client_batch_session() {
         select @@version like '%MariaDB%';\n\
         show databases;\n";
     let out = std::process::Command::new("mysql")
-        .args(["-h127.0.0.1", &format!("-P{}", c.port), "-uapp", "--batch", "commerce", "-e", script])
+        .args([
+            "-h127.0.0.1",
+            &format!("-P{}", c.port),
+            "-uapp",
+            "--batch",
+            "commerce",
+            "-e",
+            script,
+        ])
         .output()
         .expect("run mysql");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "mysql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mysql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         stdout,
         "last_insert_id()\n1\nid\tname\n2\tgamma\ndatabase()\ncommerce\nTables_in_commerce (cli_t)\ncli_t\n\
@@ -77,7 +89,10 @@ async fn column_types_match_direct_mariadb_text_and_binary() {
     }
     // Binary values are typed (not text) and the same as direct.
     assert!(matches!(bin_sg[0][1], Value::Int(-128)));
-    assert!(matches!(bin_sg[0][6], Value::UInt(u64::MAX) | Value::Int(-1)));
+    assert!(matches!(
+        bin_sg[0][6],
+        Value::UInt(u64::MAX) | Value::Int(-1)
+    ));
 
     // Parameters of every kind bound through shardgate select the same rows.
     let psql = "select id, vc from types_t where (ti = ? or ? is null) and dt >= ? and vc <> ? and fl >= ? and ubi >= ? order by id";
@@ -114,9 +129,15 @@ async fn unknown_database_is_1049_and_connection_stays_usable() {
     let e = conn.query_drop("use `commerce:7`").await.unwrap_err();
     assert_eq!(err_code(&e), Some(1049));
     conn.query_drop("use commerce").await.unwrap();
-    assert_eq!(rows(&mut conn, "select database()").await, vec![vec![Some("commerce".into())]]);
+    assert_eq!(
+        rows(&mut conn, "select database()").await,
+        vec![vec![Some("commerce".into())]]
+    );
     // A backend error passes through with its own code and SQLSTATE.
-    let e = conn.query_drop("select * from no_such_table").await.unwrap_err();
+    let e = conn
+        .query_drop("select * from no_such_table")
+        .await
+        .unwrap_err();
     match e {
         mysql_async::Error::Server(s) => {
             assert_eq!((s.code, s.state.as_str()), (1146, "42S02"));
@@ -126,7 +147,10 @@ async fn unknown_database_is_1049_and_connection_stays_usable() {
     // Unparsable SQL too, and the connection goes on.
     let e = conn.query_drop("selec 1").await.unwrap_err();
     assert_eq!(err_code(&e), Some(1064));
-    assert_eq!(rows(&mut conn, "select 1").await, vec![vec![Some("1".into())]]);
+    assert_eq!(
+        rows(&mut conn, "select 1").await,
+        vec![vec![Some("1".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,12 +166,20 @@ async fn replica_and_rdonly_reads_go_to_those_tablets() {
     assert_eq!(port, vec![vec![Some(tablet_port(100).to_string())]]);
 
     // A write on the primary reaches the replica (GTID replication set up by init-shard-primary).
-    conn.query_drop("create table if not exists repl_t (id int primary key)").await.unwrap();
-    conn.query_drop("replace into repl_t values (42)").await.unwrap();
+    conn.query_drop("create table if not exists repl_t (id int primary key)")
+        .await
+        .unwrap();
+    conn.query_drop("replace into repl_t values (42)")
+        .await
+        .unwrap();
     conn.query_drop("use commerce@replica").await.unwrap();
     let mut seen = None;
     for _ in 0..100 {
-        seen = conn.query_first("select id from repl_t where id = 42").await.ok().flatten();
+        seen = conn
+            .query_first("select id from repl_t where id = 42")
+            .await
+            .ok()
+            .flatten();
         if seen.is_some() {
             break;
         }
@@ -165,7 +197,11 @@ async fn session_settings_stay_with_their_client() {
         .unwrap();
     a.query_drop("set names latin1").await.unwrap();
     for _ in 0..20 {
-        let r = rows(&mut a, "select @@sql_mode, @@time_zone, @who, @@character_set_client").await;
+        let r = rows(
+            &mut a,
+            "select @@sql_mode, @@time_zone, @who, @@character_set_client",
+        )
+        .await;
         assert_eq!(
             r,
             vec![vec![
@@ -176,7 +212,10 @@ async fn session_settings_stay_with_their_client() {
             ]]
         );
         let r = rows(&mut b, "select @@time_zone, @who, @@character_set_client").await;
-        assert_eq!(r, vec![vec![Some("SYSTEM".into()), None, Some("utf8mb4".into())]]);
+        assert_eq!(
+            r,
+            vec![vec![Some("SYSTEM".into()), None, Some("utf8mb4".into())]]
+        );
     }
     let e = a.query_drop("set autocommit = maybe").await.unwrap_err();
     assert_eq!(err_code(&e), Some(1231));
@@ -186,45 +225,83 @@ async fn session_settings_stay_with_their_client() {
 async fn transactions_pin_one_connection() {
     let mut a = connect(Some("commerce")).await;
     let mut b = connect(Some("commerce")).await;
-    a.query_drop("create table if not exists txn_t (id int primary key, v int)").await.unwrap();
+    a.query_drop("create table if not exists txn_t (id int primary key, v int)")
+        .await
+        .unwrap();
     a.query_drop("delete from txn_t").await.unwrap();
 
     a.query_drop("begin").await.unwrap();
-    a.query_drop("insert into txn_t values (1, 1)").await.unwrap();
-    assert_eq!(rows(&mut a, "select count(*) from txn_t").await, vec![vec![Some("1".into())]]);
-    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("0".into())]]);
+    a.query_drop("insert into txn_t values (1, 1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut a, "select count(*) from txn_t").await,
+        vec![vec![Some("1".into())]]
+    );
+    assert_eq!(
+        rows(&mut b, "select count(*) from txn_t").await,
+        vec![vec![Some("0".into())]]
+    );
     a.query_drop("rollback").await.unwrap();
-    assert_eq!(rows(&mut a, "select count(*) from txn_t").await, vec![vec![Some("0".into())]]);
+    assert_eq!(
+        rows(&mut a, "select count(*) from txn_t").await,
+        vec![vec![Some("0".into())]]
+    );
 
     a.query_drop("start transaction").await.unwrap();
-    a.query_drop("insert into txn_t values (2, 2)").await.unwrap();
+    a.query_drop("insert into txn_t values (2, 2)")
+        .await
+        .unwrap();
     a.query_drop("commit").await.unwrap();
-    assert_eq!(rows(&mut b, "select id from txn_t").await, vec![vec![Some("2".into())]]);
+    assert_eq!(
+        rows(&mut b, "select id from txn_t").await,
+        vec![vec![Some("2".into())]]
+    );
 
     // autocommit=0: statements open a transaction that COMMIT ends.
     a.query_drop("set autocommit = 0").await.unwrap();
-    a.query_drop("insert into txn_t values (3, 3)").await.unwrap();
-    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("1".into())]]);
+    a.query_drop("insert into txn_t values (3, 3)")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut b, "select count(*) from txn_t").await,
+        vec![vec![Some("1".into())]]
+    );
     a.query_drop("commit").await.unwrap();
-    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("2".into())]]);
-    a.query_drop("insert into txn_t values (4, 4)").await.unwrap();
+    assert_eq!(
+        rows(&mut b, "select count(*) from txn_t").await,
+        vec![vec![Some("2".into())]]
+    );
+    a.query_drop("insert into txn_t values (4, 4)")
+        .await
+        .unwrap();
     // Turning autocommit back on commits the open transaction, as in MySQL.
     a.query_drop("set autocommit = 1").await.unwrap();
-    assert_eq!(rows(&mut b, "select count(*) from txn_t").await, vec![vec![Some("3".into())]]);
+    assert_eq!(
+        rows(&mut b, "select count(*) from txn_t").await,
+        vec![vec![Some("3".into())]]
+    );
 
     // A client that disconnects mid-transaction loses its writes, nobody else's.
     let mut c = connect(Some("commerce")).await;
     c.query_drop("begin").await.unwrap();
-    c.query_drop("insert into txn_t values (5, 5)").await.unwrap();
+    c.query_drop("insert into txn_t values (5, 5)")
+        .await
+        .unwrap();
     drop(c);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(rows(&mut b, "select count(*) from txn_t where id = 5").await, vec![vec![Some("0".into())]]);
+    assert_eq!(
+        rows(&mut b, "select count(*) from txn_t where id = 5").await,
+        vec![vec![Some("0".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_statement_query_returns_every_result() {
     let mut conn = connect(Some("commerce")).await;
-    conn.query_drop("create table if not exists multi_t (id int primary key)").await.unwrap();
+    conn.query_drop("create table if not exists multi_t (id int primary key)")
+        .await
+        .unwrap();
     let mut result = conn
         .query_iter("delete from multi_t; insert into multi_t values (1), (2); select id from multi_t order by id; select 'x', null")
         .await
@@ -242,9 +319,15 @@ async fn multi_statement_query_returns_every_result() {
     assert_eq!(sets[2].0, 2);
     assert_eq!(sets[3].0, 1);
     // An error in the middle stops the batch and reports that error.
-    let e = conn.query_drop("select 1; select * from nope_t; select 3").await.unwrap_err();
+    let e = conn
+        .query_drop("select 1; select * from nope_t; select 3")
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e), Some(1146));
-    assert_eq!(rows(&mut conn, "select 7").await, vec![vec![Some("7".into())]]);
+    assert_eq!(
+        rows(&mut conn, "select 7").await,
+        vec![vec![Some("7".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,9 +346,15 @@ async fn socket_variable_is_answered_by_shardgate() {
             .db_name(Some("commerce")),
     );
     let mut pc = pool.get_conn().await.unwrap();
-    let shown: Vec<String> = pc.query("show vitess_tablets").await.map(|r: Vec<mysql_async::Row>| {
-        r.into_iter().map(|row| row.get::<String, _>(5).unwrap()).collect()
-    }).unwrap();
+    let shown: Vec<String> = pc
+        .query("show vitess_tablets")
+        .await
+        .map(|r: Vec<mysql_async::Row>| {
+            r.into_iter()
+                .map(|row| row.get::<String, _>(5).unwrap())
+                .collect()
+        })
+        .unwrap();
     assert!(shown.contains(&"zone1-100".to_string()), "{shown:?}");
     drop(pc);
     pool.disconnect().await.unwrap();
@@ -274,7 +363,9 @@ async fn socket_variable_is_answered_by_shardgate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_transactions_and_reuse() {
     let mut conn = connect(Some("commerce")).await;
-    conn.query_drop("create table if not exists prep_t (id int primary key, v varchar(10))").await.unwrap();
+    conn.query_drop("create table if not exists prep_t (id int primary key, v varchar(10))")
+        .await
+        .unwrap();
     conn.query_drop("delete from prep_t").await.unwrap();
     let begin = conn.prep("BEGIN").await.unwrap();
     let ins = conn.prep("insert into prep_t values (?, ?)").await.unwrap();
@@ -285,7 +376,10 @@ async fn prepared_transactions_and_reuse() {
         conn.exec_drop(&ins, (i, format!("v{i}"))).await.unwrap();
     }
     conn.exec_drop(&commit, ()).await.unwrap();
-    let sel = conn.prep("select v from prep_t where id = ?").await.unwrap();
+    let sel = conn
+        .prep("select v from prep_t where id = ?")
+        .await
+        .unwrap();
     assert_eq!(sel.columns().len(), 1);
     for i in 0..5 {
         let v: Option<String> = conn.exec_first(&sel, (i,)).await.unwrap();
@@ -294,4 +388,60 @@ async fn prepared_transactions_and_reuse() {
     let e = conn.exec_drop(&ins, (1, "dup")).await.unwrap_err();
     assert_eq!(err_code(&e), Some(1062));
     conn.close(sel).await.unwrap();
+}
+
+fn sysbench(port: u16, db: &str, cmd: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "oltp_read_write".to_string(),
+        "--db-driver=mysql".into(),
+        "--mysql-host=127.0.0.1".into(),
+        format!("--mysql-port={port}"),
+        "--mysql-user=sbtest".into(),
+        format!("--mysql-db={db}"),
+        "--tables=2".into(),
+        "--table-size=10000".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(cmd.into());
+    let out = std::process::Command::new("sysbench")
+        .args(&args)
+        .output()
+        .expect("run sysbench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sysbench {cmd} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("FATAL") && !stderr.contains("FATAL"),
+        "{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// sysbench's default mode (server-side prepared statements, including
+/// prepared BEGIN/COMMIT) through shardgate: prepare, a 10 s run, cleanup.
+/// sysbench stops at the first error it does not ignore; the ones it
+/// ignores are InnoDB deadlocks (1213) that MariaDB reports just the same
+/// without a proxy in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysbench_oltp_read_write_prepared() {
+    let c = cluster();
+    let mut conn = connect(Some("commerce")).await;
+    conn.query_drop("drop table if exists sbtest1, sbtest2")
+        .await
+        .unwrap();
+    sysbench(c.port, "commerce", "prepare", &[]);
+    let run = sysbench(c.port, "commerce", "run", &["--threads=8", "--time=10"]);
+    let tx: u64 = run
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("transactions line");
+    assert!(tx > 100, "{run}");
+    sysbench(c.port, "commerce", "cleanup", &[]);
+    let left: Vec<String> = conn.query("show tables like 'sbtest%'").await.unwrap();
+    assert!(left.is_empty());
 }

@@ -73,7 +73,11 @@ pub async fn ensure_shard(store: &TopoStore, ks: &str, shard: &str) -> Result<()
     crate::topo::KeyRange::parse(shard).map_err(AdminError::Invalid)?;
     let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
     if store.get(&key).await?.is_none() {
-        let range = if shard == "0" || shard == "-" { String::new() } else { shard.to_string() };
+        let range = if shard == "0" || shard == "-" {
+            String::new()
+        } else {
+            shard.to_string()
+        };
         store
             .put(
                 &key,
@@ -88,12 +92,25 @@ pub async fn ensure_shard(store: &TopoStore, ks: &str, shard: &str) -> Result<()
 }
 
 /// Validates and stores a keyspace VSchema (creating the keyspace record).
-pub async fn apply_vschema(store: &TopoStore, ks: &str, text: &[u8]) -> Result<KeyspaceVSchema, AdminError> {
+pub async fn apply_vschema(
+    store: &TopoStore,
+    ks: &str,
+    text: &[u8],
+) -> Result<KeyspaceVSchema, AdminError> {
     let vs = KeyspaceVSchema::from_json(ks, text)?;
     ensure_keyspace(store, ks, vs.sharded).await?;
     let key = format!("global/keyspaces/{ks}/Keyspace");
-    store.put(&key, &json(&KeyspaceRecord { sharded: vs.sharded })).await?;
-    store.put(&format!("global/keyspaces/{ks}/VSchema"), &json(&vs)).await?;
+    store
+        .put(
+            &key,
+            &json(&KeyspaceRecord {
+                sharded: vs.sharded,
+            }),
+        )
+        .await?;
+    store
+        .put(&format!("global/keyspaces/{ks}/VSchema"), &json(&vs))
+        .await?;
     Ok(vs)
 }
 
@@ -106,23 +123,34 @@ pub async fn get_vschema(store: &TopoStore, ks: &str) -> Result<Option<String>, 
 }
 
 /// Registers a tablet, creating its keyspace and shard records if needed.
-pub async fn add_tablet(store: &TopoStore, rec: &TabletRecord, sharded: bool) -> Result<(), AdminError> {
+pub async fn add_tablet(
+    store: &TopoStore,
+    rec: &TabletRecord,
+    sharded: bool,
+) -> Result<(), AdminError> {
     let cell = cell_of(&rec.alias)?;
     if crate::sql::TabletType::parse(&rec.tablet_type).is_none() {
-        return Err(AdminError::Invalid(format!("unknown tablet type '{}'", rec.tablet_type)));
+        return Err(AdminError::Invalid(format!(
+            "unknown tablet type '{}'",
+            rec.tablet_type
+        )));
     }
     ensure_keyspace(store, &rec.keyspace, sharded).await?;
     ensure_shard(store, &rec.keyspace, &rec.shard).await?;
     let mut rec = rec.clone();
     rec.tablet_type = rec.tablet_type.to_ascii_uppercase();
-    store.put(&format!("{cell}/tablets/{}/Tablet", rec.alias), &json(&rec)).await?;
+    store
+        .put(&format!("{cell}/tablets/{}/Tablet", rec.alias), &json(&rec))
+        .await?;
     Ok(())
 }
 
 /// Removes a tablet record.
 pub async fn delete_tablet(store: &TopoStore, alias: &str) -> Result<(), AdminError> {
     let cell = cell_of(alias)?;
-    store.delete(&format!("{cell}/tablets/{alias}"), true).await?;
+    store
+        .delete(&format!("{cell}/tablets/{alias}"), true)
+        .await?;
     Ok(())
 }
 
@@ -140,7 +168,8 @@ pub async fn list_tablets(store: &TopoStore) -> Result<Vec<TabletRecord>, AdminE
     let mut out = Vec::new();
     for (k, v) in all {
         if k.ends_with("/Tablet") && k.contains("/tablets/") {
-            let rec: TabletRecord = serde_json::from_slice(&v).map_err(|source| TopoError::Record { key: k, source })?;
+            let rec: TabletRecord = serde_json::from_slice(&v)
+                .map_err(|source| TopoError::Record { key: k, source })?;
             out.push(rec);
         }
     }
@@ -148,7 +177,11 @@ pub async fn list_tablets(store: &TopoStore) -> Result<Vec<TabletRecord>, AdminE
 }
 
 /// Connects to a tablet's mysqld as the admin user.
-pub async fn dba_conn(rec: &TabletRecord, creds: &DbaCreds, db: Option<String>) -> Result<Conn, AdminError> {
+pub async fn dba_conn(
+    rec: &TabletRecord,
+    creds: &DbaCreds,
+    db: Option<String>,
+) -> Result<Conn, AdminError> {
     let opts = OptsBuilder::default()
         .ip_or_hostname(rec.hostname.clone())
         .tcp_port(rec.mysql_port)
@@ -173,7 +206,13 @@ fn mysql_err(rec: &TabletRecord) -> impl Fn(mysql_async::Error) -> AdminError + 
 
 /// Makes `alias` the writable primary of `ks/shard`, points every other
 /// tablet of the shard at it with GTID replication, and records it.
-pub async fn init_shard_primary(store: &TopoStore, ks: &str, shard: &str, alias: &str, creds: &DbaCreds) -> Result<(), AdminError> {
+pub async fn init_shard_primary(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    alias: &str,
+    creds: &DbaCreds,
+) -> Result<(), AdminError> {
     let tablets: Vec<TabletRecord> = list_tablets(store)
         .await?
         .into_iter()
@@ -198,7 +237,12 @@ pub async fn init_shard_primary(store: &TopoStore, ks: &str, shard: &str, alias:
             crate::sql::quote_str(&creds.repl_user),
             crate::sql::quote_str(&creds.repl_password),
         );
-        for q in ["STOP SLAVE", "SET GLOBAL read_only = 1", change.as_str(), "START SLAVE"] {
+        for q in [
+            "STOP SLAVE",
+            "SET GLOBAL read_only = 1",
+            change.as_str(),
+            "START SLAVE",
+        ] {
             c.query_drop(q).await.map_err(mysql_err(t))?;
         }
         let _ = c.disconnect().await;
@@ -215,7 +259,10 @@ pub async fn init_shard_primary(store: &TopoStore, ks: &str, shard: &str, alias:
     }
     let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
     let mut rec: ShardRecord = match store.get(&key).await? {
-        Some(v) => serde_json::from_slice(&v).map_err(|source| TopoError::Record { key: key.clone(), source })?,
+        Some(v) => serde_json::from_slice(&v).map_err(|source| TopoError::Record {
+            key: key.clone(),
+            source,
+        })?,
         None => ShardRecord::default(),
     };
     rec.primary_alias = Some(alias.to_string());
@@ -225,7 +272,12 @@ pub async fn init_shard_primary(store: &TopoStore, ks: &str, shard: &str, alias:
 
 /// Runs SQL (several statements allowed) on the primary of every shard of
 /// the keyspace, in its `vt_` database.
-pub async fn apply_schema(store: &TopoStore, ks: &str, sql: &str, creds: &DbaCreds) -> Result<usize, AdminError> {
+pub async fn apply_schema(
+    store: &TopoStore,
+    ks: &str,
+    sql: &str,
+    creds: &DbaCreds,
+) -> Result<usize, AdminError> {
     let all = store.list_all().await?;
     let snap = crate::topo::Snapshot::build(&all, &[], 0)?;
     let keyspace = snap
@@ -234,9 +286,9 @@ pub async fn apply_schema(store: &TopoStore, ks: &str, sql: &str, creds: &DbaCre
         .ok_or_else(|| AdminError::Invalid(format!("keyspace {ks} does not exist")))?;
     let mut n = 0;
     for shard in &keyspace.shards {
-        let alias = shard.tablets[0]
-            .first()
-            .ok_or_else(|| AdminError::Invalid(format!("shard {ks}/{} has no primary", shard.name)))?;
+        let alias = shard.tablets[0].first().ok_or_else(|| {
+            AdminError::Invalid(format!("shard {ks}/{} has no primary", shard.name))
+        })?;
         let t = &snap.tablets[alias];
         let rec = TabletRecord {
             alias: t.alias.clone(),

@@ -69,8 +69,11 @@ impl Pools {
     }
 
     fn make(&self, k: &PoolKey) -> Pool {
-        let constraints = PoolConstraints::new(self.cfg.pool_min, self.cfg.pool_max.max(self.cfg.pool_min.max(1)))
-            .unwrap_or_default();
+        let constraints = PoolConstraints::new(
+            self.cfg.pool_min,
+            self.cfg.pool_max.max(self.cfg.pool_min.max(1)),
+        )
+        .unwrap_or_default();
         let pool_opts = PoolOpts::new()
             .with_constraints(constraints)
             .with_reset_connection(false)
@@ -92,7 +95,12 @@ impl Pools {
     /// The pool for a tablet, creating it if the tablet is new.
     pub fn get(&self, t: &Tablet) -> Pool {
         let key = Self::key(t);
-        if let Some((k, p)) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&t.alias) {
+        if let Some((k, p)) = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&t.alias)
+        {
             if *k == key {
                 return p.clone();
             }

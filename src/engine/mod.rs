@@ -76,7 +76,10 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
             let cols: Vec<Column> = names.iter().map(|n| text_column(n)).collect();
             sink.columns(&cols)?;
             for r in rows {
-                let vals: Vec<Value> = r.into_iter().map(|s| Value::Bytes(s.into_bytes())).collect();
+                let vals: Vec<Value> = r
+                    .into_iter()
+                    .map(|s| Value::Bytes(s.into_bytes()))
+                    .collect();
                 sink.row(&vals)?;
             }
             sink.end_rows(0)
@@ -97,7 +100,8 @@ pub fn text_column(name: &str) -> Column {
 fn show_rows(show: &ShowPlan, snap: &Snapshot) -> (Vec<&'static str>, Vec<Vec<String>>) {
     match show {
         ShowPlan::Databases => {
-            let mut rows: Vec<Vec<String>> = snap.keyspaces.keys().map(|k| vec![k.clone()]).collect();
+            let mut rows: Vec<Vec<String>> =
+                snap.keyspaces.keys().map(|k| vec![k.clone()]).collect();
             for sys in ["information_schema", "mysql", "performance_schema", "sys"] {
                 rows.push(vec![sys.to_string()]);
             }
@@ -111,16 +115,33 @@ fn show_rows(show: &ShowPlan, snap: &Snapshot) -> (Vec<&'static str>, Vec<Vec<St
             vec!["Shards"],
             snap.keyspaces
                 .values()
-                .flat_map(|k| k.shards.iter().map(move |s| vec![format!("{}/{}", k.name, s.name)]))
+                .flat_map(|k| {
+                    k.shards
+                        .iter()
+                        .map(move |s| vec![format!("{}/{}", k.name, s.name)])
+                })
                 .collect(),
         ),
         ShowPlan::Tablets => (
-            vec!["Cell", "Keyspace", "Shard", "TabletType", "State", "Alias", "Hostname", "PrimaryTermStartTime"],
+            vec![
+                "Cell",
+                "Keyspace",
+                "Shard",
+                "TabletType",
+                "State",
+                "Alias",
+                "Hostname",
+                "PrimaryTermStartTime",
+            ],
             snap.tablets
                 .values()
                 .map(|t| {
                     vec![
-                        t.alias.rsplit_once('-').map(|(c, _)| c).unwrap_or("").to_string(),
+                        t.alias
+                            .rsplit_once('-')
+                            .map(|(c, _)| c)
+                            .unwrap_or("")
+                            .to_string(),
                         t.keyspace.clone(),
                         t.shard.clone(),
                         t.tablet_type.as_str().to_ascii_uppercase(),
@@ -222,7 +243,10 @@ mod tests {
         let mut r = BTreeMap::new();
         for (k, v) in [
             ("global/keyspaces/commerce/Keyspace", "{}"),
-            ("global/keyspaces/commerce/VSchema", r#"{"tables": {"product": {}, "corder": {}}}"#),
+            (
+                "global/keyspaces/commerce/VSchema",
+                r#"{"tables": {"product": {}, "corder": {}}}"#,
+            ),
             ("global/keyspaces/commerce/shards/0/Shard", "{}"),
         ] {
             r.insert(k.to_string(), v.as_bytes().to_vec());
@@ -234,12 +258,22 @@ mod tests {
     async fn route_sends_the_statement_to_its_shard_once() {
         let s = snap();
         let sql = "select * from product where id = 1";
-        let p = plan(&classify(sql).unwrap(), &Target::parse("commerce@rdonly").unwrap(), &s).unwrap();
+        let p = plan(
+            &classify(sql).unwrap(),
+            &Target::parse("commerce@rdonly").unwrap(),
+            &s,
+        )
+        .unwrap();
         let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
         execute(&p, sql, &s, &mut vc, &mut sink).await.unwrap();
         assert_eq!(
             vc.calls,
-            vec![("commerce".into(), "0".into(), TabletType::Rdonly, sql.to_string())]
+            vec![(
+                "commerce".into(),
+                "0".into(),
+                TabletType::Rdonly,
+                sql.to_string()
+            )]
         );
         assert_eq!(sink.rows, vec![vec![Some("0".to_string())]]);
     }
@@ -259,7 +293,10 @@ mod tests {
         assert_eq!(sink.columns, vec!["Tables"]);
         assert_eq!(
             sink.rows,
-            vec![vec![Some("corder".to_string())], vec![Some("product".to_string())]]
+            vec![
+                vec![Some("corder".to_string())],
+                vec![Some("product".to_string())]
+            ]
         );
     }
 }

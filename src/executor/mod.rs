@@ -60,8 +60,18 @@ impl ShardConns {
 
     /// Takes a new connection for `tablet`, replaying settings and opening a
     /// transaction as the session requires; pins it when it must stay.
-    async fn checkout(&mut self, ctx: &ServerCtx, tablet: &Tablet, label: &str) -> Result<(Conn, bool), Error> {
-        let mut conn = ctx.pools.get(tablet).get_conn().await.map_err(backend(label))?;
+    async fn checkout(
+        &mut self,
+        ctx: &ServerCtx,
+        tablet: &Tablet,
+        label: &str,
+    ) -> Result<(Conn, bool), Error> {
+        let mut conn = ctx
+            .pools
+            .get(tablet)
+            .get_conn()
+            .await
+            .map_err(backend(label))?;
         for s in &self.settings {
             conn.query_drop(s).await.map_err(backend(label))?;
         }
@@ -74,7 +84,12 @@ impl ShardConns {
     /// Applies a new session setting: on every pinned connection, and on a
     /// new pinned connection to `tablet` if there is none, then remembers it
     /// for connections pinned later.
-    pub async fn apply_setting(&mut self, ctx: &ServerCtx, tablet: Option<(&Tablet, String)>, set: &str) -> Result<(), Error> {
+    pub async fn apply_setting(
+        &mut self,
+        ctx: &ServerCtx,
+        tablet: Option<(&Tablet, String)>,
+        set: &str,
+    ) -> Result<(), Error> {
         for sc in &mut self.conns {
             sc.conn.query_drop(set).await.map_err(backend(&sc.alias))?;
         }
@@ -149,27 +164,46 @@ pub struct Executor<'a> {
 }
 
 fn no_backslash(conn: &Conn) -> bool {
-    conn.last_ok_packet()
-        .is_some_and(|ok| ok.status_flags().contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES))
+    conn.last_ok_packet().is_some_and(|ok| {
+        ok.status_flags()
+            .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES)
+    })
 }
 
 impl Executor<'_> {
     /// Picks the tablet and its label for a shard.
-    pub fn tablet(&self, ks: &str, shard: &str, tt: TabletType) -> Result<(&Tablet, String), Error> {
+    pub fn tablet(
+        &self,
+        ks: &str,
+        shard: &str,
+        tt: TabletType,
+    ) -> Result<(&Tablet, String), Error> {
         let t = self.ctx.gateway.pick(self.snap, ks, shard, tt)?;
         Ok((t, target_label(ks, shard, tt)))
     }
 
     /// Prepares `sql` on the shard's tablet to learn its parameter and column
     /// metadata, then closes it there (execution runs as text).
-    pub async fn describe(&mut self, ks: &str, shard: &str, tt: TabletType, sql: &str) -> Result<(Vec<Column>, Vec<Column>), Error> {
+    pub async fn describe(
+        &mut self,
+        ks: &str,
+        shard: &str,
+        tt: TabletType,
+        sql: &str,
+    ) -> Result<(Vec<Column>, Vec<Column>), Error> {
         let (tablet, label) = self.tablet(ks, shard, tt)?;
         let tablet = tablet.clone();
         let mut owned;
         let conn = match self.state.pinned(&tablet.alias) {
             Some(i) => &mut self.state.conns[i].conn,
             None => {
-                owned = self.ctx.pools.get(&tablet).get_conn().await.map_err(backend(&label))?;
+                owned = self
+                    .ctx
+                    .pools
+                    .get(&tablet)
+                    .get_conn()
+                    .await
+                    .map_err(backend(&label))?;
                 &mut owned
             }
         };
@@ -192,7 +226,12 @@ impl VCursor for Executor<'_> {
     ) -> Result<(), Error> {
         let (tablet, label) = self.tablet(keyspace, shard, tablet_type)?;
         let tablet = tablet.clone();
-        let rename = rename_db_columns.then(|| (format!("Tables_in_{}", tablet.db_name), format!("Tables_in_{keyspace}")));
+        let rename = rename_db_columns.then(|| {
+            (
+                format!("Tables_in_{}", tablet.db_name),
+                format!("Tables_in_{keyspace}"),
+            )
+        });
         let mut pooled: Option<Conn> = None;
         let idx = match self.state.pinned(&tablet.alias) {
             Some(i) => Some(i),
@@ -270,7 +309,9 @@ async fn stream<S: RowSink + Send>(
                             .map(|c| {
                                 let name = c.name_str();
                                 match name.strip_prefix(from.as_str()) {
-                                    Some(tail) => c.clone().with_name(format!("{to}{tail}").as_bytes()),
+                                    Some(tail) => {
+                                        c.clone().with_name(format!("{to}{tail}").as_bytes())
+                                    }
                                     None => c.clone(),
                                 }
                             })
@@ -284,7 +325,8 @@ async fn stream<S: RowSink + Send>(
                     sink.row(&row.unwrap()).map_err(StreamError::Sink)?;
                     sink.flush().await.map_err(StreamError::Sink)?;
                 }
-                sink.end_rows(result.warnings()).map_err(StreamError::Sink)?;
+                sink.end_rows(result.warnings())
+                    .map_err(StreamError::Sink)?;
             }
             _ => {
                 let done = QueryDone {

@@ -44,7 +44,10 @@ impl Auth {
     /// or the legacy form with one object per user instead of a list.
     pub fn load_static(path: &Path) -> Result<Auth, AuthError> {
         let p = path.display().to_string();
-        let text = std::fs::read(path).map_err(|source| AuthError::Read { path: p.clone(), source })?;
+        let text = std::fs::read(path).map_err(|source| AuthError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse_static(&text).map_err(|msg| AuthError::Format { path: p, msg })
     }
 
@@ -61,12 +64,15 @@ impl Auth {
             };
             let mut creds = Vec::new();
             for e in entries {
-                let obj = e.as_object().ok_or_else(|| format!("user {user}: credential is not an object"))?;
+                let obj = e
+                    .as_object()
+                    .ok_or_else(|| format!("user {user}: credential is not an object"))?;
                 if let Some(hash) = obj.get("MysqlNativePassword").and_then(|v| v.as_str()) {
                     if !hash.is_empty() {
-                        creds.push(Credential::NativeHash(
-                            parse_native_hash(hash).ok_or_else(|| format!("user {user}: bad MysqlNativePassword"))?,
-                        ));
+                        creds
+                            .push(Credential::NativeHash(parse_native_hash(hash).ok_or_else(
+                                || format!("user {user}: bad MysqlNativePassword"),
+                            )?));
                         continue;
                     }
                 }

@@ -49,7 +49,10 @@ impl Decoder for PacketCodec {
             if so_far + len > self.max_packet {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("packet larger than max_allowed_packet ({} bytes)", self.max_packet),
+                    format!(
+                        "packet larger than max_allowed_packet ({} bytes)",
+                        self.max_packet
+                    ),
                 ));
             }
             if src.len() < 4 + len {
@@ -59,7 +62,9 @@ impl Decoder for PacketCodec {
             src.advance(4);
             let chunk = src.split_to(len);
             if len == MAX_FRAME {
-                self.partial.get_or_insert_with(BytesMut::new).extend_from_slice(&chunk);
+                self.partial
+                    .get_or_insert_with(BytesMut::new)
+                    .extend_from_slice(&chunk);
                 continue;
             }
             let payload = match self.partial.take() {

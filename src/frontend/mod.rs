@@ -15,7 +15,9 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, Column, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, Column, HandshakePacket, HandshakeResponse,
+};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::value::Value;
 use rand::Rng;
@@ -112,9 +114,13 @@ impl<'w> ResultWriter<'w> {
             self.status
         };
         match self.pending.take() {
-            Some(Pending::Ok(d)) => self
-                .wire
-                .push(&packets::ok(d.affected_rows, d.last_insert_id, status, d.warnings, &d.info)),
+            Some(Pending::Ok(d)) => self.wire.push(&packets::ok(
+                d.affected_rows,
+                d.last_insert_id,
+                status,
+                d.warnings,
+                &d.info,
+            )),
             Some(Pending::Eof(w)) => self.wire.push(&packets::eof(status, w)),
             None => {}
         }
@@ -213,7 +219,9 @@ pub async fn handle(stream: TcpStream, ctx: Arc<ServerCtx>) {
     session.close().await;
 }
 
-async fn read(reader: &mut FramedRead<OwnedReadHalf, PacketCodec>) -> Result<Option<Packet>, Error> {
+async fn read(
+    reader: &mut FramedRead<OwnedReadHalf, PacketCodec>,
+) -> Result<Option<Packet>, Error> {
     match reader.next().await {
         Some(Ok(p)) => Ok(Some(p)),
         Some(Err(e)) => Err(Error::Io(e)),
@@ -261,7 +269,9 @@ async fn handshake(
     wire.push(&payload);
     wire.flush().await?;
 
-    let Some(pkt) = read(reader).await? else { return Ok(false) };
+    let Some(pkt) = read(reader).await? else {
+        return Ok(false);
+    };
     wire.seq = pkt.seq.wrapping_add(1);
     let resp = match HandshakeResponse::deserialize((), &mut ParseBuf(&pkt.payload)) {
         Ok(r) => r,
@@ -272,7 +282,10 @@ async fn handshake(
     };
     let user = String::from_utf8_lossy(resp.user()).into_owned();
     let mut response = resp.scramble_buf().to_vec();
-    let native = matches!(resp.auth_plugin(), None | Some(AuthPlugin::MysqlNativePassword));
+    let native = matches!(
+        resp.auth_plugin(),
+        None | Some(AuthPlugin::MysqlNativePassword)
+    );
     if !native && !matches!(ctx.auth, auth::Auth::None) {
         // Ask the client to answer in mysql_native_password instead.
         let mut data = salt.to_vec();
@@ -281,7 +294,9 @@ async fn handshake(
         AuthSwitchRequest::new(&b"mysql_native_password"[..], data).serialize(&mut p);
         wire.push(&p);
         wire.flush().await?;
-        let Some(pkt) = read(reader).await? else { return Ok(false) };
+        let Some(pkt) = read(reader).await? else {
+            return Ok(false);
+        };
         wire.seq = pkt.seq.wrapping_add(1);
         response = pkt.payload.to_vec();
     }
@@ -351,7 +366,9 @@ async fn command_loop(
         if reader.read_buffer().len() < 4 {
             wire.flush().await?;
         }
-        let Some(pkt) = read(reader).await? else { return Ok(()) };
+        let Some(pkt) = read(reader).await? else {
+            return Ok(());
+        };
         wire.seq = pkt.seq.wrapping_add(1);
         let Some((&command, body)) = pkt.payload.split_first() else {
             wire.push_err(&Error::Malformed("empty command packet".into()).to_mysql());
@@ -396,7 +413,10 @@ async fn command_loop(
                     let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
                     let param = u16::from_le_bytes([body[4], body[5]]);
                     if let Some(st) = session.prepared.get_mut(&id) {
-                        st.long_data.entry(param).or_default().extend_from_slice(&body[6..]);
+                        st.long_data
+                            .entry(param)
+                            .or_default()
+                            .extend_from_slice(&body[6..]);
                     }
                 }
             }
@@ -434,7 +454,12 @@ async fn command_loop(
 
 /// COM_QUERY: every statement of a multi-statement in order, each result
 /// flagged MORE_RESULTS but the last; the first error ends the batch.
-async fn run_query(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, sql: &str) -> Result<(), Error> {
+async fn run_query(
+    wire: &mut Wire,
+    ctx: &ServerCtx,
+    session: &mut Session,
+    sql: &str,
+) -> Result<(), Error> {
     let stmts = crate::sql::lexer::split_statements(sql);
     if stmts.is_empty() {
         wire.push_err(&MysqlError {
@@ -459,7 +484,13 @@ async fn run_query(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, sql:
     Ok(())
 }
 
-fn write_prepare_ok(wire: &mut Wire, id: u32, params: &[Column], cols: &[Column], status: StatusFlags) {
+fn write_prepare_ok(
+    wire: &mut Wire,
+    id: u32,
+    params: &[Column],
+    cols: &[Column],
+    status: StatusFlags,
+) {
     let mut p = Vec::with_capacity(12);
     p.push(0x00);
     p.extend_from_slice(&id.to_le_bytes());
@@ -478,16 +509,28 @@ fn write_prepare_ok(wire: &mut Wire, id: u32, params: &[Column], cols: &[Column]
     }
 }
 
-async fn execute_stmt(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, body: &[u8]) -> Result<(), Error> {
+async fn execute_stmt(
+    wire: &mut Wire,
+    ctx: &ServerCtx,
+    session: &mut Session,
+    body: &[u8],
+) -> Result<(), Error> {
     if body.len() < 9 {
-        return Err(Error::Malformed("COM_STMT_EXECUTE: truncated header".into()));
+        return Err(Error::Malformed(
+            "COM_STMT_EXECUTE: truncated header".into(),
+        ));
     }
     let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
     let st = session
         .prepared
         .get_mut(&id)
         .ok_or(Error::UnknownStmt(id, "mysqld_stmt_execute"))?;
-    let params = packets::parse_execute(&body[9..], st.params.len(), &mut st.bound_types, &mut st.long_data)?;
+    let params = packets::parse_execute(
+        &body[9..],
+        st.params.len(),
+        &mut st.bound_types,
+        &mut st.long_data,
+    )?;
     let sql = if params.is_empty() && st.params.is_empty() {
         st.sql.clone()
     } else {
@@ -509,7 +552,12 @@ async fn execute_stmt(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, b
 
 /// COM_FIELD_LIST (the mysql client's column completion): the table's
 /// column definitions, each with the NULL default value the command adds.
-async fn field_list(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session, body: &[u8]) -> Result<(), Error> {
+async fn field_list(
+    wire: &mut Wire,
+    ctx: &ServerCtx,
+    session: &mut Session,
+    body: &[u8],
+) -> Result<(), Error> {
     let table = body.split(|b| *b == 0).next().unwrap_or_default();
     let table = String::from_utf8_lossy(table).replace('`', "``");
     let mut sink = ColumnsOnly::default();

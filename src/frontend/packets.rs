@@ -154,9 +154,17 @@ fn encode_binary(out: &mut Vec<u8>, c: &Column, text: &[u8]) -> Result<(), Error
         MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR => int(2, out)?,
         MYSQL_TYPE_LONG | MYSQL_TYPE_INT24 => int(4, out)?,
         MYSQL_TYPE_LONGLONG => int(8, out)?,
-        MYSQL_TYPE_FLOAT => out.extend_from_slice(&s()?.parse::<f32>().map_err(|_| bad())?.to_le_bytes()),
-        MYSQL_TYPE_DOUBLE => out.extend_from_slice(&s()?.parse::<f64>().map_err(|_| bad())?.to_le_bytes()),
-        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP
+        MYSQL_TYPE_FLOAT => {
+            out.extend_from_slice(&s()?.parse::<f32>().map_err(|_| bad())?.to_le_bytes())
+        }
+        MYSQL_TYPE_DOUBLE => {
+            out.extend_from_slice(&s()?.parse::<f64>().map_err(|_| bad())?.to_le_bytes())
+        }
+        MYSQL_TYPE_DATE
+        | MYSQL_TYPE_NEWDATE
+        | MYSQL_TYPE_DATETIME
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIMESTAMP
         | MYSQL_TYPE_TIMESTAMP2 => {
             let (y, mo, d, h, mi, se, us) = parse_datetime(s()?).ok_or_else(bad)?;
             if us != 0 {
@@ -260,13 +268,21 @@ pub fn parse_execute(
     if n_params == 0 {
         return Ok(Vec::new());
     }
-    let bitmap = buf.checked_eat((n_params + 7) / 8).ok_or_else(|| bad("truncated null bitmap"))?;
-    let new_bound = buf.checked_eat_u8().ok_or_else(|| bad("truncated bound flag"))?;
+    let bitmap = buf
+        .checked_eat(n_params.div_ceil(8))
+        .ok_or_else(|| bad("truncated null bitmap"))?;
+    let new_bound = buf
+        .checked_eat_u8()
+        .ok_or_else(|| bad("truncated bound flag"))?;
     if new_bound == 1 {
         types.clear();
         for _ in 0..n_params {
-            let t = buf.checked_eat_u8().ok_or_else(|| bad("truncated parameter types"))?;
-            let flags = buf.checked_eat_u8().ok_or_else(|| bad("truncated parameter types"))?;
+            let t = buf
+                .checked_eat_u8()
+                .ok_or_else(|| bad("truncated parameter types"))?;
+            let flags = buf
+                .checked_eat_u8()
+                .ok_or_else(|| bad("truncated parameter types"))?;
             let ct = ColumnType::try_from(t).map_err(|_| bad("unknown parameter type"))?;
             types.push((ct, flags & 0x80 != 0));
         }
@@ -289,8 +305,8 @@ pub fn parse_execute(
         } else {
             ColumnFlags::empty()
         };
-        let v: ValueDeserializer<BinValue> =
-            ValueDeserializer::deserialize((*ct, flags), &mut buf).map_err(|e| bad(&format!("parameter {i}: {e}")))?;
+        let v: ValueDeserializer<BinValue> = ValueDeserializer::deserialize((*ct, flags), &mut buf)
+            .map_err(|e| bad(&format!("parameter {i}: {e}")))?;
         values.push(v.0);
     }
     Ok(values)
@@ -331,21 +347,53 @@ mod tests {
     fn text_to_binary_values() {
         use ColumnType::*;
         assert_eq!(bin(MYSQL_TYPE_TINY, ColumnFlags::empty(), "-1"), vec![0xFF]);
-        assert_eq!(bin(MYSQL_TYPE_LONGLONG, ColumnFlags::UNSIGNED_FLAG, "18446744073709551615"), vec![0xFF; 8]);
-        assert_eq!(bin(MYSQL_TYPE_DOUBLE, ColumnFlags::empty(), "0.1"), 0.1f64.to_le_bytes().to_vec());
-        assert_eq!(bin(MYSQL_TYPE_DATE, ColumnFlags::empty(), "2024-02-29"), vec![4, 0xE8, 7, 2, 29]);
         assert_eq!(
-            bin(MYSQL_TYPE_DATETIME, ColumnFlags::empty(), "2024-02-29 01:02:03.5"),
+            bin(
+                MYSQL_TYPE_LONGLONG,
+                ColumnFlags::UNSIGNED_FLAG,
+                "18446744073709551615"
+            ),
+            vec![0xFF; 8]
+        );
+        assert_eq!(
+            bin(MYSQL_TYPE_DOUBLE, ColumnFlags::empty(), "0.1"),
+            0.1f64.to_le_bytes().to_vec()
+        );
+        assert_eq!(
+            bin(MYSQL_TYPE_DATE, ColumnFlags::empty(), "2024-02-29"),
+            vec![4, 0xE8, 7, 2, 29]
+        );
+        assert_eq!(
+            bin(
+                MYSQL_TYPE_DATETIME,
+                ColumnFlags::empty(),
+                "2024-02-29 01:02:03.5"
+            ),
             vec![11, 0xE8, 7, 2, 29, 1, 2, 3, 0x20, 0xA1, 7, 0]
         );
-        assert_eq!(bin(MYSQL_TYPE_DATETIME, ColumnFlags::empty(), "0000-00-00 00:00:00"), vec![0]);
+        assert_eq!(
+            bin(
+                MYSQL_TYPE_DATETIME,
+                ColumnFlags::empty(),
+                "0000-00-00 00:00:00"
+            ),
+            vec![0]
+        );
         assert_eq!(
             bin(MYSQL_TYPE_TIME, ColumnFlags::empty(), "-838:59:59"),
             vec![8, 1, 34, 0, 0, 0, 22, 59, 59]
         );
-        assert_eq!(bin(MYSQL_TYPE_NEWDECIMAL, ColumnFlags::empty(), "1.50"), b"\x041.50".to_vec());
+        assert_eq!(
+            bin(MYSQL_TYPE_NEWDECIMAL, ColumnFlags::empty(), "1.50"),
+            b"\x041.50".to_vec()
+        );
         let mut out = Vec::new();
-        assert!(encode_binary(&mut out, &col(MYSQL_TYPE_LONG, ColumnFlags::empty()), b"abc").is_err());
+        assert!(encode_binary(
+            &mut out,
+            &col(MYSQL_TYPE_LONG, ColumnFlags::empty()),
+            b"abc"
+        )
+        .is_err());
     }
 
     #[test]
@@ -353,15 +401,28 @@ mod tests {
         use ColumnType::*;
         let cases = [
             (MYSQL_TYPE_LONG, "-123", Value::Int(-123)),
-            (MYSQL_TYPE_DATETIME, "2001-02-03 04:05:06", Value::Date(2001, 2, 3, 4, 5, 6, 0)),
-            (MYSQL_TYPE_TIME, "25:00:01.000002", Value::Time(false, 1, 1, 0, 1, 2)),
-            (MYSQL_TYPE_VAR_STRING, "héllo", Value::Bytes("héllo".as_bytes().to_vec())),
+            (
+                MYSQL_TYPE_DATETIME,
+                "2001-02-03 04:05:06",
+                Value::Date(2001, 2, 3, 4, 5, 6, 0),
+            ),
+            (
+                MYSQL_TYPE_TIME,
+                "25:00:01.000002",
+                Value::Time(false, 1, 1, 0, 1, 2),
+            ),
+            (
+                MYSQL_TYPE_VAR_STRING,
+                "héllo",
+                Value::Bytes("héllo".as_bytes().to_vec()),
+            ),
         ];
         for (t, text, want) in cases {
             let mut out = Vec::new();
             encode_binary(&mut out, &col(t, ColumnFlags::empty()), text.as_bytes()).unwrap();
             let got: ValueDeserializer<BinValue> =
-                ValueDeserializer::deserialize((t, ColumnFlags::empty()), &mut ParseBuf(&out)).unwrap();
+                ValueDeserializer::deserialize((t, ColumnFlags::empty()), &mut ParseBuf(&out))
+                    .unwrap();
             assert_eq!(got.0, want, "{t:?} {text}");
         }
     }
@@ -377,7 +438,10 @@ mod tests {
         assert_eq!(v, vec![Value::Int(7), Value::NULL]);
         for cut in 0..body.len() {
             let mut types = Vec::new();
-            assert!(parse_execute(&body[..cut], 2, &mut types, &mut ld).is_err(), "cut {cut}");
+            assert!(
+                parse_execute(&body[..cut], 2, &mut types, &mut ld).is_err(),
+                "cut {cut}"
+            );
         }
     }
 }

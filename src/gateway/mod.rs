@@ -45,14 +45,12 @@ impl Gateway {
             .keyspaces
             .get(keyspace)
             .ok_or_else(|| GatewayError::UnknownKeyspace(keyspace.to_string()))?;
-        let sh = ks
-            .shards
-            .iter()
-            .find(|s| s.name == shard)
-            .ok_or_else(|| GatewayError::UnknownShard {
+        let sh = ks.shards.iter().find(|s| s.name == shard).ok_or_else(|| {
+            GatewayError::UnknownShard {
                 keyspace: keyspace.to_string(),
                 shard: shard.to_string(),
-            })?;
+            }
+        })?;
         let candidates = &sh.tablets[tablet_type as usize];
         let no_tablet = || GatewayError::NoTablet {
             keyspace: keyspace.to_string(),

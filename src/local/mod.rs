@@ -96,7 +96,14 @@ impl ClusterSpec {
     /// replica, 102 rdonly) and customer (-80: 300/301, 80-: 400/401),
     /// mysqld of tablet uid N on port 17000+N.
     pub fn example(dataroot: PathBuf) -> Self {
-        ClusterSpec::example_with_ports(dataroot, |uid| 17000 + uid as u16, 2379, 2380, Some(15306), 15001)
+        ClusterSpec::example_with_ports(
+            dataroot,
+            |uid| 17000 + uid as u16,
+            2379,
+            2380,
+            Some(15306),
+            15001,
+        )
     }
 
     /// The example shape with ports chosen by the caller (tests use free ports).
@@ -130,8 +137,18 @@ impl ClusterSpec {
                 t(401, "customer", "80-", "REPLICA"),
             ],
             keyspaces: vec![
-                ("commerce".into(), false, COMMERCE_VSCHEMA.into(), COMMERCE_SCHEMA.into()),
-                ("customer".into(), true, CUSTOMER_VSCHEMA.into(), CUSTOMER_SCHEMA.into()),
+                (
+                    "commerce".into(),
+                    false,
+                    COMMERCE_VSCHEMA.into(),
+                    COMMERCE_SCHEMA.into(),
+                ),
+                (
+                    "customer".into(),
+                    true,
+                    CUSTOMER_VSCHEMA.into(),
+                    CUSTOMER_SCHEMA.into(),
+                ),
             ],
             shardgate_port,
             shardgate_web_port: web_port,
@@ -208,7 +225,12 @@ pub async fn start_etcd(dir: &Path, client_port: u16, peer_port: u16) -> Result<
     Ok(p)
 }
 
-async fn wait_until<F, Fut>(limit: Duration, what: &str, log: &Path, mut probe: F) -> Result<(), LocalError>
+async fn wait_until<F, Fut>(
+    limit: Duration,
+    what: &str,
+    log: &Path,
+    mut probe: F,
+) -> Result<(), LocalError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -220,7 +242,10 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(LocalError::NotReady(what.to_string(), log.display().to_string()))
+    Err(LocalError::NotReady(
+        what.to_string(),
+        log.display().to_string(),
+    ))
 }
 
 /// Writes the option file, initializes the datadir if new, starts mariadbd
@@ -229,8 +254,12 @@ pub async fn start_mariadb(dir: &Path, port: u16, server_id: u32) -> Result<Proc
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     let cnf = dir.join("my.cnf");
     let d = dir.display();
+    // mariadbd refuses to run as root unless told to; as anyone else it runs as itself.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let user = if root { "user=root\n" } else { "" };
     let conf = format!(
-        "[mariadbd]\nuser=root\ndatadir={d}/data\nsocket={d}/mysql.sock\nport={port}\nbind-address=127.0.0.1\n\
+        "[mariadbd]\n{user}datadir={d}/data\nsocket={d}/mysql.sock\nport={port}\nbind-address=127.0.0.1\n\
          pid-file={d}/mysqld.pid\nlog-error={d}/error.log\nserver-id={server_id}\nlog-bin=mysql-bin\n\
          relay-log=relay-bin\nlog-slave-updates=1\nbinlog-format=ROW\ngtid-strict-mode=1\n\
          character-set-server=utf8mb4\ncollation-server=utf8mb4_general_ci\nskip-name-resolve\n\
@@ -245,7 +274,11 @@ pub async fn start_mariadb(dir: &Path, port: u16, server_id: u32) -> Result<Proc
     if !dir.join("data").join("mysql").exists() {
         let out = std::process::Command::new("mariadb-install-db")
             .arg(format!("--defaults-file={}", cnf.display()))
-            .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .args([
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
             .output()
             .map_err(io("run mariadb-install-db (is mariadb-server installed?)"))?;
         if !out.status.success() {
@@ -259,9 +292,12 @@ pub async fn start_mariadb(dir: &Path, port: u16, server_id: u32) -> Result<Proc
     let log = dir.join("error.log");
     let p = Proc::spawn("mariadbd", &args, &dir.join("mariadbd.out"), &pidfile)?;
     let sock = dir.join("mysql.sock");
-    wait_until(Duration::from_secs(60), &format!("mariadbd on port {port}"), &log, || async {
-        root_conn(&sock).await.is_ok()
-    })
+    wait_until(
+        Duration::from_secs(60),
+        &format!("mariadbd on port {port}"),
+        &log,
+        || async { root_conn(&sock).await.is_ok() },
+    )
     .await?;
     Ok(p)
 }
@@ -287,7 +323,9 @@ pub async fn init_tablet_users(sock: &Path, db: &str) -> Result<(), mysql_async:
              CREATE USER IF NOT EXISTS 'vt_repl'@'{host}'; GRANT REPLICATION SLAVE ON *.* TO 'vt_repl'@'{host}';"
         ));
     }
-    sql.push_str(&format!("CREATE DATABASE IF NOT EXISTS `{db}`; SET sql_log_bin = 1;"));
+    sql.push_str(&format!(
+        "CREATE DATABASE IF NOT EXISTS `{db}`; SET sql_log_bin = 1;"
+    ));
     c.query_drop(sql).await?;
     c.disconnect().await
 }
@@ -295,8 +333,13 @@ pub async fn init_tablet_users(sock: &Path, db: &str) -> Result<(), mysql_async:
 impl Cluster {
     /// Brings the whole cluster up (resuming whatever already runs), printing
     /// progress through `say`.
-    pub async fn up(spec: ClusterSpec, stop_on_drop: bool, say: impl Fn(&str)) -> Result<Cluster, LocalError> {
-        std::fs::create_dir_all(&spec.dataroot).map_err(io(format!("create {}", spec.dataroot.display())))?;
+    pub async fn up(
+        spec: ClusterSpec,
+        stop_on_drop: bool,
+        say: impl Fn(&str),
+    ) -> Result<Cluster, LocalError> {
+        std::fs::create_dir_all(&spec.dataroot)
+            .map_err(io(format!("create {}", spec.dataroot.display())))?;
         let mut cluster = Cluster {
             spec,
             procs: Vec::new(),
@@ -304,9 +347,14 @@ impl Cluster {
         };
         let spec = cluster.spec.clone();
         say(&format!("starting etcd on 127.0.0.1:{}", spec.etcd_port));
-        cluster
-            .procs
-            .push(start_etcd(&spec.dataroot.join("etcd"), spec.etcd_port, spec.etcd_peer_port).await?);
+        cluster.procs.push(
+            start_etcd(
+                &spec.dataroot.join("etcd"),
+                spec.etcd_port,
+                spec.etcd_peer_port,
+            )
+            .await?,
+        );
 
         say(&format!("starting {} MariaDB tablets", spec.tablets.len()));
         let cell = spec.cell.clone();
@@ -321,7 +369,11 @@ impl Cluster {
                 Ok::<_, LocalError>(p)
             }
         });
-        for (t, r) in spec.tablets.iter().zip(futures_util::future::join_all(starts).await) {
+        for (t, r) in spec
+            .tablets
+            .iter()
+            .zip(futures_util::future::join_all(starts).await)
+        {
             let p = r?;
             say(&format!(
                 "  tablet {}-{} ({}/{} {}) mysqld on 127.0.0.1:{}",
@@ -339,7 +391,7 @@ impl Cluster {
             admin::apply_vschema(&store, ks, vschema.as_bytes()).await?;
         }
         for t in &spec.tablets {
-            let sharded = spec.keyspaces.iter().any(|k| &k.0 == &t.keyspace && k.1);
+            let sharded = spec.keyspaces.iter().any(|k| k.0 == t.keyspace && k.1);
             let rec = TabletRecord {
                 alias: format!("{}-{}", spec.cell, t.uid),
                 hostname: "127.0.0.1".into(),
@@ -354,7 +406,10 @@ impl Cluster {
         let creds = DbaCreds::default();
         for t in spec.tablets.iter().filter(|t| t.tablet_type == "PRIMARY") {
             let alias = format!("{}-{}", spec.cell, t.uid);
-            say(&format!("init shard primary {}/{} -> {alias}", t.keyspace, t.shard));
+            say(&format!(
+                "init shard primary {}/{} -> {alias}",
+                t.keyspace, t.shard
+            ));
             admin::init_shard_primary(&store, &t.keyspace, &t.shard, &alias, &creds).await?;
         }
         for (ks, _, _, schema) in &spec.keyspaces {
@@ -365,7 +420,10 @@ impl Cluster {
         }
 
         if let Some(port) = spec.shardgate_port {
-            say(&format!("starting shardgate: MySQL on 127.0.0.1:{port}, web on 127.0.0.1:{}", spec.shardgate_web_port));
+            say(&format!(
+                "starting shardgate: MySQL on 127.0.0.1:{port}, web on 127.0.0.1:{}",
+                spec.shardgate_web_port
+            ));
             let pidfile = spec.dataroot.join("shardgate.pid");
             let p = match Proc::running(&pidfile, "shardgate") {
                 Some(p) => p,
@@ -383,7 +441,11 @@ impl Cluster {
                         "--cell".into(),
                         spec.cell.clone(),
                     ];
-                    if !spec.shardgate_args.iter().any(|a| a.contains("mysql-auth-server-impl")) {
+                    if !spec
+                        .shardgate_args
+                        .iter()
+                        .any(|a| a.contains("mysql-auth-server-impl"))
+                    {
                         args.extend(["--mysql-auth-server-impl".to_string(), "none".to_string()]);
                     }
                     args.extend(spec.shardgate_args.iter().cloned());
@@ -421,7 +483,9 @@ impl Cluster {
             let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             dirs.sort();
             for d in dirs {
-                if d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vt_")) {
+                if d.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vt_"))
+                {
                     pidfiles.push((d.join("mysqld.pid"), "mariadbd"));
                 }
             }
@@ -435,7 +499,8 @@ impl Cluster {
         }
         if purge && dataroot.exists() {
             say(&format!("removing {}", dataroot.display()));
-            std::fs::remove_dir_all(dataroot).map_err(io(format!("remove {}", dataroot.display())))?;
+            std::fs::remove_dir_all(dataroot)
+                .map_err(io(format!("remove {}", dataroot.display())))?;
         }
         Ok(())
     }

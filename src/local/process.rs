@@ -21,7 +21,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `bin` detached from the terminal's process group, output to `log`.
-    pub fn spawn(bin: &str, args: &[String], log: &Path, pidfile: &Path) -> Result<Proc, LocalError> {
+    pub fn spawn(
+        bin: &str,
+        args: &[String],
+        log: &Path,
+        pidfile: &Path,
+    ) -> Result<Proc, LocalError> {
         use std::os::unix::process::CommandExt;
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -75,7 +75,11 @@ pub fn plan(stmt: &Statement, target: &Target, snap: &Snapshot) -> Result<Plan, 
             return Ok(Plan::Show(ShowPlan::VschemaTables(ks)));
         }
         Statement::Query(kind) => *kind,
-        other => return Err(PlanError::Unsupported(format!("statement {other:?} is handled by the session"))),
+        other => {
+            return Err(PlanError::Unsupported(format!(
+                "statement {other:?} is handled by the session"
+            )))
+        }
     };
     let keyspace = match &target.keyspace {
         Some(ks) => snap

@@ -95,7 +95,12 @@ impl Session {
     }
 
     /// Runs one statement (already split from a multi-statement).
-    pub async fn execute<S: RowSink + Send>(&mut self, ctx: &ServerCtx, sql: &str, sink: &mut S) -> Result<(), Error> {
+    pub async fn execute<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        sql: &str,
+        sink: &mut S,
+    ) -> Result<(), Error> {
         let stmt = sql::classify(sql)?;
         match stmt {
             Statement::Begin => {
@@ -116,10 +121,13 @@ impl Session {
             Statement::Set(set) => {
                 if let Some(rest) = &set.rest {
                     if set.global {
-                        self.run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink).await?;
+                        self.run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink)
+                            .await?;
                     } else {
                         let snap = ctx.snapshot.load();
-                        let plan = planner::plan(&Statement::Query(QueryKind::Other), &self.target, &snap).ok();
+                        let plan =
+                            planner::plan(&Statement::Query(QueryKind::Other), &self.target, &snap)
+                                .ok();
                         let tablet = match &plan {
                             Some(Plan::Route(r)) => {
                                 let ex = Executor {
@@ -164,14 +172,24 @@ impl Session {
         }
     }
 
-    async fn run_planned<S: RowSink + Send>(&mut self, ctx: &ServerCtx, stmt: &Statement, sql: &str, sink: &mut S) -> Result<(), Error> {
+    async fn run_planned<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        stmt: &Statement,
+        sql: &str,
+        sink: &mut S,
+    ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
         let plan = planner::plan(stmt, &self.target, &snap)?;
         if let Statement::Query(kind) = stmt {
             if *kind == QueryKind::Reserving {
                 self.shards.reserved = true;
             }
-            if !self.autocommit && !self.shards.in_txn && *kind != QueryKind::Ddl && *kind != QueryKind::Show {
+            if !self.autocommit
+                && !self.shards.in_txn
+                && *kind != QueryKind::Ddl
+                && *kind != QueryKind::Show
+            {
                 self.shards.in_txn = true;
             }
         }
@@ -197,7 +215,8 @@ impl Session {
                             snap: &snap,
                             state: &mut self.shards,
                         };
-                        ex.describe(&r.keyspace, &r.shard, r.tablet_type, sql).await?
+                        ex.describe(&r.keyspace, &r.shard, r.tablet_type, sql)
+                            .await?
                     }
                     Plan::Show(_) => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
                 }

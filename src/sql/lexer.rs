@@ -241,7 +241,11 @@ mod tests {
         let s = "select 'a;b'; select `x;y` from t -- c;\n; /* ; */ select 3;";
         assert_eq!(
             split_statements(s),
-            vec!["select 'a;b'", "select `x;y` from t -- c;", "/* ; */ select 3"]
+            vec![
+                "select 'a;b'",
+                "select `x;y` from t -- c;",
+                "/* ; */ select 3"
+            ]
         );
     }
 

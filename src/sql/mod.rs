@@ -115,7 +115,10 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         "commit" if !toks.iter().any(|t| t.is_word(sql, "release")) => Statement::Commit,
         "rollback" if !toks.iter().any(|t| t.is_word(sql, "to")) => Statement::Rollback,
         "use" => {
-            let target = toks.get(1).map(|t| unquote(t.text(sql))).unwrap_or_default();
+            let target = toks
+                .get(1)
+                .map(|t| unquote(t.text(sql)))
+                .unwrap_or_default();
             let target = match toks.get(2) {
                 // `use ks@replica` and `use ks:-80` arrive as several tokens.
                 Some(t) if t.kind != TokenKind::Semicolon => {
@@ -177,10 +180,18 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
     for part in parts {
         let Some(first) = part.first() else { continue };
         let mut name_idx = 0;
-        if first.is_word(sql, "global") || first.text(sql).to_ascii_lowercase().starts_with("@@global.") {
+        if first.is_word(sql, "global")
+            || first
+                .text(sql)
+                .to_ascii_lowercase()
+                .starts_with("@@global.")
+        {
             out.global = true;
         }
-        if first.is_word(sql, "session") || first.is_word(sql, "local") || first.is_word(sql, "global") {
+        if first.is_word(sql, "session")
+            || first.is_word(sql, "local")
+            || first.is_word(sql, "global")
+        {
             name_idx = 1;
         }
         let name = part
@@ -317,7 +328,11 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
     };
-    if !(lower_has("database") || lower_has("schema") || lower_has("last_insert_id") || lower_has("@@socket")) {
+    if !(lower_has("database")
+        || lower_has("schema")
+        || lower_has("last_insert_id")
+        || lower_has("@@socket"))
+    {
         return None;
     }
     let toks = tokenize(sql);
@@ -376,9 +391,11 @@ fn needs_alias(sql: &str, toks: &[Token], first: usize, last: usize) -> bool {
         None => true,
         Some(t) => {
             matches!(t.kind, TokenKind::Punct(b',') | TokenKind::Semicolon)
-                || ["from", "limit", "where", "order", "group", "having", "into", "union", "for"]
-                    .iter()
-                    .any(|k| t.is_word(sql, k))
+                || [
+                    "from", "limit", "where", "order", "group", "having", "into", "union", "for",
+                ]
+                .iter()
+                .any(|k| t.is_word(sql, k))
         }
     };
     prev_ok && next_ok
@@ -411,9 +428,16 @@ pub fn count_placeholders(sql: &str) -> usize {
 /// Replaces each `?` with a literal for the matching value, so a prepared
 /// statement runs as text on the tablets (as vtgate does).
 /// `no_backslash_escapes` is the backend connection's SQL mode.
-pub fn substitute_params(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Result<String, SqlError> {
+pub fn substitute_params(
+    sql: &str,
+    params: &[Value],
+    no_backslash_escapes: bool,
+) -> Result<String, SqlError> {
     let toks = tokenize(sql);
-    let places: Vec<&Token> = toks.iter().filter(|t| t.kind == TokenKind::Placeholder).collect();
+    let places: Vec<&Token> = toks
+        .iter()
+        .filter(|t| t.kind == TokenKind::Placeholder)
+        .collect();
     if places.len() != params.len() {
         return Err(SqlError::ParamCount {
             expected: places.len(),
@@ -480,13 +504,19 @@ mod tests {
     #[test]
     fn classifies_transactions_and_use() {
         assert_eq!(classify("BEGIN").unwrap(), Statement::Begin);
-        assert_eq!(classify("start transaction read only").unwrap(), Statement::Begin);
+        assert_eq!(
+            classify("start transaction read only").unwrap(),
+            Statement::Begin
+        );
         assert_eq!(classify("commit").unwrap(), Statement::Commit);
         assert_eq!(
             classify("rollback to savepoint a").unwrap(),
             Statement::Query(QueryKind::Other)
         );
-        assert_eq!(classify("use `commerce`").unwrap(), Statement::Use("commerce".into()));
+        assert_eq!(
+            classify("use `commerce`").unwrap(),
+            Statement::Use("commerce".into())
+        );
         assert_eq!(
             classify("use commerce@replica").unwrap(),
             Statement::Use("commerce@replica".into())
@@ -499,7 +529,8 @@ mod tests {
 
     #[test]
     fn set_splits_autocommit_from_the_rest() {
-        let Statement::Set(s) = classify("SET autocommit=0, sql_mode='ANSI', @a = (1,2)").unwrap() else {
+        let Statement::Set(s) = classify("SET autocommit=0, sql_mode='ANSI', @a = (1,2)").unwrap()
+        else {
             panic!()
         };
         assert_eq!(s.autocommit, Some(false));

@@ -36,34 +36,45 @@ impl KeyRange {
 
     /// Checks that ranges (sorted by start) cover the whole space without
     /// gaps or overlaps, so every keyspace id has exactly one shard.
-    pub fn check_partition<'a>(ranges: impl Iterator<Item = (&'a String, &'a KeyRange)>) -> Result<(), String> {
+    pub fn check_partition<'a>(
+        ranges: impl Iterator<Item = (&'a String, &'a KeyRange)>,
+    ) -> Result<(), String> {
         let mut expect_start: Vec<u8> = Vec::new();
         let mut last: Option<&String> = None;
         let mut any = false;
         for (name, kr) in ranges {
             any = true;
-            if last.is_some() && expect_start.is_empty() {
-                return Err(format!("shard {name} overlaps shard {} which runs to the end", last.unwrap()));
+            if let (Some(prev), true) = (last, expect_start.is_empty()) {
+                return Err(format!(
+                    "shard {name} overlaps shard {prev} which runs to the end"
+                ));
             }
             if kr.start != expect_start {
                 return Err(match last {
-                    Some(prev) if kr.start < expect_start => format!("shards {prev} and {name} overlap"),
+                    Some(prev) if kr.start < expect_start => {
+                        format!("shards {prev} and {name} overlap")
+                    }
                     Some(prev) => format!("gap between shards {prev} and {name}"),
-                    None => format!("shard {name} does not start at the beginning of the key space"),
+                    None => {
+                        format!("shard {name} does not start at the beginning of the key space")
+                    }
                 });
             }
             expect_start = kr.end.clone();
             last = Some(name);
         }
         if any && !expect_start.is_empty() {
-            return Err(format!("shard {} does not reach the end of the key space", last.unwrap()));
+            return Err(format!(
+                "shard {} does not reach the end of the key space",
+                last.unwrap()
+            ));
         }
         Ok(())
     }
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -94,8 +105,14 @@ mod tests {
         let ok = [n("-40"), n("40-80"), n("80-")];
         assert!(KeyRange::check_partition(ok.iter().map(|(a, b)| (a, b))).is_ok());
         let gap = [n("-40"), n("80-")];
-        assert!(KeyRange::check_partition(gap.iter().map(|(a, b)| (a, b))).unwrap_err().contains("gap"));
+        assert!(KeyRange::check_partition(gap.iter().map(|(a, b)| (a, b)))
+            .unwrap_err()
+            .contains("gap"));
         let overlap = [n("-80"), n("40-")];
-        assert!(KeyRange::check_partition(overlap.iter().map(|(a, b)| (a, b))).unwrap_err().contains("overlap"));
+        assert!(
+            KeyRange::check_partition(overlap.iter().map(|(a, b)| (a, b)))
+                .unwrap_err()
+                .contains("overlap")
+        );
     }
 }

@@ -165,7 +165,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds and validates a snapshot from raw topology records (key → JSON),
     /// keeping tablets of `cells` only (all cells when empty).
-    pub fn build(records: &BTreeMap<String, Vec<u8>>, cells: &[String], version: u64) -> Result<Self, TopoError> {
+    pub fn build(
+        records: &BTreeMap<String, Vec<u8>>,
+        cells: &[String],
+        version: u64,
+    ) -> Result<Self, TopoError> {
         fn parse<'a, T: Deserialize<'a>>(key: &str, v: &'a [u8]) -> Result<T, TopoError> {
             serde_json::from_slice(v).map_err(|source| TopoError::Record {
                 key: key.to_string(),
@@ -195,20 +199,24 @@ impl Snapshot {
                 ["global", "RoutingRules"] => {
                     routing_rules = parse::<RoutingRules>(key, value)?.rules;
                 }
-                [cell, "tablets", _alias, "Tablet"] => {
-                    if cells.is_empty() || cells.iter().any(|c| c == cell) {
-                        tablet_records.push(parse(key, value)?);
-                    }
+                [cell, "tablets", _alias, "Tablet"]
+                    if cells.is_empty() || cells.iter().any(|c| c == cell) =>
+                {
+                    tablet_records.push(parse(key, value)?);
                 }
                 _ => {}
             }
         }
         let mut keyspaces = BTreeMap::new();
-        let names: std::collections::BTreeSet<&String> =
-            ks_records.keys().chain(vschemas.keys()).chain(shard_records.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = ks_records
+            .keys()
+            .chain(vschemas.keys())
+            .chain(shard_records.keys())
+            .collect();
         for name in names {
             let vschema = vschemas.get(name).cloned().unwrap_or_default();
-            let sharded = ks_records.get(name).map(|r| r.sharded).unwrap_or(false) || vschema.sharded;
+            let sharded =
+                ks_records.get(name).map(|r| r.sharded).unwrap_or(false) || vschema.sharded;
             if vschemas.contains_key(name) && vschema.sharded != sharded {
                 return Err(TopoError::Inconsistent(format!(
                     "keyspace {name}: the Keyspace record says sharded={sharded} but its VSchema says sharded={}",
@@ -217,9 +225,14 @@ impl Snapshot {
             }
             let mut shards = Vec::new();
             for (sname, rec) in shard_records.get(name).into_iter().flatten() {
-                let range_text = if rec.key_range.is_empty() { sname } else { &rec.key_range };
-                let key_range = KeyRange::parse(range_text)
-                    .map_err(|e| TopoError::Inconsistent(format!("keyspace {name} shard {sname}: {e}")))?;
+                let range_text = if rec.key_range.is_empty() {
+                    sname
+                } else {
+                    &rec.key_range
+                };
+                let key_range = KeyRange::parse(range_text).map_err(|e| {
+                    TopoError::Inconsistent(format!("keyspace {name} shard {sname}: {e}"))
+                })?;
                 shards.push(Shard {
                     name: sname.clone(),
                     key_range,
@@ -260,7 +273,10 @@ impl Snapshot {
                 .and_then(|m| m.get(&rec.shard))
                 .and_then(|s| s.primary_alias.as_deref());
             let own = TabletType::parse(&rec.tablet_type).ok_or_else(|| {
-                TopoError::Inconsistent(format!("tablet {}: unknown type '{}'", rec.alias, rec.tablet_type))
+                TopoError::Inconsistent(format!(
+                    "tablet {}: unknown type '{}'",
+                    rec.alias, rec.tablet_type
+                ))
             })?;
             let tablet_type = match recorded_primary {
                 Some(p) if p == rec.alias => TabletType::Primary,
@@ -271,7 +287,10 @@ impl Snapshot {
             tablets.insert(
                 rec.alias.clone(),
                 Tablet {
-                    db_name: rec.db_name.clone().unwrap_or_else(|| format!("vt_{}", rec.keyspace)),
+                    db_name: rec
+                        .db_name
+                        .clone()
+                        .unwrap_or_else(|| format!("vt_{}", rec.keyspace)),
                     alias: rec.alias,
                     hostname: rec.hostname,
                     port: rec.mysql_port,
@@ -291,14 +310,20 @@ impl Snapshot {
 
     /// The shard named `shard` of keyspace `ks`.
     pub fn shard(&self, ks: &str, shard: &str) -> Option<&Shard> {
-        self.keyspaces.get(ks)?.shards.iter().find(|s| s.name == shard)
+        self.keyspaces
+            .get(ks)?
+            .shards
+            .iter()
+            .find(|s| s.name == shard)
     }
 
     /// Tablet aliases per (keyspace, shard) for quick inspection in tests and pages.
     pub fn tablets_by_shard(&self) -> HashMap<(String, String), Vec<&Tablet>> {
         let mut m: HashMap<(String, String), Vec<&Tablet>> = HashMap::new();
         for t in self.tablets.values() {
-            m.entry((t.keyspace.clone(), t.shard.clone())).or_default().push(t);
+            m.entry((t.keyspace.clone(), t.shard.clone()))
+                .or_default()
+                .push(t);
         }
         m
     }
@@ -309,15 +334,27 @@ mod tests {
     use super::*;
 
     fn rec(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     #[test]
     fn builds_keyspaces_shards_and_tablets() {
         let r = rec(&[
-            ("global/keyspaces/commerce/Keyspace", r#"{"sharded": false}"#),
-            ("global/keyspaces/commerce/VSchema", r#"{"tables": {"product": {}}}"#),
-            ("global/keyspaces/commerce/shards/0/Shard", r#"{"key_range": "", "primary_alias": "zone1-100"}"#),
+            (
+                "global/keyspaces/commerce/Keyspace",
+                r#"{"sharded": false}"#,
+            ),
+            (
+                "global/keyspaces/commerce/VSchema",
+                r#"{"tables": {"product": {}}}"#,
+            ),
+            (
+                "global/keyspaces/commerce/shards/0/Shard",
+                r#"{"key_range": "", "primary_alias": "zone1-100"}"#,
+            ),
             (
                 "zone1/tablets/zone1-100/Tablet",
                 r#"{"alias":"zone1-100","hostname":"127.0.0.1","mysql_port":17100,"keyspace":"commerce","shard":"0","type":"REPLICA"}"#,
@@ -349,7 +386,10 @@ mod tests {
         ]);
         let e = Snapshot::build(&r, &[], 1).unwrap_err().to_string();
         assert!(e.contains("keyspace c"), "{e}");
-        let r = rec(&[("global/keyspaces/c/VSchema", r#"{"sharded": false, "bogus": 1}"#)]);
+        let r = rec(&[(
+            "global/keyspaces/c/VSchema",
+            r#"{"sharded": false, "bogus": 1}"#,
+        )]);
         assert!(Snapshot::build(&r, &[], 1).is_err());
     }
 }

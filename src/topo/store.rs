@@ -23,7 +23,7 @@ pub enum TopoStore {
     /// etcd, with keys under `root/`.
     Etcd {
         /// Shared gRPC client (cheap to clone).
-        client: etcd_client::Client,
+        client: Box<etcd_client::Client>,
         /// Key prefix, without trailing slash.
         root: String,
     },
@@ -46,22 +46,31 @@ impl TopoStore {
             TopoImpl::Etcd2 => {
                 let endpoints: Vec<String> = address
                     .split(',')
-                    .map(|a| if a.contains("://") { a.to_string() } else { format!("http://{a}") })
+                    .map(|a| {
+                        if a.contains("://") {
+                            a.to_string()
+                        } else {
+                            format!("http://{a}")
+                        }
+                    })
                     .collect();
                 let opts = etcd_client::ConnectOptions::new()
                     .with_connect_timeout(Duration::from_secs(3))
                     .with_timeout(Duration::from_secs(5));
                 let client = etcd_client::Client::connect(endpoints, Some(opts))
                     .await
-                    .map_err(|e| TopoError::Store(format!("cannot reach etcd at {address}: {e}")))?;
+                    .map_err(|e| {
+                        TopoError::Store(format!("cannot reach etcd at {address}: {e}"))
+                    })?;
                 Ok(TopoStore::Etcd {
-                    client,
+                    client: Box::new(client),
                     root: root.trim_end_matches('/').to_string(),
                 })
             }
             TopoImpl::File => {
                 let dir = Path::new(address).join(root.trim_start_matches('/'));
-                std::fs::create_dir_all(&dir).map_err(|e| TopoError::Store(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| TopoError::Store(format!("{}: {e}", dir.display())))?;
                 Ok(TopoStore::Dir { root: dir })
             }
         }
@@ -74,7 +83,10 @@ impl TopoStore {
                 let prefix = format!("{root}/");
                 let resp = client
                     .clone()
-                    .get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix()))
+                    .get(
+                        prefix.clone(),
+                        Some(etcd_client::GetOptions::new().with_prefix()),
+                    )
                     .await
                     .map_err(store_err)?;
                 let mut out = BTreeMap::new();
@@ -103,7 +115,11 @@ impl TopoStore {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, TopoError> {
         match self {
             TopoStore::Etcd { client, root } => {
-                let resp = client.clone().get(format!("{root}/{key}"), None).await.map_err(store_err)?;
+                let resp = client
+                    .clone()
+                    .get(format!("{root}/{key}"), None)
+                    .await
+                    .map_err(store_err)?;
                 Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
             }
             TopoStore::Dir { root } => match tokio::fs::read(root.join(key)).await {
@@ -177,7 +193,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> std::io
             walk(root, &path, out)?;
         } else if !path.to_string_lossy().ends_with('~') {
             if let Ok(rel) = path.strip_prefix(root) {
-                out.insert(rel.to_string_lossy().replace('\\', "/"), std::fs::read(&path)?);
+                out.insert(
+                    rel.to_string_lossy().replace('\\', "/"),
+                    std::fs::read(&path)?,
+                );
             }
         }
     }

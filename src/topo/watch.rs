@@ -25,7 +25,10 @@ pub struct WatchStats {
 
 /// Loads the first snapshot (failing loudly if it is invalid, since there is
 /// nothing older to fall back on) and returns the handle.
-pub async fn initial(store: &TopoStore, cells: &[String]) -> Result<(SnapshotHandle, BTreeMap<String, Vec<u8>>), TopoError> {
+pub async fn initial(
+    store: &TopoStore,
+    cells: &[String],
+) -> Result<(SnapshotHandle, BTreeMap<String, Vec<u8>>), TopoError> {
     let records = store.list_all().await?;
     let snap = Snapshot::build(&records, cells, 1)?;
     Ok((Arc::new(ArcSwap::from_pointee(snap)), records))
@@ -61,7 +64,8 @@ pub async fn run(
                     Err(e) => {
                         stats.rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %e, "topology update rejected; keeping the last good snapshot");
-                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(e.to_string());
                     }
                 }
             }

@@ -141,10 +141,11 @@ pub const KNOWN_VINDEX_TYPES: &[&str] = &[
 impl KeyspaceVSchema {
     /// Parses and validates a keyspace VSchema document.
     pub fn from_json(keyspace: &str, text: &[u8]) -> Result<Self, VSchemaError> {
-        let vs: KeyspaceVSchema = serde_json::from_slice(text).map_err(|source| VSchemaError::Json {
-            keyspace: keyspace.to_string(),
-            source,
-        })?;
+        let vs: KeyspaceVSchema =
+            serde_json::from_slice(text).map_err(|source| VSchemaError::Json {
+                keyspace: keyspace.to_string(),
+                source,
+            })?;
         vs.validate(keyspace)?;
         Ok(vs)
     }
@@ -157,11 +158,16 @@ impl KeyspaceVSchema {
         };
         for (name, v) in &self.vindexes {
             if !KNOWN_VINDEX_TYPES.contains(&v.kind.as_str()) && v.kind != "hash_test" {
-                return Err(bad(format!("vindex {name}: unknown vindex type '{}'", v.kind)));
+                return Err(bad(format!(
+                    "vindex {name}: unknown vindex type '{}'",
+                    v.kind
+                )));
             }
             if let Some(owner) = &v.owner {
                 if !self.tables.contains_key(owner) {
-                    return Err(bad(format!("vindex {name}: owner table '{owner}' is not in the VSchema")));
+                    return Err(bad(format!(
+                        "vindex {name}: owner table '{owner}' is not in the VSchema"
+                    )));
                 }
             }
         }
@@ -171,17 +177,30 @@ impl KeyspaceVSchema {
                 other => return Err(bad(format!("table {tname}: unknown table type '{other}'"))),
             }
             if t.kind == "sequence" && self.sharded {
-                return Err(bad(format!("table {tname}: sequence tables must live in an unsharded keyspace")));
+                return Err(bad(format!(
+                    "table {tname}: sequence tables must live in an unsharded keyspace"
+                )));
             }
             if !self.sharded && !t.column_vindexes.is_empty() {
-                return Err(bad(format!("table {tname}: column_vindexes in an unsharded keyspace")));
+                return Err(bad(format!(
+                    "table {tname}: column_vindexes in an unsharded keyspace"
+                )));
             }
-            if self.sharded && t.kind.is_empty() && t.column_vindexes.is_empty() && t.pinned.is_none() {
-                return Err(bad(format!("table {tname}: a sharded table needs a primary vindex (column_vindexes)")));
+            if self.sharded
+                && t.kind.is_empty()
+                && t.column_vindexes.is_empty()
+                && t.pinned.is_none()
+            {
+                return Err(bad(format!(
+                    "table {tname}: a sharded table needs a primary vindex (column_vindexes)"
+                )));
             }
             for cv in &t.column_vindexes {
                 if cv.column.is_none() && cv.columns.is_empty() {
-                    return Err(bad(format!("table {tname}: vindex {} has no column", cv.name)));
+                    return Err(bad(format!(
+                        "table {tname}: vindex {} has no column",
+                        cv.name
+                    )));
                 }
                 if !self.vindexes.contains_key(&cv.name) {
                     return Err(bad(format!(
@@ -192,7 +211,9 @@ impl KeyspaceVSchema {
             }
             if let Some(ai) = &t.auto_increment {
                 if ai.column.is_empty() || ai.sequence.is_empty() {
-                    return Err(bad(format!("table {tname}: auto_increment needs column and sequence")));
+                    return Err(bad(format!(
+                        "table {tname}: auto_increment needs column and sequence"
+                    )));
                 }
             }
         }
@@ -223,7 +244,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("customer") && err.contains("table t") && err.contains("nope"), "{err}");
+        assert!(
+            err.contains("customer") && err.contains("table t") && err.contains("nope"),
+            "{err}"
+        );
         let err = KeyspaceVSchema::from_json("ks", br#"{"sharded": false, "tablez": {}}"#)
             .unwrap_err()
             .to_string();

@@ -20,10 +20,13 @@ pub async fn start(addr: SocketAddr, ctx: Arc<ServerCtx>) -> std::io::Result<Soc
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
-                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+                let n =
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+                        .await
+                    {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("/");
                 let (status, ctype, body) = respond(path, &ctx);
@@ -54,7 +57,8 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
             ("200 OK", "application/json", v.to_string())
         }
         "/debug/status" | "/" => {
-            let mut s = String::from("<html><head><title>shardgate</title></head><body><h1>shardgate</h1>");
+            let mut s =
+                String::from("<html><head><title>shardgate</title></head><body><h1>shardgate</h1>");
             let _ = write!(s, "<p>topology version {}</p><table border=1><tr><th>keyspace</th><th>shard</th><th>tablet</th><th>type</th><th>address</th></tr>", snap.version);
             for t in snap.tablets.values() {
                 let _ = write!(

@@ -42,7 +42,11 @@ pub fn free_port() -> u16 {
 
 /// A fresh temporary directory removed at exit.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("shardgate-{tag}-{}-{}", std::process::id(), free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "shardgate-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     DIRS.lock().unwrap().push(d.clone());
     watch_note(format!("dir {}", d.display()));
@@ -80,7 +84,10 @@ fn watchdog_file() -> &'static PathBuf {
 
 fn watch_note(line: String) {
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(watchdog_file()) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .open(watchdog_file())
+    {
         let _ = writeln!(f, "{line}");
     }
 }
@@ -136,7 +143,10 @@ pub fn cluster() -> &'static TestCluster {
             rt.block_on(async {
                 let dataroot = temp_dir("cluster");
                 let ports: std::collections::HashMap<u32, u16> =
-                    [100, 101, 102, 300, 301, 400, 401].into_iter().map(|u| (u, free_port())).collect();
+                    [100, 101, 102, 300, 301, 400, 401]
+                        .into_iter()
+                        .map(|u| (u, free_port()))
+                        .collect();
                 let (port, web_port) = (free_port(), free_port());
                 let mut spec = ClusterSpec::example_with_ports(
                     dataroot,
@@ -157,7 +167,11 @@ pub fn cluster() -> &'static TestCluster {
                 }
                 cluster.stop_on_drop = false;
                 drop(cluster);
-                TestCluster { spec, port, web_port }
+                TestCluster {
+                    spec,
+                    port,
+                    web_port,
+                }
             })
         })
         .join()
@@ -185,7 +199,12 @@ pub async fn connect_port(port: u16, db: Option<&str>) -> Conn {
 /// Connects straight to a tablet's mysqld (as the admin user).
 pub async fn connect_tablet(uid: u32) -> Conn {
     let c = cluster();
-    let t = c.spec.tablets.iter().find(|t| t.uid == uid).expect("tablet");
+    let t = c
+        .spec
+        .tablets
+        .iter()
+        .find(|t| t.uid == uid)
+        .expect("tablet");
     let opts = OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(t.port)
@@ -197,7 +216,13 @@ pub async fn connect_tablet(uid: u32) -> Conn {
 
 /// The port of a tablet's mysqld.
 pub fn tablet_port(uid: u32) -> u16 {
-    cluster().spec.tablets.iter().find(|t| t.uid == uid).expect("tablet").port
+    cluster()
+        .spec
+        .tablets
+        .iter()
+        .find(|t| t.uid == uid)
+        .expect("tablet")
+        .port
 }
 
 /// A topology store handle on the cluster's etcd.
@@ -237,7 +262,10 @@ pub fn err_code(e: &mysql_async::Error) -> Option<u16> {
 
 /// Runs one query through the shardgate connection and collects string cells.
 pub async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<Option<String>>> {
-    let rows: Vec<mysql_async::Row> = conn.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows: Vec<mysql_async::Row> = conn
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows.into_iter()
         .map(|r| {
             r.unwrap()
@@ -282,10 +310,17 @@ pub async fn spawn_shardgate(extra: &[String]) -> (u16, u16) {
     .expect("spawn shardgate");
     track_pid(p.pid);
     let up = eventually(20, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
-    assert!(up.is_some(), "shardgate did not start; log in {}", dir.display());
+    assert!(
+        up.is_some(),
+        "shardgate did not start; log in {}",
+        dir.display()
+    );
     (port, web)
 }
 
@@ -301,8 +336,13 @@ impl RawClient {
     pub async fn connect(port: u16, db: Option<&str>) -> RawClient {
         use mysql_common::constants::CapabilityFlags as C;
         use mysql_common::proto::MySerialize;
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut c = RawClient { stream, buf: Vec::new() };
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut c = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
         let (_, hs) = c.read_packet().await.expect("handshake");
         assert_eq!(hs[0], 10);
         let caps = C::CLIENT_PROTOCOL_41
@@ -311,7 +351,11 @@ impl RawClient {
             | C::CLIENT_MULTI_STATEMENTS
             | C::CLIENT_MULTI_RESULTS
             | C::CLIENT_TRANSACTIONS
-            | if db.is_some() { C::CLIENT_CONNECT_WITH_DB } else { C::empty() };
+            | if db.is_some() {
+                C::CLIENT_CONNECT_WITH_DB
+            } else {
+                C::empty()
+            };
         let resp = mysql_common::packets::HandshakeResponse::new(
             Some(&[0u8; 20][..]),
             (10, 11, 0),
@@ -341,7 +385,10 @@ impl RawClient {
     /// Writes one packet.
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) {
         use tokio::io::AsyncWriteExt;
-        self.stream.write_all(&Self::frame(seq, payload)).await.unwrap();
+        self.stream
+            .write_all(&Self::frame(seq, payload))
+            .await
+            .unwrap();
     }
 
     /// Writes raw bytes.
@@ -355,7 +402,9 @@ impl RawClient {
         use tokio::io::AsyncReadExt;
         loop {
             if self.buf.len() >= 4 {
-                let n = self.buf[0] as usize | (self.buf[1] as usize) << 8 | (self.buf[2] as usize) << 16;
+                let n = self.buf[0] as usize
+                    | (self.buf[1] as usize) << 8
+                    | (self.buf[2] as usize) << 16;
                 if self.buf.len() >= 4 + n {
                     let seq = self.buf[3];
                     let payload = self.buf[4..4 + n].to_vec();
@@ -364,7 +413,11 @@ impl RawClient {
                 }
             }
             let mut tmp = vec![0u8; 65536];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.read(&mut tmp)).await;
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read(&mut tmp),
+            )
+            .await;
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&tmp[..n]),
@@ -435,7 +488,10 @@ pub enum RawResult {
     /// An ERR packet and its code.
     Err { code: u16 },
     /// A result set: all cells in order, and the EOF status flags.
-    Rows { cells: Vec<Option<String>>, status: u16 },
+    Rows {
+        cells: Vec<Option<String>>,
+        status: u16,
+    },
 }
 
 fn lenenc(p: &mut &[u8]) -> u64 {

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shardgate's cluster and tests need, if missing.
+set -euo pipefail
+
+need=()
+command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
+command -v mysql >/dev/null 2>&1 || need+=(mariadb-client)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler sysbench"
+  exit 0
+fi
+
+echo "[deps] installing: ${need[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+echo "[deps] done"

@@ -1,0 +1,292 @@
+//! Topology end to end: VSchema changes reach a running shardgate without a
+//! restart (etcd and file stores), bad ones are rejected while serving goes
+//! on, tablets come and go, and the `ctl` / `vschema check` commands work.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+
+fn shardgate_cmd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(args)
+        .output()
+        .expect("run shardgate")
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn vschema_tables(conn: &mut mysql_async::Conn) -> Vec<String> {
+    conn.query("show vschema tables").await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vschema_change_in_etcd_is_seen_without_restart() {
+    let c = cluster();
+    let dir = temp_dir("vs");
+    let etcd = c.spec.etcd_addr();
+    let mut conn = connect(Some("commerce")).await;
+    assert!(!vschema_tables(&mut conn)
+        .await
+        .contains(&"added_later".to_string()));
+
+    let good = dir.join("commerce.json");
+    std::fs::write(
+        &good,
+        r#"{"sharded": false, "tables": {"product": {}, "added_later": {}}}"#,
+    )
+    .unwrap();
+    let out = shardgate_cmd(&[
+        "ctl",
+        "--topo-global-server-address",
+        &etcd,
+        "apply-vschema",
+        "--vschema-file",
+        &good.display().to_string(),
+        "commerce",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = eventually(10, || {
+        let port = c.port;
+        async move {
+            let mut conn = connect_port(port, Some("commerce")).await;
+            vschema_tables(&mut conn)
+                .await
+                .contains(&"added_later".to_string())
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(seen.is_some(), "the new VSchema never reached shardgate");
+
+    // ctl validates first: a bad document is refused with a message naming the fault.
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"sharded": true, "tables": {"t1": {"column_vindexes": [{"column": "id", "name": "missing"}]}}}"#,
+    )
+    .unwrap();
+    let out = shardgate_cmd(&[
+        "ctl",
+        "--topo-global-server-address",
+        &etcd,
+        "apply-vschema",
+        "--vschema-file",
+        &bad.display().to_string(),
+        "customer",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("t1") && err.contains("missing"), "{err}");
+
+    // get-vschema prints what was applied.
+    let out = shardgate_cmd(&[
+        "ctl",
+        "--topo-global-server-address",
+        &etcd,
+        "get-vschema",
+        "commerce",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added_later"));
+
+    // Put the example VSchema back.
+    let orig = dir.join("orig.json");
+    std::fs::write(&orig, shardgate::local::COMMERCE_VSCHEMA).unwrap();
+    let out = shardgate_cmd(&[
+        "ctl",
+        "--topo-global-server-address",
+        &etcd,
+        "apply-vschema",
+        "--vschema-file",
+        &orig.display().to_string(),
+        "commerce",
+    ]);
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_topology_reloads_and_rejects_bad_updates() {
+    // Copy the cluster's topology into a directory and serve from it.
+    let dir = temp_dir("filetopo");
+    let records = store().await.list_all().await.unwrap();
+    let files = shardgate::topo::store::TopoStore::connect(
+        shardgate::topo::store::TopoImpl::File,
+        &dir.display().to_string(),
+        "/vitess",
+    )
+    .await
+    .unwrap();
+    for (k, v) in &records {
+        files.put(k, v).await.unwrap();
+    }
+    let (port, web) = spawn_shardgate(&[
+        "--topo-implementation".into(),
+        "file".into(),
+        "--topo-global-server-address".into(),
+        dir.display().to_string(),
+    ])
+    .await;
+    let mut conn = connect_port(port, Some("commerce")).await;
+    assert_eq!(
+        rows(&mut conn, "select 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    assert!(vschema_tables(&mut conn)
+        .await
+        .contains(&"product".to_string()));
+
+    // A bad VSchema lands in the store: rejected, counted, serving goes on.
+    files
+        .put(
+            "global/keyspaces/commerce/VSchema",
+            br#"{"sharded": false, "tablez": {}}"#,
+        )
+        .await
+        .unwrap();
+    let rejected = eventually(10, || async move {
+        let vars = http_get(web, "/debug/vars").await;
+        vars.contains("\"TopoRejected\":1").then_some(())
+    })
+    .await;
+    assert!(rejected.is_some(), "bad VSchema was not rejected");
+    assert!(vschema_tables(&mut conn)
+        .await
+        .contains(&"product".to_string()));
+    assert_eq!(
+        rows(&mut conn, "select 2").await,
+        vec![vec![Some("2".into())]]
+    );
+
+    // A good one is picked up.
+    files
+        .put(
+            "global/keyspaces/commerce/VSchema",
+            br#"{"sharded": false, "tables": {"from_file": {}}}"#,
+        )
+        .await
+        .unwrap();
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(port, Some("commerce")).await;
+        (vschema_tables(&mut conn).await == vec!["from_file".to_string()]).then_some(())
+    })
+    .await;
+    assert!(seen.is_some());
+    let status = http_get(web, "/debug/status").await;
+    assert!(status.contains("zone1-100"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tablets_come_and_go() {
+    let c = cluster();
+    let etcd = c.spec.etcd_addr();
+    let mut conn = connect(Some("commerce@rdonly")).await;
+    assert_eq!(
+        rows(&mut conn, "select @@port").await,
+        vec![vec![Some(tablet_port(102).to_string())]]
+    );
+    let out = shardgate_cmd(&[
+        "ctl",
+        "--topo-global-server-address",
+        &etcd,
+        "delete-tablet",
+        "zone1-102",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = eventually(10, || {
+        let port = c.port;
+        async move {
+            // The driver itself runs a query at connect, so either step may fail.
+            let mut conn = connect_port(port, None).await;
+            conn.query_drop("use commerce@rdonly").await.ok()?;
+            match conn.query_drop("select 1").await {
+                Err(e)
+                    if err_code(&e) == Some(1105)
+                        && e.to_string().contains("no healthy tablet") =>
+                {
+                    Some(())
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "rdonly reads still served after the tablet was deleted"
+    );
+
+    let out = shardgate_cmd(&[
+        "ctl",
+        "--topo-global-server-address",
+        &etcd,
+        "add-tablet",
+        "--alias",
+        "zone1-102",
+        "--keyspace",
+        "commerce",
+        "--shard",
+        "0",
+        "--type",
+        "rdonly",
+        "--mysql-port",
+        &tablet_port(102).to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = eventually(10, || {
+        let port = c.port;
+        async move {
+            let mut conn = connect_port(port, None).await;
+            conn.query_drop("use commerce@rdonly").await.ok()?;
+            let p: Option<u16> = conn.query_first("select @@port").await.ok().flatten();
+            p.filter(|p| *p == tablet_port(102))
+        }
+    })
+    .await;
+    assert!(back.is_some());
+}
+
+#[test]
+fn vschema_check_command() {
+    let dir = temp_dir("check");
+    let good = dir.join("good.json");
+    std::fs::write(&good, shardgate::local::CUSTOMER_VSCHEMA).unwrap();
+    let out = shardgate_cmd(&["vschema", "check", &good.display().to_string()]);
+    assert!(out.status.success());
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"sharded": true, "vindexes": {"v": {"type": "no_such_vindex"}}}"#,
+    )
+    .unwrap();
+    let out = shardgate_cmd(&[
+        "vschema",
+        "check",
+        &good.display().to_string(),
+        &bad.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_vindex"));
+}
