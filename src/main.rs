@@ -86,6 +86,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     };
     let opts = ServeOptions {
         mysql_addr: SocketAddr::new(ip, args.mysql_server_port),
+        socket_path: args.mysql_server_socket_path.clone(),
         web_addr: Some(SocketAddr::new(ip, args.port)),
         topo_impl: args.topo.topo_implementation,
         topo_address: args.topo.topo_global_server_address.clone(),
@@ -101,9 +102,6 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         server_version: args.mysql_server_version.clone(),
     };
     let running = server::start(opts).await?;
-    if let Some(path) = &args.mysql_server_socket_path {
-        tracing::warn!(path = %path.display(), "--mysql-server-socket-path is accepted but Unix sockets are not served yet");
-    }
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
     shutdown_signal().await;
     tracing::info!("shutting down");

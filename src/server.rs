@@ -65,6 +65,8 @@ impl ServerCtx {
 pub struct ServeOptions {
     /// MySQL listener address.
     pub mysql_addr: SocketAddr,
+    /// Also serve on this Unix socket.
+    pub socket_path: Option<std::path::PathBuf>,
     /// Web listener address (None: no web port).
     pub web_addr: Option<SocketAddr>,
     /// Topology store kind.
@@ -157,6 +159,31 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         None => None,
     };
     let (tx, mut rx) = watch::channel(false);
+    if let Some(path) = &opts.socket_path {
+        let _ = std::fs::remove_file(path);
+        let unix = tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
+            addr: opts.mysql_addr,
+            source,
+        })?;
+        let ctx3 = ctx.clone();
+        let mut rx2 = rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = unix.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            tokio::spawn(frontend::handle_unix(stream, ctx3.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unix accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = rx2.changed() => break,
+                }
+            }
+        });
+    }
     let ctx2 = ctx.clone();
     let task = tokio::spawn(async move {
         loop {

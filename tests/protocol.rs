@@ -231,3 +231,35 @@ async fn wrong_password_is_1045() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ERROR 1045 (28000)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_listener_serves_the_mysql_client() {
+    let dir = temp_dir("sock");
+    let sock = dir.join("shardgate.sock");
+    let _ = spawn_shardgate(&[
+        "--mysql-server-socket-path".into(),
+        sock.display().to_string(),
+    ])
+    .await;
+    let out = std::process::Command::new("mysql")
+        .args([
+            "-S",
+            &sock.display().to_string(),
+            "-uapp",
+            "--batch",
+            "commerce",
+            "-e",
+            "select database(), 1+1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "database()\t1+1\ncommerce\t2\n"
+    );
+}

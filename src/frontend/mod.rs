@@ -21,9 +21,7 @@ use mysql_common::packets::{
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::value::Value;
 use rand::Rng;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use crate::engine::{QueryDone, RowSink};
@@ -50,13 +48,20 @@ pub fn server_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
 }
 
+/// The read side of a client connection (TCP or Unix socket).
+pub type ClientRead = Box<dyn AsyncRead + Unpin + Send>;
+/// The write side of a client connection (TCP or Unix socket).
+pub type ClientWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+type Reader = FramedRead<ClientRead, PacketCodec>;
+
 /// Bytes buffered before rows are written out mid-result.
 const FLUSH_AT: usize = 64 * 1024;
 
 /// The write side of a client connection: an output buffer and the
 /// sequence id of the next packet.
 pub struct Wire {
-    writer: OwnedWriteHalf,
+    writer: ClientWrite,
     out: BytesMut,
     seq: u8,
 }
@@ -189,14 +194,25 @@ impl RowSink for ResultWriter<'_> {
     }
 }
 
-/// Serves one client connection until it quits or fails.
-pub async fn handle(stream: TcpStream, ctx: Arc<ServerCtx>) {
+/// Serves one TCP client connection until it quits or fails.
+pub async fn handle(stream: tokio::net::TcpStream, ctx: Arc<ServerCtx>) {
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "unknown".into());
     let (r, w) = stream.into_split();
+    serve_client(Box::new(r), Box::new(w), peer, ctx).await
+}
+
+/// Serves one Unix-socket client connection.
+pub async fn handle_unix(stream: tokio::net::UnixStream, ctx: Arc<ServerCtx>) {
+    let (r, w) = stream.into_split();
+    serve_client(Box::new(r), Box::new(w), "localhost".into(), ctx).await
+}
+
+/// Serves one client connection, whatever carries it.
+pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<ServerCtx>) {
     let mut reader = FramedRead::new(r, PacketCodec::new(ctx.max_packet));
     let mut wire = Wire {
         writer: w,
@@ -219,9 +235,7 @@ pub async fn handle(stream: TcpStream, ctx: Arc<ServerCtx>) {
     session.close().await;
 }
 
-async fn read(
-    reader: &mut FramedRead<OwnedReadHalf, PacketCodec>,
-) -> Result<Option<Packet>, Error> {
+async fn read(reader: &mut Reader) -> Result<Option<Packet>, Error> {
     match reader.next().await {
         Some(Ok(p)) => Ok(Some(p)),
         Some(Err(e)) => Err(Error::Io(e)),
@@ -241,7 +255,7 @@ fn salt() -> [u8; 20] {
 
 /// Runs the handshake; Ok(true) when the client is authenticated.
 async fn handshake(
-    reader: &mut FramedRead<OwnedReadHalf, PacketCodec>,
+    reader: &mut Reader,
     wire: &mut Wire,
     ctx: &ServerCtx,
     session: &mut Session,
@@ -355,7 +369,7 @@ mod cmd {
 }
 
 async fn command_loop(
-    reader: &mut FramedRead<OwnedReadHalf, PacketCodec>,
+    reader: &mut Reader,
     wire: &mut Wire,
     ctx: &ServerCtx,
     session: &mut Session,

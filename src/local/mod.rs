@@ -289,16 +289,18 @@ pub async fn start_mariadb(dir: &Path, port: u16, server_id: u32) -> Result<Proc
         }
     }
     let args = vec![format!("--defaults-file={}", cnf.display())];
-    let log = dir.join("error.log");
-    let p = Proc::spawn("mariadbd", &args, &dir.join("mariadbd.out"), &pidfile)?;
+    let mut p = Proc::spawn("mariadbd", &args, &dir.join("mariadbd.out"), &pidfile)?;
     let sock = dir.join("mysql.sock");
-    wait_until(
-        Duration::from_secs(60),
-        &format!("mariadbd on port {port}"),
-        &log,
-        || async { root_conn(&sock).await.is_ok() },
-    )
-    .await?;
+    let start = Instant::now();
+    while root_conn(&sock).await.is_err() {
+        if !p.is_alive() || start.elapsed() > Duration::from_secs(60) {
+            return Err(LocalError::NotReady(
+                format!("mariadbd on port {port}"),
+                dir.join("mariadbd.out").display().to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(p)
 }
 
@@ -334,12 +336,17 @@ impl Cluster {
     /// Brings the whole cluster up (resuming whatever already runs), printing
     /// progress through `say`.
     pub async fn up(
-        spec: ClusterSpec,
+        mut spec: ClusterSpec,
         stop_on_drop: bool,
         say: impl Fn(&str),
     ) -> Result<Cluster, LocalError> {
         std::fs::create_dir_all(&spec.dataroot)
             .map_err(io(format!("create {}", spec.dataroot.display())))?;
+        // Servers change directory: every path they are given must be absolute.
+        spec.dataroot = spec
+            .dataroot
+            .canonicalize()
+            .map_err(io(format!("resolve {}", spec.dataroot.display())))?;
         let mut cluster = Cluster {
             spec,
             procs: Vec::new(),

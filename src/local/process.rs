@@ -105,7 +105,8 @@ impl Proc {
         }
     }
 
-    fn is_alive(&mut self) -> bool {
+    /// True while the process runs (a zombie counts as gone).
+    pub fn is_alive(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => alive(self.pid),

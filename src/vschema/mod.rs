@@ -4,6 +4,8 @@
 //! names the keyspace, table or vindex at fault, because a VSchema arrives
 //! from etcd while traffic is flowing and the log line is all an operator sees.
 
+pub mod vindex;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
