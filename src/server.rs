@@ -31,6 +31,8 @@ pub struct ServerCtx {
     pub max_packet: usize,
     /// Topology watch counters.
     pub watch_stats: Arc<WatchStats>,
+    /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
+    pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
 }
 
@@ -50,6 +52,7 @@ impl ServerCtx {
             server_version,
             max_packet: 64 << 20,
             watch_stats: Arc::new(WatchStats::default()),
+            sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             conn_ids: AtomicU32::new(1),
         }
     }

@@ -1,15 +1,21 @@
 //! The engine runs a [`Plan`]. It reaches tablets only through [`VCursor`]
 //! and hands rows to a [`RowSink`], so it can be tested with a recording fake
-//! cursor and a collecting sink, and so rows stream instead of piling up.
+//! cursor and a collecting sink. Single-shard routes stream; results of
+//! several shards are combined at the gate ([`gate`]).
+
+pub mod gate;
 
 use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::packets::Column;
 use mysql_common::value::Value;
 
 use crate::error::Error;
-use crate::planner::{Plan, Route, ShowPlan};
+use crate::planner::sharded::{DmlPlan, InsertPlan, Operand, Routing, SelectPlan};
+use crate::planner::{Plan, PlanError, Route, ShowPlan};
+use crate::sql::normalize::{substitute_binds, Bind};
 use crate::sql::TabletType;
-use crate::topo::Snapshot;
+use crate::topo::{Keyspace, Snapshot};
+use crate::vschema::vindex::Func;
 
 /// The end of an OK-only result (DML, DDL, SET).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,8 +44,38 @@ pub trait RowSink {
     fn flush(&mut self) -> impl std::future::Future<Output = Result<(), Error>> + Send;
 }
 
+/// Everything one shard answered to one query (buffered).
+#[derive(Debug, Clone, Default)]
+pub struct ShardResult {
+    /// Column definitions (empty for OK-only results).
+    pub columns: Vec<Column>,
+    /// Rows (text values).
+    pub rows: Vec<Vec<Value>>,
+    /// OK packet fields.
+    pub done: QueryDone,
+}
+
 /// The engine's only door to tablets.
 pub trait VCursor {
+    /// Runs one query per shard (concurrently) and returns every result.
+    fn execute_multi(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+    ) -> impl std::future::Future<Output = Result<Vec<ShardResult>, Error>> + Send;
+
+    /// Takes `count` consecutive ids from a sequence table; returns the first.
+    fn next_sequence(
+        &mut self,
+        keyspace: &str,
+        table: &str,
+        count: u64,
+    ) -> impl std::future::Future<Output = Result<u64, Error>> + Send;
+
+    /// Records what LAST_INSERT_ID() returns for the session from now on.
+    fn set_last_insert_id(&mut self, id: u64);
+
     /// Runs `sql` on the tablet of `tablet_type` serving `keyspace/shard`,
     /// streaming its results into `sink`.
     fn execute_shard<S: RowSink + Send>(
@@ -53,15 +89,34 @@ pub trait VCursor {
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
 }
 
-/// Runs a plan for statement text `sql`.
+/// Runs a plan for statement text `sql` (bind values in `binds` when the
+/// plan was made from a normalized template).
 pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
     plan: &Plan,
     sql: &str,
+    binds: &[Bind],
+    tablet_type: TabletType,
     snap: &Snapshot,
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
     match plan {
+        Plan::Select(p) => exec_select(p, binds, tablet_type, snap, vc, sink).await,
+        Plan::Insert(p) => exec_insert(p, binds, snap, vc, sink).await,
+        Plan::Dml(p) => exec_dml(p, binds, snap, vc, sink).await,
+        Plan::AllShards { keyspace } => {
+            let ks = keyspace_of(snap, keyspace)?;
+            let queries = ks.shards.iter().map(|s| (s.name.clone(), sql.to_string())).collect();
+            let results = vc.execute_multi(keyspace, TabletType::Primary, queries).await?;
+            let mut done = results.into_iter().next().map(|r| r.done).unwrap_or_default();
+            done.info.clear();
+            sink.ok(done)
+        }
+        Plan::AnyShard { keyspace } => {
+            let ks = keyspace_of(snap, keyspace)?;
+            let shard = first_shard(ks)?;
+            vc.execute_shard(keyspace, shard, tablet_type, sql, true, sink).await
+        }
         Plan::Route(Route {
             keyspace,
             shard,
@@ -85,6 +140,249 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
             sink.end_rows(0)
         }
     }
+}
+
+fn keyspace_of<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Keyspace, Error> {
+    snap.keyspaces
+        .get(name)
+        .ok_or_else(|| Error::Plan(PlanError::UnknownKeyspace(name.to_string())))
+}
+
+fn first_shard(ks: &Keyspace) -> Result<&str, Error> {
+    ks.shards
+        .first()
+        .map(|s| s.name.as_str())
+        .ok_or_else(|| Error::Plan(PlanError::Unsupported(format!("keyspace {} has no shards", ks.name))))
+}
+
+fn operand_value(op: &Operand, binds: &[Bind]) -> Value {
+    match op {
+        Operand::Bind(i) => binds.get(*i).map(|b| b.value.clone()).unwrap_or(Value::NULL),
+        Operand::Lit(v) => v.clone(),
+    }
+}
+
+fn operand_text(op: &Operand, binds: &[Bind]) -> String {
+    match op {
+        Operand::Bind(i) => binds.get(*i).map(|b| b.text.clone()).unwrap_or_else(|| "NULL".into()),
+        Operand::Lit(v) => crate::sql::literal(v, false),
+    }
+}
+
+/// The shard holding a keyspace id.
+pub fn shard_for<'a>(ks: &'a Keyspace, ksid: &[u8]) -> Option<&'a str> {
+    ks.shards
+        .iter()
+        .find(|s| s.key_range.contains(ksid))
+        .map(|s| s.name.as_str())
+}
+
+fn map_value(func: Func, v: &Value) -> Result<Option<Vec<u8>>, Error> {
+    func.map(v)
+        .map_err(|e| Error::Plan(PlanError::Unsupported(e.to_string())))
+}
+
+/// Shards of an IN route, each with its own values' SQL text.
+fn in_groups(
+    ks: &Keyspace,
+    func: Func,
+    values: &[Operand],
+    binds: &[Bind],
+) -> Result<Vec<(String, Vec<String>)>, Error> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for op in values {
+        let Some(ksid) = map_value(func, &operand_value(op, binds))? else { continue };
+        let Some(shard) = shard_for(ks, &ksid) else { continue };
+        let text = operand_text(op, binds);
+        match groups.iter_mut().find(|(s, _)| s == shard) {
+            Some((_, v)) => v.push(text),
+            None => groups.push((shard.to_string(), vec![text])),
+        }
+    }
+    Ok(groups)
+}
+
+async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
+    p: &SelectPlan,
+    binds: &[Bind],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let ks = keyspace_of(snap, &p.keyspace)?;
+    let single = |shard: &str| (shard.to_string(), substitute_binds(&p.original, binds));
+    let targets: Vec<(String, String)> = match &p.routing {
+        Routing::Equal { func, value } => {
+            let shard = match map_value(*func, &operand_value(value, binds))? {
+                Some(ksid) => shard_for(ks, &ksid).unwrap_or(first_shard(ks)?),
+                // No keyspace id (NULL): no row can match; any shard answers with the columns.
+                None => first_shard(ks)?,
+            };
+            vec![single(shard)]
+        }
+        Routing::Any => vec![single(first_shard(ks)?)],
+        _ if ks.shards.len() == 1 => vec![single(first_shard(ks)?)],
+        Routing::In { func, values } => {
+            let groups = in_groups(ks, *func, values, binds)?;
+            match groups.len() {
+                0 => vec![single(first_shard(ks)?)],
+                1 => vec![single(&groups[0].0)],
+                _ => groups
+                    .iter()
+                    .map(|(shard, vals)| Ok((shard.clone(), pushdown_sql(p, binds, Some(vals))?)))
+                    .collect::<Result<_, Error>>()?,
+            }
+        }
+        Routing::Scatter => ks
+            .shards
+            .iter()
+            .map(|s| Ok((s.name.clone(), pushdown_sql(p, binds, None)?)))
+            .collect::<Result<_, Error>>()?,
+    };
+    if targets.len() == 1 && (p.gate.is_none() || targets[0].1 == substitute_binds(&p.original, binds)) {
+        let (shard, sql) = &targets[0];
+        return vc.execute_shard(&p.keyspace, shard, tt, sql, false, sink).await;
+    }
+    let results = vc.execute_multi(&p.keyspace, tt, targets).await?;
+    let cols = results.iter().find(|r| !r.columns.is_empty()).map(|r| r.columns.clone()).unwrap_or_default();
+    let rows: Vec<Vec<Value>> = results.into_iter().flat_map(|r| r.rows).collect();
+    let (cols, rows) = match &p.gate {
+        Some(g) => gate::run(g, binds, &cols, rows)?,
+        None => (cols, rows),
+    };
+    sink.columns(&cols)?;
+    for r in &rows {
+        sink.row(r)?;
+        sink.flush().await?;
+    }
+    sink.end_rows(0)
+}
+
+fn pushdown_sql(p: &SelectPlan, binds: &[Bind], in_values: Option<&Vec<String>>) -> Result<String, Error> {
+    let mut sql = p.pushdown.clone();
+    if let Some(vals) = in_values {
+        sql = sql.replacen(":vIN", &vals.join(", "), 1);
+    }
+    if p.pushdown_limit {
+        let n = match &p.gate {
+            Some(g) => gate::pushdown_limit(g, binds)?,
+            None => u64::MAX,
+        };
+        sql = sql.replacen(":vLIMIT", &n.to_string(), 1);
+    }
+    Ok(substitute_binds(&sql, binds))
+}
+
+async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
+    p: &DmlPlan,
+    binds: &[Bind],
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let ks = keyspace_of(snap, &p.keyspace)?;
+    let original = substitute_binds(&p.original, binds);
+    let queries: Vec<(String, String)> = match &p.routing {
+        Routing::Equal { func, value } => match map_value(*func, &operand_value(value, binds))? {
+            Some(ksid) => vec![(shard_for(ks, &ksid).unwrap_or(first_shard(ks)?).to_string(), original)],
+            None => vec![],
+        },
+        Routing::In { func, values } => {
+            let groups = in_groups(ks, *func, values, binds)?;
+            if groups.len() == 1 {
+                vec![(groups[0].0.clone(), original)]
+            } else {
+                groups
+                    .into_iter()
+                    .map(|(shard, vals)| (shard, substitute_binds(&p.query.replacen(":vIN", &vals.join(", "), 1), binds)))
+                    .collect()
+            }
+        }
+        Routing::Scatter | Routing::Any => ks.shards.iter().map(|s| (s.name.clone(), original.clone())).collect(),
+    };
+    let results = if queries.is_empty() {
+        vec![]
+    } else {
+        vc.execute_multi(&p.keyspace, TabletType::Primary, queries).await?
+    };
+    let mut done = QueryDone::default();
+    for r in results {
+        done.affected_rows += r.done.affected_rows;
+        done.warnings = done.warnings.saturating_add(r.done.warnings);
+    }
+    sink.ok(done)
+}
+
+async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
+    p: &InsertPlan,
+    binds: &[Bind],
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let ks = keyspace_of(snap, &p.keyspace)?;
+    let need = p.rows.iter().filter(|r| r.needs_seq).count() as u64;
+    let mut next_id = match (&p.sequence, need) {
+        (Some((sks, st)), n) if n > 0 => Some(vc.next_sequence(sks, st, n).await?),
+        _ => None,
+    };
+    let first_id = next_id;
+    let mut per_shard: Vec<(String, Vec<String>)> = Vec::new();
+    for row in &p.rows {
+        let mut values = row.values.clone();
+        let mut seq_value = None;
+        if row.needs_seq {
+            let id = next_id.ok_or_else(|| Error::Plan(PlanError::Unsupported("sequence exhausted".into())))?;
+            next_id = Some(id + 1);
+            if let Some(c) = p.seq_col {
+                values[c] = id.to_string();
+            }
+            seq_value = Some(Value::UInt(id));
+        }
+        let vval = match (&row.vindex_value, seq_value) {
+            (Some(op), _) => operand_value(op, binds),
+            (None, Some(v)) => v,
+            (None, None) => Value::NULL,
+        };
+        let ksid = map_value(p.func, &vval)?.ok_or_else(|| {
+            Error::Plan(PlanError::Unsupported(format!("could not map vindex value {vval:?} to a keyspace id")))
+        })?;
+        let shard = shard_for(ks, &ksid).ok_or_else(|| {
+            Error::Plan(PlanError::Unsupported(format!("no shard holds keyspace id {ksid:02x?}")))
+        })?;
+        let text = format!("({})", values.join(", "));
+        match per_shard.iter_mut().find(|(s, _)| s == shard) {
+            Some((_, v)) => v.push(text),
+            None => per_shard.push((shard.to_string(), vec![text])),
+        }
+    }
+    let queries = per_shard
+        .into_iter()
+        .map(|(shard, rows)| {
+            let sql = format!("{}{}{}", p.prefix, rows.join(", "), p.suffix);
+            (shard, substitute_binds(&sql, binds))
+        })
+        .collect();
+    let results = vc.execute_multi(&p.keyspace, TabletType::Primary, queries).await?;
+    let mut done = QueryDone::default();
+    for r in &results {
+        done.affected_rows += r.done.affected_rows;
+        done.warnings = done.warnings.saturating_add(r.done.warnings);
+        if done.last_insert_id == 0 {
+            done.last_insert_id = r.done.last_insert_id;
+        }
+    }
+    if let Some(id) = first_id {
+        done.last_insert_id = id;
+    }
+    if done.last_insert_id > 0 {
+        vc.set_last_insert_id(done.last_insert_id);
+    }
+    if results.len() == 1 {
+        done.info = results[0].done.info.clone();
+    }
+    sink.ok(done)
 }
 
 /// A VARCHAR column definition for results shardgate makes itself.
@@ -173,9 +471,43 @@ pub mod testing {
     pub struct RecordingCursor {
         /// Calls made, in order.
         pub calls: Vec<(String, String, TabletType, String)>,
+        /// Last id handed out by the fake sequence.
+        pub next_id: u64,
+        /// What the engine set as LAST_INSERT_ID.
+        pub last_insert_id: u64,
     }
 
     impl VCursor for RecordingCursor {
+        async fn execute_multi(
+            &mut self,
+            keyspace: &str,
+            tablet_type: TabletType,
+            queries: Vec<(String, String)>,
+        ) -> Result<Vec<ShardResult>, Error> {
+            let mut out = Vec::new();
+            for (shard, sql) in queries {
+                self.calls.push((keyspace.into(), shard.clone(), tablet_type, sql));
+                out.push(ShardResult {
+                    columns: vec![text_column("x")],
+                    rows: vec![vec![Value::Bytes(shard.into_bytes())]],
+                    done: QueryDone {
+                        affected_rows: 1,
+                        ..QueryDone::default()
+                    },
+                });
+            }
+            Ok(out)
+        }
+
+        async fn next_sequence(&mut self, _ks: &str, _t: &str, count: u64) -> Result<u64, Error> {
+            self.next_id += count;
+            Ok(self.next_id - count + 1)
+        }
+
+        fn set_last_insert_id(&mut self, id: u64) {
+            self.last_insert_id = id;
+        }
+
         async fn execute_shard<S: RowSink + Send>(
             &mut self,
             keyspace: &str,
@@ -260,12 +592,13 @@ mod tests {
         let sql = "select * from product where id = 1";
         let p = plan(
             &classify(sql).unwrap(),
+            None,
             &Target::parse("commerce@rdonly").unwrap(),
             &s,
         )
         .unwrap();
         let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
-        execute(&p, sql, &s, &mut vc, &mut sink).await.unwrap();
+        execute(&p, sql, &[], TabletType::Rdonly, &s, &mut vc, &mut sink).await.unwrap();
         assert_eq!(
             vc.calls,
             vec![(
@@ -283,12 +616,13 @@ mod tests {
         let s = snap();
         let p = plan(
             &classify("show vschema tables").unwrap(),
+            None,
             &Target::parse("commerce").unwrap(),
             &s,
         )
         .unwrap();
         let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
-        execute(&p, "", &s, &mut vc, &mut sink).await.unwrap();
+        execute(&p, "", &[], TabletType::Primary, &s, &mut vc, &mut sink).await.unwrap();
         assert!(vc.calls.is_empty());
         assert_eq!(sink.columns, vec!["Tables"]);
         assert_eq!(

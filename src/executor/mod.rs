@@ -8,7 +8,7 @@ use mysql_async::Conn;
 use mysql_common::constants::StatusFlags;
 use mysql_common::packets::Column;
 
-use crate::engine::{QueryDone, RowSink, VCursor};
+use crate::engine::{QueryDone, RowSink, ShardResult, VCursor};
 use crate::error::Error;
 use crate::server::ServerCtx;
 use crate::sql::TabletType;
@@ -215,6 +215,140 @@ impl Executor<'_> {
 }
 
 impl VCursor for Executor<'_> {
+    async fn execute_multi(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+    ) -> Result<Vec<ShardResult>, Error> {
+        // Take each shard's connection out of the session (pinned) or the
+        // pool, run all queries concurrently, then put pinned ones back.
+        let mut jobs: Vec<(String, ShardConn, bool, String)> = Vec::with_capacity(queries.len());
+        let mut failed = None;
+        for (shard, sql) in queries {
+            let (tablet, label) = match self.tablet(keyspace, &shard, tablet_type) {
+                Ok((t, l)) => (t.clone(), l),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            match self.state.pinned(&tablet.alias) {
+                Some(i) => jobs.push((label, self.state.conns.remove(i), true, sql)),
+                None => match self.state.checkout(self.ctx, &tablet, &label).await {
+                    Ok((conn, pin)) => jobs.push((
+                        label,
+                        ShardConn {
+                            alias: tablet.alias.clone(),
+                            conn,
+                            in_txn: self.state.in_txn,
+                        },
+                        pin,
+                        sql,
+                    )),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+            }
+        }
+        let results = if failed.is_none() {
+            futures_util::future::join_all(jobs.iter_mut().map(|(label, sc, _, sql)| async move {
+                collect(&mut sc.conn, sql).await.map_err(|source| Error::Backend {
+                    target: label.clone(),
+                    source,
+                })
+            }))
+            .await
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::with_capacity(results.len());
+        let mut first_err = failed;
+        let mut results = results.into_iter();
+        for (_, sc, keep, _) in jobs {
+            let r = results.next();
+            let broken = matches!(&r, Some(Err(e)) if e.breaks_backend_conn());
+            if keep && !broken {
+                self.state.no_backslash_escapes = no_backslash(&sc.conn);
+                self.state.conns.push(sc);
+            }
+            match r {
+                Some(Ok(res)) => out.push(res),
+                Some(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                None => {}
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    async fn next_sequence(&mut self, keyspace: &str, table: &str, count: u64) -> Result<u64, Error> {
+        let key = (keyspace.to_string(), table.to_string());
+        let mut seqs = self.ctx.sequences.lock().await;
+        if let Some((next, end)) = seqs.get_mut(&key) {
+            if *next + count <= *end {
+                let first = *next;
+                *next += count;
+                return Ok(first);
+            }
+        }
+        // Reserve a new block on the sequence keyspace's primary, in one transaction.
+        let shard = self
+            .snap
+            .keyspaces
+            .get(keyspace)
+            .and_then(|k| k.shards.first())
+            .map(|s| s.name.clone())
+            .ok_or_else(|| crate::planner::PlanError::UnknownKeyspace(keyspace.to_string()))?;
+        let (tablet, label) = self.tablet(keyspace, &shard, TabletType::Primary)?;
+        let tablet = tablet.clone();
+        let mut conn = self.ctx.pools.get(&tablet).get_conn().await.map_err(backend(&label))?;
+        let t = table.replace('`', "``");
+        let reserve = async {
+            conn.query_drop("BEGIN").await?;
+            let row: Option<(u64, u64)> = conn
+                .query_first(format!("SELECT next_id, cache FROM `{t}` WHERE id = 0 FOR UPDATE"))
+                .await?;
+            Ok::<_, mysql_async::Error>(row)
+        };
+        let row = match reserve.await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                return Err(backend(&label)(e));
+            }
+        };
+        let Some((next_id, cache)) = row else {
+            let _ = conn.query_drop("ROLLBACK").await;
+            return Err(Error::Plan(crate::planner::PlanError::Unsupported(format!(
+                "sequence table {keyspace}.{table} has no row with id 0"
+            ))));
+        };
+        let block = cache.max(count).max(1);
+        let update = format!("UPDATE `{t}` SET next_id = {} WHERE id = 0", next_id + block);
+        if let Err(e) = async {
+            conn.query_drop(update).await?;
+            conn.query_drop("COMMIT").await
+        }
+        .await
+        {
+            let _ = conn.query_drop("ROLLBACK").await;
+            return Err(backend(&label)(e));
+        }
+        seqs.insert(key, (next_id + count, next_id + block));
+        Ok(next_id)
+    }
+
+    fn set_last_insert_id(&mut self, id: u64) {
+        self.state.last_insert_id = id;
+    }
+
     async fn execute_shard<S: RowSink + Send>(
         &mut self,
         keyspace: &str,
@@ -282,6 +416,30 @@ impl VCursor for Executor<'_> {
         }
         res.map(|_| ())
     }
+}
+
+/// Runs one query and buffers its first result (rows or OK).
+async fn collect(conn: &mut Conn, sql: &str) -> Result<ShardResult, mysql_async::Error> {
+    let mut result = conn.query_iter(sql).await?;
+    let columns: Vec<Column> = result.columns().map(|c| c.to_vec()).unwrap_or_default();
+    let mut out = ShardResult {
+        columns,
+        ..ShardResult::default()
+    };
+    if out.columns.is_empty() {
+        out.done = QueryDone {
+            affected_rows: result.affected_rows(),
+            last_insert_id: result.last_insert_id().unwrap_or(0),
+            warnings: result.warnings(),
+            info: result.info().into_owned(),
+        };
+    }
+    while let Some(row) = result.next().await? {
+        out.rows.push(row.unwrap());
+    }
+    // Drain anything further (e.g. a CALL's trailing OK).
+    result.drop_result().await?;
+    Ok(out)
 }
 
 enum StreamError {

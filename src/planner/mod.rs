@@ -1,6 +1,8 @@
 //! The planner: pure (statement, target, snapshot) → [`Plan`]. No I/O, so
 //! plans can be cached, printed and tested without a database.
 
+pub mod sharded;
+
 use crate::sql::{QueryKind, Statement, TabletType, Target};
 use crate::topo::Snapshot;
 
@@ -19,6 +21,15 @@ pub enum PlanError {
     /// Valid SQL that shardgate does not handle yet.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// SQL the parser rejects.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// A table missing from the keyspace's VSchema.
+    #[error("table {table} not found in keyspace {keyspace}")]
+    TableNotFound { table: String, keyspace: String },
+    /// An INSERT without the primary vindex column (and no sequence for it).
+    #[error("INSERT into {table}: the value of vindex column {column} is missing")]
+    MissingVindexColumn { table: String, column: String },
 }
 
 /// What the engine should do with a statement.
@@ -28,6 +39,22 @@ pub enum Plan {
     Route(Route),
     /// Answer from the topology snapshot.
     Show(ShowPlan),
+    /// A SELECT on a sharded keyspace.
+    Select(Box<sharded::SelectPlan>),
+    /// An INSERT on a sharded keyspace.
+    Insert(Box<sharded::InsertPlan>),
+    /// An UPDATE or DELETE on a sharded keyspace.
+    Dml(Box<sharded::DmlPlan>),
+    /// The same statement on every shard (DDL).
+    AllShards {
+        /// Keyspace.
+        keyspace: String,
+    },
+    /// Any one shard (SHOW, DESCRIBE).
+    AnyShard {
+        /// Keyspace.
+        keyspace: String,
+    },
 }
 
 /// A single-shard route.
@@ -61,7 +88,13 @@ pub enum ShowPlan {
 
 /// Plans one classified statement. Session statements (BEGIN, SET, USE...)
 /// never get here: the session handles them.
-pub fn plan(stmt: &Statement, target: &Target, snap: &Snapshot) -> Result<Plan, PlanError> {
+/// `template` is the normalized text, needed for sharded keyspaces only.
+pub fn plan(
+    stmt: &Statement,
+    template: Option<&str>,
+    target: &Target,
+    snap: &Snapshot,
+) -> Result<Plan, PlanError> {
     let kind = match stmt {
         Statement::ShowDatabases => return Ok(Plan::Show(ShowPlan::Databases)),
         Statement::ShowKeyspaces => return Ok(Plan::Show(ShowPlan::Keyspaces)),
@@ -108,10 +141,26 @@ pub fn plan(stmt: &Statement, target: &Target, snap: &Snapshot) -> Result<Plan, 
             PlanError::Unsupported(format!("keyspace {} has no shards", keyspace.name))
         })?,
         None => {
-            return Err(PlanError::Unsupported(format!(
-                "statements on sharded keyspace '{}' are not supported yet; target one shard with `USE {}:-80`",
-                keyspace.name, keyspace.name
-            )))
+            return Ok(match kind {
+                QueryKind::Ddl => Plan::AllShards {
+                    keyspace: keyspace.name.clone(),
+                },
+                QueryKind::Show => Plan::AnyShard {
+                    keyspace: keyspace.name.clone(),
+                },
+                _ => {
+                    let template = template.ok_or_else(|| {
+                        PlanError::Unsupported("statement text needed for a sharded keyspace".into())
+                    })?;
+                    if target.tablet_type != TabletType::Primary && kind != QueryKind::Select {
+                        return Err(PlanError::Unsupported(format!(
+                            "writes to a {} tablet",
+                            target.tablet_type.as_str()
+                        )));
+                    }
+                    sharded::plan(template, keyspace, snap)?
+                }
+            });
         }
     };
     Ok(Plan::Route(Route {
@@ -145,7 +194,7 @@ mod tests {
     fn unsharded_routes_to_its_shard() {
         let s = snap();
         let t = Target::parse("commerce@replica").unwrap();
-        let p = plan(&Statement::Query(QueryKind::Select), &t, &s).unwrap();
+        let p = plan(&Statement::Query(QueryKind::Select), None, &t, &s).unwrap();
         assert_eq!(
             p,
             Plan::Route(Route {
@@ -162,18 +211,18 @@ mod tests {
         let s = snap();
         let q = Statement::Query(QueryKind::Select);
         assert!(matches!(
-            plan(&q, &Target::parse("nope").unwrap(), &s),
+            plan(&q, None, &Target::parse("nope").unwrap(), &s),
             Err(PlanError::UnknownKeyspace(_))
         ));
         assert!(matches!(
-            plan(&q, &Target::parse("customer").unwrap(), &s),
+            plan(&q, None, &Target::parse("customer").unwrap(), &s),
             Err(PlanError::Unsupported(_))
         ));
         assert!(matches!(
-            plan(&q, &Target::parse("customer:40-").unwrap(), &s),
+            plan(&q, None, &Target::parse("customer:40-").unwrap(), &s),
             Err(PlanError::UnknownShard { .. })
         ));
-        let p = plan(&q, &Target::parse("customer:80-").unwrap(), &s).unwrap();
+        let p = plan(&q, None, &Target::parse("customer:80-").unwrap(), &s).unwrap();
         assert!(matches!(p, Plan::Route(r) if r.shard == "80-"));
     }
 }

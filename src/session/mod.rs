@@ -126,7 +126,7 @@ impl Session {
                     } else {
                         let snap = ctx.snapshot.load();
                         let plan =
-                            planner::plan(&Statement::Query(QueryKind::Other), &self.target, &snap)
+                            planner::plan(&Statement::Query(QueryKind::Other), None, &self.target, &snap)
                                 .ok();
                         let tablet = match &plan {
                             Some(Plan::Route(r)) => {
@@ -180,7 +180,23 @@ impl Session {
         sink: &mut S,
     ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
-        let plan = planner::plan(stmt, &self.target, &snap)?;
+        // Sharded keyspaces plan from the normalized template.
+        let sharded = self.target.shard.is_none()
+            && self
+                .target
+                .keyspace
+                .as_ref()
+                .and_then(|k| snap.keyspaces.get(k))
+                .is_some_and(|k| k.sharded);
+        let normalized =
+            sharded.then(|| sql::normalize::normalize(sql, &[], self.shards.no_backslash_escapes));
+        let plan = planner::plan(
+            stmt,
+            normalized.as_ref().map(|n| n.template.as_str()),
+            &self.target,
+            &snap,
+        )?;
+        let binds = normalized.as_ref().map(|n| n.binds.as_slice()).unwrap_or(&[]);
         if let Statement::Query(kind) = stmt {
             if *kind == QueryKind::Reserving {
                 self.shards.reserved = true;
@@ -198,7 +214,7 @@ impl Session {
             snap: &snap,
             state: &mut self.shards,
         };
-        engine::execute(&plan, sql, &snap, &mut ex, sink).await
+        engine::execute(&plan, sql, binds, self.target.tablet_type, &snap, &mut ex, sink).await
     }
 
     /// Prepares a statement: learns its metadata from the tablet it would
@@ -208,7 +224,8 @@ impl Session {
         let (params, columns) = match &stmt {
             Statement::Query(_) => {
                 let snap = ctx.snapshot.load();
-                match planner::plan(&stmt, &self.target, &snap)? {
+                let normalized = sql::normalize::normalize(sql, &[], false);
+                match planner::plan(&stmt, Some(&normalized.template), &self.target, &snap)? {
                     Plan::Route(r) => {
                         let mut ex = Executor {
                             ctx,
@@ -219,6 +236,22 @@ impl Session {
                             .await?
                     }
                     Plan::Show(_) => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
+                    // Sharded: learn the metadata from the first shard.
+                    Plan::Select(_) | Plan::Insert(_) | Plan::Dml(_) | Plan::AllShards { .. } | Plan::AnyShard { .. } => {
+                        let ks = self.target.keyspace.clone().unwrap_or_default();
+                        let shard = snap
+                            .keyspaces
+                            .get(&ks)
+                            .and_then(|k| k.shards.first())
+                            .map(|s| s.name.clone())
+                            .unwrap_or_default();
+                        let mut ex = Executor {
+                            ctx,
+                            snap: &snap,
+                            state: &mut self.shards,
+                        };
+                        ex.describe(&ks, &shard, self.target.tablet_type, sql).await?
+                    }
                 }
             }
             _ => (placeholder_columns(sql::count_placeholders(sql)), vec![]),

@@ -6,6 +6,7 @@
 //! microsecond. The sharded planner parses further where it needs to.
 
 pub mod lexer;
+pub mod normalize;
 
 use lexer::{tokenize, Token, TokenKind};
 use mysql_common::value::Value;
@@ -148,6 +149,7 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         "create" if w(1, "temporary") => Statement::Query(QueryKind::Reserving),
         "lock" | "unlock" => Statement::Query(QueryKind::Reserving),
         "create" | "alter" | "drop" | "truncate" | "rename" => Statement::Query(QueryKind::Ddl),
+        "describe" | "desc" | "explain" => Statement::Query(QueryKind::Show),
         _ => Statement::Query(QueryKind::Other),
     };
     Ok(stmt)

@@ -1,0 +1,768 @@
+//! Work at the gate on rows from several shards: type-aware comparison
+//! (numbers as numbers, strings through MariaDB's own `weight_string`),
+//! aggregation of partial results, HAVING, DISTINCT, ORDER BY and LIMIT,
+//! with arithmetic that formats results the way MariaDB does.
+
+use std::cmp::Ordering;
+
+use mysql_common::constants::{ColumnFlags, ColumnType};
+use mysql_common::packets::Column;
+use mysql_common::value::Value;
+use sqlparser::ast::{BinaryOperator, UnaryOperator};
+
+use crate::error::Error;
+use crate::planner::sharded::{AggKind, Gate, GateExpr, Operand, HIDDEN};
+use crate::sql::normalize::Bind;
+
+/// A number or string the gate computes with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    /// SQL NULL.
+    Null,
+    /// An exact integer.
+    Int(i128),
+    /// An exact decimal: mantissa and scale.
+    Dec(i128, u32),
+    /// A floating-point number.
+    Float(f64),
+    /// A string.
+    Str(Vec<u8>),
+}
+
+/// MariaDB's div_precision_increment default.
+const DIV_PRECISION: u32 = 4;
+
+fn pow10(n: u32) -> i128 {
+    10i128.pow(n.min(38))
+}
+
+impl Val {
+    fn parse_num(b: &[u8]) -> Val {
+        let s = match std::str::from_utf8(b) {
+            Ok(s) => s.trim(),
+            Err(_) => return Val::Str(b.to_vec()),
+        };
+        if let Ok(i) = s.parse::<i128>() {
+            return Val::Int(i);
+        }
+        if !s.contains(['e', 'E']) {
+            if let Some((int, frac)) = s.split_once('.') {
+                let neg = int.starts_with('-');
+                let digits = format!("{}{}", int.trim_start_matches(['-', '+']), frac);
+                if let Ok(m) = digits.parse::<i128>() {
+                    return Val::Dec(if neg { -m } else { m }, frac.len() as u32);
+                }
+            }
+        }
+        s.parse::<f64>().map(Val::Float).unwrap_or(Val::Str(b.to_vec()))
+    }
+
+    /// Reads a cell according to its column type.
+    pub fn from_cell(v: &Value, col: Option<&Column>) -> Val {
+        match v {
+            Value::NULL => Val::Null,
+            Value::Bytes(b) => match col {
+                Some(c) if is_numeric(c.column_type()) => match Val::parse_num(b) {
+                    Val::Int(i) if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL && c.decimals() > 0 => {
+                        Val::Dec(i * pow10(c.decimals() as u32), c.decimals() as u32)
+                    }
+                    other => other,
+                },
+                Some(_) => Val::Str(b.clone()),
+                None => Val::parse_num(b),
+            },
+            Value::Int(i) => Val::Int(*i as i128),
+            Value::UInt(u) => Val::Int(*u as i128),
+            Value::Float(f) => Val::Float(*f as f64),
+            Value::Double(d) => Val::Float(*d),
+            other => Val::Str(other.as_sql(true).trim_matches('\'').as_bytes().to_vec()),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::Int(i) => Some(*i as f64),
+            Val::Dec(m, s) => Some(*m as f64 / pow10(*s) as f64),
+            Val::Float(f) => Some(*f),
+            Val::Str(b) => match Val::parse_num(b) {
+                Val::Str(_) => Some(0.0),
+                other => other.as_f64(),
+            },
+            Val::Null => None,
+        }
+    }
+
+    fn numeric(&self) -> Val {
+        match self {
+            Val::Str(b) => match Val::parse_num(b) {
+                Val::Str(_) => Val::Int(0),
+                n => n,
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The cell text MariaDB would send for this value.
+    pub fn to_cell(&self) -> Value {
+        match self {
+            Val::Null => Value::NULL,
+            Val::Int(i) => Value::Bytes(i.to_string().into_bytes()),
+            Val::Dec(m, s) => Value::Bytes(format_dec(*m, *s).into_bytes()),
+            Val::Float(f) => Value::Bytes(format_float(*f).into_bytes()),
+            Val::Str(b) => Value::Bytes(b.clone()),
+        }
+    }
+}
+
+fn format_dec(m: i128, scale: u32) -> String {
+    if scale == 0 {
+        return m.to_string();
+    }
+    let neg = m < 0;
+    let digits = m.unsigned_abs().to_string();
+    let digits = format!("{digits:0>width$}", width = scale as usize + 1);
+    let (int, frac) = digits.split_at(digits.len() - scale as usize);
+    format!("{}{int}.{frac}", if neg { "-" } else { "" })
+}
+
+fn format_float(f: f64) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        return format!("{}", f as i64);
+    }
+    let s = format!("{f}");
+    if s.len() > 20 {
+        format!("{f:e}")
+    } else {
+        s
+    }
+}
+
+fn align(a: i128, sa: u32, b: i128, sb: u32) -> (i128, i128, u32) {
+    let s = sa.max(sb);
+    (a * pow10(s - sa), b * pow10(s - sb), s)
+}
+
+fn add(a: &Val, b: &Val) -> Val {
+    match (a.numeric(), b.numeric()) {
+        (Val::Null, _) | (_, Val::Null) => Val::Null,
+        (Val::Int(x), Val::Int(y)) => Val::Int(x + y),
+        (Val::Float(_), _) | (_, Val::Float(_)) => Val::Float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+        (x, y) => {
+            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            let (p, q, s) = align(xm, xs, ym, ys);
+            Val::Dec(p + q, s)
+        }
+    }
+}
+
+fn dec_parts(v: &Val) -> (i128, u32) {
+    match v {
+        Val::Int(i) => (*i, 0),
+        Val::Dec(m, s) => (*m, *s),
+        _ => (0, 0),
+    }
+}
+
+fn neg(v: &Val) -> Val {
+    match v.numeric() {
+        Val::Int(i) => Val::Int(-i),
+        Val::Dec(m, s) => Val::Dec(-m, s),
+        Val::Float(f) => Val::Float(-f),
+        other => other,
+    }
+}
+
+fn mul(a: &Val, b: &Val) -> Val {
+    match (a.numeric(), b.numeric()) {
+        (Val::Null, _) | (_, Val::Null) => Val::Null,
+        (Val::Int(x), Val::Int(y)) => Val::Int(x * y),
+        (Val::Float(_), _) | (_, Val::Float(_)) => Val::Float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0)),
+        (x, y) => {
+            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            Val::Dec(xm * ym, xs + ys)
+        }
+    }
+}
+
+/// Division as MariaDB does it: exact with `div_precision_increment` more
+/// digits, rounded half away from zero; NULL on division by zero.
+fn div(a: &Val, b: &Val) -> Val {
+    match (a.numeric(), b.numeric()) {
+        (Val::Null, _) | (_, Val::Null) => Val::Null,
+        (Val::Float(_), _) | (_, Val::Float(_)) => match b.as_f64() {
+            Some(d) if d != 0.0 => Val::Float(a.as_f64().unwrap_or(0.0) / d),
+            _ => Val::Null,
+        },
+        (x, y) => {
+            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            if ym == 0 {
+                return Val::Null;
+            }
+            let scale = xs + DIV_PRECISION;
+            // x/y = (xm/10^xs) / (ym/10^ys); want result * 10^scale.
+            let num = xm * pow10(scale + ys + 1 - xs);
+            let q = num / ym;
+            let rounded = if q >= 0 { (q + 5) / 10 } else { (q - 5) / 10 };
+            Val::Dec(rounded, scale)
+        }
+    }
+}
+
+fn is_numeric(t: ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        t,
+        MYSQL_TYPE_TINY
+            | MYSQL_TYPE_SHORT
+            | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_INT24
+            | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_DECIMAL
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_FLOAT
+            | MYSQL_TYPE_DOUBLE
+            | MYSQL_TYPE_YEAR
+    )
+}
+
+/// Compares two values; NULL sorts first, as in MySQL.
+pub fn cmp_val(a: &Val, b: &Val) -> Ordering {
+    match (a, b) {
+        (Val::Null, Val::Null) => Ordering::Equal,
+        (Val::Null, _) => Ordering::Less,
+        (_, Val::Null) => Ordering::Greater,
+        (Val::Str(x), Val::Str(y)) => fold(x).cmp(&fold(y)).then_with(|| x.cmp(y)),
+        (Val::Int(x), Val::Int(y)) => x.cmp(y),
+        (Val::Dec(..) | Val::Int(_), Val::Dec(..) | Val::Int(_)) => {
+            let ((xm, xs), (ym, ys)) = (dec_parts(a), dec_parts(b));
+            let (p, q, _) = align(xm, xs, ym, ys);
+            p.cmp(&q)
+        }
+        _ => a
+            .as_f64()
+            .unwrap_or(0.0)
+            .partial_cmp(&b.as_f64().unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
+    }
+}
+
+fn fold(b: &[u8]) -> Vec<u8> {
+    b.iter().map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Compares two cells of one column: numbers numerically, strings by their
+/// weight strings when the shards sent them.
+fn cmp_cells(a: &Value, b: &Value, col: &Column, wa: Option<&Value>, wb: Option<&Value>) -> Ordering {
+    match (a, b) {
+        (Value::NULL, Value::NULL) => return Ordering::Equal,
+        (Value::NULL, _) => return Ordering::Less,
+        (_, Value::NULL) => return Ordering::Greater,
+        _ => {}
+    }
+    if is_numeric(col.column_type()) {
+        return cmp_val(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col)));
+    }
+    if let (Some(Value::Bytes(x)), Some(Value::Bytes(y))) = (wa, wb) {
+        return x.cmp(y);
+    }
+    match (a, b) {
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+fn bind_val(binds: &[Bind], i: usize) -> Val {
+    binds
+        .get(i)
+        .map(|b| match &b.value {
+            Value::Bytes(bytes) if b.text.starts_with(['\'', '"']) => Val::Str(bytes.clone()),
+            v => Val::from_cell(v, None),
+        })
+        .unwrap_or(Val::Null)
+}
+
+fn truth(v: &Val) -> Option<bool> {
+    match v {
+        Val::Null => None,
+        other => Some(other.as_f64().unwrap_or(0.0) != 0.0),
+    }
+}
+
+fn bool_val(b: Option<bool>) -> Val {
+    match b {
+        None => Val::Null,
+        Some(b) => Val::Int(b as i128),
+    }
+}
+
+/// Context of one group for evaluation.
+struct Row<'a> {
+    cells: &'a [Value],
+    cols: &'a [Column],
+    distinct_counts: &'a [(usize, i128)],
+}
+
+fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
+    match e {
+        GateExpr::Col(i) => Val::from_cell(&row.cells[*i], row.cols.get(*i)),
+        GateExpr::Bind(i) => bind_val(binds, *i),
+        GateExpr::Lit(v) => Val::from_cell(v, None),
+        GateExpr::CountDistinct(i) => Val::Int(
+            row.distinct_counts
+                .iter()
+                .find(|(c, _)| c == i)
+                .map(|(_, n)| *n)
+                .unwrap_or(0),
+        ),
+        GateExpr::Avg { sum, count } => {
+            let s = Val::from_cell(&row.cells[*sum], row.cols.get(*sum));
+            let c = Val::from_cell(&row.cells[*count], row.cols.get(*count));
+            match c {
+                Val::Int(0) | Val::Null => Val::Null,
+                c => div(&s, &c),
+            }
+        }
+        GateExpr::Unary(op, inner) => {
+            let v = eval(inner, row, binds);
+            match op {
+                UnaryOperator::Minus => neg(&v),
+                UnaryOperator::Not => bool_val(truth(&v).map(|b| !b)),
+                _ => v,
+            }
+        }
+        GateExpr::IsNull(inner, is) => Val::Int(((eval(inner, row, binds) == Val::Null) == *is) as i128),
+        GateExpr::Binary(l, op, r) => {
+            let (a, b) = (eval(l, row, binds), eval(r, row, binds));
+            match op {
+                BinaryOperator::Plus => add(&a, &b),
+                BinaryOperator::Minus => add(&a, &neg(&b)),
+                BinaryOperator::Multiply => mul(&a, &b),
+                BinaryOperator::Divide => div(&a, &b),
+                BinaryOperator::And => match (truth(&a), truth(&b)) {
+                    (Some(false), _) | (_, Some(false)) => Val::Int(0),
+                    (Some(true), Some(true)) => Val::Int(1),
+                    _ => Val::Null,
+                },
+                BinaryOperator::Or => match (truth(&a), truth(&b)) {
+                    (Some(true), _) | (_, Some(true)) => Val::Int(1),
+                    (Some(false), Some(false)) => Val::Int(0),
+                    _ => Val::Null,
+                },
+                cmp_op => {
+                    if a == Val::Null || b == Val::Null {
+                        return Val::Null;
+                    }
+                    let (a, b) = match (&a, &b) {
+                        (Val::Str(_), Val::Str(_)) => (a, b),
+                        _ => (a.numeric(), b.numeric()),
+                    };
+                    let o = cmp_val(&a, &b);
+                    bool_val(Some(match cmp_op {
+                        BinaryOperator::Eq => o == Ordering::Equal,
+                        BinaryOperator::NotEq => o != Ordering::Equal,
+                        BinaryOperator::Lt => o == Ordering::Less,
+                        BinaryOperator::LtEq => o != Ordering::Greater,
+                        BinaryOperator::Gt => o == Ordering::Greater,
+                        BinaryOperator::GtEq => o != Ordering::Less,
+                        _ => return Val::Null,
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// Resolves hidden-column references (see [`HIDDEN`]) for a row width.
+fn resolve(i: usize, width: usize, hidden: usize) -> usize {
+    if i >= HIDDEN {
+        width - hidden + (i - HIDDEN)
+    } else {
+        i
+    }
+}
+
+fn operand_u64(op: &Operand, binds: &[Bind]) -> Result<u64, Error> {
+    let v = match op {
+        Operand::Bind(i) => binds.get(*i).map(|b| b.value.clone()).unwrap_or(Value::NULL),
+        Operand::Lit(v) => v.clone(),
+    };
+    match v {
+        Value::Int(i) if i >= 0 => Ok(i as u64),
+        Value::UInt(u) => Ok(u),
+        other => Err(Error::Plan(crate::planner::PlanError::Syntax(format!(
+            "LIMIT needs a non-negative integer, got {other:?}"
+        )))),
+    }
+}
+
+/// LIMIT + OFFSET for the shards (each must send enough rows).
+pub fn pushdown_limit(gate: &Gate, binds: &[Bind]) -> Result<u64, Error> {
+    let l = gate.limit.as_ref().map(|o| operand_u64(o, binds)).transpose()?.unwrap_or(u64::MAX);
+    let o = gate.offset.as_ref().map(|o| operand_u64(o, binds)).transpose()?.unwrap_or(0);
+    Ok(l.saturating_add(o))
+}
+
+fn synth_column(name: &str, sample: &Val) -> Column {
+    let (t, len, dec, cs, flags) = match sample {
+        Val::Int(_) => (ColumnType::MYSQL_TYPE_LONGLONG, 21, 0, 63, ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
+        Val::Dec(_, s) => (ColumnType::MYSQL_TYPE_NEWDECIMAL, 65, *s as u8, 63, ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
+        Val::Float(_) => (ColumnType::MYSQL_TYPE_DOUBLE, 23, 31, 63, ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
+        _ => (ColumnType::MYSQL_TYPE_VAR_STRING, 1024, 0, 45, ColumnFlags::empty()),
+    };
+    Column::new(t)
+        .with_name(name.as_bytes())
+        .with_column_length(len)
+        .with_decimals(dec)
+        .with_character_set(cs)
+        .with_flags(flags)
+}
+
+/// Runs the gate over every shard's rows: returns the columns and rows to send.
+pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value>>) -> Result<(Vec<Column>, Vec<Vec<Value>>), Error> {
+    let width = cols.len();
+    let hidden = gate.hidden.min(width);
+    let mut distinct_counts: Vec<Vec<(usize, i128)>> = Vec::new();
+
+    // 1. Aggregate.
+    if !gate.aggregate.is_empty() {
+        let kinds = &gate.aggregate;
+        let distinct_col = kinds.iter().position(|k| matches!(k, AggKind::DistinctArg { .. }));
+        let key_cmp = |a: &Vec<Value>, b: &Vec<Value>| -> Ordering {
+            for (k, w) in &gate.group_keys {
+                let o = cmp_cells(&a[*k], &b[*k], &cols[*k], w.map(|w| &a[w]), w.map(|w| &b[w]));
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        };
+        let dist_cmp = |a: &Vec<Value>, b: &Vec<Value>| -> Ordering {
+            match distinct_col {
+                Some(d) => {
+                    let w = match kinds[d] {
+                        AggKind::DistinctArg { weight } => Some(weight),
+                        _ => None,
+                    };
+                    cmp_cells(&a[d], &b[d], &cols[d], w.map(|w| &a[w]), w.map(|w| &b[w]))
+                }
+                None => Ordering::Equal,
+            }
+        };
+        rows.sort_by(|a, b| key_cmp(a, b).then_with(|| dist_cmp(a, b)));
+        let mut out: Vec<Vec<Value>> = Vec::new();
+        let mut last_distinct: Option<Vec<Value>> = None;
+        for row in rows {
+            let same_group = out.last().is_some_and(|g| key_cmp(g, &row) == Ordering::Equal);
+            if !same_group {
+                out.push(row.clone());
+                distinct_counts.push(distinct_col.map(|d| (d, 0)).into_iter().collect());
+                last_distinct = None;
+            } else {
+                let g = out.last_mut().expect("group");
+                for (i, kind) in kinds.iter().enumerate() {
+                    match kind {
+                        AggKind::Count | AggKind::Sum => {
+                            let s = add_cells(&g[i], &row[i], &cols[i]);
+                            g[i] = s;
+                        }
+                        AggKind::Min { weight } | AggKind::Max { weight } => {
+                            let o = cmp_cells(&row[i], &g[i], &cols[i], weight.map(|w| &row[w]), weight.map(|w| &g[w]));
+                            let better = match kind {
+                                AggKind::Min { .. } => g[i] == Value::NULL || (row[i] != Value::NULL && o == Ordering::Less),
+                                _ => g[i] == Value::NULL || (row[i] != Value::NULL && o == Ordering::Greater),
+                            };
+                            if better {
+                                g[i] = row[i].clone();
+                                if let Some(w) = weight {
+                                    g[*w] = row[*w].clone();
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(d) = distinct_col {
+                let new_value = row[d] != Value::NULL
+                    && last_distinct
+                        .as_ref()
+                        .is_none_or(|prev| dist_cmp(prev, &row) != Ordering::Equal);
+                if new_value {
+                    if let Some(c) = distinct_counts.last_mut().and_then(|v| v.first_mut()) {
+                        c.1 += 1;
+                    }
+                }
+                if row[d] != Value::NULL {
+                    last_distinct = Some(row);
+                }
+            }
+        }
+        if out.is_empty() && gate.scalar {
+            out.push(
+                kinds
+                    .iter()
+                    .map(|k| match k {
+                        AggKind::Count => Value::Bytes(b"0".to_vec()),
+                        _ => Value::NULL,
+                    })
+                    .collect(),
+            );
+            distinct_counts.push(distinct_col.map(|d| (d, 0)).into_iter().collect());
+        }
+        rows = out;
+    }
+
+    // 2. HAVING.
+    let empty: Vec<(usize, i128)> = Vec::new();
+    let counts = |i: usize| distinct_counts.get(i).unwrap_or(&empty);
+    let mut keep: Vec<(usize, Vec<Value>)> = Vec::with_capacity(rows.len());
+    for (i, r) in rows.into_iter().enumerate() {
+        if let Some(h) = &gate.having {
+            let row = Row {
+                cells: &r,
+                cols,
+                distinct_counts: counts(i),
+            };
+            if truth(&eval(h, &row, binds)) != Some(true) {
+                continue;
+            }
+        }
+        keep.push((i, r));
+    }
+
+    // 3. ORDER BY (over internal rows), before projection drops columns.
+    if !gate.order.is_empty() {
+        let keyed: Vec<(Vec<(Val, Option<Value>)>, usize, Vec<Value>)> = keep
+            .into_iter()
+            .map(|(i, r)| {
+                let row = Row {
+                    cells: &r,
+                    cols,
+                    distinct_counts: counts(i),
+                };
+                let keys = gate
+                    .order
+                    .iter()
+                    .map(|k| {
+                        let v = match &k.expr {
+                            GateExpr::Col(c) => {
+                                let c = resolve(*c, width, hidden);
+                                let col = &cols[c];
+                                match &r[c] {
+                                    Value::Bytes(b) if !is_numeric(col.column_type()) => Val::Str(b.clone()),
+                                    other => Val::from_cell(other, Some(col)),
+                                }
+                            }
+                            other => eval(other, &row, binds),
+                        };
+                        let w = k.weight.map(|w| r[resolve(w, width, hidden)].clone());
+                        (v, w)
+                    })
+                    .collect();
+                (keys, i, r)
+            })
+            .collect();
+        let mut keyed = keyed;
+        keyed.sort_by(|a, b| {
+            for (n, k) in gate.order.iter().enumerate() {
+                let (va, wa) = &a.0[n];
+                let (vb, wb) = &b.0[n];
+                let o = match (va, vb, wa, wb) {
+                    (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => x.cmp(y),
+                    _ => cmp_val(va, vb),
+                };
+                let o = if k.desc { o.reverse() } else { o };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            Ordering::Equal
+        });
+        keep = keyed.into_iter().map(|(_, i, r)| (i, r)).collect();
+    }
+
+    // 4. Projection.
+    let (out_cols, mut out_rows): (Vec<Column>, Vec<Vec<Value>>) = match &gate.output {
+        None => {
+            let n = width - hidden;
+            (cols[..n].to_vec(), keep.into_iter().map(|(_, mut r)| {
+                r.truncate(n);
+                r
+            }).collect())
+        }
+        Some(exprs) => {
+            let mut out_rows = Vec::with_capacity(keep.len());
+            let mut samples: Vec<Option<Val>> = vec![None; exprs.len()];
+            for (i, r) in &keep {
+                let row = Row {
+                    cells: r,
+                    cols,
+                    distinct_counts: counts(*i),
+                };
+                let mut out = Vec::with_capacity(exprs.len());
+                for (k, (e, _)) in exprs.iter().enumerate() {
+                    match e {
+                        GateExpr::Col(c) => out.push(r[*c].clone()),
+                        other => {
+                            let v = eval(other, &row, binds);
+                            if v != Val::Null && samples[k].is_none() {
+                                samples[k] = Some(v.clone());
+                            }
+                            out.push(v.to_cell());
+                        }
+                    }
+                }
+                out_rows.push(out);
+            }
+            let out_cols = exprs
+                .iter()
+                .enumerate()
+                .map(|(k, (e, name))| {
+                    let name = crate::sql::normalize::substitute_binds(name, binds);
+                    match e {
+                        GateExpr::Col(c) => cols[*c].clone().with_name(name.as_bytes()),
+                        GateExpr::Avg { sum, .. } => {
+                            let s = &cols[*sum];
+                            let sample = if is_float(s) {
+                                Val::Float(0.0)
+                            } else {
+                                Val::Dec(0, s.decimals() as u32 + DIV_PRECISION)
+                            };
+                            synth_column(&name, &sample)
+                        }
+                        GateExpr::CountDistinct(_) => synth_column(&name, &Val::Int(0)),
+                        _ => synth_column(&name, samples[k].as_ref().unwrap_or(&Val::Int(0))),
+                    }
+                })
+                .collect();
+            (out_cols, out_rows)
+        }
+    };
+
+    // 5. DISTINCT (stable: keeps the first of equal rows, order preserved).
+    if gate.distinct {
+        let mut seen: Vec<Vec<Value>> = Vec::new();
+        out_rows.retain(|r| {
+            let dup = seen.iter().any(|s| {
+                s.iter()
+                    .zip(r)
+                    .zip(&out_cols)
+                    .all(|((a, b), c)| cmp_cells(a, b, c, None, None) == Ordering::Equal)
+            });
+            if !dup {
+                seen.push(r.clone());
+            }
+            !dup
+        });
+    }
+
+    // 6. OFFSET / LIMIT.
+    let offset = gate.offset.as_ref().map(|o| operand_u64(o, binds)).transpose()?.unwrap_or(0) as usize;
+    let limit = gate.limit.as_ref().map(|o| operand_u64(o, binds)).transpose()?;
+    let out_rows: Vec<Vec<Value>> = out_rows
+        .into_iter()
+        .skip(offset)
+        .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
+        .collect();
+    Ok((out_cols, out_rows))
+}
+
+fn is_float(c: &Column) -> bool {
+    matches!(c.column_type(), ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE)
+}
+
+fn add_cells(a: &Value, b: &Value, col: &Column) -> Value {
+    match (a, b) {
+        (Value::NULL, x) | (x, Value::NULL) => x.clone(),
+        _ => {
+            let s = add(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col)));
+            match (s, col.column_type()) {
+                (Val::Dec(m, sc), ColumnType::MYSQL_TYPE_NEWDECIMAL) if (sc as u8) < col.decimals() => {
+                    let d = col.decimals() as u32;
+                    Val::Dec(m * pow10(d - sc), d).to_cell()
+                }
+                (s, _) => s.to_cell(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::sharded::SortKey;
+
+    fn col(t: ColumnType, dec: u8) -> Column {
+        Column::new(t).with_decimals(dec).with_name(b"c")
+    }
+
+    fn b(s: &str) -> Value {
+        Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn division_and_avg_format_like_mariadb() {
+        assert_eq!(div(&Val::Int(7), &Val::Int(2)).to_cell(), b("3.5000"));
+        assert_eq!(div(&Val::Int(2), &Val::Int(3)).to_cell(), b("0.6667"));
+        assert_eq!(div(&Val::Int(-2), &Val::Int(3)).to_cell(), b("-0.6667"));
+        assert_eq!(div(&Val::Dec(1250, 2), &Val::Int(4)).to_cell(), b("3.125000"));
+        assert_eq!(div(&Val::Int(1), &Val::Int(0)), Val::Null);
+        assert_eq!(add(&Val::Dec(5, 1), &Val::Int(2)).to_cell(), b("2.5"));
+    }
+
+    #[test]
+    fn scalar_aggregate_merges_partials() {
+        // count(*), sum(x), min(x) + weight, from three shards
+        let cols = vec![
+            col(ColumnType::MYSQL_TYPE_LONGLONG, 0),
+            col(ColumnType::MYSQL_TYPE_NEWDECIMAL, 0),
+            col(ColumnType::MYSQL_TYPE_LONG, 0),
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+        ];
+        let gate = Gate {
+            aggregate: vec![AggKind::Count, AggKind::Sum, AggKind::Min { weight: Some(3) }, AggKind::Weight],
+            scalar: true,
+            output: Some(vec![
+                (GateExpr::Col(0), "count(*)".into()),
+                (GateExpr::Col(1), "sum(x)".into()),
+                (GateExpr::Col(2), "min(x)".into()),
+                (GateExpr::Avg { sum: 1, count: 0 }, "avg(x)".into()),
+            ]),
+            ..Gate::default()
+        };
+        let rows = vec![
+            vec![b("2"), b("10"), b("-3"), b("x")],
+            vec![b("0"), Value::NULL, Value::NULL, Value::NULL],
+            vec![b("3"), b("5"), b("4"), b("y")],
+        ];
+        let (c, r) = run(&gate, &[], &cols, rows).unwrap();
+        assert_eq!(r, vec![vec![b("5"), b("15"), b("-3"), b("3.0000")]]);
+        assert_eq!(c[3].column_type(), ColumnType::MYSQL_TYPE_NEWDECIMAL);
+        assert_eq!(c[3].decimals(), 4);
+    }
+
+    #[test]
+    fn order_by_uses_weights_and_limits() {
+        let cols = vec![col(ColumnType::MYSQL_TYPE_VAR_STRING, 0), col(ColumnType::MYSQL_TYPE_VAR_STRING, 0), col(ColumnType::MYSQL_TYPE_VAR_STRING, 0)];
+        let gate = Gate {
+            hidden: 2,
+            order: vec![SortKey {
+                expr: GateExpr::Col(HIDDEN),
+                weight: Some(HIDDEN + 1),
+                desc: false,
+            }],
+            limit: Some(Operand::Lit(Value::Int(2))),
+            offset: Some(Operand::Lit(Value::Int(1))),
+            ..Gate::default()
+        };
+        let rows = vec![
+            vec![b("b"), b("b"), b("B")],
+            vec![b("A"), b("A"), b("A")],
+            vec![b("c"), b("c"), b("C")],
+            vec![Value::NULL, Value::NULL, Value::NULL],
+        ];
+        let (c, r) = run(&gate, &[], &cols, rows).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(r, vec![vec![b("A")], vec![b("b")]]);
+    }
+}

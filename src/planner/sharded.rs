@@ -1,0 +1,1019 @@
+//! Planning for sharded keyspaces: which shards a statement goes to (by the
+//! table's primary vindex), what each shard is sent, and what the gate does
+//! with the results (sort, aggregate, limit). Pure: template + VSchema in,
+//! plan out; bind values are only referenced, so the plan is cacheable.
+
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause,
+    OrderByKind, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use super::PlanError;
+use crate::topo::{Keyspace, Snapshot};
+use crate::vschema::vindex::Func;
+
+/// A value the plan needs at execution: a bind variable or a constant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// `:vN` (0-based index into the binds).
+    Bind(usize),
+    /// A constant the planner found in the text.
+    Lit(mysql_common::value::Value),
+}
+
+/// Which shards a statement reaches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routing {
+    /// One value of a unique vindex: one shard.
+    Equal { func: Func, value: Operand },
+    /// Several values: only the shards holding them; `:vIN` in the pushed
+    /// query stands for each shard's own values.
+    In { func: Func, values: Vec<Operand> },
+    /// Every shard.
+    Scatter,
+    /// Any one shard (reference tables, metadata).
+    Any,
+}
+
+/// How the gate combines an internal column across shards and rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggKind {
+    /// A grouping key or plain value: keep the first.
+    Key,
+    /// COUNT: add up.
+    Count,
+    /// SUM: add up (NULL when every part is NULL).
+    Sum,
+    /// MIN, compared through the weight column if there is one.
+    Min { weight: Option<usize> },
+    /// MAX, likewise.
+    Max { weight: Option<usize> },
+    /// The weight string of another column: travels with it.
+    Weight,
+    /// The argument of COUNT(DISTINCT ...), pushed down as a grouping key.
+    DistinctArg { weight: usize },
+}
+
+/// An expression the gate evaluates over an internal row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateExpr {
+    /// Internal column i, as the shard sent it.
+    Col(usize),
+    /// AVG from internal SUM and COUNT columns.
+    Avg { sum: usize, count: usize },
+    /// COUNT(DISTINCT x) of the group, from the DistinctArg column.
+    CountDistinct(usize),
+    /// A bind value.
+    Bind(usize),
+    /// A constant.
+    Lit(mysql_common::value::Value),
+    /// A binary operator.
+    Binary(Box<GateExpr>, BinaryOperator, Box<GateExpr>),
+    /// A unary operator.
+    Unary(UnaryOperator, Box<GateExpr>),
+    /// IS NULL / IS NOT NULL.
+    IsNull(Box<GateExpr>, bool),
+}
+
+/// Internal column indexes at or above this count from the first hidden
+/// column (their absolute position depends on how wide `*` turned out).
+pub const HIDDEN: usize = 1 << 40;
+
+/// A sort key at the gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    /// What to sort by.
+    pub expr: GateExpr,
+    /// Internal column with `weight_string` of the key, for string collations.
+    pub weight: Option<usize>,
+    /// Descending.
+    pub desc: bool,
+}
+
+/// Work done at the gate on the rows of every shard.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Gate {
+    /// Per internal column: how rows of one group combine. Empty: no aggregation.
+    pub aggregate: Vec<AggKind>,
+    /// Grouping keys (internal columns, with their weight columns).
+    pub group_keys: Vec<(usize, Option<usize>)>,
+    /// True for an aggregate without GROUP BY: always one row.
+    pub scalar: bool,
+    /// Output columns (None: the internal columns minus `hidden`).
+    pub output: Option<Vec<(GateExpr, String)>>,
+    /// Trailing internal columns not shown (non-aggregated case).
+    pub hidden: usize,
+    /// HAVING, over internal rows after aggregation.
+    pub having: Option<GateExpr>,
+    /// DISTINCT over the output.
+    pub distinct: bool,
+    /// ORDER BY over internal rows.
+    pub order: Vec<SortKey>,
+    /// LIMIT and OFFSET.
+    pub limit: Option<Operand>,
+    /// OFFSET.
+    pub offset: Option<Operand>,
+}
+
+/// A SELECT on a sharded table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectPlan {
+    /// Keyspace.
+    pub keyspace: String,
+    /// Which shards.
+    pub routing: Routing,
+    /// The statement as the client sent it (for one-shard routes).
+    pub original: String,
+    /// What each shard gets when several are involved.
+    pub pushdown: String,
+    /// Gate work when several shards answer (None: concatenate).
+    pub gate: Option<Gate>,
+    /// The pushed query carries `LIMIT :v{binds+1}` = limit + offset.
+    pub pushdown_limit: bool,
+}
+
+/// One row of a sharded INSERT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertRow {
+    /// The row's values as SQL text with `:vN` binds.
+    pub values: Vec<String>,
+    /// The primary vindex value, or None when it comes from the sequence.
+    pub vindex_value: Option<Operand>,
+    /// The row needs a sequence value for the auto-increment column.
+    pub needs_seq: bool,
+}
+
+/// An INSERT into a sharded table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertPlan {
+    /// Keyspace.
+    pub keyspace: String,
+    /// `INSERT [IGNORE] INTO t (cols) VALUES ` up to the rows.
+    pub prefix: String,
+    /// ` ON DUPLICATE KEY UPDATE ...` or empty.
+    pub suffix: String,
+    /// The rows.
+    pub rows: Vec<InsertRow>,
+    /// Primary vindex function.
+    pub func: Func,
+    /// Index of the auto-increment column in each row, when filled from a sequence.
+    pub seq_col: Option<usize>,
+    /// (keyspace, table) of the sequence.
+    pub sequence: Option<(String, String)>,
+}
+
+/// UPDATE or DELETE on a sharded table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DmlPlan {
+    /// Keyspace.
+    pub keyspace: String,
+    /// Which shards.
+    pub routing: Routing,
+    /// The statement as sent (`:vIN` stands for each shard's IN list when pruned).
+    pub query: String,
+    /// The statement as the client sent it (for one-shard routes).
+    pub original: String,
+}
+
+fn unsupported(msg: impl Into<String>) -> PlanError {
+    PlanError::Unsupported(msg.into())
+}
+
+/// Parses a template; a syntax error is the client's.
+pub fn parse(template: &str) -> Result<Statement, PlanError> {
+    let mut stmts = Parser::parse_sql(&MySqlDialect {}, template).map_err(|e| PlanError::Syntax(e.to_string()))?;
+    if stmts.len() != 1 {
+        return Err(PlanError::Syntax("expected one statement".into()));
+    }
+    Ok(stmts.remove(0))
+}
+
+/// The table a statement reads or writes, resolved in the VSchema.
+struct TableInfo {
+    name: String,
+    alias: Option<String>,
+    kind: String,
+    vindex: Option<(String, Func)>,
+    auto_inc: Option<(String, String)>,
+}
+
+fn ident_name(n: &ast::ObjectName) -> Vec<String> {
+    n.0.iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn table_info(ks: &Keyspace, name: &ast::ObjectName, alias: Option<String>) -> Result<TableInfo, PlanError> {
+    let parts = ident_name(name);
+    let (qual, table) = match parts.as_slice() {
+        [t] => (None, t.clone()),
+        [q, t] => (Some(q.clone()), t.clone()),
+        _ => return Err(unsupported(format!("table name {name}"))),
+    };
+    if let Some(q) = qual {
+        if q != ks.name {
+            return Err(unsupported(format!(
+                "table {q}.{table}: statements across keyspaces ({q} and {})",
+                ks.name
+            )));
+        }
+    }
+    let t = ks.vschema.tables.get(&table).ok_or_else(|| PlanError::TableNotFound {
+        table: table.clone(),
+        keyspace: ks.name.clone(),
+    })?;
+    let vindex = match t.column_vindexes.first() {
+        Some(cv) => {
+            let col = cv.column.clone().or_else(|| cv.columns.first().cloned()).unwrap_or_default();
+            let def = ks.vschema.vindexes.get(&cv.name).ok_or_else(|| unsupported(format!("vindex {}", cv.name)))?;
+            Func::from_type(&def.kind).ok().map(|f| (col.to_ascii_lowercase(), f))
+        }
+        None => None,
+    };
+    Ok(TableInfo {
+        name: table,
+        alias,
+        kind: t.kind.clone(),
+        vindex,
+        auto_inc: t.auto_increment.as_ref().map(|a| (a.column.clone(), a.sequence.clone())),
+    })
+}
+
+fn single_table<'a>(from: &'a [ast::TableWithJoins]) -> Result<(&'a ast::ObjectName, Option<String>), PlanError> {
+    match from {
+        [twj] if twj.joins.is_empty() => match &twj.relation {
+            TableFactor::Table { name, alias, .. } => Ok((name, alias.as_ref().map(|a| a.name.value.clone()))),
+            _ => Err(unsupported("derived tables across shards")),
+        },
+        [] => Err(unsupported("statements without a table on a sharded keyspace")),
+        _ => Err(unsupported("cross-shard joins")),
+    }
+}
+
+/// True when `e` names column `col` of the table.
+fn is_column(e: &Expr, col: &str, t: &TableInfo) -> bool {
+    match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(col),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [q, c] => {
+                c.value.eq_ignore_ascii_case(col)
+                    && (q.value == t.name || t.alias.as_deref() == Some(q.value.as_str()))
+            }
+            _ => false,
+        },
+        Expr::Nested(inner) => is_column(inner, col, t),
+        _ => false,
+    }
+}
+
+/// A bind or a constant, if the expression is one.
+fn operand(e: &Expr) -> Option<Operand> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Placeholder(p) => p
+                .strip_prefix(":v")
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .map(Operand::Bind),
+            ast::Value::Number(n, _) => Some(Operand::Lit(crate::sql::normalize::number_value(n))),
+            ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+                Some(Operand::Lit(mysql_common::value::Value::Bytes(s.as_bytes().to_vec())))
+            }
+            ast::Value::Null => Some(Operand::Lit(mysql_common::value::Value::NULL)),
+            _ => None,
+        },
+        Expr::Nested(inner) => operand(inner),
+        _ => None,
+    }
+}
+
+fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut v = conjuncts(left);
+            v.extend(conjuncts(right));
+            v
+        }
+        Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
+}
+
+/// Routing from a WHERE clause; also returns the IN expression that must
+/// be pruned per shard.
+fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr>) {
+    if t.kind == "reference" {
+        return (Routing::Any, None);
+    }
+    let Some((col, func)) = &t.vindex else { return (Routing::Scatter, None) };
+    let Some(sel) = selection else { return (Routing::Scatter, None) };
+    let mut best_in = None;
+    for c in conjuncts(sel) {
+        match c {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let value = if is_column(left, col, t) {
+                    operand(right)
+                } else if is_column(right, col, t) {
+                    operand(left)
+                } else {
+                    None
+                };
+                if let Some(value) = value {
+                    return (Routing::Equal { func: *func, value }, None);
+                }
+            }
+            Expr::In {
+                expr,
+                target: ast::InTarget::List(list),
+                negated: false,
+                ..
+            } if best_in.is_none() && is_column(expr, col, t) => {
+                let values: Option<Vec<Operand>> = list.iter().map(operand).collect();
+                if let Some(values) = values {
+                    best_in = Some((Routing::In { func: *func, values }, c.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    match best_in {
+        Some((r, e)) => (r, Some(e)),
+        None => (Routing::Scatter, None),
+    }
+}
+
+/// Renders WHERE with the routing IN list replaced by the per-shard marker.
+fn render_where(selection: &Expr, in_expr: Option<&Expr>) -> String {
+    match in_expr {
+        None => selection.to_string(),
+        Some(target) => {
+            let mut sel = selection.clone();
+            replace_in(&mut sel, target);
+            sel.to_string()
+        }
+    }
+}
+
+fn replace_in(e: &mut Expr, target: &Expr) -> bool {
+    if e == target {
+        if let Expr::In {
+            target: ast::InTarget::List(list),
+            ..
+        } = e
+        {
+            *list = vec![Expr::value(ast::Value::Placeholder(":vIN".into()))];
+        }
+        return true;
+    }
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => replace_in(left, target) || replace_in(right, target),
+        Expr::Nested(inner) => replace_in(inner, target),
+        _ => false,
+    }
+}
+
+fn contains_subquery(e: &Expr) -> bool {
+    let s = e.to_string().to_ascii_uppercase();
+    s.contains("SELECT ")
+}
+
+/// Plans a statement on a sharded keyspace.
+pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
+    let stmt = parse(template)?;
+    match &stmt {
+        Statement::Query(q) => Ok(super::Plan::Select(Box::new(plan_select(template, q, ks)?))),
+        Statement::Insert(ins) => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
+        Statement::Update(u) => {
+            let (name, alias) = match &u.table.relation {
+                TableFactor::Table { name, alias, .. } if u.table.joins.is_empty() && u.from.is_none() => {
+                    (name, alias.as_ref().map(|a| a.name.value.clone()))
+                }
+                _ => return Err(unsupported("multi-table UPDATE across shards")),
+            };
+            let t = table_info(ks, name, alias)?;
+            if let Some((col, _)) = &t.vindex {
+                for a in &u.assignments {
+                    let target = a.target.to_string();
+                    let tcol = target.rsplit('.').next().unwrap_or(&target).trim_matches('`');
+                    if tcol.eq_ignore_ascii_case(col) {
+                        return Err(unsupported(format!(
+                            "you can't update primary vindex column '{tcol}' of table {}",
+                            t.name
+                        )));
+                    }
+                }
+            }
+            plan_dml(template, &stmt, u.selection.as_ref(), u.limit.is_some(), &t, ks)
+        }
+        Statement::Delete(d) => {
+            let from = match &d.from {
+                ast::FromTable::WithFromKeyword(f) | ast::FromTable::WithoutKeyword(f) => f,
+            };
+            if !d.tables.is_empty() || d.using.is_some() {
+                return Err(unsupported("multi-table DELETE across shards"));
+            }
+            let (name, alias) = single_table(from)?;
+            let t = table_info(ks, name, alias)?;
+            plan_dml(template, &stmt, d.selection.as_ref(), d.limit.is_some(), &t, ks)
+        }
+        other => Err(unsupported(format!(
+            "this statement on sharded keyspace '{}': {}",
+            ks.name,
+            other.to_string().chars().take(60).collect::<String>()
+        ))),
+    }
+}
+
+fn plan_dml(
+    template: &str,
+    stmt: &Statement,
+    selection: Option<&Expr>,
+    has_limit: bool,
+    t: &TableInfo,
+    ks: &Keyspace,
+) -> Result<super::Plan, PlanError> {
+    if selection.is_some_and(contains_subquery) {
+        return Err(unsupported("subqueries in a sharded UPDATE or DELETE"));
+    }
+    let (routing, in_expr) = route_where(selection, t);
+    let routing = if routing == Routing::Any { Routing::Scatter } else { routing };
+    if has_limit && !matches!(routing, Routing::Equal { .. }) && ks.shards.len() > 1 {
+        return Err(unsupported("UPDATE or DELETE with LIMIT on more than one shard"));
+    }
+    let query = match (&in_expr, selection) {
+        (Some(e), Some(sel)) => {
+            let rendered = stmt.to_string();
+            let where_full = sel.to_string();
+            let where_pruned = render_where(sel, Some(e));
+            rendered.replacen(&where_full, &where_pruned, 1)
+        }
+        _ => template.to_string(),
+    };
+    Ok(super::Plan::Dml(Box::new(DmlPlan {
+        keyspace: ks.name.clone(),
+        routing,
+        query,
+        original: template.to_string(),
+    })))
+}
+
+fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<InsertPlan, PlanError> {
+    let name = match &ins.table {
+        ast::TableObject::TableName(n) => n,
+        _ => return Err(unsupported("INSERT into a table function")),
+    };
+    let t = table_info(ks, name, None)?;
+    let (vcol, func) = t
+        .vindex
+        .clone()
+        .ok_or_else(|| unsupported(format!("INSERT into table {} without a functional primary vindex", t.name)))?;
+    let mut cols: Vec<String> = ins.columns.iter().map(|c| c.to_string().trim_matches('`').to_string()).collect();
+    if cols.is_empty() {
+        return Err(unsupported(format!(
+            "INSERT into sharded table {} needs a column list",
+            t.name
+        )));
+    }
+    let rows = match ins.source.as_deref().map(|q| q.body.as_ref()) {
+        Some(SetExpr::Values(v)) => v.rows.iter().map(|r| r.content.clone()).collect::<Vec<_>>(),
+        _ => return Err(unsupported("INSERT ... SELECT into a sharded table")),
+    };
+    let mut seq_col = None;
+    let mut sequence = None;
+    let mut add_seq_col = false;
+    if let Some((ai_col, seq)) = &t.auto_inc {
+        let pos = cols.iter().position(|c| c.eq_ignore_ascii_case(ai_col));
+        seq_col = Some(match pos {
+            Some(p) => p,
+            None => {
+                add_seq_col = true;
+                cols.push(ai_col.clone());
+                cols.len() - 1
+            }
+        });
+        sequence = Some(find_sequence(seq, snap)?);
+    }
+    let vpos = cols
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(&vcol))
+        .ok_or_else(|| PlanError::MissingVindexColumn {
+            table: t.name.clone(),
+            column: vcol.clone(),
+        })?;
+    let mut out_rows = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values: Vec<String> = row.iter().map(|e| e.to_string()).collect();
+        if add_seq_col {
+            values.push("NULL".into());
+        }
+        if values.len() != cols.len() {
+            return Err(PlanError::Syntax("Column count doesn't match value count".into()));
+        }
+        let seq_here = seq_col.is_some_and(|p| {
+            add_seq_col || matches!(row.get(p).and_then(operand), Some(Operand::Lit(mysql_common::value::Value::NULL)))
+        });
+        let needs_seq_runtime = seq_col.is_some() && !seq_here;
+        let vindex_value = if seq_here && Some(vpos) == seq_col {
+            None
+        } else {
+            Some(
+                row.get(vpos)
+                    .and_then(operand)
+                    .ok_or_else(|| unsupported(format!("vindex column {vcol} must be a literal value")))?,
+            )
+        };
+        out_rows.push(InsertRow {
+            values,
+            vindex_value,
+            needs_seq: seq_here,
+        });
+        let _ = needs_seq_runtime;
+    }
+    if let Some(ast::OnInsert::DuplicateKeyUpdate(assignments)) = &ins.on {
+        for a in assignments {
+            let target = a.target.to_string();
+            if target.trim_matches('`').eq_ignore_ascii_case(&vcol) {
+                return Err(unsupported(format!("ON DUPLICATE KEY UPDATE of vindex column '{vcol}'")));
+            }
+        }
+    }
+    let verb = if ins.replace_into { "REPLACE" } else { "INSERT" };
+    let ignore = if ins.ignore { " IGNORE" } else { "" };
+    let prefix = format!(
+        "{verb}{ignore} INTO {name} ({}) VALUES ",
+        cols.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+    );
+    let suffix = match &ins.on {
+        Some(on @ ast::OnInsert::DuplicateKeyUpdate(_)) => format!(" {on}"),
+        None => String::new(),
+        Some(_) => return Err(unsupported("ON CONFLICT")),
+    };
+    Ok(InsertPlan {
+        keyspace: ks.name.clone(),
+        prefix,
+        suffix,
+        rows: out_rows,
+        func,
+        seq_col,
+        sequence,
+    })
+}
+
+fn find_sequence(seq: &str, snap: &Snapshot) -> Result<(String, String), PlanError> {
+    let (ks_hint, table) = match seq.split_once('.') {
+        Some((k, t)) => (Some(k), t),
+        None => (None, seq),
+    };
+    for ks in snap.keyspaces.values() {
+        if ks_hint.is_some_and(|k| k != ks.name) || ks.sharded {
+            continue;
+        }
+        if ks.vschema.tables.get(table).is_some_and(|t| t.kind == "sequence") {
+            return Ok((ks.name.clone(), table.to_string()));
+        }
+    }
+    Err(unsupported(format!("sequence table {seq} not found in any unsharded keyspace")))
+}
+
+struct AggCall {
+    name: String,
+    distinct: bool,
+    arg: Option<Expr>,
+}
+
+fn agg_call(e: &Expr) -> Option<AggCall> {
+    let Expr::Function(f) = e else { return None };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if !["count", "sum", "min", "max", "avg"].contains(&name.as_str()) {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else { return None };
+    let distinct = matches!(list.duplicate_treatment, Some(ast::DuplicateTreatment::Distinct));
+    let arg = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => None,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e.clone()),
+        _ => return None,
+    };
+    Some(AggCall { name, distinct, arg })
+}
+
+fn has_aggregate(e: &Expr) -> bool {
+    if agg_call(e).is_some() {
+        return true;
+    }
+    match e {
+        Expr::BinaryOp { left, right, .. } => has_aggregate(left) || has_aggregate(right),
+        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) | Expr::IsNull(expr) | Expr::IsNotNull(expr) => {
+            has_aggregate(expr)
+        }
+        Expr::Function(f) => {
+            let s = f.to_string().to_ascii_lowercase();
+            ["count(", "sum(", "avg(", "min(", "max("].iter().any(|a| s.contains(a))
+        }
+        _ => false,
+    }
+}
+
+/// Builds internal columns for a grouped query.
+struct Internal {
+    items: Vec<String>,
+    kinds: Vec<AggKind>,
+}
+
+impl Internal {
+    fn push(&mut self, sql: String, kind: AggKind) -> usize {
+        self.items.push(sql);
+        self.kinds.push(kind);
+        self.items.len() - 1
+    }
+
+    fn find(&self, sql: &str) -> Option<usize> {
+        self.items.iter().position(|s| s == sql)
+    }
+
+    /// An aggregate call as gate expression, adding its pushed-down parts.
+    fn aggregate(&mut self, call: &AggCall, count_distinct: &mut Option<usize>) -> Result<GateExpr, PlanError> {
+        let arg = call.arg.as_ref().map(|a| a.to_string());
+        let argsql = arg.clone().unwrap_or_else(|| "*".into());
+        Ok(match (call.name.as_str(), call.distinct) {
+            ("count", true) => {
+                let a = arg.ok_or_else(|| PlanError::Syntax("COUNT(DISTINCT *)".into()))?;
+                if let Some(i) = *count_distinct {
+                    if self.items[i] != a {
+                        return Err(unsupported("more than one COUNT(DISTINCT ...) across shards"));
+                    }
+                    return Ok(GateExpr::CountDistinct(i));
+                }
+                let i = self.push(a.clone(), AggKind::Key);
+                let w = self.push(format!("weight_string({a})"), AggKind::Weight);
+                self.kinds[i] = AggKind::DistinctArg { weight: w };
+                *count_distinct = Some(i);
+                GateExpr::CountDistinct(i)
+            }
+            (_, true) => return Err(unsupported(format!("{}(DISTINCT ...) across shards", call.name.to_uppercase()))),
+            ("count", false) => {
+                let s = format!("count({argsql})");
+                GateExpr::Col(self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Count)))
+            }
+            ("sum", false) => {
+                let s = format!("sum({argsql})");
+                GateExpr::Col(self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Sum)))
+            }
+            ("avg", false) => {
+                let s = format!("sum({argsql})");
+                let sum = self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Sum));
+                let c = format!("count({argsql})");
+                let count = self.find(&c).unwrap_or_else(|| self.push(c, AggKind::Count));
+                GateExpr::Avg { sum, count }
+            }
+            (m, false) => {
+                let s = format!("{m}({argsql})");
+                if let Some(i) = self.find(&s) {
+                    return Ok(GateExpr::Col(i));
+                }
+                let i = self.push(s.clone(), AggKind::Key);
+                let w = self.push(format!("weight_string({s})"), AggKind::Weight);
+                self.kinds[i] = if m == "min" {
+                    AggKind::Min { weight: Some(w) }
+                } else {
+                    AggKind::Max { weight: Some(w) }
+                };
+                GateExpr::Col(i)
+            }
+        })
+    }
+}
+
+/// Translates an expression over a grouped result into a gate expression.
+fn gate_expr(
+    e: &Expr,
+    internal: &mut Internal,
+    groups: &[(String, usize)],
+    aliases: &[(String, GateExpr)],
+    count_distinct: &mut Option<usize>,
+) -> Result<GateExpr, PlanError> {
+    if let Some(call) = agg_call(e) {
+        return internal.aggregate(&call, count_distinct);
+    }
+    let text = e.to_string();
+    if let Some((_, i)) = groups.iter().find(|(g, _)| *g == text) {
+        return Ok(GateExpr::Col(*i));
+    }
+    if let Expr::Identifier(id) = e {
+        if let Some((_, g)) = aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(&id.value)) {
+            return Ok(g.clone());
+        }
+    }
+    if let Some(op) = operand(e) {
+        return Ok(match op {
+            Operand::Bind(i) => GateExpr::Bind(i),
+            Operand::Lit(v) => GateExpr::Lit(v),
+        });
+    }
+    Ok(match e {
+        Expr::BinaryOp { left, op, right } => GateExpr::Binary(
+            Box::new(gate_expr(left, internal, groups, aliases, count_distinct)?),
+            op.clone(),
+            Box::new(gate_expr(right, internal, groups, aliases, count_distinct)?),
+        ),
+        Expr::UnaryOp { op, expr } => {
+            GateExpr::Unary(*op, Box::new(gate_expr(expr, internal, groups, aliases, count_distinct)?))
+        }
+        Expr::Nested(inner) => gate_expr(inner, internal, groups, aliases, count_distinct)?,
+        Expr::IsNull(inner) => GateExpr::IsNull(Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?), true),
+        Expr::IsNotNull(inner) => {
+            GateExpr::IsNull(Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?), false)
+        }
+        // A plain column that is not grouped: any value of the group, as MySQL allows.
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => GateExpr::Col(internal.push(text, AggKind::Key)),
+        _ => return Err(unsupported(format!("expression '{text}' over a cross-shard aggregate"))),
+    })
+}
+
+fn limit_parts(q: &ast::Query) -> Result<(Option<Operand>, Option<Operand>), PlanError> {
+    let bad = || unsupported("LIMIT must be a number");
+    match &q.limit_clause {
+        None => Ok((None, None)),
+        Some(LimitClause::LimitOffset { limit, offset, .. }) => {
+            let l = limit.as_ref().map(|e| operand(e).ok_or_else(bad)).transpose()?;
+            let o = offset.as_ref().map(|o| operand(&o.value).ok_or_else(bad)).transpose()?;
+            Ok((l, o))
+        }
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+            Ok((Some(operand(limit).ok_or_else(bad)?), Some(operand(offset).ok_or_else(bad)?)))
+        }
+    }
+}
+
+fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(unsupported("UNION across shards"));
+    };
+    if q.with.is_some() {
+        return Err(unsupported("WITH across shards"));
+    }
+    let (name, alias) = single_table(&sel.from)?;
+    let t = table_info(ks, name, alias)?;
+    let (routing, in_expr) = route_where(sel.selection.as_ref(), &t);
+    let subquery = sel.selection.as_ref().is_some_and(contains_subquery)
+        || sel.projection.iter().any(|p| p.to_string().to_ascii_uppercase().contains("SELECT "));
+    let plan_base = |pushdown: String, gate: Option<Gate>, pushdown_limit: bool| SelectPlan {
+        keyspace: ks.name.clone(),
+        routing: routing.clone(),
+        original: template.to_string(),
+        pushdown,
+        gate,
+        pushdown_limit,
+    };
+    // One shard: the whole statement goes down as it is.
+    if matches!(routing, Routing::Equal { .. } | Routing::Any) || ks.shards.len() == 1 {
+        return Ok(plan_base(template.to_string(), None, false));
+    }
+    if subquery {
+        return Err(unsupported("subqueries that do not go to one shard"));
+    }
+    if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
+        return Err(unsupported("HAVING without aggregates across shards"));
+    }
+    let from_sql = sel.from.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
+    let where_sql = sel
+        .selection
+        .as_ref()
+        .map(|s| format!(" WHERE {}", render_where(s, in_expr.as_ref())))
+        .unwrap_or_default();
+    let group_exprs: Vec<Expr> = match &sel.group_by {
+        GroupByExpr::Expressions(g, mods) if mods.is_empty() => g.clone(),
+        GroupByExpr::Expressions(..) => return Err(unsupported("GROUP BY modifiers across shards")),
+        GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL")),
+    };
+    let order_exprs: Vec<ast::OrderByExpr> = match q.order_by.as_ref().map(|o| &o.kind) {
+        None => vec![],
+        Some(OrderByKind::Expressions(v)) => v.clone(),
+        Some(OrderByKind::All(_)) => return Err(unsupported("ORDER BY ALL")),
+    };
+    let (limit, offset) = limit_parts(q)?;
+    let distinct = match &sel.distinct {
+        None => false,
+        Some(ast::Distinct::Distinct) => true,
+        Some(_) => return Err(unsupported("DISTINCT ON")),
+    };
+    let aggregated = !group_exprs.is_empty()
+        || sel.projection.iter().any(|p| match p {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+            _ => false,
+        });
+
+    if !aggregated {
+        // Rows pass through; the gate sorts, dedupes and limits.
+        if !distinct && order_exprs.is_empty() && limit.is_none() {
+            let pushdown = format!(
+                "SELECT {} FROM {from_sql}{where_sql}",
+                sel.projection.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            return Ok(plan_base(pushdown, None, false));
+        }
+        let mut items: Vec<String> = sel.projection.iter().map(|p| p.to_string()).collect();
+        let visible_known = !sel.projection.iter().any(|p| {
+            matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
+        });
+        let mut hidden = Vec::new();
+        let mut order = Vec::new();
+        for ob in &order_exprs {
+            let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
+            let expr_sql = match &ob.expr {
+                Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
+                    let k: usize = v.value.to_string().parse().map_err(|_| unsupported("ORDER BY position"))?;
+                    let item = sel
+                        .projection
+                        .get(k.wrapping_sub(1))
+                        .ok_or_else(|| PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'")))?;
+                    match item {
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.to_string(),
+                        _ => return Err(unsupported("ORDER BY a position of '*' across shards")),
+                    }
+                }
+                Expr::Identifier(id) => sel
+                    .projection
+                    .iter()
+                    .find_map(|p| match p {
+                        SelectItem::ExprWithAlias { expr, alias } if alias.value.eq_ignore_ascii_case(&id.value) => {
+                            Some(expr.to_string())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| ob.expr.to_string()),
+                other => other.to_string(),
+            };
+            hidden.push(expr_sql.clone());
+            hidden.push(format!("weight_string({expr_sql})"));
+            order.push((desc, expr_sql));
+        }
+        let n_hidden = hidden.len();
+        items.extend(hidden);
+        let order_keys: Vec<SortKey> = order
+            .iter()
+            .enumerate()
+            .map(|(k, (desc, _))| SortKey {
+                expr: GateExpr::Col(HIDDEN + 2 * k),
+                weight: Some(HIDDEN + 2 * k + 1),
+                desc: *desc,
+            })
+            .collect();
+        let pushdown_order = if order.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ORDER BY {}",
+                order
+                    .iter()
+                    .map(|(d, e)| format!("{e}{}", if *d { " DESC" } else { " ASC" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let push_limit = limit.is_some();
+        let pushdown = format!(
+            "SELECT {}{} FROM {from_sql}{where_sql}{pushdown_order}{}",
+            if distinct { "DISTINCT " } else { "" },
+            items.join(", "),
+            if push_limit { " LIMIT :vLIMIT" } else { "" }
+        );
+        let _ = visible_known;
+        let gate = Gate {
+            hidden: n_hidden,
+            distinct,
+            order: order_keys,
+            limit,
+            offset,
+            ..Gate::default()
+        };
+        return Ok(plan_base(pushdown, Some(gate), push_limit));
+    }
+
+    // Aggregation: push partial aggregates grouped by the keys; combine at the gate.
+    if distinct {
+        return Err(unsupported("SELECT DISTINCT with aggregates across shards"));
+    }
+    let mut internal = Internal {
+        items: Vec::new(),
+        kinds: Vec::new(),
+    };
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    let mut group_keys = Vec::new();
+    for g in &group_exprs {
+        let g = match g {
+            Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
+                let k: usize = v.value.to_string().parse().unwrap_or(0);
+                match sel.projection.get(k.wrapping_sub(1)) {
+                    Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e.clone(),
+                    _ => return Err(PlanError::Syntax(format!("Unknown column '{k}' in 'group statement'"))),
+                }
+            }
+            Expr::Identifier(id) => sel
+                .projection
+                .iter()
+                .find_map(|p| match p {
+                    SelectItem::ExprWithAlias { expr, alias } if alias.value.eq_ignore_ascii_case(&id.value) => {
+                        Some(expr.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| g.clone()),
+            other => other.clone(),
+        };
+        if has_aggregate(&g) {
+            return Err(PlanError::Syntax("Can't group on an aggregate".into()));
+        }
+        let s = g.to_string();
+        let i = internal.push(s.clone(), AggKind::Key);
+        let w = internal.push(format!("weight_string({s})"), AggKind::Weight);
+        groups.push((s, i));
+        group_keys.push((i, Some(w)));
+    }
+    let mut count_distinct = None;
+    let mut output = Vec::new();
+    let mut aliases: Vec<(String, GateExpr)> = Vec::new();
+    for p in &sel.projection {
+        let (e, name) = match p {
+            SelectItem::UnnamedExpr(e) => (e, e.to_string()),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
+            _ => return Err(unsupported("'*' with aggregates across shards")),
+        };
+        let g = gate_expr(e, &mut internal, &groups, &[], &mut count_distinct)?;
+        if let SelectItem::ExprWithAlias { alias, .. } = p {
+            aliases.push((alias.value.clone(), g.clone()));
+        }
+        output.push((g, name));
+    }
+    let having = sel
+        .having
+        .as_ref()
+        .map(|h| gate_expr(h, &mut internal, &groups, &aliases, &mut count_distinct))
+        .transpose()?;
+    let mut order = Vec::new();
+    for ob in &order_exprs {
+        let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
+        let expr = match &ob.expr {
+            Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
+                let k: usize = v.value.to_string().parse().unwrap_or(0);
+                output
+                    .get(k.wrapping_sub(1))
+                    .map(|(g, _)| g.clone())
+                    .ok_or_else(|| PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'")))?
+            }
+            other => gate_expr(other, &mut internal, &groups, &aliases, &mut count_distinct)?,
+        };
+        let weight = match &expr {
+            GateExpr::Col(i) => match internal.kinds[*i] {
+                AggKind::Min { weight } | AggKind::Max { weight } => weight,
+                AggKind::Key => group_keys.iter().find(|(k, _)| k == i).and_then(|(_, w)| *w),
+                _ => None,
+            },
+            _ => None,
+        };
+        order.push(SortKey { expr, weight, desc });
+    }
+    let mut group_by: Vec<String> = groups.iter().map(|(s, _)| s.clone()).collect();
+    if let Some(i) = count_distinct {
+        group_by.push(internal.items[i].clone());
+    }
+    let pushdown = format!(
+        "SELECT {} FROM {from_sql}{where_sql}{}",
+        internal.items.join(", "),
+        if group_by.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", group_by.join(", "))
+        }
+    );
+    let gate = Gate {
+        aggregate: internal.kinds.clone(),
+        group_keys,
+        scalar: groups.is_empty(),
+        output: Some(output),
+        hidden: 0,
+        having,
+        distinct: false,
+        order,
+        limit,
+        offset,
+    };
+    Ok(plan_base(pushdown, Some(gate), false))
+}

@@ -1,0 +1,275 @@
+//! Literal normalization: `select * from t where id = 5` and `... id = 7`
+//! become the same template `select * from t where id = :v1` with different
+//! bind values, so they share one cached plan. Prepared-statement `?`
+//! parameters become bind variables the same way. Works on tokens (no
+//! parse), so a plan-cache hit costs a tokenize, not a full parse.
+
+use mysql_common::value::Value;
+
+use super::lexer::{tokenize, Token, TokenKind};
+
+/// A bind value: the exact SQL text to put back, and its value for routing
+/// and for evaluation at the gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bind {
+    /// SQL literal text (as the client wrote it, or rendered from a parameter).
+    pub text: String,
+    /// The value.
+    pub value: Value,
+}
+
+/// A statement with its literals replaced by `:vN` (1-based).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    /// The template (the plan-cache key).
+    pub template: String,
+    /// Bind values, `:v1` first.
+    pub binds: Vec<Bind>,
+}
+
+/// Words after which a `-` is a sign, not a subtraction.
+const SIGN_AFTER: &[&str] = &[
+    "select", "where", "and", "or", "not", "in", "values", "value", "by", "between", "like", "set",
+    "when", "then", "else", "limit", "offset", "is", "on", "having", "return", "interval",
+];
+
+/// Type names whose parenthesized numbers are part of the type, not values.
+const TYPE_WORDS: &[&str] = &[
+    "decimal", "numeric", "char", "varchar", "binary", "varbinary", "float", "double", "datetime",
+    "time", "timestamp", "bit", "int", "integer", "tinyint", "smallint", "mediumint", "bigint",
+    "dec", "fixed", "real", "nchar", "nvarchar",
+];
+
+/// Normalizes `sql`, taking `?` parameters from `params` in order.
+pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Normalized {
+    let toks = tokenize(sql);
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut binds = Vec::new();
+    let mut copied = 0;
+    let mut params = params.iter();
+    // Clause tracking: numbers right after ORDER BY / GROUP BY (or a comma
+    // in that list) are column positions and must stay.
+    let mut in_by_list = false;
+    let mut depth = 0i32;
+    let mut by_depth = 0i32;
+    let mut type_paren: Vec<bool> = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = toks[i];
+        match t.kind {
+            TokenKind::Punct(b'(') => {
+                depth += 1;
+                let typed = i > 0 && TYPE_WORDS.iter().any(|w| toks[i - 1].is_word(sql, w));
+                type_paren.push(typed);
+            }
+            TokenKind::Punct(b')') => {
+                depth -= 1;
+                type_paren.pop();
+            }
+            TokenKind::Word => {
+                let w = t.text(sql);
+                if w.eq_ignore_ascii_case("by")
+                    && i > 0
+                    && (toks[i - 1].is_word(sql, "order") || toks[i - 1].is_word(sql, "group"))
+                {
+                    in_by_list = true;
+                    by_depth = depth;
+                } else if depth == by_depth
+                    && ["limit", "having", "union", "for", "into", "lock", "with", "window"]
+                        .iter()
+                        .any(|k| w.eq_ignore_ascii_case(k))
+                {
+                    in_by_list = false;
+                }
+            }
+            _ => {}
+        }
+        let is_literal = matches!(t.kind, TokenKind::Number | TokenKind::Str | TokenKind::Placeholder);
+        if !is_literal {
+            i += 1;
+            continue;
+        }
+        let position = in_by_list
+            && depth == by_depth
+            && t.kind == TokenKind::Number
+            && i > 0
+            && (toks[i - 1].is_word(sql, "by") || toks[i - 1].kind == TokenKind::Punct(b','));
+        let in_type = type_paren.last().copied().unwrap_or(false);
+        if t.kind != TokenKind::Placeholder && (position || in_type) {
+            i += 1;
+            continue;
+        }
+        // A leading unary minus belongs to the number.
+        let mut start = t.start;
+        if t.kind == TokenKind::Number && i > 0 && toks[i - 1].kind == TokenKind::Punct(b'-') && is_sign(sql, &toks, i - 1) {
+            start = toks[i - 1].start;
+        }
+        let bind = match t.kind {
+            TokenKind::Placeholder => {
+                let v = params.next().cloned().unwrap_or(Value::NULL);
+                Bind {
+                    text: super::literal(&v, no_backslash_escapes),
+                    value: v,
+                }
+            }
+            TokenKind::Number => {
+                let text = &sql[start..t.end];
+                Bind {
+                    text: text.to_string(),
+                    value: number_value(text),
+                }
+            }
+            _ => {
+                let text = t.text(sql);
+                Bind {
+                    text: text.to_string(),
+                    value: string_value(text, no_backslash_escapes),
+                }
+            }
+        };
+        out.push_str(&sql[copied..start]);
+        binds.push(bind);
+        out.push_str(&format!(":v{}", binds.len()));
+        copied = t.end;
+        i += 1;
+    }
+    out.push_str(&sql[copied..]);
+    Normalized { template: out, binds }
+}
+
+fn is_sign(sql: &str, toks: &[Token], minus: usize) -> bool {
+    if minus == 0 {
+        return true;
+    }
+    let prev = toks[minus - 1];
+    match prev.kind {
+        TokenKind::Punct(b')') => false,
+        TokenKind::Punct(_) | TokenKind::Semicolon => true,
+        TokenKind::Word => SIGN_AFTER.iter().any(|w| prev.is_word(sql, w)),
+        _ => false,
+    }
+}
+
+/// The value of a numeric literal: integers as Int/UInt, others as text.
+pub fn number_value(text: &str) -> Value {
+    if let Ok(i) = text.parse::<i64>() {
+        Value::Int(i)
+    } else if let Ok(u) = text.parse::<u64>() {
+        Value::UInt(u)
+    } else {
+        Value::Bytes(text.as_bytes().to_vec())
+    }
+}
+
+/// The value of a string literal ('..' or ".."), unescaped; other forms
+/// (X'..', _charset'..') keep their text.
+pub fn string_value(text: &str, no_backslash_escapes: bool) -> Value {
+    let b = text.as_bytes();
+    if b.len() < 2 || !(b[0] == b'\'' || b[0] == b'"') {
+        if let Some(hex) = text.strip_prefix(['x', 'X']).and_then(|h| h.strip_prefix('\'')).and_then(|h| h.strip_suffix('\'')) {
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+                .collect();
+            if let Some(bytes) = bytes {
+                return Value::Bytes(bytes);
+            }
+        }
+        return Value::Bytes(text.as_bytes().to_vec());
+    }
+    let q = b[0];
+    let inner = &b[1..b.len() - 1];
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        let c = inner[i];
+        if c == b'\\' && !no_backslash_escapes && i + 1 < inner.len() {
+            let n = inner[i + 1];
+            out.push(match n {
+                b'0' => 0,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'b' => 8,
+                b'Z' => 26,
+                other => other,
+            });
+            i += 2;
+        } else if c == q && inner.get(i + 1) == Some(&q) {
+            out.push(q);
+            i += 2;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Value::Bytes(out)
+}
+
+/// Puts bind values back into SQL rendered from a template's AST.
+pub fn substitute_binds(sql: &str, binds: &[Bind]) -> String {
+    let toks = tokenize(sql);
+    let mut out = String::with_capacity(sql.len() + binds.len() * 8);
+    let mut copied = 0;
+    let mut i = 0;
+    while i < toks.len() {
+        let t = toks[i];
+        if t.kind == TokenKind::Punct(b':') {
+            if let Some(w) = toks.get(i + 1).filter(|w| w.kind == TokenKind::Word && w.start == t.end) {
+                if let Some(n) = w.text(sql).strip_prefix('v').and_then(|n| n.parse::<usize>().ok()) {
+                    if let Some(b) = n.checked_sub(1).and_then(|k| binds.get(k)) {
+                        out.push_str(&sql[copied..t.start]);
+                        out.push_str(&b.text);
+                        copied = w.end;
+                        i += 2;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&sql[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_become_binds_and_come_back() {
+        let sql = "select a, 'x''y' from t where id = -5 and b in (1, 2.5) and c - 3 > 0 order by 2, a limit 10";
+        let n = normalize(sql, &[], false);
+        assert_eq!(
+            n.template,
+            "select a, :v1 from t where id = :v2 and b in (:v3, :v4) and c - :v5 > :v6 order by 2, a limit :v7"
+        );
+        assert_eq!(n.binds[0].value, Value::Bytes(b"x'y".to_vec()));
+        assert_eq!(n.binds[1].value, Value::Int(-5));
+        assert_eq!(n.binds[3].value, Value::Bytes(b"2.5".to_vec()));
+        assert_eq!(substitute_binds(&n.template, &n.binds), sql);
+    }
+
+    #[test]
+    fn same_shape_same_template() {
+        let a = normalize("select * from t where id = 5", &[], false);
+        let b = normalize("select * from t where id = 7", &[], false);
+        assert_eq!(a.template, b.template);
+    }
+
+    #[test]
+    fn types_and_positions_stay() {
+        let n = normalize("select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc", &[], false);
+        assert_eq!(n.template, "select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc");
+        assert!(n.binds.is_empty());
+    }
+
+    #[test]
+    fn parameters_are_binds() {
+        let n = normalize("insert into t values (?, ?, 3)", &[Value::Int(1), Value::Bytes(b"a'b".to_vec())], false);
+        assert_eq!(n.template, "insert into t values (:v1, :v2, :v3)");
+        assert_eq!(n.binds[1].text, "'a\\'b'");
+        assert_eq!(substitute_binds(&n.template, &n.binds), "insert into t values (1, 'a\\'b', 3)");
+    }
+}
