@@ -106,6 +106,13 @@ impl Error {
                 MysqlError::new(1049, "42000", self.to_string())
             }
             Error::Plan(PlanError::NoDatabase) => MysqlError::new(1046, "3D000", self.to_string()),
+            Error::Plan(PlanError::Syntax(_)) => MysqlError::new(1064, "42000", self.to_string()),
+            Error::Plan(PlanError::TableNotFound { .. }) => {
+                MysqlError::new(1146, "42S02", self.to_string())
+            }
+            Error::Plan(PlanError::MissingVindexColumn { .. }) => {
+                MysqlError::new(1364, "HY000", self.to_string())
+            }
             Error::Plan(PlanError::Unsupported(_)) => {
                 MysqlError::new(1235, "42000", self.to_string())
             }

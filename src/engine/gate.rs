@@ -54,7 +54,9 @@ impl Val {
                 }
             }
         }
-        s.parse::<f64>().map(Val::Float).unwrap_or(Val::Str(b.to_vec()))
+        s.parse::<f64>()
+            .map(Val::Float)
+            .unwrap_or(Val::Str(b.to_vec()))
     }
 
     /// Reads a cell according to its column type.
@@ -63,7 +65,10 @@ impl Val {
             Value::NULL => Val::Null,
             Value::Bytes(b) => match col {
                 Some(c) if is_numeric(c.column_type()) => match Val::parse_num(b) {
-                    Val::Int(i) if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL && c.decimals() > 0 => {
+                    Val::Int(i)
+                        if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL
+                            && c.decimals() > 0 =>
+                    {
                         Val::Dec(i * pow10(c.decimals() as u32), c.decimals() as u32)
                     }
                     other => other,
@@ -146,7 +151,9 @@ fn add(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
         (Val::Null, _) | (_, Val::Null) => Val::Null,
         (Val::Int(x), Val::Int(y)) => Val::Int(x + y),
-        (Val::Float(_), _) | (_, Val::Float(_)) => Val::Float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+        (Val::Float(_), _) | (_, Val::Float(_)) => {
+            Val::Float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))
+        }
         (x, y) => {
             let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
             let (p, q, s) = align(xm, xs, ym, ys);
@@ -176,7 +183,9 @@ fn mul(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
         (Val::Null, _) | (_, Val::Null) => Val::Null,
         (Val::Int(x), Val::Int(y)) => Val::Int(x * y),
-        (Val::Float(_), _) | (_, Val::Float(_)) => Val::Float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0)),
+        (Val::Float(_), _) | (_, Val::Float(_)) => {
+            Val::Float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0))
+        }
         (x, y) => {
             let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
             Val::Dec(xm * ym, xs + ys)
@@ -252,7 +261,13 @@ fn fold(b: &[u8]) -> Vec<u8> {
 
 /// Compares two cells of one column: numbers numerically, strings by their
 /// weight strings when the shards sent them.
-fn cmp_cells(a: &Value, b: &Value, col: &Column, wa: Option<&Value>, wb: Option<&Value>) -> Ordering {
+fn cmp_cells(
+    a: &Value,
+    b: &Value,
+    col: &Column,
+    wa: Option<&Value>,
+    wb: Option<&Value>,
+) -> Ordering {
     match (a, b) {
         (Value::NULL, Value::NULL) => return Ordering::Equal,
         (Value::NULL, _) => return Ordering::Less,
@@ -295,6 +310,9 @@ fn bool_val(b: Option<bool>) -> Val {
     }
 }
 
+/// A row with its evaluated sort keys and its group index.
+type KeyedRow = (Vec<(Val, Option<Value>)>, usize, Vec<Value>);
+
 /// Context of one group for evaluation.
 struct Row<'a> {
     cells: &'a [Value],
@@ -330,7 +348,9 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                 _ => v,
             }
         }
-        GateExpr::IsNull(inner, is) => Val::Int(((eval(inner, row, binds) == Val::Null) == *is) as i128),
+        GateExpr::IsNull(inner, is) => {
+            Val::Int(((eval(inner, row, binds) == Val::Null) == *is) as i128)
+        }
         GateExpr::Binary(l, op, r) => {
             let (a, b) = (eval(l, row, binds), eval(r, row, binds));
             match op {
@@ -383,7 +403,10 @@ fn resolve(i: usize, width: usize, hidden: usize) -> usize {
 
 fn operand_u64(op: &Operand, binds: &[Bind]) -> Result<u64, Error> {
     let v = match op {
-        Operand::Bind(i) => binds.get(*i).map(|b| b.value.clone()).unwrap_or(Value::NULL),
+        Operand::Bind(i) => binds
+            .get(*i)
+            .map(|b| b.value.clone())
+            .unwrap_or(Value::NULL),
         Operand::Lit(v) => v.clone(),
     };
     match v {
@@ -397,17 +420,51 @@ fn operand_u64(op: &Operand, binds: &[Bind]) -> Result<u64, Error> {
 
 /// LIMIT + OFFSET for the shards (each must send enough rows).
 pub fn pushdown_limit(gate: &Gate, binds: &[Bind]) -> Result<u64, Error> {
-    let l = gate.limit.as_ref().map(|o| operand_u64(o, binds)).transpose()?.unwrap_or(u64::MAX);
-    let o = gate.offset.as_ref().map(|o| operand_u64(o, binds)).transpose()?.unwrap_or(0);
+    let l = gate
+        .limit
+        .as_ref()
+        .map(|o| operand_u64(o, binds))
+        .transpose()?
+        .unwrap_or(u64::MAX);
+    let o = gate
+        .offset
+        .as_ref()
+        .map(|o| operand_u64(o, binds))
+        .transpose()?
+        .unwrap_or(0);
     Ok(l.saturating_add(o))
 }
 
 fn synth_column(name: &str, sample: &Val) -> Column {
     let (t, len, dec, cs, flags) = match sample {
-        Val::Int(_) => (ColumnType::MYSQL_TYPE_LONGLONG, 21, 0, 63, ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
-        Val::Dec(_, s) => (ColumnType::MYSQL_TYPE_NEWDECIMAL, 65, *s as u8, 63, ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
-        Val::Float(_) => (ColumnType::MYSQL_TYPE_DOUBLE, 23, 31, 63, ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
-        _ => (ColumnType::MYSQL_TYPE_VAR_STRING, 1024, 0, 45, ColumnFlags::empty()),
+        Val::Int(_) => (
+            ColumnType::MYSQL_TYPE_LONGLONG,
+            21,
+            0,
+            63,
+            ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG,
+        ),
+        Val::Dec(_, s) => (
+            ColumnType::MYSQL_TYPE_NEWDECIMAL,
+            65,
+            *s as u8,
+            63,
+            ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG,
+        ),
+        Val::Float(_) => (
+            ColumnType::MYSQL_TYPE_DOUBLE,
+            23,
+            31,
+            63,
+            ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG,
+        ),
+        _ => (
+            ColumnType::MYSQL_TYPE_VAR_STRING,
+            1024,
+            0,
+            45,
+            ColumnFlags::empty(),
+        ),
     };
     Column::new(t)
         .with_name(name.as_bytes())
@@ -418,7 +475,12 @@ fn synth_column(name: &str, sample: &Val) -> Column {
 }
 
 /// Runs the gate over every shard's rows: returns the columns and rows to send.
-pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value>>) -> Result<(Vec<Column>, Vec<Vec<Value>>), Error> {
+pub fn run(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    mut rows: Vec<Vec<Value>>,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), Error> {
     let width = cols.len();
     let hidden = gate.hidden.min(width);
     let mut distinct_counts: Vec<Vec<(usize, i128)>> = Vec::new();
@@ -426,10 +488,18 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
     // 1. Aggregate.
     if !gate.aggregate.is_empty() {
         let kinds = &gate.aggregate;
-        let distinct_col = kinds.iter().position(|k| matches!(k, AggKind::DistinctArg { .. }));
+        let distinct_col = kinds
+            .iter()
+            .position(|k| matches!(k, AggKind::DistinctArg { .. }));
         let key_cmp = |a: &Vec<Value>, b: &Vec<Value>| -> Ordering {
             for (k, w) in &gate.group_keys {
-                let o = cmp_cells(&a[*k], &b[*k], &cols[*k], w.map(|w| &a[w]), w.map(|w| &b[w]));
+                let o = cmp_cells(
+                    &a[*k],
+                    &b[*k],
+                    &cols[*k],
+                    w.map(|w| &a[w]),
+                    w.map(|w| &b[w]),
+                );
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -452,7 +522,9 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
         let mut out: Vec<Vec<Value>> = Vec::new();
         let mut last_distinct: Option<Vec<Value>> = None;
         for row in rows {
-            let same_group = out.last().is_some_and(|g| key_cmp(g, &row) == Ordering::Equal);
+            let same_group = out
+                .last()
+                .is_some_and(|g| key_cmp(g, &row) == Ordering::Equal);
             if !same_group {
                 out.push(row.clone());
                 distinct_counts.push(distinct_col.map(|d| (d, 0)).into_iter().collect());
@@ -466,10 +538,22 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
                             g[i] = s;
                         }
                         AggKind::Min { weight } | AggKind::Max { weight } => {
-                            let o = cmp_cells(&row[i], &g[i], &cols[i], weight.map(|w| &row[w]), weight.map(|w| &g[w]));
+                            let o = cmp_cells(
+                                &row[i],
+                                &g[i],
+                                &cols[i],
+                                weight.map(|w| &row[w]),
+                                weight.map(|w| &g[w]),
+                            );
                             let better = match kind {
-                                AggKind::Min { .. } => g[i] == Value::NULL || (row[i] != Value::NULL && o == Ordering::Less),
-                                _ => g[i] == Value::NULL || (row[i] != Value::NULL && o == Ordering::Greater),
+                                AggKind::Min { .. } => {
+                                    g[i] == Value::NULL
+                                        || (row[i] != Value::NULL && o == Ordering::Less)
+                                }
+                                _ => {
+                                    g[i] == Value::NULL
+                                        || (row[i] != Value::NULL && o == Ordering::Greater)
+                                }
                             };
                             if better {
                                 g[i] = row[i].clone();
@@ -532,7 +616,7 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
 
     // 3. ORDER BY (over internal rows), before projection drops columns.
     if !gate.order.is_empty() {
-        let keyed: Vec<(Vec<(Val, Option<Value>)>, usize, Vec<Value>)> = keep
+        let keyed: Vec<KeyedRow> = keep
             .into_iter()
             .map(|(i, r)| {
                 let row = Row {
@@ -549,7 +633,9 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
                                 let c = resolve(*c, width, hidden);
                                 let col = &cols[c];
                                 match &r[c] {
-                                    Value::Bytes(b) if !is_numeric(col.column_type()) => Val::Str(b.clone()),
+                                    Value::Bytes(b) if !is_numeric(col.column_type()) => {
+                                        Val::Str(b.clone())
+                                    }
                                     other => Val::from_cell(other, Some(col)),
                                 }
                             }
@@ -568,7 +654,9 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
                 let (va, wa) = &a.0[n];
                 let (vb, wb) = &b.0[n];
                 let o = match (va, vb, wa, wb) {
-                    (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => x.cmp(y),
+                    (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => {
+                        x.cmp(y)
+                    }
                     _ => cmp_val(va, vb),
                 };
                 let o = if k.desc { o.reverse() } else { o };
@@ -585,10 +673,15 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
     let (out_cols, mut out_rows): (Vec<Column>, Vec<Vec<Value>>) = match &gate.output {
         None => {
             let n = width - hidden;
-            (cols[..n].to_vec(), keep.into_iter().map(|(_, mut r)| {
-                r.truncate(n);
-                r
-            }).collect())
+            (
+                cols[..n].to_vec(),
+                keep.into_iter()
+                    .map(|(_, mut r)| {
+                        r.truncate(n);
+                        r
+                    })
+                    .collect(),
+            )
         }
         Some(exprs) => {
             let mut out_rows = Vec::with_capacity(keep.len());
@@ -657,8 +750,17 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
     }
 
     // 6. OFFSET / LIMIT.
-    let offset = gate.offset.as_ref().map(|o| operand_u64(o, binds)).transpose()?.unwrap_or(0) as usize;
-    let limit = gate.limit.as_ref().map(|o| operand_u64(o, binds)).transpose()?;
+    let offset = gate
+        .offset
+        .as_ref()
+        .map(|o| operand_u64(o, binds))
+        .transpose()?
+        .unwrap_or(0) as usize;
+    let limit = gate
+        .limit
+        .as_ref()
+        .map(|o| operand_u64(o, binds))
+        .transpose()?;
     let out_rows: Vec<Vec<Value>> = out_rows
         .into_iter()
         .skip(offset)
@@ -668,7 +770,10 @@ pub fn run(gate: &Gate, binds: &[Bind], cols: &[Column], mut rows: Vec<Vec<Value
 }
 
 fn is_float(c: &Column) -> bool {
-    matches!(c.column_type(), ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE)
+    matches!(
+        c.column_type(),
+        ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE
+    )
 }
 
 fn add_cells(a: &Value, b: &Value, col: &Column) -> Value {
@@ -677,7 +782,9 @@ fn add_cells(a: &Value, b: &Value, col: &Column) -> Value {
         _ => {
             let s = add(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col)));
             match (s, col.column_type()) {
-                (Val::Dec(m, sc), ColumnType::MYSQL_TYPE_NEWDECIMAL) if (sc as u8) < col.decimals() => {
+                (Val::Dec(m, sc), ColumnType::MYSQL_TYPE_NEWDECIMAL)
+                    if (sc as u8) < col.decimals() =>
+                {
                     let d = col.decimals() as u32;
                     Val::Dec(m * pow10(d - sc), d).to_cell()
                 }
@@ -705,7 +812,10 @@ mod tests {
         assert_eq!(div(&Val::Int(7), &Val::Int(2)).to_cell(), b("3.5000"));
         assert_eq!(div(&Val::Int(2), &Val::Int(3)).to_cell(), b("0.6667"));
         assert_eq!(div(&Val::Int(-2), &Val::Int(3)).to_cell(), b("-0.6667"));
-        assert_eq!(div(&Val::Dec(1250, 2), &Val::Int(4)).to_cell(), b("3.125000"));
+        assert_eq!(
+            div(&Val::Dec(1250, 2), &Val::Int(4)).to_cell(),
+            b("3.125000")
+        );
         assert_eq!(div(&Val::Int(1), &Val::Int(0)), Val::Null);
         assert_eq!(add(&Val::Dec(5, 1), &Val::Int(2)).to_cell(), b("2.5"));
     }
@@ -720,7 +830,12 @@ mod tests {
             col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
         ];
         let gate = Gate {
-            aggregate: vec![AggKind::Count, AggKind::Sum, AggKind::Min { weight: Some(3) }, AggKind::Weight],
+            aggregate: vec![
+                AggKind::Count,
+                AggKind::Sum,
+                AggKind::Min { weight: Some(3) },
+                AggKind::Weight,
+            ],
             scalar: true,
             output: Some(vec![
                 (GateExpr::Col(0), "count(*)".into()),
@@ -743,7 +858,11 @@ mod tests {
 
     #[test]
     fn order_by_uses_weights_and_limits() {
-        let cols = vec![col(ColumnType::MYSQL_TYPE_VAR_STRING, 0), col(ColumnType::MYSQL_TYPE_VAR_STRING, 0), col(ColumnType::MYSQL_TYPE_VAR_STRING, 0)];
+        let cols = vec![
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+        ];
         let gate = Gate {
             hidden: 2,
             order: vec![SortKey {

@@ -106,16 +106,27 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
         Plan::Dml(p) => exec_dml(p, binds, snap, vc, sink).await,
         Plan::AllShards { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
-            let queries = ks.shards.iter().map(|s| (s.name.clone(), sql.to_string())).collect();
-            let results = vc.execute_multi(keyspace, TabletType::Primary, queries).await?;
-            let mut done = results.into_iter().next().map(|r| r.done).unwrap_or_default();
+            let queries = ks
+                .shards
+                .iter()
+                .map(|s| (s.name.clone(), sql.to_string()))
+                .collect();
+            let results = vc
+                .execute_multi(keyspace, TabletType::Primary, queries)
+                .await?;
+            let mut done = results
+                .into_iter()
+                .next()
+                .map(|r| r.done)
+                .unwrap_or_default();
             done.info.clear();
             sink.ok(done)
         }
         Plan::AnyShard { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
             let shard = first_shard(ks)?;
-            vc.execute_shard(keyspace, shard, tablet_type, sql, true, sink).await
+            vc.execute_shard(keyspace, shard, tablet_type, sql, true, sink)
+                .await
         }
         Plan::Route(Route {
             keyspace,
@@ -149,22 +160,30 @@ fn keyspace_of<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Keyspace, Error
 }
 
 fn first_shard(ks: &Keyspace) -> Result<&str, Error> {
-    ks.shards
-        .first()
-        .map(|s| s.name.as_str())
-        .ok_or_else(|| Error::Plan(PlanError::Unsupported(format!("keyspace {} has no shards", ks.name))))
+    ks.shards.first().map(|s| s.name.as_str()).ok_or_else(|| {
+        Error::Plan(PlanError::Unsupported(format!(
+            "keyspace {} has no shards",
+            ks.name
+        )))
+    })
 }
 
 fn operand_value(op: &Operand, binds: &[Bind]) -> Value {
     match op {
-        Operand::Bind(i) => binds.get(*i).map(|b| b.value.clone()).unwrap_or(Value::NULL),
+        Operand::Bind(i) => binds
+            .get(*i)
+            .map(|b| b.value.clone())
+            .unwrap_or(Value::NULL),
         Operand::Lit(v) => v.clone(),
     }
 }
 
 fn operand_text(op: &Operand, binds: &[Bind]) -> String {
     match op {
-        Operand::Bind(i) => binds.get(*i).map(|b| b.text.clone()).unwrap_or_else(|| "NULL".into()),
+        Operand::Bind(i) => binds
+            .get(*i)
+            .map(|b| b.text.clone())
+            .unwrap_or_else(|| "NULL".into()),
         Operand::Lit(v) => crate::sql::literal(v, false),
     }
 }
@@ -191,8 +210,12 @@ fn in_groups(
 ) -> Result<Vec<(String, Vec<String>)>, Error> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for op in values {
-        let Some(ksid) = map_value(func, &operand_value(op, binds))? else { continue };
-        let Some(shard) = shard_for(ks, &ksid) else { continue };
+        let Some(ksid) = map_value(func, &operand_value(op, binds))? else {
+            continue;
+        };
+        let Some(shard) = shard_for(ks, &ksid) else {
+            continue;
+        };
         let text = operand_text(op, binds);
         match groups.iter_mut().find(|(s, _)| s == shard) {
             Some((_, v)) => v.push(text),
@@ -240,12 +263,20 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
             .map(|s| Ok((s.name.clone(), pushdown_sql(p, binds, None)?)))
             .collect::<Result<_, Error>>()?,
     };
-    if targets.len() == 1 && (p.gate.is_none() || targets[0].1 == substitute_binds(&p.original, binds)) {
+    if targets.len() == 1
+        && (p.gate.is_none() || targets[0].1 == substitute_binds(&p.original, binds))
+    {
         let (shard, sql) = &targets[0];
-        return vc.execute_shard(&p.keyspace, shard, tt, sql, false, sink).await;
+        return vc
+            .execute_shard(&p.keyspace, shard, tt, sql, false, sink)
+            .await;
     }
     let results = vc.execute_multi(&p.keyspace, tt, targets).await?;
-    let cols = results.iter().find(|r| !r.columns.is_empty()).map(|r| r.columns.clone()).unwrap_or_default();
+    let cols = results
+        .iter()
+        .find(|r| !r.columns.is_empty())
+        .map(|r| r.columns.clone())
+        .unwrap_or_default();
     let rows: Vec<Vec<Value>> = results.into_iter().flat_map(|r| r.rows).collect();
     let (cols, rows) = match &p.gate {
         Some(g) => gate::run(g, binds, &cols, rows)?,
@@ -259,7 +290,11 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
     sink.end_rows(0)
 }
 
-fn pushdown_sql(p: &SelectPlan, binds: &[Bind], in_values: Option<&Vec<String>>) -> Result<String, Error> {
+fn pushdown_sql(
+    p: &SelectPlan,
+    binds: &[Bind],
+    in_values: Option<&Vec<String>>,
+) -> Result<String, Error> {
     let mut sql = p.pushdown.clone();
     if let Some(vals) = in_values {
         sql = sql.replacen(":vIN", &vals.join(", "), 1);
@@ -285,7 +320,10 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
     let original = substitute_binds(&p.original, binds);
     let queries: Vec<(String, String)> = match &p.routing {
         Routing::Equal { func, value } => match map_value(*func, &operand_value(value, binds))? {
-            Some(ksid) => vec![(shard_for(ks, &ksid).unwrap_or(first_shard(ks)?).to_string(), original)],
+            Some(ksid) => vec![(
+                shard_for(ks, &ksid).unwrap_or(first_shard(ks)?).to_string(),
+                original,
+            )],
             None => vec![],
         },
         Routing::In { func, values } => {
@@ -295,16 +333,26 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
             } else {
                 groups
                     .into_iter()
-                    .map(|(shard, vals)| (shard, substitute_binds(&p.query.replacen(":vIN", &vals.join(", "), 1), binds)))
+                    .map(|(shard, vals)| {
+                        (
+                            shard,
+                            substitute_binds(&p.query.replacen(":vIN", &vals.join(", "), 1), binds),
+                        )
+                    })
                     .collect()
             }
         }
-        Routing::Scatter | Routing::Any => ks.shards.iter().map(|s| (s.name.clone(), original.clone())).collect(),
+        Routing::Scatter | Routing::Any => ks
+            .shards
+            .iter()
+            .map(|s| (s.name.clone(), original.clone()))
+            .collect(),
     };
     let results = if queries.is_empty() {
         vec![]
     } else {
-        vc.execute_multi(&p.keyspace, TabletType::Primary, queries).await?
+        vc.execute_multi(&p.keyspace, TabletType::Primary, queries)
+            .await?
     };
     let mut done = QueryDone::default();
     for r in results {
@@ -333,7 +381,8 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
         let mut values = row.values.clone();
         let mut seq_value = None;
         if row.needs_seq {
-            let id = next_id.ok_or_else(|| Error::Plan(PlanError::Unsupported("sequence exhausted".into())))?;
+            let id = next_id
+                .ok_or_else(|| Error::Plan(PlanError::Unsupported("sequence exhausted".into())))?;
             next_id = Some(id + 1);
             if let Some(c) = p.seq_col {
                 values[c] = id.to_string();
@@ -346,10 +395,14 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
             (None, None) => Value::NULL,
         };
         let ksid = map_value(p.func, &vval)?.ok_or_else(|| {
-            Error::Plan(PlanError::Unsupported(format!("could not map vindex value {vval:?} to a keyspace id")))
+            Error::Plan(PlanError::Unsupported(format!(
+                "could not map vindex value {vval:?} to a keyspace id"
+            )))
         })?;
         let shard = shard_for(ks, &ksid).ok_or_else(|| {
-            Error::Plan(PlanError::Unsupported(format!("no shard holds keyspace id {ksid:02x?}")))
+            Error::Plan(PlanError::Unsupported(format!(
+                "no shard holds keyspace id {ksid:02x?}"
+            )))
         })?;
         let text = format!("({})", values.join(", "));
         match per_shard.iter_mut().find(|(s, _)| s == shard) {
@@ -364,7 +417,9 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
             (shard, substitute_binds(&sql, binds))
         })
         .collect();
-    let results = vc.execute_multi(&p.keyspace, TabletType::Primary, queries).await?;
+    let results = vc
+        .execute_multi(&p.keyspace, TabletType::Primary, queries)
+        .await?;
     let mut done = QueryDone::default();
     for r in &results {
         done.affected_rows += r.done.affected_rows;
@@ -486,7 +541,8 @@ pub mod testing {
         ) -> Result<Vec<ShardResult>, Error> {
             let mut out = Vec::new();
             for (shard, sql) in queries {
-                self.calls.push((keyspace.into(), shard.clone(), tablet_type, sql));
+                self.calls
+                    .push((keyspace.into(), shard.clone(), tablet_type, sql));
                 out.push(ShardResult {
                     columns: vec![text_column("x")],
                     rows: vec![vec![Value::Bytes(shard.into_bytes())]],
@@ -598,7 +654,9 @@ mod tests {
         )
         .unwrap();
         let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
-        execute(&p, sql, &[], TabletType::Rdonly, &s, &mut vc, &mut sink).await.unwrap();
+        execute(&p, sql, &[], TabletType::Rdonly, &s, &mut vc, &mut sink)
+            .await
+            .unwrap();
         assert_eq!(
             vc.calls,
             vec![(
@@ -622,7 +680,9 @@ mod tests {
         )
         .unwrap();
         let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
-        execute(&p, "", &[], TabletType::Primary, &s, &mut vc, &mut sink).await.unwrap();
+        execute(&p, "", &[], TabletType::Primary, &s, &mut vc, &mut sink)
+            .await
+            .unwrap();
         assert!(vc.calls.is_empty());
         assert_eq!(sink.columns, vec!["Tables"]);
         assert_eq!(

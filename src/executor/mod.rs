@@ -255,10 +255,12 @@ impl VCursor for Executor<'_> {
         }
         let results = if failed.is_none() {
             futures_util::future::join_all(jobs.iter_mut().map(|(label, sc, _, sql)| async move {
-                collect(&mut sc.conn, sql).await.map_err(|source| Error::Backend {
-                    target: label.clone(),
-                    source,
-                })
+                collect(&mut sc.conn, sql)
+                    .await
+                    .map_err(|source| Error::Backend {
+                        target: label.clone(),
+                        source,
+                    })
             }))
             .await
         } else {
@@ -288,7 +290,12 @@ impl VCursor for Executor<'_> {
         }
     }
 
-    async fn next_sequence(&mut self, keyspace: &str, table: &str, count: u64) -> Result<u64, Error> {
+    async fn next_sequence(
+        &mut self,
+        keyspace: &str,
+        table: &str,
+        count: u64,
+    ) -> Result<u64, Error> {
         let key = (keyspace.to_string(), table.to_string());
         let mut seqs = self.ctx.sequences.lock().await;
         if let Some((next, end)) = seqs.get_mut(&key) {
@@ -308,12 +315,20 @@ impl VCursor for Executor<'_> {
             .ok_or_else(|| crate::planner::PlanError::UnknownKeyspace(keyspace.to_string()))?;
         let (tablet, label) = self.tablet(keyspace, &shard, TabletType::Primary)?;
         let tablet = tablet.clone();
-        let mut conn = self.ctx.pools.get(&tablet).get_conn().await.map_err(backend(&label))?;
+        let mut conn = self
+            .ctx
+            .pools
+            .get(&tablet)
+            .get_conn()
+            .await
+            .map_err(backend(&label))?;
         let t = table.replace('`', "``");
         let reserve = async {
             conn.query_drop("BEGIN").await?;
             let row: Option<(u64, u64)> = conn
-                .query_first(format!("SELECT next_id, cache FROM `{t}` WHERE id = 0 FOR UPDATE"))
+                .query_first(format!(
+                    "SELECT next_id, cache FROM `{t}` WHERE id = 0 FOR UPDATE"
+                ))
                 .await?;
             Ok::<_, mysql_async::Error>(row)
         };
@@ -326,12 +341,15 @@ impl VCursor for Executor<'_> {
         };
         let Some((next_id, cache)) = row else {
             let _ = conn.query_drop("ROLLBACK").await;
-            return Err(Error::Plan(crate::planner::PlanError::Unsupported(format!(
-                "sequence table {keyspace}.{table} has no row with id 0"
-            ))));
+            return Err(Error::Plan(crate::planner::PlanError::Unsupported(
+                format!("sequence table {keyspace}.{table} has no row with id 0"),
+            )));
         };
         let block = cache.max(count).max(1);
-        let update = format!("UPDATE `{t}` SET next_id = {} WHERE id = 0", next_id + block);
+        let update = format!(
+            "UPDATE `{t}` SET next_id = {} WHERE id = 0",
+            next_id + block
+        );
         if let Err(e) = async {
             conn.query_drop(update).await?;
             conn.query_drop("COMMIT").await

@@ -150,7 +150,9 @@ pub fn plan(
                 },
                 _ => {
                     let template = template.ok_or_else(|| {
-                        PlanError::Unsupported("statement text needed for a sharded keyspace".into())
+                        PlanError::Unsupported(
+                            "statement text needed for a sharded keyspace".into(),
+                        )
                     })?;
                     if target.tablet_type != TabletType::Primary && kind != QueryKind::Select {
                         return Err(PlanError::Unsupported(format!(

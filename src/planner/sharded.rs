@@ -4,8 +4,8 @@
 //! plan out; bind values are only referenced, so the plan is cacheable.
 
 use sqlparser::ast::{
-    self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, LimitClause,
-    OrderByKind, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
+    self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    LimitClause, OrderByKind, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -183,7 +183,8 @@ fn unsupported(msg: impl Into<String>) -> PlanError {
 
 /// Parses a template; a syntax error is the client's.
 pub fn parse(template: &str) -> Result<Statement, PlanError> {
-    let mut stmts = Parser::parse_sql(&MySqlDialect {}, template).map_err(|e| PlanError::Syntax(e.to_string()))?;
+    let mut stmts = Parser::parse_sql(&MySqlDialect {}, template)
+        .map_err(|e| PlanError::Syntax(e.to_string()))?;
     if stmts.len() != 1 {
         return Err(PlanError::Syntax("expected one statement".into()));
     }
@@ -208,7 +209,11 @@ fn ident_name(n: &ast::ObjectName) -> Vec<String> {
         .collect()
 }
 
-fn table_info(ks: &Keyspace, name: &ast::ObjectName, alias: Option<String>) -> Result<TableInfo, PlanError> {
+fn table_info(
+    ks: &Keyspace,
+    name: &ast::ObjectName,
+    alias: Option<String>,
+) -> Result<TableInfo, PlanError> {
     let parts = ident_name(name);
     let (qual, table) = match parts.as_slice() {
         [t] => (None, t.clone()),
@@ -223,15 +228,29 @@ fn table_info(ks: &Keyspace, name: &ast::ObjectName, alias: Option<String>) -> R
             )));
         }
     }
-    let t = ks.vschema.tables.get(&table).ok_or_else(|| PlanError::TableNotFound {
-        table: table.clone(),
-        keyspace: ks.name.clone(),
-    })?;
+    let t = ks
+        .vschema
+        .tables
+        .get(&table)
+        .ok_or_else(|| PlanError::TableNotFound {
+            table: table.clone(),
+            keyspace: ks.name.clone(),
+        })?;
     let vindex = match t.column_vindexes.first() {
         Some(cv) => {
-            let col = cv.column.clone().or_else(|| cv.columns.first().cloned()).unwrap_or_default();
-            let def = ks.vschema.vindexes.get(&cv.name).ok_or_else(|| unsupported(format!("vindex {}", cv.name)))?;
-            Func::from_type(&def.kind).ok().map(|f| (col.to_ascii_lowercase(), f))
+            let col = cv
+                .column
+                .clone()
+                .or_else(|| cv.columns.first().cloned())
+                .unwrap_or_default();
+            let def = ks
+                .vschema
+                .vindexes
+                .get(&cv.name)
+                .ok_or_else(|| unsupported(format!("vindex {}", cv.name)))?;
+            Func::from_type(&def.kind)
+                .ok()
+                .map(|f| (col.to_ascii_lowercase(), f))
         }
         None => None,
     };
@@ -240,17 +259,26 @@ fn table_info(ks: &Keyspace, name: &ast::ObjectName, alias: Option<String>) -> R
         alias,
         kind: t.kind.clone(),
         vindex,
-        auto_inc: t.auto_increment.as_ref().map(|a| (a.column.clone(), a.sequence.clone())),
+        auto_inc: t
+            .auto_increment
+            .as_ref()
+            .map(|a| (a.column.clone(), a.sequence.clone())),
     })
 }
 
-fn single_table<'a>(from: &'a [ast::TableWithJoins]) -> Result<(&'a ast::ObjectName, Option<String>), PlanError> {
+fn single_table(
+    from: &[ast::TableWithJoins],
+) -> Result<(&ast::ObjectName, Option<String>), PlanError> {
     match from {
         [twj] if twj.joins.is_empty() => match &twj.relation {
-            TableFactor::Table { name, alias, .. } => Ok((name, alias.as_ref().map(|a| a.name.value.clone()))),
+            TableFactor::Table { name, alias, .. } => {
+                Ok((name, alias.as_ref().map(|a| a.name.value.clone())))
+            }
             _ => Err(unsupported("derived tables across shards")),
         },
-        [] => Err(unsupported("statements without a table on a sharded keyspace")),
+        [] => Err(unsupported(
+            "statements without a table on a sharded keyspace",
+        )),
         _ => Err(unsupported("cross-shard joins")),
     }
 }
@@ -281,9 +309,9 @@ fn operand(e: &Expr) -> Option<Operand> {
                 .and_then(|n| n.checked_sub(1))
                 .map(Operand::Bind),
             ast::Value::Number(n, _) => Some(Operand::Lit(crate::sql::normalize::number_value(n))),
-            ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
-                Some(Operand::Lit(mysql_common::value::Value::Bytes(s.as_bytes().to_vec())))
-            }
+            ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => Some(
+                Operand::Lit(mysql_common::value::Value::Bytes(s.as_bytes().to_vec())),
+            ),
             ast::Value::Null => Some(Operand::Lit(mysql_common::value::Value::NULL)),
             _ => None,
         },
@@ -314,8 +342,12 @@ fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr
     if t.kind == "reference" {
         return (Routing::Any, None);
     }
-    let Some((col, func)) = &t.vindex else { return (Routing::Scatter, None) };
-    let Some(sel) = selection else { return (Routing::Scatter, None) };
+    let Some((col, func)) = &t.vindex else {
+        return (Routing::Scatter, None);
+    };
+    let Some(sel) = selection else {
+        return (Routing::Scatter, None);
+    };
     let mut best_in = None;
     for c in conjuncts(sel) {
         match c {
@@ -343,7 +375,13 @@ fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr
             } if best_in.is_none() && is_column(expr, col, t) => {
                 let values: Option<Vec<Operand>> = list.iter().map(operand).collect();
                 if let Some(values) = values {
-                    best_in = Some((Routing::In { func: *func, values }, c.clone()));
+                    best_in = Some((
+                        Routing::In {
+                            func: *func,
+                            values,
+                        },
+                        c.clone(),
+                    ));
                 }
             }
             _ => {}
@@ -402,7 +440,9 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
         Statement::Insert(ins) => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
         Statement::Update(u) => {
             let (name, alias) = match &u.table.relation {
-                TableFactor::Table { name, alias, .. } if u.table.joins.is_empty() && u.from.is_none() => {
+                TableFactor::Table { name, alias, .. }
+                    if u.table.joins.is_empty() && u.from.is_none() =>
+                {
                     (name, alias.as_ref().map(|a| a.name.value.clone()))
                 }
                 _ => return Err(unsupported("multi-table UPDATE across shards")),
@@ -411,7 +451,11 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             if let Some((col, _)) = &t.vindex {
                 for a in &u.assignments {
                     let target = a.target.to_string();
-                    let tcol = target.rsplit('.').next().unwrap_or(&target).trim_matches('`');
+                    let tcol = target
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or(&target)
+                        .trim_matches('`');
                     if tcol.eq_ignore_ascii_case(col) {
                         return Err(unsupported(format!(
                             "you can't update primary vindex column '{tcol}' of table {}",
@@ -420,7 +464,14 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                     }
                 }
             }
-            plan_dml(template, &stmt, u.selection.as_ref(), u.limit.is_some(), &t, ks)
+            plan_dml(
+                template,
+                &stmt,
+                u.selection.as_ref(),
+                u.limit.is_some(),
+                &t,
+                ks,
+            )
         }
         Statement::Delete(d) => {
             let from = match &d.from {
@@ -431,7 +482,14 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             }
             let (name, alias) = single_table(from)?;
             let t = table_info(ks, name, alias)?;
-            plan_dml(template, &stmt, d.selection.as_ref(), d.limit.is_some(), &t, ks)
+            plan_dml(
+                template,
+                &stmt,
+                d.selection.as_ref(),
+                d.limit.is_some(),
+                &t,
+                ks,
+            )
         }
         other => Err(unsupported(format!(
             "this statement on sharded keyspace '{}': {}",
@@ -453,9 +511,15 @@ fn plan_dml(
         return Err(unsupported("subqueries in a sharded UPDATE or DELETE"));
     }
     let (routing, in_expr) = route_where(selection, t);
-    let routing = if routing == Routing::Any { Routing::Scatter } else { routing };
+    let routing = if routing == Routing::Any {
+        Routing::Scatter
+    } else {
+        routing
+    };
     if has_limit && !matches!(routing, Routing::Equal { .. }) && ks.shards.len() > 1 {
-        return Err(unsupported("UPDATE or DELETE with LIMIT on more than one shard"));
+        return Err(unsupported(
+            "UPDATE or DELETE with LIMIT on more than one shard",
+        ));
     }
     let query = match (&in_expr, selection) {
         (Some(e), Some(sel)) => {
@@ -480,11 +544,17 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         _ => return Err(unsupported("INSERT into a table function")),
     };
     let t = table_info(ks, name, None)?;
-    let (vcol, func) = t
-        .vindex
-        .clone()
-        .ok_or_else(|| unsupported(format!("INSERT into table {} without a functional primary vindex", t.name)))?;
-    let mut cols: Vec<String> = ins.columns.iter().map(|c| c.to_string().trim_matches('`').to_string()).collect();
+    let (vcol, func) = t.vindex.clone().ok_or_else(|| {
+        unsupported(format!(
+            "INSERT into table {} without a functional primary vindex",
+            t.name
+        ))
+    })?;
+    let mut cols: Vec<String> = ins
+        .columns
+        .iter()
+        .map(|c| c.to_string().trim_matches('`').to_string())
+        .collect();
     if cols.is_empty() {
         return Err(unsupported(format!(
             "INSERT into sharded table {} needs a column list",
@@ -524,20 +594,24 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             values.push("NULL".into());
         }
         if values.len() != cols.len() {
-            return Err(PlanError::Syntax("Column count doesn't match value count".into()));
+            return Err(PlanError::Syntax(
+                "Column count doesn't match value count".into(),
+            ));
         }
         let seq_here = seq_col.is_some_and(|p| {
-            add_seq_col || matches!(row.get(p).and_then(operand), Some(Operand::Lit(mysql_common::value::Value::NULL)))
+            add_seq_col
+                || matches!(
+                    row.get(p).and_then(operand),
+                    Some(Operand::Lit(mysql_common::value::Value::NULL))
+                )
         });
         let needs_seq_runtime = seq_col.is_some() && !seq_here;
         let vindex_value = if seq_here && Some(vpos) == seq_col {
             None
         } else {
-            Some(
-                row.get(vpos)
-                    .and_then(operand)
-                    .ok_or_else(|| unsupported(format!("vindex column {vcol} must be a literal value")))?,
-            )
+            Some(row.get(vpos).and_then(operand).ok_or_else(|| {
+                unsupported(format!("vindex column {vcol} must be a literal value"))
+            })?)
         };
         out_rows.push(InsertRow {
             values,
@@ -550,15 +624,24 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         for a in assignments {
             let target = a.target.to_string();
             if target.trim_matches('`').eq_ignore_ascii_case(&vcol) {
-                return Err(unsupported(format!("ON DUPLICATE KEY UPDATE of vindex column '{vcol}'")));
+                return Err(unsupported(format!(
+                    "ON DUPLICATE KEY UPDATE of vindex column '{vcol}'"
+                )));
             }
         }
     }
-    let verb = if ins.replace_into { "REPLACE" } else { "INSERT" };
+    let verb = if ins.replace_into {
+        "REPLACE"
+    } else {
+        "INSERT"
+    };
     let ignore = if ins.ignore { " IGNORE" } else { "" };
     let prefix = format!(
         "{verb}{ignore} INTO {name} ({}) VALUES ",
-        cols.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        cols.iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let suffix = match &ins.on {
         Some(on @ ast::OnInsert::DuplicateKeyUpdate(_)) => format!(" {on}"),
@@ -585,11 +668,18 @@ fn find_sequence(seq: &str, snap: &Snapshot) -> Result<(String, String), PlanErr
         if ks_hint.is_some_and(|k| k != ks.name) || ks.sharded {
             continue;
         }
-        if ks.vschema.tables.get(table).is_some_and(|t| t.kind == "sequence") {
+        if ks
+            .vschema
+            .tables
+            .get(table)
+            .is_some_and(|t| t.kind == "sequence")
+        {
             return Ok((ks.name.clone(), table.to_string()));
         }
     }
-    Err(unsupported(format!("sequence table {seq} not found in any unsharded keyspace")))
+    Err(unsupported(format!(
+        "sequence table {seq} not found in any unsharded keyspace"
+    )))
 }
 
 struct AggCall {
@@ -604,14 +694,23 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
     if !["count", "sum", "min", "max", "avg"].contains(&name.as_str()) {
         return None;
     }
-    let FunctionArguments::List(list) = &f.args else { return None };
-    let distinct = matches!(list.duplicate_treatment, Some(ast::DuplicateTreatment::Distinct));
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let distinct = matches!(
+        list.duplicate_treatment,
+        Some(ast::DuplicateTreatment::Distinct)
+    );
     let arg = match list.args.as_slice() {
         [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => None,
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e.clone()),
         _ => return None,
     };
-    Some(AggCall { name, distinct, arg })
+    Some(AggCall {
+        name,
+        distinct,
+        arg,
+    })
 }
 
 fn has_aggregate(e: &Expr) -> bool {
@@ -620,12 +719,15 @@ fn has_aggregate(e: &Expr) -> bool {
     }
     match e {
         Expr::BinaryOp { left, right, .. } => has_aggregate(left) || has_aggregate(right),
-        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) | Expr::IsNull(expr) | Expr::IsNotNull(expr) => {
-            has_aggregate(expr)
-        }
+        Expr::UnaryOp { expr, .. }
+        | Expr::Nested(expr)
+        | Expr::IsNull(expr)
+        | Expr::IsNotNull(expr) => has_aggregate(expr),
         Expr::Function(f) => {
             let s = f.to_string().to_ascii_lowercase();
-            ["count(", "sum(", "avg(", "min(", "max("].iter().any(|a| s.contains(a))
+            ["count(", "sum(", "avg(", "min(", "max("]
+                .iter()
+                .any(|a| s.contains(a))
         }
         _ => false,
     }
@@ -649,7 +751,11 @@ impl Internal {
     }
 
     /// An aggregate call as gate expression, adding its pushed-down parts.
-    fn aggregate(&mut self, call: &AggCall, count_distinct: &mut Option<usize>) -> Result<GateExpr, PlanError> {
+    fn aggregate(
+        &mut self,
+        call: &AggCall,
+        count_distinct: &mut Option<usize>,
+    ) -> Result<GateExpr, PlanError> {
         let arg = call.arg.as_ref().map(|a| a.to_string());
         let argsql = arg.clone().unwrap_or_else(|| "*".into());
         Ok(match (call.name.as_str(), call.distinct) {
@@ -657,7 +763,9 @@ impl Internal {
                 let a = arg.ok_or_else(|| PlanError::Syntax("COUNT(DISTINCT *)".into()))?;
                 if let Some(i) = *count_distinct {
                     if self.items[i] != a {
-                        return Err(unsupported("more than one COUNT(DISTINCT ...) across shards"));
+                        return Err(unsupported(
+                            "more than one COUNT(DISTINCT ...) across shards",
+                        ));
                     }
                     return Ok(GateExpr::CountDistinct(i));
                 }
@@ -667,10 +775,18 @@ impl Internal {
                 *count_distinct = Some(i);
                 GateExpr::CountDistinct(i)
             }
-            (_, true) => return Err(unsupported(format!("{}(DISTINCT ...) across shards", call.name.to_uppercase()))),
+            (_, true) => {
+                return Err(unsupported(format!(
+                    "{}(DISTINCT ...) across shards",
+                    call.name.to_uppercase()
+                )))
+            }
             ("count", false) => {
                 let s = format!("count({argsql})");
-                GateExpr::Col(self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Count)))
+                GateExpr::Col(
+                    self.find(&s)
+                        .unwrap_or_else(|| self.push(s, AggKind::Count)),
+                )
             }
             ("sum", false) => {
                 let s = format!("sum({argsql})");
@@ -680,7 +796,9 @@ impl Internal {
                 let s = format!("sum({argsql})");
                 let sum = self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Sum));
                 let c = format!("count({argsql})");
-                let count = self.find(&c).unwrap_or_else(|| self.push(c, AggKind::Count));
+                let count = self
+                    .find(&c)
+                    .unwrap_or_else(|| self.push(c, AggKind::Count));
                 GateExpr::Avg { sum, count }
             }
             (m, false) => {
@@ -717,7 +835,10 @@ fn gate_expr(
         return Ok(GateExpr::Col(*i));
     }
     if let Expr::Identifier(id) = e {
-        if let Some((_, g)) = aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(&id.value)) {
+        if let Some((_, g)) = aliases
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(&id.value))
+        {
             return Ok(g.clone());
         }
     }
@@ -733,17 +854,28 @@ fn gate_expr(
             op.clone(),
             Box::new(gate_expr(right, internal, groups, aliases, count_distinct)?),
         ),
-        Expr::UnaryOp { op, expr } => {
-            GateExpr::Unary(*op, Box::new(gate_expr(expr, internal, groups, aliases, count_distinct)?))
-        }
+        Expr::UnaryOp { op, expr } => GateExpr::Unary(
+            *op,
+            Box::new(gate_expr(expr, internal, groups, aliases, count_distinct)?),
+        ),
         Expr::Nested(inner) => gate_expr(inner, internal, groups, aliases, count_distinct)?,
-        Expr::IsNull(inner) => GateExpr::IsNull(Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?), true),
-        Expr::IsNotNull(inner) => {
-            GateExpr::IsNull(Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?), false)
-        }
+        Expr::IsNull(inner) => GateExpr::IsNull(
+            Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?),
+            true,
+        ),
+        Expr::IsNotNull(inner) => GateExpr::IsNull(
+            Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?),
+            false,
+        ),
         // A plain column that is not grouped: any value of the group, as MySQL allows.
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => GateExpr::Col(internal.push(text, AggKind::Key)),
-        _ => return Err(unsupported(format!("expression '{text}' over a cross-shard aggregate"))),
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+            GateExpr::Col(internal.push(text, AggKind::Key))
+        }
+        _ => {
+            return Err(unsupported(format!(
+                "expression '{text}' over a cross-shard aggregate"
+            )))
+        }
     })
 }
 
@@ -752,13 +884,20 @@ fn limit_parts(q: &ast::Query) -> Result<(Option<Operand>, Option<Operand>), Pla
     match &q.limit_clause {
         None => Ok((None, None)),
         Some(LimitClause::LimitOffset { limit, offset, .. }) => {
-            let l = limit.as_ref().map(|e| operand(e).ok_or_else(bad)).transpose()?;
-            let o = offset.as_ref().map(|o| operand(&o.value).ok_or_else(bad)).transpose()?;
+            let l = limit
+                .as_ref()
+                .map(|e| operand(e).ok_or_else(bad))
+                .transpose()?;
+            let o = offset
+                .as_ref()
+                .map(|o| operand(&o.value).ok_or_else(bad))
+                .transpose()?;
             Ok((l, o))
         }
-        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
-            Ok((Some(operand(limit).ok_or_else(bad)?), Some(operand(offset).ok_or_else(bad)?)))
-        }
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => Ok((
+            Some(operand(limit).ok_or_else(bad)?),
+            Some(operand(offset).ok_or_else(bad)?),
+        )),
     }
 }
 
@@ -769,11 +908,33 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     if q.with.is_some() {
         return Err(unsupported("WITH across shards"));
     }
+    let no_table = sel.from.is_empty()
+        || matches!(&sel.from[..], [f] if f.joins.is_empty()
+            && matches!(&f.relation, TableFactor::Table { name, .. } if name.to_string().eq_ignore_ascii_case("dual")));
+    if no_table
+        && !sel
+            .projection
+            .iter()
+            .any(|p| p.to_string().to_ascii_uppercase().contains("SELECT "))
+    {
+        // No table: any shard can answer.
+        return Ok(SelectPlan {
+            keyspace: ks.name.clone(),
+            routing: Routing::Any,
+            original: template.to_string(),
+            pushdown: template.to_string(),
+            gate: None,
+            pushdown_limit: false,
+        });
+    }
     let (name, alias) = single_table(&sel.from)?;
     let t = table_info(ks, name, alias)?;
     let (routing, in_expr) = route_where(sel.selection.as_ref(), &t);
     let subquery = sel.selection.as_ref().is_some_and(contains_subquery)
-        || sel.projection.iter().any(|p| p.to_string().to_ascii_uppercase().contains("SELECT "));
+        || sel
+            .projection
+            .iter()
+            .any(|p| p.to_string().to_ascii_uppercase().contains("SELECT "));
     let plan_base = |pushdown: String, gate: Option<Gate>, pushdown_limit: bool| SelectPlan {
         keyspace: ks.name.clone(),
         routing: routing.clone(),
@@ -792,7 +953,12 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
         return Err(unsupported("HAVING without aggregates across shards"));
     }
-    let from_sql = sel.from.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
+    let from_sql = sel
+        .from
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let where_sql = sel
         .selection
         .as_ref()
@@ -800,7 +966,9 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         .unwrap_or_default();
     let group_exprs: Vec<Expr> = match &sel.group_by {
         GroupByExpr::Expressions(g, mods) if mods.is_empty() => g.clone(),
-        GroupByExpr::Expressions(..) => return Err(unsupported("GROUP BY modifiers across shards")),
+        GroupByExpr::Expressions(..) => {
+            return Err(unsupported("GROUP BY modifiers across shards"))
+        }
         GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL")),
     };
     let order_exprs: Vec<ast::OrderByExpr> = match q.order_by.as_ref().map(|o| &o.kind) {
@@ -814,24 +982,57 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         Some(ast::Distinct::Distinct) => true,
         Some(_) => return Err(unsupported("DISTINCT ON")),
     };
-    let aggregated = !group_exprs.is_empty()
+    let mut aggregated = !group_exprs.is_empty()
         || sel.projection.iter().any(|p| match p {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                has_aggregate(e)
+            }
             _ => false,
         });
+    // SELECT DISTINCT a, b is GROUP BY a, b: grouping compares strings by
+    // collation (weight strings), as MariaDB's DISTINCT does.
+    let mut group_exprs = group_exprs;
+    let mut distinct = distinct;
+    let wildcard = sel.projection.iter().any(|p| {
+        matches!(
+            p,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    if distinct && !aggregated && !wildcard {
+        group_exprs = sel
+            .projection
+            .iter()
+            .filter_map(|p| match p {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        aggregated = true;
+        distinct = false;
+    }
 
     if !aggregated {
         // Rows pass through; the gate sorts, dedupes and limits.
         if !distinct && order_exprs.is_empty() && limit.is_none() {
             let pushdown = format!(
                 "SELECT {} FROM {from_sql}{where_sql}",
-                sel.projection.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                sel.projection
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             return Ok(plan_base(pushdown, None, false));
         }
         let mut items: Vec<String> = sel.projection.iter().map(|p| p.to_string()).collect();
         let visible_known = !sel.projection.iter().any(|p| {
-            matches!(p, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
+            matches!(
+                p,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
         });
         let mut hidden = Vec::new();
         let mut order = Vec::new();
@@ -839,13 +1040,18 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
             let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
             let expr_sql = match &ob.expr {
                 Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
-                    let k: usize = v.value.to_string().parse().map_err(|_| unsupported("ORDER BY position"))?;
-                    let item = sel
-                        .projection
-                        .get(k.wrapping_sub(1))
-                        .ok_or_else(|| PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'")))?;
+                    let k: usize = v
+                        .value
+                        .to_string()
+                        .parse()
+                        .map_err(|_| unsupported("ORDER BY position"))?;
+                    let item = sel.projection.get(k.wrapping_sub(1)).ok_or_else(|| {
+                        PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'"))
+                    })?;
                     match item {
-                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.to_string(),
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                            e.to_string()
+                        }
                         _ => return Err(unsupported("ORDER BY a position of '*' across shards")),
                     }
                 }
@@ -853,7 +1059,9 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
                     .projection
                     .iter()
                     .find_map(|p| match p {
-                        SelectItem::ExprWithAlias { expr, alias } if alias.value.eq_ignore_ascii_case(&id.value) => {
+                        SelectItem::ExprWithAlias { expr, alias }
+                            if alias.value.eq_ignore_ascii_case(&id.value) =>
+                        {
                             Some(expr.to_string())
                         }
                         _ => None,
@@ -922,15 +1130,22 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
             Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
                 let k: usize = v.value.to_string().parse().unwrap_or(0);
                 match sel.projection.get(k.wrapping_sub(1)) {
-                    Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e.clone(),
-                    _ => return Err(PlanError::Syntax(format!("Unknown column '{k}' in 'group statement'"))),
+                    Some(SelectItem::UnnamedExpr(e))
+                    | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e.clone(),
+                    _ => {
+                        return Err(PlanError::Syntax(format!(
+                            "Unknown column '{k}' in 'group statement'"
+                        )))
+                    }
                 }
             }
             Expr::Identifier(id) => sel
                 .projection
                 .iter()
                 .find_map(|p| match p {
-                    SelectItem::ExprWithAlias { expr, alias } if alias.value.eq_ignore_ascii_case(&id.value) => {
+                    SelectItem::ExprWithAlias { expr, alias }
+                        if alias.value.eq_ignore_ascii_case(&id.value) =>
+                    {
                         Some(expr.clone())
                     }
                     _ => None,
@@ -976,14 +1191,19 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
                 output
                     .get(k.wrapping_sub(1))
                     .map(|(g, _)| g.clone())
-                    .ok_or_else(|| PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'")))?
+                    .ok_or_else(|| {
+                        PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'"))
+                    })?
             }
             other => gate_expr(other, &mut internal, &groups, &aliases, &mut count_distinct)?,
         };
         let weight = match &expr {
             GateExpr::Col(i) => match internal.kinds[*i] {
                 AggKind::Min { weight } | AggKind::Max { weight } => weight,
-                AggKind::Key => group_keys.iter().find(|(k, _)| k == i).and_then(|(_, w)| *w),
+                AggKind::Key => group_keys
+                    .iter()
+                    .find(|(k, _)| k == i)
+                    .and_then(|(_, w)| *w),
                 _ => None,
             },
             _ => None,

@@ -125,9 +125,13 @@ impl Session {
                             .await?;
                     } else {
                         let snap = ctx.snapshot.load();
-                        let plan =
-                            planner::plan(&Statement::Query(QueryKind::Other), None, &self.target, &snap)
-                                .ok();
+                        let plan = planner::plan(
+                            &Statement::Query(QueryKind::Other),
+                            None,
+                            &self.target,
+                            &snap,
+                        )
+                        .ok();
                         let tablet = match &plan {
                             Some(Plan::Route(r)) => {
                                 let ex = Executor {
@@ -196,7 +200,10 @@ impl Session {
             &self.target,
             &snap,
         )?;
-        let binds = normalized.as_ref().map(|n| n.binds.as_slice()).unwrap_or(&[]);
+        let binds = normalized
+            .as_ref()
+            .map(|n| n.binds.as_slice())
+            .unwrap_or(&[]);
         if let Statement::Query(kind) = stmt {
             if *kind == QueryKind::Reserving {
                 self.shards.reserved = true;
@@ -214,7 +221,16 @@ impl Session {
             snap: &snap,
             state: &mut self.shards,
         };
-        engine::execute(&plan, sql, binds, self.target.tablet_type, &snap, &mut ex, sink).await
+        engine::execute(
+            &plan,
+            sql,
+            binds,
+            self.target.tablet_type,
+            &snap,
+            &mut ex,
+            sink,
+        )
+        .await
     }
 
     /// Prepares a statement: learns its metadata from the tablet it would
@@ -237,7 +253,11 @@ impl Session {
                     }
                     Plan::Show(_) => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
                     // Sharded: learn the metadata from the first shard.
-                    Plan::Select(_) | Plan::Insert(_) | Plan::Dml(_) | Plan::AllShards { .. } | Plan::AnyShard { .. } => {
+                    Plan::Select(_)
+                    | Plan::Insert(_)
+                    | Plan::Dml(_)
+                    | Plan::AllShards { .. }
+                    | Plan::AnyShard { .. } => {
                         let ks = self.target.keyspace.clone().unwrap_or_default();
                         let shard = snap
                             .keyspaces
@@ -250,7 +270,8 @@ impl Session {
                             snap: &snap,
                             state: &mut self.shards,
                         };
-                        ex.describe(&ks, &shard, self.target.tablet_type, sql).await?
+                        ex.describe(&ks, &shard, self.target.tablet_type, sql)
+                            .await?
                     }
                 }
             }

@@ -35,9 +35,29 @@ const SIGN_AFTER: &[&str] = &[
 
 /// Type names whose parenthesized numbers are part of the type, not values.
 const TYPE_WORDS: &[&str] = &[
-    "decimal", "numeric", "char", "varchar", "binary", "varbinary", "float", "double", "datetime",
-    "time", "timestamp", "bit", "int", "integer", "tinyint", "smallint", "mediumint", "bigint",
-    "dec", "fixed", "real", "nchar", "nvarchar",
+    "decimal",
+    "numeric",
+    "char",
+    "varchar",
+    "binary",
+    "varbinary",
+    "float",
+    "double",
+    "datetime",
+    "time",
+    "timestamp",
+    "bit",
+    "int",
+    "integer",
+    "tinyint",
+    "smallint",
+    "mediumint",
+    "bigint",
+    "dec",
+    "fixed",
+    "real",
+    "nchar",
+    "nvarchar",
 ];
 
 /// Normalizes `sql`, taking `?` parameters from `params` in order.
@@ -75,16 +95,21 @@ pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Nor
                     in_by_list = true;
                     by_depth = depth;
                 } else if depth == by_depth
-                    && ["limit", "having", "union", "for", "into", "lock", "with", "window"]
-                        .iter()
-                        .any(|k| w.eq_ignore_ascii_case(k))
+                    && [
+                        "limit", "having", "union", "for", "into", "lock", "with", "window",
+                    ]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k))
                 {
                     in_by_list = false;
                 }
             }
             _ => {}
         }
-        let is_literal = matches!(t.kind, TokenKind::Number | TokenKind::Str | TokenKind::Placeholder);
+        let is_literal = matches!(
+            t.kind,
+            TokenKind::Number | TokenKind::Str | TokenKind::Placeholder
+        );
         if !is_literal {
             i += 1;
             continue;
@@ -101,7 +126,11 @@ pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Nor
         }
         // A leading unary minus belongs to the number.
         let mut start = t.start;
-        if t.kind == TokenKind::Number && i > 0 && toks[i - 1].kind == TokenKind::Punct(b'-') && is_sign(sql, &toks, i - 1) {
+        if t.kind == TokenKind::Number
+            && i > 0
+            && toks[i - 1].kind == TokenKind::Punct(b'-')
+            && is_sign(sql, &toks, i - 1)
+        {
             start = toks[i - 1].start;
         }
         let bind = match t.kind {
@@ -134,7 +163,10 @@ pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Nor
         i += 1;
     }
     out.push_str(&sql[copied..]);
-    Normalized { template: out, binds }
+    Normalized {
+        template: out,
+        binds,
+    }
 }
 
 fn is_sign(sql: &str, toks: &[Token], minus: usize) -> bool {
@@ -166,10 +198,17 @@ pub fn number_value(text: &str) -> Value {
 pub fn string_value(text: &str, no_backslash_escapes: bool) -> Value {
     let b = text.as_bytes();
     if b.len() < 2 || !(b[0] == b'\'' || b[0] == b'"') {
-        if let Some(hex) = text.strip_prefix(['x', 'X']).and_then(|h| h.strip_prefix('\'')).and_then(|h| h.strip_suffix('\'')) {
+        if let Some(hex) = text
+            .strip_prefix(['x', 'X'])
+            .and_then(|h| h.strip_prefix('\''))
+            .and_then(|h| h.strip_suffix('\''))
+        {
             let bytes: Option<Vec<u8>> = (0..hex.len())
                 .step_by(2)
-                .map(|i| hex.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                })
                 .collect();
             if let Some(bytes) = bytes {
                 return Value::Bytes(bytes);
@@ -215,8 +254,15 @@ pub fn substitute_binds(sql: &str, binds: &[Bind]) -> String {
     while i < toks.len() {
         let t = toks[i];
         if t.kind == TokenKind::Punct(b':') {
-            if let Some(w) = toks.get(i + 1).filter(|w| w.kind == TokenKind::Word && w.start == t.end) {
-                if let Some(n) = w.text(sql).strip_prefix('v').and_then(|n| n.parse::<usize>().ok()) {
+            if let Some(w) = toks
+                .get(i + 1)
+                .filter(|w| w.kind == TokenKind::Word && w.start == t.end)
+            {
+                if let Some(n) = w
+                    .text(sql)
+                    .strip_prefix('v')
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
                     if let Some(b) = n.checked_sub(1).and_then(|k| binds.get(k)) {
                         out.push_str(&sql[copied..t.start]);
                         out.push_str(&b.text);
@@ -260,16 +306,30 @@ mod tests {
 
     #[test]
     fn types_and_positions_stay() {
-        let n = normalize("select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc", &[], false);
-        assert_eq!(n.template, "select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc");
+        let n = normalize(
+            "select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc",
+            &[],
+            false,
+        );
+        assert_eq!(
+            n.template,
+            "select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc"
+        );
         assert!(n.binds.is_empty());
     }
 
     #[test]
     fn parameters_are_binds() {
-        let n = normalize("insert into t values (?, ?, 3)", &[Value::Int(1), Value::Bytes(b"a'b".to_vec())], false);
+        let n = normalize(
+            "insert into t values (?, ?, 3)",
+            &[Value::Int(1), Value::Bytes(b"a'b".to_vec())],
+            false,
+        );
         assert_eq!(n.template, "insert into t values (:v1, :v2, :v3)");
         assert_eq!(n.binds[1].text, "'a\\'b'");
-        assert_eq!(substitute_binds(&n.template, &n.binds), "insert into t values (1, 'a\\'b', 3)");
+        assert_eq!(
+            substitute_binds(&n.template, &n.binds),
+            "insert into t values (1, 'a\\'b', 3)"
+        );
     }
 }
