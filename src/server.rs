@@ -31,6 +31,8 @@ pub struct ServerCtx {
     pub max_packet: usize,
     /// Topology watch counters.
     pub watch_stats: Arc<WatchStats>,
+    /// Plans of sharded statements.
+    pub plans: crate::planner::cache::PlanCache,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -52,6 +54,7 @@ impl ServerCtx {
             server_version,
             max_packet: 64 << 20,
             watch_stats: Arc::new(WatchStats::default()),
+            plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             conn_ids: AtomicU32::new(1),
         }
@@ -143,7 +146,10 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             handle,
             records,
             ctx.watch_stats.clone(),
-            move |snap| ctx2.pools.reconcile(snap),
+            move |snap| {
+                ctx2.pools.reconcile(snap);
+                ctx2.plans.clear();
+            },
         ));
     }
     let listener = TcpListener::bind(opts.mysql_addr)

@@ -440,6 +440,27 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     sink.ok(done)
 }
 
+/// A sink that drops everything (VEXPLAIN QUERIES runs for the log only).
+pub struct Discard;
+
+impl RowSink for Discard {
+    fn columns(&mut self, _: &[Column]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn row(&mut self, _: &[Value]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn end_rows(&mut self, _: u16) -> Result<(), Error> {
+        Ok(())
+    }
+    fn ok(&mut self, _: QueryDone) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
 /// A VARCHAR column definition for results shardgate makes itself.
 pub fn text_column(name: &str) -> Column {
     Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)

@@ -436,6 +436,61 @@ impl VCursor for Executor<'_> {
     }
 }
 
+/// A VCursor that records every shard query before passing it on
+/// (VEXPLAIN QUERIES).
+pub struct Logging<V> {
+    /// The cursor doing the work.
+    pub inner: V,
+    /// (keyspace, shard, query) in the order sent.
+    pub log: Vec<(String, String, String)>,
+}
+
+impl<V: VCursor + Send> VCursor for Logging<V> {
+    async fn execute_multi(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+    ) -> Result<Vec<ShardResult>, Error> {
+        for (shard, q) in &queries {
+            self.log
+                .push((keyspace.to_string(), shard.clone(), q.clone()));
+        }
+        self.inner
+            .execute_multi(keyspace, tablet_type, queries)
+            .await
+    }
+
+    async fn next_sequence(
+        &mut self,
+        keyspace: &str,
+        table: &str,
+        count: u64,
+    ) -> Result<u64, Error> {
+        self.inner.next_sequence(keyspace, table, count).await
+    }
+
+    fn set_last_insert_id(&mut self, id: u64) {
+        self.inner.set_last_insert_id(id)
+    }
+
+    async fn execute_shard<S: RowSink + Send>(
+        &mut self,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        sql: &str,
+        rename_db_columns: bool,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        self.log
+            .push((keyspace.to_string(), shard.to_string(), sql.to_string()));
+        self.inner
+            .execute_shard(keyspace, shard, tablet_type, sql, rename_db_columns, sink)
+            .await
+    }
+}
+
 /// Runs one query and buffers its first result (rows or OK).
 async fn collect(conn: &mut Conn, sql: &str) -> Result<ShardResult, mysql_async::Error> {
     let mut result = conn.query_iter(sql).await?;

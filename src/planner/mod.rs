@@ -1,6 +1,8 @@
 //! The planner: pure (statement, target, snapshot) → [`Plan`]. No I/O, so
 //! plans can be cached, printed and tested without a database.
 
+pub mod cache;
+pub mod explain;
 pub mod sharded;
 
 use crate::sql::{QueryKind, Statement, TabletType, Target};

@@ -181,8 +181,28 @@ fn unsupported(msg: impl Into<String>) -> PlanError {
     PlanError::Unsupported(msg.into())
 }
 
+/// Operators a statement may hold before it is refused as too complex:
+/// long operator chains parse into deep trees, and walking those (render,
+/// clone, drop) recurses once per level.
+pub const MAX_OPERATORS: usize = 400;
+
 /// Parses a template; a syntax error is the client's.
 pub fn parse(template: &str) -> Result<Statement, PlanError> {
+    let operators = crate::sql::lexer::tokenize(template)
+        .iter()
+        .filter(|t| match t.kind {
+            crate::sql::lexer::TokenKind::Punct(c) => b"=<>!+-*/%&|^~".contains(&c),
+            crate::sql::lexer::TokenKind::Word => ["and", "or", "xor", "not"]
+                .iter()
+                .any(|w| t.is_word(template, w)),
+            _ => false,
+        })
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(unsupported(format!(
+            "statement too complex for a sharded keyspace: {operators} operators (at most {MAX_OPERATORS})"
+        )));
+    }
     let mut stmts = Parser::parse_sql(&MySqlDialect {}, template)
         .map_err(|e| PlanError::Syntax(e.to_string()))?;
     if stmts.len() != 1 {

@@ -160,6 +160,9 @@ impl Session {
                 }
                 sink.ok(QueryDone::default())
             }
+            Statement::VExplain { queries, inner } => {
+                self.vexplain(ctx, queries, &inner, sink).await
+            }
             other => {
                 let sql = match sql::rewrite_session_values(
                     sql,
@@ -176,6 +179,39 @@ impl Session {
         }
     }
 
+    /// Plans a statement for the current target; sharded plans come from
+    /// the plan cache and carry their bind values.
+    fn plan_for(
+        &self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
+        let sharded = self.target.shard.is_none()
+            && matches!(stmt, Statement::Query(k) if !matches!(k, QueryKind::Ddl | QueryKind::Show))
+            && self
+                .target
+                .keyspace
+                .as_ref()
+                .and_then(|k| snap.keyspaces.get(k))
+                .is_some_and(|k| k.sharded);
+        if !sharded {
+            return Ok((
+                std::sync::Arc::new(planner::plan(stmt, None, &self.target, snap)?),
+                Vec::new(),
+            ));
+        }
+        let n = sql::normalize::normalize(sql, &[], self.shards.no_backslash_escapes);
+        let target = self.target.to_string();
+        let plan = ctx
+            .plans
+            .get_or_plan(snap.version, &target, &n.template, || {
+                planner::plan(stmt, Some(&n.template), &self.target, snap)
+            })?;
+        Ok((plan, n.binds))
+    }
+
     async fn run_planned<S: RowSink + Send>(
         &mut self,
         ctx: &ServerCtx,
@@ -184,26 +220,7 @@ impl Session {
         sink: &mut S,
     ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
-        // Sharded keyspaces plan from the normalized template.
-        let sharded = self.target.shard.is_none()
-            && self
-                .target
-                .keyspace
-                .as_ref()
-                .and_then(|k| snap.keyspaces.get(k))
-                .is_some_and(|k| k.sharded);
-        let normalized =
-            sharded.then(|| sql::normalize::normalize(sql, &[], self.shards.no_backslash_escapes));
-        let plan = planner::plan(
-            stmt,
-            normalized.as_ref().map(|n| n.template.as_str()),
-            &self.target,
-            &snap,
-        )?;
-        let binds = normalized
-            .as_ref()
-            .map(|n| n.binds.as_slice())
-            .unwrap_or(&[]);
+        let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
         if let Statement::Query(kind) = stmt {
             if *kind == QueryKind::Reserving {
                 self.shards.reserved = true;
@@ -224,13 +241,71 @@ impl Session {
         engine::execute(
             &plan,
             sql,
-            binds,
+            &binds,
             self.target.tablet_type,
             &snap,
             &mut ex,
             sink,
         )
         .await
+    }
+
+    /// VEXPLAIN PLAN prints the plan; VEXPLAIN QUERIES runs the statement
+    /// and lists every query sent to a shard.
+    async fn vexplain<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        queries: bool,
+        inner: &str,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let stmt = sql::classify(inner)?;
+        if !matches!(stmt, Statement::Query(_)) {
+            return Err(
+                planner::PlanError::Unsupported("VEXPLAIN of a session statement".into()).into(),
+            );
+        }
+        let snap = ctx.snapshot.load();
+        let (plan, binds) = self.plan_for(ctx, &snap, &stmt, inner)?;
+        if !queries {
+            let text = serde_json::to_string_pretty(&plan.describe()).unwrap_or_default();
+            sink.columns(&[engine::text_column("JSON")])?;
+            sink.row(&[mysql_common::value::Value::Bytes(text.into_bytes())])?;
+            return sink.end_rows(0);
+        }
+        let mut ex = crate::executor::Logging {
+            inner: Executor {
+                ctx,
+                snap: &snap,
+                state: &mut self.shards,
+            },
+            log: Vec::new(),
+        };
+        let mut discard = crate::engine::Discard;
+        engine::execute(
+            &plan,
+            inner,
+            &binds,
+            self.target.tablet_type,
+            &snap,
+            &mut ex,
+            &mut discard,
+        )
+        .await?;
+        let cols: Vec<_> = ["#", "keyspace", "shard", "query"]
+            .iter()
+            .map(|n| engine::text_column(n))
+            .collect();
+        sink.columns(&cols)?;
+        for (i, (ks, shard, q)) in ex.log.iter().enumerate() {
+            let row: Vec<mysql_common::value::Value> =
+                [i.to_string(), ks.clone(), shard.clone(), q.clone()]
+                    .into_iter()
+                    .map(|s| mysql_common::value::Value::Bytes(s.into_bytes()))
+                    .collect();
+            sink.row(&row)?;
+        }
+        sink.end_rows(0)
     }
 
     /// Prepares a statement: learns its metadata from the tablet it would

@@ -48,6 +48,13 @@ pub enum Statement {
     ShowVitessTablets,
     /// SHOW VSCHEMA TABLES.
     ShowVschemaTables,
+    /// VEXPLAIN [PLAN | QUERIES | ALL] statement.
+    VExplain {
+        /// QUERIES (run it and list shard queries) rather than PLAN.
+        queries: bool,
+        /// The statement explained.
+        inner: String,
+    },
     /// Anything that goes to a tablet.
     Query(QueryKind),
 }
@@ -109,6 +116,20 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
             }
         }
         "insert" | "replace" => Statement::Query(QueryKind::Insert),
+        "vexplain" => {
+            let (queries, from) = if w(1, "queries") {
+                (true, 2)
+            } else if w(1, "plan") || w(1, "all") {
+                (false, 2)
+            } else {
+                (false, 1)
+            };
+            let start = toks.get(from).map(|t| t.start).unwrap_or(sql.len());
+            Statement::VExplain {
+                queries,
+                inner: sql[start..].trim().to_string(),
+            }
+        }
         "update" => Statement::Query(QueryKind::Update),
         "delete" => Statement::Query(QueryKind::Delete),
         "begin" if toks.len() == 1 || (toks.len() == 2 && w(1, "work")) => Statement::Begin,

@@ -1,0 +1,183 @@
+//! Plans as JSON: what `VEXPLAIN PLAN` prints and what the golden planner
+//! tests compare. Names follow Vitess's (Route, EqualUnique, IN, Scatter...).
+
+use serde_json::{json, Value};
+
+use super::sharded::{AggKind, Gate, GateExpr, Operand, Routing};
+use super::{Plan, ShowPlan};
+
+fn operand(o: &Operand) -> Value {
+    match o {
+        Operand::Bind(i) => json!(format!(":v{}", i + 1)),
+        Operand::Lit(v) => json!(crate::sql::literal(v, false)),
+    }
+}
+
+fn routing(r: &Routing) -> (&'static str, Value) {
+    match r {
+        Routing::Equal { func, value } => (
+            "EqualUnique",
+            json!({"vindex": format!("{func:?}").to_lowercase(), "values": [operand(value)]}),
+        ),
+        Routing::In { func, values } => (
+            "IN",
+            json!({"vindex": format!("{func:?}").to_lowercase(), "values": values.iter().map(operand).collect::<Vec<_>>()}),
+        ),
+        Routing::Scatter => ("Scatter", json!({})),
+        Routing::Any => ("Reference", json!({})),
+    }
+}
+
+fn gate_expr(e: &GateExpr) -> String {
+    match e {
+        GateExpr::Col(i) if *i >= super::sharded::HIDDEN => {
+            format!("hidden{}", i - super::sharded::HIDDEN)
+        }
+        GateExpr::Col(i) => format!("col{i}"),
+        GateExpr::Avg { sum, count } => format!("avg(col{sum}/col{count})"),
+        GateExpr::CountDistinct(i) => format!("count_distinct(col{i})"),
+        GateExpr::Bind(i) => format!(":v{}", i + 1),
+        GateExpr::Lit(v) => crate::sql::literal(v, false),
+        GateExpr::Binary(l, op, r) => format!("({} {op} {})", gate_expr(l), gate_expr(r)),
+        GateExpr::Unary(op, e) => format!("{op}{}", gate_expr(e)),
+        GateExpr::IsNull(e, true) => format!("{} IS NULL", gate_expr(e)),
+        GateExpr::IsNull(e, false) => format!("{} IS NOT NULL", gate_expr(e)),
+    }
+}
+
+fn gate(g: &Gate) -> Value {
+    let mut m = serde_json::Map::new();
+    if !g.aggregate.is_empty() {
+        let kinds: Vec<String> = g
+            .aggregate
+            .iter()
+            .map(|k| match k {
+                AggKind::Key => "key".to_string(),
+                AggKind::Count => "count".into(),
+                AggKind::Sum => "sum".into(),
+                AggKind::Min { .. } => "min".into(),
+                AggKind::Max { .. } => "max".into(),
+                AggKind::Weight => "weight".into(),
+                AggKind::DistinctArg { .. } => "distinct".into(),
+            })
+            .collect();
+        m.insert(
+            "aggregate".into(),
+            json!(if g.scalar { "Scalar" } else { "Ordered" }),
+        );
+        m.insert("columns".into(), json!(kinds));
+    }
+    if let Some(out) = &g.output {
+        m.insert(
+            "output".into(),
+            json!(out
+                .iter()
+                .map(|(e, n)| format!("{} as {n}", gate_expr(e)))
+                .collect::<Vec<_>>()),
+        );
+    }
+    if let Some(h) = &g.having {
+        m.insert("having".into(), json!(gate_expr(h)));
+    }
+    if g.distinct {
+        m.insert("distinct".into(), json!(true));
+    }
+    if !g.order.is_empty() {
+        m.insert(
+            "order".into(),
+            json!(g
+                .order
+                .iter()
+                .map(|k| format!(
+                    "{}{}",
+                    gate_expr(&k.expr),
+                    if k.desc { " DESC" } else { " ASC" }
+                ))
+                .collect::<Vec<_>>()),
+        );
+    }
+    if let Some(l) = &g.limit {
+        m.insert("limit".into(), operand(l));
+    }
+    if let Some(o) = &g.offset {
+        m.insert("offset".into(), operand(o));
+    }
+    Value::Object(m)
+}
+
+impl Plan {
+    /// The plan as JSON.
+    pub fn describe(&self) -> Value {
+        match self {
+            Plan::Route(r) => json!({
+                "operator": "Route",
+                "variant": "Unsharded",
+                "keyspace": r.keyspace,
+                "shard": r.shard,
+                "tablet_type": r.tablet_type.as_str(),
+            }),
+            Plan::Show(s) => json!({
+                "operator": "Local",
+                "variant": match s {
+                    ShowPlan::Databases => "ShowDatabases",
+                    ShowPlan::Keyspaces => "ShowKeyspaces",
+                    ShowPlan::Shards => "ShowShards",
+                    ShowPlan::Tablets => "ShowTablets",
+                    ShowPlan::VschemaTables(_) => "ShowVschemaTables",
+                },
+            }),
+            Plan::Select(p) => {
+                let (variant, extra) = routing(&p.routing);
+                let mut v = json!({
+                    "operator": "Route",
+                    "variant": variant,
+                    "keyspace": p.keyspace,
+                    "query": if matches!(p.routing, Routing::Equal { .. } | Routing::Any) { &p.original } else { &p.pushdown },
+                });
+                merge(&mut v, extra);
+                if let Some(g) = &p.gate {
+                    v["gate"] = gate(g);
+                }
+                v
+            }
+            Plan::Insert(p) => json!({
+                "operator": "Insert",
+                "variant": "Sharded",
+                "keyspace": p.keyspace,
+                "vindex": format!("{:?}", p.func).to_lowercase(),
+                "rows": p.rows.len(),
+                "sequence": p.sequence.as_ref().map(|(k, t)| format!("{k}.{t}")),
+                "query": format!("{}<rows>{}", p.prefix, p.suffix),
+            }),
+            Plan::Dml(p) => {
+                let (variant, extra) = routing(&p.routing);
+                let op = p
+                    .original
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let mut v = json!({
+                    "operator": if op == "delete" { "Delete" } else { "Update" },
+                    "variant": variant,
+                    "keyspace": p.keyspace,
+                    "query": p.query,
+                });
+                merge(&mut v, extra);
+                v
+            }
+            Plan::AllShards { keyspace } => {
+                json!({"operator": "DDL", "variant": "AllShards", "keyspace": keyspace})
+            }
+            Plan::AnyShard { keyspace } => {
+                json!({"operator": "Send", "variant": "AnyShard", "keyspace": keyspace})
+            }
+        }
+    }
+}
+
+fn merge(v: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (v, extra) {
+        a.extend(b);
+    }
+}
