@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use super::{Plan, PlanError};
 
+/// Plans by (target, template), for one snapshot version.
+type Plans = (u64, HashMap<(String, String), Arc<Plan>>);
+
 /// Shared by every session of a server.
 pub struct PlanCache {
-    inner: Mutex<(u64, HashMap<(String, String), Arc<Plan>>)>,
+    inner: Mutex<Plans>,
     cap: usize,
     /// Lookups answered from the cache.
     pub hits: AtomicU64,
