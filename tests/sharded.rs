@@ -438,6 +438,12 @@ async fn sequences_vindex_updates_and_unsupported_statements() {
         .unwrap()
         .unwrap();
     sg.query_drop("use customer").await.unwrap();
+    let q: u64 = sg
+        .query_first("select count(*) from `customer:-80`.customer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q, n);
     let total: u64 = sg
         .query_first("select count(*) from customer")
         .await

@@ -101,6 +101,19 @@ impl Session {
         sql: &str,
         sink: &mut S,
     ) -> Result<(), Error> {
+        // `ks:shard`.table sends this statement to that shard, as in vtgate.
+        if let Some((target, stripped)) = sql::shard_qualifier(sql) {
+            let mut t = Target::parse(&target)?;
+            t.tablet_type = self.target.tablet_type;
+            let saved = std::mem::replace(&mut self.target, t.clone());
+            let checked = self.use_target(ctx, &t.to_string());
+            let r = match checked {
+                Ok(()) => Box::pin(self.execute(ctx, &stripped, sink)).await,
+                Err(e) => Err(e),
+            };
+            self.target = saved;
+            return r;
+        }
         let stmt = sql::classify(sql)?;
         match stmt {
             Statement::Begin => {

@@ -440,6 +440,38 @@ pub fn quote_str(s: &str) -> String {
     out
 }
 
+/// A table qualified with a shard target (`` `customer:-80`.corder `` or
+/// `` `customer[-80]`.corder ``): returns the target and the statement with
+/// the qualifier removed, so it runs as-is on that shard.
+pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
+    if !sql.contains('`') {
+        return None;
+    }
+    let toks = tokenize(sql);
+    let mut target: Option<String> = None;
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for (i, t) in toks.iter().enumerate() {
+        if t.kind != TokenKind::Ident {
+            continue;
+        }
+        let name = unquote(t.text(sql));
+        let is_target = (name.contains(':') || name.contains('['))
+            && toks
+                .get(i + 1)
+                .is_some_and(|n| n.kind == TokenKind::Punct(b'.') && n.start == t.end);
+        if !is_target {
+            continue;
+        }
+        target.get_or_insert_with(|| name.to_string());
+        out.push_str(&sql[copied..t.start]);
+        copied = toks[i + 1].end;
+    }
+    let target = target?;
+    out.push_str(&sql[copied..]);
+    Some((target, out))
+}
+
 /// Counts `?` placeholders outside strings and comments.
 pub fn count_placeholders(sql: &str) -> usize {
     tokenize(sql)
@@ -568,6 +600,16 @@ mod tests {
         };
         assert!(s.global);
         assert!(classify("set autocommit = maybe").is_err());
+    }
+
+    #[test]
+    fn shard_qualified_tables() {
+        let (t, s) =
+            shard_qualifier("select * from `customer:-80`.corder where x = '`a:b`.c'").unwrap();
+        assert_eq!(t, "customer:-80");
+        assert_eq!(s, "select * from corder where x = '`a:b`.c'");
+        assert_eq!(shard_qualifier("select * from `customer`.corder"), None);
+        assert_eq!(shard_qualifier("select 1"), None);
     }
 
     #[test]
