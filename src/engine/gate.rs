@@ -69,7 +69,8 @@ impl Val {
                         if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL
                             && c.decimals() > 0 =>
                     {
-                        Val::Dec(i * pow10(c.decimals() as u32), c.decimals() as u32)
+                        i.checked_mul(pow10(c.decimals() as u32))
+                            .map_or(Val::Int(i), |m| Val::Dec(m, c.decimals() as u32))
                     }
                     other => other,
                 },
@@ -142,22 +143,34 @@ fn format_float(f: f64) -> String {
     }
 }
 
-fn align(a: i128, sa: u32, b: i128, sb: u32) -> (i128, i128, u32) {
+/// Brings two decimals to one scale; None on overflow (the caller falls
+/// back to floating point rather than wrap or panic).
+fn align(a: i128, sa: u32, b: i128, sb: u32) -> Option<(i128, i128, u32)> {
     let s = sa.max(sb);
-    (a * pow10(s - sa), b * pow10(s - sb), s)
+    Some((
+        a.checked_mul(pow10(s - sa))?,
+        b.checked_mul(pow10(s - sb))?,
+        s,
+    ))
+}
+
+fn float_of(a: &Val, b: &Val, f: impl Fn(f64, f64) -> f64) -> Val {
+    Val::Float(f(a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0)))
 }
 
 fn add(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
         (Val::Null, _) | (_, Val::Null) => Val::Null,
-        (Val::Int(x), Val::Int(y)) => Val::Int(x + y),
-        (Val::Float(_), _) | (_, Val::Float(_)) => {
-            Val::Float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))
-        }
+        (Val::Int(x), Val::Int(y)) => x
+            .checked_add(y)
+            .map(Val::Int)
+            .unwrap_or_else(|| float_of(a, b, |p, q| p + q)),
+        (Val::Float(_), _) | (_, Val::Float(_)) => float_of(a, b, |p, q| p + q),
         (x, y) => {
             let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
-            let (p, q, s) = align(xm, xs, ym, ys);
-            Val::Dec(p + q, s)
+            align(xm, xs, ym, ys)
+                .and_then(|(p, q, s)| Some(Val::Dec(p.checked_add(q)?, s)))
+                .unwrap_or_else(|| float_of(a, b, |p, q| p + q))
         }
     }
 }
@@ -182,13 +195,17 @@ fn neg(v: &Val) -> Val {
 fn mul(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
         (Val::Null, _) | (_, Val::Null) => Val::Null,
-        (Val::Int(x), Val::Int(y)) => Val::Int(x * y),
-        (Val::Float(_), _) | (_, Val::Float(_)) => {
-            Val::Float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0))
-        }
+        (Val::Int(x), Val::Int(y)) => x
+            .checked_mul(y)
+            .map(Val::Int)
+            .unwrap_or_else(|| float_of(a, b, |p, q| p * q)),
+        (Val::Float(_), _) | (_, Val::Float(_)) => float_of(a, b, |p, q| p * q),
         (x, y) => {
             let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
-            Val::Dec(xm * ym, xs + ys)
+            match (xm.checked_mul(ym), xs + ys <= 38) {
+                (Some(m), true) => Val::Dec(m, xs + ys),
+                _ => float_of(a, b, |p, q| p * q),
+            }
         }
     }
 }
@@ -209,7 +226,12 @@ fn div(a: &Val, b: &Val) -> Val {
             }
             let scale = xs + DIV_PRECISION;
             // x/y = (xm/10^xs) / (ym/10^ys); want result * 10^scale.
-            let num = xm * pow10(scale + ys + 1 - xs);
+            let Some(num) = xm
+                .checked_mul(pow10(scale + ys + 1 - xs))
+                .filter(|_| scale + ys < 36)
+            else {
+                return float_of(a, b, |p, q| p / q);
+            };
             let q = num / ym;
             let rounded = if q >= 0 { (q + 5) / 10 } else { (q - 5) / 10 };
             Val::Dec(rounded, scale)
@@ -244,8 +266,14 @@ pub fn cmp_val(a: &Val, b: &Val) -> Ordering {
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::Dec(..) | Val::Int(_), Val::Dec(..) | Val::Int(_)) => {
             let ((xm, xs), (ym, ys)) = (dec_parts(a), dec_parts(b));
-            let (p, q, _) = align(xm, xs, ym, ys);
-            p.cmp(&q)
+            match align(xm, xs, ym, ys) {
+                Some((p, q, _)) => p.cmp(&q),
+                None => a
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .partial_cmp(&b.as_f64().unwrap_or(0.0))
+                    .unwrap_or(Ordering::Equal),
+            }
         }
         _ => a
             .as_f64()
@@ -474,6 +502,68 @@ fn synth_column(name: &str, sample: &Val) -> Column {
         .with_flags(flags)
 }
 
+/// Refuses results whose shape the plan did not expect (a shard with a
+/// different schema), instead of indexing out of bounds.
+fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Error> {
+    let bad = |why: String| {
+        Error::Plan(crate::planner::PlanError::Unsupported(format!(
+            "shard results do not match the plan: {why}"
+        )))
+    };
+    if rows.iter().any(|r| r.len() != width) {
+        return Err(bad("rows of different widths".into()));
+    }
+    if gate.hidden > width || (!gate.aggregate.is_empty() && gate.aggregate.len() != width) {
+        return Err(bad(format!("{width} columns")));
+    }
+    fn walk(e: &GateExpr, m: &mut usize, hidden: usize, bad_hidden: &mut bool) {
+        match e {
+            GateExpr::Col(i) if *i >= HIDDEN => *bad_hidden |= i - HIDDEN >= hidden,
+            GateExpr::Col(i) => *m = (*m).max(*i + 1),
+            GateExpr::Avg { sum, count } => *m = (*m).max(sum.max(count) + 1),
+            GateExpr::CountDistinct(i) => *m = (*m).max(*i + 1),
+            GateExpr::Binary(l, _, r) => {
+                walk(l, m, hidden, bad_hidden);
+                walk(r, m, hidden, bad_hidden);
+            }
+            GateExpr::Unary(_, x) | GateExpr::IsNull(x, _) => walk(x, m, hidden, bad_hidden),
+            _ => {}
+        }
+    }
+    let mut need = 0;
+    let mut bad_hidden = false;
+    for (k, w) in &gate.group_keys {
+        need = need.max(k + 1).max(w.map_or(0, |w| w + 1));
+    }
+    let exprs = gate
+        .output
+        .iter()
+        .flatten()
+        .map(|(e, _)| e)
+        .chain(gate.order.iter().map(|k| &k.expr))
+        .chain(gate.having.iter());
+    for e in exprs {
+        walk(e, &mut need, gate.hidden, &mut bad_hidden);
+    }
+    for k in &gate.order {
+        if let Some(w) = k.weight {
+            walk(&GateExpr::Col(w), &mut need, gate.hidden, &mut bad_hidden);
+        }
+    }
+    for kind in &gate.aggregate {
+        if let AggKind::Min { weight: Some(w) }
+        | AggKind::Max { weight: Some(w) }
+        | AggKind::DistinctArg { weight: w } = kind
+        {
+            need = need.max(w + 1);
+        }
+    }
+    if bad_hidden || need > width {
+        return Err(bad(format!("{width} columns, the plan reads {need}")));
+    }
+    Ok(())
+}
+
 /// Runs the gate over every shard's rows: returns the columns and rows to send.
 pub fn run(
     gate: &Gate,
@@ -482,6 +572,7 @@ pub fn run(
     mut rows: Vec<Vec<Value>>,
 ) -> Result<(Vec<Column>, Vec<Vec<Value>>), Error> {
     let width = cols.len();
+    check_shape(gate, width, &rows)?;
     let hidden = gate.hidden.min(width);
     let mut distinct_counts: Vec<Vec<(usize, i128)>> = Vec::new();
 
@@ -786,7 +877,9 @@ fn add_cells(a: &Value, b: &Value, col: &Column) -> Value {
                     if (sc as u8) < col.decimals() =>
                 {
                     let d = col.decimals() as u32;
-                    Val::Dec(m * pow10(d - sc), d).to_cell()
+                    m.checked_mul(pow10(d - sc))
+                        .map_or(Val::Dec(m, sc), |m| Val::Dec(m, d))
+                        .to_cell()
                 }
                 (s, _) => s.to_cell(),
             }
@@ -805,6 +898,18 @@ mod tests {
 
     fn b(s: &str) -> Value {
         Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn overflow_falls_back_instead_of_panicking() {
+        let big = Val::Int(i128::MAX);
+        assert!(matches!(add(&big, &big), Val::Float(_)));
+        assert!(matches!(mul(&big, &Val::Dec(15, 1)), Val::Float(_)));
+        assert!(matches!(
+            div(&Val::Dec(i128::MAX, 30), &Val::Dec(3, 30)),
+            Val::Float(_)
+        ));
+        let _ = cmp_val(&Val::Dec(i128::MAX, 0), &Val::Dec(1, 37));
     }
 
     #[test]
