@@ -144,7 +144,9 @@ fn bytes_of(v: &Value) -> Vec<u8> {
 }
 
 fn des_encrypt(n: u64) -> Vec<u8> {
-    let cipher = des::Des::new(&[0u8; 8].into());
+    // The key schedule is the expensive part; the key is always zero.
+    static CIPHER: std::sync::OnceLock<des::Des> = std::sync::OnceLock::new();
+    let cipher = CIPHER.get_or_init(|| des::Des::new(&[0u8; 8].into()));
     let mut block = n.to_be_bytes().into();
     cipher.encrypt_block(&mut block);
     block.to_vec()
