@@ -25,7 +25,10 @@ fn snapshot() -> Snapshot {
             .to_vec(),
     );
     for s in ["-80", "80-"] {
-        r.insert(format!("global/keyspaces/user/shards/{s}/Shard"), b"{}".to_vec());
+        r.insert(
+            format!("global/keyspaces/user/shards/{s}/Shard"),
+            b"{}".to_vec(),
+        );
     }
     Snapshot::build(&r, &[], 1).unwrap()
 }
@@ -52,25 +55,39 @@ fn sql_path(c: &mut Criterion) {
         b.iter(|| {
             let n = sql::normalize::normalize(black_box(POINT), &[], false);
             cache
-                .get_or_plan(1, "user", &n.template, || planner::plan(&stmt, Some(&n.template), &target, &snap))
+                .get_or_plan(1, "user", &n.template, || {
+                    planner::plan(&stmt, Some(&n.template), &target, &snap)
+                })
                 .unwrap()
         })
     });
 }
 
 fn vindexes(c: &mut Criterion) {
-    c.bench_function("vindex hash", |b| b.iter(|| Func::Hash.map(black_box(&Value::Int(123456))).unwrap()));
+    c.bench_function("vindex hash", |b| {
+        b.iter(|| Func::Hash.map(black_box(&Value::Int(123456))).unwrap())
+    });
     c.bench_function("vindex xxhash", |b| {
-        b.iter(|| Func::Xxhash.map(black_box(&Value::Bytes(b"some-user@example.com".to_vec()))).unwrap())
+        b.iter(|| {
+            Func::Xxhash
+                .map(black_box(&Value::Bytes(b"some-user@example.com".to_vec())))
+                .unwrap()
+        })
     });
 }
 
 fn rows(n: usize) -> (Vec<Column>, Vec<Vec<Value>>) {
     let cols = vec![
-        Column::new(ColumnType::MYSQL_TYPE_LONGLONG).with_name(b"id").with_flags(ColumnFlags::NUM_FLAG),
-        Column::new(ColumnType::MYSQL_TYPE_VAR_STRING).with_name(b"name").with_character_set(45),
+        Column::new(ColumnType::MYSQL_TYPE_LONGLONG)
+            .with_name(b"id")
+            .with_flags(ColumnFlags::NUM_FLAG),
+        Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)
+            .with_name(b"name")
+            .with_character_set(45),
         Column::new(ColumnType::MYSQL_TYPE_DATETIME).with_name(b"ts"),
-        Column::new(ColumnType::MYSQL_TYPE_VAR_STRING).with_name(b"w").with_character_set(63),
+        Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)
+            .with_name(b"w")
+            .with_character_set(63),
     ];
     let rows = (0..n)
         .map(|i| {
@@ -129,7 +146,10 @@ fn merging(c: &mut Criterion) {
     let gate = Gate {
         aggregate: vec![AggKind::Key, AggKind::Key, AggKind::Key, AggKind::Weight],
         group_keys: vec![(1, Some(3))],
-        output: Some(vec![(GateExpr::Col(1), "name".into()), (GateExpr::Col(0), "id".into())]),
+        output: Some(vec![
+            (GateExpr::Col(1), "name".into()),
+            (GateExpr::Col(0), "id".into()),
+        ]),
         ..Gate::default()
     };
     c.bench_function("aggregate merge 4000 rows into 97 groups", |b| {
