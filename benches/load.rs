@@ -1,0 +1,346 @@
+//! The end-to-end load harness: direct MariaDB, HAProxy (TCP mode) in front
+//! of the same tablet, and shardgate (unsharded and 2-shard keyspaces),
+//! measured with sysbench in interleaved rounds on this machine, plus a
+//! connect storm and an idle-connection test. Prints a Markdown table and
+//! writes it to `target/load-results.md`.
+//!
+//!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
+//!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
+//!
+//! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use shardgate::local::{Cluster, ClusterSpec};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A sysbench target.
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    port: u16,
+    user: &'static str,
+    db: &'static str,
+    /// PID of the proxy process whose CPU and memory are measured.
+    pid: Option<i32>,
+    extra: &'static [&'static str],
+}
+
+/// One sysbench run's figures.
+#[derive(Default, Clone)]
+struct Run {
+    qps: f64,
+    avg_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_query: Option<f64>,
+    rss_mb: Option<f64>,
+}
+
+fn proc_cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after the command: state is [0]; utime [11], stime [12] (in ticks).
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}
+
+fn proc_rss_mb(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn sysbench(t: &Target, workload: &str, cmd: &str, threads: u32, secs: u32) -> String {
+    let mut c = Command::new("sysbench");
+    c.arg(workload)
+        .arg("--db-driver=mysql")
+        .arg("--mysql-host=127.0.0.1")
+        .arg(format!("--mysql-port={}", t.port))
+        .arg(format!("--mysql-user={}", t.user))
+        .arg(format!("--mysql-db={}", t.db))
+        .arg("--tables=1")
+        .arg("--table-size=10000")
+        .arg(format!("--threads={threads}"))
+        .arg(format!("--time={secs}"))
+        .arg("--histogram=on")
+        .arg("--percentile=99")
+        .args(t.extra)
+        .arg(cmd);
+    let out = c.output().expect("run sysbench");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        eprintln!(
+            "sysbench {workload} {cmd} against {} failed:\n{text}\n{}",
+            t.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    text
+}
+
+/// Reads QPS, avg and p99 from the summary and p95 from the histogram.
+fn parse(out: &str) -> Run {
+    let num = |key: &str| -> f64 {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| {
+                v.split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .trim_start_matches('(')
+                    .parse()
+                    .unwrap_or(0.0)
+            })
+            .unwrap_or(0.0)
+    };
+    let qps = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("queries:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // Histogram lines: "  1.234 |****   42"
+    let mut hist: Vec<(f64, u64)> = Vec::new();
+    for l in out.lines() {
+        let parts: Vec<&str> = l.split('|').collect();
+        if parts.len() == 2 {
+            if let (Ok(v), Some(Ok(n))) = (
+                parts[0].trim().parse::<f64>(),
+                parts[1].split_whitespace().last().map(|n| n.parse::<u64>()),
+            ) {
+                hist.push((v, n));
+            }
+        }
+    }
+    let total: u64 = hist.iter().map(|(_, n)| n).sum();
+    let mut acc = 0;
+    let mut p95 = 0.0;
+    for (v, n) in &hist {
+        acc += n;
+        if acc * 100 >= total * 95 {
+            p95 = *v;
+            break;
+        }
+    }
+    Run {
+        qps,
+        avg_ms: num("avg:"),
+        p95_ms: p95,
+        p99_ms: num("99th percentile:"),
+        ..Run::default()
+    }
+}
+
+async fn connect_storm(port: u16, user: &str, db: &str, total: usize, parallel: usize) -> f64 {
+    let start = Instant::now();
+    let per = total / parallel;
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (user, db) = (user.to_string(), db.to_string());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname("127.0.0.1")
+                    .tcp_port(port)
+                    .user(Some(user.clone()))
+                    .db_name(Some(db.clone()))
+                    .prefer_socket(false);
+                if let Ok(mut c) = mysql_async::Conn::new(opts).await {
+                    let _ = c.query_drop("select 1").await;
+                    let _ = c.disconnect().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (per * parallel) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn start_haproxy(dir: &std::path::Path, port: u16, backend: u16) -> Child {
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 20000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+             frontend mysql\n  bind 127.0.0.1:{port}\n  default_backend tablet\n\
+             backend tablet\n  server t1 127.0.0.1:{backend}\n"
+        ),
+    )
+    .unwrap();
+    Command::new("haproxy")
+        .args(["-f", &cfg.display().to_string(), "-db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy (apt-get install haproxy)")
+}
+
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on this process.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("load harness: run with `cargo bench --bench load` (skipped under cargo test)");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let (secs, threads, rounds): (u32, Vec<u32>, usize) = if quick {
+        (5, vec![1, 8], 1)
+    } else {
+        (20, vec![1, 8, 32], 2)
+    };
+    raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("shardgate-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (sg_port, web_port) = (free_port(), free_port());
+        let ports: BTreeMap<u32, u16> = [100, 300, 400].into_iter().map(|u| (u, free_port())).collect();
+        let mut spec = ClusterSpec::example_with_ports(dir.clone(), |u| *ports.get(&u).unwrap_or(&0), free_port(), free_port(), Some(sg_port), web_port);
+        // Primaries only: replicas would only take CPU from the measured processes.
+        spec.tablets.retain(|t| t.tablet_type == "PRIMARY");
+        spec.shardgate_bin = PathBuf::from(env!("CARGO_BIN_EXE_shardgate"));
+        let cluster = Cluster::up(spec, true, |m| eprintln!("[load] {m}")).await.expect("cluster");
+        let sg_pid = cluster.procs.last().map(|p| p.pid);
+        let hp_port = free_port();
+        let mut haproxy = start_haproxy(&dir, hp_port, ports[&100]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let hp_pid = Some(haproxy.id() as i32);
+
+        let targets = [
+            Target { name: "direct", port: ports[&100], user: "vt_app", db: "vt_commerce", pid: None, extra: &[] },
+            Target { name: "haproxy", port: hp_port, user: "vt_app", db: "vt_commerce", pid: hp_pid, extra: &[] },
+            Target { name: "shardgate", port: sg_port, user: "sb", db: "commerce", pid: sg_pid, extra: &[] },
+            Target { name: "shardgate 2 shards", port: sg_port, user: "sb", db: "customer", pid: sg_pid, extra: &["--skip_trx=on"] },
+        ];
+        eprintln!("[load] preparing sbtest1 (unsharded and sharded)");
+        sysbench(&targets[0], "oltp_read_write", "prepare", 1, 10);
+        sysbench(&targets[3], "oltp_read_write", "prepare", 1, 10);
+
+        let workloads = ["oltp_point_select", "oltp_read_only", "oltp_read_write"];
+        let mut results: BTreeMap<(String, u32, String), Vec<Run>> = BTreeMap::new();
+        for w in workloads {
+            for &th in &threads {
+                for round in 0..rounds {
+                    // Rotate the order each round so no target always runs first.
+                    let mut order: Vec<&Target> = targets.iter().collect();
+                    let n = order.len();
+                    order.rotate_left(round % n);
+                    for t in order {
+                        // Single-thread writes only: sysbench's own DELETE/INSERT race without transactions.
+                        let th_run = if t.name.contains("shards") && w == "oltp_read_write" { 1 } else { th };
+                        let cpu0 = t.pid.map(proc_cpu_seconds);
+                        let out = sysbench(t, w, "run", th_run, secs);
+                        let mut r = parse(&out);
+                        if let (Some(pid), Some(c0)) = (t.pid, cpu0) {
+                            let cpu = proc_cpu_seconds(pid) - c0;
+                            let queries = r.qps * secs as f64;
+                            r.cpu_us_per_query = (queries > 0.0).then(|| cpu * 1e6 / queries);
+                            r.rss_mb = Some(proc_rss_mb(pid));
+                        }
+                        eprintln!("[load] {w} {th_run}t {}: {:.0} qps", t.name, r.qps);
+                        results.entry((w.to_string(), th_run, t.name.to_string())).or_default().push(r);
+                    }
+                }
+            }
+        }
+
+        eprintln!("[load] connect storms (1000 connects, 8 at a time)");
+        let mut storms = Vec::new();
+        for t in &targets[..3] {
+            storms.push((t.name, connect_storm(t.port, t.user, t.db, 1000, 8).await));
+        }
+
+        eprintln!("[load] 10,000 idle connections to shardgate");
+        let rss_before = sg_pid.map(proc_rss_mb).unwrap_or(0.0);
+        let mut idle = Vec::new();
+        for _ in 0..10_000 {
+            match tokio::net::TcpStream::connect(("127.0.0.1", sg_port)).await {
+                Ok(s) => idle.push(s),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_idle = sg_pid.map(proc_rss_mb).unwrap_or(0.0);
+        let idle_count = idle.len();
+        drop(idle);
+
+        let mut md = String::new();
+        let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let mean = |v: &[Run], f: fn(&Run) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;
+        for ((w, th, name), runs) in &results {
+            let qps = mean(runs, |r| r.qps);
+            let direct = results.get(&(w.clone(), *th, "direct".into())).map(|v| mean(v, |r| r.qps)).unwrap_or(0.0);
+            let hap = results.get(&(w.clone(), *th, "haproxy".into())).map(|v| mean(v, |r| r.qps)).unwrap_or(0.0);
+            let cpu = runs.iter().filter_map(|r| r.cpu_us_per_query).sum::<f64>() / runs.len() as f64;
+            let rss = runs.iter().filter_map(|r| r.rss_mb).fold(0.0, f64::max);
+            let _ = writeln!(
+                md,
+                "| {w} | {th} | {name} | {qps:.0} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                if direct > 0.0 { qps / direct } else { 0.0 },
+                if hap > 0.0 { format!("{:.2}", qps / hap) } else { "-".into() },
+                mean(runs, |r| r.avg_ms),
+                mean(runs, |r| r.p95_ms),
+                mean(runs, |r| r.p99_ms),
+                if runs[0].cpu_us_per_query.is_some() { format!("{cpu:.1}") } else { "-".into() },
+                if rss > 0.0 { format!("{rss:.0}") } else { "-".into() },
+            );
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| connect + auth + `select 1` (1000, 8 at a time) | connects/s |");
+        let _ = writeln!(md, "|---|---|");
+        for (name, rate) in &storms {
+            let _ = writeln!(md, "| {name} | {rate:.0} |");
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "Idle connections: {idle_count} held open to shardgate; RSS {rss_before:.0} MB before, {rss_idle:.0} MB with them open.");
+        println!("{md}");
+        let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/load-results.md"), &md);
+        let _ = haproxy.kill();
+        let _ = haproxy.wait();
+        drop(cluster);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
