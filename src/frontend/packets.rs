@@ -253,6 +253,43 @@ fn parse_time(s: &str) -> Option<(bool, u32, u8, u8, u8, u32)> {
     Some((neg, h / 24, (h % 24) as u8, mi, se, us))
 }
 
+/// Parameter types a client may bind (mysql_common's decoder handles
+/// exactly these; it must never see another).
+fn param_type_ok(t: ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        t,
+        MYSQL_TYPE_STRING
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_SET
+            | MYSQL_TYPE_ENUM
+            | MYSQL_TYPE_DECIMAL
+            | MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_BIT
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_GEOMETRY
+            | MYSQL_TYPE_JSON
+            | MYSQL_TYPE_TINY
+            | MYSQL_TYPE_SHORT
+            | MYSQL_TYPE_YEAR
+            | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_INT24
+            | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_FLOAT
+            | MYSQL_TYPE_DOUBLE
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_DATE
+            | MYSQL_TYPE_NEWDATE
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_TIME
+            | MYSQL_TYPE_NULL
+    )
+}
+
 /// Parses COM_STMT_EXECUTE's body after the command byte: returns the
 /// statement id and the parameter values. `types` holds the types bound by
 /// an earlier execute and is updated when the client sends new ones.
@@ -283,7 +320,10 @@ pub fn parse_execute(
             let flags = buf
                 .checked_eat_u8()
                 .ok_or_else(|| bad("truncated parameter types"))?;
-            let ct = ColumnType::try_from(t).map_err(|_| bad("unknown parameter type"))?;
+            let ct = ColumnType::try_from(t)
+                .ok()
+                .filter(|ct| param_type_ok(*ct))
+                .ok_or_else(|| bad("unsupported parameter type"))?;
             types.push((ct, flags & 0x80 != 0));
         }
     }
@@ -436,6 +476,16 @@ mod tests {
         let mut ld = Default::default();
         let v = parse_execute(&body, 2, &mut types, &mut ld).unwrap();
         assert_eq!(v, vec![Value::Int(7), Value::NULL]);
+        // Found by fuzzing: a TIMESTAMP2 (0x11) parameter type made the
+        // decoder panic; it is refused instead.
+        let mut types = Vec::new();
+        let crash = [0b00, 1, 0x11, 0, 0, 0, 0, 0];
+        assert!(parse_execute(&crash, 1, &mut types, &mut ld).is_err());
+        for t in 0u8..=255 {
+            let mut types = Vec::new();
+            let body = [0u8, 1, t, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+            let _ = parse_execute(&body, 1, &mut types, &mut ld);
+        }
         for cut in 0..body.len() {
             let mut types = Vec::new();
             assert!(
