@@ -10,4 +10,4 @@ cargo fmt --check
 echo "[test] cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "[test] cargo test"
-cargo test --all-targets -- --test-threads=4
+cargo test --all-targets
