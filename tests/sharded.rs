@@ -377,6 +377,21 @@ async fn sharded_answers_match_a_single_mariadb() {
     }
 }
 
+async fn total_direct(sg: &mut Conn) -> u64 {
+    let mut sum = 0;
+    for shard in ["customer:-80", "customer:80-"] {
+        sg.query_drop(format!("use `{shard}`")).await.unwrap();
+        let n: u64 = sg
+            .query_first("select count(*) from customer")
+            .await
+            .unwrap()
+            .unwrap();
+        sum += n;
+    }
+    sg.query_drop("use customer").await.unwrap();
+    sum
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_vindex_updates_and_unsupported_statements() {
     let mut sg = connect(Some("customer")).await;
@@ -438,6 +453,14 @@ async fn sequences_vindex_updates_and_unsupported_statements() {
         .unwrap()
         .unwrap();
     sg.query_drop("use customer").await.unwrap();
+    // No keyspace selected: the table's keyspace is found in the VSchemas.
+    let mut anon = connect(None).await;
+    let all: u64 = anon
+        .query_first("select count(*) from customer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all, total_direct(&mut sg).await);
     let q: u64 = sg
         .query_first("select count(*) from `customer:-80`.customer")
         .await

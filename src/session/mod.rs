@@ -115,6 +115,21 @@ impl Session {
             return r;
         }
         let stmt = sql::classify(sql)?;
+        // No keyspace selected: a table named in exactly one keyspace's
+        // VSchema decides, as vtgate's global routing does.
+        if self.target.keyspace.is_none() && matches!(stmt, Statement::Query(_)) {
+            if let Some(ks) = global_keyspace(&ctx.snapshot.load(), sql) {
+                let routed = Target {
+                    keyspace: Some(ks),
+                    shard: None,
+                    tablet_type: self.target.tablet_type,
+                };
+                let saved = std::mem::replace(&mut self.target, routed);
+                let r = Box::pin(self.execute(ctx, sql, sink)).await;
+                self.target = saved;
+                return r;
+            }
+        }
         match stmt {
             Statement::Begin => {
                 if self.shards.in_txn {
@@ -384,6 +399,23 @@ impl Session {
     pub async fn close(&mut self) {
         self.shards.release_all().await;
     }
+}
+
+/// The one keyspace whose VSchema lists the statement's tables, if any.
+fn global_keyspace(snap: &crate::topo::Snapshot, sql: &str) -> Option<String> {
+    let tables = sql::table_names(sql);
+    let first = tables.first()?;
+    let mut found = snap.keyspaces.values().filter(|k| {
+        k.vschema
+            .tables
+            .get(first)
+            .is_some_and(|t| t.kind != "sequence")
+    });
+    let ks = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    Some(ks.name.clone())
 }
 
 fn placeholder_columns(n: usize) -> Vec<Column> {

@@ -472,6 +472,37 @@ pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
     Some((target, out))
 }
 
+/// Table names a statement names right after FROM, JOIN, INTO, UPDATE or
+/// TABLE (unqualified ones only): enough to find the keyspace of a
+/// statement sent with no keyspace selected.
+pub fn table_names(sql: &str) -> Vec<String> {
+    let toks = tokenize(sql);
+    let mut out = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        if !["from", "join", "into", "update", "table"]
+            .iter()
+            .any(|k| t.is_word(sql, k))
+        {
+            continue;
+        }
+        let Some(n) = toks.get(i + 1) else { continue };
+        if !matches!(n.kind, TokenKind::Word | TokenKind::Ident) {
+            continue;
+        }
+        if toks
+            .get(i + 2)
+            .is_some_and(|d| d.kind == TokenKind::Punct(b'.'))
+        {
+            continue;
+        }
+        let name = unquote(n.text(sql)).to_string();
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Counts `?` placeholders outside strings and comments.
 pub fn count_placeholders(sql: &str) -> usize {
     tokenize(sql)
@@ -600,6 +631,21 @@ mod tests {
         };
         assert!(s.global);
         assert!(classify("set autocommit = maybe").is_err());
+    }
+
+    #[test]
+    fn table_names_for_global_routing() {
+        assert_eq!(
+            table_names(
+                "select * from customer c join `corder` o on 1 where x in (select 1 from ks.t)"
+            ),
+            vec!["customer".to_string(), "corder".to_string()]
+        );
+        assert_eq!(
+            table_names("insert into t1 values (1)"),
+            vec!["t1".to_string()]
+        );
+        assert!(table_names("select 1").is_empty());
     }
 
     #[test]
