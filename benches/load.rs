@@ -187,7 +187,7 @@ fn start_haproxy(dir: &std::path::Path, port: u16, backend: u16) -> Child {
     std::fs::write(
         &cfg,
         format!(
-            "global\n  maxconn 20000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+            "global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
              frontend mysql\n  bind 127.0.0.1:{port}\n  default_backend tablet\n\
              backend tablet\n  server t1 127.0.0.1:{backend}\n"
         ),
@@ -245,7 +245,15 @@ fn main() {
         let sg_pid = cluster.procs.last().map(|p| p.pid);
         let hp_port = free_port();
         let mut haproxy = start_haproxy(&dir, hp_port, ports[&100]);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut up = false;
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", hp_port)).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "haproxy did not start (haproxy -c -f {}/haproxy.cfg)", dir.display());
         let hp_pid = Some(haproxy.id() as i32);
 
         let targets = [

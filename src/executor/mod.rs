@@ -40,7 +40,43 @@ pub struct ShardConns {
     pub last_insert_id: u64,
     /// The last tablet status said NO_BACKSLASH_ESCAPES is on.
     pub no_backslash_escapes: bool,
+    /// A clean pooled connection kept between statements (session affinity,
+    /// within the server's budget), so a busy client does not go through the
+    /// pool for every statement.
+    pub sticky: Option<Sticky>,
 }
+
+/// A pooled connection a session keeps while it is busy.
+pub struct Sticky {
+    alias: String,
+    conn: Conn,
+    since: std::time::Instant,
+    _permit: StickyPermit,
+}
+
+/// One unit of the server's sticky-connection budget, returned on drop.
+pub struct StickyPermit(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl StickyPermit {
+    /// Takes a unit of `budget` if one is left.
+    pub fn take(budget: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| StickyPermit(budget.clone()))
+    }
+}
+
+impl Drop for StickyPermit {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// How long a sticky connection may sit unused before the pool gets it back
+/// (it may have been closed by the server meanwhile).
+const STICKY_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn target_label(ks: &str, shard: &str, tt: TabletType) -> String {
     format!("{ks}.{shard}.{}", tt.as_str())
@@ -66,12 +102,19 @@ impl ShardConns {
         tablet: &Tablet,
         label: &str,
     ) -> Result<(Conn, bool), Error> {
-        let mut conn = ctx
-            .pools
-            .get(tablet)
-            .get_conn()
-            .await
-            .map_err(backend(label))?;
+        let sticky = match self.sticky.take() {
+            Some(s) if s.alias == tablet.alias && s.since.elapsed() < STICKY_IDLE => Some(s.conn),
+            _ => None,
+        };
+        let mut conn = match sticky {
+            Some(c) => c,
+            None => ctx
+                .pools
+                .get(tablet)
+                .get_conn()
+                .await
+                .map_err(backend(label))?,
+        };
         for s in &self.settings {
             conn.query_drop(s).await.map_err(backend(label))?;
         }
@@ -140,8 +183,25 @@ impl ShardConns {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Keeps a clean connection for the next statement, if the budget allows.
+    fn keep(&mut self, ctx: &ServerCtx, alias: &str, conn: Conn) {
+        let permit = match self.sticky.take() {
+            Some(old) => Some(old._permit),
+            None => StickyPermit::take(&ctx.sticky_budget),
+        };
+        if let Some(permit) = permit {
+            self.sticky = Some(Sticky {
+                alias: alias.to_string(),
+                conn,
+                since: std::time::Instant::now(),
+                _permit: permit,
+            });
+        }
+    }
+
     /// Returns every connection clean to its pool (session end).
     pub async fn release_all(&mut self) {
+        self.sticky = None;
         for mut sc in self.conns.drain(..) {
             let clean = (!sc.in_txn || sc.conn.query_drop("ROLLBACK").await.is_ok())
                 && (!self.reserved || sc.conn.reset().await.is_ok());
@@ -402,12 +462,14 @@ impl VCursor for Executor<'_> {
                 }
             }
         };
-        let conn = match idx {
-            Some(i) => &mut self.state.conns[i].conn,
-            None => match pooled.as_mut() {
-                Some(c) => c,
-                None => unreachable!("a connection was just checked out"),
-            },
+        let conn = match (idx, pooled.as_mut()) {
+            (Some(i), _) => &mut self.state.conns[i].conn,
+            (None, Some(c)) => c,
+            (None, None) => {
+                return Err(Error::Plan(crate::planner::PlanError::Unsupported(
+                    "no connection was checked out".into(),
+                )))
+            }
         };
         let res = stream(conn, sql, rename.as_ref(), sink)
             .await
@@ -431,6 +493,10 @@ impl VCursor for Executor<'_> {
                 }
             }
             Err(_) => {}
+        }
+        let clean = !matches!(&res, Err(e) if e.breaks_backend_conn());
+        if let (Some(conn), true) = (pooled, clean) {
+            self.state.keep(self.ctx, &tablet.alias, conn);
         }
         res.map(|_| ())
     }

@@ -213,10 +213,11 @@ pub async fn handle_unix(stream: tokio::net::UnixStream, ctx: Arc<ServerCtx>) {
 
 /// Serves one client connection, whatever carries it.
 pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<ServerCtx>) {
-    let mut reader = FramedRead::new(r, PacketCodec::new(ctx.max_packet));
+    // Small initial buffers: idle connections should cost little memory.
+    let mut reader = FramedRead::with_capacity(r, PacketCodec::new(ctx.max_packet), 512);
     let mut wire = Wire {
         writer: w,
-        out: BytesMut::with_capacity(16 * 1024),
+        out: BytesMut::new(),
         seq: 0,
     };
     let mut session = Session::default();
