@@ -440,11 +440,17 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     sink.ok(done)
 }
 
-/// A sink that drops everything (VEXPLAIN QUERIES runs for the log only).
-pub struct Discard;
+/// A sink that keeps only the column definitions (COM_FIELD_LIST) and
+/// drops rows (VEXPLAIN QUERIES runs for its log only).
+#[derive(Default)]
+pub struct ColumnsOnly {
+    /// Columns of the last result set.
+    pub cols: Vec<Column>,
+}
 
-impl RowSink for Discard {
-    fn columns(&mut self, _: &[Column]) -> Result<(), Error> {
+impl RowSink for ColumnsOnly {
+    fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
+        self.cols = cols.to_vec();
         Ok(())
     }
     fn row(&mut self, _: &[Value]) -> Result<(), Error> {

@@ -575,7 +575,7 @@ async fn field_list(
 ) -> Result<(), Error> {
     let table = body.split(|b| *b == 0).next().unwrap_or_default();
     let table = String::from_utf8_lossy(table).replace('`', "``");
-    let mut sink = ColumnsOnly::default();
+    let mut sink = crate::engine::ColumnsOnly::default();
     match session
         .execute(ctx, &format!("SELECT * FROM `{table}` LIMIT 0"), &mut sink)
         .await
@@ -592,28 +592,4 @@ async fn field_list(
         Err(e) => wire.push_err(&e.to_mysql()),
     }
     Ok(())
-}
-
-#[derive(Default)]
-struct ColumnsOnly {
-    cols: Vec<Column>,
-}
-
-impl RowSink for ColumnsOnly {
-    fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
-        self.cols = cols.to_vec();
-        Ok(())
-    }
-    fn row(&mut self, _: &[Value]) -> Result<(), Error> {
-        Ok(())
-    }
-    fn end_rows(&mut self, _: u16) -> Result<(), Error> {
-        Ok(())
-    }
-    fn ok(&mut self, _: QueryDone) -> Result<(), Error> {
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<(), Error> {
-        Ok(())
-    }
 }

@@ -899,6 +899,44 @@ fn gate_expr(
     })
 }
 
+/// Resolves an ORDER BY / GROUP BY item that names a select-list position
+/// (`ORDER BY 2`) or alias to the select-list expression; other items stand
+/// for themselves.
+fn select_ref<'a>(
+    e: &'a Expr,
+    projection: &'a [SelectItem],
+    clause: &str,
+) -> Result<&'a Expr, PlanError> {
+    match e {
+        Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
+            let text = v.value.to_string();
+            let k: usize = text.parse().unwrap_or(0);
+            match projection.get(k.wrapping_sub(1)) {
+                Some(SelectItem::UnnamedExpr(e))
+                | Some(SelectItem::ExprWithAlias { expr: e, .. }) => Ok(e),
+                Some(_) => Err(unsupported(format!(
+                    "{clause}: a position of '*' across shards"
+                ))),
+                None => Err(PlanError::Syntax(format!(
+                    "Unknown column '{text}' in '{clause}'"
+                ))),
+            }
+        }
+        Expr::Identifier(id) => Ok(projection
+            .iter()
+            .find_map(|p| match p {
+                SelectItem::ExprWithAlias { expr, alias }
+                    if alias.value.eq_ignore_ascii_case(&id.value) =>
+                {
+                    Some(expr)
+                }
+                _ => None,
+            })
+            .unwrap_or(e)),
+        other => Ok(other),
+    }
+}
+
 fn limit_parts(q: &ast::Query) -> Result<(Option<Operand>, Option<Operand>), PlanError> {
     let bad = || unsupported("LIMIT must be a number");
     match &q.limit_clause {
@@ -1058,37 +1096,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         let mut order = Vec::new();
         for ob in &order_exprs {
             let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
-            let expr_sql = match &ob.expr {
-                Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
-                    let k: usize = v
-                        .value
-                        .to_string()
-                        .parse()
-                        .map_err(|_| unsupported("ORDER BY position"))?;
-                    let item = sel.projection.get(k.wrapping_sub(1)).ok_or_else(|| {
-                        PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'"))
-                    })?;
-                    match item {
-                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                            e.to_string()
-                        }
-                        _ => return Err(unsupported("ORDER BY a position of '*' across shards")),
-                    }
-                }
-                Expr::Identifier(id) => sel
-                    .projection
-                    .iter()
-                    .find_map(|p| match p {
-                        SelectItem::ExprWithAlias { expr, alias }
-                            if alias.value.eq_ignore_ascii_case(&id.value) =>
-                        {
-                            Some(expr.to_string())
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| ob.expr.to_string()),
-                other => other.to_string(),
-            };
+            let expr_sql = select_ref(&ob.expr, &sel.projection, "order clause")?.to_string();
             hidden.push(expr_sql.clone());
             hidden.push(format!("weight_string({expr_sql})"));
             order.push((desc, expr_sql));
@@ -1146,33 +1154,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     let mut groups: Vec<(String, usize)> = Vec::new();
     let mut group_keys = Vec::new();
     for g in &group_exprs {
-        let g = match g {
-            Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
-                let k: usize = v.value.to_string().parse().unwrap_or(0);
-                match sel.projection.get(k.wrapping_sub(1)) {
-                    Some(SelectItem::UnnamedExpr(e))
-                    | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e.clone(),
-                    _ => {
-                        return Err(PlanError::Syntax(format!(
-                            "Unknown column '{k}' in 'group statement'"
-                        )))
-                    }
-                }
-            }
-            Expr::Identifier(id) => sel
-                .projection
-                .iter()
-                .find_map(|p| match p {
-                    SelectItem::ExprWithAlias { expr, alias }
-                        if alias.value.eq_ignore_ascii_case(&id.value) =>
-                    {
-                        Some(expr.clone())
-                    }
-                    _ => None,
-                })
-                .unwrap_or_else(|| g.clone()),
-            other => other.clone(),
-        };
+        let g = select_ref(g, &sel.projection, "group statement")?.clone();
         if has_aggregate(&g) {
             return Err(PlanError::Syntax("Can't group on an aggregate".into()));
         }

@@ -309,7 +309,7 @@ impl Session {
             },
             log: Vec::new(),
         };
-        let mut discard = crate::engine::Discard;
+        let mut discard = crate::engine::ColumnsOnly::default();
         engine::execute(
             &plan,
             inner,
