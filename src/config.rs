@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// Largest number of connections per tablet.
     #[arg(long = "pool-size", default_value_t = 200)]
     pub pool_size: usize,
+    /// Threads serving clients (default: half the cores, at least one). A
+    /// proxy sharing its machine with the database and the load does best
+    /// with few threads: fewer cross-thread wakeups per query.
+    #[arg(long = "worker-threads")]
+    pub worker_threads: Option<usize>,
 }
 
 /// Flags and commands of `shardgate ctl`.

@@ -26,9 +26,22 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let serve_args = match &cli.command {
+        Some(Command::Serve(a)) => Some(a),
+        None => Some(&cli.serve),
+        _ => None,
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let workers = serve_args
+        .and_then(|a| a.worker_threads)
+        .unwrap_or((cores / 2).max(1))
+        .max(1);
     // Generous stacks: planning walks statement trees recursively.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(workers)
         .thread_stack_size(16 << 20)
         .build()
     {
