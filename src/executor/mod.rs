@@ -231,6 +231,40 @@ fn no_backslash(conn: &Conn) -> bool {
 }
 
 impl Executor<'_> {
+    /// Takes the session's connection to `tablet` out of the session if it is
+    /// pinned, or checks one out; true when it must go back to the session.
+    async fn take_conn(
+        &mut self,
+        tablet: &Tablet,
+        label: &str,
+    ) -> Result<(ShardConn, bool), Error> {
+        if let Some(i) = self.state.pinned(&tablet.alias) {
+            return Ok((self.state.conns.remove(i), true));
+        }
+        let (conn, pin) = self.state.checkout(self.ctx, tablet, label).await?;
+        let sc = ShardConn {
+            alias: tablet.alias.clone(),
+            conn,
+            in_txn: self.state.in_txn,
+        };
+        Ok((sc, pin))
+    }
+
+    /// Gives a connection back after a statement: pinned ones to the session,
+    /// a clean pooled one to the sticky slot when `sticky`, broken ones to
+    /// nobody (dropping them closes them).
+    fn return_conn(&mut self, sc: ShardConn, pinned: bool, broken: bool, sticky: bool) {
+        if broken {
+            return;
+        }
+        self.state.no_backslash_escapes = no_backslash(&sc.conn);
+        if pinned {
+            self.state.conns.push(sc);
+        } else if sticky {
+            self.state.keep(self.ctx, &sc.alias, sc.conn);
+        }
+    }
+
     /// Picks the tablet and its label for a shard.
     pub fn tablet(
         &self,
@@ -293,24 +327,12 @@ impl VCursor for Executor<'_> {
                     break;
                 }
             };
-            match self.state.pinned(&tablet.alias) {
-                Some(i) => jobs.push((label, self.state.conns.remove(i), true, sql)),
-                None => match self.state.checkout(self.ctx, &tablet, &label).await {
-                    Ok((conn, pin)) => jobs.push((
-                        label,
-                        ShardConn {
-                            alias: tablet.alias.clone(),
-                            conn,
-                            in_txn: self.state.in_txn,
-                        },
-                        pin,
-                        sql,
-                    )),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                },
+            match self.take_conn(&tablet, &label).await {
+                Ok((sc, pinned)) => jobs.push((label, sc, pinned, sql)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         let results = if failed.is_none() {
@@ -332,9 +354,8 @@ impl VCursor for Executor<'_> {
         for (_, sc, keep, _) in jobs {
             let r = results.next();
             let broken = matches!(&r, Some(Err(e)) if e.breaks_backend_conn());
-            if keep && !broken {
-                self.state.no_backslash_escapes = no_backslash(&sc.conn);
-                self.state.conns.push(sc);
+            if keep {
+                self.return_conn(sc, true, broken, false);
             }
             match r {
                 Some(Ok(res)) => out.push(res),
@@ -444,34 +465,8 @@ impl VCursor for Executor<'_> {
                 format!("Tables_in_{keyspace}"),
             )
         });
-        let mut pooled: Option<Conn> = None;
-        let idx = match self.state.pinned(&tablet.alias) {
-            Some(i) => Some(i),
-            None => {
-                let (conn, pin) = self.state.checkout(self.ctx, &tablet, &label).await?;
-                if pin {
-                    self.state.conns.push(ShardConn {
-                        alias: tablet.alias.clone(),
-                        conn,
-                        in_txn: self.state.in_txn,
-                    });
-                    Some(self.state.conns.len() - 1)
-                } else {
-                    pooled = Some(conn);
-                    None
-                }
-            }
-        };
-        let conn = match (idx, pooled.as_mut()) {
-            (Some(i), _) => &mut self.state.conns[i].conn,
-            (None, Some(c)) => c,
-            (None, None) => {
-                return Err(Error::Plan(crate::planner::PlanError::Unsupported(
-                    "no connection was checked out".into(),
-                )))
-            }
-        };
-        let res = stream(conn, sql, rename.as_ref(), sink)
+        let (mut sc, pinned) = self.take_conn(&tablet, &label).await?;
+        let res = stream(&mut sc.conn, sql, rename.as_ref(), sink)
             .await
             .map_err(|e| match e {
                 StreamError::Backend(source) => Error::Backend {
@@ -480,24 +475,13 @@ impl VCursor for Executor<'_> {
                 },
                 StreamError::Sink(e) => e,
             });
-        match &res {
-            Ok(last_id) => {
-                if *last_id > 0 {
-                    self.state.last_insert_id = *last_id;
-                }
-                self.state.no_backslash_escapes = no_backslash(conn);
+        if let Ok(last_id) = &res {
+            if *last_id > 0 {
+                self.state.last_insert_id = *last_id;
             }
-            Err(e) if e.breaks_backend_conn() => {
-                if let Some(i) = idx {
-                    self.state.conns.remove(i);
-                }
-            }
-            Err(_) => {}
         }
-        let clean = !matches!(&res, Err(e) if e.breaks_backend_conn());
-        if let (Some(conn), true) = (pooled, clean) {
-            self.state.keep(self.ctx, &tablet.alias, conn);
-        }
+        let broken = matches!(&res, Err(e) if e.breaks_backend_conn());
+        self.return_conn(sc, pinned, broken, true);
         res.map(|_| ())
     }
 }
