@@ -105,14 +105,7 @@ impl Session {
         if let Some((target, stripped)) = sql::shard_qualifier(sql) {
             let mut t = Target::parse(&target)?;
             t.tablet_type = self.target.tablet_type;
-            let saved = std::mem::replace(&mut self.target, t.clone());
-            let checked = self.use_target(ctx, &t.to_string());
-            let r = match checked {
-                Ok(()) => Box::pin(self.execute(ctx, &stripped, sink)).await,
-                Err(e) => Err(e),
-            };
-            self.target = saved;
-            return r;
+            return self.execute_as(ctx, t, &stripped, true, sink).await;
         }
         let stmt = sql::classify(sql)?;
         // No keyspace selected: a table named in exactly one keyspace's
@@ -124,10 +117,7 @@ impl Session {
                     shard: None,
                     tablet_type: self.target.tablet_type,
                 };
-                let saved = std::mem::replace(&mut self.target, routed);
-                let r = Box::pin(self.execute(ctx, sql, sink)).await;
-                self.target = saved;
-                return r;
+                return self.execute_as(ctx, routed, sql, false, sink).await;
             }
         }
         match stmt {
@@ -336,6 +326,27 @@ impl Session {
         sink.end_rows(0)
     }
 
+    /// Runs one statement with another target (optionally validated first),
+    /// then restores the session's own.
+    async fn execute_as<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        target: Target,
+        sql: &str,
+        validate: bool,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        if validate {
+            let saved = self.target.clone();
+            self.use_target(ctx, &target.to_string())?;
+            self.target = saved;
+        }
+        let saved = std::mem::replace(&mut self.target, target);
+        let r = Box::pin(self.execute(ctx, sql, sink)).await;
+        self.target = saved;
+        r
+    }
+
     /// Prepares a statement: learns its metadata from the tablet it would
     /// run on (statements shardgate answers itself need no tablet).
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
@@ -343,24 +354,13 @@ impl Session {
         let (params, columns) = match &stmt {
             Statement::Query(_) => {
                 let snap = ctx.snapshot.load();
-                let normalized = sql::normalize::normalize(sql, &[], false);
-                match planner::plan(&stmt, Some(&normalized.template), &self.target, &snap)? {
-                    Plan::Route(r) => {
-                        let mut ex = Executor {
-                            ctx,
-                            snap: &snap,
-                            state: &mut self.shards,
-                        };
-                        ex.describe(&r.keyspace, &r.shard, r.tablet_type, sql)
-                            .await?
-                    }
-                    Plan::Show(_) => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
-                    // Sharded: learn the metadata from the first shard.
-                    Plan::Select(_)
-                    | Plan::Insert(_)
-                    | Plan::Dml(_)
-                    | Plan::AllShards { .. }
-                    | Plan::AnyShard { .. } => {
+                let (plan, _) = self.plan_for(ctx, &snap, &stmt, sql)?;
+                // Where the statement would run; sharded ones learn their
+                // metadata from the keyspace's first shard.
+                let on = match &*plan {
+                    Plan::Route(r) => Some((r.keyspace.clone(), r.shard.clone(), r.tablet_type)),
+                    Plan::Show(_) => None,
+                    _ => {
                         let ks = self.target.keyspace.clone().unwrap_or_default();
                         let shard = snap
                             .keyspaces
@@ -368,14 +368,19 @@ impl Session {
                             .and_then(|k| k.shards.first())
                             .map(|s| s.name.clone())
                             .unwrap_or_default();
+                        Some((ks, shard, self.target.tablet_type))
+                    }
+                };
+                match on {
+                    Some((ks, shard, tt)) => {
                         let mut ex = Executor {
                             ctx,
                             snap: &snap,
                             state: &mut self.shards,
                         };
-                        ex.describe(&ks, &shard, self.target.tablet_type, sql)
-                            .await?
+                        ex.describe(&ks, &shard, tt, sql).await?
                     }
+                    None => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
                 }
             }
             _ => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
