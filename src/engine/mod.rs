@@ -225,6 +225,14 @@ fn in_groups(
     Ok(groups)
 }
 
+/// Where a SELECT goes: whole to one shard, or split over several.
+enum Dispatch {
+    /// The statement as written, to this shard.
+    Whole(String),
+    /// (shard, pushed-down query) for each shard; the gate combines.
+    Split(Vec<(String, String)>),
+}
+
 async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
     p: &SelectPlan,
     binds: &[Bind],
@@ -234,43 +242,52 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     let ks = keyspace_of(snap, &p.keyspace)?;
-    let single = |shard: &str| (shard.to_string(), substitute_binds(&p.original, binds));
-    let targets: Vec<(String, String)> = match &p.routing {
+    // Either the whole statement goes to one shard as the client wrote it,
+    // or each shard gets the pushed-down query and the gate combines.
+    let dispatch = match &p.routing {
         Routing::Equal { func, value } => {
-            let shard = match map_value(*func, &operand_value(value, binds))? {
-                Some(ksid) => shard_for(ks, &ksid).unwrap_or(first_shard(ks)?),
-                // No keyspace id (NULL): no row can match; any shard answers with the columns.
-                None => first_shard(ks)?,
-            };
-            vec![single(shard)]
+            Dispatch::Whole(
+                match map_value(*func, &operand_value(value, binds))? {
+                    Some(ksid) => shard_for(ks, &ksid).unwrap_or(first_shard(ks)?),
+                    // No keyspace id (NULL): no row can match; any shard answers with the columns.
+                    None => first_shard(ks)?,
+                }
+                .to_string(),
+            )
         }
-        Routing::Any => vec![single(first_shard(ks)?)],
-        _ if ks.shards.len() == 1 => vec![single(first_shard(ks)?)],
+        Routing::Any => Dispatch::Whole(first_shard(ks)?.to_string()),
+        _ if ks.shards.len() == 1 => Dispatch::Whole(first_shard(ks)?.to_string()),
         Routing::In { func, values } => {
-            let groups = in_groups(ks, *func, values, binds)?;
+            let mut groups = in_groups(ks, *func, values, binds)?;
             match groups.len() {
-                0 => vec![single(first_shard(ks)?)],
-                1 => vec![single(&groups[0].0)],
-                _ => groups
-                    .iter()
-                    .map(|(shard, vals)| Ok((shard.clone(), pushdown_sql(p, binds, Some(vals))?)))
-                    .collect::<Result<_, Error>>()?,
+                0 => Dispatch::Whole(first_shard(ks)?.to_string()),
+                1 => Dispatch::Whole(groups.remove(0).0),
+                _ => Dispatch::Split(
+                    groups
+                        .iter()
+                        .map(|(shard, vals)| {
+                            Ok((shard.clone(), pushdown_sql(p, binds, Some(vals))?))
+                        })
+                        .collect::<Result<_, Error>>()?,
+                ),
             }
         }
-        Routing::Scatter => ks
-            .shards
-            .iter()
-            .map(|s| Ok((s.name.clone(), pushdown_sql(p, binds, None)?)))
-            .collect::<Result<_, Error>>()?,
+        Routing::Scatter => Dispatch::Split(
+            ks.shards
+                .iter()
+                .map(|s| Ok((s.name.clone(), pushdown_sql(p, binds, None)?)))
+                .collect::<Result<_, Error>>()?,
+        ),
     };
-    if targets.len() == 1
-        && (p.gate.is_none() || targets[0].1 == substitute_binds(&p.original, binds))
-    {
-        let (shard, sql) = &targets[0];
-        return vc
-            .execute_shard(&p.keyspace, shard, tt, sql, false, sink)
-            .await;
-    }
+    let targets = match dispatch {
+        Dispatch::Whole(shard) => {
+            let sql = substitute_binds(&p.original, binds);
+            return vc
+                .execute_shard(&p.keyspace, &shard, tt, &sql, false, sink)
+                .await;
+        }
+        Dispatch::Split(targets) => targets,
+    };
     let results = vc.execute_multi(&p.keyspace, tt, targets).await?;
     let cols = results
         .iter()
