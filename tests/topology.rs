@@ -14,6 +14,22 @@ fn shardgate_cmd(args: &[&str]) -> std::process::Output {
         .expect("run shardgate")
 }
 
+/// Runs `shardgate ctl` against the cluster's etcd.
+fn ctl(args: &[&str]) -> std::process::Output {
+    let etcd = cluster().spec.etcd_addr();
+    let mut all = vec!["ctl", "--topo-global-server-address", etcd.as_str()];
+    all.extend_from_slice(args);
+    shardgate_cmd(&all)
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -35,7 +51,6 @@ async fn vschema_tables(conn: &mut mysql_async::Conn) -> Vec<String> {
 async fn vschema_change_in_etcd_is_seen_without_restart() {
     let c = cluster();
     let dir = temp_dir("vs");
-    let etcd = c.spec.etcd_addr();
     let mut conn = connect(Some("commerce")).await;
     assert!(!vschema_tables(&mut conn)
         .await
@@ -47,20 +62,13 @@ async fn vschema_change_in_etcd_is_seen_without_restart() {
         r#"{"sharded": false, "tables": {"product": {}, "added_later": {}}}"#,
     )
     .unwrap();
-    let out = shardgate_cmd(&[
-        "ctl",
-        "--topo-global-server-address",
-        &etcd,
+    let out = ctl(&[
         "apply-vschema",
         "--vschema-file",
         &good.display().to_string(),
         "commerce",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let seen = eventually(10, || {
         let port = c.port;
         async move {
@@ -81,10 +89,7 @@ async fn vschema_change_in_etcd_is_seen_without_restart() {
         r#"{"sharded": true, "tables": {"t1": {"column_vindexes": [{"column": "id", "name": "missing"}]}}}"#,
     )
     .unwrap();
-    let out = shardgate_cmd(&[
-        "ctl",
-        "--topo-global-server-address",
-        &etcd,
+    let out = ctl(&[
         "apply-vschema",
         "--vschema-file",
         &bad.display().to_string(),
@@ -95,28 +100,19 @@ async fn vschema_change_in_etcd_is_seen_without_restart() {
     assert!(err.contains("t1") && err.contains("missing"), "{err}");
 
     // get-vschema prints what was applied.
-    let out = shardgate_cmd(&[
-        "ctl",
-        "--topo-global-server-address",
-        &etcd,
-        "get-vschema",
-        "commerce",
-    ]);
+    let out = ctl(&["get-vschema", "commerce"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("added_later"));
 
     // Put the example VSchema back.
     let orig = dir.join("orig.json");
     std::fs::write(&orig, shardgate::local::COMMERCE_VSCHEMA).unwrap();
-    let out = shardgate_cmd(&[
-        "ctl",
-        "--topo-global-server-address",
-        &etcd,
+    let out = ctl(&[
         "apply-vschema",
         "--vschema-file",
         &orig.display().to_string(),
         "commerce",
     ]);
-    assert!(out.status.success());
+    assert_ok(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,24 +189,13 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tablets_come_and_go() {
     let c = cluster();
-    let etcd = c.spec.etcd_addr();
     let mut conn = connect(Some("commerce@rdonly")).await;
     assert_eq!(
         rows(&mut conn, "select @@port").await,
         vec![vec![Some(tablet_port(102).to_string())]]
     );
-    let out = shardgate_cmd(&[
-        "ctl",
-        "--topo-global-server-address",
-        &etcd,
-        "delete-tablet",
-        "zone1-102",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ctl(&["delete-tablet", "zone1-102"]);
+    assert_ok(&out);
     let gone = eventually(10, || {
         let port = c.port;
         async move {
@@ -234,10 +219,7 @@ async fn tablets_come_and_go() {
         "rdonly reads still served after the tablet was deleted"
     );
 
-    let out = shardgate_cmd(&[
-        "ctl",
-        "--topo-global-server-address",
-        &etcd,
+    let out = ctl(&[
         "add-tablet",
         "--alias",
         "zone1-102",
@@ -250,11 +232,7 @@ async fn tablets_come_and_go() {
         "--mysql-port",
         &tablet_port(102).to_string(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let back = eventually(10, || {
         let port = c.port;
         async move {
@@ -274,7 +252,7 @@ fn vschema_check_command() {
     let good = dir.join("good.json");
     std::fs::write(&good, shardgate::local::CUSTOMER_VSCHEMA).unwrap();
     let out = shardgate_cmd(&["vschema", "check", &good.display().to_string()]);
-    assert!(out.status.success());
+    assert_ok(&out);
     let bad = dir.join("bad.json");
     std::fs::write(
         &bad,
