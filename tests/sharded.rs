@@ -20,13 +20,14 @@ const DDL: &str = "create table dt (
 
 const VSCHEMA: &str = r#"{
   "sharded": true,
-  "vindexes": {"hash": {"type": "hash"}},
+  "vindexes": {"hash": {"type": "hash"}, "loose": {"type": "unicode_loose_md5"}},
   "tables": {
     "customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
                  "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}},
     "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
                "auto_increment": {"column": "order_id", "sequence": "order_seq"}},
-    "dt": {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    "dt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "tag": {"column_vindexes": [{"column": "name", "name": "loose"}]}
   }
 }"#;
 
@@ -222,6 +223,22 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
     q
 }
 
+/// Puts this file's VSchema in etcd and waits until shardgate serves it
+/// (every test here applies the same document, so order does not matter).
+async fn apply_test_vschema() {
+    let c = cluster();
+    shardgate::admin::apply_vschema(&store().await, "customer", VSCHEMA.as_bytes())
+        .await
+        .unwrap();
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(c.port, Some("customer")).await;
+        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        (t.contains(&"dt".to_string()) && t.contains(&"tag".to_string())).then_some(())
+    })
+    .await;
+    assert!(seen.is_some());
+}
+
 async fn compare(sg: &mut Conn, oracle: &mut Conn, c: &Case) {
     let a = cells(sg, &c.sql).await;
     let b = cells(oracle, &c.sql).await;
@@ -245,7 +262,6 @@ async fn compare(sg: &mut Conn, oracle: &mut Conn, c: &Case) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_answers_match_a_single_mariadb() {
-    let c = cluster();
     // The oracle: one standalone MariaDB.
     let odir = temp_dir("oracle");
     let oport = free_port();
@@ -267,17 +283,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     .await
     .unwrap();
 
-    // The VSchema learns the table; shardgate picks it up from etcd.
-    shardgate::admin::apply_vschema(&store().await, "customer", VSCHEMA.as_bytes())
-        .await
-        .unwrap();
-    let seen = eventually(10, || async move {
-        let mut conn = connect_port(c.port, Some("customer")).await;
-        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
-        t.contains(&"dt".to_string()).then_some(())
-    })
-    .await;
-    assert!(seen.is_some());
+    apply_test_vschema().await;
 
     let mut sg = connect(Some("customer")).await;
     sg.query_drop("drop table if exists dt").await.unwrap();
@@ -473,4 +479,145 @@ async fn sequences_vindex_updates_and_unsupported_statements() {
         .unwrap()
         .unwrap();
     assert_eq!(n + m, total);
+}
+
+/// A table sharded by `unicode_loose_md5`: rows land where the loose key of
+/// their name says, and names equal under the column's collation (case,
+/// accents, width) are routed to one shard that holds all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicode_loose_vindex_routes_by_collation_key() {
+    apply_test_vschema().await;
+    let mut sg = connect(Some("customer")).await;
+    sg.query_drop("drop table if exists tag").await.unwrap();
+    sg.query_drop(
+        "create table tag (name varchar(64) not null, n bigint not null, primary key (n)) \
+         default charset utf8mb4 collate utf8mb4_general_ci",
+    )
+    .await
+    .unwrap();
+    let names = [
+        "Zoë",
+        "zoe",
+        "ZOE ",
+        "Tést",
+        "TEST",
+        "test",
+        "résumé",
+        "Resume",
+        "RÉSUMÉ",
+        "Łódź",
+        "Ñandú",
+        "nandu",
+        "ёлка",
+        "ЁЛКА",
+        "елка",
+        "й",
+        "и\u{306}",
+        "東京",
+        "东京",
+        "ｆｕｌｌ",
+        "full",
+        "Straße",
+        "ß",
+        "Ǆemal",
+        "ﬁne",
+        "ελλάδα",
+        "ΕΛΛΆΔΑ",
+        "שלום",
+        "ąę",
+        "",
+        "a b",
+    ];
+    let values: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("('{n}', {i})"))
+        .collect();
+    sg.query_drop(format!(
+        "insert into tag (name, n) values {}",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sg.affected_rows(), names.len() as u64);
+
+    // Placement, read straight from each shard's MariaDB.
+    let mut placed = 0;
+    for (uid, shard) in [(300u32, "-80"), (400, "80-")] {
+        let mut t = connect_tablet(uid).await;
+        let rows: Vec<(Vec<u8>, i64)> = t.query("select name, n from tag").await.unwrap();
+        let kr = shardgate::topo::KeyRange::parse(shard).unwrap();
+        for (name, n) in &rows {
+            let ksid = shardgate::vschema::vindex::Func::UnicodeLooseMd5
+                .map(&Value::Bytes(name.clone()))
+                .unwrap()
+                .unwrap();
+            assert!(
+                kr.contains(&ksid),
+                "row {n} is on {shard} but maps elsewhere"
+            );
+        }
+        placed += rows.len();
+    }
+    assert_eq!(placed, names.len());
+    // Both halves are used, so routing has something to get wrong.
+    let mut low = connect_tablet(300).await;
+    let on_low: u64 = low
+        .query_first("select count(*) from tag")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(on_low > 0 && (on_low as usize) < names.len(), "{on_low}");
+
+    // A routed lookup (one shard) finds what a scatter with the same
+    // predicate finds.
+    for probe in [
+        "ZOE", "zoë", "test", "RESUME", "ЁЛКА", "й", "東京", "full", "ε", "a b",
+    ] {
+        let routed: Vec<i64> = sg
+            .query(format!(
+                "select n from tag where name = '{probe}' order by n"
+            ))
+            .await
+            .unwrap();
+        let scattered: Vec<i64> = sg
+            .query(format!(
+                "select n from tag where concat(name) = '{probe}' order by n"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(routed, scattered, "{probe}");
+        let plan: String = sg
+            .query_first(format!(
+                "vexplain plan select n from tag where name = '{probe}'"
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(plan.contains("EqualUnique"), "{probe}: {plan}");
+    }
+    let routed: Vec<i64> = sg
+        .query("select n from tag where name in ('zoe', 'lodz', 'елка', 'full') order by n")
+        .await
+        .unwrap();
+    let scattered: Vec<i64> = sg
+        .query("select n from tag where concat(name) in ('zoe', 'lodz', 'елка', 'full') order by n")
+        .await
+        .unwrap();
+    assert_eq!(routed, scattered);
+    assert!(routed.len() >= 4, "{routed:?}");
+
+    // Bytes that are not UTF-8 have no loose key: a clear error, and the
+    // connection goes on.
+    let e = sg
+        .query_drop("insert into tag (name, n) values (x'ff', 999)")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("UTF-8"), "{e}");
+    let n: u64 = sg
+        .query_first("select count(*) from tag")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, names.len() as u64);
 }

@@ -40,6 +40,10 @@ pub enum Func {
     ReverseBits,
     /// Every value to keyspace id 0x00 (the first shard).
     Null,
+    /// MD5 of the loose (case-, accent- and width-blind) collation key.
+    UnicodeLooseMd5,
+    /// xxHash64 of the loose collation key, little-endian.
+    UnicodeLooseXxhash,
 }
 
 impl Func {
@@ -53,6 +57,8 @@ impl Func {
             "binary_md5" => Func::BinaryMd5,
             "reverse_bits" => Func::ReverseBits,
             "null" => Func::Null,
+            "unicode_loose_md5" => Func::UnicodeLooseMd5,
+            "unicode_loose_xxhash" => Func::UnicodeLooseXxhash,
             other => return Err(VindexError::Unsupported(other.to_string())),
         })
     }
@@ -66,6 +72,8 @@ impl Func {
             Func::BinaryMd5 => "binary_md5",
             Func::ReverseBits => "reverse_bits",
             Func::Null => "null",
+            Func::UnicodeLooseMd5 => "unicode_loose_md5",
+            Func::UnicodeLooseXxhash => "unicode_loose_xxhash",
         }
     }
 
@@ -79,9 +87,22 @@ impl Func {
                 other => Some(bytes_of(other)),
             }),
             Func::BinaryMd5 => Ok(Some(Md5::digest(bytes_of(v)).to_vec())),
-            Func::Xxhash => {
-                let h = twox_hash::XxHash64::oneshot(0, &bytes_of(v));
-                Ok(Some(h.to_le_bytes().to_vec()))
+            Func::Xxhash => Ok(Some(xxhash(&bytes_of(v)))),
+            Func::UnicodeLooseMd5 | Func::UnicodeLooseXxhash => {
+                let key = super::unicode_loose::loose_key(&bytes_of(v)).map_err(|e| {
+                    VindexError::BadValue {
+                        vindex: self.name(),
+                        value: format!("{v:?}"),
+                        why: match e {
+                            super::unicode_loose::LooseError::InvalidUtf8 => "invalid UTF-8",
+                        },
+                    }
+                })?;
+                Ok(Some(if self == Func::UnicodeLooseMd5 {
+                    Md5::digest(key).to_vec()
+                } else {
+                    xxhash(&key)
+                }))
             }
             Func::Hash | Func::Numeric | Func::ReverseBits => {
                 let Some(n) = self.uint(v)? else {
@@ -141,6 +162,12 @@ fn bytes_of(v: &Value) -> Vec<u8> {
         Value::UInt(u) => u.to_string().into_bytes(),
         other => other.as_sql(true).trim_matches('\'').as_bytes().to_vec(),
     }
+}
+
+fn xxhash(bytes: &[u8]) -> Vec<u8> {
+    twox_hash::XxHash64::oneshot(0, bytes)
+        .to_le_bytes()
+        .to_vec()
 }
 
 fn des_encrypt(n: u64) -> Vec<u8> {
