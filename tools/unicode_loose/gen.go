@@ -14,6 +14,7 @@ import (
 	"golang.org/x/text/collate"
 	"golang.org/x/text/internal/colltab"
 	"golang.org/x/text/language"
+	"golang.org/x/text/unicode/norm"
 )
 
 // writeElems prints the collation elements of s (which must be one lookup
@@ -65,6 +66,22 @@ func main() {
 				}
 				fmt.Fprint(w, ";")
 				writeElems(w, t, s)
+			}
+		}
+	case "ccc":
+		// Code points whose NFD properties differ from a plain starter:
+		// CP LEAD_CCC TRAIL_CCC BOUNDARY_BEFORE (hex, 0/1).
+		for r := rune(0); r <= 0x10FFFF; r++ {
+			if r >= 0xD800 && r <= 0xDFFF {
+				continue
+			}
+			p := norm.NFD.PropertiesString(string(r))
+			bb := 0
+			if p.BoundaryBefore() {
+				bb = 1
+			}
+			if p.LeadCCC() != 0 || p.TrailCCC() != 0 || bb == 0 {
+				fmt.Fprintf(w, "%X %X %X %d\n", r, p.LeadCCC(), p.TrailCCC(), bb)
 			}
 		}
 	case "hash":

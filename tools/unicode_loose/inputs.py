@@ -1,5 +1,7 @@
 """Random test inputs (hex, one per line) over many scripts, combining marks,
-contractions and trailing spaces. Usage: inputs.py COUNT SEED contractions.txt"""
+contractions and trailing spaces; a quarter of them start with a contraction's
+first letter followed by contraction letters and marks in any order, to
+exercise matching across marks. Usage: inputs.py COUNT SEED contractions.txt ccc.txt"""
 import random, sys
 random.seed(int(sys.argv[2]))
 N=int(sys.argv[1])
@@ -16,8 +18,20 @@ def rc():
     while True:
         c=random.randint(a,b)
         if not (0xd800<=c<=0xdfff): return chr(c)
+suffix=sorted({c for l in open(sys.argv[3]) for c in [int(x,16) for x in l.split(';')[0].split()][1:]})
+initials=sorted({int(l.split()[0],16) for l in open(sys.argv[3])})
+marks=[int(l.split()[0],16) for l in open(sys.argv[4]) if int(l.split()[1],16)]
+def adversarial():
+    s=[random.choice(initials)]
+    for _ in range(random.randint(1,6)):
+        r=random.random()
+        s.append(random.choice(suffix) if r<0.5 else random.choice(marks) if r<0.9 else random.choice(initials))
+    return ''.join(chr(x) for x in s)
 out=[]
 for i in range(N):
+    if i % 4 == 3:
+        out.append(adversarial().encode().hex())
+        continue
     n=random.choice([1,1,2,3,4,6,10,20])
     s=''
     for _ in range(n):

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Packs the generator's text dumps into src/vschema/unicode_loose.bin.
 
-Input: singles.txt ("CP E1 E2 ..." per code point) and contractions.txt
-("CP CP ... ; E1 E2 ..."), hex, where each collation element E is PRIMARY or
+Input: singles.txt ("CP E1 E2 ..." per code point), contractions.txt
+("CP CP ... ; E1 E2 ...") and ccc.txt ("CP LEAD TRAIL BOUNDARY"), hex, where each collation element E is PRIMARY or
 PRIMARY:CCC. Output format (all integers unsigned LEB128):
   b"SGUL2"
   runs:         count, then (start, length, offset) -- primary = cp + offset
   explicit:     count, then (cp delta from previous, n, e1..en)
   contractions: count, then (k, cp1..cpk, n, e1..en)
+  marks:        count, then (cp delta from previous, lead ccc, trail ccc)
+                for code points whose NFD form starts or ends with a mark
 An element is packed as primary | ccc << 24. Elements of a unit whose
 elements all have combining class 0 are kept only if their primary is
 non-zero (the others cannot affect the key or the re-ordering of marks).
@@ -38,7 +40,7 @@ def elems(tokens):
     return out
 
 
-def main(singles, contractions, dest):
+def main(singles, contractions, ccc, dest):
     rows = []
     for line in open(singles):
         p = line.split()
@@ -61,7 +63,7 @@ def main(singles, contractions, dest):
         if ws:
             explicit.append((cp, ws))
         i += 1
-    out = bytearray(b"SGUL2")
+    out = bytearray(b"SGUL3")
     leb(len(runs), out)
     for start, n, off in runs:
         leb(start, out); leb(n, out); leb(off, out)
@@ -84,9 +86,20 @@ def main(singles, contractions, dest):
         leb(len(ws), out)
         for w in ws:
             leb(w, out)
+    marks = []
+    for line in open(ccc):
+        cp, lead, trail, _ = line.split()
+        if int(lead, 16) or int(trail, 16):
+            marks.append((int(cp, 16), int(lead, 16), int(trail, 16)))
+    leb(len(marks), out)
+    prev = 0
+    for cp, lead, trail in marks:
+        leb(cp - prev, out); prev = cp
+        leb(lead, out); leb(trail, out)
     open(dest, "wb").write(out)
-    print(f"{len(runs)} runs, {len(explicit)} explicit, {len(cons)} contractions, {len(out)} bytes")
+    print(f"{len(runs)} runs, {len(explicit)} explicit, {len(cons)} contractions, "
+          f"{len(marks)} marks, {len(out)} bytes")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
