@@ -1,8 +1,9 @@
 //! The end-to-end load harness: direct MariaDB, HAProxy (TCP mode) in front
 //! of the same tablet, and shardgate (unsharded and 2-shard keyspaces),
 //! measured with sysbench in interleaved rounds on this machine, plus a
-//! connect storm and an idle-connection test. Prints a Markdown table and
-//! writes it to `target/load-results.md`.
+//! connect storm, an idle-connection test and a large scatter (RSS growth and
+//! time to first row). Prints a Markdown table and writes it to
+//! `target/load-results.md`.
 //!
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
@@ -182,6 +183,54 @@ async fn connect_storm(port: u16, user: &str, db: &str, total: usize, parallel: 
     (per * parallel) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// What a large scatter cost: (rows, ms to first row, ms in all, shardgate
+/// RSS MB before, peak RSS MB growth while it ran).
+type ScatterRun = (usize, f64, f64, f64, f64);
+
+/// Reads every row of `sql` through shardgate while sampling its RSS.
+async fn scatter_stream(port: u16, pid: i32, sql: &str) -> ScatterRun {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("sb"))
+        .db_name(Some("customer"))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+    let before = proc_rss_mb(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(proc_rss_mb(pid));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            peak
+        })
+    };
+    let start = Instant::now();
+    let mut first = None;
+    let mut rows = 0;
+    let mut result = conn.query_iter(sql).await.expect("scatter");
+    while let Some(_row) = result.next().await.expect("row") {
+        first.get_or_insert_with(|| start.elapsed());
+        rows += 1;
+    }
+    drop(result);
+    let total = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.unwrap_or(before);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (
+        rows,
+        first.map(ms).unwrap_or(0.0),
+        ms(total),
+        before,
+        (peak - before).max(0.0),
+    )
+}
+
 fn start_haproxy(dir: &std::path::Path, port: u16, backend: u16) -> Child {
     let cfg = dir.join("haproxy.cfg");
     std::fs::write(
@@ -294,6 +343,30 @@ fn main() {
             }
         }
 
+        eprintln!("[load] large scatters over 2 shards");
+        let mut scatters = Vec::new();
+        if let Some(pid) = sg_pid {
+            for extra in [0usize, 90_000] {
+                // Grow the sharded table (ids from its sequence) for the larger run.
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname("127.0.0.1")
+                    .tcp_port(sg_port)
+                    .user(Some("sb"))
+                    .db_name(Some("customer"))
+                    .prefer_socket(false);
+                let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+                for _ in 0..extra / 1000 {
+                    let values = vec!["(1, 'c', 'pad')"; 1000].join(", ");
+                    conn.query_drop(format!("insert into sbtest1 (k, c, pad) values {values}")).await.expect("grow sbtest1");
+                }
+                for sql in ["select * from sbtest1", "select * from sbtest1 order by c, id"] {
+                    let r = scatter_stream(sg_port, pid, sql).await;
+                    eprintln!("[load] {sql}: {} rows, first after {:.1} ms of {:.1} ms, RSS +{:.1} MB", r.0, r.1, r.2, r.4);
+                    scatters.push((sql, r));
+                }
+            }
+        }
+
         eprintln!("[load] connect storms (1000 connects, 8 at a time)");
         let mut storms = Vec::new();
         for t in &targets[..3] {
@@ -344,6 +417,12 @@ fn main() {
         }
         let _ = writeln!(md);
         let _ = writeln!(md, "Idle connections: {idle_count} held open to shardgate; RSS {rss_before:.0} MB before, {rss_idle:.0} MB with them open.");
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| scatter over 2 shards | rows | first row ms | all rows ms | shardgate RSS MB before | RSS growth MB |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for (sql, (rows, first, total, before, growth)) in &scatters {
+            let _ = writeln!(md, "| `{sql}` | {rows} | {first:.1} | {total:.1} | {before:.0} | {growth:.1} |");
+        }
         println!("{md}");
         let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/load-results.md"), &md);
         let _ = haproxy.kill();

@@ -564,6 +564,136 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
     Ok(())
 }
 
+/// A row's ORDER BY keys: the value and, for strings, the weight string the
+/// shard computed with the column's collation.
+pub type SortKeys = Vec<(Val, Option<Value>)>;
+
+/// The ORDER BY keys of one internal row.
+pub fn sort_keys(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    r: &[Value],
+    distinct_counts: &[(usize, i128)],
+) -> SortKeys {
+    let width = cols.len();
+    let hidden = gate.hidden.min(width);
+    let row = Row {
+        cells: r,
+        cols,
+        distinct_counts,
+    };
+    gate.order
+        .iter()
+        .map(|k| {
+            let v = match &k.expr {
+                GateExpr::Col(c) => {
+                    let c = resolve(*c, width, hidden);
+                    let col = &cols[c];
+                    match &r[c] {
+                        Value::Bytes(b) if !is_numeric(col.column_type()) => Val::Str(b.clone()),
+                        other => Val::from_cell(other, Some(col)),
+                    }
+                }
+                other => eval(other, &row, binds),
+            };
+            let w = k.weight.map(|w| r[resolve(w, width, hidden)].clone());
+            (v, w)
+        })
+        .collect()
+}
+
+/// Orders two rows by their [`sort_keys`] as MariaDB's ORDER BY would.
+pub fn cmp_sort_keys(gate: &Gate, a: &SortKeys, b: &SortKeys) -> Ordering {
+    for (n, k) in gate.order.iter().enumerate() {
+        let (va, wa) = &a[n];
+        let (vb, wb) = &b[n];
+        let o = match (va, vb, wa, wb) {
+            (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => x.cmp(y),
+            _ => cmp_val(va, vb),
+        };
+        let o = if k.desc { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// True when the gate only orders, skips, limits and drops hidden columns:
+/// then each shard's (already sorted) rows can flow to the client as they
+/// arrive instead of being gathered first.
+pub fn streams(gate: &Gate) -> bool {
+    gate.aggregate.is_empty()
+        && gate.group_keys.is_empty()
+        && gate.output.is_none()
+        && gate.having.is_none()
+        && !gate.distinct
+}
+
+/// OFFSET, LIMIT and hidden-column removal applied row by row, for a
+/// streaming gate.
+#[derive(Debug)]
+pub struct Window {
+    skip: u64,
+    left: u64,
+    width: usize,
+    visible: usize,
+}
+
+impl Window {
+    /// The window of `gate` (if any) over rows `width` columns wide.
+    pub fn new(gate: Option<&Gate>, binds: &[Bind], width: usize) -> Result<Window, Error> {
+        let Some(g) = gate else {
+            return Ok(Window {
+                skip: 0,
+                left: u64::MAX,
+                width,
+                visible: width,
+            });
+        };
+        check_shape(g, width, &[])?;
+        let num = |o: &Option<Operand>| o.as_ref().map(|o| operand_u64(o, binds)).transpose();
+        Ok(Window {
+            skip: num(&g.offset)?.unwrap_or(0),
+            left: num(&g.limit)?.unwrap_or(u64::MAX),
+            width,
+            visible: width - g.hidden.min(width),
+        })
+    }
+
+    /// How many columns the client sees.
+    pub fn visible(&self) -> usize {
+        self.visible
+    }
+
+    /// Whether no further row can be sent.
+    pub fn full(&self) -> bool {
+        self.left == 0
+    }
+
+    /// Takes the next row in output order: Some(row to send) or None when it
+    /// falls before the OFFSET or after the LIMIT. A row of the wrong width
+    /// (a shard with another schema) is an error, never an out-of-bounds read.
+    pub fn admit(&mut self, mut row: Vec<Value>) -> Result<Option<Vec<Value>>, Error> {
+        if row.len() != self.width {
+            return Err(Error::Plan(crate::planner::PlanError::Unsupported(
+                "shard results do not match the plan: rows of different widths".into(),
+            )));
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return Ok(None);
+        }
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        row.truncate(self.visible);
+        Ok(Some(row))
+    }
+}
+
 /// Runs the gate over every shard's rows: returns the columns and rows to send.
 pub fn run(
     gate: &Gate,
@@ -707,56 +837,11 @@ pub fn run(
 
     // 3. ORDER BY (over internal rows), before projection drops columns.
     if !gate.order.is_empty() {
-        let keyed: Vec<KeyedRow> = keep
+        let mut keyed: Vec<KeyedRow> = keep
             .into_iter()
-            .map(|(i, r)| {
-                let row = Row {
-                    cells: &r,
-                    cols,
-                    distinct_counts: counts(i),
-                };
-                let keys = gate
-                    .order
-                    .iter()
-                    .map(|k| {
-                        let v = match &k.expr {
-                            GateExpr::Col(c) => {
-                                let c = resolve(*c, width, hidden);
-                                let col = &cols[c];
-                                match &r[c] {
-                                    Value::Bytes(b) if !is_numeric(col.column_type()) => {
-                                        Val::Str(b.clone())
-                                    }
-                                    other => Val::from_cell(other, Some(col)),
-                                }
-                            }
-                            other => eval(other, &row, binds),
-                        };
-                        let w = k.weight.map(|w| r[resolve(w, width, hidden)].clone());
-                        (v, w)
-                    })
-                    .collect();
-                (keys, i, r)
-            })
+            .map(|(i, r)| (sort_keys(gate, binds, cols, &r, counts(i)), i, r))
             .collect();
-        let mut keyed = keyed;
-        keyed.sort_by(|a, b| {
-            for (n, k) in gate.order.iter().enumerate() {
-                let (va, wa) = &a.0[n];
-                let (vb, wb) = &b.0[n];
-                let o = match (va, vb, wa, wb) {
-                    (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => {
-                        x.cmp(y)
-                    }
-                    _ => cmp_val(va, vb),
-                };
-                let o = if k.desc { o.reverse() } else { o };
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-            Ordering::Equal
-        });
+        keyed.sort_by(|a, b| cmp_sort_keys(gate, &a.0, &b.0));
         keep = keyed.into_iter().map(|(_, i, r)| (i, r)).collect();
     }
 

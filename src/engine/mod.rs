@@ -1,7 +1,9 @@
 //! The engine runs a [`Plan`]. It reaches tablets only through [`VCursor`]
 //! and hands rows to a [`RowSink`], so it can be tested with a recording fake
-//! cursor and a collecting sink. Single-shard routes stream; results of
-//! several shards are combined at the gate ([`gate`]).
+//! cursor and a collecting sink. Results stream: one shard's rows go straight
+//! to the client; several shards' rows are interleaved as they arrive, or
+//! merged in order when the statement sorts. Only aggregation, HAVING and
+//! DISTINCT across shards gather rows first ([`gate`]).
 
 pub mod gate;
 
@@ -10,7 +12,7 @@ use mysql_common::packets::Column;
 use mysql_common::value::Value;
 
 use crate::error::Error;
-use crate::planner::sharded::{DmlPlan, InsertPlan, Operand, Routing, SelectPlan};
+use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, Operand, Routing, SelectPlan};
 use crate::planner::{Plan, PlanError, Route, ShowPlan};
 use crate::sql::normalize::{substitute_binds, Bind};
 use crate::sql::TabletType;
@@ -55,8 +57,40 @@ pub struct ShardResult {
     pub done: QueryDone,
 }
 
+/// One shard's rows as they arrive.
+pub type RowStream<'a> =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<Value>, Error>> + Send + 'a>>;
+
+/// The open results of one query sent to several shards.
+pub struct ShardStreams<'a> {
+    /// Column definitions (the first shard's).
+    pub columns: Vec<Column>,
+    /// One stream per shard that answered with rows.
+    pub streams: Vec<RowStream<'a>>,
+}
+
+/// Reads the streams of a scatter (the engine's merge); the cursor gets the
+/// connections back once it returns.
+pub trait ScatterConsumer {
+    /// Consumes the shards' rows.
+    fn consume(
+        &mut self,
+        streams: ShardStreams<'_>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+}
+
 /// The engine's only door to tablets.
 pub trait VCursor {
+    /// Sends one query per shard (concurrently) and lets `consumer` read the
+    /// rows while they arrive, so a large scatter never sits in memory.
+    fn stream_multi<C: ScatterConsumer + Send>(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+        consumer: &mut C,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+
     /// Runs one query per shard (concurrently) and returns every result.
     fn execute_multi(
         &mut self,
@@ -288,23 +322,111 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
         }
         Dispatch::Split(targets) => targets,
     };
-    let results = vc.execute_multi(&p.keyspace, tt, targets).await?;
-    let cols = results
-        .iter()
-        .find(|r| !r.columns.is_empty())
-        .map(|r| r.columns.clone())
-        .unwrap_or_default();
-    let rows: Vec<Vec<Value>> = results.into_iter().flat_map(|r| r.rows).collect();
-    let (cols, rows) = match &p.gate {
-        Some(g) => gate::run(g, binds, &cols, rows)?,
-        None => (cols, rows),
+    let mut merge = SelectMerge {
+        gate: p.gate.as_ref(),
+        binds,
+        sink,
     };
-    sink.columns(&cols)?;
-    for r in &rows {
-        sink.row(r)?;
-        sink.flush().await?;
+    vc.stream_multi(&p.keyspace, tt, targets, &mut merge).await
+}
+
+/// Combines the rows of a SELECT sent to several shards.
+struct SelectMerge<'p, S> {
+    gate: Option<&'p Gate>,
+    binds: &'p [Bind],
+    sink: &'p mut S,
+}
+
+impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
+    async fn consume(&mut self, st: ShardStreams<'_>) -> Result<(), Error> {
+        use futures_util::StreamExt;
+        let ShardStreams { columns, streams } = st;
+        let sink = &mut *self.sink;
+        match self.gate {
+            // Aggregation, HAVING, DISTINCT: gather, then combine.
+            Some(g) if !gate::streams(g) => {
+                let mut rows = Vec::new();
+                for mut s in streams {
+                    while let Some(r) = s.next().await {
+                        rows.push(r?);
+                    }
+                }
+                let (cols, rows) = gate::run(g, self.binds, &columns, rows)?;
+                sink.columns(&cols)?;
+                for r in &rows {
+                    sink.row(r)?;
+                    sink.flush().await?;
+                }
+            }
+            // Ordered: merge the shards' sorted streams.
+            Some(g) if !g.order.is_empty() => {
+                let mut window = gate::Window::new(Some(g), self.binds, columns.len())?;
+                sink.columns(&columns[..window.visible()])?;
+                let mut streams = streams;
+                let mut heads: Vec<Option<(gate::SortKeys, Vec<Value>)>> =
+                    Vec::with_capacity(streams.len());
+                for s in streams.iter_mut() {
+                    heads.push(next_keyed(g, self.binds, &columns, s).await?);
+                }
+                while !window.full() {
+                    let mut best: Option<usize> = None;
+                    for (i, h) in heads.iter().enumerate() {
+                        let Some((k, _)) = h else { continue };
+                        let better = match best.and_then(|b| heads[b].as_ref()) {
+                            Some((bk, _)) => {
+                                gate::cmp_sort_keys(g, k, bk) == std::cmp::Ordering::Less
+                            }
+                            None => true,
+                        };
+                        if better {
+                            best = Some(i);
+                        }
+                    }
+                    let Some(i) = best else { break };
+                    let (_, row) = heads[i].take().expect("head");
+                    if let Some(row) = window.admit(row)? {
+                        sink.row(&row)?;
+                        sink.flush().await?;
+                    }
+                    heads[i] = next_keyed(g, self.binds, &columns, &mut streams[i]).await?;
+                }
+            }
+            // Unordered: rows go out in whatever order the shards send them.
+            gate => {
+                let mut window = gate::Window::new(gate, self.binds, columns.len())?;
+                sink.columns(&columns[..window.visible()])?;
+                let mut all = futures_util::stream::select_all(streams);
+                while !window.full() {
+                    let Some(row) = all.next().await else { break };
+                    if let Some(row) = window.admit(row?)? {
+                        sink.row(&row)?;
+                        sink.flush().await?;
+                    }
+                }
+            }
+        }
+        sink.end_rows(0)
     }
-    sink.end_rows(0)
+}
+
+/// The next row of one shard with its sort keys, checked for width.
+async fn next_keyed(
+    g: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    s: &mut RowStream<'_>,
+) -> Result<Option<(gate::SortKeys, Vec<Value>)>, Error> {
+    use futures_util::StreamExt;
+    let Some(row) = s.next().await else {
+        return Ok(None);
+    };
+    let row = row?;
+    if row.len() != cols.len() {
+        return Err(Error::Plan(PlanError::Unsupported(
+            "shard results do not match the plan: rows of different widths".into(),
+        )));
+    }
+    Ok(Some((gate::sort_keys(g, binds, cols, &row, &[]), row)))
 }
 
 fn pushdown_sql(
@@ -574,9 +696,42 @@ pub mod testing {
         pub next_id: u64,
         /// What the engine set as LAST_INSERT_ID.
         pub last_insert_id: u64,
+        /// Columns and per-shard rows a scatter streams back (default: one
+        /// text column `x`, no rows).
+        pub scatter_columns: Vec<Column>,
+        /// (shard, rows) answered to a scatter.
+        pub scatter_rows: Vec<(String, Vec<Vec<Value>>)>,
     }
 
     impl VCursor for RecordingCursor {
+        async fn stream_multi<C: ScatterConsumer + Send>(
+            &mut self,
+            keyspace: &str,
+            tablet_type: TabletType,
+            queries: Vec<(String, String)>,
+            consumer: &mut C,
+        ) -> Result<(), Error> {
+            let mut streams = Vec::new();
+            for (shard, sql) in queries {
+                let rows = self
+                    .scatter_rows
+                    .iter()
+                    .find(|(s, _)| *s == shard)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default();
+                self.calls.push((keyspace.into(), shard, tablet_type, sql));
+                let s: RowStream<'static> =
+                    Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok)));
+                streams.push(s);
+            }
+            let columns = if self.scatter_columns.is_empty() {
+                vec![text_column("x")]
+            } else {
+                self.scatter_columns.clone()
+            };
+            consumer.consume(ShardStreams { columns, streams }).await
+        }
+
         async fn execute_multi(
             &mut self,
             keyspace: &str,
@@ -761,6 +916,11 @@ mod tests {
     }
 
     async fn run_sharded(sql: &str) -> (RecordingCursor, CollectSink) {
+        run_sharded_with(sql, RecordingCursor::default()).await
+    }
+
+    async fn run_sharded_with(sql: &str, vc: RecordingCursor) -> (RecordingCursor, CollectSink) {
+        let mut vc = vc;
         let s = sharded();
         let n = crate::sql::normalize::normalize(sql, &[], false);
         let p = plan(
@@ -770,7 +930,7 @@ mod tests {
             &s,
         )
         .unwrap();
-        let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
+        let mut sink = CollectSink::default();
         // The fake answers every shard with one column; only the calls matter here.
         let _ = execute(
             &p,
@@ -867,5 +1027,131 @@ mod tests {
             .calls
             .iter()
             .all(|c| c.3 == "alter table c add column z int"));
+    }
+
+    /// Rows of (id, id, weight_string(id)) as a shard sorted by id sends them.
+    fn id_rows(ids: &[i64]) -> Vec<Vec<Value>> {
+        ids.iter()
+            .map(|i| {
+                let t = Value::Bytes(i.to_string().into_bytes());
+                vec![t.clone(), t, Value::Bytes(i.to_be_bytes().to_vec())]
+            })
+            .collect()
+    }
+
+    fn int_cols(names: &[&str]) -> Vec<Column> {
+        names
+            .iter()
+            .map(|n| {
+                Column::new(mysql_common::constants::ColumnType::MYSQL_TYPE_LONGLONG)
+                    .with_name(n.as_bytes())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn ordered_scatter_merges_sorted_shard_streams_with_offset_and_limit() {
+        let vc = RecordingCursor {
+            scatter_columns: int_cols(&["id", "id", "weight_string(id)"]),
+            scatter_rows: vec![
+                ("-80".into(), id_rows(&[1, 2, 5, 8, 9])),
+                ("80-".into(), id_rows(&[3, 4, 6, 7, 10])),
+            ],
+            ..RecordingCursor::default()
+        };
+        let (_, sink) = run_sharded_with("select id from c order by id limit 2, 5", vc).await;
+        assert_eq!(sink.columns, vec!["id"]);
+        let got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
+        assert_eq!(got, vec!["3", "4", "5", "6", "7"]);
+    }
+
+    #[tokio::test]
+    async fn ordered_merge_descending_keeps_every_row() {
+        let vc = RecordingCursor {
+            scatter_columns: int_cols(&["id", "id", "weight_string(id)"]),
+            scatter_rows: vec![
+                ("-80".into(), id_rows(&[9, 8, 5, 2, 1])),
+                ("80-".into(), id_rows(&[10, 7, 6, 4, 3])),
+            ],
+            ..RecordingCursor::default()
+        };
+        let (_, sink) = run_sharded_with("select id from c order by id desc", vc).await;
+        let got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
+        assert_eq!(
+            got,
+            (1..=10).rev().map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn unordered_scatter_passes_every_row_and_stops_at_the_limit() {
+        let rows = |ids: &[i64]| -> Vec<Vec<Value>> {
+            ids.iter()
+                .map(|i| vec![Value::Bytes(i.to_string().into_bytes())])
+                .collect()
+        };
+        let vc = RecordingCursor {
+            scatter_columns: int_cols(&["id"]),
+            scatter_rows: vec![
+                ("-80".into(), rows(&[1, 2, 3])),
+                ("80-".into(), rows(&[4, 5])),
+            ],
+            ..RecordingCursor::default()
+        };
+        let (_, sink) = run_sharded_with("select id from c", vc).await;
+        let mut got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec!["1", "2", "3", "4", "5"]);
+
+        let vc = RecordingCursor {
+            scatter_columns: int_cols(&["id"]),
+            scatter_rows: vec![
+                ("-80".into(), rows(&[1, 2, 3])),
+                ("80-".into(), rows(&[4, 5])),
+            ],
+            ..RecordingCursor::default()
+        };
+        let (vc, sink) = run_sharded_with("select id from c limit 3", vc).await;
+        assert_eq!(sink.rows.len(), 3);
+        assert!(
+            vc.calls.iter().all(|c| c.3.ends_with("LIMIT 3")),
+            "{:?}",
+            vc.calls
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shard_row_of_the_wrong_width_is_an_error() {
+        let vc = RecordingCursor {
+            scatter_columns: int_cols(&["id", "id", "weight_string(id)"]),
+            scatter_rows: vec![
+                ("-80".into(), id_rows(&[1])),
+                ("80-".into(), vec![vec![Value::Bytes(b"2".to_vec())]]),
+            ],
+            ..RecordingCursor::default()
+        };
+        let s = sharded();
+        let sql = "select id from c order by id";
+        let n = crate::sql::normalize::normalize(sql, &[], false);
+        let p = plan(
+            &classify(sql).unwrap(),
+            Some(&n.template),
+            &Target::parse("customer").unwrap(),
+            &s,
+        )
+        .unwrap();
+        let (mut vc, mut sink) = (vc, CollectSink::default());
+        let e = execute(
+            &p,
+            sql,
+            &n.binds,
+            TabletType::Primary,
+            &s,
+            &mut vc,
+            &mut sink,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("different widths"), "{e}");
     }
 }

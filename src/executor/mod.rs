@@ -4,11 +4,13 @@
 //! target (`commerce.0.primary`).
 
 use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
+use mysql_async::{Conn, Row};
 use mysql_common::constants::StatusFlags;
 use mysql_common::packets::Column;
 
-use crate::engine::{QueryDone, RowSink, ShardResult, VCursor};
+use crate::engine::{
+    QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
+};
 use crate::error::Error;
 use crate::server::ServerCtx;
 use crate::sql::TabletType;
@@ -308,33 +310,121 @@ impl Executor<'_> {
     }
 }
 
+/// A shard query with the connection it runs on: (target label, connection,
+/// whether it goes back to the session, SQL).
+type Job = (String, ShardConn, bool, String);
+
+impl Executor<'_> {
+    /// Takes a connection for each shard query (pinned or from the pool);
+    /// stops at the first failure and says so.
+    async fn take_all(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+    ) -> (Vec<Job>, Option<Error>) {
+        let mut jobs: Vec<Job> = Vec::with_capacity(queries.len());
+        for (shard, sql) in queries {
+            let (tablet, label) = match self.tablet(keyspace, &shard, tablet_type) {
+                Ok((t, l)) => (t.clone(), l),
+                Err(e) => return (jobs, Some(e)),
+            };
+            match self.take_conn(&tablet, &label).await {
+                Ok((sc, pinned)) => jobs.push((label, sc, pinned, sql)),
+                Err(e) => return (jobs, Some(e)),
+            }
+        }
+        (jobs, None)
+    }
+
+    /// Puts pinned connections back after a multi-shard statement; pooled
+    /// ones go back to the pool when dropped.
+    fn return_all(&mut self, jobs: Vec<Job>, broken: impl Fn(usize) -> bool) {
+        for (i, (_, sc, keep, _)) in jobs.into_iter().enumerate() {
+            if keep {
+                self.return_conn(sc, true, broken(i), false);
+            }
+        }
+    }
+}
+
 impl VCursor for Executor<'_> {
+    async fn stream_multi<C: ScatterConsumer + Send>(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+        consumer: &mut C,
+    ) -> Result<(), Error> {
+        use futures_util::StreamExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
+        let broken: Vec<AtomicBool> = jobs.iter().map(|_| AtomicBool::new(false)).collect();
+        let res = match failed {
+            Some(e) => Err(e),
+            None => {
+                // Start every shard's query, then hand the row streams over.
+                let started = futures_util::future::join_all(jobs.iter_mut().zip(&broken).map(
+                    |((label, sc, _, sql), broken)| async move {
+                        let label: &str = label;
+                        let fail = move |source: mysql_async::Error| {
+                            let e = Error::Backend {
+                                target: label.to_string(),
+                                source,
+                            };
+                            if e.breaks_backend_conn() {
+                                broken.store(true, Ordering::Relaxed);
+                            }
+                            e
+                        };
+                        let result = sc.conn.query_iter(sql.as_str()).await.map_err(fail)?;
+                        let stream = result.stream_and_drop::<Row>().await.map_err(fail)?;
+                        Ok::<_, Error>(stream.map(|st| {
+                            let cols = st.columns_ref().to_vec();
+                            let rows: RowStream<'_> =
+                                Box::pin(st.map(move |r| r.map(Row::unwrap).map_err(fail)));
+                            (cols, rows)
+                        }))
+                    },
+                ))
+                .await;
+                let mut streams = ShardStreams {
+                    columns: Vec::new(),
+                    streams: Vec::with_capacity(started.len()),
+                };
+                let mut first_err = None;
+                for s in started {
+                    match s {
+                        Ok(Some((cols, rows))) => {
+                            if streams.columns.is_empty() {
+                                streams.columns = cols;
+                            }
+                            streams.streams.push(rows);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+                match first_err {
+                    Some(e) => Err(e),
+                    None => consumer.consume(streams).await,
+                }
+            }
+        };
+        self.return_all(jobs, |i| broken[i].load(Ordering::Relaxed));
+        res
+    }
+
     async fn execute_multi(
         &mut self,
         keyspace: &str,
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
     ) -> Result<Vec<ShardResult>, Error> {
-        // Take each shard's connection out of the session (pinned) or the
-        // pool, run all queries concurrently, then put pinned ones back.
-        let mut jobs: Vec<(String, ShardConn, bool, String)> = Vec::with_capacity(queries.len());
-        let mut failed = None;
-        for (shard, sql) in queries {
-            let (tablet, label) = match self.tablet(keyspace, &shard, tablet_type) {
-                Ok((t, l)) => (t.clone(), l),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            };
-            match self.take_conn(&tablet, &label).await {
-                Ok((sc, pinned)) => jobs.push((label, sc, pinned, sql)),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        // Run all queries concurrently on their shards' connections.
+        let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let results = if failed.is_none() {
             futures_util::future::join_all(jobs.iter_mut().map(|(label, sc, _, sql)| async move {
                 collect(&mut sc.conn, sql)
@@ -348,21 +438,19 @@ impl VCursor for Executor<'_> {
         } else {
             Vec::new()
         };
+        let broken: Vec<bool> = results
+            .iter()
+            .map(|r| matches!(r, Err(e) if e.breaks_backend_conn()))
+            .collect();
+        self.return_all(jobs, |i| broken.get(i).copied().unwrap_or(false));
         let mut out = Vec::with_capacity(results.len());
         let mut first_err = failed;
-        let mut results = results.into_iter();
-        for (_, sc, keep, _) in jobs {
-            let r = results.next();
-            let broken = matches!(&r, Some(Err(e)) if e.breaks_backend_conn());
-            if keep {
-                self.return_conn(sc, true, broken, false);
-            }
+        for r in results {
             match r {
-                Some(Ok(res)) => out.push(res),
-                Some(Err(e)) => {
+                Ok(res) => out.push(res),
+                Err(e) => {
                     first_err.get_or_insert(e);
                 }
-                None => {}
             }
         }
         match first_err {
@@ -496,16 +584,26 @@ pub struct Logging<V> {
 }
 
 impl<V: VCursor + Send> VCursor for Logging<V> {
+    async fn stream_multi<C: ScatterConsumer + Send>(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+        consumer: &mut C,
+    ) -> Result<(), Error> {
+        self.record(keyspace, &queries);
+        self.inner
+            .stream_multi(keyspace, tablet_type, queries, consumer)
+            .await
+    }
+
     async fn execute_multi(
         &mut self,
         keyspace: &str,
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
     ) -> Result<Vec<ShardResult>, Error> {
-        for (shard, q) in &queries {
-            self.log
-                .push((keyspace.to_string(), shard.clone(), q.clone()));
-        }
+        self.record(keyspace, &queries);
         self.inner
             .execute_multi(keyspace, tablet_type, queries)
             .await
@@ -538,6 +636,15 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
         self.inner
             .execute_shard(keyspace, shard, tablet_type, sql, rename_db_columns, sink)
             .await
+    }
+}
+
+impl<V> Logging<V> {
+    fn record(&mut self, keyspace: &str, queries: &[(String, String)]) {
+        for (shard, q) in queries {
+            self.log
+                .push((keyspace.to_string(), shard.clone(), q.clone()));
+        }
     }
 }
 
