@@ -7,6 +7,7 @@
 //!
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
+//!   cargo bench --bench load -- --scatter-only  # only the large scatters
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`).
 
@@ -271,6 +272,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let scatter_only = args.iter().any(|a| a == "--scatter-only");
     let (secs, threads, rounds): (u32, Vec<u32>, usize) = if quick {
         (5, vec![1, 8], 1)
     } else {
@@ -315,9 +317,9 @@ fn main() {
         sysbench(&targets[0], "oltp_read_write", "prepare", 1, 10);
         sysbench(&targets[3], "oltp_read_write", "prepare", 1, 10);
 
-        let workloads = ["oltp_point_select", "oltp_read_only", "oltp_read_write"];
+        let workloads: &[&str] = if scatter_only { &[] } else { &["oltp_point_select", "oltp_read_only", "oltp_read_write"] };
         let mut results: BTreeMap<(String, u32, String), Vec<Run>> = BTreeMap::new();
-        for w in workloads {
+        for &w in workloads {
             for &th in &threads {
                 for round in 0..rounds {
                     // Rotate the order each round so no target always runs first.
@@ -369,14 +371,14 @@ fn main() {
 
         eprintln!("[load] connect storms (1000 connects, 8 at a time)");
         let mut storms = Vec::new();
-        for t in &targets[..3] {
+        for t in if scatter_only { &targets[..0] } else { &targets[..3] } {
             storms.push((t.name, connect_storm(t.port, t.user, t.db, 1000, 8).await));
         }
 
         eprintln!("[load] 10,000 idle connections to shardgate");
         let rss_before = sg_pid.map(proc_rss_mb).unwrap_or(0.0);
         let mut idle = Vec::new();
-        for _ in 0..10_000 {
+        for _ in 0..if scatter_only { 0 } else { 10_000 } {
             match tokio::net::TcpStream::connect(("127.0.0.1", sg_port)).await {
                 Ok(s) => idle.push(s),
                 Err(_) => break,

@@ -909,20 +909,25 @@ pub fn run(
     };
 
     // 5. DISTINCT (stable: keeps the first of equal rows, order preserved).
+    // Sorting row indices (stably) puts equal rows next to each other with
+    // the earliest first: O(n log n) rather than comparing every pair.
     if gate.distinct {
-        let mut seen: Vec<Vec<Value>> = Vec::new();
-        out_rows.retain(|r| {
-            let dup = seen.iter().any(|s| {
-                s.iter()
-                    .zip(r)
-                    .zip(&out_cols)
-                    .all(|((a, b), c)| cmp_cells(a, b, c, None, None) == Ordering::Equal)
-            });
-            if !dup {
-                seen.push(r.clone());
-            }
-            !dup
-        });
+        let cmp_rows = |a: &[Value], b: &[Value]| {
+            a.iter()
+                .zip(b)
+                .zip(&out_cols)
+                .map(|((x, y), c)| cmp_cells(x, y, c, None, None))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        };
+        let mut order: Vec<usize> = (0..out_rows.len()).collect();
+        order.sort_by(|&a, &b| cmp_rows(&out_rows[a], &out_rows[b]));
+        let mut keep = vec![false; out_rows.len()];
+        for (n, &i) in order.iter().enumerate() {
+            keep[i] = n == 0 || cmp_rows(&out_rows[order[n - 1]], &out_rows[i]) != Ordering::Equal;
+        }
+        let mut keep = keep.into_iter();
+        out_rows.retain(|_| keep.next().unwrap_or(false));
     }
 
     // 6. OFFSET / LIMIT.
