@@ -140,6 +140,12 @@ pub struct ServeArgs {
     /// with few threads: fewer cross-thread wakeups per query.
     #[arg(long = "worker-threads")]
     pub worker_threads: Option<usize>,
+    /// Reach tablets on this host through the Unix socket their MariaDB
+    /// reports (`@@socket`) rather than TCP loopback, as vttablet talks to
+    /// its mysqld: cheaper per query for both sides. Tablets elsewhere, or
+    /// whose socket cannot be opened, stay on TCP.
+    #[arg(long = "tablet-local-socket", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tablet_local_socket: bool,
 }
 
 /// Flags and commands of `shardgate ctl`.

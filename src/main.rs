@@ -111,6 +111,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             user: args.db_app_user.clone(),
             password: args.db_app_password.clone(),
             pool_max: args.pool_size,
+            local_socket: args.tablet_local_socket,
             ..BackendConfig::default()
         },
         auth,

@@ -366,6 +366,14 @@ async fn socket_variable_is_answered_by_shardgate() {
     assert!(shown.contains(&"zone1-100".to_string()), "{shown:?}");
     drop(pc);
     pool.disconnect().await.unwrap();
+    // shardgate itself reaches its local tablets over their Unix sockets
+    // (MariaDB shows such clients as `localhost`, TCP ones as `ip:port`).
+    let host = rows(
+        &mut conn,
+        "select host from information_schema.processlist where id = connection_id()",
+    )
+    .await;
+    assert_eq!(host, vec![vec![Some("localhost".to_string())]]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

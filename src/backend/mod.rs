@@ -24,6 +24,9 @@ pub struct BackendConfig {
     pub pool_min: usize,
     /// Upper bound of connections per tablet.
     pub pool_max: usize,
+    /// Switch loopback tablets to their Unix socket (see the
+    /// `--tablet-local-socket` flag).
+    pub local_socket: bool,
 }
 
 impl Default for BackendConfig {
@@ -33,6 +36,7 @@ impl Default for BackendConfig {
             password: String::new(),
             pool_min: 4,
             pool_max: 200,
+            local_socket: true,
         }
     }
 }
@@ -84,8 +88,9 @@ impl Pools {
             .user(Some(self.cfg.user.clone()))
             .pass((!self.cfg.password.is_empty()).then(|| self.cfg.password.clone()))
             .db_name(Some(k.db.clone()))
-            // A pool pointed at 127.0.0.1 would otherwise switch to the Unix socket.
-            .prefer_socket(false)
+            // mysql_async asks a loopback server for @@socket and reconnects
+            // through it when it can.
+            .prefer_socket(self.cfg.local_socket)
             .tcp_nodelay(true)
             .stmt_cache_size(0)
             .pool_opts(pool_opts);

@@ -42,10 +42,11 @@ pub struct ShardConns {
     pub last_insert_id: u64,
     /// The last tablet status said NO_BACKSLASH_ESCAPES is on.
     pub no_backslash_escapes: bool,
-    /// A clean pooled connection kept between statements (session affinity,
-    /// within the server's budget), so a busy client does not go through the
-    /// pool for every statement.
-    pub sticky: Option<Sticky>,
+    /// Clean pooled connections kept between statements, at most one per
+    /// tablet and [`STICKY_PER_SESSION`] in all (session affinity, within
+    /// the server's budget), so a busy client does not go through the pool
+    /// for every statement, even when its statements go to several shards.
+    pub sticky: Vec<Sticky>,
 }
 
 /// A pooled connection a session keeps while it is busy.
@@ -76,6 +77,9 @@ impl Drop for StickyPermit {
     }
 }
 
+/// How many tablets a session keeps a sticky connection to.
+pub const STICKY_PER_SESSION: usize = 4;
+
 /// How long a sticky connection may sit unused before the pool gets it back
 /// (it may have been closed by the server meanwhile).
 const STICKY_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -104,10 +108,13 @@ impl ShardConns {
         tablet: &Tablet,
         label: &str,
     ) -> Result<(Conn, bool), Error> {
-        let sticky = match self.sticky.take() {
-            Some(s) if s.alias == tablet.alias && s.since.elapsed() < STICKY_IDLE => Some(s.conn),
-            _ => None,
-        };
+        // Expired ones go back to the pool (the server may have closed them).
+        self.sticky.retain(|s| s.since.elapsed() < STICKY_IDLE);
+        let sticky = self
+            .sticky
+            .iter()
+            .position(|s| s.alias == tablet.alias)
+            .map(|i| self.sticky.swap_remove(i).conn);
         let mut conn = match sticky {
             Some(c) => c,
             None => ctx
@@ -186,13 +193,18 @@ impl ShardConns {
     }
 
     /// Keeps a clean connection for the next statement, if the budget allows.
+    /// The least recently used one makes room when the session holds its
+    /// share or the budget is spent.
     fn keep(&mut self, ctx: &ServerCtx, alias: &str, conn: Conn) {
-        let permit = match self.sticky.take() {
-            Some(old) => Some(old._permit),
-            None => StickyPermit::take(&ctx.sticky_budget),
+        let permit = match self.sticky.iter().position(|s| s.alias == alias) {
+            Some(i) => Some(self.sticky.swap_remove(i)._permit),
+            None if self.sticky.len() < STICKY_PER_SESSION => {
+                StickyPermit::take(&ctx.sticky_budget).or_else(|| self.evict_oldest())
+            }
+            None => self.evict_oldest(),
         };
         if let Some(permit) = permit {
-            self.sticky = Some(Sticky {
+            self.sticky.push(Sticky {
                 alias: alias.to_string(),
                 conn,
                 since: std::time::Instant::now(),
@@ -201,9 +213,14 @@ impl ShardConns {
         }
     }
 
+    fn evict_oldest(&mut self) -> Option<StickyPermit> {
+        let i = (0..self.sticky.len()).min_by_key(|&i| self.sticky[i].since)?;
+        Some(self.sticky.swap_remove(i)._permit)
+    }
+
     /// Returns every connection clean to its pool (session end).
     pub async fn release_all(&mut self) {
-        self.sticky = None;
+        self.sticky.clear();
         for mut sc in self.conns.drain(..) {
             let clean = (!sc.in_txn || sc.conn.query_drop("ROLLBACK").await.is_ok())
                 && (!self.reserved || sc.conn.reset().await.is_ok());
