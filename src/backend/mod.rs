@@ -13,6 +13,11 @@ use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 use crate::topo::{Snapshot, Tablet};
 
+/// Prepared statements each backend connection keeps (MariaDB allows
+/// 16,382 per server by default; pools hold at most a few hundred
+/// connections).
+const STMT_CACHE: usize = 32;
+
 /// How shardgate logs in to tablets.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -92,7 +97,9 @@ impl Pools {
             // through it when it can.
             .prefer_socket(self.cfg.local_socket)
             .tcp_nodelay(true)
-            .stmt_cache_size(0)
+            // Client prepared statements that go whole to one tablet run
+            // prepared there too, once per connection.
+            .stmt_cache_size(STMT_CACHE)
             .pool_opts(pool_opts);
         Pool::new(opts)
     }

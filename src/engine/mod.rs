@@ -267,18 +267,31 @@ enum Dispatch {
     Split(Vec<(String, String)>),
 }
 
-async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
-    p: &SelectPlan,
+/// Where a plan sends its statement whole, unchanged, to one shard:
+/// (keyspace, shard, tablet type). Such a statement can run as a prepared
+/// statement on that tablet.
+pub fn whole_shard(
+    plan: &Plan,
     binds: &[Bind],
-    tt: TabletType,
+    tablet_type: TabletType,
     snap: &Snapshot,
-    vc: &mut V,
-    sink: &mut S,
-) -> Result<(), Error> {
+) -> Result<Option<(String, String, TabletType)>, Error> {
+    Ok(match plan {
+        Plan::Route(r) if !r.rename_db_columns => {
+            Some((r.keyspace.clone(), r.shard.clone(), r.tablet_type))
+        }
+        Plan::Select(p) => match select_dispatch(p, binds, snap)? {
+            Dispatch::Whole(shard) => Some((p.keyspace.clone(), shard, tablet_type)),
+            Dispatch::Split(_) => None,
+        },
+        _ => None,
+    })
+}
+
+/// Where a SELECT goes for these bind values.
+fn select_dispatch(p: &SelectPlan, binds: &[Bind], snap: &Snapshot) -> Result<Dispatch, Error> {
     let ks = keyspace_of(snap, &p.keyspace)?;
-    // Either the whole statement goes to one shard as the client wrote it,
-    // or each shard gets the pushed-down query and the gate combines.
-    let dispatch = match &p.routing {
+    Ok(match &p.routing {
         Routing::Equal { func, value } => {
             Dispatch::Whole(
                 match map_value(*func, &operand_value(value, binds))? {
@@ -312,7 +325,20 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
                 .map(|s| Ok((s.name.clone(), pushdown_sql(p, binds, None)?)))
                 .collect::<Result<_, Error>>()?,
         ),
-    };
+    })
+}
+
+async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
+    p: &SelectPlan,
+    binds: &[Bind],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    // Either the whole statement goes to one shard as the client wrote it,
+    // or each shard gets the pushed-down query and the gate combines.
+    let dispatch = select_dispatch(p, binds, snap)?;
     let targets = match dispatch {
         Dispatch::Whole(shard) => {
             let sql = substitute_binds(&p.original, binds);

@@ -562,6 +562,50 @@ impl VCursor for Executor<'_> {
         rename_db_columns: bool,
         sink: &mut S,
     ) -> Result<(), Error> {
+        self.on_shard(
+            keyspace,
+            shard,
+            tablet_type,
+            rename_db_columns,
+            sql,
+            None,
+            sink,
+        )
+        .await
+    }
+}
+
+impl Executor<'_> {
+    /// Runs a client's prepared statement as a prepared statement on the
+    /// shard's tablet (prepared once per backend connection, then cached):
+    /// the tablet skips parsing and rows come back typed, for the client's
+    /// binary protocol.
+    pub async fn execute_shard_prepared<S: RowSink + Send>(
+        &mut self,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        sql: &str,
+        params: Vec<mysql_common::value::Value>,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        self.on_shard(keyspace, shard, tablet_type, false, sql, Some(params), sink)
+            .await
+    }
+
+    /// One statement on one shard's tablet, as text or (with `params`) as a
+    /// prepared statement, streamed into the sink.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_shard<S: RowSink + Send>(
+        &mut self,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        rename_db_columns: bool,
+        sql: &str,
+        params: Option<Vec<mysql_common::value::Value>>,
+        sink: &mut S,
+    ) -> Result<(), Error> {
         let (tablet, label) = self.tablet(keyspace, shard, tablet_type)?;
         let tablet = tablet.clone();
         let rename = rename_db_columns.then(|| {
@@ -571,15 +615,24 @@ impl VCursor for Executor<'_> {
             )
         });
         let (mut sc, pinned) = self.take_conn(&tablet, &label).await?;
-        let res = stream(&mut sc.conn, sql, rename.as_ref(), sink)
-            .await
-            .map_err(|e| match e {
-                StreamError::Backend(source) => Error::Backend {
-                    target: label.clone(),
-                    source,
-                },
-                StreamError::Sink(e) => e,
-            });
+        let res = match params {
+            None => stream(&mut sc.conn, sql, rename.as_ref(), sink).await,
+            Some(params) => match sc
+                .conn
+                .exec_iter(sql, mysql_async::Params::Positional(params))
+                .await
+            {
+                Ok(result) => drain(result, None, sink).await,
+                Err(e) => Err(StreamError::Backend(e)),
+            },
+        }
+        .map_err(|e| match e {
+            StreamError::Backend(source) => Error::Backend {
+                target: label.clone(),
+                source,
+            },
+            StreamError::Sink(e) => e,
+        });
         if let Ok(last_id) = &res {
             if *last_id > 0 {
                 self.state.last_insert_id = *last_id;
@@ -701,7 +754,17 @@ async fn stream<S: RowSink + Send>(
     rename: Option<&(String, String)>,
     sink: &mut S,
 ) -> Result<u64, StreamError> {
-    let mut result = conn.query_iter(sql).await.map_err(StreamError::Backend)?;
+    let result = conn.query_iter(sql).await.map_err(StreamError::Backend)?;
+    drain(result, rename, sink).await
+}
+
+/// Streams every result of a query (text or binary protocol) into the
+/// sink; returns the last insert id.
+async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
+    mut result: mysql_async::QueryResult<'_, 'static, P>,
+    rename: Option<&(String, String)>,
+    sink: &mut S,
+) -> Result<u64, StreamError> {
     let mut last_id = 0;
     loop {
         let cols = result.columns();

@@ -546,13 +546,9 @@ async fn execute_stmt(
         &mut st.bound_types,
         &mut st.long_data,
     )?;
-    let sql = if params.is_empty() && st.params.is_empty() {
-        st.sql.clone()
-    } else {
-        crate::sql::substitute_params(&st.sql, &params, session.shards.no_backslash_escapes)?
-    };
+    let sql = st.sql.clone();
     let mut rw = ResultWriter::new(wire, true, session.status());
-    match session.execute(ctx, &sql, &mut rw).await {
+    match session.execute_prepared(ctx, &sql, params, &mut rw).await {
         Ok(()) => {
             rw.finish(session.status());
             Ok(())

@@ -107,8 +107,9 @@ pub fn text_row(out: &mut Vec<u8>, values: &[Value]) {
     }
 }
 
-/// A binary-protocol row payload, converting the tablet's text values to
-/// the binary form of each column's type.
+/// A binary-protocol row payload: the tablet's text values converted to the
+/// binary form of each column's type, typed values (a tablet's binary row)
+/// written directly.
 pub fn binary_row(out: &mut Vec<u8>, cols: &[Column], values: &[Value]) -> Result<(), Error> {
     out.push(0x00);
     let bitmap_at = out.len();
@@ -122,8 +123,10 @@ pub fn binary_row(out: &mut Vec<u8>, cols: &[Column], values: &[Value]) -> Resul
             }
             Value::Bytes(b) => encode_binary(out, c, b)?,
             other => {
-                let s = other.as_sql(true);
-                encode_binary(out, c, s.trim_matches('\'').as_bytes())?
+                if !put_typed(out, c, other) {
+                    let s = other.as_sql(true);
+                    encode_binary(out, c, s.trim_matches('\'').as_bytes())?
+                }
             }
         }
     }
@@ -167,38 +170,11 @@ fn encode_binary(out: &mut Vec<u8>, c: &Column, text: &[u8]) -> Result<(), Error
         | MYSQL_TYPE_TIMESTAMP
         | MYSQL_TYPE_TIMESTAMP2 => {
             let (y, mo, d, h, mi, se, us) = parse_datetime(s()?).ok_or_else(bad)?;
-            if us != 0 {
-                out.push(11);
-            } else if h != 0 || mi != 0 || se != 0 {
-                out.push(7);
-            } else if y != 0 || mo != 0 || d != 0 {
-                out.push(4);
-            } else {
-                out.push(0);
-                return Ok(());
-            }
-            out.extend_from_slice(&y.to_le_bytes());
-            out.extend_from_slice(&[mo, d]);
-            if out[out.len() - 5] >= 7 {
-                out.extend_from_slice(&[h, mi, se]);
-            }
-            if us != 0 {
-                out.extend_from_slice(&us.to_le_bytes());
-            }
+            put_datetime(out, (y, mo, d, h, mi, se, us));
         }
         MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => {
             let (neg, days, h, mi, se, us) = parse_time(s()?).ok_or_else(bad)?;
-            if days == 0 && h == 0 && mi == 0 && se == 0 && us == 0 {
-                out.push(0);
-            } else {
-                out.push(if us != 0 { 12 } else { 8 });
-                out.push(neg as u8);
-                out.extend_from_slice(&days.to_le_bytes());
-                out.extend_from_slice(&[h, mi, se]);
-                if us != 0 {
-                    out.extend_from_slice(&us.to_le_bytes());
-                }
-            }
+            put_time(out, neg, days, h, mi, se, us);
         }
         _ => put_lenenc_str(out, text),
     }
@@ -206,6 +182,79 @@ fn encode_binary(out: &mut Vec<u8>, c: &Column, text: &[u8]) -> Result<(), Error
 }
 
 type DateTimeParts = (u16, u8, u8, u8, u8, u8, u32);
+
+/// A binary-protocol DATE/DATETIME/TIMESTAMP value: the shortest of the
+/// 0/4/7/11-byte forms that holds it.
+fn put_datetime(out: &mut Vec<u8>, (y, mo, d, h, mi, se, us): DateTimeParts) {
+    let len: u8 = if us != 0 {
+        11
+    } else if h != 0 || mi != 0 || se != 0 {
+        7
+    } else if y != 0 || mo != 0 || d != 0 {
+        4
+    } else {
+        0
+    };
+    out.push(len);
+    if len >= 4 {
+        out.extend_from_slice(&y.to_le_bytes());
+        out.extend_from_slice(&[mo, d]);
+    }
+    if len >= 7 {
+        out.extend_from_slice(&[h, mi, se]);
+    }
+    if len == 11 {
+        out.extend_from_slice(&us.to_le_bytes());
+    }
+}
+
+/// A binary-protocol TIME value (0, 8 or 12 bytes).
+fn put_time(out: &mut Vec<u8>, neg: bool, days: u32, h: u8, mi: u8, se: u8, us: u32) {
+    if days == 0 && h == 0 && mi == 0 && se == 0 && us == 0 {
+        out.push(0);
+        return;
+    }
+    out.push(if us != 0 { 12 } else { 8 });
+    out.push(neg as u8);
+    out.extend_from_slice(&days.to_le_bytes());
+    out.extend_from_slice(&[h, mi, se]);
+    if us != 0 {
+        out.extend_from_slice(&us.to_le_bytes());
+    }
+}
+
+/// Writes a typed value (from a tablet's binary-protocol row) in the
+/// binary form of its column; false when the pair needs the text route.
+fn put_typed(out: &mut Vec<u8>, c: &Column, v: &Value) -> bool {
+    use ColumnType::*;
+    let width = match c.column_type() {
+        MYSQL_TYPE_TINY => 1,
+        MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR => 2,
+        MYSQL_TYPE_LONG | MYSQL_TYPE_INT24 => 4,
+        MYSQL_TYPE_LONGLONG => 8,
+        _ => 0,
+    };
+    match (v, c.column_type()) {
+        (Value::Int(i), _) if width > 0 => out.extend_from_slice(&i.to_le_bytes()[..width]),
+        (Value::UInt(u), _) if width > 0 => out.extend_from_slice(&u.to_le_bytes()[..width]),
+        (Value::Float(f), MYSQL_TYPE_FLOAT) => out.extend_from_slice(&f.to_le_bytes()),
+        (Value::Double(d), MYSQL_TYPE_DOUBLE) => out.extend_from_slice(&d.to_le_bytes()),
+        (
+            Value::Date(y, mo, d, h, mi, se, us),
+            MYSQL_TYPE_DATE
+            | MYSQL_TYPE_NEWDATE
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_DATETIME2
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_TIMESTAMP2,
+        ) => put_datetime(out, (*y, *mo, *d, *h, *mi, *se, *us)),
+        (Value::Time(neg, days, h, mi, se, us), MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2) => {
+            put_time(out, *neg, *days, *h, *mi, *se, *us)
+        }
+        _ => return false,
+    }
+    true
+}
 
 fn parse_datetime(s: &str) -> Option<DateTimeParts> {
     let (date, time) = match s.split_once([' ', 'T']) {

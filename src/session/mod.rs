@@ -239,18 +239,7 @@ impl Session {
     ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
-        if let Statement::Query(kind) = stmt {
-            if *kind == QueryKind::Reserving {
-                self.shards.reserved = true;
-            }
-            if !self.autocommit
-                && !self.shards.in_txn
-                && *kind != QueryKind::Ddl
-                && *kind != QueryKind::Show
-            {
-                self.shards.in_txn = true;
-            }
-        }
+        self.note_query(stmt);
         let mut ex = Executor {
             ctx,
             snap: &snap,
@@ -266,6 +255,75 @@ impl Session {
             sink,
         )
         .await
+    }
+
+    /// What running a query does to the session: a reserving statement
+    /// keeps its connections; with autocommit off, a transaction begins.
+    fn note_query(&mut self, stmt: &Statement) {
+        if let Statement::Query(kind) = stmt {
+            if *kind == QueryKind::Reserving {
+                self.shards.reserved = true;
+            }
+            if !self.autocommit
+                && !self.shards.in_txn
+                && *kind != QueryKind::Ddl
+                && *kind != QueryKind::Show
+            {
+                self.shards.in_txn = true;
+            }
+        }
+    }
+
+    /// Runs a client's prepared statement with its parameters. When the
+    /// statement goes whole to one tablet it runs there as a prepared
+    /// statement too (MariaDB skips parsing it again); otherwise, like
+    /// vtgate, the values are substituted into the text and it is planned
+    /// and run as a query.
+    pub async fn execute_prepared<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        stmt_sql: &str,
+        params: Vec<mysql_common::value::Value>,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let text = if params.is_empty() {
+            stmt_sql.to_string()
+        } else {
+            sql::substitute_params(stmt_sql, &params, self.shards.no_backslash_escapes)?
+        };
+        let stmt = match sql::classify(stmt_sql) {
+            Ok(s @ Statement::Query(QueryKind::Select | QueryKind::Insert))
+            | Ok(s @ Statement::Query(QueryKind::Update | QueryKind::Delete)) => s,
+            _ => return self.execute(ctx, &text, sink).await,
+        };
+        let plain = self.target.keyspace.is_some()
+            && sql::shard_qualifier(stmt_sql).is_none()
+            && sql::rewrite_session_values(
+                stmt_sql,
+                &SessionValues {
+                    database: self.target.keyspace.as_deref(),
+                    last_insert_id: self.shards.last_insert_id,
+                },
+            )
+            .is_none();
+        if !plain {
+            return self.execute(ctx, &text, sink).await;
+        }
+        let snap = ctx.snapshot.load();
+        let (plan, binds) = self.plan_for(ctx, &snap, &stmt, &text)?;
+        let Some((ks, shard, tt)) =
+            engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
+        else {
+            return self.run_planned(ctx, &stmt, &text, sink).await;
+        };
+        self.note_query(&stmt);
+        let mut ex = Executor {
+            ctx,
+            snap: &snap,
+            state: &mut self.shards,
+        };
+        ex.execute_shard_prepared(&ks, &shard, tt, stmt_sql, params, sink)
+            .await
     }
 
     /// VEXPLAIN PLAN prints the plan; VEXPLAIN QUERIES runs the statement
