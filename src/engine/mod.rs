@@ -284,6 +284,19 @@ pub fn whole_shard(
             Dispatch::Whole(shard) => Some((p.keyspace.clone(), shard, tablet_type)),
             Dispatch::Split(_) => None,
         },
+        Plan::Dml(p) => {
+            let ks = keyspace_of(snap, &p.keyspace)?;
+            let shard = match &p.routing {
+                Routing::Equal { func, value } => map_value(*func, &operand_value(value, binds))?
+                    .and_then(|ksid| shard_for(ks, &ksid).map(str::to_string)),
+                Routing::In { func, values } => match in_groups(ks, *func, values, binds)? {
+                    mut g if g.len() == 1 => Some(g.remove(0).0),
+                    _ => None,
+                },
+                Routing::Scatter | Routing::Any => None,
+            };
+            shard.map(|s| (p.keyspace.clone(), s, TabletType::Primary))
+        }
         _ => None,
     })
 }
