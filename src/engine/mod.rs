@@ -1088,34 +1088,40 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn ordered_scatter_merges_sorted_shard_streams_with_offset_and_limit() {
+    /// Runs an ORDER BY id scatter over two shards answering `low` and
+    /// `high` (each sorted as its shard would); returns the column names
+    /// and the ids sent to the client.
+    async fn merged_ids(sql: &str, low: &[i64], high: &[i64]) -> (Vec<String>, Vec<String>) {
         let vc = RecordingCursor {
             scatter_columns: int_cols(&["id", "id", "weight_string(id)"]),
-            scatter_rows: vec![
-                ("-80".into(), id_rows(&[1, 2, 5, 8, 9])),
-                ("80-".into(), id_rows(&[3, 4, 6, 7, 10])),
-            ],
+            scatter_rows: vec![("-80".into(), id_rows(low)), ("80-".into(), id_rows(high))],
             ..RecordingCursor::default()
         };
-        let (_, sink) = run_sharded_with("select id from c order by id limit 2, 5", vc).await;
-        assert_eq!(sink.columns, vec!["id"]);
-        let got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
+        let (_, sink) = run_sharded_with(sql, vc).await;
+        let ids = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
+        (sink.columns, ids)
+    }
+
+    #[tokio::test]
+    async fn ordered_scatter_merges_sorted_shard_streams_with_offset_and_limit() {
+        let (cols, got) = merged_ids(
+            "select id from c order by id limit 2, 5",
+            &[1, 2, 5, 8, 9],
+            &[3, 4, 6, 7, 10],
+        )
+        .await;
+        assert_eq!(cols, vec!["id"]);
         assert_eq!(got, vec!["3", "4", "5", "6", "7"]);
     }
 
     #[tokio::test]
     async fn ordered_merge_descending_keeps_every_row() {
-        let vc = RecordingCursor {
-            scatter_columns: int_cols(&["id", "id", "weight_string(id)"]),
-            scatter_rows: vec![
-                ("-80".into(), id_rows(&[9, 8, 5, 2, 1])),
-                ("80-".into(), id_rows(&[10, 7, 6, 4, 3])),
-            ],
-            ..RecordingCursor::default()
-        };
-        let (_, sink) = run_sharded_with("select id from c order by id desc", vc).await;
-        let got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
+        let (_, got) = merged_ids(
+            "select id from c order by id desc",
+            &[9, 8, 5, 2, 1],
+            &[10, 7, 6, 4, 3],
+        )
+        .await;
         assert_eq!(
             got,
             (1..=10).rev().map(|i| i.to_string()).collect::<Vec<_>>()
