@@ -420,4 +420,45 @@ mod tests {
         assert_eq!(a.len(), 3);
         assert!(a < b);
     }
+
+    /// Any input, valid UTF-8 or not, gives a key or the UTF-8 error, never
+    /// a panic: random code points weighted towards marks, contraction
+    /// letters and long runs of non-starters (the re-ordering limit).
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pools: [&[u32]; 4] = [
+            &[0x438, 0x418, 0xdd9, 0xdcf, 0xdca, 0xe40, 0xe01, 0x4c, 0xb7, 0x387],
+            &[0x300, 0x301, 0x306, 0x308, 0x323, 0x327, 0x345, 0x94d, 0xf71, 0xf72, 0xf80],
+            &[0x41, 0x61, 0x20, 0x4e00, 0xac00, 0x1f600, 0x10ffff, 0xfffd],
+            &[],
+        ];
+        for _ in 0..20_000 {
+            let n = (next() % 48) as usize;
+            let mut s = String::new();
+            for _ in 0..n {
+                let pool = pools[(next() % 4) as usize];
+                let cp = if pool.is_empty() {
+                    (next() % 0x11_0000) as u32
+                } else {
+                    pool[(next() % pool.len() as u64) as usize]
+                };
+                s.extend(char::from_u32(cp));
+            }
+            let key = loose_key(s.as_bytes()).unwrap();
+            assert_eq!(key, loose_key(s.as_bytes()).unwrap());
+            let mut bytes = s.into_bytes();
+            if !bytes.is_empty() && next() % 2 == 0 {
+                let i = (next() % bytes.len() as u64) as usize;
+                bytes[i] = (next() % 256) as u8;
+                let _ = loose_key(&bytes);
+            }
+        }
+    }
 }
