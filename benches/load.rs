@@ -7,7 +7,7 @@
 //!
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
-//!   cargo bench --bench load -- --scatter-only  # only the large scatters
+//!   cargo bench --bench load -- --only scatter   # one part: sysbench, scatter, connect or idle
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`).
 
@@ -272,7 +272,13 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let scatter_only = args.iter().any(|a| a == "--scatter-only");
+    // `--only PART` runs one part of the harness.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let (secs, threads, rounds): (u32, Vec<u32>, usize) = if quick {
         (5, vec![1, 8], 1)
     } else {
@@ -317,7 +323,7 @@ fn main() {
         sysbench(&targets[0], "oltp_read_write", "prepare", 1, 10);
         sysbench(&targets[3], "oltp_read_write", "prepare", 1, 10);
 
-        let workloads: &[&str] = if scatter_only { &[] } else { &["oltp_point_select", "oltp_read_only", "oltp_read_write"] };
+        let workloads: &[&str] = if part("sysbench") { &["oltp_point_select", "oltp_read_only", "oltp_read_write"] } else { &[] };
         let mut results: BTreeMap<(String, u32, String), Vec<Run>> = BTreeMap::new();
         for &w in workloads {
             for &th in &threads {
@@ -347,7 +353,7 @@ fn main() {
 
         eprintln!("[load] large scatters over 2 shards");
         let mut scatters = Vec::new();
-        if let Some(pid) = sg_pid {
+        if let Some(pid) = sg_pid.filter(|_| part("scatter")) {
             for extra in [0usize, 90_000] {
                 // Grow the sharded table (ids from its sequence) for the larger run.
                 let opts = mysql_async::OptsBuilder::default()
@@ -369,16 +375,18 @@ fn main() {
             }
         }
 
-        eprintln!("[load] connect storms (1000 connects, 8 at a time)");
+        // Set SHARDGATE_STORM to connect more times (to profile the connect path).
+        let storm: usize = std::env::var("SHARDGATE_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        eprintln!("[load] connect storms ({storm} connects, 8 at a time)");
         let mut storms = Vec::new();
-        for t in if scatter_only { &targets[..0] } else { &targets[..3] } {
-            storms.push((t.name, connect_storm(t.port, t.user, t.db, 1000, 8).await));
+        for t in if part("connect") { &targets[..3] } else { &targets[..0] } {
+            storms.push((t.name, connect_storm(t.port, t.user, t.db, storm, 8).await));
         }
 
         eprintln!("[load] 10,000 idle connections to shardgate");
         let rss_before = sg_pid.map(proc_rss_mb).unwrap_or(0.0);
         let mut idle = Vec::new();
-        for _ in 0..if scatter_only { 0 } else { 10_000 } {
+        for _ in 0..if part("idle") { 10_000 } else { 0 } {
             match tokio::net::TcpStream::connect(("127.0.0.1", sg_port)).await {
                 Ok(s) => idle.push(s),
                 Err(_) => break,
@@ -412,7 +420,7 @@ fn main() {
             );
         }
         let _ = writeln!(md);
-        let _ = writeln!(md, "| connect + auth + `select 1` (1000, 8 at a time) | connects/s |");
+        let _ = writeln!(md, "| connect + auth + `select 1` ({storm}, 8 at a time) | connects/s |");
         let _ = writeln!(md, "|---|---|");
         for (name, rate) in &storms {
             let _ = writeln!(md, "| {name} | {rate:.0} |");
