@@ -27,6 +27,11 @@ pub struct Prepared {
     pub bound_types: Vec<(ColumnType, bool)>,
     /// Data sent with COM_STMT_SEND_LONG_DATA, by parameter index.
     pub long_data: HashMap<u16, Vec<u8>>,
+    /// The statement, classified at prepare time, when its executions can
+    /// be planned from the parameters directly (a plain SELECT, INSERT,
+    /// UPDATE or DELETE: no shard qualifier, nothing shardgate rewrites);
+    /// None sends each execution through the text path.
+    pub direct: Option<Statement>,
 }
 
 /// A client session.
@@ -206,6 +211,18 @@ impl Session {
         stmt: &Statement,
         sql: &str,
     ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
+        self.plan_with_params(ctx, snap, stmt, sql, &[])
+    }
+
+    /// [`Self::plan_for`] for a statement whose `?` parameters are `params`.
+    fn plan_with_params(
+        &self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        stmt: &Statement,
+        sql: &str,
+        params: &[mysql_common::value::Value],
+    ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
         let sharded = self.target.shard.is_none()
             && matches!(stmt, Statement::Query(k) if !matches!(k, QueryKind::Ddl | QueryKind::Show))
             && self
@@ -220,7 +237,7 @@ impl Session {
                 Vec::new(),
             ));
         }
-        let n = sql::normalize::normalize(sql, &[], self.shards.no_backslash_escapes);
+        let n = sql::normalize::normalize(sql, params, self.shards.no_backslash_escapes);
         let target = self.target.to_string();
         let plan = ctx
             .plans
@@ -274,56 +291,91 @@ impl Session {
         }
     }
 
+    /// Whether executions of `sql` can skip the text path (see
+    /// [`Prepared::direct`]).
+    fn direct_form(&self, stmt: Statement, sql: &str) -> Option<Statement> {
+        let plain = matches!(
+            stmt,
+            Statement::Query(
+                QueryKind::Select | QueryKind::Insert | QueryKind::Update | QueryKind::Delete
+            )
+        ) && sql::shard_qualifier(sql).is_none()
+            && sql::rewrite_session_values(
+                sql,
+                &SessionValues {
+                    database: Some(""),
+                    last_insert_id: 0,
+                },
+            )
+            .is_none();
+        plain.then_some(stmt)
+    }
+
     /// Runs a client's prepared statement with its parameters. When the
     /// statement goes whole to one tablet it runs there as a prepared
-    /// statement too (MariaDB skips parsing it again); otherwise, like
-    /// vtgate, the values are substituted into the text and it is planned
-    /// and run as a query.
+    /// statement too (MariaDB skips parsing it again); a sharded plan is
+    /// found from the statement and its parameters without building text;
+    /// anything else runs, like vtgate, as text with the values filled in.
     pub async fn execute_prepared<S: RowSink + Send>(
         &mut self,
         ctx: &ServerCtx,
         stmt_sql: &str,
+        direct: Option<Statement>,
         params: Vec<mysql_common::value::Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let text = if params.is_empty() {
-            stmt_sql.to_string()
-        } else {
-            sql::substitute_params(stmt_sql, &params, self.shards.no_backslash_escapes)?
-        };
-        let stmt = match sql::classify(stmt_sql) {
-            Ok(s @ Statement::Query(QueryKind::Select | QueryKind::Insert))
-            | Ok(s @ Statement::Query(QueryKind::Update | QueryKind::Delete)) => s,
-            _ => return self.execute(ctx, &text, sink).await,
-        };
-        let plain = self.target.keyspace.is_some()
-            && sql::shard_qualifier(stmt_sql).is_none()
-            && sql::rewrite_session_values(
-                stmt_sql,
-                &SessionValues {
-                    database: self.target.keyspace.as_deref(),
-                    last_insert_id: self.shards.last_insert_id,
-                },
-            )
-            .is_none();
-        if !plain {
+        let Some(stmt) = direct.filter(|_| self.target.keyspace.is_some()) else {
+            let text = if params.is_empty() {
+                stmt_sql.to_string()
+            } else {
+                sql::substitute_params(stmt_sql, &params, self.shards.no_backslash_escapes)?
+            };
             return self.execute(ctx, &text, sink).await;
-        }
-        let snap = ctx.snapshot.load();
-        let (plan, binds) = self.plan_for(ctx, &snap, &stmt, &text)?;
-        let Some((ks, shard, tt)) =
-            engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
-        else {
-            return self.run_planned(ctx, &stmt, &text, sink).await;
         };
+        let snap = ctx.snapshot.load();
+        let (plan, binds) = self.plan_with_params(ctx, &snap, &stmt, stmt_sql, &params)?;
         self.note_query(&stmt);
+        let no_backslash_escapes = self.shards.no_backslash_escapes;
         let mut ex = Executor {
             ctx,
             snap: &snap,
             state: &mut self.shards,
         };
-        ex.execute_shard_prepared(&ks, &shard, tt, stmt_sql, params, sink)
-            .await
+        if let Some((ks, shard, tt)) =
+            engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
+        {
+            return ex
+                .execute_shard_prepared(&ks, &shard, tt, stmt_sql, params, sink)
+                .await;
+        }
+        match &*plan {
+            // Sharded plans carry their statement text with the binds.
+            Plan::Select(_) | Plan::Insert(_) | Plan::Dml(_) => {
+                engine::execute(
+                    &plan,
+                    stmt_sql,
+                    &binds,
+                    self.target.tablet_type,
+                    &snap,
+                    &mut ex,
+                    sink,
+                )
+                .await
+            }
+            _ => {
+                let text = sql::substitute_params(stmt_sql, &params, no_backslash_escapes)?;
+                engine::execute(
+                    &plan,
+                    &text,
+                    &binds,
+                    self.target.tablet_type,
+                    &snap,
+                    &mut ex,
+                    sink,
+                )
+                .await
+            }
+        }
     }
 
     /// VEXPLAIN PLAN prints the plan; VEXPLAIN QUERIES runs the statement
@@ -453,6 +505,7 @@ impl Session {
                 columns,
                 bound_types: Vec::new(),
                 long_data: HashMap::new(),
+                direct: self.direct_form(stmt, sql),
             },
         );
         Ok((id, &self.prepared[&id]))
