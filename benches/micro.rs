@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-statement hot path: normalize, plan, plan
-//! cache, vindexes, row encoding and the gate's merge and aggregation.
+//! cache, vindexes, row encoding, the engine's streaming merge of sorted
+//! shard streams and the gate's aggregation.
 //! Run: `cargo bench --bench micro`.
 
 use std::collections::BTreeMap;
@@ -8,10 +9,14 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::packets::Column;
 use mysql_common::value::Value;
-use shardgate::engine::gate;
+use shardgate::engine::{
+    self, gate, QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
+};
+use shardgate::error::Error;
 use shardgate::planner::cache::PlanCache;
-use shardgate::planner::sharded::{AggKind, Gate, GateExpr, SortKey};
+use shardgate::planner::sharded::{AggKind, Gate, GateExpr};
 use shardgate::planner::{self};
+use shardgate::sql::TabletType;
 use shardgate::sql::{self, Target};
 use shardgate::topo::Snapshot;
 use shardgate::vschema::vindex::Func;
@@ -126,21 +131,169 @@ fn encoding(c: &mut Criterion) {
     });
 }
 
+/// A keyspace `user` split evenly into `n` shards.
+fn snapshot_n(n: usize) -> Snapshot {
+    let mut r = BTreeMap::new();
+    r.insert(
+        "global/keyspaces/user/VSchema".to_string(),
+        br#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"user": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#
+            .to_vec(),
+    );
+    let bound = |i: usize| {
+        if i == 0 || i == n {
+            String::new()
+        } else {
+            format!("{:02x}", i * 256 / n)
+        }
+    };
+    for i in 0..n {
+        r.insert(
+            format!(
+                "global/keyspaces/user/shards/{}-{}/Shard",
+                bound(i),
+                bound(i + 1)
+            ),
+            b"{}".to_vec(),
+        );
+    }
+    Snapshot::build(&r, &[], 1).unwrap()
+}
+
+/// A cursor whose shards stream canned, sorted rows (only scatters).
+struct Canned {
+    cols: Vec<Column>,
+    rows: Vec<Vec<Vec<Value>>>,
+}
+
+impl VCursor for Canned {
+    async fn stream_multi<C: ScatterConsumer + Send>(
+        &mut self,
+        _ks: &str,
+        _tt: TabletType,
+        queries: Vec<(String, String)>,
+        consumer: &mut C,
+    ) -> Result<(), Error> {
+        let streams = (0..queries.len())
+            .map(|i| {
+                let rows = std::mem::take(&mut self.rows[i]);
+                Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok))) as RowStream<'static>
+            })
+            .collect();
+        let columns = self.cols.clone();
+        consumer.consume(ShardStreams { columns, streams }).await
+    }
+    async fn execute_multi(
+        &mut self,
+        _ks: &str,
+        _tt: TabletType,
+        _q: Vec<(String, String)>,
+    ) -> Result<Vec<ShardResult>, Error> {
+        unreachable!("scatter SELECTs stream")
+    }
+    async fn next_sequence(&mut self, _ks: &str, _t: &str, _n: u64) -> Result<u64, Error> {
+        unreachable!("no INSERT here")
+    }
+    fn set_last_insert_id(&mut self, _id: u64) {}
+    async fn execute_shard<S: RowSink + Send>(
+        &mut self,
+        _ks: &str,
+        _shard: &str,
+        _tt: TabletType,
+        _sql: &str,
+        _rename: bool,
+        _sink: &mut S,
+    ) -> Result<(), Error> {
+        unreachable!("a scatter")
+    }
+}
+
+/// Counts what reaches the client.
+#[derive(Default)]
+struct Count(usize);
+
+impl RowSink for Count {
+    fn columns(&mut self, _c: &[Column]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn row(&mut self, v: &[Value]) -> Result<(), Error> {
+        self.0 += black_box(v).len();
+        Ok(())
+    }
+    fn end_rows(&mut self, _w: u16) -> Result<(), Error> {
+        Ok(())
+    }
+    fn ok(&mut self, _d: QueryDone) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
 fn merging(c: &mut Criterion) {
+    // The engine's streaming merge of sorted shard streams, as an ORDER BY
+    // scatter runs it (rows: id, name, then name and its weight string).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let sql = "select id, name from user order by name";
     for shards in [2usize, 4, 16] {
-        let (cols, rows) = rows(1000 * shards);
-        let gate = Gate {
-            hidden: 2,
-            order: vec![SortKey {
-                expr: GateExpr::Col(shardgate::planner::sharded::HIDDEN),
-                weight: Some(shardgate::planner::sharded::HIDDEN + 1),
-                desc: false,
-            }],
-            ..Gate::default()
+        let snap = snapshot_n(shards);
+        let stmt = sql::classify(sql).unwrap();
+        let n = sql::normalize::normalize(sql, &[], false);
+        let plan = planner::plan(
+            &stmt,
+            Some(&n.template),
+            &Target::parse("user").unwrap(),
+            &snap,
+        )
+        .unwrap();
+        let (cols, all) = rows(1000 * shards);
+        let mut per_shard: Vec<Vec<Vec<Value>>> = vec![Vec::new(); shards];
+        let mut sorted = all;
+        let key = |v: &Value| match v {
+            Value::Bytes(b) => b.clone(),
+            _ => Vec::new(),
         };
-        c.bench_function(&format!("merge-sort {shards} shards x 1000 rows"), |b| {
-            b.iter(|| gate::run(&gate, &[], &cols, rows.clone()).unwrap().1.len())
-        });
+        sorted.sort_by_key(|r| key(&r[3]));
+        for (i, r) in sorted.into_iter().enumerate() {
+            let row = vec![r[0].clone(), r[1].clone(), r[1].clone(), r[3].clone()];
+            per_shard[i % shards].push(row);
+        }
+        let cols = vec![
+            cols[0].clone(),
+            cols[1].clone(),
+            cols[1].clone(),
+            cols[3].clone(),
+        ];
+        c.bench_function(
+            &format!("streaming merge {shards} shards x 1000 rows"),
+            |b| {
+                // Cloning the canned rows is setup, outside the timing.
+                b.iter_batched(
+                    || Canned {
+                        cols: cols.clone(),
+                        rows: per_shard.clone(),
+                    },
+                    |mut vc| {
+                        let mut sink = Count::default();
+                        rt.block_on(engine::execute(
+                            &plan,
+                            sql,
+                            &n.binds,
+                            TabletType::Primary,
+                            &snap,
+                            &mut vc,
+                            &mut sink,
+                        ))
+                        .unwrap();
+                        sink.0
+                    },
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
     }
     let (cols, rows) = rows(4000);
     let gate = Gate {

@@ -262,7 +262,7 @@ pub fn cmp_val(a: &Val, b: &Val) -> Ordering {
         (Val::Null, Val::Null) => Ordering::Equal,
         (Val::Null, _) => Ordering::Less,
         (_, Val::Null) => Ordering::Greater,
-        (Val::Str(x), Val::Str(y)) => fold(x).cmp(&fold(y)).then_with(|| x.cmp(y)),
+        (Val::Str(x), Val::Str(y)) => cmp_folded(x, y),
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::Dec(..) | Val::Int(_), Val::Dec(..) | Val::Int(_)) => {
             let ((xm, xs), (ym, ys)) = (dec_parts(a), dec_parts(b));
@@ -283,8 +283,13 @@ pub fn cmp_val(a: &Val, b: &Val) -> Ordering {
     }
 }
 
-fn fold(b: &[u8]) -> Vec<u8> {
-    b.iter().map(|c| c.to_ascii_lowercase()).collect()
+/// ASCII case-insensitive order, then bytes (strings without a weight).
+fn cmp_folded(x: &[u8], y: &[u8]) -> Ordering {
+    let lower = |b: &u8| b.to_ascii_lowercase();
+    x.iter()
+        .map(lower)
+        .cmp(y.iter().map(lower))
+        .then_with(|| x.cmp(y))
 }
 
 /// Compares two cells of one column: numbers numerically, strings by their
@@ -566,10 +571,10 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
 
 /// A row's ORDER BY keys: the value and, for strings, the weight string the
 /// shard computed with the column's collation.
-pub type SortKeys = Vec<(Val, Option<Value>)>;
+type SortKeys = Vec<(Val, Option<Value>)>;
 
 /// The ORDER BY keys of one internal row.
-pub fn sort_keys(
+fn sort_keys(
     gate: &Gate,
     binds: &[Bind],
     cols: &[Column],
@@ -604,13 +609,62 @@ pub fn sort_keys(
 }
 
 /// Orders two rows by their [`sort_keys`] as MariaDB's ORDER BY would.
-pub fn cmp_sort_keys(gate: &Gate, a: &SortKeys, b: &SortKeys) -> Ordering {
+fn cmp_sort_keys(gate: &Gate, a: &SortKeys, b: &SortKeys) -> Ordering {
     for (n, k) in gate.order.iter().enumerate() {
         let (va, wa) = &a[n];
         let (vb, wb) = &b[n];
         let o = match (va, vb, wa, wb) {
             (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => x.cmp(y),
             _ => cmp_val(va, vb),
+        };
+        let o = if k.desc { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Orders two internal rows as [`cmp_sort_keys`] orders their keys, reading
+/// the cells in place (no key copies) where the key is a column: strings by
+/// the weight strings the shards sent, numbers by value.
+pub fn cmp_rows(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    a: &[Value],
+    b: &[Value],
+) -> Ordering {
+    let width = cols.len();
+    let hidden = gate.hidden.min(width);
+    for k in &gate.order {
+        let o = match &k.expr {
+            GateExpr::Col(c) => {
+                let c = resolve(*c, width, hidden);
+                let col = &cols[c];
+                let weights = k.weight.map(|w| {
+                    let w = resolve(w, width, hidden);
+                    (&a[w], &b[w])
+                });
+                match (&a[c], &b[c], weights) {
+                    (
+                        Value::Bytes(_),
+                        Value::Bytes(_),
+                        Some((Value::Bytes(x), Value::Bytes(y))),
+                    ) if !is_numeric(col.column_type()) => x.cmp(y),
+                    (Value::Bytes(x), Value::Bytes(y), _) if !is_numeric(col.column_type()) => {
+                        cmp_folded(x, y)
+                    }
+                    (x, y, _) => {
+                        cmp_val(&Val::from_cell(x, Some(col)), &Val::from_cell(y, Some(col)))
+                    }
+                }
+            }
+            _ => {
+                let ka = sort_keys(gate, binds, cols, a, &[]);
+                let kb = sort_keys(gate, binds, cols, b, &[]);
+                return cmp_sort_keys(gate, &ka, &kb);
+            }
         };
         let o = if k.desc { o.reverse() } else { o };
         if o != Ordering::Equal {

@@ -402,18 +402,18 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
                 let mut window = gate::Window::new(Some(g), self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
                 let mut streams = streams;
-                let mut heads: Vec<Option<(gate::SortKeys, Vec<Value>)>> =
-                    Vec::with_capacity(streams.len());
+                let mut heads: Vec<Option<Vec<Value>>> = Vec::with_capacity(streams.len());
                 for s in streams.iter_mut() {
-                    heads.push(next_keyed(g, self.binds, &columns, s).await?);
+                    heads.push(next_row(&columns, s).await?);
                 }
                 while !window.full() {
                     let mut best: Option<usize> = None;
                     for (i, h) in heads.iter().enumerate() {
-                        let Some((k, _)) = h else { continue };
+                        let Some(row) = h else { continue };
                         let better = match best.and_then(|b| heads[b].as_ref()) {
-                            Some((bk, _)) => {
-                                gate::cmp_sort_keys(g, k, bk) == std::cmp::Ordering::Less
+                            Some(b) => {
+                                gate::cmp_rows(g, self.binds, &columns, row, b)
+                                    == std::cmp::Ordering::Less
                             }
                             None => true,
                         };
@@ -422,12 +422,12 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
                         }
                     }
                     let Some(i) = best else { break };
-                    let (_, row) = heads[i].take().expect("head");
+                    let row = heads[i].take().expect("head");
                     if let Some(row) = window.admit(row)? {
                         sink.row(&row)?;
                         sink.flush().await?;
                     }
-                    heads[i] = next_keyed(g, self.binds, &columns, &mut streams[i]).await?;
+                    heads[i] = next_row(&columns, &mut streams[i]).await?;
                 }
             }
             // Unordered: rows go out in whatever order the shards send them.
@@ -448,13 +448,8 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
     }
 }
 
-/// The next row of one shard with its sort keys, checked for width.
-async fn next_keyed(
-    g: &Gate,
-    binds: &[Bind],
-    cols: &[Column],
-    s: &mut RowStream<'_>,
-) -> Result<Option<(gate::SortKeys, Vec<Value>)>, Error> {
+/// The next row of one shard, checked for width.
+async fn next_row(cols: &[Column], s: &mut RowStream<'_>) -> Result<Option<Vec<Value>>, Error> {
     use futures_util::StreamExt;
     let Some(row) = s.next().await else {
         return Ok(None);
@@ -465,7 +460,7 @@ async fn next_keyed(
             "shard results do not match the plan: rows of different widths".into(),
         )));
     }
-    Ok(Some((gate::sort_keys(g, binds, cols, &row, &[]), row)))
+    Ok(Some(row))
 }
 
 fn pushdown_sql(
