@@ -9,11 +9,11 @@ cd "$(dirname "$0")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(sql_text client_packets vschema_json)
+[ ${#targets[@]} -eq 0 ] && targets=(sql_text client_packets vschema_json vindex_values)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
 
 # Seeds.
-mkdir -p fuzz/corpus/sql_text fuzz/corpus/vschema_json fuzz/corpus/client_packets
+mkdir -p fuzz/corpus/sql_text fuzz/corpus/vschema_json fuzz/corpus/client_packets fuzz/corpus/vindex_values
 python3 - <<'PY'
 import json, os, hashlib, struct
 def put(d, data):
@@ -30,6 +30,8 @@ def pkt(seq, payload):
 caps = 0x000FA685
 hs = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"app\0" + bytes([20]) + b"\x01" * 20 + b"commerce\0mysql_native_password\0"
 put("fuzz/corpus/client_packets", pkt(1, hs))
+for v in ["Test", "Te\u0301st ", "\u0438\u0323\u0306", "\u4e00\uac00", "-1", "18446744073709551615", "12.5"]:
+    put("fuzz/corpus/vindex_values", v.encode())
 put("fuzz/corpus/client_packets", pkt(0, b"\x03select 1; select 2") + pkt(0, b"\x0e"))
 put("fuzz/corpus/client_packets", pkt(0, b"\x16select ? + ?") + pkt(0, b"\x17" + struct.pack("<IBI", 1, 0, 1) + b"\x00\x01\x08\x00\x08\x00" + struct.pack("<qq", 1, 2)))
 PY

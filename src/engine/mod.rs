@@ -2,8 +2,9 @@
 //! and hands rows to a [`RowSink`], so it can be tested with a recording fake
 //! cursor and a collecting sink. Results stream: one shard's rows go straight
 //! to the client; several shards' rows are interleaved as they arrive, or
-//! merged in order when the statement sorts. Only aggregation, HAVING and
-//! DISTINCT across shards gather rows first ([`gate`]).
+//! merged in order when the statement sorts. Only aggregation and DISTINCT
+//! across shards gather the shards' partial results (one row per group or
+//! distinct value per shard) before combining them ([`gate`]).
 
 pub mod gate;
 
@@ -382,7 +383,7 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
         let ShardStreams { columns, streams } = st;
         let sink = &mut *self.sink;
         match self.gate {
-            // Aggregation, HAVING, DISTINCT: gather, then combine.
+            // Aggregation, DISTINCT: gather the partial results, then combine.
             Some(g) if !gate::streams(g) => {
                 let mut rows = Vec::new();
                 for mut s in streams {
