@@ -5,18 +5,22 @@
 //! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
 //!   result encoding). Hands statement text to the session; never routes.
 //! - [`session`]: one client's state: target, autocommit, transaction and
-//!   reserved backend connections, settings, prepared statements.
+//!   reserved backend connections, settings, prepared statements (run
+//!   prepared on the tablet when they go whole to one).
 //! - [`sql`]: a small MySQL lexer: splitting multi-statements, classifying
 //!   statements, placeholders and the few rewrites a proxy must do.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`].
-//! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`].
+//! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
+//!   merges several shards' row streams as they arrive ([`engine::gate`] for
+//!   ordering, aggregation and the rest of the cross-shard work).
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
 //! - [`backend`]: mysql_async pools per tablet, reconciled with the snapshot.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in.
-//! - [`vschema`]: Vitess VSchema model and validation.
+//! - [`vschema`]: Vitess VSchema model and validation, and the vindex
+//!   functions (bit-exact with Vitess, incl. the Unicode collation keys).
 //! - [`admin`]: `shardgate ctl ...` commands that write the topology.
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.

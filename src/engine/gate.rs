@@ -625,9 +625,10 @@ fn cmp_sort_keys(gate: &Gate, a: &SortKeys, b: &SortKeys) -> Ordering {
     Ordering::Equal
 }
 
-/// Orders two internal rows as [`cmp_sort_keys`] orders their keys, reading
-/// the cells in place (no key copies) where the key is a column: strings by
-/// the weight strings the shards sent, numbers by value.
+/// Orders two internal rows by the gate's ORDER BY the way a full sort at
+/// the gate does, reading the cells in place (no key copies) where the key
+/// is a column: strings by the weight strings the shards sent (or ASCII
+/// case-folded without one), numbers by value.
 pub fn cmp_rows(
     gate: &Gate,
     binds: &[Bind],
