@@ -21,27 +21,10 @@ use shardgate::sql::{self, Target};
 use shardgate::topo::Snapshot;
 use shardgate::vschema::vindex::Func;
 
-fn snapshot() -> Snapshot {
-    let mut r = BTreeMap::new();
-    r.insert(
-        "global/keyspaces/user/VSchema".to_string(),
-        br#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"user": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#
-            .to_vec(),
-    );
-    for s in ["-80", "80-"] {
-        r.insert(
-            format!("global/keyspaces/user/shards/{s}/Shard"),
-            b"{}".to_vec(),
-        );
-    }
-    Snapshot::build(&r, &[], 1).unwrap()
-}
-
 const POINT: &str = "select id, name from user where id = 5";
 
 fn sql_path(c: &mut Criterion) {
-    let snap = snapshot();
+    let snap = snapshot_n(2);
     let target = Target::parse("user").unwrap();
     let cache = PlanCache::new(1000);
     c.bench_function("classify+normalize point select", |b| {

@@ -1131,7 +1131,7 @@ mod tests {
                 .map(|i| vec![Value::Bytes(i.to_string().into_bytes())])
                 .collect()
         };
-        let vc = RecordingCursor {
+        let cursor = || RecordingCursor {
             scatter_columns: int_cols(&["id"]),
             scatter_rows: vec![
                 ("-80".into(), rows(&[1, 2, 3])),
@@ -1139,20 +1139,12 @@ mod tests {
             ],
             ..RecordingCursor::default()
         };
-        let (_, sink) = run_sharded_with("select id from c", vc).await;
+        let (_, sink) = run_sharded_with("select id from c", cursor()).await;
         let mut got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
         got.sort();
         assert_eq!(got, vec!["1", "2", "3", "4", "5"]);
 
-        let vc = RecordingCursor {
-            scatter_columns: int_cols(&["id"]),
-            scatter_rows: vec![
-                ("-80".into(), rows(&[1, 2, 3])),
-                ("80-".into(), rows(&[4, 5])),
-            ],
-            ..RecordingCursor::default()
-        };
-        let (vc, sink) = run_sharded_with("select id from c limit 3", vc).await;
+        let (vc, sink) = run_sharded_with("select id from c limit 3", cursor()).await;
         assert_eq!(sink.rows.len(), 3);
         assert!(
             vc.calls.iter().all(|c| c.3.ends_with("LIMIT 3")),

@@ -257,17 +257,30 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
         self.note_query(stmt);
+        self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await
+    }
+
+    /// Runs a plan on this session's connections.
+    async fn run_plan<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        plan: &Plan,
+        sql: &str,
+        binds: &[sql::normalize::Bind],
+        sink: &mut S,
+    ) -> Result<(), Error> {
         let mut ex = Executor {
             ctx,
-            snap: &snap,
+            snap,
             state: &mut self.shards,
         };
         engine::execute(
-            &plan,
+            plan,
             sql,
-            &binds,
+            binds,
             self.target.tablet_type,
-            &snap,
+            snap,
             &mut ex,
             sink,
         )
@@ -335,47 +348,31 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_with_params(ctx, &snap, &stmt, stmt_sql, &params)?;
         self.note_query(&stmt);
-        let no_backslash_escapes = self.shards.no_backslash_escapes;
-        let mut ex = Executor {
-            ctx,
-            snap: &snap,
-            state: &mut self.shards,
-        };
         if let Some((ks, shard, tt)) =
             engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
         {
+            let mut ex = Executor {
+                ctx,
+                snap: &snap,
+                state: &mut self.shards,
+            };
             return ex
                 .execute_shard_prepared(&ks, &shard, tt, stmt_sql, params, sink)
                 .await;
         }
-        match &*plan {
-            // Sharded plans carry their statement text with the binds.
+        // Sharded plans carry their statement text with the binds; the rest
+        // run the text with the values filled in.
+        let text = match &*plan {
             Plan::Select(_) | Plan::Insert(_) | Plan::Dml(_) => {
-                engine::execute(
-                    &plan,
-                    stmt_sql,
-                    &binds,
-                    self.target.tablet_type,
-                    &snap,
-                    &mut ex,
-                    sink,
-                )
-                .await
+                std::borrow::Cow::Borrowed(stmt_sql)
             }
-            _ => {
-                let text = sql::substitute_params(stmt_sql, &params, no_backslash_escapes)?;
-                engine::execute(
-                    &plan,
-                    &text,
-                    &binds,
-                    self.target.tablet_type,
-                    &snap,
-                    &mut ex,
-                    sink,
-                )
-                .await
-            }
-        }
+            _ => std::borrow::Cow::Owned(sql::substitute_params(
+                stmt_sql,
+                &params,
+                self.shards.no_backslash_escapes,
+            )?),
+        };
+        self.run_plan(ctx, &snap, &plan, &text, &binds, sink).await
     }
 
     /// VEXPLAIN PLAN prints the plan; VEXPLAIN QUERIES runs the statement
