@@ -312,6 +312,35 @@ fn main() {
         }
         assert!(up, "haproxy did not start (haproxy -c -f {}/haproxy.cfg)", dir.display());
         let hp_pid = Some(haproxy.id() as i32);
+        // Interrupted (Ctrl-C, SIGTERM): the tablets and etcd run in their own
+        // process groups and would outlive the harness, so stop them here.
+        let mut started: Vec<i32> = cluster.procs.iter().map(|p| p.pid).collect();
+        started.push(haproxy.id() as i32);
+        let dir2 = dir.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("[load] interrupted: stopping the servers this run started");
+            let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+            for &pid in started.iter().rev() {
+                // SAFETY: kill(2) on PIDs this harness started; no memory is touched.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            for _ in 0..200 {
+                if !started.iter().any(|&p| alive(p)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = std::fs::remove_dir_all(&dir2);
+            std::process::exit(130);
+        });
 
         let targets = [
             Target { name: "direct", port: ports[&100], user: "vt_app", db: "vt_commerce", pid: None, extra: &[] },
