@@ -344,8 +344,6 @@ fn bool_val(b: Option<bool>) -> Val {
 }
 
 /// A row with its evaluated sort keys and its group index.
-type KeyedRow = (Vec<(Val, Option<Value>)>, usize, Vec<Value>);
-
 /// Context of one group for evaluation.
 struct Row<'a> {
     cells: &'a [Value],
@@ -507,6 +505,17 @@ fn synth_column(name: &str, sample: &Val) -> Column {
         .with_flags(flags)
 }
 
+/// Refuses a shard row whose width the plan did not expect (a shard with a
+/// different schema), instead of indexing out of bounds.
+pub fn check_width(row: &[Value], width: usize) -> Result<(), Error> {
+    if row.len() == width {
+        return Ok(());
+    }
+    Err(Error::Plan(crate::planner::PlanError::Unsupported(
+        "shard results do not match the plan: rows of different widths".into(),
+    )))
+}
+
 /// Refuses results whose shape the plan did not expect (a shard with a
 /// different schema), instead of indexing out of bounds.
 fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Error> {
@@ -515,8 +524,8 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
             "shard results do not match the plan: {why}"
         )))
     };
-    if rows.iter().any(|r| r.len() != width) {
-        return Err(bad("rows of different widths".into()));
+    for r in rows {
+        check_width(r, width)?;
     }
     if gate.hidden > width || (!gate.aggregate.is_empty() && gate.aggregate.len() != width) {
         return Err(bad(format!("{width} columns")));
@@ -569,66 +578,11 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
     Ok(())
 }
 
-/// A row's ORDER BY keys: the value and, for strings, the weight string the
-/// shard computed with the column's collation.
-type SortKeys = Vec<(Val, Option<Value>)>;
-
-/// The ORDER BY keys of one internal row.
-fn sort_keys(
-    gate: &Gate,
-    binds: &[Bind],
-    cols: &[Column],
-    r: &[Value],
-    distinct_counts: &[(usize, i128)],
-) -> SortKeys {
-    let width = cols.len();
-    let hidden = gate.hidden.min(width);
-    let row = Row {
-        cells: r,
-        cols,
-        distinct_counts,
-    };
-    gate.order
-        .iter()
-        .map(|k| {
-            let v = match &k.expr {
-                GateExpr::Col(c) => {
-                    let c = resolve(*c, width, hidden);
-                    let col = &cols[c];
-                    match &r[c] {
-                        Value::Bytes(b) if !is_numeric(col.column_type()) => Val::Str(b.clone()),
-                        other => Val::from_cell(other, Some(col)),
-                    }
-                }
-                other => eval(other, &row, binds),
-            };
-            let w = k.weight.map(|w| r[resolve(w, width, hidden)].clone());
-            (v, w)
-        })
-        .collect()
-}
-
-/// Orders two rows by their [`sort_keys`] as MariaDB's ORDER BY would.
-fn cmp_sort_keys(gate: &Gate, a: &SortKeys, b: &SortKeys) -> Ordering {
-    for (n, k) in gate.order.iter().enumerate() {
-        let (va, wa) = &a[n];
-        let (vb, wb) = &b[n];
-        let o = match (va, vb, wa, wb) {
-            (Val::Str(_), Val::Str(_), Some(Value::Bytes(x)), Some(Value::Bytes(y))) => x.cmp(y),
-            _ => cmp_val(va, vb),
-        };
-        let o = if k.desc { o.reverse() } else { o };
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    Ordering::Equal
-}
-
-/// Orders two internal rows by the gate's ORDER BY the way a full sort at
-/// the gate does, reading the cells in place (no key copies) where the key
-/// is a column: strings by the weight strings the shards sent (or ASCII
-/// case-folded without one), numbers by value.
+/// Orders two internal rows by the gate's ORDER BY as MariaDB would, for
+/// both the full sort at the gate and the merge of sorted shard streams:
+/// strings by the weight strings the shards sent (ASCII case-folded when
+/// there is none), numbers by value. Column keys are read in place (no
+/// copies); other keys are evaluated over each row's group.
 pub fn cmp_rows(
     gate: &Gate,
     binds: &[Bind],
@@ -636,17 +590,28 @@ pub fn cmp_rows(
     a: &[Value],
     b: &[Value],
 ) -> Ordering {
+    cmp_groups(gate, binds, cols, (a, &[]), (b, &[]))
+}
+
+/// [`cmp_rows`] for rows that carry COUNT(DISTINCT) results.
+fn cmp_groups(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    (a, a_counts): (&[Value], &[(usize, i128)]),
+    (b, b_counts): (&[Value], &[(usize, i128)]),
+) -> Ordering {
     let width = cols.len();
     let hidden = gate.hidden.min(width);
     for k in &gate.order {
+        let weights = k.weight.map(|w| {
+            let w = resolve(w, width, hidden);
+            (&a[w], &b[w])
+        });
         let o = match &k.expr {
             GateExpr::Col(c) => {
                 let c = resolve(*c, width, hidden);
                 let col = &cols[c];
-                let weights = k.weight.map(|w| {
-                    let w = resolve(w, width, hidden);
-                    (&a[w], &b[w])
-                });
                 match (&a[c], &b[c], weights) {
                     (
                         Value::Bytes(_),
@@ -661,10 +626,20 @@ pub fn cmp_rows(
                     }
                 }
             }
-            _ => {
-                let ka = sort_keys(gate, binds, cols, a, &[]);
-                let kb = sort_keys(gate, binds, cols, b, &[]);
-                return cmp_sort_keys(gate, &ka, &kb);
+            e => {
+                let row = |cells, distinct_counts| Row {
+                    cells,
+                    cols,
+                    distinct_counts,
+                };
+                let va = eval(e, &row(a, a_counts), binds);
+                let vb = eval(e, &row(b, b_counts), binds);
+                match (&va, &vb, weights) {
+                    (Val::Str(_), Val::Str(_), Some((Value::Bytes(x), Value::Bytes(y)))) => {
+                        x.cmp(y)
+                    }
+                    _ => cmp_val(&va, &vb),
+                }
             }
         };
         let o = if k.desc { o.reverse() } else { o };
@@ -731,11 +706,7 @@ impl Window {
     /// falls before the OFFSET or after the LIMIT. A row of the wrong width
     /// (a shard with another schema) is an error, never an out-of-bounds read.
     pub fn admit(&mut self, mut row: Vec<Value>) -> Result<Option<Vec<Value>>, Error> {
-        if row.len() != self.width {
-            return Err(Error::Plan(crate::planner::PlanError::Unsupported(
-                "shard results do not match the plan: rows of different widths".into(),
-            )));
-        }
+        check_width(&row, self.width)?;
         if self.skip > 0 {
             self.skip -= 1;
             return Ok(None);
@@ -892,12 +863,9 @@ pub fn run(
 
     // 3. ORDER BY (over internal rows), before projection drops columns.
     if !gate.order.is_empty() {
-        let mut keyed: Vec<KeyedRow> = keep
-            .into_iter()
-            .map(|(i, r)| (sort_keys(gate, binds, cols, &r, counts(i)), i, r))
-            .collect();
-        keyed.sort_by(|a, b| cmp_sort_keys(gate, &a.0, &b.0));
-        keep = keyed.into_iter().map(|(_, i, r)| (i, r)).collect();
+        keep.sort_by(|(ia, ra), (ib, rb)| {
+            cmp_groups(gate, binds, cols, (ra, counts(*ia)), (rb, counts(*ib)))
+        });
     }
 
     // 4. Projection.

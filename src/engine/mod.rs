@@ -380,7 +380,10 @@ struct SelectMerge<'p, S> {
 impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
     async fn consume(&mut self, st: ShardStreams<'_>) -> Result<(), Error> {
         use futures_util::StreamExt;
-        let ShardStreams { columns, streams } = st;
+        let ShardStreams {
+            columns,
+            mut streams,
+        } = st;
         let sink = &mut *self.sink;
         match self.gate {
             // Aggregation, DISTINCT: gather the partial results, then combine.
@@ -402,26 +405,18 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
             Some(g) if !g.order.is_empty() => {
                 let mut window = gate::Window::new(Some(g), self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
-                let mut streams = streams;
                 let mut heads: Vec<Option<Vec<Value>>> = Vec::with_capacity(streams.len());
                 for s in streams.iter_mut() {
                     heads.push(next_row(&columns, s).await?);
                 }
                 while !window.full() {
-                    let mut best: Option<usize> = None;
-                    for (i, h) in heads.iter().enumerate() {
-                        let Some(row) = h else { continue };
-                        let better = match best.and_then(|b| heads[b].as_ref()) {
-                            Some(b) => {
-                                gate::cmp_rows(g, self.binds, &columns, row, b)
-                                    == std::cmp::Ordering::Less
-                            }
-                            None => true,
-                        };
-                        if better {
-                            best = Some(i);
-                        }
-                    }
+                    // The smallest head; on ties the first shard's.
+                    let best = heads
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, h)| h.as_ref().map(|row| (i, row)))
+                        .min_by(|(_, a), (_, b)| gate::cmp_rows(g, self.binds, &columns, a, b))
+                        .map(|(i, _)| i);
                     let Some(i) = best else { break };
                     let row = heads[i].take().expect("head");
                     if let Some(row) = window.admit(row)? {
@@ -456,11 +451,7 @@ async fn next_row(cols: &[Column], s: &mut RowStream<'_>) -> Result<Option<Vec<V
         return Ok(None);
     };
     let row = row?;
-    if row.len() != cols.len() {
-        return Err(Error::Plan(PlanError::Unsupported(
-            "shard results do not match the plan: rows of different widths".into(),
-        )));
-    }
+    gate::check_width(&row, cols.len())?;
     Ok(Some(row))
 }
 
