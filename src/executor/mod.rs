@@ -385,10 +385,7 @@ impl VCursor for Executor<'_> {
                     |((label, sc, _, sql), broken)| async move {
                         let label: &str = label;
                         let fail = move |source: mysql_async::Error| {
-                            let e = Error::Backend {
-                                target: label.to_string(),
-                                source,
-                            };
+                            let e = backend(label)(source);
                             if e.breaks_backend_conn() {
                                 broken.store(true, Ordering::Relaxed);
                             }
@@ -444,12 +441,7 @@ impl VCursor for Executor<'_> {
         let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let results = if failed.is_none() {
             futures_util::future::join_all(jobs.iter_mut().map(|(label, sc, _, sql)| async move {
-                collect(&mut sc.conn, sql)
-                    .await
-                    .map_err(|source| Error::Backend {
-                        target: label.clone(),
-                        source,
-                    })
+                collect(&mut sc.conn, sql).await.map_err(backend(label))
             }))
             .await
         } else {
@@ -616,21 +608,21 @@ impl Executor<'_> {
         });
         let (mut sc, pinned) = self.take_conn(&tablet, &label).await?;
         let res = match params {
-            None => stream(&mut sc.conn, sql, rename.as_ref(), sink).await,
+            None => match sc.conn.query_iter(sql).await {
+                Ok(result) => drain(result, rename.as_ref(), sink).await,
+                Err(e) => Err(StreamError::Backend(e)),
+            },
             Some(params) => match sc
                 .conn
                 .exec_iter(sql, mysql_async::Params::Positional(params))
                 .await
             {
-                Ok(result) => drain(result, None, sink).await,
+                Ok(result) => drain(result, rename.as_ref(), sink).await,
                 Err(e) => Err(StreamError::Backend(e)),
             },
         }
         .map_err(|e| match e {
-            StreamError::Backend(source) => Error::Backend {
-                target: label.clone(),
-                source,
-            },
+            StreamError::Backend(source) => backend(&label)(source),
             StreamError::Sink(e) => e,
         });
         if let Ok(last_id) = &res {
@@ -745,17 +737,6 @@ async fn collect(conn: &mut Conn, sql: &str) -> Result<ShardResult, mysql_async:
 enum StreamError {
     Backend(mysql_async::Error),
     Sink(Error),
-}
-
-/// Streams every result of `sql` into the sink; returns the last insert id.
-async fn stream<S: RowSink + Send>(
-    conn: &mut Conn,
-    sql: &str,
-    rename: Option<&(String, String)>,
-    sink: &mut S,
-) -> Result<u64, StreamError> {
-    let result = conn.query_iter(sql).await.map_err(StreamError::Backend)?;
-    drain(result, rename, sink).await
 }
 
 /// Streams every result of a query (text or binary protocol) into the
