@@ -13,18 +13,10 @@ fuzz_target!(|data: &[u8]| {
         values.push(Value::UInt(u64::from_le_bytes(b)));
         values.push(Value::Double(f64::from_le_bytes(b)));
     }
-    for t in [
-        "hash",
-        "xxhash",
-        "numeric",
-        "binary",
-        "binary_md5",
-        "reverse_bits",
-        "null",
-        "unicode_loose_md5",
-        "unicode_loose_xxhash",
-    ] {
-        let f = Func::from_type(t).expect("known type");
+    let funcs = shardgate::vschema::KNOWN_VINDEX_TYPES
+        .iter()
+        .filter_map(|t| Func::from_type(t).ok());
+    for f in funcs {
         for v in &values {
             let _ = f.map(v);
         }
