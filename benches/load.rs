@@ -157,6 +157,16 @@ fn parse(out: &str) -> Run {
     }
 }
 
+/// A client of `port` over TCP (never switching to a Unix socket).
+fn client_opts(port: u16, user: &str, db: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .db_name(Some(db))
+        .prefer_socket(false)
+}
+
 async fn connect_storm(port: u16, user: &str, db: &str, total: usize, parallel: usize) -> f64 {
     let start = Instant::now();
     let per = total / parallel;
@@ -165,13 +175,7 @@ async fn connect_storm(port: u16, user: &str, db: &str, total: usize, parallel: 
         let (user, db) = (user.to_string(), db.to_string());
         tasks.push(tokio::spawn(async move {
             for _ in 0..per {
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname("127.0.0.1")
-                    .tcp_port(port)
-                    .user(Some(user.clone()))
-                    .db_name(Some(db.clone()))
-                    .prefer_socket(false);
-                if let Ok(mut c) = mysql_async::Conn::new(opts).await {
+                if let Ok(mut c) = mysql_async::Conn::new(client_opts(port, &user, &db)).await {
                     let _ = c.query_drop("select 1").await;
                     let _ = c.disconnect().await;
                 }
@@ -190,13 +194,9 @@ type ScatterRun = (usize, f64, f64, f64, f64);
 
 /// Reads every row of `sql` through shardgate while sampling its RSS.
 async fn scatter_stream(port: u16, pid: i32, sql: &str) -> ScatterRun {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("sb"))
-        .db_name(Some("customer"))
-        .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+    let mut conn = mysql_async::Conn::new(client_opts(port, "sb", "customer"))
+        .await
+        .expect("connect");
     let before = proc_rss_mb(pid);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -383,18 +383,14 @@ fn main() {
         eprintln!("[load] large scatters over 2 shards");
         let mut scatters = Vec::new();
         if let Some(pid) = sg_pid.filter(|_| part("scatter")) {
+            let grow = format!("insert into sbtest1 (k, c, pad) values {}", vec!["(1, 'c', 'pad')"; 1000].join(", "));
             for extra in [0usize, 90_000] {
                 // Grow the sharded table (ids from its sequence) for the larger run.
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname("127.0.0.1")
-                    .tcp_port(sg_port)
-                    .user(Some("sb"))
-                    .db_name(Some("customer"))
-                    .prefer_socket(false);
-                let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
-                for _ in 0..extra / 1000 {
-                    let values = vec!["(1, 'c', 'pad')"; 1000].join(", ");
-                    conn.query_drop(format!("insert into sbtest1 (k, c, pad) values {values}")).await.expect("grow sbtest1");
+                if extra > 0 {
+                    let mut conn = mysql_async::Conn::new(client_opts(sg_port, "sb", "customer")).await.expect("connect");
+                    for _ in 0..extra / 1000 {
+                        conn.query_drop(&grow).await.expect("grow sbtest1");
+                    }
                 }
                 for sql in ["select * from sbtest1", "select * from sbtest1 order by c, id"] {
                     let r = scatter_stream(sg_port, pid, sql).await;
