@@ -209,9 +209,6 @@ impl RowSink for Count {
     fn ok(&mut self, _d: QueryDone) -> Result<(), Error> {
         Ok(())
     }
-    async fn flush(&mut self) -> Result<(), Error> {
-        Ok(())
-    }
 }
 
 fn merging(c: &mut Criterion) {
