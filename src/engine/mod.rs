@@ -939,10 +939,15 @@ mod tests {
     }
 
     async fn run_sharded(sql: &str) -> (RecordingCursor, CollectSink) {
-        run_sharded_with(sql, RecordingCursor::default()).await
+        let (vc, sink, _) = run_sharded_with(sql, RecordingCursor::default()).await;
+        (vc, sink)
     }
 
-    async fn run_sharded_with(sql: &str, vc: RecordingCursor) -> (RecordingCursor, CollectSink) {
+    /// Plans `sql` on the sharded fixture and runs it against `vc`.
+    async fn run_sharded_with(
+        sql: &str,
+        vc: RecordingCursor,
+    ) -> (RecordingCursor, CollectSink, Result<(), Error>) {
         let mut vc = vc;
         let s = sharded();
         let n = crate::sql::normalize::normalize(sql, &[], false);
@@ -954,8 +959,7 @@ mod tests {
         )
         .unwrap();
         let mut sink = CollectSink::default();
-        // The fake answers every shard with one column; only the calls matter here.
-        let _ = execute(
+        let r = execute(
             &p,
             sql,
             &n.binds,
@@ -965,7 +969,7 @@ mod tests {
             &mut sink,
         )
         .await;
-        (vc, sink)
+        (vc, sink, r)
     }
 
     fn shards_and_sql(vc: &RecordingCursor) -> Vec<(String, String)> {
@@ -1081,7 +1085,7 @@ mod tests {
             scatter_rows: vec![("-80".into(), id_rows(low)), ("80-".into(), id_rows(high))],
             ..RecordingCursor::default()
         };
-        let (_, sink) = run_sharded_with(sql, vc).await;
+        let (_, sink, _) = run_sharded_with(sql, vc).await;
         let ids = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
         (sink.columns, ids)
     }
@@ -1127,12 +1131,12 @@ mod tests {
             ],
             ..RecordingCursor::default()
         };
-        let (_, sink) = run_sharded_with("select id from c", cursor()).await;
+        let (_, sink, _) = run_sharded_with("select id from c", cursor()).await;
         let mut got: Vec<String> = sink.rows.iter().map(|r| r[0].clone().unwrap()).collect();
         got.sort();
         assert_eq!(got, vec!["1", "2", "3", "4", "5"]);
 
-        let (vc, sink) = run_sharded_with("select id from c limit 3", cursor()).await;
+        let (vc, sink, _) = run_sharded_with("select id from c limit 3", cursor()).await;
         assert_eq!(sink.rows.len(), 3);
         assert!(
             vc.calls.iter().all(|c| c.3.ends_with("LIMIT 3")),
@@ -1151,28 +1155,8 @@ mod tests {
             ],
             ..RecordingCursor::default()
         };
-        let s = sharded();
-        let sql = "select id from c order by id";
-        let n = crate::sql::normalize::normalize(sql, &[], false);
-        let p = plan(
-            &classify(sql).unwrap(),
-            Some(&n.template),
-            &Target::parse("customer").unwrap(),
-            &s,
-        )
-        .unwrap();
-        let (mut vc, mut sink) = (vc, CollectSink::default());
-        let e = execute(
-            &p,
-            sql,
-            &n.binds,
-            TabletType::Primary,
-            &s,
-            &mut vc,
-            &mut sink,
-        )
-        .await
-        .unwrap_err();
+        let (_, _, r) = run_sharded_with("select id from c order by id", vc).await;
+        let e = r.unwrap_err();
         assert!(e.to_string().contains("different widths"), "{e}");
     }
 }
