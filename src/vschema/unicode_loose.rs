@@ -224,13 +224,10 @@ impl Table {
             Some(c) => out.extend(cands[c].1.iter().map(|&e| Elem(e))),
             None => self.push_single(cps[0], out),
         }
+        // Each skipped mark is then a lookup unit of its own.
         let mut i = 0;
         while i < skipped_used {
-            let before = out.len();
             i += self.append_next(&skipped[i..skipped_used], out);
-            if out.len() == before {
-                out.push(Elem(0));
-            }
         }
         Some(consumed)
     }
