@@ -267,8 +267,9 @@ fn in_groups(
 enum Dispatch {
     /// The statement as written, to this shard.
     Whole(String),
-    /// (shard, pushed-down query) for each shard; the gate combines.
-    Split(Vec<(String, String)>),
+    /// The pushed-down query to each of these shards (with that shard's own
+    /// IN values when the list was pruned); the gate combines.
+    Split(Vec<(String, Option<Vec<String>>)>),
 }
 
 /// Where a plan sends its statement whole, unchanged, to one shard:
@@ -328,20 +329,15 @@ fn select_dispatch(p: &SelectPlan, binds: &[Bind], snap: &Snapshot) -> Result<Di
                 1 => Dispatch::Whole(groups.remove(0).0),
                 _ => Dispatch::Split(
                     groups
-                        .iter()
-                        .map(|(shard, vals)| {
-                            Ok((shard.clone(), pushdown_sql(p, binds, Some(vals))?))
-                        })
-                        .collect::<Result<_, Error>>()?,
+                        .into_iter()
+                        .map(|(shard, vals)| (shard, Some(vals)))
+                        .collect(),
                 ),
             }
         }
-        Routing::Scatter => Dispatch::Split(
-            ks.shards
-                .iter()
-                .map(|s| Ok((s.name.clone(), pushdown_sql(p, binds, None)?)))
-                .collect::<Result<_, Error>>()?,
-        ),
+        Routing::Scatter => {
+            Dispatch::Split(ks.shards.iter().map(|s| (s.name.clone(), None)).collect())
+        }
     })
 }
 
@@ -363,7 +359,11 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
                 .execute_shard(&p.keyspace, &shard, tt, &sql, false, sink)
                 .await;
         }
-        Dispatch::Split(targets) => targets,
+        // The pushed-down queries are built only here, when they are sent.
+        Dispatch::Split(shards) => shards
+            .into_iter()
+            .map(|(shard, vals)| Ok((shard, pushdown_sql(p, binds, vals.as_ref())?)))
+            .collect::<Result<Vec<_>, Error>>()?,
     };
     let mut merge = SelectMerge {
         gate: p.gate.as_ref(),
