@@ -137,7 +137,8 @@ pub struct ServeArgs {
     pub pool_size: usize,
     /// Threads serving clients (default: half the cores, at least one). A
     /// proxy sharing its machine with the database and the load does best
-    /// with few threads: fewer cross-thread wakeups per query.
+    /// with few threads: fewer cross-thread wakeups per query. With one,
+    /// the runtime is tokio's current-thread scheduler.
     #[arg(long = "worker-threads")]
     pub worker_threads: Option<usize>,
     /// Reach tablets on this host through the Unix socket their MariaDB

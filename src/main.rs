@@ -38,30 +38,45 @@ fn main() -> ExitCode {
         .and_then(|a| a.worker_threads)
         .unwrap_or((cores / 2).max(1))
         .max(1);
-    // Generous stacks: planning walks statement trees recursively.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(workers)
-        .thread_stack_size(16 << 20)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shardgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    // One worker (the default on this 2-core class of machine) runs the
+    // current-thread scheduler: no cross-thread task queues or wakeups per
+    // I/O event. Generous stacks, for that thread too: planning walks
+    // statement trees recursively.
+    let stack = 16 << 20;
+    let run = move || -> Result<(), AnyError> {
+        let mut builder = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(workers);
+            b
+        };
+        let rt = builder
+            .enable_all()
+            .thread_stack_size(stack)
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        rt.block_on(async move {
+            match cli.command {
+                None => serve(cli.serve).await,
+                Some(Command::Serve(args)) => serve(args).await,
+                Some(Command::Ctl(args)) => ctl(args).await,
+                Some(Command::Local(args)) => local(args).await,
+                Some(Command::Vschema(args)) => match args.command {
+                    VschemaCommand::Check { files } => vschema_check(&files),
+                },
+            }
+        })
     };
-    let result = rt.block_on(async move {
-        match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(args)) => serve(args).await,
-            Some(Command::Ctl(args)) => ctl(args).await,
-            Some(Command::Local(args)) => local(args).await,
-            Some(Command::Vschema(args)) => match args.command {
-                VschemaCommand::Check { files } => vschema_check(&files),
-            },
-        }
-    });
+    let result = std::thread::Builder::new()
+        .name("shardgate-main".into())
+        .stack_size(stack)
+        .spawn(run)
+        .map_err(|e| AnyError::from(format!("cannot start the main thread: {e}")))
+        .and_then(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err("the main thread panicked".into()))
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
