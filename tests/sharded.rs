@@ -224,6 +224,12 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
     q
 }
 
+/// Runs a prepared `select count(*) ... >= ?` with 0.
+async fn count_from(sg: &mut Conn, stmt: mysql_async::Statement) -> u64 {
+    let n: Option<u64> = sg.exec_first(stmt, (0,)).await.unwrap();
+    n.unwrap()
+}
+
 /// Puts this file's VSchema in etcd and waits until shardgate serves it
 /// (every test here applies the same document, so order does not matter).
 async fn apply_test_vschema() {
@@ -648,4 +654,31 @@ async fn prepared_statements_on_a_sharded_keyspace() {
         .await
         .unwrap();
     assert_eq!(sg.affected_rows(), 1);
+
+    // One prepared statement executed under three targets: each execution
+    // plans for the session's current target (the statement keeps its plan
+    // only while the target is unchanged).
+    let stmt = sg
+        .prep("select count(*) from customer where customer_id >= ?")
+        .await
+        .unwrap();
+    let all = count_from(&mut sg, stmt.clone()).await;
+    let mut per_shard = 0;
+    for shard in ["-80", "80-"] {
+        sg.query_drop(format!("use `customer:{shard}`"))
+            .await
+            .unwrap();
+        let n = count_from(&mut sg, stmt.clone()).await;
+        let direct: u64 = sg
+            .query_first("select count(*) from customer")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, direct, "prepared and text agree on shard {shard}");
+        per_shard += n;
+    }
+    assert!(all > 0);
+    assert_eq!(per_shard, all, "the shards together hold every row");
+    sg.query_drop("use customer").await.unwrap();
+    assert_eq!(count_from(&mut sg, stmt).await, all);
 }

@@ -84,11 +84,18 @@ pub const STICKY_PER_SESSION: usize = 4;
 /// (it may have been closed by the server meanwhile).
 const STICKY_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 
-fn target_label(ks: &str, shard: &str, tt: TabletType) -> String {
-    format!("{ks}.{shard}.{}", tt.as_str())
+/// A shard's target as errors name it (`commerce.0.primary`); formatted
+/// only when an error needs it.
+#[derive(Clone, Copy)]
+struct Label<'s>(&'s str, &'s str, TabletType);
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2.as_str())
+    }
 }
 
-fn backend(target: &str) -> impl Fn(mysql_async::Error) -> Error + '_ {
+fn backend<T: std::fmt::Display + ?Sized>(target: &T) -> impl Fn(mysql_async::Error) -> Error + '_ {
     move |source| Error::Backend {
         target: target.to_string(),
         source,
@@ -106,23 +113,25 @@ impl ShardConns {
         &mut self,
         ctx: &ServerCtx,
         tablet: &Tablet,
-        label: &str,
-    ) -> Result<(Conn, bool), Error> {
+        label: &(dyn std::fmt::Display + Sync),
+    ) -> Result<(ShardConn, bool), Error> {
         // Expired ones go back to the pool (the server may have closed them).
         self.sticky.retain(|s| s.since.elapsed() < STICKY_IDLE);
         let sticky = self
             .sticky
             .iter()
             .position(|s| s.alias == tablet.alias)
-            .map(|i| self.sticky.swap_remove(i).conn);
-        let mut conn = match sticky {
-            Some(c) => c,
-            None => ctx
-                .pools
-                .get(tablet)
-                .get_conn()
-                .await
-                .map_err(backend(label))?,
+            .map(|i| self.sticky.swap_remove(i));
+        let (alias, mut conn) = match sticky {
+            Some(s) => (s.alias, s.conn),
+            None => (
+                tablet.alias.clone(),
+                ctx.pools
+                    .get(tablet)
+                    .get_conn()
+                    .await
+                    .map_err(backend(label))?,
+            ),
         };
         for s in &self.settings {
             conn.query_drop(s).await.map_err(backend(label))?;
@@ -130,7 +139,12 @@ impl ShardConns {
         if self.in_txn {
             conn.query_drop("BEGIN").await.map_err(backend(label))?;
         }
-        Ok((conn, self.in_txn || self.reserved))
+        let sc = ShardConn {
+            alias,
+            conn,
+            in_txn: self.in_txn,
+        };
+        Ok((sc, self.in_txn || self.reserved))
     }
 
     /// Applies a new session setting: on every pinned connection, and on a
@@ -147,14 +161,10 @@ impl ShardConns {
         }
         if let Some((tablet, label)) = tablet {
             if self.pinned(&tablet.alias).is_none() {
-                let (mut conn, _) = self.checkout(ctx, tablet, &label).await?;
-                conn.query_drop(set).await.map_err(backend(&label))?;
-                self.no_backslash_escapes = no_backslash(&conn);
-                self.conns.push(ShardConn {
-                    alias: tablet.alias.clone(),
-                    conn,
-                    in_txn: self.in_txn,
-                });
+                let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
+                sc.conn.query_drop(set).await.map_err(backend(&label))?;
+                self.no_backslash_escapes = no_backslash(&sc.conn);
+                self.conns.push(sc);
             }
         }
         self.settings.push(set.to_string());
@@ -195,7 +205,7 @@ impl ShardConns {
     /// Keeps a clean connection for the next statement, if the budget allows.
     /// The least recently used one makes room when the session holds its
     /// share or the budget is spent.
-    fn keep(&mut self, ctx: &ServerCtx, alias: &str, conn: Conn) {
+    fn keep(&mut self, ctx: &ServerCtx, alias: String, conn: Conn) {
         let permit = match self.sticky.iter().position(|s| s.alias == alias) {
             Some(i) => Some(self.sticky.swap_remove(i)._permit),
             None if self.sticky.len() < STICKY_PER_SESSION => {
@@ -205,7 +215,7 @@ impl ShardConns {
         };
         if let Some(permit) = permit {
             self.sticky.push(Sticky {
-                alias: alias.to_string(),
+                alias,
                 conn,
                 since: std::time::Instant::now(),
                 _permit: permit,
@@ -249,24 +259,18 @@ fn no_backslash(conn: &Conn) -> bool {
     })
 }
 
-impl Executor<'_> {
+impl<'a> Executor<'a> {
     /// Takes the session's connection to `tablet` out of the session if it is
     /// pinned, or checks one out; true when it must go back to the session.
     async fn take_conn(
         &mut self,
         tablet: &Tablet,
-        label: &str,
+        label: &(dyn std::fmt::Display + Sync),
     ) -> Result<(ShardConn, bool), Error> {
         if let Some(i) = self.state.pinned(&tablet.alias) {
             return Ok((self.state.conns.remove(i), true));
         }
-        let (conn, pin) = self.state.checkout(self.ctx, tablet, label).await?;
-        let sc = ShardConn {
-            alias: tablet.alias.clone(),
-            conn,
-            in_txn: self.state.in_txn,
-        };
-        Ok((sc, pin))
+        self.state.checkout(self.ctx, tablet, label).await
     }
 
     /// Gives a connection back after a statement: pinned ones to the session,
@@ -280,7 +284,7 @@ impl Executor<'_> {
         if pinned {
             self.state.conns.push(sc);
         } else if sticky {
-            self.state.keep(self.ctx, &sc.alias, sc.conn);
+            self.state.keep(self.ctx, sc.alias, sc.conn);
         }
     }
 
@@ -290,9 +294,9 @@ impl Executor<'_> {
         ks: &str,
         shard: &str,
         tt: TabletType,
-    ) -> Result<(&Tablet, String), Error> {
+    ) -> Result<(&'a Tablet, String), Error> {
         let t = self.ctx.gateway.pick(self.snap, ks, shard, tt)?;
-        Ok((t, target_label(ks, shard, tt)))
+        Ok((t, Label(ks, shard, tt).to_string()))
     }
 
     /// Prepares `sql` on the shard's tablet to learn its parameter and column
@@ -343,10 +347,10 @@ impl Executor<'_> {
         let mut jobs: Vec<Job> = Vec::with_capacity(queries.len());
         for (shard, sql) in queries {
             let (tablet, label) = match self.tablet(keyspace, &shard, tablet_type) {
-                Ok((t, l)) => (t.clone(), l),
+                Ok((t, l)) => (t, l),
                 Err(e) => return (jobs, Some(e)),
             };
-            match self.take_conn(&tablet, &label).await {
+            match self.take_conn(tablet, &label).await {
                 Ok((sc, pinned)) => jobs.push((label, sc, pinned, sql)),
                 Err(e) => return (jobs, Some(e)),
             }
@@ -598,15 +602,18 @@ impl Executor<'_> {
         params: Option<Vec<mysql_common::value::Value>>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let (tablet, label) = self.tablet(keyspace, shard, tablet_type)?;
-        let tablet = tablet.clone();
+        let tablet = self
+            .ctx
+            .gateway
+            .pick(self.snap, keyspace, shard, tablet_type)?;
+        let label = Label(keyspace, shard, tablet_type);
         let rename = rename_db_columns.then(|| {
             (
                 format!("Tables_in_{}", tablet.db_name),
                 format!("Tables_in_{keyspace}"),
             )
         });
-        let (mut sc, pinned) = self.take_conn(&tablet, &label).await?;
+        let (mut sc, pinned) = self.take_conn(tablet, &label).await?;
         let res = match params {
             None => match sc.conn.query_iter(sql).await {
                 Ok(result) => drain(result, rename.as_ref(), sink).await,

@@ -546,12 +546,8 @@ async fn execute_stmt(
         &mut st.bound_types,
         &mut st.long_data,
     )?;
-    let (sql, direct) = (st.sql.clone(), st.direct.clone());
     let mut rw = ResultWriter::new(wire, true, session.status());
-    match session
-        .execute_prepared(ctx, &sql, direct, params, &mut rw)
-        .await
-    {
+    match session.execute_prepared(ctx, id, params, &mut rw).await {
         Ok(()) => {
             rw.finish(session.status());
             Ok(())

@@ -7,8 +7,20 @@ use std::sync::{Arc, Mutex};
 
 use super::{Plan, PlanError};
 
-/// Plans by (target, template), for one snapshot version.
-type Plans = (u64, HashMap<(String, String), Arc<Plan>>);
+/// Plans by target, then template (nested so a hit looks up borrowed
+/// strings without building a key), for one snapshot version.
+struct Plans {
+    version: u64,
+    len: usize,
+    by_target: HashMap<String, HashMap<String, Arc<Plan>>>,
+}
+
+impl Plans {
+    fn clear(&mut self) {
+        self.by_target.clear();
+        self.len = 0;
+    }
+}
 
 /// Shared by every session of a server.
 pub struct PlanCache {
@@ -24,7 +36,11 @@ impl PlanCache {
     /// A cache holding at most `cap` plans.
     pub fn new(cap: usize) -> Self {
         PlanCache {
-            inner: Mutex::new((0, HashMap::new())),
+            inner: Mutex::new(Plans {
+                version: 0,
+                len: 0,
+                by_target: HashMap::new(),
+            }),
             cap: cap.max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -41,11 +57,11 @@ impl PlanCache {
     ) -> Result<Arc<Plan>, PlanError> {
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if g.0 != version {
-                g.0 = version;
-                g.1.clear();
+            if g.version != version {
+                g.version = version;
+                g.clear();
             }
-            if let Some(p) = g.1.get(&(target.to_string(), template.to_string())) {
+            if let Some(p) = g.by_target.get(target).and_then(|m| m.get(template)) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(p.clone());
             }
@@ -53,18 +69,24 @@ impl PlanCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(plan()?);
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0 == version {
-            if g.1.len() >= self.cap {
-                g.1.clear();
+        if g.version == version {
+            if g.len >= self.cap {
+                g.clear();
             }
-            g.1.insert((target.to_string(), template.to_string()), p.clone());
+            let fresh = g
+                .by_target
+                .entry(target.to_string())
+                .or_default()
+                .insert(template.to_string(), p.clone())
+                .is_none();
+            g.len += usize::from(fresh);
         }
         Ok(p)
     }
 
     /// Number of cached plans.
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|g| g.1.len()).unwrap_or(0)
+        self.inner.lock().map(|g| g.len).unwrap_or(0)
     }
 
     /// True when nothing is cached.
@@ -74,8 +96,7 @@ impl PlanCache {
 
     /// Drops every plan (a new VSchema arrived).
     pub fn clear(&self) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.1.clear();
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

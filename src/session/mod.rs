@@ -32,6 +32,21 @@ pub struct Prepared {
     /// UPDATE or DELETE: no shard qualifier, nothing shardgate rewrites);
     /// None sends each execution through the text path.
     pub direct: Option<Statement>,
+    /// The plan of the last execution and what it was made for; the next
+    /// execution reuses it while the VSchema, the target and the escaping
+    /// mode stay the same (no tokenizing, no plan-cache lookup).
+    planned: Option<PreparedPlan>,
+}
+
+/// A prepared statement's plan and the conditions it holds under.
+#[derive(Debug, Clone)]
+struct PreparedPlan {
+    version: u64,
+    target: Target,
+    no_backslash_escapes: bool,
+    /// Where a sharded plan's binds come from; None for plans without binds.
+    shape: Option<sql::normalize::Shape>,
+    plan: std::sync::Arc<Plan>,
 }
 
 /// A client session.
@@ -211,40 +226,82 @@ impl Session {
         stmt: &Statement,
         sql: &str,
     ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
-        self.plan_with_params(ctx, snap, stmt, sql, &[])
+        if !self.normalizes(snap, stmt) {
+            return Ok((
+                std::sync::Arc::new(planner::plan(stmt, None, &self.target, snap)?),
+                Vec::new(),
+            ));
+        }
+        let n = sql::normalize::normalize(sql, &[], self.shards.no_backslash_escapes);
+        let plan = self.cached_plan(ctx, snap, stmt, &n.template)?;
+        Ok((plan, n.binds))
     }
 
-    /// [`Self::plan_for`] for a statement whose `?` parameters are `params`.
-    fn plan_with_params(
-        &self,
-        ctx: &ServerCtx,
-        snap: &crate::topo::Snapshot,
-        stmt: &Statement,
-        sql: &str,
-        params: &[mysql_common::value::Value],
-    ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
-        let sharded = self.target.shard.is_none()
+    /// Whether `stmt` is planned from a normalized template (a query on a
+    /// sharded keyspace, shard not given), so its plan is shared and cached.
+    fn normalizes(&self, snap: &crate::topo::Snapshot, stmt: &Statement) -> bool {
+        self.target.shard.is_none()
             && matches!(stmt, Statement::Query(k) if !matches!(k, QueryKind::Ddl | QueryKind::Show))
             && self
                 .target
                 .keyspace
                 .as_ref()
                 .and_then(|k| snap.keyspaces.get(k))
-                .is_some_and(|k| k.sharded);
-        if !sharded {
-            return Ok((
-                std::sync::Arc::new(planner::plan(stmt, None, &self.target, snap)?),
-                Vec::new(),
-            ));
-        }
-        let n = sql::normalize::normalize(sql, params, self.shards.no_backslash_escapes);
+                .is_some_and(|k| k.sharded)
+    }
+
+    /// The shared plan of a normalized template.
+    fn cached_plan(
+        &self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        stmt: &Statement,
+        template: &str,
+    ) -> Result<std::sync::Arc<Plan>, Error> {
         let target = self.target.to_string();
-        let plan = ctx
-            .plans
-            .get_or_plan(snap.version, &target, &n.template, || {
-                planner::plan(stmt, Some(&n.template), &self.target, snap)
-            })?;
-        Ok((plan, n.binds))
+        Ok(ctx.plans.get_or_plan(snap.version, &target, template, || {
+            planner::plan(stmt, Some(template), &self.target, snap)
+        })?)
+    }
+
+    /// The plan and binds of one execution of a prepared statement: the
+    /// statement's own plan while it still holds, else planned (and kept).
+    fn plan_prepared(
+        &self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        stmt: &Statement,
+        p: &mut Prepared,
+        params: &[mysql_common::value::Value],
+    ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
+        let nbe = self.shards.no_backslash_escapes;
+        let fresh = p.planned.as_ref().is_some_and(|c| {
+            c.version == snap.version && c.no_backslash_escapes == nbe && c.target == self.target
+        });
+        if !fresh {
+            let (shape, plan) = if self.normalizes(snap, stmt) {
+                let shape = sql::normalize::shape(&p.sql, nbe);
+                let plan = self.cached_plan(ctx, snap, stmt, &shape.template)?;
+                (Some(shape), plan)
+            } else {
+                let plan = planner::plan(stmt, None, &self.target, snap)?;
+                (None, std::sync::Arc::new(plan))
+            };
+            p.planned = Some(PreparedPlan {
+                version: snap.version,
+                target: self.target.clone(),
+                no_backslash_escapes: nbe,
+                shape,
+                plan,
+            });
+        }
+        let c = p.planned.as_ref().expect("planned above");
+        let binds = c
+            .shape
+            .as_ref()
+            .map(|s| s.binds(params, nbe))
+            .unwrap_or_default();
+        Ok((c.plan.clone(), binds))
     }
 
     async fn run_planned<S: RowSink + Send>(
@@ -332,22 +389,37 @@ impl Session {
     pub async fn execute_prepared<S: RowSink + Send>(
         &mut self,
         ctx: &ServerCtx,
-        stmt_sql: &str,
-        direct: Option<Statement>,
+        id: u32,
         params: Vec<mysql_common::value::Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let Some(stmt) = direct.filter(|_| self.target.keyspace.is_some()) else {
+        let Some(mut p) = self.prepared.remove(&id) else {
+            return Err(Error::UnknownStmt(id, "mysqld_stmt_execute"));
+        };
+        let res = self.run_prepared(ctx, &mut p, params, sink).await;
+        self.prepared.insert(id, p);
+        res
+    }
+
+    async fn run_prepared<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        p: &mut Prepared,
+        params: Vec<mysql_common::value::Value>,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let Some(stmt) = p.direct.clone().filter(|_| self.target.keyspace.is_some()) else {
             let text = if params.is_empty() {
-                stmt_sql.to_string()
+                p.sql.clone()
             } else {
-                sql::substitute_params(stmt_sql, &params, self.shards.no_backslash_escapes)?
+                sql::substitute_params(&p.sql, &params, self.shards.no_backslash_escapes)?
             };
             return self.execute(ctx, &text, sink).await;
         };
         let snap = ctx.snapshot.load();
-        let (plan, binds) = self.plan_with_params(ctx, &snap, &stmt, stmt_sql, &params)?;
+        let (plan, binds) = self.plan_prepared(ctx, &snap, &stmt, p, &params)?;
         self.note_query(&stmt);
+        let stmt_sql = p.sql.as_str();
         if let Some((ks, shard, tt)) =
             engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
         {
@@ -503,6 +575,7 @@ impl Session {
                 bound_types: Vec::new(),
                 long_data: HashMap::new(),
                 direct: self.direct_form(stmt, sql),
+                planned: None,
             },
         );
         Ok((id, &self.prepared[&id]))

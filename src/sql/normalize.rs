@@ -4,6 +4,8 @@
 //! parameters become bind variables the same way. Works on tokens (no
 //! parse), so a plan-cache hit costs a tokenize, not a full parse.
 
+use std::fmt::Write as _;
+
 use mysql_common::value::Value;
 
 use super::lexer::{tokenize, Token, TokenKind};
@@ -62,11 +64,69 @@ const TYPE_WORDS: &[&str] = &[
 
 /// Normalizes `sql`, taking `?` parameters from `params` in order.
 pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Normalized {
+    let Shape { template, slots } = shape(sql, no_backslash_escapes);
+    let mut params = params.iter();
+    let binds = slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Literal(b) => b,
+            Slot::Param => param_bind(params.next(), no_backslash_escapes),
+        })
+        .collect();
+    Normalized { template, binds }
+}
+
+/// The bind of a `?` parameter (NULL when the execution sent too few).
+fn param_bind(v: Option<&Value>, no_backslash_escapes: bool) -> Bind {
+    let v = v.cloned().unwrap_or(Value::NULL);
+    Bind {
+        text: super::literal(&v, no_backslash_escapes),
+        value: v,
+    }
+}
+
+/// Where one bind value comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    /// The next `?` parameter of the execution.
+    Param,
+    /// A literal written in the statement.
+    Literal(Bind),
+}
+
+/// A statement's template and where each of its binds comes from. The
+/// template does not depend on parameter values, so a prepared statement
+/// computes its shape once and each execution only fills in the parameters
+/// (no tokenizing, no template building).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    /// The template (the plan-cache key).
+    pub template: String,
+    slots: Vec<Slot>,
+}
+
+impl Shape {
+    /// The bind values of one execution, `?` parameters taken in order
+    /// (missing ones are NULL).
+    pub fn binds(&self, params: &[Value], no_backslash_escapes: bool) -> Vec<Bind> {
+        let mut params = params.iter();
+        self.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Literal(b) => b.clone(),
+                Slot::Param => param_bind(params.next(), no_backslash_escapes),
+            })
+            .collect()
+    }
+}
+
+/// The [`Shape`] of `sql`: its literals and `?` parameters replaced by
+/// `:vN`, in order.
+pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
     let toks = tokenize(sql);
     let mut out = String::with_capacity(sql.len() + 8);
     let mut binds = Vec::new();
     let mut copied = 0;
-    let mut params = params.iter();
     // Clause tracking: numbers right after ORDER BY / GROUP BY (or a comma
     // in that list) are column positions and must stay.
     let mut in_by_list = false;
@@ -134,38 +194,33 @@ pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Nor
             start = toks[i - 1].start;
         }
         let bind = match t.kind {
-            TokenKind::Placeholder => {
-                let v = params.next().cloned().unwrap_or(Value::NULL);
-                Bind {
-                    text: super::literal(&v, no_backslash_escapes),
-                    value: v,
-                }
-            }
+            TokenKind::Placeholder => Slot::Param,
             TokenKind::Number => {
                 let text = &sql[start..t.end];
-                Bind {
+                Slot::Literal(Bind {
                     text: text.to_string(),
                     value: number_value(text),
-                }
+                })
             }
             _ => {
                 let text = t.text(sql);
-                Bind {
+                Slot::Literal(Bind {
                     text: text.to_string(),
                     value: string_value(text, no_backslash_escapes),
-                }
+                })
             }
         };
         out.push_str(&sql[copied..start]);
         binds.push(bind);
-        out.push_str(&format!(":v{}", binds.len()));
+        // Writing into a String cannot fail.
+        let _ = write!(out, ":v{}", binds.len());
         copied = t.end;
         i += 1;
     }
     out.push_str(&sql[copied..]);
-    Normalized {
+    Shape {
         template: out,
-        binds,
+        slots: binds,
     }
 }
 
@@ -331,5 +386,24 @@ mod tests {
             substitute_binds(&n.template, &n.binds),
             "insert into t values (1, 'a\\'b', 3)"
         );
+    }
+
+    #[test]
+    fn a_shape_fills_each_execution_like_normalize() {
+        let sql = "select * from t where a = ? and b = 'k' and c in (?, 4)";
+        let shape = shape(sql, false);
+        for params in [
+            vec![Value::Int(1), Value::Bytes(b"x".to_vec())],
+            vec![Value::UInt(9), Value::NULL],
+            vec![Value::Int(2)],
+        ] {
+            let n = normalize(sql, &params, false);
+            assert_eq!(shape.template, n.template);
+            assert_eq!(shape.binds(&params, false), n.binds);
+        }
+        let b = shape.binds(&[Value::Int(7)], false);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b[1].value, Value::Bytes(b"k".to_vec()));
+        assert_eq!(b[2].value, Value::NULL, "a missing parameter is NULL");
     }
 }
