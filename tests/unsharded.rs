@@ -533,3 +533,47 @@ async fn prepared_statements_run_prepared_on_their_tablet() {
     let one: Option<i64> = sg.exec_first("select ?", (1,)).await.unwrap();
     assert_eq!(one, Some(1));
 }
+
+/// Prepared writes inside a transaction stay in it (they go to the
+/// session's transaction connection, not the connections that forward
+/// clean prepared statements): a rollback undoes them, a commit or
+/// autocommit keeps them, as MariaDB itself sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_writes_follow_the_transaction() {
+    let mut sg = connect(Some("commerce")).await;
+    sg.query_drop("create table if not exists ptx_t (id int primary key, v int)")
+        .await
+        .unwrap();
+    sg.query_drop("delete from ptx_t").await.unwrap();
+    let ins = "insert into ptx_t values (?, ?)";
+    let count = "select count(*) from ptx_t where v = ?";
+    // Warm the forwarding path first.
+    let n: Option<i64> = sg.exec_first(count, (1,)).await.unwrap();
+    assert_eq!(n, Some(0));
+
+    sg.query_drop("begin").await.unwrap();
+    sg.exec_drop(ins, (1, 1)).await.unwrap();
+    let n: Option<i64> = sg.exec_first(count, (1,)).await.unwrap();
+    assert_eq!(n, Some(1), "the transaction sees its own write");
+    sg.query_drop("rollback").await.unwrap();
+    let n: Option<i64> = sg.exec_first(count, (1,)).await.unwrap();
+    assert_eq!(n, Some(0), "rolled back");
+
+    sg.exec_drop(ins, (2, 1)).await.unwrap();
+    assert_eq!(sg.last_insert_id(), None);
+    sg.query_drop("set autocommit = 0").await.unwrap();
+    sg.exec_drop(ins, (3, 1)).await.unwrap();
+    sg.query_drop("rollback").await.unwrap();
+    sg.exec_drop(ins, (4, 1)).await.unwrap();
+    sg.query_drop("commit").await.unwrap();
+    sg.query_drop("set autocommit = 1").await.unwrap();
+
+    let mut direct = connect_tablet(100).await;
+    let ids: Vec<i32> = direct
+        .query("select id from vt_commerce.ptx_t order by id")
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![2, 4]);
+    let n: Option<i64> = sg.exec_first(count, (1,)).await.unwrap();
+    assert_eq!(n, Some(2));
+}

@@ -5,9 +5,11 @@
 //! instead the session never returns a connection that carries state: it
 //! rolls back or resets it first (see `session`).
 
+pub mod lean;
+
 use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
@@ -47,7 +49,7 @@ impl Default for BackendConfig {
 }
 
 /// Address and database a pool was built for; a change means a new pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
     host: String,
     port: u16,
@@ -58,6 +60,56 @@ struct PoolKey {
 pub struct Pools {
     cfg: BackendConfig,
     map: RwLock<HashMap<String, (PoolKey, Pool)>>,
+    /// Lean connections no session holds, by tablet alias.
+    lean_idle: Mutex<HashMap<String, Vec<LeanHandle>>>,
+    /// The Unix socket each loopback tablet reported (None: TCP only).
+    sockets: Mutex<HashMap<PoolKey, Option<String>>>,
+    /// Tablets a lean connection failed to reach lately; the driver's
+    /// pooled connections serve them until [`LEAN_RETRY`] has passed.
+    lean_failed: Mutex<HashMap<String, Instant>>,
+}
+
+/// Idle lean connections kept per tablet.
+const LEAN_IDLE: usize = 32;
+
+/// How long a lean connection may sit idle in the pools before it is
+/// dropped rather than reused (a server's `wait_timeout` may close it).
+const LEAN_IDLE_TTL: Duration = Duration::from_secs(60);
+
+/// How long a tablet whose lean connection failed is left to the driver.
+const LEAN_RETRY: Duration = Duration::from_secs(10);
+
+/// A lean connection with the tablet it was opened for.
+pub struct LeanHandle {
+    alias: String,
+    key: PoolKey,
+    used: Instant,
+    /// The connection.
+    pub conn: lean::LeanConn,
+}
+
+impl LeanHandle {
+    /// The alias of the tablet it is connected to.
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+
+    /// Marks it used now.
+    pub fn touch(&mut self) {
+        self.used = Instant::now();
+    }
+
+    /// Unused for longer than `d` (the server may have closed it since).
+    pub fn idle_for(&self, d: Duration) -> bool {
+        self.used.elapsed() >= d
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Pools {
@@ -66,6 +118,9 @@ impl Pools {
         Pools {
             cfg,
             map: RwLock::new(HashMap::new()),
+            lean_idle: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(HashMap::new()),
+            lean_failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,6 +185,104 @@ impl Pools {
         }
     }
 
+    /// A lean connection to `t`: an idle one, or a new one. None when the
+    /// tablet could not be reached that way lately (the caller then uses
+    /// the driver's pool).
+    pub async fn lean(&self, t: &Tablet) -> Option<LeanHandle> {
+        let key = Self::key(t);
+        {
+            let mut idle = self.lean_idle.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = idle.get_mut(&t.alias) {
+                list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL));
+                if let Some(h) = list.pop() {
+                    return Some(h);
+                }
+            }
+        }
+        {
+            let mut failed = self.lean_failed.lock().unwrap_or_else(|p| p.into_inner());
+            match failed.get(&t.alias) {
+                Some(at) if at.elapsed() < LEAN_RETRY => return None,
+                Some(_) => {
+                    failed.remove(&t.alias);
+                }
+                None => {}
+            }
+        }
+        match self.open_lean(&key).await {
+            Ok(conn) => Some(LeanHandle {
+                alias: t.alias.clone(),
+                key,
+                used: Instant::now(),
+                conn,
+            }),
+            Err(e) => {
+                tracing::debug!(tablet = %t.alias, error = %e, "lean connection failed; using the pool");
+                self.lean_failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(t.alias.clone(), Instant::now());
+                None
+            }
+        }
+    }
+
+    async fn open_lean(&self, key: &PoolKey) -> Result<lean::LeanConn, mysql_async::Error> {
+        let (user, pass, db) = (&self.cfg.user, &self.cfg.password, &key.db);
+        let tcp = lean::Endpoint::Tcp(&key.host, key.port);
+        if !(self.cfg.local_socket && is_loopback(&key.host)) {
+            return lean::LeanConn::connect(tcp, user, pass, db).await;
+        }
+        let known = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        let socket = match known {
+            Some(s) => s,
+            None => {
+                let mut c = lean::LeanConn::connect(tcp, user, pass, db).await?;
+                let s = c.socket_path().await.ok().flatten();
+                self.sockets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), s.clone());
+                if s.is_none() {
+                    return Ok(c);
+                }
+                c.quit().await;
+                s
+            }
+        };
+        match socket {
+            Some(path) => {
+                match lean::LeanConn::connect(lean::Endpoint::Unix(&path), user, pass, db).await {
+                    Ok(c) => Ok(c),
+                    // The socket may have moved (a restarted tablet): ask again next time.
+                    Err(e) => {
+                        self.sockets
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(key);
+                        Err(e)
+                    }
+                }
+            }
+            None => lean::LeanConn::connect(tcp, user, pass, db).await,
+        }
+    }
+
+    /// Takes back a clean lean connection a session no longer needs.
+    pub fn put_lean(&self, mut h: LeanHandle) {
+        h.touch();
+        let mut idle = self.lean_idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(h.alias.clone()).or_default();
+        if list.len() < LEAN_IDLE {
+            list.push(h);
+        }
+    }
+
     /// Makes the pool set match the snapshot: new tablets get pools, moved
     /// ones get new pools, removed ones are drained and closed.
     pub fn reconcile(&self, snap: &Snapshot) {
@@ -141,6 +294,14 @@ impl Pools {
             }
             keep
         });
+        self.lean_idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|alias, list| {
+                snap.tablets
+                    .get(alias)
+                    .is_some_and(|t| list.iter().all(|h| h.key == Self::key(t)))
+            });
         for t in snap.tablets.values() {
             if !map.contains_key(&t.alias) {
                 let key = Self::key(t);

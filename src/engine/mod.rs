@@ -48,6 +48,21 @@ pub trait RowSink {
     fn flush(&mut self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
         async { Ok(()) }
     }
+    /// The sink's door for a tablet's binary-protocol packets, when it
+    /// writes the client's binary protocol (a prepared statement's result
+    /// that comes whole from one tablet then needs no decoding).
+    fn packets(&mut self) -> Option<&mut dyn PacketSink> {
+        None
+    }
+}
+
+/// Takes a tablet's binary result packets as they are (see
+/// [`RowSink::packets`]); terminators still go through [`RowSink`].
+pub trait PacketSink {
+    /// A result set begins; its column definitions as the tablet encoded them.
+    fn column_packets(&mut self, defs: &[bytes::BytesMut]);
+    /// One binary-protocol row as the tablet encoded it.
+    fn row_packet(&mut self, payload: &[u8]);
 }
 
 /// Everything one shard answered to one query (buffered).

@@ -8,6 +8,7 @@ use mysql_async::{Conn, Row};
 use mysql_common::constants::StatusFlags;
 use mysql_common::packets::Column;
 
+use crate::backend::lean;
 use crate::engine::{
     QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
 };
@@ -47,6 +48,17 @@ pub struct ShardConns {
     /// the server's budget), so a busy client does not go through the pool
     /// for every statement, even when its statements go to several shards.
     pub sticky: Vec<Sticky>,
+    /// Lean connections (see [`crate::backend::lean`]) the session keeps
+    /// for prepared statements that go whole to one tablet, at most one
+    /// per tablet and [`STICKY_PER_SESSION`] in all, within the same budget
+    /// as sticky ones.
+    pub lean: Vec<LeanHeld>,
+}
+
+/// A lean connection a session holds, and its unit of the budget.
+pub struct LeanHeld {
+    handle: crate::backend::LeanHandle,
+    _permit: StickyPermit,
 }
 
 /// A pooled connection a session keeps while it is busy.
@@ -228,8 +240,42 @@ impl ShardConns {
         Some(self.sticky.swap_remove(i)._permit)
     }
 
+    /// A lean connection to `tablet` for a statement that may use one: the
+    /// session's own, or one from the pools when the budget allows. None
+    /// sends the statement the driver's way.
+    async fn take_lean(&mut self, ctx: &ServerCtx, tablet: &Tablet) -> Option<LeanHeld> {
+        self.lean.retain(|l| !l.handle.idle_for(STICKY_IDLE));
+        if let Some(i) = self
+            .lean
+            .iter()
+            .position(|l| l.handle.alias() == tablet.alias)
+        {
+            return Some(self.lean.swap_remove(i));
+        }
+        let permit = StickyPermit::take(&ctx.sticky_budget)?;
+        let handle = ctx.pools.lean(tablet).await?;
+        Some(LeanHeld {
+            handle,
+            _permit: permit,
+        })
+    }
+
+    /// Keeps a lean connection for the session's next statement; beyond
+    /// [`STICKY_PER_SESSION`] the oldest goes back to the pools.
+    fn keep_lean(&mut self, ctx: &ServerCtx, mut held: LeanHeld) {
+        held.handle.touch();
+        if self.lean.len() >= STICKY_PER_SESSION {
+            let old = self.lean.remove(0);
+            ctx.pools.put_lean(old.handle);
+        }
+        self.lean.push(held);
+    }
+
     /// Returns every connection clean to its pool (session end).
-    pub async fn release_all(&mut self) {
+    pub async fn release_all(&mut self, ctx: &ServerCtx) {
+        for held in self.lean.drain(..) {
+            ctx.pools.put_lean(held.handle);
+        }
         self.sticky.clear();
         for mut sc in self.conns.drain(..) {
             let clean = (!sc.in_txn || sc.conn.query_drop("ROLLBACK").await.is_ok())
@@ -607,6 +653,44 @@ impl Executor<'_> {
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
+        // A prepared statement for a binary-protocol client, on a session
+        // holding no state on that tablet: a lean connection forwards the
+        // tablet's packets as they are.
+        if let Some(params) = &params {
+            let clean = !self.state.in_txn
+                && !self.state.reserved
+                && self.state.pinned(&tablet.alias).is_none();
+            if clean && sink.packets().is_some() {
+                if let Some(mut held) = self.state.take_lean(self.ctx, tablet).await {
+                    let res = held.handle.conn.execute(sql, params, sink).await;
+                    let keep = match &res {
+                        Ok(_) => true,
+                        Err(lean::LeanError::Backend(e)) => {
+                            matches!(e, mysql_async::Error::Server(_))
+                        }
+                        Err(lean::LeanError::Sink(_)) => false,
+                    };
+                    self.state.no_backslash_escapes = held
+                        .handle
+                        .conn
+                        .status
+                        .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+                    if keep {
+                        self.state.keep_lean(self.ctx, held);
+                    }
+                    return match res {
+                        Ok(last_id) => {
+                            if last_id > 0 {
+                                self.state.last_insert_id = last_id;
+                            }
+                            Ok(())
+                        }
+                        Err(lean::LeanError::Backend(e)) => Err(backend(&label)(e)),
+                        Err(lean::LeanError::Sink(e)) => Err(e),
+                    };
+                }
+            }
+        }
         let rename = rename_db_columns.then(|| {
             (
                 format!("Tables_in_{}", tablet.db_name),

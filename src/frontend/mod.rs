@@ -131,6 +131,20 @@ impl<'w> ResultWriter<'w> {
         }
     }
 
+    /// Starts a result set: the column count, each definition, the EOF.
+    fn column_defs<D: AsRef<[u8]>>(&mut self, defs: impl ExactSizeIterator<Item = D>) {
+        self.write_pending(true);
+        self.row.clear();
+        packets::put_lenenc_int(&mut self.row, defs.len() as u64);
+        let count = std::mem::take(&mut self.row);
+        self.wire.push(&count);
+        self.row = count;
+        for d in defs {
+            self.wire.push(d.as_ref());
+        }
+        self.wire.push(&packets::eof(self.status, 0));
+    }
+
     fn error(&mut self, e: &Error) {
         self.write_pending(true);
         self.wire.push_err(&e.to_mysql());
@@ -144,16 +158,7 @@ impl<'w> ResultWriter<'w> {
 
 impl RowSink for ResultWriter<'_> {
     fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
-        self.write_pending(true);
-        self.row.clear();
-        packets::put_lenenc_int(&mut self.row, cols.len() as u64);
-        let count = std::mem::take(&mut self.row);
-        self.wire.push(&count);
-        self.row = count;
-        for c in cols {
-            self.wire.push(&packets::column_def(c));
-        }
-        self.wire.push(&packets::eof(self.status, 0));
+        self.column_defs(cols.iter().map(packets::column_def));
         self.cols.clear();
         self.cols.extend_from_slice(cols);
         Ok(())
@@ -191,6 +196,26 @@ impl RowSink for ResultWriter<'_> {
             self.wire.flush().await?;
         }
         Ok(())
+    }
+
+    fn packets(&mut self) -> Option<&mut dyn crate::engine::PacketSink> {
+        if self.binary {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl crate::engine::PacketSink for ResultWriter<'_> {
+    fn column_packets(&mut self, defs: &[BytesMut]) {
+        self.column_defs(defs.iter());
+        // Rows arrive encoded; no column types needed to write them.
+        self.cols.clear();
+    }
+
+    fn row_packet(&mut self, payload: &[u8]) {
+        self.wire.push(payload);
     }
 }
 
@@ -233,7 +258,7 @@ pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<
         Err(e) => tracing::debug!(error = %e, "handshake failed"),
     }
     let _ = wire.flush().await;
-    session.close().await;
+    session.close(&ctx).await;
 }
 
 async fn read(reader: &mut Reader) -> Result<Option<Packet>, Error> {
@@ -456,7 +481,7 @@ async fn command_loop(
             }
             cmd::SET_OPTION => wire.push(&packets::eof(session.status().bits(), 0)),
             cmd::RESET_CONNECTION => {
-                session.close().await;
+                session.close(ctx).await;
                 let target = session.target.clone();
                 *session = Session::default();
                 session.target = target;

@@ -582,8 +582,8 @@ impl Session {
     }
 
     /// Ends the session: rolls back and returns connections clean.
-    pub async fn close(&mut self) {
-        self.shards.release_all().await;
+    pub async fn close(&mut self, ctx: &ServerCtx) {
+        self.shards.release_all(ctx).await;
     }
 }
 

@@ -1,0 +1,506 @@
+//! Lean tablet connections for the hot path: a client's prepared statement
+//! that goes whole to one tablet runs as the tablet's prepared statement,
+//! and the tablet's answer (column definitions and binary rows) is what the
+//! client's binary protocol needs byte for byte. This connection hands
+//! those packets on as they arrive instead of decoding every cell into a
+//! value and encoding it again (what a general-purpose driver must do).
+//!
+//! It speaks only what that path needs: the handshake (native password),
+//! COM_STMT_PREPARE / EXECUTE / CLOSE, one `SELECT @@socket` to find a
+//! local tablet's Unix socket, and COM_QUIT. Sessions in a transaction, with
+//! settings or reserved connections keep using the pooled driver
+//! connections, which carry that state.
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, ComStmtExecuteRequestBuilder, CommonOkPacket, ErrPacket,
+    HandshakePacket, HandshakeResponse, OkPacketDeserializer,
+};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::value::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::FramedRead;
+
+use crate::engine::{PacketSink, QueryDone, RowSink};
+use crate::frontend::codec::{write_packet, PacketCodec};
+
+/// Statements each lean connection keeps prepared (oldest closed first).
+const STMT_CACHE: usize = 32;
+
+/// Largest packet accepted from a tablet.
+const MAX_PACKET: usize = 1 << 30;
+
+/// What went wrong running a statement: the tablet (or the link to it), or
+/// the sink the rows went to.
+#[derive(Debug)]
+pub enum LeanError {
+    /// From the tablet; a server error leaves the connection usable.
+    Backend(mysql_async::Error),
+    /// From the sink; the connection may hold unread packets.
+    Sink(crate::error::Error),
+}
+
+impl From<mysql_async::Error> for LeanError {
+    fn from(e: mysql_async::Error) -> Self {
+        LeanError::Backend(e)
+    }
+}
+
+fn io_err(kind: std::io::ErrorKind, msg: &str) -> mysql_async::Error {
+    mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
+        kind,
+        msg.to_string(),
+    )))
+}
+
+fn bad(msg: &str) -> mysql_async::Error {
+    io_err(std::io::ErrorKind::InvalidData, msg)
+}
+
+/// A server error packet as the driver's error type (so one mapping to
+/// client errors serves both kinds of connection).
+fn server_err(payload: &[u8], caps: CapabilityFlags) -> mysql_async::Error {
+    match ErrPacket::deserialize(caps, &mut ParseBuf(payload)) {
+        Ok(ErrPacket::Error(e)) => mysql_async::Error::Server(mysql_async::ServerError {
+            code: e.error_code(),
+            message: e.message_str().into_owned(),
+            state: e
+                .sql_state_ref()
+                .map(|s| s.as_str().into_owned())
+                .unwrap_or_else(|| "HY000".into()),
+        }),
+        _ => bad("malformed error packet from tablet"),
+    }
+}
+
+type Read = FramedRead<Box<dyn AsyncRead + Send + Unpin>, PacketCodec>;
+
+/// One statement prepared on the connection.
+struct Stmt {
+    sql: String,
+    id: u32,
+}
+
+/// A connection to one tablet that forwards binary results undecoded.
+pub struct LeanConn {
+    reader: Read,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    out: BytesMut,
+    caps: CapabilityFlags,
+    stmts: Vec<Stmt>,
+    /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
+    pub status: StatusFlags,
+}
+
+/// Where a tablet listens.
+#[derive(Clone, Copy)]
+pub enum Endpoint<'a> {
+    /// host:port over TCP.
+    Tcp(&'a str, u16),
+    /// A Unix socket path.
+    Unix(&'a str),
+}
+
+impl LeanConn {
+    /// Connects and logs in as `user` to database `db`.
+    pub async fn connect(
+        at: Endpoint<'_>,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<LeanConn, mysql_async::Error> {
+        let io = |e: std::io::Error| mysql_async::Error::Io(mysql_async::IoError::Io(e));
+        let (r, w): (
+            Box<dyn AsyncRead + Send + Unpin>,
+            Box<dyn AsyncWrite + Send + Unpin>,
+        ) = match at {
+            Endpoint::Tcp(host, port) => {
+                let s = tokio::net::TcpStream::connect((host, port))
+                    .await
+                    .map_err(io)?;
+                let _ = s.set_nodelay(true);
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Endpoint::Unix(path) => {
+                let s = tokio::net::UnixStream::connect(path).await.map_err(io)?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
+        let mut c = LeanConn {
+            reader: FramedRead::with_capacity(r, PacketCodec::new(MAX_PACKET), 4096),
+            writer: w,
+            out: BytesMut::with_capacity(1024),
+            caps: CapabilityFlags::empty(),
+            stmts: Vec::new(),
+            status: StatusFlags::empty(),
+        };
+        c.login(user, password, db).await?;
+        Ok(c)
+    }
+
+    async fn read(&mut self) -> Result<BytesMut, mysql_async::Error> {
+        match self.reader.next().await {
+            Some(Ok(p)) => Ok(p.payload),
+            Some(Err(e)) => Err(mysql_async::Error::Io(mysql_async::IoError::Io(e))),
+            None => Err(io_err(
+                std::io::ErrorKind::UnexpectedEof,
+                "tablet closed the connection",
+            )),
+        }
+    }
+
+    async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
+        let mut seq = seq;
+        self.out.clear();
+        write_packet(&mut self.out, &mut seq, payload);
+        self.writer
+            .write_all(&self.out)
+            .await
+            .map_err(|e| mysql_async::Error::Io(mysql_async::IoError::Io(e)))
+    }
+
+    async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<(), mysql_async::Error> {
+        let greeting = self.read().await?;
+        if greeting.first() == Some(&0xFF) {
+            return Err(server_err(&greeting, CapabilityFlags::CLIENT_PROTOCOL_41));
+        }
+        let hp = HandshakePacket::deserialize((), &mut ParseBuf(&greeting))
+            .map_err(|_| bad("malformed handshake from tablet"))?;
+        let wanted = CapabilityFlags::CLIENT_LONG_PASSWORD
+            | CapabilityFlags::CLIENT_LONG_FLAG
+            | CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_TRANSACTIONS
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION
+            | CapabilityFlags::CLIENT_MULTI_RESULTS
+            | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+            | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        self.caps = (wanted & hp.capabilities()) | CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+        if !self.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+            return Err(bad("tablet does not speak protocol 4.1"));
+        }
+        let scramble = native_scramble(&hp.nonce(), password);
+        let resp = HandshakeResponse::new(
+            Some(scramble.as_slice()),
+            hp.server_version_parsed().unwrap_or((5, 5, 5)),
+            Some(user.as_bytes()),
+            Some(db.as_bytes()),
+            Some(AuthPlugin::MysqlNativePassword),
+            self.caps,
+            None,
+            MAX_PACKET as u32,
+        );
+        let mut buf = Vec::with_capacity(128);
+        resp.serialize(&mut buf);
+        self.send(1, &buf).await?;
+        let mut seq = 3;
+        loop {
+            let reply = self.read().await?;
+            match reply.first() {
+                Some(0x00) => return Ok(()),
+                Some(0xFF) => return Err(server_err(&reply, self.caps)),
+                Some(0xFE) => {
+                    let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(&reply))
+                        .map_err(|_| bad("malformed auth switch from tablet"))?;
+                    if switch.auth_plugin().as_bytes() != b"mysql_native_password" {
+                        return Err(bad(
+                            "tablet asks for an authentication plugin shardgate does not speak",
+                        ));
+                    }
+                    let nonce = switch.plugin_data();
+                    let nonce = nonce.strip_suffix(&[0]).unwrap_or(nonce);
+                    let s = native_scramble(nonce, password);
+                    self.send(seq, &s).await?;
+                    seq = seq.wrapping_add(2);
+                }
+                _ => return Err(bad("unexpected packet while logging in to tablet")),
+            }
+        }
+    }
+
+    /// The Unix socket the server listens on (`@@socket`), if any.
+    pub async fn socket_path(&mut self) -> Result<Option<String>, mysql_async::Error> {
+        let mut q = Vec::with_capacity(20);
+        q.push(0x03);
+        q.extend_from_slice(b"SELECT @@socket");
+        self.send(0, &q).await?;
+        let first = self.read().await?;
+        if first.first() == Some(&0xFF) {
+            return Err(server_err(&first, self.caps));
+        }
+        // One column: its definition, EOF, one text row, EOF.
+        let mut path = None;
+        let mut eofs = 0;
+        while eofs < 2 {
+            let p = self.read().await?;
+            match p.first() {
+                Some(0xFE) if p.len() < 9 => eofs += 1,
+                Some(0xFF) => return Err(server_err(&p, self.caps)),
+                _ if eofs == 1 => path = read_lenenc_str(&p),
+                _ => {}
+            }
+        }
+        Ok(path.filter(|p| !p.is_empty()))
+    }
+
+    /// Says goodbye (the server then closes without logging an aborted
+    /// connection).
+    pub async fn quit(mut self) {
+        let _ = self.send(0, &[0x01]).await;
+    }
+
+    async fn prepare(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
+        let mut q = Vec::with_capacity(sql.len() + 1);
+        q.push(0x16);
+        q.extend_from_slice(sql.as_bytes());
+        self.send(0, &q).await?;
+        let ok = self.read().await?;
+        if ok.first() == Some(&0xFF) {
+            return Err(server_err(&ok, self.caps));
+        }
+        if ok.len() < 12 || ok[0] != 0 {
+            return Err(bad("malformed prepare reply from tablet"));
+        }
+        let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+        let cols = u16::from_le_bytes([ok[5], ok[6]]);
+        let params = u16::from_le_bytes([ok[7], ok[8]]);
+        for n in [params, cols] {
+            if n > 0 {
+                // n definitions, then an EOF.
+                for _ in 0..=n {
+                    self.read().await?;
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    /// The statement id for `sql`, preparing it (and closing the oldest)
+    /// when it is not cached.
+    async fn stmt(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
+        if let Some(i) = self.stmts.iter().position(|s| s.sql == sql) {
+            let last = self.stmts.len() - 1;
+            self.stmts.swap(i, last);
+            return Ok(self.stmts[last].id);
+        }
+        let id = self.prepare(sql).await?;
+        if self.stmts.len() >= STMT_CACHE {
+            let old = self.stmts.remove(0);
+            let mut close = [0x19, 0, 0, 0, 0];
+            close[1..].copy_from_slice(&old.id.to_le_bytes());
+            self.send(0, &close).await?;
+        }
+        self.stmts.push(Stmt {
+            sql: sql.to_string(),
+            id,
+        });
+        Ok(id)
+    }
+
+    /// Runs `sql` as a prepared statement with `params` and hands its
+    /// results to `sink` (column definitions and rows as the tablet encoded
+    /// them); returns the last insert id of an OK result (0 otherwise).
+    /// After a `Sink` error, or a `Backend` error other than a server
+    /// error, the connection must be dropped.
+    pub async fn execute<S: RowSink + Send>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        sink: &mut S,
+    ) -> Result<u64, LeanError> {
+        let mut id = self.stmt(sql).await?;
+        let mut retried = false;
+        loop {
+            let (req, as_long_data) = ComStmtExecuteRequestBuilder::new(id).build(params);
+            if as_long_data {
+                // Too big for one packet: byte values go ahead as long data.
+                self.send_long_data(id, params).await?;
+            }
+            let mut buf = Vec::with_capacity(64);
+            req.serialize(&mut buf);
+            self.send(0, &buf).await?;
+            match self.results(sink).await {
+                // The table changed under a cached statement: prepare again once.
+                Err(LeanError::Backend(mysql_async::Error::Server(e)))
+                    if e.code == ER_NEED_REPREPARE && !retried =>
+                {
+                    retried = true;
+                    self.stmts.retain(|s| s.id != id);
+                    id = self.stmt(sql).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// COM_STMT_SEND_LONG_DATA for every byte value (no replies).
+    async fn send_long_data(
+        &mut self,
+        id: u32,
+        params: &[Value],
+    ) -> Result<(), mysql_async::Error> {
+        const CHUNK: usize = crate::frontend::codec::MAX_FRAME - 7;
+        for (i, v) in params.iter().enumerate() {
+            let Value::Bytes(bytes) = v else { continue };
+            let mut chunks = bytes.chunks(CHUNK).peekable();
+            let empty: &[u8] = &[];
+            let first = chunks.peek().is_none().then_some(empty);
+            for chunk in first.into_iter().chain(chunks) {
+                let mut q = Vec::with_capacity(chunk.len() + 7);
+                q.push(0x18);
+                q.extend_from_slice(&id.to_le_bytes());
+                q.extend_from_slice(&(i as u16).to_le_bytes());
+                q.extend_from_slice(chunk);
+                self.send(0, &q).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every result of one command into the sink.
+    async fn results<S: RowSink + Send>(&mut self, sink: &mut S) -> Result<u64, LeanError> {
+        let mut last_id = 0;
+        loop {
+            let first = self.read().await?;
+            let more = match first.first() {
+                Some(0xFF) => return Err(server_err(&first, self.caps).into()),
+                Some(0x00) => {
+                    let ok = OkPacketDeserializer::<CommonOkPacket>::deserialize(
+                        self.caps,
+                        &mut ParseBuf(&first),
+                    )
+                    .map_err(|_| bad("malformed OK packet from tablet"))?
+                    .into_inner();
+                    self.status = ok.status_flags();
+                    last_id = ok.last_insert_id().unwrap_or(0);
+                    let done = QueryDone {
+                        affected_rows: ok.affected_rows(),
+                        last_insert_id: last_id,
+                        warnings: ok.warnings(),
+                        info: ok
+                            .info_ref()
+                            .map(|i| String::from_utf8_lossy(i).into_owned())
+                            .unwrap_or_default(),
+                    };
+                    sink.ok(done).map_err(LeanError::Sink)?;
+                    self.status
+                        .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                }
+                _ => {
+                    let n = read_lenenc_int(&first)
+                        .ok_or_else(|| bad("malformed column count from tablet"))?;
+                    let mut defs = Vec::with_capacity(n as usize);
+                    for _ in 0..n {
+                        defs.push(self.read().await?);
+                    }
+                    self.read().await?; // EOF after the definitions
+                    packets(sink)?.column_packets(&defs);
+                    loop {
+                        let p = self.read().await?;
+                        match p.first() {
+                            Some(0xFE) if p.len() < 9 => {
+                                let warnings = u16::from_le_bytes([p[1], p[2]]);
+                                self.status =
+                                    StatusFlags::from_bits_truncate(u16::from_le_bytes([
+                                        p[3], p[4],
+                                    ]));
+                                sink.end_rows(warnings).map_err(LeanError::Sink)?;
+                                break;
+                            }
+                            Some(0xFF) => return Err(server_err(&p, self.caps).into()),
+                            _ => {
+                                packets(sink)?.row_packet(&p);
+                                sink.flush().await.map_err(LeanError::Sink)?;
+                            }
+                        }
+                    }
+                    self.status
+                        .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                }
+            };
+            if !more {
+                return Ok(last_id);
+            }
+        }
+    }
+}
+
+/// The sink's packet door (callers only bring sinks that have one).
+fn packets<S: RowSink>(sink: &mut S) -> Result<&mut dyn PacketSink, LeanError> {
+    sink.packets().ok_or_else(|| {
+        LeanError::Sink(crate::error::Error::Malformed(
+            "binary result for a sink without a packet door".into(),
+        ))
+    })
+}
+
+/// MariaDB's "Prepared statement needs to be re-prepared".
+const ER_NEED_REPREPARE: u16 = 1615;
+
+fn native_scramble(nonce: &[u8], password: &str) -> Vec<u8> {
+    if password.is_empty() {
+        return Vec::new();
+    }
+    mysql_common::scramble::scramble_native(nonce, password.as_bytes())
+        .map(|s| s.to_vec())
+        .unwrap_or_default()
+}
+
+fn read_lenenc_int(b: &[u8]) -> Option<u64> {
+    let (&first, rest) = b.split_first()?;
+    let take = |n: usize| -> Option<u64> {
+        let bytes = rest.get(..n)?;
+        Some(bytes.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64))
+    };
+    match first {
+        0xFC => take(2),
+        0xFD => take(3),
+        0xFE => take(8),
+        0xFB | 0xFF => None,
+        n => Some(n as u64),
+    }
+}
+
+fn read_lenenc_str(b: &[u8]) -> Option<String> {
+    if b.first() == Some(&0xFB) {
+        return None;
+    }
+    let len = read_lenenc_int(b)? as usize;
+    let skip = match b[0] {
+        0xFC => 3,
+        0xFD => 4,
+        0xFE => 9,
+        _ => 1,
+    };
+    let s = b.get(skip..skip + len)?;
+    Some(String::from_utf8_lossy(s).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenenc_ints_and_strings() {
+        assert_eq!(read_lenenc_int(&[5]), Some(5));
+        assert_eq!(read_lenenc_int(&[0xFC, 0x01, 0x02]), Some(0x0201));
+        assert_eq!(read_lenenc_int(&[0xFD, 1, 0, 1]), Some(0x01_0001));
+        assert_eq!(read_lenenc_int(&[0xFC, 1]), None, "truncated");
+        assert_eq!(read_lenenc_int(&[0xFB]), None);
+        assert_eq!(
+            read_lenenc_str(&[3, b'a', b'b', b'c']).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(read_lenenc_str(&[0xFB]), None, "NULL");
+        assert_eq!(read_lenenc_str(&[4, b'a']), None, "truncated");
+    }
+}
