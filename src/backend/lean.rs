@@ -30,23 +30,22 @@ use crate::frontend::codec::{write_packet, PacketCodec};
 /// Statements each lean connection keeps prepared (oldest closed first).
 const STMT_CACHE: usize = 32;
 
+/// How long connecting and logging in to a tablet may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest packet accepted from a tablet.
 const MAX_PACKET: usize = 1 << 30;
 
 /// What went wrong running a statement: the tablet (or the link to it), or
 /// the sink the rows went to.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LeanError {
     /// From the tablet; a server error leaves the connection usable.
-    Backend(mysql_async::Error),
+    #[error(transparent)]
+    Backend(#[from] mysql_async::Error),
     /// From the sink; the connection may hold unread packets.
+    #[error(transparent)]
     Sink(crate::error::Error),
-}
-
-impl From<mysql_async::Error> for LeanError {
-    fn from(e: mysql_async::Error) -> Self {
-        LeanError::Backend(e)
-    }
 }
 
 fn io_err(kind: std::io::ErrorKind, msg: &str) -> mysql_async::Error {
@@ -105,8 +104,25 @@ pub enum Endpoint<'a> {
 }
 
 impl LeanConn {
-    /// Connects and logs in as `user` to database `db`.
+    /// Connects and logs in as `user` to database `db`, within
+    /// [`CONNECT_TIMEOUT`] (an unreachable host must not hold a client up).
     pub async fn connect(
+        at: Endpoint<'_>,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<LeanConn, mysql_async::Error> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Self::open(at, user, password, db))
+            .await
+            .unwrap_or_else(|_| {
+                Err(io_err(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out connecting to tablet",
+                ))
+            })
+    }
+
+    async fn open(
         at: Endpoint<'_>,
         user: &str,
         password: &str,
