@@ -16,7 +16,9 @@
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
-//! - [`backend`]: mysql_async pools per tablet, reconciled with the snapshot.
+//! - [`backend`]: mysql_async pools per tablet, reconciled with the snapshot,
+//!   and [`backend::lean`] connections that forward a tablet's binary
+//!   results undecoded (clean sessions' prepared statements).
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex

@@ -1,5 +1,6 @@
 //! Connection pools to tablets: one mysql_async pool per tablet, created and
-//! retired as tablets come and go in the snapshot.
+//! retired as tablets come and go in the snapshot, beside idle [`lean`]
+//! connections (the hot path of prepared statements) per tablet.
 //!
 //! Pools do not reset connections on return (a round trip per checkout);
 //! instead the session never returns a connection that carries state: it
