@@ -5,9 +5,11 @@
 //! those packets on as they arrive instead of decoding every cell into a
 //! value and encoding it again (what a general-purpose driver must do).
 //!
-//! It speaks only what that path needs: the handshake (native password),
-//! COM_STMT_PREPARE / EXECUTE / CLOSE, one `SELECT @@socket` to find a
-//! local tablet's Unix socket, and COM_QUIT. Sessions in a transaction, with
+//! Text queries work the same way: text rows are what the client's text
+//! protocol needs. It speaks only what those paths need: the handshake
+//! (native password), COM_QUERY, COM_STMT_PREPARE / EXECUTE / CLOSE (and
+//! SEND_LONG_DATA), `SELECT @@socket` to find a local tablet's Unix socket,
+//! and COM_QUIT. Sessions in a transaction, with
 //! settings or reserved connections keep using the pooled driver
 //! connections, which carry that state.
 
@@ -344,7 +346,7 @@ impl LeanConn {
             let mut buf = Vec::with_capacity(64);
             req.serialize(&mut buf);
             self.send(0, &buf).await?;
-            match self.results(sink).await {
+            match self.results(sink, true).await {
                 // The table changed under a cached statement: prepare again once.
                 Err(LeanError::Backend(mysql_async::Error::Server(e)))
                     if e.code == ER_NEED_REPREPARE && !retried =>
@@ -382,8 +384,27 @@ impl LeanConn {
         Ok(())
     }
 
+    /// Runs `sql` as a text query and hands its results to `sink` (column
+    /// definitions and text rows as the tablet encoded them); returns the
+    /// last insert id. Errors as for [`Self::execute`].
+    pub async fn query<S: RowSink + Send>(
+        &mut self,
+        sql: &str,
+        sink: &mut S,
+    ) -> Result<u64, LeanError> {
+        let mut q = Vec::with_capacity(sql.len() + 1);
+        q.push(0x03);
+        q.extend_from_slice(sql.as_bytes());
+        self.send(0, &q).await?;
+        self.results(sink, false).await
+    }
+
     /// Reads every result of one command into the sink.
-    async fn results<S: RowSink + Send>(&mut self, sink: &mut S) -> Result<u64, LeanError> {
+    async fn results<S: RowSink + Send>(
+        &mut self,
+        sink: &mut S,
+        binary: bool,
+    ) -> Result<u64, LeanError> {
         let mut last_id = 0;
         loop {
             let first = self.read().await?;
@@ -419,7 +440,7 @@ impl LeanConn {
                         defs.push(self.read().await?);
                     }
                     self.read().await?; // EOF after the definitions
-                    packets(sink)?.column_packets(&defs);
+                    packets(sink, binary)?.column_packets(&defs);
                     loop {
                         let p = self.read().await?;
                         match p.first() {
@@ -434,7 +455,7 @@ impl LeanConn {
                             }
                             Some(0xFF) => return Err(server_err(&p, self.caps).into()),
                             _ => {
-                                packets(sink)?.row_packet(&p);
+                                packets(sink, binary)?.row_packet(&p);
                                 sink.flush().await.map_err(LeanError::Sink)?;
                             }
                         }
@@ -451,8 +472,8 @@ impl LeanConn {
 }
 
 /// The sink's packet door (callers only bring sinks that have one).
-fn packets<S: RowSink>(sink: &mut S) -> Result<&mut dyn PacketSink, LeanError> {
-    sink.packets().ok_or_else(|| {
+fn packets<S: RowSink>(sink: &mut S, binary: bool) -> Result<&mut dyn PacketSink, LeanError> {
+    sink.packets(binary).ok_or_else(|| {
         LeanError::Sink(crate::error::Error::Malformed(
             "binary result for a sink without a packet door".into(),
         ))

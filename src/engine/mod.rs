@@ -48,20 +48,22 @@ pub trait RowSink {
     fn flush(&mut self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
         async { Ok(()) }
     }
-    /// The sink's door for a tablet's binary-protocol packets, when it
-    /// writes the client's binary protocol (a prepared statement's result
-    /// that comes whole from one tablet then needs no decoding).
-    fn packets(&mut self) -> Option<&mut dyn PacketSink> {
+    /// The sink's door for a tablet's result packets, when it writes them to
+    /// the client in the same protocol (`binary`: a prepared statement's
+    /// rows; else text rows): a result that comes whole from one tablet then
+    /// needs no decoding.
+    fn packets(&mut self, binary: bool) -> Option<&mut dyn PacketSink> {
+        let _ = binary;
         None
     }
 }
 
-/// Takes a tablet's binary result packets as they are (see
-/// [`RowSink::packets`]); terminators still go through [`RowSink`].
+/// Takes a tablet's result packets as they are (see [`RowSink::packets`]);
+/// terminators still go through [`RowSink`].
 pub trait PacketSink {
     /// A result set begins; its column definitions as the tablet encoded them.
     fn column_packets(&mut self, defs: &[bytes::BytesMut]);
-    /// One binary-protocol row as the tablet encoded it.
+    /// One row as the tablet encoded it.
     fn row_packet(&mut self, payload: &[u8]);
 }
 

@@ -653,42 +653,42 @@ impl Executor<'_> {
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
-        // A prepared statement for a binary-protocol client, on a session
-        // holding no state on that tablet: a lean connection forwards the
-        // tablet's packets as they are.
-        if let Some(params) = &params {
-            let clean = !self.state.in_txn
-                && !self.state.reserved
-                && self.state.pinned(&tablet.alias).is_none();
-            if clean && sink.packets().is_some() {
-                if let Some(mut held) = self.state.take_lean(self.ctx, tablet).await {
-                    let res = held.handle.conn.execute(sql, params, sink).await;
-                    let keep = match &res {
-                        Ok(_) => true,
-                        Err(lean::LeanError::Backend(e)) => {
-                            matches!(e, mysql_async::Error::Server(_))
-                        }
-                        Err(lean::LeanError::Sink(_)) => false,
-                    };
-                    self.state.no_backslash_escapes = held
-                        .handle
-                        .conn
-                        .status
-                        .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
-                    if keep {
-                        self.state.keep_lean(self.ctx, held);
-                    }
-                    return match res {
-                        Ok(last_id) => {
-                            if last_id > 0 {
-                                self.state.last_insert_id = last_id;
-                            }
-                            Ok(())
-                        }
-                        Err(lean::LeanError::Backend(e)) => Err(backend(&label)(e)),
-                        Err(lean::LeanError::Sink(e)) => Err(e),
-                    };
+        // A session holding no state on that tablet, and a sink that writes
+        // the client's protocol as the tablet answers it (binary for a
+        // prepared statement, text for a query): a lean connection forwards
+        // the tablet's packets as they are.
+        let clean = !self.state.in_txn
+            && !self.state.reserved
+            && !rename_db_columns
+            && self.state.pinned(&tablet.alias).is_none();
+        if clean && sink.packets(params.is_some()).is_some() {
+            if let Some(mut held) = self.state.take_lean(self.ctx, tablet).await {
+                let conn = &mut held.handle.conn;
+                let res = match &params {
+                    Some(params) => conn.execute(sql, params, sink).await,
+                    None => conn.query(sql, sink).await,
+                };
+                let keep = match &res {
+                    Ok(_) => true,
+                    Err(lean::LeanError::Backend(e)) => matches!(e, mysql_async::Error::Server(_)),
+                    Err(lean::LeanError::Sink(_)) => false,
+                };
+                self.state.no_backslash_escapes = conn
+                    .status
+                    .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+                if keep {
+                    self.state.keep_lean(self.ctx, held);
                 }
+                return match res {
+                    Ok(last_id) => {
+                        if last_id > 0 {
+                            self.state.last_insert_id = last_id;
+                        }
+                        Ok(())
+                    }
+                    Err(lean::LeanError::Backend(e)) => Err(backend(&label)(e)),
+                    Err(lean::LeanError::Sink(e)) => Err(e),
+                };
             }
         }
         let rename = rename_db_columns.then(|| {

@@ -198,8 +198,8 @@ impl RowSink for ResultWriter<'_> {
         Ok(())
     }
 
-    fn packets(&mut self) -> Option<&mut dyn crate::engine::PacketSink> {
-        if self.binary {
+    fn packets(&mut self, binary: bool) -> Option<&mut dyn crate::engine::PacketSink> {
+        if self.binary == binary {
             Some(self)
         } else {
             None
