@@ -534,6 +534,50 @@ async fn prepared_statements_run_prepared_on_their_tablet() {
     assert_eq!(one, Some(1));
 }
 
+/// A tablet connection the server closed while the session was idle (here
+/// `KILL`; a restart or `wait_timeout` look the same) is replaced before
+/// the next statement: the client sees no error, text or prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tablet_connections_closed_while_idle_are_replaced() {
+    let mut sg = connect(Some("commerce")).await;
+    let mut dba = connect_tablet(100).await;
+    let one: Option<i64> = sg.exec_first("select ? + 0", (1,)).await.unwrap();
+    assert_eq!(one, Some(1));
+    for round in 0..2 {
+        // Find the tablet connection serving this session by a statement
+        // it is running, then close it from the server side.
+        let marker = format!("idle-kill-{round}-{}", std::process::id());
+        let sleeper = format!("select sleep(1), '{marker}'");
+        let (slept, id) = tokio::join!(sg.query_drop(sleeper), async {
+            eventually(5, || {
+                let marker = marker.clone();
+                async move {
+                    let mut dba = connect_tablet(100).await;
+                    let ids: Vec<u64> = dba
+                        .query(format!(
+                            "select id from information_schema.processlist \
+                             where info like 'select sleep(1), ''{marker}''%'"
+                        ))
+                        .await
+                        .ok()?;
+                    ids.first().copied()
+                }
+            })
+            .await
+        });
+        slept.unwrap();
+        let id = id.expect("the session's tablet connection in the processlist");
+        dba.query_drop(format!("kill connection {id}"))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let n: Option<i64> = sg.query_first("select 40 + 2").await.unwrap();
+        assert_eq!(n, Some(42), "text, round {round}");
+        let n: Option<i64> = sg.exec_first("select ? + 0", (7,)).await.unwrap();
+        assert_eq!(n, Some(7), "prepared, round {round}");
+    }
+}
+
 /// Prepared writes inside a transaction stay in it (they go to the
 /// session's transaction connection, not the connections that forward
 /// clean prepared statements): a rollback undoes them, a commit or

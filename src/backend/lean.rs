@@ -270,6 +270,16 @@ impl LeanConn {
         Ok(path.filter(|p| !p.is_empty()))
     }
 
+    /// Whether the server closed the connection while it sat idle (a
+    /// restart, `wait_timeout`, `KILL`): checked without waiting, so a dead
+    /// connection is replaced before a statement is sent on it.
+    pub fn is_closed(&mut self) -> bool {
+        use futures_util::FutureExt;
+        // Nothing is owed to an idle connection: anything readable (end of
+        // stream, an error, a stray packet) means it cannot be used.
+        self.reader.next().now_or_never().is_some()
+    }
+
     /// Says goodbye (the server then closes without logging an aborted
     /// connection).
     pub async fn quit(mut self) {

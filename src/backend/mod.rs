@@ -195,8 +195,10 @@ impl Pools {
             let mut idle = self.lean_idle.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(list) = idle.get_mut(&t.alias) {
                 list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL));
-                if let Some(h) = list.pop() {
-                    return Some(h);
+                while let Some(mut h) = list.pop() {
+                    if !h.conn.is_closed() {
+                        return Some(h);
+                    }
                 }
             }
         }

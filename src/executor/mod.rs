@@ -92,6 +92,10 @@ impl Drop for StickyPermit {
 /// How many tablets a session keeps a sticky connection to.
 pub const STICKY_PER_SESSION: usize = 4;
 
+/// How long a session's lean connection may sit unused before it is
+/// checked for a server-side close before use.
+const LIVENESS_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a sticky connection may sit unused before the pool gets it back
 /// (it may have been closed by the server meanwhile).
 const STICKY_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
@@ -250,7 +254,12 @@ impl ShardConns {
             .iter()
             .position(|l| l.handle.alias() == tablet.alias)
         {
-            return Some(self.lean.swap_remove(i));
+            let mut held = self.lean.swap_remove(i);
+            // A connection used within the last second is alive; an older
+            // one is checked (one non-blocking read) and replaced if dead.
+            if !held.handle.idle_for(LIVENESS_AFTER) || !held.handle.conn.is_closed() {
+                return Some(held);
+            }
         }
         let permit = StickyPermit::take(&ctx.sticky_budget)?;
         let handle = ctx.pools.lean(tablet).await?;
