@@ -48,6 +48,19 @@ pub enum LeanError {
     /// From the sink; the connection may hold unread packets.
     #[error(transparent)]
     Sink(crate::error::Error),
+    /// The connection failed before the statement was written in full, so
+    /// the server never ran it: safe to run again on another connection.
+    #[error(transparent)]
+    Unsent(mysql_async::Error),
+}
+
+/// An error before the statement reached the server: a server error stays
+/// one (the statement was refused), anything else means it was not sent.
+fn unsent(e: mysql_async::Error) -> LeanError {
+    match e {
+        mysql_async::Error::Server(_) => LeanError::Backend(e),
+        other => LeanError::Unsent(other),
+    }
 }
 
 fn io_err(kind: std::io::ErrorKind, msg: &str) -> mysql_async::Error {
@@ -345,17 +358,19 @@ impl LeanConn {
         params: &[Value],
         sink: &mut S,
     ) -> Result<u64, LeanError> {
-        let mut id = self.stmt(sql).await?;
+        // Preparing has no effects, so until the execution is written any
+        // failure leaves the statement unrun.
+        let mut id = self.stmt(sql).await.map_err(unsent)?;
         let mut retried = false;
         loop {
             let (req, as_long_data) = ComStmtExecuteRequestBuilder::new(id).build(params);
             if as_long_data {
                 // Too big for one packet: byte values go ahead as long data.
-                self.send_long_data(id, params).await?;
+                self.send_long_data(id, params).await.map_err(unsent)?;
             }
             let mut buf = Vec::with_capacity(64);
             req.serialize(&mut buf);
-            self.send(0, &buf).await?;
+            self.send(0, &buf).await.map_err(unsent)?;
             match self.results(sink, true).await {
                 // The table changed under a cached statement: prepare again once.
                 Err(LeanError::Backend(mysql_async::Error::Server(e)))
@@ -405,7 +420,7 @@ impl LeanConn {
         let mut q = Vec::with_capacity(sql.len() + 1);
         q.push(0x03);
         q.extend_from_slice(sql.as_bytes());
-        self.send(0, &q).await?;
+        self.send(0, &q).await.map_err(unsent)?;
         self.results(sink, false).await
     }
 

@@ -671,7 +671,13 @@ impl Executor<'_> {
             && !rename_db_columns
             && self.state.pinned(&tablet.alias).is_none();
         if clean && sink.packets(params.is_some()).is_some() {
-            if let Some(mut held) = self.state.take_lean(self.ctx, tablet).await {
+            // A connection that failed before the statement was written (it
+            // died since its last use) is dropped and the statement sent
+            // once more on another.
+            for attempt in 0..2 {
+                let Some(mut held) = self.state.take_lean(self.ctx, tablet).await else {
+                    break;
+                };
                 let conn = &mut held.handle.conn;
                 let res = match &params {
                     Some(params) => conn.execute(sql, params, sink).await,
@@ -679,8 +685,9 @@ impl Executor<'_> {
                 };
                 let keep = match &res {
                     Ok(_) => true,
+                    Err(lean::LeanError::Unsent(_)) if attempt == 0 => continue,
                     Err(lean::LeanError::Backend(e)) => matches!(e, mysql_async::Error::Server(_)),
-                    Err(lean::LeanError::Sink(_)) => false,
+                    Err(lean::LeanError::Sink(_) | lean::LeanError::Unsent(_)) => false,
                 };
                 self.state.no_backslash_escapes = conn
                     .status
@@ -695,7 +702,9 @@ impl Executor<'_> {
                         }
                         Ok(())
                     }
-                    Err(lean::LeanError::Backend(e)) => Err(backend(&label)(e)),
+                    Err(lean::LeanError::Backend(e) | lean::LeanError::Unsent(e)) => {
+                        Err(backend(&label)(e))
+                    }
                     Err(lean::LeanError::Sink(e)) => Err(e),
                 };
             }
