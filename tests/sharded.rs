@@ -224,6 +224,59 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
     q
 }
 
+/// Tables qualified with their keyspace (`customer.customer`) reach that
+/// keyspace whatever the session's target, text or prepared, with the
+/// qualifier removed for the tablet, and agree with the unqualified form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_qualified_tables_route_to_their_keyspace() {
+    apply_test_vschema().await;
+    let mut home = connect(Some("customer")).await;
+    home.query_drop("insert into customer (email) values ('kq-1'), ('kq-2')")
+        .await
+        .unwrap();
+    let want: u64 = home
+        .query_first("select count(*) from customer where email like 'kq-%'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(want >= 2);
+    for db in [None, Some("commerce"), Some("customer")] {
+        let mut sg = connect(db).await;
+        let n: Option<u64> = sg
+            .query_first("select count(*) from customer.customer where email like 'kq-%'")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(want), "text from {db:?}");
+        let n: Option<u64> = sg
+            .exec_first(
+                "select count(*) from `customer`.customer c where c.email like ?",
+                ("kq-%",),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, Some(want), "prepared from {db:?}");
+        let email: Option<String> = sg
+            .query_first(
+                "select customer.customer.email from customer.customer where email = 'kq-1' limit 1",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            email.as_deref(),
+            Some("kq-1"),
+            "three-part column from {db:?}"
+        );
+    }
+    home.query_drop("delete from customer.customer where email like 'kq-%'")
+        .await
+        .unwrap();
+    let left: Option<u64> = home
+        .query_first("select count(*) from customer where email like 'kq-%'")
+        .await
+        .unwrap();
+    assert_eq!(left, Some(0));
+}
+
 /// Runs a prepared `select count(*) ... >= ?` with 0.
 async fn count_from(sg: &mut Conn, stmt: mysql_async::Statement) -> u64 {
     let n: Option<u64> = sg.exec_first(stmt, (0,)).await.unwrap();

@@ -127,6 +127,13 @@ impl Session {
             t.tablet_type = self.target.tablet_type;
             return self.execute_as(ctx, t, &stripped, true, sink).await;
         }
+        // `ks.table` sends it to that keyspace, qualifier removed.
+        let qualified =
+            sql::keyspace_qualifier(sql, |n| ctx.snapshot.load().keyspaces.contains_key(n));
+        if let Some((ks, stripped)) = qualified {
+            let routed = self.qualified_target(ks);
+            return self.execute_as(ctx, routed, &stripped, false, sink).await;
+        }
         let stmt = sql::classify(sql)?;
         // No keyspace selected: a table named in exactly one keyspace's
         // VSchema decides, as vtgate's global routing does.
@@ -370,6 +377,7 @@ impl Session {
                 QueryKind::Select | QueryKind::Insert | QueryKind::Update | QueryKind::Delete
             )
         ) && sql::shard_qualifier(sql).is_none()
+            && sql::keyspace_qualifier(sql, |_| true).is_none()
             && sql::rewrite_session_values(
                 sql,
                 &SessionValues {
@@ -526,14 +534,65 @@ impl Session {
         r
     }
 
+    /// The target a `ks.table` statement runs under: keyspace `ks`, keeping
+    /// the session's shard when it already targets `ks`.
+    fn qualified_target(&self, ks: String) -> Target {
+        let shard = self
+            .target
+            .shard
+            .clone()
+            .filter(|_| self.target.keyspace.as_deref() == Some(ks.as_str()));
+        Target {
+            keyspace: Some(ks),
+            shard,
+            tablet_type: self.target.tablet_type,
+        }
+    }
+
     /// Prepares a statement: learns its metadata from the tablet it would
     /// run on (statements shardgate answers itself need no tablet).
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
         let stmt = sql::classify(sql)?;
-        let (params, columns) = match &stmt {
+        let qualified =
+            sql::keyspace_qualifier(sql, |n| ctx.snapshot.load().keyspaces.contains_key(n));
+        let (params, columns) = match qualified {
+            Some((ks, stripped)) => {
+                let routed = self.qualified_target(ks);
+                let saved = std::mem::replace(&mut self.target, routed);
+                let r = self.metadata(ctx, &stmt, &stripped).await;
+                self.target = saved;
+                r?
+            }
+            None => self.metadata(ctx, &stmt, sql).await?,
+        };
+        let id = self.next_stmt_id;
+        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+        self.prepared.insert(
+            id,
+            Prepared {
+                sql: sql.to_string(),
+                params,
+                columns,
+                bound_types: Vec::new(),
+                long_data: HashMap::new(),
+                direct: self.direct_form(stmt, sql),
+                planned: None,
+            },
+        );
+        Ok((id, &self.prepared[&id]))
+    }
+
+    /// Parameter and column metadata of `sql` under the session's target.
+    async fn metadata(
+        &mut self,
+        ctx: &ServerCtx,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<(Vec<Column>, Vec<Column>), Error> {
+        Ok(match stmt {
             Statement::Query(_) => {
                 let snap = ctx.snapshot.load();
-                let (plan, _) = self.plan_for(ctx, &snap, &stmt, sql)?;
+                let (plan, _) = self.plan_for(ctx, &snap, stmt, sql)?;
                 // Where the statement would run; sharded ones learn their
                 // metadata from the keyspace's first shard.
                 let on = match &*plan {
@@ -563,22 +622,7 @@ impl Session {
                 }
             }
             _ => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
-        };
-        let id = self.next_stmt_id;
-        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
-        self.prepared.insert(
-            id,
-            Prepared {
-                sql: sql.to_string(),
-                params,
-                columns,
-                bound_types: Vec::new(),
-                long_data: HashMap::new(),
-                direct: self.direct_form(stmt, sql),
-                planned: None,
-            },
-        );
-        Ok((id, &self.prepared[&id]))
+        })
     }
 
     /// Ends the session: rolls back and returns connections clean.

@@ -472,6 +472,97 @@ pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
     Some((target, out))
 }
 
+/// Words that end a FROM list (at its own parenthesis depth).
+const FROM_ENDS: &[&str] = &[
+    "where", "group", "order", "limit", "having", "union", "on", "using", "for", "lock", "window",
+    "set", "values", "select",
+];
+
+/// Tables qualified with a keyspace name (`customer.corder`,
+/// `` `customer`.corder ``, and three-part column names like
+/// `customer.corder.id`): when every such qualifier names the same keyspace,
+/// returns it and the statement without them, since a tablet knows its
+/// database as `vt_<keyspace>` (vtgate routes and rewrites them the same
+/// way). A two-part name counts only where a table is named (after FROM,
+/// JOIN, INTO, UPDATE, TABLE, or a comma of a FROM list): elsewhere `t.c`
+/// is a table's column.
+pub fn keyspace_qualifier(
+    sql: &str,
+    is_keyspace: impl Fn(&str) -> bool,
+) -> Option<(String, String)> {
+    if !sql.contains('.') {
+        return None;
+    }
+    let toks = tokenize(sql);
+    let name_like = |k: TokenKind| matches!(k, TokenKind::Word | TokenKind::Ident);
+    let joined = |a: &Token, b: &Token| a.end == b.start;
+    let mut keyspace: Option<String> = None;
+    let mut cut: Vec<(usize, usize)> = Vec::new();
+    let (mut depth, mut from_depth, mut in_from) = (0i32, 0i32, false);
+    for (i, t) in toks.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => {
+                depth -= 1;
+                in_from &= depth >= from_depth;
+            }
+            TokenKind::Word if t.is_word(sql, "from") => {
+                in_from = true;
+                from_depth = depth;
+            }
+            TokenKind::Word
+                if depth == from_depth && FROM_ENDS.iter().any(|k| t.is_word(sql, k)) =>
+            {
+                in_from = false;
+            }
+            _ => {}
+        }
+        let (Some(dot), Some(next)) = (toks.get(i + 1), toks.get(i + 2)) else {
+            continue;
+        };
+        let dotted = name_like(t.kind)
+            && dot.kind == TokenKind::Punct(b'.')
+            && joined(t, dot)
+            && name_like(next.kind)
+            && joined(dot, next);
+        // Not the second part of a longer name.
+        let first =
+            i == 0 || !(toks[i - 1].kind == TokenKind::Punct(b'.') && joined(&toks[i - 1], t));
+        if !dotted || !first {
+            continue;
+        }
+        let three = toks
+            .get(i + 3)
+            .is_some_and(|d| d.kind == TokenKind::Punct(b'.') && joined(next, d));
+        let table_place = i > 0 && {
+            let p = &toks[i - 1];
+            ["from", "join", "into", "update", "table"]
+                .iter()
+                .any(|k| p.is_word(sql, k))
+                || (in_from && depth == from_depth && p.kind == TokenKind::Punct(b','))
+        };
+        let name = unquote(t.text(sql));
+        if !(three || table_place) || !is_keyspace(name) {
+            continue;
+        }
+        match &keyspace {
+            Some(k) if k != name => return None,
+            Some(_) => {}
+            None => keyspace = Some(name.to_string()),
+        }
+        cut.push((t.start, dot.end));
+    }
+    let keyspace = keyspace?;
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for (start, end) in cut {
+        out.push_str(&sql[copied..start]);
+        copied = end;
+    }
+    out.push_str(&sql[copied..]);
+    Some((keyspace, out))
+}
+
 /// Table names a statement names right after FROM, JOIN, INTO, UPDATE or
 /// TABLE (unqualified ones only): enough to find the keyspace of a
 /// statement sent with no keyspace selected.
@@ -646,6 +737,47 @@ mod tests {
             vec!["t1".to_string()]
         );
         assert!(table_names("select 1").is_empty());
+    }
+
+    #[test]
+    fn keyspace_qualified_tables() {
+        let ks = |n: &str| n == "customer" || n == "commerce";
+        assert_eq!(
+            keyspace_qualifier("select count(*) from customer.customer", ks),
+            Some(("customer".into(), "select count(*) from customer".into()))
+        );
+        assert_eq!(
+            keyspace_qualifier(
+                "select customer.customer.email, c.id from `customer`.customer, customer.corder c where customer.id = 1",
+                ks
+            ),
+            Some((
+                "customer".into(),
+                "select customer.email, c.id from customer, corder c where customer.id = 1".into()
+            ))
+        );
+        assert_eq!(
+            keyspace_qualifier("insert into commerce.product (sku) values ('a.b')", ks),
+            Some((
+                "commerce".into(),
+                "insert into product (sku) values ('a.b')".into()
+            ))
+        );
+        // Columns of a table named like a keyspace stay; other schemas stay.
+        assert_eq!(
+            keyspace_qualifier("select customer.email from customer", ks),
+            None
+        );
+        assert_eq!(
+            keyspace_qualifier("select * from information_schema.tables", ks),
+            None
+        );
+        assert_eq!(keyspace_qualifier("select 1.5", ks), None);
+        // Two keyspaces: not one route.
+        assert_eq!(
+            keyspace_qualifier("select * from customer.customer join commerce.product", ks),
+            None
+        );
     }
 
     #[test]
