@@ -28,7 +28,9 @@ const VSCHEMA: &str = r#"{
     "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
                "auto_increment": {"column": "order_id", "sequence": "order_seq"}},
     "dt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "tag": {"column_vindexes": [{"column": "name", "name": "loose"}]}
+    "tag": {"column_vindexes": [{"column": "name", "name": "loose"}]},
+    "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -230,35 +232,32 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyspace_qualified_tables_route_to_their_keyspace() {
     apply_test_vschema().await;
+    // Its own table: other tests count the rows of theirs.
     let mut home = connect(Some("customer")).await;
-    home.query_drop("insert into customer (email) values ('kq-1'), ('kq-2')")
+    home.query_drop("create table if not exists kq (id bigint primary key, email varchar(20))")
         .await
         .unwrap();
-    let want: u64 = home
-        .query_first("select count(*) from customer where email like 'kq-%'")
+    home.query_drop("delete from kq").await.unwrap();
+    home.query_drop("insert into kq (id, email) values (1, 'kq-1'), (2, 'kq-2'), (3, 'other')")
         .await
-        .unwrap()
         .unwrap();
-    assert!(want >= 2);
     for db in [None, Some("commerce"), Some("customer")] {
         let mut sg = connect(db).await;
         let n: Option<u64> = sg
-            .query_first("select count(*) from customer.customer where email like 'kq-%'")
+            .query_first("select count(*) from customer.kq where email like 'kq-%'")
             .await
             .unwrap();
-        assert_eq!(n, Some(want), "text from {db:?}");
+        assert_eq!(n, Some(2), "text from {db:?}");
         let n: Option<u64> = sg
             .exec_first(
-                "select count(*) from `customer`.customer c where c.email like ?",
+                "select count(*) from `customer`.kq k where k.email like ?",
                 ("kq-%",),
             )
             .await
             .unwrap();
-        assert_eq!(n, Some(want), "prepared from {db:?}");
+        assert_eq!(n, Some(2), "prepared from {db:?}");
         let email: Option<String> = sg
-            .query_first(
-                "select customer.customer.email from customer.customer where email = 'kq-1' limit 1",
-            )
+            .query_first("select customer.kq.email from customer.kq where id = 1")
             .await
             .unwrap();
         assert_eq!(
@@ -267,14 +266,11 @@ async fn keyspace_qualified_tables_route_to_their_keyspace() {
             "three-part column from {db:?}"
         );
     }
-    home.query_drop("delete from customer.customer where email like 'kq-%'")
+    home.query_drop("delete from customer.kq where email like 'kq-%'")
         .await
         .unwrap();
-    let left: Option<u64> = home
-        .query_first("select count(*) from customer where email like 'kq-%'")
-        .await
-        .unwrap();
-    assert_eq!(left, Some(0));
+    let left: Option<u64> = home.query_first("select count(*) from kq").await.unwrap();
+    assert_eq!(left, Some(1));
 }
 
 /// Runs a prepared `select count(*) ... >= ?` with 0.
@@ -710,9 +706,18 @@ async fn prepared_statements_on_a_sharded_keyspace() {
 
     // One prepared statement executed under three targets: each execution
     // plans for the session's current target (the statement keeps its plan
-    // only while the target is unchanged).
+    // only while the target is unchanged). Its own table: other tests write
+    // to theirs meanwhile.
+    sg.query_drop("create table if not exists ptgt (id bigint primary key)")
+        .await
+        .unwrap();
+    sg.query_drop("delete from ptgt").await.unwrap();
+    let ids: Vec<String> = (1..=20).map(|i| format!("({i})")).collect();
+    sg.query_drop(format!("insert into ptgt (id) values {}", ids.join(", ")))
+        .await
+        .unwrap();
     let stmt = sg
-        .prep("select count(*) from customer where customer_id >= ?")
+        .prep("select count(*) from ptgt where id >= ?")
         .await
         .unwrap();
     let all = count_from(&mut sg, stmt.clone()).await;
@@ -723,14 +728,14 @@ async fn prepared_statements_on_a_sharded_keyspace() {
             .unwrap();
         let n = count_from(&mut sg, stmt.clone()).await;
         let direct: u64 = sg
-            .query_first("select count(*) from customer")
+            .query_first("select count(*) from ptgt")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(n, direct, "prepared and text agree on shard {shard}");
         per_shard += n;
     }
-    assert!(all > 0);
+    assert_eq!(all, 20);
     assert_eq!(per_shard, all, "the shards together hold every row");
     sg.query_drop("use customer").await.unwrap();
     assert_eq!(count_from(&mut sg, stmt).await, all);
