@@ -170,7 +170,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         ),
         None => None,
     };
-    let (tx, mut rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(false);
     if let Some(path) = &opts.socket_path {
         let _ = std::fs::remove_file(path);
         let unix = tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
@@ -178,41 +178,14 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             source,
         })?;
         let ctx3 = ctx.clone();
-        let mut rx2 = rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = unix.accept() => match accepted {
-                        Ok((stream, _)) => {
-                            tokio::spawn(frontend::handle_unix(stream, ctx3.clone()));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "unix accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    },
-                    _ = rx2.changed() => break,
-                }
-            }
-        });
+        tokio::spawn(accept_loop(unix, rx.clone(), move |s| {
+            frontend::handle_unix(s, ctx3.clone())
+        }));
     }
     let ctx2 = ctx.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(frontend::handle(stream, ctx2.clone()));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                },
-                _ = rx.changed() => break,
-            }
-        }
-    });
+    let task = tokio::spawn(accept_loop(listener, rx, move |s| {
+        frontend::handle(s, ctx2.clone())
+    }));
     tracing::info!(%mysql_addr, ?web_addr, "shardgate serving");
     Ok(Running {
         mysql_addr,
@@ -221,4 +194,49 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         shutdown: tx,
         task,
     })
+}
+
+/// A listener the accept loop can take connections from (TCP or Unix).
+trait Listener: Send + 'static {
+    type Stream: Send + 'static;
+    fn next_conn(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next_conn(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next_conn(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// Serves each accepted connection in its own task until shutdown; a failed
+/// accept (out of file descriptors, say) backs off briefly instead of spinning.
+async fn accept_loop<L: Listener, Fut>(
+    listener: L,
+    mut stop: watch::Receiver<bool>,
+    serve: impl Fn(L::Stream) -> Fut + Send + 'static,
+) where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            accepted = listener.next_conn() => match accepted {
+                Ok(stream) => {
+                    tokio::spawn(serve(stream));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
 }
