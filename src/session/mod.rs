@@ -233,15 +233,37 @@ impl Session {
         stmt: &Statement,
         sql: &str,
     ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
+        let (plan, shape) = self.plan_shape(ctx, snap, stmt, sql)?;
+        let binds = shape
+            .map(|s| {
+                s.into_normalized(&[], self.shards.no_backslash_escapes)
+                    .binds
+            })
+            .unwrap_or_default();
+        Ok((plan, binds))
+    }
+
+    /// The plan of `sql` for the current target and, when it is planned
+    /// from a normalized template (see [`Self::normalizes`]), its shape:
+    /// the plan-cache key and where its binds come from.
+    fn plan_shape(
+        &self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<(std::sync::Arc<Plan>, Option<sql::normalize::Shape>), Error> {
         if !self.normalizes(snap, stmt) {
-            return Ok((
-                std::sync::Arc::new(planner::plan(stmt, None, &self.target, snap)?),
-                Vec::new(),
-            ));
+            let plan = planner::plan(stmt, None, &self.target, snap)?;
+            return Ok((std::sync::Arc::new(plan), None));
         }
-        let n = sql::normalize::normalize(sql, &[], self.shards.no_backslash_escapes);
-        let plan = self.cached_plan(ctx, snap, stmt, &n.template)?;
-        Ok((plan, n.binds))
+        let shape = sql::normalize::shape(sql, self.shards.no_backslash_escapes);
+        let target = self.target.to_string();
+        let template = shape.template.as_str();
+        let plan = ctx.plans.get_or_plan(snap.version, &target, template, || {
+            planner::plan(stmt, Some(template), &self.target, snap)
+        })?;
+        Ok((plan, Some(shape)))
     }
 
     /// Whether `stmt` is planned from a normalized template (a query on a
@@ -255,20 +277,6 @@ impl Session {
                 .as_ref()
                 .and_then(|k| snap.keyspaces.get(k))
                 .is_some_and(|k| k.sharded)
-    }
-
-    /// The shared plan of a normalized template.
-    fn cached_plan(
-        &self,
-        ctx: &ServerCtx,
-        snap: &crate::topo::Snapshot,
-        stmt: &Statement,
-        template: &str,
-    ) -> Result<std::sync::Arc<Plan>, Error> {
-        let target = self.target.to_string();
-        Ok(ctx.plans.get_or_plan(snap.version, &target, template, || {
-            planner::plan(stmt, Some(template), &self.target, snap)
-        })?)
     }
 
     /// The plan and binds of one execution of a prepared statement: the
@@ -286,14 +294,7 @@ impl Session {
             c.version == snap.version && c.no_backslash_escapes == nbe && c.target == self.target
         });
         if !fresh {
-            let (shape, plan) = if self.normalizes(snap, stmt) {
-                let shape = sql::normalize::shape(&p.sql, nbe);
-                let plan = self.cached_plan(ctx, snap, stmt, &shape.template)?;
-                (Some(shape), plan)
-            } else {
-                let plan = planner::plan(stmt, None, &self.target, snap)?;
-                (None, std::sync::Arc::new(plan))
-            };
+            let (plan, shape) = self.plan_shape(ctx, snap, stmt, &p.sql)?;
             p.planned = Some(PreparedPlan {
                 version: snap.version,
                 target: self.target.clone(),

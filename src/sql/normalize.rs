@@ -64,16 +64,7 @@ const TYPE_WORDS: &[&str] = &[
 
 /// Normalizes `sql`, taking `?` parameters from `params` in order.
 pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Normalized {
-    let Shape { template, slots } = shape(sql, no_backslash_escapes);
-    let mut params = params.iter();
-    let binds = slots
-        .into_iter()
-        .map(|slot| match slot {
-            Slot::Literal(b) => b,
-            Slot::Param => param_bind(params.next(), no_backslash_escapes),
-        })
-        .collect();
-    Normalized { template, binds }
+    shape(sql, no_backslash_escapes).into_normalized(params, no_backslash_escapes)
 }
 
 /// The bind of a `?` parameter (NULL when the execution sent too few).
@@ -117,6 +108,24 @@ impl Shape {
                 Slot::Param => param_bind(params.next(), no_backslash_escapes),
             })
             .collect()
+    }
+
+    /// The template with the bind values of one execution, the shape's own
+    /// literals moved rather than copied (a statement normalized once).
+    pub fn into_normalized(self, params: &[Value], no_backslash_escapes: bool) -> Normalized {
+        let mut params = params.iter();
+        let binds = self
+            .slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Literal(b) => b,
+                Slot::Param => param_bind(params.next(), no_backslash_escapes),
+            })
+            .collect();
+        Normalized {
+            template: self.template,
+            binds,
+        }
     }
 }
 
