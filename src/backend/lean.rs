@@ -63,11 +63,13 @@ fn unsent(e: mysql_async::Error) -> LeanError {
     }
 }
 
+/// An I/O error as the driver's error type.
+fn io(e: std::io::Error) -> mysql_async::Error {
+    mysql_async::Error::Io(mysql_async::IoError::Io(e))
+}
+
 fn io_err(kind: std::io::ErrorKind, msg: &str) -> mysql_async::Error {
-    mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
-        kind,
-        msg.to_string(),
-    )))
+    io(std::io::Error::new(kind, msg.to_string()))
 }
 
 fn bad(msg: &str) -> mysql_async::Error {
@@ -143,7 +145,6 @@ impl LeanConn {
         password: &str,
         db: &str,
     ) -> Result<LeanConn, mysql_async::Error> {
-        let io = |e: std::io::Error| mysql_async::Error::Io(mysql_async::IoError::Io(e));
         let (r, w): (
             Box<dyn AsyncRead + Send + Unpin>,
             Box<dyn AsyncWrite + Send + Unpin>,
@@ -177,7 +178,7 @@ impl LeanConn {
     async fn read(&mut self) -> Result<BytesMut, mysql_async::Error> {
         match self.reader.next().await {
             Some(Ok(p)) => Ok(p.payload),
-            Some(Err(e)) => Err(mysql_async::Error::Io(mysql_async::IoError::Io(e))),
+            Some(Err(e)) => Err(io(e)),
             None => Err(io_err(
                 std::io::ErrorKind::UnexpectedEof,
                 "tablet closed the connection",
@@ -189,10 +190,18 @@ impl LeanConn {
         let mut seq = seq;
         self.out.clear();
         write_packet(&mut self.out, &mut seq, payload);
-        self.writer
-            .write_all(&self.out)
-            .await
-            .map_err(|e| mysql_async::Error::Io(mysql_async::IoError::Io(e)))
+        self.writer.write_all(&self.out).await.map_err(io)
+    }
+
+    /// Sends a command: its byte, then `parts` one after another.
+    async fn command(&mut self, cmd: u8, parts: &[&[u8]]) -> Result<(), mysql_async::Error> {
+        let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut payload = Vec::with_capacity(len);
+        payload.push(cmd);
+        for p in parts {
+            payload.extend_from_slice(p);
+        }
+        self.send(0, &payload).await
     }
 
     async fn login(
@@ -260,10 +269,7 @@ impl LeanConn {
 
     /// The Unix socket the server listens on (`@@socket`), if any.
     pub async fn socket_path(&mut self) -> Result<Option<String>, mysql_async::Error> {
-        let mut q = Vec::with_capacity(20);
-        q.push(0x03);
-        q.extend_from_slice(b"SELECT @@socket");
-        self.send(0, &q).await?;
+        self.command(COM_QUERY, &[b"SELECT @@socket"]).await?;
         let first = self.read().await?;
         if first.first() == Some(&0xFF) {
             return Err(server_err(&first, self.caps));
@@ -276,7 +282,11 @@ impl LeanConn {
             match p.first() {
                 Some(0xFE) if p.len() < 9 => eofs += 1,
                 Some(0xFF) => return Err(server_err(&p, self.caps)),
-                _ if eofs == 1 => path = read_lenenc_str(&p),
+                _ if eofs == 1 => {
+                    path = ParseBuf(&p)
+                        .checked_eat_lenenc_str()
+                        .map(|s| String::from_utf8_lossy(s).into_owned());
+                }
                 _ => {}
             }
         }
@@ -296,14 +306,11 @@ impl LeanConn {
     /// Says goodbye (the server then closes without logging an aborted
     /// connection).
     pub async fn quit(mut self) {
-        let _ = self.send(0, &[0x01]).await;
+        let _ = self.command(COM_QUIT, &[]).await;
     }
 
     async fn prepare(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
-        let mut q = Vec::with_capacity(sql.len() + 1);
-        q.push(0x16);
-        q.extend_from_slice(sql.as_bytes());
-        self.send(0, &q).await?;
+        self.command(COM_STMT_PREPARE, &[sql.as_bytes()]).await?;
         let ok = self.read().await?;
         if ok.first() == Some(&0xFF) {
             return Err(server_err(&ok, self.caps));
@@ -336,9 +343,8 @@ impl LeanConn {
         let id = self.prepare(sql).await?;
         if self.stmts.len() >= STMT_CACHE {
             let old = self.stmts.remove(0);
-            let mut close = [0x19, 0, 0, 0, 0];
-            close[1..].copy_from_slice(&old.id.to_le_bytes());
-            self.send(0, &close).await?;
+            self.command(COM_STMT_CLOSE, &[&old.id.to_le_bytes()])
+                .await?;
         }
         self.stmts.push(Stmt {
             sql: sql.to_string(),
@@ -398,12 +404,9 @@ impl LeanConn {
             let empty: &[u8] = &[];
             let first = chunks.peek().is_none().then_some(empty);
             for chunk in first.into_iter().chain(chunks) {
-                let mut q = Vec::with_capacity(chunk.len() + 7);
-                q.push(0x18);
-                q.extend_from_slice(&id.to_le_bytes());
-                q.extend_from_slice(&(i as u16).to_le_bytes());
-                q.extend_from_slice(chunk);
-                self.send(0, &q).await?;
+                let (id, param) = (id.to_le_bytes(), (i as u16).to_le_bytes());
+                self.command(COM_STMT_SEND_LONG_DATA, &[&id, &param, chunk])
+                    .await?;
             }
         }
         Ok(())
@@ -417,10 +420,9 @@ impl LeanConn {
         sql: &str,
         sink: &mut S,
     ) -> Result<u64, LeanError> {
-        let mut q = Vec::with_capacity(sql.len() + 1);
-        q.push(0x03);
-        q.extend_from_slice(sql.as_bytes());
-        self.send(0, &q).await.map_err(unsent)?;
+        self.command(COM_QUERY, &[sql.as_bytes()])
+            .await
+            .map_err(unsent)?;
         self.results(sink, false).await
     }
 
@@ -458,9 +460,14 @@ impl LeanConn {
                         .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 _ => {
-                    let n = read_lenenc_int(&first)
+                    // A result set has at least one column (0 would be a
+                    // malformed or LOCAL INFILE reply, never asked for).
+                    let n = ParseBuf(&first)
+                        .checked_eat_lenenc_int()
+                        .filter(|n| *n > 0)
                         .ok_or_else(|| bad("malformed column count from tablet"))?;
-                    let mut defs = Vec::with_capacity(n as usize);
+                    // Reserve no more than MariaDB's column limit, whatever the count says.
+                    let mut defs = Vec::with_capacity(n.min(4096) as usize);
                     for _ in 0..n {
                         defs.push(self.read().await?);
                     }
@@ -470,11 +477,12 @@ impl LeanConn {
                         let p = self.read().await?;
                         match p.first() {
                             Some(0xFE) if p.len() < 9 => {
-                                let warnings = u16::from_le_bytes([p[1], p[2]]);
+                                let [_, w0, w1, s0, s1] = p[..]
+                                    .try_into()
+                                    .map_err(|_| bad("malformed EOF packet from tablet"))?;
+                                let warnings = u16::from_le_bytes([w0, w1]);
                                 self.status =
-                                    StatusFlags::from_bits_truncate(u16::from_le_bytes([
-                                        p[3], p[4],
-                                    ]));
+                                    StatusFlags::from_bits_truncate(u16::from_le_bytes([s0, s1]));
                                 sink.end_rows(warnings).map_err(LeanError::Sink)?;
                                 break;
                             }
@@ -505,6 +513,12 @@ fn packets<S: RowSink>(sink: &mut S, binary: bool) -> Result<&mut dyn PacketSink
     })
 }
 
+const COM_QUIT: u8 = 0x01;
+const COM_QUERY: u8 = 0x03;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+
 /// MariaDB's "Prepared statement needs to be re-prepared".
 const ER_NEED_REPREPARE: u16 = 1615;
 
@@ -515,54 +529,4 @@ fn native_scramble(nonce: &[u8], password: &str) -> Vec<u8> {
     mysql_common::scramble::scramble_native(nonce, password.as_bytes())
         .map(|s| s.to_vec())
         .unwrap_or_default()
-}
-
-fn read_lenenc_int(b: &[u8]) -> Option<u64> {
-    let (&first, rest) = b.split_first()?;
-    let take = |n: usize| -> Option<u64> {
-        let bytes = rest.get(..n)?;
-        Some(bytes.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64))
-    };
-    match first {
-        0xFC => take(2),
-        0xFD => take(3),
-        0xFE => take(8),
-        0xFB | 0xFF => None,
-        n => Some(n as u64),
-    }
-}
-
-fn read_lenenc_str(b: &[u8]) -> Option<String> {
-    if b.first() == Some(&0xFB) {
-        return None;
-    }
-    let len = read_lenenc_int(b)? as usize;
-    let skip = match b[0] {
-        0xFC => 3,
-        0xFD => 4,
-        0xFE => 9,
-        _ => 1,
-    };
-    let s = b.get(skip..skip + len)?;
-    Some(String::from_utf8_lossy(s).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lenenc_ints_and_strings() {
-        assert_eq!(read_lenenc_int(&[5]), Some(5));
-        assert_eq!(read_lenenc_int(&[0xFC, 0x01, 0x02]), Some(0x0201));
-        assert_eq!(read_lenenc_int(&[0xFD, 1, 0, 1]), Some(0x01_0001));
-        assert_eq!(read_lenenc_int(&[0xFC, 1]), None, "truncated");
-        assert_eq!(read_lenenc_int(&[0xFB]), None);
-        assert_eq!(
-            read_lenenc_str(&[3, b'a', b'b', b'c']).as_deref(),
-            Some("abc")
-        );
-        assert_eq!(read_lenenc_str(&[0xFB]), None, "NULL");
-        assert_eq!(read_lenenc_str(&[4, b'a']), None, "truncated");
-    }
 }
