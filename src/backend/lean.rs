@@ -38,10 +38,11 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest packet accepted from a tablet.
 const MAX_PACKET: usize = 1 << 30;
 
-/// What went wrong running a statement: the tablet (or the link to it), or
-/// the sink the rows went to.
+/// What went wrong running a statement on a tablet connection (this one or
+/// the driver's): the tablet (or the link to it), or the sink the rows went
+/// to.
 #[derive(Debug, thiserror::Error)]
-pub enum LeanError {
+pub enum RunError {
     /// From the tablet; a server error leaves the connection usable.
     #[error(transparent)]
     Backend(#[from] mysql_async::Error),
@@ -56,10 +57,10 @@ pub enum LeanError {
 
 /// An error before the statement reached the server: a server error stays
 /// one (the statement was refused), anything else means it was not sent.
-fn unsent(e: mysql_async::Error) -> LeanError {
+fn unsent(e: mysql_async::Error) -> RunError {
     match e {
-        mysql_async::Error::Server(_) => LeanError::Backend(e),
-        other => LeanError::Unsent(other),
+        mysql_async::Error::Server(_) => RunError::Backend(e),
+        other => RunError::Unsent(other),
     }
 }
 
@@ -363,7 +364,7 @@ impl LeanConn {
         sql: &str,
         params: &[Value],
         sink: &mut S,
-    ) -> Result<u64, LeanError> {
+    ) -> Result<u64, RunError> {
         // Preparing has no effects, so until the execution is written any
         // failure leaves the statement unrun.
         let mut id = self.stmt(sql).await.map_err(unsent)?;
@@ -379,7 +380,7 @@ impl LeanConn {
             self.send(0, &buf).await.map_err(unsent)?;
             match self.results(sink, true).await {
                 // The table changed under a cached statement: prepare again once.
-                Err(LeanError::Backend(mysql_async::Error::Server(e)))
+                Err(RunError::Backend(mysql_async::Error::Server(e)))
                     if e.code == ER_NEED_REPREPARE && !retried =>
                 {
                     retried = true;
@@ -419,7 +420,7 @@ impl LeanConn {
         &mut self,
         sql: &str,
         sink: &mut S,
-    ) -> Result<u64, LeanError> {
+    ) -> Result<u64, RunError> {
         self.command(COM_QUERY, &[sql.as_bytes()])
             .await
             .map_err(unsent)?;
@@ -431,7 +432,7 @@ impl LeanConn {
         &mut self,
         sink: &mut S,
         binary: bool,
-    ) -> Result<u64, LeanError> {
+    ) -> Result<u64, RunError> {
         let mut last_id = 0;
         loop {
             let first = self.read().await?;
@@ -455,7 +456,7 @@ impl LeanConn {
                             .map(|i| String::from_utf8_lossy(i).into_owned())
                             .unwrap_or_default(),
                     };
-                    sink.ok(done).map_err(LeanError::Sink)?;
+                    sink.ok(done).map_err(RunError::Sink)?;
                     self.status
                         .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
@@ -483,13 +484,13 @@ impl LeanConn {
                                 let warnings = u16::from_le_bytes([w0, w1]);
                                 self.status =
                                     StatusFlags::from_bits_truncate(u16::from_le_bytes([s0, s1]));
-                                sink.end_rows(warnings).map_err(LeanError::Sink)?;
+                                sink.end_rows(warnings).map_err(RunError::Sink)?;
                                 break;
                             }
                             Some(0xFF) => return Err(server_err(&p, self.caps).into()),
                             _ => {
                                 packets(sink, binary)?.row_packet(&p);
-                                sink.flush().await.map_err(LeanError::Sink)?;
+                                sink.flush().await.map_err(RunError::Sink)?;
                             }
                         }
                     }
@@ -505,9 +506,9 @@ impl LeanConn {
 }
 
 /// The sink's packet door (callers only bring sinks that have one).
-fn packets<S: RowSink>(sink: &mut S, binary: bool) -> Result<&mut dyn PacketSink, LeanError> {
+fn packets<S: RowSink>(sink: &mut S, binary: bool) -> Result<&mut dyn PacketSink, RunError> {
     sink.packets(binary).ok_or_else(|| {
-        LeanError::Sink(crate::error::Error::Malformed(
+        RunError::Sink(crate::error::Error::Malformed(
             "binary result for a sink without a packet door".into(),
         ))
     })

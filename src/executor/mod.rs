@@ -8,7 +8,7 @@ use mysql_async::{Conn, Row};
 use mysql_common::constants::StatusFlags;
 use mysql_common::packets::Column;
 
-use crate::backend::lean;
+use crate::backend::lean::RunError;
 use crate::engine::{
     QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
 };
@@ -49,7 +49,7 @@ pub struct ShardConns {
     /// for every statement, even when its statements go to several shards.
     pub sticky: Vec<Sticky>,
     /// Lean connections (see [`crate::backend::lean`]) the session keeps
-    /// for prepared statements that go whole to one tablet, at most one
+    /// for statements that go whole to one tablet, at most one
     /// per tablet and [`STICKY_PER_SESSION`] in all, within the same budget
     /// as sticky ones.
     pub lean: Vec<LeanHeld>,
@@ -683,30 +683,19 @@ impl Executor<'_> {
                     Some(params) => conn.execute(sql, params, sink).await,
                     None => conn.query(sql, sink).await,
                 };
-                let keep = match &res {
-                    Ok(_) => true,
-                    Err(lean::LeanError::Unsent(_)) if attempt == 0 => continue,
-                    Err(lean::LeanError::Backend(e)) => matches!(e, mysql_async::Error::Server(_)),
-                    Err(lean::LeanError::Sink(_) | lean::LeanError::Unsent(_)) => false,
-                };
+                if attempt == 0 && matches!(res, Err(RunError::Unsent(_))) {
+                    continue;
+                }
+                // A sink that failed may leave the tablet's packets unread.
+                let sink_failed = matches!(res, Err(RunError::Sink(_)));
+                let res = res.map_err(|e| run_error(e, &label));
                 self.state.no_backslash_escapes = conn
                     .status
                     .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
-                if keep {
+                if !sink_failed && !matches!(&res, Err(e) if e.breaks_backend_conn()) {
                     self.state.keep_lean(self.ctx, held);
                 }
-                return match res {
-                    Ok(last_id) => {
-                        if last_id > 0 {
-                            self.state.last_insert_id = last_id;
-                        }
-                        Ok(())
-                    }
-                    Err(lean::LeanError::Backend(e) | lean::LeanError::Unsent(e)) => {
-                        Err(backend(&label)(e))
-                    }
-                    Err(lean::LeanError::Sink(e)) => Err(e),
-                };
+                return self.finish(res);
             }
         }
         let rename = rename_db_columns.then(|| {
@@ -719,7 +708,7 @@ impl Executor<'_> {
         let res = match params {
             None => match sc.conn.query_iter(sql).await {
                 Ok(result) => drain(result, rename.as_ref(), sink).await,
-                Err(e) => Err(StreamError::Backend(e)),
+                Err(e) => Err(RunError::Backend(e)),
             },
             Some(params) => match sc
                 .conn
@@ -727,21 +716,23 @@ impl Executor<'_> {
                 .await
             {
                 Ok(result) => drain(result, rename.as_ref(), sink).await,
-                Err(e) => Err(StreamError::Backend(e)),
+                Err(e) => Err(RunError::Backend(e)),
             },
         }
-        .map_err(|e| match e {
-            StreamError::Backend(source) => backend(&label)(source),
-            StreamError::Sink(e) => e,
-        });
-        if let Ok(last_id) = &res {
-            if *last_id > 0 {
-                self.state.last_insert_id = *last_id;
-            }
-        }
+        .map_err(|e| run_error(e, &label));
         let broken = matches!(&res, Err(e) if e.breaks_backend_conn());
         self.return_conn(sc, pinned, broken, true);
-        res.map(|_| ())
+        self.finish(res)
+    }
+
+    /// Ends a statement run on one tablet: its last insert id (when it
+    /// made one) becomes the session's.
+    fn finish(&mut self, res: Result<u64, Error>) -> Result<(), Error> {
+        let last_id = res?;
+        if last_id > 0 {
+            self.state.last_insert_id = last_id;
+        }
+        Ok(())
     }
 }
 
@@ -843,9 +834,12 @@ async fn collect(conn: &mut Conn, sql: &str) -> Result<ShardResult, mysql_async:
     Ok(out)
 }
 
-enum StreamError {
-    Backend(mysql_async::Error),
-    Sink(Error),
+/// The client's error for a failed run on the tablet named `label`.
+fn run_error(e: RunError, label: &(dyn std::fmt::Display + Sync)) -> Error {
+    match e {
+        RunError::Backend(source) | RunError::Unsent(source) => backend(label)(source),
+        RunError::Sink(e) => e,
+    }
 }
 
 /// Streams every result of a query (text or binary protocol) into the
@@ -854,7 +848,7 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
     mut result: mysql_async::QueryResult<'_, 'static, P>,
     rename: Option<&(String, String)>,
     sink: &mut S,
-) -> Result<u64, StreamError> {
+) -> Result<u64, RunError> {
     let mut last_id = 0;
     loop {
         let cols = result.columns();
@@ -878,13 +872,12 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
                     }
                     None => sink.columns(&cols),
                 }
-                .map_err(StreamError::Sink)?;
-                while let Some(row) = result.next().await.map_err(StreamError::Backend)? {
-                    sink.row(&row.unwrap()).map_err(StreamError::Sink)?;
-                    sink.flush().await.map_err(StreamError::Sink)?;
+                .map_err(RunError::Sink)?;
+                while let Some(row) = result.next().await.map_err(RunError::Backend)? {
+                    sink.row(&row.unwrap()).map_err(RunError::Sink)?;
+                    sink.flush().await.map_err(RunError::Sink)?;
                 }
-                sink.end_rows(result.warnings())
-                    .map_err(StreamError::Sink)?;
+                sink.end_rows(result.warnings()).map_err(RunError::Sink)?;
             }
             _ => {
                 let done = QueryDone {
@@ -894,8 +887,8 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
                     info: result.info().into_owned(),
                 };
                 last_id = done.last_insert_id;
-                result.next().await.map_err(StreamError::Backend)?;
-                sink.ok(done).map_err(StreamError::Sink)?;
+                result.next().await.map_err(RunError::Backend)?;
+                sink.ok(done).map_err(RunError::Sink)?;
             }
         }
         if result.is_empty() {
