@@ -106,6 +106,12 @@ impl LeanHandle {
     }
 }
 
+/// Locks one of the pools' maps; a panic elsewhere while it was held
+/// leaves it usable (every update is a single insert or removal).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
@@ -192,7 +198,7 @@ impl Pools {
     pub async fn lean(&self, t: &Tablet) -> Option<LeanHandle> {
         let key = Self::key(t);
         {
-            let mut idle = self.lean_idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = lock(&self.lean_idle);
             if let Some(list) = idle.get_mut(&t.alias) {
                 list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL));
                 while let Some(mut h) = list.pop() {
@@ -203,7 +209,7 @@ impl Pools {
             }
         }
         {
-            let mut failed = self.lean_failed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut failed = lock(&self.lean_failed);
             match failed.get(&t.alias) {
                 Some(at) if at.elapsed() < LEAN_RETRY => return None,
                 Some(_) => {
@@ -221,10 +227,7 @@ impl Pools {
             }),
             Err(e) => {
                 tracing::debug!(tablet = %t.alias, error = %e, "lean connection failed; using the pool");
-                self.lean_failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(t.alias.clone(), Instant::now());
+                lock(&self.lean_failed).insert(t.alias.clone(), Instant::now());
                 None
             }
         }
@@ -236,21 +239,13 @@ impl Pools {
         if !(self.cfg.local_socket && is_loopback(&key.host)) {
             return lean::LeanConn::connect(tcp, user, pass, db).await;
         }
-        let known = self
-            .sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
+        let known = lock(&self.sockets).get(key).cloned();
         let socket = match known {
             Some(s) => s,
             None => {
                 let mut c = lean::LeanConn::connect(tcp, user, pass, db).await?;
                 let s = c.socket_path().await.ok().flatten();
-                self.sockets
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key.clone(), s.clone());
+                lock(&self.sockets).insert(key.clone(), s.clone());
                 if s.is_none() {
                     return Ok(c);
                 }
@@ -264,10 +259,7 @@ impl Pools {
                     Ok(c) => Ok(c),
                     // The socket may have moved (a restarted tablet): ask again next time.
                     Err(e) => {
-                        self.sockets
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(key);
+                        lock(&self.sockets).remove(key);
                         Err(e)
                     }
                 }
@@ -279,7 +271,7 @@ impl Pools {
     /// Takes back a clean lean connection a session no longer needs.
     pub fn put_lean(&self, mut h: LeanHandle) {
         h.touch();
-        let mut idle = self.lean_idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.lean_idle);
         let list = idle.entry(h.alias.clone()).or_default();
         if list.len() < LEAN_IDLE {
             list.push(h);
@@ -297,14 +289,11 @@ impl Pools {
             }
             keep
         });
-        self.lean_idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|alias, list| {
-                snap.tablets
-                    .get(alias)
-                    .is_some_and(|t| list.iter().all(|h| h.key == Self::key(t)))
-            });
+        lock(&self.lean_idle).retain(|alias, list| {
+            snap.tablets
+                .get(alias)
+                .is_some_and(|t| list.iter().all(|h| h.key == Self::key(t)))
+        });
         for t in snap.tablets.values() {
             if !map.contains_key(&t.alias) {
                 let key = Self::key(t);
