@@ -449,8 +449,7 @@ pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
     }
     let toks = tokenize(sql);
     let mut target: Option<String> = None;
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
+    let mut cut = Vec::new();
     for (i, t) in toks.iter().enumerate() {
         if t.kind != TokenKind::Ident {
             continue;
@@ -464,12 +463,21 @@ pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
             continue;
         }
         target.get_or_insert_with(|| name.to_string());
-        out.push_str(&sql[copied..t.start]);
-        copied = toks[i + 1].end;
+        cut.push((t.start, toks[i + 1].end));
     }
-    let target = target?;
+    Some((target?, without(sql, &cut)))
+}
+
+/// `sql` without the byte ranges `cut` (in order, not overlapping).
+fn without(sql: &str, cut: &[(usize, usize)]) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for &(start, end) in cut {
+        out.push_str(&sql[copied..start]);
+        copied = end;
+    }
     out.push_str(&sql[copied..]);
-    Some((target, out))
+    out
 }
 
 /// Words that end a FROM list (at its own parenthesis depth).
@@ -552,15 +560,7 @@ pub fn keyspace_qualifier(
         }
         cut.push((t.start, dot.end));
     }
-    let keyspace = keyspace?;
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
-    for (start, end) in cut {
-        out.push_str(&sql[copied..start]);
-        copied = end;
-    }
-    out.push_str(&sql[copied..]);
-    Some((keyspace, out))
+    Some((keyspace?, without(sql, &cut)))
 }
 
 /// Table names a statement names right after FROM, JOIN, INTO, UPDATE or
