@@ -480,6 +480,9 @@ fn without(sql: &str, cut: &[(usize, usize)]) -> String {
     out
 }
 
+/// Words a table name follows.
+const TABLE_WORDS: [&str; 5] = ["from", "join", "into", "update", "table"];
+
 /// Words that end a FROM list (at its own parenthesis depth).
 const FROM_ENDS: &[&str] = &[
     "where", "group", "order", "limit", "having", "union", "on", "using", "for", "lock", "window",
@@ -544,9 +547,7 @@ pub fn keyspace_qualifier(
             .is_some_and(|d| d.kind == TokenKind::Punct(b'.') && joined(next, d));
         let table_place = i > 0 && {
             let p = &toks[i - 1];
-            ["from", "join", "into", "update", "table"]
-                .iter()
-                .any(|k| p.is_word(sql, k))
+            TABLE_WORDS.iter().any(|k| p.is_word(sql, k))
                 || (in_from && depth == from_depth && p.kind == TokenKind::Punct(b','))
         };
         let name = unquote(t.text(sql));
@@ -570,10 +571,7 @@ pub fn table_names(sql: &str) -> Vec<String> {
     let toks = tokenize(sql);
     let mut out = Vec::new();
     for (i, t) in toks.iter().enumerate() {
-        if !["from", "join", "into", "update", "table"]
-            .iter()
-            .any(|k| t.is_word(sql, k))
-        {
+        if !TABLE_WORDS.iter().any(|k| t.is_word(sql, k)) {
             continue;
         }
         let Some(n) = toks.get(i + 1) else { continue };
