@@ -132,7 +132,9 @@ pub struct ServeArgs {
         default_value = ""
     )]
     pub db_app_password: String,
-    /// Largest number of connections per tablet.
+    /// Largest number of driver (mysql_async) connections per tablet; the
+    /// lean connections of the hot path come on top, bounded by the
+    /// sessions' budget of 128 and 32 idle per tablet.
     #[arg(long = "pool-size", default_value_t = 200)]
     pub pool_size: usize,
     /// Threads serving clients (default: half the cores, at least one). A
