@@ -30,7 +30,8 @@ const VSCHEMA: &str = r#"{
     "dt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "tag": {"column_vindexes": [{"column": "name", "name": "loose"}]},
     "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -271,6 +272,62 @@ async fn keyspace_qualified_tables_route_to_their_keyspace() {
         .unwrap();
     let left: Option<u64> = home.query_first("select count(*) from kq").await.unwrap();
     assert_eq!(left, Some(1));
+}
+
+/// A transaction that writes to both shards sees its own writes in
+/// scatters (merged, aggregated, prepared and DML), hides them from other
+/// sessions until COMMIT, and loses them on ROLLBACK: every statement on a
+/// shard runs on the one connection holding the transaction there, also
+/// after a session setting arrives mid-transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_shards_on_one_connection_each() {
+    apply_test_vschema().await;
+    let mut a = connect(Some("customer")).await;
+    let mut b = connect(Some("customer")).await;
+    a.query_drop("create table if not exists txs (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from txs").await.unwrap();
+    let insert = "insert into txs (id, v) values (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)";
+    let count = |n: u64| vec![vec![Some(n.to_string())]];
+
+    a.query_drop("begin").await.unwrap();
+    a.query_drop(insert).await.unwrap();
+    assert_eq!(rows(&mut a, "select count(*) from txs").await, count(8));
+    let ids = rows(&mut a, "select id from txs order by id").await;
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    let n: Option<u64> = a
+        .exec_first("select count(*) from txs where v >= ?", (0,))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(8));
+    // A merge that needs only the first row leaves the others unread.
+    assert_eq!(
+        rows(&mut a, "select id from txs order by id limit 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    a.query_drop("update txs set v = v + 10").await.unwrap();
+    assert_eq!(rows(&mut a, "select sum(v) from txs").await, count(36 + 80));
+    assert_eq!(rows(&mut b, "select count(*) from txs").await, count(0));
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(rows(&mut a, "select count(*) from txs").await, count(0));
+    assert_eq!(placement("txs", "id", Func::Hash).await, vec![0, 0]);
+
+    a.query_drop("begin").await.unwrap();
+    a.query_drop(insert).await.unwrap();
+    a.query_drop("set @@session.sql_safe_updates = 0")
+        .await
+        .unwrap();
+    a.query_drop("delete from txs where id = 8").await.unwrap();
+    assert_eq!(rows(&mut a, "select count(*) from txs").await, count(7));
+    assert_eq!(rows(&mut b, "select count(*) from txs").await, count(0));
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(rows(&mut b, "select count(*) from txs").await, count(7));
+    let per_shard = placement("txs", "id", Func::Hash).await;
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
+    // The session keeps working with its setting after the transaction.
+    assert_eq!(rows(&mut a, "select count(*) from txs").await, count(7));
+    a.query_drop("delete from txs").await.unwrap();
 }
 
 /// Runs a prepared `select count(*) ... >= ?` with 0.

@@ -304,6 +304,38 @@ async fn transactions_pin_one_connection() {
     );
 }
 
+/// A temporary table created inside a transaction, after the transaction
+/// has a connection, lives on that connection: prepared statements can
+/// name it (MariaDB describes them there) and it outlives COMMIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_table_made_mid_transaction_stays_with_the_session() {
+    let mut a = connect(Some("commerce")).await;
+    a.query_drop("create table if not exists tmp_src (id int primary key)")
+        .await
+        .unwrap();
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("select count(*) from tmp_src").await.unwrap();
+    a.query_drop("create temporary table tmp_mid (id int)")
+        .await
+        .unwrap();
+    a.query_drop("insert into tmp_mid values (7), (8)")
+        .await
+        .unwrap();
+    let stmt = a
+        .prep("select id from tmp_mid where id > ? order by id")
+        .await
+        .unwrap();
+    let ids: Vec<i32> = a.exec(&stmt, (0,)).await.unwrap();
+    assert_eq!(ids, vec![7, 8]);
+    a.query_drop("commit").await.unwrap();
+    let ids: Vec<i32> = a.exec(&stmt, (7,)).await.unwrap();
+    assert_eq!(ids, vec![8]);
+    assert_eq!(
+        rows(&mut a, "select count(*) from tmp_mid").await,
+        vec![vec![Some("2".into())]]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_statement_query_returns_every_result() {
     let mut conn = connect(Some("commerce")).await;

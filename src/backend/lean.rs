@@ -6,23 +6,28 @@
 //! value and encoding it again (what a general-purpose driver must do).
 //!
 //! Text queries work the same way: text rows are what the client's text
-//! protocol needs. It speaks only what those paths need: the handshake
+//! protocol needs. When the rows' next stop is not a client of the same
+//! protocol (the engine merging a scatter, a text result for a binary
+//! client, renamed columns) the connection decodes them instead, so it
+//! serves every statement of a session that holds no settings, in a
+//! transaction or not. It speaks only what those paths need: the handshake
 //! (native password), COM_QUERY, COM_STMT_PREPARE / EXECUTE / CLOSE (and
 //! SEND_LONG_DATA), `SELECT @@socket` to find a local tablet's Unix socket,
-//! and COM_QUIT. Sessions in a transaction, with
-//! settings or reserved connections keep using the pooled driver
-//! connections, which carry that state.
+//! and COM_QUIT. Sessions with settings or reserved connections keep using
+//! the pooled driver connections, which can be reset.
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
-    AuthPlugin, AuthSwitchRequest, ComStmtExecuteRequestBuilder, CommonOkPacket, ErrPacket,
+    AuthPlugin, AuthSwitchRequest, Column, ComStmtExecuteRequestBuilder, CommonOkPacket, ErrPacket,
     HandshakePacket, HandshakeResponse, OkPacketDeserializer,
 };
-use mysql_common::proto::{MyDeserialize, MySerialize};
-use mysql_common::value::Value;
+use mysql_common::proto::{Binary, MyDeserialize, MySerialize, Text};
+use mysql_common::row::{Row, RowDeserializer};
+use mysql_common::value::{ServerSide, Value};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
@@ -108,8 +113,34 @@ pub struct LeanConn {
     out: BytesMut,
     caps: CapabilityFlags,
     stmts: Vec<Stmt>,
+    /// The last command's reply was read to its end (a sink that failed,
+    /// or a row stream dropped early, leaves packets behind: such a
+    /// connection cannot take another command).
+    idle: bool,
     /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
     pub status: StatusFlags,
+}
+
+/// Column names to rewrite in a result's definitions: SHOW TABLES names
+/// its column after the tablet's database (`Tables_in_vt_commerce`), the
+/// client expects the keyspace (`Tables_in_commerce`).
+pub struct Rename {
+    /// The prefix the tablet writes.
+    pub from: String,
+    /// The prefix the client sees.
+    pub to: String,
+}
+
+impl Rename {
+    /// The columns with `from` replaced by `to` at the start of names.
+    pub fn apply(&self, cols: &[Column]) -> Vec<Column> {
+        cols.iter()
+            .map(|c| match c.name_str().strip_prefix(self.from.as_str()) {
+                Some(tail) => c.clone().with_name(format!("{}{tail}", self.to).as_bytes()),
+                None => c.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Where a tablet listens.
@@ -170,6 +201,7 @@ impl LeanConn {
             out: BytesMut::with_capacity(1024),
             caps: CapabilityFlags::empty(),
             stmts: Vec::new(),
+            idle: true,
             status: StatusFlags::empty(),
         };
         c.login(user, password, db).await?;
@@ -310,7 +342,11 @@ impl LeanConn {
         let _ = self.command(COM_QUIT, &[]).await;
     }
 
-    async fn prepare(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
+    /// Prepares `sql`: its statement id, parameter and column definitions.
+    async fn prepare(
+        &mut self,
+        sql: &str,
+    ) -> Result<(u32, Vec<Column>, Vec<Column>), mysql_async::Error> {
         self.command(COM_STMT_PREPARE, &[sql.as_bytes()]).await?;
         let ok = self.read().await?;
         if ok.first() == Some(&0xFF) {
@@ -322,15 +358,32 @@ impl LeanConn {
         let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
         let cols = u16::from_le_bytes([ok[5], ok[6]]);
         let params = u16::from_le_bytes([ok[7], ok[8]]);
-        for n in [params, cols] {
+        let mut defs = [Vec::new(), Vec::new()];
+        for (n, out) in [params, cols].into_iter().zip(&mut defs) {
             if n > 0 {
                 // n definitions, then an EOF.
-                for _ in 0..=n {
-                    self.read().await?;
+                for _ in 0..n {
+                    let p = self.read().await?;
+                    out.push(column(&p)?);
                 }
+                self.read().await?;
             }
         }
-        Ok(id)
+        let [params, cols] = defs;
+        Ok((id, params, cols))
+    }
+
+    /// The parameter and column definitions MariaDB gives `sql` when it is
+    /// prepared (the statement is closed again).
+    pub async fn describe(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<Column>, Vec<Column>), mysql_async::Error> {
+        self.idle = false;
+        let (id, params, cols) = self.prepare(sql).await?;
+        self.command(COM_STMT_CLOSE, &[&id.to_le_bytes()]).await?;
+        self.idle = true;
+        Ok((params, cols))
     }
 
     /// The statement id for `sql`, preparing it (and closing the oldest)
@@ -341,7 +394,7 @@ impl LeanConn {
             self.stmts.swap(i, last);
             return Ok(self.stmts[last].id);
         }
-        let id = self.prepare(sql).await?;
+        let (id, _, _) = self.prepare(sql).await?;
         if self.stmts.len() >= STMT_CACHE {
             let old = self.stmts.remove(0);
             self.command(COM_STMT_CLOSE, &[&old.id.to_le_bytes()])
@@ -354,17 +407,24 @@ impl LeanConn {
         Ok(id)
     }
 
+    /// Whether the connection can take a command: the last reply was read
+    /// to its end.
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
+
     /// Runs `sql` as a prepared statement with `params` and hands its
     /// results to `sink` (column definitions and rows as the tablet encoded
-    /// them); returns the last insert id of an OK result (0 otherwise).
-    /// After a `Sink` error, or a `Backend` error other than a server
-    /// error, the connection must be dropped.
+    /// them, or decoded when the sink has no door for binary packets);
+    /// returns the last insert id of an OK result (0 otherwise). After an
+    /// error the connection is usable again if [`Self::is_idle`] says so.
     pub async fn execute<S: RowSink + Send>(
         &mut self,
         sql: &str,
         params: &[Value],
         sink: &mut S,
     ) -> Result<u64, RunError> {
+        self.idle = false;
         // Preparing has no effects, so until the execution is written any
         // failure leaves the statement unrun.
         let mut id = self.stmt(sql).await.map_err(unsent)?;
@@ -378,12 +438,13 @@ impl LeanConn {
             let mut buf = Vec::with_capacity(64);
             req.serialize(&mut buf);
             self.send(0, &buf).await.map_err(unsent)?;
-            match self.results(sink, true).await {
+            match self.results(sink, true, None).await {
                 // The table changed under a cached statement: prepare again once.
                 Err(RunError::Backend(mysql_async::Error::Server(e)))
                     if e.code == ER_NEED_REPREPARE && !retried =>
                 {
                     retried = true;
+                    self.idle = false;
                     self.stmts.retain(|s| s.id != id);
                     id = self.stmt(sql).await?;
                 }
@@ -414,102 +475,284 @@ impl LeanConn {
     }
 
     /// Runs `sql` as a text query and hands its results to `sink` (column
-    /// definitions and text rows as the tablet encoded them); returns the
-    /// last insert id. Errors as for [`Self::execute`].
+    /// definitions and text rows as the tablet encoded them, or decoded when
+    /// the sink has no door for text packets or `rename` applies); returns
+    /// the last insert id. Errors as for [`Self::execute`].
     pub async fn query<S: RowSink + Send>(
         &mut self,
         sql: &str,
+        rename: Option<&Rename>,
         sink: &mut S,
     ) -> Result<u64, RunError> {
+        self.idle = false;
         self.command(COM_QUERY, &[sql.as_bytes()])
             .await
             .map_err(unsent)?;
-        self.results(sink, false).await
+        self.results(sink, false, rename).await
     }
 
-    /// Reads every result of one command into the sink.
+    /// Runs a statement whose results nobody reads (BEGIN, COMMIT, a SET).
+    pub async fn run(&mut self, sql: &str) -> Result<(), RunError> {
+        self.query(sql, None, &mut Discard).await.map(drop)
+    }
+
+    /// Sends `sql` and reads its first result up to the rows: the column
+    /// definitions of a result set, whose rows [`Self::next_row`] then
+    /// reads, or None when it answered with OK. Errors as for
+    /// [`Self::execute`].
+    pub async fn start(&mut self, sql: &str) -> Result<Option<Arc<[Column]>>, RunError> {
+        self.idle = false;
+        self.command(COM_QUERY, &[sql.as_bytes()])
+            .await
+            .map_err(unsent)?;
+        let first = self.read().await?;
+        match first.first() {
+            Some(0xFF) => Err(self.server_error(&first)),
+            Some(0x00) => {
+                self.ok_packet(&first)?;
+                if self
+                    .status
+                    .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                {
+                    self.results(&mut Discard, false, None).await?;
+                }
+                self.idle = true;
+                Ok(None)
+            }
+            _ => {
+                let defs = self.column_defs(&first).await?;
+                let cols = defs.iter().map(|d| column(d)).collect::<Result<_, _>>()?;
+                Ok(Some(cols))
+            }
+        }
+    }
+
+    /// The next row packet of the result [`Self::start`] began; None
+    /// after the last (any further results of the statement are read and
+    /// dropped).
+    async fn next_packet(&mut self) -> Result<Option<BytesMut>, mysql_async::Error> {
+        if self.idle {
+            return Ok(None);
+        }
+        let p = self.read().await?;
+        match p.first() {
+            Some(0xFE) if p.len() < 9 => {
+                self.eof_packet(&p)?;
+                if self
+                    .status
+                    .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                {
+                    self.results(&mut Discard, false, None)
+                        .await
+                        .map_err(|e| match e {
+                            RunError::Backend(e) | RunError::Unsent(e) => e,
+                            RunError::Sink(_) => bad("discarding results failed"),
+                        })?;
+                }
+                self.idle = true;
+                Ok(None)
+            }
+            Some(0xFF) => {
+                self.idle = true;
+                Err(server_err(&p, self.caps))
+            }
+            _ => Ok(Some(p)),
+        }
+    }
+
+    /// The next row of the result [`Self::start`] began, decoded; None
+    /// after the last.
+    pub async fn next_row(
+        &mut self,
+        cols: &Arc<[Column]>,
+    ) -> Result<Option<Vec<Value>>, mysql_async::Error> {
+        match self.next_packet().await? {
+            Some(p) => decode_row(cols, &p, false).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads and drops what is left of the result [`Self::start`] began
+    /// (a consumer that stopped early), so the connection can be reused.
+    pub async fn skip_rows(&mut self) -> Result<(), mysql_async::Error> {
+        while self.next_packet().await?.is_some() {}
+        Ok(())
+    }
+
+    /// A server's error packet, which ends a reply.
+    fn server_error(&mut self, payload: &[u8]) -> RunError {
+        self.idle = true;
+        server_err(payload, self.caps).into()
+    }
+
+    /// Reads an OK packet's status; its other fields for the sink.
+    fn ok_packet(&mut self, payload: &[u8]) -> Result<QueryDone, mysql_async::Error> {
+        let ok =
+            OkPacketDeserializer::<CommonOkPacket>::deserialize(self.caps, &mut ParseBuf(payload))
+                .map_err(|_| bad("malformed OK packet from tablet"))?
+                .into_inner();
+        self.status = ok.status_flags();
+        Ok(QueryDone {
+            affected_rows: ok.affected_rows(),
+            last_insert_id: ok.last_insert_id().unwrap_or(0),
+            warnings: ok.warnings(),
+            info: ok
+                .info_ref()
+                .map(|i| String::from_utf8_lossy(i).into_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Reads an EOF packet's status; returns its warning count.
+    fn eof_packet(&mut self, payload: &[u8]) -> Result<u16, mysql_async::Error> {
+        let [_, w0, w1, s0, s1] = payload
+            .try_into()
+            .map_err(|_| bad("malformed EOF packet from tablet"))?;
+        self.status = StatusFlags::from_bits_truncate(u16::from_le_bytes([s0, s1]));
+        Ok(u16::from_le_bytes([w0, w1]))
+    }
+
+    /// Reads a result set's column definitions and the EOF after them;
+    /// `first` is the packet with the column count.
+    async fn column_defs(&mut self, first: &[u8]) -> Result<Vec<BytesMut>, mysql_async::Error> {
+        // A result set has at least one column (0 would be a malformed or
+        // LOCAL INFILE reply, never asked for).
+        let n = ParseBuf(first)
+            .checked_eat_lenenc_int()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad("malformed column count from tablet"))?;
+        // Reserve no more than MariaDB's column limit, whatever the count says.
+        let mut defs = Vec::with_capacity(n.min(4096) as usize);
+        for _ in 0..n {
+            defs.push(self.read().await?);
+        }
+        self.read().await?; // EOF after the definitions
+        Ok(defs)
+    }
+
+    /// Reads every result of one command into the sink: forwarded as
+    /// packets when the sink takes them and no rename applies, decoded
+    /// otherwise.
     async fn results<S: RowSink + Send>(
         &mut self,
         sink: &mut S,
         binary: bool,
+        rename: Option<&Rename>,
     ) -> Result<u64, RunError> {
         let mut last_id = 0;
         loop {
             let first = self.read().await?;
-            let more = match first.first() {
-                Some(0xFF) => return Err(server_err(&first, self.caps).into()),
+            match first.first() {
+                Some(0xFF) => return Err(self.server_error(&first)),
                 Some(0x00) => {
-                    let ok = OkPacketDeserializer::<CommonOkPacket>::deserialize(
-                        self.caps,
-                        &mut ParseBuf(&first),
-                    )
-                    .map_err(|_| bad("malformed OK packet from tablet"))?
-                    .into_inner();
-                    self.status = ok.status_flags();
-                    last_id = ok.last_insert_id().unwrap_or(0);
-                    let done = QueryDone {
-                        affected_rows: ok.affected_rows(),
-                        last_insert_id: last_id,
-                        warnings: ok.warnings(),
-                        info: ok
-                            .info_ref()
-                            .map(|i| String::from_utf8_lossy(i).into_owned())
-                            .unwrap_or_default(),
-                    };
+                    let done = self.ok_packet(&first)?;
+                    last_id = done.last_insert_id;
                     sink.ok(done).map_err(RunError::Sink)?;
-                    self.status
-                        .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 _ => {
-                    // A result set has at least one column (0 would be a
-                    // malformed or LOCAL INFILE reply, never asked for).
-                    let n = ParseBuf(&first)
-                        .checked_eat_lenenc_int()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("malformed column count from tablet"))?;
-                    // Reserve no more than MariaDB's column limit, whatever the count says.
-                    let mut defs = Vec::with_capacity(n.min(4096) as usize);
-                    for _ in 0..n {
-                        defs.push(self.read().await?);
-                    }
-                    self.read().await?; // EOF after the definitions
-                    packets(sink, binary)?.column_packets(&defs);
+                    let defs = self.column_defs(&first).await?;
+                    let forward = rename.is_none() && sink.packets(binary).is_some();
+                    let cols: Option<Arc<[Column]>> = if forward {
+                        packets(sink, binary)?.column_packets(&defs);
+                        None
+                    } else {
+                        let cols = defs
+                            .iter()
+                            .map(|d| column(d))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let cols = match rename {
+                            Some(r) => r.apply(&cols),
+                            None => cols,
+                        };
+                        sink.columns(&cols).map_err(RunError::Sink)?;
+                        Some(cols.into())
+                    };
                     loop {
                         let p = self.read().await?;
                         match p.first() {
                             Some(0xFE) if p.len() < 9 => {
-                                let [_, w0, w1, s0, s1] = p[..]
-                                    .try_into()
-                                    .map_err(|_| bad("malformed EOF packet from tablet"))?;
-                                let warnings = u16::from_le_bytes([w0, w1]);
-                                self.status =
-                                    StatusFlags::from_bits_truncate(u16::from_le_bytes([s0, s1]));
+                                let warnings = self.eof_packet(&p)?;
                                 sink.end_rows(warnings).map_err(RunError::Sink)?;
                                 break;
                             }
-                            Some(0xFF) => return Err(server_err(&p, self.caps).into()),
+                            Some(0xFF) => return Err(self.server_error(&p)),
                             _ => {
-                                packets(sink, binary)?.row_packet(&p);
+                                match &cols {
+                                    None => packets(sink, binary)?.row_packet(&p),
+                                    Some(cols) => sink
+                                        .row(&decode_row(cols, &p, binary)?)
+                                        .map_err(RunError::Sink)?,
+                                }
                                 sink.flush().await.map_err(RunError::Sink)?;
                             }
                         }
                     }
-                    self.status
-                        .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
-            };
-            if !more {
+            }
+            if !self
+                .status
+                .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+            {
+                self.idle = true;
                 return Ok(last_id);
             }
         }
     }
 }
 
+/// A column definition packet, decoded.
+fn column(payload: &[u8]) -> Result<Column, mysql_async::Error> {
+    Column::deserialize((), &mut ParseBuf(payload))
+        .map_err(|_| bad("malformed column definition from tablet"))
+}
+
+/// A row packet (text or binary protocol), decoded.
+fn decode_row(
+    cols: &Arc<[Column]>,
+    payload: &[u8],
+    binary: bool,
+) -> Result<Vec<Value>, mysql_async::Error> {
+    let buf = &mut ParseBuf(payload);
+    let row: Result<Row, _> = if binary {
+        RowDeserializer::<ServerSide, Binary>::deserialize(cols.clone(), buf).map(Into::into)
+    } else {
+        RowDeserializer::<(), Text>::deserialize(cols.clone(), buf).map(Into::into)
+    };
+    row.map(Row::unwrap)
+        .map_err(|_| bad("malformed row from tablet"))
+}
+
+/// A sink that drops what it is given, undecoded.
+struct Discard;
+
+impl RowSink for Discard {
+    fn columns(&mut self, _: &[Column]) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+    fn row(&mut self, _: &[Value]) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+    fn end_rows(&mut self, _: u16) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+    fn ok(&mut self, _: QueryDone) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+    fn packets(&mut self, _: bool) -> Option<&mut dyn PacketSink> {
+        Some(self)
+    }
+}
+
+impl PacketSink for Discard {
+    fn column_packets(&mut self, _: &[BytesMut]) {}
+    fn row_packet(&mut self, _: &[u8]) {}
+}
+
 /// The sink's packet door (callers only bring sinks that have one).
 fn packets<S: RowSink>(sink: &mut S, binary: bool) -> Result<&mut dyn PacketSink, RunError> {
     sink.packets(binary).ok_or_else(|| {
         RunError::Sink(crate::error::Error::Malformed(
-            "binary result for a sink without a packet door".into(),
+            "packets for a sink without a packet door".into(),
         ))
     })
 }

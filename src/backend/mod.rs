@@ -270,6 +270,9 @@ impl Pools {
 
     /// Takes back a clean lean connection a session no longer needs.
     pub fn put_lean(&self, mut h: LeanHandle) {
+        if !h.conn.is_idle() {
+            return;
+        }
         h.touch();
         let mut idle = lock(&self.lean_idle);
         let list = idle.entry(h.alias.clone()).or_default();

@@ -1,14 +1,15 @@
 //! The real [`VCursor`]: resolves a shard to a tablet through the gateway,
-//! takes a connection (the session's pinned one, or one from the pool),
-//! streams the tablet's results into the sink, and wraps errors with their
-//! target (`commerce.0.primary`).
+//! takes a connection (the session's pinned one, a lean one, or one from
+//! the driver's pool), streams the tablet's results into the sink, and
+//! wraps errors with their target (`commerce.0.primary`).
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use mysql_common::constants::StatusFlags;
 use mysql_common::packets::Column;
+use mysql_common::value::Value;
 
-use crate::backend::lean::RunError;
+use crate::backend::lean::{Rename, RunError};
 use crate::engine::{
     QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
 };
@@ -17,7 +18,7 @@ use crate::server::ServerCtx;
 use crate::sql::TabletType;
 use crate::topo::{Snapshot, Tablet};
 
-/// A backend connection held by a session beyond one statement.
+/// A driver connection held by a session beyond one statement.
 pub struct ShardConn {
     /// The tablet it is connected to.
     pub alias: String,
@@ -28,10 +29,21 @@ pub struct ShardConn {
 }
 
 /// The backend side of a session: which connections it holds and why.
+///
+/// A session that holds no settings runs every statement on lean
+/// connections (see [`crate::backend::lean`]); one in a transaction keeps
+/// the lean connection of each tablet it touched until the transaction
+/// ends. Settings and reserving statements move the session to driver
+/// connections, which can be reset when it ends. A tablet never has more
+/// than one connection holding the session's state: pinned driver and
+/// pinned lean connections are looked up before a new one is taken.
 #[derive(Default)]
 pub struct ShardConns {
-    /// Pinned connections, at most one per tablet.
+    /// Pinned driver connections, at most one per tablet.
     pub conns: Vec<ShardConn>,
+    /// Pinned lean connections (a transaction, or state a reserving
+    /// statement left), at most one per tablet.
+    pub pinned_lean: Vec<LeanHeld>,
     /// The session is inside a transaction: new connections begin one.
     pub in_txn: bool,
     /// SET statements to replay on every connection the session pins.
@@ -48,16 +60,17 @@ pub struct ShardConns {
     /// the server's budget), so a busy client does not go through the pool
     /// for every statement, even when its statements go to several shards.
     pub sticky: Vec<Sticky>,
-    /// Lean connections (see [`crate::backend::lean`]) the session keeps
-    /// for statements that go whole to one tablet, at most one
-    /// per tablet and [`STICKY_PER_SESSION`] in all, within the same budget
-    /// as sticky ones.
+    /// Clean lean connections the session keeps between statements, at
+    /// most one per tablet and [`STICKY_PER_SESSION`] in all, within the
+    /// same budget as sticky ones.
     pub lean: Vec<LeanHeld>,
 }
 
 /// A lean connection a session holds, and its unit of the budget.
 pub struct LeanHeld {
     handle: crate::backend::LeanHandle,
+    /// A transaction is open on it.
+    in_txn: bool,
     _permit: StickyPermit,
 }
 
@@ -118,13 +131,104 @@ fn backend<T: std::fmt::Display + ?Sized>(target: &T) -> impl Fn(mysql_async::Er
     }
 }
 
+/// The connection one statement runs on.
+// Lives for one statement; boxing the lean side would allocate per statement.
+#[allow(clippy::large_enum_variant)]
+enum Link {
+    /// A driver connection (sessions with settings or reserved state).
+    Driver(ShardConn),
+    /// A lean connection.
+    Lean(LeanHeld),
+}
+
 impl ShardConns {
     fn pinned(&self, alias: &str) -> Option<usize> {
         self.conns.iter().position(|c| c.alias == alias)
     }
 
-    /// Takes a new connection for `tablet`, replaying settings and opening a
-    /// transaction as the session requires; pins it when it must stay.
+    fn pinned_lean(&self, alias: &str) -> Option<usize> {
+        self.pinned_lean
+            .iter()
+            .position(|l| l.handle.alias() == alias)
+    }
+
+    /// The connection a statement on `tablet` runs on, and whether it goes
+    /// back to the session afterwards: the one holding the session's state
+    /// there, else a lean one (beginning the session's transaction on it),
+    /// else a driver one.
+    async fn link(
+        &mut self,
+        ctx: &ServerCtx,
+        tablet: &Tablet,
+        label: &(dyn std::fmt::Display + Sync),
+    ) -> Result<(Link, bool), Error> {
+        if let Some(i) = self.pinned(&tablet.alias) {
+            return Ok((Link::Driver(self.conns.remove(i)), true));
+        }
+        if let Some(i) = self.pinned_lean(&tablet.alias) {
+            return Ok((Link::Lean(self.pinned_lean.remove(i)), true));
+        }
+        if !self.reserved {
+            // A connection that died since its last use fails BEGIN before
+            // it is written; another one is tried once.
+            for attempt in 0..2 {
+                let Some(mut held) = self.take_lean(ctx, tablet).await else {
+                    break;
+                };
+                if !self.in_txn {
+                    return Ok((Link::Lean(held), false));
+                }
+                match held.handle.conn.run("BEGIN").await {
+                    Ok(()) => {
+                        held.in_txn = true;
+                        return Ok((Link::Lean(held), true));
+                    }
+                    Err(RunError::Unsent(_)) if attempt == 0 => continue,
+                    Err(e) => return Err(run_error(e, label)),
+                }
+            }
+        }
+        let (sc, pinned) = self.checkout(ctx, tablet, label).await?;
+        Ok((Link::Driver(sc), pinned))
+    }
+
+    /// Gives a connection back after a statement: pinned ones to the
+    /// session, clean ones to its sticky slots, broken ones (and lean ones
+    /// with a reply left unread) to nobody: dropping them closes them.
+    fn give_back(&mut self, ctx: &ServerCtx, link: Link, pinned: bool, broken: bool) {
+        if broken {
+            return;
+        }
+        match link {
+            Link::Driver(sc) => {
+                self.no_backslash_escapes = no_backslash(&sc.conn);
+                if pinned {
+                    self.conns.push(sc);
+                } else {
+                    self.keep(ctx, sc.alias, sc.conn);
+                }
+            }
+            Link::Lean(mut held) => {
+                let conn = &held.handle.conn;
+                if !conn.is_idle() {
+                    return;
+                }
+                self.no_backslash_escapes = conn
+                    .status
+                    .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+                if pinned {
+                    held.handle.touch();
+                    self.pinned_lean.push(held);
+                } else {
+                    self.keep_lean(ctx, held);
+                }
+            }
+        }
+    }
+
+    /// Takes a new driver connection for `tablet`, replaying settings and
+    /// opening a transaction as the session requires; pins it when it must
+    /// stay.
     async fn checkout(
         &mut self,
         ctx: &ServerCtx,
@@ -175,8 +279,16 @@ impl ShardConns {
         for sc in &mut self.conns {
             sc.conn.query_drop(set).await.map_err(backend(&sc.alias))?;
         }
+        for held in &mut self.pinned_lean {
+            let label = held.handle.alias().to_string();
+            held.handle
+                .conn
+                .run(set)
+                .await
+                .map_err(|e| run_error(e, &label))?;
+        }
         if let Some((tablet, label)) = tablet {
-            if self.pinned(&tablet.alias).is_none() {
+            if self.pinned(&tablet.alias).is_none() && self.pinned_lean(&tablet.alias).is_none() {
                 let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
                 sc.conn.query_drop(set).await.map_err(backend(&label))?;
                 self.no_backslash_escapes = no_backslash(&sc.conn);
@@ -189,7 +301,7 @@ impl ShardConns {
     }
 
     /// Ends the transaction on every shard it touched.
-    pub async fn finish_txn(&mut self, commit: bool) -> Result<(), Error> {
+    pub async fn finish_txn(&mut self, ctx: &ServerCtx, commit: bool) -> Result<(), Error> {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let mut first_err = None;
         let mut broken = Vec::new();
@@ -211,9 +323,26 @@ impl ShardConns {
         for i in broken.into_iter().rev() {
             self.conns.remove(i);
         }
+        let mut kept = Vec::with_capacity(self.pinned_lean.len());
+        for mut held in std::mem::take(&mut self.pinned_lean) {
+            if held.in_txn {
+                if let Err(e) = held.handle.conn.run(sql).await {
+                    first_err.get_or_insert(run_error(e, &held.handle.alias().to_string()));
+                }
+                held.in_txn = false;
+            }
+            if held.handle.conn.is_idle() {
+                kept.push(held);
+            }
+        }
         self.in_txn = false;
-        if !self.reserved {
+        if self.reserved {
+            self.pinned_lean = kept;
+        } else {
             self.conns.clear();
+            for held in kept {
+                self.keep_lean(ctx, held);
+            }
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -244,9 +373,9 @@ impl ShardConns {
         Some(self.sticky.swap_remove(i)._permit)
     }
 
-    /// A lean connection to `tablet` for a statement that may use one: the
-    /// session's own, or one from the pools when the budget allows. None
-    /// sends the statement the driver's way.
+    /// A clean lean connection to `tablet`: the session's own, or one from
+    /// the pools when the budget allows. None sends the statement the
+    /// driver's way.
     async fn take_lean(&mut self, ctx: &ServerCtx, tablet: &Tablet) -> Option<LeanHeld> {
         self.lean.retain(|l| !l.handle.idle_for(STICKY_IDLE));
         if let Some(i) = self
@@ -265,12 +394,13 @@ impl ShardConns {
         let handle = ctx.pools.lean(tablet).await?;
         Some(LeanHeld {
             handle,
+            in_txn: false,
             _permit: permit,
         })
     }
 
-    /// Keeps a lean connection for the session's next statement; beyond
-    /// [`STICKY_PER_SESSION`] the oldest goes back to the pools.
+    /// Keeps a clean lean connection for the session's next statement;
+    /// beyond [`STICKY_PER_SESSION`] the oldest goes back to the pools.
     fn keep_lean(&mut self, ctx: &ServerCtx, mut held: LeanHeld) {
         held.handle.touch();
         if self.lean.len() >= STICKY_PER_SESSION {
@@ -284,6 +414,14 @@ impl ShardConns {
     pub async fn release_all(&mut self, ctx: &ServerCtx) {
         for held in self.lean.drain(..) {
             ctx.pools.put_lean(held.handle);
+        }
+        for mut held in self.pinned_lean.drain(..) {
+            // Session state cannot be reset on a lean connection: it closes.
+            if self.reserved {
+                held.handle.conn.quit().await;
+            } else if !held.in_txn || held.handle.conn.run("ROLLBACK").await.is_ok() {
+                ctx.pools.put_lean(held.handle);
+            }
         }
         self.sticky.clear();
         for mut sc in self.conns.drain(..) {
@@ -315,34 +453,6 @@ fn no_backslash(conn: &Conn) -> bool {
 }
 
 impl<'a> Executor<'a> {
-    /// Takes the session's connection to `tablet` out of the session if it is
-    /// pinned, or checks one out; true when it must go back to the session.
-    async fn take_conn(
-        &mut self,
-        tablet: &Tablet,
-        label: &(dyn std::fmt::Display + Sync),
-    ) -> Result<(ShardConn, bool), Error> {
-        if let Some(i) = self.state.pinned(&tablet.alias) {
-            return Ok((self.state.conns.remove(i), true));
-        }
-        self.state.checkout(self.ctx, tablet, label).await
-    }
-
-    /// Gives a connection back after a statement: pinned ones to the session,
-    /// a clean pooled one to the sticky slot when `sticky`, broken ones to
-    /// nobody (dropping them closes them).
-    fn return_conn(&mut self, sc: ShardConn, pinned: bool, broken: bool, sticky: bool) {
-        if broken {
-            return;
-        }
-        self.state.no_backslash_escapes = no_backslash(&sc.conn);
-        if pinned {
-            self.state.conns.push(sc);
-        } else if sticky {
-            self.state.keep(self.ctx, sc.alias, sc.conn);
-        }
-    }
-
     /// Picks the tablet and its label for a shard.
     pub fn tablet(
         &self,
@@ -355,7 +465,8 @@ impl<'a> Executor<'a> {
     }
 
     /// Prepares `sql` on the shard's tablet to learn its parameter and column
-    /// metadata, then closes it there (execution runs as text).
+    /// metadata, then closes it there (on the connection holding the
+    /// session's state there, if any: it may name a temporary table).
     pub async fn describe(
         &mut self,
         ks: &str,
@@ -365,6 +476,14 @@ impl<'a> Executor<'a> {
     ) -> Result<(Vec<Column>, Vec<Column>), Error> {
         let (tablet, label) = self.tablet(ks, shard, tt)?;
         let tablet = tablet.clone();
+        if let Some(i) = self.state.pinned_lean(&tablet.alias) {
+            let conn = &mut self.state.pinned_lean[i].handle.conn;
+            let out = conn.describe(sql).await.map_err(backend(&label));
+            if !conn.is_idle() {
+                self.state.pinned_lean.remove(i);
+            }
+            return out;
+        }
         let mut owned;
         let conn = match self.state.pinned(&tablet.alias) {
             Some(i) => &mut self.state.conns[i].conn,
@@ -387,12 +506,12 @@ impl<'a> Executor<'a> {
 }
 
 /// A shard query with the connection it runs on: (target label, connection,
-/// whether it goes back to the session, SQL).
-type Job = (String, ShardConn, bool, String);
+/// whether it goes back to the session pinned, SQL).
+type Job = (String, Link, bool, String);
 
 impl Executor<'_> {
-    /// Takes a connection for each shard query (pinned or from the pool);
-    /// stops at the first failure and says so.
+    /// Takes a connection for each shard query; stops at the first failure
+    /// and says so.
     async fn take_all(
         &mut self,
         keyspace: &str,
@@ -405,21 +524,18 @@ impl Executor<'_> {
                 Ok((t, l)) => (t, l),
                 Err(e) => return (jobs, Some(e)),
             };
-            match self.take_conn(tablet, &label).await {
-                Ok((sc, pinned)) => jobs.push((label, sc, pinned, sql)),
+            match self.state.link(self.ctx, tablet, &label).await {
+                Ok((link, pinned)) => jobs.push((label, link, pinned, sql)),
                 Err(e) => return (jobs, Some(e)),
             }
         }
         (jobs, None)
     }
 
-    /// Puts pinned connections back after a multi-shard statement; pooled
-    /// ones go back to the pool when dropped.
+    /// Gives the connections of a multi-shard statement back.
     fn return_all(&mut self, jobs: Vec<Job>, broken: impl Fn(usize) -> bool) {
-        for (i, (_, sc, keep, _)) in jobs.into_iter().enumerate() {
-            if keep {
-                self.return_conn(sc, true, broken(i), false);
-            }
+        for (i, (_, link, pinned, _)) in jobs.into_iter().enumerate() {
+            self.state.give_back(self.ctx, link, pinned, broken(i));
         }
     }
 }
@@ -441,7 +557,7 @@ impl VCursor for Executor<'_> {
             None => {
                 // Start every shard's query, then hand the row streams over.
                 let started = futures_util::future::join_all(jobs.iter_mut().zip(&broken).map(
-                    |((label, sc, _, sql), broken)| async move {
+                    |((label, link, _, sql), broken)| async move {
                         let label: &str = label;
                         let fail = move |source: mysql_async::Error| {
                             let e = backend(label)(source);
@@ -450,14 +566,30 @@ impl VCursor for Executor<'_> {
                             }
                             e
                         };
-                        let result = sc.conn.query_iter(sql.as_str()).await.map_err(fail)?;
-                        let stream = result.stream_and_drop::<Row>().await.map_err(fail)?;
-                        Ok::<_, Error>(stream.map(|st| {
-                            let cols = st.columns_ref().to_vec();
-                            let rows: RowStream<'_> =
-                                Box::pin(st.map(move |r| r.map(Row::unwrap).map_err(fail)));
-                            (cols, rows)
-                        }))
+                        match link {
+                            Link::Driver(sc) => {
+                                let result =
+                                    sc.conn.query_iter(sql.as_str()).await.map_err(fail)?;
+                                let stream = result.stream_and_drop::<Row>().await.map_err(fail)?;
+                                Ok::<_, Error>(stream.map(|st| {
+                                    let cols = st.columns_ref().to_vec();
+                                    let rows: RowStream<'_> =
+                                        Box::pin(st.map(move |r| r.map(Row::unwrap).map_err(fail)));
+                                    (cols, rows)
+                                }))
+                            }
+                            Link::Lean(held) => {
+                                let conn = &mut held.handle.conn;
+                                let cols = conn.start(sql).await.map_err(|e| match e {
+                                    RunError::Backend(e) | RunError::Unsent(e) => fail(e),
+                                    RunError::Sink(e) => e,
+                                })?;
+                                Ok(cols.map(|cols| {
+                                    let columns = cols.to_vec();
+                                    (columns, lean_rows(conn, cols, fail))
+                                }))
+                            }
+                        }
                     },
                 ))
                 .await;
@@ -486,6 +618,18 @@ impl VCursor for Executor<'_> {
                 }
             }
         };
+        // Rows a consumer left unread are read (and dropped), so the
+        // connections can take the next statement.
+        for (i, (_, link, _, _)) in jobs.iter_mut().enumerate() {
+            if let Link::Lean(held) = link {
+                if broken[i].load(Ordering::Relaxed) {
+                    continue;
+                }
+                if held.handle.conn.skip_rows().await.is_err() {
+                    broken[i].store(true, Ordering::Relaxed);
+                }
+            }
+        }
         self.return_all(jobs, |i| broken[i].load(Ordering::Relaxed));
         res
     }
@@ -499,9 +643,23 @@ impl VCursor for Executor<'_> {
         // Run all queries concurrently on their shards' connections.
         let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let results = if failed.is_none() {
-            futures_util::future::join_all(jobs.iter_mut().map(|(label, sc, _, sql)| async move {
-                collect(&mut sc.conn, sql).await.map_err(backend(label))
-            }))
+            futures_util::future::join_all(jobs.iter_mut().map(
+                |(label, link, _, sql)| async move {
+                    match link {
+                        Link::Driver(sc) => {
+                            collect(&mut sc.conn, sql).await.map_err(backend(label))
+                        }
+                        Link::Lean(held) => {
+                            let mut c = Collect::default();
+                            let label: &str = label;
+                            match held.handle.conn.query(sql, None, &mut c).await {
+                                Ok(_) => Ok(c.out),
+                                Err(e) => Err(run_error(e, &label)),
+                            }
+                        }
+                    }
+                },
+            ))
             .await
         } else {
             Vec::new()
@@ -637,7 +795,7 @@ impl Executor<'_> {
         shard: &str,
         tablet_type: TabletType,
         sql: &str,
-        params: Vec<mysql_common::value::Value>,
+        params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
         self.on_shard(keyspace, shard, tablet_type, false, sql, Some(params), sink)
@@ -654,7 +812,7 @@ impl Executor<'_> {
         tablet_type: TabletType,
         rename_db_columns: bool,
         sql: &str,
-        params: Option<Vec<mysql_common::value::Value>>,
+        mut params: Option<Vec<Value>>,
         sink: &mut S,
     ) -> Result<(), Error> {
         let tablet = self
@@ -662,67 +820,48 @@ impl Executor<'_> {
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
-        // A session holding no state on that tablet, and a sink that writes
-        // the client's protocol as the tablet answers it (binary for a
-        // prepared statement, text for a query): a lean connection forwards
-        // the tablet's packets as they are.
-        let clean = !self.state.in_txn
-            && !self.state.reserved
-            && !rename_db_columns
-            && self.state.pinned(&tablet.alias).is_none();
-        if clean && sink.packets(params.is_some()).is_some() {
-            // A connection that failed before the statement was written (it
-            // died since its last use) is dropped and the statement sent
-            // once more on another.
-            for attempt in 0..2 {
-                let Some(mut held) = self.state.take_lean(self.ctx, tablet).await else {
-                    break;
-                };
-                let conn = &mut held.handle.conn;
-                let res = match &params {
-                    Some(params) => conn.execute(sql, params, sink).await,
-                    None => conn.query(sql, sink).await,
-                };
-                if attempt == 0 && matches!(res, Err(RunError::Unsent(_))) {
-                    continue;
-                }
-                // A sink that failed may leave the tablet's packets unread.
-                let sink_failed = matches!(res, Err(RunError::Sink(_)));
-                let res = res.map_err(|e| run_error(e, &label));
-                self.state.no_backslash_escapes = conn
-                    .status
-                    .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
-                if !sink_failed && !matches!(&res, Err(e) if e.breaks_backend_conn()) {
-                    self.state.keep_lean(self.ctx, held);
-                }
-                return self.finish(res);
-            }
-        }
-        let rename = rename_db_columns.then(|| {
-            (
-                format!("Tables_in_{}", tablet.db_name),
-                format!("Tables_in_{keyspace}"),
-            )
+        let rename = rename_db_columns.then(|| Rename {
+            from: format!("Tables_in_{}", tablet.db_name),
+            to: format!("Tables_in_{keyspace}"),
         });
-        let (mut sc, pinned) = self.take_conn(tablet, &label).await?;
-        let res = match params {
-            None => match sc.conn.query_iter(sql).await {
-                Ok(result) => drain(result, rename.as_ref(), sink).await,
-                Err(e) => Err(RunError::Backend(e)),
-            },
-            Some(params) => match sc
-                .conn
-                .exec_iter(sql, mysql_async::Params::Positional(params))
-                .await
-            {
-                Ok(result) => drain(result, rename.as_ref(), sink).await,
-                Err(e) => Err(RunError::Backend(e)),
-            },
+        // A connection that failed before the statement was written (it
+        // died since its last use) is dropped and the statement sent once
+        // more on another.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut link, pinned) = self.state.link(self.ctx, tablet, &label).await?;
+            let res = match &mut link {
+                Link::Lean(held) => {
+                    let conn = &mut held.handle.conn;
+                    match &params {
+                        Some(params) => conn.execute(sql, params, sink).await,
+                        None => conn.query(sql, rename.as_ref(), sink).await,
+                    }
+                }
+                Link::Driver(sc) => match params.take() {
+                    None => match sc.conn.query_iter(sql).await {
+                        Ok(result) => drain(result, rename.as_ref(), sink).await,
+                        Err(e) => Err(RunError::Backend(e)),
+                    },
+                    Some(params) => match sc
+                        .conn
+                        .exec_iter(sql, mysql_async::Params::Positional(params))
+                        .await
+                    {
+                        Ok(result) => drain(result, rename.as_ref(), sink).await,
+                        Err(e) => Err(RunError::Backend(e)),
+                    },
+                },
+            };
+            if attempt == 1 && !pinned && matches!(res, Err(RunError::Unsent(_))) {
+                continue;
+            }
+            let res = res.map_err(|e| run_error(e, &label));
+            let broken = matches!(&res, Err(e) if e.breaks_backend_conn());
+            self.state.give_back(self.ctx, link, pinned, broken);
+            return self.finish(res);
         }
-        .map_err(|e| run_error(e, &label));
-        let broken = matches!(&res, Err(e) if e.breaks_backend_conn());
-        self.return_conn(sc, pinned, broken, true);
-        self.finish(res)
     }
 
     /// Ends a statement run on one tablet: its last insert id (when it
@@ -846,7 +985,7 @@ fn run_error(e: RunError, label: &(dyn std::fmt::Display + Sync)) -> Error {
 /// sink; returns the last insert id.
 async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
     mut result: mysql_async::QueryResult<'_, 'static, P>,
-    rename: Option<&(String, String)>,
+    rename: Option<&Rename>,
     sink: &mut S,
 ) -> Result<u64, RunError> {
     let mut last_id = 0;
@@ -855,21 +994,7 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
         match cols {
             Some(cols) if !cols.is_empty() => {
                 match rename {
-                    Some((from, to)) => {
-                        let renamed: Vec<Column> = cols
-                            .iter()
-                            .map(|c| {
-                                let name = c.name_str();
-                                match name.strip_prefix(from.as_str()) {
-                                    Some(tail) => {
-                                        c.clone().with_name(format!("{to}{tail}").as_bytes())
-                                    }
-                                    None => c.clone(),
-                                }
-                            })
-                            .collect();
-                        sink.columns(&renamed)
-                    }
+                    Some(r) => sink.columns(&r.apply(&cols)),
                     None => sink.columns(&cols),
                 }
                 .map_err(RunError::Sink)?;
@@ -896,4 +1021,61 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
         }
     }
     Ok(last_id)
+}
+
+/// A lean connection's rows of the result [`LeanConn::start`] began, as
+/// the engine's row stream; it ends after the first error.
+///
+/// [`LeanConn::start`]: crate::backend::lean::LeanConn::start
+fn lean_rows<'c>(
+    conn: &'c mut crate::backend::lean::LeanConn,
+    cols: std::sync::Arc<[Column]>,
+    fail: impl Fn(mysql_async::Error) -> Error + Send + 'c,
+) -> RowStream<'c> {
+    Box::pin(futures_util::stream::unfold(
+        Some((conn, cols, fail)),
+        |state| async move {
+            let (conn, cols, fail) = state?;
+            match conn.next_row(&cols).await {
+                Ok(Some(row)) => Some((Ok(row), Some((conn, cols, fail)))),
+                Ok(None) => None,
+                Err(e) => Some((Err(fail(e)), None)),
+            }
+        },
+    ))
+}
+
+/// Buffers a statement's first result (rows or OK), for the engine's
+/// merges.
+#[derive(Default)]
+struct Collect {
+    out: ShardResult,
+    /// Results seen so far.
+    seen: usize,
+}
+
+impl RowSink for Collect {
+    fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
+        if self.seen == 0 {
+            self.out.columns = cols.to_vec();
+        }
+        Ok(())
+    }
+    fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        if self.seen == 0 {
+            self.out.rows.push(values.to_vec());
+        }
+        Ok(())
+    }
+    fn end_rows(&mut self, _: u16) -> Result<(), Error> {
+        self.seen += 1;
+        Ok(())
+    }
+    fn ok(&mut self, done: QueryDone) -> Result<(), Error> {
+        if self.seen == 0 {
+            self.out.done = done;
+        }
+        self.seen += 1;
+        Ok(())
+    }
 }

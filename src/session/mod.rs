@@ -150,13 +150,15 @@ impl Session {
         match stmt {
             Statement::Begin => {
                 if self.shards.in_txn {
-                    self.shards.finish_txn(true).await?;
+                    self.shards.finish_txn(ctx, true).await?;
                 }
                 self.shards.in_txn = true;
                 sink.ok(QueryDone::default())
             }
             Statement::Commit | Statement::Rollback => {
-                self.shards.finish_txn(stmt == Statement::Commit).await?;
+                self.shards
+                    .finish_txn(ctx, stmt == Statement::Commit)
+                    .await?;
                 sink.ok(QueryDone::default())
             }
             Statement::Use(t) => {
@@ -196,7 +198,7 @@ impl Session {
                 }
                 if let Some(on) = set.autocommit {
                     if on && !self.autocommit && self.shards.in_txn {
-                        self.shards.finish_txn(true).await?;
+                        self.shards.finish_txn(ctx, true).await?;
                     }
                     self.autocommit = on;
                 }
