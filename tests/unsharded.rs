@@ -221,6 +221,43 @@ async fn session_settings_stay_with_their_client() {
     assert_eq!(err_code(&e), Some(1231));
 }
 
+/// A SET that changes nothing on a clean connection (a driver's
+/// `SET NAMES utf8mb4` at connect) reserves nothing: when the session ends
+/// its tablet connection goes back to the pool, and the next session gets
+/// it. One that changes something keeps a connection of its own, which
+/// never serves another session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_change_nothing_reserve_nothing() {
+    // Its own shardgate: its pool serves this test alone.
+    let (port, _) = spawn_shardgate(&["--mysql-auth-server-impl".into(), "none".into()]).await;
+    let next_session_gets = |set: &'static str| async move {
+        let mut a = connect_port(port, Some("commerce")).await;
+        a.query_drop(set).await.unwrap();
+        let charset: Option<String> = a
+            .query_first("select @@character_set_client")
+            .await
+            .unwrap();
+        let mine: Option<u64> = a.query_first("select connection_id()").await.unwrap();
+        a.disconnect().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut b = connect_port(port, Some("commerce")).await;
+        let next: Option<u64> = b.query_first("select connection_id()").await.unwrap();
+        (charset.unwrap(), mine == next)
+    };
+    assert_eq!(
+        next_session_gets("SET NAMES utf8mb4").await,
+        ("utf8mb4".to_string(), true)
+    );
+    assert_eq!(
+        next_session_gets("set sql_mode = @@global.sql_mode, names utf8mb4").await,
+        ("utf8mb4".to_string(), true)
+    );
+    assert_eq!(
+        next_session_gets("set names latin1").await,
+        ("latin1".to_string(), false)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_pin_one_connection() {
     let mut a = connect(Some("commerce")).await;

@@ -300,6 +300,57 @@ impl ShardConns {
         Ok(())
     }
 
+    /// Whether `set` leaves the session variables `vars` as a clean
+    /// connection to `tablet` has them (read them, apply it, read them
+    /// again, on a connection that holds no session's state): then the
+    /// session needs no reserved connection. A connection the SET changed
+    /// is closed. False when it cannot tell (no lean connection, or a
+    /// variable that cannot be read per session); the SET then takes the
+    /// reserving path, which reports its errors.
+    pub async fn set_is_noop(
+        &mut self,
+        ctx: &ServerCtx,
+        tablet: &Tablet,
+        label: &str,
+        set: &str,
+        vars: &[String],
+    ) -> Result<bool, Error> {
+        let Some(mut held) = self.take_lean(ctx, tablet).await else {
+            return Ok(false);
+        };
+        let read = format!(
+            "SELECT {}",
+            vars.iter()
+                .map(|v| format!("@@session.{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let conn = &mut held.handle.conn;
+        let before = match session_values(conn, &read).await {
+            Ok(v) => v,
+            Err(_) => {
+                if conn.is_idle() {
+                    self.keep_lean(ctx, held);
+                }
+                return Ok(false);
+            }
+        };
+        if let Err(e) = conn.run(set).await {
+            held.handle.conn.quit().await;
+            return Err(run_error(e, &label));
+        }
+        match session_values(conn, &read).await {
+            Ok(after) if after == before => {
+                self.keep_lean(ctx, held);
+                Ok(true)
+            }
+            _ => {
+                held.handle.conn.quit().await;
+                Ok(false)
+            }
+        }
+    }
+
     /// Ends the transaction on every shard it touched.
     pub async fn finish_txn(&mut self, ctx: &ServerCtx, commit: bool) -> Result<(), Error> {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
@@ -445,6 +496,18 @@ pub struct Executor<'a> {
     pub state: &'a mut ShardConns,
 }
 
+/// The tablet the gateway picks for a shard, and its label for errors.
+pub fn pick<'a>(
+    ctx: &ServerCtx,
+    snap: &'a Snapshot,
+    ks: &str,
+    shard: &str,
+    tt: TabletType,
+) -> Result<(&'a Tablet, String), Error> {
+    let t = ctx.gateway.pick(snap, ks, shard, tt)?;
+    Ok((t, Label(ks, shard, tt).to_string()))
+}
+
 fn no_backslash(conn: &Conn) -> bool {
     conn.last_ok_packet().is_some_and(|ok| {
         ok.status_flags()
@@ -460,8 +523,7 @@ impl<'a> Executor<'a> {
         shard: &str,
         tt: TabletType,
     ) -> Result<(&'a Tablet, String), Error> {
-        let t = self.ctx.gateway.pick(self.snap, ks, shard, tt)?;
-        Ok((t, Label(ks, shard, tt).to_string()))
+        pick(self.ctx, self.snap, ks, shard, tt)
     }
 
     /// Prepares `sql` on the shard's tablet to learn its parameter and column
@@ -1043,6 +1105,16 @@ fn lean_rows<'c>(
             }
         },
     ))
+}
+
+/// The rows `sql` returns on a lean connection.
+async fn session_values(
+    conn: &mut crate::backend::lean::LeanConn,
+    sql: &str,
+) -> Result<Vec<Vec<Value>>, RunError> {
+    let mut c = Collect::default();
+    conn.query(sql, None, &mut c).await?;
+    Ok(c.out.rows)
 }
 
 /// Buffers a statement's first result (rows or OK), for the engine's

@@ -9,7 +9,7 @@ use mysql_common::packets::Column;
 
 use crate::engine::{self, QueryDone, RowSink};
 use crate::error::Error;
-use crate::executor::{Executor, ShardConns};
+use crate::executor::{pick, Executor, ShardConns};
 use crate::planner::{self, Plan};
 use crate::server::ServerCtx;
 use crate::sql::{self, QueryKind, SessionValues, Statement, Target};
@@ -171,29 +171,7 @@ impl Session {
                         self.run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink)
                             .await?;
                     } else {
-                        let snap = ctx.snapshot.load();
-                        let plan = planner::plan(
-                            &Statement::Query(QueryKind::Other),
-                            None,
-                            &self.target,
-                            &snap,
-                        )
-                        .ok();
-                        let tablet = match &plan {
-                            Some(Plan::Route(r)) => {
-                                let ex = Executor {
-                                    ctx,
-                                    snap: &snap,
-                                    state: &mut self.shards,
-                                };
-                                let (t, label) = ex.tablet(&r.keyspace, &r.shard, r.tablet_type)?;
-                                Some((t.clone(), label))
-                            }
-                            _ => None,
-                        };
-                        self.shards
-                            .apply_setting(ctx, tablet.as_ref().map(|(t, l)| (t, l.clone())), rest)
-                            .await?;
+                        self.set_session(ctx, rest, set.sys_vars.as_deref()).await?;
                     }
                 }
                 if let Some(on) = set.autocommit {
@@ -224,6 +202,48 @@ impl Session {
                 self.run_planned(ctx, &other, &sql, sink).await
             }
         }
+    }
+
+    /// Applies a session SET (not autocommit): replayed on every connection
+    /// the session pins from now on, unless it changes nothing on a clean
+    /// connection (checked on a tablet the session reaches, while the
+    /// session holds no settings yet), which then needs no reserved
+    /// connection, as in vtgate.
+    async fn set_session(
+        &mut self,
+        ctx: &ServerCtx,
+        set: &str,
+        sys_vars: Option<&[String]>,
+    ) -> Result<(), Error> {
+        let snap = ctx.snapshot.load();
+        let plan = planner::plan(
+            &Statement::Query(QueryKind::Other),
+            None,
+            &self.target,
+            &snap,
+        )
+        .ok();
+        let tablet = match &plan {
+            Some(Plan::Route(r)) => Some(pick(ctx, &snap, &r.keyspace, &r.shard, r.tablet_type)?),
+            _ => None,
+        };
+        // A sharded keyspace's settings go to every shard alike: any one
+        // of them can tell.
+        let checked = match (&tablet, &self.target.keyspace) {
+            (None, Some(ks)) => snap
+                .keyspaces
+                .get(ks)
+                .and_then(|k| k.shards.first())
+                .and_then(|sh| pick(ctx, &snap, ks, &sh.name, self.target.tablet_type).ok()),
+            _ => tablet.clone(),
+        };
+        let clean = self.shards.settings.is_empty() && !self.shards.reserved && !self.shards.in_txn;
+        if let (Some(vars), Some((t, label)), true) = (sys_vars, &checked, clean) {
+            if self.shards.set_is_noop(ctx, t, label, set, vars).await? {
+                return Ok(());
+            }
+        }
+        self.shards.apply_setting(ctx, tablet, set).await
     }
 
     /// Plans a statement for the current target; sharded plans come from

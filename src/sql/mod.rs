@@ -91,7 +91,21 @@ pub struct SetStmt {
     pub rest: Option<String>,
     /// `SET GLOBAL ...`: passed through once, not replayed.
     pub global: bool,
+    /// The session system variables `rest` assigns, when it assigns
+    /// nothing else (no user variables, no `SET TRANSACTION`): if it leaves
+    /// them as a clean connection has them (a driver's `SET NAMES utf8mb4`
+    /// at connect), the session needs no reserved connection, as vtgate
+    /// checks a SET against the tablet before reserving one.
+    pub sys_vars: Option<Vec<String>>,
 }
+
+/// The variables `SET NAMES` and `SET CHARACTER SET` change.
+const CHARSET_VARS: [&str; 4] = [
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
 
 /// Classifies one statement (already split from a multi-statement).
 pub fn classify(sql: &str) -> Result<Statement, SqlError> {
@@ -185,6 +199,7 @@ fn unquote(s: &str) -> &str {
 fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
     let mut out = SetStmt::default();
     let mut kept: Vec<&str> = Vec::new();
+    let mut sys_vars: Option<Vec<String>> = Some(Vec::new());
     // Split assignments on top-level commas.
     let mut parts: Vec<&[Token]> = Vec::new();
     let (mut depth, mut from) = (0i32, 0usize);
@@ -239,10 +254,31 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             });
         } else if let (Some(a), Some(b)) = (part.first(), part.last()) {
             kept.push(&sql[a.start..b.end]);
+            let assigns = part
+                .get(name_idx + 1)
+                .is_some_and(|t| matches!(t.kind, TokenKind::Punct(b'=' | b':')));
+            let plain = !name.starts_with('@') || name.starts_with("@@");
+            let named =
+                !bare.is_empty() && bare.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+            match (&mut sys_vars, bare) {
+                (Some(vars), "names" | "charset") => {
+                    vars.extend(CHARSET_VARS.iter().map(|v| v.to_string()))
+                }
+                (Some(vars), "character")
+                    if part
+                        .get(name_idx + 1)
+                        .is_some_and(|t| t.is_word(sql, "set")) =>
+                {
+                    vars.extend(CHARSET_VARS.iter().map(|v| v.to_string()))
+                }
+                (Some(vars), _) if assigns && plain && named => vars.push(bare.to_string()),
+                _ => sys_vars = None,
+            }
         }
     }
     if !kept.is_empty() {
         out.rest = Some(format!("SET {}", kept.join(", ")));
+        out.sys_vars = sys_vars;
     }
     Ok(out)
 }
@@ -720,6 +756,29 @@ mod tests {
         };
         assert!(s.global);
         assert!(classify("set autocommit = maybe").is_err());
+    }
+
+    #[test]
+    fn set_names_the_system_variables_it_changes() {
+        let vars = |sql: &str| match classify(sql).unwrap() {
+            Statement::Set(s) => s.sys_vars,
+            _ => panic!("{sql}"),
+        };
+        let charset: Vec<String> = CHARSET_VARS.iter().map(|v| v.to_string()).collect();
+        assert_eq!(vars("SET NAMES utf8mb4"), Some(charset.clone()));
+        assert_eq!(
+            vars("set names 'utf8mb4' collate 'utf8mb4_general_ci'"),
+            Some(charset.clone())
+        );
+        assert_eq!(vars("SET CHARACTER SET utf8mb4"), Some(charset));
+        assert_eq!(
+            vars("set @@session.sql_mode = 'ANSI', time_zone := '+00:00', session wait_timeout = 10, autocommit = 1"),
+            Some(vec!["sql_mode".into(), "time_zone".into(), "wait_timeout".into()])
+        );
+        // User variables and SET TRANSACTION are state a clean connection lacks.
+        assert_eq!(vars("set sql_mode = 'ANSI', @a = 1"), None);
+        assert_eq!(vars("set transaction isolation level read committed"), None);
+        assert_eq!(vars("set autocommit = 0"), None);
     }
 
     #[test]
