@@ -95,14 +95,15 @@ impl LeanHandle {
         &self.alias
     }
 
-    /// Marks it used now.
-    pub fn touch(&mut self) {
-        self.used = Instant::now();
+    /// Marks it used at `now` (callers read the clock once per statement).
+    pub fn touch(&mut self, now: Instant) {
+        self.used = now;
     }
 
-    /// Unused for longer than `d` (the server may have closed it since).
-    pub fn idle_for(&self, d: Duration) -> bool {
-        self.used.elapsed() >= d
+    /// Unused for longer than `d` at `now` (the server may have closed it
+    /// since).
+    pub fn idle_for(&self, d: Duration, now: Instant) -> bool {
+        now.saturating_duration_since(self.used) >= d
     }
 }
 
@@ -200,7 +201,8 @@ impl Pools {
         {
             let mut idle = lock(&self.lean_idle);
             if let Some(list) = idle.get_mut(&t.alias) {
-                list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL));
+                let now = Instant::now();
+                list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL, now));
                 while let Some(mut h) = list.pop() {
                     if !h.conn.is_closed() {
                         return Some(h);
@@ -273,7 +275,7 @@ impl Pools {
         if !h.conn.is_idle() {
             return;
         }
-        h.touch();
+        h.touch(Instant::now());
         let mut idle = lock(&self.lean_idle);
         let list = idle.entry(h.alias.clone()).or_default();
         if list.len() < LEAN_IDLE {

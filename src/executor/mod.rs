@@ -166,7 +166,9 @@ impl ShardConns {
             return Ok((Link::Driver(self.conns.remove(i)), true));
         }
         if let Some(i) = self.pinned_lean(&tablet.alias) {
-            return Ok((Link::Lean(self.pinned_lean.remove(i)), true));
+            let mut held = self.pinned_lean.remove(i);
+            held.handle.touch(std::time::Instant::now());
+            return Ok((Link::Lean(held), true));
         }
         if !self.reserved {
             // A connection that died since its last use fails BEGIN before
@@ -208,7 +210,7 @@ impl ShardConns {
                     self.keep(ctx, sc.alias, sc.conn);
                 }
             }
-            Link::Lean(mut held) => {
+            Link::Lean(held) => {
                 let conn = &held.handle.conn;
                 if !conn.is_idle() {
                     return;
@@ -217,7 +219,6 @@ impl ShardConns {
                     .status
                     .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
                 if pinned {
-                    held.handle.touch();
                     self.pinned_lean.push(held);
                 } else {
                     self.keep_lean(ctx, held);
@@ -428,7 +429,10 @@ impl ShardConns {
     /// the pools when the budget allows. None sends the statement the
     /// driver's way.
     async fn take_lean(&mut self, ctx: &ServerCtx, tablet: &Tablet) -> Option<LeanHeld> {
-        self.lean.retain(|l| !l.handle.idle_for(STICKY_IDLE));
+        // One clock read per statement: a connection counts as used when a
+        // statement takes it.
+        let now = std::time::Instant::now();
+        self.lean.retain(|l| !l.handle.idle_for(STICKY_IDLE, now));
         if let Some(i) = self
             .lean
             .iter()
@@ -437,12 +441,14 @@ impl ShardConns {
             let mut held = self.lean.swap_remove(i);
             // A connection used within the last second is alive; an older
             // one is checked (one non-blocking read) and replaced if dead.
-            if !held.handle.idle_for(LIVENESS_AFTER) || !held.handle.conn.is_closed() {
+            if !held.handle.idle_for(LIVENESS_AFTER, now) || !held.handle.conn.is_closed() {
+                held.handle.touch(now);
                 return Some(held);
             }
         }
         let permit = StickyPermit::take(&ctx.sticky_budget)?;
-        let handle = ctx.pools.lean(tablet).await?;
+        let mut handle = ctx.pools.lean(tablet).await?;
+        handle.touch(now);
         Some(LeanHeld {
             handle,
             in_txn: false,
@@ -452,8 +458,7 @@ impl ShardConns {
 
     /// Keeps a clean lean connection for the session's next statement;
     /// beyond [`STICKY_PER_SESSION`] the oldest goes back to the pools.
-    fn keep_lean(&mut self, ctx: &ServerCtx, mut held: LeanHeld) {
-        held.handle.touch();
+    fn keep_lean(&mut self, ctx: &ServerCtx, held: LeanHeld) {
         if self.lean.len() >= STICKY_PER_SESSION {
             let old = self.lean.remove(0);
             ctx.pools.put_lean(old.handle);
