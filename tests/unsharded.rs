@@ -221,41 +221,97 @@ async fn session_settings_stay_with_their_client() {
     assert_eq!(err_code(&e), Some(1231));
 }
 
-/// A SET that changes nothing on a clean connection (a driver's
-/// `SET NAMES utf8mb4` at connect) reserves nothing: when the session ends
-/// its tablet connection goes back to the pool, and the next session gets
-/// it. One that changes something keeps a connection of its own, which
-/// never serves another session.
+/// Sessions with settings reserve no connection: when one ends, its
+/// tablet connection goes back to the pool and the next session gets it,
+/// reset (COM_RESET_CONNECTION clears the session's status counters too)
+/// so nothing of the first session shows. A SET that changes nothing on a
+/// clean connection (a driver's `SET NAMES utf8mb4` at connect) does not
+/// even mark the connection: the next session gets it as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_that_change_nothing_reserve_nothing() {
+async fn settings_share_connections_between_sessions() {
     // Its own shardgate: its pool serves this test alone.
     let (port, _) = spawn_shardgate(&["--mysql-auth-server-impl".into(), "none".into()]).await;
-    let next_session_gets = |set: &'static str| async move {
+    let next_session = |set: &'static str| async move {
         let mut a = connect_port(port, Some("commerce")).await;
         a.query_drop(set).await.unwrap();
-        let charset: Option<String> = a
-            .query_first("select @@character_set_client")
-            .await
-            .unwrap();
         let mine: Option<u64> = a.query_first("select connection_id()").await.unwrap();
         a.disconnect().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let mut b = connect_port(port, Some("commerce")).await;
         let next: Option<u64> = b.query_first("select connection_id()").await.unwrap();
-        (charset.unwrap(), mine == next)
+        assert_eq!(mine, next, "{set}: the next session gets the connection");
+        let sets: Option<(String, u64)> = b
+            .query_first("show session status like 'Com_set_option'")
+            .await
+            .unwrap();
+        let seen = rows(
+            &mut b,
+            "select @@character_set_client, @@sql_mode = @@global.sql_mode, @who",
+        )
+        .await;
+        (sets.unwrap().1 > 0, seen)
     };
+    let clean = vec![vec![Some("utf8mb4".into()), Some("1".into()), None]];
     assert_eq!(
-        next_session_gets("SET NAMES utf8mb4").await,
-        ("utf8mb4".to_string(), true)
+        next_session("SET NAMES utf8mb4").await,
+        (true, clean.clone())
     );
     assert_eq!(
-        next_session_gets("set sql_mode = @@global.sql_mode, names utf8mb4").await,
-        ("utf8mb4".to_string(), true)
+        next_session("set sql_mode = @@global.sql_mode, names utf8mb4").await,
+        (true, clean.clone())
     );
     assert_eq!(
-        next_session_gets("set names latin1").await,
-        ("latin1".to_string(), false)
+        next_session("set names latin1, sql_mode = 'ANSI_QUOTES', @who = 'a'").await,
+        (false, clean)
     );
+}
+
+/// State a session leaves on its tablet connection (a temporary table, a
+/// named lock) stays with it while it lives; when it ends the connection
+/// is reset and serves the next session with none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_state_is_reset_when_the_session_ends() {
+    let (port, _) = spawn_shardgate(&["--mysql-auth-server-impl".into(), "none".into()]).await;
+    let mut a = connect_port(port, Some("commerce")).await;
+    a.query_drop("create temporary table reserved_tmp (id int)")
+        .await
+        .unwrap();
+    let locked: Option<i64> = a
+        .query_first("select get_lock('sg_reserved_lock', 0)")
+        .await
+        .unwrap();
+    assert_eq!(locked, Some(1));
+    for i in 0..5 {
+        a.query_drop(format!("insert into reserved_tmp values ({i})"))
+            .await
+            .unwrap();
+    }
+    let n: Option<u64> = a
+        .query_first("select count(*) from reserved_tmp")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(5));
+    let mine: Option<u64> = a.query_first("select connection_id()").await.unwrap();
+    a.disconnect().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let mut b = connect_port(port, Some("commerce")).await;
+    let next: Option<u64> = b.query_first("select connection_id()").await.unwrap();
+    assert_eq!(
+        mine, next,
+        "the connection was reset and pooled, not closed"
+    );
+    let e = b
+        .query_drop("select count(*) from reserved_tmp")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1146));
+    let mut direct = connect_tablet(100).await;
+    let free: Option<i64> = direct
+        .query_first("select is_free_lock('sg_reserved_lock')")
+        .await
+        .unwrap();
+    assert_eq!(free, Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@
 //! transaction or not. It speaks only what those paths need: the handshake
 //! (native password), COM_QUERY, COM_STMT_PREPARE / EXECUTE / CLOSE (and
 //! SEND_LONG_DATA), `SELECT @@socket` to find a local tablet's Unix socket,
-//! and COM_QUIT. Sessions with settings or reserved connections keep using
-//! the pooled driver connections, which can be reset.
+//! COM_RESET_CONNECTION (a connection that carried a session's settings or
+//! state goes back to the pools clean) and COM_QUIT.
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -334,6 +334,22 @@ impl LeanConn {
         // Nothing is owed to an idle connection: anything readable (end of
         // stream, an error, a stray packet) means it cannot be used.
         self.reader.next().now_or_never().is_some()
+    }
+
+    /// Resets the session on the server (settings, user variables,
+    /// temporary tables, locks, an open transaction, prepared statements),
+    /// so the connection can serve another client.
+    pub async fn reset(&mut self) -> Result<(), mysql_async::Error> {
+        self.idle = false;
+        self.command(COM_RESET_CONNECTION, &[]).await?;
+        let reply = self.read().await?;
+        self.idle = true;
+        self.stmts.clear();
+        match reply.first() {
+            Some(0x00) => self.ok_packet(&reply).map(drop),
+            Some(0xFF) => Err(server_err(&reply, self.caps)),
+            _ => Err(bad("unexpected reply to COM_RESET_CONNECTION")),
+        }
     }
 
     /// Says goodbye (the server then closes without logging an aborted
@@ -762,6 +778,7 @@ const COM_QUERY: u8 = 0x03;
 const COM_STMT_PREPARE: u8 = 0x16;
 const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 const COM_STMT_CLOSE: u8 = 0x19;
+const COM_RESET_CONNECTION: u8 = 0x1f;
 
 /// MariaDB's "Prepared statement needs to be re-prepared".
 const ER_NEED_REPREPARE: u16 = 1615;

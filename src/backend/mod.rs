@@ -85,6 +85,10 @@ pub struct LeanHandle {
     alias: String,
     key: PoolKey,
     used: Instant,
+    /// The session settings applied on it (its sessions' SET statements,
+    /// joined; empty for none): sessions with the same settings share
+    /// connections, as vtgate's settings pool lets them.
+    pub settings: std::sync::Arc<str>,
     /// The connection.
     pub conn: lean::LeanConn,
 }
@@ -193,17 +197,23 @@ impl Pools {
         }
     }
 
-    /// A lean connection to `t`: an idle one, or a new one. None when the
-    /// tablet could not be reached that way lately (the caller then uses
-    /// the driver's pool).
-    pub async fn lean(&self, t: &Tablet) -> Option<LeanHandle> {
+    /// A lean connection to `t`: an idle one (one with these `settings`
+    /// if there is one; the caller brings another to them), or a new one.
+    /// None when the tablet could not be reached that way lately (the
+    /// caller then uses the driver's pool).
+    pub async fn lean(&self, t: &Tablet, settings: &str) -> Option<LeanHandle> {
         let key = Self::key(t);
         {
             let mut idle = lock(&self.lean_idle);
             if let Some(list) = idle.get_mut(&t.alias) {
                 let now = Instant::now();
                 list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL, now));
-                while let Some(mut h) = list.pop() {
+                while !list.is_empty() {
+                    let i = list
+                        .iter()
+                        .rposition(|h| *h.settings == *settings)
+                        .unwrap_or(list.len() - 1);
+                    let mut h = list.swap_remove(i);
                     if !h.conn.is_closed() {
                         return Some(h);
                     }
@@ -225,6 +235,7 @@ impl Pools {
                 alias: t.alias.clone(),
                 key,
                 used: Instant::now(),
+                settings: std::sync::Arc::default(),
                 conn,
             }),
             Err(e) => {
@@ -270,7 +281,8 @@ impl Pools {
         }
     }
 
-    /// Takes back a clean lean connection a session no longer needs.
+    /// Takes back a lean connection a session no longer needs (holding no
+    /// session's state but the settings it is tagged with).
     pub fn put_lean(&self, mut h: LeanHandle) {
         if !h.conn.is_idle() {
             return;

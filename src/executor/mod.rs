@@ -30,13 +30,16 @@ pub struct ShardConn {
 
 /// The backend side of a session: which connections it holds and why.
 ///
-/// A session that holds no settings runs every statement on lean
-/// connections (see [`crate::backend::lean`]); one in a transaction keeps
-/// the lean connection of each tablet it touched until the transaction
-/// ends. Settings and reserving statements move the session to driver
-/// connections, which can be reset when it ends. A tablet never has more
-/// than one connection holding the session's state: pinned driver and
-/// pinned lean connections are looked up before a new one is taken.
+/// Statements run on lean connections (see [`crate::backend::lean`]),
+/// brought to the session's settings (connections carrying the same
+/// settings are shared between sessions, so settings reserve nothing). A
+/// session in a transaction keeps the lean connection of each tablet it
+/// touched until the transaction ends; one that left state on a tablet
+/// (temporary tables, locks) keeps it until it ends, and the connection is
+/// reset then. Driver connections serve when a lean one cannot be had. A
+/// tablet never has more than one connection holding the session's state:
+/// pinned driver and pinned lean connections are looked up before a new
+/// one is taken.
 #[derive(Default)]
 pub struct ShardConns {
     /// Pinned driver connections, at most one per tablet.
@@ -46,8 +49,10 @@ pub struct ShardConns {
     pub pinned_lean: Vec<LeanHeld>,
     /// The session is inside a transaction: new connections begin one.
     pub in_txn: bool,
-    /// SET statements to replay on every connection the session pins.
+    /// SET statements to replay on every connection the session uses.
     pub settings: Vec<String>,
+    /// `settings` joined: the tag of the lean connections that carry them.
+    settings_key: std::sync::Arc<str>,
     /// The session left state on a connection (temporary tables, locks,
     /// settings): keep every connection until the session ends.
     pub reserved: bool,
@@ -170,24 +175,22 @@ impl ShardConns {
             held.handle.touch(std::time::Instant::now());
             return Ok((Link::Lean(held), true));
         }
-        if !self.reserved {
-            // A connection that died since its last use fails BEGIN before
-            // it is written; another one is tried once.
-            for attempt in 0..2 {
-                let Some(mut held) = self.take_lean(ctx, tablet).await else {
-                    break;
-                };
-                if !self.in_txn {
-                    return Ok((Link::Lean(held), false));
+        // A connection that died since its last use fails BEGIN before it
+        // is written; another one is tried once.
+        for attempt in 0..2 {
+            let Some(mut held) = self.take_lean(ctx, tablet).await else {
+                break;
+            };
+            if !self.in_txn {
+                return Ok((Link::Lean(held), self.reserved));
+            }
+            match held.handle.conn.run("BEGIN").await {
+                Ok(()) => {
+                    held.in_txn = true;
+                    return Ok((Link::Lean(held), true));
                 }
-                match held.handle.conn.run("BEGIN").await {
-                    Ok(()) => {
-                        held.in_txn = true;
-                        return Ok((Link::Lean(held), true));
-                    }
-                    Err(RunError::Unsent(_)) if attempt == 0 => continue,
-                    Err(e) => return Err(run_error(e, label)),
-                }
+                Err(RunError::Unsent(_)) if attempt == 0 => continue,
+                Err(e) => return Err(run_error(e, label)),
             }
         }
         let (sc, pinned) = self.checkout(ctx, tablet, label).await?;
@@ -268,9 +271,9 @@ impl ShardConns {
         Ok((sc, self.in_txn || self.reserved))
     }
 
-    /// Applies a new session setting: on every pinned connection, and on a
-    /// new pinned connection to `tablet` if there is none, then remembers it
-    /// for connections pinned later.
+    /// Applies a new session setting: on every pinned connection, and on
+    /// a connection to `tablet` (so its errors reach the client now), then
+    /// remembers it for every connection the session uses later.
     pub async fn apply_setting(
         &mut self,
         ctx: &ServerCtx,
@@ -288,16 +291,44 @@ impl ShardConns {
                 .await
                 .map_err(|e| run_error(e, &label))?;
         }
+        let mut tried = None;
         if let Some((tablet, label)) = tablet {
             if self.pinned(&tablet.alias).is_none() && self.pinned_lean(&tablet.alias).is_none() {
-                let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
-                sc.conn.query_drop(set).await.map_err(backend(&label))?;
-                self.no_backslash_escapes = no_backslash(&sc.conn);
-                self.conns.push(sc);
+                match self.take_lean(ctx, tablet).await {
+                    Some(mut held) => {
+                        let res = held.handle.conn.run(set).await;
+                        let conn = &held.handle.conn;
+                        self.no_backslash_escapes = conn
+                            .status
+                            .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+                        match res {
+                            Ok(()) => tried = Some(held),
+                            Err(e) => {
+                                // A refused SET changed nothing.
+                                if conn.is_idle() {
+                                    self.keep_lean(ctx, held);
+                                }
+                                return Err(run_error(e, &label));
+                            }
+                        }
+                    }
+                    None => {
+                        let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
+                        sc.conn.query_drop(set).await.map_err(backend(&label))?;
+                        self.no_backslash_escapes = no_backslash(&sc.conn);
+                        self.conns.push(sc);
+                    }
+                }
             }
         }
         self.settings.push(set.to_string());
-        self.reserved = true;
+        self.settings_key = self.settings.join(";\n").into();
+        for held in self.pinned_lean.iter_mut().chain(tried.as_mut()) {
+            held.handle.settings = self.settings_key.clone();
+        }
+        if let Some(held) = tried {
+            self.keep_lean(ctx, held);
+        }
         Ok(())
     }
 
@@ -433,27 +464,34 @@ impl ShardConns {
         // statement takes it.
         let now = std::time::Instant::now();
         self.lean.retain(|l| !l.handle.idle_for(STICKY_IDLE, now));
-        if let Some(i) = self
+        let mine = self
             .lean
             .iter()
-            .position(|l| l.handle.alias() == tablet.alias)
-        {
+            .position(|l| l.handle.alias() == tablet.alias);
+        if let Some(i) = mine {
             let mut held = self.lean.swap_remove(i);
             // A connection used within the last second is alive; an older
             // one is checked (one non-blocking read) and replaced if dead.
             if !held.handle.idle_for(LIVENESS_AFTER, now) || !held.handle.conn.is_closed() {
                 held.handle.touch(now);
-                return Some(held);
+                if *held.handle.settings == *self.settings_key {
+                    return Some(held);
+                }
+                return conform(&self.settings, &self.settings_key, held).await;
             }
         }
         let permit = StickyPermit::take(&ctx.sticky_budget)?;
-        let mut handle = ctx.pools.lean(tablet).await?;
+        let mut handle = ctx.pools.lean(tablet, &self.settings_key).await?;
         handle.touch(now);
-        Some(LeanHeld {
+        let held = LeanHeld {
             handle,
             in_txn: false,
             _permit: permit,
-        })
+        };
+        if *held.handle.settings == *self.settings_key {
+            return Some(held);
+        }
+        conform(&self.settings, &self.settings_key, held).await
     }
 
     /// Keeps a clean lean connection for the session's next statement;
@@ -472,10 +510,15 @@ impl ShardConns {
             ctx.pools.put_lean(held.handle);
         }
         for mut held in self.pinned_lean.drain(..) {
-            // Session state cannot be reset on a lean connection: it closes.
-            if self.reserved {
-                held.handle.conn.quit().await;
-            } else if !held.in_txn || held.handle.conn.run("ROLLBACK").await.is_ok() {
+            // State the session left (and its transaction) goes with a reset.
+            let clean = if self.reserved {
+                let reset = held.handle.conn.reset().await.is_ok();
+                held.handle.settings = std::sync::Arc::default();
+                reset
+            } else {
+                !held.in_txn || held.handle.conn.run("ROLLBACK").await.is_ok()
+            };
+            if clean {
                 ctx.pools.put_lean(held.handle);
             }
         }
@@ -550,6 +593,21 @@ impl<'a> Executor<'a> {
                 self.state.pinned_lean.remove(i);
             }
             return out;
+        }
+        // On a connection with the session's settings (sql_mode changes
+        // what parses).
+        if self.state.pinned(&tablet.alias).is_none() {
+            if let Some(mut held) = self.state.take_lean(self.ctx, &tablet).await {
+                let out = held
+                    .handle
+                    .conn
+                    .describe(sql)
+                    .await
+                    .map_err(backend(&label));
+                self.state
+                    .give_back(self.ctx, Link::Lean(held), false, false);
+                return out;
+            }
         }
         let mut owned;
         let conn = match self.state.pinned(&tablet.alias) {
@@ -1110,6 +1168,27 @@ fn lean_rows<'c>(
             }
         },
     ))
+}
+
+/// Brings a lean connection to a session's `settings` (tagged `key`): one
+/// carrying other settings is reset first, then the SETs are replayed.
+/// None (the connection closed, the driver's path taken) if that fails.
+async fn conform(
+    settings: &[String],
+    key: &std::sync::Arc<str>,
+    mut held: LeanHeld,
+) -> Option<LeanHeld> {
+    let conn = &mut held.handle.conn;
+    let mut ok = held.handle.settings.is_empty() || conn.reset().await.is_ok();
+    for set in settings {
+        ok = ok && conn.run(set).await.is_ok();
+    }
+    if !ok {
+        tracing::debug!(tablet = %held.handle.alias(), "session settings failed on a lean connection");
+        return None;
+    }
+    held.handle.settings = key.clone();
+    Some(held)
 }
 
 /// The rows `sql` returns on a lean connection.
