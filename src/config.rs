@@ -149,6 +149,12 @@ pub struct ServeArgs {
     /// whose socket cannot be opened, stay on TCP.
     #[arg(long = "tablet-local-socket", default_value_t = true, action = clap::ArgAction::Set)]
     pub tablet_local_socket: bool,
+    /// Run statements on shardgate's own lean tablet connections (the fast
+    /// path); `false` sends everything through the mysql_async pools, the
+    /// fallback used when a tablet cannot be reached that way (for A/B runs
+    /// and for testing that path).
+    #[arg(long = "lean-connections", default_value_t = true, action = clap::ArgAction::Set)]
+    pub lean_connections: bool,
 }
 
 /// Flags and commands of `shardgate ctl`.

@@ -4,9 +4,9 @@
 //!
 //! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
 //!   result encoding). Hands statement text to the session; never routes.
-//! - [`session`]: one client's state: target, autocommit, transaction and
-//!   reserved backend connections, settings, prepared statements (run
-//!   prepared on the tablet when they go whole to one).
+//! - [`session`]: one client's state: target, autocommit, transaction,
+//!   settings, prepared statements (run prepared on the tablet when they go
+//!   whole to one); its backend connections are [`executor::ShardConns`].
 //! - [`sql`]: a small MySQL lexer: splitting multi-statements, classifying
 //!   statements, placeholders and the few rewrites a proxy must do.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`].
@@ -16,9 +16,11 @@
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
-//! - [`backend`]: mysql_async pools per tablet, reconciled with the snapshot,
-//!   and [`backend::lean`] connections that forward a tablet's binary
-//!   results undecoded (clean sessions' prepared statements).
+//! - [`backend`]: [`backend::lean`] tablet connections that carry every
+//!   session's statements (results forwarded undecoded when the client
+//!   takes them as they are, decoded for the engine's merges), pooled per
+//!   tablet and tagged with the session settings they carry; mysql_async
+//!   pools, reconciled with the snapshot, as the fallback.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex

@@ -127,6 +127,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             password: args.db_app_password.clone(),
             pool_max: args.pool_size,
             local_socket: args.tablet_local_socket,
+            lean: args.lean_connections,
             ..BackendConfig::default()
         },
         auth,

@@ -314,6 +314,65 @@ async fn reserved_state_is_reset_when_the_session_ends() {
     assert_eq!(free, Some(1));
 }
 
+/// The driver's pool (the fallback when lean connections cannot be had,
+/// here forced with `--lean-connections=false`) keeps transactions and
+/// settings with their client too: its connections are not reset on
+/// return, so one that carried a session's settings (also through a
+/// transaction) must never reach another session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_fallback_keeps_sessions_apart() {
+    let (port, _) = spawn_shardgate(&[
+        "--mysql-auth-server-impl".into(),
+        "none".into(),
+        "--lean-connections=false".into(),
+    ])
+    .await;
+    let mut a = connect_port(port, Some("commerce")).await;
+    a.query_drop("create table if not exists fallback_t (id int primary key)")
+        .await
+        .unwrap();
+    a.query_drop("delete from fallback_t").await.unwrap();
+    a.query_drop("set sql_mode = 'ANSI_QUOTES', @who = 'a'")
+        .await
+        .unwrap();
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into fallback_t values (1)")
+        .await
+        .unwrap();
+    let mut b = connect_port(port, Some("commerce")).await;
+    assert_eq!(
+        rows(&mut b, "select count(*) from fallback_t").await,
+        vec![vec![Some("0".into())]]
+    );
+    a.query_drop("commit").await.unwrap();
+    drop(b);
+    for _ in 0..10 {
+        let mut b = connect_port(port, Some("commerce")).await;
+        assert_eq!(
+            rows(
+                &mut b,
+                "select @@sql_mode = @@global.sql_mode, @who, count(*) from fallback_t"
+            )
+            .await,
+            vec![vec![Some("1".into()), None, Some("1".into())]]
+        );
+        assert_eq!(
+            rows(&mut a, "select @@sql_mode, @who").await,
+            vec![vec![Some("ANSI_QUOTES".into()), Some("a".into())]]
+        );
+    }
+    // Nor after the session has gone.
+    a.disconnect().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..10 {
+        let mut b = connect_port(port, Some("commerce")).await;
+        assert_eq!(
+            rows(&mut b, "select @@sql_mode = @@global.sql_mode, @who").await,
+            vec![vec![Some("1".into()), None]]
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_pin_one_connection() {
     let mut a = connect(Some("commerce")).await;
@@ -426,6 +485,22 @@ async fn temporary_table_made_mid_transaction_stays_with_the_session() {
     assert_eq!(
         rows(&mut a, "select count(*) from tmp_mid").await,
         vec![vec![Some("2".into())]]
+    );
+    // A transaction begun later on that connection is a transaction there.
+    a.query_drop("delete from tmp_src").await.unwrap();
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into tmp_src values (1)")
+        .await
+        .unwrap();
+    let mut b = connect(Some("commerce")).await;
+    assert_eq!(
+        rows(&mut b, "select count(*) from tmp_src").await,
+        vec![vec![Some("0".into())]]
+    );
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "select count(*) from tmp_src").await,
+        vec![vec![Some("0".into())]]
     );
 }
 

@@ -1,10 +1,12 @@
-//! Connection pools to tablets: one mysql_async pool per tablet, created and
-//! retired as tablets come and go in the snapshot, beside idle [`lean`]
-//! connections (the hot path of prepared statements) per tablet.
+//! Connection pools to tablets: idle [`lean`] connections per tablet (what
+//! sessions run their statements on), each tagged with the session settings
+//! it carries, and one mysql_async pool per tablet as the fallback, created
+//! and retired as tablets come and go in the snapshot.
 //!
 //! Pools do not reset connections on return (a round trip per checkout);
-//! instead the session never returns a connection that carries state: it
-//! rolls back or resets it first (see `session`).
+//! instead the session never returns a connection that carries state other
+//! than its settings tag: it rolls back or resets it first (see
+//! `executor::ShardConns`).
 
 pub mod lean;
 
@@ -35,6 +37,8 @@ pub struct BackendConfig {
     /// Switch loopback tablets to their Unix socket (see the
     /// `--tablet-local-socket` flag).
     pub local_socket: bool,
+    /// Lean connections at all (`--lean-connections`).
+    pub lean: bool,
 }
 
 impl Default for BackendConfig {
@@ -45,6 +49,7 @@ impl Default for BackendConfig {
             pool_min: 4,
             pool_max: 200,
             local_socket: true,
+            lean: true,
         }
     }
 }
@@ -202,6 +207,9 @@ impl Pools {
     /// None when the tablet could not be reached that way lately (the
     /// caller then uses the driver's pool).
     pub async fn lean(&self, t: &Tablet, settings: &str) -> Option<LeanHandle> {
+        if !self.cfg.lean {
+            return None;
+        }
         let key = Self::key(t);
         {
             let mut idle = lock(&self.lean_idle);

@@ -167,12 +167,34 @@ impl ShardConns {
         tablet: &Tablet,
         label: &(dyn std::fmt::Display + Sync),
     ) -> Result<(Link, bool), Error> {
+        // A connection pinned for the session's state joins a transaction
+        // begun since.
         if let Some(i) = self.pinned(&tablet.alias) {
-            return Ok((Link::Driver(self.conns.remove(i)), true));
+            let mut sc = self.conns.remove(i);
+            if self.in_txn && !sc.in_txn {
+                if let Err(e) = sc.conn.query_drop("BEGIN").await {
+                    let e = backend(label)(e);
+                    if !e.breaks_backend_conn() {
+                        self.conns.push(sc);
+                    }
+                    return Err(e);
+                }
+                sc.in_txn = true;
+            }
+            return Ok((Link::Driver(sc), true));
         }
         if let Some(i) = self.pinned_lean(&tablet.alias) {
             let mut held = self.pinned_lean.remove(i);
             held.handle.touch(std::time::Instant::now());
+            if self.in_txn && !held.in_txn {
+                if let Err(e) = held.handle.conn.run("BEGIN").await {
+                    if held.handle.conn.is_idle() {
+                        self.pinned_lean.push(held);
+                    }
+                    return Err(run_error(e, label));
+                }
+                held.in_txn = true;
+            }
             return Ok((Link::Lean(held), true));
         }
         // A connection that died since its last use fails BEGIN before it
@@ -268,7 +290,7 @@ impl ShardConns {
             conn,
             in_txn: self.in_txn,
         };
-        Ok((sc, self.in_txn || self.reserved))
+        Ok((sc, self.in_txn || self.driver_keeps()))
     }
 
     /// Applies a new session setting: on every pinned connection, and on
@@ -419,15 +441,25 @@ impl ShardConns {
             }
         }
         self.in_txn = false;
+        if !self.driver_keeps() {
+            self.conns.clear();
+        }
         if self.reserved {
             self.pinned_lean = kept;
         } else {
-            self.conns.clear();
             for held in kept {
                 self.keep_lean(ctx, held);
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Whether a driver connection the session used holds its state
+    /// (settings or reserved state): the driver's pool does not reset
+    /// connections, so such a one stays with the session until it ends and
+    /// is reset then.
+    fn driver_keeps(&self) -> bool {
+        self.reserved || !self.settings.is_empty()
     }
 
     /// Keeps a clean connection for the next statement, if the budget allows.
@@ -523,9 +555,10 @@ impl ShardConns {
             }
         }
         self.sticky.clear();
+        let keeps = self.driver_keeps();
         for mut sc in self.conns.drain(..) {
             let clean = (!sc.in_txn || sc.conn.query_drop("ROLLBACK").await.is_ok())
-                && (!self.reserved || sc.conn.reset().await.is_ok());
+                && (!keeps || sc.conn.reset().await.is_ok());
             if !clean {
                 let _ = sc.conn.disconnect().await;
             }
