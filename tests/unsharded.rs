@@ -400,6 +400,25 @@ async fn transactions_pin_one_connection() {
         vec![vec![Some("0".into())]]
     );
 
+    // A transaction whose first statement is a read (BEGIN rides with it).
+    a.query_drop("begin").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "select count(*) from txn_t").await,
+        vec![vec![Some("0".into())]]
+    );
+    a.query_drop("insert into txn_t values (9, 9)")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut b, "select count(*) from txn_t").await,
+        vec![vec![Some("0".into())]]
+    );
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "select count(*) from txn_t").await,
+        vec![vec![Some("0".into())]]
+    );
+
     a.query_drop("start transaction").await.unwrap();
     a.query_drop("insert into txn_t values (2, 2)")
         .await

@@ -117,8 +117,23 @@ pub struct LeanConn {
     /// or a row stream dropped early, leaves packets behind: such a
     /// connection cannot take another command).
     idle: bool,
+    /// A BEGIN to send ahead of the next command, or whose reply is owed.
+    begin: Begin,
+    /// A pipelined BEGIN failed: the connection is not what its holder
+    /// thinks it is, and is never reused.
+    failed: bool,
     /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
     pub status: StatusFlags,
+}
+
+/// Where a pipelined BEGIN stands (see [`LeanConn::begin_with_next`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Begin {
+    None,
+    /// Goes out in the same write as the next command.
+    Next,
+    /// Sent; its reply comes before the command's.
+    Owed,
 }
 
 /// Column names to rewrite in a result's definitions: SHOW TABLES names
@@ -202,6 +217,8 @@ impl LeanConn {
             caps: CapabilityFlags::empty(),
             stmts: Vec::new(),
             idle: true,
+            begin: Begin::None,
+            failed: false,
             status: StatusFlags::empty(),
         };
         c.login(user, password, db).await?;
@@ -209,6 +226,27 @@ impl LeanConn {
     }
 
     async fn read(&mut self) -> Result<BytesMut, mysql_async::Error> {
+        if self.begin == Begin::Owed {
+            self.begin = Begin::None;
+            let reply = self.packet().await?;
+            match reply.first() {
+                Some(0x00) => {
+                    self.ok_packet(&reply)?;
+                }
+                // The command after it is left unread, and the connection
+                // holds no transaction: it cannot be used again (the
+                // caller only pipelines reads).
+                Some(0xFF) => {
+                    self.failed = true;
+                    return Err(server_err(&reply, self.caps));
+                }
+                _ => return Err(bad("unexpected reply to BEGIN")),
+            }
+        }
+        self.packet().await
+    }
+
+    async fn packet(&mut self) -> Result<BytesMut, mysql_async::Error> {
         match self.reader.next().await {
             Some(Ok(p)) => Ok(p.payload),
             Some(Err(e)) => Err(io(e)),
@@ -220,10 +258,23 @@ impl LeanConn {
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
-        let mut seq = seq;
         self.out.clear();
+        if self.begin == Begin::Next {
+            write_packet(&mut self.out, &mut 0, b"\x03BEGIN");
+            self.begin = Begin::Owed;
+        }
+        let mut seq = seq;
         write_packet(&mut self.out, &mut seq, payload);
         self.writer.write_all(&self.out).await.map_err(io)
+    }
+
+    /// Opens a transaction in the same write as the next command, saving a
+    /// round trip: the server runs BEGIN, then the command. Only for a
+    /// command that changes nothing (a read): should BEGIN fail, the
+    /// command has run outside a transaction, and the caller gets BEGIN's
+    /// error and drops the connection.
+    pub fn begin_with_next(&mut self) {
+        self.begin = Begin::Next;
     }
 
     /// Sends a command: its byte, then `parts` one after another.
@@ -426,7 +477,7 @@ impl LeanConn {
     /// Whether the connection can take a command: the last reply was read
     /// to its end.
     pub fn is_idle(&self) -> bool {
-        self.idle
+        self.idle && !self.failed
     }
 
     /// Runs `sql` as a prepared statement with `params` and hands its
@@ -547,6 +598,9 @@ impl LeanConn {
     /// after the last (any further results of the statement are read and
     /// dropped).
     async fn next_packet(&mut self) -> Result<Option<BytesMut>, mysql_async::Error> {
+        if self.failed {
+            return Err(bad("the connection's BEGIN failed"));
+        }
         if self.idle {
             return Ok(None);
         }

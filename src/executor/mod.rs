@@ -157,16 +157,19 @@ impl ShardConns {
             .position(|l| l.handle.alias() == alias)
     }
 
-    /// The connection a statement on `tablet` runs on, and whether it goes
-    /// back to the session afterwards: the one holding the session's state
-    /// there, else a lean one (beginning the session's transaction on it),
-    /// else a driver one.
+    /// The connection statement `sql` on `tablet` runs on, whether it goes
+    /// back to the session afterwards, and whether it is new to the session
+    /// (so a failure before `sql` was written leaves nothing behind): the
+    /// one holding the session's state there, else a lean one (beginning
+    /// the session's transaction on it; in the same write as `sql` when
+    /// that is a read), else a driver one.
     async fn link(
         &mut self,
         ctx: &ServerCtx,
         tablet: &Tablet,
         label: &(dyn std::fmt::Display + Sync),
-    ) -> Result<(Link, bool), Error> {
+        sql: &str,
+    ) -> Result<(Link, bool, bool), Error> {
         // A connection pinned for the session's state joins a transaction
         // begun since.
         if let Some(i) = self.pinned(&tablet.alias) {
@@ -181,7 +184,7 @@ impl ShardConns {
                 }
                 sc.in_txn = true;
             }
-            return Ok((Link::Driver(sc), true));
+            return Ok((Link::Driver(sc), true, false));
         }
         if let Some(i) = self.pinned_lean(&tablet.alias) {
             let mut held = self.pinned_lean.remove(i);
@@ -195,7 +198,7 @@ impl ShardConns {
                 }
                 held.in_txn = true;
             }
-            return Ok((Link::Lean(held), true));
+            return Ok((Link::Lean(held), true, false));
         }
         // A connection that died since its last use fails BEGIN before it
         // is written; another one is tried once.
@@ -204,19 +207,24 @@ impl ShardConns {
                 break;
             };
             if !self.in_txn {
-                return Ok((Link::Lean(held), self.reserved));
+                return Ok((Link::Lean(held), self.reserved, true));
+            }
+            if is_select(sql) {
+                held.handle.conn.begin_with_next();
+                held.in_txn = true;
+                return Ok((Link::Lean(held), true, true));
             }
             match held.handle.conn.run("BEGIN").await {
                 Ok(()) => {
                     held.in_txn = true;
-                    return Ok((Link::Lean(held), true));
+                    return Ok((Link::Lean(held), true, true));
                 }
                 Err(RunError::Unsent(_)) if attempt == 0 => continue,
                 Err(e) => return Err(run_error(e, label)),
             }
         }
         let (sc, pinned) = self.checkout(ctx, tablet, label).await?;
-        Ok((Link::Driver(sc), pinned))
+        Ok((Link::Driver(sc), pinned, true))
     }
 
     /// Gives a connection back after a statement: pinned ones to the
@@ -357,10 +365,11 @@ impl ShardConns {
     /// Whether `set` leaves the session variables `vars` as a clean
     /// connection to `tablet` has them (read them, apply it, read them
     /// again, on a connection that holds no session's state): then the
-    /// session needs no reserved connection. A connection the SET changed
-    /// is closed. False when it cannot tell (no lean connection, or a
-    /// variable that cannot be read per session); the SET then takes the
-    /// reserving path, which reports its errors.
+    /// session need not carry it, and its connections stay untagged. A
+    /// connection the SET changed is closed. False when it cannot tell (no
+    /// lean connection, or a variable that cannot be read per session); the
+    /// SET then becomes one of the session's settings, and that path
+    /// reports its errors.
     pub async fn set_is_noop(
         &mut self,
         ctx: &ServerCtx,
@@ -682,8 +691,8 @@ impl Executor<'_> {
                 Ok((t, l)) => (t, l),
                 Err(e) => return (jobs, Some(e)),
             };
-            match self.state.link(self.ctx, tablet, &label).await {
-                Ok((link, pinned)) => jobs.push((label, link, pinned, sql)),
+            match self.state.link(self.ctx, tablet, &label, &sql).await {
+                Ok((link, pinned, _)) => jobs.push((label, link, pinned, sql)),
                 Err(e) => return (jobs, Some(e)),
             }
         }
@@ -988,7 +997,7 @@ impl Executor<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut link, pinned) = self.state.link(self.ctx, tablet, &label).await?;
+            let (mut link, pinned, fresh) = self.state.link(self.ctx, tablet, &label, sql).await?;
             let res = match &mut link {
                 Link::Lean(held) => {
                     let conn = &mut held.handle.conn;
@@ -1012,7 +1021,7 @@ impl Executor<'_> {
                     },
                 },
             };
-            if attempt == 1 && !pinned && matches!(res, Err(RunError::Unsent(_))) {
+            if attempt == 1 && fresh && matches!(res, Err(RunError::Unsent(_))) {
                 continue;
             }
             let res = res.map_err(|e| run_error(e, &label));
@@ -1201,6 +1210,16 @@ fn lean_rows<'c>(
             }
         },
     ))
+}
+
+/// Whether `sql` is a SELECT (its text starts so): a statement that may
+/// ride in the same write as the BEGIN before it.
+fn is_select(sql: &str) -> bool {
+    let s = sql.trim_start().as_bytes();
+    s.len() > 6
+        && s[..6].eq_ignore_ascii_case(b"select")
+        && !s[6].is_ascii_alphanumeric()
+        && s[6] != b'_'
 }
 
 /// Brings a lean connection to a session's `settings` (tagged `key`): one

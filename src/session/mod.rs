@@ -204,11 +204,11 @@ impl Session {
         }
     }
 
-    /// Applies a session SET (not autocommit): replayed on every connection
-    /// the session pins from now on, unless it changes nothing on a clean
-    /// connection (checked on a tablet the session reaches, while the
-    /// session holds no settings yet), which then needs no reserved
-    /// connection, as in vtgate.
+    /// Applies a session SET (not autocommit): it becomes one of the
+    /// session's settings, which every connection the session uses carries,
+    /// unless it changes nothing on a clean connection (checked on a tablet
+    /// the session reaches, while the session holds no settings yet), as
+    /// vtgate checks before reserving a connection.
     async fn set_session(
         &mut self,
         ctx: &ServerCtx,

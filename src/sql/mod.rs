@@ -94,8 +94,8 @@ pub struct SetStmt {
     /// The session system variables `rest` assigns, when it assigns
     /// nothing else (no user variables, no `SET TRANSACTION`): if it leaves
     /// them as a clean connection has them (a driver's `SET NAMES utf8mb4`
-    /// at connect), the session needs no reserved connection, as vtgate
-    /// checks a SET against the tablet before reserving one.
+    /// at connect), the session need not carry it, as vtgate checks a SET
+    /// against the tablet before reserving a connection for it.
     pub sys_vars: Option<Vec<String>>,
 }
 
