@@ -40,6 +40,11 @@ const STMT_CACHE: usize = 32;
 /// How long connecting and logging in to a tablet may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Bytes a connection reads from its tablet at a time: a range of a
+/// hundred rows arrives in one read (with 4 KiB, strace counted nine more
+/// `recvfrom` calls per sysbench read-only transaction).
+const READ_BUFFER: usize = 32 * 1024;
+
 /// Largest packet accepted from a tablet.
 const MAX_PACKET: usize = 1 << 30;
 
@@ -211,7 +216,7 @@ impl LeanConn {
             }
         };
         let mut c = LeanConn {
-            reader: FramedRead::with_capacity(r, PacketCodec::new(MAX_PACKET), 4096),
+            reader: FramedRead::with_capacity(r, PacketCodec::new(MAX_PACKET), READ_BUFFER),
             writer: w,
             out: BytesMut::with_capacity(1024),
             caps: CapabilityFlags::empty(),
