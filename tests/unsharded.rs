@@ -340,10 +340,7 @@ async fn driver_fallback_keeps_sessions_apart() {
         .await
         .unwrap();
     let mut b = connect_port(port, Some("commerce")).await;
-    assert_eq!(
-        rows(&mut b, "select count(*) from fallback_t").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut b, "fallback_t").await, 0);
     a.query_drop("commit").await.unwrap();
     drop(b);
     for _ in 0..10 {
@@ -386,38 +383,20 @@ async fn transactions_pin_one_connection() {
     a.query_drop("insert into txn_t values (1, 1)")
         .await
         .unwrap();
-    assert_eq!(
-        rows(&mut a, "select count(*) from txn_t").await,
-        vec![vec![Some("1".into())]]
-    );
-    assert_eq!(
-        rows(&mut b, "select count(*) from txn_t").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut a, "txn_t").await, 1);
+    assert_eq!(count(&mut b, "txn_t").await, 0);
     a.query_drop("rollback").await.unwrap();
-    assert_eq!(
-        rows(&mut a, "select count(*) from txn_t").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut a, "txn_t").await, 0);
 
     // A transaction whose first statement is a read (BEGIN rides with it).
     a.query_drop("begin").await.unwrap();
-    assert_eq!(
-        rows(&mut a, "select count(*) from txn_t").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut a, "txn_t").await, 0);
     a.query_drop("insert into txn_t values (9, 9)")
         .await
         .unwrap();
-    assert_eq!(
-        rows(&mut b, "select count(*) from txn_t").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut b, "txn_t").await, 0);
     a.query_drop("rollback").await.unwrap();
-    assert_eq!(
-        rows(&mut a, "select count(*) from txn_t").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut a, "txn_t").await, 0);
 
     a.query_drop("start transaction").await.unwrap();
     a.query_drop("insert into txn_t values (2, 2)")
@@ -434,24 +413,15 @@ async fn transactions_pin_one_connection() {
     a.query_drop("insert into txn_t values (3, 3)")
         .await
         .unwrap();
-    assert_eq!(
-        rows(&mut b, "select count(*) from txn_t").await,
-        vec![vec![Some("1".into())]]
-    );
+    assert_eq!(count(&mut b, "txn_t").await, 1);
     a.query_drop("commit").await.unwrap();
-    assert_eq!(
-        rows(&mut b, "select count(*) from txn_t").await,
-        vec![vec![Some("2".into())]]
-    );
+    assert_eq!(count(&mut b, "txn_t").await, 2);
     a.query_drop("insert into txn_t values (4, 4)")
         .await
         .unwrap();
     // Turning autocommit back on commits the open transaction, as in MySQL.
     a.query_drop("set autocommit = 1").await.unwrap();
-    assert_eq!(
-        rows(&mut b, "select count(*) from txn_t").await,
-        vec![vec![Some("3".into())]]
-    );
+    assert_eq!(count(&mut b, "txn_t").await, 3);
 
     // A client that disconnects mid-transaction loses its writes and its
     // locks: another client's insert of the same key goes through (it would
@@ -501,10 +471,7 @@ async fn temporary_table_made_mid_transaction_stays_with_the_session() {
     a.query_drop("commit").await.unwrap();
     let ids: Vec<i32> = a.exec(&stmt, (7,)).await.unwrap();
     assert_eq!(ids, vec![8]);
-    assert_eq!(
-        rows(&mut a, "select count(*) from tmp_mid").await,
-        vec![vec![Some("2".into())]]
-    );
+    assert_eq!(count(&mut a, "tmp_mid").await, 2);
     // A transaction begun later on that connection is a transaction there.
     a.query_drop("delete from tmp_src").await.unwrap();
     a.query_drop("begin").await.unwrap();
@@ -512,15 +479,9 @@ async fn temporary_table_made_mid_transaction_stays_with_the_session() {
         .await
         .unwrap();
     let mut b = connect(Some("commerce")).await;
-    assert_eq!(
-        rows(&mut b, "select count(*) from tmp_src").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut b, "tmp_src").await, 0);
     a.query_drop("rollback").await.unwrap();
-    assert_eq!(
-        rows(&mut a, "select count(*) from tmp_src").await,
-        vec![vec![Some("0".into())]]
-    );
+    assert_eq!(count(&mut a, "tmp_src").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

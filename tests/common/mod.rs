@@ -260,6 +260,17 @@ pub fn err_code(e: &mysql_async::Error) -> Option<u16> {
     }
 }
 
+/// How many rows `table` holds, as the connection sees it (inside its
+/// transaction, if one is open).
+pub async fn count(conn: &mut Conn, table: &str) -> u64 {
+    let sql = format!("select count(*) from {table}");
+    let n: Option<u64> = conn
+        .query_first(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    n.unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
 /// Runs one query through the shardgate connection and collects string cells.
 pub async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<Option<String>>> {
     let rows: Vec<mysql_async::Row> = conn
