@@ -132,9 +132,10 @@ pub struct ServeArgs {
         default_value = ""
     )]
     pub db_app_password: String,
-    /// Largest number of driver (mysql_async) connections per tablet; the
-    /// lean connections of the hot path come on top, bounded by the
-    /// sessions' budget of 128 and 32 idle per tablet.
+    /// Largest number of driver (mysql_async) connections per tablet (the
+    /// fallback path); the lean connections statements run on come on top:
+    /// those sessions keep (`--sticky-connections`), those in transactions,
+    /// and 32 idle per tablet.
     #[arg(long = "pool-size", default_value_t = 200)]
     pub pool_size: usize,
     /// Threads serving clients (default: half the cores, at least one). A
@@ -155,6 +156,13 @@ pub struct ServeArgs {
     /// and for testing that path).
     #[arg(long = "lean-connections", default_value_t = true, action = clap::ArgAction::Set)]
     pub lean_connections: bool,
+    /// Tablet connections client sessions may keep between statements,
+    /// server-wide (session affinity: a busy client skips the pool; at
+    /// most four per session). Beyond it a statement takes a connection
+    /// from the pool and gives it back; a transaction keeps its own
+    /// whatever this says.
+    #[arg(long = "sticky-connections", default_value_t = 128)]
+    pub sticky_connections: usize,
 }
 
 /// Flags and commands of `shardgate ctl`.

@@ -128,6 +128,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             pool_max: args.pool_size,
             local_socket: args.tablet_local_socket,
             lean: args.lean_connections,
+            sticky: args.sticky_connections,
             ..BackendConfig::default()
         },
         auth,

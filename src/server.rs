@@ -31,7 +31,7 @@ pub struct ServerCtx {
     pub max_packet: usize,
     /// Topology watch counters.
     pub watch_stats: Arc<WatchStats>,
-    /// How many pooled connections sessions may keep between statements.
+    /// How many tablet connections sessions may keep between statements.
     pub sticky_budget: Arc<std::sync::atomic::AtomicUsize>,
     /// Plans of sharded statements.
     pub plans: crate::planner::cache::PlanCache,
@@ -48,6 +48,7 @@ impl ServerCtx {
         auth: Auth,
         server_version: String,
     ) -> Self {
+        let sticky = backend.sticky;
         ServerCtx {
             snapshot,
             pools: Pools::new(backend),
@@ -56,7 +57,7 @@ impl ServerCtx {
             server_version,
             max_packet: 64 << 20,
             watch_stats: Arc::new(WatchStats::default()),
-            sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(128)),
+            sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             conn_ids: AtomicU32::new(1),

@@ -370,6 +370,55 @@ async fn driver_fallback_keeps_sessions_apart() {
     }
 }
 
+/// Sessions beyond the budget of connections kept between statements
+/// (`--sticky-connections 0`) still run on lean connections, taken from the
+/// pool per statement, and hold one per transaction: six open transactions
+/// at once do not wait on the driver's pool (`--pool-size 1`, which its
+/// minimum of four idle connections raises to four), only the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_the_sticky_budget_stay_on_lean_connections() {
+    let (port, _) = spawn_shardgate(&[
+        "--mysql-auth-server-impl".into(),
+        "none".into(),
+        "--sticky-connections".into(),
+        "0".into(),
+        "--pool-size".into(),
+        "1".into(),
+    ])
+    .await;
+    let mut admin = connect_port(port, Some("commerce")).await;
+    admin
+        .query_drop("create table if not exists budget_t (id int primary key)")
+        .await
+        .unwrap();
+    admin.query_drop("delete from budget_t").await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        sessions.push(connect_port(port, Some("commerce")).await);
+    }
+    let all = async {
+        for (i, s) in sessions.iter_mut().enumerate() {
+            s.query_drop("begin").await.unwrap();
+            s.query_drop(format!("insert into budget_t values ({i})"))
+                .await
+                .unwrap();
+        }
+        for s in &mut sessions {
+            assert_eq!(count(s, "budget_t").await, 1);
+        }
+        for (i, s) in sessions.iter_mut().enumerate() {
+            let end = if i % 2 == 0 { "commit" } else { "rollback" };
+            s.query_drop(end).await.unwrap();
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), all)
+        .await
+        .expect("open transactions must not wait on each other");
+    for s in &mut sessions {
+        assert_eq!(count(s, "budget_t").await, 3);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_pin_one_connection() {
     let mut a = connect(Some("commerce")).await;

@@ -39,6 +39,9 @@ pub struct BackendConfig {
     pub local_socket: bool,
     /// Lean connections at all (`--lean-connections`).
     pub lean: bool,
+    /// Tablet connections client sessions may keep between statements,
+    /// server-wide (`--sticky-connections`).
+    pub sticky: usize,
 }
 
 impl Default for BackendConfig {
@@ -50,6 +53,7 @@ impl Default for BackendConfig {
             pool_max: 200,
             local_socket: true,
             lean: true,
+            sticky: 128,
         }
     }
 }

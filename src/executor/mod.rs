@@ -67,16 +67,19 @@ pub struct ShardConns {
     pub sticky: Vec<Sticky>,
     /// Clean lean connections the session keeps between statements, at
     /// most one per tablet and [`STICKY_PER_SESSION`] in all, within the
-    /// same budget as sticky ones.
+    /// server's budget shared with sticky ones (beyond it a statement takes
+    /// one from the pool and gives it back).
     pub lean: Vec<LeanHeld>,
 }
 
-/// A lean connection a session holds, and its unit of the budget.
+/// A lean connection a session holds, and its unit of the sticky budget
+/// (needed to keep it between statements, not to run one or to hold a
+/// transaction).
 pub struct LeanHeld {
     handle: crate::backend::LeanHandle,
     /// A transaction is open on it.
     in_txn: bool,
-    _permit: StickyPermit,
+    permit: Option<StickyPermit>,
 }
 
 /// A pooled connection a session keeps while it is busy.
@@ -497,9 +500,10 @@ impl ShardConns {
         Some(self.sticky.swap_remove(i)._permit)
     }
 
-    /// A clean lean connection to `tablet`: the session's own, or one from
-    /// the pools when the budget allows. None sends the statement the
-    /// driver's way.
+    /// A lean connection to `tablet` with the session's settings: the
+    /// session's own, or one from the pools. None (the tablet cannot be
+    /// reached that way lately, or lean connections are off) sends the
+    /// statement the driver's way.
     async fn take_lean(&mut self, ctx: &ServerCtx, tablet: &Tablet) -> Option<LeanHeld> {
         // One clock read per statement: a connection counts as used when a
         // statement takes it.
@@ -521,13 +525,12 @@ impl ShardConns {
                 return conform(&self.settings, &self.settings_key, held).await;
             }
         }
-        let permit = StickyPermit::take(&ctx.sticky_budget)?;
         let mut handle = ctx.pools.lean(tablet, &self.settings_key).await?;
         handle.touch(now);
         let held = LeanHeld {
             handle,
             in_txn: false,
-            _permit: permit,
+            permit: StickyPermit::take(&ctx.sticky_budget),
         };
         if *held.handle.settings == *self.settings_key {
             return Some(held);
@@ -537,7 +540,15 @@ impl ShardConns {
 
     /// Keeps a clean lean connection for the session's next statement;
     /// beyond [`STICKY_PER_SESSION`] the oldest goes back to the pools.
-    fn keep_lean(&mut self, ctx: &ServerCtx, held: LeanHeld) {
+    fn keep_lean(&mut self, ctx: &ServerCtx, mut held: LeanHeld) {
+        if held.permit.is_none() {
+            held.permit = StickyPermit::take(&ctx.sticky_budget);
+        }
+        if held.permit.is_none() {
+            // The budget is spent: the next statement takes one from the pool.
+            ctx.pools.put_lean(held.handle);
+            return;
+        }
         if self.lean.len() >= STICKY_PER_SESSION {
             let old = self.lean.remove(0);
             ctx.pools.put_lean(old.handle);
