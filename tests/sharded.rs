@@ -31,7 +31,8 @@ const VSCHEMA: &str = r#"{
     "tag": {"column_vindexes": [{"column": "name", "name": "loose"}]},
     "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -328,6 +329,61 @@ async fn transactions_span_shards_on_one_connection_each() {
     // The session keeps working with its setting after the transaction.
     assert_eq!(count(&mut a, "txs").await, 7);
     a.query_drop("delete from txs").await.unwrap();
+}
+
+/// A scatter's connections that their tablets closed since their last
+/// use, however recent (a restarted tablet), are replaced before the
+/// shards' queries go out: the scatter answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scatter_replaces_connections_closed_since_their_last_use() {
+    apply_test_vschema().await;
+    let mut sg = connect(Some("customer")).await;
+    sg.query_drop("create table if not exists killt (id bigint primary key)")
+        .await
+        .unwrap();
+    sg.query_drop("delete from killt").await.unwrap();
+    sg.query_drop("insert into killt (id) values (1), (2), (3), (4), (5), (6), (7), (8)")
+        .await
+        .unwrap();
+    let per_shard = placement("killt", "id", Func::Hash).await;
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
+    // Find the session's connection on each shard by the query it runs.
+    let marker = format!("scatter-kill-{}", std::process::id());
+    let find = |uid: u32| {
+        let marker = marker.clone();
+        async move {
+            eventually(5, || {
+                let marker = marker.clone();
+                async move {
+                    let mut dba = connect_tablet(uid).await;
+                    let ids: Vec<u64> = dba
+                        .query(format!(
+                            "select id from information_schema.processlist \
+                             where info like '%{marker}%' and id <> connection_id()"
+                        ))
+                        .await
+                        .ok()?;
+                    ids.first().copied()
+                }
+            })
+            .await
+        }
+    };
+    let sleeper = format!("select sleep(0.3), '{marker}' from killt limit 1");
+    let (slept, low, high) = tokio::join!(sg.query_drop(sleeper), find(300), find(400));
+    slept.unwrap();
+    for (uid, id) in [(300, low), (400, high)] {
+        let id = id.expect("the session's connection in the shard's processlist");
+        let mut dba = connect_tablet(uid).await;
+        dba.query_drop(format!("kill connection {id}"))
+            .await
+            .unwrap();
+    }
+    // Well within a second of their last use.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(count(&mut sg, "killt").await, 8);
+    let ids = rows(&mut sg, "select id from killt order by id").await;
+    assert_eq!(ids.len(), 8);
 }
 
 /// Runs a prepared `select count(*) ... >= ?` with 0.

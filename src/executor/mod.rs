@@ -702,7 +702,19 @@ impl Executor<'_> {
                 Ok((t, l)) => (t, l),
                 Err(e) => return (jobs, Some(e)),
             };
-            match self.state.link(self.ctx, tablet, &label, &sql).await {
+            let mut taken = self.state.link(self.ctx, tablet, &label, &sql).await;
+            // One shard's query cannot be sent again once the others have
+            // started: a connection new to this statement that the server
+            // closed since its last use (a restarted tablet) is replaced
+            // before any query is sent, however recently it was used.
+            let mut dead = false;
+            if let Ok((Link::Lean(held), _, true)) = &mut taken {
+                dead = held.handle.conn.is_closed();
+            }
+            if dead {
+                taken = self.state.link(self.ctx, tablet, &label, &sql).await;
+            }
+            match taken {
                 Ok((link, pinned, _)) => jobs.push((label, link, pinned, sql)),
                 Err(e) => return (jobs, Some(e)),
             }
