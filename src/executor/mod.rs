@@ -809,10 +809,16 @@ impl VCursor for Executor<'_> {
             }
         };
         // Rows a consumer left unread are read (and dropped), so the
-        // connections can take the next statement.
-        for (i, (_, link, _, _)) in jobs.iter_mut().enumerate() {
+        // connections can take the next statement; after a failure (the
+        // client may be gone mid-way through a large result) only those
+        // holding the session's transaction are worth it.
+        for (i, (_, link, pinned, _)) in jobs.iter_mut().enumerate() {
             if let Link::Lean(held) = link {
                 if broken[i].load(Ordering::Relaxed) {
+                    continue;
+                }
+                if res.is_err() && !*pinned && !held.handle.conn.is_idle() {
+                    broken[i].store(true, Ordering::Relaxed);
                     continue;
                 }
                 if held.handle.conn.skip_rows().await.is_err() {
