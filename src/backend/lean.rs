@@ -9,8 +9,9 @@
 //! protocol needs. When the rows' next stop is not a client of the same
 //! protocol (the engine merging a scatter, a text result for a binary
 //! client, renamed columns) the connection decodes them instead, so it
-//! serves every statement of a session that holds no settings, in a
-//! transaction or not. It speaks only what those paths need: the handshake
+//! serves every statement of every session: in a transaction or not, with
+//! settings (which the pools tag it with) or not. It speaks only what those
+//! paths need: the handshake
 //! (native password), COM_QUERY, COM_STMT_PREPARE / EXECUTE / CLOSE (and
 //! SEND_LONG_DATA), `SELECT @@socket` to find a local tablet's Unix socket,
 //! COM_RESET_CONNECTION (a connection that carried a session's settings or
