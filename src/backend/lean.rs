@@ -129,7 +129,7 @@ pub struct LeanConn {
     /// thinks it is, and is never reused.
     failed: bool,
     /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
-    pub status: StatusFlags,
+    status: StatusFlags,
 }
 
 /// Where a pipelined BEGIN stands (see [`LeanConn::begin_with_next`]).
@@ -580,24 +580,36 @@ impl LeanConn {
             .map_err(unsent)?;
         let first = self.read().await?;
         match first.first() {
-            Some(0xFF) => Err(self.server_error(&first)),
+            Some(0xFF) => Err(self.server_error(&first).into()),
             Some(0x00) => {
                 self.ok_packet(&first)?;
-                if self
-                    .status
-                    .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
-                {
-                    self.results(&mut Discard, false, None).await?;
-                }
-                self.idle = true;
+                self.end_reply().await?;
                 Ok(None)
             }
             _ => {
                 let defs = self.column_defs(&first).await?;
-                let cols = defs.iter().map(|d| column(d)).collect::<Result<_, _>>()?;
-                Ok(Some(cols))
+                Ok(Some(columns(&defs)?.into()))
             }
         }
+    }
+
+    /// A result just ended: reads and drops any further results of the
+    /// statement, and with them the reply is read to its end.
+    async fn end_reply(&mut self) -> Result<(), mysql_async::Error> {
+        if self
+            .status
+            .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+        {
+            // Discard takes everything: only the tablet can fail here.
+            self.results(&mut Discard, false, None)
+                .await
+                .map_err(|e| match e {
+                    RunError::Backend(e) | RunError::Unsent(e) => e,
+                    RunError::Sink(_) => bad("discarding results failed"),
+                })?;
+        }
+        self.idle = true;
+        Ok(())
     }
 
     /// The next row packet of the result [`Self::start`] began; None
@@ -614,24 +626,10 @@ impl LeanConn {
         match p.first() {
             Some(0xFE) if p.len() < 9 => {
                 self.eof_packet(&p)?;
-                if self
-                    .status
-                    .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
-                {
-                    self.results(&mut Discard, false, None)
-                        .await
-                        .map_err(|e| match e {
-                            RunError::Backend(e) | RunError::Unsent(e) => e,
-                            RunError::Sink(_) => bad("discarding results failed"),
-                        })?;
-                }
-                self.idle = true;
+                self.end_reply().await?;
                 Ok(None)
             }
-            Some(0xFF) => {
-                self.idle = true;
-                Err(server_err(&p, self.caps))
-            }
+            Some(0xFF) => Err(self.server_error(&p)),
             _ => Ok(Some(p)),
         }
     }
@@ -656,9 +654,16 @@ impl LeanConn {
     }
 
     /// A server's error packet, which ends a reply.
-    fn server_error(&mut self, payload: &[u8]) -> RunError {
+    fn server_error(&mut self, payload: &[u8]) -> mysql_async::Error {
         self.idle = true;
-        server_err(payload, self.caps).into()
+        server_err(payload, self.caps)
+    }
+
+    /// The last status said NO_BACKSLASH_ESCAPES is on (the session's
+    /// escaping mode for values it writes into SQL).
+    pub fn no_backslash_escapes(&self) -> bool {
+        self.status
+            .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES)
     }
 
     /// Reads an OK packet's status; its other fields for the sink.
@@ -719,7 +724,7 @@ impl LeanConn {
         loop {
             let first = self.read().await?;
             match first.first() {
-                Some(0xFF) => return Err(self.server_error(&first)),
+                Some(0xFF) => return Err(self.server_error(&first).into()),
                 Some(0x00) => {
                     let done = self.ok_packet(&first)?;
                     last_id = done.last_insert_id;
@@ -732,10 +737,7 @@ impl LeanConn {
                         packets(sink, binary)?.column_packets(&defs);
                         None
                     } else {
-                        let cols = defs
-                            .iter()
-                            .map(|d| column(d))
-                            .collect::<Result<Vec<_>, _>>()?;
+                        let cols = columns(&defs)?;
                         let cols = match rename {
                             Some(r) => r.apply(&cols),
                             None => cols,
@@ -751,7 +753,7 @@ impl LeanConn {
                                 sink.end_rows(warnings).map_err(RunError::Sink)?;
                                 break;
                             }
-                            Some(0xFF) => return Err(self.server_error(&p)),
+                            Some(0xFF) => return Err(self.server_error(&p).into()),
                             _ => {
                                 match &cols {
                                     None => packets(sink, binary)?.row_packet(&p),
@@ -780,6 +782,11 @@ impl LeanConn {
 fn column(payload: &[u8]) -> Result<Column, mysql_async::Error> {
     Column::deserialize((), &mut ParseBuf(payload))
         .map_err(|_| bad("malformed column definition from tablet"))
+}
+
+/// A result set's column definition packets, decoded.
+fn columns(defs: &[BytesMut]) -> Result<Vec<Column>, mysql_async::Error> {
+    defs.iter().map(|d| column(d)).collect()
 }
 
 /// A row packet (text or binary protocol), decoded.

@@ -212,7 +212,8 @@ impl ShardConns {
             if !self.in_txn {
                 return Ok((Link::Lean(held), self.reserved, true));
             }
-            if is_select(sql) {
+            // A read may ride in the same write as the BEGIN before it.
+            if crate::sql::starts_with_select(sql) {
                 held.handle.conn.begin_with_next();
                 held.in_txn = true;
                 return Ok((Link::Lean(held), true, true));
@@ -251,9 +252,7 @@ impl ShardConns {
                 if !conn.is_idle() {
                     return;
                 }
-                self.no_backslash_escapes = conn
-                    .status
-                    .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+                self.no_backslash_escapes = conn.no_backslash_escapes();
                 if pinned {
                     self.pinned_lean.push(held);
                 } else {
@@ -331,9 +330,7 @@ impl ShardConns {
                     Some(mut held) => {
                         let res = held.handle.conn.run(set).await;
                         let conn = &held.handle.conn;
-                        self.no_backslash_escapes = conn
-                            .status
-                            .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES);
+                        self.no_backslash_escapes = conn.no_backslash_escapes();
                         match res {
                             Ok(()) => tried = Some(held),
                             Err(e) => {
@@ -519,9 +516,6 @@ impl ShardConns {
             // one is checked (one non-blocking read) and replaced if dead.
             if !held.handle.idle_for(LIVENESS_AFTER, now) || !held.handle.conn.is_closed() {
                 held.handle.touch(now);
-                if *held.handle.settings == *self.settings_key {
-                    return Some(held);
-                }
                 return conform(&self.settings, &self.settings_key, held).await;
             }
         }
@@ -532,9 +526,6 @@ impl ShardConns {
             in_txn: false,
             permit: StickyPermit::take(&ctx.sticky_budget),
         };
-        if *held.handle.settings == *self.settings_key {
-            return Some(held);
-        }
         conform(&self.settings, &self.settings_key, held).await
     }
 
@@ -1241,24 +1232,18 @@ fn lean_rows<'c>(
     ))
 }
 
-/// Whether `sql` is a SELECT (its text starts so): a statement that may
-/// ride in the same write as the BEGIN before it.
-fn is_select(sql: &str) -> bool {
-    let s = sql.trim_start().as_bytes();
-    s.len() > 6
-        && s[..6].eq_ignore_ascii_case(b"select")
-        && !s[6].is_ascii_alphanumeric()
-        && s[6] != b'_'
-}
-
 /// Brings a lean connection to a session's `settings` (tagged `key`): one
-/// carrying other settings is reset first, then the SETs are replayed.
-/// None (the connection closed, the driver's path taken) if that fails.
+/// already tagged so is ready; one carrying other settings is reset first,
+/// then the SETs are replayed. None (the connection closed, the driver's
+/// path taken) if that fails.
 async fn conform(
     settings: &[String],
     key: &std::sync::Arc<str>,
     mut held: LeanHeld,
 ) -> Option<LeanHeld> {
+    if *held.handle.settings == **key {
+        return Some(held);
+    }
     let conn = &mut held.handle.conn;
     let mut ok = held.handle.settings.is_empty() || conn.reset().await.is_ok();
     for set in settings {

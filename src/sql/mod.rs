@@ -460,6 +460,13 @@ fn needs_alias(sql: &str, toks: &[Token], first: usize, last: usize) -> bool {
     prev_ok && next_ok
 }
 
+/// Whether `sql` starts with the word SELECT (after leading whitespace; a
+/// comment first says no): a test without tokenizing, for the hot path.
+pub fn starts_with_select(sql: &str) -> bool {
+    let s = sql.trim_start().as_bytes();
+    s.len() > 6 && s[..6].eq_ignore_ascii_case(b"select") && !lexer::is_word_byte(s[6])
+}
+
 /// Quotes a string as a SQL literal that means the same with or without
 /// NO_BACKSLASH_ESCAPES.
 pub fn quote_str(s: &str) -> String {
@@ -756,6 +763,16 @@ mod tests {
         };
         assert!(s.global);
         assert!(classify("set autocommit = maybe").is_err());
+    }
+
+    #[test]
+    fn starts_with_select_needs_the_whole_word() {
+        assert!(starts_with_select("  SELECT c FROM t"));
+        assert!(starts_with_select("select\n1"));
+        assert!(!starts_with_select("selected_rows()"));
+        assert!(!starts_with_select("select$x"));
+        assert!(!starts_with_select("/* x */ select 1"));
+        assert!(!starts_with_select("insert into t select 1"));
     }
 
     #[test]
