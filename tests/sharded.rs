@@ -349,28 +349,12 @@ async fn scatter_replaces_connections_closed_since_their_last_use() {
     assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
     // Find the session's connection on each shard by the query it runs.
     let marker = format!("scatter-kill-{}", std::process::id());
-    let find = |uid: u32| {
-        let marker = marker.clone();
-        async move {
-            eventually(5, || {
-                let marker = marker.clone();
-                async move {
-                    let mut dba = connect_tablet(uid).await;
-                    let ids: Vec<u64> = dba
-                        .query(format!(
-                            "select id from information_schema.processlist \
-                             where info like '%{marker}%' and id <> connection_id()"
-                        ))
-                        .await
-                        .ok()?;
-                    ids.first().copied()
-                }
-            })
-            .await
-        }
-    };
     let sleeper = format!("select sleep(0.3), '{marker}' from killt limit 1");
-    let (slept, low, high) = tokio::join!(sg.query_drop(sleeper), find(300), find(400));
+    let (slept, low, high) = tokio::join!(
+        sg.query_drop(sleeper),
+        connection_running(300, &marker),
+        connection_running(400, &marker)
+    );
     slept.unwrap();
     for (uid, id) in [(300, low), (400, high)] {
         let id = id.expect("the session's connection in the shard's processlist");

@@ -779,23 +779,7 @@ async fn tablet_connections_closed_while_idle_are_replaced() {
         // it is running, then close it from the server side.
         let marker = format!("idle-kill-{round}-{}", std::process::id());
         let sleeper = format!("select sleep(1), '{marker}'");
-        let (slept, id) = tokio::join!(sg.query_drop(sleeper), async {
-            eventually(5, || {
-                let marker = marker.clone();
-                async move {
-                    let mut dba = connect_tablet(100).await;
-                    let ids: Vec<u64> = dba
-                        .query(format!(
-                            "select id from information_schema.processlist \
-                             where info like 'select sleep(1), ''{marker}''%'"
-                        ))
-                        .await
-                        .ok()?;
-                    ids.first().copied()
-                }
-            })
-            .await
-        });
+        let (slept, id) = tokio::join!(sg.query_drop(sleeper), connection_running(100, &marker));
         slept.unwrap();
         let id = id.expect("the session's tablet connection in the processlist");
         dba.query_drop(format!("kill connection {id}"))

@@ -260,6 +260,25 @@ pub fn err_code(e: &mysql_async::Error) -> Option<u16> {
     }
 }
 
+/// The id of the connection on tablet `uid` that is running a statement
+/// containing `marker` (the poller's own connection left out), looked for
+/// for up to five seconds while the statement runs: how a test finds the
+/// tablet connection serving a session, to close it from the server side.
+pub async fn connection_running(uid: u32, marker: &str) -> Option<u64> {
+    eventually(5, || async move {
+        let mut dba = connect_tablet(uid).await;
+        let ids: Vec<u64> = dba
+            .query(format!(
+                "select id from information_schema.processlist \
+                 where info like '%{marker}%' and id <> connection_id()"
+            ))
+            .await
+            .ok()?;
+        ids.first().copied()
+    })
+    .await
+}
+
 /// How many rows `table` holds, as the connection sees it (inside its
 /// transaction, if one is open).
 pub async fn count(conn: &mut Conn, table: &str) -> u64 {
