@@ -50,6 +50,8 @@ const OWN: &[(&str, &str)] = &[
     ("dual", "select now() from dual"),
     ("equal on other column", "select * from user where name = 'x'"),
     ("or is scatter", "select * from user where id = 1 or id = 2"),
+    ("between on a sequential vindex", "select id from unq_binary_idx where id between 'a' and 'c' order by id"),
+    ("between on a hash vindex is scatter", "select id from user where id between 1 and 5"),
     ("xxhash vindex", "select * from ordering where oid = 'abc'"),
     ("insert with sequence", "insert into user (name) values ('a'), ('b')"),
     ("insert with id", "insert into user (id, name) values (1, 'a'), (2, 'b')"),
@@ -233,12 +235,16 @@ fn route_agreement_with_vitess() {
         let tables_user_only = v["vitess"]["tables"]
             .as_array()
             .is_some_and(|t| t.len() == 1 && t[0].as_str().is_some_and(|s| s.starts_with("user.")));
-        if v["vitess"]["type"] != "Passthrough" && v["vitess"]["type"] != "Scatter"
-            || !tables_user_only
-        {
+        let routed = match v["vitess"]["type"].as_str() {
+            Some("Passthrough" | "Scatter") => true,
+            // A Between route reaches a subset of shards.
+            Some("MultiShard") => want == "Between",
+            _ => false,
+        };
+        if !routed || !tables_user_only {
             continue;
         }
-        if !["EqualUnique", "Scatter", "IN"].contains(&want) {
+        if !["EqualUnique", "Scatter", "IN", "Between"].contains(&want) {
             continue;
         }
         total += 1;

@@ -280,6 +280,35 @@ fn in_groups(
     Ok(groups)
 }
 
+/// Shards a Between route reaches: those whose key ranges meet the ids of
+/// `[low, high]`; every shard when a bound has no keyspace id (NULL, not a
+/// number) or the ids run backwards (negative numbers wrap), where the
+/// range says nothing about placement.
+fn between_shards<'a>(
+    ks: &'a Keyspace,
+    func: Func,
+    low: &Operand,
+    high: &Operand,
+    binds: &[Bind],
+) -> Result<Vec<&'a str>, Error> {
+    let lo = map_value(func, &operand_value(low, binds))?;
+    let hi = map_value(func, &operand_value(high, binds))?;
+    let bounds = match (lo, hi) {
+        (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),
+        _ => None,
+    };
+    Ok(ks
+        .shards
+        .iter()
+        .filter(|s| {
+            bounds
+                .as_ref()
+                .is_none_or(|(lo, hi)| s.key_range.overlaps(lo, hi))
+        })
+        .map(|s| s.name.as_str())
+        .collect())
+}
+
 /// Where a SELECT goes: whole to one shard, or split over several.
 enum Dispatch {
     /// The statement as written, to this shard.
@@ -315,6 +344,12 @@ pub fn whole_shard(
                     mut g if g.len() == 1 => Some(g.remove(0).0),
                     _ => None,
                 },
+                Routing::Between { func, low, high } => {
+                    match between_shards(ks, *func, low, high, binds)?.as_slice() {
+                        [one] => Some(one.to_string()),
+                        _ => None,
+                    }
+                }
                 Routing::Scatter | Routing::Any => None,
             };
             shard.map(|s| (p.keyspace.clone(), s, TabletType::Primary))
@@ -350,6 +385,12 @@ fn select_dispatch(p: &SelectPlan, binds: &[Bind], snap: &Snapshot) -> Result<Di
                         .map(|(shard, vals)| (shard, Some(vals)))
                         .collect(),
                 ),
+            }
+        }
+        Routing::Between { func, low, high } => {
+            match between_shards(ks, *func, low, high, binds)?.as_slice() {
+                [one] => Dispatch::Whole(one.to_string()),
+                many => Dispatch::Split(many.iter().map(|s| (s.to_string(), None)).collect()),
             }
         }
         Routing::Scatter => {
@@ -527,6 +568,10 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
                     .collect()
             }
         }
+        Routing::Between { func, low, high } => between_shards(ks, *func, low, high, binds)?
+            .into_iter()
+            .map(|s| (s.to_string(), original.clone()))
+            .collect(),
         Routing::Scatter | Routing::Any => ks
             .shards
             .iter()
@@ -943,9 +988,10 @@ mod tests {
             ("global/keyspaces/commerce/shards/0/Shard", "{}"),
             (
                 "global/keyspaces/customer/VSchema",
-                r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+                r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}, "num": {"type": "numeric"}},
                     "tables": {"c": {"column_vindexes": [{"column": "id", "name": "hash"}],
-                                     "auto_increment": {"column": "id", "sequence": "seq"}}}}"#,
+                                     "auto_increment": {"column": "id", "sequence": "seq"}},
+                               "r": {"column_vindexes": [{"column": "id", "name": "num"}]}}}"#,
             ),
             ("global/keyspaces/customer/shards/-80/Shard", "{}"),
             ("global/keyspaces/customer/shards/80-/Shard", "{}"),
@@ -1018,6 +1064,66 @@ mod tests {
         assert!(
             sink.rows.is_empty(),
             "the mismatched fake result is refused, not indexed"
+        );
+    }
+
+    #[tokio::test]
+    async fn between_on_a_sequential_vindex_reaches_only_the_shards_of_its_range() {
+        // numeric: id 2^63 is keyspace id 0x80..., the first id of 80-.
+        let top = 1u64 << 63;
+        let cases = [
+            (
+                format!("select id from r where id between 5 and {}", top - 1),
+                vec!["-80"],
+            ),
+            (
+                format!("select id from r where id between {top} and {}", top + 9),
+                vec!["80-"],
+            ),
+            (
+                format!("select id from r where id between {} and {top}", top - 1),
+                vec!["-80", "80-"],
+            ),
+            // Bounds that say nothing about placement: every shard.
+            (
+                "select id from r where id between 7 and 3".to_string(),
+                vec!["-80", "80-"],
+            ),
+            (
+                "select id from r where id between null and 3".to_string(),
+                vec!["-80", "80-"],
+            ),
+            (
+                "select id from r where id between -5 and 3".to_string(),
+                vec!["-80", "80-"],
+            ),
+            (
+                "select id from r where id not between 1 and 3".to_string(),
+                vec!["-80", "80-"],
+            ),
+            // A hash vindex does not keep order: a range scatters.
+            (
+                "select id from c where id between 1 and 2".to_string(),
+                vec!["-80", "80-"],
+            ),
+        ];
+        for (sql, want) in cases {
+            let (vc, _) = run_sharded(&sql).await;
+            let shards: Vec<String> = vc.calls.iter().map(|c| c.1.clone()).collect();
+            assert_eq!(shards, want, "{sql}");
+            if want.len() == 1 {
+                assert_eq!(vc.calls[0].3, sql, "one shard gets the statement verbatim");
+            }
+        }
+        // DML: the same shards, each with the statement as written.
+        let sql = format!("delete from r where id between {top} and {}", top + 1);
+        let (vc, _) = run_sharded(&sql).await;
+        assert_eq!(shards_and_sql(&vc), vec![("80-".to_string(), sql)]);
+        let sql = format!("update r set v = 1 where id between 1 and {top}");
+        let (vc, _) = run_sharded(&sql).await;
+        assert_eq!(
+            shards_and_sql(&vc),
+            vec![("-80".to_string(), sql.clone()), ("80-".to_string(), sql)]
         );
     }
 

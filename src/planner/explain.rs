@@ -23,6 +23,10 @@ fn routing(r: &Routing) -> (&'static str, Value) {
             "IN",
             json!({"vindex": format!("{func:?}").to_lowercase(), "values": values.iter().map(operand).collect::<Vec<_>>()}),
         ),
+        Routing::Between { func, low, high } => (
+            "Between",
+            json!({"vindex": format!("{func:?}").to_lowercase(), "values": [operand(low), operand(high)]}),
+        ),
         Routing::Scatter => ("Scatter", json!({})),
         Routing::Any => ("Reference", json!({})),
     }

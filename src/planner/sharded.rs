@@ -31,6 +31,14 @@ pub enum Routing {
     /// Several values: only the shards holding them; `:vIN` in the pushed
     /// query stands for each shard's own values.
     In { func: Func, values: Vec<Operand> },
+    /// `col BETWEEN low AND high` on a sequential vindex: the shards whose
+    /// key ranges meet the ids from `low`'s to `high`'s (Vitess's Between).
+    /// Each gets the statement unchanged.
+    Between {
+        func: Func,
+        low: Operand,
+        high: Operand,
+    },
     /// Every shard.
     Scatter,
     /// Any one shard (reference tables, metadata).
@@ -369,6 +377,7 @@ fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr
         return (Routing::Scatter, None);
     };
     let mut best_in = None;
+    let mut between = None;
     for c in conjuncts(sel) {
         match c {
             Expr::BinaryOp {
@@ -404,12 +413,28 @@ fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr
                     ));
                 }
             }
+            Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } if between.is_none() && func.is_sequential() && is_column(expr, col, t) => {
+                if let (Some(low), Some(high)) = (operand(low), operand(high)) {
+                    between = Some(Routing::Between {
+                        func: *func,
+                        low,
+                        high,
+                    });
+                }
+            }
             _ => {}
         }
     }
-    match best_in {
-        Some((r, e)) => (r, Some(e)),
-        None => (Routing::Scatter, None),
+    // Listed values name their shards exactly; a range only bounds them.
+    match (best_in, between) {
+        (Some((r, e)), _) => (r, Some(e)),
+        (None, Some(r)) => (r, None),
+        (None, None) => (Routing::Scatter, None),
     }
 }
 

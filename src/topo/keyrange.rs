@@ -34,6 +34,11 @@ impl KeyRange {
         self.start.as_slice() <= id && (self.end.is_empty() || id < self.end.as_slice())
     }
 
+    /// True when some id in `[low, high]` (both inclusive) falls in this range.
+    pub fn overlaps(&self, low: &[u8], high: &[u8]) -> bool {
+        self.start.as_slice() <= high && (self.end.is_empty() || low < self.end.as_slice())
+    }
+
     /// Checks that ranges (sorted by start) cover the whole space without
     /// gaps or overlaps, so every keyspace id has exactly one shard.
     pub fn check_partition<'a>(
@@ -97,6 +102,20 @@ mod tests {
         assert!(KeyRange::parse("0").unwrap().contains(&[0xff; 8]));
         assert!(KeyRange::parse("80-40").is_err());
         assert!(KeyRange::parse("zz-").is_err());
+    }
+
+    #[test]
+    fn overlaps_takes_both_bounds_inclusively() {
+        let lo = KeyRange::parse("-80").unwrap();
+        let hi = KeyRange::parse("80-").unwrap();
+        // Ends exactly at the boundary: only the upper shard holds 0x80.
+        assert!(!lo.overlaps(&[0x80], &[0x90]) && hi.overlaps(&[0x80], &[0x90]));
+        // Ends just below it: only the lower shard.
+        assert!(lo.overlaps(&[0x10], &[0x7f, 0xff]) && !hi.overlaps(&[0x10], &[0x7f, 0xff]));
+        // Spans it: both.
+        assert!(lo.overlaps(&[0x7f], &[0x80]) && hi.overlaps(&[0x7f], &[0x80]));
+        let mid = KeyRange::parse("40-80").unwrap();
+        assert!(mid.overlaps(&[0x40], &[0x40]) && !mid.overlaps(&[0x00], &[0x3f, 0xff]));
     }
 
     #[test]

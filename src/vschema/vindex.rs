@@ -77,6 +77,13 @@ impl Func {
         }
     }
 
+    /// True when keyspace ids keep the order of the values they come from,
+    /// so `col BETWEEN a AND b` holds only ids between those of `a` and `b`
+    /// and can skip the shards outside (Vitess's sequential vindexes).
+    pub fn is_sequential(self) -> bool {
+        matches!(self, Func::Numeric | Func::Binary)
+    }
+
     /// Maps a value to its keyspace id; None when the value has none (NULL
     /// for integer vindexes), which routes nowhere.
     pub fn map(self, v: &Value) -> Result<Option<Vec<u8>>, VindexError> {
