@@ -1,5 +1,6 @@
 //! The end-to-end load harness: direct MariaDB, HAProxy (TCP mode) in front
-//! of the same tablet, and shardgate (unsharded and 2-shard keyspaces),
+//! of the same tablet, and shardgate (unsharded, and two 2-shard keyspaces:
+//! hashed by id and ranged by id),
 //! measured with sysbench in interleaved rounds on this machine, plus a
 //! connect storm, an idle-connection test and a large scatter (RSS growth and
 //! time to first row). Prints a Markdown table and writes it to
@@ -8,6 +9,7 @@
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
 //!   cargo bench --bench load -- --only scatter   # one part: sysbench, scatter, connect or idle
+//!   cargo bench --bench load -- --only sysbench --workload oltp_read_only --threads 8
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`).
@@ -19,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use shardgate::local::{Cluster, ClusterSpec};
+use shardgate::local::{Cluster, ClusterSpec, TabletSpec};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -28,6 +30,14 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The `ranged` keyspace's shards: keyspace ids of the numeric vindex are
+/// the ids themselves (big-endian), so ids below 5001 (0x1389) go to the first.
+const RANGED_SHARDS: [&str; 2] = ["-0000000000001389", "0000000000001389-"];
+
+/// sbtest1 placed by its id's value, so an id range stays on one shard.
+const RANGED_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"num": {"type": "numeric"}},
+  "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "num"}]}}}"#;
 
 /// A sysbench target.
 #[derive(Clone)]
@@ -189,6 +199,29 @@ async fn connect_storm(port: u16, user: &str, db: &str, total: usize, parallel: 
     (per * parallel) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Waits (up to a minute) until the tablets have written out the pages
+/// the prepare step dirtied, so the first runs do not pay for that flush.
+async fn settle(ports: impl Iterator<Item = u16>) {
+    for port in ports {
+        let Ok(mut c) = mysql_async::Conn::new(client_opts(port, "vt_app", "mysql")).await else {
+            continue;
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            let dirty: Option<(String, u64)> = c
+                .query_first("show global status like 'Innodb_buffer_pool_pages_dirty'")
+                .await
+                .ok()
+                .flatten();
+            if dirty.is_none_or(|(_, n)| n < 16) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let _ = c.disconnect().await;
+    }
+}
+
 /// What a large scatter cost: (rows, ms to first row, ms in all, shardgate
 /// RSS MB before, peak RSS MB growth while it ran).
 type ScatterRun = (usize, f64, f64, f64, f64);
@@ -273,18 +306,21 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     // `--only PART` runs one part of the harness.
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let only = flag("--only");
     let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let (secs, threads, rounds): (u32, Vec<u32>, usize) = if quick {
+    let (secs, mut threads, rounds): (u32, Vec<u32>, usize) = if quick {
         (5, vec![1, 8], 1)
     } else {
         (20, vec![1, 8, 32], 2)
     };
+    // `--threads N` and `--workload W` narrow the sysbench part to one
+    // thread count or one workload (A/B runs of one figure).
+    if let Some(n) = flag("--threads").and_then(|n| n.parse().ok()) {
+        threads = vec![n];
+    }
+    let workload = flag("--workload");
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -294,10 +330,17 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("shardgate-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (sg_port, web_port) = (free_port(), free_port());
-        let ports: BTreeMap<u32, u16> = [100, 300, 400].into_iter().map(|u| (u, free_port())).collect();
+        let ports: BTreeMap<u32, u16> = [100, 300, 400, 500, 600].into_iter().map(|u| (u, free_port())).collect();
         let mut spec = ClusterSpec::example_with_ports(dir.clone(), |u| *ports.get(&u).unwrap_or(&0), free_port(), free_port(), Some(sg_port), web_port);
         // Primaries only: replicas would only take CPU from the measured processes.
         spec.tablets.retain(|t| t.tablet_type == "PRIMARY");
+        // A second 2-shard keyspace sharded by range: a numeric vindex on id,
+        // split at id 5001, the middle of sysbench's 10,000 rows. Its ranges
+        // (BETWEEN) reach one shard, where the hashed `customer` scatters them.
+        for (uid, shard) in [(500, RANGED_SHARDS[0]), (600, RANGED_SHARDS[1])] {
+            spec.tablets.push(TabletSpec { uid, keyspace: "ranged".into(), shard: shard.into(), tablet_type: "PRIMARY".into(), port: ports[&uid] });
+        }
+        spec.keyspaces.push(("ranged".into(), true, RANGED_VSCHEMA.into(), String::new()));
         // SHARDGATE_BIN measures another build (A/B runs of two commits).
         spec.shardgate_bin = std::env::var_os("SHARDGATE_BIN")
             .map(PathBuf::from)
@@ -351,14 +394,21 @@ fn main() {
             Target { name: "haproxy", port: hp_port, user: "vt_app", db: "vt_commerce", pid: hp_pid, extra: &[] },
             Target { name: "shardgate", port: sg_port, user: "sb", db: "commerce", pid: sg_pid, extra: &[] },
             Target { name: "shardgate 2 shards", port: sg_port, user: "sb", db: "customer", pid: sg_pid, extra: &["--skip_trx=on"] },
+            // Explicit ids (no sequence in this keyspace).
+            Target { name: "shardgate 2 shards (numeric)", port: sg_port, user: "sb", db: "ranged", pid: sg_pid, extra: &["--skip_trx=on", "--auto_inc=off"] },
         ];
-        eprintln!("[load] preparing sbtest1 (unsharded and sharded)");
+        eprintln!("[load] preparing sbtest1 (unsharded, hashed and ranged)");
         sysbench(&targets[0], "oltp_read_write", "prepare", 1, 10);
         sysbench(&targets[3], "oltp_read_write", "prepare", 1, 10);
+        sysbench(&targets[4], "oltp_read_write", "prepare", 1, 10);
+        settle(ports.values().copied()).await;
 
-        let workloads: &[&str] = if part("sysbench") { &["oltp_point_select", "oltp_read_only", "oltp_read_write"] } else { &[] };
+        let workloads: Vec<&str> = ["oltp_point_select", "oltp_read_only", "oltp_read_write"]
+            .into_iter()
+            .filter(|w| part("sysbench") && workload.as_deref().is_none_or(|o| o == *w))
+            .collect();
         let mut results: BTreeMap<(String, u32, String), Vec<Run>> = BTreeMap::new();
-        for &w in workloads {
+        for &w in &workloads {
             for &th in &threads {
                 for round in 0..rounds {
                     // Rotate the order each round so no target always runs first.
@@ -412,17 +462,25 @@ fn main() {
         eprintln!("[load] connect storms ({storm} connects, 8 at a time, {STORM_ROUNDS} rounds)");
         let storm_targets = if part("connect") { &targets[..3] } else { &targets[..0] };
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); storm_targets.len()];
+        // The proxy's CPU over all rounds, per connection.
+        let mut cpu: Vec<f64> = vec![0.0; storm_targets.len()];
         for _ in 0..STORM_ROUNDS {
-            for (t, r) in storm_targets.iter().zip(rates.iter_mut()) {
+            for ((t, r), c) in storm_targets.iter().zip(rates.iter_mut()).zip(cpu.iter_mut()) {
+                let c0 = t.pid.map(proc_cpu_seconds);
                 r.push(connect_storm(t.port, t.user, t.db, storm, 8).await);
+                if let (Some(pid), Some(c0)) = (t.pid, c0) {
+                    *c += proc_cpu_seconds(pid) - c0;
+                }
             }
         }
-        let storms: Vec<(&str, f64)> = storm_targets
+        let storms: Vec<(&str, f64, Option<f64>)> = storm_targets
             .iter()
             .zip(rates)
-            .map(|(t, mut r)| {
+            .zip(cpu)
+            .map(|((t, mut r), c)| {
                 r.sort_by(f64::total_cmp);
-                (t.name, r[r.len() / 2])
+                let per = t.pid.map(|_| c * 1e6 / (storm / 8 * 8 * STORM_ROUNDS) as f64);
+                (t.name, r[r.len() / 2], per)
             })
             .collect();
 
@@ -469,10 +527,31 @@ fn main() {
             );
         }
         let _ = writeln!(md);
-        let _ = writeln!(md, "| connect + auth + `select 1` ({storm}, 8 at a time; median of {STORM_ROUNDS} rounds) | connects/s |");
-        let _ = writeln!(md, "|---|---|");
-        for (name, rate) in &storms {
-            let _ = writeln!(md, "| {name} | {rate:.0} |");
+        // Goal 2 compares the sharded keyspaces with the unsharded one.
+        let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for ((w, th, name), runs) in &results {
+            if name != "shardgate" {
+                continue;
+            }
+            let base = mean(runs, |r| r.qps);
+            let ratio = |target: &str| {
+                results
+                    .get(&(w.clone(), *th, target.to_string()))
+                    .filter(|_| base > 0.0)
+                    .map(|v| format!("{:.2}", mean(v, |r| r.qps) / base))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(md, "| {w} | {th} | {} | {} |", ratio("shardgate 2 shards"), ratio("shardgate 2 shards (numeric)"));
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| connect + auth + `select 1` ({storm}, 8 at a time; median of {STORM_ROUNDS} rounds) | connects/s | vs HAProxy | proxy CPU µs/connect |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        let hap_rate = storms.iter().find(|s| s.0 == "haproxy").map(|s| s.1).unwrap_or(0.0);
+        for (name, rate, per) in &storms {
+            let vs = if hap_rate > 0.0 { format!("{:.2}", rate / hap_rate) } else { "-".into() };
+            let per = per.map(|p| format!("{p:.0}")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(md, "| {name} | {rate:.0} | {vs} | {per} |");
         }
         let _ = writeln!(md);
         let _ = writeln!(md, "Idle connections: {idle_count} logged-in clients (each ran `select 1`) held open to shardgate; RSS {rss_before:.0} MB before, {rss_idle:.0} MB with them open.");
