@@ -184,8 +184,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         }));
     }
     let ctx2 = ctx.clone();
-    let task = tokio::spawn(accept_loop(listener, rx, move |s| {
-        frontend::handle(s, ctx2.clone())
+    let task = tokio::spawn(accept_loop(listener, rx, move |(s, peer)| {
+        frontend::handle(s, peer, ctx2.clone())
     }));
     tracing::info!(%mysql_addr, ?web_addr, "shardgate serving");
     Ok(Running {
@@ -204,9 +204,10 @@ trait Listener: Send + 'static {
 }
 
 impl Listener for TcpListener {
-    type Stream = tokio::net::TcpStream;
+    /// The peer's address comes with the connection (no getpeername call).
+    type Stream = (tokio::net::TcpStream, std::net::SocketAddr);
     async fn next_conn(&self) -> std::io::Result<Self::Stream> {
-        self.accept().await.map(|(s, _)| s)
+        self.accept().await
     }
 }
 

@@ -437,18 +437,30 @@ impl ShardConns {
         for i in broken.into_iter().rev() {
             self.conns.remove(i);
         }
-        let mut kept = Vec::with_capacity(self.pinned_lean.len());
-        for mut held in std::mem::take(&mut self.pinned_lean) {
-            if held.in_txn {
-                if let Err(e) = held.handle.conn.run(sql).await {
-                    first_err.get_or_insert(run_error(e, &held.handle.alias().to_string()));
-                }
-                held.in_txn = false;
-            }
-            if held.handle.conn.is_idle() {
-                kept.push(held);
+        let mut held_all = std::mem::take(&mut self.pinned_lean);
+        // Every tablet's part ends at once, as vtgate commits its shard
+        // sessions concurrently: one round trip per transaction, not one per
+        // tablet. Each part commits on its own (no two-phase commit).
+        let ends = held_all
+            .iter_mut()
+            .filter(|h| h.in_txn)
+            .map(|h| async move {
+                h.in_txn = false;
+                h.handle
+                    .conn
+                    .run(sql)
+                    .await
+                    .map_err(|e| run_error(e, &h.handle.alias().to_string()))
+            });
+        for r in futures_util::future::join_all(ends).await {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
             }
         }
+        let kept: Vec<LeanHeld> = held_all
+            .into_iter()
+            .filter(|h| h.handle.conn.is_idle())
+            .collect();
         self.in_txn = false;
         if !self.driver_keeps() {
             self.conns.clear();

@@ -220,14 +220,14 @@ impl crate::engine::PacketSink for ResultWriter<'_> {
 }
 
 /// Serves one TCP client connection until it quits or fails.
-pub async fn handle(stream: tokio::net::TcpStream, ctx: Arc<ServerCtx>) {
+pub async fn handle(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: Arc<ServerCtx>,
+) {
     let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| "unknown".into());
     let (r, w) = stream.into_split();
-    serve_client(Box::new(r), Box::new(w), peer, ctx).await
+    serve_client(Box::new(r), Box::new(w), peer.ip().to_string(), ctx).await
 }
 
 /// Serves one Unix-socket client connection.
