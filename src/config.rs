@@ -163,6 +163,18 @@ pub struct ServeArgs {
     /// whatever this says.
     #[arg(long = "sticky-connections", default_value_t = 128)]
     pub sticky_connections: usize,
+    /// How far a transaction may reach, as vtgate's flag: `multi` (each
+    /// shard commits its part on its own), `single` (a transaction reaching
+    /// a second shard fails with "multi-db transaction attempted" and is
+    /// rolled back), `twopc` (not built yet).
+    #[arg(
+        long = "transaction-mode",
+        alias = "transaction_mode",
+        value_enum,
+        ignore_case = true,
+        default_value = "multi"
+    )]
+    pub transaction_mode: crate::executor::TransactionMode,
 }
 
 /// Flags and commands of `shardgate ctl`.

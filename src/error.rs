@@ -59,6 +59,10 @@ pub enum Error {
         /// The offending text.
         value: String,
     },
+    /// A transaction reached a second shard under `--transaction_mode=SINGLE`;
+    /// the message starts as vtgate's does, which ORMs match on.
+    #[error("multi-db transaction attempted: {0}")]
+    MultiDbTransaction(String),
     /// The client connection failed.
     #[error("client i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -127,6 +131,8 @@ impl Error {
             Error::Malformed(_) => MysqlError::new(1835, "HY000", self.to_string()),
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
+            // vtgate's ABORTED: ER_QUERY_INTERRUPTED.
+            Error::MultiDbTransaction(_) => MysqlError::new(1317, "70100", self.to_string()),
             _ => MysqlError::new(ER_UNKNOWN_ERROR, "HY000", self.to_string()),
         }
     }

@@ -133,7 +133,11 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         },
         auth,
         server_version: args.mysql_server_version.clone(),
+        transaction_mode: args.transaction_mode,
     };
+    if args.transaction_mode == shardgate::executor::TransactionMode::Twopc {
+        return Err("--transaction_mode=twopc: atomic commit across shards is not built yet (single or multi)".into());
+    }
     let running = server::start(opts).await?;
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
     shutdown_signal().await;

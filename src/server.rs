@@ -35,6 +35,8 @@ pub struct ServerCtx {
     pub sticky_budget: Arc<std::sync::atomic::AtomicUsize>,
     /// Plans of sharded statements.
     pub plans: crate::planner::cache::PlanCache,
+    /// How far a transaction may reach (`--transaction_mode`).
+    pub transaction_mode: crate::executor::TransactionMode,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -58,6 +60,7 @@ impl ServerCtx {
             max_packet: 64 << 20,
             watch_stats: Arc::new(WatchStats::default()),
             sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
+            transaction_mode: crate::executor::TransactionMode::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             conn_ids: AtomicU32::new(1),
@@ -93,6 +96,8 @@ pub struct ServeOptions {
     pub auth: Auth,
     /// Handshake version string.
     pub server_version: String,
+    /// How far a transaction may reach.
+    pub transaction_mode: crate::executor::TransactionMode,
 }
 
 /// Errors starting the server.
@@ -135,12 +140,9 @@ impl Running {
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let store = TopoStore::connect(opts.topo_impl, &opts.topo_address, &opts.topo_root).await?;
     let (handle, records) = topo::watch::initial(&store, &opts.cells).await?;
-    let ctx = Arc::new(ServerCtx::new(
-        handle.clone(),
-        opts.backend,
-        opts.auth,
-        opts.server_version,
-    ));
+    let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
+    ctx.transaction_mode = opts.transaction_mode;
+    let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
     {
         let ctx2 = ctx.clone();

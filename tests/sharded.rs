@@ -34,7 +34,8 @@ const VSCHEMA: &str = r#"{
     "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "nt": {"column_vindexes": [{"column": "id", "name": "num"}]}
+    "nt": {"column_vindexes": [{"column": "id", "name": "num"}]},
+    "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -331,6 +332,70 @@ async fn transactions_span_shards_on_one_connection_each() {
     // The session keeps working with its setting after the transaction.
     assert_eq!(count(&mut a, "txs").await, 7);
     a.query_drop("delete from txs").await.unwrap();
+}
+
+/// `--transaction_mode=SINGLE` (vtgate's flag and spelling): a
+/// transaction that reaches a second shard fails with vtgate's error and
+/// is rolled back; one that stays on one shard commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_transaction_mode_refuses_a_second_shard() {
+    apply_test_vschema().await;
+    let (port, _) = spawn_shardgate(&["--transaction_mode".into(), "SINGLE".into()]).await;
+    let mut a = connect_port(port, Some("customer")).await;
+    let mut b = connect(Some("customer")).await;
+    a.query_drop("create table if not exists txsingle (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from txsingle").await.unwrap();
+    let multi_db = |e: mysql_async::Error| {
+        let code = err_code(&e);
+        let text = e.to_string();
+        assert_eq!(code, Some(1317), "{text}");
+        assert!(text.contains("multi-db transaction attempted"), "{text}");
+    };
+
+    // ids 1 and 2 hash to -80, 4 to 80-.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txsingle (id, v) values (1, 1)")
+        .await
+        .unwrap();
+    multi_db(
+        a.query_drop("insert into txsingle (id, v) values (4, 4)")
+            .await
+            .unwrap_err(),
+    );
+    // Rolled back: the first insert is gone, and the session is usable.
+    assert_eq!(count(&mut b, "txsingle").await, 0);
+    assert_eq!(count(&mut a, "txsingle").await, 0);
+    a.query_drop("commit").await.unwrap();
+
+    // A read that scatters inside a transaction reaches both shards too.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txsingle (id, v) values (1, 1)")
+        .await
+        .unwrap();
+    multi_db(
+        a.query_drop("select count(*) from txsingle")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(count(&mut b, "txsingle").await, 0);
+
+    // Prepared statements take the same path.
+    a.query_drop("begin").await.unwrap();
+    let ins = "insert into txsingle (id, v) values (?, ?)";
+    a.exec_drop(ins, (1, 1)).await.unwrap();
+    multi_db(a.exec_drop(ins, (4, 4)).await.unwrap_err());
+    assert_eq!(count(&mut b, "txsingle").await, 0);
+
+    // One shard: commits.
+    a.query_drop("begin").await.unwrap();
+    a.exec_drop(ins, (1, 1)).await.unwrap();
+    a.exec_drop(ins, (2, 2)).await.unwrap();
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(count(&mut b, "txsingle").await, 2);
+    assert_eq!(placement("txsingle", "id", Func::Hash).await, vec![2, 0]);
+    a.query_drop("delete from txsingle").await.unwrap();
 }
 
 /// A scatter's connections that their tablets closed since their last

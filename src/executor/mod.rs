@@ -49,6 +49,8 @@ pub struct ShardConns {
     pub pinned_lean: Vec<LeanHeld>,
     /// The session is inside a transaction: new connections begin one.
     pub in_txn: bool,
+    /// Tablets the open transaction has reached (for `--transaction_mode`).
+    txn_tablets: Vec<String>,
     /// SET statements to replay on every connection the session uses.
     pub settings: Vec<String>,
     /// `settings` joined: the tag of the lean connections that carry them.
@@ -70,6 +72,21 @@ pub struct ShardConns {
     /// server's budget shared with sticky ones (beyond it a statement takes
     /// one from the pool and gives it back).
     pub lean: Vec<LeanHeld>,
+}
+
+/// How far a transaction may reach, as vtgate's `--transaction_mode` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TransactionMode {
+    /// One shard per transaction: reaching a second fails the statement
+    /// and rolls the transaction back (for applications that must not
+    /// commit across shards without atomicity).
+    Single,
+    /// Any number of shards, each committing its part on its own (vtgate's
+    /// default).
+    #[default]
+    Multi,
+    /// Atomic commit across shards: not built yet (refused at startup).
+    Twopc,
 }
 
 /// A lean connection a session holds, and its unit of the sticky budget
@@ -173,6 +190,16 @@ impl ShardConns {
         label: &(dyn std::fmt::Display + Sync),
         sql: &str,
     ) -> Result<(Link, bool, bool), Error> {
+        if self.in_txn && !self.txn_tablets.contains(&tablet.alias) {
+            if ctx.transaction_mode == TransactionMode::Single && !self.txn_tablets.is_empty() {
+                return Err(Error::MultiDbTransaction(format!(
+                    "the transaction is on {} and this statement needs {} (--transaction_mode=SINGLE)",
+                    self.txn_tablets.join(", "),
+                    tablet.alias
+                )));
+            }
+            self.txn_tablets.push(tablet.alias.clone());
+        }
         // A connection pinned for the session's state joins a transaction
         // begun since.
         if let Some(i) = self.pinned(&tablet.alias) {
@@ -462,6 +489,7 @@ impl ShardConns {
             .filter(|h| h.handle.conn.is_idle())
             .collect();
         self.in_txn = false;
+        self.txn_tablets.clear();
         if !self.driver_keeps() {
             self.conns.clear();
         }
@@ -587,6 +615,7 @@ impl ShardConns {
             }
         }
         self.in_txn = false;
+        self.txn_tablets.clear();
     }
 }
 

@@ -121,6 +121,26 @@ impl Session {
         sql: &str,
         sink: &mut S,
     ) -> Result<(), Error> {
+        let res = self.execute_statement(ctx, sql, sink).await;
+        self.after(ctx, res).await
+    }
+
+    /// A transaction that reached a second shard under
+    /// `--transaction_mode=SINGLE` is rolled back with the statement's
+    /// error, as vtgate does.
+    async fn after(&mut self, ctx: &ServerCtx, res: Result<(), Error>) -> Result<(), Error> {
+        if matches!(res, Err(Error::MultiDbTransaction(_))) && self.shards.in_txn {
+            let _ = self.shards.finish_txn(ctx, false).await;
+        }
+        res
+    }
+
+    async fn execute_statement<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        sql: &str,
+        sink: &mut S,
+    ) -> Result<(), Error> {
         // `ks:shard`.table sends this statement to that shard, as in vtgate.
         if let Some((target, stripped)) = sql::shard_qualifier(sql) {
             let mut t = Target::parse(&target)?;
@@ -429,7 +449,7 @@ impl Session {
         };
         let res = self.run_prepared(ctx, &mut p, params, sink).await;
         self.prepared.insert(id, p);
-        res
+        self.after(ctx, res).await
     }
 
     async fn run_prepared<S: RowSink + Send>(
