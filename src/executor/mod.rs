@@ -49,7 +49,8 @@ pub struct ShardConns {
     pub pinned_lean: Vec<LeanHeld>,
     /// The session is inside a transaction: new connections begin one.
     pub in_txn: bool,
-    /// Tablets the open transaction has reached (for `--transaction_mode`).
+    /// Tablets the open transaction has reached, kept under
+    /// `--transaction_mode=SINGLE` only.
     txn_tablets: Vec<String>,
     /// SET statements to replay on every connection the session uses.
     pub settings: Vec<String>,
@@ -177,12 +178,10 @@ impl ShardConns {
             .position(|l| l.handle.alias() == alias)
     }
 
-    /// The connection statement `sql` on `tablet` runs on, whether it goes
-    /// back to the session afterwards, and whether it is new to the session
-    /// (so a failure before `sql` was written leaves nothing behind): the
-    /// one holding the session's state there, else a lean one (beginning
-    /// the session's transaction on it; in the same write as `sql` when
-    /// that is a read), else a driver one.
+    /// The connection statement `sql` on `tablet` runs on (see
+    /// [`Self::link_any`]). Under `--transaction_mode=SINGLE` a transaction
+    /// that already began on another tablet is refused before anything is
+    /// sent, and a tablet counts as reached once its BEGIN went through.
     async fn link(
         &mut self,
         ctx: &ServerCtx,
@@ -190,16 +189,36 @@ impl ShardConns {
         label: &(dyn std::fmt::Display + Sync),
         sql: &str,
     ) -> Result<(Link, bool, bool), Error> {
-        if self.in_txn && !self.txn_tablets.contains(&tablet.alias) {
-            if ctx.transaction_mode == TransactionMode::Single && !self.txn_tablets.is_empty() {
-                return Err(Error::MultiDbTransaction(format!(
-                    "the transaction is on {} and this statement needs {} (--transaction_mode=SINGLE)",
-                    self.txn_tablets.join(", "),
-                    tablet.alias
-                )));
-            }
+        let joins = self.in_txn
+            && ctx.transaction_mode == TransactionMode::Single
+            && !self.txn_tablets.contains(&tablet.alias);
+        if joins && !self.txn_tablets.is_empty() {
+            return Err(Error::MultiDbTransaction(format!(
+                "the transaction is on {} and this statement needs {} (--transaction_mode=SINGLE)",
+                self.txn_tablets.join(", "),
+                tablet.alias
+            )));
+        }
+        let linked = self.link_any(ctx, tablet, label, sql).await?;
+        if joins {
             self.txn_tablets.push(tablet.alias.clone());
         }
+        Ok(linked)
+    }
+
+    /// The connection statement `sql` on `tablet` runs on, whether it goes
+    /// back to the session afterwards, and whether it is new to the session
+    /// (so a failure before `sql` was written leaves nothing behind): the
+    /// one holding the session's state there, else a lean one (beginning
+    /// the session's transaction on it; in the same write as `sql` when
+    /// that is a read), else a driver one.
+    async fn link_any(
+        &mut self,
+        ctx: &ServerCtx,
+        tablet: &Tablet,
+        label: &(dyn std::fmt::Display + Sync),
+        sql: &str,
+    ) -> Result<(Link, bool, bool), Error> {
         // A connection pinned for the session's state joins a transaction
         // begun since.
         if let Some(i) = self.pinned(&tablet.alias) {
