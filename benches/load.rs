@@ -1,6 +1,7 @@
 //! The end-to-end load harness: direct MariaDB, HAProxy (TCP mode) in front
-//! of the same tablet, and shardgate (unsharded, and two 2-shard keyspaces:
-//! hashed by id and ranged by id),
+//! of the same tablet, and shardgate (unsharded, and three 2-shard
+//! keyspaces: hashed by id, ranged by id, and hashed with both shards in
+//! the unsharded tablet's mysqld),
 //! measured with sysbench in interleaved rounds on this machine, plus a
 //! connect storm, an idle-connection test and a large scatter (RSS growth and
 //! time to first row). Prints a Markdown table and writes it to
@@ -38,6 +39,64 @@ const RANGED_SHARDS: [&str; 2] = ["-0000000000001389", "0000000000001389-"];
 /// sbtest1 placed by its id's value, so an id range stays on one shard.
 const RANGED_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"num": {"type": "numeric"}},
   "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "num"}]}}}"#;
+
+/// The `colocated` keyspace: hashed like `customer` (no sequence), but both
+/// shards live in the unsharded tablet's mysqld, as two databases. Against
+/// `customer` (one mysqld per shard) it separates what sharding costs
+/// shardgate from what a second mysqld process costs this 2-core machine.
+const COLOCATED_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+  "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+
+/// Registers the `colocated` keyspace: shards `-80` and `80-` on the mysqld
+/// at `port`, in databases `vt_colocated_a` and `vt_colocated_b` (the
+/// tablet records' db name, vttablet's `--init_db_name_override`).
+async fn add_colocated(etcd: &str, port: u16, sg_port: u16) {
+    use shardgate::admin;
+    use shardgate::topo::store::{TopoImpl, TopoStore};
+    let store = TopoStore::connect(TopoImpl::Etcd2, etcd, "/vitess")
+        .await
+        .expect("topo");
+    let creds = admin::DbaCreds::default();
+    for (uid, shard, db) in [
+        (700, "-80", "vt_colocated_a"),
+        (800, "80-", "vt_colocated_b"),
+    ] {
+        let rec = shardgate::topo::TabletRecord {
+            alias: format!("zone1-{uid}"),
+            hostname: "127.0.0.1".into(),
+            mysql_port: port,
+            keyspace: "colocated".into(),
+            shard: shard.into(),
+            tablet_type: "PRIMARY".into(),
+            db_name: Some(db.into()),
+        };
+        let mut c = admin::dba_conn(&rec, &creds, None)
+            .await
+            .expect("dba connection");
+        c.query_drop(format!("create database if not exists {db}"))
+            .await
+            .expect("create database");
+        let _ = c.disconnect().await;
+        admin::add_tablet(&store, &rec, true)
+            .await
+            .expect("add tablet");
+        admin::init_shard_primary(&store, "colocated", shard, &rec.alias, &creds)
+            .await
+            .expect("init shard primary");
+    }
+    admin::apply_vschema(&store, "colocated", COLOCATED_VSCHEMA.as_bytes())
+        .await
+        .expect("vschema");
+    // shardgate learns of the keyspace from its topology watch.
+    for _ in 0..100 {
+        if let Ok(c) = mysql_async::Conn::new(client_opts(sg_port, "sb", "colocated")).await {
+            let _ = c.disconnect().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("shardgate did not pick up the colocated keyspace");
+}
 
 /// A sysbench target.
 #[derive(Clone)]
@@ -375,6 +434,7 @@ fn main() {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shardgate")));
         let cluster = Cluster::up(spec, true, |m| eprintln!("[load] {m}")).await.expect("cluster");
         let sg_pid = cluster.procs.last().map(|p| p.pid);
+        add_colocated(&cluster.spec.etcd_addr(), ports[&100], sg_port).await;
         let hp_port = free_port();
         let mut haproxy = start_haproxy(&dir, hp_port, ports[&100]);
         let mut up = false;
@@ -424,11 +484,13 @@ fn main() {
             Target { name: "shardgate 2 shards", port: sg_port, user: "sb", db: "customer", pid: sg_pid, extra: &[] },
             // Explicit ids (no sequence in this keyspace).
             Target { name: "shardgate 2 shards (numeric)", port: sg_port, user: "sb", db: "ranged", pid: sg_pid, extra: &["--auto_inc=off"] },
+            Target { name: "shardgate 2 shards (one mysqld)", port: sg_port, user: "sb", db: "colocated", pid: sg_pid, extra: &["--auto_inc=off"] },
         ];
-        eprintln!("[load] preparing sbtest1 (unsharded, hashed and ranged)");
+        eprintln!("[load] preparing sbtest1 (unsharded, hashed, ranged and colocated)");
         sysbench(&targets[0], "oltp_read_write", "prepare", 1, 10, &[]);
-        sysbench(&targets[3], "oltp_read_write", "prepare", 1, 10, &[]);
-        sysbench(&targets[4], "oltp_read_write", "prepare", 1, 10, &[]);
+        for t in &targets[3..] {
+            sysbench(t, "oltp_read_write", "prepare", 1, 10, &[]);
+        }
         settle(ports.values().copied()).await;
 
         let workloads: Vec<&str> = ["oltp_point_select", "oltp_read_only", "oltp_read_write"]
@@ -565,8 +627,8 @@ fn main() {
         }
         let _ = writeln!(md);
         // Goal 2 compares the sharded keyspaces with the unsharded one.
-        let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded |");
-        let _ = writeln!(md, "|---|---|---|---|");
+        let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded | 2 shards (hash, one mysqld) / unsharded |");
+        let _ = writeln!(md, "|---|---|---|---|---|");
         for ((w, th, name), runs) in &results {
             if name != "shardgate" {
                 continue;
@@ -579,7 +641,13 @@ fn main() {
                     .map(|v| format!("{:.2}", mean(v, |r| r.qps) / base))
                     .unwrap_or_else(|| "-".into())
             };
-            let _ = writeln!(md, "| {w} | {th} | {} | {} |", ratio("shardgate 2 shards"), ratio("shardgate 2 shards (numeric)"));
+            let _ = writeln!(
+                md,
+                "| {w} | {th} | {} | {} | {} |",
+                ratio("shardgate 2 shards"),
+                ratio("shardgate 2 shards (numeric)"),
+                ratio("shardgate 2 shards (one mysqld)")
+            );
         }
         let _ = writeln!(md);
         let _ = writeln!(md, "| connect + auth + `select 1` ({storm}, 8 at a time; median of {STORM_ROUNDS} rounds) | connects/s | vs HAProxy | proxy CPU µs/connect |");

@@ -238,6 +238,11 @@ pub enum CtlCommand {
         /// The keyspace is sharded (when it is created here).
         #[arg(long)]
         sharded: bool,
+        /// The MySQL database holding the keyspace's data on this mysqld
+        /// (default `vt_{keyspace}`), as vttablet's `--init_db_name_override`:
+        /// lets several shards share one mysqld.
+        #[arg(long = "db-name", alias = "init_db_name_override")]
+        db_name: Option<String>,
     },
     /// Remove a tablet from the topology.
     DeleteTablet {

@@ -204,6 +204,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             host,
             mysql_port,
             sharded,
+            db_name,
         } => {
             let rec = TabletRecord {
                 alias: alias.clone(),
@@ -212,7 +213,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 keyspace,
                 shard,
                 tablet_type,
-                db_name: None,
+                db_name,
             };
             admin::add_tablet(&store, &rec, sharded).await?;
             println!("tablet {alias} added");
