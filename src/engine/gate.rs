@@ -773,9 +773,13 @@ pub fn run(
                 .last()
                 .is_some_and(|g| key_cmp(g, &row) == Ordering::Equal);
             if !same_group {
-                out.push(row.clone());
                 distinct_counts.push(distinct_col.map(|d| (d, 0)).into_iter().collect());
                 last_distinct = None;
+                if distinct_col.is_none() {
+                    out.push(row);
+                    continue;
+                }
+                out.push(row.clone());
             } else {
                 let g = out.last_mut().expect("group");
                 for (i, kind) in kinds.iter().enumerate() {
@@ -885,6 +889,28 @@ pub fn run(
         Some(exprs) => {
             let mut out_rows = Vec::with_capacity(keep.len());
             let mut samples: Vec<Option<Val>> = vec![None; exprs.len()];
+            // Output that only picks columns, each once, moves the cells.
+            let picks: Option<Vec<usize>> = exprs
+                .iter()
+                .map(|(e, _)| match e {
+                    GateExpr::Col(c) => Some(*c),
+                    _ => None,
+                })
+                .collect::<Option<Vec<usize>>>()
+                .filter(|p| p.iter().enumerate().all(|(k, c)| !p[..k].contains(c)));
+            let keep = match picks {
+                Some(p) => {
+                    for (_, mut r) in keep {
+                        out_rows.push(
+                            p.iter()
+                                .map(|&c| std::mem::replace(&mut r[c], Value::NULL))
+                                .collect(),
+                        );
+                    }
+                    Vec::new()
+                }
+                None => keep,
+            };
             for (i, r) in &keep {
                 let row = Row {
                     cells: r,

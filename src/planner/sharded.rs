@@ -1117,26 +1117,42 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
                 SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
             )
         });
+        // A sort key that is a select item (with `*` absent, so its position
+        // is known) is read from that column, as vtgate does; otherwise it
+        // travels as a hidden column. Its weight string is always hidden.
         let mut hidden = Vec::new();
         let mut order = Vec::new();
+        let mut order_keys = Vec::new();
         for ob in &order_exprs {
             let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
             let expr_sql = select_ref(&ob.expr, &sel.projection, "order clause")?.to_string();
-            hidden.push(expr_sql.clone());
+            let shown = sel
+                .projection
+                .iter()
+                .position(|p| match p {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                        e.to_string() == expr_sql
+                    }
+                    _ => false,
+                })
+                .filter(|_| visible_known);
+            let col = match shown {
+                Some(i) => i,
+                None => {
+                    hidden.push(expr_sql.clone());
+                    HIDDEN + hidden.len() - 1
+                }
+            };
             hidden.push(format!("weight_string({expr_sql})"));
+            order_keys.push(SortKey {
+                expr: GateExpr::Col(col),
+                weight: Some(HIDDEN + hidden.len() - 1),
+                desc,
+            });
             order.push((desc, expr_sql));
         }
         let n_hidden = hidden.len();
         items.extend(hidden);
-        let order_keys: Vec<SortKey> = order
-            .iter()
-            .enumerate()
-            .map(|(k, (desc, _))| SortKey {
-                expr: GateExpr::Col(HIDDEN + 2 * k),
-                weight: Some(HIDDEN + 2 * k + 1),
-                desc: *desc,
-            })
-            .collect();
         let pushdown_order = if order.is_empty() {
             String::new()
         } else {
@@ -1156,7 +1172,6 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
             items.join(", "),
             if push_limit { " LIMIT :vLIMIT" } else { "" }
         );
-        let _ = visible_known;
         let gate = Gate {
             hidden: n_hidden,
             distinct,
