@@ -1,6 +1,7 @@
 //! Topology end to end: VSchema changes reach a running shardgate without a
 //! restart (etcd and file stores), bad ones are rejected while serving goes
-//! on, tablets come and go, and the `ctl` / `vschema check` commands work.
+//! on, tablets come and go (and may name their database), and the `ctl` /
+//! `vschema check` commands work.
 
 mod common;
 
@@ -267,4 +268,52 @@ fn vschema_check_command() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_vindex"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablet_serves_the_database_it_names() {
+    let c = cluster();
+    // A keyspace of its own in tablet 100's mysqld, in a database that is
+    // not `vt_{keyspace}` (vttablet's --init_db_name_override).
+    let mut t = connect_tablet(100).await;
+    t.query_drop(
+        "create database if not exists elsewhere_db; \
+         create table if not exists elsewhere_db.t (id int primary key); \
+         replace into elsewhere_db.t values (7)",
+    )
+    .await
+    .unwrap();
+    let out = ctl(&[
+        "add-tablet",
+        "--alias",
+        "zone1-150",
+        "--keyspace",
+        "elsewhere",
+        "--shard",
+        "0",
+        "--type",
+        "primary",
+        "--mysql-port",
+        &tablet_port(100).to_string(),
+        "--db-name",
+        "elsewhere_db",
+    ]);
+    assert_ok(&out);
+    let seen = eventually(10, || {
+        let port = c.port;
+        async move {
+            let mut conn = connect_port(port, None).await;
+            let id: Option<u32> = conn
+                .query_first("select id from elsewhere.t")
+                .await
+                .ok()
+                .flatten();
+            id
+        }
+    })
+    .await;
+    // `vt_elsewhere` does not exist: the row came from the named database.
+    assert_eq!(seen, Some(7));
+    let out = ctl(&["delete-tablet", "zone1-150"]);
+    assert_ok(&out);
 }
