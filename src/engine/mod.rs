@@ -521,18 +521,17 @@ fn pushdown_sql(
     binds: &[Bind],
     in_values: Option<&Vec<String>>,
 ) -> Result<String, Error> {
-    let mut sql = p.pushdown.clone();
-    if let Some(vals) = in_values {
-        sql = sql.replacen(":vIN", &vals.join(", "), 1);
-    }
-    if p.pushdown_limit {
-        let n = match &p.gate {
-            Some(g) => gate::pushdown_limit(g, binds)?,
-            None => u64::MAX,
-        };
-        sql = sql.replacen(":vLIMIT", &n.to_string(), 1);
-    }
-    Ok(substitute_binds(&sql, binds))
+    let in_list = in_values.map(|vals| vals.join(", "));
+    let limit = match (&p.gate, p.pushdown_limit) {
+        (Some(g), true) => Some(gate::pushdown_limit(g, binds)?.to_string()),
+        (None, true) => Some(u64::MAX.to_string()),
+        (_, false) => None,
+    };
+    Ok(p.pushdown.fill(binds, |name| match name {
+        "vIN" => in_list.as_deref(),
+        "vLIMIT" => limit.as_deref(),
+        _ => None,
+    }))
 }
 
 async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(

@@ -136,7 +136,7 @@ impl Plan {
                     "operator": "Route",
                     "variant": variant,
                     "keyspace": p.keyspace,
-                    "query": if matches!(p.routing, Routing::Equal { .. } | Routing::Any) { &p.original } else { &p.pushdown },
+                    "query": if matches!(p.routing, Routing::Equal { .. } | Routing::Any) { &p.original } else { p.pushdown.as_str() },
                 });
                 merge(&mut v, extra);
                 if let Some(g) = &p.gate {

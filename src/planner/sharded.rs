@@ -11,6 +11,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 use super::PlanError;
+use crate::sql::normalize::Template;
 use crate::topo::{Keyspace, Snapshot};
 use crate::vschema::vindex::Func;
 
@@ -135,7 +136,7 @@ pub struct SelectPlan {
     /// The statement as the client sent it (for one-shard routes).
     pub original: String,
     /// What each shard gets when several are involved.
-    pub pushdown: String,
+    pub pushdown: Template,
     /// Gate work when several shards answer (None: concatenate).
     pub gate: Option<Gate>,
     /// The pushed query carries `LIMIT :v{binds+1}` = limit + offset.
@@ -1005,7 +1006,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
             keyspace: ks.name.clone(),
             routing: Routing::Any,
             original: template.to_string(),
-            pushdown: template.to_string(),
+            pushdown: Template::new(template.to_string()),
             gate: None,
             pushdown_limit: false,
         });
@@ -1022,7 +1023,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         keyspace: ks.name.clone(),
         routing: routing.clone(),
         original: template.to_string(),
-        pushdown,
+        pushdown: Template::new(pushdown),
         gate,
         pushdown_limit,
     };

@@ -309,6 +309,64 @@ pub fn string_value(text: &str, no_backslash_escapes: bool) -> Value {
     Value::Bytes(out)
 }
 
+/// SQL whose `:name` placeholders are found once, when a plan is built:
+/// a statement pushed to several shards on every execution is then
+/// filled in by copying, not tokenized again each time.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Template {
+    sql: String,
+    /// Byte ranges of the placeholders (colon included), in order.
+    holes: Vec<(usize, usize)>,
+}
+
+impl Template {
+    /// Finds the placeholders of `sql` (a `:` directly followed by a word,
+    /// outside literals and comments).
+    pub fn new(sql: String) -> Self {
+        let toks = tokenize(&sql);
+        let holes = toks
+            .windows(2)
+            .filter(|w| {
+                w[0].kind == TokenKind::Punct(b':')
+                    && w[1].kind == TokenKind::Word
+                    && w[1].start == w[0].end
+            })
+            .map(|w| (w[0].start, w[1].end))
+            .collect();
+        Template { sql, holes }
+    }
+
+    /// The SQL with its placeholders as written.
+    pub fn as_str(&self) -> &str {
+        &self.sql
+    }
+
+    /// The SQL with `:vN` replaced by bind N (1-based) and any other
+    /// placeholder by what `named` gives for its name (without the colon);
+    /// a placeholder with neither stays as written.
+    pub fn fill<'a>(&self, binds: &[Bind], named: impl Fn(&str) -> Option<&'a str>) -> String {
+        let mut out = String::with_capacity(self.sql.len() + binds.len() * 8);
+        let mut copied = 0;
+        for &(start, end) in &self.holes {
+            let name = &self.sql[start + 1..end];
+            let text = name
+                .strip_prefix('v')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|k| binds.get(k))
+                .map(|b| b.text.as_str())
+                .or_else(|| named(name));
+            if let Some(text) = text {
+                out.push_str(&self.sql[copied..start]);
+                out.push_str(text);
+                copied = end;
+            }
+        }
+        out.push_str(&self.sql[copied..]);
+        out
+    }
+}
+
 /// Puts bind values back into SQL rendered from a template's AST.
 pub fn substitute_binds(sql: &str, binds: &[Bind]) -> String {
     let toks = tokenize(sql);
@@ -359,6 +417,30 @@ mod tests {
         assert_eq!(n.binds[1].value, Value::Int(-5));
         assert_eq!(n.binds[3].value, Value::Bytes(b"2.5".to_vec()));
         assert_eq!(substitute_binds(&n.template, &n.binds), sql);
+    }
+
+    #[test]
+    fn a_template_fills_like_substitution() {
+        let sql = "select a, 'x''y', ':v1' from t where id = -5 and b in (1, 2.5) limit 10";
+        let n = normalize(sql, &[], false);
+        let t = Template::new(n.template.clone());
+        assert_eq!(t.fill(&n.binds, |_| None), sql);
+        assert_eq!(
+            t.fill(&n.binds, |_| None),
+            substitute_binds(&n.template, &n.binds)
+        );
+        // Named holes are the caller's; unknown ones stay as written.
+        let t = Template::new(
+            "select x from t where id in (:vIN) and y = :v1 limit :vLIMIT /* :v1 */".into(),
+        );
+        let binds = [Bind {
+            text: "'a:v2'".into(),
+            value: Value::Bytes(b"a:v2".to_vec()),
+        }];
+        assert_eq!(
+            t.fill(&binds, |n| (n == "vIN").then_some("1, 2")),
+            "select x from t where id in (1, 2) and y = 'a:v2' limit :vLIMIT /* :v1 */"
+        );
     }
 
     #[test]
