@@ -846,3 +846,36 @@ async fn prepared_writes_follow_the_transaction() {
     let n: Option<i64> = sg.exec_first(count, (1,)).await.unwrap();
     assert_eq!(n, Some(2));
 }
+
+/// A connection pool's `SELECT 1` is answered by shardgate itself, as vtgate
+/// answers it: the same columns and row as MariaDB gives, no tablet asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_one_is_answered_like_mariadb_without_a_tablet() {
+    let mut sg = connect(Some("commerce")).await;
+    let mut direct = connect_tablet(100).await;
+    // The last two go to the tablet (MariaDB types them differently).
+    for sql in [
+        "select 1",
+        "SELECT 1, 22, 333 FROM DUAL;",
+        "select 0",
+        "select 007",
+        "select 1234567890",
+    ] {
+        let a: Vec<mysql_async::Row> = sg.query(sql).await.unwrap();
+        let b: Vec<mysql_async::Row> = direct.query(sql).await.unwrap();
+        assert_eq!(a.len(), 1, "{sql}");
+        assert_eq!(a[0].clone().unwrap(), b[0].clone().unwrap(), "{sql}");
+        for (ca, cb) in a[0].columns_ref().iter().zip(b[0].columns_ref()) {
+            assert_eq!(ca, cb, "{sql}: column {}", ca.name_str());
+        }
+    }
+    let listed: Vec<mysql_async::Row> = sg.query("vexplain queries select 1").await.unwrap();
+    assert!(listed.is_empty(), "select 1 reached a tablet");
+    // A target with no tablet of its type still answers it.
+    let mut conn = connect(None).await;
+    conn.query_drop("use customer@rdonly").await.unwrap();
+    let one: Option<u32> = conn.query_first("select 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    let e = conn.query_drop("select 2 from corder").await.unwrap_err();
+    assert!(e.to_string().contains("no healthy tablet"), "{e}");
+}

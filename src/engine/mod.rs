@@ -693,6 +693,29 @@ impl RowSink for ColumnsOnly {
     }
 }
 
+/// Answers `SELECT 1[, ...]` (see [`crate::sql::literal_select`]) with the
+/// columns MariaDB gives such literals: INT, binary collation, NOT NULL,
+/// the digits as display width, the literal as the name.
+pub fn literal_row<S: RowSink>(literals: &[&str], sink: &mut S) -> Result<(), Error> {
+    let cols: Vec<Column> = literals
+        .iter()
+        .map(|l| {
+            Column::new(ColumnType::MYSQL_TYPE_LONG)
+                .with_name(l.as_bytes())
+                .with_character_set(63)
+                .with_column_length(l.len() as u32)
+                .with_flags(ColumnFlags::NOT_NULL_FLAG | ColumnFlags::BINARY_FLAG)
+        })
+        .collect();
+    sink.columns(&cols)?;
+    let row: Vec<Value> = literals
+        .iter()
+        .map(|l| Value::Bytes(l.as_bytes().to_vec()))
+        .collect();
+    sink.row(&row)?;
+    sink.end_rows(0)
+}
+
 /// A VARCHAR column definition for results shardgate makes itself.
 pub fn text_column(name: &str) -> Column {
     Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)

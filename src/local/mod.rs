@@ -470,7 +470,8 @@ impl Cluster {
                     .prefer_socket(false);
                 match mysql_async::Conn::new(opts).await {
                     Ok(mut c) => {
-                        let ok = c.query_drop("select 1").await.is_ok();
+                        // A query a tablet answers (shardgate answers `select 1`).
+                        let ok = c.query_drop("select @@port").await.is_ok();
                         let _ = c.disconnect().await;
                         ok
                     }

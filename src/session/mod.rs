@@ -141,6 +141,10 @@ impl Session {
         sql: &str,
         sink: &mut S,
     ) -> Result<(), Error> {
+        // A pool's `SELECT 1` needs no tablet, as in vtgate.
+        if let Some(literals) = sql::literal_select(sql) {
+            return engine::literal_row(&literals, sink);
+        }
         // `ks:shard`.table sends this statement to that shard, as in vtgate.
         if let Some((target, stripped)) = sql::shard_qualifier(sql) {
             let mut t = Target::parse(&target)?;
@@ -507,6 +511,9 @@ impl Session {
         inner: &str,
         sink: &mut S,
     ) -> Result<(), Error> {
+        if let Some(literals) = sql::literal_select(inner) {
+            return literal_vexplain(queries, &literals, sink);
+        }
         let stmt = sql::classify(inner)?;
         if !matches!(stmt, Statement::Query(_)) {
             return Err(
@@ -540,11 +547,7 @@ impl Session {
             &mut discard,
         )
         .await?;
-        let cols: Vec<_> = ["#", "keyspace", "shard", "query"]
-            .iter()
-            .map(|n| engine::text_column(n))
-            .collect();
-        sink.columns(&cols)?;
+        sink.columns(&vexplain_queries_columns())?;
         for (i, (ks, shard, q)) in ex.log.iter().enumerate() {
             let row: Vec<mysql_common::value::Value> =
                 [i.to_string(), ks.clone(), shard.clone(), q.clone()]
@@ -699,4 +702,34 @@ fn placeholder_columns(n: usize) -> Vec<Column> {
                 .with_character_set(63)
         })
         .collect()
+}
+
+/// VEXPLAIN QUERIES's columns.
+fn vexplain_queries_columns() -> Vec<Column> {
+    ["#", "keyspace", "shard", "query"]
+        .iter()
+        .map(|n| engine::text_column(n))
+        .collect()
+}
+
+/// VEXPLAIN of `SELECT 1`: vtgate's plan for it (a projection over a
+/// single row, no route), and no query to any tablet.
+fn literal_vexplain<S: RowSink>(
+    queries: bool,
+    literals: &[&str],
+    sink: &mut S,
+) -> Result<(), Error> {
+    if queries {
+        sink.columns(&vexplain_queries_columns())?;
+        return sink.end_rows(0);
+    }
+    let plan = serde_json::json!({
+        "operator": "Projection",
+        "expressions": literals.iter().map(|l| format!("{l} as {l}")).collect::<Vec<_>>(),
+        "inputs": [{"operator": "SingleRow"}],
+    });
+    let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
+    sink.columns(&[engine::text_column("JSON")])?;
+    sink.row(&[mysql_common::value::Value::Bytes(text.into_bytes())])?;
+    sink.end_rows(0)
 }

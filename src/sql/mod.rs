@@ -467,6 +467,55 @@ pub fn starts_with_select(sql: &str) -> bool {
     s.len() > 6 && s[..6].eq_ignore_ascii_case(b"select") && !lexer::is_word_byte(s[6])
 }
 
+/// The literals of `SELECT 1[, 2, ...] [FROM DUAL]`, the validation query
+/// of connection pools, which vtgate answers itself (a projection over a
+/// single row) without a round trip to a tablet. Only plain non-negative
+/// integers of up to nine digits qualify (MariaDB types those as INT, the
+/// digits as display width); anything else, comments included (`/*!`
+/// runs code), goes to a tablet as before.
+pub fn literal_select(sql: &str) -> Option<Vec<&str>> {
+    if !starts_with_select(sql) || sql.contains("/*") {
+        return None;
+    }
+    // Cheap refusal for everything else that starts with SELECT.
+    let after = sql.trim_start()[6..].trim_start();
+    if !after.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let toks = tokenize(sql);
+    let word =
+        |t: &Token, w: &str| t.kind == TokenKind::Word && t.text(sql).eq_ignore_ascii_case(w);
+    let mut lits = Vec::new();
+    let mut i = 1;
+    loop {
+        let t = toks.get(i)?;
+        let text = t.text(sql);
+        let plain = t.kind == TokenKind::Number
+            && (1..=9).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && (text == "0" || !text.starts_with('0'));
+        if !plain {
+            return None;
+        }
+        lits.push(text);
+        i += 1;
+        match toks.get(i) {
+            Some(t) if t.kind == TokenKind::Punct(b',') => i += 1,
+            _ => break,
+        }
+    }
+    let rest = &toks[i..];
+    let rest = match rest {
+        [f, d, tail @ ..] if word(f, "from") && word(d, "dual") => tail,
+        other => other,
+    };
+    match rest {
+        [] => Some(lits),
+        [t] if t.kind == TokenKind::Semicolon => Some(lits),
+        _ => None,
+    }
+}
+
 /// Quotes a string as a SQL literal that means the same with or without
 /// NO_BACKSLASH_ESCAPES.
 pub fn quote_str(s: &str) -> String {
@@ -763,6 +812,37 @@ mod tests {
         };
         assert!(s.global);
         assert!(classify("set autocommit = maybe").is_err());
+    }
+
+    #[test]
+    fn pool_validation_selects_are_recognized() {
+        assert_eq!(literal_select("select 1"), Some(vec!["1"]));
+        assert_eq!(literal_select("  SELECT 1 ;"), Some(vec!["1"]));
+        assert_eq!(
+            literal_select("select 1, 22,333 from DUAL"),
+            Some(vec!["1", "22", "333"])
+        );
+        assert_eq!(literal_select("select 0"), Some(vec!["0"]));
+        // Everything MariaDB types or names differently goes to a tablet.
+        for sql in [
+            "select 007",
+            "select -1",
+            "select 1234567890",
+            "select 1.5",
+            "select 1e3",
+            "select 0x10",
+            "select 1 as one",
+            "select 1 from t",
+            "select 1 from dual where 0",
+            "select 1 /*!, 2 */",
+            "select 1; select 2",
+            "select 1,",
+            "select c from t",
+            "select",
+            "selected 1",
+        ] {
+            assert_eq!(literal_select(sql), None, "{sql}");
+        }
     }
 
     #[test]
