@@ -237,19 +237,28 @@ async fn settings_share_connections_between_sessions() {
         let mine: Option<u64> = a.query_first("select connection_id()").await.unwrap();
         a.disconnect().await.unwrap();
         // The connection returns to the pool once shardgate has reset it,
-        // after the client left (longer on a loaded machine); a session
-        // that got another one hands it back and the next one tries again.
-        let mut b = eventually(10, || async move {
+        // after the client left (longer on a loaded machine). A session
+        // that got another one keeps it (open sessions keep their
+        // connection) until one gets ours: handing it back would put it
+        // in the pool after ours, and the next session would take it again.
+        let mut others = Vec::new();
+        let start = std::time::Instant::now();
+        let mut b = loop {
             let mut b = connect_port(port, Some("commerce")).await;
             let next: Option<u64> = b.query_first("select connection_id()").await.unwrap();
             if next == mine {
-                return Some(b);
+                break b;
             }
-            b.disconnect().await.unwrap();
-            None
-        })
-        .await
-        .unwrap_or_else(|| panic!("{set}: the next session never gets the connection"));
+            others.push(b);
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "{set}: the next session never gets the connection"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        for o in others {
+            o.disconnect().await.unwrap();
+        }
         let sets: Option<(String, u64)> = b
             .query_first("show session status like 'Com_set_option'")
             .await
