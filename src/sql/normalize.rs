@@ -320,19 +320,9 @@ pub struct Template {
 }
 
 impl Template {
-    /// Finds the placeholders of `sql` (a `:` directly followed by a word,
-    /// outside literals and comments).
+    /// Finds the placeholders of `sql` (see [`holes`]).
     pub fn new(sql: String) -> Self {
-        let toks = tokenize(&sql);
-        let holes = toks
-            .windows(2)
-            .filter(|w| {
-                w[0].kind == TokenKind::Punct(b':')
-                    && w[1].kind == TokenKind::Word
-                    && w[1].start == w[0].end
-            })
-            .map(|w| (w[0].start, w[1].end))
-            .collect();
+        let holes = holes(&sql);
         Template { sql, holes }
     }
 
@@ -345,60 +335,56 @@ impl Template {
     /// placeholder by what `named` gives for its name (without the colon);
     /// a placeholder with neither stays as written.
     pub fn fill<'a>(&self, binds: &[Bind], named: impl Fn(&str) -> Option<&'a str>) -> String {
-        let mut out = String::with_capacity(self.sql.len() + binds.len() * 8);
-        let mut copied = 0;
-        for &(start, end) in &self.holes {
-            let name = &self.sql[start + 1..end];
-            let text = name
-                .strip_prefix('v')
-                .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| n.checked_sub(1))
-                .and_then(|k| binds.get(k))
-                .map(|b| b.text.as_str())
-                .or_else(|| named(name));
-            if let Some(text) = text {
-                out.push_str(&self.sql[copied..start]);
-                out.push_str(text);
-                copied = end;
-            }
-        }
-        out.push_str(&self.sql[copied..]);
-        out
+        fill_holes(&self.sql, &self.holes, binds, named)
     }
+}
+
+/// Byte ranges of the `:name` placeholders of `sql` (a `:` directly
+/// followed by a word, outside literals and comments), colon included.
+fn holes(sql: &str) -> Vec<(usize, usize)> {
+    tokenize(sql)
+        .windows(2)
+        .filter(|w| {
+            w[0].kind == TokenKind::Punct(b':')
+                && w[1].kind == TokenKind::Word
+                && w[1].start == w[0].end
+        })
+        .map(|w| (w[0].start, w[1].end))
+        .collect()
+}
+
+/// `sql` with its placeholders at `holes` filled in: `:vN` by bind N
+/// (1-based), any other by what `named` gives; the rest stay as written.
+fn fill_holes<'a>(
+    sql: &str,
+    holes: &[(usize, usize)],
+    binds: &[Bind],
+    named: impl Fn(&str) -> Option<&'a str>,
+) -> String {
+    let mut out = String::with_capacity(sql.len() + binds.len() * 8);
+    let mut copied = 0;
+    for &(start, end) in holes {
+        let name = &sql[start + 1..end];
+        let text = name
+            .strip_prefix('v')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|k| binds.get(k))
+            .map(|b| b.text.as_str())
+            .or_else(|| named(name));
+        if let Some(text) = text {
+            out.push_str(&sql[copied..start]);
+            out.push_str(text);
+            copied = end;
+        }
+    }
+    out.push_str(&sql[copied..]);
+    out
 }
 
 /// Puts bind values back into SQL rendered from a template's AST.
 pub fn substitute_binds(sql: &str, binds: &[Bind]) -> String {
-    let toks = tokenize(sql);
-    let mut out = String::with_capacity(sql.len() + binds.len() * 8);
-    let mut copied = 0;
-    let mut i = 0;
-    while i < toks.len() {
-        let t = toks[i];
-        if t.kind == TokenKind::Punct(b':') {
-            if let Some(w) = toks
-                .get(i + 1)
-                .filter(|w| w.kind == TokenKind::Word && w.start == t.end)
-            {
-                if let Some(n) = w
-                    .text(sql)
-                    .strip_prefix('v')
-                    .and_then(|n| n.parse::<usize>().ok())
-                {
-                    if let Some(b) = n.checked_sub(1).and_then(|k| binds.get(k)) {
-                        out.push_str(&sql[copied..t.start]);
-                        out.push_str(&b.text);
-                        copied = w.end;
-                        i += 2;
-                        continue;
-                    }
-                }
-            }
-        }
-        i += 1;
-    }
-    out.push_str(&sql[copied..]);
-    out
+    fill_holes(sql, &holes(sql), binds, |_| None)
 }
 
 #[cfg(test)]
