@@ -25,7 +25,7 @@ use mysql_common::packets::{
     AuthPlugin, AuthSwitchRequest, Column, ComStmtExecuteRequestBuilder, CommonOkPacket, ErrPacket,
     HandshakePacket, HandshakeResponse, OkPacketDeserializer,
 };
-use mysql_common::proto::{Binary, MyDeserialize, MySerialize, Text};
+use mysql_common::proto::{Binary, MyDeserialize, MySerialize};
 use mysql_common::row::{Row, RowDeserializer};
 use mysql_common::value::{ServerSide, Value};
 use std::sync::Arc;
@@ -795,19 +795,17 @@ fn decode_row(
     payload: &[u8],
     binary: bool,
 ) -> Result<Vec<Value>, mysql_async::Error> {
-    let buf = &mut ParseBuf(payload);
-    let row: Result<Row, _> = if binary {
-        RowDeserializer::<ServerSide, Binary>::deserialize(cols.clone(), buf).map(Into::into)
-    } else {
-        RowDeserializer::<(), Text>::deserialize(cols.clone(), buf).map(Into::into)
-    };
-    row.map(Row::unwrap)
+    if !binary {
+        return decode_text_row(cols.len(), payload);
+    }
+    RowDeserializer::<ServerSide, Binary>::deserialize(cols.clone(), &mut ParseBuf(payload))
+        .map(|r| Row::from(r).unwrap())
         .map_err(|_| bad("malformed row from tablet"))
 }
 
-/// A text-protocol row packet, decoded straight into its cells (what
-/// [`decode_row`] does, without building a driver `Row` on the way: scatter
-/// merges decode every row of every shard).
+/// A text-protocol row packet, decoded straight into its cells (the
+/// driver's decoder builds a `Row` on the way; scatter merges decode every
+/// row of every shard).
 fn decode_text_row(width: usize, payload: &[u8]) -> Result<Vec<Value>, mysql_async::Error> {
     let mut buf = ParseBuf(payload);
     let mut row = Vec::with_capacity(width);
@@ -905,7 +903,11 @@ mod tests {
                 Value::Bytes(long)
             ]
         );
-        assert_eq!(ours, decode_row(&cols, &p, false).unwrap());
+        let driver: Row =
+            RowDeserializer::<(), mysql_common::proto::Text>::deserialize(cols, &mut ParseBuf(&p))
+                .unwrap()
+                .into();
+        assert_eq!(ours, driver.unwrap());
         // A row shorter than its columns is refused, not read past its end.
         assert!(decode_text_row(5, &p).is_err());
         assert!(decode_text_row(4, &p[..p.len() - 1]).is_err());
