@@ -523,10 +523,7 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_for(ctx, &snap, &stmt, inner)?;
         if !queries {
-            let text = serde_json::to_string_pretty(&plan.describe()).unwrap_or_default();
-            sink.columns(&[engine::text_column("JSON")])?;
-            sink.row(&[mysql_common::value::Value::Bytes(text.into_bytes())])?;
-            return sink.end_rows(0);
+            return json_result(&plan.describe(), sink);
         }
         let mut ex = crate::executor::Logging {
             inner: Executor {
@@ -728,7 +725,12 @@ fn literal_vexplain<S: RowSink>(
         "expressions": literals.iter().map(|l| format!("{l} as {l}")).collect::<Vec<_>>(),
         "inputs": [{"operator": "SingleRow"}],
     });
-    let text = serde_json::to_string_pretty(&plan).unwrap_or_default();
+    json_result(&plan, sink)
+}
+
+/// VEXPLAIN PLAN's answer: one `JSON` column, one row.
+fn json_result<S: RowSink>(plan: &serde_json::Value, sink: &mut S) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(plan).unwrap_or_default();
     sink.columns(&[engine::text_column("JSON")])?;
     sink.row(&[mysql_common::value::Value::Bytes(text.into_bytes())])?;
     sink.end_rows(0)

@@ -474,12 +474,13 @@ pub fn starts_with_select(sql: &str) -> bool {
 /// digits as display width); anything else, comments included (`/*!`
 /// runs code), goes to a tablet as before.
 pub fn literal_select(sql: &str) -> Option<Vec<&str>> {
-    if !starts_with_select(sql) || sql.contains("/*") {
+    if !starts_with_select(sql) {
         return None;
     }
-    // Cheap refusal for everything else that starts with SELECT.
+    // Cheap refusal for everything else that starts with SELECT (before
+    // the scan for comments).
     let after = sql.trim_start()[6..].trim_start();
-    if !after.starts_with(|c: char| c.is_ascii_digit()) {
+    if !after.starts_with(|c: char| c.is_ascii_digit()) || sql.contains("/*") {
         return None;
     }
     let toks = tokenize(sql);
