@@ -7,10 +7,13 @@ command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mysql >/dev/null 2>&1 || need+=(mariadb-client)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/*.proto), which etcd-client's
+# build imports: a recommendation of protobuf-compiler, not a dependency.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler sysbench"
+  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench"
   exit 0
 fi
 
