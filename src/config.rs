@@ -163,6 +163,15 @@ pub struct ServeArgs {
     /// whatever this says.
     #[arg(long = "sticky-connections", default_value_t = 128)]
     pub sticky_connections: usize,
+    /// Shared connections per tablet for the reads of sessions that hold
+    /// no state there (a prepared SELECT outside a transaction, with no
+    /// settings, variables or locks): the statements of many sessions are
+    /// written to one connection together and answered in order, which
+    /// saves socket calls and wakeups on both sides. Another is opened
+    /// while the busy ones are held up by a slow statement, up to this
+    /// many; 0 gives every statement a connection of its own.
+    #[arg(long = "shared-read-connections", default_value_t = 4)]
+    pub shared_read_connections: usize,
     /// How far a transaction may reach, as vtgate's flag: `multi` (each
     /// shard commits its part on its own), `single` (a transaction reaching
     /// a second shard fails with "multi-db transaction attempted" and is

@@ -20,7 +20,9 @@
 //!   session's statements (results forwarded undecoded when the client
 //!   takes them as they are, decoded for the engine's merges), pooled per
 //!   tablet and tagged with the session settings they carry; mysql_async
-//!   pools, reconciled with the snapshot, as the fallback.
+//!   pools, reconciled with the snapshot, as the fallback; [`backend::mux`]
+//!   shares pipelined connections between the stateless reads of many
+//!   sessions.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex

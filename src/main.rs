@@ -129,6 +129,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             local_socket: args.tablet_local_socket,
             lean: args.lean_connections,
             sticky: args.sticky_connections,
+            shared: args.shared_read_connections,
             ..BackendConfig::default()
         },
         auth,

@@ -31,19 +31,6 @@ fn assert_ok(out: &std::process::Output) {
     );
 }
 
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 async fn vschema_tables(conn: &mut mysql_async::Conn) -> Vec<String> {
     conn.query("show vschema tables").await.unwrap()
 }

@@ -888,3 +888,165 @@ async fn select_one_is_answered_like_mariadb_without_a_tablet() {
     let e = conn.query_drop("select 2 from corder").await.unwrap_err();
     assert!(e.to_string().contains("no healthy tablet"), "{e}");
 }
+
+/// Prepared reads of sessions that hold no state share pipelined tablet
+/// connections: sixteen clients at once each get their own rows (checked
+/// against the tablet itself), several executions go out in one batch,
+/// a statement that fails at execution fails alone and its session goes
+/// on, and a session in a transaction or with settings keeps reading on
+/// its own connection (it sees its uncommitted rows and its time zone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
+    let mut setup = connect(Some("commerce")).await;
+    setup
+        .query_drop("create table if not exists shared_t (id bigint primary key, v varchar(40))")
+        .await
+        .unwrap();
+    setup.query_drop("delete from shared_t").await.unwrap();
+    let values: Vec<String> = (1..=200)
+        .map(|i| format!("({i}, 'row-{i}-{}')", i * 7919 % 1000))
+        .collect();
+    setup
+        .query_drop(format!("insert into shared_t values {}", values.join(",")))
+        .await
+        .unwrap();
+    let mut direct = connect_tablet(100).await;
+    let expected: Vec<(i64, String)> = direct
+        .query("select id, v from shared_t order by id")
+        .await
+        .unwrap();
+    assert_eq!(expected.len(), 200);
+    let expected = std::sync::Arc::new(expected);
+
+    let (batches, executions) = (
+        debug_var("SharedReadBatches").await,
+        debug_var("SharedReadExecutions").await,
+    );
+    let clients: Vec<_> = (0..16i64)
+        .map(|c| {
+            let expected = expected.clone();
+            tokio::spawn(async move {
+                let mut sg = connect(Some("commerce")).await;
+                for n in 0..60i64 {
+                    let id = (c * 61 + n * 13) % 230 + 1;
+                    let got: Option<String> = sg
+                        .exec_first("select v from shared_t where id = ?", (id,))
+                        .await
+                        .unwrap();
+                    let want = expected.iter().find(|(i, _)| *i == id).map(|r| r.1.clone());
+                    assert_eq!(got, want, "client {c}, id {id}");
+                    if n % 10 == 0 {
+                        let lo = id.min(190);
+                        let got: Vec<(i64, String)> = sg
+                            .exec(
+                                "select id, v from shared_t where id between ? and ? order by id",
+                                (lo, lo + 9),
+                            )
+                            .await
+                            .unwrap();
+                        let want: Vec<(i64, String)> = expected
+                            .iter()
+                            .filter(|(i, _)| (lo..=lo + 9).contains(i))
+                            .cloned()
+                            .collect();
+                        assert_eq!(got, want, "client {c}, range from {lo}");
+                    }
+                    if n % 20 == 5 {
+                        // Fails when it runs (more than one row), not when prepared.
+                        let e = sg
+                            .exec_drop(
+                                "select (select id from shared_t) from dual where ? = 1",
+                                (1,),
+                            )
+                            .await
+                            .unwrap_err();
+                        assert_eq!(err_code(&e), Some(1242), "{e}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (batches, executions) = (
+        debug_var("SharedReadBatches").await - batches,
+        debug_var("SharedReadExecutions").await - executions,
+    );
+    assert!(executions >= 16 * 60, "{executions} shared executions");
+    assert!(
+        batches < executions,
+        "{executions} executions in {batches} batches"
+    );
+
+    // A transaction reads its own uncommitted row; the others do not see it.
+    let mut txn = connect(Some("commerce")).await;
+    txn.query_drop("begin").await.unwrap();
+    txn.exec_drop("insert into shared_t values (?, ?)", (1000, "mine"))
+        .await
+        .unwrap();
+    let mine: Option<String> = txn
+        .exec_first("select v from shared_t where id = ?", (1000,))
+        .await
+        .unwrap();
+    assert_eq!(mine.as_deref(), Some("mine"));
+    let other: Option<String> = setup
+        .exec_first("select v from shared_t where id = ?", (1000,))
+        .await
+        .unwrap();
+    assert_eq!(other, None);
+    txn.query_drop("rollback").await.unwrap();
+
+    // A session with settings reads under them.
+    let mut tz = connect(Some("commerce")).await;
+    tz.query_drop("set time_zone = '+05:00'").await.unwrap();
+    direct.query_drop("set time_zone = '+05:00'").await.unwrap();
+    let sql = "select cast(from_unixtime(?) as char)";
+    let got: Option<String> = tz.exec_first(sql, (86_400,)).await.unwrap();
+    let want: Option<String> = direct.exec_first(sql, (86_400,)).await.unwrap();
+    assert_eq!(got, want);
+    let plain: Option<String> = setup.exec_first(sql, (86_400,)).await.unwrap();
+    assert_ne!(plain, want, "the setting leaked to another session");
+}
+
+/// A slow statement holds its shared connection only: a read that comes
+/// while it runs goes out on another and is answered first; when the
+/// tablet kills the slow statement's connection, that client gets an
+/// error and its next statements run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_shared_read_holds_up_no_other() {
+    let marker = format!("slow-shared-{}", std::process::id());
+    let mut slow = connect(Some("commerce")).await;
+    let mut quick = connect(Some("commerce")).await;
+    let mut dba = connect_tablet(100).await;
+    // Warm both sessions up, so they are on the shared path.
+    for conn in [&mut slow, &mut quick] {
+        let one: Option<i64> = conn.exec_first("select ? + 0", (1,)).await.unwrap();
+        assert_eq!(one, Some(1));
+    }
+    let slow_sql = format!("select sum(seq % 7), '{marker}' from seq_1_to_100000000 where ? > 0");
+    let running = tokio::spawn(async move {
+        let res = slow.exec_drop(slow_sql, (1,)).await;
+        (slow, res)
+    });
+    let id = connection_running(100, &marker)
+        .await
+        .expect("the slow statement in the tablet's processlist");
+    let started = std::time::Instant::now();
+    let got: Option<i64> = quick.exec_first("select ? * 2", (21,)).await.unwrap();
+    assert_eq!(got, Some(42));
+    assert!(
+        !running.is_finished(),
+        "the quick read waited {:?} for the slow one",
+        started.elapsed()
+    );
+    dba.query_drop(format!("kill connection {id}"))
+        .await
+        .unwrap();
+    let (mut slow, res) = running.await.unwrap();
+    assert!(res.is_err(), "the killed statement succeeded");
+    let n: Option<i64> = slow.exec_first("select ? + 1", (6,)).await.unwrap();
+    assert_eq!(n, Some(7));
+    let n: Option<i64> = quick.exec_first("select ? + 1", (8,)).await.unwrap();
+    assert_eq!(n, Some(9));
+}

@@ -80,7 +80,7 @@ fn io(e: std::io::Error) -> mysql_async::Error {
     mysql_async::Error::Io(mysql_async::IoError::Io(e))
 }
 
-fn io_err(kind: std::io::ErrorKind, msg: &str) -> mysql_async::Error {
+pub(super) fn io_err(kind: std::io::ErrorKind, msg: &str) -> mysql_async::Error {
     io(std::io::Error::new(kind, msg.to_string()))
 }
 
@@ -271,7 +271,11 @@ impl LeanConn {
         }
         let mut seq = seq;
         write_packet(&mut self.out, &mut seq, payload);
-        self.writer.write_all(&self.out).await.map_err(io)
+        let res = self.writer.write_all(&self.out).await.map_err(io);
+        // Empty between commands: executions queued for a pipeline
+        // (`queue_execute`) gather in it.
+        self.out.clear();
+        res
     }
 
     /// Opens a transaction in the same write as the next command, saving a
@@ -462,10 +466,13 @@ impl LeanConn {
     /// The statement id for `sql`, preparing it (and closing the oldest)
     /// when it is not cached.
     async fn stmt(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
+        // Most recently used last, so the statements a pipelined batch
+        // just looked up are the last to be closed.
         if let Some(i) = self.stmts.iter().position(|s| s.sql == sql) {
-            let last = self.stmts.len() - 1;
-            self.stmts.swap(i, last);
-            return Ok(self.stmts[last].id);
+            let s = self.stmts.remove(i);
+            let id = s.id;
+            self.stmts.push(s);
+            return Ok(id);
         }
         let (id, _, _) = self.prepare(sql).await?;
         if self.stmts.len() >= STMT_CACHE {
@@ -524,6 +531,49 @@ impl LeanConn {
                 other => return other,
             }
         }
+    }
+
+    /// Prepares `sql` unless the connection has it already (a round trip
+    /// the first time): the first step of a pipelined execution, taken
+    /// for every statement of a batch before any execution is queued.
+    /// Preparing has no effects, so a failure leaves nothing run.
+    pub async fn prepared(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
+        self.idle = false;
+        let id = self.stmt(sql).await;
+        self.idle = true;
+        id
+    }
+
+    /// Appends an execution of statement `id` with `params` to the
+    /// pipeline that [`Self::flush`] writes; false (nothing queued) when
+    /// the parameters are too big for one packet and must go ahead as long
+    /// data ([`Self::execute`] does that).
+    pub fn queue_execute(&mut self, id: u32, params: &[Value]) -> bool {
+        let (req, as_long_data) = ComStmtExecuteRequestBuilder::new(id).build(params);
+        if as_long_data {
+            return false;
+        }
+        let mut buf = Vec::with_capacity(64);
+        req.serialize(&mut buf);
+        write_packet(&mut self.out, &mut 0, &buf);
+        true
+    }
+
+    /// Writes every queued execution in one go; their replies then come in
+    /// order, one [`Self::reply`] each.
+    pub async fn flush(&mut self) -> Result<(), mysql_async::Error> {
+        self.idle = false;
+        let res = self.writer.write_all(&self.out).await.map_err(io);
+        self.out.clear();
+        res
+    }
+
+    /// Reads the reply to the next queued execution into `sink` (its
+    /// packets as the tablet sent them); errors as for [`Self::execute`]:
+    /// after a server's error the next reply follows.
+    pub async fn reply<S: RowSink + Send>(&mut self, sink: &mut S) -> Result<u64, RunError> {
+        self.idle = false;
+        self.results(sink, true, None).await
     }
 
     /// COM_STMT_SEND_LONG_DATA for every byte value (no replies).
@@ -785,12 +835,12 @@ fn column(payload: &[u8]) -> Result<Column, mysql_async::Error> {
 }
 
 /// A result set's column definition packets, decoded.
-fn columns(defs: &[BytesMut]) -> Result<Vec<Column>, mysql_async::Error> {
+pub(super) fn columns(defs: &[BytesMut]) -> Result<Vec<Column>, mysql_async::Error> {
     defs.iter().map(|d| column(d)).collect()
 }
 
 /// A row packet (text or binary protocol), decoded.
-fn decode_row(
+pub(super) fn decode_row(
     cols: &Arc<[Column]>,
     payload: &[u8],
     binary: bool,
@@ -850,7 +900,10 @@ impl PacketSink for Discard {
 }
 
 /// The sink's packet door (callers only bring sinks that have one).
-fn packets<S: RowSink>(sink: &mut S, binary: bool) -> Result<&mut dyn PacketSink, RunError> {
+pub(super) fn packets<S: RowSink>(
+    sink: &mut S,
+    binary: bool,
+) -> Result<&mut dyn PacketSink, RunError> {
     sink.packets(binary).ok_or_else(|| {
         RunError::Sink(crate::error::Error::Malformed(
             "packets for a sink without a packet door".into(),
@@ -866,7 +919,7 @@ const COM_STMT_CLOSE: u8 = 0x19;
 const COM_RESET_CONNECTION: u8 = 0x1f;
 
 /// MariaDB's "Prepared statement needs to be re-prepared".
-const ER_NEED_REPREPARE: u16 = 1615;
+pub(super) const ER_NEED_REPREPARE: u16 = 1615;
 
 fn native_scramble(nonce: &[u8], password: &str) -> Vec<u8> {
     if password.is_empty() {

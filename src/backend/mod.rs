@@ -9,6 +9,7 @@
 //! `executor::ShardConns`).
 
 pub mod lean;
+pub mod mux;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -42,6 +43,10 @@ pub struct BackendConfig {
     /// Tablet connections client sessions may keep between statements,
     /// server-wide (`--sticky-connections`).
     pub sticky: usize,
+    /// Shared pipelined connections per tablet for reads that carry no
+    /// session state (`--shared-read-connections`; 0: none, every
+    /// statement on a connection of its own).
+    pub shared: usize,
 }
 
 impl Default for BackendConfig {
@@ -54,6 +59,7 @@ impl Default for BackendConfig {
             local_socket: true,
             lean: true,
             sticky: 128,
+            shared: 4,
         }
     }
 }
@@ -64,6 +70,14 @@ struct PoolKey {
     host: String,
     port: u16,
     db: String,
+}
+
+impl PoolKey {
+    /// Whether it is `t`'s address and database (compared in place: the
+    /// hot paths build no key to look one up).
+    fn is_for(&self, t: &Tablet) -> bool {
+        self.port == t.port && self.host == t.hostname && self.db == t.db_name
+    }
 }
 
 /// The set of tablet pools, keyed by tablet alias.
@@ -77,6 +91,10 @@ pub struct Pools {
     /// Tablets a lean connection failed to reach lately; the driver's
     /// pooled connections serve them until [`LEAN_RETRY`] has passed.
     lean_failed: Mutex<HashMap<String, Instant>>,
+    /// The shared connections' queues, by tablet alias.
+    muxes: Mutex<HashMap<String, (PoolKey, Vec<mux::Mux>)>>,
+    /// What the shared connections did.
+    pub mux_stats: std::sync::Arc<mux::MuxStats>,
 }
 
 /// Idle lean connections kept per tablet.
@@ -142,6 +160,8 @@ impl Pools {
             lean_idle: Mutex::new(HashMap::new()),
             sockets: Mutex::new(HashMap::new()),
             lean_failed: Mutex::new(HashMap::new()),
+            muxes: Mutex::new(HashMap::new()),
+            mux_stats: std::sync::Arc::default(),
         }
     }
 
@@ -214,12 +234,11 @@ impl Pools {
         if !self.cfg.lean {
             return None;
         }
-        let key = Self::key(t);
         {
             let mut idle = lock(&self.lean_idle);
             if let Some(list) = idle.get_mut(&t.alias) {
                 let now = Instant::now();
-                list.retain(|h| h.key == key && !h.idle_for(LEAN_IDLE_TTL, now));
+                list.retain(|h| h.key.is_for(t) && !h.idle_for(LEAN_IDLE_TTL, now));
                 while !list.is_empty() {
                     let i = list
                         .iter()
@@ -242,6 +261,7 @@ impl Pools {
                 None => {}
             }
         }
+        let key = Self::key(t);
         match self.open_lean(&key).await {
             Ok(conn) => Some(LeanHandle {
                 alias: t.alias.clone(),
@@ -307,6 +327,68 @@ impl Pools {
         }
     }
 
+    /// Queues a read that carries no session state on one of `t`'s shared
+    /// connections (see [`mux`]), opening one when the tablet has fewer
+    /// than configured. Err gives the parameters back when there is none
+    /// to be had (shared connections are off, or the tablet cannot be
+    /// reached that way): the caller runs the statement on a connection of
+    /// its own.
+    pub async fn shared(
+        &self,
+        t: &Tablet,
+        sql: &std::sync::Arc<str>,
+        params: Vec<mysql_common::value::Value>,
+    ) -> Result<tokio::sync::oneshot::Receiver<mux::Outcome>, Vec<mysql_common::value::Value>> {
+        if self.cfg.shared == 0 {
+            return Err(params);
+        }
+        let mut params = params;
+        // The first queue not held up, so executions gather in as few
+        // batches as they can; another is opened while there are fewer
+        // than configured; with all held up, the least loaded.
+        {
+            let mut muxes = lock(&self.muxes);
+            if let Some((k, list)) = muxes.get_mut(&t.alias) {
+                if !k.is_for(t) {
+                    list.clear();
+                    *k = Self::key(t);
+                }
+                list.retain(mux::Mux::is_open);
+                let pick = match list.iter().find(|m| !m.is_stalled()) {
+                    Some(m) => Some(m),
+                    None if list.len() < self.cfg.shared => None,
+                    None => list.iter().min_by_key(|m| m.load()),
+                };
+                if let Some(m) = pick {
+                    match m.submit(sql.clone(), params) {
+                        Ok(rx) => return Ok(rx),
+                        Err(p) => params = p,
+                    }
+                }
+            }
+        }
+        let Some(mut handle) = self.lean(t, "").await else {
+            return Err(params);
+        };
+        // The idle connection may carry another session's settings.
+        if !handle.settings.is_empty() {
+            if handle.conn.reset().await.is_err() {
+                return Err(params);
+            }
+            handle.settings = std::sync::Arc::default();
+        }
+        let m = mux::Mux::start(handle, self.mux_stats.clone());
+        let rx = m.submit(sql.clone(), params);
+        let mut muxes = lock(&self.muxes);
+        let (k, list) = muxes
+            .entry(t.alias.clone())
+            .or_insert_with(|| (Self::key(t), Vec::new()));
+        if k.is_for(t) && list.len() < self.cfg.shared {
+            list.push(m);
+        }
+        rx
+    }
+
     /// Makes the pool set match the snapshot: new tablets get pools, moved
     /// ones get new pools, removed ones are drained and closed.
     pub fn reconcile(&self, snap: &Snapshot) {
@@ -323,6 +405,8 @@ impl Pools {
                 .get(alias)
                 .is_some_and(|t| list.iter().all(|h| h.key == Self::key(t)))
         });
+        lock(&self.muxes)
+            .retain(|alias, (k, _)| snap.tablets.get(alias).is_some_and(|t| Self::key(t) == *k));
         for t in snap.tablets.values() {
             if !map.contains_key(&t.alias) {
                 let key = Self::key(t);

@@ -168,6 +168,17 @@ enum Link {
 }
 
 impl ShardConns {
+    /// The session holds no state on any tablet (no transaction, settings,
+    /// reserved or pinned connections): its reads may share connections
+    /// with other sessions'.
+    fn holds_nothing(&self) -> bool {
+        !self.in_txn
+            && !self.reserved
+            && self.settings.is_empty()
+            && self.conns.is_empty()
+            && self.pinned_lean.is_empty()
+    }
+
     fn pinned(&self, alias: &str) -> Option<usize> {
         self.conns.iter().position(|c| c.alias == alias)
     }
@@ -1036,17 +1047,71 @@ impl Executor<'_> {
     /// shard's tablet (prepared once per backend connection, then cached):
     /// the tablet skips parsing and rows come back typed, for the client's
     /// binary protocol.
+    /// A `shareable` statement (a read that leaves nothing on the
+    /// connection) of a session holding no state goes to one of the
+    /// tablet's shared pipelined connections (see [`crate::backend::mux`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn execute_shard_prepared<S: RowSink + Send>(
         &mut self,
         keyspace: &str,
         shard: &str,
         tablet_type: TabletType,
-        sql: &str,
+        sql: &std::sync::Arc<str>,
+        shareable: bool,
         params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
+        let params = if shareable && self.state.holds_nothing() {
+            match self
+                .shared(keyspace, shard, tablet_type, sql, params, sink)
+                .await?
+            {
+                Some(params) => params,
+                None => return Ok(()),
+            }
+        } else {
+            params
+        };
         self.on_shard(keyspace, shard, tablet_type, false, sql, Some(params), sink)
             .await
+    }
+
+    /// Runs a read on a shared connection of the shard's tablet; the
+    /// parameters come back when it could not be sent there.
+    async fn shared<S: RowSink + Send>(
+        &mut self,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        sql: &std::sync::Arc<str>,
+        params: Vec<Value>,
+        sink: &mut S,
+    ) -> Result<Option<Vec<Value>>, Error> {
+        use crate::backend::mux::Outcome;
+        let tablet = self
+            .ctx
+            .gateway
+            .pick(self.snap, keyspace, shard, tablet_type)?;
+        let label = Label(keyspace, shard, tablet_type);
+        let reply = match self.ctx.pools.shared(tablet, sql, params).await {
+            Ok(reply) => reply,
+            Err(params) => return Ok(Some(params)),
+        };
+        let res = match reply.await {
+            Ok(Outcome::Done(rec)) => rec.play(sink).await,
+            Ok(Outcome::Failed(e)) => Err(e),
+            Ok(Outcome::Unsent(params)) => return Ok(Some(params)),
+            // The task serving the queue is gone (it never drops a job
+            // otherwise): the execution may have been written.
+            Err(_) => Err(RunError::Backend(mysql_async::Error::Io(
+                mysql_async::IoError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "shared tablet connection lost",
+                )),
+            ))),
+        };
+        self.finish(res.map_err(|e| run_error(e, &label)))
+            .map(|()| None)
     }
 
     /// One statement on one shard's tablet, as text or (with `params`) as a

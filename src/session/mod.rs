@@ -17,8 +17,9 @@ use crate::sql::{self, QueryKind, SessionValues, Statement, Target};
 /// A statement prepared by the client.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The statement text with `?` placeholders.
-    pub sql: String,
+    /// The statement text with `?` placeholders (shared with the queue of
+    /// a shared connection, see [`Prepared::shareable`]).
+    pub sql: std::sync::Arc<str>,
     /// Parameter metadata sent at prepare time.
     pub params: Vec<Column>,
     /// Result column metadata sent at prepare time.
@@ -32,6 +33,10 @@ pub struct Prepared {
     /// UPDATE or DELETE: no shard qualifier, nothing shardgate rewrites);
     /// None sends each execution through the text path.
     pub direct: Option<Statement>,
+    /// A direct SELECT that leaves nothing on its connection
+    /// ([`sql::shareable_read`]): executions of a session holding no state
+    /// may run on a tablet's shared pipelined connections.
+    pub shareable: bool,
     /// The plan of the last execution and what it was made for; the next
     /// execution reuses it while the VSchema, the target and the escaping
     /// mode stay the same (no tokenizing, no plan-cache lookup).
@@ -465,7 +470,7 @@ impl Session {
     ) -> Result<(), Error> {
         let Some(stmt) = p.direct.clone().filter(|_| self.target.keyspace.is_some()) else {
             let text = if params.is_empty() {
-                p.sql.clone()
+                p.sql.to_string()
             } else {
                 sql::substitute_params(&p.sql, &params, self.shards.no_backslash_escapes)?
             };
@@ -474,7 +479,7 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_prepared(ctx, &snap, &stmt, p, &params)?;
         self.note_query(&stmt);
-        let stmt_sql = p.sql.as_str();
+        let stmt_sql: &str = &p.sql;
         if let Some((ks, shard, tt)) =
             engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
         {
@@ -484,7 +489,7 @@ impl Session {
                 state: &mut self.shards,
             };
             return ex
-                .execute_shard_prepared(&ks, &shard, tt, stmt_sql, params, sink)
+                .execute_shard_prepared(&ks, &shard, tt, &p.sql, p.shareable, params, sink)
                 .await;
         }
         // Sharded plans carry their statement text with the binds; the rest
@@ -613,11 +618,13 @@ impl Session {
         self.prepared.insert(
             id,
             Prepared {
-                sql: sql.to_string(),
+                sql: sql.into(),
                 params,
                 columns,
                 bound_types: Vec::new(),
                 long_data: HashMap::new(),
+                shareable: matches!(stmt, Statement::Query(QueryKind::Select))
+                    && sql::shareable_read(sql),
                 direct: self.direct_form(stmt, sql),
                 planned: None,
             },

@@ -467,6 +467,43 @@ pub fn starts_with_select(sql: &str) -> bool {
     s.len() > 6 && s[..6].eq_ignore_ascii_case(b"select") && !lexer::is_word_byte(s[6])
 }
 
+/// Words whose SELECT reads or leaves state on its connection (the last
+/// statement's counters, the connection's id, locks, sequences), or holds
+/// its connection for long on purpose.
+const CONNECTION_BOUND: [&str; 15] = [
+    "into",
+    "for",
+    "lock",
+    "found_rows",
+    "row_count",
+    "connection_id",
+    "last_insert_id",
+    "get_lock",
+    "release_lock",
+    "release_all_locks",
+    "sleep",
+    "benchmark",
+    "nextval",
+    "lastval",
+    "setval",
+];
+
+/// Whether a SELECT may run on a connection other sessions share (see
+/// `backend::mux`): it assigns and reads no variables, takes no locks,
+/// writes nowhere (`INTO`) and asks nothing about the connection's past.
+/// Decided once, when a statement is prepared.
+pub fn shareable_read(sql: &str) -> bool {
+    starts_with_select(sql)
+        && tokenize(sql).iter().all(|t| match t.kind {
+            TokenKind::Variable | TokenKind::Semicolon => false,
+            TokenKind::Word => {
+                let w = t.text(sql);
+                !CONNECTION_BOUND.iter().any(|k| w.eq_ignore_ascii_case(k))
+            }
+            _ => true,
+        })
+}
+
 /// The literals of `SELECT 1[, 2, ...] [FROM DUAL]`, the validation query
 /// of connection pools, which vtgate answers itself (a projection over a
 /// single row) without a round trip to a tablet. Only plain non-negative
@@ -768,6 +805,35 @@ fn escape_backslash(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shareable_reads_leave_nothing_on_their_connection() {
+        for sql in [
+            "select c from sbtest1 where id = ?",
+            "SELECT id, v FROM t WHERE id BETWEEN ? AND ? ORDER BY id",
+            "select count(*) from t where name = 'into' and x = ?",
+            "select `for` from t",
+        ] {
+            assert!(shareable_read(sql), "{sql}");
+        }
+        for sql in [
+            "select @x",
+            "select @@session.sql_mode",
+            "select c into @c from t where id = ?",
+            "select c from t where id = ? for update",
+            "select c from t lock in share mode",
+            "select found_rows()",
+            "select last_insert_id()",
+            "select get_lock('a', 1)",
+            "select sleep(?)",
+            "select nextval(s)",
+            "select 1; select 2",
+            "insert into t values (?)",
+            "with a as (select 1) select * from a",
+        ] {
+            assert!(!shareable_read(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn classifies_transactions_and_use() {

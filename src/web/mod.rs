@@ -53,6 +53,8 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "TopoRejected": ctx.watch_stats.rejected.load(Ordering::Relaxed),
                 "Keyspaces": snap.keyspaces.keys().collect::<Vec<_>>(),
                 "Tablets": snap.tablets.len(),
+                "SharedReadBatches": ctx.pools.mux_stats.batches.load(Ordering::Relaxed),
+                "SharedReadExecutions": ctx.pools.mux_stats.executions.load(Ordering::Relaxed),
             });
             ("200 OK", "application/json", v.to_string())
         }

@@ -534,3 +534,27 @@ fn lenenc(p: &mut &[u8]) -> u64 {
     *p = &p[n..];
     v
 }
+
+/// The body and head of a GET on a local web port.
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// A counter of shardgate's `/debug/vars` on the shared cluster.
+pub async fn debug_var(name: &str) -> u64 {
+    let page = http_get(cluster().web_port, "/debug/vars").await;
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let vars: serde_json::Value = serde_json::from_str(body).expect("/debug/vars is JSON");
+    vars[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in /debug/vars: {body}"))
+}
