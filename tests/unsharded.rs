@@ -889,8 +889,8 @@ async fn select_one_is_answered_like_mariadb_without_a_tablet() {
     assert!(e.to_string().contains("no healthy tablet"), "{e}");
 }
 
-/// Prepared reads of sessions that hold no state share pipelined tablet
-/// connections: sixteen clients at once each get their own rows (checked
+/// Reads (prepared and text) of sessions that hold no state share
+/// pipelined tablet connections: sixteen clients at once each get their own rows (checked
 /// against the tablet itself), several executions go out in one batch,
 /// a statement that fails at execution fails alone and its session goes
 /// on, and a session in a transaction or with settings keeps reading on
@@ -935,6 +935,11 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
                         .unwrap();
                     let want = expected.iter().find(|(i, _)| *i == id).map(|r| r.1.clone());
                     assert_eq!(got, want, "client {c}, id {id}");
+                    let text: Option<String> = sg
+                        .query_first(format!("select v from shared_t where id = {id}"))
+                        .await
+                        .unwrap();
+                    assert_eq!(text, want, "client {c}, id {id}, text");
                     if n % 10 == 0 {
                         let lo = id.min(190);
                         let got: Vec<(i64, String)> = sg
@@ -973,7 +978,7 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
         debug_var("SharedReadBatches").await - batches,
         debug_var("SharedReadExecutions").await - executions,
     );
-    assert!(executions >= 16 * 60, "{executions} shared executions");
+    assert!(executions >= 16 * 60 * 2, "{executions} shared executions");
     assert!(
         batches < executions,
         "{executions} executions in {batches} batches"
@@ -1049,4 +1054,89 @@ async fn a_slow_shared_read_holds_up_no_other() {
     assert_eq!(n, Some(7));
     let n: Option<i64> = quick.exec_first("select ? + 1", (8,)).await.unwrap();
     assert_eq!(n, Some(9));
+}
+
+/// A shared read too large to hand over whole streams to its client in
+/// chunks (prepared and text, rows equal to the tablet's); a client that
+/// leaves in the middle of one costs the other sessions nothing: the rest
+/// of its reply is read and dropped, and the shared connections go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
+    let c = cluster();
+    let mut sg = connect(Some("commerce")).await;
+    sg.query_drop(
+        "create table if not exists big_shared_t (id bigint primary key, pad varchar(200))",
+    )
+    .await
+    .unwrap();
+    sg.query_drop("delete from big_shared_t").await.unwrap();
+    sg.query_drop(
+        "insert into big_shared_t select seq, repeat(char(65 + seq % 26), 200) from seq_1_to_40000",
+    )
+    .await
+    .unwrap();
+    let mut direct = connect_tablet(100).await;
+    let want: Vec<(i64, String)> = direct
+        .query("select id, pad from big_shared_t order by id")
+        .await
+        .unwrap();
+    assert_eq!(want.len(), 40000);
+    let streamed = debug_var("SharedReadStreamed").await;
+    let got: Vec<(i64, String)> = sg
+        .exec(
+            "select id, pad from big_shared_t where id > ? order by id",
+            (0,),
+        )
+        .await
+        .unwrap();
+    assert!(
+        got == want,
+        "prepared: {} rows differ from the tablet's",
+        got.len()
+    );
+    let got: Vec<(i64, String)> = sg
+        .query("select id, pad from big_shared_t order by id")
+        .await
+        .unwrap();
+    assert!(
+        got == want,
+        "text: {} rows differ from the tablet's",
+        got.len()
+    );
+    assert!(debug_var("SharedReadStreamed").await >= streamed + 2);
+
+    // Clients that read the first kilobyte and leave.
+    for _ in 0..3 {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mysql --quick -h127.0.0.1 -P{} -uapp commerce -e 'select id, pad from big_shared_t order by id' | head -c 1000 | wc -c",
+                c.port
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
+    }
+    let readers: Vec<_> = (0..4i64)
+        .map(|k| {
+            tokio::spawn(async move {
+                let mut conn = connect(Some("commerce")).await;
+                for id in (1..=200i64).step_by(7) {
+                    let pad: Option<String> = conn
+                        .exec_first("select pad from big_shared_t where id = ?", (id + k,))
+                        .await
+                        .unwrap();
+                    assert_eq!(pad.map(|p| p.len()), Some(200), "id {}", id + k);
+                }
+                let n: Vec<i64> = conn
+                    .exec("select id from big_shared_t where id > ? order by id", (0,))
+                    .await
+                    .unwrap();
+                assert_eq!(n.len(), 40000);
+            })
+        })
+        .collect();
+    for r in readers {
+        r.await.unwrap();
+    }
 }

@@ -289,13 +289,7 @@ impl LeanConn {
 
     /// Sends a command: its byte, then `parts` one after another.
     async fn command(&mut self, cmd: u8, parts: &[&[u8]]) -> Result<(), mysql_async::Error> {
-        let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut payload = Vec::with_capacity(len);
-        payload.push(cmd);
-        for p in parts {
-            payload.extend_from_slice(p);
-        }
-        self.send(0, &payload).await
+        self.send(0, &command_payload(cmd, parts)).await
     }
 
     async fn login(
@@ -545,7 +539,9 @@ impl LeanConn {
     }
 
     /// Appends an execution of statement `id` with `params` to the
-    /// pipeline that [`Self::flush`] writes; false (nothing queued) when
+    /// pipeline that [`Self::flush`] writes (the statements of a batch are
+    /// all [`Self::prepared`] before the first is queued: a prepare writes
+    /// at once); false (nothing queued) when
     /// the parameters are too big for one packet and must go ahead as long
     /// data ([`Self::execute`] does that).
     pub fn queue_execute(&mut self, id: u32, params: &[Value]) -> bool {
@@ -559,7 +555,13 @@ impl LeanConn {
         true
     }
 
-    /// Writes every queued execution in one go; their replies then come in
+    /// Appends a text query to the pipeline that [`Self::flush`] writes.
+    pub fn queue_query(&mut self, sql: &str) {
+        let payload = command_payload(COM_QUERY, &[sql.as_bytes()]);
+        write_packet(&mut self.out, &mut 0, &payload);
+    }
+
+    /// Writes every queued command in one go; their replies then come in
     /// order, one [`Self::reply`] each.
     pub async fn flush(&mut self) -> Result<(), mysql_async::Error> {
         self.idle = false;
@@ -568,12 +570,17 @@ impl LeanConn {
         res
     }
 
-    /// Reads the reply to the next queued execution into `sink` (its
-    /// packets as the tablet sent them); errors as for [`Self::execute`]:
-    /// after a server's error the next reply follows.
-    pub async fn reply<S: RowSink + Send>(&mut self, sink: &mut S) -> Result<u64, RunError> {
+    /// Reads the reply to the next queued command into `sink` (its
+    /// packets as the tablet sent them; `binary` for an execution's rows);
+    /// errors as for [`Self::execute`]: after a server's error the next
+    /// reply follows.
+    pub async fn reply<S: RowSink + Send>(
+        &mut self,
+        binary: bool,
+        sink: &mut S,
+    ) -> Result<u64, RunError> {
         self.idle = false;
-        self.results(sink, true, None).await
+        self.results(sink, binary, None).await
     }
 
     /// COM_STMT_SEND_LONG_DATA for every byte value (no replies).
@@ -826,6 +833,17 @@ impl LeanConn {
             }
         }
     }
+}
+
+/// A command's payload: its byte, then `parts` one after another.
+fn command_payload(cmd: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut payload = Vec::with_capacity(len);
+    payload.push(cmd);
+    for p in parts {
+        payload.extend_from_slice(p);
+    }
+    payload
 }
 
 /// A column definition packet, decoded.

@@ -329,20 +329,19 @@ impl Pools {
 
     /// Queues a read that carries no session state on one of `t`'s shared
     /// connections (see [`mux`]), opening one when the tablet has fewer
-    /// than configured. Err gives the parameters back when there is none
-    /// to be had (shared connections are off, or the tablet cannot be
+    /// than configured. Err gives the read back when there is none to be
+    /// had (shared connections are off, or the tablet cannot be
     /// reached that way): the caller runs the statement on a connection of
     /// its own.
     pub async fn shared(
         &self,
         t: &Tablet,
-        sql: &std::sync::Arc<str>,
-        params: Vec<mysql_common::value::Value>,
-    ) -> Result<tokio::sync::oneshot::Receiver<mux::Outcome>, Vec<mysql_common::value::Value>> {
+        read: mux::Read,
+    ) -> Result<tokio::sync::oneshot::Receiver<mux::Outcome>, mux::Read> {
         if self.cfg.shared == 0 {
-            return Err(params);
+            return Err(read);
         }
-        let mut params = params;
+        let mut read = read;
         // The first queue not held up, so executions gather in as few
         // batches as they can; another is opened while there are fewer
         // than configured; with all held up, the least loaded.
@@ -360,25 +359,25 @@ impl Pools {
                     None => list.iter().min_by_key(|m| m.load()),
                 };
                 if let Some(m) = pick {
-                    match m.submit(sql.clone(), params) {
+                    match m.submit(read) {
                         Ok(rx) => return Ok(rx),
-                        Err(p) => params = p,
+                        Err(r) => read = r,
                     }
                 }
             }
         }
         let Some(mut handle) = self.lean(t, "").await else {
-            return Err(params);
+            return Err(read);
         };
         // The idle connection may carry another session's settings.
         if !handle.settings.is_empty() {
             if handle.conn.reset().await.is_err() {
-                return Err(params);
+                return Err(read);
             }
             handle.settings = std::sync::Arc::default();
         }
         let m = mux::Mux::start(handle, self.mux_stats.clone());
-        let rx = m.submit(sql.clone(), params);
+        let rx = m.submit(read);
         let mut muxes = lock(&self.muxes);
         let (k, list) = muxes
             .entry(t.alias.clone())

@@ -1,9 +1,9 @@
 //! Shared, pipelined tablet connections for reads that carry no session
-//! state: a clean session's prepared SELECT outside a transaction does not
-//! need a connection of its own, so it joins a queue per tablet. One task
-//! per shared connection takes everything queued, writes all of the
-//! executions in one write, and reads the replies in order (MySQL answers
-//! a connection's commands in the order it got them).
+//! state: a clean session's SELECT (prepared or text) outside a
+//! transaction does not need a connection of its own, so it joins a queue
+//! per tablet. One task per shared connection takes everything queued,
+//! writes all of it in one write, and reads the replies in order (MySQL
+//! answers a connection's commands in the order it got them).
 //!
 //! Why: on a machine where the proxy, the database and the clients share
 //! the cores, most of a forwarded query's cost is the kernel's, two socket
@@ -13,11 +13,14 @@
 //! multiplexing queries over gRPC streams to vttablet, without the hop.
 //!
 //! A reply is recorded (its packets, as the tablet sent them) and handed
-//! to the session, which plays it into its sink: nothing the task waits
-//! for depends on a client reading. Only statements that read and leave
-//! nothing behind on the connection come here (see
-//! `session::Prepared::shareable`); the connection itself is one of the
-//! pools' lean connections, clean, and never carries a session's settings.
+//! to the session, which plays it into its sink. A reply larger than
+//! [`CHUNK`] streams to the session in chunks through a short channel
+//! instead, so no result is held whole in memory; the queue waits for
+//! that client meanwhile, and new reads go to another queue (see
+//! [`STALLED`]). Only statements that read and leave nothing behind on
+//! the connection come here (see `sql::shareable_read`); the connection
+//! itself is one of the pools' lean connections, clean, and never carries
+//! a session's settings.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,24 +31,36 @@ use mysql_common::packets::Column;
 use mysql_common::value::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::lean::{self, RunError};
+use super::lean::{self, LeanConn, RunError};
 use super::LeanHandle;
 use crate::engine::{PacketSink, QueryDone, RowSink};
 
-/// Executions written in one batch at most (well under the statements a
+/// Statements written in one batch at most (well under the statements a
 /// connection keeps prepared, so a batch never closes one of its own).
 const MAX_BATCH: usize = 16;
 
-/// A batch in flight for longer than this marks its queue as held up by a
-/// slow statement: new executions go to another queue of the tablet.
+/// A batch in flight for longer than this marks its queue as held up (a
+/// slow statement, a large result going out to a slow client): new reads
+/// go to another queue of the tablet.
 const STALLED: Duration = Duration::from_millis(2);
 
 /// A shared connection unused for this long is checked for a server-side
 /// close before a batch is written on it.
 const LIVENESS_AFTER: Duration = Duration::from_secs(1);
 
-/// A tablet's reply to one execution, recorded for the session to play
-/// into its sink.
+/// Row bytes a reply gathers before it streams to its session in chunks.
+const CHUNK: usize = 64 * 1024;
+
+/// A read for a shared connection.
+pub struct Read {
+    /// The statement text (with `?` placeholders when prepared).
+    pub sql: Arc<str>,
+    /// The parameters of a prepared execution; None runs `sql` as text.
+    pub params: Option<Vec<Value>>,
+}
+
+/// (Part of) a tablet's reply to one read, recorded for the session to
+/// play into its sink.
 #[derive(Default)]
 pub struct Recorded {
     events: Vec<Event>,
@@ -60,65 +75,105 @@ enum Event {
     Ok(QueryDone),
 }
 
-impl RowSink for Recorded {
-    // Rows always come as packets (see `packets`); these are not called.
-    fn columns(&mut self, _: &[Column]) -> Result<(), crate::error::Error> {
-        Ok(())
-    }
-    fn row(&mut self, _: &[Value]) -> Result<(), crate::error::Error> {
-        Ok(())
-    }
-    fn end_rows(&mut self, warnings: u16) -> Result<(), crate::error::Error> {
-        self.events.push(Event::End(warnings));
-        Ok(())
-    }
-    fn ok(&mut self, done: QueryDone) -> Result<(), crate::error::Error> {
-        self.events.push(Event::Ok(done));
-        Ok(())
-    }
-    fn packets(&mut self, _: bool) -> Option<&mut dyn PacketSink> {
-        Some(self)
-    }
-}
-
-impl PacketSink for Recorded {
-    fn column_packets(&mut self, defs: &[BytesMut]) {
-        self.events.push(Event::Columns(defs.to_vec()));
-    }
-    fn row_packet(&mut self, payload: &[u8]) {
-        let start = self.data.len();
-        self.data.extend_from_slice(payload);
-        self.events.push(Event::Row(start, self.data.len()));
-    }
-}
-
 impl Recorded {
+    fn take(&mut self) -> Recorded {
+        std::mem::take(self)
+    }
+}
+
+/// How one read ended, for the session that queued it.
+pub enum Outcome {
+    /// The tablet's whole reply.
+    Done(Recorded),
+    /// A large reply, in chunks as the tablet sends it.
+    Stream(mpsc::Receiver<Part>),
+    /// The tablet's error, or the connection failed after the read was
+    /// written (it may have run).
+    Failed(RunError),
+    /// Not written (the shared connection was closed or failed first): the
+    /// caller runs it another way.
+    Unsent(Read),
+}
+
+/// One chunk of a streamed reply.
+pub enum Part {
+    /// More follows.
+    More(Recorded),
+    /// The reply's end.
+    Last(Recorded),
+    /// The reply broke off.
+    Failed(RunError),
+}
+
+impl Outcome {
     /// Plays the reply into `sink` as a lean connection would have handed
-    /// it over: packets through the sink's door when it has one for binary
-    /// rows, decoded otherwise. Returns the last insert id of an OK result.
-    pub async fn play<S: RowSink + Send>(&self, sink: &mut S) -> Result<u64, RunError> {
-        let mut decoded: Option<Arc<[Column]>> = None;
-        let mut last_id = 0;
-        for ev in &self.events {
+    /// it over (packets through the sink's door for the read's protocol
+    /// when it has one, decoded otherwise); returns the last insert id of
+    /// an OK result. Err gives back a read that was never sent.
+    pub async fn deliver<S: RowSink + Send>(
+        self,
+        binary: bool,
+        sink: &mut S,
+    ) -> Result<Result<u64, RunError>, Read> {
+        let mut player = Player {
+            binary,
+            decoded: None,
+            last_id: 0,
+        };
+        Ok(match self {
+            Outcome::Done(rec) => player.play(&rec, sink).await,
+            Outcome::Failed(e) => Err(e),
+            Outcome::Unsent(read) => return Err(read),
+            Outcome::Stream(mut parts) => loop {
+                match parts.recv().await {
+                    Some(Part::More(rec)) => {
+                        if let Err(e) = player.play(&rec, sink).await {
+                            break Err(e);
+                        }
+                    }
+                    Some(Part::Last(rec)) => break player.play(&rec, sink).await,
+                    Some(Part::Failed(e)) => break Err(e),
+                    None => break Err(RunError::Backend(lost("the reply broke off"))),
+                }
+            },
+        })
+    }
+}
+
+/// Plays recorded replies into a sink, chunk after chunk.
+struct Player {
+    binary: bool,
+    /// The current result's columns, when the sink takes rows decoded.
+    decoded: Option<Arc<[Column]>>,
+    last_id: u64,
+}
+
+impl Player {
+    async fn play<S: RowSink + Send>(
+        &mut self,
+        rec: &Recorded,
+        sink: &mut S,
+    ) -> Result<u64, RunError> {
+        for ev in &rec.events {
             match ev {
                 Event::Columns(defs) => {
-                    decoded = None;
-                    match sink.packets(true) {
+                    self.decoded = None;
+                    match sink.packets(self.binary) {
                         Some(door) => door.column_packets(defs),
                         None => {
                             let cols = lean::columns(defs).map_err(RunError::Backend)?;
                             sink.columns(&cols).map_err(RunError::Sink)?;
-                            decoded = Some(cols.into());
+                            self.decoded = Some(cols.into());
                         }
                     }
                 }
                 Event::Row(start, end) => {
-                    let payload = &self.data[*start..*end];
-                    match &decoded {
-                        None => lean::packets(sink, true)?.row_packet(payload),
+                    let payload = &rec.data[*start..*end];
+                    match &self.decoded {
+                        None => lean::packets(sink, self.binary)?.row_packet(payload),
                         Some(cols) => {
-                            let row =
-                                lean::decode_row(cols, payload, true).map_err(RunError::Backend)?;
+                            let row = lean::decode_row(cols, payload, self.binary)
+                                .map_err(RunError::Backend)?;
                             sink.row(&row).map_err(RunError::Sink)?;
                         }
                     }
@@ -126,42 +181,31 @@ impl Recorded {
                 }
                 Event::End(warnings) => sink.end_rows(*warnings).map_err(RunError::Sink)?,
                 Event::Ok(done) => {
-                    last_id = done.last_insert_id;
+                    self.last_id = done.last_insert_id;
                     sink.ok(done.clone()).map_err(RunError::Sink)?;
                 }
             }
         }
-        Ok(last_id)
+        Ok(self.last_id)
     }
 }
 
-/// How one queued execution ended.
-pub enum Outcome {
-    /// The tablet's reply.
-    Done(Recorded),
-    /// The tablet's error, or the connection failed after the execution
-    /// was written (it may have run).
-    Failed(RunError),
-    /// Not written (the shared connection was closed or failed first): the
-    /// caller runs it another way, with its parameters back.
-    Unsent(Vec<Value>),
-}
-
-struct Job {
-    sql: Arc<str>,
-    params: Vec<Value>,
-    reply: oneshot::Sender<Outcome>,
-}
-
 /// What the shared connections of a server did, for `/debug/vars`: how
-/// many executions went through them in how many batches (their ratio is
-/// the pipelining depth).
+/// many reads went through them in how many batches (their ratio is the
+/// pipelining depth).
 #[derive(Default)]
 pub struct MuxStats {
     /// Batches written.
     pub batches: AtomicU64,
-    /// Executions answered from a batch.
+    /// Reads answered from a batch.
     pub executions: AtomicU64,
+    /// Replies too large to hand over whole, streamed in chunks.
+    pub streamed: AtomicU64,
+}
+
+struct Job {
+    read: Read,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// The queue of one shared connection.
@@ -172,7 +216,7 @@ pub struct Mux {
 
 /// What the task tells the sessions choosing a queue.
 struct State {
-    /// Executions queued and not yet answered.
+    /// Reads queued and not yet answered.
     queued: AtomicUsize,
     /// When the batch being read began, in µs after `born` (0: none).
     busy_since: AtomicU64,
@@ -204,14 +248,13 @@ impl Mux {
         !self.tx.is_closed()
     }
 
-    /// Executions queued and not yet answered.
+    /// Reads queued and not yet answered.
     pub fn load(&self) -> usize {
         self.state.queued.load(Ordering::Relaxed)
     }
 
-    /// Whether a new execution should go elsewhere: the batch in flight
-    /// has taken longer than [`STALLED`] (a slow statement holds the
-    /// queue), or a full batch is waiting already.
+    /// Whether a new read should go elsewhere: the batch in flight has
+    /// taken longer than [`STALLED`], or a full batch is waiting already.
     pub fn is_stalled(&self) -> bool {
         let since = self.state.busy_since.load(Ordering::Relaxed);
         self.load() >= MAX_BATCH
@@ -219,27 +262,23 @@ impl Mux {
                 && self.state.micros().saturating_sub(since) > STALLED.as_micros() as u64)
     }
 
-    /// Queues `sql` with `params`; the receiver gets how it ended. Err gives
-    /// the parameters back when the queue is closed.
-    pub fn submit(
-        &self,
-        sql: Arc<str>,
-        params: Vec<Value>,
-    ) -> Result<oneshot::Receiver<Outcome>, Vec<Value>> {
+    /// Queues a read; the receiver gets how it ended. Err gives the read
+    /// back when the queue is closed.
+    pub fn submit(&self, read: Read) -> Result<oneshot::Receiver<Outcome>, Read> {
         let (reply, rx) = oneshot::channel();
         self.state.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(Job { sql, params, reply }) {
+        match self.tx.send(Job { read, reply }) {
             Ok(()) => Ok(rx),
             Err(mpsc::error::SendError(job)) => {
                 self.state.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(job.params)
+                Err(job.read)
             }
         }
     }
 }
 
 /// The task behind a [`Mux`]: batches of whatever is queued, until the
-/// connection fails or every sender is gone. Jobs left in the queue then
+/// connection fails or every sender is gone. Reads left in the queue then
 /// go back unsent.
 async fn serve(
     mut handle: LeanHandle,
@@ -261,7 +300,7 @@ async fn serve(
         let alive = !handle.idle_for(LIVENESS_AFTER, now) || !handle.conn.is_closed();
         handle.touch(now);
         state.busy_since.store(state.micros(), Ordering::Relaxed);
-        let usable = alive && run_batch(&mut handle.conn, &mut batch).await;
+        let usable = alive && run_batch(&mut handle.conn, &mut batch, &stats).await;
         state.busy_since.store(0, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -269,7 +308,7 @@ async fn serve(
             .fetch_add((n - batch.len()) as u64, Ordering::Relaxed);
         // Whatever the batch could not send goes back to its callers.
         for job in batch.drain(..) {
-            let _ = job.reply.send(Outcome::Unsent(job.params));
+            let _ = job.reply.send(Outcome::Unsent(job.read));
         }
         state.queued.fetch_sub(n, Ordering::Relaxed);
         if !usable {
@@ -279,23 +318,28 @@ async fn serve(
     rx.close();
     while let Ok(job) = rx.try_recv() {
         state.queued.fetch_sub(1, Ordering::Relaxed);
-        let _ = job.reply.send(Outcome::Unsent(job.params));
+        let _ = job.reply.send(Outcome::Unsent(job.read));
     }
 }
 
-/// Runs one batch: prepares what the connection lacks, writes every
-/// execution at once, reads the replies in order. Jobs answered are
-/// taken out of `batch`; those left were not written. False when the
-/// connection can take no more.
-async fn run_batch(conn: &mut lean::LeanConn, batch: &mut Vec<Job>) -> bool {
-    // Prepare first: a prepare's reply must not be queued behind
-    // executions. A statement the tablet refuses is answered now.
+/// Runs one batch: prepares what the connection lacks, writes every read
+/// at once, reads the replies in order. Reads answered are taken out of
+/// `batch`; those left were not written. False when the connection can
+/// take no more.
+async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) -> bool {
+    // Prepare first: a prepare's reply must not be queued behind the
+    // reads. A statement the tablet refuses is answered now.
     let mut ids = Vec::with_capacity(batch.len());
     let mut i = 0;
     while i < batch.len() {
-        match conn.prepared(&batch[i].sql).await {
+        if batch[i].read.params.is_none() {
+            ids.push(None);
+            i += 1;
+            continue;
+        }
+        match conn.prepared(&batch[i].read.sql).await {
             Ok(id) => {
-                ids.push(id);
+                ids.push(Some(id));
                 i += 1;
             }
             Err(e @ mysql_async::Error::Server(_)) => {
@@ -310,7 +354,14 @@ async fn run_batch(conn: &mut lean::LeanConn, batch: &mut Vec<Job>) -> bool {
     let mut alone = Vec::new();
     let mut sent = Vec::with_capacity(batch.len());
     for (job, id) in std::mem::take(batch).into_iter().zip(ids) {
-        if conn.queue_execute(id, &job.params) {
+        let queued = match (id, &job.read.params) {
+            (Some(id), Some(params)) => conn.queue_execute(id, params),
+            _ => {
+                conn.queue_query(&job.read.sql);
+                true
+            }
+        };
+        if queued {
             sent.push(job);
         } else {
             alone.push(job);
@@ -326,26 +377,36 @@ async fn run_batch(conn: &mut lean::LeanConn, batch: &mut Vec<Job>) -> bool {
     let mut refused = false;
     let mut jobs = sent.into_iter();
     while let Some(job) = jobs.next() {
-        let mut rec = Recorded::default();
-        match conn.reply(&mut rec).await {
-            Ok(_) => {
-                let _ = job.reply.send(Outcome::Done(rec));
-            }
+        let binary = job.read.params.is_some();
+        let mut rec = Recorder::new(job.reply);
+        let res = conn.reply(binary, &mut rec).await;
+        match res {
             // The table changed under the statement: it runs again alone
             // (prepared anew) once the batch's replies are read.
             Err(RunError::Backend(mysql_async::Error::Server(e)))
                 if e.code == lean::ER_NEED_REPREPARE =>
             {
-                alone.push(job);
+                if let Some(reply) = rec.reply.take() {
+                    alone.push(Job {
+                        read: job.read,
+                        reply,
+                    });
+                }
             }
             Err(e @ RunError::Backend(mysql_async::Error::Server(_))) => {
                 refused = true;
-                let _ = job.reply.send(Outcome::Failed(e));
+                rec.finish(Err(e)).await;
+            }
+            Ok(_) => {
+                if rec.stream.is_some() {
+                    stats.streamed.fetch_add(1, Ordering::Relaxed);
+                }
+                rec.finish(Ok(())).await
             }
             // The connection is lost: what was written may have run.
             Err(e) => {
                 let msg = e.to_string();
-                let _ = job.reply.send(Outcome::Failed(e));
+                rec.finish(Err(e)).await;
                 for job in jobs {
                     let _ = job
                         .reply
@@ -364,18 +425,23 @@ async fn run_batch(conn: &mut lean::LeanConn, batch: &mut Vec<Job>) -> bool {
     }
     let mut alone = alone.into_iter();
     while let Some(job) = alone.next() {
-        let mut rec = Recorded::default();
-        let outcome = match conn.execute(&job.sql, &job.params, &mut rec).await {
-            Ok(_) => Outcome::Done(rec),
+        let params = job.read.params.as_deref().unwrap_or_default();
+        let mut rec = Recorder::new(job.reply);
+        match conn.execute(&job.read.sql, params, &mut rec).await {
+            Ok(_) => rec.finish(Ok(())).await,
             // The connection failed first: this one and the rest go back.
             Err(RunError::Unsent(_)) => {
-                batch.push(job);
+                if let Some(reply) = rec.reply.take() {
+                    batch.push(Job {
+                        read: job.read,
+                        reply,
+                    });
+                }
                 batch.extend(alone);
                 return false;
             }
-            Err(e) => Outcome::Failed(e),
-        };
-        let _ = job.reply.send(outcome);
+            Err(e) => rec.finish(Err(e)).await,
+        }
         if !conn.is_idle() {
             batch.extend(alone);
             return false;
@@ -384,7 +450,114 @@ async fn run_batch(conn: &mut lean::LeanConn, batch: &mut Vec<Job>) -> bool {
     true
 }
 
-/// What each execution of a batch gets when the connection fails under it.
+/// The sink a reply is read into: it records the reply, and streams it
+/// to the session in chunks once it outgrows [`CHUNK`] (waiting for the
+/// session to take each, so memory stays bounded).
+struct Recorder {
+    rec: Recorded,
+    /// Where the outcome goes, until a stream takes its place.
+    reply: Option<oneshot::Sender<Outcome>>,
+    stream: Option<mpsc::Sender<Part>>,
+    /// The session stopped listening: the rest of the reply is read and
+    /// dropped.
+    gone: bool,
+}
+
+impl Recorder {
+    fn new(reply: oneshot::Sender<Outcome>) -> Recorder {
+        Recorder {
+            rec: Recorded::default(),
+            reply: Some(reply),
+            stream: None,
+            gone: false,
+        }
+    }
+
+    /// Hands what was recorded so far to the session as one chunk.
+    async fn send_chunk(&mut self) {
+        let part = Part::More(self.rec.take());
+        if self.gone {
+            return;
+        }
+        if self.stream.is_none() {
+            let (tx, rx) = mpsc::channel(2);
+            let listening = self
+                .reply
+                .take()
+                .is_some_and(|r| r.send(Outcome::Stream(rx)).is_ok());
+            if !listening {
+                self.gone = true;
+                return;
+            }
+            self.stream = Some(tx);
+        }
+        if let Some(tx) = &self.stream {
+            self.gone = tx.send(part).await.is_err();
+        }
+    }
+
+    /// Hands the end of the reply (or how it failed) to the session.
+    async fn finish(mut self, res: Result<(), RunError>) {
+        let rec = self.rec.take();
+        match (self.stream.take(), self.reply.take()) {
+            (Some(tx), _) => {
+                let last = match res {
+                    Ok(()) => Part::Last(rec),
+                    Err(e) => Part::Failed(e),
+                };
+                let _ = tx.send(last).await;
+            }
+            (None, Some(reply)) => {
+                let _ = reply.send(match res {
+                    Ok(()) => Outcome::Done(rec),
+                    Err(e) => Outcome::Failed(e),
+                });
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+impl RowSink for Recorder {
+    // Rows always come as packets (see `packets`); these are not called.
+    fn columns(&mut self, _: &[Column]) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+    fn row(&mut self, _: &[Value]) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+    fn end_rows(&mut self, warnings: u16) -> Result<(), crate::error::Error> {
+        self.rec.events.push(Event::End(warnings));
+        Ok(())
+    }
+    fn ok(&mut self, done: QueryDone) -> Result<(), crate::error::Error> {
+        self.rec.events.push(Event::Ok(done));
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), crate::error::Error> {
+        if self.rec.data.len() >= CHUNK {
+            self.send_chunk().await;
+        }
+        Ok(())
+    }
+    fn packets(&mut self, _: bool) -> Option<&mut dyn PacketSink> {
+        Some(self)
+    }
+}
+
+impl PacketSink for Recorder {
+    fn column_packets(&mut self, defs: &[BytesMut]) {
+        self.rec.events.push(Event::Columns(defs.to_vec()));
+    }
+    fn row_packet(&mut self, payload: &[u8]) {
+        let rec = &mut self.rec;
+        let start = rec.data.len();
+        rec.data.extend_from_slice(payload);
+        rec.events.push(Event::Row(start, rec.data.len()));
+    }
+}
+
+/// What each read of a batch gets when the connection fails under it.
 fn lost(msg: &str) -> mysql_async::Error {
     lean::io_err(
         std::io::ErrorKind::ConnectionAborted,

@@ -10,6 +10,7 @@ use mysql_common::packets::Column;
 use mysql_common::value::Value;
 
 use crate::backend::lean::{Rename, RunError};
+use crate::backend::mux::{Outcome, Read};
 use crate::engine::{
     QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
 };
@@ -1029,11 +1030,15 @@ impl VCursor for Executor<'_> {
         rename_db_columns: bool,
         sink: &mut S,
     ) -> Result<(), Error> {
+        // A read that leaves nothing on its connection may share one.
+        let shareable =
+            !rename_db_columns && self.state.holds_nothing() && crate::sql::shareable_read(sql);
         self.on_shard(
             keyspace,
             shard,
             tablet_type,
             rename_db_columns,
+            shareable,
             sql,
             None,
             sink,
@@ -1046,72 +1051,57 @@ impl Executor<'_> {
     /// Runs a client's prepared statement as a prepared statement on the
     /// shard's tablet (prepared once per backend connection, then cached):
     /// the tablet skips parsing and rows come back typed, for the client's
-    /// binary protocol.
-    /// A `shareable` statement (a read that leaves nothing on the
-    /// connection) of a session holding no state goes to one of the
-    /// tablet's shared pipelined connections (see [`crate::backend::mux`]).
+    /// binary protocol. A `shareable` one (a read that leaves nothing on
+    /// its connection, see [`crate::sql::shareable_read`]) may go to a
+    /// shared connection.
     #[allow(clippy::too_many_arguments)]
     pub async fn execute_shard_prepared<S: RowSink + Send>(
         &mut self,
         keyspace: &str,
         shard: &str,
         tablet_type: TabletType,
-        sql: &std::sync::Arc<str>,
+        sql: &str,
         shareable: bool,
         params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let params = if shareable && self.state.holds_nothing() {
-            match self
-                .shared(keyspace, shard, tablet_type, sql, params, sink)
-                .await?
-            {
-                Some(params) => params,
-                None => return Ok(()),
-            }
-        } else {
-            params
-        };
-        self.on_shard(keyspace, shard, tablet_type, false, sql, Some(params), sink)
-            .await
+        self.on_shard(
+            keyspace,
+            shard,
+            tablet_type,
+            false,
+            shareable,
+            sql,
+            Some(params),
+            sink,
+        )
+        .await
     }
 
-    /// Runs a read on a shared connection of the shard's tablet; the
-    /// parameters come back when it could not be sent there.
-    async fn shared<S: RowSink + Send>(
+    /// Runs a read on one of the tablet's shared pipelined connections
+    /// (see [`crate::backend::mux`]): the statement's result, or the read
+    /// back when it could not be sent there.
+    async fn on_shared<S: RowSink + Send>(
         &mut self,
-        keyspace: &str,
-        shard: &str,
-        tablet_type: TabletType,
-        sql: &std::sync::Arc<str>,
-        params: Vec<Value>,
+        tablet: &Tablet,
+        label: &Label<'_>,
+        read: Read,
         sink: &mut S,
-    ) -> Result<Option<Vec<Value>>, Error> {
-        use crate::backend::mux::Outcome;
-        let tablet = self
-            .ctx
-            .gateway
-            .pick(self.snap, keyspace, shard, tablet_type)?;
-        let label = Label(keyspace, shard, tablet_type);
-        let reply = match self.ctx.pools.shared(tablet, sql, params).await {
-            Ok(reply) => reply,
-            Err(params) => return Ok(Some(params)),
-        };
-        let res = match reply.await {
-            Ok(Outcome::Done(rec)) => rec.play(sink).await,
-            Ok(Outcome::Failed(e)) => Err(e),
-            Ok(Outcome::Unsent(params)) => return Ok(Some(params)),
-            // The task serving the queue is gone (it never drops a job
-            // otherwise): the execution may have been written.
-            Err(_) => Err(RunError::Backend(mysql_async::Error::Io(
+    ) -> Result<Result<u64, Error>, Read> {
+        let binary = read.params.is_some();
+        let outcome = match self.ctx.pools.shared(tablet, read).await?.await {
+            Ok(outcome) => outcome,
+            // The task serving the queue is gone (it never drops a read
+            // otherwise): the read may have been written.
+            Err(_) => Outcome::Failed(RunError::Backend(mysql_async::Error::Io(
                 mysql_async::IoError::Io(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
                     "shared tablet connection lost",
                 )),
             ))),
         };
-        self.finish(res.map_err(|e| run_error(e, &label)))
-            .map(|()| None)
+        let res = outcome.deliver(binary, sink).await?;
+        Ok(res.map_err(|e| run_error(e, label)))
     }
 
     /// One statement on one shard's tablet, as text or (with `params`) as a
@@ -1123,6 +1113,7 @@ impl Executor<'_> {
         shard: &str,
         tablet_type: TabletType,
         rename_db_columns: bool,
+        shareable: bool,
         sql: &str,
         mut params: Option<Vec<Value>>,
         sink: &mut S,
@@ -1132,6 +1123,16 @@ impl Executor<'_> {
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
+        if shareable && self.state.holds_nothing() {
+            let read = Read {
+                sql: sql.into(),
+                params: params.take(),
+            };
+            match self.on_shared(tablet, &label, read, sink).await {
+                Ok(res) => return self.finish(res),
+                Err(read) => params = read.params,
+            }
+        }
         let rename = rename_db_columns.then(|| Rename {
             from: format!("Tables_in_{}", tablet.db_name),
             to: format!("Tables_in_{keyspace}"),

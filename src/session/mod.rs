@@ -17,9 +17,8 @@ use crate::sql::{self, QueryKind, SessionValues, Statement, Target};
 /// A statement prepared by the client.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The statement text with `?` placeholders (shared with the queue of
-    /// a shared connection, see [`Prepared::shareable`]).
-    pub sql: std::sync::Arc<str>,
+    /// The statement text with `?` placeholders.
+    pub sql: String,
     /// Parameter metadata sent at prepare time.
     pub params: Vec<Column>,
     /// Result column metadata sent at prepare time.
@@ -470,7 +469,7 @@ impl Session {
     ) -> Result<(), Error> {
         let Some(stmt) = p.direct.clone().filter(|_| self.target.keyspace.is_some()) else {
             let text = if params.is_empty() {
-                p.sql.to_string()
+                p.sql.clone()
             } else {
                 sql::substitute_params(&p.sql, &params, self.shards.no_backslash_escapes)?
             };
@@ -479,7 +478,7 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_prepared(ctx, &snap, &stmt, p, &params)?;
         self.note_query(&stmt);
-        let stmt_sql: &str = &p.sql;
+        let stmt_sql = p.sql.as_str();
         if let Some((ks, shard, tt)) =
             engine::whole_shard(&plan, &binds, self.target.tablet_type, &snap)?
         {
@@ -489,7 +488,7 @@ impl Session {
                 state: &mut self.shards,
             };
             return ex
-                .execute_shard_prepared(&ks, &shard, tt, &p.sql, p.shareable, params, sink)
+                .execute_shard_prepared(&ks, &shard, tt, stmt_sql, p.shareable, params, sink)
                 .await;
         }
         // Sharded plans carry their statement text with the binds; the rest
@@ -618,7 +617,7 @@ impl Session {
         self.prepared.insert(
             id,
             Prepared {
-                sql: sql.into(),
+                sql: sql.to_string(),
                 params,
                 columns,
                 bound_types: Vec::new(),

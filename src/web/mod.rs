@@ -55,6 +55,7 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "Tablets": snap.tablets.len(),
                 "SharedReadBatches": ctx.pools.mux_stats.batches.load(Ordering::Relaxed),
                 "SharedReadExecutions": ctx.pools.mux_stats.executions.load(Ordering::Relaxed),
+                "SharedReadStreamed": ctx.pools.mux_stats.streamed.load(Ordering::Relaxed),
             });
             ("200 OK", "application/json", v.to_string())
         }
