@@ -140,6 +140,15 @@ impl Outcome {
     }
 }
 
+/// Waits for how a queued read ended; a task that went away without
+/// answering (it drops no read otherwise) counts as a lost connection:
+/// the read may have been written.
+pub async fn outcome(reply: oneshot::Receiver<Outcome>) -> Outcome {
+    reply
+        .await
+        .unwrap_or_else(|_| Outcome::Failed(RunError::Backend(lost("its task ended"))))
+}
+
 /// Plays recorded replies into a sink, chunk after chunk.
 struct Player {
     binary: bool,
@@ -425,9 +434,12 @@ async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) 
     }
     let mut alone = alone.into_iter();
     while let Some(job) = alone.next() {
-        let params = job.read.params.as_deref().unwrap_or_default();
         let mut rec = Recorder::new(job.reply);
-        match conn.execute(&job.read.sql, params, &mut rec).await {
+        let res = match &job.read.params {
+            Some(params) => conn.execute(&job.read.sql, params, &mut rec).await,
+            None => conn.query(&job.read.sql, None, &mut rec).await,
+        };
+        match res {
             Ok(_) => rec.finish(Ok(())).await,
             // The connection failed first: this one and the rest go back.
             Err(RunError::Unsent(_)) => {

@@ -10,7 +10,7 @@ use mysql_common::packets::Column;
 use mysql_common::value::Value;
 
 use crate::backend::lean::{Rename, RunError};
-use crate::backend::mux::{Outcome, Read};
+use crate::backend::mux::{self, Read};
 use crate::engine::{
     QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
 };
@@ -1065,6 +1065,7 @@ impl Executor<'_> {
         params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
+        let shareable = shareable && self.state.holds_nothing();
         self.on_shard(
             keyspace,
             shard,
@@ -1089,23 +1090,15 @@ impl Executor<'_> {
         sink: &mut S,
     ) -> Result<Result<u64, Error>, Read> {
         let binary = read.params.is_some();
-        let outcome = match self.ctx.pools.shared(tablet, read).await?.await {
-            Ok(outcome) => outcome,
-            // The task serving the queue is gone (it never drops a read
-            // otherwise): the read may have been written.
-            Err(_) => Outcome::Failed(RunError::Backend(mysql_async::Error::Io(
-                mysql_async::IoError::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "shared tablet connection lost",
-                )),
-            ))),
-        };
-        let res = outcome.deliver(binary, sink).await?;
+        let reply = self.ctx.pools.shared(tablet, read).await?;
+        let res = mux::outcome(reply).await.deliver(binary, sink).await?;
         Ok(res.map_err(|e| run_error(e, label)))
     }
 
     /// One statement on one shard's tablet, as text or (with `params`) as a
-    /// prepared statement, streamed into the sink.
+    /// prepared statement, streamed into the sink; on a shared connection
+    /// when the caller found it `shareable` (a read that leaves nothing on
+    /// its connection, of a session that holds nothing).
     #[allow(clippy::too_many_arguments)]
     async fn on_shard<S: RowSink + Send>(
         &mut self,
@@ -1123,7 +1116,7 @@ impl Executor<'_> {
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
-        if shareable && self.state.holds_nothing() {
+        if shareable {
             let read = Read {
                 sql: sql.into(),
                 params: params.take(),
