@@ -1140,3 +1140,39 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
         r.await.unwrap();
     }
 }
+
+/// With one shared connection per tablet (`--shared-read-connections 1`)
+/// a read waits behind a slow one on it; when the tablet kills that
+/// connection, the slow read fails (as on a connection of its own) and
+/// the read waiting behind it, which never ran, runs on another
+/// connection and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_waiting_behind_a_killed_shared_read_are_answered() {
+    let (port, _) = spawn_shardgate(&["--shared-read-connections".into(), "1".into()]).await;
+    let marker = format!("killed-shared-{}", std::process::id());
+    let mut slow = connect_port(port, Some("commerce")).await;
+    let mut waiting = connect_port(port, Some("commerce")).await;
+    let mut dba = connect_tablet(100).await;
+    let slow_sql = format!("select sum(seq % 7), '{marker}' from seq_1_to_100000000 where ? > 0");
+    let running = tokio::spawn(async move { slow.exec_drop(slow_sql, (1,)).await });
+    let id = connection_running(100, &marker)
+        .await
+        .expect("the slow statement in the tablet's processlist");
+    let behind = tokio::spawn(async move {
+        let got: Option<i64> = waiting.exec_first("select ? * 2", (21,)).await.unwrap();
+        got
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !behind.is_finished(),
+        "the read did not wait behind the slow one"
+    );
+    dba.query_drop(format!("kill connection {id}"))
+        .await
+        .unwrap();
+    assert!(
+        running.await.unwrap().is_err(),
+        "the killed statement succeeded"
+    );
+    assert_eq!(behind.await.unwrap(), Some(42));
+}

@@ -412,16 +412,14 @@ async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) 
                 }
                 rec.finish(Ok(())).await
             }
-            // The connection is lost: what was written may have run.
+            // The connection is lost while this read ran (a KILL, a
+            // restart): it fails, as on a connection of its own; the tablet
+            // runs a connection's commands one after another, so those
+            // behind it never ran and go back unsent.
             Err(e) => {
-                let msg = e.to_string();
                 rec.finish(Err(e)).await;
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Outcome::Failed(RunError::Backend(lost(&msg))));
-                }
-                *batch = alone;
+                batch.extend(jobs);
+                batch.extend(alone);
                 return false;
             }
         }
@@ -441,7 +439,8 @@ async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) 
         };
         match res {
             Ok(_) => rec.finish(Ok(())).await,
-            // The connection failed first: this one and the rest go back.
+            // The connection failed before it was written: this one and
+            // the rest go back.
             Err(RunError::Unsent(_)) => {
                 if let Some(reply) = rec.reply.take() {
                     batch.push(Job {
