@@ -168,8 +168,10 @@ pub struct ServeArgs {
     /// settings, variables or locks): the statements of many sessions are
     /// written to one connection together and answered in order, which
     /// saves socket calls and wakeups on both sides. Another is opened
-    /// while the busy ones are held up by a slow statement, up to this
-    /// many; 0 gives every statement a connection of its own.
+    /// while the busy ones are held up by a slow statement or hold a full
+    /// batch, up to this many (each is served by one MariaDB thread: a
+    /// tablet with many cores may want more); 0 gives every statement a
+    /// connection of its own.
     #[arg(long = "shared-read-connections", default_value_t = 4)]
     pub shared_read_connections: usize,
     /// How far a transaction may reach, as vtgate's flag: `multi` (each
