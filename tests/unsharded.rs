@@ -1002,6 +1002,34 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
     assert_eq!(other, None);
     txn.query_drop("rollback").await.unwrap();
 
+    // SHOW WARNINGS after a shared read lists its warnings, as MariaDB
+    // does (the read runs again where the question goes), prepared and
+    // text; a statement that reads a table in between clears them.
+    let mut warned = connect(Some("commerce")).await;
+    let sql = "select cast(? as unsigned)";
+    let got: Option<u64> = warned.exec_first(sql, ("12abc",)).await.unwrap();
+    let want: Option<u64> = direct.exec_first(sql, ("12abc",)).await.unwrap();
+    assert_eq!(got, want);
+    let show = "show warnings";
+    let want: Vec<(String, u32, String)> = direct.query(show).await.unwrap();
+    assert_eq!(want.len(), 1, "MariaDB warns about '12abc'");
+    let got: Vec<(String, u32, String)> = warned.query(show).await.unwrap();
+    assert_eq!(got, want, "prepared");
+    let text = "select cast('7x' as unsigned)";
+    let _: Option<u64> = warned.query_first(text).await.unwrap();
+    let _: Option<u64> = direct.query_first(text).await.unwrap();
+    let want: Vec<(String, u32, String)> = direct.query(show).await.unwrap();
+    let got: Vec<(String, u32, String)> = warned.query(show).await.unwrap();
+    assert_eq!(got, want, "text");
+    let count: Option<u64> = warned.query_first("select @@warning_count").await.unwrap();
+    assert_eq!(count, Some(1));
+    let clear = "select count(*) from shared_t";
+    let _: Option<u64> = warned.query_first(clear).await.unwrap();
+    let _: Option<u64> = direct.query_first(clear).await.unwrap();
+    let want: Vec<(String, u32, String)> = direct.query(show).await.unwrap();
+    let got: Vec<(String, u32, String)> = warned.query(show).await.unwrap();
+    assert_eq!(got, want, "after a statement without warnings");
+
     // A session with settings reads under them.
     let mut tz = connect(Some("commerce")).await;
     tz.query_drop("set time_zone = '+05:00'").await.unwrap();

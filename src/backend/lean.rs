@@ -892,7 +892,7 @@ fn decode_text_row(width: usize, payload: &[u8]) -> Result<Vec<Value>, mysql_asy
 }
 
 /// A sink that drops what it is given, undecoded.
-struct Discard;
+pub(crate) struct Discard;
 
 impl RowSink for Discard {
     fn columns(&mut self, _: &[Column]) -> Result<(), crate::error::Error> {

@@ -66,6 +66,8 @@ pub struct Recorded {
     events: Vec<Event>,
     /// Row payloads, back to back (`Event::Row` holds their bounds).
     data: Vec<u8>,
+    /// The read itself, with the reply's last piece (see [`Delivered`]).
+    read: Option<Read>,
 }
 
 enum Event {
@@ -105,23 +107,38 @@ pub enum Part {
     Failed(RunError),
 }
 
+/// A read's reply, played into its session's sink.
+pub struct Delivered {
+    /// The last insert id of an OK result, or how the read failed.
+    pub res: Result<u64, RunError>,
+    /// The read, when its reply carried warnings: they stay on the shared
+    /// connection, so a SHOW WARNINGS that follows needs the read run
+    /// again where the session asks.
+    pub warned: Option<Read>,
+}
+
 impl Outcome {
     /// Plays the reply into `sink` as a lean connection would have handed
     /// it over (packets through the sink's door for the read's protocol
-    /// when it has one, decoded otherwise); returns the last insert id of
-    /// an OK result. Err gives back a read that was never sent.
+    /// when it has one, decoded otherwise). Err gives back a read that was
+    /// never sent.
     pub async fn deliver<S: RowSink + Send>(
         self,
         binary: bool,
         sink: &mut S,
-    ) -> Result<Result<u64, RunError>, Read> {
+    ) -> Result<Delivered, Read> {
         let mut player = Player {
             binary,
             decoded: None,
             last_id: 0,
+            warnings: 0,
         };
-        Ok(match self {
-            Outcome::Done(rec) => player.play(&rec, sink).await,
+        let mut last = None;
+        let res = match self {
+            Outcome::Done(mut rec) => {
+                last = rec.read.take();
+                player.play(&rec, sink).await
+            }
             Outcome::Failed(e) => Err(e),
             Outcome::Unsent(read) => return Err(read),
             Outcome::Stream(mut parts) => loop {
@@ -131,12 +148,17 @@ impl Outcome {
                             break Err(e);
                         }
                     }
-                    Some(Part::Last(rec)) => break player.play(&rec, sink).await,
+                    Some(Part::Last(mut rec)) => {
+                        last = rec.read.take();
+                        break player.play(&rec, sink).await;
+                    }
                     Some(Part::Failed(e)) => break Err(e),
                     None => break Err(RunError::Backend(lost("the reply broke off"))),
                 }
             },
-        })
+        };
+        let warned = last.filter(|_| res.is_ok() && player.warnings > 0);
+        Ok(Delivered { res, warned })
     }
 }
 
@@ -155,6 +177,8 @@ struct Player {
     /// The current result's columns, when the sink takes rows decoded.
     decoded: Option<Arc<[Column]>>,
     last_id: u64,
+    /// The warning count of the last result.
+    warnings: u16,
 }
 
 impl Player {
@@ -188,8 +212,12 @@ impl Player {
                     }
                     sink.flush().await.map_err(RunError::Sink)?;
                 }
-                Event::End(warnings) => sink.end_rows(*warnings).map_err(RunError::Sink)?,
+                Event::End(warnings) => {
+                    self.warnings = *warnings;
+                    sink.end_rows(*warnings).map_err(RunError::Sink)?
+                }
                 Event::Ok(done) => {
+                    self.warnings = done.warnings;
                     self.last_id = done.last_insert_id;
                     sink.ok(done.clone()).map_err(RunError::Sink)?;
                 }
@@ -410,7 +438,7 @@ async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) 
                 if rec.stream.is_some() {
                     stats.streamed.fetch_add(1, Ordering::Relaxed);
                 }
-                rec.finish(Ok(())).await
+                rec.finish(Ok(job.read)).await
             }
             // The connection is lost while this read ran (a KILL, a
             // restart): it fails, as on a connection of its own; the tablet
@@ -438,7 +466,7 @@ async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) 
             None => conn.query(&job.read.sql, None, &mut rec).await,
         };
         match res {
-            Ok(_) => rec.finish(Ok(())).await,
+            Ok(_) => rec.finish(Ok(job.read)).await,
             // The connection failed before it was written: this one and
             // the rest go back.
             Err(RunError::Unsent(_)) => {
@@ -508,8 +536,9 @@ impl Recorder {
     }
 
     /// Hands the end of the reply (or how it failed) to the session.
-    async fn finish(mut self, res: Result<(), RunError>) {
-        let rec = self.rec.take();
+    async fn finish(mut self, res: Result<Read, RunError>) {
+        let mut rec = self.rec.take();
+        let res = res.map(|read| rec.read = Some(read));
         match (self.stream.take(), self.reply.take()) {
             (Some(tx), _) => {
                 let last = match res {

@@ -69,6 +69,11 @@ pub struct ShardConns {
     /// the server's budget), so a busy client does not go through the pool
     /// for every statement, even when its statements go to several shards.
     pub sticky: Vec<Sticky>,
+    /// The session's last statement was a shared read: its tablet, and
+    /// the read when its reply carried warnings (see
+    /// [`mux::Delivered::warned`]). The warnings, or their absence, are on
+    /// the shared connection, not on the one a SHOW WARNINGS goes to.
+    shared_last: Option<(String, Option<Read>)>,
     /// Clean lean connections the session keeps between statements, at
     /// most one per tablet and [`STICKY_PER_SESSION`] in all, within the
     /// server's budget shared with sticky ones (beyond it a statement takes
@@ -139,6 +144,10 @@ const LIVENESS_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a sticky connection may sit unused before the pool gets it back
 /// (it may have been closed by the server meanwhile).
 const STICKY_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A statement that reads a table and cannot warn: MariaDB clears a
+/// connection's warnings when a statement reads a table.
+const CLEAR_DIAGNOSTICS: &str = "select 1 from information_schema.collations limit 0";
 
 /// A shard's target as errors name it (`commerce.0.primary`); formatted
 /// only when an error needs it.
@@ -759,6 +768,7 @@ impl Executor<'_> {
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
     ) -> (Vec<Job>, Option<Error>) {
+        self.state.shared_last = None;
         let mut jobs: Vec<Job> = Vec::with_capacity(queries.len());
         for (shard, sql) in queries {
             let (tablet, label) = match self.tablet(keyspace, &shard, tablet_type) {
@@ -1030,6 +1040,26 @@ impl VCursor for Executor<'_> {
         rename_db_columns: bool,
         sink: &mut S,
     ) -> Result<(), Error> {
+        // SHOW WARNINGS after a shared read: the connection the question
+        // goes to is brought to where the shared one was. A read that
+        // warned runs again there (it changes nothing); otherwise a read
+        // of a table that cannot warn clears what that connection held.
+        if let Some((alias, read)) = self.state.shared_last.take() {
+            if crate::sql::asks_diagnostics(sql) {
+                let tablet = self
+                    .ctx
+                    .gateway
+                    .pick(self.snap, keyspace, shard, tablet_type)?;
+                let (again, params) = match read.filter(|_| tablet.alias == alias) {
+                    Some(read) => (read.sql, read.params),
+                    None => (CLEAR_DIAGNOSTICS.into(), None),
+                };
+                let mut discard = crate::backend::lean::Discard;
+                let (ks, tt) = (keyspace, tablet_type);
+                self.on_shard(ks, shard, tt, false, false, &again, params, &mut discard)
+                    .await?;
+            }
+        }
         // A read that leaves nothing on its connection may share one.
         let shareable =
             !rename_db_columns && self.state.holds_nothing() && crate::sql::shareable_read(sql);
@@ -1091,8 +1121,9 @@ impl Executor<'_> {
     ) -> Result<Result<u64, Error>, Read> {
         let binary = read.params.is_some();
         let reply = self.ctx.pools.shared(tablet, read).await?;
-        let res = mux::outcome(reply).await.deliver(binary, sink).await?;
-        Ok(res.map_err(|e| run_error(e, label)))
+        let done = mux::outcome(reply).await.deliver(binary, sink).await?;
+        self.state.shared_last = Some((tablet.alias.clone(), done.warned));
+        Ok(done.res.map_err(|e| run_error(e, label)))
     }
 
     /// One statement on one shard's tablet, as text or (with `params`) as a
@@ -1116,6 +1147,7 @@ impl Executor<'_> {
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
+        self.state.shared_last = None;
         if shareable {
             let read = Read {
                 sql: sql.into(),

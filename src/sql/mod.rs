@@ -504,6 +504,22 @@ pub fn shareable_read(sql: &str) -> bool {
         })
 }
 
+/// Whether a statement asks for the last statement's diagnostics:
+/// `SHOW WARNINGS`, `SHOW ERRORS`, their `COUNT(*)` forms, or
+/// `@@warning_count` / `@@error_count`.
+pub fn asks_diagnostics(sql: &str) -> bool {
+    let toks = tokenize(sql);
+    let word = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    let diag = |i: usize| word(i, "warnings") || word(i, "errors");
+    (word(0, "show") && (diag(1) || (word(1, "count") && diag(5))))
+        || toks.iter().any(|t| {
+            t.kind == TokenKind::Variable && {
+                let v = t.text(sql).to_ascii_lowercase();
+                v.ends_with("warning_count") || v.ends_with("error_count")
+            }
+        })
+}
+
 /// The literals of `SELECT 1[, 2, ...] [FROM DUAL]`, the validation query
 /// of connection pools, which vtgate answers itself (a projection over a
 /// single row) without a round trip to a tablet. Only plain non-negative
@@ -805,6 +821,26 @@ fn escape_backslash(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diagnostics_questions_are_known() {
+        for sql in [
+            "show warnings",
+            "SHOW ERRORS LIMIT 5",
+            "show count(*) warnings",
+            "select @@warning_count",
+            "select @@session.error_count",
+        ] {
+            assert!(asks_diagnostics(sql), "{sql}");
+        }
+        for sql in [
+            "show tables",
+            "select warnings from t",
+            "show count(*) tables",
+        ] {
+            assert!(!asks_diagnostics(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn shareable_reads_leave_nothing_on_their_connection() {
