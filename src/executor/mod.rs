@@ -69,11 +69,11 @@ pub struct ShardConns {
     /// the server's budget), so a busy client does not go through the pool
     /// for every statement, even when its statements go to several shards.
     pub sticky: Vec<Sticky>,
-    /// The session's last statement was a shared read: its tablet, and
-    /// the read when its reply carried warnings (see
-    /// [`mux::Delivered::warned`]). The warnings, or their absence, are on
-    /// the shared connection, not on the one a SHOW WARNINGS goes to.
-    shared_last: Option<(String, Option<Read>)>,
+    /// The session's last statement was a shared read, and when its reply
+    /// carried warnings, its tablet and the read (see
+    /// [`mux::Delivered::warned`]): the warnings, or their absence, are
+    /// on the shared connection, not on the one a SHOW WARNINGS goes to.
+    shared_last: Option<Option<(String, Read)>>,
     /// Clean lean connections the session keeps between statements, at
     /// most one per tablet and [`STICKY_PER_SESSION`] in all, within the
     /// server's budget shared with sticky ones (beyond it a statement takes
@@ -1044,14 +1044,14 @@ impl VCursor for Executor<'_> {
         // goes to is brought to where the shared one was. A read that
         // warned runs again there (it changes nothing); otherwise a read
         // of a table that cannot warn clears what that connection held.
-        if let Some((alias, read)) = self.state.shared_last.take() {
+        if let Some(warned) = self.state.shared_last.take() {
             if crate::sql::asks_diagnostics(sql) {
                 let tablet = self
                     .ctx
                     .gateway
                     .pick(self.snap, keyspace, shard, tablet_type)?;
-                let (again, params) = match read.filter(|_| tablet.alias == alias) {
-                    Some(read) => (read.sql, read.params),
+                let (again, params) = match warned.filter(|(alias, _)| *alias == tablet.alias) {
+                    Some((_, read)) => (read.sql, read.params),
                     None => (CLEAR_DIAGNOSTICS.into(), None),
                 };
                 let mut discard = crate::backend::lean::Discard;
@@ -1122,7 +1122,7 @@ impl Executor<'_> {
         let binary = read.params.is_some();
         let reply = self.ctx.pools.shared(tablet, read).await?;
         let done = mux::outcome(reply).await.deliver(binary, sink).await?;
-        self.state.shared_last = Some((tablet.alias.clone(), done.warned));
+        self.state.shared_last = Some(done.warned.map(|read| (tablet.alias.clone(), read)));
         Ok(done.res.map_err(|e| run_error(e, label)))
     }
 
