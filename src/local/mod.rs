@@ -376,17 +376,29 @@ impl Cluster {
                 Ok::<_, LocalError>(p)
             }
         });
+        // Every tablet that started joins the cluster before the first
+        // failure is returned, so a cluster that stops on drop stops them.
+        let mut failed = None;
         for (t, r) in spec
             .tablets
             .iter()
             .zip(futures_util::future::join_all(starts).await)
         {
-            let p = r?;
-            say(&format!(
-                "  tablet {}-{} ({}/{} {}) mysqld on 127.0.0.1:{}",
-                spec.cell, t.uid, t.keyspace, t.shard, t.tablet_type, t.port
-            ));
-            cluster.procs.push(p);
+            match r {
+                Ok(p) => {
+                    say(&format!(
+                        "  tablet {}-{} ({}/{} {}) mysqld on 127.0.0.1:{}",
+                        spec.cell, t.uid, t.keyspace, t.shard, t.tablet_type, t.port
+                    ));
+                    cluster.procs.push(p);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
 
         say("writing the topology and VSchemas to etcd");

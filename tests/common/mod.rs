@@ -158,7 +158,9 @@ pub fn cluster() -> &'static TestCluster {
                 );
                 spec.shardgate_bin = PathBuf::from(env!("CARGO_BIN_EXE_shardgate"));
                 let started = std::time::Instant::now();
-                let mut cluster = Cluster::up(spec.clone(), false, |m| eprintln!("[cluster] {m}"))
+                // Stopped on drop until it is up: a failed start leaves no
+                // servers behind.
+                let mut cluster = Cluster::up(spec.clone(), true, |m| eprintln!("[cluster] {m}"))
                     .await
                     .expect("cluster up");
                 eprintln!("[cluster] up in {:?}", started.elapsed());
