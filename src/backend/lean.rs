@@ -271,11 +271,7 @@ impl LeanConn {
         }
         let mut seq = seq;
         write_packet(&mut self.out, &mut seq, payload);
-        let res = self.writer.write_all(&self.out).await.map_err(io);
-        // Empty between commands: executions queued for a pipeline
-        // (`queue_execute`) gather in it.
-        self.out.clear();
-        res
+        self.flush().await
     }
 
     /// Opens a transaction in the same write as the next command, saving a
@@ -534,7 +530,8 @@ impl LeanConn {
     pub async fn prepared(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
         self.idle = false;
         let id = self.stmt(sql).await;
-        self.idle = true;
+        // A refusal is read to its end; a failed link may leave packets.
+        self.idle = matches!(id, Ok(_) | Err(mysql_async::Error::Server(_)));
         id
     }
 
@@ -562,9 +559,9 @@ impl LeanConn {
     }
 
     /// Writes every queued command in one go; their replies then come in
-    /// order, one [`Self::reply`] each.
+    /// order, one [`Self::reply`] each. The buffer is empty again
+    /// afterwards, between commands: queued ones gather in it.
     pub async fn flush(&mut self) -> Result<(), mysql_async::Error> {
-        self.idle = false;
         let res = self.writer.write_all(&self.out).await.map_err(io);
         self.out.clear();
         res

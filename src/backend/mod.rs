@@ -393,7 +393,7 @@ impl Pools {
     pub fn reconcile(&self, snap: &Snapshot) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.retain(|alias, (k, pool)| {
-            let keep = snap.tablets.get(alias).is_some_and(|t| Self::key(t) == *k);
+            let keep = snap.tablets.get(alias).is_some_and(|t| k.is_for(t));
             if !keep {
                 retire(pool.clone());
             }
@@ -402,10 +402,10 @@ impl Pools {
         lock(&self.lean_idle).retain(|alias, list| {
             snap.tablets
                 .get(alias)
-                .is_some_and(|t| list.iter().all(|h| h.key == Self::key(t)))
+                .is_some_and(|t| list.iter().all(|h| h.key.is_for(t)))
         });
         lock(&self.muxes)
-            .retain(|alias, (k, _)| snap.tablets.get(alias).is_some_and(|t| Self::key(t) == *k));
+            .retain(|alias, (k, _)| snap.tablets.get(alias).is_some_and(|t| k.is_for(t)));
         for t in snap.tablets.values() {
             if !map.contains_key(&t.alias) {
                 let key = Self::key(t);
