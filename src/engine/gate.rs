@@ -733,7 +733,8 @@ pub fn run(
     let mut distinct_counts: Vec<Vec<(usize, i128)>> = Vec::new();
 
     // 1. Aggregate.
-    if !gate.aggregate.is_empty() {
+    let aggregated = !gate.aggregate.is_empty();
+    if aggregated {
         let kinds = &gate.aggregate;
         let distinct_col = kinds
             .iter()
@@ -866,7 +867,9 @@ pub fn run(
     }
 
     // 3. ORDER BY (over internal rows), before projection drops columns.
-    if !gate.order.is_empty() {
+    // Groups already come out in grouping-key order; an ORDER BY of those
+    // keys (DISTINCT x ORDER BY x, GROUP BY x ORDER BY x) needs no sort.
+    if !gate.order.is_empty() && !(aggregated && orders_as_grouped(gate, cols)) {
         keep.sort_by(|(ia, ra), (ib, rb)| {
             cmp_groups(gate, binds, cols, (ra, counts(*ia)), (rb, counts(*ib)))
         });
@@ -997,6 +1000,32 @@ pub fn run(
         .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
         .collect();
     Ok((out_cols, out_rows))
+}
+
+/// The ORDER BY asks for the order aggregation leaves groups in: its keys
+/// are the leading grouping keys, ascending, each compared the same way
+/// both times (by its weight string, or as a number).
+fn orders_as_grouped(gate: &Gate, cols: &[Column]) -> bool {
+    let width = cols.len();
+    let hidden = gate.hidden.min(width);
+    gate.order.len() <= gate.group_keys.len()
+        && gate
+            .order
+            .iter()
+            .zip(&gate.group_keys)
+            .all(|(k, &(g, gw))| {
+                let GateExpr::Col(c) = k.expr else {
+                    return false;
+                };
+                let c = resolve(c, width, hidden);
+                let w = k.weight.map(|w| resolve(w, width, hidden));
+                !k.desc
+                    && c == g
+                    && w == gw
+                    && cols
+                        .get(c)
+                        .is_some_and(|col| w.is_some() || is_numeric(col.column_type()))
+            })
 }
 
 fn is_float(c: &Column) -> bool {
