@@ -32,7 +32,7 @@
 //!   shared with the integration-test harness.
 //! - [`web`]: the HTTP port (health and debug pages).
 //! - [`config`]: command-line flags; [`error`]: the one place errors become
-//!   MySQL error codes.
+//!   MySQL error codes; [`fasthash`]: the hash of the statement path's maps.
 
 pub mod admin;
 pub mod backend;
@@ -40,6 +40,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod fasthash;
 pub mod frontend;
 pub mod gateway;
 pub mod local;

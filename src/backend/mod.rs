@@ -11,7 +11,7 @@
 pub mod lean;
 pub mod mux;
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,16 +83,16 @@ impl PoolKey {
 /// The set of tablet pools, keyed by tablet alias.
 pub struct Pools {
     cfg: BackendConfig,
-    map: RwLock<HashMap<String, (PoolKey, Pool)>>,
+    map: RwLock<FastMap<String, (PoolKey, Pool)>>,
     /// Lean connections no session holds, by tablet alias.
-    lean_idle: Mutex<HashMap<String, Vec<LeanHandle>>>,
+    lean_idle: Mutex<FastMap<String, Vec<LeanHandle>>>,
     /// The Unix socket each loopback tablet reported (None: TCP only).
-    sockets: Mutex<HashMap<PoolKey, Option<String>>>,
+    sockets: Mutex<FastMap<PoolKey, Option<String>>>,
     /// Tablets a lean connection failed to reach lately; the driver's
     /// pooled connections serve them until [`LEAN_RETRY`] has passed.
-    lean_failed: Mutex<HashMap<String, Instant>>,
+    lean_failed: Mutex<FastMap<String, Instant>>,
     /// The shared connections' queues, by tablet alias.
-    muxes: Mutex<HashMap<String, (PoolKey, Vec<mux::Mux>)>>,
+    muxes: Mutex<FastMap<String, (PoolKey, Vec<mux::Mux>)>>,
     /// What the shared connections did.
     pub mux_stats: std::sync::Arc<mux::MuxStats>,
 }
@@ -156,11 +156,11 @@ impl Pools {
     pub fn new(cfg: BackendConfig) -> Self {
         Pools {
             cfg,
-            map: RwLock::new(HashMap::new()),
-            lean_idle: Mutex::new(HashMap::new()),
-            sockets: Mutex::new(HashMap::new()),
-            lean_failed: Mutex::new(HashMap::new()),
-            muxes: Mutex::new(HashMap::new()),
+            map: RwLock::new(FastMap::default()),
+            lean_idle: Mutex::new(FastMap::default()),
+            sockets: Mutex::new(FastMap::default()),
+            lean_failed: Mutex::new(FastMap::default()),
+            muxes: Mutex::new(FastMap::default()),
             mux_stats: std::sync::Arc::default(),
         }
     }

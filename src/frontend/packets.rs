@@ -51,11 +51,10 @@ pub fn ok(affected: u64, last_insert_id: u64, status: u16, warnings: u16, info: 
 }
 
 /// EOF packet payload.
-pub fn eof(status: u16, warnings: u16) -> Vec<u8> {
-    let mut p = vec![0xFE];
-    p.extend_from_slice(&warnings.to_le_bytes());
-    p.extend_from_slice(&status.to_le_bytes());
-    p
+pub fn eof(status: u16, warnings: u16) -> [u8; 5] {
+    let [w0, w1] = warnings.to_le_bytes();
+    let [s0, s1] = status.to_le_bytes();
+    [0xFE, w0, w1, s0, s1]
 }
 
 /// ERR packet payload.
@@ -346,7 +345,7 @@ pub fn parse_execute(
     body: &[u8],
     n_params: usize,
     types: &mut Vec<(ColumnType, bool)>,
-    long_data: &mut std::collections::HashMap<u16, Vec<u8>>,
+    long_data: &mut crate::fasthash::FastMap<u16, Vec<u8>>,
 ) -> Result<Vec<Value>, Error> {
     let bad = |what: &str| Error::Malformed(format!("COM_STMT_EXECUTE: {what}"));
     // stmt id (4), flags (1), iteration count (4) were read by the caller.

@@ -2,7 +2,7 @@
 //! transactions, settings, prepared statements. Session statements (BEGIN,
 //! COMMIT, SET, USE) are answered here; everything else is planned and run.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 use mysql_common::constants::{ColumnType, StatusFlags};
 use mysql_common::packets::Column;
@@ -26,7 +26,7 @@ pub struct Prepared {
     /// Parameter types bound by the last COM_STMT_EXECUTE (type, unsigned).
     pub bound_types: Vec<(ColumnType, bool)>,
     /// Data sent with COM_STMT_SEND_LONG_DATA, by parameter index.
-    pub long_data: HashMap<u16, Vec<u8>>,
+    pub long_data: FastMap<u16, Vec<u8>>,
     /// The statement, classified at prepare time, when its executions can
     /// be planned from the parameters directly (a plain SELECT, INSERT,
     /// UPDATE or DELETE: no shard qualifier, nothing shardgate rewrites);
@@ -62,7 +62,7 @@ pub struct Session {
     /// The backend side: pinned connections, transaction, settings.
     pub shards: ShardConns,
     /// Prepared statements by id.
-    pub prepared: HashMap<u32, Prepared>,
+    pub prepared: FastMap<u32, Prepared>,
     next_stmt_id: u32,
 }
 
@@ -72,7 +72,7 @@ impl Default for Session {
             target: Target::default(),
             autocommit: true,
             shards: ShardConns::default(),
-            prepared: HashMap::new(),
+            prepared: FastMap::default(),
             next_stmt_id: 1,
         }
     }
@@ -621,7 +621,7 @@ impl Session {
                 params,
                 columns,
                 bound_types: Vec::new(),
-                long_data: HashMap::new(),
+                long_data: FastMap::default(),
                 shareable: matches!(stmt, Statement::Query(QueryKind::Select))
                     && sql::shareable_read(sql),
                 direct: self.direct_form(stmt, sql),
