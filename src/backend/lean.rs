@@ -17,7 +17,7 @@
 //! COM_RESET_CONNECTION (a connection that carried a session's settings or
 //! state goes back to the pools clean) and COM_QUIT.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use crate::engine::{PacketSink, QueryDone, RowSink};
-use crate::frontend::codec::{write_packet, PacketCodec};
+use crate::frontend::codec::{whole_frame, write_packet, PacketCodec};
 
 /// Statements each lean connection keeps prepared (oldest closed first).
 const STMT_CACHE: usize = 32;
@@ -130,6 +130,12 @@ pub struct LeanConn {
     failed: bool,
     /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
     status: StatusFlags,
+    /// [`Self::poll_row`] read a result's end and the statement has more
+    /// results, which [`Self::skip_rows`] reads and drops.
+    results_left: bool,
+    /// Where executions are serialized before framing (kept, so an
+    /// execution allocates nothing for it).
+    scratch: Vec<u8>,
 }
 
 /// Where a pipelined BEGIN stands (see [`LeanConn::begin_with_next`]).
@@ -226,6 +232,8 @@ impl LeanConn {
             begin: Begin::None,
             failed: false,
             status: StatusFlags::empty(),
+            results_left: false,
+            scratch: Vec::new(),
         };
         c.login(user, password, db).await?;
         Ok(c)
@@ -250,6 +258,29 @@ impl LeanConn {
             }
         }
         self.packet().await
+    }
+
+    /// The next packet when it is a row lying whole in the read buffer,
+    /// and the bytes to [`Self::consume`] once it is used: a result's rows
+    /// are handed on in place, with no payload split off per row (EOF and
+    /// error packets, and anything not yet read whole, take [`Self::read`]).
+    fn buffered_row(&self) -> Option<(&[u8], usize)> {
+        if self.begin == Begin::Owed || self.reader.decoder().mid_packet() {
+            return None;
+        }
+        let buf = self.reader.read_buffer();
+        let len = whole_frame(buf)?;
+        let p = &buf[4..4 + len];
+        match p.first() {
+            Some(0xFE) if len < 9 => None,
+            Some(0xFF) => None,
+            _ => Some((p, 4 + len)),
+        }
+    }
+
+    /// Drops a packet [`Self::buffered_row`] handed out.
+    fn consume(&mut self, used: usize) {
+        self.reader.read_buffer_mut().advance(used);
     }
 
     async fn packet(&mut self) -> Result<BytesMut, mysql_async::Error> {
@@ -505,9 +536,12 @@ impl LeanConn {
                 // Too big for one packet: byte values go ahead as long data.
                 self.send_long_data(id, params).await.map_err(unsent)?;
             }
-            let mut buf = Vec::with_capacity(64);
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
             req.serialize(&mut buf);
-            self.send(0, &buf).await.map_err(unsent)?;
+            let sent = self.send(0, &buf).await;
+            self.scratch = buf;
+            sent.map_err(unsent)?;
             match self.results(sink, true, None).await {
                 // The table changed under a cached statement: prepare again once.
                 Err(RunError::Backend(mysql_async::Error::Server(e)))
@@ -546,9 +580,9 @@ impl LeanConn {
         if as_long_data {
             return false;
         }
-        let mut buf = Vec::with_capacity(64);
-        req.serialize(&mut buf);
-        write_packet(&mut self.out, &mut 0, &buf);
+        self.scratch.clear();
+        req.serialize(&mut self.scratch);
+        write_packet(&mut self.out, &mut 0, &self.scratch);
         true
     }
 
@@ -689,20 +723,61 @@ impl LeanConn {
     }
 
     /// The next row of the result [`Self::start`] began, decoded; None
-    /// after the last.
-    pub async fn next_row(
+    /// after the last. A poll rather than a future: a scatter reads its
+    /// shards' rows through a stream, and a future per row would be built,
+    /// moved and dropped hundreds of times per statement (most rows are
+    /// already in the read buffer).
+    pub fn poll_row(
         &mut self,
-        cols: &Arc<[Column]>,
-    ) -> Result<Option<Vec<Value>>, mysql_async::Error> {
-        match self.next_packet().await? {
-            Some(p) => decode_text_row(cols.len(), &p).map(Some),
-            None => Ok(None),
+        cx: &mut std::task::Context<'_>,
+        width: usize,
+    ) -> std::task::Poll<Result<Option<Vec<Value>>, mysql_async::Error>> {
+        use std::task::Poll;
+        if self.failed {
+            return Poll::Ready(Err(bad("the connection's BEGIN failed")));
         }
+        if self.idle || self.results_left {
+            return Poll::Ready(Ok(None));
+        }
+        if let Some((p, used)) = self.buffered_row() {
+            let row = decode_text_row(width, p);
+            self.consume(used);
+            return Poll::Ready(row.map(Some));
+        }
+        // start() read any pipelined BEGIN's reply before the columns.
+        if self.begin == Begin::Owed {
+            return Poll::Ready(Err(bad("a BEGIN reply is owed mid-result")));
+        }
+        let p = match futures_util::ready!(self.reader.poll_next_unpin(cx)) {
+            Some(Ok(p)) => p.payload,
+            Some(Err(e)) => return Poll::Ready(Err(io(e))),
+            None => {
+                return Poll::Ready(Err(io_err(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "tablet closed the connection",
+                )))
+            }
+        };
+        Poll::Ready(match p.first() {
+            Some(0xFE) if p.len() < 9 => self.eof_packet(&p).map(|_| {
+                // Further results are read and dropped by skip_rows.
+                self.results_left = self
+                    .status
+                    .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS);
+                self.idle = !self.results_left;
+                None
+            }),
+            Some(0xFF) => Err(self.server_error(&p)),
+            _ => decode_text_row(width, &p).map(Some),
+        })
     }
 
     /// Reads and drops what is left of the result [`Self::start`] began
     /// (a consumer that stopped early), so the connection can be reused.
     pub async fn skip_rows(&mut self) -> Result<(), mysql_async::Error> {
+        if std::mem::take(&mut self.results_left) {
+            return self.end_reply().await;
+        }
         while self.next_packet().await?.is_some() {}
         Ok(())
     }
@@ -800,6 +875,12 @@ impl LeanConn {
                         Some(cols.into())
                     };
                     loop {
+                        if let Some((p, used)) = self.buffered_row() {
+                            row_to(sink, cols.as_ref(), p, binary)?;
+                            self.consume(used);
+                            sink.flush().await.map_err(RunError::Sink)?;
+                            continue;
+                        }
                         let p = self.read().await?;
                         match p.first() {
                             Some(0xFE) if p.len() < 9 => {
@@ -809,12 +890,7 @@ impl LeanConn {
                             }
                             Some(0xFF) => return Err(self.server_error(&p).into()),
                             _ => {
-                                match &cols {
-                                    None => packets(sink, binary)?.row_packet(&p),
-                                    Some(cols) => sink
-                                        .row(&decode_row(cols, &p, binary)?)
-                                        .map_err(RunError::Sink)?,
-                                }
+                                row_to(sink, cols.as_ref(), &p, binary)?;
                                 sink.flush().await.map_err(RunError::Sink)?;
                             }
                         }
@@ -830,6 +906,23 @@ impl LeanConn {
             }
         }
     }
+}
+
+/// Hands a result row to the sink: its packet as it came, or (`cols`:
+/// the columns it is decoded by) its values.
+fn row_to<S: RowSink>(
+    sink: &mut S,
+    cols: Option<&Arc<[Column]>>,
+    p: &[u8],
+    binary: bool,
+) -> Result<(), RunError> {
+    match cols {
+        None => packets(sink, binary)?.row_packet(p),
+        Some(cols) => sink
+            .row(&decode_row(cols, p, binary)?)
+            .map_err(RunError::Sink)?,
+    }
+    Ok(())
 }
 
 /// A command's payload: its byte, then `parts` one after another.

@@ -1365,22 +1365,51 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
 /// the engine's row stream; it ends after the first error.
 ///
 /// [`LeanConn::start`]: crate::backend::lean::LeanConn::start
-fn lean_rows<'c>(
+fn lean_rows<'c, F>(
     conn: &'c mut crate::backend::lean::LeanConn,
     cols: std::sync::Arc<[Column]>,
-    fail: impl Fn(mysql_async::Error) -> Error + Send + 'c,
-) -> RowStream<'c> {
-    Box::pin(futures_util::stream::unfold(
-        Some((conn, cols, fail)),
-        |state| async move {
-            let (conn, cols, fail) = state?;
-            match conn.next_row(&cols).await {
-                Ok(Some(row)) => Some((Ok(row), Some((conn, cols, fail)))),
-                Ok(None) => None,
-                Err(e) => Some((Err(fail(e)), None)),
-            }
-        },
-    ))
+    fail: F,
+) -> RowStream<'c>
+where
+    F: Fn(mysql_async::Error) -> Error + Send + Unpin + 'c,
+{
+    Box::pin(LeanRows {
+        conn: Some(conn),
+        width: cols.len(),
+        fail,
+    })
+}
+
+/// A result's rows read off a lean connection as a stream; None once
+/// the result or a failure ended it.
+struct LeanRows<'c, F> {
+    conn: Option<&'c mut crate::backend::lean::LeanConn>,
+    width: usize,
+    fail: F,
+}
+
+impl<F> futures_util::Stream for LeanRows<'_, F>
+where
+    F: Fn(mysql_async::Error) -> Error + Unpin,
+{
+    type Item = Result<Vec<Value>, Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(conn) = this.conn.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let item = match futures_util::ready!(conn.poll_row(cx, this.width)) {
+            Ok(Some(row)) => return std::task::Poll::Ready(Some(Ok(row))),
+            Ok(None) => None,
+            Err(e) => Some(Err((this.fail)(e))),
+        };
+        this.conn = None;
+        std::task::Poll::Ready(item)
+    }
 }
 
 /// Brings a lean connection to a session's `settings` (tagged `key`): one

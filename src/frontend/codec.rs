@@ -34,6 +34,23 @@ impl PacketCodec {
     }
 }
 
+impl PacketCodec {
+    /// A payload over one frame is half joined: the frames in the buffer
+    /// continue it, so none of them is a packet of its own.
+    pub fn mid_packet(&self) -> bool {
+        self.partial.is_some()
+    }
+}
+
+/// The payload length of the packet at the start of `buf` when it lies
+/// there whole in one frame: such a packet can be used in place, with no
+/// payload split off the buffer (a result's rows, hundreds per read).
+pub fn whole_frame(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..4)?;
+    let len = head[0] as usize | (head[1] as usize) << 8 | (head[2] as usize) << 16;
+    (len < MAX_FRAME && buf.len() >= 4 + len).then_some(len)
+}
+
 impl Decoder for PacketCodec {
     type Item = Packet;
     type Error = std::io::Error;
