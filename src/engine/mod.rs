@@ -11,6 +11,7 @@ pub mod gate;
 use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::packets::Column;
 use mysql_common::value::Value;
+use std::borrow::Cow;
 
 use crate::error::Error;
 use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, Operand, Routing, SelectPlan};
@@ -318,21 +319,26 @@ enum Dispatch {
     Split(Vec<(String, Option<Vec<String>>)>),
 }
 
-/// Where a plan sends its statement whole, unchanged, to one shard:
-/// (keyspace, shard, tablet type). Such a statement can run as a prepared
-/// statement on that tablet.
-pub fn whole_shard(
-    plan: &Plan,
+/// One shard a statement goes to whole: (keyspace, shard, tablet type),
+/// borrowed from the plan where it names them.
+pub type WholeShard<'a> = (&'a str, Cow<'a, str>, TabletType);
+
+/// Where a plan sends its statement whole, unchanged, to one shard. Such a
+/// statement can run as a prepared statement on that tablet.
+pub fn whole_shard<'a>(
+    plan: &'a Plan,
     binds: &[Bind],
     tablet_type: TabletType,
     snap: &Snapshot,
-) -> Result<Option<(String, String, TabletType)>, Error> {
+) -> Result<Option<WholeShard<'a>>, Error> {
     Ok(match plan {
-        Plan::Route(r) if !r.rename_db_columns => {
-            Some((r.keyspace.clone(), r.shard.clone(), r.tablet_type))
-        }
+        Plan::Route(r) if !r.rename_db_columns => Some((
+            r.keyspace.as_str(),
+            Cow::Borrowed(r.shard.as_str()),
+            r.tablet_type,
+        )),
         Plan::Select(p) => match select_dispatch(p, binds, snap)? {
-            Dispatch::Whole(shard) => Some((p.keyspace.clone(), shard, tablet_type)),
+            Dispatch::Whole(shard) => Some((p.keyspace.as_str(), Cow::Owned(shard), tablet_type)),
             Dispatch::Split(_) => None,
         },
         Plan::Dml(p) => {
@@ -352,7 +358,7 @@ pub fn whole_shard(
                 }
                 Routing::Scatter | Routing::Any => None,
             };
-            shard.map(|s| (p.keyspace.clone(), s, TabletType::Primary))
+            shard.map(|s| (p.keyspace.as_str(), Cow::Owned(s), TabletType::Primary))
         }
         _ => None,
     })

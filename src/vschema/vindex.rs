@@ -1,7 +1,6 @@
 //! Functional vindexes: column value → keyspace id, bit-exact with Vitess so
 //! data sharded by Vitess is found by shardgate and the other way round.
 
-use des::cipher::{BlockEncrypt, KeyInit};
 use md5::{Digest, Md5};
 use mysql_common::value::Value;
 
@@ -178,12 +177,10 @@ fn xxhash(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn des_encrypt(n: u64) -> Vec<u8> {
-    // The key schedule is the expensive part; the key is always zero.
-    static CIPHER: std::sync::OnceLock<des::Des> = std::sync::OnceLock::new();
-    let cipher = CIPHER.get_or_init(|| des::Des::new(&[0u8; 8].into()));
-    let mut block = n.to_be_bytes().into();
-    cipher.encrypt_block(&mut block);
-    block.to_vec()
+    // The key schedule is computed once; the key is always zero.
+    static CIPHER: std::sync::OnceLock<super::des::Des> = std::sync::OnceLock::new();
+    let cipher = CIPHER.get_or_init(|| super::des::Des::new([0u8; 8]));
+    cipher.encrypt(n).to_be_bytes().to_vec()
 }
 
 #[cfg(test)]
