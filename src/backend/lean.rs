@@ -19,7 +19,7 @@
 
 use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, ColumnType, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
     AuthPlugin, AuthSwitchRequest, Column, ComStmtExecuteRequestBuilder, CommonOkPacket, ErrPacket,
@@ -531,14 +531,14 @@ impl LeanConn {
         let mut id = self.stmt(sql).await.map_err(unsent)?;
         let mut retried = false;
         loop {
-            let (req, as_long_data) = ComStmtExecuteRequestBuilder::new(id).build(params);
-            if as_long_data {
-                // Too big for one packet: byte values go ahead as long data.
-                self.send_long_data(id, params).await.map_err(unsent)?;
-            }
             let mut buf = std::mem::take(&mut self.scratch);
             buf.clear();
-            req.serialize(&mut buf);
+            if !execute_payload(&mut buf, id, params) {
+                // Too big for one packet: byte values go ahead as long data.
+                self.send_long_data(id, params).await.map_err(unsent)?;
+                let (req, _) = ComStmtExecuteRequestBuilder::new(id).build(params);
+                req.serialize(&mut buf);
+            }
             let sent = self.send(0, &buf).await;
             self.scratch = buf;
             sent.map_err(unsent)?;
@@ -576,12 +576,10 @@ impl LeanConn {
     /// the parameters are too big for one packet and must go ahead as long
     /// data ([`Self::execute`] does that).
     pub fn queue_execute(&mut self, id: u32, params: &[Value]) -> bool {
-        let (req, as_long_data) = ComStmtExecuteRequestBuilder::new(id).build(params);
-        if as_long_data {
+        self.scratch.clear();
+        if !execute_payload(&mut self.scratch, id, params) {
             return false;
         }
-        self.scratch.clear();
-        req.serialize(&mut self.scratch);
         write_packet(&mut self.out, &mut 0, &self.scratch);
         true
     }
@@ -925,6 +923,52 @@ fn row_to<S: RowSink>(
     Ok(())
 }
 
+/// Appends COM_STMT_EXECUTE of statement `id` with `params` (their types
+/// bound anew, as a statement shared by sessions needs) to `buf`, as
+/// mysql_common's request builder writes it, without its two allocations
+/// per execution; false, and nothing appended, when the parameters do not
+/// fit one packet and must go ahead as long data.
+fn execute_payload(buf: &mut Vec<u8>, id: u32, params: &[Value]) -> bool {
+    const MAX_PAYLOAD: usize = crate::frontend::codec::MAX_FRAME;
+    let bitmap_len = params.len().div_ceil(8);
+    let data: usize = params.iter().map(|p| p.bin_len() as usize).sum();
+    if 10 + bitmap_len + 1 + 2 * params.len() + data > MAX_PAYLOAD {
+        return false;
+    }
+    buf.push(COM_STMT_EXECUTE);
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf.push(0); // no cursor
+    buf.extend_from_slice(&1u32.to_le_bytes()); // iteration count
+    if params.is_empty() {
+        return true;
+    }
+    let at = buf.len();
+    buf.resize(at + bitmap_len, 0);
+    for (i, p) in params.iter().enumerate() {
+        if *p == Value::NULL {
+            buf[at + i / 8] |= 1 << (i % 8);
+        }
+    }
+    buf.push(1); // new parameter types follow
+    for p in params {
+        let (t, unsigned) = match p {
+            Value::NULL => (ColumnType::MYSQL_TYPE_NULL, false),
+            Value::Bytes(_) => (ColumnType::MYSQL_TYPE_VAR_STRING, false),
+            Value::Int(_) => (ColumnType::MYSQL_TYPE_LONGLONG, false),
+            Value::UInt(_) => (ColumnType::MYSQL_TYPE_LONGLONG, true),
+            Value::Float(_) => (ColumnType::MYSQL_TYPE_FLOAT, false),
+            Value::Double(_) => (ColumnType::MYSQL_TYPE_DOUBLE, false),
+            Value::Date(..) => (ColumnType::MYSQL_TYPE_DATETIME, false),
+            Value::Time(..) => (ColumnType::MYSQL_TYPE_TIME, false),
+        };
+        buf.extend_from_slice(&[t as u8, if unsigned { 0x80 } else { 0 }]);
+    }
+    for p in params.iter().filter(|p| **p != Value::NULL) {
+        p.serialize(buf);
+    }
+    true
+}
+
 /// A command's payload: its byte, then `parts` one after another.
 fn command_payload(cmd: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
@@ -1022,6 +1066,7 @@ pub(super) fn packets<S: RowSink>(
 const COM_QUIT: u8 = 0x01;
 const COM_QUERY: u8 = 0x03;
 const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
 const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
 const COM_STMT_CLOSE: u8 = 0x19;
 const COM_RESET_CONNECTION: u8 = 0x1f;
@@ -1042,6 +1087,49 @@ fn native_scramble(nonce: &[u8], password: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::frontend::packets::put_lenenc_str;
+
+    #[test]
+    fn executions_serialize_like_the_driver() {
+        use mysql_common::packets::ComStmtExecuteRequestBuilder;
+        let cases: Vec<Vec<Value>> = vec![
+            vec![],
+            vec![Value::Int(-7)],
+            vec![
+                Value::NULL,
+                Value::UInt(u64::MAX),
+                Value::Bytes(b"it's".to_vec()),
+            ],
+            vec![
+                Value::Float(1.5),
+                Value::Double(-2.25),
+                Value::Date(2026, 12, 1, 21, 10, 17, 5),
+            ],
+            vec![
+                Value::Time(true, 1, 2, 3, 4, 5),
+                Value::NULL,
+                Value::NULL,
+                Value::Int(0),
+                Value::NULL,
+                Value::Bytes(vec![0; 300]),
+                Value::NULL,
+                Value::NULL,
+                Value::Int(9),
+            ],
+        ];
+        for params in cases {
+            let (req, long) = ComStmtExecuteRequestBuilder::new(42).build(&params);
+            assert!(!long);
+            let mut want = Vec::new();
+            req.serialize(&mut want);
+            let mut got = Vec::new();
+            assert!(execute_payload(&mut got, 42, &params));
+            assert_eq!(got, want, "{params:?}");
+        }
+        let big = vec![Value::Bytes(vec![1; crate::frontend::codec::MAX_FRAME])];
+        let mut got = Vec::new();
+        assert!(!execute_payload(&mut got, 1, &big));
+        assert!(got.is_empty());
+    }
 
     #[test]
     fn text_rows_decode_like_the_driver() {

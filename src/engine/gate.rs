@@ -869,7 +869,8 @@ pub fn run(
     // 3. ORDER BY (over internal rows), before projection drops columns.
     // Groups already come out in grouping-key order; an ORDER BY of those
     // keys (DISTINCT x ORDER BY x, GROUP BY x ORDER BY x) needs no sort.
-    if !gate.order.is_empty() && !(aggregated && orders_as_grouped(gate, cols)) {
+    let presorted = aggregated && orders_as_grouped(gate, cols);
+    if !gate.order.is_empty() && !presorted {
         keep.sort_by(|(ia, ra), (ib, rb)| {
             cmp_groups(gate, binds, cols, (ra, counts(*ia)), (rb, counts(*ib)))
         });
