@@ -245,6 +245,119 @@ fn client_opts(port: u16, user: &str, db: &str) -> mysql_async::OptsBuilder {
         .prefer_socket(false)
 }
 
+/// Runs a second shardgate under callgrind against the same topology and
+/// counts its instructions over a fixed number of sysbench events per
+/// target and workload (counters zeroed after a warm-up, so connecting,
+/// preparing and planning are left out): user-space work per query,
+/// the same from run to run within a fraction of a percent.
+async fn count_instructions(
+    dir: &std::path::Path,
+    etcd: &str,
+    bin: &std::path::Path,
+    targets: &[Target],
+) -> Vec<(&'static str, &'static str, u32, f64)> {
+    let port = free_port();
+    let out = dir.join("callgrind.out");
+    let log = std::fs::File::create(dir.join("callgrind.log")).expect("callgrind log");
+    let mut child = Command::new("valgrind")
+        .args(["--tool=callgrind", "--dump-instr=no", "--collect-jumps=no"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(bin)
+        .args([
+            "serve",
+            "--topo-implementation",
+            "etcd2",
+            "--topo-global-server-address",
+            etcd,
+            "--cell",
+            "zone1",
+        ])
+        .args([
+            "--mysql-auth-server-impl",
+            "none",
+            "--port",
+            &free_port().to_string(),
+        ])
+        .args(["--mysql-server-port", &port.to_string()])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start valgrind");
+    let pid = child.id().to_string();
+    let mut up = false;
+    for _ in 0..600 {
+        if let Ok(c) = mysql_async::Conn::new(client_opts(port, "sb", "commerce")).await {
+            let _ = c.disconnect().await;
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut counts = Vec::new();
+    // sysbench's --events counts transactions: 16 queries each for read only.
+    let runs: [(&str, u32, &str); 3] = [
+        ("oltp_point_select", 8, "5000"),
+        ("oltp_read_only", 8, "500"),
+        ("oltp_read_only", 1, "200"),
+    ];
+    for t in targets.iter().filter(|_| up) {
+        let mut t = t.clone();
+        t.port = port;
+        for (w, th, events) in runs {
+            sysbench(&t, w, "run", th, 0, &["--events=100"]);
+            let control = |what: &str| {
+                Command::new("callgrind_control")
+                    .arg(what)
+                    .arg(&pid)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            if !control("-z") {
+                break;
+            }
+            let text = sysbench(&t, w, "run", th, 0, &[&format!("--events={events}")]);
+            let queries: f64 = text
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix("queries:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            control("-d");
+            // Each dump is a new file, `callgrind.out.N`: read the newest.
+            let newest = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("callgrind.out.")
+                })
+                .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+            let dump = newest
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .unwrap_or_default();
+            let total: f64 = dump
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("summary:")
+                        .or_else(|| l.strip_prefix("totals:"))
+                })
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0);
+            if queries > 0.0 && total > 0.0 {
+                counts.push((t.name, w, th, total / queries));
+            }
+        }
+    }
+    // SAFETY: kill(2) on the valgrind this function started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    counts
+}
+
 async fn connect_storm(
     port: u16,
     user: &str,
@@ -540,6 +653,19 @@ fn main() {
             }
         }
 
+        // Instructions per query: shardgate's user-space work, counted by
+        // callgrind, which no neighbour on a shared machine disturbs (QPS and
+        // CPU time here drift by tens of percent within minutes).
+        let mut instructions: Vec<(&str, &str, u32, f64)> = Vec::new();
+        if part("instructions") {
+            if Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success()) {
+                eprintln!("[load] instructions per query (shardgate under callgrind)");
+                instructions = count_instructions(&dir, &cluster.spec.etcd_addr(), &cluster.spec.shardgate_bin, &targets[2..4]).await;
+            } else {
+                eprintln!("[load] instructions part skipped: valgrind is not installed (apt-get install valgrind)");
+            }
+        }
+
         eprintln!("[load] large scatters over 2 shards");
         let mut scatters = Vec::new();
         if let Some(pid) = sg_pid.filter(|_| part("scatter")) {
@@ -670,6 +796,14 @@ fn main() {
         let _ = writeln!(md);
         let _ = writeln!(md, "Idle connections: {idle_count} logged-in clients (each ran a point select) held open to shardgate; RSS {rss_before:.0} MB before, {rss_idle:.0} MB with them open.");
         let _ = writeln!(md);
+        if !instructions.is_empty() {
+            let _ = writeln!(md, "| shardgate user-space instructions per query (callgrind) | workload | threads | instructions |");
+            let _ = writeln!(md, "|---|---|---|---|");
+            for (name, w, th, ir) in &instructions {
+                let _ = writeln!(md, "| {name} | {w} | {th} | {ir:.0} |");
+            }
+            let _ = writeln!(md);
+        }
         let _ = writeln!(md, "| scatter over 2 shards | rows | first row ms | all rows ms | shardgate RSS MB before | RSS growth MB |");
         let _ = writeln!(md, "|---|---|---|---|---|---|");
         for (sql, (rows, first, total, before, growth)) in &scatters {
