@@ -488,7 +488,7 @@ impl Session {
                 state: &mut self.shards,
             };
             return ex
-                .execute_shard_prepared(&ks, &shard, tt, stmt_sql, p.shareable, params, sink)
+                .execute_shard_prepared(ks, &shard, tt, stmt_sql, p.shareable, params, sink)
                 .await;
         }
         // Sharded plans carry their statement text with the binds; the rest
