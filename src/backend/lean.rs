@@ -278,6 +278,24 @@ impl LeanConn {
         }
     }
 
+    /// The bytes of the run of row packets lying whole at the start of
+    /// the read buffer (0: none), to hand on framed as they are.
+    fn buffered_rows(&self) -> usize {
+        if self.begin == Begin::Owed || self.reader.decoder().mid_packet() {
+            return 0;
+        }
+        let buf = self.reader.read_buffer();
+        let mut at = 0;
+        while let Some(len) = whole_frame(&buf[at..]) {
+            match buf[at + 4..at + 4 + len].first() {
+                Some(0xFE) if len < 9 => break,
+                Some(0xFF) => break,
+                _ => at += 4 + len,
+            }
+        }
+        at
+    }
+
     /// Drops a packet [`Self::buffered_row`] handed out.
     fn consume(&mut self, used: usize) {
         self.reader.read_buffer_mut().advance(used);
@@ -873,6 +891,16 @@ impl LeanConn {
                         Some(cols.into())
                     };
                     loop {
+                        if cols.is_none() {
+                            let run = self.buffered_rows();
+                            if run > 0 {
+                                packets(sink, binary)?
+                                    .framed_rows(&self.reader.read_buffer()[..run]);
+                                self.consume(run);
+                                sink.flush().await.map_err(RunError::Sink)?;
+                                continue;
+                            }
+                        }
                         if let Some((p, used)) = self.buffered_row() {
                             row_to(sink, cols.as_ref(), p, binary)?;
                             self.consume(used);

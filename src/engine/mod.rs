@@ -66,6 +66,17 @@ pub trait PacketSink {
     fn column_packets(&mut self, defs: &[bytes::BytesMut]);
     /// One row as the tablet encoded it.
     fn row_packet(&mut self, payload: &[u8]);
+    /// Rows as the tablet framed them: whole packets back to back, header
+    /// and payload, none continued in another frame. A sink that writes
+    /// packets can copy a run at once and number them (a range's hundred
+    /// rows often arrive in one read).
+    fn framed_rows(&mut self, framed: &[u8]) {
+        let mut rest = framed;
+        while let Some(len) = crate::frontend::codec::whole_frame(rest) {
+            self.row_packet(&rest[4..4 + len]);
+            rest = &rest[4 + len..];
+        }
+    }
 }
 
 /// Everything one shard answered to one query (buffered).

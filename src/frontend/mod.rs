@@ -217,6 +217,20 @@ impl crate::engine::PacketSink for ResultWriter<'_> {
     fn row_packet(&mut self, payload: &[u8]) {
         self.wire.push(payload);
     }
+
+    fn framed_rows(&mut self, framed: &[u8]) {
+        let out = &mut self.wire.out;
+        let mut at = out.len();
+        out.extend_from_slice(framed);
+        // Renumber: the client's sequence continues from this reply's (the
+        // tablet's numbers match it for a forwarded result; this keeps them
+        // right should anything have been written in between).
+        while let Some(len) = codec::whole_frame(&out[at..]) {
+            out[at + 3] = self.wire.seq;
+            self.wire.seq = self.wire.seq.wrapping_add(1);
+            at += 4 + len;
+        }
+    }
 }
 
 /// Serves one TCP client connection until it quits or fails.
