@@ -260,15 +260,20 @@ impl LeanConn {
         self.packet().await
     }
 
+    /// What was read and not yet decoded, when its packets can be used in
+    /// place: no BEGIN reply is owed ahead of them and no frame is half
+    /// joined to an earlier one.
+    fn unread(&self) -> Option<&[u8]> {
+        (self.begin != Begin::Owed && !self.reader.decoder().mid_packet())
+            .then(|| &self.reader.read_buffer()[..])
+    }
+
     /// The next packet when it is a row lying whole in the read buffer,
     /// and the bytes to [`Self::consume`] once it is used: a result's rows
     /// are handed on in place, with no payload split off per row (EOF and
     /// error packets, and anything not yet read whole, take [`Self::read`]).
     fn buffered_row(&self) -> Option<(&[u8], usize)> {
-        if self.begin == Begin::Owed || self.reader.decoder().mid_packet() {
-            return None;
-        }
-        let buf = self.reader.read_buffer();
+        let buf = self.unread()?;
         let len = whole_frame(buf)?;
         let p = &buf[4..4 + len];
         match p.first() {
@@ -281,10 +286,9 @@ impl LeanConn {
     /// The bytes of the run of row packets lying whole at the start of
     /// the read buffer (0: none), to hand on framed as they are.
     fn buffered_rows(&self) -> usize {
-        if self.begin == Begin::Owed || self.reader.decoder().mid_packet() {
+        let Some(buf) = self.unread() else {
             return 0;
-        }
-        let buf = self.reader.read_buffer();
+        };
         let mut at = 0;
         while let Some(len) = whole_frame(&buf[at..]) {
             match buf[at + 4..at + 4 + len].first() {
