@@ -3,17 +3,19 @@
 //! keyspaces: hashed by id, ranged by id, and hashed with both shards in
 //! the unsharded tablet's mysqld),
 //! measured with sysbench in interleaved rounds on this machine, plus a
-//! connect storm, an idle-connection test and a large scatter (RSS growth and
-//! time to first row). Prints a Markdown table and writes it to
-//! `target/load-results.md`.
+//! connect storm, an idle-connection test, a large scatter (RSS growth and
+//! time to first row) and shardgate's user-space instructions per query
+//! (callgrind; steady where QPS and CPU time drift with the machine).
+//! Prints a Markdown table and writes it to `target/load-results.md`.
 //!
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
-//!   cargo bench --bench load -- --only scatter   # one part: sysbench, scatter, connect or idle
+//!   cargo bench --bench load -- --only scatter   # one part: sysbench, instructions, scatter, connect or idle
 //!   cargo bench --bench load -- --only sysbench --workload oltp_read_only --threads 8
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
 //!
-//! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`).
+//! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
+//! valgrind for the instructions part (skipped, with a message, without it).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
