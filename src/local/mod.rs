@@ -472,6 +472,9 @@ impl Cluster {
                     Proc::spawn(&bin, &args, &spec.dataroot.join("shardgate.log"), &pidfile)?
                 }
             };
+            // Joins the cluster before it is waited for: should it not come
+            // up, the cluster stops it with the rest.
+            cluster.procs.push(p);
             let log = spec.dataroot.join("shardgate.log");
             wait_until(Duration::from_secs(30), "shardgate", &log, || async {
                 let opts = OptsBuilder::default()
@@ -491,7 +494,6 @@ impl Cluster {
                 }
             })
             .await?;
-            cluster.procs.push(p);
         }
         Ok(cluster)
     }
