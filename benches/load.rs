@@ -295,6 +295,13 @@ async fn count_instructions(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let control = |what: &str| {
+        Command::new("callgrind_control")
+            .arg(what)
+            .arg(&pid)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     let mut counts = Vec::new();
     // sysbench's --events counts transactions: 16 queries each for read only.
     let runs: [(&str, u32, &str); 3] = [
@@ -307,13 +314,6 @@ async fn count_instructions(
         t.port = port;
         for (w, th, events) in runs {
             sysbench(&t, w, "run", th, 0, &["--events=100"]);
-            let control = |what: &str| {
-                Command::new("callgrind_control")
-                    .arg(what)
-                    .arg(&pid)
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            };
             if !control("-z") {
                 break;
             }

@@ -276,11 +276,7 @@ impl LeanConn {
         let buf = self.unread()?;
         let len = whole_frame(buf)?;
         let p = &buf[4..4 + len];
-        match p.first() {
-            Some(0xFE) if len < 9 => None,
-            Some(0xFF) => None,
-            _ => Some((p, 4 + len)),
-        }
+        is_row(p).then_some((p, 4 + len))
     }
 
     /// The bytes of the run of row packets lying whole at the start of
@@ -291,11 +287,10 @@ impl LeanConn {
         };
         let mut at = 0;
         while let Some(len) = whole_frame(&buf[at..]) {
-            match buf[at + 4..at + 4 + len].first() {
-                Some(0xFE) if len < 9 => break,
-                Some(0xFF) => break,
-                _ => at += 4 + len,
+            if !is_row(&buf[at + 4..at + 4 + len]) {
+                break;
             }
+            at += 4 + len;
         }
         at
     }
@@ -306,14 +301,7 @@ impl LeanConn {
     }
 
     async fn packet(&mut self) -> Result<BytesMut, mysql_async::Error> {
-        match self.reader.next().await {
-            Some(Ok(p)) => Ok(p.payload),
-            Some(Err(e)) => Err(io(e)),
-            None => Err(io_err(
-                std::io::ErrorKind::UnexpectedEof,
-                "tablet closed the connection",
-            )),
-        }
+        payload(self.reader.next().await)
     }
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
@@ -678,10 +666,10 @@ impl LeanConn {
     }
 
     /// Sends `sql` and reads its first result up to the rows: the column
-    /// definitions of a result set, whose rows [`Self::next_row`] then
+    /// definitions of a result set, whose rows [`Self::poll_row`] then
     /// reads, or None when it answered with OK. Errors as for
     /// [`Self::execute`].
-    pub async fn start(&mut self, sql: &str) -> Result<Option<Arc<[Column]>>, RunError> {
+    pub async fn start(&mut self, sql: &str) -> Result<Option<Vec<Column>>, RunError> {
         self.idle = false;
         self.command(COM_QUERY, &[sql.as_bytes()])
             .await
@@ -696,7 +684,7 @@ impl LeanConn {
             }
             _ => {
                 let defs = self.column_defs(&first).await?;
-                Ok(Some(columns(&defs)?.into()))
+                Ok(Some(columns(&defs)?))
             }
         }
     }
@@ -768,15 +756,9 @@ impl LeanConn {
         if self.begin == Begin::Owed {
             return Poll::Ready(Err(bad("a BEGIN reply is owed mid-result")));
         }
-        let p = match futures_util::ready!(self.reader.poll_next_unpin(cx)) {
-            Some(Ok(p)) => p.payload,
-            Some(Err(e)) => return Poll::Ready(Err(io(e))),
-            None => {
-                return Poll::Ready(Err(io_err(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "tablet closed the connection",
-                )))
-            }
+        let p = match payload(futures_util::ready!(self.reader.poll_next_unpin(cx))) {
+            Ok(p) => p,
+            Err(e) => return Poll::Ready(Err(e)),
         };
         Poll::Ready(match p.first() {
             Some(0xFE) if p.len() < 9 => self.eof_packet(&p).map(|_| {
@@ -895,6 +877,8 @@ impl LeanConn {
                         Some(cols.into())
                     };
                     loop {
+                        // Rows already read whole: forwarded as one run, or
+                        // decoded one by one, in place.
                         if cols.is_none() {
                             let run = self.buffered_rows();
                             if run > 0 {
@@ -904,8 +888,7 @@ impl LeanConn {
                                 sink.flush().await.map_err(RunError::Sink)?;
                                 continue;
                             }
-                        }
-                        if let Some((p, used)) = self.buffered_row() {
+                        } else if let Some((p, used)) = self.buffered_row() {
                             row_to(sink, cols.as_ref(), p, binary)?;
                             self.consume(used);
                             sink.flush().await.map_err(RunError::Sink)?;
@@ -935,6 +918,31 @@ impl LeanConn {
                 return Ok(last_id);
             }
         }
+    }
+}
+
+/// What the reader's next item is to the connection: a packet's payload,
+/// or the error that ends it (the tablet closing it is one).
+fn payload(
+    item: Option<Result<crate::frontend::codec::Packet, std::io::Error>>,
+) -> Result<BytesMut, mysql_async::Error> {
+    match item {
+        Some(Ok(p)) => Ok(p.payload),
+        Some(Err(e)) => Err(io(e)),
+        None => Err(io_err(
+            std::io::ErrorKind::UnexpectedEof,
+            "tablet closed the connection",
+        )),
+    }
+}
+
+/// A packet of a result set's rows that is a row, not the EOF or error
+/// that ends them.
+fn is_row(p: &[u8]) -> bool {
+    match p.first() {
+        Some(0xFE) => p.len() >= 9,
+        Some(0xFF) => false,
+        _ => true,
     }
 }
 

@@ -848,8 +848,8 @@ impl VCursor for Executor<'_> {
                                     RunError::Sink(e) => e,
                                 })?;
                                 Ok(cols.map(|cols| {
-                                    let columns = cols.to_vec();
-                                    (columns, lean_rows(conn, cols, fail))
+                                    let width = cols.len();
+                                    (cols, lean_rows(conn, width, fail))
                                 }))
                             }
                         }
@@ -1367,7 +1367,7 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
 /// [`LeanConn::start`]: crate::backend::lean::LeanConn::start
 fn lean_rows<'c, F>(
     conn: &'c mut crate::backend::lean::LeanConn,
-    cols: std::sync::Arc<[Column]>,
+    width: usize,
     fail: F,
 ) -> RowStream<'c>
 where
@@ -1375,7 +1375,7 @@ where
 {
     Box::pin(LeanRows {
         conn: Some(conn),
-        width: cols.len(),
+        width,
         fail,
     })
 }

@@ -32,9 +32,7 @@ impl PacketCodec {
             partial: None,
         }
     }
-}
 
-impl PacketCodec {
     /// A payload over one frame is half joined: the frames in the buffer
     /// continue it, so none of them is a packet of its own.
     pub fn mid_packet(&self) -> bool {
@@ -42,12 +40,17 @@ impl PacketCodec {
     }
 }
 
+/// The payload length a frame header at the start of `buf` announces.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..4)?;
+    Some(head[0] as usize | (head[1] as usize) << 8 | (head[2] as usize) << 16)
+}
+
 /// The payload length of the packet at the start of `buf` when it lies
 /// there whole in one frame: such a packet can be used in place, with no
 /// payload split off the buffer (a result's rows, hundreds per read).
 pub fn whole_frame(buf: &[u8]) -> Option<usize> {
-    let head = buf.get(..4)?;
-    let len = head[0] as usize | (head[1] as usize) << 8 | (head[2] as usize) << 16;
+    let len = frame_len(buf)?;
     (len < MAX_FRAME && buf.len() >= 4 + len).then_some(len)
 }
 
@@ -57,10 +60,9 @@ impl Decoder for PacketCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, std::io::Error> {
         loop {
-            if src.len() < 4 {
+            let Some(len) = frame_len(src) else {
                 return Ok(None);
-            }
-            let len = src[0] as usize | (src[1] as usize) << 8 | (src[2] as usize) << 16;
+            };
             let seq = src[3];
             let so_far = self.partial.as_ref().map_or(0, |p| p.len());
             if so_far + len > self.max_packet {
