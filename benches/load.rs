@@ -24,15 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use shardgate::local::{Cluster, ClusterSpec, TabletSpec};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use shardgate::local::{free_port, Cluster, ClusterSpec, TabletSpec};
 
 /// The `ranged` keyspace's shards: keyspace ids of the numeric vindex are
 /// the ids themselves (big-endian), so ids below 5001 (0x1389) go to the first.

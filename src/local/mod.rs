@@ -187,6 +187,27 @@ impl Drop for Cluster {
     }
 }
 
+/// A free TCP port on loopback for a server the test harnesses start (the
+/// ports of `local up` are fixed). Picked below the kernel's ephemeral
+/// range (32768 and up here): a port the kernel hands out is free only
+/// until the next outgoing connection takes it, and the servers bind
+/// theirs later. Each process starts at its own place in 20000..32000, so
+/// harnesses running side by side rarely meet.
+pub fn free_port() -> u16 {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let n = next.get_or_insert_with(|| (std::process::id().wrapping_mul(7_919)) % SPAN);
+    loop {
+        *n = (*n + 1) % SPAN;
+        let p = (LOW + *n) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
 /// Starts an etcd member on loopback (or finds it running) and waits for it.
 pub async fn start_etcd(dir: &Path, client_port: u16, peer_port: u16) -> Result<Proc, LocalError> {
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;

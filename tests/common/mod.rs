@@ -26,24 +26,9 @@ static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
 static PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// A free TCP port on loopback, for a server a test starts. Picked below
-/// the kernel's ephemeral range (32768 and up here): a port the kernel
-/// handed out is free only until the next outgoing connection takes it,
-/// and the servers bind theirs later. Each test process starts at its own
-/// place in 20000..32000, so test binaries running side by side rarely meet.
+/// A free TCP port on loopback, for a server a test starts.
 pub fn free_port() -> u16 {
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: Mutex<Option<u32>> = Mutex::new(None);
-    let mut next = NEXT.lock().unwrap();
-    let n = next.get_or_insert_with(|| (std::process::id().wrapping_mul(7_919)) % SPAN);
-    loop {
-        *n = (*n + 1) % SPAN;
-        let p = (LOW + *n) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
+    shardgate::local::free_port()
 }
 
 /// A fresh temporary directory removed at exit.
