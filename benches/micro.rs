@@ -10,7 +10,7 @@ use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::packets::Column;
 use mysql_common::value::Value;
 use shardgate::engine::{
-    self, gate, QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
+    self, gate, row, QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor,
 };
 use shardgate::error::Error;
 use shardgate::planner::cache::PlanCache;
@@ -160,7 +160,7 @@ impl VCursor for Canned {
         let streams = (0..queries.len())
             .map(|i| {
                 let rows = std::mem::take(&mut self.rows[i]);
-                Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok))) as RowStream<'static>
+                Box::new(row::BufferedRows::new(rows)) as Box<dyn row::ShardRows>
             })
             .collect();
         let columns = self.cols.clone();

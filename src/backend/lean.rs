@@ -32,6 +32,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
+use crate::engine::row::{self, Cell};
 use crate::engine::{PacketSink, QueryDone, RowSink};
 use crate::frontend::codec::{whole_frame, write_packet, PacketCodec};
 
@@ -130,12 +131,25 @@ pub struct LeanConn {
     failed: bool,
     /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
     status: StatusFlags,
-    /// [`Self::poll_row`] read a result's end and the statement has more
+    /// [`Self::poll_next_row`] read a result's end and the statement has more
     /// results, which [`Self::skip_rows`] reads and drops.
     results_left: bool,
     /// Where executions are serialized before framing (kept, so an
     /// execution allocates nothing for it).
     scratch: Vec<u8>,
+    /// The row [`LeanConn::poll_next_row`] handed out last.
+    current: Current,
+}
+
+/// Where the row a scatter is looking at lies.
+#[derive(Default)]
+enum Current {
+    #[default]
+    None,
+    /// At the start of the read buffer: a frame of this many bytes.
+    InPlace(usize),
+    /// Read out of the buffer (it spanned reads or packets).
+    Owned(BytesMut),
 }
 
 /// Where a pipelined BEGIN stands (see [`LeanConn::begin_with_next`]).
@@ -234,6 +248,7 @@ impl LeanConn {
             status: StatusFlags::empty(),
             results_left: false,
             scratch: Vec::new(),
+            current: Current::None,
         };
         c.login(user, password, db).await?;
         Ok(c)
@@ -301,6 +316,7 @@ impl LeanConn {
     }
 
     async fn packet(&mut self) -> Result<BytesMut, mysql_async::Error> {
+        self.release_row();
         payload(self.reader.next().await)
     }
 
@@ -666,7 +682,7 @@ impl LeanConn {
     }
 
     /// Sends `sql` and reads its first result up to the rows: the column
-    /// definitions of a result set, whose rows [`Self::poll_row`] then
+    /// definitions of a result set, whose rows [`Self::poll_next_row`] then
     /// reads, or None when it answered with OK. Errors as for
     /// [`Self::execute`].
     pub async fn start(&mut self, sql: &str) -> Result<Option<Vec<Column>>, RunError> {
@@ -730,27 +746,36 @@ impl LeanConn {
         }
     }
 
-    /// The next row of the result [`Self::start`] began, decoded; None
-    /// after the last. A poll rather than a future: a scatter reads its
-    /// shards' rows through a stream, and a future per row would be built,
-    /// moved and dropped hundreds of times per statement (most rows are
-    /// already in the read buffer).
-    pub fn poll_row(
+    /// Moves to the next row of the result [`Self::start`] began and finds
+    /// its cells (`width` of them) into `cells`: true, and the row is
+    /// [`Self::current_row`]; false after the last (any further results
+    /// are left to [`Self::skip_rows`]). The row handed out before is
+    /// given up. A row lying whole in the read buffer is read there.
+    ///
+    /// A poll rather than a future: a scatter reads its shards' rows
+    /// through it, and a future per row would be built, moved and dropped
+    /// hundreds of times per statement (most rows are already buffered).
+    pub fn poll_next_row(
         &mut self,
         cx: &mut std::task::Context<'_>,
         width: usize,
-    ) -> std::task::Poll<Result<Option<Vec<Value>>, mysql_async::Error>> {
+        cells: &mut Vec<Cell>,
+    ) -> std::task::Poll<Result<bool, mysql_async::Error>> {
         use std::task::Poll;
+        self.release_row();
         if self.failed {
             return Poll::Ready(Err(bad("the connection's BEGIN failed")));
         }
         if self.idle || self.results_left {
-            return Poll::Ready(Ok(None));
+            return Poll::Ready(Ok(false));
         }
+        let malformed = || bad("malformed row from tablet");
         if let Some((p, used)) = self.buffered_row() {
-            let row = decode_text_row(width, p);
-            self.consume(used);
-            return Poll::Ready(row.map(Some));
+            if !row::index(p, width, cells) {
+                return Poll::Ready(Err(malformed()));
+            }
+            self.current = Current::InPlace(used);
+            return Poll::Ready(Ok(true));
         }
         // start() read any pipelined BEGIN's reply before the columns.
         if self.begin == Begin::Owed {
@@ -767,11 +792,32 @@ impl LeanConn {
                     .status
                     .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS);
                 self.idle = !self.results_left;
-                None
+                false
             }),
             Some(0xFF) => Err(self.server_error(&p)),
-            _ => decode_text_row(width, &p).map(Some),
+            _ if !row::index(&p, width, cells) => Err(malformed()),
+            _ => {
+                self.current = Current::Owned(p);
+                Ok(true)
+            }
         })
+    }
+
+    /// The row the last [`Self::poll_next_row`] moved to (its payload).
+    pub fn current_row(&self) -> &[u8] {
+        match &self.current {
+            Current::None => &[],
+            Current::InPlace(used) => &self.reader.read_buffer()[4..*used],
+            Current::Owned(p) => p,
+        }
+    }
+
+    /// Gives up the row [`Self::poll_next_row`] handed out, before the
+    /// connection reads on.
+    fn release_row(&mut self) {
+        if let Current::InPlace(used) = std::mem::take(&mut self.current) {
+            self.consume(used);
+        }
     }
 
     /// Reads and drops what is left of the result [`Self::start`] began

@@ -10,6 +10,7 @@ use mysql_common::packets::Column;
 use mysql_common::value::Value;
 use sqlparser::ast::{BinaryOperator, UnaryOperator};
 
+use super::row::TextRow;
 use crate::error::Error;
 use crate::planner::sharded::{AggKind, Gate, GateExpr, Operand, HIDDEN};
 use crate::sql::normalize::Bind;
@@ -62,26 +63,31 @@ impl Val {
     /// Reads a cell according to its column type.
     pub fn from_cell(v: &Value, col: Option<&Column>) -> Val {
         match v {
-            Value::NULL => Val::Null,
-            Value::Bytes(b) => match col {
-                Some(c) if is_numeric(c.column_type()) => match Val::parse_num(b) {
-                    Val::Int(i)
-                        if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL
-                            && c.decimals() > 0 =>
-                    {
-                        i.checked_mul(pow10(c.decimals() as u32))
-                            .map_or(Val::Int(i), |m| Val::Dec(m, c.decimals() as u32))
-                    }
-                    other => other,
-                },
-                Some(_) => Val::Str(b.clone()),
-                None => Val::parse_num(b),
-            },
+            Value::NULL => Val::from_text(None, col),
+            Value::Bytes(b) => Val::from_text(Some(b), col),
             Value::Int(i) => Val::Int(*i as i128),
             Value::UInt(u) => Val::Int(*u as i128),
             Value::Float(f) => Val::Float(*f as f64),
             Value::Double(d) => Val::Float(*d),
             other => Val::Str(other.as_sql(true).trim_matches('\'').as_bytes().to_vec()),
+        }
+    }
+
+    /// Reads a text cell (None: NULL) according to its column type.
+    fn from_text(b: Option<&[u8]>, col: Option<&Column>) -> Val {
+        let Some(b) = b else { return Val::Null };
+        match col {
+            Some(c) if is_numeric(c.column_type()) => match Val::parse_num(b) {
+                Val::Int(i)
+                    if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL && c.decimals() > 0 =>
+                {
+                    i.checked_mul(pow10(c.decimals() as u32))
+                        .map_or(Val::Int(i), |m| Val::Dec(m, c.decimals() as u32))
+                }
+                other => other,
+            },
+            Some(_) => Val::Str(b.to_vec()),
+            None => Val::parse_num(b),
         }
     }
 
@@ -507,8 +513,8 @@ fn synth_column(name: &str, sample: &Val) -> Column {
 
 /// Refuses a shard row whose width the plan did not expect (a shard with a
 /// different schema), instead of indexing out of bounds.
-pub fn check_width(row: &[Value], width: usize) -> Result<(), Error> {
-    if row.len() == width {
+pub fn check_width(got: usize, width: usize) -> Result<(), Error> {
+    if got == width {
         return Ok(());
     }
     Err(Error::Plan(crate::planner::PlanError::Unsupported(
@@ -525,7 +531,7 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
         )))
     };
     for r in rows {
-        check_width(r, width)?;
+        check_width(r.len(), width)?;
     }
     if gate.hidden > width || (!gate.aggregate.is_empty() && gate.aggregate.len() != width) {
         return Err(bad(format!("{width} columns")));
@@ -593,6 +599,67 @@ pub fn cmp_rows(
     cmp_groups(gate, binds, cols, (a, &[]), (b, &[]))
 }
 
+/// [`cmp_rows`] for rows read in place (a merge of sorted shard streams).
+pub fn cmp_text_rows(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    a: TextRow<'_>,
+    b: TextRow<'_>,
+) -> Ordering {
+    let width = cols.len();
+    let hidden = gate.hidden.min(width);
+    for k in &gate.order {
+        let GateExpr::Col(c) = k.expr else {
+            // An expression key is evaluated over decoded rows.
+            return cmp_rows(gate, binds, cols, &a.to_values(), &b.to_values());
+        };
+        let c = resolve(c, width, hidden);
+        let w = k.weight.map(|w| {
+            let w = resolve(w, width, hidden);
+            (a.cell(w), b.cell(w))
+        });
+        let o = cmp_col(&cols[c], a.cell(c), b.cell(c), w);
+        let o = if k.desc { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// A text cell's bytes (Some(None): NULL); None for a typed value.
+fn text_of(v: &Value) -> Option<Option<&[u8]>> {
+    match v {
+        Value::NULL => Some(None),
+        Value::Bytes(b) => Some(Some(b)),
+        _ => None,
+    }
+}
+
+/// Two cells' weight strings (None: NULL).
+type Weights<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Orders two text cells of column `col` for ORDER BY: strings by their
+/// weight strings (`w`) when both have one, else ASCII case-folded;
+/// numbers by value; NULL first.
+fn cmp_col(
+    col: &Column,
+    x: Option<&[u8]>,
+    y: Option<&[u8]>,
+    w: Option<Weights<'_>>,
+) -> Ordering {
+    if let (Some(x), Some(y)) = (x, y) {
+        if !is_numeric(col.column_type()) {
+            return match w {
+                Some((Some(wx), Some(wy))) => wx.cmp(wy),
+                _ => cmp_folded(x, y),
+            };
+        }
+    }
+    cmp_val(&Val::from_text(x, Some(col)), &Val::from_text(y, Some(col)))
+}
+
 /// [`cmp_rows`] for rows that carry COUNT(DISTINCT) results.
 fn cmp_groups(
     gate: &Gate,
@@ -612,18 +679,15 @@ fn cmp_groups(
             GateExpr::Col(c) => {
                 let c = resolve(*c, width, hidden);
                 let col = &cols[c];
-                match (&a[c], &b[c], weights) {
-                    (
-                        Value::Bytes(_),
-                        Value::Bytes(_),
-                        Some((Value::Bytes(x), Value::Bytes(y))),
-                    ) if !is_numeric(col.column_type()) => x.cmp(y),
-                    (Value::Bytes(x), Value::Bytes(y), _) if !is_numeric(col.column_type()) => {
-                        cmp_folded(x, y)
+                match (text_of(&a[c]), text_of(&b[c])) {
+                    (Some(x), Some(y)) => {
+                        let w = weights.map(|(x, y)| (text_of(x).flatten(), text_of(y).flatten()));
+                        cmp_col(col, x, y, w)
                     }
-                    (x, y, _) => {
-                        cmp_val(&Val::from_cell(x, Some(col)), &Val::from_cell(y, Some(col)))
-                    }
+                    _ => cmp_val(
+                        &Val::from_cell(&a[c], Some(col)),
+                        &Val::from_cell(&b[c], Some(col)),
+                    ),
                 }
             }
             e => {
@@ -702,21 +766,22 @@ impl Window {
         self.left == 0
     }
 
-    /// Takes the next row in output order: Some(row to send) or None when it
-    /// falls before the OFFSET or after the LIMIT. A row of the wrong width
-    /// (a shard with another schema) is an error, never an out-of-bounds read.
-    pub fn admit(&mut self, mut row: Vec<Value>) -> Result<Option<Vec<Value>>, Error> {
-        check_width(&row, self.width)?;
+    /// Takes the next row in output order, `width` cells wide: true when
+    /// it is sent (its first [`Window::visible`] cells), false when it
+    /// falls before the OFFSET or after the LIMIT. A row of the wrong
+    /// width (a shard with another schema) is an error, never an
+    /// out-of-bounds read.
+    pub fn admit(&mut self, width: usize) -> Result<bool, Error> {
+        check_width(width, self.width)?;
         if self.skip > 0 {
             self.skip -= 1;
-            return Ok(None);
+            return Ok(false);
         }
         if self.left == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         self.left -= 1;
-        row.truncate(self.visible);
-        Ok(Some(row))
+        Ok(true)
     }
 }
 

@@ -7,6 +7,7 @@
 //! distinct value per shard) before combining them ([`gate`]).
 
 pub mod gate;
+pub mod row;
 
 use mysql_common::constants::{ColumnFlags, ColumnType};
 use mysql_common::packets::Column;
@@ -20,6 +21,7 @@ use crate::sql::normalize::{substitute_binds, Bind};
 use crate::sql::TabletType;
 use crate::topo::{Keyspace, Snapshot};
 use crate::vschema::vindex::Func;
+use row::{ShardRows, TextRow};
 
 /// The end of an OK-only result (DML, DDL, SET).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,6 +42,12 @@ pub trait RowSink {
     fn columns(&mut self, cols: &[Column]) -> Result<(), Error>;
     /// One row of the current result set (text values: bytes or NULL).
     fn row(&mut self, values: &[Value]) -> Result<(), Error>;
+    /// One row of the current result set as a shard encoded it (a merge's
+    /// rows, read in place); a sink that writes packets encodes it without
+    /// decoding it first.
+    fn text_row(&mut self, row: TextRow<'_>) -> Result<(), Error> {
+        self.row(&row.to_values())
+    }
     /// The current result set ended.
     fn end_rows(&mut self, warnings: u16) -> Result<(), Error>;
     /// An OK-only result.
@@ -90,16 +98,12 @@ pub struct ShardResult {
     pub done: QueryDone,
 }
 
-/// One shard's rows as they arrive.
-pub type RowStream<'a> =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<Value>, Error>> + Send + 'a>>;
-
 /// The open results of one query sent to several shards.
 pub struct ShardStreams<'a> {
     /// Column definitions (the first shard's).
     pub columns: Vec<Column>,
     /// One stream per shard that answered with rows.
-    pub streams: Vec<RowStream<'a>>,
+    pub streams: Vec<Box<dyn ShardRows + 'a>>,
 }
 
 /// Reads the streams of a scatter (the engine's merge); the cursor gets the
@@ -457,7 +461,6 @@ struct SelectMerge<'p, S> {
 
 impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
     async fn consume(&mut self, st: ShardStreams<'_>) -> Result<(), Error> {
-        use futures_util::StreamExt;
         let ShardStreams {
             columns,
             mut streams,
@@ -467,9 +470,9 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
             // Aggregation, DISTINCT: gather the partial results, then combine.
             Some(g) if !gate::streams(g) => {
                 let mut rows = Vec::new();
-                for mut s in streams {
-                    while let Some(r) = s.next().await {
-                        rows.push(r?);
+                for s in streams.iter_mut() {
+                    while row::next(&mut **s).await? {
+                        rows.push(s.row().to_values());
                     }
                 }
                 let (cols, rows) = gate::run(g, self.binds, &columns, rows)?;
@@ -479,40 +482,50 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
                     sink.flush().await?;
                 }
             }
-            // Ordered: merge the shards' sorted streams.
+            // Ordered: merge the shards' sorted streams. Each shard's head
+            // row waits, in place, in its own connection's buffer.
             Some(g) if !g.order.is_empty() => {
                 let mut window = gate::Window::new(Some(g), self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
-                let mut heads: Vec<Option<Vec<Value>>> = Vec::with_capacity(streams.len());
+                let mut live: Vec<bool> = Vec::with_capacity(streams.len());
                 for s in streams.iter_mut() {
-                    heads.push(next_row(&columns, s).await?);
+                    live.push(next_head(&mut **s, columns.len()).await?);
                 }
                 while !window.full() {
                     // The smallest head; on ties the first shard's.
-                    let best = heads
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, h)| h.as_ref().map(|row| (i, row)))
-                        .min_by(|(_, a), (_, b)| gate::cmp_rows(g, self.binds, &columns, a, b))
-                        .map(|(i, _)| i);
+                    let mut best: Option<usize> = None;
+                    for i in (0..streams.len()).filter(|&i| live[i]) {
+                        let (head, b) = (streams[i].row(), best.map(|b| streams[b].row()));
+                        if b.is_none_or(|b| {
+                            gate::cmp_text_rows(g, self.binds, &columns, head, b).is_lt()
+                        }) {
+                            best = Some(i);
+                        }
+                    }
                     let Some(i) = best else { break };
-                    let row = heads[i].take().expect("head");
-                    if let Some(row) = window.admit(row)? {
-                        sink.row(&row)?;
+                    let head = streams[i].row();
+                    if window.admit(head.width())? {
+                        sink.text_row(head.truncated(window.visible()))?;
                         sink.flush().await?;
                     }
-                    heads[i] = next_row(&columns, &mut streams[i]).await?;
+                    live[i] = next_head(&mut *streams[i], columns.len()).await?;
                 }
             }
             // Unordered: rows go out in whatever order the shards send them.
             gate => {
                 let mut window = gate::Window::new(gate, self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
-                let mut all = futures_util::stream::select_all(streams);
+                let mut live: Vec<bool> = vec![true; streams.len()];
+                let mut from = 0;
                 while !window.full() {
-                    let Some(row) = all.next().await else { break };
-                    if let Some(row) = window.admit(row?)? {
-                        sink.row(&row)?;
+                    let Some(i) = any_row(&mut streams, &mut live, from).await? else {
+                        break;
+                    };
+                    // The next wait starts at the shard after this one.
+                    from = i + 1;
+                    let r = streams[i].row();
+                    if window.admit(r.width())? {
+                        sink.text_row(r.truncated(window.visible()))?;
                         sink.flush().await?;
                     }
                 }
@@ -522,15 +535,46 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
     }
 }
 
-/// The next row of one shard, checked for width.
-async fn next_row(cols: &[Column], s: &mut RowStream<'_>) -> Result<Option<Vec<Value>>, Error> {
-    use futures_util::StreamExt;
-    let Some(row) = s.next().await else {
-        return Ok(None);
-    };
-    let row = row?;
-    gate::check_width(&row, cols.len())?;
-    Ok(Some(row))
+/// The next row of a sorted shard stream, checked for width before the
+/// merge compares it with the other shards' heads.
+async fn next_head(s: &mut (dyn ShardRows + '_), width: usize) -> Result<bool, Error> {
+    let more = row::next(s).await?;
+    if more {
+        gate::check_width(s.row().width(), width)?;
+    }
+    Ok(more)
+}
+
+/// Waits for a row from any live stream, trying them in turn from `from`
+/// (so no shard starves another); the stream's index, or None once all
+/// have ended. Only the stream returned has moved to a new row.
+async fn any_row(
+    streams: &mut [Box<dyn ShardRows + '_>],
+    live: &mut [bool],
+    from: usize,
+) -> Result<Option<usize>, Error> {
+    let n = streams.len();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for k in 0..n {
+            let i = (from + k) % n;
+            if !live[i] {
+                continue;
+            }
+            match streams[i].poll_next_row(cx) {
+                std::task::Poll::Ready(Ok(true)) => return std::task::Poll::Ready(Ok(Some(i))),
+                std::task::Poll::Ready(Ok(false)) => live[i] = false,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => waiting = true,
+            }
+        }
+        if waiting {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(None))
+        }
+    })
+    .await
 }
 
 fn pushdown_sql(
@@ -847,8 +891,7 @@ pub mod testing {
                     .map(|(_, r)| r.clone())
                     .unwrap_or_default();
                 self.calls.push((keyspace.into(), shard, tablet_type, sql));
-                let s: RowStream<'static> =
-                    Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok)));
+                let s: Box<dyn ShardRows> = Box::new(row::BufferedRows::new(rows));
                 streams.push(s);
             }
             let columns = if self.scatter_columns.is_empty() {

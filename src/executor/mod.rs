@@ -11,9 +11,8 @@ use mysql_common::value::Value;
 
 use crate::backend::lean::{Rename, RunError};
 use crate::backend::mux::{self, Read};
-use crate::engine::{
-    QueryDone, RowSink, RowStream, ScatterConsumer, ShardResult, ShardStreams, VCursor,
-};
+use crate::engine::row::{BufferedRows, Cell, ShardRows, TextRow};
+use crate::engine::{QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor};
 use crate::error::Error;
 use crate::server::ServerCtx;
 use crate::sql::TabletType;
@@ -811,7 +810,6 @@ impl VCursor for Executor<'_> {
         queries: Vec<(String, String)>,
         consumer: &mut C,
     ) -> Result<(), Error> {
-        use futures_util::StreamExt;
         use std::sync::atomic::{AtomicBool, Ordering};
         let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let broken: Vec<AtomicBool> = jobs.iter().map(|_| AtomicBool::new(false)).collect();
@@ -836,8 +834,11 @@ impl VCursor for Executor<'_> {
                                 let stream = result.stream_and_drop::<Row>().await.map_err(fail)?;
                                 Ok::<_, Error>(stream.map(|st| {
                                     let cols = st.columns_ref().to_vec();
-                                    let rows: RowStream<'_> =
-                                        Box::pin(st.map(move |r| r.map(Row::unwrap).map_err(fail)));
+                                    let rows: Box<dyn ShardRows + '_> = Box::new(DriverRows {
+                                        rows: st,
+                                        current: BufferedRows::default(),
+                                        fail,
+                                    });
                                     (cols, rows)
                                 }))
                             }
@@ -848,8 +849,13 @@ impl VCursor for Executor<'_> {
                                     RunError::Sink(e) => e,
                                 })?;
                                 Ok(cols.map(|cols| {
-                                    let width = cols.len();
-                                    (cols, lean_rows(conn, width, fail))
+                                    let rows: Box<dyn ShardRows + '_> = Box::new(LeanRows {
+                                        conn: Some(conn),
+                                        width: cols.len(),
+                                        cells: Vec::new(),
+                                        fail,
+                                    });
+                                    (cols, rows)
                                 }))
                             }
                         }
@@ -1362,53 +1368,70 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
 }
 
 /// A lean connection's rows of the result [`LeanConn::start`] began, as
-/// the engine's row stream; it ends after the first error.
+/// the engine reads a shard's rows (in place); ends after the first error.
 ///
 /// [`LeanConn::start`]: crate::backend::lean::LeanConn::start
-fn lean_rows<'c, F>(
-    conn: &'c mut crate::backend::lean::LeanConn,
-    width: usize,
-    fail: F,
-) -> RowStream<'c>
-where
-    F: Fn(mysql_async::Error) -> Error + Send + Unpin + 'c,
-{
-    Box::pin(LeanRows {
-        conn: Some(conn),
-        width,
-        fail,
-    })
-}
-
-/// A result's rows read off a lean connection as a stream; None once
-/// the result or a failure ended it.
 struct LeanRows<'c, F> {
     conn: Option<&'c mut crate::backend::lean::LeanConn>,
     width: usize,
+    cells: Vec<Cell>,
     fail: F,
 }
 
-impl<F> futures_util::Stream for LeanRows<'_, F>
+impl<F> ShardRows for LeanRows<'_, F>
 where
-    F: Fn(mysql_async::Error) -> Error + Unpin,
+    F: Fn(mysql_async::Error) -> Error + Send,
 {
-    type Item = Result<Vec<Value>, Error>;
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
+    fn poll_next_row(
+        &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let Some(conn) = this.conn.as_mut() else {
-            return std::task::Poll::Ready(None);
+    ) -> std::task::Poll<Result<bool, Error>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return std::task::Poll::Ready(Ok(false));
         };
-        let item = match futures_util::ready!(conn.poll_row(cx, this.width)) {
-            Ok(Some(row)) => return std::task::Poll::Ready(Some(Ok(row))),
-            Ok(None) => None,
-            Err(e) => Some(Err((this.fail)(e))),
-        };
-        this.conn = None;
-        std::task::Poll::Ready(item)
+        let r = futures_util::ready!(conn.poll_next_row(cx, self.width, &mut self.cells));
+        if !matches!(r, Ok(true)) {
+            self.conn = None;
+        }
+        std::task::Poll::Ready(r.map_err(&self.fail))
+    }
+
+    fn row(&self) -> TextRow<'_> {
+        let payload = self.conn.as_ref().map_or(&[][..], |c| c.current_row());
+        TextRow::new(payload, &self.cells)
+    }
+}
+
+/// A driver connection's rows (the fallback path), each encoded as a
+/// shard's text row.
+struct DriverRows<S, F> {
+    rows: S,
+    current: BufferedRows,
+    fail: F,
+}
+
+impl<S, F> ShardRows for DriverRows<S, F>
+where
+    S: futures_util::Stream<Item = Result<Row, mysql_async::Error>> + Send + Unpin,
+    F: Fn(mysql_async::Error) -> Error + Send,
+{
+    fn poll_next_row(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<bool, Error>> {
+        use futures_util::StreamExt;
+        std::task::Poll::Ready(match futures_util::ready!(self.rows.poll_next_unpin(cx)) {
+            Some(Ok(r)) => {
+                self.current.set(&r.unwrap());
+                Ok(true)
+            }
+            Some(Err(e)) => Err((self.fail)(e)),
+            None => Ok(false),
+        })
+    }
+
+    fn row(&self) -> TextRow<'_> {
+        self.current.row()
     }
 }
 

@@ -24,6 +24,7 @@ use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
+use crate::engine::row::TextRow;
 use crate::engine::{QueryDone, RowSink};
 use crate::error::{Error, MysqlError};
 use crate::server::ServerCtx;
@@ -154,6 +155,22 @@ impl<'w> ResultWriter<'w> {
         self.status = status.bits();
         self.write_pending(false);
     }
+
+    /// Encodes a row into the kept row buffer (`encode` gets the result's
+    /// columns) and writes it out, unless encoding failed.
+    fn push_row(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>, &[Column]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut buf = std::mem::take(&mut self.row);
+        buf.clear();
+        let r = encode(&mut buf, &self.cols);
+        if r.is_ok() {
+            self.wire.push(&buf);
+        }
+        self.row = buf;
+        r
+    }
 }
 
 impl RowSink for ResultWriter<'_> {
@@ -165,19 +182,23 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn row(&mut self, values: &[Value]) -> Result<(), Error> {
-        self.row.clear();
-        let mut buf = std::mem::take(&mut self.row);
-        let r = if self.binary {
-            packets::binary_row(&mut buf, &self.cols, values)
+        if self.binary {
+            self.push_row(|buf, cols| packets::binary_row(buf, cols, values))
         } else {
-            packets::text_row(&mut buf, values);
-            Ok(())
-        };
-        if r.is_ok() {
-            self.wire.push(&buf);
+            self.push_row(|buf, _| {
+                packets::text_row(buf, values);
+                Ok(())
+            })
         }
-        self.row = buf;
-        r
+    }
+
+    fn text_row(&mut self, row: TextRow<'_>) -> Result<(), Error> {
+        if !self.binary {
+            // A text row goes out as the shard encoded it.
+            self.wire.push(row.payload());
+            return Ok(());
+        }
+        self.push_row(|buf, cols| packets::binary_text_row(buf, cols, row))
     }
 
     fn end_rows(&mut self, warnings: u16) -> Result<(), Error> {

@@ -8,6 +8,7 @@ use mysql_common::packets::Column;
 use mysql_common::proto::MyDeserialize;
 use mysql_common::value::{BinValue, Value, ValueDeserializer};
 
+use crate::engine::row::TextRow;
 use crate::error::{Error, MysqlError};
 
 /// Appends a length-encoded integer.
@@ -110,16 +111,9 @@ pub fn text_row(out: &mut Vec<u8>, values: &[Value]) {
 /// binary form of each column's type, typed values (a tablet's binary row)
 /// written directly.
 pub fn binary_row(out: &mut Vec<u8>, cols: &[Column], values: &[Value]) -> Result<(), Error> {
-    out.push(0x00);
-    let bitmap_at = out.len();
-    let bitmap_len = (cols.len() + 7 + 2) / 8;
-    out.resize(bitmap_at + bitmap_len, 0);
-    for (i, (c, v)) in cols.iter().zip(values).enumerate() {
+    binary_cells(out, cols, values, |out, c, v| {
         match v {
-            Value::NULL => {
-                let bit = i + 2;
-                out[bitmap_at + bit / 8] |= 1 << (bit % 8);
-            }
+            Value::NULL => return Ok(false),
             Value::Bytes(b) => encode_binary(out, c, b)?,
             other => {
                 if !put_typed(out, c, other) {
@@ -127,6 +121,35 @@ pub fn binary_row(out: &mut Vec<u8>, cols: &[Column], values: &[Value]) -> Resul
                     encode_binary(out, c, s.trim_matches('\'').as_bytes())?
                 }
             }
+        }
+        Ok(true)
+    })
+}
+
+/// [`binary_row`] of a row read in place (a merge's rows).
+pub fn binary_text_row(out: &mut Vec<u8>, cols: &[Column], row: TextRow<'_>) -> Result<(), Error> {
+    binary_cells(out, cols, row.cells(), |out, c, cell| match cell {
+        Some(b) => encode_binary(out, c, b).map(|()| true),
+        None => Ok(false),
+    })
+}
+
+/// A binary row's header and NULL bitmap around cells that `put` writes
+/// (false: the cell is NULL and wrote nothing).
+fn binary_cells<T>(
+    out: &mut Vec<u8>,
+    cols: &[Column],
+    cells: impl IntoIterator<Item = T>,
+    put: impl Fn(&mut Vec<u8>, &Column, T) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    out.push(0x00);
+    let bitmap_at = out.len();
+    let bitmap_len = (cols.len() + 7 + 2) / 8;
+    out.resize(bitmap_at + bitmap_len, 0);
+    for (i, (c, v)) in cols.iter().zip(cells).enumerate() {
+        if !put(out, c, v)? {
+            let bit = i + 2;
+            out[bitmap_at + bit / 8] |= 1 << (bit % 8);
         }
     }
     Ok(())

@@ -1,0 +1,245 @@
+//! Shard rows read where they lie. A scatter's rows arrive as text-protocol
+//! row packets; the engine indexes each packet's cells once and compares,
+//! trims and hands them on in place ([`TextRow`]), so a row crosses the
+//! merge without an allocation per cell (decoding every cell into a
+//! `Value` made allocation the largest cost of a scatter).
+
+use mysql_common::value::Value;
+
+/// Where one cell of a [`TextRow`] lies in its packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cell {
+    /// Offset of the cell's bytes (for NULL, of the byte after its marker).
+    at: u32,
+    /// Length of the cell's bytes; [`NULL`] for SQL NULL.
+    len: u32,
+}
+
+/// The length that marks a NULL cell.
+const NULL: u32 = u32::MAX;
+
+impl Cell {
+    fn end(self) -> usize {
+        if self.len == NULL {
+            self.at as usize
+        } else {
+            (self.at + self.len) as usize
+        }
+    }
+}
+
+/// One text-protocol row: its packet payload and the cells found in it.
+/// Borrowed from the stream that read it, valid until that stream moves on.
+#[derive(Debug, Clone, Copy)]
+pub struct TextRow<'a> {
+    payload: &'a [u8],
+    cells: &'a [Cell],
+}
+
+impl<'a> TextRow<'a> {
+    /// A row over `payload` whose cells `cells` located ([`index`]).
+    pub fn new(payload: &'a [u8], cells: &'a [Cell]) -> TextRow<'a> {
+        TextRow { payload, cells }
+    }
+
+    /// Number of cells.
+    pub fn width(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Cell `i`'s bytes, None for NULL.
+    pub fn cell(&self, i: usize) -> Option<&'a [u8]> {
+        let c = self.cells[i];
+        (c.len != NULL).then(|| &self.payload[c.at as usize..(c.at + c.len) as usize])
+    }
+
+    /// The cells in order.
+    pub fn cells(&self) -> impl Iterator<Item = Option<&'a [u8]>> + '_ {
+        (0..self.cells.len()).map(|i| self.cell(i))
+    }
+
+    /// The row's first `n` cells: a text row packet of its own (the
+    /// hidden columns a merge sorted by are cut off the end).
+    pub fn truncated(&self, n: usize) -> TextRow<'a> {
+        if n >= self.cells.len() {
+            return *self;
+        }
+        let end = n.checked_sub(1).map_or(0, |last| self.cells[last].end());
+        TextRow {
+            payload: &self.payload[..end],
+            cells: &self.cells[..n],
+        }
+    }
+
+    /// The row as a text-protocol row packet's payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The row decoded (for the gate's gathered rows and sinks that take values).
+    pub fn to_values(&self) -> Vec<Value> {
+        self.cells()
+            .map(|c| c.map_or(Value::NULL, |b| Value::Bytes(b.to_vec())))
+            .collect()
+    }
+}
+
+/// Locates the cells of a text row packet into `cells`; false (a malformed
+/// row) unless it holds exactly `width` cells and nothing after them.
+pub fn index(payload: &[u8], width: usize, cells: &mut Vec<Cell>) -> bool {
+    cells.clear();
+    let mut at = 0usize;
+    for _ in 0..width {
+        let Some(&first) = payload.get(at) else {
+            return false;
+        };
+        let (len, head) = match first {
+            0xFB => {
+                cells.push(Cell {
+                    at: at as u32 + 1,
+                    len: NULL,
+                });
+                at += 1;
+                continue;
+            }
+            0xFC => (le(payload, at + 1, 2), 3),
+            0xFD => (le(payload, at + 1, 3), 4),
+            0xFE => (le(payload, at + 1, 8), 9),
+            0xFF => return false,
+            n => (Some(n as u64), 1),
+        };
+        let Some(len) = len else { return false };
+        let start = at + head;
+        let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
+            return false;
+        };
+        // Offsets are kept in 32 bits: MySQL packets carry at most 16 MB
+        // each, and a row over several packets is joined before it is indexed.
+        if end > payload.len() || end >= NULL as usize {
+            return false;
+        }
+        cells.push(Cell {
+            at: start as u32,
+            len: len as u32,
+        });
+        at = end;
+    }
+    at == payload.len()
+}
+
+/// `n` little-endian bytes at `at`, None when the payload ends first.
+fn le(p: &[u8], at: usize, n: usize) -> Option<u64> {
+    let b = p.get(at..at + n)?;
+    Some(b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64))
+}
+
+/// One shard's rows of a scatter, as it reads them: each row is read in
+/// place and stays readable until the next is asked for.
+pub trait ShardRows: Send {
+    /// Makes the next row readable with [`ShardRows::row`] (true), or
+    /// reports the result's end (false); the row handed out before is
+    /// given up. A row is as wide as its shard's result (the merge checks
+    /// that against the columns it was planned for).
+    fn poll_next_row(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<bool, crate::error::Error>>;
+
+    /// The row the last successful [`ShardRows::poll_next_row`] made readable.
+    fn row(&self) -> TextRow<'_>;
+}
+
+/// Waits for a shard's next row (see [`ShardRows::poll_next_row`]).
+pub async fn next(rows: &mut (dyn ShardRows + '_)) -> Result<bool, crate::error::Error> {
+    std::future::poll_fn(|cx| rows.poll_next_row(cx)).await
+}
+
+/// Rows already in memory, encoded as a shard would send them: a test's
+/// or benchmark's shard, or a driver connection's rows one at a time.
+#[derive(Debug, Default)]
+pub struct BufferedRows {
+    rows: std::collections::VecDeque<Vec<Value>>,
+    current: Vec<u8>,
+    cells: Vec<Cell>,
+}
+
+impl BufferedRows {
+    /// Rows of text values (each as wide as it is).
+    pub fn new(rows: impl IntoIterator<Item = Vec<Value>>) -> BufferedRows {
+        BufferedRows {
+            rows: rows.into_iter().collect(),
+            ..BufferedRows::default()
+        }
+    }
+
+    /// Makes `values` the current row (for a stream that decodes rows
+    /// elsewhere, a driver's).
+    pub fn set(&mut self, values: &[Value]) {
+        self.current.clear();
+        crate::frontend::packets::text_row(&mut self.current, values);
+        let whole = index(&self.current, values.len(), &mut self.cells);
+        debug_assert!(whole, "a row encoded here indexes");
+    }
+}
+
+impl ShardRows for BufferedRows {
+    fn poll_next_row(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<bool, crate::error::Error>> {
+        std::task::Poll::Ready(Ok(match self.rows.pop_front() {
+            Some(next) => {
+                self.set(&next);
+                true
+            }
+            None => false,
+        }))
+    }
+
+    fn row(&self) -> TextRow<'_> {
+        TextRow::new(&self.current, &self.cells)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(values: &[Value]) -> Vec<u8> {
+        let mut p = Vec::new();
+        crate::frontend::packets::text_row(&mut p, values);
+        p
+    }
+
+    #[test]
+    fn cells_are_found_in_place_and_truncation_cuts_the_packet() {
+        let long = vec![b'x'; 70_000];
+        let values = vec![
+            Value::Bytes(b"1".to_vec()),
+            Value::NULL,
+            Value::Bytes(vec![b'y'; 300]),
+            Value::Bytes(long.clone()),
+            Value::Bytes(Vec::new()),
+        ];
+        let p = encode(&values);
+        let mut cells = Vec::new();
+        assert!(index(&p, 5, &mut cells));
+        let row = TextRow::new(&p, &cells);
+        assert_eq!(row.to_values(), values);
+        assert_eq!(row.cell(3), Some(&long[..]));
+        assert_eq!(row.truncated(2).payload(), &encode(&values[..2])[..]);
+        assert_eq!(row.truncated(0).payload(), b"");
+        assert_eq!(row.truncated(9).width(), 5);
+        // Too few cells, too many, a length past the end, a stray 0xFF.
+        assert!(!index(&p, 6, &mut cells));
+        assert!(!index(&p, 4, &mut cells));
+        assert!(!index(&p[..p.len() - 2], 5, &mut cells));
+        assert!(!index(b"\xff", 1, &mut cells));
+        assert!(!index(b"\xfc\x01", 1, &mut cells));
+        assert!(!index(
+            b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff",
+            1,
+            &mut cells
+        ));
+    }
+}
