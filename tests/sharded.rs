@@ -228,6 +228,42 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             ordered: true,
             fold_case: true,
         });
+        // Groupings the gate merges as they pass (several keys, picks
+        // that are not the leading columns, LIMIT over groups), and one
+        // whose order it must sort itself.
+        q.push(Case {
+            sql: format!("select distinct k, name from dt where id < {x} order by k, name"),
+            ordered: true,
+            fold_case: true,
+        });
+        q.push(case(
+            format!("select distinct flag, k from dt where id > {x}"),
+            false,
+        ));
+        q.push(Case {
+            sql: format!("select name from dt where id < {x} group by name"),
+            ordered: false,
+            fold_case: true,
+        });
+        q.push(case(
+            format!(
+                "select distinct k from dt order by k limit 5 offset {}",
+                x % 7
+            ),
+            true,
+        ));
+        q.push(case(
+            format!("select k from dt where id < {x} group by k order by k desc"),
+            true,
+        ));
+        q.push(case(
+            format!("select distinct amount from dt where id < {x} order by amount"),
+            true,
+        ));
+        q.push(case(
+            format!("select distinct big, flag from dt where id > {x} order by big, flag"),
+            true,
+        ));
     }
     q
 }

@@ -307,21 +307,34 @@ fn cmp_cells(
     wa: Option<&Value>,
     wb: Option<&Value>,
 ) -> Ordering {
-    match (a, b) {
-        (Value::NULL, Value::NULL) => return Ordering::Equal,
-        (Value::NULL, _) => return Ordering::Less,
-        (_, Value::NULL) => return Ordering::Greater,
-        _ => {}
+    match (text_of(a), text_of(b)) {
+        (Some(x), Some(y)) => {
+            let w = (
+                wa.and_then(text_of).flatten(),
+                wb.and_then(text_of).flatten(),
+            );
+            cmp_key(col, x, y, w)
+        }
+        _ => cmp_val(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col))),
     }
+}
+
+/// [`cmp_cells`] of text cells (None: NULL), as grouping compares them:
+/// NULL first, numbers by value, strings by weight string when both have
+/// one, else by their bytes.
+fn cmp_key(col: &Column, a: Option<&[u8]>, b: Option<&[u8]>, w: Weights<'_>) -> Ordering {
+    let (x, y) = match (a, b) {
+        (None, None) => return Ordering::Equal,
+        (None, _) => return Ordering::Less,
+        (_, None) => return Ordering::Greater,
+        (Some(x), Some(y)) => (x, y),
+    };
     if is_numeric(col.column_type()) {
-        return cmp_val(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col)));
+        return cmp_val(&Val::from_text(a, Some(col)), &Val::from_text(b, Some(col)));
     }
-    if let (Some(Value::Bytes(x)), Some(Value::Bytes(y))) = (wa, wb) {
-        return x.cmp(y);
-    }
-    match (a, b) {
-        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
-        _ => Ordering::Equal,
+    match w {
+        (Some(wx), Some(wy)) => wx.cmp(wy),
+        _ => x.cmp(y),
     }
 }
 
@@ -522,6 +535,15 @@ pub fn check_width(got: usize, width: usize) -> Result<(), Error> {
     )))
 }
 
+/// Refuses shard results that were to come sorted and did not (a key
+/// type the shards order otherwise than the gate compares), rather than
+/// answer with a group twice.
+pub fn unsorted() -> Error {
+    Error::Plan(crate::planner::PlanError::Unsupported(
+        "shard results do not match the plan: groups arrived out of order".into(),
+    ))
+}
+
 /// Refuses results whose shape the plan did not expect (a shard with a
 /// different schema), instead of indexing out of bounds.
 fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Error> {
@@ -643,12 +665,7 @@ type Weights<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 /// Orders two text cells of column `col` for ORDER BY: strings by their
 /// weight strings (`w`) when both have one, else ASCII case-folded;
 /// numbers by value; NULL first.
-fn cmp_col(
-    col: &Column,
-    x: Option<&[u8]>,
-    y: Option<&[u8]>,
-    w: Option<Weights<'_>>,
-) -> Ordering {
+fn cmp_col(col: &Column, x: Option<&[u8]>, y: Option<&[u8]>, w: Option<Weights<'_>>) -> Ordering {
     if let (Some(x), Some(y)) = (x, y) {
         if !is_numeric(col.column_type()) {
             return match w {
@@ -712,6 +729,92 @@ fn cmp_groups(
         }
     }
     Ordering::Equal
+}
+
+/// The output columns a streamed grouping picks, when the gate can
+/// combine groups as the shards' sorted results pass ([`cmp_group_rows`]
+/// merges them): grouping only (DISTINCT, GROUP BY without aggregate
+/// functions), no HAVING, output that picks columns, and an ORDER BY that
+/// is the grouping's own order. The keys must sort at the shards as the
+/// gate compares them: numbers, or strings with weight strings (not ENUM
+/// or SET, which MariaDB sorts by their index; not dates or times, whose
+/// order the gate does not take from their text). None: gather instead.
+pub fn streamed_picks(gate: &Gate, cols: &[Column]) -> Option<Vec<usize>> {
+    let grouping_only = !gate.group_keys.is_empty()
+        && gate.aggregate.len() == cols.len()
+        && gate
+            .aggregate
+            .iter()
+            .all(|k| matches!(k, AggKind::Key | AggKind::Weight));
+    if !grouping_only
+        || gate.having.is_some()
+        || gate.distinct
+        || (!gate.order.is_empty() && !orders_as_grouped(gate, cols))
+    {
+        return None;
+    }
+    let sorts_alike = gate.group_keys.iter().all(|&(k, w)| {
+        let Some(col) = cols.get(k) else { return false };
+        use ColumnType::*;
+        let string = matches!(
+            col.column_type(),
+            MYSQL_TYPE_VARCHAR
+                | MYSQL_TYPE_VAR_STRING
+                | MYSQL_TYPE_STRING
+                | MYSQL_TYPE_TINY_BLOB
+                | MYSQL_TYPE_BLOB
+                | MYSQL_TYPE_MEDIUM_BLOB
+                | MYSQL_TYPE_LONG_BLOB
+        ) && !col
+            .flags()
+            .intersects(ColumnFlags::ENUM_FLAG | ColumnFlags::SET_FLAG);
+        is_numeric(col.column_type()) || (string && w.is_some_and(|w| w < cols.len()))
+    });
+    if !sorts_alike {
+        return None;
+    }
+    gate.output
+        .as_ref()?
+        .iter()
+        .map(|(e, _)| match e {
+            GateExpr::Col(c) if *c < cols.len() => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Orders rows by the grouping keys, as each shard sorted its groups (the
+/// merge of a streamed grouping, see [`streamed_picks`]).
+pub fn cmp_group_rows(gate: &Gate, cols: &[Column], a: TextRow<'_>, b: TextRow<'_>) -> Ordering {
+    for &(k, w) in &gate.group_keys {
+        let weights = w.map_or((None, None), |w| (a.cell(w), b.cell(w)));
+        let o = cmp_key(&cols[k], a.cell(k), b.cell(k), weights);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// The columns of the gate's output (see [`run`]) that pick internal
+/// columns, named as the client wrote them.
+pub fn picked_columns(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    picks: &[usize],
+) -> Vec<Column> {
+    let names = gate.output.iter().flatten().map(|(_, n)| n);
+    picks
+        .iter()
+        .zip(names)
+        .map(|(&c, name)| picked_column(&cols[c], name, binds))
+        .collect()
+}
+
+fn picked_column(col: &Column, name: &str, binds: &[Bind]) -> Column {
+    let name = crate::sql::normalize::substitute_binds(name, binds);
+    col.clone().with_name(name.as_bytes())
 }
 
 /// True when the gate only orders, skips, limits and drops hidden columns:
@@ -1005,9 +1108,11 @@ pub fn run(
                 .iter()
                 .enumerate()
                 .map(|(k, (e, name))| {
+                    if let GateExpr::Col(c) = e {
+                        return picked_column(&cols[*c], name, binds);
+                    }
                     let name = crate::sql::normalize::substitute_binds(name, binds);
                     match e {
-                        GateExpr::Col(c) => cols[*c].clone().with_name(name.as_bytes()),
                         GateExpr::Avg { sum, .. } => {
                             let s = &cols[*sum];
                             let sample = if is_float(s) {
@@ -1132,6 +1237,47 @@ mod tests {
 
     fn b(s: &str) -> Value {
         Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn groupings_stream_only_over_keys_the_shards_sort_alike() {
+        let distinct = Gate {
+            aggregate: vec![AggKind::Key, AggKind::Weight],
+            group_keys: vec![(0, Some(1))],
+            output: Some(vec![(GateExpr::Col(0), "c".into())]),
+            ..Gate::default()
+        };
+        let string = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0);
+        let weight = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0);
+        let cols = vec![string.clone(), weight.clone()];
+        assert_eq!(streamed_picks(&distinct, &cols), Some(vec![0]));
+        let numeric = vec![col(ColumnType::MYSQL_TYPE_LONG, 0), weight.clone()];
+        assert_eq!(streamed_picks(&distinct, &numeric), Some(vec![0]));
+        // MariaDB sorts ENUM by index, dates and times as values.
+        let e = string.clone().with_flags(ColumnFlags::ENUM_FLAG);
+        assert_eq!(streamed_picks(&distinct, &[e, weight.clone()]), None);
+        let t = col(ColumnType::MYSQL_TYPE_TIME, 0);
+        assert_eq!(streamed_picks(&distinct, &[t, weight.clone()]), None);
+        // Aggregate functions, HAVING or a descending ORDER BY gather.
+        let counted = Gate {
+            aggregate: vec![AggKind::Key, AggKind::Weight, AggKind::Count],
+            output: Some(vec![
+                (GateExpr::Col(0), "c".into()),
+                (GateExpr::Col(2), "n".into()),
+            ]),
+            ..distinct.clone()
+        };
+        let with_count = vec![string, weight, col(ColumnType::MYSQL_TYPE_LONGLONG, 0)];
+        assert_eq!(streamed_picks(&counted, &with_count), None);
+        let desc = Gate {
+            order: vec![SortKey {
+                expr: GateExpr::Col(0),
+                weight: Some(1),
+                desc: true,
+            }],
+            ..distinct
+        };
+        assert_eq!(streamed_picks(&desc, &cols), None);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! and hands rows to a [`RowSink`], so it can be tested with a recording fake
 //! cursor and a collecting sink. Results stream: one shard's rows go straight
 //! to the client; several shards' rows are interleaved as they arrive, or
-//! merged in order when the statement sorts. Only aggregation and DISTINCT
-//! across shards gather the shards' partial results (one row per group or
-//! distinct value per shard) before combining them ([`gate`]).
+//! merged in order when the statement sorts, read in place ([`row`]).
+//! DISTINCT and GROUP BY without aggregate functions merge the shards'
+//! sorted groups as they pass; aggregation gathers the shards' partial
+//! results (one row per group per shard) before combining them ([`gate`]).
 
 pub mod gate;
 pub mod row;
@@ -21,7 +22,7 @@ use crate::sql::normalize::{substitute_binds, Bind};
 use crate::sql::TabletType;
 use crate::topo::{Keyspace, Snapshot};
 use crate::vschema::vindex::Func;
-use row::{ShardRows, TextRow};
+use row::{OwnedRow, ShardRows, TextRow};
 
 /// The end of an OK-only result (DML, DDL, SET).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -466,7 +467,17 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
             mut streams,
         } = st;
         let sink = &mut *self.sink;
+        let picks = self
+            .gate
+            .filter(|g| !gate::streams(g))
+            .and_then(|g| gate::streamed_picks(g, &columns));
         match self.gate {
+            // DISTINCT and GROUP BY without aggregate functions: each
+            // group passes once the shards' sorted groups are merged.
+            Some(g) if picks.is_some() => {
+                let picks = picks.unwrap_or_default();
+                merge_groups(g, self.binds, &columns, &mut streams, &picks, sink).await?;
+            }
             // Aggregation, DISTINCT: gather the partial results, then combine.
             Some(g) if !gate::streams(g) => {
                 let mut rows = Vec::new();
@@ -492,17 +503,11 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
                     live.push(next_head(&mut **s, columns.len()).await?);
                 }
                 while !window.full() {
-                    // The smallest head; on ties the first shard's.
-                    let mut best: Option<usize> = None;
-                    for i in (0..streams.len()).filter(|&i| live[i]) {
-                        let (head, b) = (streams[i].row(), best.map(|b| streams[b].row()));
-                        if b.is_none_or(|b| {
-                            gate::cmp_text_rows(g, self.binds, &columns, head, b).is_lt()
-                        }) {
-                            best = Some(i);
-                        }
-                    }
-                    let Some(i) = best else { break };
+                    let Some(i) = smallest(&streams, &live, |a, b| {
+                        gate::cmp_text_rows(g, self.binds, &columns, a, b)
+                    }) else {
+                        break;
+                    };
                     let head = streams[i].row();
                     if window.admit(head.width())? {
                         sink.text_row(head.truncated(window.visible()))?;
@@ -533,6 +538,72 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
         }
         sink.end_rows(0)
     }
+}
+
+/// The live stream whose head row sorts first by `cmp`; on ties the first
+/// shard's.
+fn smallest(
+    streams: &[Box<dyn ShardRows + '_>],
+    live: &[bool],
+    cmp: impl Fn(TextRow<'_>, TextRow<'_>) -> std::cmp::Ordering,
+) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for i in (0..streams.len()).filter(|&i| live[i]) {
+        if best.is_none_or(|b| cmp(streams[i].row(), streams[b].row()).is_lt()) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// A grouping without aggregate functions ([`gate::streamed_picks`]):
+/// the shards' groups, each shard's sorted by the grouping keys, are
+/// merged, and the first row of each group stands for it (the rest of
+/// the group are the other shards' rows of the same keys). Groups pass to
+/// the client as they complete: nothing is gathered, nothing decoded.
+async fn merge_groups<S: RowSink + Send>(
+    g: &Gate,
+    binds: &[Bind],
+    columns: &[Column],
+    streams: &mut [Box<dyn ShardRows + '_>],
+    picks: &[usize],
+    sink: &mut S,
+) -> Result<(), Error> {
+    let mut window = gate::Window::new(Some(g), binds, columns.len())?;
+    sink.columns(&gate::picked_columns(g, binds, columns, picks))?;
+    // Output that is the leading columns is a cut of the shard's row.
+    let leading = picks.iter().enumerate().all(|(i, &c)| i == c);
+    let mut live: Vec<bool> = Vec::with_capacity(streams.len());
+    for s in streams.iter_mut() {
+        live.push(next_head(&mut **s, columns.len()).await?);
+    }
+    let cmp = |a: TextRow<'_>, b: TextRow<'_>| gate::cmp_group_rows(g, columns, a, b);
+    let mut group: Option<OwnedRow> = None;
+    let mut picked = OwnedRow::default();
+    while !window.full() {
+        let Some(i) = smallest(streams, &live, cmp) else {
+            break;
+        };
+        let head = streams[i].row();
+        match group.as_ref().map(|r| cmp(r.row(), head)) {
+            Some(std::cmp::Ordering::Equal) => {}
+            Some(std::cmp::Ordering::Greater) => return Err(gate::unsorted()),
+            _ => {
+                group.get_or_insert_with(OwnedRow::default).copy_from(head);
+                if window.admit(head.width())? {
+                    if leading {
+                        sink.text_row(head.truncated(picks.len()))?;
+                    } else {
+                        picked.pick_from(head, picks);
+                        sink.text_row(picked.row())?;
+                    }
+                    sink.flush().await?;
+                }
+            }
+        }
+        live[i] = next_head(&mut *streams[i], columns.len()).await?;
+    }
+    Ok(())
 }
 
 /// The next row of a sorted shard stream, checked for width before the
@@ -1306,6 +1377,31 @@ mod tests {
         .await;
         assert_eq!(cols, vec!["id"]);
         assert_eq!(got, vec!["3", "4", "5", "6", "7"]);
+    }
+
+    #[tokio::test]
+    async fn distinct_merges_each_shards_sorted_groups_once() {
+        let (cols, got) = merged_ids(
+            "select distinct id from c order by id limit 1, 4",
+            &[1, 2, 5, 8, 9],
+            &[2, 3, 5, 9, 10],
+        )
+        .await;
+        assert_eq!(cols, vec!["id"]);
+        assert_eq!(got, vec!["2", "3", "5", "8"]);
+        // A shard whose groups are not sorted (a key the shards order
+        // otherwise than the gate) is refused, never answered twice.
+        let vc = RecordingCursor {
+            scatter_columns: int_cols(&["id", "weight_string(id)"]),
+            scatter_rows: vec![
+                ("-80".into(), id_rows(&[5, 1])),
+                ("80-".into(), id_rows(&[3])),
+            ],
+            ..RecordingCursor::default()
+        };
+        let (_, _, r) = run_sharded_with("select distinct id from c", vc).await;
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("out of order"), "{e}");
     }
 
     #[tokio::test]

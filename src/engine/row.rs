@@ -154,13 +154,59 @@ pub async fn next(rows: &mut (dyn ShardRows + '_)) -> Result<bool, crate::error:
     std::future::poll_fn(|cx| rows.poll_next_row(cx)).await
 }
 
+/// A text row kept past its stream's next read (a group's first row), or
+/// built here; its buffers are reused from row to row.
+#[derive(Debug, Default)]
+pub struct OwnedRow {
+    payload: Vec<u8>,
+    cells: Vec<Cell>,
+}
+
+impl OwnedRow {
+    /// Becomes a copy of `row`.
+    pub fn copy_from(&mut self, row: TextRow<'_>) {
+        self.payload.clear();
+        self.payload.extend_from_slice(row.payload);
+        self.cells.clear();
+        self.cells.extend_from_slice(row.cells);
+    }
+
+    /// Becomes the row of `row`'s cells `picks`, in that order.
+    pub fn pick_from(&mut self, row: TextRow<'_>, picks: &[usize]) {
+        self.payload.clear();
+        for &i in picks {
+            match row.cell(i) {
+                Some(b) => crate::frontend::packets::put_lenenc_str(&mut self.payload, b),
+                None => self.payload.push(0xFB),
+            }
+        }
+        self.reindex(picks.len());
+    }
+
+    /// Becomes the row of text `values`.
+    pub fn set(&mut self, values: &[Value]) {
+        self.payload.clear();
+        crate::frontend::packets::text_row(&mut self.payload, values);
+        self.reindex(values.len());
+    }
+
+    fn reindex(&mut self, width: usize) {
+        let whole = index(&self.payload, width, &mut self.cells);
+        debug_assert!(whole, "a row encoded here indexes");
+    }
+
+    /// The row.
+    pub fn row(&self) -> TextRow<'_> {
+        TextRow::new(&self.payload, &self.cells)
+    }
+}
+
 /// Rows already in memory, encoded as a shard would send them: a test's
-/// or benchmark's shard, or a driver connection's rows one at a time.
+/// or benchmark's shard.
 #[derive(Debug, Default)]
 pub struct BufferedRows {
     rows: std::collections::VecDeque<Vec<Value>>,
-    current: Vec<u8>,
-    cells: Vec<Cell>,
+    current: OwnedRow,
 }
 
 impl BufferedRows {
@@ -168,17 +214,8 @@ impl BufferedRows {
     pub fn new(rows: impl IntoIterator<Item = Vec<Value>>) -> BufferedRows {
         BufferedRows {
             rows: rows.into_iter().collect(),
-            ..BufferedRows::default()
+            current: OwnedRow::default(),
         }
-    }
-
-    /// Makes `values` the current row (for a stream that decodes rows
-    /// elsewhere, a driver's).
-    pub fn set(&mut self, values: &[Value]) {
-        self.current.clear();
-        crate::frontend::packets::text_row(&mut self.current, values);
-        let whole = index(&self.current, values.len(), &mut self.cells);
-        debug_assert!(whole, "a row encoded here indexes");
     }
 }
 
@@ -189,7 +226,7 @@ impl ShardRows for BufferedRows {
     ) -> std::task::Poll<Result<bool, crate::error::Error>> {
         std::task::Poll::Ready(Ok(match self.rows.pop_front() {
             Some(next) => {
-                self.set(&next);
+                self.current.set(&next);
                 true
             }
             None => false,
@@ -197,7 +234,7 @@ impl ShardRows for BufferedRows {
     }
 
     fn row(&self) -> TextRow<'_> {
-        TextRow::new(&self.current, &self.cells)
+        self.current.row()
     }
 }
 

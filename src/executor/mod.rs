@@ -11,7 +11,7 @@ use mysql_common::value::Value;
 
 use crate::backend::lean::{Rename, RunError};
 use crate::backend::mux::{self, Read};
-use crate::engine::row::{BufferedRows, Cell, ShardRows, TextRow};
+use crate::engine::row::{Cell, OwnedRow, ShardRows, TextRow};
 use crate::engine::{QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor};
 use crate::error::Error;
 use crate::server::ServerCtx;
@@ -836,7 +836,7 @@ impl VCursor for Executor<'_> {
                                     let cols = st.columns_ref().to_vec();
                                     let rows: Box<dyn ShardRows + '_> = Box::new(DriverRows {
                                         rows: st,
-                                        current: BufferedRows::default(),
+                                        current: OwnedRow::default(),
                                         fail,
                                     });
                                     (cols, rows)
@@ -1406,7 +1406,7 @@ where
 /// shard's text row.
 struct DriverRows<S, F> {
     rows: S,
-    current: BufferedRows,
+    current: OwnedRow,
     fail: F,
 }
 

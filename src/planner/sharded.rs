@@ -1257,13 +1257,20 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     if let Some(i) = count_distinct {
         group_by.push(internal.items[i].clone());
     }
+    // Each shard's groups come sorted by the grouping keys (as vtgate
+    // asks), so the gate can merge them and combine each group as it
+    // passes; MariaDB sorts to group anyway, so the order costs it nothing.
     let pushdown = format!(
         "SELECT {} FROM {from_sql}{where_sql}{}",
         internal.items.join(", "),
         if group_by.is_empty() {
             String::new()
         } else {
-            format!(" GROUP BY {}", group_by.join(", "))
+            format!(
+                " GROUP BY {} ORDER BY {} ASC",
+                group_by.join(", "),
+                group_by.join(" ASC, ")
+            )
         }
     );
     let gate = Gate {
