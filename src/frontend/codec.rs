@@ -100,12 +100,12 @@ impl Decoder for PacketCodec {
 
 /// Appends `payload` to `out` as one or more frames starting at `*seq`,
 /// advancing `*seq` past them.
-pub fn write_packet(out: &mut BytesMut, seq: &mut u8, payload: &[u8]) {
+pub fn write_packet(out: &mut impl bytes::BufMut, seq: &mut u8, payload: &[u8]) {
     let mut rest = payload;
     loop {
         let n = rest.len().min(MAX_FRAME);
-        out.extend_from_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8, *seq]);
-        out.extend_from_slice(&rest[..n]);
+        out.put_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8, *seq]);
+        out.put_slice(&rest[..n]);
         *seq = seq.wrapping_add(1);
         rest = &rest[n..];
         if n < MAX_FRAME {

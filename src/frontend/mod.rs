@@ -63,13 +63,39 @@ const FLUSH_AT: usize = 64 * 1024;
 /// sequence id of the next packet.
 pub struct Wire {
     writer: ClientWrite,
-    out: BytesMut,
+    out: Vec<u8>,
     seq: u8,
 }
 
 impl Wire {
     fn push(&mut self, payload: &[u8]) {
         write_packet(&mut self.out, &mut self.seq, payload);
+    }
+
+    /// Writes the packet whose payload `encode` appends, framed in place
+    /// (no payload buffer of its own, no copy); nothing when it fails.
+    fn push_with(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; 4]);
+        if let Err(e) = encode(&mut self.out) {
+            self.out.truncate(start);
+            return Err(e);
+        }
+        let len = self.out.len() - start - 4;
+        if len >= codec::MAX_FRAME {
+            // Over one frame: split into continuation frames.
+            let payload = self.out.split_off(start + 4);
+            self.out.truncate(start);
+            self.push(&payload);
+            return Ok(());
+        }
+        self.out[start..start + 3].copy_from_slice(&(len as u32).to_le_bytes()[..3]);
+        self.out[start + 3] = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        Ok(())
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -98,7 +124,6 @@ struct ResultWriter<'w> {
     cols: Vec<Column>,
     pending: Option<Pending>,
     status: u16,
-    row: Vec<u8>,
 }
 
 impl<'w> ResultWriter<'w> {
@@ -109,7 +134,6 @@ impl<'w> ResultWriter<'w> {
             cols: Vec::new(),
             pending: None,
             status: status.bits(),
-            row: Vec::with_capacity(256),
         }
     }
 
@@ -135,11 +159,11 @@ impl<'w> ResultWriter<'w> {
     /// Starts a result set: the column count, each definition, the EOF.
     fn column_defs<D: AsRef<[u8]>>(&mut self, defs: impl ExactSizeIterator<Item = D>) {
         self.write_pending(true);
-        self.row.clear();
-        packets::put_lenenc_int(&mut self.row, defs.len() as u64);
-        let count = std::mem::take(&mut self.row);
-        self.wire.push(&count);
-        self.row = count;
+        let count = defs.len() as u64;
+        let _ = self.wire.push_with(|out| {
+            packets::put_lenenc_int(out, count);
+            Ok(())
+        });
         for d in defs {
             self.wire.push(d.as_ref());
         }
@@ -155,22 +179,6 @@ impl<'w> ResultWriter<'w> {
         self.status = status.bits();
         self.write_pending(false);
     }
-
-    /// Encodes a row into the kept row buffer (`encode` gets the result's
-    /// columns) and writes it out, unless encoding failed.
-    fn push_row(
-        &mut self,
-        encode: impl FnOnce(&mut Vec<u8>, &[Column]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        let mut buf = std::mem::take(&mut self.row);
-        buf.clear();
-        let r = encode(&mut buf, &self.cols);
-        if r.is_ok() {
-            self.wire.push(&buf);
-        }
-        self.row = buf;
-        r
-    }
 }
 
 impl RowSink for ResultWriter<'_> {
@@ -182,11 +190,13 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        let cols = &self.cols;
         if self.binary {
-            self.push_row(|buf, cols| packets::binary_row(buf, cols, values))
+            self.wire
+                .push_with(|out| packets::binary_row(out, cols, values))
         } else {
-            self.push_row(|buf, _| {
-                packets::text_row(buf, values);
+            self.wire.push_with(|out| {
+                packets::text_row(out, values);
                 Ok(())
             })
         }
@@ -198,7 +208,9 @@ impl RowSink for ResultWriter<'_> {
             self.wire.push(row.payload());
             return Ok(());
         }
-        self.push_row(|buf, cols| packets::binary_text_row(buf, cols, row))
+        let cols = &self.cols;
+        self.wire
+            .push_with(|out| packets::binary_text_row(out, cols, row))
     }
 
     fn end_rows(&mut self, warnings: u16) -> Result<(), Error> {
@@ -277,7 +289,7 @@ pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<
     let mut reader = FramedRead::with_capacity(r, PacketCodec::new(ctx.max_packet), 512);
     let mut wire = Wire {
         writer: w,
-        out: BytesMut::new(),
+        out: Vec::new(),
         seq: 0,
     };
     let mut session = Session::default();
@@ -647,4 +659,46 @@ async fn field_list(
         Err(e) => wire.push_err(&e.to_mysql()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::Decoder;
+
+    /// Packets framed in place read back whole, at and over the 16 MB
+    /// frame size; a failed encoding leaves nothing behind.
+    #[test]
+    fn packets_framed_in_place_read_back_whole() {
+        let mut wire = Wire {
+            writer: Box::new(tokio::io::sink()),
+            out: Vec::new(),
+            seq: 7,
+        };
+        let sizes = [0, 1, 300, codec::MAX_FRAME, codec::MAX_FRAME + 10];
+        for &n in &sizes {
+            wire.push_with(|out| {
+                out.resize(out.len() + n, b'x');
+                Ok(())
+            })
+            .unwrap();
+        }
+        let before = wire.out.len();
+        let failed = wire.push_with(|out| {
+            out.extend_from_slice(b"partial");
+            Err(Error::Malformed("no".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(wire.out.len(), before);
+        let mut buf = BytesMut::from(&wire.out[..]);
+        let mut c = PacketCodec::new(64 << 20);
+        for &n in &sizes {
+            let p = c.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(p.payload.len(), n);
+            assert!(p.payload.iter().all(|&b| b == b'x'));
+        }
+        assert!(buf.is_empty());
+        // One number per frame: two packets of two frames each.
+        assert_eq!(wire.seq, 7u8.wrapping_add(sizes.len() as u8 + 2));
+    }
 }
