@@ -682,10 +682,11 @@ impl LeanConn {
     }
 
     /// Sends `sql` and reads its first result up to the rows: the column
-    /// definitions of a result set, whose rows [`Self::poll_next_row`] then
-    /// reads, or None when it answered with OK. Errors as for
-    /// [`Self::execute`].
-    pub async fn start(&mut self, sql: &str) -> Result<Option<Vec<Column>>, RunError> {
+    /// definitions of a result set, as the tablet encoded them (a scatter
+    /// decodes only one shard's, with [`columns`]), whose rows
+    /// [`Self::poll_next_row`] then reads; or None when it answered with
+    /// OK. Errors as for [`Self::execute`].
+    pub async fn start(&mut self, sql: &str) -> Result<Option<Vec<BytesMut>>, RunError> {
         self.idle = false;
         self.command(COM_QUERY, &[sql.as_bytes()])
             .await
@@ -698,10 +699,7 @@ impl LeanConn {
                 self.end_reply().await?;
                 Ok(None)
             }
-            _ => {
-                let defs = self.column_defs(&first).await?;
-                Ok(Some(columns(&defs)?))
-            }
+            _ => Ok(Some(self.column_defs(&first).await?)),
         }
     }
 
@@ -1073,7 +1071,7 @@ fn column(payload: &[u8]) -> Result<Column, mysql_async::Error> {
 }
 
 /// A result set's column definition packets, decoded.
-pub(super) fn columns(defs: &[BytesMut]) -> Result<Vec<Column>, mysql_async::Error> {
+pub fn columns(defs: &[BytesMut]) -> Result<Vec<Column>, mysql_async::Error> {
     defs.iter().map(|d| column(d)).collect()
 }
 

@@ -754,7 +754,7 @@ impl<'a> Executor<'a> {
     }
 }
 
-/// A shard query with the connection it runs on: (target label, connection,
+/// A shard query with the connection it runs on: (shard, connection,
 /// whether it goes back to the session pinned, SQL).
 type Job = (String, Link, bool, String);
 
@@ -770,10 +770,16 @@ impl Executor<'_> {
         self.state.shared_last = None;
         let mut jobs: Vec<Job> = Vec::with_capacity(queries.len());
         for (shard, sql) in queries {
-            let (tablet, label) = match self.tablet(keyspace, &shard, tablet_type) {
-                Ok((t, l)) => (t, l),
-                Err(e) => return (jobs, Some(e)),
+            let tablet = match self
+                .ctx
+                .gateway
+                .pick(self.snap, keyspace, &shard, tablet_type)
+            {
+                Ok(t) => t,
+                Err(e) => return (jobs, Some(e.into())),
             };
+            // Named only should it fail: no label is formatted per query.
+            let label = Label(keyspace, &shard, tablet_type);
             let mut taken = self.state.link(self.ctx, tablet, &label, &sql).await;
             // One shard's query cannot be sent again once the others have
             // started: a connection new to this statement that the server
@@ -787,7 +793,7 @@ impl Executor<'_> {
                 taken = self.state.link(self.ctx, tablet, &label, &sql).await;
             }
             match taken {
-                Ok((link, pinned, _)) => jobs.push((label, link, pinned, sql)),
+                Ok((link, pinned, _)) => jobs.push((shard, link, pinned, sql)),
                 Err(e) => return (jobs, Some(e)),
             }
         }
@@ -818,10 +824,10 @@ impl VCursor for Executor<'_> {
             None => {
                 // Start every shard's query, then hand the row streams over.
                 let started = futures_util::future::join_all(jobs.iter_mut().zip(&broken).map(
-                    |((label, link, _, sql), broken)| async move {
-                        let label: &str = label;
+                    |((shard, link, _, sql), broken)| async move {
+                        let label = Label(keyspace, shard, tablet_type);
                         let fail = move |source: mysql_async::Error| {
-                            let e = backend(label)(source);
+                            let e = backend(&label)(source);
                             if e.breaks_backend_conn() {
                                 broken.store(true, Ordering::Relaxed);
                             }
@@ -833,7 +839,7 @@ impl VCursor for Executor<'_> {
                                     sc.conn.query_iter(sql.as_str()).await.map_err(fail)?;
                                 let stream = result.stream_and_drop::<Row>().await.map_err(fail)?;
                                 Ok::<_, Error>(stream.map(|st| {
-                                    let cols = st.columns_ref().to_vec();
+                                    let cols = Started::Columns(st.columns_ref().to_vec());
                                     let rows: Box<dyn ShardRows + '_> = Box::new(DriverRows {
                                         rows: st,
                                         current: OwnedRow::default(),
@@ -848,14 +854,14 @@ impl VCursor for Executor<'_> {
                                     RunError::Backend(e) | RunError::Unsent(e) => fail(e),
                                     RunError::Sink(e) => e,
                                 })?;
-                                Ok(cols.map(|cols| {
+                                Ok(cols.map(|defs| {
                                     let rows: Box<dyn ShardRows + '_> = Box::new(LeanRows {
                                         conn: Some(conn),
-                                        width: cols.len(),
+                                        width: defs.len(),
                                         cells: Vec::new(),
                                         fail,
                                     });
-                                    (cols, rows)
+                                    (Started::Defs(defs, fail), rows)
                                 }))
                             }
                         }
@@ -870,8 +876,13 @@ impl VCursor for Executor<'_> {
                 for s in started {
                     match s {
                         Ok(Some((cols, rows))) => {
-                            if streams.columns.is_empty() {
-                                streams.columns = cols;
+                            if streams.streams.is_empty() {
+                                match cols.columns() {
+                                    Ok(cols) => streams.columns = cols,
+                                    Err(e) => {
+                                        first_err.get_or_insert(e);
+                                    }
+                                }
                             }
                             streams.streams.push(rows);
                         }
@@ -919,14 +930,14 @@ impl VCursor for Executor<'_> {
         let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let results = if failed.is_none() {
             futures_util::future::join_all(jobs.iter_mut().map(
-                |(label, link, _, sql)| async move {
+                |(shard, link, _, sql)| async move {
+                    let label = Label(keyspace, shard, tablet_type);
                     match link {
                         Link::Driver(sc) => {
-                            collect(&mut sc.conn, sql).await.map_err(backend(label))
+                            collect(&mut sc.conn, sql).await.map_err(backend(&label))
                         }
                         Link::Lean(held) => {
                             let mut c = Collect::default();
-                            let label: &str = label;
                             match held.handle.conn.query(sql, None, &mut c).await {
                                 Ok(_) => Ok(c.out),
                                 Err(e) => Err(run_error(e, &label)),
@@ -1365,6 +1376,25 @@ async fn drain<P: mysql_async::prelude::Protocol, S: RowSink + Send>(
         }
     }
     Ok(last_id)
+}
+
+/// The columns of one shard's result in a scatter: the merge reads one
+/// shard's (the others' are only counted), so a lean connection's are
+/// decoded only when asked for.
+enum Started<F> {
+    /// Decoded by the driver.
+    Columns(Vec<Column>),
+    /// As the tablet encoded them, with the shard's error mapping.
+    Defs(Vec<bytes::BytesMut>, F),
+}
+
+impl<F: Fn(mysql_async::Error) -> Error> Started<F> {
+    fn columns(self) -> Result<Vec<Column>, Error> {
+        match self {
+            Started::Columns(cols) => Ok(cols),
+            Started::Defs(defs, fail) => crate::backend::lean::columns(&defs).map_err(fail),
+        }
+    }
 }
 
 /// A lean connection's rows of the result [`LeanConn::start`] began, as

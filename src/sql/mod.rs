@@ -796,8 +796,32 @@ pub fn literal(v: &Value, no_backslash_escapes: bool) -> String {
                 s
             }
         },
+        // Integers are most binds (ids, ranges): written without the
+        // formatting machinery.
+        Value::Int(i) => decimal(i.unsigned_abs(), *i < 0),
+        Value::UInt(u) => decimal(*u, false),
         other => other.as_sql(no_backslash_escapes),
     }
+}
+
+/// The decimal text of a number of magnitude `n`.
+fn decimal(mut n: u64, negative: bool) -> String {
+    let mut buf = [0u8; 21];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    // Only ASCII digits and a sign were written.
+    String::from_utf8_lossy(&buf[at..]).into_owned()
 }
 
 fn escape_backslash(s: &str) -> String {
@@ -1107,5 +1131,11 @@ mod tests {
         assert!(substitute_params(sql, &[], false).is_err());
         assert_eq!(literal(&Value::Bytes(vec![0xff, 0]), false), "X'ff00'");
         assert_eq!(literal(&Value::Bytes(b"a'b".to_vec()), true), "'a''b'");
+        for i in [i64::MIN, -10, -1, 0, 7, 10, 1_000_000_007, i64::MAX] {
+            assert_eq!(literal(&Value::Int(i), false), i.to_string());
+        }
+        for u in [0, 9, 10, u64::MAX] {
+            assert_eq!(literal(&Value::UInt(u), false), u.to_string());
+        }
     }
 }
