@@ -918,9 +918,10 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
     assert_eq!(expected.len(), 200);
     let expected = std::sync::Arc::new(expected);
 
-    let (batches, executions) = (
+    let (batches, executions, solo) = (
         debug_var("SharedReadBatches").await,
         debug_var("SharedReadExecutions").await,
+        debug_var("SharedReadSolo").await,
     );
     let clients: Vec<_> = (0..16i64)
         .map(|c| {
@@ -974,15 +975,39 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
     for c in clients {
         c.await.unwrap();
     }
-    let (batches, executions) = (
+    let (batches, executions, solo) = (
         debug_var("SharedReadBatches").await - batches,
         debug_var("SharedReadExecutions").await - executions,
+        debug_var("SharedReadSolo").await - solo,
     );
-    assert!(executions >= 16 * 60 * 2, "{executions} shared executions");
+    // Every read shared, or run alone when its tablet had nothing else in
+    // flight (the clients' first reads, mostly); most of sixteen busy
+    // clients' reads find company.
+    assert!(
+        executions + solo >= 16 * 60 * 2,
+        "{executions} shared executions, {solo} alone"
+    );
+    assert!(
+        executions > solo,
+        "{executions} shared executions, {solo} alone"
+    );
     assert!(
         batches < executions,
         "{executions} executions in {batches} batches"
     );
+    // A lone client's reads run on its own connection (other tests share
+    // the tablet: some of twenty may find company).
+    let before = debug_var("SharedReadSolo").await;
+    let mut lone = connect(Some("commerce")).await;
+    for id in 1..=20i64 {
+        let got: Option<String> = lone
+            .exec_first("select v from shared_t where id = ?", (id,))
+            .await
+            .unwrap();
+        let want = expected.iter().find(|(i, _)| *i == id).map(|r| r.1.clone());
+        assert_eq!(got, want, "lone client, id {id}");
+    }
+    assert!(debug_var("SharedReadSolo").await > before);
 
     // A transaction reads its own uncommitted row; the others do not see it.
     let mut txn = connect(Some("commerce")).await;
@@ -1049,6 +1074,8 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_shared_read_holds_up_no_other() {
     let marker = format!("slow-shared-{}", std::process::id());
+    // The tablet busy, so both reads go to shared connections.
+    let held = hold_tablet(cluster().port).await;
     let mut slow = connect(Some("commerce")).await;
     let mut quick = connect(Some("commerce")).await;
     let mut dba = connect_tablet(100).await;
@@ -1082,6 +1109,49 @@ async fn a_slow_shared_read_holds_up_no_other() {
     assert_eq!(n, Some(7));
     let n: Option<i64> = quick.exec_first("select ? + 1", (8,)).await.unwrap();
     assert_eq!(n, Some(9));
+    held.release().await;
+}
+
+/// A read held in flight on tablet 100 (the commerce primary), through
+/// the shardgate at `port`, until
+/// [`HeldTablet::release`]: while it waits, every other read of the tablet
+/// goes to a shared connection (a read that finds its tablet idle runs on
+/// its session's own). It waits on a table lock, so it burns nothing.
+struct HeldTablet {
+    lock: mysql_async::Conn,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+async fn hold_tablet(port: u16) -> HeldTablet {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let table = format!("held_{}_{n}", std::process::id());
+    let mut lock = connect_tablet(100).await;
+    lock.query_drop(format!(
+        "create table if not exists {table} (id int primary key)"
+    ))
+    .await
+    .unwrap();
+    lock.query_drop(format!("lock tables {table} write"))
+        .await
+        .unwrap();
+    let marker = format!("held-read-{table}");
+    let sql = format!("select count(*), '{marker}' from {table}");
+    let reader = tokio::spawn(async move {
+        let mut c = connect_port(port, Some("commerce")).await;
+        let _: Option<(i64, String)> = c.query_first(sql).await.unwrap();
+    });
+    connection_running(100, &marker)
+        .await
+        .expect("the held read waits on the tablet");
+    HeldTablet { lock, reader }
+}
+
+impl HeldTablet {
+    async fn release(mut self) {
+        self.lock.query_drop("unlock tables").await.unwrap();
+        self.reader.await.unwrap();
+    }
 }
 
 /// A shared read too large to hand over whole streams to its client in
@@ -1109,6 +1179,7 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
         .await
         .unwrap();
     assert_eq!(want.len(), 40000);
+    let held = hold_tablet(c.port).await;
     let streamed = debug_var("SharedReadStreamed").await;
     let got: Vec<(i64, String)> = sg
         .exec(
@@ -1150,6 +1221,7 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
     }
     // Their replies went through the shared connections, read to the end.
     assert!(debug_var("SharedReadStreamed").await >= streamed + 3);
+    held.release().await;
     let readers: Vec<_> = (0..4i64)
         .map(|k| {
             tokio::spawn(async move {
@@ -1182,6 +1254,8 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_waiting_behind_a_killed_shared_read_are_answered() {
     let (port, _) = spawn_shardgate(&["--shared-read-connections".into(), "1".into()]).await;
+    // The tablet busy, so the slow read goes to the shared connection.
+    let held = hold_tablet(port).await;
     let marker = format!("killed-shared-{}", std::process::id());
     let mut slow = connect_port(port, Some("commerce")).await;
     let mut waiting = connect_port(port, Some("commerce")).await;
@@ -1208,6 +1282,7 @@ async fn reads_waiting_behind_a_killed_shared_read_are_answered() {
         "the killed statement succeeded"
     );
     assert_eq!(behind.await.unwrap(), Some(42));
+    held.release().await;
 }
 
 /// A transaction's reads run on its own connection, where rows that lie

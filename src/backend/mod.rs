@@ -92,9 +92,37 @@ pub struct Pools {
     /// pooled connections serve them until [`LEAN_RETRY`] has passed.
     lean_failed: Mutex<FastMap<String, Instant>>,
     /// The shared connections' queues, by tablet alias.
-    muxes: Mutex<FastMap<String, (PoolKey, Vec<mux::Mux>)>>,
+    muxes: Mutex<FastMap<String, Queues>>,
     /// What the shared connections did.
     pub mux_stats: std::sync::Arc<mux::MuxStats>,
+}
+
+/// A tablet's shared connections' queues, and its reads running alone on
+/// their sessions' own connections (see [`Pools::solo`]).
+struct Queues {
+    key: PoolKey,
+    list: Vec<mux::Mux>,
+    solo: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Queues {
+    fn new(key: PoolKey) -> Queues {
+        Queues {
+            key,
+            list: Vec::new(),
+            solo: Default::default(),
+        }
+    }
+}
+
+/// A read running alone on its session's own connection, counted while
+/// it runs so that others queue for a shared connection meanwhile.
+pub struct Solo(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Idle lean connections kept per tablet.
@@ -347,7 +375,7 @@ impl Pools {
         // than configured; with all held up, the least loaded.
         {
             let mut muxes = lock(&self.muxes);
-            if let Some((k, list)) = muxes.get_mut(&t.alias) {
+            if let Some(Queues { key: k, list, .. }) = muxes.get_mut(&t.alias) {
                 if !k.is_for(t) {
                     list.clear();
                     *k = Self::key(t);
@@ -379,13 +407,38 @@ impl Pools {
         let m = mux::Mux::start(handle, self.mux_stats.clone());
         let rx = m.submit(read);
         let mut muxes = lock(&self.muxes);
-        let (k, list) = muxes
+        let q = muxes
             .entry(t.alias.clone())
-            .or_insert_with(|| (Self::key(t), Vec::new()));
-        if k.is_for(t) && list.len() < self.cfg.shared {
-            list.push(m);
+            .or_insert_with(|| Queues::new(Self::key(t)));
+        if q.key.is_for(t) && q.list.len() < self.cfg.shared {
+            q.list.push(m);
         }
         rx
+    }
+
+    /// Lets a shareable read run on its session's own connection when
+    /// nothing else is in flight to the tablet, on either path: a lone
+    /// client has no batch to join, and handing its read to a queue's
+    /// task and back costs more than it saves. While the [`Solo`] lives,
+    /// other reads queue as usual, so a busy tablet keeps batching.
+    pub fn solo(&self, t: &Tablet) -> Option<Solo> {
+        use std::sync::atomic::Ordering;
+        if self.cfg.shared == 0 {
+            return None;
+        }
+        let mut muxes = lock(&self.muxes);
+        if !muxes.contains_key(&t.alias) {
+            muxes.insert(t.alias.clone(), Queues::new(Self::key(t)));
+        }
+        let q = muxes.get_mut(&t.alias)?;
+        let busy = q.solo.load(Ordering::Relaxed) > 0
+            || q.list.iter().any(|m| m.is_open() && m.load() > 0);
+        if busy {
+            return None;
+        }
+        q.solo.fetch_add(1, Ordering::Relaxed);
+        self.mux_stats.solo.fetch_add(1, Ordering::Relaxed);
+        Some(Solo(q.solo.clone()))
     }
 
     /// Makes the pool set match the snapshot: new tablets get pools, moved
@@ -405,7 +458,7 @@ impl Pools {
                 .is_some_and(|t| list.iter().all(|h| h.key.is_for(t)))
         });
         lock(&self.muxes)
-            .retain(|alias, (k, _)| snap.tablets.get(alias).is_some_and(|t| k.is_for(t)));
+            .retain(|alias, q| snap.tablets.get(alias).is_some_and(|t| q.key.is_for(t)));
         for t in snap.tablets.values() {
             if !map.contains_key(&t.alias) {
                 let key = Self::key(t);

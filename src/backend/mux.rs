@@ -238,6 +238,9 @@ pub struct MuxStats {
     pub executions: AtomicU64,
     /// Replies too large to hand over whole, streamed in chunks.
     pub streamed: AtomicU64,
+    /// Shareable reads that found their tablet idle and ran on their
+    /// session's own connection instead (see `Pools::solo`).
+    pub solo: AtomicU64,
 }
 
 struct Job {

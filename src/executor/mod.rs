@@ -1165,7 +1165,14 @@ impl Executor<'_> {
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
         self.state.shared_last = None;
-        if shareable {
+        // A lone read runs on the session's own connection (counted, so
+        // that reads arriving meanwhile still share).
+        let solo = if shareable {
+            self.ctx.pools.solo(tablet)
+        } else {
+            None
+        };
+        if shareable && solo.is_none() {
             let read = Read {
                 sql: sql.into(),
                 params: params.take(),

@@ -56,6 +56,7 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "SharedReadBatches": ctx.pools.mux_stats.batches.load(Ordering::Relaxed),
                 "SharedReadExecutions": ctx.pools.mux_stats.executions.load(Ordering::Relaxed),
                 "SharedReadStreamed": ctx.pools.mux_stats.streamed.load(Ordering::Relaxed),
+                "SharedReadSolo": ctx.pools.mux_stats.solo.load(Ordering::Relaxed),
             });
             ("200 OK", "application/json", v.to_string())
         }
