@@ -11,8 +11,9 @@
 //!   statements, placeholders and the few rewrites a proxy must do.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`].
 //! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
-//!   merges several shards' row streams as they arrive ([`engine::gate`] for
-//!   ordering, aggregation and the rest of the cross-shard work).
+//!   merges several shards' row streams as they arrive, reading each row
+//!   where its packet lies ([`engine::row`]; [`engine::gate`] for ordering,
+//!   grouping, aggregation and the rest of the cross-shard work).
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
@@ -22,7 +23,7 @@
 //!   tablet and tagged with the session settings they carry; mysql_async
 //!   pools, reconciled with the snapshot, as the fallback; [`backend::mux`]
 //!   shares pipelined connections between the stateless reads of many
-//!   sessions.
+//!   sessions (a read that finds its tablet idle runs on its own).
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex
