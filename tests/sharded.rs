@@ -86,8 +86,19 @@ fn row_sql(r: &mut Rng, id: i64) -> String {
     format!("({id}, {k}, {name}, {amount}, {big}, {})", r.below(2))
 }
 
-async fn cells(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let rows: Vec<mysql_async::Row> = conn.query(sql).await.map_err(|e| format!("{sql}: {e}"))?;
+/// A query's rows as text, or (`prepared`) as a prepared statement
+/// returns them: binary protocol, typed values shown with their type.
+async fn cells_by(
+    conn: &mut Conn,
+    sql: &str,
+    prepared: bool,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    let rows: Vec<mysql_async::Row> = if prepared {
+        conn.exec(sql, ()).await
+    } else {
+        conn.query(sql).await
+    }
+    .map_err(|e| format!("{sql}: {e}"))?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -96,11 +107,16 @@ async fn cells(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, S
                 .map(|v| match v {
                     Value::NULL => None,
                     Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    other if prepared => Some(format!("{other:?}")),
                     other => Some(other.as_sql(true)),
                 })
                 .collect()
         })
         .collect())
+}
+
+async fn cells(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    cells_by(conn, sql, false).await
 }
 
 struct Case {
@@ -520,28 +536,6 @@ async fn placement(table: &str, column: &str, func: Func) -> Vec<usize> {
     counts
 }
 
-/// A query's rows as a prepared statement returns them (binary protocol:
-/// typed values, shown with their type).
-async fn prepared_cells(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let rows: Vec<mysql_async::Row> = conn
-        .exec(sql, ())
-        .await
-        .map_err(|e| format!("{sql}: {e}"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            r.unwrap()
-                .into_iter()
-                .map(|v| match v {
-                    Value::NULL => None,
-                    Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-                    other => Some(format!("{other:?}")),
-                })
-                .collect()
-        })
-        .collect())
-}
-
 async fn compare(sg: &mut Conn, oracle: &mut Conn, c: &Case) {
     compare_by(sg, oracle, c, false).await
 }
@@ -549,14 +543,10 @@ async fn compare(sg: &mut Conn, oracle: &mut Conn, c: &Case) {
 /// Compares shardgate's answer with the oracle's, as text rows or (with
 /// `prepared`) as a prepared statement's typed rows.
 async fn compare_by(sg: &mut Conn, oracle: &mut Conn, c: &Case, prepared: bool) {
-    let (a, b) = if prepared {
-        (
-            prepared_cells(sg, &c.sql).await,
-            prepared_cells(oracle, &c.sql).await,
-        )
-    } else {
-        (cells(sg, &c.sql).await, cells(oracle, &c.sql).await)
-    };
+    let (a, b) = (
+        cells_by(sg, &c.sql, prepared).await,
+        cells_by(oracle, &c.sql, prepared).await,
+    );
     let (mut a, mut b) = match (a, b) {
         (Ok(a), Ok(b)) => (a, b),
         (a, b) => panic!("{}: shardgate {:?} vs oracle {:?}", c.sql, a.err(), b.err()),
