@@ -115,10 +115,6 @@ async fn cells_by(
         .collect())
 }
 
-async fn cells(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    cells_by(conn, sql, false).await
-}
-
 struct Case {
     sql: String,
     ordered: bool,
