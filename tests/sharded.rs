@@ -276,6 +276,22 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             format!("select distinct big, flag from dt where id > {x} order by big, flag"),
             true,
         ));
+        // Aggregations folded as the groups pass: HAVING and a window
+        // over the groups, AVG, MIN/MAX of strings.
+        q.push(case(
+            format!(
+                "select k, count(*), avg(amount) from dt where id < {x} group by k having count(*) > 3 order by k limit 5 offset {}",
+                x % 4
+            ),
+            true,
+        ));
+        q.push(Case {
+            sql: format!(
+                "select name, min(amount), max(k), count(*) from dt where id > {x} group by name"
+            ),
+            ordered: false,
+            fold_case: true,
+        });
     }
     q
 }

@@ -731,28 +731,35 @@ fn cmp_groups(
     Ordering::Equal
 }
 
-/// The output columns a streamed grouping picks, when the gate can
-/// combine groups as the shards' sorted results pass ([`cmp_group_rows`]
-/// merges them): grouping only (DISTINCT, GROUP BY without aggregate
-/// functions), no HAVING, output that picks columns, and an ORDER BY that
-/// is the grouping's own order. The keys must sort at the shards as the
-/// gate compares them: numbers, or strings with weight strings (not ENUM
-/// or SET, which MariaDB sorts by their index; not dates or times, whose
-/// order the gate does not take from their text). None: gather instead.
-pub fn streamed_picks(gate: &Gate, cols: &[Column]) -> Option<Vec<usize>> {
-    let grouping_only = !gate.group_keys.is_empty()
+/// How a grouped aggregation passes the gate as the shards' sorted groups
+/// are merged ([`cmp_group_rows`]), instead of being gathered first.
+#[derive(Debug, PartialEq)]
+pub enum Streamed {
+    /// Grouping only (DISTINCT, GROUP BY without aggregate functions) and
+    /// output that picks these columns: each group's first row is sent as
+    /// it lies.
+    Picks(Vec<usize>),
+    /// Aggregate functions: each group is folded as its rows pass, then
+    /// filtered by HAVING and projected ([`finish_group`]).
+    Groups,
+}
+
+/// Whether the gate can combine groups as the shards' sorted results pass:
+/// no COUNT(DISTINCT) or DISTINCT over the output, output columns whose
+/// types are known before the first group (columns and AVG), and an ORDER
+/// BY that is the grouping's own order. The keys must sort at the shards as
+/// the gate compares them: numbers, or strings with weight strings (not
+/// ENUM or SET, which MariaDB sorts by their index; not dates or times,
+/// whose order the gate does not take from their text). None: gather.
+pub fn streamed(gate: &Gate, cols: &[Column]) -> Option<Streamed> {
+    let shaped = !gate.group_keys.is_empty()
         && gate.aggregate.len() == cols.len()
-        && gate
+        && !gate
             .aggregate
             .iter()
-            .all(|k| matches!(k, AggKind::Key | AggKind::Weight));
-    if !grouping_only
-        || gate.having.is_some()
-        || gate.distinct
-        || (!gate.order.is_empty() && !orders_as_grouped(gate, cols))
-    {
-        return None;
-    }
+            .any(|k| matches!(k, AggKind::DistinctArg { .. }))
+        && !gate.distinct
+        && (gate.order.is_empty() || orders_as_grouped(gate, cols));
     let sorts_alike = gate.group_keys.iter().all(|&(k, w)| {
         let Some(col) = cols.get(k) else { return false };
         use ColumnType::*;
@@ -770,21 +777,69 @@ pub fn streamed_picks(gate: &Gate, cols: &[Column]) -> Option<Vec<usize>> {
             .intersects(ColumnFlags::ENUM_FLAG | ColumnFlags::SET_FLAG);
         is_numeric(col.column_type()) || (string && w.is_some_and(|w| w < cols.len()))
     });
-    if !sorts_alike {
+    let output = gate.output.as_ref()?;
+    let known = output.iter().all(|(e, _)| match e {
+        GateExpr::Col(c) => *c < cols.len(),
+        GateExpr::Avg { sum, count } => *sum < cols.len() && *count < cols.len(),
+        _ => false,
+    });
+    if !shaped || !sorts_alike || !known {
         return None;
     }
-    gate.output
-        .as_ref()?
+    let grouping_only = gate
+        .aggregate
+        .iter()
+        .all(|k| matches!(k, AggKind::Key | AggKind::Weight));
+    let picks: Option<Vec<usize>> = output
         .iter()
         .map(|(e, _)| match e {
-            GateExpr::Col(c) if *c < cols.len() => Some(*c),
+            GateExpr::Col(c) => Some(*c),
             _ => None,
         })
-        .collect()
+        .collect();
+    Some(match picks {
+        Some(p) if grouping_only && gate.having.is_none() => Streamed::Picks(p),
+        _ => Streamed::Groups,
+    })
+}
+
+/// Folds a row into its group (a streamed aggregation's rows, merged in
+/// group order).
+pub fn fold(gate: &Gate, cols: &[Column], group: &mut [Value], row: &[Value]) {
+    combine(group, row, &gate.aggregate, cols);
+}
+
+/// A folded group's output row: None when HAVING drops it.
+pub fn finish_group(
+    gate: &Gate,
+    binds: &[Bind],
+    cols: &[Column],
+    group: &[Value],
+) -> Option<Vec<Value>> {
+    let row = Row {
+        cells: group,
+        cols,
+        distinct_counts: &[],
+    };
+    if let Some(h) = &gate.having {
+        if truth(&eval(h, &row, binds)) != Some(true) {
+            return None;
+        }
+    }
+    let exprs = gate.output.as_deref().unwrap_or_default();
+    Some(
+        exprs
+            .iter()
+            .map(|(e, _)| match e {
+                GateExpr::Col(c) => group[*c].clone(),
+                other => eval(other, &row, binds).to_cell(),
+            })
+            .collect(),
+    )
 }
 
 /// Orders rows by the grouping keys, as each shard sorted its groups (the
-/// merge of a streamed grouping, see [`streamed_picks`]).
+/// merge of a streamed grouping, see [`streamed`]).
 pub fn cmp_group_rows(gate: &Gate, cols: &[Column], a: TextRow<'_>, b: TextRow<'_>) -> Ordering {
     for &(k, w) in &gate.group_keys {
         let weights = w.map_or((None, None), |w| (a.cell(w), b.cell(w)));
@@ -796,25 +851,41 @@ pub fn cmp_group_rows(gate: &Gate, cols: &[Column], a: TextRow<'_>, b: TextRow<'
     Ordering::Equal
 }
 
-/// The columns of the gate's output (see [`run`]) that pick internal
-/// columns, named as the client wrote them.
-pub fn picked_columns(
-    gate: &Gate,
-    binds: &[Bind],
-    cols: &[Column],
-    picks: &[usize],
-) -> Vec<Column> {
-    let names = gate.output.iter().flatten().map(|(_, n)| n);
-    picks
+/// The columns of a streamed aggregation's output (see [`streamed`]),
+/// named as the client wrote them.
+pub fn output_columns(gate: &Gate, binds: &[Bind], cols: &[Column]) -> Vec<Column> {
+    let exprs = gate.output.as_deref().unwrap_or_default();
+    exprs
         .iter()
-        .zip(names)
-        .map(|(&c, name)| picked_column(&cols[c], name, binds))
+        .map(|(e, name)| output_column(e, name, binds, cols, None))
         .collect()
 }
 
-fn picked_column(col: &Column, name: &str, binds: &[Bind]) -> Column {
+/// One output column: a picked column keeps the shard's definition under
+/// the client's name; AVG and COUNT(DISTINCT) have types of their own; any
+/// other expression is typed by a value it produced (`sample`).
+fn output_column(
+    e: &GateExpr,
+    name: &str,
+    binds: &[Bind],
+    cols: &[Column],
+    sample: Option<&Val>,
+) -> Column {
     let name = crate::sql::normalize::substitute_binds(name, binds);
-    col.clone().with_name(name.as_bytes())
+    match e {
+        GateExpr::Col(c) => cols[*c].clone().with_name(name.as_bytes()),
+        GateExpr::Avg { sum, .. } => {
+            let s = &cols[*sum];
+            let sample = if is_float(s) {
+                Val::Float(0.0)
+            } else {
+                Val::Dec(0, s.decimals() as u32 + DIV_PRECISION)
+            };
+            synth_column(&name, &sample)
+        }
+        GateExpr::CountDistinct(_) => synth_column(&name, &Val::Int(0)),
+        _ => synth_column(&name, sample.unwrap_or(&Val::Int(0))),
+    }
 }
 
 /// True when the gate only orders, skips, limits and drops hidden columns:
@@ -951,40 +1022,7 @@ pub fn run(
                 out.push(row.clone());
             } else {
                 let g = out.last_mut().expect("group");
-                for (i, kind) in kinds.iter().enumerate() {
-                    match kind {
-                        AggKind::Count | AggKind::Sum => {
-                            let s = add_cells(&g[i], &row[i], &cols[i]);
-                            g[i] = s;
-                        }
-                        AggKind::Min { weight } | AggKind::Max { weight } => {
-                            let o = cmp_cells(
-                                &row[i],
-                                &g[i],
-                                &cols[i],
-                                weight.map(|w| &row[w]),
-                                weight.map(|w| &g[w]),
-                            );
-                            let better = match kind {
-                                AggKind::Min { .. } => {
-                                    g[i] == Value::NULL
-                                        || (row[i] != Value::NULL && o == Ordering::Less)
-                                }
-                                _ => {
-                                    g[i] == Value::NULL
-                                        || (row[i] != Value::NULL && o == Ordering::Greater)
-                                }
-                            };
-                            if better {
-                                g[i] = row[i].clone();
-                                if let Some(w) = weight {
-                                    g[*w] = row[*w].clone();
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                combine(g, &row, kinds, cols);
             }
             if let Some(d) = distinct_col {
                 let new_value = row[d] != Value::NULL
@@ -1107,25 +1145,7 @@ pub fn run(
             let out_cols = exprs
                 .iter()
                 .enumerate()
-                .map(|(k, (e, name))| {
-                    if let GateExpr::Col(c) = e {
-                        return picked_column(&cols[*c], name, binds);
-                    }
-                    let name = crate::sql::normalize::substitute_binds(name, binds);
-                    match e {
-                        GateExpr::Avg { sum, .. } => {
-                            let s = &cols[*sum];
-                            let sample = if is_float(s) {
-                                Val::Float(0.0)
-                            } else {
-                                Val::Dec(0, s.decimals() as u32 + DIV_PRECISION)
-                            };
-                            synth_column(&name, &sample)
-                        }
-                        GateExpr::CountDistinct(_) => synth_column(&name, &Val::Int(0)),
-                        _ => synth_column(&name, samples[k].as_ref().unwrap_or(&Val::Int(0))),
-                    }
-                })
+                .map(|(k, (e, name))| output_column(e, name, binds, cols, samples[k].as_ref()))
                 .collect();
             (out_cols, out_rows)
         }
@@ -1171,6 +1191,40 @@ pub fn run(
         .take(limit.map(|l| l as usize).unwrap_or(usize::MAX))
         .collect();
     Ok((out_cols, out_rows))
+}
+
+/// Folds `row` into its group's row `g`: counts and sums add up, MIN and
+/// MAX keep the better value (and its weight string); the rest keep the
+/// group's first.
+fn combine(g: &mut [Value], row: &[Value], kinds: &[AggKind], cols: &[Column]) {
+    for (i, kind) in kinds.iter().enumerate() {
+        match kind {
+            AggKind::Count | AggKind::Sum => {
+                let s = add_cells(&g[i], &row[i], &cols[i]);
+                g[i] = s;
+            }
+            AggKind::Min { weight } | AggKind::Max { weight } => {
+                let o = cmp_cells(
+                    &row[i],
+                    &g[i],
+                    &cols[i],
+                    weight.map(|w| &row[w]),
+                    weight.map(|w| &g[w]),
+                );
+                let wanted = match kind {
+                    AggKind::Min { .. } => Ordering::Less,
+                    _ => Ordering::Greater,
+                };
+                if g[i] == Value::NULL || (row[i] != Value::NULL && o == wanted) {
+                    g[i] = row[i].clone();
+                    if let Some(w) = weight {
+                        g[*w] = row[*w].clone();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The ORDER BY asks for the order aggregation leaves groups in: its keys
@@ -1250,15 +1304,18 @@ mod tests {
         let string = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0);
         let weight = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0);
         let cols = vec![string.clone(), weight.clone()];
-        assert_eq!(streamed_picks(&distinct, &cols), Some(vec![0]));
+        let picks = Some(Streamed::Picks(vec![0]));
+        assert_eq!(streamed(&distinct, &cols), picks);
         let numeric = vec![col(ColumnType::MYSQL_TYPE_LONG, 0), weight.clone()];
-        assert_eq!(streamed_picks(&distinct, &numeric), Some(vec![0]));
+        assert_eq!(streamed(&distinct, &numeric), picks);
         // MariaDB sorts ENUM by index, dates and times as values.
         let e = string.clone().with_flags(ColumnFlags::ENUM_FLAG);
-        assert_eq!(streamed_picks(&distinct, &[e, weight.clone()]), None);
+        assert_eq!(streamed(&distinct, &[e, weight.clone()]), None);
         let t = col(ColumnType::MYSQL_TYPE_TIME, 0);
-        assert_eq!(streamed_picks(&distinct, &[t, weight.clone()]), None);
-        // Aggregate functions, HAVING or a descending ORDER BY gather.
+        assert_eq!(streamed(&distinct, &[t, weight.clone()]), None);
+        // Aggregate functions fold as groups pass; an expression over
+        // them (typed by its first value), COUNT(DISTINCT) or a
+        // descending ORDER BY gather.
         let counted = Gate {
             aggregate: vec![AggKind::Key, AggKind::Weight, AggKind::Count],
             output: Some(vec![
@@ -1268,7 +1325,28 @@ mod tests {
             ..distinct.clone()
         };
         let with_count = vec![string, weight, col(ColumnType::MYSQL_TYPE_LONGLONG, 0)];
-        assert_eq!(streamed_picks(&counted, &with_count), None);
+        assert_eq!(streamed(&counted, &with_count), Some(Streamed::Groups));
+        let plus_one = Gate {
+            output: Some(vec![(
+                GateExpr::Binary(
+                    Box::new(GateExpr::Col(2)),
+                    BinaryOperator::Plus,
+                    Box::new(GateExpr::Lit(b("1"))),
+                ),
+                "n + 1".into(),
+            )]),
+            ..counted.clone()
+        };
+        assert_eq!(streamed(&plus_one, &with_count), None);
+        let count_distinct = Gate {
+            aggregate: vec![
+                AggKind::Key,
+                AggKind::Weight,
+                AggKind::DistinctArg { weight: 1 },
+            ],
+            ..counted
+        };
+        assert_eq!(streamed(&count_distinct, &with_count), None);
         let desc = Gate {
             order: vec![SortKey {
                 expr: GateExpr::Col(0),
@@ -1277,7 +1355,7 @@ mod tests {
             }],
             ..distinct
         };
-        assert_eq!(streamed_picks(&desc, &cols), None);
+        assert_eq!(streamed(&desc, &cols), None);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! cursor and a collecting sink. Results stream: one shard's rows go straight
 //! to the client; several shards' rows are interleaved as they arrive, or
 //! merged in order when the statement sorts, read in place ([`row`]).
-//! DISTINCT and GROUP BY without aggregate functions merge the shards'
-//! sorted groups as they pass; aggregation gathers the shards' partial
-//! results (one row per group per shard) before combining them ([`gate`]).
+//! Groupings (DISTINCT, GROUP BY) merge the shards' groups, sorted by the
+//! grouping keys, and fold each as it passes; COUNT(DISTINCT), an ORDER BY
+//! other than the grouping's, or keys the shards may sort otherwise gather
+//! the shards' partial results (one row per group per shard) before
+//! combining them ([`gate`]).
 
 pub mod gate;
 pub mod row;
@@ -467,16 +469,16 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
             mut streams,
         } = st;
         let sink = &mut *self.sink;
-        let picks = self
+        let streamed = self
             .gate
             .filter(|g| !gate::streams(g))
-            .and_then(|g| gate::streamed_picks(g, &columns));
+            .and_then(|g| gate::streamed(g, &columns));
         match self.gate {
-            // DISTINCT and GROUP BY without aggregate functions: each
-            // group passes once the shards' sorted groups are merged.
-            Some(g) if picks.is_some() => {
-                let picks = picks.unwrap_or_default();
-                merge_groups(g, self.binds, &columns, &mut streams, &picks, sink).await?;
+            // Groupings: each group passes once the shards' sorted groups
+            // are merged.
+            Some(g) if streamed.is_some() => {
+                let how = streamed.unwrap_or(gate::Streamed::Groups);
+                merge_groups(g, self.binds, &columns, &mut streams, how, sink).await?;
             }
             // Aggregation, DISTINCT: gather the partial results, then combine.
             Some(g) if !gate::streams(g) => {
@@ -556,29 +558,36 @@ fn smallest(
     best
 }
 
-/// A grouping without aggregate functions ([`gate::streamed_picks`]):
-/// the shards' groups, each shard's sorted by the grouping keys, are
-/// merged, and the first row of each group stands for it (the rest of
-/// the group are the other shards' rows of the same keys). Groups pass to
-/// the client as they complete: nothing is gathered, nothing decoded.
+/// A grouped aggregation streamed ([`gate::streamed`]): the shards'
+/// groups, each shard's sorted by the grouping keys, are merged, so the
+/// rows of a group (one per shard that has it) arrive together. A
+/// grouping's first row stands for its group and is sent in place; with
+/// aggregate functions the group is folded, then filtered and projected.
+/// Groups pass to the client as they complete: nothing is gathered.
 async fn merge_groups<S: RowSink + Send>(
     g: &Gate,
     binds: &[Bind],
     columns: &[Column],
     streams: &mut [Box<dyn ShardRows + '_>],
-    picks: &[usize],
+    how: gate::Streamed,
     sink: &mut S,
 ) -> Result<(), Error> {
     let mut window = gate::Window::new(Some(g), binds, columns.len())?;
-    sink.columns(&gate::picked_columns(g, binds, columns, picks))?;
+    sink.columns(&gate::output_columns(g, binds, columns))?;
+    let picks = match &how {
+        gate::Streamed::Picks(p) => Some(&p[..]),
+        gate::Streamed::Groups => None,
+    };
     // Output that is the leading columns is a cut of the shard's row.
-    let leading = picks.iter().enumerate().all(|(i, &c)| i == c);
+    let leading = picks.is_some_and(|p| p.iter().enumerate().all(|(i, &c)| i == c));
     let mut live: Vec<bool> = Vec::with_capacity(streams.len());
     for s in streams.iter_mut() {
         live.push(next_head(&mut **s, columns.len()).await?);
     }
     let cmp = |a: TextRow<'_>, b: TextRow<'_>| gate::cmp_group_rows(g, columns, a, b);
+    // The current group's first row (its keys), and its fold so far.
     let mut group: Option<OwnedRow> = None;
+    let mut folded: Option<Vec<Value>> = None;
     let mut picked = OwnedRow::default();
     while !window.full() {
         let Some(i) = smallest(streams, &live, cmp) else {
@@ -586,22 +595,57 @@ async fn merge_groups<S: RowSink + Send>(
         };
         let head = streams[i].row();
         match group.as_ref().map(|r| cmp(r.row(), head)) {
-            Some(std::cmp::Ordering::Equal) => {}
+            Some(std::cmp::Ordering::Equal) => {
+                if let Some(f) = folded.as_mut() {
+                    gate::fold(g, columns, f, &head.to_values());
+                }
+            }
             Some(std::cmp::Ordering::Greater) => return Err(gate::unsorted()),
             _ => {
+                if let Some(f) = folded.take() {
+                    send_group(g, binds, columns, &f, &mut window, sink).await?;
+                }
                 group.get_or_insert_with(OwnedRow::default).copy_from(head);
-                if window.admit(head.width())? {
-                    if leading {
-                        sink.text_row(head.truncated(picks.len()))?;
-                    } else {
-                        picked.pick_from(head, picks);
-                        sink.text_row(picked.row())?;
+                match picks {
+                    None => folded = Some(head.to_values()),
+                    Some(picks) => {
+                        if window.admit(head.width())? {
+                            if leading {
+                                sink.text_row(head.truncated(picks.len()))?;
+                            } else {
+                                picked.pick_from(head, picks);
+                                sink.text_row(picked.row())?;
+                            }
+                            sink.flush().await?;
+                        }
                     }
-                    sink.flush().await?;
                 }
             }
         }
         live[i] = next_head(&mut *streams[i], columns.len()).await?;
+    }
+    if let Some(f) = folded {
+        send_group(g, binds, columns, &f, &mut window, sink).await?;
+    }
+    Ok(())
+}
+
+/// Sends a folded group unless HAVING drops it or it falls outside the
+/// OFFSET/LIMIT window.
+async fn send_group<S: RowSink + Send>(
+    g: &Gate,
+    binds: &[Bind],
+    columns: &[Column],
+    folded: &[Value],
+    window: &mut gate::Window,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let Some(out) = gate::finish_group(g, binds, columns, folded) else {
+        return Ok(());
+    };
+    if window.admit(columns.len())? {
+        sink.row(&out)?;
+        sink.flush().await?;
     }
     Ok(())
 }
