@@ -672,7 +672,13 @@ fn main() {
                         conn.query_drop(&grow).await.expect("grow sbtest1");
                     }
                 }
-                for sql in ["select * from sbtest1", "select * from sbtest1 order by c, id"] {
+                // The third is a grouped aggregation with a group per row:
+                // folded as the shards' sorted groups pass.
+                for sql in [
+                    "select * from sbtest1",
+                    "select * from sbtest1 order by c, id",
+                    "select id, count(*), max(c) from sbtest1 group by id",
+                ] {
                     let r = scatter_stream(sg_port, pid, sql).await;
                     eprintln!("[load] {sql}: {} rows, first after {:.1} ms of {:.1} ms, RSS +{:.1} MB", r.0, r.1, r.2, r.4);
                     scatters.push((sql, r));
