@@ -1090,23 +1090,14 @@ pub(super) fn decode_row(
 }
 
 /// A text-protocol row packet, decoded straight into its cells (the
-/// driver's decoder builds a `Row` on the way; scatter merges decode every
-/// row of every shard).
+/// driver's decoder builds a `Row` on the way), found by the same reader
+/// as a merge's rows read in place ([`row::index`]).
 fn decode_text_row(width: usize, payload: &[u8]) -> Result<Vec<Value>, mysql_async::Error> {
-    let mut buf = ParseBuf(payload);
-    let mut row = Vec::with_capacity(width);
-    for _ in 0..width {
-        if buf.0.first() == Some(&0xfb) {
-            buf.skip(1);
-            row.push(Value::NULL);
-            continue;
-        }
-        let cell = buf
-            .checked_eat_lenenc_str()
-            .ok_or_else(|| bad("malformed row from tablet"))?;
-        row.push(Value::Bytes(cell.to_vec()));
+    let mut cells = Vec::with_capacity(width);
+    if !row::index(payload, width, &mut cells) {
+        return Err(bad("malformed row from tablet"));
     }
-    Ok(row)
+    Ok(row::TextRow::new(payload, &cells).to_values())
 }
 
 /// A sink that drops what it is given, undecoded.

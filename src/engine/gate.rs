@@ -803,12 +803,6 @@ pub fn streamed(gate: &Gate, cols: &[Column]) -> Option<Streamed> {
     })
 }
 
-/// Folds a row into its group (a streamed aggregation's rows, merged in
-/// group order).
-pub fn fold(gate: &Gate, cols: &[Column], group: &mut [Value], row: &[Value]) {
-    combine(group, row, &gate.aggregate, cols);
-}
-
 /// A folded group's output row: None when HAVING drops it.
 pub fn finish_group(
     gate: &Gate,
@@ -1022,7 +1016,7 @@ pub fn run(
                 out.push(row.clone());
             } else {
                 let g = out.last_mut().expect("group");
-                combine(g, &row, kinds, cols);
+                fold(gate, cols, g, &row);
             }
             if let Some(d) = distinct_col {
                 let new_value = row[d] != Value::NULL
@@ -1193,11 +1187,12 @@ pub fn run(
     Ok((out_cols, out_rows))
 }
 
-/// Folds `row` into its group's row `g`: counts and sums add up, MIN and
-/// MAX keep the better value (and its weight string); the rest keep the
-/// group's first.
-fn combine(g: &mut [Value], row: &[Value], kinds: &[AggKind], cols: &[Column]) {
-    for (i, kind) in kinds.iter().enumerate() {
+/// Folds `row` into its group's row `g` (the gathered rows, sorted, or a
+/// streamed aggregation's, merged in group order): counts and sums add
+/// up, MIN and MAX keep the better value (and its weight string); the
+/// rest keep the group's first.
+pub fn fold(gate: &Gate, cols: &[Column], g: &mut [Value], row: &[Value]) {
+    for (i, kind) in gate.aggregate.iter().enumerate() {
         match kind {
             AggKind::Count | AggKind::Sum => {
                 let s = add_cells(&g[i], &row[i], &cols[i]);

@@ -500,10 +500,7 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
             Some(g) if !g.order.is_empty() => {
                 let mut window = gate::Window::new(Some(g), self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
-                let mut live: Vec<bool> = Vec::with_capacity(streams.len());
-                for s in streams.iter_mut() {
-                    live.push(next_head(&mut **s, columns.len()).await?);
-                }
+                let mut live = first_heads(&mut streams, columns.len()).await?;
                 while !window.full() {
                     let Some(i) = smallest(&streams, &live, |a, b| {
                         gate::cmp_text_rows(g, self.binds, &columns, a, b)
@@ -580,10 +577,7 @@ async fn merge_groups<S: RowSink + Send>(
     };
     // Output that is the leading columns is a cut of the shard's row.
     let leading = picks.is_some_and(|p| p.iter().enumerate().all(|(i, &c)| i == c));
-    let mut live: Vec<bool> = Vec::with_capacity(streams.len());
-    for s in streams.iter_mut() {
-        live.push(next_head(&mut **s, columns.len()).await?);
-    }
+    let mut live = first_heads(streams, columns.len()).await?;
     let cmp = |a: TextRow<'_>, b: TextRow<'_>| gate::cmp_group_rows(g, columns, a, b);
     // The current group's first row (its keys), and its fold so far.
     let mut group: Option<OwnedRow> = None;
@@ -648,6 +642,19 @@ async fn send_group<S: RowSink + Send>(
         sink.flush().await?;
     }
     Ok(())
+}
+
+/// Each sorted stream's first row, checked for width: which streams have
+/// one (the live heads a merge starts from).
+async fn first_heads(
+    streams: &mut [Box<dyn ShardRows + '_>],
+    width: usize,
+) -> Result<Vec<bool>, Error> {
+    let mut live = Vec::with_capacity(streams.len());
+    for s in streams.iter_mut() {
+        live.push(next_head(&mut **s, width).await?);
+    }
+    Ok(live)
 }
 
 /// The next row of a sorted shard stream, checked for width before the
