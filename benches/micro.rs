@@ -14,7 +14,7 @@ use shardgate::engine::{
 };
 use shardgate::error::Error;
 use shardgate::planner::cache::PlanCache;
-use shardgate::planner::sharded::{AggKind, Gate, GateExpr};
+use shardgate::planner::sharded::{AggKind, Gate, GateExpr, Weight};
 use shardgate::planner::{self};
 use shardgate::sql::TabletType;
 use shardgate::sql::{self, Target};
@@ -278,7 +278,7 @@ fn merging(c: &mut Criterion) {
     let (cols, rows) = rows(4000);
     let gate = Gate {
         aggregate: vec![AggKind::Key, AggKind::Key, AggKind::Key, AggKind::Weight],
-        group_keys: vec![(1, Some(3))],
+        group_keys: vec![(1, Some(Weight::Column(3)))],
         output: Some(vec![
             (GateExpr::Col(1), "name".into()),
             (GateExpr::Col(0), "id".into()),

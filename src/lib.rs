@@ -37,6 +37,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod collation;
 pub mod config;
 pub mod engine;
 pub mod error;

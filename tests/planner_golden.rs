@@ -71,6 +71,9 @@ const OWN: &[(&str, &str)] = &[
     ("unknown table", "select * from nope"),
     ("other keyspace", "select * from main.unsharded"),
     ("syntax error", "select from where"),
+    ("order by declared columns", "select id, c from typed order by c, id desc, b, u"),
+    ("distinct declared text", "select distinct c from typed where id between 1 and 100 order by c"),
+    ("group by declared columns", "select c, id, count(*), min(id), max(c) from typed group by c, id"),
     ("too complex", "select * from user where id = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1"),
 ];
 

@@ -36,6 +36,11 @@ const VSCHEMA: &str = r#"{
     "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "nt": {"column_vindexes": [{"column": "id", "name": "num"}]},
     "bt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "ct": {"column_vindexes": [{"column": "id", "name": "hash"}],
+           "columns": [{"name": "id", "type": "INT64"}, {"name": "n", "type": "INT32"},
+                       {"name": "g", "type": "VARCHAR", "collation_name": "utf8mb4_general_ci"},
+                       {"name": "bn", "type": "VARCHAR", "collation_name": "utf8mb4_bin"},
+                       {"name": "vb", "type": "VARBINARY"}]},
     "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
@@ -689,6 +694,141 @@ async fn sharded_answers_match_a_single_mariadb() {
 
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
+    declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
+}
+
+/// Columns whose VSchema declares a collation the gate knows are ordered,
+/// grouped and deduplicated at the gate without the shards' weight strings,
+/// and answer as MariaDB does: case and accents folded by
+/// utf8mb4_general_ci (`ß` = `s`, characters beyond the BMP all alike),
+/// code points by utf8mb4_bin, trailing spaces ignored by both (but not
+/// tabs), bytes by VARBINARY.
+async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Conn) {
+    const CT: &str = "create table ct (id bigint not null primary key, n int,
+        g varchar(32) collate utf8mb4_general_ci, bn varchar(32) collate utf8mb4_bin,
+        vb varbinary(32))";
+    sg.query_drop("drop table if exists ct").await.unwrap();
+    sg.query_drop(CT).await.unwrap();
+    oracle.query_drop(CT).await.unwrap();
+    let pool = [
+        "a", "A", "a ", "a\t", "ab", "Ab", "a b", "ß", "ss", "s", "S", "é", "e", "É", "ÿ", "z",
+        "Z", "_", "😀", "🙂", "\u{FFFD}", "\u{FFFF}", "ǅ", "ı", "İ", "i", "I", "", "ａ", "Ω", "ω",
+        "ﬁ", "  ", "9",
+    ];
+    let mut r = Rng(0xc011_a7e5);
+    let pick = |r: &mut Rng| -> String {
+        if r.below(15) == 0 {
+            return "NULL".into();
+        }
+        let mut v = pool[r.below(pool.len() as u64) as usize].to_string();
+        if r.below(3) == 0 {
+            v.push_str(pool[r.below(pool.len() as u64) as usize]);
+        }
+        format!("'{v}'")
+    };
+    let rows: Vec<String> = (1..=400)
+        .map(|id| {
+            let (g, bn, vb) = (pick(&mut r), pick(&mut r), pick(&mut r));
+            format!("({id}, {}, {g}, {bn}, {vb})", r.below(20))
+        })
+        .collect();
+    let ins = format!(
+        "insert into ct (id, n, g, bn, vb) values {}",
+        rows.join(", ")
+    );
+    sg.query_drop(&ins).await.unwrap();
+    oracle.query_drop(&ins).await.unwrap();
+
+    // The shards are not asked for weight strings of declared columns.
+    let shard_queries: Vec<(String, String, String, String)> = sg
+        .query("vexplain queries select id, g from ct order by g, bn, vb, id")
+        .await
+        .unwrap();
+    assert_eq!(shard_queries.len(), 2);
+    for (_, _, _, q) in &shard_queries {
+        assert!(!q.contains("weight_string"), "{q}");
+    }
+
+    // Ties are broken by id, so these compare byte for byte.
+    for (sql, ordered) in [
+        ("select id, g from ct order by g, id", true),
+        ("select id, bn, g from ct order by bn desc, id", true),
+        ("select id, vb from ct order by vb, id desc", true),
+        (
+            "select g, bn, id from ct where id between 20 and 300 order by g desc, bn, id",
+            true,
+        ),
+        (
+            "select vb, count(*), max(id) from ct group by vb order by vb",
+            true,
+        ),
+        ("select n, count(distinct vb) from ct group by n", false),
+    ] {
+        for prepared in [false, true] {
+            compare_by(sg, oracle, &case(sql, ordered), prepared).await;
+        }
+    }
+    // A group shows one of its members (which one is MariaDB's choice), so
+    // these compare the collation's weight of each shown string, spaces
+    // trimmed (PAD SPACE: `a` and `a ` are one group).
+    const GCI: &str = "utf8mb4_general_ci";
+    const BIN: &str = "utf8mb4_bin";
+    // (query, ordered, the columns shown by one member and their collation)
+    type Grouped = (&'static str, bool, &'static [(usize, &'static str)]);
+    let grouped: [Grouped; 6] = [
+        ("select distinct g from ct order by g", true, &[(0, GCI)]),
+        (
+            "select g, count(*), max(n) from ct group by g",
+            false,
+            &[(0, GCI)],
+        ),
+        (
+            "select g, count(*) from ct group by g having count(*) > 8 order by g",
+            true,
+            &[(0, GCI)],
+        ),
+        (
+            "select g, min(id), sum(n) from ct group by g order by g desc",
+            true,
+            &[(0, GCI)],
+        ),
+        (
+            "select bn, count(*) from ct group by bn order by bn",
+            true,
+            &[(0, BIN)],
+        ),
+        (
+            "select g, bn, count(*) from ct where id < 250 group by g, bn order by g, bn",
+            true,
+            &[(0, GCI), (1, BIN)],
+        ),
+    ];
+    for (sql, ordered, canon) in grouped {
+        let (mut a, mut b) = (
+            cells_by(sg, sql, false).await.unwrap(),
+            cells_by(oracle, sql, false).await.unwrap(),
+        );
+        for rows in [&mut a, &mut b] {
+            for row in rows.iter_mut() {
+                for &(i, coll) in canon {
+                    if let Some(v) = row[i].take() {
+                        row[i] = oracle
+                            .exec_first(
+                                format!("select hex(weight_string(rtrim(?) collate {coll}))"),
+                                (v,),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            if !ordered {
+                rows.sort();
+            }
+        }
+        assert!(a.len() > 3, "{sql}: {} groups", a.len());
+        assert_eq!(a, b, "{sql}");
+    }
 }
 
 /// Scatters whose rows span reads and packets (up to 70,000 bytes, NULLs

@@ -11,8 +11,9 @@ use mysql_common::value::Value;
 use sqlparser::ast::{BinaryOperator, UnaryOperator};
 
 use super::row::TextRow;
+use crate::collation::Collation;
 use crate::error::Error;
-use crate::planner::sharded::{AggKind, Gate, GateExpr, Operand, HIDDEN};
+use crate::planner::sharded::{AggKind, Gate, GateExpr, Operand, Weight, HIDDEN};
 use crate::sql::normalize::Bind;
 
 /// A number or string the gate computes with.
@@ -298,31 +299,62 @@ fn cmp_folded(x: &[u8], y: &[u8]) -> Ordering {
         .then_with(|| x.cmp(y))
 }
 
-/// Compares two cells of one column: numbers numerically, strings by their
-/// weight strings when the shards sent them.
-fn cmp_cells(
-    a: &Value,
-    b: &Value,
-    col: &Column,
-    wa: Option<&Value>,
-    wb: Option<&Value>,
-) -> Ordering {
-    match (text_of(a), text_of(b)) {
-        (Some(x), Some(y)) => {
-            let w = (
-                wa.and_then(text_of).flatten(),
-                wb.and_then(text_of).flatten(),
-            );
-            cmp_key(col, x, y, w)
+/// How two string cells of one key compare as MariaDB would: by the
+/// weight strings the shards sent with them (None: NULL), or in the
+/// collation the VSchema declares for the column.
+#[derive(Clone, Copy)]
+enum Weighed<'a> {
+    Sent(Option<&'a [u8]>, Option<&'a [u8]>),
+    Collation(Collation),
+}
+
+/// A key's [`Weighed`] for two rows; `cells` reads a column of both.
+fn weighed<'a>(
+    w: Option<Weight>,
+    cells: impl FnOnce(usize) -> (Option<&'a [u8]>, Option<&'a [u8]>),
+) -> Option<Weighed<'a>> {
+    w.map(|w| match w {
+        Weight::Column(c) => {
+            let (x, y) = cells(c);
+            Weighed::Sent(x, y)
         }
+        Weight::Collation(c) => Weighed::Collation(c),
+    })
+}
+
+/// [`weighed`] over two decoded rows.
+fn weighed_values<'a>(w: Option<Weight>, a: &'a [Value], b: &'a [Value]) -> Option<Weighed<'a>> {
+    weighed(w, |c| (text_of(&a[c]).flatten(), text_of(&b[c]).flatten()))
+}
+
+/// Two strings of a key: by their weights when both rows sent one, in the
+/// declared collation, else by `fallback`.
+fn cmp_strings(
+    x: &[u8],
+    y: &[u8],
+    w: Option<Weighed<'_>>,
+    fallback: fn(&[u8], &[u8]) -> Ordering,
+) -> Ordering {
+    match w {
+        Some(Weighed::Sent(Some(wx), Some(wy))) => wx.cmp(wy),
+        Some(Weighed::Collation(c)) => c.cmp(x, y),
+        _ => fallback(x, y),
+    }
+}
+
+/// Compares two cells of one column: numbers numerically, strings as
+/// `w` says ([`cmp_key`]).
+fn cmp_cells(a: &Value, b: &Value, col: &Column, w: Option<Weighed<'_>>) -> Ordering {
+    match (text_of(a), text_of(b)) {
+        (Some(x), Some(y)) => cmp_key(col, x, y, w),
         _ => cmp_val(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col))),
     }
 }
 
 /// [`cmp_cells`] of text cells (None: NULL), as grouping compares them:
 /// NULL first, numbers by value, strings by weight string when both have
-/// one, else by their bytes.
-fn cmp_key(col: &Column, a: Option<&[u8]>, b: Option<&[u8]>, w: Weights<'_>) -> Ordering {
+/// one or by the declared collation, else by their bytes.
+fn cmp_key(col: &Column, a: Option<&[u8]>, b: Option<&[u8]>, w: Option<Weighed<'_>>) -> Ordering {
     let (x, y) = match (a, b) {
         (None, None) => return Ordering::Equal,
         (None, _) => return Ordering::Less,
@@ -332,10 +364,7 @@ fn cmp_key(col: &Column, a: Option<&[u8]>, b: Option<&[u8]>, w: Weights<'_>) -> 
     if is_numeric(col.column_type()) {
         return cmp_val(&Val::from_text(a, Some(col)), &Val::from_text(b, Some(col)));
     }
-    match w {
-        (Some(wx), Some(wy)) => wx.cmp(wy),
-        _ => x.cmp(y),
-    }
+    cmp_strings(x, y, w, <[u8]>::cmp)
 }
 
 fn bind_val(binds: &[Bind], i: usize) -> Val {
@@ -575,7 +604,9 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
     let mut need = 0;
     let mut bad_hidden = false;
     for (k, w) in &gate.group_keys {
-        need = need.max(k + 1).max(w.map_or(0, |w| w + 1));
+        need = need
+            .max(k + 1)
+            .max(w.and_then(Weight::column).map_or(0, |w| w + 1));
     }
     let exprs = gate
         .output
@@ -588,7 +619,7 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
         walk(e, &mut need, gate.hidden, &mut bad_hidden);
     }
     for k in &gate.order {
-        if let Some(w) = k.weight {
+        if let Some(w) = k.weight.and_then(Weight::column) {
             walk(&GateExpr::Col(w), &mut need, gate.hidden, &mut bad_hidden);
         }
     }
@@ -637,7 +668,7 @@ pub fn cmp_text_rows(
             return cmp_rows(gate, binds, cols, &a.to_values(), &b.to_values());
         };
         let c = resolve(c, width, hidden);
-        let w = k.weight.map(|w| {
+        let w = weighed(k.weight, |w| {
             let w = resolve(w, width, hidden);
             (a.cell(w), b.cell(w))
         });
@@ -659,19 +690,13 @@ fn text_of(v: &Value) -> Option<Option<&[u8]>> {
     }
 }
 
-/// Two cells' weight strings (None: NULL).
-type Weights<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-
 /// Orders two text cells of column `col` for ORDER BY: strings by their
-/// weight strings (`w`) when both have one, else ASCII case-folded;
-/// numbers by value; NULL first.
-fn cmp_col(col: &Column, x: Option<&[u8]>, y: Option<&[u8]>, w: Option<Weights<'_>>) -> Ordering {
+/// weight strings when both have one or by the declared collation (`w`),
+/// else ASCII case-folded; numbers by value; NULL first.
+fn cmp_col(col: &Column, x: Option<&[u8]>, y: Option<&[u8]>, w: Option<Weighed<'_>>) -> Ordering {
     if let (Some(x), Some(y)) = (x, y) {
         if !is_numeric(col.column_type()) {
-            return match w {
-                Some((Some(wx), Some(wy))) => wx.cmp(wy),
-                _ => cmp_folded(x, y),
-            };
+            return cmp_strings(x, y, w, cmp_folded);
         }
     }
     cmp_val(&Val::from_text(x, Some(col)), &Val::from_text(y, Some(col)))
@@ -688,19 +713,16 @@ fn cmp_groups(
     let width = cols.len();
     let hidden = gate.hidden.min(width);
     for k in &gate.order {
-        let weights = k.weight.map(|w| {
+        let w = weighed(k.weight, |w| {
             let w = resolve(w, width, hidden);
-            (&a[w], &b[w])
+            (text_of(&a[w]).flatten(), text_of(&b[w]).flatten())
         });
         let o = match &k.expr {
             GateExpr::Col(c) => {
                 let c = resolve(*c, width, hidden);
                 let col = &cols[c];
                 match (text_of(&a[c]), text_of(&b[c])) {
-                    (Some(x), Some(y)) => {
-                        let w = weights.map(|(x, y)| (text_of(x).flatten(), text_of(y).flatten()));
-                        cmp_col(col, x, y, w)
-                    }
+                    (Some(x), Some(y)) => cmp_col(col, x, y, w),
                     _ => cmp_val(
                         &Val::from_cell(&a[c], Some(col)),
                         &Val::from_cell(&b[c], Some(col)),
@@ -715,10 +737,8 @@ fn cmp_groups(
                 };
                 let va = eval(e, &row(a, a_counts), binds);
                 let vb = eval(e, &row(b, b_counts), binds);
-                match (&va, &vb, weights) {
-                    (Val::Str(_), Val::Str(_), Some((Value::Bytes(x), Value::Bytes(y)))) => {
-                        x.cmp(y)
-                    }
+                match (&va, &vb) {
+                    (Val::Str(x), Val::Str(y)) => cmp_strings(x, y, w, cmp_folded),
                     _ => cmp_val(&va, &vb),
                 }
             }
@@ -775,7 +795,12 @@ pub fn streamed(gate: &Gate, cols: &[Column]) -> Option<Streamed> {
         ) && !col
             .flags()
             .intersects(ColumnFlags::ENUM_FLAG | ColumnFlags::SET_FLAG);
-        is_numeric(col.column_type()) || (string && w.is_some_and(|w| w < cols.len()))
+        let weighed = match w {
+            Some(Weight::Column(w)) => w < cols.len(),
+            Some(Weight::Collation(_)) => true,
+            None => false,
+        };
+        is_numeric(col.column_type()) || (string && weighed)
     });
     let output = gate.output.as_ref()?;
     let known = output.iter().all(|(e, _)| match e {
@@ -836,8 +861,8 @@ pub fn finish_group(
 /// merge of a streamed grouping, see [`streamed`]).
 pub fn cmp_group_rows(gate: &Gate, cols: &[Column], a: TextRow<'_>, b: TextRow<'_>) -> Ordering {
     for &(k, w) in &gate.group_keys {
-        let weights = w.map_or((None, None), |w| (a.cell(w), b.cell(w)));
-        let o = cmp_key(&cols[k], a.cell(k), b.cell(k), weights);
+        let w = weighed(w, |w| (a.cell(w), b.cell(w)));
+        let o = cmp_key(&cols[k], a.cell(k), b.cell(k), w);
         if o != Ordering::Equal {
             return o;
         }
@@ -973,14 +998,8 @@ pub fn run(
             .iter()
             .position(|k| matches!(k, AggKind::DistinctArg { .. }));
         let key_cmp = |a: &Vec<Value>, b: &Vec<Value>| -> Ordering {
-            for (k, w) in &gate.group_keys {
-                let o = cmp_cells(
-                    &a[*k],
-                    &b[*k],
-                    &cols[*k],
-                    w.map(|w| &a[w]),
-                    w.map(|w| &b[w]),
-                );
+            for &(k, w) in &gate.group_keys {
+                let o = cmp_cells(&a[k], &b[k], &cols[k], weighed_values(w, a, b));
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -991,10 +1010,10 @@ pub fn run(
             match distinct_col {
                 Some(d) => {
                     let w = match kinds[d] {
-                        AggKind::DistinctArg { weight } => Some(weight),
+                        AggKind::DistinctArg { weight } => Some(Weight::Column(weight)),
                         _ => None,
                     };
-                    cmp_cells(&a[d], &b[d], &cols[d], w.map(|w| &a[w]), w.map(|w| &b[w]))
+                    cmp_cells(&a[d], &b[d], &cols[d], weighed_values(w, a, b))
                 }
                 None => Ordering::Equal,
             }
@@ -1153,7 +1172,7 @@ pub fn run(
             a.iter()
                 .zip(b)
                 .zip(&out_cols)
-                .map(|((x, y), c)| cmp_cells(x, y, c, None, None))
+                .map(|((x, y), c)| cmp_cells(x, y, c, None))
                 .find(|o| *o != Ordering::Equal)
                 .unwrap_or(Ordering::Equal)
         };
@@ -1203,8 +1222,7 @@ pub fn fold(gate: &Gate, cols: &[Column], g: &mut [Value], row: &[Value]) {
                     &row[i],
                     &g[i],
                     &cols[i],
-                    weight.map(|w| &row[w]),
-                    weight.map(|w| &g[w]),
+                    weighed_values(weight.map(Weight::Column), row, g),
                 );
                 let wanted = match kind {
                     AggKind::Min { .. } => Ordering::Less,
@@ -1238,7 +1256,10 @@ fn orders_as_grouped(gate: &Gate, cols: &[Column]) -> bool {
                     return false;
                 };
                 let c = resolve(c, width, hidden);
-                let w = k.weight.map(|w| resolve(w, width, hidden));
+                let w = k.weight.map(|w| match w {
+                    Weight::Column(w) => Weight::Column(resolve(w, width, hidden)),
+                    w => w,
+                });
                 !k.desc
                     && c == g
                     && w == gw
@@ -1292,7 +1313,7 @@ mod tests {
     fn groupings_stream_only_over_keys_the_shards_sort_alike() {
         let distinct = Gate {
             aggregate: vec![AggKind::Key, AggKind::Weight],
-            group_keys: vec![(0, Some(1))],
+            group_keys: vec![(0, Some(Weight::Column(1)))],
             output: Some(vec![(GateExpr::Col(0), "c".into())]),
             ..Gate::default()
         };
@@ -1345,7 +1366,7 @@ mod tests {
         let desc = Gate {
             order: vec![SortKey {
                 expr: GateExpr::Col(0),
-                weight: Some(1),
+                weight: Some(Weight::Column(1)),
                 desc: true,
             }],
             ..distinct
@@ -1425,7 +1446,7 @@ mod tests {
             hidden: 2,
             order: vec![SortKey {
                 expr: GateExpr::Col(HIDDEN),
-                weight: Some(HIDDEN + 1),
+                weight: Some(Weight::Column(HIDDEN + 1)),
                 desc: false,
             }],
             limit: Some(Operand::Lit(Value::Int(2))),

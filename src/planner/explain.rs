@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::sharded::{AggKind, Gate, GateExpr, Operand, Routing};
+use super::sharded::{AggKind, Gate, GateExpr, Operand, Routing, Weight};
 use super::{Plan, ShowPlan};
 
 fn operand(o: &Operand) -> Value {
@@ -49,14 +49,27 @@ fn gate_expr(e: &GateExpr) -> String {
     }
 }
 
+/// ` COLLATE name` for a key the gate compares in a declared collation,
+/// as vtgate's plans show it.
+fn collate(w: Option<Weight>) -> String {
+    match w {
+        Some(Weight::Collation(c)) => format!(" COLLATE {}", c.name()),
+        _ => String::new(),
+    }
+}
+
 fn gate(g: &Gate) -> Value {
     let mut m = serde_json::Map::new();
     if !g.aggregate.is_empty() {
         let kinds: Vec<String> = g
             .aggregate
             .iter()
-            .map(|k| match k {
-                AggKind::Key => "key".to_string(),
+            .enumerate()
+            .map(|(i, k)| match k {
+                AggKind::Key => {
+                    let weight = g.group_keys.iter().find(|(c, _)| *c == i);
+                    format!("key{}", collate(weight.and_then(|(_, w)| *w)))
+                }
                 AggKind::Count => "count".into(),
                 AggKind::Sum => "sum".into(),
                 AggKind::Min { .. } => "min".into(),
@@ -93,8 +106,9 @@ fn gate(g: &Gate) -> Value {
                 .order
                 .iter()
                 .map(|k| format!(
-                    "{}{}",
+                    "{}{}{}",
                     gate_expr(&k.expr),
+                    collate(k.weight),
                     if k.desc { " DESC" } else { " ASC" }
                 ))
                 .collect::<Vec<_>>()),

@@ -11,9 +11,11 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 use super::PlanError;
+use crate::collation::Collation;
 use crate::sql::normalize::Template;
 use crate::topo::{Keyspace, Snapshot};
 use crate::vschema::vindex::Func;
+use crate::vschema::Declared;
 
 /// A value the plan needs at execution: a bind variable or a constant.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,13 +92,34 @@ pub enum GateExpr {
 /// column (their absolute position depends on how wide `*` turned out).
 pub const HIDDEN: usize = 1 << 40;
 
+/// How the gate orders a key's strings as MariaDB would. None: the key is
+/// a number, or the gate falls back to its own order of the text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Weight {
+    /// Internal column with the shards' `weight_string()` of the key.
+    Column(usize),
+    /// The key's collation, declared in the VSchema: the gate compares the
+    /// strings itself and the shards send no weight strings.
+    Collation(Collation),
+}
+
+impl Weight {
+    /// The internal column of the weight strings, if the shards send them.
+    pub fn column(self) -> Option<usize> {
+        match self {
+            Weight::Column(c) => Some(c),
+            Weight::Collation(_) => None,
+        }
+    }
+}
+
 /// A sort key at the gate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SortKey {
     /// What to sort by.
     pub expr: GateExpr,
-    /// Internal column with `weight_string` of the key, for string collations.
-    pub weight: Option<usize>,
+    /// How its strings compare.
+    pub weight: Option<Weight>,
     /// Descending.
     pub desc: bool,
 }
@@ -106,8 +129,8 @@ pub struct SortKey {
 pub struct Gate {
     /// Per internal column: how rows of one group combine. Empty: no aggregation.
     pub aggregate: Vec<AggKind>,
-    /// Grouping keys (internal columns, with their weight columns).
-    pub group_keys: Vec<(usize, Option<usize>)>,
+    /// Grouping keys (internal columns, with how their strings compare).
+    pub group_keys: Vec<(usize, Option<Weight>)>,
     /// True for an aggregate without GROUP BY: always one row.
     pub scalar: bool,
     /// Output columns (None: the internal columns minus `hidden`).
@@ -227,6 +250,29 @@ struct TableInfo {
     kind: String,
     vindex: Option<(String, Func)>,
     auto_inc: Option<(String, String)>,
+    /// Columns whose VSchema type tells the gate how to order them.
+    declared: Vec<(String, Declared)>,
+}
+
+impl TableInfo {
+    /// What the VSchema says of a key that is one of the table's columns.
+    fn declared(&self, e: &Expr) -> Option<Declared> {
+        self.declared
+            .iter()
+            .find(|(c, _)| is_column(e, c, self))
+            .map(|(_, d)| *d)
+    }
+
+    /// How the gate orders key `e`: declared numbers need nothing, declared
+    /// strings their collation; anything else the shards' weight strings,
+    /// added by `push_weight` (which returns the internal column).
+    fn weigh(&self, e: &Expr, push_weight: impl FnOnce() -> usize) -> Option<Weight> {
+        match self.declared(e) {
+            Some(Declared::Number) => None,
+            Some(Declared::Text(c)) => Some(Weight::Collation(c)),
+            None => Some(Weight::Column(push_weight())),
+        }
+    }
 }
 
 fn ident_name(n: &ast::ObjectName) -> Vec<String> {
@@ -292,6 +338,12 @@ fn table_info(
             .auto_increment
             .as_ref()
             .map(|a| (a.column.clone(), a.sequence.clone())),
+        declared: t
+            .columns
+            .iter()
+            .filter_map(|c| c.get("name")?.as_str())
+            .filter_map(|c| Some((c.to_string(), t.declared(c)?)))
+            .collect(),
     })
 }
 
@@ -780,12 +832,13 @@ fn has_aggregate(e: &Expr) -> bool {
 }
 
 /// Builds internal columns for a grouped query.
-struct Internal {
+struct Internal<'t> {
     items: Vec<String>,
     kinds: Vec<AggKind>,
+    table: &'t TableInfo,
 }
 
-impl Internal {
+impl Internal<'_> {
     fn push(&mut self, sql: String, kind: AggKind) -> usize {
         self.items.push(sql);
         self.kinds.push(kind);
@@ -853,11 +906,18 @@ impl Internal {
                     return Ok(GateExpr::Col(i));
                 }
                 let i = self.push(s.clone(), AggKind::Key);
-                let w = self.push(format!("weight_string({s})"), AggKind::Weight);
+                // MIN and MAX of a declared number compare by value; of a
+                // string, by the shards' weight strings.
+                let number = call
+                    .arg
+                    .as_ref()
+                    .is_some_and(|a| self.table.declared(a) == Some(Declared::Number));
+                let weight =
+                    (!number).then(|| self.push(format!("weight_string({s})"), AggKind::Weight));
                 self.kinds[i] = if m == "min" {
-                    AggKind::Min { weight: Some(w) }
+                    AggKind::Min { weight }
                 } else {
-                    AggKind::Max { weight: Some(w) }
+                    AggKind::Max { weight }
                 };
                 GateExpr::Col(i)
             }
@@ -1126,7 +1186,8 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         let mut order_keys = Vec::new();
         for ob in &order_exprs {
             let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
-            let expr_sql = select_ref(&ob.expr, &sel.projection, "order clause")?.to_string();
+            let key = select_ref(&ob.expr, &sel.projection, "order clause")?;
+            let expr_sql = key.to_string();
             let shown = sel
                 .projection
                 .iter()
@@ -1144,10 +1205,13 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
                     HIDDEN + hidden.len() - 1
                 }
             };
-            hidden.push(format!("weight_string({expr_sql})"));
+            let weight = t.weigh(key, || {
+                hidden.push(format!("weight_string({expr_sql})"));
+                HIDDEN + hidden.len() - 1
+            });
             order_keys.push(SortKey {
                 expr: GateExpr::Col(col),
-                weight: Some(HIDDEN + hidden.len() - 1),
+                weight,
                 desc,
             });
             order.push((desc, expr_sql));
@@ -1191,6 +1255,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     let mut internal = Internal {
         items: Vec::new(),
         kinds: Vec::new(),
+        table: &t,
     };
     let mut groups: Vec<(String, usize)> = Vec::new();
     let mut group_keys = Vec::new();
@@ -1201,9 +1266,11 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         }
         let s = g.to_string();
         let i = internal.push(s.clone(), AggKind::Key);
-        let w = internal.push(format!("weight_string({s})"), AggKind::Weight);
+        let w = t.weigh(&g, || {
+            internal.push(format!("weight_string({s})"), AggKind::Weight)
+        });
         groups.push((s, i));
-        group_keys.push((i, Some(w)));
+        group_keys.push((i, w));
     }
     let mut count_distinct = None;
     let mut output = Vec::new();
@@ -1242,7 +1309,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         };
         let weight = match &expr {
             GateExpr::Col(i) => match internal.kinds[*i] {
-                AggKind::Min { weight } | AggKind::Max { weight } => weight,
+                AggKind::Min { weight } | AggKind::Max { weight } => weight.map(Weight::Column),
                 AggKind::Key => group_keys
                     .iter()
                     .find(|(k, _)| k == i)

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collation::Collation;
+
 /// Errors in a VSchema document.
 #[derive(Debug, thiserror::Error)]
 pub enum VSchemaError {
@@ -117,6 +119,89 @@ pub struct AutoIncrement {
     pub sequence: String,
 }
 
+/// What a table's VSchema declares about a column, when that is enough for
+/// the gate to order its values itself (see [`crate::collation`]): then the
+/// shards are not asked for `weight_string()` of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// A numeric type: compared by value.
+    Number,
+    /// A string type in a collation the gate knows.
+    Text(Collation),
+}
+
+/// Vitess's column type names (`querypb.Type`), as a VSchema's `columns`
+/// spell them.
+const COLUMN_TYPES: &[&str] = &[
+    "NULL_TYPE",
+    "INT8",
+    "UINT8",
+    "INT16",
+    "UINT16",
+    "INT24",
+    "UINT24",
+    "INT32",
+    "UINT32",
+    "INT64",
+    "UINT64",
+    "FLOAT32",
+    "FLOAT64",
+    "TIMESTAMP",
+    "DATE",
+    "TIME",
+    "DATETIME",
+    "YEAR",
+    "DECIMAL",
+    "TEXT",
+    "BLOB",
+    "VARCHAR",
+    "VARBINARY",
+    "CHAR",
+    "BINARY",
+    "BIT",
+    "ENUM",
+    "SET",
+    "TUPLE",
+    "GEOMETRY",
+    "JSON",
+    "EXPRESSION",
+    "HEXNUM",
+    "HEXVAL",
+    "BITNUM",
+    "VECTOR",
+    "RAW",
+];
+
+impl Table {
+    /// The declared type of `column` (its name compared as MySQL does,
+    /// without case), if it tells the gate how to order the values: a
+    /// number, a binary string, or a text type whose `collation_name` the
+    /// gate knows. A text type without a collation says nothing (the
+    /// server's default is not the VSchema's to assume).
+    pub fn declared(&self, column: &str) -> Option<Declared> {
+        let c = self.columns.iter().find(|c| {
+            c.get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| n.eq_ignore_ascii_case(column))
+        })?;
+        let collation = c
+            .get("collation_name")
+            .or_else(|| c.get("collationName"))
+            .and_then(|n| n.as_str());
+        match c.get("type")?.as_str()? {
+            "INT8" | "UINT8" | "INT16" | "UINT16" | "INT24" | "UINT24" | "INT32" | "UINT32"
+            | "INT64" | "UINT64" | "FLOAT32" | "FLOAT64" | "DECIMAL" | "YEAR" => {
+                Some(Declared::Number)
+            }
+            "BLOB" | "VARBINARY" | "BINARY" => Some(Declared::Text(Collation::Binary)),
+            "TEXT" | "VARCHAR" | "CHAR" => {
+                collation.and_then(Collation::from_name).map(Declared::Text)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Vindex types shardgate knows the functions of (the functional ones are
 /// bit-exact with Vitess; lookup types are accepted for routing later).
 pub const KNOWN_VINDEX_TYPES: &[&str] = &[
@@ -213,6 +298,21 @@ impl KeyspaceVSchema {
                     )));
                 }
             }
+            for c in &t.columns {
+                let name = c.get("name").and_then(|n| n.as_str());
+                let Some(name) = name.filter(|n| !n.is_empty()) else {
+                    return Err(bad(format!("table {tname}: a column without a name: {c}")));
+                };
+                match c.get("type") {
+                    None => {}
+                    Some(serde_json::Value::String(ty)) if COLUMN_TYPES.contains(&ty.as_str()) => {}
+                    Some(ty) => {
+                        return Err(bad(format!(
+                            "table {tname}: column {name}: unknown type {ty}"
+                        )))
+                    }
+                }
+            }
             if let Some(ai) = &t.auto_increment {
                 if ai.column.is_empty() || ai.sequence.is_empty() {
                     return Err(bad(format!(
@@ -252,9 +352,45 @@ mod tests {
             err.contains("customer") && err.contains("table t") && err.contains("nope"),
             "{err}"
         );
+        let err = KeyspaceVSchema::from_json(
+            "ks",
+            br#"{"tables": {"t": {"columns": [{"name": "c", "type": "VARCHAR(10)"}]}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("column c: unknown type \"VARCHAR(10)\""),
+            "{err}"
+        );
         let err = KeyspaceVSchema::from_json("ks", br#"{"sharded": false, "tablez": {}}"#)
             .unwrap_err()
             .to_string();
         assert!(err.contains("tablez"), "{err}");
+    }
+
+    #[test]
+    fn declared_column_types() {
+        let vs = KeyspaceVSchema::from_json(
+            "ks",
+            br#"{"tables": {"t": {"columns": [
+                {"name": "id", "type": "INT64"},
+                {"name": "c", "type": "CHAR", "collation_name": "utf8mb4_general_ci"},
+                {"name": "u", "type": "VARCHAR", "collation_name": "utf8mb4_unicode_ci"},
+                {"name": "v", "type": "VARCHAR"},
+                {"name": "b", "type": "VARBINARY"},
+                {"name": "d", "type": "DATETIME"},
+                {"name": "n"}]}}}"#,
+        )
+        .unwrap();
+        let t = &vs.tables["t"];
+        assert_eq!(t.declared("ID"), Some(Declared::Number));
+        assert_eq!(
+            t.declared("c"),
+            Some(Declared::Text(Collation::Utf8GeneralCi))
+        );
+        assert_eq!(t.declared("b"), Some(Declared::Text(Collation::Binary)));
+        for unknown in ["u", "v", "d", "n", "missing"] {
+            assert_eq!(t.declared(unknown), None, "{unknown}");
+        }
     }
 }
