@@ -30,16 +30,30 @@ use shardgate::local::{free_port, Cluster, ClusterSpec, TabletSpec};
 /// the ids themselves (big-endian), so ids below 5001 (0x1389) go to the first.
 const RANGED_SHARDS: [&str; 2] = ["-0000000000001389", "0000000000001389-"];
 
+/// sbtest1's columns as the VSchema declares them (the tablets' default
+/// collation), so that sorting and grouping by `c` or `pad` go to the shards
+/// without weight strings, as in `vschema/customer.json`; put in for
+/// `SBTEST1_COLUMNS` by [`with_columns`].
+const SBTEST1_COLUMNS: &str = r#"[{"name": "id", "type": "INT32"}, {"name": "k", "type": "INT32"},
+    {"name": "c", "type": "CHAR", "collation_name": "utf8mb4_general_ci"},
+    {"name": "pad", "type": "CHAR", "collation_name": "utf8mb4_general_ci"}]"#;
+
+fn with_columns(vschema: &str) -> String {
+    vschema.replace("SBTEST1_COLUMNS", SBTEST1_COLUMNS)
+}
+
 /// sbtest1 placed by its id's value, so an id range stays on one shard.
 const RANGED_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"num": {"type": "numeric"}},
-  "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "num"}]}}}"#;
+  "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "num"}],
+    "columns": SBTEST1_COLUMNS}}}"#;
 
 /// The `colocated` keyspace: hashed like `customer` (no sequence), but both
 /// shards live in the unsharded tablet's mysqld, as two databases. Against
 /// `customer` (one mysqld per shard) it separates what sharding costs
 /// shardgate from what a second mysqld process costs this 2-core machine.
 const COLOCATED_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-  "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+  "tables": {"sbtest1": {"column_vindexes": [{"column": "id", "name": "hash"}],
+    "columns": SBTEST1_COLUMNS}}}"#;
 
 /// Registers the `colocated` keyspace: shards `-80` and `80-` on the mysqld
 /// at `port`, in databases `vt_colocated_a` and `vt_colocated_b` (the
@@ -78,9 +92,13 @@ async fn add_colocated(etcd: &str, port: u16, sg_port: u16) {
             .await
             .expect("init shard primary");
     }
-    admin::apply_vschema(&store, "colocated", COLOCATED_VSCHEMA.as_bytes())
-        .await
-        .expect("vschema");
+    admin::apply_vschema(
+        &store,
+        "colocated",
+        with_columns(COLOCATED_VSCHEMA).as_bytes(),
+    )
+    .await
+    .expect("vschema");
     // shardgate learns of the keyspace from its topology watch.
     for _ in 0..100 {
         if let Ok(c) = mysql_async::Conn::new(client_opts(sg_port, "sb", "colocated")).await {
@@ -541,7 +559,7 @@ fn main() {
         for (uid, shard) in [(500, RANGED_SHARDS[0]), (600, RANGED_SHARDS[1])] {
             spec.tablets.push(TabletSpec { uid, keyspace: "ranged".into(), shard: shard.into(), tablet_type: "PRIMARY".into(), port: ports[&uid] });
         }
-        spec.keyspaces.push(("ranged".into(), true, RANGED_VSCHEMA.into(), String::new()));
+        spec.keyspaces.push(("ranged".into(), true, with_columns(RANGED_VSCHEMA), String::new()));
         // SHARDGATE_BIN measures another build (A/B runs of two commits).
         spec.shardgate_bin = std::env::var_os("SHARDGATE_BIN")
             .map(PathBuf::from)

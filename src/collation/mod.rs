@@ -139,9 +139,23 @@ impl Iterator for GeneralCi<'_> {
 }
 
 fn cmp_general_ci(a: &[u8], b: &[u8]) -> Ordering {
+    // Equal bytes weigh the same: weigh from the character that holds the
+    // first difference. The decoder stops at every byte that is not a
+    // UTF-8 continuation byte, so starting there agrees with starting at 0.
+    let continuation = |c: Option<&u8>| c.is_some_and(|&c| c & 0xC0 == 0x80);
+    let mut start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    while start > 0 && (continuation(a.get(start)) || continuation(b.get(start))) {
+        start -= 1;
+    }
     let table = weights();
-    let mut x = GeneralCi { s: a, table };
-    let mut y = GeneralCi { s: b, table };
+    let mut x = GeneralCi {
+        s: &a[start..],
+        table,
+    };
+    let mut y = GeneralCi {
+        s: &b[start..],
+        table,
+    };
     loop {
         match (x.next(), y.next()) {
             (Some(p), Some(q)) if p == q => {}
@@ -203,6 +217,20 @@ mod tests {
         assert_eq!(c.cmp(b"a", b"B"), Greater);
         assert_eq!(c.cmp("\u{FFFF}".as_bytes(), "😀".as_bytes()), Less);
         assert_eq!(c.cmp("é".as_bytes(), b"z"), Greater);
+    }
+
+    #[test]
+    fn shared_prefixes_split_inside_a_character() {
+        let c = Collation::Utf8GeneralCi;
+        // é (C3 A9), ê (C3 AA), É (C3 89) and ø (C3 B8) differ in their
+        // second byte; the first three weigh as E, ø as Ø, Æ as itself.
+        assert_eq!(c.cmp("xé".as_bytes(), "xÉ".as_bytes()), Equal);
+        assert_eq!(c.cmp("xé".as_bytes(), "xê".as_bytes()), Equal);
+        assert_eq!(c.cmp("xé".as_bytes(), "xø".as_bytes()), Less);
+        assert_eq!(c.cmp("xø".as_bytes(), "xÆ".as_bytes()), Greater);
+        assert_eq!(c.cmp("aé b".as_bytes(), "aÉ".as_bytes()), Greater);
+        assert_eq!(c.cmp("ab".as_bytes(), "ab  ".as_bytes()), Equal);
+        assert_eq!(c.cmp("😀a".as_bytes(), "🙂A".as_bytes()), Equal);
     }
 
     #[test]
