@@ -27,7 +27,11 @@
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex
-//!   functions (bit-exact with Vitess, incl. the Unicode collation keys).
+//!   functions (bit-exact with Vitess, incl. the Unicode collation keys);
+//!   declared column types tell the planner which keys need no weight
+//!   strings.
+//! - [`collation`]: MariaDB's string order in the collations the gate
+//!   compares itself (`utf8mb4_general_ci`, `_bin`, `binary`).
 //! - [`admin`]: `shardgate ctl ...` commands that write the topology.
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.
