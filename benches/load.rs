@@ -12,6 +12,7 @@
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
 //!   cargo bench --bench load -- --only scatter   # one part: sysbench, instructions, scatter, connect or idle
 //!   cargo bench --bench load -- --only sysbench --workload oltp_read_only --threads 8
+//!   cargo bench --bench load -- --only sysbench --threads 1 --rounds 7   # medians of 7 rounds
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
@@ -539,6 +540,12 @@ fn main() {
     if let Some(n) = flag("--threads").and_then(|n| n.parse().ok()) {
         threads = vec![n];
     }
+    // `--rounds N`: more interleaved rounds; the table shows each figure's
+    // median, which one noisy run on this shared machine does not move.
+    let rounds = flag("--rounds")
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(rounds);
     let workload = flag("--workload");
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -757,23 +764,33 @@ fn main() {
         drop(idle);
 
         let mut md = String::new();
+        let _ = writeln!(md, "Each figure is the median of {rounds} round(s).\n");
         let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB |");
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-        let mean = |v: &[Run], f: fn(&Run) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;
+        // The median of the rounds (the mean of the middle two for an even count).
+        let median = |v: &[Run], f: fn(&Run) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            match x.len() {
+                0 => 0.0,
+                n if n % 2 == 1 => x[n / 2],
+                n => (x[n / 2 - 1] + x[n / 2]) / 2.0,
+            }
+        };
         for ((w, th, name), runs) in &results {
-            let qps = mean(runs, |r| r.qps);
-            let direct = results.get(&(w.clone(), *th, "direct".into())).map(|v| mean(v, |r| r.qps)).unwrap_or(0.0);
-            let hap = results.get(&(w.clone(), *th, "haproxy".into())).map(|v| mean(v, |r| r.qps)).unwrap_or(0.0);
-            let cpu = runs.iter().filter_map(|r| r.cpu_us_per_query).sum::<f64>() / runs.len() as f64;
+            let qps = median(runs, |r| r.qps);
+            let direct = results.get(&(w.clone(), *th, "direct".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
+            let hap = results.get(&(w.clone(), *th, "haproxy".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
+            let cpu = median(runs, |r| r.cpu_us_per_query.unwrap_or(0.0));
             let rss = runs.iter().filter_map(|r| r.rss_mb).fold(0.0, f64::max);
             let _ = writeln!(
                 md,
                 "| {w} | {th} | {name} | {qps:.0} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
                 if direct > 0.0 { qps / direct } else { 0.0 },
                 if hap > 0.0 { format!("{:.2}", qps / hap) } else { "-".into() },
-                mean(runs, |r| r.avg_ms),
-                mean(runs, |r| r.p95_ms),
-                mean(runs, |r| r.p99_ms),
+                median(runs, |r| r.avg_ms),
+                median(runs, |r| r.p95_ms),
+                median(runs, |r| r.p99_ms),
                 if runs[0].cpu_us_per_query.is_some() { format!("{cpu:.1}") } else { "-".into() },
                 if rss > 0.0 { format!("{rss:.0}") } else { "-".into() },
             );
@@ -786,12 +803,12 @@ fn main() {
             if name != "shardgate" {
                 continue;
             }
-            let base = mean(runs, |r| r.qps);
+            let base = median(runs, |r| r.qps);
             let ratio = |target: &str| {
                 results
                     .get(&(w.clone(), *th, target.to_string()))
                     .filter(|_| base > 0.0)
-                    .map(|v| format!("{:.2}", mean(v, |r| r.qps) / base))
+                    .map(|v| format!("{:.2}", median(v, |r| r.qps) / base))
                     .unwrap_or_else(|| "-".into())
             };
             let _ = writeln!(
