@@ -186,6 +186,17 @@ pub struct ServeArgs {
         default_value = "multi"
     )]
     pub transaction_mode: crate::executor::TransactionMode,
+    /// Learn sharded tables' column types and collations from the tablets
+    /// (vtgate's schema tracking, under vtgate's flag name), so that
+    /// ORDER BY, GROUP BY and DISTINCT across shards compare strings at
+    /// the gate instead of asking every shard for `weight_string()`.
+    #[arg(
+        long = "schema-change-signal",
+        alias = "schema_change_signal",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub schema_change_signal: bool,
 }
 
 /// Flags and commands of `shardgate ctl`.

@@ -25,7 +25,8 @@
 //!   shares pipelined connections between the stateless reads of many
 //!   sessions (a read that finds its tablet idle runs on its own).
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
-//!   and the watcher that swaps it in.
+//!   and the watcher that swaps it in; [`topo::schema`] learns the sharded
+//!   tables' column types from the tablets into it.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex
 //!   functions (bit-exact with Vitess, incl. the Unicode collation keys);
 //!   declared column types tell the planner which keys need no weight

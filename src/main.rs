@@ -135,6 +135,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         auth,
         server_version: args.mysql_server_version.clone(),
         transaction_mode: args.transaction_mode,
+        schema_tracking: args.schema_change_signal,
     };
     if args.transaction_mode == shardgate::executor::TransactionMode::Twopc {
         return Err("--transaction_mode=twopc: atomic commit across shards is not built yet (single or multi)".into());

@@ -37,6 +37,8 @@ pub struct ServerCtx {
     pub plans: crate::planner::cache::PlanCache,
     /// How far a transaction may reach (`--transaction_mode`).
     pub transaction_mode: crate::executor::TransactionMode,
+    /// Woken after a DDL statement: the schema tracker asks the tablets again.
+    pub schema_changed: Arc<tokio::sync::Notify>,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -63,6 +65,7 @@ impl ServerCtx {
             transaction_mode: crate::executor::TransactionMode::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            schema_changed: Arc::new(tokio::sync::Notify::new()),
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -98,6 +101,8 @@ pub struct ServeOptions {
     pub server_version: String,
     /// How far a transaction may reach.
     pub transaction_mode: crate::executor::TransactionMode,
+    /// Learn column types from the tablets ([`topo::schema`]).
+    pub schema_tracking: bool,
 }
 
 /// Errors starting the server.
@@ -140,10 +145,24 @@ impl Running {
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let store = TopoStore::connect(opts.topo_impl, &opts.topo_address, &opts.topo_root).await?;
     let (handle, records) = topo::watch::initial(&store, &opts.cells).await?;
+    let login = topo::schema::Login {
+        user: opts.backend.user.clone(),
+        password: opts.backend.password.clone(),
+    };
     let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
     ctx.transaction_mode = opts.transaction_mode;
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
+    let learned = opts.schema_tracking.then(|| {
+        let (tx, rx) = watch::channel(Default::default());
+        tokio::spawn(topo::schema::run(
+            handle.clone(),
+            login,
+            tx,
+            ctx.schema_changed.clone(),
+        ));
+        rx
+    });
     {
         let ctx2 = ctx.clone();
         tokio::spawn(topo::watch::run(
@@ -151,6 +170,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             opts.cells.clone(),
             handle,
             records,
+            learned,
             ctx.watch_stats.clone(),
             move |snap| {
                 ctx2.pools.reconcile(snap);

@@ -36,6 +36,7 @@ const VSCHEMA: &str = r#"{
     "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "nt": {"column_vindexes": [{"column": "id", "name": "num"}]},
     "bt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "trk": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "ct": {"column_vindexes": [{"column": "id", "name": "hash"}],
            "columns": [{"name": "id", "type": "INT64"}, {"name": "n", "type": "INT32"},
                        {"name": "g", "type": "VARCHAR", "collation_name": "utf8mb4_general_ci"},
@@ -695,6 +696,79 @@ async fn sharded_answers_match_a_single_mariadb() {
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
+}
+
+/// shardgate learns column types from the tablets (vtgate's schema
+/// tracking): with no columns in the VSchema, a column in a collation the
+/// gate knows is sorted without weight strings, one in another collation
+/// with them, and a DDL through shardgate is learned at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_tracking_learns_collations_from_the_tablets() {
+    apply_test_vschema().await;
+    let mut sg = connect(Some("customer")).await;
+    sg.query_drop("drop table if exists trk").await.unwrap();
+    sg.query_drop(
+        "create table trk (id bigint primary key, n int,
+         c varchar(20) collate utf8mb4_general_ci, u varchar(20) collate utf8mb4_unicode_ci)",
+    )
+    .await
+    .unwrap();
+    let port = cluster().port;
+    // The shard queries of an ORDER BY on `col`, once they satisfy `want`.
+    let shard_query = |col: &'static str, weighed: bool| async move {
+        eventually(20, || async move {
+            let mut c = connect_port(port, Some("customer")).await;
+            let rows: Vec<(String, String, String, String)> = c
+                .query(format!(
+                    "vexplain queries select id from trk order by {col}"
+                ))
+                .await
+                .ok()?;
+            let q = rows.first()?.3.clone();
+            (q.contains("weight_string") == weighed).then_some(q)
+        })
+        .await
+    };
+    let q = shard_query("c", false)
+        .await
+        .expect("c learned as utf8mb4_general_ci");
+    assert!(q.ends_with("ORDER BY c ASC"), "{q}");
+    assert!(
+        shard_query("u", true).await.is_some(),
+        "u keeps its weight strings"
+    );
+    assert!(shard_query("n", false).await.is_some(), "n is a number");
+    let plan: Vec<(String,)> = sg
+        .query("vexplain plan select id from trk order by c")
+        .await
+        .unwrap();
+    assert!(
+        plan[0].0.contains("COLLATE utf8mb4_general_ci"),
+        "{}",
+        plan[0].0
+    );
+
+    sg.query_drop("insert into trk (id, n, c, u) values (1, 1, 'b', 'b'), (2, 2, 'A', 'a'), (3, 3, 'ä', 'ä'), (4, 4, 'a ', 'B'), (5, 5, 'Z', 'z')")
+        .await
+        .unwrap();
+    let got: Vec<(u64, String)> = sg
+        .query("select id, c from trk order by c, id")
+        .await
+        .unwrap();
+    let ids: Vec<u64> = got.iter().map(|r| r.0).collect();
+    // general_ci: A = a = ä (and `a ` pads to `a`), then b, then Z.
+    assert_eq!(ids, vec![2, 3, 4, 1, 5], "{got:?}");
+
+    // A collation the gate does not know, changed through shardgate, is
+    // learned at once: the weight strings come back.
+    sg.query_drop("alter table trk modify c varchar(20) collate utf8mb4_unicode_ci")
+        .await
+        .unwrap();
+    assert!(
+        shard_query("c", true).await.is_some(),
+        "c is utf8mb4_unicode_ci now"
+    );
+    sg.query_drop("drop table trk").await.unwrap();
 }
 
 /// Columns whose VSchema declares a collation the gate knows are ordered,

@@ -330,6 +330,7 @@ fn table_info(
         None => None,
     };
     Ok(TableInfo {
+        declared: declared_columns(ks, &table, t),
         name: table,
         alias,
         kind: t.kind.clone(),
@@ -338,13 +339,29 @@ fn table_info(
             .auto_increment
             .as_ref()
             .map(|a| (a.column.clone(), a.sequence.clone())),
-        declared: t
-            .columns
-            .iter()
-            .filter_map(|c| c.get("name")?.as_str())
-            .filter_map(|c| Some((c.to_string(), t.declared(c)?)))
-            .collect(),
     })
+}
+
+/// The columns of `table` whose type tells the gate how to order them: as
+/// the VSchema declares them, else as the schema tracker learned them from
+/// the tablets.
+fn declared_columns(
+    ks: &Keyspace,
+    table: &str,
+    t: &crate::vschema::Table,
+) -> Vec<(String, Declared)> {
+    let mut declared: Vec<(String, Declared)> = t
+        .columns
+        .iter()
+        .filter_map(|c| c.get("name")?.as_str())
+        .filter_map(|c| Some((c.to_string(), t.declared(c)?)))
+        .collect();
+    for (c, d) in ks.learned.get(table).into_iter().flatten() {
+        if !declared.iter().any(|(v, _)| v.eq_ignore_ascii_case(c)) {
+            declared.push((c.clone(), *d));
+        }
+    }
+    declared
 }
 
 fn single_table(

@@ -372,7 +372,12 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
         self.note_query(stmt);
-        self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await
+        let res = self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await;
+        if matches!(stmt, Statement::Query(QueryKind::Ddl)) {
+            // The tablets' columns may have changed: learn them again.
+            ctx.schema_changed.notify_one();
+        }
+        res
     }
 
     /// Runs a plan on this session's connections.

@@ -6,6 +6,7 @@
 //! `global/RoutingRules`, `{cell}/tablets/{alias}/Tablet`; values are JSON.
 
 pub mod keyrange;
+pub mod schema;
 pub mod store;
 pub mod watch;
 
@@ -16,7 +17,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::sql::TabletType;
-use crate::vschema::{KeyspaceVSchema, VSchemaError};
+use crate::vschema::{Declared, KeyspaceVSchema, VSchemaError};
 pub use keyrange::KeyRange;
 
 /// The handle every component holds: load once per statement.
@@ -146,6 +147,9 @@ pub struct Keyspace {
     pub vschema: KeyspaceVSchema,
     /// Its shards.
     pub shards: Vec<Shard>,
+    /// Column types learned from its tablets ([`schema`]): table →
+    /// (column, what the type tells the gate).
+    pub learned: BTreeMap<String, Vec<(String, Declared)>>,
 }
 
 /// The whole cluster as one immutable value; statements load it once and
@@ -255,6 +259,7 @@ impl Snapshot {
                     sharded,
                     vschema,
                     shards,
+                    learned: BTreeMap::new(),
                 },
             );
         }
@@ -306,6 +311,13 @@ impl Snapshot {
             tablets,
             routing_rules,
         })
+    }
+
+    /// Puts in what the schema tracker learned of each keyspace.
+    pub fn learn(&mut self, learned: &schema::Learned) {
+        for ks in self.keyspaces.values_mut() {
+            ks.learned = learned.get(&ks.name).cloned().unwrap_or_default();
+        }
     }
 
     /// The shard named `shard` of keyspace `ks`.

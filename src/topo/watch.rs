@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::schema::Learned;
 use super::store::TopoStore;
 use super::{Snapshot, SnapshotHandle, TopoError};
 
@@ -34,26 +35,35 @@ pub async fn initial(
     Ok((Arc::new(ArcSwap::from_pointee(snap)), records))
 }
 
-/// Runs forever: watches the store and swaps in each valid new snapshot.
-/// `on_swap` runs after each swap (pool reconciliation, plan-cache clearing).
+/// Runs forever: watches the store and swaps in each valid new snapshot,
+/// and a new one also when the schema tracker (`learned`, see
+/// [`super::schema`]) learned something new. `on_swap` runs after each swap
+/// (pool reconciliation, plan-cache clearing).
 pub async fn run(
     store: TopoStore,
     cells: Vec<String>,
     handle: SnapshotHandle,
     mut last: BTreeMap<String, Vec<u8>>,
+    mut learned: Option<tokio::sync::watch::Receiver<Arc<Learned>>>,
     stats: Arc<WatchStats>,
     on_swap: impl Fn(&Snapshot) + Send + Sync + 'static,
 ) {
     let mut version = handle.load().version;
     let mut changes = Changes::new(&store);
+    let mut applied: Arc<Learned> = Arc::default();
     loop {
         // The watch is open before the re-read, so no write falls between them.
         changes.open(&store).await;
+        let knows = learned
+            .as_mut()
+            .map_or_else(Arc::default, |l| l.borrow_and_update().clone());
         match store.list_all().await {
-            Ok(records) if records != last => {
+            Ok(records) if records != last || knows != applied => {
                 last = records;
+                applied = knows;
                 match Snapshot::build(&last, &cells, version + 1) {
-                    Ok(snap) => {
+                    Ok(mut snap) => {
+                        snap.learn(&applied);
                         version += 1;
                         let snap = Arc::new(snap);
                         handle.store(snap.clone());
@@ -77,7 +87,18 @@ pub async fn run(
                 continue;
             }
         }
-        changes.next().await;
+        match learned.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    _ = changes.next() => {}
+                    r = l.changed() => if r.is_err() {
+                        // The tracker stopped: the topology alone drives.
+                        learned = None;
+                    },
+                }
+            }
+            None => changes.next().await,
+        }
     }
 }
 

@@ -1,0 +1,166 @@
+//! The schema tracker: learns the column types and collations of sharded
+//! tables from the tablets themselves, as vtgate's schema tracking does
+//! (`--schema_change_signal`), so that sorting and grouping by a column
+//! across shards needs no `weight_string()` from the shards where the
+//! VSchema declares no columns (see [`crate::collation`]).
+//!
+//! One tablet per sharded keyspace (its first shard's primary) is asked
+//! for `information_schema.COLUMNS` every [`REFRESH`], and at once after a
+//! DDL statement passes through shardgate. What it learns goes to the
+//! topology watcher, which swaps in a snapshot that carries it (and so
+//! clears the plan cache); a column the VSchema declares keeps the
+//! VSchema's word. A DDL run on the tablets behind shardgate's back is seen
+//! at the next refresh; until then plans follow the old schema (vtgate's
+//! tracker has the same window, up to its tablets' reload interval).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use tokio::sync::{watch, Notify};
+
+use super::{Keyspace, Snapshot, SnapshotHandle};
+use crate::collation::Collation;
+use crate::sql::TabletType;
+use crate::vschema::Declared;
+
+/// Columns learned from the tablets: keyspace → table → (column, what its
+/// type tells the gate).
+pub type Learned = BTreeMap<String, BTreeMap<String, Vec<(String, Declared)>>>;
+
+/// How often the tablets are asked again when no DDL passed through.
+pub const REFRESH: Duration = Duration::from_secs(30);
+
+/// How long one keyspace's question may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `information_schema.COLUMNS` (`DATA_TYPE`, `COLLATION_NAME`) says
+/// about how a column's values order, when the gate can follow it.
+pub fn declared(data_type: &str, collation: Option<&str>) -> Option<Declared> {
+    match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "decimal"
+        | "float" | "double" | "year" => Some(Declared::Number),
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            Some(Declared::Text(Collation::Binary))
+        }
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
+            collation.and_then(Collation::from_name).map(Declared::Text)
+        }
+        _ => None,
+    }
+}
+
+/// Who the tracker logs in as on the tablets.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// MySQL user.
+    pub user: String,
+    /// Its password (empty: none).
+    pub password: String,
+}
+
+/// Runs forever: learns every sharded keyspace's columns, publishes them
+/// when they changed, then waits for [`REFRESH`] or a DDL (`ddl`).
+pub async fn run(
+    handle: SnapshotHandle,
+    login: Login,
+    tx: watch::Sender<Arc<Learned>>,
+    ddl: Arc<Notify>,
+) {
+    loop {
+        let snap = handle.load_full();
+        let mut learned = Learned::new();
+        for ks in snap.keyspaces.values().filter(|k| k.sharded) {
+            match tokio::time::timeout(TIMEOUT, learn(&snap, ks, &login)).await {
+                Ok(Ok(tables)) => {
+                    learned.insert(ks.name.clone(), tables);
+                }
+                // Without an answer the keyspace's sorts keep their weight
+                // strings, which are right whatever the schema.
+                Ok(Err(e)) => {
+                    tracing::warn!(keyspace = %ks.name, error = %e, "schema tracking: no answer")
+                }
+                Err(_) => tracing::warn!(keyspace = %ks.name, "schema tracking: timed out"),
+            }
+        }
+        tx.send_if_modified(|current| {
+            let changed = **current != learned;
+            if changed {
+                *current = Arc::new(learned);
+            }
+            changed
+        });
+        tokio::select! {
+            _ = ddl.notified() => {}
+            _ = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+}
+
+/// Asks the primary of the keyspace's first shard for the columns of the
+/// keyspace's VSchema tables.
+async fn learn(
+    snap: &Snapshot,
+    ks: &Keyspace,
+    login: &Login,
+) -> Result<BTreeMap<String, Vec<(String, Declared)>>, String> {
+    let tablet = ks
+        .shards
+        .first()
+        .and_then(|s| s.tablets[TabletType::Primary as usize].first())
+        .and_then(|alias| snap.tablets.get(alias))
+        .ok_or("no primary tablet")?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(tablet.hostname.clone())
+        .tcp_port(tablet.port)
+        .user(Some(login.user.clone()))
+        .pass((!login.password.is_empty()).then(|| login.password.clone()))
+        .db_name(Some(tablet.db_name.clone()))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<(String, String, String, Option<String>)> = conn
+        .query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLLATION_NAME \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = conn.disconnect().await;
+    let mut tables: BTreeMap<String, Vec<(String, Declared)>> = BTreeMap::new();
+    for (table, column, data_type, collation) in rows {
+        if !ks.vschema.tables.contains_key(&table) {
+            continue;
+        }
+        if let Some(d) = declared(&data_type, collation.as_deref()) {
+            tables.entry(table).or_default().push((column, d));
+        }
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn information_schema_types() {
+        assert_eq!(declared("int", None), Some(Declared::Number));
+        assert_eq!(declared("DECIMAL", None), Some(Declared::Number));
+        assert_eq!(
+            declared("char", Some("utf8mb4_general_ci")),
+            Some(Declared::Text(Collation::Utf8GeneralCi))
+        );
+        assert_eq!(
+            declared("longblob", None),
+            Some(Declared::Text(Collation::Binary))
+        );
+        assert_eq!(declared("varchar", Some("utf8mb4_unicode_ci")), None);
+        assert_eq!(declared("varchar", Some("latin1_swedish_ci")), None);
+        assert_eq!(declared("datetime", None), None);
+        assert_eq!(declared("enum", Some("utf8mb4_general_ci")), None);
+    }
+}
