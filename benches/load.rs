@@ -820,17 +820,22 @@ fn main() {
             );
         }
         let _ = writeln!(md);
-        let _ = writeln!(md, "| connect + auth + first query ({storm}, 8 at a time; median of {STORM_ROUNDS} rounds) | target | connects/s | vs HAProxy | proxy CPU µs/connect |");
-        let _ = writeln!(md, "|---|---|---|---|---|");
-        for (query, name, rate, per) in &storms {
-            let hap_rate = storms.iter().find(|s| s.0 == *query && s.1 == "haproxy").map(|s| s.2).unwrap_or(0.0);
-            let vs = if hap_rate > 0.0 { format!("{:.2}", rate / hap_rate) } else { "-".into() };
-            let per = per.map(|p| format!("{p:.0}")).unwrap_or_else(|| "-".into());
-            let _ = writeln!(md, "| `{query}` | {name} | {rate:.0} | {vs} | {per} |");
+        // The parts `--only` left out print nothing.
+        if !storms.is_empty() {
+            let _ = writeln!(md, "| connect + auth + first query ({storm}, 8 at a time; median of {STORM_ROUNDS} rounds) | target | connects/s | vs HAProxy | proxy CPU µs/connect |");
+            let _ = writeln!(md, "|---|---|---|---|---|");
+            for (query, name, rate, per) in &storms {
+                let hap_rate = storms.iter().find(|s| s.0 == *query && s.1 == "haproxy").map(|s| s.2).unwrap_or(0.0);
+                let vs = if hap_rate > 0.0 { format!("{:.2}", rate / hap_rate) } else { "-".into() };
+                let per = per.map(|p| format!("{p:.0}")).unwrap_or_else(|| "-".into());
+                let _ = writeln!(md, "| `{query}` | {name} | {rate:.0} | {vs} | {per} |");
+            }
+            let _ = writeln!(md);
         }
-        let _ = writeln!(md);
-        let _ = writeln!(md, "Idle connections: {idle_count} logged-in clients (each ran a point select) held open to shardgate; RSS {rss_before:.0} MB before, {rss_idle:.0} MB with them open.");
-        let _ = writeln!(md);
+        if idle_count > 0 {
+            let _ = writeln!(md, "Idle connections: {idle_count} logged-in clients (each ran a point select) held open to shardgate; RSS {rss_before:.0} MB before, {rss_idle:.0} MB with them open.");
+            let _ = writeln!(md);
+        }
         if !instructions.is_empty() {
             let _ = writeln!(md, "| shardgate user-space instructions per query (callgrind) | workload | threads | instructions |");
             let _ = writeln!(md, "|---|---|---|---|");
@@ -839,10 +844,12 @@ fn main() {
             }
             let _ = writeln!(md);
         }
-        let _ = writeln!(md, "| scatter over 2 shards | rows | first row ms | all rows ms | shardgate RSS MB before | RSS growth MB |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|");
-        for (sql, (rows, first, total, before, growth)) in &scatters {
-            let _ = writeln!(md, "| `{sql}` | {rows} | {first:.1} | {total:.1} | {before:.0} | {growth:.1} |");
+        if !scatters.is_empty() {
+            let _ = writeln!(md, "| scatter over 2 shards | rows | first row ms | all rows ms | shardgate RSS MB before | RSS growth MB |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|");
+            for (sql, (rows, first, total, before, growth)) in &scatters {
+                let _ = writeln!(md, "| `{sql}` | {rows} | {first:.1} | {total:.1} | {before:.0} | {growth:.1} |");
+            }
         }
         println!("{md}");
         let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/load-results.md"), &md);
