@@ -733,6 +733,15 @@ async fn schema_tracking_learns_collations_from_the_tablets() {
         .await
         .expect("c learned as utf8mb4_general_ci");
     assert!(q.ends_with("ORDER BY c ASC"), "{q}");
+    assert!(debug_var("SchemaTrackedTables").await >= 1);
+    // Without tracking, the same column keeps its weight strings.
+    let (untracked, _) = spawn_shardgate(&["--schema-change-signal=false".into()]).await;
+    let mut u = connect_port(untracked, Some("customer")).await;
+    let rows: Vec<(String, String, String, String)> = u
+        .query("vexplain queries select id from trk order by c")
+        .await
+        .unwrap();
+    assert!(rows[0].3.contains("weight_string(c)"), "{}", rows[0].3);
     assert!(
         shard_query("u", true).await.is_some(),
         "u keeps its weight strings"
