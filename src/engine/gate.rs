@@ -1,5 +1,6 @@
 //! Work at the gate on rows from several shards: type-aware comparison
-//! (numbers as numbers, strings through MariaDB's own `weight_string`),
+//! (numbers as numbers, strings through MariaDB's own `weight_string` or,
+//! for columns of a known collation, [`crate::collation`]),
 //! aggregation of partial results, HAVING, DISTINCT, ORDER BY and LIMIT,
 //! with arithmetic that formats results the way MariaDB does.
 
@@ -301,7 +302,8 @@ fn cmp_folded(x: &[u8], y: &[u8]) -> Ordering {
 
 /// How two string cells of one key compare as MariaDB would: by the
 /// weight strings the shards sent with them (None: NULL), or in the
-/// collation the VSchema declares for the column.
+/// column's collation (declared in the VSchema or learned from the
+/// tablets).
 #[derive(Clone, Copy)]
 enum Weighed<'a> {
     Sent(Option<&'a [u8]>, Option<&'a [u8]>),

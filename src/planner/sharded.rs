@@ -98,7 +98,8 @@ pub const HIDDEN: usize = 1 << 40;
 pub enum Weight {
     /// Internal column with the shards' `weight_string()` of the key.
     Column(usize),
-    /// The key's collation, declared in the VSchema: the gate compares the
+    /// The key's collation (declared in the VSchema or learned from the
+    /// tablets, see [`crate::topo::schema`]): the gate compares the
     /// strings itself and the shards send no weight strings.
     Collation(Collation),
 }
