@@ -626,9 +626,15 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
         }
     }
     for kind in &gate.aggregate {
-        if let AggKind::Min { weight: Some(w) }
-        | AggKind::Max { weight: Some(w) }
-        | AggKind::DistinctArg { weight: w } = kind
+        if let AggKind::Min {
+            weight: Some(Weight::Column(w)),
+        }
+        | AggKind::Max {
+            weight: Some(Weight::Column(w)),
+        }
+        | AggKind::DistinctArg {
+            weight: Some(Weight::Column(w)),
+        } = kind
         {
             need = need.max(w + 1);
         }
@@ -1012,7 +1018,7 @@ pub fn run(
             match distinct_col {
                 Some(d) => {
                     let w = match kinds[d] {
-                        AggKind::DistinctArg { weight } => Some(Weight::Column(weight)),
+                        AggKind::DistinctArg { weight } => weight,
                         _ => None,
                     };
                     cmp_cells(&a[d], &b[d], &cols[d], weighed_values(w, a, b))
@@ -1220,19 +1226,14 @@ pub fn fold(gate: &Gate, cols: &[Column], g: &mut [Value], row: &[Value]) {
                 g[i] = s;
             }
             AggKind::Min { weight } | AggKind::Max { weight } => {
-                let o = cmp_cells(
-                    &row[i],
-                    &g[i],
-                    &cols[i],
-                    weighed_values(weight.map(Weight::Column), row, g),
-                );
+                let o = cmp_cells(&row[i], &g[i], &cols[i], weighed_values(*weight, row, g));
                 let wanted = match kind {
                     AggKind::Min { .. } => Ordering::Less,
                     _ => Ordering::Greater,
                 };
                 if g[i] == Value::NULL || (row[i] != Value::NULL && o == wanted) {
                     g[i] = row[i].clone();
-                    if let Some(w) = weight {
+                    if let Some(Weight::Column(w)) = weight {
                         g[*w] = row[*w].clone();
                     }
                 }
@@ -1360,7 +1361,9 @@ mod tests {
             aggregate: vec![
                 AggKind::Key,
                 AggKind::Weight,
-                AggKind::DistinctArg { weight: 1 },
+                AggKind::DistinctArg {
+                    weight: Some(Weight::Column(1)),
+                },
             ],
             ..counted
         };
@@ -1414,7 +1417,9 @@ mod tests {
             aggregate: vec![
                 AggKind::Count,
                 AggKind::Sum,
-                AggKind::Min { weight: Some(3) },
+                AggKind::Min {
+                    weight: Some(Weight::Column(3)),
+                },
                 AggKind::Weight,
             ],
             scalar: true,

@@ -72,10 +72,10 @@ fn gate(g: &Gate) -> Value {
                 }
                 AggKind::Count => "count".into(),
                 AggKind::Sum => "sum".into(),
-                AggKind::Min { .. } => "min".into(),
-                AggKind::Max { .. } => "max".into(),
+                AggKind::Min { weight } => format!("min{}", collate(*weight)),
+                AggKind::Max { weight } => format!("max{}", collate(*weight)),
                 AggKind::Weight => "weight".into(),
-                AggKind::DistinctArg { .. } => "distinct".into(),
+                AggKind::DistinctArg { weight } => format!("distinct{}", collate(*weight)),
             })
             .collect();
         m.insert(

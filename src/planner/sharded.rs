@@ -57,14 +57,15 @@ pub enum AggKind {
     Count,
     /// SUM: add up (NULL when every part is NULL).
     Sum,
-    /// MIN, compared through the weight column if there is one.
-    Min { weight: Option<usize> },
+    /// MIN, its strings compared as `weight` says (None: a number).
+    Min { weight: Option<Weight> },
     /// MAX, likewise.
-    Max { weight: Option<usize> },
+    Max { weight: Option<Weight> },
     /// The weight string of another column: travels with it.
     Weight,
-    /// The argument of COUNT(DISTINCT ...), pushed down as a grouping key.
-    DistinctArg { weight: usize },
+    /// The argument of COUNT(DISTINCT ...), pushed down as a grouping key,
+    /// its strings compared as `weight` says (None: a number).
+    DistinctArg { weight: Option<Weight> },
 }
 
 /// An expression the gate evaluates over an internal row.
@@ -887,8 +888,12 @@ impl Internal<'_> {
                     return Ok(GateExpr::CountDistinct(i));
                 }
                 let i = self.push(a.clone(), AggKind::Key);
-                let w = self.push(format!("weight_string({a})"), AggKind::Weight);
-                self.kinds[i] = AggKind::DistinctArg { weight: w };
+                let table = self.table;
+                let expr = call.arg.as_ref().expect("COUNT(DISTINCT x) has x");
+                let weight = table.weigh(expr, || {
+                    self.push(format!("weight_string({a})"), AggKind::Weight)
+                });
+                self.kinds[i] = AggKind::DistinctArg { weight };
                 *count_distinct = Some(i);
                 GateExpr::CountDistinct(i)
             }
@@ -924,14 +929,13 @@ impl Internal<'_> {
                     return Ok(GateExpr::Col(i));
                 }
                 let i = self.push(s.clone(), AggKind::Key);
-                // MIN and MAX of a declared number compare by value; of a
-                // string, by the shards' weight strings.
-                let number = call
-                    .arg
-                    .as_ref()
-                    .is_some_and(|a| self.table.declared(a) == Some(Declared::Number));
-                let weight =
-                    (!number).then(|| self.push(format!("weight_string({s})"), AggKind::Weight));
+                // MIN and MAX compare as their argument's column would.
+                let table = self.table;
+                let mut push = || self.push(format!("weight_string({s})"), AggKind::Weight);
+                let weight = match &call.arg {
+                    Some(a) => table.weigh(a, push),
+                    None => Some(Weight::Column(push())),
+                };
                 self.kinds[i] = if m == "min" {
                     AggKind::Min { weight }
                 } else {
@@ -1327,7 +1331,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         };
         let weight = match &expr {
             GateExpr::Col(i) => match internal.kinds[*i] {
-                AggKind::Min { weight } | AggKind::Max { weight } => weight.map(Weight::Column),
+                AggKind::Min { weight } | AggKind::Max { weight } => weight,
                 AggKind::Key => group_keys
                     .iter()
                     .find(|(k, _)| k == i)

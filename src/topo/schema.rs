@@ -71,7 +71,8 @@ pub async fn run(
     loop {
         let snap = handle.load_full();
         let mut learned = Learned::new();
-        for ks in snap.keyspaces.values().filter(|k| k.sharded) {
+        let sharded = snap.keyspaces.values().filter(|k| k.sharded);
+        for ks in sharded.filter(|k| !k.vschema.tables.is_empty()) {
             match tokio::time::timeout(TIMEOUT, learn(&snap, ks, &login)).await {
                 Ok(Ok(tables)) => {
                     learned.insert(ks.name.clone(), tables);
