@@ -170,8 +170,9 @@ pub struct ServeArgs {
     /// saves socket calls and wakeups on both sides. Another is opened
     /// while the busy ones are held up by a slow statement or hold a full
     /// batch, up to this many (each is served by one MariaDB thread: a
-    /// tablet with many cores may want more); 0 gives every statement a
-    /// connection of its own.
+    /// tablet with many cores may want more); with all of several held up
+    /// by slow statements, a read runs on its session's own connection
+    /// rather than wait; 0 gives every statement a connection of its own.
     #[arg(long = "shared-read-connections", default_value_t = 4)]
     pub shared_read_connections: usize,
     /// How far a transaction may reach, as vtgate's flag: `multi` (each

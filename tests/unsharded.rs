@@ -997,17 +997,29 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
     );
     // A lone client's reads run on its own connection (other tests share
     // the tablet: some of twenty may find company).
+    // Other tests may hold the tablet busy for a while (`hold_tablet`), so
+    // the lone client tries for up to 30 s.
     let before = debug_var("SharedReadSolo").await;
     let mut lone = connect(Some("commerce")).await;
-    for id in 1..=20i64 {
-        let got: Option<String> = lone
-            .exec_first("select v from shared_t where id = ?", (id,))
-            .await
-            .unwrap();
-        let want = expected.iter().find(|(i, _)| *i == id).map(|r| r.1.clone());
-        assert_eq!(got, want, "lone client, id {id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for id in 1..=20i64 {
+            let got: Option<String> = lone
+                .exec_first("select v from shared_t where id = ?", (id,))
+                .await
+                .unwrap();
+            let want = expected.iter().find(|(i, _)| *i == id).map(|r| r.1.clone());
+            assert_eq!(got, want, "lone client, id {id}");
+        }
+        if debug_var("SharedReadSolo").await > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a lone client's reads never ran on its own connection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(debug_var("SharedReadSolo").await > before);
 
     // A transaction reads its own uncommitted row; the others do not see it.
     let mut txn = connect(Some("commerce")).await;
@@ -1117,12 +1129,19 @@ async fn a_slow_shared_read_holds_up_no_other() {
 /// [`HeldTablet::release`]: while it waits, every other read of the tablet
 /// goes to a shared connection (a read that finds its tablet idle runs on
 /// its session's own). It waits on a table lock, so it burns nothing.
+/// One test holds the tablet at a time: a held read makes its shared
+/// connection slow for everyone, and tests that time reads (a slow one
+/// must hold up no other) or need the tablet idle (a lone read runs on
+/// its own connection) would otherwise see each other's.
 struct HeldTablet {
     lock: mysql_async::Conn,
     reader: tokio::task::JoinHandle<()>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 async fn hold_tablet(port: u16) -> HeldTablet {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let turn = TURN.lock().await;
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let table = format!("held_{}_{n}", std::process::id());
@@ -1144,7 +1163,11 @@ async fn hold_tablet(port: u16) -> HeldTablet {
     connection_running(100, &marker)
         .await
         .expect("the held read waits on the tablet");
-    HeldTablet { lock, reader }
+    HeldTablet {
+        lock,
+        reader,
+        _turn: turn,
+    }
 }
 
 impl HeldTablet {

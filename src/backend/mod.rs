@@ -372,7 +372,10 @@ impl Pools {
         let mut read = read;
         // The first queue not held up, so executions gather in as few
         // batches as they can; another is opened while there are fewer
-        // than configured; with all held up, the least loaded.
+        // than configured; with all held up, the least loaded of those
+        // merely full. With every one of several queues slow, a read runs
+        // on its session's own connection rather than wait; a single
+        // queue (`--shared-read-connections 1`) keeps its order.
         {
             let mut muxes = lock(&self.muxes);
             if let Some(Queues { key: k, list, .. }) = muxes.get_mut(&t.alias) {
@@ -384,7 +387,15 @@ impl Pools {
                 let pick = match list.iter().find(|m| !m.is_stalled()) {
                     Some(m) => Some(m),
                     None if list.len() < self.cfg.shared => None,
-                    None => list.iter().min_by_key(|m| m.load()),
+                    None => match list
+                        .iter()
+                        .filter(|m| !m.is_slow())
+                        .min_by_key(|m| m.load())
+                    {
+                        Some(m) => Some(m),
+                        None if self.cfg.shared > 1 => return Err(read),
+                        None => list.iter().min_by_key(|m| m.load()),
+                    },
                 };
                 if let Some(m) = pick {
                     match m.submit(read) {

@@ -296,10 +296,15 @@ impl Mux {
     /// Whether a new read should go elsewhere: the batch in flight has
     /// taken longer than [`STALLED`], or a full batch is waiting already.
     pub fn is_stalled(&self) -> bool {
+        self.load() >= MAX_BATCH || self.is_slow()
+    }
+
+    /// Whether the batch in flight has taken longer than [`STALLED`] (a
+    /// slow statement, or a large result going out to a slow client): a
+    /// read queued here would wait for it.
+    pub fn is_slow(&self) -> bool {
         let since = self.state.busy_since.load(Ordering::Relaxed);
-        self.load() >= MAX_BATCH
-            || (since != 0
-                && self.state.micros().saturating_sub(since) > STALLED.as_micros() as u64)
+        since != 0 && self.state.micros().saturating_sub(since) > STALLED.as_micros() as u64
     }
 
     /// Queues a read; the receiver gets how it ended. Err gives the read
