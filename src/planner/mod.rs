@@ -229,4 +229,64 @@ mod tests {
         let p = plan(&q, None, &Target::parse("customer:80-").unwrap(), &s).unwrap();
         assert!(matches!(p, Plan::Route(r) if r.shard == "80-"));
     }
+
+    /// Column types the schema tracker learned drop the weight strings of
+    /// a cross-shard sort; a VSchema declaration wins over them.
+    #[test]
+    fn learned_column_types_drop_weight_strings() {
+        use crate::collation::Collation;
+        use crate::vschema::Declared;
+        let mut r = BTreeMap::new();
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}],
+                             "columns": [{"name": "u", "type": "VARCHAR",
+                                          "collation_name": "utf8mb4_bin"}]}}}"#;
+        for (k, v) in [
+            ("global/keyspaces/ks/Keyspace", r#"{"sharded": true}"#),
+            ("global/keyspaces/ks/VSchema", vschema),
+            ("global/keyspaces/ks/shards/-80/Shard", "{}"),
+            ("global/keyspaces/ks/shards/80-/Shard", "{}"),
+        ] {
+            r.insert(k.to_string(), v.as_bytes().to_vec());
+        }
+        let mut s = Snapshot::build(&r, &[], 1).unwrap();
+        let target = Target::parse("ks").unwrap();
+        let query = |s: &Snapshot, sql: &str| {
+            let stmt = crate::sql::classify(sql).unwrap();
+            plan(&stmt, Some(sql), &target, s).unwrap().describe()["query"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let sql = "select id from t order by c, u, n";
+        assert_eq!(
+            query(&s, sql),
+            "SELECT id, c, weight_string(c), u, n, weight_string(n) FROM t ORDER BY c ASC, u ASC, n ASC"
+        );
+        let text = Declared::Text(Collation::Utf8GeneralCi);
+        let learned = [(
+            "ks".to_string(),
+            [(
+                "t".to_string(),
+                vec![
+                    ("C".to_string(), text),
+                    ("u".to_string(), Declared::Text(Collation::Binary)),
+                    ("n".to_string(), Declared::Number),
+                ],
+            )]
+            .into(),
+        )]
+        .into();
+        s.learn(&learned);
+        assert_eq!(
+            query(&s, sql),
+            "SELECT id, c, u, n FROM t ORDER BY c ASC, u ASC, n ASC"
+        );
+        let p = plan(&crate::sql::classify(sql).unwrap(), Some(sql), &target, &s).unwrap();
+        let order = p.describe()["gate"]["order"].to_string();
+        assert!(
+            order.contains("utf8mb4_general_ci") && order.contains("utf8mb4_bin"),
+            "{order}"
+        );
+    }
 }
