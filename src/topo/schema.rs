@@ -122,12 +122,21 @@ async fn learn(
     let mut conn = mysql_async::Conn::new(opts)
         .await
         .map_err(|e| e.to_string())?;
+    // Only the VSchema's tables: information_schema opens every table it
+    // lists, and a schema may hold many more than are sharded.
+    let names: Vec<String> = ks
+        .vschema
+        .tables
+        .keys()
+        .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
+        .collect();
     let rows: Vec<(String, String, String, Option<String>)> = conn
-        .query(
+        .query(format!(
             "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLLATION_NAME \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-             ORDER BY TABLE_NAME, ORDINAL_POSITION",
-        )
+             AND TABLE_NAME IN ({}) ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            names.join(", ")
+        ))
         .await
         .map_err(|e| e.to_string())?;
     let _ = conn.disconnect().await;
