@@ -32,7 +32,8 @@
 //!   declared column types tell the planner which keys need no weight
 //!   strings.
 //! - [`collation`]: MariaDB's string order in the collations the gate
-//!   compares itself (`utf8mb4_general_ci`, `_bin`, `binary`).
+//!   compares itself (`utf8mb4_general_ci`, `_bin`, `latin1_swedish_ci`,
+//!   `binary`).
 //! - [`admin`]: `shardgate ctl ...` commands that write the topology.
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.

@@ -41,7 +41,8 @@ const VSCHEMA: &str = r#"{
            "columns": [{"name": "id", "type": "INT64"}, {"name": "n", "type": "INT32"},
                        {"name": "g", "type": "VARCHAR", "collation_name": "utf8mb4_general_ci"},
                        {"name": "bn", "type": "VARCHAR", "collation_name": "utf8mb4_bin"},
-                       {"name": "vb", "type": "VARBINARY"}]},
+                       {"name": "vb", "type": "VARBINARY"},
+                       {"name": "l", "type": "VARCHAR", "collation_name": "latin1_swedish_ci"}]},
     "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
@@ -784,12 +785,13 @@ async fn schema_tracking_learns_collations_from_the_tablets() {
 /// grouped and deduplicated at the gate without the shards' weight strings,
 /// and answer as MariaDB does: case and accents folded by
 /// utf8mb4_general_ci (`ß` = `s`, characters beyond the BMP all alike),
-/// code points by utf8mb4_bin, trailing spaces ignored by both (but not
-/// tabs), bytes by VARBINARY.
+/// code points by utf8mb4_bin, latin1 by latin1_swedish_ci (`Å Ä Ö`
+/// after `Z`), trailing spaces ignored by all three (but not tabs), bytes
+/// by VARBINARY.
 async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Conn) {
     const CT: &str = "create table ct (id bigint not null primary key, n int,
         g varchar(32) collate utf8mb4_general_ci, bn varchar(32) collate utf8mb4_bin,
-        vb varbinary(32))";
+        vb varbinary(32), l varchar(32) character set latin1 collate latin1_swedish_ci)";
     sg.query_drop("drop table if exists ct").await.unwrap();
     sg.query_drop(CT).await.unwrap();
     oracle.query_drop(CT).await.unwrap();
@@ -798,8 +800,12 @@ async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Con
         "Z", "_", "😀", "🙂", "\u{FFFD}", "\u{FFFF}", "ǅ", "ı", "İ", "i", "I", "", "ａ", "Ω", "ω",
         "ﬁ", "  ", "9",
     ];
+    let latin1 = [
+        "a", "A", "a ", "a\t", "ab", "Ab", "ä", "Ä", "å", "Å", "ö", "z", "Z", "é", "e", "ü", "y",
+        "Y", "€", "_", "9", "", "ß", "ss", "ÿ", "  ",
+    ];
     let mut r = Rng(0xc011_a7e5);
-    let pick = |r: &mut Rng| -> String {
+    let pick = |r: &mut Rng, pool: &[&str]| -> String {
         if r.below(15) == 0 {
             return "NULL".into();
         }
@@ -811,12 +817,17 @@ async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Con
     };
     let rows: Vec<String> = (1..=400)
         .map(|id| {
-            let (g, bn, vb) = (pick(&mut r), pick(&mut r), pick(&mut r));
-            format!("({id}, {}, {g}, {bn}, {vb})", r.below(20))
+            let (g, bn, vb) = (
+                pick(&mut r, &pool),
+                pick(&mut r, &pool),
+                pick(&mut r, &pool),
+            );
+            let l = pick(&mut r, &latin1);
+            format!("({id}, {}, {g}, {bn}, {vb}, {l})", r.below(20))
         })
         .collect();
     let ins = format!(
-        "insert into ct (id, n, g, bn, vb) values {}",
+        "insert into ct (id, n, g, bn, vb, l) values {}",
         rows.join(", ")
     );
     sg.query_drop(&ins).await.unwrap();
@@ -824,7 +835,7 @@ async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Con
 
     // The shards are not asked for weight strings of declared columns.
     let shard_queries: Vec<(String, String, String, String)> = sg
-        .query("vexplain queries select id, g from ct order by g, bn, vb, id")
+        .query("vexplain queries select id, g from ct order by g, bn, vb, l, id")
         .await
         .unwrap();
     assert_eq!(shard_queries.len(), 2);
@@ -846,6 +857,8 @@ async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Con
             true,
         ),
         ("select n, count(distinct vb) from ct group by n", false),
+        ("select id, l from ct order by l desc, id", true),
+        ("select n, count(distinct l) from ct group by n", false),
         // MariaDB pads: `a` and `a ` are one value (weight strings of a
         // VARCHAR would count two).
         ("select count(distinct g) from ct", false),
@@ -860,10 +873,21 @@ async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Con
     // trimmed (PAD SPACE: `a` and `a ` are one group).
     const GCI: &str = "utf8mb4_general_ci";
     const BIN: &str = "utf8mb4_bin";
+    const L1: &str = "latin1_swedish_ci";
     // (query, ordered, the columns shown by one member and their collation)
     type Grouped = (&'static str, bool, &'static [(usize, &'static str)]);
-    let grouped: [Grouped; 8] = [
+    let grouped: [Grouped; 10] = [
         ("select distinct g from ct order by g", true, &[(0, GCI)]),
+        (
+            "select l, count(*) from ct group by l order by l",
+            true,
+            &[(0, L1)],
+        ),
+        (
+            "select n, min(l), max(l) from ct group by n",
+            false,
+            &[(1, L1), (2, L1)],
+        ),
         (
             "select n, min(g), max(g) from ct group by n",
             false,
@@ -911,7 +935,10 @@ async fn declared_collations_compare_at_the_gate(sg: &mut Conn, oracle: &mut Con
                     if let Some(v) = row[i].take() {
                         row[i] = oracle
                             .exec_first(
-                                format!("select hex(weight_string(rtrim(?) collate {coll}))"),
+                                format!(
+                                    "select hex(weight_string(rtrim(convert(? using {})) collate {coll}))",
+                                    coll.split('_').next().unwrap_or_default()
+                                ),
                                 (v,),
                             )
                             .await

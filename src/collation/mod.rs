@@ -5,9 +5,9 @@
 //! knows a column's type and collation). Measured on sysbench's ranges, the
 //! weight strings cost the tablets 9–40 µs per 50-row shard query.
 //!
-//! Only collations whose order is a simple function of the bytes are here:
-//! `binary`, the UTF-8 `_bin` collations and `utf8mb4_general_ci`, one
-//! 16-bit weight per character, taken from MariaDB itself (see
+//! Only collations that give each character one weight are here: `binary`,
+//! the UTF-8 `_bin` collations, `utf8mb4_general_ci` (16-bit weights) and
+//! `latin1_swedish_ci` (8-bit), their tables taken from MariaDB itself (see
 //! `tools/general_ci/`). Any other collation keeps the weight strings.
 
 use std::cmp::Ordering;
@@ -26,6 +26,12 @@ pub enum Collation {
     /// character (case folded, most accents kept), U+FFFD's for characters
     /// beyond the Basic Multilingual Plane; PAD SPACE.
     Utf8GeneralCi,
+    /// `latin1_swedish_ci`, MariaDB's default for latin1: one 8-bit weight
+    /// per character (case and most accents folded, `Å Ä Ö` after `Z`);
+    /// PAD SPACE. Values reach the gate in UTF-8 (the tablet connection's
+    /// character set), so each character is weighed by the latin1 byte it
+    /// came from.
+    Latin1SwedishCi,
 }
 
 impl Collation {
@@ -36,6 +42,7 @@ impl Collation {
             "binary" => Self::Binary,
             "utf8mb4_bin" | "utf8mb3_bin" | "utf8_bin" => Self::Utf8Bin,
             "utf8mb4_general_ci" | "utf8mb3_general_ci" | "utf8_general_ci" => Self::Utf8GeneralCi,
+            "latin1_swedish_ci" => Self::Latin1SwedishCi,
             _ => return None,
         })
     }
@@ -46,6 +53,7 @@ impl Collation {
             Self::Binary => "binary",
             Self::Utf8Bin => "utf8mb4_bin",
             Self::Utf8GeneralCi => "utf8mb4_general_ci",
+            Self::Latin1SwedishCi => "latin1_swedish_ci",
         }
     }
 
@@ -56,6 +64,7 @@ impl Collation {
             Self::Binary => a.cmp(b),
             Self::Utf8Bin => cmp_bytes_pad_space(a, b),
             Self::Utf8GeneralCi => cmp_general_ci(a, b),
+            Self::Latin1SwedishCi => cmp_latin1_swedish_ci(a, b),
         }
     }
 }
@@ -91,23 +100,24 @@ fn weights() -> &'static [u16] {
     })
 }
 
-/// A general_ci weight per character. Bytes that are not UTF-8 weigh as
+/// The weights of a UTF-8 string's characters, one per character, by
+/// `weigh` (of the code point). Bytes that are not UTF-8 weigh as
 /// themselves plus 0x10000, after every character (MariaDB compares such
-/// strings by their bytes from there; the columns this serves hold
-/// valid UTF-8).
-struct GeneralCi<'a> {
+/// strings by their bytes from there; the columns this serves hold valid
+/// UTF-8, which their collation's character set converts to).
+struct Chars<'a, F> {
     s: &'a [u8],
-    table: &'static [u16],
+    weigh: F,
 }
 
-impl Iterator for GeneralCi<'_> {
+impl<F: Fn(u32) -> u32> Iterator for Chars<'_, F> {
     type Item = u32;
 
     fn next(&mut self) -> Option<u32> {
         let (&first, _) = self.s.split_first()?;
         if first < 0x80 {
             self.s = &self.s[1..];
-            return Some(u32::from(self.table[usize::from(first)]));
+            return Some((self.weigh)(u32::from(first)));
         }
         let len = match first {
             0xC2..=0xDF => 2,
@@ -123,12 +133,7 @@ impl Iterator for GeneralCi<'_> {
         Some(match ch {
             Some(c) => {
                 self.s = &self.s[len..];
-                let cp = u32::from(c);
-                if cp <= 0xFFFF {
-                    u32::from(self.table[cp as usize])
-                } else {
-                    0xFFFD
-                }
+                (self.weigh)(u32::from(c))
             }
             None => {
                 self.s = &self.s[1..];
@@ -138,7 +143,9 @@ impl Iterator for GeneralCi<'_> {
     }
 }
 
-fn cmp_general_ci(a: &[u8], b: &[u8]) -> Ordering {
+/// Two UTF-8 strings compared by their characters' weights, PAD SPACE (a
+/// space weighs 0x20 in every collation here).
+fn cmp_chars(a: &[u8], b: &[u8], weigh: impl Fn(u32) -> u32 + Copy) -> Ordering {
     // Equal bytes weigh the same: weigh from the character that holds the
     // first difference. The decoder stops at every byte that is not a
     // UTF-8 continuation byte, so starting there agrees with starting at 0.
@@ -147,14 +154,13 @@ fn cmp_general_ci(a: &[u8], b: &[u8]) -> Ordering {
     while start > 0 && (continuation(a.get(start)) || continuation(b.get(start))) {
         start -= 1;
     }
-    let table = weights();
-    let mut x = GeneralCi {
+    let mut x = Chars {
         s: &a[start..],
-        table,
+        weigh,
     };
-    let mut y = GeneralCi {
+    let mut y = Chars {
         s: &b[start..],
-        table,
+        weigh,
     };
     loop {
         match (x.next(), y.next()) {
@@ -165,6 +171,56 @@ fn cmp_general_ci(a: &[u8], b: &[u8]) -> Ordering {
             (None, Some(q)) => return against_spaces(std::iter::once(q).chain(y)).reverse(),
         }
     }
+}
+
+fn cmp_general_ci(a: &[u8], b: &[u8]) -> Ordering {
+    let table = weights();
+    cmp_chars(a, b, |cp| match usize::try_from(cp) {
+        Ok(i) if i <= 0xFFFF => u32::from(table[i]),
+        _ => 0xFFFD,
+    })
+}
+
+/// latin1_swedish_ci's weight of each latin1 character, by the Unicode
+/// code point the byte stands for (MariaDB's latin1 is Windows-1252: the
+/// bytes 0x80–0x9F are `€`, `‚`, ...). Index: code points below 256;
+/// `high`: the others, sorted.
+struct Latin1 {
+    low: [u16; 256],
+    high: Vec<(u32, u8)>,
+}
+
+/// A character latin1 cannot hold (its columns never do) weighs after all.
+const NOT_LATIN1: u16 = 0x100;
+
+fn latin1() -> &'static Latin1 {
+    static TABLE: OnceLock<Latin1> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Latin1 {
+            low: [NOT_LATIN1; 256],
+            high: Vec::new(),
+        };
+        for e in include_bytes!("latin1_swedish_ci.bin").chunks_exact(5) {
+            let cp = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            match usize::try_from(cp) {
+                Ok(i) if i < 256 => t.low[i] = u16::from(e[4]),
+                _ => t.high.push((cp, e[4])),
+            }
+        }
+        t.high.sort_unstable();
+        t
+    })
+}
+
+fn cmp_latin1_swedish_ci(a: &[u8], b: &[u8]) -> Ordering {
+    let t = latin1();
+    cmp_chars(a, b, |cp| match usize::try_from(cp) {
+        Ok(i) if i < 256 => u32::from(t.low[i]),
+        _ => t
+            .high
+            .binary_search_by_key(&cp, |e| e.0)
+            .map_or(u32::from(NOT_LATIN1), |k| u32::from(t.high[k].1)),
+    })
 }
 
 #[cfg(test)]
@@ -231,6 +287,22 @@ mod tests {
         assert_eq!(c.cmp("aé b".as_bytes(), "aÉ".as_bytes()), Greater);
         assert_eq!(c.cmp("ab".as_bytes(), "ab  ".as_bytes()), Equal);
         assert_eq!(c.cmp("😀a".as_bytes(), "🙂A".as_bytes()), Equal);
+    }
+
+    #[test]
+    fn latin1_swedish_ci_orders_as_mariadb() {
+        let c = Collation::Latin1SwedishCi;
+        assert_eq!(Collation::from_name("latin1_swedish_ci"), Some(c));
+        assert_eq!(c.cmp(b"abc", b"ABC"), Equal);
+        assert_eq!(c.cmp("é".as_bytes(), b"E"), Equal);
+        // Swedish: Å (0x5B) and Ä (0x5C) after Z (0x5A); ü weighs as Y.
+        assert_eq!(c.cmp("ä".as_bytes(), b"z"), Greater);
+        assert_eq!(c.cmp("å".as_bytes(), "ä".as_bytes()), Less);
+        assert_eq!(c.cmp("ü".as_bytes(), b"y"), Equal);
+        // The euro sign is latin1's 0x80 (weight 0x80), after ASCII.
+        assert_eq!(c.cmp("€".as_bytes(), b"~"), Greater);
+        assert_eq!(c.cmp(b"a", b"a  "), Equal);
+        assert_eq!(c.cmp(b"a", b"a\t"), Greater);
     }
 
     #[test]

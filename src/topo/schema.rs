@@ -169,7 +169,11 @@ mod tests {
             Some(Declared::Text(Collation::Binary))
         );
         assert_eq!(declared("varchar", Some("utf8mb4_unicode_ci")), None);
-        assert_eq!(declared("varchar", Some("latin1_swedish_ci")), None);
+        assert_eq!(
+            declared("varchar", Some("latin1_swedish_ci")),
+            Some(Declared::Text(Collation::Latin1SwedishCi))
+        );
+        assert_eq!(declared("varchar", Some("latin1_german1_ci")), None);
         assert_eq!(declared("datetime", None), None);
         assert_eq!(declared("enum", Some("utf8mb4_general_ci")), None);
     }
