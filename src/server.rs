@@ -37,8 +37,9 @@ pub struct ServerCtx {
     pub plans: crate::planner::cache::PlanCache,
     /// How far a transaction may reach (`--transaction_mode`).
     pub transaction_mode: crate::executor::TransactionMode,
-    /// Woken after a DDL statement: the schema tracker asks the tablets again.
-    pub schema_changed: Arc<tokio::sync::Notify>,
+    /// The schema tracker's progress (None: `--schema-change-signal=false`):
+    /// a DDL waits for its change to be learned.
+    pub schema: Option<Arc<topo::schema::Progress>>,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -65,7 +66,7 @@ impl ServerCtx {
             transaction_mode: crate::executor::TransactionMode::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
-            schema_changed: Arc::new(tokio::sync::Notify::new()),
+            schema: None,
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -151,17 +152,20 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     };
     let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
     ctx.transaction_mode = opts.transaction_mode;
+    if opts.schema_tracking {
+        ctx.schema = Some(Arc::default());
+    }
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
-    let learned = opts.schema_tracking.then(|| {
+    let learned = ctx.schema.clone().map(|progress| {
         let (tx, rx) = watch::channel(Default::default());
         tokio::spawn(topo::schema::run(
             handle.clone(),
             login,
             tx,
-            ctx.schema_changed.clone(),
+            progress.clone(),
         ));
-        rx
+        (rx, progress)
     });
     {
         let ctx2 = ctx.clone();

@@ -373,9 +373,11 @@ impl Session {
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
         self.note_query(stmt);
         let res = self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await;
-        if matches!(stmt, Statement::Query(QueryKind::Ddl)) {
-            // The tablets' columns may have changed: learn them again.
-            ctx.schema_changed.notify_one();
+        if let (Statement::Query(QueryKind::Ddl), Some(schema)) = (stmt, &ctx.schema) {
+            // The tablets' columns may have changed: the next statement
+            // plans with them (a few ms; a tablet that does not answer
+            // holds the DDL's answer up for at most a second).
+            schema.relearn(std::time::Duration::from_secs(1)).await;
         }
         res
     }

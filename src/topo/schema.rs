@@ -6,7 +6,8 @@
 //!
 //! One tablet per sharded keyspace (its first shard's primary) is asked
 //! for `information_schema.COLUMNS` every [`REFRESH`], and at once after a
-//! DDL statement passes through shardgate. What it learns goes to the
+//! DDL statement passes through shardgate, which answers once the change
+//! is learned ([`Progress::relearn`]). What it learns goes to the
 //! topology watcher, which swaps in a snapshot that carries it (and so
 //! clears the plan cache); a column the VSchema declares keeps the
 //! VSchema's word. A DDL run on the tablets behind shardgate's back is seen
@@ -14,6 +15,7 @@
 //! tracker has the same window, up to its tablets' reload interval).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,47 @@ pub fn declared(data_type: &str, collation: Option<&str>) -> Option<Declared> {
     }
 }
 
+/// One pass's findings, numbered, as the tracker hands them to the watcher.
+pub type Pass = (u64, Arc<Learned>);
+
+/// Where the tracker stands, so that a DDL can wait until what it changed
+/// is learned and in the snapshot: the next statement then plans with it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Wakes the tracker for a pass.
+    wake: Notify,
+    /// Passes begun.
+    started: AtomicU64,
+    /// The last pass the watcher has applied to the snapshot.
+    applied: AtomicU64,
+    applied_changed: Notify,
+}
+
+impl Progress {
+    /// Asks for a pass and waits (at most `within`) until one that began
+    /// after this call is in the snapshot.
+    pub async fn relearn(&self, within: Duration) {
+        let want = self.started.load(Ordering::SeqCst) + 1;
+        self.wake.notify_one();
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let changed = self.applied_changed.notified();
+                if self.applied.load(Ordering::SeqCst) >= want {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
+
+    /// The watcher has applied pass `pass` to the snapshot.
+    pub fn applied(&self, pass: u64) {
+        self.applied.fetch_max(pass, Ordering::SeqCst);
+        self.applied_changed.notify_waiters();
+    }
+}
+
 /// Who the tracker logs in as on the tablets.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -60,15 +103,17 @@ pub struct Login {
     pub password: String,
 }
 
-/// Runs forever: learns every sharded keyspace's columns, publishes them
-/// when they changed, then waits for [`REFRESH`] or a DDL (`ddl`).
+/// Runs forever: learns every sharded keyspace's columns, hands each
+/// pass to the watcher, then waits for [`REFRESH`] or a DDL
+/// ([`Progress::relearn`]).
 pub async fn run(
     handle: SnapshotHandle,
     login: Login,
-    tx: watch::Sender<Arc<Learned>>,
-    ddl: Arc<Notify>,
+    tx: watch::Sender<Pass>,
+    progress: Arc<Progress>,
 ) {
     loop {
+        let pass = progress.started.fetch_add(1, Ordering::SeqCst) + 1;
         let snap = handle.load_full();
         let mut learned = Learned::new();
         let sharded = snap.keyspaces.values().filter(|k| k.sharded);
@@ -85,15 +130,16 @@ pub async fn run(
                 Err(_) => tracing::warn!(keyspace = %ks.name, "schema tracking: timed out"),
             }
         }
-        tx.send_if_modified(|current| {
-            let changed = **current != learned;
-            if changed {
-                *current = Arc::new(learned);
+        // Every pass is handed on (the watcher reports it applied, even
+        // when nothing changed); unchanged findings keep their allocation.
+        tx.send_modify(|current| {
+            if *current.1 != learned {
+                current.1 = Arc::new(learned);
             }
-            changed
+            current.0 = pass;
         });
         tokio::select! {
-            _ = ddl.notified() => {}
+            _ = progress.wake.notified() => {}
             _ = tokio::time::sleep(REFRESH) => {}
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::schema::Learned;
+use super::schema::{Learned, Pass, Progress};
 use super::store::TopoStore;
 use super::{Snapshot, SnapshotHandle, TopoError};
 
@@ -44,7 +44,7 @@ pub async fn run(
     cells: Vec<String>,
     handle: SnapshotHandle,
     mut last: BTreeMap<String, Vec<u8>>,
-    mut learned: Option<tokio::sync::watch::Receiver<Arc<Learned>>>,
+    mut learned: Option<(tokio::sync::watch::Receiver<Pass>, Arc<Progress>)>,
     stats: Arc<WatchStats>,
     on_swap: impl Fn(&Snapshot) + Send + Sync + 'static,
 ) {
@@ -54,13 +54,13 @@ pub async fn run(
     loop {
         // The watch is open before the re-read, so no write falls between them.
         changes.open(&store).await;
-        let knows = learned
+        let (pass, knows) = learned
             .as_mut()
-            .map_or_else(Arc::default, |l| l.borrow_and_update().clone());
+            .map_or_else(Default::default, |(l, _)| l.borrow_and_update().clone());
         match store.list_all().await {
             Ok(records) if records != last || knows != applied => {
                 last = records;
-                applied = knows;
+                applied = knows.clone();
                 match Snapshot::build(&last, &cells, version + 1) {
                     Ok(mut snap) => {
                         snap.learn(&applied);
@@ -87,8 +87,14 @@ pub async fn run(
                 continue;
             }
         }
+        if let Some((_, progress)) = &learned {
+            // Applied, or the same as before: a DDL waiting on it may go on.
+            if knows == applied {
+                progress.applied(pass);
+            }
+        }
         match learned.as_mut() {
-            Some(l) => {
+            Some((l, _)) => {
                 tokio::select! {
                     _ = changes.next() => {}
                     r = l.changed() => if r.is_err() {
