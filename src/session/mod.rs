@@ -373,10 +373,17 @@ impl Session {
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
         self.note_query(stmt);
         let res = self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await;
-        if let (Statement::Query(QueryKind::Ddl), Some(schema)) = (stmt, &ctx.schema) {
-            // The tablets' columns may have changed: the next statement
-            // plans with them (a few ms; a tablet that does not answer
-            // holds the DDL's answer up for at most a second).
+        // A DDL on a sharded keyspace (the tracker learns no other) may
+        // have changed the tablets' columns: the next statement plans with
+        // them (a few ms; a tablet that does not answer holds the DDL's
+        // answer up for at most a second).
+        let sharded = match &*plan {
+            Plan::AllShards { .. } => true,
+            Plan::Route(r) => snap.keyspaces.get(&r.keyspace).is_some_and(|k| k.sharded),
+            _ => false,
+        };
+        if let (Statement::Query(QueryKind::Ddl), true, Some(schema)) = (stmt, sharded, &ctx.schema)
+        {
             schema.relearn(std::time::Duration::from_secs(1)).await;
         }
         res
