@@ -252,12 +252,13 @@ struct TableInfo {
     kind: String,
     vindex: Option<(String, Func)>,
     auto_inc: Option<(String, String)>,
-    /// Columns whose VSchema type tells the gate how to order them.
+    /// Columns whose type (declared in the VSchema, else learned from the
+    /// tablets) tells the gate how to order them.
     declared: Vec<(String, Declared)>,
 }
 
 impl TableInfo {
-    /// What the VSchema says of a key that is one of the table's columns.
+    /// What is known of the type of a key that is one of the table's columns.
     fn declared(&self, e: &Expr) -> Option<Declared> {
         self.declared
             .iter()
