@@ -1,6 +1,7 @@
 //! String order in the MariaDB collations the gate can reproduce, so that a
-//! cross-shard ORDER BY, GROUP BY or DISTINCT on a column whose VSchema
-//! declares its collation need not ask every shard for `weight_string()`
+//! cross-shard ORDER BY, GROUP BY or DISTINCT on a column whose collation
+//! is known (declared in the VSchema or learned from the tablets, see
+//! [`crate::topo::schema`]) need not ask every shard for `weight_string()`
 //! beside each value (vtgate drops the weight strings the same way when it
 //! knows a column's type and collation). Measured on sysbench's ranges, the
 //! weight strings cost the tablets 9–40 µs per 50-row shard query.
