@@ -144,8 +144,9 @@ pub struct LeanHandle {
     /// joined; empty for none): sessions with the same settings share
     /// connections, as vtgate's settings pool lets them.
     pub settings: std::sync::Arc<str>,
-    /// The connection.
-    pub conn: lean::LeanConn,
+    /// The connection, boxed: handles move between pools, sessions and
+    /// the futures that use them, and a box moves as one pointer.
+    pub conn: Box<lean::LeanConn>,
 }
 
 impl LeanHandle {
@@ -290,13 +291,15 @@ impl Pools {
             }
         }
         let key = Self::key(t);
-        match self.open_lean(&key).await {
+        // Boxed: opening a connection is rare, and its future inlined would
+        // size every client connection's task (see `frontend::command_loop`).
+        match Box::pin(self.open_lean(&key)).await {
             Ok(conn) => Some(LeanHandle {
                 alias: t.alias.clone(),
                 key,
                 used: Instant::now(),
                 settings: std::sync::Arc::default(),
-                conn,
+                conn: Box::new(conn),
             }),
             Err(e) => {
                 tracing::debug!(tablet = %t.alias, error = %e, "lean connection failed; using the pool");

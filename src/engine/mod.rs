@@ -176,8 +176,8 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
 ) -> Result<(), Error> {
     match plan {
         Plan::Select(p) => exec_select(p, binds, tablet_type, snap, vc, sink).await,
-        Plan::Insert(p) => exec_insert(p, binds, snap, vc, sink).await,
-        Plan::Dml(p) => exec_dml(p, binds, snap, vc, sink).await,
+        Plan::Insert(p) => Box::pin(exec_insert(p, binds, snap, vc, sink)).await,
+        Plan::Dml(p) => Box::pin(exec_dml(p, binds, snap, vc, sink)).await,
         Plan::AllShards { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
             let queries = ks
@@ -185,9 +185,8 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                 .iter()
                 .map(|s| (s.name.clone(), sql.to_string()))
                 .collect();
-            let results = vc
-                .execute_multi(keyspace, TabletType::Primary, queries)
-                .await?;
+            let results =
+                Box::pin(vc.execute_multi(keyspace, TabletType::Primary, queries)).await?;
             let mut done = results
                 .into_iter()
                 .next()
@@ -452,7 +451,7 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
         binds,
         sink,
     };
-    vc.stream_multi(&p.keyspace, tt, targets, &mut merge).await
+    Box::pin(vc.stream_multi(&p.keyspace, tt, targets, &mut merge)).await
 }
 
 /// Combines the rows of a SELECT sent to several shards.

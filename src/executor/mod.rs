@@ -244,7 +244,7 @@ impl ShardConns {
         if let Some(i) = self.pinned(&tablet.alias) {
             let mut sc = self.conns.remove(i);
             if self.in_txn && !sc.in_txn {
-                if let Err(e) = sc.conn.query_drop("BEGIN").await {
+                if let Err(e) = Box::pin(sc.conn.query_drop("BEGIN")).await {
                     let e = backend(label)(e);
                     if !e.breaks_backend_conn() {
                         self.conns.push(sc);
@@ -293,7 +293,8 @@ impl ShardConns {
                 Err(e) => return Err(run_error(e, label)),
             }
         }
-        let (sc, pinned) = self.checkout(ctx, tablet, label).await?;
+        // The driver's pool: rare, and boxed for its future's size.
+        let (sc, pinned) = Box::pin(self.checkout(ctx, tablet, label)).await?;
         Ok((Link::Driver(sc), pinned, true))
     }
 
@@ -1201,20 +1202,30 @@ impl Executor<'_> {
                         None => conn.query(sql, rename.as_ref(), sink).await,
                     }
                 }
-                Link::Driver(sc) => match params.take() {
-                    None => match sc.conn.query_iter(sql).await {
-                        Ok(result) => drain(result, rename.as_ref(), sink).await,
-                        Err(e) => Err(RunError::Backend(e)),
-                    },
-                    Some(params) => match sc
-                        .conn
-                        .exec_iter(sql, mysql_async::Params::Positional(params))
-                        .await
-                    {
-                        Ok(result) => drain(result, rename.as_ref(), sink).await,
-                        Err(e) => Err(RunError::Backend(e)),
-                    },
-                },
+                // The driver's futures are large and this path is rare:
+                // boxed, they do not size every connection's task.
+                Link::Driver(sc) => {
+                    let params = params.take();
+                    let rename = rename.as_ref();
+                    let sink = &mut *sink;
+                    Box::pin(async move {
+                        match params {
+                            None => match sc.conn.query_iter(sql).await {
+                                Ok(result) => drain(result, rename, sink).await,
+                                Err(e) => Err(RunError::Backend(e)),
+                            },
+                            Some(params) => match sc
+                                .conn
+                                .exec_iter(sql, mysql_async::Params::Positional(params))
+                                .await
+                            {
+                                Ok(result) => drain(result, rename, sink).await,
+                                Err(e) => Err(RunError::Backend(e)),
+                            },
+                        }
+                    })
+                    .await
+                }
             };
             if attempt == 1 && fresh && matches!(res, Err(RunError::Unsent(_))) {
                 continue;
@@ -1479,11 +1490,21 @@ where
 async fn conform(
     settings: &[String],
     key: &std::sync::Arc<str>,
-    mut held: LeanHeld,
+    held: LeanHeld,
 ) -> Option<LeanHeld> {
     if *held.handle.settings == **key {
         return Some(held);
     }
+    // Boxed: rare, and inlined it would size every client's task.
+    Box::pin(reconform(settings, key, held)).await
+}
+
+/// [`conform`]'s work for a connection that carries other settings.
+async fn reconform(
+    settings: &[String],
+    key: &std::sync::Arc<str>,
+    mut held: LeanHeld,
+) -> Option<LeanHeld> {
     let conn = &mut held.handle.conn;
     let mut ok = held.handle.settings.is_empty() || conn.reset().await.is_ok();
     for set in settings {

@@ -61,8 +61,9 @@ pub struct Session {
     pub autocommit: bool,
     /// The backend side: pinned connections, transaction, settings.
     pub shards: ShardConns,
-    /// Prepared statements by id.
-    pub prepared: FastMap<u32, Prepared>,
+    /// Prepared statements by id, boxed: one is taken out of the map while
+    /// it runs, and a box moves as one pointer.
+    pub prepared: FastMap<u32, Box<Prepared>>,
     next_stmt_id: u32,
 }
 
@@ -487,7 +488,8 @@ impl Session {
             } else {
                 sql::substitute_params(&p.sql, &params, self.shards.no_backslash_escapes)?
             };
-            return self.execute(ctx, &text, sink).await;
+            // Boxed: the text path's future is large and this one rare.
+            return Box::pin(self.execute(ctx, &text, sink)).await;
         };
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_prepared(ctx, &snap, &stmt, p, &params)?;
@@ -630,7 +632,7 @@ impl Session {
         self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
         self.prepared.insert(
             id,
-            Prepared {
+            Box::new(Prepared {
                 sql: sql.to_string(),
                 params,
                 columns,
@@ -640,7 +642,7 @@ impl Session {
                     && sql::shareable_read(sql),
                 direct: self.direct_form(stmt, sql),
                 planned: None,
-            },
+            }),
         );
         Ok((id, &self.prepared[&id]))
     }
