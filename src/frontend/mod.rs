@@ -59,7 +59,8 @@ type Reader = FramedRead<ClientRead, PacketCodec>;
 /// Bytes buffered before rows are written out mid-result.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Buffers larger than this are given back when a connection goes idle.
+/// An output buffer larger than this is given back when a command that
+/// needed no more than this is done.
 const IDLE_BUFFER_MAX: usize = 16 * 1024;
 
 /// The write side of a client connection: an output buffer and the
@@ -68,6 +69,8 @@ pub struct Wire {
     writer: ClientWrite,
     out: Vec<u8>,
     seq: u8,
+    /// The most output buffered at once since the last idle point.
+    peak: usize,
 }
 
 impl Wire {
@@ -103,6 +106,7 @@ impl Wire {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
+            self.peak = self.peak.max(self.out.len());
             self.writer.write_all(&self.out).await?;
             self.out.clear();
         }
@@ -294,6 +298,7 @@ pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<
         writer: w,
         out: Vec::new(),
         seq: 0,
+        peak: 0,
     };
     let mut session = Session::default();
     match Box::pin(handshake(&mut reader, &mut wire, &ctx, &mut session, &peer)).await {
@@ -462,11 +467,14 @@ async fn command_loop(
         // before the socket is flushed.
         if reader.read_buffer().len() < 4 {
             wire.flush().await?;
-            // An idle connection keeps no large result's buffer: thousands
-            // of pooled client connections each holding 64 KiB add up.
-            if wire.out.capacity() > IDLE_BUFFER_MAX {
+            // A connection keeps no large result's buffer once its
+            // commands need small ones again (thousands of pooled client
+            // connections each holding 64 KiB add up); one whose results
+            // stay large keeps it rather than grow it again every time.
+            if wire.out.capacity() > IDLE_BUFFER_MAX && wire.peak <= IDLE_BUFFER_MAX {
                 wire.out = Vec::new();
             }
+            wire.peak = 0;
             let rb = reader.read_buffer_mut();
             if rb.is_empty() && rb.capacity() > IDLE_BUFFER_MAX {
                 *rb = BytesMut::with_capacity(512);
@@ -693,6 +701,7 @@ mod tests {
             writer: Box::new(tokio::io::sink()),
             out: Vec::new(),
             seq: 7,
+            peak: 0,
         };
         let sizes = [0, 1, 300, codec::MAX_FRAME, codec::MAX_FRAME + 10];
         for &n in &sizes {
