@@ -378,14 +378,15 @@ impl Session {
         // have changed the tablets' columns: the next statement plans with
         // them (a few ms; a tablet that does not answer holds the DDL's
         // answer up for at most a second).
-        let sharded = match &*plan {
-            Plan::AllShards { .. } => true,
-            Plan::Route(r) => snap.keyspaces.get(&r.keyspace).is_some_and(|k| k.sharded),
-            _ => false,
-        };
-        if let (Statement::Query(QueryKind::Ddl), true, Some(schema)) = (stmt, sharded, &ctx.schema)
-        {
-            schema.relearn(std::time::Duration::from_secs(1)).await;
+        if let (Statement::Query(QueryKind::Ddl), Some(schema)) = (stmt, &ctx.schema) {
+            let sharded = match &*plan {
+                Plan::AllShards { .. } => true,
+                Plan::Route(r) => snap.keyspaces.get(&r.keyspace).is_some_and(|k| k.sharded),
+                _ => false,
+            };
+            if sharded {
+                schema.relearn(std::time::Duration::from_secs(1)).await;
+            }
         }
         res
     }
