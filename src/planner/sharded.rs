@@ -879,7 +879,9 @@ impl Internal<'_> {
         let argsql = arg.clone().unwrap_or_else(|| "*".into());
         Ok(match (call.name.as_str(), call.distinct) {
             ("count", true) => {
-                let a = arg.ok_or_else(|| PlanError::Syntax("COUNT(DISTINCT *)".into()))?;
+                let (Some(expr), Some(a)) = (call.arg.as_ref(), arg) else {
+                    return Err(PlanError::Syntax("COUNT(DISTINCT *)".into()));
+                };
                 if let Some(i) = *count_distinct {
                     if self.items[i] != a {
                         return Err(unsupported(
@@ -890,7 +892,6 @@ impl Internal<'_> {
                 }
                 let i = self.push(a.clone(), AggKind::Key);
                 let table = self.table;
-                let expr = call.arg.as_ref().expect("COUNT(DISTINCT x) has x");
                 let weight = table.weigh(expr, || {
                     self.push(format!("weight_string({a})"), AggKind::Weight)
                 });
