@@ -138,10 +138,14 @@ pub struct ServeArgs {
     /// and 32 idle per tablet.
     #[arg(long = "pool-size", default_value_t = 200)]
     pub pool_size: usize,
-    /// Threads serving clients (default: half the cores, at least one). A
-    /// proxy sharing its machine with the database and the load does best
-    /// with few threads: fewer cross-thread wakeups per query. With one,
-    /// the runtime is tokio's current-thread scheduler.
+    /// Threads serving clients (default: half the cores, at least one), each
+    /// an event loop of its own (tokio's current-thread scheduler) that
+    /// accepted clients are dealt to in turn; a client stays on its loop.
+    /// A proxy sharing its machine with the database and the load does
+    /// best with few threads, and loops that share no task queue pay no
+    /// cross-thread wakeups per I/O event (a work-stealing scheduler
+    /// does); reads of sessions on different loops still share tablet
+    /// connections.
     #[arg(long = "worker-threads")]
     pub worker_threads: Option<usize>,
     /// Reach tablets on this host through the Unix socket their MariaDB

@@ -38,28 +38,24 @@ fn main() -> ExitCode {
         .and_then(|a| a.worker_threads)
         .unwrap_or((cores / 2).max(1))
         .max(1);
-    // One worker (the default on this 2-core class of machine) runs the
-    // current-thread scheduler: no cross-thread task queues or wakeups per
-    // I/O event. Generous stacks, for that thread too: planning walks
-    // statement trees recursively.
+    // Each worker is an event loop of its own: a current-thread runtime
+    // (no cross-thread task queues or wakeups per I/O event) that accepted
+    // clients are dealt to in turn. The first is the runtime everything
+    // else runs on too. Generous stacks: planning walks statement trees
+    // recursively.
     let stack = 16 << 20;
+    let more_loops = if serve_args.is_some() { workers - 1 } else { 0 };
     let run = move || -> Result<(), AnyError> {
-        let mut builder = if workers == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(workers);
-            b
-        };
-        let rt = builder
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_stack_size(stack)
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let loops = event_loops(more_loops, stack)?;
         rt.block_on(async move {
             match cli.command {
-                None => serve(cli.serve).await,
-                Some(Command::Serve(args)) => serve(args).await,
+                None => serve(cli.serve, loops).await,
+                Some(Command::Serve(args)) => serve(args, loops).await,
                 Some(Command::Ctl(args)) => ctl(args).await,
                 Some(Command::Local(args)) => local(args).await,
                 Some(Command::Vschema(args)) => match args.command {
@@ -86,7 +82,38 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+/// Starts `n` more event loops, each a current-thread runtime on a thread
+/// of its own that runs until the process ends.
+fn event_loops(n: usize, stack: usize) -> Result<Vec<tokio::runtime::Handle>, AnyError> {
+    (1..=n)
+        .map(|i| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("sg-loop-{i}"))
+                .stack_size(stack)
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => {
+                            let _ = tx.send(Ok(rt.handle().clone()));
+                            rt.block_on(std::future::pending::<()>())
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start event loop {i}: {e}"))?;
+            rx.recv()
+                .map_err(|_| format!("event loop {i} ended at its start"))?
+                .map_err(|e| AnyError::from(format!("cannot start event loop {i}: {e}")))
+        })
+        .collect()
+}
+
+async fn serve(args: ServeArgs, loops: Vec<tokio::runtime::Handle>) -> Result<(), AnyError> {
     let ip: IpAddr = args.mysql_server_bind_address.parse().map_err(|e| {
         format!(
             "--mysql-server-bind-address {}: {e}",
@@ -136,6 +163,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         server_version: args.mysql_server_version.clone(),
         transaction_mode: args.transaction_mode,
         schema_tracking: args.schema_change_signal,
+        loops,
     };
     if args.transaction_mode == shardgate::executor::TransactionMode::Twopc {
         return Err("--transaction_mode=twopc: atomic commit across shards is not built yet (single or multi)".into());

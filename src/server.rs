@@ -104,6 +104,13 @@ pub struct ServeOptions {
     pub transaction_mode: crate::executor::TransactionMode,
     /// Learn column types from the tablets ([`topo::schema`]).
     pub schema_tracking: bool,
+    /// Further event loops (current-thread runtimes on their own threads)
+    /// that accepted clients are dealt to in turn, beside the one `start`
+    /// runs on. Why: one loop serializes every client's protocol work, and
+    /// with the tablets on the same cores the machine then waits on it; a
+    /// work-stealing scheduler instead pays cross-thread wakeups on every
+    /// I/O event. A client stays on its loop for life.
+    pub loops: Vec<tokio::runtime::Handle>,
 }
 
 /// Errors starting the server.
@@ -198,6 +205,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         None => None,
     };
     let (tx, rx) = watch::channel(false);
+    let loops: Arc<[tokio::runtime::Handle]> = opts.loops.into();
     if let Some(path) = &opts.socket_path {
         let _ = std::fs::remove_file(path);
         let unix = tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
@@ -205,12 +213,12 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             source,
         })?;
         let ctx3 = ctx.clone();
-        tokio::spawn(accept_loop(unix, rx.clone(), move |s| {
+        tokio::spawn(accept_loop(unix, rx.clone(), loops.clone(), move |s| {
             frontend::handle_unix(s, ctx3.clone())
         }));
     }
     let ctx2 = ctx.clone();
-    let task = tokio::spawn(accept_loop(listener, rx, move |(s, peer)| {
+    let task = tokio::spawn(accept_loop(listener, rx, loops, move |(s, peer)| {
         frontend::handle(s, peer, ctx2.clone())
     }));
     tracing::info!(%mysql_addr, ?web_addr, "shardgate serving");
@@ -226,38 +234,79 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
 /// A listener the accept loop can take connections from (TCP or Unix).
 trait Listener: Send + 'static {
     type Stream: Send + 'static;
+    /// A connection taken off this runtime's reactor, to move to another.
+    type Detached: Send + 'static;
     fn next_conn(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+    fn detach(s: Self::Stream) -> std::io::Result<Self::Detached>;
+    /// Registers a detached connection with the current runtime's reactor.
+    fn attach(d: Self::Detached) -> std::io::Result<Self::Stream>;
 }
 
 impl Listener for TcpListener {
     /// The peer's address comes with the connection (no getpeername call).
     type Stream = (tokio::net::TcpStream, std::net::SocketAddr);
+    type Detached = (std::net::TcpStream, std::net::SocketAddr);
     async fn next_conn(&self) -> std::io::Result<Self::Stream> {
         self.accept().await
+    }
+    fn detach((s, peer): Self::Stream) -> std::io::Result<Self::Detached> {
+        Ok((s.into_std()?, peer))
+    }
+    fn attach((s, peer): Self::Detached) -> std::io::Result<Self::Stream> {
+        Ok((tokio::net::TcpStream::from_std(s)?, peer))
     }
 }
 
 impl Listener for tokio::net::UnixListener {
     type Stream = tokio::net::UnixStream;
+    type Detached = std::os::unix::net::UnixStream;
     async fn next_conn(&self) -> std::io::Result<Self::Stream> {
         self.accept().await.map(|(s, _)| s)
     }
+    fn detach(s: Self::Stream) -> std::io::Result<Self::Detached> {
+        s.into_std()
+    }
+    fn attach(d: Self::Detached) -> std::io::Result<Self::Stream> {
+        tokio::net::UnixStream::from_std(d)
+    }
 }
 
-/// Serves each accepted connection in its own task until shutdown; a failed
+/// Serves each accepted connection in its own task until shutdown, dealing
+/// connections in turn to this loop and the `loops` beside it; a failed
 /// accept (out of file descriptors, say) backs off briefly instead of spinning.
 async fn accept_loop<L: Listener, Fut>(
     listener: L,
     mut stop: watch::Receiver<bool>,
-    serve: impl Fn(L::Stream) -> Fut + Send + 'static,
+    loops: Arc<[tokio::runtime::Handle]>,
+    serve: impl Fn(L::Stream) -> Fut + Send + Sync + 'static,
 ) where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
+    let mut turn = 0usize;
     loop {
         tokio::select! {
             accepted = listener.next_conn() => match accepted {
                 Ok(stream) => {
-                    tokio::spawn(serve(stream));
+                    turn = (turn + 1) % (loops.len() + 1);
+                    if turn == 0 {
+                        tokio::spawn(serve(stream));
+                        continue;
+                    }
+                    let detached = match L::detach(stream) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot move a connection to its event loop");
+                            continue;
+                        }
+                    };
+                    let serve = serve.clone();
+                    loops[turn - 1].spawn(async move {
+                        match L::attach(detached) {
+                            Ok(stream) => serve(stream).await,
+                            Err(e) => tracing::warn!(error = %e, "cannot move a connection to its event loop"),
+                        }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -33,6 +33,7 @@ const VSCHEMA: &str = r#"{
     "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "loops_t": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "nt": {"column_vindexes": [{"column": "id", "name": "num"}]},
     "bt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
@@ -404,6 +405,97 @@ async fn transactions_span_shards_on_one_connection_each() {
     // The session keeps working with its setting after the transaction.
     assert_eq!(count(&mut a, "txs").await, 7);
     a.query_drop("delete from txs").await.unwrap();
+}
+
+/// `--worker-threads 3`: clients are dealt to three event loops in turn,
+/// and sessions on different loops share the tablets' connections for
+/// their reads. Six clients at once write rows in transactions that span
+/// both shards, read each back by key (prepared: shared reads) and count
+/// theirs with a scatter; every answer is right, and both extra loops
+/// served clients (their threads woke many times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_dealt_to_event_loops_are_served_alike() {
+    apply_test_vschema().await;
+    let (port, _, pid) = spawn_shardgate_pid(&["--worker-threads".into(), "3".into()]).await;
+    let before = loop_wakeups(pid);
+    assert_eq!(
+        before.len(),
+        2,
+        "threads named sg-loop-*: {before:?}"
+    );
+    let mut setup = connect_port(port, Some("customer")).await;
+    setup
+        .query_drop("create table if not exists loops_t (id bigint primary key, v bigint)")
+        .await
+        .unwrap();
+    setup.query_drop("delete from loops_t").await.unwrap();
+    let clients: Vec<_> = (1..=6i64)
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut conn = connect_port(port, Some("customer")).await;
+                for round in 0..20i64 {
+                    let base = c * 1000 + round * 10;
+                    conn.query_drop("begin").await.unwrap();
+                    let values: Vec<String> =
+                        (0..4).map(|i| format!("({}, {c})", base + i)).collect();
+                    conn.query_drop(format!(
+                        "insert into loops_t (id, v) values {}",
+                        values.join(", ")
+                    ))
+                    .await
+                    .unwrap();
+                    conn.query_drop("commit").await.unwrap();
+                    let v: Option<i64> = conn
+                        .exec_first("select v from loops_t where id = ?", (base + 3,))
+                        .await
+                        .unwrap();
+                    assert_eq!(v, Some(c), "client {c} round {round}");
+                }
+                let got: Option<(i64, i64)> = conn
+                    .exec_first("select count(*), sum(v) from loops_t where v = ?", (c,))
+                    .await
+                    .unwrap();
+                assert_eq!(got, Some((80, 80 * c)), "client {c}");
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(
+        placement("loops_t", "id", Func::Hash)
+            .await
+            .iter()
+            .sum::<usize>(),
+        480
+    );
+    let after = loop_wakeups(pid);
+    for (name, n) in &after {
+        let woke = n - before.get(name).copied().unwrap_or(0);
+        assert!(woke >= 20, "{name} woke {woke} times: it served no client");
+    }
+    setup.query_drop("delete from loops_t").await.unwrap();
+}
+
+/// Context switches of each of a shardgate's extra event loops, by thread
+/// name: a loop with no clients sleeps in its poll and never switches.
+fn loop_wakeups(pid: i32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with("sg-loop-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.insert(name.trim().to_string(), switches);
+    }
+    out
 }
 
 /// `--transaction_mode=SINGLE` (vtgate's flag and spelling): a

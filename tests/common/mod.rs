@@ -306,6 +306,13 @@ pub async fn rows(conn: &mut Conn, sql: &str) -> Vec<Vec<Option<String>>> {
 /// Starts another shardgate process with extra flags (stopped at exit) and
 /// waits until its MySQL port accepts connections.
 pub async fn spawn_shardgate(extra: &[String]) -> (u16, u16) {
+    let (port, web, _) = spawn_shardgate_pid(extra).await;
+    (port, web)
+}
+
+/// [`spawn_shardgate`], with the process id, for tests that look at the
+/// process itself.
+pub async fn spawn_shardgate_pid(extra: &[String]) -> (u16, u16, i32) {
     let (port, web) = (free_port(), free_port());
     let dir = temp_dir("sg");
     let mut args: Vec<String> = vec![
@@ -344,7 +351,7 @@ pub async fn spawn_shardgate(extra: &[String]) -> (u16, u16) {
         "shardgate did not start; log in {}",
         dir.display()
     );
-    (port, web)
+    (port, web, p.pid)
 }
 
 /// A raw MySQL-protocol client for protocol edge cases.
