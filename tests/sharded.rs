@@ -418,11 +418,7 @@ async fn clients_dealt_to_event_loops_are_served_alike() {
     apply_test_vschema().await;
     let (port, _, pid) = spawn_shardgate_pid(&["--worker-threads".into(), "3".into()]).await;
     let before = loop_wakeups(pid);
-    assert_eq!(
-        before.len(),
-        2,
-        "threads named sg-loop-*: {before:?}"
-    );
+    assert_eq!(before.len(), 2, "threads named sg-loop-*: {before:?}");
     let mut setup = connect_port(port, Some("customer")).await;
     setup
         .query_drop("create table if not exists loops_t (id bigint primary key, v bigint)")

@@ -513,12 +513,7 @@ impl LeanConn {
     /// The statement id for `sql`, preparing it (and closing the oldest)
     /// when it is not cached.
     async fn stmt(&mut self, sql: &str) -> Result<u32, mysql_async::Error> {
-        // Most recently used last, so the statements a pipelined batch
-        // just looked up are the last to be closed.
-        if let Some(i) = self.stmts.iter().position(|s| s.sql == sql) {
-            let s = self.stmts.remove(i);
-            let id = s.id;
-            self.stmts.push(s);
+        if let Some(id) = self.cached(sql) {
             return Ok(id);
         }
         let (id, _, _) = self.prepare(sql).await?;
@@ -593,6 +588,18 @@ impl LeanConn {
         // A refusal is read to its end; a failed link may leave packets.
         self.idle = matches!(id, Ok(_) | Err(mysql_async::Error::Server(_)));
         id
+    }
+
+    /// The id of `sql` when the connection has it prepared already (no
+    /// round trip): what a pipeline may queue while replies are owed.
+    /// Most recently used last, so the statements in flight are the last
+    /// a later prepare closes.
+    pub fn cached(&mut self, sql: &str) -> Option<u32> {
+        let i = self.stmts.iter().position(|s| s.sql == sql)?;
+        let s = self.stmts.remove(i);
+        let id = s.id;
+        self.stmts.push(s);
+        Some(id)
     }
 
     /// Appends an execution of statement `id` with `params` to the

@@ -35,8 +35,9 @@ use super::lean::{self, LeanConn, RunError};
 use super::LeanHandle;
 use crate::engine::{PacketSink, QueryDone, RowSink};
 
-/// Statements written in one batch at most (well under the statements a
-/// connection keeps prepared, so a batch never closes one of its own).
+/// Reads in flight on one shared connection at most (well under the
+/// statements a connection keeps prepared, so the pipeline never closes
+/// one of its own).
 const MAX_BATCH: usize = 16;
 
 /// A batch in flight for longer than this marks its queue as held up (a
@@ -246,6 +247,8 @@ pub struct MuxStats {
 struct Job {
     read: Read,
     reply: oneshot::Sender<Outcome>,
+    /// Runs on the drained connection by itself, prepared anew.
+    alone: bool,
 }
 
 /// The queue of one shared connection.
@@ -312,7 +315,11 @@ impl Mux {
     pub fn submit(&self, read: Read) -> Result<oneshot::Receiver<Outcome>, Read> {
         let (reply, rx) = oneshot::channel();
         self.state.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(Job { read, reply }) {
+        match self.tx.send(Job {
+            read,
+            reply,
+            alone: false,
+        }) {
             Ok(()) => Ok(rx),
             Err(mpsc::error::SendError(job)) => {
                 self.state.queued.fetch_sub(1, Ordering::Relaxed);
@@ -322,179 +329,259 @@ impl Mux {
     }
 }
 
-/// The task behind a [`Mux`]: batches of whatever is queued, until the
-/// connection fails or every sender is gone. Reads left in the queue then
-/// go back unsent.
+/// The task behind a [`Mux`]: a pipeline of whatever is queued, until
+/// the connection fails or every sender is gone. Reads left in the queue
+/// then go back unsent.
 async fn serve(
     mut handle: LeanHandle,
     mut rx: mpsc::UnboundedReceiver<Job>,
     state: Arc<State>,
     stats: Arc<MuxStats>,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+    let mut pipe = Pipeline::default();
+    loop {
+        // Drained: reads held for that go now.
+        if pipe.in_flight.is_empty() && !pipe.run_held(&mut handle.conn, &state, &stats).await {
+            break;
+        }
+        if pipe.in_flight.is_empty() {
+            let Some(first) = rx.recv().await else { break };
+            let now = Instant::now();
+            let alive = !handle.idle_for(LIVENESS_AFTER, now) || !handle.conn.is_closed();
+            handle.touch(now);
+            if !alive {
+                pipe.held.push_back(first);
+                break;
+            }
+            pipe.take(&mut handle.conn, first);
+        }
+        // Whatever queued meanwhile joins the pipeline (the tablet keeps
+        // working on what is in flight while its replies are read).
+        while !pipe.broken && pipe.held.is_empty() && pipe.in_flight.len() + pipe.fresh < MAX_BATCH
+        {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => pipe.take(&mut handle.conn, job),
                 Err(_) => break,
             }
         }
-        let n = batch.len();
-        let now = Instant::now();
-        let alive = !handle.idle_for(LIVENESS_AFTER, now) || !handle.conn.is_closed();
-        handle.touch(now);
-        state.busy_since.store(state.micros(), Ordering::Relaxed);
-        let usable = alive && run_batch(&mut handle.conn, &mut batch, &stats).await;
-        state.busy_since.store(0, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .executions
-            .fetch_add((n - batch.len()) as u64, Ordering::Relaxed);
-        // Whatever the batch could not send goes back to its callers.
-        for job in batch.drain(..) {
-            let _ = job.reply.send(Outcome::Unsent(job.read));
+        if pipe.fresh > 0 {
+            let n = std::mem::take(&mut pipe.fresh);
+            // A write that fails finds the tablet gone: nothing it carried
+            // ran (as a lean connection's own sends count it).
+            if handle.conn.flush().await.is_err() {
+                let unsent = pipe.in_flight.split_off(pipe.in_flight.len() - n);
+                pipe.held.extend(unsent);
+                pipe.broken = true;
+            } else {
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        state.queued.fetch_sub(n, Ordering::Relaxed);
+        let Some(job) = pipe.in_flight.pop_front() else {
+            if pipe.broken {
+                break;
+            }
+            continue;
+        };
+        state.busy_since.store(state.micros(), Ordering::Relaxed);
+        let usable = pipe.read_reply(&mut handle.conn, job, &state, &stats).await;
+        if pipe.in_flight.is_empty() {
+            state.busy_since.store(0, Ordering::Relaxed);
+        }
         if !usable {
             break;
         }
     }
+    // Whatever the connection could not answer goes back to its callers.
+    let left = pipe.in_flight.drain(..).chain(pipe.held.drain(..));
     rx.close();
-    while let Ok(job) = rx.try_recv() {
+    let queued: Vec<Job> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    for job in left.chain(queued) {
         state.queued.fetch_sub(1, Ordering::Relaxed);
         let _ = job.reply.send(Outcome::Unsent(job.read));
     }
 }
 
-/// Runs one batch: prepares what the connection lacks, writes every read
-/// at once, reads the replies in order. Reads answered are taken out of
-/// `batch`; those left were not written. False when the connection can
-/// take no more.
-async fn run_batch(conn: &mut LeanConn, batch: &mut Vec<Job>, stats: &MuxStats) -> bool {
-    // Prepare first: a prepare's reply must not be queued behind the
-    // reads. A statement the tablet refuses is answered now.
-    let mut ids = Vec::with_capacity(batch.len());
-    let mut i = 0;
-    while i < batch.len() {
-        if batch[i].read.params.is_none() {
-            ids.push(None);
-            i += 1;
-            continue;
-        }
-        match conn.prepared(&batch[i].read.sql).await {
-            Ok(id) => {
-                ids.push(Some(id));
-                i += 1;
-            }
-            Err(e @ mysql_async::Error::Server(_)) => {
-                let job = batch.remove(i);
-                let _ = job.reply.send(Outcome::Failed(RunError::Backend(e)));
-            }
-            // Nothing of the batch was written.
-            Err(_) => return false,
-        }
-    }
-    // Parameters too big for one packet go alone, after the batch.
-    let mut alone = Vec::new();
-    let mut sent = Vec::with_capacity(batch.len());
-    for (job, id) in std::mem::take(batch).into_iter().zip(ids) {
-        let queued = match (id, &job.read.params) {
-            (Some(id), Some(params)) => conn.queue_execute(id, params),
-            _ => {
-                conn.queue_query(&job.read.sql);
-                true
-            }
-        };
+/// The reads of one shared connection: those written whose replies are
+/// owed, in order (MySQL answers a connection's commands in the order it
+/// got them), and those that wait until none is owed.
+#[derive(Default)]
+struct Pipeline {
+    in_flight: std::collections::VecDeque<Job>,
+    /// Reads that need the connection to themselves: a statement to
+    /// prepare first (a prepare's reply must not queue behind reads),
+    /// parameters too big for one packet, a statement to prepare anew.
+    /// Nothing joins the pipeline while one waits, so it is not starved.
+    held: std::collections::VecDeque<Job>,
+    /// Reads queued in the connection's buffer since the last write (the
+    /// last `fresh` of `in_flight`).
+    fresh: usize,
+    /// The last reply was the server's error: a connection that ends
+    /// right after it was closed by the server (`KILL`, a shutdown), and
+    /// the reads behind never ran.
+    refused: bool,
+    /// A write failed: the pipeline drains and the task ends.
+    broken: bool,
+}
+
+impl Pipeline {
+    /// Queues a read in the connection's buffer when it can be pipelined,
+    /// else holds it until nothing is owed.
+    fn take(&mut self, conn: &mut LeanConn, job: Job) {
+        let queued = self.held.is_empty()
+            && match &job.read.params {
+                None => {
+                    conn.queue_query(&job.read.sql);
+                    true
+                }
+                Some(params) => conn
+                    .cached(&job.read.sql)
+                    .is_some_and(|id| conn.queue_execute(id, params)),
+            };
         if queued {
-            sent.push(job);
+            self.in_flight.push_back(job);
+            self.fresh += 1;
         } else {
-            alone.push(job);
+            self.held.push_back(job);
         }
     }
-    // A write that fails finds the tablet gone: nothing it carried ran
-    // (as a lean connection's own sends count it).
-    if conn.flush().await.is_err() {
-        *batch = sent;
-        batch.extend(alone);
-        return false;
-    }
-    let mut refused = false;
-    let mut jobs = sent.into_iter();
-    while let Some(job) = jobs.next() {
+
+    /// Reads the reply to `job`, the first in flight. False when the
+    /// connection can take no more.
+    async fn read_reply(
+        &mut self,
+        conn: &mut LeanConn,
+        job: Job,
+        state: &State,
+        stats: &MuxStats,
+    ) -> bool {
         let binary = job.read.params.is_some();
         let mut rec = Recorder::new(job.reply);
         let res = conn.reply(binary, &mut rec).await;
+        let refused = std::mem::replace(
+            &mut self.refused,
+            matches!(res, Err(RunError::Backend(mysql_async::Error::Server(_)))),
+        );
         match res {
             // The table changed under the statement: it runs again alone
-            // (prepared anew) once the batch's replies are read.
+            // (prepared anew) once nothing is owed.
             Err(RunError::Backend(mysql_async::Error::Server(e)))
                 if e.code == lean::ER_NEED_REPREPARE =>
             {
+                self.refused = false;
                 if let Some(reply) = rec.reply.take() {
-                    alone.push(Job {
+                    self.held.push_back(Job {
                         read: job.read,
                         reply,
+                        alone: true,
                     });
+                    return true;
                 }
             }
             Err(e @ RunError::Backend(mysql_async::Error::Server(_))) => {
-                refused = true;
                 rec.finish(Err(e)).await;
             }
             Ok(_) => {
                 if rec.stream.is_some() {
                     stats.streamed.fetch_add(1, Ordering::Relaxed);
                 }
+                stats.executions.fetch_add(1, Ordering::Relaxed);
                 rec.finish(Ok(job.read)).await
             }
-            // The connection is lost while this read ran (a KILL, a
-            // restart): it fails, as on a connection of its own; the tablet
-            // runs a connection's commands one after another, so those
-            // behind it never ran and go back unsent.
-            Err(e) => {
-                rec.finish(Err(e)).await;
-                batch.extend(jobs);
-                batch.extend(alone);
-                return false;
-            }
-        }
-    }
-    // A server's error may be its last word (`KILL`, a shutdown): a
-    // connection it closed serves no further batch.
-    if refused && conn.is_closed() {
-        *batch = alone;
-        return false;
-    }
-    let mut alone = alone.into_iter();
-    while let Some(job) = alone.next() {
-        let mut rec = Recorder::new(job.reply);
-        let res = match &job.read.params {
-            Some(params) => conn.execute(&job.read.sql, params, &mut rec).await,
-            None => conn.query(&job.read.sql, None, &mut rec).await,
-        };
-        match res {
-            Ok(_) => rec.finish(Ok(job.read)).await,
-            // The connection failed before it was written: this one and
-            // the rest go back.
-            Err(RunError::Unsent(_)) => {
+            // The server ended the connection with its error to the read
+            // before: this one never ran.
+            Err(_) if refused && !rec.started() => {
                 if let Some(reply) = rec.reply.take() {
-                    batch.push(Job {
+                    self.held.push_front(Job {
                         read: job.read,
                         reply,
+                        alone: job.alone,
                     });
                 }
-                batch.extend(alone);
                 return false;
             }
-            Err(e) => rec.finish(Err(e)).await,
+            // The connection is lost while this read ran (a KILL, a
+            // restart): it fails, as on a connection of its own; the
+            // tablet runs a connection's commands one after another, so
+            // those behind it never ran and go back unsent.
+            Err(e) => {
+                rec.finish(Err(e)).await;
+                state.queued.fetch_sub(1, Ordering::Relaxed);
+                return false;
+            }
         }
-        if !conn.is_idle() {
-            batch.extend(alone);
+        state.queued.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Runs the held reads on the drained connection, one after another,
+    /// until one joins the pipeline: a statement to prepare does once
+    /// prepared (its execution is queued, to be written with whatever
+    /// comes next). False when the connection can take no more (the read
+    /// that found it so stays held).
+    async fn run_held(&mut self, conn: &mut LeanConn, state: &State, stats: &MuxStats) -> bool {
+        if self.broken {
             return false;
         }
+        while let Some(job) = self.held.pop_front() {
+            state.busy_since.store(state.micros(), Ordering::Relaxed);
+            if let (Some(params), false) = (&job.read.params, job.alone) {
+                match conn.prepared(&job.read.sql).await {
+                    Ok(id) => {
+                        if conn.queue_execute(id, params) {
+                            self.in_flight.push_back(job);
+                            self.fresh += 1;
+                            return true;
+                        }
+                    }
+                    // The tablet refuses the statement: answered now.
+                    Err(e @ mysql_async::Error::Server(_)) => {
+                        let _ = job.reply.send(Outcome::Failed(RunError::Backend(e)));
+                        state.queued.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(_) => {
+                        self.held.push_front(job);
+                        return false;
+                    }
+                }
+            }
+            // Parameters too big for one packet, or a statement to
+            // prepare anew.
+            let mut rec = Recorder::new(job.reply);
+            let res = match &job.read.params {
+                Some(params) => conn.execute(&job.read.sql, params, &mut rec).await,
+                None => conn.query(&job.read.sql, None, &mut rec).await,
+            };
+            match res {
+                Ok(_) => {
+                    stats.executions.fetch_add(1, Ordering::Relaxed);
+                    if rec.stream.is_some() {
+                        stats.streamed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    rec.finish(Ok(job.read)).await
+                }
+                // The connection failed before it was written: this one
+                // and the rest go back.
+                Err(RunError::Unsent(_)) => {
+                    if let Some(reply) = rec.reply.take() {
+                        self.held.push_front(Job {
+                            read: job.read,
+                            reply,
+                            alone: job.alone,
+                        });
+                    }
+                    return false;
+                }
+                Err(e) => rec.finish(Err(e)).await,
+            }
+            state.queued.fetch_sub(1, Ordering::Relaxed);
+            state.busy_since.store(0, Ordering::Relaxed);
+            if !conn.is_idle() {
+                return false;
+            }
+        }
+        true
     }
-    true
 }
 
 /// The sink a reply is read into: it records the reply, and streams it
@@ -518,6 +605,11 @@ impl Recorder {
             stream: None,
             gone: false,
         }
+    }
+
+    /// Whether any of the reply came.
+    fn started(&self) -> bool {
+        self.stream.is_some() || !self.rec.events.is_empty()
     }
 
     /// Hands what was recorded so far to the session as one chunk.
