@@ -3,7 +3,11 @@
 //! transaction does not need a connection of its own, so it joins a queue
 //! per tablet. One task per shared connection takes everything queued,
 //! writes all of it in one write, and reads the replies in order (MySQL
-//! answers a connection's commands in the order it got them).
+//! answers a connection's commands in the order it got them). Reads that
+//! queue while it reads replies are written between two replies, behind
+//! those still in flight: the tablet never waits for the proxy to finish
+//! a batch before it sees the next (which on a network would cost a
+//! round trip per batch).
 //!
 //! Why: on a machine where the proxy, the database and the clients share
 //! the cores, most of a forwarded query's cost is the kernel's, two socket
@@ -40,7 +44,7 @@ use crate::engine::{PacketSink, QueryDone, RowSink};
 /// one of its own).
 const MAX_BATCH: usize = 16;
 
-/// A batch in flight for longer than this marks its queue as held up (a
+/// A reply awaited for longer than this marks its queue as held up (a
 /// slow statement, a large result going out to a slow client): new reads
 /// go to another queue of the tablet.
 const STALLED: Duration = Duration::from_millis(2);
@@ -229,13 +233,14 @@ impl Player {
 }
 
 /// What the shared connections of a server did, for `/debug/vars`: how
-/// many reads went through them in how many batches (their ratio is the
-/// pipelining depth).
+/// many reads went through them in how many writes (their ratio is how
+/// many reads a write carries).
 #[derive(Default)]
 pub struct MuxStats {
-    /// Batches written.
+    /// Writes of queued reads (each carries whatever queued since the
+    /// last, behind the reads still in flight).
     pub batches: AtomicU64,
-    /// Reads answered from a batch.
+    /// Reads answered on a shared connection.
     pub executions: AtomicU64,
     /// Replies too large to hand over whole, streamed in chunks.
     pub streamed: AtomicU64,
@@ -296,13 +301,13 @@ impl Mux {
         self.state.queued.load(Ordering::Relaxed)
     }
 
-    /// Whether a new read should go elsewhere: the batch in flight has
-    /// taken longer than [`STALLED`], or a full batch is waiting already.
+    /// Whether a new read should go elsewhere: the reply awaited has
+    /// been awaited longer than [`STALLED`], or a full pipeline is waiting.
     pub fn is_stalled(&self) -> bool {
         self.load() >= MAX_BATCH || self.is_slow()
     }
 
-    /// Whether the batch in flight has taken longer than [`STALLED`] (a
+    /// Whether the reply awaited has taken longer than [`STALLED`] (a
     /// slow statement, or a large result going out to a slow client): a
     /// read queued here would wait for it.
     pub fn is_slow(&self) -> bool {
@@ -478,6 +483,7 @@ impl Pipeline {
                 }
             }
             Err(e @ RunError::Backend(mysql_async::Error::Server(_))) => {
+                stats.executions.fetch_add(1, Ordering::Relaxed);
                 rec.finish(Err(e)).await;
             }
             Ok(_) => {
