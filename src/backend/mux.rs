@@ -432,7 +432,17 @@ impl Pipeline {
     /// Queues a read in the connection's buffer when it can be pipelined,
     /// else holds it until nothing is owed.
     fn take(&mut self, conn: &mut LeanConn, job: Job) {
-        let queued = self.held.is_empty()
+        if !self.held.is_empty() {
+            self.held.push_back(job);
+        } else if let Err(job) = self.queue(conn, job) {
+            self.held.push_back(job);
+        }
+    }
+
+    /// Queues a read in the connection's buffer if that needs no round
+    /// trip first; Err gives it back.
+    fn queue(&mut self, conn: &mut LeanConn, job: Job) -> Result<(), Job> {
+        let queued = !job.alone
             && match &job.read.params {
                 None => {
                     conn.queue_query(&job.read.sql);
@@ -442,12 +452,12 @@ impl Pipeline {
                     .cached(&job.read.sql)
                     .is_some_and(|id| conn.queue_execute(id, params)),
             };
-        if queued {
-            self.in_flight.push_back(job);
-            self.fresh += 1;
-        } else {
-            self.held.push_back(job);
+        if !queued {
+            return Err(job);
         }
+        self.in_flight.push_back(job);
+        self.fresh += 1;
+        Ok(())
     }
 
     /// Reads the reply to `job`, the first in flight. False when the
@@ -473,36 +483,18 @@ impl Pipeline {
                 if e.code == lean::ER_NEED_REPREPARE =>
             {
                 self.refused = false;
-                if let Some(reply) = rec.reply.take() {
-                    self.held.push_back(Job {
-                        read: job.read,
-                        reply,
-                        alone: true,
-                    });
-                    return true;
-                }
+                self.hold(&mut rec, job.read, true, false);
+                return true;
             }
             Err(e @ RunError::Backend(mysql_async::Error::Server(_))) => {
                 stats.executions.fetch_add(1, Ordering::Relaxed);
                 rec.finish(Err(e)).await;
             }
-            Ok(_) => {
-                if rec.stream.is_some() {
-                    stats.streamed.fetch_add(1, Ordering::Relaxed);
-                }
-                stats.executions.fetch_add(1, Ordering::Relaxed);
-                rec.finish(Ok(job.read)).await
-            }
+            Ok(_) => rec.answered(job.read, stats).await,
             // The server ended the connection with its error to the read
             // before: this one never ran.
             Err(_) if refused && !rec.started() => {
-                if let Some(reply) = rec.reply.take() {
-                    self.held.push_front(Job {
-                        read: job.read,
-                        reply,
-                        alone: job.alone,
-                    });
-                }
+                self.hold(&mut rec, job.read, job.alone, true);
                 return false;
             }
             // The connection is lost while this read ran (a KILL, a
@@ -517,6 +509,19 @@ impl Pipeline {
         }
         state.queued.fetch_sub(1, Ordering::Relaxed);
         true
+    }
+
+    /// Holds a read again whose reply has not been handed over: first in
+    /// line, or last (to run alone once nothing is owed).
+    fn hold(&mut self, rec: &mut Recorder, read: Read, alone: bool, first: bool) {
+        if let Some(reply) = rec.reply.take() {
+            let job = Job { read, reply, alone };
+            if first {
+                self.held.push_front(job);
+            } else {
+                self.held.push_back(job);
+            }
+        }
     }
 
     /// Runs the held reads on the drained connection, one after another,
@@ -536,6 +541,18 @@ impl Pipeline {
                         if conn.queue_execute(id, params) {
                             self.in_flight.push_back(job);
                             self.fresh += 1;
+                            // Those held behind it that need no round
+                            // trip now (the same statement, most often)
+                            // join it.
+                            while self.in_flight.len() < MAX_BATCH {
+                                let Some(next) = self.held.pop_front() else {
+                                    break;
+                                };
+                                if let Err(next) = self.queue(conn, next) {
+                                    self.held.push_front(next);
+                                    break;
+                                }
+                            }
                             return true;
                         }
                     }
@@ -559,23 +576,11 @@ impl Pipeline {
                 None => conn.query(&job.read.sql, None, &mut rec).await,
             };
             match res {
-                Ok(_) => {
-                    stats.executions.fetch_add(1, Ordering::Relaxed);
-                    if rec.stream.is_some() {
-                        stats.streamed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    rec.finish(Ok(job.read)).await
-                }
+                Ok(_) => rec.answered(job.read, stats).await,
                 // The connection failed before it was written: this one
                 // and the rest go back.
                 Err(RunError::Unsent(_)) => {
-                    if let Some(reply) = rec.reply.take() {
-                        self.held.push_front(Job {
-                            read: job.read,
-                            reply,
-                            alone: job.alone,
-                        });
-                    }
+                    self.hold(&mut rec, job.read, job.alone, true);
                     return false;
                 }
                 Err(e) => rec.finish(Err(e)).await,
@@ -639,6 +644,15 @@ impl Recorder {
         if let Some(tx) = &self.stream {
             self.gone = tx.send(part).await.is_err();
         }
+    }
+
+    /// Hands a whole reply to the session, counted.
+    async fn answered(self, read: Read, stats: &MuxStats) {
+        stats.executions.fetch_add(1, Ordering::Relaxed);
+        if self.stream.is_some() {
+            stats.streamed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.finish(Ok(read)).await
     }
 
     /// Hands the end of the reply (or how it failed) to the session.
