@@ -172,8 +172,8 @@ pub struct ServeArgs {
     /// settings, variables or locks): the statements of many sessions are
     /// written to one connection together and answered in order, which
     /// saves socket calls and wakeups on both sides. Another is opened
-    /// while the busy ones are held up by a slow statement or hold a full
-    /// batch, up to this many (each is served by one MariaDB thread: a
+    /// while the busy ones are held up by a slow statement or have a full
+    /// pipeline, up to this many (each is served by one MariaDB thread: a
     /// tablet with many cores may want more); with all of several held up
     /// by slow statements, a read runs on its session's own connection
     /// rather than wait; 0 gives every statement a connection of its own.

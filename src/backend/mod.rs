@@ -373,8 +373,8 @@ impl Pools {
             return Err(read);
         }
         let mut read = read;
-        // The first queue not held up, so executions gather in as few
-        // batches as they can; another is opened while there are fewer
+        // The first queue not held up, so executions gather on as few
+        // connections as they can; another is opened while there are fewer
         // than configured; with all held up, the least loaded of those
         // merely full. With every one of several queues slow, a read runs
         // on its session's own connection rather than wait; a single
