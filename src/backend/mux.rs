@@ -524,38 +524,36 @@ impl Pipeline {
         }
     }
 
-    /// Runs the held reads on the drained connection, one after another,
-    /// until one joins the pipeline: a statement to prepare does once
-    /// prepared (its execution is queued, to be written with whatever
-    /// comes next). False when the connection can take no more (the read
+    /// Runs the held reads on the drained connection: those that need no
+    /// round trip (now) join the pipeline; the first that does waits
+    /// until nothing is in flight, so a statement is prepared, then its
+    /// execution and those of the reads held behind it (the same
+    /// statement, most often) are queued, to be written with whatever
+    /// comes next. False when the connection can take no more (the read
     /// that found it so stays held).
     async fn run_held(&mut self, conn: &mut LeanConn, state: &State, stats: &MuxStats) -> bool {
         if self.broken {
             return false;
         }
-        while let Some(job) = self.held.pop_front() {
+        while self.in_flight.len() < MAX_BATCH {
+            let Some(job) = self.held.pop_front() else {
+                break;
+            };
+            let Err(mut job) = self.queue(conn, job) else {
+                continue;
+            };
+            if !self.in_flight.is_empty() {
+                self.held.push_front(job);
+                break;
+            }
             state.busy_since.store(state.micros(), Ordering::Relaxed);
-            if let (Some(params), false) = (&job.read.params, job.alone) {
+            if job.read.params.is_some() && !job.alone {
                 match conn.prepared(&job.read.sql).await {
-                    Ok(id) => {
-                        if conn.queue_execute(id, params) {
-                            self.in_flight.push_back(job);
-                            self.fresh += 1;
-                            // Those held behind it that need no round
-                            // trip now (the same statement, most often)
-                            // join it.
-                            while self.in_flight.len() < MAX_BATCH {
-                                let Some(next) = self.held.pop_front() else {
-                                    break;
-                                };
-                                if let Err(next) = self.queue(conn, next) {
-                                    self.held.push_front(next);
-                                    break;
-                                }
-                            }
-                            return true;
-                        }
-                    }
+                    Ok(_) => match self.queue(conn, job) {
+                        Ok(()) => continue,
+                        // Parameters too big for one packet.
+                        Err(back) => job = back,
+                    },
                     // The tablet refuses the statement: answered now.
                     Err(e @ mysql_async::Error::Server(_)) => {
                         let _ = job.reply.send(Outcome::Failed(RunError::Backend(e)));
