@@ -1080,12 +1080,13 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
 }
 
 /// A slow statement holds its shared connection only: a read that comes
-/// while it runs goes out on another and is answered first; when the
-/// tablet kills the slow statement's connection, that client gets an
-/// error and its next statements run again.
+/// while it runs goes out on another and is answered first, whether it
+/// comes once the statement is known to be slow or right behind it (then
+/// it may have picked the slow statement's queue, which gives it back
+/// unwritten); when the tablet kills the slow statement's connection,
+/// that client gets an error and its next statements run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_shared_read_holds_up_no_other() {
-    let marker = format!("slow-shared-{}", std::process::id());
     // The tablet busy, so both reads go to shared connections.
     let held = hold_tablet(cluster().port).await;
     let mut slow = connect(Some("commerce")).await;
@@ -1096,31 +1097,43 @@ async fn a_slow_shared_read_holds_up_no_other() {
         let one: Option<i64> = conn.exec_first("select ? + 0", (1,)).await.unwrap();
         assert_eq!(one, Some(1));
     }
-    let slow_sql = format!("select sum(seq % 7), '{marker}' from seq_1_to_100000000 where ? > 0");
-    let running = tokio::spawn(async move {
-        let res = slow.exec_drop(slow_sql, (1,)).await;
-        (slow, res)
-    });
-    let id = connection_running(100, &marker)
-        .await
-        .expect("the slow statement in the tablet's processlist");
-    let started = std::time::Instant::now();
-    let got: Option<i64> = quick.exec_first("select ? * 2", (21,)).await.unwrap();
-    assert_eq!(got, Some(42));
-    assert!(
-        !running.is_finished(),
-        "the quick read waited {:?} for the slow one",
-        started.elapsed()
-    );
-    dba.query_drop(format!("kill connection {id}"))
-        .await
-        .unwrap();
-    let (mut slow, res) = running.await.unwrap();
-    assert!(res.is_err(), "the killed statement succeeded");
-    let n: Option<i64> = slow.exec_first("select ? + 1", (6,)).await.unwrap();
-    assert_eq!(n, Some(7));
-    let n: Option<i64> = quick.exec_first("select ? + 1", (8,)).await.unwrap();
-    assert_eq!(n, Some(9));
+    for (round, wait_for_start) in [true, false].into_iter().enumerate() {
+        let marker = format!("slow-shared-{}-{round}", std::process::id());
+        let slow_sql =
+            format!("select sum(seq % 7), '{marker}' from seq_1_to_100000000 where ? > 0");
+        let running = tokio::spawn(async move {
+            let res = slow.exec_drop(slow_sql, (1,)).await;
+            (slow, res)
+        });
+        if wait_for_start {
+            connection_running(100, &marker)
+                .await
+                .expect("the slow statement in the tablet's processlist");
+        }
+        let started = std::time::Instant::now();
+        // A statement no shared connection has prepared yet.
+        let sql = format!("select ? * 2, {round}");
+        let got: Option<(i64, i64)> = quick.exec_first(sql, (21,)).await.unwrap();
+        assert_eq!(got, Some((42, round as i64)));
+        assert!(
+            !running.is_finished(),
+            "round {round}: the quick read waited {:?} for the slow one",
+            started.elapsed()
+        );
+        let id = connection_running(100, &marker)
+            .await
+            .expect("the slow statement in the tablet's processlist");
+        dba.query_drop(format!("kill connection {id}"))
+            .await
+            .unwrap();
+        let (back, res) = running.await.unwrap();
+        slow = back;
+        assert!(res.is_err(), "the killed statement succeeded");
+        let n: Option<i64> = slow.exec_first("select ? + 1", (6,)).await.unwrap();
+        assert_eq!(n, Some(7));
+        let n: Option<i64> = quick.exec_first("select ? + 1", (8,)).await.unwrap();
+        assert_eq!(n, Some(9));
+    }
     held.release().await;
 }
 

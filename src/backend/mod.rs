@@ -418,7 +418,7 @@ impl Pools {
             }
             handle.settings = std::sync::Arc::default();
         }
-        let m = mux::Mux::start(handle, self.mux_stats.clone());
+        let m = mux::Mux::start(handle, self.mux_stats.clone(), self.cfg.shared > 1);
         let rx = m.submit(read);
         let mut muxes = lock(&self.muxes);
         let q = muxes

@@ -247,6 +247,10 @@ pub struct MuxStats {
     /// Shareable reads that found their tablet idle and ran on their
     /// session's own connection instead (see `Pools::solo`).
     pub solo: AtomicU64,
+    /// Reads given back unwritten because the reply ahead of them took
+    /// longer than [`STALLED`] (their sessions ran them on a connection
+    /// of their own instead of waiting for a slow statement).
+    pub sent_back: AtomicU64,
 }
 
 struct Job {
@@ -279,15 +283,18 @@ impl State {
 }
 
 impl Mux {
-    /// Starts the task that serves the queue on `handle`.
-    pub fn start(handle: LeanHandle, stats: Arc<MuxStats>) -> Mux {
+    /// Starts the task that serves the queue on `handle`. With
+    /// `send_back`, reads that wait unwritten behind a reply slower than
+    /// [`STALLED`] go back to their sessions; without it (a tablet's only
+    /// shared connection) they wait, in order.
+    pub fn start(handle: LeanHandle, stats: Arc<MuxStats>, send_back: bool) -> Mux {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             queued: AtomicUsize::new(0),
             busy_since: AtomicU64::new(0),
             born: Instant::now(),
         });
-        tokio::spawn(serve(handle, rx, state.clone(), stats));
+        tokio::spawn(serve(handle, rx, state.clone(), stats, send_back));
         Mux { tx, state }
     }
 
@@ -342,8 +349,11 @@ async fn serve(
     mut rx: mpsc::UnboundedReceiver<Job>,
     state: Arc<State>,
     stats: Arc<MuxStats>,
+    send_back: bool,
 ) {
     let mut pipe = Pipeline::default();
+    // One timer for the task's life, set again for each reply.
+    let mut stall = std::pin::pin!(tokio::time::sleep(STALLED));
     loop {
         // Drained: reads held for that go now.
         if pipe.in_flight.is_empty() && !pipe.run_held(&mut handle.conn, &state, &stats).await {
@@ -388,7 +398,21 @@ async fn serve(
             continue;
         };
         state.busy_since.store(state.micros(), Ordering::Relaxed);
-        let usable = pipe.read_reply(&mut handle.conn, job, &state, &stats).await;
+        let reply = read_reply(&mut pipe.refused, &mut handle.conn, job, &state, &stats);
+        let Replied { usable, again } = if send_back {
+            let waiting = Waiting {
+                rx: &mut rx,
+                held: &mut pipe.held,
+            };
+            waiting
+                .send_back_while(reply, stall.as_mut(), &state, &stats)
+                .await
+        } else {
+            reply.await
+        };
+        if let Some((job, first)) = again {
+            pipe.hold(Some(job), first);
+        }
         if pipe.in_flight.is_empty() {
             state.busy_since.store(0, Ordering::Relaxed);
         }
@@ -403,6 +427,112 @@ async fn serve(
     for job in left.chain(queued) {
         state.queued.fetch_sub(1, Ordering::Relaxed);
         let _ = job.reply.send(Outcome::Unsent(job.read));
+    }
+}
+
+/// How reading a reply ended.
+struct Replied {
+    /// False when the connection can take no more.
+    usable: bool,
+    /// A read whose reply was not handed over, to hold again: first in
+    /// line (`true`), or last, to run alone once nothing is owed.
+    again: Option<(Job, bool)>,
+}
+
+/// Reads the reply to `job`, the first in flight; `refused` tells whether
+/// the reply before it was the server's error, and is set for the next.
+async fn read_reply(
+    refused: &mut bool,
+    conn: &mut LeanConn,
+    job: Job,
+    state: &State,
+    stats: &MuxStats,
+) -> Replied {
+    let binary = job.read.params.is_some();
+    let mut rec = Recorder::new(job.reply);
+    let res = conn.reply(binary, &mut rec).await;
+    let after_refusal = std::mem::replace(
+        refused,
+        matches!(res, Err(RunError::Backend(mysql_async::Error::Server(_)))),
+    );
+    let mut usable = true;
+    match res {
+        // The table changed under the statement: it runs again alone
+        // (prepared anew) once nothing is owed.
+        Err(RunError::Backend(mysql_async::Error::Server(e)))
+            if e.code == lean::ER_NEED_REPREPARE =>
+        {
+            *refused = false;
+            let again = rec.again(job.read, true).map(|job| (job, false));
+            return Replied { usable, again };
+        }
+        Err(e @ RunError::Backend(mysql_async::Error::Server(_))) => {
+            stats.executions.fetch_add(1, Ordering::Relaxed);
+            rec.finish(Err(e)).await;
+        }
+        Ok(_) => rec.answered(job.read, stats).await,
+        // The server ended the connection with its error to the read
+        // before: this one never ran.
+        Err(_) if after_refusal && !rec.started() => {
+            let again = rec.again(job.read, job.alone).map(|job| (job, true));
+            return Replied {
+                usable: false,
+                again,
+            };
+        }
+        // The connection is lost while this read ran (a KILL, a
+        // restart): it fails, as on a connection of its own; the
+        // tablet runs a connection's commands one after another, so
+        // those behind it never ran and go back unsent.
+        Err(e) => {
+            rec.finish(Err(e)).await;
+            usable = false;
+        }
+    }
+    state.queued.fetch_sub(1, Ordering::Relaxed);
+    Replied {
+        usable,
+        again: None,
+    }
+}
+
+/// The reads of a shared connection that are not written yet: queued
+/// for its task, and held by it until nothing is owed.
+struct Waiting<'a> {
+    rx: &'a mut mpsc::UnboundedReceiver<Job>,
+    held: &'a mut std::collections::VecDeque<Job>,
+}
+
+impl Waiting<'_> {
+    /// Awaits `reply`; while it takes longer than [`STALLED`], the reads
+    /// waiting go back to their sessions every [`STALLED`]: a read that
+    /// picked this queue just before the statement ahead turned out slow
+    /// would otherwise wait for all of it. (Those written already must
+    /// wait: the tablet answers in order.)
+    async fn send_back_while(
+        self,
+        reply: impl std::future::Future<Output = Replied>,
+        mut stall: std::pin::Pin<&mut tokio::time::Sleep>,
+        state: &State,
+        stats: &MuxStats,
+    ) -> Replied {
+        let mut reply = std::pin::pin!(reply);
+        stall.as_mut().reset(tokio::time::Instant::now() + STALLED);
+        loop {
+            tokio::select! {
+                biased;
+                replied = &mut reply => return replied,
+                () = stall.as_mut() => {
+                    let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
+                    for job in self.held.drain(..).chain(queued) {
+                        state.queued.fetch_sub(1, Ordering::Relaxed);
+                        stats.sent_back.fetch_add(1, Ordering::Relaxed);
+                        let _ = job.reply.send(Outcome::Unsent(job.read));
+                    }
+                    stall.as_mut().reset(tokio::time::Instant::now() + STALLED);
+                }
+            }
+        }
     }
 }
 
@@ -460,67 +590,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Reads the reply to `job`, the first in flight. False when the
-    /// connection can take no more.
-    async fn read_reply(
-        &mut self,
-        conn: &mut LeanConn,
-        job: Job,
-        state: &State,
-        stats: &MuxStats,
-    ) -> bool {
-        let binary = job.read.params.is_some();
-        let mut rec = Recorder::new(job.reply);
-        let res = conn.reply(binary, &mut rec).await;
-        let refused = std::mem::replace(
-            &mut self.refused,
-            matches!(res, Err(RunError::Backend(mysql_async::Error::Server(_)))),
-        );
-        match res {
-            // The table changed under the statement: it runs again alone
-            // (prepared anew) once nothing is owed.
-            Err(RunError::Backend(mysql_async::Error::Server(e)))
-                if e.code == lean::ER_NEED_REPREPARE =>
-            {
-                self.refused = false;
-                self.hold(&mut rec, job.read, true, false);
-                return true;
-            }
-            Err(e @ RunError::Backend(mysql_async::Error::Server(_))) => {
-                stats.executions.fetch_add(1, Ordering::Relaxed);
-                rec.finish(Err(e)).await;
-            }
-            Ok(_) => rec.answered(job.read, stats).await,
-            // The server ended the connection with its error to the read
-            // before: this one never ran.
-            Err(_) if refused && !rec.started() => {
-                self.hold(&mut rec, job.read, job.alone, true);
-                return false;
-            }
-            // The connection is lost while this read ran (a KILL, a
-            // restart): it fails, as on a connection of its own; the
-            // tablet runs a connection's commands one after another, so
-            // those behind it never ran and go back unsent.
-            Err(e) => {
-                rec.finish(Err(e)).await;
-                state.queued.fetch_sub(1, Ordering::Relaxed);
-                return false;
-            }
-        }
-        state.queued.fetch_sub(1, Ordering::Relaxed);
-        true
-    }
-
-    /// Holds a read again whose reply has not been handed over: first in
-    /// line, or last (to run alone once nothing is owed).
-    fn hold(&mut self, rec: &mut Recorder, read: Read, alone: bool, first: bool) {
-        if let Some(reply) = rec.reply.take() {
-            let job = Job { read, reply, alone };
-            if first {
-                self.held.push_front(job);
-            } else {
-                self.held.push_back(job);
-            }
+    /// Holds a read again (see [`Replied::again`]).
+    fn hold(&mut self, job: Option<Job>, first: bool) {
+        match job {
+            Some(job) if first => self.held.push_front(job),
+            Some(job) => self.held.push_back(job),
+            None => {}
         }
     }
 
@@ -578,7 +653,7 @@ impl Pipeline {
                 // The connection failed before it was written: this one
                 // and the rest go back.
                 Err(RunError::Unsent(_)) => {
-                    self.hold(&mut rec, job.read, job.alone, true);
+                    self.hold(rec.again(job.read, job.alone), true);
                     return false;
                 }
                 Err(e) => rec.finish(Err(e)).await,
@@ -614,6 +689,12 @@ impl Recorder {
             stream: None,
             gone: false,
         }
+    }
+
+    /// The read again, as a job, when its reply has not been handed over.
+    fn again(&mut self, read: Read, alone: bool) -> Option<Job> {
+        let reply = self.reply.take()?;
+        Some(Job { read, reply, alone })
     }
 
     /// Whether any of the reply came.

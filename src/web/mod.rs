@@ -57,6 +57,7 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "SharedReadExecutions": ctx.pools.mux_stats.executions.load(Ordering::Relaxed),
                 "SharedReadStreamed": ctx.pools.mux_stats.streamed.load(Ordering::Relaxed),
                 "SharedReadSolo": ctx.pools.mux_stats.solo.load(Ordering::Relaxed),
+                "SharedReadSentBack": ctx.pools.mux_stats.sent_back.load(Ordering::Relaxed),
                 // Tables whose column types schema tracking learned.
                 "SchemaTrackedTables": snap.keyspaces.values().map(|k| k.learned.len()).sum::<usize>(),
             });
