@@ -91,8 +91,11 @@ pub struct Pools {
     /// Tablets a lean connection failed to reach lately; the driver's
     /// pooled connections serve them until [`LEAN_RETRY`] has passed.
     lean_failed: Mutex<FastMap<String, Instant>>,
-    /// The shared connections' queues, by tablet alias.
-    muxes: Mutex<FastMap<String, Queues>>,
+    /// The shared connections' queues, by tablet alias (shared with the
+    /// watchdog, see [`watch_stalls`]).
+    muxes: std::sync::Arc<Mutex<FastMap<String, Queues>>>,
+    /// Whether the watchdog runs.
+    watching: std::sync::atomic::AtomicBool,
     /// What the shared connections did.
     pub mux_stats: std::sync::Arc<mux::MuxStats>,
 }
@@ -169,6 +172,37 @@ impl LeanHandle {
 
 /// Locks one of the pools' maps; a panic elsewhere while it was held
 /// leaves it usable (every update is a single insert or removal).
+/// The watchdog's pace once no shared connection has awaited a reply for
+/// [`IDLE_AFTER`] ticks: a statement that starts after a quiet spell is
+/// found slow this late at worst, and an idle proxy wakes seldom.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+const IDLE_AFTER: u32 = 100;
+
+/// Every [`mux::STALLED`], has each shared connection whose reply is late
+/// send back the reads waiting behind it (see
+/// [`mux::Mux::send_back_if_slow`]); one task for all, so the connections
+/// pay nothing for it per reply. Ends with the pools.
+async fn watch_stalls(muxes: std::sync::Weak<Mutex<FastMap<String, Queues>>>) {
+    let mut quiet = 0;
+    loop {
+        let tick = if quiet > IDLE_AFTER {
+            IDLE_TICK
+        } else {
+            mux::STALLED
+        };
+        tokio::time::sleep(tick).await;
+        let Some(muxes) = muxes.upgrade() else {
+            return;
+        };
+        let mut busy = false;
+        for m in lock(&muxes).values().flat_map(|q| &q.list) {
+            busy |= m.is_busy();
+            m.send_back_if_slow();
+        }
+        quiet = if busy { 0 } else { quiet + 1 };
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -189,7 +223,8 @@ impl Pools {
             lean_idle: Mutex::new(FastMap::default()),
             sockets: Mutex::new(FastMap::default()),
             lean_failed: Mutex::new(FastMap::default()),
-            muxes: Mutex::new(FastMap::default()),
+            muxes: std::sync::Arc::default(),
+            watching: Default::default(),
             mux_stats: std::sync::Arc::default(),
         }
     }
@@ -418,7 +453,15 @@ impl Pools {
             }
             handle.settings = std::sync::Arc::default();
         }
-        let m = mux::Mux::start(handle, self.mux_stats.clone(), self.cfg.shared > 1);
+        let m = mux::Mux::start(handle, self.mux_stats.clone());
+        // A single queue keeps its reads in order whatever waits.
+        if self.cfg.shared > 1
+            && !self
+                .watching
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(watch_stalls(std::sync::Arc::downgrade(&self.muxes)));
+        }
         let rx = m.submit(read);
         let mut muxes = lock(&self.muxes);
         let q = muxes

@@ -26,11 +26,13 @@
 //! itself is one of the pools' lean connections, clean, and never carries
 //! a session's settings.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
 use mysql_common::packets::Column;
 use mysql_common::value::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -46,8 +48,9 @@ const MAX_BATCH: usize = 16;
 
 /// A reply awaited for longer than this marks its queue as held up (a
 /// slow statement, a large result going out to a slow client): new reads
-/// go to another queue of the tablet.
-const STALLED: Duration = Duration::from_millis(2);
+/// go to another queue of the tablet, and those already waiting unwritten
+/// are sent back (see [`Mux::send_back_if_slow`]).
+pub(super) const STALLED: Duration = Duration::from_millis(2);
 
 /// A shared connection unused for this long is checked for a server-side
 /// close before a batch is written on it.
@@ -273,6 +276,11 @@ struct State {
     /// When the batch being read began, in µs after `born` (0: none).
     busy_since: AtomicU64,
     born: Instant,
+    /// Set by [`Mux::send_back_if_slow`]: the reads waiting unwritten go
+    /// back to their sessions.
+    kick: AtomicBool,
+    /// Wakes the task to do so while it awaits a reply.
+    waker: AtomicWaker,
 }
 
 impl State {
@@ -283,18 +291,17 @@ impl State {
 }
 
 impl Mux {
-    /// Starts the task that serves the queue on `handle`. With
-    /// `send_back`, reads that wait unwritten behind a reply slower than
-    /// [`STALLED`] go back to their sessions; without it (a tablet's only
-    /// shared connection) they wait, in order.
-    pub fn start(handle: LeanHandle, stats: Arc<MuxStats>, send_back: bool) -> Mux {
+    /// Starts the task that serves the queue on `handle`.
+    pub fn start(handle: LeanHandle, stats: Arc<MuxStats>) -> Mux {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             queued: AtomicUsize::new(0),
             busy_since: AtomicU64::new(0),
             born: Instant::now(),
+            kick: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         });
-        tokio::spawn(serve(handle, rx, state.clone(), stats, send_back));
+        tokio::spawn(serve(handle, rx, state.clone(), stats));
         Mux { tx, state }
     }
 
@@ -320,6 +327,26 @@ impl Mux {
     pub fn is_slow(&self) -> bool {
         let since = self.state.busy_since.load(Ordering::Relaxed);
         since != 0 && self.state.micros().saturating_sub(since) > STALLED.as_micros() as u64
+    }
+
+    /// Whether a reply is awaited (the watchdog's pace, see
+    /// `Pools::watch_stalls`).
+    pub fn is_busy(&self) -> bool {
+        self.state.busy_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Sends the reads waiting unwritten behind a slow reply back to
+    /// their sessions (which run them on connections of their own): a
+    /// read that picked this queue just before the statement ahead turned
+    /// out slow would otherwise wait for all of it. Those written already
+    /// must wait: the tablet answers in order. Called by a watchdog every
+    /// [`STALLED`], so the task pays nothing for it per reply but a waker
+    /// registration when the reply is not there yet.
+    pub fn send_back_if_slow(&self) {
+        if self.load() > 1 && self.is_slow() {
+            self.state.kick.store(true, Ordering::Relaxed);
+            self.state.waker.wake();
+        }
     }
 
     /// Queues a read; the receiver gets how it ended. Err gives the read
@@ -349,11 +376,8 @@ async fn serve(
     mut rx: mpsc::UnboundedReceiver<Job>,
     state: Arc<State>,
     stats: Arc<MuxStats>,
-    send_back: bool,
 ) {
     let mut pipe = Pipeline::default();
-    // One timer for the task's life, set again for each reply.
-    let mut stall = std::pin::pin!(tokio::time::sleep(STALLED));
     loop {
         // Drained: reads held for that go now.
         if pipe.in_flight.is_empty() && !pipe.run_held(&mut handle.conn, &state, &stats).await {
@@ -398,17 +422,31 @@ async fn serve(
             continue;
         };
         state.busy_since.store(state.micros(), Ordering::Relaxed);
-        let reply = read_reply(&mut pipe.refused, &mut handle.conn, job, &state, &stats);
-        let Replied { usable, again } = if send_back {
-            let waiting = Waiting {
-                rx: &mut rx,
-                held: &mut pipe.held,
-            };
-            waiting
-                .send_back_while(reply, stall.as_mut(), &state, &stats)
-                .await
-        } else {
-            reply.await
+        let Replied { usable, again } = {
+            let mut reply = std::pin::pin!(read_reply(
+                &mut pipe.refused,
+                &mut handle.conn,
+                job,
+                &state,
+                &stats
+            ));
+            let held = &mut pipe.held;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(replied) = std::future::Future::poll(reply.as_mut(), cx) {
+                    return Poll::Ready(replied);
+                }
+                state.waker.register(cx.waker());
+                if state.kick.swap(false, Ordering::Relaxed) {
+                    let queued = std::iter::from_fn(|| rx.try_recv().ok());
+                    for job in held.drain(..).chain(queued) {
+                        state.queued.fetch_sub(1, Ordering::Relaxed);
+                        stats.sent_back.fetch_add(1, Ordering::Relaxed);
+                        let _ = job.reply.send(Outcome::Unsent(job.read));
+                    }
+                }
+                Poll::Pending
+            })
+            .await
         };
         if let Some((job, first)) = again {
             pipe.hold(Some(job), first);
@@ -493,46 +531,6 @@ async fn read_reply(
     Replied {
         usable,
         again: None,
-    }
-}
-
-/// The reads of a shared connection that are not written yet: queued
-/// for its task, and held by it until nothing is owed.
-struct Waiting<'a> {
-    rx: &'a mut mpsc::UnboundedReceiver<Job>,
-    held: &'a mut std::collections::VecDeque<Job>,
-}
-
-impl Waiting<'_> {
-    /// Awaits `reply`; while it takes longer than [`STALLED`], the reads
-    /// waiting go back to their sessions every [`STALLED`]: a read that
-    /// picked this queue just before the statement ahead turned out slow
-    /// would otherwise wait for all of it. (Those written already must
-    /// wait: the tablet answers in order.)
-    async fn send_back_while(
-        self,
-        reply: impl std::future::Future<Output = Replied>,
-        mut stall: std::pin::Pin<&mut tokio::time::Sleep>,
-        state: &State,
-        stats: &MuxStats,
-    ) -> Replied {
-        let mut reply = std::pin::pin!(reply);
-        stall.as_mut().reset(tokio::time::Instant::now() + STALLED);
-        loop {
-            tokio::select! {
-                biased;
-                replied = &mut reply => return replied,
-                () = stall.as_mut() => {
-                    let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
-                    for job in self.held.drain(..).chain(queued) {
-                        state.queued.fetch_sub(1, Ordering::Relaxed);
-                        stats.sent_back.fetch_add(1, Ordering::Relaxed);
-                        let _ = job.reply.send(Outcome::Unsent(job.read));
-                    }
-                    stall.as_mut().reset(tokio::time::Instant::now() + STALLED);
-                }
-            }
-        }
     }
 }
 
