@@ -422,6 +422,8 @@ async fn serve(
             continue;
         };
         state.busy_since.store(state.micros(), Ordering::Relaxed);
+        // A kick meant for a reply that came meanwhile is void.
+        state.kick.store(false, Ordering::Relaxed);
         let Replied { usable, again } = {
             let mut reply = std::pin::pin!(read_reply(
                 &mut pipe.refused,
