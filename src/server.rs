@@ -37,6 +37,9 @@ pub struct ServerCtx {
     pub plans: crate::planner::cache::PlanCache,
     /// How far a transaction may reach (`--transaction_mode`).
     pub transaction_mode: crate::executor::TransactionMode,
+    /// Transaction parts committed, and how many of them only read and
+    /// committed without a round trip for the client.
+    pub txn_stats: crate::executor::TxnStats,
     /// The schema tracker's progress (None: `--schema-change-signal=false`):
     /// a DDL waits for its change to be learned.
     pub schema: Option<Arc<topo::schema::Progress>>,
@@ -64,6 +67,7 @@ impl ServerCtx {
             watch_stats: Arc::new(WatchStats::default()),
             sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
             transaction_mode: crate::executor::TransactionMode::default(),
+            txn_stats: crate::executor::TxnStats::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             schema: None,

@@ -1374,3 +1374,130 @@ async fn rows_read_in_a_transaction_arrive_whole_and_in_order() {
     }
     sg.query_drop("drop table txn_runs_t").await.unwrap();
 }
+
+/// A transaction that only read commits without a round trip for its
+/// client: COMMIT is written and answered at once, its reply read ahead
+/// of the connection's next one. The tablet still ends the transaction (a
+/// DDL that needs the table's metadata lock goes through, the next
+/// transaction sees rows written since), the connection serves the next
+/// statements and, back in the pool, other sessions. A transaction that
+/// wrote or locked rows waits for its COMMIT.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_that_only_read_commits_without_a_round_trip() {
+    let (port, web) = spawn_shardgate(&[]).await;
+    let t = format!("ro_commit_{}", std::process::id());
+    let mut sg = connect_port(port, Some("commerce")).await;
+    sg.query_drop(format!("create table {t} (id bigint primary key, v int)"))
+        .await
+        .unwrap();
+    sg.query_drop(format!("insert into {t} values (1, 10)"))
+        .await
+        .unwrap();
+    let mut direct = connect_tablet(100).await;
+    direct
+        .query_drop("set session lock_wait_timeout = 5")
+        .await
+        .unwrap();
+    let counts = || async move {
+        (
+            debug_var_at(web, "TransactionPartsCommitted").await,
+            debug_var_at(web, "TransactionPartsCommittedUnanswered").await,
+        )
+    };
+    let (c0, u0) = counts().await;
+    for round in 0..3i64 {
+        sg.query_drop("begin").await.unwrap();
+        let sql = format!("select v from {t} where id = ?");
+        let v: Option<i64> = sg.exec_first(sql, (1,)).await.unwrap();
+        assert_eq!(v, Some(10 + round));
+        let text: Option<i64> = sg
+            .query_first(format!("select v + 0 from {t} where id = 1"))
+            .await
+            .unwrap();
+        assert_eq!(text, Some(10 + round));
+        sg.query_drop("commit").await.unwrap();
+        direct
+            .query_drop(format!("alter table {t} add column c{round} int"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("round {round}: the read-only transaction still holds {t}: {e}")
+            });
+        direct
+            .query_drop(format!("update {t} set v = v + 1"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(counts().await, (c0 + 3, u0 + 3));
+
+    // A write, and a locking read: their COMMIT is waited for.
+    sg.query_drop("begin").await.unwrap();
+    sg.exec_drop(format!("update {t} set v = v * 2 where id = ?"), (1,))
+        .await
+        .unwrap();
+    sg.query_drop("commit").await.unwrap();
+    let v: Option<i64> = direct
+        .query_first(format!("select v from {t} where id = 1"))
+        .await
+        .unwrap();
+    assert_eq!(v, Some(26));
+    sg.query_drop("begin").await.unwrap();
+    let locked: Option<i64> = sg
+        .query_first(format!("select v from {t} where id = 1 for update"))
+        .await
+        .unwrap();
+    assert_eq!(locked, Some(26));
+    sg.query_drop("commit").await.unwrap();
+    assert_eq!(counts().await, (c0 + 5, u0 + 3));
+
+    // A rollback after a read-only transaction's unanswered commit, then
+    // the session leaves right after one: its connection, back in the
+    // pool with the reply still owed, serves the next session.
+    sg.query_drop("begin").await.unwrap();
+    let _: Option<i64> = sg
+        .exec_first(format!("select v from {t} where id = ?"), (1,))
+        .await
+        .unwrap();
+    sg.query_drop("rollback").await.unwrap();
+    sg.query_drop("begin").await.unwrap();
+    let _: Option<i64> = sg
+        .exec_first(format!("select v from {t} where id = ?"), (1,))
+        .await
+        .unwrap();
+    sg.query_drop("commit").await.unwrap();
+    drop(sg);
+    assert_eq!(counts().await, (c0 + 6, u0 + 4));
+    for _ in 0..2 {
+        let mut next = connect_port(port, Some("commerce")).await;
+        next.query_drop("begin").await.unwrap();
+        next.exec_drop(format!("update {t} set v = v + 1 where id = ?"), (1,))
+            .await
+            .unwrap();
+        let v: Option<i64> = next
+            .exec_first(format!("select v from {t} where id = ?"), (1,))
+            .await
+            .unwrap();
+        next.query_drop("commit").await.unwrap();
+        let seen: Option<i64> = direct
+            .query_first(format!("select v from {t} where id = 1"))
+            .await
+            .unwrap();
+        assert_eq!(seen, v);
+        // Past the idle check's second, the pooled connection is checked
+        // before use with the reply of a read-only commit owed.
+        next.query_drop("begin").await.unwrap();
+        let _: Option<i64> = next
+            .exec_first(format!("select v from {t} where id = ?"), (1,))
+            .await
+            .unwrap();
+        next.query_drop("commit").await.unwrap();
+        drop(next);
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    }
+    sg = connect_port(port, Some("commerce")).await;
+    let v: Option<i64> = sg
+        .query_first(format!("select v from {t} where id = 1"))
+        .await
+        .unwrap();
+    assert_eq!(v, Some(28));
+    sg.query_drop(format!("drop table {t}")).await.unwrap();
+}

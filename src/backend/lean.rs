@@ -124,8 +124,11 @@ pub struct LeanConn {
     /// or a row stream dropped early, leaves packets behind: such a
     /// connection cannot take another command).
     idle: bool,
-    /// A BEGIN to send ahead of the next command, or whose reply is owed.
-    begin: Begin,
+    /// A BEGIN to send ahead of the next command.
+    begin_next: bool,
+    /// OK replies owed ahead of the next command's: a BEGIN sent with it,
+    /// a COMMIT written without waiting (see [`Self::commit_unanswered`]).
+    owed: u8,
     /// A pipelined BEGIN failed: the connection is not what its holder
     /// thinks it is, and is never reused.
     failed: bool,
@@ -150,16 +153,6 @@ enum Current {
     InPlace(usize),
     /// Read out of the buffer (it spanned reads or packets).
     Owned(BytesMut),
-}
-
-/// Where a pipelined BEGIN stands (see [`LeanConn::begin_with_next`]).
-#[derive(Clone, Copy, PartialEq)]
-enum Begin {
-    None,
-    /// Goes out in the same write as the next command.
-    Next,
-    /// Sent; its reply comes before the command's.
-    Owed,
 }
 
 /// Column names to rewrite in a result's definitions: SHOW TABLES names
@@ -243,7 +236,8 @@ impl LeanConn {
             caps: CapabilityFlags::empty(),
             stmts: Vec::new(),
             idle: true,
-            begin: Begin::None,
+            begin_next: false,
+            owed: 0,
             failed: false,
             status: StatusFlags::empty(),
             results_left: false,
@@ -255,21 +249,22 @@ impl LeanConn {
     }
 
     async fn read(&mut self) -> Result<BytesMut, mysql_async::Error> {
-        if self.begin == Begin::Owed {
-            self.begin = Begin::None;
+        while self.owed > 0 {
+            self.owed -= 1;
             let reply = self.packet().await?;
             match reply.first() {
                 Some(0x00) => {
                     self.ok_packet(&reply)?;
                 }
                 // The command after it is left unread, and the connection
-                // holds no transaction: it cannot be used again (the
-                // caller only pipelines reads).
+                // holds no transaction (or, after a COMMIT, may still hold
+                // one): it cannot be used again (the caller only pipelines
+                // reads).
                 Some(0xFF) => {
                     self.failed = true;
                     return Err(server_err(&reply, self.caps));
                 }
-                _ => return Err(bad("unexpected reply to BEGIN")),
+                _ => return Err(bad("unexpected reply to BEGIN or COMMIT")),
             }
         }
         self.packet().await
@@ -279,7 +274,7 @@ impl LeanConn {
     /// place: no BEGIN reply is owed ahead of them and no frame is half
     /// joined to an earlier one.
     fn unread(&self) -> Option<&[u8]> {
-        (self.begin != Begin::Owed && !self.reader.decoder().mid_packet())
+        (self.owed == 0 && !self.reader.decoder().mid_packet())
             .then(|| &self.reader.read_buffer()[..])
     }
 
@@ -322,9 +317,10 @@ impl LeanConn {
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
         self.out.clear();
-        if self.begin == Begin::Next {
+        if self.begin_next {
             write_packet(&mut self.out, &mut 0, b"\x03BEGIN");
-            self.begin = Begin::Owed;
+            self.begin_next = false;
+            self.owed += 1;
         }
         let mut seq = seq;
         write_packet(&mut self.out, &mut seq, payload);
@@ -337,7 +333,22 @@ impl LeanConn {
     /// command has run outside a transaction, and the caller gets BEGIN's
     /// error and drops the connection.
     pub fn begin_with_next(&mut self) {
-        self.begin = Begin::Next;
+        self.begin_next = true;
+    }
+
+    /// Ends a transaction that only read: COMMIT is written at once, and
+    /// its reply is read ahead of the next command's instead of waited
+    /// for. Such a COMMIT has nothing to make durable and cannot fail but
+    /// with the connection (the server then rolls back what only read),
+    /// so its client need not wait a round trip for it; the tablet still
+    /// ends the transaction (its snapshot, its metadata locks) as soon as
+    /// it reads it. An error reply read later retires the connection.
+    pub async fn commit_unanswered(&mut self) -> Result<(), RunError> {
+        self.command(COM_QUERY, &[b"COMMIT"])
+            .await
+            .map_err(unsent)?;
+        self.owed += 1;
+        Ok(())
     }
 
     /// Sends a command: its byte, then `parts` one after another.
@@ -439,9 +450,21 @@ impl LeanConn {
     /// connection is replaced before a statement is sent on it.
     pub fn is_closed(&mut self) -> bool {
         use futures_util::FutureExt;
-        // Nothing is owed to an idle connection: anything readable (end of
-        // stream, an error, a stray packet) means it cannot be used.
-        self.reader.next().now_or_never().is_some()
+        // Nothing but owed OKs can be readable on an idle connection:
+        // anything else (end of stream, an error, a stray packet) means it
+        // cannot be used.
+        loop {
+            match self.reader.next().now_or_never() {
+                None => return false,
+                Some(Some(Ok(p))) if self.owed > 0 && p.payload.first() == Some(&0x00) => {
+                    self.owed -= 1;
+                    if self.ok_packet(&p.payload).is_err() {
+                        return true;
+                    }
+                }
+                Some(_) => return true,
+            }
+        }
     }
 
     /// Resets the session on the server (settings, user variables,
@@ -782,9 +805,9 @@ impl LeanConn {
             self.current = Current::InPlace(used);
             return Poll::Ready(Ok(true));
         }
-        // start() read any pipelined BEGIN's reply before the columns.
-        if self.begin == Begin::Owed {
-            return Poll::Ready(Err(bad("a BEGIN reply is owed mid-result")));
+        // start() read any owed replies before the columns.
+        if self.owed > 0 {
+            return Poll::Ready(Err(bad("a reply is owed mid-result")));
         }
         let p = match payload(futures_util::ready!(self.reader.poll_next_unpin(cx))) {
             Ok(p) => p,

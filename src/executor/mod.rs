@@ -28,6 +28,16 @@ pub struct ShardConn {
     pub in_txn: bool,
 }
 
+/// Commits on tablets, for `/debug/vars`.
+#[derive(Default)]
+pub struct TxnStats {
+    /// Transaction parts committed on lean connections.
+    pub committed: std::sync::atomic::AtomicU64,
+    /// Of those, parts of transactions that only read, whose COMMIT the
+    /// client did not wait for.
+    pub committed_unanswered: std::sync::atomic::AtomicU64,
+}
+
 /// The backend side of a session: which connections it holds and why.
 ///
 /// Statements run on lean connections (see [`crate::backend::lean`]),
@@ -52,6 +62,11 @@ pub struct ShardConns {
     /// Tablets the open transaction has reached, kept under
     /// `--transaction_mode=SINGLE` only.
     txn_tablets: Vec<String>,
+    /// The open transaction ran a statement other than a plain read (see
+    /// [`crate::sql::shareable_read`]): its COMMIT is waited for. One
+    /// that only read commits without a round trip for the client (see
+    /// [`crate::backend::lean::LeanConn::commit_unanswered`]).
+    txn_wrote: bool,
     /// SET statements to replay on every connection the session uses.
     pub settings: Vec<String>,
     /// `settings` joined: the tag of the lean connections that carry them.
@@ -209,6 +224,9 @@ impl ShardConns {
         label: &(dyn std::fmt::Display + Sync),
         sql: &str,
     ) -> Result<(Link, bool, bool), Error> {
+        if self.in_txn && !self.txn_wrote && !crate::sql::shareable_read(sql) {
+            self.txn_wrote = true;
+        }
         let joins = self.in_txn
             && ctx.transaction_mode == TransactionMode::Single
             && !self.txn_tablets.contains(&tablet.alias);
@@ -507,21 +525,36 @@ impl ShardConns {
         let mut held_all = std::mem::take(&mut self.pinned_lean);
         // Every tablet's part ends at once, as vtgate commits its shard
         // sessions concurrently: one round trip per transaction, not one per
-        // tablet. Each part commits on its own (no two-phase commit).
+        // tablet. Each part commits on its own (no two-phase commit). A
+        // transaction that only read commits without the round trip.
+        let wrote = std::mem::take(&mut self.txn_wrote);
+        let unanswered = commit && !wrote;
         let ends = held_all
             .iter_mut()
             .filter(|h| h.in_txn)
             .map(|h| async move {
                 h.in_txn = false;
-                h.handle
-                    .conn
-                    .run(sql)
-                    .await
-                    .map_err(|e| run_error(e, &h.handle.alias().to_string()))
+                let conn = &mut h.handle.conn;
+                let res = if unanswered {
+                    conn.commit_unanswered().await
+                } else {
+                    conn.run(sql).await
+                };
+                res.map_err(|e| run_error(e, &h.handle.alias().to_string()))
             });
         for r in futures_util::future::join_all(ends).await {
-            if let Err(e) = r {
-                first_err.get_or_insert(e);
+            match r {
+                Ok(()) if commit => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    ctx.txn_stats.committed.fetch_add(1, Relaxed);
+                    if unanswered {
+                        ctx.txn_stats.committed_unanswered.fetch_add(1, Relaxed);
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         let kept: Vec<LeanHeld> = held_all
@@ -655,6 +688,7 @@ impl ShardConns {
             }
         }
         self.in_txn = false;
+        self.txn_wrote = false;
         self.txn_tablets.clear();
     }
 }

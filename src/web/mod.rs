@@ -58,6 +58,8 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "SharedReadStreamed": ctx.pools.mux_stats.streamed.load(Ordering::Relaxed),
                 "SharedReadSolo": ctx.pools.mux_stats.solo.load(Ordering::Relaxed),
                 "SharedReadSentBack": ctx.pools.mux_stats.sent_back.load(Ordering::Relaxed),
+                "TransactionPartsCommitted": ctx.txn_stats.committed.load(Ordering::Relaxed),
+                "TransactionPartsCommittedUnanswered": ctx.txn_stats.committed_unanswered.load(Ordering::Relaxed),
                 // Tables whose column types schema tracking learned.
                 "SchemaTrackedTables": snap.keyspaces.values().map(|k| k.learned.len()).sum::<usize>(),
             });

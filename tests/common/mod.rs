@@ -551,7 +551,12 @@ pub async fn http_get(port: u16, path: &str) -> String {
 
 /// A counter of shardgate's `/debug/vars` on the shared cluster.
 pub async fn debug_var(name: &str) -> u64 {
-    let page = http_get(cluster().web_port, "/debug/vars").await;
+    debug_var_at(cluster().web_port, name).await
+}
+
+/// [`debug_var`] of the shardgate whose web port is `web`.
+pub async fn debug_var_at(web: u16, name: &str) -> u64 {
+    let page = http_get(web, "/debug/vars").await;
     let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
     let vars: serde_json::Value = serde_json::from_str(body).expect("/debug/vars is JSON");
     vars[name]
