@@ -1430,74 +1430,51 @@ async fn a_transaction_that_only_read_commits_without_a_round_trip() {
     assert_eq!(counts().await, (c0 + 3, u0 + 3));
 
     // A write, and a locking read: their COMMIT is waited for.
-    sg.query_drop("begin").await.unwrap();
-    sg.exec_drop(format!("update {t} set v = v * 2 where id = ?"), (1,))
-        .await
-        .unwrap();
-    sg.query_drop("commit").await.unwrap();
-    let v: Option<i64> = direct
-        .query_first(format!("select v from {t} where id = 1"))
-        .await
-        .unwrap();
-    assert_eq!(v, Some(26));
-    sg.query_drop("begin").await.unwrap();
-    let locked: Option<i64> = sg
-        .query_first(format!("select v from {t} where id = 1 for update"))
-        .await
-        .unwrap();
-    assert_eq!(locked, Some(26));
-    sg.query_drop("commit").await.unwrap();
+    let update = format!("update {t} set v = v * 2 where id = ?");
+    assert_eq!(txn(&mut sg, &[&update], "commit").await, None);
+    assert_eq!(v_of(&mut direct, &t).await, Some(26));
+    let locking = format!("select v from {t} where id = ? for update");
+    assert_eq!(txn(&mut sg, &[&locking], "commit").await, Some(26));
     assert_eq!(counts().await, (c0 + 5, u0 + 3));
 
     // A rollback after a read-only transaction's unanswered commit, then
     // the session leaves right after one: its connection, back in the
     // pool with the reply still owed, serves the next session.
-    sg.query_drop("begin").await.unwrap();
-    let _: Option<i64> = sg
-        .exec_first(format!("select v from {t} where id = ?"), (1,))
-        .await
-        .unwrap();
-    sg.query_drop("rollback").await.unwrap();
-    sg.query_drop("begin").await.unwrap();
-    let _: Option<i64> = sg
-        .exec_first(format!("select v from {t} where id = ?"), (1,))
-        .await
-        .unwrap();
-    sg.query_drop("commit").await.unwrap();
+    let read = format!("select v from {t} where id = ?");
+    assert_eq!(txn(&mut sg, &[&read], "rollback").await, Some(26));
+    assert_eq!(txn(&mut sg, &[&read], "commit").await, Some(26));
     drop(sg);
     assert_eq!(counts().await, (c0 + 6, u0 + 4));
+    let bump = format!("update {t} set v = v + 1 where id = ?");
     for _ in 0..2 {
         let mut next = connect_port(port, Some("commerce")).await;
-        next.query_drop("begin").await.unwrap();
-        next.exec_drop(format!("update {t} set v = v + 1 where id = ?"), (1,))
-            .await
-            .unwrap();
-        let v: Option<i64> = next
-            .exec_first(format!("select v from {t} where id = ?"), (1,))
-            .await
-            .unwrap();
-        next.query_drop("commit").await.unwrap();
-        let seen: Option<i64> = direct
-            .query_first(format!("select v from {t} where id = 1"))
-            .await
-            .unwrap();
-        assert_eq!(seen, v);
+        let v = txn(&mut next, &[&bump, &read], "commit").await;
+        assert_eq!(v_of(&mut direct, &t).await, v);
         // Past the idle check's second, the pooled connection is checked
         // before use with the reply of a read-only commit owed.
-        next.query_drop("begin").await.unwrap();
-        let _: Option<i64> = next
-            .exec_first(format!("select v from {t} where id = ?"), (1,))
-            .await
-            .unwrap();
-        next.query_drop("commit").await.unwrap();
+        assert_eq!(txn(&mut next, &[&read], "commit").await, v);
         drop(next);
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     }
     sg = connect_port(port, Some("commerce")).await;
-    let v: Option<i64> = sg
-        .query_first(format!("select v from {t} where id = 1"))
-        .await
-        .unwrap();
-    assert_eq!(v, Some(28));
+    assert_eq!(v_of(&mut sg, &t).await, Some(28));
     sg.query_drop(format!("drop table {t}")).await.unwrap();
+}
+
+/// A transaction running each prepared statement of `stmts` on row 1 and
+/// ending with `end`: what the last one read.
+async fn txn(conn: &mut mysql_async::Conn, stmts: &[&str], end: &str) -> Option<i64> {
+    conn.query_drop("begin").await.unwrap();
+    let mut got = None;
+    for sql in stmts {
+        got = conn.exec_first(*sql, (1,)).await.unwrap();
+    }
+    conn.query_drop(end).await.unwrap();
+    got
+}
+
+/// `v` of row 1 of `t`, as `conn` reads it.
+async fn v_of(conn: &mut mysql_async::Conn, t: &str) -> Option<i64> {
+    let sql = format!("select v from {t} where id = 1");
+    conn.query_first(sql).await.unwrap()
 }
