@@ -1436,6 +1436,38 @@ async fn a_transaction_that_only_read_commits_without_a_round_trip() {
     let locking = format!("select v from {t} where id = ? for update");
     assert_eq!(txn(&mut sg, &[&locking], "commit").await, Some(26));
     assert_eq!(counts().await, (c0 + 5, u0 + 3));
+    // A SELECT calling a stored function may write: its COMMIT is waited
+    // for too. One calling built-in functions only is not.
+    let f = format!("{t}_f");
+    direct
+        .query_drop(format!("create table vt_commerce.{t}_log (x int)"))
+        .await
+        .unwrap();
+    direct
+        .query_drop(format!(
+            "create function vt_commerce.{f}(x int) returns int deterministic modifies sql data \
+             begin insert into vt_commerce.{t}_log values (x); return x; end"
+        ))
+        .await
+        .unwrap();
+    let call = format!("select {f}(?)");
+    assert_eq!(txn(&mut sg, &[&call], "commit").await, Some(1));
+    let logged: Option<i64> = direct
+        .query_first(format!("select count(*) from vt_commerce.{t}_log"))
+        .await
+        .unwrap();
+    assert_eq!(logged, Some(1));
+    let sum = format!("select sum(v) from {t} where id between ? and 2");
+    assert_eq!(txn(&mut sg, &[&sum], "commit").await, Some(26));
+    assert_eq!(counts().await, (c0 + 7, u0 + 4));
+    direct
+        .query_drop(format!("drop function vt_commerce.{f}"))
+        .await
+        .unwrap();
+    direct
+        .query_drop(format!("drop table vt_commerce.{t}_log"))
+        .await
+        .unwrap();
 
     // A rollback after a read-only transaction's unanswered commit, then
     // the session leaves right after one: its connection, back in the
@@ -1444,7 +1476,7 @@ async fn a_transaction_that_only_read_commits_without_a_round_trip() {
     assert_eq!(txn(&mut sg, &[&read], "rollback").await, Some(26));
     assert_eq!(txn(&mut sg, &[&read], "commit").await, Some(26));
     drop(sg);
-    assert_eq!(counts().await, (c0 + 6, u0 + 4));
+    assert_eq!(counts().await, (c0 + 8, u0 + 5));
     let bump = format!("update {t} set v = v + 1 where id = ?");
     for _ in 0..2 {
         let mut next = connect_port(port, Some("commerce")).await;

@@ -63,7 +63,7 @@ pub struct ShardConns {
     /// `--transaction_mode=SINGLE` only.
     txn_tablets: Vec<String>,
     /// The open transaction ran a statement other than a plain read (see
-    /// [`crate::sql::shareable_read`]): its COMMIT is waited for. One
+    /// [`crate::sql::writes_nowhere`]): its COMMIT is waited for. One
     /// that only read commits without a round trip for the client (see
     /// [`crate::backend::lean::LeanConn::commit_unanswered`]).
     txn_wrote: bool,
@@ -224,7 +224,7 @@ impl ShardConns {
         label: &(dyn std::fmt::Display + Sync),
         sql: &str,
     ) -> Result<(Link, bool, bool), Error> {
-        if self.in_txn && !self.txn_wrote && !crate::sql::shareable_read(sql) {
+        if self.in_txn && !self.txn_wrote && !crate::sql::writes_nowhere(sql) {
             self.txn_wrote = true;
         }
         let joins = self.in_txn

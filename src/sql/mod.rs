@@ -504,6 +504,65 @@ pub fn shareable_read(sql: &str) -> bool {
         })
 }
 
+/// Words that may come right before `(` in a SELECT that writes nowhere:
+/// keywords, and built-in functions. Anything else before `(` may be a
+/// stored function, which can write.
+#[rustfmt::skip]
+const NOT_STORED: &[&str] = &[
+    "select", "from", "where", "and", "or", "not", "in", "exists", "on", "using", "join", "as",
+    "when", "then", "else", "case", "values", "any", "all", "some", "by", "over", "distinct",
+    "union", "xor", "div", "mod", "like", "between", "is", "having", "row", "interval", "count",
+    "sum", "min", "max", "avg", "group_concat", "bit_and", "bit_or", "bit_xor", "std", "stddev",
+    "stddev_pop", "stddev_samp", "var_pop", "var_samp", "variance", "abs", "ceil", "ceiling",
+    "floor", "round", "truncate", "sign", "sqrt", "pow", "power", "exp", "ln", "log", "log2",
+    "log10", "greatest", "least", "coalesce", "ifnull", "nullif", "if", "isnull", "concat",
+    "concat_ws", "substr", "substring", "substring_index", "left", "right", "length",
+    "char_length", "character_length", "octet_length", "lower", "upper", "lcase", "ucase",
+    "trim", "ltrim", "rtrim", "replace", "repeat", "reverse", "lpad", "rpad", "locate", "instr",
+    "position", "cast", "convert", "date", "time", "timestamp", "year", "month", "day",
+    "dayofmonth", "dayofweek", "dayofyear", "hour", "minute", "second", "week", "weekday",
+    "quarter", "now", "curdate", "curtime", "current_date", "current_time", "current_timestamp",
+    "utc_timestamp", "unix_timestamp", "from_unixtime", "date_format", "str_to_date",
+    "date_add", "date_sub", "adddate", "subdate", "datediff", "timediff", "timestampdiff",
+    "timestampadd", "last_day", "hex", "unhex", "md5", "sha1", "sha2", "crc32", "json_extract",
+    "json_unquote", "json_value", "json_contains", "json_length", "weight_string", "char",
+    "ascii", "field", "find_in_set", "format", "strcmp",
+];
+
+/// Whether a SELECT writes nowhere: [`shareable_read`], and every `(`
+/// follows a keyword, a built-in function or no word at all (a stored
+/// function, which may write, is any other name, or one qualified by a
+/// database or quoted). A transaction of such reads commits without a
+/// round trip. A byte scan: a false alarm (a name inside a string) only
+/// makes its COMMIT wait.
+pub fn writes_nowhere(sql: &str) -> bool {
+    if !shareable_read(sql) {
+        return false;
+    }
+    let b = sql.as_bytes();
+    b.iter()
+        .enumerate()
+        .filter(|(_, &c)| c == b'(')
+        .all(|(at, _)| {
+            let head = b[..at].trim_ascii_end();
+            let word_start = head
+                .iter()
+                .rposition(|&c| !lexer::is_word_byte(c))
+                .map_or(0, |i| i + 1);
+            let word = &head[word_start..];
+            if word.is_empty() {
+                // Grouping, a subquery, a tuple; a quoted name is a stored
+                // function.
+                return head.last() != Some(&b'`');
+            }
+            let qualified = word_start > 0 && matches!(head[word_start - 1], b'.' | b'`');
+            !qualified
+                && NOT_STORED
+                    .iter()
+                    .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+        })
+}
+
 /// Whether a statement asks for the last statement's diagnostics:
 /// `SHOW WARNINGS`, `SHOW ERRORS`, their `COUNT(*)` forms, or
 /// `@@warning_count` / `@@error_count`.
@@ -863,6 +922,31 @@ mod tests {
             "show count(*) tables",
         ] {
             assert!(!asks_diagnostics(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn reads_calling_only_builtins_write_nowhere() {
+        for sql in [
+            "select c from sbtest1 where id = ?",
+            "SELECT SUM(k) FROM sbtest1 WHERE id BETWEEN ? AND ?",
+            "select distinct c from t where id in (select id from u) order by c",
+            "select count(*), max(a) from t where (a = 1 or b = 2) and c in (1, 2)",
+            "select concat(upper(a), '-', lower(b)) from t",
+            "select 1",
+        ] {
+            assert!(writes_nowhere(sql), "{sql}");
+        }
+        for sql in [
+            "select my_fn(1)",
+            "select db.count(1)",
+            "select `f`(1) from t",
+            "select `db`.`f`(1)",
+            "select a from t where id = add_row (?)",
+            "select c from t for update",
+            "insert into t values (1)",
+        ] {
+            assert!(!writes_nowhere(sql), "{sql}");
         }
     }
 
