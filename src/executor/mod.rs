@@ -195,6 +195,15 @@ impl ShardConns {
     /// The session holds no state on any tablet (no transaction, settings,
     /// reserved or pinned connections): its reads may share connections
     /// with other sessions'.
+    /// Notes a statement about to run: one that may write (by
+    /// `writes_nowhere`, asked only inside a transaction that has only
+    /// read so far) makes the transaction's COMMIT wait.
+    fn note_statement(&mut self, writes_nowhere: impl FnOnce() -> bool) {
+        if self.in_txn && !self.txn_wrote && !writes_nowhere() {
+            self.txn_wrote = true;
+        }
+    }
+
     fn holds_nothing(&self) -> bool {
         !self.in_txn
             && !self.reserved
@@ -224,9 +233,6 @@ impl ShardConns {
         label: &(dyn std::fmt::Display + Sync),
         sql: &str,
     ) -> Result<(Link, bool, bool), Error> {
-        if self.in_txn && !self.txn_wrote && !crate::sql::writes_nowhere(sql) {
-            self.txn_wrote = true;
-        }
         let joins = self.in_txn
             && ctx.transaction_mode == TransactionMode::Single
             && !self.txn_tablets.contains(&tablet.alias);
@@ -803,6 +809,11 @@ impl Executor<'_> {
         queries: Vec<(String, String)>,
     ) -> (Vec<Job>, Option<Error>) {
         self.state.shared_last = None;
+        // Every shard's query is the same statement.
+        if let Some((_, sql)) = queries.first() {
+            self.state
+                .note_statement(|| crate::sql::writes_nowhere(sql));
+        }
         let mut jobs: Vec<Job> = Vec::with_capacity(queries.len());
         for (shard, sql) in queries {
             let tablet = match self
@@ -1108,8 +1119,18 @@ impl VCursor for Executor<'_> {
                 };
                 let mut discard = crate::backend::lean::Discard;
                 let (ks, tt) = (keyspace, tablet_type);
-                self.on_shard(ks, shard, tt, false, false, &again, params, &mut discard)
-                    .await?;
+                self.on_shard(
+                    ks,
+                    shard,
+                    tt,
+                    false,
+                    false,
+                    None,
+                    &again,
+                    params,
+                    &mut discard,
+                )
+                .await?;
             }
         }
         // A read that leaves nothing on its connection may share one.
@@ -1121,6 +1142,7 @@ impl VCursor for Executor<'_> {
             tablet_type,
             rename_db_columns,
             shareable,
+            None,
             sql,
             None,
             sink,
@@ -1135,7 +1157,8 @@ impl Executor<'_> {
     /// the tablet skips parsing and rows come back typed, for the client's
     /// binary protocol. A `shareable` one (a read that leaves nothing on
     /// its connection, see [`crate::sql::shareable_read`]) may go to a
-    /// shared connection.
+    /// shared connection; `writes_nowhere` is the statement's
+    /// [`crate::sql::writes_nowhere`], found when it was prepared.
     #[allow(clippy::too_many_arguments)]
     pub async fn execute_shard_prepared<S: RowSink + Send>(
         &mut self,
@@ -1144,6 +1167,7 @@ impl Executor<'_> {
         tablet_type: TabletType,
         sql: &str,
         shareable: bool,
+        writes_nowhere: bool,
         params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
@@ -1154,6 +1178,7 @@ impl Executor<'_> {
             tablet_type,
             false,
             shareable,
+            Some(writes_nowhere),
             sql,
             Some(params),
             sink,
@@ -1181,7 +1206,9 @@ impl Executor<'_> {
     /// One statement on one shard's tablet, as text or (with `params`) as a
     /// prepared statement, streamed into the sink; on a shared connection
     /// when the caller found it `shareable` (a read that leaves nothing on
-    /// its connection, of a session that holds nothing).
+    /// its connection, of a session that holds nothing). `writes_nowhere`
+    /// is [`crate::sql::writes_nowhere`] when the caller knows it (a
+    /// prepared statement's, found once), else it is found when needed.
     #[allow(clippy::too_many_arguments)]
     async fn on_shard<S: RowSink + Send>(
         &mut self,
@@ -1190,6 +1217,7 @@ impl Executor<'_> {
         tablet_type: TabletType,
         rename_db_columns: bool,
         shareable: bool,
+        writes_nowhere: Option<bool>,
         sql: &str,
         mut params: Option<Vec<Value>>,
         sink: &mut S,
@@ -1217,6 +1245,8 @@ impl Executor<'_> {
                 Err(read) => params = read.params,
             }
         }
+        self.state
+            .note_statement(|| writes_nowhere.unwrap_or_else(|| crate::sql::writes_nowhere(sql)));
         let rename = rename_db_columns.then(|| Rename {
             from: format!("Tables_in_{}", tablet.db_name),
             to: format!("Tables_in_{keyspace}"),

@@ -36,6 +36,9 @@ pub struct Prepared {
     /// ([`sql::shareable_read`]): executions of a session holding no state
     /// may run on a tablet's shared pipelined connections.
     pub shareable: bool,
+    /// A direct SELECT that writes nowhere ([`sql::writes_nowhere`]): a
+    /// transaction of such reads commits without a round trip.
+    pub writes_nowhere: bool,
     /// The plan of the last execution and what it was made for; the next
     /// execution reuses it while the VSchema, the target and the escaping
     /// mode stay the same (no tokenizing, no plan-cache lookup).
@@ -505,7 +508,16 @@ impl Session {
                 state: &mut self.shards,
             };
             return ex
-                .execute_shard_prepared(ks, &shard, tt, stmt_sql, p.shareable, params, sink)
+                .execute_shard_prepared(
+                    ks,
+                    &shard,
+                    tt,
+                    stmt_sql,
+                    p.shareable,
+                    p.writes_nowhere,
+                    params,
+                    sink,
+                )
                 .await;
         }
         // Sharded plans carry their statement text with the binds; the rest
@@ -641,6 +653,8 @@ impl Session {
                 long_data: FastMap::default(),
                 shareable: matches!(stmt, Statement::Query(QueryKind::Select))
                     && sql::shareable_read(sql),
+                writes_nowhere: matches!(stmt, Statement::Query(QueryKind::Select))
+                    && sql::writes_nowhere(sql),
                 direct: self.direct_form(stmt, sql),
                 planned: None,
             }),

@@ -467,100 +467,171 @@ pub fn starts_with_select(sql: &str) -> bool {
     s.len() > 6 && s[..6].eq_ignore_ascii_case(b"select") && !lexer::is_word_byte(s[6])
 }
 
-/// Words whose SELECT reads or leaves state on its connection (the last
-/// statement's counters, the connection's id, locks, sequences), or holds
-/// its connection for long on purpose.
-const CONNECTION_BOUND: [&str; 15] = [
-    "into",
-    "for",
-    "lock",
-    "found_rows",
-    "row_count",
-    "connection_id",
-    "last_insert_id",
-    "get_lock",
-    "release_lock",
-    "release_all_locks",
-    "sleep",
-    "benchmark",
-    "nextval",
-    "lastval",
-    "setval",
-];
+/// Whether a word makes its SELECT read or leave state on its connection
+/// (the last statement's counters, the connection's id, locks,
+/// sequences), or hold its connection for long on purpose.
+fn connection_bound(w: &[u8]) -> bool {
+    // By length first: most words of a statement are not checked at all.
+    let words: &[&[u8]] = match w.len() {
+        3 => &[b"for"],
+        4 => &[b"into", b"lock"],
+        5 => &[b"sleep"],
+        6 => &[b"setval"],
+        7 => &[b"nextval", b"lastval"],
+        8 => &[b"get_lock"],
+        9 => &[b"row_count", b"benchmark"],
+        10 => &[b"found_rows"],
+        12 => &[b"release_lock"],
+        13 => &[b"connection_id"],
+        14 => &[b"last_insert_id"],
+        17 => &[b"release_all_locks"],
+        _ => return false,
+    };
+    words.iter().any(|k| w.eq_ignore_ascii_case(k))
+}
+
+/// Whether a word may come right before `(` in a SELECT that writes
+/// nowhere: a keyword, or a built-in function. Anything else there may be
+/// a stored function, which can write. `w` is lowercase.
+#[rustfmt::skip]
+fn not_stored(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"select" | b"from" | b"where" | b"and" | b"or" | b"not" | b"in" | b"exists" | b"on" |
+        b"using" | b"join" | b"as" | b"when" | b"then" | b"else" | b"case" | b"values" |
+        b"any" | b"all" | b"some" | b"by" | b"over" | b"distinct" | b"union" | b"xor" |
+        b"div" | b"mod" | b"like" | b"between" | b"is" | b"having" | b"row" | b"interval" |
+        b"count" | b"sum" | b"min" | b"max" | b"avg" | b"group_concat" | b"bit_and" |
+        b"bit_or" | b"bit_xor" | b"std" | b"stddev" | b"stddev_pop" | b"stddev_samp" |
+        b"var_pop" | b"var_samp" | b"variance" | b"abs" | b"ceil" | b"ceiling" | b"floor" |
+        b"round" | b"truncate" | b"sign" | b"sqrt" | b"pow" | b"power" | b"exp" | b"ln" |
+        b"log" | b"log2" | b"log10" | b"greatest" | b"least" | b"coalesce" | b"ifnull" |
+        b"nullif" | b"if" | b"isnull" | b"concat" | b"concat_ws" | b"substr" | b"substring" |
+        b"substring_index" | b"left" | b"right" | b"length" | b"char_length" |
+        b"character_length" | b"octet_length" | b"lower" | b"upper" | b"lcase" | b"ucase" |
+        b"trim" | b"ltrim" | b"rtrim" | b"replace" | b"repeat" | b"reverse" | b"lpad" |
+        b"rpad" | b"locate" | b"instr" | b"position" | b"cast" | b"convert" | b"date" |
+        b"time" | b"timestamp" | b"year" | b"month" | b"day" | b"dayofmonth" | b"dayofweek" |
+        b"dayofyear" | b"hour" | b"minute" | b"second" | b"week" | b"weekday" | b"quarter" |
+        b"now" | b"curdate" | b"curtime" | b"current_date" | b"current_time" |
+        b"current_timestamp" | b"utc_timestamp" | b"unix_timestamp" | b"from_unixtime" |
+        b"date_format" | b"str_to_date" | b"date_add" | b"date_sub" | b"adddate" | b"subdate" |
+        b"datediff" | b"timediff" | b"timestampdiff" | b"timestampadd" | b"last_day" | b"hex" |
+        b"unhex" | b"md5" | b"sha1" | b"sha2" | b"crc32" | b"json_extract" | b"json_unquote" |
+        b"json_value" | b"json_contains" | b"json_length" | b"weight_string" | b"char" |
+        b"ascii" | b"field" | b"find_in_set" | b"format" | b"strcmp"
+    )
+}
+
+/// The byte classes the scans below need, one table lookup per byte.
+const WORD: u8 = 1;
+const SPACE: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
+            t[i] = WORD;
+        } else if c.is_ascii_whitespace() {
+            t[i] = SPACE;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// One pass over a SELECT's bytes: false when a variable (`@`), a second
+/// statement (`;`) or a [`connection_bound`] word appears anywhere
+/// (strings and comments too: `/*!` runs what it holds; a false alarm
+/// only costs the fast path), or, with `calls`, a `(` follows a word that
+/// is not [`not_stored`], a qualified name or a quoted one, or a comment
+/// appears.
+fn scan_select(sql: &str, calls: bool) -> bool {
+    if !starts_with_select(sql) {
+        return false;
+    }
+    let b = sql.as_bytes();
+    // The word just before (only spaces since), and the byte before it.
+    let mut last_word: Option<(usize, usize)> = None;
+    let mut before_gap = 0u8;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match CLASS[usize::from(c)] {
+            WORD => {
+                let start = i;
+                while i < b.len() && CLASS[usize::from(b[i])] == WORD {
+                    i += 1;
+                }
+                if connection_bound(&b[start..i]) {
+                    return false;
+                }
+                last_word = Some((start, i));
+                continue;
+            }
+            SPACE => {}
+            _ => {
+                if c == b'@' || c == b';' {
+                    return false;
+                }
+                if calls {
+                    // A comment may hide a stored function's name from
+                    // its `(`.
+                    let next = b.get(i + 1).copied();
+                    let comment = c == b'#'
+                        || (c == b'-' && next == Some(b'-'))
+                        || (c == b'/' && next == Some(b'*'));
+                    if comment || (c == b'(' && !call_allowed(b, last_word, before_gap)) {
+                        return false;
+                    }
+                }
+                last_word = None;
+                before_gap = c;
+            }
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether the `(` after `last_word` (or, with none, after the byte
+/// `before`) opens a grouping or a built-in function's arguments.
+fn call_allowed(b: &[u8], last_word: Option<(usize, usize)>, before: u8) -> bool {
+    let Some((start, end)) = last_word else {
+        // Grouping, a subquery, a tuple; a quoted name is a stored function.
+        return before != b'`';
+    };
+    let qualified = start > 0 && matches!(b[start - 1], b'.' | b'`');
+    let w = &b[start..end];
+    let mut lower = [0u8; 24];
+    if qualified || w.len() > lower.len() {
+        return false;
+    }
+    for (d, s) in lower.iter_mut().zip(w) {
+        *d = s.to_ascii_lowercase();
+    }
+    not_stored(&lower[..w.len()])
+}
 
 /// Whether a SELECT may run on a connection other sessions share (see
 /// `backend::mux`): it assigns and reads no variables, takes no locks,
 /// writes nowhere (`INTO`) and asks nothing about the connection's past.
 /// Words are looked for everywhere, in strings and comments too (`/*!`
 /// runs what it holds): a false alarm only keeps a read on the session's
-/// own connection. A byte scan, cheap enough for every text query.
+/// own connection. A byte scan, cheap enough for every statement.
 pub fn shareable_read(sql: &str) -> bool {
-    starts_with_select(sql)
-        && !sql.bytes().any(|c| c == b'@' || c == b';')
-        && sql.as_bytes().split(|&c| !lexer::is_word_byte(c)).all(|w| {
-            !CONNECTION_BOUND
-                .iter()
-                .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
-        })
+    scan_select(sql, false)
 }
-
-/// Words that may come right before `(` in a SELECT that writes nowhere:
-/// keywords, and built-in functions. Anything else before `(` may be a
-/// stored function, which can write.
-#[rustfmt::skip]
-const NOT_STORED: &[&str] = &[
-    "select", "from", "where", "and", "or", "not", "in", "exists", "on", "using", "join", "as",
-    "when", "then", "else", "case", "values", "any", "all", "some", "by", "over", "distinct",
-    "union", "xor", "div", "mod", "like", "between", "is", "having", "row", "interval", "count",
-    "sum", "min", "max", "avg", "group_concat", "bit_and", "bit_or", "bit_xor", "std", "stddev",
-    "stddev_pop", "stddev_samp", "var_pop", "var_samp", "variance", "abs", "ceil", "ceiling",
-    "floor", "round", "truncate", "sign", "sqrt", "pow", "power", "exp", "ln", "log", "log2",
-    "log10", "greatest", "least", "coalesce", "ifnull", "nullif", "if", "isnull", "concat",
-    "concat_ws", "substr", "substring", "substring_index", "left", "right", "length",
-    "char_length", "character_length", "octet_length", "lower", "upper", "lcase", "ucase",
-    "trim", "ltrim", "rtrim", "replace", "repeat", "reverse", "lpad", "rpad", "locate", "instr",
-    "position", "cast", "convert", "date", "time", "timestamp", "year", "month", "day",
-    "dayofmonth", "dayofweek", "dayofyear", "hour", "minute", "second", "week", "weekday",
-    "quarter", "now", "curdate", "curtime", "current_date", "current_time", "current_timestamp",
-    "utc_timestamp", "unix_timestamp", "from_unixtime", "date_format", "str_to_date",
-    "date_add", "date_sub", "adddate", "subdate", "datediff", "timediff", "timestampdiff",
-    "timestampadd", "last_day", "hex", "unhex", "md5", "sha1", "sha2", "crc32", "json_extract",
-    "json_unquote", "json_value", "json_contains", "json_length", "weight_string", "char",
-    "ascii", "field", "find_in_set", "format", "strcmp",
-];
 
 /// Whether a SELECT writes nowhere: [`shareable_read`], and every `(`
 /// follows a keyword, a built-in function or no word at all (a stored
 /// function, which may write, is any other name, or one qualified by a
 /// database or quoted). A transaction of such reads commits without a
-/// round trip. A byte scan: a false alarm (a name inside a string) only
-/// makes its COMMIT wait.
+/// round trip. A false alarm (a name inside a string) only makes its
+/// COMMIT wait.
 pub fn writes_nowhere(sql: &str) -> bool {
-    if !shareable_read(sql) {
-        return false;
-    }
-    let b = sql.as_bytes();
-    b.iter()
-        .enumerate()
-        .filter(|(_, &c)| c == b'(')
-        .all(|(at, _)| {
-            let head = b[..at].trim_ascii_end();
-            let word_start = head
-                .iter()
-                .rposition(|&c| !lexer::is_word_byte(c))
-                .map_or(0, |i| i + 1);
-            let word = &head[word_start..];
-            if word.is_empty() {
-                // Grouping, a subquery, a tuple; a quoted name is a stored
-                // function.
-                return head.last() != Some(&b'`');
-            }
-            let qualified = word_start > 0 && matches!(head[word_start - 1], b'.' | b'`');
-            !qualified
-                && NOT_STORED
-                    .iter()
-                    .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
-        })
+    scan_select(sql, true)
 }
 
 /// Whether a statement asks for the last statement's diagnostics:
@@ -943,6 +1014,8 @@ mod tests {
             "select `f`(1) from t",
             "select `db`.`f`(1)",
             "select a from t where id = add_row (?)",
+            "select my_fn /* x */ (1)",
+            "select my_fn -- x\n(1)",
             "select c from t for update",
             "insert into t values (1)",
         ] {
