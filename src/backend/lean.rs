@@ -129,7 +129,7 @@ pub struct LeanConn {
     /// OK replies owed ahead of the next command's: a BEGIN sent with it,
     /// a COMMIT written without waiting (see [`Self::commit_unanswered`]).
     owed: u8,
-    /// A pipelined BEGIN failed: the connection is not what its holder
+    /// A pipelined BEGIN or an unanswered COMMIT failed: the connection is not what its holder
     /// thinks it is, and is never reused.
     failed: bool,
     /// Status flags of the last OK or EOF (NO_BACKSLASH_ESCAPES, ...).
@@ -250,28 +250,30 @@ impl LeanConn {
 
     async fn read(&mut self) -> Result<BytesMut, mysql_async::Error> {
         while self.owed > 0 {
-            self.owed -= 1;
             let reply = self.packet().await?;
-            match reply.first() {
-                Some(0x00) => {
-                    self.ok_packet(&reply)?;
-                }
-                // The command after it is left unread, and the connection
-                // holds no transaction (or, after a COMMIT, may still hold
-                // one): it cannot be used again (the caller only pipelines
-                // reads).
-                Some(0xFF) => {
-                    self.failed = true;
-                    return Err(server_err(&reply, self.caps));
-                }
-                _ => return Err(bad("unexpected reply to BEGIN or COMMIT")),
-            }
+            self.owed_reply(&reply)?;
         }
         self.packet().await
     }
 
+    /// Takes one of the [`Self::owed`] replies: an OK, else the connection
+    /// is failed (the command after it is left unread, and it holds no
+    /// transaction or, after a COMMIT, may still hold one: it cannot be
+    /// used again; the caller only pipelines reads).
+    fn owed_reply(&mut self, reply: &[u8]) -> Result<(), mysql_async::Error> {
+        self.owed -= 1;
+        match reply.first() {
+            Some(0x00) => self.ok_packet(reply).map(drop),
+            Some(0xFF) => {
+                self.failed = true;
+                Err(server_err(reply, self.caps))
+            }
+            _ => Err(bad("unexpected reply to BEGIN or COMMIT")),
+        }
+    }
+
     /// What was read and not yet decoded, when its packets can be used in
-    /// place: no BEGIN reply is owed ahead of them and no frame is half
+    /// place: no reply is owed ahead of them and no frame is half
     /// joined to an earlier one.
     fn unread(&self) -> Option<&[u8]> {
         (self.owed == 0 && !self.reader.decoder().mid_packet())
@@ -456,9 +458,8 @@ impl LeanConn {
         loop {
             match self.reader.next().now_or_never() {
                 None => return false,
-                Some(Some(Ok(p))) if self.owed > 0 && p.payload.first() == Some(&0x00) => {
-                    self.owed -= 1;
-                    if self.ok_packet(&p.payload).is_err() {
+                Some(Some(Ok(p))) if self.owed > 0 => {
+                    if self.owed_reply(&p.payload).is_err() {
                         return true;
                     }
                 }

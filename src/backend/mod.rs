@@ -170,12 +170,13 @@ impl LeanHandle {
     }
 }
 
-/// Locks one of the pools' maps; a panic elsewhere while it was held
-/// leaves it usable (every update is a single insert or removal).
 /// The watchdog's pace once no shared connection has awaited a reply for
 /// [`IDLE_AFTER`] ticks: a statement that starts after a quiet spell is
 /// found slow this late at worst, and an idle proxy wakes seldom.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// Quiet ticks (of [`mux::STALLED`]) before the watchdog slows to
+/// [`IDLE_TICK`].
 const IDLE_AFTER: u32 = 100;
 
 /// Every [`mux::STALLED`], has each shared connection whose reply is late
@@ -203,6 +204,8 @@ async fn watch_stalls(muxes: std::sync::Weak<Mutex<FastMap<String, Queues>>>) {
     }
 }
 
+/// Locks one of the pools' maps; a panic elsewhere while it was held
+/// leaves it usable (every update is a single insert or removal).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -284,6 +284,13 @@ struct State {
 }
 
 impl State {
+    /// Hands a read back unsent (its session runs it elsewhere): it is no
+    /// longer this queue's.
+    fn give_back(&self, job: Job) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let _ = job.reply.send(Outcome::Unsent(job.read));
+    }
+
     fn micros(&self) -> u64 {
         // Never 0, which means idle.
         self.born.elapsed().as_micros() as u64 + 1
@@ -441,18 +448,15 @@ async fn serve(
                 if state.kick.swap(false, Ordering::Relaxed) {
                     let queued = std::iter::from_fn(|| rx.try_recv().ok());
                     for job in held.drain(..).chain(queued) {
-                        state.queued.fetch_sub(1, Ordering::Relaxed);
                         stats.sent_back.fetch_add(1, Ordering::Relaxed);
-                        let _ = job.reply.send(Outcome::Unsent(job.read));
+                        state.give_back(job);
                     }
                 }
                 Poll::Pending
             })
             .await
         };
-        if let Some((job, first)) = again {
-            pipe.hold(Some(job), first);
-        }
+        pipe.hold(again);
         if pipe.in_flight.is_empty() {
             state.busy_since.store(0, Ordering::Relaxed);
         }
@@ -465,8 +469,7 @@ async fn serve(
     rx.close();
     let queued: Vec<Job> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
     for job in left.chain(queued) {
-        state.queued.fetch_sub(1, Ordering::Relaxed);
-        let _ = job.reply.send(Outcome::Unsent(job.read));
+        state.give_back(job);
     }
 }
 
@@ -591,10 +594,10 @@ impl Pipeline {
     }
 
     /// Holds a read again (see [`Replied::again`]).
-    fn hold(&mut self, job: Option<Job>, first: bool) {
-        match job {
-            Some(job) if first => self.held.push_front(job),
-            Some(job) => self.held.push_back(job),
+    fn hold(&mut self, again: Option<(Job, bool)>) {
+        match again {
+            Some((job, true)) => self.held.push_front(job),
+            Some((job, false)) => self.held.push_back(job),
             None => {}
         }
     }
@@ -653,7 +656,7 @@ impl Pipeline {
                 // The connection failed before it was written: this one
                 // and the rest go back.
                 Err(RunError::Unsent(_)) => {
-                    self.hold(rec.again(job.read, job.alone), true);
+                    self.hold(rec.again(job.read, job.alone).map(|job| (job, true)));
                     return false;
                 }
                 Err(e) => rec.finish(Err(e)).await,

@@ -192,9 +192,6 @@ enum Link {
 }
 
 impl ShardConns {
-    /// The session holds no state on any tablet (no transaction, settings,
-    /// reserved or pinned connections): its reads may share connections
-    /// with other sessions'.
     /// Notes a statement about to run: one that may write (by
     /// `writes_nowhere`, asked only inside a transaction that has only
     /// read so far) makes the transaction's COMMIT wait.
@@ -204,6 +201,9 @@ impl ShardConns {
         }
     }
 
+    /// The session holds no state on any tablet (no transaction, settings,
+    /// reserved or pinned connections): its reads may share connections
+    /// with other sessions'.
     fn holds_nothing(&self) -> bool {
         !self.in_txn
             && !self.reserved

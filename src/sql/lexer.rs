@@ -134,7 +134,7 @@ fn tok(kind: TokenKind, start: usize, end: usize) -> Token {
 }
 
 /// Whether `c` can be part of an unquoted word (identifier or keyword).
-pub(crate) fn is_word_byte(c: u8) -> bool {
+pub(crate) const fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 

@@ -531,7 +531,7 @@ static CLASS: [u8; 256] = {
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
-        if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
+        if lexer::is_word_byte(c) {
             t[i] = WORD;
         } else if c.is_ascii_whitespace() {
             t[i] = SPACE;
