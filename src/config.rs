@@ -148,6 +148,15 @@ pub struct ServeArgs {
     /// connections.
     #[arg(long = "worker-threads")]
     pub worker_threads: Option<usize>,
+    /// After a client command, an event loop keeps polling its sockets
+    /// without blocking for this many microseconds (0: it blocks as soon
+    /// as it has nothing to do), so a tablet's reply and the client's next
+    /// command find it running instead of waking it onto an idle core.
+    /// A loop that lately had to wait for a core does not poll: on a
+    /// machine whose cores are all busy, polling would take CPU from the
+    /// tablets or the clients (see [`crate::spin`]).
+    #[arg(long = "busy-poll-us", default_value_t = 200)]
+    pub busy_poll_us: u64,
     /// Reach tablets on this host through the Unix socket their MariaDB
     /// reports (`@@socket`) rather than TCP loopback, as vttablet talks to
     /// its mysqld: cheaper per query for both sides. Tablets elsewhere, or

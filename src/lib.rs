@@ -38,6 +38,8 @@
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.
 //! - [`web`]: the HTTP port (health and debug pages).
+//! - [`spin`]: an event loop's short busy polling after each client command
+//!   (`--busy-poll-us`), while it can have a core without waiting for it.
 //! - [`config`]: command-line flags; [`error`]: the one place errors become
 //!   MySQL error codes; [`fasthash`]: the hash of the statement path's maps.
 
@@ -55,6 +57,7 @@ pub mod local;
 pub mod planner;
 pub mod server;
 pub mod session;
+pub mod spin;
 pub mod sql;
 pub mod topo;
 pub mod vschema;

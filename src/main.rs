@@ -45,14 +45,23 @@ fn main() -> ExitCode {
     // recursively.
     let stack = 16 << 20;
     let more_loops = if serve_args.is_some() { workers - 1 } else { 0 };
+    let busy_poll = serve_args
+        .map(|a| std::time::Duration::from_micros(a.busy_poll_us))
+        .filter(|d| !d.is_zero());
     let run = move || -> Result<(), AnyError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .thread_stack_size(stack)
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.enable_all().thread_stack_size(stack);
+        if let Some(d) = busy_poll {
+            b.on_thread_park(shardgate::spin::park_hook(d));
+        }
+        let rt = b
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))?;
-        let loops = event_loops(more_loops, stack)?;
+        let loops = event_loops(more_loops, stack, busy_poll)?;
         rt.block_on(async move {
+            if busy_poll.is_some() {
+                tokio::spawn(shardgate::spin::spinner());
+            }
             match cli.command {
                 None => serve(cli.serve, loops).await,
                 Some(Command::Serve(args)) => serve(args, loops).await,
@@ -84,7 +93,11 @@ fn main() -> ExitCode {
 
 /// Starts `n` more event loops, each a current-thread runtime on a thread
 /// of its own that runs until the process ends.
-fn event_loops(n: usize, stack: usize) -> Result<Vec<tokio::runtime::Handle>, AnyError> {
+fn event_loops(
+    n: usize,
+    stack: usize,
+    busy_poll: Option<std::time::Duration>,
+) -> Result<Vec<tokio::runtime::Handle>, AnyError> {
     (1..=n)
         .map(|i| {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -92,11 +105,16 @@ fn event_loops(n: usize, stack: usize) -> Result<Vec<tokio::runtime::Handle>, An
                 .name(format!("sg-loop-{i}"))
                 .stack_size(stack)
                 .spawn(move || {
-                    match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
+                    let mut b = tokio::runtime::Builder::new_current_thread();
+                    b.enable_all();
+                    if let Some(d) = busy_poll {
+                        b.on_thread_park(shardgate::spin::park_hook(d));
+                    }
+                    match b.build() {
                         Ok(rt) => {
+                            if busy_poll.is_some() {
+                                rt.spawn(shardgate::spin::spinner());
+                            }
                             let _ = tx.send(Ok(rt.handle().clone()));
                             rt.block_on(std::future::pending::<()>())
                         }

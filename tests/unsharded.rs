@@ -1493,6 +1493,42 @@ async fn a_transaction_that_only_read_commits_without_a_round_trip() {
     sg.query_drop(format!("drop table {t}")).await.unwrap();
 }
 
+/// Busy polling (`--busy-poll-us`) ends with the commands: a shardgate
+/// that may poll for 50 ms after each command answers a burst of queries
+/// and then, with no command coming, spends next to no CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shardgate_stops_polling() {
+    let (port, _, pid) = spawn_shardgate_pid(&["--busy-poll-us".into(), "50000".into()]).await;
+    let mut sg = connect_port(port, Some("commerce")).await;
+    for i in 0..200i64 {
+        let v: Option<i64> = sg.exec_first("select ? + 1", (i,)).await.unwrap();
+        assert_eq!(v, Some(i + 1));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the parenthesized name: utime and stime are the
+        // 12th and 13th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    };
+    let before = ticks();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let spent = ticks() - before;
+    // Clock ticks are 10 ms: a loop still polling would spend ~200.
+    assert!(
+        spent <= 20,
+        "idle shardgate spent {spent} ticks of CPU in 2 s"
+    );
+    // Still answering after its idle spell.
+    let v: Option<i64> = sg.query_first("select 41 + 1").await.unwrap();
+    assert_eq!(v, Some(42));
+}
+
 /// A transaction running each prepared statement of `stmts` on row 1 and
 /// ending with `end`: what the last one read.
 async fn txn(conn: &mut mysql_async::Conn, stmts: &[&str], end: &str) -> Option<i64> {

@@ -486,6 +486,7 @@ async fn command_loop(
         let Some(pkt) = read(reader).await? else {
             return Ok(());
         };
+        crate::spin::note_command();
         wire.seq = pkt.seq.wrapping_add(1);
         let Some((&command, body)) = pkt.payload.split_first() else {
             wire.push_err(&Error::Malformed("empty command packet".into()).to_mysql());
