@@ -39,7 +39,7 @@ thread_local! {
 }
 
 /// How often the loop's wait for a core is looked at.
-const CHECK_EVERY: Duration = Duration::from_millis(10);
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// A loop that waited for a core more than this share of the last
 /// check's interval stops polling: the cores are taken, and polling
