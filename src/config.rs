@@ -154,9 +154,10 @@ pub struct ServeArgs {
     /// command find it running instead of waking it onto an idle core.
     /// A loop that lately had to wait for a core does not poll: on a
     /// machine whose cores are all busy, polling would take CPU from the
-    /// tablets or the clients (see [`crate::spin`]).
-    #[arg(long = "busy-poll-us", default_value_t = 200)]
-    pub busy_poll_us: u64,
+    /// tablets or the clients (see [`crate::spin`]). Default 200, or 0
+    /// when a cgroup CPU quota caps the process (polling would spend it).
+    #[arg(long = "busy-poll-us")]
+    pub busy_poll_us: Option<u64>,
     /// Reach tablets on this host through the Unix socket their MariaDB
     /// reports (`@@socket`) rather than TCP loopback, as vttablet talks to
     /// its mysqld: cheaper per query for both sides. Tablets elsewhere, or

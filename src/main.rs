@@ -46,7 +46,14 @@ fn main() -> ExitCode {
     let stack = 16 << 20;
     let more_loops = if serve_args.is_some() { workers - 1 } else { 0 };
     let busy_poll = serve_args
-        .map(|a| std::time::Duration::from_micros(a.busy_poll_us))
+        .map(|a| match a.busy_poll_us {
+            Some(us) => std::time::Duration::from_micros(us),
+            None if shardgate::spin::cpu_quota_limited() => {
+                tracing::info!("a cgroup CPU quota caps this process: event loops do not busy-poll (--busy-poll-us sets it)");
+                std::time::Duration::ZERO
+            }
+            None => shardgate::spin::DEFAULT_WINDOW,
+        })
         .filter(|d| !d.is_zero());
     let run = move || -> Result<(), AnyError> {
         let mut b = tokio::runtime::Builder::new_current_thread();

@@ -15,7 +15,9 @@
 //! Polling is worth it only with a core to spare: a loop whose thread
 //! lately waited runnable for a core (the kernel's per-thread schedstat)
 //! blocks at once, so on a machine whose cores are all busy the tablets
-//! and the clients keep their CPU.
+//! and the clients keep their CPU. A process whose CPU time a cgroup
+//! quota caps (a container's CPU limit) does not poll unless told to:
+//! the quota would be spent polling, which no wait time shows.
 //!
 //! The runtime blocks only when its `on_thread_park` hook leaves no work
 //! scheduled; [`park_hook`] wakes the loop's [`spinner`] task while the
@@ -105,6 +107,62 @@ fn read_waited_ns(f: &std::fs::File) -> Option<u64> {
     let n = f.read_at(&mut buf, 0).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
     text.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The window when `--busy-poll-us` is not given and no CPU quota caps
+/// the process: covers a tablet's reply and a client's next command on a
+/// local network.
+pub const DEFAULT_WINDOW: Duration = Duration::from_micros(200);
+
+/// Whether a cgroup CPU quota caps this process (cgroup v2 `cpu.max`,
+/// v1 `cpu.cfs_quota_us`, in its own cgroup or an ancestor). Polling spends
+/// quota the scheduler's wait times do not show: a capped process would be
+/// throttled for CPU it spent polling, so it does not poll by default.
+pub fn cpu_quota_limited() -> bool {
+    let Ok(cgroups) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    quota_in(&cgroups, |p| std::fs::read_to_string(p).ok())
+}
+
+/// [`cpu_quota_limited`] over `/proc/self/cgroup`'s text, reading the
+/// cgroup files through `read`.
+fn quota_in(cgroups: &str, read: impl Fn(&std::path::Path) -> Option<String>) -> bool {
+    use std::path::Path;
+    cgroups.lines().any(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(c), Some(p)) => (h, c, p),
+            _ => return false,
+        };
+        // (mount root, quota file): cgroup v2 when no controller is named.
+        let places: Vec<(String, &str)> = if controllers.is_empty() {
+            vec![("/sys/fs/cgroup".into(), "cpu.max")]
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            vec![
+                ("/sys/fs/cgroup/cpu".into(), "cpu.cfs_quota_us"),
+                (format!("/sys/fs/cgroup/{controllers}"), "cpu.cfs_quota_us"),
+            ]
+        } else {
+            return false;
+        };
+        // v2: "max" or a quota in µs; v1: -1 or a quota in µs.
+        let limits = |t: &str| {
+            t.split_whitespace()
+                .next()
+                .is_some_and(|q| q.parse::<i64>().is_ok_and(|q| q > 0))
+        };
+        places.iter().any(|(root, file)| {
+            let mut dir = Some(Path::new(path.trim_start_matches('/')));
+            while let Some(d) = dir {
+                if read(&Path::new(root).join(d).join(file)).is_some_and(|t| limits(&t)) {
+                    return true;
+                }
+                dir = d.parent();
+            }
+            false
+        })
+    })
 }
 
 /// Counts a client command on the current event loop: called once per
@@ -211,6 +269,48 @@ mod tests {
         assert_eq!(park(), 1, "after the window");
         note_command();
         assert_eq!(park(), 2, "after the next command");
+    }
+
+    /// Quotas are found in the process's cgroup or an ancestor, in either
+    /// cgroup version; "max" and -1 mean none.
+    #[test]
+    fn finds_a_cpu_quota_above_the_process() {
+        use std::collections::HashMap;
+        let files = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.to_string()))
+                .collect()
+        };
+        let check = |cgroups: &str, fs: &HashMap<String, String>| {
+            quota_in(cgroups, |p| fs.get(p.to_str().unwrap()).cloned())
+        };
+        let v2 = "0::/kubepods/pod1/ctr\n";
+        assert!(check(
+            v2,
+            &files(&[("/sys/fs/cgroup/kubepods/pod1/cpu.max", "50000 100000\n")])
+        ));
+        assert!(!check(
+            v2,
+            &files(&[("/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "max 100000\n")])
+        ));
+        assert!(!check(v2, &files(&[])));
+        let v1 = "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n";
+        assert!(check(
+            v1,
+            &files(&[(
+                "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us",
+                "150000\n"
+            )])
+        ));
+        assert!(check(
+            v1,
+            &files(&[("/sys/fs/cgroup/cpu/docker/cpu.cfs_quota_us", "100000\n")])
+        ));
+        assert!(!check(
+            v1,
+            &files(&[("/sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "-1\n")])
+        ));
     }
 
     /// The kernel's schedstat of this thread reads as a number: polling
