@@ -55,23 +55,24 @@ fn main() -> ExitCode {
             None => shardgate::spin::DEFAULT_WINDOW,
         })
         .filter(|d| !d.is_zero());
+    let polls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run = move || -> Result<(), AnyError> {
         let mut b = tokio::runtime::Builder::new_current_thread();
         b.enable_all().thread_stack_size(stack);
         if let Some(d) = busy_poll {
-            b.on_thread_park(shardgate::spin::park_hook(d));
+            b.on_thread_park(shardgate::spin::park_hook(d, polls.clone()));
         }
         let rt = b
             .build()
             .map_err(|e| format!("cannot start the runtime: {e}"))?;
-        let loops = event_loops(more_loops, stack, busy_poll)?;
+        let loops = event_loops(more_loops, stack, busy_poll, &polls)?;
         rt.block_on(async move {
             if busy_poll.is_some() {
                 tokio::spawn(shardgate::spin::spinner());
             }
             match cli.command {
-                None => serve(cli.serve, loops).await,
-                Some(Command::Serve(args)) => serve(args, loops).await,
+                None => serve(cli.serve, loops, polls).await,
+                Some(Command::Serve(args)) => serve(args, loops, polls).await,
                 Some(Command::Ctl(args)) => ctl(args).await,
                 Some(Command::Local(args)) => local(args).await,
                 Some(Command::Vschema(args)) => match args.command {
@@ -104,10 +105,12 @@ fn event_loops(
     n: usize,
     stack: usize,
     busy_poll: Option<std::time::Duration>,
+    polls: &std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Vec<tokio::runtime::Handle>, AnyError> {
     (1..=n)
         .map(|i| {
             let (tx, rx) = std::sync::mpsc::channel();
+            let polls = polls.clone();
             std::thread::Builder::new()
                 .name(format!("sg-loop-{i}"))
                 .stack_size(stack)
@@ -115,7 +118,7 @@ fn event_loops(
                     let mut b = tokio::runtime::Builder::new_current_thread();
                     b.enable_all();
                     if let Some(d) = busy_poll {
-                        b.on_thread_park(shardgate::spin::park_hook(d));
+                        b.on_thread_park(shardgate::spin::park_hook(d, polls));
                     }
                     match b.build() {
                         Ok(rt) => {
@@ -138,7 +141,11 @@ fn event_loops(
         .collect()
 }
 
-async fn serve(args: ServeArgs, loops: Vec<tokio::runtime::Handle>) -> Result<(), AnyError> {
+async fn serve(
+    args: ServeArgs,
+    loops: Vec<tokio::runtime::Handle>,
+    busy_polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(), AnyError> {
     let ip: IpAddr = args.mysql_server_bind_address.parse().map_err(|e| {
         format!(
             "--mysql-server-bind-address {}: {e}",
@@ -189,6 +196,7 @@ async fn serve(args: ServeArgs, loops: Vec<tokio::runtime::Handle>) -> Result<()
         transaction_mode: args.transaction_mode,
         schema_tracking: args.schema_change_signal,
         loops,
+        busy_polls,
     };
     if args.transaction_mode == shardgate::executor::TransactionMode::Twopc {
         return Err("--transaction_mode=twopc: atomic commit across shards is not built yet (single or multi)".into());

@@ -40,6 +40,8 @@ pub struct ServerCtx {
     /// Transaction parts committed, and how many of them only read and
     /// committed without a round trip for the client.
     pub txn_stats: crate::executor::TxnStats,
+    /// Polls the event loops made instead of blocking (`--busy-poll-us`).
+    pub busy_polls: Arc<std::sync::atomic::AtomicU64>,
     /// The schema tracker's progress (None: `--schema-change-signal=false`):
     /// a DDL waits for its change to be learned.
     pub schema: Option<Arc<topo::schema::Progress>>,
@@ -68,6 +70,7 @@ impl ServerCtx {
             sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
             transaction_mode: crate::executor::TransactionMode::default(),
             txn_stats: crate::executor::TxnStats::default(),
+            busy_polls: Arc::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             schema: None,
@@ -115,6 +118,9 @@ pub struct ServeOptions {
     /// work-stealing scheduler instead pays cross-thread wakeups on every
     /// I/O event. A client stays on its loop for life.
     pub loops: Vec<tokio::runtime::Handle>,
+    /// Polls the event loops made instead of blocking (see [`crate::spin`]),
+    /// counted by their park hooks, which exist before the server does.
+    pub busy_polls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Errors starting the server.
@@ -163,6 +169,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     };
     let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
     ctx.transaction_mode = opts.transaction_mode;
+    ctx.busy_polls = opts.busy_polls;
     if opts.schema_tracking {
         ctx.schema = Some(Arc::default());
     }

@@ -174,8 +174,12 @@ pub fn note_command() {
 
 /// The `on_thread_park` hook of an event loop polling for `window` after
 /// its last command: wakes the loop's spinner so the runtime polls its
-/// sockets instead of blocking.
-pub fn park_hook(window: Duration) -> impl Fn() + Send + Sync + 'static {
+/// sockets instead of blocking, and counts it in `polls` (the server's
+/// `EventLoopBusyPolls`, so an operator can see the CPU it spends).
+pub fn park_hook(
+    window: Duration,
+    polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl Fn() + Send + Sync + 'static {
     move || {
         let now_count = COMMANDS.with(Cell::get);
         let (seen, since) = SEEN.with(Cell::get);
@@ -189,6 +193,7 @@ pub fn park_hook(window: Duration) -> impl Fn() + Send + Sync + 'static {
         };
         if now.duration_since(since) < window && CONTENTION.with(|c| c.borrow_mut().allowed(now)) {
             if let Some(w) = SPINNER.with(Cell::take) {
+                polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 w.wake();
             }
         }
@@ -257,7 +262,8 @@ mod tests {
                 allowed: true,
             }
         });
-        let hook = park_hook(Duration::from_millis(20));
+        let polls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let hook = park_hook(Duration::from_millis(20), polls.clone());
         let park = || {
             SPINNER.with(|s| s.set(Some(waker.clone())));
             hook();
@@ -269,6 +275,7 @@ mod tests {
         assert_eq!(park(), 1, "after the window");
         note_command();
         assert_eq!(park(), 2, "after the next command");
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     }
 
     /// Quotas are found in the process's cgroup or an ancestor, in either

@@ -1495,10 +1495,11 @@ async fn a_transaction_that_only_read_commits_without_a_round_trip() {
 
 /// Busy polling (`--busy-poll-us`) ends with the commands: a shardgate
 /// that may poll for 50 ms after each command answers a burst of queries
-/// and then, with no command coming, spends next to no CPU.
+/// and then, with no command coming, polls no more and spends next to no
+/// CPU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_shardgate_stops_polling() {
-    let (port, _, pid) = spawn_shardgate_pid(&["--busy-poll-us".into(), "50000".into()]).await;
+    let (port, web, pid) = spawn_shardgate_pid(&["--busy-poll-us".into(), "50000".into()]).await;
     let mut sg = connect_port(port, Some("commerce")).await;
     for i in 0..200i64 {
         let v: Option<i64> = sg.exec_first("select ? + 1", (i,)).await.unwrap();
@@ -1516,9 +1517,13 @@ async fn an_idle_shardgate_stops_polling() {
             .collect();
         f[11] + f[12]
     };
+    let polls = debug_var_at(web, "EventLoopBusyPolls").await;
     let before = ticks();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let spent = ticks() - before;
+    // A web request is not a client command: no poll since the last
+    // command's window closed.
+    assert_eq!(debug_var_at(web, "EventLoopBusyPolls").await, polls);
     // Clock ticks are 10 ms: a loop still polling would spend ~200.
     assert!(
         spent <= 20,
