@@ -282,42 +282,51 @@ mod tests {
     /// cgroup version; "max" and -1 mean none.
     #[test]
     fn finds_a_cpu_quota_above_the_process() {
-        use std::collections::HashMap;
-        let files = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(p, t)| (p.to_string(), t.to_string()))
-                .collect()
-        };
-        let check = |cgroups: &str, fs: &HashMap<String, String>| {
-            quota_in(cgroups, |p| fs.get(p.to_str().unwrap()).cloned())
-        };
         let v2 = "0::/kubepods/pod1/ctr\n";
-        assert!(check(
-            v2,
-            &files(&[("/sys/fs/cgroup/kubepods/pod1/cpu.max", "50000 100000\n")])
-        ));
-        assert!(!check(
-            v2,
-            &files(&[("/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "max 100000\n")])
-        ));
-        assert!(!check(v2, &files(&[])));
         let v1 = "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n";
-        assert!(check(
-            v1,
-            &files(&[(
+        // (cgroups, the one quota file there is, its text, capped?)
+        let cases = [
+            (
+                v2,
+                "/sys/fs/cgroup/kubepods/pod1/cpu.max",
+                "50000 100000\n",
+                true,
+            ),
+            (
+                v2,
+                "/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max",
+                "max 100000\n",
+                false,
+            ),
+            (
+                v2,
+                "/sys/fs/cgroup/elsewhere/cpu.max",
+                "50000 100000\n",
+                false,
+            ),
+            (
+                v1,
                 "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us",
-                "150000\n"
-            )])
-        ));
-        assert!(check(
-            v1,
-            &files(&[("/sys/fs/cgroup/cpu/docker/cpu.cfs_quota_us", "100000\n")])
-        ));
-        assert!(!check(
-            v1,
-            &files(&[("/sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "-1\n")])
-        ));
+                "150000\n",
+                true,
+            ),
+            (
+                v1,
+                "/sys/fs/cgroup/cpu/docker/cpu.cfs_quota_us",
+                "100000\n",
+                true,
+            ),
+            (
+                v1,
+                "/sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us",
+                "-1\n",
+                false,
+            ),
+        ];
+        for (cgroups, file, text, capped) in cases {
+            let read = |p: &std::path::Path| (p.to_str() == Some(file)).then(|| text.to_string());
+            assert_eq!(quota_in(cgroups, read), capped, "{file}: {text:?}");
+        }
     }
 
     /// The kernel's schedstat of this thread reads as a number: polling
