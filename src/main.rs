@@ -59,17 +59,10 @@ fn main() -> ExitCode {
     let run = move || -> Result<(), AnyError> {
         let mut b = tokio::runtime::Builder::new_current_thread();
         b.enable_all().thread_stack_size(stack);
-        if let Some(d) = busy_poll {
-            b.on_thread_park(shardgate::spin::park_hook(d, polls.clone()));
-        }
-        let rt = b
-            .build()
+        let rt = shardgate::spin::runtime(b, busy_poll, &polls)
             .map_err(|e| format!("cannot start the runtime: {e}"))?;
         let loops = event_loops(more_loops, stack, busy_poll, &polls)?;
         rt.block_on(async move {
-            if busy_poll.is_some() {
-                tokio::spawn(shardgate::spin::spinner());
-            }
             match cli.command {
                 None => serve(cli.serve, loops, polls).await,
                 Some(Command::Serve(args)) => serve(args, loops, polls).await,
@@ -117,14 +110,8 @@ fn event_loops(
                 .spawn(move || {
                     let mut b = tokio::runtime::Builder::new_current_thread();
                     b.enable_all();
-                    if let Some(d) = busy_poll {
-                        b.on_thread_park(shardgate::spin::park_hook(d, polls));
-                    }
-                    match b.build() {
+                    match shardgate::spin::runtime(b, busy_poll, &polls) {
                         Ok(rt) => {
-                            if busy_poll.is_some() {
-                                rt.spawn(shardgate::spin::spinner());
-                            }
                             let _ = tx.send(Ok(rt.handle().clone()));
                             rt.block_on(std::future::pending::<()>())
                         }

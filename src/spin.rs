@@ -172,11 +172,29 @@ pub fn note_command() {
     COMMANDS.with(|c| c.set(c.get().wrapping_add(1)));
 }
 
+/// Builds an event loop's runtime from `b`; with a `window`, the loop
+/// polls for that long after each client command (its [`park_hook`] and
+/// [`spinner`]), counting the polls in `polls` (the server's
+/// `EventLoopBusyPolls`, so an operator can see the CPU it spends).
+pub fn runtime(
+    mut b: tokio::runtime::Builder,
+    window: Option<Duration>,
+    polls: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    if let Some(d) = window {
+        b.on_thread_park(park_hook(d, polls.clone()));
+    }
+    let rt = b.build()?;
+    if window.is_some() {
+        rt.spawn(spinner());
+    }
+    Ok(rt)
+}
+
 /// The `on_thread_park` hook of an event loop polling for `window` after
 /// its last command: wakes the loop's spinner so the runtime polls its
-/// sockets instead of blocking, and counts it in `polls` (the server's
-/// `EventLoopBusyPolls`, so an operator can see the CPU it spends).
-pub fn park_hook(
+/// sockets instead of blocking, and counts it in `polls`.
+fn park_hook(
     window: Duration,
     polls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> impl Fn() + Send + Sync + 'static {
@@ -200,10 +218,10 @@ pub fn park_hook(
     }
 }
 
-/// The task whose waking keeps a loop polling: spawn one on each event
-/// loop that has a [`park_hook`]. It does nothing when run but wait to be
+/// The task whose waking keeps a loop polling: one on each event loop
+/// that has a [`park_hook`]. It does nothing when run but wait to be
 /// woken again.
-pub fn spinner() -> impl Future<Output = ()> {
+fn spinner() -> impl Future<Output = ()> {
     std::future::poll_fn(|cx| {
         SPINNER.with(|s| s.set(Some(cx.waker().clone())));
         Poll::<()>::Pending
