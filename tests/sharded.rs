@@ -408,7 +408,7 @@ async fn transactions_span_shards_on_one_connection_each() {
 }
 
 /// `--worker-threads 3`: clients are dealt to three event loops in turn,
-/// and sessions on different loops share the tablets' connections for
+/// and the sessions on each loop share that loop's tablet connections for
 /// their reads. Six clients at once write rows in transactions that span
 /// both shards, read each back by key (prepared: shared reads) and count
 /// theirs with a scatter; every answer is right, and both extra loops

@@ -1534,6 +1534,36 @@ async fn an_idle_shardgate_stops_polling() {
     assert_eq!(v, Some(42));
 }
 
+/// With two event loops (`--worker-threads 2`, clients dealt in turn), a
+/// session takes tablet connections its own loop opened: one registered
+/// with another loop's reactor would have each reply woken across
+/// threads. Sequential clients alternate loops; each reports the tablet
+/// connection its transaction ran on: the two loops' sets never meet, and
+/// each loop reuses its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_take_tablet_connections_of_their_own_event_loop() {
+    let (port, _, _) = spawn_shardgate_pid(&["--worker-threads".into(), "2".into()]).await;
+    let mut ids: [std::collections::BTreeSet<u64>; 2] = Default::default();
+    for i in 0..8 {
+        let mut conn = connect_port(port, Some("commerce")).await;
+        conn.query_drop("begin").await.unwrap();
+        let id: Option<u64> = conn.query_first("select connection_id()").await.unwrap();
+        conn.query_drop("commit").await.unwrap();
+        conn.disconnect().await.unwrap();
+        ids[i % 2].insert(id.unwrap());
+        // The session's connections go back to the pools as it ends.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        ids[0].is_disjoint(&ids[1]),
+        "loops shared a connection: {ids:?}"
+    );
+    assert!(
+        ids.iter().all(|s| s.len() < 4),
+        "a loop reused none of its connections: {ids:?}"
+    );
+}
+
 /// A transaction running each prepared statement of `stmts` on row 1 and
 /// ending with `end`: what the last one read.
 async fn txn(conn: &mut mysql_async::Conn, stmts: &[&str], end: &str) -> Option<i64> {

@@ -91,30 +91,53 @@ pub struct Pools {
     /// Tablets a lean connection failed to reach lately; the driver's
     /// pooled connections serve them until [`LEAN_RETRY`] has passed.
     lean_failed: Mutex<FastMap<String, Instant>>,
-    /// The shared connections' queues, by tablet alias (shared with the
-    /// watchdog, see [`watch_stalls`]).
-    muxes: std::sync::Arc<Mutex<FastMap<String, Queues>>>,
+    /// The shared connections' queues, by tablet alias, one set per event
+    /// loop (shared with the watchdog, see [`watch_stalls`]).
+    muxes: std::sync::Arc<Mutex<FastMap<String, Vec<Queues>>>>,
     /// Whether the watchdog runs.
     watching: std::sync::atomic::AtomicBool,
     /// What the shared connections did.
     pub mux_stats: std::sync::Arc<mux::MuxStats>,
 }
 
-/// A tablet's shared connections' queues, and its reads running alone on
-/// their sessions' own connections (see [`Pools::solo`]).
+/// A tablet's shared connections' queues on one event loop, and the
+/// loop's reads running alone on their sessions' own connections (see
+/// [`Pools::solo`]). Each loop has its own: a queue's task runs on the
+/// loop that started it, and a session on another loop would cross
+/// threads twice per read (its read woken onto the queue's loop, the
+/// reply back onto its own).
 struct Queues {
     key: PoolKey,
+    home: std::thread::ThreadId,
     list: Vec<mux::Mux>,
     solo: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Queues {
-    fn new(key: PoolKey) -> Queues {
-        Queues {
-            key,
-            list: Vec::new(),
-            solo: Default::default(),
+    /// This loop's queues to `t` in `map`, made empty if there were none
+    /// (or they were for an older address of the alias). Always Some.
+    fn of<'a>(map: &'a mut FastMap<String, Vec<Queues>>, t: &Tablet) -> Option<&'a mut Queues> {
+        let here = std::thread::current().id();
+        if !map.contains_key(&t.alias) {
+            map.insert(t.alias.clone(), Vec::new());
         }
+        let loops = map.get_mut(&t.alias)?;
+        if loops.iter().any(|q| !q.key.is_for(t)) {
+            loops.clear();
+        }
+        let i = match loops.iter().position(|q| q.home == here) {
+            Some(i) => i,
+            None => {
+                loops.push(Queues {
+                    key: Pools::key(t),
+                    home: here,
+                    list: Vec::new(),
+                    solo: Default::default(),
+                });
+                loops.len() - 1
+            }
+        };
+        loops.get_mut(i)
     }
 }
 
@@ -143,6 +166,10 @@ pub struct LeanHandle {
     alias: String,
     key: PoolKey,
     used: Instant,
+    /// The event loop (thread) whose reactor its socket is registered
+    /// with: a session on another loop would have every reply woken
+    /// across threads (a reactor's event, then the other loop unparked).
+    home: std::thread::ThreadId,
     /// The session settings applied on it (its sessions' SET statements,
     /// joined; empty for none): sessions with the same settings share
     /// connections, as vtgate's settings pool lets them.
@@ -183,7 +210,7 @@ const IDLE_AFTER: u32 = 100;
 /// send back the reads waiting behind it (see
 /// [`mux::Mux::send_back_if_slow`]); one task for all, so the connections
 /// pay nothing for it per reply. Ends with the pools.
-async fn watch_stalls(muxes: std::sync::Weak<Mutex<FastMap<String, Queues>>>) {
+async fn watch_stalls(muxes: std::sync::Weak<Mutex<FastMap<String, Vec<Queues>>>>) {
     let mut quiet = 0;
     loop {
         let tick = if quiet > IDLE_AFTER {
@@ -196,7 +223,7 @@ async fn watch_stalls(muxes: std::sync::Weak<Mutex<FastMap<String, Queues>>>) {
             return;
         };
         let mut busy = false;
-        for m in lock(&muxes).values().flat_map(|q| &q.list) {
+        for m in lock(&muxes).values().flatten().flat_map(|q| &q.list) {
             busy |= m.is_busy();
             m.send_back_if_slow();
         }
@@ -301,32 +328,24 @@ impl Pools {
         if !self.cfg.lean {
             return None;
         }
-        {
-            let mut idle = lock(&self.lean_idle);
-            if let Some(list) = idle.get_mut(&t.alias) {
-                let now = Instant::now();
-                list.retain(|h| h.key.is_for(t) && !h.idle_for(LEAN_IDLE_TTL, now));
-                while !list.is_empty() {
-                    let i = list
-                        .iter()
-                        .rposition(|h| *h.settings == *settings)
-                        .unwrap_or(list.len() - 1);
-                    let mut h = list.swap_remove(i);
-                    if !h.conn.is_closed() {
-                        return Some(h);
-                    }
-                }
-            }
+        let here = std::thread::current().id();
+        if let Some(h) = self.idle_lean(t, settings, Some(here)) {
+            return Some(h);
         }
-        {
+        let retry = {
             let mut failed = lock(&self.lean_failed);
             match failed.get(&t.alias) {
-                Some(at) if at.elapsed() < LEAN_RETRY => return None,
+                Some(at) if at.elapsed() < LEAN_RETRY => false,
                 Some(_) => {
                     failed.remove(&t.alias);
+                    true
                 }
-                None => {}
+                None => true,
             }
+        };
+        if !retry {
+            // Another loop's idle connection still beats the driver's.
+            return self.idle_lean(t, settings, None);
         }
         let key = Self::key(t);
         // Boxed: opening a connection is rare, and its future inlined would
@@ -336,15 +355,42 @@ impl Pools {
                 alias: t.alias.clone(),
                 key,
                 used: Instant::now(),
+                home: here,
                 settings: std::sync::Arc::default(),
                 conn: Box::new(conn),
             }),
             Err(e) => {
+                // Another loop's idle connection still beats the driver's.
+                if let Some(h) = self.idle_lean(t, settings, None) {
+                    return Some(h);
+                }
                 tracing::debug!(tablet = %t.alias, error = %e, "lean connection failed; using the pool");
                 lock(&self.lean_failed).insert(t.alias.clone(), Instant::now());
                 None
             }
         }
+    }
+
+    /// Takes an idle lean connection to `t` from the pools, dropping the
+    /// dead and the stale: one registered on the loop `home` (None: any
+    /// loop), with these `settings` if there is one.
+    fn idle_lean(
+        &self,
+        t: &Tablet,
+        settings: &str,
+        home: Option<std::thread::ThreadId>,
+    ) -> Option<LeanHandle> {
+        let mut idle = lock(&self.lean_idle);
+        let list = idle.get_mut(&t.alias)?;
+        let now = Instant::now();
+        list.retain(|h| h.key.is_for(t) && !h.idle_for(LEAN_IDLE_TTL, now));
+        while let Some(i) = pick_idle(list, home, settings, |h| (h.home, &h.settings)) {
+            let mut h = list.swap_remove(i);
+            if !h.conn.is_closed() {
+                return Some(h);
+            }
+        }
+        None
     }
 
     async fn open_lean(&self, key: &PoolKey) -> Result<lean::LeanConn, mysql_async::Error> {
@@ -419,30 +465,27 @@ impl Pools {
         // queue (`--shared-read-connections 1`) keeps its order.
         {
             let mut muxes = lock(&self.muxes);
-            if let Some(Queues { key: k, list, .. }) = muxes.get_mut(&t.alias) {
-                if !k.is_for(t) {
-                    list.clear();
-                    *k = Self::key(t);
-                }
-                list.retain(mux::Mux::is_open);
-                let pick = match list.iter().find(|m| !m.is_stalled()) {
+            let Some(Queues { list, .. }) = Queues::of(&mut muxes, t) else {
+                return Err(read);
+            };
+            list.retain(mux::Mux::is_open);
+            let pick = match list.iter().find(|m| !m.is_stalled()) {
+                Some(m) => Some(m),
+                None if list.len() < self.cfg.shared => None,
+                None => match list
+                    .iter()
+                    .filter(|m| !m.is_slow())
+                    .min_by_key(|m| m.load())
+                {
                     Some(m) => Some(m),
-                    None if list.len() < self.cfg.shared => None,
-                    None => match list
-                        .iter()
-                        .filter(|m| !m.is_slow())
-                        .min_by_key(|m| m.load())
-                    {
-                        Some(m) => Some(m),
-                        None if self.cfg.shared > 1 => return Err(read),
-                        None => list.iter().min_by_key(|m| m.load()),
-                    },
-                };
-                if let Some(m) = pick {
-                    match m.submit(read) {
-                        Ok(rx) => return Ok(rx),
-                        Err(r) => read = r,
-                    }
+                    None if self.cfg.shared > 1 => return Err(read),
+                    None => list.iter().min_by_key(|m| m.load()),
+                },
+            };
+            if let Some(m) = pick {
+                match m.submit(read) {
+                    Ok(rx) => return Ok(rx),
+                    Err(r) => read = r,
                 }
             }
         }
@@ -467,10 +510,7 @@ impl Pools {
         }
         let rx = m.submit(read);
         let mut muxes = lock(&self.muxes);
-        let q = muxes
-            .entry(t.alias.clone())
-            .or_insert_with(|| Queues::new(Self::key(t)));
-        if q.key.is_for(t) && q.list.len() < self.cfg.shared {
+        if let Some(q) = Queues::of(&mut muxes, t).filter(|q| q.list.len() < self.cfg.shared) {
             q.list.push(m);
         }
         rx
@@ -487,10 +527,7 @@ impl Pools {
             return None;
         }
         let mut muxes = lock(&self.muxes);
-        if !muxes.contains_key(&t.alias) {
-            muxes.insert(t.alias.clone(), Queues::new(Self::key(t)));
-        }
-        let q = muxes.get_mut(&t.alias)?;
+        let q = Queues::of(&mut muxes, t)?;
         let busy = q.solo.load(Ordering::Relaxed) > 0
             || q.list.iter().any(|m| m.is_open() && m.load() > 0);
         if busy {
@@ -517,8 +554,11 @@ impl Pools {
                 .get(alias)
                 .is_some_and(|t| list.iter().all(|h| h.key.is_for(t)))
         });
-        lock(&self.muxes)
-            .retain(|alias, q| snap.tablets.get(alias).is_some_and(|t| q.key.is_for(t)));
+        lock(&self.muxes).retain(|alias, loops| {
+            snap.tablets
+                .get(alias)
+                .is_some_and(|t| loops.iter().all(|q| q.key.is_for(t)))
+        });
         for t in snap.tablets.values() {
             if !map.contains_key(&t.alias) {
                 let key = Self::key(t);
@@ -543,10 +583,62 @@ impl Pools {
     }
 }
 
+/// Which of the idle connections `idle` (newest last) a statement takes:
+/// only those of the loop `home` (None: any), the newest with `settings`
+/// if one has them, else the newest (its holder brings it to them).
+/// Connections stay with the loop that opened them because a tokio socket
+/// answers to the reactor it was registered with.
+fn pick_idle<T>(
+    idle: &[T],
+    home: Option<std::thread::ThreadId>,
+    settings: &str,
+    of: impl Fn(&T) -> (std::thread::ThreadId, &str),
+) -> Option<usize> {
+    let mine = |x: &T| home.is_none_or(|h| of(x).0 == h);
+    idle.iter()
+        .rposition(|x| mine(x) && of(x).1 == settings)
+        .or_else(|| idle.iter().rposition(mine))
+}
+
 fn retire(pool: Pool) {
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move {
             let _ = pool.disconnect().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_idle;
+
+    /// A statement takes its own loop's newest idle connection with its
+    /// settings, else its loop's newest; another loop's only when any
+    /// loop will do.
+    #[test]
+    fn idle_connections_stay_with_their_event_loop() {
+        let here = std::thread::current().id();
+        let there = std::thread::spawn(|| std::thread::current().id())
+            .join()
+            .unwrap();
+        let idle = [(here, "a"), (there, "b"), (here, ""), (there, "")];
+        let pick = |home, settings| pick_idle(&idle, home, settings, |&(h, s)| (h, s));
+        assert_eq!(pick(Some(here), "a"), Some(0));
+        assert_eq!(pick(Some(here), ""), Some(2));
+        assert_eq!(pick(Some(here), "b"), Some(2), "its own loop's, not b's");
+        assert_eq!(pick(Some(there), "a"), Some(3));
+        assert_eq!(pick(None, "b"), Some(1));
+        assert_eq!(pick(None, "c"), Some(3));
+        let theirs = [(there, "a")];
+        assert_eq!(pick_idle(&theirs, Some(here), "a", |&(h, s)| (h, s)), None);
+        assert_eq!(
+            pick_idle(
+                &[] as &[(std::thread::ThreadId, &str)],
+                None,
+                "",
+                |&(h, s)| (h, s)
+            ),
+            None
+        );
     }
 }
