@@ -144,8 +144,9 @@ pub struct ServeArgs {
     /// A proxy sharing its machine with the database and the load does
     /// best with few threads, and loops that share no task queue pay no
     /// cross-thread wakeups per I/O event (a work-stealing scheduler
-    /// does); reads of sessions on different loops still share tablet
-    /// connections.
+    /// does). Tablet connections stay with the loop that opened them
+    /// (idle ones, and the shared read connections, per loop), so a
+    /// session's replies are woken on its own loop.
     #[arg(long = "worker-threads")]
     pub worker_threads: Option<usize>,
     /// After a client command, an event loop keeps polling its sockets
@@ -177,7 +178,7 @@ pub struct ServeArgs {
     /// whatever this says.
     #[arg(long = "sticky-connections", default_value_t = 128)]
     pub sticky_connections: usize,
-    /// Shared connections per tablet for the reads of sessions that hold
+    /// Shared connections per tablet and event loop for the reads of sessions that hold
     /// no state there (a prepared SELECT outside a transaction, with no
     /// settings, variables or locks): the statements of many sessions are
     /// written to one connection together and answered in order, which
