@@ -685,7 +685,9 @@ fn main() {
             }
         }
 
-        eprintln!("[load] large scatters over 2 shards");
+        if part("scatter") {
+            eprintln!("[load] large scatters over 2 shards");
+        }
         let mut scatters = Vec::new();
         if let Some(pid) = sg_pid.filter(|_| part("scatter")) {
             let grow = format!("insert into sbtest1 (k, c, pad) values {}", vec!["(1, 'c', 'pad')"; 1000].join(", "));
@@ -716,7 +718,9 @@ fn main() {
         // Five interleaved rounds, median per target: one storm takes a
         // fraction of a second, so single runs swing with the machine.
         const STORM_ROUNDS: usize = 5;
-        eprintln!("[load] connect storms ({storm} connects, 8 at a time, {STORM_ROUNDS} rounds)");
+        if part("connect") {
+            eprintln!("[load] connect storms ({storm} connects, 8 at a time, {STORM_ROUNDS} rounds)");
+        }
         let storm_targets = if part("connect") { &targets[..3] } else { &targets[..0] };
         // Two first queries: a pool's validation query, which shardgate
         // (like vtgate) answers without a tablet, and a point select, which
@@ -743,7 +747,9 @@ fn main() {
             }
         }
 
-        eprintln!("[load] 10,000 idle logged-in clients of shardgate");
+        if part("idle") {
+            eprintln!("[load] 10,000 idle logged-in clients of shardgate");
+        }
         let rss_before = sg_pid.map(proc_rss_mb).unwrap_or(0.0);
         // Logged-in clients that ran a query on a tablet (what an idle
         // application pool holds), not bare TCP connections.

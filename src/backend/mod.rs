@@ -151,7 +151,8 @@ impl Drop for Solo {
     }
 }
 
-/// Idle lean connections kept per tablet.
+/// Idle lean connections kept per tablet and event loop (each loop takes
+/// its own, so one loop's must not crowd out another's).
 const LEAN_IDLE: usize = 32;
 
 /// How long a lean connection may sit idle in the pools before it is
@@ -437,7 +438,7 @@ impl Pools {
         h.touch(Instant::now());
         let mut idle = lock(&self.lean_idle);
         let list = idle.entry(h.alias.clone()).or_default();
-        if list.len() < LEAN_IDLE {
+        if list.iter().filter(|x| x.home == h.home).count() < LEAN_IDLE {
             list.push(h);
         }
     }
