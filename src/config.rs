@@ -178,9 +178,9 @@ pub struct ServeArgs {
     /// whatever this says.
     #[arg(long = "sticky-connections", default_value_t = 128)]
     pub sticky_connections: usize,
-    /// Shared connections per tablet and event loop for the reads of sessions that hold
-    /// no state there (a prepared SELECT outside a transaction, with no
-    /// settings, variables or locks): the statements of many sessions are
+    /// Shared connections per tablet and event loop for the reads of
+    /// sessions that hold no state there (a prepared SELECT outside a
+    /// transaction, with no settings, variables or locks): the statements of many sessions are
     /// written to one connection together and answered in order, which
     /// saves socket calls and wakeups on both sides. Another is opened
     /// while the busy ones are held up by a slow statement or have a full

@@ -115,7 +115,9 @@ struct Queues {
 
 impl Queues {
     /// This loop's queues to `t` in `map`, made empty if there were none
-    /// (or they were for an older address of the alias). Always Some.
+    /// (or they were for an older address of the alias). Always Some: an
+    /// Option only so that the hot path looks the alias up by reference
+    /// (the entry API would clone it on every read).
     fn of<'a>(map: &'a mut FastMap<String, Vec<Queues>>, t: &Tablet) -> Option<&'a mut Queues> {
         let here = std::thread::current().id();
         if !map.contains_key(&t.alias) {
