@@ -2,15 +2,16 @@
 //! of the same tablet, and shardgate (unsharded, and three 2-shard
 //! keyspaces: hashed by id, ranged by id, and hashed with both shards in
 //! the unsharded tablet's mysqld),
-//! measured with sysbench in interleaved rounds on this machine, plus a
-//! connect storm, an idle-connection test, a large scatter (RSS growth and
+//! measured with sysbench in interleaved rounds on this machine; goal 2's
+//! bound (the 2-shard tablets' share of the work, run with no proxy; see
+//! `benches/split_ranges.lua`); a connect storm, an idle-connection test, a large scatter (RSS growth and
 //! time to first row) and shardgate's user-space instructions per query
 //! (callgrind; steady where QPS and CPU time drift with the machine).
 //! Prints a Markdown table and writes it to `target/load-results.md`.
 //!
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
 //!   cargo bench --bench load -- --quick # 5 s runs, 1/8 threads, 1 round
-//!   cargo bench --bench load -- --only scatter   # one part: sysbench, instructions, scatter, connect or idle
+//!   cargo bench --bench load -- --only scatter   # one part: sysbench, bound, instructions, scatter, connect or idle
 //!   cargo bench --bench load -- --only sysbench --workload oltp_read_only --threads 8
 //!   cargo bench --bench load -- --only sysbench --threads 1 --rounds 7   # medians of 7 rounds
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
@@ -246,6 +247,71 @@ fn parse(out: &str) -> Run {
         p99_ms: num("99th percentile:"),
         ..Run::default()
     }
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+fn median_of(mut x: Vec<f64>) -> f64 {
+    x.sort_by(f64::total_cmp);
+    match x.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => x[n / 2],
+        n => (x[n / 2 - 1] + x[n / 2]) / 2.0,
+    }
+}
+
+/// Transactions (sysbench events) per second from a run's summary.
+fn tps(out: &str) -> f64 {
+    out.lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The tablets of a 2-shard keyspace under a workload, with no proxy: what
+/// goal 2 (2 shards ≥ 0.9× unsharded) allows at best on this machine.
+/// Returns (two shard mysqlds / one, one mysqld with ranges halved / whole)
+/// for one round, in client transactions per second; `None` where it does
+/// not apply. `whole` is the unsharded tablet, `shards` the two shards'.
+fn no_proxy_bound(
+    whole: &Target,
+    shards: [&Target; 2],
+    workload: &str,
+    threads: u32,
+    secs: u32,
+) -> (f64, Option<f64>) {
+    let skip: &[&str] = &["--skip_trx=on"];
+    let base = tps(&sysbench(whole, workload, "run", threads, secs, skip));
+    if base <= 0.0 {
+        return (0.0, None);
+    }
+    // Each shard's mysqld gets its share of every client transaction: a
+    // point select goes to one of them; read only's ten point selects split
+    // five and five, and each of its four ranges reaches both (about 50 of
+    // the 100 ids live on each). Half the threads each; a client
+    // transaction needs both shares, so read only counts half their sum.
+    // The ids a thread asks a shard for are not all on it, so misses make
+    // this figure, if anything, too kind.
+    let (more, per_txn): (&[&str], f64) = match workload {
+        "oltp_read_only" => (&["--skip_trx=on", "--point_selects=5"], 0.5),
+        _ => (skip, 1.0),
+    };
+    let half = (threads / 2).max(1);
+    let sum: f64 = std::thread::scope(|s| {
+        let runs: Vec<_> = shards
+            .iter()
+            .map(|t| s.spawn(move || tps(&sysbench(t, workload, "run", half, secs, more))))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap_or(0.0)).sum()
+    });
+    // One mysqld holding both shards: the same statements, each range sent
+    // as two halves (point selects are unchanged, so only read only).
+    let halved = (workload == "oltp_read_only").then(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/split_ranges.lua");
+        tps(&sysbench(whole, script, "run", threads, secs, skip)) / base
+    });
+    (sum * per_txn / base, halved)
 }
 
 /// A client of `port` over TCP (never switching to a Unix socket).
@@ -672,6 +738,31 @@ fn main() {
             }
         }
 
+        // Goal 2's bound, with no proxy (from 2 threads up: the shards' run
+        // splits the threads between them).
+        let mut bounds: Vec<(&str, u32, f64, Option<f64>)> = Vec::new();
+        if part("bound") {
+            eprintln!("[load] goal 2's bound: the shards' share of each workload, with no proxy");
+            let shard = |port: u16| Target { name: "shard tablet", port, user: "vt_app", db: "vt_customer", pid: None, extra: &[] };
+            let shards = [shard(ports[&300]), shard(ports[&400])];
+            for w in ["oltp_point_select", "oltp_read_only"] {
+                if workload.as_deref().is_some_and(|o| o != w) {
+                    continue;
+                }
+                for &th in threads.iter().filter(|&&t| t >= 2) {
+                    let (mut two, mut one) = (Vec::new(), Vec::new());
+                    for _ in 0..rounds {
+                        let (a, b) = no_proxy_bound(&targets[0], [&shards[0], &shards[1]], w, th, secs);
+                        two.push(a);
+                        one.extend(b);
+                    }
+                    let (two, one) = (median_of(two), (!one.is_empty()).then(|| median_of(one)));
+                    eprintln!("[load] {w} {th}t with no proxy: two shards' mysqlds {two:.2}× one{}", one.map(|o| format!(", ranges halved {o:.2}×")).unwrap_or_default());
+                    bounds.push((w, th, two, one));
+                }
+            }
+        }
+
         // Instructions per query: shardgate's user-space work, counted by
         // callgrind, which no neighbour on a shared machine disturbs (QPS and
         // CPU time here drift by tens of percent within minutes).
@@ -770,62 +861,67 @@ fn main() {
         drop(idle);
 
         let mut md = String::new();
-        let _ = writeln!(md, "Each figure is the median of {rounds} round(s).\n");
-        let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-        // The median of the rounds (the mean of the middle two for an even count).
-        let median = |v: &[Run], f: fn(&Run) -> f64| {
-            let mut x: Vec<f64> = v.iter().map(f).collect();
-            x.sort_by(f64::total_cmp);
-            match x.len() {
-                0 => 0.0,
-                n if n % 2 == 1 => x[n / 2],
-                n => (x[n / 2 - 1] + x[n / 2]) / 2.0,
+        // The parts `--only` left out print nothing.
+        if !results.is_empty() {
+            let _ = writeln!(md, "Each figure is the median of {rounds} round(s).\n");
+            let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+            // The median of the rounds (the mean of the middle two for an even count).
+            let median = |v: &[Run], f: fn(&Run) -> f64| median_of(v.iter().map(f).collect());
+            for ((w, th, name), runs) in &results {
+                let qps = median(runs, |r| r.qps);
+                let direct = results.get(&(w.clone(), *th, "direct".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
+                let hap = results.get(&(w.clone(), *th, "haproxy".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
+                let cpu = median(runs, |r| r.cpu_us_per_query.unwrap_or(0.0));
+                let rss = runs.iter().filter_map(|r| r.rss_mb).fold(0.0, f64::max);
+                let _ = writeln!(
+                    md,
+                    "| {w} | {th} | {name} | {qps:.0} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                    if direct > 0.0 { qps / direct } else { 0.0 },
+                    if hap > 0.0 { format!("{:.2}", qps / hap) } else { "-".into() },
+                    median(runs, |r| r.avg_ms),
+                    median(runs, |r| r.p95_ms),
+                    median(runs, |r| r.p99_ms),
+                    if runs[0].cpu_us_per_query.is_some() { format!("{cpu:.1}") } else { "-".into() },
+                    if rss > 0.0 { format!("{rss:.0}") } else { "-".into() },
+                );
             }
-        };
-        for ((w, th, name), runs) in &results {
-            let qps = median(runs, |r| r.qps);
-            let direct = results.get(&(w.clone(), *th, "direct".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
-            let hap = results.get(&(w.clone(), *th, "haproxy".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
-            let cpu = median(runs, |r| r.cpu_us_per_query.unwrap_or(0.0));
-            let rss = runs.iter().filter_map(|r| r.rss_mb).fold(0.0, f64::max);
-            let _ = writeln!(
-                md,
-                "| {w} | {th} | {name} | {qps:.0} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
-                if direct > 0.0 { qps / direct } else { 0.0 },
-                if hap > 0.0 { format!("{:.2}", qps / hap) } else { "-".into() },
-                median(runs, |r| r.avg_ms),
-                median(runs, |r| r.p95_ms),
-                median(runs, |r| r.p99_ms),
-                if runs[0].cpu_us_per_query.is_some() { format!("{cpu:.1}") } else { "-".into() },
-                if rss > 0.0 { format!("{rss:.0}") } else { "-".into() },
-            );
-        }
-        let _ = writeln!(md);
-        // Goal 2 compares the sharded keyspaces with the unsharded one.
-        let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded | 2 shards (hash, one mysqld) / unsharded |");
-        let _ = writeln!(md, "|---|---|---|---|---|");
-        for ((w, th, name), runs) in &results {
-            if name != "shardgate" {
-                continue;
+            let _ = writeln!(md);
+            // Goal 2 compares the sharded keyspaces with the unsharded one.
+            let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded | 2 shards (hash, one mysqld) / unsharded |");
+            let _ = writeln!(md, "|---|---|---|---|---|");
+            for ((w, th, name), runs) in &results {
+                if name != "shardgate" {
+                    continue;
+                }
+                let base = median(runs, |r| r.qps);
+                let ratio = |target: &str| {
+                    results
+                        .get(&(w.clone(), *th, target.to_string()))
+                        .filter(|_| base > 0.0)
+                        .map(|v| format!("{:.2}", median(v, |r| r.qps) / base))
+                        .unwrap_or_else(|| "-".into())
+                };
+                let _ = writeln!(
+                    md,
+                    "| {w} | {th} | {} | {} | {} |",
+                    ratio("shardgate 2 shards"),
+                    ratio("shardgate 2 shards (numeric)"),
+                    ratio("shardgate 2 shards (one mysqld)")
+                );
             }
-            let base = median(runs, |r| r.qps);
-            let ratio = |target: &str| {
-                results
-                    .get(&(w.clone(), *th, target.to_string()))
-                    .filter(|_| base > 0.0)
-                    .map(|v| format!("{:.2}", median(v, |r| r.qps) / base))
-                    .unwrap_or_else(|| "-".into())
-            };
-            let _ = writeln!(
-                md,
-                "| {w} | {th} | {} | {} | {} |",
-                ratio("shardgate 2 shards"),
-                ratio("shardgate 2 shards (numeric)"),
-                ratio("shardgate 2 shards (one mysqld)")
-            );
+            let _ = writeln!(md);
         }
-        let _ = writeln!(md);
+        if !bounds.is_empty() {
+            let _ = writeln!(md, "Goal 2's bound: the tablets' share of each workload run straight at them (no proxy, no BEGIN/COMMIT), against the whole workload on the unsharded tablet; client transactions per second, median of {rounds} round(s).\n");
+            let _ = writeln!(md, "| workload | threads | no proxy: two shards' mysqlds / one mysqld | no proxy: one mysqld, ranges halved / whole |");
+            let _ = writeln!(md, "|---|---|---|---|");
+            for (w, th, two, one) in &bounds {
+                let one = one.map(|o| format!("{o:.2}")).unwrap_or_else(|| "-".into());
+                let _ = writeln!(md, "| {w} | {th} | {two:.2} | {one} |");
+            }
+            let _ = writeln!(md);
+        }
         // The parts `--only` left out print nothing.
         if !storms.is_empty() {
             let _ = writeln!(md, "| connect + auth + first query ({storm}, 8 at a time; median of {STORM_ROUNDS} rounds) | target | connects/s | vs HAProxy | proxy CPU µs/connect |");
