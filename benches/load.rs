@@ -15,6 +15,7 @@
 //!   cargo bench --bench load -- --only sysbench --workload oltp_read_only --threads 8
 //!   cargo bench --bench load -- --only sysbench --threads 1 --rounds 7   # medians of 7 rounds
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
+//!   SHARDGATE_ALSO="--worker-threads 2" cargo bench --bench load   # one more shardgate, with these flags
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
 //! valgrind for the instructions part (skipped, with a message, without it).
@@ -324,6 +325,66 @@ fn client_opts(port: u16, user: &str, db: &str) -> mysql_async::OptsBuilder {
         .prefer_socket(false)
 }
 
+/// `shardgate serve` on `port` against the harness's etcd (web port free).
+fn serve_args(etcd: &str, port: u16) -> Vec<String> {
+    let web = free_port().to_string();
+    let args = [
+        "serve",
+        "--topo-implementation",
+        "etcd2",
+        "--topo-global-server-address",
+        etcd,
+        "--cell",
+        "zone1",
+    ];
+    let more = [
+        "--mysql-auth-server-impl",
+        "none",
+        "--port",
+        &web,
+        "--mysql-server-port",
+        &port.to_string(),
+    ];
+    args.iter()
+        .chain(more.iter())
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// Starts a second shardgate with `extra` flags (`SHARDGATE_ALSO`), measured
+/// as one more target in the same interleaved rounds: an A/B of a flag
+/// (`--worker-threads 2`) that no two separate runs on this drifting
+/// machine could settle. Returns its process and port once it serves.
+async fn start_second(
+    dir: &std::path::Path,
+    bin: &std::path::Path,
+    etcd: &str,
+    extra: &str,
+) -> (Child, u16) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("shardgate-also.log")).expect("log");
+    let mut child = Command::new(bin)
+        .args(serve_args(etcd, port))
+        .args(extra.split_whitespace())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start the second shardgate");
+    for _ in 0..100 {
+        if let Ok(c) = mysql_async::Conn::new(client_opts(port, "sb", "commerce")).await {
+            let _ = c.disconnect().await;
+            return (child, port);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "the second shardgate ({extra}) did not serve: {}/shardgate-also.log",
+        dir.display()
+    );
+}
+
 /// Runs a second shardgate under callgrind against the same topology and
 /// counts its instructions over a fixed number of sysbench events per
 /// target and workload (counters zeroed after a warm-up, so connecting,
@@ -342,22 +403,7 @@ async fn count_instructions(
         .args(["--tool=callgrind", "--dump-instr=no", "--collect-jumps=no"])
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(bin)
-        .args([
-            "serve",
-            "--topo-implementation",
-            "etcd2",
-            "--topo-global-server-address",
-            etcd,
-            "--cell",
-            "zone1",
-        ])
-        .args([
-            "--mysql-auth-server-impl",
-            "none",
-            "--port",
-            &free_port().to_string(),
-        ])
-        .args(["--mysql-server-port", &port.to_string()])
+        .args(serve_args(etcd, port))
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
@@ -612,7 +658,13 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(rounds);
+    // `--workload a,b`: the named workloads only.
     let workload = flag("--workload");
+    let wanted = |w: &str| {
+        workload
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == w))
+    };
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -652,10 +704,18 @@ fn main() {
         }
         assert!(up, "haproxy did not start (haproxy -c -f {}/haproxy.cfg)", dir.display());
         let hp_pid = Some(haproxy.id() as i32);
+        // SHARDGATE_ALSO="--worker-threads 2": one more shardgate, with these
+        // flags, as one more target on the unsharded keyspace.
+        let also_flags = std::env::var("SHARDGATE_ALSO").ok().filter(|f| !f.trim().is_empty());
+        let mut also = match &also_flags {
+            Some(f) => Some(start_second(&dir, &cluster.spec.shardgate_bin, &cluster.spec.etcd_addr(), f).await),
+            None => None,
+        };
         // Interrupted (Ctrl-C, SIGTERM): the tablets and etcd run in their own
         // process groups and would outlive the harness, so stop them here.
         let mut started: Vec<i32> = cluster.procs.iter().map(|p| p.pid).collect();
         started.push(haproxy.id() as i32);
+        started.extend(also.iter().map(|(c, _)| c.id() as i32));
         let dir2 = dir.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -682,7 +742,7 @@ fn main() {
             std::process::exit(130);
         });
 
-        let targets = [
+        let mut targets = vec![
             Target { name: "direct", port: ports[&100], user: "vt_app", db: "vt_commerce", pid: None, extra: &[] },
             Target { name: "haproxy", port: hp_port, user: "vt_app", db: "vt_commerce", pid: hp_pid, extra: &[] },
             Target { name: "shardgate", port: sg_port, user: "sb", db: "commerce", pid: sg_pid, extra: &[] },
@@ -697,10 +757,14 @@ fn main() {
             sysbench(t, "oltp_read_write", "prepare", 1, 10, &[]);
         }
         settle(ports.values().copied()).await;
+        if let (Some((child, port)), Some(flags)) = (&also, &also_flags) {
+            let name: &'static str = Box::leak(format!("shardgate {flags}").into_boxed_str());
+            targets.push(Target { name, port: *port, user: "sb", db: "commerce", pid: Some(child.id() as i32), extra: &[] });
+        }
 
         let workloads: Vec<&str> = ["oltp_point_select", "oltp_read_only", "oltp_read_write"]
             .into_iter()
-            .filter(|w| part("sysbench") && workload.as_deref().is_none_or(|o| o == *w))
+            .filter(|w| part("sysbench") && wanted(w))
             .collect();
         let mut results: BTreeMap<(String, u32, String), Vec<Run>> = BTreeMap::new();
         for &w in &workloads {
@@ -746,7 +810,7 @@ fn main() {
             let shard = |port: u16| Target { name: "shard tablet", port, user: "vt_app", db: "vt_customer", pid: None, extra: &[] };
             let shards = [shard(ports[&300]), shard(ports[&400])];
             for w in ["oltp_point_select", "oltp_read_only"] {
-                if workload.as_deref().is_some_and(|o| o != w) {
+                if !wanted(w) {
                     continue;
                 }
                 for &th in threads.iter().filter(|&&t| t >= 2) {
@@ -957,6 +1021,10 @@ fn main() {
         let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/load-results.md"), &md);
         let _ = haproxy.kill();
         let _ = haproxy.wait();
+        if let Some((mut child, _)) = also.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         drop(cluster);
         let _ = std::fs::remove_dir_all(&dir);
     });
