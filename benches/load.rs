@@ -4,9 +4,10 @@
 //! the unsharded tablet's mysqld),
 //! measured with sysbench in interleaved rounds on this machine; goal 2's
 //! bound (the 2-shard tablets' share of the work, run with no proxy; see
-//! `benches/split_ranges.lua`); a connect storm, an idle-connection test, a large scatter (RSS growth and
-//! time to first row) and shardgate's user-space instructions per query
-//! (callgrind; steady where QPS and CPU time drift with the machine).
+//! `benches/split_ranges.lua`); a connect storm, an idle-connection test,
+//! a large scatter (RSS growth and time to first row) and shardgate's
+//! user-space instructions per query (callgrind; steady where QPS and CPU
+//! time drift with the machine).
 //! Prints a Markdown table and writes it to `target/load-results.md`.
 //!
 //!   cargo bench --bench load            # 20 s runs, 1/8/32 threads, 2 rounds
