@@ -135,6 +135,65 @@ struct Run {
     p99_ms: f64,
     cpu_us_per_query: Option<f64>,
     rss_mb: Option<f64>,
+    /// The target's MariaDB tablets' CPU per query (all its shards').
+    tablets_us_per_query: f64,
+    /// sysbench's own CPU per query.
+    client_us_per_query: f64,
+    /// The share of the machine's CPU time nobody used, in percent.
+    idle_pct: f64,
+}
+
+/// CPU counters read before and after a run: a run's QPS alone does not
+/// say whether the proxy, the tablets or the clients took the machine, or
+/// whether part of it stood idle (one event loop's wait; session 16).
+struct Counters {
+    tablets: f64,
+    clients: f64,
+    idle: f64,
+    total: f64,
+}
+
+impl Counters {
+    fn read(tablets: &[i32]) -> Counters {
+        // The whole machine's time, from the first line of /proc/stat
+        // (user nice system idle iowait irq softirq steal, in ticks).
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        let tick = |i: usize| f.get(i).copied().unwrap_or(0.0);
+        // SAFETY: getrusage fills the struct it is given; zeroed is a valid value.
+        let clients = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            secs(u.ru_utime) + secs(u.ru_stime)
+        };
+        Counters {
+            tablets: tablets.iter().map(|&p| proc_cpu_seconds(p)).sum(),
+            clients,
+            idle: tick(3) + tick(4),
+            total: f.iter().sum(),
+        }
+    }
+
+    /// Fills `r`'s tablet, client and idle figures for the run since `self`.
+    fn fill(&self, now: &Counters, queries: f64, r: &mut Run) {
+        if queries > 0.0 {
+            r.tablets_us_per_query = (now.tablets - self.tablets) * 1e6 / queries;
+            // sysbench is waited for when it ends: its time counts then.
+            r.client_us_per_query = (now.clients - self.clients) * 1e6 / queries;
+        }
+        if now.total > self.total {
+            r.idle_pct = 100.0 * (now.idle - self.idle) / (now.total - self.total);
+        }
+    }
 }
 
 fn proc_cpu_seconds(pid: i32) -> f64 {
@@ -763,6 +822,23 @@ fn main() {
             targets.push(Target { name, port: *port, user: "sb", db: "commerce", pid: Some(child.id() as i32), extra: &[] });
         }
 
+        // The mysqld processes behind each target, by its database.
+        let pid_of: BTreeMap<u32, i32> = cluster
+            .spec
+            .tablets
+            .iter()
+            .map(|t| t.uid)
+            .zip(cluster.procs.iter().filter(|p| p.name == "mariadbd").map(|p| p.pid))
+            .collect();
+        let tablets_of = |t: &Target| -> Vec<i32> {
+            let uids: &[u32] = match t.db {
+                "customer" => &[300, 400],
+                "ranged" => &[500, 600],
+                _ => &[100],
+            };
+            uids.iter().filter_map(|u| pid_of.get(u).copied()).collect()
+        };
+
         let workloads: Vec<&str> = ["oltp_point_select", "oltp_read_only", "oltp_read_write"]
             .into_iter()
             .filter(|w| part("sysbench") && wanted(w))
@@ -788,8 +864,11 @@ fn main() {
                             (th, &[])
                         };
                         let cpu0 = t.pid.map(proc_cpu_seconds);
+                        let tablets = tablets_of(t);
+                        let counters = Counters::read(&tablets);
                         let out = sysbench(t, w, "run", th, secs, more);
                         let mut r = parse(&out);
+                        counters.fill(&Counters::read(&tablets), r.qps * secs as f64, &mut r);
                         if let (Some(pid), Some(c0)) = (t.pid, cpu0) {
                             let cpu = proc_cpu_seconds(pid) - c0;
                             let queries = r.qps * secs as f64;
@@ -929,8 +1008,8 @@ fn main() {
         // The parts `--only` left out print nothing.
         if !results.is_empty() {
             let _ = writeln!(md, "Each figure is the median of {rounds} round(s).\n");
-            let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB |");
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB | tablets CPU µs/query | sysbench CPU µs/query | machine idle % |");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             // The median of the rounds (the mean of the middle two for an even count).
             let median = |v: &[Run], f: fn(&Run) -> f64| median_of(v.iter().map(f).collect());
             for ((w, th, name), runs) in &results {
@@ -941,7 +1020,7 @@ fn main() {
                 let rss = runs.iter().filter_map(|r| r.rss_mb).fold(0.0, f64::max);
                 let _ = writeln!(
                     md,
-                    "| {w} | {th} | {name} | {qps:.0} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                    "| {w} | {th} | {name} | {qps:.0} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} |",
                     if direct > 0.0 { qps / direct } else { 0.0 },
                     if hap > 0.0 { format!("{:.2}", qps / hap) } else { "-".into() },
                     median(runs, |r| r.avg_ms),
@@ -949,6 +1028,9 @@ fn main() {
                     median(runs, |r| r.p99_ms),
                     if runs[0].cpu_us_per_query.is_some() { format!("{cpu:.1}") } else { "-".into() },
                     if rss > 0.0 { format!("{rss:.0}") } else { "-".into() },
+                    median(runs, |r| r.tablets_us_per_query),
+                    median(runs, |r| r.client_us_per_query),
+                    median(runs, |r| r.idle_pct),
                 );
             }
             let _ = writeln!(md);
