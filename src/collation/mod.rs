@@ -152,6 +152,17 @@ fn cmp_chars(a: &[u8], b: &[u8], weigh: impl Fn(u32) -> u32 + Copy) -> Ordering 
     // UTF-8 continuation byte, so starting there agrees with starting at 0.
     let continuation = |c: Option<&u8>| c.is_some_and(|&c| c & 0xC0 == 0x80);
     let mut start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    // Two ASCII bytes there are whole characters after equal ones: when
+    // they weigh differently they decide, with no decoding (most sort keys
+    // differ early and in ASCII; a case-only difference reads on).
+    if let (Some(&p), Some(&q)) = (a.get(start), b.get(start)) {
+        if p < 0x80 && q < 0x80 {
+            let (p, q) = (weigh(u32::from(p)), weigh(u32::from(q)));
+            if p != q {
+                return p.cmp(&q);
+            }
+        }
+    }
     while start > 0 && (continuation(a.get(start)) || continuation(b.get(start))) {
         start -= 1;
     }
@@ -304,6 +315,76 @@ mod tests {
         assert_eq!(c.cmp("€".as_bytes(), b"~"), Greater);
         assert_eq!(c.cmp(b"a", b"a  "), Equal);
         assert_eq!(c.cmp(b"a", b"a\t"), Greater);
+    }
+
+    /// The shortcuts (equal prefixes skipped, a first ASCII difference
+    /// deciding) order strings as weighing every character from the start.
+    #[test]
+    fn shortcuts_agree_with_weighing_every_character() {
+        fn full(c: Collation, a: &[u8], b: &[u8]) -> Ordering {
+            let weigh = |cp: u32| match c {
+                Collation::Utf8GeneralCi => match usize::try_from(cp) {
+                    Ok(i) if i <= 0xFFFF => u32::from(weights()[i]),
+                    _ => 0xFFFD,
+                },
+                _ => {
+                    let t = latin1();
+                    match usize::try_from(cp) {
+                        Ok(i) if i < 256 => u32::from(t.low[i]),
+                        _ => t
+                            .high
+                            .binary_search_by_key(&cp, |e| e.0)
+                            .map_or(u32::from(NOT_LATIN1), |k| u32::from(t.high[k].1)),
+                    }
+                }
+            };
+            let (mut x, mut y) = (Chars { s: a, weigh }, Chars { s: b, weigh });
+            loop {
+                match (x.next(), y.next()) {
+                    (Some(p), Some(q)) if p == q => {}
+                    (Some(p), Some(q)) => return p.cmp(&q),
+                    (None, None) => return Equal,
+                    (Some(p), None) => return against_spaces(std::iter::once(p).chain(x)),
+                    (None, Some(q)) => {
+                        return against_spaces(std::iter::once(q).chain(y)).reverse()
+                    }
+                }
+            }
+        }
+        let pieces: [&[u8]; 12] = [
+            b"a",
+            b"A",
+            b"b",
+            b"_",
+            b" ",
+            b"\t",
+            b"1",
+            "é".as_bytes(),
+            "É".as_bytes(),
+            "ø".as_bytes(),
+            "😀".as_bytes(),
+            b"\xff",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let word = |next: &mut dyn FnMut() -> u64| {
+            let n = next() % 5;
+            (0..n)
+                .flat_map(|_| pieces[(next() % 12) as usize].to_vec())
+                .collect::<Vec<u8>>()
+        };
+        for _ in 0..20_000 {
+            let a = word(&mut next);
+            let b = word(&mut next);
+            for c in [Collation::Utf8GeneralCi, Collation::Latin1SwedishCi] {
+                assert_eq!(c.cmp(&a, &b), full(c, &a, &b), "{c:?} {a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -150,9 +150,17 @@ fn by_bytes(table: &[[u64; 256]; 8], x: u64) -> u64 {
     (0..8).fold(0, |out, i| out | table[i][usize::from(b[i])])
 }
 
-/// A DES key's schedule: per round, the eight 6-bit key chunks.
+/// A DES key's schedule: per round, the eight 6-bit key chunks placed
+/// where [`Des::encrypt`] meets them in a doubled half-block, the even
+/// S-boxes' in one word and the odd ones' in another (within each, the
+/// chunks do not overlap, so one XOR keys four S-box inputs).
 pub struct Des {
-    rounds: [[u32; 8]; 16],
+    rounds: [(u64, u64); 16],
+}
+
+/// Where S-box `i`'s six input bits sit in a doubled half-block.
+const fn sbox_shift(i: usize) -> u32 {
+    32 - 4 * i as u32
 }
 
 impl Des {
@@ -161,13 +169,18 @@ impl Des {
         let cd = permute(u64::from_be_bytes(key), 64, &PC1);
         let (mut c, mut d) = ((cd >> 28) as u32, (cd & 0x0fff_ffff) as u32);
         let rot = |x: u32, n: u32| ((x << n) | (x >> (28 - n))) & 0x0fff_ffff;
-        let mut rounds = [[0u32; 8]; 16];
+        let mut rounds = [(0u64, 0u64); 16];
         for (round, &n) in rounds.iter_mut().zip(&SHIFTS) {
             c = rot(c, n);
             d = rot(d, n);
             let k = permute((u64::from(c) << 28) | u64::from(d), 56, &PC2);
-            for (i, chunk) in round.iter_mut().enumerate() {
-                *chunk = ((k >> (42 - 6 * i)) & 0x3f) as u32;
+            for i in 0..8 {
+                let chunk = ((k >> (42 - 6 * i)) & 0x3f) << sbox_shift(i);
+                if i % 2 == 0 {
+                    round.0 |= chunk;
+                } else {
+                    round.1 |= chunk;
+                }
             }
         }
         Des { rounds }
@@ -178,13 +191,16 @@ impl Des {
         let t = tables();
         let x = by_bytes(&t.ip, block);
         let (mut l, mut r) = ((x >> 32) as u32, x as u32);
-        for keys in &self.rounds {
+        for &(even, odd) in &self.rounds {
             // Expansion E: S-box i reads the six bits of R from DES bit
-            // 4i (bit 0 being bit 32) on, which a rotation brings low.
-            let f = (0..8).fold(0u32, |f, i| {
-                let chunk = (r.rotate_left(5 + 4 * i as u32) & 0x3f) ^ keys[i];
-                f ^ t.sp[i][chunk as usize]
-            });
+            // 4i (bit 0 being bit 32) on: the low six bits of R rotated
+            // left by 5 + 4i, which are bits 32 - 4i on of R rotated by 5
+            // and doubled to 64 bits (no wrapping for any i).
+            let x = r.rotate_left(5);
+            let x = (u64::from(x) << 32) | u64::from(x);
+            let (u, v) = (x ^ even, x ^ odd);
+            let s = |i: usize, w: u64| t.sp[i][((w >> sbox_shift(i)) & 0x3f) as usize];
+            let f = s(0, u) ^ s(1, v) ^ s(2, u) ^ s(3, v) ^ s(4, u) ^ s(5, v) ^ s(6, u) ^ s(7, v);
             (l, r) = (r, l ^ f);
         }
         by_bytes(&t.fp, (u64::from(r) << 32) | u64::from(l))
