@@ -269,7 +269,7 @@ pub fn shard_for<'a>(ks: &'a Keyspace, ksid: &[u8]) -> Option<&'a str> {
         .map(|s| s.name.as_str())
 }
 
-fn map_value(func: Func, v: &Value) -> Result<Option<Vec<u8>>, Error> {
+fn map_value(func: Func, v: &Value) -> Result<Option<crate::vschema::vindex::KeyspaceId>, Error> {
     func.map(v)
         .map_err(|e| Error::Plan(PlanError::Unsupported(e.to_string())))
 }
@@ -328,9 +328,10 @@ fn between_shards<'a>(
 }
 
 /// Where a SELECT goes: whole to one shard, or split over several.
-enum Dispatch {
-    /// The statement as written, to this shard.
-    Whole(String),
+enum Dispatch<'a> {
+    /// The statement as written, to this shard (named by the snapshot
+    /// where it can be: a point query allocates nothing for it).
+    Whole(Cow<'a, str>),
     /// The pushed-down query to each of these shards (with that shard's own
     /// IN values when the list was pruned); the gate combines.
     Split(Vec<(String, Option<Vec<String>>)>),
@@ -346,7 +347,7 @@ pub fn whole_shard<'a>(
     plan: &'a Plan,
     binds: &[Bind],
     tablet_type: TabletType,
-    snap: &Snapshot,
+    snap: &'a Snapshot,
 ) -> Result<Option<WholeShard<'a>>, Error> {
     Ok(match plan {
         Plan::Route(r) if !r.rename_db_columns => Some((
@@ -355,7 +356,7 @@ pub fn whole_shard<'a>(
             r.tablet_type,
         )),
         Plan::Select(p) => match select_dispatch(p, binds, snap)? {
-            Dispatch::Whole(shard) => Some((p.keyspace.as_str(), Cow::Owned(shard), tablet_type)),
+            Dispatch::Whole(shard) => Some((p.keyspace.as_str(), shard, tablet_type)),
             Dispatch::Split(_) => None,
         },
         Plan::Dml(p) => {
@@ -382,26 +383,29 @@ pub fn whole_shard<'a>(
 }
 
 /// Where a SELECT goes for these bind values.
-fn select_dispatch(p: &SelectPlan, binds: &[Bind], snap: &Snapshot) -> Result<Dispatch, Error> {
+fn select_dispatch<'a>(
+    p: &SelectPlan,
+    binds: &[Bind],
+    snap: &'a Snapshot,
+) -> Result<Dispatch<'a>, Error> {
     let ks = keyspace_of(snap, &p.keyspace)?;
     Ok(match &p.routing {
         Routing::Equal { func, value } => {
-            Dispatch::Whole(
+            Dispatch::Whole(Cow::Borrowed(
                 match map_value(*func, &operand_value(value, binds))? {
                     Some(ksid) => shard_for(ks, &ksid).unwrap_or(first_shard(ks)?),
                     // No keyspace id (NULL): no row can match; any shard answers with the columns.
                     None => first_shard(ks)?,
-                }
-                .to_string(),
-            )
+                },
+            ))
         }
-        Routing::Any => Dispatch::Whole(first_shard(ks)?.to_string()),
-        _ if ks.shards.len() == 1 => Dispatch::Whole(first_shard(ks)?.to_string()),
+        Routing::Any => Dispatch::Whole(Cow::Borrowed(first_shard(ks)?)),
+        _ if ks.shards.len() == 1 => Dispatch::Whole(Cow::Borrowed(first_shard(ks)?)),
         Routing::In { func, values } => {
             let mut groups = in_groups(ks, *func, values, binds)?;
             match groups.len() {
-                0 => Dispatch::Whole(first_shard(ks)?.to_string()),
-                1 => Dispatch::Whole(groups.remove(0).0),
+                0 => Dispatch::Whole(Cow::Borrowed(first_shard(ks)?)),
+                1 => Dispatch::Whole(Cow::Owned(groups.remove(0).0)),
                 _ => Dispatch::Split(
                     groups
                         .into_iter()
@@ -412,7 +416,7 @@ fn select_dispatch(p: &SelectPlan, binds: &[Bind], snap: &Snapshot) -> Result<Di
         }
         Routing::Between { func, low, high } => {
             match between_shards(ks, *func, low, high, binds)?.as_slice() {
-                [one] => Dispatch::Whole(one.to_string()),
+                [one] => Dispatch::Whole(Cow::Borrowed(one)),
                 many => Dispatch::Split(many.iter().map(|s| (s.to_string(), None)).collect()),
             }
         }

@@ -85,14 +85,14 @@ impl Func {
 
     /// Maps a value to its keyspace id; None when the value has none (NULL
     /// for integer vindexes), which routes nowhere.
-    pub fn map(self, v: &Value) -> Result<Option<Vec<u8>>, VindexError> {
+    pub fn map(self, v: &Value) -> Result<Option<KeyspaceId>, VindexError> {
         match self {
-            Func::Null => Ok(Some(vec![0])),
+            Func::Null => Ok(Some(KeyspaceId::Bytes(vec![0]))),
             Func::Binary => Ok(match v {
                 Value::NULL => None,
-                other => Some(bytes_of(other)),
+                other => Some(KeyspaceId::Bytes(bytes_of(other))),
             }),
-            Func::BinaryMd5 => Ok(Some(Md5::digest(bytes_of(v)).to_vec())),
+            Func::BinaryMd5 => Ok(Some(KeyspaceId::Bytes(Md5::digest(bytes_of(v)).to_vec()))),
             Func::Xxhash => Ok(Some(xxhash(&bytes_of(v)))),
             Func::UnicodeLooseMd5 | Func::UnicodeLooseXxhash => {
                 let key = super::unicode_loose::loose_key(&bytes_of(v)).map_err(|e| {
@@ -105,7 +105,7 @@ impl Func {
                     }
                 })?;
                 Ok(Some(if self == Func::UnicodeLooseMd5 {
-                    Md5::digest(key).to_vec()
+                    KeyspaceId::Bytes(Md5::digest(key).to_vec())
                 } else {
                     xxhash(&key)
                 }))
@@ -114,11 +114,11 @@ impl Func {
                 let Some(n) = self.uint(v)? else {
                     return Ok(None);
                 };
-                Ok(Some(match self {
+                Ok(Some(KeyspaceId::Word(match self {
                     Func::Hash => des_encrypt(n),
-                    Func::Numeric => n.to_be_bytes().to_vec(),
-                    _ => n.reverse_bits().to_be_bytes().to_vec(),
-                }))
+                    Func::Numeric => n.to_be_bytes(),
+                    _ => n.reverse_bits().to_be_bytes(),
+                })))
             }
         }
     }
@@ -159,6 +159,54 @@ impl Func {
     }
 }
 
+/// A keyspace id. Most vindexes give eight bytes, kept inline so that
+/// routing a point query allocates nothing for its id; the others (md5's
+/// sixteen, `binary`'s any length) are on the heap. Compared, ordered and
+/// printed as its bytes.
+#[derive(Clone)]
+pub enum KeyspaceId {
+    /// Eight bytes: hash, numeric, xxhash, reverse_bits.
+    Word([u8; 8]),
+    /// Any other length.
+    Bytes(Vec<u8>),
+}
+
+impl std::ops::Deref for KeyspaceId {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyspaceId::Word(w) => w,
+            KeyspaceId::Bytes(b) => b,
+        }
+    }
+}
+
+impl PartialEq for KeyspaceId {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for KeyspaceId {}
+
+impl PartialOrd for KeyspaceId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyspaceId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl std::fmt::Debug for KeyspaceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A value's bytes as Vitess's `ToBytes` gives them (integers as decimal text).
 fn bytes_of(v: &Value) -> Vec<u8> {
     match v {
@@ -170,17 +218,15 @@ fn bytes_of(v: &Value) -> Vec<u8> {
     }
 }
 
-fn xxhash(bytes: &[u8]) -> Vec<u8> {
-    twox_hash::XxHash64::oneshot(0, bytes)
-        .to_le_bytes()
-        .to_vec()
+fn xxhash(bytes: &[u8]) -> KeyspaceId {
+    KeyspaceId::Word(twox_hash::XxHash64::oneshot(0, bytes).to_le_bytes())
 }
 
-fn des_encrypt(n: u64) -> Vec<u8> {
+fn des_encrypt(n: u64) -> [u8; 8] {
     // The key schedule is computed once; the key is always zero.
     static CIPHER: std::sync::OnceLock<super::des::Des> = std::sync::OnceLock::new();
     let cipher = CIPHER.get_or_init(|| super::des::Des::new([0u8; 8]));
-    cipher.encrypt(n).to_be_bytes().to_vec()
+    cipher.encrypt(n).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -258,6 +304,9 @@ mod tests {
             Func::Hash.map(&Value::Int(1)).unwrap()
         );
         assert!(Func::Hash.map(&Value::Bytes(b"abc".to_vec())).is_err());
-        assert_eq!(Func::Null.map(&Value::NULL).unwrap(), Some(vec![0]));
+        assert_eq!(
+            Func::Null.map(&Value::NULL).unwrap().as_deref(),
+            Some(&[0u8][..])
+        );
     }
 }
