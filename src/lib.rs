@@ -3,8 +3,7 @@
 //! # Layout, in the order a statement flows
 //!
 //! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
-//!   result encoding; MariaDB's cached column definitions for prepared
-//!   statements). Hands statement text to the session; never routes.
+//!   result encoding). Hands statement text to the session; never routes.
 //! - [`session`]: one client's state: target, autocommit, transaction,
 //!   settings, prepared statements (run prepared on the tablet when they go
 //!   whole to one); its backend connections are [`executor::ShardConns`].
