@@ -11,6 +11,8 @@ pub mod packets;
 
 use std::sync::Arc;
 
+use crate::fasthash::FastMap;
+
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -34,8 +36,10 @@ use codec::{write_packet, Packet, PacketCodec};
 /// Capabilities shardgate offers. No SSL, compression or DEPRECATE_EOF:
 /// result sets always end with EOF packets.
 pub fn server_capabilities() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_FOUND_ROWS
+    // CLIENT_LONG_PASSWORD is bit 0, which MariaDB calls CLIENT_MYSQL and
+    // leaves clear to say that its extended capabilities follow (as
+    // MariaDB servers do; MySQL clients ignore the bit).
+    CapabilityFlags::CLIENT_FOUND_ROWS
         | CapabilityFlags::CLIENT_LONG_FLAG
         | CapabilityFlags::CLIENT_CONNECT_WITH_DB
         | CapabilityFlags::CLIENT_PROTOCOL_41
@@ -48,6 +52,25 @@ pub fn server_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
 }
+
+/// MariaDB's MARIADB_CLIENT_CACHE_METADATA, bit 36 of the capabilities (bit 4
+/// of the extended ones the handshake carries apart): the client keeps a
+/// prepared statement's column definitions, and an execution whose columns
+/// are the ones it last got says so with one byte instead of sending them
+/// again. Each column count packet then carries a "metadata follows" byte.
+/// MariaDB's own client library asks for it, and gets it from MariaDB
+/// itself (and through an L4 proxy); without it every execution's result
+/// re-sends, and the client re-parses, its column definitions.
+pub const EXT_CACHE_METADATA: u32 = 1 << 4;
+
+/// Where the extended capabilities sit in a greeting after the server
+/// version: connection id, scramble part, filler, capabilities, collation,
+/// status, capabilities, scramble length, then six bytes of filler.
+const GREETING_EXT_CAPS_AFTER_VERSION: usize = 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
+
+/// Where a handshake response carries the client's extended capabilities:
+/// after capabilities, max packet size, collation and 19 bytes of filler.
+const RESPONSE_EXT_CAPS_AT: usize = 4 + 4 + 1 + 19;
 
 /// The read side of a client connection (TCP or Unix socket).
 pub type ClientRead = Box<dyn AsyncRead + Unpin + Send>;
@@ -71,9 +94,25 @@ pub struct Wire {
     seq: u8,
     /// The most output buffered at once since the last idle point.
     peak: usize,
+    /// Negotiated [`EXT_CACHE_METADATA`].
+    cache_metadata: bool,
+    /// Per prepared statement, the column definitions its client last got
+    /// (each as a 4-byte length and the packet), with cache_metadata.
+    sent_columns: FastMap<u32, Vec<u8>>,
 }
 
 impl Wire {
+    fn new(writer: ClientWrite) -> Wire {
+        Wire {
+            writer,
+            out: Vec::new(),
+            seq: 0,
+            peak: 0,
+            cache_metadata: false,
+            sent_columns: FastMap::default(),
+        }
+    }
+
     fn push(&mut self, payload: &[u8]) {
         write_packet(&mut self.out, &mut self.seq, payload);
     }
@@ -113,6 +152,30 @@ impl Wire {
         Ok(())
     }
 
+    /// Whether `defs` are the definitions last sent for statement `id`;
+    /// when they are not, they are kept as the last sent.
+    fn columns_known(&mut self, id: u32, defs: &[impl AsRef<[u8]>]) -> bool {
+        let known = self.sent_columns.entry(id).or_default();
+        let mut at = 0;
+        let same = defs.iter().all(|d| {
+            let d = d.as_ref();
+            let len = (d.len() as u32).to_le_bytes();
+            let same = known.get(at..at + 4) == Some(&len[..])
+                && known.get(at + 4..at + 4 + d.len()) == Some(d);
+            at += 4 + d.len();
+            same
+        }) && at == known.len();
+        if !same {
+            known.clear();
+            for d in defs {
+                let d = d.as_ref();
+                known.extend_from_slice(&(d.len() as u32).to_le_bytes());
+                known.extend_from_slice(d);
+            }
+        }
+        same
+    }
+
     fn push_err(&mut self, e: &MysqlError) {
         self.push(&packets::err(e));
     }
@@ -128,6 +191,10 @@ enum Pending {
 struct ResultWriter<'w> {
     wire: &'w mut Wire,
     binary: bool,
+    /// The prepared statement whose execution this is, until its first
+    /// result set's columns are written: those may go unsent when its
+    /// client already has them ([`EXT_CACHE_METADATA`]).
+    stmt: Option<u32>,
     cols: Vec<Column>,
     pending: Option<Pending>,
     status: u16,
@@ -138,6 +205,7 @@ impl<'w> ResultWriter<'w> {
         ResultWriter {
             wire,
             binary,
+            stmt: None,
             cols: Vec::new(),
             pending: None,
             status: status.bits(),
@@ -163,16 +231,28 @@ impl<'w> ResultWriter<'w> {
         }
     }
 
-    /// Starts a result set: the column count, each definition, the EOF.
-    fn column_defs<D: AsRef<[u8]>>(&mut self, defs: impl ExactSizeIterator<Item = D>) {
+    /// Starts a result set: the column count, each definition, the EOF;
+    /// with [`EXT_CACHE_METADATA`], the count says whether definitions
+    /// follow, and an execution whose client has them sends none.
+    fn column_defs<D: AsRef<[u8]>>(&mut self, defs: &[D]) {
         self.write_pending(true);
         let count = defs.len() as u64;
+        let cache = self.wire.cache_metadata;
+        let send = match self.stmt.take() {
+            Some(id) if cache => !self.wire.columns_known(id, defs),
+            _ => true,
+        };
         let _ = self.wire.push_with(|out| {
             packets::put_lenenc_int(out, count);
+            if cache {
+                out.push(u8::from(send));
+            }
             Ok(())
         });
-        for d in defs {
-            self.wire.push(d.as_ref());
+        if send {
+            for d in defs {
+                self.wire.push(d.as_ref());
+            }
         }
         self.wire.push(&packets::eof(self.status, 0));
     }
@@ -190,7 +270,8 @@ impl<'w> ResultWriter<'w> {
 
 impl RowSink for ResultWriter<'_> {
     fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
-        self.column_defs(cols.iter().map(packets::column_def));
+        let defs: Vec<Vec<u8>> = cols.iter().map(packets::column_def).collect();
+        self.column_defs(&defs);
         self.cols.clear();
         self.cols.extend_from_slice(cols);
         Ok(())
@@ -249,7 +330,7 @@ impl RowSink for ResultWriter<'_> {
 
 impl crate::engine::PacketSink for ResultWriter<'_> {
     fn column_packets(&mut self, defs: &[BytesMut]) {
-        self.column_defs(defs.iter());
+        self.column_defs(defs);
         // Rows arrive encoded; no column types needed to write them.
         self.cols.clear();
     }
@@ -294,12 +375,7 @@ pub async fn handle_unix(stream: tokio::net::UnixStream, ctx: Arc<ServerCtx>) {
 pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<ServerCtx>) {
     // Small initial buffers: idle connections should cost little memory.
     let mut reader = FramedRead::with_capacity(r, PacketCodec::new(ctx.max_packet), 512);
-    let mut wire = Wire {
-        writer: w,
-        out: Vec::new(),
-        seq: 0,
-        peak: 0,
-    };
+    let mut wire = Wire::new(w);
     let mut session = Session::default();
     match Box::pin(handshake(&mut reader, &mut wire, &ctx, &mut session, &peer)).await {
         Ok(true) => {
@@ -360,6 +436,11 @@ async fn handshake(
     );
     let mut payload = Vec::with_capacity(128);
     hs.serialize(&mut payload);
+    // The extended capabilities, in filler the greeting leaves zero.
+    let at = 1 + ctx.server_version.len() + 1 + GREETING_EXT_CAPS_AFTER_VERSION;
+    if let Some(ext) = payload.get_mut(at..at + 4) {
+        ext.copy_from_slice(&EXT_CACHE_METADATA.to_le_bytes());
+    }
     wire.seq = 0;
     wire.push(&payload);
     wire.flush().await?;
@@ -375,6 +456,10 @@ async fn handshake(
             return Ok(false);
         }
     };
+    wire.cache_metadata = pkt
+        .payload
+        .get(RESPONSE_EXT_CAPS_AT..RESPONSE_EXT_CAPS_AT + 4)
+        .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & EXT_CACHE_METADATA != 0);
     let user = String::from_utf8_lossy(resp.user()).into_owned();
     let mut response = resp.scramble_buf().to_vec();
     let native = matches!(
@@ -542,6 +627,7 @@ async fn command_loop(
                 if body.len() >= 4 {
                     let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
                     session.prepared.remove(&id);
+                    wire.sent_columns.remove(&id);
                 }
             }
             cmd::STMT_RESET => {
@@ -563,6 +649,7 @@ async fn command_loop(
                 let target = session.target.clone();
                 *session = Session::default();
                 session.target = target;
+                wire.sent_columns.clear();
                 wire.push(&ok_status(session));
             }
             other => wire.push_err(&Error::UnknownCommand(other).to_mysql()),
@@ -650,6 +737,7 @@ async fn execute_stmt(
         &mut st.long_data,
     )?;
     let mut rw = ResultWriter::new(wire, true, session.status());
+    rw.stmt = Some(id);
     match session.execute_prepared(ctx, id, params, &mut rw).await {
         Ok(()) => {
             rw.finish(session.status());
@@ -697,16 +785,68 @@ mod tests {
     use super::*;
     use tokio_util::codec::Decoder;
 
+    /// The payloads of the packets in `out`.
+    fn frames(out: &[u8]) -> Vec<Vec<u8>> {
+        let mut at = 0;
+        let mut v = Vec::new();
+        while let Some(len) = codec::whole_frame(&out[at..]) {
+            v.push(out[at + 4..at + 4 + len].to_vec());
+            at += 4 + len;
+        }
+        v
+    }
+
+    /// With MARIADB_CLIENT_CACHE_METADATA, every column count says whether
+    /// definitions follow; an execution sends none when its client last got
+    /// the same ones for that statement, and sends them again when they
+    /// changed. Without it, counts carry no flag and definitions always go.
+    #[test]
+    fn cached_column_definitions_are_not_sent_again() {
+        let defs = |name: &str| vec![format!("def-{name}").into_bytes()];
+        let mut wire = Wire::new(Box::new(tokio::io::sink()));
+        wire.cache_metadata = true;
+        let result = |wire: &mut Wire, stmt: Option<u32>, d: &[Vec<u8>]| {
+            wire.out.clear();
+            let mut rw = ResultWriter::new(wire, stmt.is_some(), StatusFlags::empty());
+            rw.stmt = stmt;
+            rw.column_defs(d);
+            frames(&wire.out)
+        };
+        let first = result(&mut wire, Some(1), &defs("a"));
+        assert_eq!(first[0], vec![1, 1]);
+        assert_eq!(first[1], b"def-a".to_vec());
+        assert_eq!(first.len(), 3);
+        let again = result(&mut wire, Some(1), &defs("a"));
+        assert_eq!(again[0], vec![1, 0]);
+        assert_eq!(again.len(), 2, "no definitions, only the EOF: {again:?}");
+        assert_eq!(again[1][0], 0xFE);
+        // Another statement, or changed columns, get them.
+        assert_eq!(result(&mut wire, Some(2), &defs("a"))[0], vec![1, 1]);
+        let changed = result(&mut wire, Some(1), &defs("b"));
+        assert_eq!(
+            (changed[0].clone(), changed[1].clone()),
+            (vec![1, 1], b"def-b".to_vec())
+        );
+        assert_eq!(result(&mut wire, Some(1), &defs("b"))[0], vec![1, 0]);
+        // A text result always has them.
+        assert_eq!(result(&mut wire, None, &defs("b"))[0], vec![1, 1]);
+        // A closed statement's memory goes with it.
+        wire.sent_columns.remove(&1);
+        assert_eq!(result(&mut wire, Some(1), &defs("b"))[0], vec![1, 1]);
+
+        let mut plain = Wire::new(Box::new(tokio::io::sink()));
+        for _ in 0..2 {
+            let r = result(&mut plain, Some(1), &defs("a"));
+            assert_eq!((r[0].clone(), r.len()), (vec![1], 3));
+        }
+    }
+
     /// Packets framed in place read back whole, at and over the 16 MB
     /// frame size; a failed encoding leaves nothing behind.
     #[test]
     fn packets_framed_in_place_read_back_whole() {
-        let mut wire = Wire {
-            writer: Box::new(tokio::io::sink()),
-            out: Vec::new(),
-            seq: 7,
-            peak: 0,
-        };
+        let mut wire = Wire::new(Box::new(tokio::io::sink()));
+        wire.seq = 7;
         let sizes = [0, 1, 300, codec::MAX_FRAME, codec::MAX_FRAME + 10];
         for &n in &sizes {
             wire.push_with(|out| {

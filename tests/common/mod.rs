@@ -364,6 +364,13 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and completes the handshake (auth `none`).
     pub async fn connect(port: u16, db: Option<&str>) -> RawClient {
+        Self::connect_with(port, db, 0).await.0
+    }
+
+    /// [`RawClient::connect`] asking for MariaDB's extended capabilities
+    /// `ext` (written where a MariaDB client writes them); also returns the
+    /// greeting.
+    pub async fn connect_with(port: u16, db: Option<&str>, ext: u32) -> (RawClient, Vec<u8>) {
         use mysql_common::constants::CapabilityFlags as C;
         use mysql_common::proto::MySerialize;
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -398,10 +405,12 @@ impl RawClient {
         );
         let mut payload = Vec::new();
         resp.serialize(&mut payload);
+        // Capabilities, max packet, collation and 19 bytes of filler first.
+        payload[28..32].copy_from_slice(&ext.to_le_bytes());
         c.write_packet(1, &payload).await;
         let (_, ok) = c.read_packet().await.expect("auth reply");
         assert_eq!(ok[0], 0, "auth failed: {:?}", String::from_utf8_lossy(&ok));
-        c
+        (c, hs)
     }
 
     /// Frames one packet.
