@@ -264,76 +264,92 @@ async fn unix_socket_listener_serves_the_mysql_client() {
     );
 }
 
-/// MariaDB's MARIADB_CLIENT_CACHE_METADATA (as libmariadb asks for it):
-/// shardgate offers it in the greeting; every column count then carries a
-/// "metadata follows" byte, and an execution of a prepared statement whose
-/// client already got its columns sends none, with the rows still right.
+/// MariaDB's MARIADB_CLIENT_CACHE_METADATA (as libmariadb and mysql_async
+/// ask for it): shardgate offers it in the greeting; every column count
+/// then carries a "metadata follows" byte, and an execution of a prepared
+/// statement whose client already got its columns sends none, with the
+/// rows still right. With CLIENT_DEPRECATE_EOF no EOF follows definitions
+/// (or their absence) and a result ends with an OK in 0xFE clothing;
+/// without it, as MariaDB 10.11 answers, an EOF follows the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_metadata_skips_repeated_column_definitions() {
     const CACHE_METADATA: u32 = 1 << 4;
     let c = cluster();
-    let (mut raw, hs) = RawClient::connect_with(c.port, Some("commerce"), CACHE_METADATA).await;
-    // Extended capabilities sit after the version string, 4 + 8 + 1 + 2 +
-    // 1 + 2 + 2 + 1 + 6 bytes on; CLIENT_MYSQL (bit 0) is clear.
-    let version_end = hs[1..].iter().position(|&b| b == 0).unwrap() + 2;
-    let caps_low = u16::from_le_bytes([hs[version_end + 13], hs[version_end + 14]]);
-    assert_eq!(caps_low & 1, 0);
-    let ext_at = version_end + 27;
-    let ext = u32::from_le_bytes(hs[ext_at..ext_at + 4].try_into().unwrap());
-    assert_ne!(ext & CACHE_METADATA, 0, "greeting {hs:02x?}");
+    for deprecate_eof in [false, true] {
+        let (mut raw, hs) =
+            RawClient::connect_with(c.port, Some("commerce"), CACHE_METADATA, deprecate_eof).await;
+        // Extended capabilities sit after the version string, 4 + 8 + 1 +
+        // 2 + 1 + 2 + 2 + 1 + 6 bytes on; CLIENT_MYSQL (bit 0) is clear.
+        let version_end = hs[1..].iter().position(|&b| b == 0).unwrap() + 2;
+        let caps_low = u16::from_le_bytes([hs[version_end + 13], hs[version_end + 14]]);
+        assert_eq!(caps_low & 1, 0);
+        let ext_at = version_end + 27;
+        let ext = u32::from_le_bytes(hs[ext_at..ext_at + 4].try_into().unwrap());
+        assert_ne!(ext & CACHE_METADATA, 0, "greeting {hs:02x?}");
+        let end = |p: &[u8]| {
+            assert_eq!(p[0], 0xFE, "{p:02x?}");
+            // EOF: 5 bytes; its OK form: 0xFE, 0 rows, 0 id, status, warnings.
+            assert_eq!(p.len(), if deprecate_eof { 7 } else { 5 }, "{p:02x?}");
+        };
 
-    // A text result: count, "metadata follows", definitions, EOF, row, EOF.
-    raw.write_packet(0, &query("select 'a' as x")).await;
-    assert_eq!(raw.read_packet().await.unwrap().1, vec![1, 1]);
-    let (_, def) = raw.read_packet().await.unwrap();
-    assert!(def.starts_with(b"\x03def"), "{def:02x?}");
-    assert_eq!(raw.read_packet().await.unwrap().1[0], 0xFE);
-    assert_eq!(raw.read_packet().await.unwrap().1, b"\x01a".to_vec());
-    assert_eq!(raw.read_packet().await.unwrap().1[0], 0xFE);
-
-    // Prepare `select ?`, then execute it three times with strings.
-    let mut prepare = vec![0x16];
-    prepare.extend_from_slice(b"select ? as v");
-    raw.write_packet(0, &prepare).await;
-    let (_, ok) = raw.read_packet().await.unwrap();
-    assert_eq!(ok[0], 0, "{ok:02x?}");
-    let id = ok[1..5].to_vec();
-    // One parameter and one column, each followed by an EOF.
-    for _ in 0..4 {
-        raw.read_packet().await.unwrap();
-    }
-    // `select ?`'s column is as wide as the value: the fourth execution's
-    // definition differs and goes out again.
-    for (i, value) in ["one", "two", "six", "three"].iter().enumerate() {
-        let mut exec = vec![0x17];
-        exec.extend_from_slice(&id);
-        exec.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0xFE, 0]);
-        exec.push(value.len() as u8);
-        exec.extend_from_slice(value.as_bytes());
-        raw.write_packet(0, &exec).await;
-        let (_, count) = raw.read_packet().await.unwrap();
-        if i == 0 || i == 3 {
-            // The first execution's columns go out (shardgate does not
-            // count the prepare's), the same ones again do not.
-            assert_eq!(count, vec![1, 1]);
-            let (_, def) = raw.read_packet().await.unwrap();
-            assert!(def.starts_with(b"\x03def"), "{def:02x?}");
-        } else {
-            assert_eq!(count, vec![1, 0], "execution {i}");
+        // A text result: count, "metadata follows", definitions, (EOF),
+        // row, end.
+        raw.write_packet(0, &query("select 'a' as x")).await;
+        assert_eq!(raw.read_packet().await.unwrap().1, vec![1, 1]);
+        let (_, def) = raw.read_packet().await.unwrap();
+        assert!(def.starts_with(b"\x03def"), "{def:02x?}");
+        if !deprecate_eof {
+            end(&raw.read_packet().await.unwrap().1);
         }
-        assert_eq!(raw.read_packet().await.unwrap().1[0], 0xFE);
-        let (_, row) = raw.read_packet().await.unwrap();
-        // Binary row: header, NULL bitmap, the string.
-        let mut want = vec![0, 0, value.len() as u8];
-        want.extend_from_slice(value.as_bytes());
-        assert_eq!(row, want, "execution {i}");
-        let (_, end) = raw.read_packet().await.unwrap();
-        assert_eq!(end[0], 0xFE, "execution {i}: {end:02x?}");
+        assert_eq!(raw.read_packet().await.unwrap().1, b"\x01a".to_vec());
+        end(&raw.read_packet().await.unwrap().1);
+
+        // Prepare `select ?`, then execute it with strings.
+        let mut prepare = vec![0x16];
+        prepare.extend_from_slice(b"select ? as v");
+        raw.write_packet(0, &prepare).await;
+        let (_, ok) = raw.read_packet().await.unwrap();
+        assert_eq!(ok[0], 0, "{ok:02x?}");
+        let id = ok[1..5].to_vec();
+        // One parameter and one column, each followed by an EOF unless
+        // CLIENT_DEPRECATE_EOF.
+        for _ in 0..if deprecate_eof { 2 } else { 4 } {
+            raw.read_packet().await.unwrap();
+        }
+        // `select ?`'s column is as wide as the value: the fourth
+        // execution's definition differs and goes out again.
+        for (i, value) in ["one", "two", "six", "three"].iter().enumerate() {
+            let mut exec = vec![0x17];
+            exec.extend_from_slice(&id);
+            exec.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0xFE, 0]);
+            exec.push(value.len() as u8);
+            exec.extend_from_slice(value.as_bytes());
+            raw.write_packet(0, &exec).await;
+            let (_, count) = raw.read_packet().await.unwrap();
+            if i == 0 || i == 3 {
+                // The first execution's columns go out (shardgate does not
+                // count the prepare's), the same ones again do not.
+                assert_eq!(count, vec![1, 1]);
+                let (_, def) = raw.read_packet().await.unwrap();
+                assert!(def.starts_with(b"\x03def"), "{def:02x?}");
+            } else {
+                assert_eq!(count, vec![1, 0], "execution {i}");
+            }
+            if !deprecate_eof {
+                end(&raw.read_packet().await.unwrap().1);
+            }
+            let (_, row) = raw.read_packet().await.unwrap();
+            // Binary row: header, NULL bitmap, the string.
+            let mut want = vec![0, 0, value.len() as u8];
+            want.extend_from_slice(value.as_bytes());
+            assert_eq!(row, want, "execution {i}");
+            end(&raw.read_packet().await.unwrap().1);
+        }
+        // Still in step.
+        raw.write_packet(0, &[0x0e]).await;
+        assert!(matches!(
+            raw.read_result().await,
+            Some(RawResult::Ok { .. })
+        ));
     }
-    // Still in step.
-    raw.write_packet(0, &[0x0e]).await;
-    assert!(matches!(
-        raw.read_result().await,
-        Some(RawResult::Ok { .. })
-    ));
 }

@@ -33,8 +33,12 @@ use crate::server::ServerCtx;
 use crate::session::Session;
 use codec::{write_packet, Packet, PacketCodec};
 
-/// Capabilities shardgate offers. No SSL, compression or DEPRECATE_EOF:
-/// result sets always end with EOF packets.
+/// Capabilities shardgate offers. No SSL or compression. With
+/// CLIENT_DEPRECATE_EOF (which drivers take when offered) a result's
+/// column definitions are followed by its rows directly and it ends with
+/// an OK packet: one packet less per result, and what MariaDB's cached
+/// column definitions ([`EXT_CACHE_METADATA`]) need to be read alike by
+/// every client.
 pub fn server_capabilities() -> CapabilityFlags {
     // CLIENT_LONG_PASSWORD is bit 0, which MariaDB calls CLIENT_MYSQL and
     // leaves clear to say that its extended capabilities follow (as
@@ -51,6 +55,7 @@ pub fn server_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF
 }
 
 /// MariaDB's MARIADB_CLIENT_CACHE_METADATA, bit 36 of the capabilities (bit 4
@@ -96,6 +101,9 @@ pub struct Wire {
     peak: usize,
     /// Negotiated [`EXT_CACHE_METADATA`].
     cache_metadata: bool,
+    /// Negotiated CLIENT_DEPRECATE_EOF: no EOF after column definitions,
+    /// an OK in 0xFE clothing where an EOF ends something.
+    deprecate_eof: bool,
     /// Per prepared statement, the column definitions its client last got
     /// (each as a 4-byte length and the packet), with cache_metadata.
     sent_columns: FastMap<u32, Vec<u8>>,
@@ -109,6 +117,7 @@ impl Wire {
             seq: 0,
             peak: 0,
             cache_metadata: false,
+            deprecate_eof: false,
             sent_columns: FastMap::default(),
         }
     }
@@ -176,6 +185,22 @@ impl Wire {
         same
     }
 
+    /// The packet that ends rows or definitions: an EOF, or its OK form.
+    fn push_eof(&mut self, status: u16, warnings: u16) {
+        if self.deprecate_eof {
+            self.push(&packets::eof_ok(status, warnings));
+        } else {
+            self.push(&packets::eof(status, warnings));
+        }
+    }
+
+    /// The EOF after column definitions, which CLIENT_DEPRECATE_EOF drops.
+    fn push_defs_end(&mut self, status: u16) {
+        if !self.deprecate_eof {
+            self.push(&packets::eof(status, 0));
+        }
+    }
+
     fn push_err(&mut self, e: &MysqlError) {
         self.push(&packets::err(e));
     }
@@ -226,7 +251,7 @@ impl<'w> ResultWriter<'w> {
                 d.warnings,
                 &d.info,
             )),
-            Some(Pending::Eof(w)) => self.wire.push(&packets::eof(status, w)),
+            Some(Pending::Eof(w)) => self.wire.push_eof(status, w),
             None => {}
         }
     }
@@ -254,7 +279,7 @@ impl<'w> ResultWriter<'w> {
                 self.wire.push(d.as_ref());
             }
         }
-        self.wire.push(&packets::eof(self.status, 0));
+        self.wire.push_defs_end(self.status);
     }
 
     fn error(&mut self, e: &Error) {
@@ -460,6 +485,9 @@ async fn handshake(
         .payload
         .get(RESPONSE_EXT_CAPS_AT..RESPONSE_EXT_CAPS_AT + 4)
         .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & EXT_CACHE_METADATA != 0);
+    wire.deprecate_eof = resp
+        .capabilities()
+        .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let user = String::from_utf8_lossy(resp.user()).into_owned();
     let mut response = resp.scramble_buf().to_vec();
     let native = matches!(
@@ -643,7 +671,7 @@ async fn command_loop(
                     None => wire.push_err(&Error::UnknownStmt(id, "mysqld_stmt_reset").to_mysql()),
                 }
             }
-            cmd::SET_OPTION => wire.push(&packets::eof(session.status().bits(), 0)),
+            cmd::SET_OPTION => wire.push_eof(session.status().bits(), 0),
             cmd::RESET_CONNECTION => {
                 Box::pin(session.close(ctx)).await;
                 let target = session.target.clone();
@@ -709,7 +737,7 @@ fn write_prepare_ok(
             for c in group {
                 wire.push(&packets::column_def(c));
             }
-            wire.push(&packets::eof(status.bits(), 0));
+            wire.push_defs_end(status.bits());
         }
     }
 }
@@ -772,7 +800,7 @@ async fn field_list(
                 p.push(0xFB);
                 wire.push(&p);
             }
-            wire.push(&packets::eof(session.status().bits(), 0));
+            wire.push_eof(session.status().bits(), 0);
         }
         Err(e) if e.is_disconnect() => return Err(e),
         Err(e) => wire.push_err(&e.to_mysql()),

@@ -51,6 +51,14 @@ pub fn ok(affected: u64, last_insert_id: u64, status: u16, warnings: u16, info: 
     p
 }
 
+/// The OK packet that stands for an EOF with `CLIENT_DEPRECATE_EOF`: an
+/// OK's fields (no rows affected, no insert id) behind EOF's 0xFE header.
+pub fn eof_ok(status: u16, warnings: u16) -> [u8; 7] {
+    let [w0, w1] = warnings.to_le_bytes();
+    let [s0, s1] = status.to_le_bytes();
+    [0xFE, 0, 0, s0, s1, w0, w1]
+}
+
 /// EOF packet payload.
 pub fn eof(status: u16, warnings: u16) -> [u8; 5] {
     let [w0, w1] = warnings.to_le_bytes();

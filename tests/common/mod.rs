@@ -364,13 +364,18 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and completes the handshake (auth `none`).
     pub async fn connect(port: u16, db: Option<&str>) -> RawClient {
-        Self::connect_with(port, db, 0).await.0
+        Self::connect_with(port, db, 0, false).await.0
     }
 
     /// [`RawClient::connect`] asking for MariaDB's extended capabilities
-    /// `ext` (written where a MariaDB client writes them); also returns the
-    /// greeting.
-    pub async fn connect_with(port: u16, db: Option<&str>, ext: u32) -> (RawClient, Vec<u8>) {
+    /// `ext` (written where a MariaDB client writes them) and, with
+    /// `deprecate_eof`, for CLIENT_DEPRECATE_EOF; also returns the greeting.
+    pub async fn connect_with(
+        port: u16,
+        db: Option<&str>,
+        ext: u32,
+        deprecate_eof: bool,
+    ) -> (RawClient, Vec<u8>) {
         use mysql_common::constants::CapabilityFlags as C;
         use mysql_common::proto::MySerialize;
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -388,6 +393,11 @@ impl RawClient {
             | C::CLIENT_MULTI_STATEMENTS
             | C::CLIENT_MULTI_RESULTS
             | C::CLIENT_TRANSACTIONS
+            | if deprecate_eof {
+                C::CLIENT_DEPRECATE_EOF
+            } else {
+                C::empty()
+            }
             | if db.is_some() {
                 C::CLIENT_CONNECT_WITH_DB
             } else {
