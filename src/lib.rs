@@ -3,7 +3,8 @@
 //! # Layout, in the order a statement flows
 //!
 //! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
-//!   result encoding). Hands statement text to the session; never routes.
+//!   result encoding; CLIENT_DEPRECATE_EOF and MariaDB's cached column
+//!   definitions). Hands statement text to the session; never routes.
 //! - [`session`]: one client's state: target, autocommit, transaction,
 //!   settings, prepared statements (run prepared on the tablet when they go
 //!   whole to one); its backend connections are [`executor::ShardConns`].
