@@ -119,7 +119,7 @@ impl Queues {
     /// Option only so that the hot path looks the alias up by reference
     /// (the entry API would clone it on every read).
     fn of<'a>(map: &'a mut FastMap<String, Vec<Queues>>, t: &Tablet) -> Option<&'a mut Queues> {
-        let here = std::thread::current().id();
+        let here = this_loop();
         if !map.contains_key(&t.alias) {
             map.insert(t.alias.clone(), Vec::new());
         }
@@ -141,6 +141,20 @@ impl Queues {
         };
         loops.get_mut(i)
     }
+}
+
+/// Where [`Pools::route_shareable`] sends a read that may share a
+/// tablet connection.
+pub enum Shareable {
+    /// Alone on its session's own connection, counted while it runs.
+    Solo(Solo),
+    /// Queued on a shared connection: its outcome comes here.
+    Queued(tokio::sync::oneshot::Receiver<mux::Outcome>),
+    /// Not queued yet: [`Pools::shared`] opens a connection for it, or
+    /// gives it back to run on the session's own.
+    Open(mux::Read),
+    /// Shared connections are off (`--shared-read-connections 0`).
+    Off,
 }
 
 /// A read running alone on its session's own connection, counted while
@@ -232,6 +246,19 @@ async fn watch_stalls(muxes: std::sync::Weak<Mutex<FastMap<String, Vec<Queues>>>
         }
         quiet = if busy { 0 } else { quiet + 1 };
     }
+}
+
+thread_local! {
+    /// The thread's id, read once: `std::thread::current()` clones and
+    /// drops an `Arc` on every call, and the id is asked for on every
+    /// shared read and lean connection taken.
+    static THIS_LOOP: std::thread::ThreadId = std::thread::current().id();
+}
+
+/// The event loop (thread) running the caller, which owns the tablet
+/// connections it opened.
+fn this_loop() -> std::thread::ThreadId {
+    THIS_LOOP.with(|id| *id)
 }
 
 /// Locks one of the pools' maps; a panic elsewhere while it was held
@@ -331,7 +358,7 @@ impl Pools {
         if !self.cfg.lean {
             return None;
         }
-        let here = std::thread::current().id();
+        let here = this_loop();
         if let Some(h) = self.idle_lean(t, settings, Some(here)) {
             return Some(h);
         }
@@ -519,26 +546,40 @@ impl Pools {
         rx
     }
 
-    /// Lets a shareable read run on its session's own connection when
-    /// nothing else is in flight to the tablet, on either path: a lone
-    /// client has no batch to join, and handing its read to a queue's
-    /// task and back costs more than it saves. While the [`Solo`] lives,
-    /// other reads queue as usual, so a busy tablet keeps batching.
-    pub fn solo(&self, t: &Tablet) -> Option<Solo> {
+    /// Decides where a shareable read goes, under one look at the
+    /// tablet's queues (this runs for every such read). Alone on its
+    /// session's own connection when nothing else is in flight to the
+    /// tablet, on either path: a lone client has no batch to join, and
+    /// handing its read to a queue's task and back costs more than it
+    /// saves; while the [`Solo`] lives, other reads queue as usual, so a
+    /// busy tablet keeps batching. Otherwise on the first shared
+    /// connection not held up; the rest (none open yet, all held up) is
+    /// [`Pools::shared`]'s to settle. `read` is built only when the read
+    /// is queued.
+    pub fn route_shareable(&self, t: &Tablet, read: impl FnOnce() -> mux::Read) -> Shareable {
         use std::sync::atomic::Ordering;
         if self.cfg.shared == 0 {
-            return None;
+            return Shareable::Off;
         }
         let mut muxes = lock(&self.muxes);
-        let q = Queues::of(&mut muxes, t)?;
-        let busy = q.solo.load(Ordering::Relaxed) > 0
-            || q.list.iter().any(|m| m.is_open() && m.load() > 0);
-        if busy {
-            return None;
+        let Some(q) = Queues::of(&mut muxes, t) else {
+            return Shareable::Off;
+        };
+        q.list.retain(mux::Mux::is_open);
+        let busy = q.solo.load(Ordering::Relaxed) > 0 || q.list.iter().any(|m| m.load() > 0);
+        if !busy {
+            q.solo.fetch_add(1, Ordering::Relaxed);
+            self.mux_stats.solo.fetch_add(1, Ordering::Relaxed);
+            return Shareable::Solo(Solo(q.solo.clone()));
         }
-        q.solo.fetch_add(1, Ordering::Relaxed);
-        self.mux_stats.solo.fetch_add(1, Ordering::Relaxed);
-        Some(Solo(q.solo.clone()))
+        let read = read();
+        match q.list.iter().find(|m| !m.is_stalled()) {
+            Some(m) => match m.submit(read) {
+                Ok(rx) => Shareable::Queued(rx),
+                Err(read) => Shareable::Open(read),
+            },
+            None => Shareable::Open(read),
+        }
     }
 
     /// Makes the pool set match the snapshot: new tablets get pools, moved

@@ -79,15 +79,53 @@ pub struct Recorded {
 }
 
 enum Event {
-    Columns(Vec<BytesMut>),
+    /// Column definitions, shared with the replies before when byte-equal
+    /// (see [`Recorder::column_packets`]).
+    Columns(Arc<[BytesMut]>),
     Row(usize, usize),
     End(u16),
     Ok(QueryDone),
 }
 
+/// Spare buffers kept per event loop (see [`Recorded::spare`]), and the
+/// largest row data a kept one may hold on to.
+const SPARES: usize = 64;
+const SPARE_DATA: usize = 16 * 1024;
+
+thread_local! {
+    /// Emptied replies' buffers, put back by the sessions that played them
+    /// and taken again by the loop's shared connections (a session and
+    /// the shared connections it uses run on the same loop).
+    static SPARE: std::cell::RefCell<Vec<Recorded>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Recorded {
     fn take(&mut self) -> Recorded {
         std::mem::take(self)
+    }
+
+    /// An empty recording, with the buffers of one played before when
+    /// there is one: most replies are a few short rows, and reusing their
+    /// buffers saves two allocations per read.
+    fn spare() -> Recorded {
+        SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    /// Empties a played recording and keeps its buffers for
+    /// [`Recorded::spare`], unless they grew large.
+    fn recycle(mut self) {
+        if self.data.capacity() > SPARE_DATA {
+            return;
+        }
+        self.events.clear();
+        self.data.clear();
+        self.read = None;
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARES {
+                s.push(self);
+            }
+        });
     }
 }
 
@@ -145,7 +183,9 @@ impl Outcome {
         let res = match self {
             Outcome::Done(mut rec) => {
                 last = rec.read.take();
-                player.play(&rec, sink).await
+                let res = player.play(&rec, sink).await;
+                rec.recycle();
+                res
             }
             Outcome::Failed(e) => Err(e),
             Outcome::Unsent(read) => return Err(read),
@@ -434,6 +474,7 @@ async fn serve(
         let Replied { usable, again } = {
             let mut reply = std::pin::pin!(read_reply(
                 &mut pipe.refused,
+                &mut pipe.last_defs,
                 &mut handle.conn,
                 job,
                 &state,
@@ -486,14 +527,16 @@ struct Replied {
 /// the reply before it was the server's error, and is set for the next.
 async fn read_reply(
     refused: &mut bool,
+    last_defs: &mut Option<Arc<[BytesMut]>>,
     conn: &mut LeanConn,
     job: Job,
     state: &State,
     stats: &MuxStats,
 ) -> Replied {
     let binary = job.read.params.is_some();
-    let mut rec = Recorder::new(job.reply);
+    let mut rec = Recorder::new(job.reply, last_defs.take());
     let res = conn.reply(binary, &mut rec).await;
+    *last_defs = rec.last_defs.take();
     let after_refusal = std::mem::replace(
         refused,
         matches!(res, Err(RunError::Backend(mysql_async::Error::Server(_)))),
@@ -559,6 +602,9 @@ struct Pipeline {
     refused: bool,
     /// A write failed: the pipeline drains and the task ends.
     broken: bool,
+    /// The column definitions of the last result read (see
+    /// [`Recorder::column_packets`]).
+    last_defs: Option<Arc<[BytesMut]>>,
 }
 
 impl Pipeline {
@@ -646,11 +692,12 @@ impl Pipeline {
             }
             // Parameters too big for one packet, or a statement to
             // prepare anew.
-            let mut rec = Recorder::new(job.reply);
+            let mut rec = Recorder::new(job.reply, self.last_defs.take());
             let res = match &job.read.params {
                 Some(params) => conn.execute(&job.read.sql, params, &mut rec).await,
                 None => conn.query(&job.read.sql, None, &mut rec).await,
             };
+            self.last_defs = rec.last_defs.take();
             match res {
                 Ok(_) => rec.answered(job.read, stats).await,
                 // The connection failed before it was written: this one
@@ -682,15 +729,18 @@ struct Recorder {
     /// The session stopped listening: the rest of the reply is read and
     /// dropped.
     gone: bool,
+    /// The column definitions last recorded on this connection.
+    last_defs: Option<Arc<[BytesMut]>>,
 }
 
 impl Recorder {
-    fn new(reply: oneshot::Sender<Outcome>) -> Recorder {
+    fn new(reply: oneshot::Sender<Outcome>, last_defs: Option<Arc<[BytesMut]>>) -> Recorder {
         Recorder {
-            rec: Recorded::default(),
+            rec: Recorded::spare(),
             reply: Some(reply),
             stream: None,
             gone: false,
+            last_defs,
         }
     }
 
@@ -788,8 +838,23 @@ impl RowSink for Recorder {
 }
 
 impl PacketSink for Recorder {
+    /// A shared connection mostly answers executions of the same few
+    /// statements, whose column definitions repeat byte for byte: those
+    /// equal to the last result's are shared with it rather than copied
+    /// (comparing a few short packets costs less than copying them).
     fn column_packets(&mut self, defs: &[BytesMut]) {
-        self.rec.events.push(Event::Columns(defs.to_vec()));
+        let same = self.last_defs.as_ref().filter(|last| {
+            last.len() == defs.len() && last.iter().zip(defs).all(|(a, b)| a[..] == b[..])
+        });
+        let defs = match same {
+            Some(last) => last.clone(),
+            None => {
+                let fresh: Arc<[BytesMut]> = defs.into();
+                self.last_defs = Some(fresh.clone());
+                fresh
+            }
+        };
+        self.rec.events.push(Event::Columns(defs));
     }
     fn row_packet(&mut self, payload: &[u8]) {
         let rec = &mut self.rec;

@@ -373,7 +373,7 @@ fn bind_val(binds: &[Bind], i: usize) -> Val {
     binds
         .get(i)
         .map(|b| match &b.value {
-            Value::Bytes(bytes) if b.text.starts_with(['\'', '"']) => Val::Str(bytes.clone()),
+            Value::Bytes(bytes) if b.is_quoted_string() => Val::Str(bytes.clone()),
             v => Val::from_cell(v, None),
         })
         .unwrap_or(Val::Null)

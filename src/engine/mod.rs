@@ -255,7 +255,7 @@ fn operand_text(op: &Operand, binds: &[Bind]) -> String {
     match op {
         Operand::Bind(i) => binds
             .get(*i)
-            .map(|b| b.text.clone())
+            .map(|b| b.text().into_owned())
             .unwrap_or_else(|| "NULL".into()),
         Operand::Lit(v) => crate::sql::literal(v, false),
     }

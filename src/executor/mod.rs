@@ -11,6 +11,7 @@ use mysql_common::value::Value;
 
 use crate::backend::lean::{Rename, RunError};
 use crate::backend::mux::{self, Read};
+use crate::backend::Shareable;
 use crate::engine::row::{Cell, OwnedRow, ShardRows, TextRow};
 use crate::engine::{QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor};
 use crate::error::Error;
@@ -1193,11 +1194,10 @@ impl Executor<'_> {
         &mut self,
         tablet: &Tablet,
         label: &Label<'_>,
-        read: Read,
+        binary: bool,
+        reply: tokio::sync::oneshot::Receiver<mux::Outcome>,
         sink: &mut S,
     ) -> Result<Result<u64, Error>, Read> {
-        let binary = read.params.is_some();
-        let reply = self.ctx.pools.shared(tablet, read).await?;
         let done = mux::outcome(reply).await.deliver(binary, sink).await?;
         self.state.shared_last = Some(done.warned.map(|read| (tablet.alias.clone(), read)));
         Ok(done.res.map_err(|e| run_error(e, label)))
@@ -1228,21 +1228,32 @@ impl Executor<'_> {
             .pick(self.snap, keyspace, shard, tablet_type)?;
         let label = Label(keyspace, shard, tablet_type);
         self.state.shared_last = None;
-        // A lone read runs on the session's own connection (counted, so
-        // that reads arriving meanwhile still share).
-        let solo = if shareable {
-            self.ctx.pools.solo(tablet)
-        } else {
-            None
-        };
-        if shareable && solo.is_none() {
-            let read = Read {
+        // A lone read runs on the session's own connection, counted while
+        // the guard lives (to the end of this call) so that reads arriving
+        // meanwhile still share.
+        let mut _solo = None;
+        if shareable {
+            let binary = params.is_some();
+            let route = self.ctx.pools.route_shareable(tablet, || Read {
                 sql: sql.into(),
                 params: params.take(),
+            });
+            let reply = match route {
+                Shareable::Solo(s) => {
+                    _solo = Some(s);
+                    Err(None)
+                }
+                Shareable::Off => Err(None),
+                Shareable::Queued(rx) => Ok(rx),
+                Shareable::Open(read) => self.ctx.pools.shared(tablet, read).await.map_err(Some),
             };
-            match self.on_shared(tablet, &label, read, sink).await {
-                Ok(res) => return self.finish(res),
-                Err(read) => params = read.params,
+            match reply {
+                Ok(rx) => match self.on_shared(tablet, &label, binary, rx, sink).await {
+                    Ok(res) => return self.finish(res),
+                    Err(read) => params = read.params,
+                },
+                Err(Some(read)) => params = read.params,
+                Err(None) => {}
             }
         }
         self.state

@@ -10,14 +10,67 @@ use mysql_common::value::Value;
 
 use super::lexer::{tokenize, Token, TokenKind};
 
-/// A bind value: the exact SQL text to put back, and its value for routing
-/// and for evaluation at the gate.
+/// A bind value: its value for routing and for evaluation at the gate, and
+/// the exact SQL text to put back when a statement is built from binds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bind {
-    /// SQL literal text (as the client wrote it, or rendered from a parameter).
-    pub text: String,
     /// The value.
     pub value: Value,
+    /// The text as the client wrote it, or how to render a parameter.
+    text: Text,
+}
+
+/// Where a bind's SQL text comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum Text {
+    /// A literal in the statement, as written.
+    Written(String),
+    /// A prepared statement's parameter: its text is rendered from the
+    /// value only when asked for. Most executions route on the value and
+    /// send the parameters on as they came, so none is built for them.
+    Param { no_backslash_escapes: bool },
+}
+
+impl Bind {
+    /// A literal written in a statement.
+    pub fn written(text: &str, value: Value) -> Bind {
+        Bind {
+            value,
+            text: Text::Written(text.to_string()),
+        }
+    }
+
+    /// A prepared statement's parameter, rendered as a literal for the
+    /// session's `NO_BACKSLASH_ESCAPES` when its text is needed.
+    pub fn param(value: Value, no_backslash_escapes: bool) -> Bind {
+        Bind {
+            value,
+            text: Text::Param {
+                no_backslash_escapes,
+            },
+        }
+    }
+
+    /// The SQL text to put back in a statement.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.text {
+            Text::Written(t) => std::borrow::Cow::Borrowed(t),
+            Text::Param {
+                no_backslash_escapes,
+            } => std::borrow::Cow::Owned(super::literal(&self.value, *no_backslash_escapes)),
+        }
+    }
+
+    /// Whether the text is a quoted string (a string literal, or a
+    /// parameter's valid UTF-8 bytes, which render as one), as opposed to
+    /// a number or hex literal: string binds compare as strings at the gate.
+    pub fn is_quoted_string(&self) -> bool {
+        match (&self.text, &self.value) {
+            (Text::Written(t), _) => t.starts_with(['\'', '"']),
+            (Text::Param { .. }, Value::Bytes(b)) => std::str::from_utf8(b).is_ok(),
+            (Text::Param { .. }, _) => false,
+        }
+    }
 }
 
 /// A statement with its literals replaced by `:vN` (1-based).
@@ -69,11 +122,7 @@ pub fn normalize(sql: &str, params: &[Value], no_backslash_escapes: bool) -> Nor
 
 /// The bind of a `?` parameter (NULL when the execution sent too few).
 fn param_bind(v: Option<&Value>, no_backslash_escapes: bool) -> Bind {
-    let v = v.cloned().unwrap_or(Value::NULL);
-    Bind {
-        text: super::literal(&v, no_backslash_escapes),
-        value: v,
-    }
+    Bind::param(v.cloned().unwrap_or(Value::NULL), no_backslash_escapes)
 }
 
 /// Where one bind value comes from.
@@ -206,17 +255,14 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
             TokenKind::Placeholder => Slot::Param,
             TokenKind::Number => {
                 let text = &sql[start..t.end];
-                Slot::Literal(Bind {
-                    text: text.to_string(),
-                    value: number_value(text),
-                })
+                Slot::Literal(Bind::written(text, number_value(text)))
             }
             _ => {
                 let text = t.text(sql);
-                Slot::Literal(Bind {
-                    text: text.to_string(),
-                    value: string_value(text, no_backslash_escapes),
-                })
+                Slot::Literal(Bind::written(
+                    text,
+                    string_value(text, no_backslash_escapes),
+                ))
             }
         };
         out.push_str(&sql[copied..start]);
@@ -370,11 +416,11 @@ fn fill_holes<'a>(
             .and_then(|n| n.parse::<usize>().ok())
             .and_then(|n| n.checked_sub(1))
             .and_then(|k| binds.get(k))
-            .map(|b| b.text.as_str())
-            .or_else(|| named(name));
+            .map(Bind::text)
+            .or_else(|| named(name).map(std::borrow::Cow::Borrowed));
         if let Some(text) = text {
             out.push_str(&sql[copied..start]);
-            out.push_str(text);
+            out.push_str(&text);
             copied = end;
         }
     }
@@ -419,10 +465,7 @@ mod tests {
         let t = Template::new(
             "select x from t where id in (:vIN) and y = :v1 limit :vLIMIT /* :v1 */".into(),
         );
-        let binds = [Bind {
-            text: "'a:v2'".into(),
-            value: Value::Bytes(b"a:v2".to_vec()),
-        }];
+        let binds = [Bind::written("'a:v2'", Value::Bytes(b"a:v2".to_vec()))];
         assert_eq!(
             t.fill(&binds, |n| (n == "vIN").then_some("1, 2")),
             "select x from t where id in (1, 2) and y = 'a:v2' limit :vLIMIT /* :v1 */"
@@ -458,11 +501,33 @@ mod tests {
             false,
         );
         assert_eq!(n.template, "insert into t values (:v1, :v2, :v3)");
-        assert_eq!(n.binds[1].text, "'a\\'b'");
+        assert_eq!(n.binds[1].text(), "'a\\'b'");
         assert_eq!(
             substitute_binds(&n.template, &n.binds),
             "insert into t values (1, 'a\\'b', 3)"
         );
+    }
+
+    #[test]
+    fn parameters_render_their_text_only_when_asked() {
+        let cases = [
+            (Value::Int(-7), "-7", false),
+            (Value::Bytes(b"it's".to_vec()), "'it\\'s'", true),
+            (Value::Bytes(vec![0xff, 0x01]), "X'ff01'", false),
+            (Value::NULL, "NULL", false),
+        ];
+        for (v, text, quoted) in cases {
+            let b = Bind::param(v.clone(), false);
+            assert_eq!(b.text(), text, "{v:?}");
+            assert_eq!(b.text(), crate::sql::literal(&v, false));
+            assert_eq!(b.is_quoted_string(), quoted, "{v:?}");
+        }
+        // The session's NO_BACKSLASH_ESCAPES is kept for the rendering.
+        let b = Bind::param(Value::Bytes(b"it's".to_vec()), true);
+        assert_eq!(b.text(), "'it''s'");
+        let w = Bind::written("'x'", Value::Bytes(b"x".to_vec()));
+        assert!(w.is_quoted_string());
+        assert!(!Bind::written("0x78", Value::Bytes(b"x".to_vec())).is_quoted_string());
     }
 
     #[test]
