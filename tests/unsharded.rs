@@ -654,6 +654,54 @@ async fn prepared_transactions_and_reuse() {
     conn.close(sel).await.unwrap();
 }
 
+/// Tablets leave out an execution's column definitions when they are
+/// those they last sent for the statement (MariaDB's cached metadata, which
+/// shardgate's tablet connections take). Repeated executions, in and out
+/// of a transaction, read as from MariaDB; when a column's type changes
+/// under a prepared statement the new definitions come through, and the
+/// values decode by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_results_follow_changed_column_definitions() {
+    let mut sg = connect(Some("commerce")).await;
+    let mut direct = connect_tablet(100).await;
+    sg.query_drop("drop table if exists meta_t").await.unwrap();
+    sg.query_drop("create table meta_t (id int primary key, v int, w varchar(8))")
+        .await
+        .unwrap();
+    sg.query_drop("insert into meta_t values (1, 10, 'a'), (2, 20, 'b')")
+        .await
+        .unwrap();
+    let sql = "select v, w from meta_t where id = ?";
+    let sel = sg.prep(sql).await.unwrap();
+    let direct_sel = direct.prep(sql).await.unwrap();
+    for round in 0..3 {
+        for id in [1i64, 2] {
+            let got: Option<(i64, String)> = sg.exec_first(&sel, (id,)).await.unwrap();
+            let want: Option<(i64, String)> = direct.exec_first(&direct_sel, (id,)).await.unwrap();
+            assert_eq!(got, want, "round {round}, id {id}");
+            assert_eq!(got.map(|r| r.0), Some(id * 10));
+        }
+        // The same statement on the session's own connection.
+        sg.query_drop("begin").await.unwrap();
+        let got: Option<(i64, String)> = sg.exec_first(&sel, (2i64,)).await.unwrap();
+        sg.query_drop("commit").await.unwrap();
+        assert_eq!(got, Some((20, "b".to_string())));
+    }
+    sg.query_drop("alter table meta_t modify v varchar(40)")
+        .await
+        .unwrap();
+    sg.query_drop("update meta_t set v = concat('text-', id)")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let got: Option<(String, String)> = sg.exec_first(&sel, (1i64,)).await.unwrap();
+        let want: Option<(String, String)> = direct.exec_first(&direct_sel, (1i64,)).await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got, Some(("text-1".to_string(), "a".to_string())));
+    }
+    sg.query_drop("drop table meta_t").await.unwrap();
+}
+
 fn sysbench(port: u16, db: &str, cmd: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "oltp_read_write".to_string(),

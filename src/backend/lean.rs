@@ -35,6 +35,7 @@ use tokio_util::codec::FramedRead;
 use crate::engine::row::{self, Cell};
 use crate::engine::{PacketSink, QueryDone, RowSink};
 use crate::frontend::codec::{whole_frame, write_packet, PacketCodec};
+use crate::frontend::{EXT_CACHE_METADATA, GREETING_EXT_CAPS_AFTER_VERSION, RESPONSE_EXT_CAPS_AT};
 
 /// Statements each lean connection keeps prepared (oldest closed first).
 const STMT_CACHE: usize = 32;
@@ -111,6 +112,10 @@ type Read = FramedRead<Box<dyn AsyncRead + Send + Unpin>, PacketCodec>;
 struct Stmt {
     sql: String,
     id: u32,
+    /// The column definitions the tablet last sent for it (with the
+    /// prepare's reply, or an execution's): what an execution whose
+    /// definitions the tablet skips has (see [`LeanConn::cache_metadata`]).
+    defs: Vec<BytesMut>,
 }
 
 /// A connection to one tablet that forwards binary results undecoded.
@@ -119,6 +124,15 @@ pub struct LeanConn {
     writer: Box<dyn AsyncWrite + Send + Unpin>,
     out: BytesMut,
     caps: CapabilityFlags,
+    /// MariaDB's MARIADB_CLIENT_CACHE_METADATA, when the tablet offers it:
+    /// an execution whose column definitions are those the connection
+    /// last got for its statement comes without them (a byte in the
+    /// column count says so), which spares the tablet building them and
+    /// this connection reading them, as for MariaDB's own clients.
+    cache_metadata: bool,
+    /// Pipelined executions' statement ids, in the order their replies
+    /// come (see [`Self::queue_execute`]).
+    executing: std::collections::VecDeque<u32>,
     stmts: Vec<Stmt>,
     /// The last command's reply was read to its end (a sink that failed,
     /// or a row stream dropped early, leaves packets behind: such a
@@ -234,6 +248,8 @@ impl LeanConn {
             writer: w,
             out: BytesMut::with_capacity(1024),
             caps: CapabilityFlags::empty(),
+            cache_metadata: false,
+            executing: std::collections::VecDeque::new(),
             stmts: Vec::new(),
             idle: true,
             begin_next: false,
@@ -382,6 +398,16 @@ impl LeanConn {
         if !self.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
             return Err(bad("tablet does not speak protocol 4.1"));
         }
+        // A MariaDB server says so by clearing bit 0 (CLIENT_MYSQL) and puts
+        // its extended capabilities in the greeting's filler; a client
+        // taking one clears bit 0 too and answers in its own filler.
+        self.cache_metadata = !hp
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+            && greeting_ext_caps(&greeting).is_some_and(|ext| ext & EXT_CACHE_METADATA != 0);
+        if self.cache_metadata {
+            self.caps.remove(CapabilityFlags::CLIENT_LONG_PASSWORD);
+        }
         let scramble = native_scramble(&hp.nonce(), password);
         let resp = HandshakeResponse::new(
             Some(scramble.as_slice()),
@@ -395,6 +421,11 @@ impl LeanConn {
         );
         let mut buf = Vec::with_capacity(128);
         resp.serialize(&mut buf);
+        if self.cache_metadata {
+            if let Some(ext) = buf.get_mut(RESPONSE_EXT_CAPS_AT..RESPONSE_EXT_CAPS_AT + 4) {
+                ext.copy_from_slice(&EXT_CACHE_METADATA.to_le_bytes());
+            }
+        }
         self.send(1, &buf).await?;
         let mut seq = 3;
         loop {
@@ -494,7 +525,7 @@ impl LeanConn {
     async fn prepare(
         &mut self,
         sql: &str,
-    ) -> Result<(u32, Vec<Column>, Vec<Column>), mysql_async::Error> {
+    ) -> Result<(u32, Vec<Column>, Vec<BytesMut>), mysql_async::Error> {
         self.command(COM_STMT_PREPARE, &[sql.as_bytes()]).await?;
         let ok = self.read().await?;
         if ok.first() == Some(&0xFF) {
@@ -512,13 +543,14 @@ impl LeanConn {
                 // n definitions, then an EOF.
                 for _ in 0..n {
                     let p = self.read().await?;
-                    out.push(column(&p)?);
+                    column(&p)?;
+                    out.push(p);
                 }
                 self.read().await?;
             }
         }
         let [params, cols] = defs;
-        Ok((id, params, cols))
+        Ok((id, columns(&params)?, cols))
     }
 
     /// The parameter and column definitions MariaDB gives `sql` when it is
@@ -531,7 +563,7 @@ impl LeanConn {
         let (id, params, cols) = self.prepare(sql).await?;
         self.command(COM_STMT_CLOSE, &[&id.to_le_bytes()]).await?;
         self.idle = true;
-        Ok((params, cols))
+        Ok((params, columns(&cols)?))
     }
 
     /// The statement id for `sql`, preparing it (and closing the oldest)
@@ -540,7 +572,7 @@ impl LeanConn {
         if let Some(id) = self.cached(sql) {
             return Ok(id);
         }
-        let (id, _, _) = self.prepare(sql).await?;
+        let (id, _, defs) = self.prepare(sql).await?;
         if self.stmts.len() >= STMT_CACHE {
             let old = self.stmts.remove(0);
             self.command(COM_STMT_CLOSE, &[&old.id.to_le_bytes()])
@@ -549,6 +581,7 @@ impl LeanConn {
         self.stmts.push(Stmt {
             sql: sql.to_string(),
             id,
+            defs,
         });
         Ok(id)
     }
@@ -587,7 +620,7 @@ impl LeanConn {
             let sent = self.send(0, &buf).await;
             self.scratch = buf;
             sent.map_err(unsent)?;
-            match self.results(sink, true, None).await {
+            match self.results(sink, Some(id), None).await {
                 // The table changed under a cached statement: prepare again once.
                 Err(RunError::Backend(mysql_async::Error::Server(e)))
                     if e.code == ER_NEED_REPREPARE && !retried =>
@@ -638,6 +671,7 @@ impl LeanConn {
             return false;
         }
         write_packet(&mut self.out, &mut 0, &self.scratch);
+        self.executing.push_back(id);
         true
     }
 
@@ -666,7 +700,15 @@ impl LeanConn {
         sink: &mut S,
     ) -> Result<u64, RunError> {
         self.idle = false;
-        self.results(sink, binary, None).await
+        let stmt = if binary {
+            match self.executing.pop_front() {
+                Some(id) => Some(id),
+                None => return Err(bad("a reply to an execution that was not queued").into()),
+            }
+        } else {
+            None
+        };
+        self.results(sink, stmt, None).await
     }
 
     /// COM_STMT_SEND_LONG_DATA for every byte value (no replies).
@@ -704,7 +746,7 @@ impl LeanConn {
         self.command(COM_QUERY, &[sql.as_bytes()])
             .await
             .map_err(unsent)?;
-        self.results(sink, false, rename).await
+        self.results(sink, None, rename).await
     }
 
     /// Runs a statement whose results nobody reads (BEGIN, COMMIT, a SET).
@@ -730,7 +772,12 @@ impl LeanConn {
                 self.end_reply().await?;
                 Ok(None)
             }
-            _ => Ok(Some(self.column_defs(&first).await?)),
+            _ => match self.column_defs(&first).await? {
+                Some(defs) => Ok(Some(defs)),
+                None => Err(RunError::Backend(bad(
+                    "tablet skipped a text result's column definitions",
+                ))),
+            },
         }
     }
 
@@ -742,7 +789,7 @@ impl LeanConn {
             .contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
         {
             // Discard takes everything: only the tablet can fail here.
-            self.results(&mut Discard, false, None)
+            self.results(&mut Discard, None, None)
                 .await
                 .map_err(|e| match e {
                     RunError::Backend(e) | RunError::Unsent(e) => e,
@@ -900,32 +947,51 @@ impl LeanConn {
     }
 
     /// Reads a result set's column definitions and the EOF after them;
-    /// `first` is the packet with the column count.
-    async fn column_defs(&mut self, first: &[u8]) -> Result<Vec<BytesMut>, mysql_async::Error> {
+    /// `first` is the packet with the column count. None when the tablet
+    /// skipped them (see [`Self::cache_metadata`]): they are those it last
+    /// sent for the statement.
+    async fn column_defs(
+        &mut self,
+        first: &[u8],
+    ) -> Result<Option<Vec<BytesMut>>, mysql_async::Error> {
         // A result set has at least one column (0 would be a malformed or
         // LOCAL INFILE reply, never asked for).
-        let n = ParseBuf(first)
+        let mut buf = ParseBuf(first);
+        let n = buf
             .checked_eat_lenenc_int()
             .filter(|n| *n > 0)
             .ok_or_else(|| bad("malformed column count from tablet"))?;
+        // With cached metadata a byte follows: 0 when no definitions do.
+        if self.cache_metadata && buf.0.first() == Some(&0) {
+            let eof = self.read().await?;
+            if !(eof.first() == Some(&0xFE) && eof.len() < 9) {
+                return Err(bad("no EOF after a column count without definitions"));
+            }
+            return Ok(None);
+        }
         // Reserve no more than MariaDB's column limit, whatever the count says.
         let mut defs = Vec::with_capacity(n.min(4096) as usize);
         for _ in 0..n {
             defs.push(self.read().await?);
         }
         self.read().await?; // EOF after the definitions
-        Ok(defs)
+        Ok(Some(defs))
     }
 
     /// Reads every result of one command into the sink: forwarded as
     /// packets when the sink takes them and no rename applies, decoded
-    /// otherwise.
+    /// otherwise. `stmt`: the statement an execution ran (binary rows),
+    /// None for a text query.
     async fn results<S: RowSink + Send>(
         &mut self,
         sink: &mut S,
-        binary: bool,
+        stmt: Option<u32>,
         rename: Option<&Rename>,
     ) -> Result<u64, RunError> {
+        let binary = stmt.is_some();
+        // Only an execution's first result has definitions the statement
+        // keeps (a procedure's further results come with theirs).
+        let mut stmt = stmt;
         let mut last_id = 0;
         loop {
             let first = self.read().await?;
@@ -937,13 +1003,25 @@ impl LeanConn {
                     sink.ok(done).map_err(RunError::Sink)?;
                 }
                 _ => {
-                    let defs = self.column_defs(&first).await?;
+                    let read = self.column_defs(&first).await?;
+                    let kept = stmt
+                        .take()
+                        .and_then(|id| self.stmts.iter().position(|s| s.id == id));
+                    let defs: &[BytesMut] = match (&read, kept) {
+                        (Some(defs), _) => defs,
+                        (None, Some(i)) => &self.stmts[i].defs,
+                        (None, None) => {
+                            return Err(RunError::Backend(bad(
+                                "tablet skipped column definitions it never sent",
+                            )))
+                        }
+                    };
                     let forward = rename.is_none() && sink.packets(binary).is_some();
                     let cols: Option<Arc<[Column]>> = if forward {
-                        packets(sink, binary)?.column_packets(&defs);
+                        packets(sink, binary)?.column_packets(defs);
                         None
                     } else {
-                        let cols = columns(&defs)?;
+                        let cols = columns(defs)?;
                         let cols = match rename {
                             Some(r) => r.apply(&cols),
                             None => cols,
@@ -951,6 +1029,10 @@ impl LeanConn {
                         sink.columns(&cols).map_err(RunError::Sink)?;
                         Some(cols.into())
                     };
+                    // Definitions sent anew are the statement's from now on.
+                    if let (Some(defs), Some(i)) = (read, kept) {
+                        self.stmts[i].defs = defs;
+                    }
                     loop {
                         // Rows already read whole: forwarded as one run, or
                         // decoded one by one, in place.
@@ -994,6 +1076,15 @@ impl LeanConn {
             }
         }
     }
+}
+
+/// The extended capabilities in a MariaDB server's greeting (the filler
+/// after the server version's fixed fields).
+fn greeting_ext_caps(greeting: &[u8]) -> Option<u32> {
+    let version_end = 1 + greeting.get(1..)?.iter().position(|b| *b == 0)?;
+    let at = version_end + 1 + GREETING_EXT_CAPS_AFTER_VERSION;
+    let b = greeting.get(at..at + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// What the reader's next item is to the connection: a packet's payload,

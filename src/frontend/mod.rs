@@ -71,11 +71,11 @@ pub const EXT_CACHE_METADATA: u32 = 1 << 4;
 /// Where the extended capabilities sit in a greeting after the server
 /// version: connection id, scramble part, filler, capabilities, collation,
 /// status, capabilities, scramble length, then six bytes of filler.
-const GREETING_EXT_CAPS_AFTER_VERSION: usize = 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
+pub(crate) const GREETING_EXT_CAPS_AFTER_VERSION: usize = 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
 
 /// Where a handshake response carries the client's extended capabilities:
 /// after capabilities, max packet size, collation and 19 bytes of filler.
-const RESPONSE_EXT_CAPS_AT: usize = 4 + 4 + 1 + 19;
+pub(crate) const RESPONSE_EXT_CAPS_AT: usize = 4 + 4 + 1 + 19;
 
 /// The read side of a client connection (TCP or Unix socket).
 pub type ClientRead = Box<dyn AsyncRead + Unpin + Send>;
