@@ -323,6 +323,21 @@ impl LeanConn {
         at
     }
 
+    /// An EOF packet lying whole at the start of the read buffer, taken
+    /// from it in place: a result's end, and the EOF after its column
+    /// definitions, cost no payload split off the buffer.
+    fn buffered_eof(&mut self) -> Option<[u8; 5]> {
+        self.release_row();
+        let buf = self.unread()?;
+        let len = whole_frame(buf)?;
+        let eof: [u8; 5] = buf.get(4..4 + len)?.try_into().ok()?;
+        if eof[0] != 0xFE {
+            return None;
+        }
+        self.consume(4 + len);
+        Some(eof)
+    }
+
     /// Drops a packet [`Self::buffered_row`] handed out.
     fn consume(&mut self, used: usize) {
         self.reader.read_buffer_mut().advance(used);
@@ -963,9 +978,11 @@ impl LeanConn {
             .ok_or_else(|| bad("malformed column count from tablet"))?;
         // With cached metadata a byte follows: 0 when no definitions do.
         if self.cache_metadata && buf.0.first() == Some(&0) {
-            let eof = self.read().await?;
-            if !(eof.first() == Some(&0xFE) && eof.len() < 9) {
-                return Err(bad("no EOF after a column count without definitions"));
+            if self.buffered_eof().is_none() {
+                let eof = self.read().await?;
+                if !(eof.first() == Some(&0xFE) && eof.len() < 9) {
+                    return Err(bad("no EOF after a column count without definitions"));
+                }
             }
             return Ok(None);
         }
@@ -974,7 +991,10 @@ impl LeanConn {
         for _ in 0..n {
             defs.push(self.read().await?);
         }
-        self.read().await?; // EOF after the definitions
+        // The EOF after the definitions.
+        if self.buffered_eof().is_none() {
+            self.read().await?;
+        }
         Ok(Some(defs))
     }
 
@@ -1050,6 +1070,11 @@ impl LeanConn {
                             self.consume(used);
                             sink.flush().await.map_err(RunError::Sink)?;
                             continue;
+                        }
+                        if let Some(eof) = self.buffered_eof() {
+                            let warnings = self.eof_packet(&eof)?;
+                            sink.end_rows(warnings).map_err(RunError::Sink)?;
+                            break;
                         }
                         let p = self.read().await?;
                         match p.first() {
