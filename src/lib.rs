@@ -20,8 +20,10 @@
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
 //! - [`backend`]: [`backend::lean`] tablet connections that carry every
 //!   session's statements (results forwarded undecoded when the client
-//!   takes them as they are, decoded for the engine's merges), pooled per
-//!   tablet and tagged with the session settings they carry; mysql_async
+//!   takes them as they are, decoded for the engine's merges; MariaDB's
+//!   cached column definitions, so a repeated execution comes without
+//!   them), pooled per tablet and tagged with the session settings they
+//!   carry; mysql_async
 //!   pools, reconciled with the snapshot, as the fallback; [`backend::mux`]
 //!   shares pipelined connections between the stateless reads of many
 //!   sessions (a read that finds its tablet idle runs on its own).

@@ -15,7 +15,10 @@
 //! (native password), COM_QUERY, COM_STMT_PREPARE / EXECUTE / CLOSE (and
 //! SEND_LONG_DATA), `SELECT @@socket` to find a local tablet's Unix socket,
 //! COM_RESET_CONNECTION (a connection that carried a session's settings or
-//! state goes back to the pools clean) and COM_QUIT.
+//! state goes back to the pools clean) and COM_QUIT. With a MariaDB tablet
+//! it takes MariaDB's cached column definitions (as MariaDB's own clients
+//! do): an execution whose definitions are those the connection last got
+//! for its statement comes without them.
 
 use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
