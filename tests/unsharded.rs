@@ -702,6 +702,38 @@ async fn prepared_results_follow_changed_column_definitions() {
     sg.query_drop("drop table meta_t").await.unwrap();
 }
 
+/// A client that sets its connection's collation at every connect (as
+/// MariaDB's Perl driver does) keeps using the tablet connection that
+/// carries the setting: the connection the no-op check ran the SET on
+/// serves the session, and the next session with the same SET gets it
+/// back, instead of a tablet connection opened per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changing_set_keeps_the_connection_it_was_checked_on() {
+    let (port, _) = spawn_shardgate(&[]).await;
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        let mut sg = connect_port(port, Some("commerce")).await;
+        sg.query_drop("set collation_connection = 'utf8mb4_unicode_ci'")
+            .await
+            .unwrap();
+        let coll: Option<String> = sg
+            .query_first("select @@collation_connection")
+            .await
+            .unwrap();
+        assert_eq!(coll.as_deref(), Some("utf8mb4_unicode_ci"));
+        let marker = format!("set-keeps-{round}-{}", std::process::id());
+        let sleeper = format!("select sleep(0.5), '{marker}'");
+        let (slept, id) = tokio::join!(sg.query_drop(sleeper), connection_running(100, &marker));
+        slept.unwrap();
+        ids.push(id.expect("the session's tablet connection in the processlist"));
+        sg.disconnect().await.unwrap();
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "tablet connections {ids:?}"
+    );
+}
+
 fn sysbench(port: u16, db: &str, cmd: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "oltp_read_write".to_string(),

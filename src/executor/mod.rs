@@ -94,6 +94,13 @@ pub struct ShardConns {
     /// server's budget shared with sticky ones (beyond it a statement takes
     /// one from the pool and gives it back).
     pub lean: Vec<LeanHeld>,
+    /// A SET that [`ShardConns::set_is_noop`] found to change something,
+    /// and the connection it ran on, which carries it now:
+    /// [`ShardConns::apply_setting`] takes that connection rather than
+    /// running the SET again on another (a client that sets its
+    /// character set at every connect would otherwise cost a tablet
+    /// connection per connect).
+    applied: Option<(String, LeanHeld)>,
 }
 
 /// How far a transaction may reach, as vtgate's `--transaction_mode` says.
@@ -416,32 +423,56 @@ impl ShardConns {
                 .map_err(|e| run_error(e, &label))?;
         }
         let mut tried = None;
+        // The connection the no-op check left carrying this SET serves as
+        // the one it runs on; one for another SET or tablet is closed.
+        let mut applied = match self.applied.take() {
+            Some((s, held))
+                if s == set
+                    && tablet
+                        .as_ref()
+                        .is_some_and(|(t, _)| t.alias == held.handle.alias()) =>
+            {
+                Some(held)
+            }
+            Some((_, held)) => {
+                held.handle.conn.quit().await;
+                None
+            }
+            None => None,
+        };
         if let Some((tablet, label)) = tablet {
             if self.pinned(&tablet.alias).is_none() && self.pinned_lean(&tablet.alias).is_none() {
-                match self.take_lean(ctx, tablet).await {
-                    Some(mut held) => {
-                        let res = held.handle.conn.run(set).await;
-                        let conn = &held.handle.conn;
-                        self.no_backslash_escapes = conn.no_backslash_escapes();
-                        match res {
-                            Ok(()) => tried = Some(held),
-                            Err(e) => {
-                                // A refused SET changed nothing.
-                                if conn.is_idle() {
-                                    self.keep_lean(ctx, held);
+                if let Some(held) = applied.take() {
+                    tried = Some(held);
+                } else {
+                    match self.take_lean(ctx, tablet).await {
+                        Some(mut held) => {
+                            let res = held.handle.conn.run(set).await;
+                            let conn = &held.handle.conn;
+                            self.no_backslash_escapes = conn.no_backslash_escapes();
+                            match res {
+                                Ok(()) => tried = Some(held),
+                                Err(e) => {
+                                    // A refused SET changed nothing.
+                                    if conn.is_idle() {
+                                        self.keep_lean(ctx, held);
+                                    }
+                                    return Err(run_error(e, &label));
                                 }
-                                return Err(run_error(e, &label));
                             }
                         }
-                    }
-                    None => {
-                        let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
-                        sc.conn.query_drop(set).await.map_err(backend(&label))?;
-                        self.no_backslash_escapes = no_backslash(&sc.conn);
-                        self.conns.push(sc);
+                        None => {
+                            let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
+                            sc.conn.query_drop(set).await.map_err(backend(&label))?;
+                            self.no_backslash_escapes = no_backslash(&sc.conn);
+                            self.conns.push(sc);
+                        }
                     }
                 }
             }
+        }
+        if let Some(held) = applied {
+            held.handle.conn.quit().await;
         }
         self.settings.push(set.to_string());
         self.settings_key = self.settings.join(";\n").into();
@@ -499,7 +530,14 @@ impl ShardConns {
                 self.keep_lean(ctx, held);
                 Ok(true)
             }
-            _ => {
+            Ok(_) => {
+                self.no_backslash_escapes = conn.no_backslash_escapes();
+                if let Some((_, old)) = self.applied.replace((set.to_string(), held)) {
+                    old.handle.conn.quit().await;
+                }
+                Ok(false)
+            }
+            Err(_) => {
                 held.handle.conn.quit().await;
                 Ok(false)
             }
