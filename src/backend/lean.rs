@@ -38,7 +38,7 @@ use tokio_util::codec::FramedRead;
 use crate::engine::row::{self, Cell};
 use crate::engine::{PacketSink, QueryDone, RowSink};
 use crate::frontend::codec::{whole_frame, write_packet, PacketCodec};
-use crate::frontend::{EXT_CACHE_METADATA, GREETING_EXT_CAPS_AFTER_VERSION, RESPONSE_EXT_CAPS_AT};
+use crate::frontend::{greeting_ext_caps, put_response_ext_caps, EXT_CACHE_METADATA};
 
 /// Statements each lean connection keeps prepared (oldest closed first).
 const STMT_CACHE: usize = 32;
@@ -440,9 +440,7 @@ impl LeanConn {
         let mut buf = Vec::with_capacity(128);
         resp.serialize(&mut buf);
         if self.cache_metadata {
-            if let Some(ext) = buf.get_mut(RESPONSE_EXT_CAPS_AT..RESPONSE_EXT_CAPS_AT + 4) {
-                ext.copy_from_slice(&EXT_CACHE_METADATA.to_le_bytes());
-            }
+            put_response_ext_caps(&mut buf, EXT_CACHE_METADATA);
         }
         self.send(1, &buf).await?;
         let mut seq = 3;
@@ -1104,15 +1102,6 @@ impl LeanConn {
             }
         }
     }
-}
-
-/// The extended capabilities in a MariaDB server's greeting (the filler
-/// after the server version's fixed fields).
-fn greeting_ext_caps(greeting: &[u8]) -> Option<u32> {
-    let version_end = 1 + greeting.get(1..)?.iter().position(|b| *b == 0)?;
-    let at = version_end + 1 + GREETING_EXT_CAPS_AFTER_VERSION;
-    let b = greeting.get(at..at + 4)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// What the reader's next item is to the connection: a packet's payload,

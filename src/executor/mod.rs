@@ -442,10 +442,9 @@ impl ShardConns {
         };
         if let Some((tablet, label)) = tablet {
             if self.pinned(&tablet.alias).is_none() && self.pinned_lean(&tablet.alias).is_none() {
-                if let Some(held) = applied.take() {
-                    tried = Some(held);
-                } else {
-                    match self.take_lean(ctx, tablet).await {
+                match applied.take() {
+                    Some(held) => tried = Some(held),
+                    None => match self.take_lean(ctx, tablet).await {
                         Some(mut held) => {
                             let res = held.handle.conn.run(set).await;
                             let conn = &held.handle.conn;
@@ -467,7 +466,7 @@ impl ShardConns {
                             self.no_backslash_escapes = no_backslash(&sc.conn);
                             self.conns.push(sc);
                         }
-                    }
+                    },
                 }
             }
         }
@@ -1279,19 +1278,24 @@ impl Executor<'_> {
             let reply = match route {
                 Shareable::Solo(s) => {
                     _solo = Some(s);
-                    Err(None)
+                    None
                 }
-                Shareable::Off => Err(None),
-                Shareable::Queued(rx) => Ok(rx),
-                Shareable::Open(read) => self.ctx.pools.shared(tablet, read).await.map_err(Some),
+                Shareable::Off => None,
+                Shareable::Queued(rx) => Some(rx),
+                Shareable::Open(read) => match self.ctx.pools.shared(tablet, read).await {
+                    Ok(rx) => Some(rx),
+                    Err(read) => {
+                        params = read.params;
+                        None
+                    }
+                },
             };
-            match reply {
-                Ok(rx) => match self.on_shared(tablet, &label, binary, rx, sink).await {
+            // A read sent back unwritten runs on the session's own.
+            if let Some(rx) = reply {
+                match self.on_shared(tablet, &label, binary, rx, sink).await {
                     Ok(res) => return self.finish(res),
                     Err(read) => params = read.params,
-                },
-                Err(Some(read)) => params = read.params,
-                Err(None) => {}
+                }
             }
         }
         self.state

@@ -71,11 +71,52 @@ pub const EXT_CACHE_METADATA: u32 = 1 << 4;
 /// Where the extended capabilities sit in a greeting after the server
 /// version: connection id, scramble part, filler, capabilities, collation,
 /// status, capabilities, scramble length, then six bytes of filler.
-pub(crate) const GREETING_EXT_CAPS_AFTER_VERSION: usize = 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
+const GREETING_EXT_CAPS_AFTER_VERSION: usize = 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
 
 /// Where a handshake response carries the client's extended capabilities:
 /// after capabilities, max packet size, collation and 19 bytes of filler.
-pub(crate) const RESPONSE_EXT_CAPS_AT: usize = 4 + 4 + 1 + 19;
+const RESPONSE_EXT_CAPS_AT: usize = 4 + 4 + 1 + 19;
+
+/// MariaDB's extended capabilities travel in handshake filler, at one
+/// place in the greeting and another in the response: these read and
+/// write them for both ends of a handshake, shardgate's clients' and its
+/// tablets'. A greeting's (the protocol version byte, then the server
+/// version up to its NUL): None when it is too short to carry them.
+pub(crate) fn greeting_ext_caps(greeting: &[u8]) -> Option<u32> {
+    let version_len = greeting.get(1..)?.iter().position(|b| *b == 0)?;
+    read_ext_caps(greeting, greeting_ext_caps_at(version_len))
+}
+
+/// Writes `caps` into a greeting built with a server version of
+/// `version_len` bytes.
+pub(crate) fn put_greeting_ext_caps(greeting: &mut [u8], version_len: usize, caps: u32) {
+    put_ext_caps(greeting, greeting_ext_caps_at(version_len), caps);
+}
+
+/// A handshake response's extended capabilities (None: too short).
+pub(crate) fn response_ext_caps(response: &[u8]) -> Option<u32> {
+    read_ext_caps(response, RESPONSE_EXT_CAPS_AT)
+}
+
+/// Writes `caps` into a serialized handshake response.
+pub(crate) fn put_response_ext_caps(response: &mut [u8], caps: u32) {
+    put_ext_caps(response, RESPONSE_EXT_CAPS_AT, caps);
+}
+
+fn greeting_ext_caps_at(version_len: usize) -> usize {
+    1 + version_len + 1 + GREETING_EXT_CAPS_AFTER_VERSION
+}
+
+fn read_ext_caps(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..at + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn put_ext_caps(buf: &mut [u8], at: usize, caps: u32) {
+    if let Some(ext) = buf.get_mut(at..at + 4) {
+        ext.copy_from_slice(&caps.to_le_bytes());
+    }
+}
 
 /// The read side of a client connection (TCP or Unix socket).
 pub type ClientRead = Box<dyn AsyncRead + Unpin + Send>;
@@ -462,10 +503,7 @@ async fn handshake(
     let mut payload = Vec::with_capacity(128);
     hs.serialize(&mut payload);
     // The extended capabilities, in filler the greeting leaves zero.
-    let at = 1 + ctx.server_version.len() + 1 + GREETING_EXT_CAPS_AFTER_VERSION;
-    if let Some(ext) = payload.get_mut(at..at + 4) {
-        ext.copy_from_slice(&EXT_CACHE_METADATA.to_le_bytes());
-    }
+    put_greeting_ext_caps(&mut payload, ctx.server_version.len(), EXT_CACHE_METADATA);
     wire.seq = 0;
     wire.push(&payload);
     wire.flush().await?;
@@ -481,10 +519,8 @@ async fn handshake(
             return Ok(false);
         }
     };
-    wire.cache_metadata = pkt
-        .payload
-        .get(RESPONSE_EXT_CAPS_AT..RESPONSE_EXT_CAPS_AT + 4)
-        .is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & EXT_CACHE_METADATA != 0);
+    wire.cache_metadata =
+        response_ext_caps(&pkt.payload).is_some_and(|ext| ext & EXT_CACHE_METADATA != 0);
     wire.deprecate_eof = resp
         .capabilities()
         .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
@@ -812,6 +848,29 @@ async fn field_list(
 mod tests {
     use super::*;
     use tokio_util::codec::Decoder;
+
+    /// What one end of a handshake writes into the filler, the other reads
+    /// back (shardgate is the server to its clients and the client to its
+    /// tablets); filler too short carries none.
+    #[test]
+    fn extended_capabilities_are_read_where_they_are_written() {
+        let version = b"10.11.19-MariaDB";
+        let mut greeting = vec![10u8];
+        greeting.extend_from_slice(version);
+        greeting.push(0);
+        greeting.resize(greeting.len() + 60, 0);
+        put_greeting_ext_caps(&mut greeting, version.len(), EXT_CACHE_METADATA | 1);
+        assert_eq!(greeting_ext_caps(&greeting), Some(EXT_CACHE_METADATA | 1));
+        assert_eq!(greeting_ext_caps(&greeting[..20]), None);
+        let mut response = vec![0u8; 64];
+        put_response_ext_caps(&mut response, EXT_CACHE_METADATA);
+        assert_eq!(response_ext_caps(&response), Some(EXT_CACHE_METADATA));
+        assert_eq!(
+            &response[RESPONSE_EXT_CAPS_AT..RESPONSE_EXT_CAPS_AT + 4],
+            &[16, 0, 0, 0]
+        );
+        assert_eq!(response_ext_caps(&response[..10]), None);
+    }
 
     /// The payloads of the packets in `out`.
     fn frames(out: &[u8]) -> Vec<Vec<u8>> {
