@@ -40,6 +40,9 @@ pub struct ServerCtx {
     /// Transaction parts committed, and how many of them only read and
     /// committed without a round trip for the client.
     pub txn_stats: crate::executor::TxnStats,
+    /// What session SETs did on each tablet lately (connect-time SETs
+    /// answered without a round trip).
+    pub set_verdicts: crate::executor::verdicts::SetVerdicts,
     /// Polls the event loops made instead of blocking (`--busy-poll-us`).
     pub busy_polls: Arc<std::sync::atomic::AtomicU64>,
     /// The schema tracker's progress (None: `--schema-change-signal=false`):
@@ -70,6 +73,7 @@ impl ServerCtx {
             sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
             transaction_mode: crate::executor::TransactionMode::default(),
             txn_stats: crate::executor::TxnStats::default(),
+            set_verdicts: Default::default(),
             busy_polls: Arc::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),

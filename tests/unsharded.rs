@@ -734,6 +734,100 @@ async fn a_changing_set_keeps_the_connection_it_was_checked_on() {
     );
 }
 
+/// Statements a tablet ran for one user (MariaDB's user statistics).
+async fn statements_of(dba: &mut mysql_async::Conn, user: &str) -> u64 {
+    let n: Option<u64> = dba
+        .query_first(format!(
+            "select select_commands + update_commands + other_commands \
+             from information_schema.user_statistics where user = '{user}'"
+        ))
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+/// A driver's connect-time SETs that the tablet judged lately (after the
+/// same settings) are answered by shardgate itself: the next client that
+/// sends them costs the tablet only its own query, and still sees the
+/// values it set. A `SET GLOBAL` through shardgate makes it ask again.
+/// Counted with the tablet's user statistics for a user only this test's
+/// shardgate connects as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_sets_judged_lately_cost_no_round_trip() {
+    let user = "sg_verdicts";
+    let mut dba = connect_tablet(100).await;
+    for host in ["localhost", "127.0.0.1"] {
+        dba.query_drop(format!("create user if not exists '{user}'@'{host}'"))
+            .await
+            .unwrap();
+        dba.query_drop(format!("grant all on *.* to '{user}'@'{host}'"))
+            .await
+            .unwrap();
+    }
+    dba.query_drop("set global userstat = 1").await.unwrap();
+    let (port, _) = spawn_shardgate(&["--db-app-user".into(), user.into()]).await;
+    // Sent first thing after connecting, as DBD::MariaDB sends them
+    // (mysql_async reads two variables first unless told their values).
+    let session = |sets: &'static [&'static str]| async move {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("app"))
+            .db_name(Some("commerce"))
+            .prefer_socket(false)
+            .max_allowed_packet(Some(16 << 20))
+            .wait_timeout(Some(28800));
+        let mut sg = mysql_async::Conn::new(opts).await.unwrap();
+        for set in sets {
+            sg.query_drop(*set).await.unwrap();
+        }
+        let got: Option<(String, String, String)> = sg
+            .query_first(
+                "select @@collation_connection, @@character_set_client, @@collation_server",
+            )
+            .await
+            .unwrap();
+        sg.disconnect().await.unwrap();
+        got.unwrap()
+    };
+    const SETS: &[&str] = &[
+        "SET NAMES 'utf8mb4'",
+        "SET collation_connection = 'utf8mb4_unicode_ci'",
+        "SET collation_server = 'utf8mb4_unicode_ci'",
+    ];
+    let want = (
+        "utf8mb4_unicode_ci".to_string(),
+        "utf8mb4".to_string(),
+        "utf8mb4_unicode_ci".to_string(),
+    );
+    assert_eq!(session(SETS).await, want);
+    let first = statements_of(&mut dba, user).await;
+    for round in 0..3 {
+        assert_eq!(session(SETS).await, want, "round {round}");
+    }
+    let repeated = statements_of(&mut dba, user).await - first;
+    assert_eq!(repeated, 3, "statements the tablet ran for three sessions");
+    // A session without the SETs gets a clean connection, not theirs.
+    let clean = session(&[]).await;
+    assert_ne!(clean.0, want.0);
+    // A SET GLOBAL through shardgate: the next session's SETs are checked.
+    let mut sg = connect_port(port, Some("commerce")).await;
+    let secs: u64 = sg
+        .query_first("select @@global.net_read_timeout")
+        .await
+        .unwrap()
+        .unwrap();
+    sg.query_drop(format!("set global net_read_timeout = {secs}"))
+        .await
+        .unwrap();
+    sg.disconnect().await.unwrap();
+    let before = statements_of(&mut dba, user).await;
+    assert_eq!(session(SETS).await, want);
+    let checked = statements_of(&mut dba, user).await - before;
+    assert!(checked > 1, "{checked} statements after SET GLOBAL");
+    dba.query_drop("set global userstat = 0").await.unwrap();
+}
+
 fn sysbench(port: u16, db: &str, cmd: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "oltp_read_write".to_string(),

@@ -3,13 +3,15 @@
 //! the driver's pool), streams the tablet's results into the sink, and
 //! wraps errors with their target (`commerce.0.primary`).
 
+pub mod verdicts;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use mysql_common::constants::StatusFlags;
 use mysql_common::packets::Column;
 use mysql_common::value::Value;
 
-use crate::backend::lean::{Rename, RunError};
+use crate::backend::lean::{Discard, Rename, RunError};
 use crate::backend::mux::{self, Read};
 use crate::backend::Shareable;
 use crate::engine::row::{Cell, OwnedRow, ShardRows, TextRow};
@@ -18,6 +20,7 @@ use crate::error::Error;
 use crate::server::ServerCtx;
 use crate::sql::TabletType;
 use crate::topo::{Snapshot, Tablet};
+use verdicts::Verdict;
 
 /// A driver connection held by a session beyond one statement.
 pub struct ShardConn {
@@ -402,6 +405,35 @@ impl ShardConns {
         Ok((sc, self.in_txn || self.driver_keeps()))
     }
 
+    /// The session's settings joined, as the pools tag connections that
+    /// carry them.
+    pub fn settings_key(&self) -> &str {
+        &self.settings_key
+    }
+
+    /// The session pins no tablet connection and holds no transaction: a
+    /// new setting can wait for the connection its next statement takes.
+    pub fn can_defer_setting(&self) -> bool {
+        self.conns.is_empty()
+            && self.pinned_lean.is_empty()
+            && self.sticky.is_empty()
+            && !self.reserved
+            && !self.in_txn
+    }
+
+    /// Takes a setting the tablet is known to take (see
+    /// [`Self::can_defer_setting`]) without running it now: the session's
+    /// idle connections go back to the pools, and its next statement takes
+    /// one that carries the new settings (kept by an earlier session with
+    /// the same SETs, as drivers send at every connect) or brings one to
+    /// them.
+    pub async fn defer_setting(&mut self, ctx: &ServerCtx, set: &str) -> Result<(), Error> {
+        for held in self.lean.drain(..) {
+            ctx.pools.put_lean(held.handle);
+        }
+        self.apply_setting(ctx, None, set).await
+    }
+
     /// Applies a new session setting: on every pinned connection, and on
     /// a connection to `tablet` (so its errors reach the client now), then
     /// remembers it for every connection the session uses later.
@@ -484,24 +516,26 @@ impl ShardConns {
         Ok(())
     }
 
-    /// Whether `set` leaves the session variables `vars` as a clean
-    /// connection to `tablet` has them (read them, apply it, read them
-    /// again, on a connection that holds no session's state): then the
-    /// session need not carry it, and its connections stay untagged. A
-    /// connection the SET changed is closed. False when it cannot tell (no
-    /// lean connection, or a variable that cannot be read per session); the
-    /// SET then becomes one of the session's settings, and that path
-    /// reports its errors.
-    pub async fn set_is_noop(
+    /// What `set` does to the session variables `vars` of a clean
+    /// connection to `tablet`: read them, apply it, read them again, the
+    /// three in one write, on a connection that holds no session's state.
+    /// [`Verdict::Noop`]: it leaves them as they were, so the session need
+    /// not carry it and its connections stay untagged. [`Verdict::Applies`]:
+    /// it changed them (or they cannot be read per session) and ran; the
+    /// connection it ran on then serves the session's next
+    /// [`Self::apply_setting`] of it. None when it cannot tell (no lean
+    /// connection, or the link failed); the SET then becomes one of the
+    /// session's settings, and that path reports its errors.
+    pub async fn check_set(
         &mut self,
         ctx: &ServerCtx,
         tablet: &Tablet,
         label: &str,
         set: &str,
         vars: &[String],
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<Verdict>, Error> {
         let Some(mut held) = self.take_lean(ctx, tablet).await else {
-            return Ok(false);
+            return Ok(None);
         };
         let read = format!(
             "SELECT {}",
@@ -511,34 +545,38 @@ impl ShardConns {
                 .join(", ")
         );
         let conn = &mut held.handle.conn;
-        let before = match session_values(conn, &read).await {
-            Ok(v) => v,
-            Err(_) => {
-                if conn.is_idle() {
-                    self.keep_lean(ctx, held);
-                }
-                return Ok(false);
-            }
-        };
-        if let Err(e) = conn.run(set).await {
+        conn.queue_query(&read);
+        conn.queue_query(set);
+        conn.queue_query(&read);
+        if conn.flush().await.is_err() {
+            held.handle.conn.quit().await;
+            return Ok(None);
+        }
+        let before = session_reply(conn).await;
+        if before.as_ref().is_err_and(|e| !refused(e)) {
+            held.handle.conn.quit().await;
+            return Ok(None);
+        }
+        if let Err(e) = conn.reply(false, &mut Discard).await {
             held.handle.conn.quit().await;
             return Err(run_error(e, &label));
         }
-        match session_values(conn, &read).await {
-            Ok(after) if after == before => {
+        let after = session_reply(conn).await;
+        match (before, after) {
+            (Ok(before), Ok(after)) if before == after => {
                 self.keep_lean(ctx, held);
-                Ok(true)
+                Ok(Some(Verdict::Noop))
             }
-            Ok(_) => {
+            (_, Err(e)) if !refused(&e) => {
+                held.handle.conn.quit().await;
+                Ok(None)
+            }
+            _ => {
                 self.no_backslash_escapes = conn.no_backslash_escapes();
                 if let Some((_, old)) = self.applied.replace((set.to_string(), held)) {
                     old.handle.conn.quit().await;
                 }
-                Ok(false)
-            }
-            Err(_) => {
-                held.handle.conn.quit().await;
-                Ok(false)
+                Ok(Some(Verdict::Applies))
             }
         }
     }
@@ -1155,7 +1193,7 @@ impl VCursor for Executor<'_> {
                     Some((_, read)) => (read.sql, read.params),
                     None => (CLEAR_DIAGNOSTICS.into(), None),
                 };
-                let mut discard = crate::backend::lean::Discard;
+                let mut discard = Discard;
                 let (ks, tt) = (keyspace, tablet_type);
                 self.on_shard(
                     ks,
@@ -1616,15 +1654,20 @@ async fn conform(
     Box::pin(reconform(settings, key, held)).await
 }
 
-/// [`conform`]'s work for a connection that carries other settings.
+/// [`conform`]'s work for a connection that carries other settings: the
+/// missing ones when it carries the first of the session's (a setting
+/// just added), else a reset and all of them.
 async fn reconform(
     settings: &[String],
     key: &std::sync::Arc<str>,
     mut held: LeanHeld,
 ) -> Option<LeanHeld> {
     let conn = &mut held.handle.conn;
-    let mut ok = held.handle.settings.is_empty() || conn.reset().await.is_ok();
-    for set in settings {
+    let (mut ok, from) = match carried(settings, key, &held.handle.settings) {
+        Some(k) => (true, k),
+        None => (conn.reset().await.is_ok(), 0),
+    };
+    for set in &settings[from..] {
         ok = ok && conn.run(set).await.is_ok();
     }
     if !ok {
@@ -1635,13 +1678,35 @@ async fn reconform(
     Some(held)
 }
 
-/// The rows `sql` returns on a lean connection.
-async fn session_values(
+/// How many of `settings` (joined: `key`) a connection tagged `tag`
+/// already carries, when its tag is their first ones joined.
+fn carried(settings: &[String], key: &str, tag: &str) -> Option<usize> {
+    if tag.is_empty() {
+        return Some(0);
+    }
+    let mut len = 0;
+    for (k, s) in settings.iter().enumerate() {
+        len += s.len() + if k > 0 { 2 } else { 0 };
+        if len >= tag.len() {
+            let same = len == tag.len() && key.as_bytes().get(..len) == Some(tag.as_bytes());
+            return same.then_some(k + 1);
+        }
+    }
+    None
+}
+
+/// The tablet refused the statement (a server error): the connection
+/// stays usable.
+fn refused(e: &RunError) -> bool {
+    matches!(e, RunError::Backend(mysql_async::Error::Server(_)))
+}
+
+/// The rows of the next queued query's reply on a lean connection.
+async fn session_reply(
     conn: &mut crate::backend::lean::LeanConn,
-    sql: &str,
 ) -> Result<Vec<Vec<Value>>, RunError> {
     let mut c = Collect::default();
-    conn.query(sql, None, &mut c).await?;
+    conn.reply(false, &mut c).await?;
     Ok(c.out.rows)
 }
 
@@ -1677,5 +1742,32 @@ impl RowSink for Collect {
         }
         self.seen += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carried;
+
+    #[test]
+    fn a_tag_carries_the_settings_it_begins_with() {
+        let settings: Vec<String> = ["SET a = 1", "SET b = 'x;\ny'", "SET c = 3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let key = settings.join(";\n");
+        let first = |k: usize| settings[..k].join(";\n");
+        assert_eq!(carried(&settings, &key, ""), Some(0));
+        assert_eq!(carried(&settings, &key, &first(1)), Some(1));
+        assert_eq!(carried(&settings, &key, &first(2)), Some(2));
+        assert_eq!(carried(&settings, &key, &key), Some(3));
+        // Another session's settings, or a cut inside one, carry none.
+        assert_eq!(carried(&settings, &key, "SET z = 9"), None);
+        assert_eq!(carried(&settings, &key, "SET a = 1;\nSET b = 'x"), None);
+        assert_eq!(carried(&settings, &key, "SET a = 2"), None);
+        assert_eq!(
+            carried(&settings, &key, &format!("{key};\nSET d = 4")),
+            None
+        );
     }
 }

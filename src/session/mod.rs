@@ -9,6 +9,7 @@ use mysql_common::packets::Column;
 
 use crate::engine::{self, QueryDone, RowSink};
 use crate::error::Error;
+use crate::executor::verdicts::Verdict;
 use crate::executor::{pick, Executor, ShardConns};
 use crate::planner::{self, Plan};
 use crate::server::ServerCtx;
@@ -200,10 +201,13 @@ impl Session {
             Statement::Set(set) => {
                 if let Some(rest) = &set.rest {
                     if set.global {
+                        // What a clean connection holds may change with it.
+                        ctx.set_verdicts.forget_all();
                         self.run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink)
                             .await?;
                     } else {
-                        self.set_session(ctx, rest, set.sys_vars.as_deref()).await?;
+                        self.set_session(ctx, rest, set.sys_vars.as_deref(), set.constant)
+                            .await?;
                     }
                 }
                 if let Some(on) = set.autocommit {
@@ -240,12 +244,15 @@ impl Session {
     /// session's settings, which every connection the session uses carries,
     /// unless it changes nothing on a clean connection (checked on a tablet
     /// the session reaches, while the session holds no settings yet), as
-    /// vtgate checks before reserving a connection.
+    /// vtgate checks before reserving a connection. A SET of literals
+    /// ([`sql::SetStmt::constant`]) that the tablet judged lately after the
+    /// same settings is answered by that verdict: no round trip.
     async fn set_session(
         &mut self,
         ctx: &ServerCtx,
         set: &str,
         sys_vars: Option<&[String]>,
+        constant: bool,
     ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
         let plan = planner::plan(
@@ -270,12 +277,43 @@ impl Session {
             _ => tablet.clone(),
         };
         let clean = self.shards.settings.is_empty() && !self.shards.reserved && !self.shards.in_txn;
-        if let (Some(vars), Some((t, label)), true) = (sys_vars, &checked, clean) {
-            if self.shards.set_is_noop(ctx, t, label, set, vars).await? {
+        let judged = match (&checked, constant) {
+            (Some((t, _)), true) => {
+                let v = &ctx.set_verdicts;
+                v.get(&t.alias, self.shards.settings_key(), set)
+            }
+            _ => None,
+        };
+        match judged {
+            Some(Verdict::Noop) if clean => return Ok(()),
+            Some(Verdict::Applies) if self.shards.can_defer_setting() => {
+                return self.shards.defer_setting(ctx, set).await;
+            }
+            _ => {}
+        }
+        let record = |prior: &str, verdict| {
+            if let (Some((t, _)), true) = (&checked, constant) {
+                ctx.set_verdicts.record(&t.alias, prior, set, verdict);
+            }
+        };
+        // A SET known to change something needs no check before it runs.
+        let unjudged = judged.is_none() && clean;
+        if let (Some(vars), Some((t, label)), true) = (sys_vars, &checked, unjudged) {
+            let verdict = self.shards.check_set(ctx, t, label, set, vars).await?;
+            if let Some(v) = verdict {
+                record("", v);
+            }
+            if verdict == Some(Verdict::Noop) {
                 return Ok(());
             }
         }
-        self.shards.apply_setting(ctx, tablet, set).await
+        let prior = self.shards.settings_key().to_string();
+        let ran = tablet.is_some();
+        self.shards.apply_setting(ctx, tablet, set).await?;
+        if ran {
+            record(&prior, Verdict::Applies);
+        }
+        Ok(())
     }
 
     /// Plans a statement for the current target; sharded plans come from

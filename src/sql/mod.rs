@@ -97,6 +97,12 @@ pub struct SetStmt {
     /// at connect), the session need not carry it, as vtgate checks a SET
     /// against the tablet before reserving a connection for it.
     pub sys_vars: Option<Vec<String>>,
+    /// Every value `rest` assigns is a literal (a string, a number, a bare
+    /// word such as `utf8mb4` or `DEFAULT`): what it does depends on the
+    /// tablet and the settings before it, never on user variables or
+    /// other session state, so a verdict on it (see
+    /// `executor::verdicts`) holds for the next session that sends it.
+    pub constant: bool,
 }
 
 /// The variables `SET NAMES` and `SET CHARACTER SET` change.
@@ -200,6 +206,7 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
     let mut out = SetStmt::default();
     let mut kept: Vec<&str> = Vec::new();
     let mut sys_vars: Option<Vec<String>> = Some(Vec::new());
+    let mut constant = true;
     // Split assignments on top-level commas.
     let mut parts: Vec<&[Token]> = Vec::new();
     let (mut depth, mut from) = (0i32, 0usize);
@@ -254,6 +261,7 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             });
         } else if let (Some(a), Some(b)) = (part.first(), part.last()) {
             kept.push(&sql[a.start..b.end]);
+            constant = constant && literal_values(sql, &part[name_idx + 1..]);
             let assigns = part
                 .get(name_idx + 1)
                 .is_some_and(|t| matches!(t.kind, TokenKind::Punct(b'=' | b':')));
@@ -279,8 +287,34 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
     if !kept.is_empty() {
         out.rest = Some(format!("SET {}", kept.join(", ")));
         out.sys_vars = sys_vars;
+        out.constant = constant;
     }
     Ok(out)
+}
+
+/// Whether an assignment's tokens after the variable's name hold only
+/// literals: `=`, strings, numbers, signs, and bare words other than the
+/// functions MySQL lets a statement call without parentheses.
+fn literal_values(sql: &str, toks: &[Token]) -> bool {
+    const NILADIC: [&str; 10] = [
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "current_user",
+        "current_role",
+        "localtime",
+        "localtimestamp",
+        "utc_date",
+        "utc_time",
+        "utc_timestamp",
+    ];
+    !toks.is_empty()
+        && toks.iter().all(|t| match t.kind {
+            TokenKind::Str | TokenKind::Number => true,
+            TokenKind::Punct(b'=' | b':' | b'-' | b'+' | b'.') => true,
+            TokenKind::Word => !NILADIC.iter().any(|f| t.is_word(sql, f)),
+            _ => false,
+        })
 }
 
 /// Which tablets a session's statements go to.
@@ -1163,6 +1197,33 @@ mod tests {
         assert_eq!(vars("set sql_mode = 'ANSI', @a = 1"), None);
         assert_eq!(vars("set transaction isolation level read committed"), None);
         assert_eq!(vars("set autocommit = 0"), None);
+    }
+
+    #[test]
+    fn set_values_that_depend_on_nothing_are_constant() {
+        let constant = |sql: &str| match classify(sql).unwrap() {
+            Statement::Set(s) => s.constant,
+            _ => panic!("{sql}"),
+        };
+        for sql in [
+            "SET NAMES 'utf8mb4'",
+            "set names utf8mb4 collate utf8mb4_unicode_ci",
+            "SET CHARACTER SET utf8mb4",
+            "SET collation_connection = 'utf8mb4_unicode_ci'",
+            "set session wait_timeout = 10, @@session.sql_mode := 'ANSI'",
+            "set time_zone = '+00:00', max_join_size = DEFAULT, x = -1.5",
+        ] {
+            assert!(constant(sql), "{sql}");
+        }
+        for sql in [
+            "set time_zone = @tz",
+            "set sql_mode = concat(@@sql_mode, ',ANSI')",
+            "set sql_mode = @@global.sql_mode",
+            "set timestamp = current_timestamp",
+            "set max_join_size",
+        ] {
+            assert!(!constant(sql), "{sql}");
+        }
     }
 
     #[test]
