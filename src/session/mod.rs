@@ -276,7 +276,9 @@ impl Session {
                 .and_then(|sh| pick(ctx, &snap, ks, &sh.name, self.target.tablet_type).ok()),
             _ => tablet.clone(),
         };
-        let clean = self.shards.settings.is_empty() && !self.shards.reserved && !self.shards.in_txn;
+        // Verdicts hold for sessions that carry nothing but settings.
+        let plain = !self.shards.reserved && !self.shards.in_txn;
+        let clean = plain && self.shards.settings.is_empty();
         let judged = match (&checked, constant) {
             (Some((t, _)), true) => {
                 let v = &ctx.set_verdicts;
@@ -296,8 +298,11 @@ impl Session {
                 ctx.set_verdicts.record(&t.alias, prior, set, verdict);
             }
         };
-        // A SET known to change something needs no check before it runs.
-        let unjudged = judged.is_none() && clean;
+        // Only a clean session's SET of system variables is checked (a
+        // judged one needs no check); the check's verdict is the one
+        // recorded for it, a SET that merely ran may have changed nothing.
+        let checkable = clean && sys_vars.is_some();
+        let unjudged = checkable && judged.is_none();
         if let (Some(vars), Some((t, label)), true) = (sys_vars, &checked, unjudged) {
             let verdict = self.shards.check_set(ctx, t, label, set, vars).await?;
             if let Some(v) = verdict {
@@ -310,7 +315,7 @@ impl Session {
         let prior = self.shards.settings_key().to_string();
         let ran = tablet.is_some();
         self.shards.apply_setting(ctx, tablet, set).await?;
-        if ran {
+        if ran && plain && !checkable && judged.is_none() {
             record(&prior, Verdict::Applies);
         }
         Ok(())
