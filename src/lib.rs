@@ -16,7 +16,9 @@
 //!   where its packet lies ([`engine::row`]; [`engine::gate`] for ordering,
 //!   grouping, aggregation and the rest of the cross-shard work).
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
-//!   streams results, wraps errors with their target.
+//!   streams results, wraps errors with their target;
+//!   [`executor::verdicts`] remembers what a session SET did on a tablet,
+//!   so a driver's connect-time SETs cost no round trip the next time.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
 //! - [`backend`]: [`backend::lean`] tablet connections that carry every
 //!   session's statements (results forwarded undecoded when the client
