@@ -150,9 +150,12 @@ pub enum Shareable {
     Solo(Solo),
     /// Queued on a shared connection: its outcome comes here.
     Queued(tokio::sync::oneshot::Receiver<mux::Outcome>),
-    /// Not queued yet: [`Pools::shared`] opens a connection for it, or
-    /// gives it back to run on the session's own.
+    /// Not queued yet: [`Pools::open_shared`] opens a connection for it,
+    /// or gives it back to run on the session's own.
     Open(mux::Read),
+    /// Every shared connection is held up by slow statements: the read
+    /// runs on its session's own connection rather than wait.
+    Own,
     /// Shared connections are off (`--shared-read-connections 0`).
     Off,
 }
@@ -472,53 +475,15 @@ impl Pools {
         }
     }
 
-    /// Queues a read that carries no session state on one of `t`'s shared
-    /// connections (see [`mux`]), opening one when the tablet has fewer
-    /// than configured. Err gives the read back when there is none to be
-    /// had (shared connections are off, or the tablet cannot be
-    /// reached that way): the caller runs the statement on a connection of
-    /// its own.
-    pub async fn shared(
+    /// Opens a shared connection to `t` for a read [`Pools::route_shareable`]
+    /// found no room for, and queues the read on it. Err gives the read
+    /// back when the tablet cannot be reached that way: the caller runs the
+    /// statement on a connection of its own.
+    pub async fn open_shared(
         &self,
         t: &Tablet,
         read: mux::Read,
     ) -> Result<tokio::sync::oneshot::Receiver<mux::Outcome>, mux::Read> {
-        if self.cfg.shared == 0 {
-            return Err(read);
-        }
-        let mut read = read;
-        // The first queue not held up, so executions gather on as few
-        // connections as they can; another is opened while there are fewer
-        // than configured; with all held up, the least loaded of those
-        // merely full. With every one of several queues slow, a read runs
-        // on its session's own connection rather than wait; a single
-        // queue (`--shared-read-connections 1`) keeps its order.
-        {
-            let mut muxes = lock(&self.muxes);
-            let Some(Queues { list, .. }) = Queues::of(&mut muxes, t) else {
-                return Err(read);
-            };
-            list.retain(mux::Mux::is_open);
-            let pick = match list.iter().find(|m| !m.is_stalled()) {
-                Some(m) => Some(m),
-                None if list.len() < self.cfg.shared => None,
-                None => match list
-                    .iter()
-                    .filter(|m| !m.is_slow())
-                    .min_by_key(|m| m.load())
-                {
-                    Some(m) => Some(m),
-                    None if self.cfg.shared > 1 => return Err(read),
-                    None => list.iter().min_by_key(|m| m.load()),
-                },
-            };
-            if let Some(m) = pick {
-                match m.submit(read) {
-                    Ok(rx) => return Ok(rx),
-                    Err(r) => read = r,
-                }
-            }
-        }
         let Some(mut handle) = self.lean(t, "").await else {
             return Err(read);
         };
@@ -553,9 +518,13 @@ impl Pools {
     /// handing its read to a queue's task and back costs more than it
     /// saves; while the [`Solo`] lives, other reads queue as usual, so a
     /// busy tablet keeps batching. Otherwise on the first shared
-    /// connection not held up; the rest (none open yet, all held up) is
-    /// [`Pools::shared`]'s to settle. `read` is built only when the read
-    /// is queued.
+    /// connection not held up, so executions gather on as few connections
+    /// as they can; on a new one while there are fewer than configured
+    /// ([`Pools::open_shared`]); with all held up, on the least loaded of
+    /// those merely full. With every one of several queues slow, the read
+    /// runs on its session's own connection rather than wait; a single
+    /// queue (`--shared-read-connections 1`) keeps its order. `read` is
+    /// built only when the read is queued.
     pub fn route_shareable(&self, t: &Tablet, read: impl FnOnce() -> mux::Read) -> Shareable {
         use std::sync::atomic::Ordering;
         if self.cfg.shared == 0 {
@@ -572,8 +541,22 @@ impl Pools {
             self.mux_stats.solo.fetch_add(1, Ordering::Relaxed);
             return Shareable::Solo(Solo(q.solo.clone()));
         }
+        let list = &q.list;
+        let pick = match list.iter().find(|m| !m.is_stalled()) {
+            Some(m) => Some(m),
+            None if list.len() < self.cfg.shared => None,
+            None => match list
+                .iter()
+                .filter(|m| !m.is_slow())
+                .min_by_key(|m| m.load())
+            {
+                Some(m) => Some(m),
+                None if self.cfg.shared > 1 => return Shareable::Own,
+                None => list.iter().min_by_key(|m| m.load()),
+            },
+        };
         let read = read();
-        match q.list.iter().find(|m| !m.is_stalled()) {
+        match pick {
             Some(m) => match m.submit(read) {
                 Ok(rx) => Shareable::Queued(rx),
                 Err(read) => Shareable::Open(read),

@@ -1318,9 +1318,9 @@ impl Executor<'_> {
                     _solo = Some(s);
                     None
                 }
-                Shareable::Off => None,
+                Shareable::Off | Shareable::Own => None,
                 Shareable::Queued(rx) => Some(rx),
-                Shareable::Open(read) => match self.ctx.pools.shared(tablet, read).await {
+                Shareable::Open(read) => match self.ctx.pools.open_shared(tablet, read).await {
                     Ok(rx) => Some(rx),
                     Err(read) => {
                         params = read.params;
