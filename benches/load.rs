@@ -547,7 +547,7 @@ async fn connect_storm(
     port: u16,
     user: &str,
     db: &str,
-    query: &'static str,
+    queries: &'static [&'static str],
     total: usize,
     parallel: usize,
 ) -> f64 {
@@ -559,7 +559,9 @@ async fn connect_storm(
         tasks.push(tokio::spawn(async move {
             for _ in 0..per {
                 if let Ok(mut c) = mysql_async::Conn::new(client_opts(port, &user, &db)).await {
-                    let _ = c.query_drop(query).await;
+                    for query in queries {
+                        let _ = c.query_drop(*query).await;
+                    }
                     let _ = c.disconnect().await;
                 }
             }
@@ -957,19 +959,34 @@ fn main() {
             eprintln!("[load] connect storms ({storm} connects, 8 at a time, {STORM_ROUNDS} rounds)");
         }
         let storm_targets = if part("connect") { &targets[..3] } else { &targets[..0] };
-        // Two first queries: a pool's validation query, which shardgate
-        // (like vtgate) answers without a tablet, and a point select, which
-        // every target sends to MariaDB.
-        const STORM_QUERIES: [&str; 2] = ["select 1", "select c from sbtest1 where id = 1"];
+        // Three first queries: a pool's validation query, which shardgate
+        // (like vtgate) answers without a tablet; a point select, which
+        // every target sends to MariaDB; and that point select after the
+        // four SETs Perl's DBD::MariaDB sends at every connect.
+        const POINT: &str = "select c from sbtest1 where id = 1";
+        const STORM_QUERIES: [(&str, &[&str]); 3] = [
+            ("`select 1`", &["select 1"]),
+            ("`select c from sbtest1 where id = 1`", &[POINT]),
+            (
+                "DBD::MariaDB's four `SET`s, then the point select",
+                &[
+                    "SET NAMES 'utf8mb4'",
+                    "SET character_set_server = 'utf8mb4'",
+                    "SET collation_connection = 'utf8mb4_unicode_ci'",
+                    "SET collation_server = 'utf8mb4_unicode_ci'",
+                    POINT,
+                ],
+            ),
+        ];
         let mut storms: Vec<(&str, &str, f64, Option<f64>)> = Vec::new();
-        for query in STORM_QUERIES {
+        for (query, statements) in STORM_QUERIES {
             let mut rates: Vec<Vec<f64>> = vec![Vec::new(); storm_targets.len()];
             // The proxy's CPU over all rounds, per connection.
             let mut cpu: Vec<f64> = vec![0.0; storm_targets.len()];
             for _ in 0..STORM_ROUNDS {
                 for ((t, r), c) in storm_targets.iter().zip(rates.iter_mut()).zip(cpu.iter_mut()) {
                     let c0 = t.pid.map(proc_cpu_seconds);
-                    r.push(connect_storm(t.port, t.user, t.db, query, storm, 8).await);
+                    r.push(connect_storm(t.port, t.user, t.db, statements, storm, 8).await);
                     if let (Some(pid), Some(c0)) = (t.pid, c0) {
                         *c += proc_cpu_seconds(pid) - c0;
                     }
@@ -1077,7 +1094,7 @@ fn main() {
                 let hap_rate = storms.iter().find(|s| s.0 == *query && s.1 == "haproxy").map(|s| s.2).unwrap_or(0.0);
                 let vs = if hap_rate > 0.0 { format!("{:.2}", rate / hap_rate) } else { "-".into() };
                 let per = per.map(|p| format!("{p:.0}")).unwrap_or_else(|| "-".into());
-                let _ = writeln!(md, "| `{query}` | {name} | {rate:.0} | {vs} | {per} |");
+                let _ = writeln!(md, "| {query} | {name} | {rate:.0} | {vs} | {per} |");
             }
             let _ = writeln!(md);
         }
