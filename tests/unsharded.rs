@@ -734,6 +734,51 @@ async fn a_changing_set_keeps_the_connection_it_was_checked_on() {
     );
 }
 
+/// Sessions with the same settings (a driver's connect-time SETs) share
+/// pipelined tablet connections that carry those settings: sixteen
+/// clients in two time zones read at once, each gets its own zone's
+/// answer (as the tablet gives it), and their reads went out on shared
+/// connections (before, any setting kept a session's reads on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_with_the_same_settings_share_connections() {
+    let (port, web) = spawn_shardgate(&[]).await;
+    let sql = "select cast(from_unixtime(?) as char)";
+    let mut direct = connect_tablet(100).await;
+    let mut want = std::collections::HashMap::new();
+    for tz in ["+05:00", "-03:00"] {
+        direct
+            .query_drop(format!("set time_zone = '{tz}'"))
+            .await
+            .unwrap();
+        let at: Option<String> = direct.exec_first(sql, (86_400,)).await.unwrap();
+        want.insert(tz, at.unwrap());
+    }
+    assert_ne!(want["+05:00"], want["-03:00"]);
+    let before = debug_var_at(web, "SharedReadExecutions").await;
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let tz = if i % 2 == 0 { "+05:00" } else { "-03:00" };
+            let want = want[tz].clone();
+            tokio::spawn(async move {
+                let mut c = connect_port(port, Some("commerce")).await;
+                c.query_drop(format!("set time_zone = '{tz}'"))
+                    .await
+                    .unwrap();
+                for n in 0..100 {
+                    let got: Option<String> = c.exec_first(sql, (86_400,)).await.unwrap();
+                    assert_eq!(got.as_deref(), Some(want.as_str()), "{tz}, read {n}");
+                }
+                c.disconnect().await.unwrap();
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let shared = debug_var_at(web, "SharedReadExecutions").await - before;
+    assert!(shared > 0, "{shared} shared executions of 1,600 reads");
+}
+
 /// Statements a tablet ran for one user (MariaDB's user statistics).
 async fn statements_of(dba: &mut mysql_async::Conn, user: &str) -> u64 {
     let n: Option<u64> = dba

@@ -109,16 +109,31 @@ pub struct Pools {
 struct Queues {
     key: PoolKey,
     home: std::thread::ThreadId,
+    /// The settings its connections carry (joined; empty for none): only
+    /// sessions with the same settings share them.
+    settings: std::sync::Arc<str>,
     list: Vec<mux::Mux>,
     solo: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// Queues per tablet and event loop for sessions with settings (one per
+/// distinct settings), beside the one for sessions without: drivers set
+/// the same few things at every connect, and a client with settings of
+/// its own reads on its own connection past these.
+const SETTINGS_QUEUES: usize = 4;
+
 impl Queues {
-    /// This loop's queues to `t` in `map`, made empty if there were none
-    /// (or they were for an older address of the alias). Always Some: an
-    /// Option only so that the hot path looks the alias up by reference
-    /// (the entry API would clone it on every read).
-    fn of<'a>(map: &'a mut FastMap<String, Vec<Queues>>, t: &Tablet) -> Option<&'a mut Queues> {
+    /// This loop's queues to `t` for sessions with `settings` in `map`,
+    /// made empty if there were none (or they were for an older address
+    /// of the alias). None when `SETTINGS_QUEUES` others with settings
+    /// are in use (an idle one gives way). The alias is looked up by
+    /// reference on the hot path (the entry API would clone it on every
+    /// read).
+    fn of<'a>(
+        map: &'a mut FastMap<String, Vec<Queues>>,
+        t: &Tablet,
+        settings: &str,
+    ) -> Option<&'a mut Queues> {
         let here = this_loop();
         if !map.contains_key(&t.alias) {
             map.insert(t.alias.clone(), Vec::new());
@@ -127,12 +142,25 @@ impl Queues {
         if loops.iter().any(|q| !q.key.is_for(t)) {
             loops.clear();
         }
-        let i = match loops.iter().position(|q| q.home == here) {
+        let i = match loops
+            .iter()
+            .position(|q| q.home == here && *q.settings == *settings)
+        {
             Some(i) => i,
             None => {
+                let mine = |q: &Queues| q.home == here && !q.settings.is_empty();
+                if !settings.is_empty()
+                    && loops.iter().filter(|q| mine(q)).count() >= SETTINGS_QUEUES
+                {
+                    // The queues are kept only while they serve: an idle
+                    // one closes its connections for the newcomer.
+                    let idle = loops.iter().position(|q| mine(q) && q.is_idle())?;
+                    loops.swap_remove(idle);
+                }
                 loops.push(Queues {
                     key: Pools::key(t),
                     home: here,
+                    settings: settings.into(),
                     list: Vec::new(),
                     solo: Default::default(),
                 });
@@ -140,6 +168,12 @@ impl Queues {
             }
         };
         loops.get_mut(i)
+    }
+
+    /// Nothing queued on its connections, no read running alone.
+    fn is_idle(&self) -> bool {
+        self.solo.load(std::sync::atomic::Ordering::Relaxed) == 0
+            && self.list.iter().all(|m| m.load() == 0)
     }
 }
 
@@ -215,6 +249,47 @@ impl LeanHandle {
     pub fn idle_for(&self, d: Duration, now: Instant) -> bool {
         now.saturating_duration_since(self.used) >= d
     }
+
+    /// Brings the connection to a session's `settings` (joined: `key`):
+    /// nothing when it carries them; the missing ones when it carries
+    /// their first ones (a setting just added); else a reset and all of
+    /// them. False when one failed (the connection is then unusable for
+    /// the session).
+    pub async fn conform(&mut self, settings: &[String], key: &std::sync::Arc<str>) -> bool {
+        if *self.settings == **key {
+            return true;
+        }
+        let (mut ok, from) = match carried(settings, key, &self.settings) {
+            Some(k) => (true, k),
+            None => (self.conn.reset().await.is_ok(), 0),
+        };
+        for set in &settings[from..] {
+            ok = ok && self.conn.run(set).await.is_ok();
+        }
+        if ok {
+            self.settings = key.clone();
+        } else {
+            tracing::debug!(tablet = %self.alias, "session settings failed on a lean connection");
+        }
+        ok
+    }
+}
+
+/// How many of `settings` (joined: `key`) a connection tagged `tag`
+/// already carries, when its tag is their first ones joined.
+fn carried(settings: &[String], key: &str, tag: &str) -> Option<usize> {
+    if tag.is_empty() {
+        return Some(0);
+    }
+    let mut len = 0;
+    for (k, s) in settings.iter().enumerate() {
+        len += s.len() + if k > 0 { 2 } else { 0 };
+        if len >= tag.len() {
+            let same = len == tag.len() && key.as_bytes().get(..len) == Some(tag.as_bytes());
+            return same.then_some(k + 1);
+        }
+    }
+    None
 }
 
 /// The watchdog's pace once no shared connection has awaited a reply for
@@ -482,17 +557,16 @@ impl Pools {
     pub async fn open_shared(
         &self,
         t: &Tablet,
+        settings: &[String],
+        key: &std::sync::Arc<str>,
         read: mux::Read,
     ) -> Result<tokio::sync::oneshot::Receiver<mux::Outcome>, mux::Read> {
-        let Some(mut handle) = self.lean(t, "").await else {
+        let Some(mut handle) = self.lean(t, key).await else {
             return Err(read);
         };
         // The idle connection may carry another session's settings.
-        if !handle.settings.is_empty() {
-            if handle.conn.reset().await.is_err() {
-                return Err(read);
-            }
-            handle.settings = std::sync::Arc::default();
+        if !handle.conform(settings, key).await {
+            return Err(read);
         }
         let m = mux::Mux::start(handle, self.mux_stats.clone());
         // A single queue keeps its reads in order whatever waits.
@@ -505,14 +579,15 @@ impl Pools {
         }
         let rx = m.submit(read);
         let mut muxes = lock(&self.muxes);
-        if let Some(q) = Queues::of(&mut muxes, t).filter(|q| q.list.len() < self.cfg.shared) {
+        if let Some(q) = Queues::of(&mut muxes, t, key).filter(|q| q.list.len() < self.cfg.shared) {
             q.list.push(m);
         }
         rx
     }
 
     /// Decides where a shareable read goes, under one look at the
-    /// tablet's queues (this runs for every such read). Alone on its
+    /// tablet's queues for sessions with `settings` (joined; this runs
+    /// for every such read). Alone on its
     /// session's own connection when nothing else is in flight to the
     /// tablet, on either path: a lone client has no batch to join, and
     /// handing its read to a queue's task and back costs more than it
@@ -525,13 +600,18 @@ impl Pools {
     /// runs on its session's own connection rather than wait; a single
     /// queue (`--shared-read-connections 1`) keeps its order. `read` is
     /// built only when the read is queued.
-    pub fn route_shareable(&self, t: &Tablet, read: impl FnOnce() -> mux::Read) -> Shareable {
+    pub fn route_shareable(
+        &self,
+        t: &Tablet,
+        settings: &str,
+        read: impl FnOnce() -> mux::Read,
+    ) -> Shareable {
         use std::sync::atomic::Ordering;
         if self.cfg.shared == 0 {
             return Shareable::Off;
         }
         let mut muxes = lock(&self.muxes);
-        let Some(q) = Queues::of(&mut muxes, t) else {
+        let Some(q) = Queues::of(&mut muxes, t, settings) else {
             return Shareable::Off;
         };
         q.list.retain(mux::Mux::is_open);
@@ -637,7 +717,7 @@ fn retire(pool: Pool) {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_idle;
+    use super::{carried, pick_idle};
 
     /// A statement takes its own loop's newest idle connection with its
     /// settings, else its loop's newest; another loop's only when any
@@ -665,6 +745,28 @@ mod tests {
                 "",
                 |&(h, s)| (h, s)
             ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_tag_carries_the_settings_it_begins_with() {
+        let settings: Vec<String> = ["SET a = 1", "SET b = 'x;\ny'", "SET c = 3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let key = settings.join(";\n");
+        let first = |k: usize| settings[..k].join(";\n");
+        assert_eq!(carried(&settings, &key, ""), Some(0));
+        assert_eq!(carried(&settings, &key, &first(1)), Some(1));
+        assert_eq!(carried(&settings, &key, &first(2)), Some(2));
+        assert_eq!(carried(&settings, &key, &key), Some(3));
+        // Another session's settings, or a cut inside one, carry none.
+        assert_eq!(carried(&settings, &key, "SET z = 9"), None);
+        assert_eq!(carried(&settings, &key, "SET a = 1;\nSET b = 'x"), None);
+        assert_eq!(carried(&settings, &key, "SET a = 2"), None);
+        assert_eq!(
+            carried(&settings, &key, &format!("{key};\nSET d = 4")),
             None
         );
     }

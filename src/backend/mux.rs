@@ -512,6 +512,10 @@ async fn serve(
     for job in left.chain(queued) {
         state.give_back(job);
     }
+    // Closed by its owner (a queue given up): leave the tablet politely.
+    if handle.conn.is_idle() {
+        handle.conn.quit().await;
+    }
 }
 
 /// How reading a reply ended.

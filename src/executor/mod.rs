@@ -212,15 +212,11 @@ impl ShardConns {
         }
     }
 
-    /// The session holds no state on any tablet (no transaction, settings,
-    /// reserved or pinned connections): its reads may share connections
-    /// with other sessions'.
+    /// The session holds no state on any tablet but its settings (no
+    /// transaction, reserved or pinned connections): its reads may share
+    /// connections with other sessions' that carry the same settings.
     fn holds_nothing(&self) -> bool {
-        !self.in_txn
-            && !self.reserved
-            && self.settings.is_empty()
-            && self.conns.is_empty()
-            && self.pinned_lean.is_empty()
+        !self.in_txn && !self.reserved && self.conns.is_empty() && self.pinned_lean.is_empty()
     }
 
     fn pinned(&self, alias: &str) -> Option<usize> {
@@ -1309,7 +1305,8 @@ impl Executor<'_> {
         let mut _solo = None;
         if shareable {
             let binary = params.is_some();
-            let route = self.ctx.pools.route_shareable(tablet, || Read {
+            let settings = self.state.settings_key();
+            let route = self.ctx.pools.route_shareable(tablet, settings, || Read {
                 sql: sql.into(),
                 params: params.take(),
             });
@@ -1320,7 +1317,12 @@ impl Executor<'_> {
                 }
                 Shareable::Off | Shareable::Own => None,
                 Shareable::Queued(rx) => Some(rx),
-                Shareable::Open(read) => match self.ctx.pools.open_shared(tablet, read).await {
+                Shareable::Open(read) => match self
+                    .ctx
+                    .pools
+                    .open_shared(tablet, &self.state.settings, &self.state.settings_key, read)
+                    .await
+                {
                     Ok(rx) => Some(rx),
                     Err(read) => {
                         params = read.params;
@@ -1638,61 +1640,20 @@ where
     }
 }
 
-/// Brings a lean connection to a session's `settings` (tagged `key`): one
-/// already tagged so is ready; one carrying other settings is reset first,
-/// then the SETs are replayed. None (the connection closed, the driver's
-/// path taken) if that fails.
+/// Brings a lean connection to a session's `settings` (tagged `key`; see
+/// [`crate::backend::LeanHandle::conform`]). None (the connection closed,
+/// the driver's path taken) if that fails.
 async fn conform(
     settings: &[String],
     key: &std::sync::Arc<str>,
-    held: LeanHeld,
+    mut held: LeanHeld,
 ) -> Option<LeanHeld> {
     if *held.handle.settings == **key {
         return Some(held);
     }
     // Boxed: rare, and inlined it would size every client's task.
-    Box::pin(reconform(settings, key, held)).await
-}
-
-/// [`conform`]'s work for a connection that carries other settings: the
-/// missing ones when it carries the first of the session's (a setting
-/// just added), else a reset and all of them.
-async fn reconform(
-    settings: &[String],
-    key: &std::sync::Arc<str>,
-    mut held: LeanHeld,
-) -> Option<LeanHeld> {
-    let conn = &mut held.handle.conn;
-    let (mut ok, from) = match carried(settings, key, &held.handle.settings) {
-        Some(k) => (true, k),
-        None => (conn.reset().await.is_ok(), 0),
-    };
-    for set in &settings[from..] {
-        ok = ok && conn.run(set).await.is_ok();
-    }
-    if !ok {
-        tracing::debug!(tablet = %held.handle.alias(), "session settings failed on a lean connection");
-        return None;
-    }
-    held.handle.settings = key.clone();
-    Some(held)
-}
-
-/// How many of `settings` (joined: `key`) a connection tagged `tag`
-/// already carries, when its tag is their first ones joined.
-fn carried(settings: &[String], key: &str, tag: &str) -> Option<usize> {
-    if tag.is_empty() {
-        return Some(0);
-    }
-    let mut len = 0;
-    for (k, s) in settings.iter().enumerate() {
-        len += s.len() + if k > 0 { 2 } else { 0 };
-        if len >= tag.len() {
-            let same = len == tag.len() && key.as_bytes().get(..len) == Some(tag.as_bytes());
-            return same.then_some(k + 1);
-        }
-    }
-    None
+    let ok = Box::pin(held.handle.conform(settings, key)).await;
+    ok.then_some(held)
 }
 
 /// The tablet refused the statement (a server error): the connection
@@ -1742,32 +1703,5 @@ impl RowSink for Collect {
         }
         self.seen += 1;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::carried;
-
-    #[test]
-    fn a_tag_carries_the_settings_it_begins_with() {
-        let settings: Vec<String> = ["SET a = 1", "SET b = 'x;\ny'", "SET c = 3"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let key = settings.join(";\n");
-        let first = |k: usize| settings[..k].join(";\n");
-        assert_eq!(carried(&settings, &key, ""), Some(0));
-        assert_eq!(carried(&settings, &key, &first(1)), Some(1));
-        assert_eq!(carried(&settings, &key, &first(2)), Some(2));
-        assert_eq!(carried(&settings, &key, &key), Some(3));
-        // Another session's settings, or a cut inside one, carry none.
-        assert_eq!(carried(&settings, &key, "SET z = 9"), None);
-        assert_eq!(carried(&settings, &key, "SET a = 1;\nSET b = 'x"), None);
-        assert_eq!(carried(&settings, &key, "SET a = 2"), None);
-        assert_eq!(
-            carried(&settings, &key, &format!("{key};\nSET d = 4")),
-            None
-        );
     }
 }
