@@ -717,7 +717,9 @@ fn retire(pool: Pool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{carried, pick_idle};
+    use super::{carried, pick_idle, Queues, SETTINGS_QUEUES};
+    use crate::fasthash::FastMap;
+    use std::sync::atomic::Ordering;
 
     /// A statement takes its own loop's newest idle connection with its
     /// settings, else its loop's newest; another loop's only when any
@@ -769,5 +771,43 @@ mod tests {
             carried(&settings, &key, &format!("{key};\nSET d = 4")),
             None
         );
+    }
+
+    /// Sessions with settings get queues of their own, at most
+    /// [`SETTINGS_QUEUES`] per tablet and loop: a new set of settings takes
+    /// the place of an idle one, and with all of them busy its reads go
+    /// unshared; sessions without settings always have theirs.
+    #[test]
+    fn settings_queues_are_bounded_and_give_way_when_idle() {
+        let t = crate::topo::Tablet {
+            alias: "zone1-100".into(),
+            hostname: "127.0.0.1".into(),
+            port: 17100,
+            keyspace: "commerce".into(),
+            shard: "0".into(),
+            tablet_type: crate::sql::TabletType::Primary,
+            db_name: "vt_commerce".into(),
+        };
+        let mut map: FastMap<String, Vec<Queues>> = FastMap::default();
+        let names: Vec<String> = (0..=SETTINGS_QUEUES)
+            .map(|i| format!("SET x = {i}"))
+            .collect();
+        for name in &names[..SETTINGS_QUEUES] {
+            let q = Queues::of(&mut map, &t, name).expect("room for it");
+            assert_eq!(&*q.settings, name.as_str());
+            // Busy: a read running alone on it.
+            q.solo.fetch_add(1, Ordering::Relaxed);
+        }
+        let newcomer = names[SETTINGS_QUEUES].as_str();
+        assert!(Queues::of(&mut map, &t, newcomer).is_none());
+        assert!(Queues::of(&mut map, &t, "").is_some());
+        assert!(Queues::of(&mut map, &t, &names[0]).is_some());
+        // One goes idle: the newcomer takes its place.
+        let q = Queues::of(&mut map, &t, &names[1]).unwrap();
+        q.solo.fetch_sub(1, Ordering::Relaxed);
+        assert!(Queues::of(&mut map, &t, newcomer).is_some());
+        let kept: Vec<&str> = map["zone1-100"].iter().map(|q| &*q.settings).collect();
+        assert!(!kept.contains(&names[1].as_str()), "{kept:?}");
+        assert_eq!(kept.len(), SETTINGS_QUEUES + 1, "{kept:?}");
     }
 }
