@@ -114,7 +114,16 @@ struct Queues {
     settings: std::sync::Arc<str>,
     list: Vec<mux::Mux>,
     solo: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// When a read last found another in flight to the tablet.
+    company: Option<Instant>,
 }
+
+/// How long a tablet's reads must have found none other in flight before
+/// one runs alone on its session's connection: a lone client's. A read
+/// that merely finds a busy tablet idle for a moment still queues, or
+/// its connection would split the batches of the clients around it (and
+/// wake one more tablet thread).
+const LONE_AFTER: Duration = Duration::from_millis(5);
 
 /// Queues per tablet and event loop for sessions with settings (one per
 /// distinct settings), beside the one for sessions without: drivers set
@@ -163,6 +172,7 @@ impl Queues {
                     settings: settings.into(),
                     list: Vec::new(),
                     solo: Default::default(),
+                    company: None,
                 });
                 loops.len() - 1
             }
@@ -587,12 +597,12 @@ impl Pools {
 
     /// Decides where a shareable read goes, under one look at the
     /// tablet's queues for sessions with `settings` (joined; this runs
-    /// for every such read). Alone on its
-    /// session's own connection when nothing else is in flight to the
-    /// tablet, on either path: a lone client has no batch to join, and
-    /// handing its read to a queue's task and back costs more than it
-    /// saves; while the [`Solo`] lives, other reads queue as usual, so a
-    /// busy tablet keeps batching. Otherwise on the first shared
+    /// for every such read). Alone on its session's own connection when
+    /// nothing else has been in flight to the tablet lately
+    /// ([`LONE_AFTER`]), on either path: a lone client has no batch to
+    /// join, and handing its read to a queue's task and back costs more
+    /// than it saves; while the [`Solo`] lives, other reads queue as
+    /// usual, so a busy tablet keeps batching. Otherwise on the first shared
     /// connection not held up, so executions gather on as few connections
     /// as they can; on a new one while there are fewer than configured
     /// ([`Pools::open_shared`]); with all held up, on the least loaded of
@@ -616,7 +626,14 @@ impl Pools {
         };
         q.list.retain(mux::Mux::is_open);
         let busy = q.solo.load(Ordering::Relaxed) > 0 || q.list.iter().any(|m| m.load() > 0);
-        if !busy {
+        let now = Instant::now();
+        if busy {
+            q.company = Some(now);
+        }
+        let lone = q
+            .company
+            .is_none_or(|at| now.saturating_duration_since(at) >= LONE_AFTER);
+        if !busy && lone {
             q.solo.fetch_add(1, Ordering::Relaxed);
             self.mux_stats.solo.fetch_add(1, Ordering::Relaxed);
             return Shareable::Solo(Solo(q.solo.clone()));
@@ -717,7 +734,9 @@ fn retire(pool: Pool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{carried, pick_idle, Queues, SETTINGS_QUEUES};
+    use super::{
+        carried, pick_idle, BackendConfig, Pools, Queues, Shareable, LONE_AFTER, SETTINGS_QUEUES,
+    };
     use crate::fasthash::FastMap;
     use std::sync::atomic::Ordering;
 
@@ -779,15 +798,7 @@ mod tests {
     /// unshared; sessions without settings always have theirs.
     #[test]
     fn settings_queues_are_bounded_and_give_way_when_idle() {
-        let t = crate::topo::Tablet {
-            alias: "zone1-100".into(),
-            hostname: "127.0.0.1".into(),
-            port: 17100,
-            keyspace: "commerce".into(),
-            shard: "0".into(),
-            tablet_type: crate::sql::TabletType::Primary,
-            db_name: "vt_commerce".into(),
-        };
+        let t = tablet();
         let mut map: FastMap<String, Vec<Queues>> = FastMap::default();
         let names: Vec<String> = (0..=SETTINGS_QUEUES)
             .map(|i| format!("SET x = {i}"))
@@ -809,5 +820,41 @@ mod tests {
         let kept: Vec<&str> = map["zone1-100"].iter().map(|q| &*q.settings).collect();
         assert!(!kept.contains(&names[1].as_str()), "{kept:?}");
         assert_eq!(kept.len(), SETTINGS_QUEUES + 1, "{kept:?}");
+    }
+
+    fn tablet() -> crate::topo::Tablet {
+        crate::topo::Tablet {
+            alias: "zone1-100".into(),
+            hostname: "127.0.0.1".into(),
+            port: 17100,
+            keyspace: "commerce".into(),
+            shard: "0".into(),
+            tablet_type: crate::sql::TabletType::Primary,
+            db_name: "vt_commerce".into(),
+        }
+    }
+
+    /// A read runs alone only once the tablet's reads have found none
+    /// other in flight for [`LONE_AFTER`]: a lone client's do; one that
+    /// finds a busy tablet idle for a moment queues.
+    #[test]
+    fn only_a_lone_clients_reads_run_alone() {
+        let pools = Pools::new(BackendConfig::default());
+        let t = tablet();
+        let read = || super::mux::Read {
+            sql: "select 1".into(),
+            params: None,
+        };
+        let route = |pools: &Pools| pools.route_shareable(&t, "", read);
+        let first = route(&pools);
+        assert!(matches!(first, Shareable::Solo(_)));
+        // Another read while the first runs: it finds company and queues
+        // (no shared connection is open yet: it is to open one).
+        assert!(matches!(route(&pools), Shareable::Open(_)));
+        drop(first);
+        // Nothing in flight now, but there was a moment ago.
+        assert!(matches!(route(&pools), Shareable::Open(_)));
+        std::thread::sleep(LONE_AFTER + std::time::Duration::from_millis(1));
+        assert!(matches!(route(&pools), Shareable::Solo(_)));
     }
 }
