@@ -285,6 +285,16 @@ impl LeanHandle {
     }
 }
 
+/// What joins a session's settings into the key its connections are
+/// tagged with ([`settings_key`]; [`carried`] reads keys back by it).
+const SETTINGS_JOINT: &str = ";\n";
+
+/// The tag of connections that carry `settings`: sessions with equal keys
+/// share connections (see [`LeanHandle::settings`]).
+pub fn settings_key(settings: &[String]) -> std::sync::Arc<str> {
+    settings.join(SETTINGS_JOINT).into()
+}
+
 /// How many of `settings` (joined: `key`) a connection tagged `tag`
 /// already carries, when its tag is their first ones joined.
 fn carried(settings: &[String], key: &str, tag: &str) -> Option<usize> {
@@ -293,7 +303,7 @@ fn carried(settings: &[String], key: &str, tag: &str) -> Option<usize> {
     }
     let mut len = 0;
     for (k, s) in settings.iter().enumerate() {
-        len += s.len() + if k > 0 { 2 } else { 0 };
+        len += s.len() + if k > 0 { SETTINGS_JOINT.len() } else { 0 };
         if len >= tag.len() {
             let same = len == tag.len() && key.as_bytes().get(..len) == Some(tag.as_bytes());
             return same.then_some(k + 1);
@@ -735,7 +745,8 @@ fn retire(pool: Pool) {
 #[cfg(test)]
 mod tests {
     use super::{
-        carried, pick_idle, BackendConfig, Pools, Queues, Shareable, LONE_AFTER, SETTINGS_QUEUES,
+        carried, pick_idle, settings_key, BackendConfig, Pools, Queues, Shareable, LONE_AFTER,
+        SETTINGS_QUEUES,
     };
     use crate::fasthash::FastMap;
     use std::sync::atomic::Ordering;
@@ -776,8 +787,8 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let key = settings.join(";\n");
-        let first = |k: usize| settings[..k].join(";\n");
+        let key = settings_key(&settings);
+        let first = |k: usize| settings_key(&settings[..k]);
         assert_eq!(carried(&settings, &key, ""), Some(0));
         assert_eq!(carried(&settings, &key, &first(1)), Some(1));
         assert_eq!(carried(&settings, &key, &first(2)), Some(2));

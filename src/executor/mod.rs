@@ -502,7 +502,7 @@ impl ShardConns {
             held.handle.conn.quit().await;
         }
         self.settings.push(set.to_string());
-        self.settings_key = self.settings.join(";\n").into();
+        self.settings_key = crate::backend::settings_key(&self.settings);
         for held in self.pinned_lean.iter_mut().chain(tried.as_mut()) {
             held.handle.settings = self.settings_key.clone();
         }

@@ -280,10 +280,9 @@ impl Session {
         let plain = !self.shards.reserved && !self.shards.in_txn;
         let clean = plain && self.shards.settings.is_empty();
         let judged = match (&checked, constant) {
-            (Some((t, _)), true) => {
-                let v = &ctx.set_verdicts;
-                v.get(&t.alias, self.shards.settings_key(), set)
-            }
+            (Some((t, _)), true) => ctx
+                .set_verdicts
+                .get(&t.alias, self.shards.settings_key(), set),
             _ => None,
         };
         match judged {
