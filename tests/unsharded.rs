@@ -48,6 +48,45 @@ async fn mysql_client_batch_session() {
     );
 }
 
+/// A client that asks for another character set in its handshake (the
+/// `mysql` client's `--default-character-set`) gets it on the tablet in
+/// every session, as it would from MariaDB itself: the setting comes with
+/// the tag of the connections that carry it, so a pooled connection
+/// without it is brought to it (it used to be taken as it was, leaving
+/// utf8mb4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_character_set_reaches_the_tablet() {
+    let c = cluster();
+    let run = |port: u16, user: &str, db: &str| {
+        let out = std::process::Command::new("mysql")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                &format!("-u{user}"),
+                "--default-character-set=latin1",
+                "--batch",
+                "--skip-column-names",
+                db,
+                "-e",
+                "select @@character_set_client, @@character_set_results, \
+                 @@collation_connection; select 1 from dual",
+            ])
+            .output()
+            .expect("run mysql");
+        assert!(
+            out.status.success(),
+            "mysql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let direct = run(tablet_port(100), "vt_dba", "vt_commerce");
+    assert!(direct.starts_with("latin1\tlatin1\t"), "{direct}");
+    for session in 0..4 {
+        assert_eq!(run(c.port, "app", "commerce"), direct, "session {session}");
+    }
+}
+
 const TYPES_DDL: &str = "create table if not exists types_t (
     id int primary key, ti tinyint, si smallint unsigned, mi mediumint, i int, bi bigint, ubi bigint unsigned,
     de decimal(20,6), fl float, db double, dt date, dtm datetime(6), ts timestamp(3) null, tm time(2), yr year,

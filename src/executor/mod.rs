@@ -71,8 +71,9 @@ pub struct ShardConns {
     /// that only read commits without a round trip for the client (see
     /// [`crate::backend::lean::LeanConn::commit_unanswered`]).
     txn_wrote: bool,
-    /// SET statements to replay on every connection the session uses.
-    pub settings: Vec<String>,
+    /// SET statements to replay on every connection the session uses
+    /// (changed only with `settings_key`, by [`Self::add_setting`]).
+    settings: Vec<String>,
     /// `settings` joined: the tag of the lean connections that carry them.
     settings_key: std::sync::Arc<str>,
     /// The session left state on a connection (temporary tables, locks,
@@ -407,6 +408,19 @@ impl ShardConns {
         &self.settings_key
     }
 
+    /// The SET statements every connection the session uses carries.
+    pub fn settings(&self) -> &[String] {
+        &self.settings
+    }
+
+    /// Adds a setting and the tag of the connections that carry the
+    /// settings with it: a connection is taken by that tag, so one that
+    /// differed from the list would be taken as carrying what it lacks.
+    pub fn add_setting(&mut self, set: String) {
+        self.settings.push(set);
+        self.settings_key = crate::backend::settings_key(&self.settings);
+    }
+
     /// The session pins no tablet connection and holds no transaction: a
     /// new setting can wait for the connection its next statement takes.
     pub fn can_defer_setting(&self) -> bool {
@@ -501,8 +515,7 @@ impl ShardConns {
         if let Some(held) = applied {
             held.handle.conn.quit().await;
         }
-        self.settings.push(set.to_string());
-        self.settings_key = crate::backend::settings_key(&self.settings);
+        self.add_setting(set.to_string());
         for held in self.pinned_lean.iter_mut().chain(tried.as_mut()) {
             held.handle.settings = self.settings_key.clone();
         }

@@ -554,7 +554,7 @@ async fn handshake(
         return Ok(false);
     }
     if let Some(charset) = charset_setting(resp.collation()) {
-        session.shards.settings.push(charset);
+        session.shards.add_setting(charset);
         session.shards.reserved = true;
     }
     if let Some(db) = resp.db_name().filter(|d| !d.is_empty()) {

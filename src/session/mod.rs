@@ -278,7 +278,7 @@ impl Session {
         };
         // Verdicts hold for sessions that carry nothing but settings.
         let plain = !self.shards.reserved && !self.shards.in_txn;
-        let clean = plain && self.shards.settings.is_empty();
+        let clean = plain && self.shards.settings().is_empty();
         let judged = match (&checked, constant) {
             (Some((t, _)), true) => ctx
                 .set_verdicts
