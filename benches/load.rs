@@ -854,21 +854,10 @@ fn main() {
                     let n = order.len();
                     order.rotate_left(round % n);
                     for t in order {
-                        // Writes on 2 shards run without transactions, on one
-                        // thread: concurrent write transactions that span
-                        // shards deadlock across them, which no tablet sees,
-                        // so they wait out innodb_lock_wait_timeout (50 s);
-                        // without transactions, several threads race
-                        // sysbench's own DELETE/INSERT pairs.
-                        let (th, more): (u32, &[&str]) = if t.name.contains("shards") && w == "oltp_read_write" {
-                            (1, &["--skip_trx=on"])
-                        } else {
-                            (th, &[])
-                        };
                         let cpu0 = t.pid.map(proc_cpu_seconds);
                         let tablets = tablets_of(t);
                         let counters = Counters::read(&tablets);
-                        let out = sysbench(t, w, "run", th, secs, more);
+                        let out = sysbench(t, w, "run", th, secs, &[]);
                         let mut r = parse(&out);
                         counters.fill(&Counters::read(&tablets), r.qps * secs as f64, &mut r);
                         if let (Some(pid), Some(c0)) = (t.pid, cpu0) {

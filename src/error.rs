@@ -63,6 +63,10 @@ pub enum Error {
     /// the message starts as vtgate's does, which ORMs match on.
     #[error("multi-db transaction attempted: {0}")]
     MultiDbTransaction(String),
+    /// The transaction was the youngest of a cycle of lock waits across
+    /// shards and was rolled back (see [`crate::executor::deadlock`]).
+    #[error("Deadlock found when trying to get lock; try restarting transaction")]
+    Deadlock,
     /// The client connection failed.
     #[error("client i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -131,6 +135,7 @@ impl Error {
             Error::Malformed(_) => MysqlError::new(1835, "HY000", self.to_string()),
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
+            Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.
             Error::MultiDbTransaction(_) => MysqlError::new(1317, "70100", self.to_string()),
             _ => MysqlError::new(ER_UNKNOWN_ERROR, "HY000", self.to_string()),

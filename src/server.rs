@@ -43,6 +43,8 @@ pub struct ServerCtx {
     /// What session SETs did on each tablet lately (connect-time SETs
     /// answered without a round trip).
     pub set_verdicts: crate::executor::verdicts::SetVerdicts,
+    /// Open transactions, watched for deadlocks across shards.
+    pub deadlocks: Arc<crate::executor::deadlock::Registry>,
     /// Polls the event loops made instead of blocking (`--busy-poll-us`).
     pub busy_polls: Arc<std::sync::atomic::AtomicU64>,
     /// The schema tracker's progress (None: `--schema-change-signal=false`):
@@ -74,6 +76,7 @@ impl ServerCtx {
             transaction_mode: crate::executor::TransactionMode::default(),
             txn_stats: crate::executor::TxnStats::default(),
             set_verdicts: Default::default(),
+            deadlocks: Arc::default(),
             busy_polls: Arc::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
@@ -179,6 +182,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     }
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
+    tokio::spawn(crate::executor::deadlock::run(Arc::downgrade(&ctx)));
     let learned = ctx.schema.clone().map(|progress| {
         let (tx, rx) = watch::channel(Default::default());
         tokio::spawn(topo::schema::run(

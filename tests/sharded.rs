@@ -44,7 +44,8 @@ const VSCHEMA: &str = r#"{
                        {"name": "bn", "type": "VARCHAR", "collation_name": "utf8mb4_bin"},
                        {"name": "vb", "type": "VARBINARY"},
                        {"name": "l", "type": "VARCHAR", "collation_name": "latin1_swedish_ci"}]},
-    "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -556,6 +557,78 @@ async fn single_transaction_mode_refuses_a_second_shard() {
     assert_eq!(count(&mut b, "txsingle").await, 2);
     assert_eq!(placement("txsingle", "id", Func::Hash).await, vec![2, 0]);
     a.query_drop("delete from txsingle").await.unwrap();
+}
+
+/// Two transactions that wait for each other through different shards
+/// (each tablet sees one wait, no cycle): the gate finds the cycle and
+/// the younger transaction gets ER_LOCK_DEADLOCK, as from one MySQL
+/// server, instead of both waiting out `innodb_lock_wait_timeout` (50 s).
+/// It is rolled back on both shards, the older one commits, and the
+/// victim's session retries the transaction on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_across_shards_fails_the_younger_transaction() {
+    apply_test_vschema().await;
+    let mut a = connect(Some("customer")).await;
+    let mut b = connect(Some("customer")).await;
+    a.query_drop("create table if not exists dlx (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from dlx").await.unwrap();
+    // ids 1 hashes to -80, 4 to 80-.
+    a.query_drop("insert into dlx (id, v) values (1, 0), (4, 0)")
+        .await
+        .unwrap();
+    assert_eq!(placement("dlx", "id", Func::Hash).await, vec![1, 1]);
+    let broken_before = debug_var("CrossShardDeadlocks").await;
+
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update dlx set v = 10 where id = 1")
+        .await
+        .unwrap();
+    b.query_drop("begin").await.unwrap();
+    b.exec_drop("update dlx set v = ? where id = ?", (20, 4))
+        .await
+        .unwrap();
+    // Each now waits for the row the other holds, on the other shard.
+    let (ra, rb) = tokio::join!(
+        a.query_drop("update dlx set v = 11 where id = 4"),
+        b.exec_drop("update dlx set v = ? where id = ?", (21, 1)),
+    );
+    ra.unwrap();
+    let e = rb.unwrap_err();
+    assert_eq!(err_code(&e), Some(1213), "{e}");
+    match &e {
+        mysql_async::Error::Server(se) => assert_eq!(se.state, "40001", "{e}"),
+        other => panic!("{other}"),
+    }
+    a.query_drop("commit").await.unwrap();
+    // B's first update was rolled back on its shard too.
+    assert_eq!(
+        rows(&mut b, "select id, v from dlx order by id").await,
+        vec![
+            vec![Some("1".into()), Some("10".into())],
+            vec![Some("4".into()), Some("11".into())]
+        ]
+    );
+    assert!(debug_var("CrossShardDeadlocks").await > broken_before);
+
+    // The victim retries on the same connection and commits.
+    b.query_drop("begin").await.unwrap();
+    b.exec_drop("update dlx set v = ? where id = ?", (20, 4))
+        .await
+        .unwrap();
+    b.exec_drop("update dlx set v = ? where id = ?", (21, 1))
+        .await
+        .unwrap();
+    b.query_drop("commit").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "select id, v from dlx order by id").await,
+        vec![
+            vec![Some("1".into()), Some("21".into())],
+            vec![Some("4".into()), Some("20".into())]
+        ]
+    );
+    a.query_drop("delete from dlx").await.unwrap();
 }
 
 /// A scatter's connections that their tablets closed since their last

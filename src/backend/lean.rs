@@ -159,6 +159,9 @@ pub struct LeanConn {
     scratch: Vec<u8>,
     /// The row [`LeanConn::poll_next_row`] handed out last.
     current: Current,
+    /// The tablet's id for this connection (its MySQL thread id), which
+    /// the tablet's lock waits name.
+    thread_id: u32,
 }
 
 /// Where the row a scatter is looking at lies.
@@ -262,6 +265,7 @@ impl LeanConn {
             results_left: false,
             scratch: Vec::new(),
             current: Current::None,
+            thread_id: 0,
         };
         c.login(user, password, db).await?;
         Ok(c)
@@ -404,6 +408,7 @@ impl LeanConn {
         }
         let hp = HandshakePacket::deserialize((), &mut ParseBuf(&greeting))
             .map_err(|_| bad("malformed handshake from tablet"))?;
+        self.thread_id = hp.connection_id();
         let wanted = CapabilityFlags::CLIENT_LONG_PASSWORD
             | CapabilityFlags::CLIENT_LONG_FLAG
             | CapabilityFlags::CLIENT_PROTOCOL_41
@@ -926,6 +931,12 @@ impl LeanConn {
     fn server_error(&mut self, payload: &[u8]) -> mysql_async::Error {
         self.idle = true;
         server_err(payload, self.caps)
+    }
+
+    /// The tablet's thread id for this connection (see
+    /// [`crate::executor::deadlock`]).
+    pub fn thread_id(&self) -> u32 {
+        self.thread_id
     }
 
     /// The last status said NO_BACKSLASH_ESCAPES is on (the session's

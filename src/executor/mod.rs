@@ -3,6 +3,7 @@
 //! the driver's pool), streams the tablet's results into the sink, and
 //! wraps errors with their target (`commerce.0.primary`).
 
+pub mod deadlock;
 pub mod verdicts;
 
 use mysql_async::prelude::Queryable;
@@ -105,6 +106,9 @@ pub struct ShardConns {
     /// character set at every connect would otherwise cost a tablet
     /// connection per connect).
     applied: Option<(String, LeanHeld)>,
+    /// The open transaction's registration with the deadlock detector
+    /// (from its first statement on a tablet to its end).
+    watch: Option<deadlock::Guard>,
 }
 
 /// How far a transaction may reach, as vtgate's `--transaction_mode` says.
@@ -251,9 +255,21 @@ impl ShardConns {
                 tablet.alias
             )));
         }
+        if self.in_txn {
+            self.watch
+                .get_or_insert_with(|| ctx.deadlocks.watch())
+                .running();
+        }
         let linked = self.link_any(ctx, tablet, label, sql).await?;
         if joins {
             self.txn_tablets.push(tablet.alias.clone());
+        }
+        if let (true, Some(w)) = (self.in_txn, &self.watch) {
+            let thread = match &linked.0 {
+                Link::Driver(sc) => sc.conn.id(),
+                Link::Lean(held) => held.handle.conn.thread_id(),
+            };
+            w.joined(&tablet.alias, thread);
         }
         Ok(linked)
     }
@@ -334,6 +350,9 @@ impl ShardConns {
     /// session, clean ones to its sticky slots, broken ones (and lean ones
     /// with a reply left unread) to nobody: dropping them closes them.
     fn give_back(&mut self, ctx: &ServerCtx, link: Link, pinned: bool, broken: bool) {
+        if let Some(w) = &self.watch {
+            w.idle();
+        }
         if broken {
             return;
         }
@@ -653,6 +672,7 @@ impl ShardConns {
             .filter(|h| h.handle.conn.is_idle())
             .collect();
         self.in_txn = false;
+        self.watch = None;
         self.txn_tablets.clear();
         if !self.driver_keeps() {
             self.conns.clear();
@@ -665,6 +685,13 @@ impl ShardConns {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Whether the open transaction was chosen to give way to a deadlock
+    /// across shards (see [`deadlock`]): the statement that just failed
+    /// was killed for it. Consumes the answer.
+    pub fn deadlock_victim(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.take_victim())
     }
 
     /// Whether a driver connection the session used holds its state

@@ -136,8 +136,14 @@ impl Session {
 
     /// A transaction that reached a second shard under
     /// `--transaction_mode=SINGLE` is rolled back with the statement's
-    /// error, as vtgate does.
+    /// error, as vtgate does; one whose statement was killed to break a
+    /// deadlock across shards is rolled back everywhere and the client
+    /// gets ER_LOCK_DEADLOCK, as from MySQL.
     async fn after(&mut self, ctx: &ServerCtx, res: Result<(), Error>) -> Result<(), Error> {
+        if res.is_err() && self.shards.deadlock_victim() {
+            let _ = self.shards.finish_txn(ctx, false).await;
+            return Err(Error::Deadlock);
+        }
         if matches!(res, Err(Error::MultiDbTransaction(_))) && self.shards.in_txn {
             let _ = self.shards.finish_txn(ctx, false).await;
         }

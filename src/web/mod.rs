@@ -60,6 +60,7 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "SharedReadSentBack": ctx.pools.mux_stats.sent_back.load(Ordering::Relaxed),
                 "TransactionPartsCommitted": ctx.txn_stats.committed.load(Ordering::Relaxed),
                 "TransactionPartsCommittedUnanswered": ctx.txn_stats.committed_unanswered.load(Ordering::Relaxed),
+                "CrossShardDeadlocks": ctx.deadlocks.broken.load(Ordering::Relaxed),
                 "EventLoopBusyPolls": ctx.busy_polls.load(Ordering::Relaxed),
                 // Tables whose column types schema tracking learned.
                 "SchemaTrackedTables": snap.keyspaces.values().map(|k| k.learned.len()).sum::<usize>(),

@@ -1,0 +1,424 @@
+//! Deadlocks across shards, found and broken at the gate.
+//!
+//! A transaction that spans shards takes row locks on several tablets.
+//! Two such transactions can wait for each other through different
+//! tablets (A holds a row on `-80` and waits on `80-`, B the other way
+//! round): each tablet sees only one wait, never the cycle, so neither
+//! detects a deadlock and both clients stall until
+//! `innodb_lock_wait_timeout` (50 s by default), holding their locks and
+//! the rows of everyone queued behind them. vtgate has the same blind
+//! spot. A single MySQL server would answer one of them at once with
+//! ER_LOCK_DEADLOCK; the gate does the same for the cycles it can see.
+//!
+//! Every open transaction registers a [`Watch`]: when it began, the tablet
+//! connections (MySQL thread ids) holding its parts, and since when its
+//! current statement runs. The [`run`] task looks every [`CHECK_EVERY`]:
+//! when two or more transactions have had a statement running for longer
+//! than [`WAITED`], it asks their tablets who waits for whom
+//! (`information_schema.INNODB_LOCK_WAITS`, which needs the PROCESS
+//! privilege), maps the thread ids back to transactions and looks for a
+//! cycle. The youngest transaction of a cycle is the victim: its waiting
+//! statement is killed by query id (`KILL QUERY ID`, so a statement that
+//! ended meanwhile is left alone), the session rolls the whole
+//! transaction back on every shard and the client gets ER_LOCK_DEADLOCK
+//! (1213, SQLSTATE 40001), as MySQL answers a deadlock: sysbench and
+//! most frameworks retry the transaction on it. The others go on.
+//!
+//! What it costs a transaction: one registration (a lock) when it begins,
+//! one clock read and a store per statement, and one lookup when a new
+//! tablet joins it. Tablets are asked only while statements wait.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+
+use crate::server::ServerCtx;
+use crate::topo::Tablet;
+
+/// How often waiting transactions are looked at.
+pub const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// A statement running for longer than this may be waiting for a lock
+/// held across shards (a tablet's own lock waits end or are found by
+/// InnoDB long before).
+pub const WAITED: Duration = Duration::from_millis(100);
+
+/// Who waits for whom on one tablet: (waiting thread id, blocking thread
+/// id, the waiting statement's query id).
+const LOCK_WAITS: &str = "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id, p.QUERY_ID \
+     FROM information_schema.INNODB_LOCK_WAITS w \
+     JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
+     JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
+     JOIN information_schema.PROCESSLIST p ON p.ID = r.trx_mysql_thread_id";
+
+/// The open transactions of the whole gate.
+pub struct Registry {
+    epoch: Instant,
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Watch>>>,
+    /// Cycles broken, for `/debug/vars`.
+    pub broken: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            epoch: Instant::now(),
+            next: AtomicU64::new(1),
+            open: Mutex::new(HashMap::new()),
+            broken: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One open transaction, as the detector sees it.
+pub struct Watch {
+    /// When it began (µs since the registry's epoch): the youngest of a
+    /// cycle gives way.
+    began: u64,
+    /// When its current statement started (µs since the epoch, plus one),
+    /// 0 between statements.
+    running: AtomicU64,
+    /// (tablet alias, thread id) of the connections holding its parts.
+    parts: Mutex<Vec<(String, u32)>>,
+    /// Chosen to give way: its statement's failure is a deadlock.
+    victim: AtomicBool,
+}
+
+/// A transaction's registration, removed when it ends (dropped).
+pub struct Guard {
+    registry: Arc<Registry>,
+    id: u64,
+    watch: Arc<Watch>,
+}
+
+impl Registry {
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Registers a transaction that begins now.
+    pub fn watch(self: &Arc<Self>) -> Guard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let watch = Arc::new(Watch {
+            began: self.micros(Instant::now()),
+            running: AtomicU64::new(0),
+            parts: Mutex::new(Vec::new()),
+            victim: AtomicBool::new(false),
+        });
+        lock(&self.open).insert(id, watch.clone());
+        Guard {
+            registry: self.clone(),
+            id,
+            watch,
+        }
+    }
+
+    /// The transactions whose statement has run for longer than `waited`
+    /// at `now`.
+    fn waiting(&self, now: Instant, waited: Duration) -> Vec<Arc<Watch>> {
+        let before = self.micros(now).saturating_sub(waited.as_micros() as u64);
+        lock(&self.open)
+            .values()
+            .filter(|w| {
+                let r = w.running.load(Ordering::Relaxed);
+                r != 0 && r - 1 <= before
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+impl Guard {
+    /// A statement of the transaction starts.
+    pub fn running(&self) {
+        let at = self.registry.micros(Instant::now()) + 1;
+        self.watch.running.store(at, Ordering::Relaxed);
+    }
+
+    /// The transaction's statement is done with its connection.
+    pub fn idle(&self) {
+        self.watch.running.store(0, Ordering::Relaxed);
+    }
+
+    /// A tablet connection (`thread` there) holds a part of the transaction.
+    pub fn joined(&self, alias: &str, thread: u32) {
+        let mut parts = lock(&self.watch.parts);
+        if !parts.iter().any(|(a, t)| a == alias && *t == thread) {
+            parts.push((alias.to_string(), thread));
+        }
+    }
+
+    /// Whether the transaction was chosen to give way (asked once per
+    /// failed statement; the answer is consumed).
+    pub fn take_victim(&self) -> bool {
+        self.watch.victim.swap(false, Ordering::Relaxed)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        lock(&self.registry.open).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A wait between two transactions (indexes into the waiting ones) on a
+/// tablet, and the waiting statement's query id there.
+#[derive(Debug, Clone, PartialEq)]
+struct Edge {
+    from: usize,
+    to: usize,
+    alias: String,
+    /// The waiting connection's thread id there.
+    thread: u32,
+    query_id: u64,
+}
+
+/// The transactions to stop so that no cycle of waits is left, given
+/// when each began (`began[i]`) and who waits for whom: in each cycle the
+/// youngest gives way, its waits are dropped, and the rest is looked at
+/// again.
+fn victims(began: &[u64], waits: &[(usize, usize)]) -> Vec<usize> {
+    let mut waits: Vec<(usize, usize)> = waits.to_vec();
+    let mut out = Vec::new();
+    while let Some(cycle) = find_cycle(began.len(), &waits) {
+        let Some(&v) = cycle.iter().max_by_key(|&&i| (began[i], i)) else {
+            break;
+        };
+        out.push(v);
+        waits.retain(|&(a, b)| a != v && b != v);
+    }
+    out
+}
+
+/// A cycle in the graph of `n` nodes with edges `waits`, as its nodes.
+fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
+    // 0: unseen, 1: on the current path, 2: done.
+    let mut state = vec![0u8; n];
+    let mut path: Vec<usize> = Vec::new();
+    fn visit(
+        v: usize,
+        waits: &[(usize, usize)],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[v] = 1;
+        path.push(v);
+        for &(_, w) in waits.iter().filter(|(a, _)| *a == v) {
+            if state[w] == 1 {
+                let start = path.iter().position(|&p| p == w).unwrap_or(0);
+                return Some(path[start..].to_vec());
+            }
+            if state[w] == 0 {
+                if let Some(c) = visit(w, waits, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state[v] = 2;
+        None
+    }
+    (0..n).find_map(|v| {
+        if state[v] == 0 {
+            visit(v, waits, &mut state, &mut path)
+        } else {
+            None
+        }
+    })
+}
+
+/// Looks for deadlocks across shards every [`CHECK_EVERY`], while the
+/// server lives.
+pub async fn run(ctx: Weak<ServerCtx>) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut detector = Detector::default();
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        let waiting = ctx.deadlocks.waiting(Instant::now(), WAITED);
+        if waiting.len() >= 2 {
+            detector.check(&ctx, &waiting).await;
+        }
+    }
+}
+
+/// A victim's statement still waiting this long after its `KILL QUERY`
+/// has its connection killed instead. MariaDB can miss a query kill that
+/// lands just as the statement starts to wait for a lock (seen under
+/// sysbench's read/write load: the thread shows `Killed` and waits on
+/// until `innodb_lock_wait_timeout`), and a second query kill does
+/// nothing to a thread already marked; a connection kill does.
+const ESCALATE_AFTER: Duration = Duration::from_millis(300);
+
+/// What the detector remembers between looks.
+#[derive(Default)]
+struct Detector {
+    /// Tablets that refused the question (named in the log once).
+    refused: std::collections::HashSet<String>,
+    /// Statements killed lately: (tablet, query id) → when.
+    killed: HashMap<(String, u64), Instant>,
+}
+
+impl Detector {
+    /// Asks the waiting transactions' tablets who waits for whom and
+    /// breaks the cycles found.
+    async fn check(&mut self, ctx: &ServerCtx, waiting: &[Arc<Watch>]) {
+        // Keyed by the tablet's address, not its alias: shards that share
+        // a mysqld (tablets with their own db names) share its lock waits.
+        let snap = ctx.snapshot.load();
+        let addr = |t: &Tablet| format!("{}:{}", t.hostname, t.port);
+        let mut owners: HashMap<(String, u32), usize> = HashMap::new();
+        let mut tablets: Vec<&Tablet> = Vec::new();
+        for (i, w) in waiting.iter().enumerate() {
+            for (alias, thread) in lock(&w.parts).iter() {
+                let Some(t) = snap.tablets.get(alias.as_str()) else {
+                    continue;
+                };
+                owners.insert((addr(t), *thread), i);
+                if !tablets.iter().any(|s| addr(s) == addr(t)) {
+                    tablets.push(t);
+                }
+            }
+        }
+        let asked =
+            futures_util::future::join_all(tablets.iter().map(|t| lock_waits(ctx, t))).await;
+        let mut edges = Vec::new();
+        for (t, rows) in tablets.iter().zip(asked) {
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    if self.refused.insert(t.alias.clone()) {
+                        tracing::warn!(tablet = %t.alias, error = %e, "cannot read lock waits: deadlocks across shards there wait for innodb_lock_wait_timeout");
+                    }
+                    continue;
+                }
+            };
+            for (waiter, blocker, query_id) in rows {
+                let key = |th| (addr(t), th);
+                if let (Some(&from), Some(&to)) =
+                    (owners.get(&key(waiter)), owners.get(&key(blocker)))
+                {
+                    if from != to {
+                        edges.push(Edge {
+                            from,
+                            to,
+                            alias: t.alias.clone(),
+                            thread: waiter,
+                            query_id,
+                        });
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        self.killed
+            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(120));
+        let began: Vec<u64> = waiting.iter().map(|w| w.began).collect();
+        let pairs: Vec<(usize, usize)> = edges.iter().map(|e| (e.from, e.to)).collect();
+        for v in victims(&began, &pairs) {
+            let Some(edge) = edges.iter().find(|e| e.from == v) else {
+                continue;
+            };
+            let Some(tablet) = snap.tablets.get(&edge.alias) else {
+                continue;
+            };
+            let key = (edge.alias.clone(), edge.query_id);
+            let first = !self.killed.contains_key(&key);
+            let kill = match self.killed.get(&key) {
+                None => format!("KILL QUERY ID {}", edge.query_id),
+                Some(at) if now.duration_since(*at) >= ESCALATE_AFTER => {
+                    format!("KILL CONNECTION {}", edge.thread)
+                }
+                // Killed a moment ago: give it time to end.
+                Some(_) => continue,
+            };
+            self.killed.entry(key).or_insert(now);
+            waiting[v].victim.store(true, Ordering::Relaxed);
+            let killed = async {
+                let mut conn = ctx.pools.get(tablet).get_conn().await?;
+                conn.query_drop(&kill).await
+            }
+            .await;
+            match killed {
+                Ok(()) => {
+                    if first {
+                        ctx.deadlocks.broken.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(tablet = %edge.alias, %kill, "deadlock across shards: the youngest transaction of the cycle gives way");
+                }
+                // The statement ended meanwhile: nothing to break.
+                Err(e) => {
+                    waiting[v].victim.store(false, Ordering::Relaxed);
+                    tracing::debug!(tablet = %edge.alias, error = %e, "deadlock victim's statement was gone");
+                }
+            }
+        }
+    }
+}
+
+/// One tablet's lock waits (see [`LOCK_WAITS`]).
+async fn lock_waits(
+    ctx: &ServerCtx,
+    t: &Tablet,
+) -> Result<Vec<(u32, u32, u64)>, mysql_async::Error> {
+    let mut conn = ctx.pools.get(t).get_conn().await?;
+    conn.query(LOCK_WAITS).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two transactions waiting for each other: the younger gives way;
+    /// a chain without a cycle stops nobody; two cycles sharing nobody
+    /// lose one member each, and a cycle of three loses its youngest.
+    #[test]
+    fn the_youngest_of_each_cycle_gives_way() {
+        assert_eq!(victims(&[10, 20], &[(0, 1), (1, 0)]), vec![1]);
+        assert_eq!(victims(&[30, 20], &[(0, 1), (1, 0)]), vec![0]);
+        assert!(victims(&[1, 2, 3], &[(0, 1), (1, 2)]).is_empty());
+        let mut v = victims(&[1, 2, 3, 4], &[(0, 1), (1, 0), (2, 3), (3, 2)]);
+        v.sort();
+        assert_eq!(v, vec![1, 3]);
+        assert_eq!(victims(&[5, 9, 7], &[(0, 1), (1, 2), (2, 0)]), vec![1]);
+        // A waiter outside the cycle (3 waits for 0) is not chosen.
+        assert_eq!(
+            victims(&[5, 9, 7, 99], &[(3, 0), (0, 1), (1, 2), (2, 0)]),
+            vec![1]
+        );
+    }
+
+    /// Only statements that have run for longer than the wait are
+    /// counted, and a dropped registration leaves the registry.
+    #[test]
+    fn waiting_means_a_statement_running_long() {
+        let reg = Arc::new(Registry::default());
+        let a = reg.watch();
+        let b = reg.watch();
+        a.running();
+        let later = Instant::now() + Duration::from_millis(500);
+        assert_eq!(reg.waiting(later, WAITED).len(), 1);
+        b.running();
+        assert_eq!(reg.waiting(later, WAITED).len(), 2);
+        assert!(reg
+            .waiting(Instant::now(), Duration::from_secs(10))
+            .is_empty());
+        b.idle();
+        assert_eq!(reg.waiting(later, WAITED).len(), 1);
+        drop(a);
+        assert!(reg.waiting(later, WAITED).is_empty());
+        b.joined("zone1-300", 7);
+        b.joined("zone1-300", 7);
+        assert_eq!(lock(&b.watch.parts).len(), 1);
+        assert!(!b.take_victim());
+    }
+}
