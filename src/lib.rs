@@ -18,7 +18,10 @@
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target;
 //!   [`executor::verdicts`] remembers what a session SET did on a tablet,
-//!   so a driver's connect-time SETs cost no round trip the next time.
+//!   so a driver's connect-time SETs cost no round trip the next time;
+//!   [`executor::deadlock`] finds cycles of lock waits across shards,
+//!   which no tablet sees, and fails the youngest transaction as MySQL
+//!   fails a deadlock's victim.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard.
 //! - [`backend`]: [`backend::lean`] tablet connections that carry every
 //!   session's statements (results forwarded undecoded when the client

@@ -269,6 +269,19 @@ struct Detector {
 }
 
 impl Detector {
+    /// The kill that breaks `edge`'s wait at `now`: the statement's the
+    /// first time, none while that kill may still take effect, the
+    /// connection's once it has had [`ESCALATE_AFTER`].
+    fn kill_for(&self, edge: &Edge, now: Instant) -> Option<String> {
+        match self.killed.get(&(edge.alias.clone(), edge.query_id)) {
+            None => Some(format!("KILL QUERY ID {}", edge.query_id)),
+            Some(at) if now.duration_since(*at) >= ESCALATE_AFTER => {
+                Some(format!("KILL CONNECTION {}", edge.thread))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// Asks the waiting transactions' tablets who waits for whom and
     /// breaks the cycles found.
     async fn check(&mut self, ctx: &ServerCtx, waiting: &[Arc<Watch>]) {
@@ -333,13 +346,8 @@ impl Detector {
             };
             let key = (edge.alias.clone(), edge.query_id);
             let first = !self.killed.contains_key(&key);
-            let kill = match self.killed.get(&key) {
-                None => format!("KILL QUERY ID {}", edge.query_id),
-                Some(at) if now.duration_since(*at) >= ESCALATE_AFTER => {
-                    format!("KILL CONNECTION {}", edge.thread)
-                }
-                // Killed a moment ago: give it time to end.
-                Some(_) => continue,
+            let Some(kill) = self.kill_for(edge, now) else {
+                continue;
             };
             self.killed.entry(key).or_insert(now);
             waiting[v].victim.store(true, Ordering::Relaxed);
@@ -394,6 +402,37 @@ mod tests {
         assert_eq!(
             victims(&[5, 9, 7, 99], &[(3, 0), (0, 1), (1, 2), (2, 0)]),
             vec![1]
+        );
+    }
+
+    /// A victim's statement is killed first; one still waiting after
+    /// [`ESCALATE_AFTER`] loses its connection.
+    #[test]
+    fn a_kill_that_did_not_take_becomes_a_connection_kill() {
+        let mut d = Detector::default();
+        let edge = Edge {
+            from: 0,
+            to: 1,
+            alias: "zone1-300".into(),
+            thread: 42,
+            query_id: 7,
+        };
+        let t0 = Instant::now();
+        assert_eq!(d.kill_for(&edge, t0).as_deref(), Some("KILL QUERY ID 7"));
+        d.killed.insert(("zone1-300".into(), 7), t0);
+        assert_eq!(d.kill_for(&edge, t0 + Duration::from_millis(50)), None);
+        assert_eq!(
+            d.kill_for(&edge, t0 + ESCALATE_AFTER).as_deref(),
+            Some("KILL CONNECTION 42")
+        );
+        // Another statement of the same connection is a new wait.
+        let next = Edge {
+            query_id: 8,
+            ..edge
+        };
+        assert_eq!(
+            d.kill_for(&next, t0 + ESCALATE_AFTER).as_deref(),
+            Some("KILL QUERY ID 8")
         );
     }
 

@@ -140,7 +140,10 @@ impl Session {
     /// deadlock across shards is rolled back everywhere and the client
     /// gets ER_LOCK_DEADLOCK, as from MySQL.
     async fn after(&mut self, ctx: &ServerCtx, res: Result<(), Error>) -> Result<(), Error> {
-        if res.is_err() && self.shards.deadlock_victim() {
+        // Asked after every statement, so a kill that missed its
+        // statement (which then ended well) marks nothing later.
+        let victim = self.shards.deadlock_victim();
+        if res.is_err() && victim {
             let _ = self.shards.finish_txn(ctx, false).await;
             return Err(Error::Deadlock);
         }
