@@ -565,6 +565,9 @@ async fn single_transaction_mode_refuses_a_second_shard() {
 /// server, instead of both waiting out `innodb_lock_wait_timeout` (50 s).
 /// It is rolled back on both shards, the older one commits, and the
 /// victim's session retries the transaction on the same connection.
+/// Two other transactions wait on a third row meanwhile, so the gate
+/// keeps looking at lock waits from before the cycle forms: InnoDB's
+/// copy of them must still be fresh when it does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadlock_across_shards_fails_the_younger_transaction() {
     apply_test_vschema().await;
@@ -574,12 +577,32 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
         .await
         .unwrap();
     a.query_drop("delete from dlx").await.unwrap();
-    // ids 1 hashes to -80, 4 to 80-.
-    a.query_drop("insert into dlx (id, v) values (1, 0), (4, 0)")
+    // ids 1 and 2 hash to -80, 4 to 80-.
+    a.query_drop("insert into dlx (id, v) values (1, 0), (2, 0), (4, 0)")
         .await
         .unwrap();
-    assert_eq!(placement("dlx", "id", Func::Hash).await, vec![1, 1]);
+    assert_eq!(placement("dlx", "id", Func::Hash).await, vec![2, 1]);
     let broken_before = debug_var("CrossShardDeadlocks").await;
+
+    // A plain wait of two transactions for a third, on row 2.
+    let mut holder = connect(Some("customer")).await;
+    holder.query_drop("begin").await.unwrap();
+    holder
+        .query_drop("update dlx set v = 1 where id = 2")
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    for v in [2, 3] {
+        let mut c = connect(Some("customer")).await;
+        c.query_drop("begin").await.unwrap();
+        queued.push(tokio::spawn(async move {
+            let r = c
+                .query_drop(format!("update dlx set v = {v} where id = 2"))
+                .await;
+            (c, r)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     a.query_drop("begin").await.unwrap();
     a.query_drop("update dlx set v = 10 where id = 1")
@@ -607,10 +630,18 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
         rows(&mut b, "select id, v from dlx order by id").await,
         vec![
             vec![Some("1".into()), Some("10".into())],
+            vec![Some("2".into()), Some("0".into())],
             vec![Some("4".into()), Some("11".into())]
         ]
     );
     assert!(debug_var("CrossShardDeadlocks").await > broken_before);
+    // The plain wait was no deadlock: it ends when the holder does.
+    holder.query_drop("rollback").await.unwrap();
+    for q in queued {
+        let (mut c, r) = q.await.unwrap();
+        r.unwrap();
+        c.query_drop("rollback").await.unwrap();
+    }
 
     // The victim retries on the same connection and commits.
     b.query_drop("begin").await.unwrap();
@@ -625,6 +656,7 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
         rows(&mut a, "select id, v from dlx order by id").await,
         vec![
             vec![Some("1".into()), Some("21".into())],
+            vec![Some("2".into()), Some("0".into())],
             vec![Some("4".into()), Some("20".into())]
         ]
     );
