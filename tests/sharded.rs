@@ -577,14 +577,17 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
         .await
         .unwrap();
     a.query_drop("delete from dlx").await.unwrap();
-    // ids 1 and 2 hash to -80, 4 to 80-.
-    a.query_drop("insert into dlx (id, v) values (1, 0), (2, 0), (4, 0)")
+    // ids 1 and 2 hash to -80, 0, 4 and 6 to 80-.
+    a.query_drop("insert into dlx (id, v) values (0, 0), (1, 0), (2, 0), (4, 0), (6, 0)")
         .await
         .unwrap();
-    assert_eq!(placement("dlx", "id", Func::Hash).await, vec![2, 1]);
+    assert_eq!(placement("dlx", "id", Func::Hash).await, vec![2, 3]);
     let broken_before = debug_var("CrossShardDeadlocks").await;
 
-    // A plain wait of two transactions for a third, on row 2.
+    // A plain wait of two transactions for a third, on row 2 (-80). Each
+    // waiter holds a row on 80- too, so the detector asks the tablets
+    // while they wait, before the cycle forms: it must not act on what
+    // it read then.
     let mut holder = connect(Some("customer")).await;
     holder.query_drop("begin").await.unwrap();
     holder
@@ -592,9 +595,12 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
         .await
         .unwrap();
     let mut queued = Vec::new();
-    for v in [2, 3] {
+    for (v, own) in [(2, 0), (3, 6)] {
         let mut c = connect(Some("customer")).await;
         c.query_drop("begin").await.unwrap();
+        c.query_drop(format!("update dlx set v = {v} where id = {own}"))
+            .await
+            .unwrap();
         queued.push(tokio::spawn(async move {
             let r = c
                 .query_drop(format!("update dlx set v = {v} where id = 2"))
@@ -629,9 +635,11 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
     assert_eq!(
         rows(&mut b, "select id, v from dlx order by id").await,
         vec![
+            vec![Some("0".into()), Some("0".into())],
             vec![Some("1".into()), Some("10".into())],
             vec![Some("2".into()), Some("0".into())],
-            vec![Some("4".into()), Some("11".into())]
+            vec![Some("4".into()), Some("11".into())],
+            vec![Some("6".into()), Some("0".into())]
         ]
     );
     assert!(debug_var("CrossShardDeadlocks").await > broken_before);
@@ -655,9 +663,11 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
     assert_eq!(
         rows(&mut a, "select id, v from dlx order by id").await,
         vec![
+            vec![Some("0".into()), Some("0".into())],
             vec![Some("1".into()), Some("21".into())],
             vec![Some("2".into()), Some("0".into())],
-            vec![Some("4".into()), Some("20".into())]
+            vec![Some("4".into()), Some("20".into())],
+            vec![Some("6".into()), Some("0".into())]
         ]
     );
     a.query_drop("delete from dlx").await.unwrap();

@@ -13,8 +13,8 @@
 //! Every open transaction registers a [`Watch`]: when it began, the tablet
 //! connections (MySQL thread ids) holding its parts, and since when its
 //! current statement runs. The [`run`] task looks every [`CHECK_EVERY`]:
-//! when two or more transactions have had a statement running for longer
-//! than [`WAITED`], it asks their tablets who waits for whom
+//! when two or more transactions that span tablets have had a statement
+//! running for longer than [`WAITED`], it asks their tablets who waits for whom
 //! (`information_schema.INNODB_LOCK_WAITS`, which needs the PROCESS
 //! privilege; no more often than [`REREAD_AFTER`], or InnoDB answers
 //! from a stale copy), maps the thread ids back to transactions and looks for a
@@ -213,25 +213,30 @@ fn victims(began: &[u64], waits: &[(usize, usize)]) -> Vec<usize> {
 }
 
 /// A cycle in the graph of `n` nodes with edges `waits`, as its nodes.
+/// Linear in nodes and edges: a hot row queues every waiter behind every
+/// earlier one, so edges grow with the square of the waiters.
 fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(a, b) in waits {
+        next[a].push(b);
+    }
     // 0: unseen, 1: on the current path, 2: done.
     let mut state = vec![0u8; n];
-    let mut path: Vec<usize> = Vec::new();
     fn visit(
         v: usize,
-        waits: &[(usize, usize)],
+        next: &[Vec<usize>],
         state: &mut [u8],
         path: &mut Vec<usize>,
     ) -> Option<Vec<usize>> {
         state[v] = 1;
         path.push(v);
-        for &(_, w) in waits.iter().filter(|(a, _)| *a == v) {
+        for &w in &next[v] {
             if state[w] == 1 {
                 let start = path.iter().position(|&p| p == w).unwrap_or(0);
                 return Some(path[start..].to_vec());
             }
             if state[w] == 0 {
-                if let Some(c) = visit(w, waits, state, path) {
+                if let Some(c) = visit(w, next, state, path) {
                     return Some(c);
                 }
             }
@@ -240,13 +245,32 @@ fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
         state[v] = 2;
         None
     }
+    let mut path: Vec<usize> = Vec::new();
     (0..n).find_map(|v| {
         if state[v] == 0 {
-            visit(v, waits, &mut state, &mut path)
+            visit(v, &next, &mut state, &mut path)
         } else {
             None
         }
     })
+}
+
+/// Whether the waiting transactions could form a cycle that no tablet
+/// sees. Such a cycle passes from one tablet's waits to another's through
+/// a transaction waiting on one and holding locks on the other, and back
+/// through a second such: without two waiting transactions that span
+/// tablets, every cycle is within one tablet, where InnoDB finds it (and
+/// a hot row on one shard, or any contention on an unsharded keyspace,
+/// costs the tablets no questions).
+fn could_cross(waiting: &[Arc<Watch>]) -> bool {
+    waiting
+        .iter()
+        .filter(|w| {
+            let parts = lock(&w.parts);
+            parts.iter().any(|(a, _)| a != &parts[0].0)
+        })
+        .nth(1)
+        .is_some()
 }
 
 /// Looks for deadlocks across shards every [`CHECK_EVERY`], while the
@@ -265,7 +289,7 @@ pub async fn run(ctx: Weak<ServerCtx>) {
             continue;
         }
         let waiting = ctx.deadlocks.waiting(now, WAITED);
-        if waiting.len() >= 2 {
+        if could_cross(&waiting) {
             detector.check(&ctx, &waiting).await;
             asked = Some(Instant::now());
         }
@@ -479,5 +503,39 @@ mod tests {
         b.joined("zone1-300", 7);
         assert_eq!(lock(&b.watch.parts).len(), 1);
         assert!(!b.take_victim());
+    }
+
+    /// Tablets are asked only when two waiting transactions span
+    /// tablets: waits within one tablet are InnoDB's to break.
+    #[test]
+    fn only_transactions_across_tablets_make_a_question() {
+        let reg = Arc::new(Registry::default());
+        let g: Vec<Guard> = (0..3).map(|_| reg.watch()).collect();
+        let all = |g: &[Guard]| g.iter().map(|g| g.watch.clone()).collect::<Vec<_>>();
+        for (i, w) in g.iter().enumerate() {
+            w.joined("zone1-300", 10 + i as u32);
+        }
+        assert!(!could_cross(&all(&g)));
+        g[0].joined("zone1-400", 20);
+        assert!(!could_cross(&all(&g)));
+        g[2].joined("zone1-400", 22);
+        assert!(could_cross(&all(&g)));
+        assert!(!could_cross(&all(&g[..2])));
+    }
+
+    /// A cycle is found among many edges, and a chain is no cycle.
+    #[test]
+    fn cycles_are_found_in_long_queues() {
+        // Every one of 200 waiters waits for all before it: no cycle.
+        let mut waits = Vec::new();
+        for a in 1..200 {
+            for b in 0..a {
+                waits.push((a, b));
+            }
+        }
+        assert_eq!(find_cycle(200, &waits), None);
+        waits.push((0, 199));
+        let c = find_cycle(200, &waits).expect("cycle");
+        assert!(c.contains(&0) && c.contains(&199), "{c:?}");
     }
 }
