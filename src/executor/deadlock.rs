@@ -261,16 +261,27 @@ fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
 /// through a second such: without two waiting transactions that span
 /// tablets, every cycle is within one tablet, where InnoDB finds it (and
 /// a hot row on one shard, or any contention on an unsharded keyspace,
-/// costs the tablets no questions).
-fn could_cross(waiting: &[Arc<Watch>]) -> bool {
+/// costs the tablets no questions). `place` names the mysqld a tablet
+/// alias lives on: shards that share one mysqld share its lock waits, so
+/// a transaction across them spans nothing.
+fn could_cross(waiting: &[Arc<Watch>], place: impl Fn(&str) -> Option<String>) -> bool {
     waiting
         .iter()
         .filter(|w| {
             let parts = lock(&w.parts);
-            parts.iter().any(|(a, _)| a != &parts[0].0)
+            let mut places = parts.iter().filter_map(|(a, _)| place(a));
+            match places.next() {
+                Some(first) => places.any(|p| p != first),
+                None => false,
+            }
         })
         .nth(1)
         .is_some()
+}
+
+/// Where a tablet's lock waits live: its mysqld's address.
+fn address(t: &Tablet) -> String {
+    format!("{}:{}", t.hostname, t.port)
 }
 
 /// Looks for deadlocks across shards every [`CHECK_EVERY`], while the
@@ -289,7 +300,11 @@ pub async fn run(ctx: Weak<ServerCtx>) {
             continue;
         }
         let waiting = ctx.deadlocks.waiting(now, WAITED);
-        if could_cross(&waiting) {
+        if waiting.len() < 2 {
+            continue;
+        }
+        let snap = ctx.snapshot.load();
+        if could_cross(&waiting, |alias| snap.tablets.get(alias).map(address)) {
             detector.check(&ctx, &waiting).await;
             asked = Some(Instant::now());
         }
@@ -332,7 +347,6 @@ impl Detector {
         // Keyed by the tablet's address, not its alias: shards that share
         // a mysqld (tablets with their own db names) share its lock waits.
         let snap = ctx.snapshot.load();
-        let addr = |t: &Tablet| format!("{}:{}", t.hostname, t.port);
         let mut owners: HashMap<(String, u32), usize> = HashMap::new();
         let mut tablets: Vec<&Tablet> = Vec::new();
         for (i, w) in waiting.iter().enumerate() {
@@ -340,8 +354,8 @@ impl Detector {
                 let Some(t) = snap.tablets.get(alias.as_str()) else {
                     continue;
                 };
-                owners.insert((addr(t), *thread), i);
-                if !tablets.iter().any(|s| addr(s) == addr(t)) {
+                owners.insert((address(t), *thread), i);
+                if !tablets.iter().any(|s| address(s) == address(t)) {
                     tablets.push(t);
                 }
             }
@@ -360,7 +374,7 @@ impl Detector {
                 }
             };
             for (waiter, blocker, query_id) in rows {
-                let key = |th| (addr(t), th);
+                let key = |th| (address(t), th);
                 if let (Some(&from), Some(&to)) =
                     (owners.get(&key(waiter)), owners.get(&key(blocker)))
                 {
@@ -512,15 +526,33 @@ mod tests {
         let reg = Arc::new(Registry::default());
         let g: Vec<Guard> = (0..3).map(|_| reg.watch()).collect();
         let all = |g: &[Guard]| g.iter().map(|g| g.watch.clone()).collect::<Vec<_>>();
+        // Two shards on one mysqld (300, 301), one on another (400).
+        let place = |alias: &str| match alias {
+            "zone1-300" | "zone1-301" => Some("127.0.0.1:3306".to_string()),
+            "zone1-400" => Some("127.0.0.1:3307".to_string()),
+            _ => None,
+        };
         for (i, w) in g.iter().enumerate() {
             w.joined("zone1-300", 10 + i as u32);
         }
-        assert!(!could_cross(&all(&g)));
+        assert!(!could_cross(&all(&g), place));
         g[0].joined("zone1-400", 20);
-        assert!(!could_cross(&all(&g)));
+        assert!(!could_cross(&all(&g), place));
         g[2].joined("zone1-400", 22);
-        assert!(could_cross(&all(&g)));
-        assert!(!could_cross(&all(&g[..2])));
+        assert!(could_cross(&all(&g), place));
+        assert!(!could_cross(&all(&g[..2]), place));
+        // Shards sharing a mysqld share its lock waits: no span.
+        g[1].joined("zone1-301", 21);
+        assert!(!could_cross(&all(&g[1..2]), place));
+        let g2: Vec<Guard> = (0..2).map(|_| reg.watch()).collect();
+        for (i, w) in g2.iter().enumerate() {
+            w.joined("zone1-300", 30 + i as u32);
+            w.joined("zone1-301", 40 + i as u32);
+        }
+        assert!(!could_cross(&all(&g2), place));
+        // A tablet gone from the topology counts for nothing.
+        g2[0].joined("zone1-999", 50);
+        assert!(!could_cross(&all(&g2), place));
     }
 
     /// A cycle is found among many edges, and a chain is no cycle.
