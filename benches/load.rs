@@ -82,19 +82,9 @@ async fn add_colocated(etcd: &str, port: u16, sg_port: u16) {
             tablet_type: "PRIMARY".into(),
             db_name: Some(db.into()),
         };
-        let mut c = admin::dba_conn(&rec, &creds, None)
+        admin::add_primary_in_db(&store, &rec, &creds)
             .await
-            .expect("dba connection");
-        c.query_drop(format!("create database if not exists {db}"))
-            .await
-            .expect("create database");
-        let _ = c.disconnect().await;
-        admin::add_tablet(&store, &rec, true)
-            .await
-            .expect("add tablet");
-        admin::init_shard_primary(&store, "colocated", shard, &rec.alias, &creds)
-            .await
-            .expect("init shard primary");
+            .expect("add a shard primary in its own database");
     }
     admin::apply_vschema(
         &store,

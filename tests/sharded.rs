@@ -560,16 +560,18 @@ async fn single_transaction_mode_refuses_a_second_shard() {
 }
 
 /// Two transactions that wait for each other through different shards
-/// (each tablet sees one wait, no cycle): the gate finds the cycle and
-/// the younger transaction gets ER_LOCK_DEADLOCK, as from one MySQL
-/// server, instead of both waiting out `innodb_lock_wait_timeout` (50 s).
-/// It is rolled back on both shards, the older one commits, and the
-/// victim's session retries the transaction on the same connection.
-/// Two other transactions wait on a third row meanwhile, so the gate
-/// keeps looking at lock waits from before the cycle forms: InnoDB's
-/// copy of them must still be fresh when it does.
+/// (each tablet sees one wait, no cycle): the gate finds the cycle and,
+/// of two equally heavy ones, the younger gets ER_LOCK_DEADLOCK, as from
+/// one MySQL server, instead of both waiting out
+/// `innodb_lock_wait_timeout` (50 s). It is rolled back on both shards,
+/// the older one commits, and the victim's session retries the
+/// transaction on the same connection. Two other transactions wait on a
+/// third row meanwhile, so the gate keeps looking at lock waits from
+/// before the cycle forms: InnoDB's copy of them must still be fresh
+/// when it does. Then an older transaction that changed less gives way
+/// to a younger one that changed more, as InnoDB chooses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deadlock_across_shards_fails_the_younger_transaction() {
+async fn a_deadlock_across_shards_fails_the_lighter_transaction() {
     apply_test_vschema().await;
     let mut a = connect(Some("customer")).await;
     let mut b = connect(Some("customer")).await;
@@ -670,7 +672,123 @@ async fn a_deadlock_across_shards_fails_the_younger_transaction() {
             vec![Some("6".into()), Some("0".into())]
         ]
     );
+
+    // The older transaction changes one row, the younger three rows
+    // three times: the older, lighter one gives way.
+    let broken_before = debug_var("CrossShardDeadlocks").await;
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update dlx set v = 30 where id = 1")
+        .await
+        .unwrap();
+    b.query_drop("begin").await.unwrap();
+    for _ in 0..3 {
+        b.query_drop("update dlx set v = v + 1 where id in (0, 4, 6)")
+            .await
+            .unwrap();
+    }
+    let (ra, rb) = tokio::join!(
+        a.query_drop("update dlx set v = 31 where id = 4"),
+        b.query_drop("update dlx set v = 41 where id = 1"),
+    );
+    rb.unwrap();
+    let e = ra.unwrap_err();
+    assert_eq!(err_code(&e), Some(1213), "{e}");
+    b.query_drop("commit").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "select id, v from dlx order by id").await,
+        vec![
+            vec![Some("0".into()), Some("3".into())],
+            vec![Some("1".into()), Some("41".into())],
+            vec![Some("2".into()), Some("0".into())],
+            vec![Some("4".into()), Some("23".into())],
+            vec![Some("6".into()), Some("3".into())]
+        ]
+    );
+    assert!(debug_var("CrossShardDeadlocks").await > broken_before);
     a.query_drop("delete from dlx").await.unwrap();
+}
+
+/// Two shards in one mysqld (as two databases) hold one gate
+/// transaction's locks on two connections, which InnoDB takes for two
+/// transactions: a cycle through the gate is as invisible to it as across
+/// two mysqlds, and the gate must break it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_across_shards_in_one_mysqld_is_broken() {
+    let store = store().await;
+    let creds = shardgate::admin::DbaCreds::default();
+    for (uid, shard) in [(900, "-80"), (901, "80-")] {
+        let rec = shardgate::topo::TabletRecord {
+            alias: format!("zone1-{uid}"),
+            hostname: "127.0.0.1".into(),
+            mysql_port: tablet_port(100),
+            keyspace: "twin".into(),
+            shard: shard.into(),
+            tablet_type: "PRIMARY".into(),
+            db_name: Some(format!("vt_twin_{uid}")),
+        };
+        shardgate::admin::add_primary_in_db(&store, &rec, &creds)
+            .await
+            .unwrap();
+    }
+    let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+        "tables": {"dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+    shardgate::admin::apply_vschema(&store, "twin", vschema.as_bytes())
+        .await
+        .unwrap();
+    let port = cluster().port;
+    let seen = eventually(10, || async move {
+        let mut conn = Conn::new(
+            mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(port)
+                .user(Some("app"))
+                .db_name(Some("twin"))
+                .prefer_socket(false),
+        )
+        .await
+        .ok()?;
+        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        t.contains(&"dlx".to_string()).then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "shardgate never served keyspace twin");
+    let mut a = connect(Some("twin")).await;
+    let mut b = connect(Some("twin")).await;
+    a.query_drop("create table if not exists dlx (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from dlx").await.unwrap();
+    // id 1 hashes to -80, 4 to 80-.
+    a.query_drop("insert into dlx (id, v) values (1, 0), (4, 0)")
+        .await
+        .unwrap();
+    let broken_before = debug_var("CrossShardDeadlocks").await;
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update dlx set v = 10 where id = 1")
+        .await
+        .unwrap();
+    b.query_drop("begin").await.unwrap();
+    b.query_drop("update dlx set v = 20 where id = 4")
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        a.query_drop("update dlx set v = 11 where id = 4"),
+        b.query_drop("update dlx set v = 21 where id = 1"),
+    );
+    // Equal weights: the younger, b, gives way (not InnoDB's lock wait
+    // timeout, 1205, which would mean nobody saw the cycle).
+    ra.unwrap();
+    let e = rb.unwrap_err();
+    assert_eq!(err_code(&e), Some(1213), "{e}");
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(
+        rows(&mut b, "select id, v from dlx order by id").await,
+        vec![
+            vec![Some("1".into()), Some("10".into())],
+            vec![Some("4".into()), Some("11".into())],
+        ]
+    );
+    assert!(debug_var("CrossShardDeadlocks").await > broken_before);
 }
 
 /// A scatter's connections that their tablets closed since their last

@@ -270,6 +270,31 @@ pub async fn init_shard_primary(
     Ok(())
 }
 
+/// Registers `rec` as its shard's primary in its own database of a mysqld
+/// that may serve other tablets too (vttablet's `--init_db_name_override`),
+/// creating the database first: how several shards share one mysqld, as
+/// on a machine too small for a mysqld per shard.
+pub async fn add_primary_in_db(
+    store: &TopoStore,
+    rec: &TabletRecord,
+    creds: &DbaCreds,
+) -> Result<(), AdminError> {
+    let db = rec
+        .db_name
+        .as_deref()
+        .ok_or_else(|| AdminError::Invalid(format!("tablet {} names no database", rec.alias)))?;
+    let mut c = dba_conn(rec, creds, None).await?;
+    c.query_drop(format!(
+        "CREATE DATABASE IF NOT EXISTS {}",
+        crate::sql::quote_ident(db)
+    ))
+    .await
+    .map_err(mysql_err(rec))?;
+    let _ = c.disconnect().await;
+    add_tablet(store, rec, true).await?;
+    init_shard_primary(store, &rec.keyspace, &rec.shard, &rec.alias, creds).await
+}
+
 /// Runs SQL (several statements allowed) on the primary of every shard of
 /// the keyspace, in its `vt_` database.
 pub async fn apply_schema(

@@ -18,7 +18,10 @@
 //! (`information_schema.INNODB_LOCK_WAITS`, which needs the PROCESS
 //! privilege; no more often than [`REREAD_AFTER`], or InnoDB answers
 //! from a stale copy), maps the thread ids back to transactions and looks for a
-//! cycle. The youngest transaction of a cycle is the victim: its waiting
+//! cycle. The lightest transaction of a cycle is the victim, as InnoDB
+//! chooses within one server (`trx_weight`: rows changed and locked,
+//! summed over the tablets where the cycle's waits show it), the youngest
+//! of equals: its waiting
 //! statement is killed by query id (`KILL QUERY ID`, so a statement that
 //! ended meanwhile is left alone), the session rolls the whole
 //! transaction back on every shard and the client gets ER_LOCK_DEADLOCK
@@ -59,9 +62,11 @@ pub const WAITED: Duration = Duration::from_millis(100);
 pub const REREAD_AFTER: Duration = Duration::from_millis(150);
 
 /// Who waits for whom on one tablet: (waiting thread id, blocking thread
-/// id, the waiting statement's query id). The process list is read live:
-/// a waiter that is idle by now is left out.
-const LOCK_WAITS: &str = "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id, p.QUERY_ID \
+/// id, the waiting statement's query id, the waiter's and the blocker's
+/// `trx_weight` there). The process list is read live: a waiter that is
+/// idle by now is left out.
+const LOCK_WAITS: &str = "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id, p.QUERY_ID, \
+     r.trx_weight, b.trx_weight \
      FROM information_schema.INNODB_LOCK_WAITS w \
      JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
      JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
@@ -90,8 +95,8 @@ impl Default for Registry {
 
 /// One open transaction, as the detector sees it.
 pub struct Watch {
-    /// When it began (µs since the registry's epoch): the youngest of a
-    /// cycle gives way.
+    /// When it began (µs since the registry's epoch): of a cycle's
+    /// equally heavy transactions the youngest gives way.
     began: u64,
     /// When its current statement started (µs since the epoch, plus one),
     /// 0 between statements.
@@ -196,14 +201,21 @@ struct Edge {
 }
 
 /// The transactions to stop so that no cycle of waits is left, given
-/// when each began (`began[i]`) and who waits for whom: in each cycle the
-/// youngest gives way, its waits are dropped, and the rest is looked at
-/// again.
-fn victims(began: &[u64], waits: &[(usize, usize)]) -> Vec<usize> {
+/// how heavy each is (`weight[i]`, InnoDB's `trx_weight` summed over
+/// tablets), when each began (`began[i]`) and who waits for whom: in each
+/// cycle the lightest gives way (the least work lost, as InnoDB chooses),
+/// the youngest of equals; its waits are dropped, and the rest is looked
+/// at again.
+fn victims(weight: &[u64], began: &[u64], waits: &[(usize, usize)]) -> Vec<usize> {
     let mut waits: Vec<(usize, usize)> = waits.to_vec();
     let mut out = Vec::new();
     while let Some(cycle) = find_cycle(began.len(), &waits) {
-        let Some(&v) = cycle.iter().max_by_key(|&&i| (began[i], i)) else {
+        let Some(&v) = cycle.iter().min_by_key(|&&i| {
+            (
+                weight.get(i).copied().unwrap_or(0),
+                std::cmp::Reverse((began[i], i)),
+            )
+        }) else {
             break;
         };
         out.push(v);
@@ -256,24 +268,20 @@ fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
 }
 
 /// Whether the waiting transactions could form a cycle that no tablet
-/// sees. Such a cycle passes from one tablet's waits to another's through
-/// a transaction waiting on one and holding locks on the other, and back
-/// through a second such: without two waiting transactions that span
-/// tablets, every cycle is within one tablet, where InnoDB finds it (and
-/// a hot row on one shard, or any contention on an unsharded keyspace,
-/// costs the tablets no questions). `place` names the mysqld a tablet
-/// alias lives on: shards that share one mysqld share its lock waits, so
-/// a transaction across them spans nothing.
-fn could_cross(waiting: &[Arc<Watch>], place: impl Fn(&str) -> Option<String>) -> bool {
+/// sees. Such a cycle passes from one shard's connection to another's
+/// through a transaction waiting on one and holding locks on the other,
+/// and back through a second such: without two waiting transactions that
+/// span shards, every cycle is within one connection's mysqld, where
+/// InnoDB finds it (and a hot row on one shard, or any contention on an
+/// unsharded keyspace, costs the tablets no questions). Shards that share
+/// a mysqld still count as two: each shard's connection is its own InnoDB
+/// transaction, so InnoDB sees no cycle that passes through the gate.
+fn could_cross(waiting: &[Arc<Watch>]) -> bool {
     waiting
         .iter()
         .filter(|w| {
             let parts = lock(&w.parts);
-            let mut places = parts.iter().filter_map(|(a, _)| place(a));
-            match places.next() {
-                Some(first) => places.any(|p| p != first),
-                None => false,
-            }
+            parts.iter().any(|(a, _)| a != &parts[0].0)
         })
         .nth(1)
         .is_some()
@@ -300,11 +308,7 @@ pub async fn run(ctx: Weak<ServerCtx>) {
             continue;
         }
         let waiting = ctx.deadlocks.waiting(now, WAITED);
-        if waiting.len() < 2 {
-            continue;
-        }
-        let snap = ctx.snapshot.load();
-        if could_cross(&waiting, |alias| snap.tablets.get(alias).map(address)) {
+        if could_cross(&waiting) {
             detector.check(&ctx, &waiting).await;
             asked = Some(Instant::now());
         }
@@ -363,6 +367,8 @@ impl Detector {
         let asked =
             futures_util::future::join_all(tablets.iter().map(|t| lock_waits(ctx, t))).await;
         let mut edges = Vec::new();
+        // Each transaction's weight on each tablet where a wait shows it.
+        let mut weights: HashMap<(String, u32), u64> = HashMap::new();
         for (t, rows) in tablets.iter().zip(asked) {
             let rows = match rows {
                 Ok(rows) => rows,
@@ -373,11 +379,13 @@ impl Detector {
                     continue;
                 }
             };
-            for (waiter, blocker, query_id) in rows {
+            for (waiter, blocker, query_id, waiter_weight, blocker_weight) in rows {
                 let key = |th| (address(t), th);
                 if let (Some(&from), Some(&to)) =
                     (owners.get(&key(waiter)), owners.get(&key(blocker)))
                 {
+                    weights.insert(key(waiter), waiter_weight);
+                    weights.insert(key(blocker), blocker_weight);
                     if from != to {
                         edges.push(Edge {
                             from,
@@ -394,8 +402,14 @@ impl Detector {
         self.killed
             .retain(|_, at| now.duration_since(*at) < Duration::from_secs(120));
         let began: Vec<u64> = waiting.iter().map(|w| w.began).collect();
+        let mut weight = vec![0u64; waiting.len()];
+        for (key, w) in &weights {
+            if let Some(&i) = owners.get(key) {
+                weight[i] += w;
+            }
+        }
         let pairs: Vec<(usize, usize)> = edges.iter().map(|e| (e.from, e.to)).collect();
-        for v in victims(&began, &pairs) {
+        for v in victims(&weight, &began, &pairs) {
             let Some(edge) = edges.iter().find(|e| e.from == v) else {
                 continue;
             };
@@ -419,7 +433,7 @@ impl Detector {
                     if first {
                         ctx.deadlocks.broken.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::info!(tablet = %edge.alias, %kill, "deadlock across shards: the youngest transaction of the cycle gives way");
+                    tracing::info!(tablet = %edge.alias, %kill, "deadlock across shards: the lightest transaction of the cycle gives way");
                 }
                 // The statement ended meanwhile: nothing to break.
                 Err(e) => {
@@ -435,7 +449,7 @@ impl Detector {
 async fn lock_waits(
     ctx: &ServerCtx,
     t: &Tablet,
-) -> Result<Vec<(u32, u32, u64)>, mysql_async::Error> {
+) -> Result<Vec<(u32, u32, u64, u64, u64)>, mysql_async::Error> {
     let mut conn = ctx.pools.get(t).get_conn().await?;
     conn.query(LOCK_WAITS).await
 }
@@ -444,21 +458,47 @@ async fn lock_waits(
 mod tests {
     use super::*;
 
-    /// Two transactions waiting for each other: the younger gives way;
-    /// a chain without a cycle stops nobody; two cycles sharing nobody
-    /// lose one member each, and a cycle of three loses its youngest.
+    /// Of equally heavy transactions waiting for each other the younger
+    /// gives way; a chain without a cycle stops nobody; two cycles
+    /// sharing nobody lose one member each, and a cycle of three loses
+    /// its youngest.
     #[test]
-    fn the_youngest_of_each_cycle_gives_way() {
-        assert_eq!(victims(&[10, 20], &[(0, 1), (1, 0)]), vec![1]);
-        assert_eq!(victims(&[30, 20], &[(0, 1), (1, 0)]), vec![0]);
-        assert!(victims(&[1, 2, 3], &[(0, 1), (1, 2)]).is_empty());
-        let mut v = victims(&[1, 2, 3, 4], &[(0, 1), (1, 0), (2, 3), (3, 2)]);
+    fn the_youngest_of_equals_gives_way() {
+        let even = [1u64; 4];
+        assert_eq!(victims(&even, &[10, 20], &[(0, 1), (1, 0)]), vec![1]);
+        assert_eq!(victims(&even, &[30, 20], &[(0, 1), (1, 0)]), vec![0]);
+        assert!(victims(&even, &[1, 2, 3], &[(0, 1), (1, 2)]).is_empty());
+        let mut v = victims(&even, &[1, 2, 3, 4], &[(0, 1), (1, 0), (2, 3), (3, 2)]);
         v.sort();
         assert_eq!(v, vec![1, 3]);
-        assert_eq!(victims(&[5, 9, 7], &[(0, 1), (1, 2), (2, 0)]), vec![1]);
+        assert_eq!(
+            victims(&even, &[5, 9, 7], &[(0, 1), (1, 2), (2, 0)]),
+            vec![1]
+        );
         // A waiter outside the cycle (3 waits for 0) is not chosen.
         assert_eq!(
-            victims(&[5, 9, 7, 99], &[(3, 0), (0, 1), (1, 2), (2, 0)]),
+            victims(&even, &[5, 9, 7, 99], &[(3, 0), (0, 1), (1, 2), (2, 0)]),
+            vec![1]
+        );
+    }
+
+    /// The lightest member of a cycle gives way, however old: the least
+    /// work is lost, as InnoDB chooses on one server.
+    #[test]
+    fn the_lightest_of_a_cycle_gives_way() {
+        assert_eq!(victims(&[2, 5], &[10, 20], &[(0, 1), (1, 0)]), vec![0]);
+        assert_eq!(victims(&[5, 2], &[10, 20], &[(0, 1), (1, 0)]), vec![1]);
+        assert_eq!(
+            victims(&[4, 3, 9], &[5, 9, 7], &[(0, 1), (1, 2), (2, 0)]),
+            vec![1]
+        );
+        // A light waiter outside the cycle is not chosen.
+        assert_eq!(
+            victims(
+                &[4, 3, 9, 1],
+                &[5, 9, 7, 1],
+                &[(3, 0), (0, 1), (1, 2), (2, 0)]
+            ),
             vec![1]
         );
     }
@@ -520,39 +560,28 @@ mod tests {
     }
 
     /// Tablets are asked only when two waiting transactions span
-    /// tablets: waits within one tablet are InnoDB's to break.
+    /// shards: waits within one shard are InnoDB's to break. Shards on
+    /// one mysqld span too (each has its own connection, so its own
+    /// InnoDB transaction).
     #[test]
-    fn only_transactions_across_tablets_make_a_question() {
+    fn only_transactions_across_shards_make_a_question() {
         let reg = Arc::new(Registry::default());
         let g: Vec<Guard> = (0..3).map(|_| reg.watch()).collect();
         let all = |g: &[Guard]| g.iter().map(|g| g.watch.clone()).collect::<Vec<_>>();
-        // Two shards on one mysqld (300, 301), one on another (400).
-        let place = |alias: &str| match alias {
-            "zone1-300" | "zone1-301" => Some("127.0.0.1:3306".to_string()),
-            "zone1-400" => Some("127.0.0.1:3307".to_string()),
-            _ => None,
-        };
         for (i, w) in g.iter().enumerate() {
             w.joined("zone1-300", 10 + i as u32);
         }
-        assert!(!could_cross(&all(&g), place));
+        assert!(!could_cross(&all(&g)));
+        assert!(!could_cross(&[]));
         g[0].joined("zone1-400", 20);
-        assert!(!could_cross(&all(&g), place));
+        assert!(!could_cross(&all(&g)));
         g[2].joined("zone1-400", 22);
-        assert!(could_cross(&all(&g), place));
-        assert!(!could_cross(&all(&g[..2]), place));
-        // Shards sharing a mysqld share its lock waits: no span.
+        assert!(could_cross(&all(&g)));
+        assert!(!could_cross(&all(&g[..2])));
+        // zone1-301 is another shard on zone1-300's mysqld: its
+        // connection is a second InnoDB transaction all the same.
         g[1].joined("zone1-301", 21);
-        assert!(!could_cross(&all(&g[1..2]), place));
-        let g2: Vec<Guard> = (0..2).map(|_| reg.watch()).collect();
-        for (i, w) in g2.iter().enumerate() {
-            w.joined("zone1-300", 30 + i as u32);
-            w.joined("zone1-301", 40 + i as u32);
-        }
-        assert!(!could_cross(&all(&g2), place));
-        // A tablet gone from the topology counts for nothing.
-        g2[0].joined("zone1-999", 50);
-        assert!(!could_cross(&all(&g2), place));
+        assert!(could_cross(&all(&g[..2])));
     }
 
     /// A cycle is found among many edges, and a chain is no cycle.

@@ -734,6 +734,12 @@ pub fn literal_select(sql: &str) -> Option<Vec<&str>> {
     }
 }
 
+/// Quotes a name (database, table, column) in backticks, so any name a
+/// user gave can be written back into SQL.
+pub fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
 /// Quotes a string as a SQL literal that means the same with or without
 /// NO_BACKSLASH_ESCAPES.
 pub fn quote_str(s: &str) -> String {
