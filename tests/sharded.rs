@@ -676,20 +676,16 @@ async fn a_deadlock_across_shards_fails_the_lighter_transaction() {
     // The older transaction changes one row, the younger three rows
     // three times: the older, lighter one gives way.
     let broken_before = debug_var("CrossShardDeadlocks").await;
-    a.query_drop("begin").await.unwrap();
-    a.query_drop("update dlx set v = 30 where id = 1")
-        .await
-        .unwrap();
-    b.query_drop("begin").await.unwrap();
-    for _ in 0..3 {
-        b.query_drop("update dlx set v = v + 1 where id in (0, 4, 6)")
-            .await
-            .unwrap();
-    }
-    let (ra, rb) = tokio::join!(
-        a.query_drop("update dlx set v = 31 where id = 4"),
-        b.query_drop("update dlx set v = 41 where id = 1"),
-    );
+    let b_first = ["update dlx set v = v + 1 where id in (0, 4, 6)"; 3];
+    let (ra, rb) = crossed(
+        (&mut a, &mut b),
+        (&["update dlx set v = 30 where id = 1"], &b_first),
+        (
+            "update dlx set v = 31 where id = 4",
+            "update dlx set v = 41 where id = 1",
+        ),
+    )
+    .await;
     rb.unwrap();
     let e = ra.unwrap_err();
     assert_eq!(err_code(&e), Some(1213), "{e}");
@@ -706,6 +702,26 @@ async fn a_deadlock_across_shards_fails_the_lighter_transaction() {
     );
     assert!(debug_var("CrossShardDeadlocks").await > broken_before);
     a.query_drop("delete from dlx").await.unwrap();
+}
+
+/// Begins a transaction on each of two connections, runs each one's
+/// `first` statements in turn, then both `then` statements at once (each
+/// meant to wait for a row the other holds): their results, a's first.
+async fn crossed(
+    (a, b): (&mut Conn, &mut Conn),
+    first: (&[&str], &[&str]),
+    then: (&str, &str),
+) -> (
+    Result<(), mysql_async::Error>,
+    Result<(), mysql_async::Error>,
+) {
+    for (c, stmts) in [(&mut *a, first.0), (&mut *b, first.1)] {
+        c.query_drop("begin").await.unwrap();
+        for q in stmts {
+            c.query_drop(*q).await.unwrap();
+        }
+    }
+    tokio::join!(a.query_drop(then.0), b.query_drop(then.1))
 }
 
 /// Two shards in one mysqld (as two databases) hold one gate
@@ -763,18 +779,18 @@ async fn a_deadlock_across_shards_in_one_mysqld_is_broken() {
         .await
         .unwrap();
     let broken_before = debug_var("CrossShardDeadlocks").await;
-    a.query_drop("begin").await.unwrap();
-    a.query_drop("update dlx set v = 10 where id = 1")
-        .await
-        .unwrap();
-    b.query_drop("begin").await.unwrap();
-    b.query_drop("update dlx set v = 20 where id = 4")
-        .await
-        .unwrap();
-    let (ra, rb) = tokio::join!(
-        a.query_drop("update dlx set v = 11 where id = 4"),
-        b.query_drop("update dlx set v = 21 where id = 1"),
-    );
+    let (ra, rb) = crossed(
+        (&mut a, &mut b),
+        (
+            &["update dlx set v = 10 where id = 1"],
+            &["update dlx set v = 20 where id = 4"],
+        ),
+        (
+            "update dlx set v = 11 where id = 4",
+            "update dlx set v = 21 where id = 1",
+        ),
+    )
+    .await;
     // Equal weights: the younger, b, gives way (not InnoDB's lock wait
     // timeout, 1205, which would mean nobody saw the cycle).
     ra.unwrap();
