@@ -13,20 +13,20 @@
 //! Every open transaction registers a [`Watch`]: when it began, the tablet
 //! connections (MySQL thread ids) holding its parts, and since when its
 //! current statement runs. The [`run`] task looks every [`CHECK_EVERY`]:
-//! when two or more transactions that span tablets have had a statement
-//! running for longer than [`WAITED`], it asks their tablets who waits for whom
-//! (`information_schema.INNODB_LOCK_WAITS`, which needs the PROCESS
-//! privilege; no more often than [`REREAD_AFTER`], or InnoDB answers
-//! from a stale copy), maps the thread ids back to transactions and looks for a
-//! cycle. The lightest transaction of a cycle is the victim, as InnoDB
-//! chooses within one server (`trx_weight`: rows changed and locked,
-//! summed over the tablets where the cycle's waits show it), the youngest
-//! of equals: its waiting
-//! statement is killed by query id (`KILL QUERY ID`, so a statement that
-//! ended meanwhile is left alone), the session rolls the whole
-//! transaction back on every shard and the client gets ER_LOCK_DEADLOCK
-//! (1213, SQLSTATE 40001), as MySQL answers a deadlock: sysbench and
-//! most frameworks retry the transaction on it. The others go on.
+//! when two or more transactions that span shards have had a statement
+//! running for longer than [`WAITED`], it asks their tablets who waits
+//! for whom (`information_schema.INNODB_LOCK_WAITS`, which needs the
+//! PROCESS privilege; no more often than [`REREAD_AFTER`], or InnoDB
+//! answers from a stale copy), maps the thread ids back to transactions
+//! and looks for a cycle. The lightest transaction of a cycle is the
+//! victim, as InnoDB chooses within one server (`trx_weight`: rows
+//! changed and locked, summed over the tablets where the cycle's waits
+//! show it), the youngest of equals: its waiting statement is killed by
+//! query id (`KILL QUERY ID`, so a statement that ended meanwhile is left
+//! alone), the session rolls the whole transaction back on every shard
+//! and the client gets ER_LOCK_DEADLOCK (1213, SQLSTATE 40001), as MySQL
+//! answers a deadlock: sysbench and most frameworks retry the
+//! transaction on it. The others go on.
 //!
 //! What it costs a transaction: one registration (a lock) when it begins,
 //! one clock read and a store per statement, and one lookup when a new
@@ -271,8 +271,8 @@ fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
 /// sees. Such a cycle passes from one shard's connection to another's
 /// through a transaction waiting on one and holding locks on the other,
 /// and back through a second such: without two waiting transactions that
-/// span shards, every cycle is within one connection's mysqld, where
-/// InnoDB finds it (and a hot row on one shard, or any contention on an
+/// span shards, every cycle runs through single InnoDB transactions of
+/// one mysqld, where InnoDB finds it (and a hot row on one shard, or any contention on an
 /// unsharded keyspace, costs the tablets no questions). Shards that share
 /// a mysqld still count as two: each shard's connection is its own InnoDB
 /// transaction, so InnoDB sees no cycle that passes through the gate.
