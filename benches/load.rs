@@ -82,9 +82,10 @@ async fn add_colocated(etcd: &str, port: u16, sg_port: u16) {
             tablet_type: "PRIMARY".into(),
             db_name: Some(db.into()),
         };
-        admin::add_primary_in_db(&store, &rec, &creds)
+        admin::add_tablet(&store, &rec, true).await.unwrap();
+        admin::init_shard_primary(&store, &rec.keyspace, &rec.shard, &rec.alias, &creds)
             .await
-            .expect("add a shard primary in its own database");
+            .unwrap();
     }
     admin::apply_vschema(
         &store,

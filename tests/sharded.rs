@@ -742,7 +742,10 @@ async fn a_deadlock_across_shards_in_one_mysqld_is_broken() {
             tablet_type: "PRIMARY".into(),
             db_name: Some(format!("vt_twin_{uid}")),
         };
-        shardgate::admin::add_primary_in_db(&store, &rec, &creds)
+        shardgate::admin::add_tablet(&store, &rec, true)
+            .await
+            .unwrap();
+        shardgate::admin::init_shard_primary(&store, &rec.keyspace, &rec.shard, &rec.alias, &creds)
             .await
             .unwrap();
     }

@@ -204,8 +204,9 @@ fn mysql_err(rec: &TabletRecord) -> impl Fn(mysql_async::Error) -> AdminError + 
     }
 }
 
-/// Makes `alias` the writable primary of `ks/shard`, points every other
-/// tablet of the shard at it with GTID replication, and records it.
+/// Makes `alias` the writable primary of `ks/shard` (creating the
+/// keyspace's database there if it is new), points every other tablet of
+/// the shard at it with GTID replication, and records it.
 pub async fn init_shard_primary(
     store: &TopoStore,
     ks: &str,
@@ -224,7 +225,19 @@ pub async fn init_shard_primary(
         .ok_or_else(|| AdminError::Invalid(format!("tablet {alias} is not in {ks}/{shard}")))?
         .clone();
     let mut c = dba_conn(&primary, creds, None).await?;
-    for q in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+    // The keyspace's database, created if new (as vttablet does for a
+    // primary): a tablet given its own database name (shards sharing a
+    // mysqld) is ready for apply-schema without a step by hand.
+    let create = format!(
+        "CREATE DATABASE IF NOT EXISTS {}",
+        crate::sql::quote_ident(&primary.database())
+    );
+    for q in [
+        "STOP SLAVE",
+        "RESET SLAVE ALL",
+        "SET GLOBAL read_only = 0",
+        create.as_str(),
+    ] {
         c.query_drop(q).await.map_err(mysql_err(&primary))?;
     }
     let _ = c.disconnect().await;
@@ -268,31 +281,6 @@ pub async fn init_shard_primary(
     rec.primary_alias = Some(alias.to_string());
     store.put(&key, &json(&rec)).await?;
     Ok(())
-}
-
-/// Registers `rec` as its shard's primary in its own database of a mysqld
-/// that may serve other tablets too (vttablet's `--init_db_name_override`),
-/// creating the database first: how several shards share one mysqld, as
-/// on a machine too small for a mysqld per shard.
-pub async fn add_primary_in_db(
-    store: &TopoStore,
-    rec: &TabletRecord,
-    creds: &DbaCreds,
-) -> Result<(), AdminError> {
-    let db = rec
-        .db_name
-        .as_deref()
-        .ok_or_else(|| AdminError::Invalid(format!("tablet {} names no database", rec.alias)))?;
-    let mut c = dba_conn(rec, creds, None).await?;
-    c.query_drop(format!(
-        "CREATE DATABASE IF NOT EXISTS {}",
-        crate::sql::quote_ident(db)
-    ))
-    .await
-    .map_err(mysql_err(rec))?;
-    let _ = c.disconnect().await;
-    add_tablet(store, rec, true).await?;
-    init_shard_primary(store, &rec.keyspace, &rec.shard, &rec.alias, creds).await
 }
 
 /// Runs SQL (several statements allowed) on the primary of every shard of

@@ -87,6 +87,17 @@ pub struct TabletRecord {
     pub db_name: Option<String>,
 }
 
+impl TabletRecord {
+    /// The MySQL database the tablet serves its keyspace from: its own
+    /// name if it has one (several shards sharing a mysqld), else
+    /// `vt_{keyspace}`, as vttablet names it.
+    pub fn database(&self) -> String {
+        self.db_name
+            .clone()
+            .unwrap_or_else(|| format!("vt_{}", self.keyspace))
+    }
+}
+
 /// `global/RoutingRules`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,10 +303,7 @@ impl Snapshot {
             tablets.insert(
                 rec.alias.clone(),
                 Tablet {
-                    db_name: rec
-                        .db_name
-                        .clone()
-                        .unwrap_or_else(|| format!("vt_{}", rec.keyspace)),
+                    db_name: rec.database(),
                     alias: rec.alias,
                     hostname: rec.hostname,
                     port: rec.mysql_port,
