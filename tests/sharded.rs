@@ -756,16 +756,7 @@ async fn a_deadlock_across_shards_in_one_mysqld_is_broken() {
         .unwrap();
     let port = cluster().port;
     let seen = eventually(10, || async move {
-        let mut conn = Conn::new(
-            mysql_async::OptsBuilder::default()
-                .ip_or_hostname("127.0.0.1")
-                .tcp_port(port)
-                .user(Some("app"))
-                .db_name(Some("twin"))
-                .prefer_socket(false),
-        )
-        .await
-        .ok()?;
+        let mut conn = try_connect_port(port, Some("twin")).await.ok()?;
         let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
         t.contains(&"dlx".to_string()).then_some(())
     })

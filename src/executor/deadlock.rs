@@ -276,10 +276,11 @@ fn find_cycle(n: usize, waits: &[(usize, usize)]) -> Option<Vec<usize>> {
 /// through a transaction waiting on one and holding locks on the other,
 /// and back through a second such: without two waiting transactions that
 /// span shards, every cycle runs through single InnoDB transactions of
-/// one mysqld, where InnoDB finds it (and a hot row on one shard, or any contention on an
-/// unsharded keyspace, costs the tablets no questions). Shards that share
-/// a mysqld still count as two: each shard's connection is its own InnoDB
-/// transaction, so InnoDB sees no cycle that passes through the gate.
+/// one mysqld, where InnoDB finds it (and a hot row on one shard, or any
+/// contention on an unsharded keyspace, costs the tablets no questions).
+/// Shards that share a mysqld still count as two: each shard's connection
+/// is its own InnoDB transaction, so InnoDB sees no cycle that passes
+/// through the gate.
 fn could_cross(waiting: &[Arc<Watch>]) -> bool {
     waiting
         .iter()

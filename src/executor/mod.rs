@@ -1161,12 +1161,12 @@ impl VCursor for Executor<'_> {
             .get_conn()
             .await
             .map_err(backend(&label))?;
-        let t = table.replace('`', "``");
+        let t = crate::sql::quote_ident(table);
         let reserve = async {
             conn.query_drop("BEGIN").await?;
             let row: Option<(u64, u64)> = conn
                 .query_first(format!(
-                    "SELECT next_id, cache FROM `{t}` WHERE id = 0 FOR UPDATE"
+                    "SELECT next_id, cache FROM {t} WHERE id = 0 FOR UPDATE"
                 ))
                 .await?;
             Ok::<_, mysql_async::Error>(row)
@@ -1185,10 +1185,7 @@ impl VCursor for Executor<'_> {
             )));
         };
         let block = cache.max(count).max(1);
-        let update = format!(
-            "UPDATE `{t}` SET next_id = {} WHERE id = 0",
-            next_id + block
-        );
+        let update = format!("UPDATE {t} SET next_id = {} WHERE id = 0", next_id + block);
         if let Err(e) = async {
             conn.query_drop(update).await?;
             conn.query_drop("COMMIT").await

@@ -824,10 +824,10 @@ async fn field_list(
     body: &[u8],
 ) -> Result<(), Error> {
     let table = body.split(|b| *b == 0).next().unwrap_or_default();
-    let table = String::from_utf8_lossy(table).replace('`', "``");
+    let table = crate::sql::quote_ident(&String::from_utf8_lossy(table));
     let mut sink = crate::engine::ColumnsOnly::default();
     match session
-        .execute(ctx, &format!("SELECT * FROM `{table}` LIMIT 0"), &mut sink)
+        .execute(ctx, &format!("SELECT * FROM {table} LIMIT 0"), &mut sink)
         .await
     {
         Ok(()) => {

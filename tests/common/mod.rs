@@ -180,13 +180,19 @@ pub async fn connect(db: Option<&str>) -> Conn {
 
 /// Connects to a MySQL-protocol port over TCP.
 pub async fn connect_port(port: u16, db: Option<&str>) -> Conn {
+    try_connect_port(port, db).await.expect("connect")
+}
+
+/// Connects to a MySQL-protocol port over TCP, or says why not (a
+/// keyspace shardgate does not serve yet).
+pub async fn try_connect_port(port: u16, db: Option<&str>) -> Result<Conn, mysql_async::Error> {
     let opts = OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
         .tcp_port(port)
         .user(Some("app"))
         .db_name(db.map(|s| s.to_string()))
         .prefer_socket(false);
-    Conn::new(opts).await.expect("connect")
+    Conn::new(opts).await
 }
 
 /// Connects straight to a tablet's mysqld (as the admin user).
