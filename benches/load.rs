@@ -17,6 +17,7 @@
 //!   cargo bench --bench load -- --only sysbench --threads 1 --rounds 7   # medians of 7 rounds
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
 //!   SHARDGATE_ALSO="--worker-threads 2" cargo bench --bench load   # one more shardgate, with these flags
+//!   SHARDGATE_ALSO_BIN=/path/to/other/shardgate cargo bench --bench load   # one more shardgate, another build
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
 //! valgrind for the instructions part (skipped, with a message, without it).
@@ -759,9 +760,18 @@ fn main() {
         let hp_pid = Some(haproxy.id() as i32);
         // SHARDGATE_ALSO="--worker-threads 2": one more shardgate, with these
         // flags, as one more target on the unsharded keyspace.
-        let also_flags = std::env::var("SHARDGATE_ALSO").ok().filter(|f| !f.trim().is_empty());
+        // SHARDGATE_ALSO_BIN=/path: that build as the extra shardgate (an
+        // A/B of two builds, with or without flags).
+        let also_bin = std::env::var_os("SHARDGATE_ALSO_BIN").map(std::path::PathBuf::from);
+        let mut also_flags = std::env::var("SHARDGATE_ALSO").ok().filter(|f| !f.trim().is_empty());
+        if also_flags.is_none() && also_bin.is_some() {
+            also_flags = Some(String::new());
+        }
         let mut also = match &also_flags {
-            Some(f) => Some(start_second(&dir, &cluster.spec.shardgate_bin, &cluster.spec.etcd_addr(), f).await),
+            Some(f) => {
+                let bin = also_bin.as_ref().unwrap_or(&cluster.spec.shardgate_bin);
+                Some(start_second(&dir, bin, &cluster.spec.etcd_addr(), f).await)
+            }
             None => None,
         };
         // Interrupted (Ctrl-C, SIGTERM): the tablets and etcd run in their own
@@ -811,7 +821,8 @@ fn main() {
         }
         settle(ports.values().copied()).await;
         if let (Some((child, port)), Some(flags)) = (&also, &also_flags) {
-            let name: &'static str = Box::leak(format!("shardgate {flags}").into_boxed_str());
+            let build = also_bin.as_ref().map(|b| format!(" ({})", b.display())).unwrap_or_default();
+            let name: &'static str = Box::leak(format!("shardgate{build} {flags}").trim_end().to_string().into_boxed_str());
             targets.push(Target { name, port: *port, user: "sb", db: "commerce", pid: Some(child.id() as i32), extra: &[] });
         }
 

@@ -33,6 +33,7 @@ const VSCHEMA: &str = r#"{
     "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "serial_ro": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "loops_t": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "nt": {"column_vindexes": [{"column": "id", "name": "num"}]},
@@ -1708,4 +1709,56 @@ async fn prepared_statements_on_a_sharded_keyspace() {
     assert_eq!(per_shard, all, "the shards together hold every row");
     sg.query_drop("use customer").await.unwrap();
     assert_eq!(count_from(&mut sg, stmt).await, all);
+}
+
+/// A transaction that only read lets its COMMIT wait for the next
+/// command on each connection, except under a SERIALIZABLE the session
+/// set, where its reads locked rows: there the COMMIT is written at once.
+/// The session reads a row on shard -80 and commits, then at once runs a
+/// 1.5 s statement on shard 80-; meanwhile a writer on -80's tablet gets
+/// the row within its 1 s lock wait (a COMMIT held back to the end of the
+/// long statement would make it time out with 1205).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serializable_read_only_commit_releases_its_locks_at_once() {
+    apply_test_vschema().await;
+    let mut a = connect(Some("customer")).await;
+    a.query_drop("create table if not exists serial_ro (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from serial_ro").await.unwrap();
+    // id 1 hashes to -80, 4 to 80-.
+    a.query_drop("insert into serial_ro (id, v) values (1, 0), (4, 0)")
+        .await
+        .unwrap();
+    a.query_drop("set session transaction isolation level serializable")
+        .await
+        .unwrap();
+    let mut writer = connect_tablet(300).await;
+    writer
+        .query_drop("set session innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    for round in 0..2 {
+        a.query_drop("begin").await.unwrap();
+        let v: Option<i64> = a
+            .query_first("select v from serial_ro where id = 1")
+            .await
+            .unwrap();
+        assert_eq!(v, Some(round));
+        a.query_drop("commit").await.unwrap();
+        let long = a.query_drop("select sleep(1.5) from serial_ro where id = 4");
+        let write = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            writer
+                .query_drop("update vt_customer.serial_ro set v = v + 1 where id = 1")
+                .await
+        };
+        let (long, write) = tokio::join!(long, write);
+        long.unwrap();
+        write.unwrap_or_else(|e| panic!("round {round}: the committed read still locks: {e}"));
+    }
+    a.query_drop("set session transaction isolation level repeatable read")
+        .await
+        .unwrap();
+    a.query_drop("delete from serial_ro").await.unwrap();
 }
