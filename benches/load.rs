@@ -404,7 +404,7 @@ fn serve_args(etcd: &str, port: u16) -> Vec<String> {
 }
 
 /// Starts a second shardgate with `extra` flags (`SHARDGATE_ALSO`), measured
-/// as one more target in the same interleaved rounds: an A/B of a flag
+/// as two more targets (unsharded and hashed 2-shard) in the same interleaved rounds: an A/B of a flag
 /// (`--worker-threads 2`) that no two separate runs on this drifting
 /// machine could settle. Returns its process and port once it serves.
 async fn start_second(
@@ -759,7 +759,7 @@ fn main() {
         assert!(up, "haproxy did not start (haproxy -c -f {}/haproxy.cfg)", dir.display());
         let hp_pid = Some(haproxy.id() as i32);
         // SHARDGATE_ALSO="--worker-threads 2": one more shardgate, with these
-        // flags, as one more target on the unsharded keyspace.
+        // flags, as two more targets (unsharded, and hashed on 2 shards).
         // SHARDGATE_ALSO_BIN=/path: that build as the extra shardgate (an
         // A/B of two builds, with or without flags).
         let also_bin = std::env::var_os("SHARDGATE_ALSO_BIN").map(std::path::PathBuf::from);
@@ -824,6 +824,10 @@ fn main() {
             let build = also_bin.as_ref().map(|b| format!(" ({})", b.display())).unwrap_or_default();
             let name: &'static str = Box::leak(format!("shardgate{build} {flags}").trim_end().to_string().into_boxed_str());
             targets.push(Target { name, port: *port, user: "sb", db: "commerce", pid: Some(child.id() as i32), extra: &[] });
+            // And on the hashed 2-shard keyspace, where a change to what
+            // goes to the tablets shows twice.
+            let sharded: &'static str = Box::leak(format!("{name} 2 shards").into_boxed_str());
+            targets.push(Target { name: sharded, port: *port, user: "sb", db: "customer", pid: Some(child.id() as i32), extra: &[] });
         }
 
         // The mysqld processes behind each target, by its database.

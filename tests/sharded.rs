@@ -1711,13 +1711,13 @@ async fn prepared_statements_on_a_sharded_keyspace() {
     assert_eq!(count_from(&mut sg, stmt).await, all);
 }
 
-/// A transaction that only read lets its COMMIT wait for the next
-/// command on each connection, except under a SERIALIZABLE the session
-/// set, where its reads locked rows: there the COMMIT is written at once.
-/// The session reads a row on shard -80 and commits, then at once runs a
-/// 1.5 s statement on shard 80-; meanwhile a writer on -80's tablet gets
-/// the row within its 1 s lock wait (a COMMIT held back to the end of the
-/// long statement would make it time out with 1205).
+/// A transaction that only read gets its COMMIT's OK without a round
+/// trip, and the COMMIT still reaches the tablets at once: under
+/// SERIALIZABLE its reads locked rows. The session reads a row on shard
+/// -80 and commits, then at once runs a 1.5 s statement on shard 80-;
+/// meanwhile a writer on -80's tablet gets the row within its 1 s lock
+/// wait (a COMMIT held back, say to ride with the connection's next
+/// command, would make it time out with 1205: checked on such a build).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serializable_read_only_commit_releases_its_locks_at_once() {
     apply_test_vschema().await;

@@ -1634,14 +1634,12 @@ async fn rows_read_in_a_transaction_arrive_whole_and_in_order() {
 }
 
 /// A transaction that only read commits without a round trip for its
-/// client: COMMIT is answered at once and rides with the connection's next
-/// command, its reply read ahead of that one's. With no command coming
-/// (the client here sends nothing until the tablet was checked), the
-/// tablet still ends the transaction within a moment: a DDL that needs the
-/// table's metadata lock goes through, the next transaction sees rows
-/// written since, the connection serves the next statements and, back in
-/// the pool, other sessions. A transaction that wrote or locked rows
-/// waits for its COMMIT.
+/// client: COMMIT is written and answered at once, its reply read ahead
+/// of the connection's next one. The tablet still ends the transaction (a
+/// DDL that needs the table's metadata lock goes through, the next
+/// transaction sees rows written since), the connection serves the next
+/// statements and, back in the pool, other sessions. A transaction that
+/// wrote or locked rows waits for its COMMIT.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_that_only_read_commits_without_a_round_trip() {
     let (port, web) = spawn_shardgate(&[]).await;

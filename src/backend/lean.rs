@@ -143,11 +143,8 @@ pub struct LeanConn {
     idle: bool,
     /// A BEGIN to send ahead of the next command.
     begin_next: bool,
-    /// A COMMIT to send ahead of the next command, and of a BEGIN (see
-    /// [`Self::defer_commit`]).
-    commit_next: bool,
     /// OK replies owed ahead of the next command's: a BEGIN sent with it,
-    /// a deferred COMMIT (see [`Self::defer_commit`]).
+    /// a COMMIT written without waiting (see [`Self::commit_unanswered`]).
     owed: u8,
     /// A pipelined BEGIN or an unanswered COMMIT failed: the connection is not what its holder
     /// thinks it is, and is never reused.
@@ -262,7 +259,6 @@ impl LeanConn {
             stmts: Vec::new(),
             idle: true,
             begin_next: false,
-            commit_next: false,
             owed: 0,
             failed: false,
             status: StatusFlags::empty(),
@@ -359,24 +355,13 @@ impl LeanConn {
         payload(self.reader.next().await)
     }
 
-    /// Puts the deferred COMMIT and the pipelined BEGIN, when there are,
-    /// in the write buffer ahead of the next command, each owing its reply.
-    fn prefix(&mut self) {
-        if self.commit_next {
-            write_packet(&mut self.out, &mut 0, b"\x03COMMIT");
-            self.commit_next = false;
-            self.owed += 1;
-        }
+    async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
+        self.out.clear();
         if self.begin_next {
             write_packet(&mut self.out, &mut 0, b"\x03BEGIN");
             self.begin_next = false;
             self.owed += 1;
         }
-    }
-
-    async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
-        self.out.clear();
-        self.prefix();
         let mut seq = seq;
         write_packet(&mut self.out, &mut seq, payload);
         self.flush().await
@@ -391,47 +376,19 @@ impl LeanConn {
         self.begin_next = true;
     }
 
-    /// Ends a transaction that only read, without a round trip of its
-    /// own: its COMMIT waits to go out in the same write as the
-    /// connection's next command (ahead of a BEGIN there), so the tablet
-    /// is woken once for both, and its reply is read ahead of that
-    /// command's. Such a COMMIT has nothing to make durable and cannot
-    /// fail but with the connection (the server then rolls back what only
-    /// read); an error reply read later retires the connection. Until it
-    /// goes out the transaction keeps its snapshot and metadata locks
-    /// (and, under SERIALIZABLE, the shared locks its reads took), so the
-    /// holder must [`Self::settle`] it soon when no command follows.
-    pub fn defer_commit(&mut self) {
-        self.commit_next = true;
-    }
-
-    /// Whether a COMMIT waits for the next command (see [`Self::defer_commit`]).
-    pub fn commit_deferred(&self) -> bool {
-        self.commit_next
-    }
-
-    /// Writes a deferred COMMIT now, without waiting: an idle connection's
-    /// socket has room for a few bytes, so the write goes out whole; should
-    /// it not, the connection is failed (a COMMIT half written cannot be
-    /// taken back) and its holder drops it, which ends the transaction too.
-    pub fn settle(&mut self) {
-        if !self.commit_next || self.failed {
-            return;
-        }
-        self.out.clear();
-        self.prefix();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let mut at = 0;
-        while at < self.out.len() {
-            match std::pin::Pin::new(&mut self.writer).poll_write(&mut cx, &self.out[at..]) {
-                std::task::Poll::Ready(Ok(n)) if n > 0 => at += n,
-                _ => {
-                    self.failed = true;
-                    break;
-                }
-            }
-        }
-        self.out.clear();
+    /// Ends a transaction that only read: COMMIT is written at once, and
+    /// its reply is read ahead of the next command's instead of waited
+    /// for. Such a COMMIT has nothing to make durable and cannot fail but
+    /// with the connection (the server then rolls back what only read),
+    /// so its client need not wait a round trip for it; the tablet still
+    /// ends the transaction (its snapshot, its metadata locks) as soon as
+    /// it reads it. An error reply read later retires the connection.
+    pub async fn commit_unanswered(&mut self) -> Result<(), RunError> {
+        self.command(COM_QUERY, &[b"COMMIT"])
+            .await
+            .map_err(unsent)?;
+        self.owed += 1;
+        Ok(())
     }
 
     /// Sends a command: its byte, then `parts` one after another.
@@ -734,7 +691,6 @@ impl LeanConn {
         if !execute_payload(&mut self.scratch, id, params) {
             return false;
         }
-        self.prefix();
         write_packet(&mut self.out, &mut 0, &self.scratch);
         self.executing.push_back(id);
         true
@@ -743,7 +699,6 @@ impl LeanConn {
     /// Appends a text query to the pipeline that [`Self::flush`] writes.
     pub fn queue_query(&mut self, sql: &str) {
         let payload = command_payload(COM_QUERY, &[sql.as_bytes()]);
-        self.prefix();
         write_packet(&mut self.out, &mut 0, &payload);
     }
 

@@ -559,9 +559,6 @@ impl Pools {
     /// Takes back a lean connection a session no longer needs (holding no
     /// session's state but the settings it is tagged with).
     pub fn put_lean(&self, mut h: LeanHandle) {
-        // A pooled connection must not keep its last holder's transaction
-        // open until someone takes it.
-        h.conn.settle();
         if !h.conn.is_idle() {
             return;
         }

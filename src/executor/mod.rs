@@ -70,7 +70,7 @@ pub struct ShardConns {
     /// The open transaction ran a statement other than a plain read (see
     /// [`crate::sql::writes_nowhere`]): its COMMIT is waited for. One
     /// that only read commits without a round trip for the client (see
-    /// [`crate::backend::lean::LeanConn::defer_commit`]).
+    /// [`crate::backend::lean::LeanConn::commit_unanswered`]).
     txn_wrote: bool,
     /// SET statements to replay on every connection the session uses
     /// (changed only with `settings_key`, by [`Self::add_setting`]).
@@ -109,11 +109,6 @@ pub struct ShardConns {
     /// The open transaction's registration with the deadlock detector
     /// (from its first statement on a tablet to its end).
     watch: Option<deadlock::Guard>,
-    /// When the last transaction that only read ended with COMMITs that
-    /// wait for their connections' next commands (see
-    /// [`crate::backend::lean::LeanConn::defer_commit`]); None when none
-    /// waits.
-    commits_deferred: Option<std::time::Instant>,
 }
 
 /// How far a transaction may reach, as vtgate's `--transaction_mode` says.
@@ -168,15 +163,6 @@ impl Drop for StickyPermit {
         self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
-
-/// How long a COMMIT that only read may wait to ride with its
-/// connection's next command (see [`ShardConns::settle_commits`]):
-/// long enough for a client's next transaction to follow its last (a
-/// BEGIN answered here, then a read), short enough that the snapshot and
-/// metadata locks it keeps on the tablet go as if at once. A statement
-/// that began within it and runs long (on other tablets) holds it to
-/// its end: the client's connection settles between commands.
-pub const COMMIT_DEFER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How many tablets a session keeps a sticky connection to.
 pub const STICKY_PER_SESSION: usize = 4;
@@ -653,29 +639,17 @@ impl ShardConns {
         // transaction that only read commits without the round trip.
         let wrote = std::mem::take(&mut self.txn_wrote);
         let unanswered = commit && !wrote;
-        // Its COMMIT waits for the next command only where the reads took
-        // no locks that outlive them: not under a SERIALIZABLE the session
-        // set, nor where it left state a reset would have to clear.
-        let defer = unanswered
-            && !self.reserved
-            && !self
-                .settings
-                .iter()
-                .any(|s| s.to_ascii_lowercase().contains("serializable"));
         let ends = held_all
             .iter_mut()
             .filter(|h| h.in_txn)
             .map(|h| async move {
                 h.in_txn = false;
                 let conn = &mut h.handle.conn;
-                if unanswered {
-                    conn.defer_commit();
-                    if !defer {
-                        conn.settle();
-                    }
-                    return Ok(());
-                }
-                let res = conn.run(sql).await;
+                let res = if unanswered {
+                    conn.commit_unanswered().await
+                } else {
+                    conn.run(sql).await
+                };
                 res.map_err(|e| run_error(e, &h.handle.alias().to_string()))
             });
         for r in futures_util::future::join_all(ends).await {
@@ -697,9 +671,6 @@ impl ShardConns {
             .into_iter()
             .filter(|h| h.handle.conn.is_idle())
             .collect();
-        if defer && kept.iter().any(|h| h.handle.conn.commit_deferred()) {
-            self.commits_deferred = Some(std::time::Instant::now());
-        }
         self.in_txn = false;
         self.watch = None;
         self.txn_tablets.clear();
@@ -714,56 +685,6 @@ impl ShardConns {
             }
         }
         first_err.map_or(Ok(()), Err)
-    }
-
-    /// When COMMITs of a transaction that only read began to wait for
-    /// their connections' next commands (None: none waits). The client's
-    /// connection settles them when the client sends nothing for
-    /// [`COMMIT_DEFER`] after that.
-    pub fn commits_deferred(&self) -> Option<std::time::Instant> {
-        self.commits_deferred
-    }
-
-    /// Writes the COMMITs still waiting for a next command on the
-    /// session's connections (see
-    /// [`crate::backend::lean::LeanConn::defer_commit`]); a connection
-    /// whose socket took it only in part is dropped. Connections given
-    /// back to the pools settle there.
-    pub fn settle_commits(&mut self) {
-        if self.commits_deferred.take().is_none() {
-            return;
-        }
-        let held = self
-            .lean
-            .iter_mut()
-            .chain(&mut self.pinned_lean)
-            .chain(self.applied.as_mut().map(|(_, h)| h));
-        for h in held {
-            h.handle.conn.settle();
-        }
-        self.lean.retain(|h| h.handle.conn.is_idle());
-        self.pinned_lean.retain(|h| h.handle.conn.is_idle());
-    }
-
-    /// [`Self::settle_commits`] once they have waited [`COMMIT_DEFER`]:
-    /// after each command, so a session whose next commands go elsewhere
-    /// does not keep its last transaction open. Forgets them once the
-    /// commands they waited for took them along.
-    pub fn settle_stale_commits(&mut self) {
-        let Some(at) = self.commits_deferred else {
-            return;
-        };
-        if at.elapsed() >= COMMIT_DEFER {
-            self.settle_commits();
-            return;
-        }
-        let waiting = |h: &LeanHeld| h.handle.conn.commit_deferred();
-        if !(self.lean.iter().any(waiting)
-            || self.pinned_lean.iter().any(waiting)
-            || self.applied.as_ref().is_some_and(|(_, h)| waiting(h)))
-        {
-            self.commits_deferred = None;
-        }
     }
 
     /// Whether the open transaction was chosen to give way to a deadlock

@@ -29,7 +29,6 @@ use tokio_util::codec::FramedRead;
 use crate::engine::row::TextRow;
 use crate::engine::{QueryDone, RowSink};
 use crate::error::{Error, MysqlError};
-use crate::executor::COMMIT_DEFER;
 use crate::server::ServerCtx;
 use crate::session::Session;
 use codec::{write_packet, Packet, PacketCodec};
@@ -616,7 +615,6 @@ async fn command_loop(
     session: &mut Session,
 ) -> Result<(), Error> {
     loop {
-        session.shards.settle_stale_commits();
         // Pipelined commands already sitting in the read buffer are answered
         // before the socket is flushed.
         if reader.read_buffer().len() < 4 {
@@ -634,23 +632,7 @@ async fn command_loop(
                 *rb = BytesMut::with_capacity(512);
             }
         }
-        let next = match session.shards.commits_deferred() {
-            // COMMITs waiting to ride with the next command go out alone
-            // when none comes soon (boxed: rare enough, and the timer would
-            // size every connection's task).
-            Some(at) => {
-                let until = tokio::time::Instant::from_std(at + COMMIT_DEFER);
-                match Box::pin(tokio::time::timeout_at(until, read(reader))).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        session.shards.settle_commits();
-                        read(reader).await
-                    }
-                }
-            }
-            None => read(reader).await,
-        };
-        let Some(pkt) = next? else {
+        let Some(pkt) = read(reader).await? else {
             return Ok(());
         };
         crate::spin::note_command();
