@@ -46,6 +46,8 @@
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.
 //! - [`web`]: the HTTP port (health and debug pages).
+//! - [`heap`]: hands the allocator's free pages back to the kernel after
+//!   a large client command (a bulk INSERT's parse and split).
 //! - [`spin`]: an event loop's short busy polling after each client command
 //!   (`--busy-poll-us`), while it can have a core without waiting for it.
 //! - [`config`]: command-line flags; [`error`]: the one place errors become
@@ -61,6 +63,7 @@ pub mod executor;
 pub mod fasthash;
 pub mod frontend;
 pub mod gateway;
+pub mod heap;
 pub mod local;
 pub mod planner;
 pub mod server;

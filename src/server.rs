@@ -50,6 +50,8 @@ pub struct ServerCtx {
     /// The schema tracker's progress (None: `--schema-change-signal=false`):
     /// a DDL waits for its change to be learned.
     pub schema: Option<Arc<topo::schema::Progress>>,
+    /// Trims of the allocator's free memory after large commands.
+    pub heap: crate::heap::Trimmer,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -80,6 +82,7 @@ impl ServerCtx {
             busy_polls: Arc::default(),
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            heap: Default::default(),
             schema: None,
             conn_ids: AtomicU32::new(1),
         }

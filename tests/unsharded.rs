@@ -1839,3 +1839,37 @@ async fn v_of(conn: &mut mysql_async::Conn, t: &str) -> Option<i64> {
     let sql = format!("select v from {t} where id = 1");
     conn.query_first(sql).await.unwrap()
 }
+
+/// A large client command (here a 100 KB statement) has the allocator's
+/// free memory handed back to the kernel a second after it ends, once for
+/// a burst of them; small commands never ask for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_command_is_followed_by_one_heap_trim() {
+    let (port, web) = spawn_shardgate(&[]).await;
+    let mut sg = connect_port(port, Some("commerce")).await;
+    for i in 0..50i64 {
+        let v: Option<i64> = sg.query_first(format!("select {i} + 1")).await.unwrap();
+        assert_eq!(v, Some(i + 1));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(debug_var_at(web, "HeapTrims").await, 0);
+    let big = "x".repeat(100 * 1024);
+    for _ in 0..3 {
+        let n: Option<i64> = sg
+            .query_first(format!("select length('{big}')"))
+            .await
+            .unwrap();
+        assert_eq!(n, Some(100 * 1024));
+    }
+    let trimmed = eventually(5, || async move {
+        (debug_var_at(web, "HeapTrims").await > 0).then_some(())
+    })
+    .await;
+    assert!(trimmed.is_some(), "no trim after large commands");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        debug_var_at(web, "HeapTrims").await,
+        1,
+        "one trim per burst"
+    );
+}

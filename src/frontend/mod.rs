@@ -614,7 +614,12 @@ async fn command_loop(
     ctx: &ServerCtx,
     session: &mut Session,
 ) -> Result<(), Error> {
+    // The last command was large: its memory is given back once it is done.
+    let mut trim_due = false;
     loop {
+        if std::mem::take(&mut trim_due) {
+            ctx.heap.after_large_command();
+        }
         // Pipelined commands already sitting in the read buffer are answered
         // before the socket is flushed.
         if reader.read_buffer().len() < 4 {
@@ -636,6 +641,7 @@ async fn command_loop(
             return Ok(());
         };
         crate::spin::note_command();
+        trim_due = pkt.payload.len() > crate::heap::LARGE_COMMAND;
         wire.seq = pkt.seq.wrapping_add(1);
         let Some((&command, body)) = pkt.payload.split_first() else {
             wire.push_err(&Error::Malformed("empty command packet".into()).to_mysql());

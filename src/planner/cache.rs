@@ -22,6 +22,13 @@ impl Plans {
     }
 }
 
+/// Templates longer than this are planned every time, not cached. A bulk
+/// INSERT's plan holds each row's values (a 10,000-row insert's, a few
+/// megabytes), kept for a statement whose row count rarely repeats;
+/// planning it again costs about what parsing it does, which a cache hit
+/// would not save either way for a statement that size.
+pub const MAX_TEMPLATE: usize = 16 * 1024;
+
 /// Shared by every session of a server.
 pub struct PlanCache {
     inner: Mutex<Plans>,
@@ -68,6 +75,9 @@ impl PlanCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(plan()?);
+        if template.len() > MAX_TEMPLATE {
+            return Ok(p);
+        }
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if g.version == version {
             if g.len >= self.cap {
@@ -122,5 +132,26 @@ mod tests {
             .get_or_plan(2, "ks", "x", || Err(PlanError::NoDatabase))
             .is_err());
         assert_eq!(c.len(), 1, "errors are not cached");
+    }
+
+    #[test]
+    fn long_templates_are_planned_every_time() {
+        let c = PlanCache::new(10);
+        let mk = || Ok(Plan::Show(ShowPlan::Keyspaces));
+        let long = "x".repeat(MAX_TEMPLATE + 1);
+        let mut planned = 0;
+        for _ in 0..2 {
+            c.get_or_plan(1, "ks", &long, || {
+                planned += 1;
+                mk()
+            })
+            .unwrap();
+        }
+        assert_eq!((planned, c.len()), (2, 0));
+        let at_bound = "x".repeat(MAX_TEMPLATE);
+        c.get_or_plan(1, "ks", &at_bound, mk).unwrap();
+        c.get_or_plan(1, "ks", &at_bound, || panic!("should be cached"))
+            .unwrap();
+        assert_eq!(c.len(), 1);
     }
 }

@@ -62,6 +62,7 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "TransactionPartsCommittedUnanswered": ctx.txn_stats.committed_unanswered.load(Ordering::Relaxed),
                 "CrossShardDeadlocks": ctx.deadlocks.broken.load(Ordering::Relaxed),
                 "EventLoopBusyPolls": ctx.busy_polls.load(Ordering::Relaxed),
+                "HeapTrims": ctx.heap.trims.load(Ordering::Relaxed),
                 // Tables whose column types schema tracking learned.
                 "SchemaTrackedTables": snap.keyspaces.values().map(|k| k.learned.len()).sum::<usize>(),
             });
