@@ -7,9 +7,10 @@
 //! the pages in the event loop's arena: after `sysbench prepare` through
 //! shardgate the process held 18 MB of heap with under 2 MB in use, and
 //! its RSS stayed 17 MB above a fresh one's. `malloc_trim` returns those
-//! pages. It runs once per second at most, after the last large command
-//! of a burst (a bulk load does not trim between its statements), and
-//! small commands never ask for it.
+//! pages. It runs a second after a large command ends, and large commands
+//! meanwhile join that trim: at most once a second (a bulk load trims once
+//! a second while it runs, and once after), and small commands never ask
+//! for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
