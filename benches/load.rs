@@ -403,10 +403,12 @@ fn serve_args(etcd: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Starts a second shardgate with `extra` flags (`SHARDGATE_ALSO`), measured
-/// as two more targets (unsharded and hashed 2-shard) in the same interleaved rounds: an A/B of a flag
-/// (`--worker-threads 2`) that no two separate runs on this drifting
-/// machine could settle. Returns its process and port once it serves.
+/// Starts a second shardgate (`SHARDGATE_ALSO_BIN`, else this build) with
+/// `extra` flags (`SHARDGATE_ALSO`), measured as two more targets (unsharded
+/// and hashed on 2 shards) in the same interleaved rounds: an A/B of a flag
+/// (`--worker-threads 2`) or of two builds that no two separate runs on
+/// this drifting machine could settle. Returns its process and port once
+/// it serves.
 async fn start_second(
     dir: &std::path::Path,
     bin: &std::path::Path,
@@ -763,10 +765,10 @@ fn main() {
         // SHARDGATE_ALSO_BIN=/path: that build as the extra shardgate (an
         // A/B of two builds, with or without flags).
         let also_bin = std::env::var_os("SHARDGATE_ALSO_BIN").map(std::path::PathBuf::from);
-        let mut also_flags = std::env::var("SHARDGATE_ALSO").ok().filter(|f| !f.trim().is_empty());
-        if also_flags.is_none() && also_bin.is_some() {
-            also_flags = Some(String::new());
-        }
+        let also_flags = std::env::var("SHARDGATE_ALSO")
+            .ok()
+            .filter(|f| !f.trim().is_empty())
+            .or_else(|| also_bin.as_ref().map(|_| String::new()));
         let mut also = match &also_flags {
             Some(f) => {
                 let bin = also_bin.as_ref().unwrap_or(&cluster.spec.shardgate_bin);

@@ -62,6 +62,11 @@ impl PlanCache {
         template: &str,
         plan: impl FnOnce() -> Result<Plan, PlanError>,
     ) -> Result<Arc<Plan>, PlanError> {
+        // Never cached, so never looked up (no hashing of a long text).
+        if template.len() > MAX_TEMPLATE {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return plan().map(Arc::new);
+        }
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if g.version != version {
@@ -75,9 +80,6 @@ impl PlanCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(plan()?);
-        if template.len() > MAX_TEMPLATE {
-            return Ok(p);
-        }
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if g.version == version {
             if g.len >= self.cap {
