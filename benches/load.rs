@@ -16,7 +16,7 @@
 //!   cargo bench --bench load -- --only sysbench --workload oltp_read_only --threads 8
 //!   cargo bench --bench load -- --only sysbench --threads 1 --rounds 7   # medians of 7 rounds
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
-//!   SHARDGATE_ALSO="--worker-threads 2" cargo bench --bench load   # one more shardgate, with these flags
+//!   SHARDGATE_ALSO="--worker-threads 1" cargo bench --bench load   # one more shardgate, with these flags
 //!   SHARDGATE_ALSO_BIN=/path/to/other/shardgate cargo bench --bench load   # one more shardgate, another build
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
@@ -406,7 +406,7 @@ fn serve_args(etcd: &str, port: u16) -> Vec<String> {
 /// Starts a second shardgate (`SHARDGATE_ALSO_BIN`, else this build) with
 /// `extra` flags (`SHARDGATE_ALSO`), measured as two more targets (unsharded
 /// and hashed on 2 shards) in the same interleaved rounds: an A/B of a flag
-/// (`--worker-threads 2`) or of two builds that no two separate runs on
+/// (`--worker-threads 1`) or of two builds that no two separate runs on
 /// this drifting machine could settle. Returns its process and port once
 /// it serves.
 async fn start_second(
@@ -760,7 +760,7 @@ fn main() {
         }
         assert!(up, "haproxy did not start (haproxy -c -f {}/haproxy.cfg)", dir.display());
         let hp_pid = Some(haproxy.id() as i32);
-        // SHARDGATE_ALSO="--worker-threads 2": one more shardgate, with these
+        // SHARDGATE_ALSO="--worker-threads 1": one more shardgate, with these
         // flags, as two more targets (unsharded, and hashed on 2 shards).
         // SHARDGATE_ALSO_BIN=/path: that build as the extra shardgate (an
         // A/B of two builds, with or without flags).

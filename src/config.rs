@@ -138,13 +138,17 @@ pub struct ServeArgs {
     /// and 32 idle per tablet.
     #[arg(long = "pool-size", default_value_t = 200)]
     pub pool_size: usize,
-    /// Threads serving clients (default: half the cores, at least one), each
-    /// an event loop of its own (tokio's current-thread scheduler) that
+    /// Threads serving clients (default: half the cores, but two on a
+    /// machine of two or three cores and one on a single core), each an
+    /// event loop of its own (tokio's current-thread scheduler) that
     /// accepted clients are dealt to in turn; a client stays on its loop.
     /// A proxy sharing its machine with the database and the load does
     /// best with few threads, and loops that share no task queue pay no
     /// cross-thread wakeups per I/O event (a work-stealing scheduler
-    /// does). Tablet connections stay with the loop that opened them
+    /// does). Yet one loop on two shared cores leaves a tenth of the
+    /// machine idle: the kernel queues the clients that loop wakes on its
+    /// own core. A second loop takes that share up (read only +11 %,
+    /// point select −3 %, `benches/RESULTS.md`, session 27). Tablet connections stay with the loop that opened them
     /// (idle ones, and the shared read connections, per loop), so a
     /// session's replies are woken on its own loop.
     #[arg(long = "worker-threads")]

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         .unwrap_or(1);
     let workers = serve_args
         .and_then(|a| a.worker_threads)
-        .unwrap_or((cores / 2).max(1))
+        .unwrap_or((cores / 2).max(2).min(cores))
         .max(1);
     // Each worker is an event loop of its own: a current-thread runtime
     // (no cross-thread task queues or wakeups per I/O event) that accepted

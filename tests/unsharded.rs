@@ -8,6 +8,19 @@ use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Value;
 
+/// Flags for a shardgate with one event loop. Idle, shared and reserved
+/// tablet connections are kept per loop, and clients are dealt to the
+/// loops in turn; tests of which tablet connection a session gets (or of
+/// a tablet held busy by another session) need consecutive sessions on
+/// one loop, whatever other tests connect meanwhile.
+fn one_loop(extra: &[&str]) -> Vec<String> {
+    ["--worker-threads", "1"]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_client_batch_session() {
     let c = cluster();
@@ -269,7 +282,7 @@ async fn session_settings_stay_with_their_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_share_connections_between_sessions() {
     // Its own shardgate: its pool serves this test alone.
-    let (port, _) = spawn_shardgate(&["--mysql-auth-server-impl".into(), "none".into()]).await;
+    let (port, _) = spawn_shardgate(&one_loop(&["--mysql-auth-server-impl", "none"])).await;
     let next_session = |set: &'static str| async move {
         let mut a = connect_port(port, Some("commerce")).await;
         a.query_drop(set).await.unwrap();
@@ -329,7 +342,7 @@ async fn settings_share_connections_between_sessions() {
 /// is reset and serves the next session with none of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_state_is_reset_when_the_session_ends() {
-    let (port, _) = spawn_shardgate(&["--mysql-auth-server-impl".into(), "none".into()]).await;
+    let (port, _) = spawn_shardgate(&one_loop(&["--mysql-auth-server-impl", "none"])).await;
     let mut a = connect_port(port, Some("commerce")).await;
     a.query_drop("create temporary table reserved_tmp (id int)")
         .await
@@ -748,7 +761,7 @@ async fn prepared_results_follow_changed_column_definitions() {
 /// back, instead of a tablet connection opened per client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changing_set_keeps_the_connection_it_was_checked_on() {
-    let (port, _) = spawn_shardgate(&[]).await;
+    let (port, _) = spawn_shardgate(&one_loop(&[])).await;
     let mut ids = Vec::new();
     for round in 0..3 {
         let mut sg = connect_port(port, Some("commerce")).await;
@@ -849,7 +862,7 @@ async fn connect_sets_judged_lately_cost_no_round_trip() {
             .unwrap();
     }
     dba.query_drop("set global userstat = 1").await.unwrap();
-    let (port, _) = spawn_shardgate(&["--db-app-user".into(), user.into()]).await;
+    let (port, _) = spawn_shardgate(&one_loop(&["--db-app-user", user])).await;
     // Sent first thing after connecting, as DBD::MariaDB sends them
     // (mysql_async reads two variables first unless told their values).
     let session = |sets: &'static [&'static str]| async move {
@@ -1346,9 +1359,10 @@ async fn shared_reads_pipeline_sessions_and_keep_them_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_shared_read_holds_up_no_other() {
     // The tablet busy, so both reads go to shared connections.
-    let held = hold_tablet(cluster().port).await;
-    let mut slow = connect(Some("commerce")).await;
-    let mut quick = connect(Some("commerce")).await;
+    let (port, _) = spawn_shardgate(&one_loop(&[])).await;
+    let held = hold_tablet(port).await;
+    let mut slow = connect_port(port, Some("commerce")).await;
+    let mut quick = connect_port(port, Some("commerce")).await;
     let mut dba = connect_tablet(100).await;
     // Warm both sessions up, so they are on the shared path.
     for conn in [&mut slow, &mut quick] {
@@ -1454,8 +1468,8 @@ impl HeldTablet {
 /// of its reply is read and dropped, and the shared connections go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
-    let c = cluster();
-    let mut sg = connect(Some("commerce")).await;
+    let (port, web) = spawn_shardgate(&one_loop(&[])).await;
+    let mut sg = connect_port(port, Some("commerce")).await;
     sg.query_drop(
         "create table if not exists big_shared_t (id bigint primary key, pad varchar(200))",
     )
@@ -1473,8 +1487,8 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
         .await
         .unwrap();
     assert_eq!(want.len(), 40000);
-    let held = hold_tablet(c.port).await;
-    let streamed = debug_var("SharedReadStreamed").await;
+    let held = hold_tablet(port).await;
+    let streamed = debug_var_at(web, "SharedReadStreamed").await;
     let got: Vec<(i64, String)> = sg
         .exec(
             "select id, pad from big_shared_t where id > ? order by id",
@@ -1496,30 +1510,30 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
         "text: {} rows differ from the tablet's",
         got.len()
     );
-    assert!(debug_var("SharedReadStreamed").await >= streamed + 2);
+    assert!(debug_var_at(web, "SharedReadStreamed").await >= streamed + 2);
 
     // Clients that read the first kilobyte and leave (utf8mb4, the
     // tablets' character set: a client of another one carries a SET NAMES
     // and reads on its own connection).
-    let streamed = debug_var("SharedReadStreamed").await;
+    let streamed = debug_var_at(web, "SharedReadStreamed").await;
     for _ in 0..3 {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "mysql --quick --default-character-set=utf8mb4 -h127.0.0.1 -P{} -uapp commerce -e 'select id, pad from big_shared_t order by id' | head -c 1000 | wc -c",
-                c.port
+                port
             ))
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000");
     }
     // Their replies went through the shared connections, read to the end.
-    assert!(debug_var("SharedReadStreamed").await >= streamed + 3);
+    assert!(debug_var_at(web, "SharedReadStreamed").await >= streamed + 3);
     held.release().await;
     let readers: Vec<_> = (0..4i64)
         .map(|k| {
             tokio::spawn(async move {
-                let mut conn = connect(Some("commerce")).await;
+                let mut conn = connect_port(port, Some("commerce")).await;
                 for id in (1..=200i64).step_by(7) {
                     let pad: Option<String> = conn
                         .exec_first("select pad from big_shared_t where id = ?", (id + k,))
@@ -1547,7 +1561,7 @@ async fn large_shared_reads_stream_and_a_client_leaving_costs_nothing() {
 /// connection and is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_waiting_behind_a_killed_shared_read_are_answered() {
-    let (port, _) = spawn_shardgate(&["--shared-read-connections".into(), "1".into()]).await;
+    let (port, _) = spawn_shardgate(&one_loop(&["--shared-read-connections", "1"])).await;
     // The tablet busy, so the slow read goes to the shared connection.
     let held = hold_tablet(port).await;
     let marker = format!("killed-shared-{}", std::process::id());
