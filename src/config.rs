@@ -147,8 +147,8 @@ pub struct ServeArgs {
     /// cross-thread wakeups per I/O event (a work-stealing scheduler
     /// does). Yet one loop on two shared cores leaves a tenth of the
     /// machine idle: the kernel queues the clients that loop wakes on its
-    /// own core. A second loop takes that share up (read only +11 %,
-    /// point select −3 %, `benches/RESULTS.md`, session 27). Tablet connections stay with the loop that opened them
+    /// own core. A second loop takes that share up (read only +2 to
+    /// +11 %, point select 0 to −3 %, `benches/RESULTS.md`, session 27). Tablet connections stay with the loop that opened them
     /// (idle ones, and the shared read connections, per loop), so a
     /// session's replies are woken on its own loop.
     #[arg(long = "worker-threads")]
