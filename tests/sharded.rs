@@ -475,6 +475,28 @@ async fn clients_dealt_to_event_loops_are_served_alike() {
     setup.query_drop("delete from loops_t").await.unwrap();
 }
 
+/// Without `--worker-threads` the event loops number half the cores, but
+/// two on two or three cores (one loop left a tenth of a 2-core machine
+/// idle) and one on a single core. Counted by the extra loops' threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_number_of_event_loops_follows_the_cores() {
+    let (_, _, pid) = spawn_shardgate_pid(&[]).await;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let loops = match cores {
+        1 => 1,
+        2 | 3 => 2,
+        n => n / 2,
+    };
+    let extra = loop_wakeups(pid);
+    assert_eq!(
+        extra.len() + 1,
+        loops,
+        "{cores} cores, extra loops {extra:?}"
+    );
+}
+
 /// Context switches of each of a shardgate's extra event loops, by thread
 /// name: a loop with no clients sleeps in its poll and never switches.
 fn loop_wakeups(pid: i32) -> std::collections::BTreeMap<String, u64> {
