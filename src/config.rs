@@ -148,9 +148,10 @@ pub struct ServeArgs {
     /// does). Yet one loop on two shared cores leaves a tenth of the
     /// machine idle: the kernel queues the clients that loop wakes on its
     /// own core. A second loop takes that share up (read only +2 to
-    /// +11 %, point select 0 to −3 %, `benches/RESULTS.md`, session 27). Tablet connections stay with the loop that opened them
-    /// (idle ones, and the shared read connections, per loop), so a
-    /// session's replies are woken on its own loop.
+    /// +11 %, point select 0 to −3 %, `benches/RESULTS.md`, session 27).
+    /// Tablet connections stay with the loop that opened them (idle ones,
+    /// and the shared read connections, per loop), so a session's replies
+    /// are woken on its own loop.
     #[arg(long = "worker-threads")]
     pub worker_threads: Option<usize>,
     /// After a client command, an event loop keeps polling its sockets

@@ -1410,14 +1410,14 @@ async fn a_slow_shared_read_holds_up_no_other() {
 }
 
 /// A read held in flight on tablet 100 (the commerce primary), through
-/// the shardgate at `port`, until
-/// [`HeldTablet::release`]: while it waits, every other read of the tablet
-/// goes to a shared connection (a read that finds its tablet idle runs on
-/// its session's own). It waits on a table lock, so it burns nothing.
-/// One test holds the tablet at a time: a held read makes its shared
-/// connection slow for everyone, and tests that time reads (a slow one
-/// must hold up no other) or need the tablet idle (a lone read runs on
-/// its own connection) would otherwise see each other's.
+/// the shardgate at `port`, until [`HeldTablet::release`]: while it waits,
+/// every other read of the tablet on its event loop goes to a shared
+/// connection (a read that finds its tablet idle runs on its session's
+/// own), so its callers run a one-loop shardgate of their own
+/// ([`one_loop`]). It waits on a table lock, so it burns nothing.
+/// One test holds the tablet at a time: each then runs statements that
+/// burn the tablet's CPU for seconds and times reads against them (a slow
+/// one must hold up no other), which another's would disturb.
 struct HeldTablet {
     lock: mysql_async::Conn,
     reader: tokio::task::JoinHandle<()>,
