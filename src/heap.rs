@@ -32,7 +32,7 @@ pub struct Trimmer {
 }
 
 impl Trimmer {
-    /// A large command just ended: trim in [`AFTER`] unless a trim is
+    /// A large command just ended: trim in `AFTER` unless a trim is
     /// already due. Must be called on a runtime (the trim is a task).
     pub fn after_large_command(&self) {
         if self.pending.swap(true, Ordering::AcqRel) {

@@ -20,7 +20,7 @@
 //! the quota would be spent polling, which no wait time shows.
 //!
 //! The runtime blocks only when its `on_thread_park` hook leaves no work
-//! scheduled; [`park_hook`] wakes the loop's [`spinner`] task while the
+//! scheduled; `park_hook` wakes the loop's `spinner` task while the
 //! last command is recent, which makes the runtime poll its sockets with
 //! a zero timeout instead.
 
@@ -173,8 +173,8 @@ pub fn note_command() {
 }
 
 /// Builds an event loop's runtime from `b`; with a `window`, the loop
-/// polls for that long after each client command (its [`park_hook`] and
-/// [`spinner`]), counting the polls in `polls` (the server's
+/// polls for that long after each client command (its `park_hook` and
+/// `spinner`), counting the polls in `polls` (the server's
 /// `EventLoopBusyPolls`, so an operator can see the CPU it spends).
 pub fn runtime(
     mut b: tokio::runtime::Builder,

@@ -208,7 +208,7 @@ pub enum Endpoint<'a> {
 
 impl LeanConn {
     /// Connects and logs in as `user` to database `db`, within
-    /// [`CONNECT_TIMEOUT`] (an unreachable host must not hold a client up).
+    /// `CONNECT_TIMEOUT` (an unreachable host must not hold a client up).
     pub async fn connect(
         at: Endpoint<'_>,
         user: &str,

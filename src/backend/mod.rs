@@ -609,7 +609,7 @@ impl Pools {
     /// tablet's queues for sessions with `settings` (joined; this runs
     /// for every such read). Alone on its session's own connection when
     /// nothing else has been in flight to the tablet lately
-    /// ([`LONE_AFTER`]), on either path: a lone client has no batch to
+    /// (`LONE_AFTER`), on either path: a lone client has no batch to
     /// join, and handing its read to a queue's task and back costs more
     /// than it saves; while the [`Solo`] lives, other reads queue as
     /// usual, so a busy tablet keeps batching. Otherwise on the first shared

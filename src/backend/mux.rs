@@ -18,10 +18,10 @@
 //!
 //! A reply is recorded (its packets, as the tablet sent them) and handed
 //! to the session, which plays it into its sink. A reply larger than
-//! [`CHUNK`] streams to the session in chunks through a short channel
+//! `CHUNK` (64 KiB) streams to the session in chunks through a short channel
 //! instead, so no result is held whole in memory; the queue waits for
 //! that client meanwhile, and new reads go to another queue (see
-//! [`STALLED`]). Only statements that read and leave nothing behind on
+//! `STALLED`). Only statements that read and leave nothing behind on
 //! the connection come here (see `sql::shareable_read`); the connection
 //! itself is one of the pools' lean connections, clean, and never carries
 //! a session's settings.
@@ -291,7 +291,7 @@ pub struct MuxStats {
     /// session's own connection instead (see `Pools::solo`).
     pub solo: AtomicU64,
     /// Reads given back unwritten because the reply ahead of them took
-    /// longer than [`STALLED`] (their sessions ran them on a connection
+    /// longer than `STALLED` (their sessions ran them on a connection
     /// of their own instead of waiting for a slow statement).
     pub sent_back: AtomicU64,
 }
@@ -363,12 +363,12 @@ impl Mux {
     }
 
     /// Whether a new read should go elsewhere: the reply awaited has
-    /// been awaited longer than [`STALLED`], or a full pipeline is waiting.
+    /// been awaited longer than `STALLED`, or a full pipeline is waiting.
     pub fn is_stalled(&self) -> bool {
         self.load() >= MAX_BATCH || self.is_slow()
     }
 
-    /// Whether the reply awaited has taken longer than [`STALLED`] (a
+    /// Whether the reply awaited has taken longer than `STALLED` (a
     /// slow statement, or a large result going out to a slow client): a
     /// read queued here would wait for it.
     pub fn is_slow(&self) -> bool {
@@ -387,7 +387,7 @@ impl Mux {
     /// read that picked this queue just before the statement ahead turned
     /// out slow would otherwise wait for all of it. Those written already
     /// must wait: the tablet answers in order. Called by a watchdog every
-    /// [`STALLED`], so the task pays nothing for it per reply but a waker
+    /// `STALLED`, so the task pays nothing for it per reply but a waker
     /// registration when the reply is not there yet.
     pub fn send_back_if_slow(&self) {
         if self.load() > 1 && self.is_slow() {

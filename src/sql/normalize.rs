@@ -366,7 +366,7 @@ pub struct Template {
 }
 
 impl Template {
-    /// Finds the placeholders of `sql` (see [`holes`]).
+    /// Finds the placeholders of `sql` (see `holes`).
     pub fn new(sql: String) -> Self {
         let holes = holes(&sql);
         Template { sql, holes }
