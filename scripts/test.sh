@@ -9,5 +9,7 @@ echo "[test] cargo fmt --check"
 cargo fmt --check
 echo "[test] cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "[test] cargo doc (public docs must not link to private items)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "[test] cargo test"
 cargo test --all-targets
