@@ -18,10 +18,10 @@
 //!
 //! A reply is recorded (its packets, as the tablet sent them) and handed
 //! to the session, which plays it into its sink. A reply larger than
-//! `CHUNK` (64 KiB) streams to the session in chunks through a short channel
-//! instead, so no result is held whole in memory; the queue waits for
-//! that client meanwhile, and new reads go to another queue (see
-//! `STALLED`). Only statements that read and leave nothing behind on
+//! `CHUNK` (64 KiB) streams to the session in chunks through a short
+//! channel instead, so no result is held whole in memory; the queue
+//! waits for that client meanwhile, and new reads go to another queue
+//! (see `STALLED`). Only statements that read and leave nothing behind on
 //! the connection come here (see `sql::shareable_read`); the connection
 //! itself is one of the pools' lean connections, clean, and never carries
 //! a session's settings.
