@@ -149,6 +149,9 @@ pub struct ServeArgs {
     /// machine idle: the kernel queues the clients that loop wakes on its
     /// own core. A second loop takes that share up (read only +2 to
     /// +11 %, point select 0 to −3 %, `benches/RESULTS.md`, session 27).
+    /// With dozens of busy clients one loop is ahead again (it sleeps
+    /// less, and two cost an eighth more context switches per query: read
+    /// only at 32 threads +5 % with half the p99, session 28).
     /// Tablet connections stay with the loop that opened them (idle ones,
     /// and the shared read connections, per loop), so a session's replies
     /// are woken on its own loop.
