@@ -133,9 +133,8 @@ pub struct ServeArgs {
     )]
     pub db_app_password: String,
     /// Largest number of driver (mysql_async) connections per tablet (the
-    /// fallback path); the lean connections statements run on come on top:
-    /// those sessions keep (`--sticky-connections`), those in transactions,
-    /// and 32 idle per tablet.
+    /// fallback path); the lean connections statements run on come on top
+    /// (`--tablet-connections`).
     #[arg(long = "pool-size", default_value_t = 200)]
     pub pool_size: usize,
     /// Threads serving clients (default: half the cores, but two on a
@@ -186,6 +185,20 @@ pub struct ServeArgs {
     /// whatever this says.
     #[arg(long = "sticky-connections", default_value_t = 128)]
     pub sticky_connections: usize,
+    /// Lean connections per tablet at most (what vttablet's pool sizes
+    /// bound in Vitess), idle, kept and busy together: a statement beyond
+    /// it waits for one another statement gives back. Connections kept
+    /// while idle (sticky and shared ones) get half of it, so the rest
+    /// turns over between statements. Below MariaDB's `max_connections`
+    /// (151 by default) with room for other clients; several shardgates
+    /// in front of one tablet share that.
+    #[arg(long = "tablet-connections", default_value_t = 100)]
+    pub tablet_connections: usize,
+    /// How long a statement waits at `--tablet-connections` before it
+    /// fails with error 1203 (ER_TOO_MANY_USER_CONNECTIONS, as vtgate
+    /// reports a full pool); the connection stays usable.
+    #[arg(long = "tablet-connection-wait-ms", default_value_t = 5000)]
+    pub tablet_connection_wait_ms: u64,
     /// Shared connections per tablet and event loop for the reads of
     /// sessions that hold no state there (a prepared SELECT outside a
     /// transaction, with no settings, variables or locks): the statements of many sessions are

@@ -67,6 +67,16 @@ pub enum Error {
     /// shards and was rolled back (see [`crate::executor::deadlock`]).
     #[error("Deadlock found when trying to get lock; try restarting transaction")]
     Deadlock,
+    /// Every connection to a tablet stayed in use for as long as the
+    /// statement may wait (`--tablet-connections`): the statement did
+    /// not run.
+    #[error("target: {target}: {source}")]
+    TabletBusy {
+        /// The shard's target, as vtgate names it.
+        target: String,
+        /// The budget and the wait.
+        source: crate::backend::Busy,
+    },
     /// The client connection failed.
     #[error("client i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -136,6 +146,8 @@ impl Error {
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
+            // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
+            Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.
             Error::MultiDbTransaction(_) => MysqlError::new(1317, "70100", self.to_string()),
             _ => MysqlError::new(ER_UNKNOWN_ERROR, "HY000", self.to_string()),

@@ -176,6 +176,8 @@ async fn serve(
             lean: args.lean_connections,
             sticky: args.sticky_connections,
             shared: args.shared_read_connections,
+            tablet_cap: args.tablet_connections,
+            wait: std::time::Duration::from_millis(args.tablet_connection_wait_ms),
             ..BackendConfig::default()
         },
         auth,

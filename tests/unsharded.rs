@@ -1887,3 +1887,154 @@ async fn a_large_command_is_followed_by_one_heap_trim() {
         "one trim per burst"
     );
 }
+
+/// How many connections on tablet 100 are running a statement that
+/// contains `marker` (the poller's own left out).
+async fn running(marker: &str) -> usize {
+    let mut dba = connect_tablet(100).await;
+    let n: Option<u64> = dba
+        .query_first(format!(
+            "select count(*) from information_schema.processlist \
+             where info like '%{marker}%' and id <> connection_id()"
+        ))
+        .await
+        .expect("processlist");
+    n.unwrap_or_default() as usize
+}
+
+/// A burst of clients beyond `--tablet-connections` queues for the
+/// tablet's connections instead of failing (MariaDB's "Too many
+/// connections" when each opened one): every statement answers, the
+/// tablet never runs more of them at once than the budget, and the burst
+/// takes as long as running them that many at a time does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_tablet_budget_waits_its_turn() {
+    let _ = cluster();
+    let flags = [
+        "--tablet-connections",
+        "3",
+        "--tablet-connection-wait-ms",
+        "30000",
+        "--shared-read-connections",
+        "0",
+    ];
+    let (port, _) = spawn_shardgate(&one_loop(&flags)).await;
+    let marker = "budget_burst_7";
+    let clients = 9;
+    let start = std::time::Instant::now();
+    let burst = futures_util::future::join_all((0..clients).map(|_| async move {
+        let mut c = connect_port(port, Some("commerce")).await;
+        c.query_first::<i64, _>(format!("select sleep(0.4) + length('{marker}')"))
+            .await
+    }));
+    let watch = async {
+        let mut most = 0;
+        while start.elapsed() < std::time::Duration::from_millis(1000) {
+            most = most.max(running(marker).await);
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        most
+    };
+    let (answers, most) = tokio::join!(burst, watch);
+    for a in &answers {
+        assert_eq!(a.as_ref().ok(), Some(&Some(marker.len() as i64)), "{a:?}");
+    }
+    assert!(most <= 3, "{most} ran at once on the tablet, budget 3");
+    assert!(most >= 2, "the budget was used: {most} at once at most");
+    let took = start.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1150),
+        "nine 0.4 s statements three at a time took {took:?}"
+    );
+}
+
+/// A statement that finds every connection of the budget busy for longer
+/// than `--tablet-connection-wait-ms` fails with vtgate's error for a full
+/// pool (1203, SQLSTATE 42000) and did not run; its client connection
+/// stays usable, and its next statement runs once a connection is free.
+/// An open transaction holds its connection meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_waits_too_long_for_a_tablet_connection_fails_cleanly() {
+    let _ = cluster();
+    let flags = [
+        "--tablet-connections",
+        "2",
+        "--tablet-connection-wait-ms",
+        "300",
+        "--shared-read-connections",
+        "0",
+    ];
+    let (port, _) = spawn_shardgate(&one_loop(&flags)).await;
+    let mut txn = connect_port(port, Some("commerce")).await;
+    txn.query_drop("begin").await.unwrap();
+    txn.query_drop("select 1 from dual").await.unwrap();
+    let mut sleeper = connect_port(port, Some("commerce")).await;
+    let mut late = connect_port(port, Some("commerce")).await;
+    let sleep = sleeper.query_drop("select sleep(1.5)");
+    let refused = async {
+        // Once the sleep holds the budget's other connection.
+        connection_running(100, "sleep(1.5)")
+            .await
+            .expect("sleeping");
+        let start = std::time::Instant::now();
+        let e = late
+            .query_drop("select 'budget_late_3'")
+            .await
+            .expect_err("no connection free");
+        (e, start.elapsed())
+    };
+    let (slept, (e, waited)) = tokio::join!(sleep, refused);
+    slept.unwrap();
+    let mysql_async::Error::Server(se) = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!((se.code, se.state.as_str()), (1203, "42000"), "{se:?}");
+    assert!(se.message.contains("commerce.0.primary"), "{se:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "waited {waited:?}"
+    );
+    // The sleep is over: the same client's next statement runs.
+    assert_eq!(
+        rows(&mut late, "select 'budget_late_4'").await,
+        [[Some("budget_late_4".to_string())]]
+    );
+    // The transaction kept its connection all along.
+    txn.query_drop("commit").await.unwrap();
+}
+
+/// Connections kept while idle (a session's sticky ones) hold at most
+/// half the tablet's budget: clients that ran a statement and went quiet
+/// leave the rest to the next ones, which run without waiting out
+/// `--tablet-connection-wait-ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_sessions_keep_at_most_half_the_tablet_budget() {
+    let _ = cluster();
+    let flags = [
+        "--tablet-connections",
+        "4",
+        "--tablet-connection-wait-ms",
+        "1000",
+        "--shared-read-connections",
+        "0",
+    ];
+    let (port, _) = spawn_shardgate(&one_loop(&flags)).await;
+    let mut quiet = Vec::new();
+    for _ in 0..6 {
+        let mut c = connect_port(port, Some("commerce")).await;
+        c.query_drop("select 1 from dual").await.unwrap();
+        quiet.push(c);
+    }
+    let busy = futures_util::future::join_all((0..3).map(|i| async move {
+        let mut c = connect_port(port, Some("commerce")).await;
+        c.query_first::<i64, _>(format!("select sleep(0.3) + {i}"))
+            .await
+    }));
+    for (i, a) in busy.await.into_iter().enumerate() {
+        assert_eq!(a.ok(), Some(Some(i as i64)), "busy client {i}");
+    }
+    // The quiet ones are still served.
+    for c in &mut quiet {
+        c.query_drop("select 2 from dual").await.unwrap();
+    }
+}

@@ -8,6 +8,7 @@
 //! than its settings tag: it rolls back or resets it first (see
 //! `executor::ShardConns`).
 
+pub mod budget;
 pub mod lean;
 pub mod mux;
 
@@ -47,6 +48,11 @@ pub struct BackendConfig {
     /// session state (`--shared-read-connections`; 0: none, every
     /// statement on a connection of its own).
     pub shared: usize,
+    /// Lean connections per tablet at most (`--tablet-connections`).
+    pub tablet_cap: usize,
+    /// How long a statement waits for one at the cap
+    /// (`--tablet-connection-wait-ms`).
+    pub wait: Duration,
 }
 
 impl Default for BackendConfig {
@@ -60,6 +66,8 @@ impl Default for BackendConfig {
             lean: true,
             sticky: 128,
             shared: 4,
+            tablet_cap: 100,
+            wait: Duration::from_secs(5),
         }
     }
 }
@@ -84,8 +92,9 @@ impl PoolKey {
 pub struct Pools {
     cfg: BackendConfig,
     map: RwLock<FastMap<String, (PoolKey, Pool)>>,
-    /// Lean connections no session holds, by tablet alias.
-    lean_idle: Mutex<FastMap<String, Vec<LeanHandle>>>,
+    /// Lean connections no session holds, and each tablet's budget, by
+    /// tablet alias.
+    lean_idle: Mutex<FastMap<String, Idle>>,
     /// The Unix socket each loopback tablet reported (None: TCP only).
     sockets: Mutex<FastMap<PoolKey, Option<String>>>,
     /// Tablets a lean connection failed to reach lately; the driver's
@@ -225,11 +234,33 @@ const LEAN_IDLE_TTL: Duration = Duration::from_secs(60);
 /// How long a tablet whose lean connection failed is left to the driver.
 const LEAN_RETRY: Duration = Duration::from_secs(10);
 
+/// A tablet's idle lean connections (newest last) and its budget.
+struct Idle {
+    list: Vec<LeanHandle>,
+    budget: std::sync::Arc<budget::Budget<LeanHandle>>,
+}
+
+/// A statement found every connection to a tablet in use for as long as
+/// it may wait (`--tablet-connection-wait-ms`).
+#[derive(Debug, thiserror::Error)]
+#[error("all {cap} connections to the tablet stayed in use for {waited:?} (--tablet-connections)")]
+pub struct Busy {
+    /// The tablet's budget.
+    pub cap: usize,
+    /// How long the statement waited.
+    pub waited: Duration,
+}
+
 /// A lean connection with the tablet it was opened for.
 pub struct LeanHandle {
     alias: String,
     key: PoolKey,
     used: Instant,
+    /// Its share of the tablet's budget: closing it makes room.
+    slot: budget::Slot<LeanHandle>,
+    /// Its place among the connections kept while idle (a session's
+    /// sticky one, a shared read connection), while it has one.
+    kept: Option<budget::Kept<LeanHandle>>,
     /// The event loop (thread) whose reactor its socket is registered
     /// with: a session on another loop would have every reply woken
     /// across threads (a reactor's event, then the other loop unparked).
@@ -247,6 +278,16 @@ impl LeanHandle {
     /// The alias of the tablet it is connected to.
     pub fn alias(&self) -> &str {
         &self.alias
+    }
+
+    /// Takes a place among the connections kept while idle, unless it
+    /// has one; false when the tablet's kept half of the budget is full
+    /// (the connection then goes back to the pools after its statement).
+    pub fn keep(&mut self) -> bool {
+        if self.kept.is_none() {
+            self.kept = self.slot.budget().keep();
+        }
+        self.kept.is_some()
     }
 
     /// Marks it used at `now` (callers read the clock once per statement).
@@ -449,17 +490,23 @@ impl Pools {
     }
 
     /// A lean connection to `t`: an idle one (one with these `settings`
-    /// if there is one; the caller brings another to them), or a new one.
-    /// None when the tablet could not be reached that way lately (the
-    /// caller then uses the driver's pool).
-    pub async fn lean(&self, t: &Tablet, settings: &str) -> Option<LeanHandle> {
+    /// if there is one; the caller brings another to them), or a new one
+    /// while the tablet's budget has room. At the cap, another loop's
+    /// idle connection, else (with `wait`) the first one given back or
+    /// room for a new one, for up to `--tablet-connection-wait-ms`: Err
+    /// when none came (at once without `wait`). None when the tablet
+    /// could not be reached that way lately (the caller then uses the
+    /// driver's pool).
+    pub async fn lean(
+        &self,
+        t: &Tablet,
+        settings: &str,
+        wait: bool,
+    ) -> Result<Option<LeanHandle>, Busy> {
         if !self.cfg.lean {
-            return None;
+            return Ok(None);
         }
         let here = this_loop();
-        if let Some(h) = self.idle_lean(t, settings, Some(here)) {
-            return Some(h);
-        }
         let retry = {
             let mut failed = lock(&self.lean_failed);
             match failed.get(&t.alias) {
@@ -471,54 +518,84 @@ impl Pools {
                 None => true,
             }
         };
-        if !retry {
-            // Another loop's idle connection still beats the driver's.
-            return self.idle_lean(t, settings, None);
-        }
+        let busy = || Busy {
+            cap: self.cfg.tablet_cap,
+            waited: if wait { self.cfg.wait } else { Duration::ZERO },
+        };
+        let reserved = {
+            let mut idle = lock(&self.lean_idle);
+            let entry = self.idle_entry(&mut idle, t);
+            if let Some(h) = take_idle(entry, t, settings, Some(here)) {
+                return Ok(Some(h));
+            }
+            if !retry {
+                // Another loop's idle connection still beats the driver's.
+                return Ok(take_idle(entry, t, settings, None));
+            }
+            match entry.budget.reserve(false) {
+                Some(budget::Reserve::Slot(slot)) => Ok(slot),
+                _ => {
+                    if let Some(h) = take_idle(entry, t, settings, None) {
+                        return Ok(Some(h));
+                    }
+                    match entry.budget.reserve(wait) {
+                        Some(budget::Reserve::Wait(rx)) => Err(rx),
+                        Some(budget::Reserve::Slot(slot)) => Ok(slot),
+                        None => return Err(busy()),
+                    }
+                }
+            }
+        };
+        let slot = match reserved {
+            Ok(slot) => slot,
+            Err(rx) => match tokio::time::timeout(self.cfg.wait, rx).await {
+                Ok(Ok(budget::Grant::Conn(h))) => return Ok(Some(h)),
+                Ok(Ok(budget::Grant::Slot(slot))) => slot,
+                _ => return Err(busy()),
+            },
+        };
         let key = Self::key(t);
         // Boxed: opening a connection is rare, and its future inlined would
         // size every client connection's task (see `frontend::command_loop`).
         match Box::pin(self.open_lean(&key)).await {
-            Ok(conn) => Some(LeanHandle {
+            Ok(conn) => Ok(Some(LeanHandle {
                 alias: t.alias.clone(),
                 key,
                 used: Instant::now(),
+                slot,
+                kept: None,
                 home: here,
                 settings: std::sync::Arc::default(),
                 conn: Box::new(conn),
-            }),
+            })),
             Err(e) => {
+                drop(slot);
                 // Another loop's idle connection still beats the driver's.
-                if let Some(h) = self.idle_lean(t, settings, None) {
-                    return Some(h);
+                let mut idle = lock(&self.lean_idle);
+                if let Some(h) = take_idle(self.idle_entry(&mut idle, t), t, settings, None) {
+                    return Ok(Some(h));
                 }
+                drop(idle);
                 tracing::debug!(tablet = %t.alias, error = %e, "lean connection failed; using the pool");
                 lock(&self.lean_failed).insert(t.alias.clone(), Instant::now());
-                None
+                Ok(None)
             }
         }
     }
 
-    /// Takes an idle lean connection to `t` from the pools, dropping the
-    /// dead and the stale: one registered on the loop `home` (None: any
-    /// loop), with these `settings` if there is one.
-    fn idle_lean(
-        &self,
-        t: &Tablet,
-        settings: &str,
-        home: Option<std::thread::ThreadId>,
-    ) -> Option<LeanHandle> {
-        let mut idle = lock(&self.lean_idle);
-        let list = idle.get_mut(&t.alias)?;
-        let now = Instant::now();
-        list.retain(|h| h.key.is_for(t) && !h.idle_for(LEAN_IDLE_TTL, now));
-        while let Some(i) = pick_idle(list, home, settings, |h| (h.home, &h.settings)) {
-            let mut h = list.swap_remove(i);
-            if !h.conn.is_closed() {
-                return Some(h);
-            }
+    /// `t`'s idle connections and budget in `idle`, made if new.
+    fn idle_entry<'a>(&self, idle: &'a mut FastMap<String, Idle>, t: &Tablet) -> &'a mut Idle {
+        if !idle.contains_key(&t.alias) {
+            let budget = budget::Budget::new(self.cfg.tablet_cap);
+            idle.insert(
+                t.alias.clone(),
+                Idle {
+                    list: Vec::new(),
+                    budget,
+                },
+            );
         }
-        None
+        idle.get_mut(&t.alias).expect("just made")
     }
 
     async fn open_lean(&self, key: &PoolKey) -> Result<lean::LeanConn, mysql_async::Error> {
@@ -557,16 +634,30 @@ impl Pools {
     }
 
     /// Takes back a lean connection a session no longer needs (holding no
-    /// session's state but the settings it is tagged with).
+    /// session's state but the settings it is tagged with): to a
+    /// statement waiting for one at the tablet's cap first.
     pub fn put_lean(&self, mut h: LeanHandle) {
         if !h.conn.is_idle() {
             return;
         }
+        h.kept = None;
         h.touch(Instant::now());
         let mut idle = lock(&self.lean_idle);
-        let list = idle.entry(h.alias.clone()).or_default();
-        if list.iter().filter(|x| x.home == h.home).count() < LEAN_IDLE {
-            list.push(h);
+        let budget = h.slot.budget().clone();
+        let Err(h) = budget.hand_over(h) else {
+            return;
+        };
+        if !idle.contains_key(&h.alias) {
+            let list = Vec::new();
+            idle.insert(h.alias.clone(), Idle { list, budget });
+        }
+        let Some(entry) = idle.get_mut(&h.alias) else {
+            return;
+        };
+        let here = entry.list.iter().filter(|x| x.home == h.home).count();
+        // One of an older budget (a tablet that moved) is closed.
+        if here < LEAN_IDLE && std::sync::Arc::ptr_eq(&entry.budget, h.slot.budget()) {
+            entry.list.push(h);
         }
     }
 
@@ -581,9 +672,16 @@ impl Pools {
         key: &std::sync::Arc<str>,
         read: mux::Read,
     ) -> Result<tokio::sync::oneshot::Receiver<mux::Outcome>, mux::Read> {
-        let Some(mut handle) = self.lean(t, key).await else {
+        // At the cap the read runs on its session's connection, which
+        // waits for room there.
+        let Ok(Some(mut handle)) = self.lean(t, key, false).await else {
             return Err(read);
         };
+        // Shared connections are kept while idle: they take a kept place.
+        if !handle.keep() {
+            self.put_lean(handle);
+            return Err(read);
+        }
         // The idle connection may carry another session's settings.
         if !handle.conform(settings, key).await {
             return Err(read);
@@ -683,10 +781,10 @@ impl Pools {
             }
             keep
         });
-        lock(&self.lean_idle).retain(|alias, list| {
+        lock(&self.lean_idle).retain(|alias, idle| {
             snap.tablets
                 .get(alias)
-                .is_some_and(|t| list.iter().all(|h| h.key.is_for(t)))
+                .is_some_and(|t| idle.list.iter().all(|h| h.key.is_for(t)))
         });
         lock(&self.muxes).retain(|alias, loops| {
             snap.tablets
@@ -715,6 +813,27 @@ impl Pools {
             let _ = p.disconnect().await;
         }
     }
+}
+
+/// Takes an idle lean connection to `t` from `entry`, dropping the dead
+/// and the stale: one registered on the loop `home` (None: any loop),
+/// with these `settings` if there is one.
+fn take_idle(
+    entry: &mut Idle,
+    t: &Tablet,
+    settings: &str,
+    home: Option<std::thread::ThreadId>,
+) -> Option<LeanHandle> {
+    let list = &mut entry.list;
+    let now = Instant::now();
+    list.retain(|h| h.key.is_for(t) && !h.idle_for(LEAN_IDLE_TTL, now));
+    while let Some(i) = pick_idle(list, home, settings, |h| (h.home, &h.settings)) {
+        let mut h = list.swap_remove(i);
+        if !h.conn.is_closed() {
+            return Some(h);
+        }
+    }
+    None
 }
 
 /// Which of the idle connections `idle` (newest last) a statement takes:

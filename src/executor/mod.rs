@@ -164,6 +164,14 @@ impl Drop for StickyPermit {
     }
 }
 
+/// A unit of the server's sticky budget for a lean connection, with a
+/// place among its tablet's connections kept while idle (see
+/// [`crate::backend::budget`]); None when either is spent.
+fn keep_permit(ctx: &ServerCtx, handle: &mut crate::backend::LeanHandle) -> Option<StickyPermit> {
+    let permit = StickyPermit::take(&ctx.sticky_budget)?;
+    handle.keep().then_some(permit)
+}
+
 /// How many tablets a session keeps a sticky connection to.
 pub const STICKY_PER_SESSION: usize = 4;
 
@@ -320,7 +328,7 @@ impl ShardConns {
         // A connection that died since its last use fails BEGIN before it
         // is written; another one is tried once.
         for attempt in 0..2 {
-            let Some(mut held) = self.take_lean(ctx, tablet).await else {
+            let Some(mut held) = self.take_lean(ctx, tablet, label).await? else {
                 break;
             };
             if !self.in_txn {
@@ -505,7 +513,7 @@ impl ShardConns {
             if self.pinned(&tablet.alias).is_none() && self.pinned_lean(&tablet.alias).is_none() {
                 match applied.take() {
                     Some(held) => tried = Some(held),
-                    None => match self.take_lean(ctx, tablet).await {
+                    None => match self.take_lean(ctx, tablet, &label).await? {
                         Some(mut held) => {
                             let res = held.handle.conn.run(set).await;
                             let conn = &held.handle.conn;
@@ -562,7 +570,7 @@ impl ShardConns {
         set: &str,
         vars: &[String],
     ) -> Result<Option<Verdict>, Error> {
-        let Some(mut held) = self.take_lean(ctx, tablet).await else {
+        let Some(mut held) = self.take_lean(ctx, tablet, &label).await? else {
             return Ok(None);
         };
         let read = format!(
@@ -729,10 +737,16 @@ impl ShardConns {
     }
 
     /// A lean connection to `tablet` with the session's settings: the
-    /// session's own, or one from the pools. None (the tablet cannot be
-    /// reached that way lately, or lean connections are off) sends the
+    /// session's own, or one from the pools (waiting for one at the
+    /// tablet's cap; Err when none came in time). None (the tablet cannot
+    /// be reached that way lately, or lean connections are off) sends the
     /// statement the driver's way.
-    async fn take_lean(&mut self, ctx: &ServerCtx, tablet: &Tablet) -> Option<LeanHeld> {
+    async fn take_lean(
+        &mut self,
+        ctx: &ServerCtx,
+        tablet: &Tablet,
+        label: &(dyn std::fmt::Display + Sync),
+    ) -> Result<Option<LeanHeld>, Error> {
         // One clock read per statement: a connection counts as used when a
         // statement takes it.
         let now = std::time::Instant::now();
@@ -747,24 +761,32 @@ impl ShardConns {
             // one is checked (one non-blocking read) and replaced if dead.
             if !held.handle.idle_for(LIVENESS_AFTER, now) || !held.handle.conn.is_closed() {
                 held.handle.touch(now);
-                return conform(&self.settings, &self.settings_key, held).await;
+                return Ok(conform(&self.settings, &self.settings_key, held).await);
             }
         }
-        let mut handle = ctx.pools.lean(tablet, &self.settings_key).await?;
+        let taken = ctx.pools.lean(tablet, &self.settings_key, true).await;
+        let Some(mut handle) = taken.map_err(|source| Error::TabletBusy {
+            target: label.to_string(),
+            source,
+        })?
+        else {
+            return Ok(None);
+        };
         handle.touch(now);
+        let permit = keep_permit(ctx, &mut handle);
         let held = LeanHeld {
             handle,
             in_txn: false,
-            permit: StickyPermit::take(&ctx.sticky_budget),
+            permit,
         };
-        conform(&self.settings, &self.settings_key, held).await
+        Ok(conform(&self.settings, &self.settings_key, held).await)
     }
 
     /// Keeps a clean lean connection for the session's next statement;
     /// beyond [`STICKY_PER_SESSION`] the oldest goes back to the pools.
     fn keep_lean(&mut self, ctx: &ServerCtx, mut held: LeanHeld) {
         if held.permit.is_none() {
-            held.permit = StickyPermit::take(&ctx.sticky_budget);
+            held.permit = keep_permit(ctx, &mut held.handle);
         }
         if held.permit.is_none() {
             // The budget is spent: the next statement takes one from the pool.
@@ -874,7 +896,7 @@ impl<'a> Executor<'a> {
         // On a connection with the session's settings (sql_mode changes
         // what parses).
         if self.state.pinned(&tablet.alias).is_none() {
-            if let Some(mut held) = self.state.take_lean(self.ctx, &tablet).await {
+            if let Some(mut held) = self.state.take_lean(self.ctx, &tablet, &label).await? {
                 let out = held
                     .handle
                     .conn
