@@ -1918,7 +1918,7 @@ async fn a_burst_beyond_the_tablet_budget_waits_its_turn() {
         "--shared-read-connections",
         "0",
     ];
-    let (port, _) = spawn_shardgate(&one_loop(&flags)).await;
+    let (port, web) = spawn_shardgate(&one_loop(&flags)).await;
     let marker = "budget_burst_7";
     let clients = 9;
     let start = std::time::Instant::now();
@@ -1946,6 +1946,11 @@ async fn a_burst_beyond_the_tablet_budget_waits_its_turn() {
         took >= std::time::Duration::from_millis(1150),
         "nine 0.4 s statements three at a time took {took:?}"
     );
+    // What /debug/vars says agrees: six statements at least waited, none
+    // in vain, and no more than three connections are open.
+    assert!(debug_var_at(web, "TabletConnectionWaits").await >= 6);
+    assert_eq!(debug_var_at(web, "TabletConnectionTimeouts").await, 0);
+    assert!(debug_var_at(web, "TabletConnectionsOpen").await <= 3);
 }
 
 /// A statement that finds every connection of the budget busy for longer
@@ -1964,10 +1969,11 @@ async fn a_statement_that_waits_too_long_for_a_tablet_connection_fails_cleanly()
         "--shared-read-connections",
         "0",
     ];
-    let (port, _) = spawn_shardgate(&one_loop(&flags)).await;
+    let (port, web) = spawn_shardgate(&one_loop(&flags)).await;
     let mut txn = connect_port(port, Some("commerce")).await;
     txn.query_drop("begin").await.unwrap();
-    txn.query_drop("select 1 from dual").await.unwrap();
+    // Not `select 1`, which shardgate answers itself.
+    txn.query_drop("select sleep(0)").await.unwrap();
     let mut sleeper = connect_port(port, Some("commerce")).await;
     let mut late = connect_port(port, Some("commerce")).await;
     let sleep = sleeper.query_drop("select sleep(1.5)");
@@ -2001,6 +2007,7 @@ async fn a_statement_that_waits_too_long_for_a_tablet_connection_fails_cleanly()
     );
     // The transaction kept its connection all along.
     txn.query_drop("commit").await.unwrap();
+    assert_eq!(debug_var_at(web, "TabletConnectionTimeouts").await, 1);
 }
 
 /// Connections kept while idle (a session's sticky ones) hold at most
@@ -2022,7 +2029,7 @@ async fn quiet_sessions_keep_at_most_half_the_tablet_budget() {
     let mut quiet = Vec::new();
     for _ in 0..6 {
         let mut c = connect_port(port, Some("commerce")).await;
-        c.query_drop("select 1 from dual").await.unwrap();
+        c.query_drop("select sleep(0)").await.unwrap();
         quiet.push(c);
     }
     let busy = futures_util::future::join_all((0..3).map(|i| async move {
@@ -2035,6 +2042,6 @@ async fn quiet_sessions_keep_at_most_half_the_tablet_budget() {
     }
     // The quiet ones are still served.
     for c in &mut quiet {
-        c.query_drop("select 2 from dual").await.unwrap();
+        c.query_drop("select sleep(0)").await.unwrap();
     }
 }

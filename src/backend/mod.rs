@@ -107,6 +107,11 @@ pub struct Pools {
     watching: std::sync::atomic::AtomicBool,
     /// What the shared connections did.
     pub mux_stats: std::sync::Arc<mux::MuxStats>,
+    /// Statements that waited for a tablet connection at the budget's
+    /// cap, and those of them that waited in vain (`/debug/vars`).
+    pub budget_waits: std::sync::atomic::AtomicU64,
+    /// See `budget_waits`.
+    pub budget_timeouts: std::sync::atomic::AtomicU64,
 }
 
 /// A tablet's shared connections' queues on one event loop, and the
@@ -425,6 +430,8 @@ impl Pools {
             muxes: std::sync::Arc::default(),
             watching: Default::default(),
             mux_stats: std::sync::Arc::default(),
+            budget_waits: Default::default(),
+            budget_timeouts: Default::default(),
         }
     }
 
@@ -548,11 +555,18 @@ impl Pools {
         };
         let slot = match reserved {
             Ok(slot) => slot,
-            Err(rx) => match tokio::time::timeout(self.cfg.wait, rx).await {
-                Ok(Ok(budget::Grant::Conn(h))) => return Ok(Some(h)),
-                Ok(Ok(budget::Grant::Slot(slot))) => slot,
-                _ => return Err(busy()),
-            },
+            Err(rx) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.budget_waits.fetch_add(1, Relaxed);
+                match tokio::time::timeout(self.cfg.wait, rx).await {
+                    Ok(Ok(budget::Grant::Conn(h))) => return Ok(Some(h)),
+                    Ok(Ok(budget::Grant::Slot(slot))) => slot,
+                    _ => {
+                        self.budget_timeouts.fetch_add(1, Relaxed);
+                        return Err(busy());
+                    }
+                }
+            }
         };
         let key = Self::key(t);
         // Boxed: opening a connection is rare, and its future inlined would
@@ -631,6 +645,14 @@ impl Pools {
             }
             None => lean::LeanConn::connect(tcp, user, pass, db).await,
         }
+    }
+
+    /// Lean connections open to all tablets (`/debug/vars`).
+    pub fn lean_open(&self) -> usize {
+        lock(&self.lean_idle)
+            .values()
+            .map(|idle| idle.budget.open())
+            .sum()
     }
 
     /// Takes back a lean connection a session no longer needs (holding no
