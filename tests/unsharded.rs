@@ -1888,6 +1888,21 @@ async fn a_large_command_is_followed_by_one_heap_trim() {
     );
 }
 
+/// One loop, a budget of `cap` connections per tablet waited for up to
+/// `wait_ms`, and no shared reads (which would gather the statements of
+/// these tests onto fewer connections than their sessions).
+fn budget(cap: u32, wait_ms: u32) -> Vec<String> {
+    let (cap, wait) = (cap.to_string(), wait_ms.to_string());
+    one_loop(&[
+        "--tablet-connections",
+        &cap,
+        "--tablet-connection-wait-ms",
+        &wait,
+        "--shared-read-connections",
+        "0",
+    ])
+}
+
 /// How many connections on tablet 100 are running a statement that
 /// contains `marker` (the poller's own left out).
 async fn running(marker: &str) -> usize {
@@ -1910,15 +1925,7 @@ async fn running(marker: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_tablet_budget_waits_its_turn() {
     let _ = cluster();
-    let flags = [
-        "--tablet-connections",
-        "3",
-        "--tablet-connection-wait-ms",
-        "30000",
-        "--shared-read-connections",
-        "0",
-    ];
-    let (port, web) = spawn_shardgate(&one_loop(&flags)).await;
+    let (port, web) = spawn_shardgate(&budget(3, 30000)).await;
     let marker = "budget_burst_7";
     let clients = 9;
     let start = std::time::Instant::now();
@@ -1961,15 +1968,7 @@ async fn a_burst_beyond_the_tablet_budget_waits_its_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_that_waits_too_long_for_a_tablet_connection_fails_cleanly() {
     let _ = cluster();
-    let flags = [
-        "--tablet-connections",
-        "2",
-        "--tablet-connection-wait-ms",
-        "300",
-        "--shared-read-connections",
-        "0",
-    ];
-    let (port, web) = spawn_shardgate(&one_loop(&flags)).await;
+    let (port, web) = spawn_shardgate(&budget(2, 300)).await;
     let mut txn = connect_port(port, Some("commerce")).await;
     txn.query_drop("begin").await.unwrap();
     // Not `select 1`, which shardgate answers itself.
@@ -2017,15 +2016,7 @@ async fn a_statement_that_waits_too_long_for_a_tablet_connection_fails_cleanly()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_sessions_keep_at_most_half_the_tablet_budget() {
     let _ = cluster();
-    let flags = [
-        "--tablet-connections",
-        "4",
-        "--tablet-connection-wait-ms",
-        "1000",
-        "--shared-read-connections",
-        "0",
-    ];
-    let (port, _) = spawn_shardgate(&one_loop(&flags)).await;
+    let (port, _) = spawn_shardgate(&budget(4, 1000)).await;
     let mut quiet = Vec::new();
     for _ in 0..6 {
         let mut c = connect_port(port, Some("commerce")).await;
