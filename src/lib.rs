@@ -31,7 +31,9 @@
 //!   carry; mysql_async
 //!   pools, reconciled with the snapshot, as the fallback; [`backend::mux`]
 //!   shares pipelined connections between the stateless reads of many
-//!   sessions (a read that finds its tablet idle runs on its own).
+//!   sessions (a read that finds its tablet idle runs on its own);
+//!   [`backend::budget`] bounds the connections to each tablet and queues
+//!   the statements beyond the bound.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in; [`topo::schema`] learns the sharded
 //!   tables' column types from the tablets into it.
