@@ -44,6 +44,14 @@ struct State<T> {
     waiters: VecDeque<oneshot::Sender<Grant<T>>>,
 }
 
+impl<T> State<T> {
+    /// Forgets the waiters that gave up (timed out, or their statement
+    /// was dropped), so the queue does not grow with them.
+    fn prune(&mut self) {
+        self.waiters.retain(|w| !w.is_closed());
+    }
+}
+
 /// One open connection's share of the budget, given back when dropped
 /// (the connection closed), to a waiter first.
 pub struct Slot<T>(Arc<Budget<T>>);
@@ -77,11 +85,6 @@ impl<T> Budget<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most connections it allows.
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.lock().open
@@ -98,17 +101,18 @@ impl<T> Budget<T> {
         if !wait {
             return None;
         }
-        s.waiters.retain(|w| !w.is_closed());
+        s.prune();
         let (tx, rx) = oneshot::channel();
         s.waiters.push_back(tx);
         Some(Reserve::Wait(rx))
     }
 
-    /// Someone waits for a connection: one put back goes to them
-    /// ([`Budget::hand_over`]) rather than to the idle list.
-    pub fn has_waiters(&self) -> bool {
+    /// Someone still waits for a connection (what the tests look at;
+    /// [`Budget::hand_over`] finds out by trying).
+    #[cfg(test)]
+    fn has_waiters(&self) -> bool {
         let mut s = self.lock();
-        s.waiters.retain(|w| !w.is_closed());
+        s.prune();
         !s.waiters.is_empty()
     }
 
@@ -150,7 +154,7 @@ impl<T> Drop for Slot<T> {
         // since it was found drops the new slot, which comes back here.
         let waiter = {
             let mut s = self.0.lock();
-            s.waiters.retain(|w| !w.is_closed());
+            s.prune();
             match s.waiters.pop_front() {
                 Some(w) => w,
                 None => {

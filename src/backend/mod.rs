@@ -545,6 +545,8 @@ impl Pools {
                     if let Some(h) = take_idle(entry, t, settings, None) {
                         return Ok(Some(h));
                     }
+                    // The dead and stale ones take_idle closed may have
+                    // made room.
                     match entry.budget.reserve(wait) {
                         Some(budget::Reserve::Wait(rx)) => Err(rx),
                         Some(budget::Reserve::Slot(slot)) => Ok(slot),
@@ -599,17 +601,7 @@ impl Pools {
 
     /// `t`'s idle connections and budget in `idle`, made if new.
     fn idle_entry<'a>(&self, idle: &'a mut FastMap<String, Idle>, t: &Tablet) -> &'a mut Idle {
-        if !idle.contains_key(&t.alias) {
-            let budget = budget::Budget::new(self.cfg.tablet_cap);
-            idle.insert(
-                t.alias.clone(),
-                Idle {
-                    list: Vec::new(),
-                    budget,
-                },
-            );
-        }
-        idle.get_mut(&t.alias).expect("just made")
+        idle_of(idle, &t.alias, || budget::Budget::new(self.cfg.tablet_cap))
     }
 
     async fn open_lean(&self, key: &PoolKey) -> Result<lean::LeanConn, mysql_async::Error> {
@@ -669,13 +661,7 @@ impl Pools {
         let Err(h) = budget.hand_over(h) else {
             return;
         };
-        if !idle.contains_key(&h.alias) {
-            let list = Vec::new();
-            idle.insert(h.alias.clone(), Idle { list, budget });
-        }
-        let Some(entry) = idle.get_mut(&h.alias) else {
-            return;
-        };
+        let entry = idle_of(&mut idle, &h.alias, || budget);
         let here = entry.list.iter().filter(|x| x.home == h.home).count();
         // One of an older budget (a tablet that moved) is closed.
         if here < LEAN_IDLE && std::sync::Arc::ptr_eq(&entry.budget, h.slot.budget()) {
@@ -835,6 +821,27 @@ impl Pools {
             let _ = p.disconnect().await;
         }
     }
+}
+
+/// The idle connections and budget of the tablet `alias` in `idle`, made
+/// with `budget` if new. The alias is looked up by reference (the entry
+/// API would clone it on every statement that takes or puts one back).
+fn idle_of<'a>(
+    idle: &'a mut FastMap<String, Idle>,
+    alias: &str,
+    budget: impl FnOnce() -> std::sync::Arc<budget::Budget<LeanHandle>>,
+) -> &'a mut Idle {
+    if !idle.contains_key(alias) {
+        let list = Vec::new();
+        idle.insert(
+            alias.to_string(),
+            Idle {
+                list,
+                budget: budget(),
+            },
+        );
+    }
+    idle.get_mut(alias).expect("just made")
 }
 
 /// Takes an idle lean connection to `t` from `entry`, dropping the dead
