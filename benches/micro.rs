@@ -155,6 +155,7 @@ impl VCursor for Canned {
         _ks: &str,
         _tt: TabletType,
         queries: Vec<(String, String)>,
+        _prepared: Option<&shardgate::engine::PreparedQuery>,
         consumer: &mut C,
     ) -> Result<(), Error> {
         let streams = (0..queries.len())

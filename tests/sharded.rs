@@ -998,6 +998,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     for c in cases.iter().step_by(3) {
         compare_by(&mut sg, &mut oracle, c, true).await;
     }
+    prepared_scatters_run_prepared_on_the_shards(&mut sg, &mut oracle, &mut r).await;
 
     // DMLs: same affected rows, same table afterwards.
     let mut dmls = Vec::new();
@@ -1051,6 +1052,130 @@ async fn sharded_answers_match_a_single_mariadb() {
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
+}
+
+/// A tablet's global status counter.
+async fn status(conn: &mut Conn, name: &str) -> u64 {
+    let row: Option<(String, String)> = conn
+        .query_first(format!("show global status like '{name}'"))
+        .await
+        .unwrap();
+    row.unwrap().1.parse().unwrap()
+}
+
+/// Both shard primaries' `name` counters, added.
+async fn shards_status(name: &str) -> u64 {
+    let mut sum = 0;
+    for uid in [300, 400] {
+        sum += status(&mut connect_tablet(uid).await, name).await;
+    }
+    sum
+}
+
+/// A client's prepared statement that scatters runs prepared on the
+/// shards' tablets too, with the client's parameters as the tablets'
+/// (the SQL the same from one execution to the next, so each tablet
+/// connection prepares it once): when every result column is a string or
+/// a decimal, which the binary protocol sends as the text protocol does,
+/// the gate reads the binary rows as text cells and the client gets them
+/// as they came. Other columns (integers, here) run as text. Either way
+/// the answers are the oracle's, executed with the same parameters.
+async fn prepared_scatters_run_prepared_on_the_shards(
+    sg: &mut Conn,
+    oracle: &mut Conn,
+    r: &mut Rng,
+) {
+    // (SQL, ordered, eligible for the tablets' prepared statements)
+    let stmts = [
+        ("select name from dt where id between ? and ?", false, true),
+        (
+            "select sum(amount) from dt where id between ? and ?",
+            true,
+            true,
+        ),
+        (
+            "select name, amount from dt where id between ? and ? order by amount desc, name",
+            true,
+            true,
+        ),
+        (
+            "select distinct name from dt where id between ? and ? order by name",
+            true,
+            true,
+        ),
+        (
+            "select amount, name from dt where name = ? or k between ? and ?",
+            false,
+            true,
+        ),
+        (
+            "select name, count(*) from dt where id between ? and ? group by name",
+            false,
+            false,
+        ),
+        (
+            "select id, name from dt where id between ? and ? order by id limit 5",
+            true,
+            false,
+        ),
+    ];
+    let names = ["alpha", "Betax", "zeta", "éclairx"];
+    let (execs, prepares) = (
+        shards_status("Com_stmt_execute").await,
+        shards_status("Com_stmt_prepare").await,
+    );
+    let rounds = 60;
+    let mut eligible = 0;
+    for round in 0..rounds {
+        for (sql, ordered, prepared) in stmts {
+            let low = r.below(3000) as i64;
+            let high = low + r.below(400) as i64;
+            let params: Vec<Value> = if sql.contains("name = ?") {
+                let name = names[round % names.len()];
+                vec![name.into(), (low % 40 - 20).into(), (high % 40 - 20).into()]
+            } else {
+                vec![low.into(), high.into()]
+            };
+            let mut got = [
+                sg.exec(sql, params.clone()).await,
+                oracle.exec(sql, params.clone()).await,
+            ]
+            .map(|rows: Result<Vec<mysql_async::Row>, _>| {
+                let rows = rows.unwrap_or_else(|e| panic!("{sql} {params:?}: {e}"));
+                let mut cells: Vec<Vec<Option<String>>> = rows
+                    .into_iter()
+                    .map(|row| {
+                        row.unwrap()
+                            .into_iter()
+                            .map(|v| match v {
+                                Value::NULL => None,
+                                Value::Bytes(b) => Some(
+                                    String::from_utf8_lossy(&b).to_lowercase().replace('é', "e"),
+                                ),
+                                other => Some(format!("{other:?}")),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                if !ordered {
+                    cells.sort();
+                }
+                cells
+            });
+            let [a, b] = std::mem::take(&mut got);
+            assert_eq!(a, b, "{sql} {params:?}");
+            eligible += usize::from(prepared);
+        }
+    }
+    let execs = shards_status("Com_stmt_execute").await - execs;
+    let prepares = shards_status("Com_stmt_prepare").await - prepares;
+    // Each eligible execution ran prepared on both shards; the statements
+    // were prepared once per tablet connection, not per execution.
+    assert!(
+        execs >= 2 * eligible as u64,
+        "{execs} executions for {eligible} scatters"
+    );
+    assert!(prepares < 40, "{prepares} prepares for {execs} executions");
 }
 
 /// shardgate learns column types from the tablets (vtgate's schema

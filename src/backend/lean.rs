@@ -111,6 +111,47 @@ fn server_err(payload: &[u8], caps: CapabilityFlags) -> mysql_async::Error {
 
 type Read = FramedRead<Box<dyn AsyncRead + Send + Unpin>, PacketCodec>;
 
+/// How [`LeanConn::start_execute`] began.
+pub enum Begun {
+    /// A result set, its rows to follow: its column definitions (those
+    /// the statement keeps, when the tablet skipped them).
+    Rows(Vec<BytesMut>),
+    /// An OK: no rows.
+    Done,
+    /// A column would not come as a length-coded string: nothing ran, or
+    /// what ran was read and dropped. The statement is to run as text.
+    AsText,
+}
+
+/// Whether the binary protocol sends every column of `defs` as a
+/// length-coded string, the bytes the text protocol sends for it: strings,
+/// decimals, bits, enums, sets, geometry. Numbers, dates and times come
+/// in binary forms of their own, which the gate's merges do not read.
+fn cells_as_text(defs: &[BytesMut]) -> bool {
+    use ColumnType::*;
+    defs.iter().all(|d| {
+        column(d).is_ok_and(|c| {
+            matches!(
+                c.column_type(),
+                MYSQL_TYPE_DECIMAL
+                    | MYSQL_TYPE_NEWDECIMAL
+                    | MYSQL_TYPE_VARCHAR
+                    | MYSQL_TYPE_VAR_STRING
+                    | MYSQL_TYPE_STRING
+                    | MYSQL_TYPE_ENUM
+                    | MYSQL_TYPE_SET
+                    | MYSQL_TYPE_TINY_BLOB
+                    | MYSQL_TYPE_MEDIUM_BLOB
+                    | MYSQL_TYPE_LONG_BLOB
+                    | MYSQL_TYPE_BLOB
+                    | MYSQL_TYPE_BIT
+                    | MYSQL_TYPE_GEOMETRY
+                    | MYSQL_TYPE_JSON
+            )
+        })
+    })
+}
+
 /// One statement prepared on the connection.
 struct Stmt {
     sql: String,
@@ -119,6 +160,9 @@ struct Stmt {
     /// prepare's reply, or an execution's): what an execution whose
     /// definitions the tablet skips has (see [`LeanConn::cache_metadata`]).
     defs: Vec<BytesMut>,
+    /// Every column of `defs` comes as a length-coded string in the
+    /// binary protocol (see [`cells_as_text`]).
+    lenenc: bool,
 }
 
 /// A connection to one tablet that forwards binary results undecoded.
@@ -154,6 +198,9 @@ pub struct LeanConn {
     /// [`Self::poll_next_row`] read a result's end and the statement has more
     /// results, which [`Self::skip_rows`] reads and drops.
     results_left: bool,
+    /// The result [`Self::poll_next_row`] reads came from an execution
+    /// ([`Self::start_execute`]): binary-protocol rows.
+    binary_rows: bool,
     /// Where executions are serialized before framing (kept, so an
     /// execution allocates nothing for it).
     scratch: Vec<u8>,
@@ -263,6 +310,7 @@ impl LeanConn {
             failed: false,
             status: StatusFlags::empty(),
             results_left: false,
+            binary_rows: false,
             scratch: Vec::new(),
             current: Current::None,
             thread_id: 0,
@@ -602,6 +650,7 @@ impl LeanConn {
         self.stmts.push(Stmt {
             sql: sql.to_string(),
             id,
+            lenenc: cells_as_text(&defs),
             defs,
         });
         Ok(id)
@@ -782,6 +831,7 @@ impl LeanConn {
     /// OK. Errors as for [`Self::execute`].
     pub async fn start(&mut self, sql: &str) -> Result<Option<Vec<BytesMut>>, RunError> {
         self.idle = false;
+        self.binary_rows = false;
         self.command(COM_QUERY, &[sql.as_bytes()])
             .await
             .map_err(unsent)?;
@@ -800,6 +850,95 @@ impl LeanConn {
                 ))),
             },
         }
+    }
+
+    /// Runs `sql` as a prepared statement with `params` and reads its
+    /// first result up to the rows, as [`Self::start`] does for a text
+    /// query; the rows [`Self::poll_next_row`] then reads are binary, and
+    /// read as text cells: this is for a statement whose every column the
+    /// binary protocol sends as a length-coded string, which the tablet
+    /// says when it prepares it ([`Begun::AsText`] when not). The tablet
+    /// then skips the parse, and a prepared statement's client takes the
+    /// rows as they came. Errors as for [`Self::execute`].
+    pub async fn start_execute(&mut self, sql: &str, params: &[Value]) -> Result<Begun, RunError> {
+        self.idle = false;
+        self.binary_rows = true;
+        let mut id = match self.stmt(sql).await {
+            Ok(id) => id,
+            // Refused as a prepared statement: a text query may yet run.
+            Err(mysql_async::Error::Server(_)) if !self.failed => {
+                self.idle = true;
+                return Ok(Begun::AsText);
+            }
+            Err(e) => return Err(unsent(e)),
+        };
+        let mut retried = false;
+        loop {
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            let fits = self.stmt_lenenc(id) && execute_payload(&mut buf, id, params);
+            if !fits {
+                // Nothing was sent: the statement is to run as text.
+                self.scratch = buf;
+                self.idle = true;
+                return Ok(Begun::AsText);
+            }
+            let sent = self.send(0, &buf).await;
+            self.scratch = buf;
+            sent.map_err(unsent)?;
+            let first = self.read().await?;
+            match first.first() {
+                Some(0xFF) => {
+                    let e = self.server_error(&first);
+                    // The table changed under a cached statement: prepare again once.
+                    if matches!(&e, mysql_async::Error::Server(s) if s.code == ER_NEED_REPREPARE)
+                        && !retried
+                    {
+                        retried = true;
+                        self.idle = false;
+                        self.stmts.retain(|s| s.id != id);
+                        id = self.stmt(sql).await.map_err(unsent)?;
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+                Some(0x00) => {
+                    self.ok_packet(&first)?;
+                    self.end_reply().await?;
+                    return Ok(Begun::Done);
+                }
+                _ => {}
+            }
+            let read = self.column_defs(&first).await?;
+            let kept = self.stmts.iter().position(|s| s.id == id);
+            let defs = match (read, kept) {
+                (Some(defs), Some(i)) => {
+                    self.stmts[i].lenenc = cells_as_text(&defs);
+                    self.stmts[i].defs = defs.clone();
+                    defs
+                }
+                (Some(defs), None) => defs,
+                (None, Some(i)) => self.stmts[i].defs.clone(),
+                (None, None) => {
+                    return Err(RunError::Backend(bad(
+                        "tablet skipped column definitions it never sent",
+                    )))
+                }
+            };
+            if !cells_as_text(&defs) {
+                // The tablet re-prepared it with other column types (the
+                // table changed): its rows are read and dropped, and the
+                // statement, a plain read, runs again as text.
+                self.skip_rows().await?;
+                return Ok(Begun::AsText);
+            }
+            return Ok(Begun::Rows(defs));
+        }
+    }
+
+    /// Whether statement `id`'s columns all come as length-coded strings.
+    fn stmt_lenenc(&self, id: u32) -> bool {
+        self.stmts.iter().any(|s| s.id == id && s.lenenc)
     }
 
     /// A result just ended: reads and drops any further results of the
@@ -867,8 +1006,13 @@ impl LeanConn {
             return Poll::Ready(Ok(false));
         }
         let malformed = || bad("malformed row from tablet");
+        let index = if self.binary_rows {
+            row::index_binary
+        } else {
+            row::index
+        };
         if let Some((p, used)) = self.buffered_row() {
-            if !row::index(p, width, cells) {
+            if !index(p, width, cells) {
                 return Poll::Ready(Err(malformed()));
             }
             self.current = Current::InPlace(used);
@@ -892,12 +1036,18 @@ impl LeanConn {
                 false
             }),
             Some(0xFF) => Err(self.server_error(&p)),
-            _ if !row::index(&p, width, cells) => Err(malformed()),
+            _ if !index(&p, width, cells) => Err(malformed()),
             _ => {
                 self.current = Current::Owned(p);
                 Ok(true)
             }
         })
+    }
+
+    /// Whether the rows [`Self::poll_next_row`] reads are binary-protocol
+    /// ones ([`Self::start_execute`]'s).
+    pub fn binary_rows(&self) -> bool {
+        self.binary_rows
     }
 
     /// The row the last [`Self::poll_next_row`] moved to (its payload).
@@ -1063,6 +1213,7 @@ impl LeanConn {
                     };
                     // Definitions sent anew are the statement's from now on.
                     if let (Some(defs), Some(i)) = (read, kept) {
+                        self.stmts[i].lenenc = cells_as_text(&defs);
                         self.stmts[i].defs = defs;
                     }
                     loop {

@@ -101,6 +101,16 @@ pub struct ShardResult {
     pub done: QueryDone,
 }
 
+/// A scatter's statement as a tablet prepares it: the same SQL and
+/// parameters for every shard (see [`crate::sql::normalize::Template::fill_params`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedQuery {
+    /// The SQL, `?` where a parameter goes.
+    pub sql: String,
+    /// The parameters, in order.
+    pub params: Vec<Value>,
+}
+
 /// The open results of one query sent to several shards.
 pub struct ShardStreams<'a> {
     /// Column definitions (the first shard's).
@@ -123,11 +133,15 @@ pub trait ScatterConsumer {
 pub trait VCursor {
     /// Sends one query per shard (concurrently) and lets `consumer` read the
     /// rows while they arrive, so a large scatter never sits in memory.
+    /// `prepared`: the same statement for every shard as the tablets may
+    /// run it prepared (its rows then binary, read as text cells), when
+    /// the client takes binary rows; the text queries stay the fallback.
     fn stream_multi<C: ScatterConsumer + Send>(
         &mut self,
         keyspace: &str,
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
+        prepared: Option<&PreparedQuery>,
         consumer: &mut C,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
 
@@ -450,12 +464,22 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
             .map(|(shard, vals)| Ok((shard, pushdown_sql(p, binds, vals.as_ref())?)))
             .collect::<Result<Vec<_>, Error>>()?,
     };
+    // A prepared statement's client takes binary rows: the shards' tablets
+    // run the same statement prepared, sparing them the parse, and rows
+    // that need no merging go out as the tablets sent them.
+    let mut params = Vec::new();
+    let prepared = sink
+        .packets(true)
+        .is_some()
+        .then(|| p.pushdown.fill_params(binds, &mut params))
+        .flatten()
+        .map(|sql| PreparedQuery { sql, params });
     let mut merge = SelectMerge {
         gate: p.gate.as_ref(),
         binds,
         sink,
     };
-    Box::pin(vc.stream_multi(&p.keyspace, tt, targets, &mut merge)).await
+    Box::pin(vc.stream_multi(&p.keyspace, tt, targets, prepared.as_ref(), &mut merge)).await
 }
 
 /// Combines the rows of a SELECT sent to several shards.
@@ -997,6 +1021,8 @@ pub mod testing {
         pub scatter_columns: Vec<Column>,
         /// (shard, rows) answered to a scatter.
         pub scatter_rows: Vec<(String, Vec<Vec<Value>>)>,
+        /// What each scatter offered the tablets to prepare.
+        pub prepared: Vec<Option<PreparedQuery>>,
     }
 
     impl VCursor for RecordingCursor {
@@ -1005,8 +1031,10 @@ pub mod testing {
             keyspace: &str,
             tablet_type: TabletType,
             queries: Vec<(String, String)>,
+            prepared: Option<&PreparedQuery>,
             consumer: &mut C,
         ) -> Result<(), Error> {
+            self.prepared.push(prepared.cloned());
             let mut streams = Vec::new();
             for (shard, sql) in queries {
                 let rows = self
@@ -1082,6 +1110,13 @@ pub mod testing {
         pub columns: Vec<String>,
         /// Rows, NULL as None.
         pub rows: Vec<Vec<Option<String>>>,
+        /// Takes binary rows, as a prepared statement's client does.
+        pub binary: bool,
+    }
+
+    impl PacketSink for CollectSink {
+        fn column_packets(&mut self, _defs: &[bytes::BytesMut]) {}
+        fn row_packet(&mut self, _payload: &[u8]) {}
     }
 
     impl RowSink for CollectSink {
@@ -1106,6 +1141,9 @@ pub mod testing {
         }
         fn ok(&mut self, _d: QueryDone) -> Result<(), Error> {
             Ok(())
+        }
+        fn packets(&mut self, binary: bool) -> Option<&mut dyn PacketSink> {
+            (self.binary == binary).then_some(self as &mut dyn PacketSink)
         }
     }
 }
@@ -1332,6 +1370,48 @@ mod tests {
             shards_and_sql(&vc),
             vec![("-80".to_string(), sql.clone()), ("80-".to_string(), sql)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_binary_client_offers_the_shards_its_scatter_prepared() {
+        let s = sharded();
+        let sql = "select id, 'x' from c where id between ? and ?";
+        let n = crate::sql::normalize::normalize(sql, &[Value::Int(1), Value::Int(9)], false);
+        let p = plan(
+            &classify(sql).unwrap(),
+            Some(&n.template),
+            &Target::parse("customer").unwrap(),
+            &s,
+        )
+        .unwrap();
+        let mut offered = Vec::new();
+        for binary in [false, true] {
+            let mut vc = RecordingCursor::default();
+            let mut sink = CollectSink {
+                binary,
+                ..CollectSink::default()
+            };
+            execute(
+                &p,
+                sql,
+                &n.binds,
+                TabletType::Primary,
+                &s,
+                &mut vc,
+                &mut sink,
+            )
+            .await
+            .unwrap();
+            // The text queries go to both shards either way.
+            assert_eq!(vc.calls.len(), 2);
+            assert!(vc.calls[0].3.ends_with("BETWEEN 1 AND 9"), "{:?}", vc.calls);
+            offered.extend(vc.prepared);
+        }
+        let prepared = PreparedQuery {
+            sql: "SELECT id, 'x' FROM c WHERE id BETWEEN ? AND ?".into(),
+            params: vec![Value::Int(1), Value::Int(9)],
+        };
+        assert_eq!(offered, [None, Some(prepared)]);
     }
 
     #[tokio::test]

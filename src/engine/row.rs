@@ -1,8 +1,10 @@
 //! Shard rows read where they lie. A scatter's rows arrive as text-protocol
-//! row packets; the engine indexes each packet's cells once and compares,
-//! trims and hands them on in place ([`TextRow`]), so a row crosses the
-//! merge without an allocation per cell (decoding every cell into a
-//! `Value` made allocation the largest cost of a scatter).
+//! row packets, or as binary-protocol ones whose every cell is a
+//! length-coded string (then each cell's bytes are what the text protocol
+//! sends: see [`index_binary`]); the engine indexes each packet's cells
+//! once and compares, trims and hands them on in place ([`TextRow`]), so
+//! a row crosses the merge without an allocation per cell (decoding every
+//! cell into a `Value` made allocation the largest cost of a scatter).
 
 use mysql_common::value::Value;
 
@@ -28,18 +30,36 @@ impl Cell {
     }
 }
 
-/// One text-protocol row: its packet payload and the cells found in it.
+/// One row of text cells: its packet payload and the cells found in it.
 /// Borrowed from the stream that read it, valid until that stream moves on.
 #[derive(Debug, Clone, Copy)]
 pub struct TextRow<'a> {
     payload: &'a [u8],
     cells: &'a [Cell],
+    /// For a binary-protocol packet, how many cells it holds (its NULL
+    /// bitmap's width); 0 for a text-protocol one.
+    binary_width: u32,
 }
 
 impl<'a> TextRow<'a> {
-    /// A row over `payload` whose cells `cells` located ([`index`]).
+    /// A row over text-protocol `payload` whose cells `cells` located
+    /// ([`index`]).
     pub fn new(payload: &'a [u8], cells: &'a [Cell]) -> TextRow<'a> {
-        TextRow { payload, cells }
+        TextRow {
+            payload,
+            cells,
+            binary_width: 0,
+        }
+    }
+
+    /// A row over binary-protocol `payload` whose cells `cells` located
+    /// ([`index_binary`]).
+    pub fn new_binary(payload: &'a [u8], cells: &'a [Cell]) -> TextRow<'a> {
+        TextRow {
+            payload,
+            cells,
+            binary_width: cells.len() as u32,
+        }
     }
 
     /// Number of cells.
@@ -58,22 +78,52 @@ impl<'a> TextRow<'a> {
         (0..self.cells.len()).map(|i| self.cell(i))
     }
 
-    /// The row's first `n` cells: a text row packet of its own (the
-    /// hidden columns a merge sorted by are cut off the end).
+    /// The row's first `n` cells (the hidden columns a merge sorted by
+    /// are cut off the end): a text row's packet is cut with them, a
+    /// binary row's stays whole (its NULL bitmap counts every cell).
     pub fn truncated(&self, n: usize) -> TextRow<'a> {
         if n >= self.cells.len() {
             return *self;
+        }
+        if self.binary_width > 0 {
+            return TextRow {
+                cells: &self.cells[..n],
+                ..*self
+            };
         }
         let end = n.checked_sub(1).map_or(0, |last| self.cells[last].end());
         TextRow {
             payload: &self.payload[..end],
             cells: &self.cells[..n],
+            binary_width: 0,
         }
     }
 
-    /// The row as a text-protocol row packet's payload.
-    pub fn payload(&self) -> &'a [u8] {
-        self.payload
+    /// The row as a text-protocol row packet's payload, when it came as one.
+    pub fn text_payload(&self) -> Option<&'a [u8]> {
+        (self.binary_width == 0).then_some(self.payload)
+    }
+
+    /// The row as a binary-protocol row packet's payload, when it came as
+    /// one holding just these cells: a prepared statement's client takes
+    /// it as it is.
+    pub fn binary_payload(&self) -> Option<&'a [u8]> {
+        (self.binary_width > 0 && self.binary_width as usize == self.cells.len())
+            .then_some(self.payload)
+    }
+
+    /// Appends the row as a text-protocol row packet's payload.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        if let Some(p) = self.text_payload() {
+            out.extend_from_slice(p);
+            return;
+        }
+        for c in self.cells() {
+            match c {
+                Some(b) => crate::frontend::packets::put_lenenc_str(out, b),
+                None => out.push(0xFB),
+            }
+        }
     }
 
     /// The row decoded (for the gate's gathered rows and sinks that take values).
@@ -90,41 +140,77 @@ pub fn index(payload: &[u8], width: usize, cells: &mut Vec<Cell>) -> bool {
     cells.clear();
     let mut at = 0usize;
     for _ in 0..width {
-        let Some(&first) = payload.get(at) else {
-            return false;
-        };
-        let (len, head) = match first {
-            0xFB => {
-                cells.push(Cell {
-                    at: at as u32 + 1,
-                    len: NULL,
-                });
-                at += 1;
-                continue;
-            }
-            0xFC => (le(payload, at + 1, 2), 3),
-            0xFD => (le(payload, at + 1, 3), 4),
-            0xFE => (le(payload, at + 1, 8), 9),
-            0xFF => return false,
-            n => (Some(n as u64), 1),
-        };
-        let Some(len) = len else { return false };
-        let start = at + head;
-        let Some(end) = usize::try_from(len).ok().and_then(|l| start.checked_add(l)) else {
-            return false;
-        };
-        // Offsets are kept in 32 bits: MySQL packets carry at most 16 MB
-        // each, and a row over several packets is joined before it is indexed.
-        if end > payload.len() || end >= NULL as usize {
-            return false;
+        if payload.get(at) == Some(&0xFB) {
+            cells.push(Cell {
+                at: at as u32 + 1,
+                len: NULL,
+            });
+            at += 1;
+            continue;
         }
-        cells.push(Cell {
-            at: start as u32,
-            len: len as u32,
-        });
-        at = end;
+        let Some(cell) = lenenc_cell(payload, at) else {
+            return false;
+        };
+        at = cell.end();
+        cells.push(cell);
     }
     at == payload.len()
+}
+
+/// Locates the cells of a binary-protocol row packet whose every column
+/// is of a type the binary protocol sends as a length-coded string, as
+/// the text protocol does (strings, decimals, bits: see
+/// [`crate::backend::lean`]'s check of the column definitions), into
+/// `cells`; false (a malformed row) unless it holds exactly `width`
+/// cells and nothing after them. NULLs are the bitmap's.
+pub fn index_binary(payload: &[u8], width: usize, cells: &mut Vec<Cell>) -> bool {
+    cells.clear();
+    let bitmap = (width + 7 + 2) / 8;
+    if payload.first() != Some(&0) || payload.len() < 1 + bitmap {
+        return false;
+    }
+    let mut at = 1 + bitmap;
+    for i in 0..width {
+        let bit = i + 2;
+        if payload[1 + bit / 8] & (1 << (bit % 8)) != 0 {
+            cells.push(Cell {
+                at: at as u32,
+                len: NULL,
+            });
+            continue;
+        }
+        let Some(cell) = lenenc_cell(payload, at) else {
+            return false;
+        };
+        at = cell.end();
+        cells.push(cell);
+    }
+    at == payload.len()
+}
+
+/// The length-coded string at `at`, None when it is malformed or runs
+/// past the payload.
+fn lenenc_cell(payload: &[u8], at: usize) -> Option<Cell> {
+    let (len, head) = match *payload.get(at)? {
+        0xFC => (le(payload, at + 1, 2)?, 3),
+        0xFD => (le(payload, at + 1, 3)?, 4),
+        0xFE => (le(payload, at + 1, 8)?, 9),
+        0xFB | 0xFF => return None,
+        n => (n as u64, 1),
+    };
+    let start = at + head;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| start.checked_add(l))?;
+    // Offsets are kept in 32 bits: MySQL packets carry at most 16 MB
+    // each, and a row over several packets is joined before it is indexed.
+    if end > payload.len() || end >= NULL as usize {
+        return None;
+    }
+    Some(Cell {
+        at: start as u32,
+        len: len as u32,
+    })
 }
 
 /// `n` little-endian bytes at `at`, None when the payload ends first.
@@ -160,6 +246,7 @@ pub async fn next(rows: &mut (dyn ShardRows + '_)) -> Result<bool, crate::error:
 pub struct OwnedRow {
     payload: Vec<u8>,
     cells: Vec<Cell>,
+    binary_width: u32,
 }
 
 impl OwnedRow {
@@ -169,6 +256,7 @@ impl OwnedRow {
         self.payload.extend_from_slice(row.payload);
         self.cells.clear();
         self.cells.extend_from_slice(row.cells);
+        self.binary_width = row.binary_width;
     }
 
     /// Becomes the row of `row`'s cells `picks`, in that order.
@@ -193,11 +281,16 @@ impl OwnedRow {
     fn reindex(&mut self, width: usize) {
         let whole = index(&self.payload, width, &mut self.cells);
         debug_assert!(whole, "a row encoded here indexes");
+        self.binary_width = 0;
     }
 
     /// The row.
     pub fn row(&self) -> TextRow<'_> {
-        TextRow::new(&self.payload, &self.cells)
+        TextRow {
+            payload: &self.payload,
+            cells: &self.cells,
+            binary_width: self.binary_width,
+        }
     }
 }
 
@@ -264,8 +357,11 @@ mod tests {
         let row = TextRow::new(&p, &cells);
         assert_eq!(row.to_values(), values);
         assert_eq!(row.cell(3), Some(&long[..]));
-        assert_eq!(row.truncated(2).payload(), &encode(&values[..2])[..]);
-        assert_eq!(row.truncated(0).payload(), b"");
+        assert_eq!(
+            row.truncated(2).text_payload(),
+            Some(&encode(&values[..2])[..])
+        );
+        assert_eq!(row.truncated(0).text_payload(), Some(&b""[..]));
         assert_eq!(row.truncated(9).width(), 5);
         // Too few cells, too many, a length past the end, a stray 0xFF.
         assert!(!index(&p, 6, &mut cells));
@@ -278,5 +374,38 @@ mod tests {
             1,
             &mut cells
         ));
+    }
+
+    #[test]
+    fn binary_rows_read_as_text_cells() {
+        // Three string cells, the middle one NULL (bit 1 + 2 of the bitmap).
+        let p = b"\x00\x08\x02ab\x01c";
+        let mut cells = Vec::new();
+        assert!(index_binary(p, 3, &mut cells));
+        let row = TextRow::new_binary(p, &cells);
+        assert_eq!(
+            row.cells().collect::<Vec<_>>(),
+            [Some(&b"ab"[..]), None, Some(&b"c"[..])]
+        );
+        // Whole, it goes to a binary client as it came; it has no text form.
+        assert_eq!(row.binary_payload(), Some(&p[..]));
+        assert_eq!(row.text_payload(), None);
+        let mut text = Vec::new();
+        row.write_text(&mut text);
+        let values = row.to_values();
+        assert_eq!(text, encode(&values));
+        // Cut, the bitmap no longer fits its cells.
+        let cut = row.truncated(2);
+        assert_eq!(cut.width(), 2);
+        assert_eq!(cut.binary_payload(), None);
+        // A copy keeps its form.
+        let mut owned = OwnedRow::default();
+        owned.copy_from(row);
+        assert_eq!(owned.row().binary_payload(), Some(&p[..]));
+        // Not a binary row, a cell past the end, bytes left over, no bitmap.
+        assert!(!index_binary(b"\x01\x08\x02ab\x01c", 3, &mut cells));
+        assert!(!index_binary(b"\x00\x08\x03ab\x01c", 3, &mut cells));
+        assert!(!index_binary(b"\x00\x08\x02ab\x01cd", 3, &mut cells));
+        assert!(!index_binary(b"\x00", 3, &mut cells));
     }
 }

@@ -994,8 +994,10 @@ impl VCursor for Executor<'_> {
         keyspace: &str,
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
+        prepared: Option<&crate::engine::PreparedQuery>,
         consumer: &mut C,
     ) -> Result<(), Error> {
+        use crate::backend::lean::Begun;
         use std::sync::atomic::{AtomicBool, Ordering};
         let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let broken: Vec<AtomicBool> = jobs.iter().map(|_| AtomicBool::new(false)).collect();
@@ -1030,19 +1032,35 @@ impl VCursor for Executor<'_> {
                             }
                             Link::Lean(held) => {
                                 let conn = &mut held.handle.conn;
-                                let cols = conn.start(sql).await.map_err(|e| match e {
+                                let failed = |e| match e {
                                     RunError::Backend(e) | RunError::Unsent(e) => fail(e),
                                     RunError::Sink(e) => e,
-                                })?;
-                                Ok(cols.map(|defs| {
-                                    let rows: Box<dyn ShardRows + '_> = Box::new(LeanRows {
-                                        conn: Some(conn),
-                                        width: defs.len(),
-                                        cells: Vec::new(),
-                                        fail,
-                                    });
-                                    (Started::Defs(defs, fail), rows)
-                                }))
+                                };
+                                let mut begun = match prepared {
+                                    Some(pq) => conn
+                                        .start_execute(&pq.sql, &pq.params)
+                                        .await
+                                        .map_err(failed)?,
+                                    None => Begun::AsText,
+                                };
+                                if let Begun::AsText = begun {
+                                    begun = match conn.start(sql).await.map_err(failed)? {
+                                        Some(defs) => Begun::Rows(defs),
+                                        None => Begun::Done,
+                                    };
+                                }
+                                let Begun::Rows(defs) = begun else {
+                                    return Ok(None);
+                                };
+                                let binary = conn.binary_rows();
+                                let rows: Box<dyn ShardRows + '_> = Box::new(LeanRows {
+                                    conn: Some(conn),
+                                    width: defs.len(),
+                                    cells: Vec::new(),
+                                    binary,
+                                    fail,
+                                });
+                                Ok(Some((Started::Defs(defs, fail), rows)))
                             }
                         }
                     },
@@ -1479,11 +1497,12 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
         keyspace: &str,
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
+        prepared: Option<&crate::engine::PreparedQuery>,
         consumer: &mut C,
     ) -> Result<(), Error> {
         self.record(keyspace, &queries);
         self.inner
-            .stream_multi(keyspace, tablet_type, queries, consumer)
+            .stream_multi(keyspace, tablet_type, queries, prepared, consumer)
             .await
     }
 
@@ -1639,6 +1658,10 @@ struct LeanRows<'c, F> {
     conn: Option<&'c mut crate::backend::lean::LeanConn>,
     width: usize,
     cells: Vec<Cell>,
+    /// The rows are binary ([`LeanConn::start_execute`]'s).
+    ///
+    /// [`LeanConn::start_execute`]: crate::backend::lean::LeanConn::start_execute
+    binary: bool,
     fail: F,
 }
 
@@ -1662,7 +1685,11 @@ where
 
     fn row(&self) -> TextRow<'_> {
         let payload = self.conn.as_ref().map_or(&[][..], |c| c.current_row());
-        TextRow::new(payload, &self.cells)
+        if self.binary {
+            TextRow::new_binary(payload, &self.cells)
+        } else {
+            TextRow::new(payload, &self.cells)
+        }
     }
 }
 

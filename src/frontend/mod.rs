@@ -357,9 +357,22 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn text_row(&mut self, row: TextRow<'_>) -> Result<(), Error> {
+        // A row goes out as the shard encoded it when the client takes
+        // that protocol.
         if !self.binary {
-            // A text row goes out as the shard encoded it.
-            self.wire.push(row.payload());
+            match row.text_payload() {
+                Some(p) => self.wire.push(p),
+                None => {
+                    let _ = self.wire.push_with(|out| {
+                        row.write_text(out);
+                        Ok(())
+                    });
+                }
+            }
+            return Ok(());
+        }
+        if let Some(p) = row.binary_payload() {
+            self.wire.push(p);
             return Ok(());
         }
         let cols = &self.cols;

@@ -363,13 +363,65 @@ pub struct Template {
     sql: String,
     /// Byte ranges of the placeholders (colon included), in order.
     holes: Vec<(usize, usize)>,
+    /// Where the first FROM starts, when the SQL can run as a prepared
+    /// statement with parameters for its binds ([`Template::fill_params`]):
+    /// one SELECT, no subquery, and no placeholder but `:vN`.
+    params_from: Option<usize>,
 }
 
 impl Template {
     /// Finds the placeholders of `sql` (see `holes`).
     pub fn new(sql: String) -> Self {
-        let holes = holes(&sql);
-        Template { sql, holes }
+        let tokens = tokenize(&sql);
+        let holes = holes_of(&tokens);
+        let word =
+            |t: &Token, w: &str| t.kind == TokenKind::Word && t.text(&sql).eq_ignore_ascii_case(w);
+        let selects = tokens.iter().filter(|t| word(t, "select")).count();
+        let named = holes.iter().any(|&(s, e)| {
+            let name = &sql[s + 1..e];
+            name.strip_prefix('v')
+                .is_none_or(|n| n.parse::<usize>().is_err())
+        });
+        let params_from = (selects == 1 && !named)
+            .then(|| tokens.iter().find(|t| word(t, "from")).map(|t| t.start))
+            .flatten();
+        Template {
+            sql,
+            holes,
+            params_from,
+        }
+    }
+
+    /// The SQL as a prepared statement, its `?` parameters appended to
+    /// `params`: a bind that came as a client's parameter in the WHERE
+    /// clause and after it becomes a parameter, every other bind stays as
+    /// written. A result's column types then never hang on a parameter
+    /// (the SELECT list's binds are inlined; a subquery rules it out), so
+    /// the tablet can say them when the statement is prepared; the SQL
+    /// text stays the same from one execution of a client's statement to
+    /// the next, so the tablet prepares it once. None when the SQL cannot
+    /// run so (see `params_from`).
+    pub fn fill_params(&self, binds: &[Bind], params: &mut Vec<Value>) -> Option<String> {
+        let from = self.params_from?;
+        let mut out = String::with_capacity(self.sql.len());
+        let mut copied = 0;
+        for &(start, end) in &self.holes {
+            let bind = self.sql[start + 2..end]
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|k| binds.get(k))?;
+            out.push_str(&self.sql[copied..start]);
+            if start > from && matches!(bind.text, Text::Param { .. }) {
+                out.push('?');
+                params.push(bind.value.clone());
+            } else {
+                out.push_str(&bind.text());
+            }
+            copied = end;
+        }
+        out.push_str(&self.sql[copied..]);
+        Some(out)
     }
 
     /// The SQL with its placeholders as written.
@@ -388,7 +440,12 @@ impl Template {
 /// Byte ranges of the `:name` placeholders of `sql` (a `:` directly
 /// followed by a word, outside literals and comments), colon included.
 fn holes(sql: &str) -> Vec<(usize, usize)> {
-    tokenize(sql)
+    holes_of(&tokenize(sql))
+}
+
+/// [`holes`] of a tokenized SQL.
+fn holes_of(tokens: &[Token]) -> Vec<(usize, usize)> {
+    tokens
         .windows(2)
         .filter(|w| {
             w[0].kind == TokenKind::Punct(b':')
@@ -449,6 +506,38 @@ mod tests {
         assert_eq!(n.binds[1].value, Value::Int(-5));
         assert_eq!(n.binds[3].value, Value::Bytes(b"2.5".to_vec()));
         assert_eq!(substitute_binds(&n.template, &n.binds), sql);
+    }
+
+    #[test]
+    fn a_template_fills_parameters_after_its_from() {
+        let t = Template::new(
+            "select :v1, c from t where id between :v2 and :v3 and name = :v4".into(),
+        );
+        let binds = [
+            Bind::param(Value::Int(7), false),
+            Bind::param(Value::Int(1), false),
+            Bind::written("10", Value::Int(10)),
+            Bind::param(Value::Bytes(b"x".to_vec()), false),
+        ];
+        let mut params = Vec::new();
+        // The SELECT list's parameter and the written literal stay text.
+        assert_eq!(
+            t.fill_params(&binds, &mut params).as_deref(),
+            Some("select 7, c from t where id between ? and 10 and name = ?")
+        );
+        assert_eq!(params, [Value::Int(1), Value::Bytes(b"x".to_vec())]);
+        // A subquery, or a placeholder the caller fills, rules it out.
+        for sql in [
+            "select c from t where id in (select id from u where x = :v1)",
+            "select c from t where id in (:vIN)",
+            "select c from t order by c limit :vLIMIT",
+        ] {
+            assert_eq!(
+                Template::new(sql.into()).fill_params(&binds, &mut params),
+                None,
+                "{sql}"
+            );
+        }
     }
 
     #[test]
