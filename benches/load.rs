@@ -20,7 +20,8 @@
 //!   SHARDGATE_ALSO_BIN=/path/to/other/shardgate cargo bench --bench load   # one more shardgate, another build
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
-//! valgrind for the instructions part (skipped, with a message, without it).
+//! valgrind for the instructions part (skipped, with a message, without it;
+//! `SHARDGATE_CALLGRIND_DIR=dir` keeps its dumps there, one per run).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -454,7 +455,12 @@ async fn count_instructions(
     let out = dir.join("callgrind.out");
     let log = std::fs::File::create(dir.join("callgrind.log")).expect("callgrind log");
     let mut child = Command::new("valgrind")
-        .args(["--tool=callgrind", "--dump-instr=no", "--collect-jumps=no"])
+        .args([
+            "--tool=callgrind",
+            "--dump-instr=no",
+            "--collect-jumps=no",
+            "--compress-strings=no",
+        ])
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(bin)
         .args(serve_args(etcd, port))
@@ -513,6 +519,11 @@ async fn count_instructions(
                         .starts_with("callgrind.out.")
                 })
                 .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+            // SHARDGATE_CALLGRIND_DIR keeps each dump for callgrind_annotate.
+            if let (Some(keep), Some(e)) = (std::env::var_os("SHARDGATE_CALLGRIND_DIR"), &newest) {
+                let name = format!("{}-{w}-{th}.out", t.name.replace(' ', "_"));
+                let _ = std::fs::copy(e.path(), std::path::Path::new(&keep).join(name));
+            }
             let dump = newest
                 .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
                 .unwrap_or_default();

@@ -13,8 +13,10 @@
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`].
 //! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
 //!   merges several shards' row streams as they arrive, reading each row
-//!   where its packet lies ([`engine::row`]; [`engine::gate`] for ordering,
-//!   grouping, aggregation and the rest of the cross-shard work).
+//!   where its packet lies ([`engine::row`]: text rows, or the binary rows
+//!   of a prepared statement's scatter, which the tablets run prepared when
+//!   every column comes as a length-coded string; [`engine::gate`] for
+//!   ordering, grouping, aggregation and the rest of the cross-shard work).
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target;
 //!   [`executor::verdicts`] remembers what a session SET did on a tablet,
