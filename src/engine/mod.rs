@@ -1256,9 +1256,20 @@ mod tests {
         sql: &str,
         vc: RecordingCursor,
     ) -> (RecordingCursor, CollectSink, Result<(), Error>) {
+        run_sharded_as(sql, &[], false, vc).await
+    }
+
+    /// Runs `sql` with prepared-statement `params` for a client that
+    /// takes `binary` rows or text ones.
+    async fn run_sharded_as(
+        sql: &str,
+        params: &[Value],
+        binary: bool,
+        vc: RecordingCursor,
+    ) -> (RecordingCursor, CollectSink, Result<(), Error>) {
         let mut vc = vc;
         let s = sharded();
-        let n = crate::sql::normalize::normalize(sql, &[], false);
+        let n = crate::sql::normalize::normalize(sql, params, false);
         let p = plan(
             &classify(sql).unwrap(),
             Some(&n.template),
@@ -1266,7 +1277,10 @@ mod tests {
             &s,
         )
         .unwrap();
-        let mut sink = CollectSink::default();
+        let mut sink = CollectSink {
+            binary,
+            ..CollectSink::default()
+        };
         let r = execute(
             &p,
             sql,
@@ -1374,34 +1388,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_binary_client_offers_the_shards_its_scatter_prepared() {
-        let s = sharded();
         let sql = "select id, 'x' from c where id between ? and ?";
-        let n = crate::sql::normalize::normalize(sql, &[Value::Int(1), Value::Int(9)], false);
-        let p = plan(
-            &classify(sql).unwrap(),
-            Some(&n.template),
-            &Target::parse("customer").unwrap(),
-            &s,
-        )
-        .unwrap();
+        let params = [Value::Int(1), Value::Int(9)];
         let mut offered = Vec::new();
         for binary in [false, true] {
-            let mut vc = RecordingCursor::default();
-            let mut sink = CollectSink {
-                binary,
-                ..CollectSink::default()
-            };
-            execute(
-                &p,
-                sql,
-                &n.binds,
-                TabletType::Primary,
-                &s,
-                &mut vc,
-                &mut sink,
-            )
-            .await
-            .unwrap();
+            let (vc, _, r) = run_sharded_as(sql, &params, binary, RecordingCursor::default()).await;
+            r.unwrap();
             // The text queries go to both shards either way.
             assert_eq!(vc.calls.len(), 2);
             assert!(vc.calls[0].3.ends_with("BETWEEN 1 AND 9"), "{:?}", vc.calls);
