@@ -1044,6 +1044,25 @@ impl LeanConn {
         })
     }
 
+    /// Hands the row packets lying whole in the read buffer behind the
+    /// row [`Self::poll_next_row`] handed out (which is given up) to
+    /// `forward`, framed as they came, and drops them: a merge that
+    /// passes rows on as they are then copies a run at once instead of
+    /// reading its rows one by one. False when none lie there.
+    pub fn forward_buffered_rows(&mut self, forward: impl FnOnce(&[u8])) -> bool {
+        if self.idle || self.results_left || self.failed {
+            return false;
+        }
+        self.release_row();
+        let run = self.buffered_rows();
+        if run == 0 {
+            return false;
+        }
+        forward(&self.reader.read_buffer()[..run]);
+        self.consume(run);
+        true
+    }
+
     /// Whether the rows [`Self::poll_next_row`] reads are binary-protocol
     /// ones ([`Self::start_execute`]'s).
     pub fn binary_rows(&self) -> bool {

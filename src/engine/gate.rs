@@ -962,6 +962,12 @@ impl Window {
         self.visible
     }
 
+    /// Whether every row goes out whole: no OFFSET, no LIMIT, no hidden
+    /// columns.
+    pub fn passes_all(&self) -> bool {
+        self.skip == 0 && self.left == u64::MAX && self.visible == self.width
+    }
+
     /// Whether no further row can be sent.
     pub fn full(&self) -> bool {
         self.left == 0

@@ -546,6 +546,10 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
             gate => {
                 let mut window = gate::Window::new(gate, self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
+                // Rows that go out whole, in the client's protocol, go on
+                // in runs as the shards framed them.
+                let binary = sink.packets(true).is_some();
+                let runs = window.passes_all();
                 let mut live: Vec<bool> = vec![true; streams.len()];
                 let mut from = 0;
                 while !window.full() {
@@ -557,6 +561,11 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
                     let r = streams[i].row();
                     if window.admit(r.width())? {
                         sink.text_row(r.truncated(window.visible()))?;
+                        if runs {
+                            if let Some(packets) = sink.packets(binary) {
+                                streams[i].forward_run(packets, binary, columns.len());
+                            }
+                        }
                         sink.flush().await?;
                     }
                 }

@@ -233,6 +233,22 @@ pub trait ShardRows: Send {
 
     /// The row the last successful [`ShardRows::poll_next_row`] made readable.
     fn row(&self) -> TextRow<'_>;
+
+    /// Hands the rows this stream has already read whole behind its
+    /// current row (which is given up: poll the next before reading one)
+    /// to `sink` as they were framed, when they are `width` cells wide
+    /// and in the protocol the client takes (`binary`); false when it
+    /// has none at hand or cannot. An unordered scatter's rows that need
+    /// no cut then cross the gate as one copy per read.
+    fn forward_run(
+        &mut self,
+        sink: &mut dyn super::PacketSink,
+        binary: bool,
+        width: usize,
+    ) -> bool {
+        let _ = (sink, binary, width);
+        false
+    }
 }
 
 /// Waits for a shard's next row (see [`ShardRows::poll_next_row`]).

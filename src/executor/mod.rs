@@ -1683,6 +1683,20 @@ where
         std::task::Poll::Ready(r.map_err(&self.fail))
     }
 
+    fn forward_run(
+        &mut self,
+        sink: &mut dyn crate::engine::PacketSink,
+        binary: bool,
+        width: usize,
+    ) -> bool {
+        match self.conn.as_mut() {
+            Some(conn) if self.binary == binary && self.width == width => {
+                conn.forward_buffered_rows(|framed| sink.framed_rows(framed))
+            }
+            _ => false,
+        }
+    }
+
     fn row(&self) -> TextRow<'_> {
         let payload = self.conn.as_ref().map_or(&[][..], |c| c.current_row());
         if self.binary {
