@@ -911,21 +911,29 @@ impl LeanConn {
             }
             let read = self.column_defs(&first).await?;
             let kept = self.stmts.iter().position(|s| s.id == id);
-            let defs = match (read, kept) {
+            // Definitions sent anew are the statement's from now on; only
+            // changed ones are looked at again.
+            let (defs, lenenc) = match (read, kept) {
                 (Some(defs), Some(i)) => {
-                    self.stmts[i].lenenc = cells_as_text(&defs);
-                    self.stmts[i].defs = defs.clone();
-                    defs
+                    let s = &mut self.stmts[i];
+                    if s.defs != defs {
+                        s.lenenc = cells_as_text(&defs);
+                        s.defs = defs.clone();
+                    }
+                    (defs, s.lenenc)
                 }
-                (Some(defs), None) => defs,
-                (None, Some(i)) => self.stmts[i].defs.clone(),
+                (Some(defs), None) => {
+                    let lenenc = cells_as_text(&defs);
+                    (defs, lenenc)
+                }
+                (None, Some(i)) => (self.stmts[i].defs.clone(), self.stmts[i].lenenc),
                 (None, None) => {
                     return Err(RunError::Backend(bad(
                         "tablet skipped column definitions it never sent",
                     )))
                 }
             };
-            if !cells_as_text(&defs) {
+            if !lenenc {
                 // The tablet re-prepared it with other column types (the
                 // table changed): its rows are read and dropped, and the
                 // statement, a plain read, runs again as text.
