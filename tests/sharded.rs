@@ -46,7 +46,8 @@ const VSCHEMA: &str = r#"{
                        {"name": "vb", "type": "VARBINARY"},
                        {"name": "l", "type": "VARCHAR", "collation_name": "latin1_swedish_ci"}]},
     "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -1856,6 +1857,49 @@ async fn prepared_statements_on_a_sharded_keyspace() {
     assert_eq!(per_shard, all, "the shards together hold every row");
     sg.query_drop("use customer").await.unwrap();
     assert_eq!(count_from(&mut sg, stmt).await, all);
+
+    // A table changed under a scatter the tablets run prepared: they
+    // prepare it again, and a column that no longer comes as text cells
+    // (a string become an integer) runs as text from then on.
+    sg.query_drop("drop table if exists pchg").await.unwrap();
+    sg.query_drop("create table pchg (id bigint primary key, v varchar(10))")
+        .await
+        .unwrap();
+    sg.query_drop("insert into pchg (id, v) values (1, '10'), (2, '20'), (3, '30'), (4, '40'), (5, '50'), (6, '60')")
+        .await
+        .unwrap();
+    let stmt = sg
+        .prep("select v from pchg where id between ? and ?")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let mut got: Vec<String> = sg.exec(&stmt, (1, 6)).await.unwrap();
+        got.sort();
+        assert_eq!(got, ["10", "20", "30", "40", "50", "60"]);
+    }
+    sg.query_drop("alter table pchg modify v int")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let rows: Vec<mysql_async::Row> = sg.exec(&stmt, (2, 5)).await.unwrap();
+        let mut got: Vec<Value> = rows.into_iter().map(|mut r| r.take(0).unwrap()).collect();
+        got.sort_by_key(|v| format!("{v:?}"));
+        assert_eq!(
+            got,
+            [
+                Value::Int(20),
+                Value::Int(30),
+                Value::Int(40),
+                Value::Int(50)
+            ]
+        );
+    }
+    sg.query_drop("alter table pchg modify v varchar(10)")
+        .await
+        .unwrap();
+    let mut got: Vec<String> = sg.exec(&stmt, (5, 9)).await.unwrap();
+    got.sort();
+    assert_eq!(got, ["50", "60"]);
 }
 
 /// A transaction that only read gets its COMMIT's OK without a round
