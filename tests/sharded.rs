@@ -1055,20 +1055,11 @@ async fn sharded_answers_match_a_single_mariadb() {
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
 }
 
-/// A tablet's global status counter.
-async fn status(conn: &mut Conn, name: &str) -> u64 {
-    let row: Option<(String, String)> = conn
-        .query_first(format!("show global status like '{name}'"))
-        .await
-        .unwrap();
-    row.unwrap().1.parse().unwrap()
-}
-
 /// Both shard primaries' `name` counters, added.
 async fn shards_status(name: &str) -> u64 {
     let mut sum = 0;
     for uid in [300, 400] {
-        sum += status(&mut connect_tablet(uid).await, name).await;
+        sum += global_status(&mut connect_tablet(uid).await, name).await;
     }
     sum
 }

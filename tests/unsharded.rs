@@ -1019,14 +1019,6 @@ async fn sysbench_oltp_read_write_sharded() {
     sysbench(c.port, "customer", "cleanup", &[]);
 }
 
-async fn global_status(conn: &mut mysql_async::Conn, name: &str) -> u64 {
-    let row: Option<(String, String)> = conn
-        .query_first(format!("show global status like '{name}'"))
-        .await
-        .unwrap();
-    row.unwrap().1.parse().unwrap()
-}
-
 /// A client's prepared statement that goes whole to one tablet runs there
 /// as a prepared statement (MariaDB does not parse it again); statements
 /// that need shardgate's own values still go as text.

@@ -588,3 +588,12 @@ pub async fn debug_var_at(web: u16, name: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("{name} in /debug/vars: {body}"))
 }
+
+/// A server's global status counter (`SHOW GLOBAL STATUS`).
+pub async fn global_status(conn: &mut Conn, name: &str) -> u64 {
+    let row: Option<(String, String)> = conn
+        .query_first(format!("show global status like '{name}'"))
+        .await
+        .unwrap();
+    row.unwrap().1.parse().unwrap()
+}
