@@ -1058,10 +1058,10 @@ impl LeanConn {
     /// passes rows on as they are then copies a run at once instead of
     /// reading its rows one by one. False when none lie there.
     pub fn forward_buffered_rows(&mut self, forward: impl FnOnce(&[u8])) -> bool {
+        self.release_row();
         if self.idle || self.results_left || self.failed {
             return false;
         }
-        self.release_row();
         let run = self.buffered_rows();
         if run == 0 {
             return false;

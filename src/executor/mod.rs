@@ -1691,6 +1691,9 @@ where
     ) -> bool {
         match self.conn.as_mut() {
             Some(conn) if self.binary == binary && self.width == width => {
+                // The current row is given up with the run: no cell of it
+                // is left to read.
+                self.cells.clear();
                 conn.forward_buffered_rows(|framed| sink.framed_rows(framed))
             }
             _ => false,
