@@ -15,7 +15,8 @@
 //!   merges several shards' row streams as they arrive, reading each row
 //!   where its packet lies ([`engine::row`]: text rows, or the binary rows
 //!   of a prepared statement's scatter, which the tablets run prepared when
-//!   every column comes as a length-coded string; [`engine::gate`] for
+//!   every column comes as a length-coded string; an unordered scatter
+//!   passes the rows a read brought in on in runs; [`engine::gate`] for
 //!   ordering, grouping, aggregation and the rest of the cross-shard work).
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target;
