@@ -165,6 +165,18 @@ struct Stmt {
     lenenc: bool,
 }
 
+impl Stmt {
+    /// Takes the definitions an execution sent anew: the statement's from
+    /// now on. Only changed ones are copied and looked at again (a tablet
+    /// without cached metadata sends them with every execution).
+    fn renew_defs(&mut self, defs: &[BytesMut]) {
+        if self.defs[..] != *defs {
+            self.lenenc = cells_as_text(defs);
+            self.defs = defs.to_vec();
+        }
+    }
+}
+
 /// A connection to one tablet that forwards binary results undecoded.
 pub struct LeanConn {
     reader: Read,
@@ -911,16 +923,10 @@ impl LeanConn {
             }
             let read = self.column_defs(&first).await?;
             let kept = self.stmts.iter().position(|s| s.id == id);
-            // Definitions sent anew are the statement's from now on; only
-            // changed ones are looked at again.
             let (defs, lenenc) = match (read, kept) {
                 (Some(defs), Some(i)) => {
-                    let s = &mut self.stmts[i];
-                    if s.defs != defs {
-                        s.lenenc = cells_as_text(&defs);
-                        s.defs = defs.clone();
-                    }
-                    (defs, s.lenenc)
+                    self.stmts[i].renew_defs(&defs);
+                    (defs, self.stmts[i].lenenc)
                 }
                 (Some(defs), None) => {
                     let lenenc = cells_as_text(&defs);
@@ -1238,10 +1244,8 @@ impl LeanConn {
                         sink.columns(&cols).map_err(RunError::Sink)?;
                         Some(cols.into())
                     };
-                    // Definitions sent anew are the statement's from now on.
                     if let (Some(defs), Some(i)) = (read, kept) {
-                        self.stmts[i].lenenc = cells_as_text(&defs);
-                        self.stmts[i].defs = defs;
+                        self.stmts[i].renew_defs(&defs);
                     }
                     loop {
                         // Rows already read whole: forwarded as one run, or

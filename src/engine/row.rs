@@ -119,10 +119,7 @@ impl<'a> TextRow<'a> {
             return;
         }
         for c in self.cells() {
-            match c {
-                Some(b) => crate::frontend::packets::put_lenenc_str(out, b),
-                None => out.push(0xFB),
-            }
+            put_text_cell(out, c);
         }
     }
 
@@ -213,6 +210,15 @@ fn lenenc_cell(payload: &[u8], at: usize) -> Option<Cell> {
     })
 }
 
+/// Appends one cell of a text-protocol row: its bytes length-coded, or
+/// the NULL marker.
+fn put_text_cell(out: &mut Vec<u8>, cell: Option<&[u8]>) {
+    match cell {
+        Some(b) => crate::frontend::packets::put_lenenc_str(out, b),
+        None => out.push(0xFB),
+    }
+}
+
 /// `n` little-endian bytes at `at`, None when the payload ends first.
 fn le(p: &[u8], at: usize, n: usize) -> Option<u64> {
     let b = p.get(at..at + n)?;
@@ -279,10 +285,7 @@ impl OwnedRow {
     pub fn pick_from(&mut self, row: TextRow<'_>, picks: &[usize]) {
         self.payload.clear();
         for &i in picks {
-            match row.cell(i) {
-                Some(b) => crate::frontend::packets::put_lenenc_str(&mut self.payload, b),
-                None => self.payload.push(0xFB),
-            }
+            put_text_cell(&mut self.payload, row.cell(i));
         }
         self.reindex(picks.len());
     }

@@ -1052,12 +1052,10 @@ impl VCursor for Executor<'_> {
                                 let Begun::Rows(defs) = begun else {
                                     return Ok(None);
                                 };
-                                let binary = conn.binary_rows();
                                 let rows: Box<dyn ShardRows + '_> = Box::new(LeanRows {
                                     conn: Some(conn),
                                     width: defs.len(),
                                     cells: Vec::new(),
-                                    binary,
                                     fail,
                                 });
                                 Ok(Some((Started::Defs(defs, fail), rows)))
@@ -1658,10 +1656,6 @@ struct LeanRows<'c, F> {
     conn: Option<&'c mut crate::backend::lean::LeanConn>,
     width: usize,
     cells: Vec<Cell>,
-    /// The rows are binary ([`LeanConn::start_execute`]'s).
-    ///
-    /// [`LeanConn::start_execute`]: crate::backend::lean::LeanConn::start_execute
-    binary: bool,
     fail: F,
 }
 
@@ -1690,7 +1684,7 @@ where
         width: usize,
     ) -> bool {
         match self.conn.as_mut() {
-            Some(conn) if self.binary == binary && self.width == width => {
+            Some(conn) if conn.binary_rows() == binary && self.width == width => {
                 // The current row is given up with the run: no cell of it
                 // is left to read.
                 self.cells.clear();
@@ -1701,11 +1695,10 @@ where
     }
 
     fn row(&self) -> TextRow<'_> {
-        let payload = self.conn.as_ref().map_or(&[][..], |c| c.current_row());
-        if self.binary {
-            TextRow::new_binary(payload, &self.cells)
-        } else {
-            TextRow::new(payload, &self.cells)
+        match self.conn.as_deref() {
+            Some(c) if c.binary_rows() => TextRow::new_binary(c.current_row(), &self.cells),
+            Some(c) => TextRow::new(c.current_row(), &self.cells),
+            None => TextRow::new(&[], &self.cells),
         }
     }
 }

@@ -377,11 +377,9 @@ impl Template {
         let word =
             |t: &Token, w: &str| t.kind == TokenKind::Word && t.text(&sql).eq_ignore_ascii_case(w);
         let selects = tokens.iter().filter(|t| word(t, "select")).count();
-        let named = holes.iter().any(|&(s, e)| {
-            let name = &sql[s + 1..e];
-            name.strip_prefix('v')
-                .is_none_or(|n| n.parse::<usize>().is_err())
-        });
+        let named = holes
+            .iter()
+            .any(|&(s, e)| bind_index(&sql[s + 1..e]).is_none());
         let params_from = (selects == 1 && !named)
             .then(|| tokens.iter().find(|t| word(t, "from")).map(|t| t.start))
             .flatten();
@@ -406,11 +404,7 @@ impl Template {
         let mut out = String::with_capacity(self.sql.len());
         let mut copied = 0;
         for &(start, end) in &self.holes {
-            let bind = self.sql[start + 2..end]
-                .parse::<usize>()
-                .ok()
-                .and_then(|n| n.checked_sub(1))
-                .and_then(|k| binds.get(k))?;
+            let bind = bind_index(&self.sql[start + 1..end]).and_then(|k| binds.get(k))?;
             out.push_str(&self.sql[copied..start]);
             if start > from && matches!(bind.text, Text::Param { .. }) {
                 out.push('?');
@@ -456,6 +450,15 @@ fn holes_of(tokens: &[Token]) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// The bind a placeholder named `vN` stands for: N - 1 (None for any
+/// other name).
+fn bind_index(name: &str) -> Option<usize> {
+    name.strip_prefix('v')?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
+}
+
 /// `sql` with its placeholders at `holes` filled in: `:vN` by bind N
 /// (1-based), any other by what `named` gives; the rest stay as written.
 fn fill_holes<'a>(
@@ -468,10 +471,7 @@ fn fill_holes<'a>(
     let mut copied = 0;
     for &(start, end) in holes {
         let name = &sql[start + 1..end];
-        let text = name
-            .strip_prefix('v')
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
+        let text = bind_index(name)
             .and_then(|k| binds.get(k))
             .map(Bind::text)
             .or_else(|| named(name).map(std::borrow::Cow::Borrowed));
