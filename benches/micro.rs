@@ -165,7 +165,12 @@ impl VCursor for Canned {
             })
             .collect();
         let columns = self.cols.clone();
-        consumer.consume(ShardStreams { columns, streams }).await
+        consumer
+            .consume(ShardStreams {
+                columns: columns.into(),
+                streams,
+            })
+            .await
     }
     async fn execute_multi(
         &mut self,

@@ -113,9 +113,9 @@ type Read = FramedRead<Box<dyn AsyncRead + Send + Unpin>, PacketCodec>;
 
 /// How [`LeanConn::start_execute`] began.
 pub enum Begun {
-    /// A result set, its rows to follow: its column definitions (those
-    /// the statement keeps, when the tablet skipped them).
-    Rows(Vec<BytesMut>),
+    /// A result set, its rows to follow: its columns, decoded once per
+    /// statement and connection and shared by its executions.
+    Rows(Arc<[Column]>),
     /// An OK: no rows.
     Done,
     /// A column would not come as a length-coded string: nothing ran, or
@@ -163,6 +163,9 @@ struct Stmt {
     /// Every column of `defs` comes as a length-coded string in the
     /// binary protocol (see [`cells_as_text`]).
     lenenc: bool,
+    /// `defs` decoded, once they are asked for (a scatter's merge reads
+    /// them on every execution).
+    columns: Option<Arc<[Column]>>,
 }
 
 impl Stmt {
@@ -173,7 +176,18 @@ impl Stmt {
         if self.defs[..] != *defs {
             self.lenenc = cells_as_text(defs);
             self.defs = defs.to_vec();
+            self.columns = None;
         }
+    }
+
+    /// The definitions decoded, decoding them the first time.
+    fn columns(&mut self) -> Result<Arc<[Column]>, mysql_async::Error> {
+        if let Some(c) = &self.columns {
+            return Ok(c.clone());
+        }
+        let c: Arc<[Column]> = columns(&self.defs)?.into();
+        self.columns = Some(c.clone());
+        Ok(c)
     }
 }
 
@@ -664,6 +678,7 @@ impl LeanConn {
             id,
             lenenc: cells_as_text(&defs),
             defs,
+            columns: None,
         });
         Ok(id)
     }
@@ -923,16 +938,13 @@ impl LeanConn {
             }
             let read = self.column_defs(&first).await?;
             let kept = self.stmts.iter().position(|s| s.id == id);
-            let (defs, lenenc) = match (read, kept) {
+            let (cols, lenenc) = match (read, kept) {
                 (Some(defs), Some(i)) => {
                     self.stmts[i].renew_defs(&defs);
-                    (defs, self.stmts[i].lenenc)
+                    (self.stmts[i].columns(), self.stmts[i].lenenc)
                 }
-                (Some(defs), None) => {
-                    let lenenc = cells_as_text(&defs);
-                    (defs, lenenc)
-                }
-                (None, Some(i)) => (self.stmts[i].defs.clone(), self.stmts[i].lenenc),
+                (Some(defs), None) => (columns(&defs).map(Arc::from), cells_as_text(&defs)),
+                (None, Some(i)) => (self.stmts[i].columns(), self.stmts[i].lenenc),
                 (None, None) => {
                     return Err(RunError::Backend(bad(
                         "tablet skipped column definitions it never sent",
@@ -946,7 +958,9 @@ impl LeanConn {
                 self.skip_rows().await?;
                 return Ok(Begun::AsText);
             }
-            return Ok(Begun::Rows(defs));
+            // Undecodable definitions: the rows are owed still, and the
+            // connection is not reused.
+            return cols.map(Begun::Rows).map_err(RunError::Backend);
         }
     }
 
@@ -1012,12 +1026,8 @@ impl LeanConn {
         cells: &mut Vec<Cell>,
     ) -> std::task::Poll<Result<bool, mysql_async::Error>> {
         use std::task::Poll;
-        self.release_row();
-        if self.failed {
-            return Poll::Ready(Err(bad("the connection's BEGIN failed")));
-        }
-        if self.idle || self.results_left {
-            return Poll::Ready(Ok(false));
+        if let Some(r) = self.next_buffered_row(width, cells) {
+            return Poll::Ready(r);
         }
         let malformed = || bad("malformed row from tablet");
         let index = if self.binary_rows {
@@ -1025,13 +1035,6 @@ impl LeanConn {
         } else {
             row::index
         };
-        if let Some((p, used)) = self.buffered_row() {
-            if !index(p, width, cells) {
-                return Poll::Ready(Err(malformed()));
-            }
-            self.current = Current::InPlace(used);
-            return Poll::Ready(Ok(true));
-        }
         // start() read any owed replies before the columns.
         if self.owed > 0 {
             return Poll::Ready(Err(bad("a reply is owed mid-result")));
@@ -1056,6 +1059,37 @@ impl LeanConn {
                 Ok(true)
             }
         })
+    }
+
+    /// [`Self::poll_next_row`] when its answer needs no read: the next row
+    /// lies whole in the read buffer, or the result has ended or failed.
+    /// None when the next row is yet to arrive (nothing is given up then
+    /// but the row handed out before). A merge takes each shard's next
+    /// row through this first: most are buffered, and a plain call costs
+    /// less than a poll through the stream's layers.
+    pub fn next_buffered_row(
+        &mut self,
+        width: usize,
+        cells: &mut Vec<Cell>,
+    ) -> Option<Result<bool, mysql_async::Error>> {
+        self.release_row();
+        if self.failed {
+            return Some(Err(bad("the connection's BEGIN failed")));
+        }
+        if self.idle || self.results_left {
+            return Some(Ok(false));
+        }
+        let (p, used) = self.buffered_row()?;
+        let whole = if self.binary_rows {
+            row::index_binary(p, width, cells)
+        } else {
+            row::index(p, width, cells)
+        };
+        if !whole {
+            return Some(Err(bad("malformed row from tablet")));
+        }
+        self.current = Current::InPlace(used);
+        Some(Ok(true))
     }
 
     /// Hands the row packets lying whole in the read buffer behind the

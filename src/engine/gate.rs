@@ -660,33 +660,104 @@ pub fn cmp_rows(
     cmp_groups(gate, binds, cols, (a, &[]), (b, &[]))
 }
 
-/// [`cmp_rows`] for rows read in place (a merge of sorted shard streams).
-pub fn cmp_text_rows(
-    gate: &Gate,
-    binds: &[Bind],
-    cols: &[Column],
-    a: TextRow<'_>,
-    b: TextRow<'_>,
-) -> Ordering {
-    let width = cols.len();
-    let hidden = gate.hidden.min(width);
-    for k in &gate.order {
-        let GateExpr::Col(c) = k.expr else {
-            // An expression key is evaluated over decoded rows.
-            return cmp_rows(gate, binds, cols, &a.to_values(), &b.to_values());
-        };
-        let c = resolve(c, width, hidden);
-        let w = weighed(k.weight, |w| {
-            let w = resolve(w, width, hidden);
-            (a.cell(w), b.cell(w))
-        });
-        let o = cmp_col(&cols[c], a.cell(c), b.cell(c), w);
-        let o = if k.desc { o.reverse() } else { o };
-        if o != Ordering::Equal {
-            return o;
+/// How a sorted merge orders rows read in place: its keys resolved once
+/// per statement (internal columns placed, weight columns found), so
+/// comparing two shards' head rows reads cells and compares them, no
+/// more. ORDER BY's keys compare as [`cmp_rows`] does, grouping keys as
+/// each shard sorted its groups (the merge of a streamed grouping, see
+/// [`streamed`]). Built over columns whose shape [`Window::new`] has
+/// checked, so every key it places lies in the rows.
+pub struct RowOrder<'c> {
+    keys: Vec<PlacedKey<'c>>,
+    grouping: bool,
+}
+
+/// One key of a [`RowOrder`].
+struct PlacedKey<'c> {
+    col: &'c Column,
+    at: usize,
+    weight: Option<Weight>,
+    desc: bool,
+    /// Compared by value ([`is_numeric`]), else as strings.
+    numeric: bool,
+}
+
+impl<'c> RowOrder<'c> {
+    /// The gate's ORDER BY over rows of `cols`; None when a key is an
+    /// expression (those are evaluated over decoded rows, [`cmp_rows`]).
+    pub fn sort(gate: &Gate, cols: &'c [Column]) -> Option<Self> {
+        let width = cols.len();
+        let hidden = gate.hidden.min(width);
+        let keys = gate
+            .order
+            .iter()
+            .map(|k| {
+                let GateExpr::Col(c) = k.expr else {
+                    return None;
+                };
+                let at = resolve(c, width, hidden);
+                Some(PlacedKey {
+                    col: &cols[at],
+                    numeric: is_numeric(cols[at].column_type()),
+                    at,
+                    weight: k.weight.map(|w| match w {
+                        Weight::Column(w) => Weight::Column(resolve(w, width, hidden)),
+                        other => other,
+                    }),
+                    desc: k.desc,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(RowOrder {
+            keys,
+            grouping: false,
+        })
+    }
+
+    /// The gate's grouping keys over rows of `cols`.
+    pub fn groups(gate: &Gate, cols: &'c [Column]) -> Self {
+        let keys = gate
+            .group_keys
+            .iter()
+            .map(|&(at, weight)| PlacedKey {
+                col: &cols[at],
+                numeric: is_numeric(cols[at].column_type()),
+                at,
+                weight,
+                desc: false,
+            })
+            .collect();
+        RowOrder {
+            keys,
+            grouping: true,
         }
     }
-    Ordering::Equal
+
+    /// Orders two rows by the keys.
+    pub fn cmp(&self, a: TextRow<'_>, b: TextRow<'_>) -> Ordering {
+        for k in &self.keys {
+            let w = weighed(k.weight, |w| (a.cell(w), b.cell(w)));
+            let (x, y) = (a.cell(k.at), b.cell(k.at));
+            let o = match (x, y) {
+                // Two strings, the usual case, without asking the type again.
+                (Some(x), Some(y)) if !k.numeric => {
+                    let fallback = if self.grouping {
+                        <[u8]>::cmp
+                    } else {
+                        cmp_folded
+                    };
+                    cmp_strings(x, y, w, fallback)
+                }
+                _ if self.grouping => cmp_key(k.col, x, y, w),
+                _ => cmp_col(k.col, x, y, w),
+            };
+            let o = if k.desc { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
 }
 
 /// A text cell's bytes (Some(None): NULL); None for a typed value.
@@ -863,19 +934,6 @@ pub fn finish_group(
             })
             .collect(),
     )
-}
-
-/// Orders rows by the grouping keys, as each shard sorted its groups (the
-/// merge of a streamed grouping, see [`streamed`]).
-pub fn cmp_group_rows(gate: &Gate, cols: &[Column], a: TextRow<'_>, b: TextRow<'_>) -> Ordering {
-    for &(k, w) in &gate.group_keys {
-        let w = weighed(w, |w| (a.cell(w), b.cell(w)));
-        let o = cmp_key(&cols[k], a.cell(k), b.cell(k), w);
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    Ordering::Equal
 }
 
 /// The columns of a streamed aggregation's output (see [`streamed`]),

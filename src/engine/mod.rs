@@ -113,8 +113,9 @@ pub struct PreparedQuery {
 
 /// The open results of one query sent to several shards.
 pub struct ShardStreams<'a> {
-    /// Column definitions (the first shard's).
-    pub columns: Vec<Column>,
+    /// Column definitions (the first shard's), shared with the prepared
+    /// statement that keeps them when there is one.
+    pub columns: std::sync::Arc<[Column]>,
     /// One stream per shard that answered with rows.
     pub streams: Vec<Box<dyn ShardRows + 'a>>,
 }
@@ -458,11 +459,23 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
                 .execute_shard(&p.keyspace, &shard, tt, &sql, false, sink)
                 .await;
         }
-        // The pushed-down queries are built only here, when they are sent.
-        Dispatch::Split(shards) => shards
-            .into_iter()
-            .map(|(shard, vals)| Ok((shard, pushdown_sql(p, binds, vals.as_ref())?)))
-            .collect::<Result<Vec<_>, Error>>()?,
+        // The pushed-down queries are built only here, when they are sent;
+        // shards without an IN list of their own share one.
+        Dispatch::Split(shards) => {
+            let mut shared: Option<String> = None;
+            let mut targets = Vec::with_capacity(shards.len());
+            for (shard, vals) in shards {
+                let sql = match (&vals, &shared) {
+                    (None, Some(sql)) => sql.clone(),
+                    _ => pushdown_sql(p, binds, vals.as_ref())?,
+                };
+                if vals.is_none() && shared.is_none() {
+                    shared = Some(sql.clone());
+                }
+                targets.push((shard, sql));
+            }
+            targets
+        }
     };
     // A prepared statement's client takes binary rows: the shards' tablets
     // run the same statement prepared, sparing them the parse, and rows
@@ -528,18 +541,23 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
                 let mut window = gate::Window::new(Some(g), self.binds, columns.len())?;
                 sink.columns(&columns[..window.visible()])?;
                 let mut live = first_heads(&mut streams, columns.len()).await?;
+                let order = gate::RowOrder::sort(g, &columns);
+                let cmp = |a: TextRow<'_>, b: TextRow<'_>| match &order {
+                    Some(o) => o.cmp(a, b),
+                    None => gate::cmp_rows(g, self.binds, &columns, &a.to_values(), &b.to_values()),
+                };
                 while !window.full() {
-                    let Some(i) = smallest(&streams, &live, |a, b| {
-                        gate::cmp_text_rows(g, self.binds, &columns, a, b)
-                    }) else {
+                    let Some((i, head)) = smallest(&streams, &live, cmp) else {
                         break;
                     };
-                    let head = streams[i].row();
                     if window.admit(head.width())? {
                         sink.text_row(head.truncated(window.visible()))?;
                         sink.flush().await?;
                     }
-                    live[i] = next_head(&mut *streams[i], columns.len()).await?;
+                    live[i] = match head_at_hand(&mut *streams[i], columns.len()) {
+                        Some(more) => more?,
+                        None => next_head(&mut *streams[i], columns.len()).await?,
+                    };
                 }
             }
             // Unordered: rows go out in whatever order the shards send them.
@@ -575,17 +593,22 @@ impl<S: RowSink + Send> ScatterConsumer for SelectMerge<'_, S> {
     }
 }
 
-/// The live stream whose head row sorts first by `cmp`; on ties the first
-/// shard's.
-fn smallest(
-    streams: &[Box<dyn ShardRows + '_>],
+/// The live stream whose head row sorts first by `cmp`, and that row; on
+/// ties the first shard's. Each head is read once.
+fn smallest<'s>(
+    streams: &'s [Box<dyn ShardRows + '_>],
     live: &[bool],
     cmp: impl Fn(TextRow<'_>, TextRow<'_>) -> std::cmp::Ordering,
-) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for i in (0..streams.len()).filter(|&i| live[i]) {
-        if best.is_none_or(|b| cmp(streams[i].row(), streams[b].row()).is_lt()) {
-            best = Some(i);
+) -> Option<(usize, TextRow<'s>)> {
+    let mut best: Option<(usize, TextRow<'s>)> = None;
+    for (i, s) in streams.iter().enumerate() {
+        if !live[i] {
+            continue;
+        }
+        let row = s.row();
+        match best {
+            Some((_, b)) if !cmp(row, b).is_lt() => {}
+            _ => best = Some((i, row)),
         }
     }
     best
@@ -614,16 +637,16 @@ async fn merge_groups<S: RowSink + Send>(
     // Output that is the leading columns is a cut of the shard's row.
     let leading = picks.is_some_and(|p| p.iter().enumerate().all(|(i, &c)| i == c));
     let mut live = first_heads(streams, columns.len()).await?;
-    let cmp = |a: TextRow<'_>, b: TextRow<'_>| gate::cmp_group_rows(g, columns, a, b);
+    let order = gate::RowOrder::groups(g, columns);
+    let cmp = |a: TextRow<'_>, b: TextRow<'_>| order.cmp(a, b);
     // The current group's first row (its keys), and its fold so far.
     let mut group: Option<OwnedRow> = None;
     let mut folded: Option<Vec<Value>> = None;
     let mut picked = OwnedRow::default();
     while !window.full() {
-        let Some(i) = smallest(streams, &live, cmp) else {
+        let Some((i, head)) = smallest(streams, &live, cmp) else {
             break;
         };
-        let head = streams[i].row();
         match group.as_ref().map(|r| cmp(r.row(), head)) {
             Some(std::cmp::Ordering::Equal) => {
                 if let Some(f) = folded.as_mut() {
@@ -652,7 +675,10 @@ async fn merge_groups<S: RowSink + Send>(
                 }
             }
         }
-        live[i] = next_head(&mut *streams[i], columns.len()).await?;
+        live[i] = match head_at_hand(&mut *streams[i], columns.len()) {
+            Some(more) => more?,
+            None => next_head(&mut *streams[i], columns.len()).await?,
+        };
     }
     if let Some(f) = folded {
         send_group(g, binds, columns, &f, &mut window, sink).await?;
@@ -697,7 +723,18 @@ async fn first_heads(
 /// merge compares it with the other shards' heads.
 async fn next_head(s: &mut (dyn ShardRows + '_), width: usize) -> Result<bool, Error> {
     let more = row::next(s).await?;
-    if more {
+    checked_head(s, more, width)
+}
+
+/// [`next_head`] when the row is at hand ([`ShardRows::next_at_hand`]):
+/// a merge's loop takes most rows this way, without building a wait.
+fn head_at_hand(s: &mut (dyn ShardRows + '_), width: usize) -> Option<Result<bool, Error>> {
+    let more = s.next_at_hand()?;
+    Some(more.and_then(|more| checked_head(s, more, width)))
+}
+
+fn checked_head(s: &(dyn ShardRows + '_), more: bool, width: usize) -> Result<bool, Error> {
+    if more && s.row_width() != Some(width) {
         gate::check_width(s.row().width(), width)?;
     }
     Ok(more)
@@ -1061,7 +1098,12 @@ pub mod testing {
             } else {
                 self.scatter_columns.clone()
             };
-            consumer.consume(ShardStreams { columns, streams }).await
+            consumer
+                .consume(ShardStreams {
+                    columns: columns.into(),
+                    streams,
+                })
+                .await
         }
 
         async fn execute_multi(

@@ -1036,36 +1036,35 @@ impl VCursor for Executor<'_> {
                                     RunError::Backend(e) | RunError::Unsent(e) => fail(e),
                                     RunError::Sink(e) => e,
                                 };
-                                let mut begun = match prepared {
+                                let begun = match prepared {
                                     Some(pq) => conn
                                         .start_execute(&pq.sql, &pq.params)
                                         .await
                                         .map_err(failed)?,
                                     None => Begun::AsText,
                                 };
-                                if let Begun::AsText = begun {
-                                    begun = match conn.start(sql).await.map_err(failed)? {
-                                        Some(defs) => Begun::Rows(defs),
-                                        None => Begun::Done,
-                                    };
-                                }
-                                let Begun::Rows(defs) = begun else {
-                                    return Ok(None);
+                                let started = match begun {
+                                    Begun::Rows(cols) => Started::Kept(cols),
+                                    Begun::Done => return Ok(None),
+                                    Begun::AsText => match conn.start(sql).await.map_err(failed)? {
+                                        Some(defs) => Started::Defs(defs, fail),
+                                        None => return Ok(None),
+                                    },
                                 };
                                 let rows: Box<dyn ShardRows + '_> = Box::new(LeanRows {
                                     conn: Some(conn),
-                                    width: defs.len(),
+                                    width: started.width(),
                                     cells: Vec::new(),
                                     fail,
                                 });
-                                Ok(Some((Started::Defs(defs, fail), rows)))
+                                Ok(Some((started, rows)))
                             }
                         }
                     },
                 ))
                 .await;
                 let mut streams = ShardStreams {
-                    columns: Vec::new(),
+                    columns: Vec::new().into(),
                     streams: Vec::with_capacity(started.len()),
                 };
                 let mut first_err = None;
@@ -1637,13 +1636,26 @@ enum Started<F> {
     Columns(Vec<Column>),
     /// As the tablet encoded them, with the shard's error mapping.
     Defs(Vec<bytes::BytesMut>, F),
+    /// A prepared statement's, decoded once and kept with it.
+    Kept(std::sync::Arc<[Column]>),
 }
 
 impl<F: Fn(mysql_async::Error) -> Error> Started<F> {
-    fn columns(self) -> Result<Vec<Column>, Error> {
+    fn width(&self) -> usize {
         match self {
-            Started::Columns(cols) => Ok(cols),
-            Started::Defs(defs, fail) => crate::backend::lean::columns(&defs).map_err(fail),
+            Started::Columns(cols) => cols.len(),
+            Started::Defs(defs, _) => defs.len(),
+            Started::Kept(cols) => cols.len(),
+        }
+    }
+
+    fn columns(self) -> Result<std::sync::Arc<[Column]>, Error> {
+        match self {
+            Started::Columns(cols) => Ok(cols.into()),
+            Started::Defs(defs, fail) => crate::backend::lean::columns(&defs)
+                .map(std::sync::Arc::from)
+                .map_err(fail),
+            Started::Kept(cols) => Ok(cols),
         }
     }
 }
@@ -1677,6 +1689,17 @@ where
         std::task::Poll::Ready(r.map_err(&self.fail))
     }
 
+    fn next_at_hand(&mut self) -> Option<Result<bool, Error>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Some(Ok(false));
+        };
+        let r = conn.next_buffered_row(self.width, &mut self.cells)?;
+        if !matches!(r, Ok(true)) {
+            self.conn = None;
+        }
+        Some(r.map_err(&self.fail))
+    }
+
     fn forward_run(
         &mut self,
         sink: &mut dyn crate::engine::PacketSink,
@@ -1692,6 +1715,11 @@ where
             }
             _ => false,
         }
+    }
+
+    fn row_width(&self) -> Option<usize> {
+        // Lean rows are indexed to exactly this many cells or refused.
+        Some(self.width)
     }
 
     fn row(&self) -> TextRow<'_> {
