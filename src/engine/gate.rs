@@ -831,7 +831,7 @@ fn cmp_groups(
 }
 
 /// How a grouped aggregation passes the gate as the shards' sorted groups
-/// are merged ([`cmp_group_rows`]), instead of being gathered first.
+/// are merged ([`RowOrder::groups`]), instead of being gathered first.
 #[derive(Debug, PartialEq)]
 pub enum Streamed {
     /// Grouping only (DISTINCT, GROUP BY without aggregate functions) and
