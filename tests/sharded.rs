@@ -1891,6 +1891,25 @@ async fn prepared_statements_on_a_sharded_keyspace() {
     let mut got: Vec<String> = sg.exec(&stmt, (5, 9)).await.unwrap();
     got.sort();
     assert_eq!(got, ["50", "60"]);
+    // A change that keeps the column a string, under a statement the
+    // tablets run prepared: the columns the client gets are the new
+    // definition's, not those decoded for the old one.
+    let stmt = sg
+        .prep("select v from pchg where id between ? and ? order by v")
+        .await
+        .unwrap();
+    let length = |rows: &[mysql_async::Row]| rows[0].columns_ref()[0].column_length();
+    let before: Vec<mysql_async::Row> = sg.exec(&stmt, (1, 6)).await.unwrap();
+    sg.query_drop("alter table pchg modify v varchar(40)")
+        .await
+        .unwrap();
+    let after: Vec<mysql_async::Row> = sg.exec(&stmt, (1, 6)).await.unwrap();
+    assert_eq!(after.len(), 6);
+    assert_eq!(
+        length(&after),
+        4 * length(&before),
+        "varchar(10) became varchar(40)"
+    );
 }
 
 /// A transaction that only read gets its COMMIT's OK without a round

@@ -1534,4 +1534,96 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(r, vec![vec![b("A")], vec![b("b")]]);
     }
+
+    #[test]
+    fn row_order_compares_rows_in_place_as_decoded_rows_compare() {
+        use super::super::row::OwnedRow;
+        // A string in a collation, a number, a string with its weight
+        // column (hidden), NULLs among them.
+        let cols = vec![
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+            col(ColumnType::MYSQL_TYPE_LONG, 0),
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+            col(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+        ];
+        let general = Some(Weight::Collation(Collation::Utf8GeneralCi));
+        let rows: Vec<Vec<Value>> = [
+            ("a", Some(10), "x"),
+            ("A", Some(9), "X"),
+            ("b", None, "y"),
+            ("a", Some(10), "y"),
+            ("B", Some(-3), "x"),
+            ("", Some(100), "z"),
+        ]
+        .iter()
+        .flat_map(|&(s, n, w)| {
+            let n = n.map_or(Value::NULL, |n: i64| b(&n.to_string()));
+            [
+                vec![b(s), n.clone(), b(w), b(&w.to_uppercase())],
+                vec![Value::NULL, n, Value::NULL, Value::NULL],
+            ]
+        })
+        .collect();
+        let owned: Vec<OwnedRow> = rows
+            .iter()
+            .map(|r| {
+                let mut o = OwnedRow::default();
+                o.set(r);
+                o
+            })
+            .collect();
+        let sorted = Gate {
+            hidden: 2,
+            order: vec![
+                SortKey {
+                    expr: GateExpr::Col(0),
+                    weight: general,
+                    desc: true,
+                },
+                SortKey {
+                    expr: GateExpr::Col(HIDDEN),
+                    weight: Some(Weight::Column(HIDDEN + 1)),
+                    desc: false,
+                },
+                SortKey {
+                    expr: GateExpr::Col(1),
+                    weight: None,
+                    desc: false,
+                },
+            ],
+            ..Gate::default()
+        };
+        let grouped = Gate {
+            group_keys: vec![(1, None), (0, general), (2, Some(Weight::Column(3)))],
+            ..Gate::default()
+        };
+        let order = RowOrder::sort(&sorted, &cols).expect("column keys");
+        let groups = RowOrder::groups(&grouped, &cols);
+        let mut unequal = 0;
+        for (a, oa) in rows.iter().zip(&owned) {
+            for (b, ob) in rows.iter().zip(&owned) {
+                let want = cmp_rows(&sorted, &[], &cols, a, b);
+                assert_eq!(order.cmp(oa.row(), ob.row()), want, "{a:?} {b:?}");
+                let want = grouped
+                    .group_keys
+                    .iter()
+                    .map(|&(k, w)| cmp_cells(&a[k], &b[k], &cols[k], weighed_values(w, a, b)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal);
+                assert_eq!(groups.cmp(oa.row(), ob.row()), want, "{a:?} {b:?}");
+                unequal += usize::from(want.is_ne());
+            }
+        }
+        assert!(unequal > rows.len());
+        // An expression key is left to the decoded rows.
+        let expr = Gate {
+            order: vec![SortKey {
+                expr: GateExpr::Lit(Value::Int(1)),
+                weight: None,
+                desc: false,
+            }],
+            ..Gate::default()
+        };
+        assert!(RowOrder::sort(&expr, &cols).is_none());
+    }
 }
