@@ -1891,6 +1891,18 @@ async fn prepared_statements_on_a_sharded_keyspace() {
     let mut got: Vec<String> = sg.exec(&stmt, (5, 9)).await.unwrap();
     got.sort();
     assert_eq!(got, ["50", "60"]);
+    // A string again: a text run found every column would come as text
+    // cells, and the statement runs prepared on the tablets again.
+    let before = shards_status("Com_stmt_execute").await;
+    for _ in 0..4 {
+        let got: Vec<String> = sg.exec(&stmt, (1, 6)).await.unwrap();
+        assert_eq!(got.len(), 6);
+    }
+    let execs = shards_status("Com_stmt_execute").await - before;
+    assert!(
+        execs >= 6,
+        "{execs} executions for 4 scatters once a string again"
+    );
     // A change that keeps the column a string, under a statement the
     // tablets run prepared: the columns the client gets are the new
     // definition's, not those decoded for the old one.

@@ -969,6 +969,18 @@ impl LeanConn {
         self.stmts.iter().any(|s| s.id == id && s.lenenc)
     }
 
+    /// A text run of the prepared statement `sql` (its verdict said a
+    /// column would not come as a length-coded string) began a result
+    /// with `defs`: the statement takes them. When every column now
+    /// would (the table changed back), its verdict turns, so its next
+    /// execution runs prepared again instead of as text for as long as
+    /// the connection keeps it. Definitions as before cost a comparison.
+    pub fn recheck_verdict(&mut self, sql: &str, defs: &[BytesMut]) {
+        if let Some(s) = self.stmts.iter_mut().find(|s| !s.lenenc && s.sql == sql) {
+            s.renew_defs(defs);
+        }
+    }
+
     /// A result just ended: reads and drops any further results of the
     /// statement, and with them the reply is read to its end.
     async fn end_reply(&mut self) -> Result<(), mysql_async::Error> {

@@ -1047,7 +1047,12 @@ impl VCursor for Executor<'_> {
                                     Begun::Rows(cols) => Started::Kept(cols),
                                     Begun::Done => return Ok(None),
                                     Begun::AsText => match conn.start(sql).await.map_err(failed)? {
-                                        Some(defs) => Started::Defs(defs, fail),
+                                        Some(defs) => {
+                                            if let Some(pq) = prepared {
+                                                conn.recheck_verdict(&pq.sql, &defs);
+                                            }
+                                            Started::Defs(defs, fail)
+                                        }
                                         None => return Ok(None),
                                     },
                                 };
