@@ -93,6 +93,11 @@ fn bad(msg: &str) -> mysql_async::Error {
     io_err(std::io::ErrorKind::InvalidData, msg)
 }
 
+/// A row packet that does not hold its result's columns.
+fn malformed_row() -> mysql_async::Error {
+    bad("malformed row from tablet")
+}
+
 /// A server error packet as the driver's error type (so one mapping to
 /// client errors serves both kinds of connection).
 fn server_err(payload: &[u8], caps: CapabilityFlags) -> mysql_async::Error {
@@ -1041,12 +1046,6 @@ impl LeanConn {
         if let Some(r) = self.next_buffered_row(width, cells) {
             return Poll::Ready(r);
         }
-        let malformed = || bad("malformed row from tablet");
-        let index = if self.binary_rows {
-            row::index_binary
-        } else {
-            row::index
-        };
         // start() read any owed replies before the columns.
         if self.owed > 0 {
             return Poll::Ready(Err(bad("a reply is owed mid-result")));
@@ -1065,7 +1064,7 @@ impl LeanConn {
                 false
             }),
             Some(0xFF) => Err(self.server_error(&p)),
-            _ if !index(&p, width, cells) => Err(malformed()),
+            _ if !self.index_row(&p, width, cells) => Err(malformed_row()),
             _ => {
                 self.current = Current::Owned(p);
                 Ok(true)
@@ -1092,16 +1091,21 @@ impl LeanConn {
             return Some(Ok(false));
         }
         let (p, used) = self.buffered_row()?;
-        let whole = if self.binary_rows {
-            row::index_binary(p, width, cells)
-        } else {
-            row::index(p, width, cells)
-        };
-        if !whole {
-            return Some(Err(bad("malformed row from tablet")));
+        if !self.index_row(p, width, cells) {
+            return Some(Err(malformed_row()));
         }
         self.current = Current::InPlace(used);
         Some(Ok(true))
+    }
+
+    /// Finds a row packet's `width` cells, in the protocol the current
+    /// result's rows come in; false for a malformed row.
+    fn index_row(&self, p: &[u8], width: usize, cells: &mut Vec<Cell>) -> bool {
+        if self.binary_rows {
+            row::index_binary(p, width, cells)
+        } else {
+            row::index(p, width, cells)
+        }
     }
 
     /// Hands the row packets lying whole in the read buffer behind the
@@ -1464,7 +1468,7 @@ pub(super) fn decode_row(
     }
     RowDeserializer::<ServerSide, Binary>::deserialize(cols.clone(), &mut ParseBuf(payload))
         .map(|r| Row::from(r).unwrap())
-        .map_err(|_| bad("malformed row from tablet"))
+        .map_err(|_| malformed_row())
 }
 
 /// A text-protocol row packet, decoded straight into its cells (the
@@ -1473,7 +1477,7 @@ pub(super) fn decode_row(
 fn decode_text_row(width: usize, payload: &[u8]) -> Result<Vec<Value>, mysql_async::Error> {
     let mut cells = Vec::with_capacity(width);
     if !row::index(payload, width, &mut cells) {
-        return Err(bad("malformed row from tablet"));
+        return Err(malformed_row());
     }
     Ok(row::TextRow::new(payload, &cells).to_values())
 }

@@ -348,22 +348,29 @@ fn cmp_strings(
 /// `w` says ([`cmp_key`]).
 fn cmp_cells(a: &Value, b: &Value, col: &Column, w: Option<Weighed<'_>>) -> Ordering {
     match (text_of(a), text_of(b)) {
-        (Some(x), Some(y)) => cmp_key(col, x, y, w),
+        (Some(x), Some(y)) => cmp_key(col, is_numeric(col.column_type()), x, y, w),
         _ => cmp_val(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col))),
     }
 }
 
 /// [`cmp_cells`] of text cells (None: NULL), as grouping compares them:
 /// NULL first, numbers by value, strings by weight string when both have
-/// one or by the declared collation, else by their bytes.
-fn cmp_key(col: &Column, a: Option<&[u8]>, b: Option<&[u8]>, w: Option<Weighed<'_>>) -> Ordering {
+/// one or by the declared collation, else by their bytes. `numeric` is
+/// [`is_numeric`] of the column's type (a merge finds it once).
+fn cmp_key(
+    col: &Column,
+    numeric: bool,
+    a: Option<&[u8]>,
+    b: Option<&[u8]>,
+    w: Option<Weighed<'_>>,
+) -> Ordering {
     let (x, y) = match (a, b) {
         (None, None) => return Ordering::Equal,
         (None, _) => return Ordering::Less,
         (_, None) => return Ordering::Greater,
         (Some(x), Some(y)) => (x, y),
     };
-    if is_numeric(col.column_type()) {
+    if numeric {
         return cmp_val(&Val::from_text(a, Some(col)), &Val::from_text(b, Some(col)));
     }
     cmp_strings(x, y, w, <[u8]>::cmp)
@@ -738,18 +745,10 @@ impl<'c> RowOrder<'c> {
         for k in &self.keys {
             let w = weighed(k.weight, |w| (a.cell(w), b.cell(w)));
             let (x, y) = (a.cell(k.at), b.cell(k.at));
-            let o = match (x, y) {
-                // Two strings, the usual case, without asking the type again.
-                (Some(x), Some(y)) if !k.numeric => {
-                    let fallback = if self.grouping {
-                        <[u8]>::cmp
-                    } else {
-                        cmp_folded
-                    };
-                    cmp_strings(x, y, w, fallback)
-                }
-                _ if self.grouping => cmp_key(k.col, x, y, w),
-                _ => cmp_col(k.col, x, y, w),
+            let o = if self.grouping {
+                cmp_key(k.col, k.numeric, x, y, w)
+            } else {
+                cmp_col(k.col, k.numeric, x, y, w)
             };
             let o = if k.desc { o.reverse() } else { o };
             if o != Ordering::Equal {
@@ -771,10 +770,17 @@ fn text_of(v: &Value) -> Option<Option<&[u8]>> {
 
 /// Orders two text cells of column `col` for ORDER BY: strings by their
 /// weight strings when both have one or by the declared collation (`w`),
-/// else ASCII case-folded; numbers by value; NULL first.
-fn cmp_col(col: &Column, x: Option<&[u8]>, y: Option<&[u8]>, w: Option<Weighed<'_>>) -> Ordering {
+/// else ASCII case-folded; numbers by value; NULL first. `numeric` as for
+/// [`cmp_key`].
+fn cmp_col(
+    col: &Column,
+    numeric: bool,
+    x: Option<&[u8]>,
+    y: Option<&[u8]>,
+    w: Option<Weighed<'_>>,
+) -> Ordering {
     if let (Some(x), Some(y)) = (x, y) {
-        if !is_numeric(col.column_type()) {
+        if !numeric {
             return cmp_strings(x, y, w, cmp_folded);
         }
     }
@@ -801,7 +807,7 @@ fn cmp_groups(
                 let c = resolve(*c, width, hidden);
                 let col = &cols[c];
                 match (text_of(&a[c]), text_of(&b[c])) {
-                    (Some(x), Some(y)) => cmp_col(col, x, y, w),
+                    (Some(x), Some(y)) => cmp_col(col, is_numeric(col.column_type()), x, y, w),
                     _ => cmp_val(
                         &Val::from_cell(&a[c], Some(col)),
                         &Val::from_cell(&b[c], Some(col)),
