@@ -17,6 +17,8 @@
 //!   cargo bench --bench load -- --only sysbench --threads 1 --rounds 7   # medians of 7 rounds
 //!   SHARDGATE_BIN=/path/to/shardgate cargo bench --bench load   # measure another build
 //!   SHARDGATE_ALSO="--worker-threads 1" cargo bench --bench load   # one more shardgate, with these flags
+//!   SHARDGATE_ALSO="--busy-poll-us 0; --worker-threads 1" cargo bench --bench load -- --only sysbench --unsharded
+//!       # one more shardgate per flag set; --unsharded: the unsharded keyspace's targets only
 //!   SHARDGATE_ALSO_BIN=/path/to/other/shardgate cargo bench --bench load   # one more shardgate, another build
 //!
 //! Needs sysbench and haproxy (Debian packages `sysbench`, `haproxy`), and
@@ -404,20 +406,22 @@ fn serve_args(etcd: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Starts a second shardgate (`SHARDGATE_ALSO_BIN`, else this build) with
-/// `extra` flags (`SHARDGATE_ALSO`), measured as two more targets (unsharded
+/// Starts an extra shardgate, the `n`th (`SHARDGATE_ALSO_BIN`, else this
+/// build) with `extra` flags (`SHARDGATE_ALSO`), measured as two more targets (unsharded
 /// and hashed on 2 shards) in the same interleaved rounds: an A/B of a flag
 /// (`--worker-threads 1`) or of two builds that no two separate runs on
 /// this drifting machine could settle. Returns its process and port once
 /// it serves.
-async fn start_second(
+async fn start_extra(
     dir: &std::path::Path,
     bin: &std::path::Path,
     etcd: &str,
     extra: &str,
+    n: usize,
 ) -> (Child, u16) {
     let port = free_port();
-    let log = std::fs::File::create(dir.join("shardgate-also.log")).expect("log");
+    let log_path = dir.join(format!("shardgate-also-{n}.log"));
+    let log = std::fs::File::create(&log_path).expect("log");
     let mut child = Command::new(bin)
         .args(serve_args(etcd, port))
         .args(extra.split_whitespace())
@@ -435,8 +439,8 @@ async fn start_second(
     let _ = child.kill();
     let _ = child.wait();
     panic!(
-        "the second shardgate ({extra}) did not serve: {}/shardgate-also.log",
-        dir.display()
+        "the extra shardgate ({extra}) did not serve: {}",
+        log_path.display()
     );
 }
 
@@ -727,6 +731,7 @@ fn main() {
         .unwrap_or(rounds);
     // `--workload a,b`: the named workloads only.
     let workload = flag("--workload");
+    let unsharded_only = args.iter().any(|a| a == "--unsharded");
     let wanted = |w: &str| {
         workload
             .as_deref()
@@ -775,18 +780,23 @@ fn main() {
         // flags, as two more targets (unsharded, and hashed on 2 shards).
         // SHARDGATE_ALSO_BIN=/path: that build as the extra shardgate (an
         // A/B of two builds, with or without flags).
+        // SHARDGATE_ALSO="--busy-poll-us 0; --worker-threads 1": one more
+        // shardgate per flag set, all in the same rounds.
         let also_bin = std::env::var_os("SHARDGATE_ALSO_BIN").map(std::path::PathBuf::from);
-        let also_flags = std::env::var("SHARDGATE_ALSO")
-            .ok()
-            .filter(|f| !f.trim().is_empty())
-            .or_else(|| also_bin.as_ref().map(|_| String::new()));
-        let mut also = match &also_flags {
-            Some(f) => {
-                let bin = also_bin.as_ref().unwrap_or(&cluster.spec.shardgate_bin);
-                Some(start_second(&dir, bin, &cluster.spec.etcd_addr(), f).await)
-            }
-            None => None,
-        };
+        let mut also_flags: Vec<String> = std::env::var("SHARDGATE_ALSO")
+            .unwrap_or_default()
+            .split(';')
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        if also_flags.is_empty() && also_bin.is_some() {
+            also_flags.push(String::new());
+        }
+        let mut also = Vec::new();
+        for (i, f) in also_flags.iter().enumerate() {
+            let bin = also_bin.as_ref().unwrap_or(&cluster.spec.shardgate_bin);
+            also.push(start_extra(&dir, bin, &cluster.spec.etcd_addr(), f, i).await);
+        }
         // Interrupted (Ctrl-C, SIGTERM): the tablets and etcd run in their own
         // process groups and would outlive the harness, so stop them here.
         let mut started: Vec<i32> = cluster.procs.iter().map(|p| p.pid).collect();
@@ -833,7 +843,7 @@ fn main() {
             sysbench(t, "oltp_read_write", "prepare", 1, 10, &[]);
         }
         settle(ports.values().copied()).await;
-        if let (Some((child, port)), Some(flags)) = (&also, &also_flags) {
+        for ((child, port), flags) in also.iter().zip(&also_flags) {
             let build = also_bin.as_ref().map(|b| format!(" ({})", b.display())).unwrap_or_default();
             let name: &'static str = Box::leak(format!("shardgate{build} {flags}").trim_end().to_string().into_boxed_str());
             targets.push(Target { name, port: *port, user: "sb", db: "commerce", pid: Some(child.id() as i32), extra: &[] });
@@ -842,6 +852,9 @@ fn main() {
             let sharded: &'static str = Box::leak(format!("{name} 2 shards").into_boxed_str());
             targets.push(Target { name: sharded, port: *port, user: "sb", db: "customer", pid: Some(child.id() as i32), extra: &[] });
         }
+        // `--unsharded`: the unsharded keyspace's targets only (goal 1's
+        // A/Bs in a third of the time).
+        let measured: Vec<&Target> = targets.iter().filter(|t| !unsharded_only || t.db.ends_with("commerce")).collect();
 
         // The mysqld processes behind each target, by its database.
         let pid_of: BTreeMap<u32, i32> = cluster
@@ -869,7 +882,7 @@ fn main() {
             for &th in &threads {
                 for round in 0..rounds {
                     // Rotate the order each round so no target always runs first.
-                    let mut order: Vec<&Target> = targets.iter().collect();
+                    let mut order = measured.clone();
                     let n = order.len();
                     order.rotate_left(round % n);
                     for t in order {
@@ -1059,7 +1072,10 @@ fn main() {
                 );
             }
             let _ = writeln!(md);
-            // Goal 2 compares the sharded keyspaces with the unsharded one.
+        }
+        // Goal 2 compares the sharded keyspaces with the unsharded one.
+        if !results.is_empty() && !unsharded_only {
+            let median = |v: &[Run], f: fn(&Run) -> f64| median_of(v.iter().map(f).collect());
             let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded | 2 shards (hash, one mysqld) / unsharded |");
             let _ = writeln!(md, "|---|---|---|---|---|");
             for ((w, th, name), runs) in &results {
@@ -1129,7 +1145,7 @@ fn main() {
         let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/target/load-results.md"), &md);
         let _ = haproxy.kill();
         let _ = haproxy.wait();
-        if let Some((mut child, _)) = also.take() {
+        for (mut child, _) in also {
             let _ = child.kill();
             let _ = child.wait();
         }
