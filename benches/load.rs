@@ -406,9 +406,10 @@ fn serve_args(etcd: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Starts an extra shardgate, the `n`th (`SHARDGATE_ALSO_BIN`, else this
-/// build) with `extra` flags (`SHARDGATE_ALSO`), measured as two more targets (unsharded
-/// and hashed on 2 shards) in the same interleaved rounds: an A/B of a flag
+/// Starts the `n`th extra shardgate (`SHARDGATE_ALSO_BIN`, else this
+/// build) with `extra` flags (one set of `SHARDGATE_ALSO`), measured as
+/// two more targets (unsharded and hashed on 2 shards) in the same
+/// interleaved rounds: an A/B of a flag
 /// (`--worker-threads 1`) or of two builds that no two separate runs on
 /// this drifting machine could settle. Returns its process and port once
 /// it serves.
@@ -776,12 +777,10 @@ fn main() {
         }
         assert!(up, "haproxy did not start (haproxy -c -f {}/haproxy.cfg)", dir.display());
         let hp_pid = Some(haproxy.id() as i32);
-        // SHARDGATE_ALSO="--worker-threads 1": one more shardgate, with these
-        // flags, as two more targets (unsharded, and hashed on 2 shards).
-        // SHARDGATE_ALSO_BIN=/path: that build as the extra shardgate (an
-        // A/B of two builds, with or without flags).
-        // SHARDGATE_ALSO="--busy-poll-us 0; --worker-threads 1": one more
-        // shardgate per flag set, all in the same rounds.
+        // SHARDGATE_ALSO="--worker-threads 1; --busy-poll-us 0": one more
+        // shardgate per flag set, each as two more targets (unsharded, and
+        // hashed on 2 shards). SHARDGATE_ALSO_BIN=/path: that build as the
+        // extra shardgates (an A/B of two builds, with or without flags).
         let also_bin = std::env::var_os("SHARDGATE_ALSO_BIN").map(std::path::PathBuf::from);
         let mut also_flags: Vec<String> = std::env::var("SHARDGATE_ALSO")
             .unwrap_or_default()
@@ -1043,13 +1042,13 @@ fn main() {
         drop(idle);
 
         let mut md = String::new();
+        // The median of the rounds (the mean of the middle two for an even count).
+        let median = |v: &[Run], f: fn(&Run) -> f64| median_of(v.iter().map(f).collect());
         // The parts `--only` left out print nothing.
         if !results.is_empty() {
             let _ = writeln!(md, "Each figure is the median of {rounds} round(s).\n");
             let _ = writeln!(md, "| workload | threads | target | QPS | vs direct | vs HAProxy | avg ms | p95 ms | p99 ms | proxy CPU µs/query | proxy RSS MB | tablets CPU µs/query | sysbench CPU µs/query | machine idle % |");
             let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-            // The median of the rounds (the mean of the middle two for an even count).
-            let median = |v: &[Run], f: fn(&Run) -> f64| median_of(v.iter().map(f).collect());
             for ((w, th, name), runs) in &results {
                 let qps = median(runs, |r| r.qps);
                 let direct = results.get(&(w.clone(), *th, "direct".into())).map(|v| median(v, |r| r.qps)).unwrap_or(0.0);
@@ -1075,7 +1074,6 @@ fn main() {
         }
         // Goal 2 compares the sharded keyspaces with the unsharded one.
         if !results.is_empty() && !unsharded_only {
-            let median = |v: &[Run], f: fn(&Run) -> f64| median_of(v.iter().map(f).collect());
             let _ = writeln!(md, "| workload | threads | 2 shards (hash) / unsharded | 2 shards (numeric) / unsharded | 2 shards (hash, one mysqld) / unsharded |");
             let _ = writeln!(md, "|---|---|---|---|---|");
             for ((w, th, name), runs) in &results {

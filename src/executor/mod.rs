@@ -1676,6 +1676,17 @@ struct LeanRows<'c, F> {
     fail: F,
 }
 
+impl<F: Fn(mysql_async::Error) -> Error> LeanRows<'_, F> {
+    /// The stream's answer once its connection moved on: a result that
+    /// ended or failed gives the connection up (it reads nothing more).
+    fn moved_on(&mut self, r: Result<bool, mysql_async::Error>) -> Result<bool, Error> {
+        if !matches!(r, Ok(true)) {
+            self.conn = None;
+        }
+        r.map_err(&self.fail)
+    }
+}
+
 impl<F> ShardRows for LeanRows<'_, F>
 where
     F: Fn(mysql_async::Error) -> Error + Send,
@@ -1688,10 +1699,7 @@ where
             return std::task::Poll::Ready(Ok(false));
         };
         let r = futures_util::ready!(conn.poll_next_row(cx, self.width, &mut self.cells));
-        if !matches!(r, Ok(true)) {
-            self.conn = None;
-        }
-        std::task::Poll::Ready(r.map_err(&self.fail))
+        std::task::Poll::Ready(self.moved_on(r))
     }
 
     fn next_at_hand(&mut self) -> Option<Result<bool, Error>> {
@@ -1699,10 +1707,7 @@ where
             return Some(Ok(false));
         };
         let r = conn.next_buffered_row(self.width, &mut self.cells)?;
-        if !matches!(r, Ok(true)) {
-            self.conn = None;
-        }
-        Some(r.map_err(&self.fail))
+        Some(self.moved_on(r))
     }
 
     fn forward_run(
