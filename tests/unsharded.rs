@@ -273,6 +273,38 @@ async fn session_settings_stay_with_their_client() {
     assert_eq!(err_code(&e), Some(1231));
 }
 
+/// What connectors ask at every connect (mysql_async's own
+/// `SELECT @@max_allowed_packet,@@wait_timeout`, Connector/J's list) is
+/// answered as the tablet answers a new connection, for a moment from
+/// what it said last (no round trip to the tablet). Only clean sessions
+/// get a kept answer: a session with settings, asking right after, gets
+/// its own values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_sessions_reads_of_session_defaults_are_kept_for_a_moment() {
+    // Its own shardgate: its counter counts this test alone.
+    let (port, web) = spawn_shardgate(&one_loop(&["--mysql-auth-server-impl", "none"])).await;
+    let q = "select @@sql_mode, @@max_allowed_packet as m, @@session.wait_timeout w";
+    let want = rows(&mut connect_tablet(100).await, q).await;
+    let mut clean = connect_port(port, Some("commerce")).await;
+    // Asked twice within a second, one answer is a kept one (tries
+    // again should a loaded machine have let a second pass between).
+    for _ in 0..20 {
+        assert_eq!(rows(&mut clean, q).await, want);
+        if debug_var_at(web, "SessionDefaultsKept").await > 0 {
+            break;
+        }
+    }
+    assert!(debug_var_at(web, "SessionDefaultsKept").await > 0);
+    let mut set = connect_port(port, Some("commerce")).await;
+    set.query_drop("set sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
+    let mut mine = want.clone();
+    mine[0][0] = Some("ANSI_QUOTES".into());
+    assert_eq!(rows(&mut set, q).await, mine);
+    assert_eq!(rows(&mut clean, q).await, want);
+}
+
 /// Sessions with settings reserve no connection: when one ends, its
 /// tablet connection goes back to the pool and the next session gets it,
 /// reset (COM_RESET_CONNECTION clears the session's status counters too)

@@ -9,6 +9,7 @@
 //! `executor::ShardConns`).
 
 pub mod budget;
+pub mod defaults;
 pub mod lean;
 pub mod mux;
 
@@ -112,6 +113,8 @@ pub struct Pools {
     pub budget_waits: std::sync::atomic::AtomicU64,
     /// See `budget_waits`.
     pub budget_timeouts: std::sync::atomic::AtomicU64,
+    /// Clean sessions' reads of session defaults, answered lately.
+    pub defaults: defaults::Defaults,
 }
 
 /// A tablet's shared connections' queues on one event loop, and the
@@ -432,6 +435,7 @@ impl Pools {
             mux_stats: std::sync::Arc::default(),
             budget_waits: Default::default(),
             budget_timeouts: Default::default(),
+            defaults: Default::default(),
         }
     }
 
@@ -725,11 +729,14 @@ impl Pools {
     /// those merely full. With every one of several queues slow, the read
     /// runs on its session's own connection rather than wait; a single
     /// queue (`--shared-read-connections 1`) keeps its order. `read` is
-    /// built only when the read is queued.
+    /// built only when the read is queued. A read that is not to run
+    /// `alone` queues even on an idle tablet (its reply is wanted
+    /// recorded, see [`defaults`]).
     pub fn route_shareable(
         &self,
         t: &Tablet,
         settings: &str,
+        alone: bool,
         read: impl FnOnce() -> mux::Read,
     ) -> Shareable {
         use std::sync::atomic::Ordering;
@@ -749,7 +756,7 @@ impl Pools {
         let lone = q
             .company
             .is_none_or(|at| now.saturating_duration_since(at) >= LONE_AFTER);
-        if !busy && lone {
+        if !busy && lone && alone {
             q.solo.fetch_add(1, Ordering::Relaxed);
             self.mux_stats.solo.fetch_add(1, Ordering::Relaxed);
             return Shareable::Solo(Solo(q.solo.clone()));
@@ -806,6 +813,8 @@ impl Pools {
                 map.insert(t.alias.clone(), (key, pool));
             }
         }
+        // A tablet that moved answers anew.
+        self.defaults.forget();
     }
 
     /// Closes every pool (at shutdown).
@@ -1004,7 +1013,7 @@ mod tests {
             sql: "select 1".into(),
             params: None,
         };
-        let route = |pools: &Pools| pools.route_shareable(&t, "", read);
+        let route = |pools: &Pools| pools.route_shareable(&t, "", true, read);
         let first = route(&pools);
         assert!(matches!(first, Shareable::Solo(_)));
         // Another read while the first runs: it finds company and queues

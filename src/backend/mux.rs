@@ -78,6 +78,7 @@ pub struct Recorded {
     read: Option<Read>,
 }
 
+#[derive(Clone)]
 enum Event {
     /// Column definitions, shared with the replies before when byte-equal
     /// (see [`Recorder::column_packets`]).
@@ -98,6 +99,9 @@ thread_local! {
     /// the shared connections it uses run on the same loop).
     static SPARE: std::cell::RefCell<Vec<Recorded>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Replies larger than this are not kept (see [`Outcome::keepable`]).
+const KEEPABLE: usize = 4 * 1024;
 
 impl Recorded {
     fn take(&mut self) -> Recorded {
@@ -164,6 +168,25 @@ pub struct Delivered {
 }
 
 impl Outcome {
+    /// A copy of a whole, small reply of one result set without
+    /// warnings, which the same read would get again (see
+    /// `backend::defaults`).
+    pub fn keepable(&self) -> Option<Recorded> {
+        let Outcome::Done(rec) = self else {
+            return None;
+        };
+        let clean = rec.events.iter().all(|e| match e {
+            Event::Columns(_) | Event::Row(..) => true,
+            Event::End(warnings) => *warnings == 0,
+            Event::Ok(_) => false,
+        });
+        (clean && rec.data.len() <= KEEPABLE).then(|| Recorded {
+            events: rec.events.clone(),
+            data: rec.data.clone(),
+            read: None,
+        })
+    }
+
     /// Plays the reply into `sink` as a lean connection would have handed
     /// it over (packets through the sink's door for the read's protocol
     /// when it has one, decoded otherwise). Err gives back a read that was
@@ -173,12 +196,7 @@ impl Outcome {
         binary: bool,
         sink: &mut S,
     ) -> Result<Delivered, Read> {
-        let mut player = Player {
-            binary,
-            decoded: None,
-            last_id: 0,
-            warnings: 0,
-        };
+        let mut player = Player::new(binary);
         let mut last = None;
         let res = match self {
             Outcome::Done(mut rec) => {
@@ -210,6 +228,16 @@ impl Outcome {
     }
 }
 
+/// Plays a kept reply (see [`Outcome::keepable`]) into `sink`, as
+/// [`Outcome::deliver`] would have.
+pub async fn replay<S: RowSink + Send>(
+    rec: &Recorded,
+    binary: bool,
+    sink: &mut S,
+) -> Result<u64, RunError> {
+    Player::new(binary).play(rec, sink).await
+}
+
 /// Waits for how a queued read ended; a task that went away without
 /// answering (it drops no read otherwise) counts as a lost connection:
 /// the read may have been written.
@@ -230,6 +258,15 @@ struct Player {
 }
 
 impl Player {
+    fn new(binary: bool) -> Player {
+        Player {
+            binary,
+            decoded: None,
+            last_id: 0,
+            warnings: 0,
+        }
+    }
+
     async fn play<S: RowSink + Send>(
         &mut self,
         rec: &Recorded,

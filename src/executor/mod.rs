@@ -1284,9 +1284,12 @@ impl VCursor for Executor<'_> {
                 .await?;
             }
         }
-        // A read that leaves nothing on its connection may share one.
-        let shareable =
-            !rename_db_columns && self.state.holds_nothing() && crate::sql::shareable_read(sql);
+        // A read that leaves nothing on its connection may share one, and
+        // so may a read of session defaults (the same on every connection
+        // that carries the session's settings).
+        let shareable = !rename_db_columns
+            && self.state.holds_nothing()
+            && (crate::sql::shareable_read(sql) || crate::sql::reads_defaults(sql));
         self.on_shard(
             keyspace,
             shard,
@@ -1339,16 +1342,23 @@ impl Executor<'_> {
 
     /// Runs a read on one of the tablet's shared pipelined connections
     /// (see [`crate::backend::mux`]): the statement's result, or the read
-    /// back when it could not be sent there.
+    /// back when it could not be sent there. The reply to `keep` (a read
+    /// of session defaults) is kept when it can be.
     async fn on_shared<S: RowSink + Send>(
         &mut self,
         tablet: &Tablet,
         label: &Label<'_>,
         binary: bool,
+        keep: Option<&str>,
         reply: tokio::sync::oneshot::Receiver<mux::Outcome>,
         sink: &mut S,
     ) -> Result<Result<u64, Error>, Read> {
-        let done = mux::outcome(reply).await.deliver(binary, sink).await?;
+        let outcome = mux::outcome(reply).await;
+        if let Some((sql, rec)) = keep.zip(outcome.keepable()) {
+            let now = std::time::Instant::now();
+            self.ctx.pools.defaults.put(&tablet.alias, sql, now, rec);
+        }
+        let done = outcome.deliver(binary, sink).await?;
         self.state.shared_last = Some(done.warned.map(|read| (tablet.alias.clone(), read)));
         Ok(done.res.map_err(|e| run_error(e, label)))
     }
@@ -1385,10 +1395,25 @@ impl Executor<'_> {
         if shareable {
             let binary = params.is_some();
             let settings = self.state.settings_key();
-            let route = self.ctx.pools.route_shareable(tablet, settings, || Read {
-                sql: sql.into(),
-                params: params.take(),
-            });
+            // A clean session's read of session defaults: answered from
+            // what the tablet said lately, or queued even when alone so
+            // that its reply comes recorded, to keep (`backend::defaults`).
+            let keep = !binary && settings.is_empty() && crate::sql::reads_defaults(sql);
+            if keep {
+                let now = std::time::Instant::now();
+                if let Some(rec) = self.ctx.pools.defaults.get(&tablet.alias, sql, now) {
+                    self.state.shared_last = Some(None);
+                    let res = mux::replay(&rec, false, sink).await;
+                    return self.finish(res.map_err(|e| run_error(e, &label)));
+                }
+            }
+            let route = self
+                .ctx
+                .pools
+                .route_shareable(tablet, settings, !keep, || Read {
+                    sql: sql.into(),
+                    params: params.take(),
+                });
             let reply = match route {
                 Shareable::Solo(s) => {
                     _solo = Some(s);
@@ -1411,7 +1436,8 @@ impl Executor<'_> {
             };
             // A read sent back unwritten runs on the session's own.
             if let Some(rx) = reply {
-                match self.on_shared(tablet, &label, binary, rx, sink).await {
+                let keep = keep.then_some(sql);
+                match self.on_shared(tablet, &label, binary, keep, rx, sink).await {
                     Ok(res) => return self.finish(res),
                     Err(read) => params = read.params,
                 }

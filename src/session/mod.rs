@@ -212,8 +212,12 @@ impl Session {
                     if set.global {
                         // What a clean connection holds may change with it.
                         ctx.set_verdicts.forget_all();
-                        self.run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink)
-                            .await?;
+                        let res = self
+                            .run_planned(ctx, &Statement::Query(QueryKind::Other), rest, sink)
+                            .await;
+                        // So may what a new connection's session says.
+                        ctx.pools.defaults.forget();
+                        res?;
                     } else {
                         self.set_session(ctx, rest, set.sys_vars.as_deref(), set.constant)
                             .await?;

@@ -658,6 +658,116 @@ pub fn shareable_read(sql: &str) -> bool {
     scan_select(sql, false)
 }
 
+/// Session variables a connection takes from the server's globals when it
+/// opens and that no statement changes as a side effect: what connectors
+/// ask at connect (mysql_async's `@@max_allowed_packet,@@wait_timeout`,
+/// Connector/J's long list). Sorted, for the binary search.
+const DEFAULTS: [&str; 33] = [
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "character_set_server",
+    "collation_connection",
+    "collation_server",
+    "default_storage_engine",
+    "div_precision_increment",
+    "group_concat_max_len",
+    "init_connect",
+    "innodb_lock_wait_timeout",
+    "interactive_timeout",
+    "license",
+    "lock_wait_timeout",
+    "lower_case_table_names",
+    "max_allowed_packet",
+    "max_statement_time",
+    "net_buffer_length",
+    "net_read_timeout",
+    "net_write_timeout",
+    "performance_schema",
+    "query_cache_size",
+    "query_cache_type",
+    "sql_mode",
+    "system_time_zone",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "version",
+    "version_comment",
+    "wait_timeout",
+];
+
+/// Whether a statement is `SELECT @@a[, @@b ...] [FROM DUAL]` over
+/// [`DEFAULTS`] only (session scope, each with an optional alias): the
+/// reads connectors send at every connect. On a connection that carries
+/// a session's settings (or none) its answer is the same on every
+/// connection opened alike, so it may share one, and a clean session's
+/// answer may be kept for a moment (`backend::defaults`). Executable
+/// comments refuse it; global scope too (`@@global.x` changes under a
+/// connection, a session's `@@x` does not).
+pub fn reads_defaults(sql: &str) -> bool {
+    // Cheap refusal for everything else (this is asked of every
+    // shareable text read).
+    if !starts_with_select(sql) || !sql.trim_start()[6..].trim_start().starts_with("@@") {
+        return false;
+    }
+    if sql.contains("/*!") || sql.contains("/*M!") {
+        return false;
+    }
+    let toks = tokenize(sql);
+    let mut i = 1;
+    loop {
+        let Some(t) = toks.get(i).filter(|t| t.kind == TokenKind::Variable) else {
+            return false;
+        };
+        let v = t.text(sql).to_ascii_lowercase();
+        let Some(name) = v.strip_prefix("@@") else {
+            return false;
+        };
+        let name = ["session.", "local."]
+            .iter()
+            .find_map(|scope| name.strip_prefix(scope))
+            .unwrap_or(name);
+        if DEFAULTS.binary_search(&name).is_err() {
+            return false;
+        }
+        i += 1;
+        // An alias: `AS name`, or a bare name that is not the FROM.
+        let alias =
+            |t: &Token| matches!(t.kind, TokenKind::Word | TokenKind::Ident | TokenKind::Str);
+        match toks.get(i) {
+            Some(t) if t.is_word(sql, "as") => {
+                if !toks.get(i + 1).is_some_and(alias) {
+                    return false;
+                }
+                i += 2;
+            }
+            Some(t) if alias(t) && !t.is_word(sql, "from") => i += 1,
+            _ => {}
+        }
+        match toks.get(i) {
+            Some(t) if t.kind == TokenKind::Punct(b',') => i += 1,
+            _ => break,
+        }
+    }
+    match &toks[i..] {
+        [] => true,
+        [t] => t.kind == TokenKind::Semicolon,
+        [f, d, rest @ ..] => {
+            f.is_word(sql, "from")
+                && d.is_word(sql, "dual")
+                && matches!(
+                    rest,
+                    [] | [Token {
+                        kind: TokenKind::Semicolon,
+                        ..
+                    }]
+                )
+        }
+    }
+}
+
 /// Whether a SELECT writes nowhere: [`shareable_read`], and every `(`
 /// follows a keyword, a built-in function or no word at all (a stored
 /// function, which may write, is any other name, or one qualified by a
@@ -1093,6 +1203,38 @@ mod tests {
         ] {
             assert!(!shareable_read(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn reads_of_session_defaults_are_what_connectors_ask_at_connect() {
+        for sql in [
+            "SELECT @@max_allowed_packet,@@wait_timeout",
+            "select @@session.auto_increment_increment AS auto_increment_increment, \
+             @@character_set_client AS character_set_client, @@sql_mode sql_mode",
+            "select @@LOCAL.time_zone from dual;",
+            "select @@version_comment limit_ignored_alias",
+        ] {
+            assert!(reads_defaults(sql), "{sql}");
+        }
+        for sql in [
+            "select @@global.max_allowed_packet",
+            "select @@last_insert_id",
+            "select @@autocommit",
+            "select @@warning_count",
+            "select @x",
+            "select @@max_allowed_packet, 1",
+            "select @@max_allowed_packet from t",
+            "select @@max_allowed_packet limit 1",
+            "select @@max_allowed_packet; select 2",
+            "select @@max_allowed_packet as",
+            "select @@wait_timeout /*!, sleep(1) */",
+            "/* c */ select @@wait_timeout",
+            "select",
+            "set @@wait_timeout = 1",
+        ] {
+            assert!(!reads_defaults(sql), "{sql}");
+        }
+        assert!(DEFAULTS.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 "SharedReadStreamed": ctx.pools.mux_stats.streamed.load(Ordering::Relaxed),
                 "SharedReadSolo": ctx.pools.mux_stats.solo.load(Ordering::Relaxed),
                 "SharedReadSentBack": ctx.pools.mux_stats.sent_back.load(Ordering::Relaxed),
+                "SessionDefaultsKept": ctx.pools.defaults.served.load(Ordering::Relaxed),
                 "TabletConnectionsOpen": ctx.pools.lean_open(),
                 "TabletConnectionWaits": ctx.pools.budget_waits.load(Ordering::Relaxed),
                 "TabletConnectionTimeouts": ctx.pools.budget_timeouts.load(Ordering::Relaxed),
