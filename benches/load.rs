@@ -978,7 +978,8 @@ fn main() {
         if part("connect") {
             eprintln!("[load] connect storms ({storm} connects, 8 at a time, {STORM_ROUNDS} rounds)");
         }
-        let storm_targets = if part("connect") { &targets[..3] } else { &targets[..0] };
+        // The unsharded keyspace's targets, extra shardgates included.
+        let storm_targets: Vec<&Target> = targets.iter().filter(|t| part("connect") && t.db.ends_with("commerce")).collect();
         // Three first queries: a pool's validation query, which shardgate
         // (like vtgate) answers without a tablet; a point select, which
         // every target sends to MariaDB; and that point select after the

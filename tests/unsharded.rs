@@ -283,7 +283,7 @@ async fn session_settings_stay_with_their_client() {
 async fn clean_sessions_reads_of_session_defaults_are_kept_for_a_moment() {
     // Its own shardgate: its counter counts this test alone.
     let (port, web) = spawn_shardgate(&one_loop(&["--mysql-auth-server-impl", "none"])).await;
-    let q = "select @@sql_mode, @@max_allowed_packet as m, @@session.wait_timeout w";
+    let q = "/* as Connector/J */ select @@sql_mode, @@max_allowed_packet as m, @@session.wait_timeout w";
     let want = rows(&mut connect_tablet(100).await, q).await;
     let mut clean = connect_port(port, Some("commerce")).await;
     // Asked twice within a second, one answer is a kept one (tries

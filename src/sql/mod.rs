@@ -700,7 +700,8 @@ const DEFAULTS: [&str; 33] = [
 
 /// Whether a statement is `SELECT @@a[, @@b ...] [FROM DUAL]` over
 /// [`DEFAULTS`] only (session scope, each with an optional alias): the
-/// reads connectors send at every connect. On a connection that carries
+/// reads connectors send at every connect (after a comment, as
+/// Connector/J sends its own). On a connection that carries
 /// a session's settings (or none) its answer is the same on every
 /// connection opened alike, so it may share one, and a clean session's
 /// answer may be kept for a moment (`backend::defaults`). Executable
@@ -708,8 +709,15 @@ const DEFAULTS: [&str; 33] = [
 /// connection, a session's `@@x` does not).
 pub fn reads_defaults(sql: &str) -> bool {
     // Cheap refusal for everything else (this is asked of every
-    // shareable text read).
-    if !starts_with_select(sql) || !sql.trim_start()[6..].trim_start().starts_with("@@") {
+    // shareable text read). Connector/J's query opens with a comment.
+    let mut body = sql.trim_start();
+    while let Some(rest) = body.strip_prefix("/*") {
+        let Some(end) = rest.find("*/") else {
+            return false;
+        };
+        body = rest[end + 2..].trim_start();
+    }
+    if !starts_with_select(body) || !body[6..].trim_start().starts_with("@@") {
         return false;
     }
     if sql.contains("/*!") || sql.contains("/*M!") {
@@ -1213,6 +1221,10 @@ mod tests {
              @@character_set_client AS character_set_client, @@sql_mode sql_mode",
             "select @@LOCAL.time_zone from dual;",
             "select @@version_comment limit_ignored_alias",
+            "/* mysql-connector-java-8.0.33 (Revision: 1) */SELECT  @@session.auto_increment_increment \
+             AS auto_increment_increment, @@character_set_client AS character_set_client, \
+             @@init_connect AS init_connect, @@license AS license, @@query_cache_type AS \
+             query_cache_type, @@transaction_isolation AS transaction_isolation",
         ] {
             assert!(reads_defaults(sql), "{sql}");
         }
@@ -1228,7 +1240,9 @@ mod tests {
             "select @@max_allowed_packet; select 2",
             "select @@max_allowed_packet as",
             "select @@wait_timeout /*!, sleep(1) */",
-            "/* c */ select @@wait_timeout",
+            "/* c select @@wait_timeout",
+            "/*!40101 select @@wait_timeout */",
+            "/* c */ select @@wait_timeout /*! , sleep(1) */",
             "select",
             "set @@wait_timeout = 1",
         ] {
