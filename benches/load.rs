@@ -970,8 +970,10 @@ fn main() {
             }
         }
 
-        // Set SHARDGATE_STORM to connect more times (to profile the connect path).
-        let storm: usize = std::env::var("SHARDGATE_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        // 4000 connects a storm (1000 before session 33: a storm of a tenth
+        // of a second swung by a fifth between runs). Set SHARDGATE_STORM
+        // to connect more times (to profile the connect path).
+        let storm: usize = std::env::var("SHARDGATE_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
         // Five interleaved rounds, median per target: one storm takes a
         // fraction of a second, so single runs swing with the machine.
         const STORM_ROUNDS: usize = 5;

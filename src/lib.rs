@@ -36,7 +36,8 @@
 //!   shares pipelined connections between the stateless reads of many
 //!   sessions (a read that finds its tablet idle runs on its own);
 //!   [`backend::budget`] bounds the connections to each tablet and queues
-//!   the statements beyond the bound.
+//!   the statements beyond the bound; [`backend::defaults`] keeps, for a
+//!   second, a tablet's answer to what connectors ask at every connect.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in; [`topo::schema`] learns the sharded
 //!   tables' column types from the tablets into it.
