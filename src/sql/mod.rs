@@ -699,7 +699,7 @@ const DEFAULTS: [&str; 33] = [
 ];
 
 /// Whether a statement is `SELECT @@a[, @@b ...] [FROM DUAL]` over
-/// [`DEFAULTS`] only (session scope, each with an optional alias): the
+/// `DEFAULTS` only (session scope, each with an optional alias): the
 /// reads connectors send at every connect (after a comment, as
 /// Connector/J sends its own). On a connection that carries
 /// a session's settings (or none) its answer is the same on every
