@@ -56,6 +56,8 @@
 //!   a large client command (a bulk INSERT's parse and split).
 //! - [`spin`]: an event loop's short busy polling after each client command
 //!   (`--busy-poll-us`), while it can have a core without waiting for it.
+//! - [`recent`]: tablets' answers kept for a while (SET verdicts, session
+//!   defaults), so drivers' connect-time statements skip the round trip.
 //! - [`config`]: command-line flags; [`error`]: the one place errors become
 //!   MySQL error codes; [`fasthash`]: the hash of the statement path's maps.
 
@@ -72,6 +74,7 @@ pub mod gateway;
 pub mod heap;
 pub mod local;
 pub mod planner;
+pub mod recent;
 pub mod server;
 pub mod session;
 pub mod spin;

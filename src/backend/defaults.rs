@@ -17,75 +17,52 @@
 //! pooled connection that answers next may still predate it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fasthash::FastMap;
-
-use super::lock;
 use super::mux::Recorded;
+use crate::recent::{key, Recent};
 
 /// How long a kept answer serves.
 pub const KEEP: Duration = Duration::from_secs(1);
 
-/// Statements kept at most (they differ only by what a connector asks,
-/// so a handful in practice; past this, expired ones make room or the
-/// answer is not kept).
-const MAX_STATEMENTS: usize = 64;
+/// Answers kept at most (they differ only by tablet and by what a
+/// connector asks, so a handful in practice; see [`Recent`]).
+const MAX: usize = 256;
 
-/// Kept answers, by statement text, then by tablet alias.
-#[derive(Default)]
+/// Kept answers, by tablet alias and statement text.
 pub struct Defaults {
-    kept: Mutex<FastMap<Box<str>, Vec<Kept>>>,
+    kept: Recent<Arc<Recorded>>,
     /// Reads answered from a kept reply (`/debug/vars`).
     pub served: AtomicU64,
 }
 
-struct Kept {
-    alias: Box<str>,
-    at: Instant,
-    reply: Arc<Recorded>,
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            kept: Recent::new(KEEP, MAX),
+            served: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Defaults {
     /// The answer `alias` gave to `sql` within [`KEEP`] of `now`.
     pub fn get(&self, alias: &str, sql: &str, now: Instant) -> Option<Arc<Recorded>> {
-        let kept = lock(&self.kept);
-        let reply = kept
-            .get(sql)?
-            .iter()
-            .find(|k| &*k.alias == alias && now.saturating_duration_since(k.at) < KEEP)?
-            .reply
-            .clone();
+        let reply = self.kept.get_at(&key(&[alias, sql]), now)?;
         self.served.fetch_add(1, Ordering::Relaxed);
         Some(reply)
     }
 
     /// Keeps the answer `alias` gave to `sql` at `now`.
     pub fn put(&self, alias: &str, sql: &str, now: Instant, reply: Recorded) {
-        let mut kept = lock(&self.kept);
-        if kept.len() >= MAX_STATEMENTS && !kept.contains_key(sql) {
-            kept.retain(|_, v| {
-                v.retain(|k| now.saturating_duration_since(k.at) < KEEP);
-                !v.is_empty()
-            });
-            if kept.len() >= MAX_STATEMENTS {
-                return;
-            }
-        }
-        let list = kept.entry(sql.into()).or_default();
-        list.retain(|k| &*k.alias != alias);
-        list.push(Kept {
-            alias: alias.into(),
-            at: now,
-            reply: Arc::new(reply),
-        });
+        self.kept.put_at(key(&[alias, sql]), Arc::new(reply), now);
     }
 
     /// Forgets every kept answer (a `SET GLOBAL` went through, or the
     /// tablets changed).
     pub fn forget(&self) {
-        lock(&self.kept).clear();
+        self.kept.forget();
     }
 }
 
@@ -107,26 +84,5 @@ mod tests {
         assert!(d.get("zone1-100", sql, t0 + KEEP).is_none(), "expired");
         d.forget();
         assert!(d.get("zone1-100", sql, t0).is_none(), "forgotten");
-    }
-
-    #[test]
-    fn statements_kept_are_bounded() {
-        let d = Defaults::default();
-        let t0 = Instant::now();
-        for i in 0..MAX_STATEMENTS {
-            d.put(
-                "a",
-                &format!("select @@wait_timeout as w{i}"),
-                t0,
-                Recorded::default(),
-            );
-        }
-        d.put("a", "select @@sql_mode", t0, Recorded::default());
-        assert!(d.get("a", "select @@sql_mode", t0).is_none(), "no room");
-        // Expired ones make room.
-        let later = t0 + KEEP;
-        d.put("a", "select @@sql_mode", later, Recorded::default());
-        assert!(d.get("a", "select @@sql_mode", later).is_some());
-        assert_eq!(lock(&d.kept).len(), 1);
     }
 }

@@ -19,15 +19,14 @@
 //! under it: a `SET GLOBAL` through shardgate forgets every verdict, and
 //! [`TTL`] bounds the rest (a change made on the tablet directly).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::recent::{key, Recent};
 
 /// How long a verdict serves before the SET is checked again.
 pub const TTL: Duration = Duration::from_secs(10);
 
-/// Verdicts kept at most; past that they are all forgotten (a client
-/// sending ever new SET texts must not grow the gate).
+/// Verdicts kept at most (see [`Recent`]).
 const MAX: usize = 4096;
 
 /// What a SET did on a tablet, after the settings the session had.
@@ -40,9 +39,12 @@ pub enum Verdict {
 }
 
 /// The verdicts of the whole gate, by tablet, settings before, and SET.
-#[derive(Default)]
-pub struct SetVerdicts {
-    map: Mutex<HashMap<String, (Verdict, Instant)>>,
+pub struct SetVerdicts(Recent<Verdict>);
+
+impl Default for SetVerdicts {
+    fn default() -> Self {
+        SetVerdicts(Recent::new(TTL, MAX))
+    }
 }
 
 impl SetVerdicts {
@@ -53,11 +55,7 @@ impl SetVerdicts {
     }
 
     fn get_at(&self, tablet: &str, prior: &str, set: &str, now: Instant) -> Option<Verdict> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&key(tablet, prior, set)) {
-            Some(&(v, at)) if now.saturating_duration_since(at) < TTL => Some(v),
-            _ => None,
-        }
+        self.0.get_at(&key(&[tablet, prior, set]), now)
     }
 
     /// Remembers what `set` just did on `tablet`.
@@ -66,27 +64,14 @@ impl SetVerdicts {
     }
 
     fn record_at(&self, tablet: &str, prior: &str, set: &str, verdict: Verdict, now: Instant) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX {
-            map.retain(|_, (_, at)| now.saturating_duration_since(*at) < TTL);
-            if map.len() >= MAX {
-                map.clear();
-            }
-        }
-        map.insert(key(tablet, prior, set), (verdict, now));
+        self.0.put_at(key(&[tablet, prior, set]), verdict, now);
     }
 
     /// Forgets every verdict: a tablet's global variables changed, and with
     /// them what a clean connection holds.
     pub fn forget_all(&self) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.0.forget();
     }
-}
-
-/// One string for the three parts, led by the first two's lengths so no
-/// two triples share it.
-fn key(tablet: &str, prior: &str, set: &str) -> String {
-    format!("{}:{}:{tablet}{prior}{set}", tablet.len(), prior.len())
 }
 
 #[cfg(test)]
@@ -113,22 +98,13 @@ mod tests {
     }
 
     #[test]
-    fn parts_do_not_run_into_each_other() {
-        let v = SetVerdicts::default();
-        let t0 = Instant::now();
-        v.record_at("a", "b", "c", Verdict::Noop, t0);
-        assert_eq!(v.get_at("a", "", "bc", t0), None);
-        assert_eq!(v.get_at("ab", "", "c", t0), None);
-    }
-
-    #[test]
     fn the_map_stays_bounded() {
         let v = SetVerdicts::default();
         let t0 = Instant::now();
         for i in 0..MAX + 10 {
             v.record_at("t", "", &format!("SET x = {i}"), Verdict::Applies, t0);
         }
-        assert!(v.map.lock().unwrap().len() <= MAX);
+        assert!(v.0.len() <= MAX);
         let last = format!("SET x = {}", MAX + 9);
         assert_eq!(v.get_at("t", "", &last, t0), Some(Verdict::Applies));
     }
