@@ -981,7 +981,8 @@ fn main() {
             eprintln!("[load] connect storms ({storm} connects, 8 at a time, {STORM_ROUNDS} rounds)");
         }
         // The unsharded keyspace's targets, extra shardgates included.
-        let storm_targets: Vec<&Target> = targets.iter().filter(|t| part("connect") && t.db.ends_with("commerce")).collect();
+        let storm_targets: Vec<&Target> =
+            if part("connect") { targets.iter().filter(|t| t.db.ends_with("commerce")).collect() } else { Vec::new() };
         // Three first queries: a pool's validation query, which shardgate
         // (like vtgate) answers without a tablet; a point select, which
         // every target sends to MariaDB; and that point select after the

@@ -56,14 +56,10 @@ impl<V: Clone> Recent<V> {
         self.lock().clear();
     }
 
-    /// Answers kept, stale ones included.
-    pub fn len(&self) -> usize {
+    /// Answers kept, stale ones included (for the bound's tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// A panic elsewhere while the map was held leaves it usable (every
@@ -73,8 +69,8 @@ impl<V: Clone> Recent<V> {
     }
 }
 
-/// One key for several parts, each but the last led by its length, so
-/// that no two lists of parts share it.
+/// One key for several parts: the lengths of all but the last, then the
+/// parts, so that no two lists of parts share it.
 pub fn key(parts: &[&str]) -> String {
     let mut k = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
     if let Some((last, lead)) = parts.split_last() {

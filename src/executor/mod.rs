@@ -1275,7 +1275,7 @@ impl VCursor for Executor<'_> {
                     shard,
                     tt,
                     false,
-                    false,
+                    Share::No,
                     None,
                     &again,
                     params,
@@ -1287,15 +1287,21 @@ impl VCursor for Executor<'_> {
         // A read that leaves nothing on its connection may share one, and
         // so may a read of session defaults (the same on every connection
         // that carries the session's settings).
-        let shareable = !rename_db_columns
-            && self.state.holds_nothing()
-            && (crate::sql::shareable_read(sql) || crate::sql::reads_defaults(sql));
+        let share = if rename_db_columns || !self.state.holds_nothing() {
+            Share::No
+        } else if crate::sql::shareable_read(sql) {
+            Share::Read
+        } else if crate::sql::reads_defaults(sql) {
+            Share::Defaults
+        } else {
+            Share::No
+        };
         self.on_shard(
             keyspace,
             shard,
             tablet_type,
             rename_db_columns,
-            shareable,
+            share,
             None,
             sql,
             None,
@@ -1303,6 +1309,22 @@ impl VCursor for Executor<'_> {
         )
         .await
     }
+}
+
+/// Whether a statement on one tablet may run on a shared connection (see
+/// [`crate::backend::mux`]), found once by the caller that knows the
+/// statement and the session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Share {
+    /// On a connection of the session's own.
+    No,
+    /// A read that leaves nothing on its connection
+    /// ([`crate::sql::shareable_read`]).
+    Read,
+    /// A read of session defaults ([`crate::sql::reads_defaults`]): it
+    /// shares too, and a clean session's answer is kept a moment
+    /// (`backend::defaults`).
+    Defaults,
 }
 
 impl Executor<'_> {
@@ -1325,13 +1347,17 @@ impl Executor<'_> {
         params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let shareable = shareable && self.state.holds_nothing();
+        let share = if shareable && self.state.holds_nothing() {
+            Share::Read
+        } else {
+            Share::No
+        };
         self.on_shard(
             keyspace,
             shard,
             tablet_type,
             false,
-            shareable,
+            share,
             Some(writes_nowhere),
             sql,
             Some(params),
@@ -1365,8 +1391,7 @@ impl Executor<'_> {
 
     /// One statement on one shard's tablet, as text or (with `params`) as a
     /// prepared statement, streamed into the sink; on a shared connection
-    /// when the caller found it `shareable` (a read that leaves nothing on
-    /// its connection, of a session that holds nothing). `writes_nowhere`
+    /// when the caller found it may `share` one. `writes_nowhere`
     /// is [`crate::sql::writes_nowhere`] when the caller knows it (a
     /// prepared statement's, found once), else it is found when needed.
     #[allow(clippy::too_many_arguments)]
@@ -1376,7 +1401,7 @@ impl Executor<'_> {
         shard: &str,
         tablet_type: TabletType,
         rename_db_columns: bool,
-        shareable: bool,
+        share: Share,
         writes_nowhere: Option<bool>,
         sql: &str,
         mut params: Option<Vec<Value>>,
@@ -1392,13 +1417,13 @@ impl Executor<'_> {
         // the guard lives (to the end of this call) so that reads arriving
         // meanwhile still share.
         let mut _solo = None;
-        if shareable {
+        if share != Share::No {
             let binary = params.is_some();
             let settings = self.state.settings_key();
             // A clean session's read of session defaults: answered from
             // what the tablet said lately, or queued even when alone so
             // that its reply comes recorded, to keep (`backend::defaults`).
-            let keep = !binary && settings.is_empty() && crate::sql::reads_defaults(sql);
+            let keep = share == Share::Defaults && !binary && settings.is_empty();
             if keep {
                 let now = std::time::Instant::now();
                 if let Some(rec) = self.ctx.pools.defaults.get(&tablet.alias, sql, now) {

@@ -708,8 +708,9 @@ const DEFAULTS: [&str; 33] = [
 /// comments refuse it; global scope too (`@@global.x` changes under a
 /// connection, a session's `@@x` does not).
 pub fn reads_defaults(sql: &str) -> bool {
-    // Cheap refusal for everything else (this is asked of every
-    // shareable text read). Connector/J's query opens with a comment.
+    // Cheap refusal for everything else (this is asked of every text
+    // read that may not share otherwise). Connector/J's query opens
+    // with a comment.
     let mut body = sql.trim_start();
     while let Some(rest) = body.strip_prefix("/*") {
         let Some(end) = rest.find("*/") else {
