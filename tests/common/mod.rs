@@ -263,13 +263,18 @@ pub fn err_code(e: &mysql_async::Error) -> Option<u16> {
 /// containing `marker` (the poller's own connection left out), looked for
 /// for up to five seconds while the statement runs: how a test finds the
 /// tablet connection serving a session, to close it from the server side.
+/// Only a statement being run counts (command `Query` or `Execute`): a
+/// client's prepared statement is also prepared on another connection to
+/// learn its columns, and that one shows the text for a moment, as
+/// `Prepare`.
 pub async fn connection_running(uid: u32, marker: &str) -> Option<u64> {
     eventually(5, || async move {
         let mut dba = connect_tablet(uid).await;
         let ids: Vec<u64> = dba
             .query(format!(
                 "select id from information_schema.processlist \
-                 where info like '%{marker}%' and id <> connection_id()"
+                 where info like '%{marker}%' and id <> connection_id() \
+                 and command in ('Query', 'Execute')"
             ))
             .await
             .ok()?;
