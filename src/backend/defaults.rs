@@ -3,11 +3,13 @@
 //! Connectors ask a few session variables at every connect
 //! (`SELECT @@max_allowed_packet,@@wait_timeout` from mysql_async,
 //! Connector/J's long list; see `sql::reads_defaults`). Like vtgate,
-//! shardgate sends them to a tablet; for a clean session (no settings,
-//! nothing held) the answer is what any connection opened alike would
-//! say, the server's globals when it opened. Kept per tablet and
-//! statement for [`KEEP`], such a read costs a client that connects,
-//! reads and leaves no tablet round trip at all.
+//! shardgate sends them to a tablet. For a session that holds nothing,
+//! the answer is what any connection opened alike and given the same
+//! settings would say: the server's globals when it opened, as the
+//! session's settings (a handshake's character set, a driver's `SET`s)
+//! changed them. Kept per tablet, settings and statement for [`KEEP`],
+//! such a read costs a client that connects, reads and leaves no tablet
+//! round trip at all.
 //!
 //! How stale can a kept answer be? No staler than the pools already are:
 //! a session variable of a pooled tablet connection is as old as the
@@ -30,7 +32,7 @@ pub const KEEP: Duration = Duration::from_secs(1);
 /// connector asks, so a handful in practice; see [`Recent`]).
 const MAX: usize = 256;
 
-/// Kept answers, by tablet alias and statement text.
+/// Kept answers, by tablet alias, session settings and statement text.
 pub struct Defaults {
     kept: Recent<Arc<Recorded>>,
     /// Reads answered from a kept reply (`/debug/vars`).
@@ -47,16 +49,25 @@ impl Default for Defaults {
 }
 
 impl Defaults {
-    /// The answer `alias` gave to `sql` within [`KEEP`] of `now`.
-    pub fn get(&self, alias: &str, sql: &str, now: Instant) -> Option<Arc<Recorded>> {
-        let reply = self.kept.get_at(&key(&[alias, sql]), now)?;
+    /// The answer `alias` gave to `sql`, on a connection carrying the
+    /// `settings` (the session's settings key), within [`KEEP`] of `now`.
+    pub fn get(
+        &self,
+        alias: &str,
+        settings: &str,
+        sql: &str,
+        now: Instant,
+    ) -> Option<Arc<Recorded>> {
+        let reply = self.kept.get_at(&key(&[alias, settings, sql]), now)?;
         self.served.fetch_add(1, Ordering::Relaxed);
         Some(reply)
     }
 
-    /// Keeps the answer `alias` gave to `sql` at `now`.
-    pub fn put(&self, alias: &str, sql: &str, now: Instant, reply: Recorded) {
-        self.kept.put_at(key(&[alias, sql]), Arc::new(reply), now);
+    /// Keeps the answer `alias` gave to `sql` at `now` on a connection
+    /// carrying the `settings`.
+    pub fn put(&self, alias: &str, settings: &str, sql: &str, now: Instant, reply: Recorded) {
+        self.kept
+            .put_at(key(&[alias, settings, sql]), Arc::new(reply), now);
     }
 
     /// Forgets every kept answer (a `SET GLOBAL` went through, or the
@@ -75,14 +86,22 @@ mod tests {
         let d = Defaults::default();
         let t0 = Instant::now();
         let sql = "select @@wait_timeout";
-        assert!(d.get("zone1-100", sql, t0).is_none());
-        d.put("zone1-100", sql, t0, Recorded::default());
-        assert!(d.get("zone1-100", sql, t0 + KEEP / 2).is_some());
+        assert!(d.get("zone1-100", "", sql, t0).is_none());
+        d.put("zone1-100", "", sql, t0, Recorded::default());
+        assert!(d.get("zone1-100", "", sql, t0 + KEEP / 2).is_some());
         assert_eq!(d.served.load(Ordering::Relaxed), 1);
-        assert!(d.get("zone1-101", sql, t0).is_none(), "another tablet");
-        assert!(d.get("zone1-100", "select @@sql_mode", t0).is_none());
-        assert!(d.get("zone1-100", sql, t0 + KEEP).is_none(), "expired");
+        assert!(d.get("zone1-101", "", sql, t0).is_none(), "another tablet");
+        assert!(d.get("zone1-100", "", "select @@sql_mode", t0).is_none());
+        let names = "SET NAMES utf8mb3";
+        assert!(
+            d.get("zone1-100", names, sql, t0).is_none(),
+            "other settings"
+        );
+        d.put("zone1-100", names, sql, t0, Recorded::default());
+        assert!(d.get("zone1-100", names, sql, t0).is_some());
+        assert!(d.get("zone1-100", "", sql, t0 + KEEP).is_none(), "expired");
         d.forget();
-        assert!(d.get("zone1-100", sql, t0).is_none(), "forgotten");
+        assert!(d.get("zone1-100", "", sql, t0).is_none(), "forgotten");
+        assert!(d.get("zone1-100", names, sql, t0).is_none(), "forgotten");
     }
 }

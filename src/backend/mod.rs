@@ -113,7 +113,8 @@ pub struct Pools {
     pub budget_waits: std::sync::atomic::AtomicU64,
     /// See `budget_waits`.
     pub budget_timeouts: std::sync::atomic::AtomicU64,
-    /// Clean sessions' reads of session defaults, answered lately.
+    /// Reads of session defaults, answered lately, by the sessions'
+    /// settings.
     pub defaults: defaults::Defaults,
 }
 

@@ -1322,8 +1322,8 @@ enum Share {
     /// ([`crate::sql::shareable_read`]).
     Read,
     /// A read of session defaults ([`crate::sql::reads_defaults`]): it
-    /// shares too, and a clean session's answer is kept a moment
-    /// (`backend::defaults`).
+    /// shares too, and its answer is kept a moment for sessions with the
+    /// same settings (`backend::defaults`).
     Defaults,
 }
 
@@ -1382,7 +1382,11 @@ impl Executor<'_> {
         let outcome = mux::outcome(reply).await;
         if let Some((sql, rec)) = keep.zip(outcome.keepable()) {
             let now = std::time::Instant::now();
-            self.ctx.pools.defaults.put(&tablet.alias, sql, now, rec);
+            let settings = self.state.settings_key();
+            self.ctx
+                .pools
+                .defaults
+                .put(&tablet.alias, settings, sql, now, rec);
         }
         let done = outcome.deliver(binary, sink).await?;
         self.state.shared_last = Some(done.warned.map(|read| (tablet.alias.clone(), read)));
@@ -1420,13 +1424,19 @@ impl Executor<'_> {
         if share != Share::No {
             let binary = params.is_some();
             let settings = self.state.settings_key();
-            // A clean session's read of session defaults: answered from
-            // what the tablet said lately, or queued even when alone so
-            // that its reply comes recorded, to keep (`backend::defaults`).
-            let keep = share == Share::Defaults && !binary && settings.is_empty();
+            // A read of session defaults: answered from what the tablet
+            // said lately on a connection with the session's settings, or
+            // queued even when alone so that its reply comes recorded, to
+            // keep (`backend::defaults`).
+            let keep = share == Share::Defaults && !binary;
             if keep {
                 let now = std::time::Instant::now();
-                if let Some(rec) = self.ctx.pools.defaults.get(&tablet.alias, sql, now) {
+                let kept = self
+                    .ctx
+                    .pools
+                    .defaults
+                    .get(&tablet.alias, settings, sql, now);
+                if let Some(rec) = kept {
                     self.state.shared_last = Some(None);
                     let res = mux::replay(&rec, false, sink).await;
                     return self.finish(res.map_err(|e| run_error(e, &label)));

@@ -566,9 +566,10 @@ async fn handshake(
         wire.push_err(&e.to_mysql());
         return Ok(false);
     }
+    // A setting like any other: the session's connections are brought to
+    // it, and its reads share the connections that carry it.
     if let Some(charset) = charset_setting(resp.collation()) {
         session.shards.add_setting(charset);
-        session.shards.reserved = true;
     }
     if let Some(db) = resp.db_name().filter(|d| !d.is_empty()) {
         let db = String::from_utf8_lossy(db).into_owned();

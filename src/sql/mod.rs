@@ -703,8 +703,9 @@ const DEFAULTS: [&str; 33] = [
 /// reads connectors send at every connect (after a comment, as
 /// Connector/J sends its own). On a connection that carries
 /// a session's settings (or none) its answer is the same on every
-/// connection opened alike, so it may share one, and a clean session's
-/// answer may be kept for a moment (`backend::defaults`). Executable
+/// connection opened alike, so it may share one, and its answer may be
+/// kept for a moment for sessions with those settings
+/// (`backend::defaults`). Executable
 /// comments refuse it; global scope too (`@@global.x` changes under a
 /// connection, a session's `@@x` does not).
 pub fn reads_defaults(sql: &str) -> bool {
