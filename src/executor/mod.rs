@@ -77,8 +77,9 @@ pub struct ShardConns {
     settings: Vec<String>,
     /// `settings` joined: the tag of the lean connections that carry them.
     settings_key: std::sync::Arc<str>,
-    /// The session left state on a connection (temporary tables, locks,
-    /// settings): keep every connection until the session ends.
+    /// The session left state on a connection (temporary tables, locks):
+    /// keep every connection until the session ends. Settings do not
+    /// reserve: they follow the session to any connection it takes.
     pub reserved: bool,
     /// LAST_INSERT_ID() as the client should see it.
     pub last_insert_id: u64,
