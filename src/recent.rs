@@ -1,7 +1,8 @@
 //! What tablets answered lately, kept for a while so that the next
 //! session asking the same is answered without a round trip: what a
-//! session SET did (`executor::verdicts`) and what a clean connection's
-//! session variables read (`backend::defaults`). Both are what drivers
+//! session SET did (`executor::verdicts`) and what a connection's
+//! session variables read, by the settings it carries
+//! (`backend::defaults`). Both are what drivers
 //! send at every connect, and both can go stale only when a tablet's
 //! global variables change, so each is kept for a bounded time and
 //! forgotten at once when a `SET GLOBAL` passes through.

@@ -28,8 +28,9 @@ use crate::recent::{key, Recent};
 /// How long a kept answer serves.
 pub const KEEP: Duration = Duration::from_secs(1);
 
-/// Answers kept at most (they differ only by tablet and by what a
-/// connector asks, so a handful in practice; see [`Recent`]).
+/// Answers kept at most (they differ only by tablet, by the sessions'
+/// settings and by what a connector asks, so a handful in practice; see
+/// [`Recent`]).
 const MAX: usize = 256;
 
 /// Kept answers, by tablet alias, session settings and statement text.
