@@ -103,6 +103,56 @@ impl MysqlError {
     }
 }
 
+/// The Vitess error code (vtrpc's name) of a MySQL error number, as
+/// vttablet classifies tablet errors; `/metrics` labels errors with it so
+/// that vtgate's dashboards and alerts (`vtgate_api_error_counts`) work.
+/// The numbers shardgate itself answers with map to the code vtgate gives
+/// the same failure.
+pub fn vitess_code(errno: u16) -> &'static str {
+    match errno {
+        1235 => "UNIMPLEMENTED",
+        1021 | 1037 | 1038 | 1040 | 1041 | 1114 | 1129 | 1135 | 1151 | 1153 | 1203 | 1206
+        | 1226 => "RESOURCE_EXHAUSTED",
+        1205 | 2013 => "DEADLINE_EXCEEDED",
+        1053 | 2006 => "UNAVAILABLE",
+        1032 | 1054 | 1082 | 1094 | 1109 | 1122 | 1141 | 1146 | 1147 | 1176 => "NOT_FOUND",
+        1044 | 1045 | 1095 | 1211 | 1227 => "PERMISSION_DENIED",
+        1046 | 1091 | 1099 | 1100 | 1104 | 1148 | 1169 | 1173 | 1179 | 1207 | 1215 | 1216
+        | 1217 | 1223 | 1241 | 1242 | 1288 | 1289 | 1364 | 1451 | 1452 => "FAILED_PRECONDITION",
+        1050 | 1062 | 1086 | 1125 => "ALREADY_EXISTS",
+        // A deadlock's victim and a statement vtgate refuses mid-transaction
+        // (ER_QUERY_INTERRUPTED) both end the work they were part of.
+        1078 | 1080 | 1152 | 1213 | 1317 => "ABORTED",
+        1047..=1052
+        | 1055..=1061
+        | 1063..=1075
+        | 1111
+        | 1115
+        | 1136
+        | 1138..=1140
+        | 1149
+        | 1193
+        | 1210
+        | 1231
+        | 1232
+        | 1243
+        | 1248
+        | 1264
+        | 1267
+        | 1270
+        | 1271
+        | 1273
+        | 1292
+        | 1298
+        | 1300
+        | 1305
+        | 1366
+        | 1406
+        | 1835 => "INVALID_ARGUMENT",
+        _ => "UNKNOWN",
+    }
+}
+
 /// ER_UNKNOWN_ERROR, what vtgate uses for "no tablet" and other internal errors.
 pub const ER_UNKNOWN_ERROR: u16 = 1105;
 
@@ -162,5 +212,41 @@ impl Error {
     /// True when the backend connection that produced this error cannot be reused.
     pub fn breaks_backend_conn(&self) -> bool {
         matches!(self, Error::Backend { source, .. } if !matches!(source, mysql_async::Error::Server(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The errors shardgate answers with itself carry the Vitess code
+    /// vtgate gives the same failure, for `vtgate_api_error_counts`.
+    #[test]
+    fn shardgates_own_errors_map_to_vtgates_codes() {
+        let code = |e: Error| vitess_code(e.to_mysql().code);
+        assert_eq!(
+            code(Error::Plan(PlanError::Syntax("x".into()))),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(
+            code(Error::Plan(PlanError::Unsupported("x".into()))),
+            "UNIMPLEMENTED"
+        );
+        assert_eq!(
+            code(Error::Plan(PlanError::NoDatabase)),
+            "FAILED_PRECONDITION"
+        );
+        assert_eq!(code(Error::Deadlock), "ABORTED");
+        assert_eq!(code(Error::MultiDbTransaction("x".into())), "ABORTED");
+        assert_eq!(
+            code(Error::UnknownStmt(7, "mysqld_stmt_execute")),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(code(Error::Malformed("x".into())), "INVALID_ARGUMENT");
+        // A tablet's duplicate key and lock wait timeout, as vttablet
+        // classifies them; an error number nobody classified.
+        assert_eq!(vitess_code(1062), "ALREADY_EXISTS");
+        assert_eq!(vitess_code(1205), "DEADLINE_EXCEEDED");
+        assert_eq!(vitess_code(4000), "UNKNOWN");
     }
 }

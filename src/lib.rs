@@ -51,7 +51,10 @@
 //! - [`admin`]: `shardgate ctl ...` commands that write the topology.
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.
-//! - [`web`]: the HTTP port (health and debug pages).
+//! - [`stats`]: what the statement path counts for the web port, under
+//!   vtgate's metric names (each command's latency and errors by target).
+//! - [`web`]: the HTTP port (`/metrics` for Prometheus, health and debug
+//!   pages).
 //! - [`heap`]: hands the allocator's free pages back to the kernel after
 //!   a large client command (a bulk INSERT's parse and split).
 //! - [`spin`]: an event loop's short busy polling after each client command
@@ -79,6 +82,7 @@ pub mod server;
 pub mod session;
 pub mod spin;
 pub mod sql;
+pub mod stats;
 pub mod topo;
 pub mod vschema;
 pub mod web;

@@ -52,6 +52,8 @@ pub struct ServerCtx {
     pub schema: Option<Arc<topo::schema::Progress>>,
     /// Trims of the allocator's free memory after large commands.
     pub heap: crate::heap::Trimmer,
+    /// Each command's latency and errors by target, for `/metrics`.
+    pub api: crate::stats::Api,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -83,6 +85,7 @@ impl ServerCtx {
             plans: crate::planner::cache::PlanCache::new(5000),
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             heap: Default::default(),
+            api: Default::default(),
             schema: None,
             conn_ids: AtomicU32::new(1),
         }

@@ -2082,3 +2082,132 @@ async fn quiet_sessions_keep_at_most_half_the_tablet_budget() {
         c.query_drop("select sleep(0)").await.unwrap();
     }
 }
+
+/// One sample of `/metrics`: the value of the series `series` (name and
+/// labels exactly as written), or 0 when it is absent.
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{series} value {v}")))
+        .unwrap_or(0.0)
+}
+
+/// Prometheus scrapes `/metrics`: every command a client sends is timed
+/// under vtgate's names and labels (`vtgate_api` by operation, keyspace
+/// and tablet type), each error counted with its Vitess code, and the
+/// `/debug/vars` numbers appear under vtgate's snake-case names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_each_command_by_target_and_errors_by_code() {
+    let _ = cluster();
+    let (port, web) = spawn_shardgate(&[]).await;
+    let mut conn = connect_port(port, Some("commerce")).await;
+    conn.query_drop("create table if not exists metrics_t (id int primary key)")
+        .await
+        .unwrap();
+    conn.query_drop("delete from metrics_t").await.unwrap();
+    let before = http_get(web, "/metrics").await;
+    let primary = "db_type=\"primary\",keyspace=\"commerce\"";
+    let exec = format!("{primary},operation=\"Execute\"");
+    let count = |page: &str, labels: &str| sample(page, &format!("vtgate_api_count{{{labels}}}"));
+
+    // Five text statements, one of them failing on a duplicate key, one
+    // that does not parse.
+    conn.query_drop("insert into metrics_t values (1)")
+        .await
+        .unwrap();
+    let dup = conn.query_drop("insert into metrics_t values (1)").await;
+    assert!(
+        matches!(dup, Err(mysql_async::Error::Server(ref e)) if e.code == 1062),
+        "{dup:?}"
+    );
+    let bad = conn.query_drop("selec 1").await;
+    assert!(bad.is_err());
+    let _: Vec<i64> = conn.query("select id from metrics_t").await.unwrap();
+    conn.query_drop("use commerce@replica").await.unwrap();
+    // Then on the replica: one prepare and two executions.
+    let stmt = conn.prep("select ? + 1").await.unwrap();
+    for i in 0..2 {
+        let v: Option<i64> = conn.exec_first(&stmt, (i,)).await.unwrap();
+        assert_eq!(v, Some(i + 1));
+    }
+
+    let after = http_get(web, "/metrics").await;
+    let body = after.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(after.starts_with("HTTP/1.0 200"), "{after}");
+    // The USE ran on the primary target, so it counts there.
+    assert_eq!(count(body, &exec) - count(&before, &exec), 5.0, "{body}");
+    let replica = "db_type=\"replica\",keyspace=\"commerce\"";
+    let (rexec, rprep) = (
+        format!("{replica},operation=\"Execute\""),
+        format!("{replica},operation=\"Prepare\""),
+    );
+    assert_eq!(count(body, &rexec) - count(&before, &rexec), 2.0, "{body}");
+    assert_eq!(count(body, &rprep) - count(&before, &rprep), 1.0, "{body}");
+    let errors = |page: &str, code: &str| {
+        sample(
+            page,
+            &format!("vtgate_api_error_counts{{code=\"{code}\",{exec}}}"),
+        )
+    };
+    assert_eq!(
+        errors(body, "ALREADY_EXISTS") - errors(&before, "ALREADY_EXISTS"),
+        1.0
+    );
+    assert_eq!(
+        errors(body, "INVALID_ARGUMENT") - errors(&before, "INVALID_ARGUMENT"),
+        1.0
+    );
+    // A histogram whose buckets add up: cumulative, the last is the count,
+    // and the time summed is that of commands that each took under 10 s.
+    let buckets: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("vtgate_api_bucket{{{exec},le=")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 11, "{body}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets[10], count(body, &exec));
+    let sum = sample(body, &format!("vtgate_api_sum{{{exec}}}"));
+    assert!(sum > 0.0 && sum < 10.0 * count(body, &exec), "{sum}");
+    // The /debug/vars numbers, under vtgate's names.
+    assert!(sample(body, "vtgate_tablets") >= 1.0, "{body}");
+    assert!(body.contains("# TYPE vtgate_tablet_connections_open gauge\n"));
+    // The text format: every sample line is a name, optional labels and a
+    // number, and every family is typed before its samples.
+    let mut typed = std::collections::HashSet::new();
+    for line in body.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            typed.insert(t.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{line} before its TYPE");
+    }
+    // The same numbers as vtgate's /debug/vars shows them.
+    let vars = http_get(web, "/debug/vars").await;
+    let vars: serde_json::Value =
+        serde_json::from_str(vars.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        vars["VtgateApi"]["Histograms"]["Prepare.commerce.replica"]["Count"],
+        count(body, &rprep) as u64
+    );
+    assert_eq!(
+        vars["VtgateApiErrorCounts"]["Execute.commerce.primary.ALREADY_EXISTS"],
+        errors(body, "ALREADY_EXISTS") as u64
+    );
+    conn.query_drop("use commerce").await.unwrap();
+    conn.query_drop("drop table metrics_t").await.unwrap();
+}

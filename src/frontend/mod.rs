@@ -148,6 +148,9 @@ pub struct Wire {
     /// Per prepared statement, the column definitions its client last got
     /// (each as a 4-byte length and the packet), with cache_metadata.
     sent_columns: FastMap<u32, Vec<u8>>,
+    /// The error number of the last error written, for the command's
+    /// error count (`vtgate_api_error_counts`).
+    last_err: Option<u16>,
 }
 
 impl Wire {
@@ -160,6 +163,7 @@ impl Wire {
             cache_metadata: false,
             deprecate_eof: false,
             sent_columns: FastMap::default(),
+            last_err: None,
         }
     }
 
@@ -243,6 +247,7 @@ impl Wire {
     }
 
     fn push_err(&mut self, e: &MysqlError) {
+        self.last_err = Some(e.code);
         self.push(&packets::err(e));
     }
 }
@@ -630,6 +635,7 @@ async fn command_loop(
 ) -> Result<(), Error> {
     // The last command was large: its memory is given back once it is done.
     let mut trim_due = false;
+    let mut stats = crate::stats::Recorder::default();
     loop {
         if std::mem::take(&mut trim_due) {
             ctx.heap.after_large_command();
@@ -662,6 +668,19 @@ async fn command_loop(
             continue;
         };
         let ok_status = |s: &Session| packets::ok(0, 0, s.status().bits(), 0, "");
+        // The statements vtgate counts as API calls are timed (see
+        // crate::stats); others are not.
+        let op = match command {
+            cmd::QUERY | cmd::STMT_EXECUTE => Some(crate::stats::Operation::Execute),
+            cmd::STMT_PREPARE => Some(crate::stats::Operation::Prepare),
+            _ => None,
+        };
+        let started = op.map(|_| {
+            let t = &session.target;
+            stats.aim(&ctx.api, t.keyspace.as_deref(), t.tablet_type);
+            wire.last_err = None;
+            std::time::Instant::now()
+        });
         match command {
             cmd::QUIT => return Ok(()),
             cmd::PING => wire.push(&ok_status(session)),
@@ -737,6 +756,9 @@ async fn command_loop(
                 wire.push(&ok_status(session));
             }
             other => wire.push_err(&Error::UnknownCommand(other).to_mysql()),
+        }
+        if let (Some(op), Some(t0)) = (op, started) {
+            stats.record(&ctx.api, op, t0.elapsed(), wire.last_err);
         }
     }
 }

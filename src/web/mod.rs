@@ -1,5 +1,10 @@
-//! The web port: `/debug/health` for probes, `/debug/status` for people and
-//! `/debug/vars` as JSON. A tiny HTTP/1.0 responder; metrics come later.
+//! The web port: `/metrics` for Prometheus, `/debug/health` for probes,
+//! `/debug/status` for people and `/debug/vars` as JSON. A tiny HTTP/1.0
+//! responder.
+//!
+//! Both `/debug/vars` and `/metrics` carry the same numbers under vtgate's
+//! naming: a variable `FooBar` in the JSON is `vtgate_foo_bar` in the text
+//! form, as vtgate's Prometheus exporter names its expvars.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -47,31 +52,24 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
     match path {
         "/debug/health" => ("200 OK", "text/plain", "ok\n".into()),
         "/debug/vars" => {
-            let v = serde_json::json!({
-                "TopoVersion": snap.version,
-                "TopoAccepted": ctx.watch_stats.accepted.load(Ordering::Relaxed),
-                "TopoRejected": ctx.watch_stats.rejected.load(Ordering::Relaxed),
-                "Keyspaces": snap.keyspaces.keys().collect::<Vec<_>>(),
-                "Tablets": snap.tablets.len(),
-                "SharedReadBatches": ctx.pools.mux_stats.batches.load(Ordering::Relaxed),
-                "SharedReadExecutions": ctx.pools.mux_stats.executions.load(Ordering::Relaxed),
-                "SharedReadStreamed": ctx.pools.mux_stats.streamed.load(Ordering::Relaxed),
-                "SharedReadSolo": ctx.pools.mux_stats.solo.load(Ordering::Relaxed),
-                "SharedReadSentBack": ctx.pools.mux_stats.sent_back.load(Ordering::Relaxed),
-                "SessionDefaultsKept": ctx.pools.defaults.served.load(Ordering::Relaxed),
-                "TabletConnectionsOpen": ctx.pools.lean_open(),
-                "TabletConnectionWaits": ctx.pools.budget_waits.load(Ordering::Relaxed),
-                "TabletConnectionTimeouts": ctx.pools.budget_timeouts.load(Ordering::Relaxed),
-                "TransactionPartsCommitted": ctx.txn_stats.committed.load(Ordering::Relaxed),
-                "TransactionPartsCommittedUnanswered": ctx.txn_stats.committed_unanswered.load(Ordering::Relaxed),
-                "CrossShardDeadlocks": ctx.deadlocks.broken.load(Ordering::Relaxed),
-                "EventLoopBusyPolls": ctx.busy_polls.load(Ordering::Relaxed),
-                "HeapTrims": ctx.heap.trims.load(Ordering::Relaxed),
-                // Tables whose column types schema tracking learned.
-                "SchemaTrackedTables": snap.keyspaces.values().map(|k| k.learned.len()).sum::<usize>(),
-            });
-            ("200 OK", "application/json", v.to_string())
+            let mut v = serde_json::Map::new();
+            v.insert(
+                "Keyspaces".into(),
+                serde_json::json!(snap.keyspaces.keys().collect::<Vec<_>>()),
+            );
+            for (name, _, value) in scalars(ctx) {
+                v.insert(name.into(), value.into());
+            }
+            let (api, errors) = ctx.api.vars();
+            v.insert("VtgateApi".into(), api);
+            v.insert("VtgateApiErrorCounts".into(), errors);
+            (
+                "200 OK",
+                "application/json",
+                serde_json::Value::Object(v).to_string(),
+            )
         }
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", prometheus(ctx)),
         "/debug/status" | "/" => {
             let mut s =
                 String::from("<html><head><title>shardgate</title></head><body><h1>shardgate</h1>");
@@ -92,5 +90,106 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
             ("200 OK", "text/html", s)
         }
         _ => ("404 Not Found", "text/plain", "not found\n".into()),
+    }
+}
+
+/// Whether a number only grows (a Prometheus counter) or goes both ways.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// The process's single-number variables: name, kind, value.
+fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
+    use Kind::{Counter, Gauge};
+    let snap = ctx.snapshot.load();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mux = &ctx.pools.mux_stats;
+    vec![
+        ("TopoVersion", Gauge, snap.version),
+        ("TopoAccepted", Counter, n(&ctx.watch_stats.accepted)),
+        ("TopoRejected", Counter, n(&ctx.watch_stats.rejected)),
+        ("Tablets", Gauge, snap.tablets.len() as u64),
+        ("SharedReadBatches", Counter, n(&mux.batches)),
+        ("SharedReadExecutions", Counter, n(&mux.executions)),
+        ("SharedReadStreamed", Counter, n(&mux.streamed)),
+        ("SharedReadSolo", Counter, n(&mux.solo)),
+        ("SharedReadSentBack", Counter, n(&mux.sent_back)),
+        (
+            "SessionDefaultsKept",
+            Counter,
+            n(&ctx.pools.defaults.served),
+        ),
+        ("TabletConnectionsOpen", Gauge, ctx.pools.lean_open() as u64),
+        ("TabletConnectionWaits", Counter, n(&ctx.pools.budget_waits)),
+        (
+            "TabletConnectionTimeouts",
+            Counter,
+            n(&ctx.pools.budget_timeouts),
+        ),
+        (
+            "TransactionPartsCommitted",
+            Counter,
+            n(&ctx.txn_stats.committed),
+        ),
+        (
+            "TransactionPartsCommittedUnanswered",
+            Counter,
+            n(&ctx.txn_stats.committed_unanswered),
+        ),
+        ("CrossShardDeadlocks", Counter, n(&ctx.deadlocks.broken)),
+        ("EventLoopBusyPolls", Counter, n(&ctx.busy_polls)),
+        ("HeapTrims", Counter, n(&ctx.heap.trims)),
+        // Tables whose column types schema tracking learned.
+        (
+            "SchemaTrackedTables",
+            Gauge,
+            snap.keyspaces
+                .values()
+                .map(|k| k.learned.len())
+                .sum::<usize>() as u64,
+        ),
+    ]
+}
+
+/// The Prometheus text form of every variable.
+fn prometheus(ctx: &ServerCtx) -> String {
+    let mut out = String::new();
+    for (name, kind, value) in scalars(ctx) {
+        let metric = prometheus_name(name);
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = write!(out, "# TYPE {metric} {kind}\n{metric} {value}\n");
+    }
+    ctx.api.prometheus(&mut out);
+    out
+}
+
+/// `FooBar` → `vtgate_foo_bar`: vtgate's exporter's names for its vars.
+fn prometheus_name(var: &str) -> String {
+    let mut out = String::from("vtgate");
+    for c in var.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn var_names_become_vtgates_metric_names() {
+        assert_eq!(prometheus_name("TopoVersion"), "vtgate_topo_version");
+        assert_eq!(
+            prometheus_name("TransactionPartsCommittedUnanswered"),
+            "vtgate_transaction_parts_committed_unanswered"
+        );
     }
 }
