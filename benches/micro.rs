@@ -51,6 +51,22 @@ fn sql_path(c: &mut Criterion) {
     });
 }
 
+/// What `/metrics` costs a command: aiming at the session's target (the
+/// same as last time), two clock reads and the record.
+fn stats(c: &mut Criterion) {
+    use shardgate::stats::{Api, Operation, Recorder};
+    let api = Api::default();
+    let mut rec = Recorder::default();
+    let target = Target::parse("user").unwrap();
+    c.bench_function("time and count a command (metrics)", |b| {
+        b.iter(|| {
+            rec.aim(&api, target.keyspace.as_deref(), target.tablet_type);
+            let t0 = std::time::Instant::now();
+            rec.record(&api, Operation::Execute, t0.elapsed(), black_box(None));
+        })
+    });
+}
+
 fn vindexes(c: &mut Criterion) {
     c.bench_function("vindex hash", |b| {
         b.iter(|| Func::Hash.map(black_box(&Value::Int(123456))).unwrap())
@@ -296,5 +312,5 @@ fn merging(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, sql_path, vindexes, encoding, merging);
+criterion_group!(benches, sql_path, stats, vindexes, encoding, merging);
 criterion_main!(benches);

@@ -234,6 +234,62 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub schema_change_signal: bool,
+    /// Time between health checks of every tablet in the topology (a
+    /// primary is pinged, a replica's `SHOW SLAVE STATUS` read): reads go
+    /// to the replicas found fit, around one that is down or lagging; 0
+    /// turns the checks off, and every tablet serves.
+    #[arg(
+        long = "health-check-interval-ms",
+        alias = "health_check_interval_ms",
+        default_value_t = 1000
+    )]
+    pub health_check_interval_ms: u64,
+    /// A replica further behind its primary than this (a Go duration:
+    /// `30s`, `1m30s`, `500ms`) takes reads only while no replica of its
+    /// shard is within it; vtgate's flag and default.
+    #[arg(
+        long = "discovery-low-replication-lag",
+        alias = "discovery_low_replication_lag",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub discovery_low_replication_lag: std::time::Duration,
+}
+
+/// Parses a duration as Vitess's flags take them (Go's syntax): numbers
+/// with units `h`, `m`, `s`, `ms`, `us` or `ns`, e.g. `1m30s`; `0` alone.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("'{s}' is not a duration (like 30s, 1m30s or 500ms)");
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[unit_len..];
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// Flags and commands of `shardgate ctl`.
@@ -362,4 +418,22 @@ pub enum VschemaCommand {
         /// Files (keyspace VSchema JSON).
         files: Vec<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_vitess_flags_take_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "30", "s", "3x", "1m30"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

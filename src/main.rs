@@ -184,6 +184,14 @@ async fn serve(
         server_version: args.mysql_server_version.clone(),
         transaction_mode: args.transaction_mode,
         schema_tracking: args.schema_change_signal,
+        health: (args.health_check_interval_ms > 0).then(|| shardgate::gateway::health::Config {
+            interval: std::time::Duration::from_millis(args.health_check_interval_ms),
+            low_lag: args.discovery_low_replication_lag,
+            login: shardgate::topo::schema::Login {
+                user: args.db_app_user.clone(),
+                password: args.db_app_password.clone(),
+            },
+        }),
         loops,
         busy_polls,
     };

@@ -124,6 +124,8 @@ pub struct ServeOptions {
     pub transaction_mode: crate::executor::TransactionMode,
     /// Learn column types from the tablets ([`topo::schema`]).
     pub schema_tracking: bool,
+    /// Health checks of the tablets (None: off, every tablet serves).
+    pub health: Option<crate::gateway::health::Config>,
     /// Further event loops (current-thread runtimes on their own threads)
     /// that accepted clients are dealt to in turn, beside the one `start`
     /// runs on. Why: one loop serializes every client's protocol work, and
@@ -189,6 +191,13 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
     tokio::spawn(crate::executor::deadlock::run(Arc::downgrade(&ctx)));
+    if let Some(cfg) = opts.health {
+        tokio::spawn(crate::gateway::health::run(
+            handle.clone(),
+            ctx.gateway.health.clone(),
+            cfg,
+        ));
+    }
     let learned = ctx.schema.clone().map(|progress| {
         let (tx, rx) = watch::channel(Default::default());
         tokio::spawn(topo::schema::run(

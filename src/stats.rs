@@ -155,42 +155,73 @@ impl Api {
         *errors.entry((op, key, code)).or_default() += 1;
     }
 
-    /// The Prometheus text form of both, as vtgate's exporter writes them.
-    pub fn prometheus(&self, out: &mut String) {
-        let timings = read_lock(&self.timings);
-        out.push_str("# HELP vtgate_api VtgateApi timings\n# TYPE vtgate_api histogram\n");
-        for ((ks, db), t) in timings.iter() {
+    /// Every (operation, target) that counted a command, with its
+    /// cumulative buckets (the last is the count) and summed time.
+    pub fn series(&self) -> Vec<Series> {
+        let mut out = Vec::new();
+        for ((ks, db), t) in read_lock(&self.timings).iter() {
             for op in Operation::ALL {
                 let (counts, nanos) = t.read(op);
-                let total = counts[CUTOFFS.len()];
-                if total == 0 {
-                    continue;
+                if counts[CUTOFFS.len()] > 0 {
+                    out.push(Series {
+                        operation: op.as_str(),
+                        keyspace: ks.clone(),
+                        db_type: db,
+                        counts,
+                        nanos,
+                    });
                 }
-                let labels = format!(
-                    "db_type=\"{db}\",keyspace=\"{}\",operation=\"{}\"",
-                    escape(ks),
-                    op.as_str()
-                );
-                for (cut, n) in CUTOFFS.iter().zip(counts) {
-                    let le = *cut as f64 / 1e9;
-                    let _ = writeln!(out, "vtgate_api_bucket{{{labels},le=\"{le}\"}} {n}");
-                }
-                let _ = writeln!(out, "vtgate_api_bucket{{{labels},le=\"+Inf\"}} {total}");
-                let _ = writeln!(out, "vtgate_api_sum{{{labels}}} {}", nanos as f64 / 1e9);
-                let _ = writeln!(out, "vtgate_api_count{{{labels}}} {total}");
             }
         }
-        drop(timings);
+        out
+    }
+
+    /// Every error count.
+    pub fn errors(&self) -> Vec<ErrorCount> {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors
+            .iter()
+            .map(|((op, (ks, db), code), n)| ErrorCount {
+                operation: op.as_str(),
+                keyspace: ks.clone(),
+                db_type: db,
+                code,
+                count: *n,
+            })
+            .collect()
+    }
+
+    /// The Prometheus text form of both, as vtgate's exporter writes them.
+    pub fn prometheus(&self, out: &mut String) {
+        out.push_str("# HELP vtgate_api VtgateApi timings\n# TYPE vtgate_api histogram\n");
+        for s in self.series() {
+            let labels = format!(
+                "db_type=\"{}\",keyspace=\"{}\",operation=\"{}\"",
+                s.db_type,
+                escape(&s.keyspace),
+                s.operation
+            );
+            for (cut, n) in CUTOFFS.iter().zip(s.counts) {
+                let le = *cut as f64 / 1e9;
+                let _ = writeln!(out, "vtgate_api_bucket{{{labels},le=\"{le}\"}} {n}");
+            }
+            let total = s.count();
+            let _ = writeln!(out, "vtgate_api_bucket{{{labels},le=\"+Inf\"}} {total}");
+            let _ = writeln!(out, "vtgate_api_sum{{{labels}}} {}", s.nanos as f64 / 1e9);
+            let _ = writeln!(out, "vtgate_api_count{{{labels}}} {total}");
+        }
         out.push_str(
             "# HELP vtgate_api_error_counts Vtgate API error counts per error type\n# TYPE vtgate_api_error_counts counter\n",
         );
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        for ((op, (ks, db), code), n) in errors.iter() {
+        for e in self.errors() {
             let _ = writeln!(
                 out,
-                "vtgate_api_error_counts{{code=\"{code}\",db_type=\"{db}\",keyspace=\"{}\",operation=\"{}\"}} {n}",
-                escape(ks),
-                op.as_str()
+                "vtgate_api_error_counts{{code=\"{}\",db_type=\"{}\",keyspace=\"{}\",operation=\"{}\"}} {}",
+                e.code,
+                e.db_type,
+                escape(&e.keyspace),
+                e.operation,
+                e.count
             );
         }
     }
@@ -202,24 +233,19 @@ impl Api {
     pub fn vars(&self) -> (serde_json::Value, serde_json::Value) {
         let mut histograms = serde_json::Map::new();
         let (mut total, mut time) = (0u64, 0u64);
-        for ((ks, db), t) in read_lock(&self.timings).iter() {
-            for op in Operation::ALL {
-                let (counts, nanos) = t.read(op);
-                let n = counts[CUTOFFS.len()];
-                if n == 0 {
-                    continue;
-                }
-                total += n;
-                time = time.wrapping_add(nanos);
-                let mut h = serde_json::Map::new();
-                for (cut, c) in CUTOFFS.iter().zip(counts) {
-                    h.insert(cut.to_string(), c.into());
-                }
-                h.insert("inf".into(), n.into());
-                h.insert("Count".into(), n.into());
-                h.insert("Time".into(), nanos.into());
-                histograms.insert(format!("{}.{ks}.{db}", op.as_str()), h.into());
+        for s in self.series() {
+            let n = s.count();
+            total += n;
+            time = time.wrapping_add(s.nanos);
+            let mut h = serde_json::Map::new();
+            for (cut, c) in CUTOFFS.iter().zip(s.counts) {
+                h.insert(cut.to_string(), c.into());
             }
+            h.insert("inf".into(), n.into());
+            h.insert("Count".into(), n.into());
+            h.insert("Time".into(), s.nanos.into());
+            let key = format!("{}.{}.{}", s.operation, s.keyspace, s.db_type);
+            histograms.insert(key, h.into());
         }
         let api = serde_json::json!({
             "TotalCount": total,
@@ -227,15 +253,49 @@ impl Api {
             "Histograms": histograms,
         });
         let errors: serde_json::Map<String, serde_json::Value> = self
-            .errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|((op, (ks, db), code), n)| {
-                (format!("{}.{ks}.{db}.{code}", op.as_str()), (*n).into())
+            .errors()
+            .into_iter()
+            .map(|e| {
+                let key = format!("{}.{}.{}.{}", e.operation, e.keyspace, e.db_type, e.code);
+                (key, e.count.into())
             })
             .collect();
         (api, errors.into())
+    }
+}
+
+/// How many commands of one operation on one target failed with one code.
+pub struct ErrorCount {
+    /// `Execute` or `Prepare`.
+    pub operation: &'static str,
+    /// The keyspace ("" for none).
+    pub keyspace: String,
+    /// The tablet type.
+    pub db_type: &'static str,
+    /// The Vitess code of the errors.
+    pub code: &'static str,
+    /// How many.
+    pub count: u64,
+}
+
+/// One operation on one target, as read for a page.
+pub struct Series {
+    /// `Execute` or `Prepare`.
+    pub operation: &'static str,
+    /// The keyspace ("" for none).
+    pub keyspace: String,
+    /// The tablet type.
+    pub db_type: &'static str,
+    /// Cumulative bucket counts; the last is beyond every bound.
+    counts: [u64; CUTOFFS.len() + 1],
+    /// Time summed over the commands, in nanoseconds.
+    pub nanos: u64,
+}
+
+impl Series {
+    /// How many commands.
+    pub fn count(&self) -> u64 {
+        self.counts[CUTOFFS.len()]
     }
 }
 

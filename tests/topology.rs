@@ -305,3 +305,75 @@ async fn a_tablet_serves_the_database_it_names() {
     let out = ctl(&["delete-tablet", "zone1-150"]);
     assert_ok(&out);
 }
+
+/// A replica that does not answer stops taking reads once the health
+/// check finds it down: every read goes to the replica that answers, and
+/// SHOW VITESS_TABLETS and /debug/status say which one is not serving.
+/// Without the checks, every other read would go to the dead one and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_around_a_replica_that_is_down() {
+    let c = cluster();
+    // A keyspace of its own: its primary and one replica are tablets 100
+    // and 101's servers (101 replicates 100), the other replica's port
+    // has nothing listening.
+    let mut t = connect_tablet(100).await;
+    t.query_drop("create database if not exists health_db")
+        .await
+        .unwrap();
+    let dead = free_port();
+    for (alias, kind, port) in [
+        ("zone1-160", "primary", tablet_port(100)),
+        ("zone1-161", "replica", tablet_port(101)),
+        ("zone1-162", "replica", dead),
+    ] {
+        let port = port.to_string();
+        let out = ctl(&[
+            "add-tablet",
+            "--alias",
+            alias,
+            "--keyspace",
+            "healthks",
+            "--shard",
+            "0",
+            "--type",
+            kind,
+            "--mysql-port",
+            &port,
+            "--db-name",
+            "health_db",
+        ]);
+        assert_ok(&out);
+    }
+    let states = |port: u16| async move {
+        let mut conn = connect_port(port, None).await;
+        let rows = rows(&mut conn, "show vitess_tablets").await;
+        rows.into_iter()
+            .filter(|r| r[1].as_deref() == Some("healthks"))
+            .map(|r| (r[5].clone().unwrap(), r[4].clone().unwrap()))
+            .collect::<std::collections::BTreeMap<String, String>>()
+    };
+    let checked = eventually(15, || async {
+        let s = states(c.port).await;
+        (s.get("zone1-162").map(String::as_str) == Some("NOT_SERVING")).then_some(s)
+    })
+    .await
+    .expect("the dead replica found not serving");
+    assert_eq!(checked["zone1-160"], "SERVING");
+    assert_eq!(checked["zone1-161"], "SERVING");
+
+    let mut conn = connect_port(c.port, Some("healthks@replica")).await;
+    for i in 0..20 {
+        let port: Result<Option<u16>, _> = conn.query_first("select @@port").await;
+        assert_eq!(port.ok().flatten(), Some(tablet_port(101)), "read {i}");
+    }
+    let status = http_get(c.web_port, "/debug/status").await;
+    let row = status
+        .split("<tr>")
+        .find(|r| r.contains("<td>zone1-162</td>"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(row.contains("Down: cannot connect"), "{row}");
+
+    for alias in ["zone1-160", "zone1-161", "zone1-162"] {
+        assert_ok(&ctl(&["delete-tablet", alias]));
+    }
+}

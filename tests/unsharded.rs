@@ -2208,6 +2208,16 @@ async fn metrics_count_each_command_by_target_and_errors_by_code() {
         vars["VtgateApiErrorCounts"]["Execute.commerce.primary.ALREADY_EXISTS"],
         errors(body, "ALREADY_EXISTS") as u64
     );
+    // And for a person, on the status page.
+    let status = http_get(web, "/debug/status").await;
+    assert!(
+        status.contains("<tr><td>Prepare</td><td>commerce</td><td>replica</td><td>1</td>"),
+        "{status}"
+    );
+    assert!(
+        status.contains("<td>commerce</td><td>primary</td><td>ALREADY_EXISTS</td><td>1</td>"),
+        "{status}"
+    );
     conn.query_drop("use commerce").await.unwrap();
     conn.query_drop("drop table metrics_t").await.unwrap();
 }

@@ -165,6 +165,14 @@ pub trait VCursor {
     /// Records what LAST_INSERT_ID() returns for the session from now on.
     fn set_last_insert_id(&mut self, id: u64);
 
+    /// Whether the health checks find the tablet `alias` fit to serve
+    /// (SHOW VITESS_TABLETS' State); a cursor that knows no health says
+    /// every tablet serves, as shardgate does with the checks off.
+    fn serving(&self, alias: &str) -> bool {
+        let _ = alias;
+        true
+    }
+
     /// Runs `sql` on the tablet of `tablet_type` serving `keyspace/shard`,
     /// streaming its results into `sink`.
     fn execute_shard<S: RowSink + Send>(
@@ -226,7 +234,7 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                 .await
         }
         Plan::Show(show) => {
-            let (names, rows) = show_rows(show, snap);
+            let (names, rows) = show_rows(show, snap, |a| vc.serving(a));
             let cols: Vec<Column> = names.iter().map(|n| text_column(n)).collect();
             sink.columns(&cols)?;
             for r in rows {
@@ -982,7 +990,11 @@ pub fn text_column(name: &str) -> Column {
         .with_flags(ColumnFlags::NOT_NULL_FLAG)
 }
 
-fn show_rows(show: &ShowPlan, snap: &Snapshot) -> (Vec<&'static str>, Vec<Vec<String>>) {
+fn show_rows(
+    show: &ShowPlan,
+    snap: &Snapshot,
+    serving: impl Fn(&str) -> bool,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
     match show {
         ShowPlan::Databases => {
             let mut rows: Vec<Vec<String>> =
@@ -1030,7 +1042,12 @@ fn show_rows(show: &ShowPlan, snap: &Snapshot) -> (Vec<&'static str>, Vec<Vec<St
                         t.keyspace.clone(),
                         t.shard.clone(),
                         t.tablet_type.as_str().to_ascii_uppercase(),
-                        "SERVING".to_string(),
+                        if serving(&t.alias) {
+                            "SERVING"
+                        } else {
+                            "NOT_SERVING"
+                        }
+                        .to_string(),
                         t.alias.clone(),
                         format!("{}:{}", t.hostname, t.port),
                         String::new(),

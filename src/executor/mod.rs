@@ -1242,6 +1242,10 @@ impl VCursor for Executor<'_> {
         Ok(next_id)
     }
 
+    fn serving(&self, alias: &str) -> bool {
+        self.ctx.gateway.health.fitness(alias) == crate::gateway::health::Fitness::Fit
+    }
+
     fn set_last_insert_id(&mut self, id: u64) {
         self.state.last_insert_id = id;
     }

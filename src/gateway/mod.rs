@@ -1,9 +1,13 @@
-//! Picks the tablet that serves a (keyspace, shard, tablet type).
-//!
-//! Today every tablet in the snapshot is taken as serving; the health
-//! checker and failover buffering plug in here, in front of the same call.
+//! Picks the tablet that serves a (keyspace, shard, tablet type): among
+//! the candidates of the snapshot, the fittest by the [`health`] checks,
+//! in turn. Failover buffering plugs in here, in front of the same call.
+
+pub mod health;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use health::{Fitness, Health};
 
 use crate::sql::TabletType;
 use crate::topo::{Snapshot, Tablet};
@@ -26,10 +30,13 @@ pub enum GatewayError {
     },
 }
 
-/// Round-robin counter over replicas; shared by all sessions.
-#[derive(Debug, Default)]
+/// Round-robin counter over replicas and the health verdicts; shared by
+/// all sessions.
+#[derive(Default)]
 pub struct Gateway {
     next: AtomicUsize,
+    /// What the health checks found (every tablet fit while they are off).
+    pub health: Arc<Health>,
 }
 
 impl Gateway {
@@ -60,11 +67,78 @@ impl Gateway {
         if candidates.is_empty() {
             return Err(no_tablet());
         }
+        // One candidate is taken whatever its health: nothing better is
+        // left, and its own error says more than "no healthy tablet".
         let i = if candidates.len() == 1 {
             0
         } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let verdicts = self.health.verdicts();
+            choose(candidates, n, |a| {
+                verdicts.get(a).map_or(Fitness::Fit, |s| s.fitness)
+            })
         };
         snap.tablets.get(&candidates[i]).ok_or_else(no_tablet)
+    }
+}
+
+/// The `n`th (in turn, modulo their number) of the fittest candidates.
+fn choose(candidates: &[String], n: usize, fitness: impl Fn(&str) -> Fitness) -> usize {
+    let best = candidates
+        .iter()
+        .map(|a| fitness(a))
+        .min()
+        .unwrap_or(Fitness::Fit);
+    let fitness = &fitness;
+    let fittest = || {
+        candidates
+            .iter()
+            .enumerate()
+            .filter(move |(_, a)| fitness(a) == best)
+    };
+    let k = n % fittest().count().max(1);
+    fittest().nth(k).map_or(0, |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fittest_candidates_take_turns() {
+        let c: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let all_fit = |_: &str| Fitness::Fit;
+        let picks: Vec<usize> = (0..6).map(|n| choose(&c, n, all_fit)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        // b is down: a and c take turns.
+        let b_down = |a: &str| {
+            if a == "b" {
+                Fitness::Down
+            } else {
+                Fitness::Fit
+            }
+        };
+        let picks: Vec<usize> = (0..4).map(|n| choose(&c, n, b_down)).collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
+        // Only c is fit; a lags, b is down.
+        let only_c = |a: &str| match a {
+            "a" => Fitness::Lagging,
+            "b" => Fitness::Down,
+            _ => Fitness::Fit,
+        };
+        assert!((0..4).all(|n| choose(&c, n, only_c) == 2));
+        // None fit: the lagging one before the one that is down.
+        let none_fit = |a: &str| {
+            if a == "b" {
+                Fitness::Down
+            } else {
+                Fitness::Lagging
+            }
+        };
+        let picks: Vec<usize> = (0..4).map(|n| choose(&c, n, none_fit)).collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
+        // All down: all of them in turn, as without health checks.
+        let picks: Vec<usize> = (0..3).map(|n| choose(&c, n, |_| Fitness::Down)).collect();
+        assert_eq!(picks, [0, 1, 2]);
     }
 }

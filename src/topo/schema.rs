@@ -103,6 +103,20 @@ pub struct Login {
     pub password: String,
 }
 
+impl Login {
+    /// Connection options for a one-off connection to `tablet`'s database
+    /// (schema tracking, health checks), over TCP as the topology names it.
+    pub fn opts(&self, tablet: &crate::topo::Tablet) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(tablet.hostname.clone())
+            .tcp_port(tablet.port)
+            .user(Some(self.user.clone()))
+            .pass((!self.password.is_empty()).then(|| self.password.clone()))
+            .db_name(Some(tablet.db_name.clone()))
+            .prefer_socket(false)
+    }
+}
+
 /// Runs forever: learns every sharded keyspace's columns, hands each
 /// pass to the watcher, then waits for [`REFRESH`] or a DDL
 /// ([`Progress::relearn`]).
@@ -158,14 +172,7 @@ async fn learn(
         .and_then(|s| s.tablets[TabletType::Primary as usize].first())
         .and_then(|alias| snap.tablets.get(alias))
         .ok_or("no primary tablet")?;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(tablet.hostname.clone())
-        .tcp_port(tablet.port)
-        .user(Some(login.user.clone()))
-        .pass((!login.password.is_empty()).then(|| login.password.clone()))
-        .db_name(Some(tablet.db_name.clone()))
-        .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts)
+    let mut conn = mysql_async::Conn::new(login.opts(tablet))
         .await
         .map_err(|e| e.to_string())?;
     // Only the VSchema's tables: information_schema opens every table it

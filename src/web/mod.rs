@@ -73,17 +73,46 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
         "/debug/status" | "/" => {
             let mut s =
                 String::from("<html><head><title>shardgate</title></head><body><h1>shardgate</h1>");
-            let _ = write!(s, "<p>topology version {}</p><table border=1><tr><th>keyspace</th><th>shard</th><th>tablet</th><th>type</th><th>address</th></tr>", snap.version);
+            let _ = write!(s, "<p>topology version {}</p><table border=1><tr><th>keyspace</th><th>shard</th><th>tablet</th><th>type</th><th>address</th><th>health</th></tr>", snap.version);
             for t in snap.tablets.values() {
+                let health = match ctx.gateway.health.status(&t.alias) {
+                    None => "not checked".to_string(),
+                    Some(h) => {
+                        let lag = h.lag.map(|l| format!(", {l} s behind")).unwrap_or_default();
+                        let why = h.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                        format!("{:?}{lag}{why}", h.fitness)
+                    }
+                };
                 let _ = write!(
                     s,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}:{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}:{}</td><td>{}</td></tr>",
                     t.keyspace,
                     t.shard,
                     t.alias,
                     t.tablet_type.as_str(),
                     t.hostname,
-                    t.port
+                    t.port,
+                    html(&health)
+                );
+            }
+            s.push_str("</table><h2>commands since start</h2><table border=1><tr><th>operation</th><th>keyspace</th><th>tablet type</th><th>count</th><th>average ms</th></tr>");
+            for c in ctx.api.series() {
+                let avg = c.nanos as f64 / c.count() as f64 / 1e6;
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{avg:.3}</td></tr>",
+                    c.operation,
+                    c.keyspace,
+                    c.db_type,
+                    c.count()
+                );
+            }
+            s.push_str("</table><h2>errors since start</h2><table border=1><tr><th>operation</th><th>keyspace</th><th>tablet type</th><th>code</th><th>count</th></tr>");
+            for e in ctx.api.errors() {
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    e.operation, e.keyspace, e.db_type, e.code, e.count
                 );
             }
             s.push_str("</table></body></html>");
@@ -91,6 +120,13 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
         }
         _ => ("404 Not Found", "text/plain", "not found\n".into()),
     }
+}
+
+/// Text made safe inside HTML (an error message may hold `<`).
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Whether a number only grows (a Prometheus counter) or goes both ways.
