@@ -45,7 +45,8 @@ pub struct Status {
     pub fitness: Fitness,
     /// Seconds behind its primary, for a replica that said.
     pub lag: Option<u64>,
-    /// Why it is not fit, for the status page.
+    /// Why it is not fit, or what the check could not tell, for the
+    /// status page.
     pub reason: Option<String>,
 }
 
@@ -184,6 +185,17 @@ async fn check(
     let row: Result<Option<mysql_async::Row>, _> = conn.query_first("SHOW SLAVE STATUS").await;
     let row = match row {
         Ok(r) => r,
+        // It answered, so it serves; a login without the privilege to
+        // read replication status (SLAVE MONITOR) cannot tell its lag.
+        Err(mysql_async::Error::Server(e)) => {
+            let why = format!("lag unknown: {}", e.message);
+            let status = Status {
+                fitness: Fitness::Fit,
+                lag: None,
+                reason: Some(why),
+            };
+            return (status, Some(conn));
+        }
         Err(e) => return (Status::not(Fitness::Down, None, e.to_string()), None),
     };
     let status = match row {
