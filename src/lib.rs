@@ -25,7 +25,9 @@
 //!   [`executor::deadlock`] finds cycles of lock waits across shards,
 //!   which no tablet sees, and fails the youngest transaction as MySQL
 //!   fails a deadlock's victim.
-//! - [`gateway`]: picks the tablet of the wanted type for a shard.
+//! - [`gateway`]: picks the tablet of the wanted type for a shard, the
+//!   fittest first by [`gateway::health`]'s checks (a ping of each
+//!   primary, each replica's replication lag).
 //! - [`backend`]: [`backend::lean`] tablet connections that carry every
 //!   session's statements (results forwarded undecoded when the client
 //!   takes them as they are, decoded for the engine's merges; MariaDB's

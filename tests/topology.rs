@@ -344,8 +344,11 @@ async fn reads_go_around_a_replica_that_is_down() {
         ]);
         assert_ok(&out);
     }
+    // (Empty until the shardgate has the keyspace.)
     let states = |port: u16| async move {
-        let mut conn = connect_port(port, None).await;
+        let Ok(mut conn) = try_connect_port(port, Some("healthks")).await else {
+            return Default::default();
+        };
         let rows = rows(&mut conn, "show vitess_tablets").await;
         rows.into_iter()
             .filter(|r| r[1].as_deref() == Some("healthks"))
@@ -372,6 +375,33 @@ async fn reads_go_around_a_replica_that_is_down() {
         .find(|r| r.contains("<td>zone1-162</td>"))
         .unwrap_or_else(|| panic!("{status}"));
     assert!(row.contains("Down: cannot connect"), "{row}");
+
+    // A shardgate whose login may read the tablets' data but not their
+    // replication status (no SLAVE MONITOR): the replica answers, so it
+    // serves, with its lag unknown.
+    t.query_drop(
+        "create user if not exists 'hc_limited'@'%'; \
+         grant select on health_db.* to 'hc_limited'@'%'",
+    )
+    .await
+    .unwrap();
+    let (port, web) = spawn_shardgate(&["--db-app-user".into(), "hc_limited".into()]).await;
+    let limited = eventually(15, || async {
+        let status = http_get(web, "/debug/status").await;
+        let row = status
+            .split("<tr>")
+            .find(|r| r.contains("<td>zone1-161</td>"))?
+            .to_string();
+        row.contains("lag unknown").then_some(row)
+    })
+    .await
+    .expect("the replica checked by a login that cannot read its status");
+    assert!(limited.contains("<td>Fit: lag unknown"), "{limited}");
+    let seen = states(port).await;
+    assert_eq!(seen.get("zone1-161").map(String::as_str), Some("SERVING"));
+    let mut conn = connect_port(port, Some("healthks@replica")).await;
+    let read: Option<u16> = conn.query_first("select @@port").await.unwrap();
+    assert_eq!(read, Some(tablet_port(101)));
 
     for alias in ["zone1-160", "zone1-161", "zone1-162"] {
         assert_ok(&ctl(&["delete-tablet", alias]));
