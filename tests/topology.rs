@@ -363,6 +363,16 @@ async fn reads_go_around_a_replica_that_is_down() {
     .expect("the dead replica found not serving");
     assert_eq!(checked["zone1-160"], "SERVING");
     assert_eq!(checked["zone1-161"], "SERVING");
+    // vtgate's count of serving tablets per target, which tools wait on.
+    let vars = http_get(c.web_port, "/debug/vars").await;
+    let vars: serde_json::Value =
+        serde_json::from_str(vars.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let serving = &vars["HealthcheckConnections"];
+    assert_eq!(serving["healthks.0.primary"], 1, "{serving}");
+    assert_eq!(serving["healthks.0.replica"], 1, "{serving}");
+    let metrics = http_get(c.web_port, "/metrics").await;
+    let line = "vtgate_healthcheck_connections{keyspace=\"healthks\",shard_name=\"0\",tablet_type=\"replica\"} 1";
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
 
     let mut conn = connect_port(c.port, Some("healthks@replica")).await;
     for i in 0..20 {

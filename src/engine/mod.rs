@@ -165,9 +165,10 @@ pub trait VCursor {
     /// Records what LAST_INSERT_ID() returns for the session from now on.
     fn set_last_insert_id(&mut self, id: u64);
 
-    /// Whether the health checks find the tablet `alias` fit to serve
-    /// (SHOW VITESS_TABLETS' State); a cursor that knows no health says
-    /// every tablet serves, as shardgate does with the checks off.
+    /// Whether the health checks find the tablet `alias` serving, that is
+    /// answering (SHOW VITESS_TABLETS' State; a lagging replica serves, as
+    /// a lagging vttablet does); a cursor that knows no health says every
+    /// tablet serves, as shardgate does with the checks off.
     fn serving(&self, alias: &str) -> bool {
         let _ = alias;
         true

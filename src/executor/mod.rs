@@ -1243,7 +1243,7 @@ impl VCursor for Executor<'_> {
     }
 
     fn serving(&self, alias: &str) -> bool {
-        self.ctx.gateway.health.fitness(alias) == crate::gateway::health::Fitness::Fit
+        self.ctx.gateway.health.fitness(alias) != crate::gateway::health::Fitness::Down
     }
 
     fn set_last_insert_id(&mut self, id: u64) {

@@ -93,6 +93,26 @@ impl Health {
         self.verdicts.load()
     }
 
+    /// How many tablets of each (keyspace, shard, tablet type) serve, that
+    /// is answer (vtgate's `HealthcheckConnections`: a lagging replica
+    /// still serves; it only takes reads last). Targets with none serving
+    /// are left out, as vtgate leaves them.
+    pub fn serving_counts(
+        &self,
+        snap: &crate::topo::Snapshot,
+    ) -> std::collections::BTreeMap<(String, String, &'static str), u64> {
+        let verdicts = self.verdicts();
+        let mut counts = std::collections::BTreeMap::new();
+        for t in snap.tablets.values() {
+            let fitness = verdicts.get(&t.alias).map_or(Fitness::Fit, |s| s.fitness);
+            if fitness != Fitness::Down {
+                let key = (t.keyspace.clone(), t.shard.clone(), t.tablet_type.as_str());
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// Replaces every verdict (a round of checks, or a test's).
     pub fn set(&self, verdicts: FastMap<String, Status>) {
         self.verdicts.store(Arc::new(verdicts));

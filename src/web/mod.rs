@@ -60,6 +60,14 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
             for (name, _, value) in scalars(ctx) {
                 v.insert(name.into(), value.into());
             }
+            let serving: serde_json::Map<String, serde_json::Value> = ctx
+                .gateway
+                .health
+                .serving_counts(&snap)
+                .into_iter()
+                .map(|((ks, shard, tt), n)| (format!("{ks}.{shard}.{tt}"), n.into()))
+                .collect();
+            v.insert("HealthcheckConnections".into(), serving.into());
             let (api, errors) = ctx.api.vars();
             v.insert("VtgateApi".into(), api);
             v.insert("VtgateApiErrorCounts".into(), errors);
@@ -199,6 +207,14 @@ fn prometheus(ctx: &ServerCtx) -> String {
             Kind::Gauge => "gauge",
         };
         let _ = write!(out, "# TYPE {metric} {kind}\n{metric} {value}\n");
+    }
+    out.push_str("# TYPE vtgate_healthcheck_connections gauge\n");
+    let snap = ctx.snapshot.load();
+    for ((ks, shard, tt), n) in ctx.gateway.health.serving_counts(&snap) {
+        let _ = writeln!(
+            out,
+            "vtgate_healthcheck_connections{{keyspace=\"{ks}\",shard_name=\"{shard}\",tablet_type=\"{tt}\"}} {n}"
+        );
     }
     ctx.api.prometheus(&mut out);
     out
