@@ -386,6 +386,27 @@ async fn reads_go_around_a_replica_that_is_down() {
         .unwrap_or_else(|| panic!("{status}"));
     assert!(row.contains("Down: cannot connect"), "{row}");
 
+    // Without health checks, a read that finds the dead replica unreachable
+    // goes to the other one: every read is still answered, and SHOW
+    // VITESS_TABLETS knows no better than SERVING.
+    let (port, _) = spawn_shardgate(&["--health-check-interval-ms".into(), "0".into()]).await;
+    let unchecked = eventually(10, || async {
+        let s = states(port).await;
+        (s.len() == 3).then_some(s)
+    })
+    .await
+    .expect("the keyspace on a shardgate without health checks");
+    assert_eq!(unchecked["zone1-162"], "SERVING");
+    let mut conn = connect_port(port, Some("healthks@replica")).await;
+    for i in 0..10 {
+        let port: Result<Option<u16>, _> = conn.query_first("select @@port").await;
+        assert_eq!(
+            port.ok().flatten(),
+            Some(tablet_port(101)),
+            "unchecked read {i}"
+        );
+    }
+
     // A shardgate whose login may read the tablets' data but not their
     // replication status (no SLAVE MONITOR): the replica answers, so it
     // serves, with its lag unknown.

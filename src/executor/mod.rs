@@ -1416,7 +1416,7 @@ impl Executor<'_> {
         mut params: Option<Vec<Value>>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let tablet = self
+        let mut tablet = self
             .ctx
             .gateway
             .pick(self.snap, keyspace, shard, tablet_type)?;
@@ -1485,17 +1485,40 @@ impl Executor<'_> {
         }
         self.state
             .note_statement(|| writes_nowhere.unwrap_or_else(|| crate::sql::writes_nowhere(sql)));
-        let rename = rename_db_columns.then(|| Rename {
-            from: format!("Tables_in_{}", tablet.db_name),
-            to: format!("Tables_in_{keyspace}"),
-        });
+        let renamed = |t: &Tablet| {
+            rename_db_columns.then(|| Rename {
+                from: format!("Tables_in_{}", t.db_name),
+                to: format!("Tables_in_{keyspace}"),
+            })
+        };
+        let mut rename = renamed(tablet);
+        let mut moved = false;
         // A connection that failed before the statement was written (it
         // died since its last use) is dropped and the statement sent once
         // more on another.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut link, pinned, fresh) = self.state.link(self.ctx, tablet, &label, sql).await?;
+            let linked = self.state.link(self.ctx, tablet, &label, sql).await;
+            let (mut link, pinned, fresh) = match linked {
+                // A replica that could not be reached (nothing was sent):
+                // the statement goes to another of its shard, once, rather
+                // than fail until the health check finds it down.
+                Err(e)
+                    if e.breaks_backend_conn() && tablet_type != TabletType::Primary && !moved =>
+                {
+                    let gw = &self.ctx.gateway;
+                    let other =
+                        gw.pick_other(self.snap, keyspace, shard, tablet_type, &tablet.alias);
+                    let Some(other) = other else {
+                        return Err(e);
+                    };
+                    tracing::info!(from = %tablet.alias, to = %other.alias, error = %e, "tablet unreachable; statement sent to another");
+                    (tablet, rename, moved, attempt) = (other, renamed(other), true, 0);
+                    continue;
+                }
+                linked => linked?,
+            };
             let res = match &mut link {
                 Link::Lean(held) => {
                     let conn = &mut held.handle.conn;

@@ -80,6 +80,35 @@ impl Gateway {
         };
         snap.tablets.get(&candidates[i]).ok_or_else(no_tablet)
     }
+
+    /// Another tablet of `tablet_type` for the shard than `failed`, which a
+    /// statement could not reach (nothing was sent to it): the fittest of
+    /// the others, in turn. None when there is no other.
+    pub fn pick_other<'a>(
+        &self,
+        snap: &'a Snapshot,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        failed: &str,
+    ) -> Option<&'a Tablet> {
+        let ks = snap.keyspaces.get(keyspace)?;
+        let sh = ks.shards.iter().find(|s| s.name == shard)?;
+        let others: Vec<String> = sh.tablets[tablet_type as usize]
+            .iter()
+            .filter(|a| *a != failed)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let verdicts = self.health.verdicts();
+        let i = choose(&others, n, |a| {
+            verdicts.get(a).map_or(Fitness::Fit, |s| s.fitness)
+        });
+        snap.tablets.get(&others[i])
+    }
 }
 
 /// The `n`th (in turn, modulo their number) of the fittest candidates.
@@ -111,13 +140,10 @@ mod tests {
         let picks: Vec<usize> = (0..6).map(|n| choose(&c, n, all_fit)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         // b is down: a and c take turns.
-        let b_down = |a: &str| {
-            if a == "b" {
-                Fitness::Down
-            } else {
-                Fitness::Fit
-            }
-        };
+        // b's fitness, and the others'.
+        let b_and_others =
+            |b: Fitness, others: Fitness| move |a: &str| if a == "b" { b } else { others };
+        let b_down = b_and_others(Fitness::Down, Fitness::Fit);
         let picks: Vec<usize> = (0..4).map(|n| choose(&c, n, b_down)).collect();
         assert_eq!(picks, [0, 2, 0, 2]);
         // Only c is fit; a lags, b is down.
@@ -128,13 +154,7 @@ mod tests {
         };
         assert!((0..4).all(|n| choose(&c, n, only_c) == 2));
         // None fit: the lagging one before the one that is down.
-        let none_fit = |a: &str| {
-            if a == "b" {
-                Fitness::Down
-            } else {
-                Fitness::Lagging
-            }
-        };
+        let none_fit = b_and_others(Fitness::Down, Fitness::Lagging);
         let picks: Vec<usize> = (0..4).map(|n| choose(&c, n, none_fit)).collect();
         assert_eq!(picks, [0, 2, 0, 2]);
         // All down: all of them in turn, as without health checks.
