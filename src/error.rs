@@ -187,6 +187,12 @@ impl Error {
             Error::Sql(SqlError::ParamCount { .. }) => {
                 MysqlError::new(1210, "HY000", self.to_string())
             }
+            Error::Sql(SqlError::BadTransactionMode(_)) => {
+                MysqlError::new(1231, "42000", self.to_string())
+            }
+            Error::Sql(SqlError::TransactionModeInTransaction) => {
+                MysqlError::new(1568, "25001", self.to_string())
+            }
             Error::Sql(SqlError::BadAutocommit(_)) => {
                 MysqlError::new(1231, "42000", self.to_string())
             }

@@ -46,6 +46,7 @@ const VSCHEMA: &str = r#"{
                        {"name": "vb", "type": "VARBINARY"},
                        {"name": "l", "type": "VARCHAR", "collation_name": "latin1_swedish_ci"}]},
     "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "txmode": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
@@ -581,6 +582,74 @@ async fn single_transaction_mode_refuses_a_second_shard() {
     assert_eq!(count(&mut b, "txsingle").await, 2);
     assert_eq!(placement("txsingle", "id", Func::Hash).await, vec![2, 0]);
     a.query_drop("delete from txsingle").await.unwrap();
+}
+
+/// vtgate's session variable: `SET transaction_mode = 'single'` makes this
+/// session's transactions refuse a second shard on a shardgate whose
+/// `--transaction_mode` is MULTI, `@@transaction_mode` says which mode
+/// holds, and it cannot change inside a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_chooses_its_transaction_mode() {
+    apply_test_vschema().await;
+    let mut a = connect(Some("customer")).await;
+    let mut b = connect(Some("customer")).await;
+    a.query_drop("create table if not exists txmode (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from txmode").await.unwrap();
+    assert_eq!(transaction_mode(&mut a).await, "MULTI");
+    a.query_drop("set transaction_mode = 'single'")
+        .await
+        .unwrap();
+    assert_eq!(transaction_mode(&mut a).await, "SINGLE");
+    // Another session keeps the server's mode.
+    assert_eq!(transaction_mode(&mut b).await, "MULTI");
+
+    // ids 1 and 2 hash to -80, 4 to 80-.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txmode (id, v) values (1, 1)")
+        .await
+        .unwrap();
+    let e = a
+        .query_drop("insert into txmode (id, v) values (4, 4)")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert_eq!(count(&mut b, "txmode").await, 0);
+    a.query_drop("commit").await.unwrap();
+
+    // Not inside a transaction; not to a mode vtgate does not know.
+    a.query_drop("begin").await.unwrap();
+    let e = a
+        .query_drop("set transaction_mode = 'multi'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1568), "{e}");
+    a.query_drop("rollback").await.unwrap();
+    let e = a
+        .query_drop("set transaction_mode = 'sometimes'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1231), "{e}");
+    assert_eq!(transaction_mode(&mut a).await, "SINGLE");
+
+    // Back to MULTI: a transaction spans both shards and commits.
+    a.query_drop("set transaction_mode = 'multi'")
+        .await
+        .unwrap();
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txmode (id, v) values (1, 1), (4, 4)")
+        .await
+        .unwrap();
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(count(&mut b, "txmode").await, 2);
+    a.query_drop("delete from txmode").await.unwrap();
+}
+
+/// What `@@transaction_mode` says on `c`.
+async fn transaction_mode(c: &mut mysql_async::Conn) -> String {
+    let m: Option<String> = c.query_first("select @@transaction_mode").await.unwrap();
+    m.unwrap()
 }
 
 /// Two transactions that wait for each other through different shards

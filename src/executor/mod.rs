@@ -64,6 +64,8 @@ pub struct ShardConns {
     pub pinned_lean: Vec<LeanHeld>,
     /// The session is inside a transaction: new connections begin one.
     pub in_txn: bool,
+    /// The session's `SET transaction_mode` (None: `--transaction_mode`).
+    pub transaction_mode: Option<TransactionMode>,
     /// Tablets the open transaction has reached, kept under
     /// `--transaction_mode=SINGLE` only.
     txn_tablets: Vec<String>,
@@ -112,7 +114,8 @@ pub struct ShardConns {
     watch: Option<deadlock::Guard>,
 }
 
-/// How far a transaction may reach, as vtgate's `--transaction_mode` says.
+/// How far a transaction may reach, as vtgate's `--transaction_mode` (or a
+/// session's `SET transaction_mode`) says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TransactionMode {
     /// One shard per transaction: reaching a second fails the statement
@@ -125,6 +128,17 @@ pub enum TransactionMode {
     Multi,
     /// Atomic commit across shards: not built yet (refused at startup).
     Twopc,
+}
+
+impl TransactionMode {
+    /// vtgate's name, as `@@transaction_mode` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionMode::Single => "SINGLE",
+            TransactionMode::Multi => "MULTI",
+            TransactionMode::Twopc => "TWOPC",
+        }
+    }
 }
 
 /// A lean connection a session holds, and its unit of the sticky budget
@@ -255,7 +269,7 @@ impl ShardConns {
         sql: &str,
     ) -> Result<(Link, bool, bool), Error> {
         let joins = self.in_txn
-            && ctx.transaction_mode == TransactionMode::Single
+            && self.transaction_mode.unwrap_or(ctx.transaction_mode) == TransactionMode::Single
             && !self.txn_tablets.contains(&tablet.alias);
         if joins && !self.txn_tablets.is_empty() {
             return Err(Error::MultiDbTransaction(format!(

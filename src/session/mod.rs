@@ -13,7 +13,7 @@ use crate::executor::verdicts::Verdict;
 use crate::executor::{pick, Executor, ShardConns};
 use crate::planner::{self, Plan};
 use crate::server::ServerCtx;
-use crate::sql::{self, QueryKind, SessionValues, Statement, Target};
+use crate::sql::{self, QueryKind, SessionValues, SqlError, Statement, Target};
 
 /// A statement prepared by the client.
 #[derive(Debug, Clone)]
@@ -208,6 +208,9 @@ impl Session {
                 sink.ok(QueryDone::default())
             }
             Statement::Set(set) => {
+                if let Some(mode) = &set.transaction_mode {
+                    self.set_transaction_mode(mode)?;
+                }
                 if let Some(rest) = &set.rest {
                     if set.global {
                         // What a clean connection holds may change with it.
@@ -243,6 +246,11 @@ impl Session {
                     &SessionValues {
                         database: self.target.keyspace.as_deref(),
                         last_insert_id: self.shards.last_insert_id,
+                        transaction_mode: self
+                            .shards
+                            .transaction_mode
+                            .unwrap_or(ctx.transaction_mode)
+                            .as_str(),
                     },
                 ) {
                     Some(s) => std::borrow::Cow::Owned(s),
@@ -251,6 +259,29 @@ impl Session {
                 self.run_planned(ctx, &other, &sql, sink).await
             }
         }
+    }
+
+    /// vtgate's `SET transaction_mode`: how far this session's
+    /// transactions may reach, instead of `--transaction_mode`. Refused
+    /// inside a transaction (the tablets it reached are only kept under
+    /// SINGLE), and for `twopc`, which is not built.
+    fn set_transaction_mode(&mut self, value: &str) -> Result<(), Error> {
+        use crate::executor::TransactionMode;
+        let mode = match value {
+            "single" => TransactionMode::Single,
+            "multi" => TransactionMode::Multi,
+            // vtgate's name for "as the server says".
+            "unspecified" | "default" => {
+                self.shards.transaction_mode = None;
+                return Ok(());
+            }
+            _ => return Err(SqlError::BadTransactionMode(value.to_string()).into()),
+        };
+        if self.shards.in_txn && self.shards.transaction_mode != Some(mode) {
+            return Err(SqlError::TransactionModeInTransaction.into());
+        }
+        self.shards.transaction_mode = Some(mode);
+        Ok(())
     }
 
     /// Applies a session SET (not autocommit): it becomes one of the
@@ -508,6 +539,7 @@ impl Session {
                 &SessionValues {
                     database: Some(""),
                     last_insert_id: 0,
+                    transaction_mode: "",
                 },
             )
             .is_none();

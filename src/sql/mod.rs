@@ -23,6 +23,12 @@ pub enum SqlError {
     /// A SET statement we cannot make sense of.
     #[error("invalid value for autocommit: '{0}'")]
     BadAutocommit(String),
+    /// `SET transaction_mode` to something vtgate does not know.
+    #[error("Variable 'transaction_mode' can't be set to the value of '{0}'")]
+    BadTransactionMode(String),
+    /// `SET transaction_mode` inside a transaction.
+    #[error("Transaction characteristics can't be changed while a transaction is in progress")]
+    TransactionModeInTransaction,
 }
 
 /// What kind of statement a client sent, as far as routing and session state care.
@@ -87,6 +93,9 @@ pub enum QueryKind {
 pub struct SetStmt {
     /// `autocommit` assignment, handled by the session.
     pub autocommit: Option<bool>,
+    /// vtgate's session variable `transaction_mode` (the value as written,
+    /// unquoted), handled by the session.
+    pub transaction_mode: Option<String>,
     /// The remaining assignments as one `SET ...` statement, if any.
     pub rest: Option<String>,
     /// `SET GLOBAL ...`: passed through once, not replayed.
@@ -247,13 +256,17 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             .trim_start_matches("@@")
             .trim_start_matches("session.")
             .trim_start_matches("local.");
-        if bare == "autocommit" && !out.global {
-            let val = part
-                .iter()
+        let value = || {
+            part.iter()
                 .skip(name_idx + 1)
                 .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
-                .map(|t| t.text(sql).trim_matches('\'').to_ascii_lowercase())
-                .unwrap_or_default();
+                .map(|t| t.text(sql).trim_matches(['\'', '"']).to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        if bare == "transaction_mode" && !out.global {
+            out.transaction_mode = Some(value());
+        } else if bare == "autocommit" && !out.global {
+            let val = value();
             out.autocommit = Some(match val.as_str() {
                 "1" | "on" | "true" => true,
                 "0" | "off" | "false" => false,
@@ -409,11 +422,13 @@ pub struct SessionValues<'a> {
     pub database: Option<&'a str>,
     /// What `LAST_INSERT_ID()` returns for this client.
     pub last_insert_id: u64,
+    /// What `@@transaction_mode` returns: the session's (vtgate's names).
+    pub transaction_mode: &'static str,
 }
 
 /// Rewrites the session functions a pooled backend connection cannot answer
-/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `@@socket`)
-/// into literals, keeping the column name the client expects. Returns None
+/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `@@socket`,
+/// vtgate's `@@transaction_mode`) into literals, keeping the column name the client expects. Returns None
 /// when nothing needed rewriting (the common case, checked without tokenizing).
 pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<String> {
     let lower_has = |needle: &str| {
@@ -424,7 +439,8 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
     if !(lower_has("database")
         || lower_has("schema")
         || lower_has("last_insert_id")
-        || lower_has("@@socket"))
+        || lower_has("@@socket")
+        || lower_has("@@transaction_mode"))
     {
         return None;
     }
@@ -450,6 +466,12 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
             (vals.last_insert_id.to_string(), i + 2)
         } else if t.kind == TokenKind::Variable && t.text(sql).eq_ignore_ascii_case("@@socket") {
             ("NULL".to_string(), i)
+        } else if t.kind == TokenKind::Variable
+            && (t.text(sql).eq_ignore_ascii_case("@@transaction_mode")
+                || t.text(sql)
+                    .eq_ignore_ascii_case("@@session.transaction_mode"))
+        {
+            (quote_str(vals.transaction_mode), i)
         } else {
             i += 1;
             continue;
@@ -1474,7 +1496,12 @@ mod tests {
         let v = SessionValues {
             database: Some("commerce"),
             last_insert_id: 42,
+            transaction_mode: "SINGLE",
         };
+        assert_eq!(
+            rewrite_session_values("select @@transaction_mode", &v).unwrap(),
+            "select 'SINGLE' AS `@@transaction_mode`"
+        );
         assert_eq!(
             rewrite_session_values("select database()", &v).unwrap(),
             "select 'commerce' AS `database()`"
