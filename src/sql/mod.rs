@@ -440,7 +440,7 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
         || lower_has("schema")
         || lower_has("last_insert_id")
         || lower_has("@@socket")
-        || lower_has("@@transaction_mode"))
+        || lower_has("transaction_mode"))
     {
         return None;
     }
@@ -1501,6 +1501,10 @@ mod tests {
         assert_eq!(
             rewrite_session_values("select @@transaction_mode", &v).unwrap(),
             "select 'SINGLE' AS `@@transaction_mode`"
+        );
+        assert_eq!(
+            rewrite_session_values("select @@session.transaction_mode as m", &v).unwrap(),
+            "select 'SINGLE' as m"
         );
         assert_eq!(
             rewrite_session_values("select database()", &v).unwrap(),
