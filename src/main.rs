@@ -310,7 +310,7 @@ async fn local(args: LocalArgs) -> Result<(), AnyError> {
             );
             println!("  keyspaces: commerce (unsharded), customer (sharded: -80, 80-)");
             println!("  tablets:   mysql -h127.0.0.1 -P17100 -uvt_dba   (17101, 17102, 17300, 17301, 17400, 17401)");
-            println!("  web:       http://127.0.0.1:15001/debug/status");
+            println!("  web:       http://127.0.0.1:15001/debug/status   (Prometheus: /metrics)");
             println!();
             println!("Connect with:");
             println!("  mysql -h127.0.0.1 -P15306 commerce");
