@@ -91,14 +91,19 @@ pub struct MysqlError {
     pub state: String,
     /// Message text.
     pub message: String,
+    /// The Vitess code vtgate would count the error under
+    /// (`vtgate_api_error_counts`).
+    pub vitess_code: &'static str,
 }
 
 impl MysqlError {
-    fn new(code: u16, state: &str, message: String) -> Self {
+    /// An error with the Vitess code of its number ([`vitess_code`]).
+    pub fn new(code: u16, state: &str, message: String) -> Self {
         MysqlError {
             code,
             state: state.to_string(),
             message,
+            vitess_code: vitess_code(code),
         }
     }
 }
@@ -206,6 +211,12 @@ impl Error {
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.
             Error::MultiDbTransaction(_) => MysqlError::new(1317, "70100", self.to_string()),
+            // A tablet that could not be reached, or none to reach:
+            // vtgate's UNAVAILABLE, which it reports as ER_UNKNOWN_ERROR.
+            Error::Backend { .. } | Error::Gateway(GatewayError::NoTablet { .. }) => MysqlError {
+                vitess_code: "UNAVAILABLE",
+                ..MysqlError::new(ER_UNKNOWN_ERROR, "HY000", self.to_string())
+            },
             _ => MysqlError::new(ER_UNKNOWN_ERROR, "HY000", self.to_string()),
         }
     }
@@ -229,7 +240,7 @@ mod tests {
     /// vtgate gives the same failure, for `vtgate_api_error_counts`.
     #[test]
     fn shardgates_own_errors_map_to_vtgates_codes() {
-        let code = |e: Error| vitess_code(e.to_mysql().code);
+        let code = |e: Error| e.to_mysql().vitess_code;
         assert_eq!(
             code(Error::Plan(PlanError::Syntax("x".into()))),
             "INVALID_ARGUMENT"
@@ -249,6 +260,16 @@ mod tests {
             "INVALID_ARGUMENT"
         );
         assert_eq!(code(Error::Malformed("x".into())), "INVALID_ARGUMENT");
+        // A tablet that cannot be reached: ER_UNKNOWN_ERROR to the client,
+        // UNAVAILABLE to the metrics, as vtgate counts it.
+        let unreachable = Error::Backend {
+            target: "ks.0.replica".into(),
+            source: mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+        };
+        let e = unreachable.to_mysql();
+        assert_eq!((e.code, e.vitess_code), (1105, "UNAVAILABLE"));
         // A tablet's duplicate key and lock wait timeout, as vttablet
         // classifies them; an error number nobody classified.
         assert_eq!(vitess_code(1062), "ALREADY_EXISTS");

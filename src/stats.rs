@@ -137,20 +137,19 @@ impl Api {
         all.entry(key).or_default().clone()
     }
 
-    /// Counts an error of `op` on `keyspace` at `tablet_type`, with the
-    /// Vitess code of the MySQL error number the client got.
+    /// Counts an error of `op` on `keyspace` at `tablet_type`, under the
+    /// Vitess code of the error the client got.
     pub fn error(
         &self,
         op: Operation,
         keyspace: Option<&str>,
         tablet_type: TabletType,
-        errno: u16,
+        code: &'static str,
     ) {
         let key = (
             keyspace.unwrap_or_default().to_string(),
             tablet_type.as_str(),
         );
-        let code = crate::error::vitess_code(errno);
         let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         *errors.entry((op, key, code)).or_default() += 1;
     }
@@ -322,15 +321,15 @@ impl Recorder {
     }
 
     /// Counts a command of `op` that took `took` on the target aimed at,
-    /// and its error, if the client got one (its MySQL error number).
+    /// and its error, if the client got one (its Vitess code).
     #[inline]
-    pub fn record(&self, api: &Api, op: Operation, took: Duration, err: Option<u16>) {
+    pub fn record(&self, api: &Api, op: Operation, took: Duration, err: Option<&'static str>) {
         let Some((ks, tt, t)) = &self.held else {
             return;
         };
         t.record(op, took);
-        if let Some(errno) = err {
-            api.error(op, ks.as_deref(), *tt, errno);
+        if let Some(code) = err {
+            api.error(op, ks.as_deref(), *tt, code);
         }
     }
 }
@@ -405,13 +404,13 @@ mod tests {
             Operation::Execute,
             Some("commerce"),
             TabletType::Primary,
-            1062,
+            crate::error::vitess_code(1062),
         );
         api.error(
             Operation::Execute,
             Some("commerce"),
             TabletType::Primary,
-            1062,
+            crate::error::vitess_code(1062),
         );
         let mut out = String::new();
         api.prometheus(&mut out);

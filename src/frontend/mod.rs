@@ -148,9 +148,9 @@ pub struct Wire {
     /// Per prepared statement, the column definitions its client last got
     /// (each as a 4-byte length and the packet), with cache_metadata.
     sent_columns: FastMap<u32, Vec<u8>>,
-    /// The error number of the last error written, for the command's
-    /// error count (`vtgate_api_error_counts`).
-    last_err: Option<u16>,
+    /// The Vitess code of the last error written, for the command's error
+    /// count (`vtgate_api_error_counts`).
+    last_err: Option<&'static str>,
 }
 
 impl Wire {
@@ -247,7 +247,7 @@ impl Wire {
     }
 
     fn push_err(&mut self, e: &MysqlError) {
-        self.last_err = Some(e.code);
+        self.last_err = Some(e.vitess_code);
         self.push(&packets::err(e));
     }
 }
@@ -773,11 +773,7 @@ async fn run_query(
 ) -> Result<(), Error> {
     let stmts = crate::sql::lexer::split_statements(sql);
     if stmts.is_empty() {
-        wire.push_err(&MysqlError {
-            code: 1065,
-            state: "42000".into(),
-            message: "Query was empty".into(),
-        });
+        wire.push_err(&MysqlError::new(1065, "42000", "Query was empty".into()));
         return Ok(());
     }
     let mut rw = ResultWriter::new(wire, false, session.status());
