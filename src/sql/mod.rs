@@ -439,8 +439,7 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
     if !(lower_has("database")
         || lower_has("schema")
         || lower_has("last_insert_id")
-        || lower_has("@@socket")
-        || lower_has("transaction_mode"))
+        || (sql.contains("@@") && (lower_has("@@socket") || lower_has("transaction_mode"))))
     {
         return None;
     }
