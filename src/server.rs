@@ -54,6 +54,8 @@ pub struct ServerCtx {
     pub heap: crate::heap::Trimmer,
     /// Each command's latency and errors by target, for `/metrics`.
     pub api: crate::stats::Api,
+    /// When the server started (the status page's uptime and QPS).
+    pub started: std::time::Instant,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
     conn_ids: AtomicU32,
@@ -86,6 +88,7 @@ impl ServerCtx {
             sequences: tokio::sync::Mutex::new(std::collections::HashMap::new()),
             heap: Default::default(),
             api: Default::default(),
+            started: std::time::Instant::now(),
             schema: None,
             conn_ids: AtomicU32::new(1),
         }

@@ -2214,6 +2214,12 @@ async fn metrics_count_each_command_by_target_and_errors_by_code() {
         status.contains("<tr><td>Prepare</td><td>commerce</td><td>replica</td><td>1</td>"),
         "{status}"
     );
+    // With the rate since start, over every command counted.
+    let total = count(body, &exec) + count(body, &rexec) + count(body, &rprep);
+    assert!(
+        status.contains(&format!("s: {total} commands, ")),
+        "{status}"
+    );
     assert!(
         status.contains("<td>commerce</td><td>primary</td><td>ALREADY_EXISTS</td><td>1</td>"),
         "{status}"

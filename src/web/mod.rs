@@ -103,16 +103,24 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                     html(&health)
                 );
             }
-            s.push_str("</table><h2>commands since start</h2><table border=1><tr><th>operation</th><th>keyspace</th><th>tablet type</th><th>count</th><th>average ms</th></tr>");
-            for c in ctx.api.series() {
+            let series = ctx.api.series();
+            let up = ctx.started.elapsed().as_secs_f64();
+            let total: u64 = series.iter().map(|c| c.count()).sum();
+            let _ = write!(
+                s,
+                "</table><h2>commands since start</h2><p>up {up:.0} s: {total} commands, {:.1} per second</p><table border=1><tr><th>operation</th><th>keyspace</th><th>tablet type</th><th>count</th><th>per second</th><th>average ms</th></tr>",
+                total as f64 / up.max(1e-3)
+            );
+            for c in series {
                 let avg = c.nanos as f64 / c.count() as f64 / 1e6;
                 let _ = write!(
                     s,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{avg:.3}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{avg:.3}</td></tr>",
                     c.operation,
                     c.keyspace,
                     c.db_type,
-                    c.count()
+                    c.count(),
+                    c.count() as f64 / up.max(1e-3)
                 );
             }
             s.push_str("</table><h2>errors since start</h2><table border=1><tr><th>operation</th><th>keyspace</th><th>tablet type</th><th>code</th><th>count</th></tr>");
