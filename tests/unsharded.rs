@@ -2169,6 +2169,20 @@ async fn metrics_count_each_command_by_target_and_errors_by_code() {
     assert_eq!(buckets[10], count(body, &exec));
     let sum = sample(body, &format!("vtgate_api_sum{{{exec}}}"));
     assert!(sum > 0.0 && sum < 10.0 * count(body, &exec), "{sum}");
+    // The process metrics every Prometheus client exports, vtgate's too.
+    let rss = sample(body, "process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
+    assert!(sample(body, "process_cpu_seconds_total") > 0.0, "{body}");
+    assert!(sample(body, "process_open_fds") >= 3.0, "{body}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(body, "process_start_time_seconds");
+    assert!(
+        (now - started).abs() < 600.0,
+        "started {started}, now {now}"
+    );
     // The /debug/vars numbers, under vtgate's names.
     assert!(sample(body, "vtgate_tablets") >= 1.0, "{body}");
     assert!(body.contains("# TYPE vtgate_tablet_connections_open gauge\n"));

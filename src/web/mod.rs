@@ -216,6 +216,7 @@ fn prometheus(ctx: &ServerCtx) -> String {
         };
         let _ = write!(out, "# TYPE {metric} {kind}\n{metric} {value}\n");
     }
+    process_metrics(&mut out);
     out.push_str("# TYPE vtgate_healthcheck_connections gauge\n");
     let snap = ctx.snapshot.load();
     for ((ks, shard, tt), n) in ctx.gateway.health.serving_counts(&snap) {
@@ -226,6 +227,81 @@ fn prometheus(ctx: &ServerCtx) -> String {
     }
     ctx.api.prometheus(&mut out);
     out
+}
+
+/// The standard `process_*` metrics Prometheus client libraries export
+/// (vtgate's among them), so a dashboard's CPU and memory panels for
+/// vtgate show shardgate's: CPU seconds, resident and virtual memory,
+/// open file descriptors and the start time, from `/proc/self`.
+fn process_metrics(out: &mut String) {
+    // SAFETY: sysconf only reads a configuration value.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // The fields after the command name, which may hold spaces: field 3
+    // (state) is the first here, so field n is at index n - 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    let (Some(utime), Some(stime), Some(start), Some(vsize), Some(rss)) =
+        (field(14), field(15), field(22), field(23), field(24))
+    else {
+        return;
+    };
+    let ticks = ticks.max(1) as f64;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    for (name, kind, help, value) in [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (utime + stime) / ticks,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss * page as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            vsize,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / ticks,
+        ),
+    ] {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    }
 }
 
 /// `FooBar` → `vtgate_foo_bar`: vtgate's exporter's names for its vars.
