@@ -254,6 +254,17 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub discovery_low_replication_lag: std::time::Duration,
+    /// A transaction open for longer than this (a Go duration) has its
+    /// tablet connections killed, which rolls it back and frees its locks;
+    /// its client's next statement fails (error 1317) and the session goes
+    /// on. vttablet's flag and default; `0` turns it off.
+    #[arg(
+        long = "queryserver-config-transaction-timeout",
+        alias = "queryserver_config_transaction_timeout",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub queryserver_config_transaction_timeout: std::time::Duration,
 }
 
 /// Parses a duration as Vitess's flags take them (Go's syntax): numbers

@@ -63,6 +63,10 @@ pub enum Error {
     /// the message starts as vtgate's does, which ORMs match on.
     #[error("multi-db transaction attempted: {0}")]
     MultiDbTransaction(String),
+    /// The transaction was open for longer than
+    /// `--queryserver-config-transaction-timeout` and was rolled back.
+    #[error("transaction rolled back: it was open longer than the transaction timeout ({0:?}, --queryserver-config-transaction-timeout)")]
+    TransactionTimeout(std::time::Duration),
     /// The transaction was the youngest of a cycle of lock waits across
     /// shards and was rolled back (see [`crate::executor::deadlock`]).
     #[error("Deadlock found when trying to get lock; try restarting transaction")]
@@ -210,7 +214,9 @@ impl Error {
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.
-            Error::MultiDbTransaction(_) => MysqlError::new(1317, "70100", self.to_string()),
+            Error::MultiDbTransaction(_) | Error::TransactionTimeout(_) => {
+                MysqlError::new(1317, "70100", self.to_string())
+            }
             // A tablet that could not be reached, or none to reach:
             // vtgate's UNAVAILABLE, which it reports as ER_UNKNOWN_ERROR.
             Error::Backend { .. } | Error::Gateway(GatewayError::NoTablet { .. }) => MysqlError {

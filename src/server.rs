@@ -37,6 +37,9 @@ pub struct ServerCtx {
     pub plans: crate::planner::cache::PlanCache,
     /// How far a transaction may reach (`--transaction_mode`).
     pub transaction_mode: crate::executor::TransactionMode,
+    /// How long a transaction may stay open before its tablet connections
+    /// are killed and it is rolled back (None: forever).
+    pub transaction_timeout: Option<std::time::Duration>,
     /// Transaction parts committed, and how many of them only read and
     /// committed without a round trip for the client.
     pub txn_stats: crate::executor::TxnStats,
@@ -80,6 +83,7 @@ impl ServerCtx {
             watch_stats: Arc::new(WatchStats::default()),
             sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
             transaction_mode: crate::executor::TransactionMode::default(),
+            transaction_timeout: None,
             txn_stats: crate::executor::TxnStats::default(),
             set_verdicts: Default::default(),
             deadlocks: Arc::default(),
@@ -125,6 +129,8 @@ pub struct ServeOptions {
     pub server_version: String,
     /// How far a transaction may reach.
     pub transaction_mode: crate::executor::TransactionMode,
+    /// `--queryserver-config-transaction-timeout` (None: off).
+    pub transaction_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
     pub schema_tracking: bool,
     /// Health checks of the tablets (None: off, every tablet serves).
@@ -187,6 +193,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     };
     let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
     ctx.transaction_mode = opts.transaction_mode;
+    ctx.transaction_timeout = opts.transaction_timeout;
     ctx.busy_polls = opts.busy_polls;
     if opts.schema_tracking {
         ctx.schema = Some(Arc::default());

@@ -2241,3 +2241,74 @@ async fn metrics_count_each_command_by_target_and_errors_by_code() {
     conn.query_drop("use commerce").await.unwrap();
     conn.query_drop("drop table metrics_t").await.unwrap();
 }
+
+/// vttablet's transaction killer: a transaction open for longer than
+/// `--queryserver-config-transaction-timeout` has its tablet connection
+/// killed, so its row locks go at once (another client's update of the
+/// row goes through), its changes are rolled back, its client's next
+/// statement fails with 1317 and the session goes on; a ROLLBACK after the
+/// timeout succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_too_long_is_rolled_back_and_its_locks_freed() {
+    let _ = cluster();
+    let flags = ["--queryserver-config-transaction-timeout", "500ms"];
+    let (port, _) = spawn_shardgate(&flags.map(String::from)).await;
+    let mut a = connect_port(port, Some("commerce")).await;
+    let mut b = connect_port(port, Some("commerce")).await;
+    a.query_drop("create table if not exists txtimeout (id int primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("replace into txtimeout values (1, 0), (2, 0)")
+        .await
+        .unwrap();
+
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update txtimeout set v = 10 where id = 1")
+        .await
+        .unwrap();
+    a.query_drop("insert into txtimeout values (3, 3)")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // The lock is gone: without the killer this waits out the 2 s and fails.
+    b.query_drop("set innodb_lock_wait_timeout = 2")
+        .await
+        .unwrap();
+    b.query_drop("update txtimeout set v = 20 where id = 1")
+        .await
+        .unwrap();
+    let e = a.query_drop("commit").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert!(e.to_string().contains("transaction timeout"), "{e}");
+    // Rolled back: the insert is gone, and the session goes on.
+    let rows: Vec<(i32, i32)> = a
+        .query("select id, v from txtimeout order by id")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(1, 20), (2, 0)]);
+
+    // A ROLLBACK after the timeout is what the client asked for.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update txtimeout set v = 30 where id = 2")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    a.query_drop("rollback").await.unwrap();
+    let v: Option<i32> = a
+        .query_first("select v from txtimeout where id = 2")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(0));
+    // A short transaction commits.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update txtimeout set v = 40 where id = 2")
+        .await
+        .unwrap();
+    a.query_drop("commit").await.unwrap();
+    let v: Option<i32> = b
+        .query_first("select v from txtimeout where id = 2")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(40));
+    a.query_drop("drop table txtimeout").await.unwrap();
+}

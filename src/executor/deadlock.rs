@@ -28,6 +28,13 @@
 //! answers a deadlock: sysbench and most frameworks retry the
 //! transaction on it. The others go on.
 //!
+//! The same task ends transactions that stay open for longer than
+//! `--queryserver-config-transaction-timeout` (vttablet's transaction
+//! killer, 30 s by default): it kills their tablet connections, which
+//! rolls their parts back and frees their locks whether a statement runs
+//! or the client went quiet, and the session rolls the rest back and
+//! fails the client's next statement (ROLLBACK excepted).
+//!
 //! What it costs a transaction: one registration (a lock) when it begins,
 //! one clock read and a store per statement, and one lookup when a new
 //! tablet joins it. Tablets are asked only while statements wait.
@@ -109,6 +116,9 @@ pub struct Watch {
     parts: Mutex<Vec<(String, u32)>>,
     /// Chosen to give way: its statement's failure is a deadlock.
     victim: AtomicBool,
+    /// Open for longer than the transaction timeout: its connections were
+    /// killed, and the session rolls it back.
+    expired: AtomicBool,
 }
 
 /// A transaction's registration, removed when it ends (dropped).
@@ -123,6 +133,17 @@ impl Registry {
         at.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
+    /// The transactions open for longer than `limit` at `now` and not yet
+    /// found so, marked expired: the tablet connections of each.
+    fn expire(&self, now: Instant, limit: Duration) -> Vec<Vec<(String, u32)>> {
+        let oldest = self.micros(now).saturating_sub(limit.as_micros() as u64);
+        lock(&self.open)
+            .values()
+            .filter(|w| w.began < oldest && !w.expired.swap(true, Ordering::Relaxed))
+            .map(|w| lock(&w.parts).clone())
+            .collect()
+    }
+
     /// Registers a transaction that begins now.
     pub fn watch(self: &Arc<Self>) -> Guard {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -131,6 +152,7 @@ impl Registry {
             running: AtomicU64::new(0),
             parts: Mutex::new(Vec::new()),
             victim: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
         });
         lock(&self.open).insert(id, watch.clone());
         Guard {
@@ -179,6 +201,12 @@ impl Guard {
     /// failed statement; the answer is consumed).
     pub fn take_victim(&self) -> bool {
         self.watch.victim.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the transaction outlived the transaction timeout (its
+    /// tablet connections were killed).
+    pub fn expired(&self) -> bool {
+        self.watch.expired.load(Ordering::Relaxed)
     }
 }
 
@@ -309,6 +337,11 @@ pub async fn run(ctx: Weak<ServerCtx>) {
         tick.tick().await;
         let Some(ctx) = ctx.upgrade() else { return };
         let now = Instant::now();
+        if let Some(limit) = ctx.transaction_timeout {
+            for parts in ctx.deadlocks.expire(now, limit) {
+                end_expired(&ctx, parts).await;
+            }
+        }
         if asked.is_some_and(|at| now.duration_since(at) < REREAD_AFTER) {
             continue;
         }
@@ -316,6 +349,33 @@ pub async fn run(ctx: Weak<ServerCtx>) {
         if could_cross(&waiting) {
             detector.check(&ctx, &waiting).await;
             asked = Some(Instant::now());
+        }
+    }
+}
+
+/// Kills the tablet connections of a transaction that outlived the
+/// transaction timeout (`KILL CONNECTION`: MariaDB rolls its part back
+/// and frees its locks at once, whether a statement runs or the client
+/// went quiet), as vttablet's transaction killer does.
+async fn end_expired(ctx: &ServerCtx, parts: Vec<(String, u32)>) {
+    let snap = ctx.snapshot.load();
+    for (alias, thread) in parts {
+        let Some(tablet) = snap.tablets.get(&alias) else {
+            continue;
+        };
+        let kill = format!("KILL CONNECTION {thread}");
+        let res = async {
+            let mut conn = ctx.pools.get(tablet).get_conn().await?;
+            conn.query_drop(&kill).await
+        }
+        .await;
+        match res {
+            Ok(()) => {
+                tracing::info!(tablet = %alias, thread, "transaction timeout: connection killed")
+            }
+            Err(e) => {
+                tracing::warn!(tablet = %alias, thread, error = %e, "transaction timeout: kill failed")
+            }
         }
     }
 }

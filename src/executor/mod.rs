@@ -717,6 +717,12 @@ impl ShardConns {
         self.watch.as_ref().is_some_and(|w| w.take_victim())
     }
 
+    /// Whether the open transaction outlived the transaction timeout (see
+    /// [`deadlock::Guard::expired`]).
+    pub fn transaction_expired(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.expired())
+    }
+
     /// Whether a driver connection the session used holds its state
     /// (settings or reserved state): the driver's pool does not reset
     /// connections, so such a one stays with the session until it ends and

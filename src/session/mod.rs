@@ -130,8 +130,27 @@ impl Session {
         sql: &str,
         sink: &mut S,
     ) -> Result<(), Error> {
+        if self.shards.transaction_expired() {
+            let timeout = Box::pin(self.end_expired(ctx)).await;
+            // The client's ROLLBACK gets what it asked for.
+            if matches!(sql::classify(sql), Ok(Statement::Rollback)) {
+                return sink.ok(QueryDone::default());
+            }
+            return Err(timeout);
+        }
         let res = self.execute_statement(ctx, sql, sink).await;
         self.after(ctx, res).await
+    }
+
+    /// A transaction the transaction timeout ended (its tablet connections
+    /// were killed, its parts rolled back there; see
+    /// [`ShardConns::transaction_expired`], one atomic load, asked before
+    /// and after every statement): rolled back here too, and the error its
+    /// client gets. Boxed where it is called: it is rare, and its future
+    /// inlined would size every client connection's task.
+    async fn end_expired(&mut self, ctx: &ServerCtx) -> Error {
+        let _ = self.shards.finish_txn(ctx, false).await;
+        Error::TransactionTimeout(ctx.transaction_timeout.unwrap_or_default())
     }
 
     /// A transaction that reached a second shard under
@@ -142,6 +161,11 @@ impl Session {
     async fn after(&mut self, ctx: &ServerCtx, res: Result<(), Error>) -> Result<(), Error> {
         // Asked after every statement, so a kill that missed its
         // statement (which then ended well) marks nothing later.
+        // The timeout ended the transaction while this statement ran: its
+        // effects went with it.
+        if self.shards.transaction_expired() {
+            return Err(Box::pin(self.end_expired(ctx)).await);
+        }
         let victim = self.shards.deadlock_victim();
         if res.is_err() && victim {
             let _ = self.shards.finish_txn(ctx, false).await;
@@ -561,6 +585,10 @@ impl Session {
         let Some(mut p) = self.prepared.remove(&id) else {
             return Err(Error::UnknownStmt(id, "mysqld_stmt_execute"));
         };
+        if self.shards.transaction_expired() {
+            self.prepared.insert(id, p);
+            return Err(Box::pin(self.end_expired(ctx)).await);
+        }
         let res = self.run_prepared(ctx, &mut p, params, sink).await;
         self.prepared.insert(id, p);
         self.after(ctx, res).await
