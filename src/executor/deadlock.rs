@@ -353,6 +353,13 @@ pub async fn run(ctx: Weak<ServerCtx>) {
     }
 }
 
+/// Runs a `KILL` on `tablet`, over a connection of the driver's pool (one
+/// of the session's own could be the one to kill).
+async fn kill_on(ctx: &ServerCtx, tablet: &Tablet, kill: &str) -> Result<(), mysql_async::Error> {
+    let mut conn = ctx.pools.get(tablet).get_conn().await?;
+    conn.query_drop(kill).await
+}
+
 /// Kills the tablet connections of a transaction that outlived the
 /// transaction timeout (`KILL CONNECTION`: MariaDB rolls its part back
 /// and frees its locks at once, whether a statement runs or the client
@@ -364,12 +371,7 @@ async fn end_expired(ctx: &ServerCtx, parts: Vec<(String, u32)>) {
             continue;
         };
         let kill = format!("KILL CONNECTION {thread}");
-        let res = async {
-            let mut conn = ctx.pools.get(tablet).get_conn().await?;
-            conn.query_drop(&kill).await
-        }
-        .await;
-        match res {
+        match kill_on(ctx, tablet, &kill).await {
             Ok(()) => {
                 tracing::info!(tablet = %alias, thread, "transaction timeout: connection killed")
             }
@@ -488,12 +490,7 @@ impl Detector {
             };
             self.killed.entry(key).or_insert(now);
             waiting[v].victim.store(true, Ordering::Relaxed);
-            let killed = async {
-                let mut conn = ctx.pools.get(tablet).get_conn().await?;
-                conn.query_drop(&kill).await
-            }
-            .await;
-            match killed {
+            match kill_on(ctx, tablet, &kill).await {
                 Ok(()) => {
                     if first {
                         ctx.deadlocks.broken.fetch_add(1, Ordering::Relaxed);
