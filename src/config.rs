@@ -265,6 +265,48 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub queryserver_config_transaction_timeout: std::time::Duration,
+    /// Hold a shard's primary-bound statements (outside transactions)
+    /// while its primary changes (`ctl planned-reparent-shard`), and send
+    /// them to the new one, rather than fail them; vtgate's flag.
+    #[arg(long = "enable_buffer", alias = "enable-buffer")]
+    pub enable_buffer: bool,
+    /// How long one statement may be held (a Go duration).
+    #[arg(
+        long = "buffer_window",
+        alias = "buffer-window",
+        default_value = "10s",
+        value_parser = parse_duration
+    )]
+    pub buffer_window: std::time::Duration,
+    /// How many statements may be held at once, over all shards; more
+    /// fail at once.
+    #[arg(long = "buffer_size", alias = "buffer-size", default_value_t = 1000)]
+    pub buffer_size: usize,
+    /// How long one failover is buffered at most (a Go duration).
+    #[arg(
+        long = "buffer_max_failover_duration",
+        alias = "buffer-max-failover-duration",
+        default_value = "20s",
+        value_parser = parse_duration
+    )]
+    pub buffer_max_failover_duration: std::time::Duration,
+    /// A shard whose failover ended less than this ago is not buffered
+    /// again (a Go duration).
+    #[arg(
+        long = "buffer_min_time_between_failovers",
+        alias = "buffer-min-time-between-failovers",
+        default_value = "1m",
+        value_parser = parse_duration
+    )]
+    pub buffer_min_time_between_failovers: std::time::Duration,
+    /// Buffer only these, comma-separated: `keyspace` or `keyspace/shard`
+    /// (default: every shard).
+    #[arg(
+        long = "buffer_keyspace_shards",
+        alias = "buffer-keyspace-shards",
+        value_delimiter = ','
+    )]
+    pub buffer_keyspace_shards: Vec<String>,
 }
 
 /// Parses a duration as Vitess's flags take them (Go's syntax): numbers
@@ -381,6 +423,29 @@ pub enum CtlCommand {
         keyspace_shard: String,
         /// The new primary's alias.
         alias: String,
+    },
+    /// Move a shard's primary to one of its replicas without losing a
+    /// committed write (vtctldclient's PlannedReparentShard): shardgates
+    /// with `--enable_buffer` hold the shard's writes meanwhile.
+    PlannedReparentShard {
+        /// KEYSPACE/SHARD.
+        keyspace_shard: String,
+        /// The replica to promote (default: the most caught-up one).
+        #[arg(long = "new-primary", alias = "new_primary")]
+        new_primary: Option<String>,
+        /// A tablet that must not be the primary afterwards (default: the
+        /// current primary, when no new one is named).
+        #[arg(long = "avoid-primary", alias = "avoid_primary")]
+        avoid_primary: Option<String>,
+        /// How long the new primary may take to catch up before the
+        /// reparent is undone (Go duration syntax).
+        #[arg(
+            long = "wait-replicas-timeout",
+            alias = "wait_replicas_timeout",
+            default_value = "15s",
+            value_parser = parse_duration
+        )]
+        wait_replicas_timeout: std::time::Duration,
     },
 }
 

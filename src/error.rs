@@ -232,6 +232,12 @@ impl Error {
         matches!(self, Error::Io(_))
     }
 
+    /// A tablet refused the statement because its server is read-only:
+    /// a primary that a reparent has demoted (see [`crate::gateway::buffer`]).
+    pub fn refused_read_only(&self) -> bool {
+        matches!(self, Error::Backend { source, .. } if crate::gateway::buffer::is_read_only(source))
+    }
+
     /// True when the backend connection that produced this error cannot be reused.
     pub fn breaks_backend_conn(&self) -> bool {
         matches!(self, Error::Backend { source, .. } if !matches!(source, mysql_async::Error::Server(_)))

@@ -194,6 +194,14 @@ async fn serve(
                 password: args.db_app_password.clone(),
             },
         }),
+        buffer: shardgate::gateway::buffer::Config {
+            enabled: args.enable_buffer,
+            window: args.buffer_window,
+            size: args.buffer_size,
+            max_failover_duration: args.buffer_max_failover_duration,
+            min_time_between_failovers: args.buffer_min_time_between_failovers,
+            keyspace_shards: args.buffer_keyspace_shards.clone(),
+        },
         loops,
         busy_polls,
     };
@@ -293,6 +301,27 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 .ok_or("expected KEYSPACE/SHARD")?;
             admin::init_shard_primary(&store, ks, shard, &alias, &creds).await?;
             println!("{alias} is now the primary of {ks}/{shard}");
+        }
+        CtlCommand::PlannedReparentShard {
+            keyspace_shard,
+            new_primary,
+            avoid_primary,
+            wait_replicas_timeout,
+        } => {
+            let (ks, shard) = keyspace_shard
+                .split_once('/')
+                .ok_or("expected KEYSPACE/SHARD")?;
+            let how = admin::Reparent {
+                new_primary,
+                avoid: avoid_primary,
+                wait_replicas_timeout,
+            };
+            let say = |m: &str| println!("[reparent] {m}");
+            let (old, new) =
+                admin::planned_reparent_shard(&store, ks, shard, &how, &creds, say).await?;
+            if old != new {
+                println!("{new} is now the primary of {ks}/{shard} (was {old})");
+            }
         }
     }
     Ok(())

@@ -135,6 +135,8 @@ pub struct ServeOptions {
     pub schema_tracking: bool,
     /// Health checks of the tablets (None: off, every tablet serves).
     pub health: Option<crate::gateway::health::Config>,
+    /// Failover buffering (`--enable_buffer` and its bounds).
+    pub buffer: crate::gateway::buffer::Config,
     /// Further event loops (current-thread runtimes on their own threads)
     /// that accepted clients are dealt to in turn, beside the one `start`
     /// runs on. Why: one loop serializes every client's protocol work, and
@@ -195,6 +197,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.transaction_mode = opts.transaction_mode;
     ctx.transaction_timeout = opts.transaction_timeout;
     ctx.busy_polls = opts.busy_polls;
+    ctx.gateway.buffer = crate::gateway::buffer::Buffer::new(opts.buffer);
     if opts.schema_tracking {
         ctx.schema = Some(Arc::default());
     }
@@ -230,6 +233,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             move |snap| {
                 ctx2.pools.reconcile(snap);
                 ctx2.plans.clear();
+                ctx2.gateway.buffer.snapshot_changed();
             },
         ));
     }

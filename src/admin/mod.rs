@@ -243,33 +243,45 @@ pub async fn init_shard_primary(
     let _ = c.disconnect().await;
     for t in tablets.iter().filter(|t| t.alias != alias) {
         let mut c = dba_conn(t, creds, None).await?;
-        let change = format!(
-            "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-            crate::sql::quote_str(&primary.hostname),
-            primary.mysql_port,
-            crate::sql::quote_str(&creds.repl_user),
-            crate::sql::quote_str(&creds.repl_password),
-        );
-        for q in [
-            "STOP SLAVE",
-            "SET GLOBAL read_only = 1",
-            change.as_str(),
-            "START SLAVE",
-        ] {
-            c.query_drop(q).await.map_err(mysql_err(t))?;
-        }
+        c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
+        follow(&mut c, t, &primary, creds).await?;
         let _ = c.disconnect().await;
-        if t.tablet_type.eq_ignore_ascii_case("primary") {
-            let mut demoted = t.clone();
-            demoted.tablet_type = "REPLICA".into();
-            add_tablet(store, &demoted, false).await?;
-        }
     }
-    if !primary.tablet_type.eq_ignore_ascii_case("primary") {
-        let mut promoted = primary.clone();
-        promoted.tablet_type = "PRIMARY".into();
-        add_tablet(store, &promoted, false).await?;
+    record_primary(store, ks, shard, &tablets, alias).await
+}
+
+/// Makes the tablet behind `c` (its replication stopped) a read-only
+/// replica of `primary`, from the GTID position it holds.
+async fn follow(
+    c: &mut Conn,
+    t: &TabletRecord,
+    primary: &TabletRecord,
+    creds: &DbaCreds,
+) -> Result<(), AdminError> {
+    let change = format!(
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+        crate::sql::quote_str(&primary.hostname),
+        primary.mysql_port,
+        crate::sql::quote_str(&creds.repl_user),
+        crate::sql::quote_str(&creds.repl_password),
+    );
+    for q in ["SET GLOBAL read_only = 1", change.as_str(), "START SLAVE"] {
+        c.query_drop(q).await.map_err(mysql_err(t))?;
     }
+    Ok(())
+}
+
+/// Records `alias` as the shard's primary. The shard record goes first:
+/// it alone decides where shardgates send primary traffic (a tablet
+/// record still saying PRIMARY is served as a replica), so the switch is
+/// one write. The tablet records follow, to agree with it.
+async fn record_primary(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    tablets: &[TabletRecord],
+    alias: &str,
+) -> Result<(), AdminError> {
     let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
     let mut rec: ShardRecord = match store.get(&key).await? {
         Some(v) => serde_json::from_slice(&v).map_err(|source| TopoError::Record {
@@ -280,7 +292,223 @@ pub async fn init_shard_primary(
     };
     rec.primary_alias = Some(alias.to_string());
     store.put(&key, &json(&rec)).await?;
+    for t in tablets {
+        let is_primary = t.tablet_type.eq_ignore_ascii_case("primary");
+        let wanted = match (t.alias == alias, is_primary) {
+            (true, false) => "PRIMARY",
+            (false, true) => "REPLICA",
+            _ => continue,
+        };
+        let mut changed = t.clone();
+        changed.tablet_type = wanted.into();
+        add_tablet(store, &changed, false).await?;
+    }
     Ok(())
+}
+
+/// What [`planned_reparent_shard`] is asked to do (vtctldclient's
+/// PlannedReparentShard flags).
+#[derive(Debug, Clone, Default)]
+pub struct Reparent {
+    /// The tablet to promote (None: the most caught-up replica that is
+    /// not `avoid`).
+    pub new_primary: Option<String>,
+    /// A tablet that must not stay or become the primary (None: the
+    /// current primary, when no new one is named).
+    pub avoid: Option<String>,
+    /// How long the new primary may take to apply what the old one
+    /// wrote before the reparent gives up and undoes the demotion.
+    pub wait_replicas_timeout: std::time::Duration,
+}
+
+/// A planned change of a shard's primary that loses no committed write:
+/// the old primary is made read-only (MariaDB then refuses every write
+/// and every COMMIT of a transaction that wrote, so nothing commits there
+/// any more), the new one applies everything up to the old one's last
+/// GTID, is made writable and is recorded as the primary (one topology
+/// write, which shardgates see and send primary traffic to it, releasing
+/// what their failover buffers hold), and the other tablets, the old
+/// primary included, replicate from it. Should the new primary not catch
+/// up in time, the old one is made writable again and nothing changes.
+/// Returns (old primary, new primary); `say` reports each step.
+pub async fn planned_reparent_shard(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    how: &Reparent,
+    creds: &DbaCreds,
+    say: impl Fn(&str),
+) -> Result<(String, String), AdminError> {
+    let tablets: Vec<TabletRecord> = list_tablets(store)
+        .await?
+        .into_iter()
+        .filter(|t| t.keyspace == ks && t.shard == shard)
+        .collect();
+    let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
+    let recorded: Option<ShardRecord> = match store.get(&key).await? {
+        Some(v) => Some(
+            serde_json::from_slice(&v).map_err(|source| TopoError::Record {
+                key: key.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let old_alias = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "shard {ks}/{shard} has no primary (run init-shard-primary first)"
+        ))
+    })?;
+    let find = |alias: &str| {
+        tablets
+            .iter()
+            .find(|t| t.alias == alias)
+            .ok_or_else(|| AdminError::Invalid(format!("tablet {alias} is not in {ks}/{shard}")))
+    };
+    let old = find(&old_alias)?.clone();
+    let avoid = match (&how.new_primary, &how.avoid) {
+        (_, Some(a)) => Some(a.as_str()),
+        (None, None) => Some(old_alias.as_str()),
+        (Some(_), None) => None,
+    };
+    let new = match &how.new_primary {
+        Some(a) => find(a)?.clone(),
+        None if avoid != Some(old_alias.as_str()) => old.clone(),
+        None => most_caught_up(&tablets, &old_alias, avoid, creds).await?,
+    };
+    if avoid == Some(new.alias.as_str()) {
+        return Err(AdminError::Invalid(format!(
+            "the new primary {} is the tablet to avoid",
+            new.alias
+        )));
+    }
+    if new.alias == old.alias {
+        say(&format!(
+            "{} is already the primary of {ks}/{shard}",
+            old.alias
+        ));
+        return Ok((old.alias.clone(), new.alias));
+    }
+    if !new.tablet_type.eq_ignore_ascii_case("replica") {
+        return Err(AdminError::Invalid(format!(
+            "tablet {} is {}: only a REPLICA can become the primary",
+            new.alias, new.tablet_type
+        )));
+    }
+    // Connect to both before touching anything.
+    let mut old_c = dba_conn(&old, creds, None).await?;
+    let mut new_c = dba_conn(&new, creds, None).await?;
+    say(&format!("demoting {}: read-only", old.alias));
+    old_c
+        .query_drop("SET GLOBAL read_only = 1")
+        .await
+        .map_err(mysql_err(&old))?;
+    let pos: String = old_c
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(mysql_err(&old))?
+        .unwrap_or_default();
+    let secs = how.wait_replicas_timeout.as_secs_f64().max(0.001);
+    say(&format!(
+        "waiting up to {secs}s for {} to apply up to GTID {}",
+        new.alias,
+        if pos.is_empty() { "(none)" } else { &pos }
+    ));
+    let waited: Option<i64> = new_c
+        .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos.as_str(), secs))
+        .await
+        .map_err(mysql_err(&new))?;
+    if waited != Some(0) {
+        say(&format!(
+            "{} did not catch up: undoing the demotion",
+            new.alias
+        ));
+        old_c
+            .query_drop("SET GLOBAL read_only = 0")
+            .await
+            .map_err(mysql_err(&old))?;
+        return Err(AdminError::Invalid(format!(
+            "{} did not reach the primary's position {pos} within {secs}s; {} is the primary still",
+            new.alias, old.alias
+        )));
+    }
+    say(&format!("promoting {}: writable", new.alias));
+    for q in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+        new_c.query_drop(q).await.map_err(mysql_err(&new))?;
+    }
+    let _ = new_c.disconnect().await;
+    record_primary(store, ks, shard, &tablets, &new.alias).await?;
+    say(&format!(
+        "{} recorded as the primary of {ks}/{shard}",
+        new.alias
+    ));
+    // The old primary replicates from where its own binlog ends (its
+    // replica position may be stale or empty: it was the source).
+    old_c
+        .query_drop("STOP SLAVE")
+        .await
+        .map_err(mysql_err(&old))?;
+    old_c
+        .query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(mysql_err(&old))?;
+    follow(&mut old_c, &old, &new, creds).await?;
+    let _ = old_c.disconnect().await;
+    for t in tablets
+        .iter()
+        .filter(|t| t.alias != old.alias && t.alias != new.alias)
+    {
+        let mut c = dba_conn(t, creds, None).await?;
+        c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
+        follow(&mut c, t, &new, creds).await?;
+        let _ = c.disconnect().await;
+    }
+    say(&format!(
+        "{} and the other tablets of {ks}/{shard} replicate from {}",
+        old.alias, new.alias
+    ));
+    Ok((old.alias.clone(), new.alias))
+}
+
+/// The REPLICA of the shard (not `primary`, not `avoid`) that has applied
+/// the most of the primary's writes (highest sequence number in its
+/// replica GTID position).
+async fn most_caught_up(
+    tablets: &[TabletRecord],
+    primary: &str,
+    avoid: Option<&str>,
+    creds: &DbaCreds,
+) -> Result<TabletRecord, AdminError> {
+    let mut best: Option<(u64, &TabletRecord)> = None;
+    for t in tablets.iter().filter(|t| {
+        t.alias != primary
+            && Some(t.alias.as_str()) != avoid
+            && t.tablet_type.eq_ignore_ascii_case("replica")
+    }) {
+        let Ok(mut c) = dba_conn(t, creds, None).await else {
+            continue;
+        };
+        let pos: Option<String> = c
+            .query_first("SELECT @@GLOBAL.gtid_slave_pos")
+            .await
+            .map_err(mysql_err(t))?;
+        let _ = c.disconnect().await;
+        let seq = gtid_seq(pos.as_deref().unwrap_or(""));
+        if best.is_none_or(|(b, _)| seq > b) {
+            best = Some((seq, t));
+        }
+    }
+    best.map(|(_, t)| t.clone())
+        .ok_or_else(|| AdminError::Invalid("no reachable REPLICA to promote".into()))
+}
+
+/// The highest sequence number in a MariaDB GTID list
+/// (`domain-server-seq,...`).
+fn gtid_seq(pos: &str) -> u64 {
+    pos.split(',')
+        .filter_map(|g| g.trim().rsplit('-').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Runs SQL (several statements allowed) on the primary of every shard of

@@ -1009,6 +1009,94 @@ impl Executor<'_> {
     }
 }
 
+/// After the primary `refused` a statement as read-only (a reparent
+/// demoted it): the snapshot recording the new primary, once the failover
+/// buffer sees it, when the session holds nothing on the old one (a
+/// transaction or reserved state there is lost with it). None: the
+/// statement fails with the refusal. (Not a method: the session's state
+/// is not shared across threads, so it is read before waiting.)
+fn held<'c>(
+    ctx: &'c ServerCtx,
+    state: &ShardConns,
+    keyspace: &'c str,
+    shard: &'c str,
+    refused: &'c str,
+) -> impl std::future::Future<Output = Option<std::sync::Arc<Snapshot>>> + Send + 'c {
+    let holds = !state.in_txn && !state.reserved && ctx.gateway.buffer.enabled();
+    async move {
+        if !holds {
+            return None;
+        }
+        let buffer = &ctx.gateway.buffer;
+        buffer
+            .wait_for_new_primary(&ctx.snapshot, keyspace, shard, refused)
+            .await
+    }
+}
+
+/// What [`Executor::run_multi`] returns.
+type Refusals = (
+    Vec<Result<ShardResult, Error>>,
+    Vec<(usize, String, String)>,
+    Option<Error>,
+);
+
+impl Executor<'_> {
+    /// Runs each shard's query concurrently on its shard's connection:
+    /// the results in order, the shards whose primary refused as
+    /// read-only (index, shard, query), and the error that stopped the
+    /// statement before any query was sent.
+    async fn run_multi(
+        &mut self,
+        keyspace: &str,
+        tablet_type: TabletType,
+        queries: Vec<(String, String)>,
+    ) -> Refusals {
+        // Run all queries concurrently on their shards' connections.
+        let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
+        let results = if failed.is_none() {
+            futures_util::future::join_all(jobs.iter_mut().map(
+                |(shard, link, _, sql)| async move {
+                    let label = Label(keyspace, shard, tablet_type);
+                    match link {
+                        Link::Driver(sc) => {
+                            collect(&mut sc.conn, sql).await.map_err(backend(&label))
+                        }
+                        Link::Lean(held) => {
+                            let mut c = Collect::default();
+                            match held.handle.conn.query(sql, None, &mut c).await {
+                                Ok(_) => Ok(c.out),
+                                Err(e) => Err(run_error(e, &label)),
+                            }
+                        }
+                    }
+                },
+            ))
+            .await
+        } else {
+            Vec::new()
+        };
+        let broken: Vec<bool> = results
+            .iter()
+            .map(|r| matches!(r, Err(e) if e.breaks_backend_conn()))
+            .collect();
+        // Shards whose primary refused as read-only, to send again once
+        // the buffer sees their new primary: (index, shard, query).
+        let refused: Vec<(usize, String, String)> = if tablet_type == TabletType::Primary {
+            let refused =
+                |r: &Result<ShardResult, Error>| matches!(r, Err(e) if e.refused_read_only());
+            (results.iter().enumerate())
+                .filter(|(_, r)| refused(r))
+                .map(|(i, _)| (i, jobs[i].0.clone(), jobs[i].3.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.return_all(jobs, |i| broken.get(i).copied().unwrap_or(false));
+        (results, refused, failed)
+    }
+}
+
 impl VCursor for Executor<'_> {
     async fn stream_multi<C: ScatterConsumer + Send>(
         &mut self,
@@ -1147,35 +1235,33 @@ impl VCursor for Executor<'_> {
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
     ) -> Result<Vec<ShardResult>, Error> {
-        // Run all queries concurrently on their shards' connections.
-        let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
-        let results = if failed.is_none() {
-            futures_util::future::join_all(jobs.iter_mut().map(
-                |(shard, link, _, sql)| async move {
-                    let label = Label(keyspace, shard, tablet_type);
-                    match link {
-                        Link::Driver(sc) => {
-                            collect(&mut sc.conn, sql).await.map_err(backend(&label))
-                        }
-                        Link::Lean(held) => {
-                            let mut c = Collect::default();
-                            match held.handle.conn.query(sql, None, &mut c).await {
-                                Ok(_) => Ok(c.out),
-                                Err(e) => Err(run_error(e, &label)),
-                            }
-                        }
-                    }
-                },
-            ))
-            .await
-        } else {
-            Vec::new()
-        };
-        let broken: Vec<bool> = results
-            .iter()
-            .map(|r| matches!(r, Err(e) if e.breaks_backend_conn()))
-            .collect();
-        self.return_all(jobs, |i| broken.get(i).copied().unwrap_or(false));
+        let (mut results, refused, failed) = self.run_multi(keyspace, tablet_type, queries).await;
+        for (i, shard, sql) in refused {
+            let old = self
+                .ctx
+                .gateway
+                .pick(self.snap, keyspace, &shard, tablet_type);
+            let Ok(old) = old.map(|t| t.alias.clone()) else {
+                continue;
+            };
+            let Some(fresh) = held(self.ctx, self.state, keyspace, &shard, &old).await else {
+                continue;
+            };
+            let mut ex = Executor {
+                ctx: self.ctx,
+                snap: &fresh,
+                state: &mut *self.state,
+            };
+            let again = ex.run_multi(keyspace, tablet_type, vec![(shard, sql)]);
+            let (again, _, failed) = Box::pin(again).await;
+            results[i] = match failed {
+                Some(e) => Err(e),
+                None => again
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| Ok(ShardResult::default())),
+            };
+        }
         let mut out = Vec::with_capacity(results.len());
         let mut first_err = failed;
         for r in results {
@@ -1423,6 +1509,9 @@ impl Executor<'_> {
     /// when the caller found it may `share` one. `writes_nowhere`
     /// is [`crate::sql::writes_nowhere`] when the caller knows it (a
     /// prepared statement's, found once), else it is found when needed.
+    ///
+    /// A statement the primary refused as read-only (a reparent demoted
+    /// it) is held by the failover buffer and sent to the new primary.
     #[allow(clippy::too_many_arguments)]
     async fn on_shard<S: RowSink + Send>(
         &mut self,
@@ -1434,6 +1523,73 @@ impl Executor<'_> {
         writes_nowhere: Option<bool>,
         sql: &str,
         mut params: Option<Vec<Value>>,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let had_params = params.is_some();
+        let (ks, tt, rename) = (keyspace, tablet_type, rename_db_columns);
+        let res = self
+            .on_shard_once(
+                ks,
+                shard,
+                tt,
+                rename,
+                share,
+                writes_nowhere,
+                sql,
+                &mut params,
+                sink,
+            )
+            .await;
+        match res {
+            // A refusal writes nothing to the sink: the statement can go
+            // again, with its parameters.
+            Err(e)
+                if tt == TabletType::Primary
+                    && e.refused_read_only()
+                    && params.is_some() == had_params =>
+            {
+                let old = self.ctx.gateway.pick(self.snap, ks, shard, tt);
+                let Ok(old) = old.map(|t| t.alias.clone()) else {
+                    return Err(e);
+                };
+                let Some(fresh) = held(self.ctx, self.state, ks, shard, &old).await else {
+                    return Err(e);
+                };
+                let mut ex = Executor {
+                    ctx: self.ctx,
+                    snap: &fresh,
+                    state: &mut *self.state,
+                };
+                let again = ex.on_shard_once(
+                    ks,
+                    shard,
+                    tt,
+                    rename,
+                    Share::No,
+                    writes_nowhere,
+                    sql,
+                    &mut params,
+                    sink,
+                );
+                Box::pin(again).await
+            }
+            res => res,
+        }
+    }
+
+    /// [`Self::on_shard`] on the statement's snapshot; `params` are left
+    /// in place unless a shared connection took them.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_shard_once<S: RowSink + Send>(
+        &mut self,
+        keyspace: &str,
+        shard: &str,
+        tablet_type: TabletType,
+        rename_db_columns: bool,
+        share: Share,
+        writes_nowhere: Option<bool>,
+        sql: &str,
+        params: &mut Option<Vec<Value>>,
         sink: &mut S,
     ) -> Result<(), Error> {
         let mut tablet = self
@@ -1489,7 +1645,7 @@ impl Executor<'_> {
                 {
                     Ok(rx) => Some(rx),
                     Err(read) => {
-                        params = read.params;
+                        *params = read.params;
                         None
                     }
                 },
@@ -1499,7 +1655,7 @@ impl Executor<'_> {
                 let keep = keep.then_some(sql);
                 match self.on_shared(tablet, &label, binary, keep, rx, sink).await {
                     Ok(res) => return self.finish(res),
-                    Err(read) => params = read.params,
+                    Err(read) => *params = read.params,
                 }
             }
         }
@@ -1550,7 +1706,8 @@ impl Executor<'_> {
                 // The driver's futures are large and this path is rare:
                 // boxed, they do not size every connection's task.
                 Link::Driver(sc) => {
-                    let params = params.take();
+                    // Kept: a statement the buffer holds is sent again.
+                    let params = params.clone();
                     let rename = rename.as_ref();
                     let sink = &mut *sink;
                     Box::pin(async move {

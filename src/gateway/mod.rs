@@ -1,7 +1,9 @@
 //! Picks the tablet that serves a (keyspace, shard, tablet type): among
 //! the candidates of the snapshot, the fittest by the [`health`] checks,
-//! in turn. Failover buffering plugs in here, in front of the same call.
+//! in turn; and holds a shard's primary-bound statements while its
+//! primary changes ([`buffer`]).
 
+pub mod buffer;
 pub mod health;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +39,8 @@ pub struct Gateway {
     next: AtomicUsize,
     /// What the health checks found (every tablet fit while they are off).
     pub health: Arc<Health>,
+    /// Statements held while a primary changes (`--enable_buffer`).
+    pub buffer: buffer::Buffer,
 }
 
 impl Gateway {

@@ -360,7 +360,11 @@ pub async fn root_conn(sock: &Path) -> Result<mysql_async::Conn, mysql_async::Er
 }
 
 /// Creates the users shardgate, admins and replicas log in as, and the
-/// keyspace database, without writing them to the binlog (every tablet of a
+/// keyspace database. shardgate's user may do anything but write on a
+/// read-only server (MariaDB's READ_ONLY ADMIN): a demoted primary then
+/// refuses its writes, which is what makes a reparent lose none (as
+/// Vitess's app user lacks SUPER under `super_read_only`). All this goes
+/// without writing to the binlog (every tablet of a
 /// shard makes its own, so replication starts from the same empty state).
 pub async fn init_tablet_users(sock: &Path, db: &str) -> Result<(), mysql_async::Error> {
     let mut c = root_conn(sock).await?;
@@ -368,7 +372,7 @@ pub async fn init_tablet_users(sock: &Path, db: &str) -> Result<(), mysql_async:
     for host in ["localhost", "127.0.0.1"] {
         sql.push_str(&format!(
             "CREATE USER IF NOT EXISTS 'vt_dba'@'{host}'; GRANT ALL ON *.* TO 'vt_dba'@'{host}' WITH GRANT OPTION;\
-             CREATE USER IF NOT EXISTS 'vt_app'@'{host}'; GRANT ALL ON *.* TO 'vt_app'@'{host}';\
+             CREATE USER IF NOT EXISTS 'vt_app'@'{host}'; GRANT ALL ON *.* TO 'vt_app'@'{host}'; REVOKE READ_ONLY ADMIN ON *.* FROM 'vt_app'@'{host}';\
              CREATE USER IF NOT EXISTS 'vt_repl'@'{host}'; GRANT REPLICATION SLAVE ON *.* TO 'vt_repl'@'{host}';"
         ));
     }
@@ -506,6 +510,8 @@ impl Cluster {
                         spec.shardgate_web_port.to_string(),
                         "--cell".into(),
                         spec.cell.clone(),
+                        // `ctl planned-reparent-shard` loses no statement.
+                        "--enable_buffer".into(),
                     ];
                     if !spec
                         .shardgate_args

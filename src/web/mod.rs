@@ -68,6 +68,11 @@ fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) 
                 .map(|((ks, shard, tt), n)| (format!("{ks}.{shard}.{tt}"), n.into()))
                 .collect();
             v.insert("HealthcheckConnections".into(), serving.into());
+            for (name, _, per_shard) in buffer_counters(ctx) {
+                let m: serde_json::Map<String, serde_json::Value> =
+                    per_shard.into_iter().map(|(k, n)| (k, n.into())).collect();
+                v.insert(name.into(), m.into());
+            }
             let (api, errors) = ctx.api.vars();
             v.insert("VtgateApi".into(), api);
             v.insert("VtgateApiErrorCounts".into(), errors);
@@ -225,8 +230,42 @@ fn prometheus(ctx: &ServerCtx) -> String {
             "vtgate_healthcheck_connections{{keyspace=\"{ks}\",shard_name=\"{shard}\",tablet_type=\"{tt}\"}} {n}"
         );
     }
+    for (name, kind, per_shard) in buffer_counters(ctx) {
+        let metric = prometheus_name(name);
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for (key, n) in per_shard {
+            let (ks, shard) = key.split_once('.').unwrap_or((&key, ""));
+            let _ = writeln!(
+                out,
+                "{metric}{{keyspace=\"{ks}\",shard_name=\"{shard}\"}} {n}"
+            );
+        }
+    }
     ctx.api.prometheus(&mut out);
     out
+}
+
+/// The failover buffer's counters under vtgate's names, each per
+/// `keyspace.shard` (shards that never buffered are absent).
+type PerShard = Vec<(String, u64)>;
+
+fn buffer_counters(ctx: &ServerCtx) -> Vec<(&'static str, &'static str, PerShard)> {
+    let stats = ctx.gateway.buffer.stats();
+    let each = |f: fn(&crate::gateway::buffer::ShardStats) -> u64| -> PerShard {
+        stats.iter().map(|(k, s)| (k.clone(), f(s))).collect()
+    };
+    vec![
+        ("BufferStarts", "counter", each(|s| s.starts)),
+        ("BufferRequestsBuffered", "counter", each(|s| s.buffered)),
+        ("BufferRequestsDrained", "counter", each(|s| s.drained)),
+        ("BufferRequestsEvicted", "counter", each(|s| s.evicted)),
+        ("BufferRequestsSkipped", "counter", each(|s| s.skipped)),
+        (
+            "BufferFailoverDurationSumMs",
+            "counter",
+            each(|s| s.failover_ms),
+        ),
+    ]
 }
 
 /// The standard `process_*` metrics Prometheus client libraries export
