@@ -438,3 +438,277 @@ async fn reads_go_around_a_replica_that_is_down() {
         assert_ok(&ctl(&["delete-tablet", alias]));
     }
 }
+
+/// `ctl planned-reparent-shard` under a steady stream of autocommit writes
+/// (text and prepared) through a shardgate with `--enable_buffer`: no
+/// client sees an error, every acknowledged write is on the primary
+/// afterwards, the demoted primary replicates from the new one, and the
+/// buffer counts what it held. The shard moves there and back, once
+/// choosing its new primary itself. Two servers of its own: a reparent
+/// changes server-wide state (read_only, replication).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_reparent_under_writes_loses_none_of_them() {
+    use shardgate::local::{init_tablet_users, start_mariadb};
+    cluster();
+    let dir = temp_dir("reparent");
+    let mut ports = Vec::new();
+    for (uid, name) in [(950u32, "a"), (951, "b")] {
+        let port = free_port();
+        let p = start_mariadb(&dir.join(name), port, uid).await.unwrap();
+        track_pid(p.pid);
+        init_tablet_users(&dir.join(name).join("mysql.sock"), "vt_failks")
+            .await
+            .unwrap();
+        ports.push(port);
+    }
+    let run_ctl = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    for (alias, kind, port) in [
+        ("zone1-950", "primary", ports[0]),
+        ("zone1-951", "replica", ports[1]),
+    ] {
+        let port = port.to_string();
+        let out = run_ctl(own(&[
+            "add-tablet",
+            "--alias",
+            alias,
+            "--keyspace",
+            "failks",
+            "--shard",
+            "0",
+            "--type",
+            kind,
+            "--mysql-port",
+            &port,
+            "--sharded",
+        ]))
+        .await;
+        assert_ok(&out);
+    }
+    assert_ok(&run_ctl(own(&["init-shard-primary", "failks/0", "zone1-950"])).await);
+    // Sharded (one shard holding the whole range): inserts and updates
+    // take the multi-shard path, prepared ones the single-shard one.
+    let vschema = dir.join("failks.json");
+    std::fs::write(
+        &vschema,
+        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
+    )
+    .unwrap();
+    let vschema = vschema.display().to_string();
+    assert_ok(
+        &run_ctl(own(&[
+            "apply-vschema",
+            "--vschema-file",
+            &vschema,
+            "failks",
+        ]))
+        .await,
+    );
+    let dba = |port: u16| async move {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("vt_dba"))
+            .db_name(Some("vt_failks"));
+        mysql_async::Conn::new(opts).await.unwrap()
+    };
+    dba(ports[0])
+        .await
+        .query_drop("create table t (id bigint primary key, via varchar(10))")
+        .await
+        .unwrap();
+    let (buffered, buffered_web) = spawn_shardgate(&own(&[
+        "--enable_buffer",
+        "--buffer_min_time_between_failovers",
+        "0s",
+    ]))
+    .await;
+    let (plain, plain_web) = spawn_shardgate(&[]).await;
+    eventually(15, || async move {
+        let mut probe = try_connect_port(buffered, Some("failks")).await.ok()?;
+        probe.query_drop("select 1 from t").await.ok()
+    })
+    .await
+    .expect("the new keyspace served");
+    let mut probe = connect_port(buffered, Some("failks")).await;
+
+    // A primary made read-only by hand, with no reparent behind it: a
+    // shardgate without the buffer fails the write at once, one with it
+    // holds the write for its window, then fails it the same way.
+    let mut primary = dba(ports[0]).await;
+    primary
+        .query_drop("set global read_only = 1")
+        .await
+        .unwrap();
+    let mut p = connect_port(plain, Some("failks")).await;
+    let e = p
+        .query_drop("insert into t (id, via) values (1, 'x')")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1290), "{e}");
+    let (short, short_web) =
+        spawn_shardgate(&own(&["--enable_buffer", "--buffer_window", "300ms"])).await;
+    let mut s = connect_port(short, Some("failks")).await;
+    let t0 = std::time::Instant::now();
+    let e = s
+        .query_drop("insert into t (id, via) values (1, 'x')")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1290), "{e}");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    let evicted = buffer_var(short_web, "BufferRequestsEvicted").await;
+    assert_eq!(evicted, 1);
+    primary
+        .query_drop("set global read_only = 0")
+        .await
+        .unwrap();
+    assert_eq!(buffer_var(plain_web, "BufferRequestsBuffered").await, 0);
+
+    // Writers: three by text, one by prepared statement, each its own ids.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conn = connect_port(buffered, Some("failks")).await;
+            let (mut acked, mut errors) = (Vec::new(), Vec::new());
+            let mut id = (w + 1) * 1_000_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                let res = match w {
+                    3 => {
+                        conn.exec_drop("insert into t (id, via) values (?, 'prepared')", (id,))
+                            .await
+                    }
+                    // Each insert followed by an update of it.
+                    2 => match conn
+                        .query_drop(format!("insert into t (id, via) values ({id}, 'text')"))
+                        .await
+                    {
+                        Ok(()) => {
+                            conn.query_drop(format!("update t set via = 'updated' where id = {id}"))
+                                .await
+                        }
+                        e => e,
+                    },
+                    _ => {
+                        conn.query_drop(format!("insert into t (id, via) values ({id}, 'text')"))
+                            .await
+                    }
+                };
+                match res {
+                    Ok(()) => acked.push(id),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (acked, errors)
+        }));
+    }
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(400));
+    pause().await;
+    let out = run_ctl(own(&[
+        "planned-reparent-shard",
+        "failks/0",
+        "--new-primary",
+        "zone1-951",
+    ]))
+    .await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("zone1-951 is now the primary of failks/0 (was zone1-950)"),
+        "{said}"
+    );
+    pause().await;
+    // Back, the new primary chosen by ctl: the only other replica.
+    let out = run_ctl(own(&["planned-reparent-shard", "failks/0"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("zone1-950 is now the primary of failks/0 (was zone1-951)"),
+        "{said}"
+    );
+    pause().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        let (ids, errors) = w.await.unwrap();
+        assert!(errors.is_empty(), "errors through the buffer: {errors:?}");
+        assert!(ids.len() > 10, "only {} writes", ids.len());
+        acked.extend(ids);
+    }
+    acked.sort_unstable();
+    // On the primary, every acknowledged write and nothing else; the
+    // replica (the primary of a moment ago) catches up with it.
+    let on = |port: u16| async move {
+        let mut c = dba(port).await;
+        c.query::<u64, _>("select id from t where id >= 1000000 order by id")
+            .await
+            .unwrap()
+    };
+    assert_eq!(on(ports[0]).await, acked, "the primary's rows");
+    let mut p = dba(ports[0]).await;
+    let updated: Vec<u64> = p
+        .query("select id from t where via = 'updated' order by id")
+        .await
+        .unwrap();
+    let by_w2: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|id| (3_000_000..4_000_000).contains(id))
+        .collect();
+    assert_eq!(updated, by_w2, "every acknowledged update");
+    let replica = ports[1];
+    let caught_up = eventually(15, || {
+        let acked = &acked;
+        async move { (on(replica).await == *acked).then_some(()) }
+    })
+    .await;
+    assert!(caught_up.is_some(), "the replica did not catch up");
+    let tablets = rows(&mut probe, "show vitess_tablets").await;
+    let types: Vec<(String, String)> = tablets
+        .into_iter()
+        .filter(|r| r[1].as_deref() == Some("failks"))
+        .map(|r| (r[5].clone().unwrap(), r[3].clone().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("zone1-950".to_string(), "PRIMARY".to_string()),
+            ("zone1-951".to_string(), "REPLICA".to_string())
+        ]
+    );
+    // Both failovers held writes, and sent every one of them on.
+    assert_eq!(buffer_var(buffered_web, "BufferStarts").await, 2);
+    let held = buffer_var(buffered_web, "BufferRequestsBuffered").await;
+    assert!(held >= 2, "{held} writes held");
+    assert_eq!(
+        buffer_var(buffered_web, "BufferRequestsDrained").await,
+        held
+    );
+    assert_eq!(buffer_var(buffered_web, "BufferRequestsEvicted").await, 0);
+    let metrics = http_get(buffered_web, "/metrics").await;
+    let line =
+        format!("vtgate_buffer_requests_drained{{keyspace=\"failks\",shard_name=\"0\"}} {held}");
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
+/// A failover buffer counter of `failks.0` in a shardgate's `/debug/vars`.
+async fn buffer_var(web: u16, name: &str) -> u64 {
+    let vars = http_get(web, "/debug/vars").await;
+    let vars: serde_json::Value =
+        serde_json::from_str(vars.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    vars[name]["failks.0"].as_u64().unwrap_or(0)
+}

@@ -96,9 +96,7 @@ pub struct Buffer {
 
 /// The primary the snapshot records for a shard.
 fn primary_of<'a>(snap: &'a Snapshot, keyspace: &str, shard: &str) -> Option<&'a str> {
-    let ks = snap.keyspaces.get(keyspace)?;
-    let sh = ks.shards.iter().find(|s| s.name == shard)?;
-    sh.tablets[TabletType::Primary as usize]
+    snap.shard(keyspace, shard)?.tablets[TabletType::Primary as usize]
         .first()
         .map(String::as_str)
 }
@@ -265,5 +263,176 @@ impl Buffer {
             }
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arc_swap::ArcSwap;
+
+    /// A snapshot of keyspace `ks`, shard 0, whose primary is `primary`
+    /// (tablets zone1-1 and zone1-2).
+    fn snap(primary: &str) -> Arc<Snapshot> {
+        let mut r = BTreeMap::new();
+        let mut put = |k: &str, v: String| r.insert(k.to_string(), v.into_bytes());
+        put(
+            "global/keyspaces/ks/Keyspace",
+            r#"{"sharded": false}"#.into(),
+        );
+        put(
+            "global/keyspaces/ks/shards/0/Shard",
+            format!(r#"{{"key_range": "", "primary_alias": "{primary}"}}"#),
+        );
+        for uid in [1, 2] {
+            put(
+                &format!("zone1/tablets/zone1-{uid}/Tablet"),
+                format!(
+                    r#"{{"alias":"zone1-{uid}","hostname":"127.0.0.1","mysql_port":{uid},"keyspace":"ks","shard":"0","type":"REPLICA"}}"#
+                ),
+            );
+        }
+        Arc::new(Snapshot::build(&r, &[], 1).unwrap())
+    }
+
+    fn handle(primary: &str) -> SnapshotHandle {
+        Arc::new(ArcSwap::new(snap(primary)))
+    }
+
+    fn config() -> Config {
+        Config {
+            enabled: true,
+            window: Duration::from_millis(200),
+            ..Config::default()
+        }
+    }
+
+    fn stats(b: &Buffer) -> ShardStats {
+        b.stats().remove("ks.0").unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_held_statement_goes_to_the_new_primary() {
+        let b = Arc::new(Buffer::new(config()));
+        let h = handle("zone1-1");
+        let waiter = {
+            let (b, h) = (b.clone(), h.clone());
+            tokio::spawn(async move { b.wait_for_new_primary(&h, "ks", "0", "zone1-1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.store(snap("zone1-2"));
+        b.snapshot_changed();
+        let got = waiter.await.unwrap().expect("released");
+        assert_eq!(primary_of(&got, "ks", "0"), Some("zone1-2"));
+        let s = stats(&b);
+        assert_eq!((s.starts, s.buffered, s.drained, s.evicted), (1, 1, 1, 0));
+        assert!(s.failover_ms >= 20, "{s:?}");
+        // The new primary refusing right after: not buffered again within
+        // --buffer_min_time_between_failovers.
+        h.store(snap("zone1-2"));
+        assert!(b
+            .wait_for_new_primary(&h, "ks", "0", "zone1-2")
+            .await
+            .is_none());
+        assert_eq!(stats(&b).skipped, 1);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_the_switch_goes_straight_on() {
+        let b = Buffer::new(config());
+        let h = handle("zone1-2");
+        let t0 = Instant::now();
+        assert!(b
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_some());
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        assert_eq!(stats(&b), ShardStats::default());
+    }
+
+    #[tokio::test]
+    async fn a_statement_waits_its_window_then_fails() {
+        let b = Buffer::new(config());
+        let h = handle("zone1-1");
+        let t0 = Instant::now();
+        assert!(b
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        // The failover goes on (its duration is not over): held again.
+        assert!(b
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        let s = stats(&b);
+        assert_eq!((s.starts, s.buffered, s.evicted, s.drained), (1, 2, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn bounds_and_filters_turn_statements_away() {
+        let h = handle("zone1-1");
+        let off = Buffer::new(Config::default());
+        assert!(off
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        assert!(off.stats().is_empty());
+        let full = Buffer::new(Config {
+            size: 0,
+            ..config()
+        });
+        assert!(full
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        assert_eq!(stats(&full).skipped, 1);
+        let other = Buffer::new(Config {
+            keyspace_shards: vec!["other".into(), "ks/-80".into()],
+            ..config()
+        });
+        assert!(other
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        assert!(other.stats().is_empty());
+        assert!(other.covers("ks", "-80") && other.covers("other", "0"));
+        // A failover that lasts longer than its bound stops buffering.
+        let short = Buffer::new(Config {
+            max_failover_duration: Duration::from_millis(50),
+            ..config()
+        });
+        let t0 = Instant::now();
+        assert!(short
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        assert!(t0.elapsed() < Duration::from_millis(150));
+        assert!(short
+            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
+            .await
+            .is_none());
+        let s = stats(&short);
+        assert_eq!((s.buffered, s.evicted, s.skipped), (1, 1, 1));
+    }
+
+    #[test]
+    fn only_a_read_only_refusal_counts() {
+        let err = |code: u16, message: &str| {
+            mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: message.into(),
+                state: "HY000".into(),
+            })
+        };
+        assert!(is_read_only(&err(
+            1290,
+            "The MariaDB server is running with the --read-only option so it cannot execute this statement"
+        )));
+        assert!(!is_read_only(&err(
+            1290,
+            "The MariaDB server is running with the --secure-file-priv option so it cannot execute this statement"
+        )));
+        assert!(!is_read_only(&err(1062, "Duplicate entry")));
     }
 }
