@@ -27,7 +27,9 @@
 //!   fails a deadlock's victim.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard, the
 //!   fittest first by [`gateway::health`]'s checks (a ping of each
-//!   primary, each replica's replication lag).
+//!   primary, each replica's replication lag); [`gateway::buffer`] holds
+//!   statements a demoted primary refused until the topology names its
+//!   successor.
 //! - [`backend`]: [`backend::lean`] tablet connections that carry every
 //!   session's statements (results forwarded undecoded when the client
 //!   takes them as they are, decoded for the engine's merges; MariaDB's
@@ -50,7 +52,8 @@
 //! - [`collation`]: MariaDB's string order in the collations the gate
 //!   compares itself (`utf8mb4_general_ci`, `_bin`, `latin1_swedish_ci`,
 //!   `binary`).
-//! - [`admin`]: `shardgate ctl ...` commands that write the topology.
+//! - [`admin`]: `shardgate ctl ...` commands that write the topology and
+//!   move a shard's primary (`planned-reparent-shard`).
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.
 //! - [`stats`]: what the statement path counts for the web port, under

@@ -570,10 +570,25 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
     );
     let evicted = buffer_var(short_web, "BufferRequestsEvicted").await;
     assert_eq!(evicted, 1);
+    // Made writable again while a write is held (as when a reparent is
+    // undone): the held write goes through on the same primary.
+    let held_write = tokio::spawn(async move {
+        let mut b = connect_port(buffered, Some("failks")).await;
+        let t0 = std::time::Instant::now();
+        let res = b
+            .query_drop("insert into t (id, via) values (2, 'held')")
+            .await;
+        (res, t0.elapsed())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     primary
         .query_drop("set global read_only = 0")
         .await
         .unwrap();
+    let (res, took) = held_write.await.unwrap();
+    res.expect("the held write");
+    assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+    assert_eq!(buffer_var(buffered_web, "BufferRequestsDrained").await, 1);
     assert_eq!(buffer_var(plain_web, "BufferRequestsBuffered").await, 0);
 
     // Writers: three by text, one by prepared statement, each its own ids.
@@ -690,10 +705,11 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
             ("zone1-951".to_string(), "REPLICA".to_string())
         ]
     );
-    // Both failovers held writes, and sent every one of them on.
-    assert_eq!(buffer_var(buffered_web, "BufferStarts").await, 2);
+    // Both failovers held writes (besides the one above), and sent every
+    // one of them on.
+    assert_eq!(buffer_var(buffered_web, "BufferStarts").await, 3);
     let held = buffer_var(buffered_web, "BufferRequestsBuffered").await;
-    assert!(held >= 2, "{held} writes held");
+    assert!(held >= 3, "{held} writes held");
     assert_eq!(
         buffer_var(buffered_web, "BufferRequestsDrained").await,
         held
@@ -703,6 +719,32 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
     let line =
         format!("vtgate_buffer_requests_drained{{keyspace=\"failks\",shard_name=\"0\"}} {held}");
     assert!(metrics.contains(&line), "{metrics}");
+
+    // A replica that cannot catch up (its replication stopped, a write
+    // since): the reparent gives up in time and undoes the demotion.
+    let mut replica_conn = dba(replica).await;
+    replica_conn.query_drop("stop slave").await.unwrap();
+    probe
+        .query_drop("insert into t (id, via) values (3, 'late')")
+        .await
+        .unwrap();
+    let out = run_ctl(own(&[
+        "planned-reparent-shard",
+        "failks/0",
+        "--new-primary",
+        "zone1-951",
+        "--wait-replicas-timeout",
+        "500ms",
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("zone1-950 is the primary still"), "{said}");
+    probe
+        .query_drop("insert into t (id, via) values (4, 'after')")
+        .await
+        .expect("the primary is writable again");
+    replica_conn.query_drop("start slave").await.unwrap();
 }
 
 /// A failover buffer counter of `failks.0` in a shardgate's `/debug/vars`.

@@ -1,6 +1,7 @@
 //! Topology administration, the part of vtctldclient a user needs:
-//! keyspaces, shards, tablets, VSchemas, schema changes and making a
-//! tablet the primary of its shard (with MariaDB GTID replication).
+//! keyspaces, shards, tablets, VSchemas, schema changes, making a
+//! tablet the primary of its shard (with MariaDB GTID replication) and
+//! moving the primary to another tablet without losing a write.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
@@ -546,4 +547,17 @@ pub async fn apply_schema(
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_sequence_of_a_gtid_list() {
+        assert_eq!(gtid_seq(""), 0);
+        assert_eq!(gtid_seq("0-100-121"), 121);
+        assert_eq!(gtid_seq("0-100-121,1-200-7"), 121);
+        assert_eq!(gtid_seq("0-1-5, 2-3-900"), 900);
+    }
 }

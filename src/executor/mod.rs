@@ -18,6 +18,7 @@ use crate::backend::Shareable;
 use crate::engine::row::{Cell, OwnedRow, ShardRows, TextRow};
 use crate::engine::{QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor};
 use crate::error::Error;
+use crate::gateway::buffer::{Hold, Next};
 use crate::server::ServerCtx;
 use crate::sql::TabletType;
 use crate::topo::{Snapshot, Tablet};
@@ -1010,91 +1011,22 @@ impl Executor<'_> {
 }
 
 /// After the primary `refused` a statement as read-only (a reparent
-/// demoted it): the snapshot recording the new primary, once the failover
-/// buffer sees it, when the session holds nothing on the old one (a
-/// transaction or reserved state there is lost with it). None: the
-/// statement fails with the refusal. (Not a method: the session's state
-/// is not shared across threads, so it is read before waiting.)
-fn held<'c>(
+/// demoted it): the statement's place in the failover buffer, when the
+/// session holds nothing on that primary (a transaction or reserved state
+/// there is lost with it). None: the statement fails with the refusal.
+fn hold<'c>(
     ctx: &'c ServerCtx,
     state: &ShardConns,
-    keyspace: &'c str,
-    shard: &'c str,
-    refused: &'c str,
-) -> impl std::future::Future<Output = Option<std::sync::Arc<Snapshot>>> + Send + 'c {
-    let holds = !state.in_txn && !state.reserved && ctx.gateway.buffer.enabled();
-    async move {
-        if !holds {
-            return None;
-        }
-        let buffer = &ctx.gateway.buffer;
-        buffer
-            .wait_for_new_primary(&ctx.snapshot, keyspace, shard, refused)
-            .await
+    keyspace: &str,
+    shard: &str,
+    refused: &str,
+) -> Option<Hold<'c>> {
+    if state.in_txn || state.reserved {
+        return None;
     }
-}
-
-/// What [`Executor::run_multi`] returns.
-type Refusals = (
-    Vec<Result<ShardResult, Error>>,
-    Vec<(usize, String, String)>,
-    Option<Error>,
-);
-
-impl Executor<'_> {
-    /// Runs each shard's query concurrently on its shard's connection:
-    /// the results in order, the shards whose primary refused as
-    /// read-only (index, shard, query), and the error that stopped the
-    /// statement before any query was sent.
-    async fn run_multi(
-        &mut self,
-        keyspace: &str,
-        tablet_type: TabletType,
-        queries: Vec<(String, String)>,
-    ) -> Refusals {
-        // Run all queries concurrently on their shards' connections.
-        let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
-        let results = if failed.is_none() {
-            futures_util::future::join_all(jobs.iter_mut().map(
-                |(shard, link, _, sql)| async move {
-                    let label = Label(keyspace, shard, tablet_type);
-                    match link {
-                        Link::Driver(sc) => {
-                            collect(&mut sc.conn, sql).await.map_err(backend(&label))
-                        }
-                        Link::Lean(held) => {
-                            let mut c = Collect::default();
-                            match held.handle.conn.query(sql, None, &mut c).await {
-                                Ok(_) => Ok(c.out),
-                                Err(e) => Err(run_error(e, &label)),
-                            }
-                        }
-                    }
-                },
-            ))
-            .await
-        } else {
-            Vec::new()
-        };
-        let broken: Vec<bool> = results
-            .iter()
-            .map(|r| matches!(r, Err(e) if e.breaks_backend_conn()))
-            .collect();
-        // Shards whose primary refused as read-only, to send again once
-        // the buffer sees their new primary: (index, shard, query).
-        let refused: Vec<(usize, String, String)> = if tablet_type == TabletType::Primary {
-            let refused =
-                |r: &Result<ShardResult, Error>| matches!(r, Err(e) if e.refused_read_only());
-            (results.iter().enumerate())
-                .filter(|(_, r)| refused(r))
-                .map(|(i, _)| (i, jobs[i].0.clone(), jobs[i].3.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        self.return_all(jobs, |i| broken.get(i).copied().unwrap_or(false));
-        (results, refused, failed)
-    }
+    ctx.gateway
+        .buffer
+        .hold(&ctx.snapshot, keyspace, shard, refused)
 }
 
 impl VCursor for Executor<'_> {
@@ -1235,32 +1167,60 @@ impl VCursor for Executor<'_> {
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
     ) -> Result<Vec<ShardResult>, Error> {
-        let (mut results, refused, failed) = self.run_multi(keyspace, tablet_type, queries).await;
+        // Run all queries concurrently on their shards' connections.
+        let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
+        let results = if failed.is_none() {
+            futures_util::future::join_all(jobs.iter_mut().map(
+                |(shard, link, _, sql)| async move {
+                    let label = Label(keyspace, shard, tablet_type);
+                    match link {
+                        Link::Driver(sc) => {
+                            collect(&mut sc.conn, sql).await.map_err(backend(&label))
+                        }
+                        Link::Lean(held) => {
+                            let mut c = Collect::default();
+                            match held.handle.conn.query(sql, None, &mut c).await {
+                                Ok(_) => Ok(c.out),
+                                Err(e) => Err(run_error(e, &label)),
+                            }
+                        }
+                    }
+                },
+            ))
+            .await
+        } else {
+            Vec::new()
+        };
+        let broken: Vec<bool> = results
+            .iter()
+            .map(|r| matches!(r, Err(e) if e.breaks_backend_conn()))
+            .collect();
+        // Shards whose primary refused as read-only, to send again through
+        // the failover buffer: (index, shard, query).
+        let buffer = &self.ctx.gateway.buffer;
+        let may_hold = tablet_type == TabletType::Primary
+            && buffer.enabled()
+            && !self.state.in_txn
+            && !self.state.reserved;
+        let refused: Vec<(usize, String, String)> = if may_hold {
+            let refused =
+                |r: &Result<ShardResult, Error>| matches!(r, Err(e) if e.refused_read_only());
+            (results.iter().enumerate())
+                .filter(|(_, r)| refused(r))
+                .map(|(i, _)| (i, jobs[i].0.clone(), jobs[i].3.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.return_all(jobs, |i| broken.get(i).copied().unwrap_or(false));
+        let mut results = results;
         for (i, shard, sql) in refused {
-            let old = self
-                .ctx
-                .gateway
-                .pick(self.snap, keyspace, &shard, tablet_type);
-            let Ok(old) = old.map(|t| t.alias.clone()) else {
-                continue;
-            };
-            let Some(fresh) = held(self.ctx, self.state, keyspace, &shard, &old).await else {
-                continue;
-            };
-            let mut ex = Executor {
-                ctx: self.ctx,
-                snap: &fresh,
-                state: &mut *self.state,
-            };
-            let again = ex.run_multi(keyspace, tablet_type, vec![(shard, sql)]);
-            let (again, _, failed) = Box::pin(again).await;
-            results[i] = match failed {
-                Some(e) => Err(e),
-                None => again
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| Ok(ShardResult::default())),
-            };
+            let mut c = Collect::default();
+            let (ks, tt) = (keyspace, tablet_type);
+            let res = self
+                .on_shard(ks, &shard, tt, false, Share::No, None, &sql, None, &mut c)
+                .await;
+            results[i] = res.map(|()| c.out);
         }
         let mut out = Vec::with_capacity(results.len());
         let mut first_err = failed;
@@ -1548,30 +1508,50 @@ impl Executor<'_> {
                     && e.refused_read_only()
                     && params.is_some() == had_params =>
             {
-                let old = self.ctx.gateway.pick(self.snap, ks, shard, tt);
+                let ctx = self.ctx;
+                let old = ctx.gateway.pick(self.snap, ks, shard, tt);
                 let Ok(old) = old.map(|t| t.alias.clone()) else {
                     return Err(e);
                 };
-                let Some(fresh) = held(self.ctx, self.state, ks, shard, &old).await else {
+                let Some(mut hold) = hold(ctx, self.state, ks, shard, &old) else {
                     return Err(e);
                 };
-                let mut ex = Executor {
-                    ctx: self.ctx,
-                    snap: &fresh,
-                    state: &mut *self.state,
-                };
-                let again = ex.on_shard_once(
-                    ks,
-                    shard,
-                    tt,
-                    rename,
-                    Share::No,
-                    writes_nowhere,
-                    sql,
-                    &mut params,
-                    sink,
-                );
-                Box::pin(again).await
+                let mut refusal = e;
+                loop {
+                    // The new primary's snapshot, or the same primary again.
+                    let fresh = match hold.next(&ctx.snapshot).await {
+                        Next::GiveUp => return Err(refusal),
+                        Next::Moved(fresh) => Some(fresh),
+                        Next::Recheck => None,
+                    };
+                    let mut ex = Executor {
+                        ctx,
+                        snap: fresh.as_deref().unwrap_or(self.snap),
+                        state: &mut *self.state,
+                    };
+                    let again = ex.on_shard_once(
+                        ks,
+                        shard,
+                        tt,
+                        rename,
+                        Share::No,
+                        writes_nowhere,
+                        sql,
+                        &mut params,
+                        sink,
+                    );
+                    let again = Box::pin(again).await;
+                    if fresh.is_some() {
+                        return again;
+                    }
+                    match again {
+                        Err(e) if e.refused_read_only() => refusal = e,
+                        res => {
+                            hold.released();
+                            return res;
+                        }
+                    }
+                }
             }
             res => res,
         }

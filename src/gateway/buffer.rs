@@ -150,119 +150,186 @@ impl Buffer {
 
     /// Called when `refused`, the primary of `keyspace/shard` in the
     /// statement's snapshot, refused a statement outside a transaction as
-    /// read-only: waits until the topology records another primary and
-    /// returns the snapshot that does, or None when the statement is not
-    /// held or waited in vain (it then fails with the primary's error).
-    pub async fn wait_for_new_primary(
+    /// read-only: the statement's place in the buffer, whose
+    /// [`Hold::next`] says when and where to send it again; None when it
+    /// is not held (it then fails with the primary's error).
+    pub fn hold(
         &self,
         snapshot: &SnapshotHandle,
         keyspace: &str,
         shard: &str,
         refused: &str,
-    ) -> Option<Arc<Snapshot>> {
+    ) -> Option<Hold<'_>> {
         if !self.cfg.enabled || !self.covers(keyspace, shard) {
             return None;
         }
-        let moved =
-            |snap: &Snapshot| primary_of(snap, keyspace, shard).is_some_and(|p| p != refused);
-        // Sent before the switch and refused after it: straight to the
-        // new primary.
-        let snap = snapshot.load_full();
-        if moved(&snap) {
-            return Some(snap);
-        }
-        let key = (keyspace.to_string(), shard.to_string());
-        let started = {
-            let now = Instant::now();
-            let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
-            let st = shards.entry(key.clone()).or_default();
-            if st.failover.is_none() {
-                let recent = st
-                    .last_end
-                    .is_some_and(|t| now.duration_since(t) < self.cfg.min_time_between_failovers);
-                if recent {
-                    st.stats.skipped += 1;
-                    return None;
-                }
-                tracing::info!(
-                    keyspace,
-                    shard,
-                    primary = refused,
-                    "primary is read-only: buffering its statements"
-                );
-                st.failover = Some((now, refused.to_string()));
-                st.stats.starts += 1;
-            }
-            let started = st.failover.as_ref().map_or(now, |(t, _)| *t);
-            if now.duration_since(started) >= self.cfg.max_failover_duration {
-                st.failover = None;
-                st.last_end = Some(now);
-                st.stats.skipped += 1;
-                return None;
-            }
-            if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.cfg.size {
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
-                st.stats.skipped += 1;
-                return None;
-            }
-            st.stats.buffered += 1;
-            started
-        };
         let now = Instant::now();
-        let deadline = (now + self.cfg.window).min(started + self.cfg.max_failover_duration);
-        let found = loop {
-            let notified = self.changed.notified();
+        let mut hold = Hold {
+            buffer: self,
+            key: (keyspace.to_string(), shard.to_string()),
+            refused: refused.to_string(),
+            failover_began: now,
+            deadline: now,
+            recheck_at: now + RECHECK,
+            counted: false,
+        };
+        // Sent before the switch and refused after it: straight to the
+        // new primary, not counted.
+        if hold.moved(&snapshot.load()) {
+            return Some(hold);
+        }
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        let st = shards.entry(hold.key.clone()).or_default();
+        if st.failover.is_none() {
+            let recent = st
+                .last_end
+                .is_some_and(|t| now.duration_since(t) < self.cfg.min_time_between_failovers);
+            if recent {
+                st.stats.skipped += 1;
+                return None;
+            }
+            tracing::info!(
+                keyspace,
+                shard,
+                primary = refused,
+                "primary is read-only: buffering its statements"
+            );
+            st.failover = Some((now, refused.to_string()));
+            st.stats.starts += 1;
+        }
+        let began = st.failover.as_ref().map_or(now, |(t, _)| *t);
+        if now.duration_since(began) >= self.cfg.max_failover_duration {
+            st.failover = None;
+            st.last_end = Some(now);
+            st.stats.skipped += 1;
+            return None;
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.cfg.size {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            st.stats.skipped += 1;
+            return None;
+        }
+        st.stats.buffered += 1;
+        hold.counted = true;
+        hold.failover_began = began;
+        hold.deadline = (now + self.cfg.window).min(began + self.cfg.max_failover_duration);
+        Some(hold)
+    }
+}
+
+/// How often a held statement is sent to the same primary again: a
+/// reparent that was undone (its new primary did not catch up) or a
+/// primary made writable again by hand releases it within this.
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// What a held statement does next.
+pub enum Next {
+    /// Go to the new primary this snapshot records.
+    Moved(Arc<Snapshot>),
+    /// Go to the same primary again: it may be writable once more (a
+    /// refusal sends the statement back to [`Hold::next`]).
+    Recheck,
+    /// Fail with the primary's refusal: the window or the failover's
+    /// bound is over.
+    GiveUp,
+}
+
+/// One held statement's place in the [`Buffer`]; counted as drained,
+/// or as evicted when dropped without having been released.
+pub struct Hold<'b> {
+    buffer: &'b Buffer,
+    key: (String, String),
+    refused: String,
+    failover_began: Instant,
+    deadline: Instant,
+    recheck_at: Instant,
+    /// Held (not sent straight to a primary recorded already).
+    counted: bool,
+}
+
+impl Hold<'_> {
+    fn moved(&self, snap: &Snapshot) -> bool {
+        primary_of(snap, &self.key.0, &self.key.1).is_some_and(|p| p != self.refused)
+    }
+
+    /// Waits until the topology records another primary, the time to ask
+    /// the same one again comes, or the wait is over.
+    pub async fn next(&mut self, snapshot: &SnapshotHandle) -> Next {
+        loop {
+            let notified = self.buffer.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let snap = snapshot.load_full();
-            if moved(&snap) {
-                break Some(snap);
+            if self.moved(&snap) {
+                self.end(true);
+                return Next::Moved(snap);
             }
             let now = Instant::now();
-            if now >= deadline {
-                break None;
+            if now >= self.deadline {
+                self.end(false);
+                return Next::GiveUp;
             }
-            // Woken by the watcher; the tick is a safety net only.
-            let nap = (deadline - now).min(Duration::from_millis(100));
+            if now >= self.recheck_at {
+                self.recheck_at = now + RECHECK;
+                return Next::Recheck;
+            }
+            // Woken by the watcher; the timeout is the recheck.
+            let nap = self.recheck_at.min(self.deadline) - now;
             let _ = tokio::time::timeout(nap, notified).await;
-        };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The same primary took the statement: it is writable again, and the
+    /// failover is over.
+    pub fn released(&mut self) {
+        self.end(true);
+    }
+
+    fn end(&mut self, drained: bool) {
+        if !std::mem::take(&mut self.counted) {
+            return;
+        }
+        let b = self.buffer;
+        b.waiting.fetch_sub(1, Ordering::AcqRel);
         let now = Instant::now();
-        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
-        let st = shards.entry(key).or_default();
+        let (keyspace, shard) = (&self.key.0, &self.key.1);
+        let mut shards = b.shards.lock().unwrap_or_else(|p| p.into_inner());
+        let st = shards.entry(self.key.clone()).or_default();
         let ours = st
             .failover
             .as_ref()
-            .filter(|(_, p)| p == refused)
-            .map(|(t, _)| *t);
-        match &found {
-            Some(_) => {
-                st.stats.drained += 1;
-                if let Some(t) = ours {
-                    st.stats.failover_ms += now.duration_since(t).as_millis() as u64;
-                    st.failover = None;
-                    st.last_end = Some(now);
-                    tracing::info!(
-                        keyspace,
-                        shard,
-                        "new primary recorded: buffered statements sent to it"
-                    );
-                }
+            .is_some_and(|(_, p)| *p == self.refused);
+        if drained {
+            st.stats.drained += 1;
+            if ours {
+                st.stats.failover_ms += now.duration_since(self.failover_began).as_millis() as u64;
+                st.failover = None;
+                st.last_end = Some(now);
+                tracing::info!(
+                    keyspace,
+                    shard,
+                    "primary writable: buffered statements sent to it"
+                );
             }
-            None => {
-                st.stats.evicted += 1;
-                if ours.is_some_and(|t| now.duration_since(t) >= self.cfg.max_failover_duration) {
-                    st.failover = None;
-                    st.last_end = Some(now);
-                    tracing::warn!(
-                        keyspace,
-                        shard,
-                        "no new primary within --buffer_max_failover_duration: buffering stopped"
-                    );
-                }
+        } else {
+            st.stats.evicted += 1;
+            let over = now.duration_since(self.failover_began) >= b.cfg.max_failover_duration;
+            if ours && over {
+                st.failover = None;
+                st.last_end = Some(now);
+                tracing::warn!(
+                    keyspace,
+                    shard,
+                    "no writable primary within --buffer_max_failover_duration: buffering stopped"
+                );
             }
         }
-        found
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.end(false);
     }
 }
 
@@ -313,27 +380,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_statement_goes_to_the_new_primary() {
-        let b = Arc::new(Buffer::new(config()));
+        let b = Buffer::new(config());
         let h = handle("zone1-1");
-        let waiter = {
-            let (b, h) = (b.clone(), h.clone());
-            tokio::spawn(async move { b.wait_for_new_primary(&h, "ks", "0", "zone1-1").await })
+        let mut hold = b.hold(&h, "ks", "0", "zone1-1").expect("held");
+        let switch = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            h.store(snap("zone1-2"));
+            b.snapshot_changed();
         };
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        h.store(snap("zone1-2"));
-        b.snapshot_changed();
-        let got = waiter.await.unwrap().expect("released");
+        let (next, ()) = tokio::join!(hold.next(&h), switch);
+        let Next::Moved(got) = next else {
+            panic!("not moved")
+        };
         assert_eq!(primary_of(&got, "ks", "0"), Some("zone1-2"));
+        drop(hold);
         let s = stats(&b);
         assert_eq!((s.starts, s.buffered, s.drained, s.evicted), (1, 1, 1, 0));
         assert!(s.failover_ms >= 20, "{s:?}");
         // The new primary refusing right after: not buffered again within
         // --buffer_min_time_between_failovers.
-        h.store(snap("zone1-2"));
-        assert!(b
-            .wait_for_new_primary(&h, "ks", "0", "zone1-2")
-            .await
-            .is_none());
+        assert!(b.hold(&h, "ks", "0", "zone1-2").is_none());
         assert_eq!(stats(&b).skipped, 1);
     }
 
@@ -342,59 +408,60 @@ mod tests {
         let b = Buffer::new(config());
         let h = handle("zone1-2");
         let t0 = Instant::now();
-        assert!(b
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_some());
+        let mut hold = b.hold(&h, "ks", "0", "zone1-1").expect("held");
+        assert!(matches!(hold.next(&h).await, Next::Moved(_)));
         assert!(t0.elapsed() < Duration::from_millis(100));
+        drop(hold);
         assert_eq!(stats(&b), ShardStats::default());
     }
 
     #[tokio::test]
-    async fn a_statement_waits_its_window_then_fails() {
-        let b = Buffer::new(config());
+    async fn the_same_primary_is_asked_again_until_the_window_ends() {
+        let b = Buffer::new(Config {
+            window: Duration::from_millis(600),
+            ..config()
+        });
         let h = handle("zone1-1");
         let t0 = Instant::now();
-        assert!(b
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
-        assert!(t0.elapsed() >= Duration::from_millis(200));
-        // The failover goes on (its duration is not over): held again.
-        assert!(b
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
+        let mut hold = b.hold(&h, "ks", "0", "zone1-1").expect("held");
+        assert!(matches!(hold.next(&h).await, Next::Recheck));
+        assert!(t0.elapsed() >= RECHECK, "{:?}", t0.elapsed());
+        assert!(matches!(hold.next(&h).await, Next::Recheck));
+        assert!(matches!(hold.next(&h).await, Next::GiveUp));
+        assert!(t0.elapsed() >= Duration::from_millis(600));
+        drop(hold);
+        // The failover goes on (its duration is not over): a statement is
+        // held again, and released when the primary takes it.
+        let mut hold = b.hold(&h, "ks", "0", "zone1-1").expect("held");
+        assert!(matches!(hold.next(&h).await, Next::Recheck));
+        hold.released();
+        drop(hold);
         let s = stats(&b);
-        assert_eq!((s.starts, s.buffered, s.evicted, s.drained), (1, 2, 2, 0));
+        assert_eq!(
+            (s.starts, s.buffered, s.evicted, s.drained),
+            (1, 2, 1, 1),
+            "{s:?}"
+        );
+        assert!(s.failover_ms >= 600, "{s:?}");
     }
 
     #[tokio::test]
     async fn bounds_and_filters_turn_statements_away() {
         let h = handle("zone1-1");
         let off = Buffer::new(Config::default());
-        assert!(off
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
+        assert!(off.hold(&h, "ks", "0", "zone1-1").is_none());
         assert!(off.stats().is_empty());
         let full = Buffer::new(Config {
             size: 0,
             ..config()
         });
-        assert!(full
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
+        assert!(full.hold(&h, "ks", "0", "zone1-1").is_none());
         assert_eq!(stats(&full).skipped, 1);
         let other = Buffer::new(Config {
             keyspace_shards: vec!["other".into(), "ks/-80".into()],
             ..config()
         });
-        assert!(other
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
+        assert!(other.hold(&h, "ks", "0", "zone1-1").is_none());
         assert!(other.stats().is_empty());
         assert!(other.covers("ks", "-80") && other.covers("other", "0"));
         // A failover that lasts longer than its bound stops buffering.
@@ -403,15 +470,11 @@ mod tests {
             ..config()
         });
         let t0 = Instant::now();
-        assert!(short
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
+        let mut hold = short.hold(&h, "ks", "0", "zone1-1").expect("held");
+        assert!(matches!(hold.next(&h).await, Next::GiveUp));
         assert!(t0.elapsed() < Duration::from_millis(150));
-        assert!(short
-            .wait_for_new_primary(&h, "ks", "0", "zone1-1")
-            .await
-            .is_none());
+        drop(hold);
+        assert!(short.hold(&h, "ks", "0", "zone1-1").is_none());
         let s = stats(&short);
         assert_eq!((s.buffered, s.evicted, s.skipped), (1, 1, 1));
     }
