@@ -693,11 +693,21 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
     .await;
     assert!(caught_up.is_some(), "the replica did not catch up");
     let tablets = rows(&mut probe, "show vitess_tablets").await;
-    let types: Vec<(String, String)> = tablets
+    let tablets: Vec<Vec<Option<String>>> = tablets
         .into_iter()
         .filter(|r| r[1].as_deref() == Some("failks"))
+        .collect();
+    let types: Vec<(String, String)> = tablets
+        .iter()
         .map(|r| (r[5].clone().unwrap(), r[3].clone().unwrap()))
         .collect();
+    // The primary's term began at the last reparent (RFC 3339, UTC).
+    let term = tablets[0][7].clone().unwrap();
+    assert!(
+        term.len() == 20 && term.ends_with('Z') && term.as_bytes()[10] == b'T',
+        "{term}"
+    );
+    assert_eq!(tablets[1][7].as_deref(), Some(""));
     assert_eq!(
         types,
         [

@@ -84,7 +84,7 @@ pub async fn ensure_shard(store: &TopoStore, ks: &str, shard: &str) -> Result<()
                 &key,
                 &json(&ShardRecord {
                     key_range: range,
-                    primary_alias: None,
+                    ..ShardRecord::default()
                 }),
             )
             .await?;
@@ -292,6 +292,7 @@ async fn record_primary(
         None => ShardRecord::default(),
     };
     rec.primary_alias = Some(alias.to_string());
+    rec.primary_term_start_time = Some(rfc3339(std::time::SystemTime::now()));
     store.put(&key, &json(&rec)).await?;
     for t in tablets {
         let is_primary = t.tablet_type.eq_ignore_ascii_case("primary");
@@ -503,6 +504,31 @@ async fn most_caught_up(
         .ok_or_else(|| AdminError::Invalid("no reachable REPLICA to promote".into()))
 }
 
+/// A time as RFC 3339 in UTC to the second (`2026-12-05T10:04:21Z`), as
+/// Vitess prints a primary's term start.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// The highest sequence number in a MariaDB GTID list
 /// (`domain-server-seq,...`).
 fn gtid_seq(pos: &str) -> u64 {
@@ -552,6 +578,15 @@ pub async fn apply_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        let at = |secs: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_551_461), "2026-12-06T10:04:21Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
 
     #[test]
     fn the_highest_sequence_of_a_gtid_list() {

@@ -1051,7 +1051,13 @@ fn show_rows(
                         .to_string(),
                         t.alias.clone(),
                         format!("{}:{}", t.hostname, t.port),
-                        String::new(),
+                        match t.tablet_type {
+                            TabletType::Primary => snap
+                                .shard(&t.keyspace, &t.shard)
+                                .map(|s| s.primary_term_start.clone())
+                                .unwrap_or_default(),
+                            _ => String::new(),
+                        },
                     ]
                 })
                 .collect(),

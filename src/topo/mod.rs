@@ -63,6 +63,10 @@ pub struct ShardRecord {
     /// The tablet that is primary, as recorded by init-shard-primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_alias: Option<String>,
+    /// When that tablet became the primary (RFC 3339, UTC), as Vitess's
+    /// shard record keeps it: `SHOW VITESS_TABLETS` shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_term_start_time: Option<String>,
 }
 
 /// `{cell}/tablets/{alias}/Tablet`.
@@ -145,6 +149,8 @@ pub struct Shard {
     pub key_range: KeyRange,
     /// Tablet aliases by type: [primary, replica, rdonly].
     pub tablets: [Vec<String>; 3],
+    /// When the primary's term began (RFC 3339; empty when unknown).
+    pub primary_term_start: String,
 }
 
 /// A keyspace with its VSchema and shards (sorted by key range).
@@ -252,6 +258,7 @@ impl Snapshot {
                     name: sname.clone(),
                     key_range,
                     tablets: Default::default(),
+                    primary_term_start: rec.primary_term_start_time.clone().unwrap_or_default(),
                 });
             }
             shards.sort_by(|a, b| a.key_range.start.cmp(&b.key_range.start));
