@@ -448,6 +448,16 @@ pub enum CtlCommand {
             value_parser = parse_duration
         )]
         wait_replicas_timeout: std::time::Duration,
+        /// How long transactions under way on the old primary may take to
+        /// finish before it is made read-only (shardgates with
+        /// `--enable_buffer` hold new work meanwhile).
+        #[arg(
+            long = "transaction-grace-period",
+            alias = "transaction_grace_period",
+            default_value = "3s",
+            value_parser = parse_duration
+        )]
+        transaction_grace_period: std::time::Duration,
     },
 }
 

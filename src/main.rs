@@ -307,6 +307,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             new_primary,
             avoid_primary,
             wait_replicas_timeout,
+            transaction_grace_period,
         } => {
             let (ks, shard) = keyspace_shard
                 .split_once('/')
@@ -315,6 +316,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 new_primary,
                 avoid: avoid_primary,
                 wait_replicas_timeout,
+                transaction_grace_period,
             };
             let say = |m: &str| println!("[reparent] {m}");
             let (old, new) =

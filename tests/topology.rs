@@ -594,7 +594,7 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
     // Writers: three by text, one by prepared statement, each its own ids.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
-    for w in 0..4u64 {
+    for w in 0..6u64 {
         let stop = stop.clone();
         writers.push(tokio::spawn(async move {
             let mut conn = connect_port(buffered, Some("failks")).await;
@@ -618,6 +618,41 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
                         }
                         e => e,
                     },
+                    // Transactions: text, and prepared as sysbench's.
+                    4 => {
+                        let mut tx = conn
+                            .start_transaction(mysql_async::TxOpts::default())
+                            .await
+                            .unwrap();
+                        let res = async {
+                            tx.query_drop(format!("select count(*) from t where id = {}", id - 1))
+                                .await?;
+                            tx.query_drop(format!("insert into t (id, via) values ({id}, 'txn')"))
+                                .await?;
+                            tx.query_drop(format!("update t set via = 'txn2' where id = {id}"))
+                                .await
+                        }
+                        .await;
+                        match res {
+                            Ok(()) => tx.commit().await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    5 => {
+                        let res = async {
+                            conn.query_drop("begin").await?;
+                            conn.exec_drop("select via from t where id = ?", (id - 1,))
+                                .await?;
+                            conn.exec_drop("insert into t (id, via) values (?, 'ptxn')", (id,))
+                                .await?;
+                            conn.query_drop("commit").await
+                        }
+                        .await;
+                        if res.is_err() {
+                            let _ = conn.query_drop("rollback").await;
+                        }
+                        res
+                    }
                     _ => {
                         conn.query_drop(format!("insert into t (id, via) values ({id}, 'text')"))
                             .await
@@ -646,6 +681,9 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
         said.contains("zone1-951 is now the primary of failks/0 (was zone1-950)"),
         "{said}"
     );
+    // Every transaction under way ended in the grace period: the
+    // shardgate held new ones.
+    assert!(!said.contains("still open"), "{said}");
     pause().await;
     // Back, the new primary chosen by ctl: the only other replica.
     let out = run_ctl(own(&["planned-reparent-shard", "failks/0"])).await;
@@ -655,12 +693,20 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
         said.contains("zone1-950 is now the primary of failks/0 (was zone1-951)"),
         "{said}"
     );
+    assert!(!said.contains("still open"), "{said}");
     pause().await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
-    for w in writers {
-        let (ids, errors) = w.await.unwrap();
-        assert!(errors.is_empty(), "errors through the buffer: {errors:?}");
+    for (w, writer) in writers.into_iter().enumerate() {
+        let (ids, errors) = writer.await.unwrap();
+        if !errors.is_empty() {
+            let vars = http_get(buffered_web, "/debug/vars").await;
+            let n = errors.len();
+            panic!(
+                "writer {w}: {n} errors through the buffer: {:?}\n{vars}",
+                &errors[..1]
+            );
+        }
         assert!(ids.len() > 10, "only {} writes", ids.len());
         acked.extend(ids);
     }

@@ -293,6 +293,7 @@ async fn record_primary(
     };
     rec.primary_alias = Some(alias.to_string());
     rec.primary_term_start_time = Some(rfc3339(std::time::SystemTime::now()));
+    rec.is_primary_serving = true;
     store.put(&key, &json(&rec)).await?;
     for t in tablets {
         let is_primary = t.tablet_type.eq_ignore_ascii_case("primary");
@@ -321,9 +322,67 @@ pub struct Reparent {
     /// How long the new primary may take to apply what the old one
     /// wrote before the reparent gives up and undoes the demotion.
     pub wait_replicas_timeout: std::time::Duration,
+    /// How long transactions under way on the old primary may take to
+    /// finish before it is made read-only (their writes fail after).
+    pub transaction_grace_period: std::time::Duration,
+}
+
+/// Marks the shard's primary as serving or not (Vitess's
+/// `is_primary_serving`): while it is not, shardgates with
+/// `--enable_buffer` hold statements that would start new work there.
+async fn set_serving(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    serving: bool,
+) -> Result<(), AdminError> {
+    let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
+    let Some(v) = store.get(&key).await? else {
+        return Err(AdminError::Invalid(format!(
+            "shard {ks}/{shard} does not exist"
+        )));
+    };
+    let mut rec: ShardRecord = serde_json::from_slice(&v).map_err(|source| TopoError::Record {
+        key: key.clone(),
+        source,
+    })?;
+    rec.is_primary_serving = serving;
+    store.put(&key, &json(&rec)).await?;
+    Ok(())
+}
+
+/// Waits up to `grace` for the transactions open on the tablet behind `c`
+/// to end (autocommit reads aside); the number still open.
+async fn wait_transactions(
+    c: &mut Conn,
+    t: &TabletRecord,
+    grace: std::time::Duration,
+) -> Result<u64, AdminError> {
+    let until = std::time::Instant::now() + grace;
+    loop {
+        // First a pause, in which shardgates see the shard record and
+        // stop starting transactions there; then one every 150 ms:
+        // InnoDB refreshes what INNODB_TRX shows only when it was last
+        // read over 100 ms ago, so a faster poll would see it frozen.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let open: Option<u64> = c
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
+                 WHERE trx_autocommit_non_locking = 0 AND trx_mysql_thread_id <> CONNECTION_ID()",
+            )
+            .await
+            .map_err(mysql_err(t))?;
+        let open = open.unwrap_or(0);
+        if open == 0 || std::time::Instant::now() >= until {
+            return Ok(open);
+        }
+    }
 }
 
 /// A planned change of a shard's primary that loses no committed write:
+/// the shard is marked not serving (shardgates with `--enable_buffer`
+/// hold new work for it) and its transactions under way get
+/// `transaction_grace_period` to finish; then
 /// the old primary is made read-only (MariaDB then refuses every write
 /// and every COMMIT of a transaction that wrote, so nothing commits there
 /// any more), the new one applies everything up to the old one's last
@@ -400,27 +459,71 @@ pub async fn planned_reparent_shard(
     // Connect to both before touching anything.
     let mut old_c = dba_conn(&old, creds, None).await?;
     let mut new_c = dba_conn(&new, creds, None).await?;
-    say(&format!("demoting {}: read-only", old.alias));
-    old_c
-        .query_drop("SET GLOBAL read_only = 1")
-        .await
-        .map_err(mysql_err(&old))?;
-    let pos: String = old_c
-        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
-        .await
-        .map_err(mysql_err(&old))?
-        .unwrap_or_default();
-    let secs = how.wait_replicas_timeout.as_secs_f64().max(0.001);
     say(&format!(
-        "waiting up to {secs}s for {} to apply up to GTID {}",
-        new.alias,
-        if pos.is_empty() { "(none)" } else { &pos }
+        "{ks}/{shard} not serving: shardgates hold its new work; waiting up to {:?} for transactions on {} to end",
+        how.transaction_grace_period, old.alias
     ));
-    let waited: Option<i64> = new_c
-        .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos.as_str(), secs))
-        .await
-        .map_err(mysql_err(&new))?;
-    if waited != Some(0) {
+    set_serving(store, ks, shard, false).await?;
+    let demoted = async {
+        let open = wait_transactions(&mut old_c, &old, how.transaction_grace_period).await?;
+        if open > 0 {
+            let who: Vec<(u64, String, String, String)> = old_c
+                .query(
+                    "SELECT t.trx_mysql_thread_id, CAST(t.trx_started AS CHAR), p.USER, \
+                     CONCAT(p.COMMAND, ' ', IFNULL(p.INFO, '')) \
+                     FROM information_schema.INNODB_TRX t \
+                     JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                     WHERE t.trx_autocommit_non_locking = 0 AND p.ID <> CONNECTION_ID()",
+                )
+                .await
+                .map_err(mysql_err(&old))?;
+            let who: Vec<String> = who
+                .into_iter()
+                .map(|(id, since, user, doing)| {
+                    format!("thread {id} ({user}, since {since}): {doing}")
+                })
+                .collect();
+            say(&format!(
+                "{open} transaction(s) still open, their writes will be refused: {}",
+                who.join("; ")
+            ));
+        }
+        say(&format!("demoting {}: read-only", old.alias));
+        old_c
+            .query_drop("SET GLOBAL read_only = 1")
+            .await
+            .map_err(mysql_err(&old))
+    };
+    if let Err(e) = demoted.await {
+        let _ = set_serving(store, ks, shard, true).await;
+        return Err(e);
+    }
+    // Until the new primary has everything, the old one can come back.
+    let secs = how.wait_replicas_timeout.as_secs_f64().max(0.001);
+    let caught_up = async {
+        let pos: String = old_c
+            .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+            .await
+            .map_err(mysql_err(&old))?
+            .unwrap_or_default();
+        say(&format!(
+            "waiting up to {secs}s for {} to apply up to GTID {}",
+            new.alias,
+            if pos.is_empty() { "(none)" } else { &pos }
+        ));
+        let waited: Option<i64> = new_c
+            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos.as_str(), secs))
+            .await
+            .map_err(mysql_err(&new))?;
+        if waited != Some(0) {
+            return Err(AdminError::Invalid(format!(
+                "{} did not reach the primary's position {pos} within {secs}s; {} is the primary still",
+                new.alias, old.alias
+            )));
+        }
+        Ok(())
+    };
+    if let Err(e) = caught_up.await {
         say(&format!(
             "{} did not catch up: undoing the demotion",
             new.alias
@@ -429,10 +532,8 @@ pub async fn planned_reparent_shard(
             .query_drop("SET GLOBAL read_only = 0")
             .await
             .map_err(mysql_err(&old))?;
-        return Err(AdminError::Invalid(format!(
-            "{} did not reach the primary's position {pos} within {secs}s; {} is the primary still",
-            new.alias, old.alias
-        )));
+        set_serving(store, ks, shard, true).await?;
+        return Err(e);
     }
     say(&format!("promoting {}: writable", new.alias));
     for q in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {

@@ -1167,6 +1167,31 @@ impl VCursor for Executor<'_> {
         tablet_type: TabletType,
         queries: Vec<(String, String)>,
     ) -> Result<Vec<ShardResult>, Error> {
+        // Queries to shards whose primary a reparent drains go through
+        // `on_shard`, which holds them, after the others: (place, shard,
+        // query), and the places of the others.
+        let total = queries.len();
+        let draining = |sh: &str| {
+            let sh = self.snap.shard(keyspace, sh);
+            sh.is_some_and(|s| !s.primary_serving)
+        };
+        let split = tablet_type == TabletType::Primary
+            && self.ctx.gateway.buffer.enabled()
+            && queries.iter().any(|(sh, _)| draining(sh));
+        let (queries, places, later) = if split {
+            let (mut now, mut places, mut later) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, (sh, sql)) in queries.into_iter().enumerate() {
+                if draining(&sh) {
+                    later.push((i, sh, sql));
+                } else {
+                    places.push(i);
+                    now.push((sh, sql));
+                }
+            }
+            (now, Some(places), later)
+        } else {
+            (queries, None, Vec::new())
+        };
         // Run all queries concurrently on their shards' connections.
         let (mut jobs, failed) = self.take_all(keyspace, tablet_type, queries).await;
         let results = if failed.is_none() {
@@ -1213,8 +1238,21 @@ impl VCursor for Executor<'_> {
             Vec::new()
         };
         self.return_all(jobs, |i| broken.get(i).copied().unwrap_or(false));
-        let mut results = results;
-        for (i, shard, sql) in refused {
+        let (mut results, mut retry) = (results, refused);
+        if let Some(places) = places.filter(|_| failed.is_none()) {
+            // Back in the statement's order, with the held queries' places.
+            let mut all: Vec<Result<ShardResult, Error>> =
+                (0..total).map(|_| Ok(ShardResult::default())).collect();
+            for (k, r) in results.into_iter().enumerate() {
+                all[places[k]] = r;
+            }
+            for r in &mut retry {
+                r.0 = places[r.0];
+            }
+            retry.extend(later);
+            results = all;
+        }
+        for (i, shard, sql) in retry {
             let mut c = Collect::default();
             let (ks, tt) = (keyspace, tablet_type);
             let res = self
@@ -1470,8 +1508,10 @@ impl Executor<'_> {
     /// is [`crate::sql::writes_nowhere`] when the caller knows it (a
     /// prepared statement's, found once), else it is found when needed.
     ///
-    /// A statement the primary refused as read-only (a reparent demoted
-    /// it) is held by the failover buffer and sent to the new primary.
+    /// While a reparent drains the shard's primary, a statement that would
+    /// start new work there is held by the failover buffer first; one the
+    /// primary refused as read-only (a reparent demoted it) is held after.
+    /// Either goes to the new primary (see [`crate::gateway::buffer`]).
     #[allow(clippy::too_many_arguments)]
     async fn on_shard<S: RowSink + Send>(
         &mut self,
@@ -1485,76 +1525,113 @@ impl Executor<'_> {
         mut params: Option<Vec<Value>>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let had_params = params.is_some();
-        let (ks, tt, rename) = (keyspace, tablet_type, rename_db_columns);
-        let res = self
-            .on_shard_once(
-                ks,
-                shard,
-                tt,
-                rename,
-                share,
-                writes_nowhere,
-                sql,
-                &mut params,
-                sink,
-            )
-            .await;
-        match res {
-            // A refusal writes nothing to the sink: the statement can go
-            // again, with its parameters.
-            Err(e)
-                if tt == TabletType::Primary
-                    && e.refused_read_only()
-                    && params.is_some() == had_params =>
-            {
-                let ctx = self.ctx;
-                let old = ctx.gateway.pick(self.snap, ks, shard, tt);
-                let Ok(old) = old.map(|t| t.alias.clone()) else {
-                    return Err(e);
-                };
-                let Some(mut hold) = hold(ctx, self.state, ks, shard, &old) else {
-                    return Err(e);
-                };
-                let mut refusal = e;
-                loop {
-                    // The new primary's snapshot, or the same primary again.
-                    let fresh = match hold.next(&ctx.snapshot).await {
-                        Next::GiveUp => return Err(refusal),
-                        Next::Moved(fresh) => Some(fresh),
-                        Next::Recheck => None,
-                    };
-                    let mut ex = Executor {
-                        ctx,
-                        snap: fresh.as_deref().unwrap_or(self.snap),
-                        state: &mut *self.state,
-                    };
-                    let again = ex.on_shard_once(
+        let (ctx, ks, tt, rename) = (self.ctx, keyspace, tablet_type, rename_db_columns);
+        let draining = tt == TabletType::Primary
+            && self
+                .snap
+                .shard(ks, shard)
+                .is_some_and(|s| !s.primary_serving);
+        let mut held = None;
+        if draining && ctx.gateway.buffer.enabled() {
+            let primary = self.primary_alias(ks, shard);
+            if self.starts_work(&primary, writes_nowhere, sql) {
+                held = ctx.gateway.buffer.hold(&ctx.snapshot, ks, shard, &primary);
+            }
+        }
+        let (mut hold, mut refusal) = match held {
+            Some(hold) => (hold, None),
+            None => {
+                let had_params = params.is_some();
+                let res = self
+                    .on_shard_once(
                         ks,
                         shard,
                         tt,
                         rename,
-                        Share::No,
+                        share,
                         writes_nowhere,
                         sql,
                         &mut params,
                         sink,
-                    );
-                    let again = Box::pin(again).await;
-                    if fresh.is_some() {
-                        return again;
-                    }
-                    match again {
-                        Err(e) if e.refused_read_only() => refusal = e,
-                        res => {
-                            hold.released();
-                            return res;
+                    )
+                    .await;
+                match res {
+                    // A refusal writes nothing to the sink: the statement
+                    // can go again, with its parameters.
+                    Err(e)
+                        if tt == TabletType::Primary
+                            && e.refused_read_only()
+                            && params.is_some() == had_params =>
+                    {
+                        let old = self.primary_alias(ks, shard);
+                        match hold(ctx, self.state, ks, shard, &old) {
+                            Some(hold) => (hold, Some(e)),
+                            None => return Err(e),
                         }
                     }
+                    res => return res,
                 }
             }
-            res => res,
+        };
+        loop {
+            // The new primary's snapshot, or the same primary again.
+            let fresh = match hold.next(&ctx.snapshot).await {
+                Next::GiveUp => match refusal {
+                    Some(e) => return Err(e),
+                    // Held in vain before being sent: sent as it would
+                    // have been.
+                    None => None,
+                },
+                Next::Moved(fresh) => Some(fresh),
+                Next::Recheck => None,
+            };
+            let mut ex = Executor {
+                ctx,
+                snap: fresh.as_deref().unwrap_or(self.snap),
+                state: &mut *self.state,
+            };
+            let again = ex.on_shard_once(
+                ks,
+                shard,
+                tt,
+                rename,
+                Share::No,
+                writes_nowhere,
+                sql,
+                &mut params,
+                sink,
+            );
+            let again = Box::pin(again).await;
+            match again {
+                Err(e) if fresh.is_none() && e.refused_read_only() => refusal = Some(e),
+                res => {
+                    hold.released();
+                    return res;
+                }
+            }
         }
+    }
+
+    /// The alias of the shard's primary in the statement's snapshot
+    /// (empty when there is none).
+    fn primary_alias(&self, ks: &str, shard: &str) -> String {
+        let t = self
+            .ctx
+            .gateway
+            .pick(self.snap, ks, shard, TabletType::Primary);
+        t.map(|t| t.alias.clone()).unwrap_or_default()
+    }
+
+    /// Whether a statement would start new work on `primary` while it
+    /// drains: a write outside a transaction, or a transaction's first
+    /// statement there. A transaction under way there goes on, so that it
+    /// can finish before the primary is made read-only.
+    fn starts_work(&self, primary: &str, writes_nowhere: Option<bool>, sql: &str) -> bool {
+        let st = &self.state;
+        if st.reserved || st.pinned(primary).is_some() || st.pinned_lean(primary).is_some() {
+            return false;
+        }
+        st.in_txn || !writes_nowhere.unwrap_or_else(|| crate::sql::writes_nowhere(sql))
     }
 
     /// [`Self::on_shard`] on the statement's snapshot; `params` are left

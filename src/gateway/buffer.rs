@@ -1,12 +1,21 @@
-//! Failover buffering (vtgate's `--enable_buffer`): a statement that the
-//! shard's primary refused because it has just been made read-only (the
-//! first step of `ctl planned-reparent-shard`) is held until the topology
-//! records another primary, then sent there, so clients see a pause
-//! instead of errors while a primary changes.
+//! Failover buffering (vtgate's `--enable_buffer`): while a shard's
+//! primary changes, its statements are held and then sent to the new
+//! primary, so clients see a pause instead of errors.
 //!
-//! Only statements outside a transaction are held (their refusal changed
-//! nothing, so sending them again is safe); a transaction that reached the
-//! old primary fails as it would without buffering. Bounded as vtgate
+//! Two things start a hold:
+//! - the shard record says the primary is not serving (the first step of
+//!   `ctl planned-reparent-shard`): a statement that would start new work
+//!   there (a write outside a transaction, or a transaction's first
+//!   statement on that shard) is held before it is sent, while
+//!   transactions already under way there go on and finish;
+//! - the primary refused a statement outside a transaction as read-only
+//!   (it has been demoted): the refusal changed nothing, so sending the
+//!   statement again is safe. A transaction that reached the old primary
+//!   and writes after its demotion fails as it would without buffering.
+//!
+//! A held statement goes to the primary the topology records next; or to
+//! the same one again when the shard serves again (a reparent undone), or
+//! every 250 ms when a refusal came with no reparent behind it. Bounded as vtgate
 //! bounds it: a statement waits at most `--buffer_window`, a failover is
 //! buffered for at most `--buffer_max_failover_duration`, at most
 //! `--buffer_size` statements wait at once, and a shard whose failover
@@ -148,11 +157,12 @@ impl Buffer {
             .collect()
     }
 
-    /// Called when `refused`, the primary of `keyspace/shard` in the
-    /// statement's snapshot, refused a statement outside a transaction as
-    /// read-only: the statement's place in the buffer, whose
-    /// [`Hold::next`] says when and where to send it again; None when it
-    /// is not held (it then fails with the primary's error).
+    /// Called for a statement that `refused`, the primary of
+    /// `keyspace/shard` in the statement's snapshot, refused as read-only,
+    /// or that would start new work on it while the shard record says it
+    /// is not serving: the statement's place in the buffer, whose
+    /// [`Hold::next`] says when and where to send it; None when it is not
+    /// held (it then goes on as without buffering).
     pub fn hold(
         &self,
         snapshot: &SnapshotHandle,
@@ -172,6 +182,7 @@ impl Buffer {
             deadline: now,
             recheck_at: now + RECHECK,
             counted: false,
+            drained: false,
         };
         // Sent before the switch and refused after it: straight to the
         // new primary, not counted.
@@ -245,6 +256,8 @@ pub struct Hold<'b> {
     recheck_at: Instant,
     /// Held (not sent straight to a primary recorded already).
     counted: bool,
+    /// The shard was seen not serving since the last look at the primary.
+    drained: bool,
 }
 
 impl Hold<'_> {
@@ -264,17 +277,28 @@ impl Hold<'_> {
                 self.end(true);
                 return Next::Moved(snap);
             }
+            let serving = snap
+                .shard(&self.key.0, &self.key.1)
+                .is_none_or(|s| s.primary_serving);
             let now = Instant::now();
+            // Serving again after a drain (a reparent undone): at once.
+            if serving && (std::mem::take(&mut self.drained) || now >= self.recheck_at) {
+                self.recheck_at = now + RECHECK;
+                return Next::Recheck;
+            }
+            self.drained |= !serving;
             if now >= self.deadline {
                 self.end(false);
                 return Next::GiveUp;
             }
-            if now >= self.recheck_at {
-                self.recheck_at = now + RECHECK;
-                return Next::Recheck;
-            }
-            // Woken by the watcher; the timeout is the recheck.
-            let nap = self.recheck_at.min(self.deadline) - now;
+            // Woken by the watcher; the timeout is the recheck (none
+            // while the primary drains: it would refuse).
+            let until = if serving {
+                self.recheck_at
+            } else {
+                self.deadline
+            };
+            let nap = until.min(self.deadline) - now;
             let _ = tokio::time::timeout(nap, notified).await;
         }
     }

@@ -54,7 +54,7 @@ pub struct KeyspaceRecord {
 }
 
 /// `global/keyspaces/{ks}/shards/{shard}/Shard`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardRecord {
     /// The shard's key range in Vitess's hex form ("-80", "80-", "" for all).
@@ -67,6 +67,30 @@ pub struct ShardRecord {
     /// shard record keeps it: `SHOW VITESS_TABLETS` shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_term_start_time: Option<String>,
+    /// False while a reparent drains the primary (Vitess's field): shardgates
+    /// with `--enable_buffer` hold statements that would start new work
+    /// there, and let transactions under way finish.
+    #[serde(default = "serving", skip_serializing_if = "is_serving")]
+    pub is_primary_serving: bool,
+}
+
+fn serving() -> bool {
+    true
+}
+
+fn is_serving(b: &bool) -> bool {
+    *b
+}
+
+impl Default for ShardRecord {
+    fn default() -> Self {
+        ShardRecord {
+            key_range: String::new(),
+            primary_alias: None,
+            primary_term_start_time: None,
+            is_primary_serving: true,
+        }
+    }
 }
 
 /// `{cell}/tablets/{alias}/Tablet`.
@@ -151,6 +175,9 @@ pub struct Shard {
     pub tablets: [Vec<String>; 3],
     /// When the primary's term began (RFC 3339; empty when unknown).
     pub primary_term_start: String,
+    /// False while a reparent drains the primary (see
+    /// [`crate::gateway::buffer`]).
+    pub primary_serving: bool,
 }
 
 /// A keyspace with its VSchema and shards (sorted by key range).
@@ -259,6 +286,7 @@ impl Snapshot {
                     key_range,
                     tablets: Default::default(),
                     primary_term_start: rec.primary_term_start_time.clone().unwrap_or_default(),
+                    primary_serving: rec.is_primary_serving,
                 });
             }
             shards.sort_by(|a, b| a.key_range.start.cmp(&b.key_range.start));
