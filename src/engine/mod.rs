@@ -1043,7 +1043,13 @@ fn show_rows(
                         t.keyspace.clone(),
                         t.shard.clone(),
                         t.tablet_type.as_str().to_ascii_uppercase(),
-                        if serving(&t.alias) {
+                        // A primary a reparent drains serves no new work.
+                        if serving(&t.alias)
+                            && !(t.tablet_type == TabletType::Primary
+                                && snap
+                                    .shard(&t.keyspace, &t.shard)
+                                    .is_some_and(|s| !s.primary_serving))
+                        {
                             "SERVING"
                         } else {
                             "NOT_SERVING"
@@ -1244,6 +1250,34 @@ mod tests {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
         Snapshot::build(&r, &[], 1).unwrap()
+    }
+
+    #[test]
+    fn a_primary_a_reparent_drains_shows_as_not_serving() {
+        let tablets = |serving: bool| {
+            let mut r = BTreeMap::new();
+            let shard =
+                format!(r#"{{"primary_alias": "zone1-1", "is_primary_serving": {serving}}}"#);
+            for (k, v) in [
+                ("global/keyspaces/ks/Keyspace", "{}".to_string()),
+                ("global/keyspaces/ks/shards/0/Shard", shard),
+                (
+                    "zone1/tablets/zone1-1/Tablet",
+                    r#"{"alias":"zone1-1","hostname":"h","mysql_port":1,"keyspace":"ks","shard":"0","type":"PRIMARY"}"#.into(),
+                ),
+                (
+                    "zone1/tablets/zone1-2/Tablet",
+                    r#"{"alias":"zone1-2","hostname":"h","mysql_port":2,"keyspace":"ks","shard":"0","type":"REPLICA"}"#.into(),
+                ),
+            ] {
+                r.insert(k.to_string(), v.into_bytes());
+            }
+            let snap = Snapshot::build(&r, &[], 1).unwrap();
+            let (_, rows) = show_rows(&ShowPlan::Tablets, &snap, |_| true);
+            rows.into_iter().map(|r| r[4].clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(tablets(true), ["SERVING", "SERVING"]);
+        assert_eq!(tablets(false), ["NOT_SERVING", "SERVING"]);
     }
 
     #[tokio::test]

@@ -1010,6 +1010,9 @@ impl Executor<'_> {
     }
 }
 
+/// The boxed future of [`Executor::held`].
+type Held<'x> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + 'x>>;
+
 /// After the primary `refused` a statement as read-only (a reparent
 /// demoted it): the statement's place in the failover buffer, when the
 /// session holds nothing on that primary (a transaction or reserved state
@@ -1175,7 +1178,8 @@ impl VCursor for Executor<'_> {
             let sh = self.snap.shard(keyspace, sh);
             sh.is_some_and(|s| !s.primary_serving)
         };
-        let split = tablet_type == TabletType::Primary
+        let split = self.snap.draining
+            && tablet_type == TabletType::Primary
             && self.ctx.gateway.buffer.enabled()
             && queries.iter().any(|(sh, _)| draining(sh));
         let (queries, places, later) = if split {
@@ -1256,7 +1260,18 @@ impl VCursor for Executor<'_> {
             let mut c = Collect::default();
             let (ks, tt) = (keyspace, tablet_type);
             let res = self
-                .on_shard(ks, &shard, tt, false, Share::No, None, &sql, None, &mut c)
+                .on_shard(
+                    ks,
+                    &shard,
+                    tt,
+                    false,
+                    Share::No,
+                    None,
+                    &sql,
+                    None,
+                    &mut c,
+                    true,
+                )
                 .await;
             results[i] = res.map(|()| c.out);
         }
@@ -1389,6 +1404,7 @@ impl VCursor for Executor<'_> {
                     &again,
                     params,
                     &mut discard,
+                    false,
                 )
                 .await?;
             }
@@ -1415,6 +1431,7 @@ impl VCursor for Executor<'_> {
             sql,
             None,
             sink,
+            true,
         )
         .await
     }
@@ -1471,6 +1488,7 @@ impl Executor<'_> {
             sql,
             Some(params),
             sink,
+            true,
         )
         .await
     }
@@ -1502,116 +1520,6 @@ impl Executor<'_> {
         Ok(done.res.map_err(|e| run_error(e, label)))
     }
 
-    /// One statement on one shard's tablet, as text or (with `params`) as a
-    /// prepared statement, streamed into the sink; on a shared connection
-    /// when the caller found it may `share` one. `writes_nowhere`
-    /// is [`crate::sql::writes_nowhere`] when the caller knows it (a
-    /// prepared statement's, found once), else it is found when needed.
-    ///
-    /// While a reparent drains the shard's primary, a statement that would
-    /// start new work there is held by the failover buffer first; one the
-    /// primary refused as read-only (a reparent demoted it) is held after.
-    /// Either goes to the new primary (see [`crate::gateway::buffer`]).
-    #[allow(clippy::too_many_arguments)]
-    async fn on_shard<S: RowSink + Send>(
-        &mut self,
-        keyspace: &str,
-        shard: &str,
-        tablet_type: TabletType,
-        rename_db_columns: bool,
-        share: Share,
-        writes_nowhere: Option<bool>,
-        sql: &str,
-        mut params: Option<Vec<Value>>,
-        sink: &mut S,
-    ) -> Result<(), Error> {
-        let (ctx, ks, tt, rename) = (self.ctx, keyspace, tablet_type, rename_db_columns);
-        let draining = tt == TabletType::Primary
-            && self
-                .snap
-                .shard(ks, shard)
-                .is_some_and(|s| !s.primary_serving);
-        let mut held = None;
-        if draining && ctx.gateway.buffer.enabled() {
-            let primary = self.primary_alias(ks, shard);
-            if self.starts_work(&primary, writes_nowhere, sql) {
-                held = ctx.gateway.buffer.hold(&ctx.snapshot, ks, shard, &primary);
-            }
-        }
-        let (mut hold, mut refusal) = match held {
-            Some(hold) => (hold, None),
-            None => {
-                let had_params = params.is_some();
-                let res = self
-                    .on_shard_once(
-                        ks,
-                        shard,
-                        tt,
-                        rename,
-                        share,
-                        writes_nowhere,
-                        sql,
-                        &mut params,
-                        sink,
-                    )
-                    .await;
-                match res {
-                    // A refusal writes nothing to the sink: the statement
-                    // can go again, with its parameters.
-                    Err(e)
-                        if tt == TabletType::Primary
-                            && e.refused_read_only()
-                            && params.is_some() == had_params =>
-                    {
-                        let old = self.primary_alias(ks, shard);
-                        match hold(ctx, self.state, ks, shard, &old) {
-                            Some(hold) => (hold, Some(e)),
-                            None => return Err(e),
-                        }
-                    }
-                    res => return res,
-                }
-            }
-        };
-        loop {
-            // The new primary's snapshot, or the same primary again.
-            let fresh = match hold.next(&ctx.snapshot).await {
-                Next::GiveUp => match refusal {
-                    Some(e) => return Err(e),
-                    // Held in vain before being sent: sent as it would
-                    // have been.
-                    None => None,
-                },
-                Next::Moved(fresh) => Some(fresh),
-                Next::Recheck => None,
-            };
-            let mut ex = Executor {
-                ctx,
-                snap: fresh.as_deref().unwrap_or(self.snap),
-                state: &mut *self.state,
-            };
-            let again = ex.on_shard_once(
-                ks,
-                shard,
-                tt,
-                rename,
-                Share::No,
-                writes_nowhere,
-                sql,
-                &mut params,
-                sink,
-            );
-            let again = Box::pin(again).await;
-            match again {
-                Err(e) if fresh.is_none() && e.refused_read_only() => refusal = Some(e),
-                res => {
-                    hold.released();
-                    return res;
-                }
-            }
-        }
-    }
-
     /// The alias of the shard's primary in the statement's snapshot
     /// (empty when there is none).
     fn primary_alias(&self, ks: &str, shard: &str) -> String {
@@ -1634,10 +1542,110 @@ impl Executor<'_> {
         st.in_txn || !writes_nowhere.unwrap_or_else(|| crate::sql::writes_nowhere(sql))
     }
 
-    /// [`Self::on_shard`] on the statement's snapshot; `params` are left
-    /// in place unless a shared connection took them.
+    /// The failover buffer's slow path of [`Self::on_shard`], for a
+    /// statement the primary `refused` as read-only, or (None) one about
+    /// to start work on a primary a reparent drains: held, then sent to
+    /// the new primary, or to the same one again (see
+    /// [`crate::gateway::buffer`]). Boxed and type-erased: it runs
+    /// `on_shard` again, and keeps its state out of the common path's.
     #[allow(clippy::too_many_arguments)]
-    async fn on_shard_once<S: RowSink + Send>(
+    fn held<'x, S: RowSink + Send>(
+        &'x mut self,
+        ks: &'x str,
+        shard: &'x str,
+        tt: TabletType,
+        rename: bool,
+        share: Share,
+        writes_nowhere: Option<bool>,
+        sql: &'x str,
+        params: Option<Vec<Value>>,
+        sink: &'x mut S,
+        mut refusal: Option<Error>,
+    ) -> Held<'x> {
+        Box::pin(async move {
+            let ctx = self.ctx;
+            let primary = self.primary_alias(ks, shard);
+            let hold = match &refusal {
+                Some(_) => hold(ctx, self.state, ks, shard, &primary),
+                None if self.starts_work(&primary, writes_nowhere, sql) => {
+                    ctx.gateway.buffer.hold(&ctx.snapshot, ks, shard, &primary)
+                }
+                None => None,
+            };
+            let Some(mut hold) = hold else {
+                return match refusal {
+                    Some(e) => Err(e),
+                    None => {
+                        let run = self.on_shard(
+                            ks,
+                            shard,
+                            tt,
+                            rename,
+                            share,
+                            writes_nowhere,
+                            sql,
+                            params,
+                            sink,
+                            false,
+                        );
+                        run.await
+                    }
+                };
+            };
+            loop {
+                // The new primary's snapshot, or the same primary again.
+                let fresh = match hold.next(&ctx.snapshot).await {
+                    Next::GiveUp => match refusal.take() {
+                        Some(e) => return Err(e),
+                        // Held in vain before being sent: sent as it
+                        // would have been.
+                        None => None,
+                    },
+                    Next::Moved(fresh) => Some(fresh),
+                    Next::Recheck => None,
+                };
+                let mut ex = Executor {
+                    ctx,
+                    snap: fresh.as_deref().unwrap_or(self.snap),
+                    state: &mut *self.state,
+                };
+                let again = ex
+                    .on_shard(
+                        ks,
+                        shard,
+                        tt,
+                        rename,
+                        Share::No,
+                        writes_nowhere,
+                        sql,
+                        params.clone(),
+                        sink,
+                        false,
+                    )
+                    .await;
+                match again {
+                    Err(e) if fresh.is_none() && e.refused_read_only() => refusal = Some(e),
+                    res => {
+                        hold.released();
+                        return res;
+                    }
+                }
+            }
+        })
+    }
+
+    /// One statement on one shard's tablet, as text or (with `params`) as a
+    /// prepared statement, streamed into the sink; on a shared connection
+    /// when the caller found it may `share` one. `writes_nowhere`
+    /// is [`crate::sql::writes_nowhere`] when the caller knows it (a
+    /// prepared statement's, found once), else it is found when needed.
+    ///
+    /// With `hold_ok`, the failover buffer may hold the statement (see
+    /// [`Self::held`]): while a reparent drains the shard's primary, one
+    /// that would start new work there; one the primary refused as
+    /// read-only. Both paths are boxed, off the common one.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_shard<S: RowSink + Send>(
         &mut self,
         keyspace: &str,
         shard: &str,
@@ -1646,9 +1654,29 @@ impl Executor<'_> {
         share: Share,
         writes_nowhere: Option<bool>,
         sql: &str,
-        params: &mut Option<Vec<Value>>,
+        mut params: Option<Vec<Value>>,
         sink: &mut S,
+        hold_ok: bool,
     ) -> Result<(), Error> {
+        if hold_ok && self.snap.draining && tablet_type == TabletType::Primary {
+            let here = self.snap.shard(keyspace, shard);
+            if here.is_some_and(|s| !s.primary_serving) && self.ctx.gateway.buffer.enabled() {
+                let (ks, tt, rename) = (keyspace, tablet_type, rename_db_columns);
+                let held = self.held(
+                    ks,
+                    shard,
+                    tt,
+                    rename,
+                    share,
+                    writes_nowhere,
+                    sql,
+                    params,
+                    sink,
+                    None,
+                );
+                return held.await;
+            }
+        }
         let mut tablet = self
             .ctx
             .gateway
@@ -1702,7 +1730,7 @@ impl Executor<'_> {
                 {
                     Ok(rx) => Some(rx),
                     Err(read) => {
-                        *params = read.params;
+                        params = read.params;
                         None
                     }
                 },
@@ -1712,7 +1740,7 @@ impl Executor<'_> {
                 let keep = keep.then_some(sql);
                 match self.on_shared(tablet, &label, binary, keep, rx, sink).await {
                     Ok(res) => return self.finish(res),
-                    Err(read) => *params = read.params,
+                    Err(read) => params = read.params,
                 }
             }
         }
@@ -1792,6 +1820,26 @@ impl Executor<'_> {
             let res = res.map_err(|e| run_error(e, &label));
             let broken = matches!(&res, Err(e) if e.breaks_backend_conn());
             self.state.give_back(self.ctx, link, pinned, broken);
+            // A refusal wrote nothing to the sink: the statement can go
+            // again, with its parameters.
+            let refused = matches!(&res, Err(e) if e.refused_read_only());
+            if hold_ok && tablet_type == TabletType::Primary && refused {
+                let (ks, tt, rename) = (keyspace, tablet_type, rename_db_columns);
+                let e = res.err();
+                let held = self.held(
+                    ks,
+                    shard,
+                    tt,
+                    rename,
+                    Share::No,
+                    writes_nowhere,
+                    sql,
+                    params,
+                    sink,
+                    e,
+                );
+                return held.await;
+            }
             return self.finish(res);
         }
     }

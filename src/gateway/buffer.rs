@@ -365,6 +365,11 @@ mod tests {
     /// A snapshot of keyspace `ks`, shard 0, whose primary is `primary`
     /// (tablets zone1-1 and zone1-2).
     fn snap(primary: &str) -> Arc<Snapshot> {
+        snap_serving(primary, true)
+    }
+
+    /// [`snap`], the primary serving or drained by a reparent.
+    fn snap_serving(primary: &str, serving: bool) -> Arc<Snapshot> {
         let mut r = BTreeMap::new();
         let mut put = |k: &str, v: String| r.insert(k.to_string(), v.into_bytes());
         put(
@@ -373,7 +378,9 @@ mod tests {
         );
         put(
             "global/keyspaces/ks/shards/0/Shard",
-            format!(r#"{{"key_range": "", "primary_alias": "{primary}"}}"#),
+            format!(
+                r#"{{"key_range": "", "primary_alias": "{primary}", "is_primary_serving": {serving}}}"#
+            ),
         );
         for uid in [1, 2] {
             put(
@@ -467,6 +474,33 @@ mod tests {
             "{s:?}"
         );
         assert!(s.failover_ms >= 600, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_drain_undone_sends_held_statements_to_the_same_primary() {
+        let b = Buffer::new(Config {
+            window: Duration::from_secs(5),
+            ..config()
+        });
+        let h = Arc::new(ArcSwap::new(snap_serving("zone1-1", false)));
+        let mut hold = b.hold(&h, "ks", "0", "zone1-1").expect("held");
+        let t0 = Instant::now();
+        let undo = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            h.store(snap("zone1-1"));
+            b.snapshot_changed();
+        };
+        // No recheck while the primary drains (it would refuse), one at
+        // once when it serves again.
+        let (next, ()) = tokio::join!(hold.next(&h), undo);
+        assert!(matches!(next, Next::Recheck));
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        assert!(waited < Duration::from_millis(400) + RECHECK, "{waited:?}");
+        hold.released();
+        drop(hold);
+        let s = stats(&b);
+        assert_eq!((s.buffered, s.drained, s.evicted), (1, 1, 0));
     }
 
     #[tokio::test]

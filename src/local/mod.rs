@@ -95,15 +95,19 @@ impl ClusterSpec {
     /// Vitess's local example: commerce (unsharded, 100 primary, 101
     /// replica, 102 rdonly) and customer (-80: 300/301, 80-: 400/401),
     /// mysqld of tablet uid N on port 17000+N.
+    /// Its shardgate buffers failovers, so that `ctl
+    /// planned-reparent-shard` costs its clients no error.
     pub fn example(dataroot: PathBuf) -> Self {
-        ClusterSpec::example_with_ports(
+        let mut spec = ClusterSpec::example_with_ports(
             dataroot,
             |uid| 17000 + uid as u16,
             2379,
             2380,
             Some(15306),
             15001,
-        )
+        );
+        spec.shardgate_args.push("--enable_buffer".into());
+        spec
     }
 
     /// The example shape with ports chosen by the caller (tests use free ports).
@@ -510,8 +514,6 @@ impl Cluster {
                         spec.shardgate_web_port.to_string(),
                         "--cell".into(),
                         spec.cell.clone(),
-                        // `ctl planned-reparent-shard` loses no statement.
-                        "--enable_buffer".into(),
                     ];
                     if !spec
                         .shardgate_args

@@ -208,6 +208,9 @@ pub struct Snapshot {
     pub tablets: BTreeMap<String, Tablet>,
     /// Global routing rules.
     pub routing_rules: Vec<RoutingRule>,
+    /// Some shard's primary is drained by a reparent (its record says not
+    /// serving): one load tells the statement path it need not look.
+    pub draining: bool,
 }
 
 impl Snapshot {
@@ -348,11 +351,16 @@ impl Snapshot {
                 },
             );
         }
+        let draining = keyspaces
+            .values()
+            .flat_map(|k| &k.shards)
+            .any(|s| !s.primary_serving);
         Ok(Snapshot {
             version,
             keyspaces,
             tablets,
             routing_rules,
+            draining,
         })
     }
 
