@@ -46,7 +46,6 @@ pub enum TopoError {
 
 /// `global/keyspaces/{ks}/Keyspace`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyspaceRecord {
     /// True when the keyspace has several shards.
     #[serde(default)]
@@ -54,8 +53,11 @@ pub struct KeyspaceRecord {
 }
 
 /// `global/keyspaces/{ks}/shards/{shard}/Shard`.
+///
+/// Topology records take fields they do not know (unlike VSchemas, which
+/// people write): a record written by a newer `ctl` must not stop an
+/// older shardgate from serving during a rolling upgrade.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ShardRecord {
     /// The shard's key range in Vitess's hex form ("-80", "80-", "" for all).
     #[serde(default)]
@@ -95,7 +97,6 @@ impl Default for ShardRecord {
 
 /// `{cell}/tablets/{alias}/Tablet`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TabletRecord {
     /// `cell-uid`, e.g. `zone1-100`.
     pub alias: String,
@@ -438,6 +439,27 @@ mod tests {
         assert!(sh.tablets[2].is_empty(), "zone2 is not watched");
         assert_eq!(s.tablets["zone1-100"].db_name, "vt_commerce");
         assert_eq!(s.version, 7);
+    }
+
+    #[test]
+    fn records_from_a_newer_ctl_are_read() {
+        let r = rec(&[
+            (
+                "global/keyspaces/c/Keyspace",
+                r#"{"sharded": false, "later": 1}"#,
+            ),
+            (
+                "global/keyspaces/c/shards/0/Shard",
+                r#"{"primary_alias": "zone1-1", "source_shards": []}"#,
+            ),
+            (
+                "zone1/tablets/zone1-1/Tablet",
+                r#"{"alias":"zone1-1","hostname":"h","mysql_port":1,"keyspace":"c","shard":"0","type":"PRIMARY","tags":{}}"#,
+            ),
+        ]);
+        let s = Snapshot::build(&r, &[], 1).unwrap();
+        assert_eq!(s.shard("c", "0").unwrap().tablets[0], ["zone1-1"]);
+        assert!(!s.draining);
     }
 
     #[test]
