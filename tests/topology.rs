@@ -668,32 +668,36 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
     }
     let pause = || tokio::time::sleep(std::time::Duration::from_millis(400));
     pause().await;
-    let out = run_ctl(own(&[
-        "planned-reparent-shard",
-        "failks/0",
-        "--new-primary",
-        "zone1-951",
-    ]))
+    // Each reparent succeeds, says what it did, and finds every
+    // transaction under way ended in the grace period (the shardgate held
+    // new ones).
+    let reparent = |args: &[&str], said_what: &'static str| {
+        let args = own(args);
+        async move {
+            let out = run_ctl(args).await;
+            assert_ok(&out);
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(said.contains(said_what), "{said}");
+            assert!(!said.contains("still open"), "{said}");
+        }
+    };
+    reparent(
+        &[
+            "planned-reparent-shard",
+            "failks/0",
+            "--new-primary",
+            "zone1-951",
+        ],
+        "zone1-951 is now the primary of failks/0 (was zone1-950)",
+    )
     .await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        said.contains("zone1-951 is now the primary of failks/0 (was zone1-950)"),
-        "{said}"
-    );
-    // Every transaction under way ended in the grace period: the
-    // shardgate held new ones.
-    assert!(!said.contains("still open"), "{said}");
     pause().await;
     // Back, the new primary chosen by ctl: the only other replica.
-    let out = run_ctl(own(&["planned-reparent-shard", "failks/0"])).await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        said.contains("zone1-950 is now the primary of failks/0 (was zone1-951)"),
-        "{said}"
-    );
-    assert!(!said.contains("still open"), "{said}");
+    reparent(
+        &["planned-reparent-shard", "failks/0"],
+        "zone1-950 is now the primary of failks/0 (was zone1-951)",
+    )
+    .await;
     pause().await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = Vec::new();
