@@ -23,6 +23,32 @@ fn ctl(args: &[&str]) -> std::process::Output {
     shardgate_cmd(&all)
 }
 
+/// `ctl add-tablet` for a tablet of shard 0 of `keyspace`, and `extra`.
+fn add_tablet_args(
+    alias: &str,
+    keyspace: &str,
+    kind: &str,
+    port: u16,
+    extra: &[&str],
+) -> Vec<String> {
+    let port = port.to_string();
+    let mut args = vec![
+        "add-tablet",
+        "--alias",
+        alias,
+        "--keyspace",
+        keyspace,
+        "--shard",
+        "0",
+        "--type",
+        kind,
+        "--mysql-port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    args.into_iter().map(String::from).collect()
+}
+
 fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -326,23 +352,9 @@ async fn reads_go_around_a_replica_that_is_down() {
         ("zone1-161", "replica", tablet_port(101)),
         ("zone1-162", "replica", dead),
     ] {
-        let port = port.to_string();
-        let out = ctl(&[
-            "add-tablet",
-            "--alias",
-            alias,
-            "--keyspace",
-            "healthks",
-            "--shard",
-            "0",
-            "--type",
-            kind,
-            "--mysql-port",
-            &port,
-            "--db-name",
-            "health_db",
-        ]);
-        assert_ok(&out);
+        let args = add_tablet_args(alias, "healthks", kind, port, &["--db-name", "health_db"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_ok(&ctl(&args));
     }
     // (Empty until the shardgate has the keyspace.)
     let states = |port: u16| async move {
@@ -474,23 +486,8 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
         ("zone1-950", "primary", ports[0]),
         ("zone1-951", "replica", ports[1]),
     ] {
-        let port = port.to_string();
-        let out = run_ctl(own(&[
-            "add-tablet",
-            "--alias",
-            alias,
-            "--keyspace",
-            "failks",
-            "--shard",
-            "0",
-            "--type",
-            kind,
-            "--mysql-port",
-            &port,
-            "--sharded",
-        ]))
-        .await;
-        assert_ok(&out);
+        let args = add_tablet_args(alias, "failks", kind, port, &["--sharded"]);
+        assert_ok(&run_ctl(args).await);
     }
     assert_ok(&run_ctl(own(&["init-shard-primary", "failks/0", "zone1-950"])).await);
     // Sharded (one shard holding the whole range): inserts and updates

@@ -205,6 +205,38 @@ fn mysql_err(rec: &TabletRecord) -> impl Fn(mysql_async::Error) -> AdminError + 
     }
 }
 
+/// The tablet records of one shard.
+async fn shard_tablets(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+) -> Result<Vec<TabletRecord>, AdminError> {
+    let all = list_tablets(store).await?;
+    Ok(all
+        .into_iter()
+        .filter(|t| t.keyspace == ks && t.shard == shard)
+        .collect())
+}
+
+/// A shard record's key and the record (None when there is none).
+async fn shard_record(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+) -> Result<(String, Option<ShardRecord>), AdminError> {
+    let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
+    let rec = match store.get(&key).await? {
+        Some(v) => Some(
+            serde_json::from_slice(&v).map_err(|source| TopoError::Record {
+                key: key.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    Ok((key, rec))
+}
+
 /// Makes `alias` the writable primary of `ks/shard` (creating the
 /// keyspace's database there if it is new), points every other tablet of
 /// the shard at it with GTID replication, and records it.
@@ -215,11 +247,7 @@ pub async fn init_shard_primary(
     alias: &str,
     creds: &DbaCreds,
 ) -> Result<(), AdminError> {
-    let tablets: Vec<TabletRecord> = list_tablets(store)
-        .await?
-        .into_iter()
-        .filter(|t| t.keyspace == ks && t.shard == shard)
-        .collect();
+    let tablets = shard_tablets(store, ks, shard).await?;
     let primary = tablets
         .iter()
         .find(|t| t.alias == alias)
@@ -283,14 +311,8 @@ async fn record_primary(
     tablets: &[TabletRecord],
     alias: &str,
 ) -> Result<(), AdminError> {
-    let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
-    let mut rec: ShardRecord = match store.get(&key).await? {
-        Some(v) => serde_json::from_slice(&v).map_err(|source| TopoError::Record {
-            key: key.clone(),
-            source,
-        })?,
-        None => ShardRecord::default(),
-    };
+    let (key, rec) = shard_record(store, ks, shard).await?;
+    let mut rec = rec.unwrap_or_default();
     rec.primary_alias = Some(alias.to_string());
     rec.primary_term_start_time = Some(rfc3339(std::time::SystemTime::now()));
     rec.is_primary_serving = true;
@@ -336,16 +358,12 @@ async fn set_serving(
     shard: &str,
     serving: bool,
 ) -> Result<(), AdminError> {
-    let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
-    let Some(v) = store.get(&key).await? else {
+    let (key, rec) = shard_record(store, ks, shard).await?;
+    let Some(mut rec) = rec else {
         return Err(AdminError::Invalid(format!(
             "shard {ks}/{shard} does not exist"
         )));
     };
-    let mut rec: ShardRecord = serde_json::from_slice(&v).map_err(|source| TopoError::Record {
-        key: key.clone(),
-        source,
-    })?;
     rec.is_primary_serving = serving;
     store.put(&key, &json(&rec)).await?;
     Ok(())
@@ -400,21 +418,8 @@ pub async fn planned_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
-    let tablets: Vec<TabletRecord> = list_tablets(store)
-        .await?
-        .into_iter()
-        .filter(|t| t.keyspace == ks && t.shard == shard)
-        .collect();
-    let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
-    let recorded: Option<ShardRecord> = match store.get(&key).await? {
-        Some(v) => Some(
-            serde_json::from_slice(&v).map_err(|source| TopoError::Record {
-                key: key.clone(),
-                source,
-            })?,
-        ),
-        None => None,
-    };
+    let tablets = shard_tablets(store, ks, shard).await?;
+    let (_, recorded) = shard_record(store, ks, shard).await?;
     let old_alias = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
         AdminError::Invalid(format!(
             "shard {ks}/{shard} has no primary (run init-shard-primary first)"

@@ -1034,6 +1034,11 @@ fn show_rows(
             snap.tablets
                 .values()
                 .map(|t| {
+                    // The shard a primary serves: a reparent may drain it,
+                    // and its record says when the primary's term began.
+                    let primary_of = (t.tablet_type == TabletType::Primary)
+                        .then(|| snap.shard(&t.keyspace, &t.shard))
+                        .flatten();
                     vec![
                         t.alias
                             .rsplit_once('-')
@@ -1044,12 +1049,7 @@ fn show_rows(
                         t.shard.clone(),
                         t.tablet_type.as_str().to_ascii_uppercase(),
                         // A primary a reparent drains serves no new work.
-                        if serving(&t.alias)
-                            && !(t.tablet_type == TabletType::Primary
-                                && snap
-                                    .shard(&t.keyspace, &t.shard)
-                                    .is_some_and(|s| !s.primary_serving))
-                        {
+                        if serving(&t.alias) && primary_of.is_none_or(|s| s.primary_serving) {
                             "SERVING"
                         } else {
                             "NOT_SERVING"
@@ -1057,13 +1057,9 @@ fn show_rows(
                         .to_string(),
                         t.alias.clone(),
                         format!("{}:{}", t.hostname, t.port),
-                        match t.tablet_type {
-                            TabletType::Primary => snap
-                                .shard(&t.keyspace, &t.shard)
-                                .map(|s| s.primary_term_start.clone())
-                                .unwrap_or_default(),
-                            _ => String::new(),
-                        },
+                        primary_of
+                            .map(|s| s.primary_term_start.clone())
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect(),

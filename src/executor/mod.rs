@@ -1171,7 +1171,7 @@ impl VCursor for Executor<'_> {
         queries: Vec<(String, String)>,
     ) -> Result<Vec<ShardResult>, Error> {
         // Queries to shards whose primary a reparent drains go through
-        // `on_shard`, which holds them, after the others: (place, shard,
+        // the failover buffer (`held`), after the others: (place, shard,
         // query), and the places of the others.
         let total = queries.len();
         let draining = |sh: &str| {
@@ -1226,11 +1226,7 @@ impl VCursor for Executor<'_> {
             .collect();
         // Shards whose primary refused as read-only, to send again through
         // the failover buffer: (index, shard, query).
-        let buffer = &self.ctx.gateway.buffer;
-        let may_hold = tablet_type == TabletType::Primary
-            && buffer.enabled()
-            && !self.state.in_txn
-            && !self.state.reserved;
+        let may_hold = tablet_type == TabletType::Primary && self.ctx.gateway.buffer.enabled();
         let refused: Vec<(usize, String, String)> = if may_hold {
             let refused =
                 |r: &Result<ShardResult, Error>| matches!(r, Err(e) if e.refused_read_only());
@@ -1257,23 +1253,23 @@ impl VCursor for Executor<'_> {
             results = all;
         }
         for (i, shard, sql) in retry {
+            // The refusal, or none for a query held before it was sent.
+            let refusal = std::mem::replace(&mut results[i], Ok(ShardResult::default())).err();
             let mut c = Collect::default();
             let (ks, tt) = (keyspace, tablet_type);
-            let res = self
-                .on_shard(
-                    ks,
-                    &shard,
-                    tt,
-                    false,
-                    Share::No,
-                    None,
-                    &sql,
-                    None,
-                    &mut c,
-                    true,
-                )
-                .await;
-            results[i] = res.map(|()| c.out);
+            let held = self.held(
+                ks,
+                &shard,
+                tt,
+                false,
+                Share::No,
+                None,
+                &sql,
+                None,
+                &mut c,
+                refusal,
+            );
+            results[i] = held.await.map(|()| c.out);
         }
         let mut out = Vec::with_capacity(results.len());
         let mut first_err = failed;
@@ -1520,16 +1516,6 @@ impl Executor<'_> {
         Ok(done.res.map_err(|e| run_error(e, label)))
     }
 
-    /// The alias of the shard's primary in the statement's snapshot
-    /// (empty when there is none).
-    fn primary_alias(&self, ks: &str, shard: &str) -> String {
-        let t = self
-            .ctx
-            .gateway
-            .pick(self.snap, ks, shard, TabletType::Primary);
-        t.map(|t| t.alias.clone()).unwrap_or_default()
-    }
-
     /// Whether a statement would start new work on `primary` while it
     /// drains: a write outside a transaction, or a transaction's first
     /// statement there. A transaction under way there goes on, so that it
@@ -1563,12 +1549,12 @@ impl Executor<'_> {
         mut refusal: Option<Error>,
     ) -> Held<'x> {
         Box::pin(async move {
-            let ctx = self.ctx;
-            let primary = self.primary_alias(ks, shard);
+            let (ctx, snap) = (self.ctx, self.snap);
+            let primary = crate::gateway::buffer::primary_of(snap, ks, shard).unwrap_or_default();
             let hold = match &refusal {
-                Some(_) => hold(ctx, self.state, ks, shard, &primary),
-                None if self.starts_work(&primary, writes_nowhere, sql) => {
-                    ctx.gateway.buffer.hold(&ctx.snapshot, ks, shard, &primary)
+                Some(_) => hold(ctx, self.state, ks, shard, primary),
+                None if self.starts_work(primary, writes_nowhere, sql) => {
+                    ctx.gateway.buffer.hold(&ctx.snapshot, ks, shard, primary)
                 }
                 None => None,
             };
@@ -1606,7 +1592,7 @@ impl Executor<'_> {
                 };
                 let mut ex = Executor {
                     ctx,
-                    snap: fresh.as_deref().unwrap_or(self.snap),
+                    snap: fresh.as_deref().unwrap_or(snap),
                     state: &mut *self.state,
                 };
                 let again = ex

@@ -104,7 +104,7 @@ pub struct Buffer {
 }
 
 /// The primary the snapshot records for a shard.
-fn primary_of<'a>(snap: &'a Snapshot, keyspace: &str, shard: &str) -> Option<&'a str> {
+pub fn primary_of<'a>(snap: &'a Snapshot, keyspace: &str, shard: &str) -> Option<&'a str> {
     snap.shard(keyspace, shard)?.tablets[TabletType::Primary as usize]
         .first()
         .map(String::as_str)
