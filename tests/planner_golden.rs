@@ -235,9 +235,11 @@ fn route_agreement_with_vitess() {
             continue;
         }
         let want = v["vitess"]["variant"].as_str().unwrap_or("");
-        let tables_user_only = v["vitess"]["tables"]
-            .as_array()
-            .is_some_and(|t| t.len() == 1 && t[0].as_str().is_some_and(|s| s.starts_with("user.")));
+        let tables_user_only = v["vitess"]["tables"].as_array().is_some_and(|t| {
+            !t.is_empty()
+                && t.iter()
+                    .all(|t| t.as_str().is_some_and(|s| s.starts_with("user.")))
+        });
         let routed = match v["vitess"]["type"].as_str() {
             Some("Passthrough" | "Scatter") => true,
             // A Between route reaches a subset of shards.
@@ -254,6 +256,8 @@ fn route_agreement_with_vitess() {
         let got = plan_json(&snap, v["query"].as_str().unwrap());
         if got["variant"] == want {
             same += 1;
+        } else if std::env::var("SHARDGATE_SHOW_DISAGREEMENTS").is_ok() {
+            eprintln!("{} | Vitess {want} | shardgate {got}", v["query"]);
         }
     }
     eprintln!("route agreement with Vitess: {same}/{total}");

@@ -2,6 +2,7 @@
 //! plans can be cached, printed and tested without a database.
 
 pub mod cache;
+mod colocate;
 pub mod explain;
 pub mod sharded;
 

@@ -211,7 +211,7 @@ pub struct DmlPlan {
     pub original: String,
 }
 
-fn unsupported(msg: impl Into<String>) -> PlanError {
+pub(super) fn unsupported(msg: impl Into<String>) -> PlanError {
     PlanError::Unsupported(msg.into())
 }
 
@@ -246,11 +246,13 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
 }
 
 /// The table a statement reads or writes, resolved in the VSchema.
-struct TableInfo {
+pub(super) struct TableInfo {
     name: String,
     alias: Option<String>,
-    kind: String,
-    vindex: Option<(String, Func)>,
+    /// The VSchema table type (`reference`, `sequence`, or empty).
+    pub(super) kind: String,
+    /// The primary vindex: its column (lower case) and function.
+    pub(super) vindex: Option<(String, Func)>,
     auto_inc: Option<(String, String)>,
     /// Columns whose type (declared in the VSchema, else learned from the
     /// tablets) tells the gate how to order them.
@@ -265,12 +267,16 @@ impl TableInfo {
             .find(|(c, _)| is_column(e, c, self))
             .map(|(_, d)| *d)
     }
+}
 
-    /// How the gate orders key `e`: declared numbers need nothing, declared
-    /// strings their collation; anything else the shards' weight strings,
-    /// added by `push_weight` (which returns the internal column).
-    fn weigh(&self, e: &Expr, push_weight: impl FnOnce() -> usize) -> Option<Weight> {
-        match self.declared(e) {
+/// How the gate orders key `e` over a FROM clause's tables: declared
+/// numbers need nothing, declared strings their collation; anything else
+/// the shards' weight strings, added by `push_weight` (which returns the
+/// internal column). A column two tables declare would be ambiguous to
+/// MariaDB, so the first table declaring it is the one.
+fn weigh(tables: &[TableInfo], e: &Expr, push_weight: impl FnOnce() -> usize) -> Option<Weight> {
+    {
+        match tables.iter().find_map(|t| t.declared(e)) {
             Some(Declared::Number) => None,
             Some(Declared::Text(c)) => Some(Weight::Collation(c)),
             None => Some(Weight::Column(push_weight())),
@@ -287,7 +293,7 @@ fn ident_name(n: &ast::ObjectName) -> Vec<String> {
         .collect()
 }
 
-fn table_info(
+pub(super) fn table_info(
     ks: &Keyspace,
     name: &ast::ObjectName,
     alias: Option<String>,
@@ -385,7 +391,7 @@ fn single_table(
 }
 
 /// True when `e` names column `col` of the table.
-fn is_column(e: &Expr, col: &str, t: &TableInfo) -> bool {
+pub(super) fn is_column(e: &Expr, col: &str, t: &TableInfo) -> bool {
     match e {
         Expr::Identifier(i) => i.value.eq_ignore_ascii_case(col),
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
@@ -421,7 +427,7 @@ fn operand(e: &Expr) -> Option<Operand> {
     }
 }
 
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
+pub(super) fn conjuncts(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::BinaryOp {
             left,
@@ -439,7 +445,7 @@ fn conjuncts(e: &Expr) -> Vec<&Expr> {
 
 /// Routing from a WHERE clause; also returns the IN expression that must
 /// be pruned per shard.
-fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr>) {
+pub(super) fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, Option<Expr>) {
     if t.kind == "reference" {
         return (Routing::Any, None);
     }
@@ -855,7 +861,7 @@ fn has_aggregate(e: &Expr) -> bool {
 struct Internal<'t> {
     items: Vec<String>,
     kinds: Vec<AggKind>,
-    table: &'t TableInfo,
+    tables: &'t [TableInfo],
 }
 
 impl Internal<'_> {
@@ -891,8 +897,8 @@ impl Internal<'_> {
                     return Ok(GateExpr::CountDistinct(i));
                 }
                 let i = self.push(a.clone(), AggKind::Key);
-                let table = self.table;
-                let weight = table.weigh(expr, || {
+                let tables = self.tables;
+                let weight = weigh(tables, expr, || {
                     self.push(format!("weight_string({a})"), AggKind::Weight)
                 });
                 self.kinds[i] = AggKind::DistinctArg { weight };
@@ -932,10 +938,10 @@ impl Internal<'_> {
                 }
                 let i = self.push(s.clone(), AggKind::Key);
                 // MIN and MAX compare as their argument's column would.
-                let table = self.table;
+                let tables = self.tables;
                 let mut push = || self.push(format!("weight_string({s})"), AggKind::Weight);
                 let weight = match &call.arg {
-                    Some(a) => table.weigh(a, push),
+                    Some(a) => weigh(tables, a, push),
                     None => Some(Weight::Column(push())),
                 };
                 self.kinds[i] = if m == "min" {
@@ -1095,9 +1101,11 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
             pushdown_limit: false,
         });
     }
-    let (name, alias) = single_table(&sel.from)?;
-    let t = table_info(ks, name, alias)?;
-    let (routing, in_expr) = route_where(sel.selection.as_ref(), &t);
+    let super::colocate::Joined {
+        tables,
+        routing,
+        in_expr,
+    } = super::colocate::route(ks, &sel.from, sel.selection.as_ref())?;
     let subquery = sel.selection.as_ref().is_some_and(contains_subquery)
         || sel
             .projection
@@ -1229,7 +1237,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
                     HIDDEN + hidden.len() - 1
                 }
             };
-            let weight = t.weigh(key, || {
+            let weight = weigh(&tables, key, || {
                 hidden.push(format!("weight_string({expr_sql})"));
                 HIDDEN + hidden.len() - 1
             });
@@ -1279,7 +1287,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     let mut internal = Internal {
         items: Vec::new(),
         kinds: Vec::new(),
-        table: &t,
+        tables: &tables,
     };
     let mut groups: Vec<(String, usize)> = Vec::new();
     let mut group_keys = Vec::new();
@@ -1290,7 +1298,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         }
         let s = g.to_string();
         let i = internal.push(s.clone(), AggKind::Key);
-        let w = t.weigh(&g, || {
+        let w = weigh(&tables, &g, || {
             internal.push(format!("weight_string({s})"), AggKind::Weight)
         });
         groups.push((s, i));
