@@ -415,13 +415,23 @@ fn select_dispatch<'a>(
     let ks = keyspace_of(snap, &p.keyspace)?;
     Ok(match &p.routing {
         Routing::Equal { func, value } => {
-            Dispatch::Whole(Cow::Borrowed(
-                match map_value(*func, &operand_value(value, binds))? {
-                    Some(ksid) => shard_for(ks, &ksid).unwrap_or(first_shard(ks)?),
-                    // No keyspace id (NULL): no row can match; any shard answers with the columns.
-                    None => first_shard(ks)?,
-                },
-            ))
+            let shard = match map_value(*func, &operand_value(value, binds))? {
+                Some(ksid) => shard_for(ks, &ksid).unwrap_or(first_shard(ks)?),
+                // No keyspace id (NULL): no row can match; any shard answers with the columns.
+                None => return Ok(Dispatch::Whole(Cow::Borrowed(first_shard(ks)?))),
+            };
+            // Subqueries that name a shard of their own must name this one.
+            for v in &p.same_shard {
+                if let Some(ksid) = map_value(*func, &operand_value(v, binds))? {
+                    if shard_for(ks, &ksid).is_some_and(|s| s != shard) {
+                        return Err(Error::Plan(PlanError::Unsupported(
+                            "subqueries that do not go to one shard: this one names another shard than the statement's"
+                                .into(),
+                        )));
+                    }
+                }
+            }
+            Dispatch::Whole(Cow::Borrowed(shard))
         }
         Routing::Any => Dispatch::Whole(Cow::Borrowed(first_shard(ks)?)),
         _ if ks.shards.len() == 1 => Dispatch::Whole(Cow::Borrowed(first_shard(ks)?)),

@@ -7,13 +7,18 @@
 //! anything. Any other join would need rows from two shards at once, and
 //! is refused.
 
-use sqlparser::ast::{self, BinaryOperator, Expr, JoinConstraint, JoinOperator, TableFactor};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, JoinConstraint, JoinOperator, TableFactor, Visit, Visitor,
+};
 
 use super::sharded::{
-    conjuncts, is_column, route_where, table_info, unsupported, Routing, TableInfo,
+    conjuncts, is_column, route_where, table_info, unsupported, Operand, Routing, TableInfo,
 };
 use super::PlanError;
 use crate::topo::Keyspace;
+use crate::vschema::vindex::Func;
 
 /// The tables of a FROM clause, and the route they share.
 pub(super) struct Joined {
@@ -236,4 +241,144 @@ fn equate(e: &Expr, tables: &[TableInfo], same: &mut Sets) {
             }
         }
     }
+}
+
+/// Checks that each subquery of `q` finds its rows on the shard of the
+/// outer row it serves, so the statement may run whole on its route:
+/// - a subquery over reference tables only (or none) finds them anywhere;
+/// - one correlated to an outer table by an equality of vindex columns
+///   (`inner.vcol = outer.vcol`, the outer side qualified) runs, for each
+///   outer row, where that row's vindex value lives;
+/// - one whose own WHERE names one shard (or a list of values) may join
+///   an outer route that names one shard, if every value names that
+///   shard. Which they name is known only from the values, so those values
+///   are returned, for the executor to check (the outer route's function
+///   maps them).
+///
+/// Any other subquery would need rows from other shards, and is refused
+/// rather than answered from one shard's rows.
+pub(super) fn subqueries(
+    ks: &Keyspace,
+    q: &ast::Query,
+    outer: &[TableInfo],
+    routing: &Routing,
+) -> Result<Vec<Operand>, PlanError> {
+    let pinned_func = match routing {
+        Routing::Equal { func, .. } => Some(*func),
+        _ => None,
+    };
+    let mut same_shard = Vec::new();
+    for sub in &direct_subqueries(q) {
+        merge(ks, sub, outer, pinned_func, &mut same_shard)?;
+    }
+    Ok(same_shard)
+}
+
+fn merge(
+    ks: &Keyspace,
+    q: &ast::Query,
+    scope: &[TableInfo],
+    pinned_func: Option<Func>,
+    same_shard: &mut Vec<Operand>,
+) -> Result<(), PlanError> {
+    let refuse = || unsupported("subqueries that do not go to one shard");
+    let ast::SetExpr::Select(s) = q.body.as_ref() else {
+        return Err(refuse());
+    };
+    if q.with.is_some() {
+        return Err(refuse());
+    }
+    let inner = if s.from.is_empty() {
+        Vec::new()
+    } else {
+        let j = route(ks, &s.from, s.selection.as_ref()).map_err(|_| refuse())?;
+        let sharded = j.tables.iter().any(|t| t.kind != "reference");
+        if sharded && !correlated(scope, &j.tables, s.selection.as_ref()) {
+            match (&j.routing, pinned_func) {
+                (Routing::Equal { func, value }, Some(f)) if *func == f => {
+                    same_shard.push(value.clone())
+                }
+                (Routing::In { func, values }, Some(f)) if *func == f => {
+                    same_shard.extend(values.iter().cloned())
+                }
+                _ => return Err(refuse()),
+            }
+        }
+        j.tables
+    };
+    let scope: Vec<TableInfo> = scope.iter().chain(inner.iter()).cloned().collect();
+    for sub in &direct_subqueries(q) {
+        merge(ks, sub, &scope, pinned_func, same_shard)?;
+    }
+    Ok(())
+}
+
+/// True when a conjunct of `selection` equates the vindex column of one of
+/// `inner`'s sharded tables with that of a sharded table of `scope`, named
+/// by its qualifier (an unqualified name would be the inner table's).
+fn correlated(scope: &[TableInfo], inner: &[TableInfo], selection: Option<&Expr>) -> bool {
+    let Some(sel) = selection else {
+        return false;
+    };
+    let shadowed = |q: &str| inner.iter().any(|t| t.visible_name() == q);
+    let outer_column = |e: &Expr, o: &TableInfo, col: &str| match e {
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [q, c] => {
+                c.value.eq_ignore_ascii_case(col)
+                    && q.value == o.visible_name()
+                    && !shadowed(&q.value)
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    conjuncts(sel).into_iter().any(|c| {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            return false;
+        };
+        inner.iter().any(|i| {
+            scope.iter().any(|o| {
+                let (Some((ic, ifn)), Some((oc, ofn))) = (&i.vindex, &o.vindex) else {
+                    return false;
+                };
+                ifn == ofn
+                    && ((is_column(left, ic, i) && outer_column(right, o, oc))
+                        || (is_column(right, ic, i) && outer_column(left, o, oc)))
+            })
+        })
+    })
+}
+
+/// The queries nested in `q` one level down (not `q` itself, and not the
+/// queries nested in those), copied out of the visitor's reach.
+fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
+    struct Collect {
+        depth: usize,
+        found: Vec<ast::Query>,
+    }
+    impl Visitor for Collect {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+            if self.depth == 1 {
+                self.found.push(q.clone());
+            }
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Collect {
+        depth: 0,
+        found: Vec::new(),
+    };
+    let _ = q.visit(&mut c);
+    c.found
 }

@@ -153,6 +153,9 @@ impl Plan {
                     "query": if matches!(p.routing, Routing::Equal { .. } | Routing::Any) { &p.original } else { p.pushdown.as_str() },
                 });
                 merge(&mut v, extra);
+                if !p.same_shard.is_empty() {
+                    v["same_shard"] = json!(p.same_shard.iter().map(operand).collect::<Vec<_>>());
+                }
                 if let Some(g) = &p.gate {
                     v["gate"] = gate(g);
                 }

@@ -166,6 +166,9 @@ pub struct SelectPlan {
     pub gate: Option<Gate>,
     /// The pushed query carries `LIMIT :v{binds+1}` = limit + offset.
     pub pushdown_limit: bool,
+    /// Values that subqueries route by, under an `Equal` route's function:
+    /// each must name the route's own shard, or the statement is refused.
+    pub same_shard: Vec<Operand>,
 }
 
 /// One row of a sharded INSERT.
@@ -246,6 +249,7 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
 }
 
 /// The table a statement reads or writes, resolved in the VSchema.
+#[derive(Clone)]
 pub(super) struct TableInfo {
     name: String,
     alias: Option<String>,
@@ -260,6 +264,11 @@ pub(super) struct TableInfo {
 }
 
 impl TableInfo {
+    /// The name the statement knows the table by: its alias, if it has one.
+    pub(super) fn visible_name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
+
     /// What is known of the type of a key that is one of the table's columns.
     fn declared(&self, e: &Expr) -> Option<Declared> {
         self.declared
@@ -1099,6 +1108,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
             pushdown: Template::new(template.to_string()),
             gate: None,
             pushdown_limit: false,
+            same_shard: Vec::new(),
         });
     }
     let super::colocate::Joined {
@@ -1106,11 +1116,11 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         routing,
         in_expr,
     } = super::colocate::route(ks, &sel.from, sel.selection.as_ref())?;
-    let subquery = sel.selection.as_ref().is_some_and(contains_subquery)
-        || sel
-            .projection
-            .iter()
-            .any(|p| p.to_string().to_ascii_uppercase().contains("SELECT "));
+    let same_shard = if ks.shards.len() > 1 {
+        super::colocate::subqueries(ks, q, &tables, &routing)?
+    } else {
+        Vec::new()
+    };
     let plan_base = |pushdown: String, gate: Option<Gate>, pushdown_limit: bool| SelectPlan {
         keyspace: ks.name.clone(),
         routing: routing.clone(),
@@ -1118,13 +1128,11 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         pushdown: Template::new(pushdown),
         gate,
         pushdown_limit,
+        same_shard: same_shard.clone(),
     };
     // One shard: the whole statement goes down as it is.
     if matches!(routing, Routing::Equal { .. } | Routing::Any) || ks.shards.len() == 1 {
         return Ok(plan_base(template.to_string(), None, false));
-    }
-    if subquery {
-        return Err(unsupported("subqueries that do not go to one shard"));
     }
     if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
         return Err(unsupported("HAVING without aggregates across shards"));
