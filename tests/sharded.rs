@@ -1835,6 +1835,58 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
             assert!(e.message.contains(why), "{sql}: {}", e.message);
         }
     }
+    derived_tables(sg, oracle, x, z).await;
+}
+
+/// A derived table joins as a table: one that keeps its rows apart by
+/// shard shows its vindex column under its own name; one that groups or
+/// limits is whole only where its WHERE names one shard, which must be the
+/// statement's. `x` and `z` are ids of dt on different shards.
+async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
+    let cases = [
+        case(format!("select t.id, t.name from (select id, name from dt where id = {x}) as t"), false),
+        case(format!("select count(*), max(t.name) from (select id, name from dt where id = {x}) t"), false),
+        case("select t.k, count(*) from (select k from dt where id < 500) t group by t.k order by t.k", true),
+        case("select t.id, jl.qty from (select id, name from dt where k > 5) t join jl on jl.dt_id = t.id order by jl.id limit 20", true),
+        case("select t.a, jl.id from (select id as a, name from dt) t join jl on jl.dt_id = t.a where t.name like 'a%' order by jl.id", true),
+        case("select t.label, count(*) from (select k, label from jref) t join dt on dt.k = t.k group by t.label order by t.label", true),
+        case(format!("select m.n, dt.name from (select max(qty) n from jl where dt_id = {x}) m join dt where dt.id = {x}"), false),
+        case(format!("select (select name from dt where id = {x})"), false),
+        case(format!("select exists(select 1 from jl where dt_id = {x}), (select count(*) from jref)"), false),
+    ];
+    for c in &cases {
+        compare(sg, oracle, c).await;
+    }
+    for c in cases.iter().step_by(2) {
+        compare_by(sg, oracle, c, true).await;
+    }
+    for (sql, why) in [
+        (
+            "select count(*) from (select k from dt group by k) t".to_string(),
+            "derived tables across shards",
+        ),
+        (
+            "select * from (select id from dt order by id limit 5) t".to_string(),
+            "derived tables across shards",
+        ),
+        (
+            format!(
+                "select * from (select count(*) from jl where dt_id = {x}) a, dt where dt.id = {z}"
+            ),
+            "another shard",
+        ),
+        (
+            "select count(*) from (select id as a from dt) t join jl on jl.id = t.a".to_string(),
+            "cross-shard joins",
+        ),
+    ] {
+        let err = sg.query_drop(&sql).await.unwrap_err();
+        let mysql_async::Error::Server(e) = err else {
+            panic!("{sql}: {err:?}")
+        };
+        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
+        assert!(e.message.contains(why), "{sql}: {}", e.message);
+    }
 }
 
 async fn total_direct(sg: &mut Conn) -> u64 {

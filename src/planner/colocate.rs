@@ -14,7 +14,8 @@ use sqlparser::ast::{
 };
 
 use super::sharded::{
-    conjuncts, is_column, route_where, table_info, unsupported, Operand, Routing, TableInfo,
+    conjuncts, has_aggregate, is_column, route_where, table_info, unsupported, Operand, Routing,
+    TableInfo,
 };
 use super::PlanError;
 use crate::topo::Keyspace;
@@ -29,6 +30,32 @@ pub(super) struct Joined {
     /// The `IN` conjunct of the WHERE clause that names the shards, to be
     /// pruned to each shard's own values.
     pub in_expr: Option<Expr>,
+    /// Values, under an `Equal` route's function, that must name the
+    /// route's own shard (see [`subqueries`]).
+    pub same_shard: Vec<Operand>,
+}
+
+/// What a FROM clause's walk gathers.
+#[derive(Default)]
+struct Walk {
+    tables: Vec<TableInfo>,
+    same: Sets,
+    /// Per table: the route of a derived table's own query.
+    derived: Vec<Option<DerivedRoute>>,
+    /// An outer join was seen: a derived table's own WHERE then does not
+    /// bound the statement's rows.
+    outer_join: bool,
+}
+
+/// The route of a derived table's query.
+struct DerivedRoute {
+    routing: Routing,
+    /// Its rows are some of its tables' rows, each on its own shard (no
+    /// grouping, aggregate, DISTINCT, LIMIT or window): it joins like a
+    /// table. Otherwise its answer is whole only where its route names one
+    /// shard.
+    row_preserving: bool,
+    same_shard: Vec<Operand>,
 }
 
 /// Resolves the tables of `from` and the route they share; `selection` is
@@ -38,43 +65,72 @@ pub(super) fn route(
     from: &[ast::TableWithJoins],
     selection: Option<&Expr>,
 ) -> Result<Joined, PlanError> {
-    let mut tables = Vec::new();
-    let mut same = Sets::default();
+    let mut w = Walk::default();
     for twj in from {
-        add_joined(ks, twj, &mut tables, &mut same)?;
+        add_joined(ks, twj, &mut w)?;
     }
-    if tables.is_empty() {
-        return Err(unsupported(
-            "statements without a table on a sharded keyspace",
-        ));
-    }
+    let Walk {
+        tables,
+        mut same,
+        derived,
+        outer_join,
+    } = w;
     if let Some(sel) = selection {
         equate(sel, &tables, &mut same);
     }
+    // A derived table answering whole on one shard joins the rest there.
+    let whole = |i: usize| derived[i].as_ref().is_some_and(|d| !d.row_preserving);
     let sharded: Vec<usize> = (0..tables.len())
-        .filter(|&i| tables[i].kind != "reference")
+        .filter(|&i| tables[i].kind != "reference" && !whole(i))
         .collect();
-    let Some(&first) = sharded.first() else {
-        return Ok(Joined {
-            tables,
-            routing: Routing::Any,
-            in_expr: None,
-        });
-    };
-    if sharded.iter().any(|&i| same.root(i) != same.root(first)) {
-        return Err(unsupported("cross-shard joins"));
+    if let Some(&first) = sharded.first() {
+        if sharded.iter().any(|&i| same.root(i) != same.root(first)) {
+            return Err(unsupported("cross-shard joins"));
+        }
     }
     // Every sharded table is on the joined rows' shard, so any of them
-    // names it; take the narrowest.
-    let (routing, in_expr) = sharded
+    // names it; take the narrowest. A derived table's own route bounds the
+    // rows only when no outer join keeps rows it lacks.
+    let mut routes: Vec<(Routing, Option<Expr>)> = sharded
         .iter()
         .map(|&i| route_where(selection, &tables[i]))
+        .collect();
+    if !outer_join {
+        routes.extend(
+            sharded
+                .iter()
+                .filter_map(|&i| derived[i].as_ref())
+                .map(|d| (d.routing.clone(), None)),
+        );
+    }
+    let (mut routing, in_expr) = routes
+        .into_iter()
         .max_by_key(|(r, _)| narrowness(r))
-        .unwrap_or((Routing::Scatter, None));
+        .unwrap_or((Routing::Any, None));
+    let mut same_shard = Vec::new();
+    for d in derived.iter().flatten() {
+        if d.row_preserving {
+            same_shard.extend(d.same_shard.iter().cloned());
+            continue;
+        }
+        let Routing::Equal { func, value } = &d.routing else {
+            return Err(unsupported("derived tables across shards"));
+        };
+        match &routing {
+            Routing::Any | Routing::Scatter if sharded.is_empty() => routing = d.routing.clone(),
+            Routing::Equal { func: f, .. } if f == func => same_shard.push(value.clone()),
+            _ => return Err(unsupported("derived tables across shards")),
+        }
+        same_shard.extend(d.same_shard.iter().cloned());
+    }
+    if !same_shard.is_empty() && !matches!(routing, Routing::Equal { .. }) {
+        return Err(unsupported("derived tables across shards"));
+    }
     Ok(Joined {
         tables,
         routing,
         in_expr,
+        same_shard,
     })
 }
 
@@ -115,54 +171,153 @@ impl Sets {
 
 /// Adds the tables of a table and the tables joined to it, equating those
 /// the joins' constraints make equal.
-fn add_joined(
-    ks: &Keyspace,
-    twj: &ast::TableWithJoins,
-    tables: &mut Vec<TableInfo>,
-    same: &mut Sets,
-) -> Result<(), PlanError> {
-    let start = tables.len();
-    add_relation(ks, &twj.relation, tables, same)?;
+fn add_joined(ks: &Keyspace, twj: &ast::TableWithJoins, w: &mut Walk) -> Result<(), PlanError> {
+    let start = w.tables.len();
+    add_relation(ks, &twj.relation, w)?;
     for join in &twj.joins {
-        let left_end = tables.len();
-        add_relation(ks, &join.relation, tables, same)?;
+        let left_end = w.tables.len();
+        add_relation(ks, &join.relation, w)?;
         let constraint = constraint(&join.join_operator)?;
+        w.outer_join |= !matches!(
+            join.join_operator,
+            JoinOperator::Join(_)
+                | JoinOperator::Inner(_)
+                | JoinOperator::CrossJoin(_)
+                | JoinOperator::StraightJoin(_)
+        );
         equate_constraint(
             constraint,
-            tables,
+            &w.tables,
             start..left_end,
-            left_end..tables.len(),
-            same,
+            left_end..w.tables.len(),
+            &mut w.same,
         );
     }
     Ok(())
 }
 
-/// Adds the tables of one FROM item (a table, or a parenthesized join).
-fn add_relation(
-    ks: &Keyspace,
-    f: &TableFactor,
-    tables: &mut Vec<TableInfo>,
-    same: &mut Sets,
-) -> Result<(), PlanError> {
+/// Adds the tables of one FROM item (a table, a parenthesized join, or a
+/// derived table, which joins as one table).
+fn add_relation(ks: &Keyspace, f: &TableFactor, w: &mut Walk) -> Result<(), PlanError> {
     match f {
         TableFactor::Table {
             name, alias, args, ..
         } if args.is_none() => {
-            tables.push(table_info(
+            w.tables.push(table_info(
                 ks,
                 name,
                 alias.as_ref().map(|a| a.name.value.clone()),
             )?);
+            w.derived.push(None);
             Ok(())
         }
         TableFactor::NestedJoin {
             table_with_joins,
             alias: None,
-        } => add_joined(ks, table_with_joins, tables, same),
+        } => add_joined(ks, table_with_joins, w),
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            ..
+        } => {
+            let (table, route) = derived(ks, subquery, alias)?;
+            w.tables.push(table);
+            w.derived.push(route);
+            Ok(())
+        }
         TableFactor::Derived { .. } => Err(unsupported("derived tables across shards")),
         other => Err(unsupported(format!("FROM item {other} across shards"))),
     }
+}
+
+/// A derived table as a table of the outer query: a reference table when
+/// it reads only reference tables; else a sharded table exposing its
+/// tables' vindex column, if it selects it and keeps its rows apart by
+/// shard; with its own route.
+fn derived(
+    ks: &Keyspace,
+    q: &ast::Query,
+    alias: &ast::TableAlias,
+) -> Result<(TableInfo, Option<DerivedRoute>), PlanError> {
+    let refuse = || unsupported("derived tables across shards");
+    let ast::SetExpr::Select(s) = q.body.as_ref() else {
+        return Err(refuse());
+    };
+    if q.with.is_some() || s.from.is_empty() {
+        return Err(refuse());
+    }
+    let mut inner = route(ks, &s.from, s.selection.as_ref())?;
+    let mut pins = subqueries(ks, q, &inner.tables, &mut inner.routing)?;
+    pins.append(&mut inner.same_shard);
+    let name = alias.name.value.clone();
+    if inner.routing == Routing::Any {
+        return Ok((TableInfo::derived(name, true, None), None));
+    }
+    let grouped = matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if !g.is_empty())
+        || matches!(s.group_by, ast::GroupByExpr::All(_));
+    let row_preserving = !grouped
+        && s.distinct.is_none()
+        && s.having.is_none()
+        && q.limit_clause.is_none()
+        && pins.is_empty()
+        && !s.projection.iter().any(|p| {
+            let text = p.to_string().to_ascii_uppercase();
+            text.contains(" OVER") || matches!(p, ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))
+        });
+    if !row_preserving && !matches!(inner.routing, Routing::Equal { .. }) {
+        return Err(refuse());
+    }
+    let vindex = row_preserving
+        .then(|| exposed_vindex(s, &inner.tables, alias))
+        .flatten();
+    Ok((
+        TableInfo::derived(name, false, vindex),
+        Some(DerivedRoute {
+            routing: inner.routing,
+            row_preserving,
+            same_shard: pins,
+        }),
+    ))
+}
+
+/// The name under which a derived table's select list shows the vindex
+/// column of one of its sharded tables, with that vindex's function.
+fn exposed_vindex(
+    s: &ast::Select,
+    tables: &[TableInfo],
+    alias: &ast::TableAlias,
+) -> Option<(String, Func)> {
+    let sharded = || tables.iter().filter(|t| t.kind != "reference");
+    for (pos, item) in s.projection.iter().enumerate() {
+        let (e, named) = match item {
+            ast::SelectItem::UnnamedExpr(e) => (e, None),
+            ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            ast::SelectItem::Wildcard(_) if alias.columns.is_empty() => {
+                // `*` over one table shows its columns by their names.
+                let mut one = sharded();
+                return match (one.next(), one.next(), tables.len()) {
+                    (Some(t), None, 1) => t.vindex.clone(),
+                    _ => None,
+                };
+            }
+            _ => return None,
+        };
+        for t in sharded() {
+            let Some((col, func)) = &t.vindex else {
+                continue;
+            };
+            if is_column(e, col, t) {
+                let name = match alias.columns.get(pos) {
+                    Some(c) => c.name.value.to_ascii_lowercase(),
+                    None if !alias.columns.is_empty() => return None,
+                    None => named.unwrap_or_else(|| col.clone()).to_ascii_lowercase(),
+                };
+                return Some((name, *func));
+            }
+        }
+    }
+    None
 }
 
 /// The constraint of a join MySQL has; others are refused.
@@ -261,15 +416,11 @@ pub(super) fn subqueries(
     ks: &Keyspace,
     q: &ast::Query,
     outer: &[TableInfo],
-    routing: &Routing,
+    routing: &mut Routing,
 ) -> Result<Vec<Operand>, PlanError> {
-    let pinned_func = match routing {
-        Routing::Equal { func, .. } => Some(*func),
-        _ => None,
-    };
     let mut same_shard = Vec::new();
     for sub in &direct_subqueries(q) {
-        merge(ks, sub, outer, pinned_func, &mut same_shard)?;
+        merge(ks, sub, outer, routing, &mut same_shard)?;
     }
     Ok(same_shard)
 }
@@ -278,7 +429,7 @@ fn merge(
     ks: &Keyspace,
     q: &ast::Query,
     scope: &[TableInfo],
-    pinned_func: Option<Func>,
+    routing: &mut Routing,
     same_shard: &mut Vec<Operand>,
 ) -> Result<(), PlanError> {
     let refuse = || unsupported("subqueries that do not go to one shard");
@@ -288,29 +439,42 @@ fn merge(
     if q.with.is_some() {
         return Err(refuse());
     }
-    let inner = if s.from.is_empty() {
-        Vec::new()
-    } else {
-        let j = route(ks, &s.from, s.selection.as_ref()).map_err(|_| refuse())?;
-        let sharded = j.tables.iter().any(|t| t.kind != "reference");
-        if sharded && !correlated(scope, &j.tables, s.selection.as_ref()) {
-            match (&j.routing, pinned_func) {
-                (Routing::Equal { func, value }, Some(f)) if *func == f => {
-                    same_shard.push(value.clone())
-                }
-                (Routing::In { func, values }, Some(f)) if *func == f => {
-                    same_shard.extend(values.iter().cloned())
-                }
-                _ => return Err(refuse()),
-            }
+    let j = route(ks, &s.from, s.selection.as_ref()).map_err(|_| refuse())?;
+    let sharded = j.routing != Routing::Any;
+    if sharded && (!j.same_shard.is_empty() || !correlated(scope, &j.tables, s.selection.as_ref()))
+    {
+        if !pin(&j.routing, routing, same_shard) {
+            return Err(refuse());
         }
-        j.tables
-    };
-    let scope: Vec<TableInfo> = scope.iter().chain(inner.iter()).cloned().collect();
+        // Those name the subquery's shard, now the statement's.
+        same_shard.extend(j.same_shard.iter().cloned());
+    }
+    let scope: Vec<TableInfo> = scope.iter().chain(j.tables.iter()).cloned().collect();
     for sub in &direct_subqueries(q) {
-        merge(ks, sub, &scope, pinned_func, same_shard)?;
+        merge(ks, sub, &scope, routing, same_shard)?;
     }
     Ok(())
+}
+
+/// Joins a subquery's route that names one shard (or some values) to the
+/// statement's: the statement's one shard must be the same, or, when the
+/// statement reads only reference tables, becomes the subquery's.
+fn pin(inner: &Routing, outer: &mut Routing, same_shard: &mut Vec<Operand>) -> bool {
+    match (inner, &*outer) {
+        (Routing::Equal { func, value }, Routing::Equal { func: f, .. }) if func == f => {
+            same_shard.push(value.clone());
+            true
+        }
+        (Routing::In { func, values }, Routing::Equal { func: f, .. }) if func == f => {
+            same_shard.extend(values.iter().cloned());
+            true
+        }
+        (Routing::Equal { .. }, Routing::Any) => {
+            *outer = inner.clone();
+            true
+        }
+        _ => false,
+    }
 }
 
 /// True when a conjunct of `selection` equates the vindex column of one of
@@ -354,8 +518,9 @@ fn correlated(scope: &[TableInfo], inner: &[TableInfo], selection: Option<&Expr>
     })
 }
 
-/// The queries nested in `q` one level down (not `q` itself, and not the
-/// queries nested in those), copied out of the visitor's reach.
+/// The subqueries of `q`'s expressions, one level down (not those nested
+/// in them, and not derived tables, which are FROM items), copied out of
+/// the visitor's reach.
 fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
     struct Collect {
         depth: usize,
@@ -364,7 +529,7 @@ fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
     impl Visitor for Collect {
         type Break = ();
         fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-            if self.depth == 1 {
+            if self.depth == 0 {
                 self.found.push(q.clone());
             }
             self.depth += 1;
@@ -375,10 +540,38 @@ fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
             ControlFlow::Continue(())
         }
     }
+    fn constraints(twj: &ast::TableWithJoins, c: &mut Collect) {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = &twj.relation
+        {
+            constraints(table_with_joins, c);
+        }
+        for j in &twj.joins {
+            if let TableFactor::NestedJoin {
+                table_with_joins, ..
+            } = &j.relation
+            {
+                constraints(table_with_joins, c);
+            }
+            if let Ok(JoinConstraint::On(e)) = constraint(&j.join_operator) {
+                let _ = e.visit(c);
+            }
+        }
+    }
     let mut c = Collect {
         depth: 0,
         found: Vec::new(),
     };
-    let _ = q.visit(&mut c);
+    if let ast::SetExpr::Select(s) = q.body.as_ref() {
+        let _ = s.projection.visit(&mut c);
+        let _ = s.selection.visit(&mut c);
+        let _ = s.group_by.visit(&mut c);
+        let _ = s.having.visit(&mut c);
+        for twj in &s.from {
+            constraints(twj, &mut c);
+        }
+    }
+    let _ = q.order_by.visit(&mut c);
     c.found
 }

@@ -264,6 +264,24 @@ pub(super) struct TableInfo {
 }
 
 impl TableInfo {
+    /// A derived table as the outer query sees it: on every shard (over
+    /// reference tables only), or sharded, its rows placed by `vindex`
+    /// when it shows one.
+    pub(super) fn derived(name: String, reference: bool, vindex: Option<(String, Func)>) -> Self {
+        TableInfo {
+            name,
+            alias: None,
+            kind: if reference {
+                "reference".into()
+            } else {
+                String::new()
+            },
+            vindex,
+            auto_inc: None,
+            declared: Vec::new(),
+        }
+    }
+
     /// The name the statement knows the table by: its alias, if it has one.
     pub(super) fn visible_name(&self) -> &str {
         self.alias.as_deref().unwrap_or(&self.name)
@@ -846,7 +864,7 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
     })
 }
 
-fn has_aggregate(e: &Expr) -> bool {
+pub(super) fn has_aggregate(e: &Expr) -> bool {
     if agg_call(e).is_some() {
         return true;
     }
@@ -1115,9 +1133,13 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         tables,
         routing,
         in_expr,
+        same_shard: joined_pins,
     } = super::colocate::route(ks, &sel.from, sel.selection.as_ref())?;
+    let mut routing = routing;
     let same_shard = if ks.shards.len() > 1 {
-        super::colocate::subqueries(ks, q, &tables, &routing)?
+        let mut pins = super::colocate::subqueries(ks, q, &tables, &mut routing)?;
+        pins.extend(joined_pins);
+        pins
     } else {
         Vec::new()
     };
