@@ -1761,6 +1761,72 @@ async fn colocated_joins(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng, max_id: 
     let one: i64 = sg.query_first("select 1").await.unwrap().unwrap();
     assert_eq!(one, 1);
     merged_subqueries(sg, oracle, r).await;
+    colocated_updates_and_deletes(sg, oracle, [a, b, c], dt_of_line).await;
+}
+
+/// UPDATE and DELETE over colocated joins change on each shard what a
+/// single MariaDB changes; joins the shards cannot answer, reference
+/// tables as targets, and vindex columns are refused.
+async fn colocated_updates_and_deletes(
+    sg: &mut Conn,
+    oracle: &mut Conn,
+    [a, b, c]: [u64; 3],
+    one: u64,
+) {
+    for d in [
+        "update dt join jl on jl.dt_id = dt.id set dt.flag = 1 - dt.flag where jl.qty = 7".to_string(),
+        format!("update jl join dt on dt.id = jl.dt_id set jl.note = dt.name where dt.id in ({a}, {b}, {c}, {one})"),
+        format!("update jl join dt on dt.id = jl.dt_id set jl.qty = jl.qty + dt.k where jl.dt_id = {one}"),
+        "update jl join jref on jref.k = jl.qty set jl.note = jref.label where jl.id < 100".to_string(),
+        "delete jl from jl join dt on dt.id = jl.dt_id where dt.k = 3".to_string(),
+        format!("delete jn from jn join dt using (id) where dt.id in ({a}, {one}, 1, 2)"),
+        "delete dt, jn from dt join jn on jn.id = dt.id where dt.big < 0 and dt.flag = 0".to_string(),
+    ] {
+        sg.query_drop(&d)
+            .await
+            .unwrap_or_else(|e| panic!("{d}: {e}"));
+        let n = sg.affected_rows();
+        oracle.query_drop(&d).await.unwrap();
+        assert_eq!(n, oracle.affected_rows(), "{d}");
+        assert!(n > 0, "{d} changed nothing");
+    }
+    for t in ["dt", "jl", "jn"] {
+        compare(
+            sg,
+            oracle,
+            &case(format!("select * from {t} order by id"), true),
+        )
+        .await;
+    }
+    for (sql, why) in [
+        (
+            "update dt join jl on dt.k = jl.qty set dt.flag = 0",
+            "multi-table UPDATE across shards",
+        ),
+        (
+            "update dt join jl on jl.dt_id = dt.id set flag = 0",
+            "qualified",
+        ),
+        (
+            "update dt join jl on jl.dt_id = dt.id set jl.dt_id = 5",
+            "vindex column",
+        ),
+        (
+            "delete jref from jref join dt on dt.k = jref.k",
+            "reference",
+        ),
+        (
+            "delete jl from jl join jn on jn.id = jl.id",
+            "multi-table DELETE across shards",
+        ),
+    ] {
+        let err = sg.query_drop(sql).await.unwrap_err();
+        let mysql_async::Error::Server(e) = err else {
+            panic!("{sql}: {err:?}")
+        };
+        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
+        assert!(e.message.contains(why), "{sql}: {}", e.message);
+    }
 }
 
 /// Subqueries run inside their statement's route when each finds its rows

@@ -400,23 +400,6 @@ fn declared_columns(
     declared
 }
 
-fn single_table(
-    from: &[ast::TableWithJoins],
-) -> Result<(&ast::ObjectName, Option<String>), PlanError> {
-    match from {
-        [twj] if twj.joins.is_empty() => match &twj.relation {
-            TableFactor::Table { name, alias, .. } => {
-                Ok((name, alias.as_ref().map(|a| a.name.value.clone())))
-            }
-            _ => Err(unsupported("derived tables across shards")),
-        },
-        [] => Err(unsupported(
-            "statements without a table on a sharded keyspace",
-        )),
-        _ => Err(unsupported("cross-shard joins")),
-    }
-}
-
 /// True when `e` names column `col` of the table.
 pub(super) fn is_column(e: &Expr, col: &str, t: &TableInfo) -> bool {
     match e {
@@ -590,29 +573,45 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
         Statement::Query(q) => Ok(super::Plan::Select(Box::new(plan_select(template, q, ks)?))),
         Statement::Insert(ins) => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
         Statement::Update(u) => {
-            let (name, alias) = match &u.table.relation {
-                TableFactor::Table { name, alias, .. }
-                    if u.table.joins.is_empty() && u.from.is_none() =>
-                {
-                    (name, alias.as_ref().map(|a| a.name.value.clone()))
-                }
-                _ => return Err(unsupported("multi-table UPDATE across shards")),
-            };
-            let t = table_info(ks, name, alias)?;
-            if let Some((col, _)) = &t.vindex {
-                for a in &u.assignments {
-                    let target = a.target.to_string();
-                    let tcol = target
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or(&target)
-                        .trim_matches('`');
-                    if tcol.eq_ignore_ascii_case(col) {
-                        return Err(unsupported(format!(
-                            "you can't update primary vindex column '{tcol}' of table {}",
-                            t.name
-                        )));
+            if u.from.is_some() {
+                return Err(unsupported("UPDATE ... FROM"));
+            }
+            let multi = !u.table.joins.is_empty();
+            let joined =
+                super::colocate::route(ks, std::slice::from_ref(&u.table), u.selection.as_ref())
+                    .map_err(|e| multi_table(e, "UPDATE"))?;
+            for a in &u.assignments {
+                let target = match &a.target {
+                    ast::AssignmentTarget::ColumnName(n) => ident_name(n),
+                    ast::AssignmentTarget::Tuple(_) => {
+                        return Err(unsupported("tuple assignments across shards"))
                     }
+                };
+                let (qual, col) = match target.as_slice() {
+                    [c] => (None, c),
+                    [.., q, c] => (Some(q.as_str()), c),
+                    [] => continue,
+                };
+                let mut named = joined
+                    .tables
+                    .iter()
+                    .filter(|t| qual.is_none_or(|q| q == t.visible_name()));
+                // Each shard would change its own copy of a reference table
+                // by its own rows.
+                if multi && (qual.is_none() || named.clone().any(|t| t.kind == "reference")) {
+                    return Err(unsupported(
+                        "multi-table UPDATE across shards: each column set must be qualified by a sharded table",
+                    ));
+                }
+                if let Some(t) = named.find(|t| {
+                    t.vindex
+                        .as_ref()
+                        .is_some_and(|(v, _)| v.eq_ignore_ascii_case(col))
+                }) {
+                    return Err(unsupported(format!(
+                        "you can't update primary vindex column '{col}' of table {}",
+                        t.name
+                    )));
                 }
             }
             plan_dml(
@@ -620,7 +619,7 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                 &stmt,
                 u.selection.as_ref(),
                 u.limit.is_some(),
-                &t,
+                joined,
                 ks,
             )
         }
@@ -628,17 +627,34 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             let from = match &d.from {
                 ast::FromTable::WithFromKeyword(f) | ast::FromTable::WithoutKeyword(f) => f,
             };
-            if !d.tables.is_empty() || d.using.is_some() {
+            if d.using.is_some() {
+                return Err(unsupported("multi-table DELETE ... USING across shards"));
+            }
+            let multi = from.len() > 1 || from.iter().any(|f| !f.joins.is_empty());
+            if multi && d.tables.is_empty() {
                 return Err(unsupported("multi-table DELETE across shards"));
             }
-            let (name, alias) = single_table(from)?;
-            let t = table_info(ks, name, alias)?;
+            let joined = super::colocate::route(ks, from, d.selection.as_ref())
+                .map_err(|e| multi_table(e, "DELETE"))?;
+            for target in &d.tables {
+                let name = ident_name(target);
+                let name = name.last().map(String::as_str).unwrap_or_default();
+                if joined
+                    .tables
+                    .iter()
+                    .any(|t| t.visible_name() == name && t.kind == "reference")
+                {
+                    return Err(unsupported(
+                        "multi-table DELETE across shards from a reference table",
+                    ));
+                }
+            }
             plan_dml(
                 template,
                 &stmt,
                 d.selection.as_ref(),
                 d.limit.is_some(),
-                &t,
+                joined,
                 ks,
             )
         }
@@ -650,18 +666,37 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
     }
 }
 
+/// Names a refused join in a DML statement as the multi-table statement
+/// it is.
+fn multi_table(e: PlanError, verb: &str) -> PlanError {
+    match e {
+        PlanError::Unsupported(m) if m == "cross-shard joins" => {
+            unsupported(format!("multi-table {verb} across shards"))
+        }
+        other => other,
+    }
+}
+
 fn plan_dml(
     template: &str,
     stmt: &Statement,
     selection: Option<&Expr>,
     has_limit: bool,
-    t: &TableInfo,
+    joined: super::colocate::Joined,
     ks: &Keyspace,
 ) -> Result<super::Plan, PlanError> {
     if selection.is_some_and(contains_subquery) {
         return Err(unsupported("subqueries in a sharded UPDATE or DELETE"));
     }
-    let (routing, in_expr) = route_where(selection, t);
+    let super::colocate::Joined {
+        routing,
+        in_expr,
+        same_shard,
+        ..
+    } = joined;
+    if !same_shard.is_empty() {
+        return Err(unsupported("derived tables in a sharded UPDATE or DELETE"));
+    }
     let routing = if routing == Routing::Any {
         Routing::Scatter
     } else {
