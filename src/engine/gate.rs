@@ -489,7 +489,8 @@ fn resolve(i: usize, width: usize, hidden: usize) -> usize {
     }
 }
 
-fn operand_u64(op: &Operand, binds: &[Bind]) -> Result<u64, Error> {
+/// A LIMIT or OFFSET operand as a count.
+pub fn operand_u64(op: &Operand, binds: &[Bind]) -> Result<u64, Error> {
     let v = match op {
         Operand::Bind(i) => binds
             .get(*i)

@@ -18,6 +18,7 @@ use mysql_common::value::Value;
 use std::borrow::Cow;
 
 use crate::error::Error;
+use crate::planner::join::JoinPlan;
 use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, Operand, Routing, SelectPlan};
 use crate::planner::{Plan, PlanError, Route, ShowPlan};
 use crate::sql::normalize::{substitute_binds, Bind};
@@ -202,6 +203,7 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
         Plan::Select(p) => exec_select(p, binds, tablet_type, snap, vc, sink).await,
         Plan::Insert(p) => Box::pin(exec_insert(p, binds, snap, vc, sink)).await,
         Plan::Dml(p) => Box::pin(exec_dml(p, binds, snap, vc, sink)).await,
+        Plan::Join(p) => Box::pin(exec_join(p, binds, tablet_type, snap, vc, sink)).await,
         Plan::AllShards { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
             let queries = ks
@@ -510,6 +512,155 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
         sink,
     };
     Box::pin(vc.stream_multi(&p.keyspace, tt, targets, prepared.as_ref(), &mut merge)).await
+}
+
+/// Runs a nested-loop join: the left side's rows, gathered; for each, the
+/// right side with the left columns it binds; each pair (or, for a LEFT
+/// JOIN, a lone left row) makes an output row, until the LIMIT.
+async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
+    p: &JoinPlan,
+    binds: &[Bind],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let mut lhs = Gather::default();
+    Box::pin(exec_select(&p.lhs, binds, tt, snap, vc, &mut lhs)).await?;
+    let count = |o: &Option<Operand>| o.as_ref().map(|o| gate::operand_u64(o, binds)).transpose();
+    let mut skip = count(&p.offset)?.unwrap_or(0);
+    let mut left = count(&p.limit)?.unwrap_or(u64::MAX);
+    let mut rhs_binds: Vec<Bind> = binds.iter().take(p.first_var).cloned().collect();
+    rhs_binds.resize(p.first_var, Bind::written("NULL", Value::NULL));
+    let mut header = false;
+    let mut out = Vec::with_capacity(p.output.len());
+    for row in &lhs.rows {
+        if left == 0 {
+            break;
+        }
+        rhs_binds.truncate(p.first_var);
+        for &c in &p.vars {
+            rhs_binds.push(join_var(&lhs.columns[c], &row[c]));
+        }
+        let mut rhs = Gather::default();
+        Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+        if !header {
+            sink.columns(&join_columns(p, &lhs.columns, &rhs.columns)?)?;
+            header = true;
+        }
+        let lone = [vec![Value::NULL; rhs.columns.len()]];
+        let matches: &[Vec<Value>] = if rhs.rows.is_empty() && p.outer {
+            &lone
+        } else {
+            &rhs.rows
+        };
+        for r in matches {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if left == 0 {
+                break;
+            }
+            left -= 1;
+            out.clear();
+            for &(right, i) in &p.output {
+                let side = if right { r } else { row };
+                out.push(side.get(i).cloned().unwrap_or(Value::NULL));
+            }
+            sink.row(&out)?;
+        }
+        sink.flush().await?;
+    }
+    if !header {
+        // No left rows: the right side, run with NULL variables, names
+        // its columns (and matches nothing, or nothing that is sent).
+        for _ in &p.vars {
+            rhs_binds.push(Bind::written("NULL", Value::NULL));
+        }
+        let mut rhs = Gather::default();
+        Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+        sink.columns(&join_columns(p, &lhs.columns, &rhs.columns)?)?;
+    }
+    sink.end_rows(0)
+}
+
+/// The output's column definitions, taken from the sides' results.
+fn join_columns(p: &JoinPlan, lhs: &[Column], rhs: &[Column]) -> Result<Vec<Column>, Error> {
+    p.output
+        .iter()
+        .map(|&(right, i)| {
+            let side = if right { rhs } else { lhs };
+            side.get(i).cloned().ok_or_else(|| {
+                Error::Plan(PlanError::Unsupported(
+                    "cross-shard join: a side answered with fewer columns than planned".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A left row's cell as a bind for the right side: integers as numbers
+/// (so a vindex maps them as the column's values), other numbers as
+/// written, anything else as a quoted string.
+fn join_var(col: &Column, v: &Value) -> Bind {
+    use mysql_common::constants::ColumnType as T;
+    let Value::Bytes(b) = v else {
+        return Bind::written("NULL", Value::NULL);
+    };
+    let text = String::from_utf8_lossy(b);
+    let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+    match col.column_type() {
+        T::MYSQL_TYPE_TINY
+        | T::MYSQL_TYPE_SHORT
+        | T::MYSQL_TYPE_INT24
+        | T::MYSQL_TYPE_LONG
+        | T::MYSQL_TYPE_LONGLONG
+        | T::MYSQL_TYPE_YEAR => {
+            let value = if unsigned {
+                text.parse::<u64>().map(Value::UInt)
+            } else {
+                text.parse::<i64>().map(Value::Int)
+            };
+            match value {
+                Ok(value) => Bind::written(&text, value),
+                Err(_) => Bind::written(&crate::sql::literal(v, false), v.clone()),
+            }
+        }
+        T::MYSQL_TYPE_DECIMAL
+        | T::MYSQL_TYPE_NEWDECIMAL
+        | T::MYSQL_TYPE_FLOAT
+        | T::MYSQL_TYPE_DOUBLE
+            if text.parse::<f64>().is_ok() =>
+        {
+            Bind::written(&text, v.clone())
+        }
+        _ => Bind::written(&crate::sql::literal(v, false), v.clone()),
+    }
+}
+
+/// Gathers one side's rows (text cells) and columns.
+#[derive(Default)]
+struct Gather {
+    columns: Vec<Column>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl RowSink for Gather {
+    fn columns(&mut self, cols: &[Column]) -> Result<(), Error> {
+        self.columns = cols.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        self.rows.push(values.to_vec());
+        Ok(())
+    }
+    fn end_rows(&mut self, _: u16) -> Result<(), Error> {
+        Ok(())
+    }
+    fn ok(&mut self, _: QueryDone) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Combines the rows of a SELECT sent to several shards.

@@ -146,12 +146,13 @@ fn narrowness(r: &Routing) -> u8 {
 
 /// Tables joined on equal vindex values, as disjoint sets.
 #[derive(Default)]
-struct Sets {
+pub(super) struct Sets {
     parent: Vec<usize>,
 }
 
 impl Sets {
-    fn root(&mut self, i: usize) -> usize {
+    /// The set `i` is in, named by one of its members.
+    pub(super) fn root(&mut self, i: usize) -> usize {
         while self.parent.len() <= i {
             self.parent.push(self.parent.len());
         }
@@ -375,7 +376,7 @@ fn equate_constraint(
 }
 
 /// Equates the tables whose vindex columns a conjunct of `e` compares.
-fn equate(e: &Expr, tables: &[TableInfo], same: &mut Sets) {
+pub(super) fn equate(e: &Expr, tables: &[TableInfo], same: &mut Sets) {
     for c in conjuncts(e) {
         let Expr::BinaryOp {
             left,

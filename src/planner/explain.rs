@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::sharded::{AggKind, Gate, GateExpr, Operand, Routing, Weight};
+use super::sharded::{AggKind, Gate, GateExpr, Operand, Routing, SelectPlan, Weight};
 use super::{Plan, ShowPlan};
 
 fn operand(o: &Operand) -> Value {
@@ -30,6 +30,25 @@ fn routing(r: &Routing) -> (&'static str, Value) {
         Routing::Scatter => ("Scatter", json!({})),
         Routing::Any => ("Reference", json!({})),
     }
+}
+
+/// A sharded SELECT's route as JSON.
+fn select(p: &SelectPlan) -> Value {
+    let (variant, extra) = routing(&p.routing);
+    let mut v = json!({
+        "operator": "Route",
+        "variant": variant,
+        "keyspace": p.keyspace,
+        "query": if matches!(p.routing, Routing::Equal { .. } | Routing::Any) { &p.original } else { p.pushdown.as_str() },
+    });
+    merge(&mut v, extra);
+    if !p.same_shard.is_empty() {
+        v["same_shard"] = json!(p.same_shard.iter().map(operand).collect::<Vec<_>>());
+    }
+    if let Some(g) = &p.gate {
+        v["gate"] = gate(g);
+    }
+    v
 }
 
 fn gate_expr(e: &GateExpr) -> String {
@@ -144,23 +163,16 @@ impl Plan {
                     ShowPlan::VschemaTables(_) => "ShowVschemaTables",
                 },
             }),
-            Plan::Select(p) => {
-                let (variant, extra) = routing(&p.routing);
-                let mut v = json!({
-                    "operator": "Route",
-                    "variant": variant,
-                    "keyspace": p.keyspace,
-                    "query": if matches!(p.routing, Routing::Equal { .. } | Routing::Any) { &p.original } else { p.pushdown.as_str() },
-                });
-                merge(&mut v, extra);
-                if !p.same_shard.is_empty() {
-                    v["same_shard"] = json!(p.same_shard.iter().map(operand).collect::<Vec<_>>());
-                }
-                if let Some(g) = &p.gate {
-                    v["gate"] = gate(g);
-                }
-                v
-            }
+            Plan::Select(p) => select(p),
+            Plan::Join(j) => json!({
+                "operator": "Join",
+                "variant": if j.outer { "LeftJoin" } else { "Join" },
+                "vars": j.vars.iter().enumerate().map(|(i, c)| json!({format!(":v{}", j.first_var + i + 1): format!("lhs col{c}")})).collect::<Vec<_>>(),
+                "output": j.output.iter().map(|(r, i)| format!("{}{i}", if *r { "rhs col" } else { "lhs col" })).collect::<Vec<_>>(),
+                "limit": j.limit.as_ref().map(operand),
+                "offset": j.offset.as_ref().map(operand),
+                "inputs": [select(&j.lhs), select(&j.rhs)],
+            }),
             Plan::Insert(p) => json!({
                 "operator": "Insert",
                 "variant": "Sharded",

@@ -4,6 +4,7 @@
 pub mod cache;
 mod colocate;
 pub mod explain;
+pub mod join;
 pub mod sharded;
 
 use crate::sql::{QueryKind, Statement, TabletType, Target};
@@ -48,6 +49,8 @@ pub enum Plan {
     Insert(Box<sharded::InsertPlan>),
     /// An UPDATE or DELETE on a sharded keyspace.
     Dml(Box<sharded::DmlPlan>),
+    /// A SELECT joining tables on different routes: a nested loop.
+    Join(Box<join::JoinPlan>),
     /// The same statement on every shard (DDL).
     AllShards {
         /// Keyspace.

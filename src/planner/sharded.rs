@@ -570,7 +570,14 @@ fn contains_subquery(e: &Expr) -> bool {
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
     let stmt = parse(template)?;
     match &stmt {
-        Statement::Query(q) => Ok(super::Plan::Select(Box::new(plan_select(template, q, ks)?))),
+        Statement::Query(q) => match plan_select(template, q, ks) {
+            Ok(p) => Ok(super::Plan::Select(Box::new(p))),
+            // Tables on different routes: a nested loop, where it can be.
+            Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => Ok(super::Plan::Join(
+                Box::new(super::join::plan(template, q, ks)?),
+            )),
+            Err(e) => Err(e),
+        },
         Statement::Insert(ins) => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
         Statement::Update(u) => {
             if u.from.is_some() {
@@ -1080,7 +1087,7 @@ fn gate_expr(
 /// Resolves an ORDER BY / GROUP BY item that names a select-list position
 /// (`ORDER BY 2`) or alias to the select-list expression; other items stand
 /// for themselves.
-fn select_ref<'a>(
+pub(super) fn select_ref<'a>(
     e: &'a Expr,
     projection: &'a [SelectItem],
     clause: &str,
@@ -1115,7 +1122,7 @@ fn select_ref<'a>(
     }
 }
 
-fn limit_parts(q: &ast::Query) -> Result<(Option<Operand>, Option<Operand>), PlanError> {
+pub(super) fn limit_parts(q: &ast::Query) -> Result<(Option<Operand>, Option<Operand>), PlanError> {
     let bad = || unsupported("LIMIT must be a number");
     match &q.limit_clause {
         None => Ok((None, None)),
@@ -1137,7 +1144,11 @@ fn limit_parts(q: &ast::Query) -> Result<(Option<Operand>, Option<Operand>), Pla
     }
 }
 
-fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
+pub(super) fn plan_select(
+    template: &str,
+    q: &ast::Query,
+    ks: &Keyspace,
+) -> Result<SelectPlan, PlanError> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(unsupported("UNION across shards"));
     };
@@ -1194,6 +1205,8 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
         return Err(unsupported("HAVING without aggregates across shards"));
     }
+    // Row locks (FOR UPDATE, LOCK IN SHARE MODE) are taken on every shard.
+    let locks: String = q.locks.iter().map(|l| format!(" {l}")).collect();
     let from_sql = sel
         .from
         .iter()
@@ -1259,7 +1272,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         // Rows pass through; the gate sorts, dedupes and limits.
         if !distinct && order_exprs.is_empty() && limit.is_none() {
             let pushdown = format!(
-                "SELECT {} FROM {from_sql}{where_sql}",
+                "SELECT {} FROM {from_sql}{where_sql}{locks}",
                 sel.projection
                     .iter()
                     .map(|p| p.to_string())
@@ -1329,7 +1342,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
         };
         let push_limit = limit.is_some();
         let pushdown = format!(
-            "SELECT {}{} FROM {from_sql}{where_sql}{pushdown_order}{}",
+            "SELECT {}{} FROM {from_sql}{where_sql}{pushdown_order}{}{locks}",
             if distinct { "DISTINCT " } else { "" },
             items.join(", "),
             if push_limit { " LIMIT :vLIMIT" } else { "" }
@@ -1425,7 +1438,7 @@ fn plan_select(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<SelectPl
     // asks), so the gate can merge them and combine each group as it
     // passes; MariaDB sorts to group anyway, so the order costs it nothing.
     let pushdown = format!(
-        "SELECT {} FROM {from_sql}{where_sql}{}",
+        "SELECT {} FROM {from_sql}{where_sql}{}{locks}",
         internal.items.join(", "),
         if group_by.is_empty() {
             String::new()

@@ -1,0 +1,433 @@
+//! Joins of tables that live on different shards: a nested loop, as
+//! vtgate's Join primitive. The tables split into two sides, each a group
+//! the colocation rules keep on one route. The left side's query runs
+//! first; for each of its rows the right side's query runs with the left
+//! columns it names bound as values (join variables), and each right row
+//! it returns makes one output row. A LEFT JOIN whose right operand is the
+//! right side emits a left row without matches once, its right columns
+//! NULL.
+//!
+//! What runs on each side is an ordinary sharded SELECT, planned as any
+//! other: one shard when its WHERE (or a join variable) names one, else a
+//! scatter. ORDER BY on left columns goes down to the left side, whose
+//! order the loop keeps; LIMIT and OFFSET apply to the joined rows. Columns
+//! must be qualified by their table, since the gate cannot tell which table
+//! an unqualified name belongs to. Groupings, aggregates, DISTINCT and
+//! subqueries over such a join are refused.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self, visit_expressions, visit_expressions_mut, Expr, JoinConstraint, JoinOperator,
+    OrderByKind, SelectItem, SetExpr, TableFactor,
+};
+
+use super::colocate::{equate, Sets};
+use super::sharded::{
+    conjuncts, has_aggregate, limit_parts, parse, plan_select, select_ref, table_info, unsupported,
+    Operand, SelectPlan, TableInfo,
+};
+use super::PlanError;
+use crate::topo::Keyspace;
+
+/// A nested-loop join of two routes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinPlan {
+    /// The left side. Its columns are the output's left items, then the
+    /// left columns the right side binds.
+    pub lhs: SelectPlan,
+    /// The right side, run once per left row.
+    pub rhs: SelectPlan,
+    /// For each join variable, the left column whose value it takes.
+    /// Variable `i` is bind `first_var + i` of the right side's binds,
+    /// after the statement's own.
+    pub vars: Vec<usize>,
+    /// How many binds the statement has: the first join variable's index.
+    pub first_var: usize,
+    /// Each output column: from the right side (else the left), and which.
+    pub output: Vec<(bool, usize)>,
+    /// LEFT JOIN: a left row without right rows comes out once.
+    pub outer: bool,
+    /// LIMIT over the joined rows.
+    pub limit: Option<Operand>,
+    /// OFFSET over the joined rows.
+    pub offset: Option<Operand>,
+}
+
+fn refuse(why: impl std::fmt::Display) -> PlanError {
+    unsupported(format!("cross-shard joins {why}"))
+}
+
+/// A table of the FROM clause, with its side.
+struct Side {
+    info: TableInfo,
+    text: String,
+    right: bool,
+}
+
+/// Plans `q`, whose tables the colocation rules found on more than one
+/// route, as a nested loop.
+pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<JoinPlan, PlanError> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(refuse("in a UNION"));
+    };
+    if q.with.is_some() {
+        return Err(refuse("with WITH"));
+    }
+    let grouped = match &sel.group_by {
+        ast::GroupByExpr::Expressions(g, m) => !g.is_empty() || !m.is_empty(),
+        ast::GroupByExpr::All(_) => true,
+    };
+    let aggregated = sel.projection.iter().any(|p| match p {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => false,
+    });
+    if grouped || aggregated || sel.having.is_some() || sel.distinct.is_some() {
+        return Err(refuse("with grouping, aggregates or DISTINCT over them"));
+    }
+    if template.to_ascii_uppercase().matches("SELECT ").count() > 1 {
+        return Err(refuse("with subqueries"));
+    }
+    if sel.into.is_some() || q.fetch.is_some() || q.for_clause.is_some() {
+        return Err(refuse("with INTO, FETCH or FOR"));
+    }
+    // Row locks are taken on both sides, as one server would take them.
+    let locks: String = q.locks.iter().map(|l| format!(" {l}")).collect();
+
+    // The tables, inner-join conditions, and a LEFT JOIN's right table.
+    let mut tables: Vec<(TableInfo, String)> = Vec::new();
+    let mut inner_on: Vec<Expr> = Vec::new();
+    let mut left: Option<(usize, Vec<Expr>)> = None;
+    for (n, twj) in sel.from.iter().enumerate() {
+        push_table(ks, &twj.relation, &mut tables)?;
+        for (k, j) in twj.joins.iter().enumerate() {
+            push_table(ks, &j.relation, &mut tables)?;
+            let last = n + 1 == sel.from.len() && k + 1 == twj.joins.len();
+            match &j.join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::CrossJoin(c)
+                | JoinOperator::StraightJoin(c) => match c {
+                    JoinConstraint::On(e) => inner_on.extend(conjuncts(e).into_iter().cloned()),
+                    JoinConstraint::None => {}
+                    _ => return Err(refuse("with USING or NATURAL")),
+                },
+                JoinOperator::Left(JoinConstraint::On(e))
+                | JoinOperator::LeftOuter(JoinConstraint::On(e))
+                    if last =>
+                {
+                    left = Some((
+                        tables.len() - 1,
+                        conjuncts(e).into_iter().cloned().collect(),
+                    ));
+                }
+                _ => return Err(refuse("other than inner joins and a last LEFT JOIN ... ON")),
+            }
+        }
+    }
+    let names: Vec<&str> = tables.iter().map(|(t, _)| t.visible_name()).collect();
+    if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
+        return Err(PlanError::Syntax("Not unique table/alias".into()));
+    }
+
+    // Two groups of colocated sharded tables: the first table's, and the
+    // rest. Reference tables go left.
+    let infos: Vec<TableInfo> = tables.iter().map(|(t, _)| t.clone()).collect();
+    let mut same = Sets::default();
+    for e in sel.selection.iter().chain(inner_on.iter()) {
+        equate(e, &infos, &mut same);
+    }
+    if let Some((_, on)) = &left {
+        for e in on {
+            equate(e, &infos, &mut same);
+        }
+    }
+    let sharded: Vec<usize> = (0..infos.len())
+        .filter(|&i| infos[i].kind != "reference")
+        .collect();
+    let Some(&first) = sharded.first() else {
+        return Err(refuse("without sharded tables"));
+    };
+    let left_root = same.root(first);
+    let right_roots: Vec<usize> = sharded
+        .iter()
+        .map(|&i| same.root(i))
+        .filter(|&r| r != left_root)
+        .collect();
+    if right_roots.windows(2).any(|w| w[0] != w[1]) {
+        return Err(refuse("of more than two routes"));
+    }
+    let sides: Vec<Side> = tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, (info, text))| Side {
+            right: info.kind != "reference" && same.root(i) != left_root,
+            info,
+            text,
+        })
+        .collect();
+    if let Some((i, _)) = &left {
+        if !sides[*i].right || sides.iter().filter(|s| s.right).count() != 1 {
+            return Err(refuse(
+                "where the LEFT JOIN's right table is not a route of its own",
+            ));
+        }
+    }
+    let side_names: Vec<(String, bool)> = sides
+        .iter()
+        .map(|s| (s.info.visible_name().to_string(), s.right))
+        .collect();
+    let first_var = bind_count(template);
+    let mut vars = Vars {
+        names: &side_names,
+        first_var,
+        columns: Vec::new(),
+    };
+
+    // The select list.
+    let (mut lhs_items, mut rhs_items, mut output) = (Vec::new(), Vec::new(), Vec::new());
+    for item in &sel.projection {
+        let (e, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
+            _ => return Err(refuse("with '*': name the columns")),
+        };
+        match reach(e, &side_names)? {
+            (_, false) => {
+                output.push((false, lhs_items.len()));
+                lhs_items.push(item.to_string());
+            }
+            (false, true) => {
+                output.push((true, rhs_items.len()));
+                rhs_items.push(item.to_string());
+            }
+            (true, true) if left.is_some() => {
+                return Err(refuse("with an expression over both sides of a LEFT JOIN"))
+            }
+            (true, true) => {
+                // Computed on the right, the left columns bound; named as
+                // the client wrote it.
+                let name = alias
+                    .map(|a| a.value.clone())
+                    .unwrap_or_else(|| e.to_string());
+                output.push((true, rhs_items.len()));
+                rhs_items.push(format!("{} AS {}", vars.bind(e)?, quote_ident(&name)));
+            }
+        }
+    }
+
+    // Conditions: each goes to the side it reads; one reading both goes
+    // right, the left columns bound.
+    let (mut lhs_where, mut rhs_where) = (Vec::new(), Vec::new());
+    let where_conjuncts: Vec<Expr> = sel
+        .selection
+        .as_ref()
+        .map(|s| conjuncts(s).into_iter().cloned().collect())
+        .unwrap_or_default();
+    let from_where = where_conjuncts.iter().map(|c| (c, true));
+    for (c, in_where) in from_where.chain(inner_on.iter().map(|c| (c, false))) {
+        match reach(c, &side_names)? {
+            (_, false) => lhs_where.push(c.to_string()),
+            (_, true) if left.is_some() && in_where => {
+                return Err(refuse(
+                    "with a WHERE condition on the LEFT JOIN's right table",
+                ))
+            }
+            (false, true) => rhs_where.push(c.to_string()),
+            (true, true) => rhs_where.push(vars.bind(c)?),
+        }
+    }
+    // A LEFT JOIN's ON conditions, whatever they read, decide which right
+    // rows match.
+    if let Some((_, on)) = &left {
+        for c in on {
+            reach(c, &side_names)?;
+            rhs_where.push(vars.bind(c)?);
+        }
+    }
+
+    // ORDER BY left columns goes to the left side.
+    let mut order = Vec::new();
+    if let Some(ob) = &q.order_by {
+        let OrderByKind::Expressions(items) = &ob.kind else {
+            return Err(refuse("with ORDER BY ALL"));
+        };
+        for o in items {
+            let e = select_ref(&o.expr, &sel.projection, "order clause")?;
+            if reach(e, &side_names)?.1 {
+                return Err(refuse("ordered by columns of the second route"));
+            }
+            let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+            order.push(format!("{e}{}", if desc { " DESC" } else { " ASC" }));
+        }
+    }
+    let (limit, offset) = limit_parts(q)?;
+
+    let var_columns: Vec<usize> = (0..vars.columns.len())
+        .map(|i| lhs_items.len() + i)
+        .collect();
+    lhs_items.extend(vars.columns.iter().cloned());
+    let side_sql = |right: bool, items: &[String], conds: &[String], order: &[String]| {
+        let from: Vec<&str> = sides
+            .iter()
+            .filter(|s| s.right == right)
+            .map(|s| s.text.as_str())
+            .collect();
+        format!(
+            "SELECT {} FROM {}{}{}{}",
+            if items.is_empty() {
+                "1".to_string()
+            } else {
+                items.join(", ")
+            },
+            from.join(", "),
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            },
+            if order.is_empty() {
+                String::new()
+            } else {
+                format!(" ORDER BY {}", order.join(", "))
+            },
+            locks
+        )
+    };
+    let lhs_sql = side_sql(false, &lhs_items, &lhs_where, &order);
+    let rhs_sql = side_sql(true, &rhs_items, &rhs_where, &[]);
+    Ok(JoinPlan {
+        lhs: plan_side(&lhs_sql, ks)?,
+        rhs: plan_side(&rhs_sql, ks)?,
+        vars: var_columns,
+        first_var,
+        output,
+        outer: left.is_some(),
+        limit,
+        offset,
+    })
+}
+
+fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
+    match parse(sql)? {
+        ast::Statement::Query(q) => plan_select(sql, &q, ks),
+        _ => Err(refuse("(a side did not parse as a query)")),
+    }
+}
+
+fn push_table(
+    ks: &Keyspace,
+    f: &TableFactor,
+    tables: &mut Vec<(TableInfo, String)>,
+) -> Result<(), PlanError> {
+    match f {
+        TableFactor::Table {
+            name, alias, args, ..
+        } if args.is_none() => {
+            let info = table_info(ks, name, alias.as_ref().map(|a| a.name.value.clone()))?;
+            tables.push((info, f.to_string()));
+            Ok(())
+        }
+        _ => Err(refuse("over derived tables or nested joins")),
+    }
+}
+
+/// Which sides an expression reads: (left, right). Every column must be
+/// qualified by a table of the FROM clause.
+fn reach(e: &Expr, names: &[(String, bool)]) -> Result<(bool, bool), PlanError> {
+    let (mut l, mut r) = (false, false);
+    let mut bad = None;
+    let _ = visit_expressions(e, |x| {
+        match x {
+            Expr::Identifier(i) => {
+                bad = Some(refuse(format!(
+                    "need each column qualified by its table: '{}'",
+                    i.value
+                )));
+                return ControlFlow::Break(());
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                let q = &parts[parts.len() - 2].value;
+                match names.iter().find(|(n, _)| n == q) {
+                    Some((_, true)) => r = true,
+                    Some((_, false)) => l = true,
+                    None => {
+                        bad = Some(PlanError::Syntax(format!(
+                            "Unknown column '{x}' in a cross-shard join"
+                        )));
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            Expr::Subquery(_) | Expr::Exists { .. } => {
+                bad = Some(refuse("with subqueries"));
+                return ControlFlow::Break(());
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    match bad {
+        Some(e) => Err(e),
+        None => Ok((l, r)),
+    }
+}
+
+/// The left columns the right side binds.
+struct Vars<'a> {
+    names: &'a [(String, bool)],
+    first_var: usize,
+    /// Each variable's left column, as SQL.
+    columns: Vec<String>,
+}
+
+impl Vars<'_> {
+    /// `e` as SQL for the right side: each left column a join variable.
+    fn bind(&mut self, e: &Expr) -> Result<String, PlanError> {
+        let mut e = e.clone();
+        let _ = visit_expressions_mut(&mut e, |x| {
+            if let Expr::CompoundIdentifier(parts) = x {
+                let q = &parts[parts.len().saturating_sub(2)].value;
+                if self.names.iter().any(|(n, right)| n == q && !right) {
+                    let col = x.to_string();
+                    let i = match self.columns.iter().position(|c| *c == col) {
+                        Some(i) => i,
+                        None => {
+                            self.columns.push(col);
+                            self.columns.len() - 1
+                        }
+                    };
+                    *x = Expr::value(ast::Value::Placeholder(format!(
+                        ":v{}",
+                        self.first_var + i + 1
+                    )));
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        Ok(e.to_string())
+    }
+}
+
+/// How many `:vN` binds a template has (the largest N).
+fn bind_count(template: &str) -> usize {
+    let b = template.as_bytes();
+    let mut max = 0;
+    for i in 0..b.len() {
+        if b[i] == b':' && b.get(i + 1) == Some(&b'v') {
+            let digits: String = b[i + 2..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .map(|&c| c as char)
+                .collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                max = max.max(n);
+            }
+        }
+    }
+    max
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
