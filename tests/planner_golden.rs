@@ -86,6 +86,10 @@ const OWN: &[(&str, &str)] = &[
     ("derived table, one shard", "select t.n from (select count(*) n from user where id = 4) t"),
     ("scatter for update", "select id from user where name = 'x' for update"),
     ("multi-table delete, colocated", "delete e from user u join user_extra e on e.user_id = u.id where u.name = 'x'"),
+    ("union on one shard", "select id from user where id = 1 union select user_id from user_extra where user_id = 1"),
+    ("union all of scatters", "select id from user where name = 'a' union all select user_id from user_extra where extra = 'b'"),
+    ("union across shards", "select id from user union select user_id from user_extra"),
+    ("union all with a reference part", "select id from user union all select x from ref"),
     ("too complex", "select * from user where id = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1"),
 ];
 

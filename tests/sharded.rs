@@ -1904,6 +1904,52 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
     }
     derived_tables(sg, oracle, x, z).await;
     nested_loop_joins(sg, oracle, x).await;
+    unions(sg, oracle, x, y, z).await;
+}
+
+/// A UNION goes whole where its parts share a route: one shard they all
+/// name, or every shard for a UNION ALL of parts that keep their rows
+/// apart by shard. `x` and `y` are ids of dt on one shard, `z` on another.
+async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
+    let cases = [
+        case(format!("select id, name from dt where id = {x} union select id, memo from jn where id in ({x}, {y})"), false),
+        case(format!("select id from dt where id = {x} union all select dt_id from jl where dt_id = {y} order by 1"), true),
+        case("select id, k from dt where k = 3 union all select id, qty from jl where qty = 3", false),
+        case("(select id from dt where k = 1) union all (select id from jl where qty = 1) union all select id from jn where memo = 'm2' and id < 90", false),
+        case("select dt.id, jl.id from dt join jl on jl.dt_id = dt.id where dt.k = 2 union all select id, id from jn where id < 20", false),
+    ];
+    for c in &cases {
+        compare(sg, oracle, c).await;
+    }
+    for c in cases.iter().step_by(2) {
+        compare_by(sg, oracle, c, true).await;
+    }
+    for (sql, why) in [
+        (
+            format!("select id from dt where id = {x} union select id from jn where id = {z}"),
+            "another shard",
+        ),
+        (
+            "select id from dt where k = 3 union select id from jl where qty = 3".to_string(),
+            "UNION across shards",
+        ),
+        (
+            "select label from jref union all select name from dt where id < 10".to_string(),
+            "UNION across shards",
+        ),
+        (
+            "select id from dt where k = 3 union all select id from jl order by 1 limit 5"
+                .to_string(),
+            "UNION across shards",
+        ),
+    ] {
+        let err = sg.query_drop(&sql).await.unwrap_err();
+        let mysql_async::Error::Server(e) = err else {
+            panic!("{sql}: {err:?}")
+        };
+        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
+        assert!(e.message.contains(why), "{sql}: {}", e.message);
+    }
 }
 
 /// Tables that meet on other than their vindex columns join in a nested

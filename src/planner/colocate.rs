@@ -255,17 +255,7 @@ fn derived(
     if inner.routing == Routing::Any {
         return Ok((TableInfo::derived(name, true, None), None));
     }
-    let grouped = matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if !g.is_empty())
-        || matches!(s.group_by, ast::GroupByExpr::All(_));
-    let row_preserving = !grouped
-        && s.distinct.is_none()
-        && s.having.is_none()
-        && q.limit_clause.is_none()
-        && pins.is_empty()
-        && !s.projection.iter().any(|p| {
-            let text = p.to_string().to_ascii_uppercase();
-            text.contains(" OVER") || matches!(p, ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))
-        });
+    let row_preserving = pins.is_empty() && keeps_rows(s, Some(q));
     if !row_preserving && !matches!(inner.routing, Routing::Equal { .. }) {
         return Err(refuse());
     }
@@ -280,6 +270,128 @@ fn derived(
             same_shard: pins,
         }),
     ))
+}
+
+/// Whether a query's rows are some of its tables' rows, each where its
+/// tables' row is: no grouping, aggregate, DISTINCT, HAVING, window or
+/// LIMIT (of `q`, the query the select is the body of).
+fn keeps_rows(s: &ast::Select, q: Option<&ast::Query>) -> bool {
+    let grouped = matches!(&s.group_by, ast::GroupByExpr::Expressions(g, _) if !g.is_empty())
+        || matches!(s.group_by, ast::GroupByExpr::All(_));
+    !grouped
+        && s.distinct.is_none()
+        && s.having.is_none()
+        && q.is_none_or(|q| q.limit_clause.is_none() && q.fetch.is_none())
+        && !s.projection.iter().any(|p| {
+            let text = p.to_string().to_ascii_uppercase();
+            text.contains(" OVER")
+                || matches!(p, ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))
+        })
+}
+
+/// The route a UNION's parts share.
+pub(super) struct UnionRoute {
+    /// Where the whole statement goes.
+    pub routing: Routing,
+    /// Values that must name the route's one shard (see [`subqueries`]).
+    pub same_shard: Vec<Operand>,
+}
+
+/// Where a UNION goes whole:
+/// - where every part names one shard (or reads reference tables only),
+///   if they name the same, checked from the values;
+/// - to every shard, for a UNION ALL without ORDER BY or LIMIT whose parts
+///   each read sharded tables and keep their rows apart by shard: each
+///   shard returns its own rows of every part, and the shards' answers
+///   together are the union's. (A part over reference tables only would
+///   come back from every shard.)
+///
+/// Anything else would need one shard's rows compared with another's.
+pub(super) fn union(ks: &Keyspace, q: &ast::Query) -> Result<UnionRoute, PlanError> {
+    let refuse = |why: &str| unsupported(format!("UNION across shards{why}"));
+    let mut parts = Vec::new();
+    let mut all = true;
+    flatten_union(&q.body, &mut parts, &mut all)
+        .map_err(|_| refuse(" with INTERSECT or EXCEPT"))?;
+    let mut routes = Vec::new();
+    let mut apart = true;
+    for (s, sub) in parts {
+        let mut j = route(ks, &s.from, s.selection.as_ref())?;
+        let mut pins = match sub {
+            Some(sub) => subqueries(ks, sub, &j.tables, &mut j.routing)?,
+            None => merge_all(ks, select_subqueries(s), &j.tables, &mut j.routing)?,
+        };
+        pins.append(&mut j.same_shard);
+        apart &= pins.is_empty() && j.routing != Routing::Any && keeps_rows(s, sub);
+        routes.push((j.routing, pins));
+    }
+    // One shard: the first part that names one; the others' values must
+    // name it too.
+    let one = routes
+        .iter()
+        .find(|(r, _)| matches!(r, Routing::Equal { .. }))
+        .map(|(r, _)| r.clone());
+    let pinnable = routes
+        .iter()
+        .all(|(r, _)| matches!(r, Routing::Equal { .. } | Routing::In { .. } | Routing::Any));
+    if let (Some(routing @ Routing::Equal { func: f, .. }), true) = (one, pinnable) {
+        let mut same_shard = Vec::new();
+        for (r, pins) in routes {
+            match r {
+                Routing::Any => {}
+                // The route's own value names its shard trivially.
+                Routing::Equal { func, value } if func == f => same_shard.push(value),
+                Routing::In { func, values } if func == f => same_shard.extend(values),
+                _ => return Err(refuse(" whose parts route by different vindexes")),
+            }
+            same_shard.extend(pins);
+        }
+        return Ok(UnionRoute {
+            routing,
+            same_shard,
+        });
+    }
+    if routes.iter().all(|(r, _)| *r == Routing::Any) {
+        return Ok(UnionRoute {
+            routing: Routing::Any,
+            same_shard: Vec::new(),
+        });
+    }
+    if all && apart && q.order_by.is_none() && q.limit_clause.is_none() {
+        return Ok(UnionRoute {
+            routing: Routing::Scatter,
+            same_shard: Vec::new(),
+        });
+    }
+    Err(refuse(""))
+}
+
+/// The SELECTs of a chain of UNIONs, each with the parenthesized query it
+/// is the body of, if any; `all` stays true while every UNION is ALL.
+fn flatten_union<'a>(
+    e: &'a ast::SetExpr,
+    parts: &mut Vec<(&'a ast::Select, Option<&'a ast::Query>)>,
+    all: &mut bool,
+) -> Result<(), ()> {
+    match e {
+        ast::SetExpr::Select(s) => parts.push((s, None)),
+        ast::SetExpr::Query(q) => match q.body.as_ref() {
+            ast::SetExpr::Select(s) if q.with.is_none() => parts.push((s, Some(q))),
+            _ => return Err(()),
+        },
+        ast::SetExpr::SetOperation {
+            op: ast::SetOperator::Union,
+            set_quantifier,
+            left,
+            right,
+        } => {
+            *all &= matches!(set_quantifier, ast::SetQuantifier::All);
+            flatten_union(left, parts, all)?;
+            flatten_union(right, parts, all)?;
+        }
+        _ => return Err(()),
+    }
+    Ok(())
 }
 
 /// The name under which a derived table's select list shows the vindex
@@ -419,8 +531,18 @@ pub(super) fn subqueries(
     outer: &[TableInfo],
     routing: &mut Routing,
 ) -> Result<Vec<Operand>, PlanError> {
+    merge_all(ks, direct_subqueries(q), outer, routing)
+}
+
+/// [`subqueries`] over a list of subqueries.
+fn merge_all(
+    ks: &Keyspace,
+    subs: Vec<ast::Query>,
+    outer: &[TableInfo],
+    routing: &mut Routing,
+) -> Result<Vec<Operand>, PlanError> {
     let mut same_shard = Vec::new();
-    for sub in &direct_subqueries(q) {
+    for sub in &subs {
         merge(ks, sub, outer, routing, &mut same_shard)?;
     }
     Ok(same_shard)
@@ -523,6 +645,15 @@ fn correlated(scope: &[TableInfo], inner: &[TableInfo], selection: Option<&Expr>
 /// in them, and not derived tables, which are FROM items), copied out of
 /// the visitor's reach.
 fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
+    let select = match q.body.as_ref() {
+        ast::SetExpr::Select(s) => Some(s.as_ref()),
+        _ => None,
+    };
+    subqueries_of(select, q.order_by.as_ref())
+}
+
+/// The subqueries of a SELECT's expressions and of an ORDER BY.
+fn subqueries_of(select: Option<&ast::Select>, order_by: Option<&ast::OrderBy>) -> Vec<ast::Query> {
     struct Collect {
         depth: usize,
         found: Vec<ast::Query>,
@@ -564,7 +695,7 @@ fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
         depth: 0,
         found: Vec::new(),
     };
-    if let ast::SetExpr::Select(s) = q.body.as_ref() {
+    if let Some(s) = select {
         let _ = s.projection.visit(&mut c);
         let _ = s.selection.visit(&mut c);
         let _ = s.group_by.visit(&mut c);
@@ -573,6 +704,14 @@ fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
             constraints(twj, &mut c);
         }
     }
-    let _ = q.order_by.visit(&mut c);
+    if let Some(o) = order_by {
+        let _ = o.visit(&mut c);
+    }
     c.found
+}
+
+/// [`direct_subqueries`] of a SELECT that is not a query's whole body (a
+/// UNION's part).
+fn select_subqueries(s: &ast::Select) -> Vec<ast::Query> {
+    subqueries_of(Some(s), None)
 }

@@ -1149,8 +1149,21 @@ pub(super) fn plan_select(
     q: &ast::Query,
     ks: &Keyspace,
 ) -> Result<SelectPlan, PlanError> {
-    let SetExpr::Select(sel) = q.body.as_ref() else {
-        return Err(unsupported("UNION across shards"));
+    let sel = match q.body.as_ref() {
+        SetExpr::Select(sel) => sel,
+        // A UNION goes whole, where its parts allow.
+        _ => {
+            let u = super::colocate::union(ks, q)?;
+            return Ok(SelectPlan {
+                keyspace: ks.name.clone(),
+                routing: u.routing,
+                original: template.to_string(),
+                pushdown: Template::new(template.to_string()),
+                gate: None,
+                pushdown_limit: false,
+                same_shard: u.same_shard,
+            });
+        }
     };
     if q.with.is_some() {
         return Err(unsupported("WITH across shards"));
