@@ -931,6 +931,9 @@ struct Internal<'t> {
     items: Vec<String>,
     kinds: Vec<AggKind>,
     tables: &'t [TableInfo],
+    /// Each row is its own part: an aggregate's column is its argument
+    /// (COUNT's, whether it is there), not a shard's partial aggregate.
+    row_level: bool,
 }
 
 impl Internal<'_> {
@@ -940,8 +943,23 @@ impl Internal<'_> {
         self.items.len() - 1
     }
 
-    fn find(&self, sql: &str) -> Option<usize> {
-        self.items.iter().position(|s| s == sql)
+    /// The column already computing `sql` for an aggregate of `kind`'s sort.
+    fn find(&self, sql: &str, kind: AggKind) -> Option<usize> {
+        let sort = std::mem::discriminant(&kind);
+        (0..self.items.len())
+            .find(|&i| self.items[i] == sql && std::mem::discriminant(&self.kinds[i]) == sort)
+    }
+
+    /// The column for `kind`'s part of an aggregate over `argsql`: the
+    /// shard's partial aggregate `name(argsql)`, or, per row, the argument.
+    fn part(&mut self, name: &str, argsql: &str, kind: AggKind) -> usize {
+        let s = match (self.row_level, kind) {
+            (false, _) => format!("{name}({argsql})"),
+            (true, AggKind::Count) if argsql == "*" => "1".to_string(),
+            (true, AggKind::Count) => format!("({argsql}) IS NOT NULL"),
+            (true, _) => argsql.to_string(),
+        };
+        self.find(&s, kind).unwrap_or_else(|| self.push(s, kind))
     }
 
     /// An aggregate call as gate expression, adding its pushed-down parts.
@@ -980,29 +998,24 @@ impl Internal<'_> {
                     call.name.to_uppercase()
                 )))
             }
-            ("count", false) => {
-                let s = format!("count({argsql})");
-                GateExpr::Col(
-                    self.find(&s)
-                        .unwrap_or_else(|| self.push(s, AggKind::Count)),
-                )
-            }
-            ("sum", false) => {
-                let s = format!("sum({argsql})");
-                GateExpr::Col(self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Sum)))
-            }
-            ("avg", false) => {
-                let s = format!("sum({argsql})");
-                let sum = self.find(&s).unwrap_or_else(|| self.push(s, AggKind::Sum));
-                let c = format!("count({argsql})");
-                let count = self
-                    .find(&c)
-                    .unwrap_or_else(|| self.push(c, AggKind::Count));
-                GateExpr::Avg { sum, count }
-            }
+            ("count", false) => GateExpr::Col(self.part("count", &argsql, AggKind::Count)),
+            ("sum", false) => GateExpr::Col(self.part("sum", &argsql, AggKind::Sum)),
+            ("avg", false) => GateExpr::Avg {
+                sum: self.part("sum", &argsql, AggKind::Sum),
+                count: self.part("count", &argsql, AggKind::Count),
+            },
             (m, false) => {
-                let s = format!("{m}({argsql})");
-                if let Some(i) = self.find(&s) {
+                let s = if self.row_level {
+                    argsql.clone()
+                } else {
+                    format!("{m}({argsql})")
+                };
+                let kind = if m == "min" {
+                    AggKind::Min { weight: None }
+                } else {
+                    AggKind::Max { weight: None }
+                };
+                if let Some(i) = self.find(&s, kind) {
                     return Ok(GateExpr::Col(i));
                 }
                 let i = self.push(s.clone(), AggKind::Key);
@@ -1215,9 +1228,6 @@ pub(super) fn plan_select(
     if matches!(routing, Routing::Equal { .. } | Routing::Any) || ks.shards.len() == 1 {
         return Ok(plan_base(template.to_string(), None, false));
     }
-    if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
-        return Err(unsupported("HAVING without aggregates across shards"));
-    }
     // Row locks (FOR UPDATE, LOCK IN SHARE MODE) are taken on every shard.
     let locks: String = q.locks.iter().map(|l| format!(" {l}")).collect();
     let from_sql = sel
@@ -1231,6 +1241,69 @@ pub(super) fn plan_select(
         .as_ref()
         .map(|s| format!(" WHERE {}", render_where(s, in_expr.as_ref())))
         .unwrap_or_default();
+    let h = horizon(sel, q, &tables, false)?;
+    let pushdown = if h.grouped {
+        // Each shard's groups come sorted by the grouping keys (as vtgate
+        // asks), so the gate can merge them and combine each group as it
+        // passes; MariaDB sorts to group anyway, so the order costs it
+        // nothing.
+        format!(
+            "SELECT {} FROM {from_sql}{where_sql}{}{locks}",
+            h.items.join(", "),
+            if h.group_by.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " GROUP BY {} ORDER BY {} ASC",
+                    h.group_by.join(", "),
+                    h.group_by.join(" ASC, ")
+                )
+            }
+        )
+    } else {
+        format!(
+            "SELECT {}{} FROM {from_sql}{where_sql}{}{}{locks}",
+            if h.distinct { "DISTINCT " } else { "" },
+            h.items.join(", "),
+            h.order_sql,
+            if h.push_limit { " LIMIT :vLIMIT" } else { "" }
+        )
+    };
+    Ok(plan_base(pushdown, h.gate, h.push_limit))
+}
+
+/// What a SELECT's list, grouping, order and limit ask of the rows its
+/// route returns: the columns to fetch and the gate's work on them.
+pub(super) struct Horizon {
+    /// The columns each shard (or each joined row) returns.
+    pub items: Vec<String>,
+    /// The gate's work; None: rows pass as they come.
+    pub gate: Option<Gate>,
+    /// The items are grouped: partial aggregates by `group_by`.
+    grouped: bool,
+    /// The grouping keys a shard groups by.
+    group_by: Vec<String>,
+    /// A shard's ORDER BY (ungrouped rows).
+    order_sql: String,
+    /// A shard's rows are DISTINCT (ungrouped rows of `*`).
+    distinct: bool,
+    /// A shard gets the LIMIT (plus OFFSET).
+    push_limit: bool,
+}
+
+/// Plans the horizon of `sel` over `tables`. `row_level`: the items are
+/// computed per row, not per shard (a nested-loop join's rows): an
+/// aggregate's part is the row's own value (1 for COUNT(*)), and the gate
+/// combines every row.
+pub(super) fn horizon(
+    sel: &ast::Select,
+    q: &ast::Query,
+    tables: &[TableInfo],
+    row_level: bool,
+) -> Result<Horizon, PlanError> {
+    if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
+        return Err(unsupported("HAVING without aggregates across shards"));
+    }
     let group_exprs: Vec<Expr> = match &sel.group_by {
         GroupByExpr::Expressions(g, mods) if mods.is_empty() => g.clone(),
         GroupByExpr::Expressions(..) => {
@@ -1284,15 +1357,15 @@ pub(super) fn plan_select(
     if !aggregated {
         // Rows pass through; the gate sorts, dedupes and limits.
         if !distinct && order_exprs.is_empty() && limit.is_none() {
-            let pushdown = format!(
-                "SELECT {} FROM {from_sql}{where_sql}{locks}",
-                sel.projection
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            return Ok(plan_base(pushdown, None, false));
+            return Ok(Horizon {
+                items: sel.projection.iter().map(|p| p.to_string()).collect(),
+                gate: None,
+                grouped: false,
+                group_by: Vec::new(),
+                order_sql: String::new(),
+                distinct: false,
+                push_limit: false,
+            });
         }
         let mut items: Vec<String> = sel.projection.iter().map(|p| p.to_string()).collect();
         let visible_known = !sel.projection.iter().any(|p| {
@@ -1328,7 +1401,7 @@ pub(super) fn plan_select(
                     HIDDEN + hidden.len() - 1
                 }
             };
-            let weight = weigh(&tables, key, || {
+            let weight = weigh(tables, key, || {
                 hidden.push(format!("weight_string({expr_sql})"));
                 HIDDEN + hidden.len() - 1
             });
@@ -1353,13 +1426,7 @@ pub(super) fn plan_select(
                     .join(", ")
             )
         };
-        let push_limit = limit.is_some();
-        let pushdown = format!(
-            "SELECT {}{} FROM {from_sql}{where_sql}{pushdown_order}{}{locks}",
-            if distinct { "DISTINCT " } else { "" },
-            items.join(", "),
-            if push_limit { " LIMIT :vLIMIT" } else { "" }
-        );
+        let push_limit = limit.is_some() && !row_level;
         let gate = Gate {
             hidden: n_hidden,
             distinct,
@@ -1368,7 +1435,15 @@ pub(super) fn plan_select(
             offset,
             ..Gate::default()
         };
-        return Ok(plan_base(pushdown, Some(gate), push_limit));
+        return Ok(Horizon {
+            items,
+            gate: Some(gate),
+            grouped: false,
+            group_by: Vec::new(),
+            order_sql: pushdown_order,
+            distinct,
+            push_limit,
+        });
     }
 
     // Aggregation: push partial aggregates grouped by the keys; combine at the gate.
@@ -1378,7 +1453,8 @@ pub(super) fn plan_select(
     let mut internal = Internal {
         items: Vec::new(),
         kinds: Vec::new(),
-        tables: &tables,
+        tables,
+        row_level,
     };
     let mut groups: Vec<(String, usize)> = Vec::new();
     let mut group_keys = Vec::new();
@@ -1389,7 +1465,7 @@ pub(super) fn plan_select(
         }
         let s = g.to_string();
         let i = internal.push(s.clone(), AggKind::Key);
-        let w = weigh(&tables, &g, || {
+        let w = weigh(tables, &g, || {
             internal.push(format!("weight_string({s})"), AggKind::Weight)
         });
         groups.push((s, i));
@@ -1447,22 +1523,6 @@ pub(super) fn plan_select(
     if let Some(i) = count_distinct {
         group_by.push(internal.items[i].clone());
     }
-    // Each shard's groups come sorted by the grouping keys (as vtgate
-    // asks), so the gate can merge them and combine each group as it
-    // passes; MariaDB sorts to group anyway, so the order costs it nothing.
-    let pushdown = format!(
-        "SELECT {} FROM {from_sql}{where_sql}{}{locks}",
-        internal.items.join(", "),
-        if group_by.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " GROUP BY {} ORDER BY {} ASC",
-                group_by.join(", "),
-                group_by.join(" ASC, ")
-            )
-        }
-    );
     let gate = Gate {
         aggregate: internal.kinds.clone(),
         group_keys,
@@ -1475,5 +1535,13 @@ pub(super) fn plan_select(
         limit,
         offset,
     };
-    Ok(plan_base(pushdown, Some(gate), false))
+    Ok(Horizon {
+        items: internal.items,
+        gate: Some(gate),
+        grouped: true,
+        group_by,
+        order_sql: String::new(),
+        distinct: false,
+        push_limit: false,
+    })
 }
