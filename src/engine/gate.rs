@@ -524,6 +524,35 @@ pub fn pushdown_limit(gate: &Gate, binds: &[Bind]) -> Result<u64, Error> {
     Ok(l.saturating_add(o))
 }
 
+/// The columns of rows that are each their own part of an aggregate (a
+/// nested-loop join's), typed as a shard's partial aggregates would be,
+/// so the combined result has MySQL's types: SUM of integers a DECIMAL,
+/// COUNT a BIGINT.
+pub fn per_row_columns(gate: &Gate, cols: &[Column]) -> Vec<Column> {
+    let integer = |c: &Column| {
+        matches!(
+            c.column_type(),
+            ColumnType::MYSQL_TYPE_TINY
+                | ColumnType::MYSQL_TYPE_SHORT
+                | ColumnType::MYSQL_TYPE_INT24
+                | ColumnType::MYSQL_TYPE_LONG
+                | ColumnType::MYSQL_TYPE_LONGLONG
+                | ColumnType::MYSQL_TYPE_YEAR
+        )
+    };
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = String::from_utf8_lossy(c.name_ref()).into_owned();
+            match gate.aggregate.get(i) {
+                Some(AggKind::Sum) if integer(c) => synth_column(&name, &Val::Dec(0, 0)),
+                Some(AggKind::Count) => synth_column(&name, &Val::Int(0)),
+                _ => c.clone(),
+            }
+        })
+        .collect()
+}
+
 fn synth_column(name: &str, sample: &Val) -> Column {
     let (t, len, dec, cs, flags) = match sample {
         Val::Int(_) => (

@@ -532,7 +532,9 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
     let mut left = count(&p.limit)?.unwrap_or(u64::MAX);
     let mut rhs_binds: Vec<Bind> = binds.iter().take(p.first_var).cloned().collect();
     rhs_binds.resize(p.first_var, Bind::written("NULL", Value::NULL));
-    let mut header = false;
+    // With a gate the joined rows are gathered for it; else they stream.
+    let mut header: Option<Vec<Column>> = None;
+    let mut gathered: Vec<Vec<Value>> = Vec::new();
     let mut out = Vec::with_capacity(p.output.len());
     for row in &lhs.rows {
         if left == 0 {
@@ -544,9 +546,12 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         }
         let mut rhs = Gather::default();
         Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
-        if !header {
-            sink.columns(&join_columns(p, &lhs.columns, &rhs.columns)?)?;
-            header = true;
+        if header.is_none() {
+            let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
+            if p.gate.is_none() {
+                sink.columns(&cols)?;
+            }
+            header = Some(cols);
         }
         let lone = [vec![Value::NULL; rhs.columns.len()]];
         let matches: &[Vec<Value>] = if rhs.rows.is_empty() && p.outer {
@@ -568,19 +573,40 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
                 let side = if right { r } else { row };
                 out.push(side.get(i).cloned().unwrap_or(Value::NULL));
             }
-            sink.row(&out)?;
+            if p.gate.is_some() {
+                gathered.push(out.clone());
+            } else {
+                sink.row(&out)?;
+            }
         }
-        sink.flush().await?;
+        if p.gate.is_none() {
+            sink.flush().await?;
+        }
     }
-    if !header {
-        // No left rows: the right side, run with NULL variables, names
-        // its columns (and matches nothing, or nothing that is sent).
-        for _ in &p.vars {
-            rhs_binds.push(Bind::written("NULL", Value::NULL));
+    let header = match header {
+        Some(h) => h,
+        None => {
+            // No left rows: the right side, run with NULL variables, names
+            // its columns (and matches nothing, or nothing that is sent).
+            for _ in &p.vars {
+                rhs_binds.push(Bind::written("NULL", Value::NULL));
+            }
+            let mut rhs = Gather::default();
+            Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+            let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
+            if p.gate.is_none() {
+                sink.columns(&cols)?;
+            }
+            cols
         }
-        let mut rhs = Gather::default();
-        Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
-        sink.columns(&join_columns(p, &lhs.columns, &rhs.columns)?)?;
+    };
+    if let Some(g) = &p.gate {
+        let header = gate::per_row_columns(g, &header);
+        let (cols, rows) = gate::run(g, binds, &header, gathered)?;
+        sink.columns(&cols)?;
+        for r in &rows {
+            sink.row(r)?;
+        }
     }
     sink.end_rows(0)
 }

@@ -164,7 +164,8 @@ impl Plan {
                 },
             }),
             Plan::Select(p) => select(p),
-            Plan::Join(j) => json!({
+            Plan::Join(j) => {
+                let mut v = json!({
                 "operator": "Join",
                 "variant": if j.outer { "LeftJoin" } else { "Join" },
                 "vars": j.vars.iter().enumerate().map(|(i, c)| json!({format!(":v{}", j.first_var + i + 1): format!("lhs col{c}")})).collect::<Vec<_>>(),
@@ -172,7 +173,12 @@ impl Plan {
                 "limit": j.limit.as_ref().map(operand),
                 "offset": j.offset.as_ref().map(operand),
                 "inputs": [select(&j.lhs), select(&j.rhs)],
-            }),
+                });
+                if let Some(g) = &j.gate {
+                    v["gate"] = gate(g);
+                }
+                v
+            }
             Plan::Insert(p) => json!({
                 "operator": "Insert",
                 "variant": "Sharded",

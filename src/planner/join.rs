@@ -10,10 +10,12 @@
 //! What runs on each side is an ordinary sharded SELECT, planned as any
 //! other: one shard when its WHERE (or a join variable) names one, else a
 //! scatter. ORDER BY on left columns goes down to the left side, whose
-//! order the loop keeps; LIMIT and OFFSET apply to the joined rows. Columns
-//! must be qualified by their table, since the gate cannot tell which table
-//! an unqualified name belongs to. Groupings, aggregates, DISTINCT and
-//! subqueries over such a join are refused.
+//! order the loop keeps; LIMIT and OFFSET apply to the joined rows.
+//! Groupings, aggregates, DISTINCT and other orders are the gate's, over
+//! all the joined rows, as for a scatter's (each row its own part).
+//! Columns must be qualified by their table, since the gate cannot tell
+//! which table an unqualified name belongs to. Subqueries over such a join
+//! are refused.
 
 use std::ops::ControlFlow;
 
@@ -24,8 +26,8 @@ use sqlparser::ast::{
 
 use super::colocate::{equate, Sets};
 use super::sharded::{
-    conjuncts, has_aggregate, limit_parts, parse, plan_select, select_ref, table_info, unsupported,
-    Operand, SelectPlan, TableInfo,
+    conjuncts, has_aggregate, horizon, limit_parts, parse, plan_select, select_ref, table_info,
+    unsupported, Gate, Operand, SelectPlan, TableInfo,
 };
 use super::PlanError;
 use crate::topo::Keyspace;
@@ -52,6 +54,10 @@ pub struct JoinPlan {
     pub limit: Option<Operand>,
     /// OFFSET over the joined rows.
     pub offset: Option<Operand>,
+    /// The gate's work over all the joined rows (their columns being the
+    /// horizon's items): grouping, aggregates, DISTINCT, an order the left
+    /// side cannot give, and then the limit.
+    pub gate: Option<Gate>,
 }
 
 fn refuse(why: impl std::fmt::Display) -> PlanError {
@@ -82,8 +88,8 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
         _ => false,
     });
-    if grouped || aggregated || sel.having.is_some() || sel.distinct.is_some() {
-        return Err(refuse("with grouping, aggregates or DISTINCT over them"));
+    if sel.having.is_some() && !grouped && !aggregated {
+        return Err(refuse("with HAVING without aggregates"));
     }
     if template.to_ascii_uppercase().matches("SELECT ").count() > 1 {
         return Err(refuse("with subqueries"));
@@ -184,9 +190,44 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         columns: Vec::new(),
     };
 
+    // ORDER BY left columns goes to the left side, whose order the loop
+    // keeps; anything else is the gate's, over the joined rows.
+    let mut order = Vec::new();
+    let mut gate_needed = grouped || aggregated || sel.distinct.is_some();
+    if let Some(ob) = &q.order_by {
+        let OrderByKind::Expressions(items) = &ob.kind else {
+            return Err(refuse("with ORDER BY ALL"));
+        };
+        for o in items {
+            let e = select_ref(&o.expr, &sel.projection, "order clause")?;
+            if reach(e, &side_names)?.1 {
+                gate_needed = true;
+            }
+            let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+            order.push(format!("{e}{}", if desc { " DESC" } else { " ASC" }));
+        }
+    }
+    let (mut limit, mut offset) = limit_parts(q)?;
+    let (projection, gate) = if gate_needed {
+        order.clear();
+        (limit, offset) = (None, None);
+        let infos: Vec<TableInfo> = sides.iter().map(|s| s.info.clone()).collect();
+        let h = horizon(sel, q, &infos, true)?;
+        let parsed = match parse(&format!("SELECT {}", h.items.join(", ")))? {
+            ast::Statement::Query(q) => match *q.body {
+                SetExpr::Select(s) => s.projection,
+                _ => return Err(refuse("(its columns did not parse)")),
+            },
+            _ => return Err(refuse("(its columns did not parse)")),
+        };
+        (parsed, h.gate)
+    } else {
+        (sel.projection.clone(), None)
+    };
+
     // The select list.
     let (mut lhs_items, mut rhs_items, mut output) = (Vec::new(), Vec::new(), Vec::new());
-    for item in &sel.projection {
+    for item in &projection {
         let (e, alias) = match item {
             SelectItem::UnnamedExpr(e) => (e, None),
             SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
@@ -246,23 +287,6 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         }
     }
 
-    // ORDER BY left columns goes to the left side.
-    let mut order = Vec::new();
-    if let Some(ob) = &q.order_by {
-        let OrderByKind::Expressions(items) = &ob.kind else {
-            return Err(refuse("with ORDER BY ALL"));
-        };
-        for o in items {
-            let e = select_ref(&o.expr, &sel.projection, "order clause")?;
-            if reach(e, &side_names)?.1 {
-                return Err(refuse("ordered by columns of the second route"));
-            }
-            let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
-            order.push(format!("{e}{}", if desc { " DESC" } else { " ASC" }));
-        }
-    }
-    let (limit, offset) = limit_parts(q)?;
-
     let var_columns: Vec<usize> = (0..vars.columns.len())
         .map(|i| lhs_items.len() + i)
         .collect();
@@ -305,6 +329,7 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         outer: left.is_some(),
         limit,
         offset,
+        gate,
     })
 }
 
