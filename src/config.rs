@@ -267,6 +267,16 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub queryserver_config_transaction_timeout: std::time::Duration,
+    /// How many rows a statement may hold in shardgate's memory at once
+    /// (a nested-loop join's left rows, or the joined rows its gate
+    /// sorts or groups); beyond it the statement fails (error 1041)
+    /// rather than the process. vtgate's flag and default.
+    #[arg(
+        long = "max_memory_rows",
+        alias = "max-memory-rows",
+        default_value_t = crate::engine::DEFAULT_MAX_MEMORY_ROWS
+    )]
+    pub max_memory_rows: usize,
     /// Hold a shard's primary-bound statements (outside transactions)
     /// while its primary changes (`ctl planned-reparent-shard`), and send
     /// them to the new one, rather than fail them; vtgate's flag.

@@ -69,6 +69,9 @@ pub enum Error {
     TransactionTimeout(std::time::Duration),
     /// The transaction was the youngest of a cycle of lock waits across
     /// shards and was rolled back (see [`crate::executor::deadlock`]).
+    /// A statement would hold more rows in memory than `--max_memory_rows`.
+    #[error("in-memory row count exceeded allowed limit of {0}")]
+    TooManyRows(usize),
     #[error("Deadlock found when trying to get lock; try restarting transaction")]
     Deadlock,
     /// Every connection to a tablet stayed in use for as long as the
@@ -211,6 +214,7 @@ impl Error {
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
+            Error::TooManyRows(_) => MysqlError::new(1041, "HY000", self.to_string()),
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.

@@ -185,6 +185,7 @@ async fn serve(
         transaction_mode: args.transaction_mode,
         transaction_timeout: (!args.queryserver_config_transaction_timeout.is_zero())
             .then_some(args.queryserver_config_transaction_timeout),
+        max_memory_rows: args.max_memory_rows,
         schema_tracking: args.schema_change_signal,
         health: (args.health_check_interval_ms > 0).then(|| shardgate::gateway::health::Config {
             interval: std::time::Duration::from_millis(args.health_check_interval_ms),

@@ -40,6 +40,8 @@ pub struct ServerCtx {
     /// How long a transaction may stay open before its tablet connections
     /// are killed and it is rolled back (None: forever).
     pub transaction_timeout: Option<std::time::Duration>,
+    /// `--max_memory_rows`.
+    pub max_memory_rows: usize,
     /// Transaction parts committed, and how many of them only read and
     /// committed without a round trip for the client.
     pub txn_stats: crate::executor::TxnStats,
@@ -84,6 +86,7 @@ impl ServerCtx {
             sticky_budget: Arc::new(std::sync::atomic::AtomicUsize::new(sticky)),
             transaction_mode: crate::executor::TransactionMode::default(),
             transaction_timeout: None,
+            max_memory_rows: crate::engine::DEFAULT_MAX_MEMORY_ROWS,
             txn_stats: crate::executor::TxnStats::default(),
             set_verdicts: Default::default(),
             deadlocks: Arc::default(),
@@ -131,6 +134,8 @@ pub struct ServeOptions {
     pub transaction_mode: crate::executor::TransactionMode,
     /// `--queryserver-config-transaction-timeout` (None: off).
     pub transaction_timeout: Option<std::time::Duration>,
+    /// `--max_memory_rows`.
+    pub max_memory_rows: usize,
     /// Learn column types from the tablets ([`topo::schema`]).
     pub schema_tracking: bool,
     /// Health checks of the tablets (None: off, every tablet serves).
@@ -196,6 +201,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
     ctx.transaction_mode = opts.transaction_mode;
     ctx.transaction_timeout = opts.transaction_timeout;
+    ctx.max_memory_rows = opts.max_memory_rows;
     ctx.busy_polls = opts.busy_polls;
     ctx.gateway.buffer = crate::gateway::buffer::Buffer::new(opts.buffer);
     if opts.schema_tracking {

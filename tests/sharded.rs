@@ -1991,6 +1991,25 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
     for c in cases.iter().step_by(2) {
         compare_by(sg, oracle, c, true).await;
     }
+    // The rows a join holds in memory are bounded (--max_memory_rows):
+    // beyond, the statement fails, and the session goes on.
+    let (port, _) = spawn_shardgate(&["--max_memory_rows".into(), "100".into()]).await;
+    let mut small = connect_port(port, Some("customer")).await;
+    let few: Vec<(u64, Option<String>)> = small
+        .query("select jl.id, jn.memo from jl join jn on jn.id = jl.id where jl.id < 50")
+        .await
+        .unwrap();
+    assert!(!few.is_empty() && few.len() < 50, "{}", few.len());
+    for sql in [
+        "select jl.id, jn.memo from jl join jn on jn.id = jl.id",
+        "select count(*) from jl join jn on jn.id = jl.id where jl.id < 150",
+    ] {
+        let e = small.query_drop(sql).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1041), "{sql}: {e}");
+        assert!(e.to_string().contains("allowed limit of 100"), "{e}");
+    }
+    let one: i64 = small.query_first("select 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
     // Each right row comes from the shard its vindex names: one query per
     // left row, to one shard.
     let plan: Vec<(String,)> = sg

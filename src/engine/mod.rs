@@ -175,6 +175,12 @@ pub trait VCursor {
         true
     }
 
+    /// How many rows a statement may hold in memory at once
+    /// (`--max_memory_rows`).
+    fn max_memory_rows(&self) -> usize {
+        DEFAULT_MAX_MEMORY_ROWS
+    }
+
     /// Runs `sql` on the tablet of `tablet_type` serving `keyspace/shard`,
     /// streaming its results into `sink`.
     fn execute_shard<S: RowSink + Send>(
@@ -187,6 +193,9 @@ pub trait VCursor {
         sink: &mut S,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
 }
+
+/// vtgate's default for `--max_memory_rows`.
+pub const DEFAULT_MAX_MEMORY_ROWS: usize = 300_000;
 
 /// Runs a plan for statement text `sql` (bind values in `binds` when the
 /// plan was made from a normalized template).
@@ -525,7 +534,8 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
-    let mut lhs = Gather::default();
+    let cap = vc.max_memory_rows();
+    let mut lhs = Gather::new(cap);
     Box::pin(exec_select(&p.lhs, binds, tt, snap, vc, &mut lhs)).await?;
     let count = |o: &Option<Operand>| o.as_ref().map(|o| gate::operand_u64(o, binds)).transpose();
     let mut skip = count(&p.offset)?.unwrap_or(0);
@@ -544,7 +554,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         for &c in &p.vars {
             rhs_binds.push(join_var(&lhs.columns[c], &row[c]));
         }
-        let mut rhs = Gather::default();
+        let mut rhs = Gather::new(cap);
         Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
         if header.is_none() {
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
@@ -574,6 +584,9 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
                 out.push(side.get(i).cloned().unwrap_or(Value::NULL));
             }
             if p.gate.is_some() {
+                if gathered.len() + lhs.rows.len() >= cap {
+                    return Err(Error::TooManyRows(cap));
+                }
                 gathered.push(out.clone());
             } else {
                 sink.row(&out)?;
@@ -591,7 +604,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             for _ in &p.vars {
                 rhs_binds.push(Bind::written("NULL", Value::NULL));
             }
-            let mut rhs = Gather::default();
+            let mut rhs = Gather::new(cap);
             Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
@@ -665,11 +678,21 @@ fn join_var(col: &Column, v: &Value) -> Bind {
     }
 }
 
-/// Gathers one side's rows (text cells) and columns.
-#[derive(Default)]
+/// Gathers one side's rows (text cells) and columns, at most `cap` rows.
 struct Gather {
     columns: Vec<Column>,
     rows: Vec<Vec<Value>>,
+    cap: usize,
+}
+
+impl Gather {
+    fn new(cap: usize) -> Self {
+        Gather {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            cap,
+        }
+    }
 }
 
 impl RowSink for Gather {
@@ -678,6 +701,9 @@ impl RowSink for Gather {
         Ok(())
     }
     fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        if self.rows.len() >= self.cap {
+            return Err(Error::TooManyRows(self.cap));
+        }
         self.rows.push(values.to_vec());
         Ok(())
     }

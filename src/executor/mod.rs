@@ -1361,6 +1361,10 @@ impl VCursor for Executor<'_> {
         self.ctx.gateway.health.fitness(alias) != crate::gateway::health::Fitness::Down
     }
 
+    fn max_memory_rows(&self) -> usize {
+        self.ctx.max_memory_rows
+    }
+
     fn set_last_insert_id(&mut self, id: u64) {
         self.state.last_insert_id = id;
     }
@@ -1888,6 +1892,14 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
 
     fn set_last_insert_id(&mut self, id: u64) {
         self.inner.set_last_insert_id(id)
+    }
+
+    fn max_memory_rows(&self) -> usize {
+        self.inner.max_memory_rows()
+    }
+
+    fn serving(&self, alias: &str) -> bool {
+        self.inner.serving(alias)
     }
 
     async fn execute_shard<S: RowSink + Send>(
