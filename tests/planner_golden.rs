@@ -79,6 +79,7 @@ const OWN: &[(&str, &str)] = &[
     ("cross-shard join, nested loop", "select u.name, e.extra from user u join user_extra e on e.col = u.col where u.id = 3"),
     ("cross-shard left join ordered and limited", "select u.id, e.extra from user u left join user_extra e on e.col = u.col order by u.id limit 10"),
     ("cross-shard join over both sides", "select u.id, e.x + u.x as s from user u join user_extra e on e.col = u.col"),
+    ("cross-shard join of every column", "select * from user u join user_extra e on e.col = u.col where u.id = 2"),
     ("cross-shard join with an aggregate", "select count(*) from user u join user_extra e on e.col = u.col"),
     ("cross-shard join, unqualified column", "select name from user u join user_extra e on e.col = u.col"),
     ("correlated subquery", "select u.id from user u where exists (select 1 from user_extra e where e.user_id = u.id)"),

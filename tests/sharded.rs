@@ -1975,6 +1975,11 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.id = -5", false),
         case("select jl.id, jn.memo from jl join jn on jn.id = jl.id", false),
         case("select jl.id, jn.memo from jl join jn on jn.id = jl.id where jl.id < 50 order by jl.id limit 10 for update", true),
+        // Each side's `*`.
+        case("select * from jl join jn on jn.id = jl.id where jl.id < 40 order by jl.id", true),
+        case("select jn.*, jl.qty from jl join jn on jn.id = jl.id where jl.id < 30 order by jl.id", true),
+        case("select * from jl left join jn on jn.id = jl.id where jl.id < 30 order by jl.id", true),
+        case("select jl.*, jn.memo from jl join jn on jn.id = jl.id where jl.id between 10 and 20 order by jl.id desc", true),
         // The gate's work over the joined rows.
         case("select count(*) from dt join jl on dt.k = jl.qty where dt.id < 200", false),
         case("select dt.k, count(*), sum(jl.qty), min(jl.note), max(dt.name) from dt join jl on dt.k = jl.qty where dt.id < 200 group by dt.k order by dt.k", true),
@@ -2039,7 +2044,7 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
             "select dt.id, jn.memo from dt left join jn on jn.id = dt.k where jn.memo = 'm1'",
             "WHERE condition",
         ),
-        ("select * from dt join jn on jn.id = dt.k", "'*'"),
+        ("select dt.*, dt.* from dt join jn on jn.id = dt.k", "'*'"),
     ] {
         let err = sg.query_drop(sql).await.unwrap_err();
         let mysql_async::Error::Server(e) = err else {

@@ -18,7 +18,7 @@ use mysql_common::value::Value;
 use std::borrow::Cow;
 
 use crate::error::Error;
-use crate::planner::join::JoinPlan;
+use crate::planner::join::{JoinColumn, JoinPlan};
 use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, Operand, Routing, SelectPlan};
 use crate::planner::{Plan, PlanError, Route, ShowPlan};
 use crate::sql::normalize::{substitute_binds, Bind};
@@ -579,9 +579,17 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             }
             left -= 1;
             out.clear();
-            for &(right, i) in &p.output {
-                let side = if right { r } else { row };
-                out.push(side.get(i).cloned().unwrap_or(Value::NULL));
+            for &c in &p.output {
+                match c {
+                    JoinColumn::One(right, i) => {
+                        let side = if right { r } else { row };
+                        out.push(side.get(i).cloned().unwrap_or(Value::NULL));
+                    }
+                    JoinColumn::Rest(right, from) => {
+                        let side = if right { r } else { row };
+                        out.extend(side.iter().skip(from).cloned());
+                    }
+                }
             }
             if p.gate.is_some() {
                 if gathered.len() + lhs.rows.len() >= cap {
@@ -626,17 +634,24 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
 
 /// The output's column definitions, taken from the sides' results.
 fn join_columns(p: &JoinPlan, lhs: &[Column], rhs: &[Column]) -> Result<Vec<Column>, Error> {
-    p.output
-        .iter()
-        .map(|&(right, i)| {
-            let side = if right { rhs } else { lhs };
-            side.get(i).cloned().ok_or_else(|| {
-                Error::Plan(PlanError::Unsupported(
-                    "cross-shard join: a side answered with fewer columns than planned".into(),
-                ))
-            })
-        })
-        .collect()
+    let mut cols = Vec::new();
+    for &c in &p.output {
+        match c {
+            JoinColumn::One(right, i) => {
+                let side = if right { rhs } else { lhs };
+                cols.push(side.get(i).cloned().ok_or_else(|| {
+                    Error::Plan(PlanError::Unsupported(
+                        "cross-shard join: a side answered with fewer columns than planned".into(),
+                    ))
+                })?);
+            }
+            JoinColumn::Rest(right, from) => {
+                let side = if right { rhs } else { lhs };
+                cols.extend(side.iter().skip(from).cloned());
+            }
+        }
+    }
+    Ok(cols)
 }
 
 /// A left row's cell as a bind for the right side: integers as numbers

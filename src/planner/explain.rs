@@ -169,7 +169,10 @@ impl Plan {
                 "operator": "Join",
                 "variant": if j.outer { "LeftJoin" } else { "Join" },
                 "vars": j.vars.iter().enumerate().map(|(i, c)| json!({format!(":v{}", j.first_var + i + 1): format!("lhs col{c}")})).collect::<Vec<_>>(),
-                "output": j.output.iter().map(|(r, i)| format!("{}{i}", if *r { "rhs col" } else { "lhs col" })).collect::<Vec<_>>(),
+                "output": j.output.iter().map(|c| match c {
+                        super::join::JoinColumn::One(r, i) => format!("{} col{i}", if *r { "rhs" } else { "lhs" }),
+                        super::join::JoinColumn::Rest(r, i) => format!("{} col{i}..", if *r { "rhs" } else { "lhs" }),
+                    }).collect::<Vec<_>>(),
                 "limit": j.limit.as_ref().map(operand),
                 "offset": j.offset.as_ref().map(operand),
                 "inputs": [select(&j.lhs), select(&j.rhs)],

@@ -46,8 +46,8 @@ pub struct JoinPlan {
     pub vars: Vec<usize>,
     /// How many binds the statement has: the first join variable's index.
     pub first_var: usize,
-    /// Each output column: from the right side (else the left), and which.
-    pub output: Vec<(bool, usize)>,
+    /// Where each output column comes from.
+    pub output: Vec<JoinColumn>,
     /// LEFT JOIN: a left row without right rows comes out once.
     pub outer: bool,
     /// LIMIT over the joined rows.
@@ -58,6 +58,17 @@ pub struct JoinPlan {
     /// horizon's items): grouping, aggregates, DISTINCT, an order the left
     /// side cannot give, and then the limit.
     pub gate: Option<Gate>,
+}
+
+/// Where output columns come from: the right side (else the left), and
+/// which of its columns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JoinColumn {
+    /// One column.
+    One(bool, usize),
+    /// The side's columns from this one on (its tables' `*`, which its
+    /// query selects last).
+    Rest(bool, usize),
 }
 
 fn refuse(why: impl std::fmt::Display) -> PlanError {
@@ -225,21 +236,62 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         (sel.projection.clone(), None)
     };
 
-    // The select list.
+    // The select list. A side's `*` goes last in its query, after its
+    // named columns (and, on the left, the columns the right binds).
     let (mut lhs_items, mut rhs_items, mut output) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stars: [Option<String>; 2] = [None, None];
+    let mut star = |right: bool, text: String, output: &mut Vec<JoinColumn>| {
+        let slot = &mut stars[usize::from(right)];
+        if slot.is_some() {
+            return Err(refuse("with more than one '*' per route"));
+        }
+        *slot = Some(text);
+        output.push(JoinColumn::Rest(right, usize::MAX));
+        Ok(())
+    };
     for item in &projection {
         let (e, alias) = match item {
             SelectItem::UnnamedExpr(e) => (e, None),
             SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
-            _ => return Err(refuse("with '*': name the columns")),
+            SelectItem::Wildcard(_) => {
+                // Every table, in FROM order: the left's, then the right's.
+                let first_right = sides.iter().position(|s| s.right).unwrap_or(sides.len());
+                if sides[first_right..].iter().any(|s| !s.right) {
+                    return Err(refuse(
+                        "with '*' over tables of the first route after the second's",
+                    ));
+                }
+                for right in [false, true] {
+                    let all: Vec<String> = sides
+                        .iter()
+                        .filter(|s| s.right == right)
+                        .map(|s| format!("{}.*", s.info.visible_name()))
+                        .collect();
+                    star(right, all.join(", "), &mut output)?;
+                }
+                continue;
+            }
+            SelectItem::QualifiedWildcard(
+                ast::SelectItemQualifiedWildcardKind::ObjectName(n),
+                _,
+            ) => {
+                let q = n.0.last().map(|p| p.to_string()).unwrap_or_default();
+                let q = q.trim_matches('`');
+                let Some((_, right)) = side_names.iter().find(|(name, _)| name == q) else {
+                    return Err(PlanError::Syntax(format!("Unknown table '{q}'")));
+                };
+                star(*right, item.to_string(), &mut output)?;
+                continue;
+            }
+            _ => return Err(refuse("with this select item")),
         };
         match reach(e, &side_names)? {
             (_, false) => {
-                output.push((false, lhs_items.len()));
+                output.push(JoinColumn::One(false, lhs_items.len()));
                 lhs_items.push(item.to_string());
             }
             (false, true) => {
-                output.push((true, rhs_items.len()));
+                output.push(JoinColumn::One(true, rhs_items.len()));
                 rhs_items.push(item.to_string());
             }
             (true, true) if left.is_some() => {
@@ -251,7 +303,7 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
                 let name = alias
                     .map(|a| a.value.clone())
                     .unwrap_or_else(|| e.to_string());
-                output.push((true, rhs_items.len()));
+                output.push(JoinColumn::One(true, rhs_items.len()));
                 rhs_items.push(format!("{} AS {}", vars.bind(e)?, quote_ident(&name)));
             }
         }
@@ -291,6 +343,16 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         .map(|i| lhs_items.len() + i)
         .collect();
     lhs_items.extend(vars.columns.iter().cloned());
+    // Each side's `*` starts after its named columns.
+    let starts = [lhs_items.len(), rhs_items.len()];
+    for o in &mut output {
+        if let JoinColumn::Rest(right, start) = o {
+            *start = starts[usize::from(*right)];
+        }
+    }
+    let [lhs_star, rhs_star] = stars;
+    lhs_items.extend(lhs_star);
+    rhs_items.extend(rhs_star);
     let side_sql = |right: bool, items: &[String], conds: &[String], order: &[String]| {
         let from: Vec<&str> = sides
             .iter()
