@@ -20,8 +20,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, visit_expressions, visit_expressions_mut, Expr, JoinConstraint, JoinOperator,
-    OrderByKind, SelectItem, SetExpr, TableFactor,
+    self, visit_expressions_mut, Expr, JoinConstraint, JoinOperator, OrderByKind, SelectItem,
+    SetExpr, TableFactor, Visit, Visitor,
 };
 
 use super::colocate::{equate, Sets};
@@ -101,9 +101,6 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
     });
     if sel.having.is_some() && !grouped && !aggregated {
         return Err(refuse("with HAVING without aggregates"));
-    }
-    if template.to_ascii_uppercase().matches("SELECT ").count() > 1 {
-        return Err(refuse("with subqueries"));
     }
     if sel.into.is_some() || q.fetch.is_some() || q.for_clause.is_some() {
         return Err(refuse("with INTO, FETCH or FOR"));
@@ -420,44 +417,106 @@ fn push_table(
 }
 
 /// Which sides an expression reads: (left, right). Every column must be
-/// qualified by a table of the FROM clause.
+/// qualified by a table of the FROM clause. Inside a subquery, the names
+/// its own FROM clauses give are its own; what it reads of the join's
+/// tables, by their qualified names, counts.
 fn reach(e: &Expr, names: &[(String, bool)]) -> Result<(bool, bool), PlanError> {
-    let (mut l, mut r) = (false, false);
-    let mut bad = None;
-    let _ = visit_expressions(e, |x| {
+    let mut r = Reach {
+        names,
+        inner: Vec::new(),
+        sides: (false, false),
+        bad: None,
+    };
+    let _ = e.visit(&mut r);
+    match r.bad {
+        Some(e) => Err(e),
+        None => Ok(r.sides),
+    }
+}
+
+/// [`reach`]'s walk: the table names of the subqueries it is inside.
+struct Reach<'a> {
+    names: &'a [(String, bool)],
+    inner: Vec<Vec<String>>,
+    sides: (bool, bool),
+    bad: Option<PlanError>,
+}
+
+impl Visitor for Reach<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        let mut own = Vec::new();
+        if let SetExpr::Select(s) = q.body.as_ref() {
+            for twj in &s.from {
+                for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation))
+                {
+                    match f {
+                        TableFactor::Table { name, alias, .. } => own.push(match alias {
+                            Some(a) => a.name.value.clone(),
+                            None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
+                        }),
+                        TableFactor::Derived { alias: Some(a), .. } => {
+                            own.push(a.name.value.clone())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.inner.push(own);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.inner.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, x: &Expr) -> ControlFlow<()> {
         match x {
-            Expr::Identifier(i) => {
-                bad = Some(refuse(format!(
+            // A subquery's unqualified names are its own tables' columns.
+            Expr::Identifier(i) if self.inner.is_empty() => {
+                self.bad = Some(refuse(format!(
                     "need each column qualified by its table: '{}'",
                     i.value
                 )));
                 return ControlFlow::Break(());
             }
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-                let q = &parts[parts.len() - 2].value;
-                match names.iter().find(|(n, _)| n == q) {
-                    Some((_, true)) => r = true,
-                    Some((_, false)) => l = true,
-                    None => {
-                        bad = Some(PlanError::Syntax(format!(
+                let q = parts[parts.len() - 2].value.trim_matches('`');
+                if self.inner.iter().any(|own| own.iter().any(|n| n == q)) {
+                    return ControlFlow::Continue(());
+                }
+                match self.names.iter().find(|(n, _)| n == q) {
+                    Some((_, true)) => self.sides.1 = true,
+                    Some((_, false)) => self.sides.0 = true,
+                    None if self.inner.is_empty() => {
+                        self.bad = Some(PlanError::Syntax(format!(
                             "Unknown column '{x}' in a cross-shard join"
                         )));
                         return ControlFlow::Break(());
                     }
+                    // A subquery's name of something else (a schema...).
+                    None => {}
                 }
-            }
-            Expr::Subquery(_) | Expr::Exists { .. } => {
-                bad = Some(refuse("with subqueries"));
-                return ControlFlow::Break(());
             }
             _ => {}
         }
         ControlFlow::Continue(())
-    });
-    match bad {
-        Some(e) => Err(e),
-        None => Ok((l, r)),
     }
+}
+
+/// Whether `e` holds a subquery.
+fn has_subquery(e: &Expr) -> bool {
+    struct Any;
+    impl Visitor for Any {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            ControlFlow::Break(())
+        }
+    }
+    e.visit(&mut Any).is_break()
 }
 
 /// The left columns the right side binds.
@@ -471,6 +530,9 @@ struct Vars<'a> {
 impl Vars<'_> {
     /// `e` as SQL for the right side: each left column a join variable.
     fn bind(&mut self, e: &Expr) -> Result<String, PlanError> {
+        if has_subquery(e) {
+            return Err(refuse("with a subquery over both sides"));
+        }
         let mut e = e.clone();
         let _ = visit_expressions_mut(&mut e, |x| {
             if let Expr::CompoundIdentifier(parts) = x {
