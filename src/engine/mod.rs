@@ -552,7 +552,13 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         }
         rhs_binds.truncate(p.first_var);
         for &c in &p.vars {
-            rhs_binds.push(join_var(&lhs.columns[c], &row[c]));
+            let (Some(col), Some(v)) = (lhs.columns.get(c), row.get(c)) else {
+                return Err(Error::Plan(PlanError::Unsupported(
+                    "cross-shard join: the left side answered with fewer columns than planned"
+                        .into(),
+                )));
+            };
+            rhs_binds.push(join_var(col, v));
         }
         let mut rhs = Gather::new(cap);
         Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
