@@ -69,6 +69,12 @@ pub enum Error {
     TransactionTimeout(std::time::Duration),
     /// The transaction was the youngest of a cycle of lock waits across
     /// shards and was rolled back (see [`crate::executor::deadlock`]).
+    /// A subquery used as one value returned more than one row.
+    #[error("Subquery returns more than 1 row")]
+    SubqueryRows,
+    /// A subquery used as values returned more than one column.
+    #[error("Operand should contain 1 column(s)")]
+    SubqueryColumns,
     /// A statement would hold more rows in memory than `--max_memory_rows`.
     #[error("in-memory row count exceeded allowed limit of {0}")]
     TooManyRows(usize),
@@ -215,6 +221,8 @@ impl Error {
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
             Error::TooManyRows(_) => MysqlError::new(1041, "HY000", self.to_string()),
+            Error::SubqueryRows => MysqlError::new(1242, "21000", self.to_string()),
+            Error::SubqueryColumns => MysqlError::new(1241, "21000", self.to_string()),
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.

@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use crate::error::Error;
 use crate::planner::join::{JoinColumn, JoinPlan};
+use crate::planner::pullout::{PulloutKind, PulloutPlan};
 use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, Operand, Routing, SelectPlan};
 use crate::planner::{Plan, PlanError, Route, ShowPlan};
 use crate::sql::normalize::{substitute_binds, Bind};
@@ -209,10 +210,26 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     match plan {
+        // A subquery that names another shard than the statement runs
+        // first after all.
+        Plan::Select(p) if !p.same_shard.is_empty() => match select_dispatch(p, binds, snap) {
+            Err(Error::Plan(refused @ PlanError::Unsupported(_))) => {
+                let ks = keyspace_of(snap, &p.keyspace)?;
+                let sqlparser::ast::Statement::Query(q) =
+                    crate::planner::sharded::parse(&p.original)?
+                else {
+                    return Err(Error::Plan(refused));
+                };
+                let pulled = crate::planner::pullout::plan(&q, ks, snap, refused)?;
+                Box::pin(exec_pullout(&pulled, binds, tablet_type, snap, vc, sink)).await
+            }
+            _ => exec_select(p, binds, tablet_type, snap, vc, sink).await,
+        },
         Plan::Select(p) => exec_select(p, binds, tablet_type, snap, vc, sink).await,
         Plan::Insert(p) => Box::pin(exec_insert(p, binds, snap, vc, sink)).await,
         Plan::Dml(p) => Box::pin(exec_dml(p, binds, snap, vc, sink)).await,
         Plan::Join(p) => Box::pin(exec_join(p, binds, tablet_type, snap, vc, sink)).await,
+        Plan::Pullout(p) => Box::pin(exec_pullout(p, binds, tablet_type, snap, vc, sink)).await,
         Plan::AllShards { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
             let queries = ks
@@ -390,6 +407,8 @@ pub fn whole_shard<'a>(
             Cow::Borrowed(r.shard.as_str()),
             r.tablet_type,
         )),
+        // Its subqueries' shards are checked by the engine.
+        Plan::Select(p) if !p.same_shard.is_empty() => None,
         Plan::Select(p) => match select_dispatch(p, binds, snap)? {
             Dispatch::Whole(shard) => Some((p.keyspace.as_str(), shard, tablet_type)),
             Dispatch::Split(_) => None,
@@ -636,6 +655,69 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         }
     }
     sink.end_rows(0)
+}
+
+/// Runs a statement's uncorrelated subqueries, puts their answers in it
+/// as values, then plans and runs it.
+async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
+    p: &PulloutPlan,
+    binds: &[Bind],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let cap = vc.max_memory_rows();
+    let mut outer = p.outer.clone();
+    // Last first: `:vSQ1` is a prefix of `:vSQ10`.
+    for (i, sub) in p.subqueries.iter().enumerate().rev() {
+        let mut rows = Gather::new(cap);
+        let sql = substitute_binds(&sub.sql, binds);
+        Box::pin(execute(&sub.plan, &sql, binds, tt, snap, vc, &mut rows)).await?;
+        let values = || -> Result<Vec<String>, Error> {
+            if rows.columns.len() != 1 {
+                return Err(Error::SubqueryColumns);
+            }
+            Ok(rows
+                .rows
+                .iter()
+                .map(|r| join_var(&rows.columns[0], &r[0]).text().into_owned())
+                .collect())
+        };
+        let tested = sub.tested.as_deref().unwrap_or("NULL");
+        let text = match sub.kind {
+            PulloutKind::In | PulloutKind::NotIn => {
+                let vals = values()?;
+                let not = if sub.kind == PulloutKind::NotIn {
+                    "NOT "
+                } else {
+                    ""
+                };
+                match (vals.is_empty(), sub.kind) {
+                    (true, PulloutKind::In) => "0".to_string(),
+                    (true, _) => "1".to_string(),
+                    (false, _) => format!("({tested}) {not}IN ({})", vals.join(", ")),
+                }
+            }
+            PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
+            PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
+            PulloutKind::Value => {
+                let vals = values()?;
+                match vals.as_slice() {
+                    [] => "NULL".to_string(),
+                    [one] => one.clone(),
+                    _ => return Err(Error::SubqueryRows),
+                }
+            }
+        };
+        outer = outer.replace(&crate::planner::pullout::marker(i), &text);
+    }
+    // The statement, with its own values and the subqueries', planned anew.
+    let sql = substitute_binds(&outer, binds);
+    let n = crate::sql::normalize::normalize(&sql, &[], false);
+    let ks = keyspace_of(snap, &p.keyspace)?;
+    let plan = crate::planner::sharded::plan(&n.template, ks, snap)?;
+    Box::pin(execute(&plan, &sql, &n.binds, tt, snap, vc, sink)).await
 }
 
 /// The output's column definitions, taken from the sides' results.

@@ -164,6 +164,16 @@ impl Plan {
                 },
             }),
             Plan::Select(p) => select(p),
+            Plan::Pullout(p) => json!({
+                "operator": "UncorrelatedSubquery",
+                "keyspace": p.keyspace,
+                "subqueries": p.subqueries.iter().map(|s| json!({
+                    "kind": format!("{:?}", s.kind),
+                    "tested": s.tested,
+                    "plan": s.plan.describe(),
+                })).collect::<Vec<_>>(),
+                "query": p.outer,
+            }),
             Plan::Join(j) => {
                 let mut v = json!({
                 "operator": "Join",

@@ -434,6 +434,22 @@ fn reach(e: &Expr, names: &[(String, bool)]) -> Result<(bool, bool), PlanError> 
     }
 }
 
+/// Whether query `q` reads a column of the tables `names` (by a qualified
+/// name its own FROM clauses do not shadow): whether it is correlated.
+pub(super) fn reads_outer(q: &ast::Query, names: &[(String, bool)]) -> Result<bool, PlanError> {
+    let mut r = Reach {
+        names,
+        inner: Vec::new(),
+        sides: (false, false),
+        bad: None,
+    };
+    let _ = q.visit(&mut r);
+    match r.bad {
+        Some(e) => Err(e),
+        None => Ok(r.sides.0 || r.sides.1),
+    }
+}
+
 /// [`reach`]'s walk: the table names of the subqueries it is inside.
 struct Reach<'a> {
     names: &'a [(String, bool)],
@@ -508,7 +524,7 @@ impl Visitor for Reach<'_> {
 }
 
 /// Whether `e` holds a subquery.
-fn has_subquery(e: &Expr) -> bool {
+pub(super) fn has_subquery(e: &Expr) -> bool {
     struct Any;
     impl Visitor for Any {
         type Break = ();

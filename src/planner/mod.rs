@@ -5,6 +5,7 @@ pub mod cache;
 mod colocate;
 pub mod explain;
 pub mod join;
+pub mod pullout;
 pub mod sharded;
 
 use crate::sql::{QueryKind, Statement, TabletType, Target};
@@ -51,6 +52,8 @@ pub enum Plan {
     Dml(Box<sharded::DmlPlan>),
     /// A SELECT joining tables on different routes: a nested loop.
     Join(Box<join::JoinPlan>),
+    /// A SELECT whose uncorrelated subqueries run first.
+    Pullout(Box<pullout::PulloutPlan>),
     /// The same statement on every shard (DDL).
     AllShards {
         /// Keyspace.

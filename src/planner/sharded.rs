@@ -576,6 +576,15 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => Ok(super::Plan::Join(
                 Box::new(super::join::plan(template, q, ks)?),
             )),
+            // Subqueries that read nothing of the statement: first.
+            Err(e @ PlanError::Unsupported(_))
+                if e.to_string()
+                    .contains("subqueries that do not go to one shard") =>
+            {
+                Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
+                    q, ks, snap, e,
+                )?)))
+            }
             Err(e) => Err(e),
         },
         Statement::Insert(ins) => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),

@@ -638,7 +638,7 @@ impl Session {
         // Sharded plans carry their statement text with the binds; the rest
         // run the text with the values filled in.
         let text = match &*plan {
-            Plan::Select(_) | Plan::Insert(_) | Plan::Dml(_) | Plan::Join(_) => {
+            Plan::Select(_) | Plan::Insert(_) | Plan::Dml(_) | Plan::Join(_) | Plan::Pullout(_) => {
                 std::borrow::Cow::Borrowed(stmt_sql)
             }
             _ => std::borrow::Cow::Owned(sql::substitute_params(
