@@ -1939,6 +1939,16 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
         case("select id, k from dt where k = 3 union all select id, qty from jl where qty = 3", false),
         case("(select id from dt where k = 1) union all (select id from jl where qty = 1) union all select id from jn where memo = 'm2' and id < 90", false),
         case("select dt.id, jl.id from dt join jl on jl.dt_id = dt.id where dt.k = 2 union all select id, id from jn where id < 20", false),
+        // The gate's DISTINCT, ORDER BY and LIMIT over every shard's rows.
+        case("select id from dt where k = 3 union select id from jl where qty = 3", false),
+        case("select id from dt where k = 3 union all select id from jl where qty = 3 order by 1 desc limit 5", true),
+        case("select id, name from dt where k = 2 union select id, note from jl where qty = 2 order by id, name limit 10", true),
+        case("select k from dt where id < 100 union select qty from jl where id < 100 union select id from jn where id < 5 order by k", true),
+        Case {
+            sql: "select name from dt where k = 5 union select note from jl where qty = 5 order by name desc limit 7".into(),
+            ordered: true,
+            fold_case: true,
+        },
     ];
     for c in &cases {
         compare(sg, oracle, c).await;
@@ -1952,16 +1962,11 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
             "another shard",
         ),
         (
-            "select id from dt where k = 3 union select id from jl where qty = 3".to_string(),
-            "UNION across shards",
-        ),
-        (
             "select label from jref union all select name from dt where id < 10".to_string(),
             "UNION across shards",
         ),
         (
-            "select id from dt where k = 3 union all select id from jl order by 1 limit 5"
-                .to_string(),
+            "select id from dt where k = 3 union all select id from jl where qty = 3 union select id from jn".to_string(),
             "UNION across shards",
         ),
     ] {

@@ -242,8 +242,23 @@ fn derived(
     alias: &ast::TableAlias,
 ) -> Result<(TableInfo, Option<DerivedRoute>), PlanError> {
     let refuse = || unsupported("derived tables across shards");
+    let name = alias.name.value.clone();
     let ast::SetExpr::Select(s) = q.body.as_ref() else {
-        return Err(refuse());
+        // A UNION: as its parts route it.
+        let u = union(ks, q).map_err(|_| refuse())?;
+        let route = |row_preserving| DerivedRoute {
+            routing: u.routing.clone(),
+            row_preserving,
+            same_shard: u.same_shard.clone(),
+        };
+        return match &u.routing {
+            Routing::Any => Ok((TableInfo::derived(name, true, None), None)),
+            Routing::Scatter => Ok((TableInfo::derived(name, false, None), Some(route(true)))),
+            Routing::Equal { .. } => {
+                Ok((TableInfo::derived(name, false, None), Some(route(false))))
+            }
+            _ => Err(refuse()),
+        };
     };
     if q.with.is_some() || s.from.is_empty() {
         return Err(refuse());
@@ -251,7 +266,6 @@ fn derived(
     let mut inner = route(ks, &s.from, s.selection.as_ref())?;
     let mut pins = subqueries(ks, q, &inner.tables, &mut inner.routing)?;
     pins.append(&mut inner.same_shard);
-    let name = alias.name.value.clone();
     if inner.routing == Routing::Any {
         return Ok((TableInfo::derived(name, true, None), None));
     }
@@ -364,6 +378,102 @@ pub(super) fn union(ks: &Keyspace, q: &ast::Query) -> Result<UnionRoute, PlanErr
         });
     }
     Err(refuse(""))
+}
+
+/// A UNION that no one route answers whole, as a query over a derived
+/// table its shards can answer: `SELECT [DISTINCT] c1 AS name1, ... FROM
+/// (first part with its columns named c1.. UNION ALL the others) AS
+/// dt_union`, then the UNION's ORDER BY and LIMIT. Each shard returns its
+/// own rows of every part; the gate dedupes (a UNION's DISTINCT, by
+/// collation), sorts and limits them as for any scatter. None when the
+/// parts mix UNION and UNION ALL, or show `*` (their names unknown).
+pub(super) fn union_as_derived(q: &ast::Query) -> Option<String> {
+    if q.with.is_some() || !q.locks.is_empty() {
+        return None;
+    }
+    let mut inner = (*q.body).clone();
+    let mut quantifiers = Vec::new();
+    all_unions(&mut inner, &mut quantifiers);
+    let distinct = match quantifiers.first()? {
+        ast::SetQuantifier::All => false,
+        ast::SetQuantifier::Distinct | ast::SetQuantifier::None => true,
+        _ => return None,
+    };
+    if quantifiers
+        .iter()
+        .any(|q| matches!(q, ast::SetQuantifier::All) == distinct)
+    {
+        return None;
+    }
+    let first = first_select(&mut inner)?;
+    let mut names = Vec::new();
+    for (i, item) in first.projection.iter_mut().enumerate() {
+        let (expr, name) = match item {
+            ast::SelectItem::UnnamedExpr(e) => {
+                let name = match &*e {
+                    Expr::Identifier(id) => id.value.clone(),
+                    Expr::CompoundIdentifier(parts) => parts.last()?.value.clone(),
+                    other => other.to_string(),
+                };
+                (e.clone(), name)
+            }
+            ast::SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), alias.value.clone()),
+            _ => return None,
+        };
+        *item = ast::SelectItem::ExprWithAlias {
+            expr,
+            alias: ast::Ident::new(format!("c{}", i + 1)),
+        };
+        names.push(name);
+    }
+    let columns: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("c{} AS `{}`", i + 1, n.replace('`', "``")))
+        .collect();
+    let order = q
+        .order_by
+        .as_ref()
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    let limit = q
+        .limit_clause
+        .as_ref()
+        .map(|l| format!("{l}"))
+        .unwrap_or_default();
+    Some(format!(
+        "SELECT {}{} FROM ({inner}) AS dt_union{order}{limit}",
+        if distinct { "DISTINCT " } else { "" },
+        columns.join(", ")
+    ))
+}
+
+/// Makes every UNION of a chain a UNION ALL, noting what each was.
+fn all_unions(e: &mut ast::SetExpr, quantifiers: &mut Vec<ast::SetQuantifier>) {
+    if let ast::SetExpr::SetOperation {
+        op: ast::SetOperator::Union,
+        set_quantifier,
+        left,
+        right,
+    } = e
+    {
+        quantifiers.push(*set_quantifier);
+        *set_quantifier = ast::SetQuantifier::All;
+        all_unions(left, quantifiers);
+        all_unions(right, quantifiers);
+    }
+}
+
+/// The first SELECT of a chain of UNIONs.
+fn first_select(e: &mut ast::SetExpr) -> Option<&mut ast::Select> {
+    match e {
+        ast::SetExpr::Select(s) => Some(s),
+        ast::SetExpr::SetOperation { left, .. } => first_select(left),
+        ast::SetExpr::Query(q) if q.order_by.is_none() && q.limit_clause.is_none() => {
+            first_select(&mut q.body)
+        }
+        _ => None,
+    }
 }
 
 /// The SELECTs of a chain of UNIONs, each with the parenthesized query it

@@ -1175,7 +1175,19 @@ pub(super) fn plan_select(
         SetExpr::Select(sel) => sel,
         // A UNION goes whole, where its parts allow.
         _ => {
-            let u = super::colocate::union(ks, q)?;
+            let u = match super::colocate::union(ks, q) {
+                Ok(u) => u,
+                // Else as a query over the union as a derived table.
+                Err(refused) => {
+                    let Some(sql) = super::colocate::union_as_derived(q) else {
+                        return Err(refused);
+                    };
+                    let Statement::Query(dq) = parse(&sql)? else {
+                        return Err(refused);
+                    };
+                    return plan_select(&sql, &dq, ks).map_err(|_| refused);
+                }
+            };
             return Ok(SelectPlan {
                 keyspace: ks.name.clone(),
                 routing: u.routing,
