@@ -85,6 +85,7 @@ const OWN: &[(&str, &str)] = &[
     ("correlated subquery", "select u.id from user u where exists (select 1 from user_extra e where e.user_id = u.id)"),
     ("uncorrelated subquery under one shard", "select id from user where id = 1 and col in (select col from user_extra)"),
     ("derived table, one shard", "select t.n from (select count(*) n from user where id = 4) t"),
+    ("with, inlined", "with t as (select id, col from user where name = 'a') select t.col, count(*) from t group by t.col"),
     ("scatter for update", "select id from user where name = 'x' for update"),
     ("multi-table delete, colocated", "delete e from user u join user_extra e on e.user_id = u.id where u.name = 'x'"),
     ("union on one shard", "select id from user where id = 1 union select user_id from user_extra where user_id = 1"),

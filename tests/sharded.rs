@@ -2106,6 +2106,11 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
         case(format!("select m.n, dt.name from (select max(qty) n from jl where dt_id = {x}) m join dt where dt.id = {x}"), false),
         case(format!("select (select name from dt where id = {x})"), false),
         case(format!("select exists(select 1 from jl where dt_id = {x}), (select count(*) from jref)"), false),
+        // A WITH's queries are derived tables where they are named.
+        case(format!("with t as (select id, name from dt where id = {x}) select t.id, t.name from t"), false),
+        case("with big as (select id, k from dt where k > 5) select big.k, count(*) from big group by big.k order by big.k", true),
+        case("with a as (select id from dt where k = 1), b as (select a.id from a where a.id < 1500) select count(*) from b", false),
+        case("with t as (select dt_id, qty from jl) select t.dt_id, t.qty from t join dt on dt.id = t.dt_id where dt.k = 4 order by t.dt_id, t.qty", true),
     ];
     for c in &cases {
         compare(sg, oracle, c).await;
@@ -2131,6 +2136,14 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
         (
             "select count(*) from (select id as a from dt) t join jl on jl.id = t.a".to_string(),
             "cross-shard joins",
+        ),
+        (
+            "with recursive r as (select 1 as n union all select n + 1 from r where n < 3) select * from r".to_string(),
+            "WITH across shards",
+        ),
+        (
+            "with c(a) as (select id from dt) select count(*) from c".to_string(),
+            "WITH across shards",
         ),
     ] {
         let err = sg.query_drop(&sql).await.unwrap_err();

@@ -3,6 +3,7 @@
 
 pub mod cache;
 mod colocate;
+mod cte;
 pub mod explain;
 pub mod join;
 pub mod pullout;

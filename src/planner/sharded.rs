@@ -1171,6 +1171,14 @@ pub(super) fn plan_select(
     q: &ast::Query,
     ks: &Keyspace,
 ) -> Result<SelectPlan, PlanError> {
+    // A WITH's queries are derived tables where its FROM clauses name them.
+    if q.with.is_some() {
+        let Some(inlined) = super::cte::inline(q) else {
+            return Err(unsupported("WITH across shards"));
+        };
+        let sql = inlined.to_string();
+        return plan_select(&sql, &inlined, ks);
+    }
     let sel = match q.body.as_ref() {
         SetExpr::Select(sel) => sel,
         // A UNION goes whole, where its parts allow.
@@ -1199,9 +1207,6 @@ pub(super) fn plan_select(
             });
         }
     };
-    if q.with.is_some() {
-        return Err(unsupported("WITH across shards"));
-    }
     let no_table = sel.from.is_empty()
         || matches!(&sel.from[..], [f] if f.joins.is_empty()
             && matches!(&f.relation, TableFactor::Table { name, .. } if name.to_string().eq_ignore_ascii_case("dual")));
