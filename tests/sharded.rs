@@ -1927,6 +1927,32 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
     derived_tables(sg, oracle, x, z).await;
     nested_loop_joins(sg, oracle, x).await;
     unions(sg, oracle, x, y, z).await;
+    // The gate's results carry MySQL's column names.
+    for sql in [
+        "select dt.k, count(*) from dt group by dt.k",
+        "select t.k, max(t.name) m from (select k, name from dt) t group by t.k",
+        "select id, k from dt where k = 3 union select id, qty from jl where qty = 3",
+        "select jl.id, jn.memo, jl.qty + 1 from jl join jn on jn.id = jl.id where jl.id < 5",
+        "select jl.qty, count(jn.memo) from jl join jn on jn.id = jl.id where jl.id < 50 group by jl.qty",
+    ] {
+        assert_eq!(
+            column_names(sg, sql).await,
+            column_names(oracle, sql).await,
+            "{sql}"
+        );
+    }
+}
+
+/// The names of the columns `sql` returns.
+async fn column_names(conn: &mut Conn, sql: &str) -> Vec<String> {
+    let mut result = conn.query_iter(sql).await.unwrap();
+    let names = result
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into_owned())
+        .collect();
+    result.drop_result().await.unwrap();
+    names
 }
 
 /// A UNION goes whole where its parts share a route: one shard they all

@@ -409,14 +409,7 @@ pub(super) fn union_as_derived(q: &ast::Query) -> Option<String> {
     let mut names = Vec::new();
     for (i, item) in first.projection.iter_mut().enumerate() {
         let (expr, name) = match item {
-            ast::SelectItem::UnnamedExpr(e) => {
-                let name = match &*e {
-                    Expr::Identifier(id) => id.value.clone(),
-                    Expr::CompoundIdentifier(parts) => parts.last()?.value.clone(),
-                    other => other.to_string(),
-                };
-                (e.clone(), name)
-            }
+            ast::SelectItem::UnnamedExpr(e) => (e.clone(), super::sharded::column_name(e)),
             ast::SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), alias.value.clone()),
             _ => return None,
         };

@@ -1317,6 +1317,18 @@ pub(super) struct Horizon {
     push_limit: bool,
 }
 
+/// The name MySQL gives an unaliased select item: a column's own name
+/// (`t.col` is `col`), else the expression's text.
+pub(super) fn column_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(id) => id.value.clone(),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map(|p| p.value.clone()).unwrap_or_default()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Plans the horizon of `sel` over `tables`. `row_level`: the items are
 /// computed per row, not per shard (a nested-loop join's rows): an
 /// aggregate's part is the row's own value (1 for COUNT(*)), and the gate
@@ -1502,7 +1514,7 @@ pub(super) fn horizon(
     let mut aliases: Vec<(String, GateExpr)> = Vec::new();
     for p in &sel.projection {
         let (e, name) = match p {
-            SelectItem::UnnamedExpr(e) => (e, e.to_string()),
+            SelectItem::UnnamedExpr(e) => (e, column_name(e)),
             SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
             _ => return Err(unsupported("'*' with aggregates across shards")),
         };
