@@ -1945,7 +1945,7 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
 
 /// The names of the columns `sql` returns.
 async fn column_names(conn: &mut Conn, sql: &str) -> Vec<String> {
-    let mut result = conn.query_iter(sql).await.unwrap();
+    let result = conn.query_iter(sql).await.unwrap();
     let names = result
         .columns_ref()
         .iter()
