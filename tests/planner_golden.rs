@@ -241,23 +241,13 @@ fn golden_plans() {
 #[test]
 fn route_agreement_with_vitess() {
     let snap = snapshot();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/compat/vitess_planner_cases.jsonl"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
     let (mut same, mut total) = (0, 0);
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for v in vitess_cases() {
         if !FILES.contains(&v["file"].as_str().unwrap_or("")) {
             continue;
         }
         let want = v["vitess"]["variant"].as_str().unwrap_or("");
-        let tables_user_only = v["vitess"]["tables"].as_array().is_some_and(|t| {
-            !t.is_empty()
-                && t.iter()
-                    .all(|t| t.as_str().is_some_and(|s| s.starts_with("user.")))
-        });
+        let tables_user_only = user_tables_only(&v);
         let routed = match v["vitess"]["type"].as_str() {
             Some("Passthrough" | "Scatter") => true,
             // A Between route reaches a subset of shards.
@@ -290,20 +280,9 @@ fn route_agreement_with_vitess() {
 #[test]
 fn join_agreement_with_vitess() {
     let snap = snapshot();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/compat/vitess_planner_cases.jsonl"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
     let (mut same, mut total) = (0, 0);
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let user_only = v["vitess"]["tables"].as_array().is_some_and(|t| {
-            !t.is_empty()
-                && t.iter()
-                    .all(|t| t.as_str().is_some_and(|s| s.starts_with("user.")))
-        });
-        if v["vitess"]["type"] != "Join" || !user_only {
+    for v in vitess_cases() {
+        if v["vitess"]["type"] != "Join" || !user_tables_only(&v) {
             continue;
         }
         total += 1;
@@ -317,4 +296,26 @@ fn join_agreement_with_vitess() {
     eprintln!("nested-loop joins as Vitess: {same}/{total}");
     assert!(total > 30, "{total}");
     assert!(same * 10 >= total * 3, "only {same}/{total} agree");
+}
+
+/// Vitess's planner cases, as ../shared/compat holds them.
+fn vitess_cases() -> Vec<serde_json::Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/compat/vitess_planner_cases.jsonl"
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whether Vitess's plan of a case reads tables of `user` only.
+fn user_tables_only(v: &serde_json::Value) -> bool {
+    v["vitess"]["tables"].as_array().is_some_and(|t| {
+        !t.is_empty()
+            && t.iter()
+                .all(|t| t.as_str().is_some_and(|s| s.starts_with("user.")))
+    })
 }

@@ -1751,18 +1751,14 @@ async fn colocated_joins(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng, max_id: 
         let plan: Vec<(String,)> = sg.query(format!("vexplain plan {sql}")).await.unwrap();
         assert!(plan[0].0.contains("\"Join\""), "{sql}: {}", plan[0].0);
     }
-    for sql in ["select count(*) from (select id as a from dt) t join jl on jl.id = t.a"] {
-        let err = sg.query_drop(sql).await.unwrap_err();
-        let mysql_async::Error::Server(e) = err else {
-            panic!("{sql}: {err:?}")
-        };
-        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
-        assert!(
-            e.message.contains("cross-shard joins"),
-            "{sql}: {}",
-            e.message
-        );
-    }
+    refused(
+        sg,
+        "select count(*) from (select id as a from dt) t join jl on jl.id = t.a",
+        1235,
+        &["cross-shard joins"],
+        false,
+    )
+    .await;
     let one: i64 = sg.query_first("select 1").await.unwrap().unwrap();
     assert_eq!(one, 1);
     merged_subqueries(sg, oracle, r).await;
@@ -1825,12 +1821,7 @@ async fn colocated_updates_and_deletes(
             "multi-table DELETE across shards",
         ),
     ] {
-        let err = sg.query_drop(sql).await.unwrap_err();
-        let mysql_async::Error::Server(e) = err else {
-            panic!("{sql}: {err:?}")
-        };
-        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
-        assert!(e.message.contains(why), "{sql}: {}", e.message);
+        refused(sg, sql, 1235, &[why], false).await;
     }
 }
 
@@ -1911,18 +1902,7 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
             "1 column",
         ),
     ] {
-        for prepared in [false, true] {
-            let err = if prepared {
-                sg.exec_drop(sql, ()).await.unwrap_err()
-            } else {
-                sg.query_drop(sql).await.unwrap_err()
-            };
-            let mysql_async::Error::Server(e) = err else {
-                panic!("{sql}: {err:?}")
-            };
-            assert_eq!(e.code, code, "{sql}: {}", e.message);
-            assert!(e.message.contains(why), "{sql}: {}", e.message);
-        }
+        refused(sg, sql, code, &[why], true).await;
     }
     derived_tables(sg, oracle, x, z).await;
     nested_loop_joins(sg, oracle, x).await;
@@ -1996,12 +1976,7 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
             "UNION across shards",
         ),
     ] {
-        let err = sg.query_drop(&sql).await.unwrap_err();
-        let mysql_async::Error::Server(e) = err else {
-            panic!("{sql}: {err:?}")
-        };
-        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
-        assert!(e.message.contains(why), "{sql}: {}", e.message);
+        refused(sg, &sql, 1235, &[why], false).await;
     }
 }
 
@@ -2103,17 +2078,7 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
             "both sides",
         ),
     ] {
-        let err = sg.query_drop(sql).await.unwrap_err();
-        let mysql_async::Error::Server(e) = err else {
-            panic!("{sql}: {err:?}")
-        };
-        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
-        assert!(
-            e.message.contains("cross-shard joins"),
-            "{sql}: {}",
-            e.message
-        );
-        assert!(e.message.contains(why), "{sql}: {}", e.message);
+        refused(sg, sql, 1235, &["cross-shard joins", why], false).await;
     }
 }
 
@@ -2172,12 +2137,26 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
             "WITH across shards",
         ),
     ] {
-        let err = sg.query_drop(&sql).await.unwrap_err();
+        refused(sg, &sql, 1235, &[why], false).await;
+    }
+}
+
+/// Asserts that `sql` fails with MySQL error `code`, its message holding
+/// each of `why`, as text and (with `prepared`) as a prepared statement.
+async fn refused(sg: &mut Conn, sql: &str, code: u16, why: &[&str], prepared: bool) {
+    for prepared in [false, true].into_iter().take(1 + usize::from(prepared)) {
+        let err = if prepared {
+            sg.exec_drop(sql, ()).await.unwrap_err()
+        } else {
+            sg.query_drop(sql).await.unwrap_err()
+        };
         let mysql_async::Error::Server(e) = err else {
             panic!("{sql}: {err:?}")
         };
-        assert_eq!(e.code, 1235, "{sql}: {}", e.message);
-        assert!(e.message.contains(why), "{sql}: {}", e.message);
+        assert_eq!(e.code, code, "{sql}: {}", e.message);
+        for w in why {
+            assert!(e.message.contains(w), "{sql}: {}", e.message);
+        }
     }
 }
 

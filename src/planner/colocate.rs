@@ -590,17 +590,24 @@ fn equate_constraint(
     }
 }
 
+/// The two sides of each `=` among the conjuncts of `e`.
+fn equalities(e: &Expr) -> Vec<(&Expr, &Expr)> {
+    conjuncts(e)
+        .into_iter()
+        .filter_map(|c| match c {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => Some((left.as_ref(), right.as_ref())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Equates the tables whose vindex columns a conjunct of `e` compares.
 pub(super) fn equate(e: &Expr, tables: &[TableInfo], same: &mut Sets) {
-    for c in conjuncts(e) {
-        let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } = c
-        else {
-            continue;
-        };
+    for (left, right) in equalities(e) {
         for (i, a) in tables.iter().enumerate() {
             for (j, b) in tables.iter().enumerate() {
                 let (Some((ac, af)), Some((bc, bf))) = (&a.vindex, &b.vindex) else {
@@ -722,15 +729,7 @@ fn correlated(scope: &[TableInfo], inner: &[TableInfo], selection: Option<&Expr>
         },
         _ => false,
     };
-    conjuncts(sel).into_iter().any(|c| {
-        let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } = c
-        else {
-            return false;
-        };
+    equalities(sel).into_iter().any(|(left, right)| {
         inner.iter().any(|i| {
             scope.iter().any(|o| {
                 let (Some((ic, ifn)), Some((oc, ofn))) = (&i.vindex, &o.vindex) else {
