@@ -668,9 +668,8 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     let cap = vc.max_memory_rows();
-    let mut outer = p.outer.clone();
-    // Last first: `:vSQ1` is a prefix of `:vSQ10`.
-    for (i, sub) in p.subqueries.iter().enumerate().rev() {
+    let mut texts = vec![String::new(); p.subqueries.len()];
+    for (i, sub) in p.subqueries.iter().enumerate() {
         let mut rows = Gather::new(cap);
         let sql = substitute_binds(&sub.sql, binds);
         Box::pin(execute(&sub.plan, &sql, binds, tt, snap, vc, &mut rows)).await?;
@@ -710,9 +709,10 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
                 }
             }
         };
-        outer = outer.replace(&crate::planner::pullout::marker(i), &text);
+        texts[i] = text;
     }
     // The statement, with its own values and the subqueries', planned anew.
+    let outer = crate::planner::pullout::fill(&p.outer, &texts);
     let sql = substitute_binds(&outer, binds);
     let n = crate::sql::normalize::normalize(&sql, &[], false);
     let ks = keyspace_of(snap, &p.keyspace)?;

@@ -62,6 +62,29 @@ pub fn marker(i: usize) -> String {
     format!(":vSQ{}", i + 1)
 }
 
+/// `outer` with each marker replaced by its subquery's text, in one pass
+/// (a value that reads like a marker stays as it is).
+pub fn fill(outer: &str, texts: &[String]) -> String {
+    let mut out = String::with_capacity(outer.len());
+    let mut rest = outer;
+    while let Some(at) = rest.find(":vSQ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 4..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| texts.get(n.checked_sub(1)?))
+        {
+            Some(t) => out.push_str(t),
+            None => out.push_str(&rest[at..at + 4 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Plans `q`, whose subqueries did not all merge into its route, with its
 /// uncorrelated ones pulled out. Fails (with `refused`) when none can be,
 /// and with the outer statement's own refusal when what is left cannot
@@ -101,10 +124,7 @@ pub fn plan(
     }
     let outer = outer.to_string();
     // What is left must plan with any values in place of the markers.
-    let mut probe = outer.clone();
-    for i in (0..pulled.len()).rev() {
-        probe = probe.replace(&marker(i), "1");
-    }
+    let probe = fill(&outer, &vec!["1".to_string(); pulled.len()]);
     plan_sharded(&probe, ks, snap)?;
     let subqueries = pulled
         .into_iter()
@@ -193,5 +213,23 @@ fn pull(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_fill_in_one_pass() {
+        let texts = vec!["(a) IN ('x:vSQ2')".to_string(), "0".to_string()];
+        assert_eq!(
+            fill("select 1 from t where :vSQ1 and :vSQ2 and b = :v1", &texts),
+            "select 1 from t where (a) IN ('x:vSQ2') and 0 and b = :v1"
+        );
+        // Ten and more are their own markers, not the first's with a digit.
+        let many: Vec<String> = (1..=11).map(|i| format!("<{i}>")).collect();
+        assert_eq!(fill(":vSQ1 :vSQ10 :vSQ11", &many), "<1> <10> <11>");
+        assert_eq!(fill(":vSQ12 :vSQ", &many), ":vSQ12 :vSQ");
     }
 }
