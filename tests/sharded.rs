@@ -1907,6 +1907,38 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
     derived_tables(sg, oracle, x, z).await;
     nested_loop_joins(sg, oracle, x).await;
     unions(sg, oracle, x, y, z).await;
+    // Prepared, with parameters: each plan's values come from them.
+    for (sql, params) in [
+        (
+            "select jl.id, jn.memo from jl join jn on jn.id = jl.id where jl.qty = ? and jl.id < ? order by jl.id",
+            vec![Value::Int(5), Value::Int(300)],
+        ),
+        (
+            "select dt.k, count(*) from dt join jl on dt.k = jl.qty where dt.id < ? group by dt.k order by dt.k",
+            vec![Value::Int(150)],
+        ),
+        (
+            "select id from dt where k in (select qty from jl where note = ?) and id < ? order by id",
+            vec![Value::Bytes(b"n3".to_vec()), Value::Int(400)],
+        ),
+        (
+            "select id from dt where k = ? union select id from jl where qty = ? order by id limit 9",
+            vec![Value::Int(2), Value::Int(2)],
+        ),
+        (
+            "with t as (select id, k from dt where k = ?) select count(*), max(t.id) from t",
+            vec![Value::Int(-3)],
+        ),
+    ] {
+        let got: Vec<mysql_async::Row> = sg.exec(sql, params.clone()).await.unwrap();
+        let want: Vec<mysql_async::Row> = oracle.exec(sql, params).await.unwrap();
+        let cells = |rows: Vec<mysql_async::Row>| -> Vec<Vec<String>> {
+            rows.into_iter()
+                .map(|r| r.unwrap().into_iter().map(|v| v.as_sql(true)).collect())
+                .collect()
+        };
+        assert_eq!(cells(got), cells(want), "{sql}");
+    }
     // The gate's results carry MySQL's column names.
     for sql in [
         "select dt.k, count(*) from dt group by dt.k",
