@@ -220,7 +220,10 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                 else {
                     return Err(Error::Plan(refused));
                 };
-                let pulled = crate::planner::pullout::plan(&q, ks, snap, refused)?;
+                let pulled =
+                    crate::planner::pullout::plan(&q, ks, snap, refused).or_else(|refused| {
+                        crate::planner::pullout::plan_derived(&q, ks, snap, refused)
+                    })?;
                 Box::pin(exec_pullout(&pulled, binds, tablet_type, snap, vc, sink)).await
             }
             _ => exec_select(p, binds, tablet_type, snap, vc, sink).await,
@@ -700,6 +703,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             }
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
             PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
+            PulloutKind::Table => constants(&rows.columns, &rows.rows),
             PulloutKind::Value => {
                 let vals = values()?;
                 match vals.as_slice() {
@@ -718,6 +722,37 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     let ks = keyspace_of(snap, &p.keyspace)?;
     let plan = crate::planner::sharded::plan(&n.template, ks, snap)?;
     Box::pin(execute(&plan, &sql, &n.binds, tt, snap, vc, sink)).await
+}
+
+/// A derived table's rows as a query of constants under its columns'
+/// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL SELECT 2, 'y')`, or
+/// none (`LIMIT 0`).
+fn constants(cols: &[Column], rows: &[Vec<Value>]) -> String {
+    let cell = |i: usize, r: &[Value]| match (cols.get(i), r.get(i)) {
+        (Some(c), Some(v)) => join_var(c, v).text().into_owned(),
+        _ => "NULL".to_string(),
+    };
+    let named: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let v = rows
+                .first()
+                .map_or_else(|| "NULL".to_string(), |r| cell(i, r));
+            format!("{v} AS `{}`", c.name_str().replace('`', "``"))
+        })
+        .collect();
+    let mut sql = format!("(SELECT {}", named.join(", "));
+    if rows.is_empty() {
+        sql.push_str(" LIMIT 0");
+    }
+    for r in rows.iter().skip(1) {
+        let cells: Vec<String> = (0..cols.len()).map(|i| cell(i, r)).collect();
+        sql.push_str(" UNION ALL SELECT ");
+        sql.push_str(&cells.join(", "));
+    }
+    sql.push(')');
+    sql
 }
 
 /// The output's column definitions, taken from the sides' results.

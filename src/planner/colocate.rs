@@ -260,7 +260,15 @@ fn derived(
             _ => Err(refuse()),
         };
     };
-    if q.with.is_some() || s.from.is_empty() {
+    if q.with.is_some() {
+        return Err(refuse());
+    }
+    // Constants (a derived table run first comes back as such): the
+    // same on every shard.
+    if s.from.is_empty() && direct_subqueries(q).is_empty() {
+        return Ok((TableInfo::derived(name, true, None), None));
+    }
+    if s.from.is_empty() {
         return Err(refuse());
     }
     let mut inner = route(ks, &s.from, s.selection.as_ref())?;
@@ -301,6 +309,14 @@ fn keeps_rows(s: &ast::Select, q: Option<&ast::Query>) -> bool {
             text.contains(" OVER")
                 || matches!(p, ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))
         })
+}
+
+/// [`keeps_rows`] of a query whose body is one SELECT (false otherwise).
+pub(super) fn keeps_rows_query(q: &ast::Query) -> bool {
+    match q.body.as_ref() {
+        ast::SetExpr::Select(s) => keeps_rows(s, Some(q)),
+        _ => false,
+    }
 }
 
 /// The route a UNION's parts share.

@@ -55,6 +55,9 @@ pub enum PulloutKind {
     NotExists,
     /// Its one value (NULL when empty).
     Value,
+    /// A derived table: its rows, as a query of constants the statement
+    /// reads in its place (`(SELECT 1 AS a UNION ALL SELECT 2) AS t`).
+    Table,
 }
 
 /// The marker of subquery `i` (0-based) in the outer template.
@@ -143,6 +146,103 @@ pub fn plan(
         subqueries,
         outer,
     })
+}
+
+/// Plans `q`, whose FROM clause holds derived tables that group, limit or
+/// dedupe across shards, with those derived tables run first: each one's
+/// answer comes back into the statement as a table of constants, which
+/// every shard holds alike (a reference table), so the statement then
+/// routes by its other tables. Fails with `refused` when there is none
+/// such, and with the statement's own refusal when what is left cannot
+/// plan either. Bounded by `--max_memory_rows` as the gate's other work.
+pub fn plan_derived(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    let mut outer = q.clone();
+    let mut pulled: Vec<(PulloutKind, Option<String>, ast::Query)> = Vec::new();
+    let mut probe = q.clone();
+    if let (SetExpr::Select(s), SetExpr::Select(p)) = (outer.body.as_mut(), probe.body.as_mut()) {
+        for (twj, pwj) in s.from.iter_mut().zip(p.from.iter_mut()) {
+            let factors = std::iter::once(&mut twj.relation)
+                .chain(twj.joins.iter_mut().map(|j| &mut j.relation));
+            let probes = std::iter::once(&mut pwj.relation)
+                .chain(pwj.joins.iter_mut().map(|j| &mut j.relation));
+            for (f, pf) in factors.zip(probes) {
+                let TableFactor::Derived {
+                    lateral: false,
+                    subquery,
+                    alias: Some(alias),
+                    ..
+                } = f
+                else {
+                    continue;
+                };
+                if super::colocate::keeps_rows_query(subquery) {
+                    continue;
+                }
+                let alias = alias.clone();
+                pulled.push((PulloutKind::Table, None, (**subquery).clone()));
+                // The marker stands where the table's query was; the
+                // probe plans with one row of constants in its place.
+                let Some(table) = table_named(&marker(pulled.len() - 1), &alias) else {
+                    return Err(refused);
+                };
+                *f = table;
+                let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
+                    return Err(refused);
+                };
+                *pf = TableFactor::Derived {
+                    lateral: false,
+                    subquery: one,
+                    alias: Some(alias),
+                    sample: None,
+                };
+            }
+        }
+    }
+    if pulled.is_empty() {
+        return Err(refused);
+    }
+    plan_sharded(&probe.to_string(), ks, snap)?;
+    let subqueries = pulled
+        .into_iter()
+        .map(|(kind, tested, sub)| {
+            let sql = sub.to_string();
+            Ok(Subquery {
+                kind,
+                tested,
+                plan: plan_sharded(&sql, ks, snap)?,
+                sql,
+            })
+        })
+        .collect::<Result<Vec<_>, PlanError>>()?;
+    Ok(PulloutPlan {
+        keyspace: ks.name.clone(),
+        subqueries,
+        outer: outer.to_string(),
+    })
+}
+
+/// A FROM item naming table `name` (a marker, printed as it is) as `alias`.
+fn table_named(name: &str, alias: &ast::TableAlias) -> Option<TableFactor> {
+    let ast::Statement::Query(q) = super::sharded::parse("SELECT 1 FROM marker").ok()? else {
+        return None;
+    };
+    let SetExpr::Select(s) = *q.body else {
+        return None;
+    };
+    let mut f = s.from.into_iter().next()?.relation;
+    if let TableFactor::Table {
+        name: n, alias: a, ..
+    } = &mut f
+    {
+        *n = ast::ObjectName::from(vec![ast::Ident::new(name)]);
+        *a = Some(alias.clone());
+    }
+    Some(f)
 }
 
 /// Replaces the uncorrelated subquery conditions of `e`'s top-level AND

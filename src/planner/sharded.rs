@@ -576,6 +576,14 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => Ok(super::Plan::Join(
                 Box::new(super::join::plan(template, q, ks)?),
             )),
+            // Derived tables no route answers whole: first.
+            Err(e @ PlanError::Unsupported(_))
+                if e.to_string().contains("derived tables across shards") =>
+            {
+                Ok(super::Plan::Pullout(Box::new(
+                    super::pullout::plan_derived(q, ks, snap, e)?,
+                )))
+            }
             // Subqueries that read nothing of the statement: first.
             Err(e @ PlanError::Unsupported(_))
                 if e.to_string()
