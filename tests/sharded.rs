@@ -2119,7 +2119,13 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
 /// limits is whole only where its WHERE names one shard, which must be the
 /// statement's. `x` and `z` are ids of dt on different shards.
 async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
+    // Values that a table of constants must write back exactly.
+    let tricky = r#"insert into jn (id, memo) values (5001, 'it''s'), (5002, 'back\\slash'), (5003, NULL), (5004, 'tab\there'), (5005, 'm2 ')"#;
+    sg.query_drop(tricky).await.unwrap();
+    oracle.query_drop(tricky).await.unwrap();
     let cases = [
+        case("select t.memo, t.c, t.hi from (select memo, count(*) c, max(id) hi from jn group by memo) t order by t.hi", true),
+        case("select t.memo from (select memo from jn order by id desc limit 6) t", false),
         case(format!("select t.id, t.name from (select id, name from dt where id = {x}) as t"), false),
         case(format!("select count(*), max(t.name) from (select id, name from dt where id = {x}) t"), false),
         case("select t.k, count(*) from (select k from dt where id < 500) t group by t.k order by t.k", true),
