@@ -128,7 +128,19 @@ pub fn plan(
     let outer = outer.to_string();
     // What is left must plan with any values in place of the markers.
     let probe = fill(&outer, &vec!["1".to_string(); pulled.len()]);
-    plan_sharded(&probe, ks, snap)?;
+    finish(pulled, outer, &probe, ks, snap)
+}
+
+/// Plans what is left of the statement (`probe`, which must plan) and each
+/// pulled-out query.
+fn finish(
+    pulled: Vec<(PulloutKind, Option<String>, ast::Query)>,
+    outer: String,
+    probe: &str,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<PulloutPlan, PlanError> {
+    plan_sharded(probe, ks, snap)?;
     let subqueries = pulled
         .into_iter()
         .map(|(kind, tested, sub)| {
@@ -206,24 +218,7 @@ pub fn plan_derived(
     if pulled.is_empty() {
         return Err(refused);
     }
-    plan_sharded(&probe.to_string(), ks, snap)?;
-    let subqueries = pulled
-        .into_iter()
-        .map(|(kind, tested, sub)| {
-            let sql = sub.to_string();
-            Ok(Subquery {
-                kind,
-                tested,
-                plan: plan_sharded(&sql, ks, snap)?,
-                sql,
-            })
-        })
-        .collect::<Result<Vec<_>, PlanError>>()?;
-    Ok(PulloutPlan {
-        keyspace: ks.name.clone(),
-        subqueries,
-        outer: outer.to_string(),
-    })
+    finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
 }
 
 /// A FROM item naming table `name` (a marker, printed as it is) as `alias`.
