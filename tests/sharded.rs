@@ -2140,6 +2140,13 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
         case("with big as (select id, k from dt where k > 5) select big.k, count(*) from big group by big.k order by big.k", true),
         case("with a as (select id from dt where k = 1), b as (select a.id from a where a.id < 1500) select count(*) from b", false),
         case("with t as (select dt_id, qty from jl) select t.dt_id, t.qty from t join dt on dt.id = t.dt_id where dt.k = 4 order by t.dt_id, t.qty", true),
+        // Grouped by its vindex column, each group is on one shard: the
+        // derived table joins as a table.
+        case("with t as (select dt_id, count(*) n from jl group by dt_id) select dt.name, t.n from t join dt on dt.id = t.dt_id where dt.k = 3 order by dt.id", true),
+        case("select t.n, t.dt_id from (select dt_id, count(*) n from jl group by dt_id having count(*) > 1) t order by t.dt_id limit 10", true),
+        // A scalar subquery in the select list runs first.
+        case(format!("select (select count(*) from jl) n, dt.name from dt where dt.id = {x}"), false),
+        case("select dt.id, (select max(qty) from jl where note = 'n4') m from dt where dt.k = 7 order by dt.id", true),
         // A derived table that groups or limits across shards runs first;
         // its rows come back as constants every shard can join.
         case("select count(*) from (select k from dt group by k) t", false),
@@ -2161,6 +2168,15 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
     for c in cases.iter().step_by(2) {
         compare_by(sg, oracle, c, true).await;
     }
+    let plan: Vec<(String,)> = sg
+        .query("vexplain plan select dt.name, t.n from (select dt_id, count(*) n from jl group by dt_id) t join dt on dt.id = t.dt_id")
+        .await
+        .unwrap();
+    assert!(
+        plan[0].0.contains("\"Route\"") && !plan[0].0.contains("Uncorrelated"),
+        "{}",
+        plan[0].0
+    );
     for (sql, why) in [
         (
             "select count(*) from (select id as a from dt) t join jl on jl.id = t.a".to_string(),

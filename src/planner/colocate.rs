@@ -277,7 +277,8 @@ fn derived(
     if inner.routing == Routing::Any {
         return Ok((TableInfo::derived(name, true, None), None));
     }
-    let row_preserving = pins.is_empty() && keeps_rows(s, Some(q));
+    let row_preserving =
+        pins.is_empty() && (keeps_rows(s, Some(q)) || groups_apart(s, q, &inner.tables));
     if !row_preserving && !matches!(inner.routing, Routing::Equal { .. }) {
         return Err(refuse());
     }
@@ -308,6 +309,33 @@ fn keeps_rows(s: &ast::Select, q: Option<&ast::Query>) -> bool {
             let text = p.to_string().to_ascii_uppercase();
             text.contains(" OVER")
                 || matches!(p, ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))
+        })
+}
+
+/// Whether a grouped query's groups each live on one shard: it groups by
+/// the vindex column of one of its sharded tables (all of which share the
+/// route), so no group spans shards, and nothing but the grouping
+/// (no LIMIT, DISTINCT or window) looks across groups. vtgate merges such
+/// derived tables the same way.
+fn groups_apart(s: &ast::Select, q: &ast::Query, tables: &[TableInfo]) -> bool {
+    let ast::GroupByExpr::Expressions(keys, mods) = &s.group_by else {
+        return false;
+    };
+    mods.is_empty()
+        && s.distinct.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && !s
+            .projection
+            .iter()
+            .any(|p| p.to_string().to_ascii_uppercase().contains(" OVER"))
+        && keys.iter().any(|k| {
+            tables.iter().any(|t| {
+                t.kind != "reference"
+                    && t.vindex
+                        .as_ref()
+                        .is_some_and(|(col, _)| is_column(k, col, t))
+            })
         })
 }
 

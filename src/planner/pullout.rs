@@ -8,10 +8,10 @@
 //! error 1242). The statement is then planned with those values, so an
 //! `IN` on a vindex column reaches only the shards holding them.
 //!
-//! Only conditions of the WHERE clause's top-level AND are pulled out;
-//! what is left must plan on its own.
+//! Conditions of the WHERE clause's top-level AND and scalar subqueries
+//! of the select list are pulled out; what is left must plan on its own.
 
-use sqlparser::ast::{self, BinaryOperator, Expr, SetExpr, TableFactor};
+use sqlparser::ast::{self, visit_expressions_mut, BinaryOperator, Expr, SetExpr, TableFactor};
 
 use super::sharded::plan as plan_sharded;
 use super::{Plan, PlanError};
@@ -98,6 +98,8 @@ pub fn plan(
     snap: &Snapshot,
     refused: PlanError,
 ) -> Result<PulloutPlan, PlanError> {
+    let inlined = super::cte::inline(q);
+    let q = inlined.as_ref().unwrap_or(q);
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refused);
     };
@@ -121,6 +123,17 @@ pub fn plan(
         if let Some(w) = s.selection.as_mut() {
             pull(w, &names, &mut pulled);
         }
+        // A scalar subquery in the select list is one value too.
+        let _ = visit_expressions_mut(&mut s.projection, |e| {
+            if let Expr::Subquery(sub) = e {
+                if super::join::reads_outer(sub, &names).is_ok_and(|reads| !reads) {
+                    let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
+                    pulled.push((PulloutKind::Value, None, (**sub).clone()));
+                    *e = m;
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
     }
     if pulled.is_empty() {
         return Err(refused);
@@ -173,6 +186,8 @@ pub fn plan_derived(
     snap: &Snapshot,
     refused: PlanError,
 ) -> Result<PulloutPlan, PlanError> {
+    let inlined = super::cte::inline(q);
+    let q = inlined.as_ref().unwrap_or(q);
     let mut outer = q.clone();
     let mut pulled: Vec<(PulloutKind, Option<String>, ast::Query)> = Vec::new();
     let mut probe = q.clone();
