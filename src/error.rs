@@ -72,6 +72,9 @@ pub enum Error {
     /// A subquery used as one value returned more than one row.
     #[error("Subquery returns more than 1 row")]
     SubqueryRows,
+    /// An INSERT's SELECT returned another number of columns than it names.
+    #[error("Column count doesn't match value count at row 1")]
+    ColumnCount,
     /// A subquery used as values returned more than one column.
     #[error("Operand should contain 1 column(s)")]
     SubqueryColumns,
@@ -222,6 +225,7 @@ impl Error {
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
             Error::TooManyRows(_) => MysqlError::new(1041, "HY000", self.to_string()),
             Error::SubqueryRows => MysqlError::new(1242, "21000", self.to_string()),
+            Error::ColumnCount => MysqlError::new(1136, "21S01", self.to_string()),
             Error::SubqueryColumns => MysqlError::new(1241, "21000", self.to_string()),
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),

@@ -1791,6 +1791,30 @@ async fn colocated_updates_and_deletes(
         assert_eq!(n, oracle.affected_rows(), "{d}");
         assert!(n > 0, "{d} changed nothing");
     }
+    // INSERT ... SELECT: the SELECT runs first; its rows are inserted as
+    // VALUES, each on its vindex value's shard.
+    for d in [
+        "insert into jn (id, memo) select id + 10000, name from dt where k = 3",
+        "insert into jn (id, memo) select jl.id + 20000, jl.note from jl join jn on jn.id = jl.id where jl.qty = 2",
+        "insert into jn (id, memo) select k + 30000, count(*) from dt where k is not null group by k",
+        "insert into jn (id, memo) select id + 40000, name from dt where k = 999",
+        "insert into jn (id, memo) select id + 10000, 'again' from dt where k = 3 on duplicate key update memo = 'dup'",
+    ] {
+        sg.query_drop(d)
+            .await
+            .unwrap_or_else(|e| panic!("{d}: {e}"));
+        let n = sg.affected_rows();
+        oracle.query_drop(d).await.unwrap();
+        assert_eq!(n, oracle.affected_rows(), "{d}");
+    }
+    refused(
+        sg,
+        "insert into jn (id, memo) select id, name, k from dt",
+        1136,
+        &["Column count"],
+        false,
+    )
+    .await;
     for t in ["dt", "jl", "jn"] {
         compare(
             sg,

@@ -704,6 +704,29 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
             PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
             PulloutKind::Table => constants(&rows.columns, &rows.rows),
+            PulloutKind::Rows(width) => {
+                if rows.columns.len() != width {
+                    return Err(Error::ColumnCount);
+                }
+                if rows.rows.is_empty() {
+                    // Nothing to insert.
+                    return sink.ok(QueryDone::default());
+                }
+                let values: Vec<String> = rows
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let cells: Vec<String> = (0..width)
+                            .map(|i| match (rows.columns.get(i), r.get(i)) {
+                                (Some(c), Some(v)) => join_var(c, v).text().into_owned(),
+                                _ => "NULL".to_string(),
+                            })
+                            .collect();
+                        format!("({})", cells.join(", "))
+                    })
+                    .collect();
+                values.join(", ")
+            }
             PulloutKind::Value => {
                 let vals = values()?;
                 match vals.as_slice() {

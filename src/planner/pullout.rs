@@ -58,6 +58,9 @@ pub enum PulloutKind {
     /// A derived table: its rows, as a query of constants the statement
     /// reads in its place (`(SELECT 1 AS a UNION ALL SELECT 2) AS t`).
     Table,
+    /// An INSERT's SELECT: its rows, this many columns wide, as the
+    /// INSERT's VALUES.
+    Rows(usize),
 }
 
 /// The marker of subquery `i` (0-based) in the outer template.
@@ -234,6 +237,39 @@ pub fn plan_derived(
         return Err(refused);
     }
     finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
+}
+
+/// Plans `INSERT INTO t (cols) SELECT ...` into a sharded table: the
+/// SELECT runs first, on its own route, and its rows become the INSERT's
+/// VALUES, each sent to the shard of its vindex value as any INSERT's
+/// (sequences fill auto-increment columns as for VALUES). None when the
+/// INSERT has no SELECT; the INSERT's own refusal when it would not plan
+/// with VALUES either.
+pub fn plan_insert_select(
+    stmt: &ast::Statement,
+    ins: &ast::Insert,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Option<Result<PulloutPlan, PlanError>> {
+    let source = ins.source.as_deref()?;
+    if matches!(source.body.as_ref(), SetExpr::Values(_)) || ins.columns.is_empty() {
+        return None;
+    }
+    let full = stmt.to_string();
+    let select = source.to_string();
+    if !full.contains(&select) {
+        return None;
+    }
+    let width = ins.columns.len();
+    let outer = full.replacen(&select, &format!("VALUES {}", marker(0)), 1);
+    let probe = fill(&outer, &[format!("({})", vec!["1"; width].join(", "))]);
+    Some(finish(
+        vec![(PulloutKind::Rows(width), None, source.clone())],
+        outer,
+        &probe,
+        ks,
+        snap,
+    ))
 }
 
 /// A FROM item naming table `name` (a marker, printed as it is) as `alias`.

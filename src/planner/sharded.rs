@@ -595,7 +595,11 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             }
             Err(e) => Err(e),
         },
-        Statement::Insert(ins) => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
+        Statement::Insert(ins) => match super::pullout::plan_insert_select(&stmt, ins, ks, snap) {
+            // Its SELECT runs first; its rows become VALUES.
+            Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
+            None => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
+        },
         Statement::Update(u) => {
             if u.from.is_some() {
                 return Err(unsupported("UPDATE ... FROM"));
