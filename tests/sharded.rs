@@ -51,7 +51,8 @@ const VSCHEMA: &str = r#"{
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "jl": {"column_vindexes": [{"column": "dt_id", "name": "hash"}]},
     "jn": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "jref": {"type": "reference"}
+    "jref": {"type": "reference"},
+    "jb": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -2147,6 +2148,22 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
     let tricky = r#"insert into jn (id, memo) values (5001, 'it''s'), (5002, 'back\\slash'), (5003, NULL), (5004, 'tab\there'), (5005, 'm2 ')"#;
     sg.query_drop(tricky).await.unwrap();
     oracle.query_drop(tricky).await.unwrap();
+    // ... and compare as their columns did: binary strings as binary.
+    let jb = [
+        "drop table if exists jb",
+        "create table jb (id bigint not null primary key, b varbinary(16), s varchar(16) collate utf8mb4_bin, g varchar(16))",
+        "insert into jb (id, b, s, g) values (1, 'abc', 'abc', 'abc'), (2, 'ABC', 'ABC', 'ABC'), (3, 'Abc', 'x', 'Abc'), (4, NULL, NULL, NULL)",
+    ];
+    for d in jb {
+        sg.query_drop(d).await.unwrap();
+        oracle.query_drop(d).await.unwrap();
+    }
+    for sql in [
+        "select d.b from (select b from jb group by b) d where d.b = 'abc'",
+        "select count(*) from (select g from jb group by g) d where d.g = 'ABC'",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
+    }
     let cases = [
         case("select t.memo, t.c, t.hi from (select memo, count(*) c, max(id) hi from jn group by memo) t order by t.hi", true),
         case("select t.memo from (select memo from jn order by id desc limit 6) t", false),

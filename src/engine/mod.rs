@@ -752,7 +752,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
 /// none (`LIMIT 0`).
 fn constants(cols: &[Column], rows: &[Vec<Value>]) -> String {
     let cell = |i: usize, r: &[Value]| match (cols.get(i), r.get(i)) {
-        (Some(c), Some(v)) => join_var(c, v).text().into_owned(),
+        (Some(c), Some(v)) => constant(c, v),
         _ => "NULL".to_string(),
     };
     let named: Vec<String> = cols
@@ -776,6 +776,24 @@ fn constants(cols: &[Column], rows: &[Vec<Value>]) -> String {
     }
     sql.push(')');
     sql
+}
+
+/// One value of a table of constants, compared as its column was: a
+/// string literal takes the connection's collation, so a binary column's
+/// value says so (`_binary'a'`), or `'a' = 'A'` would hold where the
+/// column's values differ. A `_bin` column says so only where the tablet's
+/// column definition names its collation (it may name the connection's).
+fn constant(col: &Column, v: &Value) -> String {
+    let text = join_var(col, v).text().into_owned();
+    if !matches!(v, Value::Bytes(_)) || !text.ends_with('\'') {
+        return text;
+    }
+    match col.character_set() {
+        63 => format!("_binary{text}"),
+        46 => format!("{text} COLLATE utf8mb4_bin"),
+        83 => format!("{text} COLLATE utf8mb3_bin"),
+        _ => text,
+    }
 }
 
 /// The output's column definitions, taken from the sides' results.
