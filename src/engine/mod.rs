@@ -213,6 +213,7 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
         // A subquery that names another shard than the statement runs
         // first after all.
         Plan::Select(p) if !p.same_shard.is_empty() => match select_dispatch(p, binds, snap) {
+            Ok(dispatch) => exec_dispatched(p, dispatch, binds, tablet_type, vc, sink).await,
             Err(Error::Plan(refused @ PlanError::Unsupported(_))) => {
                 let ks = keyspace_of(snap, &p.keyspace)?;
                 let sqlparser::ast::Statement::Query(q) =
@@ -226,7 +227,7 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                     })?;
                 Box::pin(exec_pullout(&pulled, binds, tablet_type, snap, vc, sink)).await
             }
-            _ => exec_select(p, binds, tablet_type, snap, vc, sink).await,
+            Err(e) => Err(e),
         },
         Plan::Select(p) => exec_select(p, binds, tablet_type, snap, vc, sink).await,
         Plan::Insert(p) => Box::pin(exec_insert(p, binds, snap, vc, sink)).await,
@@ -501,9 +502,21 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
+    let dispatch = select_dispatch(p, binds, snap)?;
+    exec_dispatched(p, dispatch, binds, tt, vc, sink).await
+}
+
+/// Runs a SELECT where `dispatch` sends it.
+async fn exec_dispatched<V: VCursor + Send, S: RowSink + Send>(
+    p: &SelectPlan,
+    dispatch: Dispatch<'_>,
+    binds: &[Bind],
+    tt: TabletType,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
     // Either the whole statement goes to one shard as the client wrote it,
     // or each shard gets the pushed-down query and the gate combines.
-    let dispatch = select_dispatch(p, binds, snap)?;
     let targets = match dispatch {
         Dispatch::Whole(shard) => {
             let sql = substitute_binds(&p.original, binds);
@@ -683,7 +696,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             Ok(rows
                 .rows
                 .iter()
-                .map(|r| join_var(&rows.columns[0], &r[0]).text().into_owned())
+                .map(|r| cell_sql(&rows.columns, r, 0, bind_text))
                 .collect())
         };
         let tested = sub.tested.as_deref().unwrap_or("NULL");
@@ -717,10 +730,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
                     .iter()
                     .map(|r| {
                         let cells: Vec<String> = (0..width)
-                            .map(|i| match (rows.columns.get(i), r.get(i)) {
-                                (Some(c), Some(v)) => join_var(c, v).text().into_owned(),
-                                _ => "NULL".to_string(),
-                            })
+                            .map(|i| cell_sql(&rows.columns, r, i, bind_text))
                             .collect();
                         format!("({})", cells.join(", "))
                     })
@@ -751,10 +761,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
 /// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL SELECT 2, 'y')`, or
 /// none (`LIMIT 0`).
 fn constants(cols: &[Column], rows: &[Vec<Value>]) -> String {
-    let cell = |i: usize, r: &[Value]| match (cols.get(i), r.get(i)) {
-        (Some(c), Some(v)) => constant(c, v),
-        _ => "NULL".to_string(),
-    };
+    let cell = |i: usize, r: &[Value]| cell_sql(cols, r, i, constant);
     let named: Vec<String> = cols
         .iter()
         .enumerate()
@@ -778,13 +785,32 @@ fn constants(cols: &[Column], rows: &[Vec<Value>]) -> String {
     sql
 }
 
+/// Cell `i` of `row` as SQL, rendered by `render` under its column's
+/// definition; NULL where the row or the columns fall short.
+fn cell_sql(
+    cols: &[Column],
+    row: &[Value],
+    i: usize,
+    render: fn(&Column, &Value) -> String,
+) -> String {
+    match (cols.get(i), row.get(i)) {
+        (Some(c), Some(v)) => render(c, v),
+        _ => "NULL".to_string(),
+    }
+}
+
+/// A cell as the SQL text of its bind ([`join_var`]).
+fn bind_text(col: &Column, v: &Value) -> String {
+    join_var(col, v).text().into_owned()
+}
+
 /// One value of a table of constants, compared as its column was: a
 /// string literal takes the connection's collation, so a binary column's
 /// value says so (`_binary'a'`), or `'a' = 'A'` would hold where the
 /// column's values differ. A `_bin` column says so only where the tablet's
 /// column definition names its collation (it may name the connection's).
 fn constant(col: &Column, v: &Value) -> String {
-    let text = join_var(col, v).text().into_owned();
+    let text = bind_text(col, v);
     if !matches!(v, Value::Bytes(_)) || !text.ends_with('\'') {
         return text;
     }
@@ -818,7 +844,8 @@ fn join_columns(p: &JoinPlan, lhs: &[Column], rhs: &[Column]) -> Result<Vec<Colu
     Ok(cols)
 }
 
-/// A left row's cell as a bind for the right side: integers as numbers
+/// A cell of a result as a bind (a nested loop's join variable, or a
+/// value a run-first query puts into its statement): integers as numbers
 /// (so a vindex maps them as the column's values), other numbers as
 /// written, anything else as a quoted string.
 fn join_var(col: &Column, v: &Value) -> Bind {

@@ -101,8 +101,6 @@ pub fn plan(
     snap: &Snapshot,
     refused: PlanError,
 ) -> Result<PulloutPlan, PlanError> {
-    let inlined = super::cte::inline(q);
-    let q = inlined.as_ref().unwrap_or(q);
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refused);
     };
@@ -189,8 +187,6 @@ pub fn plan_derived(
     snap: &Snapshot,
     refused: PlanError,
 ) -> Result<PulloutPlan, PlanError> {
-    let inlined = super::cte::inline(q);
-    let q = inlined.as_ref().unwrap_or(q);
     let mut outer = q.clone();
     let mut pulled: Vec<(PulloutKind, Option<String>, ast::Query)> = Vec::new();
     let mut probe = q.clone();

@@ -570,31 +570,21 @@ fn contains_subquery(e: &Expr) -> bool {
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
     let stmt = parse(template)?;
     match &stmt {
-        Statement::Query(q) => match plan_select(template, q, ks) {
-            Ok(p) => Ok(super::Plan::Select(Box::new(p))),
-            // Tables on different routes: a nested loop, where it can be.
-            Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => Ok(super::Plan::Join(
-                Box::new(super::join::plan(template, q, ks)?),
-            )),
-            // Derived tables no route answers whole: first.
-            Err(e @ PlanError::Unsupported(_))
-                if e.to_string().contains("derived tables across shards") =>
-            {
-                Ok(super::Plan::Pullout(Box::new(
-                    super::pullout::plan_derived(q, ks, snap, e)?,
-                )))
-            }
-            // Subqueries that read nothing of the statement: first.
-            Err(e @ PlanError::Unsupported(_))
-                if e.to_string()
-                    .contains("subqueries that do not go to one shard") =>
-            {
-                Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
-                    q, ks, snap, e,
-                )?)))
-            }
-            Err(e) => Err(e),
-        },
+        Statement::Query(q) => {
+            // A WITH's queries are derived tables where its FROM clauses
+            // name them: inlined once, here, for every plan below.
+            let inlined = match &q.with {
+                None => None,
+                Some(_) => {
+                    Some(super::cte::inline(q).ok_or_else(|| unsupported("WITH across shards"))?)
+                }
+            };
+            let (q, template) = match &inlined {
+                Some(i) => (i, i.to_string()),
+                None => (q.as_ref(), template.to_string()),
+            };
+            plan_query(&template, q, ks, snap)
+        }
         Statement::Insert(ins) => match super::pullout::plan_insert_select(&stmt, ins, ks, snap) {
             // Its SELECT runs first; its rows become VALUES.
             Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
@@ -691,6 +681,41 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             ks.name,
             other.to_string().chars().take(60).collect::<String>()
         ))),
+    }
+}
+
+/// Plans a query (its WITH inlined): one route, else a nested loop, else
+/// with what no route answers run first.
+fn plan_query(
+    template: &str,
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<super::Plan, PlanError> {
+    match plan_select(template, q, ks) {
+        Ok(p) => Ok(super::Plan::Select(Box::new(p))),
+        // Tables on different routes: a nested loop, where it can be.
+        Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => Ok(super::Plan::Join(
+            Box::new(super::join::plan(template, q, ks)?),
+        )),
+        // Derived tables no route answers whole: first.
+        Err(e @ PlanError::Unsupported(_))
+            if e.to_string().contains("derived tables across shards") =>
+        {
+            Ok(super::Plan::Pullout(Box::new(
+                super::pullout::plan_derived(q, ks, snap, e)?,
+            )))
+        }
+        // Subqueries that read nothing of the statement: first.
+        Err(e @ PlanError::Unsupported(_))
+            if e.to_string()
+                .contains("subqueries that do not go to one shard") =>
+        {
+            Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
+                q, ks, snap, e,
+            )?)))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -1183,13 +1208,9 @@ pub(super) fn plan_select(
     q: &ast::Query,
     ks: &Keyspace,
 ) -> Result<SelectPlan, PlanError> {
-    // A WITH's queries are derived tables where its FROM clauses name them.
+    // [`plan`] inlines a statement's WITH; one left here is a subquery's.
     if q.with.is_some() {
-        let Some(inlined) = super::cte::inline(q) else {
-            return Err(unsupported("WITH across shards"));
-        };
-        let sql = inlined.to_string();
-        return plan_select(&sql, &inlined, ks);
+        return Err(unsupported("WITH across shards"));
     }
     let sel = match q.body.as_ref() {
         SetExpr::Select(sel) => sel,
