@@ -22,8 +22,21 @@ const DDL: &str = "create table dt (
 const VSCHEMA: &str = r#"{
   "sharded": true,
   "vindexes": {"hash": {"type": "hash"}, "loose": {"type": "unicode_loose_md5"},
-                "num": {"type": "numeric"}},
+                "num": {"type": "numeric"}, "xx": {"type": "xxhash"},
+                "lu_name": {"type": "consistent_lookup_unique", "owner": "lu",
+                            "params": {"table": "lu_name_idx", "from": "name", "to": "keyspace_id"}},
+                "lu_tag": {"type": "lookup", "owner": "lu",
+                           "params": {"table": "customer.lu_tag_idx", "from": "tag", "to": "keyspace_id",
+                                      "ignore_nulls": "true"}},
+                "lu_code": {"type": "lookup_hash_unique", "owner": "lu",
+                            "params": {"table": "commerce.lu_code_idx", "from": "code", "to": "id",
+                                       "ignore_nulls": "true"}}},
   "tables": {
+    "lu": {"column_vindexes": [{"column": "id", "name": "hash"}, {"column": "name", "name": "lu_name"},
+                               {"column": "tag", "name": "lu_tag"}, {"column": "code", "name": "lu_code"}]},
+    "lu_name_idx": {"column_vindexes": [{"column": "name", "name": "loose"}]},
+    "pin": {"pinned": "c0"},
+    "lu_tag_idx": {"column_vindexes": [{"column": "tag", "name": "xx"}]},
     "customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
                  "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}},
     "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
@@ -1124,6 +1137,8 @@ async fn sharded_answers_match_a_single_mariadb() {
     }
 
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
+    lookup_vindexes(&mut sg, &mut oracle).await;
+    pinned_tables(&mut sg, &mut oracle).await;
     colocated_joins(&mut sg, &mut oracle, &mut r, max_id).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
@@ -2674,4 +2689,300 @@ async fn a_serializable_read_only_commit_releases_its_locks_at_once() {
         .await
         .unwrap();
     a.query_drop("delete from serial_ro").await.unwrap();
+}
+
+/// The lookup tables of `lu` hold exactly the rows its rows call for
+/// (read through shardgate, against the oracle's copy of `lu`).
+async fn lookups_follow(sg: &mut Conn, oracle: &mut Conn, when: &str) {
+    let rows: Vec<(u64, String, Option<String>, Option<u64>)> = oracle
+        .query("select id, name, tag, code from lu")
+        .await
+        .unwrap();
+    let ksid = |id: u64| {
+        let k = Func::Hash.map(&Value::UInt(id)).unwrap().unwrap();
+        k.iter().map(|b| format!("{b:02X}")).collect::<String>()
+    };
+    let mut want_names: Vec<(String, String)> =
+        rows.iter().map(|r| (r.1.clone(), ksid(r.0))).collect();
+    let mut want_tags: Vec<(String, String)> = rows
+        .iter()
+        .filter_map(|r| Some((r.2.clone()?, ksid(r.0))))
+        .collect();
+    let mut want_codes: Vec<(u64, u64)> = rows.iter().filter_map(|r| Some((r.3?, r.0))).collect();
+    want_names.sort();
+    want_tags.sort();
+    want_codes.sort();
+    let names: Vec<(String, String)> = sg
+        .query("select name, hex(keyspace_id) from lu_name_idx order by name, 2")
+        .await
+        .unwrap();
+    let tags: Vec<(String, String)> = sg
+        .query("select tag, hex(keyspace_id) from lu_tag_idx order by tag, 2")
+        .await
+        .unwrap();
+    let codes: Vec<(u64, u64)> = sg
+        .query("select code, id from commerce.lu_code_idx order by code")
+        .await
+        .unwrap();
+    assert_eq!(names, want_names, "{when}: lu_name_idx");
+    assert_eq!(tags, want_tags, "{when}: lu_tag_idx");
+    assert_eq!(codes, want_codes, "{when}: lu_code_idx");
+}
+
+/// Where a statement went: its (keyspace, shard) per query sent.
+async fn sent_to(sg: &mut Conn, sql: &str) -> Vec<(String, String, String)> {
+    let rows: Vec<(String, String, String, String)> =
+        sg.query(format!("vexplain queries {sql}")).await.unwrap();
+    rows.into_iter().map(|r| (r.1, r.2, r.3)).collect()
+}
+
+/// Lookup vindexes: reads route by the lookup tables (one sharded by its
+/// own vindex, one non-unique, one in the unsharded keyspace), and the
+/// owner's INSERTs, UPDATEs and DELETEs keep them, all or nothing.
+async fn lookup_vindexes(sg: &mut Conn, oracle: &mut Conn) {
+    let lu = "create table lu (id bigint not null primary key, name varchar(32) not null,
+        tag varchar(16), code bigint, v int)";
+    for d in [
+        "drop table if exists lu",
+        "drop table if exists lu_name_idx",
+        "drop table if exists lu_tag_idx",
+        "drop table if exists commerce.lu_code_idx",
+    ] {
+        sg.query_drop(d).await.unwrap();
+    }
+    sg.query_drop(lu).await.unwrap();
+    oracle.query_drop("drop table if exists lu").await.unwrap();
+    oracle.query_drop(lu).await.unwrap();
+    for d in [
+        "create table lu_name_idx (name varchar(32) not null primary key, keyspace_id varbinary(16))",
+        "create table lu_tag_idx (tag varchar(16) not null, keyspace_id varbinary(16) not null,
+            primary key (tag, keyspace_id))",
+        "create table commerce.lu_code_idx (code bigint not null primary key, id bigint)",
+    ] {
+        sg.query_drop(d).await.unwrap();
+    }
+    let mut rows = Vec::new();
+    for i in 1..=40u64 {
+        let code = if i % 5 == 0 {
+            "NULL".to_string()
+        } else {
+            (1000 + i).to_string()
+        };
+        rows.push(format!(
+            "({i}, 'n{i}', 't{}', {code}, {})",
+            i % 6,
+            i * 7 % 10
+        ));
+    }
+    for chunk in rows.chunks(13) {
+        let sql = format!(
+            "insert into lu (id, name, tag, code, v) values {}",
+            chunk.join(", ")
+        );
+        sg.query_drop(&sql).await.unwrap();
+        assert_eq!(sg.affected_rows(), chunk.len() as u64);
+        oracle.query_drop(&sql).await.unwrap();
+    }
+    lookups_follow(sg, oracle, "after the inserts").await;
+
+    // Reads by each lookup, against the oracle.
+    let reads = [
+        "select * from lu where name = 'n5'",
+        "select * from lu where name = 'N5'",
+        "select id, v from lu where name in ('n1', 'n2', 'n33', 'none') order by id",
+        "select * from lu where tag = 't3' order by id",
+        "select count(*), sum(v) from lu where tag = 't1'",
+        "select * from lu where code = 1007",
+        "select * from lu where code in (1001, 1040, 1039) order by id",
+        "select * from lu where name = 'none'",
+        "select * from lu where name = 'n6' and v > 100",
+    ];
+    for (i, sql) in reads.iter().enumerate() {
+        compare_by(
+            sg,
+            oracle,
+            &case(*sql, sql.contains("order by")),
+            i % 2 == 1,
+        )
+        .await;
+    }
+    // A unique lookup's value reaches one shard, after the lookup read on
+    // the lookup table's own shard.
+    let sent = sent_to(sg, "select * from lu where name = 'n5'").await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].2.contains("lu_name_idx"), "{sent:?}");
+    let owner = sent[1].1.clone();
+    let k5 = Func::Hash.map(&Value::UInt(5)).unwrap().unwrap();
+    assert!(
+        shardgate::topo::KeyRange::parse(&owner)
+            .unwrap()
+            .contains(&k5),
+        "{sent:?}"
+    );
+    let sent = sent_to(sg, "select * from lu where code = 1007").await;
+    assert_eq!(
+        (sent[0].0.as_str(), sent.len()),
+        ("commerce", 2),
+        "{sent:?}"
+    );
+    let plan: Vec<(String,)> = sg
+        .query("vexplain plan select * from lu where tag = 't2'")
+        .await
+        .unwrap();
+    assert!(plan[0].0.contains("\"lu_tag\""), "{}", plan[0].0);
+
+    // Writes, each compared by affected rows, then the lookup tables.
+    let dmls = [
+        "update lu set name = 'renamed5' where id = 5",
+        "update lu set v = v + 1 where name = 'n7'",
+        "update lu set tag = 'tx' where v > 6",
+        "update lu set code = 2002, tag = NULL where name = 'n2'",
+        "update lu set code = NULL where code = 1003",
+        "delete from lu where name = 'n9'",
+        "delete from lu where tag = 't4'",
+        "delete from lu where id in (11, 12)",
+    ];
+    for d in dmls {
+        sg.query_drop(d)
+            .await
+            .unwrap_or_else(|e| panic!("{d}: {e}"));
+        let a = sg.affected_rows();
+        oracle.query_drop(d).await.unwrap();
+        assert_eq!(a, oracle.affected_rows(), "{d}");
+        lookups_follow(sg, oracle, d).await;
+    }
+    compare(
+        sg,
+        oracle,
+        &case("select * from lu where name = 'renamed5'", false),
+    )
+    .await;
+    compare(
+        sg,
+        oracle,
+        &case("select * from lu where name = 'n5'", false),
+    )
+    .await;
+    compare(sg, oracle, &case("select * from lu order by id", true)).await;
+
+    // A value a unique lookup holds fails as a duplicate, and nothing of
+    // the statement stays: not the other lookups' rows, not its other rows.
+    for dup in [
+        "insert into lu (id, name, tag, code) values (101, 'fresh', 'tz', 3001), (102, 'n1', 'tz', 3002)",
+        "insert into lu (id, name, tag, code) values (103, 'fresh2', 'tz', 1001)",
+        "update lu set name = 'n3' where id = 1",
+    ] {
+        let e = sg.query_drop(dup).await.unwrap_err();
+        let mysql_async::Error::Server(e) = e else {
+            panic!("{dup}: {e:?}")
+        };
+        assert_eq!(e.code, 1062, "{dup}: {}", e.message);
+        lookups_follow(sg, oracle, dup).await;
+        compare(sg, oracle, &case("select * from lu order by id", true)).await;
+    }
+    // A consistent lookup's row whose owner row is gone is taken over.
+    let mut shard = connect_tablet(if owner == "-80" { 300 } else { 400 }).await;
+    shard
+        .query_drop("delete from lu where id = 5")
+        .await
+        .unwrap();
+    oracle
+        .query_drop("delete from lu where id = 5")
+        .await
+        .unwrap();
+    let orphan = "insert into lu (id, name, code) values (6000, 'renamed5', 6000)";
+    sg.query_drop(orphan).await.unwrap();
+    oracle.query_drop(orphan).await.unwrap();
+    compare(
+        sg,
+        oracle,
+        &case("select * from lu where name = 'renamed5'", false),
+    )
+    .await;
+    // In a transaction, the lookup rows go with a rollback.
+    sg.query_drop("begin").await.unwrap();
+    sg.query_drop("insert into lu (id, name, tag, code) values (200, 'rolled', 'tr', 4000)")
+        .await
+        .unwrap();
+    compare_rows_present(sg, "select id from lu where name = 'rolled'", 1).await;
+    sg.query_drop("rollback").await.unwrap();
+    compare_rows_present(sg, "select id from lu where name = 'rolled'", 0).await;
+    // The row deleted behind shardgate's back left its other lookup rows
+    // (a plain lookup keeps them, as vtgate's would); without them, every
+    // lookup table again holds what the rows call for, the taken-over
+    // name included.
+    let k5: String = k5.iter().map(|b| format!("{b:02x}")).collect();
+    sg.query_drop(format!(
+        "delete from lu_tag_idx where tag = 't5' and keyspace_id = X'{k5}'"
+    ))
+    .await
+    .unwrap();
+    sg.query_drop("delete from commerce.lu_code_idx where code = 1005")
+        .await
+        .unwrap();
+    lookups_follow(sg, oracle, "after the takeover and the rollback").await;
+    // Statements that would need lookup rows shardgate cannot write.
+    refused(
+        sg,
+        "insert ignore into lu (id, name) values (300, 'x')",
+        1235,
+        &["owns lookup vindexes"],
+        true,
+    )
+    .await;
+    refused(
+        sg,
+        "update lu set name = concat(name, 'x') where id = 1",
+        1235,
+        &["only values are supported"],
+        true,
+    )
+    .await;
+}
+
+/// How many rows `sql` returns through shardgate must be `n`.
+async fn compare_rows_present(sg: &mut Conn, sql: &str, n: usize) {
+    let rows: Vec<mysql_async::Row> = sg.query(sql).await.unwrap();
+    assert_eq!(rows.len(), n, "{sql}");
+}
+
+/// A pinned table lives on the one shard its keyspace id names: its rows
+/// are written there and every read goes there alone.
+async fn pinned_tables(sg: &mut Conn, oracle: &mut Conn) {
+    let ddl = "create table pin (id int primary key, v varchar(8))";
+    sg.query_drop("drop table if exists pin").await.unwrap();
+    sg.query_drop(ddl).await.unwrap();
+    oracle.query_drop("drop table if exists pin").await.unwrap();
+    oracle.query_drop(ddl).await.unwrap();
+    for sql in [
+        "insert into pin (id, v) values (1, 'a'), (2, 'b'), (3, 'c')",
+        "update pin set v = 'bb' where id = 2",
+        "delete from pin where id = 3",
+    ] {
+        sg.query_drop(sql).await.unwrap();
+        let a = sg.affected_rows();
+        oracle.query_drop(sql).await.unwrap();
+        assert_eq!(a, oracle.affected_rows(), "{sql}");
+    }
+    assert_eq!(placement_count(300, "pin").await, 0);
+    assert_eq!(placement_count(400, "pin").await, 2);
+    compare(sg, oracle, &case("select * from pin order by id", true)).await;
+    compare(
+        sg,
+        oracle,
+        &case("select count(*) from pin where v like 'b%'", false),
+    )
+    .await;
+    let sent = sent_to(sg, "select * from pin").await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].1, "80-", "{sent:?}");
+}
+
+/// How many rows `table` holds on tablet `uid`.
+async fn placement_count(uid: u32, table: &str) -> u64 {
+    let mut t = connect_tablet(uid).await;
+    t.query_first(format!("select count(*) from {table}"))
+        .await
+        .unwrap()
+        .unwrap()
 }

@@ -10,6 +10,7 @@
 //! combining them ([`gate`]).
 
 pub mod gate;
+mod lookup;
 pub mod row;
 
 use mysql_common::constants::{ColumnFlags, ColumnType};
@@ -180,6 +181,22 @@ pub trait VCursor {
     /// (`--max_memory_rows`).
     fn max_memory_rows(&self) -> usize {
         DEFAULT_MAX_MEMORY_ROWS
+    }
+
+    /// Opens a transaction for one statement's several writes (a row and
+    /// its lookup rows) when the session has none open, as vtgate does;
+    /// true when it opened one, which [`VCursor::end_implicit`] must end.
+    fn begin_implicit(&mut self) -> bool {
+        false
+    }
+
+    /// Commits (or rolls back) the transaction `begin_implicit` opened.
+    fn end_implicit(
+        &mut self,
+        commit: bool,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        let _ = commit;
+        async { Ok(()) }
     }
 
     /// Runs `sql` on the tablet of `tablet_type` serving `keyspace/shard`,
@@ -413,10 +430,14 @@ pub fn whole_shard<'a>(
         )),
         // Its subqueries' shards are checked by the engine.
         Plan::Select(p) if !p.same_shard.is_empty() => None,
+        // Its shards are read from the lookup table.
+        Plan::Select(p) if matches!(p.routing, Routing::Lookup { .. }) => None,
         Plan::Select(p) => match select_dispatch(p, binds, snap)? {
             Dispatch::Whole(shard) => Some((p.keyspace.as_str(), shard, tablet_type)),
             Dispatch::Split(_) => None,
         },
+        // Its lookup rows are written apart.
+        Plan::Dml(p) if p.lookups.is_some() => None,
         Plan::Dml(p) => {
             let ks = keyspace_of(snap, &p.keyspace)?;
             let shard = match &p.routing {
@@ -432,7 +453,7 @@ pub fn whole_shard<'a>(
                         _ => None,
                     }
                 }
-                Routing::Scatter | Routing::Any => None,
+                Routing::Lookup { .. } | Routing::Scatter | Routing::Any => None,
             };
             shard.map(|s| (p.keyspace.as_str(), Cow::Owned(s), TabletType::Primary))
         }
@@ -488,10 +509,17 @@ fn select_dispatch<'a>(
                 many => Dispatch::Split(many.iter().map(|s| (s.to_string(), None)).collect()),
             }
         }
-        Routing::Scatter => {
+        // Resolved by `exec_select` before it gets here; every shard is
+        // right, if wider.
+        Routing::Lookup { .. } | Routing::Scatter => {
             Dispatch::Split(ks.shards.iter().map(|s| (s.name.clone(), None)).collect())
         }
     })
+}
+
+/// The values of a lookup route, for these binds.
+fn lookup_values(values: &[Operand], binds: &[Bind]) -> Vec<Value> {
+    values.iter().map(|v| operand_value(v, binds)).collect()
 }
 
 async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
@@ -502,7 +530,21 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
-    let dispatch = select_dispatch(p, binds, snap)?;
+    let dispatch = match &p.routing {
+        Routing::Lookup { vindex, values, .. } => {
+            let ks = keyspace_of(snap, &p.keyspace)?;
+            let values = lookup_values(values, binds);
+            let mut shards = lookup::shards(ks, vindex, &values, tt, snap, vc).await?;
+            match shards.len() {
+                // No row has the values: any shard answers with the
+                // columns (and, the WHERE being the same, no rows).
+                0 => Dispatch::Whole(Cow::Borrowed(first_shard(ks)?)),
+                1 => Dispatch::Whole(Cow::Owned(shards.remove(0))),
+                _ => Dispatch::Split(shards.into_iter().map(|s| (s, None)).collect()),
+            }
+        }
+        _ => select_dispatch(p, binds, snap)?,
+    };
     exec_dispatched(p, dispatch, binds, tt, vc, sink).await
 }
 
@@ -1225,6 +1267,101 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
+    let done = match &p.lookups {
+        None => {
+            let queries = dml_queries(p, binds, snap, vc).await?;
+            dml_done(p, queries, vc).await?
+        }
+        // The lookup rows change with the table's, in one transaction;
+        // the shards are found first, while the lookup rows that may
+        // route the statement are still there.
+        Some(l) => {
+            let opened = vc.begin_implicit();
+            let done = async {
+                let queries = dml_queries(p, binds, snap, vc).await?;
+                keep_dml_lookups(p, l, binds, snap, vc).await?;
+                dml_done(p, queries, vc).await
+            }
+            .await;
+            end_implicit(vc, opened, done).await?
+        }
+    };
+    sink.ok(done)
+}
+
+/// Ends the transaction `begin_implicit` opened for one statement (if it
+/// opened one): committed when the statement succeeded, else rolled back.
+async fn end_implicit<V: VCursor + Send>(
+    vc: &mut V,
+    opened: bool,
+    done: Result<QueryDone, Error>,
+) -> Result<QueryDone, Error> {
+    if !opened {
+        return done;
+    }
+    let ended = vc.end_implicit(done.is_ok()).await;
+    let done = done?;
+    ended?;
+    Ok(done)
+}
+
+/// Removes the lookup rows of the rows an UPDATE or DELETE changes, and
+/// adds an UPDATE's new ones: the rows are read first, locked.
+async fn keep_dml_lookups<V: VCursor + Send>(
+    p: &DmlPlan,
+    l: &crate::planner::sharded::DmlLookups,
+    binds: &[Bind],
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<(), Error> {
+    let ks = keyspace_of(snap, &p.keyspace)?;
+    let sql = substitute_binds(&l.select, binds);
+    let rows = lookup::run(&p.keyspace, &sql, TabletType::Primary, snap, vc).await?;
+    let mut col = 1;
+    for (owned, new) in &l.changes {
+        let def = lookup::definition(ks, &owned.vindex)?;
+        let width = owned.columns.len();
+        let (mut gone, mut added) = (Vec::new(), Vec::new());
+        for row in &rows.rows {
+            let value = row.first().cloned().unwrap_or(Value::NULL);
+            let Some(ksid) = map_value(l.func, &value)? else {
+                continue;
+            };
+            let from = row
+                .get(col..col + width)
+                .ok_or(Error::ColumnCount)?
+                .to_vec();
+            if let Some(new) = new {
+                let to: Vec<Value> = new
+                    .iter()
+                    .zip(&from)
+                    .map(|(n, old)| {
+                        n.as_ref()
+                            .map_or_else(|| old.clone(), |n| operand_value(n, binds))
+                    })
+                    .collect();
+                added.push(lookup::Entry {
+                    from: to,
+                    ksid: ksid.clone(),
+                    value: value.clone(),
+                });
+            }
+            gone.push(lookup::Entry { from, ksid, value });
+        }
+        lookup::delete(ks, &def, &gone, snap, vc).await?;
+        lookup::create(ks, &def, &l.table, &owned.columns, &added, snap, vc).await?;
+        col += width;
+    }
+    Ok(())
+}
+
+/// Where an UPDATE or DELETE goes: each shard with its statement.
+async fn dml_queries<V: VCursor + Send>(
+    p: &DmlPlan,
+    binds: &[Bind],
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<Vec<(String, String)>, Error> {
     let ks = keyspace_of(snap, &p.keyspace)?;
     let original = substitute_binds(&p.original, binds);
     let queries: Vec<(String, String)> = match &p.routing {
@@ -1255,12 +1392,29 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
             .into_iter()
             .map(|s| (s.to_string(), original.clone()))
             .collect(),
+        Routing::Lookup { vindex, values, .. } => {
+            let values = lookup_values(values, binds);
+            lookup::shards(ks, vindex, &values, TabletType::Primary, snap, vc)
+                .await?
+                .into_iter()
+                .map(|s| (s, original.clone()))
+                .collect()
+        }
         Routing::Scatter | Routing::Any => ks
             .shards
             .iter()
             .map(|s| (s.name.clone(), original.clone()))
             .collect(),
     };
+    Ok(queries)
+}
+
+/// Runs an UPDATE or DELETE's shard statements; their OK, added up.
+async fn dml_done<V: VCursor + Send>(
+    p: &DmlPlan,
+    queries: Vec<(String, String)>,
+    vc: &mut V,
+) -> Result<QueryDone, Error> {
     let results = if queries.is_empty() {
         vec![]
     } else {
@@ -1272,7 +1426,7 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
         done.affected_rows += r.done.affected_rows;
         done.warnings = done.warnings.saturating_add(r.done.warnings);
     }
-    sink.ok(done)
+    Ok(done)
 }
 
 async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
@@ -1282,7 +1436,25 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
+    // The lookup rows are added with the table's, in one transaction.
+    let opened = !p.lookups.is_empty() && vc.begin_implicit();
+    let done = insert_done(p, binds, snap, vc).await;
+    let done = end_implicit(vc, opened, done).await?;
+    if done.last_insert_id > 0 {
+        vc.set_last_insert_id(done.last_insert_id);
+    }
+    sink.ok(done)
+}
+
+/// Runs an INSERT, each row on its shard, after its lookup rows; its OK.
+async fn insert_done<V: VCursor + Send>(
+    p: &InsertPlan,
+    binds: &[Bind],
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<QueryDone, Error> {
     let ks = keyspace_of(snap, &p.keyspace)?;
+    let mut entries: Vec<Vec<lookup::Entry>> = vec![Vec::new(); p.lookups.len()];
     let need = p.rows.iter().filter(|r| r.needs_seq).count() as u64;
     let mut next_id = match (&p.sequence, need) {
         (Some((sks, st)), n) if n > 0 => Some(vc.next_sequence(sks, st, n).await?),
@@ -1322,6 +1494,17 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
             Some((_, v)) => v.push(text),
             None => per_shard.push((shard.to_string(), vec![text])),
         }
+        for (e, from) in entries.iter_mut().zip(&row.lookup_values) {
+            e.push(lookup::Entry {
+                from: from.iter().map(|v| operand_value(v, binds)).collect(),
+                ksid: ksid.clone(),
+                value: vval.clone(),
+            });
+        }
+    }
+    for (owned, entries) in p.lookups.iter().zip(&entries) {
+        let def = lookup::definition(ks, &owned.vindex)?;
+        lookup::create(ks, &def, &p.table, &owned.columns, entries, snap, vc).await?;
     }
     let queries = per_shard
         .into_iter()
@@ -1344,13 +1527,10 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     if let Some(id) = first_id {
         done.last_insert_id = id;
     }
-    if done.last_insert_id > 0 {
-        vc.set_last_insert_id(done.last_insert_id);
-    }
     if results.len() == 1 {
         done.info = results[0].done.info.clone();
     }
-    sink.ok(done)
+    Ok(done)
 }
 
 /// A sink that keeps only the column definitions (COM_FIELD_LIST) and

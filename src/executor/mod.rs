@@ -1365,6 +1365,18 @@ impl VCursor for Executor<'_> {
         self.ctx.max_memory_rows
     }
 
+    fn begin_implicit(&mut self) -> bool {
+        if self.state.in_txn {
+            return false;
+        }
+        self.state.in_txn = true;
+        true
+    }
+
+    async fn end_implicit(&mut self, commit: bool) -> Result<(), Error> {
+        self.state.finish_txn(self.ctx, commit).await
+    }
+
     fn set_last_insert_id(&mut self, id: u64) {
         self.state.last_insert_id = id;
     }
@@ -1896,6 +1908,14 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
 
     fn max_memory_rows(&self) -> usize {
         self.inner.max_memory_rows()
+    }
+
+    fn begin_implicit(&mut self) -> bool {
+        self.inner.begin_implicit()
+    }
+
+    async fn end_implicit(&mut self, commit: bool) -> Result<(), Error> {
+        self.inner.end_implicit(commit).await
     }
 
     fn serving(&self, alias: &str) -> bool {

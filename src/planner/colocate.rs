@@ -137,8 +137,9 @@ pub(super) fn route(
 /// How few shards a route reaches, higher being fewer.
 fn narrowness(r: &Routing) -> u8 {
     match r {
-        Routing::Equal { .. } | Routing::Any => 3,
-        Routing::In { .. } => 2,
+        Routing::Equal { .. } | Routing::Any => 4,
+        Routing::In { .. } => 3,
+        Routing::Lookup { .. } => 2,
         Routing::Between { .. } => 1,
         Routing::Scatter => 0,
     }

@@ -27,6 +27,18 @@ fn routing(r: &Routing) -> (&'static str, Value) {
             "Between",
             json!({"vindex": format!("{func:?}").to_lowercase(), "values": [operand(low), operand(high)]}),
         ),
+        Routing::Lookup {
+            vindex,
+            values,
+            unique,
+        } => (
+            match (values.len(), unique) {
+                (1, true) => "EqualUnique",
+                (1, false) => "Equal",
+                _ => "IN",
+            },
+            json!({"vindex": vindex, "values": values.iter().map(operand).collect::<Vec<_>>()}),
+        ),
         Routing::Scatter => ("Scatter", json!({})),
         Routing::Any => ("Reference", json!({})),
     }

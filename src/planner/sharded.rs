@@ -42,6 +42,16 @@ pub enum Routing {
         low: Operand,
         high: Operand,
     },
+    /// `col = v` or `col IN (...)` on a lookup vindex (named in the
+    /// keyspace's VSchema): the shards the lookup table's rows for the
+    /// values name, read when the statement runs. Each gets the statement
+    /// unchanged.
+    Lookup {
+        vindex: String,
+        values: Vec<Operand>,
+        /// The vindex maps a value to one keyspace id at most.
+        unique: bool,
+    },
     /// Every shard.
     Scatter,
     /// Any one shard (reference tables, metadata).
@@ -180,6 +190,18 @@ pub struct InsertRow {
     pub vindex_value: Option<Operand>,
     /// The row needs a sequence value for the auto-increment column.
     pub needs_seq: bool,
+    /// Per owned lookup vindex, the row's values of its columns.
+    pub lookup_values: Vec<Vec<Operand>>,
+}
+
+/// A lookup vindex the written table owns (its VSchema `owner`): the
+/// lookup table's rows follow the table's, as vtgate keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedLookup {
+    /// The vindex's name in the keyspace's VSchema.
+    pub vindex: String,
+    /// The owner table's columns of the vindex, in `from` order.
+    pub columns: Vec<String>,
 }
 
 /// An INSERT into a sharded table.
@@ -187,6 +209,11 @@ pub struct InsertRow {
 pub struct InsertPlan {
     /// Keyspace.
     pub keyspace: String,
+    /// The table.
+    pub table: String,
+    /// The lookup vindexes the table owns; each row's values of their
+    /// columns are in [`InsertRow::lookup_values`].
+    pub lookups: Vec<OwnedLookup>,
     /// `INSERT [IGNORE] INTO t (cols) VALUES ` up to the rows.
     pub prefix: String,
     /// ` ON DUPLICATE KEY UPDATE ...` or empty.
@@ -212,6 +239,26 @@ pub struct DmlPlan {
     pub query: String,
     /// The statement as the client sent it (for one-shard routes).
     pub original: String,
+    /// The lookup rows it changes, when it writes a table owning lookup
+    /// vindexes.
+    pub lookups: Option<Box<DmlLookups>>,
+}
+
+/// How an UPDATE or DELETE keeps its table's lookup vindexes: the rows it
+/// changes are read (locked) first, their lookup rows removed, and an
+/// UPDATE's new values' rows added, before the statement runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DmlLookups {
+    /// The table written.
+    pub table: String,
+    /// The primary vindex's function, which places each row.
+    pub func: Func,
+    /// `SELECT` of the rows the statement changes, with its binds, locked:
+    /// the primary vindex column, then each lookup's columns in order.
+    pub select: String,
+    /// The lookups that change. For an UPDATE, the new values of their
+    /// columns (None where a column keeps its value); a DELETE has none.
+    pub changes: Vec<(OwnedLookup, Option<Vec<Option<Operand>>>)>,
 }
 
 pub(super) fn unsupported(msg: impl Into<String>) -> PlanError {
@@ -257,6 +304,11 @@ pub(super) struct TableInfo {
     pub(super) kind: String,
     /// The primary vindex: its column (lower case) and function.
     pub(super) vindex: Option<(String, Func)>,
+    /// A pinned table's keyspace id: all its rows are on that one shard.
+    pinned: Option<Vec<u8>>,
+    /// Lookup vindexes the table can be routed by: their column (lower
+    /// case), vindex name, and whether it is unique.
+    lookups: Vec<(String, String, bool)>,
     auto_inc: Option<(String, String)>,
     /// Columns whose type (declared in the VSchema, else learned from the
     /// tablets) tells the gate how to order them.
@@ -277,6 +329,8 @@ impl TableInfo {
                 String::new()
             },
             vindex,
+            pinned: None,
+            lookups: Vec::new(),
             auto_inc: None,
             declared: Vec::new(),
         }
@@ -371,6 +425,8 @@ pub(super) fn table_info(
         alias,
         kind: t.kind.clone(),
         vindex,
+        pinned: t.pinned.as_deref().and_then(crate::vschema::unhex),
+        lookups: routable_lookups(ks, t),
         auto_inc: t
             .auto_increment
             .as_ref()
@@ -459,12 +515,108 @@ pub(super) fn route_where(selection: Option<&Expr>, t: &TableInfo) -> (Routing, 
     if t.kind == "reference" {
         return (Routing::Any, None);
     }
-    let Some((col, func)) = &t.vindex else {
-        return (Routing::Scatter, None);
-    };
+    if let Some(k) = &t.pinned {
+        let value = Operand::Lit(mysql_common::value::Value::Bytes(k.clone()));
+        return (
+            Routing::Equal {
+                func: Func::Binary,
+                value,
+            },
+            None,
+        );
+    }
     let Some(sel) = selection else {
         return (Routing::Scatter, None);
     };
+    let primary = match &t.vindex {
+        Some((col, func)) => route_primary(sel, t, col, *func),
+        None => (Routing::Scatter, None),
+    };
+    if matches!(primary.0, Routing::Equal { .. }) || t.lookups.is_empty() {
+        return primary;
+    }
+    // As vtgate ranks them: one value of a lookup before several of the
+    // primary vindex, and any of them before a scatter.
+    match (route_lookup(sel, t), primary) {
+        (lookup @ Routing::Lookup { .. }, (Routing::Scatter, _)) => (lookup, None),
+        (Routing::Lookup { values, .. }, primary) if values.len() != 1 => primary,
+        (lookup @ Routing::Lookup { .. }, _) => (lookup, None),
+        (_, primary) => primary,
+    }
+}
+
+/// The lookup vindex route of a WHERE, where a conjunct names values of a
+/// lookup column: an equality first, else an IN list.
+fn route_lookup(sel: &Expr, t: &TableInfo) -> Routing {
+    let mut best_in = None;
+    for c in conjuncts(sel) {
+        for (col, vindex, unique) in &t.lookups {
+            match c {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } => {
+                    let value = if is_column(left, col, t) {
+                        operand(right)
+                    } else if is_column(right, col, t) {
+                        operand(left)
+                    } else {
+                        None
+                    };
+                    if let Some(value) = value {
+                        return Routing::Lookup {
+                            vindex: vindex.clone(),
+                            values: vec![value],
+                            unique: *unique,
+                        };
+                    }
+                }
+                Expr::In {
+                    expr,
+                    target: ast::InTarget::List(list),
+                    negated: false,
+                    ..
+                } if best_in.is_none() && is_column(expr, col, t) => {
+                    if let Some(values) = list.iter().map(operand).collect() {
+                        best_in = Some(Routing::Lookup {
+                            vindex: vindex.clone(),
+                            values,
+                            unique: *unique,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    best_in.unwrap_or(Routing::Scatter)
+}
+
+/// The lookup vindexes of a table's VSchema entry it can be routed by:
+/// one `from` column, readable, not write-only.
+fn routable_lookups(ks: &Keyspace, t: &crate::vschema::Table) -> Vec<(String, String, bool)> {
+    t.column_vindexes
+        .iter()
+        .skip(1)
+        .filter_map(|cv| {
+            let def = ks.vschema.vindexes.get(&cv.name)?;
+            let l = crate::vschema::lookup::Lookup::from_vindex(&cv.name, def)?.ok()?;
+            let col = match (&cv.column, cv.columns.as_slice()) {
+                (Some(c), []) => c,
+                (None, [c]) => c,
+                _ => return None,
+            };
+            (!l.write_only && l.from.len() == 1)
+                .then(|| (col.to_ascii_lowercase(), cv.name.clone(), l.unique))
+        })
+        .collect()
+}
+
+/// The primary vindex route of a WHERE: `col = v`, `col IN (...)` (with
+/// the IN to prune per shard), or BETWEEN on a sequential function.
+fn route_primary(sel: &Expr, t: &TableInfo, col: &str, func: Func) -> (Routing, Option<Expr>) {
+    let func = &func;
     let mut best_in = None;
     let mut between = None;
     for c in conjuncts(sel) {
@@ -632,6 +784,18 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                     )));
                 }
             }
+            let lookups = dml_lookups(
+                ks,
+                &joined.tables,
+                multi,
+                &u.table.relation,
+                Written {
+                    selection: u.selection.as_ref(),
+                    order_by: &u.order_by,
+                    limit: u.limit.as_ref(),
+                    assignments: Some(&u.assignments),
+                },
+            )?;
             plan_dml(
                 template,
                 &stmt,
@@ -640,6 +804,7 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                 joined,
                 ks,
             )
+            .map(|p| with_lookups(p, lookups))
         }
         Statement::Delete(d) => {
             let from = match &d.from {
@@ -667,6 +832,32 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                     ));
                 }
             }
+            let written: Vec<TableInfo> = joined
+                .tables
+                .iter()
+                .filter(|t| {
+                    d.tables.is_empty()
+                        || d.tables.iter().any(|n| {
+                            ident_name(n).last().map(String::as_str) == Some(t.visible_name())
+                        })
+                })
+                .cloned()
+                .collect();
+            let lookups = match from.first() {
+                Some(first) => dml_lookups(
+                    ks,
+                    &written,
+                    multi,
+                    &first.relation,
+                    Written {
+                        selection: d.selection.as_ref(),
+                        order_by: &d.order_by,
+                        limit: d.limit.as_ref(),
+                        assignments: None,
+                    },
+                )?,
+                None => None,
+            };
             plan_dml(
                 template,
                 &stmt,
@@ -675,6 +866,7 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                 joined,
                 ks,
             )
+            .map(|p| with_lookups(p, lookups))
         }
         other => Err(unsupported(format!(
             "this statement on sharded keyspace '{}': {}",
@@ -717,6 +909,156 @@ fn plan_query(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What an UPDATE or DELETE writes, as its lookup vindexes need it.
+struct Written<'a> {
+    selection: Option<&'a Expr>,
+    order_by: &'a [ast::OrderByExpr],
+    limit: Option<&'a Expr>,
+    /// An UPDATE's SET; None for a DELETE.
+    assignments: Option<&'a [ast::Assignment]>,
+}
+
+fn with_lookups(plan: super::Plan, lookups: Option<Box<DmlLookups>>) -> super::Plan {
+    match plan {
+        super::Plan::Dml(mut p) => {
+            p.lookups = lookups;
+            super::Plan::Dml(p)
+        }
+        other => other,
+    }
+}
+
+/// The lookup vindexes table `table` owns (the vindex's `owner`), which
+/// its writes keep in step.
+fn owned_lookups(ks: &Keyspace, table: &str) -> Result<Vec<OwnedLookup>, PlanError> {
+    let Some(t) = ks.vschema.tables.get(table) else {
+        return Ok(Vec::new());
+    };
+    t.column_vindexes
+        .iter()
+        .skip(1)
+        .filter_map(|cv| {
+            let def = ks.vschema.vindexes.get(&cv.name)?;
+            if def.owner.as_deref() != Some(table) {
+                return None;
+            }
+            let lookup = crate::vschema::lookup::Lookup::from_vindex(&cv.name, def)?;
+            Some(lookup.map_err(|e| unsupported(format!("writes to {table}: {e}")))
+                .and_then(|l| {
+                    let columns = match &cv.column {
+                        Some(c) if cv.columns.is_empty() => vec![c.clone()],
+                        _ => cv.columns.clone(),
+                    };
+                    if columns.len() != l.from.len() {
+                        return Err(unsupported(format!(
+                            "writes to {table}: lookup vindex {} has {} columns and {} 'from' columns",
+                            cv.name,
+                            columns.len(),
+                            l.from.len()
+                        )));
+                    }
+                    Ok(OwnedLookup {
+                        vindex: cv.name.clone(),
+                        columns,
+                    })
+                }))
+        })
+        .collect()
+}
+
+/// How an UPDATE or DELETE of `tables` keeps the lookup vindexes they
+/// own; None when it changes none. A multi-table statement that would
+/// change one is refused.
+fn dml_lookups(
+    ks: &Keyspace,
+    tables: &[TableInfo],
+    multi: bool,
+    relation: &TableFactor,
+    w: Written<'_>,
+) -> Result<Option<Box<DmlLookups>>, PlanError> {
+    let assigned = |t: &TableInfo, col: &str| -> Option<&Expr> {
+        w.assignments?.iter().find_map(|a| {
+            let ast::AssignmentTarget::ColumnName(n) = &a.target else {
+                return None;
+            };
+            let parts = ident_name(n);
+            let (qual, c) = match parts.as_slice() {
+                [c] => (None, c),
+                [.., q, c] => (Some(q.as_str()), c),
+                [] => return None,
+            };
+            (c.eq_ignore_ascii_case(col) && qual.is_none_or(|q| q == t.visible_name()))
+                .then_some(&a.value)
+        })
+    };
+    let mut found = None;
+    for t in tables {
+        let changes: Vec<(OwnedLookup, Option<Vec<Option<Operand>>>)> = owned_lookups(ks, &t.name)?
+            .into_iter()
+            .filter_map(|o| {
+                if w.assignments.is_none() {
+                    return Some(Ok((o, None)));
+                }
+                let new: Vec<Option<&Expr>> = o.columns.iter().map(|c| assigned(t, c)).collect();
+                if new.iter().all(Option::is_none) {
+                    return None;
+                }
+                let values = new
+                    .iter()
+                    .zip(&o.columns)
+                    .map(|(e, c)| match e {
+                        None => Ok(None),
+                        Some(e) => operand(e).map(Some).ok_or_else(|| {
+                            unsupported(format!(
+                                "UPDATE of lookup vindex column '{c}' to an expression: only values are supported"
+                            ))
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                Some(values.map(|v| (o, Some(v))))
+            })
+            .collect::<Result<_, _>>()?;
+        if changes.is_empty() {
+            continue;
+        }
+        if multi {
+            return Err(unsupported(format!(
+                "multi-table UPDATE or DELETE of table {}, which owns lookup vindexes",
+                t.name
+            )));
+        }
+        let Some((pcol, func)) = &t.vindex else {
+            return Err(unsupported(format!(
+                "writes to table {}: its lookup vindexes need a functional primary vindex",
+                t.name
+            )));
+        };
+        let mut cols = vec![format!("`{pcol}`")];
+        for (o, _) in &changes {
+            cols.extend(o.columns.iter().map(|c| format!("`{c}`")));
+        }
+        let mut select = format!("SELECT {} FROM {relation}", cols.join(", "));
+        if let Some(sel) = w.selection {
+            select.push_str(&format!(" WHERE {sel}"));
+        }
+        if !w.order_by.is_empty() {
+            let keys: Vec<String> = w.order_by.iter().map(|k| k.to_string()).collect();
+            select.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+        }
+        if let Some(l) = w.limit {
+            select.push_str(&format!(" LIMIT {l}"));
+        }
+        select.push_str(" FOR UPDATE");
+        found = Some(Box::new(DmlLookups {
+            table: t.name.clone(),
+            func: *func,
+            select,
+            changes,
+        }));
+    }
+    Ok(found)
 }
 
 /// Names a refused join in a DML statement as the multi-table statement
@@ -774,6 +1116,7 @@ fn plan_dml(
         routing,
         query,
         original: template.to_string(),
+        lookups: None,
     })))
 }
 
@@ -783,12 +1126,17 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         _ => return Err(unsupported("INSERT into a table function")),
     };
     let t = table_info(ks, name, None)?;
-    let (vcol, func) = t.vindex.clone().ok_or_else(|| {
-        unsupported(format!(
-            "INSERT into table {} without a functional primary vindex",
-            t.name
-        ))
-    })?;
+    // A pinned table's rows all go to its keyspace id's shard.
+    let (vcol, func) = match (&t.vindex, &t.pinned) {
+        (Some(v), _) => v.clone(),
+        (None, Some(_)) => (String::new(), Func::Binary),
+        (None, None) => {
+            return Err(unsupported(format!(
+                "INSERT into table {} without a functional primary vindex",
+                t.name
+            )))
+        }
+    };
     let mut cols: Vec<String> = ins
         .columns
         .iter()
@@ -819,15 +1167,44 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         });
         sequence = Some(find_sequence(seq, snap)?);
     }
-    let vpos = cols
-        .iter()
-        .position(|c| c.eq_ignore_ascii_case(&vcol))
-        .ok_or_else(|| PlanError::MissingVindexColumn {
-            table: t.name.clone(),
-            column: vcol.clone(),
-        })?;
+    let vpos = match &t.pinned {
+        Some(_) => usize::MAX,
+        None => cols
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(&vcol))
+            .ok_or_else(|| PlanError::MissingVindexColumn {
+                table: t.name.clone(),
+                column: vcol.clone(),
+            })?,
+    };
+    let lookups = owned_lookups(ks, &t.name)?;
+    if !lookups.is_empty() && (ins.ignore || ins.replace_into || ins.on.is_some()) {
+        return Err(unsupported(format!(
+            "INSERT IGNORE, REPLACE or ON DUPLICATE KEY UPDATE into table {}, which owns lookup vindexes",
+            t.name
+        )));
+    }
     let mut out_rows = Vec::with_capacity(rows.len());
     for row in rows {
+        let lookup_values = lookups
+            .iter()
+            .map(|o| {
+                o.columns
+                    .iter()
+                    .map(
+                        |c| match cols.iter().position(|have| have.eq_ignore_ascii_case(c)) {
+                            // A column left out is NULL to the lookup.
+                            None => Ok(Operand::Lit(mysql_common::value::Value::NULL)),
+                            Some(p) => row.get(p).and_then(operand).ok_or_else(|| {
+                                unsupported(format!(
+                                    "lookup vindex column {c} must be a literal value"
+                                ))
+                            }),
+                        },
+                    )
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut values: Vec<String> = row.iter().map(|e| e.to_string()).collect();
         if add_seq_col {
             values.push("NULL".into());
@@ -845,7 +1222,9 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
                 )
         });
         let needs_seq_runtime = seq_col.is_some() && !seq_here;
-        let vindex_value = if seq_here && Some(vpos) == seq_col {
+        let vindex_value = if let Some(k) = &t.pinned {
+            Some(Operand::Lit(mysql_common::value::Value::Bytes(k.clone())))
+        } else if seq_here && Some(vpos) == seq_col {
             None
         } else {
             Some(row.get(vpos).and_then(operand).ok_or_else(|| {
@@ -856,6 +1235,7 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             values,
             vindex_value,
             needs_seq: seq_here,
+            lookup_values,
         });
         let _ = needs_seq_runtime;
     }
@@ -889,6 +1269,8 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
     };
     Ok(InsertPlan {
         keyspace: ks.name.clone(),
+        table: t.name.clone(),
+        lookups,
         prefix,
         suffix,
         rows: out_rows,

@@ -5,6 +5,7 @@
 //! from etcd while traffic is flowing and the log line is all an operator sees.
 
 mod des;
+pub mod lookup;
 mod unicode_loose;
 pub mod vindex;
 
@@ -43,13 +44,25 @@ pub struct KeyspaceVSchema {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tables: BTreeMap<String, Table>,
     /// When true, tables are only reachable with the keyspace named.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        alias = "requireExplicitRouting"
+    )]
     pub require_explicit_routing: bool,
     /// Vitess's foreign-key handling mode (kept for compatibility).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "foreignKeyMode"
+    )]
     pub foreign_key_mode: Option<String>,
     /// Vitess's multi-tenant spec (kept for compatibility, not used).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "multiTenantSpec"
+    )]
     pub multi_tenant_spec: Option<serde_json::Value>,
 }
 
@@ -76,10 +89,18 @@ pub struct Table {
     #[serde(rename = "type", default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
     /// Vindexes on this table; the first is the primary vindex.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        alias = "columnVindexes"
+    )]
     pub column_vindexes: Vec<ColumnVindex>,
     /// A column filled from a sequence when an INSERT leaves it out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "autoIncrement"
+    )]
     pub auto_increment: Option<AutoIncrement>,
     /// Declared columns (optional).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -88,7 +109,11 @@ pub struct Table {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<String>,
     /// True when `columns` lists every column.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        alias = "columnListAuthoritative"
+    )]
     pub column_list_authoritative: bool,
     /// For reference tables: the unsharded table they are copied from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +252,18 @@ pub const KNOWN_VINDEX_TYPES: &[&str] = &[
     "multicol",
 ];
 
+/// The bytes of a hex string (a pinned table's keyspace id); None when it
+/// is not one.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 impl KeyspaceVSchema {
     /// Parses and validates a keyspace VSchema document.
     pub fn from_json(keyspace: &str, text: &[u8]) -> Result<Self, VSchemaError> {
@@ -283,6 +320,13 @@ impl KeyspaceVSchema {
                 return Err(bad(format!(
                     "table {tname}: a sharded table needs a primary vindex (column_vindexes)"
                 )));
+            }
+            if let Some(p) = &t.pinned {
+                if unhex(p).is_none() {
+                    return Err(bad(format!(
+                        "table {tname}: pinned keyspace id '{p}' is not hex"
+                    )));
+                }
             }
             for cv in &t.column_vindexes {
                 if cv.column.is_none() && cv.columns.is_empty() {
@@ -366,6 +410,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tablez"), "{err}");
+    }
+
+    #[test]
+    fn reads_camel_case_and_pinned_tables() {
+        let vs = KeyspaceVSchema::from_json(
+            "ks",
+            br#"{"sharded": true, "foreignKeyMode": "unmanaged", "requireExplicitRouting": true,
+                 "vindexes": {"h": {"type": "hash"}},
+                 "tables": {"t": {"columnVindexes": [{"column": "id", "name": "h"}],
+                                  "autoIncrement": {"column": "id", "sequence": "s"}},
+                            "p": {"pinned": "80"}}}"#,
+        )
+        .unwrap();
+        assert!(vs.require_explicit_routing);
+        assert_eq!(vs.tables["t"].column_vindexes[0].name, "h");
+        assert!(vs.tables["t"].auto_increment.is_some());
+        assert_eq!(unhex("80a0"), Some(vec![0x80, 0xa0]));
+        assert_eq!(unhex("8"), None);
+        let err = KeyspaceVSchema::from_json(
+            "ks",
+            br#"{"sharded": true, "tables": {"p": {"pinned": "zz"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not hex"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,313 @@
+//! Lookup vindexes at run time (see [`crate::vschema::lookup`]): the shards
+//! a lookup table names for some values, and the lookup rows an owner
+//! table's writes add and remove. The lookup table is read and written by
+//! statements planned on its own keyspace, as a client's would be, inside
+//! the owner statement's transaction.
+
+use mysql_common::value::Value;
+
+use super::{execute, keyspace_of, shard_for, Gather, VCursor};
+use crate::error::Error;
+use crate::planner::PlanError;
+use crate::sql::{TabletType, Target};
+use crate::topo::{Keyspace, Snapshot};
+use crate::vschema::lookup::{Lookup, To};
+use crate::vschema::vindex::{Func, KeyspaceId};
+
+/// One owner row's entry in a lookup table.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    /// The owner row's values of the vindex's columns (`from`).
+    pub from: Vec<Value>,
+    /// The owner row's keyspace id.
+    pub ksid: KeyspaceId,
+    /// The owner row's primary vindex value (what `lookup_hash` keeps).
+    pub value: Value,
+}
+
+fn refused(msg: String) -> Error {
+    Error::Plan(PlanError::Unsupported(msg))
+}
+
+/// The lookup vindex `vindex` of keyspace `ks`.
+pub(super) fn definition(ks: &Keyspace, vindex: &str) -> Result<Lookup, Error> {
+    let def = ks
+        .vschema
+        .vindexes
+        .get(vindex)
+        .ok_or_else(|| refused(format!("vindex {vindex} is not in keyspace {}", ks.name)))?;
+    Lookup::from_vindex(vindex, def)
+        .ok_or_else(|| refused(format!("vindex {vindex} is not a lookup vindex")))?
+        .map_err(|e| refused(e.to_string()))
+}
+
+/// Where a lookup table lives: the keyspace its `table` names; else the
+/// owner's keyspace when its VSchema lists the table; else the one
+/// keyspace whose VSchema does (vtgate resolves an unqualified name so).
+fn table_keyspace<'a>(
+    snap: &'a Snapshot,
+    owner: &'a Keyspace,
+    l: &Lookup,
+) -> Result<&'a Keyspace, Error> {
+    if let Some(ks) = &l.keyspace {
+        return keyspace_of(snap, ks);
+    }
+    if owner.vschema.tables.contains_key(&l.table) {
+        return Ok(owner);
+    }
+    let mut listing = snap
+        .keyspaces
+        .values()
+        .filter(|k| k.vschema.tables.contains_key(&l.table));
+    match (listing.next(), listing.next()) {
+        (Some(ks), None) => Ok(ks),
+        (None, _) => Err(refused(format!(
+            "lookup vindex {}: table {} is in no keyspace's VSchema",
+            l.name, l.table
+        ))),
+        (Some(_), Some(_)) => Err(refused(format!(
+            "lookup vindex {}: table {} is in several keyspaces; name one in its 'table' parameter",
+            l.name, l.table
+        ))),
+    }
+}
+
+/// Runs `sql` on `keyspace` as a client's statement there would run, and
+/// returns its rows.
+pub(super) async fn run<V: VCursor + Send>(
+    keyspace: &str,
+    sql: &str,
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<Gather, Error> {
+    let stmt = crate::sql::classify(sql)?;
+    let n = crate::sql::normalize::normalize(sql, &[], false);
+    let target = Target {
+        keyspace: Some(keyspace.to_string()),
+        shard: None,
+        tablet_type: tt,
+    };
+    let plan = crate::planner::plan(&stmt, Some(&n.template), &target, snap)?;
+    let mut rows = Gather::new(vc.max_memory_rows());
+    Box::pin(execute(&plan, sql, &n.binds, tt, snap, vc, &mut rows)).await?;
+    Ok(rows)
+}
+
+fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `a = 1 AND b IS NULL`: the columns equal to the values.
+fn matching(cols: &[String], values: &[Value]) -> String {
+    cols.iter()
+        .zip(values)
+        .map(|(c, v)| match v {
+            Value::NULL => format!("{} IS NULL", ident(c)),
+            v => format!("{} = {}", ident(c), crate::sql::literal(v, false)),
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(3 + bytes.len() * 2);
+    s.push_str("X'");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s.push('\'');
+    s
+}
+
+/// What the entry's lookup row holds in `to`, as SQL.
+fn to_sql(l: &Lookup, e: &Entry) -> String {
+    match l.to_kind {
+        To::KeyspaceId => hex(&e.ksid),
+        To::HashedValue => crate::sql::literal(&e.value, false),
+    }
+}
+
+/// The keyspace id a lookup row's `to` cell names.
+fn ksid_of(l: &Lookup, cell: &Value) -> Result<Option<KeyspaceId>, Error> {
+    match (l.to_kind, cell) {
+        (_, Value::NULL) => Ok(None),
+        (To::KeyspaceId, Value::Bytes(b)) => Ok(Some(KeyspaceId::Bytes(b.clone()))),
+        (To::KeyspaceId, other) => Err(refused(format!(
+            "lookup vindex {}: {other:?} in column {} is not a keyspace id",
+            l.name, l.to
+        ))),
+        (To::HashedValue, v) => Func::Hash.map(v).map_err(|e| refused(e.to_string())),
+    }
+}
+
+/// The shards of `ks` that the lookup vindex `vindex` names for `values`
+/// (none for values it has no rows for).
+pub(super) async fn shards<V: VCursor + Send>(
+    ks: &Keyspace,
+    vindex: &str,
+    values: &[Value],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<Vec<String>, Error> {
+    let l = definition(ks, vindex)?;
+    let values: Vec<String> = values
+        .iter()
+        .filter(|v| **v != Value::NULL)
+        .map(|v| crate::sql::literal(v, false))
+        .collect();
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lks = table_keyspace(snap, ks, &l)?;
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} IN ({})",
+        ident(&l.to),
+        ident(&l.table),
+        ident(&l.from[0]),
+        values.join(", ")
+    );
+    let rows = run(&lks.name, &sql, tt, snap, vc).await?;
+    let mut shards: Vec<String> = Vec::new();
+    for row in &rows.rows {
+        let Some(ksid) = ksid_of(&l, row.first().unwrap_or(&Value::NULL))? else {
+            continue;
+        };
+        if let Some(s) = shard_for(ks, &ksid) {
+            if !shards.iter().any(|have| have == s) {
+                shards.push(s.to_string());
+            }
+        }
+    }
+    Ok(shards)
+}
+
+fn is_duplicate(e: &Error) -> bool {
+    matches!(e, Error::Backend { source: mysql_async::Error::Server(se), .. } if se.code == 1062)
+}
+
+/// Adds the lookup rows of new owner rows. A unique consistent lookup
+/// whose value another row's lookup row holds takes that row over when
+/// the owner row it names is gone (`owner`, `owner_cols`: the owner table
+/// and its columns of the vindex), and fails as a duplicate otherwise.
+pub(super) async fn create<V: VCursor + Send>(
+    ks: &Keyspace,
+    l: &Lookup,
+    owner: &str,
+    owner_cols: &[String],
+    entries: &[Entry],
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<(), Error> {
+    let entries: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| !(l.ignore_nulls && e.from.contains(&Value::NULL)))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let lks = table_keyspace(snap, ks, l)?;
+    let mut cols: Vec<String> = l.from.iter().map(|c| ident(c)).collect();
+    cols.push(ident(&l.to));
+    let insert = |es: &[&Entry]| {
+        let rows: Vec<String> = es
+            .iter()
+            .map(|e| {
+                let mut cells: Vec<String> = e
+                    .from
+                    .iter()
+                    .map(|v| crate::sql::literal(v, false))
+                    .collect();
+                cells.push(to_sql(l, e));
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            ident(&l.table),
+            cols.join(", "),
+            rows.join(", ")
+        )
+    };
+    let tt = TabletType::Primary;
+    match run(&lks.name, &insert(&entries), tt, snap, vc).await {
+        Ok(_) => return Ok(()),
+        Err(e) if !(l.consistent && is_duplicate(&e)) => return Err(e),
+        Err(_) => {}
+    }
+    // One at a time, to find the rows already there.
+    for e in entries {
+        let dup = match run(&lks.name, &insert(&[e]), tt, snap, vc).await {
+            Ok(_) => continue,
+            Err(dup) if is_duplicate(&dup) => dup,
+            Err(other) => return Err(other),
+        };
+        // A non-unique lookup's row for this very pair is this row's.
+        if !l.unique {
+            continue;
+        }
+        let held = matching(&l.from, &e.from);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {held} FOR UPDATE",
+            ident(&l.to),
+            ident(&l.table)
+        );
+        let rows = run(&lks.name, &sql, tt, snap, vc).await?;
+        let theirs = match rows.rows.first() {
+            Some(r) => ksid_of(l, r.first().unwrap_or(&Value::NULL))?,
+            None => return Err(dup),
+        };
+        if theirs.as_ref() == Some(&e.ksid) {
+            continue;
+        }
+        // Does the row the lookup row names still exist?
+        if let Some(shard) = theirs.as_ref().and_then(|k| shard_for(ks, k)) {
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {} LIMIT 1 FOR UPDATE",
+                ident(owner),
+                matching(owner_cols, &e.from)
+            );
+            let mut found = Gather::new(1);
+            vc.execute_shard(&ks.name, shard, tt, &sql, false, &mut found)
+                .await?;
+            if !found.rows.is_empty() {
+                return Err(dup);
+            }
+        }
+        let sql = format!(
+            "UPDATE {} SET {} = {} WHERE {held}",
+            ident(&l.table),
+            ident(&l.to),
+            to_sql(l, e)
+        );
+        run(&lks.name, &sql, tt, snap, vc).await?;
+    }
+    Ok(())
+}
+
+/// Removes the lookup rows of owner rows that are deleted or whose
+/// vindex columns change.
+pub(super) async fn delete<V: VCursor + Send>(
+    ks: &Keyspace,
+    l: &Lookup,
+    entries: &[Entry],
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<(), Error> {
+    let lks = table_keyspace(snap, ks, l)?;
+    for e in entries {
+        if l.ignore_nulls && e.from.contains(&Value::NULL) {
+            continue;
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE {} AND {} = {}",
+            ident(&l.table),
+            matching(&l.from, &e.from),
+            ident(&l.to),
+            to_sql(l, e)
+        );
+        run(&lks.name, &sql, TabletType::Primary, snap, vc).await?;
+    }
+    Ok(())
+}
