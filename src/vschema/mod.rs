@@ -255,7 +255,7 @@ pub const KNOWN_VINDEX_TYPES: &[&str] = &[
 /// The bytes of a hex string (a pinned table's keyspace id); None when it
 /// is not one.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
