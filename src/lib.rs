@@ -21,7 +21,8 @@
 //!   of a prepared statement's scatter, which the tablets run prepared when
 //!   every column comes as a length-coded string; an unordered scatter
 //!   passes the rows a read brought in on in runs; [`engine::gate`] for
-//!   ordering, grouping, aggregation and the rest of the cross-shard work).
+//!   ordering, grouping, aggregation and the rest of the cross-shard work;
+//!   the engine's `lookup` reads and writes lookup vindexes' tables).
 //! - [`executor`]: the real `VCursor`: resolves targets, picks connections,
 //!   streams results, wraps errors with their target;
 //!   [`executor::verdicts`] remembers what a session SET did on a tablet,
@@ -51,6 +52,8 @@
 //!   tables' column types from the tablets into it.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex
 //!   functions (bit-exact with Vitess, incl. the Unicode collation keys);
+//!   [`vschema::lookup`] describes lookup vindexes, which the engine reads
+//!   to route and keeps in step with their owner tables' writes;
 //!   declared column types tell the planner which keys need no weight
 //!   strings.
 //! - [`collation`]: MariaDB's string order in the collations the gate

@@ -208,28 +208,7 @@ pub(super) async fn create<V: VCursor + Send>(
         return Ok(());
     }
     let lks = table_keyspace(snap, ks, l)?;
-    let mut cols: Vec<String> = l.from.iter().map(|c| ident(c)).collect();
-    cols.push(ident(&l.to));
-    let insert = |es: &[&Entry]| {
-        let rows: Vec<String> = es
-            .iter()
-            .map(|e| {
-                let mut cells: Vec<String> = e
-                    .from
-                    .iter()
-                    .map(|v| crate::sql::literal(v, false))
-                    .collect();
-                cells.push(to_sql(l, e));
-                format!("({})", cells.join(", "))
-            })
-            .collect();
-        format!(
-            "INSERT INTO {} ({}) VALUES {}",
-            ident(&l.table),
-            cols.join(", "),
-            rows.join(", ")
-        )
-    };
+    let insert = |es: &[&Entry]| insert_sql(l, es, false);
     let tt = TabletType::Primary;
     match run(&lks.name, &insert(&entries), tt, snap, vc).await {
         Ok(_) => return Ok(()),
@@ -282,6 +261,82 @@ pub(super) async fn create<V: VCursor + Send>(
             to_sql(l, e)
         );
         run(&lks.name, &sql, tt, snap, vc).await?;
+    }
+    Ok(())
+}
+
+/// `INSERT [IGNORE] INTO` the lookup table the entries' rows.
+fn insert_sql(l: &Lookup, es: &[&Entry], ignore: bool) -> String {
+    let mut cols: Vec<String> = l.from.iter().map(|c| ident(c)).collect();
+    cols.push(ident(&l.to));
+    let rows: Vec<String> = es
+        .iter()
+        .map(|e| {
+            let mut cells: Vec<String> = e
+                .from
+                .iter()
+                .map(|v| crate::sql::literal(v, false))
+                .collect();
+            cells.push(to_sql(l, e));
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT{} INTO {} ({}) VALUES {}",
+        if ignore { " IGNORE" } else { "" },
+        ident(&l.table),
+        cols.join(", "),
+        rows.join(", ")
+    )
+}
+
+/// Adds the lookup rows of new owner rows of an INSERT IGNORE or an
+/// upsert, as vtgate does: rows a unique lookup already holds for another
+/// keyspace id are left alone, and their owner rows are not inserted.
+/// `kept` says, per entry, whether its owner row still goes in: entries
+/// an earlier lookup dropped are skipped, and those this one drops are
+/// marked.
+pub(super) async fn create_ignoring<V: VCursor + Send>(
+    ks: &Keyspace,
+    l: &Lookup,
+    entries: &[Entry],
+    kept: &mut [bool],
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<(), Error> {
+    let written: Vec<(usize, &Entry)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            kept.get(*i).copied().unwrap_or(false)
+                && !(l.ignore_nulls && e.from.contains(&Value::NULL))
+        })
+        .collect();
+    if written.is_empty() {
+        return Ok(());
+    }
+    let lks = table_keyspace(snap, ks, l)?;
+    let es: Vec<&Entry> = written.iter().map(|(_, e)| *e).collect();
+    let tt = TabletType::Primary;
+    run(&lks.name, &insert_sql(l, &es, true), tt, snap, vc).await?;
+    if !l.unique {
+        return Ok(());
+    }
+    for (i, e) in written {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            ident(&l.to),
+            ident(&l.table),
+            matching(&l.from, &e.from)
+        );
+        let rows = run(&lks.name, &sql, tt, snap, vc).await?;
+        let theirs = match rows.rows.first() {
+            Some(r) => ksid_of(l, r.first().unwrap_or(&Value::NULL))?,
+            None => None,
+        };
+        if let Some(k) = kept.get_mut(i) {
+            *k = theirs.as_ref() == Some(&e.ksid);
+        }
     }
     Ok(())
 }

@@ -1461,7 +1461,7 @@ async fn insert_done<V: VCursor + Send>(
         _ => None,
     };
     let first_id = next_id;
-    let mut per_shard: Vec<(String, Vec<String>)> = Vec::new();
+    let mut placed: Vec<(&str, String)> = Vec::with_capacity(p.rows.len());
     for row in &p.rows {
         let mut values = row.values.clone();
         let mut seq_value = None;
@@ -1489,11 +1489,7 @@ async fn insert_done<V: VCursor + Send>(
                 "no shard holds keyspace id {ksid:02x?}"
             )))
         })?;
-        let text = format!("({})", values.join(", "));
-        match per_shard.iter_mut().find(|(s, _)| s == shard) {
-            Some((_, v)) => v.push(text),
-            None => per_shard.push((shard.to_string(), vec![text])),
-        }
+        placed.push((shard, format!("({})", values.join(", "))));
         for (e, from) in entries.iter_mut().zip(&row.lookup_values) {
             e.push(lookup::Entry {
                 from: from.iter().map(|v| operand_value(v, binds)).collect(),
@@ -1502,15 +1498,31 @@ async fn insert_done<V: VCursor + Send>(
             });
         }
     }
+    let mut kept = vec![true; placed.len()];
     for (owned, entries) in p.lookups.iter().zip(&entries) {
         let def = lookup::definition(ks, &owned.vindex)?;
-        lookup::create(ks, &def, &p.table, &owned.columns, entries, snap, vc).await?;
+        if p.upsert {
+            lookup::create_ignoring(ks, &def, entries, &mut kept, snap, vc).await?;
+        } else {
+            lookup::create(ks, &def, &p.table, &owned.columns, entries, snap, vc).await?;
+        }
+    }
+    let mut per_shard: Vec<(&str, Vec<String>)> = Vec::new();
+    for ((shard, text), _) in placed.into_iter().zip(kept).filter(|(_, k)| *k) {
+        match per_shard.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, v)) => v.push(text),
+            None => per_shard.push((shard, vec![text])),
+        }
+    }
+    if per_shard.is_empty() {
+        // Every row's lookup value is another row's: nothing to insert.
+        return Ok(QueryDone::default());
     }
     let queries = per_shard
         .into_iter()
         .map(|(shard, rows)| {
             let sql = format!("{}{}{}", p.prefix, rows.join(", "), p.suffix);
-            (shard, substitute_binds(&sql, binds))
+            (shard.to_string(), substitute_binds(&sql, binds))
         })
         .collect();
     let results = vc

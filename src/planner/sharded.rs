@@ -214,6 +214,10 @@ pub struct InsertPlan {
     /// The lookup vindexes the table owns; each row's values of their
     /// columns are in [`InsertRow::lookup_values`].
     pub lookups: Vec<OwnedLookup>,
+    /// INSERT IGNORE or ON DUPLICATE KEY UPDATE: lookup rows already
+    /// there are left alone, and the rows whose unique lookup values other
+    /// rows hold are not inserted (vtgate's ignore mode).
+    pub upsert: bool,
     /// `INSERT [IGNORE] INTO t (cols) VALUES ` up to the rows.
     pub prefix: String,
     /// ` ON DUPLICATE KEY UPDATE ...` or empty.
@@ -1178,11 +1182,26 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             })?,
     };
     let lookups = owned_lookups(ks, &t.name)?;
-    if !lookups.is_empty() && (ins.ignore || ins.replace_into || ins.on.is_some()) {
+    if !lookups.is_empty() && ins.replace_into {
         return Err(unsupported(format!(
-            "INSERT IGNORE, REPLACE or ON DUPLICATE KEY UPDATE into table {}, which owns lookup vindexes",
+            "REPLACE into table {}, which owns lookup vindexes",
             t.name
         )));
+    }
+    if let Some(ast::OnInsert::DuplicateKeyUpdate(assignments)) = &ins.on {
+        let set = |c: &String| {
+            assignments.iter().any(|a| {
+                a.target
+                    .to_string()
+                    .trim_matches('`')
+                    .eq_ignore_ascii_case(c)
+            })
+        };
+        if let Some(c) = lookups.iter().flat_map(|o| &o.columns).find(|c| set(c)) {
+            return Err(unsupported(format!(
+                "ON DUPLICATE KEY UPDATE of lookup vindex column '{c}'"
+            )));
+        }
     }
     let mut out_rows = Vec::with_capacity(rows.len());
     for row in rows {
@@ -1270,6 +1289,7 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
     Ok(InsertPlan {
         keyspace: ks.name.clone(),
         table: t.name.clone(),
+        upsert: ins.ignore || ins.on.is_some(),
         lookups,
         prefix,
         suffix,

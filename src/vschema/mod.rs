@@ -227,8 +227,8 @@ impl Table {
     }
 }
 
-/// Vindex types shardgate knows the functions of (the functional ones are
-/// bit-exact with Vitess; lookup types are accepted for routing later).
+/// Vindex types shardgate accepts: the functional ones are bit-exact with
+/// Vitess; the lookup ones are read and kept by [`lookup`].
 pub const KNOWN_VINDEX_TYPES: &[&str] = &[
     "hash",
     "xxhash",
