@@ -36,6 +36,8 @@ const VSCHEMA: &str = r#"{
                                {"column": "tag", "name": "lu_tag"}, {"column": "code", "name": "lu_code"}]},
     "lu_name_idx": {"column_vindexes": [{"column": "name", "name": "loose"}]},
     "pin": {"pinned": "c0"},
+    "nb1": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "nb2": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "lu_tag_idx": {"column_vindexes": [{"column": "tag", "name": "xx"}]},
     "customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
                  "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}},
@@ -1139,6 +1141,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;
     pinned_tables(&mut sg, &mut oracle).await;
+    no_backslash_escapes(&mut sg, &mut oracle).await;
     colocated_joins(&mut sg, &mut oracle, &mut r, max_id).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
@@ -3017,4 +3020,79 @@ async fn placement_count(uid: u32, table: &str) -> u64 {
         .await
         .unwrap()
         .unwrap()
+}
+
+/// Under NO_BACKSLASH_ESCAPES a backslash in a string is itself: values
+/// shardgate writes back into SQL (a nested loop's join variables,
+/// run-first answers, tables of constants, lookup rows) are quoted so.
+async fn no_backslash_escapes(sg: &mut Conn, oracle: &mut Conn) {
+    let mut setup = vec![
+        "drop table if exists nb1".to_string(),
+        "drop table if exists nb2".to_string(),
+        "create table nb1 (id int primary key, s varchar(16))".to_string(),
+        "create table nb2 (id int primary key, s varchar(16))".to_string(),
+        "set sql_mode = concat(@@sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string(),
+    ];
+    let values = [r"a\b", r"a\\b", r"c\d", r"it''s\n", "plain"];
+    for (i, v) in values.iter().enumerate() {
+        setup.push(format!(
+            "insert into nb1 (id, s) values ({i}, '{v}'), ({}, '{v}x')",
+            i + 10
+        ));
+        setup.push(format!(
+            "insert into nb2 (id, s) values ({}, '{v}'), ({}, 'y{v}')",
+            i + 20,
+            i + 30
+        ));
+    }
+    setup.push(r"insert into lu (id, name) values (700, 'x\y'), (701, 'x\\y')".to_string());
+    for sql in &setup {
+        sg.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        oracle
+            .query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    for (sql, ordered) in [
+        (
+            "select nb1.id, nb2.id, nb1.s from nb1 join nb2 on nb1.s = nb2.s order by nb1.id",
+            true,
+        ),
+        (
+            "select id, s from nb1 where s in (select s from nb2 where id < 30) order by id",
+            true,
+        ),
+        (
+            "select t.s, t.c from (select s, count(*) as c from nb2 group by s) as t order by t.s",
+            true,
+        ),
+        (r"select id, name from lu where name = 'x\y'", false),
+        (
+            r"select id, name from lu where name in ('x\\y', 'none')",
+            false,
+        ),
+    ] {
+        compare(sg, oracle, &case(sql, ordered)).await;
+    }
+    let n: Vec<(i64,)> = sg
+        .query(r"select id from lu where name = 'x\y'")
+        .await
+        .unwrap();
+    assert_eq!(n, vec![(700,)]);
+    for sql in [
+        "delete from lu where id in (700, 701)",
+        "set sql_mode = replace(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
+    ] {
+        sg.query_drop(sql).await.unwrap();
+        oracle.query_drop(sql).await.unwrap();
+    }
+    // Their lookup rows went with them.
+    let left: u64 = sg
+        .query_first("select count(*) from lu_name_idx where name like 'x%y'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left, 0);
 }

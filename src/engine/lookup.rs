@@ -82,7 +82,7 @@ pub(super) async fn run<V: VCursor + Send>(
     vc: &mut V,
 ) -> Result<Gather, Error> {
     let stmt = crate::sql::classify(sql)?;
-    let n = crate::sql::normalize::normalize(sql, &[], false);
+    let n = crate::sql::normalize::normalize(sql, &[], vc.no_backslash_escapes());
     let target = Target {
         keyspace: Some(keyspace.to_string()),
         shard: None,
@@ -99,12 +99,12 @@ fn ident(name: &str) -> String {
 }
 
 /// `a = 1 AND b IS NULL`: the columns equal to the values.
-fn matching(cols: &[String], values: &[Value]) -> String {
+fn matching(cols: &[String], values: &[Value], nbe: bool) -> String {
     cols.iter()
         .zip(values)
         .map(|(c, v)| match v {
             Value::NULL => format!("{} IS NULL", ident(c)),
-            v => format!("{} = {}", ident(c), crate::sql::literal(v, false)),
+            v => format!("{} = {}", ident(c), crate::sql::literal(v, nbe)),
         })
         .collect::<Vec<_>>()
         .join(" AND ")
@@ -121,10 +121,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// What the entry's lookup row holds in `to`, as SQL.
-fn to_sql(l: &Lookup, e: &Entry) -> String {
+fn to_sql(l: &Lookup, e: &Entry, nbe: bool) -> String {
     match l.to_kind {
         To::KeyspaceId => hex(&e.ksid),
-        To::HashedValue => crate::sql::literal(&e.value, false),
+        To::HashedValue => crate::sql::literal(&e.value, nbe),
     }
 }
 
@@ -155,7 +155,7 @@ pub(super) async fn shards<V: VCursor + Send>(
     let values: Vec<String> = values
         .iter()
         .filter(|v| **v != Value::NULL)
-        .map(|v| crate::sql::literal(v, false))
+        .map(|v| crate::sql::literal(v, vc.no_backslash_escapes()))
         .collect();
     if values.is_empty() {
         return Ok(Vec::new());
@@ -208,7 +208,8 @@ pub(super) async fn create<V: VCursor + Send>(
         return Ok(());
     }
     let lks = table_keyspace(snap, ks, l)?;
-    let insert = |es: &[&Entry]| insert_sql(l, es, false);
+    let nbe = vc.no_backslash_escapes();
+    let insert = |es: &[&Entry]| insert_sql(l, es, false, nbe);
     let tt = TabletType::Primary;
     match run(&lks.name, &insert(&entries), tt, snap, vc).await {
         Ok(_) => return Ok(()),
@@ -226,7 +227,7 @@ pub(super) async fn create<V: VCursor + Send>(
         if !l.unique {
             continue;
         }
-        let held = matching(&l.from, &e.from);
+        let held = matching(&l.from, &e.from, nbe);
         let sql = format!(
             "SELECT {} FROM {} WHERE {held} FOR UPDATE",
             ident(&l.to),
@@ -245,7 +246,7 @@ pub(super) async fn create<V: VCursor + Send>(
             let sql = format!(
                 "SELECT 1 FROM {} WHERE {} LIMIT 1 FOR UPDATE",
                 ident(owner),
-                matching(owner_cols, &e.from)
+                matching(owner_cols, &e.from, nbe)
             );
             let mut found = Gather::new(1);
             vc.execute_shard(&ks.name, shard, tt, &sql, false, &mut found)
@@ -258,7 +259,7 @@ pub(super) async fn create<V: VCursor + Send>(
             "UPDATE {} SET {} = {} WHERE {held}",
             ident(&l.table),
             ident(&l.to),
-            to_sql(l, e)
+            to_sql(l, e, nbe)
         );
         run(&lks.name, &sql, tt, snap, vc).await?;
     }
@@ -266,18 +267,15 @@ pub(super) async fn create<V: VCursor + Send>(
 }
 
 /// `INSERT [IGNORE] INTO` the lookup table the entries' rows.
-fn insert_sql(l: &Lookup, es: &[&Entry], ignore: bool) -> String {
+fn insert_sql(l: &Lookup, es: &[&Entry], ignore: bool, nbe: bool) -> String {
     let mut cols: Vec<String> = l.from.iter().map(|c| ident(c)).collect();
     cols.push(ident(&l.to));
     let rows: Vec<String> = es
         .iter()
         .map(|e| {
-            let mut cells: Vec<String> = e
-                .from
-                .iter()
-                .map(|v| crate::sql::literal(v, false))
-                .collect();
-            cells.push(to_sql(l, e));
+            let mut cells: Vec<String> =
+                e.from.iter().map(|v| crate::sql::literal(v, nbe)).collect();
+            cells.push(to_sql(l, e, nbe));
             format!("({})", cells.join(", "))
         })
         .collect();
@@ -318,7 +316,8 @@ pub(super) async fn create_ignoring<V: VCursor + Send>(
     let lks = table_keyspace(snap, ks, l)?;
     let es: Vec<&Entry> = written.iter().map(|(_, e)| *e).collect();
     let tt = TabletType::Primary;
-    run(&lks.name, &insert_sql(l, &es, true), tt, snap, vc).await?;
+    let nbe = vc.no_backslash_escapes();
+    run(&lks.name, &insert_sql(l, &es, true, nbe), tt, snap, vc).await?;
     if !l.unique {
         return Ok(());
     }
@@ -327,7 +326,7 @@ pub(super) async fn create_ignoring<V: VCursor + Send>(
             "SELECT {} FROM {} WHERE {}",
             ident(&l.to),
             ident(&l.table),
-            matching(&l.from, &e.from)
+            matching(&l.from, &e.from, nbe)
         );
         let rows = run(&lks.name, &sql, tt, snap, vc).await?;
         let theirs = match rows.rows.first() {
@@ -351,6 +350,7 @@ pub(super) async fn delete<V: VCursor + Send>(
     vc: &mut V,
 ) -> Result<(), Error> {
     let lks = table_keyspace(snap, ks, l)?;
+    let nbe = vc.no_backslash_escapes();
     for e in entries {
         if l.ignore_nulls && e.from.contains(&Value::NULL) {
             continue;
@@ -358,9 +358,9 @@ pub(super) async fn delete<V: VCursor + Send>(
         let sql = format!(
             "DELETE FROM {} WHERE {} AND {} = {}",
             ident(&l.table),
-            matching(&l.from, &e.from),
+            matching(&l.from, &e.from, nbe),
             ident(&l.to),
-            to_sql(l, e)
+            to_sql(l, e, nbe)
         );
         run(&lks.name, &sql, TabletType::Primary, snap, vc).await?;
     }

@@ -183,6 +183,13 @@ pub trait VCursor {
         DEFAULT_MAX_MEMORY_ROWS
     }
 
+    /// Whether the session reads strings as NO_BACKSLASH_ESCAPES says:
+    /// values the engine writes back into SQL text (a nested loop's join
+    /// variables, run-first answers, lookup rows) are quoted so.
+    fn no_backslash_escapes(&self) -> bool {
+        false
+    }
+
     /// Opens a transaction for one statement's several writes (a row and
     /// its lookup rows) when the session has none open, as vtgate does;
     /// true when it opened one, which [`VCursor::end_implicit`] must end.
@@ -612,6 +619,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     let cap = vc.max_memory_rows();
+    let nbe = vc.no_backslash_escapes();
     let mut lhs = Gather::new(cap);
     Box::pin(exec_select(&p.lhs, binds, tt, snap, vc, &mut lhs)).await?;
     let count = |o: &Option<Operand>| o.as_ref().map(|o| gate::operand_u64(o, binds)).transpose();
@@ -635,7 +643,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
                         .into(),
                 )));
             };
-            rhs_binds.push(join_var(col, v));
+            rhs_binds.push(join_var(col, v, nbe));
         }
         let mut rhs = Gather::new(cap);
         Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
@@ -726,6 +734,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     let cap = vc.max_memory_rows();
+    let nbe = vc.no_backslash_escapes();
     let mut texts = vec![String::new(); p.subqueries.len()];
     for (i, sub) in p.subqueries.iter().enumerate() {
         let mut rows = Gather::new(cap);
@@ -738,7 +747,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             Ok(rows
                 .rows
                 .iter()
-                .map(|r| cell_sql(&rows.columns, r, 0, bind_text))
+                .map(|r| cell_sql(&rows.columns, r, 0, nbe, bind_text))
                 .collect())
         };
         let tested = sub.tested.as_deref().unwrap_or("NULL");
@@ -758,7 +767,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             }
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
             PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
-            PulloutKind::Table => constants(&rows.columns, &rows.rows),
+            PulloutKind::Table => constants(&rows.columns, &rows.rows, nbe),
             PulloutKind::Rows(width) => {
                 if rows.columns.len() != width {
                     return Err(Error::ColumnCount);
@@ -772,7 +781,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
                     .iter()
                     .map(|r| {
                         let cells: Vec<String> = (0..width)
-                            .map(|i| cell_sql(&rows.columns, r, i, bind_text))
+                            .map(|i| cell_sql(&rows.columns, r, i, nbe, bind_text))
                             .collect();
                         format!("({})", cells.join(", "))
                     })
@@ -793,7 +802,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     // The statement, with its own values and the subqueries', planned anew.
     let outer = crate::planner::pullout::fill(&p.outer, &texts);
     let sql = substitute_binds(&outer, binds);
-    let n = crate::sql::normalize::normalize(&sql, &[], false);
+    let n = crate::sql::normalize::normalize(&sql, &[], nbe);
     let ks = keyspace_of(snap, &p.keyspace)?;
     let plan = crate::planner::sharded::plan(&n.template, ks, snap)?;
     Box::pin(execute(&plan, &sql, &n.binds, tt, snap, vc, sink)).await
@@ -802,8 +811,8 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
 /// A derived table's rows as a query of constants under its columns'
 /// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL SELECT 2, 'y')`, or
 /// none (`LIMIT 0`).
-fn constants(cols: &[Column], rows: &[Vec<Value>]) -> String {
-    let cell = |i: usize, r: &[Value]| cell_sql(cols, r, i, constant);
+fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
+    let cell = |i: usize, r: &[Value]| cell_sql(cols, r, i, nbe, constant);
     let named: Vec<String> = cols
         .iter()
         .enumerate()
@@ -833,17 +842,18 @@ fn cell_sql(
     cols: &[Column],
     row: &[Value],
     i: usize,
-    render: fn(&Column, &Value) -> String,
+    nbe: bool,
+    render: fn(&Column, &Value, bool) -> String,
 ) -> String {
     match (cols.get(i), row.get(i)) {
-        (Some(c), Some(v)) => render(c, v),
+        (Some(c), Some(v)) => render(c, v, nbe),
         _ => "NULL".to_string(),
     }
 }
 
 /// A cell as the SQL text of its bind ([`join_var`]).
-fn bind_text(col: &Column, v: &Value) -> String {
-    join_var(col, v).text().into_owned()
+fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
+    join_var(col, v, nbe).text().into_owned()
 }
 
 /// One value of a table of constants, compared as its column was: a
@@ -851,8 +861,8 @@ fn bind_text(col: &Column, v: &Value) -> String {
 /// value says so (`_binary'a'`), or `'a' = 'A'` would hold where the
 /// column's values differ. A `_bin` column says so only where the tablet's
 /// column definition names its collation (it may name the connection's).
-fn constant(col: &Column, v: &Value) -> String {
-    let text = bind_text(col, v);
+fn constant(col: &Column, v: &Value, nbe: bool) -> String {
+    let text = bind_text(col, v, nbe);
     if !matches!(v, Value::Bytes(_)) || !text.ends_with('\'') {
         return text;
     }
@@ -889,8 +899,9 @@ fn join_columns(p: &JoinPlan, lhs: &[Column], rhs: &[Column]) -> Result<Vec<Colu
 /// A cell of a result as a bind (a nested loop's join variable, or a
 /// value a run-first query puts into its statement): integers as numbers
 /// (so a vindex maps them as the column's values), other numbers as
-/// written, anything else as a quoted string.
-fn join_var(col: &Column, v: &Value) -> Bind {
+/// written, anything else as a quoted string (`nbe`: as the session's
+/// NO_BACKSLASH_ESCAPES reads strings).
+fn join_var(col: &Column, v: &Value, nbe: bool) -> Bind {
     use mysql_common::constants::ColumnType as T;
     let Value::Bytes(b) = v else {
         return Bind::written("NULL", Value::NULL);
@@ -911,7 +922,7 @@ fn join_var(col: &Column, v: &Value) -> Bind {
             };
             match value {
                 Ok(value) => Bind::written(&text, value),
-                Err(_) => Bind::written(&crate::sql::literal(v, false), v.clone()),
+                Err(_) => Bind::written(&crate::sql::literal(v, nbe), v.clone()),
             }
         }
         T::MYSQL_TYPE_DECIMAL
@@ -922,7 +933,7 @@ fn join_var(col: &Column, v: &Value) -> Bind {
         {
             Bind::written(&text, v.clone())
         }
-        _ => Bind::written(&crate::sql::literal(v, false), v.clone()),
+        _ => Bind::written(&crate::sql::literal(v, nbe), v.clone()),
     }
 }
 

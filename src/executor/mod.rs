@@ -1365,6 +1365,10 @@ impl VCursor for Executor<'_> {
         self.ctx.max_memory_rows
     }
 
+    fn no_backslash_escapes(&self) -> bool {
+        self.state.no_backslash_escapes
+    }
+
     fn begin_implicit(&mut self) -> bool {
         if self.state.in_txn {
             return false;
@@ -1908,6 +1912,10 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
 
     fn max_memory_rows(&self) -> usize {
         self.inner.max_memory_rows()
+    }
+
+    fn no_backslash_escapes(&self) -> bool {
+        self.inner.no_backslash_escapes()
     }
 
     fn begin_implicit(&mut self) -> bool {
