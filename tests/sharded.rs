@@ -3033,7 +3033,7 @@ async fn no_backslash_escapes(sg: &mut Conn, oracle: &mut Conn) {
         "create table nb2 (id int primary key, s varchar(16))".to_string(),
         "set sql_mode = concat(@@sql_mode, ',NO_BACKSLASH_ESCAPES')".to_string(),
     ];
-    let values = [r"a\b", r"a\\b", r"c\d", r"it''s\n", "plain"];
+    let values = [r"a\b", r"a\\b", r"c\", r"it''s\n", "plain"];
     for (i, v) in values.iter().enumerate() {
         setup.push(format!(
             "insert into nb1 (id, s) values ({i}, '{v}'), ({}, '{v}x')",

@@ -46,6 +46,13 @@ impl Token {
 /// Tokenizes `src`, skipping whitespace and comments. Never panics: an
 /// unterminated string or comment ends at the end of the input.
 pub fn tokenize(src: &str) -> Vec<Token> {
+    tokenize_mode(src, false)
+}
+
+/// [`tokenize`] as a session with NO_BACKSLASH_ESCAPES reads: a backslash
+/// in a string is itself, so `'c\'` ends at its second quote.
+pub fn tokenize_mode(src: &str, no_backslash_escapes: bool) -> Vec<Token> {
+    let escapes = !no_backslash_escapes;
     let b = src.as_bytes();
     let mut out = Vec::with_capacity(16);
     let mut i = 0;
@@ -72,7 +79,7 @@ pub fn tokenize(src: &str) -> Vec<Token> {
                 continue;
             }
             b'\'' | b'"' => {
-                i = skip_quoted(b, i, c, true);
+                i = skip_quoted(b, i, c, escapes);
                 out.push(tok(TokenKind::Str, start, i));
             }
             b'`' => {
@@ -93,7 +100,9 @@ pub fn tokenize(src: &str) -> Vec<Token> {
                     i += 1;
                 }
                 match b.get(i) {
-                    Some(q @ (b'\'' | b'"' | b'`')) => i = skip_quoted(b, i, *q, *q != b'`'),
+                    Some(q @ (b'\'' | b'"' | b'`')) => {
+                        i = skip_quoted(b, i, *q, escapes && *q != b'`')
+                    }
                     _ => {
                         while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
                             i += 1;
@@ -114,7 +123,7 @@ pub fn tokenize(src: &str) -> Vec<Token> {
                 }
                 // X'..', B'..', N'..' and _charset'..' literals are strings.
                 if b.get(i) == Some(&b'\'') && (i - start == 1 || c == b'_') {
-                    i = skip_quoted(b, i, b'\'', true);
+                    i = skip_quoted(b, i, b'\'', escapes);
                     out.push(tok(TokenKind::Str, start, i));
                 } else {
                     out.push(tok(TokenKind::Word, start, i));

@@ -181,7 +181,7 @@ impl Shape {
 /// The [`Shape`] of `sql`: its literals and `?` parameters replaced by
 /// `:vN`, in order.
 pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
-    let toks = tokenize(sql);
+    let toks = crate::sql::lexer::tokenize_mode(sql, no_backslash_escapes);
     let mut out = String::with_capacity(sql.len() + 8);
     let mut binds = Vec::new();
     let mut copied = 0;
