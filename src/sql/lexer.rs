@@ -252,6 +252,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_backslash_escapes_ends_a_string_at_its_quote() {
+        let sql = r"select 'c\', x'00', 1";
+        let texts = |nbe| -> Vec<String> {
+            tokenize_mode(sql, nbe)
+                .iter()
+                .map(|t| t.text(sql).to_string())
+                .collect()
+        };
+        assert_eq!(texts(true), ["select", r"'c\'", ",", "x'00'", ",", "1"]);
+        // Read with escapes, the quote after the backslash is escaped.
+        assert_eq!(texts(false)[1], r"'c\', x'");
+    }
+
+    #[test]
     fn splits_outside_strings_and_comments() {
         let s = "select 'a;b'; select `x;y` from t -- c;\n; /* ; */ select 3;";
         assert_eq!(
