@@ -1142,6 +1142,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     lookup_vindexes(&mut sg, &mut oracle).await;
     pinned_tables(&mut sg, &mut oracle).await;
     no_backslash_escapes(&mut sg, &mut oracle).await;
+    row_counts(&mut sg, &mut oracle).await;
     colocated_joins(&mut sg, &mut oracle, &mut r, max_id).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
@@ -3095,4 +3096,42 @@ async fn no_backslash_escapes(sg: &mut Conn, oracle: &mut Conn) {
         .unwrap()
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// ROW_COUNT() is the session's: the last statement's affected rows over
+/// every shard it reached (-1 after a result set or an error), whichever
+/// tablet connection asks.
+async fn row_counts(sg: &mut Conn, oracle: &mut Conn) {
+    for (sql, prepared) in [
+        (
+            "insert into nb1 (id, s) values (100, 'r'), (101, 'r'), (102, 'r'), (103, 'r')",
+            false,
+        ),
+        ("update nb1 set s = 'q' where id >= 100", false),
+        ("update nb1 set s = 'q' where id >= 100", true),
+        ("delete from nb1 where id = 100", false),
+        ("select * from nb1 where id > 100", false),
+        ("insert into nb1 (id, s) values (101, 'dup')", false),
+        ("update nb1 set s = 'p' where id in (101, 102)", true),
+        ("select row_count()", false),
+    ] {
+        for conn in [&mut *sg, &mut *oracle] {
+            let res = if prepared {
+                conn.exec_drop(sql, ()).await
+            } else {
+                conn.query_drop(sql).await
+            };
+            assert_eq!(res.is_ok(), !sql.contains("dup"), "{sql}: {res:?}");
+        }
+        let mut counts = Vec::new();
+        for conn in [&mut *sg, &mut *oracle] {
+            let n: i64 = conn
+                .query_first("select row_count()")
+                .await
+                .unwrap()
+                .unwrap();
+            counts.push(n);
+        }
+        assert_eq!(counts[0], counts[1], "row_count() after {sql}");
+    }
 }

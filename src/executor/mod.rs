@@ -86,6 +86,11 @@ pub struct ShardConns {
     pub reserved: bool,
     /// LAST_INSERT_ID() as the client should see it.
     pub last_insert_id: u64,
+    /// ROW_COUNT() as the client should see it: the last statement's
+    /// affected rows, -1 after a result set or an error (the tablet
+    /// connection that ran it may be another's by now, and a statement
+    /// over several shards has no one tablet's count).
+    pub row_count: i64,
     /// The last tablet status said NO_BACKSLASH_ESCAPES is on.
     pub no_backslash_escapes: bool,
     /// Clean pooled connections kept between statements, at most one per

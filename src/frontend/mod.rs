@@ -328,6 +328,15 @@ impl<'w> ResultWriter<'w> {
         self.wire.push_defs_end(self.status);
     }
 
+    /// What ROW_COUNT() says of the statement just written: its affected
+    /// rows, or -1 after a result set.
+    fn row_count(&self) -> i64 {
+        match &self.pending {
+            Some(Pending::Ok(d)) => i64::try_from(d.affected_rows).unwrap_or(i64::MAX),
+            _ => -1,
+        }
+    }
+
     fn error(&mut self, e: &Error) {
         self.write_pending(true);
         self.wire.push_err(&e.to_mysql());
@@ -783,9 +792,11 @@ async fn run_query(
             if e.is_disconnect() {
                 return Err(e);
             }
+            session.shards.row_count = -1;
             rw.error(&e);
             return Ok(());
         }
+        session.shards.row_count = rw.row_count();
     }
     rw.finish(session.status());
     Ok(())
@@ -842,11 +853,13 @@ async fn execute_stmt(
     rw.stmt = Some(id);
     match session.execute_prepared(ctx, id, params, &mut rw).await {
         Ok(()) => {
+            session.shards.row_count = rw.row_count();
             rw.finish(session.status());
             Ok(())
         }
         Err(e) if e.is_disconnect() => Err(e),
         Err(e) => {
+            session.shards.row_count = -1;
             rw.error(&e);
             Ok(())
         }

@@ -270,6 +270,7 @@ impl Session {
                     &SessionValues {
                         database: self.target.keyspace.as_deref(),
                         last_insert_id: self.shards.last_insert_id,
+                        row_count: self.shards.row_count,
                         transaction_mode: self
                             .shards
                             .transaction_mode
@@ -563,6 +564,7 @@ impl Session {
                 &SessionValues {
                     database: Some(""),
                     last_insert_id: 0,
+                    row_count: 0,
                     transaction_mode: "",
                 },
             )

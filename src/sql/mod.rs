@@ -422,12 +422,14 @@ pub struct SessionValues<'a> {
     pub database: Option<&'a str>,
     /// What `LAST_INSERT_ID()` returns for this client.
     pub last_insert_id: u64,
+    /// What `ROW_COUNT()` returns for this client.
+    pub row_count: i64,
     /// What `@@transaction_mode` returns: the session's (vtgate's names).
     pub transaction_mode: &'static str,
 }
 
 /// Rewrites the session functions a pooled backend connection cannot answer
-/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `@@socket`,
+/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `ROW_COUNT()`, `@@socket`,
 /// vtgate's `@@transaction_mode`) into literals, keeping the column name the client expects. Returns None
 /// when nothing needed rewriting (the common case, checked without tokenizing).
 pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<String> {
@@ -439,6 +441,7 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
     if !(lower_has("database")
         || lower_has("schema")
         || lower_has("last_insert_id")
+        || lower_has("row_count")
         || (sql.contains("@@") && (lower_has("@@socket") || lower_has("transaction_mode"))))
     {
         return None;
@@ -463,6 +466,8 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
             (lit, i + 2)
         } else if is_call("last_insert_id") {
             (vals.last_insert_id.to_string(), i + 2)
+        } else if is_call("row_count") {
+            (vals.row_count.to_string(), i + 2)
         } else if t.kind == TokenKind::Variable && t.text(sql).eq_ignore_ascii_case("@@socket") {
             ("NULL".to_string(), i)
         } else if t.kind == TokenKind::Variable
@@ -1495,8 +1500,13 @@ mod tests {
         let v = SessionValues {
             database: Some("commerce"),
             last_insert_id: 42,
+            row_count: -1,
             transaction_mode: "SINGLE",
         };
+        assert_eq!(
+            rewrite_session_values("select row_count()", &v).unwrap(),
+            "select -1 AS `row_count()`"
+        );
         assert_eq!(
             rewrite_session_values("select @@transaction_mode", &v).unwrap(),
             "select 'SINGLE' AS `@@transaction_mode`"
