@@ -323,6 +323,20 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             ordered: false,
             fold_case: true,
         });
+        // HAVING over ungrouped rows filters each shard's rows; one with
+        // an aggregate and no GROUP BY is one group.
+        q.push(case(
+            format!("select id as x, k from dt where k > 0 having x < {x} order by x limit 9"),
+            true,
+        ));
+        q.push(case(
+            format!("select id, flag as f from dt having f = 1 and id > {x}"),
+            false,
+        ));
+        q.push(case(
+            format!("select max(id) as m from dt where id < {x} having count(*) > 2"),
+            false,
+        ));
     }
     q
 }

@@ -1774,9 +1774,22 @@ pub(super) fn horizon(
     tables: &[TableInfo],
     row_level: bool,
 ) -> Result<Horizon, PlanError> {
-    if sel.having.is_some() && matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty()) && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) {
-        return Err(unsupported("HAVING without aggregates across shards"));
-    }
+    // HAVING over ungrouped rows (MySQL's filter on the select list's
+    // aliases) filters each row alike wherever it is: each shard applies
+    // it to its own rows.
+    let row_having = match &sel.having {
+        Some(h)
+            if matches!(sel.group_by, GroupByExpr::Expressions(ref g, _) if g.is_empty())
+                && !has_aggregate(h)
+                && !sel.projection.iter().any(|p| matches!(p, SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if has_aggregate(e))) =>
+        {
+            if row_level {
+                return Err(unsupported("HAVING without aggregates across shards"));
+            }
+            format!(" HAVING {h}")
+        }
+        _ => String::new(),
+    };
     let group_exprs: Vec<Expr> = match &sel.group_by {
         GroupByExpr::Expressions(g, mods) if mods.is_empty() => g.clone(),
         GroupByExpr::Expressions(..) => {
@@ -1796,6 +1809,7 @@ pub(super) fn horizon(
         Some(_) => return Err(unsupported("DISTINCT ON")),
     };
     let mut aggregated = !group_exprs.is_empty()
+        || sel.having.as_ref().is_some_and(has_aggregate)
         || sel.projection.iter().any(|p| match p {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
                 has_aggregate(e)
@@ -1835,7 +1849,7 @@ pub(super) fn horizon(
                 gate: None,
                 grouped: false,
                 group_by: Vec::new(),
-                order_sql: String::new(),
+                order_sql: row_having,
                 distinct: false,
                 push_limit: false,
             });
@@ -1913,7 +1927,7 @@ pub(super) fn horizon(
             gate: Some(gate),
             grouped: false,
             group_by: Vec::new(),
-            order_sql: pushdown_order,
+            order_sql: format!("{row_having}{pushdown_order}"),
             distinct,
             push_limit,
         });
