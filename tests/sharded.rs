@@ -3149,3 +3149,53 @@ async fn row_counts(sg: &mut Conn, oracle: &mut Conn) {
         assert_eq!(counts[0], counts[1], "row_count() after {sql}");
     }
 }
+
+/// Queries of information_schema name a keyspace by its name (as vtgate
+/// lets them, and as ORMs ask with `table_schema = database()`): that
+/// keyspace's tablet answers, under its own database name; on a sharded
+/// keyspace any one shard answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn information_schema_names_keyspaces() {
+    let mut sg = connect(Some("customer")).await;
+    let names: Vec<String> = sg
+        .query(
+            "select table_name from information_schema.tables \
+             where table_schema = 'customer' and table_name in ('customer', 'corder') order by table_name",
+        )
+        .await
+        .unwrap();
+    assert_eq!(names, ["corder", "customer"]);
+    let n: u64 = sg
+        .query_first(
+            "select count(*) from information_schema.columns \
+             where table_schema = database() and table_name = 'corder'",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 4, "corder's columns");
+    // Another keyspace's, named from this one; prepared, the values come
+    // as parameters.
+    let n: u64 = sg
+        .exec_first(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            ("commerce", "product"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1, "commerce.product");
+    let mut c = connect(Some("commerce")).await;
+    let schemas: Vec<String> = c
+        .query("select schema_name from information_schema.schemata where schema_name in ('customer', 'nope')")
+        .await
+        .unwrap();
+    assert_eq!(schemas.len(), 1, "{schemas:?}");
+    // A name that is no keyspace goes down as written.
+    let n: u64 = c
+        .query_first("select count(*) from information_schema.tables where table_schema = 'information_schema' and table_name = 'TABLES'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -164,6 +164,22 @@ pub fn plan(
                             "statement text needed for a sharded keyspace".into(),
                         )
                     })?;
+                    // MySQL's own schemas are alike on every tablet.
+                    if kind == QueryKind::Select && crate::sql::reads_system_schemas_only(template)
+                    {
+                        let shard = keyspace.shards.first().ok_or_else(|| {
+                            PlanError::Unsupported(format!(
+                                "keyspace {} has no shards",
+                                keyspace.name
+                            ))
+                        })?;
+                        return Ok(Plan::Route(Route {
+                            keyspace: keyspace.name.clone(),
+                            shard: shard.name.clone(),
+                            tablet_type: target.tablet_type,
+                            rename_db_columns: false,
+                        }));
+                    }
                     if target.tablet_type != TabletType::Primary && kind != QueryKind::Select {
                         return Err(PlanError::Unsupported(format!(
                             "writes to a {} tablet",

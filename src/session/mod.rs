@@ -200,6 +200,19 @@ impl Session {
             let routed = self.qualified_target(ks);
             return self.execute_as(ctx, routed, &stripped, false, sink).await;
         }
+        // A query of the system schemas may name a keyspace where the
+        // tablet has its database (`table_schema = 'commerce'`), as vtgate
+        // lets it: the tablet's own name goes down, to that keyspace.
+        let named = {
+            let snap = ctx.snapshot.load();
+            sql::system_schema_names(sql, self.target.keyspace.as_deref(), |n| {
+                database_of(&snap, n)
+            })
+        };
+        if let Some((ks, rewritten)) = named {
+            let routed = self.qualified_target(ks);
+            return self.execute_as(ctx, routed, &rewritten, false, sink).await;
+        }
         let stmt = sql::classify(sql)?;
         // No keyspace selected: a table named in exactly one keyspace's
         // VSchema decides, as vtgate's global routing does.
@@ -829,6 +842,15 @@ impl Session {
 }
 
 /// The one keyspace whose VSchema lists the statement's tables, if any.
+/// The database keyspace `ks`'s tablets keep its tables in.
+fn database_of(snap: &crate::topo::Snapshot, ks: &str) -> Option<String> {
+    snap.keyspaces.get(ks)?;
+    snap.tablets
+        .values()
+        .find(|t| t.keyspace == ks)
+        .map(|t| t.db_name.clone())
+}
+
 fn global_keyspace(snap: &crate::topo::Snapshot, sql: &str) -> Option<String> {
     let tables = sql::table_names(sql);
     let first = tables.first()?;

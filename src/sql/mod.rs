@@ -1026,6 +1026,152 @@ pub fn keyspace_qualifier(
     Some((keyspace?, without(sql, &cut)))
 }
 
+/// MySQL's own schemas: no keyspace's tables, the same on every tablet.
+pub const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "mysql", "performance_schema", "sys"];
+
+/// The columns of the system schemas' tables that hold a schema name,
+/// which a query may name as the keyspace (vtgate's list).
+const SCHEMA_COLUMNS: &[&str] = &[
+    "table_schema",
+    "constraint_schema",
+    "schema_name",
+    "routine_schema",
+    "specific_schema",
+    "event_schema",
+    "referenced_table_schema",
+    "index_schema",
+    "trigger_schema",
+    "event_object_schema",
+    "unique_constraint_schema",
+];
+
+/// True when every table `sql` reads (after FROM or JOIN, at any depth)
+/// is qualified by a system schema, and it reads one: any one tablet
+/// answers it, whatever the keyspace.
+pub fn reads_system_schemas_only(sql: &str) -> bool {
+    let toks = tokenize(sql);
+    let mut any = false;
+    for (i, t) in toks.iter().enumerate() {
+        if !(t.is_word(sql, "from") || t.is_word(sql, "join")) {
+            continue;
+        }
+        let Some(n) = toks.get(i + 1) else {
+            return false;
+        };
+        if n.kind == TokenKind::Punct(b'(') {
+            // A derived table: its own FROM is checked where it is.
+            continue;
+        }
+        let qualified = toks
+            .get(i + 2)
+            .is_some_and(|d| d.kind == TokenKind::Punct(b'.'))
+            && SYSTEM_SCHEMAS
+                .iter()
+                .any(|s| unquote(n.text(sql)).eq_ignore_ascii_case(s));
+        if !qualified {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// vtgate lets a query of the system schemas name a keyspace where the
+/// tablet has its database (`table_schema = 'commerce'`,
+/// `schema_name IN ('commerce')`, `table_schema = database()`): each such
+/// name, as `db_name` maps it (None: not a keyspace), is written as that
+/// database's name. Returns the keyspace named last and the statement
+/// rewritten; None when it names none. `current` is the session's
+/// keyspace, which `database()` and `schema()` name.
+pub fn system_schema_names(
+    sql: &str,
+    current: Option<&str>,
+    db_name: impl Fn(&str) -> Option<String>,
+) -> Option<(String, String)> {
+    let has = |needle: &str| {
+        sql.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if !has("schema") || !SYSTEM_SCHEMAS.iter().any(|s| has(s)) {
+        return None;
+    }
+    let toks = tokenize(sql);
+    let mut named: Option<String> = None;
+    let mut cut: Vec<(usize, usize, String)> = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = toks[i];
+        let is_column = matches!(t.kind, TokenKind::Word | TokenKind::Ident)
+            && SCHEMA_COLUMNS
+                .iter()
+                .any(|c| unquote(t.text(sql)).eq_ignore_ascii_case(c));
+        i += 1;
+        if !is_column {
+            continue;
+        }
+        // `= x` or `IN (x, y)`.
+        let values: &[Token] = match toks.get(i) {
+            Some(op) if op.kind == TokenKind::Punct(b'=') => {
+                let call_end = (i + 4).min(toks.len());
+                let one = if is_schema_call(sql, &toks[i + 1..call_end]) {
+                    call_end
+                } else {
+                    (i + 2).min(toks.len())
+                };
+                &toks[i + 1..one]
+            }
+            Some(op)
+                if op.is_word(sql, "in")
+                    && toks.get(i + 1).map(|t| t.kind) == Some(TokenKind::Punct(b'(')) =>
+            {
+                let end = toks[i + 2..]
+                    .iter()
+                    .position(|t| t.kind == TokenKind::Punct(b')'))
+                    .map_or(toks.len(), |p| i + 2 + p);
+                &toks[i + 2..end]
+            }
+            _ => continue,
+        };
+        let mut j = 0;
+        while j < values.len() {
+            let v = values[j];
+            let (name, end, width) = if is_schema_call(sql, &values[j..]) {
+                (current.map(str::to_string), values[j + 2].end, 3)
+            } else if v.kind == TokenKind::Str && v.text(sql).starts_with(['\'', '"']) {
+                let text = v.text(sql);
+                (Some(text[1..text.len() - 1].replace("''", "'")), v.end, 1)
+            } else {
+                j += 1;
+                continue;
+            };
+            if let Some((ks, db)) = name.and_then(|n| Some((n.clone(), db_name(&n)?))) {
+                cut.push((v.start, end, quote_str(&db)));
+                named = Some(ks);
+            }
+            j += width;
+        }
+    }
+    let ks = named?;
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut copied = 0;
+    for (start, end, text) in cut {
+        out.push_str(&sql[copied..start]);
+        out.push_str(&text);
+        copied = end;
+    }
+    out.push_str(&sql[copied..]);
+    Some((ks, out))
+}
+
+/// `database()` or `schema()` at the start of `toks`.
+fn is_schema_call(sql: &str, toks: &[Token]) -> bool {
+    matches!(toks, [f, open, close, ..]
+        if (f.is_word(sql, "database") || f.is_word(sql, "schema"))
+            && open.kind == TokenKind::Punct(b'(')
+            && close.kind == TokenKind::Punct(b')'))
+}
+
 /// Table names a statement names right after FROM, JOIN, INTO, UPDATE or
 /// TABLE (unqualified ones only): enough to find the keyspace of a
 /// statement sent with no keyspace selected.
@@ -1470,6 +1616,64 @@ mod tests {
             keyspace_qualifier("select * from customer.customer join commerce.product", ks),
             None
         );
+    }
+
+    #[test]
+    fn system_schema_queries_name_keyspaces_by_their_databases() {
+        let db = |n: &str| {
+            ["commerce", "customer"]
+                .contains(&n)
+                .then(|| format!("vt_{n}"))
+        };
+        assert_eq!(
+            system_schema_names(
+                "select table_name from information_schema.tables where table_schema = 'customer' and table_name = 'commerce'",
+                None,
+                db
+            ),
+            Some((
+                "customer".into(),
+                "select table_name from information_schema.tables where table_schema = 'vt_customer' and table_name = 'commerce'".into()
+            ))
+        );
+        assert_eq!(
+            system_schema_names(
+                "SELECT * FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME IN ('x', \"commerce\")",
+                None,
+                db
+            ),
+            Some((
+                "commerce".into(),
+                "SELECT * FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME IN ('x', 'vt_commerce')".into()
+            ))
+        );
+        assert_eq!(
+            system_schema_names(
+                "select * from information_schema.columns c where c.TABLE_SCHEMA = database()",
+                Some("commerce"),
+                db
+            ),
+            Some((
+                "commerce".into(),
+                "select * from information_schema.columns c where c.TABLE_SCHEMA = 'vt_commerce'"
+                    .into()
+            ))
+        );
+        // Not a keyspace, or no system schema: unchanged.
+        for sql in [
+            "select * from information_schema.tables where table_schema = 'mysql'",
+            "select * from information_schema.tables where table_schema = database()",
+            "select table_schema from t where table_schema = 'commerce'",
+        ] {
+            assert_eq!(system_schema_names(sql, None, db), None, "{sql}");
+        }
+        assert!(reads_system_schemas_only(
+            "select * from information_schema.tables t join `mysql`.user u on 1 where x in (select 1 from sys.version)"
+        ));
+        assert!(!reads_system_schemas_only(
+            "select * from information_schema.tables t join corder o on 1"
+        ));
+        assert!(!reads_system_schemas_only("select 1"));
     }
 
     #[test]
