@@ -337,6 +337,19 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             format!("select max(id) as m from dt where id < {x} having count(*) > 2"),
             false,
         ));
+        // DISTINCT over aggregated rows; MIN and MAX of distinct values.
+        q.push(case(
+            format!("select distinct count(*) from dt where id < {x} group by k"),
+            false,
+        ));
+        q.push(case(
+            format!("select distinct max(flag), min(flag) from dt where id > {x} group by k order by 1, 2"),
+            true,
+        ));
+        q.push(case(
+            format!("select k, min(distinct amount), max(distinct big) from dt where id > {x} group by k order by k"),
+            true,
+        ));
     }
     q
 }

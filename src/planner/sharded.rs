@@ -1440,6 +1440,15 @@ impl Internal<'_> {
                 *count_distinct = Some(i);
                 GateExpr::CountDistinct(i)
             }
+            // The least and greatest of the distinct values are those of all.
+            ("min" | "max", true) => {
+                let plain = AggCall {
+                    name: call.name.clone(),
+                    distinct: false,
+                    arg: call.arg.clone(),
+                };
+                return self.aggregate(&plain, count_distinct);
+            }
             (_, true) => {
                 return Err(unsupported(format!(
                     "{}(DISTINCT ...) across shards",
@@ -1933,10 +1942,8 @@ pub(super) fn horizon(
         });
     }
 
-    // Aggregation: push partial aggregates grouped by the keys; combine at the gate.
-    if distinct {
-        return Err(unsupported("SELECT DISTINCT with aggregates across shards"));
-    }
+    // Aggregation: push partial aggregates grouped by the keys; combine at
+    // the gate (a DISTINCT then dedupes the combined rows).
     let mut internal = Internal {
         items: Vec::new(),
         kinds: Vec::new(),
@@ -2017,7 +2024,7 @@ pub(super) fn horizon(
         output: Some(output),
         hidden: 0,
         having,
-        distinct: false,
+        distinct,
         order,
         limit,
         offset,
