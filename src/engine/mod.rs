@@ -646,7 +646,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             rhs_binds.push(join_var(col, v, nbe));
         }
         let mut rhs = Gather::new(cap);
-        Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+        Box::pin(execute(&p.rhs, "", &rhs_binds, tt, snap, vc, &mut rhs)).await?;
         if header.is_none() {
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
@@ -704,7 +704,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
                 rhs_binds.push(Bind::written("NULL", Value::NULL));
             }
             let mut rhs = Gather::new(cap);
-            Box::pin(exec_select(&p.rhs, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+            Box::pin(execute(&p.rhs, "", &rhs_binds, tt, snap, vc, &mut rhs)).await?;
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
                 sink.columns(&cols)?;

@@ -197,7 +197,7 @@ impl Plan {
                     }).collect::<Vec<_>>(),
                 "limit": j.limit.as_ref().map(operand),
                 "offset": j.offset.as_ref().map(operand),
-                "inputs": [select(&j.lhs), select(&j.rhs)],
+                "inputs": [select(&j.lhs), j.rhs.describe()],
                 });
                 if let Some(g) = &j.gate {
                     v["gate"] = gate(g);

@@ -1,6 +1,8 @@
 //! Joins of tables that live on different shards: a nested loop, as
-//! vtgate's Join primitive. The tables split into two sides, each a group
-//! the colocation rules keep on one route. The left side's query runs
+//! vtgate's Join primitive. The tables split into two sides: the left is
+//! the group of the first sharded table (the colocation rules keep it on
+//! one route), the right the rest, itself a nested loop when its tables
+//! are on several routes (a left-deep tree). The left side's query runs
 //! first; for each of its rows the right side's query runs with the left
 //! columns it names bound as values (join variables), and each right row
 //! it returns makes one output row. A LEFT JOIN whose right operand is the
@@ -38,8 +40,9 @@ pub struct JoinPlan {
     /// The left side. Its columns are the output's left items, then the
     /// left columns the right side binds.
     pub lhs: SelectPlan,
-    /// The right side, run once per left row.
-    pub rhs: SelectPlan,
+    /// The right side, run once per left row: one route, or, for tables
+    /// on three or more routes, a nested loop itself.
+    pub rhs: Box<super::Plan>,
     /// For each join variable, the left column whose value it takes.
     /// Variable `i` is bind `first_var + i` of the right side's binds,
     /// after the statement's own.
@@ -168,9 +171,9 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         .map(|&i| same.root(i))
         .filter(|&r| r != left_root)
         .collect();
-    if right_roots.windows(2).any(|w| w[0] != w[1]) {
-        return Err(refuse("of more than two routes"));
-    }
+    // Tables on further routes join on the right, a nested loop of their
+    // own.
+    let _ = right_roots;
     let sides: Vec<Side> = tables
         .into_iter()
         .enumerate()
@@ -381,7 +384,7 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
     let rhs_sql = side_sql(true, &rhs_items, &rhs_where, &[]);
     Ok(JoinPlan {
         lhs: plan_side(&lhs_sql, ks)?,
-        rhs: plan_side(&rhs_sql, ks)?,
+        rhs: Box::new(plan_right(&rhs_sql, ks)?),
         vars: var_columns,
         first_var,
         output,
@@ -390,6 +393,20 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
         offset,
         gate,
     })
+}
+
+/// The right side: one route, else (its tables on several) a nested loop.
+fn plan_right(sql: &str, ks: &Keyspace) -> Result<super::Plan, PlanError> {
+    let ast::Statement::Query(q) = parse(sql)? else {
+        return Err(refuse("(a side did not parse as a query)"));
+    };
+    match plan_select(sql, &q, ks) {
+        Ok(p) => Ok(super::Plan::Select(Box::new(p))),
+        Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => {
+            Ok(super::Plan::Join(Box::new(plan(sql, &q, ks)?)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
