@@ -206,7 +206,9 @@ pub fn plan_derived(
                 else {
                     continue;
                 };
-                if super::colocate::keeps_rows_query(subquery) {
+                // One that keeps its rows apart by shard joins as a table,
+                // unless its own tables are on several routes.
+                if super::colocate::keeps_rows_query(subquery) && !cross_shard(subquery, ks) {
                     continue;
                 }
                 let alias = alias.clone();
@@ -233,6 +235,15 @@ pub fn plan_derived(
         return Err(refused);
     }
     finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
+}
+
+/// True when `q`'s own tables are on more than one route (a nested loop).
+fn cross_shard(q: &ast::Query, ks: &Keyspace) -> bool {
+    let text = q.to_string();
+    matches!(
+        super::sharded::plan_select(&text, q, ks),
+        Err(PlanError::Unsupported(m)) if m == "cross-shard joins"
+    )
 }
 
 /// Plans `INSERT INTO t (cols) SELECT ...` into a sharded table: the

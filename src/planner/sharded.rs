@@ -891,9 +891,21 @@ fn plan_query(
     match plan_select(template, q, ks) {
         Ok(p) => Ok(super::Plan::Select(Box::new(p))),
         // Tables on different routes: a nested loop, where it can be.
-        Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => Ok(super::Plan::Join(
-            Box::new(super::join::plan(template, q, ks)?),
-        )),
+        Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => {
+            match super::join::plan(template, q, ks) {
+                Ok(j) => Ok(super::Plan::Join(Box::new(j))),
+                // Derived tables no route answers whole: first, as tables
+                // of constants, and the rest joined as usual.
+                Err(e @ PlanError::Unsupported(_))
+                    if e.to_string().contains("over derived tables") =>
+                {
+                    Ok(super::Plan::Pullout(Box::new(
+                        super::pullout::plan_derived(q, ks, snap, e)?,
+                    )))
+                }
+                Err(e) => Err(e),
+            }
+        }
         // Derived tables no route answers whole: first.
         Err(e @ PlanError::Unsupported(_))
             if e.to_string().contains("derived tables across shards") =>
