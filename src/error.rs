@@ -67,8 +67,9 @@ pub enum Error {
     /// `--queryserver-config-transaction-timeout` and was rolled back.
     #[error("transaction rolled back: it was open longer than the transaction timeout ({0:?}, --queryserver-config-transaction-timeout)")]
     TransactionTimeout(std::time::Duration),
-    /// The transaction was the youngest of a cycle of lock waits across
-    /// shards and was rolled back (see [`crate::executor::deadlock`]).
+    /// ROLLBACK TO or RELEASE of a savepoint the transaction does not have.
+    #[error("SAVEPOINT {0} does not exist")]
+    NoSavepoint(String),
     /// A subquery used as one value returned more than one row.
     #[error("Subquery returns more than 1 row")]
     SubqueryRows,
@@ -81,6 +82,8 @@ pub enum Error {
     /// A statement would hold more rows in memory than `--max_memory_rows`.
     #[error("in-memory row count exceeded allowed limit of {0}")]
     TooManyRows(usize),
+    /// The transaction was the youngest of a cycle of lock waits across
+    /// shards and was rolled back (see [`crate::executor::deadlock`]).
     #[error("Deadlock found when trying to get lock; try restarting transaction")]
     Deadlock,
     /// Every connection to a tablet stayed in use for as long as the
@@ -225,6 +228,7 @@ impl Error {
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
             Error::TooManyRows(_) => MysqlError::new(1041, "HY000", self.to_string()),
             Error::SubqueryRows => MysqlError::new(1242, "21000", self.to_string()),
+            Error::NoSavepoint(_) => MysqlError::new(1305, "42000", self.to_string()),
             Error::ColumnCount => MysqlError::new(1136, "21S01", self.to_string()),
             Error::SubqueryColumns => MysqlError::new(1241, "21000", self.to_string()),
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.

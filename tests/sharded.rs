@@ -1170,6 +1170,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     pinned_tables(&mut sg, &mut oracle).await;
     no_backslash_escapes(&mut sg, &mut oracle).await;
     row_counts(&mut sg, &mut oracle).await;
+    savepoints(&mut sg, &mut oracle).await;
     colocated_joins(&mut sg, &mut oracle, &mut r, max_id).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;
@@ -3223,4 +3224,53 @@ async fn information_schema_names_keyspaces() {
         .unwrap()
         .unwrap();
     assert_eq!(n, 1);
+}
+
+/// Savepoints in a transaction over several shards: set on every shard
+/// the transaction has reached and on each it reaches later, so ROLLBACK
+/// TO undoes exactly what followed the savepoint, wherever it ran.
+async fn savepoints(sg: &mut Conn, oracle: &mut Conn) {
+    let script = [
+        "begin",
+        "savepoint early",
+        "insert into nb2 (id, s) values (200, 'a')",
+        "savepoint s1",
+        "insert into nb2 (id, s) values (201, 'b'), (202, 'c'), (203, 'd'), (204, 'e')",
+        "update nb2 set s = 'changed' where id = 200",
+        "savepoint s2",
+        "delete from nb2 where id in (201, 202)",
+        "rollback to savepoint s1",
+        "insert into nb2 (id, s) values (205, 'f'), (206, 'g')",
+        "savepoint S3",
+        "update nb2 set s = 'later' where id >= 205",
+        "rollback to s3",
+        "release savepoint s1",
+        "commit",
+        // Autocommit: a savepoint is forgotten at once.
+        "savepoint lone",
+    ];
+    for sql in script {
+        sg.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        oracle.query_drop(sql).await.unwrap();
+    }
+    for missing in ["rollback to s2", "release savepoint lone"] {
+        for conn in [&mut *sg, &mut *oracle] {
+            let e = conn.query_drop(missing).await.unwrap_err();
+            assert_eq!(err_code(&e), Some(1305), "{missing}: {e}");
+        }
+    }
+    compare(
+        sg,
+        oracle,
+        &case("select * from nb2 where id >= 200 order by id", true),
+    )
+    .await;
+    let n: u64 = sg
+        .query_first("select count(*) from nb2 where id >= 200")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 3, "200, 205 and 206");
 }

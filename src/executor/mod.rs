@@ -86,6 +86,11 @@ pub struct ShardConns {
     pub reserved: bool,
     /// LAST_INSERT_ID() as the client should see it.
     pub last_insert_id: u64,
+    /// The open transaction's savepoints, oldest first: (name, the
+    /// statement that set it). A tablet that joins the transaction later
+    /// gets them after its BEGIN, so a ROLLBACK TO finds them on every
+    /// tablet, as vtgate replays them.
+    pub savepoints: Vec<(String, String)>,
     /// ROW_COUNT() as the client should see it: the last statement's
     /// affected rows, -1 after a result set or an error (the tablet
     /// connection that ran it may be another's by now, and a statement
@@ -321,7 +326,8 @@ impl ShardConns {
         if let Some(i) = self.pinned(&tablet.alias) {
             let mut sc = self.conns.remove(i);
             if self.in_txn && !sc.in_txn {
-                if let Err(e) = Box::pin(sc.conn.query_drop("BEGIN")).await {
+                let begun = Box::pin(begin_driver(&mut sc.conn, &self.savepoints)).await;
+                if let Err(e) = begun {
                     let e = backend(label)(e);
                     if !e.breaks_backend_conn() {
                         self.conns.push(sc);
@@ -336,7 +342,7 @@ impl ShardConns {
             let mut held = self.pinned_lean.remove(i);
             held.handle.touch(std::time::Instant::now());
             if self.in_txn && !held.in_txn {
-                if let Err(e) = held.handle.conn.run("BEGIN").await {
+                if let Err(e) = begin_lean(&mut held, &self.savepoints).await {
                     if held.handle.conn.is_idle() {
                         self.pinned_lean.push(held);
                     }
@@ -356,12 +362,12 @@ impl ShardConns {
                 return Ok((Link::Lean(held), self.reserved, true));
             }
             // A read may ride in the same write as the BEGIN before it.
-            if crate::sql::starts_with_select(sql) {
+            if self.savepoints.is_empty() && crate::sql::starts_with_select(sql) {
                 held.handle.conn.begin_with_next();
                 held.in_txn = true;
                 return Ok((Link::Lean(held), true, true));
             }
-            match held.handle.conn.run("BEGIN").await {
+            match begin_lean(&mut held, &self.savepoints).await {
                 Ok(()) => {
                     held.in_txn = true;
                     return Ok((Link::Lean(held), true, true));
@@ -440,7 +446,9 @@ impl ShardConns {
             conn.query_drop(s).await.map_err(backend(label))?;
         }
         if self.in_txn {
-            conn.query_drop("BEGIN").await.map_err(backend(label))?;
+            begin_driver(&mut conn, &self.savepoints)
+                .await
+                .map_err(backend(label))?;
         }
         let sc = ShardConn {
             alias,
@@ -638,6 +646,26 @@ impl ShardConns {
         }
     }
 
+    /// Runs a savepoint statement on every tablet the open transaction
+    /// has reached; the first error ends it.
+    pub async fn on_transaction(&mut self, sql: &str) -> Result<(), Error> {
+        for sc in self.conns.iter_mut().filter(|c| c.in_txn) {
+            sc.conn
+                .query_drop(sql)
+                .await
+                .map_err(|e| backend(&sc.alias)(e))?;
+        }
+        for held in self.pinned_lean.iter_mut().filter(|h| h.in_txn) {
+            let label = held.handle.alias().to_string();
+            held.handle
+                .conn
+                .run(sql)
+                .await
+                .map_err(|e| run_error(e, &label))?;
+        }
+        Ok(())
+    }
+
     /// Ends the transaction on every shard it touched.
     pub async fn finish_txn(&mut self, ctx: &ServerCtx, commit: bool) -> Result<(), Error> {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
@@ -703,6 +731,7 @@ impl ShardConns {
         self.in_txn = false;
         self.watch = None;
         self.txn_tablets.clear();
+        self.savepoints.clear();
         if !self.driver_keeps() {
             self.conns.clear();
         }
@@ -1864,6 +1893,29 @@ impl Executor<'_> {
         }
         Ok(())
     }
+}
+
+/// Begins the session's transaction on a driver connection, its
+/// savepoints set after.
+async fn begin_driver(
+    conn: &mut mysql_async::Conn,
+    savepoints: &[(String, String)],
+) -> Result<(), mysql_async::Error> {
+    conn.query_drop("BEGIN").await?;
+    for (_, sp) in savepoints {
+        conn.query_drop(sp.as_str()).await?;
+    }
+    Ok(())
+}
+
+/// Begins the session's transaction on a lean connection, its savepoints
+/// set after.
+async fn begin_lean(held: &mut LeanHeld, savepoints: &[(String, String)]) -> Result<(), RunError> {
+    held.handle.conn.run("BEGIN").await?;
+    for (_, sp) in savepoints {
+        held.handle.conn.run(sp).await?;
+    }
+    Ok(())
 }
 
 /// A VCursor that records every shard query before passing it on

@@ -234,6 +234,10 @@ impl Session {
                 self.shards.in_txn = true;
                 sink.ok(QueryDone::default())
             }
+            Statement::Savepoint(sp) => {
+                self.savepoint(sp, sql).await?;
+                sink.ok(QueryDone::default())
+            }
             Statement::Commit | Statement::Rollback => {
                 self.shards
                     .finish_txn(ctx, stmt == Statement::Commit)
@@ -297,6 +301,47 @@ impl Session {
                 self.run_planned(ctx, &other, &sql, sink).await
             }
         }
+    }
+
+    /// A savepoint statement, as vtgate keeps them: set, rolled back to
+    /// or released on every tablet the transaction has reached, and set on
+    /// each that joins it later. Outside a transaction a SAVEPOINT is
+    /// forgotten at once and the others name nothing, as in MySQL.
+    async fn savepoint(&mut self, sp: sql::Savepoint, sql: &str) -> Result<(), Error> {
+        if !self.autocommit && !self.shards.in_txn {
+            self.shards.in_txn = true;
+        }
+        let known =
+            |name: &str, list: &[(String, String)]| list.iter().position(|(n, _)| n == name);
+        match sp {
+            sql::Savepoint::Set(name) => {
+                if !self.shards.in_txn {
+                    return Ok(());
+                }
+                self.shards.on_transaction(sql).await?;
+                if let Some(i) = known(&name, &self.shards.savepoints) {
+                    self.shards.savepoints.remove(i);
+                }
+                self.shards.savepoints.push((name, sql.to_string()));
+            }
+            sql::Savepoint::RollbackTo(name) | sql::Savepoint::Release(name)
+                if known(&name, &self.shards.savepoints).is_none() =>
+            {
+                return Err(Error::NoSavepoint(name));
+            }
+            sql::Savepoint::RollbackTo(name) => {
+                self.shards.on_transaction(sql).await?;
+                // The savepoint stays; those set after it go.
+                let i = known(&name, &self.shards.savepoints).unwrap_or(0);
+                self.shards.savepoints.truncate(i + 1);
+            }
+            sql::Savepoint::Release(name) => {
+                self.shards.on_transaction(sql).await?;
+                let i = known(&name, &self.shards.savepoints).unwrap_or(0);
+                self.shards.savepoints.truncate(i);
+            }
+        }
+        Ok(())
     }
 
     /// vtgate's `SET transaction_mode`: how far this session's

@@ -38,8 +38,11 @@ pub enum Statement {
     Begin,
     /// COMMIT.
     Commit,
-    /// ROLLBACK (not ROLLBACK TO SAVEPOINT, which is passed on).
+    /// ROLLBACK (not ROLLBACK TO SAVEPOINT, a [`Statement::Savepoint`]).
     Rollback,
+    /// SAVEPOINT, ROLLBACK TO or RELEASE SAVEPOINT: the session's, for
+    /// every tablet of its transaction.
+    Savepoint(Savepoint),
     /// USE target.
     Use(String),
     /// SET ...; see [`SetStmt`].
@@ -122,6 +125,36 @@ const CHARSET_VARS: [&str; 4] = [
     "collation_connection",
 ];
 
+/// A savepoint statement, by the savepoint's name (lower case: MySQL
+/// compares them so).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Savepoint {
+    /// SAVEPOINT name.
+    Set(String),
+    /// ROLLBACK [WORK] TO [SAVEPOINT] name.
+    RollbackTo(String),
+    /// RELEASE SAVEPOINT name.
+    Release(String),
+}
+
+/// The savepoint a savepoint statement names: its last token, the one
+/// before being SAVEPOINT or TO.
+fn savepoint_name(sql: &str, toks: &[Token]) -> Option<String> {
+    let [.., before, name] = toks else {
+        return None;
+    };
+    let shaped = match toks[0].text(sql).to_ascii_lowercase().as_str() {
+        "savepoint" => toks.len() == 2,
+        "release" => toks.len() == 3 && before.is_word(sql, "savepoint"),
+        "rollback" => {
+            before.is_word(sql, "to") || before.is_word(sql, "savepoint") && toks.len() >= 4
+        }
+        _ => false,
+    };
+    (shaped && matches!(name.kind, TokenKind::Word | TokenKind::Ident))
+        .then(|| unquote(name.text(sql)).to_ascii_lowercase())
+}
+
 /// Classifies one statement (already split from a multi-statement).
 pub fn classify(sql: &str) -> Result<Statement, SqlError> {
     let toks = tokenize(sql);
@@ -165,6 +198,12 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         "start" if w(1, "transaction") => Statement::Begin,
         "commit" if !toks.iter().any(|t| t.is_word(sql, "release")) => Statement::Commit,
         "rollback" if !toks.iter().any(|t| t.is_word(sql, "to")) => Statement::Rollback,
+        "savepoint" | "rollback" | "release" => match savepoint_name(sql, &toks) {
+            Some(name) if kw == "savepoint" => Statement::Savepoint(Savepoint::Set(name)),
+            Some(name) if kw == "rollback" => Statement::Savepoint(Savepoint::RollbackTo(name)),
+            Some(name) => Statement::Savepoint(Savepoint::Release(name)),
+            None => Statement::Query(QueryKind::Other),
+        },
         "use" => {
             let target = toks
                 .get(1)
@@ -1435,7 +1474,7 @@ mod tests {
         assert_eq!(classify("commit").unwrap(), Statement::Commit);
         assert_eq!(
             classify("rollback to savepoint a").unwrap(),
-            Statement::Query(QueryKind::Other)
+            Statement::Savepoint(Savepoint::RollbackTo("a".into()))
         );
         assert_eq!(
             classify("use `commerce`").unwrap(),
@@ -1674,6 +1713,29 @@ mod tests {
             "select * from information_schema.tables t join corder o on 1"
         ));
         assert!(!reads_system_schemas_only("select 1"));
+    }
+
+    #[test]
+    fn savepoint_statements() {
+        let sp = |sql| match classify(sql).unwrap() {
+            Statement::Savepoint(s) => Some(s),
+            _ => None,
+        };
+        assert_eq!(sp("SAVEPOINT `S1`"), Some(Savepoint::Set("s1".into())));
+        assert_eq!(
+            sp("rollback to s1"),
+            Some(Savepoint::RollbackTo("s1".into()))
+        );
+        assert_eq!(
+            sp("ROLLBACK WORK TO SAVEPOINT s1"),
+            Some(Savepoint::RollbackTo("s1".into()))
+        );
+        assert_eq!(
+            sp("release savepoint s1"),
+            Some(Savepoint::Release("s1".into()))
+        );
+        assert_eq!(classify("rollback").unwrap(), Statement::Rollback);
+        assert_eq!(sp("savepoint"), None);
     }
 
     #[test]
