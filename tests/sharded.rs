@@ -337,6 +337,15 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             format!("select max(id) as m from dt where id < {x} having count(*) > 2"),
             false,
         ));
+        // MySQL's other aggregates, over one group.
+        q.push(case(
+            format!("select bit_or(k), bit_and(flag), bit_xor(id) from dt where id < {x}"),
+            false,
+        ));
+        q.push(case(
+            format!("select k, bit_or(id), bit_xor(big), count(*) from dt where id > {x} group by k order by k"),
+            true,
+        ));
         // DISTINCT over aggregated rows; MIN and MAX of distinct values.
         q.push(case(
             format!("select distinct count(*) from dt where id < {x} group by k"),
@@ -1171,6 +1180,21 @@ async fn sharded_answers_match_a_single_mariadb() {
     no_backslash_escapes(&mut sg, &mut oracle).await;
     row_counts(&mut sg, &mut oracle).await;
     savepoints(&mut sg, &mut oracle).await;
+    // Aggregates the gate cannot combine are refused, never answered per
+    // shard.
+    for (sql, why) in [
+        ("select std(k) from dt", "STD() across shards"),
+        (
+            "select group_concat(name) from dt where id < 50",
+            "GROUP_CONCAT() across shards",
+        ),
+        (
+            "select k, variance(amount) from dt group by k",
+            "VARIANCE() across shards",
+        ),
+    ] {
+        refused(&mut sg, sql, 1235, &[why], true).await;
+    }
     colocated_joins(&mut sg, &mut oracle, &mut r, max_id).await;
     long_rows_merge_whole(&mut sg, &mut oracle).await;
     declared_collations_compare_at_the_gate(&mut sg, &mut oracle).await;

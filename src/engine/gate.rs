@@ -1325,6 +1325,26 @@ pub fn fold(gate: &Gate, cols: &[Column], g: &mut [Value], row: &[Value]) {
                 let s = add_cells(&g[i], &row[i], &cols[i]);
                 g[i] = s;
             }
+            AggKind::BitAnd | AggKind::BitOr | AggKind::BitXor => {
+                let bits = |v: &Value| match v {
+                    Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse::<u64>().ok(),
+                    Value::UInt(u) => Some(*u),
+                    Value::Int(i) => Some(*i as u64),
+                    _ => None,
+                };
+                // Each shard's part is a number (its empty set gives the
+                // operation's identity); a NULL part adds nothing.
+                if let (Some(a), Some(b)) = (bits(&g[i]), bits(&row[i])) {
+                    let c = match kind {
+                        AggKind::BitAnd => a & b,
+                        AggKind::BitOr => a | b,
+                        _ => a ^ b,
+                    };
+                    g[i] = Value::Bytes(c.to_string().into_bytes());
+                } else if g[i] == Value::NULL {
+                    g[i] = row[i].clone();
+                }
+            }
             AggKind::Min { weight } | AggKind::Max { weight } => {
                 let o = cmp_cells(&row[i], &g[i], &cols[i], weighed_values(*weight, row, g));
                 let wanted = match kind {

@@ -106,6 +106,9 @@ fn gate(g: &Gate) -> Value {
                 AggKind::Min { weight } => format!("min{}", collate(*weight)),
                 AggKind::Max { weight } => format!("max{}", collate(*weight)),
                 AggKind::Weight => "weight".into(),
+                AggKind::BitAnd => "bit_and".into(),
+                AggKind::BitOr => "bit_or".into(),
+                AggKind::BitXor => "bit_xor".into(),
                 AggKind::DistinctArg { weight } => format!("distinct{}", collate(*weight)),
             })
             .collect();

@@ -73,6 +73,12 @@ pub enum AggKind {
     Max { weight: Option<Weight> },
     /// The weight string of another column: travels with it.
     Weight,
+    /// BIT_AND: the bits every part has.
+    BitAnd,
+    /// BIT_OR: the bits any part has.
+    BitOr,
+    /// BIT_XOR: the bits an odd number of parts have.
+    BitXor,
     /// The argument of COUNT(DISTINCT ...), pushed down as a grouping key,
     /// its strings compared as `weight` says (None: a number).
     DistinctArg { weight: Option<Weight> },
@@ -1335,6 +1341,30 @@ fn find_sequence(seq: &str, snap: &Snapshot) -> Result<(String, String), PlanErr
     )))
 }
 
+/// MySQL's aggregate functions: a query naming one folds its rows into
+/// groups (one group without GROUP BY), whichever of them the gate can
+/// combine across shards.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "group_concat",
+    "std",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "json_arrayagg",
+    "json_objectagg",
+];
+
 struct AggCall {
     name: String,
     distinct: bool,
@@ -1344,7 +1374,7 @@ struct AggCall {
 fn agg_call(e: &Expr) -> Option<AggCall> {
     let Expr::Function(f) = e else { return None };
     let name = f.name.to_string().to_ascii_lowercase();
-    if !["count", "sum", "min", "max", "avg"].contains(&name.as_str()) {
+    if !AGGREGATES.contains(&name.as_str()) {
         return None;
     }
     let FunctionArguments::List(list) = &f.args else {
@@ -1357,6 +1387,8 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
     let arg = match list.args.as_slice() {
         [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => None,
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e.clone()),
+        // Several arguments (GROUP_CONCAT(a, b)): refused by name below.
+        _ if !["count", "sum", "min", "max", "avg"].contains(&name.as_str()) => None,
         _ => return None,
     };
     Some(AggCall {
@@ -1378,9 +1410,7 @@ pub(super) fn has_aggregate(e: &Expr) -> bool {
         | Expr::IsNotNull(expr) => has_aggregate(expr),
         Expr::Function(f) => {
             let s = f.to_string().to_ascii_lowercase();
-            ["count(", "sum(", "avg(", "min(", "max("]
-                .iter()
-                .any(|a| s.contains(a))
+            AGGREGATES.iter().any(|a| s.contains(&format!("{a}(")))
         }
         _ => false,
     }
@@ -1473,6 +1503,20 @@ impl Internal<'_> {
                 sum: self.part("sum", &argsql, AggKind::Sum),
                 count: self.part("count", &argsql, AggKind::Count),
             },
+            ("bit_and" | "bit_or" | "bit_xor", false) if !self.row_level => {
+                let kind = match call.name.as_str() {
+                    "bit_and" => AggKind::BitAnd,
+                    "bit_or" => AggKind::BitOr,
+                    _ => AggKind::BitXor,
+                };
+                GateExpr::Col(self.part(&call.name, &argsql, kind))
+            }
+            (m, false) if m != "min" && m != "max" => {
+                return Err(unsupported(format!(
+                    "{}() across shards",
+                    call.name.to_uppercase()
+                )))
+            }
             (m, false) => {
                 let s = if self.row_level {
                     argsql.clone()
