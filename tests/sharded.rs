@@ -346,6 +346,11 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             format!("select k, bit_or(id), bit_xor(big), count(*) from dt where id > {x} group by k order by k"),
             true,
         ));
+        // A window partitioned by the vindex column lives on one shard.
+        q.push(case(
+            format!("select id, sum(k) over (partition by id) s, row_number() over (partition by dt.id order by k) r from dt where id < {x} order by id"),
+            true,
+        ));
         // DISTINCT over aggregated rows; MIN and MAX of distinct values.
         q.push(case(
             format!("select distinct count(*) from dt where id < {x} group by k"),
@@ -1184,6 +1189,14 @@ async fn sharded_answers_match_a_single_mariadb() {
     // shard.
     for (sql, why) in [
         ("select std(k) from dt", "STD() across shards"),
+        (
+            "select id, row_number() over (order by id) from dt where id < 20",
+            "window functions across shards",
+        ),
+        (
+            "select k, sum(id) over (partition by k) from dt",
+            "window functions across shards",
+        ),
         (
             "select group_concat(name) from dt where id < 50",
             "GROUP_CONCAT() across shards",

@@ -1373,6 +1373,10 @@ struct AggCall {
 
 fn agg_call(e: &Expr) -> Option<AggCall> {
     let Expr::Function(f) = e else { return None };
+    // `SUM(x) OVER (...)` is a window function: it groups nothing.
+    if f.over.is_some() {
+        return None;
+    }
     let name = f.name.to_string().to_ascii_lowercase();
     if !AGGREGATES.contains(&name.as_str()) {
         return None;
@@ -1408,6 +1412,7 @@ pub(super) fn has_aggregate(e: &Expr) -> bool {
         | Expr::Nested(expr)
         | Expr::IsNull(expr)
         | Expr::IsNotNull(expr) => has_aggregate(expr),
+        Expr::Function(f) if f.over.is_some() => false,
         Expr::Function(f) => {
             let s = f.to_string().to_ascii_lowercase();
             AGGREGATES.iter().any(|a| s.contains(&format!("{a}(")))
@@ -1817,6 +1822,35 @@ pub(super) struct Horizon {
     push_limit: bool,
 }
 
+/// Whether a window function of the select list would see only one
+/// shard's rows of a window that spans shards: each window must be
+/// partitioned by a table's vindex column, so that each partition lives
+/// on one shard (never so over a nested loop's joined rows).
+fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: bool) -> bool {
+    use std::ops::ControlFlow;
+    let apart = |partition: &[Expr]| {
+        !row_level
+            && partition.iter().any(|e| {
+                tables.iter().any(|t| {
+                    t.vindex
+                        .as_ref()
+                        .is_some_and(|(col, _)| is_column(e, col, t))
+                })
+            })
+    };
+    let found = ast::visit_expressions(&sel.projection, |e| match e {
+        Expr::Function(f) => match &f.over {
+            Some(ast::WindowType::WindowSpec(spec)) if apart(&spec.partition_by) => {
+                ControlFlow::Continue(())
+            }
+            Some(_) => ControlFlow::Break(()),
+            None => ControlFlow::Continue(()),
+        },
+        _ => ControlFlow::Continue(()),
+    });
+    found.is_break()
+}
+
 /// The name MySQL gives an unaliased select item: a column's own name
 /// (`t.col` is `col`), else the expression's text.
 pub(super) fn column_name(e: &Expr) -> String {
@@ -1839,6 +1873,11 @@ pub(super) fn horizon(
     tables: &[TableInfo],
     row_level: bool,
 ) -> Result<Horizon, PlanError> {
+    if windows_across_shards(sel, tables, row_level) {
+        return Err(unsupported(
+            "window functions across shards (unless partitioned by a vindex column)",
+        ));
+    }
     // HAVING over ungrouped rows (MySQL's filter on the select list's
     // aliases) filters each row alike wherever it is: each shard applies
     // it to its own rows.
