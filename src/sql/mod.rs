@@ -467,16 +467,26 @@ pub struct SessionValues<'a> {
     pub transaction_mode: &'static str,
 }
 
+/// Whether `hay` holds `needle` (ASCII), in any case: the statement
+/// path's cheap test before tokenizing, so it looks for the needle's first
+/// letter a word at a time.
+pub fn contains_ci(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), h).any(|i| {
+        h.get(i + 1..i + 1 + rest.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+    })
+}
+
 /// Rewrites the session functions a pooled backend connection cannot answer
 /// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `ROW_COUNT()`, `@@socket`,
 /// vtgate's `@@transaction_mode`) into literals, keeping the column name the client expects. Returns None
 /// when nothing needed rewriting (the common case, checked without tokenizing).
 pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<String> {
-    let lower_has = |needle: &str| {
-        sql.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
+    let lower_has = |needle: &str| contains_ci(sql, needle);
     if !(lower_has("database")
         || lower_has("schema")
         || lower_has("last_insert_id")
@@ -1127,11 +1137,7 @@ pub fn system_schema_names(
     current: Option<&str>,
     db_name: impl Fn(&str) -> Option<String>,
 ) -> Option<(String, String)> {
-    let has = |needle: &str| {
-        sql.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
+    let has = |needle: &str| contains_ci(sql, needle);
     if !has("schema") || !SYSTEM_SCHEMAS.iter().any(|s| has(s)) {
         return None;
     }
@@ -1713,6 +1719,18 @@ mod tests {
             "select * from information_schema.tables t join corder o on 1"
         ));
         assert!(!reads_system_schemas_only("select 1"));
+    }
+
+    #[test]
+    fn finds_words_in_any_case() {
+        assert!(contains_ci(
+            "select * from INFORMATION_SCHEMA.x",
+            "information_schema"
+        ));
+        assert!(contains_ci("x row_Count()", "ROW_COUNT"));
+        assert!(!contains_ci("select schem", "schema"));
+        assert!(contains_ci("", ""));
+        assert!(!contains_ci("", "a"));
     }
 
     #[test]
