@@ -1185,6 +1185,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     no_backslash_escapes(&mut sg, &mut oracle).await;
     row_counts(&mut sg, &mut oracle).await;
     savepoints(&mut sg, &mut oracle).await;
+    cross_keyspace_joins(&mut sg, &mut oracle).await;
     // Aggregates the gate cannot combine are refused, never answered per
     // shard.
     for (sql, why) in [
@@ -3310,4 +3311,34 @@ async fn savepoints(sg: &mut Conn, oracle: &mut Conn) {
         .unwrap()
         .unwrap();
     assert_eq!(n, 3, "200, 205 and 206");
+}
+
+/// A join of a sharded table with another keyspace's table: a nested loop
+/// whose right side runs on that keyspace's tablet (the oracle holds the
+/// table in a database of the keyspace's name).
+async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
+    oracle
+        .query_drop("create database if not exists commerce")
+        .await
+        .unwrap();
+    for conn in [&mut *sg, &mut *oracle] {
+        for sql in [
+            "drop table if exists commerce.xk",
+            "create table commerce.xk (k int primary key, label varchar(16))",
+            "insert into commerce.xk (k, label) values (-3, 'minus three'), (0, 'zero'), (1, 'one'), (2, 'two'), (5, 'five'), (7, 'seven')",
+        ] {
+            conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let cases = [
+        case("select dt.id, x.label from dt join commerce.xk x on x.k = dt.k where dt.id < 60 order by dt.id", true),
+        case("select x.label, count(*), sum(dt.big) from commerce.xk x join dt on dt.k = x.k group by x.label order by x.label", true),
+        case("select dt.id, x.label from dt left join commerce.xk x on x.k = dt.k where dt.id < 25 order by dt.id", true),
+        case("select dt.id, nb1.s, x.label from dt join nb1 on nb1.id = dt.k join commerce.xk x on x.k = dt.k where dt.id < 40", false),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        compare_by(sg, oracle, c, i % 2 == 1).await;
+        let rows: Vec<mysql_async::Row> = oracle.query(&c.sql).await.unwrap();
+        assert!(!rows.is_empty(), "{}", c.sql);
+    }
 }

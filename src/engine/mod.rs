@@ -646,7 +646,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             rhs_binds.push(join_var(col, v, nbe));
         }
         let mut rhs = Gather::new(cap);
-        Box::pin(execute(&p.rhs, "", &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+        Box::pin(run_right(p, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
         if header.is_none() {
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
@@ -704,7 +704,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
                 rhs_binds.push(Bind::written("NULL", Value::NULL));
             }
             let mut rhs = Gather::new(cap);
-            Box::pin(execute(&p.rhs, "", &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+            Box::pin(run_right(p, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
                 sink.columns(&cols)?;
@@ -871,6 +871,26 @@ fn constant(col: &Column, v: &Value, nbe: bool) -> String {
         46 => format!("{text} COLLATE utf8mb4_bin"),
         83 => format!("{text} COLLATE utf8mb3_bin"),
         _ => text,
+    }
+}
+
+/// Runs a nested loop's right side for one left row's binds: its plan,
+/// or, for another keyspace's tablet, its text with the binds in.
+async fn run_right<V: VCursor + Send>(
+    p: &JoinPlan,
+    binds: &[Bind],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+    rows: &mut Gather,
+) -> Result<(), Error> {
+    match &*p.rhs {
+        Plan::Route(r) => {
+            let sql = substitute_binds(&p.rhs_sql, binds);
+            vc.execute_shard(&r.keyspace, &r.shard, tt, &sql, false, rows)
+                .await
+        }
+        plan => execute(plan, "", binds, tt, snap, vc, rows).await,
     }
 }
 

@@ -75,6 +75,20 @@ pub(super) fn route(
         derived,
         outer_join,
     } = w;
+    // Another keyspace's tables join only as a nested loop, and a
+    // statement of them alone is that keyspace's (the session sends it
+    // there).
+    if let Some(t) = tables.iter().find(|t| t.keyspace.is_some()) {
+        if tables.iter().all(|t| t.keyspace.is_some()) {
+            let other = t.keyspace.as_deref().unwrap_or_default();
+            return Err(unsupported(format!(
+                "table {other}.{}: statements across keyspaces ({other} and {})",
+                t.visible_name(),
+                ks.name
+            )));
+        }
+        return Err(unsupported("cross-shard joins"));
+    }
     if let Some(sel) = selection {
         equate(sel, &tables, &mut same);
     }

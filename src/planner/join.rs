@@ -2,7 +2,8 @@
 //! vtgate's Join primitive. The tables split into two sides: the left is
 //! the group of the first sharded table (the colocation rules keep it on
 //! one route), the right the rest, itself a nested loop when its tables
-//! are on several routes (a left-deep tree). The left side's query runs
+//! are on several routes (a left-deep tree); a right side of another
+//! keyspace's tables is planned in that keyspace. The left side's query runs
 //! first; for each of its rows the right side's query runs with the left
 //! columns it names bound as values (join variables), and each right row
 //! it returns makes one output row. A LEFT JOIN whose right operand is the
@@ -32,7 +33,7 @@ use super::sharded::{
     unsupported, Gate, Operand, SelectPlan, TableInfo,
 };
 use super::PlanError;
-use crate::topo::Keyspace;
+use crate::topo::{Keyspace, Snapshot};
 
 /// A nested-loop join of two routes.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,10 @@ pub struct JoinPlan {
     /// The right side, run once per left row: one route, or, for tables
     /// on three or more routes, a nested loop itself.
     pub rhs: Box<super::Plan>,
+    /// The right side's statement with its binds, for a right side that is
+    /// another (unsharded) keyspace's [`super::Plan::Route`], which runs
+    /// text.
+    pub rhs_sql: String,
     /// For each join variable, the left column whose value it takes.
     /// Variable `i` is bind `first_var + i` of the right side's binds,
     /// after the statement's own.
@@ -87,7 +92,12 @@ struct Side {
 
 /// Plans `q`, whose tables the colocation rules found on more than one
 /// route, as a nested loop.
-pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<JoinPlan, PlanError> {
+pub(super) fn plan(
+    template: &str,
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<JoinPlan, PlanError> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refuse("in a UNION"));
     };
@@ -162,7 +172,8 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
     let sharded: Vec<usize> = (0..infos.len())
         .filter(|&i| infos[i].kind != "reference")
         .collect();
-    let Some(&first) = sharded.first() else {
+    // The left side is this keyspace's; other keyspaces' tables go right.
+    let Some(&first) = sharded.iter().find(|&&i| infos[i].keyspace.is_none()) else {
         return Err(refuse("without sharded tables"));
     };
     let left_root = same.root(first);
@@ -382,9 +393,20 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
     };
     let lhs_sql = side_sql(false, &lhs_items, &lhs_where, &order);
     let rhs_sql = side_sql(true, &rhs_items, &rhs_where, &[]);
+    // A right side of one other keyspace's tables is planned there.
+    let mut elsewhere = sides.iter().filter(|s| s.right).map(|s| &s.info.keyspace);
+    let other = match elsewhere.next() {
+        Some(Some(k)) if elsewhere.all(|o| o.as_ref() == Some(k)) => Some(k.clone()),
+        _ => None,
+    };
+    let (rhs, rhs_sql) = match other {
+        Some(k) => plan_elsewhere(&rhs_sql, &k, snap)?,
+        None => (plan_right(&rhs_sql, ks, snap)?, rhs_sql),
+    };
     Ok(JoinPlan {
         lhs: plan_side(&lhs_sql, ks)?,
-        rhs: Box::new(plan_right(&rhs_sql, ks)?),
+        rhs: Box::new(rhs),
+        rhs_sql,
         vars: var_columns,
         first_var,
         output,
@@ -396,17 +418,48 @@ pub(super) fn plan(template: &str, q: &ast::Query, ks: &Keyspace) -> Result<Join
 }
 
 /// The right side: one route, else (its tables on several) a nested loop.
-fn plan_right(sql: &str, ks: &Keyspace) -> Result<super::Plan, PlanError> {
+fn plan_right(sql: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
     let ast::Statement::Query(q) = parse(sql)? else {
         return Err(refuse("(a side did not parse as a query)"));
     };
     match plan_select(sql, &q, ks) {
         Ok(p) => Ok(super::Plan::Select(Box::new(p))),
         Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => {
-            Ok(super::Plan::Join(Box::new(plan(sql, &q, ks)?)))
+            Ok(super::Plan::Join(Box::new(plan(sql, &q, ks, snap)?)))
         }
         Err(e) => Err(e),
     }
+}
+
+/// A right side whose tables are all keyspace `other`'s: its statement
+/// without their qualifier, planned there (one shard of an unsharded
+/// keyspace, or that keyspace's sharded plan); and the text it runs.
+fn plan_elsewhere(
+    sql: &str,
+    other: &str,
+    snap: &Snapshot,
+) -> Result<(super::Plan, String), PlanError> {
+    let ks = snap
+        .keyspaces
+        .get(other)
+        .ok_or_else(|| PlanError::UnknownKeyspace(other.to_string()))?;
+    let stripped = crate::sql::keyspace_qualifier(sql, |n| n == other)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| sql.to_string());
+    if ks.sharded {
+        return Ok((super::sharded::plan(&stripped, ks, snap)?, stripped));
+    }
+    let shard = ks
+        .shards
+        .first()
+        .ok_or_else(|| unsupported(format!("keyspace {other} has no shards")))?;
+    let route = super::Route {
+        keyspace: ks.name.clone(),
+        shard: shard.name.clone(),
+        tablet_type: crate::sql::TabletType::Primary,
+        rename_db_columns: false,
+    };
+    Ok((super::Plan::Route(route), stripped))
 }
 
 fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {

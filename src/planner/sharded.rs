@@ -316,6 +316,9 @@ pub(super) struct TableInfo {
     pub(super) vindex: Option<(String, Func)>,
     /// A pinned table's keyspace id: all its rows are on that one shard.
     pinned: Option<Vec<u8>>,
+    /// Another keyspace, whose table this is (`commerce.product` in a
+    /// statement on `customer`): its own route, never colocated here.
+    pub(super) keyspace: Option<String>,
     /// Lookup vindexes the table can be routed by: their column (lower
     /// case), vindex name, and whether it is unique.
     lookups: Vec<(String, String, bool)>,
@@ -340,6 +343,7 @@ impl TableInfo {
             },
             vindex,
             pinned: None,
+            keyspace: None,
             lookups: Vec::new(),
             auto_inc: None,
             declared: Vec::new(),
@@ -396,11 +400,28 @@ pub(super) fn table_info(
         _ => return Err(unsupported(format!("table name {name}"))),
     };
     if let Some(q) = qual {
-        if q != ks.name {
+        if crate::sql::SYSTEM_SCHEMAS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&q))
+        {
             return Err(unsupported(format!(
                 "table {q}.{table}: statements across keyspaces ({q} and {})",
                 ks.name
             )));
+        }
+        // Another keyspace's table: planned there, on a route of its own.
+        if q != ks.name {
+            return Ok(TableInfo {
+                declared: Vec::new(),
+                name: table,
+                alias,
+                kind: String::new(),
+                vindex: None,
+                pinned: None,
+                keyspace: Some(q),
+                lookups: Vec::new(),
+                auto_inc: None,
+            });
         }
     }
     let t = ks
@@ -436,6 +457,7 @@ pub(super) fn table_info(
         kind: t.kind.clone(),
         vindex,
         pinned: t.pinned.as_deref().and_then(crate::vschema::unhex),
+        keyspace: None,
         lookups: routable_lookups(ks, t),
         auto_inc: t
             .auto_increment
@@ -898,7 +920,7 @@ fn plan_query(
         Ok(p) => Ok(super::Plan::Select(Box::new(p))),
         // Tables on different routes: a nested loop, where it can be.
         Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => {
-            match super::join::plan(template, q, ks) {
+            match super::join::plan(template, q, ks, snap) {
                 Ok(j) => Ok(super::Plan::Join(Box::new(j))),
                 // Derived tables no route answers whole: first, as tables
                 // of constants, and the rest joined as usual.

@@ -197,8 +197,12 @@ impl Session {
         let qualified =
             sql::keyspace_qualifier(sql, |n| ctx.snapshot.load().keyspaces.contains_key(n));
         if let Some((ks, stripped)) = qualified {
-            let routed = self.qualified_target(ks);
-            return self.execute_as(ctx, routed, &stripped, false, sink).await;
+            // Unless it also reads this sharded keyspace's tables: then it
+            // is planned here, the other keyspace's tables on their own.
+            if !self.joins_keyspaces(&ctx.snapshot.load(), sql, &ks) {
+                let routed = self.qualified_target(ks);
+                return self.execute_as(ctx, routed, &stripped, false, sink).await;
+            }
         }
         // A query of the system schemas may name a keyspace where the
         // tablet has its database (`table_schema = 'commerce'`), as vtgate
@@ -785,6 +789,23 @@ impl Session {
         r
     }
 
+    /// Whether `sql`, which names keyspace `other`'s tables, also reads
+    /// unqualified tables of the session's own sharded keyspace: a join
+    /// across keyspaces, planned in the session's.
+    fn joins_keyspaces(&self, snap: &crate::topo::Snapshot, sql: &str, other: &str) -> bool {
+        let Some(here) = self.target.keyspace.as_deref() else {
+            return false;
+        };
+        let Some(ks) = snap.keyspaces.get(here).filter(|k| k.sharded) else {
+            return false;
+        };
+        here != other
+            && self.target.shard.is_none()
+            && sql::table_names(sql)
+                .iter()
+                .any(|t| ks.vschema.tables.contains_key(t))
+    }
+
     /// The target a `ks.table` statement runs under: keyspace `ks`, keeping
     /// the session's shard when it already targets `ks`.
     fn qualified_target(&self, ks: String) -> Target {
@@ -807,6 +828,11 @@ impl Session {
         let qualified =
             sql::keyspace_qualifier(sql, |n| ctx.snapshot.load().keyspaces.contains_key(n));
         let (params, columns) = match qualified {
+            // No one tablet holds a join across keyspaces: its columns come
+            // with each execution's result.
+            Some((ks, _)) if self.joins_keyspaces(&ctx.snapshot.load(), sql, &ks) => {
+                (placeholder_columns(sql::count_placeholders(sql)), vec![])
+            }
             Some((ks, stripped)) => {
                 let routed = self.qualified_target(ks);
                 let saved = std::mem::replace(&mut self.target, routed);
@@ -886,7 +912,6 @@ impl Session {
     }
 }
 
-/// The one keyspace whose VSchema lists the statement's tables, if any.
 /// The database keyspace `ks`'s tablets keep its tables in.
 fn database_of(snap: &crate::topo::Snapshot, ks: &str) -> Option<String> {
     snap.keyspaces.get(ks)?;
@@ -896,6 +921,7 @@ fn database_of(snap: &crate::topo::Snapshot, ks: &str) -> Option<String> {
         .map(|t| t.db_name.clone())
 }
 
+/// The one keyspace whose VSchema lists the statement's tables, if any.
 fn global_keyspace(snap: &crate::topo::Snapshot, sql: &str) -> Option<String> {
     let tables = sql::table_names(sql);
     let first = tables.first()?;
