@@ -2159,6 +2159,11 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select avg(jl.qty), count(jn.memo), count(*) from jl left join jn on jn.id = jl.id", false),
         case("select count(*), max(jn.memo) from dt join jn on jn.id = dt.k where dt.id = -5", false),
         case("select dt.k, count(*) c from dt join jl on dt.k = jl.qty where dt.id < 300 group by dt.k having count(*) > 20 order by c desc, dt.k", true),
+        // A LEFT JOIN's WHERE on its right table: IS NULL keeps the left
+        // rows without a match; IS NOT NULL only the matched ones.
+        case("select jl.id, jl.qty from jl left join jn on jn.id = jl.id where jn.id is null order by jl.id", true),
+        case("select count(*), sum(jl.qty) from jl left join jn on jn.id = jl.id where jn.memo is null and jl.id < 500", false),
+        case("select jl.id, jn.memo from jl left join jn on jn.id = jl.id where jn.memo is not null and jl.id < 100 order by jl.id", true),
         // A derived table over such a join runs first, a table of constants.
         case("select t.a, count(*) from (select dt.k as a, jl.id as b from dt join jl on dt.k = jl.qty where dt.id < 50) as t group by t.a order by t.a", true),
         case("select t.id, t.memo, dt.k from (select jl.id, jn.memo from jl join jn on jn.id = jl.id where jl.id < 40) as t join dt on dt.id = t.id order by t.id", true),

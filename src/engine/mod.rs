@@ -661,6 +661,12 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             &rhs.rows
         };
         for r in matches {
+            if p.right_nulls
+                .iter()
+                .any(|&i| r.get(i).is_some_and(|v| *v != Value::NULL))
+            {
+                continue;
+            }
             if skip > 0 {
                 skip -= 1;
                 continue;

@@ -205,6 +205,9 @@ impl Plan {
                 if let Some(g) = &j.gate {
                     v["gate"] = gate(g);
                 }
+                if !j.right_nulls.is_empty() {
+                    v["right_nulls"] = json!(j.right_nulls);
+                }
                 v
             }
             Plan::Insert(p) => json!({

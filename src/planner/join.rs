@@ -58,6 +58,10 @@ pub struct JoinPlan {
     pub output: Vec<JoinColumn>,
     /// LEFT JOIN: a left row without right rows comes out once.
     pub outer: bool,
+    /// Right columns that must be NULL in an output row (a LEFT JOIN's
+    /// `WHERE right.col IS NULL`, which keeps the left rows without a
+    /// match), checked after the join.
+    pub right_nulls: Vec<usize>,
     /// LIMIT over the joined rows.
     pub limit: Option<Operand>,
     /// OFFSET over the joined rows.
@@ -329,9 +333,28 @@ pub(super) fn plan(
         .map(|s| conjuncts(s).into_iter().cloned().collect())
         .unwrap_or_default();
     let from_where = where_conjuncts.iter().map(|c| (c, true));
+    let (mut right_nulls, mut inner_after) = (Vec::new(), false);
     for (c, in_where) in from_where.chain(inner_on.iter().map(|c| (c, false))) {
         match reach(c, &side_names)? {
             (_, false) => lhs_where.push(c.to_string()),
+            // Over a LEFT JOIN's right table: `IS NOT NULL` keeps only
+            // matched rows (an inner join); `IS NULL` is checked on the
+            // joined rows, lone left rows passing.
+            (false, true) if left.is_some() && in_where => match c {
+                Expr::IsNotNull(_) => {
+                    rhs_where.push(c.to_string());
+                    inner_after = true;
+                }
+                Expr::IsNull(inner) => {
+                    right_nulls.push(rhs_items.len());
+                    rhs_items.push(inner.to_string());
+                }
+                _ => {
+                    return Err(refuse(
+                        "with a WHERE condition on the LEFT JOIN's right table",
+                    ))
+                }
+            },
             (_, true) if left.is_some() && in_where => {
                 return Err(refuse(
                     "with a WHERE condition on the LEFT JOIN's right table",
@@ -410,7 +433,8 @@ pub(super) fn plan(
         vars: var_columns,
         first_var,
         output,
-        outer: left.is_some(),
+        outer: left.is_some() && !inner_after,
+        right_nulls,
         limit,
         offset,
         gate,
