@@ -46,13 +46,23 @@ impl Token {
 /// Tokenizes `src`, skipping whitespace and comments. Never panics: an
 /// unterminated string or comment ends at the end of the input.
 pub fn tokenize(src: &str) -> Vec<Token> {
-    tokenize_mode(src, false)
+    tokenize_with::<true>(src)
 }
 
 /// [`tokenize`] as a session with NO_BACKSLASH_ESCAPES reads: a backslash
 /// in a string is itself, so `'c\'` ends at its second quote.
 pub fn tokenize_mode(src: &str, no_backslash_escapes: bool) -> Vec<Token> {
-    let escapes = !no_backslash_escapes;
+    if no_backslash_escapes {
+        tokenize_with::<false>(src)
+    } else {
+        tokenize_with::<true>(src)
+    }
+}
+
+/// The tokenizer, its string escapes fixed at compile time (the hot path
+/// reads every statement with them).
+fn tokenize_with<const ESCAPES: bool>(src: &str) -> Vec<Token> {
+    let escapes = ESCAPES;
     let b = src.as_bytes();
     let mut out = Vec::with_capacity(16);
     let mut i = 0;
