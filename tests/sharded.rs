@@ -346,6 +346,17 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             format!("select k, bit_or(id), bit_xor(big), count(*) from dt where id > {x} group by k order by k"),
             true,
         ));
+        // SUM and AVG of the distinct values, with COUNT of them.
+        q.push(case(
+            format!("select k, sum(distinct amount), avg(distinct amount), count(distinct amount) from dt where id > {x} group by k order by k"),
+            true,
+        ));
+        q.push(case(
+            format!(
+                "select sum(distinct k), avg(distinct k), count(distinct k) from dt where id < {x}"
+            ),
+            false,
+        ));
         // A window partitioned by the vindex column lives on one shard.
         q.push(case(
             format!("select id, sum(k) over (partition by id) s, row_number() over (partition by dt.id order by k) r from dt where id < {x} order by id"),

@@ -405,7 +405,15 @@ fn bool_val(b: Option<bool>) -> Val {
 struct Row<'a> {
     cells: &'a [Value],
     cols: &'a [Column],
-    distinct_counts: &'a [(usize, i128)],
+    distinct_counts: &'a [DistinctPart],
+}
+
+/// A group's distinct values of one argument: (its column, how many,
+/// their sum).
+type DistinctPart = (usize, i128, Val);
+
+fn distinct_of<'r>(row: &'r Row<'_>, col: usize) -> Option<&'r DistinctPart> {
+    row.distinct_counts.iter().find(|d| d.0 == col)
 }
 
 fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
@@ -413,13 +421,12 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
         GateExpr::Col(i) => Val::from_cell(&row.cells[*i], row.cols.get(*i)),
         GateExpr::Bind(i) => bind_val(binds, *i),
         GateExpr::Lit(v) => Val::from_cell(v, None),
-        GateExpr::CountDistinct(i) => Val::Int(
-            row.distinct_counts
-                .iter()
-                .find(|(c, _)| c == i)
-                .map(|(_, n)| *n)
-                .unwrap_or(0),
-        ),
+        GateExpr::CountDistinct(i) => Val::Int(distinct_of(row, *i).map_or(0, |d| d.1)),
+        GateExpr::SumDistinct(i) => distinct_of(row, *i).map_or(Val::Null, |d| d.2.clone()),
+        GateExpr::AvgDistinct(i) => match distinct_of(row, *i) {
+            Some((_, n, sum)) if *n > 0 => div(sum, &Val::Int(*n)),
+            _ => Val::Null,
+        },
         GateExpr::Avg { sum, count } => {
             let s = Val::from_cell(&row.cells[*sum], row.cols.get(*sum));
             let c = Val::from_cell(&row.cells[*count], row.cols.get(*count));
@@ -631,7 +638,9 @@ fn check_shape(gate: &Gate, width: usize, rows: &[Vec<Value>]) -> Result<(), Err
             GateExpr::Col(i) if *i >= HIDDEN => *bad_hidden |= i - HIDDEN >= hidden,
             GateExpr::Col(i) => *m = (*m).max(*i + 1),
             GateExpr::Avg { sum, count } => *m = (*m).max(sum.max(count) + 1),
-            GateExpr::CountDistinct(i) => *m = (*m).max(*i + 1),
+            GateExpr::CountDistinct(i) | GateExpr::SumDistinct(i) | GateExpr::AvgDistinct(i) => {
+                *m = (*m).max(*i + 1)
+            }
             GateExpr::Binary(l, _, r) => {
                 walk(l, m, hidden, bad_hidden);
                 walk(r, m, hidden, bad_hidden);
@@ -822,8 +831,8 @@ fn cmp_groups(
     gate: &Gate,
     binds: &[Bind],
     cols: &[Column],
-    (a, a_counts): (&[Value], &[(usize, i128)]),
-    (b, b_counts): (&[Value], &[(usize, i128)]),
+    (a, a_counts): (&[Value], &[DistinctPart]),
+    (b, b_counts): (&[Value], &[DistinctPart]),
 ) -> Ordering {
     let width = cols.len();
     let hidden = gate.hidden.min(width);
@@ -1005,6 +1014,18 @@ fn output_column(
             synth_column(&name, &sample)
         }
         GateExpr::CountDistinct(_) => synth_column(&name, &Val::Int(0)),
+        // As MySQL types them: a sum of integers is a DECIMAL, an average
+        // has four more decimals.
+        GateExpr::SumDistinct(c) | GateExpr::AvgDistinct(c) => {
+            let a = &cols[*c];
+            let avg = matches!(e, GateExpr::AvgDistinct(_));
+            let sample = if is_float(a) {
+                Val::Float(0.0)
+            } else {
+                Val::Dec(0, a.decimals() as u32 + if avg { DIV_PRECISION } else { 0 })
+            };
+            synth_column(&name, &sample)
+        }
         _ => synth_column(&name, sample.unwrap_or(&Val::Int(0))),
     }
 }
@@ -1096,7 +1117,7 @@ pub fn run(
     let width = cols.len();
     check_shape(gate, width, &rows)?;
     let hidden = gate.hidden.min(width);
-    let mut distinct_counts: Vec<Vec<(usize, i128)>> = Vec::new();
+    let mut distinct_counts: Vec<Vec<DistinctPart>> = Vec::new();
 
     // 1. Aggregate.
     let aggregated = !gate.aggregate.is_empty();
@@ -1134,7 +1155,12 @@ pub fn run(
                 .last()
                 .is_some_and(|g| key_cmp(g, &row) == Ordering::Equal);
             if !same_group {
-                distinct_counts.push(distinct_col.map(|d| (d, 0)).into_iter().collect());
+                distinct_counts.push(
+                    distinct_col
+                        .map(|d| (d, 0, Val::Null))
+                        .into_iter()
+                        .collect(),
+                );
                 last_distinct = None;
                 if distinct_col.is_none() {
                     out.push(row);
@@ -1153,6 +1179,11 @@ pub fn run(
                 if new_value {
                     if let Some(c) = distinct_counts.last_mut().and_then(|v| v.first_mut()) {
                         c.1 += 1;
+                        let v = Val::from_cell(&row[d], cols.get(d));
+                        c.2 = match &c.2 {
+                            Val::Null => v.numeric(),
+                            sum => add(sum, &v),
+                        };
                     }
                 }
                 if row[d] != Value::NULL {
@@ -1170,13 +1201,18 @@ pub fn run(
                     })
                     .collect(),
             );
-            distinct_counts.push(distinct_col.map(|d| (d, 0)).into_iter().collect());
+            distinct_counts.push(
+                distinct_col
+                    .map(|d| (d, 0, Val::Null))
+                    .into_iter()
+                    .collect(),
+            );
         }
         rows = out;
     }
 
     // 2. HAVING.
-    let empty: Vec<(usize, i128)> = Vec::new();
+    let empty: Vec<DistinctPart> = Vec::new();
     let counts = |i: usize| distinct_counts.get(i).unwrap_or(&empty);
     let mut keep: Vec<(usize, Vec<Value>)> = Vec::with_capacity(rows.len());
     for (i, r) in rows.into_iter().enumerate() {

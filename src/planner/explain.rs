@@ -71,6 +71,8 @@ fn gate_expr(e: &GateExpr) -> String {
         GateExpr::Col(i) => format!("col{i}"),
         GateExpr::Avg { sum, count } => format!("avg(col{sum}/col{count})"),
         GateExpr::CountDistinct(i) => format!("count_distinct(col{i})"),
+        GateExpr::SumDistinct(i) => format!("sum_distinct(col{i})"),
+        GateExpr::AvgDistinct(i) => format!("avg_distinct(col{i})"),
         GateExpr::Bind(i) => format!(":v{}", i + 1),
         GateExpr::Lit(v) => crate::sql::literal(v, false),
         GateExpr::Binary(l, op, r) => format!("({} {op} {})", gate_expr(l), gate_expr(r)),

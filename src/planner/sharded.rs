@@ -93,6 +93,10 @@ pub enum GateExpr {
     Avg { sum: usize, count: usize },
     /// COUNT(DISTINCT x) of the group, from the DistinctArg column.
     CountDistinct(usize),
+    /// SUM(DISTINCT x) of the group, likewise.
+    SumDistinct(usize),
+    /// AVG(DISTINCT x) of the group, likewise.
+    AvgDistinct(usize),
     /// A bind value.
     Bind(usize),
     /// A constant.
@@ -1488,17 +1492,23 @@ impl Internal<'_> {
         let arg = call.arg.as_ref().map(|a| a.to_string());
         let argsql = arg.clone().unwrap_or_else(|| "*".into());
         Ok(match (call.name.as_str(), call.distinct) {
-            ("count", true) => {
+            ("count" | "sum" | "avg", true) => {
                 let (Some(expr), Some(a)) = (call.arg.as_ref(), arg) else {
                     return Err(PlanError::Syntax("COUNT(DISTINCT *)".into()));
+                };
+                // Each over the same distinct values of one argument.
+                let of = |i: usize| match call.name.as_str() {
+                    "count" => GateExpr::CountDistinct(i),
+                    "sum" => GateExpr::SumDistinct(i),
+                    _ => GateExpr::AvgDistinct(i),
                 };
                 if let Some(i) = *count_distinct {
                     if self.items[i] != a {
                         return Err(unsupported(
-                            "more than one COUNT(DISTINCT ...) across shards",
+                            "aggregates over the DISTINCT values of more than one argument across shards",
                         ));
                     }
-                    return Ok(GateExpr::CountDistinct(i));
+                    return Ok(of(i));
                 }
                 let i = self.push(a.clone(), AggKind::Key);
                 let tables = self.tables;
@@ -1507,7 +1517,7 @@ impl Internal<'_> {
                 });
                 self.kinds[i] = AggKind::DistinctArg { weight };
                 *count_distinct = Some(i);
-                GateExpr::CountDistinct(i)
+                of(i)
             }
             // The least and greatest of the distinct values are those of all.
             ("min" | "max", true) => {
