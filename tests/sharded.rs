@@ -3111,10 +3111,7 @@ async fn pinned_tables(sg: &mut Conn, oracle: &mut Conn) {
 /// How many rows `table` holds on tablet `uid`.
 async fn placement_count(uid: u32, table: &str) -> u64 {
     let mut t = connect_tablet(uid).await;
-    t.query_first(format!("select count(*) from {table}"))
-        .await
-        .unwrap()
-        .unwrap()
+    number(&mut t, &format!("select count(*) from {table}")).await
 }
 
 /// Under NO_BACKSLASH_ESCAPES a backslash in a string is itself: values
@@ -3184,11 +3181,7 @@ async fn no_backslash_escapes(sg: &mut Conn, oracle: &mut Conn) {
         oracle.query_drop(sql).await.unwrap();
     }
     // Their lookup rows went with them.
-    let left: u64 = sg
-        .query_first("select count(*) from lu_name_idx where name like 'x%y'")
-        .await
-        .unwrap()
-        .unwrap();
+    let left: u64 = number(sg, "select count(*) from lu_name_idx where name like 'x%y'").await;
     assert_eq!(left, 0);
 }
 
@@ -3219,12 +3212,7 @@ async fn row_counts(sg: &mut Conn, oracle: &mut Conn) {
         }
         let mut counts = Vec::new();
         for conn in [&mut *sg, &mut *oracle] {
-            let n: i64 = conn
-                .query_first("select row_count()")
-                .await
-                .unwrap()
-                .unwrap();
-            counts.push(n);
+            counts.push(number::<i64>(conn, "select row_count()").await);
         }
         assert_eq!(counts[0], counts[1], "row_count() after {sql}");
     }
@@ -3245,14 +3233,12 @@ async fn information_schema_names_keyspaces() {
         .await
         .unwrap();
     assert_eq!(names, ["corder", "customer"]);
-    let n: u64 = sg
-        .query_first(
-            "select count(*) from information_schema.columns \
-             where table_schema = database() and table_name = 'corder'",
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let n: u64 = number(
+        &mut sg,
+        "select count(*) from information_schema.columns \
+         where table_schema = database() and table_name = 'corder'",
+    )
+    .await;
     assert_eq!(n, 4, "corder's columns");
     // Another keyspace's, named from this one; prepared, the values come
     // as parameters.
@@ -3272,11 +3258,11 @@ async fn information_schema_names_keyspaces() {
         .unwrap();
     assert_eq!(schemas.len(), 1, "{schemas:?}");
     // A name that is no keyspace goes down as written.
-    let n: u64 = c
-        .query_first("select count(*) from information_schema.tables where table_schema = 'information_schema' and table_name = 'TABLES'")
-        .await
-        .unwrap()
-        .unwrap();
+    let n: u64 = number(
+        &mut c,
+        "select count(*) from information_schema.tables where table_schema = 'information_schema' and table_name = 'TABLES'",
+    )
+    .await;
     assert_eq!(n, 1);
 }
 
@@ -3321,11 +3307,7 @@ async fn savepoints(sg: &mut Conn, oracle: &mut Conn) {
         &case("select * from nb2 where id >= 200 order by id", true),
     )
     .await;
-    let n: u64 = sg
-        .query_first("select count(*) from nb2 where id >= 200")
-        .await
-        .unwrap()
-        .unwrap();
+    let n: u64 = number(sg, "select count(*) from nb2 where id >= 200").await;
     assert_eq!(n, 3, "200, 205 and 206");
 }
 
@@ -3357,4 +3339,12 @@ async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
         let rows: Vec<mysql_async::Row> = oracle.query(&c.sql).await.unwrap();
         assert!(!rows.is_empty(), "{}", c.sql);
     }
+}
+
+/// The one number `sql` answers with.
+async fn number<T: FromValue + Send + 'static>(conn: &mut Conn, sql: &str) -> T {
+    conn.query_first(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|| panic!("{sql}: no row"))
 }

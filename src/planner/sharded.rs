@@ -587,46 +587,52 @@ fn route_lookup(sel: &Expr, t: &TableInfo) -> Routing {
     let mut best_in = None;
     for c in conjuncts(sel) {
         for (col, vindex, unique) in &t.lookups {
-            match c {
-                Expr::BinaryOp {
-                    left,
-                    op: BinaryOperator::Eq,
-                    right,
-                } => {
-                    let value = if is_column(left, col, t) {
-                        operand(right)
-                    } else if is_column(right, col, t) {
-                        operand(left)
-                    } else {
-                        None
-                    };
-                    if let Some(value) = value {
-                        return Routing::Lookup {
-                            vindex: vindex.clone(),
-                            values: vec![value],
-                            unique: *unique,
-                        };
-                    }
-                }
-                Expr::In {
-                    expr,
-                    target: ast::InTarget::List(list),
-                    negated: false,
-                    ..
-                } if best_in.is_none() && is_column(expr, col, t) => {
-                    if let Some(values) = list.iter().map(operand).collect() {
-                        best_in = Some(Routing::Lookup {
-                            vindex: vindex.clone(),
-                            values,
-                            unique: *unique,
-                        });
-                    }
-                }
-                _ => {}
+            let lookup = |values| Routing::Lookup {
+                vindex: vindex.clone(),
+                values,
+                unique: *unique,
+            };
+            if let Some(value) = equal_value(c, col, t) {
+                return lookup(vec![value]);
+            }
+            if best_in.is_none() {
+                best_in = in_values(c, col, t).map(lookup);
             }
         }
     }
     best_in.unwrap_or(Routing::Scatter)
+}
+
+/// The value `c` equates column `col` of `t` with (`col = v`, `v = col`).
+fn equal_value(c: &Expr, col: &str, t: &TableInfo) -> Option<Operand> {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = c
+    else {
+        return None;
+    };
+    if is_column(left, col, t) {
+        operand(right)
+    } else if is_column(right, col, t) {
+        operand(left)
+    } else {
+        None
+    }
+}
+
+/// The values of `col IN (v, ...)`, when every one is a value.
+fn in_values(c: &Expr, col: &str, t: &TableInfo) -> Option<Vec<Operand>> {
+    match c {
+        Expr::In {
+            expr,
+            target: ast::InTarget::List(list),
+            negated: false,
+            ..
+        } if is_column(expr, col, t) => list.iter().map(operand).collect(),
+        _ => None,
+    }
 }
 
 /// The lookup vindexes of a table's VSchema entry it can be routed by:
@@ -652,59 +658,27 @@ fn routable_lookups(ks: &Keyspace, t: &crate::vschema::Table) -> Vec<(String, St
 /// The primary vindex route of a WHERE: `col = v`, `col IN (...)` (with
 /// the IN to prune per shard), or BETWEEN on a sequential function.
 fn route_primary(sel: &Expr, t: &TableInfo, col: &str, func: Func) -> (Routing, Option<Expr>) {
-    let func = &func;
     let mut best_in = None;
     let mut between = None;
     for c in conjuncts(sel) {
-        match c {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => {
-                let value = if is_column(left, col, t) {
-                    operand(right)
-                } else if is_column(right, col, t) {
-                    operand(left)
-                } else {
-                    None
-                };
-                if let Some(value) = value {
-                    return (Routing::Equal { func: *func, value }, None);
-                }
-            }
-            Expr::In {
-                expr,
-                target: ast::InTarget::List(list),
-                negated: false,
-                ..
-            } if best_in.is_none() && is_column(expr, col, t) => {
-                let values: Option<Vec<Operand>> = list.iter().map(operand).collect();
-                if let Some(values) = values {
-                    best_in = Some((
-                        Routing::In {
-                            func: *func,
-                            values,
-                        },
-                        c.clone(),
-                    ));
-                }
-            }
-            Expr::Between {
-                expr,
-                negated: false,
-                low,
-                high,
-            } if between.is_none() && func.is_sequential() && is_column(expr, col, t) => {
+        if let Some(value) = equal_value(c, col, t) {
+            return (Routing::Equal { func, value }, None);
+        }
+        if best_in.is_none() {
+            best_in = in_values(c, col, t).map(|values| (Routing::In { func, values }, c.clone()));
+        }
+        if let Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } = c
+        {
+            if between.is_none() && func.is_sequential() && is_column(expr, col, t) {
                 if let (Some(low), Some(high)) = (operand(low), operand(high)) {
-                    between = Some(Routing::Between {
-                        func: *func,
-                        low,
-                        high,
-                    });
+                    between = Some(Routing::Between { func, low, high });
                 }
             }
-            _ => {}
         }
     }
     // Listed values name their shards exactly; a range only bounds them.

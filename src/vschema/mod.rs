@@ -252,8 +252,8 @@ pub const KNOWN_VINDEX_TYPES: &[&str] = &[
     "multicol",
 ];
 
-/// The bytes of a hex string (a pinned table's keyspace id); None when it
-/// is not one.
+/// The bytes of a hex string (a pinned table's keyspace id, a key
+/// range's bound); None when it is not one.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
