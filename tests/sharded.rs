@@ -1173,12 +1173,7 @@ async fn sharded_answers_match_a_single_mariadb() {
         ));
     }
     for d in &dmls {
-        sg.query_drop(d)
-            .await
-            .unwrap_or_else(|e| panic!("{d}: {e}"));
-        let a = sg.affected_rows();
-        oracle.query_drop(d).await.unwrap();
-        assert_eq!(a, oracle.affected_rows(), "{d}");
+        same_writes(&mut sg, &mut oracle, d).await;
     }
     compare(
         &mut sg,
@@ -1716,12 +1711,7 @@ async fn ranges_on_a_numeric_vindex(sg: &mut Conn, oracle: &mut Conn) {
             top - 30
         ),
     ] {
-        sg.query_drop(&d)
-            .await
-            .unwrap_or_else(|e| panic!("{d}: {e}"));
-        let a = sg.affected_rows();
-        oracle.query_drop(&d).await.unwrap();
-        assert_eq!(a, oracle.affected_rows(), "{d}");
+        same_writes(sg, oracle, &d).await;
     }
     compare(sg, oracle, &case("select * from nt order by id", true)).await;
 }
@@ -2942,12 +2932,7 @@ async fn lookup_vindexes(sg: &mut Conn, oracle: &mut Conn) {
         "delete from lu where id in (11, 12)",
     ];
     for d in dmls {
-        sg.query_drop(d)
-            .await
-            .unwrap_or_else(|e| panic!("{d}: {e}"));
-        let a = sg.affected_rows();
-        oracle.query_drop(d).await.unwrap();
-        assert_eq!(a, oracle.affected_rows(), "{d}");
+        same_writes(sg, oracle, d).await;
         lookups_follow(sg, oracle, d).await;
     }
     compare(
@@ -3035,12 +3020,7 @@ async fn lookup_vindexes(sg: &mut Conn, oracle: &mut Conn) {
         if upsert.contains("302") {
             lookups_follow(sg, oracle, "after the upserts").await;
         }
-        sg.query_drop(upsert)
-            .await
-            .unwrap_or_else(|e| panic!("{upsert}: {e}"));
-        let a = sg.affected_rows();
-        oracle.query_drop(upsert).await.unwrap();
-        assert_eq!(a, oracle.affected_rows(), "{upsert}");
+        same_writes(sg, oracle, upsert).await;
     }
     compare(sg, oracle, &case("select * from lu order by id", true)).await;
     // Statements that would need lookup rows shardgate cannot write.
@@ -3089,10 +3069,7 @@ async fn pinned_tables(sg: &mut Conn, oracle: &mut Conn) {
         "update pin set v = 'bb' where id = 2",
         "delete from pin where id = 3",
     ] {
-        sg.query_drop(sql).await.unwrap();
-        let a = sg.affected_rows();
-        oracle.query_drop(sql).await.unwrap();
-        assert_eq!(a, oracle.affected_rows(), "{sql}");
+        same_writes(sg, oracle, sql).await;
     }
     assert_eq!(placement_count(300, "pin").await, 0);
     assert_eq!(placement_count(400, "pin").await, 2);
@@ -3347,4 +3324,15 @@ async fn number<T: FromValue + Send + 'static>(conn: &mut Conn, sql: &str) -> T 
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+/// Runs a write on shardgate and the oracle: both succeed and change as
+/// many rows.
+async fn same_writes(sg: &mut Conn, oracle: &mut Conn, sql: &str) {
+    sg.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let a = sg.affected_rows();
+    oracle.query_drop(sql).await.unwrap();
+    assert_eq!(a, oracle.affected_rows(), "{sql}");
 }
