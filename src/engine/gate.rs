@@ -1361,6 +1361,14 @@ pub fn fold(gate: &Gate, cols: &[Column], g: &mut [Value], row: &[Value]) {
                 let s = add_cells(&g[i], &row[i], &cols[i]);
                 g[i] = s;
             }
+            AggKind::Concat(sep, n) => match (&mut g[i], &row[i]) {
+                (_, Value::NULL) => {}
+                (Value::Bytes(have), Value::Bytes(more)) => {
+                    have.extend_from_slice(&sep[..usize::from(*n).min(8)]);
+                    have.extend_from_slice(more);
+                }
+                (have, more) => *have = more.clone(),
+            },
             AggKind::BitAnd | AggKind::BitOr | AggKind::BitXor => {
                 let bits = |v: &Value| match v {
                     Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse::<u64>().ok(),

@@ -111,6 +111,10 @@ fn gate(g: &Gate) -> Value {
                 AggKind::BitAnd => "bit_and".into(),
                 AggKind::BitOr => "bit_or".into(),
                 AggKind::BitXor => "bit_xor".into(),
+                AggKind::Concat(sep, n) => format!(
+                    "group_concat({:?})",
+                    String::from_utf8_lossy(&sep[..usize::from(*n).min(8)])
+                ),
                 AggKind::DistinctArg { weight } => format!("distinct{}", collate(*weight)),
             })
             .collect();

@@ -79,6 +79,9 @@ pub enum AggKind {
     BitOr,
     /// BIT_XOR: the bits an odd number of parts have.
     BitXor,
+    /// GROUP_CONCAT without ORDER BY: the parts joined by the separator
+    /// (its bytes and length; at most eight).
+    Concat([u8; 8], u8),
     /// The argument of COUNT(DISTINCT ...), pushed down as a grouping key,
     /// its strings compared as `weight` says (None: a number).
     DistinctArg { weight: Option<Weight> },
@@ -1369,6 +1372,12 @@ struct AggCall {
     name: String,
     distinct: bool,
     arg: Option<Expr>,
+    /// The call as written (what a shard computes its part with).
+    text: String,
+    /// GROUP_CONCAT's SEPARATOR (None: the default ',').
+    separator: Option<String>,
+    /// GROUP_CONCAT orders its values (ORDER BY inside the call).
+    ordered: bool,
 }
 
 fn agg_call(e: &Expr) -> Option<AggCall> {
@@ -1395,10 +1404,36 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
         _ if !["count", "sum", "min", "max", "avg"].contains(&name.as_str()) => None,
         _ => return None,
     };
+    let mut separator = None;
+    let mut ordered = false;
+    for c in &list.clauses {
+        match c {
+            // A separator given as a parameter is not known at the gate:
+            // refused as an expression.
+            ast::FunctionArgumentClause::Separator(v)
+                if matches!(v.value, ast::Value::Placeholder(_)) =>
+            {
+                return None
+            }
+            ast::FunctionArgumentClause::Separator(v) => {
+                separator = Some(match &v.value {
+                    ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+                        s.clone()
+                    }
+                    other => other.to_string(),
+                })
+            }
+            ast::FunctionArgumentClause::OrderBy(_) => ordered = true,
+            _ => {}
+        }
+    }
     Some(AggCall {
         name,
         distinct,
         arg,
+        text: e.to_string(),
+        separator,
+        ordered,
     })
 }
 
@@ -1499,6 +1534,9 @@ impl Internal<'_> {
                     name: call.name.clone(),
                     distinct: false,
                     arg: call.arg.clone(),
+                    text: call.text.clone(),
+                    separator: None,
+                    ordered: false,
                 };
                 return self.aggregate(&plain, count_distinct);
             }
@@ -1521,6 +1559,24 @@ impl Internal<'_> {
                     _ => AggKind::BitXor,
                 };
                 GateExpr::Col(self.part(&call.name, &argsql, kind))
+            }
+            // Each shard's concatenation, joined: the order of the
+            // values is unspecified, as MySQL's is.
+            ("group_concat", false) if !self.row_level && !call.ordered => {
+                let sep = call.separator.clone().unwrap_or_else(|| ",".into());
+                let bytes = sep.as_bytes();
+                if bytes.len() > 8 {
+                    return Err(unsupported(
+                        "GROUP_CONCAT() across shards with a SEPARATOR longer than 8 bytes",
+                    ));
+                }
+                let mut inline = [0u8; 8];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                let kind = AggKind::Concat(inline, bytes.len() as u8);
+                if let Some(i) = self.find(&call.text, kind) {
+                    return Ok(GateExpr::Col(i));
+                }
+                GateExpr::Col(self.push(call.text.clone(), kind))
             }
             (m, false) if m != "min" && m != "max" => {
                 return Err(unsupported(format!(

@@ -238,7 +238,10 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
             && i > 0
             && (toks[i - 1].is_word(sql, "by") || toks[i - 1].kind == TokenKind::Punct(b','));
         let in_type = type_paren.last().copied().unwrap_or(false);
-        if t.kind != TokenKind::Placeholder && (position || in_type) {
+        // GROUP_CONCAT's separator is part of the aggregate's shape (the
+        // gate joins the shards' parts with it), not a value.
+        let separator = t.kind == TokenKind::Str && i > 0 && toks[i - 1].is_word(sql, "separator");
+        if t.kind != TokenKind::Placeholder && (position || in_type || separator) {
             i += 1;
             continue;
         }
@@ -506,6 +509,20 @@ mod tests {
         assert_eq!(n.binds[1].value, Value::Int(-5));
         assert_eq!(n.binds[3].value, Value::Bytes(b"2.5".to_vec()));
         assert_eq!(substitute_binds(&n.template, &n.binds), sql);
+    }
+
+    #[test]
+    fn a_separator_stays_in_the_template() {
+        let n = normalize(
+            "select group_concat(a separator '|') from t where b = 'x'",
+            &[],
+            false,
+        );
+        assert_eq!(
+            n.template,
+            "select group_concat(a separator '|') from t where b = :v1"
+        );
+        assert_eq!(n.binds.len(), 1);
     }
 
     #[test]
