@@ -131,7 +131,7 @@ const CHARSET_VARS: [&str; 4] = [
 pub enum Savepoint {
     /// SAVEPOINT name.
     Set(String),
-    /// ROLLBACK [WORK] TO [SAVEPOINT] name.
+    /// `ROLLBACK [WORK] TO [SAVEPOINT] name`.
     RollbackTo(String),
     /// RELEASE SAVEPOINT name.
     Release(String),
