@@ -5,9 +5,10 @@
 //! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
 //!   result encoding; CLIENT_DEPRECATE_EOF and MariaDB's cached column
 //!   definitions). Hands statement text to the session; never routes.
-//! - [`session`]: one client's state: target, autocommit, transaction,
-//!   settings, prepared statements (run prepared on the tablet when they go
-//!   whole to one); its backend connections are [`executor::ShardConns`].
+//! - [`session`]: one client's state: target, autocommit, transaction and
+//!   its savepoints, settings, prepared statements (run prepared on the
+//!   tablet when they go whole to one), what LAST_INSERT_ID() and
+//!   ROW_COUNT() say; its backend connections are [`executor::ShardConns`].
 //! - [`sql`]: a small MySQL lexer: splitting multi-statements, classifying
 //!   statements, placeholders and the few rewrites a proxy must do.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`];
