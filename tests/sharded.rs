@@ -337,6 +337,11 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
             format!("select max(id) as m from dt where id < {x} having count(*) > 2"),
             false,
         ));
+        // A function whose name ends like an aggregate's is not one.
+        q.push(case(
+            format!("select id, bit_count(k) from dt where id < {x} order by id"),
+            true,
+        ));
         // MySQL's other aggregates, over one group.
         q.push(case(
             format!("select bit_or(k), bit_and(flag), bit_xor(id) from dt where id < {x}"),

@@ -206,7 +206,15 @@ impl Plan {
                     }).collect::<Vec<_>>(),
                 "limit": j.limit.as_ref().map(operand),
                 "offset": j.offset.as_ref().map(operand),
-                "inputs": [select(&j.lhs), j.rhs.describe()],
+                "inputs": [select(&j.lhs), match &*j.rhs {
+                    // Another keyspace's tablet runs the side's text.
+                    Plan::Route(_) => {
+                        let mut r = j.rhs.describe();
+                        r["query"] = json!(j.rhs_sql);
+                        r
+                    }
+                    other => other.describe(),
+                }],
                 });
                 if let Some(g) = &j.gate {
                     v["gate"] = gate(g);

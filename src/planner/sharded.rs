@@ -1449,8 +1449,18 @@ pub(super) fn has_aggregate(e: &Expr) -> bool {
         | Expr::IsNotNull(expr) => has_aggregate(expr),
         Expr::Function(f) if f.over.is_some() => false,
         Expr::Function(f) => {
+            // An aggregate anywhere in its arguments, named as a word
+            // (`ifnull(sum(x), 0)`, not `discount(x)`).
             let s = f.to_string().to_ascii_lowercase();
-            AGGREGATES.iter().any(|a| s.contains(&format!("{a}(")))
+            AGGREGATES.iter().any(|a| {
+                let call = format!("{a}(");
+                s.match_indices(&call).any(|(i, _)| {
+                    s[..i]
+                        .bytes()
+                        .next_back()
+                        .is_none_or(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
+                })
+            })
         }
         _ => false,
     }
