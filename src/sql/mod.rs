@@ -1183,9 +1183,8 @@ pub fn system_schema_names(
             let v = values[j];
             let (name, end, width) = if is_schema_call(sql, &values[j..]) {
                 (current.map(str::to_string), values[j + 2].end, 3)
-            } else if v.kind == TokenKind::Str && v.text(sql).starts_with(['\'', '"']) {
-                let text = v.text(sql);
-                (Some(text[1..text.len() - 1].replace("''", "'")), v.end, 1)
+            } else if let Some(inner) = quoted(&v, sql) {
+                (Some(inner.replace("''", "'")), v.end, 1)
             } else {
                 j += 1;
                 continue;
@@ -1207,6 +1206,14 @@ pub fn system_schema_names(
     }
     out.push_str(&sql[copied..]);
     Some((ks, out))
+}
+
+/// The inside of a quoted string token (None for an unterminated one, or
+/// `X'..'` and `_charset'..'` forms).
+fn quoted<'s>(t: &Token, sql: &'s str) -> Option<&'s str> {
+    let text = t.text(sql);
+    let q = text.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    text.strip_prefix(q)?.strip_suffix(q)
 }
 
 /// `database()` or `schema()` at the start of `toks`.
@@ -1712,6 +1719,15 @@ mod tests {
         ] {
             assert_eq!(system_schema_names(sql, None, db), None, "{sql}");
         }
+        // An unterminated string names nothing.
+        assert_eq!(
+            system_schema_names(
+                "select 1 from information_schema.tables where table_schema = '",
+                None,
+                db
+            ),
+            None
+        );
         assert!(reads_system_schemas_only(
             "select * from information_schema.tables t join `mysql`.user u on 1 where x in (select 1 from sys.version)"
         ));
