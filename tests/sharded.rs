@@ -3121,6 +3121,11 @@ async fn no_backslash_escapes(sg: &mut Conn, oracle: &mut Conn) {
         ));
     }
     setup.push(r"insert into lu (id, name) values (700, 'x\y'), (701, 'x\\y')".to_string());
+    // Two statements in one query, the first ending in a backslash string.
+    setup.push(
+        r"insert into nb1 (id, s) values (50, 'z\'); insert into nb1 (id, s) values (51, 'w')"
+            .to_string(),
+    );
     for sql in &setup {
         sg.query_drop(sql)
             .await
@@ -3144,6 +3149,10 @@ async fn no_backslash_escapes(sg: &mut Conn, oracle: &mut Conn) {
             true,
         ),
         (r"select id, name from lu where name = 'x\y'", false),
+        (
+            "select id, s from nb1 where id in (50, 51) order by id",
+            true,
+        ),
         (
             r"select id, name from lu where name in ('x\\y', 'none')",
             false,

@@ -780,7 +780,7 @@ async fn run_query(
     session: &mut Session,
     sql: &str,
 ) -> Result<(), Error> {
-    let stmts = crate::sql::lexer::split_statements(sql);
+    let stmts = crate::sql::lexer::split_statements_mode(sql, session.shards.no_backslash_escapes);
     if stmts.is_empty() {
         wire.push_err(&MysqlError::new(1065, "42000", "Query was empty".into()));
         return Ok(());

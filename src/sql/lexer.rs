@@ -198,12 +198,18 @@ fn skip_quoted(b: &[u8], i: usize, q: u8, backslash: bool) -> usize {
 /// one can be routed on its own. Compound statements (CREATE PROCEDURE /
 /// FUNCTION / TRIGGER / EVENT with BEGIN ... END bodies) are kept whole.
 pub fn split_statements(src: &str) -> Vec<&str> {
+    split_statements_mode(src, false)
+}
+
+/// [`split_statements`] as a session with NO_BACKSLASH_ESCAPES reads:
+/// `'c\'; select 1` is two statements there.
+pub fn split_statements_mode(src: &str, no_backslash_escapes: bool) -> Vec<&str> {
     // The common case, one statement and no `;` anywhere, needs no tokens.
     if !src.contains(';') {
         let s = src.trim();
         return if s.is_empty() { Vec::new() } else { vec![s] };
     }
-    let toks = tokenize(src);
+    let toks = tokenize_mode(src, no_backslash_escapes);
     let mut out = Vec::new();
     let mut stmt_start = 0;
     let mut first_tok: Option<usize> = None;
@@ -273,6 +279,16 @@ mod tests {
         assert_eq!(texts(true), ["select", r"'c\'", ",", "x'00'", ",", "1"]);
         // Read with escapes, the quote after the backslash is escaped.
         assert_eq!(texts(false)[1], r"'c\', x'");
+    }
+
+    #[test]
+    fn splits_as_the_session_reads_backslashes() {
+        let s = r"select 'c\'; select 2";
+        assert_eq!(
+            split_statements_mode(s, true),
+            vec![r"select 'c\'", "select 2"]
+        );
+        assert_eq!(split_statements(s), vec![s]);
     }
 
     #[test]
