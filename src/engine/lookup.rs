@@ -6,10 +6,10 @@
 
 use mysql_common::value::Value;
 
-use super::{execute, keyspace_of, shard_for, Gather, VCursor};
+use super::{keyspace_of, run_statement, shard_for, Gather, VCursor};
 use crate::error::Error;
 use crate::planner::PlanError;
-use crate::sql::{TabletType, Target};
+use crate::sql::{quote_ident, TabletType};
 use crate::topo::{Keyspace, Snapshot};
 use crate::vschema::lookup::{Lookup, To};
 use crate::vschema::vindex::{Func, KeyspaceId};
@@ -81,21 +81,9 @@ pub(super) async fn run<V: VCursor + Send>(
     snap: &Snapshot,
     vc: &mut V,
 ) -> Result<Gather, Error> {
-    let stmt = crate::sql::classify(sql)?;
-    let n = crate::sql::normalize::normalize(sql, &[], vc.no_backslash_escapes());
-    let target = Target {
-        keyspace: Some(keyspace.to_string()),
-        shard: None,
-        tablet_type: tt,
-    };
-    let plan = crate::planner::plan(&stmt, Some(&n.template), &target, snap)?;
     let mut rows = Gather::new(vc.max_memory_rows());
-    Box::pin(execute(&plan, sql, &n.binds, tt, snap, vc, &mut rows)).await?;
+    Box::pin(run_statement(keyspace, sql, tt, snap, vc, &mut rows)).await?;
     Ok(rows)
-}
-
-fn ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 /// `a = 1 AND b IS NULL`: the columns equal to the values.
@@ -103,27 +91,17 @@ fn matching(cols: &[String], values: &[Value], nbe: bool) -> String {
     cols.iter()
         .zip(values)
         .map(|(c, v)| match v {
-            Value::NULL => format!("{} IS NULL", ident(c)),
-            v => format!("{} = {}", ident(c), crate::sql::literal(v, nbe)),
+            Value::NULL => format!("{} IS NULL", quote_ident(c)),
+            v => format!("{} = {}", quote_ident(c), crate::sql::literal(v, nbe)),
         })
         .collect::<Vec<_>>()
         .join(" AND ")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(3 + bytes.len() * 2);
-    s.push_str("X'");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s.push('\'');
-    s
-}
-
 /// What the entry's lookup row holds in `to`, as SQL.
 fn to_sql(l: &Lookup, e: &Entry, nbe: bool) -> String {
     match l.to_kind {
-        To::KeyspaceId => hex(&e.ksid),
+        To::KeyspaceId => crate::sql::hex_literal(&e.ksid),
         To::HashedValue => crate::sql::literal(&e.value, nbe),
     }
 }
@@ -163,9 +141,9 @@ pub(super) async fn shards<V: VCursor + Send>(
     let lks = table_keyspace(snap, ks, &l)?;
     let sql = format!(
         "SELECT {} FROM {} WHERE {} IN ({})",
-        ident(&l.to),
-        ident(&l.table),
-        ident(&l.from[0]),
+        quote_ident(&l.to),
+        quote_ident(&l.table),
+        quote_ident(&l.from[0]),
         values.join(", ")
     );
     let rows = run(&lks.name, &sql, tt, snap, vc).await?;
@@ -230,8 +208,8 @@ pub(super) async fn create<V: VCursor + Send>(
         let held = matching(&l.from, &e.from, nbe);
         let sql = format!(
             "SELECT {} FROM {} WHERE {held} FOR UPDATE",
-            ident(&l.to),
-            ident(&l.table)
+            quote_ident(&l.to),
+            quote_ident(&l.table)
         );
         let rows = run(&lks.name, &sql, tt, snap, vc).await?;
         let theirs = match rows.rows.first() {
@@ -245,7 +223,7 @@ pub(super) async fn create<V: VCursor + Send>(
         if let Some(shard) = theirs.as_ref().and_then(|k| shard_for(ks, k)) {
             let sql = format!(
                 "SELECT 1 FROM {} WHERE {} LIMIT 1 FOR UPDATE",
-                ident(owner),
+                quote_ident(owner),
                 matching(owner_cols, &e.from, nbe)
             );
             let mut found = Gather::new(1);
@@ -257,8 +235,8 @@ pub(super) async fn create<V: VCursor + Send>(
         }
         let sql = format!(
             "UPDATE {} SET {} = {} WHERE {held}",
-            ident(&l.table),
-            ident(&l.to),
+            quote_ident(&l.table),
+            quote_ident(&l.to),
             to_sql(l, e, nbe)
         );
         run(&lks.name, &sql, tt, snap, vc).await?;
@@ -268,8 +246,8 @@ pub(super) async fn create<V: VCursor + Send>(
 
 /// `INSERT [IGNORE] INTO` the lookup table the entries' rows.
 fn insert_sql(l: &Lookup, es: &[&Entry], ignore: bool, nbe: bool) -> String {
-    let mut cols: Vec<String> = l.from.iter().map(|c| ident(c)).collect();
-    cols.push(ident(&l.to));
+    let mut cols: Vec<String> = l.from.iter().map(|c| quote_ident(c)).collect();
+    cols.push(quote_ident(&l.to));
     let rows: Vec<String> = es
         .iter()
         .map(|e| {
@@ -282,7 +260,7 @@ fn insert_sql(l: &Lookup, es: &[&Entry], ignore: bool, nbe: bool) -> String {
     format!(
         "INSERT{} INTO {} ({}) VALUES {}",
         if ignore { " IGNORE" } else { "" },
-        ident(&l.table),
+        quote_ident(&l.table),
         cols.join(", "),
         rows.join(", ")
     )
@@ -324,8 +302,8 @@ pub(super) async fn create_ignoring<V: VCursor + Send>(
     for (i, e) in written {
         let sql = format!(
             "SELECT {} FROM {} WHERE {}",
-            ident(&l.to),
-            ident(&l.table),
+            quote_ident(&l.to),
+            quote_ident(&l.table),
             matching(&l.from, &e.from, nbe)
         );
         let rows = run(&lks.name, &sql, tt, snap, vc).await?;
@@ -357,9 +335,9 @@ pub(super) async fn delete<V: VCursor + Send>(
         }
         let sql = format!(
             "DELETE FROM {} WHERE {} AND {} = {}",
-            ident(&l.table),
+            quote_ident(&l.table),
             matching(&l.from, &e.from, nbe),
-            ident(&l.to),
+            quote_ident(&l.to),
             to_sql(l, e, nbe)
         );
         run(&lks.name, &sql, TabletType::Primary, snap, vc).await?;

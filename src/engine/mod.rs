@@ -808,10 +808,30 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     // The statement, with its own values and the subqueries', planned anew.
     let outer = crate::planner::pullout::fill(&p.outer, &texts);
     let sql = substitute_binds(&outer, binds);
-    let n = crate::sql::normalize::normalize(&sql, &[], nbe);
-    let ks = keyspace_of(snap, &p.keyspace)?;
-    let plan = crate::planner::sharded::plan(&n.template, ks, snap)?;
-    Box::pin(execute(&plan, &sql, &n.binds, tt, snap, vc, sink)).await
+    Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await
+}
+
+/// Runs statement text the engine wrote (a run-first statement with its
+/// answers in, a lookup table's read or write) on `keyspace`, planned as a
+/// client's statement there would be, its strings read as the session
+/// reads them.
+async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
+    keyspace: &str,
+    sql: &str,
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let stmt = crate::sql::classify(sql)?;
+    let n = crate::sql::normalize::normalize(sql, &[], vc.no_backslash_escapes());
+    let target = crate::sql::Target {
+        keyspace: Some(keyspace.to_string()),
+        shard: None,
+        tablet_type: tt,
+    };
+    let plan = crate::planner::plan(&stmt, Some(&n.template), &target, snap)?;
+    Box::pin(execute(&plan, sql, &n.binds, tt, snap, vc, sink)).await
 }
 
 /// A derived table's rows as a query of constants under its columns'

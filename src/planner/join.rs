@@ -173,22 +173,15 @@ pub(super) fn plan(
             equate(e, &infos, &mut same);
         }
     }
-    let sharded: Vec<usize> = (0..infos.len())
-        .filter(|&i| infos[i].kind != "reference")
-        .collect();
-    // The left side is this keyspace's; other keyspaces' tables go right.
-    let Some(&first) = sharded.iter().find(|&&i| infos[i].keyspace.is_none()) else {
+    // The left side is this keyspace's first sharded table's group; other
+    // keyspaces' tables, and tables on further routes, join on the right
+    // (a nested loop of their own when they are on several).
+    let Some(first) =
+        (0..infos.len()).find(|&i| infos[i].kind != "reference" && infos[i].keyspace.is_none())
+    else {
         return Err(refuse("without sharded tables"));
     };
     let left_root = same.root(first);
-    let right_roots: Vec<usize> = sharded
-        .iter()
-        .map(|&i| same.root(i))
-        .filter(|&r| r != left_root)
-        .collect();
-    // Tables on further routes join on the right, a nested loop of their
-    // own.
-    let _ = right_roots;
     let sides: Vec<Side> = tables
         .into_iter()
         .enumerate()

@@ -764,17 +764,13 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
                 super::colocate::route(ks, std::slice::from_ref(&u.table), u.selection.as_ref())
                     .map_err(|e| multi_table(e, "UPDATE"))?;
             for a in &u.assignments {
-                let target = match &a.target {
-                    ast::AssignmentTarget::ColumnName(n) => ident_name(n),
-                    ast::AssignmentTarget::Tuple(_) => {
-                        return Err(unsupported("tuple assignments across shards"))
-                    }
+                if matches!(a.target, ast::AssignmentTarget::Tuple(_)) {
+                    return Err(unsupported("tuple assignments across shards"));
+                }
+                let Some((qual, col)) = assigned_column(a) else {
+                    continue;
                 };
-                let (qual, col) = match target.as_slice() {
-                    [c] => (None, c),
-                    [.., q, c] => (Some(q.as_str()), c),
-                    [] => continue,
-                };
+                let (qual, col) = (qual.as_deref(), &col);
                 let mut named = joined
                     .tables
                     .iter()
@@ -955,6 +951,17 @@ fn with_lookups(plan: super::Plan, lookups: Option<Box<DmlLookups>>) -> super::P
     }
 }
 
+/// The column an assignment sets, with its table qualifier if it has one
+/// (None for a tuple or an empty name).
+fn assigned_column(a: &ast::Assignment) -> Option<(Option<String>, String)> {
+    let ast::AssignmentTarget::ColumnName(n) = &a.target else {
+        return None;
+    };
+    let mut parts = ident_name(n);
+    let col = parts.pop()?;
+    Some((parts.pop(), col))
+}
+
 /// The lookup vindexes table `table` owns (the vindex's `owner`), which
 /// its writes keep in step.
 fn owned_lookups(ks: &Keyspace, table: &str) -> Result<Vec<OwnedLookup>, PlanError> {
@@ -1005,15 +1012,7 @@ fn dml_lookups(
 ) -> Result<Option<Box<DmlLookups>>, PlanError> {
     let assigned = |t: &TableInfo, col: &str| -> Option<&Expr> {
         w.assignments?.iter().find_map(|a| {
-            let ast::AssignmentTarget::ColumnName(n) = &a.target else {
-                return None;
-            };
-            let parts = ident_name(n);
-            let (qual, c) = match parts.as_slice() {
-                [c] => (None, c),
-                [.., q, c] => (Some(q.as_str()), c),
-                [] => return None,
-            };
+            let (qual, c) = assigned_column(a)?;
             (c.eq_ignore_ascii_case(col) && qual.is_none_or(|q| q == t.visible_name()))
                 .then_some(&a.value)
         })
@@ -1060,9 +1059,9 @@ fn dml_lookups(
                 t.name
             )));
         };
-        let mut cols = vec![format!("`{pcol}`")];
+        let mut cols = vec![crate::sql::quote_ident(pcol)];
         for (o, _) in &changes {
-            cols.extend(o.columns.iter().map(|c| format!("`{c}`")));
+            cols.extend(o.columns.iter().map(|c| crate::sql::quote_ident(c)));
         }
         let mut select = format!("SELECT {} FROM {relation}", cols.join(", "));
         if let Some(sel) = w.selection {
@@ -1209,21 +1208,6 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             t.name
         )));
     }
-    if let Some(ast::OnInsert::DuplicateKeyUpdate(assignments)) = &ins.on {
-        let set = |c: &String| {
-            assignments.iter().any(|a| {
-                a.target
-                    .to_string()
-                    .trim_matches('`')
-                    .eq_ignore_ascii_case(c)
-            })
-        };
-        if let Some(c) = lookups.iter().flat_map(|o| &o.columns).find(|c| set(c)) {
-            return Err(unsupported(format!(
-                "ON DUPLICATE KEY UPDATE of lookup vindex column '{c}'"
-            )));
-        }
-    }
     let mut out_rows = Vec::with_capacity(rows.len());
     for row in rows {
         let lookup_values = lookups
@@ -1282,9 +1266,16 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
     if let Some(ast::OnInsert::DuplicateKeyUpdate(assignments)) = &ins.on {
         for a in assignments {
             let target = a.target.to_string();
-            if target.trim_matches('`').eq_ignore_ascii_case(&vcol) {
+            let target = target.trim_matches('`');
+            if target.eq_ignore_ascii_case(&vcol) {
                 return Err(unsupported(format!(
                     "ON DUPLICATE KEY UPDATE of vindex column '{vcol}'"
+                )));
+            }
+            let mut owned = lookups.iter().flat_map(|o| &o.columns);
+            if let Some(c) = owned.find(|c| target.eq_ignore_ascii_case(c)) {
+                return Err(unsupported(format!(
+                    "ON DUPLICATE KEY UPDATE of lookup vindex column '{c}'"
                 )));
             }
         }

@@ -312,12 +312,10 @@ impl Session {
     /// each that joins it later. Outside a transaction a SAVEPOINT is
     /// forgotten at once and the others name nothing, as in MySQL.
     async fn savepoint(&mut self, sp: sql::Savepoint, sql: &str) -> Result<(), Error> {
-        if !self.autocommit && !self.shards.in_txn {
-            self.shards.in_txn = true;
-        }
+        self.imply_transaction();
         let known =
             |name: &str, list: &[(String, String)]| list.iter().position(|(n, _)| n == name);
-        match sp {
+        let (name, keeps_it) = match sp {
             sql::Savepoint::Set(name) => {
                 if !self.shards.in_txn {
                     return Ok(());
@@ -327,24 +325,17 @@ impl Session {
                     self.shards.savepoints.remove(i);
                 }
                 self.shards.savepoints.push((name, sql.to_string()));
+                return Ok(());
             }
-            sql::Savepoint::RollbackTo(name) | sql::Savepoint::Release(name)
-                if known(&name, &self.shards.savepoints).is_none() =>
-            {
-                return Err(Error::NoSavepoint(name));
-            }
-            sql::Savepoint::RollbackTo(name) => {
-                self.shards.on_transaction(sql).await?;
-                // The savepoint stays; those set after it go.
-                let i = known(&name, &self.shards.savepoints).unwrap_or(0);
-                self.shards.savepoints.truncate(i + 1);
-            }
-            sql::Savepoint::Release(name) => {
-                self.shards.on_transaction(sql).await?;
-                let i = known(&name, &self.shards.savepoints).unwrap_or(0);
-                self.shards.savepoints.truncate(i);
-            }
-        }
+            sql::Savepoint::RollbackTo(name) => (name, true),
+            sql::Savepoint::Release(name) => (name, false),
+        };
+        let Some(i) = known(&name, &self.shards.savepoints) else {
+            return Err(Error::NoSavepoint(name));
+        };
+        self.shards.on_transaction(sql).await?;
+        // Those set after it go; ROLLBACK TO keeps the savepoint itself.
+        self.shards.savepoints.truncate(i + usize::from(keeps_it));
         Ok(())
     }
 
@@ -601,13 +592,16 @@ impl Session {
             if *kind == QueryKind::Reserving {
                 self.shards.reserved = true;
             }
-            if !self.autocommit
-                && !self.shards.in_txn
-                && *kind != QueryKind::Ddl
-                && *kind != QueryKind::Show
-            {
-                self.shards.in_txn = true;
+            if *kind != QueryKind::Ddl && *kind != QueryKind::Show {
+                self.imply_transaction();
             }
+        }
+    }
+
+    /// With autocommit off, a statement begins a transaction.
+    fn imply_transaction(&mut self) {
+        if !self.autocommit && !self.shards.in_txn {
+            self.shards.in_txn = true;
         }
     }
 

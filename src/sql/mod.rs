@@ -1290,6 +1290,18 @@ pub fn substitute_params(
     Ok(out)
 }
 
+/// Bytes as a hex literal (`X'0a1b'`): the same whatever the connection's
+/// character set and SQL mode.
+pub fn hex_literal(b: &[u8]) -> String {
+    let mut s = String::with_capacity(3 + b.len() * 2);
+    s.push_str("X'");
+    for byte in b {
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s.push('\'');
+    s
+}
+
 /// A SQL literal for a bind value.
 pub fn literal(v: &Value, no_backslash_escapes: bool) -> String {
     match v {
@@ -1300,15 +1312,7 @@ pub fn literal(v: &Value, no_backslash_escapes: bool) -> String {
         Value::Bytes(b) => match std::str::from_utf8(b) {
             Ok(s) if !no_backslash_escapes => escape_backslash(s),
             Ok(s) => quote_str(s),
-            Err(_) => {
-                let mut s = String::with_capacity(3 + b.len() * 2);
-                s.push_str("X'");
-                for byte in b {
-                    s.push_str(&format!("{byte:02x}"));
-                }
-                s.push('\'');
-                s
-            }
+            Err(_) => hex_literal(b),
         },
         // Integers are most binds (ids, ranges): written without the
         // formatting machinery.
