@@ -202,6 +202,9 @@ impl Error {
             Error::Plan(PlanError::TableNotFound { .. }) => {
                 MysqlError::new(1146, "42S02", self.to_string())
             }
+            Error::Plan(PlanError::AmbiguousTable(_)) => {
+                MysqlError::new(1105, "HY000", self.to_string())
+            }
             Error::Plan(PlanError::MissingVindexColumn { .. }) => {
                 MysqlError::new(1364, "HY000", self.to_string())
             }

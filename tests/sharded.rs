@@ -1197,6 +1197,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     row_counts(&mut sg, &mut oracle).await;
     savepoints(&mut sg, &mut oracle).await;
     cross_keyspace_joins(&mut sg, &mut oracle).await;
+    global_routing(&mut oracle).await;
     group_concats(&mut sg, &mut oracle).await;
     // Aggregates the gate cannot combine are refused, never answered per
     // shard.
@@ -3331,6 +3332,89 @@ async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
         let rows: Vec<mysql_async::Row> = oracle.query(&c.sql).await.unwrap();
         assert!(!rows.is_empty(), "{}", c.sql);
     }
+}
+
+/// With no keyspace selected, an unqualified table is the keyspace's
+/// whose VSchema lists it (vtgate's global routing), and a statement that
+/// names tables of two keyspaces joins them. The oracle holds both tables
+/// in one database; a session on `commerce` naming `customer.dt` gets the
+/// same rows.
+async fn global_routing(oracle: &mut Conn) {
+    let mut vschema: serde_json::Value =
+        serde_json::from_str(shardgate::local::COMMERCE_VSCHEMA).unwrap();
+    vschema["tables"]["gx"] = serde_json::json!({});
+    shardgate::admin::apply_vschema(&store().await, "commerce", vschema.to_string().as_bytes())
+        .await
+        .unwrap();
+    let port = cluster().port;
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(port, Some("commerce")).await;
+        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        t.contains(&"gx".to_string()).then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "commerce's VSchema lists gx");
+    let mut anon = connect(None).await;
+    for (conn, table) in [(&mut anon, "commerce.gx"), (&mut *oracle, "gx")] {
+        for sql in [
+            format!("drop table if exists {table}"),
+            format!("create table {table} (k int primary key, label varchar(16))"),
+            format!("insert into {table} (k, label) values (-4, 'minus four'), (0, 'zero'), (3, 'three'), (6, 'six'), (9, 'nine')"),
+        ] {
+            conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let cases = [
+        case("select count(*), sum(big) from dt where k > 0", true),
+        case("select label from gx order by k", true),
+        case("select dt.id, gx.label from dt join gx on gx.k = dt.k where dt.id < 80 order by dt.id", true),
+        case("select gx.label, count(*), max(dt.id) from gx join dt on dt.k = gx.k group by gx.label order by gx.label", true),
+        case("select d.id, g.label from dt d left join gx g on g.k = d.k where d.id < 30 order by d.id", true),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        compare_by(&mut anon, oracle, c, false).await;
+        compare_by(&mut anon, oracle, c, true).await;
+        let rows: Vec<mysql_async::Row> = oracle.query(&c.sql).await.unwrap();
+        assert!(!rows.is_empty(), "{}", c.sql);
+        // From the unsharded keyspace, the sharded table qualified.
+        if i >= 2 {
+            let mut on_commerce = connect(Some("commerce")).await;
+            let qualified = c
+                .sql
+                .replace("from dt ", "from customer.dt ")
+                .replace("join dt ", "join customer.dt ")
+                .replace("from dt d ", "from customer.dt d ");
+            let a = cells_by(&mut on_commerce, &qualified, i % 2 == 0)
+                .await
+                .unwrap();
+            let b = cells_by(&mut anon, &c.sql, i % 2 == 0).await.unwrap();
+            assert_eq!(a, b, "{qualified}");
+        }
+    }
+    // Writes too: the sharded table's keyspace, found by its name.
+    same_writes(
+        &mut anon,
+        oracle,
+        "update dt set amount = amount + 1 where k = 3",
+    )
+    .await;
+    compare_by(
+        &mut anon,
+        oracle,
+        &case("select id, amount from dt where k = 3 order by id", true),
+        false,
+    )
+    .await;
+    // VEXPLAIN names both keyspaces' routes.
+    let plan: String = number(
+        &mut anon,
+        "vexplain plan select dt.id, gx.label from dt join gx on gx.k = dt.k",
+    )
+    .await;
+    assert!(
+        plan.contains("\"commerce\"") && plan.contains("\"customer\""),
+        "{plan}"
+    );
 }
 
 /// The one number `sql` answers with.

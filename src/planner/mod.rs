@@ -6,6 +6,7 @@ mod colocate;
 mod cte;
 pub mod explain;
 pub mod join;
+pub mod place;
 pub mod pullout;
 pub mod sharded;
 
@@ -33,6 +34,9 @@ pub enum PlanError {
     /// A table missing from the keyspace's VSchema.
     #[error("table {table} not found in keyspace {keyspace}")]
     TableNotFound { table: String, keyspace: String },
+    /// With no keyspace selected, a table name several keyspaces list.
+    #[error("ambiguous table reference: {0}")]
+    AmbiguousTable(String),
     /// An INSERT without the primary vindex column (and no sequence for it).
     #[error("INSERT into {table}: the value of vindex column {column} is missing")]
     MissingVindexColumn { table: String, column: String },

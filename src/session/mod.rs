@@ -193,16 +193,16 @@ impl Session {
             t.tablet_type = self.target.tablet_type;
             return self.execute_as(ctx, t, &stripped, true, sink).await;
         }
-        // `ks.table` sends it to that keyspace, qualifier removed.
-        let qualified =
-            sql::keyspace_qualifier(sql, |n| ctx.snapshot.load().keyspaces.contains_key(n));
-        if let Some((ks, stripped)) = qualified {
-            // Unless it also reads this sharded keyspace's tables: then it
-            // is planned here, the other keyspace's tables on their own.
-            if !self.joins_keyspaces(&ctx.snapshot.load(), sql, &ks) {
-                let routed = self.qualified_target(ks);
-                return self.execute_as(ctx, routed, &stripped, false, sink).await;
-            }
+        let stmt = sql::classify(sql)?;
+        // Where its tables are: `ks.table` sends it to that keyspace,
+        // qualifier removed; with no keyspace selected, the keyspace that
+        // lists its tables; a join across keyspaces is planned in a
+        // sharded one of them.
+        let placed = self.placement(ctx, &stmt, sql)?;
+        if let Some(p) = placed.filter(|p| p.moves(self.target.keyspace.as_deref())) {
+            let routed = self.qualified_target(p.keyspace);
+            let sql = p.sql.as_deref().unwrap_or(sql);
+            return self.execute_as(ctx, routed, sql, false, sink).await;
         }
         // A query of the system schemas may name a keyspace where the
         // tablet has its database (`table_schema = 'commerce'`), as vtgate
@@ -216,19 +216,6 @@ impl Session {
         if let Some((ks, rewritten)) = named {
             let routed = self.qualified_target(ks);
             return self.execute_as(ctx, routed, &rewritten, false, sink).await;
-        }
-        let stmt = sql::classify(sql)?;
-        // No keyspace selected: a table named in exactly one keyspace's
-        // VSchema decides, as vtgate's global routing does.
-        if self.target.keyspace.is_none() && matches!(stmt, Statement::Query(_)) {
-            if let Some(ks) = global_keyspace(&ctx.snapshot.load(), sql) {
-                let routed = Target {
-                    keyspace: Some(ks),
-                    shard: None,
-                    tablet_type: self.target.tablet_type,
-                };
-                return self.execute_as(ctx, routed, sql, false, sink).await;
-            }
         }
         match stmt {
             Statement::Begin => {
@@ -614,7 +601,7 @@ impl Session {
                 QueryKind::Select | QueryKind::Insert | QueryKind::Update | QueryKind::Delete
             )
         ) && sql::shard_qualifier(sql).is_none()
-            && sql::keyspace_qualifier(sql, |_| true).is_none()
+            && sql::table_refs(sql).iter().all(|r| r.qualifier.is_none())
             && sql::rewrite_session_values(
                 sql,
                 &SessionValues {
@@ -783,21 +770,21 @@ impl Session {
         r
     }
 
-    /// Whether `sql`, which names keyspace `other`'s tables, also reads
-    /// unqualified tables of the session's own sharded keyspace: a join
-    /// across keyspaces, planned in the session's.
-    fn joins_keyspaces(&self, snap: &crate::topo::Snapshot, sql: &str, other: &str) -> bool {
-        let Some(here) = self.target.keyspace.as_deref() else {
-            return false;
-        };
-        let Some(ks) = snap.keyspaces.get(here).filter(|k| k.sharded) else {
-            return false;
-        };
-        here != other
-            && self.target.shard.is_none()
-            && sql::table_names(sql)
-                .iter()
-                .any(|t| ks.vschema.tables.contains_key(t))
+    /// Where `stmt` is planned when not as written under the session's
+    /// target (see [`planner::place`]). A SHOW's FROM may name a database,
+    /// so there only qualified tables count. A join across keyspaces is
+    /// placed even where it is written, so PREPARE knows it.
+    fn placement(
+        &self,
+        ctx: &ServerCtx,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<Option<planner::place::Placement>, Error> {
+        let global = !matches!(stmt, Statement::Query(QueryKind::Show));
+        let snap = ctx.snapshot.load();
+        let session = self.target.keyspace.as_deref();
+        let placed = planner::place::place(sql, session, global, &snap)?;
+        Ok(placed.filter(|p| p.moves(session) || p.across))
     }
 
     /// The target a `ks.table` statement runs under: keyspace `ks`, keeping
@@ -819,18 +806,16 @@ impl Session {
     /// run on (statements shardgate answers itself need no tablet).
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
         let stmt = sql::classify(sql)?;
-        let qualified =
-            sql::keyspace_qualifier(sql, |n| ctx.snapshot.load().keyspaces.contains_key(n));
-        let (params, columns) = match qualified {
+        let (params, columns) = match self.placement(ctx, &stmt, sql)? {
             // No one tablet holds a join across keyspaces: its columns come
             // with each execution's result.
-            Some((ks, _)) if self.joins_keyspaces(&ctx.snapshot.load(), sql, &ks) => {
-                (placeholder_columns(sql::count_placeholders(sql)), vec![])
-            }
-            Some((ks, stripped)) => {
-                let routed = self.qualified_target(ks);
+            Some(p) if p.across => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
+            Some(p) => {
+                let routed = self.qualified_target(p.keyspace);
                 let saved = std::mem::replace(&mut self.target, routed);
-                let r = self.metadata(ctx, &stmt, &stripped).await;
+                let r = self
+                    .metadata(ctx, &stmt, p.sql.as_deref().unwrap_or(sql))
+                    .await;
                 self.target = saved;
                 r?
             }
@@ -913,23 +898,6 @@ fn database_of(snap: &crate::topo::Snapshot, ks: &str) -> Option<String> {
         .values()
         .find(|t| t.keyspace == ks)
         .map(|t| t.db_name.clone())
-}
-
-/// The one keyspace whose VSchema lists the statement's tables, if any.
-fn global_keyspace(snap: &crate::topo::Snapshot, sql: &str) -> Option<String> {
-    let tables = sql::table_names(sql);
-    let first = tables.first()?;
-    let mut found = snap.keyspaces.values().filter(|k| {
-        k.vschema
-            .tables
-            .get(first)
-            .is_some_and(|t| t.kind != "sequence")
-    });
-    let ks = found.next()?;
-    if found.next().is_some() {
-        return None;
-    }
-    Some(ks.name.clone())
 }
 
 fn placeholder_columns(n: usize) -> Vec<Column> {

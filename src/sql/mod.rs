@@ -974,21 +974,9 @@ pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
             continue;
         }
         target.get_or_insert_with(|| name.to_string());
-        cut.push((t.start, toks[i + 1].end));
+        cut.push((t.start, toks[i + 1].end, ""));
     }
-    Some((target?, without(sql, &cut)))
-}
-
-/// `sql` without the byte ranges `cut` (in order, not overlapping).
-fn without(sql: &str, cut: &[(usize, usize)]) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
-    for &(start, end) in cut {
-        out.push_str(&sql[copied..start]);
-        copied = end;
-    }
-    out.push_str(&sql[copied..]);
-    out
+    Some((target?, splice(sql, &cut)))
 }
 
 /// Words a table name follows.
@@ -1000,26 +988,33 @@ const FROM_ENDS: &[&str] = &[
     "set", "values", "select",
 ];
 
-/// Tables qualified with a keyspace name (`customer.corder`,
-/// `` `customer`.corder ``, and three-part column names like
-/// `customer.corder.id`): when every such qualifier names the same keyspace,
-/// returns it and the statement without them, since a tablet knows its
-/// database as `vt_<keyspace>` (vtgate routes and rewrites them the same
-/// way). A two-part name counts only where a table is named (after FROM,
-/// JOIN, INTO, UPDATE, TABLE, or a comma of a FROM list): elsewhere `t.c`
-/// is a table's column.
-pub fn keyspace_qualifier(
-    sql: &str,
-    is_keyspace: impl Fn(&str) -> bool,
-) -> Option<(String, String)> {
-    if !sql.contains('.') {
-        return None;
-    }
+/// A table a statement names where tables are named (after FROM, JOIN,
+/// INTO, UPDATE, TABLE, or a comma of a FROM list), or the table part of a
+/// three-part column name (`customer.corder.id`): what deciding a
+/// statement's keyspace, and rewriting its qualifiers, needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRef<'a> {
+    /// The qualifier, unquoted (`customer` in `` `customer`.corder ``).
+    pub qualifier: Option<&'a str>,
+    /// The table's name, unquoted.
+    pub name: &'a str,
+    /// Where the reference starts: its qualifier, else its name.
+    pub at: usize,
+    /// Where the name starts (`at..name_at` is the qualifier and its dot).
+    pub name_at: usize,
+    /// A three-part column name's table, not a table the statement reads.
+    pub column: bool,
+}
+
+/// The tables `sql` names (see [`TableRef`]), in order.
+pub fn table_refs(sql: &str) -> Vec<TableRef<'_>> {
     let toks = tokenize(sql);
     let name_like = |k: TokenKind| matches!(k, TokenKind::Word | TokenKind::Ident);
     let joined = |a: &Token, b: &Token| a.end == b.start;
-    let mut keyspace: Option<String> = None;
-    let mut cut: Vec<(usize, usize)> = Vec::new();
+    let dot_after = |t: &Token, next: Option<&Token>| {
+        next.is_some_and(|d| d.kind == TokenKind::Punct(b'.') && joined(t, d))
+    };
+    let mut out = Vec::new();
     let (mut depth, mut from_depth, mut in_from) = (0i32, 0i32, false);
     for (i, t) in toks.iter().enumerate() {
         match t.kind {
@@ -1039,40 +1034,92 @@ pub fn keyspace_qualifier(
             }
             _ => {}
         }
-        let (Some(dot), Some(next)) = (toks.get(i + 1), toks.get(i + 2)) else {
-            continue;
-        };
-        let dotted = name_like(t.kind)
-            && dot.kind == TokenKind::Punct(b'.')
-            && joined(t, dot)
-            && name_like(next.kind)
-            && joined(dot, next);
-        // Not the second part of a longer name.
+        // Not the second or third part of a longer name.
         let first =
             i == 0 || !(toks[i - 1].kind == TokenKind::Punct(b'.') && joined(&toks[i - 1], t));
-        if !dotted || !first {
+        if !name_like(t.kind) || !first {
             continue;
         }
-        let three = toks
-            .get(i + 3)
-            .is_some_and(|d| d.kind == TokenKind::Punct(b'.') && joined(next, d));
         let table_place = i > 0 && {
             let p = &toks[i - 1];
             TABLE_WORDS.iter().any(|k| p.is_word(sql, k))
                 || (in_from && depth == from_depth && p.kind == TokenKind::Punct(b','))
         };
-        let name = unquote(t.text(sql));
-        if !(three || table_place) || !is_keyspace(name) {
-            continue;
+        let dotted = dot_after(t, toks.get(i + 1))
+            && toks
+                .get(i + 2)
+                .is_some_and(|n| name_like(n.kind) && joined(&toks[i + 1], n));
+        if dotted {
+            let next = &toks[i + 2];
+            let three = dot_after(next, toks.get(i + 3));
+            if three || table_place {
+                out.push(TableRef {
+                    qualifier: Some(unquote(t.text(sql))),
+                    name: unquote(next.text(sql)),
+                    at: t.start,
+                    name_at: next.start,
+                    column: three,
+                });
+            }
+        } else if table_place
+            && !dot_after(t, toks.get(i + 1))
+            // `ON DUPLICATE KEY UPDATE c = ...` names a column.
+            && !toks.get(i + 1).is_some_and(|n| n.kind == TokenKind::Punct(b'='))
+        {
+            out.push(TableRef {
+                qualifier: None,
+                name: unquote(t.text(sql)),
+                at: t.start,
+                name_at: t.start,
+                column: false,
+            });
         }
-        match &keyspace {
-            Some(k) if k != name => return None,
-            Some(_) => {}
-            None => keyspace = Some(name.to_string()),
-        }
-        cut.push((t.start, dot.end));
     }
-    Some((keyspace?, without(sql, &cut)))
+    out
+}
+
+/// Tables qualified with a keyspace name (`customer.corder`,
+/// `` `customer`.corder ``, and three-part column names like
+/// `customer.corder.id`): when every such qualifier names the same keyspace,
+/// returns it and the statement without them, since a tablet knows its
+/// database as `vt_<keyspace>` (vtgate routes and rewrites them the same
+/// way). A two-part name counts only where a table is named: elsewhere
+/// `t.c` is a table's column.
+pub fn keyspace_qualifier(
+    sql: &str,
+    is_keyspace: impl Fn(&str) -> bool,
+) -> Option<(String, String)> {
+    if !sql.contains('.') {
+        return None;
+    }
+    let mut keyspace: Option<&str> = None;
+    let mut cut: Vec<(usize, usize, &str)> = Vec::new();
+    for r in table_refs(sql) {
+        let Some(q) = r.qualifier.filter(|q| is_keyspace(q)) else {
+            continue;
+        };
+        match keyspace {
+            Some(k) if k != q => return None,
+            Some(_) => {}
+            None => keyspace = Some(q),
+        }
+        cut.push((r.at, r.name_at, ""));
+    }
+    Some((keyspace?.to_string(), splice(sql, &cut)))
+}
+
+/// `sql` with each `(start, end, text)` span replaced by its text; the
+/// spans are in order and do not overlap.
+pub fn splice(sql: &str, edits: &[(usize, usize, &str)]) -> String {
+    let mut out = String::with_capacity(sql.len() + 16 * edits.len());
+    let mut copied = 0;
+    for &(start, end, text) in edits {
+        out.push_str(&sql[copied..start]);
+        out.push_str(text);
+        copied = end;
+    }
+    out.push_str(&sql[copied..]);
+    out
 }
 
 /// MySQL's own schemas: no keyspace's tables, the same on every tablet.
@@ -1224,29 +1271,14 @@ fn is_schema_call(sql: &str, toks: &[Token]) -> bool {
             && close.kind == TokenKind::Punct(b')'))
 }
 
-/// Table names a statement names right after FROM, JOIN, INTO, UPDATE or
-/// TABLE (unqualified ones only): enough to find the keyspace of a
-/// statement sent with no keyspace selected.
+/// The unqualified tables a statement names (see [`table_refs`]), each
+/// once: enough to find the keyspace of a statement sent with no keyspace
+/// selected.
 pub fn table_names(sql: &str) -> Vec<String> {
-    let toks = tokenize(sql);
-    let mut out = Vec::new();
-    for (i, t) in toks.iter().enumerate() {
-        if !TABLE_WORDS.iter().any(|k| t.is_word(sql, k)) {
-            continue;
-        }
-        let Some(n) = toks.get(i + 1) else { continue };
-        if !matches!(n.kind, TokenKind::Word | TokenKind::Ident) {
-            continue;
-        }
-        if toks
-            .get(i + 2)
-            .is_some_and(|d| d.kind == TokenKind::Punct(b'.'))
-        {
-            continue;
-        }
-        let name = unquote(n.text(sql)).to_string();
-        if !out.contains(&name) {
-            out.push(name);
+    let mut out: Vec<String> = Vec::new();
+    for r in table_refs(sql) {
+        if r.qualifier.is_none() && !out.iter().any(|n| n == r.name) {
+            out.push(r.name.to_string());
         }
     }
     out
