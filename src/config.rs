@@ -387,6 +387,18 @@ pub enum CtlCommand {
         /// Keyspace.
         keyspace: String,
     },
+    /// Store the routing rules, replacing the old ones: `{"rules":
+    /// [{"from_table": "t", "to_tables": ["ks.t"]}]}`.
+    ApplyRoutingRules {
+        /// The rules' JSON.
+        #[arg(long, conflicts_with = "rules_file")]
+        rules: Option<String>,
+        /// A file holding it.
+        #[arg(long = "rules-file", alias = "rules_file")]
+        rules_file: Option<PathBuf>,
+    },
+    /// Print the routing rules.
+    GetRoutingRules,
     /// Run DDL on the primary of every shard of a keyspace.
     ApplySchema {
         /// File of SQL statements.

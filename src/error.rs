@@ -202,7 +202,7 @@ impl Error {
             Error::Plan(PlanError::TableNotFound { .. }) => {
                 MysqlError::new(1146, "42S02", self.to_string())
             }
-            Error::Plan(PlanError::AmbiguousTable(_)) => {
+            Error::Plan(PlanError::AmbiguousTable(_) | PlanError::Routing(_)) => {
                 MysqlError::new(1105, "HY000", self.to_string())
             }
             Error::Plan(PlanError::MissingVindexColumn { .. }) => {

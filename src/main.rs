@@ -261,6 +261,18 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             Some(v) => println!("{v}"),
             None => return Err(format!("keyspace {keyspace} has no VSchema").into()),
         },
+        CtlCommand::ApplyRoutingRules { rules, rules_file } => {
+            let text = match (rules, rules_file) {
+                (Some(r), _) => r.into_bytes(),
+                (None, Some(f)) => {
+                    std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?
+                }
+                (None, None) => return Err("--rules or --rules-file is required".into()),
+            };
+            let rules = admin::apply_routing_rules(&store, &text).await?;
+            println!("{} routing rule(s) applied", rules.rules.len());
+        }
+        CtlCommand::GetRoutingRules => println!("{}", admin::get_routing_rules(&store).await?),
         CtlCommand::ApplySchema { sql_file, keyspace } => {
             let sql = std::fs::read_to_string(&sql_file)
                 .map_err(|e| format!("{}: {e}", sql_file.display()))?;

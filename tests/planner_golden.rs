@@ -124,6 +124,12 @@ fn vitess_snapshot() -> Snapshot {
 
 fn snapshot_of(doc: serde_json::Value) -> Snapshot {
     let mut records = BTreeMap::new();
+    if let Some(rules) = doc.get("routing_rules") {
+        records.insert(
+            "global/RoutingRules".to_string(),
+            serde_json::to_vec(rules).unwrap(),
+        );
+    }
     for (ks, vs) in doc["keyspaces"].as_object().unwrap() {
         let sharded = vs["sharded"].as_bool().unwrap_or(false);
         records.insert(
@@ -321,6 +327,53 @@ fn join_agreement_with_vitess() {
     eprintln!("nested-loop joins as Vitess: {same}/{total}");
     assert!(total > 30, "{total}");
     assert!(same * 10 >= total * 3, "only {same}/{total} agree");
+}
+
+/// Which keyspace a statement goes to with no keyspace selected (as
+/// Vitess's cases are planned), routing rules applied: for each case
+/// Vitess plans over one keyspace's tables, shardgate's placement names
+/// that keyspace. Printed, and held to a floor.
+#[test]
+fn keyspace_agreement_with_vitess() {
+    let snap = vitess_snapshot();
+    let default = snap
+        .keyspaces
+        .values()
+        .find(|k| !k.sharded)
+        .map(|k| k.name.as_str())
+        .unwrap();
+    let (mut same, mut total) = (0, 0);
+    for v in vitess_cases() {
+        let Some(tables) = v["vitess"]["tables"].as_array() else {
+            continue;
+        };
+        let mut keyspaces: Vec<&str> = tables
+            .iter()
+            .filter_map(|t| t.as_str()?.split_once('.').map(|(k, _)| k))
+            .collect();
+        keyspaces.dedup();
+        let [want] = keyspaces.as_slice() else {
+            continue;
+        };
+        let query = v["query"].as_str().unwrap();
+        total += 1;
+        let placed = planner::place::place(query, None, sql::TabletType::Primary, &snap);
+        // Naming no keyspace's table, it goes where statements without
+        // tables go: the first unsharded keyspace.
+        let got = match &placed {
+            Ok(Some(p)) if !p.across => p.keyspace.as_str(),
+            Ok(None) => default,
+            _ => "",
+        };
+        if got == *want {
+            same += 1;
+        } else if std::env::var("SHARDGATE_SHOW_DISAGREEMENTS").is_ok() {
+            eprintln!("{query} | Vitess {want} | shardgate {placed:?}");
+        }
+    }
+    eprintln!("keyspace agreement with Vitess: {same}/{total}");
+    assert!(total > 1000, "{total}");
+    assert!(same * 10 >= total * 9, "only {same}/{total} agree");
 }
 
 /// Vitess's planner cases, as ../shared/compat holds them.

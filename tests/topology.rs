@@ -8,21 +8,6 @@ mod common;
 use common::*;
 use mysql_async::prelude::*;
 
-fn shardgate_cmd(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-        .args(args)
-        .output()
-        .expect("run shardgate")
-}
-
-/// Runs `shardgate ctl` against the cluster's etcd.
-fn ctl(args: &[&str]) -> std::process::Output {
-    let etcd = cluster().spec.etcd_addr();
-    let mut all = vec!["ctl", "--topo-global-server-address", etcd.as_str()];
-    all.extend_from_slice(args);
-    shardgate_cmd(&all)
-}
-
 /// `ctl add-tablet` for a tablet of shard 0 of `keyspace`, and `extra`.
 fn add_tablet_args(
     alias: &str,

@@ -123,6 +123,55 @@ pub async fn get_vschema(store: &TopoStore, ks: &str) -> Result<Option<String>, 
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
+/// Validates and stores the routing rules (vtctldclient's
+/// ApplyRoutingRules): each rule sends a table name (`t`, `ks.t`, with an
+/// optional `@tablet_type`) to one `ks.table`, or, with none, disables it.
+/// They replace the rules stored before.
+pub async fn apply_routing_rules(
+    store: &TopoStore,
+    text: &[u8],
+) -> Result<crate::topo::RoutingRules, AdminError> {
+    let rules: crate::topo::RoutingRules = serde_json::from_slice(text)
+        .map_err(|e| AdminError::Invalid(format!("routing rules: {e}")))?;
+    for r in &rules.rules {
+        if r.from_table.is_empty() || r.to_tables.len() > 1 {
+            return Err(AdminError::Invalid(format!(
+                "routing rule for '{}': one target table, or none to disable it",
+                r.from_table
+            )));
+        }
+        if let Some(to) = r.to_tables.iter().find(|t| !t.contains('.')) {
+            return Err(AdminError::Invalid(format!(
+                "routing rule for '{}': target '{to}' must be qualified (keyspace.table)",
+                r.from_table
+            )));
+        }
+        if rules
+            .rules
+            .iter()
+            .filter(|o| o.from_table == r.from_table)
+            .count()
+            > 1
+        {
+            return Err(AdminError::Invalid(format!(
+                "duplicate routing rule for '{}'",
+                r.from_table
+            )));
+        }
+    }
+    store.put("global/RoutingRules", &json(&rules)).await?;
+    Ok(rules)
+}
+
+/// Reads the routing rules back (`{"rules": []}` when none are stored).
+pub async fn get_routing_rules(store: &TopoStore) -> Result<String, AdminError> {
+    Ok(store
+        .get("global/RoutingRules")
+        .await?
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_else(|| r#"{"rules":[]}"#.to_string()))
+}
+
 /// Registers a tablet, creating its keyspace and shard records if needed.
 pub async fn add_tablet(
     store: &TopoStore,

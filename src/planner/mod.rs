@@ -34,6 +34,9 @@ pub enum PlanError {
     /// A table missing from the keyspace's VSchema.
     #[error("table {table} not found in keyspace {keyspace}")]
     TableNotFound { table: String, keyspace: String },
+    /// A routing rule that names no one table, or one that is disabled.
+    #[error("{0}")]
+    Routing(String),
     /// With no keyspace selected, a table name several keyspaces list.
     #[error("ambiguous table reference: {0}")]
     AmbiguousTable(String),

@@ -8,7 +8,7 @@
 //! planner gives each of those a route of its own (a nested loop).
 
 use super::PlanError;
-use crate::sql::{quote_ident, splice, table_refs};
+use crate::sql::{quote_ident, splice, table_refs, TabletType};
 use crate::topo::Snapshot;
 
 /// Where a statement is planned, when not as written under the session's
@@ -34,66 +34,118 @@ impl Placement {
 }
 
 /// Decides where `sql` is planned for a session on keyspace `session`
-/// (`None`: no keyspace selected). With `global` false, unqualified names
-/// are left where the session is even with none selected. `Ok(None)`: it
-/// names no keyspace's table.
+/// (`None`: no keyspace selected). `Ok(None)`: it names no keyspace's
+/// table.
 pub fn place(
     sql: &str,
     session: Option<&str>,
-    global: bool,
+    tablet_type: TabletType,
     snap: &Snapshot,
 ) -> Result<Option<Placement>, PlanError> {
-    // Under a keyspace only a qualifier can point elsewhere.
-    if session.is_some() && !sql.contains('.') {
+    // Under a keyspace only a qualifier, or a routing rule, can point
+    // elsewhere.
+    if session.is_some() && !sql.contains('.') && snap.routing_rules.is_empty() {
         return Ok(None);
     }
     let refs = table_refs(sql);
-    let mut owners: Vec<Option<&str>> = Vec::with_capacity(refs.len());
-    let mut seen: Vec<&str> = Vec::new();
-    for r in &refs {
-        let owner = match (r.qualifier, session) {
-            (Some(q), _) => snap.keyspaces.get_key_value(q).map(|(k, _)| k.as_str()),
-            (None, _) if r.column => None,
-            (None, Some(s)) => Some(s),
-            (None, None) if global => global_owner(r.name, snap)?,
-            (None, None) => None,
+    let ctes = cte_names(sql);
+    let verb = first_word(sql).to_ascii_lowercase();
+    let writes = ["insert", "replace", "update", "delete"].contains(&verb.as_str());
+    // With no keyspace selected, unqualified names are looked up in the
+    // VSchemas, except a table being created (in none yet) and SHOW's,
+    // whose FROM may name a database.
+    let global = verb != "create" && verb != "show";
+    // Each table's keyspace and, when a routing rule or a reference
+    // table's source renames it, its name there.
+    let mut owners: Vec<(Option<&str>, Option<&str>)> = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let mut owner = if r.column || (r.qualifier.is_none() && ctes.contains(&r.name)) {
+            (None, None)
+        } else {
+            owner_of(r.qualifier, r.name, session, tablet_type, global, snap)?
         };
-        if let Some(k) = owner.filter(|k| !seen.contains(k)) {
-            seen.push(k);
+        // A write to a reference table goes to its source, as vtgate's.
+        if writes && i == 0 {
+            if let Some(source) = owner
+                .0
+                .and_then(|k| source_of(k, owner.1.unwrap_or(r.name), snap))
+            {
+                owner = (Some(source.0), (source.1 != r.name).then_some(source.1));
+            }
         }
         owners.push(owner);
     }
-    let home = match seen.as_slice() {
-        [] => return Ok(None),
-        [only] => *only,
-        _ => {
-            let sharded = |k: &str| snap.keyspaces.get(k).is_some_and(|ks| ks.sharded);
-            match session.filter(|s| seen.contains(s) && sharded(s)) {
-                Some(s) => s,
-                None => *seen.iter().find(|k| sharded(k)).ok_or_else(|| {
-                    PlanError::Unsupported(format!(
-                        "a statement across unsharded keyspaces ({})",
-                        seen.join(", ")
-                    ))
-                })?,
-            }
-        }
+    let Some(home) = home_of(&refs, &owners, session, snap)? else {
+        return Ok(None);
     };
-    let qualifiers: Vec<String> = owners
+    // Another keyspace's table the home keyspace keeps a reference copy
+    // of is read there.
+    for (r, owner) in refs.iter().zip(owners.iter_mut()) {
+        let Some(k) = owner.0.filter(|k| *k != home && !r.column && !writes) else {
+            continue;
+        };
+        if let Some(copy) = copy_of(home, k, owner.1.unwrap_or(r.name), snap) {
+            *owner = (Some(home), (copy != r.name).then_some(copy));
+        }
+    }
+    // A three-part column name follows its table.
+    for i in 0..refs.len() {
+        if !refs[i].column {
+            continue;
+        }
+        let table = refs
+            .iter()
+            .position(|t| !t.column && t.qualifier == refs[i].qualifier && t.name == refs[i].name);
+        owners[i] = match table {
+            Some(j) => owners[j],
+            None => (
+                refs[i].qualifier.and_then(|q| keyspace_named(q, snap)),
+                None,
+            ),
+        };
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for ((r, owner), _) in refs.iter().zip(&owners).zip(0..) {
+        if let Some(k) = owner.0.filter(|k| !r.column && !seen.contains(k)) {
+            seen.push(k);
+        }
+    }
+    // A renamed table keeps the name the statement knows it by as its
+    // alias, where MariaDB allows one (not in INSERT, REPLACE or a
+    // single-table DELETE).
+    let alias_allowed = !["insert", "replace", "delete"].contains(&verb.as_str());
+    let texts: Vec<(String, String)> = refs
         .iter()
-        .map(|o| {
-            o.map(|k| format!("{}.", quote_ident(k)))
-                .unwrap_or_default()
+        .zip(&owners)
+        .map(|(r, (owner, renamed))| {
+            let qualifier = owner
+                .map(|k| format!("{}.", quote_ident(k)))
+                .unwrap_or_default();
+            let name = renamed
+                .map(|t| match alias_allowed && !r.aliased {
+                    true => format!("{} AS {}", quote_ident(t), quote_ident(r.name)),
+                    false => quote_ident(t),
+                })
+                .unwrap_or_default();
+            (qualifier, name)
         })
         .collect();
     let mut edits: Vec<(usize, usize, &str)> = Vec::new();
-    for ((r, owner), q) in refs.iter().zip(&owners).zip(&qualifiers) {
-        match (r.qualifier, *owner) {
-            // Its own tables go down unqualified.
-            (Some(_), Some(k)) if k == home => edits.push((r.at, r.name_at, "")),
-            // Another keyspace's unqualified table gets its keyspace.
-            (None, Some(k)) if k != home && !r.column => edits.push((r.at, r.at, q)),
+    for ((r, (owner, renamed)), (q, name)) in refs.iter().zip(&owners).zip(&texts) {
+        let Some(k) = *owner else { continue };
+        match r.qualifier {
+            // Its own tables go down unqualified, and so do the columns of
+            // a renamed table, which its alias names.
+            Some(_) if k == home || (r.column && renamed.is_some()) => {
+                edits.push((r.at, r.name_at, ""))
+            }
+            // Another keyspace's tables are qualified by it.
+            Some(written) if written != k => edits.push((r.at, r.name_at, q)),
+            None if k != home && !r.column => edits.push((r.at, r.at, q)),
             _ => {}
+        }
+        if renamed.is_some() && !r.column {
+            edits.push((r.name_at, r.end, name));
         }
     }
     Ok(Some(Placement {
@@ -101,6 +153,169 @@ pub fn place(
         sql: (!edits.is_empty()).then(|| splice(sql, &edits)),
         across: seen.len() > 1,
     }))
+}
+
+/// The statement's first word (its verb).
+fn first_word(sql: &str) -> &str {
+    sql.trim_start_matches(|c: char| c == '(' || c.is_whitespace())
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+}
+
+/// The keyspace named `name`, as the snapshot spells it.
+fn keyspace_named<'s>(name: &str, snap: &'s Snapshot) -> Option<&'s str> {
+    snap.keyspaces.get_key_value(name).map(|(k, _)| k.as_str())
+}
+
+/// The keyspace of table `name` (written with `qualifier`), and its name
+/// there when a routing rule renames it.
+fn owner_of<'a>(
+    qualifier: Option<&'a str>,
+    name: &'a str,
+    session: Option<&'a str>,
+    tablet_type: TabletType,
+    global: bool,
+    snap: &'a Snapshot,
+) -> Result<(Option<&'a str>, Option<&'a str>), PlanError> {
+    if let Some((k, t)) = routed(qualifier.or(session), name, tablet_type, snap)? {
+        return Ok((Some(k), (t != name).then_some(t)));
+    }
+    Ok(match (qualifier, session) {
+        (Some(q), _) => (keyspace_named(q, snap), None),
+        (None, Some(s)) => (Some(s), None),
+        (None, None) if global => (global_owner(name, snap)?, None),
+        (None, None) => (None, None),
+    })
+}
+
+/// The keyspace that plans a statement whose tables are in `owners`: the
+/// only one, else the session's when it is sharded and named, else the
+/// first sharded one named (the others' tables become routes of their
+/// own). `None`: no keyspace's table is named.
+fn home_of<'a>(
+    refs: &[crate::sql::TableRef<'_>],
+    owners: &[(Option<&'a str>, Option<&'a str>)],
+    session: Option<&'a str>,
+    snap: &Snapshot,
+) -> Result<Option<&'a str>, PlanError> {
+    let mut seen: Vec<&'a str> = Vec::new();
+    for (r, owner) in refs.iter().zip(owners) {
+        if let Some(k) = owner.0.filter(|k| !r.column && !seen.contains(k)) {
+            seen.push(k);
+        }
+    }
+    let sharded = |k: &str| snap.keyspaces.get(k).is_some_and(|ks| ks.sharded);
+    Ok(match seen.as_slice() {
+        [] => None,
+        [only] => Some(*only),
+        _ => match session.filter(|s| seen.contains(s) && sharded(s)) {
+            Some(s) => Some(s),
+            None => Some(*seen.iter().find(|k| sharded(k)).ok_or_else(|| {
+                PlanError::Unsupported(format!(
+                    "a statement across unsharded keyspaces ({})",
+                    seen.join(", ")
+                ))
+            })?),
+        },
+    })
+}
+
+/// The source (keyspace and table) of keyspace `ks`'s reference table
+/// `name`, when it names one in another keyspace.
+fn source_of<'s>(ks: &str, name: &str, snap: &'s Snapshot) -> Option<(&'s str, &'s str)> {
+    let t = snap.keyspaces.get(ks)?.vschema.tables.get(name)?;
+    source_table(ks, t, snap)
+}
+
+/// A reference table's source: `ks.table`, or a table name another
+/// keyspace's VSchema alone lists (as vtgate resolves an unqualified one).
+fn source_table<'s>(
+    ks: &str,
+    t: &'s crate::vschema::Table,
+    snap: &'s Snapshot,
+) -> Option<(&'s str, &'s str)> {
+    if t.kind != "reference" {
+        return None;
+    }
+    let (sk, st) = match t.source.as_deref()?.split_once('.') {
+        Some((sk, st)) => (keyspace_named(sk, snap)?, st),
+        None => {
+            let st = t.source.as_deref()?;
+            let mut listing = snap
+                .keyspaces
+                .values()
+                .filter(|k| k.name != ks && k.vschema.tables.contains_key(st));
+            let only = listing.next()?;
+            listing.next().is_none().then_some(())?;
+            (only.name.as_str(), st)
+        }
+    };
+    (sk != ks).then_some((sk, st))
+}
+
+/// Keyspace `home`'s reference table whose source is `ks`.`name`.
+fn copy_of<'s>(home: &str, ks: &str, name: &str, snap: &'s Snapshot) -> Option<&'s str> {
+    let tables = &snap.keyspaces.get(home)?.vschema.tables;
+    tables.iter().find_map(|(tname, t)| {
+        (source_table(home, t, snap)? == (ks, name)).then_some(tname.as_str())
+    })
+}
+
+/// The names a statement's WITH clauses define: tables of no keyspace.
+fn cte_names(sql: &str) -> Vec<&str> {
+    if !crate::sql::contains_ci(sql, "with") {
+        return Vec::new();
+    }
+    crate::sql::cte_names(sql)
+}
+
+/// Where a routing rule sends table `name`, named under keyspace
+/// `keyspace` (its qualifier, else the session's): the rule for
+/// `ks.name@type`, else `ks.name` (`name@type`, `name` without a keyspace),
+/// as vtgate looks them up. Its keyspace and table.
+fn routed<'s>(
+    keyspace: Option<&str>,
+    name: &str,
+    tablet_type: TabletType,
+    snap: &'s Snapshot,
+) -> Result<Option<(&'s str, &'s str)>, PlanError> {
+    if snap.routing_rules.is_empty() {
+        return Ok(None);
+    }
+    let qualified = match keyspace {
+        Some(k) => format!("{k}.{name}"),
+        None => name.to_string(),
+    };
+    let typed = format!("{qualified}@{}", tablet_type.as_str());
+    let Some(rule) = [typed, qualified]
+        .iter()
+        .find_map(|from| snap.routing_rules.iter().find(|r| &r.from_table == from))
+    else {
+        return Ok(None);
+    };
+    let to = match rule.to_tables.as_slice() {
+        [] => {
+            return Err(PlanError::Routing(format!(
+                "table {name} has been disabled"
+            )))
+        }
+        [to] => to,
+        _ => {
+            return Err(PlanError::Routing(format!(
+                "table {} has more than one target: {:?}",
+                rule.from_table, rule.to_tables
+            )))
+        }
+    };
+    let Some((ks, table)) = to.split_once('.') else {
+        return Err(PlanError::Routing(format!("table {to} must be qualified")));
+    };
+    let (ks, table) = (ks.trim_matches('`'), table.trim_matches('`'));
+    let Some((ks, _)) = snap.keyspaces.get_key_value(ks) else {
+        return Err(PlanError::UnknownKeyspace(ks.to_string()));
+    };
+    Ok(Some((ks.as_str(), table)))
 }
 
 /// The keyspace of table `name` when no keyspace is selected: the one
@@ -190,6 +405,17 @@ mod tests {
                 "global/keyspaces/customer/shards/80-/Shard".to_string(),
                 "{}".to_string(),
             ),
+            (
+                "global/RoutingRules".to_string(),
+                r#"{"rules": [
+                    {"from_table": "both", "to_tables": ["customer.both"]},
+                    {"from_table": "commerce.both", "to_tables": ["customer.both"]},
+                    {"from_table": "route1", "to_tables": ["customer.customer"]},
+                    {"from_table": "disabled", "to_tables": []},
+                    {"from_table": "commerce.product@replica", "to_tables": ["lookups.lk"]}
+                ]}"#
+                .to_string(),
+            ),
         ];
         let kv: std::collections::BTreeMap<String, Vec<u8>> = entries
             .into_iter()
@@ -200,7 +426,7 @@ mod tests {
 
     /// Where `sql` moves to: keyspace, text, across keyspaces.
     fn placed(sql: &str, session: Option<&str>) -> Option<(String, String, bool)> {
-        place(sql, session, true, &snap())
+        place(sql, session, TabletType::Primary, &snap())
             .unwrap()
             .filter(|p| p.moves(session))
             .map(|p| {
@@ -276,24 +502,174 @@ mod tests {
         let sql = "select * from corder join commerce.product p";
         assert_eq!(placed(sql, Some("customer")), None);
         assert!(
-            place(sql, Some("customer"), true, &snap())
+            place(sql, Some("customer"), TabletType::Primary, &snap())
                 .unwrap()
                 .unwrap()
                 .across
         );
-        let err = place("select * from product, lk", None, true, &snap()).unwrap_err();
+        let err = place(
+            "select * from product, lk",
+            None,
+            TabletType::Primary,
+            &snap(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unsharded keyspaces"), "{err}");
+    }
+
+    fn place_as(
+        sql: &str,
+        session: Option<&str>,
+        tt: TabletType,
+        s: &Snapshot,
+    ) -> Result<Option<Placement>, PlanError> {
+        place(sql, session, tt, s)
     }
 
     #[test]
     fn a_name_two_keyspaces_list_is_ambiguous() {
-        let err = place("select * from both", None, true, &snap()).unwrap_err();
+        let mut s = snap();
+        s.routing_rules.clear();
+        let err = place_as("select * from both", None, TabletType::Primary, &s).unwrap_err();
         assert_eq!(err.to_string(), "ambiguous table reference: both");
         // Qualified, or under a keyspace, it is not.
-        assert_eq!(placed("select * from both", Some("commerce")), None);
-        assert_eq!(
-            placed("select * from commerce.both", None).map(|p| p.1),
-            Some("select * from both".into())
+        let p = place_as(
+            "select * from both",
+            Some("commerce"),
+            TabletType::Primary,
+            &s,
         );
+        assert_eq!(p.unwrap(), None);
+        let p = place_as("select * from commerce.both", None, TabletType::Primary, &s);
+        assert_eq!(
+            p.unwrap().unwrap().sql.as_deref(),
+            Some("select * from both")
+        );
+    }
+
+    #[test]
+    fn reference_tables_read_their_copy_and_write_their_source() {
+        // Joined with the sharded keyspace's tables, the copy there.
+        assert_eq!(
+            placed(
+                "select * from corder join commerce.ref r on r.id = corder.id",
+                None
+            ),
+            Some((
+                "customer".into(),
+                "select * from corder join ref r on r.id = corder.id".into(),
+                false
+            ))
+        );
+        // Written, the source.
+        assert_eq!(
+            placed("insert into customer.ref (id) values (1)", None),
+            Some((
+                "commerce".into(),
+                "insert into ref (id) values (1)".into(),
+                false
+            ))
+        );
+        assert_eq!(
+            placed("update ref set x = 1", Some("customer")),
+            Some(("commerce".into(), "update ref set x = 1".into(), false))
+        );
+    }
+
+    #[test]
+    fn with_names_and_keywords_are_no_tables() {
+        // `both` would be ambiguous without the rules; as a WITH name it is
+        // no table at all.
+        let mut s = snap();
+        s.routing_rules.clear();
+        let sql = "with both as (select id from corder) select * from both";
+        let p = place_as(sql, None, TabletType::Primary, &s)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.keyspace.as_str(), p.sql, p.across),
+            ("customer", None, false)
+        );
+        let sql = "with recursive a (n) as (select 1), both as (select 2) select * from a, both";
+        assert_eq!(place_as(sql, None, TabletType::Primary, &s).unwrap(), None);
+        // A three-part column name follows its table, not its qualifier.
+        assert_eq!(
+            placed("select commerce.both.id from commerce.both", None).map(|p| p.1),
+            Some("select both.id from both".into())
+        );
+        // Keywords in a table's place.
+        assert_eq!(placed("select 1 from dual", None), None);
+        assert_eq!(
+            placed("truncate table customer.corder", None).map(|p| p.1),
+            Some("truncate table corder".into())
+        );
+        assert_eq!(
+            placed("describe corder", None).map(|p| p.0),
+            Some("customer".into())
+        );
+        assert_eq!(
+            placed("desc corder", None).map(|p| p.0),
+            Some("customer".into())
+        );
+        let sql = "select * from product order by sku desc limit 1 for update nowait";
+        let refs = crate::sql::table_refs(sql);
+        assert_eq!(refs.len(), 1, "{refs:?}");
+    }
+
+    #[test]
+    fn routing_rules_move_and_rename_tables() {
+        // MoveTables's rules: the name, and the old keyspace's name.
+        assert_eq!(
+            placed("select * from both", None).map(|p| p.0),
+            Some("customer".into())
+        );
+        assert_eq!(
+            placed("select * from both where id = 1", Some("commerce")),
+            Some((
+                "customer".into(),
+                "select * from both where id = 1".into(),
+                false
+            ))
+        );
+        assert_eq!(
+            placed(
+                "select * from commerce.both b join lk on lk.id = b.id",
+                None
+            ),
+            Some((
+                "customer".into(),
+                "select * from both b join `lookups`.lk on lk.id = b.id".into(),
+                true
+            ))
+        );
+        // A renamed table keeps its name as its alias, where it has none.
+        assert_eq!(
+            placed("select route1.id from route1 where route1.id = 5", None).map(|p| p.1),
+            Some("select route1.id from `customer` AS `route1` where route1.id = 5".into())
+        );
+        assert_eq!(
+            placed("select r.id from route1 as r", None).map(|p| p.1),
+            Some("select r.id from `customer` as r".into())
+        );
+        assert_eq!(
+            placed("delete from route1 where id = 5", None).map(|p| p.1),
+            Some("delete from `customer` where id = 5".into())
+        );
+        // A rule for one tablet type.
+        let p = place_as(
+            "select * from product",
+            Some("commerce"),
+            TabletType::Replica,
+            &snap(),
+        );
+        let p = p.unwrap().unwrap();
+        assert_eq!(
+            (p.keyspace.as_str(), p.sql.as_deref()),
+            ("lookups", Some("select * from `lk` AS `product`"))
+        );
+        assert_eq!(placed("select * from product", Some("commerce")), None);
+        let err =
+            place_as("select * from disabled", None, TabletType::Primary, &snap()).unwrap_err();
+        assert_eq!(err.to_string(), "table disabled has been disabled");
     }
 }

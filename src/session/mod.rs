@@ -198,7 +198,7 @@ impl Session {
         // qualifier removed; with no keyspace selected, the keyspace that
         // lists its tables; a join across keyspaces is planned in a
         // sharded one of them.
-        let placed = self.placement(ctx, &stmt, sql)?;
+        let placed = self.placement(ctx, sql)?;
         if let Some(p) = placed.filter(|p| p.moves(self.target.keyspace.as_deref())) {
             let routed = self.qualified_target(p.keyspace);
             let sql = p.sql.as_deref().unwrap_or(sql);
@@ -646,7 +646,12 @@ impl Session {
         params: Vec<mysql_common::value::Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let Some(stmt) = p.direct.clone().filter(|_| self.target.keyspace.is_some()) else {
+        let snap = ctx.snapshot.load();
+        // Routing rules may send its tables elsewhere: the text path
+        // places it.
+        let direct = self.target.keyspace.is_some() && snap.routing_rules.is_empty();
+        let Some(stmt) = p.direct.clone().filter(|_| direct) else {
+            drop(snap);
             let text = if params.is_empty() {
                 p.sql.clone()
             } else {
@@ -655,7 +660,6 @@ impl Session {
             // Boxed: the text path's future is large and this one rare.
             return Box::pin(self.execute(ctx, &text, sink)).await;
         };
-        let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_prepared(ctx, &snap, &stmt, p, &params)?;
         self.note_query(&stmt);
         let stmt_sql = p.sql.as_str();
@@ -770,20 +774,17 @@ impl Session {
         r
     }
 
-    /// Where `stmt` is planned when not as written under the session's
-    /// target (see [`planner::place`]). A SHOW's FROM may name a database,
-    /// so there only qualified tables count. A join across keyspaces is
-    /// placed even where it is written, so PREPARE knows it.
+    /// Where a statement is planned when not as written under the
+    /// session's target (see [`planner::place`]). A join across keyspaces
+    /// is placed even where it is written, so PREPARE knows it.
     fn placement(
         &self,
         ctx: &ServerCtx,
-        stmt: &Statement,
         sql: &str,
     ) -> Result<Option<planner::place::Placement>, Error> {
-        let global = !matches!(stmt, Statement::Query(QueryKind::Show));
         let snap = ctx.snapshot.load();
         let session = self.target.keyspace.as_deref();
-        let placed = planner::place::place(sql, session, global, &snap)?;
+        let placed = planner::place::place(sql, session, self.target.tablet_type, &snap)?;
         Ok(placed.filter(|p| p.moves(session) || p.across))
     }
 
@@ -806,7 +807,7 @@ impl Session {
     /// run on (statements shardgate answers itself need no tablet).
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
         let stmt = sql::classify(sql)?;
-        let (params, columns) = match self.placement(ctx, &stmt, sql)? {
+        let (params, columns) = match self.placement(ctx, sql)? {
             // No one tablet holds a join across keyspaces: its columns come
             // with each execution's result.
             Some(p) if p.across => (placeholder_columns(sql::count_placeholders(sql)), vec![]),

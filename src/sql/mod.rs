@@ -980,7 +980,9 @@ pub fn shard_qualifier(sql: &str) -> Option<(String, String)> {
 }
 
 /// Words a table name follows.
-const TABLE_WORDS: [&str; 5] = ["from", "join", "into", "update", "table"];
+const TABLE_WORDS: [&str; 7] = [
+    "from", "join", "into", "update", "table", "truncate", "describe",
+];
 
 /// Words that end a FROM list (at its own parenthesis depth).
 const FROM_ENDS: &[&str] = &[
@@ -1002,6 +1004,10 @@ pub struct TableRef<'a> {
     pub at: usize,
     /// Where the name starts (`at..name_at` is the qualifier and its dot).
     pub name_at: usize,
+    /// Where the name ends.
+    pub end: usize,
+    /// Whether an alias follows the name (`t AS x`, `t x`).
+    pub aliased: bool,
     /// A three-part column name's table, not a table the statement reads.
     pub column: bool,
 }
@@ -1044,6 +1050,8 @@ pub fn table_refs(sql: &str) -> Vec<TableRef<'_>> {
             let p = &toks[i - 1];
             TABLE_WORDS.iter().any(|k| p.is_word(sql, k))
                 || (in_from && depth == from_depth && p.kind == TokenKind::Punct(b','))
+                // `DESC t`, not `ORDER BY x DESC`.
+                || (i == 1 && p.is_word(sql, "desc"))
         };
         let dotted = dot_after(t, toks.get(i + 1))
             && toks
@@ -1058,11 +1066,14 @@ pub fn table_refs(sql: &str) -> Vec<TableRef<'_>> {
                     name: unquote(next.text(sql)),
                     at: t.start,
                     name_at: next.start,
+                    end: next.end,
+                    aliased: !three && alias_follows(sql, toks.get(i + 3)),
                     column: three,
                 });
             }
         } else if table_place
             && !dot_after(t, toks.get(i + 1))
+            && !NOT_TABLES.iter().any(|k| t.is_word(sql, k))
             // `ON DUPLICATE KEY UPDATE c = ...` names a column.
             && !toks.get(i + 1).is_some_and(|n| n.kind == TokenKind::Punct(b'='))
         {
@@ -1071,8 +1082,128 @@ pub fn table_refs(sql: &str) -> Vec<TableRef<'_>> {
                 name: unquote(t.text(sql)),
                 at: t.start,
                 name_at: t.start,
+                end: t.end,
+                aliased: alias_follows(sql, toks.get(i + 1)),
                 column: false,
             });
+        }
+    }
+    out
+}
+
+/// Words in a table's place that name no table.
+const NOT_TABLES: &[&str] = &[
+    "table",
+    "dual",
+    "lateral",
+    "outfile",
+    "dumpfile",
+    "low_priority",
+    "ignore",
+    "json_table",
+    "quick",
+    "only",
+    "select",
+    "extended",
+    "partitions",
+    "format",
+    "nowait",
+    "skip",
+    "of",
+];
+
+/// Words that may follow a table name without being its alias.
+const AFTER_TABLE: &[&str] = &[
+    "where",
+    "group",
+    "order",
+    "limit",
+    "having",
+    "union",
+    "on",
+    "using",
+    "for",
+    "lock",
+    "window",
+    "set",
+    "values",
+    "select",
+    "join",
+    "inner",
+    "left",
+    "right",
+    "cross",
+    "natural",
+    "straight_join",
+    "partition",
+    "use",
+    "force",
+    "ignore",
+    "into",
+    "except",
+    "intersect",
+    "value",
+    "default",
+];
+
+/// Whether token `t`, right after a table's name, is its alias.
+fn alias_follows(sql: &str, t: Option<&Token>) -> bool {
+    t.is_some_and(|t| match t.kind {
+        TokenKind::Ident => true,
+        TokenKind::Word => !AFTER_TABLE.iter().any(|k| t.is_word(sql, k)),
+        _ => false,
+    })
+}
+
+/// The names WITH clauses define (`with a as (...), b (x) as (...)`), at
+/// any depth: tables of no keyspace.
+pub fn cte_names(sql: &str) -> Vec<&str> {
+    let toks = tokenize(sql);
+    let punct = |i: usize, c: u8| toks.get(i).is_some_and(|t| t.kind == TokenKind::Punct(c));
+    // The index after the parenthesis opening at `i` closes.
+    let skip_group = |mut i: usize| {
+        let mut depth = 0;
+        while let Some(t) = toks.get(i) {
+            match t.kind {
+                TokenKind::Punct(b'(') => depth += 1,
+                TokenKind::Punct(b')') => depth -= 1,
+                _ => {}
+            }
+            i += 1;
+            if depth == 0 {
+                break;
+            }
+        }
+        i
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        if !toks[i].is_word(sql, "with") {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if toks.get(i).is_some_and(|t| t.is_word(sql, "recursive")) {
+            i += 1;
+        }
+        while let Some(name) = toks
+            .get(i)
+            .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::Ident))
+        {
+            out.push(unquote(name.text(sql)));
+            i += 1;
+            if punct(i, b'(') {
+                i = skip_group(i);
+            }
+            if !toks.get(i).is_some_and(|t| t.is_word(sql, "as")) || !punct(i + 1, b'(') {
+                break;
+            }
+            i = skip_group(i + 1);
+            if !punct(i, b',') {
+                break;
+            }
+            i += 1;
         }
     }
     out

@@ -172,6 +172,22 @@ pub fn cluster() -> &'static TestCluster {
     })
 }
 
+/// Runs the shardgate binary with `args`.
+pub fn shardgate_cmd(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(args)
+        .output()
+        .expect("run shardgate")
+}
+
+/// Runs `shardgate ctl` against the cluster's etcd.
+pub fn ctl(args: &[&str]) -> std::process::Output {
+    let etcd = cluster().spec.etcd_addr();
+    let mut all = vec!["ctl", "--topo-global-server-address", etcd.as_str()];
+    all.extend_from_slice(args);
+    shardgate_cmd(&all)
+}
+
 /// Connects to shardgate with a database (target) string.
 pub async fn connect(db: Option<&str>) -> Conn {
     let c = cluster();
