@@ -3326,6 +3326,13 @@ async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
         case("select x.label, count(*), sum(dt.big) from commerce.xk x join dt on dt.k = x.k group by x.label order by x.label", true),
         case("select dt.id, x.label from dt left join commerce.xk x on x.k = dt.k where dt.id < 25 order by dt.id", true),
         case("select dt.id, nb1.s, x.label from dt join nb1 on nb1.id = dt.k join commerce.xk x on x.k = dt.k where dt.id < 40", false),
+        // Uncorrelated subqueries over the other keyspace's table run
+        // there first.
+        case("select id, k from dt where k in (select k from commerce.xk) and id < 100 order by id", true),
+        case("select count(*), sum(big) from dt where k = (select max(k) from commerce.xk where k < 7)", true),
+        case("select id, (select count(*) from commerce.xk) from dt where id < 8 order by id", true),
+        case("select id from dt where exists (select 1 from commerce.xk where xk.k = 7) and id < 12 order by id", true),
+        case("select id from dt where k not in (select k from commerce.xk where k > 0) and id < 30 order by id", true),
     ];
     for (i, c) in cases.iter().enumerate() {
         compare_by(sg, oracle, c, i % 2 == 1).await;

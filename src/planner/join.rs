@@ -451,7 +451,7 @@ fn plan_right(sql: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, 
 /// A right side whose tables are all keyspace `other`'s: its statement
 /// without their qualifier, planned there (one shard of an unsharded
 /// keyspace, or that keyspace's sharded plan); and the text it runs.
-fn plan_elsewhere(
+pub(super) fn plan_elsewhere(
     sql: &str,
     other: &str,
     snap: &Snapshot,

@@ -159,10 +159,15 @@ fn finish(
         .into_iter()
         .map(|(kind, tested, sub)| {
             let sql = sub.to_string();
+            // One over another keyspace's tables runs there.
+            let (plan, sql) = match elsewhere(&sql, ks) {
+                Some(other) => super::join::plan_elsewhere(&sql, other, snap)?,
+                None => (plan_sharded(&sql, ks, snap)?, sql),
+            };
             Ok(Subquery {
                 kind,
                 tested,
-                plan: plan_sharded(&sql, ks, snap)?,
+                plan,
                 sql,
             })
         })
@@ -172,6 +177,15 @@ fn finish(
         subqueries,
         outer,
     })
+}
+
+/// The keyspace other than `ks` that qualifies every table `sql` reads,
+/// if one does.
+fn elsewhere<'a>(sql: &'a str, ks: &Keyspace) -> Option<&'a str> {
+    let refs = crate::sql::table_refs(sql);
+    let mut tables = refs.iter().filter(|r| !r.column);
+    let other = tables.next()?.qualifier.filter(|q| *q != ks.name)?;
+    tables.all(|r| r.qualifier == Some(other)).then_some(other)
 }
 
 /// Plans `q`, whose FROM clause holds derived tables that group, limit or

@@ -919,10 +919,12 @@ fn plan_query(
                 super::pullout::plan_derived(q, ks, snap, e)?,
             )))
         }
-        // Subqueries that read nothing of the statement: first.
+        // Subqueries that read nothing of the statement, or read another
+        // keyspace's tables: first.
         Err(e @ PlanError::Unsupported(_))
             if e.to_string()
-                .contains("subqueries that do not go to one shard") =>
+                .contains("subqueries that do not go to one shard")
+                || e.to_string().contains("statements across keyspaces") =>
         {
             Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
                 q, ks, snap, e,
