@@ -3376,7 +3376,12 @@ async fn global_routing(oracle: &mut Conn) {
         case("select label from gx order by k", true),
         case("select dt.id, gx.label from dt join gx on gx.k = dt.k where dt.id < 80 order by dt.id", true),
         case("select gx.label, count(*), max(dt.id) from gx join dt on dt.k = gx.k group by gx.label order by gx.label", true),
-        case("select d.id, g.label from dt d left join gx g on g.k = d.k where d.id < 30 order by d.id", true),
+        case("select d.id, g.label from dt d left join gx g on g.k = d.k where d.id < 30 order by d.id",
+            true,
+        ),
+        // The other keyspace's rows kept: it is the left side.
+        case(
+            "select g.label, d.id from gx g left join dt d on d.k = g.k and d.id < 40 order by g.label, d.id", true),
     ];
     for (i, c) in cases.iter().enumerate() {
         compare_by(&mut anon, oracle, c, false).await;

@@ -621,7 +621,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
     let cap = vc.max_memory_rows();
     let nbe = vc.no_backslash_escapes();
     let mut lhs = Gather::new(cap);
-    Box::pin(exec_select(&p.lhs, binds, tt, snap, vc, &mut lhs)).await?;
+    Box::pin(run_side(&p.lhs, &p.lhs_sql, binds, tt, snap, vc, &mut lhs)).await?;
     let count = |o: &Option<Operand>| o.as_ref().map(|o| gate::operand_u64(o, binds)).transpose();
     let mut skip = count(&p.offset)?.unwrap_or(0);
     let mut left = count(&p.limit)?.unwrap_or(u64::MAX);
@@ -646,7 +646,10 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             rhs_binds.push(join_var(col, v, nbe));
         }
         let mut rhs = Gather::new(cap);
-        Box::pin(run_right(p, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+        Box::pin(run_side(
+            &p.rhs, &p.rhs_sql, &rhs_binds, tt, snap, vc, &mut rhs,
+        ))
+        .await?;
         if header.is_none() {
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
@@ -710,7 +713,10 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
                 rhs_binds.push(Bind::written("NULL", Value::NULL));
             }
             let mut rhs = Gather::new(cap);
-            Box::pin(run_right(p, &rhs_binds, tt, snap, vc, &mut rhs)).await?;
+            Box::pin(run_side(
+                &p.rhs, &p.rhs_sql, &rhs_binds, tt, snap, vc, &mut rhs,
+            ))
+            .await?;
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
                 sink.columns(&cols)?;
@@ -900,19 +906,20 @@ fn constant(col: &Column, v: &Value, nbe: bool) -> String {
     }
 }
 
-/// Runs a nested loop's right side for one left row's binds: its plan,
-/// or, for another keyspace's tablet, its text with the binds in.
-async fn run_right<V: VCursor + Send>(
-    p: &JoinPlan,
+/// Runs one side of a nested loop: another keyspace's route runs its
+/// text with the binds filled in; any other plan runs as planned.
+async fn run_side<V: VCursor + Send>(
+    plan: &Plan,
+    text: &str,
     binds: &[Bind],
     tt: TabletType,
     snap: &Snapshot,
     vc: &mut V,
     rows: &mut Gather,
 ) -> Result<(), Error> {
-    match &*p.rhs {
+    match plan {
         Plan::Route(r) => {
-            let sql = substitute_binds(&p.rhs_sql, binds);
+            let sql = substitute_binds(text, binds);
             vc.execute_shard(&r.keyspace, &r.shard, tt, &sql, false, rows)
                 .await
         }

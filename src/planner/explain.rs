@@ -63,6 +63,16 @@ fn select(p: &SelectPlan) -> Value {
     v
 }
 
+/// A nested loop's side: another keyspace's route shows the text its
+/// tablet runs.
+fn side(plan: &Plan, text: &str) -> Value {
+    let mut v = plan.describe();
+    if matches!(plan, Plan::Route(_)) {
+        v["query"] = json!(text);
+    }
+    v
+}
+
 fn gate_expr(e: &GateExpr) -> String {
     match e {
         GateExpr::Col(i) if *i >= super::sharded::HIDDEN => {
@@ -206,15 +216,7 @@ impl Plan {
                     }).collect::<Vec<_>>(),
                 "limit": j.limit.as_ref().map(operand),
                 "offset": j.offset.as_ref().map(operand),
-                "inputs": [select(&j.lhs), match &*j.rhs {
-                    // Another keyspace's tablet runs the side's text.
-                    Plan::Route(_) => {
-                        let mut r = j.rhs.describe();
-                        r["query"] = json!(j.rhs_sql);
-                        r
-                    }
-                    other => other.describe(),
-                }],
+                "inputs": [side(&j.lhs, &j.lhs_sql), side(&j.rhs, &j.rhs_sql)],
                 });
                 if let Some(g) = &j.gate {
                     v["gate"] = gate(g);

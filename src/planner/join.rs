@@ -38,9 +38,13 @@ use crate::topo::{Keyspace, Snapshot};
 /// A nested-loop join of two routes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinPlan {
-    /// The left side. Its columns are the output's left items, then the
-    /// left columns the right side binds.
-    pub lhs: SelectPlan,
+    /// The left side: this keyspace's query, or another keyspace's (a
+    /// LEFT JOIN keeping that keyspace's rows). Its columns are the
+    /// output's left items, then the left columns the right side binds.
+    pub lhs: Box<super::Plan>,
+    /// The left side's statement, for one that is another (unsharded)
+    /// keyspace's [`super::Plan::Route`], which runs text.
+    pub lhs_sql: String,
     /// The right side, run once per left row: one route, or, for tables
     /// on three or more routes, a nested loop itself.
     pub rhs: Box<super::Plan>,
@@ -182,11 +186,20 @@ pub(super) fn plan(
         return Err(refuse("without sharded tables"));
     };
     let left_root = same.root(first);
+    // A LEFT JOIN of this keyspace's table to another keyspace's tables
+    // keeps theirs: they are the left side.
+    let flipped = left.as_ref().is_some_and(|(i, _)| {
+        infos[*i].keyspace.is_none()
+            && (0..infos.len()).all(|j| j == *i || infos[j].keyspace.is_some())
+    });
     let sides: Vec<Side> = tables
         .into_iter()
         .enumerate()
         .map(|(i, (info, text))| Side {
-            right: info.kind != "reference" && same.root(i) != left_root,
+            right: match flipped {
+                true => info.keyspace.is_none(),
+                false => info.kind != "reference" && same.root(i) != left_root,
+            },
             info,
             text,
         })
@@ -409,18 +422,31 @@ pub(super) fn plan(
     };
     let lhs_sql = side_sql(false, &lhs_items, &lhs_where, &order);
     let rhs_sql = side_sql(true, &rhs_items, &rhs_where, &[]);
-    // A right side of one other keyspace's tables is planned there.
-    let mut elsewhere = sides.iter().filter(|s| s.right).map(|s| &s.info.keyspace);
-    let other = match elsewhere.next() {
-        Some(Some(k)) if elsewhere.all(|o| o.as_ref() == Some(k)) => Some(k.clone()),
-        _ => None,
+    // A side of one other keyspace's tables is planned there.
+    let other = |right: bool| {
+        let mut elsewhere = sides
+            .iter()
+            .filter(|s| s.right == right)
+            .map(|s| &s.info.keyspace);
+        match elsewhere.next() {
+            Some(Some(k)) if elsewhere.all(|o| o.as_ref() == Some(k)) => Some(k.clone()),
+            _ => None,
+        }
     };
-    let (rhs, rhs_sql) = match other {
+    let (rhs, rhs_sql) = match other(true) {
         Some(k) => plan_elsewhere(&rhs_sql, &k, snap)?,
         None => (plan_right(&rhs_sql, ks, snap)?, rhs_sql),
     };
+    let (lhs, lhs_sql) = match other(false) {
+        Some(k) => plan_elsewhere(&lhs_sql, &k, snap)?,
+        None => (
+            super::Plan::Select(Box::new(plan_side(&lhs_sql, ks)?)),
+            lhs_sql,
+        ),
+    };
     Ok(JoinPlan {
-        lhs: plan_side(&lhs_sql, ks)?,
+        lhs: Box::new(lhs),
+        lhs_sql,
         rhs: Box::new(rhs),
         rhs_sql,
         vars: var_columns,
