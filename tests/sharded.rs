@@ -2112,22 +2112,33 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
     for c in cases.iter().step_by(2) {
         compare_by(sg, oracle, c, true).await;
     }
-    for (sql, why) in [
-        (
-            format!("select id from dt where id = {x} union select id from jn where id = {z}"),
-            "another shard",
-        ),
-        (
-            "select label from jref union all select name from dt where id < 10".to_string(),
-            "UNION across shards",
-        ),
-        (
-            "select id from dt where k = 3 union all select id from jl where qty = 3 union select id from jn".to_string(),
-            "UNION across shards",
-        ),
-    ] {
-        refused(sg, &sql, 1235, &[why], false).await;
+    // No route answers these whole: each part runs first, on its own
+    // plan, and one tablet unites the answers (vtgate's Concatenate).
+    let concatenated = [
+        case(format!("select id from dt where id = {x} union select id from jn where id = {z}"), false),
+        case("select label from jref union all select name from dt where id < 10", false),
+        case("select id from dt where k = 3 union all select id from jl where qty = 3 union select id from jn", false),
+        case("(select id from dt where k = 3 order by id limit 4) union all (select id from jl where qty = 3 order by id desc limit 2)", false),
+        case("select * from dt where id < 5 union select * from dt where id between 3 and 8 order by id", true),
+        case("select k from dt where id < 200 intersect select qty from jl order by k", true),
+        case("select k from dt where id < 200 except select qty from jl where id < 100 order by 1 limit 6", true),
+    ];
+    for (i, c) in concatenated.iter().enumerate() {
+        compare_by(sg, oracle, c, i % 2 == 1).await;
+        let rows: Vec<mysql_async::Row> = oracle.query(&c.sql).await.unwrap();
+        assert!(!rows.is_empty(), "{}", c.sql);
     }
+    let plan: String = number(sg, &format!("vexplain plan {}", concatenated[3].sql)).await;
+    assert!(plan.contains("UncorrelatedSubquery"), "{plan}");
+    // A part no plan answers is refused as itself.
+    refused(
+        sg,
+        "select id from dt union all select row_number() over (order by id) from jl",
+        1235,
+        &["window functions across shards"],
+        false,
+    )
+    .await;
 }
 
 /// Tables that meet on other than their vindex columns join in a nested

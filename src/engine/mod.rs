@@ -234,8 +234,8 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     match plan {
-        // A subquery that names another shard than the statement runs
-        // first after all.
+        // A subquery, or a UNION's part, that names another shard than the
+        // statement runs first after all.
         Plan::Select(p) if !p.same_shard.is_empty() => match select_dispatch(p, binds, snap) {
             Ok(dispatch) => exec_dispatched(p, dispatch, binds, tablet_type, vc, sink).await,
             Err(Error::Plan(refused @ PlanError::Unsupported(_))) => {
@@ -245,10 +245,10 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                 else {
                     return Err(Error::Plan(refused));
                 };
-                let pulled =
-                    crate::planner::pullout::plan(&q, ks, snap, refused).or_else(|refused| {
-                        crate::planner::pullout::plan_derived(&q, ks, snap, refused)
-                    })?;
+                use crate::planner::pullout;
+                let pulled = pullout::plan(&q, ks, snap, refused)
+                    .or_else(|refused| pullout::plan_derived(&q, ks, snap, refused))
+                    .or_else(|refused| pullout::plan_union(&q, ks, snap, refused))?;
                 Box::pin(exec_pullout(&pulled, binds, tablet_type, snap, vc, sink)).await
             }
             Err(e) => Err(e),

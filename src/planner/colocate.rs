@@ -385,7 +385,7 @@ pub(super) fn union(ks: &Keyspace, q: &ast::Query) -> Result<UnionRoute, PlanErr
     let mut parts = Vec::new();
     let mut all = true;
     flatten_union(&q.body, &mut parts, &mut all)
-        .map_err(|_| refuse(" with INTERSECT or EXCEPT"))?;
+        .map_err(|_| refuse(" with a part of its own WITH or set operation"))?;
     let mut routes = Vec::new();
     let mut apart = true;
     for (s, sub) in parts {
@@ -541,13 +541,15 @@ fn flatten_union<'a>(
             ast::SetExpr::Select(s) if q.with.is_none() => parts.push((s, Some(q))),
             _ => return Err(()),
         },
+        // INTERSECT and EXCEPT go whole to one shard only (never `all`).
         ast::SetExpr::SetOperation {
-            op: ast::SetOperator::Union,
+            op,
             set_quantifier,
             left,
             right,
         } => {
-            *all &= matches!(set_quantifier, ast::SetQuantifier::All);
+            *all &=
+                *op == ast::SetOperator::Union && matches!(set_quantifier, ast::SetQuantifier::All);
             flatten_union(left, parts, all)?;
             flatten_union(right, parts, all)?;
         }

@@ -251,6 +251,88 @@ pub fn plan_derived(
     finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
 }
 
+/// Plans a UNION (or INTERSECT, EXCEPT) that no one route answers (its
+/// parts on different shards with their own ORDER BY and LIMIT, or in
+/// different keyspaces, or showing `*`) as vtgate's Concatenate: each part
+/// runs first, on its own plan, and its answer becomes a table of
+/// constants; the UNION of those (its DISTINCT, ORDER BY and LIMIT) then
+/// runs on one tablet, which compares the values as MariaDB does. Fails
+/// with `refused` when `q` is no set operation. Bounded by
+/// `--max_memory_rows` as the gate's other work.
+pub fn plan_union(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    if !matches!(q.body.as_ref(), SetExpr::SetOperation { .. }) || q.with.is_some() {
+        return Err(refused);
+    }
+    let mut outer = q.clone();
+    let mut probe = q.clone();
+    let mut pulled: Vec<(PulloutKind, Option<String>, ast::Query)> = Vec::new();
+    if !mark_parts(&mut outer.body, &mut probe.body, &mut pulled) {
+        return Err(refused);
+    }
+    finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
+}
+
+/// Replaces each part of a UNION with `SELECT * FROM <marker>` (in
+/// `probe`, with a row of constants), collecting the parts. False when a
+/// part is no query of its own (VALUES, TABLE).
+fn mark_parts(
+    body: &mut SetExpr,
+    probe: &mut SetExpr,
+    pulled: &mut Vec<(PulloutKind, Option<String>, ast::Query)>,
+) -> bool {
+    let part = match (&mut *body, &mut *probe) {
+        (
+            SetExpr::SetOperation { left, right, .. },
+            SetExpr::SetOperation {
+                left: pl,
+                right: pr,
+                ..
+            },
+        ) => return mark_parts(left, pl, pulled) && mark_parts(right, pr, pulled),
+        (SetExpr::Query(q), _) => (**q).clone(),
+        // Parts already run first (a plan of this plan's outer statement)
+        // are not pulled again.
+        (SetExpr::Select(s), _) if s.from.iter().any(|t| {
+            matches!(&t.relation, TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. }
+                if a.name.value.starts_with("dt_u"))
+        }) => return false,
+        (SetExpr::Select(_), _) => match super::sharded::parse(&body.to_string()) {
+            Ok(ast::Statement::Query(q)) => *q,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let alias = format!("dt_u{}", pulled.len());
+    let (Ok(ast::Statement::Query(marked)), Ok(ast::Statement::Query(one))) = (
+        super::sharded::parse(&format!("SELECT * FROM marker AS {alias}")),
+        super::sharded::parse(&format!("SELECT * FROM (SELECT 1 AS c1) AS {alias}")),
+    ) else {
+        return false;
+    };
+    let (SetExpr::Select(mut marked), SetExpr::Select(one)) = (*marked.body, *one.body) else {
+        return false;
+    };
+    let Some(twj) = marked.from.first_mut() else {
+        return false;
+    };
+    let TableFactor::Table { alias: Some(a), .. } = &twj.relation else {
+        return false;
+    };
+    let Some(table) = table_named(&marker(pulled.len()), &a.clone()) else {
+        return false;
+    };
+    twj.relation = table;
+    pulled.push((PulloutKind::Table, None, part));
+    *body = SetExpr::Select(marked);
+    *probe = SetExpr::Select(one);
+    true
+}
+
 /// True when `q`'s own tables are on more than one route (a nested loop).
 fn cross_shard(q: &ast::Query, ks: &Keyspace) -> bool {
     let text = q.to_string();

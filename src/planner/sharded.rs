@@ -919,6 +919,15 @@ fn plan_query(
                 super::pullout::plan_derived(q, ks, snap, e)?,
             )))
         }
+        // A UNION no route answers: its parts first.
+        Err(e @ PlanError::Unsupported(_))
+            if matches!(q.body.as_ref(), ast::SetExpr::SetOperation { .. }) =>
+        {
+            match super::pullout::plan_union(q, ks, snap, e) {
+                Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
+                Err(e) => Err(e),
+            }
+        }
         // Subqueries that read nothing of the statement, or read another
         // keyspace's tables: first.
         Err(e @ PlanError::Unsupported(_))
