@@ -48,7 +48,7 @@ struct Walk {
 }
 
 /// The route of a derived table's query.
-struct DerivedRoute {
+pub(super) struct DerivedRoute {
     routing: Routing,
     /// Its rows are some of its tables' rows, each on its own shard (no
     /// grouping, aggregate, DISTINCT, LIMIT or window): it joins like a
@@ -251,7 +251,7 @@ fn add_relation(ks: &Keyspace, f: &TableFactor, w: &mut Walk) -> Result<(), Plan
 /// it reads only reference tables; else a sharded table exposing its
 /// tables' vindex column, if it selects it and keeps its rows apart by
 /// shard; with its own route.
-fn derived(
+pub(super) fn derived(
     ks: &Keyspace,
     q: &ast::Query,
     alias: &ast::TableAlias,

@@ -525,6 +525,19 @@ fn push_table(
             tables.push((info, f.to_string()));
             Ok(())
         }
+        // A derived table one route answers joins as a table (shown by its
+        // alias); others run first (the caller's fallback on this refusal).
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            ..
+        } => {
+            let (info, _) = super::colocate::derived(ks, subquery, alias)
+                .map_err(|_| refuse("over derived tables or nested joins"))?;
+            tables.push((info, f.to_string()));
+            Ok(())
+        }
         _ => Err(refuse("over derived tables or nested joins")),
     }
 }
