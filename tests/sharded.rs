@@ -2019,6 +2019,7 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
     }
     derived_tables(sg, oracle, x, z).await;
     nested_loop_joins(sg, oracle, x).await;
+    semi_joins(sg).await;
     unions(sg, oracle, x, y, z).await;
     // Prepared, with parameters: each plan's values come from them.
     for (sql, params) in [
@@ -2136,6 +2137,36 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
     .await;
 }
 
+/// A semi-join and its anti-join split the rows between them (both
+/// sides non-empty); grouped or aggregated over a semi-join, a correlated
+/// EXISTS is refused.
+async fn semi_joins(sg: &mut Conn) {
+    let all = rows(sg, "select dt.id from dt where dt.id < 300")
+        .await
+        .len();
+    let with = |not: &str| {
+        format!("select dt.id from dt where {not} exists (select 1 from jl where jl.qty = dt.k and jl.id < 400) and dt.id < 300")
+    };
+    let matched = rows(sg, &with("")).await.len();
+    let unmatched = rows(sg, &with("not")).await.len();
+    assert!(matched > 0 && unmatched > 0, "{matched} and {unmatched}");
+    assert_eq!(matched + unmatched, all);
+    refused(
+        sg,
+        "select count(*) from dt where exists (select 1 from jl where jl.qty = dt.k)",
+        1235,
+        &["subqueries that do not go to one shard"],
+        true,
+    )
+    .await;
+    let plan: String = number(
+        sg,
+        "vexplain plan select dt.id from dt where not exists (select 1 from jl where jl.qty = dt.k)",
+    )
+    .await;
+    assert!(plan.contains("AntiJoin"), "{plan}");
+}
+
 /// Tables that meet on other than their vindex columns join in a nested
 /// loop at the gate: the left route's rows, then for each the right
 /// route with the left columns bound. Same rows as the oracle, in the
@@ -2153,6 +2184,11 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jl.id, jn.memo from dt join jl on jl.dt_id = dt.id join jn on jn.id = jl.id where dt.id < 400 order by jl.id", true),
         case("select jl.id, jref.label, jn.memo from jl join jref on jref.k = jl.qty join jn on jn.id = jl.id where jl.id < 60 order by jl.id", true),
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.id = -5", false),
+        // A correlated EXISTS no route answers: a semi-join.
+        case("select dt.id, dt.k from dt where exists (select 1 from jl where jl.qty = dt.k) and dt.id < 100 order by dt.id", true),
+        case("select dt.id from dt where not exists (select 1 from jl where jl.qty = dt.k and jl.id < 50) and dt.id < 80 order by dt.id desc limit 7", true),
+        case("select * from jn where exists (select 1 from dt where dt.k = jn.id and dt.flag = 1) and jn.id < 500 order by jn.id", true),
+        case("select jl.id, jl.note from jl where exists (select 1 from dt join jn on jn.id = dt.id where dt.k = jl.qty) and jl.id < 90", false),
         case("select jl.id, jn.memo from jl join jn on jn.id = jl.id", false),
         case("select jl.id, jn.memo from jl join jn on jn.id = jl.id where jl.id < 50 order by jl.id limit 10 for update", true),
         // Subqueries that one side's route answers.
@@ -3344,6 +3380,7 @@ async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
         case("select id, (select count(*) from commerce.xk) from dt where id < 8 order by id", true),
         case("select id from dt where exists (select 1 from commerce.xk where xk.k = 7) and id < 12 order by id", true),
         case("select id from dt where k not in (select k from commerce.xk where k > 0) and id < 30 order by id", true),
+        case("select dt.id from dt where exists (select 1 from commerce.xk x where x.k = dt.k) and dt.id < 50 order by dt.id", true),
     ];
     for (i, c) in cases.iter().enumerate() {
         compare_by(sg, oracle, c, i % 2 == 1).await;

@@ -658,10 +658,12 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             header = Some(cols);
         }
         let lone = [vec![Value::NULL; rhs.columns.len()]];
-        let matches: &[Vec<Value>] = if rhs.rows.is_empty() && p.outer {
-            &lone
-        } else {
-            &rhs.rows
+        let matches: &[Vec<Value>] = match p.semi {
+            // A semi-join's left row comes out alone, or not at all.
+            Some(keep_matched) if rhs.rows.is_empty() == keep_matched => &[],
+            Some(_) => &lone,
+            None if rhs.rows.is_empty() && p.outer => &lone,
+            None => &rhs.rows,
         };
         for r in matches {
             if p.right_nulls

@@ -208,7 +208,12 @@ impl Plan {
             Plan::Join(j) => {
                 let mut v = json!({
                 "operator": "Join",
-                "variant": if j.outer { "LeftJoin" } else { "Join" },
+                "variant": match (j.semi, j.outer) {
+                    (Some(true), _) => "SemiJoin",
+                    (Some(false), _) => "AntiJoin",
+                    (None, true) => "LeftJoin",
+                    (None, false) => "Join",
+                },
                 "vars": j.vars.iter().enumerate().map(|(i, c)| json!({format!(":v{}", j.first_var + i + 1): format!("lhs col{c}")})).collect::<Vec<_>>(),
                 "output": j.output.iter().map(|c| match c {
                         super::join::JoinColumn::One(r, i) => format!("{} col{i}", if *r { "rhs" } else { "lhs" }),

@@ -62,6 +62,10 @@ pub struct JoinPlan {
     pub output: Vec<JoinColumn>,
     /// LEFT JOIN: a left row without right rows comes out once.
     pub outer: bool,
+    /// A semi-join (a correlated `EXISTS`, vtgate's SemiJoin): each left
+    /// row comes out once, alone, when the right side has rows (`true`)
+    /// or has none (`false`, `NOT EXISTS`).
+    pub semi: Option<bool>,
     /// Right columns that must be NULL in an output row (a LEFT JOIN's
     /// `WHERE right.col IS NULL`, which keeps the left rows without a
     /// match), checked after the join.
@@ -453,10 +457,187 @@ pub(super) fn plan(
         first_var,
         output,
         outer: left.is_some() && !inner_after,
+        semi: None,
         right_nulls,
         limit,
         offset,
         gate,
+    })
+}
+
+/// Plans a SELECT whose WHERE holds a correlated `[NOT] EXISTS` that no
+/// route answers with the statement, as vtgate's SemiJoin: the statement
+/// without it is the left side, its columns the subquery reads (qualified
+/// by the statement's tables) bound as join variables; the subquery, with
+/// `LIMIT 1`, is the right side, run once per left row; a left row comes
+/// out when the right side answers with a row (with none, for `NOT
+/// EXISTS`). The statement's ORDER BY goes to the left side, its LIMIT
+/// applies to the rows that come out. Grouping, aggregates and DISTINCT
+/// over such a statement are refused (`refused`), as is an ORDER BY by
+/// position.
+pub(super) fn plan_semi(
+    template: &str,
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<JoinPlan, PlanError> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(refused);
+    };
+    let grouped = !matches!(&sel.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty());
+    let aggregated = sel.projection.iter().any(|p| match p {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => false,
+    });
+    let positional = q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
+        OrderByKind::Expressions(items) => items.iter().any(|o| matches!(o.expr, Expr::Value(_))),
+        OrderByKind::All(_) => true,
+    });
+    if q.with.is_some()
+        || grouped
+        || aggregated
+        || positional
+        || sel.having.is_some()
+        || sel.distinct.is_some()
+        || sel.into.is_some()
+        || q.fetch.is_some()
+        || !q.locks.is_empty()
+    {
+        return Err(refused);
+    }
+    // The statement's tables, by the names it knows them by.
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for twj in &sel.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            match f {
+                TableFactor::Table { name, alias, .. } => names.push((
+                    match alias {
+                        Some(a) => a.name.value.clone(),
+                        None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
+                    },
+                    false,
+                )),
+                TableFactor::Derived { alias: Some(a), .. } => {
+                    names.push((a.name.value.clone(), false))
+                }
+                _ => return Err(refused),
+            }
+        }
+    }
+    // The one correlated [NOT] EXISTS; the rest stays with the statement.
+    let conds: Vec<Expr> = sel
+        .selection
+        .as_ref()
+        .map(|s| conjuncts(s).into_iter().cloned().collect())
+        .unwrap_or_default();
+    let mut exists: Option<(ast::Query, bool)> = None;
+    let mut rest: Vec<String> = Vec::new();
+    for c in conds {
+        match c {
+            Expr::Exists { subquery, negated }
+                if exists.is_none() && reads_outer(&subquery, &names)? =>
+            {
+                exists = Some((*subquery, !negated));
+            }
+            other => rest.push(other.to_string()),
+        }
+    }
+    let Some((mut sub, keep_matched)) = exists else {
+        return Err(refused);
+    };
+    let first_var = bind_count(template);
+    let mut vars = Vars {
+        names: &names,
+        first_var,
+        columns: Vec::new(),
+    };
+    // The subquery reads the statement's columns as join variables.
+    let _ = ast::visit_expressions_mut(&mut sub, |x| {
+        if let Expr::CompoundIdentifier(parts) = x {
+            let q = parts[parts.len().saturating_sub(2)].value.trim_matches('`');
+            if names.iter().any(|(n, _)| n == q) {
+                *x = vars.var(x.to_string());
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // Its own tables must not share the statement's names (which one a
+    // column names would be MariaDB's call).
+    if let SetExpr::Select(inner) = sub.body.as_ref() {
+        for twj in &inner.from {
+            for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+                let own = match f {
+                    TableFactor::Table { name, alias, .. } => match alias {
+                        Some(a) => a.name.value.clone(),
+                        None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
+                    },
+                    TableFactor::Derived { alias: Some(a), .. } => a.name.value.clone(),
+                    _ => continue,
+                };
+                if names.iter().any(|(n, _)| *n == own) {
+                    return Err(refuse(format!(
+                        "with EXISTS over a table named as the statement's ({own})"
+                    )));
+                }
+            }
+        }
+    }
+    if sub.limit_clause.is_none() {
+        let Ok(ast::Statement::Query(one)) = super::sharded::parse(&format!("{sub} LIMIT 1"))
+        else {
+            return Err(refuse("(the subquery did not parse)"));
+        };
+        sub = *one;
+    }
+    let rhs_text = sub.to_string();
+    let (rhs, rhs_sql) = match super::pullout::elsewhere(&rhs_text, ks) {
+        Some(other) => plan_elsewhere(&rhs_text, other, snap)?,
+        None => (plan_right(&rhs_text, ks, snap)?, rhs_text),
+    };
+    // The statement without the EXISTS, the variables' columns first.
+    let nvars = vars.columns.len();
+    let mut items = vars.columns.clone();
+    for p in &sel.projection {
+        match p {
+            SelectItem::Wildcard(_) => {
+                items.extend(names.iter().map(|(n, _)| format!("{}.*", quote_ident(n))))
+            }
+            other => items.push(other.to_string()),
+        }
+    }
+    let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
+    let order = q
+        .order_by
+        .as_ref()
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    let lhs_sql = format!(
+        "SELECT {} FROM {}{}{order}",
+        items.join(", "),
+        from.join(", "),
+        if rest.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", rest.join(" AND "))
+        },
+    );
+    let lhs = super::sharded::plan(&lhs_sql, ks, snap)?;
+    let (limit, offset) = limit_parts(q)?;
+    Ok(JoinPlan {
+        lhs: Box::new(lhs),
+        lhs_sql,
+        rhs: Box::new(rhs),
+        rhs_sql,
+        vars: (0..nvars).collect(),
+        first_var,
+        output: vec![JoinColumn::Rest(false, nvars)],
+        outer: false,
+        semi: Some(keep_matched),
+        right_nulls: Vec::new(),
+        limit,
+        offset,
+        gate: None,
     })
 }
 
@@ -680,23 +861,27 @@ impl Vars<'_> {
             if let Expr::CompoundIdentifier(parts) = x {
                 let q = &parts[parts.len().saturating_sub(2)].value;
                 if self.names.iter().any(|(n, right)| n == q && !right) {
-                    let col = x.to_string();
-                    let i = match self.columns.iter().position(|c| *c == col) {
-                        Some(i) => i,
-                        None => {
-                            self.columns.push(col);
-                            self.columns.len() - 1
-                        }
-                    };
-                    *x = Expr::value(ast::Value::Placeholder(format!(
-                        ":v{}",
-                        self.first_var + i + 1
-                    )));
+                    *x = self.var(x.to_string());
                 }
             }
             ControlFlow::<()>::Continue(())
         });
         Ok(e.to_string())
+    }
+
+    /// The join variable for left column `col` (as SQL), made on first use.
+    fn var(&mut self, col: String) -> Expr {
+        let i = match self.columns.iter().position(|c| *c == col) {
+            Some(i) => i,
+            None => {
+                self.columns.push(col);
+                self.columns.len() - 1
+            }
+        };
+        Expr::value(ast::Value::Placeholder(format!(
+            ":v{}",
+            self.first_var + i + 1
+        )))
     }
 }
 

@@ -181,7 +181,7 @@ fn finish(
 
 /// The keyspace other than `ks` that qualifies every table `sql` reads,
 /// if one does.
-fn elsewhere<'a>(sql: &'a str, ks: &Keyspace) -> Option<&'a str> {
+pub(super) fn elsewhere<'a>(sql: &'a str, ks: &Keyspace) -> Option<&'a str> {
     let refs = crate::sql::table_refs(sql);
     let mut tables = refs.iter().filter(|r| !r.column);
     let other = tables.next()?.qualifier.filter(|q| *q != ks.name)?;

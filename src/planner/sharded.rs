@@ -935,9 +935,14 @@ fn plan_query(
                 .contains("subqueries that do not go to one shard")
                 || e.to_string().contains("statements across keyspaces") =>
         {
-            Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
-                q, ks, snap, e,
-            )?)))
+            match super::pullout::plan(q, ks, snap, e) {
+                Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
+                // A correlated EXISTS: a semi-join.
+                Err(e @ PlanError::Unsupported(_)) => Ok(super::Plan::Join(Box::new(
+                    super::join::plan_semi(template, q, ks, snap, e)?,
+                ))),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     }
