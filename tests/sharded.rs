@@ -3427,6 +3427,9 @@ async fn global_routing(oracle: &mut Conn) {
         case("select d.id, g.label from dt d left join gx g on g.k = d.k where d.id < 30 order by d.id",
             true,
         ),
+        // A derived table grouped across shards runs first; joined with
+        // the other keyspace's table, the rest runs there.
+        case("select t.k, t.n, gx.label from (select k, count(*) as n from dt group by k order by k limit 30) t join gx on gx.k = t.k order by t.k", true),
         // The other keyspace's rows kept: it is the left side.
         case(
             "select g.label, d.id from gx g left join dt d on d.k = g.k and d.id < 40 order by g.label, d.id", true),

@@ -154,7 +154,22 @@ fn finish(
     ks: &Keyspace,
     snap: &Snapshot,
 ) -> Result<PulloutPlan, PlanError> {
-    plan_sharded(probe, ks, snap)?;
+    // What is left may read only another keyspace's tables (a derived
+    // table of this keyspace's, run first, joined with them): it runs
+    // there, the answers being the same anywhere.
+    let (keyspace, outer) = match elsewhere(&outer, ks) {
+        Some(other) => {
+            super::join::plan_elsewhere(probe, other, snap)?;
+            let stripped = crate::sql::keyspace_qualifier(&outer, |n| n == other)
+                .map(|(_, s)| s)
+                .unwrap_or_else(|| outer.clone());
+            (other.to_string(), stripped)
+        }
+        None => {
+            plan_sharded(probe, ks, snap)?;
+            (ks.name.clone(), outer)
+        }
+    };
     let subqueries = pulled
         .into_iter()
         .map(|(kind, tested, sub)| {
@@ -173,7 +188,7 @@ fn finish(
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
     Ok(PulloutPlan {
-        keyspace: ks.name.clone(),
+        keyspace,
         subqueries,
         outer,
     })

@@ -902,7 +902,8 @@ fn plan_query(
                 // Derived tables no route answers whole: first, as tables
                 // of constants, and the rest joined as usual.
                 Err(e @ PlanError::Unsupported(_))
-                    if e.to_string().contains("over derived tables") =>
+                    if e.to_string().contains("over derived tables")
+                        || e.to_string().contains("without sharded tables") =>
                 {
                     Ok(super::Plan::Pullout(Box::new(
                         super::pullout::plan_derived(q, ks, snap, e)?,
