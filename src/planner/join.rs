@@ -472,9 +472,9 @@ pub(super) fn plan(
 /// `LIMIT 1`, is the right side, run once per left row; a left row comes
 /// out when the right side answers with a row (with none, for `NOT
 /// EXISTS`). The statement's ORDER BY goes to the left side, its LIMIT
-/// applies to the rows that come out. Grouping, aggregates and DISTINCT
-/// over such a statement are refused (`refused`), as is an ORDER BY by
-/// position.
+/// applies to the rows that come out; grouping, aggregates and DISTINCT
+/// are the gate's over those rows, as over a join's. An ORDER BY by
+/// position over ungrouped rows is refused (`refused`).
 pub(super) fn plan_semi(
     template: &str,
     q: &ast::Query,
@@ -494,12 +494,12 @@ pub(super) fn plan_semi(
         OrderByKind::Expressions(items) => items.iter().any(|o| matches!(o.expr, Expr::Value(_))),
         OrderByKind::All(_) => true,
     });
+    // Grouping, aggregates and DISTINCT are the gate's, over the rows
+    // that come out.
+    let gate_needed = grouped || aggregated || sel.distinct.is_some();
     if q.with.is_some()
-        || grouped
-        || aggregated
-        || positional
-        || sel.having.is_some()
-        || sel.distinct.is_some()
+        || (positional && !gate_needed)
+        || (sel.having.is_some() && !gate_needed)
         || sel.into.is_some()
         || q.fetch.is_some()
         || !q.locks.is_empty()
@@ -508,20 +508,15 @@ pub(super) fn plan_semi(
     }
     // The statement's tables, by the names it knows them by.
     let mut names: Vec<(String, bool)> = Vec::new();
+    let mut infos: Vec<TableInfo> = Vec::new();
     for twj in &sel.from {
         for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            match f {
-                TableFactor::Table { name, alias, .. } => names.push((
-                    match alias {
-                        Some(a) => a.name.value.clone(),
-                        None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
-                    },
-                    false,
-                )),
-                TableFactor::Derived { alias: Some(a), .. } => {
-                    names.push((a.name.value.clone(), false))
-                }
-                _ => return Err(refused),
+            let mut tables = Vec::new();
+            push_table(ks, f, &mut tables)
+                .map_err(|_| refuse("with EXISTS over this FROM clause"))?;
+            for (info, _) in tables {
+                names.push((info.visible_name().to_string(), false));
+                infos.push(info);
             }
         }
     }
@@ -595,23 +590,31 @@ pub(super) fn plan_semi(
         Some(other) => plan_elsewhere(&rhs_text, other, snap)?,
         None => (plan_right(&rhs_text, ks, snap)?, rhs_text),
     };
-    // The statement without the EXISTS, the variables' columns first.
+    // The statement without the EXISTS, the variables' columns first; with
+    // a gate, the columns its work needs, per row.
     let nvars = vars.columns.len();
     let mut items = vars.columns.clone();
-    for p in &sel.projection {
-        match p {
-            SelectItem::Wildcard(_) => {
-                items.extend(names.iter().map(|(n, _)| format!("{}.*", quote_ident(n))))
+    let (gate, order, (limit, offset)) = if gate_needed {
+        let h = horizon(sel, q, &infos, true)?;
+        items.extend(h.items);
+        (h.gate, String::new(), (None, None))
+    } else {
+        for p in &sel.projection {
+            match p {
+                SelectItem::Wildcard(_) => {
+                    items.extend(names.iter().map(|(n, _)| format!("{}.*", quote_ident(n))))
+                }
+                other => items.push(other.to_string()),
             }
-            other => items.push(other.to_string()),
         }
-    }
+        let order = q
+            .order_by
+            .as_ref()
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        (None, order, limit_parts(q)?)
+    };
     let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
-    let order = q
-        .order_by
-        .as_ref()
-        .map(|o| format!(" {o}"))
-        .unwrap_or_default();
     let lhs_sql = format!(
         "SELECT {} FROM {}{}{order}",
         items.join(", "),
@@ -623,7 +626,6 @@ pub(super) fn plan_semi(
         },
     );
     let lhs = super::sharded::plan(&lhs_sql, ks, snap)?;
-    let (limit, offset) = limit_parts(q)?;
     Ok(JoinPlan {
         lhs: Box::new(lhs),
         lhs_sql,
@@ -637,7 +639,7 @@ pub(super) fn plan_semi(
         right_nulls: Vec::new(),
         limit,
         offset,
-        gate: None,
+        gate,
     })
 }
 
