@@ -116,14 +116,7 @@ pub(super) fn plan(
     if q.with.is_some() {
         return Err(refuse("with WITH"));
     }
-    let grouped = match &sel.group_by {
-        ast::GroupByExpr::Expressions(g, m) => !g.is_empty() || !m.is_empty(),
-        ast::GroupByExpr::All(_) => true,
-    };
-    let aggregated = sel.projection.iter().any(|p| match p {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
-        _ => false,
-    });
+    let (grouped, aggregated) = grouped_or_aggregated(sel);
     if sel.having.is_some() && !grouped && !aggregated {
         return Err(refuse("with HAVING without aggregates"));
     }
@@ -485,11 +478,7 @@ pub(super) fn plan_semi(
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refused);
     };
-    let grouped = !matches!(&sel.group_by, ast::GroupByExpr::Expressions(g, _) if g.is_empty());
-    let aggregated = sel.projection.iter().any(|p| match p {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
-        _ => false,
-    });
+    let (grouped, aggregated) = grouped_or_aggregated(sel);
     let positional = q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
         OrderByKind::Expressions(items) => items.iter().any(|o| matches!(o.expr, Expr::Value(_))),
         OrderByKind::All(_) => true,
@@ -560,22 +549,13 @@ pub(super) fn plan_semi(
     // Its own tables must not share the statement's names (which one a
     // column names would be MariaDB's call).
     if let SetExpr::Select(inner) = sub.body.as_ref() {
-        for twj in &inner.from {
-            for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-                let own = match f {
-                    TableFactor::Table { name, alias, .. } => match alias {
-                        Some(a) => a.name.value.clone(),
-                        None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
-                    },
-                    TableFactor::Derived { alias: Some(a), .. } => a.name.value.clone(),
-                    _ => continue,
-                };
-                if names.iter().any(|(n, _)| *n == own) {
-                    return Err(refuse(format!(
-                        "with EXISTS over a table named as the statement's ({own})"
-                    )));
-                }
-            }
+        if let Some(own) = from_names(inner)
+            .into_iter()
+            .find(|own| names.iter().any(|(n, _)| n == own))
+        {
+            return Err(refuse(format!(
+                "with EXISTS over a table named as the statement's ({own})"
+            )));
         }
     }
     if sub.limit_clause.is_none() {
@@ -759,6 +739,36 @@ pub(super) fn reads_outer(q: &ast::Query, names: &[(String, bool)]) -> Result<bo
     }
 }
 
+/// Whether a SELECT groups, and whether its select list aggregates.
+fn grouped_or_aggregated(sel: &ast::Select) -> (bool, bool) {
+    let grouped = match &sel.group_by {
+        ast::GroupByExpr::Expressions(g, m) => !g.is_empty() || !m.is_empty(),
+        ast::GroupByExpr::All(_) => true,
+    };
+    let aggregated = sel.projection.iter().any(|p| match p {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => false,
+    });
+    (grouped, aggregated)
+}
+
+/// The names a SELECT's FROM clause gives its tables (aliases, else the
+/// tables' own names) and derived tables.
+pub(super) fn from_names(s: &ast::Select) -> Vec<String> {
+    s.from
+        .iter()
+        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
+        .filter_map(|f| match f {
+            TableFactor::Table { name, alias, .. } => Some(match alias {
+                Some(a) => a.name.value.clone(),
+                None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
+            }),
+            TableFactor::Derived { alias: Some(a), .. } => Some(a.name.value.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// [`reach`]'s walk: the table names of the subqueries it is inside.
 struct Reach<'a> {
     names: &'a [(String, bool)],
@@ -771,24 +781,10 @@ impl Visitor for Reach<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-        let mut own = Vec::new();
-        if let SetExpr::Select(s) = q.body.as_ref() {
-            for twj in &s.from {
-                for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation))
-                {
-                    match f {
-                        TableFactor::Table { name, alias, .. } => own.push(match alias {
-                            Some(a) => a.name.value.clone(),
-                            None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
-                        }),
-                        TableFactor::Derived { alias: Some(a), .. } => {
-                            own.push(a.name.value.clone())
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
+        let own = match q.body.as_ref() {
+            SetExpr::Select(s) => from_names(s),
+            _ => Vec::new(),
+        };
         self.inner.push(own);
         ControlFlow::Continue(())
     }

@@ -104,18 +104,8 @@ pub fn plan(
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refused);
     };
-    let names: Vec<(String, bool)> = sel
-        .from
-        .iter()
-        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
-        .filter_map(|f| match f {
-            TableFactor::Table { name, alias, .. } => Some(match alias {
-                Some(a) => a.name.value.clone(),
-                None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
-            }),
-            TableFactor::Derived { alias: Some(a), .. } => Some(a.name.value.clone()),
-            _ => None,
-        })
+    let names: Vec<(String, bool)> = super::join::from_names(sel)
+        .into_iter()
         .map(|n| (n, false))
         .collect();
     let mut outer = q.clone();
