@@ -2159,6 +2159,15 @@ async fn semi_joins(sg: &mut Conn) {
         true,
     )
     .await;
+    // A correlated value that finds two rows is MySQL's error.
+    refused(
+        sg,
+        "select dt.id, (select jl.id from jl where jl.qty = dt.k) from dt where dt.id < 200",
+        1242,
+        &["more than 1 row"],
+        true,
+    )
+    .await;
     let plan: String = number(
         sg,
         "vexplain plan select dt.id from dt where not exists (select 1 from jl where jl.qty = dt.k)",
@@ -2189,6 +2198,9 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id from dt where not exists (select 1 from jl where jl.qty = dt.k and jl.id < 50) and dt.id < 80 order by dt.id desc limit 7", true),
         case("select * from jn where exists (select 1 from dt where dt.k = jn.id and dt.flag = 1) and jn.id < 500 order by jn.id", true),
         case("select jl.id, jl.note from jl where exists (select 1 from dt join jn on jn.id = dt.id where dt.k = jl.qty) and jl.id < 90", false),
+        // A correlated value in the select list, per row.
+        case("select dt.id, (select count(*) from jl where jl.qty = dt.k) as n from dt where dt.id < 40 order by dt.id", true),
+        case("select jn.*, (select max(dt.id) from dt where dt.k = jn.id) from jn where jn.id < 30 order by jn.id", true),
         // Grouped, aggregated or DISTINCT over a semi-join: the gate's.
         case("select count(*), sum(dt.big) from dt where exists (select 1 from jl where jl.qty = dt.k) and dt.id < 300", false),
         case("select dt.k, count(*), max(dt.id) from dt where not exists (select 1 from jl where jl.qty = dt.k and jl.id < 400) and dt.id < 600 group by dt.k order by dt.k", true),

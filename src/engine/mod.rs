@@ -657,6 +657,9 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             }
             header = Some(cols);
         }
+        if p.single && rhs.rows.len() > 1 {
+            return Err(Error::SubqueryRows);
+        }
         let lone = [vec![Value::NULL; rhs.columns.len()]];
         let matches: &[Vec<Value>] = match p.semi {
             // A semi-join's left row comes out alone, or not at all.

@@ -66,6 +66,9 @@ pub struct JoinPlan {
     /// row comes out once, alone, when the right side has rows (`true`)
     /// or has none (`false`, `NOT EXISTS`).
     pub semi: Option<bool>,
+    /// The right side is a scalar subquery's value: more than one row is
+    /// an error (MySQL's 1242), none a NULL.
+    pub single: bool,
     /// Right columns that must be NULL in an output row (a LEFT JOIN's
     /// `WHERE right.col IS NULL`, which keeps the left rows without a
     /// match), checked after the join.
@@ -451,6 +454,7 @@ pub(super) fn plan(
         output,
         outer: left.is_some() && !inner_after,
         semi: None,
+        single: false,
         right_nulls,
         limit,
         offset,
@@ -527,8 +531,28 @@ pub(super) fn plan_semi(
             other => rest.push(other.to_string()),
         }
     }
-    let Some((mut sub, keep_matched)) = exists else {
-        return Err(refused);
+    // Else one correlated scalar subquery in the select list (with no
+    // gate over it): its value per left row, NULL when it finds none.
+    let value = match exists {
+        Some(_) => None,
+        None if gate_needed => None,
+        None => sel
+            .projection
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| match p {
+                SelectItem::UnnamedExpr(Expr::Subquery(sub))
+                | SelectItem::ExprWithAlias {
+                    expr: Expr::Subquery(sub),
+                    ..
+                } if reads_outer(sub, &names).unwrap_or(false) => Some((i, (**sub).clone())),
+                _ => None,
+            }),
+    };
+    let (mut sub, keep_matched) = match (exists, &value) {
+        (Some(e), _) => e,
+        (None, Some((_, sub))) => (sub.clone(), true),
+        (None, None) => return Err(refused),
     };
     let first_var = bind_count(template);
     let mut vars = Vars {
@@ -558,12 +582,39 @@ pub(super) fn plan_semi(
             )));
         }
     }
+    // EXISTS needs one row; a value, to know there is no second.
     if sub.limit_clause.is_none() {
-        let Ok(ast::Statement::Query(one)) = super::sharded::parse(&format!("{sub} LIMIT 1"))
+        let limit = if value.is_some() { 2 } else { 1 };
+        let Ok(ast::Statement::Query(one)) = super::sharded::parse(&format!("{sub} LIMIT {limit}"))
         else {
             return Err(refuse("(the subquery did not parse)"));
         };
         sub = *one;
+    }
+    // A value's column is named as the statement names it.
+    if let Some((i, _)) = &value {
+        let name = match &sel.projection[*i] {
+            SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+            other => other.to_string(),
+        };
+        let SetExpr::Select(inner) = sub.body.as_mut() else {
+            return Err(refuse(
+                "with a subquery in the select list that is no SELECT",
+            ));
+        };
+        match inner.projection.as_mut_slice() {
+            [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => {
+                inner.projection = vec![SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: ast::Ident::with_quote('`', name),
+                }];
+            }
+            _ => {
+                return Err(PlanError::Syntax(
+                    "Operand should contain 1 column(s)".into(),
+                ))
+            }
+        }
     }
     let rhs_text = sub.to_string();
     let (rhs, rhs_sql) = match super::pullout::elsewhere(&rhs_text, ks) {
@@ -574,19 +625,45 @@ pub(super) fn plan_semi(
     // a gate, the columns its work needs, per row.
     let nvars = vars.columns.len();
     let mut items = vars.columns.clone();
+    let mut output = Vec::new();
     let (gate, order, (limit, offset)) = if gate_needed {
         let h = horizon(sel, q, &infos, true)?;
         items.extend(h.items);
+        output.push(JoinColumn::Rest(false, nvars));
         (h.gate, String::new(), (None, None))
     } else {
-        for p in &sel.projection {
-            match p {
-                SelectItem::Wildcard(_) => {
-                    items.extend(names.iter().map(|(n, _)| format!("{}.*", quote_ident(n))))
+        // Named columns first, then a `*` (its columns run to the end).
+        let mut star: Option<String> = None;
+        for (i, p) in sel.projection.iter().enumerate() {
+            if value.as_ref().is_some_and(|(v, _)| *v == i) {
+                output.push(JoinColumn::One(true, 0));
+                continue;
+            }
+            let all = match p {
+                SelectItem::Wildcard(_) => names
+                    .iter()
+                    .map(|(n, _)| format!("{}.*", quote_ident(n)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                SelectItem::QualifiedWildcard(..) => p.to_string(),
+                other => {
+                    output.push(JoinColumn::One(false, items.len()));
+                    items.push(other.to_string());
+                    continue;
                 }
-                other => items.push(other.to_string()),
+            };
+            if star.replace(all).is_some() {
+                return Err(refuse("with more than one '*'"));
+            }
+            output.push(JoinColumn::Rest(false, usize::MAX));
+        }
+        let start = items.len();
+        for o in &mut output {
+            if let JoinColumn::Rest(_, from) = o {
+                *from = start;
             }
         }
+        items.extend(star);
         let order = q
             .order_by
             .as_ref()
@@ -613,9 +690,10 @@ pub(super) fn plan_semi(
         rhs_sql,
         vars: (0..nvars).collect(),
         first_var,
-        output: vec![JoinColumn::Rest(false, nvars)],
-        outer: false,
-        semi: Some(keep_matched),
+        output,
+        outer: value.is_some(),
+        semi: value.is_none().then_some(keep_matched),
+        single: value.is_some(),
         right_nulls: Vec::new(),
         limit,
         offset,
