@@ -12,10 +12,13 @@
 //! - [`sql`]: a small MySQL lexer: splitting multi-statements, classifying
 //!   statements, placeholders and the few rewrites a proxy must do.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`];
-//!   which tables, subqueries, derived tables and UNION parts share one
-//!   route (colocation; a WITH is inlined first), [`planner::join`]'s
-//!   nested loop for tables that do not, and [`planner::pullout`]'s
-//!   subqueries that run first.
+//!   [`planner::place`] first decides which keyspace plans a statement
+//!   (qualifiers, global routing, routing rules, reference sources);
+//!   then which tables, subqueries, derived tables and UNION parts share
+//!   one route (colocation; a WITH is inlined first), [`planner::join`]'s
+//!   nested loop for tables that do not (and semi-joins for a correlated
+//!   EXISTS or value), and [`planner::pullout`]'s subqueries, derived
+//!   tables and UNION parts that run first.
 //! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
 //!   merges several shards' row streams as they arrive, reading each row
 //!   where its packet lies ([`engine::row`]: text rows, or the binary rows
