@@ -1797,6 +1797,48 @@ mod tests {
     }
 
     #[test]
+    fn table_refs_find_where_tables_are_named() {
+        let sql = "select c.x, customer.corder.id from `customer`.corder c, t2 join t3 as z on z.a = c.a where c.b in (select b from t4) on duplicate key update t5 = 1";
+        let refs = table_refs(sql);
+        let names: Vec<(Option<&str>, &str, bool, bool)> = refs
+            .iter()
+            .map(|r| (r.qualifier, r.name, r.aliased, r.column))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (Some("customer"), "corder", false, true),
+                (Some("customer"), "corder", true, false),
+                (None, "t2", false, false),
+                (None, "t3", true, false),
+                (None, "t4", false, false),
+            ]
+        );
+        let r = &refs[1];
+        assert_eq!(&sql[r.at..r.name_at], "`customer`.");
+        assert_eq!(&sql[r.name_at..r.end], "corder");
+        // Keywords in a table's place name no table.
+        assert!(table_refs("select 1 from dual").is_empty());
+        assert!(table_refs("select a from t for update nowait")
+            .iter()
+            .all(|r| r.name == "t"));
+        assert_eq!(table_refs("truncate table t")[0].name, "t");
+    }
+
+    #[test]
+    fn with_clauses_name_their_queries() {
+        assert_eq!(
+            cte_names("with a as (select 1), `b` (x, y) as (select 2, 3) select * from a, b"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            cte_names("select * from (with recursive r as (select 1) select * from r) t"),
+            ["r"]
+        );
+        assert!(cte_names("select 'with x as (' from t").is_empty());
+    }
+
+    #[test]
     fn keyspace_qualified_tables() {
         let ks = |n: &str| n == "customer" || n == "commerce";
         assert_eq!(
