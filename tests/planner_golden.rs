@@ -357,7 +357,7 @@ fn keyspace_agreement_with_vitess() {
         };
         let query = v["query"].as_str().unwrap();
         total += 1;
-        let placed = planner::place::place(query, None, sql::TabletType::Primary, &snap);
+        let placed = planner::place::place(query, &Target::default(), &snap);
         // Naming no keyspace's table, it goes where statements without
         // tables go: the first unsharded keyspace.
         let got = match &placed {

@@ -3495,6 +3495,68 @@ async fn global_routing(oracle: &mut Conn) {
         plan.contains("\"commerce\"") && plan.contains("\"customer\""),
         "{plan}"
     );
+    reference_sources(oracle).await;
+}
+
+/// A reference table naming its source in another keyspace (as vtgate's
+/// `source`): a join with the source from the sharded keyspace reads the
+/// local copy (one route), and a write to the copy goes to the source.
+async fn reference_sources(oracle: &mut Conn) {
+    let mut vschema: serde_json::Value = serde_json::from_str(VSCHEMA).unwrap();
+    vschema["tables"]["gxr"] = serde_json::json!({"type": "reference", "source": "commerce.gx"});
+    shardgate::admin::apply_vschema(&store().await, "customer", vschema.to_string().as_bytes())
+        .await
+        .unwrap();
+    let port = cluster().port;
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(port, Some("customer")).await;
+        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        t.contains(&"gxr".to_string()).then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "customer's VSchema lists gxr");
+    // The copy on each shard, as Materialize would keep it.
+    for shard in ["customer:-80", "customer:80-"] {
+        let mut on_shard = connect(Some(shard)).await;
+        for sql in [
+            "drop table if exists gxr",
+            "create table gxr (k int primary key, label varchar(16))",
+            "insert into gxr select * from (select -4 k, 'minus four' label union all select 0, 'zero' union all select 3, 'three' union all select 6, 'six' union all select 9, 'nine') t",
+        ] {
+            on_shard.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    let mut anon = connect(None).await;
+    let join =
+        "select dt.id, gx.label from dt join gx on gx.k = dt.k where dt.id < 80 order by dt.id";
+    compare_by(&mut anon, oracle, &case(join, true), false).await;
+    let plan: String = number(&mut anon, &format!("vexplain plan {join}")).await;
+    assert!(
+        !plan.contains("\"Join\"") && !plan.contains("commerce") && plan.contains("gxr"),
+        "{plan}"
+    );
+    // A write to the copy goes to the source.
+    let mut on_customer = connect(Some("customer")).await;
+    on_customer
+        .query_drop("insert into gxr (k, label) values (12, 'twelve')")
+        .await
+        .unwrap();
+    let n: u64 = number(&mut anon, "select count(*) from commerce.gx where k = 12").await;
+    assert_eq!(n, 1, "the source has the row");
+    let mut on_shard = connect(Some("customer:80-")).await;
+    let n: u64 = number(&mut on_shard, "select count(*) from gxr where k = 12").await;
+    assert_eq!(n, 0, "the copy does not");
+    anon.query_drop("delete from commerce.gx where k = 12")
+        .await
+        .unwrap();
+    apply_test_vschema().await;
+    let gone = eventually(10, || async move {
+        let mut conn = connect_port(port, Some("customer")).await;
+        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        (!t.contains(&"gxr".to_string())).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "customer's VSchema is the test's again");
 }
 
 /// Routing rules (as MoveTables leaves them): a table name sent to

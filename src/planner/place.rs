@@ -8,7 +8,8 @@
 //! planner gives each of those a route of its own (a nested loop).
 
 use super::PlanError;
-use crate::sql::{quote_ident, splice, table_refs, TabletType};
+use crate::sql::{quote_ident, splice, table_refs, TabletType, Target};
+use crate::topo::RoutingRule;
 use crate::topo::Snapshot;
 
 /// Where a statement is planned, when not as written under the session's
@@ -36,21 +37,29 @@ impl Placement {
 /// Decides where `sql` is planned for a session on keyspace `session`
 /// (`None`: no keyspace selected). `Ok(None)`: it names no keyspace's
 /// table.
-pub fn place(
-    sql: &str,
-    session: Option<&str>,
-    tablet_type: TabletType,
-    snap: &Snapshot,
-) -> Result<Option<Placement>, PlanError> {
-    // Under a keyspace only a qualifier, or a routing rule, can point
-    // elsewhere.
-    if session.is_some() && !sql.contains('.') && snap.routing_rules.is_empty() {
+pub fn place(sql: &str, target: &Target, snap: &Snapshot) -> Result<Option<Placement>, PlanError> {
+    let session = target.keyspace.as_deref();
+    // A shard target bypasses the planner: only a qualifier moves its
+    // statement.
+    let planned = target.shard.is_none();
+    let verb = first_word(sql);
+    let writes = planned
+        && ["insert", "replace", "update", "delete"]
+            .iter()
+            .any(|w| verb.eq_ignore_ascii_case(w));
+    let rules = if planned {
+        &snap.routing_rules[..]
+    } else {
+        &[]
+    };
+    // Under a keyspace only a qualifier, a routing rule, or a write to a
+    // reference table's copy can point elsewhere.
+    if session.is_some() && !sql.contains('.') && rules.is_empty() && !writes {
         return Ok(None);
     }
     let refs = table_refs(sql);
     let ctes = cte_names(sql);
-    let verb = first_word(sql).to_ascii_lowercase();
-    let writes = ["insert", "replace", "update", "delete"].contains(&verb.as_str());
+    let verb = verb.to_ascii_lowercase();
     // With no keyspace selected, unqualified names are looked up in the
     // VSchemas, except a table being created (in none yet) and SHOW's,
     // whose FROM may name a database.
@@ -62,7 +71,15 @@ pub fn place(
         let mut owner = if r.column || (r.qualifier.is_none() && ctes.contains(&r.name)) {
             (None, None)
         } else {
-            owner_of(r.qualifier, r.name, session, tablet_type, global, snap)?
+            owner_of(
+                r.qualifier,
+                r.name,
+                session,
+                target.tablet_type,
+                rules,
+                global,
+                snap,
+            )?
         };
         // A write to a reference table goes to its source, as vtgate's.
         if writes && i == 0 {
@@ -81,7 +98,10 @@ pub fn place(
     // Another keyspace's table the home keyspace keeps a reference copy
     // of is read there.
     for (r, owner) in refs.iter().zip(owners.iter_mut()) {
-        let Some(k) = owner.0.filter(|k| *k != home && !r.column && !writes) else {
+        let Some(k) = owner
+            .0
+            .filter(|k| *k != home && !r.column && !writes && planned)
+        else {
             continue;
         };
         if let Some(copy) = copy_of(home, k, owner.1.unwrap_or(r.name), snap) {
@@ -175,10 +195,11 @@ fn owner_of<'a>(
     name: &'a str,
     session: Option<&'a str>,
     tablet_type: TabletType,
+    rules: &'a [RoutingRule],
     global: bool,
     snap: &'a Snapshot,
 ) -> Result<(Option<&'a str>, Option<&'a str>), PlanError> {
-    if let Some((k, t)) = routed(qualifier.or(session), name, tablet_type, snap)? {
+    if let Some((k, t)) = routed(qualifier.or(session), name, tablet_type, rules, snap)? {
         return Ok((Some(k), (t != name).then_some(t)));
     }
     Ok(match (qualifier, session) {
@@ -278,9 +299,10 @@ fn routed<'s>(
     keyspace: Option<&str>,
     name: &str,
     tablet_type: TabletType,
+    rules: &'s [RoutingRule],
     snap: &'s Snapshot,
 ) -> Result<Option<(&'s str, &'s str)>, PlanError> {
-    if snap.routing_rules.is_empty() {
+    if rules.is_empty() {
         return Ok(None);
     }
     let qualified = match keyspace {
@@ -290,7 +312,7 @@ fn routed<'s>(
     let typed = format!("{qualified}@{}", tablet_type.as_str());
     let Some(rule) = [typed, qualified]
         .iter()
-        .find_map(|from| snap.routing_rules.iter().find(|r| &r.from_table == from))
+        .find_map(|from| rules.iter().find(|r| &r.from_table == from))
     else {
         return Ok(None);
     };
@@ -425,8 +447,16 @@ mod tests {
     }
 
     /// Where `sql` moves to: keyspace, text, across keyspaces.
+    fn target(session: Option<&str>, tablet_type: TabletType) -> Target {
+        Target {
+            keyspace: session.map(str::to_string),
+            shard: None,
+            tablet_type,
+        }
+    }
+
     fn placed(sql: &str, session: Option<&str>) -> Option<(String, String, bool)> {
-        place(sql, session, TabletType::Primary, &snap())
+        place(sql, &target(session, TabletType::Primary), &snap())
             .unwrap()
             .filter(|p| p.moves(session))
             .map(|p| {
@@ -502,12 +532,12 @@ mod tests {
         let sql = "select * from corder join commerce.product p";
         assert_eq!(placed(sql, Some("customer")), None);
         assert!(
-            place(sql, Some("customer"), TabletType::Primary, &snap())
+            place(sql, &target(Some("customer"), TabletType::Primary), &snap())
                 .unwrap()
                 .unwrap()
                 .across
         );
-        let err = place(
+        let err = place_as(
             "select * from product, lk",
             None,
             TabletType::Primary,
@@ -523,7 +553,7 @@ mod tests {
         tt: TabletType,
         s: &Snapshot,
     ) -> Result<Option<Placement>, PlanError> {
-        place(sql, session, tt, s)
+        place(sql, &target(session, tt), s)
     }
 
     #[test]
@@ -573,6 +603,12 @@ mod tests {
         assert_eq!(
             placed("update ref set x = 1", Some("customer")),
             Some(("commerce".into(), "update ref set x = 1".into(), false))
+        );
+        // A shard target bypasses it.
+        let shard = Target::parse("customer:-80").unwrap();
+        assert_eq!(
+            place("update ref set x = 1", &shard, &snap()).unwrap(),
+            None
         );
     }
 

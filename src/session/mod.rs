@@ -783,9 +783,8 @@ impl Session {
         sql: &str,
     ) -> Result<Option<planner::place::Placement>, Error> {
         let snap = ctx.snapshot.load();
-        let session = self.target.keyspace.as_deref();
-        let placed = planner::place::place(sql, session, self.target.tablet_type, &snap)?;
-        Ok(placed.filter(|p| p.moves(session) || p.across))
+        let placed = planner::place::place(sql, &self.target, &snap)?;
+        Ok(placed.filter(|p| p.moves(self.target.keyspace.as_deref()) || p.across))
     }
 
     /// The target a `ks.table` statement runs under: keyspace `ks`, keeping
