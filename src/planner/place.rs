@@ -54,8 +54,15 @@ pub fn place(sql: &str, target: &Target, snap: &Snapshot) -> Result<Option<Place
     };
     // Under a keyspace only a qualifier, a routing rule, or a write to a
     // reference table's copy can point elsewhere.
-    if session.is_some() && !sql.contains('.') && rules.is_empty() && !writes {
-        return Ok(None);
+    let copies = |ks: &str| {
+        snap.keyspaces
+            .get(ks)
+            .is_some_and(|k| k.vschema.tables.values().any(|t| t.source.is_some()))
+    };
+    if let Some(s) = session {
+        if !sql.contains('.') && rules.is_empty() && !(writes && copies(s)) {
+            return Ok(None);
+        }
     }
     let refs = table_refs(sql);
     let ctes = cte_names(sql);
