@@ -2151,6 +2151,12 @@ async fn semi_joins(sg: &mut Conn) {
     let unmatched = rows(sg, &with("not")).await.len();
     assert!(matched > 0 && unmatched > 0, "{matched} and {unmatched}");
     assert_eq!(matched + unmatched, all);
+    let correlated_in = "select dt.id from dt where dt.k in (select jl.qty from jl where jl.id < dt.id) and dt.id < 120";
+    let n = rows(sg, correlated_in).await.len();
+    assert!(
+        n > 0 && n < rows(sg, "select id from dt where id < 120").await.len(),
+        "{n}"
+    );
     refused(
         sg,
         "select dt.id from dt where exists (select 1 from jl where jl.qty = dt.k) order by 1",
@@ -2198,6 +2204,9 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id from dt where not exists (select 1 from jl where jl.qty = dt.k and jl.id < 50) and dt.id < 80 order by dt.id desc limit 7", true),
         case("select * from jn where exists (select 1 from dt where dt.k = jn.id and dt.flag = 1) and jn.id < 500 order by jn.id", true),
         case("select jl.id, jl.note from jl where exists (select 1 from dt join jn on jn.id = dt.id where dt.k = jl.qty) and jl.id < 90", false),
+        // A correlated IN: the semi-join of its EXISTS.
+        case("select jn.id from jn where jn.id in (select dt.k + 100 from dt where dt.flag = jn.id % 2) order by jn.id", true),
+        case("select dt.id, dt.k from dt where dt.k in (select jl.qty from jl where jl.id < dt.id) and dt.id < 120 order by dt.id", true),
         // A correlated value in the select list, per row.
         case("select dt.id, (select count(*) from jl where jl.qty = dt.k) as n from dt where dt.id < 40 order by dt.id", true),
         case("select jn.*, (select max(dt.id) from dt where dt.k = jn.id) from jn where jn.id < 30 order by jn.id", true),

@@ -528,6 +528,18 @@ pub(super) fn plan_semi(
             {
                 exists = Some((*subquery, !negated));
             }
+            // `a IN (SELECT b ... WHERE c)` keeps the rows of
+            // `EXISTS (SELECT b ... WHERE c AND b = a)` (NOT IN differs
+            // where NULLs are).
+            Expr::In {
+                ref expr,
+                target: ast::InTarget::Subquery(ref q),
+                negated: false,
+                ..
+            } if exists.is_none() && reads_outer(q, &names)? => match in_as_exists(expr, q) {
+                Some(sub) => exists = Some((sub, true)),
+                None => rest.push(c.to_string()),
+            },
             other => rest.push(other.to_string()),
         }
     }
@@ -815,6 +827,48 @@ pub(super) fn reads_outer(q: &ast::Query, names: &[(String, bool)]) -> Result<bo
         Some(e) => Err(e),
         None => Ok(r.sides.0 || r.sides.1),
     }
+}
+
+/// `tested IN (q)` as the subquery of an EXISTS: `q` with `AND item =
+/// tested` in its WHERE. None when `q` is no plain SELECT of one item
+/// (grouped, aggregated, DISTINCT, limited, a set operation).
+fn in_as_exists(tested: &Expr, q: &ast::Query) -> Option<ast::Query> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let (grouped, aggregated) = grouped_or_aggregated(s);
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        s.projection.as_slice()
+    else {
+        return None;
+    };
+    if grouped
+        || aggregated
+        || s.having.is_some()
+        || s.distinct.is_some()
+        || q.limit_clause.is_some()
+        || q.with.is_some()
+    {
+        return None;
+    }
+    let mut out = q.clone();
+    let SetExpr::Select(o) = out.body.as_mut() else {
+        return None;
+    };
+    let matched = Expr::BinaryOp {
+        left: Box::new(Expr::Nested(Box::new(item.clone()))),
+        op: ast::BinaryOperator::Eq,
+        right: Box::new(Expr::Nested(Box::new(tested.clone()))),
+    };
+    o.selection = Some(match o.selection.take() {
+        Some(w) => Expr::BinaryOp {
+            left: Box::new(Expr::Nested(Box::new(w))),
+            op: ast::BinaryOperator::And,
+            right: Box::new(matched),
+        },
+        None => matched,
+    });
+    Some(out)
 }
 
 /// Whether a SELECT groups, and whether its select list aggregates.
