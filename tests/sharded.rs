@@ -3479,6 +3479,34 @@ async fn global_routing(oracle: &mut Conn) {
             assert_eq!(a, b, "{qualified}");
         }
     }
+    // INSERT ... SELECT from the sharded keyspace into the unsharded one:
+    // the SELECT first, its rows the INSERT's values there.
+    let mut on_customer = connect(Some("customer")).await;
+    on_customer
+        .query_drop(
+            "insert into commerce.gx (k, label) select id + 1000, name from dt where id < 6",
+        )
+        .await
+        .unwrap();
+    let inserted = on_customer.affected_rows();
+    oracle
+        .query_drop("insert into gx (k, label) select id + 1000, name from dt where id < 6")
+        .await
+        .unwrap();
+    assert_eq!(inserted, oracle.affected_rows());
+    assert!(inserted > 0);
+    compare_by(
+        &mut anon,
+        oracle,
+        &case("select k, label from gx order by k", true),
+        false,
+    )
+    .await;
+    for conn in [&mut anon, &mut *oracle] {
+        conn.query_drop("delete from gx where k >= 1000")
+            .await
+            .unwrap();
+    }
     // Writes too: the sharded table's keyspace, found by its name.
     same_writes(
         &mut anon,
