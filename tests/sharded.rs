@@ -3423,17 +3423,7 @@ async fn global_routing(oracle: &mut Conn) {
     let mut vschema: serde_json::Value =
         serde_json::from_str(shardgate::local::COMMERCE_VSCHEMA).unwrap();
     vschema["tables"]["gx"] = serde_json::json!({});
-    shardgate::admin::apply_vschema(&store().await, "commerce", vschema.to_string().as_bytes())
-        .await
-        .unwrap();
-    let port = cluster().port;
-    let seen = eventually(10, || async move {
-        let mut conn = connect_port(port, Some("commerce")).await;
-        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
-        t.contains(&"gx".to_string()).then_some(())
-    })
-    .await;
-    assert!(seen.is_some(), "commerce's VSchema lists gx");
+    apply_listing("commerce", &vschema, "gx", true).await;
     let mut anon = connect(None).await;
     for (conn, table) in [(&mut anon, "commerce.gx"), (&mut *oracle, "gx")] {
         for sql in [
@@ -3541,17 +3531,7 @@ async fn global_routing(oracle: &mut Conn) {
 async fn reference_sources(oracle: &mut Conn) {
     let mut vschema: serde_json::Value = serde_json::from_str(VSCHEMA).unwrap();
     vschema["tables"]["gxr"] = serde_json::json!({"type": "reference", "source": "commerce.gx"});
-    shardgate::admin::apply_vschema(&store().await, "customer", vschema.to_string().as_bytes())
-        .await
-        .unwrap();
-    let port = cluster().port;
-    let seen = eventually(10, || async move {
-        let mut conn = connect_port(port, Some("customer")).await;
-        let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
-        t.contains(&"gxr".to_string()).then_some(())
-    })
-    .await;
-    assert!(seen.is_some(), "customer's VSchema lists gxr");
+    apply_listing("customer", &vschema, "gxr", true).await;
     // The copy on each shard, as Materialize would keep it.
     for shard in ["customer:-80", "customer:80-"] {
         let mut on_shard = connect(Some(shard)).await;
@@ -3586,14 +3566,24 @@ async fn reference_sources(oracle: &mut Conn) {
     anon.query_drop("delete from commerce.gx where k = 12")
         .await
         .unwrap();
-    apply_test_vschema().await;
-    let gone = eventually(10, || async move {
-        let mut conn = connect_port(port, Some("customer")).await;
+    let test_vschema: serde_json::Value = serde_json::from_str(VSCHEMA).unwrap();
+    apply_listing("customer", &test_vschema, "gxr", false).await;
+}
+
+/// Applies `vschema` to keyspace `ks` and waits until shardgate lists
+/// `table` in it (or, with `listed` false, no longer does).
+async fn apply_listing(ks: &str, vschema: &serde_json::Value, table: &str, listed: bool) {
+    shardgate::admin::apply_vschema(&store().await, ks, vschema.to_string().as_bytes())
+        .await
+        .unwrap();
+    let port = cluster().port;
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(port, Some(ks)).await;
         let t: Vec<String> = conn.query("show vschema tables").await.ok()?;
-        (!t.contains(&"gxr".to_string())).then_some(())
+        (t.iter().any(|t| t == table) == listed).then_some(())
     })
     .await;
-    assert!(gone.is_some(), "customer's VSchema is the test's again");
+    assert!(seen.is_some(), "{ks}'s VSchema lists {table}: {listed}");
 }
 
 /// Routing rules (as MoveTables leaves them): a table name sent to
