@@ -2207,6 +2207,13 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         // A correlated IN: the semi-join of its EXISTS.
         case("select jn.id from jn where jn.id in (select dt.k + 100 from dt where dt.flag = jn.id % 2) order by jn.id", true),
         case("select dt.id, dt.k from dt where dt.k in (select jl.qty from jl where jl.id < dt.id) and dt.id < 120 order by dt.id", true),
+        // NOT IN, NULLs as MariaDB reads them: a NULL in the subquery's
+        // answer keeps no row.
+        case("select dt.id from dt where dt.k not in (select jl.qty from jl where jl.id < dt.id) and dt.id < 120 order by dt.id", true),
+        case("select jn.id, jn.memo from jn where jn.memo not in (select dt.name from dt where dt.k = jn.id) and jn.id < 60 order by jn.id", true),
+        case("select dt.id from dt where dt.k not in (select case when jl.id % 5 = 0 then null else jl.qty end from jl where jl.qty in (dt.k, dt.k + 1)) and dt.id < 150 order by dt.id", true),
+        // Two correlated conditions: semi-joins in a chain.
+        case("select dt.id from dt where exists (select 1 from jl where jl.qty = dt.k) and not exists (select 1 from jn where jn.id = dt.k + 100) and dt.id < 200 order by dt.id", true),
         // A correlated value in the select list, per row.
         case("select dt.id, (select count(*) from jl where jl.qty = dt.k) as n from dt where dt.id < 40 order by dt.id", true),
         case("select jn.*, (select max(dt.id) from dt where dt.k = jn.id) from jn where jn.id < 30 order by jn.id", true),

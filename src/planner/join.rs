@@ -529,17 +529,20 @@ pub(super) fn plan_semi(
                 exists = Some((*subquery, !negated));
             }
             // `a IN (SELECT b ... WHERE c)` keeps the rows of
-            // `EXISTS (SELECT b ... WHERE c AND b = a)` (NOT IN differs
-            // where NULLs are).
+            // `EXISTS (SELECT b ... WHERE c AND b = a)`; `a NOT IN (...)`
+            // those of `NOT EXISTS (... WHERE c AND (b = a OR b IS NULL OR
+            // a IS NULL))`, which is what NOT IN says where NULLs are.
             Expr::In {
                 ref expr,
                 target: ast::InTarget::Subquery(ref q),
-                negated: false,
+                negated,
                 ..
-            } if exists.is_none() && reads_outer(q, &names)? => match in_as_exists(expr, q) {
-                Some(sub) => exists = Some((sub, true)),
-                None => rest.push(c.to_string()),
-            },
+            } if exists.is_none() && reads_outer(q, &names)? => {
+                match in_as_exists(expr, q, negated) {
+                    Some(sub) => exists = Some((sub, !negated)),
+                    None => rest.push(c.to_string()),
+                }
+            }
             other => rest.push(other.to_string()),
         }
     }
@@ -830,9 +833,11 @@ pub(super) fn reads_outer(q: &ast::Query, names: &[(String, bool)]) -> Result<bo
 }
 
 /// `tested IN (q)` as the subquery of an EXISTS: `q` with `AND item =
-/// tested` in its WHERE. None when `q` is no plain SELECT of one item
-/// (grouped, aggregated, DISTINCT, limited, a set operation).
-fn in_as_exists(tested: &Expr, q: &ast::Query) -> Option<ast::Query> {
+/// tested` in its WHERE (for NOT IN, `AND (item = tested OR item IS NULL
+/// OR tested IS NULL)`, for a NOT EXISTS). None when `q` is no plain
+/// SELECT of one item (grouped, aggregated, DISTINCT, limited, a set
+/// operation).
+fn in_as_exists(tested: &Expr, q: &ast::Query, negated: bool) -> Option<ast::Query> {
     let SetExpr::Select(s) = q.body.as_ref() else {
         return None;
     };
@@ -855,11 +860,24 @@ fn in_as_exists(tested: &Expr, q: &ast::Query) -> Option<ast::Query> {
     let SetExpr::Select(o) = out.body.as_mut() else {
         return None;
     };
-    let matched = Expr::BinaryOp {
-        left: Box::new(Expr::Nested(Box::new(item.clone()))),
+    let item = Expr::Nested(Box::new(item.clone()));
+    let tested = Expr::Nested(Box::new(tested.clone()));
+    let mut matched = Expr::BinaryOp {
+        left: Box::new(item.clone()),
         op: ast::BinaryOperator::Eq,
-        right: Box::new(Expr::Nested(Box::new(tested.clone()))),
+        right: Box::new(tested.clone()),
     };
+    if negated {
+        let or = |a: Expr, b: Expr| Expr::BinaryOp {
+            left: Box::new(a),
+            op: ast::BinaryOperator::Or,
+            right: Box::new(b),
+        };
+        matched = Expr::Nested(Box::new(or(
+            or(matched, Expr::IsNull(Box::new(item))),
+            Expr::IsNull(Box::new(tested)),
+        )));
+    }
     o.selection = Some(match o.selection.take() {
         Some(w) => Expr::BinaryOp {
             left: Box::new(Expr::Nested(Box::new(w))),
