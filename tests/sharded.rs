@@ -3290,6 +3290,64 @@ async fn row_counts(sg: &mut Conn, oracle: &mut Conn) {
     }
 }
 
+/// vtgate's SHOW VSCHEMA VINDEXES (every keyspace's, or one table's
+/// column vindexes) and SHOW VITESS_TARGET, answered from the topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vschema_vindexes_and_the_target_are_shown() {
+    apply_test_vschema().await;
+    let mut sg = connect(Some("customer")).await;
+    let all = rows(&mut sg, "show vschema vindexes").await;
+    let lookup = [
+        "customer",
+        "lu_tag",
+        "lookup",
+        "from=tag; ignore_nulls=true; table=customer.lu_tag_idx; to=keyspace_id",
+        "lu",
+    ]
+    .map(|c| Some(c.to_string()));
+    assert!(all.contains(&lookup.to_vec()), "{all:?}");
+    let on = rows(&mut sg, "show vschema vindexes on lu").await;
+    let first: Vec<Option<String>> = ["id", "hash", "hash", "", ""]
+        .map(|c| Some(c.to_string()))
+        .to_vec();
+    assert_eq!(on.len(), 4, "{on:?}");
+    assert_eq!(on[0], first);
+    assert_eq!(
+        on[1][..3],
+        [
+            Some("name".into()),
+            Some("lu_name".into()),
+            Some("consistent_lookup_unique".into())
+        ]
+    );
+    assert_eq!(
+        rows(&mut sg, "show vschema vindexes from customer.lu").await,
+        on
+    );
+    assert!(rows(&mut sg, "show vschema vindexes on commerce.product")
+        .await
+        .is_empty());
+    let err = sg
+        .query_drop("show vschema vindexes on nosuch")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&err), Some(1146), "{err}");
+    assert_eq!(
+        rows(&mut sg, "show vitess_target").await,
+        [[Some("customer".to_string())]]
+    );
+    sg.query_drop("use `customer@replica`").await.unwrap();
+    assert_eq!(
+        rows(&mut sg, "show vitess_target").await,
+        [[Some("customer@replica".to_string())]]
+    );
+    let mut anon = connect(None).await;
+    assert_eq!(
+        rows(&mut anon, "show vitess_target").await,
+        [[Some(String::new())]]
+    );
+}
+
 /// Queries of information_schema name a keyspace by its name (as vtgate
 /// lets them, and as ORMs ask with `table_schema = database()`): that
 /// keyspace's tablet answers, under its own database name; on a sharded

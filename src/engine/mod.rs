@@ -1744,6 +1744,57 @@ fn show_rows(
                 })
                 .collect(),
         ),
+        ShowPlan::Target(t) => (vec!["Target"], vec![vec![t.clone()]]),
+        ShowPlan::VschemaVindexes(on) => {
+            // Parameters as vtgate lists them: `k=v`, sorted, `; `-joined.
+            let describe = |ks: &crate::topo::Keyspace, name: &str| {
+                ks.vschema.vindexes.get(name).map(|v| {
+                    let params: Vec<String> =
+                        v.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    (
+                        v.kind.clone(),
+                        params.join("; "),
+                        v.owner.clone().unwrap_or_default(),
+                    )
+                })
+            };
+            match on {
+                None => (
+                    vec!["Keyspace", "Name", "Type", "Params", "Owner"],
+                    snap.keyspaces
+                        .values()
+                        .flat_map(|ks| {
+                            ks.vschema.vindexes.keys().map(move |name| {
+                                let (kind, params, owner) = describe(ks, name).unwrap_or_default();
+                                vec![ks.name.clone(), name.clone(), kind, params, owner]
+                            })
+                        })
+                        .collect(),
+                ),
+                Some((ks, table)) => (
+                    vec!["Columns", "Name", "Type", "Params", "Owner"],
+                    snap.keyspaces
+                        .get(ks)
+                        .and_then(|k| k.vschema.tables.get(table).map(|t| (k, t)))
+                        .filter(|(k, _)| k.sharded)
+                        .map(|(k, t)| {
+                            t.column_vindexes
+                                .iter()
+                                .map(|cv| {
+                                    let columns = match &cv.column {
+                                        Some(c) => c.clone(),
+                                        None => cv.columns.join(", "),
+                                    };
+                                    let (kind, params, owner) =
+                                        describe(k, &cv.name).unwrap_or_default();
+                                    vec![columns, cv.name.clone(), kind, params, owner]
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+            }
+        }
         ShowPlan::VschemaTables(ks) => (
             vec!["Tables"],
             snap.keyspaces

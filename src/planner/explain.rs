@@ -192,6 +192,8 @@ impl Plan {
                     ShowPlan::Shards => "ShowShards",
                     ShowPlan::Tablets => "ShowTablets",
                     ShowPlan::VschemaTables(_) => "ShowVschemaTables",
+                    ShowPlan::VschemaVindexes(_) => "ShowVschemaVindexes",
+                    ShowPlan::Target(_) => "ShowVitessTarget",
                 },
             }),
             Plan::Select(p) => select(p),

@@ -101,6 +101,11 @@ pub enum ShowPlan {
     Tablets,
     /// SHOW VSCHEMA TABLES of a keyspace.
     VschemaTables(String),
+    /// SHOW VSCHEMA VINDEXES: every keyspace's, or (keyspace, table) one
+    /// table's column vindexes.
+    VschemaVindexes(Option<(String, String)>),
+    /// SHOW VITESS_TARGET: the session's target, as USE set it.
+    Target(String),
 }
 
 /// Plans one classified statement. Session statements (BEGIN, SET, USE...)
@@ -123,6 +128,31 @@ pub fn plan(
                 return Err(PlanError::UnknownKeyspace(ks));
             }
             return Ok(Plan::Show(ShowPlan::VschemaTables(ks)));
+        }
+        Statement::ShowVitessTarget => return Ok(Plan::Show(ShowPlan::Target(target.to_string()))),
+        Statement::ShowVschemaVindexes(None) => {
+            return Ok(Plan::Show(ShowPlan::VschemaVindexes(None)))
+        }
+        Statement::ShowVschemaVindexes(Some((qualifier, table))) => {
+            let ks = qualifier
+                .clone()
+                .or_else(|| target.keyspace.clone())
+                .ok_or(PlanError::NoDatabase)?;
+            let keyspace = snap
+                .keyspaces
+                .get(&ks)
+                .ok_or_else(|| PlanError::UnknownKeyspace(ks.clone()))?;
+            // An unsharded keyspace's tables have no vindexes, listed or not.
+            if keyspace.sharded && !keyspace.vschema.tables.contains_key(table) {
+                return Err(PlanError::TableNotFound {
+                    table: table.clone(),
+                    keyspace: ks,
+                });
+            }
+            return Ok(Plan::Show(ShowPlan::VschemaVindexes(Some((
+                ks,
+                table.clone(),
+            )))));
         }
         Statement::Query(kind) => *kind,
         other => {

@@ -57,6 +57,11 @@ pub enum Statement {
     ShowVitessTablets,
     /// SHOW VSCHEMA TABLES.
     ShowVschemaTables,
+    /// SHOW VSCHEMA VINDEXES [ON|FROM [ks.]table]: every keyspace's
+    /// vindexes, or one table's column vindexes (its qualifier, if any).
+    ShowVschemaVindexes(Option<(Option<String>, String)>),
+    /// SHOW VITESS_TARGET: the session's target.
+    ShowVitessTarget,
     /// VEXPLAIN [PLAN | QUERIES | ALL] statement.
     VExplain {
         /// QUERIES (run it and list shard queries) rather than PLAN.
@@ -231,6 +236,29 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
                 Statement::ShowVitessTablets
             } else if w(1, "vschema") && w(2, "tables") {
                 Statement::ShowVschemaTables
+            } else if w(1, "vschema") && w(2, "vindexes") {
+                let on = toks
+                    .get(3)
+                    .is_some_and(|t| t.is_word(sql, "on") || t.is_word(sql, "from"));
+                let name = |i: usize| {
+                    toks.get(i)
+                        .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::Ident))
+                        .map(|t| unquote(t.text(sql)).to_string())
+                };
+                let dotted = toks
+                    .get(5)
+                    .is_some_and(|d| d.kind == TokenKind::Punct(b'.'));
+                match (on, name(4), dotted.then(|| name(6)).flatten()) {
+                    (false, ..) => Statement::ShowVschemaVindexes(None),
+                    (true, Some(q), Some(t)) => Statement::ShowVschemaVindexes(Some((Some(q), t))),
+                    (true, Some(t), None) if !dotted => {
+                        Statement::ShowVschemaVindexes(Some((None, t)))
+                    }
+                    // Not a table: the tablet's parser says what is wrong.
+                    _ => Statement::Query(QueryKind::Show),
+                }
+            } else if w(1, "vitess_target") {
+                Statement::ShowVitessTarget
             } else {
                 Statement::Query(QueryKind::Show)
             }
