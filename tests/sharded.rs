@@ -3471,6 +3471,10 @@ async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
         case("select id from dt where exists (select 1 from commerce.xk where xk.k = 7) and id < 12 order by id", true),
         case("select id from dt where k not in (select k from commerce.xk where k > 0) and id < 30 order by id", true),
         case("select dt.id from dt where exists (select 1 from commerce.xk x where x.k = dt.k) and dt.id < 50 order by dt.id", true),
+        // ... and the other way: the other keyspace's rows, kept by a
+        // correlated EXISTS over this keyspace's.
+        case("select x.k, x.label from commerce.xk x where exists (select 1 from dt where dt.k = x.k and dt.id < 300) order by x.k", true),
+        case("select x.k from commerce.xk x where x.k not in (select dt.k from dt where dt.id = x.k + 1000) order by x.k", true),
     ];
     for (i, c) in cases.iter().enumerate() {
         compare_by(sg, oracle, c, i % 2 == 1).await;

@@ -697,7 +697,11 @@ pub(super) fn plan_semi(
             format!(" WHERE {}", rest.join(" AND "))
         },
     );
-    let lhs = super::sharded::plan(&lhs_sql, ks, snap)?;
+    // A statement of another keyspace's tables runs there.
+    let (lhs, lhs_sql) = match super::pullout::elsewhere(&lhs_sql, ks) {
+        Some(other) => plan_elsewhere(&lhs_sql, other, snap)?,
+        None => (super::sharded::plan(&lhs_sql, ks, snap)?, lhs_sql),
+    };
     Ok(JoinPlan {
         lhs: Box::new(lhs),
         lhs_sql,
