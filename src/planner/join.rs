@@ -632,10 +632,7 @@ pub(super) fn plan_semi(
         }
     }
     let rhs_text = sub.to_string();
-    let (rhs, rhs_sql) = match super::pullout::elsewhere(&rhs_text, ks) {
-        Some(other) => plan_elsewhere(&rhs_text, other, snap)?,
-        None => (plan_right(&rhs_text, ks, snap)?, rhs_text),
-    };
+    let (rhs, rhs_sql) = plan_there(rhs_text, ks, snap)?;
     // The statement without the EXISTS, the variables' columns first; with
     // a gate, the columns its work needs, per row.
     let nvars = vars.columns.len();
@@ -697,11 +694,7 @@ pub(super) fn plan_semi(
             format!(" WHERE {}", rest.join(" AND "))
         },
     );
-    // A statement of another keyspace's tables runs there.
-    let (lhs, lhs_sql) = match super::pullout::elsewhere(&lhs_sql, ks) {
-        Some(other) => plan_elsewhere(&lhs_sql, other, snap)?,
-        None => (super::sharded::plan(&lhs_sql, ks, snap)?, lhs_sql),
-    };
+    let (lhs, lhs_sql) = plan_there(lhs_sql, ks, snap)?;
     Ok(JoinPlan {
         lhs: Box::new(lhs),
         lhs_sql,
@@ -718,6 +711,19 @@ pub(super) fn plan_semi(
         offset,
         gate,
     })
+}
+
+/// A semi-join's side, planned where its tables are: another keyspace's
+/// (with the text it runs there), else this one's, as a whole statement.
+fn plan_there(
+    text: String,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<(super::Plan, String), PlanError> {
+    match super::pullout::elsewhere(&text, ks) {
+        Some(other) => plan_elsewhere(&text, other, snap),
+        None => Ok((super::sharded::plan(&text, ks, snap)?, text)),
+    }
 }
 
 /// The right side: one route, else (its tables on several) a nested loop.
