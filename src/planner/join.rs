@@ -470,8 +470,8 @@ pub(super) fn plan(
 /// out when the right side answers with a row (with none, for `NOT
 /// EXISTS`). The statement's ORDER BY goes to the left side, its LIMIT
 /// applies to the rows that come out; grouping, aggregates and DISTINCT
-/// are the gate's over those rows, as over a join's. An ORDER BY by
-/// position over ungrouped rows is refused (`refused`).
+/// are the gate's over those rows, as over a join's. ORDER BY ALL is
+/// refused (`refused`).
 pub(super) fn plan_semi(
     template: &str,
     q: &ast::Query,
@@ -483,15 +483,15 @@ pub(super) fn plan_semi(
         return Err(refused);
     };
     let (grouped, aggregated) = grouped_or_aggregated(sel);
-    let positional = q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
-        OrderByKind::Expressions(items) => items.iter().any(|o| matches!(o.expr, Expr::Value(_))),
-        OrderByKind::All(_) => true,
-    });
+    let order_all = q
+        .order_by
+        .as_ref()
+        .is_some_and(|ob| matches!(ob.kind, OrderByKind::All(_)));
     // Grouping, aggregates and DISTINCT are the gate's, over the rows
     // that come out.
     let gate_needed = grouped || aggregated || sel.distinct.is_some();
     if q.with.is_some()
-        || (positional && !gate_needed)
+        || order_all
         || (sel.having.is_some() && !gate_needed)
         || sel.into.is_some()
         || q.fetch.is_some()
@@ -676,11 +676,20 @@ pub(super) fn plan_semi(
             }
         }
         items.extend(star);
-        let order = q
-            .order_by
-            .as_ref()
-            .map(|o| format!(" {o}"))
-            .unwrap_or_default();
+        // The left side's columns start with the variables: its ORDER BY
+        // names what the statement's positions and aliases stand for.
+        let mut keys = Vec::new();
+        if let Some(OrderByKind::Expressions(items)) = q.order_by.as_ref().map(|o| &o.kind) {
+            for o in items {
+                let e = select_ref(&o.expr, &sel.projection, "order clause")?;
+                let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+                keys.push(format!("{e}{}", if desc { " DESC" } else { " ASC" }));
+            }
+        }
+        let order = match keys.is_empty() {
+            true => String::new(),
+            false => format!(" ORDER BY {}", keys.join(", ")),
+        };
         (None, order, limit_parts(q)?)
     };
     let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
