@@ -509,17 +509,7 @@ impl ShardConns {
         tablet: Option<(&Tablet, String)>,
         set: &str,
     ) -> Result<(), Error> {
-        for sc in &mut self.conns {
-            sc.conn.query_drop(set).await.map_err(backend(&sc.alias))?;
-        }
-        for held in &mut self.pinned_lean {
-            let label = held.handle.alias().to_string();
-            held.handle
-                .conn
-                .run(set)
-                .await
-                .map_err(|e| run_error(e, &label))?;
-        }
+        self.run_on_held(set, false).await?;
         let mut tried = None;
         // The connection the no-op check left carrying this SET serves as
         // the one it runs on; one for another SET or tablet is closed.
@@ -649,13 +639,21 @@ impl ShardConns {
     /// Runs a savepoint statement on every tablet the open transaction
     /// has reached; the first error ends it.
     pub async fn on_transaction(&mut self, sql: &str) -> Result<(), Error> {
-        for sc in self.conns.iter_mut().filter(|c| c.in_txn) {
-            sc.conn
-                .query_drop(sql)
-                .await
-                .map_err(|e| backend(&sc.alias)(e))?;
+        self.run_on_held(sql, true).await
+    }
+
+    /// Runs `sql` on every connection the session holds (with
+    /// `in_txn_only`, those its transaction has reached); the first error
+    /// ends it.
+    async fn run_on_held(&mut self, sql: &str, in_txn_only: bool) -> Result<(), Error> {
+        for sc in self.conns.iter_mut().filter(|c| c.in_txn || !in_txn_only) {
+            sc.conn.query_drop(sql).await.map_err(backend(&sc.alias))?;
         }
-        for held in self.pinned_lean.iter_mut().filter(|h| h.in_txn) {
+        for held in self
+            .pinned_lean
+            .iter_mut()
+            .filter(|h| h.in_txn || !in_txn_only)
+        {
             let label = held.handle.alias().to_string();
             held.handle
                 .conn

@@ -231,12 +231,11 @@ pub(super) fn plan(
             return Err(refuse("with ORDER BY ALL"));
         };
         for o in items {
-            let e = select_ref(&o.expr, &sel.projection, "order clause")?;
+            let (e, key) = order_key(o, &sel.projection)?;
             if reach(e, &side_names)?.1 {
                 gate_needed = true;
             }
-            let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
-            order.push(format!("{e}{}", if desc { " DESC" } else { " ASC" }));
+            order.push(key);
         }
     }
     let (mut limit, mut offset) = limit_parts(q)?;
@@ -681,9 +680,7 @@ pub(super) fn plan_semi(
         let mut keys = Vec::new();
         if let Some(OrderByKind::Expressions(items)) = q.order_by.as_ref().map(|o| &o.kind) {
             for o in items {
-                let e = select_ref(&o.expr, &sel.projection, "order clause")?;
-                let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
-                keys.push(format!("{e}{}", if desc { " DESC" } else { " ASC" }));
+                keys.push(order_key(o, &sel.projection)?.1);
             }
         }
         let order = match keys.is_empty() {
@@ -722,9 +719,10 @@ pub(super) fn plan_semi(
     })
 }
 
-/// A semi-join's side, planned where its tables are: another keyspace's
-/// (with the text it runs there), else this one's, as a whole statement.
-fn plan_there(
+/// A statement that runs on its own (a semi-join's side, a subquery run
+/// first), planned where its tables are: another keyspace's (with the
+/// text it runs there), else this one's, as a whole statement.
+pub(super) fn plan_there(
     text: String,
     ks: &Keyspace,
     snap: &Snapshot,
@@ -906,6 +904,17 @@ fn in_as_exists(tested: &Expr, q: &ast::Query, negated: bool) -> Option<ast::Que
         None => matched,
     });
     Some(out)
+}
+
+/// An ORDER BY item as a side's query orders by it: the expression a
+/// position or alias stands for, and that as SQL with its direction.
+fn order_key<'a>(
+    o: &'a ast::OrderByExpr,
+    projection: &'a [SelectItem],
+) -> Result<(&'a Expr, String), PlanError> {
+    let e = select_ref(&o.expr, projection, "order clause")?;
+    let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
+    Ok((e, format!("{e}{}", if desc { " DESC" } else { " ASC" })))
 }
 
 /// Whether a SELECT groups, and whether its select list aggregates.

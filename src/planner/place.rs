@@ -8,7 +8,7 @@
 //! planner gives each of those a route of its own (a nested loop).
 
 use super::PlanError;
-use crate::sql::{quote_ident, splice, table_refs, TabletType, Target};
+use crate::sql::{cte_names, quote_ident, splice, table_refs, TabletType, Target};
 use crate::topo::RoutingRule;
 use crate::topo::Snapshot;
 
@@ -131,54 +131,38 @@ pub fn place(sql: &str, target: &Target, snap: &Snapshot) -> Result<Option<Place
             ),
         };
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for ((r, owner), _) in refs.iter().zip(&owners).zip(0..) {
-        if let Some(k) = owner.0.filter(|k| !r.column && !seen.contains(k)) {
-            seen.push(k);
-        }
-    }
+    let across = keyspaces_named(&refs, &owners).len() > 1;
     // A renamed table keeps the name the statement knows it by as its
     // alias, where MariaDB allows one (not in INSERT, REPLACE or a
     // single-table DELETE).
     let alias_allowed = !["insert", "replace", "delete"].contains(&verb.as_str());
-    let texts: Vec<(String, String)> = refs
-        .iter()
-        .zip(&owners)
-        .map(|(r, (owner, renamed))| {
-            let qualifier = owner
-                .map(|k| format!("{}.", quote_ident(k)))
-                .unwrap_or_default();
-            let name = renamed
-                .map(|t| match alias_allowed && !r.aliased {
-                    true => format!("{} AS {}", quote_ident(t), quote_ident(r.name)),
-                    false => quote_ident(t),
-                })
-                .unwrap_or_default();
-            (qualifier, name)
-        })
-        .collect();
-    let mut edits: Vec<(usize, usize, &str)> = Vec::new();
-    for ((r, (owner, renamed)), (q, name)) in refs.iter().zip(&owners).zip(&texts) {
+    let qualified = |k: &str| format!("{}.", quote_ident(k));
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (r, (owner, renamed)) in refs.iter().zip(&owners) {
         let Some(k) = *owner else { continue };
         match r.qualifier {
             // Its own tables go down unqualified, and so do the columns of
             // a renamed table, which its alias names.
             Some(_) if k == home || (r.column && renamed.is_some()) => {
-                edits.push((r.at, r.name_at, ""))
+                edits.push((r.at, r.name_at, String::new()))
             }
             // Another keyspace's tables are qualified by it.
-            Some(written) if written != k => edits.push((r.at, r.name_at, q)),
-            None if k != home && !r.column => edits.push((r.at, r.at, q)),
+            Some(written) if written != k => edits.push((r.at, r.name_at, qualified(k))),
+            None if k != home && !r.column => edits.push((r.at, r.at, qualified(k))),
             _ => {}
         }
-        if renamed.is_some() && !r.column {
+        if let Some(t) = renamed.filter(|_| !r.column) {
+            let name = match alias_allowed && !r.aliased {
+                true => format!("{} AS {}", quote_ident(t), quote_ident(r.name)),
+                false => quote_ident(t),
+            };
             edits.push((r.name_at, r.end, name));
         }
     }
     Ok(Some(Placement {
         keyspace: home.to_string(),
         sql: (!edits.is_empty()).then(|| splice(sql, &edits)),
-        across: seen.len() > 1,
+        across,
     }))
 }
 
@@ -227,12 +211,7 @@ fn home_of<'a>(
     session: Option<&'a str>,
     snap: &Snapshot,
 ) -> Result<Option<&'a str>, PlanError> {
-    let mut seen: Vec<&'a str> = Vec::new();
-    for (r, owner) in refs.iter().zip(owners) {
-        if let Some(k) = owner.0.filter(|k| !r.column && !seen.contains(k)) {
-            seen.push(k);
-        }
-    }
+    let seen = keyspaces_named(refs, owners);
     let sharded = |k: &str| snap.keyspaces.get(k).is_some_and(|ks| ks.sharded);
     Ok(match seen.as_slice() {
         [] => None,
@@ -249,6 +228,21 @@ fn home_of<'a>(
     })
 }
 
+/// The keyspaces whose tables (not three-part column names) `owners`
+/// places `refs` in, each once, in the order the statement names them.
+fn keyspaces_named<'a>(
+    refs: &[crate::sql::TableRef<'_>],
+    owners: &[(Option<&'a str>, Option<&'a str>)],
+) -> Vec<&'a str> {
+    let mut seen: Vec<&'a str> = Vec::new();
+    for (r, owner) in refs.iter().zip(owners) {
+        if let Some(k) = owner.0.filter(|k| !r.column && !seen.contains(k)) {
+            seen.push(k);
+        }
+    }
+    seen
+}
+
 /// The source (keyspace and table) of keyspace `ks`'s reference table
 /// `name`, when it names one in another keyspace.
 fn source_of<'s>(ks: &str, name: &str, snap: &'s Snapshot) -> Option<(&'s str, &'s str)> {
@@ -263,13 +257,9 @@ fn source_table<'s>(
     t: &'s crate::vschema::Table,
     snap: &'s Snapshot,
 ) -> Option<(&'s str, &'s str)> {
-    if t.kind != "reference" {
-        return None;
-    }
-    let (sk, st) = match t.source.as_deref()?.split_once('.') {
-        Some((sk, st)) => (keyspace_named(sk, snap)?, st),
-        None => {
-            let st = t.source.as_deref()?;
+    let (sk, st) = match source_parts(t)? {
+        (Some(sk), st) => (keyspace_named(sk, snap)?, st),
+        (None, st) => {
             let mut listing = snap
                 .keyspaces
                 .values()
@@ -282,20 +272,22 @@ fn source_table<'s>(
     (sk != ks).then_some((sk, st))
 }
 
+/// A reference table's `source` as written: its qualifier, if any, and
+/// its table.
+fn source_parts(t: &crate::vschema::Table) -> Option<(Option<&str>, &str)> {
+    let src = t.source.as_deref().filter(|_| t.kind == "reference")?;
+    Some(match src.split_once('.') {
+        Some((sk, st)) => (Some(sk), st),
+        None => (None, src),
+    })
+}
+
 /// Keyspace `home`'s reference table whose source is `ks`.`name`.
 fn copy_of<'s>(home: &str, ks: &str, name: &str, snap: &'s Snapshot) -> Option<&'s str> {
     let tables = &snap.keyspaces.get(home)?.vschema.tables;
     tables.iter().find_map(|(tname, t)| {
         (source_table(home, t, snap)? == (ks, name)).then_some(tname.as_str())
     })
-}
-
-/// The names a statement's WITH clauses define: tables of no keyspace.
-fn cte_names(sql: &str) -> Vec<&str> {
-    if !crate::sql::contains_ci(sql, "with") {
-        return Vec::new();
-    }
-    crate::sql::cte_names(sql)
 }
 
 /// Where a routing rule sends table `name`, named under keyspace
@@ -364,11 +356,7 @@ fn global_owner<'s>(name: &str, snap: &'s Snapshot) -> Result<Option<&'s str>, P
     }
     // Vitess: a reference table naming its source leaves the name to it.
     let sourced = |ks: &str, t: &crate::vschema::Table| {
-        t.kind == "reference"
-            && t.source.as_deref().is_some_and(|src| {
-                let (sk, st) = src.split_once('.').unwrap_or(("", src));
-                st == name && sk != ks
-            })
+        source_parts(t).is_some_and(|(sk, st)| st == name && sk != Some(ks))
     };
     let mut sources = listing.iter().filter(|(k, t)| !sourced(k, t));
     match (sources.next(), sources.next()) {

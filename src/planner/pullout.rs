@@ -163,12 +163,8 @@ fn finish(
     let subqueries = pulled
         .into_iter()
         .map(|(kind, tested, sub)| {
-            let sql = sub.to_string();
             // One over another keyspace's tables runs there.
-            let (plan, sql) = match elsewhere(&sql, ks) {
-                Some(other) => super::join::plan_elsewhere(&sql, other, snap)?,
-                None => (plan_sharded(&sql, ks, snap)?, sql),
-            };
+            let (plan, sql) = super::join::plan_there(sub.to_string(), ks, snap)?;
             Ok(Subquery {
                 kind,
                 tested,
@@ -322,16 +318,12 @@ fn mark_parts(
     let (SetExpr::Select(mut marked), SetExpr::Select(one)) = (*marked.body, *one.body) else {
         return false;
     };
-    let Some(twj) = marked.from.first_mut() else {
+    // The marker (no name the parser takes) stands where the table is.
+    let Some(TableFactor::Table { name, .. }) = marked.from.first_mut().map(|t| &mut t.relation)
+    else {
         return false;
     };
-    let TableFactor::Table { alias: Some(a), .. } = &twj.relation else {
-        return false;
-    };
-    let Some(table) = table_named(&marker(pulled.len()), &a.clone()) else {
-        return false;
-    };
-    twj.relation = table;
+    *name = ast::ObjectName::from(vec![ast::Ident::new(marker(pulled.len()))]);
     pulled.push((PulloutKind::Table, None, part));
     *body = SetExpr::Select(marked);
     *probe = SetExpr::Select(one);

@@ -924,10 +924,7 @@ fn plan_query(
         Err(e @ PlanError::Unsupported(_))
             if matches!(q.body.as_ref(), ast::SetExpr::SetOperation { .. }) =>
         {
-            match super::pullout::plan_union(q, ks, snap, e) {
-                Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
-                Err(e) => Err(e),
-            }
+            super::pullout::plan_union(q, ks, snap, e).map(|p| super::Plan::Pullout(Box::new(p)))
         }
         // Subqueries that read nothing of the statement, or read another
         // keyspace's tables: first.

@@ -1186,6 +1186,9 @@ fn alias_follows(sql: &str, t: Option<&Token>) -> bool {
 /// The names WITH clauses define (`with a as (...), b (x) as (...)`), at
 /// any depth: tables of no keyspace.
 pub fn cte_names(sql: &str) -> Vec<&str> {
+    if !contains_ci(sql, "with") {
+        return Vec::new();
+    }
     let toks = tokenize(sql);
     let punct = |i: usize, c: u8| toks.get(i).is_some_and(|t| t.kind == TokenKind::Punct(c));
     // The index after the parenthesis opening at `i` closes.
@@ -1269,13 +1272,13 @@ pub fn keyspace_qualifier(
 
 /// `sql` with each `(start, end, text)` span replaced by its text; the
 /// spans are in order and do not overlap.
-pub fn splice(sql: &str, edits: &[(usize, usize, &str)]) -> String {
+pub fn splice<T: AsRef<str>>(sql: &str, edits: &[(usize, usize, T)]) -> String {
     let mut out = String::with_capacity(sql.len() + 16 * edits.len());
     let mut copied = 0;
-    for &(start, end, text) in edits {
-        out.push_str(&sql[copied..start]);
-        out.push_str(text);
-        copied = end;
+    for (start, end, text) in edits {
+        out.push_str(&sql[copied..*start]);
+        out.push_str(text.as_ref());
+        copied = *end;
     }
     out.push_str(&sql[copied..]);
     out
@@ -1428,19 +1431,6 @@ fn is_schema_call(sql: &str, toks: &[Token]) -> bool {
         if (f.is_word(sql, "database") || f.is_word(sql, "schema"))
             && open.kind == TokenKind::Punct(b'(')
             && close.kind == TokenKind::Punct(b')'))
-}
-
-/// The unqualified tables a statement names (see [`table_refs`]), each
-/// once: enough to find the keyspace of a statement sent with no keyspace
-/// selected.
-pub fn table_names(sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in table_refs(sql) {
-        if r.qualifier.is_none() && !out.iter().any(|n| n == r.name) {
-            out.push(r.name.to_string());
-        }
-    }
-    out
 }
 
 /// Counts `?` placeholders outside strings and comments.
@@ -1811,17 +1801,21 @@ mod tests {
 
     #[test]
     fn table_names_for_global_routing() {
+        let unqualified = |sql| -> Vec<&str> {
+            table_refs(sql)
+                .into_iter()
+                .filter(|r| r.qualifier.is_none())
+                .map(|r| r.name)
+                .collect()
+        };
         assert_eq!(
-            table_names(
+            unqualified(
                 "select * from customer c join `corder` o on 1 where x in (select 1 from ks.t)"
             ),
-            vec!["customer".to_string(), "corder".to_string()]
+            ["customer", "corder"]
         );
-        assert_eq!(
-            table_names("insert into t1 values (1)"),
-            vec!["t1".to_string()]
-        );
-        assert!(table_names("select 1").is_empty());
+        assert_eq!(unqualified("insert into t1 values (1)"), ["t1"]);
+        assert!(unqualified("select 1").is_empty());
     }
 
     #[test]
