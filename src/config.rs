@@ -267,6 +267,20 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub queryserver_config_transaction_timeout: std::time::Duration,
+    /// Let clients stop other connections' statements and connections
+    /// with `KILL [QUERY | CONNECTION] id` (shardgate's connection ids, as
+    /// `SHOW PROCESSLIST` on a MySQL server lists them; what the `mysql`
+    /// client sends on Ctrl-C); without it KILL is refused (error 1095),
+    /// as vtgate refuses it. Never passed to a tablet either way.
+    #[arg(long = "allow-kill-statement", alias = "allow_kill_statement")]
+    pub allow_kill_statement: bool,
+    /// Every statement's timeout in milliseconds (0: none): a statement
+    /// still running after it is stopped (its tablet queries killed) and
+    /// fails with error 1317. A session's `SET query_timeout = ms` and a
+    /// statement's `/*vt+ QUERY_TIMEOUT_MS=ms */` override it; vtgate's
+    /// flag.
+    #[arg(long = "query-timeout", alias = "query_timeout", default_value_t = 0)]
+    pub query_timeout: u64,
     /// How many rows a statement may hold in shardgate's memory at once
     /// (a nested-loop join's left rows, or the joined rows its gate
     /// sorts or groups); beyond it the statement fails (error 1041)

@@ -96,6 +96,19 @@ pub enum Error {
         /// The budget and the wait.
         source: crate::backend::Busy,
     },
+    /// The statement was stopped by a `KILL QUERY` or `KILL CONNECTION`
+    /// from another client (see [`crate::executor::interrupt`]).
+    #[error("Query execution was interrupted")]
+    Interrupted,
+    /// The statement ran longer than its query timeout and was stopped.
+    #[error("Query execution was interrupted: the query timeout ({0} ms) passed")]
+    QueryTimeout(u64),
+    /// A KILL named a connection id no session has.
+    #[error("Unknown thread id: {0}")]
+    NoSuchThread(u64),
+    /// KILL without `--allow-kill-statement`, refused as vtgate refuses it.
+    #[error("VT07001: kill statement execution not permitted.")]
+    KillDenied,
     /// The client connection failed.
     #[error("client i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -220,6 +233,10 @@ impl Error {
             Error::Sql(SqlError::TransactionModeInTransaction) => {
                 MysqlError::new(1568, "25001", self.to_string())
             }
+            Error::Sql(SqlError::BadKill(_)) => MysqlError::new(1064, "42000", self.to_string()),
+            Error::Sql(SqlError::BadQueryTimeout(_)) => {
+                MysqlError::new(1231, "42000", self.to_string())
+            }
             Error::Sql(SqlError::BadAutocommit(_)) => {
                 MysqlError::new(1231, "42000", self.to_string())
             }
@@ -237,7 +254,15 @@ impl Error {
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),
             // vtgate's ABORTED: ER_QUERY_INTERRUPTED.
-            Error::MultiDbTransaction(_) | Error::TransactionTimeout(_) => {
+            Error::NoSuchThread(_) => MysqlError::new(1094, "HY000", self.to_string()),
+            Error::KillDenied => MysqlError::new(1095, "HY000", self.to_string()),
+            // vtgate's DEADLINE_EXCEEDED, which reaches the client as
+            // ER_QUERY_INTERRUPTED.
+            Error::QueryTimeout(_) => MysqlError {
+                vitess_code: "DEADLINE_EXCEEDED",
+                ..MysqlError::new(1317, "70100", self.to_string())
+            },
+            Error::MultiDbTransaction(_) | Error::TransactionTimeout(_) | Error::Interrupted => {
                 MysqlError::new(1317, "70100", self.to_string())
             }
             // A tablet that could not be reached, or none to reach:

@@ -186,6 +186,9 @@ async fn serve(
         transaction_timeout: (!args.queryserver_config_transaction_timeout.is_zero())
             .then_some(args.queryserver_config_transaction_timeout),
         max_memory_rows: args.max_memory_rows,
+        allow_kill: args.allow_kill_statement,
+        query_timeout: (args.query_timeout > 0)
+            .then(|| std::time::Duration::from_millis(args.query_timeout)),
         schema_tracking: args.schema_change_signal,
         health: (args.health_check_interval_ms > 0).then(|| shardgate::gateway::health::Config {
             interval: std::time::Duration::from_millis(args.health_check_interval_ms),

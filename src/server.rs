@@ -63,6 +63,9 @@ pub struct ServerCtx {
     pub started: std::time::Instant,
     /// Sequence blocks reserved and not yet handed out: (keyspace, table) → (next, end).
     pub sequences: tokio::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
+    /// Every client session by connection id: what KILL finds, and the
+    /// query timeout's default.
+    pub sessions: crate::executor::interrupt::Sessions,
     conn_ids: AtomicU32,
 }
 
@@ -97,6 +100,7 @@ impl ServerCtx {
             api: Default::default(),
             started: std::time::Instant::now(),
             schema: None,
+            sessions: Default::default(),
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -136,6 +140,10 @@ pub struct ServeOptions {
     pub transaction_timeout: Option<std::time::Duration>,
     /// `--max_memory_rows`.
     pub max_memory_rows: usize,
+    /// `--allow-kill-statement`.
+    pub allow_kill: bool,
+    /// `--query-timeout` (None: statements have no timeout).
+    pub query_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
     pub schema_tracking: bool,
     /// Health checks of the tablets (None: off, every tablet serves).
@@ -202,6 +210,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.transaction_mode = opts.transaction_mode;
     ctx.transaction_timeout = opts.transaction_timeout;
     ctx.max_memory_rows = opts.max_memory_rows;
+    ctx.sessions.allow_kill = opts.allow_kill;
+    ctx.sessions.query_timeout = opts.query_timeout;
     ctx.busy_polls = opts.busy_polls;
     ctx.gateway.buffer = crate::gateway::buffer::Buffer::new(opts.buffer);
     if opts.schema_tracking {

@@ -2312,3 +2312,268 @@ async fn a_transaction_open_too_long_is_rolled_back_and_its_locks_freed() {
     assert_eq!(v, Some(40));
     a.query_drop("drop table txtimeout").await.unwrap();
 }
+
+/// Runs `sql` on `conn` in the background: its outcome, and how long it
+/// took.
+fn in_background(
+    mut conn: mysql_async::Conn,
+    sql: &str,
+) -> tokio::task::JoinHandle<(
+    mysql_async::Conn,
+    Result<(), mysql_async::Error>,
+    std::time::Duration,
+)> {
+    let sql = sql.to_string();
+    tokio::spawn(async move {
+        let t0 = std::time::Instant::now();
+        let res = conn.query_drop(&sql).await;
+        (conn, res, t0.elapsed())
+    })
+}
+
+/// KILL names the gate's connections, never a tablet's: without
+/// `--allow-kill-statement` it is refused (1095, as vtgate), and a KILL of
+/// a number that is some tablet thread's, not a client's, kills nothing.
+/// With it, `KILL QUERY id` stops another client's statement on the
+/// tablet (1317 for that client, whose connection and transaction go on),
+/// and `KILL CONNECTION id` ends that client's session, rolling back its
+/// transaction. CONNECTION_ID() is the id KILL takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_stops_a_clients_statement_or_its_connection() {
+    let _ = cluster();
+    let mut plain = connect(Some("commerce")).await;
+    let e = plain.query_drop("kill query 1").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1095), "{e}");
+    let one: Option<i32> = plain.query_first("select 1 from dual").await.unwrap();
+    assert_eq!(one, Some(1));
+
+    let (port, _) = spawn_shardgate(&["--allow-kill-statement".to_string()]).await;
+    let mut admin = connect_port(port, Some("commerce")).await;
+    admin
+        .query_drop("create table if not exists killed_t (id int primary key, v int)")
+        .await
+        .unwrap();
+    admin.query_drop("delete from killed_t").await.unwrap();
+    let a = connect_port(port, Some("commerce")).await;
+    let mut a = a;
+    let id: Option<u32> = a.query_first("select connection_id()").await.unwrap();
+    assert_eq!(id, Some(a.id()), "CONNECTION_ID() is the gate's id");
+    let e = admin.query_drop("kill query 4000000").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1094), "{e}");
+    let e = admin.query_drop("kill user vt_app").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1064), "{e}");
+
+    // A number that is a tablet thread's (a statement run on the tablet
+    // directly) is no tablet thread to the gate: whether or not a client
+    // of the gate has that number, the tablet's statement runs to its end.
+    let a_id = a.id();
+    let direct = tokio::spawn(async {
+        let mut t = connect_tablet(100).await;
+        let t0 = std::time::Instant::now();
+        let res = t.query_drop("select sleep(3), 'kill_marker_1'").await;
+        (res, t0.elapsed())
+    });
+    let thread = connection_running(100, "kill_marker_1")
+        .await
+        .expect("running");
+    match admin.query_drop(format!("kill query {thread}")).await {
+        Ok(()) => {}
+        Err(e) => assert_eq!(err_code(&e), Some(1094), "{e}"),
+    }
+    let (res, took) = direct.await.unwrap();
+    res.unwrap();
+    assert!(took >= std::time::Duration::from_millis(2900), "{took:?}");
+
+    // KILL QUERY: the statement ends at once, the tablet query with it,
+    // and the session's transaction goes on.
+    let mut a = a;
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into killed_t values (1, 1)")
+        .await
+        .unwrap();
+    let run = in_background(a, "select sleep(20), 'kill_marker_2'");
+    connection_running(100, "kill_marker_2")
+        .await
+        .expect("running");
+    admin
+        .query_drop(format!("kill query {a_id}"))
+        .await
+        .unwrap();
+    let (mut a, res, took) = run.await.unwrap();
+    let e = res.unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    let gone = connection_running(100, "kill_marker_2").await;
+    assert_eq!(gone, None, "the tablet query still runs");
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(count(&mut admin, "killed_t").await, 1);
+
+    // KILL CONNECTION: the session ends and its transaction is rolled back.
+    let mut b = connect_port(port, Some("commerce")).await;
+    let b_id = b.id();
+    b.query_drop("begin").await.unwrap();
+    b.query_drop("insert into killed_t values (2, 2)")
+        .await
+        .unwrap();
+    admin
+        .query_drop(format!("kill connection {b_id}"))
+        .await
+        .unwrap();
+    assert!(b.query_drop("select 1").await.is_err());
+    let rows = eventually(5, || async move {
+        let mut c = connect_port(port, Some("commerce")).await;
+        let n = count(&mut c, "killed_t").await;
+        (n == 1).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        rows,
+        Some(1),
+        "the killed session's insert was not rolled back"
+    );
+    // The killer's own session goes on; the killed id is unknown now.
+    let e = admin.query_drop(format!("kill {b_id}")).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1094), "{e}");
+    a.query_drop("drop table killed_t").await.unwrap();
+}
+
+/// vtgate's query timeout: `--query-timeout`, a session's
+/// `SET query_timeout` over it and a statement's `/*vt+
+/// QUERY_TIMEOUT_MS=n */` over both. A statement still running when it
+/// passes is stopped on its tablet (a read, a prepared read, a write
+/// waiting for a row lock, a scatter over two shards) and fails with 1317
+/// (70100); the connection and its transaction go on, and a statement
+/// that finishes in time is not disturbed later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_past_their_query_timeout_are_stopped() {
+    let _ = cluster();
+    let (port, _) = spawn_shardgate(&["--query-timeout".to_string(), "400".to_string()]).await;
+    let mut a = connect_port(port, Some("commerce")).await;
+    let t0 = std::time::Instant::now();
+    let e = a
+        .query_drop("select sleep(10), 'qt_marker_1'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert!(e.to_string().contains("query timeout (400 ms)"), "{e}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(connection_running(100, "qt_marker_1").await, None);
+    // In time: answered, and the next statement is not stopped by the
+    // timer of the last.
+    let v: Option<i32> = a.query_first("select sleep(0.1)").await.unwrap();
+    assert_eq!(v, Some(0));
+    let e = a.query_drop("select sleep(0.8)").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    // The session's value, over the flag's.
+    let v: Option<u64> = a.query_first("select @@query_timeout").await.unwrap();
+    assert_eq!(v, Some(400));
+    a.query_drop("set query_timeout = 0").await.unwrap();
+    let v: Option<u64> = a.query_first("select @@query_timeout").await.unwrap();
+    assert_eq!(v, Some(0));
+    let v: Option<i32> = a.query_first("select sleep(0.6)").await.unwrap();
+    assert_eq!(v, Some(0));
+    // The statement's, over the session's; prepared too.
+    let e = a
+        .query_drop("select /*vt+ QUERY_TIMEOUT_MS=200 */ sleep(10)")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    let e = a
+        .exec_drop("select /*vt+ QUERY_TIMEOUT_MS=200 */ sleep(?)", (10,))
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    let e = a
+        .query_drop("set query_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1231), "{e}");
+
+    // A write waiting for another transaction's row lock is stopped, and
+    // its own transaction goes on.
+    let mut holder = connect_port(port, Some("commerce")).await;
+    holder
+        .query_drop("create table if not exists qt_t (id int primary key, v int)")
+        .await
+        .unwrap();
+    holder
+        .query_drop("replace into qt_t values (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    holder.query_drop("set query_timeout = 0").await.unwrap();
+    holder.query_drop("begin").await.unwrap();
+    holder
+        .query_drop("update qt_t set v = 1 where id = 1")
+        .await
+        .unwrap();
+    a.query_drop("set query_timeout = 300").await.unwrap();
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update qt_t set v = 2 where id = 2")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let e = a
+        .query_drop("update qt_t set v = 2 where id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    holder.query_drop("commit").await.unwrap();
+    a.query_drop("commit").await.unwrap();
+    let rows: Vec<(i32, i32)> = holder
+        .query("select id, v from qt_t order by id")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(1, 1), (2, 2)]);
+    holder.query_drop("drop table qt_t").await.unwrap();
+
+    // A scatter over the sharded keyspace's two shards: stopped on both.
+    let mut c = connect_port(port, Some("customer")).await;
+    c.query_drop("set query_timeout = 0").await.unwrap();
+    c.query_drop(
+        "insert into corder (order_id, customer_id, sku, price) values \
+         (900001, 1, 'qt', 1), (900002, 2, 'qt', 1), (900003, 3, 'qt', 1), (900004, 4, 'qt', 1), \
+         (900005, 5, 'qt', 1), (900006, 6, 'qt', 1), (900007, 7, 'qt', 1), (900008, 8, 'qt', 1)",
+    )
+    .await
+    .unwrap();
+    for uid in [300, 400] {
+        let mut t = connect_tablet(uid).await;
+        let n: Option<u64> = t
+            .query_first("select count(*) from corder where sku = 'qt'")
+            .await
+            .unwrap();
+        assert!(n.unwrap_or(0) > 0, "no rows on tablet {uid}");
+    }
+    c.query_drop("set query_timeout = 300").await.unwrap();
+    let t0 = std::time::Instant::now();
+    let e = c
+        .query_drop("select sleep(10), 'qt_marker_2' from corder where sku = 'qt'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    for uid in [300, 400] {
+        assert_eq!(
+            connection_running(uid, "qt_marker_2").await,
+            None,
+            "tablet {uid}"
+        );
+    }
+    c.query_drop("delete from corder where sku = 'qt'")
+        .await
+        .unwrap();
+    assert_eq!(count(&mut c, "corder where sku = 'qt'").await, 0);
+}

@@ -4,6 +4,7 @@
 //! wraps errors with their target (`commerce.0.primary`).
 
 pub mod deadlock;
+pub mod interrupt;
 pub mod verdicts;
 
 use mysql_async::prelude::Queryable;
@@ -123,6 +124,13 @@ pub struct ShardConns {
     /// The open transaction's registration with the deadlock detector
     /// (from its first statement on a tablet to its end).
     watch: Option<deadlock::Guard>,
+    /// How others stop the session's statements (KILL, the query
+    /// timeout): each connection a statement runs on is recorded there
+    /// while it does, and a stopped statement links no more (None: a
+    /// session nobody can stop, as in tests).
+    pub control: Option<std::sync::Arc<interrupt::Control>>,
+    /// The current statement has a query timeout.
+    pub timed: bool,
 }
 
 /// How far a transaction may reach, as vtgate's `--transaction_mode` (or a
@@ -241,6 +249,16 @@ enum Link {
     Lean(LeanHeld),
 }
 
+impl Link {
+    /// The MySQL thread id of the connection on its tablet.
+    fn thread(&self) -> u32 {
+        match self {
+            Link::Driver(sc) => sc.conn.id(),
+            Link::Lean(held) => held.handle.conn.thread_id(),
+        }
+    }
+}
+
 impl ShardConns {
     /// Notes a statement about to run: one that may write (by
     /// `writes_nowhere`, asked only inside a transaction that has only
@@ -251,11 +269,17 @@ impl ShardConns {
         }
     }
 
-    /// The session holds no state on any tablet but its settings (no
-    /// transaction, reserved or pinned connections): its reads may share
-    /// connections with other sessions' that carry the same settings.
-    fn holds_nothing(&self) -> bool {
-        !self.in_txn && !self.reserved && self.conns.is_empty() && self.pinned_lean.is_empty()
+    /// The session's reads may share connections with other sessions'
+    /// that carry the same settings: it holds no state on any tablet but
+    /// its settings (no transaction, reserved or pinned connections), and
+    /// its statement is not timed (a timed read must be on a connection
+    /// its timeout can kill a query on, see [`interrupt`]).
+    fn may_share(&self) -> bool {
+        !self.in_txn
+            && !self.reserved
+            && !self.timed
+            && self.conns.is_empty()
+            && self.pinned_lean.is_empty()
     }
 
     fn pinned(&self, alias: &str) -> Option<usize> {
@@ -289,6 +313,9 @@ impl ShardConns {
                 tablet.alias
             )));
         }
+        if self.control.as_ref().is_some_and(|c| c.stopped().is_some()) {
+            return Err(Error::Interrupted);
+        }
         if self.in_txn {
             self.watch
                 .get_or_insert_with(|| ctx.deadlocks.watch())
@@ -299,11 +326,13 @@ impl ShardConns {
             self.txn_tablets.push(tablet.alias.clone());
         }
         if let (true, Some(w)) = (self.in_txn, &self.watch) {
-            let thread = match &linked.0 {
-                Link::Driver(sc) => sc.conn.id(),
-                Link::Lean(held) => held.handle.conn.thread_id(),
-            };
-            w.joined(&tablet.alias, thread);
+            w.joined(&tablet.alias, linked.0.thread());
+        }
+        if let Some(c) = &self.control {
+            match &linked.0 {
+                Link::Lean(held) => c.linked(held.handle.alias_shared(), linked.0.thread()),
+                Link::Driver(sc) => c.linked(&sc.alias.as_str().into(), sc.conn.id()),
+            }
         }
         Ok(linked)
     }
@@ -387,6 +416,13 @@ impl ShardConns {
     fn give_back(&mut self, ctx: &ServerCtx, link: Link, pinned: bool, broken: bool) {
         if let Some(w) = &self.watch {
             w.idle();
+        }
+        if let Some(c) = &self.control {
+            let alias = match &link {
+                Link::Lean(held) => held.handle.alias(),
+                Link::Driver(sc) => &sc.alias,
+            };
+            c.unlinked(alias, link.thread());
         }
         if broken {
             return;
@@ -1460,7 +1496,7 @@ impl VCursor for Executor<'_> {
         // A read that leaves nothing on its connection may share one, and
         // so may a read of session defaults (the same on every connection
         // that carries the session's settings).
-        let share = if rename_db_columns || !self.state.holds_nothing() {
+        let share = if rename_db_columns || !self.state.may_share() {
             Share::No
         } else if crate::sql::shareable_read(sql) {
             Share::Read
@@ -1521,7 +1557,7 @@ impl Executor<'_> {
         params: Vec<Value>,
         sink: &mut S,
     ) -> Result<(), Error> {
-        let share = if shareable && self.state.holds_nothing() {
+        let share = if shareable && self.state.may_share() {
             Share::Read
         } else {
             Share::No

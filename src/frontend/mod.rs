@@ -454,25 +454,54 @@ pub async fn handle(
     ctx: Arc<ServerCtx>,
 ) {
     let _ = stream.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
-    serve_client(Box::new(r), Box::new(w), peer.ip().to_string(), ctx).await
+    serve_client(
+        Box::new(r),
+        Box::new(w),
+        peer.ip().to_string(),
+        Some(fd),
+        ctx,
+    )
+    .await
 }
 
 /// Serves one Unix-socket client connection.
 pub async fn handle_unix(stream: tokio::net::UnixStream, ctx: Arc<ServerCtx>) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
-    serve_client(Box::new(r), Box::new(w), "localhost".into(), ctx).await
+    serve_client(Box::new(r), Box::new(w), "localhost".into(), Some(fd), ctx).await
 }
 
-/// Serves one client connection, whatever carries it.
-pub async fn serve_client(r: ClientRead, w: ClientWrite, peer: String, ctx: Arc<ServerCtx>) {
+/// Serves one client connection, whatever carries it; `fd` is its
+/// socket, which `KILL CONNECTION` shuts down.
+pub async fn serve_client(
+    r: ClientRead,
+    w: ClientWrite,
+    peer: String,
+    fd: Option<std::os::fd::RawFd>,
+    ctx: Arc<ServerCtx>,
+) {
     // Small initial buffers: idle connections should cost little memory.
     let mut reader = FramedRead::with_capacity(r, PacketCodec::new(ctx.max_packet), 512);
     let mut wire = Wire::new(w);
     let mut session = Session::default();
-    match Box::pin(handshake(&mut reader, &mut wire, &ctx, &mut session, &peer)).await {
+    let conn_id = ctx.next_connection_id();
+    let greeted = Box::pin(handshake(
+        &mut reader,
+        &mut wire,
+        &ctx,
+        &mut session,
+        &peer,
+        conn_id,
+    ));
+    match greeted.await {
         Ok(true) => {
-            if let Err(e) = command_loop(&mut reader, &mut wire, &ctx, &mut session).await {
+            // Listed once logged in, forgotten before the socket closes.
+            session.shards.control = Some(ctx.sessions.register(&ctx, conn_id, fd));
+            let served = command_loop(&mut reader, &mut wire, &ctx, &mut session).await;
+            ctx.sessions.deregister(conn_id);
+            if let Err(e) = served {
                 if !e.is_disconnect() {
                     tracing::warn!(error = %e, "client connection ended with an error");
                 }
@@ -510,9 +539,9 @@ async fn handshake(
     ctx: &ServerCtx,
     session: &mut Session,
     peer: &str,
+    conn_id: u32,
 ) -> Result<bool, Error> {
     let salt = salt();
-    let conn_id = ctx.next_connection_id();
     // The second scramble part is sent NUL-terminated (13 bytes).
     let mut scramble_2 = salt[8..].to_vec();
     scramble_2.push(0);
@@ -616,6 +645,7 @@ mod cmd {
     pub const INIT_DB: u8 = 0x02;
     pub const QUERY: u8 = 0x03;
     pub const FIELD_LIST: u8 = 0x04;
+    pub const PROCESS_KILL: u8 = 0x0c;
     pub const PING: u8 = 0x0e;
     pub const STMT_PREPARE: u8 = 0x16;
     pub const STMT_EXECUTE: u8 = 0x17;
@@ -756,11 +786,24 @@ async fn command_loop(
                 }
             }
             cmd::SET_OPTION => wire.push_eof(session.status().bits(), 0),
+            cmd::PROCESS_KILL => {
+                // The old command form of `KILL CONNECTION id`.
+                let id = body
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .unwrap_or(0);
+                match Box::pin(session.kill(ctx, u64::from(id), true)).await {
+                    Ok(()) => wire.push(&ok_status(session)),
+                    Err(e) => wire.push_err(&e.to_mysql()),
+                }
+            }
             cmd::RESET_CONNECTION => {
                 Box::pin(session.close(ctx)).await;
                 let target = session.target.clone();
+                let control = session.shards.control.take();
                 *session = Session::default();
                 session.target = target;
+                session.shards.control = control;
                 wire.sent_columns.clear();
                 wire.push(&ok_status(session));
             }

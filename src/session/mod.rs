@@ -9,6 +9,7 @@ use mysql_common::packets::Column;
 
 use crate::engine::{self, QueryDone, RowSink};
 use crate::error::Error;
+use crate::executor::interrupt::{Killed, Timer, Why};
 use crate::executor::verdicts::Verdict;
 use crate::executor::{pick, Executor, ShardConns};
 use crate::planner::{self, Plan};
@@ -40,6 +41,8 @@ pub struct Prepared {
     /// A direct SELECT that writes nowhere ([`sql::writes_nowhere`]): a
     /// transaction of such reads commits without a round trip.
     pub writes_nowhere: bool,
+    /// Its `/*vt+ QUERY_TIMEOUT_MS=n */` directive, read once.
+    pub query_timeout: Option<u64>,
     /// The plan of the last execution and what it was made for; the next
     /// execution reuses it while the VSchema, the target and the escaping
     /// mode stay the same (no tokenizing, no plan-cache lookup).
@@ -57,6 +60,13 @@ struct PreparedPlan {
     plan: std::sync::Arc<Plan>,
 }
 
+/// A statement's query timeout while it runs: its milliseconds (for the
+/// error) and the armed timer.
+struct Timed {
+    ms: u64,
+    _timer: Timer,
+}
+
 /// A client session.
 pub struct Session {
     /// Where statements go.
@@ -69,6 +79,9 @@ pub struct Session {
     /// it runs, and a box moves as one pointer.
     pub prepared: FastMap<u32, Box<Prepared>>,
     next_stmt_id: u32,
+    /// vtgate's `SET query_timeout` (milliseconds, 0: none), over
+    /// `--query-timeout`; None: the flag's.
+    query_timeout: Option<u64>,
 }
 
 impl Default for Session {
@@ -79,6 +92,7 @@ impl Default for Session {
             shards: ShardConns::default(),
             prepared: FastMap::default(),
             next_stmt_id: 1,
+            query_timeout: None,
         }
     }
 }
@@ -138,8 +152,60 @@ impl Session {
             }
             return Err(timeout);
         }
+        let timed = self.begin(ctx, sql::query_timeout_directive(sql));
         let res = self.execute_statement(ctx, sql, sink).await;
+        let res = self.end(timed, res);
         self.after(ctx, res).await
+    }
+
+    /// A statement starts: it gets its number, and its query timeout (the
+    /// statement's directive, else the session's, else `--query-timeout`)
+    /// is armed.
+    fn begin(&mut self, ctx: &ServerCtx, directive: Option<u64>) -> Option<Timed> {
+        let control = self.shards.control.as_ref()?;
+        let n = control.begin();
+        let ms = directive
+            .or(self.query_timeout)
+            .or_else(|| ctx.sessions.query_timeout.map(|t| t.as_millis() as u64))
+            .filter(|&ms| ms > 0)?;
+        self.shards.timed = true;
+        let after = std::time::Duration::from_millis(ms);
+        Some(Timed {
+            ms,
+            _timer: control.arm(n, after),
+        })
+    }
+
+    /// A statement ended: its timeout is disarmed, and a failure of a
+    /// statement that was stopped (its tablet query killed, or no more
+    /// linked) is reported as the stop, as MySQL reports a killed query.
+    fn end(&mut self, timed: Option<Timed>, res: Result<(), Error>) -> Result<(), Error> {
+        self.shards.timed = false;
+        let Err(e) = res else { return res };
+        let stopped = self.shards.control.as_ref().and_then(|c| c.stopped());
+        match (stopped, timed) {
+            (Some(Why::TimedOut), Some(t)) => Err(Error::QueryTimeout(t.ms)),
+            (Some(_), _) => Err(Error::Interrupted),
+            (None, _) => Err(e),
+        }
+    }
+
+    /// `KILL [CONNECTION | QUERY] id`, or COM_PROCESS_KILL: another
+    /// session's (or this one's) statement stopped, and for a connection
+    /// its client socket shut down; refused without
+    /// `--allow-kill-statement`, as vtgate refuses it.
+    pub async fn kill(&mut self, ctx: &ServerCtx, id: u64, connection: bool) -> Result<(), Error> {
+        if !ctx.sessions.allow_kill {
+            return Err(Error::KillDenied);
+        }
+        let found = match u32::try_from(id) {
+            Ok(id) => ctx.sessions.kill(ctx, id, connection).await,
+            Err(_) => Killed::NoSuchThread,
+        };
+        match found {
+            Killed::Done => Ok(()),
+            Killed::NoSuchThread => Err(Error::NoSuchThread(id)),
+        }
     }
 
     /// A transaction the transaction timeout ended (its tablet connections
@@ -243,6 +309,9 @@ impl Session {
                 if let Some(mode) = &set.transaction_mode {
                     self.set_transaction_mode(mode)?;
                 }
+                if let Some(ms) = set.query_timeout {
+                    self.query_timeout = Some(ms);
+                }
                 if let Some(rest) = &set.rest {
                     if set.global {
                         // What a clean connection holds may change with it.
@@ -269,6 +338,10 @@ impl Session {
                 }
                 sink.ok(QueryDone::default())
             }
+            Statement::Kill { connection, id } => {
+                Box::pin(self.kill(ctx, id, connection)).await?;
+                sink.ok(QueryDone::default())
+            }
             Statement::VExplain { queries, inner } => {
                 self.vexplain(ctx, queries, &inner, sink).await
             }
@@ -284,6 +357,12 @@ impl Session {
                             .transaction_mode
                             .unwrap_or(ctx.transaction_mode)
                             .as_str(),
+                        query_timeout: self.query_timeout.unwrap_or_else(|| {
+                            ctx.sessions
+                                .query_timeout
+                                .map_or(0, |t| t.as_millis() as u64)
+                        }),
+                        connection_id: self.shards.control.as_ref().map_or(0, |c| c.id),
                     },
                 ) {
                     Some(s) => std::borrow::Cow::Owned(s),
@@ -609,6 +688,8 @@ impl Session {
                     last_insert_id: 0,
                     row_count: 0,
                     transaction_mode: "",
+                    query_timeout: 0,
+                    connection_id: 1,
                 },
             )
             .is_none();
@@ -634,7 +715,9 @@ impl Session {
             self.prepared.insert(id, p);
             return Err(Box::pin(self.end_expired(ctx)).await);
         }
+        let timed = self.begin(ctx, p.query_timeout);
         let res = self.run_prepared(ctx, &mut p, params, sink).await;
+        let res = self.end(timed, res);
         self.prepared.insert(id, p);
         self.after(ctx, res).await
     }
@@ -836,6 +919,7 @@ impl Session {
                 writes_nowhere: matches!(stmt, Statement::Query(QueryKind::Select))
                     && sql::writes_nowhere(sql),
                 direct: self.direct_form(stmt, sql),
+                query_timeout: sql::query_timeout_directive(sql),
                 planned: None,
             }),
         );

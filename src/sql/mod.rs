@@ -26,6 +26,12 @@ pub enum SqlError {
     /// `SET transaction_mode` to something vtgate does not know.
     #[error("Variable 'transaction_mode' can't be set to the value of '{0}'")]
     BadTransactionMode(String),
+    /// A KILL shardgate does not take: only `KILL [CONNECTION | QUERY] id`.
+    #[error("You have an error in your SQL syntax: shardgate takes KILL [CONNECTION | QUERY] <connection id>, not '{0}'")]
+    BadKill(String),
+    /// `SET query_timeout` to something other than milliseconds.
+    #[error("Variable 'query_timeout' can't be set to the value of '{0}'")]
+    BadQueryTimeout(String),
     /// `SET transaction_mode` inside a transaction.
     #[error("Transaction characteristics can't be changed while a transaction is in progress")]
     TransactionModeInTransaction,
@@ -62,6 +68,15 @@ pub enum Statement {
     ShowVschemaVindexes(Option<(Option<String>, String)>),
     /// SHOW VITESS_TARGET: the session's target.
     ShowVitessTarget,
+    /// `KILL [CONNECTION | QUERY] id`: answered by the gate for its own
+    /// connection ids, never passed to a tablet (see
+    /// [`crate::executor::interrupt`]).
+    Kill {
+        /// KILL CONNECTION (the default) rather than KILL QUERY.
+        connection: bool,
+        /// The connection id.
+        id: u64,
+    },
     /// VEXPLAIN [PLAN | QUERIES | ALL] statement.
     VExplain {
         /// QUERIES (run it and list shard queries) rather than PLAN.
@@ -104,6 +119,9 @@ pub struct SetStmt {
     /// vtgate's session variable `transaction_mode` (the value as written,
     /// unquoted), handled by the session.
     pub transaction_mode: Option<String>,
+    /// vtgate's session variable `query_timeout` (milliseconds; 0: none),
+    /// handled by the session.
+    pub query_timeout: Option<u64>,
     /// The remaining assignments as one `SET ...` statement, if any.
     pub rest: Option<String>,
     /// `SET GLOBAL ...`: passed through once, not replayed.
@@ -267,9 +285,46 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         "lock" | "unlock" => Statement::Query(QueryKind::Reserving),
         "create" | "alter" | "drop" | "truncate" | "rename" => Statement::Query(QueryKind::Ddl),
         "describe" | "desc" | "explain" => Statement::Query(QueryKind::Show),
+        "kill" => kill(sql, &toks)?,
         _ => Statement::Query(QueryKind::Other),
     };
     Ok(stmt)
+}
+
+/// `KILL [CONNECTION | QUERY] id`; MariaDB's other forms (HARD, SOFT,
+/// `QUERY ID`, `USER`) name tablet threads or users shardgate does not
+/// have.
+fn kill(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
+    let bad = || SqlError::BadKill(sql.trim().to_string());
+    let (connection, at) = match toks.get(1) {
+        Some(t) if t.is_word(sql, "query") => (false, 2),
+        Some(t) if t.is_word(sql, "connection") => (true, 2),
+        _ => (true, 1),
+    };
+    let id = match &toks[at..] {
+        [n]
+        | [n, Token {
+            kind: TokenKind::Semicolon,
+            ..
+        }] if n.kind == TokenKind::Number => n.text(sql).parse::<u64>().map_err(|_| bad())?,
+        _ => return Err(bad()),
+    };
+    Ok(Statement::Kill { connection, id })
+}
+
+/// The milliseconds a statement's `/*vt+ QUERY_TIMEOUT_MS=n */` directive
+/// gives it, as vtgate reads its comment directives (one statement's
+/// timeout, over the session's and `--query-timeout`).
+pub fn query_timeout_directive(sql: &str) -> Option<u64> {
+    let at = memchr::memmem::find(sql.as_bytes(), b"/*vt+")?;
+    let body = &sql[at + 5..];
+    let body = &body[..body.find("*/")?];
+    body.split_ascii_whitespace().find_map(|d| {
+        let (name, value) = d.split_once('=')?;
+        name.eq_ignore_ascii_case("query_timeout_ms")
+            .then(|| value.trim_matches(['\'', '"']).parse().ok())
+            .flatten()
+    })
 }
 
 fn unquote(s: &str) -> &str {
@@ -332,6 +387,9 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
         };
         if bare == "transaction_mode" && !out.global {
             out.transaction_mode = Some(value());
+        } else if bare == "query_timeout" && !out.global {
+            let val = value();
+            out.query_timeout = Some(val.parse().map_err(|_| SqlError::BadQueryTimeout(val))?);
         } else if bare == "autocommit" && !out.global {
             let val = value();
             out.autocommit = Some(match val.as_str() {
@@ -493,6 +551,11 @@ pub struct SessionValues<'a> {
     pub row_count: i64,
     /// What `@@transaction_mode` returns: the session's (vtgate's names).
     pub transaction_mode: &'static str,
+    /// What `@@query_timeout` returns: the session's, in milliseconds.
+    pub query_timeout: u64,
+    /// What `CONNECTION_ID()` returns: the client's connection id (what
+    /// KILL names), not the tablet connection's (0: left to the tablet).
+    pub connection_id: u32,
 }
 
 /// Whether `hay` holds `needle` (ASCII), in any case: the statement
@@ -510,7 +573,8 @@ pub fn contains_ci(hay: &str, needle: &str) -> bool {
 }
 
 /// Rewrites the session functions a pooled backend connection cannot answer
-/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `ROW_COUNT()`, `@@socket`,
+/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `ROW_COUNT()`,
+/// `CONNECTION_ID()`, `@@socket`,
 /// vtgate's `@@transaction_mode`) into literals, keeping the column name the client expects. Returns None
 /// when nothing needed rewriting (the common case, checked without tokenizing).
 pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<String> {
@@ -519,7 +583,11 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
         || lower_has("schema")
         || lower_has("last_insert_id")
         || lower_has("row_count")
-        || (sql.contains("@@") && (lower_has("@@socket") || lower_has("transaction_mode"))))
+        || (vals.connection_id > 0 && lower_has("connection_id"))
+        || (sql.contains("@@")
+            && (lower_has("@@socket")
+                || lower_has("transaction_mode")
+                || lower_has("query_timeout"))))
     {
         return None;
     }
@@ -545,6 +613,8 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
             (vals.last_insert_id.to_string(), i + 2)
         } else if is_call("row_count") {
             (vals.row_count.to_string(), i + 2)
+        } else if vals.connection_id > 0 && is_call("connection_id") {
+            (vals.connection_id.to_string(), i + 2)
         } else if t.kind == TokenKind::Variable && t.text(sql).eq_ignore_ascii_case("@@socket") {
             ("NULL".to_string(), i)
         } else if t.kind == TokenKind::Variable
@@ -553,6 +623,11 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
                     .eq_ignore_ascii_case("@@session.transaction_mode"))
         {
             (quote_str(vals.transaction_mode), i)
+        } else if t.kind == TokenKind::Variable
+            && (t.text(sql).eq_ignore_ascii_case("@@query_timeout")
+                || t.text(sql).eq_ignore_ascii_case("@@session.query_timeout"))
+        {
+            (vals.query_timeout.to_string(), i)
         } else {
             i += 1;
             continue;
@@ -2033,6 +2108,8 @@ mod tests {
             last_insert_id: 42,
             row_count: -1,
             transaction_mode: "SINGLE",
+            query_timeout: 0,
+            connection_id: 0,
         };
         assert_eq!(
             rewrite_session_values("select row_count()", &v).unwrap(),
