@@ -362,7 +362,6 @@ impl Session {
                                 .query_timeout
                                 .map_or(0, |t| t.as_millis() as u64)
                         }),
-                        connection_id: self.shards.control.as_ref().map_or(0, |c| c.id),
                     },
                 ) {
                     Some(s) => std::borrow::Cow::Owned(s),
@@ -689,7 +688,6 @@ impl Session {
                     row_count: 0,
                     transaction_mode: "",
                     query_timeout: 0,
-                    connection_id: 1,
                 },
             )
             .is_none();

@@ -553,9 +553,6 @@ pub struct SessionValues<'a> {
     pub transaction_mode: &'static str,
     /// What `@@query_timeout` returns: the session's, in milliseconds.
     pub query_timeout: u64,
-    /// What `CONNECTION_ID()` returns: the client's connection id (what
-    /// KILL names), not the tablet connection's (0: left to the tablet).
-    pub connection_id: u32,
 }
 
 /// Whether `hay` holds `needle` (ASCII), in any case: the statement
@@ -573,8 +570,7 @@ pub fn contains_ci(hay: &str, needle: &str) -> bool {
 }
 
 /// Rewrites the session functions a pooled backend connection cannot answer
-/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `ROW_COUNT()`,
-/// `CONNECTION_ID()`, `@@socket`,
+/// for this client (`DATABASE()`, `SCHEMA()`, `LAST_INSERT_ID()`, `ROW_COUNT()`, `@@socket`,
 /// vtgate's `@@transaction_mode`) into literals, keeping the column name the client expects. Returns None
 /// when nothing needed rewriting (the common case, checked without tokenizing).
 pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<String> {
@@ -583,7 +579,6 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
         || lower_has("schema")
         || lower_has("last_insert_id")
         || lower_has("row_count")
-        || (vals.connection_id > 0 && lower_has("connection_id"))
         || (sql.contains("@@")
             && (lower_has("@@socket")
                 || lower_has("transaction_mode")
@@ -613,8 +608,6 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
             (vals.last_insert_id.to_string(), i + 2)
         } else if is_call("row_count") {
             (vals.row_count.to_string(), i + 2)
-        } else if vals.connection_id > 0 && is_call("connection_id") {
-            (vals.connection_id.to_string(), i + 2)
         } else if t.kind == TokenKind::Variable && t.text(sql).eq_ignore_ascii_case("@@socket") {
             ("NULL".to_string(), i)
         } else if t.kind == TokenKind::Variable
@@ -2109,7 +2102,6 @@ mod tests {
             row_count: -1,
             transaction_mode: "SINGLE",
             query_timeout: 0,
-            connection_id: 0,
         };
         assert_eq!(
             rewrite_session_values("select row_count()", &v).unwrap(),
