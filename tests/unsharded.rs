@@ -2356,7 +2356,6 @@ async fn kill_stops_a_clients_statement_or_its_connection() {
         .unwrap();
     admin.query_drop("delete from killed_t").await.unwrap();
     let a = connect_port(port, Some("commerce")).await;
-    let mut a = a;
     let e = admin.query_drop("kill query 4000000").await.unwrap_err();
     assert_eq!(err_code(&e), Some(1094), "{e}");
     let e = admin.query_drop("kill user vt_app").await.unwrap_err();
