@@ -1781,10 +1781,7 @@ fn show_rows(
                             t.column_vindexes
                                 .iter()
                                 .map(|cv| {
-                                    let columns = match &cv.column {
-                                        Some(c) => c.clone(),
-                                        None => cv.columns.join(", "),
-                                    };
+                                    let columns = cv.cols().join(", ");
                                     let (kind, params, owner) =
                                         describe(k, &cv.name).unwrap_or_default();
                                     vec![columns, cv.name.clone(), kind, params, owner]

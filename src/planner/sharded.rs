@@ -441,11 +441,7 @@ pub(super) fn table_info(
         })?;
     let vindex = match t.column_vindexes.first() {
         Some(cv) => {
-            let col = cv
-                .column
-                .clone()
-                .or_else(|| cv.columns.first().cloned())
-                .unwrap_or_default();
+            let col = cv.cols().first().cloned().unwrap_or_default();
             let def = ks
                 .vschema
                 .vindexes
@@ -647,11 +643,7 @@ fn routable_lookups(ks: &Keyspace, t: &crate::vschema::Table) -> Vec<(String, St
         .filter_map(|cv| {
             let def = ks.vschema.vindexes.get(&cv.name)?;
             let l = crate::vschema::lookup::Lookup::from_vindex(&cv.name, def)?.ok()?;
-            let col = match (&cv.column, cv.columns.as_slice()) {
-                (Some(c), []) => c,
-                (None, [c]) => c,
-                _ => return None,
-            };
+            let [col] = cv.cols() else { return None };
             (!l.write_only && l.from.len() == 1)
                 .then(|| (col.to_ascii_lowercase(), cv.name.clone(), l.unique))
         })
@@ -993,10 +985,7 @@ fn owned_lookups(ks: &Keyspace, table: &str) -> Result<Vec<OwnedLookup>, PlanErr
             let lookup = crate::vschema::lookup::Lookup::from_vindex(&cv.name, def)?;
             Some(lookup.map_err(|e| unsupported(format!("writes to {table}: {e}")))
                 .and_then(|l| {
-                    let columns = match &cv.column {
-                        Some(c) if cv.columns.is_empty() => vec![c.clone()],
-                        _ => cv.columns.clone(),
-                    };
+                    let columns = cv.cols().to_vec();
                     if columns.len() != l.from.len() {
                         return Err(unsupported(format!(
                             "writes to {table}: lookup vindex {} has {} columns and {} 'from' columns",

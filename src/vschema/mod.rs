@@ -134,6 +134,17 @@ pub struct ColumnVindex {
     pub name: String,
 }
 
+impl ColumnVindex {
+    /// The columns it maps, whichever form named them (a VSchema naming
+    /// both is refused, as Vitess refuses it, so one form holds them).
+    pub fn cols(&self) -> &[String] {
+        match &self.column {
+            Some(c) => std::slice::from_ref(c),
+            None => &self.columns,
+        }
+    }
+}
+
 /// A column filled from a sequence table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,7 +342,13 @@ impl KeyspaceVSchema {
             for cv in &t.column_vindexes {
                 if cv.column.is_none() && cv.columns.is_empty() {
                     return Err(bad(format!(
-                        "table {tname}: vindex {} has no column",
+                        "must specify at least one column for vindex ({}) and table ({tname})",
+                        cv.name
+                    )));
+                }
+                if cv.column.is_some() && !cv.columns.is_empty() {
+                    return Err(bad(format!(
+                        "can't use column and columns at the same time in vindex ({}) and table ({tname})",
                         cv.name
                     )));
                 }
@@ -382,6 +399,39 @@ mod tests {
         let vs = KeyspaceVSchema::from_json("customer", doc).unwrap();
         assert!(vs.sharded);
         assert_eq!(vs.tables["customer"].column_vindexes[0].name, "hash");
+    }
+
+    /// A column vindex names its columns in one form, `column` or
+    /// `columns`, as Vitess requires: both, or neither, is refused with
+    /// Vitess's words; either alone maps the same columns.
+    #[test]
+    fn a_column_vindex_names_its_columns_one_way() {
+        let doc = |cv: &str| {
+            format!(
+                r#"{{"sharded": true, "vindexes": {{"hash": {{"type": "hash"}}}},
+                "tables": {{"t": {{"column_vindexes": [{cv}]}}}}}}"#
+            )
+        };
+        let err = |cv: &str| {
+            KeyspaceVSchema::from_json("ks", doc(cv).as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(r#"{"column": "a", "columns": ["b"], "name": "hash"}"#),
+            "keyspace ks: can't use column and columns at the same time in vindex (hash) and table (t)"
+        );
+        assert_eq!(
+            err(r#"{"name": "hash"}"#),
+            "keyspace ks: must specify at least one column for vindex (hash) and table (t)"
+        );
+        for cv in [
+            r#"{"column": "a", "name": "hash"}"#,
+            r#"{"columns": ["a"], "name": "hash"}"#,
+        ] {
+            let vs = KeyspaceVSchema::from_json("ks", doc(cv).as_bytes()).unwrap();
+            assert_eq!(vs.tables["t"].column_vindexes[0].cols(), ["a".to_string()]);
+        }
     }
 
     #[test]
