@@ -495,6 +495,35 @@ pub enum CtlCommand {
         )]
         transaction_grace_period: std::time::Duration,
     },
+    /// Move a shard's primary away from a dead or unreachable one
+    /// (vtctldclient's EmergencyReparentShard): the replicas apply what
+    /// they received, the most advanced one becomes the primary, the
+    /// others replicate from it.
+    EmergencyReparentShard {
+        /// KEYSPACE/SHARD.
+        keyspace_shard: String,
+        /// The replica to promote (default: the most advanced one); one
+        /// behind another first catches up with it.
+        #[arg(long = "new-primary", alias = "new_primary")]
+        new_primary: Option<String>,
+        /// Tablets to leave out (comma-separated aliases): not waited
+        /// for, not repointed.
+        #[arg(
+            long = "ignore-replicas",
+            alias = "ignore_replicas",
+            value_delimiter = ','
+        )]
+        ignore_replicas: Vec<String>,
+        /// How long each replica may take to apply what it received
+        /// (Go duration syntax).
+        #[arg(
+            long = "wait-replicas-timeout",
+            alias = "wait_replicas_timeout",
+            default_value = "15s",
+            value_parser = parse_duration
+        )]
+        wait_replicas_timeout: std::time::Duration,
+    },
 }
 
 /// `shardgate local up|down`.

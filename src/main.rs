@@ -341,6 +341,25 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 println!("{new} is now the primary of {ks}/{shard} (was {old})");
             }
         }
+        CtlCommand::EmergencyReparentShard {
+            keyspace_shard,
+            new_primary,
+            ignore_replicas,
+            wait_replicas_timeout,
+        } => {
+            let (ks, shard) = keyspace_shard
+                .split_once('/')
+                .ok_or("expected KEYSPACE/SHARD")?;
+            let how = admin::Emergency {
+                new_primary,
+                ignore_replicas,
+                wait_replicas_timeout,
+            };
+            let say = |m: &str| println!("[emergency reparent] {m}");
+            let (old, new) =
+                admin::emergency_reparent_shard(&store, ks, shard, &how, &creds, say).await?;
+            println!("{new} is now the primary of {ks}/{shard} (was {old})");
+        }
     }
     Ok(())
 }

@@ -796,3 +796,166 @@ async fn buffer_var(web: u16, name: &str) -> u64 {
         serde_json::from_str(vars.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     vars[name]["failks.0"].as_u64().unwrap_or(0)
 }
+
+/// `ctl emergency-reparent-shard` after the primary's mysqld is killed:
+/// every write a replica had received survives. A replica named as the
+/// new primary though it is behind (its replication was stopped) first
+/// catches up with the most advanced one; the other replica then
+/// replicates from it, and writes through shardgate go to it. When that
+/// primary dies too, the reparent picks the most advanced replica itself
+/// and leaves out the tablets that do not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
+    use shardgate::local::{init_tablet_users, start_mariadb};
+    cluster();
+    let dir = temp_dir("ers");
+    let (mut ports, mut pids) = (Vec::new(), Vec::new());
+    for (uid, name) in [(970u32, "a"), (971, "b"), (972, "c")] {
+        let port = free_port();
+        let p = start_mariadb(&dir.join(name), port, uid).await.unwrap();
+        track_pid(p.pid);
+        init_tablet_users(&dir.join(name).join("mysql.sock"), "vt_ersks")
+            .await
+            .unwrap();
+        ports.push(port);
+        pids.push(p.pid);
+    }
+    let run_ctl = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    for (alias, kind, port) in [
+        ("zone1-970", "primary", ports[0]),
+        ("zone1-971", "replica", ports[1]),
+        ("zone1-972", "replica", ports[2]),
+    ] {
+        assert_ok(&run_ctl(add_tablet_args(alias, "ersks", kind, port, &[])).await);
+    }
+    assert_ok(&run_ctl(own(&["init-shard-primary", "ersks/0", "zone1-970"])).await);
+    let dba = |port: u16| async move {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("vt_dba"))
+            .db_name(Some("vt_ersks"));
+        mysql_async::Conn::new(opts).await.unwrap()
+    };
+    dba(ports[0])
+        .await
+        .query_drop("create table t (id bigint primary key)")
+        .await
+        .unwrap();
+    let ids_on = |port: u16| async move {
+        let mut c = dba(port).await;
+        c.query::<u64, _>("select id from t order by id")
+            .await
+            .unwrap_or_default()
+    };
+    let has = |port: u16, n: u64| async move {
+        eventually(15, || async move {
+            (ids_on(port).await.len() as u64 == n).then_some(())
+        })
+        .await
+        .is_some()
+    };
+    let (gate, _) = spawn_shardgate(&[]).await;
+    let insert = |from: u64, to: u64| async move {
+        let mut c = connect_port(gate, Some("ersks")).await;
+        for id in from..=to {
+            c.query_drop(format!("insert into t values ({id})"))
+                .await
+                .unwrap();
+        }
+    };
+    eventually(15, || async move {
+        let mut probe = try_connect_port(gate, Some("ersks")).await.ok()?;
+        probe.query_drop("select 1 from t").await.ok()
+    })
+    .await
+    .expect("the new keyspace served");
+    insert(1, 20).await;
+    assert!(has(ports[1], 20).await && has(ports[2], 20).await);
+    // c falls behind; b receives everything.
+    dba(ports[2]).await.query_drop("stop slave").await.unwrap();
+    insert(21, 30).await;
+    assert!(has(ports[1], 30).await);
+    assert_eq!(ids_on(ports[2]).await.len(), 20);
+
+    // SAFETY: a signal to a mysqld this test started.
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    let out = run_ctl(own(&[
+        "emergency-reparent-shard",
+        "ersks/0",
+        "--new-primary",
+        "zone1-972",
+    ]))
+    .await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("zone1-970 does not answer"), "{said}");
+    assert!(
+        said.contains("zone1-972 catches up with zone1-971"),
+        "{said}"
+    );
+    assert!(
+        said.contains("zone1-972 is now the primary of ersks/0 (was zone1-970)"),
+        "{said}"
+    );
+    let all: Vec<u64> = (1..=30).collect();
+    assert_eq!(ids_on(ports[2]).await, all, "the new primary's rows");
+    // Writes through shardgate reach it, and b replicates them.
+    let written = eventually(15, || async move {
+        let mut c = try_connect_port(gate, Some("ersks")).await.ok()?;
+        c.query_drop("insert into t values (31)").await.ok()
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "no write through shardgate after the reparent"
+    );
+    assert_eq!(ids_on(ports[2]).await.len(), 31);
+    assert!(
+        has(ports[1], 31).await,
+        "b does not replicate from the new primary"
+    );
+    let mut probe = connect_port(gate, Some("ersks")).await;
+    let types: Vec<(String, String)> = rows(&mut probe, "show vitess_tablets")
+        .await
+        .into_iter()
+        .filter(|r| r[1].as_deref() == Some("ersks"))
+        .map(|r| (r[5].clone().unwrap(), r[3].clone().unwrap()))
+        .collect();
+    assert!(
+        types.contains(&("zone1-972".to_string(), "PRIMARY".to_string())),
+        "{types:?}"
+    );
+
+    // That primary dies too: the only replica that answers is chosen.
+    insert(32, 35).await;
+    assert!(has(ports[1], 35).await);
+    unsafe { libc::kill(pids[2], libc::SIGKILL) };
+    let out = run_ctl(own(&["emergency-reparent-shard", "ersks/0"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("zone1-970 does not answer: left out"),
+        "{said}"
+    );
+    assert!(
+        said.contains("zone1-971 is now the primary of ersks/0 (was zone1-972)"),
+        "{said}"
+    );
+    let all: Vec<u64> = (1..=35).collect();
+    assert_eq!(ids_on(ports[1]).await, all);
+    let written = eventually(15, || async move {
+        let mut c = try_connect_port(gate, Some("ersks")).await.ok()?;
+        c.query_drop("insert into t values (36)").await.ok()
+    })
+    .await;
+    assert!(written.is_some(), "no write after the second reparent");
+}

@@ -1,7 +1,8 @@
 //! Topology administration, the part of vtctldclient a user needs:
 //! keyspaces, shards, tablets, VSchemas, schema changes, making a
-//! tablet the primary of its shard (with MariaDB GTID replication) and
-//! moving the primary to another tablet without losing a write.
+//! tablet the primary of its shard (with MariaDB GTID replication),
+//! moving the primary to another tablet without losing a write, and away
+//! from a dead one without losing a write a replica received.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
@@ -625,6 +626,253 @@ pub async fn planned_reparent_shard(
         old.alias, new.alias
     ));
     Ok((old.alias.clone(), new.alias))
+}
+
+/// What [`emergency_reparent_shard`] is asked to do (vtctldclient's
+/// EmergencyReparentShard flags).
+#[derive(Debug, Clone, Default)]
+pub struct Emergency {
+    /// The replica to promote (None: the most advanced one).
+    pub new_primary: Option<String>,
+    /// Tablets left out: not waited for, not repointed.
+    pub ignore_replicas: Vec<String>,
+    /// How long each replica may take to apply what it had received, and
+    /// the new primary to catch up with the most advanced replica.
+    pub wait_replicas_timeout: std::time::Duration,
+}
+
+/// A tablet's mysqld if it answers within a few seconds (a dead primary's
+/// host may drop packets rather than refuse them).
+async fn reach(t: &TabletRecord, creds: &DbaCreds) -> Option<Conn> {
+    let wait = std::time::Duration::from_secs(5);
+    tokio::time::timeout(wait, dba_conn(t, creds, None))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// A replica of the shard that answered, its replication stopped once it
+/// had applied all it received, and its GTID position then.
+struct Stopped {
+    t: TabletRecord,
+    c: Conn,
+    pos: String,
+}
+
+/// Stops the replica behind `c` receiving and waits up to `secs` for it
+/// to apply what it had received (its relay log): its position then.
+async fn drain_relay_log(c: &mut Conn, t: &TabletRecord, secs: f64) -> Result<String, AdminError> {
+    c.query_drop("STOP SLAVE IO_THREAD")
+        .await
+        .map_err(mysql_err(t))?;
+    let status: Option<mysql_async::Row> = c
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(mysql_err(t))?;
+    let received = status
+        .and_then(|r| r.get_opt::<String, _>("Gtid_IO_Pos")?.ok())
+        .unwrap_or_default();
+    if !received.is_empty() {
+        let waited: Option<i64> = c
+            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (received.as_str(), secs))
+            .await
+            .map_err(mysql_err(t))?;
+        if waited != Some(0) {
+            return Err(AdminError::Invalid(format!(
+                "{} did not apply what it received (up to {received}) within {secs}s",
+                t.alias
+            )));
+        }
+    }
+    c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
+    let pos: Option<String> = c
+        .query_first("SELECT @@GLOBAL.gtid_slave_pos")
+        .await
+        .map_err(mysql_err(t))?;
+    Ok(pos.unwrap_or_default())
+}
+
+/// Moves a shard's primary away from one that is dead or unreachable
+/// (vtctldclient's EmergencyReparentShard), losing no write a replica
+/// had received: the shard is marked not serving (shardgates with
+/// `--enable_buffer` hold its new work), the old primary is made
+/// read-only should it still answer, every replica stops receiving and
+/// applies what it received, and the most advanced REPLICA (or the one
+/// named, once it has caught up with the most advanced) is made writable
+/// and recorded as the primary; the others replicate from it. The old
+/// primary, if it answered, replicates from it too (with GTID strict mode
+/// a write of its own that no replica got stops its replication rather
+/// than diverge); if not, it is recorded as a replica, which the health
+/// checks keep out of service while it is down or does not replicate.
+/// Should no replica answer, or one not apply its relay log in time,
+/// nothing is promoted and what was stopped is started again. Returns
+/// (old primary, new primary); `say` reports each step.
+pub async fn emergency_reparent_shard(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    how: &Emergency,
+    creds: &DbaCreds,
+    say: impl Fn(&str),
+) -> Result<(String, String), AdminError> {
+    let tablets = shard_tablets(store, ks, shard).await?;
+    let (_, recorded) = shard_record(store, ks, shard).await?;
+    let old_alias = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "shard {ks}/{shard} has no primary (run init-shard-primary first)"
+        ))
+    })?;
+    let ignored = |alias: &str| how.ignore_replicas.iter().any(|a| a == alias);
+    if let Some(n) = &how.new_primary {
+        let t = tablets
+            .iter()
+            .find(|t| &t.alias == n)
+            .ok_or_else(|| AdminError::Invalid(format!("tablet {n} is not in {ks}/{shard}")))?;
+        if *n == old_alias || ignored(n) || !t.tablet_type.eq_ignore_ascii_case("replica") {
+            return Err(AdminError::Invalid(format!(
+                "tablet {n} cannot become the primary: only a REPLICA that is not the old primary and not ignored can"
+            )));
+        }
+    }
+    say(&format!(
+        "{ks}/{shard} not serving: shardgates hold its new work"
+    ));
+    set_serving(store, ks, shard, false).await?;
+    let old = tablets.iter().find(|t| t.alias == old_alias);
+    let mut old_c = match old {
+        Some(o) => reach(o, creds).await,
+        None => None,
+    };
+    if let (Some(c), Some(o)) = (&mut old_c, old) {
+        say(&format!("{old_alias} answers: made read-only"));
+        c.query_drop("SET GLOBAL read_only = 1")
+            .await
+            .map_err(mysql_err(o))?;
+    } else {
+        say(&format!("{old_alias} does not answer: taken as dead"));
+    }
+    let secs = how.wait_replicas_timeout.as_secs_f64().max(0.001);
+    let mut stopped: Vec<Stopped> = Vec::new();
+    let mut failed = None;
+    for t in tablets
+        .iter()
+        .filter(|t| t.alias != old_alias && !ignored(&t.alias))
+    {
+        let Some(mut c) = reach(t, creds).await else {
+            say(&format!("{} does not answer: left out", t.alias));
+            continue;
+        };
+        match drain_relay_log(&mut c, t, secs).await {
+            Ok(pos) => {
+                say(&format!("{} stopped at GTID {pos}", t.alias));
+                stopped.push(Stopped {
+                    t: t.clone(),
+                    c,
+                    pos,
+                });
+            }
+            Err(e) => {
+                stopped.push(Stopped {
+                    t: t.clone(),
+                    c,
+                    pos: String::new(),
+                });
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let seq = |s: &Stopped| gtid_seq(&s.pos);
+    let ahead = stopped.iter().map(seq).max();
+    let chosen = match &how.new_primary {
+        Some(n) => stopped.iter().position(|s| &s.t.alias == n),
+        None => stopped
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.t.tablet_type.eq_ignore_ascii_case("replica"))
+            .max_by_key(|(_, s)| seq(s))
+            .map(|(i, _)| i),
+    };
+    let chosen = match (failed, chosen) {
+        (None, Some(i)) => i,
+        (failed, _) => {
+            say("no replica to promote: starting replication again");
+            for s in &mut stopped {
+                let _ = s.c.query_drop("START SLAVE").await;
+            }
+            if let Some(c) = &mut old_c {
+                let _ = c.query_drop("SET GLOBAL read_only = 0").await;
+            }
+            set_serving(store, ks, shard, true).await?;
+            return Err(failed.unwrap_or_else(|| {
+                AdminError::Invalid(format!(
+                    "no REPLICA of {ks}/{shard} answers{}",
+                    how.new_primary
+                        .as_ref()
+                        .map(|n| format!(" ({n} does not)"))
+                        .unwrap_or_default()
+                ))
+            }));
+        }
+    };
+    let mut new = stopped.swap_remove(chosen);
+    // Named but behind another replica: it first gets what that one has.
+    if let Some(src) = stopped
+        .iter()
+        .filter(|s| ahead == Some(seq(s)))
+        .find(|s| seq(s) > seq(&new))
+    {
+        say(&format!(
+            "{} catches up with {} (GTID {}) first",
+            new.t.alias, src.t.alias, src.pos
+        ));
+        // Start the source's binlog where the new primary stands.
+        follow(&mut new.c, &new.t, &src.t, creds).await?;
+        let waited: Option<i64> = new
+            .c
+            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (src.pos.as_str(), secs))
+            .await
+            .map_err(mysql_err(&new.t))?;
+        new.c
+            .query_drop("STOP SLAVE")
+            .await
+            .map_err(mysql_err(&new.t))?;
+        if waited != Some(0) {
+            return Err(AdminError::Invalid(format!(
+                "{} did not catch up with {} within {secs}s; nothing was promoted (the shard stays not serving: run it again, or name another --new-primary)",
+                new.t.alias, src.t.alias
+            )));
+        }
+    }
+    say(&format!("promoting {}: writable", new.t.alias));
+    for q in ["RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+        new.c.query_drop(q).await.map_err(mysql_err(&new.t))?;
+    }
+    let _ = new.c.disconnect().await;
+    record_primary(store, ks, shard, &tablets, &new.t.alias).await?;
+    say(&format!(
+        "{} recorded as the primary of {ks}/{shard}",
+        new.t.alias
+    ));
+    for s in &mut stopped {
+        follow(&mut s.c, &s.t, &new.t, creds).await?;
+        say(&format!("{} replicates from {}", s.t.alias, new.t.alias));
+    }
+    if let (Some(mut c), Some(o)) = (old_c, old) {
+        // As after a planned reparent: from where its own binlog ends.
+        c.query_drop("STOP SLAVE").await.map_err(mysql_err(o))?;
+        c.query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+            .await
+            .map_err(mysql_err(o))?;
+        follow(&mut c, o, &new.t, creds).await?;
+        say(&format!("{old_alias} replicates from {}", new.t.alias));
+    } else {
+        say(&format!(
+            "{old_alias} is recorded as a replica: once it is back, check it for writes no replica received, then point it at {}",
+            new.t.alias
+        ));
+    }
+    Ok((old_alias, new.t.alias))
 }
 
 /// The REPLICA of the shard (not `primary`, not `avoid`) that has applied
