@@ -495,6 +495,16 @@ pub enum CtlCommand {
         )]
         transaction_grace_period: std::time::Duration,
     },
+    /// Set a keyspace's durability policy (vtctldclient's
+    /// SetKeyspaceDurabilityPolicy): `semi_sync` makes each primary's
+    /// commit wait until a replica has the write, `none` does not.
+    SetKeyspaceDurabilityPolicy {
+        /// The keyspace.
+        keyspace: String,
+        /// `none` or `semi_sync`.
+        #[arg(long = "durability-policy", alias = "durability_policy")]
+        durability_policy: String,
+    },
     /// Move a shard's primary away from a dead or unreachable one
     /// (vtctldclient's EmergencyReparentShard): the replicas apply what
     /// they received, the most advanced one becomes the primary, the

@@ -341,6 +341,15 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 println!("{new} is now the primary of {ks}/{shard} (was {old})");
             }
         }
+        CtlCommand::SetKeyspaceDurabilityPolicy {
+            keyspace,
+            durability_policy,
+        } => {
+            let say = |m: &str| println!("[durability] {m}");
+            admin::set_durability_policy(&store, &keyspace, &durability_policy, &creds, say)
+                .await?;
+            println!("keyspace {keyspace}: durability policy {durability_policy}");
+        }
         CtlCommand::EmergencyReparentShard {
             keyspace_shard,
             new_primary,

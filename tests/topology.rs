@@ -959,3 +959,158 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
     .await;
     assert!(written.is_some(), "no write after the second reparent");
 }
+
+/// `ctl set-keyspace-durability-policy --durability-policy semi_sync`: the
+/// primary acknowledges a commit only once a replica has received it (a
+/// write waits while no replica receives, and goes through when one does
+/// again), and a reparent keeps the policy on the new primary; `none`
+/// turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semi_sync_acknowledges_a_write_only_once_a_replica_has_it() {
+    use shardgate::local::{init_tablet_users, start_mariadb};
+    cluster();
+    let dir = temp_dir("semisync");
+    let mut ports = Vec::new();
+    for (uid, name) in [(980u32, "a"), (981, "b")] {
+        let port = free_port();
+        let p = start_mariadb(&dir.join(name), port, uid).await.unwrap();
+        track_pid(p.pid);
+        init_tablet_users(&dir.join(name).join("mysql.sock"), "vt_semiks")
+            .await
+            .unwrap();
+        ports.push(port);
+    }
+    let ports: [u16; 2] = ports.try_into().unwrap();
+    let run_ctl = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    for (alias, kind, port) in [
+        ("zone1-980", "primary", ports[0]),
+        ("zone1-981", "replica", ports[1]),
+    ] {
+        assert_ok(&run_ctl(add_tablet_args(alias, "semiks", kind, port, &[])).await);
+    }
+    assert_ok(&run_ctl(own(&["init-shard-primary", "semiks/0", "zone1-980"])).await);
+    let bad = run_ctl(own(&[
+        "set-keyspace-durability-policy",
+        "semiks",
+        "--durability-policy",
+        "cross_cell",
+    ]))
+    .await;
+    assert!(!bad.status.success());
+    let out = run_ctl(own(&[
+        "set-keyspace-durability-policy",
+        "semiks",
+        "--durability-policy",
+        "semi_sync",
+    ]))
+    .await;
+    assert_ok(&out);
+    let dba = |port: u16| async move {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("vt_dba"))
+            .db_name(Some("vt_semiks"));
+        mysql_async::Conn::new(opts).await.unwrap()
+    };
+    let status = |port: u16, name: &'static str| async move {
+        let mut c = dba(port).await;
+        global_status(&mut c, name).await
+    };
+    dba(ports[0])
+        .await
+        .query_drop("create table t (id bigint primary key)")
+        .await
+        .unwrap();
+    let clients = eventually(15, || async move {
+        (status(ports[0], "Rpl_semi_sync_master_clients").await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        clients.is_some(),
+        "the replica never acknowledged as semi-sync"
+    );
+    let (gate, _) = spawn_shardgate(&[]).await;
+    let ready = eventually(15, || async move {
+        let mut c = try_connect_port(gate, Some("semiks")).await.ok()?;
+        c.query_drop("select 1 from t").await.ok()
+    })
+    .await;
+    assert!(ready.is_some(), "the new keyspace served");
+    let mut c = connect_port(gate, Some("semiks")).await;
+    let acked = status(ports[0], "Rpl_semi_sync_master_yes_tx").await;
+    c.query_drop("insert into t values (1)").await.unwrap();
+    assert_eq!(
+        status(ports[0], "Rpl_semi_sync_master_yes_tx").await,
+        acked + 1
+    );
+
+    // No replica receiving: the write waits; it is answered once one does.
+    let mut replica = dba(ports[1]).await;
+    replica.query_drop("stop slave io_thread").await.unwrap();
+    let write =
+        tokio::spawn(async move { c.query_drop("insert into t values (2)").await.map(|_| c) });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !write.is_finished(),
+        "a write was acknowledged that no replica had"
+    );
+    replica.query_drop("start slave io_thread").await.unwrap();
+    let mut c = tokio::time::timeout(std::time::Duration::from_secs(15), write)
+        .await
+        .expect("the write is answered once the replica receives again")
+        .unwrap()
+        .unwrap();
+    let on_replica: Vec<u64> = replica.query("select id from t order by id").await.unwrap();
+    assert_eq!(on_replica, vec![1, 2]);
+
+    // A planned reparent: the new primary waits for acknowledgements too.
+    let out = run_ctl(own(&["planned-reparent-shard", "semiks/0"])).await;
+    assert_ok(&out);
+    let enabled: Option<u32> = replica
+        .query_first("select @@global.rpl_semi_sync_master_enabled")
+        .await
+        .unwrap();
+    assert_eq!(enabled, Some(1));
+    let clients = eventually(15, || async move {
+        (status(ports[1], "Rpl_semi_sync_master_clients").await == 1).then_some(())
+    })
+    .await;
+    assert!(clients.is_some(), "the old primary does not acknowledge");
+    let written = eventually(15, || async move {
+        let mut w = try_connect_port(gate, Some("semiks")).await.ok()?;
+        w.query_drop("insert into t values (3)").await.ok()
+    })
+    .await;
+    assert!(written.is_some());
+
+    // `none`: a write goes through with no replica receiving.
+    let out = run_ctl(own(&[
+        "set-keyspace-durability-policy",
+        "semiks",
+        "--durability-policy",
+        "none",
+    ]))
+    .await;
+    assert_ok(&out);
+    dba(ports[0])
+        .await
+        .query_drop("stop slave io_thread")
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        c.query_drop("insert into t values (4)"),
+    )
+    .await
+    .expect("a write waited under durability policy none")
+    .unwrap();
+}

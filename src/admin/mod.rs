@@ -65,7 +65,11 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 pub async fn ensure_keyspace(store: &TopoStore, ks: &str, sharded: bool) -> Result<(), AdminError> {
     let key = format!("global/keyspaces/{ks}/Keyspace");
     if store.get(&key).await?.is_none() {
-        store.put(&key, &json(&KeyspaceRecord { sharded })).await?;
+        let rec = KeyspaceRecord {
+            sharded,
+            ..KeyspaceRecord::default()
+        };
+        store.put(&key, &json(&rec)).await?;
     }
     Ok(())
 }
@@ -100,16 +104,12 @@ pub async fn apply_vschema(
     text: &[u8],
 ) -> Result<KeyspaceVSchema, AdminError> {
     let vs = KeyspaceVSchema::from_json(ks, text)?;
-    ensure_keyspace(store, ks, vs.sharded).await?;
-    let key = format!("global/keyspaces/{ks}/Keyspace");
-    store
-        .put(
-            &key,
-            &json(&KeyspaceRecord {
-                sharded: vs.sharded,
-            }),
-        )
-        .await?;
+    let (key, rec) = keyspace_record(store, ks).await?;
+    let rec = KeyspaceRecord {
+        sharded: vs.sharded,
+        ..rec.unwrap_or_default()
+    };
+    store.put(&key, &json(&rec)).await?;
     store
         .put(&format!("global/keyspaces/{ks}/VSchema"), &json(&vs))
         .await?;
@@ -275,16 +275,146 @@ async fn shard_record(
     shard: &str,
 ) -> Result<(String, Option<ShardRecord>), AdminError> {
     let key = format!("global/keyspaces/{ks}/shards/{shard}/Shard");
-    let rec = match store.get(&key).await? {
-        Some(v) => Some(
-            serde_json::from_slice(&v).map_err(|source| TopoError::Record {
-                key: key.clone(),
-                source,
-            })?,
-        ),
-        None => None,
-    };
+    let rec = record(store, &key).await?;
     Ok((key, rec))
+}
+
+/// The topology record at `key`, if there is one.
+async fn record<T: serde::de::DeserializeOwned>(
+    store: &TopoStore,
+    key: &str,
+) -> Result<Option<T>, AdminError> {
+    let Some(raw) = store.get(key).await? else {
+        return Ok(None);
+    };
+    let rec = serde_json::from_slice(&raw).map_err(|source| TopoError::Record {
+        key: key.to_string(),
+        source,
+    })?;
+    Ok(Some(rec))
+}
+
+/// The keyspace record's key, and the record if there is one.
+async fn keyspace_record(
+    store: &TopoStore,
+    ks: &str,
+) -> Result<(String, Option<KeyspaceRecord>), AdminError> {
+    let key = format!("global/keyspaces/{ks}/Keyspace");
+    let rec = record(store, &key).await?;
+    Ok((key, rec))
+}
+
+/// Whether the keyspace's durability policy is `semi_sync`: its
+/// primaries commit only once a replica has received the write, and its
+/// replicas acknowledge what they receive.
+async fn semi_sync(store: &TopoStore, ks: &str) -> Result<bool, AdminError> {
+    let (_, rec) = keyspace_record(store, ks).await?;
+    Ok(rec.and_then(|r| r.durability_policy).as_deref() == Some("semi_sync"))
+}
+
+/// The semi-sync settings of a primary: with `on`, a commit waits (after
+/// the binlog is written, before the commit is visible: MariaDB's lossless
+/// `AFTER_SYNC`) until a replica has received it, with no timeout and
+/// even with no replica connected (Vitess's `semi_sync` policy: a write
+/// is acknowledged only once it would survive the primary's loss).
+const SEMI_SYNC_PRIMARY: [&str; 4] = [
+    "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
+    "SET GLOBAL rpl_semi_sync_master_timeout = 4294967295",
+    "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON",
+    "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+];
+
+/// Brings the semi-sync settings of the tablet behind `c` to its role:
+/// a primary waits for an acknowledgement (with `on`), a replica gives
+/// them (set before its replication starts, which reads it).
+async fn set_semi_sync(
+    c: &mut Conn,
+    t: &TabletRecord,
+    primary: bool,
+    on: bool,
+) -> Result<(), AdminError> {
+    let mut qs: Vec<&str> = Vec::new();
+    if primary && on {
+        qs.extend(SEMI_SYNC_PRIMARY);
+    } else {
+        qs.push("SET GLOBAL rpl_semi_sync_master_enabled = OFF");
+    }
+    qs.push(if on && !primary {
+        "SET GLOBAL rpl_semi_sync_slave_enabled = ON"
+    } else {
+        "SET GLOBAL rpl_semi_sync_slave_enabled = OFF"
+    });
+    for q in qs {
+        c.query_drop(q).await.map_err(mysql_err(t))?;
+    }
+    Ok(())
+}
+
+/// Makes the tablet behind `c` (its replication stopped) the writable
+/// primary, waiting for a replica's acknowledgement of each commit under
+/// `semi_sync`.
+async fn promote(c: &mut Conn, t: &TabletRecord, semi: bool) -> Result<(), AdminError> {
+    for q in ["STOP SLAVE", "RESET SLAVE ALL"] {
+        c.query_drop(q).await.map_err(mysql_err(t))?;
+    }
+    set_semi_sync(c, t, true, semi).await?;
+    c.query_drop("SET GLOBAL read_only = 0")
+        .await
+        .map_err(mysql_err(t))
+}
+
+/// vtctldclient's SetKeyspaceDurabilityPolicy: records `none` or
+/// `semi_sync` for the keyspace and brings its tablets that answer to it
+/// at once (primaries wait for acknowledgements, replicas give them,
+/// their replication restarted to take it).
+pub async fn set_durability_policy(
+    store: &TopoStore,
+    ks: &str,
+    policy: &str,
+    creds: &DbaCreds,
+    say: impl Fn(&str),
+) -> Result<(), AdminError> {
+    if !matches!(policy, "none" | "semi_sync") {
+        return Err(AdminError::Invalid(format!(
+            "durability policy '{policy}': shardgate knows 'none' and 'semi_sync'"
+        )));
+    }
+    let (key, rec) = keyspace_record(store, ks).await?;
+    let Some(mut rec) = rec else {
+        return Err(AdminError::Invalid(format!("keyspace {ks} does not exist")));
+    };
+    rec.durability_policy = Some(policy.to_string());
+    store.put(&key, &json(&rec)).await?;
+    let on = policy == "semi_sync";
+    let all = list_tablets(store).await?;
+    // Replicas first: a primary that starts waiting before any replica
+    // acknowledges would hold its writes meanwhile.
+    let mut order: Vec<&TabletRecord> = all.iter().filter(|t| t.keyspace == ks).collect();
+    order.sort_by_key(|t| t.tablet_type.eq_ignore_ascii_case("primary"));
+    for t in order {
+        let primary = t.tablet_type.eq_ignore_ascii_case("primary");
+        let Some(mut c) = reach(t, creds).await else {
+            say(&format!(
+                "{} does not answer: set when it is next reparented",
+                t.alias
+            ));
+            continue;
+        };
+        set_semi_sync(&mut c, t, primary, on).await?;
+        if !primary {
+            // The IO thread reads the setting when it starts.
+            for q in ["STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD"] {
+                c.query_drop(q).await.map_err(mysql_err(t))?;
+            }
+        }
+        say(&format!(
+            "{} ({}): semi-sync {}",
+            t.alias,
+            if primary { "primary" } else { "replica" },
+            if on { "on" } else { "off" }
+        ));
+    }
+    Ok(())
 }
 
 /// Makes `alias` the writable primary of `ks/shard` (creating the
@@ -311,32 +441,30 @@ pub async fn init_shard_primary(
         "CREATE DATABASE IF NOT EXISTS {}",
         crate::sql::quote_ident(&primary.database())
     );
-    for q in [
-        "STOP SLAVE",
-        "RESET SLAVE ALL",
-        "SET GLOBAL read_only = 0",
-        create.as_str(),
-    ] {
-        c.query_drop(q).await.map_err(mysql_err(&primary))?;
-    }
+    let semi = semi_sync(store, ks).await?;
+    promote(&mut c, &primary, semi).await?;
+    c.query_drop(create).await.map_err(mysql_err(&primary))?;
     let _ = c.disconnect().await;
     for t in tablets.iter().filter(|t| t.alias != alias) {
         let mut c = dba_conn(t, creds, None).await?;
         c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
-        follow(&mut c, t, &primary, creds).await?;
+        follow(&mut c, t, &primary, creds, semi).await?;
         let _ = c.disconnect().await;
     }
     record_primary(store, ks, shard, &tablets, alias).await
 }
 
 /// Makes the tablet behind `c` (its replication stopped) a read-only
-/// replica of `primary`, from the GTID position it holds.
+/// replica of `primary`, from the GTID position it holds, acknowledging
+/// what it receives under `semi_sync`.
 async fn follow(
     c: &mut Conn,
     t: &TabletRecord,
     primary: &TabletRecord,
     creds: &DbaCreds,
+    semi: bool,
 ) -> Result<(), AdminError> {
+    set_semi_sync(c, t, false, semi).await?;
     let change = format!(
         "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
         crate::sql::quote_str(&primary.hostname),
@@ -591,9 +719,8 @@ pub async fn planned_reparent_shard(
         return Err(e);
     }
     say(&format!("promoting {}: writable", new.alias));
-    for q in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
-        new_c.query_drop(q).await.map_err(mysql_err(&new))?;
-    }
+    let semi = semi_sync(store, ks).await?;
+    promote(&mut new_c, &new, semi).await?;
     let _ = new_c.disconnect().await;
     record_primary(store, ks, shard, &tablets, &new.alias).await?;
     say(&format!(
@@ -610,7 +737,7 @@ pub async fn planned_reparent_shard(
         .query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
         .await
         .map_err(mysql_err(&old))?;
-    follow(&mut old_c, &old, &new, creds).await?;
+    follow(&mut old_c, &old, &new, creds, semi).await?;
     let _ = old_c.disconnect().await;
     for t in tablets
         .iter()
@@ -618,7 +745,7 @@ pub async fn planned_reparent_shard(
     {
         let mut c = dba_conn(t, creds, None).await?;
         c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
-        follow(&mut c, t, &new, creds).await?;
+        follow(&mut c, t, &new, creds, semi).await?;
         let _ = c.disconnect().await;
     }
     say(&format!(
@@ -827,7 +954,7 @@ pub async fn emergency_reparent_shard(
             new.t.alias, src.t.alias, src.pos
         ));
         // Start the source's binlog where the new primary stands.
-        follow(&mut new.c, &new.t, &src.t, creds).await?;
+        follow(&mut new.c, &new.t, &src.t, creds, false).await?;
         let waited: Option<i64> = new
             .c
             .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (src.pos.as_str(), secs))
@@ -845,9 +972,8 @@ pub async fn emergency_reparent_shard(
         }
     }
     say(&format!("promoting {}: writable", new.t.alias));
-    for q in ["RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
-        new.c.query_drop(q).await.map_err(mysql_err(&new.t))?;
-    }
+    let semi = semi_sync(store, ks).await?;
+    promote(&mut new.c, &new.t, semi).await?;
     let _ = new.c.disconnect().await;
     record_primary(store, ks, shard, &tablets, &new.t.alias).await?;
     say(&format!(
@@ -855,7 +981,7 @@ pub async fn emergency_reparent_shard(
         new.t.alias
     ));
     for s in &mut stopped {
-        follow(&mut s.c, &s.t, &new.t, creds).await?;
+        follow(&mut s.c, &s.t, &new.t, creds, semi).await?;
         say(&format!("{} replicates from {}", s.t.alias, new.t.alias));
     }
     if let (Some(mut c), Some(o)) = (old_c, old) {
@@ -864,7 +990,7 @@ pub async fn emergency_reparent_shard(
         c.query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
             .await
             .map_err(mysql_err(o))?;
-        follow(&mut c, o, &new.t, creds).await?;
+        follow(&mut c, o, &new.t, creds, semi).await?;
         say(&format!("{old_alias} replicates from {}", new.t.alias));
     } else {
         say(&format!(

@@ -50,6 +50,12 @@ pub struct KeyspaceRecord {
     /// True when the keyspace has several shards.
     #[serde(default)]
     pub sharded: bool,
+    /// Vitess's durability policy (`none`, `semi_sync`): with
+    /// `semi_sync`, a primary's commit waits until a replica has the
+    /// write (see `admin`), so no acknowledged write is lost when the
+    /// primary dies and an emergency reparent promotes a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability_policy: Option<String>,
 }
 
 /// `global/keyspaces/{ks}/shards/{shard}/Shard`.
