@@ -262,7 +262,7 @@ pub struct Busy {
 
 /// A lean connection with the tablet it was opened for.
 pub struct LeanHandle {
-    alias: std::sync::Arc<str>,
+    alias: String,
     key: PoolKey,
     used: Instant,
     /// Its share of the tablet's budget: closing it makes room.
@@ -286,13 +286,6 @@ pub struct LeanHandle {
 impl LeanHandle {
     /// The alias of the tablet it is connected to.
     pub fn alias(&self) -> &str {
-        &self.alias
-    }
-
-    /// The alias, shared: what a session records for each connection its
-    /// statement runs on (see [`crate::executor::interrupt`]), with no
-    /// allocation.
-    pub fn alias_shared(&self) -> &std::sync::Arc<str> {
         &self.alias
     }
 
@@ -587,7 +580,7 @@ impl Pools {
         // size every client connection's task (see `frontend::command_loop`).
         match Box::pin(self.open_lean(&key)).await {
             Ok(conn) => Ok(Some(LeanHandle {
-                alias: t.alias.as_str().into(),
+                alias: t.alias.clone(),
                 key,
                 used: Instant::now(),
                 slot,

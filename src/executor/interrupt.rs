@@ -23,10 +23,11 @@
 //! its client socket down: its session ends as if the client had left,
 //! rolling its transaction back.
 //!
-//! What it costs a statement that is never stopped: one store when it
-//! starts, and a lock, a push and a removal for each tablet connection it
-//! links (no allocation: the alias is shared). A timed statement also
-//! arms a timer task, dropped when the statement ends in time.
+//! What it costs a statement that is never stopped: one atomic add when
+//! it starts, and for each tablet connection it links a lock and a push,
+//! then a lock and a removal (no allocation: the tablet is recorded by a
+//! hash of its alias). A timed statement also arms a timer task, dropped
+//! when the statement ends in time.
 //!
 //! Reads that share a pipelined tablet connection with other sessions'
 //! (see [`crate::backend::mux`]) are not killed: the connection runs
@@ -74,32 +75,47 @@ pub struct Control {
     /// [`Why`] (1 killed, 2 timed out): a statement is stopped when this
     /// names it, so a new statement starts unstopped without a store.
     stopped: AtomicU64,
-    /// The tablet connections the current statement runs on: (tablet
-    /// alias, thread id, when linked, a number no other link shares).
-    running: Mutex<Vec<(Arc<str>, u32, u64)>>,
-    links: AtomicU64,
+    /// The tablet connections the current statement runs on.
+    running: Mutex<Running>,
+}
+
+/// The tablet connections a statement runs on: (the tablet alias's
+/// [`alias_key`], thread id, a number no other link shares), and the next
+/// such number. Keys rather than names: recording one costs no
+/// allocation and no reference count.
+#[derive(Default)]
+struct Running {
+    links: Vec<(u64, u32, u64)>,
+    next: u64,
+}
+
+/// What identifies a tablet alias in a [`Control`]'s record (a stop
+/// looks the alias up among the topology's tablets by it).
+pub fn alias_key(alias: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<crate::fasthash::FastHasher>::default().hash_one(alias)
 }
 
 impl Control {
     /// A control not registered anywhere (a session in a test, or one
     /// before its handshake ends).
     pub fn detached(id: u32) -> Arc<Self> {
+        Self::new(id, None, Weak::new())
+    }
+
+    fn new(id: u32, fd: Option<RawFd>, ctx: Weak<ServerCtx>) -> Arc<Self> {
         Arc::new(Control {
             id,
-            fd: None,
-            ctx: Weak::new(),
+            fd,
+            ctx,
             statement: AtomicU64::new(0),
             stopped: AtomicU64::new(0),
-            running: Mutex::new(Vec::new()),
-            links: AtomicU64::new(0),
+            running: Mutex::new(Running::default()),
         })
     }
 
     /// A statement starts: the number that names it.
     pub fn begin(&self) -> u64 {
-        // A link dropped without being given back (a connection found
-        // dead and replaced) is forgotten here.
-        lock(&self.running).clear();
         self.statement.fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -130,28 +146,34 @@ impl Control {
         true
     }
 
-    /// The current statement runs on `thread` of tablet `alias` from now
-    /// until [`Self::unlinked`].
-    pub fn linked(&self, alias: &Arc<str>, thread: u32) {
-        let n = self.links.fetch_add(1, Ordering::Relaxed);
-        lock(&self.running).push((alias.clone(), thread, n));
+    /// The current statement runs on `thread` of the tablet whose alias
+    /// has [`alias_key`] `alias` from now until [`Self::unlinked`], which
+    /// every link must reach (a link left listed would have a later stop
+    /// kill whatever runs on that connection by then).
+    pub fn linked(&self, alias: u64, thread: u32) {
+        let mut running = lock(&self.running);
+        let n = running.next;
+        running.next += 1;
+        running.links.push((alias, thread, n));
     }
 
     /// The connection `thread` of tablet `alias` went back.
-    pub fn unlinked(&self, alias: &str, thread: u32) {
+    pub fn unlinked(&self, alias: u64, thread: u32) {
         let mut running = lock(&self.running);
         if let Some(i) = running
+            .links
             .iter()
-            .position(|(a, t, _)| *t == thread && &**a == alias)
+            .position(|&(a, t, _)| t == thread && a == alias)
         {
-            running.swap_remove(i);
+            running.links.swap_remove(i);
         }
     }
 
-    fn still_linked(&self, alias: &str, thread: u32, n: u64) -> bool {
+    fn still_linked(&self, alias: u64, thread: u32, n: u64) -> bool {
         lock(&self.running)
+            .links
             .iter()
-            .any(|(a, t, m)| *t == thread && *m == n && &**a == alias)
+            .any(|&(a, t, m)| t == thread && m == n && a == alias)
     }
 
     /// Arms the query timeout of statement `n`: when `after` passes and
@@ -202,15 +224,7 @@ impl Sessions {
     /// Registers the session of connection `id`, whose client socket is
     /// `fd`.
     pub fn register(&self, ctx: &Arc<ServerCtx>, id: u32, fd: Option<RawFd>) -> Arc<Control> {
-        let control = Arc::new(Control {
-            id,
-            fd,
-            ctx: Arc::downgrade(ctx),
-            statement: AtomicU64::new(0),
-            stopped: AtomicU64::new(0),
-            running: Mutex::new(Vec::new()),
-            links: AtomicU64::new(0),
-        });
+        let control = Control::new(id, fd, Arc::downgrade(ctx));
         lock(&self.open).insert(id, control.clone());
         control
     }
@@ -256,18 +270,22 @@ async fn stop(ctx: &ServerCtx, control: &Control, n: u64, why: Why) {
     if !control.mark(n, why) {
         return;
     }
-    let mut killed: Vec<(Arc<str>, u64)> = Vec::new();
+    let mut killed: Vec<(u64, u64)> = Vec::new();
     for look in 0..LOOKS {
         if control.statement.load(Ordering::Acquire) != n {
             return;
         }
-        let running = lock(&control.running).clone();
+        let running = lock(&control.running).links.clone();
         if running.is_empty() && look > 0 {
             return;
         }
         for (alias, thread, link) in running {
             let snap = ctx.snapshot.load();
-            let Some(tablet) = snap.tablets.get(&*alias) else {
+            let mut named = snap
+                .tablets
+                .values()
+                .filter(|t| alias_key(&t.alias) == alias);
+            let (Some(tablet), None) = (named.next(), named.next()) else {
                 continue;
             };
             let Ok(mut conn) = ctx.pools.get(tablet).get_conn().await else {
@@ -281,18 +299,16 @@ async fn stop(ctx: &ServerCtx, control: &Control, n: u64, why: Why) {
                 continue;
             };
             // Still the statement's: the query read is one of its own.
-            if !control.still_linked(&alias, thread, link)
-                || killed.iter().any(|(a, q)| *a == alias && *q == query)
-            {
+            if !control.still_linked(alias, thread, link) || killed.contains(&(alias, query)) {
                 continue;
             }
             match conn.query_drop(format!("KILL QUERY ID {query}")).await {
                 Ok(()) => {
-                    tracing::info!(tablet = %alias, thread, query, ?why, session = control.id, "statement stopped: tablet query killed");
+                    tracing::info!(tablet = %tablet.alias, thread, query, ?why, session = control.id, "statement stopped: tablet query killed");
                     killed.push((alias, query));
                 }
                 Err(e) => {
-                    tracing::debug!(tablet = %alias, error = %e, "kill of a stopped statement's query failed")
+                    tracing::debug!(tablet = %tablet.alias, error = %e, "kill of a stopped statement's query failed")
                 }
             }
         }
@@ -330,17 +346,18 @@ mod tests {
     #[test]
     fn links_are_listed_until_given_back() {
         let c = Control::detached(1);
-        let a: Arc<str> = "zone1-100".into();
-        c.linked(&a, 10);
-        c.linked(&a, 11);
-        let first = lock(&c.running)[0].2;
-        assert!(c.still_linked("zone1-100", 10, first));
-        c.unlinked("zone1-100", 10);
-        assert!(!c.still_linked("zone1-100", 10, first));
-        c.linked(&a, 10);
-        assert!(!c.still_linked("zone1-100", 10, first));
-        assert_eq!(lock(&c.running).len(), 2);
-        c.unlinked("zone1-101", 11);
-        assert_eq!(lock(&c.running).len(), 2);
+        let (a, b) = (alias_key("zone1-100"), alias_key("zone1-101"));
+        assert_ne!(a, b);
+        c.linked(a, 10);
+        c.linked(a, 11);
+        let first = lock(&c.running).links[0].2;
+        assert!(c.still_linked(a, 10, first));
+        c.unlinked(a, 10);
+        assert!(!c.still_linked(a, 10, first));
+        c.linked(a, 10);
+        assert!(!c.still_linked(a, 10, first));
+        assert_eq!(lock(&c.running).links.len(), 2);
+        c.unlinked(b, 11);
+        assert_eq!(lock(&c.running).links.len(), 2);
     }
 }

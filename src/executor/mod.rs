@@ -257,6 +257,14 @@ impl Link {
             Link::Lean(held) => held.handle.conn.thread_id(),
         }
     }
+
+    /// The alias of its tablet.
+    fn alias(&self) -> &str {
+        match self {
+            Link::Driver(sc) => &sc.alias,
+            Link::Lean(held) => held.handle.alias(),
+        }
+    }
 }
 
 impl ShardConns {
@@ -329,12 +337,18 @@ impl ShardConns {
             w.joined(&tablet.alias, linked.0.thread());
         }
         if let Some(c) = &self.control {
-            match &linked.0 {
-                Link::Lean(held) => c.linked(held.handle.alias_shared(), linked.0.thread()),
-                Link::Driver(sc) => c.linked(&sc.alias.as_str().into(), sc.conn.id()),
-            }
+            c.linked(interrupt::alias_key(linked.0.alias()), linked.0.thread());
         }
         Ok(linked)
+    }
+
+    /// A link dropped without going back (a connection found dead before
+    /// its statement was sent, replaced by another): no longer the
+    /// statement's.
+    fn forget(&self, link: &Link) {
+        if let Some(c) = &self.control {
+            c.unlinked(interrupt::alias_key(link.alias()), link.thread());
+        }
     }
 
     /// The connection statement `sql` on `tablet` runs on, whether it goes
@@ -417,13 +431,7 @@ impl ShardConns {
         if let Some(w) = &self.watch {
             w.idle();
         }
-        if let Some(c) = &self.control {
-            let alias = match &link {
-                Link::Lean(held) => held.handle.alias(),
-                Link::Driver(sc) => &sc.alias,
-            };
-            c.unlinked(alias, link.thread());
-        }
+        self.forget(&link);
         if broken {
             return;
         }
@@ -1060,6 +1068,9 @@ impl Executor<'_> {
                 dead = held.handle.conn.is_closed();
             }
             if dead {
+                if let Ok((link, ..)) = &taken {
+                    self.state.forget(link);
+                }
                 taken = self.state.link(self.ctx, tablet, &label, &sql).await;
             }
             match taken {
@@ -1889,6 +1900,7 @@ impl Executor<'_> {
                 }
             };
             if attempt == 1 && fresh && matches!(res, Err(RunError::Unsent(_))) {
+                self.state.forget(&link);
                 continue;
             }
             let res = res.map_err(|e| run_error(e, &label));
