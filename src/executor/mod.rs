@@ -131,6 +131,9 @@ pub struct ShardConns {
     pub control: Option<std::sync::Arc<interrupt::Control>>,
     /// The current statement has a query timeout.
     pub timed: bool,
+    /// The current statement can be stopped (KILL is allowed, or it has
+    /// a timeout): the connections it runs on are recorded in `control`.
+    pub stoppable: bool,
 }
 
 /// How far a transaction may reach, as vtgate's `--transaction_mode` (or a
@@ -321,7 +324,7 @@ impl ShardConns {
                 tablet.alias
             )));
         }
-        if self.control.as_ref().is_some_and(|c| c.stopped().is_some()) {
+        if self.stoppable && self.control.as_ref().is_some_and(|c| c.stopped().is_some()) {
             return Err(Error::Interrupted);
         }
         if self.in_txn {
@@ -336,7 +339,7 @@ impl ShardConns {
         if let (true, Some(w)) = (self.in_txn, &self.watch) {
             w.joined(&tablet.alias, linked.0.thread());
         }
-        if let Some(c) = &self.control {
+        if let (true, Some(c)) = (self.stoppable, &self.control) {
             c.linked(interrupt::alias_key(linked.0.alias()), linked.0.thread());
         }
         Ok(linked)
@@ -346,7 +349,7 @@ impl ShardConns {
     /// its statement was sent, replaced by another): no longer the
     /// statement's.
     fn forget(&self, link: &Link) {
-        if let Some(c) = &self.control {
+        if let (true, Some(c)) = (self.stoppable, &self.control) {
             c.unlinked(interrupt::alias_key(link.alias()), link.thread());
         }
     }

@@ -161,13 +161,20 @@ impl Session {
     /// A statement starts: it gets its number, and its query timeout (the
     /// statement's directive, else the session's, else `--query-timeout`)
     /// is armed.
+    /// Nothing is recorded for a statement nobody can stop (no
+    /// `--allow-kill-statement`, no timeout): that costs it nothing.
     fn begin(&mut self, ctx: &ServerCtx, directive: Option<u64>) -> Option<Timed> {
-        let control = self.shards.control.as_ref()?;
-        let n = control.begin();
         let ms = directive
             .or(self.query_timeout)
             .or_else(|| ctx.sessions.query_timeout.map(|t| t.as_millis() as u64))
-            .filter(|&ms| ms > 0)?;
+            .filter(|&ms| ms > 0);
+        let control = self.shards.control.as_ref()?;
+        self.shards.stoppable = ctx.sessions.allow_kill || ms.is_some();
+        if !self.shards.stoppable {
+            return None;
+        }
+        let n = control.begin();
+        let ms = ms?;
         self.shards.timed = true;
         let after = std::time::Duration::from_millis(ms);
         Some(Timed {
@@ -182,7 +189,10 @@ impl Session {
     fn end(&mut self, timed: Option<Timed>, res: Result<(), Error>) -> Result<(), Error> {
         self.shards.timed = false;
         let Err(e) = res else { return res };
-        let stopped = self.shards.control.as_ref().and_then(|c| c.stopped());
+        let stopped = match &self.shards.control {
+            Some(c) if self.shards.stoppable => c.stopped(),
+            _ => None,
+        };
         match (stopped, timed) {
             (Some(Why::TimedOut), Some(t)) => Err(Error::QueryTimeout(t.ms)),
             (Some(_), _) => Err(Error::Interrupted),
