@@ -933,8 +933,13 @@ fn grouped_or_aggregated(sel: &ast::Select) -> (bool, bool) {
 /// The names a SELECT's FROM clause gives its tables (aliases, else the
 /// tables' own names) and derived tables.
 pub(super) fn from_names(s: &ast::Select) -> Vec<String> {
-    s.from
-        .iter()
+    names_in(&s.from)
+}
+
+/// The names the tables of FROM items `from` are known by (aliases where
+/// given).
+pub(super) fn names_in(from: &[ast::TableWithJoins]) -> Vec<String> {
+    from.iter()
         .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
         .filter_map(|f| match f {
             TableFactor::Table { name, alias, .. } => Some(match alias {

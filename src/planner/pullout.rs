@@ -8,8 +8,9 @@
 //! error 1242). The statement is then planned with those values, so an
 //! `IN` on a vindex column reaches only the shards holding them.
 //!
-//! Conditions of the WHERE clause's top-level AND and scalar subqueries
-//! of the select list are pulled out; what is left must plan on its own.
+//! Conditions of the WHERE clause (under AND, OR and NOT) and scalar
+//! subqueries of the select list are pulled out; what is left must plan
+//! on its own.
 
 use sqlparser::ast::{self, visit_expressions_mut, BinaryOperator, Expr, SetExpr, TableFactor};
 
@@ -372,6 +373,65 @@ pub fn plan_insert_select(
     ))
 }
 
+/// Plans an UPDATE or DELETE whose uncorrelated subqueries (in its
+/// WHERE clause's top-level AND, or an UPDATE's SET values) read another
+/// keyspace's tables, or read across shards: they run first, each where
+/// its tables are, and the write runs where its table is with their
+/// answers in (an `IN` on a vindex column then reaches only the shards
+/// holding its values). A subquery may read the table written: its
+/// answer is the table's before the write, as MariaDB answers it. Fails
+/// with `refused` when nothing can be pulled out.
+pub fn plan_write(
+    stmt: &ast::Statement,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    let mut outer = stmt.clone();
+    let mut pulled: Vec<(PulloutKind, Option<String>, ast::Query)> = Vec::new();
+    match &mut outer {
+        ast::Statement::Update(u) => {
+            let names = table_names(std::slice::from_ref(&u.table));
+            if let Some(w) = u.selection.as_mut() {
+                pull(w, &names, &mut pulled);
+            }
+            for a in &mut u.assignments {
+                if let Expr::Subquery(q) = &a.value {
+                    if super::join::reads_outer(q, &names).is_ok_and(|reads| !reads) {
+                        let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
+                        pulled.push((PulloutKind::Value, None, (**q).clone()));
+                        a.value = m;
+                    }
+                }
+            }
+        }
+        ast::Statement::Delete(d) => {
+            let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) =
+                &d.from;
+            let names = table_names(from);
+            if let Some(w) = d.selection.as_mut() {
+                pull(w, &names, &mut pulled);
+            }
+        }
+        _ => return Err(refused),
+    }
+    if pulled.is_empty() {
+        return Err(refused);
+    }
+    let outer = outer.to_string();
+    let probe = fill(&outer, &vec!["1".to_string(); pulled.len()]);
+    finish(pulled, outer, &probe, ks, snap)
+}
+
+/// The names a write's tables are known by in its statement (aliases
+/// where given), for telling its correlated subqueries apart.
+fn table_names(tables: &[ast::TableWithJoins]) -> Vec<(String, bool)> {
+    super::join::names_in(tables)
+        .into_iter()
+        .map(|n| (n, false))
+        .collect()
+}
+
 /// A FROM item naming table `name` (a marker, printed as it is) as `alias`.
 fn table_named(name: &str, alias: &ast::TableAlias) -> Option<TableFactor> {
     let ast::Statement::Query(q) = super::sharded::parse("SELECT 1 FROM marker").ok()? else {
@@ -391,8 +451,8 @@ fn table_named(name: &str, alias: &ast::TableAlias) -> Option<TableFactor> {
     Some(f)
 }
 
-/// Replaces the uncorrelated subquery conditions of `e`'s top-level AND
-/// with markers, collecting them.
+/// Replaces the uncorrelated subquery conditions of `e` (under AND, OR
+/// and NOT) with markers, collecting them.
 fn pull(
     e: &mut Expr,
     names: &[(String, bool)],
@@ -402,15 +462,21 @@ fn pull(
         |q: &ast::Query| super::join::reads_outer(q, names).is_ok_and(|reads| !reads);
     let mark = |pulled: &Vec<_>| Expr::value(ast::Value::Placeholder(marker(pulled.len())));
     match e {
+        // What replaces a condition is a condition equal to it (NULLs
+        // included), so it may stand under OR and NOT too.
         Expr::BinaryOp {
             left,
-            op: BinaryOperator::And,
+            op: BinaryOperator::And | BinaryOperator::Or,
             right,
         } => {
             pull(left, names, pulled);
             pull(right, names, pulled);
         }
-        Expr::Nested(inner) => pull(inner, names, pulled),
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr: inner,
+        }
+        | Expr::Nested(inner) => pull(inner, names, pulled),
         Expr::In {
             expr,
             target: ast::InTarget::Subquery(q),

@@ -718,6 +718,15 @@ fn replace_in(e: &mut Expr, target: &Expr) -> bool {
     }
 }
 
+/// Whether `e` names a table of another keyspace (placement qualified
+/// those) or of a system schema.
+fn reads_elsewhere(e: &Expr, ks: &Keyspace) -> bool {
+    let text = e.to_string();
+    crate::sql::table_refs(&text)
+        .iter()
+        .any(|r| !r.column && r.qualifier.is_some_and(|q| q != ks.name))
+}
+
 fn contains_subquery(e: &Expr) -> bool {
     let s = e.to_string().to_ascii_uppercase();
     s.contains("SELECT ")
@@ -726,7 +735,31 @@ fn contains_subquery(e: &Expr) -> bool {
 /// Plans a statement on a sharded keyspace.
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
     let stmt = parse(template)?;
-    match &stmt {
+    match plan_parsed(template, &stmt, ks, snap) {
+        // An UPDATE or DELETE whose subqueries read another keyspace, or
+        // read across shards: they run first (vtgate's
+        // UncorrelatedSubquery over a DML), and the write runs where its
+        // table is with their answers in.
+        Err(e @ PlanError::Unsupported(_))
+            if matches!(stmt, Statement::Update(_) | Statement::Delete(_))
+                && (e.to_string().contains("statements across keyspaces")
+                    || e.to_string()
+                        .contains("subqueries in a sharded UPDATE or DELETE")) =>
+        {
+            super::pullout::plan_write(&stmt, ks, snap, e)
+                .map(|p| super::Plan::Pullout(Box::new(p)))
+        }
+        planned => planned,
+    }
+}
+
+fn plan_parsed(
+    template: &str,
+    stmt: &Statement,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<super::Plan, PlanError> {
+    match stmt {
         Statement::Query(q) => {
             // A WITH's queries are derived tables where its FROM clauses
             // name them: inlined once, here, for every plan below.
@@ -742,7 +775,7 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             };
             plan_query(&template, q, ks, snap)
         }
-        Statement::Insert(ins) => match super::pullout::plan_insert_select(&stmt, ins, ks, snap) {
+        Statement::Insert(ins) => match super::pullout::plan_insert_select(stmt, ins, ks, snap) {
             // Its SELECT runs first; its rows become VALUES.
             Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
             None => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
@@ -758,6 +791,10 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             for a in &u.assignments {
                 if matches!(a.target, ast::AssignmentTarget::Tuple(_)) {
                     return Err(unsupported("tuple assignments across shards"));
+                }
+                // A value read from another keyspace: read there first.
+                if contains_subquery(&a.value) && reads_elsewhere(&a.value, ks) {
+                    return Err(unsupported("subqueries in a sharded UPDATE or DELETE"));
                 }
                 let Some((qual, col)) = assigned_column(a) else {
                     continue;
@@ -799,7 +836,7 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             )?;
             plan_dml(
                 template,
-                &stmt,
+                stmt,
                 u.selection.as_ref(),
                 u.limit.is_some(),
                 joined,
@@ -861,7 +898,7 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             };
             plan_dml(
                 template,
-                &stmt,
+                stmt,
                 d.selection.as_ref(),
                 d.limit.is_some(),
                 joined,
