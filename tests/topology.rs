@@ -1069,8 +1069,14 @@ async fn semi_sync_acknowledges_a_write_only_once_a_replica_has_it() {
         .expect("the write is answered once the replica receives again")
         .unwrap()
         .unwrap();
-    let on_replica: Vec<u64> = replica.query("select id from t order by id").await.unwrap();
-    assert_eq!(on_replica, vec![1, 2]);
+    // Received when acknowledged; applied soon after.
+    let applied = eventually(15, || async move {
+        let mut r = dba(ports[1]).await;
+        let ids: Vec<u64> = r.query("select id from t order by id").await.ok()?;
+        (ids == [1, 2]).then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "the replica never applied the write");
 
     // A planned reparent: the new primary waits for acknowledgements too.
     let out = run_ctl(own(&["planned-reparent-shard", "semiks/0"])).await;
