@@ -2117,6 +2117,9 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
         case("select * from dt where id < 5 union select * from dt where id between 3 and 8 order by id", true),
         case("select k from dt where id < 200 intersect select qty from jl order by k", true),
         case("select k from dt where id < 200 except select qty from jl where id < 100 order by 1 limit 6", true),
+        // A part that is itself a join across shards (a nested loop).
+        case("select dt.id, jl.id as jid from dt join jl on jl.qty = dt.k where dt.id < 20 union all select id, id from jn where id < 5 order by 1, 2", true),
+        case("select dt.k from dt join jl on jl.qty = dt.k where jl.id < 50 union select qty from jl where id < 10", false),
     ];
     for (i, c) in concatenated.iter().enumerate() {
         compare_by(sg, oracle, c, i % 2 == 1).await;

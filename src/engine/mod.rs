@@ -850,14 +850,24 @@ async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
 /// none (`LIMIT 0`).
 fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
     let cell = |i: usize, r: &[Value]| cell_sql(cols, r, i, nbe, constant);
-    let named: Vec<String> = cols
+    // A derived table's columns need distinct names (a UNION part's may
+    // repeat one: `select id, id`): a repeat gets its position too.
+    let mut names: Vec<String> = Vec::with_capacity(cols.len());
+    for (i, c) in cols.iter().enumerate() {
+        let mut name = c.name_str().into_owned();
+        while names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            name = format!("{name}_{}", i + 1);
+        }
+        names.push(name);
+    }
+    let named: Vec<String> = names
         .iter()
         .enumerate()
-        .map(|(i, c)| {
+        .map(|(i, name)| {
             let v = rows
                 .first()
                 .map_or_else(|| "NULL".to_string(), |r| cell(i, r));
-            format!("{v} AS `{}`", c.name_str().replace('`', "``"))
+            format!("{v} AS `{}`", name.replace('`', "``"))
         })
         .collect();
     let mut sql = format!("(SELECT {}", named.join(", "));

@@ -924,6 +924,13 @@ fn plan_query(
 ) -> Result<super::Plan, PlanError> {
     match plan_select(template, q, ks) {
         Ok(p) => Ok(super::Plan::Select(Box::new(p))),
+        // A UNION no route answers (its parts' tables on different
+        // routes included): its parts first, each on its own plan.
+        Err(e @ PlanError::Unsupported(_))
+            if matches!(q.body.as_ref(), ast::SetExpr::SetOperation { .. }) =>
+        {
+            super::pullout::plan_union(q, ks, snap, e).map(|p| super::Plan::Pullout(Box::new(p)))
+        }
         // Tables on different routes: a nested loop, where it can be.
         Err(PlanError::Unsupported(m)) if m == "cross-shard joins" => {
             match super::join::plan(template, q, ks, snap) {
@@ -948,12 +955,6 @@ fn plan_query(
             Ok(super::Plan::Pullout(Box::new(
                 super::pullout::plan_derived(q, ks, snap, e)?,
             )))
-        }
-        // A UNION no route answers: its parts first.
-        Err(e @ PlanError::Unsupported(_))
-            if matches!(q.body.as_ref(), ast::SetExpr::SetOperation { .. }) =>
-        {
-            super::pullout::plan_union(q, ks, snap, e).map(|p| super::Plan::Pullout(Box::new(p)))
         }
         // Subqueries that read nothing of the statement, or read another
         // keyspace's tables: first.
