@@ -2200,6 +2200,10 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jl.id, jn.memo from dt join jl on jl.dt_id = dt.id join jn on jn.id = jl.id where dt.id < 400 order by jl.id", true),
         case("select jl.id, jref.label, jn.memo from jl join jref on jref.k = jl.qty join jn on jn.id = jl.id where jl.id < 60 order by jl.id", true),
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.id = -5", false),
+        // HAVING with nothing grouped keeps rows as WHERE would, its
+        // aliases the select list's.
+        case("select dt.id, jl.qty from dt join jl on jl.qty = dt.k having jl.qty = 2 and dt.id < 90", false),
+        case("select dt.id did, jl.id jid from dt join jl on jl.qty = dt.k where dt.id < 60 having did < jid order by did, jid", true),
         // A correlated EXISTS no route answers: a semi-join.
         case("select dt.id, dt.k from dt where exists (select 1 from jl where jl.qty = dt.k) and dt.id < 100 order by dt.id", true),
         case("select dt.id from dt where not exists (select 1 from jl where jl.qty = dt.k and jl.id < 50) and dt.id < 80 order by dt.id desc limit 7", true),
@@ -2306,7 +2310,7 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
     assert!(plan[0].0.contains("FOR UPDATE"), "{}", plan[0].0);
     for (sql, why) in [
         (
-            "select dt.id from dt join jn on jn.id = dt.k having dt.id > 3",
+            "select dt.id from dt join jn on jn.id = dt.k having count(*) > 3",
             "HAVING",
         ),
         ("select id from dt join jn on jn.id = dt.k", "qualified"),

@@ -120,8 +120,13 @@ pub(super) fn plan(
         return Err(refuse("with WITH"));
     }
     let (grouped, aggregated) = grouped_or_aggregated(sel);
-    if sel.having.is_some() && !grouped && !aggregated {
-        return Err(refuse("with HAVING without aggregates"));
+    if let (Some(h), false, false) = (&sel.having, grouped, aggregated) {
+        if has_aggregate(h) {
+            return Err(refuse("with an aggregate only in HAVING"));
+        }
+        // With nothing grouped, HAVING keeps rows as WHERE would, its
+        // names the select list's aliases first: planned as that.
+        return plan(template, &having_as_where(q, sel, h), ks, snap);
     }
     if sel.into.is_some() || q.fetch.is_some() || q.for_clause.is_some() {
         return Err(refuse("with INTO, FETCH or FOR"));
@@ -915,6 +920,42 @@ fn order_key<'a>(
     let e = select_ref(&o.expr, projection, "order clause")?;
     let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
     Ok((e, format!("{e}{}", if desc { " DESC" } else { " ASC" })))
+}
+
+/// `q` with its HAVING (`h`, of a SELECT that groups nothing) ANDed into
+/// its WHERE clause, the select list's aliases it names replaced by what
+/// they stand for.
+fn having_as_where(q: &ast::Query, sel: &ast::Select, h: &Expr) -> ast::Query {
+    let mut cond = h.clone();
+    let _ = visit_expressions_mut(&mut cond, |e| {
+        if let Expr::Identifier(name) = e {
+            let aliased = sel.projection.iter().find_map(|p| match p {
+                SelectItem::ExprWithAlias { expr, alias }
+                    if alias.value.eq_ignore_ascii_case(&name.value) =>
+                {
+                    Some(expr.clone())
+                }
+                _ => None,
+            });
+            if let Some(expr) = aliased {
+                *e = Expr::Nested(Box::new(expr));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let mut q = q.clone();
+    if let SetExpr::Select(s) = q.body.as_mut() {
+        s.having = None;
+        s.selection = Some(match s.selection.take() {
+            Some(w) => Expr::BinaryOp {
+                left: Box::new(Expr::Nested(Box::new(w))),
+                op: ast::BinaryOperator::And,
+                right: Box::new(Expr::Nested(Box::new(cond))),
+            },
+            None => cond,
+        });
+    }
+    q
 }
 
 /// Whether a SELECT groups, and whether its select list aggregates.
