@@ -2376,6 +2376,10 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
         // Grouped by its vindex column, each group is on one shard: the
         // derived table joins as a table.
         case("with t as (select dt_id, count(*) n from jl group by dt_id) select dt.name, t.n from t join dt on dt.id = t.dt_id where dt.k = 3 order by dt.id", true),
+        // A column list names the query's columns.
+        case("with c(a) as (select id from dt) select count(*), sum(a) from c", false),
+        case("with x(n, total) as (select k, count(*) from dt group by k) select n, total from x where n > 2 order by n", true),
+        case("with u(v) as (select k from dt where id < 50 union select qty from jl where id < 20) select v from u order by v", true),
         case("select t.n, t.dt_id from (select dt_id, count(*) n from jl group by dt_id having count(*) > 1) t order by t.dt_id limit 10", true),
         // A scalar subquery in the select list runs first.
         case(format!("select (select count(*) from jl) n, dt.name from dt where dt.id = {x}"), false),
@@ -2415,10 +2419,6 @@ async fn derived_tables(sg: &mut Conn, oracle: &mut Conn, x: u64, z: u64) {
     for (sql, why) in [
         (
             "with recursive r as (select 1 as n union all select n + 1 from r where n < 3) select * from r".to_string(),
-            "WITH across shards",
-        ),
-        (
-            "with c(a) as (select id from dt) select count(*) from c".to_string(),
             "WITH across shards",
         ),
     ] {

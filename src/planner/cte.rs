@@ -2,7 +2,8 @@
 //! names queries; each reference in a FROM clause is the same as that
 //! query written there as a derived table, which the planner routes as
 //! any other. So the WITH is inlined, and the statement planned without
-//! it. (A recursive WITH, or one with a column list, is refused.)
+//! it; a column list becomes the query's aliases. (A recursive WITH is
+//! refused.)
 
 use sqlparser::ast::{self, SetExpr, TableFactor};
 
@@ -16,17 +17,54 @@ pub(super) fn inline(q: &ast::Query) -> Option<ast::Query> {
     // Each CTE may name the ones before it.
     let mut ctes: Vec<(ast::TableAlias, ast::Query)> = Vec::new();
     for cte in &with.cte_tables {
-        if !cte.alias.columns.is_empty() || cte.query.with.is_some() {
+        if cte.query.with.is_some() {
             return None;
         }
         let mut body = (*cte.query).clone();
+        let mut alias = cte.alias.clone();
+        // A column list names the query's columns: its select list says
+        // the same with aliases (MariaDB takes no column list on a
+        // derived table).
+        if !alias.columns.is_empty() {
+            let names: Vec<ast::Ident> = alias.columns.drain(..).map(|c| c.name).collect();
+            rename_columns(&mut body.body, &names)?;
+        }
         inline_body(&mut body.body, &ctes);
-        ctes.push((cte.alias.clone(), body));
+        ctes.push((alias, body));
     }
     let mut out = q.clone();
     out.with = None;
     inline_body(&mut out.body, &ctes);
     Some(out)
+}
+
+/// Gives the columns of query body `e` the names `names` (the first
+/// SELECT's, which name a set operation's columns); None when its select
+/// list is not as long, or has a `*`.
+fn rename_columns(e: &mut SetExpr, names: &[ast::Ident]) -> Option<()> {
+    match e {
+        SetExpr::Select(s) => {
+            if s.projection.len() != names.len() {
+                return None;
+            }
+            for (item, name) in s.projection.iter_mut().zip(names) {
+                let expr =
+                    match std::mem::replace(item, ast::SelectItem::Wildcard(Default::default())) {
+                        ast::SelectItem::UnnamedExpr(e)
+                        | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+                        _ => return None,
+                    };
+                *item = ast::SelectItem::ExprWithAlias {
+                    expr,
+                    alias: name.clone(),
+                };
+            }
+            Some(())
+        }
+        SetExpr::SetOperation { left, .. } => rename_columns(left, names),
+        SetExpr::Query(q) => rename_columns(&mut q.body, names),
+        _ => None,
+    }
 }
 
 fn inline_body(e: &mut SetExpr, ctes: &[(ast::TableAlias, ast::Query)]) {
