@@ -312,9 +312,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             keyspace_shard,
             alias,
         } => {
-            let (ks, shard) = keyspace_shard
-                .split_once('/')
-                .ok_or("expected KEYSPACE/SHARD")?;
+            let (ks, shard) = split_shard(&keyspace_shard)?;
             admin::init_shard_primary(&store, ks, shard, &alias, &creds).await?;
             println!("{alias} is now the primary of {ks}/{shard}");
         }
@@ -325,9 +323,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             wait_replicas_timeout,
             transaction_grace_period,
         } => {
-            let (ks, shard) = keyspace_shard
-                .split_once('/')
-                .ok_or("expected KEYSPACE/SHARD")?;
+            let (ks, shard) = split_shard(&keyspace_shard)?;
             let how = admin::Reparent {
                 new_primary,
                 avoid: avoid_primary,
@@ -356,9 +352,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             ignore_replicas,
             wait_replicas_timeout,
         } => {
-            let (ks, shard) = keyspace_shard
-                .split_once('/')
-                .ok_or("expected KEYSPACE/SHARD")?;
+            let (ks, shard) = split_shard(&keyspace_shard)?;
             let how = admin::Emergency {
                 new_primary,
                 ignore_replicas,
@@ -371,6 +365,13 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
         }
     }
     Ok(())
+}
+
+/// `KEYSPACE/SHARD` as its two parts.
+fn split_shard(keyspace_shard: &str) -> Result<(&str, &str), &'static str> {
+    keyspace_shard
+        .split_once('/')
+        .ok_or("expected KEYSPACE/SHARD")
 }
 
 async fn local(args: LocalArgs) -> Result<(), AnyError> {

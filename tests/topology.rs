@@ -34,6 +34,66 @@ fn add_tablet_args(
     args.into_iter().map(String::from).collect()
 }
 
+/// Runs `shardgate ctl` off the runtime's threads (it waits for the
+/// process).
+async fn run_ctl(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// Arguments, owned.
+fn own(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The admin login on a test's own mysqld, in database `db`.
+async fn dba_at(port: u16, db: &'static str) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("vt_dba"))
+        .db_name(Some(db));
+    mysql_async::Conn::new(opts).await.unwrap()
+}
+
+/// A shard of its own for a test that changes server-wide state
+/// (read_only, replication): a mysqld per uid in a temp dir, each the
+/// tablet `zone1-<uid>` of `ks`/0 (`extra` added to its add-tablet), the
+/// first made the primary and the others its replicas. The dir, the
+/// servers' ports and their PIDs.
+async fn own_shard(
+    tag: &str,
+    ks: &str,
+    uids: &[u32],
+    extra: &[&str],
+) -> (std::path::PathBuf, Vec<u16>, Vec<i32>) {
+    use shardgate::local::{init_tablet_users, start_mariadb};
+    let dir = temp_dir(tag);
+    let (mut ports, mut pids) = (Vec::new(), Vec::new());
+    for (i, &uid) in uids.iter().enumerate() {
+        let port = free_port();
+        let data = dir.join(uid.to_string());
+        let p = start_mariadb(&data, port, uid).await.unwrap();
+        track_pid(p.pid);
+        init_tablet_users(&data.join("mysql.sock"), &format!("vt_{ks}"))
+            .await
+            .unwrap();
+        let alias = format!("zone1-{uid}");
+        let kind = if i == 0 { "primary" } else { "replica" };
+        assert_ok(&run_ctl(add_tablet_args(&alias, ks, kind, port, extra)).await);
+        ports.push(port);
+        pids.push(p.pid);
+    }
+    let primary = format!("zone1-{}", uids[0]);
+    let shard = format!("{ks}/0");
+    assert_ok(&run_ctl(own(&["init-shard-primary", &shard, &primary])).await);
+    (dir, ports, pids)
+}
+
 fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -445,36 +505,8 @@ async fn reads_go_around_a_replica_that_is_down() {
 /// changes server-wide state (read_only, replication).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_reparent_under_writes_loses_none_of_them() {
-    use shardgate::local::{init_tablet_users, start_mariadb};
     cluster();
-    let dir = temp_dir("reparent");
-    let mut ports = Vec::new();
-    for (uid, name) in [(950u32, "a"), (951, "b")] {
-        let port = free_port();
-        let p = start_mariadb(&dir.join(name), port, uid).await.unwrap();
-        track_pid(p.pid);
-        init_tablet_users(&dir.join(name).join("mysql.sock"), "vt_failks")
-            .await
-            .unwrap();
-        ports.push(port);
-    }
-    let run_ctl = |args: Vec<String>| async move {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ctl(&args)
-        })
-        .await
-        .unwrap()
-    };
-    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
-    for (alias, kind, port) in [
-        ("zone1-950", "primary", ports[0]),
-        ("zone1-951", "replica", ports[1]),
-    ] {
-        let args = add_tablet_args(alias, "failks", kind, port, &["--sharded"]);
-        assert_ok(&run_ctl(args).await);
-    }
-    assert_ok(&run_ctl(own(&["init-shard-primary", "failks/0", "zone1-950"])).await);
+    let (dir, ports, _) = own_shard("reparent", "failks", &[950, 951], &["--sharded"]).await;
     // Sharded (one shard holding the whole range): inserts and updates
     // take the multi-shard path, prepared ones the single-shard one.
     let vschema = dir.join("failks.json");
@@ -494,14 +526,7 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
         ]))
         .await,
     );
-    let dba = |port: u16| async move {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some("vt_dba"))
-            .db_name(Some("vt_failks"));
-        mysql_async::Conn::new(opts).await.unwrap()
-    };
+    let dba = |port: u16| dba_at(port, "vt_failks");
     dba(ports[0])
         .await
         .query_drop("create table t (id bigint primary key, via varchar(10))")
@@ -806,45 +831,9 @@ async fn buffer_var(web: u16, name: &str) -> u64 {
 /// and leaves out the tablets that do not answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
-    use shardgate::local::{init_tablet_users, start_mariadb};
     cluster();
-    let dir = temp_dir("ers");
-    let (mut ports, mut pids) = (Vec::new(), Vec::new());
-    for (uid, name) in [(970u32, "a"), (971, "b"), (972, "c")] {
-        let port = free_port();
-        let p = start_mariadb(&dir.join(name), port, uid).await.unwrap();
-        track_pid(p.pid);
-        init_tablet_users(&dir.join(name).join("mysql.sock"), "vt_ersks")
-            .await
-            .unwrap();
-        ports.push(port);
-        pids.push(p.pid);
-    }
-    let run_ctl = |args: Vec<String>| async move {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ctl(&args)
-        })
-        .await
-        .unwrap()
-    };
-    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
-    for (alias, kind, port) in [
-        ("zone1-970", "primary", ports[0]),
-        ("zone1-971", "replica", ports[1]),
-        ("zone1-972", "replica", ports[2]),
-    ] {
-        assert_ok(&run_ctl(add_tablet_args(alias, "ersks", kind, port, &[])).await);
-    }
-    assert_ok(&run_ctl(own(&["init-shard-primary", "ersks/0", "zone1-970"])).await);
-    let dba = |port: u16| async move {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some("vt_dba"))
-            .db_name(Some("vt_ersks"));
-        mysql_async::Conn::new(opts).await.unwrap()
-    };
+    let (_, ports, pids) = own_shard("ers", "ersks", &[970, 971, 972], &[]).await;
+    let dba = |port: u16| dba_at(port, "vt_ersks");
     dba(ports[0])
         .await
         .query_drop("create table t (id bigint primary key)")
@@ -967,36 +956,9 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
 /// turns it off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semi_sync_acknowledges_a_write_only_once_a_replica_has_it() {
-    use shardgate::local::{init_tablet_users, start_mariadb};
     cluster();
-    let dir = temp_dir("semisync");
-    let mut ports = Vec::new();
-    for (uid, name) in [(980u32, "a"), (981, "b")] {
-        let port = free_port();
-        let p = start_mariadb(&dir.join(name), port, uid).await.unwrap();
-        track_pid(p.pid);
-        init_tablet_users(&dir.join(name).join("mysql.sock"), "vt_semiks")
-            .await
-            .unwrap();
-        ports.push(port);
-    }
+    let (_, ports, _) = own_shard("semisync", "semiks", &[980, 981], &[]).await;
     let ports: [u16; 2] = ports.try_into().unwrap();
-    let run_ctl = |args: Vec<String>| async move {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ctl(&args)
-        })
-        .await
-        .unwrap()
-    };
-    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
-    for (alias, kind, port) in [
-        ("zone1-980", "primary", ports[0]),
-        ("zone1-981", "replica", ports[1]),
-    ] {
-        assert_ok(&run_ctl(add_tablet_args(alias, "semiks", kind, port, &[])).await);
-    }
-    assert_ok(&run_ctl(own(&["init-shard-primary", "semiks/0", "zone1-980"])).await);
     let bad = run_ctl(own(&[
         "set-keyspace-durability-policy",
         "semiks",
@@ -1013,14 +975,7 @@ async fn semi_sync_acknowledges_a_write_only_once_a_replica_has_it() {
     ]))
     .await;
     assert_ok(&out);
-    let dba = |port: u16| async move {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some("vt_dba"))
-            .db_name(Some("vt_semiks"));
-        mysql_async::Conn::new(opts).await.unwrap()
-    };
+    let dba = |port: u16| dba_at(port, "vt_semiks");
     let status = |port: u16, name: &'static str| async move {
         let mut c = dba(port).await;
         global_status(&mut c, name).await

@@ -2331,6 +2331,17 @@ fn in_background(
     })
 }
 
+/// Runs `sql`, which must be stopped (error 1317) well before it would
+/// end on its own: the error.
+async fn stopped_soon(conn: &mut mysql_async::Conn, sql: &str) -> mysql_async::Error {
+    let t0 = std::time::Instant::now();
+    let e = conn.query_drop(sql).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{sql}: {e}");
+    let took = t0.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "{sql}: {took:?}");
+    e
+}
+
 /// KILL names the gate's connections, never a tablet's: without
 /// `--allow-kill-statement` it is refused (1095, as vtgate), and a KILL of
 /// a number that is some tablet thread's, not a client's, kills nothing.
@@ -2479,18 +2490,8 @@ async fn statements_past_their_query_timeout_are_stopped() {
     let _ = cluster();
     let (port, _) = spawn_shardgate(&["--query-timeout".to_string(), "400".to_string()]).await;
     let mut a = connect_port(port, Some("commerce")).await;
-    let t0 = std::time::Instant::now();
-    let e = a
-        .query_drop("select sleep(10), 'qt_marker_1'")
-        .await
-        .unwrap_err();
-    assert_eq!(err_code(&e), Some(1317), "{e}");
+    let e = stopped_soon(&mut a, "select sleep(10), 'qt_marker_1'").await;
     assert!(e.to_string().contains("query timeout (400 ms)"), "{e}");
-    assert!(
-        t0.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        t0.elapsed()
-    );
     assert_eq!(connection_running(100, "qt_marker_1").await, None);
     // In time: answered, and the next statement is not stopped by the
     // timer of the last.
@@ -2545,17 +2546,7 @@ async fn statements_past_their_query_timeout_are_stopped() {
     a.query_drop("update qt_t set v = 2 where id = 2")
         .await
         .unwrap();
-    let t0 = std::time::Instant::now();
-    let e = a
-        .query_drop("update qt_t set v = 2 where id = 1")
-        .await
-        .unwrap_err();
-    assert_eq!(err_code(&e), Some(1317), "{e}");
-    assert!(
-        t0.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        t0.elapsed()
-    );
+    stopped_soon(&mut a, "update qt_t set v = 2 where id = 1").await;
     holder.query_drop("commit").await.unwrap();
     a.query_drop("commit").await.unwrap();
     let rows: Vec<(i32, i32)> = holder
@@ -2584,17 +2575,11 @@ async fn statements_past_their_query_timeout_are_stopped() {
         assert!(n.unwrap_or(0) > 0, "no rows on tablet {uid}");
     }
     c.query_drop("set query_timeout = 300").await.unwrap();
-    let t0 = std::time::Instant::now();
-    let e = c
-        .query_drop("select sleep(10), 'qt_marker_2' from corder where sku = 'qt'")
-        .await
-        .unwrap_err();
-    assert_eq!(err_code(&e), Some(1317), "{e}");
-    assert!(
-        t0.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        t0.elapsed()
-    );
+    stopped_soon(
+        &mut c,
+        "select sleep(10), 'qt_marker_2' from corder where sku = 'qt'",
+    )
+    .await;
     for uid in [300, 400] {
         assert_eq!(
             connection_running(uid, "qt_marker_2").await,

@@ -509,6 +509,23 @@ async fn record_primary(
     Ok(())
 }
 
+/// A shard's tablets and the alias of its recorded primary, for a
+/// reparent (which needs one).
+async fn shard_and_primary(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+) -> Result<(Vec<TabletRecord>, String), AdminError> {
+    let tablets = shard_tablets(store, ks, shard).await?;
+    let (_, recorded) = shard_record(store, ks, shard).await?;
+    let primary = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "shard {ks}/{shard} has no primary (run init-shard-primary first)"
+        ))
+    })?;
+    Ok((tablets, primary))
+}
+
 /// What [`planned_reparent_shard`] is asked to do (vtctldclient's
 /// PlannedReparentShard flags).
 #[derive(Debug, Clone, Default)]
@@ -596,13 +613,7 @@ pub async fn planned_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
-    let tablets = shard_tablets(store, ks, shard).await?;
-    let (_, recorded) = shard_record(store, ks, shard).await?;
-    let old_alias = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
-        AdminError::Invalid(format!(
-            "shard {ks}/{shard} has no primary (run init-shard-primary first)"
-        ))
-    })?;
+    let (tablets, old_alias) = shard_and_primary(store, ks, shard).await?;
     let find = |alias: &str| {
         tablets
             .iter()
@@ -842,13 +853,7 @@ pub async fn emergency_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
-    let tablets = shard_tablets(store, ks, shard).await?;
-    let (_, recorded) = shard_record(store, ks, shard).await?;
-    let old_alias = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
-        AdminError::Invalid(format!(
-            "shard {ks}/{shard} has no primary (run init-shard-primary first)"
-        ))
-    })?;
+    let (tablets, old_alias) = shard_and_primary(store, ks, shard).await?;
     let ignored = |alias: &str| how.ignore_replicas.iter().any(|a| a == alias);
     if let Some(n) = &how.new_primary {
         let t = tablets
