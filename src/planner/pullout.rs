@@ -117,13 +117,7 @@ pub fn plan(
         }
         // A scalar subquery in the select list is one value too.
         let _ = visit_expressions_mut(&mut s.projection, |e| {
-            if let Expr::Subquery(sub) = e {
-                if super::join::reads_outer(sub, &names).is_ok_and(|reads| !reads) {
-                    let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
-                    pulled.push((PulloutKind::Value, None, (**sub).clone()));
-                    *e = m;
-                }
-            }
+            pull_value(e, &names, &mut pulled);
             std::ops::ControlFlow::<()>::Continue(())
         });
     }
@@ -396,13 +390,7 @@ pub fn plan_write(
                 pull(w, &names, &mut pulled);
             }
             for a in &mut u.assignments {
-                if let Expr::Subquery(q) = &a.value {
-                    if super::join::reads_outer(q, &names).is_ok_and(|reads| !reads) {
-                        let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
-                        pulled.push((PulloutKind::Value, None, (**q).clone()));
-                        a.value = m;
-                    }
-                }
+                pull_value(&mut a.value, &names, &mut pulled);
             }
         }
         ast::Statement::Delete(d) => {
@@ -449,6 +437,22 @@ fn table_named(name: &str, alias: &ast::TableAlias) -> Option<TableFactor> {
         *a = Some(alias.clone());
     }
     Some(f)
+}
+
+/// Replaces `e`, when it is an uncorrelated scalar subquery, with the
+/// marker of its one value, collecting it.
+fn pull_value(
+    e: &mut Expr,
+    names: &[(String, bool)],
+    pulled: &mut Vec<(PulloutKind, Option<String>, ast::Query)>,
+) {
+    if let Expr::Subquery(sub) = e {
+        if super::join::reads_outer(sub, names).is_ok_and(|reads| !reads) {
+            let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
+            pulled.push((PulloutKind::Value, None, (**sub).clone()));
+            *e = m;
+        }
+    }
 }
 
 /// Replaces the uncorrelated subquery conditions of `e` (under AND, OR
@@ -515,13 +519,7 @@ fn pull(
             right,
         } => {
             for side in [left, right] {
-                if let Expr::Subquery(q) = side.as_mut() {
-                    if uncorrelated(q) {
-                        let m = mark(pulled);
-                        pulled.push((PulloutKind::Value, None, (**q).clone()));
-                        **side = m;
-                    }
-                }
+                pull_value(side, names, pulled);
             }
         }
         _ => {}
