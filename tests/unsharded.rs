@@ -2592,3 +2592,39 @@ async fn statements_past_their_query_timeout_are_stopped() {
         .unwrap();
     assert_eq!(count(&mut c, "corder where sku = 'qt'").await, 0);
 }
+
+/// `SHOW [FULL] TABLES FROM ks` lists that keyspace's tables under its
+/// name, from any session (a keyspace selected or none), as vtgate shows
+/// them; a database that is no keyspace is the tablet's to refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_tables_from_a_keyspace() {
+    let _ = cluster();
+    let mut anon = connect(None).await;
+    let listed: Vec<mysql_async::Row> = anon
+        .query("show tables from customer like 'corder'")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].columns_ref()[0].name_str(),
+        "Tables_in_customer (corder)"
+    );
+    assert_eq!(listed[0].get::<String, _>(0).as_deref(), Some("corder"));
+    let mut on_customer = connect(Some("customer")).await;
+    let full = rows(
+        &mut on_customer,
+        "show full tables in commerce like 'product'",
+    )
+    .await;
+    assert_eq!(
+        full,
+        vec![vec![
+            Some("product".to_string()),
+            Some("BASE TABLE".to_string())
+        ]]
+    );
+    let e = anon.query_drop("show tables from nope").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1049), "{e}");
+    let one: Option<i32> = anon.query_first("select 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}

@@ -270,6 +270,15 @@ impl Session {
             return self.execute_as(ctx, t, &stripped, true, sink).await;
         }
         let stmt = sql::classify(sql)?;
+        // `SHOW TABLES FROM ks`: that keyspace's tablet lists its own.
+        if stmt == Statement::Query(QueryKind::Show) {
+            if let Some((db, stripped)) = sql::show_tables_from(sql) {
+                if ctx.snapshot.load().keyspaces.contains_key(&db) {
+                    let routed = self.qualified_target(db);
+                    return self.execute_as(ctx, routed, &stripped, false, sink).await;
+                }
+            }
+        }
         // Where its tables are: `ks.table` sends it to that keyspace,
         // qualifier removed; with no keyspace selected, the keyspace that
         // lists its tables; a join across keyspaces is planned in a

@@ -312,6 +312,27 @@ fn kill(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
     Ok(Statement::Kill { connection, id })
 }
 
+/// `SHOW [FULL] TABLES {FROM | IN} db ...`: the database named, and the
+/// statement without its FROM (a keyspace's tablet lists its own
+/// database's tables, under the keyspace's name, as vtgate shows them).
+pub fn show_tables_from(sql: &str) -> Option<(String, String)> {
+    let toks = tokenize(sql);
+    let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    if !w(0, "show") {
+        return None;
+    }
+    let at = if w(1, "full") { 2 } else { 1 };
+    if !w(at, "tables") || !(w(at + 1, "from") || w(at + 1, "in")) {
+        return None;
+    }
+    let name = toks.get(at + 2)?;
+    if !matches!(name.kind, TokenKind::Word | TokenKind::Ident) {
+        return None;
+    }
+    let stripped = format!("{}{}", &sql[..toks[at + 1].start], &sql[name.end..]);
+    Some((unquote(name.text(sql)).to_string(), stripped))
+}
+
 /// The milliseconds a statement's `/*vt+ QUERY_TIMEOUT_MS=n */` directive
 /// gives it, as vtgate reads its comment directives (one statement's
 /// timeout, over the session's and `--query-timeout`).
@@ -1612,6 +1633,20 @@ fn escape_backslash(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn show_tables_from_names_its_database() {
+        assert_eq!(
+            show_tables_from("show tables from `customer` like 'c%'"),
+            Some(("customer".into(), "show tables  like 'c%'".into()))
+        );
+        assert_eq!(
+            show_tables_from("SHOW FULL TABLES IN commerce"),
+            Some(("commerce".into(), "SHOW FULL TABLES ".into()))
+        );
+        assert_eq!(show_tables_from("show tables"), None);
+        assert_eq!(show_tables_from("show columns from t"), None);
+    }
 
     #[test]
     fn diagnostics_questions_are_known() {
