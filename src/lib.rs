@@ -33,7 +33,9 @@
 //!   so a driver's connect-time SETs cost no round trip the next time;
 //!   [`executor::deadlock`] finds cycles of lock waits across shards,
 //!   which no tablet sees, and fails the youngest transaction as MySQL
-//!   fails a deadlock's victim.
+//!   fails a deadlock's victim; [`executor::interrupt`] stops a
+//!   session's statement from outside it (KILL, the query timeout) by
+//!   killing its queries on the tablets.
 //! - [`gateway`]: picks the tablet of the wanted type for a shard, the
 //!   fittest first by [`gateway::health`]'s checks (a ping of each
 //!   primary, each replica's replication lag); [`gateway::buffer`] holds
@@ -64,7 +66,9 @@
 //!   compares itself (`utf8mb4_general_ci`, `_bin`, `latin1_swedish_ci`,
 //!   `binary`).
 //! - [`admin`]: `shardgate ctl ...` commands that write the topology and
-//!   move a shard's primary (`planned-reparent-shard`).
+//!   move a shard's primary (`planned-reparent-shard`, and
+//!   `emergency-reparent-shard` away from a dead one), with a keyspace's
+//!   durability policy (`semi_sync`).
 //! - [`local`]: the local cluster launcher (etcd, MariaDB tablets, shardgate),
 //!   shared with the integration-test harness.
 //! - [`stats`]: what the statement path counts for the web port, under
