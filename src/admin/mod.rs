@@ -410,7 +410,7 @@ pub async fn set_durability_policy(
         say(&format!(
             "{} ({}): semi-sync {}",
             t.alias,
-            if primary { "primary" } else { "replica" },
+            t.tablet_type.to_ascii_lowercase(),
             if on { "on" } else { "off" }
         ));
     }
