@@ -505,6 +505,21 @@ pub enum CtlCommand {
         #[arg(long = "durability-policy", alias = "durability_policy")]
         durability_policy: String,
     },
+    /// Point a tablet at its shard's primary and wait for it to catch up
+    /// (vtctldclient's ReparentTablet): the old primary once it is back
+    /// after an emergency reparent.
+    ReparentTablet {
+        /// The tablet's alias.
+        alias: String,
+        /// How long it may take to catch up (Go duration syntax).
+        #[arg(
+            long = "wait-replicas-timeout",
+            alias = "wait_replicas_timeout",
+            default_value = "15s",
+            value_parser = parse_duration
+        )]
+        wait_replicas_timeout: std::time::Duration,
+    },
     /// Move a shard's primary away from a dead or unreachable one
     /// (vtctldclient's EmergencyReparentShard): the replicas apply what
     /// they received, the most advanced one becomes the primary, the

@@ -346,6 +346,15 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 .await?;
             println!("keyspace {keyspace}: durability policy {durability_policy}");
         }
+        CtlCommand::ReparentTablet {
+            alias,
+            wait_replicas_timeout,
+        } => {
+            let say = |m: &str| println!("[reparent tablet] {m}");
+            let primary =
+                admin::reparent_tablet(&store, &alias, wait_replicas_timeout, &creds, say).await?;
+            println!("{alias} replicates from {primary}, caught up");
+        }
         CtlCommand::EmergencyReparentShard {
             keyspace_shard,
             new_primary,

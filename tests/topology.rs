@@ -828,11 +828,12 @@ async fn buffer_var(web: u16, name: &str) -> u64 {
 /// catches up with the most advanced one; the other replica then
 /// replicates from it, and writes through shardgate go to it. When that
 /// primary dies too, the reparent picks the most advanced replica itself
-/// and leaves out the tablets that do not answer.
+/// and leaves out the tablets that do not answer; the first dead primary,
+/// back, rejoins with `reparent-tablet` and catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
     cluster();
-    let (_, ports, pids) = own_shard("ers", "ersks", &[970, 971, 972], &[]).await;
+    let (dir, ports, pids) = own_shard("ers", "ersks", &[970, 971, 972], &[]).await;
     let dba = |port: u16| dba_at(port, "vt_ersks");
     dba(ports[0])
         .await
@@ -947,6 +948,24 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
     })
     .await;
     assert!(written.is_some(), "no write after the second reparent");
+
+    // The first dead primary comes back: `reparent-tablet` points it at
+    // the primary, and it catches up with everything written since.
+    let back = shardgate::local::start_mariadb(&dir.join("970"), ports[0], 970)
+        .await
+        .unwrap();
+    track_pid(back.pid);
+    let out = run_ctl(own(&["reparent-tablet", "zone1-970"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("zone1-970 replicates from zone1-971, caught up"),
+        "{said}"
+    );
+    let all: Vec<u64> = (1..=36).collect();
+    assert_eq!(ids_on(ports[0]).await, all, "the rejoined tablet's rows");
+    let out = run_ctl(own(&["reparent-tablet", "zone1-971"])).await;
+    assert!(!out.status.success(), "the primary itself was reparented");
 }
 
 /// `ctl set-keyspace-durability-policy --durability-policy semi_sync`: the

@@ -999,11 +999,86 @@ pub async fn emergency_reparent_shard(
         say(&format!("{old_alias} replicates from {}", new.t.alias));
     } else {
         say(&format!(
-            "{old_alias} is recorded as a replica: once it is back, check it for writes no replica received, then point it at {}",
+            "{old_alias} is recorded as a replica: once it is back, `ctl reparent-tablet {old_alias}` points it at {} (and says so if it has writes no replica received)",
             new.t.alias
         ));
     }
     Ok((old_alias, new.t.alias))
+}
+
+/// vtctldclient's ReparentTablet: points tablet `alias` at its shard's
+/// recorded primary (the old primary once it is back after an emergency
+/// reparent, or a replica that was left out), from where its own binlog
+/// ends, and waits up to `wait` for it to have everything the primary
+/// has. A tablet with writes the primary lacks cannot catch up (GTID
+/// strict mode stops its replication): the error says what replication
+/// reported, and the health checks keep it out of service. Returns the
+/// primary's alias; `say` reports each step.
+pub async fn reparent_tablet(
+    store: &TopoStore,
+    alias: &str,
+    wait: std::time::Duration,
+    creds: &DbaCreds,
+    say: impl Fn(&str),
+) -> Result<String, AdminError> {
+    let all = list_tablets(store).await?;
+    let t = all
+        .iter()
+        .find(|t| t.alias == alias)
+        .ok_or_else(|| AdminError::Invalid(format!("tablet {alias} is not in the topology")))?;
+    let (tablets, primary_alias) = shard_and_primary(store, &t.keyspace, &t.shard).await?;
+    if primary_alias == alias {
+        return Err(AdminError::Invalid(format!(
+            "{alias} is the primary of {}/{}",
+            t.keyspace, t.shard
+        )));
+    }
+    let primary = tablets
+        .iter()
+        .find(|p| p.alias == primary_alias)
+        .ok_or_else(|| {
+            AdminError::Invalid(format!("the primary {primary_alias} has no tablet record"))
+        })?;
+    let semi = semi_sync(store, &t.keyspace).await?;
+    let mut c = dba_conn(t, creds, None).await?;
+    let mut p = dba_conn(primary, creds, None).await?;
+    c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
+    c.query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(mysql_err(t))?;
+    follow(&mut c, t, primary, creds, semi).await?;
+    say(&format!("{alias} replicates from {primary_alias}"));
+    let pos: String = p
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(mysql_err(primary))?
+        .unwrap_or_default();
+    let secs = wait.as_secs_f64().max(0.001);
+    let waited: Option<i64> = c
+        .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos.as_str(), secs))
+        .await
+        .map_err(mysql_err(t))?;
+    if waited != Some(0) {
+        let status: Option<mysql_async::Row> = c
+            .query_first("SHOW SLAVE STATUS")
+            .await
+            .map_err(mysql_err(t))?;
+        let said = |col: &str| {
+            status
+                .as_ref()
+                .and_then(|r| r.get_opt::<String, _>(col)?.ok())
+                .unwrap_or_default()
+        };
+        return Err(AdminError::Invalid(format!(
+            "{alias} did not reach {primary_alias}'s position {pos} within {secs}s (replication says: {} {})",
+            said("Last_IO_Error"),
+            said("Last_SQL_Error")
+        )));
+    }
+    say(&format!(
+        "{alias} has everything {primary_alias} has (GTID {pos})"
+    ));
+    Ok(primary_alias)
 }
 
 /// The REPLICA of the shard (not `primary`, not `avoid`) that has applied
