@@ -2200,6 +2200,11 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jl.id, jn.memo from dt join jl on jl.dt_id = dt.id join jn on jn.id = jl.id where dt.id < 400 order by jl.id", true),
         case("select jl.id, jref.label, jn.memo from jl join jref on jref.k = jl.qty join jn on jn.id = jl.id where jl.id < 60 order by jl.id", true),
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.id = -5", false),
+        // Grouped by the vindex column: each group is on one shard, so
+        // any expression over its aggregates is the shard's to compute.
+        case("select id, concat(max(name), '!'), round(sum(amount), 1) from dt where id < 80 group by id", false),
+        case("select k, id, greatest(max(big), min(k)) g from dt where id < 200 group by k, id having count(*) = 1 order by k, id limit 30", true),
+        case("select distinct count(*) from dt where id < 300 group by id", false),
         // HAVING with nothing grouped keeps rows as WHERE would, its
         // aliases the select list's.
         case("select dt.id, jl.qty from dt join jl on jl.qty = dt.k having jl.qty = 2 and dt.id < 90", false),

@@ -1955,6 +1955,23 @@ fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: boo
     found.is_break()
 }
 
+/// Whether grouping by `group` keeps each group on one shard: a key is a
+/// sharded table's primary vindex column whose equal values (as SQL
+/// compares them) have one keyspace id: a number, or a string under a
+/// vindex of its loose collation key.
+fn whole_groups(group: &[Expr], tables: &[TableInfo]) -> bool {
+    group.iter().any(|g| {
+        tables.iter().any(|t| {
+            t.kind.is_empty()
+                && t.vindex.as_ref().is_some_and(|(col, func)| {
+                    is_column(g, col, t)
+                        && (t.declared(g) == Some(Declared::Number)
+                            || matches!(func, Func::UnicodeLooseMd5 | Func::UnicodeLooseXxhash))
+                })
+        })
+    })
+}
+
 /// The name MySQL gives an unaliased select item: a column's own name
 /// (`t.col` is `col`), else the expression's text.
 pub(super) fn column_name(e: &Expr) -> String {
@@ -2034,6 +2051,7 @@ pub(super) fn horizon(
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
         )
     });
+    let grouped_as_written = aggregated && !group_exprs.is_empty();
     if distinct && !aggregated && !wildcard {
         group_exprs = sel
             .projection
@@ -2047,6 +2065,22 @@ pub(super) fn horizon(
             .collect();
         aggregated = true;
         distinct = false;
+    }
+    // Grouped by a sharded table's primary vindex column: each group
+    // lives on one shard, whose groups are whole (vtgate pushes such a
+    // grouping down). The shards group, aggregate and filter (HAVING)
+    // themselves; their rows pass through the gate, which orders, dedupes
+    // and limits them as any rows.
+    let mut row_having = row_having;
+    if grouped_as_written && !row_level && whole_groups(&group_exprs, tables) {
+        let keys: Vec<String> = group_exprs.iter().map(|g| g.to_string()).collect();
+        let having = sel
+            .having
+            .as_ref()
+            .map(|h| format!(" HAVING {h}"))
+            .unwrap_or_default();
+        row_having = format!(" GROUP BY {}{having}", keys.join(", "));
+        aggregated = false;
     }
 
     if !aggregated {
