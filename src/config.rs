@@ -475,15 +475,8 @@ pub enum CtlCommand {
         /// current primary, when no new one is named).
         #[arg(long = "avoid-primary", alias = "avoid_primary")]
         avoid_primary: Option<String>,
-        /// How long the new primary may take to catch up before the
-        /// reparent is undone (Go duration syntax).
-        #[arg(
-            long = "wait-replicas-timeout",
-            alias = "wait_replicas_timeout",
-            default_value = "15s",
-            value_parser = parse_duration
-        )]
-        wait_replicas_timeout: std::time::Duration,
+        #[command(flatten)]
+        wait: WaitReplicas,
         /// How long transactions under way on the old primary may take to
         /// finish before it is made read-only (shardgates with
         /// `--enable_buffer` hold new work meanwhile).
@@ -511,14 +504,8 @@ pub enum CtlCommand {
     ReparentTablet {
         /// The tablet's alias.
         alias: String,
-        /// How long it may take to catch up (Go duration syntax).
-        #[arg(
-            long = "wait-replicas-timeout",
-            alias = "wait_replicas_timeout",
-            default_value = "15s",
-            value_parser = parse_duration
-        )]
-        wait_replicas_timeout: std::time::Duration,
+        #[command(flatten)]
+        wait: WaitReplicas,
     },
     /// Move a shard's primary away from a dead or unreachable one
     /// (vtctldclient's EmergencyReparentShard): the replicas apply what
@@ -539,16 +526,25 @@ pub enum CtlCommand {
             value_delimiter = ','
         )]
         ignore_replicas: Vec<String>,
-        /// How long each replica may take to apply what it received
-        /// (Go duration syntax).
-        #[arg(
-            long = "wait-replicas-timeout",
-            alias = "wait_replicas_timeout",
-            default_value = "15s",
-            value_parser = parse_duration
-        )]
-        wait_replicas_timeout: std::time::Duration,
+        #[command(flatten)]
+        wait: WaitReplicas,
     },
+}
+
+/// How long a reparent's replicas may take to catch up (vtctldclient's
+/// flag, shared by the commands that wait for them).
+#[derive(Debug, Args)]
+pub struct WaitReplicas {
+    /// How long the tablets waited for may take to have what they must
+    /// (Go duration syntax): the new primary in a planned reparent, each
+    /// replica's relay log in an emergency one, a repointed tablet.
+    #[arg(
+        long = "wait-replicas-timeout",
+        alias = "wait_replicas_timeout",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub wait_replicas_timeout: std::time::Duration,
 }
 
 /// `shardgate local up|down`.

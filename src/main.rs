@@ -320,14 +320,14 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             keyspace_shard,
             new_primary,
             avoid_primary,
-            wait_replicas_timeout,
+            wait,
             transaction_grace_period,
         } => {
             let (ks, shard) = split_shard(&keyspace_shard)?;
             let how = admin::Reparent {
                 new_primary,
                 avoid: avoid_primary,
-                wait_replicas_timeout,
+                wait_replicas_timeout: wait.wait_replicas_timeout,
                 transaction_grace_period,
             };
             let say = |m: &str| println!("[reparent] {m}");
@@ -346,26 +346,24 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 .await?;
             println!("keyspace {keyspace}: durability policy {durability_policy}");
         }
-        CtlCommand::ReparentTablet {
-            alias,
-            wait_replicas_timeout,
-        } => {
+        CtlCommand::ReparentTablet { alias, wait } => {
             let say = |m: &str| println!("[reparent tablet] {m}");
             let primary =
-                admin::reparent_tablet(&store, &alias, wait_replicas_timeout, &creds, say).await?;
+                admin::reparent_tablet(&store, &alias, wait.wait_replicas_timeout, &creds, say)
+                    .await?;
             println!("{alias} replicates from {primary}, caught up");
         }
         CtlCommand::EmergencyReparentShard {
             keyspace_shard,
             new_primary,
             ignore_replicas,
-            wait_replicas_timeout,
+            wait,
         } => {
             let (ks, shard) = split_shard(&keyspace_shard)?;
             let how = admin::Emergency {
                 new_primary,
                 ignore_replicas,
-                wait_replicas_timeout,
+                wait_replicas_timeout: wait.wait_replicas_timeout,
             };
             let say = |m: &str| println!("[emergency reparent] {m}");
             let (old, new) =
