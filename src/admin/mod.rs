@@ -877,9 +877,12 @@ pub async fn emergency_reparent_shard(
     };
     if let (Some(c), Some(o)) = (&mut old_c, old) {
         say(&format!("{old_alias} answers: made read-only"));
-        c.query_drop("SET GLOBAL read_only = 1")
-            .await
-            .map_err(mysql_err(o))?;
+        // One that answers but cannot be fenced could still take writes:
+        // nothing is promoted, and the shard serves again.
+        if let Err(e) = c.query_drop("SET GLOBAL read_only = 1").await {
+            set_serving(store, ks, shard, true).await?;
+            return Err(mysql_err(o)(e));
+        }
     } else {
         say(&format!("{old_alias} does not answer: taken as dead"));
     }
