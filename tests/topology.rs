@@ -966,6 +966,29 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
     assert_eq!(ids_on(ports[0]).await, all, "the rejoined tablet's rows");
     let out = run_ctl(own(&["reparent-tablet", "zone1-971"])).await;
     assert!(!out.status.success(), "the primary itself was reparented");
+
+    // The second dead primary comes back as a resumed cluster brings its
+    // servers back (`local up`): the recorded primary is kept, and it
+    // replicates from it, read-only.
+    let back = shardgate::local::start_mariadb(&dir.join("972"), ports[2], 972)
+        .await
+        .unwrap();
+    track_pid(back.pid);
+    let creds = shardgate::admin::DbaCreds::default();
+    let kept = shardgate::admin::resume_shard(&store().await, "ersks", "0", &creds)
+        .await
+        .unwrap();
+    assert_eq!(kept, "zone1-971");
+    assert!(
+        has(ports[2], 36).await,
+        "the resumed tablet did not catch up"
+    );
+    let mut resumed = dba(ports[2]).await;
+    let read_only: Option<u32> = resumed
+        .query_first("select @@global.read_only")
+        .await
+        .unwrap();
+    assert_eq!(read_only, Some(1));
 }
 
 /// `ctl set-keyspace-durability-policy --durability-policy semi_sync`: the

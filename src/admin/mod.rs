@@ -509,6 +509,16 @@ async fn record_primary(
     Ok(())
 }
 
+/// The alias of the shard's recorded primary, if it has one.
+pub async fn recorded_primary(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+) -> Result<Option<String>, AdminError> {
+    let (_, rec) = shard_record(store, ks, shard).await?;
+    Ok(rec.and_then(|r| r.primary_alias))
+}
+
 /// A shard's tablets and the alias of its recorded primary, for a
 /// reparent (which needs one).
 async fn shard_and_primary(
@@ -738,17 +748,8 @@ pub async fn planned_reparent_shard(
         "{} recorded as the primary of {ks}/{shard}",
         new.alias
     ));
-    // The old primary replicates from where its own binlog ends (its
-    // replica position may be stale or empty: it was the source).
-    old_c
-        .query_drop("STOP SLAVE")
-        .await
-        .map_err(mysql_err(&old))?;
-    old_c
-        .query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
-        .await
-        .map_err(mysql_err(&old))?;
-    follow(&mut old_c, &old, &new, creds, semi).await?;
+    // The old primary replicates from where its own binlog ends.
+    repoint(&mut old_c, &old, &new, creds, semi).await?;
     let _ = old_c.disconnect().await;
     for t in tablets
         .iter()
@@ -994,11 +995,7 @@ pub async fn emergency_reparent_shard(
     }
     if let (Some(mut c), Some(o)) = (old_c, old) {
         // As after a planned reparent: from where its own binlog ends.
-        c.query_drop("STOP SLAVE").await.map_err(mysql_err(o))?;
-        c.query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
-            .await
-            .map_err(mysql_err(o))?;
-        follow(&mut c, o, &new.t, creds, semi).await?;
+        repoint(&mut c, o, &new.t, creds, semi).await?;
         say(&format!("{old_alias} replicates from {}", new.t.alias));
     } else {
         say(&format!(
@@ -1007,6 +1004,56 @@ pub async fn emergency_reparent_shard(
         ));
     }
     Ok((old_alias, new.t.alias))
+}
+
+/// Points the tablet behind `c` at `primary` from where its own binlog
+/// ends (its replica position may be stale or empty: it may have been a
+/// primary).
+async fn repoint(
+    c: &mut Conn,
+    t: &TabletRecord,
+    primary: &TabletRecord,
+    creds: &DbaCreds,
+    semi: bool,
+) -> Result<(), AdminError> {
+    c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
+    c.query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(mysql_err(t))?;
+    follow(c, t, primary, creds, semi).await
+}
+
+/// Brings the servers of a shard whose topology names its primary back
+/// to their roles after a restart (a resumed local cluster): settings a
+/// restart forgets (read-only, semi-sync) are set again, and every other
+/// tablet that answers replicates from the recorded primary, from where
+/// its own binlog ends (one with writes the primary lacks stops
+/// replicating under GTID strict mode). Returns the primary's alias.
+pub async fn resume_shard(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    creds: &DbaCreds,
+) -> Result<String, AdminError> {
+    let (tablets, primary_alias) = shard_and_primary(store, ks, shard).await?;
+    let semi = semi_sync(store, ks).await?;
+    let primary = tablets
+        .iter()
+        .find(|p| p.alias == primary_alias)
+        .ok_or_else(|| {
+            AdminError::Invalid(format!("the primary {primary_alias} has no tablet record"))
+        })?;
+    let mut p = dba_conn(primary, creds, None).await?;
+    set_semi_sync(&mut p, primary, true, semi).await?;
+    p.query_drop("SET GLOBAL read_only = 0")
+        .await
+        .map_err(mysql_err(primary))?;
+    for t in tablets.iter().filter(|t| t.alias != primary_alias) {
+        if let Some(mut c) = reach(t, creds).await {
+            repoint(&mut c, t, primary, creds, semi).await?;
+        }
+    }
+    Ok(primary_alias)
 }
 
 /// vtctldclient's ReparentTablet: points tablet `alias` at its shard's
@@ -1045,11 +1092,7 @@ pub async fn reparent_tablet(
     let semi = semi_sync(store, &t.keyspace).await?;
     let mut c = dba_conn(t, creds, None).await?;
     let mut p = dba_conn(primary, creds, None).await?;
-    c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
-    c.query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
-        .await
-        .map_err(mysql_err(t))?;
-    follow(&mut c, t, primary, creds, semi).await?;
+    repoint(&mut c, t, primary, creds, semi).await?;
     say(&format!("{alias} replicates from {primary_alias}"));
     let pos: String = p
         .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
