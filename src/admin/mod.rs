@@ -519,6 +519,14 @@ pub async fn recorded_primary(
     Ok(rec.and_then(|r| r.primary_alias))
 }
 
+/// The record of the shard's primary `alias` among its `tablets`.
+fn record_of<'t>(tablets: &'t [TabletRecord], alias: &str) -> Result<&'t TabletRecord, AdminError> {
+    tablets
+        .iter()
+        .find(|p| p.alias == alias)
+        .ok_or_else(|| AdminError::Invalid(format!("the primary {alias} has no tablet record")))
+}
+
 /// A shard's tablets and the alias of its recorded primary, for a
 /// reparent (which needs one).
 async fn shard_and_primary(
@@ -1037,12 +1045,7 @@ pub async fn resume_shard(
 ) -> Result<String, AdminError> {
     let (tablets, primary_alias) = shard_and_primary(store, ks, shard).await?;
     let semi = semi_sync(store, ks).await?;
-    let primary = tablets
-        .iter()
-        .find(|p| p.alias == primary_alias)
-        .ok_or_else(|| {
-            AdminError::Invalid(format!("the primary {primary_alias} has no tablet record"))
-        })?;
+    let primary = record_of(&tablets, &primary_alias)?;
     let mut p = dba_conn(primary, creds, None).await?;
     set_semi_sync(&mut p, primary, true, semi).await?;
     p.query_drop("SET GLOBAL read_only = 0")
@@ -1083,12 +1086,7 @@ pub async fn reparent_tablet(
             t.keyspace, t.shard
         )));
     }
-    let primary = tablets
-        .iter()
-        .find(|p| p.alias == primary_alias)
-        .ok_or_else(|| {
-            AdminError::Invalid(format!("the primary {primary_alias} has no tablet record"))
-        })?;
+    let primary = record_of(&tablets, &primary_alias)?;
     let semi = semi_sync(store, &t.keyspace).await?;
     let mut c = dba_conn(t, creds, None).await?;
     let mut p = dba_conn(primary, creds, None).await?;
