@@ -59,6 +59,9 @@ pub enum Why {
 const RELOOK: Duration = Duration::from_millis(50);
 const LOOKS: usize = 40;
 
+/// How long a stop waits for a connection to a tablet it kills on.
+const REACH: Duration = Duration::from_secs(2);
+
 /// One client session, as those who may stop its statements see it.
 pub struct Control {
     /// Its connection id (the handshake's, what `KILL` names).
@@ -288,7 +291,9 @@ async fn stop(ctx: &ServerCtx, control: &Control, n: u64, why: Why) {
             let (Some(tablet), None) = (named.next(), named.next()) else {
                 continue;
             };
-            let Ok(mut conn) = ctx.pools.get(tablet).get_conn().await else {
+            // A tablet that does not answer holds no query to kill.
+            let reached = tokio::time::timeout(REACH, ctx.pools.get(tablet).get_conn()).await;
+            let Ok(Ok(mut conn)) = reached else {
                 continue;
             };
             let ask = format!(
