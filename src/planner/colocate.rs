@@ -705,6 +705,43 @@ pub(super) fn subqueries(
     merge_all(ks, direct_subqueries(q), outer, routing)
 }
 
+/// Whether every subquery of `value` (an UPDATE's SET value) answers
+/// from the shard that holds the row it sets: it reads its rows through
+/// the written table's vindex column, or reads reference tables only
+/// (then the UPDATE goes to the shards whole, as vtgate sends it).
+pub(super) fn stays_on_row_shard(
+    ks: &Keyspace,
+    value: &Expr,
+    outer: &[TableInfo],
+    routing: &Routing,
+) -> bool {
+    struct Top {
+        depth: usize,
+        found: Vec<ast::Query>,
+    }
+    impl Visitor for Top {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+            if self.depth == 0 {
+                self.found.push(q.clone());
+            }
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut top = Top {
+        depth: 0,
+        found: Vec::new(),
+    };
+    let _ = value.visit(&mut top);
+    let mut r = routing.clone();
+    matches!(merge_all(ks, top.found, outer, &mut r), Ok(pins) if pins.is_empty())
+}
+
 /// [`subqueries`] over a list of subqueries.
 fn merge_all(
     ks: &Keyspace,

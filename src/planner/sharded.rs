@@ -792,8 +792,19 @@ fn plan_parsed(
                 if matches!(a.target, ast::AssignmentTarget::Tuple(_)) {
                     return Err(unsupported("tuple assignments across shards"));
                 }
-                // A value read from another keyspace: read there first.
-                if contains_subquery(&a.value) && reads_elsewhere(&a.value, ks) {
+                // A value read from another keyspace, or from other shards'
+                // rows than the row's own: read first (each shard would
+                // answer it from its own rows).
+                if contains_subquery(&a.value)
+                    && (reads_elsewhere(&a.value, ks)
+                        || ks.shards.len() > 1
+                            && !super::colocate::stays_on_row_shard(
+                                ks,
+                                &a.value,
+                                &joined.tables,
+                                &joined.routing,
+                            ))
+                {
                     return Err(unsupported("subqueries in a sharded UPDATE or DELETE"));
                 }
                 let Some((qual, col)) = assigned_column(a) else {
