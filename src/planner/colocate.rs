@@ -715,28 +715,7 @@ pub(super) fn stays_on_row_shard(
     outer: &[TableInfo],
     routing: &Routing,
 ) -> bool {
-    struct Top {
-        depth: usize,
-        found: Vec<ast::Query>,
-    }
-    impl Visitor for Top {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-            if self.depth == 0 {
-                self.found.push(q.clone());
-            }
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-    }
-    let mut top = Top {
-        depth: 0,
-        found: Vec::new(),
-    };
+    let mut top = Collect::default();
     let _ = value.visit(&mut top);
     let mut r = routing.clone();
     matches!(merge_all(ks, top.found, outer, &mut r), Ok(pins) if pins.is_empty())
@@ -852,26 +831,31 @@ fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
     subqueries_of(select, q.order_by.as_ref())
 }
 
+/// Collects the outermost subqueries of what it visits (not those
+/// inside them), copied out of the visitor's reach.
+#[derive(Default)]
+struct Collect {
+    depth: usize,
+    found: Vec<ast::Query>,
+}
+
+impl Visitor for Collect {
+    type Break = ();
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        if self.depth == 0 {
+            self.found.push(q.clone());
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
 /// The subqueries of a SELECT's expressions and of an ORDER BY.
 fn subqueries_of(select: Option<&ast::Select>, order_by: Option<&ast::OrderBy>) -> Vec<ast::Query> {
-    struct Collect {
-        depth: usize,
-        found: Vec<ast::Query>,
-    }
-    impl Visitor for Collect {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-            if self.depth == 0 {
-                self.found.push(q.clone());
-            }
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-    }
     fn constraints(twj: &ast::TableWithJoins, c: &mut Collect) {
         if let TableFactor::NestedJoin {
             table_with_joins, ..
@@ -891,10 +875,7 @@ fn subqueries_of(select: Option<&ast::Select>, order_by: Option<&ast::OrderBy>) 
             }
         }
     }
-    let mut c = Collect {
-        depth: 0,
-        found: Vec::new(),
-    };
+    let mut c = Collect::default();
     if let Some(s) = select {
         let _ = s.projection.visit(&mut c);
         let _ = s.selection.visit(&mut c);

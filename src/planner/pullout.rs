@@ -105,10 +105,7 @@ pub fn plan(
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refused);
     };
-    let names: Vec<(String, bool)> = super::join::from_names(sel)
-        .into_iter()
-        .map(|n| (n, false))
-        .collect();
+    let names = table_names(&sel.from);
     let mut outer = q.clone();
     let mut pulled: Vec<(PulloutKind, Option<String>, ast::Query)> = Vec::new();
     if let SetExpr::Select(s) = outer.body.as_mut() {
@@ -411,8 +408,9 @@ pub fn plan_write(
     finish(pulled, outer, &probe, ks, snap)
 }
 
-/// The names a write's tables are known by in its statement (aliases
-/// where given), for telling its correlated subqueries apart.
+/// The names the tables of FROM items `tables` are known by (aliases
+/// where given), for telling their statement's correlated subqueries
+/// apart.
 fn table_names(tables: &[ast::TableWithJoins]) -> Vec<(String, bool)> {
     super::join::names_in(tables)
         .into_iter()
