@@ -510,7 +510,7 @@ async fn record_primary(
 }
 
 /// The alias of the shard's recorded primary, if it has one.
-pub async fn recorded_primary(
+async fn recorded_primary(
     store: &TopoStore,
     ks: &str,
     shard: &str,
@@ -535,8 +535,7 @@ async fn shard_and_primary(
     shard: &str,
 ) -> Result<(Vec<TabletRecord>, String), AdminError> {
     let tablets = shard_tablets(store, ks, shard).await?;
-    let (_, recorded) = shard_record(store, ks, shard).await?;
-    let primary = recorded.and_then(|r| r.primary_alias).ok_or_else(|| {
+    let primary = recorded_primary(store, ks, shard).await?.ok_or_else(|| {
         AdminError::Invalid(format!(
             "shard {ks}/{shard} has no primary (run init-shard-primary first)"
         ))
@@ -713,21 +712,13 @@ pub async fn planned_reparent_shard(
     // Until the new primary has everything, the old one can come back.
     let secs = how.wait_replicas_timeout.as_secs_f64().max(0.001);
     let caught_up = async {
-        let pos: String = old_c
-            .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
-            .await
-            .map_err(mysql_err(&old))?
-            .unwrap_or_default();
+        let pos = gtid_pos(&mut old_c, &old, "gtid_binlog_pos").await?;
         say(&format!(
             "waiting up to {secs}s for {} to apply up to GTID {}",
             new.alias,
             if pos.is_empty() { "(none)" } else { &pos }
         ));
-        let waited: Option<i64> = new_c
-            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos.as_str(), secs))
-            .await
-            .map_err(mysql_err(&new))?;
-        if waited != Some(0) {
+        if !applied_up_to(&mut new_c, &new, &pos, secs).await? {
             return Err(AdminError::Invalid(format!(
                 "{} did not reach the primary's position {pos} within {secs}s; {} is the primary still",
                 new.alias, old.alias
@@ -798,6 +789,50 @@ async fn reach(t: &TabletRecord, creds: &DbaCreds) -> Option<Conn> {
         .ok()
 }
 
+/// One of the GTID positions of the server behind `c`
+/// (`gtid_binlog_pos`, `gtid_slave_pos`; empty for none).
+async fn gtid_pos(c: &mut Conn, t: &TabletRecord, var: &str) -> Result<String, AdminError> {
+    let pos: Option<String> = c
+        .query_first(format!("SELECT @@GLOBAL.{var}"))
+        .await
+        .map_err(mysql_err(t))?;
+    Ok(pos.unwrap_or_default())
+}
+
+/// Whether the server behind `c` has applied everything up to GTID
+/// `pos` within `secs` (`MASTER_GTID_WAIT`).
+async fn applied_up_to(
+    c: &mut Conn,
+    t: &TabletRecord,
+    pos: &str,
+    secs: f64,
+) -> Result<bool, AdminError> {
+    let waited: Option<i64> = c
+        .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos, secs))
+        .await
+        .map_err(mysql_err(t))?;
+    Ok(waited == Some(0))
+}
+
+/// Columns `cols` of the `SHOW SLAVE STATUS` of the server behind `c`
+/// (empty where it has none).
+async fn slave_status<const N: usize>(
+    c: &mut Conn,
+    t: &TabletRecord,
+    cols: [&str; N],
+) -> Result<[String; N], AdminError> {
+    let status: Option<mysql_async::Row> = c
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(mysql_err(t))?;
+    Ok(cols.map(|col| {
+        status
+            .as_ref()
+            .and_then(|r| r.get_opt::<String, _>(col)?.ok())
+            .unwrap_or_default()
+    }))
+}
+
 /// A replica of the shard that answered, its replication stopped once it
 /// had applied all it received, and its GTID position then.
 struct Stopped {
@@ -812,31 +847,15 @@ async fn drain_relay_log(c: &mut Conn, t: &TabletRecord, secs: f64) -> Result<St
     c.query_drop("STOP SLAVE IO_THREAD")
         .await
         .map_err(mysql_err(t))?;
-    let status: Option<mysql_async::Row> = c
-        .query_first("SHOW SLAVE STATUS")
-        .await
-        .map_err(mysql_err(t))?;
-    let received = status
-        .and_then(|r| r.get_opt::<String, _>("Gtid_IO_Pos")?.ok())
-        .unwrap_or_default();
-    if !received.is_empty() {
-        let waited: Option<i64> = c
-            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (received.as_str(), secs))
-            .await
-            .map_err(mysql_err(t))?;
-        if waited != Some(0) {
-            return Err(AdminError::Invalid(format!(
-                "{} did not apply what it received (up to {received}) within {secs}s",
-                t.alias
-            )));
-        }
+    let [received] = slave_status(c, t, ["Gtid_IO_Pos"]).await?;
+    if !received.is_empty() && !applied_up_to(c, t, &received, secs).await? {
+        return Err(AdminError::Invalid(format!(
+            "{} did not apply what it received (up to {received}) within {secs}s",
+            t.alias
+        )));
     }
     c.query_drop("STOP SLAVE").await.map_err(mysql_err(t))?;
-    let pos: Option<String> = c
-        .query_first("SELECT @@GLOBAL.gtid_slave_pos")
-        .await
-        .map_err(mysql_err(t))?;
-    Ok(pos.unwrap_or_default())
+    gtid_pos(c, t, "gtid_slave_pos").await
 }
 
 /// Moves a shard's primary away from one that is dead or unreachable
@@ -972,16 +991,12 @@ pub async fn emergency_reparent_shard(
         ));
         // Start the source's binlog where the new primary stands.
         follow(&mut new.c, &new.t, &src.t, creds, false).await?;
-        let waited: Option<i64> = new
-            .c
-            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (src.pos.as_str(), secs))
-            .await
-            .map_err(mysql_err(&new.t))?;
+        let caught_up = applied_up_to(&mut new.c, &new.t, &src.pos, secs).await?;
         new.c
             .query_drop("STOP SLAVE")
             .await
             .map_err(mysql_err(&new.t))?;
-        if waited != Some(0) {
+        if !caught_up {
             return Err(AdminError::Invalid(format!(
                 "{} did not catch up with {} within {secs}s; nothing was promoted (the shard stays not serving: run it again, or name another --new-primary)",
                 new.t.alias, src.t.alias
@@ -1036,14 +1051,18 @@ async fn repoint(
 /// restart forgets (read-only, semi-sync) are set again, and every other
 /// tablet that answers replicates from the recorded primary, from where
 /// its own binlog ends (one with writes the primary lacks stops
-/// replicating under GTID strict mode). Returns the primary's alias.
+/// replicating under GTID strict mode). Returns the primary's alias;
+/// None, with nothing done, for a shard with no primary recorded yet.
 pub async fn resume_shard(
     store: &TopoStore,
     ks: &str,
     shard: &str,
     creds: &DbaCreds,
-) -> Result<String, AdminError> {
-    let (tablets, primary_alias) = shard_and_primary(store, ks, shard).await?;
+) -> Result<Option<String>, AdminError> {
+    let Some(primary_alias) = recorded_primary(store, ks, shard).await? else {
+        return Ok(None);
+    };
+    let tablets = shard_tablets(store, ks, shard).await?;
     let semi = semi_sync(store, ks).await?;
     let primary = record_of(&tablets, &primary_alias)?;
     let mut p = dba_conn(primary, creds, None).await?;
@@ -1056,7 +1075,7 @@ pub async fn resume_shard(
             repoint(&mut c, t, primary, creds, semi).await?;
         }
     }
-    Ok(primary_alias)
+    Ok(Some(primary_alias))
 }
 
 /// vtctldclient's ReparentTablet: points tablet `alias` at its shard's
@@ -1092,31 +1111,12 @@ pub async fn reparent_tablet(
     let mut p = dba_conn(primary, creds, None).await?;
     repoint(&mut c, t, primary, creds, semi).await?;
     say(&format!("{alias} replicates from {primary_alias}"));
-    let pos: String = p
-        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
-        .await
-        .map_err(mysql_err(primary))?
-        .unwrap_or_default();
+    let pos = gtid_pos(&mut p, primary, "gtid_binlog_pos").await?;
     let secs = wait.as_secs_f64().max(0.001);
-    let waited: Option<i64> = c
-        .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos.as_str(), secs))
-        .await
-        .map_err(mysql_err(t))?;
-    if waited != Some(0) {
-        let status: Option<mysql_async::Row> = c
-            .query_first("SHOW SLAVE STATUS")
-            .await
-            .map_err(mysql_err(t))?;
-        let said = |col: &str| {
-            status
-                .as_ref()
-                .and_then(|r| r.get_opt::<String, _>(col)?.ok())
-                .unwrap_or_default()
-        };
+    if !applied_up_to(&mut c, t, &pos, secs).await? {
+        let [io, sql] = slave_status(&mut c, t, ["Last_IO_Error", "Last_SQL_Error"]).await?;
         return Err(AdminError::Invalid(format!(
-            "{alias} did not reach {primary_alias}'s position {pos} within {secs}s (replication says: {} {})",
-            said("Last_IO_Error"),
-            said("Last_SQL_Error")
+            "{alias} did not reach {primary_alias}'s position {pos} within {secs}s (replication says: {io} {sql})"
         )));
     }
     say(&format!(
@@ -1143,12 +1143,9 @@ async fn most_caught_up(
         let Ok(mut c) = dba_conn(t, creds, None).await else {
             continue;
         };
-        let pos: Option<String> = c
-            .query_first("SELECT @@GLOBAL.gtid_slave_pos")
-            .await
-            .map_err(mysql_err(t))?;
+        let pos = gtid_pos(&mut c, t, "gtid_slave_pos").await?;
         let _ = c.disconnect().await;
-        let seq = gtid_seq(pos.as_deref().unwrap_or(""));
+        let seq = gtid_seq(&pos);
         if best.is_none_or(|(b, _)| seq > b) {
             best = Some((seq, t));
         }

@@ -100,9 +100,9 @@ pub fn alias_key(alias: &str) -> u64 {
 }
 
 impl Control {
-    /// A control not registered anywhere (a session in a test, or one
-    /// before its handshake ends).
-    pub fn detached(id: u32) -> Arc<Self> {
+    /// A control not registered anywhere, for tests of its bookkeeping.
+    #[cfg(test)]
+    fn detached(id: u32) -> Arc<Self> {
         Self::new(id, None, Weak::new())
     }
 

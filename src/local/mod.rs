@@ -482,11 +482,7 @@ impl Cluster {
             // A resumed cluster keeps the primary its topology records
             // (one a reparent chose): making the first one primary again
             // would drop what was written since on the other.
-            if admin::recorded_primary(&store, &t.keyspace, &t.shard)
-                .await?
-                .is_some()
-            {
-                let p = admin::resume_shard(&store, &t.keyspace, &t.shard, &creds).await?;
+            if let Some(p) = admin::resume_shard(&store, &t.keyspace, &t.shard, &creds).await? {
                 say(&format!(
                     "{}/{}: primary {p} kept, the others replicate from it",
                     t.keyspace, t.shard

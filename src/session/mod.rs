@@ -160,8 +160,7 @@ impl Session {
 
     /// A statement starts: it gets its number, and its query timeout (the
     /// statement's directive, else the session's, else `--query-timeout`)
-    /// is armed.
-    /// Nothing is recorded for a statement nobody can stop (no
+    /// is armed. Nothing is recorded for a statement nobody can stop (no
     /// `--allow-kill-statement`, no timeout): that costs it nothing.
     fn begin(&mut self, ctx: &ServerCtx, directive: Option<u64>) -> Option<Timed> {
         let ms = directive
