@@ -218,6 +218,12 @@ impl Error {
             Error::Plan(PlanError::AmbiguousTable(_) | PlanError::Routing(_)) => {
                 MysqlError::new(1105, "HY000", self.to_string())
             }
+            Error::Plan(PlanError::AmbiguousColumn { .. }) => {
+                MysqlError::new(1052, "23000", self.to_string())
+            }
+            Error::Plan(PlanError::UnknownColumn { .. }) => {
+                MysqlError::new(1054, "42S22", self.to_string())
+            }
             Error::Plan(PlanError::MissingVindexColumn { .. }) => {
                 MysqlError::new(1364, "HY000", self.to_string())
             }

@@ -397,3 +397,62 @@ fn user_tables_only(v: &serde_json::Value) -> bool {
                 .all(|t| t.as_str().is_some_and(|s| s.starts_with("user.")))
     })
 }
+
+/// How many of the statements Vitess plans shardgate plans too, with no
+/// keyspace selected and Vitess's routing rules (as its cases run):
+/// placement, then the plan in the placed keyspace. Printed, and held to
+/// a floor so that a planner change that refuses more shows here.
+/// `SHARDGATE_SHOW_REFUSALS=1` lists the refusals, grouped by reason.
+#[test]
+fn statements_vitess_plans_are_planned() {
+    let snap = vitess_snapshot();
+    let default = snap
+        .keyspaces
+        .values()
+        .find(|k| !k.sharded)
+        .map(|k| k.name.clone())
+        .unwrap();
+    let (mut planned, mut total) = (0, 0);
+    let mut refusals: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in vitess_cases() {
+        if v["vitess"].get("error").is_some() {
+            continue;
+        }
+        let query = v["query"].as_str().unwrap();
+        total += 1;
+        let outcome = (|| {
+            let placed = planner::place::place(query, &Target::default(), &snap)
+                .map_err(|e| e.to_string())?;
+            let (ks, sql) = match &placed {
+                Some(p) => (p.keyspace.clone(), p.sql.as_deref().unwrap_or(query)),
+                None => (default.clone(), query),
+            };
+            let stmt = sql::classify(sql).map_err(|e| e.to_string())?;
+            let n = sql::normalize::normalize(sql, &[], false);
+            let target = Target::parse(&ks).unwrap();
+            planner::plan(&stmt, Some(&n.template), &target, &snap)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })();
+        match outcome {
+            Ok(()) => planned += 1,
+            Err(e) => {
+                let reason: String = e.chars().take(70).collect();
+                refusals.entry(reason).or_default().push(query.to_string());
+            }
+        }
+    }
+    if std::env::var("SHARDGATE_SHOW_REFUSALS").is_ok() {
+        let mut by_size: Vec<_> = refusals.iter().collect();
+        by_size.sort_by_key(|(_, qs)| std::cmp::Reverse(qs.len()));
+        for (reason, queries) in by_size {
+            eprintln!("{:4}  {reason}", queries.len());
+            for q in queries.iter().take(4) {
+                eprintln!("        {q}");
+            }
+        }
+    }
+    eprintln!("statements Vitess plans that shardgate plans: {planned}/{total}");
+    assert!(total > 1500, "{total}");
+    assert!(planned >= 1450, "only {planned}/{total} planned");
+}

@@ -119,6 +119,10 @@ pub(super) fn plan(
     if q.with.is_some() {
         return Err(refuse("with WITH"));
     }
+    // Names the client left to the server to place are placed first.
+    if let Some(qualified) = super::qualify::qualify(q, ks, snap)? {
+        return plan(template, &qualified, ks, snap);
+    }
     let (grouped, aggregated) = grouped_or_aggregated(sel);
     if let (Some(h), false, false) = (&sel.having, grouped, aggregated) {
         if has_aggregate(h) {

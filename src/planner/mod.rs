@@ -8,6 +8,7 @@ pub mod explain;
 pub mod join;
 pub mod place;
 pub mod pullout;
+mod qualify;
 pub mod sharded;
 
 use crate::sql::{QueryKind, Statement, TabletType, Target};
@@ -43,6 +44,19 @@ pub enum PlanError {
     /// An INSERT without the primary vindex column (and no sequence for it).
     #[error("INSERT into {table}: the value of vindex column {column} is missing")]
     MissingVindexColumn { table: String, column: String },
+    /// An unqualified column that two tables of a join have (MariaDB's
+    /// words, so that a client sees what one server would say).
+    #[error("Column '{column}' in {clause} is ambiguous")]
+    AmbiguousColumn {
+        column: String,
+        clause: &'static str,
+    },
+    /// A column none of a join's tables has, every one's columns known.
+    #[error("Unknown column '{column}' in '{clause}'")]
+    UnknownColumn {
+        column: String,
+        clause: &'static str,
+    },
 }
 
 /// What the engine should do with a statement.
@@ -330,9 +344,9 @@ mod tests {
             [(
                 "t".to_string(),
                 vec![
-                    ("C".to_string(), text),
-                    ("u".to_string(), Declared::Text(Collation::Binary)),
-                    ("n".to_string(), Declared::Number),
+                    ("C".to_string(), Some(text)),
+                    ("u".to_string(), Some(Declared::Text(Collation::Binary))),
+                    ("n".to_string(), Some(Declared::Number)),
                 ],
             )]
             .into(),

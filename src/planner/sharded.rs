@@ -484,6 +484,7 @@ fn declared_columns(
         .filter_map(|c| Some((c.to_string(), t.declared(c)?)))
         .collect();
     for (c, d) in ks.learned.get(table).into_iter().flatten() {
+        let Some(d) = d else { continue };
         if !declared.iter().any(|(v, _)| v.eq_ignore_ascii_case(c)) {
             declared.push((c.clone(), *d));
         }

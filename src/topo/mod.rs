@@ -198,9 +198,9 @@ pub struct Keyspace {
     pub vschema: KeyspaceVSchema,
     /// Its shards.
     pub shards: Vec<Shard>,
-    /// Column types learned from its tablets ([`schema`]): table →
-    /// (column, what the type tells the gate).
-    pub learned: BTreeMap<String, Vec<(String, Declared)>>,
+    /// Columns learned from its tablets ([`schema`]): table → every
+    /// column, with what its type tells the gate.
+    pub learned: BTreeMap<String, Vec<(String, Option<Declared>)>>,
 }
 
 /// The whole cluster as one immutable value; statements load it once and

@@ -27,9 +27,11 @@ use crate::collation::Collation;
 use crate::sql::TabletType;
 use crate::vschema::Declared;
 
-/// Columns learned from the tablets: keyspace → table → (column, what its
-/// type tells the gate).
-pub type Learned = BTreeMap<String, BTreeMap<String, Vec<(String, Declared)>>>;
+/// Columns learned from the tablets: keyspace → table → every column, in
+/// order, with what its type tells the gate (`None`: a type it cannot
+/// order by itself). Every column is kept: a tracked table's list is
+/// complete, which lets a join tell whose an unqualified name is.
+pub type Learned = BTreeMap<String, BTreeMap<String, Vec<(String, Option<Declared>)>>>;
 
 /// How often the tablets are asked again when no DDL passed through.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -165,7 +167,7 @@ async fn learn(
     snap: &Snapshot,
     ks: &Keyspace,
     login: &Login,
-) -> Result<BTreeMap<String, Vec<(String, Declared)>>, String> {
+) -> Result<BTreeMap<String, Vec<(String, Option<Declared>)>>, String> {
     let tablet = ks
         .shards
         .first()
@@ -193,14 +195,13 @@ async fn learn(
         .await
         .map_err(|e| e.to_string())?;
     let _ = conn.disconnect().await;
-    let mut tables: BTreeMap<String, Vec<(String, Declared)>> = BTreeMap::new();
+    let mut tables: BTreeMap<String, Vec<(String, Option<Declared>)>> = BTreeMap::new();
     for (table, column, data_type, collation) in rows {
         if !ks.vschema.tables.contains_key(&table) {
             continue;
         }
-        if let Some(d) = declared(&data_type, collation.as_deref()) {
-            tables.entry(table).or_default().push((column, d));
-        }
+        let d = declared(&data_type, collation.as_deref());
+        tables.entry(table).or_default().push((column, d));
     }
     Ok(tables)
 }
