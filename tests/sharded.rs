@@ -2083,7 +2083,12 @@ async fn unqualified_names_in_joins(sg: &mut Conn, oracle: &mut Conn) {
         // ORDER BY a selected column's name; HAVING an alias.
         case("select dt.id, note from dt join jl on k = qty where dt.id < 30 order by note desc, id, jl.id", true),
         case("select qty q, count(*) n from dt join jl on k = qty where dt.id < 500 group by qty having n > 2 order by q", true),
-        // Subqueries keep their own names.
+        // A subquery's names: its own tables' first, else the statement's
+        // (a semi-join, a correlated value, a subquery run first).
+        case("select id from dt where exists (select 1 from jl where qty = k) and id < 100 order by id", true),
+        case("select id from dt where not exists (select 1 from jl where qty = k and note = 'n1') and id < 80 order by id", true),
+        case("select id, (select count(*) from jl where qty = k) n from dt where id < 40 order by id", true),
+        case("select id from jn where id in (select k + 100 from dt where flag = id % 2) order by id", true),
         case("select memo, qty from jl join jn on jn.id = jl.id where jl.id < 100 and exists (select 1 from dt where dt.id = jl.dt_id and k > 3) order by jl.id", true),
     ];
     for c in &cases {

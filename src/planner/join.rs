@@ -16,9 +16,9 @@
 //! order the loop keeps; LIMIT and OFFSET apply to the joined rows.
 //! Groupings, aggregates, DISTINCT and other orders are the gate's, over
 //! all the joined rows, as for a scatter's (each row its own part).
-//! Columns must be qualified by their table, since the gate cannot tell
-//! which table an unqualified name belongs to. Subqueries over such a join
-//! are refused.
+//! Each column must name its table: unqualified names are given theirs
+//! first where the gate knows the tables' columns ([`super::qualify`]).
+//! Subqueries that read both sides are refused.
 
 use std::ops::ControlFlow;
 

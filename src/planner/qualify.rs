@@ -1,19 +1,22 @@
-//! Unqualified column names in a join across routes, given their table.
-//! The join planner splits a statement by table, so it must know whose
-//! each column is; a client writes `select name, qty from dt join jl on
-//! k = qty` and leaves that to the server. Here each such name is
-//! qualified from what the gate knows of the tables' columns: the
-//! VSchema's declared and vindex columns, and every column the schema
-//! tracker learned from the tablets (a tracked table's list is complete).
+//! Unqualified column names given their table, for statements the gate
+//! splits by table: a join across routes, and a subquery run apart from
+//! the statement it is in. The planner must know whose each column is; a
+//! client writes `select name, qty from dt join jl on k = qty`, or
+//! `... where exists (select 1 from jl where qty = k)`, and leaves that to
+//! the server. Here each such name is qualified from what the gate knows
+//! of the tables' columns: the VSchema's declared and vindex columns, and
+//! every column the schema tracker learned from the tablets (a tracked
+//! table's list is complete).
 //!
 //! As vtgate's binder decides: the one table known to have the column
 //! takes it; with none known, the one table whose list may be incomplete
-//! does; two tables known to have it is MySQL's 1052 (ambiguous), and no
-//! table at all, every list complete, its 1054 (unknown column). A name
-//! the gate cannot place is left as written, and the join planner refuses
-//! it. Subqueries are their own scope and are left alone; ORDER BY and
-//! HAVING names the select list's aliases first, GROUP BY a table's
-//! column first, as MySQL resolves them.
+//! does; two tables known to have it is MariaDB's 1052 (ambiguous), and
+//! no table at all, every list complete, its 1054 (unknown column). A
+//! name the gate cannot place is left as written, and the join planner
+//! refuses it. ORDER BY and HAVING name the select list's aliases first,
+//! GROUP BY a table's column first, as MySQL resolves them. In a subquery
+//! a name is its own tables' unless they are all known not to have it;
+//! then it is the statement's.
 
 use std::ops::ControlFlow;
 
@@ -52,43 +55,50 @@ enum Owner {
 /// `q` with every unqualified column name of its top-level SELECT that
 /// can be placed qualified by its table, or `None` when nothing changes
 /// (no such name, or a FROM clause this does not follow). A name no table
-/// may have, or two have, is the client's error, as MySQL reports it.
+/// may have, or two have, is the client's error, as MariaDB reports it.
 pub(super) fn qualify(
     q: &ast::Query,
     ks: &Keyspace,
     snap: &Snapshot,
 ) -> Result<Option<ast::Query>, PlanError> {
-    let SetExpr::Select(sel) = q.body.as_ref() else {
+    Ok(rewrite(q, ks, snap)?.map(|(q, _)| q))
+}
+
+/// [`qualify`], when it places a name in a subquery (one that then reads
+/// the statement's tables): `None` when no subquery changes, so that a
+/// statement that runs whole keeps its text.
+pub(super) fn qualify_subqueries(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<Option<ast::Query>, PlanError> {
+    Ok(rewrite(q, ks, snap)?.and_then(|(q, inner)| inner.then_some(q)))
+}
+
+/// [`qualify`]'s work, and whether a subquery's name was placed.
+fn rewrite(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<Option<(ast::Query, bool)>, PlanError> {
+    let top = scope(q, ks, snap);
+    if top.open {
         return Ok(None);
-    };
-    let mut tables = Vec::new();
-    for twj in &sel.from {
-        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            let Some(k) = known(f, ks, snap) else {
-                return Ok(None);
-            };
-            tables.push(k);
-        }
     }
-    let aliases: Vec<String> = sel
-        .projection
-        .iter()
-        .filter_map(|p| match p {
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
-            _ => None,
-        })
-        .collect();
     let mut out = q.clone();
     let SetExpr::Select(s) = out.body.as_mut() else {
         return Ok(None);
     };
     let mut v = Qualify {
-        tables: &tables,
-        aliases: &aliases,
+        tables: &top.tables,
+        aliases: &top.aliases,
         named: Vec::new(),
         clause: Clause::Fields,
-        depth: 0,
+        inner: Vec::new(),
+        ks,
+        snap,
         changed: false,
+        changed_inner: false,
         bad: None,
     };
     for item in &mut s.projection {
@@ -151,7 +161,60 @@ pub(super) fn qualify(
             }
         }
     }
-    Ok(v.changed.then_some(out))
+    let inner = v.changed_inner;
+    Ok(v.changed.then_some((out, inner)))
+}
+
+/// The names a query's SELECT gives: its FROM clause's tables, and its
+/// select list's aliases.
+struct Scope {
+    tables: Vec<Known>,
+    aliases: Vec<String>,
+    /// Some name may be its own without the gate knowing (a FROM item
+    /// this does not follow, a UNION).
+    open: bool,
+}
+
+/// [`Scope`] of query `q`.
+fn scope(q: &ast::Query, ks: &Keyspace, snap: &Snapshot) -> Scope {
+    let mut out = Scope {
+        tables: Vec::new(),
+        aliases: Vec::new(),
+        open: false,
+    };
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        out.open = true;
+        return out;
+    };
+    for twj in &sel.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            match known(f, ks, snap) {
+                Some(k) => out.tables.push(k),
+                None => out.open = true,
+            }
+        }
+    }
+    out.aliases = sel
+        .projection
+        .iter()
+        .filter_map(|p| match p {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            _ => None,
+        })
+        .collect();
+    out
+}
+
+impl Scope {
+    /// Whether a name used in this scope may be its own.
+    fn may_have(&self, lower: &str) -> bool {
+        self.open
+            || self.aliases.iter().any(|a| a == lower)
+            || self
+                .tables
+                .iter()
+                .any(|k| !k.complete || k.columns.iter().any(|c| c == lower))
+    }
 }
 
 /// What the gate knows of a FROM item's columns; `None` for an item this
@@ -295,13 +358,27 @@ struct Qualify<'a> {
     /// ORDER BY name refers to before the tables' columns.
     named: Vec<(String, Expr)>,
     clause: Clause,
-    /// How many subqueries deep the walk is.
-    depth: usize,
+    /// The subqueries the walk is in, innermost last.
+    inner: Vec<Scope>,
+    ks: &'a Keyspace,
+    snap: &'a Snapshot,
     changed: bool,
+    /// A subquery's name was placed.
+    changed_inner: bool,
     bad: Option<PlanError>,
 }
 
 impl Qualify<'_> {
+    /// Names identifier `e` as table `table`'s column.
+    fn qualify(&mut self, e: &mut Expr, table: usize) {
+        if let Expr::Identifier(i) = e {
+            let mut name = self.tables[table].name.clone();
+            name.quote_style = Some('`');
+            *e = Expr::CompoundIdentifier(vec![name, i.clone()]);
+            self.changed = true;
+        }
+    }
+
     fn walk(&mut self, e: &mut Expr) -> Result<(), PlanError> {
         let _ = e.visit(self);
         self.bad.take().map_or(Ok(()), Err)
@@ -331,13 +408,13 @@ impl Qualify<'_> {
 impl VisitorMut for Qualify<'_> {
     type Break = ();
 
-    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth += 1;
+    fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+        self.inner.push(scope(q, self.ks, self.snap));
         ControlFlow::Continue(())
     }
 
     fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth -= 1;
+        self.inner.pop();
         ControlFlow::Continue(())
     }
 
@@ -346,7 +423,21 @@ impl VisitorMut for Qualify<'_> {
             return ControlFlow::Continue(());
         };
         // Variables are not columns.
-        if self.depth > 0 || i.value.starts_with('@') {
+        if i.value.starts_with('@') {
+            return ControlFlow::Continue(());
+        }
+        // In a subquery, a name its own tables may have is theirs; one
+        // they are known not to have is the statement's, if one of its
+        // tables has it (else the server says what is wrong).
+        if !self.inner.is_empty() {
+            let lower = i.value.to_lowercase();
+            if self.inner.iter().any(|s| s.may_have(&lower)) {
+                return ControlFlow::Continue(());
+            }
+            if let Owner::Certain(t) | Owner::Only(t) = self.owner(&i.value) {
+                self.qualify(e, t);
+                self.changed_inner = true;
+            }
             return ControlFlow::Continue(());
         }
         let alias = self.aliases.contains(&i.value.to_lowercase());
@@ -399,10 +490,7 @@ impl VisitorMut for Qualify<'_> {
                 return ControlFlow::Break(());
             }
         };
-        let mut name = self.tables[table].name.clone();
-        name.quote_style = Some('`');
-        *e = Expr::CompoundIdentifier(vec![name, i.clone()]);
-        self.changed = true;
+        self.qualify(e, table);
         ControlFlow::Continue(())
     }
 }
@@ -472,6 +560,25 @@ mod tests {
         assert_eq!(
             run("select z, w, x from a join c on cid = x").unwrap(),
             "SELECT `c`.z, `c`.w, `a`.x FROM a JOIN c ON `c`.cid = `a`.x"
+        );
+    }
+
+    /// A subquery's name its own tables are known not to have is the
+    /// statement's; one they may have is left to the server.
+    #[test]
+    fn subqueries_name_the_statement_s_columns_past_their_own() {
+        assert_eq!(
+            run("select x from a where exists (select 1 from b where y = x and id = 3)").unwrap(),
+            "SELECT `a`.x FROM a WHERE EXISTS (SELECT 1 FROM b WHERE y = `a`.x AND id = 3)"
+        );
+        assert_eq!(
+            run("select a.x from a where exists (select 1 from c where z = x)").unwrap(),
+            "select a.x from a where exists (select 1 from c where z = x)"
+        );
+        assert_eq!(
+            run("select a.x from a where a.id in (select y n from b where nosuch = 1 order by n)")
+                .unwrap(),
+            "select a.x from a where a.id in (select y n from b where nosuch = 1 order by n)"
         );
     }
 

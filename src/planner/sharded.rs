@@ -975,6 +975,11 @@ fn plan_query(
                 .contains("subqueries that do not go to one shard")
                 || e.to_string().contains("statements across keyspaces") =>
         {
+            // A subquery's names of the statement's columns, left
+            // unqualified, are placed first: it may then be correlated.
+            if let Some(qualified) = super::qualify::qualify_subqueries(q, ks, snap)? {
+                return plan_query(&qualified.to_string(), &qualified, ks, snap);
+            }
             match super::pullout::plan(q, ks, snap, e) {
                 Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
                 // A correlated EXISTS: a semi-join.
