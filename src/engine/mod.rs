@@ -769,6 +769,21 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
         };
         let tested = sub.tested.as_deref().unwrap_or("NULL");
         let text = match sub.kind {
+            // A row `(a, b) IN (subquery)` tests rows of as many values.
+            PulloutKind::In | PulloutKind::NotIn
+                if rows.columns.len() > 1 && row_width(tested) == rows.columns.len() =>
+            {
+                let not = if sub.kind == PulloutKind::NotIn {
+                    "NOT "
+                } else {
+                    ""
+                };
+                match (rows.rows.is_empty(), sub.kind) {
+                    (true, PulloutKind::In) => "0".to_string(),
+                    (true, _) => "1".to_string(),
+                    (false, _) => format!("{tested} {not}IN ({})", tuples(&rows, nbe)),
+                }
+            }
             PulloutKind::In | PulloutKind::NotIn => {
                 let vals = values()?;
                 let not = if sub.kind == PulloutKind::NotIn {
@@ -793,17 +808,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
                     // Nothing to insert.
                     return sink.ok(QueryDone::default());
                 }
-                let values: Vec<String> = rows
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        let cells: Vec<String> = (0..width)
-                            .map(|i| cell_sql(&rows.columns, r, i, nbe, bind_text))
-                            .collect();
-                        format!("({})", cells.join(", "))
-                    })
-                    .collect();
-                values.join(", ")
+                tuples(&rows, nbe)
             }
             PulloutKind::Value => {
                 let vals = values()?;
@@ -820,6 +825,47 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     let outer = crate::planner::pullout::fill(&p.outer, &texts);
     let sql = substitute_binds(&outer, binds);
     Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await
+}
+
+/// How many values a row constructor `(a, b, ...)` holds (1 for anything
+/// else): commas outside nested parentheses and quotes.
+fn row_width(sql: &str) -> usize {
+    let Some(inner) = sql.strip_prefix('(').and_then(|s| s.strip_suffix(')')) else {
+        return 1;
+    };
+    let (mut depth, mut quote, mut commas) = (0usize, None::<u8>, 0);
+    let mut bytes = inner.bytes();
+    while let Some(b) = bytes.next() {
+        match (quote, b) {
+            (Some(_), b'\\') => {
+                bytes.next();
+            }
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"' | b'`') => quote = Some(b),
+            (None, b'(') => depth += 1,
+            (None, b')') if depth == 0 => return 1,
+            (None, b')') => depth -= 1,
+            (None, b',') if depth == 0 => commas += 1,
+            _ => {}
+        }
+    }
+    commas + 1
+}
+
+/// A gathered answer's rows as SQL row constructors, `(1, 'a'), (2, 'b')`.
+fn tuples(rows: &Gather, nbe: bool) -> String {
+    let values: Vec<String> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<String> = (0..rows.columns.len())
+                .map(|i| cell_sql(&rows.columns, r, i, nbe, bind_text))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    values.join(", ")
 }
 
 /// Runs statement text the engine wrote (a run-first statement with its
@@ -2142,6 +2188,15 @@ mod tests {
             .iter()
             .map(|c| (c.1.clone(), c.3.clone()))
             .collect()
+    }
+
+    #[test]
+    fn row_constructors_are_told_by_their_width() {
+        assert_eq!(row_width("(`id`, `n`)"), 2);
+        assert_eq!(row_width("(a, 'x,y', f(b, c))"), 3);
+        assert_eq!(row_width("k"), 1);
+        assert_eq!(row_width("(k)"), 1);
+        assert_eq!(row_width("(a) + (b, c)"), 1);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod cache;
 mod colocate;
 mod cte;
+mod dml_input;
 pub mod explain;
 pub mod join;
 pub mod place;
@@ -343,11 +344,14 @@ mod tests {
             "ks".to_string(),
             [(
                 "t".to_string(),
-                vec![
-                    ("C".to_string(), Some(text)),
-                    ("u".to_string(), Some(Declared::Text(Collation::Binary))),
-                    ("n".to_string(), Some(Declared::Number)),
-                ],
+                crate::topo::schema::TableSchema {
+                    columns: vec![
+                        ("C".to_string(), Some(text)),
+                        ("u".to_string(), Some(Declared::Text(Collation::Binary))),
+                        ("n".to_string(), Some(Declared::Number)),
+                    ],
+                    primary_key: Vec::new(),
+                },
             )]
             .into(),
         )]

@@ -247,7 +247,7 @@ fn known(f: &TableFactor, ks: &Keyspace, snap: &Snapshot) -> Option<Known> {
                 complete = t.column_list_authoritative;
             }
             if let Some(learned) = keyspace.learned.get(&table.value) {
-                columns.extend(learned.iter().map(|(c, _)| c.to_lowercase()));
+                columns.extend(learned.columns.iter().map(|(c, _)| c.to_lowercase()));
                 complete = true;
             }
             Some(Known {
@@ -518,7 +518,10 @@ mod tests {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
         let mut s = Snapshot::build(&r, &[], 1).unwrap();
-        let cols = |names: &[&str]| names.iter().map(|n| (n.to_string(), None)).collect();
+        let cols = |names: &[&str]| crate::topo::schema::TableSchema {
+            columns: names.iter().map(|n| (n.to_string(), None)).collect(),
+            primary_key: vec!["id".to_string()],
+        };
         let learned = [(
             "ks".to_string(),
             [

@@ -483,7 +483,7 @@ fn declared_columns(
         .filter_map(|c| c.get("name")?.as_str())
         .filter_map(|c| Some((c.to_string(), t.declared(c)?)))
         .collect();
-    for (c, d) in ks.learned.get(table).into_iter().flatten() {
+    for (c, d) in ks.learned.get(table).into_iter().flat_map(|t| &t.columns) {
         let Some(d) = d else { continue };
         if !declared.iter().any(|(v, _)| v.eq_ignore_ascii_case(c)) {
             declared.push((c.clone(), *d));
@@ -749,6 +749,19 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
         {
             super::pullout::plan_write(&stmt, ks, snap, e)
                 .map(|p| super::Plan::Pullout(Box::new(p)))
+        }
+        // Rows no one route finds (a multi-table write across shards, a
+        // LIMIT over several): found first, then written by primary key.
+        Err(e @ PlanError::Unsupported(_))
+            if matches!(stmt, Statement::Update(_) | Statement::Delete(_))
+                && ["multi-table", "LIMIT on more than one shard"]
+                    .iter()
+                    .any(|m| e.to_string().contains(m)) =>
+        {
+            match super::dml_input::rewrite(&stmt, ks)? {
+                Some(sql) => plan(&sql, ks, snap),
+                None => Err(e),
+            }
         }
         planned => planned,
     }

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::sql::TabletType;
-use crate::vschema::{Declared, KeyspaceVSchema, VSchemaError};
+use crate::vschema::{KeyspaceVSchema, VSchemaError};
 pub use keyrange::KeyRange;
 
 /// The handle every component holds: load once per statement.
@@ -198,9 +198,9 @@ pub struct Keyspace {
     pub vschema: KeyspaceVSchema,
     /// Its shards.
     pub shards: Vec<Shard>,
-    /// Columns learned from its tablets ([`schema`]): table → every
-    /// column, with what its type tells the gate.
-    pub learned: BTreeMap<String, Vec<(String, Option<Declared>)>>,
+    /// Tables learned from its tablets ([`schema`]): their columns and
+    /// primary keys.
+    pub learned: BTreeMap<String, schema::TableSchema>,
 }
 
 /// The whole cluster as one immutable value; statements load it once and

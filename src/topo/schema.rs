@@ -27,11 +27,21 @@ use crate::collation::Collation;
 use crate::sql::TabletType;
 use crate::vschema::Declared;
 
-/// Columns learned from the tablets: keyspace → table → every column, in
-/// order, with what its type tells the gate (`None`: a type it cannot
-/// order by itself). Every column is kept: a tracked table's list is
-/// complete, which lets a join tell whose an unqualified name is.
-pub type Learned = BTreeMap<String, BTreeMap<String, Vec<(String, Option<Declared>)>>>;
+/// What the tablets say of a table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableSchema {
+    /// Every column, in order, with what its type tells the gate (`None`:
+    /// a type it cannot order by itself). Every column is kept: a tracked
+    /// table's list is complete, which lets a join tell whose an
+    /// unqualified name is.
+    pub columns: Vec<(String, Option<Declared>)>,
+    /// Its primary key's columns, in key order (empty: none): what names
+    /// a row, for writes whose rows are found first.
+    pub primary_key: Vec<String>,
+}
+
+/// Tables learned from the tablets: keyspace → table → its schema.
+pub type Learned = BTreeMap<String, BTreeMap<String, TableSchema>>;
 
 /// How often the tablets are asked again when no DDL passed through.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -167,7 +177,7 @@ async fn learn(
     snap: &Snapshot,
     ks: &Keyspace,
     login: &Login,
-) -> Result<BTreeMap<String, Vec<(String, Option<Declared>)>>, String> {
+) -> Result<BTreeMap<String, TableSchema>, String> {
     let tablet = ks
         .shards
         .first()
@@ -194,14 +204,28 @@ async fn learn(
         ))
         .await
         .map_err(|e| e.to_string())?;
+    let keys: Vec<(String, String)> = conn
+        .query(format!(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = DATABASE() AND CONSTRAINT_NAME = 'PRIMARY' \
+             AND TABLE_NAME IN ({}) ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            names.join(", ")
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = conn.disconnect().await;
-    let mut tables: BTreeMap<String, Vec<(String, Option<Declared>)>> = BTreeMap::new();
+    let mut tables: BTreeMap<String, TableSchema> = BTreeMap::new();
     for (table, column, data_type, collation) in rows {
         if !ks.vschema.tables.contains_key(&table) {
             continue;
         }
         let d = declared(&data_type, collation.as_deref());
-        tables.entry(table).or_default().push((column, d));
+        tables.entry(table).or_default().columns.push((column, d));
+    }
+    for (table, column) in keys {
+        if let Some(t) = tables.get_mut(&table) {
+            t.primary_key.push(column);
+        }
     }
     Ok(tables)
 }
