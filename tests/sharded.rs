@@ -3091,6 +3091,11 @@ async fn lookup_vindexes(sg: &mut Conn, oracle: &mut Conn) {
         "delete from lu where name = 'n9'",
         "delete from lu where tag = 't4'",
         "delete from lu where id in (11, 12)",
+        // Rows found first (a self-join across shards, a LIMIT over both
+        // shards): the lookups follow the write as for any other.
+        "update lu x join lu y on y.v = x.v set x.tag = 'tj' where y.id = 14",
+        "update lu set code = NULL, v = v + 10 where tag = 't5' order by id limit 2",
+        "delete x from lu x join lu y on y.v = x.v + 1 where y.id = 13",
     ];
     for d in dmls {
         same_writes(sg, oracle, d).await;
