@@ -18,7 +18,9 @@
 //!   one route (colocation; a WITH is inlined first), [`planner::join`]'s
 //!   nested loop for tables that do not (and semi-joins for a correlated
 //!   EXISTS or value), and [`planner::pullout`]'s subqueries, derived
-//!   tables and UNION parts that run first.
+//!   tables and UNION parts that run first (and the rows an UPDATE or
+//!   DELETE across shards finds by primary key first); unqualified names
+//!   are given their tables where a statement is split by table.
 //! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
 //!   merges several shards' row streams as they arrive, reading each row
 //!   where its packet lies ([`engine::row`]: text rows, or the binary rows
@@ -55,7 +57,8 @@
 //!   second, a tablet's answer to what connectors ask at every connect.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in; [`topo::schema`] learns the sharded
-//!   tables' column types from the tablets into it.
+//!   tables' columns, their types and primary keys from the tablets into
+//!   it.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex
 //!   functions (bit-exact with Vitess, incl. the Unicode collation keys);
 //!   [`vschema::lookup`] describes lookup vindexes, which the engine reads
