@@ -17,7 +17,7 @@
 //! Groupings, aggregates, DISTINCT and other orders are the gate's, over
 //! all the joined rows, as for a scatter's (each row its own part).
 //! Each column must name its table: unqualified names are given theirs
-//! first where the gate knows the tables' columns ([`super::qualify`]).
+//! first where the gate knows the tables' columns (the `qualify` module).
 //! Subqueries that read both sides are refused.
 
 use std::ops::ControlFlow;
