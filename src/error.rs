@@ -79,6 +79,10 @@ pub enum Error {
     /// A subquery used as values returned more than one column.
     #[error("Operand should contain 1 column(s)")]
     SubqueryColumns,
+    /// A recursive WITH's step returned another number of columns than
+    /// its seed.
+    #[error("The used SELECT statements have a different number of columns")]
+    SetColumns,
     /// A statement would hold more rows in memory than `--max_memory_rows`.
     #[error("in-memory row count exceeded allowed limit of {0}")]
     TooManyRows(usize),
@@ -256,6 +260,7 @@ impl Error {
             Error::SubqueryRows => MysqlError::new(1242, "21000", self.to_string()),
             Error::NoSavepoint(_) => MysqlError::new(1305, "42000", self.to_string()),
             Error::ColumnCount => MysqlError::new(1136, "21S01", self.to_string()),
+            Error::SetColumns => MysqlError::new(1222, "21000", self.to_string()),
             Error::SubqueryColumns => MysqlError::new(1241, "21000", self.to_string()),
             // vtgate's RESOURCE_EXHAUSTED: ER_TOO_MANY_USER_CONNECTIONS.
             Error::TabletBusy { .. } => MysqlError::new(1203, "42000", self.to_string()),

@@ -800,6 +800,19 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
             PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
             PulloutKind::Table => constants(&rows.columns, &rows.rows, nbe),
+            PulloutKind::Recursive { distinct } => {
+                let step = sub.step.as_deref().unwrap_or_default();
+                let rounds = Rounds {
+                    keyspace: &p.keyspace,
+                    step,
+                    distinct,
+                    binds,
+                    tt,
+                    cap,
+                    nbe,
+                };
+                Box::pin(rounds.run(rows, snap, vc)).await?
+            }
             PulloutKind::Rows(width) => {
                 if rows.columns.len() != width {
                     return Err(Error::ColumnCount);
@@ -825,6 +838,84 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     let outer = crate::planner::pullout::fill(&p.outer, &texts);
     let sql = substitute_binds(&outer, binds);
     Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await
+}
+
+/// MariaDB's `max_recursive_iterations` default (10.6 on): a recursive
+/// WITH stops, without an error, after this many rounds of its step.
+const MAX_RECURSIVE_ITERATIONS: usize = 1000;
+
+/// A recursive WITH's rounds after its seed.
+struct Rounds<'a> {
+    keyspace: &'a str,
+    /// The step, the pullout marker where the last round's rows go.
+    step: &'a str,
+    distinct: bool,
+    binds: &'a [Bind],
+    tt: TabletType,
+    cap: usize,
+    nbe: bool,
+}
+
+impl Rounds<'_> {
+    /// Runs the step over each round's new rows from the seed's until a
+    /// round finds none (or the rounds' bound); all the rows, as a table
+    /// of constants named and typed by the seed's columns.
+    async fn run<V: VCursor + Send>(
+        &self,
+        seed: Gather,
+        snap: &Snapshot,
+        vc: &mut V,
+    ) -> Result<String, Error> {
+        let names = constant_names(&seed.columns);
+        let mut seen: std::collections::HashSet<Vec<String>> = Default::default();
+        let mut all: Vec<Vec<String>> = Vec::new();
+        let mut last = self.new_rows(&seed, &mut seen);
+        let mut rounds = 0;
+        while !last.is_empty() && rounds < MAX_RECURSIVE_ITERATIONS {
+            all.extend(last.iter().cloned());
+            rounds += 1;
+            let text = crate::planner::pullout::fill(self.step, &[constants_of(&names, &last)]);
+            let sql = substitute_binds(&text, self.binds);
+            let mut found = Gather::new(self.cap);
+            Box::pin(run_statement(
+                self.keyspace,
+                &sql,
+                self.tt,
+                snap,
+                vc,
+                &mut found,
+            ))
+            .await?;
+            if found.columns.len() != names.len() {
+                return Err(Error::SetColumns);
+            }
+            last = self.new_rows(&found, &mut seen);
+            if all.len() + last.len() > self.cap {
+                return Err(Error::TooManyRows(self.cap));
+            }
+        }
+        all.extend(last);
+        Ok(constants_of(&names, &all))
+    }
+
+    /// A round's rows as SQL values, under their own columns' types;
+    /// for a UNION, only those not found before.
+    fn new_rows(
+        &self,
+        g: &Gather,
+        seen: &mut std::collections::HashSet<Vec<String>>,
+    ) -> Vec<Vec<String>> {
+        let render = |r: &Vec<Value>| -> Vec<String> {
+            (0..g.columns.len())
+                .map(|i| cell_sql(&g.columns, r, i, self.nbe, constant))
+                .collect()
+        };
+        g.rows
+            .iter()
+            .map(render)
+            .filter(|row| !self.distinct || seen.insert(row.clone()))
+            .collect()
+    }
 }
 
 /// How many values a row constructor `(a, b, ...)` holds (1 for anything
@@ -895,9 +986,21 @@ async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
 /// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL SELECT 2, 'y')`, or
 /// none (`LIMIT 0`).
 fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
-    let cell = |i: usize, r: &[Value]| cell_sql(cols, r, i, nbe, constant);
-    // A derived table's columns need distinct names (a UNION part's may
-    // repeat one: `select id, id`): a repeat gets its position too.
+    let rendered: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            (0..cols.len())
+                .map(|i| cell_sql(cols, r, i, nbe, constant))
+                .collect()
+        })
+        .collect();
+    constants_of(&constant_names(cols), &rendered)
+}
+
+/// The names of a table of constants' columns: a derived table's columns
+/// need distinct names (a UNION part's may repeat one: `select id, id`),
+/// so a repeat gets its position too.
+fn constant_names(cols: &[Column]) -> Vec<String> {
     let mut names: Vec<String> = Vec::with_capacity(cols.len());
     for (i, c) in cols.iter().enumerate() {
         let mut name = c.name_str().into_owned();
@@ -906,13 +1009,19 @@ fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
         }
         names.push(name);
     }
+    names
+}
+
+/// [`constants`] of rows already written as SQL values.
+fn constants_of(names: &[String], rows: &[Vec<String>]) -> String {
     let named: Vec<String> = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let v = rows
                 .first()
-                .map_or_else(|| "NULL".to_string(), |r| cell(i, r));
+                .and_then(|r| r.get(i))
+                .map_or("NULL", String::as_str);
             format!("{v} AS `{}`", name.replace('`', "``"))
         })
         .collect();
@@ -921,9 +1030,8 @@ fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
         sql.push_str(" LIMIT 0");
     }
     for r in rows.iter().skip(1) {
-        let cells: Vec<String> = (0..cols.len()).map(|i| cell(i, r)).collect();
         sql.push_str(" UNION ALL SELECT ");
-        sql.push_str(&cells.join(", "));
+        sql.push_str(&r.join(", "));
     }
     sql.push(')');
     sql

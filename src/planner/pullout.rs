@@ -41,6 +41,10 @@ pub struct Subquery {
     pub plan: Plan,
     /// Its text (for plans that run their statement as written).
     pub sql: String,
+    /// A recursive WITH's step ([`PulloutKind::Recursive`]): its text,
+    /// with the marker of the first subquery where the last round's rows
+    /// go, planned at each round.
+    pub step: Option<String>,
 }
 
 /// What a pulled-out subquery's answer becomes in its statement.
@@ -62,6 +66,14 @@ pub enum PulloutKind {
     /// An INSERT's SELECT: its rows, this many columns wide, as the
     /// INSERT's VALUES.
     Rows(usize),
+    /// A recursive WITH's seed: its rows, and the step's over each
+    /// round's new rows until a round finds none, as a table of constants
+    /// (`distinct`: a UNION, which keeps and feeds on only rows not found
+    /// before).
+    Recursive {
+        /// UNION rather than UNION ALL.
+        distinct: bool,
+    },
 }
 
 /// The marker of subquery `i` (0-based) in the outer template.
@@ -162,6 +174,7 @@ fn finish(
                 tested,
                 plan,
                 sql,
+                step: None,
             })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
@@ -242,6 +255,49 @@ pub fn plan_derived(
         return Err(refused);
     }
     finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
+}
+
+/// Plans a recursive WITH (vtgate's RecurseCTE): its seed runs first, on
+/// its own plan; then its step, over the rows the last round found as a
+/// table of constants (under the WITH's name), planned anew each round,
+/// until a round finds no new rows; then the statement reads all the rows
+/// as a table of constants. Fails with `refused` for a WITH of another
+/// shape (see [`super::cte::recursion`]). The rows are bounded by
+/// `--max_memory_rows`, and the rounds by MariaDB's
+/// `max_recursive_iterations` default.
+pub fn plan_recursive(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    let marked = |alias: &ast::TableAlias| table_named(&marker(0), alias);
+    let probe = |alias: &ast::TableAlias| {
+        let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
+            return None;
+        };
+        Some(TableFactor::Derived {
+            lateral: false,
+            subquery: one,
+            alias: Some(alias.clone()),
+            sample: None,
+        })
+    };
+    let Some(r) = super::cte::recursion(q, &marked, &probe) else {
+        return Err(refused);
+    };
+    let kind = PulloutKind::Recursive {
+        distinct: r.distinct,
+    };
+    let mut plan = finish(
+        vec![(kind, None, r.seed)],
+        r.outer.to_string(),
+        &r.probe.to_string(),
+        ks,
+        snap,
+    )?;
+    plan.subqueries[0].step = Some(r.step.to_string());
+    Ok(plan)
 }
 
 /// Plans a UNION (or INTERSECT, EXCEPT) that no one route answers (its

@@ -779,6 +779,12 @@ fn plan_parsed(
             // name them: inlined once, here, for every plan below.
             let inlined = match &q.with {
                 None => None,
+                // A recursive one runs at the gate, round by round.
+                Some(w) if w.recursive => {
+                    let refused = unsupported("WITH RECURSIVE of this shape across shards");
+                    let p = super::pullout::plan_recursive(q, ks, snap, refused)?;
+                    return Ok(super::Plan::Pullout(Box::new(p)));
+                }
                 Some(_) => {
                     Some(super::cte::inline(q).ok_or_else(|| unsupported("WITH across shards"))?)
                 }
