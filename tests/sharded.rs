@@ -2324,6 +2324,15 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select jl.id, jl.qty from jl left join jn on jn.id = jl.id where jn.id is null order by jl.id", true),
         case("select count(*), sum(jl.qty) from jl left join jn on jn.id = jl.id where jn.memo is null and jl.id < 500", false),
         case("select jl.id, jn.memo from jl left join jn on jn.id = jl.id where jn.memo is not null and jl.id < 100 order by jl.id", true),
+        // ORs under AND keep their parentheses on each side (they once
+        // came out bare, joined to the side's other conditions by AND).
+        case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where (dt.flag = 1 or dt.big < 0) and dt.id < 300 and (jn.memo = 'm1' or jn.id > 7) order by dt.id", true),
+        // A WHERE condition no unmatched row passes: an inner join.
+        case("select dt.id, jn.memo from dt left join jn on jn.id = dt.k where jn.memo = 'm1' and dt.id < 500 order by dt.id", true),
+        case("select dt.id, jn.id from dt left join jn on jn.id = dt.k where jn.id between 2 and 8 and dt.id < 300 order by dt.id", true),
+        case("select count(*), sum(dt.big) from dt left join jn on jn.id = dt.k where not (jn.id = 4) and dt.id < 400", false),
+        case("select dt.id, jn.id from dt left join jn on jn.id = dt.k where jn.id + dt.flag > 5 and dt.id < 200 order by dt.id", true),
+        case("select dt.id from dt left join jn on jn.id = dt.k where (jn.id < 3 or jn.memo like 'm4%') and dt.id < 300 order by dt.id", true),
         // A derived table over such a join runs first, a table of constants.
         case("select t.a, count(*) from (select dt.k as a, jl.id as b from dt join jl on dt.k = jl.qty where dt.id < 50) as t group by t.a order by t.a", true),
         case("select t.id, t.memo, dt.k from (select jl.id, jn.memo from jl join jn on jn.id = jl.id where jl.id < 40) as t join dt on dt.id = t.id order by t.id", true),
@@ -2387,7 +2396,7 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
             "HAVING",
         ),
         (
-            "select dt.id, jn.memo from dt left join jn on jn.id = dt.k where jn.memo = 'm1'",
+            "select dt.id, jn.memo from dt left join jn on jn.id = dt.k where coalesce(jn.memo, 'm1') = 'm1'",
             "WHERE condition",
         ),
         ("select dt.*, dt.* from dt join jn on jn.id = dt.k", "'*'"),

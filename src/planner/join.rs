@@ -348,9 +348,25 @@ pub(super) fn plan(
         .unwrap_or_default();
     let from_where = where_conjuncts.iter().map(|c| (c, true));
     let (mut right_nulls, mut inner_after) = (Vec::new(), false);
+    let right_names: Vec<&str> = side_names
+        .iter()
+        .filter(|(_, right)| *right)
+        .map(|(n, _)| n.as_str())
+        .collect();
     for (c, in_where) in from_where.chain(inner_on.iter().map(|c| (c, false))) {
         match reach(c, &side_names)? {
-            (_, false) => lhs_where.push(c.to_string()),
+            (_, false) => lhs_where.push(conjunct(c, c.to_string())),
+            // A condition no row without a match passes (NULL right
+            // columns make it NULL): the LEFT JOIN keeps only matched
+            // rows, an inner join, the condition one of the right side's.
+            (false, true) if left.is_some() && in_where && null_rejecting(c, &right_names) => {
+                rhs_where.push(conjunct(c, c.to_string()));
+                inner_after = true;
+            }
+            (true, true) if left.is_some() && in_where && null_rejecting(c, &right_names) => {
+                rhs_where.push(conjunct(c, vars.bind(c)?));
+                inner_after = true;
+            }
             // Over a LEFT JOIN's right table: `IS NOT NULL` keeps only
             // matched rows (an inner join); `IS NULL` is checked on the
             // joined rows, lone left rows passing.
@@ -374,8 +390,8 @@ pub(super) fn plan(
                     "with a WHERE condition on the LEFT JOIN's right table",
                 ))
             }
-            (false, true) => rhs_where.push(c.to_string()),
-            (true, true) => rhs_where.push(vars.bind(c)?),
+            (false, true) => rhs_where.push(conjunct(c, c.to_string())),
+            (true, true) => rhs_where.push(conjunct(c, vars.bind(c)?)),
         }
     }
     // A LEFT JOIN's ON conditions, whatever they read, decide which right
@@ -383,7 +399,7 @@ pub(super) fn plan(
     if let Some((_, on)) = &left {
         for c in on {
             reach(c, &side_names)?;
-            rhs_where.push(vars.bind(c)?);
+            rhs_where.push(conjunct(c, vars.bind(c)?));
         }
     }
 
@@ -548,10 +564,10 @@ pub(super) fn plan_semi(
             } if exists.is_none() && reads_outer(q, &names)? => {
                 match in_as_exists(expr, q, negated) {
                     Some(sub) => exists = Some((sub, !negated)),
-                    None => rest.push(c.to_string()),
+                    None => rest.push(conjunct(&c, c.to_string())),
                 }
             }
-            other => rest.push(other.to_string()),
+            other => rest.push(conjunct(&other, other.to_string())),
         }
     }
     // Else one correlated scalar subquery in the select list (with no
@@ -1056,6 +1072,93 @@ impl Visitor for Reach<'_> {
     }
 }
 
+/// `text`, condition `c` as SQL, ready to be joined to others with AND:
+/// in parentheses when its operator binds looser than AND (a
+/// parenthesized OR comes out of [`conjuncts`] bare).
+fn conjunct(c: &Expr, text: String) -> String {
+    use ast::BinaryOperator as B;
+    match c {
+        Expr::BinaryOp {
+            op: B::Or | B::Xor | B::StringConcat,
+            ..
+        } => format!("({text})"),
+        _ => text,
+    }
+}
+
+/// Whether condition `e` is NULL or false whenever the columns of the
+/// tables `right` are NULL (MySQL's null-rejecting conditions, which turn
+/// an outer join into an inner one): a comparison, range, list, pattern or
+/// `IS NOT NULL` of an expression that is NULL when they are, and AND,
+/// OR and NOT of such. Anything else (IFNULL, COALESCE, `<=>`, IS NULL,
+/// functions) is taken as passing NULLs.
+fn null_rejecting(e: &Expr, right: &[&str]) -> bool {
+    use ast::BinaryOperator as B;
+    match e {
+        Expr::Nested(inner) => null_rejecting(inner, right),
+        Expr::BinaryOp { left, op, right: r } => match op {
+            B::And => null_rejecting(left, right) || null_rejecting(r, right),
+            B::Or => null_rejecting(left, right) && null_rejecting(r, right),
+            B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq => {
+                null_when(left, right) || null_when(r, right)
+            }
+            _ => false,
+        },
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Nested(inner) => null_rejecting(
+                &Expr::UnaryOp {
+                    op: ast::UnaryOperator::Not,
+                    expr: inner.clone(),
+                },
+                right,
+            ),
+            // NOT of a comparison is NULL when the comparison is.
+            Expr::BinaryOp { left, op, right: r }
+                if matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq) =>
+            {
+                null_when(left, right) || null_when(r, right)
+            }
+            _ => false,
+        },
+        Expr::Between { expr, .. }
+        | Expr::In { expr, .. }
+        | Expr::Like { expr, .. }
+        | Expr::IsNotNull(expr)
+        | Expr::IsTrue(expr)
+        | Expr::IsFalse(expr) => null_when(expr, right),
+        _ => false,
+    }
+}
+
+/// Whether `e` is NULL whenever the columns of the tables `right` are: one
+/// of those columns, or arithmetic over one.
+fn null_when(e: &Expr, right: &[&str]) -> bool {
+    use ast::BinaryOperator as B;
+    match e {
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            let q = parts[parts.len() - 2].value.trim_matches('`');
+            right.contains(&q)
+        }
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => null_when(inner, right),
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus | ast::UnaryOperator::Plus,
+            expr,
+        } => null_when(expr, right),
+        Expr::BinaryOp { left, op, right: r }
+            if matches!(
+                op,
+                B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo | B::MyIntegerDivide
+            ) =>
+        {
+            null_when(left, right) || null_when(r, right)
+        }
+        _ => false,
+    }
+}
+
 /// Whether `e` holds a subquery.
 pub(super) fn has_subquery(e: &Expr) -> bool {
     struct Any;
@@ -1132,4 +1235,53 @@ fn bind_count(template: &str) -> usize {
 
 fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(sql: &str) -> Expr {
+        let ast::Statement::Query(q) =
+            super::super::sharded::parse(&format!("SELECT 1 FROM a WHERE {sql}")).unwrap()
+        else {
+            panic!("{sql}")
+        };
+        let SetExpr::Select(s) = *q.body else {
+            panic!("{sql}")
+        };
+        s.selection.unwrap()
+    }
+
+    /// What turns a LEFT JOIN with WHERE conditions on its right table
+    /// into an inner join, and what does not.
+    #[test]
+    fn null_rejecting_conditions() {
+        for c in [
+            "b.x = 5",
+            "5 < b.x + a.y",
+            "b.x BETWEEN 1 AND 3",
+            "b.x IN (1, 2)",
+            "b.x NOT IN (1, 2)",
+            "b.s LIKE 'm%'",
+            "b.x IS NOT NULL",
+            "NOT (b.x = 3)",
+            "a.y = 1 AND b.x = 2",
+            "(b.x < 3 OR b.s = 'q')",
+            "-b.x > 0",
+        ] {
+            assert!(null_rejecting(&cond(c), &["b"]), "{c}");
+        }
+        for c in [
+            "coalesce(b.x, 4) = 5",
+            "ifnull(b.x, 1) = 1",
+            "b.x <=> 5",
+            "b.x IS NULL",
+            "a.y = 1",
+            "b.x = 2 OR a.y = 1",
+            "concat(b.s, 'x') = 'x'",
+        ] {
+            assert!(!null_rejecting(&cond(c), &["b"]), "{c}");
+        }
+    }
 }
