@@ -1116,11 +1116,11 @@ fn null_rejecting(e: &Expr, right: &[&str]) -> bool {
                 right,
             ),
             // NOT of a comparison is NULL when the comparison is.
-            Expr::BinaryOp { left, op, right: r }
-                if matches!(op, B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq) =>
-            {
-                null_when(left, right) || null_when(r, right)
-            }
+            Expr::BinaryOp {
+                left,
+                op: B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq,
+                right: r,
+            } => null_when(left, right) || null_when(r, right),
             _ => false,
         },
         Expr::Between { expr, .. }
@@ -1147,14 +1147,11 @@ fn null_when(e: &Expr, right: &[&str]) -> bool {
             op: ast::UnaryOperator::Minus | ast::UnaryOperator::Plus,
             expr,
         } => null_when(expr, right),
-        Expr::BinaryOp { left, op, right: r }
-            if matches!(
-                op,
-                B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo | B::MyIntegerDivide
-            ) =>
-        {
-            null_when(left, right) || null_when(r, right)
-        }
+        Expr::BinaryOp {
+            left,
+            op: B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo | B::MyIntegerDivide,
+            right: r,
+        } => null_when(left, right) || null_when(r, right),
         _ => false,
     }
 }
