@@ -4043,6 +4043,10 @@ async fn group_concats(sg: &mut Conn, oracle: &mut Conn) {
         ("select k, group_concat(id) from dt where id < 300 group by k order by k", ","),
         ("select group_concat(name separator ' | '), count(*) from dt where id between 100 and 160", " | "),
         ("select flag, group_concat(k, '-', id separator ';') from dt where id < 90 group by flag order by flag", ";"),
+        // Over a join across shards: each joined row's value.
+        ("select dt.flag, group_concat(d2.name) from dt join dt d2 on d2.id = dt.k where dt.id < 60 group by dt.flag order by dt.flag", ","),
+        ("select group_concat(d2.id separator '|'), count(*) from dt join dt d2 on d2.id = dt.k + 1 where dt.id < 40", "|"),
+        ("select dt.flag, group_concat(d2.id), count(*) from dt left join dt d2 on d2.id = dt.k - 100 where dt.id < 50 group by dt.flag order by dt.flag", ","),
     ] {
         let mut answers = Vec::new();
         for conn in [&mut *sg, &mut *oracle] {

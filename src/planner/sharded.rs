@@ -1638,9 +1638,10 @@ impl Internal<'_> {
                 };
                 GateExpr::Col(self.part(&call.name, &argsql, kind))
             }
-            // Each shard's concatenation, joined: the order of the
-            // values is unspecified, as MySQL's is.
-            ("group_concat", false) if !self.row_level && !call.ordered => {
+            // Each shard's concatenation (over a join, each joined row's
+            // value as a string), joined: the order of the values is
+            // unspecified, as MySQL's is.
+            ("group_concat", false) if !call.ordered => {
                 let sep = call.separator.clone().unwrap_or_else(|| ",".into());
                 let bytes = sep.as_bytes();
                 if bytes.len() > 8 {
@@ -1651,10 +1652,14 @@ impl Internal<'_> {
                 let mut inline = [0u8; 8];
                 inline[..bytes.len()].copy_from_slice(bytes);
                 let kind = AggKind::Concat(inline, bytes.len() as u8);
-                if let Some(i) = self.find(&call.text, kind) {
+                let part = match self.row_level {
+                    true => format!("CONCAT({argsql})"),
+                    false => call.text.clone(),
+                };
+                if let Some(i) = self.find(&part, kind) {
                     return Ok(GateExpr::Col(i));
                 }
-                GateExpr::Col(self.push(call.text.clone(), kind))
+                GateExpr::Col(self.push(part, kind))
             }
             (m, false) if m != "min" && m != "max" => {
                 return Err(unsupported(format!(
