@@ -276,36 +276,20 @@ fn reads_other(value: &Expr, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn keyspace() -> Keyspace {
         let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
             "tables": {"a": {"column_vindexes": [{"column": "id", "name": "hash"}]},
                        "b": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
-        let mut r = BTreeMap::new();
-        for (k, v) in [
-            ("global/keyspaces/ks/Keyspace", r#"{"sharded": true}"#),
-            ("global/keyspaces/ks/VSchema", vschema),
-            ("global/keyspaces/ks/shards/-80/Shard", "{}"),
-            ("global/keyspaces/ks/shards/80-/Shard", "{}"),
-        ] {
-            r.insert(k.to_string(), v.as_bytes().to_vec());
-        }
-        let mut s = crate::topo::Snapshot::build(&r, &[], 1).unwrap();
         let key = |k: &[&str]| crate::topo::schema::TableSchema {
             columns: Vec::new(),
             primary_key: k.iter().map(|c| c.to_string()).collect(),
         };
-        let learned = [(
-            "ks".to_string(),
-            [
-                ("a".to_string(), key(&["id"])),
-                ("b".to_string(), key(&["id", "n"])),
-            ]
-            .into(),
-        )]
-        .into();
-        s.learn(&learned);
+        let learned = [
+            ("a".to_string(), key(&["id"])),
+            ("b".to_string(), key(&["id", "n"])),
+        ];
+        let s = crate::topo::Snapshot::sharded_for_tests(vschema, learned.into());
         s.keyspaces["ks"].clone()
     }
 

@@ -312,20 +312,11 @@ mod tests {
     fn learned_column_types_drop_weight_strings() {
         use crate::collation::Collation;
         use crate::vschema::Declared;
-        let mut r = BTreeMap::new();
         let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
             "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}],
                              "columns": [{"name": "u", "type": "VARCHAR",
                                           "collation_name": "utf8mb4_bin"}]}}}"#;
-        for (k, v) in [
-            ("global/keyspaces/ks/Keyspace", r#"{"sharded": true}"#),
-            ("global/keyspaces/ks/VSchema", vschema),
-            ("global/keyspaces/ks/shards/-80/Shard", "{}"),
-            ("global/keyspaces/ks/shards/80-/Shard", "{}"),
-        ] {
-            r.insert(k.to_string(), v.as_bytes().to_vec());
-        }
-        let mut s = Snapshot::build(&r, &[], 1).unwrap();
+        let mut s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
         let target = Target::parse("ks").unwrap();
         let query = |s: &Snapshot, sql: &str| {
             let stmt = crate::sql::classify(sql).unwrap();

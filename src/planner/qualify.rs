@@ -498,7 +498,6 @@ impl VisitorMut for Qualify<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     /// Keyspace `ks`: `a` and `b` hashed on `id`, `c` with a declared
     /// column only; `a` and `b` tracked.
@@ -508,31 +507,15 @@ mod tests {
                        "b": {"column_vindexes": [{"column": "id", "name": "hash"}]},
                        "c": {"column_vindexes": [{"column": "cid", "name": "hash"}],
                              "columns": [{"name": "z", "type": "INT64"}]}}}"#;
-        let mut r = BTreeMap::new();
-        for (k, v) in [
-            ("global/keyspaces/ks/Keyspace", r#"{"sharded": true}"#),
-            ("global/keyspaces/ks/VSchema", vschema),
-            ("global/keyspaces/ks/shards/-80/Shard", "{}"),
-            ("global/keyspaces/ks/shards/80-/Shard", "{}"),
-        ] {
-            r.insert(k.to_string(), v.as_bytes().to_vec());
-        }
-        let mut s = Snapshot::build(&r, &[], 1).unwrap();
         let cols = |names: &[&str]| crate::topo::schema::TableSchema {
             columns: names.iter().map(|n| (n.to_string(), None)).collect(),
             primary_key: vec!["id".to_string()],
         };
-        let learned = [(
-            "ks".to_string(),
-            [
-                ("a".to_string(), cols(&["id", "x", "Name"])),
-                ("b".to_string(), cols(&["id", "y", "name"])),
-            ]
-            .into(),
-        )]
-        .into();
-        s.learn(&learned);
-        s
+        let learned = [
+            ("a".to_string(), cols(&["id", "x", "Name"])),
+            ("b".to_string(), cols(&["id", "y", "name"])),
+        ];
+        Snapshot::sharded_for_tests(vschema, learned.into())
     }
 
     fn run(sql: &str) -> Result<String, String> {

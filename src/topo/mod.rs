@@ -221,6 +221,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of one sharded keyspace `ks` (shards -80 and 80-) under
+    /// VSchema `vschema`, with what the schema tracker learned of its
+    /// tables, for the planner's unit tests.
+    #[cfg(test)]
+    pub(crate) fn sharded_for_tests(
+        vschema: &str,
+        learned: BTreeMap<String, schema::TableSchema>,
+    ) -> Snapshot {
+        let mut r = BTreeMap::new();
+        for (k, v) in [
+            ("global/keyspaces/ks/Keyspace", r#"{"sharded": true}"#),
+            ("global/keyspaces/ks/VSchema", vschema),
+            ("global/keyspaces/ks/shards/-80/Shard", "{}"),
+            ("global/keyspaces/ks/shards/80-/Shard", "{}"),
+        ] {
+            r.insert(k.to_string(), v.as_bytes().to_vec());
+        }
+        let mut s = Snapshot::build(&r, &[], 1).expect("test snapshot");
+        s.learn(&[("ks".to_string(), learned)].into());
+        s
+    }
+
     /// Builds and validates a snapshot from raw topology records (key → JSON),
     /// keeping tablets of `cells` only (all cells when empty).
     pub fn build(
