@@ -800,6 +800,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
             PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
             PulloutKind::Table => constants(&rows.columns, &rows.rows, nbe),
+            PulloutKind::Assign { keys } => assign(&rows, keys, tested, &sub.targets, nbe)?,
             PulloutKind::Recursive { distinct } => {
                 let step = sub.step.as_deref().unwrap_or_default();
                 let rounds = Rounds {
@@ -838,6 +839,57 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     let outer = crate::planner::pullout::fill(&p.outer, &texts);
     let sql = substitute_binds(&outer, binds);
     Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await
+}
+
+/// A multi-table UPDATE's assignments and WHERE from the rows its join
+/// found (each a key of `keys` columns, then one value per target):
+/// `t.a = CASE WHEN (k) = (1) THEN 'x' ... ELSE t.a END, ... WHERE (k) IN
+/// ((1), ...)`. A key found twice takes its first row's values (MySQL
+/// sets a row once, whichever match it takes); none found sets nothing.
+fn assign(
+    rows: &Gather,
+    keys: usize,
+    key: &str,
+    targets: &[String],
+    nbe: bool,
+) -> Result<String, Error> {
+    if rows.columns.len() != keys + targets.len() {
+        return Err(Error::ColumnCount);
+    }
+    let Some(first) = targets.first() else {
+        return Err(Error::ColumnCount);
+    };
+    if rows.rows.is_empty() {
+        return Ok(format!("{first} = {first} WHERE 0"));
+    }
+    let cell = |r: &Vec<Value>, i: usize| cell_sql(&rows.columns, r, i, nbe, bind_text);
+    let mut seen = std::collections::HashSet::new();
+    let found: Vec<(String, &Vec<Value>)> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let k: Vec<String> = (0..keys).map(|i| cell(r, i)).collect();
+            (format!("({})", k.join(", ")), r)
+        })
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    let sets: Vec<String> = targets
+        .iter()
+        .enumerate()
+        .map(|(t, target)| {
+            let whens: String = found
+                .iter()
+                .map(|(k, r)| format!(" WHEN {key} = {k} THEN {}", cell(r, keys + t)))
+                .collect();
+            format!("{target} = CASE{whens} ELSE {target} END")
+        })
+        .collect();
+    let listed: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    Ok(format!(
+        "{} WHERE {key} IN ({})",
+        sets.join(", "),
+        listed.join(", ")
+    ))
 }
 
 /// MariaDB's `max_recursive_iterations` default (10.6 on): a recursive

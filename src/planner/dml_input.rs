@@ -25,11 +25,39 @@ use super::PlanError;
 use crate::sql::quote_ident;
 use crate::topo::Keyspace;
 
+/// A write that finds its rows first.
+pub(super) enum Rewritten {
+    /// The write naming its rows by a subquery of their keys, to plan as
+    /// any statement.
+    Sql(String),
+    /// A multi-table UPDATE whose values read another table: the values
+    /// are read with the keys, and the write sets each row's own.
+    Assign(Assign),
+}
+
+/// A multi-table UPDATE whose values read other tables than the one it
+/// writes: `input` reads each row's key and its new values (as the join
+/// computes them), then `outer` (`UPDATE t SET` and the pullout marker)
+/// sets `targets` to them, row by row (`CASE WHEN key = ... THEN ...`),
+/// where `key` is among the keys read.
+pub(super) struct Assign {
+    pub input: String,
+    pub outer: String,
+    /// `outer` with constants, for planning it.
+    pub probe: String,
+    /// The key's columns as a row, qualified by the written table's name.
+    pub key: String,
+    /// How many columns the key has (the input's first).
+    pub key_width: usize,
+    /// The columns set, as written, in the input's order after the key.
+    pub targets: Vec<String>,
+}
+
 /// The statement rewritten to find its rows first, or `None` for one this
 /// does not rewrite (the caller keeps its refusal).
-pub(super) fn rewrite(stmt: &Statement, ks: &Keyspace) -> Result<Option<String>, PlanError> {
+pub(super) fn rewrite(stmt: &Statement, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError> {
     match stmt {
-        Statement::Delete(d) => delete(d, ks),
+        Statement::Delete(d) => Ok(delete(d, ks)?.map(Rewritten::Sql)),
         Statement::Update(u) => update(u, ks),
         _ => Ok(None),
     }
@@ -61,6 +89,7 @@ fn delete(d: &ast::Delete, ks: &Keyspace) -> Result<Option<String>, PlanError> {
     let input = input(
         &written,
         &key,
+        &[],
         from,
         d.selection.as_ref(),
         &d.order_by,
@@ -73,7 +102,7 @@ fn delete(d: &ast::Delete, ks: &Keyspace) -> Result<Option<String>, PlanError> {
     )))
 }
 
-fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<String>, PlanError> {
+fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError> {
     if u.from.is_some() || u.returning.is_some() {
         return Ok(None);
     }
@@ -110,36 +139,58 @@ fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<String>, PlanError> {
     let Some(written) = find(ks, from, target.as_deref()) else {
         return Ok(None);
     };
-    // Values are computed by the write, where only its table is.
-    if multi {
-        for a in &u.assignments {
-            if let Some(other) = reads_other(&a.value, &written.name) {
-                return Err(unsupported(format!(
-                    "multi-table UPDATE across shards with a value read from '{other}'"
-                )));
-            }
-        }
-    }
     let key = primary_key(ks, &written.table)?;
+    let alias = match written.name == written.table {
+        true => String::new(),
+        false => format!(" AS {}", quote_ident(&written.name)),
+    };
+    let table = quote_ident(&written.table);
+    // Values that read another table of the join, or hold a subquery
+    // (which may read other shards' rows), are read with the keys, as the
+    // statement's own join computes them; the write then sets each row's
+    // own.
+    if u.assignments.iter().any(|a| {
+        (multi && reads_other(&a.value, &written.name)) || super::join::has_subquery(&a.value)
+    }) {
+        let values: Vec<String> = u.assignments.iter().map(|a| a.value.to_string()).collect();
+        let targets: Vec<String> = u.assignments.iter().map(|a| a.target.to_string()).collect();
+        let input = input(
+            &written,
+            &key,
+            &values,
+            from,
+            u.selection.as_ref(),
+            &u.order_by,
+            u.limit.as_ref(),
+        );
+        let qualified: Vec<String> = key
+            .iter()
+            .map(|c| format!("{}.{}", quote_ident(&written.name), quote_ident(c)))
+            .collect();
+        return Ok(Some(Rewritten::Assign(Assign {
+            input,
+            outer: format!("UPDATE {table}{alias} SET {}", super::pullout::marker(0)),
+            probe: format!("UPDATE {table}{alias} SET {0} = {0} WHERE 0", targets[0]),
+            key: format!("({})", qualified.join(", ")),
+            key_width: key.len(),
+            targets,
+        })));
+    }
     let input = input(
         &written,
         &key,
+        &[],
         from,
         u.selection.as_ref(),
         &u.order_by,
         u.limit.as_ref(),
     );
     let sets: Vec<String> = u.assignments.iter().map(|a| a.to_string()).collect();
-    let alias = match written.name == written.table {
-        true => String::new(),
-        false => format!(" AS {}", quote_ident(&written.name)),
-    };
-    Ok(Some(format!(
-        "UPDATE {}{alias} SET {} WHERE ({}) IN ({input})",
-        quote_ident(&written.table),
+    Ok(Some(Rewritten::Sql(format!(
+        "UPDATE {table}{alias} SET {} WHERE ({}) IN ({input})",
         sets.join(", "),
         columns(&key)
-    )))
+    ))))
 }
 
 /// The written table: its name in the keyspace, and the name the
@@ -190,20 +241,22 @@ fn primary_key(ks: &Keyspace, table: &str) -> Result<Vec<String>, PlanError> {
     Ok(key)
 }
 
-/// The SELECT that finds the rows: the written table's key, over the
-/// statement's FROM, WHERE, ORDER BY and LIMIT.
+/// The SELECT that finds the rows: the written table's key (and `values`
+/// after it), over the statement's FROM, WHERE, ORDER BY and LIMIT.
 fn input(
     written: &Written,
     key: &[String],
+    values: &[String],
     from: &[ast::TableWithJoins],
     selection: Option<&Expr>,
     order_by: &[ast::OrderByExpr],
     limit: Option<&Expr>,
 ) -> String {
-    let keys: Vec<String> = key
+    let mut keys: Vec<String> = key
         .iter()
         .map(|c| format!("{}.{}", quote_ident(&written.name), quote_ident(c)))
         .collect();
+    keys.extend(values.iter().cloned());
     let from: Vec<String> = from.iter().map(|f| f.to_string()).collect();
     let mut sql = format!("SELECT {} FROM {}", keys.join(", "), from.join(", "));
     if let Some(w) = selection {
@@ -227,48 +280,35 @@ fn columns(key: &[String]) -> String {
         .join(", ")
 }
 
-/// A table other than `name` that `value` reads a column of, outside its
-/// subqueries (an unqualified name may be anyone's).
-fn reads_other(value: &Expr, name: &str) -> Option<String> {
+/// Whether `value` may read another table than `name`: a column named
+/// by another table (or unqualified: it may be anyone's), or a subquery
+/// (which may read the join's other tables).
+fn reads_other(value: &Expr, name: &str) -> bool {
     struct Other<'a> {
         name: &'a str,
-        depth: usize,
-        found: Option<String>,
+        found: bool,
     }
     impl Visitor for Other<'_> {
         type Break = ();
         fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if self.depth > 0 {
-                return ControlFlow::Continue(());
-            }
-            let found = match e {
-                Expr::Identifier(i) if !i.value.starts_with('@') => i.value.clone(),
-                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-                    let q = &parts[parts.len() - 2].value;
-                    if q == self.name {
-                        return ControlFlow::Continue(());
-                    }
-                    q.clone()
-                }
-                _ => return ControlFlow::Continue(()),
-            };
-            self.found = Some(found);
+            self.found = true;
             ControlFlow::Break(())
         }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            self.found = match e {
+                Expr::Identifier(i) => !i.value.starts_with('@'),
+                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    parts[parts.len() - 2].value != self.name
+                }
+                _ => false,
+            };
+            match self.found {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        }
     }
-    let mut v = Other {
-        name,
-        depth: 0,
-        found: None,
-    };
+    let mut v = Other { name, found: false };
     let _ = value.visit(&mut v);
     v.found
 }
@@ -295,7 +335,18 @@ mod tests {
 
     fn run(sql: &str) -> Result<Option<String>, String> {
         let stmt = super::super::sharded::parse(sql).unwrap();
-        rewrite(&stmt, &keyspace()).map_err(|e| e.to_string())
+        match rewrite(&stmt, &keyspace()).map_err(|e| e.to_string())? {
+            Some(Rewritten::Sql(s)) => Ok(Some(s)),
+            Some(Rewritten::Assign(a)) => Ok(Some(format!(
+                "{} | {} | {} | {} | {}",
+                a.input,
+                a.outer,
+                a.key,
+                a.key_width,
+                a.targets.join(", ")
+            ))),
+            None => Ok(None),
+        }
     }
 
     #[test]
@@ -312,6 +363,14 @@ mod tests {
             run("update a x join b on b.n = x.k set x.v = x.v + 1 where b.m = 1").unwrap().unwrap(),
             "UPDATE `a` AS `x` SET x.v = x.v + 1 WHERE (`id`) IN (SELECT `x`.`id` FROM a x JOIN b ON b.n = x.k WHERE b.m = 1 FOR UPDATE)"
         );
+        // Values read from another table come with the keys.
+        assert_eq!(
+            run("update a x join b on b.n = x.k set x.v = b.w + x.v, x.u = 3 where b.m = 1")
+                .unwrap()
+                .unwrap(),
+            "SELECT `x`.`id`, b.w + x.v, 3 FROM a x JOIN b ON b.n = x.k WHERE b.m = 1 FOR UPDATE \
+             | UPDATE `a` AS `x` SET :vSQ1 | (`x`.`id`) | 1 | x.v, x.u"
+        );
         assert_eq!(
             run("update a set v = 1 where k = 2 limit 3").unwrap().unwrap(),
             "UPDATE `a` SET v = 1 WHERE (`id`) IN (SELECT `a`.`id` FROM a WHERE k = 2 LIMIT 3 FOR UPDATE)"
@@ -326,10 +385,6 @@ mod tests {
                 "more than one table",
             ),
             ("update a join b on a.k = b.n set v = 1", "qualified"),
-            (
-                "update a join b on a.k = b.n set a.v = b.w",
-                "read from 'b'",
-            ),
             (
                 "update a join b on a.k = b.n set a.v = 1, b.w = 2",
                 "more than one table",

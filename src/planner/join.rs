@@ -519,10 +519,12 @@ pub(super) fn plan_semi(
         || (sel.having.is_some() && !gate_needed)
         || sel.into.is_some()
         || q.fetch.is_some()
-        || !q.locks.is_empty()
     {
         return Err(refused);
     }
+    // Row locks are the statement's rows' (MySQL locks a subquery's rows
+    // only when it says so itself): the left side takes them.
+    let locks: String = q.locks.iter().map(|l| format!(" {l}")).collect();
     // The statement's tables, by the names it knows them by.
     let mut names: Vec<(String, bool)> = Vec::new();
     let mut infos: Vec<TableInfo> = Vec::new();
@@ -716,7 +718,7 @@ pub(super) fn plan_semi(
     };
     let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
     let lhs_sql = format!(
-        "SELECT {} FROM {}{}{order}",
+        "SELECT {} FROM {}{}{order}{locks}",
         items.join(", "),
         from.join(", "),
         if rest.is_empty() {

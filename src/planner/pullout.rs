@@ -45,6 +45,8 @@ pub struct Subquery {
     /// with the marker of the first subquery where the last round's rows
     /// go, planned at each round.
     pub step: Option<String>,
+    /// The columns an [`PulloutKind::Assign`] sets, as written.
+    pub targets: Vec<String>,
 }
 
 /// What a pulled-out subquery's answer becomes in its statement.
@@ -73,6 +75,14 @@ pub enum PulloutKind {
     Recursive {
         /// UNION rather than UNION ALL.
         distinct: bool,
+    },
+    /// A multi-table UPDATE's rows: each row's key (this many columns,
+    /// first; `tested` is the key as a row) and its new values, as the
+    /// UPDATE's assignments (each target set, row by row, by a CASE on
+    /// the key) and its WHERE (the keys read).
+    Assign {
+        /// The key's width.
+        keys: usize,
     },
 }
 
@@ -175,6 +185,7 @@ fn finish(
                 plan,
                 sql,
                 step: None,
+                targets: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
@@ -297,6 +308,30 @@ pub fn plan_recursive(
         snap,
     )?;
     plan.subqueries[0].step = Some(r.step.to_string());
+    Ok(plan)
+}
+
+/// Plans a multi-table UPDATE whose values read other tables than the one
+/// it writes (vtgate's DMLWithInput): the join runs first, reading each
+/// written row's key and new values; then one UPDATE sets each row's own
+/// values (see [`super::dml_input::Assign`]).
+pub(super) fn plan_assign(
+    a: super::dml_input::Assign,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<PulloutPlan, PlanError> {
+    let ast::Statement::Query(input) = super::sharded::parse(&a.input)? else {
+        return Err(PlanError::Syntax("the UPDATE's rows did not parse".into()));
+    };
+    let kind = PulloutKind::Assign { keys: a.key_width };
+    let mut plan = finish(
+        vec![(kind, Some(a.key), *input)],
+        a.outer,
+        &a.probe,
+        ks,
+        snap,
+    )?;
+    plan.subqueries[0].targets = a.targets;
     Ok(plan)
 }
 

@@ -735,14 +735,26 @@ fn contains_subquery(e: &Expr) -> bool {
 
 /// Plans a statement on a sharded keyspace.
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
+    plan_write_or_else(template, ks, snap, true)
+}
+
+/// [`plan`]; `find_first`: a write no other plan answers may be rewritten
+/// to find its rows first (not again once it is such a rewrite).
+fn plan_write_or_else(
+    template: &str,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    find_first: bool,
+) -> Result<super::Plan, PlanError> {
     let stmt = parse(template)?;
-    match plan_parsed(template, &stmt, ks, snap) {
+    let write = matches!(stmt, Statement::Update(_) | Statement::Delete(_));
+    let planned = match plan_parsed(template, &stmt, ks, snap) {
         // An UPDATE or DELETE whose subqueries read another keyspace, or
         // read across shards: they run first (vtgate's
         // UncorrelatedSubquery over a DML), and the write runs where its
         // table is with their answers in.
         Err(e @ PlanError::Unsupported(_))
-            if matches!(stmt, Statement::Update(_) | Statement::Delete(_))
+            if write
                 && (e.to_string().contains("statements across keyspaces")
                     || e.to_string()
                         .contains("subqueries in a sharded UPDATE or DELETE")) =>
@@ -750,16 +762,32 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
             super::pullout::plan_write(&stmt, ks, snap, e)
                 .map(|p| super::Plan::Pullout(Box::new(p)))
         }
+        planned => planned,
+    };
+    match planned {
         // Rows no one route finds (a multi-table write across shards, a
-        // LIMIT over several): found first, then written by primary key.
+        // LIMIT over several, a correlated subquery over other shards'
+        // rows): found first, then written by primary key.
         Err(e @ PlanError::Unsupported(_))
-            if matches!(stmt, Statement::Update(_) | Statement::Delete(_))
-                && ["multi-table", "LIMIT on more than one shard"]
-                    .iter()
-                    .any(|m| e.to_string().contains(m)) =>
+            if write
+                && find_first
+                && [
+                    "multi-table",
+                    "LIMIT on more than one shard",
+                    "subqueries",
+                    "correlated",
+                ]
+                .iter()
+                .any(|m| e.to_string().contains(m)) =>
         {
             match super::dml_input::rewrite(&stmt, ks)? {
-                Some(sql) => plan(&sql, ks, snap),
+                Some(super::dml_input::Rewritten::Sql(sql)) => {
+                    plan_write_or_else(&sql, ks, snap, false)
+                }
+                Some(super::dml_input::Rewritten::Assign(a)) => {
+                    super::pullout::plan_assign(a, ks, snap)
+                        .map(|p| super::Plan::Pullout(Box::new(p)))
+                }
                 None => Err(e),
             }
         }
