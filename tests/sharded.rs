@@ -2327,6 +2327,10 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         // ORs under AND keep their parentheses on each side (they once
         // came out bare, joined to the side's other conditions by AND).
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where (dt.flag = 1 or dt.big < 0) and dt.id < 300 and (jn.memo = 'm1' or jn.id > 7) order by dt.id", true),
+        // Subqueries that read nothing of the join, over other shards'
+        // rows: run first, their answers values.
+        case("select dt.id, jn.memo, (select count(*) from jl where jl.qty = 3) c from dt join jn on jn.id = dt.k where dt.id < 40 order by dt.id", true),
+        case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.k in (select qty from jl where jl.id < 20) and dt.id < 200 order by dt.id", true),
         // A WHERE condition no unmatched row passes: an inner join.
         case("select dt.id, jn.memo from dt left join jn on jn.id = dt.k where jn.memo = 'm1' and dt.id < 500 order by dt.id", true),
         case("select dt.id, jn.id from dt left join jn on jn.id = dt.k where jn.id between 2 and 8 and dt.id < 300 order by dt.id", true),

@@ -1004,6 +1004,16 @@ fn plan_query(
                         super::pullout::plan_derived(q, ks, snap, e)?,
                     )))
                 }
+                // A subquery of a side that reads nothing of the join,
+                // over other shards' rows: first, its answer a value.
+                Err(e @ PlanError::Unsupported(_))
+                    if e.to_string()
+                        .contains("subqueries that do not go to one shard") =>
+                {
+                    Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
+                        q, ks, snap, e,
+                    )?)))
+                }
                 Err(e) => Err(e),
             }
         }
