@@ -2331,6 +2331,10 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         // rows: run first, their answers values.
         case("select dt.id, jn.memo, (select count(*) from jl where jl.qty = 3) c from dt join jn on jn.id = dt.k where dt.id < 40 order by dt.id", true),
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.k in (select qty from jl where jl.id < 20) and dt.id < 200 order by dt.id", true),
+        // A correlated EXISTS over a join across shards: a semi-join whose
+        // left side is the join.
+        case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where exists (select 1 from jl where jl.qty = dt.flag and jl.id < 40) and dt.id < 80 order by dt.id", true),
+        case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where not exists (select 1 from jl where jl.qty = jn.id) and dt.id < 150 order by dt.id", true),
         // A WHERE condition no unmatched row passes: an inner join.
         case("select dt.id, jn.memo from dt left join jn on jn.id = dt.k where jn.memo = 'm1' and dt.id < 500 order by dt.id", true),
         case("select dt.id, jn.id from dt left join jn on jn.id = dt.k where jn.id between 2 and 8 and dt.id < 300 order by dt.id", true),

@@ -1004,15 +1004,20 @@ fn plan_query(
                         super::pullout::plan_derived(q, ks, snap, e)?,
                     )))
                 }
-                // A subquery of a side that reads nothing of the join,
-                // over other shards' rows: first, its answer a value.
+                // A subquery of a side over other shards' rows: first, its
+                // answer a value, when it reads nothing of the join; else
+                // a semi-join over the join.
                 Err(e @ PlanError::Unsupported(_))
                     if e.to_string()
                         .contains("subqueries that do not go to one shard") =>
                 {
-                    Ok(super::Plan::Pullout(Box::new(super::pullout::plan(
-                        q, ks, snap, e,
-                    )?)))
+                    match super::pullout::plan(q, ks, snap, e) {
+                        Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
+                        Err(e @ PlanError::Unsupported(_)) => Ok(super::Plan::Join(Box::new(
+                            super::join::plan_semi(template, q, ks, snap, e)?,
+                        ))),
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             }
