@@ -21,8 +21,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, OrderByKind, SelectItem, SetExpr,
-    TableFactor, VisitMut, VisitorMut,
+    self, Expr, GroupByExpr, Ident, OrderByKind, SelectItem, SetExpr, TableFactor, VisitMut,
+    VisitorMut,
 };
 
 use super::PlanError;
@@ -131,13 +131,12 @@ fn rewrite(
             _ => None,
         })
         .collect();
+    // The FROM clause's join conditions (a derived table's query is a
+    // scope of its own, as a subquery's).
     v.clause = Clause::On;
-    for twj in &mut s.from {
-        for j in &mut twj.joins {
-            if let Some(JoinConstraint::On(e)) = constraint(&mut j.join_operator) {
-                v.walk(e)?;
-            }
-        }
+    let _ = s.from.visit(&mut v);
+    if let Some(e) = v.bad.take() {
+        return Err(e);
     }
     v.clause = Clause::Where;
     if let Some(e) = &mut s.selection {
@@ -306,21 +305,6 @@ fn first_select(q: &ast::Query) -> &SetExpr {
             SetExpr::Query(inner) => body = inner.body.as_ref(),
             other => return other,
         }
-    }
-}
-
-/// A join operator's condition, for the kinds a statement can hold here.
-fn constraint(op: &mut JoinOperator) -> Option<&mut JoinConstraint> {
-    match op {
-        JoinOperator::Join(c)
-        | JoinOperator::Inner(c)
-        | JoinOperator::Left(c)
-        | JoinOperator::LeftOuter(c)
-        | JoinOperator::Right(c)
-        | JoinOperator::RightOuter(c)
-        | JoinOperator::CrossJoin(c)
-        | JoinOperator::StraightJoin(c) => Some(c),
-        _ => None,
     }
 }
 
