@@ -769,10 +769,13 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
         };
         let tested = sub.tested.as_deref().unwrap_or("NULL");
         let text = match sub.kind {
-            // A row `(a, b) IN (subquery)` tests rows of as many values.
-            PulloutKind::In | PulloutKind::NotIn
-                if rows.columns.len() > 1 && row_width(tested) == rows.columns.len() =>
-            {
+            PulloutKind::In | PulloutKind::NotIn => {
+                // A row `(a, b) IN (subquery)` tests rows of as many values.
+                let rowwise = rows.columns.len() > 1 && row_width(tested) == rows.columns.len();
+                let (tested, listed) = match rowwise {
+                    true => (tested.to_string(), tuples(&rows, nbe)),
+                    false => (format!("({tested})"), values()?.join(", ")),
+                };
                 let not = if sub.kind == PulloutKind::NotIn {
                     "NOT "
                 } else {
@@ -781,20 +784,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
                 match (rows.rows.is_empty(), sub.kind) {
                     (true, PulloutKind::In) => "0".to_string(),
                     (true, _) => "1".to_string(),
-                    (false, _) => format!("{tested} {not}IN ({})", tuples(&rows, nbe)),
-                }
-            }
-            PulloutKind::In | PulloutKind::NotIn => {
-                let vals = values()?;
-                let not = if sub.kind == PulloutKind::NotIn {
-                    "NOT "
-                } else {
-                    ""
-                };
-                match (vals.is_empty(), sub.kind) {
-                    (true, PulloutKind::In) => "0".to_string(),
-                    (true, _) => "1".to_string(),
-                    (false, _) => format!("({tested}) {not}IN ({})", vals.join(", ")),
+                    (false, _) => format!("{tested} {not}IN ({listed})"),
                 }
             }
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
