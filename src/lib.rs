@@ -19,8 +19,9 @@
 //!   nested loop for tables that do not (and semi-joins for a correlated
 //!   EXISTS or value), and [`planner::pullout`]'s subqueries, derived
 //!   tables and UNION parts that run first (and the rows an UPDATE or
-//!   DELETE across shards finds by primary key first); unqualified names
-//!   are given their tables where a statement is split by table.
+//!   DELETE across shards finds by primary key first, and a recursive
+//!   WITH's rounds); unqualified names are given their tables where a
+//!   statement is split by table.
 //! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
 //!   merges several shards' row streams as they arrive, reading each row
 //!   where its packet lies ([`engine::row`]: text rows, or the binary rows

@@ -735,12 +735,12 @@ fn contains_subquery(e: &Expr) -> bool {
 
 /// Plans a statement on a sharded keyspace.
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
-    plan_write_or_else(template, ks, snap, true)
+    plan_statement(template, ks, snap, true)
 }
 
 /// [`plan`]; `find_first`: a write no other plan answers may be rewritten
 /// to find its rows first (not again once it is such a rewrite).
-fn plan_write_or_else(
+fn plan_statement(
     template: &str,
     ks: &Keyspace,
     snap: &Snapshot,
@@ -782,7 +782,7 @@ fn plan_write_or_else(
         {
             match super::dml_input::rewrite(&stmt, ks)? {
                 Some(super::dml_input::Rewritten::Sql(sql)) => {
-                    plan_write_or_else(&sql, ks, snap, false)
+                    plan_statement(&sql, ks, snap, false)
                 }
                 Some(super::dml_input::Rewritten::Assign(a)) => {
                     super::pullout::plan_assign(a, ks, snap)
