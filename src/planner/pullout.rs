@@ -273,7 +273,7 @@ pub fn plan_derived(
 /// table of constants (under the WITH's name), planned anew each round,
 /// until a round finds no new rows; then the statement reads all the rows
 /// as a table of constants. Fails with `refused` for a WITH of another
-/// shape (see [`super::cte::recursion`]). The rows are bounded by
+/// shape (one query, `seed UNION [ALL] step`). The rows are bounded by
 /// `--max_memory_rows`, and the rounds by MariaDB's
 /// `max_recursive_iterations` default.
 pub fn plan_recursive(
