@@ -10,6 +10,7 @@ pub mod join;
 pub mod place;
 pub mod pullout;
 mod qualify;
+mod regroup;
 pub mod sharded;
 
 use crate::sql::{QueryKind, Statement, TabletType, Target};

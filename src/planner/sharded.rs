@@ -974,8 +974,33 @@ fn plan_parsed(
 }
 
 /// Plans a query (its WITH inlined): one route, else a nested loop, else
-/// with what no route answers run first.
+/// with what no route answers run first; expressions over aggregates that
+/// the gate cannot compute run on a tablet over the grouping
+/// ([`super::regroup`]).
 fn plan_query(
+    template: &str,
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<super::Plan, PlanError> {
+    match plan_routes(template, q, ks, snap) {
+        Err(e @ PlanError::Unsupported(_))
+            if e.to_string().contains("over a cross-shard aggregate") =>
+        {
+            match super::regroup::rewrite(q) {
+                Some(sql) => match parse(&sql)? {
+                    Statement::Query(r) => plan_routes(&sql, &r, ks, snap),
+                    _ => Err(e),
+                },
+                None => Err(e),
+            }
+        }
+        planned => planned,
+    }
+}
+
+/// [`plan_query`]'s routes.
+fn plan_routes(
     template: &str,
     q: &ast::Query,
     ks: &Keyspace,
@@ -1458,7 +1483,7 @@ fn find_sequence(seq: &str, snap: &Snapshot) -> Result<(String, String), PlanErr
 /// MySQL's aggregate functions: a query naming one folds its rows into
 /// groups (one group without GROUP BY), whichever of them the gate can
 /// combine across shards.
-const AGGREGATES: &[&str] = &[
+pub(super) const AGGREGATES: &[&str] = &[
     "count",
     "sum",
     "min",
