@@ -2090,13 +2090,7 @@ async fn unqualified_names_in_joins(sg: &mut Conn, oracle: &mut Conn) {
         case("select memo, qty from jl join jn on jn.id = jl.id where jl.id < 100 and exists (select 1 from dt where dt.id = jl.dt_id and k > 3) order by jl.id", true),
     ];
     for c in &cases {
-        compare(sg, oracle, c).await;
-        assert_eq!(
-            column_names(sg, &c.sql).await,
-            column_names(oracle, &c.sql).await,
-            "{}",
-            c.sql
-        );
+        compare_named(sg, oracle, c).await;
     }
     for c in cases.iter().take(3) {
         compare_by(sg, oracle, c, true).await;
@@ -2150,16 +2144,21 @@ async fn expressions_over_aggregates(sg: &mut Conn, oracle: &mut Conn) {
         case("select k, sqrt(sum(k)) from dt where id < 100 group by k order by k", true),
     ];
     for c in &cases {
-        compare(sg, oracle, c).await;
-        assert_eq!(
-            column_names(sg, &c.sql).await,
-            column_names(oracle, &c.sql).await,
-            "{}",
-            c.sql
-        );
+        compare_named(sg, oracle, c).await;
         let rows: Vec<mysql_async::Row> = oracle.query(&c.sql).await.unwrap();
         assert!(!rows.is_empty(), "{}", c.sql);
     }
+}
+
+/// [`compare`], and the columns' names too.
+async fn compare_named(sg: &mut Conn, oracle: &mut Conn, c: &Case) {
+    compare(sg, oracle, c).await;
+    assert_eq!(
+        column_names(sg, &c.sql).await,
+        column_names(oracle, &c.sql).await,
+        "{}",
+        c.sql
+    );
 }
 
 /// The names of the columns `sql` returns.
@@ -3633,17 +3632,18 @@ async fn writes_with_subqueries_elsewhere(sg: &mut Conn, oracle: &mut Conn) {
         "update dt set big = (select count(*) from dt where k = 3) where id < 40",
         "update dt set big = (select count(*) + 7 from dt d2 where d2.id = dt.id) where id < 60",
     ];
-    for sql in writes {
-        same_writes(sg, oracle, sql).await;
-        // Each changed something somewhere or was meant to: the tables
-        // agree after each.
-        for check in [
+    // Each changed something somewhere or was meant to: the tables agree
+    // after each.
+    writes_agree(
+        sg,
+        oracle,
+        &writes,
+        &[
             "select k, label from commerce.xk order by k",
             "select id, flag, big from dt where id < 200 order by id",
-        ] {
-            compare(sg, oracle, &case(check, true)).await;
-        }
-    }
+        ],
+    )
+    .await;
     let changed: Vec<(i32, String)> = oracle
         .query("select k, label from commerce.xk where label in ('some dt') or label like '%+'")
         .await
@@ -3723,15 +3723,16 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
         "delete from wa where exists (select 1 from wb where wb.a = wa.k and wb.b = 3) and wa.id > 45",
         "update wa set k = k + 1 where k not in (select wb.b from wb where wb.a = wa.id) and wa.id between 20 and 40",
     ];
-    for sql in writes {
-        same_writes(sg, oracle, sql).await;
-        for check in [
+    writes_agree(
+        sg,
+        oracle,
+        &writes,
+        &[
             "select * from wa order by id",
             "select * from wb order by a, b",
-        ] {
-            compare(sg, oracle, &case(check, true)).await;
-        }
-    }
+        ],
+    )
+    .await;
     let left: Vec<(i64,)> = oracle.query("select id from wa").await.unwrap();
     assert!(left.len() < 50, "the writes deleted little: {}", left.len());
     // In a transaction, the rows found are the write's, and a rollback
@@ -4070,6 +4071,17 @@ async fn number<T: FromValue + Send + 'static>(conn: &mut Conn, sql: &str) -> T 
 
 /// Runs a write on shardgate and the oracle: both succeed and change as
 /// many rows.
+/// Runs each of `writes` on both (as [`same_writes`]), and after each
+/// compares the ordered answers to `checks`.
+async fn writes_agree(sg: &mut Conn, oracle: &mut Conn, writes: &[&str], checks: &[&str]) {
+    for sql in writes {
+        same_writes(sg, oracle, sql).await;
+        for check in checks {
+            compare(sg, oracle, &case(*check, true)).await;
+        }
+    }
+}
+
 async fn same_writes(sg: &mut Conn, oracle: &mut Conn, sql: &str) {
     sg.query_drop(sql)
         .await

@@ -163,10 +163,7 @@ fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError
             &u.order_by,
             u.limit.as_ref(),
         );
-        let qualified: Vec<String> = key
-            .iter()
-            .map(|c| format!("{}.{}", quote_ident(&written.name), quote_ident(c)))
-            .collect();
+        let qualified = written.columns(&key);
         return Ok(Some(Rewritten::Assign(Assign {
             input,
             outer: format!("UPDATE {table}{alias} SET {}", super::pullout::marker(0)),
@@ -198,6 +195,16 @@ fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError
 struct Written {
     table: String,
     name: String,
+}
+
+impl Written {
+    /// Columns `cols` of the written table, qualified by its name.
+    fn columns(&self, cols: &[String]) -> Vec<String> {
+        let name = quote_ident(&self.name);
+        cols.iter()
+            .map(|c| format!("{name}.{}", quote_ident(c)))
+            .collect()
+    }
 }
 
 /// The FROM item named `target` (its alias or name), or the only one;
@@ -252,10 +259,7 @@ fn input(
     order_by: &[ast::OrderByExpr],
     limit: Option<&Expr>,
 ) -> String {
-    let mut keys: Vec<String> = key
-        .iter()
-        .map(|c| format!("{}.{}", quote_ident(&written.name), quote_ident(c)))
-        .collect();
+    let mut keys = written.columns(key);
     keys.extend(values.iter().cloned());
     let from: Vec<String> = from.iter().map(|f| f.to_string()).collect();
     let mut sql = format!("SELECT {} FROM {}", keys.join(", "), from.join(", "));
