@@ -93,6 +93,8 @@ const OWN: &[(&str, &str)] = &[
     ("union across shards", "select id from user union select user_id from user_extra"),
     ("union all with a reference part", "select id from user union all select x from ref"),
     ("too complex", "select * from user where id = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1"),
+    ("colocated multi-table delete, lookups follow", "delete m from user u join music m on u.id = m.user_id where u.name = 'x'"),
+    ("colocated multi-table update of a lookup column", "update user u join music m on m.user_id = u.id set m.id = 7 where u.id = 3"),
 ];
 
 fn snapshot() -> Snapshot {

@@ -444,7 +444,7 @@ pub fn whole_shard<'a>(
             Dispatch::Split(_) => None,
         },
         // Its lookup rows are written apart.
-        Plan::Dml(p) if p.lookups.is_some() => None,
+        Plan::Dml(p) if !p.lookups.is_empty() => None,
         Plan::Dml(p) => {
             let ks = keyspace_of(snap, &p.keyspace)?;
             let shard = match &p.routing {
@@ -1542,24 +1542,23 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
-    let done = match &p.lookups {
-        None => {
-            let queries = dml_queries(p, binds, snap, vc).await?;
-            dml_done(p, queries, vc).await?
-        }
-        // The lookup rows change with the table's, in one transaction;
+    let done = if p.lookups.is_empty() {
+        let queries = dml_queries(p, binds, snap, vc).await?;
+        dml_done(p, queries, vc).await?
+    } else {
+        // The lookup rows change with the tables', in one transaction;
         // the shards are found first, while the lookup rows that may
         // route the statement are still there.
-        Some(l) => {
-            let opened = vc.begin_implicit();
-            let done = async {
-                let queries = dml_queries(p, binds, snap, vc).await?;
+        let opened = vc.begin_implicit();
+        let done = async {
+            let queries = dml_queries(p, binds, snap, vc).await?;
+            for l in &p.lookups {
                 keep_dml_lookups(p, l, binds, snap, vc).await?;
-                dml_done(p, queries, vc).await
             }
-            .await;
-            end_implicit(vc, opened, done).await?
+            dml_done(p, queries, vc).await
         }
+        .await;
+        end_implicit(vc, opened, done).await?
     };
     sink.ok(done)
 }

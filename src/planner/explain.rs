@@ -257,6 +257,12 @@ impl Plan {
                     "query": p.query,
                 });
                 merge(&mut v, extra);
+                // vtgate's OwnedVindexQuery: the rows read first, locked,
+                // whose lookup rows change.
+                if !p.lookups.is_empty() {
+                    let reads: Vec<&str> = p.lookups.iter().map(|l| l.select.as_str()).collect();
+                    v["owned_vindex_query"] = json!(reads);
+                }
                 v
             }
             Plan::AllShards { keyspace } => {

@@ -256,9 +256,9 @@ pub struct DmlPlan {
     pub query: String,
     /// The statement as the client sent it (for one-shard routes).
     pub original: String,
-    /// The lookup rows it changes, when it writes a table owning lookup
-    /// vindexes.
-    pub lookups: Option<Box<DmlLookups>>,
+    /// The lookup rows it changes, one entry per written table that owns
+    /// lookup vindexes (a multi-table statement may write several).
+    pub lookups: Vec<DmlLookups>,
 }
 
 /// How an UPDATE or DELETE keeps its table's lookup vindexes: the rows it
@@ -885,7 +885,7 @@ fn plan_parsed(
                 ks,
                 &joined.tables,
                 multi,
-                &u.table.relation,
+                std::slice::from_ref(&u.table),
                 Written {
                     selection: u.selection.as_ref(),
                     order_by: &u.order_by,
@@ -940,21 +940,18 @@ fn plan_parsed(
                 })
                 .cloned()
                 .collect();
-            let lookups = match from.first() {
-                Some(first) => dml_lookups(
-                    ks,
-                    &written,
-                    multi,
-                    &first.relation,
-                    Written {
-                        selection: d.selection.as_ref(),
-                        order_by: &d.order_by,
-                        limit: d.limit.as_ref(),
-                        assignments: None,
-                    },
-                )?,
-                None => None,
-            };
+            let lookups = dml_lookups(
+                ks,
+                &written,
+                multi,
+                from,
+                Written {
+                    selection: d.selection.as_ref(),
+                    order_by: &d.order_by,
+                    limit: d.limit.as_ref(),
+                    assignments: None,
+                },
+            )?;
             plan_dml(
                 template,
                 stmt,
@@ -1089,7 +1086,7 @@ struct Written<'a> {
     assignments: Option<&'a [ast::Assignment]>,
 }
 
-fn with_lookups(plan: super::Plan, lookups: Option<Box<DmlLookups>>) -> super::Plan {
+fn with_lookups(plan: super::Plan, lookups: Vec<DmlLookups>) -> super::Plan {
     match plan {
         super::Plan::Dml(mut p) => {
             p.lookups = lookups;
@@ -1146,15 +1143,16 @@ fn owned_lookups(ks: &Keyspace, table: &str) -> Result<Vec<OwnedLookup>, PlanErr
 }
 
 /// How an UPDATE or DELETE of `tables` keeps the lookup vindexes they
-/// own; None when it changes none. A multi-table statement that would
-/// change one is refused.
+/// own: one entry per table whose lookups change. A multi-table
+/// statement (its join colocated, or it would not get here) reads each
+/// written table's rows over its whole FROM clause, once each.
 fn dml_lookups(
     ks: &Keyspace,
     tables: &[TableInfo],
     multi: bool,
-    relation: &TableFactor,
+    from: &[ast::TableWithJoins],
     w: Written<'_>,
-) -> Result<Option<Box<DmlLookups>>, PlanError> {
+) -> Result<Vec<DmlLookups>, PlanError> {
     let assigned = |t: &TableInfo, col: &str| -> Option<&Expr> {
         w.assignments?.iter().find_map(|a| {
             let (qual, c) = assigned_column(a)?;
@@ -1162,7 +1160,7 @@ fn dml_lookups(
                 .then_some(&a.value)
         })
     };
-    let mut found = None;
+    let mut found = Vec::new();
     for t in tables {
         let changes: Vec<(OwnedLookup, Option<Vec<Option<Operand>>>)> = owned_lookups(ks, &t.name)?
             .into_iter()
@@ -1192,23 +1190,33 @@ fn dml_lookups(
         if changes.is_empty() {
             continue;
         }
-        if multi {
-            return Err(unsupported(format!(
-                "multi-table UPDATE or DELETE of table {}, which owns lookup vindexes",
-                t.name
-            )));
-        }
         let Some((pcol, func)) = &t.vindex else {
             return Err(unsupported(format!(
                 "writes to table {}: its lookup vindexes need a functional primary vindex",
                 t.name
             )));
         };
-        let mut cols = vec![crate::sql::quote_ident(pcol)];
+        // Over a join, each column is the written table's, and a row
+        // several rows join is read once.
+        let column = |c: &str| match multi {
+            true => format!(
+                "{}.{}",
+                crate::sql::quote_ident(t.visible_name()),
+                crate::sql::quote_ident(c)
+            ),
+            false => crate::sql::quote_ident(c),
+        };
+        let mut cols = vec![column(pcol)];
         for (o, _) in &changes {
-            cols.extend(o.columns.iter().map(|c| crate::sql::quote_ident(c)));
+            cols.extend(o.columns.iter().map(|c| column(c)));
         }
-        let mut select = format!("SELECT {} FROM {relation}", cols.join(", "));
+        let from: Vec<String> = from.iter().map(ToString::to_string).collect();
+        let mut select = format!(
+            "SELECT {}{} FROM {}",
+            if multi { "DISTINCT " } else { "" },
+            cols.join(", "),
+            from.join(", ")
+        );
         if let Some(sel) = w.selection {
             select.push_str(&format!(" WHERE {sel}"));
         }
@@ -1220,12 +1228,12 @@ fn dml_lookups(
             select.push_str(&format!(" LIMIT {l}"));
         }
         select.push_str(" FOR UPDATE");
-        found = Some(Box::new(DmlLookups {
+        found.push(DmlLookups {
             table: t.name.clone(),
             func: *func,
             select,
             changes,
-        }));
+        });
     }
     Ok(found)
 }
@@ -1285,7 +1293,7 @@ fn plan_dml(
         routing,
         query,
         original: template.to_string(),
-        lookups: None,
+        lookups: Vec::new(),
     })))
 }
 
