@@ -3746,6 +3746,12 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
         "update wa set v = (select count(*) + sum(wb.b) from wb where wb.a = wa.k) where wa.id < 30",
         "delete from wa where exists (select 1 from wb where wb.a = wa.k and wb.b = 3) and wa.id > 45",
         "update wa set k = k + 1 where k not in (select wb.b from wb where wb.a = wa.id) and wa.id between 20 and 40",
+        // Two tables written: every table's rows are found before the
+        // first is written; the rows changed add up.
+        "update wa join wb on wb.a = wa.k set wa.v = wa.v + 1, wb.v = wb.v - 1 where wb.b = 2",
+        "update wa x join wb on wb.a = x.id set wb.v = 7, x.k = 5 where wb.b < 3 and x.id > 25",
+        "delete wa, wb from wa join wb on wb.a = wa.k where wb.b = 3 and wa.id between 10 and 40",
+        "delete y, x from wa x join wb y on y.a = x.id where x.v > 30",
     ];
     writes_agree(
         sg,
@@ -3768,19 +3774,24 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
     assert_eq!(sg.affected_rows(), 5);
     sg.query_drop("rollback").await.unwrap();
     compare(sg, oracle, &case("select * from wa order by id", true)).await;
-    // Two tables written are refused.
-    for (sql, why) in [
-        (
-            "delete wa, wb from wa join wb on wb.a = wa.k",
-            "more than one table",
-        ),
-        (
-            "update wa join wb on wb.a = wa.k set wa.v = 1, wb.v = 2",
-            "more than one table",
-        ),
-    ] {
-        refused(sg, sql, 1235, &[why], false).await;
-    }
+    // Two tables written in a transaction: a rollback undoes both.
+    sg.query_drop("begin").await.unwrap();
+    sg.query_drop("delete wa, wb from wa join wb on wb.a = wa.k")
+        .await
+        .unwrap();
+    assert!(sg.affected_rows() > 0);
+    sg.query_drop("rollback").await.unwrap();
+    compare(sg, oracle, &case("select * from wa order by id", true)).await;
+    compare(sg, oracle, &case("select * from wb order by a, b", true)).await;
+    // Two tables whose values read each other's are refused.
+    refused(
+        sg,
+        "update wa join wb on wb.a = wa.k set wa.v = 1, wb.v = wa.v",
+        1235,
+        &["values read from another table"],
+        false,
+    )
+    .await;
 }
 
 /// WITH RECURSIVE across shards, computed at the gate round by round (a

@@ -750,6 +750,46 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
+    if p.then.is_empty() {
+        let Some(texts) = pullout_answers(p, binds, tt, snap, vc).await? else {
+            // Nothing to insert.
+            return sink.ok(QueryDone::default());
+        };
+        // The statement, with its own values and the subqueries', planned anew.
+        let outer = crate::planner::pullout::fill(&p.outer, &texts);
+        let sql = substitute_binds(&outer, binds);
+        return Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await;
+    }
+    // Several writes: their rows found first, then written one table
+    // after another, all or none, with one OK for all.
+    let opened = vc.begin_implicit();
+    let done = async {
+        let texts = pullout_answers(p, binds, tt, snap, vc)
+            .await?
+            .unwrap_or_default();
+        let mut total = QueryDone::default();
+        for outer in std::iter::once(&p.outer).chain(&p.then) {
+            let sql = substitute_binds(&crate::planner::pullout::fill(outer, &texts), binds);
+            let mut done = Gather::new(0);
+            Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, &mut done)).await?;
+            total.affected_rows += done.done.affected_rows;
+            total.warnings = total.warnings.saturating_add(done.done.warnings);
+        }
+        Ok(total)
+    }
+    .await;
+    sink.ok(end_implicit(vc, opened, done).await?)
+}
+
+/// Runs a pullout's subqueries: each one's answer as SQL for its marker;
+/// None when an INSERT's SELECT found no rows (nothing to insert).
+async fn pullout_answers<V: VCursor + Send>(
+    p: &PulloutPlan,
+    binds: &[Bind],
+    tt: TabletType,
+    snap: &Snapshot,
+    vc: &mut V,
+) -> Result<Option<Vec<String>>, Error> {
     let cap = vc.max_memory_rows();
     let nbe = vc.no_backslash_escapes();
     let mut texts = vec![String::new(); p.subqueries.len()];
@@ -809,8 +849,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
                     return Err(Error::ColumnCount);
                 }
                 if rows.rows.is_empty() {
-                    // Nothing to insert.
-                    return sink.ok(QueryDone::default());
+                    return Ok(None);
                 }
                 tuples(&rows, nbe)
             }
@@ -825,10 +864,7 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
         };
         texts[i] = text;
     }
-    // The statement, with its own values and the subqueries', planned anew.
-    let outer = crate::planner::pullout::fill(&p.outer, &texts);
-    let sql = substitute_binds(&outer, binds);
-    Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await
+    Ok(Some(texts))
 }
 
 /// A multi-table UPDATE's assignments and WHERE from the rows its join
@@ -1201,11 +1237,13 @@ fn join_var(col: &Column, v: &Value, nbe: bool) -> Bind {
     }
 }
 
-/// Gathers one side's rows (text cells) and columns, at most `cap` rows.
+/// Gathers one side's rows (text cells) and columns, at most `cap` rows;
+/// or a write's OK.
 struct Gather {
     columns: Vec<Column>,
     rows: Vec<Vec<Value>>,
     cap: usize,
+    done: QueryDone,
 }
 
 impl Gather {
@@ -1214,6 +1252,7 @@ impl Gather {
             columns: Vec::new(),
             rows: Vec::new(),
             cap,
+            done: QueryDone::default(),
         }
     }
 }
@@ -1233,7 +1272,8 @@ impl RowSink for Gather {
     fn end_rows(&mut self, _: u16) -> Result<(), Error> {
         Ok(())
     }
-    fn ok(&mut self, _: QueryDone) -> Result<(), Error> {
+    fn ok(&mut self, done: QueryDone) -> Result<(), Error> {
+        self.done = done;
         Ok(())
     }
 }

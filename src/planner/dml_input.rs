@@ -12,9 +12,11 @@
 //! and then as a write to the shards that hold those ids.
 //!
 //! The primary key comes from the schema tracker, as vtgate's does; a
-//! table it has not learned is refused. One table is written; an UPDATE's
-//! values may read only that table's columns (and subqueries that read
-//! nothing of the statement).
+//! table it has not learned is refused. A statement writing several
+//! tables becomes one write per table, every table's rows found before
+//! the first is written, all in one transaction; an UPDATE's values that
+//! read the join's other tables are read with the keys (one table
+//! written), or refused (several).
 
 use std::ops::ControlFlow;
 
@@ -33,6 +35,11 @@ pub(super) enum Rewritten {
     /// A multi-table UPDATE whose values read another table: the values
     /// are read with the keys, and the write sets each row's own.
     Assign(Assign),
+    /// A multi-table write of several tables: one write per table, each
+    /// naming its rows by a subquery of their keys; every subquery runs
+    /// before the first write (a DELETE's join would not find the rows
+    /// of a table already written).
+    Each(Vec<String>),
 }
 
 /// A multi-table UPDATE whose values read other tables than the one it
@@ -57,59 +64,63 @@ pub(super) struct Assign {
 /// does not rewrite (the caller keeps its refusal).
 pub(super) fn rewrite(stmt: &Statement, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError> {
     match stmt {
-        Statement::Delete(d) => Ok(delete(d, ks)?.map(Rewritten::Sql)),
+        Statement::Delete(d) => delete(d, ks),
         Statement::Update(u) => update(u, ks),
         _ => Ok(None),
     }
 }
 
-fn delete(d: &ast::Delete, ks: &Keyspace) -> Result<Option<String>, PlanError> {
+fn delete(d: &ast::Delete, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError> {
     let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
     if d.using.is_some() || d.returning.is_some() || from.is_empty() {
         return Ok(None);
     }
-    // The table written: the one named before FROM, else the only one.
-    let target = match d.tables.as_slice() {
-        [] => None,
-        [one] => one
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|i| i.value.clone()),
-        _ => {
-            return Err(unsupported(
-                "multi-table DELETE of more than one table across shards",
-            ))
-        }
+    // The tables written: those named before FROM, else the only one.
+    let targets: Vec<Option<String>> = match d.tables.as_slice() {
+        [] => vec![None],
+        named => named
+            .iter()
+            .map(|n| {
+                n.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.clone())
+            })
+            .collect(),
     };
-    let Some(written) = find(ks, from, target.as_deref()) else {
-        return Ok(None);
-    };
-    let key = primary_key(ks, &written.table)?;
-    let input = input(
-        &written,
-        &key,
-        &[],
-        from,
-        d.selection.as_ref(),
-        &d.order_by,
-        d.limit.as_ref(),
-    );
-    Ok(Some(format!(
-        "DELETE FROM {} WHERE ({}) IN ({input})",
-        quote_ident(&written.table),
-        columns(&key)
-    )))
+    let mut writes = Vec::new();
+    for target in targets {
+        let Some(written) = find(ks, from, target.as_deref()) else {
+            return Ok(None);
+        };
+        let key = primary_key(ks, &written.table)?;
+        let input = input(
+            &written,
+            &key,
+            &[],
+            from,
+            d.selection.as_ref(),
+            &d.order_by,
+            d.limit.as_ref(),
+        );
+        writes.push(format!(
+            "DELETE FROM {} WHERE ({}) IN ({input})",
+            quote_ident(&written.table),
+            columns(&key)
+        ));
+    }
+    Ok(Some(match writes.len() {
+        1 => Rewritten::Sql(writes.remove(0)),
+        _ => Rewritten::Each(writes),
+    }))
 }
 
 fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError> {
     if u.from.is_some() || u.returning.is_some() {
         return Ok(None);
     }
-    let from = std::slice::from_ref(&u.table);
     let multi = !u.table.joins.is_empty();
-    // The table written: the one every SET column names.
-    let mut target: Option<String> = None;
+    // The tables written: the ones the SET columns name, in order.
+    let mut targets: Vec<(Option<String>, Vec<&ast::Assignment>)> = Vec::new();
     for a in &u.assignments {
         let ast::AssignmentTarget::ColumnName(n) = &a.target else {
             return Ok(None);
@@ -127,16 +138,42 @@ fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError
             [q, _] => Some(q.to_string()),
             _ => return Ok(None),
         };
-        if let Some(q) = qual {
-            if target.as_ref().is_some_and(|t| *t != q) {
-                return Err(unsupported(
-                    "multi-table UPDATE of more than one table across shards",
-                ));
-            }
-            target = Some(q);
+        match targets.iter_mut().find(|(t, _)| *t == qual) {
+            Some((_, sets)) => sets.push(a),
+            None => targets.push((qual, vec![a])),
         }
     }
-    let Some(written) = find(ks, from, target.as_deref()) else {
+    if let [(target, sets)] = targets.as_slice() {
+        return update_one(u, ks, target.as_deref(), sets);
+    }
+    // Several tables: each written by its own UPDATE, whose values may
+    // read only its own row.
+    let mut writes = Vec::new();
+    for (target, sets) in &targets {
+        let name = target.as_deref().unwrap_or_default();
+        if sets.iter().any(|a| reads_other(&a.value, name)) {
+            return Err(unsupported(
+                "multi-table UPDATE of more than one table across shards with values read from another table",
+            ));
+        }
+        match update_one(u, ks, target.as_deref(), sets)? {
+            Some(Rewritten::Sql(sql)) => writes.push(sql),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(Rewritten::Each(writes)))
+}
+
+/// An UPDATE of the table `target` names (else the only one) by `sets`.
+fn update_one(
+    u: &ast::Update,
+    ks: &Keyspace,
+    target: Option<&str>,
+    sets: &[&ast::Assignment],
+) -> Result<Option<Rewritten>, PlanError> {
+    let from = std::slice::from_ref(&u.table);
+    let multi = !u.table.joins.is_empty();
+    let Some(written) = find(ks, from, target) else {
         return Ok(None);
     };
     let key = primary_key(ks, &written.table)?;
@@ -149,11 +186,11 @@ fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError
     // (which may read other shards' rows), are read with the keys, as the
     // statement's own join computes them; the write then sets each row's
     // own.
-    if u.assignments.iter().any(|a| {
+    if sets.iter().any(|a| {
         (multi && reads_other(&a.value, &written.name)) || super::join::has_subquery(&a.value)
     }) {
-        let values: Vec<String> = u.assignments.iter().map(|a| a.value.to_string()).collect();
-        let targets: Vec<String> = u.assignments.iter().map(|a| a.target.to_string()).collect();
+        let values: Vec<String> = sets.iter().map(|a| a.value.to_string()).collect();
+        let targets: Vec<String> = sets.iter().map(|a| a.target.to_string()).collect();
         let input = input(
             &written,
             &key,
@@ -182,7 +219,7 @@ fn update(u: &ast::Update, ks: &Keyspace) -> Result<Option<Rewritten>, PlanError
         &u.order_by,
         u.limit.as_ref(),
     );
-    let sets: Vec<String> = u.assignments.iter().map(|a| a.to_string()).collect();
+    let sets: Vec<String> = sets.iter().map(|a| a.to_string()).collect();
     Ok(Some(Rewritten::Sql(format!(
         "UPDATE {table}{alias} SET {} WHERE ({}) IN ({input})",
         sets.join(", "),
@@ -341,6 +378,7 @@ mod tests {
         let stmt = super::super::sharded::parse(sql).unwrap();
         match rewrite(&stmt, &keyspace()).map_err(|e| e.to_string())? {
             Some(Rewritten::Sql(s)) => Ok(Some(s)),
+            Some(Rewritten::Each(writes)) => Ok(Some(writes.join(" ; "))),
             Some(Rewritten::Assign(a)) => Ok(Some(format!(
                 "{} | {} | {} | {} | {}",
                 a.input,
@@ -382,16 +420,26 @@ mod tests {
     }
 
     #[test]
+    fn several_tables_are_written_one_after_another() {
+        assert_eq!(
+            run("delete x, b from a x join b on b.n = x.k where b.m = 1").unwrap().unwrap(),
+            "DELETE FROM `a` WHERE (`id`) IN (SELECT `x`.`id` FROM a x JOIN b ON b.n = x.k WHERE b.m = 1 FOR UPDATE) ; \
+             DELETE FROM `b` WHERE (`id`, `n`) IN (SELECT `b`.`id`, `b`.`n` FROM a x JOIN b ON b.n = x.k WHERE b.m = 1 FOR UPDATE)"
+        );
+        assert_eq!(
+            run("update a join b on a.k = b.n set b.w = b.w + 1, a.v = 2, b.u = 3").unwrap().unwrap(),
+            "UPDATE `b` SET b.w = b.w + 1, b.u = 3 WHERE (`id`, `n`) IN (SELECT `b`.`id`, `b`.`n` FROM a JOIN b ON a.k = b.n FOR UPDATE) ; \
+             UPDATE `a` SET a.v = 2 WHERE (`id`) IN (SELECT `a`.`id` FROM a JOIN b ON a.k = b.n FOR UPDATE)"
+        );
+    }
+
+    #[test]
     fn what_cannot_be_written_this_way_is_refused() {
         for (sql, why) in [
-            (
-                "delete a, b from a join b on a.k = b.n",
-                "more than one table",
-            ),
             ("update a join b on a.k = b.n set v = 1", "qualified"),
             (
-                "update a join b on a.k = b.n set a.v = 1, b.w = 2",
-                "more than one table",
+                "update a join b on a.k = b.n set a.v = 1, b.w = a.v",
+                "values read from another table",
             ),
             // A table the tracker has not learned has no key to name rows by.
             ("delete from zz limit 1", "primary key"),

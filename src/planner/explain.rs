@@ -197,16 +197,22 @@ impl Plan {
                 },
             }),
             Plan::Select(p) => select(p),
-            Plan::Pullout(p) => json!({
-                "operator": "UncorrelatedSubquery",
-                "keyspace": p.keyspace,
-                "subqueries": p.subqueries.iter().map(|s| json!({
-                    "kind": format!("{:?}", s.kind),
-                    "tested": s.tested,
-                    "plan": s.plan.describe(),
-                })).collect::<Vec<_>>(),
-                "query": p.outer,
-            }),
+            Plan::Pullout(p) => {
+                let mut v = json!({
+                    "operator": "UncorrelatedSubquery",
+                    "keyspace": p.keyspace,
+                    "subqueries": p.subqueries.iter().map(|s| json!({
+                        "kind": format!("{:?}", s.kind),
+                        "tested": s.tested,
+                        "plan": s.plan.describe(),
+                    })).collect::<Vec<_>>(),
+                    "query": p.outer,
+                });
+                if !p.then.is_empty() {
+                    v["then"] = json!(p.then);
+                }
+                v
+            }
             Plan::Join(j) => {
                 let mut v = json!({
                 "operator": "Join",

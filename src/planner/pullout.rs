@@ -28,6 +28,10 @@ pub struct PulloutPlan {
     /// The statement's template with `:vSQ<i>` (1-based) where subquery
     /// `i`'s condition or value goes; planned once those are known.
     pub outer: String,
+    /// Statements run after `outer`, with the same answers (a
+    /// multi-table DELETE's other tables, each found by its own
+    /// subquery before any is written); their rows changed add up.
+    pub then: Vec<String>,
 }
 
 /// One subquery pulled out of its statement.
@@ -193,6 +197,7 @@ fn finish(
         keyspace,
         subqueries,
         outer,
+        then: Vec::new(),
     })
 }
 

@@ -788,11 +788,46 @@ fn plan_statement(
                     super::pullout::plan_assign(a, ks, snap)
                         .map(|p| super::Plan::Pullout(Box::new(p)))
                 }
+                Some(super::dml_input::Rewritten::Each(writes)) => each_write(&writes, ks, snap, e),
                 None => Err(e),
             }
         }
         planned => planned,
     }
+}
+
+/// One plan for several writes that each find their rows first: every
+/// write's subquery runs, then the writes one after another (fails with
+/// `refused` when a write plans otherwise).
+fn each_write(
+    writes: &[String],
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<super::Plan, PlanError> {
+    let mut combined: Option<super::pullout::PulloutPlan> = None;
+    for sql in writes {
+        let mut p = match plan_statement(sql, ks, snap, false)? {
+            super::Plan::Pullout(p) if p.subqueries.len() == 1 && p.then.is_empty() => *p,
+            _ => return Err(refused),
+        };
+        let sub = p.subqueries.remove(0);
+        match combined.as_mut() {
+            None => {
+                p.subqueries = vec![sub];
+                combined = Some(p);
+            }
+            Some(c) => {
+                // Its marker becomes the next one.
+                let marker = super::pullout::marker(c.subqueries.len());
+                c.then.push(super::pullout::fill(&p.outer, &[marker]));
+                c.subqueries.push(sub);
+            }
+        }
+    }
+    combined
+        .map(|p| super::Plan::Pullout(Box::new(p)))
+        .ok_or(refused)
 }
 
 fn plan_parsed(
