@@ -2293,6 +2293,9 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jl.id, jn.memo from dt join jl on jl.dt_id = dt.id join jn on jn.id = jl.id where dt.id < 400 order by jl.id", true),
         case("select jl.id, jref.label, jn.memo from jl join jref on jref.k = jl.qty join jn on jn.id = jl.id where jl.id < 60 order by jl.id", true),
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.id = -5", false),
+        // Parenthesized inner joins join as if written without.
+        case("select dt.id, jl.id, jn.memo from dt join (jl join jn on jn.id = jl.id) on jl.dt_id = dt.id where dt.id < 300 order by jl.id", true),
+        case("select dt.id, d2.id from dt join dt d2 join jref where d2.id = dt.k and jref.k = dt.flag and dt.id < 50 order by dt.id, d2.id", true),
         // Grouped by the vindex column: each group is on one shard, so
         // any expression over its aggregates is the shard's to compute.
         case("select id, concat(max(name), '!'), round(sum(amount), 1) from dt where id < 80 group by id", false),

@@ -143,29 +143,29 @@ pub(super) fn plan(
     let mut inner_on: Vec<Expr> = Vec::new();
     let mut left: Option<(usize, Vec<Expr>)> = None;
     for (n, twj) in sel.from.iter().enumerate() {
-        push_table(ks, &twj.relation, &mut tables)?;
+        push_factor(ks, &twj.relation, &mut tables, &mut inner_on)?;
         for (k, j) in twj.joins.iter().enumerate() {
-            push_table(ks, &j.relation, &mut tables)?;
             let last = n + 1 == sel.from.len() && k + 1 == twj.joins.len();
             match &j.join_operator {
-                JoinOperator::Join(c)
-                | JoinOperator::Inner(c)
-                | JoinOperator::CrossJoin(c)
-                | JoinOperator::StraightJoin(c) => match c {
-                    JoinConstraint::On(e) => inner_on.extend(conjuncts(e).into_iter().cloned()),
-                    JoinConstraint::None => {}
-                    _ => return Err(refuse("with USING or NATURAL")),
-                },
                 JoinOperator::Left(JoinConstraint::On(e))
                 | JoinOperator::LeftOuter(JoinConstraint::On(e))
                     if last =>
                 {
+                    push_table(ks, &j.relation, &mut tables)?;
                     left = Some((
                         tables.len() - 1,
                         conjuncts(e).into_iter().cloned().collect(),
                     ));
                 }
-                _ => return Err(refuse("other than inner joins and a last LEFT JOIN ... ON")),
+                op => {
+                    push_factor(ks, &j.relation, &mut tables, &mut inner_on)?;
+                    inner_on.extend(
+                        inner_condition(op)?
+                            .into_iter()
+                            .flat_map(conjuncts)
+                            .cloned(),
+                    );
+                }
             }
         }
     }
@@ -810,6 +810,47 @@ fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
         ast::Statement::Query(q) => plan_select(sql, &q, ks),
         _ => Err(refuse("(a side did not parse as a query)")),
     }
+}
+
+/// An inner join's condition (None for a cross join); other joins are
+/// refused.
+fn inner_condition(op: &JoinOperator) -> Result<Option<&Expr>, PlanError> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::StraightJoin(c) => match c {
+            JoinConstraint::On(e) => Ok(Some(e)),
+            JoinConstraint::None => Ok(None),
+            _ => Err(refuse("with USING or NATURAL")),
+        },
+        _ => Err(refuse("other than inner joins and a last LEFT JOIN ... ON")),
+    }
+}
+
+/// A table of the FROM clause, or a parenthesized join of inner joins
+/// (`a JOIN (b JOIN c ON ...)`), whose tables and conditions join as if
+/// written without the parentheses, as they do for inner joins.
+fn push_factor(
+    ks: &Keyspace,
+    f: &TableFactor,
+    tables: &mut Vec<(TableInfo, String)>,
+    inner_on: &mut Vec<Expr>,
+) -> Result<(), PlanError> {
+    let TableFactor::NestedJoin {
+        table_with_joins,
+        alias: None,
+    } = f
+    else {
+        return push_table(ks, f, tables);
+    };
+    push_factor(ks, &table_with_joins.relation, tables, inner_on)?;
+    for j in &table_with_joins.joins {
+        let on = inner_condition(&j.join_operator)?;
+        push_factor(ks, &j.relation, tables, inner_on)?;
+        inner_on.extend(on.into_iter().flat_map(conjuncts).cloned());
+    }
+    Ok(())
 }
 
 fn push_table(
