@@ -93,6 +93,8 @@ const OWN: &[(&str, &str)] = &[
     ("union across shards", "select id from user union select user_id from user_extra"),
     ("union all with a reference part", "select id from user union all select x from ref"),
     ("too complex", "select * from user where id = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1 and a = 1"),
+    ("left joins in a chain across shards", "select u.id, e.col, m.id from user u left join user_extra e on e.col = u.col left join music m on m.col = u.col order by u.id"),
+    ("parenthesized inner joins across shards", "select u.name, m.id from user u join (music m join user_extra e on e.user_id = m.user_id) on m.col = u.col where e.foo = 3"),
     ("colocated multi-table delete, lookups follow", "delete m from user u join music m on u.id = m.user_id where u.name = 'x'"),
     ("colocated multi-table update of a lookup column", "update user u join music m on m.user_id = u.id set m.id = 7 where u.id = 3"),
 ];

@@ -2293,6 +2293,13 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jl.id, jn.memo from dt join jl on jl.dt_id = dt.id join jn on jn.id = jl.id where dt.id < 400 order by jl.id", true),
         case("select jl.id, jref.label, jn.memo from jl join jref on jref.k = jl.qty join jn on jn.id = jl.id where jl.id < 60 order by jl.id", true),
         case("select dt.id, jn.memo from dt join jn on jn.id = dt.k where dt.id = -5", false),
+        // LEFT JOINs before other joins, or after a join across shards:
+        // the last table is joined to the rows of all the others.
+        case("select jl.id, jn.memo, d.name from jl left join jn on jn.id = jl.id left join dt d on d.id = jl.qty where jl.id < 80 order by jl.id", true),
+        case("select jl.id, jn.memo, dt.k from jl left join jn on jn.id = jl.id join dt on dt.id = jl.dt_id where jl.id < 120 order by jl.id", true),
+        case("select count(*), count(jn.memo), count(d.id), sum(d.k) from jl left join jn on jn.id = jl.id + 1 left join dt d on d.k = jl.qty and d.id < 30 where jl.id < 200", false),
+        case("select dt.id, jl.id, jn.memo from dt join jl on jl.qty = dt.k left join jn on jn.id = jl.id where dt.id < 40 order by dt.id, jl.id", true),
+        case("select jn.memo, count(*) from jl left join jn on jn.id = jl.id join jref on jref.k = jl.qty where jl.id < 300 group by jn.memo order by jn.memo", true),
         // Parenthesized inner joins join as if written without.
         case("select dt.id, jl.id, jn.memo from dt join (jl join jn on jn.id = jl.id) on jl.dt_id = dt.id where dt.id < 300 order by jl.id", true),
         case("select dt.id, d2.id from dt join dt d2 join jref where d2.id = dt.k and jref.k = dt.flag and dt.id < 50 order by dt.id, d2.id", true),

@@ -142,6 +142,8 @@ pub(super) fn plan(
     let mut tables: Vec<(TableInfo, String)> = Vec::new();
     let mut inner_on: Vec<Expr> = Vec::new();
     let mut left: Option<(usize, Vec<Expr>)> = None;
+    // A LEFT JOIN before other joins: the last table is peeled off.
+    let mut peel = false;
     for (n, twj) in sel.from.iter().enumerate() {
         push_factor(ks, &twj.relation, &mut tables, &mut inner_on)?;
         for (k, j) in twj.joins.iter().enumerate() {
@@ -156,6 +158,11 @@ pub(super) fn plan(
                         tables.len() - 1,
                         conjuncts(e).into_iter().cloned().collect(),
                     ));
+                }
+                JoinOperator::Left(JoinConstraint::On(_))
+                | JoinOperator::LeftOuter(JoinConstraint::On(_)) => {
+                    push_factor(ks, &j.relation, &mut tables, &mut Vec::new())?;
+                    peel = true;
                 }
                 op => {
                     push_factor(ks, &j.relation, &mut tables, &mut inner_on)?;
@@ -213,13 +220,41 @@ pub(super) fn plan(
             text,
         })
         .collect();
+    let mut sides = sides;
     if let Some((i, _)) = &left {
         if !sides[*i].right || sides.iter().filter(|s| s.right).count() != 1 {
-            return Err(refuse(
-                "where the LEFT JOIN's right table is not a route of its own",
-            ));
+            peel = true;
         }
     }
+    // Peeled: the last table is the right side, and the statement without
+    // it (its FROM clause as written, whatever it joins) the left, planned
+    // as a statement of its own, as vtgate's operators nest.
+    let prefix = match peel {
+        false => None,
+        true => {
+            let (prefix, last) = peel_last(&sel.from)
+                .ok_or_else(|| refuse("other than inner joins and LEFT JOIN ... ON"))?;
+            inner_on.clear();
+            left = None;
+            match &last {
+                JoinOperator::Left(JoinConstraint::On(e))
+                | JoinOperator::LeftOuter(JoinConstraint::On(e)) => {
+                    left = Some((sides.len() - 1, conjuncts(e).into_iter().cloned().collect()));
+                }
+                op => inner_on.extend(
+                    inner_condition(op)?
+                        .into_iter()
+                        .flat_map(conjuncts)
+                        .cloned(),
+                ),
+            }
+            let n = sides.len();
+            for (i, side) in sides.iter_mut().enumerate() {
+                side.right = i + 1 == n;
+            }
+            Some(prefix)
+        }
+    };
     let side_names: Vec<(String, bool)> = sides
         .iter()
         .map(|s| (s.info.visible_name().to_string(), s.right))
@@ -418,11 +453,14 @@ pub(super) fn plan(
     lhs_items.extend(lhs_star);
     rhs_items.extend(rhs_star);
     let side_sql = |right: bool, items: &[String], conds: &[String], order: &[String]| {
-        let from: Vec<&str> = sides
-            .iter()
-            .filter(|s| s.right == right)
-            .map(|s| s.text.as_str())
-            .collect();
+        let from: Vec<&str> = match (right, &prefix) {
+            (false, Some(prefix)) => vec![prefix.as_str()],
+            _ => sides
+                .iter()
+                .filter(|s| s.right == right)
+                .map(|s| s.text.as_str())
+                .collect(),
+        };
         format!(
             "SELECT {} FROM {}{}{}{}",
             if items.is_empty() {
@@ -463,6 +501,7 @@ pub(super) fn plan(
     };
     let (lhs, lhs_sql) = match other(false) {
         Some(k) => plan_elsewhere(&lhs_sql, &k, snap)?,
+        None if prefix.is_some() => plan_there(lhs_sql, ks, snap)?,
         None => (
             super::Plan::Select(Box::new(plan_side(&lhs_sql, ks)?)),
             lhs_sql,
@@ -812,6 +851,25 @@ fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
     }
 }
 
+/// The FROM clause without its last table, as SQL, and how that table
+/// joins (a comma is a cross join); None when the last is no table.
+fn peel_last(from: &[ast::TableWithJoins]) -> Option<(String, JoinOperator)> {
+    let mut from = from.to_vec();
+    let last = from.last_mut()?;
+    let (relation, op) = match last.joins.pop() {
+        Some(j) => (j.relation, j.join_operator),
+        None => {
+            let last = from.pop()?;
+            (last.relation, JoinOperator::CrossJoin(JoinConstraint::None))
+        }
+    };
+    if from.is_empty() || matches!(relation, TableFactor::NestedJoin { .. }) {
+        return None;
+    }
+    let text: Vec<String> = from.iter().map(ToString::to_string).collect();
+    Some((text.join(", "), op))
+}
+
 /// An inner join's condition (None for a cross join); other joins are
 /// refused.
 fn inner_condition(op: &JoinOperator) -> Result<Option<&Expr>, PlanError> {
@@ -824,7 +882,7 @@ fn inner_condition(op: &JoinOperator) -> Result<Option<&Expr>, PlanError> {
             JoinConstraint::None => Ok(None),
             _ => Err(refuse("with USING or NATURAL")),
         },
-        _ => Err(refuse("other than inner joins and a last LEFT JOIN ... ON")),
+        _ => Err(refuse("other than inner joins and LEFT JOIN ... ON")),
     }
 }
 
