@@ -225,6 +225,9 @@ impl Error {
             Error::Plan(PlanError::AmbiguousColumn { .. }) => {
                 MysqlError::new(1052, "23000", self.to_string())
             }
+            Error::Plan(PlanError::ValueCount(_)) => {
+                MysqlError::new(1136, "21S01", self.to_string())
+            }
             Error::Plan(PlanError::UnknownColumn { .. }) => {
                 MysqlError::new(1054, "42S22", self.to_string())
             }

@@ -53,6 +53,10 @@ pub enum PlanError {
         column: String,
         clause: &'static str,
     },
+    /// An INSERT row with another number of values than the columns it
+    /// fills (MariaDB's words; rows count from 1).
+    #[error("Column count doesn't match value count at row {0}")]
+    ValueCount(usize),
     /// A column none of a join's tables has, every one's columns known.
     #[error("Unknown column '{column}' in '{clause}'")]
     UnknownColumn {

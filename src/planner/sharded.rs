@@ -1355,10 +1355,13 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         .map(|c| c.to_string().trim_matches('`').to_string())
         .collect();
     if cols.is_empty() {
-        return Err(unsupported(format!(
-            "INSERT into sharded table {} needs a column list",
-            t.name
-        )));
+        cols = all_columns(ks, &t.name).ok_or_else(|| {
+            unsupported(format!(
+                "INSERT into sharded table {} needs a column list: the VSchema does not list \
+                 its columns (column_list_authoritative) and schema tracking has not learned them",
+                t.name
+            ))
+        })?;
     }
     let rows = match ins.source.as_deref().map(|q| q.body.as_ref()) {
         Some(SetExpr::Values(v)) => v.rows.iter().map(|r| r.content.clone()).collect::<Vec<_>>(),
@@ -1397,7 +1400,10 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         )));
     }
     let mut out_rows = Vec::with_capacity(rows.len());
-    for row in rows {
+    for (n, row) in rows.into_iter().enumerate() {
+        if row.len() + usize::from(add_seq_col) != cols.len() {
+            return Err(PlanError::ValueCount(n + 1));
+        }
         let lookup_values = lookups
             .iter()
             .map(|o| {
@@ -1420,11 +1426,6 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         let mut values: Vec<String> = row.iter().map(|e| e.to_string()).collect();
         if add_seq_col {
             values.push("NULL".into());
-        }
-        if values.len() != cols.len() {
-            return Err(PlanError::Syntax(
-                "Column count doesn't match value count".into(),
-            ));
         }
         let seq_here = seq_col.is_some_and(|p| {
             add_seq_col
@@ -1498,6 +1499,22 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         seq_col,
         sequence,
     })
+}
+
+/// Every column of `table`, in order, where known: from the VSchema when
+/// it says its list is complete, else as the schema tracker learned them
+/// (an INSERT without a column list names them all, as vtgate's does).
+fn all_columns(ks: &Keyspace, table: &str) -> Option<Vec<String>> {
+    let declared = ks.vschema.tables.get(table)?;
+    if declared.column_list_authoritative {
+        return declared
+            .columns
+            .iter()
+            .map(|c| c.get("name")?.as_str().map(str::to_string))
+            .collect();
+    }
+    let learned = ks.learned.get(table)?;
+    (!learned.columns.is_empty()).then(|| learned.columns.iter().map(|(c, _)| c.clone()).collect())
 }
 
 fn find_sequence(seq: &str, snap: &Snapshot) -> Result<(String, String), PlanError> {
