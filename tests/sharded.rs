@@ -3778,6 +3778,23 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
     .await;
     let left: Vec<(i64,)> = oracle.query("select id from wa").await.unwrap();
     assert!(left.len() < 50, "the writes deleted little: {}", left.len());
+    // An INSERT ... SELECT across shards is all or nothing: the second
+    // fails on a duplicate key on one shard, and no shard keeps its rows.
+    same_writes(
+        sg,
+        oracle,
+        "insert into wa select id + 2000, k, v from wa where id < 60",
+    )
+    .await;
+    assert!(sg.affected_rows() > 3, "{}", sg.affected_rows());
+    same_writes(sg, oracle, "insert into wa values (5000, 1, 1)").await;
+    let again =
+        "insert into wa select if(id = 5000, 5000, id + 3000), k, v from wa where id < 60 or id = 5000";
+    for conn in [&mut *sg, &mut *oracle] {
+        let e = conn.query_drop(again).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1062), "{e}");
+    }
+    compare(sg, oracle, &case("select * from wa order by id", true)).await;
     // In a transaction, the rows found are the write's, and a rollback
     // undoes it.
     sg.query_drop("begin").await.unwrap();
@@ -3786,6 +3803,18 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
         .unwrap();
     assert_eq!(sg.affected_rows(), 5);
     sg.query_drop("rollback").await.unwrap();
+    // So is a plain INSERT whose rows go to both shards.
+    let again = format!(
+        "insert into wa values {}, (5000, 2, 2)",
+        (6001..6009)
+            .map(|i| format!("({i}, 1, 1)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for conn in [&mut *sg, &mut *oracle] {
+        let e = conn.query_drop(&again).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1062), "{e}");
+    }
     compare(sg, oracle, &case("select * from wa order by id", true)).await;
     // Two tables written in a transaction: a rollback undoes both.
     sg.query_drop("begin").await.unwrap();

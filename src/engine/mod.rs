@@ -190,6 +190,13 @@ pub trait VCursor {
         false
     }
 
+    /// Whether a transaction may span shards (not under
+    /// `--transaction_mode=SINGLE`): a statement that reads other shards
+    /// before it writes runs in one only then.
+    fn multi_shard_transactions(&self) -> bool {
+        true
+    }
+
     /// Opens a transaction for one statement's several writes (a row and
     /// its lookup rows) when the session has none open, as vtgate does;
     /// true when it opened one, which [`VCursor::end_implicit`] must end.
@@ -750,7 +757,8 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
-    if p.then.is_empty() {
+    let atomic = p.atomic && vc.multi_shard_transactions();
+    if !atomic && p.then.is_empty() {
         let Some(texts) = pullout_answers(p, binds, tt, snap, vc).await? else {
             // Nothing to insert.
             return sink.ok(QueryDone::default());
@@ -760,22 +768,31 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
         let sql = substitute_binds(&outer, binds);
         return Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, sink)).await;
     }
-    // Several writes: their rows found first, then written one table
-    // after another, all or none, with one OK for all.
-    let opened = vc.begin_implicit();
+    // A write whose rows (or values) were read first: the reads and the
+    // writes in one transaction, so that the rows stay as found (locked),
+    // and the writes (one per table) all or none, with one OK for all,
+    // sent once committed.
+    let opened = atomic && vc.begin_implicit();
     let done = async {
-        let texts = pullout_answers(p, binds, tt, snap, vc)
-            .await?
-            .unwrap_or_default();
-        let mut total = QueryDone::default();
+        let Some(texts) = pullout_answers(p, binds, tt, snap, vc).await? else {
+            return Ok(QueryDone::default());
+        };
+        let mut total: Option<QueryDone> = None;
         for outer in std::iter::once(&p.outer).chain(&p.then) {
             let sql = substitute_binds(&crate::planner::pullout::fill(outer, &texts), binds);
             let mut done = Gather::new(0);
             Box::pin(run_statement(&p.keyspace, &sql, tt, snap, vc, &mut done)).await?;
-            total.affected_rows += done.done.affected_rows;
-            total.warnings = total.warnings.saturating_add(done.done.warnings);
+            total = Some(match total {
+                None => done.done,
+                Some(t) => QueryDone {
+                    affected_rows: t.affected_rows + done.done.affected_rows,
+                    last_insert_id: t.last_insert_id,
+                    warnings: t.warnings.saturating_add(done.done.warnings),
+                    info: String::new(),
+                },
+            });
         }
-        Ok(total)
+        Ok(total.unwrap_or_default())
     }
     .await;
     sink.ok(end_implicit(vc, opened, done).await?)
@@ -1605,11 +1622,11 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
 
 /// Ends the transaction `begin_implicit` opened for one statement (if it
 /// opened one): committed when the statement succeeded, else rolled back.
-async fn end_implicit<V: VCursor + Send>(
+async fn end_implicit<V: VCursor + Send, T>(
     vc: &mut V,
     opened: bool,
-    done: Result<QueryDone, Error>,
-) -> Result<QueryDone, Error> {
+    done: Result<T, Error>,
+) -> Result<T, Error> {
     if !opened {
         return done;
     }
@@ -1723,6 +1740,21 @@ async fn dml_queries<V: VCursor + Send>(
     Ok(queries)
 }
 
+/// Runs a write's statements on their shards: in one transaction when
+/// they are on several and the session has none (as vtgate does), so
+/// that one shard's failure leaves no other shard's rows written.
+async fn all_or_none<V: VCursor + Send>(
+    vc: &mut V,
+    keyspace: &str,
+    queries: Vec<(String, String)>,
+) -> Result<Vec<ShardResult>, Error> {
+    let opened = queries.len() > 1 && vc.multi_shard_transactions() && vc.begin_implicit();
+    let results = vc
+        .execute_multi(keyspace, TabletType::Primary, queries)
+        .await;
+    end_implicit(vc, opened, results).await
+}
+
 /// Runs an UPDATE or DELETE's shard statements; their OK, added up.
 async fn dml_done<V: VCursor + Send>(
     p: &DmlPlan,
@@ -1732,8 +1764,7 @@ async fn dml_done<V: VCursor + Send>(
     let results = if queries.is_empty() {
         vec![]
     } else {
-        vc.execute_multi(&p.keyspace, TabletType::Primary, queries)
-            .await?
+        all_or_none(vc, &p.keyspace, queries).await?
     };
     let mut done = QueryDone::default();
     for r in results {
@@ -1839,9 +1870,7 @@ async fn insert_done<V: VCursor + Send>(
             (shard.to_string(), substitute_binds(&sql, binds))
         })
         .collect();
-    let results = vc
-        .execute_multi(&p.keyspace, TabletType::Primary, queries)
-        .await?;
+    let results = all_or_none(vc, &p.keyspace, queries).await?;
     let mut done = QueryDone::default();
     for r in &results {
         done.affected_rows += r.done.affected_rows;

@@ -1451,6 +1451,13 @@ impl VCursor for Executor<'_> {
         self.state.no_backslash_escapes
     }
 
+    fn multi_shard_transactions(&self) -> bool {
+        self.state
+            .transaction_mode
+            .unwrap_or(self.ctx.transaction_mode)
+            != TransactionMode::Single
+    }
+
     fn begin_implicit(&mut self) -> bool {
         if self.state.in_txn {
             return false;
@@ -2022,6 +2029,10 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
 
     fn no_backslash_escapes(&self) -> bool {
         self.inner.no_backslash_escapes()
+    }
+
+    fn multi_shard_transactions(&self) -> bool {
+        self.inner.multi_shard_transactions()
     }
 
     fn begin_implicit(&mut self) -> bool {

@@ -32,6 +32,10 @@ pub struct PulloutPlan {
     /// multi-table DELETE's other tables, each found by its own
     /// subquery before any is written); their rows changed add up.
     pub then: Vec<String>,
+    /// A write: the subqueries and the statements run in one
+    /// transaction (one the session has, else one of their own), so that
+    /// what was read stays as read until the write is done.
+    pub atomic: bool,
 }
 
 /// One subquery pulled out of its statement.
@@ -198,6 +202,7 @@ fn finish(
         subqueries,
         outer,
         then: Vec::new(),
+        atomic: false,
     })
 }
 
@@ -337,6 +342,7 @@ pub(super) fn plan_assign(
         snap,
     )?;
     plan.subqueries[0].targets = a.targets;
+    plan.atomic = true;
     Ok(plan)
 }
 
@@ -440,24 +446,38 @@ pub fn plan_insert_select(
     snap: &Snapshot,
 ) -> Option<Result<PulloutPlan, PlanError>> {
     let source = ins.source.as_deref()?;
-    if matches!(source.body.as_ref(), SetExpr::Values(_)) || ins.columns.is_empty() {
+    if matches!(source.body.as_ref(), SetExpr::Values(_)) {
         return None;
     }
+    // Without a column list, every column the VSchema or the schema
+    // tracker knows.
+    let width = match ins.columns.len() {
+        0 => {
+            let ast::TableObject::TableName(name) = &ins.table else {
+                return None;
+            };
+            let table = name.0.last()?.as_ident()?.value.as_str();
+            super::sharded::all_columns(ks, table)?.len()
+        }
+        n => n,
+    };
     let full = stmt.to_string();
     let select = source.to_string();
     if !full.contains(&select) {
         return None;
     }
-    let width = ins.columns.len();
     let outer = full.replacen(&select, &format!("VALUES {}", marker(0)), 1);
     let probe = fill(&outer, &[format!("({})", vec!["1"; width].join(", "))]);
-    Some(finish(
-        vec![(PulloutKind::Rows(width), None, source.clone())],
-        outer,
-        &probe,
-        ks,
-        snap,
-    ))
+    Some(
+        finish(
+            vec![(PulloutKind::Rows(width), None, source.clone())],
+            outer,
+            &probe,
+            ks,
+            snap,
+        )
+        .map(|p| PulloutPlan { atomic: true, ..p }),
+    )
 }
 
 /// Plans an UPDATE or DELETE whose uncorrelated subqueries (in its
@@ -501,7 +521,11 @@ pub fn plan_write(
     }
     let outer = outer.to_string();
     let probe = fill(&outer, &vec!["1".to_string(); pulled.len()]);
-    finish(pulled, outer, &probe, ks, snap)
+    let plan = finish(pulled, outer, &probe, ks, snap)?;
+    Ok(PulloutPlan {
+        atomic: true,
+        ..plan
+    })
 }
 
 /// The names the tables of FROM items `tables` are known by (aliases

@@ -1504,7 +1504,7 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
 /// Every column of `table`, in order, where known: from the VSchema when
 /// it says its list is complete, else as the schema tracker learned them
 /// (an INSERT without a column list names them all, as vtgate's does).
-fn all_columns(ks: &Keyspace, table: &str) -> Option<Vec<String>> {
+pub(super) fn all_columns(ks: &Keyspace, table: &str) -> Option<Vec<String>> {
     let declared = ks.vschema.tables.get(table)?;
     if declared.column_list_authoritative {
         return declared
