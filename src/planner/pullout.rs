@@ -278,6 +278,89 @@ pub fn plan_derived(
     finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
 }
 
+/// Plans a query over one sharded table whose aggregates or window
+/// functions the gate cannot compute from the shards' answers (STD,
+/// VARIANCE, GROUP_CONCAT with ORDER BY, WITH ROLLUP, a window over rows
+/// of several shards): the rows its WHERE keeps are gathered first (every
+/// column), as a table of constants under the table's name, and the
+/// statement runs over them on one tablet, with MariaDB's own functions.
+/// Bounded by `--max_memory_rows`. Fails with `refused` for another shape
+/// (joins, WITH, locks, INTO).
+pub fn plan_gathered(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(refused);
+    };
+    let [twj] = sel.from.as_slice() else {
+        return Err(refused);
+    };
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &twj.relation
+    else {
+        return Err(refused);
+    };
+    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() || !twj.joins.is_empty() {
+        return Err(refused);
+    }
+    let Some(shown) = alias.clone().or_else(|| {
+        let last = name.0.last()?.as_ident()?.clone();
+        Some(ast::TableAlias {
+            explicit: true,
+            name: last,
+            columns: Vec::new(),
+            at: None,
+        })
+    }) else {
+        return Err(refused);
+    };
+    let filter = match &sel.selection {
+        Some(w) => format!(" WHERE {w}"),
+        None => String::new(),
+    };
+    let Ok(ast::Statement::Query(rows)) =
+        super::sharded::parse(&format!("SELECT * FROM {}{filter}", twj.relation))
+    else {
+        return Err(refused);
+    };
+    let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
+        return Err(refused);
+    };
+    let (mut outer, mut probe) = (q.clone(), q.clone());
+    for (query, factor) in [
+        (&mut outer, table_named(&marker(0), &shown)),
+        (
+            &mut probe,
+            Some(TableFactor::Derived {
+                lateral: false,
+                subquery: one,
+                alias: Some(shown.clone()),
+                sample: None,
+            }),
+        ),
+    ] {
+        let (SetExpr::Select(s), Some(factor)) = (query.body.as_mut(), factor) else {
+            return Err(refused);
+        };
+        s.selection = None;
+        s.from[0].relation = factor;
+    }
+    finish(
+        vec![(PulloutKind::Table, None, *rows)],
+        outer.to_string(),
+        &probe.to_string(),
+        ks,
+        snap,
+    )
+}
+
 /// Plans a recursive WITH (vtgate's RecurseCTE): its seed runs first, on
 /// its own plan; then its step, over the rows the last round found as a
 /// table of constants (under the WITH's name), planned anew each round,

@@ -1015,7 +1015,7 @@ fn plan_query(
     ks: &Keyspace,
     snap: &Snapshot,
 ) -> Result<super::Plan, PlanError> {
-    match plan_routes(template, q, ks, snap) {
+    let planned = match plan_routes(template, q, ks, snap) {
         Err(e @ PlanError::Unsupported(_))
             if e.to_string().contains("over a cross-shard aggregate") =>
         {
@@ -1028,7 +1028,31 @@ fn plan_query(
             }
         }
         planned => planned,
+    };
+    match planned {
+        // What the gate cannot combine from the shards' answers: the
+        // table's rows first, the statement over them on one tablet.
+        Err(e @ PlanError::Unsupported(_)) if uncombinable(&e) => {
+            super::pullout::plan_gathered(q, ks, snap, e).map(|p| super::Plan::Pullout(Box::new(p)))
+        }
+        planned => planned,
     }
+}
+
+/// Whether a refusal is of aggregates or windows the gate cannot compute
+/// from the shards' partial answers (a statement over their rows can).
+fn uncombinable(e: &PlanError) -> bool {
+    let m = e.to_string();
+    [
+        "() across shards",
+        "(DISTINCT ...) across shards",
+        "of more than one argument across shards",
+        "window functions across shards",
+        "GROUP BY modifiers across shards",
+        "over a cross-shard aggregate",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
 }
 
 /// [`plan_query`]'s routes.
