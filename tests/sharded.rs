@@ -3780,6 +3780,10 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
         "update wa set v = (select count(*) + sum(wb.b) from wb where wb.a = wa.k) where wa.id < 30",
         "delete from wa where exists (select 1 from wb where wb.a = wa.k and wb.b = 3) and wa.id > 45",
         "update wa set k = k + 1 where k not in (select wb.b from wb where wb.a = wa.id) and wa.id between 20 and 40",
+        // MySQL's comma form of a multi-table UPDATE (a cross join): on
+        // the vindex columns it runs whole, else its rows are found first.
+        "update wa, wb set wa.v = wa.v + 1, wb.v = wb.v + 2 where wb.a = wa.id and wb.b = 2",
+        "update wa x, wb set x.v = wb.v where wb.a = x.k and wb.b = 1 and x.id < 30",
         // Two tables written: every table's rows are found before the
         // first is written; the rows changed add up.
         "update wa join wb on wb.a = wa.k set wa.v = wa.v + 1, wb.v = wb.v - 1 where wb.b = 2",

@@ -289,7 +289,8 @@ pub const MAX_OPERATORS: usize = 400;
 
 /// Parses a template; a syntax error is the client's.
 pub fn parse(template: &str) -> Result<Statement, PlanError> {
-    let operators = crate::sql::lexer::tokenize(template)
+    let tokens = crate::sql::lexer::tokenize(template);
+    let operators = tokens
         .iter()
         .filter(|t| match t.kind {
             crate::sql::lexer::TokenKind::Punct(c) => b"=<>!+-*/%&|^~".contains(&c),
@@ -304,12 +305,58 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
             "statement too complex for a sharded keyspace: {operators} operators (at most {MAX_OPERATORS})"
         )));
     }
-    let mut stmts = Parser::parse_sql(&MySqlDialect {}, template)
-        .map_err(|e| PlanError::Syntax(e.to_string()))?;
+    let mut stmts = match Parser::parse_sql(&MySqlDialect {}, template) {
+        Ok(stmts) => stmts,
+        // MySQL's `UPDATE a, b SET ...`, which the parser does not take,
+        // is the cross join `UPDATE a JOIN b SET ...`.
+        Err(e) => match comma_update(template, &tokens) {
+            Some(joined) => Parser::parse_sql(&MySqlDialect {}, &joined)
+                .map_err(|_| PlanError::Syntax(e.to_string()))?,
+            None => return Err(PlanError::Syntax(e.to_string())),
+        },
+    };
     if stmts.len() != 1 {
         return Err(PlanError::Syntax("expected one statement".into()));
     }
     Ok(stmts.remove(0))
+}
+
+/// `UPDATE a, b SET ...` as `UPDATE a JOIN b SET ...`: the commas between
+/// UPDATE and its SET (outside parentheses) become JOINs; None for any
+/// other statement.
+fn comma_update(sql: &str, tokens: &[crate::sql::lexer::Token]) -> Option<String> {
+    use crate::sql::lexer::TokenKind;
+    if !tokens.first()?.is_word(sql, "update") {
+        return None;
+    }
+    let (mut depth, mut commas) = (0usize, Vec::new());
+    for (i, t) in tokens.iter().enumerate().skip(1) {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            // A table must follow.
+            TokenKind::Punct(b',') if depth == 0 => match tokens.get(i + 1).map(|n| n.kind) {
+                Some(TokenKind::Word | TokenKind::Ident | TokenKind::Punct(b'(')) => {
+                    commas.push(t.start)
+                }
+                _ => return None,
+            },
+            TokenKind::Word if depth == 0 && t.is_word(sql, "set") => break,
+            _ => {}
+        }
+    }
+    if commas.is_empty() {
+        return None;
+    }
+    let mut joined = String::with_capacity(sql.len() + 5 * commas.len());
+    let mut from = 0;
+    for at in commas {
+        joined.push_str(&sql[from..at]);
+        joined.push_str(" JOIN ");
+        from = at + 1;
+    }
+    joined.push_str(&sql[from..]);
+    Some(joined)
 }
 
 /// The table a statement reads or writes, resolved in the VSchema.
@@ -2464,4 +2511,32 @@ pub(super) fn horizon(
         distinct: false,
         push_limit: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comma_updates_parse_as_joins() {
+        let Statement::Update(u) =
+            parse("update a x, b set x.v = (select max(c) from c, d) where x.k = b.n").unwrap()
+        else {
+            panic!("not an UPDATE")
+        };
+        assert_eq!(u.table.to_string(), "a x JOIN b");
+        assert_eq!(
+            u.assignments[0].to_string(),
+            "x.v = (SELECT max(c) FROM c, d)"
+        );
+        // Commas inside parentheses, and other statements, are left alone.
+        let sql = "update a set v = 1 where k in (1, 2)";
+        assert_eq!(comma_update(sql, &crate::sql::lexer::tokenize(sql)), None);
+        let sql = "delete a, b from a join b";
+        assert_eq!(comma_update(sql, &crate::sql::lexer::tokenize(sql)), None);
+        assert!(matches!(
+            parse("update a,, b set v = 1"),
+            Err(PlanError::Syntax(_))
+        ));
+    }
 }
