@@ -2000,6 +2000,10 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
         // condition equal to it).
         case("select count(*) from dt where exists (select 1 from jl where jl.dt_id = id) or k = 1", false),
         case("select count(*) from dt where not (k in (select qty from jl where qty > 5)) or id < 10", false),
+        // In HAVING, and EXISTS as a value.
+        case("select k, count(*) from dt where id < 200 group by k having k in (select qty from jl where qty > 3) order by k", true),
+        case("select exists (select 1 from jn where jn.id > 500), not exists (select 1 from jl where qty = 99), exists (select 1 from jl where qty = 2)", false),
+        case("select id, exists (select 1 from jl where qty = 7) from dt where id < 20 order by id", true),
     ];
     for c in &pulled {
         compare(sg, oracle, c).await;

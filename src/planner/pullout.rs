@@ -142,11 +142,24 @@ pub fn plan(
         if let Some(w) = s.selection.as_mut() {
             pull(w, &names, &mut pulled);
         }
-        // A scalar subquery in the select list is one value too.
-        let _ = visit_expressions_mut(&mut s.projection, |e| {
-            pull_value(e, &names, &mut pulled);
-            std::ops::ControlFlow::<()>::Continue(())
-        });
+        if let Some(h) = s.having.as_mut() {
+            pull(h, &names, &mut pulled);
+        }
+        // A scalar subquery in the select list is one value too; the
+        // column keeps the name of what was written.
+        for (item, written) in s.projection.iter_mut().zip(&sel.projection) {
+            let before = pulled.len();
+            let _ = visit_expressions_mut(item, |e| {
+                pull_value(e, &names, &mut pulled);
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            if let (ast::SelectItem::UnnamedExpr(e), true) = (&*item, pulled.len() > before) {
+                *item = ast::SelectItem::ExprWithAlias {
+                    expr: e.clone(),
+                    alias: ast::Ident::with_quote('`', written.to_string()),
+                };
+            }
+        }
     }
     if pulled.is_empty() {
         return Err(refused);
@@ -647,12 +660,23 @@ fn pull_value(
     names: &[(String, bool)],
     pulled: &mut Vec<(PulloutKind, Option<String>, ast::Query)>,
 ) {
-    if let Expr::Subquery(sub) = e {
-        if super::join::reads_outer(sub, names).is_ok_and(|reads| !reads) {
-            let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
-            pulled.push((PulloutKind::Value, None, (**sub).clone()));
-            *e = m;
-        }
+    let (kind, sub) = match e {
+        Expr::Subquery(sub) => (PulloutKind::Value, sub),
+        // `EXISTS (...)` as a value: 1 or 0.
+        Expr::Exists {
+            subquery,
+            negated: false,
+        } => (PulloutKind::Exists, subquery),
+        Expr::Exists {
+            subquery,
+            negated: true,
+        } => (PulloutKind::NotExists, subquery),
+        _ => return,
+    };
+    if super::join::reads_outer(sub, names).is_ok_and(|reads| !reads) {
+        let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
+        pulled.push((kind, None, (**sub).clone()));
+        *e = m;
     }
 }
 
