@@ -2000,6 +2000,8 @@ async fn merged_subqueries(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng) {
         // condition equal to it).
         case("select count(*) from dt where exists (select 1 from jl where jl.dt_id = id) or k = 1", false),
         case("select count(*) from dt where not (k in (select qty from jl where qty > 5)) or id < 10", false),
+        // A LIMIT inside IN, wrapped in derived tables as MySQL requires.
+        case("select id, k from dt where id in (select * from (select * from (select dt_id from jl order by dt_id limit 10) x) y) order by id", true),
         // In HAVING, and EXISTS as a value.
         case("select k, count(*) from dt where id < 200 group by k having k in (select qty from jl where qty > 3) order by k", true),
         case("select exists (select 1 from jn where jn.id > 500), not exists (select 1 from jl where qty = 99), exists (select 1 from jl where qty = 2)", false),

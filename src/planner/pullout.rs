@@ -520,12 +520,14 @@ fn mark_parts(
     true
 }
 
-/// True when `q`'s own tables are on more than one route (a nested loop).
+/// True when `q`'s own tables are on more than one route (a nested loop),
+/// or a derived table of its own is (it runs first as a whole).
 fn cross_shard(q: &ast::Query, ks: &Keyspace) -> bool {
     let text = q.to_string();
     matches!(
         super::sharded::plan_select(&text, q, ks),
-        Err(PlanError::Unsupported(m)) if m == "cross-shard joins"
+        Err(PlanError::Unsupported(m))
+            if m == "cross-shard joins" || m.contains("derived tables across shards")
     )
 }
 
