@@ -2629,6 +2629,18 @@ async fn sequences_vindex_updates_and_unsupported_statements() {
             (first + 2, "s3".into())
         ]
     );
+    // DEFAULT in the auto-increment column is the sequence's next id, as
+    // NULL is.
+    sg.query_drop("insert into customer (customer_id, email) values (default, 's4'), (null, 's5')")
+        .await
+        .unwrap();
+    let next = sg.last_insert_id().unwrap();
+    assert!(next > first + 2, "{next} after {first}");
+    let got: Vec<(u64, String)> = sg
+        .query("select customer_id, email from customer where email in ('s4', 's5') order by customer_id")
+        .await
+        .unwrap();
+    assert_eq!(got, vec![(next, "s4".into()), (next + 1, "s5".into())]);
     // Changing a primary vindex column is refused.
     let e = sg
         .query_drop("update customer set customer_id = 5 where email = 's1'")

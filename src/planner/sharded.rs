@@ -1425,7 +1425,12 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         .iter()
         .map(|c| c.to_string().trim_matches('`').to_string())
         .collect();
-    if cols.is_empty() {
+    let rows = match ins.source.as_deref().map(|q| q.body.as_ref()) {
+        Some(SetExpr::Values(v)) => v.rows.iter().map(|r| r.content.clone()).collect::<Vec<_>>(),
+        _ => return Err(unsupported("INSERT ... SELECT into a sharded table")),
+    };
+    // `VALUES ()`: every column its default (the sequence's included).
+    if cols.is_empty() && rows.iter().any(|r| !r.is_empty()) {
         cols = all_columns(ks, &t.name).ok_or_else(|| {
             unsupported(format!(
                 "INSERT into sharded table {} needs a column list: the VSchema does not list \
@@ -1434,10 +1439,6 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             ))
         })?;
     }
-    let rows = match ins.source.as_deref().map(|q| q.body.as_ref()) {
-        Some(SetExpr::Values(v)) => v.rows.iter().map(|r| r.content.clone()).collect::<Vec<_>>(),
-        _ => return Err(unsupported("INSERT ... SELECT into a sharded table")),
-    };
     let mut seq_col = None;
     let mut sequence = None;
     let mut add_seq_col = false;
@@ -1498,12 +1499,15 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         if add_seq_col {
             values.push("NULL".into());
         }
+        // NULL or DEFAULT in the auto-increment column: the sequence's.
         let seq_here = seq_col.is_some_and(|p| {
             add_seq_col
                 || matches!(
                     row.get(p).and_then(operand),
                     Some(Operand::Lit(mysql_common::value::Value::NULL))
                 )
+                || matches!(row.get(p), Some(Expr::Identifier(i))
+                    if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
         });
         let needs_seq_runtime = seq_col.is_some() && !seq_here;
         let vindex_value = if let Some(k) = &t.pinned {
