@@ -1137,7 +1137,8 @@ fn plan_routes(
                 // a semi-join over the join.
                 Err(e @ PlanError::Unsupported(_))
                     if e.to_string()
-                        .contains("subqueries that do not go to one shard") =>
+                        .contains("subqueries that do not go to one shard")
+                        || e.to_string().contains("with a subquery over both sides") =>
                 {
                     match super::pullout::plan(q, ks, snap, e) {
                         Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
