@@ -2148,6 +2148,9 @@ async fn expressions_over_aggregates(sg: &mut Conn, oracle: &mut Conn) {
         case("select k, ifnull(min(name), 'none') m from dt where id < 300 group by k having round(sum(amount)) > 100 order by k desc limit 4", true),
         case("select dt.flag, round(avg(jl.qty), 2) q, max(jn.memo) from dt join jl on jl.qty = dt.k join jn on jn.id = jl.id where dt.id < 200 group by dt.flag order by dt.flag", true),
         case("select k, sqrt(sum(k)) from dt where id < 100 group by k order by k", true),
+        // Unnamed, with a literal: named as written, the literal in it.
+        case("select k, round(avg(amount), 2), concat(k, 'x', count(*)) from dt where id < 300 group by k order by k", true),
+        case("select dt.flag, round(avg(jl.qty), 1) from dt join jl on jl.qty = dt.k where dt.id < 100 group by dt.flag order by dt.flag", true),
     ];
     for c in &cases {
         compare_named(sg, oracle, c).await;

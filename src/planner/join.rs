@@ -675,7 +675,7 @@ pub(super) fn plan_semi(
     if let Some((i, _)) = &value {
         let name = match &sel.projection[*i] {
             SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
-            other => other.to_string(),
+            other => crate::sql::normalize::template_name(&other.to_string()),
         };
         let SetExpr::Select(inner) = sub.body.as_mut() else {
             return Err(refuse(

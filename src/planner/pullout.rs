@@ -156,7 +156,10 @@ pub fn plan(
             if let (ast::SelectItem::UnnamedExpr(e), true) = (&*item, pulled.len() > before) {
                 *item = ast::SelectItem::ExprWithAlias {
                     expr: e.clone(),
-                    alias: ast::Ident::with_quote('`', written.to_string()),
+                    alias: ast::Ident::with_quote(
+                        '`',
+                        crate::sql::normalize::template_name(&written.to_string()),
+                    ),
                 };
             }
         }

@@ -110,7 +110,10 @@ fn rewrite(
                 v.walk(e)?;
                 // A computed column is named as the client wrote it.
                 if v.changed && !matches!(written, Expr::Identifier(_)) {
-                    let alias = Ident::with_quote('`', written.to_string());
+                    let alias = Ident::with_quote(
+                        '`',
+                        crate::sql::normalize::template_name(&written.to_string()),
+                    );
                     let expr = std::mem::replace(e, Expr::Value(ast::Value::Null.into()));
                     *item = SelectItem::ExprWithAlias { expr, alias };
                 }

@@ -129,7 +129,7 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
                 (None, SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))) => {
                     parts.last().cloned().unwrap_or_else(|| Ident::new("?"))
                 }
-                (None, p) => Ident::new(p.to_string()),
+                (None, p) => Ident::new(crate::sql::normalize::template_name(&p.to_string())),
             };
             format!("{e} AS {}", crate::sql::quote_ident(&name.value))
         })

@@ -376,13 +376,13 @@ impl Template {
     /// Finds the placeholders of `sql` (see `holes`).
     pub fn new(sql: String) -> Self {
         let tokens = tokenize(&sql);
-        let holes = holes_of(&tokens);
+        let holes = holes_of(&sql, &tokens);
         let word =
             |t: &Token, w: &str| t.kind == TokenKind::Word && t.text(&sql).eq_ignore_ascii_case(w);
         let selects = tokens.iter().filter(|t| word(t, "select")).count();
         let named = holes
             .iter()
-            .any(|&(s, e)| bind_index(&sql[s + 1..e]).is_none());
+            .any(|&(s, e)| !is_name(&sql, s) && bind_index(&sql[s + 1..e]).is_none());
         let params_from = (selects == 1 && !named)
             .then(|| tokens.iter().find(|t| word(t, "from")).map(|t| t.start))
             .flatten();
@@ -407,6 +407,12 @@ impl Template {
         let mut out = String::with_capacity(self.sql.len());
         let mut copied = 0;
         for &(start, end) in &self.holes {
+            if is_name(&self.sql, start) {
+                out.push_str(&self.sql[copied..start]);
+                out.push_str(&filled_name(&self.sql[start..end], binds));
+                copied = end;
+                continue;
+            }
             let bind = bind_index(&self.sql[start + 1..end]).and_then(|k| binds.get(k))?;
             out.push_str(&self.sql[copied..start]);
             if start > from && matches!(bind.text, Text::Param { .. }) {
@@ -437,20 +443,57 @@ impl Template {
 /// Byte ranges of the `:name` placeholders of `sql` (a `:` directly
 /// followed by a word, outside literals and comments), colon included.
 fn holes(sql: &str) -> Vec<(usize, usize)> {
-    holes_of(&tokenize(sql))
+    holes_of(sql, &tokenize(sql))
 }
 
-/// [`holes`] of a tokenized SQL.
-fn holes_of(tokens: &[Token]) -> Vec<(usize, usize)> {
-    tokens
-        .windows(2)
-        .filter(|w| {
-            w[0].kind == TokenKind::Punct(b':')
-                && w[1].kind == TokenKind::Word
-                && w[1].start == w[0].end
-        })
-        .map(|w| (w[0].start, w[1].end))
-        .collect()
+/// [`holes`] of a tokenized SQL; a name the planner marked
+/// ([`template_name`]) is one too, quotes included.
+fn holes_of(sql: &str, tokens: &[Token]) -> Vec<(usize, usize)> {
+    let mut holes = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b':') => {
+                if let Some(w) = tokens
+                    .get(i + 1)
+                    .filter(|w| w.kind == TokenKind::Word && w.start == t.end)
+                {
+                    holes.push((t.start, w.end));
+                }
+            }
+            TokenKind::Ident if is_name(sql, t.start) => holes.push((t.start, t.end)),
+            _ => {}
+        }
+    }
+    holes
+}
+
+/// Starts a column name the planner wrote from a template's text (a
+/// computed column it had to name, which its client left unnamed): the
+/// name's placeholders are filled with the statement's values when it is
+/// sent, and the mark dropped, so that `round(avg(x), 2)` is named so and
+/// not `round(avg(x), :v1)`. No name a client writes holds it.
+const NAME_MARK: char = '\u{1}';
+
+/// A column name for `text`, the rendering of a template's expression:
+/// marked when it holds placeholders (see [`NAME_MARK`]).
+pub fn template_name(text: &str) -> String {
+    match text.contains(":v") {
+        true => format!("{NAME_MARK}{text}"),
+        false => text.to_string(),
+    }
+}
+
+/// Whether the hole at `start` is a marked name.
+fn is_name(sql: &str, start: usize) -> bool {
+    sql[start..].starts_with('`') && sql[start + 1..].starts_with(NAME_MARK)
+}
+
+/// A marked name (quotes included), its placeholders filled, quoted
+/// again, the mark dropped.
+fn filled_name(quoted: &str, binds: &[Bind]) -> String {
+    let inner = quoted[1..quoted.len().saturating_sub(1)].replace("``", "`");
+    let inner = inner.strip_prefix(NAME_MARK).unwrap_or(&inner);
+    super::quote_ident(&substitute_binds(inner, binds))
 }
 
 /// The bind a placeholder named `vN` stands for: N - 1 (None for any
@@ -473,6 +516,12 @@ fn fill_holes<'a>(
     let mut out = String::with_capacity(sql.len() + binds.len() * 8);
     let mut copied = 0;
     for &(start, end) in holes {
+        if is_name(sql, start) {
+            out.push_str(&sql[copied..start]);
+            out.push_str(&filled_name(&sql[start..end], binds));
+            copied = end;
+            continue;
+        }
         let name = &sql[start + 1..end];
         let text = bind_index(name)
             .and_then(|k| binds.get(k))
@@ -509,6 +558,27 @@ mod tests {
         assert_eq!(n.binds[1].value, Value::Int(-5));
         assert_eq!(n.binds[3].value, Value::Bytes(b"2.5".to_vec()));
         assert_eq!(substitute_binds(&n.template, &n.binds), sql);
+    }
+
+    #[test]
+    fn marked_names_are_filled_with_the_values() {
+        let n = normalize(
+            "select round(avg(x), 2), y from t where z = 'a'",
+            &[],
+            false,
+        );
+        let name = crate::sql::quote_ident(&template_name("round(avg(x), :v1)"));
+        let sql = format!("SELECT sg_a AS {name}, y AS `y:v2` FROM t WHERE z = :v2");
+        let t = Template::new(sql.clone());
+        let want = "SELECT sg_a AS `round(avg(x), 2)`, y AS `y:v2` FROM t WHERE z = 'a'";
+        assert_eq!(t.fill(&n.binds, |_| None), want);
+        assert_eq!(substitute_binds(&sql, &n.binds), want);
+        // Prepared: the name is filled, the WHERE's value a parameter
+        // only when the client sent it as one.
+        let mut params = Vec::new();
+        assert_eq!(t.fill_params(&n.binds, &mut params).as_deref(), Some(want));
+        // A name without placeholders is not marked.
+        assert_eq!(template_name("count(*)"), "count(*)");
     }
 
     #[test]
