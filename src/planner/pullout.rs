@@ -311,21 +311,21 @@ pub fn plan_gathered(
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(refused);
     };
-    let [twj] = sel.from.as_slice() else {
-        return Err(refused);
-    };
-    let TableFactor::Table {
-        name,
-        alias,
-        args: None,
-        ..
-    } = &twj.relation
-    else {
-        return Err(refused);
-    };
-    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() || !twj.joins.is_empty() {
+    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() {
         return Err(refused);
     }
+    let (name, alias, twj) = match sel.from.as_slice() {
+        [twj] if twj.joins.is_empty() => match &twj.relation {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => (name, alias, twj),
+            _ => return Err(refused),
+        },
+        _ => return gathered_join(q, ks, snap, refused),
+    };
     let Some(shown) = alias.clone().or_else(|| {
         let last = name.0.last()?.as_ident()?.clone();
         Some(ast::TableAlias {
@@ -368,6 +368,149 @@ pub fn plan_gathered(
         s.selection = None;
         s.from[0].relation = factor;
     }
+    finish(
+        vec![(PulloutKind::Table, None, *rows)],
+        outer.to_string(),
+        &probe.to_string(),
+        ks,
+        snap,
+    )
+}
+
+/// [`plan_gathered`] over a join: the joined rows' columns the statement
+/// names (each `t.c` as `sg_cN`) are gathered first, the join planned as
+/// any (a nested loop, or whole where colocated), with the statement's
+/// WHERE; the statement then runs over them on one tablet, each column
+/// read as its `sg_t.sg_cN`, each select item keeping its name. Refused
+/// with a subquery, a `*`, or a name the statement's tables do not place.
+fn gathered_join(
+    q: &ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    // Every column named with its table first.
+    let qualified = super::qualify::qualify(q, ks, snap)?;
+    let q = qualified.as_ref().unwrap_or(q);
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(refused);
+    };
+    let mut outer = q.clone();
+    let SetExpr::Select(out) = outer.body.as_mut() else {
+        return Err(refused);
+    };
+    let aliases: Vec<String> = sel
+        .projection
+        .iter()
+        .filter_map(|p| match p {
+            ast::SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            _ => None,
+        })
+        .collect();
+    // Each item keeps the name its client gave or MySQL would give it.
+    for item in &mut out.projection {
+        let ast::SelectItem::UnnamedExpr(e) = item else {
+            if matches!(item, ast::SelectItem::ExprWithAlias { .. }) {
+                continue;
+            }
+            return Err(refused);
+        };
+        let name = match &*e {
+            Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.clone()),
+            Expr::Identifier(i) => Some(i.value.clone()),
+            other => Some(crate::sql::normalize::template_name(&other.to_string())),
+        };
+        *item = ast::SelectItem::ExprWithAlias {
+            expr: e.clone(),
+            alias: ast::Ident::with_quote('`', name.unwrap_or_default()),
+        };
+    }
+    out.selection = None;
+    out.from.clear();
+    // The columns, each once, renamed.
+    let mut columns: Vec<String> = Vec::new();
+    let mut bad = false;
+    let _ = ast::visit_expressions_mut(&mut outer, |e| {
+        match e {
+            Expr::Subquery(_)
+            | Expr::Exists { .. }
+            | Expr::In {
+                target: ast::InTarget::Subquery(_),
+                ..
+            } => bad = true,
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                let text = e.to_string();
+                let n = match columns.iter().position(|c| *c == text) {
+                    Some(n) => n,
+                    None => {
+                        columns.push(text);
+                        columns.len() - 1
+                    }
+                };
+                *e = Expr::CompoundIdentifier(vec![
+                    ast::Ident::new("sg_t"),
+                    ast::Ident::new(format!("sg_c{}", n + 1)),
+                ]);
+            }
+            Expr::Identifier(i)
+                if !i.value.starts_with('@') && !aliases.contains(&i.value.to_lowercase()) =>
+            {
+                bad = true
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if bad || columns.is_empty() {
+        return Err(refused);
+    }
+    let from: Vec<String> = sel.from.iter().map(ToString::to_string).collect();
+    let filter = match &sel.selection {
+        Some(w) => format!(" WHERE {w}"),
+        None => String::new(),
+    };
+    let items: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} AS sg_c{}", i + 1))
+        .collect();
+    let Ok(ast::Statement::Query(rows)) = super::sharded::parse(&format!(
+        "SELECT {} FROM {}{filter}",
+        items.join(", "),
+        from.join(", ")
+    )) else {
+        return Err(refused);
+    };
+    let shown = ast::TableAlias {
+        explicit: true,
+        name: ast::Ident::new("sg_t"),
+        columns: Vec::new(),
+        at: None,
+    };
+    let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
+        return Err(refused);
+    };
+    let mut probe = outer.clone();
+    let (Some(table), SetExpr::Select(out), SetExpr::Select(p)) = (
+        table_named(&marker(0), &shown),
+        outer.body.as_mut(),
+        probe.body.as_mut(),
+    ) else {
+        return Err(refused);
+    };
+    out.from = vec![ast::TableWithJoins {
+        relation: table,
+        joins: Vec::new(),
+    }];
+    p.from = vec![ast::TableWithJoins {
+        relation: TableFactor::Derived {
+            lateral: false,
+            subquery: one,
+            alias: Some(shown),
+            sample: None,
+        },
+        joins: Vec::new(),
+    }];
     finish(
         vec![(PulloutKind::Table, None, *rows)],
         outer.to_string(),
