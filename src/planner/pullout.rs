@@ -324,7 +324,7 @@ pub fn plan_gathered(
             } => (name, alias, twj),
             _ => return Err(refused),
         },
-        _ => return gathered_join(q, ks, snap, refused),
+        _ => return gathered_join(q, ks, snap, refused, false),
     };
     let Some(shown) = alias.clone().or_else(|| {
         let last = name.0.last()?.as_ident()?.clone();
@@ -383,11 +383,15 @@ pub fn plan_gathered(
 /// WHERE; the statement then runs over them on one tablet, each column
 /// read as its `sg_t.sg_cN`, each select item keeping its name. Refused
 /// with a subquery, a `*`, or a name the statement's tables do not place.
-fn gathered_join(
+/// With `after`, the WHERE's conditions on a LEFT JOIN's right table are
+/// checked over the joined rows, on that tablet (a nested loop checks
+/// only what no unmatched row passes).
+pub fn gathered_join(
     q: &ast::Query,
     ks: &Keyspace,
     snap: &Snapshot,
     refused: PlanError,
+    after: bool,
 ) -> Result<PulloutPlan, PlanError> {
     // Every column named with its table first.
     let qualified = super::qualify::qualify(q, ks, snap)?;
@@ -425,7 +429,49 @@ fn gathered_join(
             alias: ast::Ident::with_quote('`', name.unwrap_or_default()),
         };
     }
-    out.selection = None;
+    // The WHERE's conditions on a LEFT JOIN's right tables, with `after`.
+    let right: Vec<String> = sel
+        .from
+        .iter()
+        .flat_map(|twj| &twj.joins)
+        .filter(|j| {
+            matches!(
+                j.join_operator,
+                ast::JoinOperator::Left(_) | ast::JoinOperator::LeftOuter(_)
+            )
+        })
+        .filter_map(|j| match &j.relation {
+            TableFactor::Table { name, alias, .. } => Some(match alias {
+                Some(a) => a.name.value.clone(),
+                None => name.0.last()?.as_ident()?.value.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let (mut inside, mut later) = (Vec::new(), Vec::new());
+    for c in sel.selection.iter().flat_map(super::sharded::conjuncts) {
+        let mut reads_right = false;
+        let _ = ast::visit_expressions(c, |e| {
+            if let Expr::CompoundIdentifier(parts) = e {
+                reads_right |= parts.len() == 2 && right.contains(&parts[0].value);
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        match after && reads_right {
+            true => later.push(format!("({c})")),
+            false => inside.push(format!("({c})")),
+        }
+    }
+    out.selection = match later.is_empty() {
+        true => None,
+        false => match super::sharded::parse(&format!("SELECT 1 WHERE {}", later.join(" AND ")))? {
+            ast::Statement::Query(w) => match *w.body {
+                SetExpr::Select(w) => w.selection,
+                _ => return Err(refused),
+            },
+            _ => return Err(refused),
+        },
+    };
     out.from.clear();
     // The columns, each once, renamed.
     let mut columns: Vec<String> = Vec::new();
@@ -465,9 +511,9 @@ fn gathered_join(
         return Err(refused);
     }
     let from: Vec<String> = sel.from.iter().map(ToString::to_string).collect();
-    let filter = match &sel.selection {
-        Some(w) => format!(" WHERE {w}"),
-        None => String::new(),
+    let filter = match inside.is_empty() {
+        true => String::new(),
+        false => format!(" WHERE {}", inside.join(" AND ")),
     };
     let items: Vec<String> = columns
         .iter()

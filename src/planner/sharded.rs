@@ -1148,6 +1148,18 @@ fn plan_routes(
                         Err(e) => Err(e),
                     }
                 }
+                // What a nested loop cannot check of a LEFT JOIN (an
+                // expression over both sides; a WHERE condition unmatched
+                // rows may pass): the joined rows first, checked and
+                // computed over on one tablet.
+                Err(e @ PlanError::Unsupported(_))
+                    if e.to_string().contains("WHERE condition on the LEFT JOIN")
+                        || e.to_string()
+                            .contains("expression over both sides of a LEFT JOIN") =>
+                {
+                    super::pullout::gathered_join(q, ks, snap, e, true)
+                        .map(|p| super::Plan::Pullout(Box::new(p)))
+                }
                 Err(e) => Err(e),
             }
         }
