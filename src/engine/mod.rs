@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use crate::error::Error;
 use crate::planner::join::{JoinColumn, JoinPlan};
 use crate::planner::pullout::{PulloutKind, PulloutPlan};
-use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, Operand, Routing, SelectPlan};
+use crate::planner::sharded::{DmlPlan, Gate, InsertPlan, NewValue, Operand, Routing, SelectPlan};
 use crate::planner::{Plan, PlanError, Route, ShowPlan};
 use crate::sql::normalize::{substitute_binds, Bind};
 use crate::sql::TabletType;
@@ -1666,9 +1666,10 @@ async fn keep_dml_lookups<V: VCursor + Send>(
                 let to: Vec<Value> = new
                     .iter()
                     .zip(&from)
-                    .map(|(n, old)| {
-                        n.as_ref()
-                            .map_or_else(|| old.clone(), |n| operand_value(n, binds))
+                    .map(|(n, old)| match n {
+                        NewValue::Keep => old.clone(),
+                        NewValue::Set(n) => operand_value(n, binds),
+                        NewValue::Read(i) => row.get(*i).cloned().unwrap_or(Value::NULL),
                     })
                     .collect();
                 added.push(lookup::Entry {

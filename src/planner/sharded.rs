@@ -274,8 +274,20 @@ pub struct DmlLookups {
     /// the primary vindex column, then each lookup's columns in order.
     pub select: String,
     /// The lookups that change. For an UPDATE, the new values of their
-    /// columns (None where a column keeps its value); a DELETE has none.
-    pub changes: Vec<(OwnedLookup, Option<Vec<Option<Operand>>>)>,
+    /// columns; a DELETE has none.
+    pub changes: Vec<(OwnedLookup, Option<Vec<NewValue>>)>,
+}
+
+/// A lookup column's value after an UPDATE.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NewValue {
+    /// The UPDATE leaves it.
+    Keep,
+    /// Set to a value.
+    Set(Operand),
+    /// Set to an expression over the row, which the SELECT of the rows
+    /// computes: that row's column at this index.
+    Read(usize),
 }
 
 pub(super) fn unsupported(msg: impl Into<String>) -> PlanError {
@@ -1281,31 +1293,39 @@ fn dml_lookups(
     };
     let mut found = Vec::new();
     for t in tables {
-        let changes: Vec<(OwnedLookup, Option<Vec<Option<Operand>>>)> = owned_lookups(ks, &t.name)?
-            .into_iter()
-            .filter_map(|o| {
-                if w.assignments.is_none() {
-                    return Some(Ok((o, None)));
-                }
-                let new: Vec<Option<&Expr>> = o.columns.iter().map(|c| assigned(t, c)).collect();
-                if new.iter().all(Option::is_none) {
-                    return None;
-                }
-                let values = new
-                    .iter()
-                    .zip(&o.columns)
-                    .map(|(e, c)| match e {
-                        None => Ok(None),
-                        Some(e) => operand(e).map(Some).ok_or_else(|| {
-                            unsupported(format!(
-                                "UPDATE of lookup vindex column '{c}' to an expression: only values are supported"
-                            ))
-                        }),
-                    })
-                    .collect::<Result<Vec<_>, _>>();
-                Some(values.map(|v| (o, Some(v))))
-            })
-            .collect::<Result<_, _>>()?;
+        // Expressions the SELECT of the rows computes, in order.
+        let mut computed: Vec<String> = Vec::new();
+        let mut changes: Vec<(OwnedLookup, Option<Vec<NewValue>>)> = Vec::new();
+        for o in owned_lookups(ks, &t.name)? {
+            if w.assignments.is_none() {
+                changes.push((o, None));
+                continue;
+            }
+            let new: Vec<Option<&Expr>> = o.columns.iter().map(|c| assigned(t, c)).collect();
+            if new.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut values = Vec::with_capacity(new.len());
+            for (e, c) in new.iter().zip(&o.columns) {
+                values.push(match e {
+                    None => NewValue::Keep,
+                    Some(e) => match operand(e) {
+                        Some(v) => NewValue::Set(v),
+                        None if row_expression(e, t, multi, w.assignments, c) => {
+                            computed.push(e.to_string());
+                            NewValue::Read(computed.len() - 1)
+                        }
+                        None => {
+                            return Err(unsupported(format!(
+                                "UPDATE of lookup vindex column '{c}' to an expression that reads \
+                                 other tables or columns the UPDATE sets before it"
+                            )))
+                        }
+                    },
+                });
+            }
+            changes.push((o, Some(values)));
+        }
         if changes.is_empty() {
             continue;
         }
@@ -1328,6 +1348,16 @@ fn dml_lookups(
         let mut cols = vec![column(pcol)];
         for (o, _) in &changes {
             cols.extend(o.columns.iter().map(|c| column(c)));
+        }
+        // The computed values come after the columns.
+        let first = cols.len();
+        cols.extend(computed);
+        for (_, new) in &mut changes {
+            for v in new.iter_mut().flatten() {
+                if let NewValue::Read(i) = v {
+                    *i += first;
+                }
+            }
         }
         let from: Vec<String> = from.iter().map(ToString::to_string).collect();
         let mut select = format!(
@@ -1355,6 +1385,49 @@ fn dml_lookups(
         });
     }
     Ok(found)
+}
+
+/// Whether the SELECT of an UPDATE's rows may compute `e`, the new value
+/// of `t`'s column `col`, as the UPDATE would: no subquery, only `t`'s
+/// columns (over a join), and none the UPDATE sets before `col` (MySQL
+/// reads their new values there).
+fn row_expression(
+    e: &Expr,
+    t: &TableInfo,
+    multi: bool,
+    assignments: Option<&[ast::Assignment]>,
+    col: &str,
+) -> bool {
+    if super::join::has_subquery(e) {
+        return false;
+    }
+    let before: Vec<String> = assignments
+        .unwrap_or_default()
+        .iter()
+        .filter_map(assigned_column)
+        .take_while(|(_, c)| !c.eq_ignore_ascii_case(col))
+        .map(|(_, c)| c.to_lowercase())
+        .collect();
+    let mut ok = true;
+    let _ = ast::visit_expressions(e, |x| {
+        let (qual, name) = match x {
+            Expr::Identifier(i) => (None, &i.value),
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => (
+                Some(&parts[parts.len() - 2].value),
+                &parts[parts.len() - 1].value,
+            ),
+            _ => return std::ops::ControlFlow::<()>::Continue(()),
+        };
+        ok &= !name.starts_with('@')
+            && !before.contains(&name.to_lowercase())
+            && match (multi, qual) {
+                (false, _) => true,
+                (true, Some(q)) => q == t.visible_name(),
+                (true, None) => false,
+            };
+        std::ops::ControlFlow::Continue(())
+    });
+    ok
 }
 
 /// Names a refused join in a DML statement as the multi-table statement
