@@ -3866,10 +3866,17 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
     same_writes(sg, oracle, "insert into wa values (5000, 1, 1)").await;
     let again =
         "insert into wa select if(id = 5000, 5000, id + 3000), k, v from wa where id < 60 or id = 5000";
-    for conn in [&mut *sg, &mut *oracle] {
-        let e = conn.query_drop(again).await.unwrap_err();
-        assert_eq!(err_code(&e), Some(1062), "{e}");
-    }
+    fails_on_both(sg, oracle, again, 1062).await;
+    compare(sg, oracle, &case("select * from wa order by id", true)).await;
+    // So is a plain INSERT whose rows go to both shards.
+    let again = format!(
+        "insert into wa values {}, (5000, 2, 2)",
+        (6001..6009)
+            .map(|i| format!("({i}, 1, 1)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    fails_on_both(sg, oracle, &again, 1062).await;
     compare(sg, oracle, &case("select * from wa order by id", true)).await;
     // In a transaction, the rows found are the write's, and a rollback
     // undoes it.
@@ -3879,18 +3886,6 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
         .unwrap();
     assert_eq!(sg.affected_rows(), 5);
     sg.query_drop("rollback").await.unwrap();
-    // So is a plain INSERT whose rows go to both shards.
-    let again = format!(
-        "insert into wa values {}, (5000, 2, 2)",
-        (6001..6009)
-            .map(|i| format!("({i}, 1, 1)"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for conn in [&mut *sg, &mut *oracle] {
-        let e = conn.query_drop(&again).await.unwrap_err();
-        assert_eq!(err_code(&e), Some(1062), "{e}");
-    }
     compare(sg, oracle, &case("select * from wa order by id", true)).await;
     // Two tables written in a transaction: a rollback undoes both.
     sg.query_drop("begin").await.unwrap();
@@ -4232,6 +4227,14 @@ async fn writes_agree(sg: &mut Conn, oracle: &mut Conn, writes: &[&str], checks:
         for check in checks {
             compare(sg, oracle, &case(*check, true)).await;
         }
+    }
+}
+
+/// `sql` fails on both with MySQL error `code`.
+async fn fails_on_both(sg: &mut Conn, oracle: &mut Conn, sql: &str, code: u16) {
+    for conn in [sg, oracle] {
+        let e = conn.query_drop(sql).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(code), "{sql}: {e}");
     }
 }
 

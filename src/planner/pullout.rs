@@ -276,15 +276,10 @@ pub fn plan_derived(
                     return Err(refused);
                 };
                 *f = table;
-                let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
+                let Some(one) = one_row(&alias) else {
                     return Err(refused);
                 };
-                *pf = TableFactor::Derived {
-                    lateral: false,
-                    subquery: one,
-                    alias: Some(alias),
-                    sample: None,
-                };
+                *pf = one;
             }
         }
     }
@@ -346,35 +341,57 @@ pub fn plan_gathered(
     else {
         return Err(refused);
     };
-    let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
-        return Err(refused);
-    };
-    let (mut outer, mut probe) = (q.clone(), q.clone());
+    let mut outer = q.clone();
+    if let SetExpr::Select(s) = outer.body.as_mut() {
+        s.selection = None;
+    }
+    over_gathered(outer, &shown, *rows, ks, snap, refused)
+}
+
+/// `outer` reading the rows of `rows`, gathered first, as the table
+/// `shown` (its FROM clause replaced by them).
+fn over_gathered(
+    mut outer: ast::Query,
+    shown: &ast::TableAlias,
+    rows: ast::Query,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<PulloutPlan, PlanError> {
+    let mut probe = outer.clone();
     for (query, factor) in [
-        (&mut outer, table_named(&marker(0), &shown)),
-        (
-            &mut probe,
-            Some(TableFactor::Derived {
-                lateral: false,
-                subquery: one,
-                alias: Some(shown.clone()),
-                sample: None,
-            }),
-        ),
+        (&mut outer, table_named(&marker(0), shown)),
+        (&mut probe, one_row(shown)),
     ] {
-        let (SetExpr::Select(s), Some(factor)) = (query.body.as_mut(), factor) else {
+        let (SetExpr::Select(s), Some(relation)) = (query.body.as_mut(), factor) else {
             return Err(refused);
         };
-        s.selection = None;
-        s.from[0].relation = factor;
+        s.from = vec![ast::TableWithJoins {
+            relation,
+            joins: Vec::new(),
+        }];
     }
     finish(
-        vec![(PulloutKind::Table, None, *rows)],
+        vec![(PulloutKind::Table, None, rows)],
         outer.to_string(),
         &probe.to_string(),
         ks,
         snap,
     )
+}
+
+/// `(SELECT 1 AS c1) AS alias`: what a probe plans with in place of a
+/// table of constants, run first.
+fn one_row(alias: &ast::TableAlias) -> Option<TableFactor> {
+    let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
+        return None;
+    };
+    Some(TableFactor::Derived {
+        lateral: false,
+        subquery: one,
+        alias: Some(alias.clone()),
+        sample: None,
+    })
 }
 
 /// [`plan_gathered`] over a join: the joined rows' columns the statement
@@ -533,37 +550,7 @@ pub fn gathered_join(
         columns: Vec::new(),
         at: None,
     };
-    let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
-        return Err(refused);
-    };
-    let mut probe = outer.clone();
-    let (Some(table), SetExpr::Select(out), SetExpr::Select(p)) = (
-        table_named(&marker(0), &shown),
-        outer.body.as_mut(),
-        probe.body.as_mut(),
-    ) else {
-        return Err(refused);
-    };
-    out.from = vec![ast::TableWithJoins {
-        relation: table,
-        joins: Vec::new(),
-    }];
-    p.from = vec![ast::TableWithJoins {
-        relation: TableFactor::Derived {
-            lateral: false,
-            subquery: one,
-            alias: Some(shown),
-            sample: None,
-        },
-        joins: Vec::new(),
-    }];
-    finish(
-        vec![(PulloutKind::Table, None, *rows)],
-        outer.to_string(),
-        &probe.to_string(),
-        ks,
-        snap,
-    )
+    over_gathered(outer, &shown, *rows, ks, snap, refused)
 }
 
 /// Plans a recursive WITH (vtgate's RecurseCTE): its seed runs first, on
@@ -581,18 +568,7 @@ pub fn plan_recursive(
     refused: PlanError,
 ) -> Result<PulloutPlan, PlanError> {
     let marked = |alias: &ast::TableAlias| table_named(&marker(0), alias);
-    let probe = |alias: &ast::TableAlias| {
-        let Ok(ast::Statement::Query(one)) = super::sharded::parse("SELECT 1 AS c1") else {
-            return None;
-        };
-        Some(TableFactor::Derived {
-            lateral: false,
-            subquery: one,
-            alias: Some(alias.clone()),
-            sample: None,
-        })
-    };
-    let Some(r) = super::cte::recursion(q, &marked, &probe) else {
+    let Some(r) = super::cte::recursion(q, &marked, &one_row) else {
         return Err(refused);
     };
     let kind = PulloutKind::Recursive {
