@@ -403,7 +403,7 @@ fn one_row(alias: &ast::TableAlias) -> Option<TableFactor> {
 /// With `after`, the WHERE's conditions on a LEFT JOIN's right table are
 /// checked over the joined rows, on that tablet (a nested loop checks
 /// only what no unmatched row passes).
-pub fn gathered_join(
+pub(super) fn gathered_join(
     q: &ast::Query,
     ks: &Keyspace,
     snap: &Snapshot,

@@ -475,7 +475,8 @@ fn holes_of(sql: &str, tokens: &[Token]) -> Vec<(usize, usize)> {
 const NAME_MARK: char = '\u{1}';
 
 /// A column name for `text`, the rendering of a template's expression:
-/// marked when it holds placeholders (see [`NAME_MARK`]).
+/// marked when it holds placeholders, so that they are filled when the
+/// statement is sent (a mark no name a client writes holds).
 pub fn template_name(text: &str) -> String {
     match text.contains(":v") {
         true => format!("{NAME_MARK}{text}"),
