@@ -2344,6 +2344,10 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
         case("select dt.id, jl.id, row_number() over (partition by dt.id order by jl.id) rn from dt join jl on jl.dt_id = dt.id where dt.id < 30 order by dt.id, jl.id", true),
         case("select dt.flag, group_concat(distinct jn.memo order by jn.memo desc) from dt join jn on jn.id = dt.k + 100 group by dt.flag order by dt.flag", true),
         case("select jl.qty, count(distinct jl.dt_id, jn.memo) c from jl join jn on jn.id = jl.id where jl.id < 300 group by jl.qty order by jl.qty", true),
+        // USING across shards: the ON it means, its column the left
+        // table's.
+        case("select id, jl.note, jn.memo from jl join jn using (id) where jl.id < 60 order by id", true),
+        case("select id, jn.memo from jl left join jn using (id) where jl.qty > 3 order by id limit 20", true),
         // Parenthesized inner joins join as if written without.
         case("select dt.id, jl.id, jn.memo from dt join (jl join jn on jn.id = jl.id) on jl.dt_id = dt.id where dt.id < 300 order by jl.id", true),
         case("select dt.id, d2.id from dt join dt d2 join jref where d2.id = dt.k and jref.k = dt.flag and dt.id < 50 order by dt.id, d2.id", true),

@@ -119,6 +119,11 @@ pub(super) fn plan(
     if q.with.is_some() {
         return Err(refuse("with WITH"));
     }
+    // USING as the ON it means, before names are placed (its column is
+    // no one table's).
+    if let Some(on) = using_as_on(q) {
+        return plan(template, &on, ks, snap);
+    }
     // Names the client left to the server to place are placed first.
     if let Some(qualified) = super::qualify::qualify(q, ks, snap)? {
         return plan(template, &qualified, ks, snap);
@@ -849,6 +854,75 @@ fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
         ast::Statement::Query(q) => plan_select(sql, &q, ks),
         _ => Err(refuse("(a side did not parse as a query)")),
     }
+}
+
+/// `a JOIN b USING (c)` as `a JOIN b ON a.c = b.c`, and the statement's
+/// unqualified `c` as `a.c` (MySQL's one column `c` of an inner or LEFT
+/// join is the left table's). None for any other shape: a `*` (which
+/// shows `c` once), a subquery (whose own `c` would be another), an
+/// alias named `c`, or a USING after the first join of its FROM item.
+fn using_as_on(q: &ast::Query) -> Option<ast::Query> {
+    let mut q = q.clone();
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return None;
+    };
+    let shown = |f: &TableFactor| match f {
+        TableFactor::Table { name, alias, .. } => Some(match alias {
+            Some(a) => a.name.value.clone(),
+            None => name.0.last()?.as_ident()?.value.clone(),
+        }),
+        _ => None,
+    };
+    let mut using: Vec<(String, String)> = Vec::new();
+    for twj in &mut sel.from {
+        for (k, j) in twj.joins.iter_mut().enumerate() {
+            let (JoinOperator::Join(c)
+            | JoinOperator::Inner(c)
+            | JoinOperator::Left(c)
+            | JoinOperator::LeftOuter(c)) = &mut j.join_operator
+            else {
+                continue;
+            };
+            let JoinConstraint::Using(cols) = c else {
+                continue;
+            };
+            let (left, right) = match k {
+                0 => (shown(&twj.relation)?, shown(&j.relation)?),
+                _ => return None,
+            };
+            let mut on = Vec::new();
+            for col in cols.iter() {
+                let name = col.0.last()?.as_ident()?.value.clone();
+                on.push(format!(
+                    "{}.{q} = {}.{q}",
+                    quote_ident(&left),
+                    quote_ident(&right),
+                    q = quote_ident(&name)
+                ));
+                using.push((name, left.clone()));
+            }
+            *c = JoinConstraint::On(super::sharded::condition(&on.join(" AND "))?);
+        }
+    }
+    let aliased = sel.projection.iter().any(|p| match p {
+        SelectItem::ExprWithAlias { alias, .. } => using
+            .iter()
+            .any(|(c, _)| c.eq_ignore_ascii_case(&alias.value)),
+        SelectItem::UnnamedExpr(_) => false,
+        _ => true,
+    });
+    if using.is_empty() || aliased || q.to_string().to_uppercase().matches("SELECT").count() > 1 {
+        return None;
+    }
+    let _ = ast::visit_expressions_mut(&mut q, |e| {
+        if let Expr::Identifier(i) = e {
+            if let Some((_, t)) = using.iter().find(|(c, _)| c.eq_ignore_ascii_case(&i.value)) {
+                *e = Expr::CompoundIdentifier(vec![ast::Ident::new(t), i.clone()]);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Some(q)
 }
 
 /// The FROM clause without its last table, as SQL, and how that table

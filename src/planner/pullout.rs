@@ -481,12 +481,9 @@ pub(super) fn gathered_join(
     }
     out.selection = match later.is_empty() {
         true => None,
-        false => match super::sharded::parse(&format!("SELECT 1 WHERE {}", later.join(" AND ")))? {
-            ast::Statement::Query(w) => match *w.body {
-                SetExpr::Select(w) => w.selection,
-                _ => return Err(refused),
-            },
-            _ => return Err(refused),
+        false => match super::sharded::condition(&later.join(" AND ")) {
+            Some(w) => Some(w),
+            None => return Err(refused),
         },
     };
     out.from.clear();

@@ -333,6 +333,17 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
     Ok(stmts.remove(0))
 }
 
+/// `text` parsed as one condition (None when it is none).
+pub(super) fn condition(text: &str) -> Option<Expr> {
+    match parse(&format!("SELECT 1 WHERE {text}")).ok()? {
+        Statement::Query(q) => match *q.body {
+            ast::SetExpr::Select(s) => s.selection,
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// `UPDATE a, b SET ...` as `UPDATE a JOIN b SET ...`: the commas between
 /// UPDATE and its SET (outside parentheses) become JOINs; None for any
 /// other statement.
