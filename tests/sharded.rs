@@ -3813,6 +3813,25 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
     ] {
         errors_agree(sg, oracle, sql).await;
     }
+    // An upsert that sets every column, the vindex column to the new
+    // row's value as ORMs write it (the row stays on its shard); one that
+    // would move the row is refused.
+    same_writes(
+        sg,
+        oracle,
+        "insert into wb (a, b, v) values (1, 1, 100), (2, 2, 200), (1001, 5, 5) \
+         on duplicate key update a = values(a), b = values(b), v = values(v)",
+    )
+    .await;
+    compare(sg, oracle, &case("select * from wb order by a, b", true)).await;
+    refused(
+        sg,
+        "insert into wb (a, b, v) values (1, 1, 1) on duplicate key update a = a + 1",
+        1235,
+        &["vindex column 'a'"],
+        false,
+    )
+    .await;
     let writes = [
         "delete wa from wa join wb on wb.v = wa.k where wb.b = 2 and wa.id < 20",
         "update wa join wb on wb.a = wa.k set wa.v = wa.v + 100 where wb.b = 3",

@@ -333,6 +333,28 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
     Ok(stmts.remove(0))
 }
 
+/// Whether `value` is column `col` itself or `VALUES(col)` (an upsert's
+/// new row's value of it).
+fn sets_itself(value: &Expr, col: &str) -> bool {
+    let named = |e: &Expr| match e {
+        Expr::Identifier(i) => i.value.eq_ignore_ascii_case(col),
+        Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case(col)),
+        _ => false,
+    };
+    match value {
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("values") => match &f.args {
+            ast::FunctionArguments::List(l) => matches!(
+                l.args.as_slice(),
+                [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))] if named(e)
+            ),
+            _ => false,
+        },
+        other => named(other),
+    }
+}
+
 /// `text` parsed as one condition (None when it is none).
 pub(super) fn condition(text: &str) -> Option<Expr> {
     match parse(&format!("SELECT 1 WHERE {text}")).ok()? {
@@ -1628,7 +1650,10 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         for a in assignments {
             let target = a.target.to_string();
             let target = target.trim_matches('`');
-            if target.eq_ignore_ascii_case(&vcol) {
+            // `col = VALUES(col)` (an upsert that sets every column, as
+            // ORMs write it) keeps the row on its shard: the duplicate is
+            // found on the shard of the new row's value.
+            if target.eq_ignore_ascii_case(&vcol) && !sets_itself(&a.value, &vcol) {
                 return Err(unsupported(format!(
                     "ON DUPLICATE KEY UPDATE of vindex column '{vcol}'"
                 )));
