@@ -1652,8 +1652,11 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             let target = target.trim_matches('`');
             // `col = VALUES(col)` (an upsert that sets every column, as
             // ORMs write it) keeps the row on its shard: the duplicate is
-            // found on the shard of the new row's value.
-            if target.eq_ignore_ascii_case(&vcol) && !sets_itself(&a.value, &vcol) {
+            // found on the shard of the new row's value. (Not where lookup
+            // rows hold the row's keyspace id, which it may change.)
+            if target.eq_ignore_ascii_case(&vcol)
+                && (!sets_itself(&a.value, &vcol) || !lookups.is_empty())
+            {
                 return Err(unsupported(format!(
                     "ON DUPLICATE KEY UPDATE of vindex column '{vcol}'"
                 )));
