@@ -856,22 +856,31 @@ fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {
     }
 }
 
+/// The name a FROM item's table goes by in its statement: its alias,
+/// else its own name; None for anything but a table.
+pub(super) fn table_shown(f: &TableFactor) -> Option<String> {
+    match f {
+        TableFactor::Table { name, alias, .. } => Some(match alias {
+            Some(a) => a.name.value.clone(),
+            None => name.0.last()?.as_ident()?.value.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// `a JOIN b USING (c)` as `a JOIN b ON a.c = b.c`, and the statement's
 /// unqualified `c` as `a.c` (MySQL's one column `c` of an inner or LEFT
 /// join is the left table's). None for any other shape: a `*` (which
 /// shows `c` once), a subquery (whose own `c` would be another), an
 /// alias named `c`, or a USING after the first join of its FROM item.
 fn using_as_on(q: &ast::Query) -> Option<ast::Query> {
+    match q.body.as_ref() {
+        SetExpr::Select(s) if !has_subquery(&**s) && !has_subquery(&q.order_by) => {}
+        _ => return None,
+    }
     let mut q = q.clone();
     let SetExpr::Select(sel) = q.body.as_mut() else {
         return None;
-    };
-    let shown = |f: &TableFactor| match f {
-        TableFactor::Table { name, alias, .. } => Some(match alias {
-            Some(a) => a.name.value.clone(),
-            None => name.0.last()?.as_ident()?.value.clone(),
-        }),
-        _ => None,
     };
     let mut using: Vec<(String, String)> = Vec::new();
     for twj in &mut sel.from {
@@ -887,7 +896,7 @@ fn using_as_on(q: &ast::Query) -> Option<ast::Query> {
                 continue;
             };
             let (left, right) = match k {
-                0 => (shown(&twj.relation)?, shown(&j.relation)?),
+                0 => (table_shown(&twj.relation)?, table_shown(&j.relation)?),
                 _ => return None,
             };
             let mut on = Vec::new();
@@ -911,7 +920,7 @@ fn using_as_on(q: &ast::Query) -> Option<ast::Query> {
         SelectItem::UnnamedExpr(_) => false,
         _ => true,
     });
-    if using.is_empty() || aliased || q.to_string().to_uppercase().matches("SELECT").count() > 1 {
+    if using.is_empty() || aliased {
         return None;
     }
     let _ = ast::visit_expressions_mut(&mut q, |e| {
@@ -1331,8 +1340,8 @@ fn null_when(e: &Expr, right: &[&str]) -> bool {
     }
 }
 
-/// Whether `e` holds a subquery.
-pub(super) fn has_subquery(e: &Expr) -> bool {
+/// Whether `e` (an expression, a SELECT, a clause) holds a subquery.
+pub(super) fn has_subquery<T: Visit + ?Sized>(e: &T) -> bool {
     struct Any;
     impl Visitor for Any {
         type Break = ();

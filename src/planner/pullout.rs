@@ -436,14 +436,9 @@ pub(super) fn gathered_join(
             }
             return Err(refused);
         };
-        let name = match &*e {
-            Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.clone()),
-            Expr::Identifier(i) => Some(i.value.clone()),
-            other => Some(crate::sql::normalize::template_name(&other.to_string())),
-        };
         *item = ast::SelectItem::ExprWithAlias {
+            alias: ast::Ident::with_quote('`', super::sharded::item_name(e)),
             expr: e.clone(),
-            alias: ast::Ident::with_quote('`', name.unwrap_or_default()),
         };
     }
     // The WHERE's conditions on a LEFT JOIN's right tables, with `after`.
@@ -457,13 +452,7 @@ pub(super) fn gathered_join(
                 ast::JoinOperator::Left(_) | ast::JoinOperator::LeftOuter(_)
             )
         })
-        .filter_map(|j| match &j.relation {
-            TableFactor::Table { name, alias, .. } => Some(match alias {
-                Some(a) => a.name.value.clone(),
-                None => name.0.last()?.as_ident()?.value.clone(),
-            }),
-            _ => None,
-        })
+        .filter_map(|j| super::join::table_shown(&j.relation))
         .collect();
     let (mut inside, mut later) = (Vec::new(), Vec::new());
     for c in sel.selection.iter().flat_map(super::sharded::conjuncts) {
@@ -489,15 +478,12 @@ pub(super) fn gathered_join(
     out.from.clear();
     // The columns, each once, renamed.
     let mut columns: Vec<String> = Vec::new();
-    let mut bad = false;
+    let mut bad = match outer.body.as_ref() {
+        SetExpr::Select(s) => super::join::has_subquery(&**s),
+        _ => true,
+    } || super::join::has_subquery(&outer.order_by);
     let _ = ast::visit_expressions_mut(&mut outer, |e| {
         match e {
-            Expr::Subquery(_)
-            | Expr::Exists { .. }
-            | Expr::In {
-                target: ast::InTarget::Subquery(_),
-                ..
-            } => bad = true,
             Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
                 let text = e.to_string();
                 let n = match columns.iter().position(|c| *c == text) {

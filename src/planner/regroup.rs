@@ -56,15 +56,7 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     };
     // The aggregates, each once, become the derived table's columns.
     let mut aggs = Aggregates::default();
-    for (e, _) in &mut items {
-        let _ = e.visit(&mut aggs);
-    }
-    if let Some(h) = &mut having {
-        let _ = h.visit(&mut aggs);
-    }
-    for o in &mut order {
-        let _ = o.expr.visit(&mut aggs);
-    }
+    visit_each(&mut items, &mut having, &mut order, &mut aggs);
     if aggs.found.is_empty() || aggs.bad {
         return None;
     }
@@ -75,15 +67,7 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
         aliases: &aliases,
         bad: false,
     };
-    for (e, _) in &mut items {
-        let _ = e.visit(&mut keys);
-    }
-    if let Some(h) = &mut having {
-        let _ = h.visit(&mut keys);
-    }
-    for o in &mut order {
-        let _ = o.expr.visit(&mut keys);
-    }
+    visit_each(&mut items, &mut having, &mut order, &mut keys);
     if keys.bad {
         return None;
     }
@@ -124,14 +108,11 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
         .map(|(p, (e, alias))| {
             // A column keeps the name the client's statement gives it.
             let name = match (alias, p) {
-                (Some(a), _) => a.clone(),
-                (None, SelectItem::UnnamedExpr(Expr::Identifier(i))) => i.clone(),
-                (None, SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))) => {
-                    parts.last().cloned().unwrap_or_else(|| Ident::new("?"))
-                }
-                (None, p) => Ident::new(crate::sql::normalize::template_name(&p.to_string())),
+                (Some(a), _) => a.value.clone(),
+                (None, SelectItem::UnnamedExpr(written)) => super::sharded::item_name(written),
+                (None, p) => crate::sql::normalize::template_name(&p.to_string()),
             };
-            format!("{e} AS {}", crate::sql::quote_ident(&name.value))
+            format!("{e} AS {}", crate::sql::quote_ident(&name))
         })
         .collect();
     let mut sql = format!("SELECT {} FROM ({derived}) AS sg_t", shown.join(", "));
@@ -247,6 +228,25 @@ impl VisitorMut for Keys<'_> {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Walks `v` over the statement's expressions over its grouping: the
+/// select list, HAVING and ORDER BY.
+fn visit_each<V: VisitorMut>(
+    items: &mut [(Expr, Option<Ident>)],
+    having: &mut Option<Expr>,
+    order: &mut [ast::OrderByExpr],
+    v: &mut V,
+) {
+    for (e, _) in items {
+        let _ = e.visit(v);
+    }
+    if let Some(h) = having {
+        let _ = h.visit(v);
+    }
+    for o in order {
+        let _ = o.expr.visit(v);
     }
 }
 

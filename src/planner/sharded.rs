@@ -355,6 +355,19 @@ fn sets_itself(value: &Expr, col: &str) -> bool {
     }
 }
 
+/// The name MariaDB gives an unaliased select item `e`: a column's own
+/// name, else the expression as written (its placeholders marked, see
+/// [`crate::sql::normalize::template_name`]).
+pub(super) fn item_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map(|p| p.value.clone()).unwrap_or_default()
+        }
+        other => crate::sql::normalize::template_name(&other.to_string()),
+    }
+}
+
 /// `text` parsed as one condition (None when it is none).
 pub(super) fn condition(text: &str) -> Option<Expr> {
     match parse(&format!("SELECT 1 WHERE {text}")).ok()? {
