@@ -216,7 +216,8 @@ pub struct ServeArgs {
     /// How far a transaction may reach, as vtgate's flag: `multi` (each
     /// shard commits its part on its own), `single` (a transaction reaching
     /// a second shard fails with "multi-db transaction attempted" and is
-    /// rolled back), `twopc` (not built yet).
+    /// rolled back), `twopc` (atomic: every shard's part commits or none
+    /// does, see `executor::twopc`).
     #[arg(
         long = "transaction-mode",
         alias = "transaction_mode",
@@ -225,6 +226,16 @@ pub struct ServeArgs {
         default_value = "multi"
     )]
     pub transaction_mode: crate::executor::TransactionMode,
+    /// Under twopc, how old a transaction's record may grow without a
+    /// decision before any shardgate's resolver rolls it back (its
+    /// shardgate died while preparing); a Go duration, as vttablet's flag.
+    #[arg(
+        long = "twopc_abandon_age",
+        alias = "twopc-abandon-age",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub twopc_abandon_age: std::time::Duration,
     /// Learn sharded tables' column types and collations from the tablets
     /// (vtgate's schema tracking, under vtgate's flag name), so that
     /// ORDER BY, GROUP BY and DISTINCT across shards compare strings at

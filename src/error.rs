@@ -113,6 +113,10 @@ pub enum Error {
     /// KILL without `--allow-kill-statement`, refused as vtgate refuses it.
     #[error("VT07001: kill statement execution not permitted.")]
     KillDenied,
+    /// A COMMIT under `--transaction_mode=twopc` rolled the transaction
+    /// back (see [`crate::executor::twopc`]).
+    #[error(transparent)]
+    Twopc(#[from] crate::executor::twopc::TwopcError),
     /// The client connection failed.
     #[error("client i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -259,6 +263,12 @@ impl Error {
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
+            // MariaDB's ER_XA_RBROLLBACK: the client learns its COMMIT
+            // rolled back, as vtgate's ABORTED.
+            Error::Twopc(_) => MysqlError {
+                vitess_code: "ABORTED",
+                ..MysqlError::new(1402, "XA100", self.to_string())
+            },
             Error::TooManyRows(_) => MysqlError::new(1041, "HY000", self.to_string()),
             Error::SubqueryRows => MysqlError::new(1242, "21000", self.to_string()),
             Error::NoSavepoint(_) => MysqlError::new(1305, "42000", self.to_string()),

@@ -183,6 +183,7 @@ async fn serve(
         auth,
         server_version: args.mysql_server_version.clone(),
         transaction_mode: args.transaction_mode,
+        twopc_abandon_age: args.twopc_abandon_age,
         transaction_timeout: (!args.queryserver_config_transaction_timeout.is_zero())
             .then_some(args.queryserver_config_transaction_timeout),
         max_memory_rows: args.max_memory_rows,
@@ -209,9 +210,6 @@ async fn serve(
         loops,
         busy_polls,
     };
-    if args.transaction_mode == shardgate::executor::TransactionMode::Twopc {
-        return Err("--transaction_mode=twopc: atomic commit across shards is not built yet (single or multi)".into());
-    }
     let running = server::start(opts).await?;
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
     shutdown_signal().await;

@@ -66,6 +66,9 @@ pub struct ServerCtx {
     /// Every client session by connection id: what KILL finds, and the
     /// query timeout's default.
     pub sessions: crate::executor::interrupt::Sessions,
+    /// Atomic commits across shards: the decision store and the ids
+    /// (`--transaction_mode=twopc`, or a session's).
+    pub twopc: crate::executor::twopc::Coordinator,
     conn_ids: AtomicU32,
 }
 
@@ -101,6 +104,7 @@ impl ServerCtx {
             started: std::time::Instant::now(),
             schema: None,
             sessions: Default::default(),
+            twopc: Default::default(),
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -136,6 +140,9 @@ pub struct ServeOptions {
     pub server_version: String,
     /// How far a transaction may reach.
     pub transaction_mode: crate::executor::TransactionMode,
+    /// `--twopc_abandon_age`: an undecided twopc transaction older than
+    /// this is rolled back by resolvers.
+    pub twopc_abandon_age: std::time::Duration,
     /// `--queryserver-config-transaction-timeout` (None: off).
     pub transaction_timeout: Option<std::time::Duration>,
     /// `--max_memory_rows`.
@@ -208,6 +215,10 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     };
     let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
     ctx.transaction_mode = opts.transaction_mode;
+    ctx.twopc = crate::executor::twopc::Coordinator::new(
+        store.beside(crate::executor::twopc::STORE_SUFFIX),
+        opts.twopc_abandon_age,
+    );
     ctx.transaction_timeout = opts.transaction_timeout;
     ctx.max_memory_rows = opts.max_memory_rows;
     ctx.sessions.allow_kill = opts.allow_kill;
@@ -220,6 +231,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
     tokio::spawn(crate::executor::deadlock::run(Arc::downgrade(&ctx)));
+    tokio::spawn(crate::executor::twopc::run(Arc::downgrade(&ctx)));
     if let Some(cfg) = opts.health {
         tokio::spawn(crate::gateway::health::run(
             handle.clone(),

@@ -62,6 +62,7 @@ const VSCHEMA: &str = r#"{
                        {"name": "l", "type": "VARCHAR", "collation_name": "latin1_swedish_ci"}]},
     "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txmode": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "txatomic": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "jl": {"column_vindexes": [{"column": "dt_id", "name": "hash"}]},
@@ -723,6 +724,261 @@ async fn a_session_chooses_its_transaction_mode() {
     a.query_drop("commit").await.unwrap();
     assert_eq!(count(&mut b, "txmode").await, 2);
     a.query_drop("delete from txmode").await.unwrap();
+}
+
+/// `--transaction_mode=twopc`: a transaction whose parts on two shards
+/// wrote commits both or neither. A part that cannot prepare (its tablet
+/// connection killed before COMMIT) rolls the other shard's part back,
+/// where MULTI leaves it committed; the client's COMMIT fails, the
+/// session stays usable, and no record or prepared part is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twopc_commits_every_part_or_none() {
+    apply_test_vschema().await;
+    let (port, web) = spawn_shardgate(&[
+        "--transaction_mode".into(),
+        "twopc".into(),
+        "--twopc_abandon_age".into(),
+        "1s".into(),
+    ])
+    .await;
+    let mut a = connect_port(port, Some("customer")).await;
+    a.query_drop("create table if not exists txatomic (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from txatomic").await.unwrap();
+    assert_eq!(transaction_mode(&mut a).await, "TWOPC");
+    let on_shard = |uid: u32, id: u32| async move {
+        let mut t = connect_tablet(uid).await;
+        let v: Option<i64> = t
+            .query_first(format!("select v from txatomic where id = {id}"))
+            .await
+            .unwrap();
+        v
+    };
+
+    // ids 1 and 2 hash to -80 (tablet 300), 4 to 80- (400).
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txatomic (id, v) values (1, 1), (4, 4)")
+        .await
+        .unwrap();
+    a.query_drop("update txatomic set v = v + 10")
+        .await
+        .unwrap();
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(on_shard(300, 1).await, Some(11));
+    assert_eq!(on_shard(400, 4).await, Some(14));
+    a.query_drop("delete from txatomic where id = 4")
+        .await
+        .unwrap();
+
+    // The 80- part's connection dies before COMMIT: under each mode,
+    // what the -80 part left.
+    let mut left = Vec::new();
+    for mode in ["multi", "twopc"] {
+        a.query_drop(format!("set transaction_mode = '{mode}'"))
+            .await
+            .unwrap();
+        a.query_drop("begin").await.unwrap();
+        a.query_drop("insert into txatomic (id, v) values (2, 2), (4, 4)")
+            .await
+            .unwrap();
+        let tid: u64 = a
+            .query_first("select connection_id() from txatomic where id = 4")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut t = connect_tablet(400).await;
+        t.query_drop(format!("kill {tid}")).await.unwrap();
+        let e = a.query_drop("commit").await.unwrap_err();
+        assert!(err_code(&e).is_some(), "{e}");
+        left.push((on_shard(300, 2).await, on_shard(400, 4).await));
+        a.query_drop("delete from txatomic where id in (2, 4)")
+            .await
+            .unwrap();
+    }
+    assert_eq!(left, [(Some(2), None), (None, None)], "multi, then twopc");
+
+    // Nothing of the transactions is left: no prepared part on either
+    // primary, no record (the one of the rollback whose part had lost its
+    // connection goes with the resolver's next round). Shardgate's ids
+    // begin with `sg-`; the resolver test's are its own.
+    for uid in [300, 400] {
+        let mut t = connect_tablet(uid).await;
+        let xids: Vec<(u32, u32, u32, String)> = t.query("xa recover").await.unwrap();
+        assert!(!xids.iter().any(|x| x.3.starts_with("sg-")), "{xids:?}");
+    }
+    let twopc = store()
+        .await
+        .beside(shardgate::executor::twopc::STORE_SUFFIX);
+    let cleared = eventually(10, || {
+        let twopc = twopc.clone();
+        async move {
+            let keys = twopc.list_all().await.ok()?;
+            (!keys.keys().any(|k| k.starts_with("sg-"))).then_some(())
+        }
+    })
+    .await;
+    assert!(cleared.is_some(), "{:?}", twopc.list_all().await);
+
+    // A DDL inside the transaction meets the XA part: MariaDB's 1399;
+    // the transaction still rolls back whole.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("update txatomic set v = 100").await.unwrap();
+    let e = a
+        .query_drop("create table if not exists txddl (id bigint primary key)")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1399), "{e}");
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(on_shard(300, 1).await, Some(11));
+    // Two-phase: the transaction above, and the two DELETEs on both
+    // shards outside a transaction (each runs in one of its own, atomic
+    // under twopc too).
+    assert_eq!(debug_var_at(web, "TwopcCommitted").await, 3);
+    assert_eq!(debug_var_at(web, "TwopcRolledBack").await, 1);
+
+    // A session's SET chooses twopc on a MULTI gate too.
+    let mut b = connect(Some("customer")).await;
+    b.query_drop("set transaction_mode = 'twopc'")
+        .await
+        .unwrap();
+    b.query_drop("begin").await.unwrap();
+    b.query_drop("insert into txatomic (id, v) values (2, 20), (4, 40)")
+        .await
+        .unwrap();
+    b.query_drop("commit").await.unwrap();
+    assert_eq!(on_shard(300, 2).await, Some(20));
+    assert_eq!(on_shard(400, 4).await, Some(40));
+    a.query_drop("delete from txatomic").await.unwrap();
+}
+
+/// The resolver finishes what a shardgate that died half way through a
+/// two-phase commit left, as the decision store says: parts prepared on
+/// both shards whose decision is commit are committed; an old record
+/// without a decision is rolled back; a prepared part of ours without a
+/// record is rolled back; a young record is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twopc_resolver_finishes_what_a_dead_gate_left() {
+    use shardgate::executor::twopc::{self, Part, Record};
+    apply_test_vschema().await;
+    let mut t300 = connect_tablet(300).await;
+    let mut t400 = connect_tablet(400).await;
+    for t in [&mut t300, &mut t400] {
+        t.query_drop("create table if not exists txresolve (id bigint primary key, v int)")
+            .await
+            .unwrap();
+        t.query_drop("delete from txresolve").await.unwrap();
+    }
+    let store = store().await.beside(twopc::STORE_SUFFIX);
+    let record = |at: u64| {
+        let parts = [("-80", "zone1-300"), ("80-", "zone1-400")]
+            .into_iter()
+            .map(|(shard, tablet)| Part {
+                keyspace: "customer".into(),
+                shard: shard.into(),
+                tablet: tablet.into(),
+            })
+            .collect();
+        serde_json::to_vec(&Record { parts, at }).unwrap()
+    };
+    // A part prepared and left by its connection, as a dead gate's is.
+    let prepare = |uid: u32, dtid: String, id: u32| async move {
+        let mut t = connect_tablet(uid).await;
+        let x = twopc::xid(&dtid, &format!("zone1-{uid}"));
+        for sql in [
+            format!("xa start {x}"),
+            format!("insert into txresolve values ({id}, {id})"),
+            format!("xa end {x}"),
+            format!("xa prepare {x}"),
+        ] {
+            t.query_drop(sql).await.unwrap();
+        }
+        t.disconnect().await.unwrap();
+    };
+    let run = format!("{:x}", std::process::id());
+    let (commit, abandon, orphan, young) = (
+        format!("t-{run}-commit"),
+        format!("t-{run}-abandon"),
+        format!("t-{run}-orphan"),
+        format!("t-{run}-young"),
+    );
+    // Records young while their parts are prepared (the resolver leaves
+    // them), then aged.
+    let now = twopc::now_ms();
+    for d in [&commit, &abandon] {
+        store.put(d, &record(now)).await.unwrap();
+    }
+    store.put(&young, &record(now + 3_600_000)).await.unwrap();
+    for (d, id) in [(&commit, 1), (&abandon, 2), (&young, 3)] {
+        prepare(300, d.clone(), id).await;
+        prepare(400, d.clone(), id + 10).await;
+    }
+    let decision = serde_json::to_vec(&twopc::Decision {
+        decision: twopc::Outcome::Commit,
+        at: now,
+    })
+    .unwrap();
+    store
+        .put(&twopc::decision_key(&commit), &decision)
+        .await
+        .unwrap();
+    for d in [&commit, &abandon] {
+        store.put(d, &record(now - 60_000)).await.unwrap();
+    }
+    prepare(400, orphan.clone(), 4).await;
+
+    let (_port, _) = spawn_shardgate(&[
+        "--transaction_mode".into(),
+        "twopc".into(),
+        "--twopc_abandon_age".into(),
+        "1s".into(),
+    ])
+    .await;
+    let ours = |x: &(u32, u32, u32, String)| x.0 == twopc::FORMAT_ID && x.3.starts_with("t-");
+    let settled = eventually(20, || {
+        let store = store.clone();
+        let run = run.clone();
+        async move {
+            let mut prepared = Vec::new();
+            for uid in [300, 400] {
+                let mut t = connect_tablet(uid).await;
+                let xids: Vec<(u32, u32, u32, String)> = t.query("xa recover").await.ok()?;
+                prepared.extend(xids.into_iter().filter(ours).map(|x| x.3));
+            }
+            let records = store.list_all().await.ok()?;
+            let keys: Vec<String> = records
+                .into_keys()
+                .filter(|k| k.starts_with(&format!("t-{run}")))
+                .collect();
+            (prepared.iter().all(|x| x.contains("young")) && keys.len() == 1)
+                .then_some((prepared, keys))
+        }
+    })
+    .await;
+    let (prepared, keys) = settled.expect("the resolver settles the dead gate's transactions");
+    assert_eq!(prepared.len(), 2, "the young transaction's parts stay");
+    assert_eq!(keys, std::slice::from_ref(&young));
+    let on_300: Vec<u32> = t300
+        .query("select id from txresolve order by id")
+        .await
+        .unwrap();
+    let on_400: Vec<u32> = t400
+        .query("select id from txresolve order by id")
+        .await
+        .unwrap();
+    assert_eq!((on_300, on_400), (vec![1], vec![11]));
+
+    // The young one, by hand.
+    for uid in [300, 400] {
+        let mut t = connect_tablet(uid).await;
+        t.query_drop(format!(
+            "xa rollback {}",
+            twopc::xid(&young, &format!("zone1-{uid}"))
+        ))
+        .await
+        .unwrap();
+    }
+    store.delete(&young, false).await.unwrap();
 }
 
 /// What `@@transaction_mode` says on `c`.

@@ -5,6 +5,7 @@
 
 pub mod deadlock;
 pub mod interrupt;
+pub mod twopc;
 pub mod verdicts;
 
 use mysql_async::prelude::Queryable;
@@ -76,6 +77,10 @@ pub struct ShardConns {
     /// that only read commits without a round trip for the client (see
     /// [`crate::backend::lean::LeanConn::commit_unanswered`]).
     txn_wrote: bool,
+    /// The open transaction's id under `--transaction_mode=twopc` (its
+    /// parts are XA transactions named by it, see [`twopc`]); taken when
+    /// its first part begins.
+    dtid: Option<String>,
     /// SET statements to replay on every connection the session uses
     /// (changed only with `settings_key`, by [`Self::add_setting`]).
     settings: Vec<String>,
@@ -148,7 +153,8 @@ pub enum TransactionMode {
     /// default).
     #[default]
     Multi,
-    /// Atomic commit across shards: not built yet (refused at startup).
+    /// Atomic commit across shards: every shard's part commits or none
+    /// does (XA transactions and a recorded decision, see [`twopc`]).
     Twopc,
 }
 
@@ -372,7 +378,8 @@ impl ShardConns {
         if let Some(i) = self.pinned(&tablet.alias) {
             let mut sc = self.conns.remove(i);
             if self.in_txn && !sc.in_txn {
-                let begun = Box::pin(begin_driver(&mut sc.conn, &self.savepoints)).await;
+                let begin = self.begin_sql(ctx, &tablet.alias);
+                let begun = Box::pin(begin_driver(&mut sc.conn, &begin, &self.savepoints)).await;
                 if let Err(e) = begun {
                     let e = backend(label)(e);
                     if !e.breaks_backend_conn() {
@@ -388,7 +395,8 @@ impl ShardConns {
             let mut held = self.pinned_lean.remove(i);
             held.handle.touch(std::time::Instant::now());
             if self.in_txn && !held.in_txn {
-                if let Err(e) = begin_lean(&mut held, &self.savepoints).await {
+                let begin = self.begin_sql(ctx, &tablet.alias);
+                if let Err(e) = begin_lean(&mut held, &begin, &self.savepoints).await {
                     if held.handle.conn.is_idle() {
                         self.pinned_lean.push(held);
                     }
@@ -407,13 +415,15 @@ impl ShardConns {
             if !self.in_txn {
                 return Ok((Link::Lean(held), self.reserved, true));
             }
+            let begin = self.begin_sql(ctx, &tablet.alias);
             // A read may ride in the same write as the BEGIN before it.
-            if self.savepoints.is_empty() && crate::sql::starts_with_select(sql) {
+            if begin == "BEGIN" && self.savepoints.is_empty() && crate::sql::starts_with_select(sql)
+            {
                 held.handle.conn.begin_with_next();
                 held.in_txn = true;
                 return Ok((Link::Lean(held), true, true));
             }
-            match begin_lean(&mut held, &self.savepoints).await {
+            match begin_lean(&mut held, &begin, &self.savepoints).await {
                 Ok(()) => {
                     held.in_txn = true;
                     return Ok((Link::Lean(held), true, true));
@@ -493,7 +503,8 @@ impl ShardConns {
             conn.query_drop(s).await.map_err(backend(label))?;
         }
         if self.in_txn {
-            begin_driver(&mut conn, &self.savepoints)
+            let begin = self.begin_sql(ctx, &tablet.alias);
+            begin_driver(&mut conn, &begin, &self.savepoints)
                 .await
                 .map_err(backend(label))?;
         }
@@ -711,8 +722,27 @@ impl ShardConns {
         Ok(())
     }
 
+    /// What begins the open transaction's part on `tablet`: `BEGIN`, or
+    /// under `--transaction_mode=twopc` an `XA START` of the
+    /// transaction's id (taken by its first part; SET transaction_mode is
+    /// refused inside a transaction, so its parts all begin alike).
+    fn begin_sql(&mut self, ctx: &ServerCtx, tablet: &str) -> std::borrow::Cow<'static, str> {
+        if self.dtid.is_none()
+            && self.transaction_mode.unwrap_or(ctx.transaction_mode) == TransactionMode::Twopc
+        {
+            self.dtid = Some(ctx.twopc.next_dtid());
+        }
+        match &self.dtid {
+            Some(dtid) => format!("XA START {}", twopc::xid(dtid, tablet)).into(),
+            None => "BEGIN".into(),
+        }
+    }
+
     /// Ends the transaction on every shard it touched.
     pub async fn finish_txn(&mut self, ctx: &ServerCtx, commit: bool) -> Result<(), Error> {
+        if let Some(dtid) = self.dtid.take() {
+            return self.finish_xa(ctx, &dtid, commit).await;
+        }
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let mut first_err = None;
         let mut broken = Vec::new();
@@ -769,6 +799,57 @@ impl ShardConns {
                 }
             }
         }
+        self.after_txn(ctx, held_all);
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Ends an XA transaction (see [`twopc`]) on every tablet it reached.
+    async fn finish_xa(&mut self, ctx: &ServerCtx, dtid: &str, commit: bool) -> Result<(), Error> {
+        let wrote = std::mem::take(&mut self.txn_wrote);
+        let mut parts: Vec<XaPart<'_>> = self
+            .conns
+            .iter_mut()
+            .filter(|c| c.in_txn)
+            .map(|c| XaPart::Driver(c, false))
+            .chain(
+                self.pinned_lean
+                    .iter_mut()
+                    .filter(|h| h.in_txn)
+                    .map(XaPart::Lean),
+            )
+            .collect();
+        let snap = ctx.snapshot.load();
+        let res = twopc::finish(&ctx.twopc, &snap, dtid, &mut parts, commit, wrote).await;
+        let broken: Vec<String> = parts
+            .iter()
+            .filter_map(|p| match p {
+                XaPart::Driver(c, true) => Some(c.alias.clone()),
+                _ => None,
+            })
+            .collect();
+        drop(parts);
+        self.conns.retain(|c| !broken.contains(&c.alias));
+        for c in &mut self.conns {
+            c.in_txn = false;
+        }
+        let mut held_all = std::mem::take(&mut self.pinned_lean);
+        if res.is_ok() && commit {
+            let n = held_all.iter().filter(|h| h.in_txn).count();
+            ctx.txn_stats
+                .committed
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for h in &mut held_all {
+            h.in_txn = false;
+        }
+        self.after_txn(ctx, held_all);
+        res
+    }
+
+    /// What every transaction's end leaves: the lean connections still
+    /// usable kept (pinned when the session reserved them), the
+    /// transaction's bookkeeping cleared.
+    fn after_txn(&mut self, ctx: &ServerCtx, held_all: Vec<LeanHeld>) {
         let kept: Vec<LeanHeld> = held_all
             .into_iter()
             .filter(|h| h.handle.conn.is_idle())
@@ -787,7 +868,6 @@ impl ShardConns {
                 self.keep_lean(ctx, held);
             }
         }
-        first_err.map_or(Ok(()), Err)
     }
 
     /// Whether the open transaction was chosen to give way to a deadlock
@@ -913,7 +993,9 @@ impl ShardConns {
                 held.handle.settings = std::sync::Arc::default();
                 reset
             } else {
-                !held.in_txn || held.handle.conn.run("ROLLBACK").await.is_ok()
+                // An XA part is dropped: its server rolls it back.
+                !held.in_txn
+                    || (self.dtid.is_none() && held.handle.conn.run("ROLLBACK").await.is_ok())
             };
             if clean {
                 ctx.pools.put_lean(held.handle);
@@ -922,7 +1004,8 @@ impl ShardConns {
         self.sticky.clear();
         let keeps = self.driver_keeps();
         for mut sc in self.conns.drain(..) {
-            let clean = (!sc.in_txn || sc.conn.query_drop("ROLLBACK").await.is_ok())
+            let clean = (!sc.in_txn
+                || (self.dtid.is_none() && sc.conn.query_drop("ROLLBACK").await.is_ok()))
                 && (!keeps || sc.conn.reset().await.is_ok());
             if !clean {
                 let _ = sc.conn.disconnect().await;
@@ -930,7 +1013,44 @@ impl ShardConns {
         }
         self.in_txn = false;
         self.txn_wrote = false;
+        self.dtid = None;
         self.txn_tablets.clear();
+    }
+}
+
+/// A connection holding a part of an XA transaction, lent to [`twopc`];
+/// a driver connection notes whether an error broke it.
+enum XaPart<'a> {
+    Driver(&'a mut ShardConn, bool),
+    Lean(&'a mut LeanHeld),
+}
+
+impl twopc::XaConn for XaPart<'_> {
+    fn alias(&self) -> &str {
+        match self {
+            XaPart::Driver(c, _) => &c.alias,
+            XaPart::Lean(h) => h.handle.alias(),
+        }
+    }
+
+    async fn run(&mut self, sql: String) -> Result<(), Error> {
+        match self {
+            XaPart::Driver(c, broken) => {
+                let res = c.conn.query_drop(sql).await.map_err(backend(&c.alias));
+                if let Err(e) = &res {
+                    *broken |= e.breaks_backend_conn();
+                }
+                res
+            }
+            XaPart::Lean(h) => {
+                let label = h.handle.alias().to_string();
+                h.handle
+                    .conn
+                    .run(&sql)
+                    .await
+                    .map_err(|e| run_error(e, &label))
+            }
+        }
     }
 }
 
@@ -1955,9 +2075,10 @@ impl Executor<'_> {
 /// savepoints set after.
 async fn begin_driver(
     conn: &mut mysql_async::Conn,
+    begin: &str,
     savepoints: &[(String, String)],
 ) -> Result<(), mysql_async::Error> {
-    conn.query_drop("BEGIN").await?;
+    conn.query_drop(begin).await?;
     for (_, sp) in savepoints {
         conn.query_drop(sp.as_str()).await?;
     }
@@ -1966,8 +2087,12 @@ async fn begin_driver(
 
 /// Begins the session's transaction on a lean connection, its savepoints
 /// set after.
-async fn begin_lean(held: &mut LeanHeld, savepoints: &[(String, String)]) -> Result<(), RunError> {
-    held.handle.conn.run("BEGIN").await?;
+async fn begin_lean(
+    held: &mut LeanHeld,
+    begin: &str,
+    savepoints: &[(String, String)],
+) -> Result<(), RunError> {
+    held.handle.conn.run(begin).await?;
     for (_, sp) in savepoints {
         held.handle.conn.run(sp).await?;
     }

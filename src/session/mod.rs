@@ -425,12 +425,13 @@ impl Session {
     /// vtgate's `SET transaction_mode`: how far this session's
     /// transactions may reach, instead of `--transaction_mode`. Refused
     /// inside a transaction (the tablets it reached are only kept under
-    /// SINGLE), and for `twopc`, which is not built.
+    /// SINGLE, and its parts begin as XA transactions under TWOPC).
     fn set_transaction_mode(&mut self, value: &str) -> Result<(), Error> {
         use crate::executor::TransactionMode;
         let mode = match value {
             "single" => TransactionMode::Single,
             "multi" => TransactionMode::Multi,
+            "twopc" => TransactionMode::Twopc,
             // vtgate's name for "as the server says".
             "unspecified" | "default" => {
                 self.shards.transaction_mode = None;

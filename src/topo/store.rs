@@ -153,6 +153,63 @@ impl TopoStore {
         }
     }
 
+    /// Writes a record only if none is there yet; false when one was.
+    /// Why: a decision two parties may race to take (a transaction's
+    /// commit or its rollback by a resolver, see
+    /// [`crate::executor::twopc`]) is whoever created it first.
+    pub async fn create(&self, key: &str, value: &[u8]) -> Result<bool, TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let key = format!("{root}/{key}");
+                let txn = Txn::new()
+                    .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
+                let resp = client.clone().txn(txn).await.map_err(store_err)?;
+                Ok(resp.succeeded())
+            }
+            TopoStore::Dir { root } => {
+                let path = root.join(key);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await.map_err(store_err)?;
+                }
+                // Written aside first, then linked in: a link fails when
+                // the name exists, and a reader never sees half a record.
+                let mut tmp = path.clone().into_os_string();
+                tmp.push(format!(".{:x}.tmp~", rand::random::<u64>()));
+                tokio::fs::write(&tmp, value).await.map_err(store_err)?;
+                let linked = tokio::fs::hard_link(&tmp, &path).await;
+                let _ = tokio::fs::remove_file(&tmp).await;
+                match linked {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(store_err(e)),
+                }
+            }
+        }
+    }
+
+    /// The store beside this one whose keys live under `root + suffix`
+    /// (same etcd client, or a sibling directory). Why: records written
+    /// on every commit (see [`crate::executor::twopc`]) must stay out of
+    /// the prefix the topology watch reads, or each would rebuild the
+    /// snapshot.
+    pub fn beside(&self, suffix: &str) -> TopoStore {
+        match self {
+            TopoStore::Etcd { client, root } => TopoStore::Etcd {
+                client: client.clone(),
+                root: format!("{root}{suffix}"),
+            },
+            TopoStore::Dir { root } => {
+                let mut name = root.file_name().unwrap_or_default().to_os_string();
+                name.push(suffix);
+                TopoStore::Dir {
+                    root: root.with_file_name(name),
+                }
+            }
+        }
+    }
+
     /// Deletes a record and, with `prefix`, everything under it.
     pub async fn delete(&self, key: &str, prefix: bool) -> Result<(), TopoError> {
         match self {

@@ -196,6 +196,18 @@ fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
             n(&ctx.txn_stats.committed_unanswered),
         ),
         ("CrossShardDeadlocks", Counter, n(&ctx.deadlocks.broken)),
+        ("TwopcCommitted", Counter, n(&ctx.twopc.stats.committed)),
+        ("TwopcRolledBack", Counter, n(&ctx.twopc.stats.rolled_back)),
+        (
+            "TwopcLeftToResolver",
+            Counter,
+            n(&ctx.twopc.stats.left_to_resolver),
+        ),
+        (
+            "TwopcResolvedParts",
+            Counter,
+            n(&ctx.twopc.stats.resolved_parts),
+        ),
         ("EventLoopBusyPolls", Counter, n(&ctx.busy_polls)),
         ("HeapTrims", Counter, n(&ctx.heap.trims)),
         // Tables whose column types schema tracking learned.

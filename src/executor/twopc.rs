@@ -1,0 +1,577 @@
+//! Atomic commit across shards (`--transaction_mode=twopc`, vtgate's
+//! flag): each shard's part of a transaction is a MariaDB XA transaction,
+//! and a record in the topology store is the decision.
+//!
+//! Under twopc every part begins with `XA START`, named by the
+//! transaction's id (the gtrid, [`Coordinator::next_dtid`]) and the
+//! tablet's alias (the bqual), under shardgate's format id
+//! ([`FORMAT_ID`]). A COMMIT that wrote on more than one tablet:
+//! 1. records the parts (keyspace, shard, tablet) under the transaction's
+//!    id, before anything is prepared;
+//! 2. prepares every part (`XA END`, `XA PREPARE`): each is durable on its
+//!    shard from then on, through a disconnect, a restart or (it is in
+//!    the binlog) a failover;
+//! 3. takes the decision: creates `<id>.decision` saying `commit` only if
+//!    no decision is there, then checks that the record still is (a
+//!    resolver that found the transaction abandoned decides `rollback`
+//!    first, and deletes the record once its parts are rolled back);
+//! 4. commits every part (`XA COMMIT`), then deletes the record and the
+//!    decision, in that order.
+//!
+//! A part that fails to prepare, or a decision taken by someone else,
+//! rolls every part back and the client's COMMIT fails. A part that fails
+//! to commit after the decision is left to the resolver; the client's
+//! COMMIT succeeds, since the decision is durable. A COMMIT that wrote on
+//! one tablet, or only read, ends each part in one phase (`XA COMMIT ...
+//! ONE PHASE`): nothing is recorded.
+//!
+//! The resolver ([`run`]) runs in every shardgate and makes the protocol
+//! survive a shardgate that died half way: a record older than
+//! `--twopc_abandon_age` without a decision is decided `rollback`; a
+//! decided record has the parts still prepared on its shards' current
+//! primaries (`XA RECOVER`) committed or rolled back, and is deleted once
+//! none is left; a prepared part of ours whose record is gone is rolled
+//! back (a record goes only once its parts were committed, so a part still
+//! prepared without one was prepared after a rollback was decided).
+//! `XA RECOVER` is read before the records, so a part committed between
+//! the two reads is not mistaken for such an orphan (rolling back a
+//! committed xid fails harmlessly: MariaDB no longer knows it).
+//!
+//! The decision and the rollback race safely: both are an exclusive
+//! create of the same key, and the gate that took `commit` looks for the
+//! record after taking it, which a resolver deletes before the decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+
+use crate::error::Error;
+use crate::topo::store::TopoStore;
+use crate::topo::{Snapshot, TopoError};
+
+/// The XA format id of shardgate's transactions ("SG"): the resolver
+/// touches no other prepared transaction a tablet holds.
+pub const FORMAT_ID: u32 = 0x5347;
+
+/// Where records live beside the topology's root (outside the prefix the
+/// topology watch reads).
+pub const STORE_SUFFIX: &str = ".twopc";
+
+/// Why a transaction under twopc was rolled back at COMMIT.
+#[derive(Debug, thiserror::Error)]
+pub enum TwopcError {
+    /// The record or the decision could not be written.
+    #[error("XA_RBROLLBACK: Transaction branch was rolled back: the decision store failed: {0}")]
+    Store(#[from] TopoError),
+    /// A resolver decided the transaction first (it was older than
+    /// `--twopc_abandon_age` when it prepared).
+    #[error("XA_RBROLLBACK: Transaction branch was rolled back: a resolver found it abandoned (older than --twopc_abandon_age)")]
+    Abandoned,
+    /// The server has no topology store to keep decisions in.
+    #[error("XA_RBROLLBACK: Transaction branch was rolled back: no decision store for --transaction_mode=twopc")]
+    NoStore,
+    /// A part's tablet is not in the topology the commit loaded.
+    #[error(
+        "XA_RBROLLBACK: Transaction branch was rolled back: tablet {0} is not in the topology"
+    )]
+    UnknownTablet(String),
+}
+
+/// Counters for `/debug/vars` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Transactions committed in two phases.
+    pub committed: AtomicU64,
+    /// Transactions rolled back at COMMIT (a part failed to prepare, or
+    /// the decision was taken by a resolver).
+    pub rolled_back: AtomicU64,
+    /// Committed transactions with a part that failed to commit, left to
+    /// the resolver.
+    pub left_to_resolver: AtomicU64,
+    /// Parts the resolver committed or rolled back.
+    pub resolved_parts: AtomicU64,
+}
+
+/// The server's side of twopc: the decision store, the transaction ids
+/// this shardgate hands out, how old an undecided record must be before
+/// resolvers roll it back.
+pub struct Coordinator {
+    store: Option<TopoStore>,
+    /// Random per process, so ids of shardgates sharing a store (and of
+    /// this one's earlier runs) never meet.
+    gate: String,
+    next: AtomicU64,
+    /// `--twopc_abandon_age`.
+    pub abandon_age: Duration,
+    /// A transaction began under twopc here: the resolver reads the
+    /// primaries' prepared parts from then on (before, only records).
+    used: AtomicBool,
+    /// What commits and the resolver did.
+    pub stats: Stats,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Coordinator {
+            store: None,
+            gate: format!("{:08x}", rand::random::<u32>()),
+            next: AtomicU64::new(1),
+            abandon_age: Duration::from_secs(15),
+            used: AtomicBool::new(false),
+            stats: Stats::default(),
+        }
+    }
+}
+
+/// One part as recorded: where its shard is (the resolver finds the
+/// shard's primary of the moment) and the tablet, which names the part.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    /// Keyspace.
+    pub keyspace: String,
+    /// Shard.
+    pub shard: String,
+    /// The tablet the part ran on (its xid's bqual).
+    pub tablet: String,
+}
+
+/// A transaction's record, written before its parts are prepared.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Its parts.
+    pub parts: Vec<Part>,
+    /// When it was written (ms since the epoch): its age for resolvers.
+    pub at: u64,
+}
+
+/// A decision, stored under `<id>.decision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every part commits.
+    Commit,
+    /// Every part rolls back.
+    Rollback,
+}
+
+/// A decision as stored: the outcome, and when it was taken (ms since
+/// the epoch; a decision outliving its record is deleted once old).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Decision {
+    /// Commit or roll back.
+    pub decision: Outcome,
+    /// When it was taken.
+    pub at: u64,
+}
+
+/// Milliseconds since the epoch, as records and decisions are stamped.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where `dtid`'s decision is stored, beside its record.
+pub fn decision_key(dtid: &str) -> String {
+    format!("{dtid}.decision")
+}
+
+/// The xid of `dtid`'s part on `tablet`, as XA statements write it.
+pub fn xid(dtid: &str, tablet: &str) -> String {
+    let q = |s: &str| s.replace('\'', "''");
+    format!("'{}','{}',{FORMAT_ID}", q(dtid), q(tablet))
+}
+
+impl Coordinator {
+    /// A coordinator keeping its records in `store` (see [`STORE_SUFFIX`]).
+    pub fn new(store: TopoStore, abandon_age: Duration) -> Self {
+        Coordinator {
+            store: Some(store),
+            abandon_age,
+            ..Default::default()
+        }
+    }
+
+    /// A new transaction id (an XA gtrid).
+    pub fn next_dtid(&self) -> String {
+        self.used.store(true, Relaxed);
+        format!("sg-{}-{}", self.gate, self.next.fetch_add(1, Relaxed))
+    }
+
+    fn store(&self) -> Result<&TopoStore, TwopcError> {
+        self.store.as_ref().ok_or(TwopcError::NoStore)
+    }
+
+    /// Takes `outcome` for `dtid` unless a decision is there; returns the
+    /// one that holds.
+    async fn decide(&self, dtid: &str, outcome: Outcome) -> Result<Outcome, TopoError> {
+        let store = self.store().map_err(|e| TopoError::Store(e.to_string()))?;
+        let value = serde_json::to_vec(&Decision {
+            decision: outcome,
+            at: now_ms(),
+        })
+        .unwrap_or_default();
+        if store.create(&decision_key(dtid), &value).await? {
+            return Ok(outcome);
+        }
+        let held = store.get(&decision_key(dtid)).await?;
+        held.and_then(|v| serde_json::from_slice::<Decision>(&v).ok())
+            .map(|d| d.decision)
+            .ok_or_else(|| TopoError::Store(format!("{dtid}: unreadable decision")))
+    }
+
+    /// Deletes a resolved transaction's record, then its decision.
+    async fn forget(&self, dtid: &str) {
+        let Ok(store) = self.store() else { return };
+        let res = match store.delete(dtid, false).await {
+            Ok(()) => store.delete(&decision_key(dtid), false).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::warn!(dtid, error = %e, "twopc: a resolved transaction's record stays; the resolver will delete it");
+        }
+    }
+}
+
+/// A connection holding one part of the transaction, as the executor
+/// lends it.
+pub trait XaConn: Send {
+    /// The tablet it is connected to.
+    fn alias(&self) -> &str;
+    /// Runs a statement whose result nobody reads.
+    fn run(&mut self, sql: String) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+}
+
+/// Runs XA statements (each a verb and what follows the xid) on every
+/// part at once, in order on each; the first error, if any.
+async fn on_all<C: XaConn>(
+    parts: &mut [C],
+    dtid: &str,
+    stmts: &[(&str, &str)],
+) -> Result<(), Error> {
+    let runs = parts.iter_mut().map(|p| async move {
+        let x = xid(dtid, p.alias());
+        for (verb, tail) in stmts {
+            p.run(format!("{verb} {x}{tail}")).await?;
+        }
+        Ok::<(), Error>(())
+    });
+    first_error(futures_util::future::join_all(runs).await)
+}
+
+/// The first error of the parts' results, after every part ran.
+fn first_error(results: Vec<Result<(), Error>>) -> Result<(), Error> {
+    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+}
+
+/// Rolls every part back, whatever state each is in (active, idle,
+/// prepared): `XA END` first, whose failure on a part already ended says
+/// nothing. The first rollback error, if any.
+async fn rollback_all<C: XaConn>(parts: &mut [C], dtid: &str) -> Result<(), Error> {
+    let runs = parts.iter_mut().map(|p| async move {
+        let x = xid(dtid, p.alias());
+        let _ = p.run(format!("XA END {x}")).await;
+        p.run(format!("XA ROLLBACK {x}")).await
+    });
+    first_error(futures_util::future::join_all(runs).await)
+}
+
+/// Ends transaction `dtid` on its parts: COMMIT (`commit`) or ROLLBACK.
+/// `wrote`: a statement other than a read ran in it (one that only read
+/// commits each part in one phase).
+pub async fn finish<C: XaConn>(
+    co: &Coordinator,
+    snap: &Snapshot,
+    dtid: &str,
+    parts: &mut [C],
+    commit: bool,
+    wrote: bool,
+) -> Result<(), Error> {
+    if !commit {
+        return rollback_all(parts, dtid).await;
+    }
+    if parts.len() < 2 || !wrote {
+        return on_all(parts, dtid, &[("XA END", ""), ("XA COMMIT", " ONE PHASE")]).await;
+    }
+    let mut record = Record {
+        parts: Vec::with_capacity(parts.len()),
+        at: now_ms(),
+    };
+    for i in 0..parts.len() {
+        let Some(t) = snap.tablets.get(parts[i].alias()) else {
+            let alias = parts[i].alias().to_string();
+            let _ = rollback_all(parts, dtid).await;
+            return Err(TwopcError::UnknownTablet(alias).into());
+        };
+        record.parts.push(Part {
+            keyspace: t.keyspace.clone(),
+            shard: t.shard.clone(),
+            tablet: t.alias.clone(),
+        });
+    }
+    let written = match co.store() {
+        Ok(store) => {
+            let value = serde_json::to_vec(&record).unwrap_or_default();
+            store.put(dtid, &value).await.map_err(TwopcError::from)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        let _ = rollback_all(parts, dtid).await;
+        co.stats.rolled_back.fetch_add(1, Relaxed);
+        return Err(e.into());
+    }
+    if let Err(e) = on_all(parts, dtid, &[("XA END", ""), ("XA PREPARE", "")]).await {
+        abort(co, parts, dtid).await;
+        return Err(e);
+    }
+    match co.decide(dtid, Outcome::Commit).await {
+        Ok(Outcome::Commit) => {}
+        Ok(Outcome::Rollback) => {
+            abort(co, parts, dtid).await;
+            return Err(TwopcError::Abandoned.into());
+        }
+        Err(e) => {
+            abort(co, parts, dtid).await;
+            return Err(TwopcError::Store(e).into());
+        }
+    }
+    // A resolver that decided before us deleted the record once it had
+    // rolled the parts back; the decision just taken is then a stray.
+    match co.store()?.get(dtid).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            abort(co, parts, dtid).await;
+            return Err(TwopcError::Abandoned.into());
+        }
+        Err(e) => {
+            // The decision stands: the resolver commits what is prepared.
+            tracing::warn!(dtid, error = %e, "twopc: the record could not be read back after the decision");
+        }
+    }
+    co.stats.committed.fetch_add(1, Relaxed);
+    match on_all(parts, dtid, &[("XA COMMIT", "")]).await {
+        Ok(()) => co.forget(dtid).await,
+        Err(e) => {
+            co.stats.left_to_resolver.fetch_add(1, Relaxed);
+            tracing::warn!(dtid, error = %e, "twopc: a part failed to commit after the decision; the resolver commits it");
+        }
+    }
+    Ok(())
+}
+
+/// Rolls back a transaction whose parts may be prepared: decides
+/// `rollback` (a decision someone else took is `rollback` too by now,
+/// since this gate takes `commit` only after every prepare), rolls back,
+/// and deletes the record once every part is rolled back.
+async fn abort<C: XaConn>(co: &Coordinator, parts: &mut [C], dtid: &str) {
+    co.stats.rolled_back.fetch_add(1, Relaxed);
+    let decided = co.decide(dtid, Outcome::Rollback).await;
+    let rolled = rollback_all(parts, dtid).await;
+    match (decided, rolled) {
+        (Ok(_), Ok(())) => co.forget(dtid).await,
+        (d, r) => tracing::warn!(
+            dtid,
+            decided = ?d.err(),
+            rolled_back = ?r.err(),
+            "twopc: a rolled back transaction is left to the resolver"
+        ),
+    }
+}
+
+/// Runs forever in the background: resolves abandoned transactions every
+/// half abandon age (between 100 ms and 10 s). Stops when the server is
+/// gone.
+pub async fn run(ctx: std::sync::Weak<crate::server::ServerCtx>) {
+    loop {
+        let every = match ctx.upgrade() {
+            Some(c) => {
+                (c.twopc.abandon_age / 2).clamp(Duration::from_millis(100), Duration::from_secs(10))
+            }
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(c) = ctx.upgrade() else { return };
+        if let Err(e) = resolve(&c).await {
+            tracing::warn!(error = %e, "twopc resolver: round failed");
+        }
+    }
+}
+
+/// A prepared xid of ours: (gtrid, bqual).
+type Xid = (String, String);
+
+/// The prepared parts of shardgate's transactions a tablet holds.
+async fn prepared(conn: &mut mysql_async::Conn) -> Result<Vec<Xid>, mysql_async::Error> {
+    let rows: Vec<(u32, usize, usize, Vec<u8>)> = conn.query("XA RECOVER").await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(format, g, b, data)| *format == FORMAT_ID && g + b == data.len())
+        .map(|(_, g, _, data)| {
+            (
+                String::from_utf8_lossy(&data[..g]).into_owned(),
+                String::from_utf8_lossy(&data[g..]).into_owned(),
+            )
+        })
+        .collect())
+}
+
+/// The current primary of each shard, as (keyspace, shard) → tablet.
+fn primaries(snap: &Snapshot) -> BTreeMap<(String, String), crate::topo::Tablet> {
+    let mut out = BTreeMap::new();
+    for ks in snap.keyspaces.values() {
+        for sh in &ks.shards {
+            if let Some(t) = sh.tablets[0].first().and_then(|a| snap.tablets.get(a)) {
+                out.insert((ks.name.clone(), sh.name.clone()), t.clone());
+            }
+        }
+    }
+    out
+}
+
+/// What one resolver round did: parts committed or rolled back, and
+/// transactions forgotten.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Parts committed or rolled back.
+    pub parts: u64,
+    /// Records deleted.
+    pub forgotten: u64,
+}
+
+/// One resolver round (see the module's doc). Public for tests, which
+/// run it on demand.
+pub async fn resolve(ctx: &crate::server::ServerCtx) -> Result<Round, TopoError> {
+    let co = &ctx.twopc;
+    let Ok(store) = co.store() else {
+        return Ok(Round::default());
+    };
+    let snap = ctx.snapshot.load_full();
+    let shards = primaries(&snap);
+    let scan =
+        co.used.load(Relaxed) || ctx.transaction_mode == crate::executor::TransactionMode::Twopc;
+    let mut round = Round::default();
+    let mut conns: HashMap<String, mysql_async::Conn> = HashMap::new();
+    // The prepared parts first: see the module's doc.
+    let mut orphans: Vec<(crate::topo::Tablet, Xid)> = Vec::new();
+    if scan {
+        for t in shards.values() {
+            let Ok(conn) = connect(ctx, &mut conns, t).await else {
+                continue;
+            };
+            if let Ok(xids) = prepared(conn).await {
+                orphans.extend(xids.into_iter().map(|x| (t.clone(), x)));
+            }
+        }
+    }
+    let all = store.list_all().await?;
+    let now = now_ms();
+    let age = co.abandon_age.as_millis() as u64;
+    let mut records: BTreeMap<&str, Record> = BTreeMap::new();
+    let mut decisions: BTreeMap<&str, Decision> = BTreeMap::new();
+    for (k, v) in &all {
+        if let Some(dtid) = k.strip_suffix(".decision") {
+            if let Ok(d) = serde_json::from_slice(v) {
+                decisions.insert(dtid, d);
+            }
+        } else if let Ok(r) = serde_json::from_slice(v) {
+            records.insert(k, r);
+        }
+    }
+    orphans.retain(|(_, (gtrid, _))| !records.contains_key(gtrid.as_str()));
+    for (t, (gtrid, bqual)) in orphans {
+        if let Ok(conn) = connect(ctx, &mut conns, &t).await {
+            if conn
+                .query_drop(format!("XA ROLLBACK {}", xid(&gtrid, &bqual)))
+                .await
+                .is_ok()
+            {
+                tracing::info!(
+                    dtid = gtrid,
+                    tablet = bqual,
+                    "twopc resolver: rolled back a part without a record"
+                );
+                round.parts += 1;
+            }
+        }
+    }
+    for (dtid, rec) in &records {
+        if now.saturating_sub(rec.at) < age {
+            continue;
+        }
+        let outcome = match decisions.get(dtid) {
+            Some(d) => d.decision,
+            None => co.decide(dtid, Outcome::Rollback).await?,
+        };
+        let verb = match outcome {
+            Outcome::Commit => "XA COMMIT",
+            Outcome::Rollback => "XA ROLLBACK",
+        };
+        let mut left = false;
+        for part in &rec.parts {
+            let Some(t) = shards.get(&(part.keyspace.clone(), part.shard.clone())) else {
+                left = true;
+                continue;
+            };
+            let Ok(conn) = connect(ctx, &mut conns, t).await else {
+                left = true;
+                continue;
+            };
+            let still = match prepared(conn).await {
+                Ok(x) => x.iter().any(|(g, b)| g == dtid && *b == part.tablet),
+                Err(_) => {
+                    left = true;
+                    continue;
+                }
+            };
+            if !still {
+                continue;
+            }
+            match conn
+                .query_drop(format!("{verb} {}", xid(dtid, &part.tablet)))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(
+                        dtid,
+                        tablet = part.tablet,
+                        verb,
+                        "twopc resolver: resolved a part"
+                    );
+                    round.parts += 1;
+                }
+                // A part still held by the connection that prepared it
+                // (its shardgate is alive and ending it): next round.
+                Err(_) => left = true,
+            }
+        }
+        if !left {
+            co.forget(dtid).await;
+            round.forgotten += 1;
+        }
+    }
+    // Decisions whose record went (a resolver or gate stopped between
+    // the two deletes), once old.
+    for (dtid, d) in &decisions {
+        if !records.contains_key(dtid) && now.saturating_sub(d.at) >= age {
+            let _ = store.delete(&decision_key(dtid), false).await;
+        }
+    }
+    co.stats.resolved_parts.fetch_add(round.parts, Relaxed);
+    Ok(round)
+}
+
+/// A connection to `t` for this round, opened once.
+async fn connect<'a>(
+    ctx: &crate::server::ServerCtx,
+    conns: &'a mut HashMap<String, mysql_async::Conn>,
+    t: &crate::topo::Tablet,
+) -> Result<&'a mut mysql_async::Conn, mysql_async::Error> {
+    if !conns.contains_key(&t.alias) {
+        let conn = ctx.pools.get(t).get_conn().await?;
+        conns.insert(t.alias.clone(), conn);
+    }
+    Ok(conns.get_mut(&t.alias).expect("inserted above"))
+}
