@@ -926,6 +926,18 @@ async fn twopc_resolver_finishes_what_a_dead_gate_left() {
         store.put(d, &record(now - 60_000)).await.unwrap();
     }
     prepare(400, orphan.clone(), 4).await;
+    // A prepared part reaches the shard's replica (binlogged): a
+    // failover keeps it for the resolver to end on the new primary.
+    let replicated = eventually(10, || {
+        let young = young.clone();
+        async move {
+            let mut t = connect_tablet(301).await;
+            let xids: Vec<(u32, u32, u32, String)> = t.query("xa recover").await.ok()?;
+            xids.iter().any(|x| x.3.starts_with(&young)).then_some(())
+        }
+    })
+    .await;
+    assert!(replicated.is_some(), "the replica holds the prepared part");
 
     let (_port, _) = spawn_shardgate(&[
         "--transaction_mode".into(),

@@ -575,3 +575,181 @@ async fn connect<'a>(
     }
     Ok(conns.get_mut(&t.alias).expect("inserted above"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    /// A part that records what it was sent and fails the statements
+    /// starting with `fails`.
+    struct Fake {
+        alias: String,
+        sent: Vec<String>,
+        fails: Option<&'static str>,
+    }
+
+    impl XaConn for Fake {
+        fn alias(&self) -> &str {
+            &self.alias
+        }
+        async fn run(&mut self, sql: String) -> Result<(), Error> {
+            let failed = self.fails.is_some_and(|f| sql.starts_with(f));
+            self.sent.push(sql);
+            if failed {
+                return Err(Error::Deadlock);
+            }
+            Ok(())
+        }
+    }
+
+    fn parts(fails: Option<&'static str>) -> Vec<Fake> {
+        ["zone1-300", "zone1-400"]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Fake {
+                alias: a.to_string(),
+                sent: vec![],
+                fails: if i == 1 { fails } else { None },
+            })
+            .collect()
+    }
+
+    /// Two tablets of keyspace ks, one per shard.
+    fn snapshot() -> Snapshot {
+        let mut r = BTreeMap::new();
+        for (k, v) in [
+            ("global/keyspaces/ks/Keyspace", r#"{"sharded": true}"#),
+            ("global/keyspaces/ks/shards/-80/Shard", "{}"),
+            ("global/keyspaces/ks/shards/80-/Shard", "{}"),
+            (
+                "zone1/tablets/zone1-300/Tablet",
+                r#"{"alias": "zone1-300", "hostname": "h", "mysql_port": 1, "keyspace": "ks", "shard": "-80", "type": "PRIMARY"}"#,
+            ),
+            (
+                "zone1/tablets/zone1-400/Tablet",
+                r#"{"alias": "zone1-400", "hostname": "h", "mysql_port": 2, "keyspace": "ks", "shard": "80-", "type": "PRIMARY"}"#,
+            ),
+        ] {
+            r.insert(k.to_string(), v.as_bytes().to_vec());
+        }
+        Snapshot::build(&r, &[], 1).expect("test snapshot")
+    }
+
+    async fn coordinator() -> (Coordinator, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sg-twopc-{:x}", rand::random::<u64>()));
+        let store = TopoStore::connect(
+            crate::topo::store::TopoImpl::File,
+            dir.to_str().unwrap(),
+            "/vitess",
+        )
+        .await
+        .unwrap();
+        (
+            Coordinator::new(store.beside(STORE_SUFFIX), Duration::from_secs(15)),
+            dir,
+        )
+    }
+
+    fn sent(parts: &[Fake]) -> Vec<Vec<String>> {
+        parts.iter().map(|p| p.sent.clone()).collect()
+    }
+
+    fn xa(stmts: &[&str], tablet: &str) -> Vec<String> {
+        stmts
+            .iter()
+            .map(|s| match s.split_once(' ') {
+                Some((verb, tail)) if tail.starts_with("ONE") => {
+                    format!("XA {verb} {} {tail}", xid("d1", tablet))
+                }
+                _ => format!("XA {s} {}", xid("d1", tablet)),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_wrote_on_two_tablets_prepares_decides_and_commits() {
+        let (co, dir) = coordinator().await;
+        let mut p = parts(None);
+        finish(&co, &snapshot(), "d1", &mut p, true, true)
+            .await
+            .unwrap();
+        for (i, t) in ["zone1-300", "zone1-400"].iter().enumerate() {
+            assert_eq!(sent(&p)[i], xa(&["END", "PREPARE", "COMMIT"], t));
+        }
+        // Record and decision deleted once every part committed.
+        assert!(co.store().unwrap().list_all().await.unwrap().is_empty());
+        assert_eq!(co.stats.committed.load(Relaxed), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_part_that_fails_to_prepare_rolls_every_part_back() {
+        let (co, dir) = coordinator().await;
+        let mut p = parts(Some("XA PREPARE"));
+        let e = finish(&co, &snapshot(), "d1", &mut p, true, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Deadlock), "{e}");
+        assert_eq!(
+            sent(&p)[0],
+            xa(&["END", "PREPARE", "END", "ROLLBACK"], "zone1-300")
+        );
+        assert_eq!(
+            sent(&p)[1],
+            xa(&["END", "PREPARE", "END", "ROLLBACK"], "zone1-400")
+        );
+        assert!(co.store().unwrap().list_all().await.unwrap().is_empty());
+        assert_eq!(co.stats.rolled_back.load(Relaxed), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A resolver that found the transaction abandoned decided first: the
+    /// commit gives way and rolls back.
+    #[tokio::test]
+    async fn a_decision_taken_by_a_resolver_wins() {
+        let (co, dir) = coordinator().await;
+        assert_eq!(
+            co.decide("d1", Outcome::Rollback).await.unwrap(),
+            Outcome::Rollback
+        );
+        // Taken once: a later decision reads the first.
+        assert_eq!(
+            co.decide("d1", Outcome::Commit).await.unwrap(),
+            Outcome::Rollback
+        );
+        let mut p = parts(None);
+        let e = finish(&co, &snapshot(), "d1", &mut p, true, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Twopc(TwopcError::Abandoned)), "{e}");
+        assert_eq!(
+            sent(&p)[0],
+            xa(&["END", "PREPARE", "END", "ROLLBACK"], "zone1-300")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// One part, or none that wrote: each part ends in one phase and
+    /// nothing is recorded (no store is even needed).
+    #[tokio::test]
+    async fn a_transaction_that_only_read_commits_in_one_phase() {
+        let co = Coordinator::default();
+        let mut p = parts(None);
+        finish(&co, &snapshot(), "d1", &mut p, true, false)
+            .await
+            .unwrap();
+        assert_eq!(sent(&p)[1], xa(&["END", "COMMIT ONE PHASE"], "zone1-400"));
+        let mut p = parts(None);
+        finish(&co, &snapshot(), "d1", &mut p, false, true)
+            .await
+            .unwrap();
+        assert_eq!(sent(&p)[0], xa(&["END", "ROLLBACK"], "zone1-300"));
+        // Without a store, a commit that needs one rolls back.
+        let mut p = parts(None);
+        let e = finish(&co, &snapshot(), "d1", &mut p, true, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Twopc(TwopcError::NoStore)), "{e}");
+    }
+}
