@@ -939,7 +939,7 @@ async fn twopc_resolver_finishes_what_a_dead_gate_left() {
     .await;
     assert!(replicated.is_some(), "the replica holds the prepared part");
 
-    let (_port, _) = spawn_shardgate(&[
+    let (port, _) = spawn_shardgate(&[
         "--transaction_mode".into(),
         "twopc".into(),
         "--twopc_abandon_age".into(),
@@ -979,6 +979,32 @@ async fn twopc_resolver_finishes_what_a_dead_gate_left() {
         .await
         .unwrap();
     assert_eq!((on_300, on_400), (vec![1], vec![11]));
+
+    // vtgate's statements show what the store holds.
+    let mut c = connect_port(port, Some("customer")).await;
+    let shown = rows(&mut c, &format!("show transaction status for '{young}'")).await;
+    let state = |r: &[Vec<Option<String>>]| -> Vec<(String, String, String)> {
+        r.iter()
+            .map(|r| {
+                let s = |i: usize| r[i].clone().unwrap_or_default();
+                (s(0), s(1), s(3))
+            })
+            .collect()
+    };
+    let parts = "customer:-80,customer:80-".to_string();
+    assert_eq!(
+        state(&shown),
+        [(young.clone(), "PREPARE".into(), parts.clone())]
+    );
+    let listed = rows(&mut c, "show unresolved transactions").await;
+    assert!(
+        state(&listed).contains(&(young.clone(), "PREPARE".into(), parts)),
+        "{listed:?}"
+    );
+    assert!(rows(&mut c, "show unresolved transactions for commerce")
+        .await
+        .iter()
+        .all(|r| r[0].as_deref() != Some(young.as_str())));
 
     // The young one, by hand.
     for uid in [300, 400] {

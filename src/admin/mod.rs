@@ -1156,7 +1156,7 @@ async fn most_caught_up(
 
 /// A time as RFC 3339 in UTC to the second (`2026-12-05T10:04:21Z`), as
 /// Vitess prints a primary's term start.
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

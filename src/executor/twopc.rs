@@ -563,6 +563,54 @@ pub async fn resolve(ctx: &crate::server::ServerCtx) -> Result<Round, TopoError>
     Ok(round)
 }
 
+/// The transactions the store holds, as vtgate's `SHOW TRANSACTION
+/// STATUS` and `SHOW UNRESOLVED TRANSACTIONS` list them: id, state
+/// (`PREPARE` until decided, then `COMMIT` or `ROLLBACK`), when it was
+/// recorded (UTC), and its parts as `keyspace:shard`; `dtid` one of them,
+/// `keyspace` those with a part there.
+pub async fn transactions(
+    co: &Coordinator,
+    dtid: Option<&str>,
+    keyspace: Option<&str>,
+) -> Result<Vec<[String; 4]>, TwopcError> {
+    let all = co.store()?.list_all().await?;
+    let mut out = Vec::new();
+    for (k, v) in &all {
+        if k.ends_with(".decision") || dtid.is_some_and(|d| d != k) {
+            continue;
+        }
+        let Ok(rec) = serde_json::from_slice::<Record>(v) else {
+            continue;
+        };
+        if keyspace.is_some_and(|ks| !rec.parts.iter().any(|p| p.keyspace == ks)) {
+            continue;
+        }
+        let state = all
+            .get(&decision_key(k))
+            .and_then(|d| serde_json::from_slice::<Decision>(d).ok())
+            .map_or("PREPARE", |d| match d.decision {
+                Outcome::Commit => "COMMIT",
+                Outcome::Rollback => "ROLLBACK",
+            });
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(rec.at);
+        let parts: Vec<String> = rec
+            .parts
+            .iter()
+            .map(|p| format!("{}:{}", p.keyspace, p.shard))
+            .collect();
+        out.push([
+            k.clone(),
+            state.to_string(),
+            crate::admin::rfc3339(at)
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string(),
+            parts.join(","),
+        ]);
+    }
+    Ok(out)
+}
+
 /// A connection to `t` for this round, opened once.
 async fn connect<'a>(
     ctx: &crate::server::ServerCtx,

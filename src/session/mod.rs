@@ -356,6 +356,28 @@ impl Session {
                 }
                 sink.ok(QueryDone::default())
             }
+            Statement::ShowTransactions { dtid, keyspace } => {
+                let keyspace = keyspace.or_else(|| self.target.keyspace.clone());
+                let rows = crate::executor::twopc::transactions(
+                    &ctx.twopc,
+                    dtid.as_deref(),
+                    keyspace.as_deref(),
+                )
+                .await?;
+                let cols: Vec<Column> = ["id", "state", "record_time", "participants"]
+                    .iter()
+                    .map(|n| engine::text_column(n))
+                    .collect();
+                sink.columns(&cols)?;
+                for r in rows {
+                    let vals: Vec<mysql_common::value::Value> = r
+                        .into_iter()
+                        .map(|s| mysql_common::value::Value::Bytes(s.into_bytes()))
+                        .collect();
+                    sink.row(&vals)?;
+                }
+                sink.end_rows(0)
+            }
             Statement::Kill { connection, id } => {
                 Box::pin(self.kill(ctx, id, connection)).await?;
                 sink.ok(QueryDone::default())

@@ -68,6 +68,15 @@ pub enum Statement {
     ShowVschemaVindexes(Option<(Option<String>, String)>),
     /// SHOW VITESS_TARGET: the session's target.
     ShowVitessTarget,
+    /// vtgate's `SHOW TRANSACTION STATUS FOR 'id'` (`dtid`) and `SHOW
+    /// UNRESOLVED TRANSACTIONS [FOR ks]` (`keyspace`): twopc transactions
+    /// the decision store holds (see [`crate::executor::twopc`]).
+    ShowTransactions {
+        /// One transaction's id.
+        dtid: Option<String>,
+        /// Those with a part in this keyspace.
+        keyspace: Option<String>,
+    },
     /// `KILL [CONNECTION | QUERY] id`: answered by the gate for its own
     /// connection ids, never passed to a tablet (see
     /// [`crate::executor::interrupt`]).
@@ -277,6 +286,20 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
                 }
             } else if w(1, "vitess_target") {
                 Statement::ShowVitessTarget
+            } else if w(1, "transaction") && w(2, "status") && w(3, "for") && toks.len() > 4 {
+                let id = toks[4].text(sql).trim_matches(['\'', '"', '`']);
+                Statement::ShowTransactions {
+                    dtid: Some(id.to_string()),
+                    keyspace: None,
+                }
+            } else if w(1, "unresolved") && w(2, "transactions") {
+                let keyspace = w(3, "for")
+                    .then(|| toks.get(4).map(|t| unquote(t.text(sql)).to_string()))
+                    .flatten();
+                Statement::ShowTransactions {
+                    dtid: None,
+                    keyspace,
+                }
             } else {
                 Statement::Query(QueryKind::Show)
             }
@@ -1646,6 +1669,29 @@ mod tests {
         );
         assert_eq!(show_tables_from("show tables"), None);
         assert_eq!(show_tables_from("show columns from t"), None);
+    }
+
+    #[test]
+    fn vtgates_twopc_statements_are_the_sessions() {
+        let shown = |dtid: Option<&str>, ks: Option<&str>| Statement::ShowTransactions {
+            dtid: dtid.map(str::to_string),
+            keyspace: ks.map(str::to_string),
+        };
+        let c = |sql| classify(sql).unwrap();
+        assert_eq!(
+            c("show transaction status for 'sg-1a-7'"),
+            shown(Some("sg-1a-7"), None)
+        );
+        assert_eq!(c("SHOW UNRESOLVED TRANSACTIONS"), shown(None, None));
+        assert_eq!(
+            c("show unresolved transactions for `customer`"),
+            shown(None, Some("customer"))
+        );
+        // Not these: the tablet's.
+        assert_eq!(
+            c("show transaction isolation level"),
+            Statement::Query(QueryKind::Show)
+        );
     }
 
     #[test]
