@@ -310,6 +310,17 @@ impl Error {
         matches!(self, Error::Backend { source, .. } if crate::gateway::buffer::is_read_only(source))
     }
 
+    /// The tablet's error number, for an error a tablet's server sent.
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            Error::Backend {
+                source: mysql_async::Error::Server(e),
+                ..
+            } => Some(e.code),
+            _ => None,
+        }
+    }
+
     /// True when the backend connection that produced this error cannot be reused.
     pub fn breaks_backend_conn(&self) -> bool {
         matches!(self, Error::Backend { source, .. } if !matches!(source, mysql_async::Error::Server(_)))

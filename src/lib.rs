@@ -38,7 +38,10 @@
 //!   which no tablet sees, and fails the youngest transaction as MySQL
 //!   fails a deadlock's victim; [`executor::interrupt`] stops a
 //!   session's statement from outside it (KILL, the query timeout) by
-//!   killing its queries on the tablets.
+//!   killing its queries on the tablets; [`executor::twopc`] commits a
+//!   transaction's parts on several shards atomically (XA transactions,
+//!   a decision in the topology store, a resolver for what a failure
+//!   left).
 //! - [`gateway`]: picks the tablet of the wanted type for a shard, the
 //!   fittest first by [`gateway::health`]'s checks (a ping of each
 //!   primary, each replica's replication lag); [`gateway::buffer`] holds

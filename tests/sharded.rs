@@ -63,6 +63,7 @@ const VSCHEMA: &str = r#"{
     "txsingle": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txmode": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txatomic": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "txdead": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "jl": {"column_vindexes": [{"column": "dt_id", "name": "hash"}]},
@@ -850,6 +851,84 @@ async fn twopc_commits_every_part_or_none() {
     assert_eq!(on_shard(300, 2).await, Some(20));
     assert_eq!(on_shard(400, 4).await, Some(40));
     a.query_drop("delete from txatomic").await.unwrap();
+}
+
+/// A deadlock on one shard rolls back the whole transaction, as MySQL's
+/// does: the victim's part on the other shard goes too (a COMMIT after it
+/// commits nothing), under MULTI and under TWOPC, whose deadlocked part
+/// is left rollback-only by MariaDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_rolls_back_every_shard() {
+    apply_test_vschema().await;
+    let mut a = connect(Some("customer")).await;
+    let mut b = connect(Some("customer")).await;
+    a.query_drop("create table if not exists txdead (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from txdead").await.unwrap();
+    a.query_drop("insert into txdead (id, v) values (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0), (8, 0)")
+        .await
+        .unwrap();
+    let ids = |uid: u32| async move {
+        let mut t = connect_tablet(uid).await;
+        let ids: Vec<u32> = t.query("select id from txdead order by id").await.unwrap();
+        ids
+    };
+    let (low, high) = (ids(300).await, ids(400).await);
+    assert!(low.len() >= 2 && high.len() >= 2, "{low:?} {high:?}");
+    let v = |id: u32| async move {
+        let mut c = connect(Some("customer")).await;
+        let v: Option<i64> = c
+            .query_first(format!("select v from txdead where id = {id}"))
+            .await
+            .unwrap();
+        v.unwrap()
+    };
+    for mode in ["multi", "twopc"] {
+        for c in [&mut a, &mut b] {
+            c.query_drop(format!("set transaction_mode = '{mode}'"))
+                .await
+                .unwrap();
+            c.query_drop("begin").await.unwrap();
+        }
+        let before = (v(high[0]).await, v(high[1]).await);
+        // Each holds a row of 80-, then one of -80, then wants the other's.
+        for (c, own) in [(&mut a, 0), (&mut b, 1)] {
+            c.query_drop(format!(
+                "update txdead set v = v + 1 where id = {}",
+                high[own]
+            ))
+            .await
+            .unwrap();
+            c.query_drop(format!(
+                "update txdead set v = v + 1 where id = {}",
+                low[own]
+            ))
+            .await
+            .unwrap();
+        }
+        let wants = |id: u32| format!("update txdead set v = v + 1 where id = {id}");
+        let (ra, rb) = tokio::join!(a.query_drop(wants(low[1])), b.query_drop(wants(low[0])));
+        let (victim, winner, lost) = match (ra, rb) {
+            (Err(e), Ok(())) => (&mut a, &mut b, (e, 0)),
+            (Ok(()), Err(e)) => (&mut b, &mut a, (e, 1)),
+            other => panic!("{mode}: one deadlock victim expected, got {other:?}"),
+        };
+        assert_eq!(err_code(&lost.0), Some(1213), "{mode}: {}", lost.0);
+        victim.query_drop("commit").await.unwrap();
+        winner.query_drop("commit").await.unwrap();
+        let after = (v(high[0]).await, v(high[1]).await);
+        let (won_before, won_after, lost_before, lost_after) = if lost.1 == 0 {
+            (before.1, after.1, before.0, after.0)
+        } else {
+            (before.0, after.0, before.1, after.1)
+        };
+        assert_eq!(
+            lost_after, lost_before,
+            "{mode}: the victim's 80- part was rolled back"
+        );
+        assert_eq!(won_after, won_before + 1, "{mode}: the winner committed");
+    }
 }
 
 /// The resolver finishes what a shardgate that died half way through a

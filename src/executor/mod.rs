@@ -806,33 +806,43 @@ impl ShardConns {
     /// Ends an XA transaction (see [`twopc`]) on every tablet it reached.
     async fn finish_xa(&mut self, ctx: &ServerCtx, dtid: &str, commit: bool) -> Result<(), Error> {
         let wrote = std::mem::take(&mut self.txn_wrote);
+        let part = |link| XaPart {
+            link,
+            discard: false,
+        };
         let mut parts: Vec<XaPart<'_>> = self
             .conns
             .iter_mut()
             .filter(|c| c.in_txn)
-            .map(|c| XaPart::Driver(c, false))
+            .map(|c| part(XaLink::Driver(c)))
             .chain(
                 self.pinned_lean
                     .iter_mut()
                     .filter(|h| h.in_txn)
-                    .map(XaPart::Lean),
+                    .map(|h| part(XaLink::Lean(h))),
             )
             .collect();
         let snap = ctx.snapshot.load();
         let res = twopc::finish(&ctx.twopc, &snap, dtid, &mut parts, commit, wrote).await;
-        let broken: Vec<String> = parts
+        let discard: Vec<String> = parts
             .iter()
-            .filter_map(|p| match p {
-                XaPart::Driver(c, true) => Some(c.alias.clone()),
-                _ => None,
-            })
+            .filter(|p| p.discard)
+            .map(|p| twopc::XaConn::alias(p).to_string())
             .collect();
         drop(parts);
-        self.conns.retain(|c| !broken.contains(&c.alias));
+        // Closed, not pooled: their server keeps the parts prepared there.
+        let (gone, kept): (Vec<ShardConn>, Vec<ShardConn>) = std::mem::take(&mut self.conns)
+            .into_iter()
+            .partition(|c| discard.contains(&c.alias));
+        self.conns = kept;
+        for sc in gone {
+            let _ = sc.conn.disconnect().await;
+        }
         for c in &mut self.conns {
             c.in_txn = false;
         }
         let mut held_all = std::mem::take(&mut self.pinned_lean);
+        held_all.retain(|h| !discard.iter().any(|a| a == h.handle.alias()));
         if res.is_ok() && commit {
             let n = held_all.iter().filter(|h| h.in_txn).count();
             ctx.txn_stats
@@ -1018,31 +1028,30 @@ impl ShardConns {
     }
 }
 
-/// A connection holding a part of an XA transaction, lent to [`twopc`];
-/// a driver connection notes whether an error broke it.
-enum XaPart<'a> {
-    Driver(&'a mut ShardConn, bool),
+/// A connection holding a part of an XA transaction, lent to [`twopc`],
+/// and whether it is to be closed afterwards.
+struct XaPart<'a> {
+    link: XaLink<'a>,
+    discard: bool,
+}
+
+enum XaLink<'a> {
+    Driver(&'a mut ShardConn),
     Lean(&'a mut LeanHeld),
 }
 
 impl twopc::XaConn for XaPart<'_> {
     fn alias(&self) -> &str {
-        match self {
-            XaPart::Driver(c, _) => &c.alias,
-            XaPart::Lean(h) => h.handle.alias(),
+        match &self.link {
+            XaLink::Driver(c) => &c.alias,
+            XaLink::Lean(h) => h.handle.alias(),
         }
     }
 
     async fn run(&mut self, sql: String) -> Result<(), Error> {
-        match self {
-            XaPart::Driver(c, broken) => {
-                let res = c.conn.query_drop(sql).await.map_err(backend(&c.alias));
-                if let Err(e) = &res {
-                    *broken |= e.breaks_backend_conn();
-                }
-                res
-            }
-            XaPart::Lean(h) => {
+        let res = match &mut self.link {
+            XaLink::Driver(c) => c.conn.query_drop(sql).await.map_err(backend(&c.alias)),
+            XaLink::Lean(h) => {
                 let label = h.handle.alias().to_string();
                 h.handle
                     .conn
@@ -1050,7 +1059,13 @@ impl twopc::XaConn for XaPart<'_> {
                     .await
                     .map_err(|e| run_error(e, &label))
             }
-        }
+        };
+        self.discard |= matches!(&res, Err(e) if e.breaks_backend_conn());
+        res
+    }
+
+    fn discard(&mut self) {
+        self.discard = true;
     }
 }
 

@@ -65,6 +65,16 @@ pub enum TwopcError {
     /// The record or the decision could not be written.
     #[error("XA_RBROLLBACK: Transaction branch was rolled back: the decision store failed: {0}")]
     Store(#[from] TopoError),
+    /// The decision could not be taken nor read (the store failed): the
+    /// parts stay prepared, and a resolver ends them as the store says
+    /// once it answers.
+    #[error("transaction {dtid} is prepared on every shard and its decision could not be recorded ({source}); a resolver commits or rolls it back once the decision store answers")]
+    InDoubt {
+        /// The transaction's id.
+        dtid: String,
+        /// The store's failure.
+        source: TopoError,
+    },
     /// A resolver decided the transaction first (it was older than
     /// `--twopc_abandon_age` when it prepared).
     #[error("XA_RBROLLBACK: Transaction branch was rolled back: a resolver found it abandoned (older than --twopc_abandon_age)")]
@@ -224,14 +234,28 @@ impl Coordinator {
 
     /// Deletes a resolved transaction's record, then its decision.
     async fn forget(&self, dtid: &str) {
-        let Ok(store) = self.store() else { return };
-        let res = match store.delete(dtid, false).await {
-            Ok(()) => store.delete(&decision_key(dtid), false).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = res {
-            tracing::warn!(dtid, error = %e, "twopc: a resolved transaction's record stays; the resolver will delete it");
+        if let Ok(store) = self.store() {
+            forget(store, dtid).await;
         }
+    }
+
+    /// [`Self::forget`] in the background: a commit's client need not
+    /// wait for its records to go (two more writes to the store).
+    fn forget_later(&self, dtid: &str) {
+        if let Ok(store) = self.store() {
+            let (store, dtid) = (store.clone(), dtid.to_string());
+            tokio::spawn(async move { forget(&store, &dtid).await });
+        }
+    }
+}
+
+async fn forget(store: &TopoStore, dtid: &str) {
+    let res = match store.delete(dtid, false).await {
+        Ok(()) => store.delete(&decision_key(dtid), false).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = res {
+        tracing::warn!(dtid, error = %e, "twopc: a resolved transaction's record stays; the resolver will delete it");
     }
 }
 
@@ -242,6 +266,9 @@ pub trait XaConn: Send {
     fn alias(&self) -> &str;
     /// Runs a statement whose result nobody reads.
     fn run(&mut self, sql: String) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+    /// Closes the connection afterwards, detaching the part prepared on
+    /// it (MariaDB keeps it) for a resolver to end.
+    fn discard(&mut self);
 }
 
 /// Runs XA statements (each a verb and what follows the xid) on every
@@ -267,13 +294,20 @@ fn first_error(results: Vec<Result<(), Error>>) -> Result<(), Error> {
 }
 
 /// Rolls every part back, whatever state each is in (active, idle,
-/// prepared): `XA END` first, whose failure on a part already ended says
-/// nothing. The first rollback error, if any.
+/// prepared, rollback only after a deadlock): `XA END` first, whose
+/// failure on a part already ended says nothing. A part whose rollback
+/// failed has its connection closed (one still holding a part would
+/// detach it for a resolver; one that committed it has nothing to roll
+/// back). The first rollback error, if any.
 async fn rollback_all<C: XaConn>(parts: &mut [C], dtid: &str) -> Result<(), Error> {
     let runs = parts.iter_mut().map(|p| async move {
         let x = xid(dtid, p.alias());
         let _ = p.run(format!("XA END {x}")).await;
-        p.run(format!("XA ROLLBACK {x}")).await
+        let res = p.run(format!("XA ROLLBACK {x}")).await;
+        if res.is_err() {
+            p.discard();
+        }
+        res
     });
     first_error(futures_util::future::join_all(runs).await)
 }
@@ -293,7 +327,12 @@ pub async fn finish<C: XaConn>(
         return rollback_all(parts, dtid).await;
     }
     if parts.len() < 2 || !wrote {
-        return on_all(parts, dtid, &[("XA END", ""), ("XA COMMIT", " ONE PHASE")]).await;
+        let ended = on_all(parts, dtid, &[("XA END", ""), ("XA COMMIT", " ONE PHASE")]).await;
+        if ended.is_err() {
+            // A part that did not commit is not left open on its connection.
+            let _ = rollback_all(parts, dtid).await;
+        }
+        return ended;
     }
     let mut record = Record {
         parts: Vec::with_capacity(parts.len()),
@@ -333,9 +372,18 @@ pub async fn finish<C: XaConn>(
             abort(co, parts, dtid).await;
             return Err(TwopcError::Abandoned.into());
         }
-        Err(e) => {
-            abort(co, parts, dtid).await;
-            return Err(TwopcError::Store(e).into());
+        // The decision may have been taken (a reply lost) or not: rolling
+        // back now could meet a resolver committing the parts it finds.
+        Err(source) => {
+            for p in parts.iter_mut() {
+                p.discard();
+            }
+            co.stats.left_to_resolver.fetch_add(1, Relaxed);
+            return Err(TwopcError::InDoubt {
+                dtid: dtid.to_string(),
+                source,
+            }
+            .into());
         }
     }
     // A resolver that decided before us deleted the record once it had
@@ -353,8 +401,13 @@ pub async fn finish<C: XaConn>(
     }
     co.stats.committed.fetch_add(1, Relaxed);
     match on_all(parts, dtid, &[("XA COMMIT", "")]).await {
-        Ok(()) => co.forget(dtid).await,
+        Ok(()) => co.forget_later(dtid),
         Err(e) => {
+            // Closed, the part that did not commit detaches from its
+            // connection, for the resolver.
+            for p in parts.iter_mut() {
+                p.discard();
+            }
             co.stats.left_to_resolver.fetch_add(1, Relaxed);
             tracing::warn!(dtid, error = %e, "twopc: a part failed to commit after the decision; the resolver commits it");
         }
@@ -635,6 +688,7 @@ mod tests {
         alias: String,
         sent: Vec<String>,
         fails: Option<&'static str>,
+        discarded: bool,
     }
 
     impl XaConn for Fake {
@@ -649,6 +703,9 @@ mod tests {
             }
             Ok(())
         }
+        fn discard(&mut self) {
+            self.discarded = true;
+        }
     }
 
     fn parts(fails: Option<&'static str>) -> Vec<Fake> {
@@ -659,6 +716,7 @@ mod tests {
                 alias: a.to_string(),
                 sent: vec![],
                 fails: if i == 1 { fails } else { None },
+                discarded: false,
             })
             .collect()
     }
@@ -725,8 +783,17 @@ mod tests {
         for (i, t) in ["zone1-300", "zone1-400"].iter().enumerate() {
             assert_eq!(sent(&p)[i], xa(&["END", "PREPARE", "COMMIT"], t));
         }
-        // Record and decision deleted once every part committed.
-        assert!(co.store().unwrap().list_all().await.unwrap().is_empty());
+        // Record and decision deleted once every part committed (in the
+        // background).
+        let mut left = usize::MAX;
+        for _ in 0..100 {
+            left = co.store().unwrap().list_all().await.unwrap().len();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(left, 0);
         assert_eq!(co.stats.committed.load(Relaxed), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -778,6 +845,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// The decision can be neither taken nor read: the parts stay
+    /// prepared (no COMMIT, no ROLLBACK) and their connections are closed,
+    /// for a resolver to end them once the store answers.
+    #[tokio::test]
+    async fn a_decision_the_store_cannot_take_leaves_the_parts_prepared() {
+        let (co, dir) = coordinator().await;
+        // A directory where the decision goes: taken by nobody, unreadable.
+        std::fs::create_dir_all(dir.join("vitess.twopc/d1.decision/x")).unwrap();
+        let mut p = parts(None);
+        let e = finish(&co, &snapshot(), "d1", &mut p, true, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Twopc(TwopcError::InDoubt { .. })), "{e}");
+        for (i, t) in ["zone1-300", "zone1-400"].iter().enumerate() {
+            assert_eq!(sent(&p)[i], xa(&["END", "PREPARE"], t));
+            assert!(p[i].discarded);
+        }
+        // The record stays for the resolver.
+        assert!(co.store().unwrap().get("d1").await.unwrap().is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// One part, or none that wrote: each part ends in one phase and
     /// nothing is recorded (no store is even needed).
     #[tokio::test]
@@ -793,6 +882,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sent(&p)[0], xa(&["END", "ROLLBACK"], "zone1-300"));
+        // A part that fails to commit is rolled back, not left open on
+        // its connection.
+        let mut p = parts(Some("XA COMMIT"));
+        finish(&co, &snapshot(), "d1", &mut p, true, false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sent(&p)[1],
+            xa(&["END", "COMMIT ONE PHASE", "END", "ROLLBACK"], "zone1-400")
+        );
         // Without a store, a commit that needs one rolls back.
         let mut p = parts(None);
         let e = finish(&co, &snapshot(), "d1", &mut p, true, true)

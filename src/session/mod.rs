@@ -246,7 +246,12 @@ impl Session {
             let _ = self.shards.finish_txn(ctx, false).await;
             return Err(Error::Deadlock);
         }
-        if matches!(res, Err(Error::MultiDbTransaction(_))) && self.shards.in_txn {
+        // A tablet's deadlock rolled its part back, as MySQL rolls back
+        // the whole transaction: so do the other parts (a COMMIT would
+        // otherwise commit them alone, and the client, as MySQL's, retries
+        // the whole transaction).
+        let deadlocked = matches!(&res, Err(e) if e.server_code() == Some(1213));
+        if (deadlocked || matches!(res, Err(Error::MultiDbTransaction(_)))) && self.shards.in_txn {
             let _ = self.shards.finish_txn(ctx, false).await;
         }
         res
