@@ -12,11 +12,12 @@
 //!    shard from then on, through a disconnect, a restart or (it is in
 //!    the binlog) a failover;
 //! 3. takes the decision: creates `<id>.decision` saying `commit` only if
-//!    no decision is there, then checks that the record still is (a
-//!    resolver that found the transaction abandoned decides `rollback`
-//!    first, and deletes the record once its parts are rolled back);
+//!    no decision is there and the record still is (a resolver that found
+//!    the transaction abandoned decides `rollback` first, and deletes the
+//!    record once its parts are rolled back); one etcd transaction;
 //! 4. commits every part (`XA COMMIT`), then deletes the record and the
-//!    decision, in that order.
+//!    decision (in the background; at once in etcd, the record first in
+//!    files).
 //!
 //! A part that fails to prepare, or a decision taken by someone else,
 //! rolls every part back and the client's COMMIT fails. A part that fails
@@ -38,8 +39,8 @@
 //! committed xid fails harmlessly: MariaDB no longer knows it).
 //!
 //! The decision and the rollback race safely: both are an exclusive
-//! create of the same key, and the gate that took `commit` looks for the
-//! record after taking it, which a resolver deletes before the decision.
+//! create of the same key, and `commit` is taken only while the record
+//! exists, which a resolver deletes before (or with) the decision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -232,6 +233,22 @@ impl Coordinator {
             .ok_or_else(|| TopoError::Store(format!("{dtid}: unreadable decision")))
     }
 
+    /// Takes `commit` for `dtid` if no decision is there and its record
+    /// still is; false when a resolver's `rollback` holds (or its record
+    /// went with it).
+    async fn decide_commit(&self, dtid: &str) -> Result<bool, TopoError> {
+        let store = self.store().map_err(|e| TopoError::Store(e.to_string()))?;
+        let value = serde_json::to_vec(&Decision {
+            decision: Outcome::Commit,
+            at: now_ms(),
+        })
+        .unwrap_or_default();
+        // Only this gate takes `commit`: a decision there is a rollback.
+        store
+            .create_witnessed(&decision_key(dtid), &value, dtid)
+            .await
+    }
+
     /// Deletes a resolved transaction's record, then its decision.
     async fn forget(&self, dtid: &str) {
         if let Ok(store) = self.store() {
@@ -250,11 +267,11 @@ impl Coordinator {
 }
 
 async fn forget(store: &TopoStore, dtid: &str) {
-    let res = match store.delete(dtid, false).await {
-        Ok(()) => store.delete(&decision_key(dtid), false).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = res {
+    // The record first (at once in etcd): see the module's doc.
+    if let Err(e) = store
+        .delete_keys(&[dtid.to_string(), decision_key(dtid)])
+        .await
+    {
         tracing::warn!(dtid, error = %e, "twopc: a resolved transaction's record stays; the resolver will delete it");
     }
 }
@@ -366,9 +383,12 @@ pub async fn finish<C: XaConn>(
         abort(co, parts, dtid).await;
         return Err(e);
     }
-    match co.decide(dtid, Outcome::Commit).await {
-        Ok(Outcome::Commit) => {}
-        Ok(Outcome::Rollback) => {
+    match co.decide_commit(dtid).await {
+        Ok(true) => {}
+        // A resolver decided first, or decided, rolled the parts it found
+        // back and deleted the record (the decision just made, if any, is
+        // then a stray that `abort` deletes).
+        Ok(false) => {
             abort(co, parts, dtid).await;
             return Err(TwopcError::Abandoned.into());
         }
@@ -384,19 +404,6 @@ pub async fn finish<C: XaConn>(
                 source,
             }
             .into());
-        }
-    }
-    // A resolver that decided before us deleted the record once it had
-    // rolled the parts back; the decision just taken is then a stray.
-    match co.store()?.get(dtid).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            abort(co, parts, dtid).await;
-            return Err(TwopcError::Abandoned.into());
-        }
-        Err(e) => {
-            // The decision stands: the resolver commits what is prepared.
-            tracing::warn!(dtid, error = %e, "twopc: the record could not be read back after the decision");
         }
     }
     co.stats.committed.fetch_add(1, Relaxed);
@@ -689,6 +696,8 @@ mod tests {
         sent: Vec<String>,
         fails: Option<&'static str>,
         discarded: bool,
+        /// At its PREPARE, this record becomes unreadable (a directory).
+        spoils: Option<std::path::PathBuf>,
     }
 
     impl XaConn for Fake {
@@ -697,6 +706,10 @@ mod tests {
         }
         async fn run(&mut self, sql: String) -> Result<(), Error> {
             let failed = self.fails.is_some_and(|f| sql.starts_with(f));
+            if let (Some(path), true) = (&self.spoils, sql.starts_with("XA PREPARE")) {
+                std::fs::remove_file(path).unwrap();
+                std::fs::create_dir(path).unwrap();
+            }
             self.sent.push(sql);
             if failed {
                 return Err(Error::Deadlock);
@@ -717,6 +730,7 @@ mod tests {
                 sent: vec![],
                 fails: if i == 1 { fails } else { None },
                 discarded: false,
+                spoils: None,
             })
             .collect()
     }
@@ -851,9 +865,8 @@ mod tests {
     #[tokio::test]
     async fn a_decision_the_store_cannot_take_leaves_the_parts_prepared() {
         let (co, dir) = coordinator().await;
-        // A directory where the decision goes: taken by nobody, unreadable.
-        std::fs::create_dir_all(dir.join("vitess.twopc/d1.decision/x")).unwrap();
         let mut p = parts(None);
+        p[1].spoils = Some(dir.join("vitess.twopc/d1"));
         let e = finish(&co, &snapshot(), "d1", &mut p, true, true)
             .await
             .unwrap_err();
@@ -862,8 +875,8 @@ mod tests {
             assert_eq!(sent(&p)[i], xa(&["END", "PREPARE"], t));
             assert!(p[i].discarded);
         }
-        // The record stays for the resolver.
-        assert!(co.store().unwrap().get("d1").await.unwrap().is_some());
+        // The record stays for the resolver (here, the directory).
+        assert!(dir.join("vitess.twopc/d1").is_dir());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -189,6 +189,61 @@ impl TopoStore {
         }
     }
 
+    /// [`Self::create`], only while `witness` exists (one round trip to
+    /// etcd): the record a decision `key` belongs to may have been
+    /// resolved and deleted by another. For files, created first and the
+    /// witness looked for after (a caller told false deletes what it may
+    /// have made).
+    pub async fn create_witnessed(
+        &self,
+        key: &str,
+        value: &[u8],
+        witness: &str,
+    ) -> Result<bool, TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let (key, witness) = (format!("{root}/{key}"), format!("{root}/{witness}"));
+                let txn = Txn::new()
+                    .when(vec![
+                        Compare::version(key.clone(), CompareOp::Equal, 0),
+                        Compare::version(witness, CompareOp::Greater, 0),
+                    ])
+                    .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
+                let resp = client.clone().txn(txn).await.map_err(store_err)?;
+                Ok(resp.succeeded())
+            }
+            TopoStore::Dir { .. } => {
+                Ok(self.create(key, value).await? && self.get(witness).await?.is_some())
+            }
+        }
+    }
+
+    /// Deletes several records (at once in etcd).
+    pub async fn delete_keys(&self, keys: &[String]) -> Result<(), TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                use etcd_client::{Txn, TxnOp};
+                let ops: Vec<TxnOp> = keys
+                    .iter()
+                    .map(|k| TxnOp::delete(format!("{root}/{k}"), None))
+                    .collect();
+                client
+                    .clone()
+                    .txn(Txn::new().and_then(ops))
+                    .await
+                    .map_err(store_err)?;
+                Ok(())
+            }
+            TopoStore::Dir { .. } => {
+                for k in keys {
+                    self.delete(k, false).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The store beside this one whose keys live under `root + suffix`
     /// (same etcd client, or a sibling directory). Why: records written
     /// on every commit (see [`crate::executor::twopc`]) must stay out of
