@@ -727,6 +727,18 @@ async fn a_session_chooses_its_transaction_mode() {
     a.query_drop("delete from txmode").await.unwrap();
 }
 
+/// A shardgate of its own under `--transaction_mode=twopc`, whose
+/// resolver acts on records a second old: (MySQL port, web port).
+async fn twopc_gate() -> (u16, u16) {
+    spawn_shardgate(&[
+        "--transaction_mode".into(),
+        "twopc".into(),
+        "--twopc_abandon_age".into(),
+        "1s".into(),
+    ])
+    .await
+}
+
 /// `--transaction_mode=twopc`: a transaction whose parts on two shards
 /// wrote commits both or neither. A part that cannot prepare (its tablet
 /// connection killed before COMMIT) rolls the other shard's part back,
@@ -735,13 +747,7 @@ async fn a_session_chooses_its_transaction_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twopc_commits_every_part_or_none() {
     apply_test_vschema().await;
-    let (port, web) = spawn_shardgate(&[
-        "--transaction_mode".into(),
-        "twopc".into(),
-        "--twopc_abandon_age".into(),
-        "1s".into(),
-    ])
-    .await;
+    let (port, web) = twopc_gate().await;
     let mut a = connect_port(port, Some("customer")).await;
     a.query_drop("create table if not exists txatomic (id bigint primary key, v int)")
         .await
@@ -1018,13 +1024,7 @@ async fn twopc_resolver_finishes_what_a_dead_gate_left() {
     .await;
     assert!(replicated.is_some(), "the replica holds the prepared part");
 
-    let (port, _) = spawn_shardgate(&[
-        "--transaction_mode".into(),
-        "twopc".into(),
-        "--twopc_abandon_age".into(),
-        "1s".into(),
-    ])
-    .await;
+    let (port, _) = twopc_gate().await;
     let ours = |x: &(u32, u32, u32, String)| x.0 == twopc::FORMAT_ID && x.3.starts_with("t-");
     let settled = eventually(20, || {
         let store = store.clone();
