@@ -263,6 +263,12 @@ impl Error {
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
             Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
+            // ER_ERROR_DURING_COMMIT: the outcome is not known yet (the
+            // resolver settles it), so not a rollback's code.
+            Error::Twopc(crate::executor::twopc::TwopcError::InDoubt { .. }) => MysqlError {
+                vitess_code: "UNKNOWN",
+                ..MysqlError::new(1180, "HY000", self.to_string())
+            },
             // MariaDB's ER_XA_RBROLLBACK: the client learns its COMMIT
             // rolled back, as vtgate's ABORTED.
             Error::Twopc(_) => MysqlError {
@@ -349,6 +355,13 @@ mod tests {
             "FAILED_PRECONDITION"
         );
         assert_eq!(code(Error::Deadlock), "ABORTED");
+        use crate::executor::twopc::TwopcError;
+        assert_eq!(code(Error::Twopc(TwopcError::Abandoned)), "ABORTED");
+        let in_doubt = Error::Twopc(TwopcError::InDoubt {
+            dtid: "d".into(),
+            source: crate::topo::TopoError::Store("down".into()),
+        });
+        assert_eq!(in_doubt.to_mysql().code, 1180);
         assert_eq!(code(Error::MultiDbTransaction("x".into())), "ABORTED");
         assert_eq!(
             code(Error::UnknownStmt(7, "mysqld_stmt_execute")),
