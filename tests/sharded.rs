@@ -827,6 +827,26 @@ async fn twopc_commits_every_part_or_none() {
     .await;
     assert!(cleared.is_some(), "{:?}", twopc.list_all().await);
 
+    // A transaction that begins with a read on both shards: each part's
+    // XA START rides in the same write as the read.
+    a.query_drop("begin").await.unwrap();
+    let n: Option<u64> = a
+        .query_first("select count(*) from txatomic")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+    a.query_drop("insert into txatomic (id, v) values (2, 2), (4, 4)")
+        .await
+        .unwrap();
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(
+        (on_shard(300, 2).await, on_shard(400, 4).await),
+        (Some(2), Some(4))
+    );
+    a.query_drop("delete from txatomic where id in (2, 4)")
+        .await
+        .unwrap();
+
     // A DDL inside the transaction meets the XA part: MariaDB's 1399;
     // the transaction still rolls back whole.
     a.query_drop("begin").await.unwrap();
@@ -838,10 +858,10 @@ async fn twopc_commits_every_part_or_none() {
     assert_eq!(err_code(&e), Some(1399), "{e}");
     a.query_drop("rollback").await.unwrap();
     assert_eq!(on_shard(300, 1).await, Some(11));
-    // Two-phase: the transaction above, and the two DELETEs on both
-    // shards outside a transaction (each runs in one of its own, atomic
-    // under twopc too).
-    assert_eq!(debug_var_at(web, "TwopcCommitted").await, 3);
+    // Two-phase: the two transactions above, and the three DELETEs on
+    // both shards outside a transaction (each runs in one of its own,
+    // atomic under twopc too).
+    assert_eq!(debug_var_at(web, "TwopcCommitted").await, 5);
     assert_eq!(debug_var_at(web, "TwopcRolledBack").await, 1);
 
     // A session's SET chooses twopc on a MULTI gate too.

@@ -216,8 +216,9 @@ pub struct LeanConn {
     /// or a row stream dropped early, leaves packets behind: such a
     /// connection cannot take another command).
     idle: bool,
-    /// A BEGIN to send ahead of the next command.
-    begin_next: bool,
+    /// A BEGIN (or `XA START`) to send ahead of the next command: the
+    /// COM_QUERY payload.
+    begin_next: Option<std::borrow::Cow<'static, [u8]>>,
     /// OK replies owed ahead of the next command's: a BEGIN sent with it,
     /// a COMMIT written without waiting (see [`Self::commit_unanswered`]).
     owed: u8,
@@ -336,7 +337,7 @@ impl LeanConn {
             executing: std::collections::VecDeque::new(),
             stmts: Vec::new(),
             idle: true,
-            begin_next: false,
+            begin_next: None,
             owed: 0,
             failed: false,
             status: StatusFlags::empty(),
@@ -436,9 +437,8 @@ impl LeanConn {
 
     async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<(), mysql_async::Error> {
         self.out.clear();
-        if self.begin_next {
-            write_packet(&mut self.out, &mut 0, b"\x03BEGIN");
-            self.begin_next = false;
+        if let Some(begin) = self.begin_next.take() {
+            write_packet(&mut self.out, &mut 0, &begin);
             self.owed += 1;
         }
         let mut seq = seq;
@@ -452,7 +452,16 @@ impl LeanConn {
     /// command has run outside a transaction, and the caller gets BEGIN's
     /// error and drops the connection.
     pub fn begin_with_next(&mut self) {
-        self.begin_next = true;
+        self.begin_next = Some(std::borrow::Cow::Borrowed(b"\x03BEGIN"));
+    }
+
+    /// [`Self::begin_with_next`] with another statement that opens a
+    /// transaction (`XA START`, see [`crate::executor::twopc`]).
+    pub fn begin_with_next_as(&mut self, stmt: &str) {
+        let mut payload = Vec::with_capacity(stmt.len() + 1);
+        payload.push(0x03);
+        payload.extend_from_slice(stmt.as_bytes());
+        self.begin_next = Some(payload.into());
     }
 
     /// Ends a transaction that only read: COMMIT is written at once, and

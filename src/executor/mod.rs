@@ -416,10 +416,14 @@ impl ShardConns {
                 return Ok((Link::Lean(held), self.reserved, true));
             }
             let begin = self.begin_sql(ctx, &tablet.alias);
-            // A read may ride in the same write as the BEGIN before it.
-            if begin == "BEGIN" && self.savepoints.is_empty() && crate::sql::starts_with_select(sql)
-            {
-                held.handle.conn.begin_with_next();
+            // A read may ride in the same write as the BEGIN (or XA
+            // START) before it.
+            if self.savepoints.is_empty() && crate::sql::starts_with_select(sql) {
+                if begin == "BEGIN" {
+                    held.handle.conn.begin_with_next();
+                } else {
+                    held.handle.conn.begin_with_next_as(&begin);
+                }
                 held.in_txn = true;
                 return Ok((Link::Lean(held), true, true));
             }
