@@ -299,18 +299,28 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
         }
         Plan::Show(show) => {
             let (names, rows) = show_rows(show, snap, |a| vc.serving(a));
-            let cols: Vec<Column> = names.iter().map(|n| text_column(n)).collect();
-            sink.columns(&cols)?;
-            for r in rows {
-                let vals: Vec<Value> = r
-                    .into_iter()
-                    .map(|s| Value::Bytes(s.into_bytes()))
-                    .collect();
-                sink.row(&vals)?;
-            }
-            sink.end_rows(0)
+            text_result(&names, rows, sink)
         }
     }
+}
+
+/// A result the gate answers itself: text columns named `names`, `rows`
+/// of text (SHOW statements the gate knows).
+pub fn text_result<S: RowSink, R: IntoIterator<Item = String>>(
+    names: &[&str],
+    rows: impl IntoIterator<Item = R>,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let cols: Vec<Column> = names.iter().map(|n| text_column(n)).collect();
+    sink.columns(&cols)?;
+    for r in rows {
+        let vals: Vec<Value> = r
+            .into_iter()
+            .map(|s| Value::Bytes(s.into_bytes()))
+            .collect();
+        sink.row(&vals)?;
+    }
+    sink.end_rows(0)
 }
 
 fn keyspace_of<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Keyspace, Error> {

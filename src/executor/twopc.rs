@@ -215,15 +215,22 @@ impl Coordinator {
         self.store.as_ref().ok_or(TwopcError::NoStore)
     }
 
-    /// Takes `outcome` for `dtid` unless a decision is there; returns the
-    /// one that holds.
-    async fn decide(&self, dtid: &str, outcome: Outcome) -> Result<Outcome, TopoError> {
+    /// The store a decision goes to, and `outcome` stamped now as it is
+    /// stored.
+    fn decision(&self, outcome: Outcome) -> Result<(&TopoStore, Vec<u8>), TopoError> {
         let store = self.store().map_err(|e| TopoError::Store(e.to_string()))?;
         let value = serde_json::to_vec(&Decision {
             decision: outcome,
             at: now_ms(),
         })
         .unwrap_or_default();
+        Ok((store, value))
+    }
+
+    /// Takes `outcome` for `dtid` unless a decision is there; returns the
+    /// one that holds.
+    async fn decide(&self, dtid: &str, outcome: Outcome) -> Result<Outcome, TopoError> {
+        let (store, value) = self.decision(outcome)?;
         if store.create(&decision_key(dtid), &value).await? {
             return Ok(outcome);
         }
@@ -237,12 +244,7 @@ impl Coordinator {
     /// still is; false when a resolver's `rollback` holds (or its record
     /// went with it).
     async fn decide_commit(&self, dtid: &str) -> Result<bool, TopoError> {
-        let store = self.store().map_err(|e| TopoError::Store(e.to_string()))?;
-        let value = serde_json::to_vec(&Decision {
-            decision: Outcome::Commit,
-            at: now_ms(),
-        })
-        .unwrap_or_default();
+        let (store, value) = self.decision(Outcome::Commit)?;
         // Only this gate takes `commit`: a decision there is a rollback.
         store
             .create_witnessed(&decision_key(dtid), &value, dtid)
@@ -529,17 +531,7 @@ pub async fn resolve(ctx: &crate::server::ServerCtx) -> Result<Round, TopoError>
     let all = store.list_all().await?;
     let now = now_ms();
     let age = co.abandon_age.as_millis() as u64;
-    let mut records: BTreeMap<&str, Record> = BTreeMap::new();
-    let mut decisions: BTreeMap<&str, Decision> = BTreeMap::new();
-    for (k, v) in &all {
-        if let Some(dtid) = k.strip_suffix(".decision") {
-            if let Ok(d) = serde_json::from_slice(v) {
-                decisions.insert(dtid, d);
-            }
-        } else if let Ok(r) = serde_json::from_slice(v) {
-            records.insert(k, r);
-        }
-    }
+    let (records, decisions) = read_listing(&all);
     orphans.retain(|(_, (gtrid, _))| !records.contains_key(gtrid.as_str()));
     for (t, (gtrid, bqual)) in orphans {
         if let Ok(conn) = connect(ctx, &mut conns, &t).await {
@@ -634,24 +626,18 @@ pub async fn transactions(
     keyspace: Option<&str>,
 ) -> Result<Vec<[String; 4]>, TwopcError> {
     let all = co.store()?.list_all().await?;
+    let (records, decisions) = read_listing(&all);
     let mut out = Vec::new();
-    for (k, v) in &all {
-        if k.ends_with(".decision") || dtid.is_some_and(|d| d != k) {
+    for (k, rec) in records {
+        if dtid.is_some_and(|d| d != k)
+            || keyspace.is_some_and(|ks| !rec.parts.iter().any(|p| p.keyspace == ks))
+        {
             continue;
         }
-        let Ok(rec) = serde_json::from_slice::<Record>(v) else {
-            continue;
-        };
-        if keyspace.is_some_and(|ks| !rec.parts.iter().any(|p| p.keyspace == ks)) {
-            continue;
-        }
-        let state = all
-            .get(&decision_key(k))
-            .and_then(|d| serde_json::from_slice::<Decision>(d).ok())
-            .map_or("PREPARE", |d| match d.decision {
-                Outcome::Commit => "COMMIT",
-                Outcome::Rollback => "ROLLBACK",
-            });
+        let state = decisions.get(k).map_or("PREPARE", |d| match d.decision {
+            Outcome::Commit => "COMMIT",
+            Outcome::Rollback => "ROLLBACK",
+        });
         let at = std::time::UNIX_EPOCH + Duration::from_millis(rec.at);
         let parts: Vec<String> = rec
             .parts
@@ -659,7 +645,7 @@ pub async fn transactions(
             .map(|p| format!("{}:{}", p.keyspace, p.shard))
             .collect();
         out.push([
-            k.clone(),
+            k.to_string(),
             state.to_string(),
             crate::admin::rfc3339(at)
                 .replace('T', " ")
@@ -669,6 +655,25 @@ pub async fn transactions(
         ]);
     }
     Ok(out)
+}
+
+/// The store's listing as records and decisions by transaction id
+/// (entries that do not parse are left out).
+fn read_listing(
+    all: &BTreeMap<String, Vec<u8>>,
+) -> (BTreeMap<&str, Record>, BTreeMap<&str, Decision>) {
+    let mut records = BTreeMap::new();
+    let mut decisions = BTreeMap::new();
+    for (k, v) in all {
+        if let Some(dtid) = k.strip_suffix(".decision") {
+            if let Ok(d) = serde_json::from_slice(v) {
+                decisions.insert(dtid, d);
+            }
+        } else if let Ok(r) = serde_json::from_slice(v) {
+            records.insert(k.as_str(), r);
+        }
+    }
+    (records, decisions)
 }
 
 /// A connection to `t` for this round, opened once.

@@ -369,19 +369,7 @@ impl Session {
                     keyspace.as_deref(),
                 )
                 .await?;
-                let cols: Vec<Column> = ["id", "state", "record_time", "participants"]
-                    .iter()
-                    .map(|n| engine::text_column(n))
-                    .collect();
-                sink.columns(&cols)?;
-                for r in rows {
-                    let vals: Vec<mysql_common::value::Value> = r
-                        .into_iter()
-                        .map(|s| mysql_common::value::Value::Bytes(s.into_bytes()))
-                        .collect();
-                    sink.row(&vals)?;
-                }
-                sink.end_rows(0)
+                engine::text_result(&["id", "state", "record_time", "participants"], rows, sink)
             }
             Statement::Kill { connection, id } => {
                 Box::pin(self.kill(ctx, id, connection)).await?;

@@ -34,6 +34,32 @@ pub enum TopoStore {
     },
 }
 
+/// Puts `root/key` in one etcd transaction only if it is absent (and,
+/// with a witness, only while `root/witness` exists); whether it did.
+async fn etcd_create(
+    client: &etcd_client::Client,
+    root: &str,
+    key: &str,
+    value: &[u8],
+    witness: Option<&str>,
+) -> Result<bool, TopoError> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let key = format!("{root}/{key}");
+    let mut when = vec![Compare::version(key.clone(), CompareOp::Equal, 0)];
+    if let Some(w) = witness {
+        when.push(Compare::version(
+            format!("{root}/{w}"),
+            CompareOp::Greater,
+            0,
+        ));
+    }
+    let txn = Txn::new()
+        .when(when)
+        .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
+    let resp = client.clone().txn(txn).await.map_err(store_err)?;
+    Ok(resp.succeeded())
+}
+
 fn store_err(e: impl std::fmt::Display) -> TopoError {
     TopoError::Store(e.to_string())
 }
@@ -159,15 +185,7 @@ impl TopoStore {
     /// [`crate::executor::twopc`]) is whoever created it first.
     pub async fn create(&self, key: &str, value: &[u8]) -> Result<bool, TopoError> {
         match self {
-            TopoStore::Etcd { client, root } => {
-                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-                let key = format!("{root}/{key}");
-                let txn = Txn::new()
-                    .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
-                    .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
-                let resp = client.clone().txn(txn).await.map_err(store_err)?;
-                Ok(resp.succeeded())
-            }
+            TopoStore::Etcd { client, root } => etcd_create(client, root, key, value, None).await,
             TopoStore::Dir { root } => {
                 let path = root.join(key);
                 if let Some(parent) = path.parent() {
@@ -202,16 +220,7 @@ impl TopoStore {
     ) -> Result<bool, TopoError> {
         match self {
             TopoStore::Etcd { client, root } => {
-                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-                let (key, witness) = (format!("{root}/{key}"), format!("{root}/{witness}"));
-                let txn = Txn::new()
-                    .when(vec![
-                        Compare::version(key.clone(), CompareOp::Equal, 0),
-                        Compare::version(witness, CompareOp::Greater, 0),
-                    ])
-                    .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
-                let resp = client.clone().txn(txn).await.map_err(store_err)?;
-                Ok(resp.succeeded())
+                etcd_create(client, root, key, value, Some(witness)).await
             }
             TopoStore::Dir { .. } => {
                 Ok(self.create(key, value).await? && self.get(witness).await?.is_some())
