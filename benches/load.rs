@@ -87,9 +87,16 @@ async fn add_colocated(etcd: &str, port: u16, sg_port: u16) {
             db_name: Some(db.into()),
         };
         admin::add_tablet(&store, &rec, true).await.unwrap();
-        admin::init_shard_primary(&store, &rec.keyspace, &rec.shard, &rec.alias, &creds)
-            .await
-            .unwrap();
+        admin::init_shard_primary(
+            &store,
+            &rec.keyspace,
+            &rec.shard,
+            &rec.alias,
+            &creds,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
     }
     admin::apply_vschema(
         &store,

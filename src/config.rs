@@ -391,6 +391,25 @@ pub struct CtlArgs {
     /// MySQL admin user on tablets (init-shard-primary, apply-schema).
     #[arg(long = "dba-user", default_value = "vt_dba", global = true)]
     pub dba_user: String,
+    /// How long a command that changes a shard's primary waits for the
+    /// shard's lock while another command holds it.
+    #[arg(
+        long = "lock-timeout",
+        alias = "lock_timeout",
+        default_value = "45s",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub lock_timeout: std::time::Duration,
+    /// Seconds an etcd lock outlives a holder that died (its lease's TTL,
+    /// kept alive while the holder runs).
+    #[arg(
+        long = "topo_etcd_lease_ttl",
+        alias = "topo-etcd-lease-ttl",
+        default_value_t = 30,
+        global = true
+    )]
+    pub topo_etcd_lease_ttl: u64,
     /// The command.
     #[command(subcommand)]
     pub command: CtlCommand,

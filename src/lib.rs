@@ -62,7 +62,8 @@
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
 //!   and the watcher that swaps it in; [`topo::schema`] learns the sharded
 //!   tables' columns, their types and primary keys from the tablets into
-//!   it.
+//!   it; [`topo::lock`] keeps commands that change a shard's primary
+//!   apart.
 //! - [`vschema`]: Vitess VSchema model and validation, and the vindex
 //!   functions (bit-exact with Vitess, incl. the Unicode collation keys);
 //!   [`vschema::lookup`] describes lookup vindexes, which the engine reads

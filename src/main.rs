@@ -12,6 +12,7 @@ use shardgate::config::{
 use shardgate::frontend::auth::Auth;
 use shardgate::local::{Cluster, ClusterSpec};
 use shardgate::server::{self, ServeOptions};
+use shardgate::topo::lock::LockOptions;
 use shardgate::topo::store::TopoStore;
 use shardgate::topo::TabletRecord;
 use shardgate::vschema::KeyspaceVSchema;
@@ -248,6 +249,10 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
         user: args.dba_user.clone(),
         ..DbaCreds::default()
     };
+    let locking = LockOptions {
+        timeout: args.lock_timeout,
+        lease_ttl: std::time::Duration::from_secs(args.topo_etcd_lease_ttl),
+    };
     match args.command {
         CtlCommand::ApplyVschema {
             vschema_file,
@@ -311,7 +316,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             alias,
         } => {
             let (ks, shard) = split_shard(&keyspace_shard)?;
-            admin::init_shard_primary(&store, ks, shard, &alias, &creds).await?;
+            admin::init_shard_primary(&store, ks, shard, &alias, &creds, &locking).await?;
             println!("{alias} is now the primary of {ks}/{shard}");
         }
         CtlCommand::PlannedReparentShard {
@@ -327,6 +332,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 avoid: avoid_primary,
                 wait_replicas_timeout: wait.wait_replicas_timeout,
                 transaction_grace_period,
+                lock: locking,
             };
             let say = |m: &str| println!("[reparent] {m}");
             let (old, new) =
@@ -340,15 +346,28 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             durability_policy,
         } => {
             let say = |m: &str| println!("[durability] {m}");
-            admin::set_durability_policy(&store, &keyspace, &durability_policy, &creds, say)
-                .await?;
+            admin::set_durability_policy(
+                &store,
+                &keyspace,
+                &durability_policy,
+                &creds,
+                &locking,
+                say,
+            )
+            .await?;
             println!("keyspace {keyspace}: durability policy {durability_policy}");
         }
         CtlCommand::ReparentTablet { alias, wait } => {
             let say = |m: &str| println!("[reparent tablet] {m}");
-            let primary =
-                admin::reparent_tablet(&store, &alias, wait.wait_replicas_timeout, &creds, say)
-                    .await?;
+            let primary = admin::reparent_tablet(
+                &store,
+                &alias,
+                wait.wait_replicas_timeout,
+                &creds,
+                &locking,
+                say,
+            )
+            .await?;
             println!("{alias} replicates from {primary}, caught up");
         }
         CtlCommand::EmergencyReparentShard {
@@ -362,6 +381,7 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
                 new_primary,
                 ignore_replicas,
                 wait_replicas_timeout: wait.wait_replicas_timeout,
+                lock: locking,
             };
             let say = |m: &str| println!("[emergency reparent] {m}");
             let (old, new) =

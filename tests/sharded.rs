@@ -1310,9 +1310,16 @@ async fn a_deadlock_across_shards_in_one_mysqld_is_broken() {
         shardgate::admin::add_tablet(&store, &rec, true)
             .await
             .unwrap();
-        shardgate::admin::init_shard_primary(&store, &rec.keyspace, &rec.shard, &rec.alias, &creds)
-            .await
-            .unwrap();
+        shardgate::admin::init_shard_primary(
+            &store,
+            &rec.keyspace,
+            &rec.shard,
+            &rec.alias,
+            &creds,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
     }
     let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
         "tables": {"dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;

@@ -975,9 +975,10 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
         .unwrap();
     track_pid(back.pid);
     let creds = shardgate::admin::DbaCreds::default();
-    let kept = shardgate::admin::resume_shard(&store().await, "ersks", "0", &creds)
-        .await
-        .unwrap();
+    let kept =
+        shardgate::admin::resume_shard(&store().await, "ersks", "0", &creds, &Default::default())
+            .await
+            .unwrap();
     assert_eq!(kept.as_deref(), Some("zone1-971"));
     assert!(
         has(ports[2], 36).await,
@@ -1116,4 +1117,137 @@ async fn semi_sync_acknowledges_a_write_only_once_a_replica_has_it() {
     .await
     .expect("a write waited under durability policy none")
     .unwrap();
+}
+
+/// The shard lock keeps commands that change a shard's primary apart
+/// (vtctld's LockShard, in etcd under the shard's `locks/`): a reparent
+/// of a shard another holds gives up after `--lock-timeout`, naming the
+/// holder, with nothing changed; one that waits goes on once the lock is
+/// released, or once a dead holder's lease expires; a holder whose lock
+/// was taken from it writes nothing; and a reparent stopped half way (the
+/// shard not serving, its primary read-only) is finished by the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_lock_keeps_reparents_apart() {
+    use shardgate::topo::lock::LockOptions;
+    cluster();
+    let (_, ports, _) = own_shard("lock", "lockks", &[990, 991], &[]).await;
+    let store = store().await;
+    let dir = "global/keyspaces/lockks/shards/0";
+    let quiet = |_: &str| {};
+    let opts = |ttl: u64| LockOptions {
+        timeout: std::time::Duration::from_secs(5),
+        lease_ttl: std::time::Duration::from_secs(ttl),
+    };
+    let read_only = |port: u16| async move {
+        let mut c = dba_at(port, "vt_lockks").await;
+        c.query_first::<u8, _>("select @@global.read_only")
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let shard = || async {
+        let v = store.get(&format!("{dir}/Shard")).await.unwrap().unwrap();
+        serde_json::from_slice::<shardgate::topo::ShardRecord>(&v).unwrap()
+    };
+    let prs = |extra: &[&str]| {
+        let mut args = own(&["--lock-timeout"]);
+        args.extend(own(extra));
+        args
+    };
+
+    // Held by another: the reparent gives up, naming the holder.
+    let held = store
+        .lock(dir, "an operator's repair", &opts(30), &quiet)
+        .await
+        .unwrap();
+    let out = run_ctl(prs(&["1s", "planned-reparent-shard", "lockks/0"])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("could not lock") && said.contains("held by an operator's repair"),
+        "{said}"
+    );
+    let out = run_ctl(prs(&[
+        "1s",
+        "set-keyspace-durability-policy",
+        "lockks",
+        "--durability-policy",
+        "none",
+    ]))
+    .await;
+    assert!(!out.status.success(), "the policy changed under a lock");
+    let rec = shard();
+    let rec = rec.await;
+    assert_eq!(rec.primary_alias.as_deref(), Some("zone1-990"));
+    assert!(rec.is_primary_serving);
+    assert_eq!(read_only(ports[0]).await, 0, "the primary was demoted");
+
+    // One that waits goes on once the holder lets go.
+    let waiting = tokio::spawn(run_ctl(prs(&["20s", "planned-reparent-shard", "lockks/0"])));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "the reparent did not wait");
+    assert_eq!(shard().await.primary_alias.as_deref(), Some("zone1-990"));
+    held.unlock().await.unwrap();
+    let out = waiting.await.unwrap();
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("waiting up to 20s for the lock"), "{said}");
+    assert!(said.contains("zone1-991 is now the primary"), "{said}");
+
+    // A holder that dies (its lease no longer kept alive) holds the lock
+    // only until its lease expires.
+    let dead = store
+        .lock(dir, "a dead holder", &opts(2), &quiet)
+        .await
+        .unwrap();
+    drop(dead);
+    let started = std::time::Instant::now();
+    let out = run_ctl(prs(&["20s", "planned-reparent-shard", "lockks/0"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("held by a dead holder"), "{said}");
+    assert!(said.contains("zone1-990 is now the primary"), "{said}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+
+    // A holder whose lock was taken from it writes nothing.
+    let lost = store
+        .lock(dir, "a slow holder", &opts(30), &quiet)
+        .await
+        .unwrap();
+    store.delete(&format!("{dir}/locks"), true).await.unwrap();
+    let e = lost
+        .put("global/keyspaces/lockks/shards/0/Shard", b"{}")
+        .await
+        .expect_err("a lost lock wrote");
+    assert!(e.to_string().contains("was lost"), "{e}");
+    assert_eq!(shard().await.primary_alias.as_deref(), Some("zone1-990"));
+    drop(lost);
+
+    // A reparent stopped after the demotion: the next one, naming the
+    // recorded primary, makes it writable and the shard serving again.
+    let mut rec = shard().await;
+    rec.is_primary_serving = false;
+    store
+        .put(&format!("{dir}/Shard"), &serde_json::to_vec(&rec).unwrap())
+        .await
+        .unwrap();
+    dba_at(ports[0], "vt_lockks")
+        .await
+        .query_drop("set global read_only = 1")
+        .await
+        .unwrap();
+    let out = run_ctl(own(&[
+        "planned-reparent-shard",
+        "lockks/0",
+        "--new-primary",
+        "zone1-990",
+    ]))
+    .await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("stopped half way"), "{said}");
+    assert!(said.contains("writable again"), "{said}");
+    assert!(shard().await.is_primary_serving);
+    assert_eq!(read_only(ports[0]).await, 0);
+    assert_eq!(read_only(ports[1]).await, 1);
 }

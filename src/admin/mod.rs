@@ -7,8 +7,9 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
+use crate::topo::lock::{Lock, LockOptions};
 use crate::topo::store::TopoStore;
-use crate::topo::{KeyspaceRecord, ShardRecord, TabletRecord, TopoError};
+use crate::topo::{rfc3339, KeyspaceRecord, ShardRecord, TabletRecord, TopoError};
 use crate::vschema::{KeyspaceVSchema, VSchemaError};
 
 /// Errors of admin commands.
@@ -372,6 +373,7 @@ pub async fn set_durability_policy(
     ks: &str,
     policy: &str,
     creds: &DbaCreds,
+    locking: &LockOptions,
     say: impl Fn(&str),
 ) -> Result<(), AdminError> {
     if !matches!(policy, "none" | "semi_sync") {
@@ -379,6 +381,50 @@ pub async fn set_durability_policy(
             "durability policy '{policy}': shardgate knows 'none' and 'semi_sync'"
         )));
     }
+    // Every shard's lock, in name order (a reparent holds one and waits
+    // for none, so the order alone rules out a deadlock): a reparent
+    // under way would otherwise promote with the old policy.
+    let shards: std::collections::BTreeSet<String> = list_tablets(store)
+        .await?
+        .into_iter()
+        .filter(|t| t.keyspace == ks)
+        .map(|t| t.shard)
+        .collect();
+    let mut locks = Vec::new();
+    for shard in &shards {
+        match lock_shard(
+            store,
+            ks,
+            shard,
+            "SetKeyspaceDurabilityPolicy",
+            locking,
+            &say,
+        )
+        .await
+        {
+            Ok(l) => locks.push(l),
+            Err(e) => return unlock_all(locks, Err(e)).await,
+        }
+    }
+    let r = set_durability(store, ks, policy, creds, &say).await;
+    unlock_all(locks, r).await
+}
+
+/// [`unlocked`] for several locks.
+async fn unlock_all<T>(locks: Vec<Lock>, r: Result<T, AdminError>) -> Result<T, AdminError> {
+    for l in locks {
+        let _ = unlocked(l, Ok(())).await;
+    }
+    r
+}
+
+async fn set_durability(
+    store: &TopoStore,
+    ks: &str,
+    policy: &str,
+    creds: &DbaCreds,
+    say: &dyn Fn(&str),
+) -> Result<(), AdminError> {
     let (key, rec) = keyspace_record(store, ks).await?;
     let Some(mut rec) = rec else {
         return Err(AdminError::Invalid(format!("keyspace {ks} does not exist")));
@@ -426,7 +472,22 @@ pub async fn init_shard_primary(
     shard: &str,
     alias: &str,
     creds: &DbaCreds,
+    locking: &LockOptions,
 ) -> Result<(), AdminError> {
+    let say = |m: &str| tracing::info!("{m}");
+    let lock = lock_shard(store, ks, shard, "InitShardPrimary", locking, &say).await?;
+    let r = init_primary(&lock, ks, shard, alias, creds).await;
+    unlocked(lock, r).await
+}
+
+async fn init_primary(
+    lock: &Lock,
+    ks: &str,
+    shard: &str,
+    alias: &str,
+    creds: &DbaCreds,
+) -> Result<(), AdminError> {
+    let store = lock.store();
     let tablets = shard_tablets(store, ks, shard).await?;
     let primary = tablets
         .iter()
@@ -451,7 +512,7 @@ pub async fn init_shard_primary(
         follow(&mut c, t, &primary, creds, semi).await?;
         let _ = c.disconnect().await;
     }
-    record_primary(store, ks, shard, &tablets, alias).await
+    record_primary(lock, ks, shard, &tablets, alias).await
 }
 
 /// Makes the tablet behind `c` (its replication stopped) a read-only
@@ -483,18 +544,18 @@ async fn follow(
 /// record still saying PRIMARY is served as a replica), so the switch is
 /// one write. The tablet records follow, to agree with it.
 async fn record_primary(
-    store: &TopoStore,
+    lock: &Lock,
     ks: &str,
     shard: &str,
     tablets: &[TabletRecord],
     alias: &str,
 ) -> Result<(), AdminError> {
-    let (key, rec) = shard_record(store, ks, shard).await?;
+    let (key, rec) = shard_record(lock.store(), ks, shard).await?;
     let mut rec = rec.unwrap_or_default();
     rec.primary_alias = Some(alias.to_string());
     rec.primary_term_start_time = Some(rfc3339(std::time::SystemTime::now()));
     rec.is_primary_serving = true;
-    store.put(&key, &json(&rec)).await?;
+    lock.put(&key, &json(&rec)).await?;
     for t in tablets {
         let is_primary = t.tablet_type.eq_ignore_ascii_case("primary");
         let wanted = match (t.alias == alias, is_primary) {
@@ -504,7 +565,7 @@ async fn record_primary(
         };
         let mut changed = t.clone();
         changed.tablet_type = wanted.into();
-        add_tablet(store, &changed, false).await?;
+        add_tablet(lock.store(), &changed, false).await?;
     }
     Ok(())
 }
@@ -559,25 +620,58 @@ pub struct Reparent {
     /// How long transactions under way on the old primary may take to
     /// finish before it is made read-only (their writes fail after).
     pub transaction_grace_period: std::time::Duration,
+    /// How the shard's lock is taken.
+    pub lock: LockOptions,
+}
+
+/// Takes the shard's lock for `action` (vtctld's LockShard), so no other
+/// operation changes who its primary is meanwhile; says so when an
+/// earlier one left the shard not serving (it was stopped half way: this
+/// one finishes it).
+async fn lock_shard(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    action: &str,
+    locking: &LockOptions,
+    say: &dyn Fn(&str),
+) -> Result<Lock, AdminError> {
+    let dir = format!("global/keyspaces/{ks}/shards/{shard}");
+    let lock = store
+        .lock(&dir, &format!("{action} {ks}/{shard}"), locking, say)
+        .await?;
+    if let (_, Some(rec)) = shard_record(store, ks, shard).await? {
+        if !rec.is_primary_serving {
+            say(&format!(
+                "{ks}/{shard} is marked not serving: an earlier reparent stopped half way; this one finishes it"
+            ));
+        }
+    }
+    Ok(lock)
+}
+
+/// Releases `lock` and returns what the operation under it returned. A
+/// lock that cannot be released expires with its lease; that does not
+/// undo the operation.
+async fn unlocked<T>(lock: Lock, r: Result<T, AdminError>) -> Result<T, AdminError> {
+    if let Err(e) = lock.unlock().await {
+        tracing::warn!("releasing a shard lock: {e}");
+    }
+    r
 }
 
 /// Marks the shard's primary as serving or not (Vitess's
 /// `is_primary_serving`): while it is not, shardgates with
 /// `--enable_buffer` hold statements that would start new work there.
-async fn set_serving(
-    store: &TopoStore,
-    ks: &str,
-    shard: &str,
-    serving: bool,
-) -> Result<(), AdminError> {
-    let (key, rec) = shard_record(store, ks, shard).await?;
+async fn set_serving(lock: &Lock, ks: &str, shard: &str, serving: bool) -> Result<(), AdminError> {
+    let (key, rec) = shard_record(lock.store(), ks, shard).await?;
     let Some(mut rec) = rec else {
         return Err(AdminError::Invalid(format!(
             "shard {ks}/{shard} does not exist"
         )));
     };
     rec.is_primary_serving = serving;
-    store.put(&key, &json(&rec)).await?;
+    lock.put(&key, &json(&rec)).await?;
     Ok(())
 }
 
@@ -630,6 +724,20 @@ pub async fn planned_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
+    let lock = lock_shard(store, ks, shard, "PlannedReparentShard", &how.lock, &say).await?;
+    let r = planned(&lock, ks, shard, how, creds, &say).await;
+    unlocked(lock, r).await
+}
+
+async fn planned(
+    lock: &Lock,
+    ks: &str,
+    shard: &str,
+    how: &Reparent,
+    creds: &DbaCreds,
+    say: &dyn Fn(&str),
+) -> Result<(String, String), AdminError> {
+    let store = lock.store();
     let (tablets, old_alias) = shard_and_primary(store, ks, shard).await?;
     let find = |alias: &str| {
         tablets
@@ -659,6 +767,22 @@ pub async fn planned_reparent_shard(
             "{} is already the primary of {ks}/{shard}",
             old.alias
         ));
+        if !shard_record(store, ks, shard)
+            .await?
+            .1
+            .unwrap_or_default()
+            .is_primary_serving
+        {
+            // What an interrupted reparent left: the recorded primary
+            // read-only, the others maybe not replicating from it.
+            let semi = semi_sync(store, ks).await?;
+            restore_roles(&old, &tablets, creds, semi).await?;
+            set_serving(lock, ks, shard, true).await?;
+            say(&format!(
+                "{} is writable again and the other tablets replicate from it; {ks}/{shard} serves",
+                old.alias
+            ));
+        }
         return Ok((old.alias.clone(), new.alias));
     }
     if !new.tablet_type.eq_ignore_ascii_case("replica") {
@@ -674,7 +798,7 @@ pub async fn planned_reparent_shard(
         "{ks}/{shard} not serving: shardgates hold its new work; waiting up to {:?} for transactions on {} to end",
         how.transaction_grace_period, old.alias
     ));
-    set_serving(store, ks, shard, false).await?;
+    set_serving(lock, ks, shard, false).await?;
     let demoted = async {
         let open = wait_transactions(&mut old_c, &old, how.transaction_grace_period).await?;
         if open > 0 {
@@ -706,7 +830,7 @@ pub async fn planned_reparent_shard(
             .map_err(mysql_err(&old))
     };
     if let Err(e) = demoted.await {
-        let _ = set_serving(store, ks, shard, true).await;
+        let _ = set_serving(lock, ks, shard, true).await;
         return Err(e);
     }
     // Until the new primary has everything, the old one can come back.
@@ -735,14 +859,14 @@ pub async fn planned_reparent_shard(
             .query_drop("SET GLOBAL read_only = 0")
             .await
             .map_err(mysql_err(&old))?;
-        set_serving(store, ks, shard, true).await?;
+        set_serving(lock, ks, shard, true).await?;
         return Err(e);
     }
     say(&format!("promoting {}: writable", new.alias));
     let semi = semi_sync(store, ks).await?;
     promote(&mut new_c, &new, semi).await?;
     let _ = new_c.disconnect().await;
-    record_primary(store, ks, shard, &tablets, &new.alias).await?;
+    record_primary(lock, ks, shard, &tablets, &new.alias).await?;
     say(&format!(
         "{} recorded as the primary of {ks}/{shard}",
         new.alias
@@ -777,6 +901,8 @@ pub struct Emergency {
     /// How long each replica may take to apply what it had received, and
     /// the new primary to catch up with the most advanced replica.
     pub wait_replicas_timeout: std::time::Duration,
+    /// How the shard's lock is taken.
+    pub lock: LockOptions,
 }
 
 /// A tablet's mysqld if it answers within a few seconds (a dead primary's
@@ -881,6 +1007,20 @@ pub async fn emergency_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
+    let lock = lock_shard(store, ks, shard, "EmergencyReparentShard", &how.lock, &say).await?;
+    let r = emergency(&lock, ks, shard, how, creds, &say).await;
+    unlocked(lock, r).await
+}
+
+async fn emergency(
+    lock: &Lock,
+    ks: &str,
+    shard: &str,
+    how: &Emergency,
+    creds: &DbaCreds,
+    say: &dyn Fn(&str),
+) -> Result<(String, String), AdminError> {
+    let store = lock.store();
     let (tablets, old_alias) = shard_and_primary(store, ks, shard).await?;
     let ignored = |alias: &str| how.ignore_replicas.iter().any(|a| a == alias);
     if let Some(n) = &how.new_primary {
@@ -897,7 +1037,7 @@ pub async fn emergency_reparent_shard(
     say(&format!(
         "{ks}/{shard} not serving: shardgates hold its new work"
     ));
-    set_serving(store, ks, shard, false).await?;
+    set_serving(lock, ks, shard, false).await?;
     let old = tablets.iter().find(|t| t.alias == old_alias);
     let mut old_c = match old {
         Some(o) => reach(o, creds).await,
@@ -908,7 +1048,7 @@ pub async fn emergency_reparent_shard(
         // One that answers but cannot be fenced could still take writes:
         // nothing is promoted, and the shard serves again.
         if let Err(e) = c.query_drop("SET GLOBAL read_only = 1").await {
-            set_serving(store, ks, shard, true).await?;
+            set_serving(lock, ks, shard, true).await?;
             return Err(mysql_err(o)(e));
         }
     } else {
@@ -966,7 +1106,7 @@ pub async fn emergency_reparent_shard(
             if let Some(c) = &mut old_c {
                 let _ = c.query_drop("SET GLOBAL read_only = 0").await;
             }
-            set_serving(store, ks, shard, true).await?;
+            set_serving(lock, ks, shard, true).await?;
             return Err(failed.unwrap_or_else(|| {
                 AdminError::Invalid(format!(
                     "no REPLICA of {ks}/{shard} answers{}",
@@ -1007,7 +1147,7 @@ pub async fn emergency_reparent_shard(
     let semi = semi_sync(store, ks).await?;
     promote(&mut new.c, &new.t, semi).await?;
     let _ = new.c.disconnect().await;
-    record_primary(store, ks, shard, &tablets, &new.t.alias).await?;
+    record_primary(lock, ks, shard, &tablets, &new.t.alias).await?;
     say(&format!(
         "{} recorded as the primary of {ks}/{shard}",
         new.t.alias
@@ -1058,6 +1198,19 @@ pub async fn resume_shard(
     ks: &str,
     shard: &str,
     creds: &DbaCreds,
+    locking: &LockOptions,
+) -> Result<Option<String>, AdminError> {
+    let say = |m: &str| tracing::info!("{m}");
+    let lock = lock_shard(store, ks, shard, "ResumeShard", locking, &say).await?;
+    let r = resume(store, ks, shard, creds).await;
+    unlocked(lock, r).await
+}
+
+async fn resume(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    creds: &DbaCreds,
 ) -> Result<Option<String>, AdminError> {
     let Some(primary_alias) = recorded_primary(store, ks, shard).await? else {
         return Ok(None);
@@ -1065,17 +1218,30 @@ pub async fn resume_shard(
     let tablets = shard_tablets(store, ks, shard).await?;
     let semi = semi_sync(store, ks).await?;
     let primary = record_of(&tablets, &primary_alias)?;
+    restore_roles(primary, &tablets, creds, semi).await?;
+    Ok(Some(primary_alias))
+}
+
+/// Makes `primary` writable (waiting for acknowledgements under
+/// `semi`) and points every other of `tablets` that answers at it, from
+/// where its own binlog ends.
+async fn restore_roles(
+    primary: &TabletRecord,
+    tablets: &[TabletRecord],
+    creds: &DbaCreds,
+    semi: bool,
+) -> Result<(), AdminError> {
     let mut p = dba_conn(primary, creds, None).await?;
     set_semi_sync(&mut p, primary, true, semi).await?;
     p.query_drop("SET GLOBAL read_only = 0")
         .await
         .map_err(mysql_err(primary))?;
-    for t in tablets.iter().filter(|t| t.alias != primary_alias) {
+    for t in tablets.iter().filter(|t| t.alias != primary.alias) {
         if let Some(mut c) = reach(t, creds).await {
             repoint(&mut c, t, primary, creds, semi).await?;
         }
     }
-    Ok(Some(primary_alias))
+    Ok(())
 }
 
 /// vtctldclient's ReparentTablet: points tablet `alias` at its shard's
@@ -1091,6 +1257,7 @@ pub async fn reparent_tablet(
     alias: &str,
     wait: std::time::Duration,
     creds: &DbaCreds,
+    locking: &LockOptions,
     say: impl Fn(&str),
 ) -> Result<String, AdminError> {
     let all = list_tablets(store).await?;
@@ -1098,6 +1265,27 @@ pub async fn reparent_tablet(
         .iter()
         .find(|t| t.alias == alias)
         .ok_or_else(|| AdminError::Invalid(format!("tablet {alias} is not in the topology")))?;
+    let lock = lock_shard(
+        store,
+        &t.keyspace,
+        &t.shard,
+        "ReparentTablet",
+        locking,
+        &say,
+    )
+    .await?;
+    let r = rejoin(store, t, wait, creds, &say).await;
+    unlocked(lock, r).await
+}
+
+async fn rejoin(
+    store: &TopoStore,
+    t: &TabletRecord,
+    wait: std::time::Duration,
+    creds: &DbaCreds,
+    say: &dyn Fn(&str),
+) -> Result<String, AdminError> {
+    let alias = t.alias.as_str();
     let (tablets, primary_alias) = shard_and_primary(store, &t.keyspace, &t.shard).await?;
     if primary_alias == alias {
         return Err(AdminError::Invalid(format!(
@@ -1154,31 +1342,6 @@ async fn most_caught_up(
         .ok_or_else(|| AdminError::Invalid("no reachable REPLICA to promote".into()))
 }
 
-/// A time as RFC 3339 in UTC to the second (`2026-12-05T10:04:21Z`), as
-/// Vitess prints a primary's term start.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// The highest sequence number in a MariaDB GTID list
 /// (`domain-server-seq,...`).
 fn gtid_seq(pos: &str) -> u64 {
@@ -1228,15 +1391,6 @@ pub async fn apply_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_print_as_rfc3339() {
-        let at = |secs: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_796_551_461), "2026-12-06T10:04:21Z");
-        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
-    }
 
     #[test]
     fn the_highest_sequence_of_a_gtid_list() {

@@ -647,7 +647,7 @@ pub async fn transactions(
         out.push([
             k.to_string(),
             state.to_string(),
-            crate::admin::rfc3339(at)
+            crate::topo::rfc3339(at)
                 .replace('T', " ")
                 .trim_end_matches('Z')
                 .to_string(),

@@ -478,11 +478,14 @@ impl Cluster {
             admin::add_tablet(&store, &rec, sharded).await?;
         }
         let creds = DbaCreds::default();
+        let locking = crate::topo::lock::LockOptions::default();
         for t in spec.tablets.iter().filter(|t| t.tablet_type == "PRIMARY") {
             // A resumed cluster keeps the primary its topology records
             // (one a reparent chose): making the first one primary again
             // would drop what was written since on the other.
-            if let Some(p) = admin::resume_shard(&store, &t.keyspace, &t.shard, &creds).await? {
+            if let Some(p) =
+                admin::resume_shard(&store, &t.keyspace, &t.shard, &creds, &locking).await?
+            {
                 say(&format!(
                     "{}/{}: primary {p} kept, the others replicate from it",
                     t.keyspace, t.shard
@@ -494,7 +497,8 @@ impl Cluster {
                 "init shard primary {}/{} -> {alias}",
                 t.keyspace, t.shard
             ));
-            admin::init_shard_primary(&store, &t.keyspace, &t.shard, &alias, &creds).await?;
+            admin::init_shard_primary(&store, &t.keyspace, &t.shard, &alias, &creds, &locking)
+                .await?;
         }
         for (ks, _, _, schema) in &spec.keyspaces {
             if !schema.trim().is_empty() {

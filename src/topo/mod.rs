@@ -6,6 +6,7 @@
 //! `global/RoutingRules`, `{cell}/tablets/{alias}/Tablet`; values are JSON.
 
 pub mod keyrange;
+pub mod lock;
 pub mod schema;
 pub mod store;
 pub mod watch;
@@ -42,6 +43,9 @@ pub enum TopoError {
     /// The store could not be reached or answered with an error.
     #[error("topo store: {0}")]
     Store(String),
+    /// A lock could not be taken in time, or was lost while held.
+    #[error("{0}")]
+    Locked(String),
 }
 
 /// `global/keyspaces/{ks}/Keyspace`.
@@ -421,9 +425,43 @@ impl Snapshot {
     }
 }
 
+/// A time as RFC 3339 in UTC to the second (`2026-12-05T10:04:21Z`), as
+/// Vitess prints a primary's term start.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        let at = |secs: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_551_461), "2026-12-06T10:04:21Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
 
     fn rec(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
         pairs

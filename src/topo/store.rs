@@ -35,14 +35,16 @@ pub enum TopoStore {
 }
 
 /// Puts `root/key` in one etcd transaction only if it is absent (and,
-/// with a witness, only while `root/witness` exists); whether it did.
-async fn etcd_create(
+/// with a witness, only while `root/witness` exists; with a lease, bound
+/// to it); the store's revision of the put when it did.
+pub(super) async fn etcd_create(
     client: &etcd_client::Client,
     root: &str,
     key: &str,
     value: &[u8],
     witness: Option<&str>,
-) -> Result<bool, TopoError> {
+    lease: Option<i64>,
+) -> Result<Option<i64>, TopoError> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let key = format!("{root}/{key}");
     let mut when = vec![Compare::version(key.clone(), CompareOp::Equal, 0)];
@@ -53,14 +55,17 @@ async fn etcd_create(
             0,
         ));
     }
+    let opts = lease.map(|l| etcd_client::PutOptions::new().with_lease(l));
     let txn = Txn::new()
         .when(when)
-        .and_then(vec![TxnOp::put(key, value.to_vec(), None)]);
+        .and_then(vec![TxnOp::put(key, value.to_vec(), opts)]);
     let resp = client.clone().txn(txn).await.map_err(store_err)?;
-    Ok(resp.succeeded())
+    Ok(resp
+        .succeeded()
+        .then(|| resp.header().map_or(0, |h| h.revision())))
 }
 
-fn store_err(e: impl std::fmt::Display) -> TopoError {
+pub(super) fn store_err(e: impl std::fmt::Display) -> TopoError {
     TopoError::Store(e.to_string())
 }
 
@@ -185,7 +190,11 @@ impl TopoStore {
     /// [`crate::executor::twopc`]) is whoever created it first.
     pub async fn create(&self, key: &str, value: &[u8]) -> Result<bool, TopoError> {
         match self {
-            TopoStore::Etcd { client, root } => etcd_create(client, root, key, value, None).await,
+            TopoStore::Etcd { client, root } => {
+                Ok(etcd_create(client, root, key, value, None, None)
+                    .await?
+                    .is_some())
+            }
             TopoStore::Dir { root } => {
                 let path = root.join(key);
                 if let Some(parent) = path.parent() {
@@ -220,7 +229,9 @@ impl TopoStore {
     ) -> Result<bool, TopoError> {
         match self {
             TopoStore::Etcd { client, root } => {
-                etcd_create(client, root, key, value, Some(witness)).await
+                Ok(etcd_create(client, root, key, value, Some(witness), None)
+                    .await?
+                    .is_some())
             }
             TopoStore::Dir { .. } => {
                 Ok(self.create(key, value).await? && self.get(witness).await?.is_some())
