@@ -64,6 +64,7 @@ const VSCHEMA: &str = r#"{
     "txmode": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txatomic": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txdead": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "tximplicit": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "jl": {"column_vindexes": [{"column": "dt_id", "name": "hash"}]},
@@ -847,17 +848,6 @@ async fn twopc_commits_every_part_or_none() {
         .await
         .unwrap();
 
-    // A DDL inside the transaction meets the XA part: MariaDB's 1399;
-    // the transaction still rolls back whole.
-    a.query_drop("begin").await.unwrap();
-    a.query_drop("update txatomic set v = 100").await.unwrap();
-    let e = a
-        .query_drop("create table if not exists txddl (id bigint primary key)")
-        .await
-        .unwrap_err();
-    assert_eq!(err_code(&e), Some(1399), "{e}");
-    a.query_drop("rollback").await.unwrap();
-    assert_eq!(on_shard(300, 1).await, Some(11));
     // Two-phase: the two transactions above, and the three DELETEs on
     // both shards outside a transaction (each runs in one of its own,
     // atomic under twopc too).
@@ -4724,4 +4714,111 @@ async fn group_concats(sg: &mut Conn, oracle: &mut Conn) {
         assert!(!answers[1].is_empty(), "{sql}");
         assert_eq!(answers[0], answers[1], "{sql}");
     }
+}
+
+/// A DDL inside a transaction commits it first, on every shard, as
+/// MySQL's implicit commit (and vtgate) does, under MULTI and TWOPC:
+/// run inside it, the DDL's tablets would each commit their own part
+/// (or wait on the metadata lock the part holds) and a DDL of another
+/// keyspace would leave the parts open for a later ROLLBACK to undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_commits_the_open_transaction_first() {
+    apply_test_vschema().await;
+    let mut a = connect(Some("customer")).await;
+    a.query_drop("create table if not exists tximplicit (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    a.query_drop("delete from tximplicit").await.unwrap();
+    let on_shard = |uid: u32, id: u32| async move {
+        let mut t = connect_tablet(uid).await;
+        let v: Option<i64> = t
+            .query_first(format!("select v from tximplicit where id = {id}"))
+            .await
+            .unwrap();
+        v
+    };
+    async fn ddl(c: &mut mysql_async::Conn, sql: &str) -> Result<(), mysql_async::Error> {
+        tokio::time::timeout(std::time::Duration::from_secs(20), c.query_drop(sql))
+            .await
+            .expect("the DDL waited on the transaction's own locks")
+    }
+    // ids 1 and 2 hash to -80 (tablet 300), 4 to 80- (400).
+    for mode in ["multi", "twopc"] {
+        a.query_drop(format!("set transaction_mode = '{mode}'"))
+            .await
+            .unwrap();
+        // A DDL on the table the transaction wrote, on every shard.
+        a.query_drop("begin").await.unwrap();
+        a.query_drop("insert into tximplicit (id, v) values (1, 1), (4, 4)")
+            .await
+            .unwrap();
+        ddl(&mut a, "alter table tximplicit comment 'implicit'")
+            .await
+            .unwrap();
+        a.query_drop("rollback").await.unwrap();
+        assert_eq!(
+            (on_shard(300, 1).await, on_shard(400, 4).await),
+            (Some(1), Some(4)),
+            "{mode}"
+        );
+        // A DDL of another keyspace.
+        a.query_drop("begin").await.unwrap();
+        a.query_drop("update tximplicit set v = v + 10")
+            .await
+            .unwrap();
+        ddl(
+            &mut a,
+            "create table if not exists commerce.tximplicit_u (id bigint primary key)",
+        )
+        .await
+        .unwrap();
+        a.query_drop("rollback").await.unwrap();
+        assert_eq!(
+            (on_shard(300, 1).await, on_shard(400, 4).await),
+            (Some(11), Some(14)),
+            "{mode}"
+        );
+        a.query_drop("delete from tximplicit").await.unwrap();
+    }
+    // With autocommit off: committed by the DDL; the next statement
+    // begins a new transaction, which ROLLBACK undoes.
+    a.query_drop("set transaction_mode = 'multi'")
+        .await
+        .unwrap();
+    a.query_drop("set autocommit = 0").await.unwrap();
+    a.query_drop("insert into tximplicit (id, v) values (1, 1), (4, 4)")
+        .await
+        .unwrap();
+    ddl(&mut a, "drop table if exists commerce.tximplicit_u")
+        .await
+        .unwrap();
+    a.query_drop("insert into tximplicit (id, v) values (2, 2)")
+        .await
+        .unwrap();
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(
+        (
+            on_shard(300, 1).await,
+            on_shard(400, 4).await,
+            on_shard(300, 2).await
+        ),
+        (Some(1), Some(4), None)
+    );
+    // A temporary table's DDL commits nothing (temporary tables live in
+    // unsharded keyspaces).
+    a.query_drop("use commerce").await.unwrap();
+    a.query_drop("insert into customer.tximplicit (id, v) values (2, 2)")
+        .await
+        .unwrap();
+    a.query_drop("create temporary table tximplicit_t (id int)")
+        .await
+        .unwrap();
+    a.query_drop("drop temporary table tximplicit_t")
+        .await
+        .unwrap();
+    a.query_drop("rollback").await.unwrap();
+    assert_eq!(on_shard(300, 2).await, None);
+    a.query_drop("use customer").await.unwrap();
+    a.query_drop("set autocommit = 1").await.unwrap();
+    a.query_drop("delete from tximplicit").await.unwrap();
 }

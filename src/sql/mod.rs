@@ -110,10 +110,12 @@ pub enum QueryKind {
     Delete,
     /// SHOW ... (other than the ones shardgate answers).
     Show,
-    /// CREATE / ALTER / DROP / TRUNCATE / RENAME.
+    /// CREATE / ALTER / DROP / TRUNCATE / RENAME: MySQL commits the open
+    /// transaction before it runs.
     Ddl,
     /// A statement that leaves state on the backend connection (temporary
-    /// tables, locks): the session must keep that connection.
+    /// tables, locks): the session must keep that connection. A temporary
+    /// table's CREATE or DROP commits nothing.
     Reserving,
     /// Everything else.
     Other,
@@ -304,7 +306,7 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
                 Statement::Query(QueryKind::Show)
             }
         }
-        "create" if w(1, "temporary") => Statement::Query(QueryKind::Reserving),
+        "create" | "drop" if w(1, "temporary") => Statement::Query(QueryKind::Reserving),
         "lock" | "unlock" => Statement::Query(QueryKind::Reserving),
         "create" | "alter" | "drop" | "truncate" | "rename" => Statement::Query(QueryKind::Ddl),
         "describe" | "desc" | "explain" => Statement::Query(QueryKind::Show),
@@ -1192,6 +1194,13 @@ pub fn table_refs(sql: &str) -> Vec<TableRef<'_>> {
                 || (in_from && depth == from_depth && p.kind == TokenKind::Punct(b','))
                 // `DESC t`, not `ORDER BY x DESC`.
                 || (i == 1 && p.is_word(sql, "desc"))
+                // `CREATE TABLE IF NOT EXISTS t`, `DROP TABLE IF EXISTS t`.
+                || (p.is_word(sql, "exists")
+                    && i >= 2
+                    && (toks[i - 2].is_word(sql, "if")
+                        || (toks[i - 2].is_word(sql, "not")
+                            && i >= 3
+                            && toks[i - 3].is_word(sql, "if"))))
         };
         let dotted = dot_after(t, toks.get(i + 1))
             && toks
@@ -1234,6 +1243,7 @@ pub fn table_refs(sql: &str) -> Vec<TableRef<'_>> {
 /// Words in a table's place that name no table.
 const NOT_TABLES: &[&str] = &[
     "table",
+    "if",
     "dual",
     "lateral",
     "outfile",
@@ -1994,6 +2004,15 @@ mod tests {
             .iter()
             .all(|r| r.name == "t"));
         assert_eq!(table_refs("truncate table t")[0].name, "t");
+        for ddl in [
+            "create table if not exists commerce.t (id int)",
+            "drop table if exists commerce.t",
+        ] {
+            let refs = table_refs(ddl);
+            let names: Vec<(Option<&str>, &str)> =
+                refs.iter().map(|r| (r.qualifier, r.name)).collect();
+            assert_eq!(names, [(Some("commerce"), "t")], "{ddl}");
+        }
     }
 
     #[test]
