@@ -481,6 +481,10 @@ impl LeanConn {
 
     /// Sends a command: its byte, then `parts` one after another.
     async fn command(&mut self, cmd: u8, parts: &[&[u8]]) -> Result<(), mysql_async::Error> {
+        if self.failed {
+            // Its replies no longer line up with its commands.
+            return Err(bad("the connection's pipelined statement failed"));
+        }
         self.send(0, &command_payload(cmd, parts)).await
     }
 
@@ -701,6 +705,13 @@ impl LeanConn {
     /// to its end.
     pub fn is_idle(&self) -> bool {
         self.idle && !self.failed
+    }
+
+    /// Whether a pipelined statement failed, leaving the reply of the one
+    /// after it unread: the connection takes no command any more and is
+    /// to be closed.
+    pub fn is_failed(&self) -> bool {
+        self.failed
     }
 
     /// Runs `sql` as a prepared statement with `params` and hands its

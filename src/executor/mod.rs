@@ -1068,6 +1068,24 @@ impl twopc::XaConn for XaPart<'_> {
         res
     }
 
+    async fn run_two(&mut self, first: String, second: String) -> Result<(), Error> {
+        let XaLink::Lean(h) = &mut self.link else {
+            self.run(first).await?;
+            return self.run(second).await;
+        };
+        let label = h.handle.alias().to_string();
+        h.handle.conn.begin_with_next_as(&first);
+        let res = h
+            .handle
+            .conn
+            .run(&second)
+            .await
+            .map_err(|e| run_error(e, &label));
+        self.discard |=
+            h.handle.conn.is_failed() || matches!(&res, Err(e) if e.breaks_backend_conn());
+        res
+    }
+
     fn discard(&mut self) {
         self.discard = true;
     }
