@@ -4778,6 +4778,21 @@ async fn a_ddl_commits_the_open_transaction_first() {
             (Some(11), Some(14)),
             "{mode}"
         );
+        // Table maintenance commits too (here of another keyspace's
+        // table: a sharded keyspace's is refused).
+        a.query_drop("begin").await.unwrap();
+        a.query_drop("update tximplicit set v = v + 10")
+            .await
+            .unwrap();
+        ddl(&mut a, "analyze table commerce.tximplicit_u")
+            .await
+            .unwrap();
+        a.query_drop("rollback").await.unwrap();
+        assert_eq!(
+            (on_shard(300, 1).await, on_shard(400, 4).await),
+            (Some(21), Some(24)),
+            "{mode}"
+        );
         a.query_drop("delete from tximplicit").await.unwrap();
     }
     // With autocommit off: committed by the DDL; the next statement

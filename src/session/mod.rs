@@ -638,7 +638,7 @@ impl Session {
     ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
-        self.commit_before(ctx, stmt).await?;
+        self.commit_before(ctx, stmt, sql).await?;
         self.note_query(stmt);
         let res = self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await;
         // A DDL on a sharded keyspace (the tracker learns no other) may
@@ -685,14 +685,30 @@ impl Session {
         .await
     }
 
-    /// A DDL ends the open transaction first, committing every shard's
-    /// part (in two phases under twopc), as MySQL's implicit commit and
-    /// vtgate do; it then runs outside any transaction. Why: run inside,
-    /// its tablet would commit its own part alone (MariaDB's implicit
-    /// commit) and leave the others open for a later ROLLBACK to undo. A
-    /// commit that fails stops the DDL.
-    async fn commit_before(&mut self, ctx: &ServerCtx, stmt: &Statement) -> Result<(), Error> {
-        if self.shards.in_txn && *stmt == Statement::Query(QueryKind::Ddl) {
+    /// A DDL (or another statement MySQL commits before, see
+    /// [`sql::commits_implicitly`]) ends the open transaction first,
+    /// committing every shard's part (in two phases under twopc), as
+    /// MySQL's implicit commit and vtgate do; it then runs outside any
+    /// transaction. Why: run inside, its tablet would commit its own part
+    /// alone (MariaDB's implicit commit) and leave the others open for a
+    /// later ROLLBACK to undo. A commit that fails stops the statement.
+    async fn commit_before(
+        &mut self,
+        ctx: &ServerCtx,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<(), Error> {
+        if !self.shards.in_txn {
+            return Ok(());
+        }
+        let commits = match stmt {
+            Statement::Query(QueryKind::Ddl) => true,
+            Statement::Query(QueryKind::Other | QueryKind::Reserving) => {
+                sql::commits_implicitly(sql)
+            }
+            _ => false,
+        };
+        if commits {
             self.shards.finish_txn(ctx, true).await?;
         }
         Ok(())

@@ -316,6 +316,18 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
     Ok(stmt)
 }
 
+/// Whether MySQL commits the open transaction before running `sql`,
+/// besides a DDL ([`QueryKind::Ddl`]): table maintenance (ANALYZE,
+/// OPTIMIZE, REPAIR), FLUSH, GRANT and REVOKE, LOCK TABLES.
+pub fn commits_implicitly(sql: &str) -> bool {
+    let toks = tokenize(sql);
+    let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    ["analyze", "optimize", "repair", "flush", "grant", "revoke"]
+        .iter()
+        .any(|k| w(0, k))
+        || (w(0, "lock") && (w(1, "tables") || w(1, "table")))
+}
+
 /// `KILL [CONNECTION | QUERY] id`; MariaDB's other forms (HARD, SOFT,
 /// `QUERY ID`, `USER`) name tablet threads or users shardgate does not
 /// have.
@@ -1975,6 +1987,29 @@ mod tests {
         );
         assert_eq!(unqualified("insert into t1 values (1)"), ["t1"]);
         assert!(unqualified("select 1").is_empty());
+    }
+
+    #[test]
+    fn statements_that_commit_the_open_transaction() {
+        for sql in [
+            "analyze table t",
+            "OPTIMIZE TABLE t",
+            "repair table t",
+            "flush tables",
+            "grant select on *.* to u",
+            "revoke select on *.* from u",
+            "lock tables t read",
+        ] {
+            assert!(commits_implicitly(sql), "{sql}");
+        }
+        for sql in [
+            "select 1",
+            "create temporary table t (id int)",
+            "unlock tables",
+            "lock",
+        ] {
+            assert!(!commits_implicitly(sql), "{sql}");
+        }
     }
 
     #[test]
