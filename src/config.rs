@@ -480,10 +480,14 @@ pub enum CtlCommand {
         #[arg(long = "db-name", alias = "init_db_name_override")]
         db_name: Option<String>,
     },
-    /// Remove a tablet from the topology.
+    /// Remove a tablet from the topology (vtctldclient's DeleteTablets).
     DeleteTablet {
         /// `cell-uid`.
         alias: String,
+        /// Delete it even if it is its shard's primary (the shard then
+        /// takes no writes until a primary is named).
+        #[arg(long = "allow-primary", alias = "allow_primary")]
+        allow_primary: bool,
     },
     /// Make a tablet the shard's writable primary and point the others at it.
     InitShardPrimary {

@@ -307,8 +307,11 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             admin::add_tablet(&store, &rec, sharded).await?;
             println!("tablet {alias} added");
         }
-        CtlCommand::DeleteTablet { alias } => {
-            admin::delete_tablet(&store, &alias).await?;
+        CtlCommand::DeleteTablet {
+            alias,
+            allow_primary,
+        } => {
+            admin::delete_tablet(&store, &alias, allow_primary, &locking).await?;
             println!("tablet {alias} deleted");
         }
         CtlCommand::InitShardPrimary {

@@ -1250,4 +1250,23 @@ async fn a_shard_lock_keeps_reparents_apart() {
     assert!(shard().await.is_primary_serving);
     assert_eq!(read_only(ports[0]).await, 0);
     assert_eq!(read_only(ports[1]).await, 1);
+
+    // The primary's record is deleted only when asked for by name
+    // (vtctldclient's --allow-primary), and the shard record then names
+    // no primary; a replica's goes as before.
+    let out = run_ctl(own(&["delete-tablet", "zone1-990"])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("is the primary of lockks/0"), "{said}");
+    assert_ok(&run_ctl(own(&["delete-tablet", "zone1-991"])).await);
+    assert_ok(&run_ctl(own(&["delete-tablet", "zone1-990", "--allow-primary"])).await);
+    assert_eq!(shard().await.primary_alias, None);
+    let left = store.list_all().await.unwrap();
+    assert!(
+        !left.keys().any(|k| k.contains("zone1-99")),
+        "{:?}",
+        left.keys()
+            .filter(|k| k.contains("zone1-99"))
+            .collect::<Vec<_>>()
+    );
 }

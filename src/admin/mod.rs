@@ -197,13 +197,44 @@ pub async fn add_tablet(
     Ok(())
 }
 
-/// Removes a tablet record.
-pub async fn delete_tablet(store: &TopoStore, alias: &str) -> Result<(), AdminError> {
+/// Removes a tablet record. The shard's recorded primary only with
+/// `allow_primary` (vtctldclient's `DeleteTablets --allow-primary`): its
+/// shard then has no primary, and takes no writes, until
+/// init-shard-primary or a reparent names one; the shard record stops
+/// naming it under the shard's lock.
+pub async fn delete_tablet(
+    store: &TopoStore,
+    alias: &str,
+    allow_primary: bool,
+    locking: &LockOptions,
+) -> Result<(), AdminError> {
     let cell = cell_of(alias)?;
-    store
-        .delete(&format!("{cell}/tablets/{alias}"), true)
-        .await?;
-    Ok(())
+    let key = format!("{cell}/tablets/{alias}");
+    let rec: Option<TabletRecord> = record(store, &format!("{key}/Tablet")).await?;
+    let Some(rec) = rec else {
+        return store.delete(&key, true).await.map_err(Into::into);
+    };
+    let (ks, shard) = (rec.keyspace.as_str(), rec.shard.as_str());
+    if recorded_primary(store, ks, shard).await?.as_deref() != Some(alias) {
+        return store.delete(&key, true).await.map_err(Into::into);
+    }
+    if !allow_primary {
+        return Err(AdminError::Invalid(format!(
+            "tablet {alias} is the primary of {ks}/{shard}: reparent first, or pass --allow-primary (the shard then takes no writes until a primary is named)"
+        )));
+    }
+    let say = |m: &str| tracing::info!("{m}");
+    let lock = lock_shard(store, ks, shard, "DeleteTablet", locking, &say).await?;
+    let cleared = async {
+        let (skey, srec) = shard_record(store, ks, shard).await?;
+        if let Some(mut srec) = srec.filter(|r| r.primary_alias.as_deref() == Some(alias)) {
+            srec.primary_alias = None;
+            lock.put(&skey, &json(&srec)).await?;
+        }
+        store.delete(&key, true).await.map_err(AdminError::from)
+    };
+    let r = cleared.await;
+    unlocked(lock, r).await
 }
 
 fn cell_of(alias: &str) -> Result<&str, AdminError> {
