@@ -16,15 +16,28 @@ fn add_tablet_args(
     port: u16,
     extra: &[&str],
 ) -> Vec<String> {
+    add_tablet_args_in(alias, keyspace, "0", kind, port, extra)
+}
+
+/// [`add_tablet_args`] for a tablet of `shard`.
+fn add_tablet_args_in(
+    alias: &str,
+    keyspace: &str,
+    shard: &str,
+    kind: &str,
+    port: u16,
+    extra: &[&str],
+) -> Vec<String> {
     let port = port.to_string();
+    // One argument: a shard name may begin with a dash (`-80`).
+    let shard = format!("--shard={shard}");
     let mut args = vec![
         "add-tablet",
         "--alias",
         alias,
         "--keyspace",
         keyspace,
-        "--shard",
-        "0",
+        &shard,
         "--type",
         kind,
         "--mysql-port",
@@ -71,6 +84,17 @@ async fn own_shard(
     uids: &[u32],
     extra: &[&str],
 ) -> (std::path::PathBuf, Vec<u16>, Vec<i32>) {
+    own_shard_in(tag, ks, "0", uids, extra).await
+}
+
+/// [`own_shard`] for shard `shard` of `ks`.
+async fn own_shard_in(
+    tag: &str,
+    ks: &str,
+    shard_name: &str,
+    uids: &[u32],
+    extra: &[&str],
+) -> (std::path::PathBuf, Vec<u16>, Vec<i32>) {
     use shardgate::local::{init_tablet_users, start_mariadb};
     let dir = temp_dir(tag);
     let (mut ports, mut pids) = (Vec::new(), Vec::new());
@@ -84,12 +108,17 @@ async fn own_shard(
             .unwrap();
         let alias = format!("zone1-{uid}");
         let kind = if i == 0 { "primary" } else { "replica" };
-        assert_ok(&run_ctl(add_tablet_args(&alias, ks, kind, port, extra)).await);
+        assert_ok(
+            &run_ctl(add_tablet_args_in(
+                &alias, ks, shard_name, kind, port, extra,
+            ))
+            .await,
+        );
         ports.push(port);
         pids.push(p.pid);
     }
     let primary = format!("zone1-{}", uids[0]);
-    let shard = format!("{ks}/0");
+    let shard = format!("{ks}/{shard_name}");
     assert_ok(&run_ctl(own(&["init-shard-primary", &shard, &primary])).await);
     (dir, ports, pids)
 }
@@ -1269,4 +1298,270 @@ async fn a_shard_lock_keeps_reparents_apart() {
             .filter(|k| k.contains("zone1-99"))
             .collect::<Vec<_>>()
     );
+}
+
+/// `--transaction_mode=twopc` through planned reparents of one of two
+/// shards, under a steady stream of transactions that each write one row
+/// on each shard: every transaction ends whole (both rows or neither),
+/// every acknowledged one has both, and nothing stays prepared. A part
+/// prepared on the primary as it is demoted is committed (or rolled back)
+/// on the new primary, which applied the prepare from the binlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twopc_transactions_stay_whole_through_a_reparent() {
+    use shardgate::vschema::vindex::Func;
+    cluster();
+    let (dir, low_ports, _) =
+        own_shard_in("tpc-low", "tpcks", "-80", &[960, 961], &["--sharded"]).await;
+    let (_, high_ports, _) = own_shard_in("tpc-high", "tpcks", "80-", &[962], &["--sharded"]).await;
+    let vschema = dir.join("tpcks.json");
+    std::fs::write(
+        &vschema,
+        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
+    )
+    .unwrap();
+    let vschema = vschema.display().to_string();
+    assert_ok(&run_ctl(own(&["apply-vschema", "--vschema-file", &vschema, "tpcks"])).await);
+    for port in [low_ports[0], high_ports[0]] {
+        dba_at(port, "vt_tpcks")
+            .await
+            .query_drop("create table t (id bigint primary key, w int)")
+            .await
+            .unwrap();
+    }
+    // Ids by shard, as the hash vindex places them.
+    let low_shard = |id: u64| {
+        let ksid = Func::from_type("hash")
+            .unwrap()
+            .map(&mysql_async::Value::UInt(id))
+            .unwrap()
+            .unwrap();
+        ksid[0] < 0x80
+    };
+    let (gate, web) = spawn_shardgate(&own(&[
+        "--transaction_mode",
+        "twopc",
+        "--twopc_abandon_age",
+        "1s",
+        "--enable_buffer",
+        "--buffer_min_time_between_failovers",
+        "0s",
+    ]))
+    .await;
+    eventually(15, || async move {
+        let mut probe = try_connect_port(gate, Some("tpcks")).await.ok()?;
+        probe.query_drop("select 1 from t").await.ok()
+    })
+    .await
+    .expect("the new keyspace served");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conn = connect_port(gate, Some("tpcks")).await;
+            let mut ids = (w * 1_000_000 + 1..).filter(|_| true);
+            let mut ended = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let low = ids.by_ref().find(|&i| low_shard(i)).unwrap();
+                let high = ids.by_ref().find(|&i| !low_shard(i)).unwrap();
+                let res = async {
+                    conn.query_drop("begin").await?;
+                    conn.query_drop(format!("insert into t (id, w) values ({low}, {w})"))
+                        .await?;
+                    conn.query_drop(format!("insert into t (id, w) values ({high}, {w})"))
+                        .await?;
+                    conn.query_drop("commit").await
+                }
+                .await;
+                if res.is_err() {
+                    let _ = conn.query_drop("rollback").await;
+                }
+                ended.push((low, high, res.map_err(|e| e.to_string())));
+            }
+            ended
+        }));
+    }
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(700));
+    pause().await;
+    for args in [
+        &[
+            "planned-reparent-shard",
+            "tpcks/-80",
+            "--new-primary",
+            "zone1-961",
+        ][..],
+        &["planned-reparent-shard", "tpcks/-80"][..],
+    ] {
+        let out = run_ctl(own(args)).await;
+        assert_ok(&out);
+        pause().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ended = Vec::new();
+    for writer in writers {
+        ended.extend(writer.await.unwrap());
+    }
+    let acked = ended.iter().filter(|e| e.2.is_ok()).count();
+    assert!(
+        acked > 20,
+        "{acked} transactions committed of {}",
+        ended.len()
+    );
+
+    // Nothing stays prepared on any of the three servers, and no record.
+    let ports: Vec<u16> = low_ports.iter().chain(&high_ports).copied().collect();
+    let settled = eventually(30, || {
+        let ports = ports.clone();
+        async move {
+            for port in ports {
+                let mut c = dba_at(port, "vt_tpcks").await;
+                let xids: Vec<(u32, u32, u32, String)> = c.query("xa recover").await.ok()?;
+                if xids.iter().any(|x| x.3.starts_with("sg-")) {
+                    return None;
+                }
+            }
+            let left = store()
+                .await
+                .beside(shardgate::executor::twopc::STORE_SUFFIX)
+                .list_all()
+                .await
+                .ok()?;
+            left.is_empty().then_some(())
+        }
+    })
+    .await;
+    assert!(settled.is_some(), "prepared parts or records stay");
+
+    // Whole: both rows or neither, on the shards' primaries now (960
+    // again) and on the -80 replica once it caught up.
+    let rows = |port: u16| async move {
+        let mut c = dba_at(port, "vt_tpcks").await;
+        let ids: Vec<u64> = c.query("select id from t").await.unwrap();
+        ids.into_iter().collect::<std::collections::BTreeSet<u64>>()
+    };
+    let (low, high) = (rows(low_ports[0]).await, rows(high_ports[0]).await);
+    let mut torn = Vec::new();
+    for (l, h, res) in &ended {
+        let (has_l, has_h) = (low.contains(l), high.contains(h));
+        if has_l != has_h || (res.is_ok() && !has_l) {
+            torn.push((l, h, has_l, has_h, res.clone()));
+        }
+    }
+    assert!(
+        torn.is_empty(),
+        "{} of {} transactions torn: {:?}",
+        torn.len(),
+        ended.len(),
+        &torn[..torn.len().min(5)]
+    );
+    let replica = low_ports[1];
+    let replica_caught_up = eventually(15, || {
+        let low = low.clone();
+        async move { (rows(replica).await == low).then_some(()) }
+    })
+    .await;
+    assert!(replica_caught_up.is_some(), "the -80 replica differs");
+    let committed = debug_var_at(web, "TwopcCommitted").await;
+    assert!(committed >= acked as u64, "{committed} < {acked}");
+
+    // A part prepared on the -80 primary, which a reparent then demotes
+    // before the decision is taken (a gate that died half way): the
+    // resolver commits it on the new primary, which applied the prepare
+    // from the binlog, and the demoted one applies the commit from it.
+    use shardgate::executor::twopc::{self, Part, Record};
+    let twopc_store = store().await.beside(twopc::STORE_SUFFIX);
+    let dtid = format!("t-{:x}-demoted", std::process::id());
+    let record = |at: u64| {
+        let parts = [("-80", "zone1-960"), ("80-", "zone1-962")]
+            .into_iter()
+            .map(|(shard, tablet)| Part {
+                keyspace: "tpcks".into(),
+                shard: shard.into(),
+                tablet: tablet.into(),
+            })
+            .collect();
+        serde_json::to_vec(&Record { parts, at }).unwrap()
+    };
+    // Young while prepared and reparented (the resolver leaves it).
+    let now = twopc::now_ms();
+    twopc_store
+        .put(&dtid, &record(now + 3_600_000))
+        .await
+        .unwrap();
+    for (port, uid, id) in [
+        (low_ports[0], 960, 9_000_001u64),
+        (high_ports[0], 962, 9_000_002),
+    ] {
+        let mut c = dba_at(port, "vt_tpcks").await;
+        let x = twopc::xid(&dtid, &format!("zone1-{uid}"));
+        for sql in [
+            format!("xa start {x}"),
+            format!("insert into t (id, w) values ({id}, 99)"),
+            format!("xa end {x}"),
+            format!("xa prepare {x}"),
+        ] {
+            c.query_drop(sql).await.unwrap();
+        }
+        c.disconnect().await.unwrap();
+    }
+    let out = run_ctl(own(&[
+        "planned-reparent-shard",
+        "tpcks/-80",
+        "--new-primary",
+        "zone1-961",
+        "--transaction-grace-period",
+        "200ms",
+    ]))
+    .await;
+    assert_ok(&out);
+    let prepared_on = |port: u16| {
+        let dtid = dtid.clone();
+        async move {
+            let mut c = dba_at(port, "vt_tpcks").await;
+            let xids: Vec<(u32, u32, u32, String)> = c.query("xa recover").await.unwrap();
+            xids.iter().any(|x| x.3.starts_with(&dtid))
+        }
+    };
+    assert!(
+        prepared_on(low_ports[1]).await,
+        "the new primary lacks the prepared part"
+    );
+    let decision = serde_json::to_vec(&twopc::Decision {
+        decision: twopc::Outcome::Commit,
+        at: now,
+    })
+    .unwrap();
+    twopc_store
+        .put(&twopc::decision_key(&dtid), &decision)
+        .await
+        .unwrap();
+    twopc_store.put(&dtid, &record(now - 60_000)).await.unwrap();
+    let resolved = eventually(20, || {
+        let ports = ports.clone();
+        let prepared_on = &prepared_on;
+        async move {
+            for port in ports {
+                if prepared_on(port).await {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    assert!(
+        resolved.is_some(),
+        "the demoted primary's part stays prepared"
+    );
+    let high = high_ports[0];
+    for port in [low_ports[1], high, low_ports[0]] {
+        let id = 9_000_001 + u64::from(port == high);
+        let has = eventually(15, || async move {
+            rows(port).await.contains(&id).then_some(())
+        })
+        .await;
+        assert!(has.is_some(), "the committed row is missing on port {port}");
+    }
 }
