@@ -272,6 +272,45 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     assert!(seen.is_some());
     let status = http_get(web, "/debug/status").await;
     assert!(status.contains("zone1-100"), "{status}");
+
+    // A gate started while the topology is invalid (here a bad VSchema;
+    // as well a keyspace whose shards are being added one by one) comes
+    // up serving no keyspace, counts the rejection, and serves once the
+    // topology is valid again.
+    files
+        .put(
+            "global/keyspaces/commerce/VSchema",
+            br#"{"sharded": false, "tablez": {}}"#,
+        )
+        .await
+        .unwrap();
+    let (port, web) = spawn_shardgate(&[
+        "--topo-implementation".into(),
+        "file".into(),
+        "--topo-global-server-address".into(),
+        dir.display().to_string(),
+    ])
+    .await;
+    let vars = http_get(web, "/debug/vars").await;
+    assert!(vars.contains("\"TopoRejected\":1"), "{vars}");
+    let refused = try_connect_port(port, Some("commerce")).await;
+    assert!(
+        refused.is_err(),
+        "a keyspace was served from an invalid topology"
+    );
+    files
+        .put(
+            "global/keyspaces/commerce/VSchema",
+            br#"{"sharded": false, "tables": {"from_file": {}}}"#,
+        )
+        .await
+        .unwrap();
+    let served = eventually(10, || async move {
+        let mut conn = try_connect_port(port, Some("commerce")).await.ok()?;
+        (vschema_tables(&mut conn).await == vec!["from_file".to_string()]).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "the valid topology was not picked up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1310,6 +1349,19 @@ async fn a_shard_lock_keeps_reparents_apart() {
 async fn twopc_transactions_stay_whole_through_a_reparent() {
     use shardgate::vschema::vindex::Func;
     cluster();
+    // Both shards' records first: a keyspace with only -80 would be
+    // invalid meanwhile for every gate watching.
+    {
+        let store = store().await;
+        shardgate::admin::ensure_keyspace(&store, "tpcks", true)
+            .await
+            .unwrap();
+        for shard in ["-80", "80-"] {
+            shardgate::admin::ensure_shard(&store, "tpcks", shard)
+                .await
+                .unwrap();
+        }
+    }
     let (dir, low_ports, _) =
         own_shard_in("tpc-low", "tpcks", "-80", &[960, 961], &["--sharded"]).await;
     let (_, high_ports, _) = own_shard_in("tpc-high", "tpcks", "80-", &[962], &["--sharded"]).await;

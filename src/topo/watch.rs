@@ -24,15 +24,25 @@ pub struct WatchStats {
     pub last_error: std::sync::Mutex<Option<String>>,
 }
 
-/// Loads the first snapshot (failing loudly if it is invalid, since there is
-/// nothing older to fall back on) and returns the handle.
-pub async fn initial(
-    store: &TopoStore,
-    cells: &[String],
-) -> Result<(SnapshotHandle, BTreeMap<String, Vec<u8>>), TopoError> {
+/// What [`initial`] loaded: the handle, the records it was built from,
+/// and why they were rejected, if they were.
+pub type Initial = (SnapshotHandle, BTreeMap<String, Vec<u8>>, Option<TopoError>);
+
+/// Loads the first snapshot and returns the handle. An invalid topology
+/// does not stop the start (a keyspace whose shards are being added one
+/// by one, a bad VSchema): the gate serves an empty one, logs why, and
+/// swaps in the first valid update the watch sees, as vtgate comes up
+/// serving what it can. Only an unreachable store fails the start.
+pub async fn initial(store: &TopoStore, cells: &[String]) -> Result<Initial, TopoError> {
     let records = store.list_all().await?;
-    let snap = Snapshot::build(&records, cells, 1)?;
-    Ok((Arc::new(ArcSwap::from_pointee(snap)), records))
+    let (snap, rejected) = match Snapshot::build(&records, cells, 1) {
+        Ok(snap) => (snap, None),
+        Err(e) => {
+            tracing::error!(error = %e, "topology invalid at start: no keyspace is served until a valid update");
+            (Snapshot::build(&BTreeMap::new(), cells, 1)?, Some(e))
+        }
+    };
+    Ok((Arc::new(ArcSwap::from_pointee(snap)), records, rejected))
 }
 
 /// Runs forever: watches the store and swaps in each valid new snapshot,

@@ -373,11 +373,15 @@ pub async fn spawn_shardgate_pid(extra: &[String]) -> (u16, u16, i32) {
             .map(|_| ())
     })
     .await;
-    assert!(
-        up.is_some(),
-        "shardgate did not start; log in {}",
-        dir.display()
-    );
+    if up.is_none() {
+        let log = std::fs::read_to_string(dir.join("shardgate.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "shardgate did not start; its log ends:\n{}",
+            tail.join("\n")
+        );
+    }
     (port, web, p.pid)
 }
 
