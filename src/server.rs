@@ -208,7 +208,7 @@ impl Running {
 /// Loads the topology, binds the listeners and serves in the background.
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let store = TopoStore::connect(opts.topo_impl, &opts.topo_address, &opts.topo_root).await?;
-    let (handle, records, rejected) = topo::watch::initial(&store, &opts.cells).await?;
+    let (handle, records, problems) = topo::watch::initial(&store, &opts.cells).await?;
     let login = topo::schema::Login {
         user: opts.backend.user.clone(),
         password: opts.backend.password.clone(),
@@ -228,15 +228,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     if opts.schema_tracking {
         ctx.schema = Some(Arc::default());
     }
-    if let Some(e) = rejected {
-        ctx.watch_stats
-            .rejected
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *ctx.watch_stats
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-    }
+    topo::watch::note_problems(&ctx.watch_stats, &problems);
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
     tokio::spawn(crate::executor::deadlock::run(Arc::downgrade(&ctx)));

@@ -294,9 +294,11 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     let vars = http_get(web, "/debug/vars").await;
     assert!(vars.contains("\"TopoRejected\":1"), "{vars}");
     let refused = try_connect_port(port, Some("commerce")).await;
-    assert!(
-        refused.is_err(),
-        "a keyspace was served from an invalid topology"
+    assert!(refused.is_err(), "an invalid keyspace was served");
+    let mut other = connect_port(port, Some("customer")).await;
+    assert_eq!(
+        rows(&mut other, "show vitess_target").await,
+        vec![vec![Some("customer".to_string())]]
     );
     files
         .put(

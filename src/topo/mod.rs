@@ -248,12 +248,34 @@ impl Snapshot {
     }
 
     /// Builds and validates a snapshot from raw topology records (key → JSON),
-    /// keeping tablets of `cells` only (all cells when empty).
+    /// keeping tablets of `cells` only (all cells when empty); the first
+    /// problem found fails it.
     pub fn build(
         records: &BTreeMap<String, Vec<u8>>,
         cells: &[String],
         version: u64,
     ) -> Result<Self, TopoError> {
+        let (snap, mut problems) = Self::build_keeping(records, cells, version, None)?;
+        match problems.is_empty() {
+            true => Ok(snap),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`Self::build`], keyspace by keyspace: a keyspace whose records
+    /// are invalid (a bad VSchema, shards that do not cover the key space
+    /// yet while they are added one by one) stays as `previous` had it,
+    /// its tablets too, or is left out when `previous` had none; a tablet
+    /// record that does not parse is left out. Each is one of the problems
+    /// returned beside the snapshot. Why: one keyspace's bad update must
+    /// not hold back every other's (a reparent elsewhere would go unseen).
+    /// Only invalid routing rules, which span keyspaces, fail it whole.
+    pub fn build_keeping(
+        records: &BTreeMap<String, Vec<u8>>,
+        cells: &[String],
+        version: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<(Self, Vec<TopoError>), TopoError> {
         fn parse<'a, T: Deserialize<'a>>(key: &str, v: &'a [u8]) -> Result<T, TopoError> {
             serde_json::from_slice(v).map_err(|source| TopoError::Record {
                 key: key.to_string(),
@@ -265,30 +287,45 @@ impl Snapshot {
         let mut shard_records: BTreeMap<String, BTreeMap<String, ShardRecord>> = BTreeMap::new();
         let mut tablet_records: Vec<TabletRecord> = Vec::new();
         let mut routing_rules = Vec::new();
+        // Keyspaces whose records are invalid, with the first problem.
+        let mut broken: BTreeMap<String, TopoError> = BTreeMap::new();
+        let mut problems = Vec::new();
         for (key, value) in records {
             let parts: Vec<&str> = key.split('/').collect();
-            match parts.as_slice() {
-                ["global", "keyspaces", ks, "Keyspace"] => {
-                    ks_records.insert(ks.to_string(), parse(key, value)?);
-                }
-                ["global", "keyspaces", ks, "VSchema"] => {
-                    vschemas.insert(ks.to_string(), KeyspaceVSchema::from_json(ks, value)?);
-                }
+            let read = match parts.as_slice() {
+                ["global", "keyspaces", ks, "Keyspace"] => parse(key, value).map(|r| {
+                    ks_records.insert(ks.to_string(), r);
+                }),
+                ["global", "keyspaces", ks, "VSchema"] => KeyspaceVSchema::from_json(ks, value)
+                    .map(|v| {
+                        vschemas.insert(ks.to_string(), v);
+                    })
+                    .map_err(TopoError::from),
                 ["global", "keyspaces", ks, "shards", shard, "Shard"] => {
-                    shard_records
-                        .entry(ks.to_string())
-                        .or_default()
-                        .insert(shard.to_string(), parse(key, value)?);
+                    parse(key, value).map(|r| {
+                        shard_records
+                            .entry(ks.to_string())
+                            .or_default()
+                            .insert(shard.to_string(), r);
+                    })
                 }
                 ["global", "RoutingRules"] => {
                     routing_rules = parse::<RoutingRules>(key, value)?.rules;
+                    Ok(())
                 }
                 [cell, "tablets", _alias, "Tablet"]
                     if cells.is_empty() || cells.iter().any(|c| c == cell) =>
                 {
-                    tablet_records.push(parse(key, value)?);
+                    match parse(key, value) {
+                        Ok(t) => tablet_records.push(t),
+                        Err(e) => problems.push(e),
+                    }
+                    Ok(())
                 }
-                _ => {}
+                _ => Ok(()),
+            };
+            if let (Err(e), ["global", "keyspaces", ks, ..]) = (read, parts.as_slice()) {
+                broken.entry(ks.to_string()).or_insert(e);
             }
         }
         let mut keyspaces = BTreeMap::new();
@@ -298,55 +335,36 @@ impl Snapshot {
             .chain(shard_records.keys())
             .collect();
         for name in names {
-            let vschema = vschemas.get(name).cloned().unwrap_or_default();
-            let sharded =
-                ks_records.get(name).map(|r| r.sharded).unwrap_or(false) || vschema.sharded;
-            if vschemas.contains_key(name) && vschema.sharded != sharded {
-                return Err(TopoError::Inconsistent(format!(
-                    "keyspace {name}: the Keyspace record says sharded={sharded} but its VSchema says sharded={}",
-                    vschema.sharded
-                )));
+            if broken.contains_key(name) {
+                continue;
             }
-            let mut shards = Vec::new();
-            for (sname, rec) in shard_records.get(name).into_iter().flatten() {
-                let range_text = if rec.key_range.is_empty() {
-                    sname
-                } else {
-                    &rec.key_range
-                };
-                let key_range = KeyRange::parse(range_text).map_err(|e| {
-                    TopoError::Inconsistent(format!("keyspace {name} shard {sname}: {e}"))
-                })?;
-                shards.push(Shard {
-                    name: sname.clone(),
-                    key_range,
-                    tablets: Default::default(),
-                    primary_term_start: rec.primary_term_start_time.clone().unwrap_or_default(),
-                    primary_serving: rec.is_primary_serving,
-                });
+            match Self::keyspace(name, &ks_records, &vschemas, &shard_records) {
+                Ok(ks) => {
+                    keyspaces.insert(name.clone(), ks);
+                }
+                Err(e) => {
+                    broken.insert(name.clone(), e);
+                }
             }
-            shards.sort_by(|a, b| a.key_range.start.cmp(&b.key_range.start));
-            KeyRange::check_partition(shards.iter().map(|s| (&s.name, &s.key_range)))
-                .map_err(|e| TopoError::Inconsistent(format!("keyspace {name}: {e}")))?;
-            if !sharded && shards.len() > 1 {
-                return Err(TopoError::Inconsistent(format!(
-                    "keyspace {name}: unsharded but has {} shards",
-                    shards.len()
-                )));
-            }
-            keyspaces.insert(
-                name.clone(),
-                Keyspace {
-                    name: name.clone(),
-                    sharded,
-                    vschema,
-                    shards,
-                    learned: BTreeMap::new(),
-                },
-            );
         }
+        // A broken keyspace keeps its last good version, tablets and all.
         let mut tablets = BTreeMap::new();
+        let mut kept = std::collections::BTreeSet::new();
+        for (name, e) in broken {
+            if let Some(prev) = previous.and_then(|p| p.keyspaces.get(&name)) {
+                keyspaces.insert(name.clone(), prev.clone());
+                let theirs = previous.into_iter().flat_map(|p| p.tablets.values());
+                for t in theirs.filter(|t| t.keyspace == name) {
+                    tablets.insert(t.alias.clone(), t.clone());
+                }
+                kept.insert(name);
+            }
+            problems.push(e);
+        }
         for rec in tablet_records {
+            if kept.contains(&rec.keyspace) {
+                continue;
+            }
             let Some(ks) = keyspaces.get_mut(&rec.keyspace) else {
                 tracing::warn!(tablet = %rec.alias, keyspace = %rec.keyspace, "tablet of unknown keyspace ignored");
                 continue;
@@ -359,12 +377,13 @@ impl Snapshot {
                 .get(&rec.keyspace)
                 .and_then(|m| m.get(&rec.shard))
                 .and_then(|s| s.primary_alias.as_deref());
-            let own = TabletType::parse(&rec.tablet_type).ok_or_else(|| {
-                TopoError::Inconsistent(format!(
+            let Some(own) = TabletType::parse(&rec.tablet_type) else {
+                problems.push(TopoError::Inconsistent(format!(
                     "tablet {}: unknown type '{}'",
                     rec.alias, rec.tablet_type
-                ))
-            })?;
+                )));
+                continue;
+            };
             let tablet_type = match recorded_primary {
                 Some(p) if p == rec.alias => TabletType::Primary,
                 Some(_) if own == TabletType::Primary => TabletType::Replica,
@@ -388,12 +407,64 @@ impl Snapshot {
             .values()
             .flat_map(|k| &k.shards)
             .any(|s| !s.primary_serving);
-        Ok(Snapshot {
+        let snap = Snapshot {
             version,
             keyspaces,
             tablets,
             routing_rules,
             draining,
+        };
+        Ok((snap, problems))
+    }
+
+    /// One keyspace from its records, validated.
+    fn keyspace(
+        name: &String,
+        ks_records: &BTreeMap<String, KeyspaceRecord>,
+        vschemas: &BTreeMap<String, KeyspaceVSchema>,
+        shard_records: &BTreeMap<String, BTreeMap<String, ShardRecord>>,
+    ) -> Result<Keyspace, TopoError> {
+        let vschema = vschemas.get(name).cloned().unwrap_or_default();
+        let sharded = ks_records.get(name).map(|r| r.sharded).unwrap_or(false) || vschema.sharded;
+        if vschemas.contains_key(name) && vschema.sharded != sharded {
+            return Err(TopoError::Inconsistent(format!(
+                "keyspace {name}: the Keyspace record says sharded={sharded} but its VSchema says sharded={}",
+                vschema.sharded
+            )));
+        }
+        let mut shards = Vec::new();
+        for (sname, rec) in shard_records.get(name).into_iter().flatten() {
+            let range_text = if rec.key_range.is_empty() {
+                sname
+            } else {
+                &rec.key_range
+            };
+            let key_range = KeyRange::parse(range_text).map_err(|e| {
+                TopoError::Inconsistent(format!("keyspace {name} shard {sname}: {e}"))
+            })?;
+            shards.push(Shard {
+                name: sname.clone(),
+                key_range,
+                tablets: Default::default(),
+                primary_term_start: rec.primary_term_start_time.clone().unwrap_or_default(),
+                primary_serving: rec.is_primary_serving,
+            });
+        }
+        shards.sort_by(|a, b| a.key_range.start.cmp(&b.key_range.start));
+        KeyRange::check_partition(shards.iter().map(|s| (&s.name, &s.key_range)))
+            .map_err(|e| TopoError::Inconsistent(format!("keyspace {name}: {e}")))?;
+        if !sharded && shards.len() > 1 {
+            return Err(TopoError::Inconsistent(format!(
+                "keyspace {name}: unsharded but has {} shards",
+                shards.len()
+            )));
+        }
+        Ok(Keyspace {
+            name: name.clone(),
+            sharded,
+            vschema,
+            shards,
+            learned: BTreeMap::new(),
         })
     }
 
@@ -542,5 +613,65 @@ mod tests {
             r#"{"sharded": false, "bogus": 1}"#,
         )]);
         assert!(Snapshot::build(&r, &[], 1).is_err());
+    }
+
+    #[test]
+    fn a_broken_keyspace_keeps_its_last_good_version_and_holds_no_other_back() {
+        let tablet = |uid: u32, ks: &str, shard: &str| {
+            (
+                format!("zone1/tablets/zone1-{uid}/Tablet"),
+                format!(
+                    r#"{{"alias":"zone1-{uid}","hostname":"h","mysql_port":{uid},"keyspace":"{ks}","shard":"{shard}","type":"REPLICA"}}"#
+                ),
+            )
+        };
+        let good: Vec<(String, String)> = vec![
+            ("global/keyspaces/a/Keyspace".into(), "{}".into()),
+            ("global/keyspaces/a/shards/0/Shard".into(), "{}".into()),
+            tablet(1, "a", "0"),
+            (
+                "global/keyspaces/b/Keyspace".into(),
+                r#"{"sharded": true}"#.into(),
+            ),
+            ("global/keyspaces/b/shards/-80/Shard".into(), "{}".into()),
+            ("global/keyspaces/b/shards/80-/Shard".into(), "{}".into()),
+            tablet(2, "b", "-80"),
+        ];
+        let records = |pairs: &[(String, String)]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let (first, problems) = Snapshot::build_keeping(&records(&good), &[], 1, None).unwrap();
+        assert!(problems.is_empty());
+        // b loses its 80- shard (a shard added or removed one at a time)
+        // and gets a new tablet; a gets a new tablet too.
+        let mut next: Vec<(String, String)> = good
+            .iter()
+            .filter(|(k, _)| !k.contains("b/shards/80-"))
+            .cloned()
+            .collect();
+        next.push(tablet(3, "a", "0"));
+        next.push(tablet(4, "b", "-80"));
+        next.push(("zone1/tablets/zone1-5/Tablet".into(), "{not json".into()));
+        let (snap, problems) =
+            Snapshot::build_keeping(&records(&next), &[], 2, Some(&first)).unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.to_string().contains("keyspace b")));
+        assert_eq!(
+            snap.shard("a", "0").unwrap().tablets[1],
+            ["zone1-1", "zone1-3"]
+        );
+        assert_eq!(snap.keyspaces["b"].shards.len(), 2, "b as it was");
+        assert_eq!(snap.shard("b", "-80").unwrap().tablets[1], ["zone1-2"]);
+        assert!(snap.tablets.contains_key("zone1-2") && !snap.tablets.contains_key("zone1-4"));
+        // Without an earlier snapshot the broken keyspace is left out;
+        // the strict build fails.
+        let (start, _) = Snapshot::build_keeping(&records(&next), &[], 1, None).unwrap();
+        assert!(start.keyspaces.contains_key("a") && !start.keyspaces.contains_key("b"));
+        assert!(Snapshot::build(&records(&next), &[], 1).is_err());
     }
 }

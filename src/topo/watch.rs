@@ -1,6 +1,7 @@
 //! Keeps a [`SnapshotHandle`] in step with the store: rebuild on change,
-//! validate, swap; an invalid update is logged and counted and the last good
-//! snapshot keeps serving, as does an unreachable store.
+//! validate, swap; an invalid keyspace is logged and counted and its last
+//! good version keeps serving while the others update, as the whole last
+//! snapshot does while the store is unreachable.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,31 +19,49 @@ use super::{Snapshot, SnapshotHandle, TopoError};
 pub struct WatchStats {
     /// Snapshots accepted and swapped in.
     pub accepted: AtomicU64,
-    /// Updates rejected by validation.
+    /// Updates rejected by validation (a keyspace's problem counts once
+    /// however many rebuilds meet it).
     pub rejected: AtomicU64,
     /// The last rejection's reason.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// The problems the current snapshot was built around.
+    current: std::sync::Mutex<Vec<String>>,
 }
 
 /// What [`initial`] loaded: the handle, the records it was built from,
-/// and why they were rejected, if they were.
-pub type Initial = (SnapshotHandle, BTreeMap<String, Vec<u8>>, Option<TopoError>);
+/// and the problems it left out.
+pub type Initial = (SnapshotHandle, BTreeMap<String, Vec<u8>>, Vec<TopoError>);
 
-/// Loads the first snapshot and returns the handle. An invalid topology
-/// does not stop the start (a keyspace whose shards are being added one
-/// by one, a bad VSchema): the gate serves an empty one, logs why, and
-/// swaps in the first valid update the watch sees, as vtgate comes up
-/// serving what it can. Only an unreachable store fails the start.
+/// Loads the first snapshot and returns the handle. An invalid keyspace
+/// does not stop the start (one whose shards are being added one by one,
+/// a bad VSchema): it is left out, logged, and served from the first
+/// valid update the watch sees, as vtgate comes up serving what it can.
+/// Only an unreachable store or invalid routing rules fail the start.
 pub async fn initial(store: &TopoStore, cells: &[String]) -> Result<Initial, TopoError> {
     let records = store.list_all().await?;
-    let (snap, rejected) = match Snapshot::build(&records, cells, 1) {
-        Ok(snap) => (snap, None),
-        Err(e) => {
-            tracing::error!(error = %e, "topology invalid at start: no keyspace is served until a valid update");
-            (Snapshot::build(&BTreeMap::new(), cells, 1)?, Some(e))
+    let (snap, problems) = Snapshot::build_keeping(&records, cells, 1, None)?;
+    for e in &problems {
+        tracing::error!(error = %e, "topology: left out at start until a valid update");
+    }
+    Ok((Arc::new(ArcSwap::from_pointee(snap)), records, problems))
+}
+
+/// Counts and logs the problems a snapshot was built around, each once
+/// while it lasts.
+pub fn note_problems(stats: &WatchStats, problems: &[TopoError]) {
+    let text: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
+    let mut current = stats.current.lock().unwrap_or_else(|p| p.into_inner());
+    let new: Vec<&String> = text.iter().filter(|t| !current.contains(t)).collect();
+    if !new.is_empty() {
+        stats
+            .rejected
+            .fetch_add(new.len() as u64, Ordering::Relaxed);
+        for t in &new {
+            tracing::error!(error = %t, "topology update rejected; its last good version keeps serving");
         }
-    };
-    Ok((Arc::new(ArcSwap::from_pointee(snap)), records, rejected))
+        *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.join("; "));
+    }
+    *current = text;
 }
 
 /// Runs forever: watches the store and swaps in each valid new snapshot,
@@ -71,8 +90,10 @@ pub async fn run(
             Ok(records) if records != last || knows != applied => {
                 last = records;
                 applied = knows.clone();
-                match Snapshot::build(&last, &cells, version + 1) {
-                    Ok(mut snap) => {
+                let previous = handle.load_full();
+                match Snapshot::build_keeping(&last, &cells, version + 1, Some(&previous)) {
+                    Ok((mut snap, problems)) => {
+                        note_problems(&stats, &problems);
                         snap.learn(&applied);
                         version += 1;
                         let snap = Arc::new(snap);
