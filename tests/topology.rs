@@ -251,6 +251,30 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     assert!(vschema_tables(&mut conn)
         .await
         .contains(&"product".to_string()));
+    // Another keyspace's update goes through meanwhile.
+    files
+        .put("global/keyspaces/fresh/Keyspace", b"{}")
+        .await
+        .unwrap();
+    files
+        .put("global/keyspaces/fresh/shards/0/Shard", b"{}")
+        .await
+        .unwrap();
+    let fresh = eventually(10, || async move {
+        let mut c = connect_port(port, None).await;
+        let names = rows(&mut c, "show keyspaces").await;
+        names
+            .contains(&vec![Some("fresh".to_string())])
+            .then_some(())
+    })
+    .await;
+    assert!(
+        fresh.is_some(),
+        "a keyspace's update was held back by another's"
+    );
+    assert!(vschema_tables(&mut conn)
+        .await
+        .contains(&"product".to_string()));
     assert_eq!(
         rows(&mut conn, "select 2").await,
         vec![vec![Some("2".into())]]
