@@ -480,6 +480,22 @@ pub enum CtlCommand {
         #[arg(long = "db-name", alias = "init_db_name_override")]
         db_name: Option<String>,
     },
+    /// List tablets: alias, keyspace, shard, type, address (vtctldclient's
+    /// GetTablets).
+    GetTablets {
+        /// Only this keyspace's.
+        #[arg(long)]
+        keyspace: Option<String>,
+        /// Only this shard's (with --keyspace).
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Show a shard's record and who holds its lock, as JSON
+    /// (vtctldclient's GetShard).
+    GetShard {
+        /// KEYSPACE/SHARD.
+        keyspace_shard: String,
+    },
     /// Remove a tablet from the topology (vtctldclient's DeleteTablets).
     DeleteTablet {
         /// `cell-uid`.

@@ -307,6 +307,15 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
             admin::add_tablet(&store, &rec, sharded).await?;
             println!("tablet {alias} added");
         }
+        CtlCommand::GetTablets { keyspace, shard } => {
+            for line in admin::get_tablets(&store, keyspace.as_deref(), shard.as_deref()).await? {
+                println!("{line}");
+            }
+        }
+        CtlCommand::GetShard { keyspace_shard } => {
+            let (ks, shard) = split_shard(&keyspace_shard)?;
+            println!("{}", admin::get_shard(&store, ks, shard).await?);
+        }
         CtlCommand::DeleteTablet {
             alias,
             allow_primary,

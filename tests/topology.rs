@@ -1254,6 +1254,31 @@ async fn a_shard_lock_keeps_reparents_apart() {
         .lock(dir, "an operator's repair", &opts(30), &quiet)
         .await
         .unwrap();
+    // `get-shard` names the holder; `get-tablets` lists the shard.
+    let out = run_ctl(own(&["get-shard", "lockks/0"])).await;
+    assert_ok(&out);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["shard"]["primary_alias"], "zone1-990", "{shown}");
+    assert_eq!(shown["shard"]["is_primary_serving"], true, "{shown}");
+    assert_eq!(
+        shown["locks"][0]["action"], "an operator's repair",
+        "{shown}"
+    );
+    let out = run_ctl(own(&["get-tablets", "--keyspace", "lockks"])).await;
+    assert_ok(&out);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kinds: Vec<(&str, &str)> = listed
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0], f[3])
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("zone1-990", "primary"), ("zone1-991", "replica")],
+        "{listed}"
+    );
     let out = run_ctl(prs(&["1s", "planned-reparent-shard", "lockks/0"])).await;
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr).into_owned();

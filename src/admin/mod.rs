@@ -259,6 +259,67 @@ pub async fn list_tablets(store: &TopoStore) -> Result<Vec<TabletRecord>, AdminE
     Ok(out)
 }
 
+/// vtctldclient's GetTablets: one line per tablet (alias, keyspace,
+/// shard, type, address), those of `keyspace` (and `shard`) only when
+/// given, sorted by alias. The type is the one the topology serves it as:
+/// the shard record's primary is PRIMARY whatever its own record says.
+pub async fn get_tablets(
+    store: &TopoStore,
+    keyspace: Option<&str>,
+    shard: Option<&str>,
+) -> Result<Vec<String>, AdminError> {
+    let mut tablets = list_tablets(store).await?;
+    tablets
+        .retain(|t| keyspace.is_none_or(|k| t.keyspace == k) && shard.is_none_or(|s| t.shard == s));
+    tablets.sort_by(|a, b| a.alias.cmp(&b.alias));
+    let mut out = Vec::with_capacity(tablets.len());
+    for t in tablets {
+        let primary = recorded_primary(store, &t.keyspace, &t.shard).await?;
+        let kind = match primary.as_deref() {
+            Some(p) if p == t.alias => "primary".to_string(),
+            Some(_) if t.tablet_type.eq_ignore_ascii_case("primary") => "replica".to_string(),
+            _ => t.tablet_type.to_ascii_lowercase(),
+        };
+        out.push(format!(
+            "{} {} {} {kind} {}:{}",
+            t.alias, t.keyspace, t.shard, t.hostname, t.mysql_port
+        ));
+    }
+    Ok(out)
+}
+
+/// vtctldclient's GetShard, as JSON: the shard's record (primary, its
+/// term's start, whether it serves) and who holds its lock, if anyone
+/// (what a reparent waiting on it would name).
+pub async fn get_shard(store: &TopoStore, ks: &str, shard: &str) -> Result<String, AdminError> {
+    let (_, rec) = shard_record(store, ks, shard).await?;
+    let Some(rec) = rec else {
+        return Err(AdminError::Invalid(format!(
+            "shard {ks}/{shard} does not exist"
+        )));
+    };
+    let locks_at = format!("global/keyspaces/{ks}/shards/{shard}/locks/");
+    let holders: Vec<serde_json::Value> = store
+        .list_all()
+        .await?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&locks_at))
+        .map(|(_, v)| serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let shown = serde_json::json!({
+        "keyspace": ks,
+        "name": shard,
+        "shard": {
+            "primary_alias": rec.primary_alias,
+            "primary_term_start_time": rec.primary_term_start_time,
+            "is_primary_serving": rec.is_primary_serving,
+            "key_range": if rec.key_range.is_empty() { shard } else { &rec.key_range },
+        },
+        "locks": holders,
+    });
+    Ok(serde_json::to_string_pretty(&shown).unwrap_or_default())
+}
+
 /// Connects to a tablet's mysqld as the admin user.
 pub async fn dba_conn(
     rec: &TabletRecord,
@@ -1391,11 +1452,19 @@ pub async fn apply_schema(
     creds: &DbaCreds,
 ) -> Result<usize, AdminError> {
     let all = store.list_all().await?;
-    let snap = crate::topo::Snapshot::build(&all, &[], 0)?;
-    let keyspace = snap
-        .keyspaces
-        .get(ks)
-        .ok_or_else(|| AdminError::Invalid(format!("keyspace {ks} does not exist")))?;
+    // Another keyspace's problem (one being built shard by shard) does
+    // not stop a schema change here.
+    let (snap, problems) = crate::topo::Snapshot::build_keeping(&all, &[], 0, None)?;
+    let keyspace = snap.keyspaces.get(ks).ok_or_else(|| {
+        let why: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        AdminError::Invalid(match why.is_empty() {
+            true => format!("keyspace {ks} does not exist"),
+            false => format!(
+                "keyspace {ks} does not exist or is invalid ({})",
+                why.join("; ")
+            ),
+        })
+    })?;
     let mut n = 0;
     for shard in &keyspace.shards {
         let alias = shard.tablets[0].first().ok_or_else(|| {
