@@ -201,8 +201,11 @@ pub(super) fn plan(
     // The left side is this keyspace's first sharded table's group; other
     // keyspaces' tables, and tables on further routes, join on the right
     // (a nested loop of their own when they are on several).
-    let Some(first) =
-        (0..infos.len()).find(|&i| infos[i].kind != "reference" && infos[i].keyspace.is_none())
+    let home = |i: &usize| infos[*i].keyspace.is_none();
+    let Some(first) = (0..infos.len())
+        .filter(home)
+        .find(|&i| infos[i].kind != "reference")
+        .or_else(|| (0..infos.len()).find(|i| home(i) && !ks.sharded))
     else {
         return Err(refuse("without sharded tables"));
     };

@@ -204,6 +204,14 @@ pub fn plan(
                 keyspace: keyspace.name.clone(),
                 shard: sh.clone(),
             })?,
+        // An unsharded keyspace's statement that names another
+        // keyspace's tables: joined or pulled out at the gate, as on a
+        // sharded keyspace (its own tables all on its one shard).
+        None if !keyspace.sharded
+            && template.is_some_and(|t| names_another_keyspace(t, keyspace, snap)) =>
+        {
+            return sharded::plan(template.unwrap_or_default(), keyspace, snap);
+        }
         None if !keyspace.sharded => keyspace.shards.first().ok_or_else(|| {
             PlanError::Unsupported(format!("keyspace {} has no shards", keyspace.name))
         })?,
@@ -254,6 +262,19 @@ pub fn plan(
         tablet_type: target.tablet_type,
         rename_db_columns: kind == QueryKind::Show,
     }))
+}
+
+/// Whether `sql` names a table of a keyspace other than `ks` (the
+/// statement the placement qualified: a join or subquery across
+/// keyspaces). A statement without a dot names none, at the cost of one
+/// scan of its bytes.
+pub fn names_another_keyspace(sql: &str, ks: &crate::topo::Keyspace, snap: &Snapshot) -> bool {
+    sql.contains('.')
+        && crate::sql::table_refs(sql).iter().any(|r| {
+            !r.column
+                && r.qualifier
+                    .is_some_and(|q| q != ks.name && snap.keyspaces.contains_key(q))
+        })
 }
 
 #[cfg(test)]

@@ -203,8 +203,9 @@ fn owner_of<'a>(
 
 /// The keyspace that plans a statement whose tables are in `owners`: the
 /// only one, else the session's when it is sharded and named, else the
-/// first sharded one named (the others' tables become routes of their
-/// own). `None`: no keyspace's table is named.
+/// first sharded one named, else (unsharded keyspaces only) the session's
+/// when named, else the first named (the others' tables become routes of
+/// their own). `None`: no keyspace's table is named.
 fn home_of<'a>(
     refs: &[crate::sql::TableRef<'_>],
     owners: &[(Option<&'a str>, Option<&'a str>)],
@@ -218,12 +219,14 @@ fn home_of<'a>(
         [only] => Some(*only),
         _ => match session.filter(|s| seen.contains(s) && sharded(s)) {
             Some(s) => Some(s),
-            None => Some(*seen.iter().find(|k| sharded(k)).ok_or_else(|| {
-                PlanError::Unsupported(format!(
-                    "a statement across unsharded keyspaces ({})",
-                    seen.join(", ")
-                ))
-            })?),
+            // Unsharded keyspaces only: the session's, else the first
+            // named, plans it (each other keyspace's tables a route).
+            None => Some(
+                seen.iter()
+                    .find(|k| sharded(k))
+                    .or_else(|| seen.iter().find(|k| Some(**k) == session))
+                    .unwrap_or(&seen[0]),
+            ),
         },
     })
 }
@@ -532,14 +535,17 @@ mod tests {
                 .unwrap()
                 .across
         );
-        let err = place_as(
+        // Unsharded keyspaces only: the first named plans it.
+        let p = place_as(
             "select * from product, lk",
             None,
             TabletType::Primary,
             &snap(),
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("unsharded keyspaces"), "{err}");
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.keyspace, "commerce");
+        assert!(p.across);
     }
 
     fn place_as(

@@ -462,6 +462,12 @@ impl TableInfo {
         }
     }
 
+    /// The same, known by `alias`.
+    fn aliased(mut self, alias: Option<String>) -> Self {
+        self.alias = alias;
+        self
+    }
+
     /// The name the statement knows the table by: its alias, if it has one.
     pub(super) fn visible_name(&self) -> &str {
         self.alias.as_deref().unwrap_or(&self.name)
@@ -535,6 +541,11 @@ pub(super) fn table_info(
                 auto_inc: None,
             });
         }
+    }
+    if !ks.sharded {
+        // One shard holds all of an unsharded keyspace's tables: each is
+        // there as a reference table is on every shard.
+        return Ok(TableInfo::derived(table, true, None).aliased(alias));
     }
     let t = ks
         .vschema
@@ -2225,7 +2236,18 @@ pub(super) fn plan_select(
         same_shard: joined_pins,
     } = super::colocate::route(ks, &sel.from, sel.selection.as_ref())?;
     let mut routing = routing;
-    let same_shard = if ks.shards.len() > 1 {
+    // On one shard every subquery of the keyspace answers there; one
+    // reading another keyspace's tables does not.
+    let foreign = crate::sql::table_refs(template).iter().any(|r| {
+        !r.column
+            && r.qualifier.is_some_and(|q| {
+                q != ks.name
+                    && !crate::sql::SYSTEM_SCHEMAS
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(q))
+            })
+    });
+    let same_shard = if ks.shards.len() > 1 || foreign {
         let mut pins = super::colocate::subqueries(ks, q, &tables, &mut routing)?;
         pins.extend(joined_pins);
         pins

@@ -570,7 +570,7 @@ impl Session {
         stmt: &Statement,
         sql: &str,
     ) -> Result<(std::sync::Arc<Plan>, Option<sql::normalize::Shape>), Error> {
-        if !self.normalizes(snap, stmt) {
+        if !self.normalizes(snap, stmt, sql) {
             let plan = planner::plan(stmt, None, &self.target, snap)?;
             return Ok((std::sync::Arc::new(plan), None));
         }
@@ -584,8 +584,9 @@ impl Session {
     }
 
     /// Whether `stmt` is planned from a normalized template (a query on a
-    /// sharded keyspace, shard not given), so its plan is shared and cached.
-    fn normalizes(&self, snap: &crate::topo::Snapshot, stmt: &Statement) -> bool {
+    /// sharded keyspace, or on an unsharded one naming another keyspace's
+    /// tables; shard not given), so its plan is shared and cached.
+    fn normalizes(&self, snap: &crate::topo::Snapshot, stmt: &Statement, sql: &str) -> bool {
         self.target.shard.is_none()
             && matches!(stmt, Statement::Query(k) if !matches!(k, QueryKind::Ddl | QueryKind::Show))
             && self
@@ -593,7 +594,7 @@ impl Session {
                 .keyspace
                 .as_ref()
                 .and_then(|k| snap.keyspaces.get(k))
-                .is_some_and(|k| k.sharded)
+                .is_some_and(|k| k.sharded || planner::names_another_keyspace(sql, k, snap))
     }
 
     /// The plan and binds of one execution of a prepared statement: the
