@@ -2708,13 +2708,42 @@ async fn a_join_across_unsharded_keyspaces_runs_at_the_gate() {
         assert!(!want.is_empty(), "{oracle}");
         assert_eq!(got, want, "{through_gate} (keyspace {db:?})");
     }
+    // Writes that read the other keyspace: the same statements on a copy
+    // of both tables in one database leave the same rows.
+    t.query_drop(
+        "drop database if exists uks_oracle; create database uks_oracle; \
+         create table uks_oracle.ujoin as select * from vt_commerce.ujoin; \
+         create table uks_oracle.owners as select * from uks2_db.owners",
+    )
+    .await
+    .unwrap();
+    let writes = [
+        "insert into ujoin (id, owner, v) select id + 100, id, 0 from uks2.owners where name <> 'bob'",
+        "update ujoin set v = v + 1 where owner in (select id from uks2.owners where name like 'a%')",
+        "delete from ujoin where owner not in (select id from uks2.owners)",
+    ];
+    let mut conn = connect_port(port, Some("commerce")).await;
+    let mut oracle = connect_tablet(100).await;
+    oracle.query_drop("use uks_oracle").await.unwrap();
+    for w in writes {
+        conn.query_drop(w)
+            .await
+            .unwrap_or_else(|e| panic!("{w}: {e}"));
+        oracle
+            .query_drop(w.replace("uks2.owners", "owners"))
+            .await
+            .unwrap();
+        let got = rows(&mut conn, "select id, owner, v from ujoin order by id").await;
+        let want = rows(&mut oracle, "select id, owner, v from ujoin order by id").await;
+        assert_eq!(got, want, "after {w}");
+    }
     let out = ctl(&["delete-tablet", "zone1-151"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    t.query_drop("drop database uks2_db; drop table vt_commerce.ujoin")
+    t.query_drop("drop database uks2_db; drop database uks_oracle; drop table vt_commerce.ujoin")
         .await
         .unwrap();
 }

@@ -544,8 +544,11 @@ pub(super) fn table_info(
     }
     if !ks.sharded {
         // One shard holds all of an unsharded keyspace's tables: each is
-        // there as a reference table is on every shard.
-        return Ok(TableInfo::derived(table, true, None).aliased(alias));
+        // there as a reference table is on every shard, and its rows are
+        // written there as a pinned table's.
+        let mut t = TableInfo::derived(table, true, None).aliased(alias);
+        t.pinned = Some(Vec::new());
+        return Ok(t);
     }
     let t = ks
         .vschema
