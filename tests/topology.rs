@@ -1668,3 +1668,122 @@ async fn twopc_transactions_stay_whole_through_a_reparent() {
         assert!(has.is_some(), "the committed row is missing on port {port}");
     }
 }
+
+/// A join and a subquery across two unsharded keyspaces run at the gate
+/// (each keyspace's tables a route, as vtgate plans them), with or
+/// without a keyspace selected, and answer as one MariaDB holding both
+/// keyspaces' tables does. The second keyspace is a database of its own
+/// in tablet 100's mysqld, so that mysqld is the oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_across_unsharded_keyspaces_runs_at_the_gate() {
+    let c = cluster();
+    let mut t = connect_tablet(100).await;
+    t.query_drop(
+        "create database if not exists uks2_db; \
+         drop table if exists uks2_db.owners; \
+         create table uks2_db.owners (id int primary key, name varchar(20)); \
+         insert into uks2_db.owners values (1, 'ann'), (2, 'bob'), (3, 'amy'); \
+         drop table if exists vt_commerce.ujoin; \
+         create table vt_commerce.ujoin (id int primary key, owner int, v int); \
+         insert into vt_commerce.ujoin values (10, 1, 5), (11, 2, 1), (12, 3, 7), (13, 9, 2)",
+    )
+    .await
+    .unwrap();
+    let out = ctl(&[
+        "add-tablet",
+        "--alias",
+        "zone1-151",
+        "--keyspace",
+        "uks2",
+        "--shard",
+        "0",
+        "--type",
+        "primary",
+        "--mysql-port",
+        &tablet_port(100).to_string(),
+        "--db-name",
+        "uks2_db",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = c.port;
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(port, None).await;
+        conn.query_first::<u64, _>("select count(*) from uks2.owners")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(seen, Some(3));
+    let cases = [
+        (
+            Some("commerce"),
+            "select u.id, o.name from ujoin u join uks2.owners o on u.owner = o.id order by u.id",
+            "select u.id, o.name from vt_commerce.ujoin u join uks2_db.owners o on u.owner = o.id order by u.id",
+        ),
+        (
+            Some("commerce"),
+            "select id from ujoin where owner in (select id from uks2.owners where name like 'a%') order by id",
+            "select id from vt_commerce.ujoin where owner in (select id from uks2_db.owners where name like 'a%') order by id",
+        ),
+        (
+            None,
+            "select u.v, o.name from commerce.ujoin u join uks2.owners o on o.id = u.owner where u.v > 1 order by u.v",
+            "select u.v, o.name from vt_commerce.ujoin u join uks2_db.owners o on o.id = u.owner where u.v > 1 order by u.v",
+        ),
+        (
+            Some("uks2"),
+            "select o.name, count(*) from owners o join commerce.ujoin u on u.owner = o.id group by o.name order by o.name",
+            "select o.name, count(*) from uks2_db.owners o join vt_commerce.ujoin u on u.owner = o.id group by o.name order by o.name",
+        ),
+    ];
+    for (db, through_gate, oracle) in cases {
+        let mut conn = connect_port(port, db).await;
+        let got = rows(&mut conn, through_gate).await;
+        let want = rows(&mut t, oracle).await;
+        assert!(!want.is_empty(), "{oracle}");
+        assert_eq!(got, want, "{through_gate} (keyspace {db:?})");
+    }
+    // Writes that read the other keyspace: the same statements on a copy
+    // of both tables in one database leave the same rows.
+    t.query_drop(
+        "drop database if exists uks_oracle; create database uks_oracle; \
+         create table uks_oracle.ujoin as select * from vt_commerce.ujoin; \
+         create table uks_oracle.owners as select * from uks2_db.owners",
+    )
+    .await
+    .unwrap();
+    let writes = [
+        "insert into ujoin (id, owner, v) select id + 100, id, 0 from uks2.owners where name <> 'bob'",
+        "update ujoin set v = v + 1 where owner in (select id from uks2.owners where name like 'a%')",
+        "delete from ujoin where owner not in (select id from uks2.owners)",
+    ];
+    let mut conn = connect_port(port, Some("commerce")).await;
+    let mut oracle = connect_tablet(100).await;
+    oracle.query_drop("use uks_oracle").await.unwrap();
+    for w in writes {
+        conn.query_drop(w)
+            .await
+            .unwrap_or_else(|e| panic!("{w}: {e}"));
+        oracle
+            .query_drop(w.replace("uks2.owners", "owners"))
+            .await
+            .unwrap();
+        let got = rows(&mut conn, "select id, owner, v from ujoin order by id").await;
+        let want = rows(&mut oracle, "select id, owner, v from ujoin order by id").await;
+        assert_eq!(got, want, "after {w}");
+    }
+    let out = ctl(&["delete-tablet", "zone1-151"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.query_drop("drop database uks2_db; drop database uks_oracle; drop table vt_commerce.ujoin")
+        .await
+        .unwrap();
+}
