@@ -123,6 +123,27 @@ async fn own_shard_in(
     (dir, ports, pids)
 }
 
+/// Applies to keyspace `ks` a VSchema of one table, `t`, hashed on `id`
+/// (written in `dir`).
+async fn apply_hashed_t(dir: &std::path::Path, ks: &str) {
+    let file = dir.join(format!("{ks}.json"));
+    std::fs::write(
+        &file,
+        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    assert_ok(&run_ctl(own(&["apply-vschema", "--vschema-file", &file, ks])).await);
+}
+
+/// Runs `shardgate ctl` with `args`, which must succeed; what it printed.
+async fn ctl_says(args: Vec<String>) -> String {
+    let out = run_ctl(args).await;
+    assert_ok(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn assert_ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -218,13 +239,30 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     for (k, v) in &records {
         files.put(k, v).await.unwrap();
     }
-    let (port, web) = spawn_shardgate(&[
-        "--topo-implementation".into(),
-        "file".into(),
-        "--topo-global-server-address".into(),
-        dir.display().to_string(),
-    ])
-    .await;
+    let file_gate = || {
+        let args = own(&[
+            "--topo-implementation",
+            "file",
+            "--topo-global-server-address",
+            &dir.display().to_string(),
+        ]);
+        async move { spawn_shardgate(&args).await }
+    };
+    // commerce's VSchema: bad (a misspelt key), or good (one table).
+    let commerce_vschema = |good: bool| {
+        let files = files.clone();
+        async move {
+            let v: &[u8] = match good {
+                true => br#"{"sharded": false, "tables": {"from_file": {}}}"#,
+                false => br#"{"sharded": false, "tablez": {}}"#,
+            };
+            files
+                .put("global/keyspaces/commerce/VSchema", v)
+                .await
+                .unwrap();
+        }
+    };
+    let (port, web) = file_gate().await;
     let mut conn = connect_port(port, Some("commerce")).await;
     assert_eq!(
         rows(&mut conn, "select @@port").await,
@@ -235,13 +273,7 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
         .contains(&"product".to_string()));
 
     // A bad VSchema lands in the store: rejected, counted, serving goes on.
-    files
-        .put(
-            "global/keyspaces/commerce/VSchema",
-            br#"{"sharded": false, "tablez": {}}"#,
-        )
-        .await
-        .unwrap();
+    commerce_vschema(false).await;
     let rejected = eventually(10, || async move {
         let vars = http_get(web, "/debug/vars").await;
         vars.contains("\"TopoRejected\":1").then_some(())
@@ -281,13 +313,7 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     );
 
     // A good one is picked up.
-    files
-        .put(
-            "global/keyspaces/commerce/VSchema",
-            br#"{"sharded": false, "tables": {"from_file": {}}}"#,
-        )
-        .await
-        .unwrap();
+    commerce_vschema(true).await;
     let seen = eventually(10, || async move {
         let mut conn = connect_port(port, Some("commerce")).await;
         (vschema_tables(&mut conn).await == vec!["from_file".to_string()]).then_some(())
@@ -297,24 +323,12 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     let status = http_get(web, "/debug/status").await;
     assert!(status.contains("zone1-100"), "{status}");
 
-    // A gate started while the topology is invalid (here a bad VSchema;
-    // as well a keyspace whose shards are being added one by one) comes
-    // up serving no keyspace, counts the rejection, and serves once the
-    // topology is valid again.
-    files
-        .put(
-            "global/keyspaces/commerce/VSchema",
-            br#"{"sharded": false, "tablez": {}}"#,
-        )
-        .await
-        .unwrap();
-    let (port, web) = spawn_shardgate(&[
-        "--topo-implementation".into(),
-        "file".into(),
-        "--topo-global-server-address".into(),
-        dir.display().to_string(),
-    ])
-    .await;
+    // A gate started while a keyspace is invalid (here a bad VSchema; as
+    // well one whose shards are being added one by one) comes up serving
+    // the others, counts the rejection, and serves that one once it is
+    // valid again.
+    commerce_vschema(false).await;
+    let (port, web) = file_gate().await;
     let vars = http_get(web, "/debug/vars").await;
     assert!(vars.contains("\"TopoRejected\":1"), "{vars}");
     let refused = try_connect_port(port, Some("commerce")).await;
@@ -324,13 +338,7 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
         rows(&mut other, "show vitess_target").await,
         vec![vec![Some("customer".to_string())]]
     );
-    files
-        .put(
-            "global/keyspaces/commerce/VSchema",
-            br#"{"sharded": false, "tables": {"from_file": {}}}"#,
-        )
-        .await
-        .unwrap();
+    commerce_vschema(true).await;
     let served = eventually(10, || async move {
         let mut conn = try_connect_port(port, Some("commerce")).await.ok()?;
         (vschema_tables(&mut conn).await == vec!["from_file".to_string()]).then_some(())
@@ -603,23 +611,7 @@ async fn a_planned_reparent_under_writes_loses_none_of_them() {
     let (dir, ports, _) = own_shard("reparent", "failks", &[950, 951], &["--sharded"]).await;
     // Sharded (one shard holding the whole range): inserts and updates
     // take the multi-shard path, prepared ones the single-shard one.
-    let vschema = dir.join("failks.json");
-    std::fs::write(
-        &vschema,
-        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
-    )
-    .unwrap();
-    let vschema = vschema.display().to_string();
-    assert_ok(
-        &run_ctl(own(&[
-            "apply-vschema",
-            "--vschema-file",
-            &vschema,
-            "failks",
-        ]))
-        .await,
-    );
+    apply_hashed_t(&dir, "failks").await;
     let dba = |port: u16| dba_at(port, "vt_failks");
     dba(ports[0])
         .await
@@ -972,15 +964,13 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
 
     // SAFETY: a signal to a mysqld this test started.
     unsafe { libc::kill(pids[0], libc::SIGKILL) };
-    let out = run_ctl(own(&[
+    let said = ctl_says(own(&[
         "emergency-reparent-shard",
         "ersks/0",
         "--new-primary",
         "zone1-972",
     ]))
     .await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.contains("zone1-970 does not answer"), "{said}");
     assert!(
         said.contains("zone1-972 catches up with zone1-971"),
@@ -1023,9 +1013,7 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
     insert(32, 35).await;
     assert!(has(ports[1], 35).await);
     unsafe { libc::kill(pids[2], libc::SIGKILL) };
-    let out = run_ctl(own(&["emergency-reparent-shard", "ersks/0"])).await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = ctl_says(own(&["emergency-reparent-shard", "ersks/0"])).await;
     assert!(
         said.contains("zone1-970 does not answer: left out"),
         "{said}"
@@ -1049,9 +1037,7 @@ async fn an_emergency_reparent_keeps_every_write_a_replica_received() {
         .await
         .unwrap();
     track_pid(back.pid);
-    let out = run_ctl(own(&["reparent-tablet", "zone1-970"])).await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = ctl_says(own(&["reparent-tablet", "zone1-970"])).await;
     assert!(
         said.contains("zone1-970 replicates from zone1-971, caught up"),
         "{said}"
@@ -1321,9 +1307,7 @@ async fn a_shard_lock_keeps_reparents_apart() {
         .unwrap();
     drop(dead);
     let started = std::time::Instant::now();
-    let out = run_ctl(prs(&["20s", "planned-reparent-shard", "lockks/0"])).await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = ctl_says(prs(&["20s", "planned-reparent-shard", "lockks/0"])).await;
     assert!(said.contains("held by a dead holder"), "{said}");
     assert!(said.contains("zone1-990 is now the primary"), "{said}");
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
@@ -1355,15 +1339,13 @@ async fn a_shard_lock_keeps_reparents_apart() {
         .query_drop("set global read_only = 1")
         .await
         .unwrap();
-    let out = run_ctl(own(&[
+    let said = ctl_says(own(&[
         "planned-reparent-shard",
         "lockks/0",
         "--new-primary",
         "zone1-990",
     ]))
     .await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.contains("stopped half way"), "{said}");
     assert!(said.contains("writable again"), "{said}");
     assert!(shard().await.is_primary_serving);
@@ -1416,15 +1398,7 @@ async fn twopc_transactions_stay_whole_through_a_reparent() {
     let (dir, low_ports, _) =
         own_shard_in("tpc-low", "tpcks", "-80", &[960, 961], &["--sharded"]).await;
     let (_, high_ports, _) = own_shard_in("tpc-high", "tpcks", "80-", &[962], &["--sharded"]).await;
-    let vschema = dir.join("tpcks.json");
-    std::fs::write(
-        &vschema,
-        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
-    )
-    .unwrap();
-    let vschema = vschema.display().to_string();
-    assert_ok(&run_ctl(own(&["apply-vschema", "--vschema-file", &vschema, "tpcks"])).await);
+    apply_hashed_t(&dir, "tpcks").await;
     for port in [low_ports[0], high_ports[0]] {
         dba_at(port, "vt_tpcks")
             .await
