@@ -954,7 +954,7 @@ async fn a_deadlock_rolls_back_every_shard() {
 /// record is rolled back; a young record is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twopc_resolver_finishes_what_a_dead_gate_left() {
-    use shardgate::executor::twopc::{self, Part, Record};
+    use shardgate::executor::twopc;
     apply_test_vschema().await;
     let mut t300 = connect_tablet(300).await;
     let mut t400 = connect_tablet(400).await;
@@ -966,29 +966,17 @@ async fn twopc_resolver_finishes_what_a_dead_gate_left() {
     }
     let store = store().await.beside(twopc::STORE_SUFFIX);
     let record = |at: u64| {
-        let parts = [("-80", "zone1-300"), ("80-", "zone1-400")]
-            .into_iter()
-            .map(|(shard, tablet)| Part {
-                keyspace: "customer".into(),
-                shard: shard.into(),
-                tablet: tablet.into(),
-            })
-            .collect();
-        serde_json::to_vec(&Record { parts, at }).unwrap()
+        twopc_record(
+            "customer",
+            &[("-80", "zone1-300"), ("80-", "zone1-400")],
+            at,
+        )
     };
     // A part prepared and left by its connection, as a dead gate's is.
     let prepare = |uid: u32, dtid: String, id: u32| async move {
-        let mut t = connect_tablet(uid).await;
-        let x = twopc::xid(&dtid, &format!("zone1-{uid}"));
-        for sql in [
-            format!("xa start {x}"),
-            format!("insert into txresolve values ({id}, {id})"),
-            format!("xa end {x}"),
-            format!("xa prepare {x}"),
-        ] {
-            t.query_drop(sql).await.unwrap();
-        }
-        t.disconnect().await.unwrap();
+        let write = format!("insert into txresolve values ({id}, {id})");
+        let tablet = format!("zone1-{uid}");
+        prepare_by_hand(connect_tablet(uid).await, &dtid, &tablet, &write).await;
     };
     let run = format!("{:x}", std::process::id());
     let (commit, abandon, orphan, young) = (

@@ -1547,20 +1547,10 @@ async fn twopc_transactions_stay_whole_through_a_reparent() {
     // before the decision is taken (a gate that died half way): the
     // resolver commits it on the new primary, which applied the prepare
     // from the binlog, and the demoted one applies the commit from it.
-    use shardgate::executor::twopc::{self, Part, Record};
+    use shardgate::executor::twopc;
     let twopc_store = store().await.beside(twopc::STORE_SUFFIX);
     let dtid = format!("t-{:x}-demoted", std::process::id());
-    let record = |at: u64| {
-        let parts = [("-80", "zone1-960"), ("80-", "zone1-962")]
-            .into_iter()
-            .map(|(shard, tablet)| Part {
-                keyspace: "tpcks".into(),
-                shard: shard.into(),
-                tablet: tablet.into(),
-            })
-            .collect();
-        serde_json::to_vec(&Record { parts, at }).unwrap()
-    };
+    let record = |at: u64| twopc_record("tpcks", &[("-80", "zone1-960"), ("80-", "zone1-962")], at);
     // Young while prepared and reparented (the resolver leaves it).
     let now = twopc::now_ms();
     twopc_store
@@ -1571,17 +1561,9 @@ async fn twopc_transactions_stay_whole_through_a_reparent() {
         (low_ports[0], 960, 9_000_001u64),
         (high_ports[0], 962, 9_000_002),
     ] {
-        let mut c = dba_at(port, "vt_tpcks").await;
-        let x = twopc::xid(&dtid, &format!("zone1-{uid}"));
-        for sql in [
-            format!("xa start {x}"),
-            format!("insert into t (id, w) values ({id}, 99)"),
-            format!("xa end {x}"),
-            format!("xa prepare {x}"),
-        ] {
-            c.query_drop(sql).await.unwrap();
-        }
-        c.disconnect().await.unwrap();
+        let write = format!("insert into t (id, w) values ({id}, 99)");
+        let tablet = format!("zone1-{uid}");
+        prepare_by_hand(dba_at(port, "vt_tpcks").await, &dtid, &tablet, &write).await;
     }
     let out = run_ctl(own(&[
         "planned-reparent-shard",

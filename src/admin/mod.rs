@@ -224,17 +224,23 @@ pub async fn delete_tablet(
         )));
     }
     let say = |m: &str| tracing::info!("{m}");
-    let lock = lock_shard(store, ks, shard, "DeleteTablet", locking, &say).await?;
-    let cleared = async {
-        let (skey, srec) = shard_record(store, ks, shard).await?;
-        if let Some(mut srec) = srec.filter(|r| r.primary_alias.as_deref() == Some(alias)) {
-            srec.primary_alias = None;
-            lock.put(&skey, &json(&srec)).await?;
-        }
-        store.delete(&key, true).await.map_err(AdminError::from)
-    };
-    let r = cleared.await;
-    unlocked(lock, r).await
+    under_shard_lock(
+        store,
+        ks,
+        shard,
+        "DeleteTablet",
+        locking,
+        &say,
+        async |lock| {
+            let (skey, srec) = shard_record(store, ks, shard).await?;
+            if let Some(mut srec) = srec.filter(|r| r.primary_alias.as_deref() == Some(alias)) {
+                srec.primary_alias = None;
+                lock.put(&skey, &json(&srec)).await?;
+            }
+            store.delete(&key, true).await.map_err(AdminError::from)
+        },
+    )
+    .await
 }
 
 fn cell_of(alias: &str) -> Result<&str, AdminError> {
@@ -247,12 +253,21 @@ fn cell_of(alias: &str) -> Result<&str, AdminError> {
 
 /// Every tablet record in the store.
 pub async fn list_tablets(store: &TopoStore) -> Result<Vec<TabletRecord>, AdminError> {
-    let all = store.list_all().await?;
+    tablet_records(&store.list_all().await?)
+}
+
+/// The tablet records among a listing of the store.
+fn tablet_records(
+    all: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<TabletRecord>, AdminError> {
     let mut out = Vec::new();
     for (k, v) in all {
         if k.ends_with("/Tablet") && k.contains("/tablets/") {
-            let rec: TabletRecord = serde_json::from_slice(&v)
-                .map_err(|source| TopoError::Record { key: k, source })?;
+            let rec: TabletRecord =
+                serde_json::from_slice(v).map_err(|source| TopoError::Record {
+                    key: k.clone(),
+                    source,
+                })?;
             out.push(rec);
         }
     }
@@ -261,24 +276,27 @@ pub async fn list_tablets(store: &TopoStore) -> Result<Vec<TabletRecord>, AdminE
 
 /// vtctldclient's GetTablets: one line per tablet (alias, keyspace,
 /// shard, type, address), those of `keyspace` (and `shard`) only when
-/// given, sorted by alias. The type is the one the topology serves it as:
-/// the shard record's primary is PRIMARY whatever its own record says.
+/// given, sorted by alias. The type is the one the topology serves it as
+/// ([`ShardRecord::served_type`]). One read of the store.
 pub async fn get_tablets(
     store: &TopoStore,
     keyspace: Option<&str>,
     shard: Option<&str>,
 ) -> Result<Vec<String>, AdminError> {
-    let mut tablets = list_tablets(store).await?;
+    let all = store.list_all().await?;
+    let mut tablets = tablet_records(&all)?;
     tablets
         .retain(|t| keyspace.is_none_or(|k| t.keyspace == k) && shard.is_none_or(|s| t.shard == s));
     tablets.sort_by(|a, b| a.alias.cmp(&b.alias));
     let mut out = Vec::with_capacity(tablets.len());
     for t in tablets {
-        let primary = recorded_primary(store, &t.keyspace, &t.shard).await?;
-        let kind = match primary.as_deref() {
-            Some(p) if p == t.alias => "primary".to_string(),
-            Some(_) if t.tablet_type.eq_ignore_ascii_case("primary") => "replica".to_string(),
-            _ => t.tablet_type.to_ascii_lowercase(),
+        let key = format!("global/keyspaces/{}/shards/{}/Shard", t.keyspace, t.shard);
+        let rec: Option<ShardRecord> = all.get(&key).and_then(|v| serde_json::from_slice(v).ok());
+        let kind = match crate::sql::TabletType::parse(&t.tablet_type) {
+            Some(own) => ShardRecord::served_type(rec.as_ref(), &t.alias, own)
+                .as_str()
+                .to_string(),
+            None => t.tablet_type.to_ascii_lowercase(),
         };
         out.push(format!(
             "{} {} {} {kind} {}:{}",
@@ -313,7 +331,7 @@ pub async fn get_shard(store: &TopoStore, ks: &str, shard: &str) -> Result<Strin
             "primary_alias": rec.primary_alias,
             "primary_term_start_time": rec.primary_term_start_time,
             "is_primary_serving": rec.is_primary_serving,
-            "key_range": if rec.key_range.is_empty() { shard } else { &rec.key_range },
+            "key_range": rec.range_text(shard),
         },
         "locks": holders,
     });
@@ -567,9 +585,16 @@ pub async fn init_shard_primary(
     locking: &LockOptions,
 ) -> Result<(), AdminError> {
     let say = |m: &str| tracing::info!("{m}");
-    let lock = lock_shard(store, ks, shard, "InitShardPrimary", locking, &say).await?;
-    let r = init_primary(&lock, ks, shard, alias, creds).await;
-    unlocked(lock, r).await
+    under_shard_lock(
+        store,
+        ks,
+        shard,
+        "InitShardPrimary",
+        locking,
+        &say,
+        async |lock| init_primary(lock, ks, shard, alias, creds).await,
+    )
+    .await
 }
 
 async fn init_primary(
@@ -742,6 +767,22 @@ async fn lock_shard(
     Ok(lock)
 }
 
+/// Runs `op` holding the shard's lock ([`lock_shard`]) and releases it
+/// whatever `op` returned.
+async fn under_shard_lock<T>(
+    store: &TopoStore,
+    ks: &str,
+    shard: &str,
+    action: &str,
+    locking: &LockOptions,
+    say: &dyn Fn(&str),
+    op: impl AsyncFnOnce(&Lock) -> Result<T, AdminError>,
+) -> Result<T, AdminError> {
+    let lock = lock_shard(store, ks, shard, action, locking, say).await?;
+    let r = op(&lock).await;
+    unlocked(lock, r).await
+}
+
 /// Releases `lock` and returns what the operation under it returned. A
 /// lock that cannot be released expires with its lease; that does not
 /// undo the operation.
@@ -816,9 +857,11 @@ pub async fn planned_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
-    let lock = lock_shard(store, ks, shard, "PlannedReparentShard", &how.lock, &say).await?;
-    let r = planned(&lock, ks, shard, how, creds, &say).await;
-    unlocked(lock, r).await
+    let action = "PlannedReparentShard";
+    under_shard_lock(store, ks, shard, action, &how.lock, &say, async |lock| {
+        planned(lock, ks, shard, how, creds, &say).await
+    })
+    .await
 }
 
 async fn planned(
@@ -1099,9 +1142,11 @@ pub async fn emergency_reparent_shard(
     creds: &DbaCreds,
     say: impl Fn(&str),
 ) -> Result<(String, String), AdminError> {
-    let lock = lock_shard(store, ks, shard, "EmergencyReparentShard", &how.lock, &say).await?;
-    let r = emergency(&lock, ks, shard, how, creds, &say).await;
-    unlocked(lock, r).await
+    let action = "EmergencyReparentShard";
+    under_shard_lock(store, ks, shard, action, &how.lock, &say, async |lock| {
+        emergency(lock, ks, shard, how, creds, &say).await
+    })
+    .await
 }
 
 async fn emergency(
@@ -1293,9 +1338,10 @@ pub async fn resume_shard(
     locking: &LockOptions,
 ) -> Result<Option<String>, AdminError> {
     let say = |m: &str| tracing::info!("{m}");
-    let lock = lock_shard(store, ks, shard, "ResumeShard", locking, &say).await?;
-    let r = resume(store, ks, shard, creds).await;
-    unlocked(lock, r).await
+    under_shard_lock(store, ks, shard, "ResumeShard", locking, &say, async |_| {
+        resume(store, ks, shard, creds).await
+    })
+    .await
 }
 
 async fn resume(
@@ -1357,17 +1403,17 @@ pub async fn reparent_tablet(
         .iter()
         .find(|t| t.alias == alias)
         .ok_or_else(|| AdminError::Invalid(format!("tablet {alias} is not in the topology")))?;
-    let lock = lock_shard(
+    let (ks, shard) = (&t.keyspace, &t.shard);
+    under_shard_lock(
         store,
-        &t.keyspace,
-        &t.shard,
+        ks,
+        shard,
         "ReparentTablet",
         locking,
         &say,
+        async |_| rejoin(store, t, wait, creds, &say).await,
     )
-    .await?;
-    let r = rejoin(store, t, wait, creds, &say).await;
-    unlocked(lock, r).await
+    .await
 }
 
 async fn rejoin(

@@ -269,12 +269,16 @@ pub fn plan(
 /// keyspaces). A statement without a dot names none, at the cost of one
 /// scan of its bytes.
 pub fn names_another_keyspace(sql: &str, ks: &crate::topo::Keyspace, snap: &Snapshot) -> bool {
+    qualifies_other(sql, &ks.name, |q| snap.keyspaces.contains_key(q))
+}
+
+/// Whether `sql` names a table qualified by something other than `own`
+/// that `counts` (a keyspace, or anything but a system schema).
+pub(crate) fn qualifies_other(sql: &str, own: &str, counts: impl Fn(&str) -> bool) -> bool {
     sql.contains('.')
-        && crate::sql::table_refs(sql).iter().any(|r| {
-            !r.column
-                && r.qualifier
-                    .is_some_and(|q| q != ks.name && snap.keyspaces.contains_key(q))
-        })
+        && crate::sql::table_refs(sql)
+            .iter()
+            .any(|r| !r.column && r.qualifier.is_some_and(|q| q != own && counts(q)))
 }
 
 #[cfg(test)]

@@ -2241,16 +2241,14 @@ pub(super) fn plan_select(
     let mut routing = routing;
     // On one shard every subquery of the keyspace answers there; one
     // reading another keyspace's tables does not.
-    let foreign = crate::sql::table_refs(template).iter().any(|r| {
-        !r.column
-            && r.qualifier.is_some_and(|q| {
-                q != ks.name
-                    && !crate::sql::SYSTEM_SCHEMAS
-                        .iter()
-                        .any(|s| s.eq_ignore_ascii_case(q))
-            })
-    });
-    let same_shard = if ks.shards.len() > 1 || foreign {
+    let foreign = || {
+        super::qualifies_other(template, &ks.name, |q| {
+            !crate::sql::SYSTEM_SCHEMAS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(q))
+        })
+    };
+    let same_shard = if ks.shards.len() > 1 || foreign() {
         let mut pins = super::colocate::subqueries(ks, q, &tables, &mut routing)?;
         pins.extend(joined_pins);
         pins

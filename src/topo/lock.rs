@@ -172,27 +172,35 @@ impl TopoStore {
                 // Queued by creation: the lock is ours once no record
                 // created before ours is left.
                 let prefix = format!("{root}/{dir}/locks/");
-                loop {
-                    let all = c
-                        .get(
-                            prefix.clone(),
-                            Some(etcd_client::GetOptions::new().with_prefix()),
-                        )
-                        .await
-                        .map_err(store_err)?;
-                    let first = all
-                        .kvs()
-                        .iter()
-                        .filter(|kv| kv.create_revision() < mine)
-                        .min_by_key(|kv| kv.create_revision());
-                    let Some(first) = first else {
-                        return Ok(lock);
-                    };
-                    if let Err(e) = waiting(first.value()) {
-                        let _ = lock.unlock().await;
-                        return Err(e);
+                let ours = async {
+                    loop {
+                        let all = c
+                            .get(
+                                prefix.clone(),
+                                Some(etcd_client::GetOptions::new().with_prefix()),
+                            )
+                            .await
+                            .map_err(store_err)?;
+                        let first = all
+                            .kvs()
+                            .iter()
+                            .filter(|kv| kv.create_revision() < mine)
+                            .min_by_key(|kv| kv.create_revision());
+                        let Some(first) = first else {
+                            return Ok(());
+                        };
+                        waiting(first.value())?;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                match ours.await {
+                    Ok(()) => Ok(lock),
+                    // Not waited for until its lease expires: our record
+                    // would hold back the holders after us.
+                    Err(e) => {
+                        let _ = lock.unlock().await;
+                        Err(e)
+                    }
                 }
             }
             TopoStore::Dir { .. } => {

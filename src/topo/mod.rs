@@ -94,6 +94,30 @@ fn is_serving(b: &bool) -> bool {
     *b
 }
 
+impl ShardRecord {
+    /// The shard's key range as written: its record's, else its name
+    /// (`-80`), as Vitess names shards by their range.
+    pub fn range_text<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.key_range.is_empty() {
+            name
+        } else {
+            &self.key_range
+        }
+    }
+
+    /// The type tablet `alias`, whose own record says `own`, is served
+    /// as: the shard record alone names the primary (one write moves
+    /// it), so a tablet it names is PRIMARY, and one still recorded
+    /// PRIMARY beside it a REPLICA.
+    pub fn served_type(rec: Option<&Self>, alias: &str, own: TabletType) -> TabletType {
+        match rec.and_then(|r| r.primary_alias.as_deref()) {
+            Some(p) if p == alias => TabletType::Primary,
+            Some(_) if own == TabletType::Primary => TabletType::Replica,
+            _ => own,
+        }
+    }
+}
+
 impl Default for ShardRecord {
     fn default() -> Self {
         ShardRecord {
@@ -373,10 +397,9 @@ impl Snapshot {
                 tracing::warn!(tablet = %rec.alias, shard = %rec.shard, "tablet of unknown shard ignored");
                 continue;
             };
-            let recorded_primary = shard_records
+            let shard_rec = shard_records
                 .get(&rec.keyspace)
-                .and_then(|m| m.get(&rec.shard))
-                .and_then(|s| s.primary_alias.as_deref());
+                .and_then(|m| m.get(&rec.shard));
             let Some(own) = TabletType::parse(&rec.tablet_type) else {
                 problems.push(TopoError::Inconsistent(format!(
                     "tablet {}: unknown type '{}'",
@@ -384,11 +407,7 @@ impl Snapshot {
                 )));
                 continue;
             };
-            let tablet_type = match recorded_primary {
-                Some(p) if p == rec.alias => TabletType::Primary,
-                Some(_) if own == TabletType::Primary => TabletType::Replica,
-                _ => own,
-            };
+            let tablet_type = ShardRecord::served_type(shard_rec, &rec.alias, own);
             shard.tablets[tablet_type as usize].push(rec.alias.clone());
             tablets.insert(
                 rec.alias.clone(),
@@ -434,12 +453,7 @@ impl Snapshot {
         }
         let mut shards = Vec::new();
         for (sname, rec) in shard_records.get(name).into_iter().flatten() {
-            let range_text = if rec.key_range.is_empty() {
-                sname
-            } else {
-                &rec.key_range
-            };
-            let key_range = KeyRange::parse(range_text).map_err(|e| {
+            let key_range = KeyRange::parse(rec.range_text(sname)).map_err(|e| {
                 TopoError::Inconsistent(format!("keyspace {name} shard {sname}: {e}"))
             })?;
             shards.push(Shard {

@@ -34,15 +34,13 @@ pub type Initial = (SnapshotHandle, BTreeMap<String, Vec<u8>>, Vec<TopoError>);
 
 /// Loads the first snapshot and returns the handle. An invalid keyspace
 /// does not stop the start (one whose shards are being added one by one,
-/// a bad VSchema): it is left out, logged, and served from the first
-/// valid update the watch sees, as vtgate comes up serving what it can.
-/// Only an unreachable store or invalid routing rules fail the start.
+/// a bad VSchema): it is left out, and served from the first valid update
+/// the watch sees, as vtgate comes up serving what it can; the caller
+/// counts and logs the problems ([`note_problems`]). Only an unreachable
+/// store or invalid routing rules fail the start.
 pub async fn initial(store: &TopoStore, cells: &[String]) -> Result<Initial, TopoError> {
     let records = store.list_all().await?;
     let (snap, problems) = Snapshot::build_keeping(&records, cells, 1, None)?;
-    for e in &problems {
-        tracing::error!(error = %e, "topology: left out at start until a valid update");
-    }
     Ok((Arc::new(ArcSwap::from_pointee(snap)), records, problems))
 }
 

@@ -622,3 +622,34 @@ pub async fn global_status(conn: &mut Conn, name: &str) -> u64 {
         .unwrap();
     row.unwrap().1.parse().unwrap()
 }
+
+/// A twopc transaction's record as a gate writes it: parts of keyspace
+/// `ks`, each (shard, tablet), recorded at `at` (ms since the epoch).
+pub fn twopc_record(ks: &str, parts: &[(&str, &str)], at: u64) -> Vec<u8> {
+    use shardgate::executor::twopc::{Part, Record};
+    let parts = parts
+        .iter()
+        .map(|(shard, tablet)| Part {
+            keyspace: ks.into(),
+            shard: (*shard).into(),
+            tablet: (*tablet).into(),
+        })
+        .collect();
+    serde_json::to_vec(&Record { parts, at }).unwrap()
+}
+
+/// Prepares the part of twopc transaction `dtid` on tablet `tablet` by
+/// hand over `c`, running `write` in it, and closes `c`, which detaches
+/// the prepared part as a gate that died leaves it.
+pub async fn prepare_by_hand(mut c: Conn, dtid: &str, tablet: &str, write: &str) {
+    let x = shardgate::executor::twopc::xid(dtid, tablet);
+    for sql in [
+        format!("xa start {x}"),
+        write.to_string(),
+        format!("xa end {x}"),
+        format!("xa prepare {x}"),
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+    c.disconnect().await.unwrap();
+}
