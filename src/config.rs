@@ -285,6 +285,15 @@ pub struct ServeArgs {
     /// as vtgate refuses it. Never passed to a tablet either way.
     #[arg(long = "allow-kill-statement", alias = "allow_kill_statement")]
     pub allow_kill_statement: bool,
+    /// Who may change VSchemas with `ALTER VSCHEMA` statements: a
+    /// comma-separated list of users, `%` for everyone; nobody when empty
+    /// (vtgate's flag and default).
+    #[arg(
+        long = "vschema_ddl_authorized_users",
+        alias = "vschema-ddl-authorized-users",
+        default_value = ""
+    )]
+    pub vschema_ddl_authorized_users: String,
     /// Every statement's timeout in milliseconds (0: none): a statement
     /// still running after it is stopped (its tablet queries killed) and
     /// fails with error 1317. A session's `SET query_timeout = ms` and a

@@ -40,6 +40,14 @@ pub enum Error {
         /// Whether a password was sent.
         using_password: bool,
     },
+    /// `ALTER VSCHEMA` by a user `--vschema_ddl_authorized_users` leaves
+    /// out (vtgate's message).
+    #[error("User '{0}' is not authorized to perform vschema operations")]
+    VschemaDenied(String),
+    /// A topology change the gate was asked for (`ALTER VSCHEMA`) was
+    /// refused or could not be stored.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// A malformed packet from the client.
     #[error("malformed packet: {0}")]
     Malformed(String),
@@ -215,6 +223,9 @@ impl Error {
             | Error::Gateway(GatewayError::UnknownKeyspace(_)) => {
                 MysqlError::new(1049, "42000", self.to_string())
             }
+            Error::Admin(crate::admin::AdminError::UnknownKeyspace(_)) => {
+                MysqlError::new(1049, "42000", self.to_string())
+            }
             Error::Plan(PlanError::UnknownShard { .. }) => {
                 MysqlError::new(1049, "42000", self.to_string())
             }
@@ -258,7 +269,12 @@ impl Error {
                 MysqlError::new(1231, "42000", self.to_string())
             }
             Error::Sql(SqlError::BadTarget(_)) => MysqlError::new(1049, "42000", self.to_string()),
-            Error::AccessDenied { .. } => MysqlError::new(1045, "28000", self.to_string()),
+            Error::AccessDenied { .. } | Error::VschemaDenied(_) => {
+                MysqlError::new(1045, "28000", self.to_string())
+            }
+            Error::Sql(SqlError::VschemaSyntax(_)) => {
+                MysqlError::new(1064, "42000", self.to_string())
+            }
             Error::Malformed(_) => MysqlError::new(1835, "HY000", self.to_string()),
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),

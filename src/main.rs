@@ -189,6 +189,9 @@ async fn serve(
             .then_some(args.queryserver_config_transaction_timeout),
         max_memory_rows: args.max_memory_rows,
         allow_kill: args.allow_kill_statement,
+        vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
+            &args.vschema_ddl_authorized_users,
+        ),
         query_timeout: (args.query_timeout > 0)
             .then(|| std::time::Duration::from_millis(args.query_timeout)),
         schema_tracking: args.schema_change_signal,

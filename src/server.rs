@@ -69,6 +69,14 @@ pub struct ServerCtx {
     /// Atomic commits across shards: the decision store and the ids
     /// (`--transaction_mode=twopc`, or a session's).
     pub twopc: crate::executor::twopc::Coordinator,
+    /// The topology store, for statements that change the topology
+    /// (`ALTER VSCHEMA`); None where no store backs the snapshot.
+    pub topo_store: Option<TopoStore>,
+    /// The cells this gate keeps tablets of (`--cells_to_watch`): a
+    /// topology change is checked as this gate would build it.
+    pub cells: Vec<String>,
+    /// Who may run `ALTER VSCHEMA` (`--vschema_ddl_authorized_users`).
+    pub vschema_ddl_users: crate::vschema::ddl::Authorized,
     conn_ids: AtomicU32,
 }
 
@@ -105,6 +113,9 @@ impl ServerCtx {
             schema: None,
             sessions: Default::default(),
             twopc: Default::default(),
+            topo_store: None,
+            cells: Vec::new(),
+            vschema_ddl_users: Default::default(),
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -149,6 +160,8 @@ pub struct ServeOptions {
     pub max_memory_rows: usize,
     /// `--allow-kill-statement`.
     pub allow_kill: bool,
+    /// `--vschema_ddl_authorized_users`.
+    pub vschema_ddl_users: crate::vschema::ddl::Authorized,
     /// `--query-timeout` (None: statements have no timeout).
     pub query_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
@@ -220,6 +233,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         opts.twopc_abandon_age,
     );
     ctx.transaction_timeout = opts.transaction_timeout;
+    ctx.topo_store = Some(store.clone());
+    ctx.cells = opts.cells.clone();
+    ctx.vschema_ddl_users = opts.vschema_ddl_users;
     ctx.max_memory_rows = opts.max_memory_rows;
     ctx.sessions.allow_kill = opts.allow_kill;
     ctx.sessions.query_timeout = opts.query_timeout;

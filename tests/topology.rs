@@ -245,6 +245,7 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
             "file",
             "--topo-global-server-address",
             &dir.display().to_string(),
+            "--vschema_ddl_authorized_users=%",
         ]);
         async move { spawn_shardgate(&args).await }
     };
@@ -345,6 +346,21 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     })
     .await;
     assert!(served.is_some(), "the valid topology was not picked up");
+    // ALTER VSCHEMA writes the file store too.
+    let mut conn = connect_port(port, Some("commerce")).await;
+    conn.query_drop("alter vschema add table from_sql")
+        .await
+        .unwrap();
+    assert_eq!(
+        vschema_tables(&mut conn).await,
+        vec!["from_file".to_string(), "from_sql".to_string()]
+    );
+    let stored = files
+        .get("global/keyspaces/commerce/VSchema")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&stored).contains("from_sql"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1742,4 +1758,194 @@ async fn a_join_across_unsharded_keyspaces_runs_at_the_gate() {
     t.query_drop("drop database uks2_db; drop database uks_oracle; drop table vt_commerce.ujoin")
         .await
         .unwrap();
+}
+
+/// The code and message of a statement that must fail.
+async fn refused(conn: &mut mysql_async::Conn, sql: &str) -> (u16, String) {
+    match conn.query_drop(sql).await {
+        Ok(()) => panic!("{sql}: succeeded"),
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_vschema_changes_routing_from_sql() {
+    let c = cluster();
+    // Keyspace vddl: shard -80 in tablet 300's mysqld, 80- in 400's,
+    // with no VSchema yet; keyspace vddlseq (unsharded) in tablet 100's.
+    for uid in [300, 400] {
+        connect_tablet(uid)
+            .await
+            .query_drop(
+                "create database if not exists vddl_db; drop table if exists vddl_db.t; \
+                 create table vddl_db.t (id bigint primary key, v int)",
+            )
+            .await
+            .unwrap();
+    }
+    connect_tablet(100)
+        .await
+        .query_drop(
+            "create database if not exists vddlseq_db; drop table if exists vddlseq_db.t_seq; \
+             create table vddlseq_db.t_seq (id int primary key, next_id bigint, cache bigint) \
+             comment 'vitess_sequence'; insert into vddlseq_db.t_seq values (0, 100, 10)",
+        )
+        .await
+        .unwrap();
+    let tablets = [
+        ("zone1-155", "vddl", "-80", 300, "vddl_db"),
+        ("zone1-156", "vddl", "80-", 400, "vddl_db"),
+        ("zone1-157", "vddlseq", "0", 100, "vddlseq_db"),
+    ];
+    for (alias, ks, shard, uid, db) in tablets {
+        let port = tablet_port(uid);
+        let args = add_tablet_args_in(alias, ks, shard, "primary", port, &["--db-name", db]);
+        ctl_says(args).await;
+    }
+    let port = c.port;
+    let served = eventually(10, || async move {
+        let mut conn = connect_port(port, None).await;
+        let dbs: Vec<String> = conn.query("show databases").await.ok()?;
+        dbs.iter().any(|d| d == "vddlseq").then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "keyspace vddlseq is served");
+    let mut conn = connect_port(port, None).await;
+    // Its first vindex makes vddl sharded, and so servable.
+    for sql in [
+        "alter vschema create vindex vddl.hash using hash",
+        "alter vschema on vddl.t add vindex hash (id)",
+    ] {
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // Answered once this gate serves it: routed by the new vindex at once.
+    conn.query_drop("insert into vddl.t (id, v) values (1, 10), (2, 20), (4, 40)")
+        .await
+        .unwrap();
+    let on = |uid: u32| async move {
+        let mut t = connect_tablet(uid).await;
+        t.query::<u64, _>("select id from vddl_db.t order by id")
+            .await
+            .unwrap()
+    };
+    assert_eq!(on(300).await, vec![1, 2]);
+    assert_eq!(on(400).await, vec![4]);
+    let vindexes = rows(&mut conn, "show vschema vindexes on vddl.t").await;
+    assert_eq!(
+        vindexes,
+        vec![vec![
+            Some("id".to_string()),
+            Some("hash".to_string()),
+            Some("hash".to_string()),
+            Some(String::new()),
+            Some(String::new()),
+        ]]
+    );
+    // Refusals leave the VSchema as it was, and the connection usable.
+    for (sql, code, says) in [
+        (
+            "alter vschema create vindex vddl.hash using hash",
+            1105,
+            "vindex hash already exists in keyspace vddl",
+        ),
+        (
+            "alter vschema drop vindex vddl.hash",
+            1105,
+            "can not drop vindex cause hash still defined on table t",
+        ),
+        (
+            "alter vschema create vindex vddl.bad using no_such_type",
+            1105,
+            "unknown vindex type 'no_such_type'",
+        ),
+        (
+            "alter vschema add table vddl.x",
+            1105,
+            "add vschema table: unsupported on sharded keyspace vddl",
+        ),
+        (
+            "alter vschema on vddl.t add auto_increment id using vddlseq.t_seq",
+            1105,
+            "sequence t_seq is not a sequence table",
+        ),
+        (
+            "alter vschema add table nosuch.x",
+            1049,
+            "Unknown database 'nosuch'",
+        ),
+        ("alter vschema add table x", 1046, "No database selected"),
+        (
+            "alter vschema remove table vddl.x",
+            1064,
+            "near 'remove table vddl.x'",
+        ),
+    ] {
+        let (got, msg) = refused(&mut conn, sql).await;
+        assert_eq!(got, code, "{sql}: {msg}");
+        assert!(msg.contains(says), "{sql}: {msg}");
+    }
+    let one: Option<u8> = conn.query_first("select 1 from dual").await.unwrap();
+    assert_eq!(one, Some(1));
+    let vindexes = rows(&mut conn, "show vschema vindexes").await;
+    assert!(
+        !vindexes.iter().any(|r| r[1].as_deref() == Some("bad")),
+        "{vindexes:?}"
+    );
+    // A sequence fills the column once it backs it, and not after.
+    for sql in [
+        "alter vschema add sequence vddlseq.t_seq",
+        "alter vschema on vddl.t add auto_increment id using vddlseq.t_seq",
+    ] {
+        conn.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    conn.query_drop("insert into vddl.t (v) values (50), (60)")
+        .await
+        .unwrap();
+    let filled: Vec<u64> = conn
+        .query("select id from vddl.t where v in (50, 60) order by id")
+        .await
+        .unwrap();
+    assert_eq!(filled, vec![100, 101]);
+    conn.query_drop("alter vschema on vddl.t drop auto_increment")
+        .await
+        .unwrap();
+    let (code, msg) = refused(&mut conn, "insert into vddl.t (v) values (70)").await;
+    assert_eq!(code, 1364, "{msg}");
+    // Changes made at once all land: none overwrites another.
+    let adds = (0..8).map(|i| async move {
+        let mut c = connect_port(port, Some("vddlseq")).await;
+        c.query_drop(format!("alter vschema add table c{i}")).await
+    });
+    for r in futures_util::future::join_all(adds).await {
+        r.unwrap();
+    }
+    conn.query_drop("use vddlseq").await.unwrap();
+    let tables = vschema_tables(&mut conn).await;
+    for i in 0..8 {
+        assert!(tables.contains(&format!("c{i}")), "c{i} in {tables:?}");
+    }
+    // Only the users the flag names may change a VSchema.
+    let alice = own(&["--vschema_ddl_authorized_users", "alice"]);
+    let (other, _) = spawn_shardgate(&alice).await;
+    let mut denied = connect_port(other, Some("vddlseq")).await;
+    let (code, msg) = refused(&mut denied, "alter vschema add table z").await;
+    assert_eq!(code, 1045, "{msg}");
+    assert_eq!(
+        msg,
+        "User 'app' is not authorized to perform vschema operations"
+    );
+    assert!(!vschema_tables(&mut conn).await.contains(&"z".to_string()));
+    // Dropped from the VSchema, the table is no longer routed.
+    conn.query_drop("alter vschema drop table vddl.t")
+        .await
+        .unwrap();
+    assert!(conn.query_drop("select * from vddl.t").await.is_err());
+    for (alias, ..) in tablets {
+        ctl_says(own(&["delete-tablet", alias])).await;
+    }
 }

@@ -32,6 +32,9 @@ pub enum AdminError {
     /// Bad arguments or a missing record.
     #[error("{0}")]
     Invalid(String),
+    /// No keyspace record of that name (MySQL's words for a database).
+    #[error("Unknown database '{0}'")]
+    UnknownKeyspace(String),
 }
 
 /// How admin commands log in to tablets.
@@ -115,6 +118,73 @@ pub async fn apply_vschema(
         .put(&format!("global/keyspaces/{ks}/VSchema"), &json(&vs))
         .await?;
     Ok(vs)
+}
+
+/// Changes keyspace `ks`'s VSchema by `change` (an `ALTER VSCHEMA`, see
+/// [`crate::vschema::ddl`]) and stores it, with the keyspace record's
+/// `sharded` flag when the change flips it; the VSchema stored.
+///
+/// Checked before it is written: the VSchema alone, then the topology it
+/// would make (built as a gate builds it, keeping tablets of `cells`), so
+/// a change that would leave the keyspace unservable (a sharded VSchema
+/// over one unsplit shard) is refused rather than ignored by every gate.
+/// Written only if neither record changed since it was read; otherwise
+/// read again and redone, so two changes made at once both land.
+pub async fn alter_vschema(
+    store: &TopoStore,
+    cells: &[String],
+    ks: &str,
+    change: &crate::vschema::ddl::Alter,
+) -> Result<KeyspaceVSchema, AdminError> {
+    let vs_key = format!("global/keyspaces/{ks}/VSchema");
+    let ks_key = format!("global/keyspaces/{ks}/Keyspace");
+    for _ in 0..20 {
+        let vs_read = store.get_versioned(&vs_key).await?;
+        let ks_read = store.get_versioned(&ks_key).await?;
+        let rec: KeyspaceRecord = match &ks_read.value {
+            Some(v) => serde_json::from_slice(v).map_err(|source| TopoError::Record {
+                key: ks_key.clone(),
+                source,
+            })?,
+            None => return Err(AdminError::UnknownKeyspace(ks.to_string())),
+        };
+        let mut vs = match &vs_read.value {
+            Some(v) => KeyspaceVSchema::from_json(ks, v)?,
+            None => KeyspaceVSchema {
+                sharded: rec.sharded,
+                ..Default::default()
+            },
+        };
+        change
+            .apply(ks, &mut vs)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        vs.validate(ks)?;
+        let mut puts = vec![(vs_key.clone(), json(&vs))];
+        if vs.sharded != rec.sharded {
+            let rec = KeyspaceRecord {
+                sharded: vs.sharded,
+                ..rec
+            };
+            puts.push((ks_key.clone(), json(&rec)));
+        }
+        let mut records = store.list_all().await?;
+        records.extend(puts.iter().cloned());
+        let (snap, problems) = crate::topo::Snapshot::build_keeping(&records, cells, 0, None)?;
+        if !snap.keyspaces.contains_key(ks) {
+            let problem = problems.iter().find(|p| p.to_string().contains(ks));
+            return Err(AdminError::Invalid(match problem {
+                Some(p) => format!("the VSchema would leave keyspace {ks} unservable: {p}"),
+                None => format!("the VSchema would leave keyspace {ks} unservable"),
+            }));
+        }
+        let guards = [(vs_key.as_str(), &vs_read), (ks_key.as_str(), &ks_read)];
+        if store.put_if_unchanged(&guards, &puts).await? {
+            return Ok(vs);
+        }
+    }
+    Err(AdminError::Invalid(format!(
+        "the VSchema of keyspace {ks} kept changing while this change was made; try again"
+    )))
 }
 
 /// Reads a keyspace's VSchema back.

@@ -609,6 +609,7 @@ async fn handshake(
         wire.push_err(&e.to_mysql());
         return Ok(false);
     }
+    session.user = user;
     // A setting like any other: the session's connections are brought to
     // it, and its reads share the connections that carry it.
     if let Some(charset) = charset_setting(resp.collation()) {
@@ -801,8 +802,10 @@ async fn command_loop(
                 Box::pin(session.close(ctx)).await;
                 let target = session.target.clone();
                 let control = session.shards.control.take();
+                let user = std::mem::take(&mut session.user);
                 *session = Session::default();
                 session.target = target;
+                session.user = user;
                 session.shards.control = control;
                 wire.sent_columns.clear();
                 wire.push(&ok_status(session));

@@ -536,6 +536,15 @@ impl Cluster {
                     {
                         args.extend(["--mysql-auth-server-impl".to_string(), "none".to_string()]);
                     }
+                    // A cluster of one's own, on 127.0.0.1: its VSchemas
+                    // may be changed in SQL (`ALTER VSCHEMA`) by anyone.
+                    if !spec
+                        .shardgate_args
+                        .iter()
+                        .any(|a| a.contains("vschema_ddl_authorized_users"))
+                    {
+                        args.push("--vschema_ddl_authorized_users=%".to_string());
+                    }
                     args.extend(spec.shardgate_args.iter().cloned());
                     let bin = spec.shardgate_bin.display().to_string();
                     Proc::spawn(&bin, &args, &spec.dataroot.join("shardgate.log"), &pidfile)?

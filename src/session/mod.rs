@@ -82,6 +82,8 @@ pub struct Session {
     /// vtgate's `SET query_timeout` (milliseconds, 0: none), over
     /// `--query-timeout`; None: the flag's.
     query_timeout: Option<u64>,
+    /// The user the client logged in as: who `ALTER VSCHEMA` checks.
+    pub user: String,
 }
 
 impl Default for Session {
@@ -93,6 +95,7 @@ impl Default for Session {
             prepared: FastMap::default(),
             next_stmt_id: 1,
             query_timeout: None,
+            user: String::new(),
         }
     }
 }
@@ -378,6 +381,10 @@ impl Session {
             Statement::VExplain { queries, inner } => {
                 self.vexplain(ctx, queries, &inner, sink).await
             }
+            Statement::AlterVschema(change) => {
+                self.alter_vschema(ctx, &change).await?;
+                sink.ok(QueryDone::default())
+            }
             other => {
                 let sql = match sql::rewrite_session_values(
                     sql,
@@ -434,6 +441,71 @@ impl Session {
         self.shards.on_transaction(sql).await?;
         // Those set after it go; ROLLBACK TO keeps the savepoint itself.
         self.shards.savepoints.truncate(i + usize::from(keeps_it));
+        Ok(())
+    }
+
+    /// vtgate's `ALTER VSCHEMA`: changes a keyspace's VSchema in the
+    /// topology store (the statement's keyspace, else the session's), for
+    /// the users `--vschema_ddl_authorized_users` names. Answered once
+    /// this gate serves the new VSchema (its watch has seen it), so the
+    /// session's next statement is planned with it; other gates see it
+    /// as they see any topology change.
+    async fn alter_vschema(
+        &mut self,
+        ctx: &ServerCtx,
+        change: &crate::vschema::ddl::Alter,
+    ) -> Result<(), Error> {
+        if !ctx.vschema_ddl_users.allows(&self.user) {
+            return Err(Error::VschemaDenied(self.user.clone()));
+        }
+        let ks = change
+            .keyspace()
+            .map(String::from)
+            .or_else(|| self.target.keyspace.clone())
+            .ok_or(crate::planner::PlanError::NoDatabase)?;
+        // The keyspace need not be served yet: its first vindex may be
+        // what makes a keyspace of several shards servable.
+        {
+            let snap = ctx.snapshot.load();
+            // A sequence no VSchema lists would fail every INSERT later.
+            if let Some(seq) = change.sequence() {
+                let is_sequence = |k: &crate::topo::Keyspace| {
+                    k.vschema
+                        .tables
+                        .get(&seq.name)
+                        .is_some_and(|t| t.kind == "sequence")
+                };
+                let found = match &seq.keyspace {
+                    Some(q) => snap.keyspaces.get(q).is_some_and(is_sequence),
+                    None => snap.keyspaces.values().any(is_sequence),
+                };
+                if !found {
+                    return Err(crate::admin::AdminError::Invalid(format!(
+                        "sequence {} is not a sequence table of any VSchema",
+                        seq.name
+                    ))
+                    .into());
+                }
+            }
+        }
+        let store = ctx.topo_store.as_ref().ok_or_else(|| {
+            crate::admin::AdminError::Invalid("no topology store to write to".into())
+        })?;
+        let vs = crate::admin::alter_vschema(store, &ctx.cells, &ks, change).await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ctx
+            .snapshot
+            .load()
+            .keyspaces
+            .get(&ks)
+            .is_none_or(|k| k.vschema != vs)
+        {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(keyspace = %ks, "ALTER VSCHEMA stored, not yet seen by this gate's watch");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 

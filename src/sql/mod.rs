@@ -32,6 +32,9 @@ pub enum SqlError {
     /// `SET query_timeout` to something other than milliseconds.
     #[error("Variable 'query_timeout' can't be set to the value of '{0}'")]
     BadQueryTimeout(String),
+    /// An `ALTER VSCHEMA` statement outside its grammar.
+    #[error("You have an error in your SQL syntax; check the ALTER VSCHEMA syntax {0}")]
+    VschemaSyntax(String),
     /// `SET transaction_mode` inside a transaction.
     #[error("Transaction characteristics can't be changed while a transaction is in progress")]
     TransactionModeInTransaction,
@@ -86,6 +89,10 @@ pub enum Statement {
         /// The connection id.
         id: u64,
     },
+    /// vtgate's `ALTER VSCHEMA ...`: a change to a keyspace's VSchema,
+    /// written to the topology store by the gate (see
+    /// [`crate::vschema::ddl`]).
+    AlterVschema(crate::vschema::ddl::Alter),
     /// VEXPLAIN [PLAN | QUERIES | ALL] statement.
     VExplain {
         /// QUERIES (run it and list shard queries) rather than PLAN.
@@ -226,6 +233,9 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
                 inner: sql[start..].trim().to_string(),
             }
         }
+        "alter" if w(1, "vschema") => Statement::AlterVschema(
+            crate::vschema::ddl::parse(sql).map_err(SqlError::VschemaSyntax)?,
+        ),
         "update" => Statement::Query(QueryKind::Update),
         "delete" => Statement::Query(QueryKind::Delete),
         "begin" if toks.len() == 1 || (toks.len() == 2 && w(1, "work")) => Statement::Begin,

@@ -65,6 +65,50 @@ pub(super) async fn etcd_create(
         .then(|| resp.header().map_or(0, |h| h.revision())))
 }
 
+/// A record as [`TopoStore::get_versioned`] read it.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The record, if present.
+    pub value: Option<Vec<u8>>,
+    /// etcd's modification revision (0: absent); files compare the bytes.
+    revision: i64,
+}
+
+/// [`TopoStore::put_if_unchanged`] for files, under an exclusive `flock`
+/// of the store's directory (released when the handle closes).
+fn dir_put_if_unchanged(
+    root: &Path,
+    guards: &[(PathBuf, Option<Vec<u8>>)],
+    puts: &[(PathBuf, Vec<u8>)],
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(root)?;
+    let dir = std::fs::File::open(root)?;
+    // SAFETY: flock on a descriptor this function owns for its whole call.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for (path, was) in guards {
+        let now = match std::fs::read(path) {
+            Ok(v) => Some(v),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if &now != was {
+            return Ok(false);
+        }
+    }
+    for (path, value) in puts {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("tmp~");
+        std::fs::write(&tmp, value)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(true)
+}
+
 pub(super) fn store_err(e: impl std::fmt::Display) -> TopoError {
     TopoError::Store(e.to_string())
 }
@@ -180,6 +224,83 @@ impl TopoStore {
                 let tmp = path.with_extension("tmp~");
                 tokio::fs::write(&tmp, value).await.map_err(store_err)?;
                 tokio::fs::rename(&tmp, &path).await.map_err(store_err)
+            }
+        }
+    }
+
+    /// One record, if present, with what [`Self::put_if_unchanged`]
+    /// compares against later.
+    pub async fn get_versioned(&self, key: &str) -> Result<Versioned, TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                let resp = client
+                    .clone()
+                    .get(format!("{root}/{key}"), None)
+                    .await
+                    .map_err(store_err)?;
+                let kv = resp.kvs().first();
+                Ok(Versioned {
+                    value: kv.map(|kv| kv.value().to_vec()),
+                    revision: kv.map_or(0, |kv| kv.mod_revision()),
+                })
+            }
+            TopoStore::Dir { .. } => Ok(Versioned {
+                value: self.get(key).await?,
+                revision: 0,
+            }),
+        }
+    }
+
+    /// Writes every record of `puts` at once, only while each record of
+    /// `guards` is as it was read; false (nothing written) when one has
+    /// changed since. Why: a read-modify-write of a record others may
+    /// change too (two `ALTER VSCHEMA` of one keyspace at once) must
+    /// lose neither change; the loser reads again and redoes its change.
+    /// For files, the store's directory is locked (`flock`) while it
+    /// compares and writes, which orders writers on one machine.
+    pub async fn put_if_unchanged(
+        &self,
+        guards: &[(&str, &Versioned)],
+        puts: &[(String, Vec<u8>)],
+    ) -> Result<bool, TopoError> {
+        match self {
+            TopoStore::Etcd { client, root } => {
+                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let when: Vec<Compare> = guards
+                    .iter()
+                    .map(|(k, read)| {
+                        let key = format!("{root}/{k}");
+                        match read.revision {
+                            0 => Compare::version(key, CompareOp::Equal, 0),
+                            rev => Compare::mod_revision(key, CompareOp::Equal, rev),
+                        }
+                    })
+                    .collect();
+                let ops: Vec<TxnOp> = puts
+                    .iter()
+                    .map(|(k, v)| TxnOp::put(format!("{root}/{k}"), v.clone(), None))
+                    .collect();
+                let resp = client
+                    .clone()
+                    .txn(Txn::new().when(when).and_then(ops))
+                    .await
+                    .map_err(store_err)?;
+                Ok(resp.succeeded())
+            }
+            TopoStore::Dir { root } => {
+                let root = root.clone();
+                let guards: Vec<(PathBuf, Option<Vec<u8>>)> = guards
+                    .iter()
+                    .map(|(k, read)| (root.join(k), read.value.clone()))
+                    .collect();
+                let puts: Vec<(PathBuf, Vec<u8>)> = puts
+                    .iter()
+                    .map(|(k, v)| (root.join(k), v.clone()))
+                    .collect();
+                tokio::task::spawn_blocking(move || dir_put_if_unchanged(&root, &guards, &puts))
+                    .await
+                    .map_err(store_err)?
+                    .map_err(store_err)
             }
         }
     }
@@ -333,4 +454,43 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) -> std::io
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_over_a_stale_read_is_refused() {
+        let root = std::env::temp_dir().join(format!(
+            "shardgate-cas-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let store = TopoStore::Dir { root: root.clone() };
+        let key = "global/keyspaces/ks/VSchema";
+        let absent = store.get_versioned(key).await.unwrap();
+        assert!(absent.value.is_none());
+        let put = |v: &str| vec![(key.to_string(), v.as_bytes().to_vec())];
+        assert!(store
+            .put_if_unchanged(&[(key, &absent)], &put("one"))
+            .await
+            .unwrap());
+        // Written after the read: the stale reader's write is refused.
+        assert!(!store
+            .put_if_unchanged(&[(key, &absent)], &put("two"))
+            .await
+            .unwrap());
+        let now = store.get_versioned(key).await.unwrap();
+        assert_eq!(now.value.as_deref(), Some(&b"one"[..]));
+        assert!(store
+            .put_if_unchanged(&[(key, &now)], &put("three"))
+            .await
+            .unwrap());
+        assert_eq!(
+            store.get(key).await.unwrap().as_deref(),
+            Some(&b"three"[..])
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
 }

@@ -4,6 +4,7 @@
 //! names the keyspace, table or vindex at fault, because a VSchema arrives
 //! from etcd while traffic is flowing and the log line is all an operator sees.
 
+pub mod ddl;
 mod des;
 pub mod lookup;
 mod unicode_loose;
