@@ -272,6 +272,7 @@ impl Error {
             Error::AccessDenied { .. } | Error::VschemaDenied(_) => {
                 MysqlError::new(1045, "28000", self.to_string())
             }
+            Error::Sql(SqlError::ShowWhere(_)) => MysqlError::new(1235, "42000", self.to_string()),
             Error::Sql(SqlError::VschemaSyntax(_)) => {
                 MysqlError::new(1064, "42000", self.to_string())
             }

@@ -77,6 +77,9 @@ pub struct ServerCtx {
     pub cells: Vec<String>,
     /// Who may run `ALTER VSCHEMA` (`--vschema_ddl_authorized_users`).
     pub vschema_ddl_users: crate::vschema::ddl::Authorized,
+    /// The tablets' login, for statements that ask one tablet's server
+    /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
+    pub login: topo::schema::Login,
     conn_ids: AtomicU32,
 }
 
@@ -116,6 +119,10 @@ impl ServerCtx {
             topo_store: None,
             cells: Vec::new(),
             vschema_ddl_users: Default::default(),
+            login: topo::schema::Login {
+                user: String::new(),
+                password: String::new(),
+            },
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -236,6 +243,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.topo_store = Some(store.clone());
     ctx.cells = opts.cells.clone();
     ctx.vschema_ddl_users = opts.vschema_ddl_users;
+    ctx.login = login.clone();
     ctx.max_memory_rows = opts.max_memory_rows;
     ctx.sessions.allow_kill = opts.allow_kill;
     ctx.sessions.query_timeout = opts.query_timeout;

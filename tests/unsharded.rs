@@ -2628,3 +2628,92 @@ async fn show_tables_from_a_keyspace() {
     let one: Option<i32> = anon.query_first("select 1").await.unwrap();
     assert_eq!(one, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vitess_show_statements_filter_by_like() {
+    let mut conn = connect(None).await;
+    let one = |v: &[&str]| -> Vec<Vec<Option<String>>> {
+        v.iter().map(|s| vec![Some(s.to_string())]).collect()
+    };
+    assert_eq!(
+        rows(&mut conn, "show keyspaces like 'cust%'").await,
+        one(&["customer"])
+    );
+    assert_eq!(
+        rows(&mut conn, "show databases like '%SCHEMA'").await,
+        one(&["information_schema", "performance_schema"])
+    );
+    assert_eq!(
+        rows(&mut conn, "show vitess_shards like 'customer/%'").await,
+        one(&["customer/-80", "customer/80-"])
+    );
+    assert_eq!(
+        rows(&mut conn, "show vitess_shards like '%/80-';").await,
+        one(&["customer/80-"])
+    );
+    let host = format!("show vitess_tablets like '%:{}'", tablet_port(301));
+    let tablets = rows(&mut conn, &host).await;
+    assert_eq!(tablets.len(), 1, "{tablets:?}");
+    assert_eq!(tablets[0][5].as_deref(), Some("zone1-301"));
+    let keyspaces = rows(&mut conn, "show vschema keyspaces").await;
+    for (ks, sharded) in [("commerce", "false"), ("customer", "true")] {
+        let want = ["unmanaged", ""].map(|s| Some(s.to_string()));
+        let row = vec![Some(ks.to_string()), Some(sharded.to_string())];
+        let row: Vec<Option<String>> = row.into_iter().chain(want).collect();
+        assert!(keyspaces.contains(&row), "{keyspaces:?}");
+    }
+    let (code, msg) = match conn
+        .query_drop("show vitess_tablets where Alias = 'x'")
+        .await
+    {
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code, 1235, "{msg}");
+    assert!(conn.ping().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_status_is_read_from_each_replica() {
+    let mut conn = connect(None).await;
+    let status = rows(&mut conn, "show vitess_replication_status").await;
+    let aliases: Vec<&str> = status.iter().map(|r| r[3].as_deref().unwrap()).collect();
+    assert_eq!(
+        aliases,
+        ["zone1-102", "zone1-101", "zone1-301", "zone1-401"]
+    );
+    for (row, primary) in status.iter().zip([100, 100, 300, 400]) {
+        let text = |i: usize| row[i].clone().unwrap();
+        // What the replica's own server says, read now.
+        let mut replica = connect_tablet(uid_of(&text(3))).await;
+        let own: mysql_async::Row = replica
+            .query_first("show slave status")
+            .await
+            .unwrap()
+            .unwrap();
+        let port: String = own.get("Master_Port").unwrap();
+        assert_eq!(port, tablet_port(primary).to_string(), "{row:?}");
+        assert!(text(5).ends_with(&format!(":{port}")), "{row:?}");
+        let health = text(6);
+        assert!(
+            health.contains(r#""EventStreamRunning":"Yes""#)
+                && health.contains(r#""EventApplierRunning":"Yes""#),
+            "{health}"
+        );
+        assert!(text(7).parse::<u64>().is_ok(), "lag {row:?}");
+    }
+    let tablet_types: Vec<&str> = status.iter().map(|r| r[2].as_deref().unwrap()).collect();
+    assert_eq!(tablet_types, ["RDONLY", "REPLICA", "REPLICA", "REPLICA"]);
+    let filtered = rows(
+        &mut conn,
+        "show vitess_replication_status like 'customer/-80'",
+    )
+    .await;
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0][3].as_deref(), Some("zone1-301"));
+}
+
+/// The uid of a tablet alias `zone1-<uid>`.
+fn uid_of(alias: &str) -> u32 {
+    alias.rsplit('-').next().unwrap().parse().unwrap()
+}

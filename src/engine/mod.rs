@@ -1961,74 +1961,108 @@ fn show_rows(
     snap: &Snapshot,
     serving: impl Fn(&str) -> bool,
 ) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    // Rows whose `column` is LIKE the statement's pattern, if any.
+    let keep = |like: &Option<String>, column: usize, rows: Vec<Vec<String>>| match like {
+        Some(p) => rows
+            .into_iter()
+            .filter(|r| crate::sql::like(p, &r[column]))
+            .collect(),
+        None => rows,
+    };
     match show {
-        ShowPlan::Databases => {
+        ShowPlan::Databases(like) => {
             let mut rows: Vec<Vec<String>> =
                 snap.keyspaces.keys().map(|k| vec![k.clone()]).collect();
             for sys in ["information_schema", "mysql", "performance_schema", "sys"] {
                 rows.push(vec![sys.to_string()]);
             }
-            (vec!["Database"], rows)
+            (vec!["Database"], keep(like, 0, rows))
         }
-        ShowPlan::Keyspaces => (
+        ShowPlan::Keyspaces(like) => (
             vec!["Database"],
-            snap.keyspaces.keys().map(|k| vec![k.clone()]).collect(),
+            keep(
+                like,
+                0,
+                snap.keyspaces.keys().map(|k| vec![k.clone()]).collect(),
+            ),
         ),
-        ShowPlan::Shards => (
-            vec!["Shards"],
+        ShowPlan::VschemaKeyspaces => (
+            vec!["Keyspace", "Sharded", "Foreign Key", "Comment"],
             snap.keyspaces
                 .values()
-                .flat_map(|k| {
-                    k.shards
-                        .iter()
-                        .map(move |s| vec![format!("{}/{}", k.name, s.name)])
-                })
-                .collect(),
-        ),
-        ShowPlan::Tablets => (
-            vec![
-                "Cell",
-                "Keyspace",
-                "Shard",
-                "TabletType",
-                "State",
-                "Alias",
-                "Hostname",
-                "PrimaryTermStartTime",
-            ],
-            snap.tablets
-                .values()
-                .map(|t| {
-                    // The shard a primary serves: a reparent may drain it,
-                    // and its record says when the primary's term began.
-                    let primary_of = (t.tablet_type == TabletType::Primary)
-                        .then(|| snap.shard(&t.keyspace, &t.shard))
-                        .flatten();
+                .map(|k| {
+                    let fk = k.vschema.foreign_key_mode.as_deref().unwrap_or("unmanaged");
                     vec![
-                        t.alias
-                            .rsplit_once('-')
-                            .map(|(c, _)| c)
-                            .unwrap_or("")
-                            .to_string(),
-                        t.keyspace.clone(),
-                        t.shard.clone(),
-                        t.tablet_type.as_str().to_ascii_uppercase(),
-                        // A primary a reparent drains serves no new work.
-                        if serving(&t.alias) && primary_of.is_none_or(|s| s.primary_serving) {
-                            "SERVING"
-                        } else {
-                            "NOT_SERVING"
-                        }
-                        .to_string(),
-                        t.alias.clone(),
-                        format!("{}:{}", t.hostname, t.port),
-                        primary_of
-                            .map(|s| s.primary_term_start.clone())
-                            .unwrap_or_default(),
+                        k.name.clone(),
+                        k.sharded.to_string(),
+                        fk.to_string(),
+                        String::new(),
                     ]
                 })
                 .collect(),
         ),
+        ShowPlan::Shards(like) => (
+            vec!["Shards"],
+            keep(
+                like,
+                0,
+                snap.keyspaces
+                    .values()
+                    .flat_map(|k| {
+                        k.shards
+                            .iter()
+                            .map(move |s| vec![format!("{}/{}", k.name, s.name)])
+                    })
+                    .collect(),
+            ),
+        ),
+        ShowPlan::Tablets(like) => {
+            let (names, rows) = (
+                vec![
+                    "Cell",
+                    "Keyspace",
+                    "Shard",
+                    "TabletType",
+                    "State",
+                    "Alias",
+                    "Hostname",
+                    "PrimaryTermStartTime",
+                ],
+                snap.tablets
+                    .values()
+                    .map(|t| {
+                        // The shard a primary serves: a reparent may drain it,
+                        // and its record says when the primary's term began.
+                        let primary_of = (t.tablet_type == TabletType::Primary)
+                            .then(|| snap.shard(&t.keyspace, &t.shard))
+                            .flatten();
+                        vec![
+                            t.alias
+                                .rsplit_once('-')
+                                .map(|(c, _)| c)
+                                .unwrap_or("")
+                                .to_string(),
+                            t.keyspace.clone(),
+                            t.shard.clone(),
+                            t.tablet_type.as_str().to_ascii_uppercase(),
+                            // A primary a reparent drains serves no new work.
+                            if serving(&t.alias) && primary_of.is_none_or(|s| s.primary_serving) {
+                                "SERVING"
+                            } else {
+                                "NOT_SERVING"
+                            }
+                            .to_string(),
+                            t.alias.clone(),
+                            format!("{}:{}", t.hostname, t.port),
+                            primary_of
+                                .map(|s| s.primary_term_start.clone())
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            );
+            (names, keep(like, 6, rows))
+        }
         ShowPlan::Target(t) => (vec!["Target"], vec![vec![t.clone()]]),
         ShowPlan::VschemaVindexes(on) => {
             // Parameters as vtgate lists them: `k=v`, sorted, `; `-joined.
@@ -2282,7 +2316,7 @@ mod tests {
                 r.insert(k.to_string(), v.into_bytes());
             }
             let snap = Snapshot::build(&r, &[], 1).unwrap();
-            let (_, rows) = show_rows(&ShowPlan::Tablets, &snap, |_| true);
+            let (_, rows) = show_rows(&ShowPlan::Tablets(None), &snap, |_| true);
             rows.into_iter().map(|r| r[4].clone()).collect::<Vec<_>>()
         };
         assert_eq!(tablets(true), ["SERVING", "SERVING"]);

@@ -230,6 +230,86 @@ async fn check(
     (status, Some(conn))
 }
 
+/// vtgate's `SHOW VITESS_REPLICATION_STATUS`: every replica's and
+/// rdonly tablet's replication as its server says it now (`SHOW SLAVE
+/// STATUS`, each asked at once, [`PROBE_TIMEOUT`] at most), for those
+/// whose `keyspace/shard` is LIKE `like`. Columns as vtgate's: Keyspace,
+/// Shard, TabletType, Alias, Hostname, ReplicationSource (`host:port`),
+/// ReplicationHealth (JSON: both threads running, the last error),
+/// ReplicationLag (seconds; the health check's when it has one, `NULL`
+/// when replication is stopped, -1 when the server could not be asked),
+/// ThrottlerStatus (empty: there is no tablet throttler).
+pub async fn replication_status(
+    snap: &crate::topo::Snapshot,
+    health: &Health,
+    login: &Login,
+    like: Option<&str>,
+) -> Vec<Vec<String>> {
+    let replicas = snap.tablets.values().filter(|t| {
+        matches!(t.tablet_type, TabletType::Replica | TabletType::Rdonly)
+            && like.is_none_or(|p| crate::sql::like(p, &format!("{}/{}", t.keyspace, t.shard)))
+    });
+    let rows = replicas.map(|t| async move {
+        let asked = tokio::time::timeout(PROBE_TIMEOUT, async {
+            let mut conn = mysql_async::Conn::new(login.opts(t)).await.ok()?;
+            let row: Option<mysql_async::Row> = conn.query_first("SHOW SLAVE STATUS").await.ok()?;
+            let _ = conn.disconnect().await;
+            Some(row)
+        })
+        .await
+        .ok()
+        .flatten();
+        let text = |r: &mysql_async::Row, name: &str| -> Option<String> {
+            r.get_opt::<Option<String>, _>(name)
+                .and_then(Result::ok)
+                .flatten()
+        };
+        let lag_checked = health
+            .status(&t.alias)
+            .and_then(|s| s.lag)
+            .filter(|&l| l > 0);
+        let (source, threads, lag) = match &asked {
+            Some(Some(r)) => {
+                let field = |name| text(r, name).unwrap_or_default();
+                let lag = match (lag_checked, text(r, "Seconds_Behind_Master")) {
+                    (Some(l), _) => l.to_string(),
+                    (None, Some(s)) => s,
+                    (None, None) => "NULL".to_string(),
+                };
+                let source = format!("{}:{}", field("Master_Host"), field("Master_Port"));
+                let threads = [
+                    field("Slave_IO_Running"),
+                    field("Slave_SQL_Running"),
+                    field("Last_Error"),
+                ];
+                (source, threads, lag)
+            }
+            // Not replicating at all, or not asked.
+            Some(None) => (":0".to_string(), Default::default(), "NULL".to_string()),
+            None => (":0".to_string(), Default::default(), "-1".to_string()),
+        };
+        let health = serde_json::json!({
+            "EventStreamRunning": threads[0],
+            "EventApplierRunning": threads[1],
+            "LastError": threads[2],
+        });
+        vec![
+            t.keyspace.clone(),
+            t.shard.clone(),
+            t.tablet_type.as_str().to_ascii_uppercase(),
+            t.alias.clone(),
+            format!("{}:{}", t.hostname, t.port),
+            source,
+            health.to_string(),
+            lag,
+            String::new(),
+        ]
+    });
+    let mut rows = futures_util::future::join_all(rows).await;
+    rows.sort();
+    rows
+}
+
 /// A replica's verdict from its `Seconds_Behind_Master` (None: replication
 /// is stopped).
 fn judge_lag(seconds: Option<u64>, low_lag: Duration) -> Status {

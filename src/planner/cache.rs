@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn hits_misses_versions_and_bounds() {
         let c = PlanCache::new(2);
-        let mk = || Ok(Plan::Show(ShowPlan::Keyspaces));
+        let mk = || Ok(Plan::Show(ShowPlan::Keyspaces(None)));
         c.get_or_plan(1, "ks", "a", mk).unwrap();
         c.get_or_plan(1, "ks", "a", || panic!("should be cached"))
             .unwrap();
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn long_templates_are_planned_every_time() {
         let c = PlanCache::new(10);
-        let mk = || Ok(Plan::Show(ShowPlan::Keyspaces));
+        let mk = || Ok(Plan::Show(ShowPlan::Keyspaces(None)));
         let long = "x".repeat(MAX_TEMPLATE + 1);
         let mut planned = 0;
         for _ in 0..2 {

@@ -187,10 +187,11 @@ impl Plan {
             Plan::Show(s) => json!({
                 "operator": "Local",
                 "variant": match s {
-                    ShowPlan::Databases => "ShowDatabases",
-                    ShowPlan::Keyspaces => "ShowKeyspaces",
-                    ShowPlan::Shards => "ShowShards",
-                    ShowPlan::Tablets => "ShowTablets",
+                    ShowPlan::Databases(_) => "ShowDatabases",
+                    ShowPlan::Keyspaces(_) => "ShowKeyspaces",
+                    ShowPlan::Shards(_) => "ShowShards",
+                    ShowPlan::Tablets(_) => "ShowTablets",
+                    ShowPlan::VschemaKeyspaces => "ShowVschemaKeyspaces",
                     ShowPlan::VschemaTables(_) => "ShowVschemaTables",
                     ShowPlan::VschemaVindexes(_) => "ShowVschemaVindexes",
                     ShowPlan::Target(_) => "ShowVitessTarget",

@@ -111,14 +111,17 @@ pub struct Route {
 /// Statements answered by shardgate itself from the snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShowPlan {
-    /// SHOW DATABASES: keyspaces plus MySQL's system schemas.
-    Databases,
-    /// SHOW KEYSPACES.
-    Keyspaces,
-    /// SHOW VITESS_SHARDS.
-    Shards,
-    /// SHOW VITESS_TABLETS.
-    Tablets,
+    /// SHOW DATABASES: keyspaces plus MySQL's system schemas (those
+    /// LIKE the pattern, if any).
+    Databases(Option<String>),
+    /// SHOW KEYSPACES [LIKE].
+    Keyspaces(Option<String>),
+    /// SHOW VITESS_SHARDS [LIKE], matched against `ks/shard`.
+    Shards(Option<String>),
+    /// SHOW VITESS_TABLETS [LIKE], matched against the Hostname column.
+    Tablets(Option<String>),
+    /// SHOW VSCHEMA KEYSPACES.
+    VschemaKeyspaces,
     /// SHOW VSCHEMA TABLES of a keyspace.
     VschemaTables(String),
     /// SHOW VSCHEMA VINDEXES: every keyspace's, or (keyspace, table) one
@@ -138,10 +141,13 @@ pub fn plan(
     snap: &Snapshot,
 ) -> Result<Plan, PlanError> {
     let kind = match stmt {
-        Statement::ShowDatabases => return Ok(Plan::Show(ShowPlan::Databases)),
-        Statement::ShowKeyspaces => return Ok(Plan::Show(ShowPlan::Keyspaces)),
-        Statement::ShowVitessShards => return Ok(Plan::Show(ShowPlan::Shards)),
-        Statement::ShowVitessTablets => return Ok(Plan::Show(ShowPlan::Tablets)),
+        Statement::ShowDatabases(like) => return Ok(Plan::Show(ShowPlan::Databases(like.clone()))),
+        Statement::ShowKeyspaces(like) => return Ok(Plan::Show(ShowPlan::Keyspaces(like.clone()))),
+        Statement::ShowVitessShards(like) => return Ok(Plan::Show(ShowPlan::Shards(like.clone()))),
+        Statement::ShowVitessTablets(like) => {
+            return Ok(Plan::Show(ShowPlan::Tablets(like.clone())))
+        }
+        Statement::ShowVschemaKeyspaces => return Ok(Plan::Show(ShowPlan::VschemaKeyspaces)),
         Statement::ShowVschemaTables => {
             let ks = target.keyspace.clone().ok_or(PlanError::NoDatabase)?;
             if !snap.keyspaces.contains_key(&ks) {

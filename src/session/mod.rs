@@ -381,6 +381,29 @@ impl Session {
             Statement::VExplain { queries, inner } => {
                 self.vexplain(ctx, queries, &inner, sink).await
             }
+            Statement::ShowReplicationStatus(like) => {
+                let snap = ctx.snapshot.load_full();
+                let health = &ctx.gateway.health;
+                let rows = crate::gateway::health::replication_status(
+                    &snap,
+                    health,
+                    &ctx.login,
+                    like.as_deref(),
+                )
+                .await;
+                let names = [
+                    "Keyspace",
+                    "Shard",
+                    "TabletType",
+                    "Alias",
+                    "Hostname",
+                    "ReplicationSource",
+                    "ReplicationHealth",
+                    "ReplicationLag",
+                    "ThrottlerStatus",
+                ];
+                engine::text_result(&names, rows, sink)
+            }
             Statement::AlterVschema(change) => {
                 self.alter_vschema(ctx, &change).await?;
                 sink.ok(QueryDone::default())

@@ -32,6 +32,9 @@ pub enum SqlError {
     /// `SET query_timeout` to something other than milliseconds.
     #[error("Variable 'query_timeout' can't be set to the value of '{0}'")]
     BadQueryTimeout(String),
+    /// A SHOW the gate answers, filtered by WHERE: only LIKE is taken.
+    #[error("{0} takes LIKE 'pattern' in shardgate, not WHERE")]
+    ShowWhere(String),
     /// An `ALTER VSCHEMA` statement outside its grammar.
     #[error("You have an error in your SQL syntax; check the ALTER VSCHEMA syntax {0}")]
     VschemaSyntax(String),
@@ -56,16 +59,22 @@ pub enum Statement {
     Use(String),
     /// SET ...; see [`SetStmt`].
     Set(SetStmt),
-    /// SHOW DATABASES / SHOW SCHEMAS.
-    ShowDatabases,
-    /// SHOW KEYSPACES (Vitess).
-    ShowKeyspaces,
-    /// SHOW VITESS_SHARDS.
-    ShowVitessShards,
-    /// SHOW VITESS_TABLETS.
-    ShowVitessTablets,
+    /// SHOW DATABASES / SHOW SCHEMAS [LIKE 'pattern'].
+    ShowDatabases(Option<String>),
+    /// SHOW KEYSPACES (Vitess) [LIKE 'pattern'].
+    ShowKeyspaces(Option<String>),
+    /// SHOW VITESS_SHARDS [LIKE 'pattern'] (matched against `ks/shard`).
+    ShowVitessShards(Option<String>),
+    /// SHOW VITESS_TABLETS [LIKE 'pattern'] (matched against the
+    /// Hostname column, as vtgate matches it).
+    ShowVitessTablets(Option<String>),
+    /// SHOW VITESS_REPLICATION_STATUS [LIKE 'pattern'] (matched against
+    /// `ks/shard`): each replica's replication, read from its server.
+    ShowReplicationStatus(Option<String>),
     /// SHOW VSCHEMA TABLES.
     ShowVschemaTables,
+    /// SHOW VSCHEMA KEYSPACES: each keyspace, sharded or not.
+    ShowVschemaKeyspaces,
     /// SHOW VSCHEMA VINDEXES [ON|FROM [ks.]table]: every keyspace's
     /// vindexes, or one table's column vindexes (its qualifier, if any).
     ShowVschemaVindexes(Option<(Option<String>, String)>),
@@ -265,14 +274,42 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         }
         "set" => Statement::Set(parse_set(sql, &toks[1..])?),
         "show" => {
+            // What follows a SHOW the gate answers: `LIKE 'pattern'` or
+            // nothing; anything else goes to a tablet, whose parser says
+            // what is wrong with it.
+            let words = toks
+                .iter()
+                .rposition(|t| t.kind != TokenKind::Semicolon)
+                .map_or(0, |i| i + 1);
+            let like = |at: usize| match toks[..words].get(at) {
+                None => Ok(Some(None)),
+                Some(t) if t.is_word(sql, "like") => Ok(toks
+                    .get(at + 1)
+                    .filter(|p| p.kind == TokenKind::Str && words == at + 2)
+                    .map(|p| Some(string_literal(p.text(sql))))),
+                Some(t) if t.is_word(sql, "where") => Err(SqlError::ShowWhere(
+                    sql[toks[0].start..toks[at - 1].end].to_ascii_uppercase(),
+                )),
+                Some(_) => Ok(None),
+            };
+            let gate = |at: usize, make: fn(Option<String>) -> Statement| {
+                Ok::<_, SqlError>(match like(at)? {
+                    Some(pattern) => make(pattern),
+                    None => Statement::Query(QueryKind::Show),
+                })
+            };
             if w(1, "databases") || w(1, "schemas") {
-                Statement::ShowDatabases
+                gate(2, Statement::ShowDatabases)?
             } else if w(1, "keyspaces") {
-                Statement::ShowKeyspaces
+                gate(2, Statement::ShowKeyspaces)?
             } else if w(1, "vitess_shards") {
-                Statement::ShowVitessShards
+                gate(2, Statement::ShowVitessShards)?
             } else if w(1, "vitess_tablets") {
-                Statement::ShowVitessTablets
+                gate(2, Statement::ShowVitessTablets)?
+            } else if w(1, "vitess_replication_status") {
+                gate(2, Statement::ShowReplicationStatus)?
+            } else if w(1, "vschema") && w(2, "keyspaces") {
+                Statement::ShowVschemaKeyspaces
             } else if w(1, "vschema") && w(2, "tables") {
                 Statement::ShowVschemaTables
             } else if w(1, "vschema") && w(2, "vindexes") {
@@ -393,6 +430,69 @@ pub fn query_timeout_directive(sql: &str) -> Option<u64> {
             .then(|| value.trim_matches(['\'', '"']).parse().ok())
             .flatten()
     })
+}
+
+/// A string literal's value: its quotes off and MySQL's escapes
+/// (`\\'`, `''`, `\\n`, ...) undone. An unterminated literal (the lexer
+/// ends it at the end of the text) loses its last character.
+pub fn string_literal(text: &str) -> String {
+    let inner = text.get(1..text.len().saturating_sub(1)).unwrap_or("");
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('0') => out.push('\0'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '\'' | '"' if chars.peek() == Some(&c) => {
+                chars.next();
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// SQL's `text LIKE pattern`: `%` any run, `_` one character, `\\`
+/// escapes; ASCII letters match either case, as MySQL's default collation.
+/// Why here: the SHOW statements the gate answers itself filter by it.
+pub fn like(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Where to resume after the last `%`: (pattern index, text index).
+    let (mut pi, mut ti, mut star) = (0, 0, None::<(usize, usize)>);
+    while ti < t.len() {
+        let step = match p.get(pi) {
+            Some('%') => {
+                star = Some((pi + 1, ti));
+                pi += 1;
+                continue;
+            }
+            Some('_') => Some(1),
+            Some('\\') if pi + 1 < p.len() => p[pi + 1].eq_ignore_ascii_case(&t[ti]).then_some(2),
+            Some(c) => c.eq_ignore_ascii_case(&t[ti]).then_some(1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(n), _) => {
+                pi += n;
+                ti += 1;
+            }
+            (None, Some((sp, st))) => {
+                pi = sp;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '%')
 }
 
 fn unquote(s: &str) -> &str {
@@ -1841,6 +1941,52 @@ mod tests {
             assert!(!reads_defaults(sql), "{sql}");
         }
         assert!(DEFAULTS.windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
+
+    #[test]
+    fn like_matches_as_sql_does() {
+        for (p, t, want) in [
+            ("cust%", "customer", true),
+            ("CUST%", "customer", true),
+            ("%/80-", "customer/80-", true),
+            ("%/80-", "customer/-80", false),
+            ("c_mmerce", "commerce", true),
+            ("c_mmerce", "cmmerce", false),
+            ("%", "", true),
+            ("a%b%c", "axxbyyc", true),
+            ("a%b%c", "axxbyy", false),
+            ("100\\%", "100%", true),
+            ("100\\%", "1000", false),
+            ("", "x", false),
+        ] {
+            assert_eq!(like(p, t), want, "{t} LIKE {p}");
+        }
+        assert_eq!(string_literal("'it''s \\'x\\''"), "it's 'x'");
+    }
+
+    #[test]
+    fn gate_shows_take_like_and_refuse_where() {
+        let c = |s: &str| classify(s).unwrap();
+        assert_eq!(
+            c("show keyspaces like 'cust%'"),
+            Statement::ShowKeyspaces(Some("cust%".into()))
+        );
+        assert_eq!(c("SHOW DATABASES"), Statement::ShowDatabases(None));
+        assert_eq!(
+            c("show vitess_replication_status like 'ks/-80';"),
+            Statement::ShowReplicationStatus(Some("ks/-80".into()))
+        );
+        assert_eq!(c("show vschema keyspaces"), Statement::ShowVschemaKeyspaces);
+        // Not the gate's grammar: a tablet's parser says what is wrong.
+        assert_eq!(
+            c("show vitess_tablets like x"),
+            Statement::Query(QueryKind::Show)
+        );
+        let e = classify("show vitess_shards where 1 = 1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SHOW VITESS_SHARDS takes LIKE 'pattern' in shardgate, not WHERE"
+        );
     }
 
     #[test]

@@ -547,7 +547,7 @@ impl Parser<'_> {
         };
         let text = t.text(self.sql);
         let v = match t.kind {
-            TokenKind::Str => unescape(inner(text)),
+            TokenKind::Str => crate::sql::string_literal(text),
             TokenKind::Word | TokenKind::Number => text.to_string(),
             TokenKind::Ident => inner(text).to_string(),
             _ => return Err(self.error()),
@@ -561,29 +561,6 @@ impl Parser<'_> {
 /// closing quote: then its last character goes too).
 fn inner(text: &str) -> &str {
     text.get(1..text.len().saturating_sub(1)).unwrap_or("")
-}
-
-/// A string literal's text without MySQL's escapes (`\'`, `''`).
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('0') => out.push('\0'),
-                Some(other) => out.push(other),
-                None => {}
-            },
-            '\'' | '"' if chars.peek() == Some(&c) => {
-                chars.next();
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
