@@ -294,6 +294,11 @@ pub struct ServeArgs {
         default_value = ""
     )]
     pub vschema_ddl_authorized_users: String,
+    /// Refuse reads that go to every shard of a keyspace unless the
+    /// statement says `/*vt+ ALLOW_SCATTER */` (error 1235): vtgate's flag,
+    /// for applications that must always route by a vindex.
+    #[arg(long = "no_scatter", alias = "no-scatter")]
+    pub no_scatter: bool,
     /// Every statement's timeout in milliseconds (0: none): a statement
     /// still running after it is stopped (its tablet queries killed) and
     /// fails with error 1317. A session's `SET query_timeout = ms` and a

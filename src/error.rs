@@ -48,6 +48,11 @@ pub enum Error {
     /// refused or could not be stored.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// A read of every shard under `--no_scatter` (vtgate's message).
+    #[error(
+        "plan includes scatter, which is disallowed using the `no_scatter` command line argument"
+    )]
+    ScatterDisallowed,
     /// A malformed packet from the client.
     #[error("malformed packet: {0}")]
     Malformed(String),
@@ -272,6 +277,7 @@ impl Error {
             Error::AccessDenied { .. } | Error::VschemaDenied(_) => {
                 MysqlError::new(1045, "28000", self.to_string())
             }
+            Error::ScatterDisallowed => MysqlError::new(1235, "42000", self.to_string()),
             Error::Sql(SqlError::ShowWhere(_)) => MysqlError::new(1235, "42000", self.to_string()),
             Error::Sql(SqlError::VschemaSyntax(_)) => {
                 MysqlError::new(1064, "42000", self.to_string())

@@ -189,6 +189,7 @@ async fn serve(
             .then_some(args.queryserver_config_transaction_timeout),
         max_memory_rows: args.max_memory_rows,
         allow_kill: args.allow_kill_statement,
+        no_scatter: args.no_scatter,
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,
         ),

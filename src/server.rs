@@ -77,6 +77,9 @@ pub struct ServerCtx {
     pub cells: Vec<String>,
     /// Who may run `ALTER VSCHEMA` (`--vschema_ddl_authorized_users`).
     pub vschema_ddl_users: crate::vschema::ddl::Authorized,
+    /// Reads of every shard are refused without `/*vt+ ALLOW_SCATTER */`
+    /// (`--no_scatter`).
+    pub no_scatter: bool,
     /// The tablets' login, for statements that ask one tablet's server
     /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
     pub login: topo::schema::Login,
@@ -119,6 +122,7 @@ impl ServerCtx {
             topo_store: None,
             cells: Vec::new(),
             vschema_ddl_users: Default::default(),
+            no_scatter: false,
             login: topo::schema::Login {
                 user: String::new(),
                 password: String::new(),
@@ -169,6 +173,8 @@ pub struct ServeOptions {
     pub allow_kill: bool,
     /// `--vschema_ddl_authorized_users`.
     pub vschema_ddl_users: crate::vschema::ddl::Authorized,
+    /// `--no_scatter`.
+    pub no_scatter: bool,
     /// `--query-timeout` (None: statements have no timeout).
     pub query_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
@@ -244,6 +250,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.cells = opts.cells.clone();
     ctx.vschema_ddl_users = opts.vschema_ddl_users;
     ctx.login = login.clone();
+    ctx.no_scatter = opts.no_scatter;
     ctx.max_memory_rows = opts.max_memory_rows;
     ctx.sessions.allow_kill = opts.allow_kill;
     ctx.sessions.query_timeout = opts.query_timeout;

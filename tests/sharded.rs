@@ -2840,6 +2840,38 @@ async fn nested_loop_joins(sg: &mut Conn, oracle: &mut Conn, x: u64) {
     }
     let one: i64 = small.query_first("select 1").await.unwrap().unwrap();
     assert_eq!(one, 1);
+    // A statement may say it holds more (vtgate's directive).
+    let sql = "select count(*) from jl join jn on jn.id = jl.id where jl.id < 150";
+    let want: Option<u64> = sg.query_first(sql).await.unwrap();
+    let unbounded = format!("/*vt+ IGNORE_MAX_MEMORY_ROWS */ {sql}");
+    let got: Option<u64> = small.query_first(&unbounded).await.unwrap();
+    assert_eq!(got, want);
+    assert!(want.unwrap() > 0, "{want:?}");
+    // Under --no_scatter a read of every shard is refused unless it says
+    // ALLOW_SCATTER; a read routed by its vindex is not.
+    let (port, _) = spawn_shardgate(&["--no_scatter".into()]).await;
+    let mut routed = connect_port(port, Some("customer")).await;
+    let e = routed
+        .query_drop("select count(*) from dt")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1235), "{e}");
+    assert!(e.to_string().contains("no_scatter"), "{e}");
+    let want: Option<u64> = sg.query_first("select count(*) from dt").await.unwrap();
+    let got: Option<u64> = routed
+        .query_first("select /*vt+ ALLOW_SCATTER */ count(*) from dt")
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+    let want: Option<i64> = sg
+        .query_first("select k from dt where id = 7")
+        .await
+        .unwrap();
+    let got: Option<i64> = routed
+        .query_first("select k from dt where id = 7")
+        .await
+        .unwrap();
+    assert_eq!(got, want);
     // Each right row comes from the shard its vindex names: one query per
     // left row, to one shard.
     let plan: Vec<(String,)> = sg

@@ -183,6 +183,13 @@ pub trait VCursor {
         DEFAULT_MAX_MEMORY_ROWS
     }
 
+    /// Whether a read may go to every shard of a keyspace (vtgate's
+    /// `--no_scatter` refuses it unless the statement says
+    /// `/*vt+ ALLOW_SCATTER */`).
+    fn scatter_allowed(&self) -> bool {
+        true
+    }
+
     /// Whether the session reads strings as NO_BACKSLASH_ESCAPES says:
     /// values the engine writes back into SQL text (a nested loop's join
     /// variables, run-first answers, lookup rows) are quoted so.
@@ -554,6 +561,9 @@ async fn exec_select<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
+    if matches!(p.routing, Routing::Scatter) && !vc.scatter_allowed() {
+        return Err(Error::ScatterDisallowed);
+    }
     let dispatch = match &p.routing {
         Routing::Lookup { vindex, values, .. } => {
             let ks = keyspace_of(snap, &p.keyspace)?;

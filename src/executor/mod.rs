@@ -136,6 +136,12 @@ pub struct ShardConns {
     pub control: Option<std::sync::Arc<interrupt::Control>>,
     /// The current statement has a query timeout.
     pub timed: bool,
+    /// The current statement may not read every shard of a keyspace
+    /// (`--no_scatter`, no `ALLOW_SCATTER` directive).
+    pub no_scatter: bool,
+    /// The current statement may hold any number of rows at the gate
+    /// (an `IGNORE_MAX_MEMORY_ROWS` directive).
+    pub unbounded_rows: bool,
     /// The current statement can be stopped (KILL is allowed, or it has
     /// a timeout): the connections it runs on are recorded in `control`.
     pub stoppable: bool,
@@ -1601,7 +1607,14 @@ impl VCursor for Executor<'_> {
     }
 
     fn max_memory_rows(&self) -> usize {
-        self.ctx.max_memory_rows
+        match self.state.unbounded_rows {
+            true => usize::MAX,
+            false => self.ctx.max_memory_rows,
+        }
+    }
+
+    fn scatter_allowed(&self) -> bool {
+        !self.state.no_scatter
     }
 
     fn no_backslash_escapes(&self) -> bool {
@@ -2187,6 +2200,10 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
 
     fn max_memory_rows(&self) -> usize {
         self.inner.max_memory_rows()
+    }
+
+    fn scatter_allowed(&self) -> bool {
+        self.inner.scatter_allowed()
     }
 
     fn no_backslash_escapes(&self) -> bool {

@@ -41,8 +41,8 @@ pub struct Prepared {
     /// A direct SELECT that writes nowhere ([`sql::writes_nowhere`]): a
     /// transaction of such reads commits without a round trip.
     pub writes_nowhere: bool,
-    /// Its `/*vt+ QUERY_TIMEOUT_MS=n */` directive, read once.
-    pub query_timeout: Option<u64>,
+    /// Its `/*vt+ ... */` directives, read once.
+    pub directives: sql::Directives,
     /// The plan of the last execution and what it was made for; the next
     /// execution reuses it while the VSchema, the target and the escaping
     /// mode stay the same (no tokenizing, no plan-cache lookup).
@@ -155,18 +155,22 @@ impl Session {
             }
             return Err(timeout);
         }
-        let timed = self.begin(ctx, sql::query_timeout_directive(sql));
+        let timed = self.begin(ctx, sql::directives(sql));
         let res = self.execute_statement(ctx, sql, sink).await;
         let res = self.end(timed, res);
         self.after(ctx, res).await
     }
 
-    /// A statement starts: it gets its number, and its query timeout (the
-    /// statement's directive, else the session's, else `--query-timeout`)
-    /// is armed. Nothing is recorded for a statement nobody can stop (no
+    /// A statement starts: what its directives allow it is noted, it gets
+    /// its number, and its query timeout (the statement's directive, else
+    /// the session's, else `--query-timeout`) is armed. Nothing is
+    /// recorded for a statement nobody can stop (no
     /// `--allow-kill-statement`, no timeout): that costs it nothing.
-    fn begin(&mut self, ctx: &ServerCtx, directive: Option<u64>) -> Option<Timed> {
-        let ms = directive
+    fn begin(&mut self, ctx: &ServerCtx, directives: sql::Directives) -> Option<Timed> {
+        self.shards.no_scatter = ctx.no_scatter && !directives.allow_scatter;
+        self.shards.unbounded_rows = directives.ignore_max_memory_rows;
+        let ms = directives
+            .query_timeout_ms
             .or(self.query_timeout)
             .or_else(|| ctx.sessions.query_timeout.map(|t| t.as_millis() as u64))
             .filter(|&ms| ms > 0);
@@ -873,7 +877,7 @@ impl Session {
             self.prepared.insert(id, p);
             return Err(Box::pin(self.end_expired(ctx)).await);
         }
-        let timed = self.begin(ctx, p.query_timeout);
+        let timed = self.begin(ctx, p.directives);
         let res = self.run_prepared(ctx, &mut p, params, sink).await;
         let res = self.end(timed, res);
         self.prepared.insert(id, p);
@@ -1077,7 +1081,7 @@ impl Session {
                 writes_nowhere: matches!(stmt, Statement::Query(QueryKind::Select))
                     && sql::writes_nowhere(sql),
                 direct: self.direct_form(stmt, sql),
-                query_timeout: sql::query_timeout_directive(sql),
+                directives: sql::directives(sql),
                 planned: None,
             }),
         );

@@ -417,19 +417,41 @@ pub fn show_tables_from(sql: &str) -> Option<(String, String)> {
     Some((unquote(name.text(sql)).to_string(), stripped))
 }
 
-/// The milliseconds a statement's `/*vt+ QUERY_TIMEOUT_MS=n */` directive
-/// gives it, as vtgate reads its comment directives (one statement's
-/// timeout, over the session's and `--query-timeout`).
-pub fn query_timeout_directive(sql: &str) -> Option<u64> {
-    let at = memchr::memmem::find(sql.as_bytes(), b"/*vt+")?;
+/// What a statement's `/*vt+ ... */` comment asks of the gate, as vtgate
+/// reads its comment directives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `QUERY_TIMEOUT_MS=n`: this statement's timeout, over the session's
+    /// and `--query-timeout`.
+    pub query_timeout_ms: Option<u64>,
+    /// `ALLOW_SCATTER`: it may read every shard under `--no_scatter`.
+    pub allow_scatter: bool,
+    /// `IGNORE_MAX_MEMORY_ROWS`: it may hold more rows at the gate than
+    /// `--max_memory_rows`.
+    pub ignore_max_memory_rows: bool,
+}
+
+/// The statement's directives; one substring search when it has none.
+pub fn directives(sql: &str) -> Directives {
+    let mut d = Directives::default();
+    let Some(at) = memchr::memmem::find(sql.as_bytes(), b"/*vt+") else {
+        return d;
+    };
     let body = &sql[at + 5..];
-    let body = &body[..body.find("*/")?];
-    body.split_ascii_whitespace().find_map(|d| {
-        let (name, value) = d.split_once('=')?;
-        name.eq_ignore_ascii_case("query_timeout_ms")
-            .then(|| value.trim_matches(['\'', '"']).parse().ok())
-            .flatten()
-    })
+    let Some(end) = body.find("*/") else {
+        return d;
+    };
+    for word in body[..end].split_ascii_whitespace() {
+        let (name, value) = word.split_once('=').unwrap_or((word, ""));
+        if name.eq_ignore_ascii_case("query_timeout_ms") {
+            d.query_timeout_ms = value.trim_matches(['\'', '"']).parse().ok();
+        } else if name.eq_ignore_ascii_case("allow_scatter") {
+            d.allow_scatter = true;
+        } else if name.eq_ignore_ascii_case("ignore_max_memory_rows") {
+            d.ignore_max_memory_rows = true;
+        }
+    }
+    d
 }
 
 /// A string literal's value: its quotes off and MySQL's escapes
@@ -1941,6 +1963,21 @@ mod tests {
             assert!(!reads_defaults(sql), "{sql}");
         }
         assert!(DEFAULTS.windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
+
+    #[test]
+    fn directives_are_read_from_the_vt_comment() {
+        assert_eq!(directives("select 1"), Directives::default());
+        let d = directives("select /*vt+ QUERY_TIMEOUT_MS=50 allow_scatter */ * from t");
+        assert_eq!(d.query_timeout_ms, Some(50));
+        assert!(d.allow_scatter && !d.ignore_max_memory_rows);
+        let d = directives("/*vt+ IGNORE_MAX_MEMORY_ROWS */ select 1");
+        assert!(d.ignore_max_memory_rows && !d.allow_scatter);
+        // An unterminated comment asks for nothing.
+        assert_eq!(
+            directives("select /*vt+ ALLOW_SCATTER"),
+            Directives::default()
+        );
     }
 
     #[test]
