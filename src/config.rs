@@ -432,11 +432,20 @@ pub struct CtlArgs {
 /// Topology commands, named after their vtctldclient counterparts.
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Validate and store a keyspace's VSchema.
+    /// Validate and store a keyspace's VSchema: a whole document, or one
+    /// `ALTER VSCHEMA` statement's change (`--sql`, as vtctldclient's).
     ApplyVschema {
         /// The VSchema JSON file.
-        #[arg(long = "vschema-file", alias = "vschema_file")]
-        vschema_file: PathBuf,
+        #[arg(
+            long = "vschema-file",
+            alias = "vschema_file",
+            required_unless_present = "sql",
+            conflicts_with = "sql"
+        )]
+        vschema_file: Option<PathBuf>,
+        /// An `ALTER VSCHEMA ...` statement to apply to the keyspace.
+        #[arg(long)]
+        sql: Option<String>,
         /// Keyspace.
         keyspace: String,
     },

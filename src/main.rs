@@ -260,11 +260,22 @@ async fn ctl(args: CtlArgs) -> Result<(), AnyError> {
     match args.command {
         CtlCommand::ApplyVschema {
             vschema_file,
+            sql,
             keyspace,
         } => {
-            let text = std::fs::read(&vschema_file)
-                .map_err(|e| format!("{}: {e}", vschema_file.display()))?;
-            admin::apply_vschema(&store, &keyspace, &text).await?;
+            if let Some(sql) = sql {
+                let change = shardgate::vschema::ddl::parse(&sql)
+                    .map_err(|e| format!("ALTER VSCHEMA: syntax error {e}"))?;
+                if let Some(other) = change.keyspace().filter(|k| *k != keyspace) {
+                    return Err(
+                        format!("the statement names keyspace {other}, not {keyspace}").into(),
+                    );
+                }
+                admin::alter_vschema(&store, &[], &keyspace, &change).await?;
+            } else if let Some(file) = vschema_file {
+                let text = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                admin::apply_vschema(&store, &keyspace, &text).await?;
+            }
             println!("VSchema of keyspace {keyspace} applied");
         }
         CtlCommand::GetVschema { keyspace } => match admin::get_vschema(&store, &keyspace).await? {

@@ -1929,6 +1929,31 @@ async fn alter_vschema_changes_routing_from_sql() {
     for i in 0..8 {
         assert!(tables.contains(&format!("c{i}")), "c{i} in {tables:?}");
     }
+    // `ctl apply-vschema --sql` makes the same changes, as vtctldclient's.
+    ctl_says(own(&[
+        "apply-vschema",
+        "--sql",
+        "alter vschema add table c_ctl",
+        "vddlseq",
+    ]))
+    .await;
+    let wrong = run_ctl(own(&[
+        "apply-vschema",
+        "--sql",
+        "alter vschema add table vddl.c_ctl",
+        "vddlseq",
+    ]))
+    .await;
+    assert!(!wrong.status.success());
+    let seen = eventually(10, || async move {
+        let mut c = connect_port(port, Some("vddlseq")).await;
+        vschema_tables(&mut c)
+            .await
+            .contains(&"c_ctl".to_string())
+            .then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "ctl's change is served");
     // Only the users the flag names may change a VSchema.
     let alice = own(&["--vschema_ddl_authorized_users", "alice"]);
     let (other, _) = spawn_shardgate(&alice).await;
