@@ -65,6 +65,7 @@ const VSCHEMA: &str = r#"{
     "txatomic": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txdead": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "tximplicit": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "msauto": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "jl": {"column_vindexes": [{"column": "dt_id", "name": "hash"}]},
@@ -4856,4 +4857,48 @@ async fn a_ddl_commits_the_open_transaction_first() {
     a.query_drop("use customer").await.unwrap();
     a.query_drop("set autocommit = 1").await.unwrap();
     a.query_drop("delete from tximplicit").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_shard_autocommit_commits_each_shard_alone() {
+    apply_test_vschema().await;
+    let mut c = connect(Some("customer")).await;
+    c.query_drop("create table if not exists msauto (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    // Row 2 (shard -80, with 1) makes the UPDATE fail there: division by
+    // zero is an error under MariaDB's default sql_mode. Row 4 is on 80-.
+    let failing = "update msauto set v = v + 10 / (id - 2) where id in (1, 2, 4)";
+    for (directive, want) in [
+        // All or none: the shard that succeeded is rolled back.
+        ("", vec![(1, 0), (2, 0), (4, 0)]),
+        // Each shard commits alone: 80- keeps its write.
+        (
+            "/*vt+ MULTI_SHARD_AUTOCOMMIT */ ",
+            vec![(1, 0), (2, 0), (4, 5)],
+        ),
+    ] {
+        c.query_drop("delete from msauto").await.unwrap();
+        c.query_drop("insert into msauto (id, v) values (1, 0), (2, 0), (4, 0)")
+            .await
+            .unwrap();
+        let sql = failing.replacen("update ", &format!("update {directive}"), 1);
+        let e = c.query_drop(&sql).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1365), "{sql}: {e}");
+        assert_eq!(msauto_rows(&mut c).await, want, "{sql}");
+    }
+    // Inside a transaction the directive changes nothing: the ROLLBACK
+    // undoes both shards' writes.
+    c.query_drop("begin").await.unwrap();
+    c.query_drop("update /*vt+ MULTI_SHARD_AUTOCOMMIT */ msauto set v = 7 where id in (1, 4)")
+        .await
+        .unwrap();
+    c.query_drop("rollback").await.unwrap();
+    assert_eq!(msauto_rows(&mut c).await, vec![(1, 0), (2, 0), (4, 5)]);
+}
+
+async fn msauto_rows(c: &mut Conn) -> Vec<(u64, i64)> {
+    c.query("select id, v from msauto order by id")
+        .await
+        .unwrap()
 }

@@ -142,6 +142,9 @@ pub struct ShardConns {
     /// The current statement may hold any number of rows at the gate
     /// (an `IGNORE_MAX_MEMORY_ROWS` directive).
     pub unbounded_rows: bool,
+    /// The current statement's writes commit on each shard alone (a
+    /// `MULTI_SHARD_AUTOCOMMIT` directive).
+    pub shard_autocommit: bool,
     /// The current statement can be stopped (KILL is allowed, or it has
     /// a timeout): the connections it runs on are recorded in `control`.
     pub stoppable: bool,
@@ -1622,10 +1625,12 @@ impl VCursor for Executor<'_> {
     }
 
     fn multi_shard_transactions(&self) -> bool {
-        self.state
-            .transaction_mode
-            .unwrap_or(self.ctx.transaction_mode)
-            != TransactionMode::Single
+        !self.state.shard_autocommit
+            && self
+                .state
+                .transaction_mode
+                .unwrap_or(self.ctx.transaction_mode)
+                != TransactionMode::Single
     }
 
     fn begin_implicit(&mut self) -> bool {

@@ -169,6 +169,7 @@ impl Session {
     fn begin(&mut self, ctx: &ServerCtx, directives: sql::Directives) -> Option<Timed> {
         self.shards.no_scatter = ctx.no_scatter && !directives.allow_scatter;
         self.shards.unbounded_rows = directives.ignore_max_memory_rows;
+        self.shards.shard_autocommit = directives.multi_shard_autocommit;
         let ms = directives
             .query_timeout_ms
             .or(self.query_timeout)

@@ -429,6 +429,10 @@ pub struct Directives {
     /// `IGNORE_MAX_MEMORY_ROWS`: it may hold more rows at the gate than
     /// `--max_memory_rows`.
     pub ignore_max_memory_rows: bool,
+    /// `MULTI_SHARD_AUTOCOMMIT`: outside a transaction, its writes on
+    /// several shards commit on each shard alone (no transaction around
+    /// them: cheaper, and one shard's failure leaves the others' writes).
+    pub multi_shard_autocommit: bool,
 }
 
 /// The statement's directives; one substring search when it has none.
@@ -449,6 +453,8 @@ pub fn directives(sql: &str) -> Directives {
             d.allow_scatter = true;
         } else if name.eq_ignore_ascii_case("ignore_max_memory_rows") {
             d.ignore_max_memory_rows = true;
+        } else if name.eq_ignore_ascii_case("multi_shard_autocommit") {
+            d.multi_shard_autocommit = true;
         }
     }
     d
@@ -1973,6 +1979,8 @@ mod tests {
         assert!(d.allow_scatter && !d.ignore_max_memory_rows);
         let d = directives("/*vt+ IGNORE_MAX_MEMORY_ROWS */ select 1");
         assert!(d.ignore_max_memory_rows && !d.allow_scatter);
+        let d = directives("delete /*vt+ MULTI_SHARD_AUTOCOMMIT=1 */ from t");
+        assert!(d.multi_shard_autocommit);
         // An unterminated comment asks for nothing.
         assert_eq!(
             directives("select /*vt+ ALLOW_SCATTER"),
