@@ -104,6 +104,51 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub tablet_types_to_wait: Vec<String>,
+    /// Where a session's reads go when its target names no tablet type
+    /// (`USE ks`, not `USE ks@replica`): vtgate's flag. Writes, locking
+    /// reads, reads of session state and everything in a transaction go
+    /// to the primary whatever it says.
+    #[arg(
+        long = "default_tablet_type",
+        alias = "default-tablet-type",
+        default_value = "PRIMARY",
+        value_parser = parse_tablet_type
+    )]
+    pub default_tablet_type: crate::sql::TabletType,
+    /// Write this process's id to the file (removed at a clean stop),
+    /// as vtgate's `--pid_file`.
+    #[arg(long = "pid_file", alias = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Also write the log to `shardgate.log` in this directory, as
+    /// vtgate's `--log_dir` writes its logs there.
+    #[arg(long = "log_dir", alias = "log-dir")]
+    pub log_dir: Option<PathBuf>,
+    /// vtgate flags shardgate takes so that vtgate's start scripts run
+    /// unchanged, though it has nothing they would set (no gRPC API, no
+    /// query log file, no pprof endpoint, no config file): each one given
+    /// is named in a warning at start.
+    #[arg(long = "grpc_port", alias = "grpc-port", hide = true)]
+    pub grpc_port: Option<u16>,
+    /// See `grpc_port`.
+    #[arg(long = "service_map", alias = "service-map", hide = true)]
+    pub service_map: Option<String>,
+    /// See `grpc_port`.
+    #[arg(
+        long = "log_queries_to_file",
+        alias = "log-queries-to-file",
+        hide = true
+    )]
+    pub log_queries_to_file: Option<PathBuf>,
+    /// See `grpc_port`.
+    #[arg(long = "pprof-http", alias = "pprof_http", hide = true)]
+    pub pprof_http: bool,
+    /// See `grpc_port`.
+    #[arg(
+        long = "config-file-not-found-handling",
+        alias = "config_file_not_found_handling",
+        hide = true
+    )]
+    pub config_file_not_found_handling: Option<String>,
     /// Client authentication: none (any user; keep the listener on loopback) or static.
     #[arg(
         long = "mysql-auth-server-impl",
@@ -665,6 +710,11 @@ pub enum VschemaCommand {
         /// Files (keyspace VSchema JSON).
         files: Vec<PathBuf>,
     },
+}
+
+/// A tablet type as vtgate's flags write it (any case).
+fn parse_tablet_type(s: &str) -> Result<crate::sql::TabletType, String> {
+    crate::sql::TabletType::parse(s).ok_or_else(|| format!("unknown tablet type '{s}'"))
 }
 
 #[cfg(test)]

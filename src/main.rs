@@ -21,17 +21,42 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let serve_args = match &cli.command {
         Some(Command::Serve(a)) => Some(a),
         None => Some(&cli.serve),
         _ => None,
     };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log_file = serve_args.and_then(|a| a.log_dir.as_ref()).map(|dir| {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("shardgate.log"))
+            })
+            .map_err(|e| format!("--log_dir {}: {e}", dir.display()))
+    });
+    match log_file {
+        Some(Err(e)) => {
+            eprintln!("shardgate: {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(file)) => {
+            use tracing_subscriber::fmt::writer::MakeWriterExt;
+            let file = std::sync::Mutex::new(file);
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::io::stderr.and(file))
+                .init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -190,6 +215,7 @@ async fn serve(
         max_memory_rows: args.max_memory_rows,
         allow_kill: args.allow_kill_statement,
         no_scatter: args.no_scatter,
+        default_tablet_type: args.default_tablet_type,
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,
         ),
@@ -215,11 +241,27 @@ async fn serve(
         loops,
         busy_polls,
     };
+    let ignored = [
+        ("--grpc_port", args.grpc_port.is_some()),
+        ("--service_map", args.service_map.is_some()),
+        ("--log_queries_to_file", args.log_queries_to_file.is_some()),
+        ("--pprof-http", args.pprof_http),
+    ];
+    for (flag, _) in ignored.iter().filter(|(_, given)| *given) {
+        tracing::warn!("{flag} is a vtgate flag shardgate has nothing for (no gRPC API, query log file or pprof): ignored");
+    }
     let running = server::start(opts).await?;
+    if let Some(path) = &args.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("--pid_file {}: {e}", path.display()))?;
+    }
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    if let Some(path) = &args.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }
 

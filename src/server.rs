@@ -80,6 +80,9 @@ pub struct ServerCtx {
     /// Reads of every shard are refused without `/*vt+ ALLOW_SCATTER */`
     /// (`--no_scatter`).
     pub no_scatter: bool,
+    /// Where reads go when a session's target names no tablet type
+    /// (`--default_tablet_type`).
+    pub default_tablet_type: crate::sql::TabletType,
     /// The tablets' login, for statements that ask one tablet's server
     /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
     pub login: topo::schema::Login,
@@ -123,6 +126,7 @@ impl ServerCtx {
             cells: Vec::new(),
             vschema_ddl_users: Default::default(),
             no_scatter: false,
+            default_tablet_type: crate::sql::TabletType::Primary,
             login: topo::schema::Login {
                 user: String::new(),
                 password: String::new(),
@@ -175,6 +179,8 @@ pub struct ServeOptions {
     pub vschema_ddl_users: crate::vschema::ddl::Authorized,
     /// `--no_scatter`.
     pub no_scatter: bool,
+    /// `--default_tablet_type`.
+    pub default_tablet_type: crate::sql::TabletType,
     /// `--query-timeout` (None: statements have no timeout).
     pub query_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
@@ -251,6 +257,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.vschema_ddl_users = opts.vschema_ddl_users;
     ctx.login = login.clone();
     ctx.no_scatter = opts.no_scatter;
+    ctx.default_tablet_type = opts.default_tablet_type;
     ctx.max_memory_rows = opts.max_memory_rows;
     ctx.sessions.allow_kill = opts.allow_kill;
     ctx.sessions.query_timeout = opts.query_timeout;

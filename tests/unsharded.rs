@@ -2717,3 +2717,88 @@ async fn replication_status_is_read_from_each_replica() {
 fn uid_of(alias: &str) -> u32 {
     alias.rsplit('-').next().unwrap().parse().unwrap()
 }
+
+/// The port of the MariaDB that answers a plain read (no `@`, so a read
+/// the gate may send to a replica).
+async fn answering_port(conn: &mut mysql_async::Conn) -> u16 {
+    let port: Option<String> = conn
+        .query_first(
+            "select variable_value from information_schema.global_variables \
+             where variable_name = 'PORT'",
+        )
+        .await
+        .unwrap();
+    port.unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vtgate_start_flags_are_taken_and_reads_go_to_the_default_tablet_type() {
+    // The flags vtgate's example start script passes.
+    let dir = temp_dir("vtgate-flags");
+    let pid_file = dir.join("vtgate.pid");
+    let log_dir = dir.join("logs");
+    let args: Vec<String> = [
+        "--log_dir",
+        log_dir.to_str().unwrap(),
+        "--log_queries_to_file",
+        dir.join("querylog.txt").to_str().unwrap(),
+        "--grpc_port",
+        "15991",
+        "--cell",
+        "zone1",
+        "--cells_to_watch",
+        "zone1",
+        "--tablet_types_to_wait",
+        "PRIMARY,REPLICA",
+        "--service_map",
+        "grpc-vtgateservice",
+        "--pid_file",
+        pid_file.to_str().unwrap(),
+        "--enable_buffer",
+        "--mysql_auth_server_impl",
+        "none",
+        "--pprof-http",
+        "--default_tablet_type",
+        "REPLICA",
+        "--config-file-not-found-handling=ignore",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (port, _, pid) = spawn_shardgate_pid(&args).await;
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), pid.to_string());
+    let log = std::fs::read_to_string(log_dir.join("shardgate.log")).unwrap();
+    assert!(log.contains("--grpc_port is a vtgate flag"), "{log}");
+
+    // Plain reads go to a replica; writes, reads in a transaction and
+    // reads of session state go to the primary.
+    let mut conn = connect_port(port, Some("commerce")).await;
+    assert_eq!(answering_port(&mut conn).await, tablet_port(101));
+    conn.query_drop("create table if not exists dtt_rw (id int primary key)")
+        .await
+        .unwrap();
+    conn.query_drop("insert into dtt_rw values (1) on duplicate key update id = id")
+        .await
+        .unwrap();
+    conn.query_drop("begin").await.unwrap();
+    assert_eq!(answering_port(&mut conn).await, tablet_port(100));
+    conn.query_drop("commit").await.unwrap();
+    let at: Option<u16> = conn.query_first("select @@port").await.unwrap();
+    assert_eq!(at, Some(tablet_port(100)));
+    // Prepared reads too.
+    let read = conn
+        .prep("select variable_value from information_schema.global_variables where variable_name = ?")
+        .await
+        .unwrap();
+    let p: Option<String> = conn.exec_first(&read, ("PORT",)).await.unwrap();
+    assert_eq!(p, Some(tablet_port(101).to_string()));
+    // A target naming its tablet type keeps it.
+    conn.query_drop("use commerce@primary").await.unwrap();
+    assert_eq!(answering_port(&mut conn).await, tablet_port(100));
+    conn.query_drop("use commerce@rdonly").await.unwrap();
+    assert_eq!(answering_port(&mut conn).await, tablet_port(102));
+    conn.query_drop("use commerce").await.unwrap();
+    assert_eq!(answering_port(&mut conn).await, tablet_port(101));
+    conn.query_drop("drop table dtt_rw").await.unwrap();
+}

@@ -610,6 +610,8 @@ async fn handshake(
         return Ok(false);
     }
     session.user = user;
+    // A session that names no database reads where the flag says too.
+    session.read_type = session.default_read_type(ctx, "");
     // A setting like any other: the session's connections are brought to
     // it, and its reads share the connections that carry it.
     if let Some(charset) = charset_setting(resp.collation()) {
@@ -803,9 +805,11 @@ async fn command_loop(
                 let target = session.target.clone();
                 let control = session.shards.control.take();
                 let user = std::mem::take(&mut session.user);
+                let read_type = session.read_type;
                 *session = Session::default();
                 session.target = target;
                 session.user = user;
+                session.read_type = read_type;
                 session.shards.control = control;
                 wire.sent_columns.clear();
                 wire.push(&ok_status(session));

@@ -14,7 +14,7 @@ use crate::executor::verdicts::Verdict;
 use crate::executor::{pick, Executor, ShardConns};
 use crate::planner::{self, Plan};
 use crate::server::ServerCtx;
-use crate::sql::{self, QueryKind, SessionValues, SqlError, Statement, Target};
+use crate::sql::{self, QueryKind, SessionValues, SqlError, Statement, TabletType, Target};
 
 /// A statement prepared by the client.
 #[derive(Debug, Clone)]
@@ -84,6 +84,9 @@ pub struct Session {
     query_timeout: Option<u64>,
     /// The user the client logged in as: who `ALTER VSCHEMA` checks.
     pub user: String,
+    /// Where plain reads go when the target names no tablet type and
+    /// `--default_tablet_type` is not the primary (None: the target's).
+    pub(crate) read_type: Option<TabletType>,
 }
 
 impl Default for Session {
@@ -96,6 +99,7 @@ impl Default for Session {
             next_stmt_id: 1,
             query_timeout: None,
             user: String::new(),
+            read_type: None,
         }
     }
 }
@@ -137,7 +141,34 @@ impl Session {
             }
         }
         self.target = t;
+        self.read_type = self.default_read_type(ctx, text);
         Ok(())
+    }
+
+    /// The tablet type a session's plain reads go to when its target,
+    /// written `text`, names none: `--default_tablet_type` unless that is
+    /// the primary.
+    pub fn default_read_type(&self, ctx: &ServerCtx, text: &str) -> Option<TabletType> {
+        (ctx.default_tablet_type != TabletType::Primary && !text.contains('@'))
+            .then_some(ctx.default_tablet_type)
+    }
+
+    /// Whether `sql` goes to [`Self::read_type`] rather than the target's
+    /// tablet type: a read that locks nothing, reads no session state and
+    /// writes nowhere ([`sql::shareable_read`]), outside a transaction and
+    /// on no connection the session keeps state on; everything else goes
+    /// to the primary, as the session's writes must.
+    fn reads_elsewhere(&self, sql: &str) -> Option<TabletType> {
+        self.read_type?;
+        self.reads_elsewhere_when(sql::shareable_read(sql))
+    }
+
+    /// [`Self::reads_elsewhere`] for a statement already judged a
+    /// shareable read or not (a prepared statement's, judged once).
+    fn reads_elsewhere_when(&self, shareable: bool) -> Option<TabletType> {
+        self.read_type.filter(|_| {
+            shareable && self.autocommit && !self.shards.in_txn && !self.shards.reserved
+        })
     }
 
     /// Runs one statement (already split from a multi-statement).
@@ -156,7 +187,15 @@ impl Session {
             return Err(timeout);
         }
         let timed = self.begin(ctx, sql::directives(sql));
-        let res = self.execute_statement(ctx, sql, sink).await;
+        let res = match self.reads_elsewhere(sql) {
+            None => self.execute_statement(ctx, sql, sink).await,
+            Some(tt) => {
+                let primary = std::mem::replace(&mut self.target.tablet_type, tt);
+                let res = self.execute_statement(ctx, sql, sink).await;
+                self.target.tablet_type = primary;
+                res
+            }
+        };
         let res = self.end(timed, res);
         self.after(ctx, res).await
     }
@@ -879,7 +918,15 @@ impl Session {
             return Err(Box::pin(self.end_expired(ctx)).await);
         }
         let timed = self.begin(ctx, p.directives);
-        let res = self.run_prepared(ctx, &mut p, params, sink).await;
+        let res = match self.reads_elsewhere_when(p.shareable) {
+            None => self.run_prepared(ctx, &mut p, params, sink).await,
+            Some(tt) => {
+                let primary = std::mem::replace(&mut self.target.tablet_type, tt);
+                let res = self.run_prepared(ctx, &mut p, params, sink).await;
+                self.target.tablet_type = primary;
+                res
+            }
+        };
         let res = self.end(timed, res);
         self.prepared.insert(id, p);
         self.after(ctx, res).await
