@@ -278,6 +278,9 @@ impl Error {
                 MysqlError::new(1045, "28000", self.to_string())
             }
             Error::ScatterDisallowed => MysqlError::new(1235, "42000", self.to_string()),
+            Error::Sql(SqlError::BadVitessValue { .. }) => {
+                MysqlError::new(1231, "42000", self.to_string())
+            }
             Error::Sql(SqlError::ShowWhere(_)) => MysqlError::new(1235, "42000", self.to_string()),
             Error::Sql(SqlError::VschemaSyntax(_)) => {
                 MysqlError::new(1064, "42000", self.to_string())

@@ -2802,3 +2802,40 @@ async fn vtgate_start_flags_are_taken_and_reads_go_to_the_default_tablet_type() 
     assert_eq!(answering_port(&mut conn).await, tablet_port(101));
     conn.query_drop("drop table dtt_rw").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vtgate_session_variables_are_kept_by_the_gate() {
+    let mut conn = connect(Some("commerce")).await;
+    let row: (String, String, u8) = conn
+        .query_first("select @@workload, @@ddl_strategy, @@skip_query_plan_cache")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, ("OLTP".into(), "direct".into(), 0));
+    // Set at the gate, never sent to a tablet (MariaDB knows none of them).
+    conn.query_drop("set workload = 'olap', @@session.skip_query_plan_cache = on")
+        .await
+        .unwrap();
+    let row: (String, u8) = conn
+        .query_first("select @@workload, @@session.skip_query_plan_cache")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, ("OLAP".into(), 1));
+    assert_eq!(
+        rows(&mut conn, "select 40 + 2").await,
+        vec![vec![Some("42".to_string())]]
+    );
+    // An online DDL strategy cannot be honoured: refused, not ignored.
+    let e = conn
+        .query_drop("set ddl_strategy = 'vitess'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1231), "{e}");
+    let kept: Option<String> = conn.query_first("select @@ddl_strategy").await.unwrap();
+    assert_eq!(kept.as_deref(), Some("direct"));
+    // Another session starts from the defaults.
+    let mut other = connect(Some("commerce")).await;
+    let w: Option<String> = other.query_first("select @@workload").await.unwrap();
+    assert_eq!(w.as_deref(), Some("OLTP"));
+}

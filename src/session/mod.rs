@@ -87,6 +87,9 @@ pub struct Session {
     /// Where plain reads go when the target names no tablet type and
     /// `--default_tablet_type` is not the primary (None: the target's).
     pub(crate) read_type: Option<TabletType>,
+    /// vtgate's session variables it set (`SET workload = 'olap'`, see
+    /// [`sql::VITESS_VARS`]).
+    vitess_vars: Vec<(&'static str, String)>,
 }
 
 impl Default for Session {
@@ -100,6 +103,7 @@ impl Default for Session {
             query_timeout: None,
             user: String::new(),
             read_type: None,
+            vitess_vars: Vec::new(),
         }
     }
 }
@@ -382,6 +386,10 @@ impl Session {
                 if let Some(ms) = set.query_timeout {
                     self.query_timeout = Some(ms);
                 }
+                for (name, value) in set.vitess {
+                    self.vitess_vars.retain(|(n, _)| *n != name);
+                    self.vitess_vars.push((name, value));
+                }
                 if let Some(rest) = &set.rest {
                     if set.global {
                         // What a clean connection holds may change with it.
@@ -469,6 +477,7 @@ impl Session {
                                 .query_timeout
                                 .map_or(0, |t| t.as_millis() as u64)
                         }),
+                        vitess: &self.vitess_vars,
                     },
                 ) {
                     Some(s) => std::borrow::Cow::Owned(s),
@@ -892,6 +901,7 @@ impl Session {
                     row_count: 0,
                     transaction_mode: "",
                     query_timeout: 0,
+                    vitess: &[],
                 },
             )
             .is_none();

@@ -32,6 +32,15 @@ pub enum SqlError {
     /// `SET query_timeout` to something other than milliseconds.
     #[error("Variable 'query_timeout' can't be set to the value of '{0}'")]
     BadQueryTimeout(String),
+    /// A value vtgate's session variable does not take (see
+    /// [`VITESS_VARS`]).
+    #[error("Variable '{name}' can't be set to the value of '{value}'")]
+    BadVitessValue {
+        /// The variable.
+        name: &'static str,
+        /// The value as written.
+        value: String,
+    },
     /// A SHOW the gate answers, filtered by WHERE: only LIKE is taken.
     #[error("{0} takes LIKE 'pattern' in shardgate, not WHERE")]
     ShowWhere(String),
@@ -165,6 +174,60 @@ pub struct SetStmt {
     /// other session state, so a verdict on it (see
     /// `executor::verdicts`) holds for the next session that sends it.
     pub constant: bool,
+    /// vtgate's own session variables assigned ([`VITESS_VARS`]), each
+    /// with its value as the session keeps it.
+    pub vitess: Vec<(&'static str, String)>,
+}
+
+/// vtgate's own session variables besides `autocommit`,
+/// `transaction_mode` and `query_timeout`: the session keeps them and
+/// `SELECT @@name` answers them; none reaches a tablet (MariaDB knows
+/// none of them). Name, default, and whether the value is a number.
+pub const VITESS_VARS: [(&str, &str, bool); 8] = [
+    ("ddl_strategy", "direct", false),
+    ("enable_system_settings", "1", true),
+    ("migration_context", "", false),
+    ("read_after_write_gtid", "", false),
+    ("read_after_write_timeout", "30", true),
+    ("session_track_gtids", "off", false),
+    ("skip_query_plan_cache", "0", true),
+    ("workload", "OLTP", false),
+];
+
+/// A value for vtgate's session variable `name` as the session keeps it,
+/// or why it is refused. `workload` takes OLTP, OLAP or DBA (rows stream
+/// to the client in every one of them); `ddl_strategy` only `direct`
+/// (shardgate runs DDL directly: an online strategy it cannot honour is
+/// refused, not ignored), `session_track_gtids` only `off`.
+fn vitess_value(name: &'static str, raw: &str) -> Result<String, SqlError> {
+    let bad = || SqlError::BadVitessValue {
+        name,
+        value: raw.to_string(),
+    };
+    let flag = |v: &str| match v.to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" => Some("1"),
+        "0" | "off" | "false" => Some("0"),
+        _ => None,
+    };
+    Ok(match name {
+        "workload" => match raw.to_ascii_uppercase().as_str() {
+            w @ ("OLTP" | "OLAP" | "DBA") => w.to_string(),
+            _ => return Err(bad()),
+        },
+        "ddl_strategy" if raw.is_empty() || raw.eq_ignore_ascii_case("direct") => {
+            "direct".to_string()
+        }
+        "session_track_gtids" if raw.eq_ignore_ascii_case("off") => "off".to_string(),
+        "ddl_strategy" | "session_track_gtids" => return Err(bad()),
+        "enable_system_settings" | "skip_query_plan_cache" => {
+            flag(raw).ok_or_else(bad)?.to_string()
+        }
+        "read_after_write_timeout" => match raw.parse::<f64>() {
+            Ok(v) if v >= 0.0 => raw.to_string(),
+            _ => return Err(bad()),
+        },
+        _ => raw.to_string(),
+    })
 }
 
 /// The variables `SET NAMES` and `SET CHARACTER SET` change.
@@ -586,6 +649,22 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
         } else if bare == "query_timeout" && !out.global {
             let val = value();
             out.query_timeout = Some(val.parse().map_err(|_| SqlError::BadQueryTimeout(val))?);
+        } else if let Some(&(known, ..)) = VITESS_VARS
+            .iter()
+            .find(|(n, ..)| *n == bare)
+            .filter(|_| !out.global)
+        {
+            // The value as written: a string's without quotes or escapes.
+            let raw = part
+                .iter()
+                .skip(name_idx + 1)
+                .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
+                .map(|t| match t.kind {
+                    TokenKind::Str => string_literal(t.text(sql)),
+                    _ => unquote(t.text(sql)).to_string(),
+                })
+                .unwrap_or_default();
+            out.vitess.push((known, vitess_value(known, &raw)?));
         } else if bare == "autocommit" && !out.global {
             let val = value();
             out.autocommit = Some(match val.as_str() {
@@ -749,6 +828,9 @@ pub struct SessionValues<'a> {
     pub transaction_mode: &'static str,
     /// What `@@query_timeout` returns: the session's, in milliseconds.
     pub query_timeout: u64,
+    /// vtgate's session variables the session has set ([`VITESS_VARS`]
+    /// gives the others' defaults).
+    pub vitess: &'a [(&'static str, String)],
 }
 
 /// Whether `hay` holds `needle` (ASCII), in any case: the statement
@@ -778,7 +860,8 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
         || (sql.contains("@@")
             && (lower_has("@@socket")
                 || lower_has("transaction_mode")
-                || lower_has("query_timeout"))))
+                || lower_has("query_timeout")
+                || VITESS_VARS.iter().any(|(n, ..)| lower_has(n)))))
     {
         return None;
     }
@@ -817,6 +900,16 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
                 || t.text(sql).eq_ignore_ascii_case("@@session.query_timeout"))
         {
             (vals.query_timeout.to_string(), i)
+        } else if let Some((name, default, number)) = (t.kind == TokenKind::Variable)
+            .then(|| vitess_var(t.text(sql)))
+            .flatten()
+        {
+            let set = vals.vitess.iter().find(|(n, _)| *n == name);
+            let value = set.map_or(default, |(_, v)| v.as_str());
+            match number {
+                true => (value.to_string(), i),
+                false => (quote_str(value), i),
+            }
         } else {
             i += 1;
             continue;
@@ -838,6 +931,14 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
     }
     out.push_str(&sql[copied..]);
     Some(out)
+}
+
+/// The [`VITESS_VARS`] entry a `@@name` (or `@@session.name`) reads.
+fn vitess_var(text: &str) -> Option<(&'static str, &'static str, bool)> {
+    let lower = text.to_ascii_lowercase();
+    let bare = lower.strip_prefix("@@")?;
+    let bare = bare.strip_prefix("session.").unwrap_or(bare);
+    VITESS_VARS.iter().find(|(n, ..)| *n == bare).copied()
 }
 
 /// True when the expression spanning tokens first..=last stands alone in a
@@ -1989,6 +2090,46 @@ mod tests {
     }
 
     #[test]
+    fn vtgate_session_variables_stay_at_the_gate() {
+        let Statement::Set(set) =
+            classify("set workload = 'olap', @@session.ddl_strategy = direct, names utf8mb4")
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            set.vitess,
+            vec![
+                ("workload", "OLAP".to_string()),
+                ("ddl_strategy", "direct".to_string())
+            ]
+        );
+        assert_eq!(set.rest.as_deref(), Some("SET names utf8mb4"));
+        for bad in [
+            "set workload = 'fast'",
+            "set ddl_strategy = 'vitess --postpone-completion'",
+            "set skip_query_plan_cache = 2",
+            "set session_track_gtids = own_gtid",
+        ] {
+            let e = classify(bad).unwrap_err();
+            assert!(e.to_string().starts_with("Variable '"), "{bad}: {e}");
+        }
+        let set = [("workload", "OLAP".to_string())];
+        let v = SessionValues {
+            database: None,
+            last_insert_id: 0,
+            row_count: 0,
+            transaction_mode: "MULTI",
+            query_timeout: 0,
+            vitess: &set,
+        };
+        assert_eq!(
+            rewrite_session_values("select @@workload, @@skip_query_plan_cache", &v).unwrap(),
+            "select 'OLAP' AS `@@workload`, 0 AS `@@skip_query_plan_cache`"
+        );
+    }
+
+    #[test]
     fn like_matches_as_sql_does() {
         for (p, t, want) in [
             ("cust%", "customer", true),
@@ -2438,6 +2579,7 @@ mod tests {
             row_count: -1,
             transaction_mode: "SINGLE",
             query_timeout: 0,
+            vitess: &[],
         };
         assert_eq!(
             rewrite_session_values("select row_count()", &v).unwrap(),
