@@ -123,22 +123,19 @@ pub struct ServeArgs {
     /// vtgate's `--log_dir` writes its logs there.
     #[arg(long = "log_dir", alias = "log-dir")]
     pub log_dir: Option<PathBuf>,
+    /// Append a line per client statement to this file, in vtgate's
+    /// query log form (`--log_queries_to_file`).
+    #[arg(long = "log_queries_to_file", alias = "log-queries-to-file")]
+    pub log_queries_to_file: Option<PathBuf>,
     /// vtgate flags shardgate takes so that vtgate's start scripts run
     /// unchanged, though it has nothing they would set (no gRPC API, no
-    /// query log file, no pprof endpoint, no config file): each one given
-    /// is named in a warning at start.
+    /// pprof endpoint, no config file): each one given is named in a
+    /// warning at start.
     #[arg(long = "grpc_port", alias = "grpc-port", hide = true)]
     pub grpc_port: Option<u16>,
     /// See `grpc_port`.
     #[arg(long = "service_map", alias = "service-map", hide = true)]
     pub service_map: Option<String>,
-    /// See `grpc_port`.
-    #[arg(
-        long = "log_queries_to_file",
-        alias = "log-queries-to-file",
-        hide = true
-    )]
-    pub log_queries_to_file: Option<PathBuf>,
     /// See `grpc_port`.
     #[arg(long = "pprof-http", alias = "pprof_http", hide = true)]
     pub pprof_http: bool,

@@ -81,6 +81,8 @@
 //!   shared with the integration-test harness.
 //! - [`stats`]: what the statement path counts for the web port, under
 //!   vtgate's metric names (each command's latency and errors by target).
+//! - [`querylog`]: vtgate's query log file (`--log_queries_to_file`), a
+//!   line per client statement, written off the statement path.
 //! - [`web`]: the HTTP port (`/metrics` for Prometheus, health and debug
 //!   pages).
 //! - [`heap`]: hands the allocator's free pages back to the kernel after
@@ -105,6 +107,7 @@ pub mod gateway;
 pub mod heap;
 pub mod local;
 pub mod planner;
+pub mod querylog;
 pub mod recent;
 pub mod server;
 pub mod session;

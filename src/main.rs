@@ -216,6 +216,7 @@ async fn serve(
         allow_kill: args.allow_kill_statement,
         no_scatter: args.no_scatter,
         default_tablet_type: args.default_tablet_type,
+        query_log: args.log_queries_to_file.clone(),
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,
         ),
@@ -244,11 +245,12 @@ async fn serve(
     let ignored = [
         ("--grpc_port", args.grpc_port.is_some()),
         ("--service_map", args.service_map.is_some()),
-        ("--log_queries_to_file", args.log_queries_to_file.is_some()),
         ("--pprof-http", args.pprof_http),
     ];
     for (flag, _) in ignored.iter().filter(|(_, given)| *given) {
-        tracing::warn!("{flag} is a vtgate flag shardgate has nothing for (no gRPC API, query log file or pprof): ignored");
+        tracing::warn!(
+            "{flag} is a vtgate flag shardgate has nothing for (no gRPC API or pprof): ignored"
+        );
     }
     let running = server::start(opts).await?;
     if let Some(path) = &args.pid_file {

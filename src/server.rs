@@ -83,6 +83,9 @@ pub struct ServerCtx {
     /// Where reads go when a session's target names no tablet type
     /// (`--default_tablet_type`).
     pub default_tablet_type: crate::sql::TabletType,
+    /// Every client statement's line, when `--log_queries_to_file` keeps
+    /// a query log.
+    pub query_log: Option<crate::querylog::QueryLog>,
     /// The tablets' login, for statements that ask one tablet's server
     /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
     pub login: topo::schema::Login,
@@ -127,6 +130,7 @@ impl ServerCtx {
             vschema_ddl_users: Default::default(),
             no_scatter: false,
             default_tablet_type: crate::sql::TabletType::Primary,
+            query_log: None,
             login: topo::schema::Login {
                 user: String::new(),
                 password: String::new(),
@@ -181,6 +185,8 @@ pub struct ServeOptions {
     pub no_scatter: bool,
     /// `--default_tablet_type`.
     pub default_tablet_type: crate::sql::TabletType,
+    /// `--log_queries_to_file`.
+    pub query_log: Option<std::path::PathBuf>,
     /// `--query-timeout` (None: statements have no timeout).
     pub query_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
@@ -207,6 +213,13 @@ pub enum ServeError {
     /// The topology could not be loaded.
     #[error(transparent)]
     Topo(#[from] topo::TopoError),
+    /// A file the server writes could not be opened.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -258,6 +271,13 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.login = login.clone();
     ctx.no_scatter = opts.no_scatter;
     ctx.default_tablet_type = opts.default_tablet_type;
+    if let Some(path) = &opts.query_log {
+        let log = crate::querylog::QueryLog::open(path).map_err(|source| ServeError::File {
+            path: path.clone(),
+            source,
+        })?;
+        ctx.query_log = Some(log);
+    }
     ctx.max_memory_rows = opts.max_memory_rows;
     ctx.sessions.allow_kill = opts.allow_kill;
     ctx.sessions.query_timeout = opts.query_timeout;

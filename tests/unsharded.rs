@@ -2801,6 +2801,42 @@ async fn vtgate_start_flags_are_taken_and_reads_go_to_the_default_tablet_type() 
     conn.query_drop("use commerce").await.unwrap();
     assert_eq!(answering_port(&mut conn).await, tablet_port(101));
     conn.query_drop("drop table dtt_rw").await.unwrap();
+    // Each statement is a line of vtgate's query log.
+    assert!(conn
+        .query_drop("select * from no_such_table")
+        .await
+        .is_err());
+    let log_file = dir.join("querylog.txt");
+    let logged = eventually(10, || {
+        let log_file = log_file.clone();
+        async move {
+            let text = std::fs::read_to_string(&log_file).ok()?;
+            text.contains("no_such_table").then_some(text)
+        }
+    })
+    .await
+    .expect("the query log has the last statement");
+    let lines: Vec<Vec<&str>> = logged.lines().map(|l| l.split('\t').collect()).collect();
+    let insert = lines
+        .iter()
+        .find(|f| f[12].starts_with("\"insert into dtt_rw"))
+        .expect("the INSERT's line");
+    assert_eq!(
+        (insert[0], insert[2], insert[11]),
+        ("Execute", "app", "INSERT")
+    );
+    assert_eq!((insert[15], insert[16]), ("1", "\"\""));
+    let failed = lines
+        .iter()
+        .find(|f| f[12].contains("no_such_table"))
+        .unwrap();
+    assert!(failed[16].contains("doesn't exist"), "{failed:?}");
+    let prepared = lines
+        .iter()
+        .filter(|f| f[12].contains("variable_name = ?"))
+        .map(|f| f[0])
+        .collect::<Vec<_>>();
+    assert_eq!(prepared, ["Prepare", "Execute"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,6 +151,9 @@ pub struct Wire {
     /// The Vitess code of the last error written, for the command's error
     /// count (`vtgate_api_error_counts`).
     last_err: Option<&'static str>,
+    /// The last error's message and the last OK's row count, for the
+    /// query log (kept only while one is written).
+    logged: Option<(Option<String>, u64)>,
 }
 
 impl Wire {
@@ -164,6 +167,7 @@ impl Wire {
             deprecate_eof: false,
             sent_columns: FastMap::default(),
             last_err: None,
+            logged: None,
         }
     }
 
@@ -248,6 +252,9 @@ impl Wire {
 
     fn push_err(&mut self, e: &MysqlError) {
         self.last_err = Some(e.vitess_code);
+        if let Some((err, _)) = &mut self.logged {
+            *err = Some(e.message.clone());
+        }
         self.push(&packets::err(e));
     }
 }
@@ -290,13 +297,18 @@ impl<'w> ResultWriter<'w> {
             self.status
         };
         match self.pending.take() {
-            Some(Pending::Ok(d)) => self.wire.push(&packets::ok(
-                d.affected_rows,
-                d.last_insert_id,
-                status,
-                d.warnings,
-                &d.info,
-            )),
+            Some(Pending::Ok(d)) => {
+                if let Some((_, rows)) = &mut self.wire.logged {
+                    *rows += d.affected_rows;
+                }
+                self.wire.push(&packets::ok(
+                    d.affected_rows,
+                    d.last_insert_id,
+                    status,
+                    d.warnings,
+                    &d.info,
+                ))
+            }
             Some(Pending::Eof(w)) => self.wire.push_eof(status, w),
             None => {}
         }
@@ -499,7 +511,7 @@ pub async fn serve_client(
         Ok(true) => {
             // Listed once logged in, forgotten before the socket closes.
             session.shards.control = Some(ctx.sessions.register(&ctx, conn_id, fd));
-            let served = command_loop(&mut reader, &mut wire, &ctx, &mut session).await;
+            let served = command_loop(&mut reader, &mut wire, &ctx, &mut session, &peer).await;
             ctx.sessions.deregister(conn_id);
             if let Err(e) = served {
                 if !e.is_disconnect() {
@@ -674,6 +686,7 @@ async fn command_loop(
     wire: &mut Wire,
     ctx: &ServerCtx,
     session: &mut Session,
+    peer: &str,
 ) -> Result<(), Error> {
     // The last command was large: its memory is given back once it is done.
     let mut trim_due = false;
@@ -722,6 +735,20 @@ async fn command_loop(
             stats.aim(&ctx.api, t.keyspace.as_deref(), t.tablet_type);
             wire.last_err = None;
             std::time::Instant::now()
+        });
+        // What the query log records of this command, when one is kept.
+        let logged = ctx.query_log.as_ref().zip(op).map(|(log, op)| {
+            wire.logged = Some((None, 0));
+            let sql = match command {
+                cmd::STMT_EXECUTE => body
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .and_then(|id| session.prepared.get(&id))
+                    .map(|p| p.sql.clone())
+                    .unwrap_or_default(),
+                _ => String::from_utf8_lossy(body).into_owned(),
+            };
+            (log, op, sql, std::time::SystemTime::now())
         });
         match command {
             cmd::QUIT => return Ok(()),
@@ -818,6 +845,21 @@ async fn command_loop(
         }
         if let (Some(op), Some(t0)) = (op, started) {
             stats.record(&ctx.api, op, t0.elapsed(), wire.last_err);
+        }
+        if let (Some((log, op, sql, start)), Some((error, rows))) = (logged, wire.logged.take()) {
+            log.record(&crate::querylog::Entry {
+                method: match op {
+                    crate::stats::Operation::Prepare => "Prepare",
+                    _ => "Execute",
+                },
+                remote: peer,
+                user: &session.user,
+                start,
+                elapsed: start.elapsed().unwrap_or_default(),
+                sql: &sql,
+                rows_affected: rows,
+                error: error.as_deref(),
+            });
         }
     }
 }
