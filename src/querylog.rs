@@ -96,9 +96,9 @@ fn line(e: &Entry<'_>) -> String {
         .unwrap_or("")
         .to_ascii_uppercase();
     let mut s = String::with_capacity(e.sql.len() + 160);
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "{}\t{}\t{}\t''\t''\t{}\t{}\t{secs:.6}\t0.000000\t{secs:.6}\t0.000000\t{kind}\t{}\tmap[]\t0\t{}\t{}\t\n",
+        "{}\t{}\t{}\t''\t''\t{}\t{}\t{secs:.6}\t0.000000\t{secs:.6}\t0.000000\t{kind}\t{}\tmap[]\t0\t{}\t{}\t",
         e.method,
         e.remote,
         e.user,
