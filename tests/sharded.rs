@@ -66,6 +66,7 @@ const VSCHEMA: &str = r#"{
     "txdead": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "tximplicit": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "msauto": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "foundr": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "dlx": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "pchg": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "jl": {"column_vindexes": [{"column": "dt_id", "name": "hash"}]},
@@ -4901,4 +4902,76 @@ async fn msauto_rows(c: &mut Conn) -> Vec<(u64, i64)> {
     c.query("select id, v from msauto order by id")
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn found_rows_clients_are_told_the_rows_an_update_matched() {
+    apply_test_vschema().await;
+    let at = |port: u16, db: &'static str, found: bool| {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some(if port == cluster().port {
+                "app"
+            } else {
+                "vt_dba"
+            }))
+            .db_name(Some(db))
+            .client_found_rows(found)
+    };
+    let port = cluster().port;
+    let mut found = Conn::new(at(port, "customer", true)).await.unwrap();
+    let mut plain = Conn::new(at(port, "customer", false)).await.unwrap();
+    found
+        .query_drop("create table if not exists foundr (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    found.query_drop("delete from foundr").await.unwrap();
+    found
+        .query_drop("insert into foundr (id, v) values (1, 1), (2, 1), (4, 1)")
+        .await
+        .unwrap();
+    // Rows on both shards, none changed: matched 3, changed 0.
+    let sql = "update foundr set v = 1";
+    found.query_drop(sql).await.unwrap();
+    assert_eq!(found.affected_rows(), 3, "{sql}");
+    plain.query_drop(sql).await.unwrap();
+    assert_eq!(plain.affected_rows(), 0, "{sql}");
+    // One shard's row: as a MariaDB would count it, prepared too.
+    let one = "update foundr set v = 1 where id = 4";
+    found.query_drop(one).await.unwrap();
+    assert_eq!(found.affected_rows(), 1);
+    found
+        .exec_drop("update foundr set v = ? where id = ?", (1, 2))
+        .await
+        .unwrap();
+    assert_eq!(found.affected_rows(), 1);
+    let changed = "update foundr set v = 5 where id in (1, 4)";
+    plain.query_drop(changed).await.unwrap();
+    assert_eq!(plain.affected_rows(), 2);
+    // The unsharded keyspace, against the same statements on its tablet.
+    let mut gate = Conn::new(at(port, "commerce", true)).await.unwrap();
+    let mut tablet = Conn::new(at(tablet_port(100), "vt_commerce", true))
+        .await
+        .unwrap();
+    gate.query_drop("create table if not exists foundr_u (id int primary key, v int)")
+        .await
+        .unwrap();
+    gate.query_drop("delete from foundr_u").await.unwrap();
+    gate.query_drop("insert into foundr_u values (1, 1), (2, 2)")
+        .await
+        .unwrap();
+    for sql in [
+        "update foundr_u set v = v",
+        "update foundr_u set v = 2 where id = 2",
+        "update foundr_u set v = 3 where id > 0",
+        "delete from foundr_u where id = 9",
+    ] {
+        gate.query_drop(sql).await.unwrap();
+        let through = gate.affected_rows();
+        // The tablet's count for the same (already applied) change.
+        tablet.query_drop(sql).await.unwrap();
+        assert_eq!(through, tablet.affected_rows(), "{sql}");
+    }
+    gate.query_drop("drop table foundr_u").await.unwrap();
 }

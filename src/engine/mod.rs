@@ -42,6 +42,51 @@ pub struct QueryDone {
     pub info: String,
 }
 
+impl QueryDone {
+    /// The rows an UPDATE matched, from MySQL's info text (`Rows matched:
+    /// 3  Changed: 1  Warnings: 0`): what a client that connected with
+    /// CLIENT_FOUND_ROWS is told as its affected rows (the gate's tablet
+    /// connections do not ask for it: they are shared by every client).
+    pub fn rows_matched(&self) -> Option<u64> {
+        update_info(&self.info).map(|(matched, ..)| matched)
+    }
+
+    /// Several tablets' OKs for one statement as one: counts added, the
+    /// first insert id, and an UPDATE's info text added up too when every
+    /// part has one (so its matched rows survive the sum).
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a QueryDone>) -> QueryDone {
+        let mut done = QueryDone::default();
+        let mut info = Some((0u64, 0u64, 0u64));
+        let mut any = false;
+        for p in parts {
+            any = true;
+            done.affected_rows += p.affected_rows;
+            done.warnings = done.warnings.saturating_add(p.warnings);
+            if done.last_insert_id == 0 {
+                done.last_insert_id = p.last_insert_id;
+            }
+            info = info
+                .zip(update_info(&p.info))
+                .map(|((m, c, w), (pm, pc, pw))| (m + pm, c + pc, w + pw));
+        }
+        if let Some((m, c, w)) = info.filter(|_| any) {
+            done.info = format!("Rows matched: {m}  Changed: {c}  Warnings: {w}");
+        }
+        done
+    }
+}
+
+/// An UPDATE's info text, parsed: (matched, changed, warnings).
+fn update_info(info: &str) -> Option<(u64, u64, u64)> {
+    let mut nums = info
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    let shaped = info.starts_with("Rows matched:") && info.contains("Changed:");
+    shaped
+        .then(|| Some((nums.next()?, nums.next()?, nums.next().unwrap_or(0))))
+        .flatten()
+}
+
 /// Where results go. The frontend's implementation encodes packets; tests collect.
 pub trait RowSink {
     /// A result set with these columns begins.
@@ -1787,12 +1832,7 @@ async fn dml_done<V: VCursor + Send>(
     } else {
         all_or_none(vc, &p.keyspace, queries).await?
     };
-    let mut done = QueryDone::default();
-    for r in results {
-        done.affected_rows += r.done.affected_rows;
-        done.warnings = done.warnings.saturating_add(r.done.warnings);
-    }
-    Ok(done)
+    Ok(QueryDone::sum(results.iter().map(|r| &r.done)))
 }
 
 async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
@@ -1892,14 +1932,7 @@ async fn insert_done<V: VCursor + Send>(
         })
         .collect();
     let results = all_or_none(vc, &p.keyspace, queries).await?;
-    let mut done = QueryDone::default();
-    for r in &results {
-        done.affected_rows += r.done.affected_rows;
-        done.warnings = done.warnings.saturating_add(r.done.warnings);
-        if done.last_insert_id == 0 {
-            done.last_insert_id = r.done.last_insert_id;
-        }
-    }
+    let mut done = QueryDone::sum(results.iter().map(|r| &r.done));
     if let Some(id) = first_id {
         done.last_insert_id = id;
     }
@@ -2289,6 +2322,26 @@ mod tests {
     use crate::planner::plan;
     use crate::sql::{classify, Target};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn an_updates_matched_rows_survive_the_sum_of_its_shards() {
+        let part = |affected, info: &str| QueryDone {
+            affected_rows: affected,
+            info: info.into(),
+            ..QueryDone::default()
+        };
+        let sum = QueryDone::sum(&[
+            part(0, "Rows matched: 2  Changed: 0  Warnings: 0"),
+            part(1, "Rows matched: 1  Changed: 1  Warnings: 1"),
+        ]);
+        assert_eq!(sum.affected_rows, 1);
+        assert_eq!(sum.info, "Rows matched: 3  Changed: 1  Warnings: 1");
+        assert_eq!(sum.rows_matched(), Some(3));
+        // A part without an UPDATE's info (an INSERT) leaves none.
+        let mixed = QueryDone::sum(&[part(2, "Records: 2  Duplicates: 0  Warnings: 0")]);
+        assert_eq!((mixed.affected_rows, mixed.rows_matched()), (2, None));
+        assert_eq!(QueryDone::sum(&[]).info, "");
+    }
 
     fn snap() -> Snapshot {
         let mut r = BTreeMap::new();

@@ -154,6 +154,10 @@ pub struct Wire {
     /// The last error's message and the last OK's row count, for the
     /// query log (kept only while one is written).
     logged: Option<(Option<String>, u64)>,
+    /// The client connected with CLIENT_FOUND_ROWS: an UPDATE's affected
+    /// rows are the rows it matched, not those it changed (JDBC's and
+    /// Rails' default, whose optimistic checks count on it).
+    found_rows: bool,
 }
 
 impl Wire {
@@ -168,6 +172,7 @@ impl Wire {
             sent_columns: FastMap::default(),
             last_err: None,
             logged: None,
+            found_rows: false,
         }
     }
 
@@ -411,7 +416,10 @@ impl RowSink for ResultWriter<'_> {
         Ok(())
     }
 
-    fn ok(&mut self, done: QueryDone) -> Result<(), Error> {
+    fn ok(&mut self, mut done: QueryDone) -> Result<(), Error> {
+        if self.wire.found_rows {
+            done.affected_rows = done.rows_matched().unwrap_or(done.affected_rows);
+        }
         self.write_pending(true);
         self.pending = Some(Pending::Ok(done));
         Ok(())
@@ -592,6 +600,9 @@ async fn handshake(
     wire.deprecate_eof = resp
         .capabilities()
         .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    wire.found_rows = resp
+        .capabilities()
+        .contains(CapabilityFlags::CLIENT_FOUND_ROWS);
     let user = String::from_utf8_lossy(resp.user()).into_owned();
     let mut response = resp.scramble_buf().to_vec();
     let native = matches!(
