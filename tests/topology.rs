@@ -1760,6 +1760,15 @@ async fn a_join_across_unsharded_keyspaces_runs_at_the_gate() {
         .unwrap();
 }
 
+/// Runs statements that must succeed, in order.
+async fn run_all(conn: &mut mysql_async::Conn, statements: &[&str]) {
+    for sql in statements {
+        conn.query_drop(*sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
 /// The code and message of a statement that must fail.
 async fn refused(conn: &mut mysql_async::Conn, sql: &str) -> (u16, String) {
     match conn.query_drop(sql).await {
@@ -1813,14 +1822,14 @@ async fn alter_vschema_changes_routing_from_sql() {
     assert!(served.is_some(), "keyspace vddlseq is served");
     let mut conn = connect_port(port, None).await;
     // Its first vindex makes vddl sharded, and so servable.
-    for sql in [
-        "alter vschema create vindex vddl.hash using hash",
-        "alter vschema on vddl.t add vindex hash (id)",
-    ] {
-        conn.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    run_all(
+        &mut conn,
+        &[
+            "alter vschema create vindex vddl.hash using hash",
+            "alter vschema on vddl.t add vindex hash (id)",
+        ],
+    )
+    .await;
     // Answered once this gate serves it: routed by the new vindex at once.
     conn.query_drop("insert into vddl.t (id, v) values (1, 10), (2, 20), (4, 40)")
         .await
@@ -1895,14 +1904,14 @@ async fn alter_vschema_changes_routing_from_sql() {
         "{vindexes:?}"
     );
     // A sequence fills the column once it backs it, and not after.
-    for sql in [
-        "alter vschema add sequence vddlseq.t_seq",
-        "alter vschema on vddl.t add auto_increment id using vddlseq.t_seq",
-    ] {
-        conn.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    run_all(
+        &mut conn,
+        &[
+            "alter vschema add sequence vddlseq.t_seq",
+            "alter vschema on vddl.t add auto_increment id using vddlseq.t_seq",
+        ],
+    )
+    .await;
     conn.query_drop("insert into vddl.t (v) values (50), (60)")
         .await
         .unwrap();

@@ -188,21 +188,7 @@ impl TopoStore {
 
     /// One record, if present.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, TopoError> {
-        match self {
-            TopoStore::Etcd { client, root } => {
-                let resp = client
-                    .clone()
-                    .get(format!("{root}/{key}"), None)
-                    .await
-                    .map_err(store_err)?;
-                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
-            }
-            TopoStore::Dir { root } => match tokio::fs::read(root.join(key)).await {
-                Ok(v) => Ok(Some(v)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(store_err(e)),
-            },
-        }
+        Ok(self.get_versioned(key).await?.value)
     }
 
     /// Writes a record (atomically for files: write then rename).
@@ -244,10 +230,14 @@ impl TopoStore {
                     revision: kv.map_or(0, |kv| kv.mod_revision()),
                 })
             }
-            TopoStore::Dir { .. } => Ok(Versioned {
-                value: self.get(key).await?,
-                revision: 0,
-            }),
+            TopoStore::Dir { root } => {
+                let value = match tokio::fs::read(root.join(key)).await {
+                    Ok(v) => Some(v),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(store_err(e)),
+                };
+                Ok(Versioned { value, revision: 0 })
+            }
         }
     }
 

@@ -143,19 +143,25 @@ impl Alter {
                 }
                 vs.vindexes.remove(name);
             }
-            Alter::AddTable(t) => {
+            Alter::AddTable(t) | Alter::AddSequence(t) => {
+                let (what, noun, kind) = match self {
+                    Alter::AddSequence(_) => ("add sequence table", "sequence", "sequence"),
+                    _ => ("add vschema table", "table", ""),
+                };
                 if vs.sharded {
-                    return refuse(format!(
-                        "add vschema table: unsupported on sharded keyspace {ks}"
-                    ));
+                    return refuse(format!("{what}: unsupported on sharded keyspace {ks}"));
                 }
                 if vs.tables.contains_key(&t.name) {
                     return refuse(format!(
-                        "vschema already contains table {} in keyspace {ks}",
+                        "vschema already contains {noun} {} in keyspace {ks}",
                         t.name
                     ));
                 }
-                vs.tables.insert(t.name.clone(), Table::default());
+                let table = Table {
+                    kind: kind.into(),
+                    ..Table::default()
+                };
+                vs.tables.insert(t.name.clone(), table);
             }
             Alter::DropTable(t) => {
                 if vs.tables.remove(&t.name).is_none() {
@@ -225,24 +231,6 @@ impl Alter {
                 if t.column_vindexes.is_empty() {
                     vs.tables.remove(&table.name);
                 }
-            }
-            Alter::AddSequence(s) => {
-                if vs.sharded {
-                    return refuse(format!(
-                        "add sequence table: unsupported on sharded keyspace {ks}"
-                    ));
-                }
-                if vs.tables.contains_key(&s.name) {
-                    return refuse(format!(
-                        "vschema already contains sequence {} in keyspace {ks}",
-                        s.name
-                    ));
-                }
-                let seq = Table {
-                    kind: "sequence".into(),
-                    ..Table::default()
-                };
-                vs.tables.insert(s.name.clone(), seq);
             }
             Alter::DropSequence(s) => match vs.tables.get(&s.name) {
                 Some(t) if t.kind == "sequence" => {
