@@ -198,7 +198,9 @@ pub const VITESS_VARS: [(&str, &str, bool); 8] = [
 /// or why it is refused. `workload` takes OLTP, OLAP or DBA (rows stream
 /// to the client in every one of them); `ddl_strategy` only `direct`
 /// (shardgate runs DDL directly: an online strategy it cannot honour is
-/// refused, not ignored), `session_track_gtids` only `off`.
+/// refused, not ignored), `session_track_gtids` only `off`, and
+/// `read_after_write_gtid` only empty (vtgate would make a replica read
+/// wait for that GTID; shardgate cannot, so it says so).
 fn vitess_value(name: &'static str, raw: &str) -> Result<String, SqlError> {
     let bad = || SqlError::BadVitessValue {
         name,
@@ -218,7 +220,8 @@ fn vitess_value(name: &'static str, raw: &str) -> Result<String, SqlError> {
             "direct".to_string()
         }
         "session_track_gtids" if raw.eq_ignore_ascii_case("off") => "off".to_string(),
-        "ddl_strategy" | "session_track_gtids" => return Err(bad()),
+        "read_after_write_gtid" if raw.is_empty() => String::new(),
+        "ddl_strategy" | "session_track_gtids" | "read_after_write_gtid" => return Err(bad()),
         "enable_system_settings" | "skip_query_plan_cache" => {
             flag(raw).ok_or_else(bad)?.to_string()
         }
@@ -2110,6 +2113,7 @@ mod tests {
             "set ddl_strategy = 'vitess --postpone-completion'",
             "set skip_query_plan_cache = 2",
             "set session_track_gtids = own_gtid",
+            "set read_after_write_gtid = 'MariaDB/0-1-5'",
         ] {
             let e = classify(bad).unwrap_err();
             assert!(e.to_string().starts_with("Variable '"), "{bad}: {e}");
