@@ -281,6 +281,19 @@ async fn file_topology_reloads_and_rejects_bad_updates() {
     })
     .await;
     assert!(rejected.is_some(), "bad VSchema was not rejected");
+    // The keyspace says why its last good version still serves.
+    let keyspaces = rows(&mut conn, "show vschema keyspaces").await;
+    let commerce = keyspaces
+        .iter()
+        .find(|r| r[0].as_deref() == Some("commerce"))
+        .unwrap();
+    let why = commerce[3].clone().unwrap_or_default();
+    assert!(why.contains("tablez"), "{keyspaces:?}");
+    let customer = keyspaces
+        .iter()
+        .find(|r| r[0].as_deref() == Some("customer"))
+        .unwrap();
+    assert_eq!(customer[3].as_deref(), Some(""));
     assert!(vschema_tables(&mut conn)
         .await
         .contains(&"product".to_string()));

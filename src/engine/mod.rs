@@ -228,6 +228,13 @@ pub trait VCursor {
         DEFAULT_MAX_MEMORY_ROWS
     }
 
+    /// The topology's current problems (see
+    /// [`crate::topo::watch::WatchStats::problems`]), for the SHOWs that
+    /// report them.
+    fn topology_problems(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether a read may go to every shard of a keyspace (vtgate's
     /// `--no_scatter` refuses it unless the statement says
     /// `/*vt+ ALLOW_SCATTER */`).
@@ -350,7 +357,11 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                 .await
         }
         Plan::Show(show) => {
-            let (names, rows) = show_rows(show, snap, |a| vc.serving(a));
+            let problems = match show {
+                ShowPlan::VschemaKeyspaces => vc.topology_problems(),
+                _ => Vec::new(),
+            };
+            let (names, rows) = show_rows(show, snap, |a| vc.serving(a), &problems);
             text_result(&names, rows, sink)
         }
     }
@@ -1999,10 +2010,22 @@ pub fn text_column(name: &str) -> Column {
         .with_flags(ColumnFlags::NOT_NULL_FLAG)
 }
 
+/// Whether a topology problem's text is about keyspace `ks`: it names
+/// the keyspace (`keyspace ks: ...`, `keyspace ks shard -80: ...`) or one
+/// of its records' keys.
+fn about_keyspace(problem: &str, ks: &str) -> bool {
+    let rest = problem
+        .strip_prefix("keyspace ")
+        .and_then(|r| r.strip_prefix(ks));
+    rest.is_some_and(|r| r.starts_with(':') || r.starts_with(' '))
+        || problem.contains(&format!("/keyspaces/{ks}/"))
+}
+
 fn show_rows(
     show: &ShowPlan,
     snap: &Snapshot,
     serving: impl Fn(&str) -> bool,
+    problems: &[String],
 ) -> (Vec<&'static str>, Vec<Vec<String>>) {
     // Rows whose `column` is LIKE the statement's pattern, if any.
     let keep = |like: &Option<String>, column: usize, rows: Vec<Vec<String>>| match like {
@@ -2035,11 +2058,18 @@ fn show_rows(
                 .values()
                 .map(|k| {
                     let fk = k.vschema.foreign_key_mode.as_deref().unwrap_or("unmanaged");
+                    // A keyspace whose latest records were rejected says
+                    // why (vtgate shows its VSchema's error there).
+                    let why: Vec<&str> = problems
+                        .iter()
+                        .filter(|p| about_keyspace(p, &k.name))
+                        .map(String::as_str)
+                        .collect();
                     vec![
                         k.name.clone(),
                         k.sharded.to_string(),
                         fk.to_string(),
-                        String::new(),
+                        why.join("; "),
                     ]
                 })
                 .collect(),
@@ -2324,6 +2354,18 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
+    fn a_problem_is_about_the_keyspace_it_names() {
+        assert!(about_keyspace("keyspace ks: bad", "ks"));
+        assert!(about_keyspace("keyspace ks shard -80: no cover", "ks"));
+        assert!(about_keyspace(
+            "topo key global/keyspaces/ks/VSchema: eof",
+            "ks"
+        ));
+        assert!(!about_keyspace("keyspace ks2: bad", "ks"));
+        assert!(!about_keyspace("tablet zone1-1: unknown type 'x'", "ks"));
+    }
+
+    #[test]
     fn an_updates_matched_rows_survive_the_sum_of_its_shards() {
         let part = |affected, info: &str| QueryDone {
             affected_rows: affected,
@@ -2379,7 +2421,7 @@ mod tests {
                 r.insert(k.to_string(), v.into_bytes());
             }
             let snap = Snapshot::build(&r, &[], 1).unwrap();
-            let (_, rows) = show_rows(&ShowPlan::Tablets(None), &snap, |_| true);
+            let (_, rows) = show_rows(&ShowPlan::Tablets(None), &snap, |_| true, &[]);
             rows.into_iter().map(|r| r[4].clone()).collect::<Vec<_>>()
         };
         assert_eq!(tablets(true), ["SERVING", "SERVING"]);

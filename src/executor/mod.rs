@@ -1609,6 +1609,10 @@ impl VCursor for Executor<'_> {
         self.ctx.gateway.health.fitness(alias) != crate::gateway::health::Fitness::Down
     }
 
+    fn topology_problems(&self) -> Vec<String> {
+        self.ctx.watch_stats.problems()
+    }
+
     fn max_memory_rows(&self) -> usize {
         match self.state.unbounded_rows {
             true => usize::MAX,
@@ -2229,6 +2233,10 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
 
     fn serving(&self, alias: &str) -> bool {
         self.inner.serving(alias)
+    }
+
+    fn topology_problems(&self) -> Vec<String> {
+        self.inner.topology_problems()
     }
 
     async fn execute_shard<S: RowSink + Send>(

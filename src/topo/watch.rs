@@ -28,6 +28,18 @@ pub struct WatchStats {
     current: std::sync::Mutex<Vec<String>>,
 }
 
+impl WatchStats {
+    /// The problems the current snapshot was built around (a keyspace
+    /// kept at its last good version, or left out), as the log said them:
+    /// what `SHOW VSCHEMA KEYSPACES` shows as a keyspace's comment.
+    pub fn problems(&self) -> Vec<String> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// What [`initial`] loaded: the handle, the records it was built from,
 /// and the problems it left out.
 pub type Initial = (SnapshotHandle, BTreeMap<String, Vec<u8>>, Vec<TopoError>);
