@@ -44,6 +44,10 @@ pub enum Error {
     /// out (vtgate's message).
     #[error("User '{0}' is not authorized to perform vschema operations")]
     VschemaDenied(String),
+    /// `SET @@vitess_metadata.*` by a user `--vschema_ddl_authorized_users`
+    /// leaves out (vtgate's message).
+    #[error("User '{0}' not authorized to perform vitess metadata operations")]
+    MetadataDenied(String),
     /// A topology change the gate was asked for (`ALTER VSCHEMA`) was
     /// refused or could not be stored.
     #[error(transparent)]
@@ -274,7 +278,7 @@ impl Error {
                 MysqlError::new(1231, "42000", self.to_string())
             }
             Error::Sql(SqlError::BadTarget(_)) => MysqlError::new(1049, "42000", self.to_string()),
-            Error::AccessDenied { .. } | Error::VschemaDenied(_) => {
+            Error::AccessDenied { .. } | Error::VschemaDenied(_) | Error::MetadataDenied(_) => {
                 MysqlError::new(1045, "28000", self.to_string())
             }
             Error::ScatterDisallowed => MysqlError::new(1235, "42000", self.to_string()),

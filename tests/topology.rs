@@ -1987,6 +1987,24 @@ async fn alter_vschema_changes_routing_from_sql() {
         "User 'app' is not authorized to perform vschema operations"
     );
     assert!(!vschema_tables(&mut conn).await.contains(&"z".to_string()));
+    // vtgate's metadata, under the same flag.
+    let (code, msg) = refused(&mut denied, "set @@vitess_metadata.app_v = 'v1'").await;
+    assert_eq!(code, 1045, "{msg}");
+    conn.query_drop("set @@vitess_metadata.app_v = 'v1', @@vitess_metadata.other = 'x'")
+        .await
+        .unwrap();
+    let stored = store().await.get("global/metadata/app_v").await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"v1"[..]));
+    let shown = rows(&mut denied, "show vitess_metadata variables like 'app%'").await;
+    assert_eq!(shown, vec![vec![Some("app_v".into()), Some("v1".into())]]);
+    conn.query_drop("set @@vitess_metadata.app_v = ''")
+        .await
+        .unwrap();
+    let shown = rows(&mut conn, "show vitess_metadata variables").await;
+    assert_eq!(shown, vec![vec![Some("other".into()), Some("x".into())]]);
+    conn.query_drop("set @@vitess_metadata.other = ''")
+        .await
+        .unwrap();
     // Dropped from the VSchema, the table is no longer routed.
     conn.query_drop("alter vschema drop table vddl.t")
         .await

@@ -187,6 +187,36 @@ pub async fn alter_vschema(
     )))
 }
 
+/// Stores vtgate's metadata `key` (`SET @@vitess_metadata.key = value`),
+/// or deletes it when `value` is empty, as vtgate does: at
+/// `global/metadata/{key}`, where every gate (and `SHOW VITESS_METADATA
+/// VARIABLES`) finds it.
+pub async fn set_metadata(store: &TopoStore, key: &str, value: &str) -> Result<(), AdminError> {
+    let path = format!("global/metadata/{key}");
+    match value.is_empty() {
+        true => store.delete(&path, false).await?,
+        false => store.put(&path, value.as_bytes()).await?,
+    }
+    Ok(())
+}
+
+/// vtgate's metadata whose keys are LIKE `like` (all without one), by key.
+pub async fn metadata(
+    store: &TopoStore,
+    like: Option<&str>,
+) -> Result<Vec<(String, String)>, AdminError> {
+    let all = store.list_all().await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("global/metadata/")?.to_string();
+            let value = String::from_utf8_lossy(&v).into_owned();
+            like.is_none_or(|p| crate::sql::like(p, &key))
+                .then_some((key, value))
+        })
+        .collect())
+}
+
 /// Reads a keyspace's VSchema back.
 pub async fn get_vschema(store: &TopoStore, ks: &str) -> Result<Option<String>, AdminError> {
     Ok(store

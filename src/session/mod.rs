@@ -386,6 +386,17 @@ impl Session {
                 if let Some(ms) = set.query_timeout {
                     self.query_timeout = Some(ms);
                 }
+                if !set.metadata.is_empty() {
+                    if !ctx.vschema_ddl_users.allows(&self.user) {
+                        return Err(Error::MetadataDenied(self.user.clone()));
+                    }
+                    let store = ctx.topo_store.as_ref().ok_or_else(|| {
+                        crate::admin::AdminError::Invalid("no topology store to write to".into())
+                    })?;
+                    for (key, value) in &set.metadata {
+                        crate::admin::set_metadata(store, key, value).await?;
+                    }
+                }
                 for (name, value) in set.vitess {
                     self.vitess_vars.retain(|(n, _)| *n != name);
                     self.vitess_vars.push((name, value));
@@ -455,6 +466,14 @@ impl Session {
                     "ThrottlerStatus",
                 ];
                 engine::text_result(&names, rows, sink)
+            }
+            Statement::ShowMetadata(like) => {
+                let store = ctx.topo_store.as_ref().ok_or_else(|| {
+                    crate::admin::AdminError::Invalid("no topology store to read".into())
+                })?;
+                let rows = crate::admin::metadata(store, like.as_deref()).await?;
+                let rows = rows.into_iter().map(|(k, v)| [k, v]);
+                engine::text_result(&["Key", "Value"], rows, sink)
             }
             Statement::AlterVschema(change) => {
                 self.alter_vschema(ctx, &change).await?;

@@ -84,6 +84,10 @@ pub enum Statement {
     ShowVschemaTables,
     /// SHOW VSCHEMA KEYSPACES: each keyspace, sharded or not.
     ShowVschemaKeyspaces,
+    /// vtgate's `SHOW VITESS_METADATA VARIABLES [LIKE 'key']`: the
+    /// metadata `SET @@vitess_metadata.key = 'value'` stored in the
+    /// topology.
+    ShowMetadata(Option<String>),
     /// SHOW VSCHEMA VINDEXES [ON|FROM [ks.]table]: every keyspace's
     /// vindexes, or one table's column vindexes (its qualifier, if any).
     ShowVschemaVindexes(Option<(Option<String>, String)>),
@@ -177,6 +181,9 @@ pub struct SetStmt {
     /// vtgate's own session variables assigned ([`VITESS_VARS`]), each
     /// with its value as the session keeps it.
     pub vitess: Vec<(&'static str, String)>,
+    /// vtgate's `@@vitess_metadata.key` assignments: (key, value), an
+    /// empty value deleting the key.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// vtgate's own session variables besides `autocommit`,
@@ -401,6 +408,8 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
                 }
             } else if w(1, "vitess_target") {
                 Statement::ShowVitessTarget
+            } else if w(1, "vitess_metadata") && w(2, "variables") {
+                gate(3, Statement::ShowMetadata)?
             } else if w(1, "transaction") && w(2, "status") && w(3, "for") && toks.len() > 4 {
                 let id = toks[4].text(sql).trim_matches(['\'', '"', '`']);
                 Statement::ShowTransactions {
@@ -652,6 +661,25 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
         } else if bare == "query_timeout" && !out.global {
             let val = value();
             out.query_timeout = Some(val.parse().map_err(|_| SqlError::BadQueryTimeout(val))?);
+        } else if let Some(key) = bare.strip_prefix("vitess_metadata.") {
+            let value = part
+                .iter()
+                .skip(name_idx + 1)
+                .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
+                .map(|t| match t.kind {
+                    TokenKind::Str => string_literal(t.text(sql)),
+                    _ => unquote(t.text(sql)).to_string(),
+                })
+                .unwrap_or_default();
+            let key_text = &sql[part[name_idx].start..part[name_idx].end];
+            let key = key_text.get(key_text.len() - key.len()..).unwrap_or(key);
+            if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                return Err(SqlError::BadVitessValue {
+                    name: "vitess_metadata",
+                    value: key.to_string(),
+                });
+            }
+            out.metadata.push((key.to_string(), value));
         } else if let Some(&(known, ..)) = VITESS_VARS
             .iter()
             .find(|(n, ..)| *n == bare)
@@ -2108,6 +2136,15 @@ mod tests {
             ]
         );
         assert_eq!(set.rest.as_deref(), Some("SET names utf8mb4"));
+        let Statement::Set(meta) = classify("set @@vitess_metadata.App_V = 'v1'").unwrap() else {
+            panic!()
+        };
+        assert_eq!(meta.metadata, vec![("App_V".to_string(), "v1".to_string())]);
+        assert!(meta.rest.is_none());
+        assert_eq!(
+            classify("show vitess_metadata variables like 'a%'").unwrap(),
+            Statement::ShowMetadata(Some("a%".into()))
+        );
         for bad in [
             "set workload = 'fast'",
             "set ddl_strategy = 'vitess --postpone-completion'",
