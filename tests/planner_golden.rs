@@ -416,7 +416,7 @@ fn statements_vitess_plans_are_planned() {
         .find(|k| !k.sharded)
         .map(|k| k.name.clone())
         .unwrap();
-    let (mut planned, mut total) = (0, 0);
+    let (mut planned, mut total, mut answered) = (0, 0, 0);
     let mut refusals: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for v in vitess_cases() {
         if v["vitess"].get("error").is_some() {
@@ -432,14 +432,26 @@ fn statements_vitess_plans_are_planned() {
                 None => (default.clone(), query),
             };
             let stmt = sql::classify(sql).map_err(|e| e.to_string())?;
+            // What the session answers itself, never planned: counted
+            // apart, so the planner's figure stays comparable.
+            if matches!(
+                stmt,
+                Statement::AlterVschema(_)
+                    | Statement::ShowReplicationStatus(_)
+                    | Statement::ShowMetadata(_)
+                    | Statement::ShowTransactions { .. }
+            ) {
+                return Ok(false);
+            }
             let n = sql::normalize::normalize(sql, &[], false);
             let target = Target::parse(&ks).unwrap();
             planner::plan(&stmt, Some(&n.template), &target, &snap)
-                .map(|_| ())
+                .map(|_| true)
                 .map_err(|e| e.to_string())
         })();
         match outcome {
-            Ok(()) => planned += 1,
+            Ok(true) => planned += 1,
+            Ok(false) => answered += 1,
             Err(e) => {
                 let reason: String = e.chars().take(70).collect();
                 refusals.entry(reason).or_default().push(query.to_string());
@@ -457,6 +469,7 @@ fn statements_vitess_plans_are_planned() {
         }
     }
     eprintln!("statements Vitess plans that shardgate plans: {planned}/{total}");
+    eprintln!("statements the session answers itself (ALTER VSCHEMA, its SHOWs): {answered}");
     assert!(total > 1500, "{total}");
     assert!(planned >= 1450, "only {planned}/{total} planned");
 }
