@@ -2,6 +2,8 @@
 //! transactions, settings, prepared statements. Session statements (BEGIN,
 //! COMMIT, SET, USE) are answered here; everything else is planned and run.
 
+mod vtgate;
+
 use crate::fasthash::FastMap;
 
 use mysql_common::constants::{ColumnType, StatusFlags};
@@ -387,15 +389,7 @@ impl Session {
                     self.query_timeout = Some(ms);
                 }
                 if !set.metadata.is_empty() {
-                    if !ctx.vschema_ddl_users.allows(&self.user) {
-                        return Err(Error::MetadataDenied(self.user.clone()));
-                    }
-                    let store = ctx.topo_store.as_ref().ok_or_else(|| {
-                        crate::admin::AdminError::Invalid("no topology store to write to".into())
-                    })?;
-                    for (key, value) in &set.metadata {
-                        crate::admin::set_metadata(store, key, value).await?;
-                    }
+                    vtgate::set_metadata(ctx, &self.user, &set.metadata).await?;
                 }
                 for (name, value) in set.vitess {
                     self.vitess_vars.retain(|(n, _)| *n != name);
@@ -445,38 +439,14 @@ impl Session {
                 self.vexplain(ctx, queries, &inner, sink).await
             }
             Statement::ShowReplicationStatus(like) => {
-                let snap = ctx.snapshot.load_full();
-                let health = &ctx.gateway.health;
-                let rows = crate::gateway::health::replication_status(
-                    &snap,
-                    health,
-                    &ctx.login,
-                    like.as_deref(),
-                )
-                .await;
-                let names = [
-                    "Keyspace",
-                    "Shard",
-                    "TabletType",
-                    "Alias",
-                    "Hostname",
-                    "ReplicationSource",
-                    "ReplicationHealth",
-                    "ReplicationLag",
-                    "ThrottlerStatus",
-                ];
-                engine::text_result(&names, rows, sink)
+                vtgate::replication_status(ctx, like.as_deref(), sink).await
             }
             Statement::ShowMetadata(like) => {
-                let store = ctx.topo_store.as_ref().ok_or_else(|| {
-                    crate::admin::AdminError::Invalid("no topology store to read".into())
-                })?;
-                let rows = crate::admin::metadata(store, like.as_deref()).await?;
-                let rows = rows.into_iter().map(|(k, v)| [k, v]);
-                engine::text_result(&["Key", "Value"], rows, sink)
+                vtgate::show_metadata(ctx, like.as_deref(), sink).await
             }
             Statement::AlterVschema(change) => {
-                self.alter_vschema(ctx, &change).await?;
+                vtgate::alter_vschema(ctx, &self.user, self.target.keyspace.as_deref(), &change)
+                    .await?;
                 sink.ok(QueryDone::default())
             }
             other => {
@@ -536,71 +506,6 @@ impl Session {
         self.shards.on_transaction(sql).await?;
         // Those set after it go; ROLLBACK TO keeps the savepoint itself.
         self.shards.savepoints.truncate(i + usize::from(keeps_it));
-        Ok(())
-    }
-
-    /// vtgate's `ALTER VSCHEMA`: changes a keyspace's VSchema in the
-    /// topology store (the statement's keyspace, else the session's), for
-    /// the users `--vschema_ddl_authorized_users` names. Answered once
-    /// this gate serves the new VSchema (its watch has seen it), so the
-    /// session's next statement is planned with it; other gates see it
-    /// as they see any topology change.
-    async fn alter_vschema(
-        &mut self,
-        ctx: &ServerCtx,
-        change: &crate::vschema::ddl::Alter,
-    ) -> Result<(), Error> {
-        if !ctx.vschema_ddl_users.allows(&self.user) {
-            return Err(Error::VschemaDenied(self.user.clone()));
-        }
-        let ks = change
-            .keyspace()
-            .map(String::from)
-            .or_else(|| self.target.keyspace.clone())
-            .ok_or(crate::planner::PlanError::NoDatabase)?;
-        // The keyspace need not be served yet: its first vindex may be
-        // what makes a keyspace of several shards servable.
-        {
-            let snap = ctx.snapshot.load();
-            // A sequence no VSchema lists would fail every INSERT later.
-            if let Some(seq) = change.sequence() {
-                let is_sequence = |k: &crate::topo::Keyspace| {
-                    k.vschema
-                        .tables
-                        .get(&seq.name)
-                        .is_some_and(|t| t.kind == "sequence")
-                };
-                let found = match &seq.keyspace {
-                    Some(q) => snap.keyspaces.get(q).is_some_and(is_sequence),
-                    None => snap.keyspaces.values().any(is_sequence),
-                };
-                if !found {
-                    return Err(crate::admin::AdminError::Invalid(format!(
-                        "sequence {} is not a sequence table of any VSchema",
-                        seq.name
-                    ))
-                    .into());
-                }
-            }
-        }
-        let store = ctx.topo_store.as_ref().ok_or_else(|| {
-            crate::admin::AdminError::Invalid("no topology store to write to".into())
-        })?;
-        let vs = crate::admin::alter_vschema(store, &ctx.cells, &ks, change).await?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ctx
-            .snapshot
-            .load()
-            .keyspaces
-            .get(&ks)
-            .is_none_or(|k| k.vschema != vs)
-        {
-            if std::time::Instant::now() > deadline {
-                tracing::warn!(keyspace = %ks, "ALTER VSCHEMA stored, not yet seen by this gate's watch");
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
         Ok(())
     }
 

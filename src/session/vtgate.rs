@@ -1,0 +1,129 @@
+//! vtgate's own statements that the gate answers from the topology rather
+//! than a plan: `ALTER VSCHEMA`, vtgate's metadata (`SET
+//! @@vitess_metadata.*`, `SHOW VITESS_METADATA VARIABLES`) and `SHOW
+//! VITESS_REPLICATION_STATUS`. Those that write the topology are for the
+//! users `--vschema_ddl_authorized_users` names, as in vtgate.
+
+use crate::admin::{self, AdminError};
+use crate::engine::{self, RowSink};
+use crate::error::Error;
+use crate::server::ServerCtx;
+use crate::topo::store::TopoStore;
+use crate::vschema::ddl::Alter;
+
+/// The store the gate watches, to write to or list.
+fn store(ctx: &ServerCtx) -> Result<&TopoStore, Error> {
+    let store = ctx.topo_store.as_ref();
+    Ok(store.ok_or_else(|| AdminError::Invalid("no topology store behind this gate".into()))?)
+}
+
+/// vtgate's `ALTER VSCHEMA`: changes a keyspace's VSchema in the topology
+/// store (the statement's keyspace, else the session's, `session_ks`).
+/// Answered once this gate serves the new VSchema (its watch has seen
+/// it), so the session's next statement is planned with it; other gates
+/// see it as they see any topology change.
+pub(super) async fn alter_vschema(
+    ctx: &ServerCtx,
+    user: &str,
+    session_ks: Option<&str>,
+    change: &Alter,
+) -> Result<(), Error> {
+    if !ctx.vschema_ddl_users.allows(user) {
+        return Err(Error::VschemaDenied(user.to_string()));
+    }
+    let ks = change
+        .keyspace()
+        .or(session_ks)
+        .ok_or(crate::planner::PlanError::NoDatabase)?
+        .to_string();
+    // The keyspace need not be served yet: its first vindex may be what
+    // makes a keyspace of several shards servable. A sequence no VSchema
+    // lists would fail every INSERT later.
+    if let Some(seq) = change.sequence() {
+        let snap = ctx.snapshot.load();
+        let is_sequence = |k: &crate::topo::Keyspace| {
+            k.vschema
+                .tables
+                .get(&seq.name)
+                .is_some_and(|t| t.kind == "sequence")
+        };
+        let found = match &seq.keyspace {
+            Some(q) => snap.keyspaces.get(q).is_some_and(is_sequence),
+            None => snap.keyspaces.values().any(is_sequence),
+        };
+        if !found {
+            let why = format!(
+                "sequence {} is not a sequence table of any VSchema",
+                seq.name
+            );
+            return Err(AdminError::Invalid(why).into());
+        }
+    }
+    let vs = admin::alter_vschema(store(ctx)?, &ctx.cells, &ks, change).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ctx
+        .snapshot
+        .load()
+        .keyspaces
+        .get(&ks)
+        .is_none_or(|k| k.vschema != vs)
+    {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(keyspace = %ks, "ALTER VSCHEMA stored, not yet seen by this gate's watch");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// `SET @@vitess_metadata.key = 'value'` (an empty value deletes it).
+pub(super) async fn set_metadata(
+    ctx: &ServerCtx,
+    user: &str,
+    assignments: &[(String, String)],
+) -> Result<(), Error> {
+    if !ctx.vschema_ddl_users.allows(user) {
+        return Err(Error::MetadataDenied(user.to_string()));
+    }
+    let store = store(ctx)?;
+    for (key, value) in assignments {
+        admin::set_metadata(store, key, value).await?;
+    }
+    Ok(())
+}
+
+/// `SHOW VITESS_METADATA VARIABLES [LIKE 'key']`: Key, Value.
+pub(super) async fn show_metadata<S: RowSink + Send>(
+    ctx: &ServerCtx,
+    like: Option<&str>,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let rows = admin::metadata(store(ctx)?, like).await?;
+    let rows = rows.into_iter().map(|(k, v)| [k, v]);
+    engine::text_result(&["Key", "Value"], rows, sink)
+}
+
+/// `SHOW VITESS_REPLICATION_STATUS [LIKE 'ks/shard']`, with vtgate's
+/// columns (see [`crate::gateway::health::replication_status`]).
+pub(super) async fn replication_status<S: RowSink + Send>(
+    ctx: &ServerCtx,
+    like: Option<&str>,
+    sink: &mut S,
+) -> Result<(), Error> {
+    let snap = ctx.snapshot.load_full();
+    let health = &ctx.gateway.health;
+    let rows = crate::gateway::health::replication_status(&snap, health, &ctx.login, like).await;
+    let names = [
+        "Keyspace",
+        "Shard",
+        "TabletType",
+        "Alias",
+        "Hostname",
+        "ReplicationSource",
+        "ReplicationHealth",
+        "ReplicationLag",
+        "ThrottlerStatus",
+    ];
+    engine::text_result(&names, rows, sink)
+}
