@@ -649,11 +649,23 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             .trim_start_matches("@@")
             .trim_start_matches("session.")
             .trim_start_matches("local.");
-        let value = || {
+        let value_token = || {
             part.iter()
                 .skip(name_idx + 1)
                 .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
+        };
+        let value = || {
+            value_token()
                 .map(|t| t.text(sql).trim_matches(['\'', '"']).to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        // The value as written: a string's without quotes or escapes.
+        let raw_value = || {
+            value_token()
+                .map(|t| match t.kind {
+                    TokenKind::Str => string_literal(t.text(sql)),
+                    _ => unquote(t.text(sql)).to_string(),
+                })
                 .unwrap_or_default()
         };
         if bare == "transaction_mode" && !out.global {
@@ -662,15 +674,7 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             let val = value();
             out.query_timeout = Some(val.parse().map_err(|_| SqlError::BadQueryTimeout(val))?);
         } else if let Some(key) = bare.strip_prefix("vitess_metadata.") {
-            let value = part
-                .iter()
-                .skip(name_idx + 1)
-                .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
-                .map(|t| match t.kind {
-                    TokenKind::Str => string_literal(t.text(sql)),
-                    _ => unquote(t.text(sql)).to_string(),
-                })
-                .unwrap_or_default();
+            let value = raw_value();
             let key_text = &sql[part[name_idx].start..part[name_idx].end];
             let key = key_text.get(key_text.len() - key.len()..).unwrap_or(key);
             if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
@@ -685,17 +689,7 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             .find(|(n, ..)| *n == bare)
             .filter(|_| !out.global)
         {
-            // The value as written: a string's without quotes or escapes.
-            let raw = part
-                .iter()
-                .skip(name_idx + 1)
-                .find(|t| !matches!(t.kind, TokenKind::Punct(b'=') | TokenKind::Punct(b':')))
-                .map(|t| match t.kind {
-                    TokenKind::Str => string_literal(t.text(sql)),
-                    _ => unquote(t.text(sql)).to_string(),
-                })
-                .unwrap_or_default();
-            out.vitess.push((known, vitess_value(known, &raw)?));
+            out.vitess.push((known, vitess_value(known, &raw_value())?));
         } else if bare == "autocommit" && !out.global {
             let val = value();
             out.autocommit = Some(match val.as_str() {
