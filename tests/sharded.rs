@@ -4975,3 +4975,57 @@ async fn found_rows_clients_are_told_the_rows_an_update_matched() {
     }
     gate.query_drop("drop table foundr_u").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_values_take_ids_from_a_sequence() {
+    apply_test_vschema().await;
+    let mut c = connect(Some("customer")).await;
+    let a: u64 = c
+        .query_first("select next value from customer_seq")
+        .await
+        .unwrap()
+        .unwrap();
+    // Five ids at once, the first returned; the sequence's keyspace named.
+    let b: u64 = c
+        .query_first("select next 5 values from commerce.customer_seq")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b > a, "{a} then {b}");
+    let d: u64 = c
+        .query_first("select next value from customer_seq;")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(d >= b + 5, "{b}..{} taken, then {d}", b + 4);
+    // A row that takes its id from the sequence takes none of them.
+    c.query_drop("insert into customer (email) values ('next@example.com')")
+        .await
+        .unwrap();
+    let id = c.last_insert_id().unwrap();
+    assert!(id > d, "{id} after {d}");
+    let on_tablet: Option<String> = c
+        .query_first(format!(
+            "select email from customer where customer_id = {id}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(on_tablet.as_deref(), Some("next@example.com"));
+    c.query_drop(format!("delete from customer where customer_id = {id}"))
+        .await
+        .unwrap();
+    // Not a sequence: vtgate's error.
+    let e = c.query_drop("select next value from dt").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1105), "{e}");
+    assert!(
+        e.to_string()
+            .contains("NEXT used on a non-sequence table `dt`"),
+        "{e}"
+    );
+    // A column named `next` is still a column.
+    let col: Option<i64> = c
+        .query_first("select next from (select 7 as next) t")
+        .await
+        .unwrap();
+    assert_eq!(col, Some(7));
+}

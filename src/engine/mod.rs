@@ -1977,6 +1977,21 @@ impl RowSink for ColumnsOnly {
     }
 }
 
+/// One BIGINT UNSIGNED value named `name` as a one-row result: vtgate's
+/// `nextval` for `SELECT NEXT VALUE FROM seq`.
+pub fn number_row<S: RowSink>(name: &str, value: u64, sink: &mut S) -> Result<(), Error> {
+    let col = Column::new(ColumnType::MYSQL_TYPE_LONGLONG)
+        .with_name(name.as_bytes())
+        .with_character_set(63)
+        .with_column_length(20)
+        .with_flags(
+            ColumnFlags::NOT_NULL_FLAG | ColumnFlags::BINARY_FLAG | ColumnFlags::UNSIGNED_FLAG,
+        );
+    sink.columns(&[col])?;
+    sink.row(&[Value::Bytes(value.to_string().into_bytes())])?;
+    sink.end_rows(0)
+}
+
 /// Answers `SELECT 1[, ...]` (see [`crate::sql::literal_select`]) with the
 /// columns MariaDB gives such literals: INT, binary collation, NOT NULL,
 /// the digits as display width, the literal as the name.

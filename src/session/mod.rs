@@ -444,6 +444,49 @@ impl Session {
             Statement::ShowMetadata(like) => {
                 vtgate::show_metadata(ctx, like.as_deref(), sink).await
             }
+            Statement::NextValues {
+                count,
+                keyspace,
+                table,
+            } => {
+                let snap = ctx.snapshot.load();
+                let sequence_in = |k: &crate::topo::Keyspace| {
+                    k.vschema
+                        .tables
+                        .get(&table)
+                        .is_some_and(|t| t.kind == "sequence")
+                };
+                // Unqualified, a sequence of the session's keyspace, else
+                // the one keyspace that has it (as vtgate finds tables).
+                let ks = match (keyspace, &self.target.keyspace) {
+                    (Some(ks), _) => ks,
+                    (None, Some(own)) if snap.keyspaces.get(own).is_some_and(sequence_in) => {
+                        own.clone()
+                    }
+                    (None, own) => {
+                        let mut holders = snap.keyspaces.values().filter(|k| sequence_in(k));
+                        match (holders.next(), holders.next()) {
+                            (Some(k), None) => k.name.clone(),
+                            _ => own.clone().ok_or(planner::PlanError::NoDatabase)?,
+                        }
+                    }
+                };
+                let keyspace = snap
+                    .keyspaces
+                    .get(&ks)
+                    .ok_or_else(|| planner::PlanError::UnknownKeyspace(ks.clone()))?;
+                if !sequence_in(keyspace) {
+                    let why = format!("NEXT used on a non-sequence table `{table}`");
+                    return Err(planner::PlanError::Routing(why).into());
+                }
+                let mut ex = Executor {
+                    ctx,
+                    snap: &snap,
+                    state: &mut self.shards,
+                };
+                let first = engine::VCursor::next_sequence(&mut ex, &ks, &table, count).await?;
+                engine::number_row("nextval", first, sink)
+            }
             Statement::AlterVschema(change) => {
                 vtgate::alter_vschema(ctx, &self.user, self.target.keyspace.as_deref(), &change)
                     .await?;

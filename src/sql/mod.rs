@@ -111,6 +111,16 @@ pub enum Statement {
         /// The connection id.
         id: u64,
     },
+    /// vtgate's `SELECT NEXT [n] VALUE[S] FROM [ks.]seq`: `count` ids
+    /// taken from a sequence table, the first returned (`nextval`).
+    NextValues {
+        /// How many ids are taken.
+        count: u64,
+        /// The sequence's keyspace, if the statement names it.
+        keyspace: Option<String>,
+        /// The sequence table.
+        table: String,
+    },
     /// vtgate's `ALTER VSCHEMA ...`: a change to a keyspace's VSchema,
     /// written to the topology store by the gate (see
     /// [`crate::vschema::ddl`]).
@@ -293,6 +303,7 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
     }
     let kw = first.text(sql).to_ascii_lowercase();
     let stmt = match kw.as_str() {
+        "select" if w(1, "next") => next_values(sql, &toks)?,
         "select" | "with" | "values" | "table" => {
             if toks.iter().any(|t| t.is_word(sql, "get_lock")) {
                 Statement::Query(QueryKind::Reserving)
@@ -436,6 +447,49 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         _ => Statement::Query(QueryKind::Other),
     };
     Ok(stmt)
+}
+
+/// `SELECT NEXT VALUE FROM [ks.]seq` or `SELECT NEXT n VALUES FROM
+/// [ks.]seq` (vtgate's sequence statement); any other SELECT NEXT is
+/// a plain SELECT (a column named `next`).
+fn next_values(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
+    let toks: Vec<&Token> = toks
+        .iter()
+        .filter(|t| t.kind != TokenKind::Semicolon)
+        .collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(sql, w));
+    let (count, from) = if word(2, "value") {
+        (Some(1), 3)
+    } else {
+        let n = toks
+            .get(2)
+            .filter(|t| t.kind == TokenKind::Number)
+            .and_then(|t| t.text(sql).parse::<u64>().ok());
+        (n.filter(|_| word(3, "values")), 4)
+    };
+    let name = |i: usize| {
+        toks.get(i)
+            .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::Ident))
+            .map(|t| unquote(t.text(sql)).to_string())
+    };
+    let dotted = toks
+        .get(from + 2)
+        .is_some_and(|t| t.kind == TokenKind::Punct(b'.'));
+    let (keyspace, table, end) = match (name(from + 1), dotted) {
+        (Some(ks), true) => (Some(ks), name(from + 3), from + 4),
+        (t, false) => (None, t, from + 2),
+        (None, true) => (None, None, 0),
+    };
+    match (count, table) {
+        (Some(count), Some(table)) if word(from, "from") && toks.len() == end && count > 0 => {
+            Ok(Statement::NextValues {
+                count,
+                keyspace,
+                table,
+            })
+        }
+        _ => Ok(Statement::Query(QueryKind::Select)),
+    }
 }
 
 /// Whether MySQL commits the open transaction before running `sql`,
@@ -2162,6 +2216,35 @@ mod tests {
             rewrite_session_values("select @@workload, @@skip_query_plan_cache", &v).unwrap(),
             "select 'OLAP' AS `@@workload`, 0 AS `@@skip_query_plan_cache`"
         );
+    }
+
+    #[test]
+    fn next_values_from_a_sequence() {
+        let next = |count, ks: Option<&str>, table: &str| Statement::NextValues {
+            count,
+            keyspace: ks.map(String::from),
+            table: table.into(),
+        };
+        assert_eq!(
+            classify("select next value from seq").unwrap(),
+            next(1, None, "seq")
+        );
+        assert_eq!(
+            classify("SELECT NEXT 10 VALUES FROM main.`seq`;").unwrap(),
+            next(10, Some("main"), "seq")
+        );
+        for plain in [
+            "select next from t",
+            "select next value from seq where 1",
+            "select next 0 values from seq",
+            "select next 2 value from seq",
+        ] {
+            assert_eq!(
+                classify(plain).unwrap(),
+                Statement::Query(QueryKind::Select),
+                "{plain}"
+            );
+        }
     }
 
     #[test]
