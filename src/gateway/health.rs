@@ -232,7 +232,7 @@ async fn check(
 
 /// vtgate's `SHOW VITESS_REPLICATION_STATUS`: every replica's and
 /// rdonly tablet's replication as its server says it now (`SHOW SLAVE
-/// STATUS`, each asked at once, [`PROBE_TIMEOUT`] at most), for those
+/// STATUS`, each asked at once, two seconds at most), for those
 /// whose `keyspace/shard` is LIKE `like`. Columns as vtgate's: Keyspace,
 /// Shard, TabletType, Alias, Hostname, ReplicationSource (`host:port`),
 /// ReplicationHealth (JSON: both threads running, the last error),

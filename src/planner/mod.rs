@@ -114,11 +114,12 @@ pub enum ShowPlan {
     /// SHOW DATABASES: keyspaces plus MySQL's system schemas (those
     /// LIKE the pattern, if any).
     Databases(Option<String>),
-    /// SHOW KEYSPACES [LIKE].
+    /// SHOW KEYSPACES, LIKE a pattern if one is given.
     Keyspaces(Option<String>),
-    /// SHOW VITESS_SHARDS [LIKE], matched against `ks/shard`.
+    /// SHOW VITESS_SHARDS, LIKE a pattern matched against `ks/shard`.
     Shards(Option<String>),
-    /// SHOW VITESS_TABLETS [LIKE], matched against the Hostname column.
+    /// SHOW VITESS_TABLETS, LIKE a pattern matched against the Hostname
+    /// column.
     Tablets(Option<String>),
     /// SHOW VSCHEMA KEYSPACES.
     VschemaKeyspaces,
