@@ -288,11 +288,11 @@ pub async fn replication_status(
             Some(None) => (":0".to_string(), Default::default(), "NULL".to_string()),
             None => (":0".to_string(), Default::default(), "-1".to_string()),
         };
-        let health = serde_json::json!({
-            "EventStreamRunning": threads[0],
-            "EventApplierRunning": threads[1],
-            "LastError": threads[2],
-        });
+        // vtgate's JSON, its keys in vtgate's order.
+        let [io, sql, error] = threads.map(|t| serde_json::Value::from(t).to_string());
+        let health = format!(
+            "{{\"EventStreamRunning\":{io},\"EventApplierRunning\":{sql},\"LastError\":{error}}}"
+        );
         vec![
             t.keyspace.clone(),
             t.shard.clone(),
@@ -300,7 +300,7 @@ pub async fn replication_status(
             t.alias.clone(),
             format!("{}:{}", t.hostname, t.port),
             source,
-            health.to_string(),
+            health,
             lag,
             String::new(),
         ]
