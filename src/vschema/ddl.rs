@@ -732,6 +732,35 @@ mod tests {
     }
 
     #[test]
+    fn cut_or_garbled_statements_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let seeds = [
+            "alter vschema on ks.t add vindex lk (a, `b`) using lookup with table='x.y', owner=t",
+            "alter vschema create vindex `v``x` using hash with k = 'it''s', n = 3",
+            "alter vschema on t add auto_increment id using ks.seq;",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(45);
+        for seed in seeds {
+            // Every prefix at a character boundary, and random splices.
+            for (i, _) in seed.char_indices() {
+                let _ = parse(&seed[..i]);
+                let _ = crate::sql::classify(&seed[..i]);
+            }
+            for _ in 0..500 {
+                let mut b: Vec<u8> = seed.as_bytes().to_vec();
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(0..b.len());
+                    b[at] = b"'`(),.=; \\xa9"[rng.gen_range(0..12)];
+                }
+                let text = String::from_utf8_lossy(&b);
+                let _ = parse(&text);
+                let _ = crate::sql::classify(&text);
+                let _ = crate::sql::like(&text, seed);
+            }
+        }
+    }
+
+    #[test]
     fn who_may_change_vschemas() {
         assert!(!Authorized::parse("").allows("root"));
         assert!(Authorized::parse("%").allows("anyone"));
