@@ -2764,7 +2764,7 @@ async fn vtgate_start_flags_are_taken_and_reads_go_to_the_default_tablet_type() 
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let (port, _, pid) = spawn_shardgate_pid(&args).await;
+    let (port, web, pid) = spawn_shardgate_pid(&args).await;
     let written = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(written.trim(), pid.to_string());
     let log = std::fs::read_to_string(log_dir.join("shardgate.log")).unwrap();
@@ -2836,6 +2836,8 @@ async fn vtgate_start_flags_are_taken_and_reads_go_to_the_default_tablet_type() 
         .map(|f| f[0])
         .collect::<Vec<_>>();
     assert_eq!(prepared, ["Prepare", "Execute"]);
+    // None dropped: the writer kept up.
+    assert_eq!(debug_var_at(web, "QueryLogDropped").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

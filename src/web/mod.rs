@@ -196,6 +196,11 @@ fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
             n(&ctx.txn_stats.committed_unanswered),
         ),
         ("CrossShardDeadlocks", Counter, n(&ctx.deadlocks.broken)),
+        (
+            "QueryLogDropped",
+            Counter,
+            ctx.query_log.as_ref().map_or(0, |l| n(&l.dropped)),
+        ),
         ("TwopcCommitted", Counter, n(&ctx.twopc.stats.committed)),
         ("TwopcRolledBack", Counter, n(&ctx.twopc.stats.rolled_back)),
         (
