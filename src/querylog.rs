@@ -40,6 +40,8 @@ pub struct Entry<'a> {
     pub elapsed: Duration,
     /// Its text (a prepared statement's, with its `?`).
     pub sql: &'a str,
+    /// A prepared statement's parameters ([`bind_vars`]); empty for text.
+    pub bind_vars: &'a str,
     /// Rows it changed (its OK packet's count).
     pub rows_affected: u64,
     /// Its error's message, if it failed.
@@ -84,8 +86,8 @@ impl QueryLog {
 /// EffectiveCaller, Start, End, TotalTime, PlanTime, ExecuteTime,
 /// CommitTime, StmtType, SQL, BindVars, ShardQueries, RowsAffected, Error,
 /// tab-separated. The times the gate does not take apart (planning,
-/// commit) and the shard query count read 0; bind variables are in the
-/// SQL text (or its `?` for a prepared statement), so `map[]`.
+/// commit) and the shard query count read 0; a text statement's values
+/// are in its SQL (`map[]`), a prepared one's in BindVars.
 fn line(e: &Entry<'_>) -> String {
     let end = e.start + e.elapsed;
     let secs = e.elapsed.as_secs_f64();
@@ -98,16 +100,33 @@ fn line(e: &Entry<'_>) -> String {
     let mut s = String::with_capacity(e.sql.len() + 160);
     let _ = writeln!(
         s,
-        "{}\t{}\t{}\t''\t''\t{}\t{}\t{secs:.6}\t0.000000\t{secs:.6}\t0.000000\t{kind}\t{}\tmap[]\t0\t{}\t{}\t",
+        "{}\t{}\t{}\t''\t''\t{}\t{}\t{secs:.6}\t0.000000\t{secs:.6}\t0.000000\t{kind}\t{}\tmap[{}]\t0\t{}\t{}\t",
         e.method,
         e.remote,
         e.user,
         timestamp(e.start),
         timestamp(end),
         go_quote(e.sql),
+        e.bind_vars,
         e.rows_affected,
         go_quote(e.error.unwrap_or("")),
     );
+    s
+}
+
+/// A prepared statement's parameters as the log shows them, in the way of
+/// vtgate's map of bind variables: `v1:1 v2:'x'` (SQL literals, named by
+/// position).
+pub fn bind_vars(params: &[mysql_common::value::Value]) -> String {
+    let mut s = String::new();
+    for (i, v) in params.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        // A tab in a string would split the line's fields.
+        let text = crate::sql::literal(v, false).replace('\t', "\\t");
+        let _ = write!(s, "v{}:{text}", i + 1);
+    }
     s
 }
 
@@ -157,6 +176,7 @@ mod tests {
             start,
             elapsed: Duration::from_micros(2_500),
             sql: "select \"a\"\tfrom t\n",
+            bind_vars: "v1:1 v2:'x'",
             rows_affected: 3,
             error: Some("boom"),
         });
@@ -168,6 +188,7 @@ mod tests {
         assert_eq!(fields[7], "0.002500");
         assert_eq!(fields[11], "SELECT");
         assert_eq!(fields[12], r#""select \"a\"\tfrom t\n""#);
+        assert_eq!(fields[13], "map[v1:1 v2:'x']");
         assert_eq!((fields[15], fields[16], fields[17]), ("3", "\"boom\"", ""));
     }
 }

@@ -2833,9 +2833,12 @@ async fn vtgate_start_flags_are_taken_and_reads_go_to_the_default_tablet_type() 
     let prepared = lines
         .iter()
         .filter(|f| f[12].contains("variable_name = ?"))
-        .map(|f| f[0])
+        .map(|f| (f[0], f[13]))
         .collect::<Vec<_>>();
-    assert_eq!(prepared, ["Prepare", "Execute"]);
+    assert_eq!(
+        prepared,
+        [("Prepare", "map[]"), ("Execute", "map[v1:'PORT']")]
+    );
     // None dropped: the writer kept up.
     assert_eq!(debug_var_at(web, "QueryLogDropped").await, 0);
 }

@@ -151,9 +151,10 @@ pub struct Wire {
     /// The Vitess code of the last error written, for the command's error
     /// count (`vtgate_api_error_counts`).
     last_err: Option<&'static str>,
-    /// The last error's message and the last OK's row count, for the
-    /// query log (kept only while one is written).
-    logged: Option<(Option<String>, u64)>,
+    /// The last error's message, the last OK's row count and a prepared
+    /// statement's parameters, for the query log (kept only while one is
+    /// written).
+    logged: Option<(Option<String>, u64, String)>,
     /// The client connected with CLIENT_FOUND_ROWS: an UPDATE's affected
     /// rows are the rows it matched, not those it changed (JDBC's and
     /// Rails' default, whose optimistic checks count on it).
@@ -257,7 +258,7 @@ impl Wire {
 
     fn push_err(&mut self, e: &MysqlError) {
         self.last_err = Some(e.vitess_code);
-        if let Some((err, _)) = &mut self.logged {
+        if let Some((err, ..)) = &mut self.logged {
             *err = Some(e.message.clone());
         }
         self.push(&packets::err(e));
@@ -303,7 +304,7 @@ impl<'w> ResultWriter<'w> {
         };
         match self.pending.take() {
             Some(Pending::Ok(d)) => {
-                if let Some((_, rows)) = &mut self.wire.logged {
+                if let Some((_, rows, _)) = &mut self.wire.logged {
                     *rows += d.affected_rows;
                 }
                 self.wire.push(&packets::ok(
@@ -749,7 +750,7 @@ async fn command_loop(
         });
         // What the query log records of this command, when one is kept.
         let logged = ctx.query_log.as_ref().zip(op).map(|(log, op)| {
-            wire.logged = Some((None, 0));
+            wire.logged = Some((None, 0, String::new()));
             let sql = match command {
                 cmd::STMT_EXECUTE => body
                     .get(..4)
@@ -857,7 +858,9 @@ async fn command_loop(
         if let (Some(op), Some(t0)) = (op, started) {
             stats.record(&ctx.api, op, t0.elapsed(), wire.last_err);
         }
-        if let (Some((log, op, sql, start)), Some((error, rows))) = (logged, wire.logged.take()) {
+        if let (Some((log, op, sql, start)), Some((error, rows, binds))) =
+            (logged, wire.logged.take())
+        {
             log.record(&crate::querylog::Entry {
                 method: match op {
                     crate::stats::Operation::Prepare => "Prepare",
@@ -868,6 +871,7 @@ async fn command_loop(
                 start,
                 elapsed: start.elapsed().unwrap_or_default(),
                 sql: &sql,
+                bind_vars: &binds,
                 rows_affected: rows,
                 error: error.as_deref(),
             });
@@ -952,6 +956,9 @@ async fn execute_stmt(
         &mut st.bound_types,
         &mut st.long_data,
     )?;
+    if let Some((.., binds)) = &mut wire.logged {
+        *binds = crate::querylog::bind_vars(&params);
+    }
     let mut rw = ResultWriter::new(wire, true, session.status());
     rw.stmt = Some(id);
     match session.execute_prepared(ctx, id, params, &mut rw).await {
