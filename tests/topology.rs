@@ -156,6 +156,20 @@ async fn vschema_tables(conn: &mut mysql_async::Conn) -> Vec<String> {
     conn.query("show vschema tables").await.unwrap()
 }
 
+/// Whether the gate on `port` comes to list `table` in keyspace `ks`'s
+/// VSchema within ten seconds.
+async fn comes_to_serve(port: u16, ks: &'static str, table: &'static str) -> bool {
+    let seen = eventually(10, || async move {
+        let mut conn = connect_port(port, Some(ks)).await;
+        vschema_tables(&mut conn)
+            .await
+            .contains(&table.to_string())
+            .then_some(())
+    })
+    .await;
+    seen.is_some()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vschema_change_in_etcd_is_seen_without_restart() {
     let c = cluster();
@@ -178,18 +192,10 @@ async fn vschema_change_in_etcd_is_seen_without_restart() {
         "commerce",
     ]);
     assert_ok(&out);
-    let seen = eventually(10, || {
-        let port = c.port;
-        async move {
-            let mut conn = connect_port(port, Some("commerce")).await;
-            vschema_tables(&mut conn)
-                .await
-                .contains(&"added_later".to_string())
-                .then_some(())
-        }
-    })
-    .await;
-    assert!(seen.is_some(), "the new VSchema never reached shardgate");
+    assert!(
+        comes_to_serve(c.port, "commerce", "added_later").await,
+        "the new VSchema never reached shardgate"
+    );
 
     // ctl validates first: a bad document is refused with a message naming the fault.
     let bad = dir.join("bad.json");
@@ -1967,15 +1973,10 @@ async fn alter_vschema_changes_routing_from_sql() {
     ]))
     .await;
     assert!(!wrong.status.success());
-    let seen = eventually(10, || async move {
-        let mut c = connect_port(port, Some("vddlseq")).await;
-        vschema_tables(&mut c)
-            .await
-            .contains(&"c_ctl".to_string())
-            .then_some(())
-    })
-    .await;
-    assert!(seen.is_some(), "ctl's change is served");
+    assert!(
+        comes_to_serve(port, "vddlseq", "c_ctl").await,
+        "ctl's change is served"
+    );
     // Only the users the flag names may change a VSchema.
     let alice = own(&["--vschema_ddl_authorized_users", "alice"]);
     let (other, _) = spawn_shardgate(&alice).await;

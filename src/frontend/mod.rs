@@ -33,6 +33,17 @@ use crate::server::ServerCtx;
 use crate::session::Session;
 use codec::{write_packet, Packet, PacketCodec};
 
+/// What a command's answer tells the query log, gathered as it is written.
+#[derive(Default)]
+struct Logged {
+    /// The last error's message.
+    error: Option<String>,
+    /// The OKs' row counts, added up.
+    rows: u64,
+    /// A prepared statement's parameters (`querylog::bind_vars`).
+    binds: String,
+}
+
 /// Capabilities shardgate offers. No SSL or compression. With
 /// CLIENT_DEPRECATE_EOF (which drivers take when offered) a result's
 /// column definitions are followed by its rows directly and it ends with
@@ -151,10 +162,9 @@ pub struct Wire {
     /// The Vitess code of the last error written, for the command's error
     /// count (`vtgate_api_error_counts`).
     last_err: Option<&'static str>,
-    /// The last error's message, the last OK's row count and a prepared
-    /// statement's parameters, for the query log (kept only while one is
-    /// written).
-    logged: Option<(Option<String>, u64, String)>,
+    /// What the query log records of the command being answered (kept
+    /// only while a query log is written).
+    logged: Option<Logged>,
     /// The client connected with CLIENT_FOUND_ROWS: an UPDATE's affected
     /// rows are the rows it matched, not those it changed (JDBC's and
     /// Rails' default, whose optimistic checks count on it).
@@ -258,8 +268,8 @@ impl Wire {
 
     fn push_err(&mut self, e: &MysqlError) {
         self.last_err = Some(e.vitess_code);
-        if let Some((err, ..)) = &mut self.logged {
-            *err = Some(e.message.clone());
+        if let Some(logged) = &mut self.logged {
+            logged.error = Some(e.message.clone());
         }
         self.push(&packets::err(e));
     }
@@ -304,8 +314,8 @@ impl<'w> ResultWriter<'w> {
         };
         match self.pending.take() {
             Some(Pending::Ok(d)) => {
-                if let Some((_, rows, _)) = &mut self.wire.logged {
-                    *rows += d.affected_rows;
+                if let Some(logged) = &mut self.wire.logged {
+                    logged.rows += d.affected_rows;
                 }
                 self.wire.push(&packets::ok(
                     d.affected_rows,
@@ -635,7 +645,7 @@ async fn handshake(
     }
     session.user = user;
     // A session that names no database reads where the flag says too.
-    session.read_type = session.default_read_type(ctx, "");
+    session.read_type = Session::default_read_type(ctx, "");
     // A setting like any other: the session's connections are brought to
     // it, and its reads share the connections that carry it.
     if let Some(charset) = charset_setting(resp.collation()) {
@@ -750,7 +760,7 @@ async fn command_loop(
         });
         // What the query log records of this command, when one is kept.
         let logged = ctx.query_log.as_ref().zip(op).map(|(log, op)| {
-            wire.logged = Some((None, 0, String::new()));
+            wire.logged = Some(Logged::default());
             let sql = match command {
                 cmd::STMT_EXECUTE => body
                     .get(..4)
@@ -858,9 +868,7 @@ async fn command_loop(
         if let (Some(op), Some(t0)) = (op, started) {
             stats.record(&ctx.api, op, t0.elapsed(), wire.last_err);
         }
-        if let (Some((log, op, sql, start)), Some((error, rows, binds))) =
-            (logged, wire.logged.take())
-        {
+        if let (Some((log, op, sql, start)), Some(answer)) = (logged, wire.logged.take()) {
             log.record(&crate::querylog::Entry {
                 method: match op {
                     crate::stats::Operation::Prepare => "Prepare",
@@ -871,9 +879,9 @@ async fn command_loop(
                 start,
                 elapsed: start.elapsed().unwrap_or_default(),
                 sql: &sql,
-                bind_vars: &binds,
-                rows_affected: rows,
-                error: error.as_deref(),
+                bind_vars: &answer.binds,
+                rows_affected: answer.rows,
+                error: answer.error.as_deref(),
             });
         }
     }
@@ -956,8 +964,8 @@ async fn execute_stmt(
         &mut st.bound_types,
         &mut st.long_data,
     )?;
-    if let Some((.., binds)) = &mut wire.logged {
-        *binds = crate::querylog::bind_vars(&params);
+    if let Some(logged) = &mut wire.logged {
+        logged.binds = crate::querylog::bind_vars(&params);
     }
     let mut rw = ResultWriter::new(wire, true, session.status());
     rw.stmt = Some(id);

@@ -147,14 +147,14 @@ impl Session {
             }
         }
         self.target = t;
-        self.read_type = self.default_read_type(ctx, text);
+        self.read_type = Self::default_read_type(ctx, text);
         Ok(())
     }
 
     /// The tablet type a session's plain reads go to when its target,
     /// written `text`, names none: `--default_tablet_type` unless that is
     /// the primary.
-    pub fn default_read_type(&self, ctx: &ServerCtx, text: &str) -> Option<TabletType> {
+    pub fn default_read_type(ctx: &ServerCtx, text: &str) -> Option<TabletType> {
         (ctx.default_tablet_type != TabletType::Primary && !text.contains('@'))
             .then_some(ctx.default_tablet_type)
     }
@@ -193,6 +193,7 @@ impl Session {
             return Err(timeout);
         }
         let timed = self.begin(ctx, sql::directives(sql));
+        // Swapped back only when swapped: a USE may have changed it.
         let res = match self.reads_elsewhere(sql) {
             None => self.execute_statement(ctx, sql, sink).await,
             Some(tt) => {
@@ -449,43 +450,9 @@ impl Session {
                 keyspace,
                 table,
             } => {
-                let snap = ctx.snapshot.load();
-                let sequence_in = |k: &crate::topo::Keyspace| {
-                    k.vschema
-                        .tables
-                        .get(&table)
-                        .is_some_and(|t| t.kind == "sequence")
-                };
-                // Unqualified, a sequence of the session's keyspace, else
-                // the one keyspace that has it (as vtgate finds tables).
-                let ks = match (keyspace, &self.target.keyspace) {
-                    (Some(ks), _) => ks,
-                    (None, Some(own)) if snap.keyspaces.get(own).is_some_and(sequence_in) => {
-                        own.clone()
-                    }
-                    (None, own) => {
-                        let mut holders = snap.keyspaces.values().filter(|k| sequence_in(k));
-                        match (holders.next(), holders.next()) {
-                            (Some(k), None) => k.name.clone(),
-                            _ => own.clone().ok_or(planner::PlanError::NoDatabase)?,
-                        }
-                    }
-                };
-                let keyspace = snap
-                    .keyspaces
-                    .get(&ks)
-                    .ok_or_else(|| planner::PlanError::UnknownKeyspace(ks.clone()))?;
-                if !sequence_in(keyspace) {
-                    let why = format!("NEXT used on a non-sequence table `{table}`");
-                    return Err(planner::PlanError::Routing(why).into());
-                }
-                let mut ex = Executor {
-                    ctx,
-                    snap: &snap,
-                    state: &mut self.shards,
-                };
-                let first = engine::VCursor::next_sequence(&mut ex, &ks, &table, count).await?;
-                engine::number_row("nextval", first, sink)
+                let own = self.target.keyspace.as_deref();
+                let at = (keyspace.as_deref(), own, table.as_str());
+                vtgate::next_values(ctx, &mut self.shards, at, count, sink).await
             }
             Statement::AlterVschema(change) => {
                 vtgate::alter_vschema(ctx, &self.user, self.target.keyspace.as_deref(), &change)

@@ -1,15 +1,24 @@
 //! vtgate's own statements that the gate answers from the topology rather
 //! than a plan: `ALTER VSCHEMA`, vtgate's metadata (`SET
-//! @@vitess_metadata.*`, `SHOW VITESS_METADATA VARIABLES`) and `SHOW
-//! VITESS_REPLICATION_STATUS`. Those that write the topology are for the
+//! @@vitess_metadata.*`, `SHOW VITESS_METADATA VARIABLES`), `SHOW
+//! VITESS_REPLICATION_STATUS` and `SELECT NEXT n VALUES FROM seq`. Those that write the topology are for the
 //! users `--vschema_ddl_authorized_users` names, as in vtgate.
 
 use crate::admin::{self, AdminError};
-use crate::engine::{self, RowSink};
+use crate::engine::{self, RowSink, VCursor};
 use crate::error::Error;
+use crate::executor::{Executor, ShardConns};
 use crate::server::ServerCtx;
 use crate::topo::store::TopoStore;
 use crate::vschema::ddl::Alter;
+
+/// Whether keyspace `k`'s VSchema has `table` as a sequence table.
+fn holds_sequence(k: &crate::topo::Keyspace, table: &str) -> bool {
+    k.vschema
+        .tables
+        .get(table)
+        .is_some_and(|t| t.kind == "sequence")
+}
 
 /// The store the gate watches, to write to or list.
 fn store(ctx: &ServerCtx) -> Result<&TopoStore, Error> {
@@ -41,12 +50,7 @@ pub(super) async fn alter_vschema(
     // lists would fail every INSERT later.
     if let Some(seq) = change.sequence() {
         let snap = ctx.snapshot.load();
-        let is_sequence = |k: &crate::topo::Keyspace| {
-            k.vschema
-                .tables
-                .get(&seq.name)
-                .is_some_and(|t| t.kind == "sequence")
-        };
+        let is_sequence = |k: &crate::topo::Keyspace| holds_sequence(k, &seq.name);
         let found = match &seq.keyspace {
             Some(q) => snap.keyspaces.get(q).is_some_and(is_sequence),
             None => snap.keyspaces.values().any(is_sequence),
@@ -126,4 +130,53 @@ pub(super) async fn replication_status<S: RowSink + Send>(
         "ThrottlerStatus",
     ];
     engine::text_result(&names, rows, sink)
+}
+
+/// vtgate's `SELECT NEXT n VALUES FROM [ks.]seq`: `count` ids taken from
+/// the sequence's blocks (those an INSERT's auto-increment takes from),
+/// the first returned as `nextval`. `at` is the statement's keyspace, the
+/// session's, and the table: unqualified, the session's keyspace's
+/// sequence, else the one keyspace that has it (as vtgate finds tables).
+pub(super) async fn next_values<S: RowSink + Send>(
+    ctx: &ServerCtx,
+    shards: &mut ShardConns,
+    (named, own, table): (Option<&str>, Option<&str>, &str),
+    count: u64,
+    sink: &mut S,
+) -> Result<(), Error> {
+    use crate::planner::PlanError;
+    let snap = ctx.snapshot.load();
+    let ks = match (named, own) {
+        (Some(ks), _) => ks.to_string(),
+        (None, Some(own))
+            if snap
+                .keyspaces
+                .get(own)
+                .is_some_and(|k| holds_sequence(k, table)) =>
+        {
+            own.to_string()
+        }
+        (None, own) => {
+            let mut holders = snap.keyspaces.values().filter(|k| holds_sequence(k, table));
+            match (holders.next(), holders.next()) {
+                (Some(k), None) => k.name.clone(),
+                _ => own.ok_or(PlanError::NoDatabase)?.to_string(),
+            }
+        }
+    };
+    let keyspace = snap
+        .keyspaces
+        .get(&ks)
+        .ok_or_else(|| PlanError::UnknownKeyspace(ks.clone()))?;
+    if !holds_sequence(keyspace, table) {
+        let why = format!("NEXT used on a non-sequence table `{table}`");
+        return Err(PlanError::Routing(why).into());
+    }
+    let mut ex = Executor {
+        ctx,
+        snap: &snap,
+        state: shards,
+    };
+    let first = ex.next_sequence(&ks, table, count).await?;
+    engine::number_row("nextval", first, sink)
 }
