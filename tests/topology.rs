@@ -479,22 +479,14 @@ async fn a_tablet_serves_the_database_it_names() {
     )
     .await
     .unwrap();
-    let out = ctl(&[
-        "add-tablet",
-        "--alias",
+    let args = add_tablet_args(
         "zone1-150",
-        "--keyspace",
         "elsewhere",
-        "--shard",
-        "0",
-        "--type",
         "primary",
-        "--mysql-port",
-        &tablet_port(100).to_string(),
-        "--db-name",
-        "elsewhere_db",
-    ]);
-    assert_ok(&out);
+        tablet_port(100),
+        &["--db-name", "elsewhere_db"],
+    );
+    ctl_says(args).await;
     let seen = eventually(10, || {
         let port = c.port;
         async move {
@@ -1680,26 +1672,14 @@ async fn a_join_across_unsharded_keyspaces_runs_at_the_gate() {
     )
     .await
     .unwrap();
-    let out = ctl(&[
-        "add-tablet",
-        "--alias",
+    let args = add_tablet_args(
         "zone1-151",
-        "--keyspace",
         "uks2",
-        "--shard",
-        "0",
-        "--type",
         "primary",
-        "--mysql-port",
-        &tablet_port(100).to_string(),
-        "--db-name",
-        "uks2_db",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        tablet_port(100),
+        &["--db-name", "uks2_db"],
     );
+    ctl_says(args).await;
     let port = c.port;
     let seen = eventually(10, || async move {
         let mut conn = connect_port(port, None).await;
