@@ -11,9 +11,11 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # build imports: a recommendation of protobuf-compiler, not a dependency.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+# The TLS tests make their certificates with the openssl tool.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench"
+  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl"
   exit 0
 fi
 

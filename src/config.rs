@@ -159,6 +159,39 @@ pub struct ServeArgs {
         alias = "mysql_auth_server_static_file"
     )]
     pub mysql_auth_server_static_file: Option<PathBuf>,
+    /// Client TLS: the server's certificate chain (PEM). With the key,
+    /// TCP clients are offered TLS; SIGHUP reads the files again.
+    #[arg(long = "mysql_server_ssl_cert", alias = "mysql-server-ssl-cert")]
+    pub mysql_server_ssl_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long = "mysql_server_ssl_key", alias = "mysql-server-ssl-key")]
+    pub mysql_server_ssl_key: Option<PathBuf>,
+    /// CA certificates (PEM): when given, TLS clients must present a
+    /// certificate that chains to one of them.
+    #[arg(long = "mysql_server_ssl_ca", alias = "mysql-server-ssl-ca")]
+    pub mysql_server_ssl_ca: Option<PathBuf>,
+    /// Revoked client certificates (PEM CRLs), with `--mysql_server_ssl_ca`.
+    #[arg(long = "mysql_server_ssl_crl", alias = "mysql-server-ssl-crl")]
+    pub mysql_server_ssl_crl: Option<PathBuf>,
+    /// Certificates (PEM) sent after the server's own, completing its chain.
+    #[arg(
+        long = "mysql_server_ssl_server_ca",
+        alias = "mysql-server-ssl-server-ca"
+    )]
+    pub mysql_server_ssl_server_ca: Option<PathBuf>,
+    /// The oldest TLS version taken: TLSv1.0 … TLSv1.3 (below TLSv1.2
+    /// means TLSv1.2: older versions are not spoken).
+    #[arg(
+        long = "mysql_server_tls_min_version",
+        alias = "mysql-server-tls-min-version"
+    )]
+    pub mysql_server_tls_min_version: Option<String>,
+    /// Refuse TCP clients that do not use TLS (needs the certificate and key).
+    #[arg(
+        long = "mysql_server_require_secure_transport",
+        alias = "mysql-server-require-secure-transport"
+    )]
+    pub mysql_server_require_secure_transport: bool,
     /// Version string sent in the handshake.
     #[arg(
         long = "mysql-server-version",

@@ -40,6 +40,10 @@ pub enum Error {
         /// Whether a password was sent.
         using_password: bool,
     },
+    /// A TCP client that did not ask for TLS while
+    /// `--mysql_server_require_secure_transport` is on (vtgate's message).
+    #[error("server does not allow insecure connections, client must use SSL/TLS")]
+    InsecureTransport,
     /// `ALTER VSCHEMA` by a user `--vschema_ddl_authorized_users` leaves
     /// out (vtgate's message).
     #[error("User '{0}' is not authorized to perform vschema operations")]
@@ -282,6 +286,8 @@ impl Error {
                 MysqlError::new(1045, "28000", self.to_string())
             }
             Error::ScatterDisallowed => MysqlError::new(1235, "42000", self.to_string()),
+            // ER_SECURE_TRANSPORT_REQUIRED, as MySQL's own refusal.
+            Error::InsecureTransport => MysqlError::new(3159, "HY000", self.to_string()),
             Error::Sql(SqlError::BadVitessValue { .. }) => {
                 MysqlError::new(1231, "42000", self.to_string())
             }

@@ -181,6 +181,7 @@ async fn serve(
             .into())
         }
     };
+    let tls = client_tls(&args)?;
     let cells = if args.cells_to_watch.is_empty() {
         vec![]
     } else {
@@ -217,6 +218,7 @@ async fn serve(
         no_scatter: args.no_scatter,
         default_tablet_type: args.default_tablet_type,
         query_log: args.log_queries_to_file.clone(),
+        tls: tls.clone(),
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,
         ),
@@ -258,6 +260,9 @@ async fn serve(
             .map_err(|e| format!("--pid_file {}: {e}", path.display()))?;
     }
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
+    if let Some(tls) = tls {
+        tokio::spawn(reload_tls_on_sighup(tls));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -265,6 +270,55 @@ async fn serve(
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Client TLS from the `--mysql_server_ssl_*` flags (None without a
+/// certificate). A half-given setup (a key without its certificate,
+/// secure transport required without either) stops the start rather than
+/// serving clients in the clear.
+fn client_tls(
+    args: &ServeArgs,
+) -> Result<Option<std::sync::Arc<shardgate::frontend::tls::Tls>>, AnyError> {
+    use shardgate::frontend::tls::{Tls, TlsFiles};
+    let (cert, key) = match (&args.mysql_server_ssl_cert, &args.mysql_server_ssl_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        (None, None) if args.mysql_server_require_secure_transport => {
+            return Err("--mysql_server_require_secure_transport needs --mysql_server_ssl_cert and --mysql_server_ssl_key".into())
+        }
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(
+                "--mysql_server_ssl_cert and --mysql_server_ssl_key go together".into(),
+            )
+        }
+    };
+    let files = TlsFiles {
+        cert,
+        key,
+        ca: args.mysql_server_ssl_ca.clone(),
+        crl: args.mysql_server_ssl_crl.clone(),
+        server_ca: args.mysql_server_ssl_server_ca.clone(),
+        min_version: args.mysql_server_tls_min_version.clone(),
+    };
+    let tls = Tls::load(files, args.mysql_server_require_secure_transport)?;
+    Ok(Some(std::sync::Arc::new(tls)))
+}
+
+/// Reads the TLS files again on each SIGHUP, as vtgate does: rotated
+/// certificates reach new connections without a restart.
+async fn reload_tls_on_sighup(tls: std::sync::Arc<shardgate::frontend::tls::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("TLS configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS configuration not reloaded; the old one serves")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

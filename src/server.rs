@@ -89,6 +89,9 @@ pub struct ServerCtx {
     /// The tablets' login, for statements that ask one tablet's server
     /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
     pub login: topo::schema::Login,
+    /// Client TLS (`--mysql_server_ssl_cert` and the rest); None: no
+    /// client is offered TLS.
+    pub tls: Option<Arc<crate::frontend::tls::Tls>>,
     conn_ids: AtomicU32,
 }
 
@@ -135,6 +138,7 @@ impl ServerCtx {
                 user: String::new(),
                 password: String::new(),
             },
+            tls: None,
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -187,6 +191,8 @@ pub struct ServeOptions {
     pub default_tablet_type: crate::sql::TabletType,
     /// `--log_queries_to_file`.
     pub query_log: Option<std::path::PathBuf>,
+    /// Client TLS, loaded from its files (None: plain connections only).
+    pub tls: Option<Arc<crate::frontend::tls::Tls>>,
     /// `--query-timeout` (None: statements have no timeout).
     pub query_timeout: Option<std::time::Duration>,
     /// Learn column types from the tablets ([`topo::schema`]).
@@ -271,6 +277,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.login = login.clone();
     ctx.no_scatter = opts.no_scatter;
     ctx.default_tablet_type = opts.default_tablet_type;
+    ctx.tls = opts.tls;
     if let Some(path) = &opts.query_log {
         let log = crate::querylog::QueryLog::open(path).map_err(|source| ServeError::File {
             path: path.clone(),

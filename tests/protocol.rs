@@ -353,3 +353,339 @@ async fn cached_metadata_skips_repeated_column_definitions() {
         ));
     }
 }
+
+/// Certificates for the TLS tests, made by the `openssl` tool in a temp
+/// dir: a CA; two server certificates for 127.0.0.1 from it (the second
+/// for a rotation); a client certificate from it; and a second CA with a
+/// client certificate of its own, which nobody trusts.
+struct Certs {
+    dir: std::path::PathBuf,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let dir = temp_dir("tls");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj"];
+            let subject = format!("/CN=shardgate-test-{ca}");
+            args.push(&subject);
+            args.extend(ec);
+            let (key, pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+            args.extend(["-keyout", &key, "-out", &pem]);
+            run(&args);
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for (name, ca, ext) in [
+            ("server-1", "ca", "server.ext"),
+            ("server-2", "ca", "server.ext"),
+            ("client", "ca", "client.ext"),
+            ("stranger", "other-ca", "client.ext"),
+        ] {
+            let subject = format!("/CN=shardgate-test-{name}");
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let mut args = vec!["req", "-subj", &subject];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr]);
+            run(&args);
+            let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+            run(&[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-extfile",
+                ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+/// The `mysql` client against shardgate's port with `args` in front.
+fn mysql_cli(port: u16, args: &[&str], sql: &str) -> std::process::Output {
+    std::process::Command::new("mysql")
+        .args(["-h127.0.0.1", &format!("-P{port}"), "-uapp", "--batch"])
+        .args(args)
+        .args(["commerce", "-e", sql])
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// vtgate's `--mysql_server_ssl_cert`/`_key`: the `mysql` client gets a
+/// TLS session when it asks, verifies the server's certificate against
+/// the CA, and reads the same rows as a client in the clear (a result of
+/// many TLS records); a client that does not ask, or a driver without
+/// TLS, is served in the clear; one that trusts another CA is refused by
+/// its own check. SIGHUP reads rotated files: new connections see the new
+/// certificate, connections already open go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_are_served_encrypted_and_certificates_reload() {
+    let certs = Certs::make();
+    let (cert, key) = (certs.path("live.pem"), certs.path("live.key"));
+    std::fs::copy(certs.path("server-1.pem"), &cert).unwrap();
+    std::fs::copy(certs.path("server-1.key"), &key).unwrap();
+    let (port, web, pid) = spawn_shardgate_pid(&[
+        "--mysql_server_ssl_cert".into(),
+        cert.clone(),
+        "--mysql_server_ssl_key".into(),
+        key.clone(),
+    ])
+    .await;
+    let ca = certs.path("ca.pem");
+    let verified = ["--ssl", "--ssl-ca", &ca, "--ssl-verify-server-cert"];
+
+    let status = stdout(&mysql_cli(port, &verified, "status"));
+    assert!(status.contains("Cipher in use is"), "{status}");
+    let status = stdout(&mysql_cli(port, &["--skip-ssl"], "status"));
+    assert!(status.contains("Not in use"), "{status}");
+
+    // 20,000 rows of up to 300 bytes: many TLS records, same bytes.
+    let sql = "select seq, repeat('x', seq % 300) from seq_1_to_20000";
+    let secure = stdout(&mysql_cli(port, &verified, sql));
+    let plain = stdout(&mysql_cli(port, &["--skip-ssl"], sql));
+    assert_eq!(secure.lines().count(), 20_001);
+    assert!(secure == plain, "rows differ over TLS");
+
+    // A driver without TLS ignores the offer and is served in the clear.
+    let mut driver = connect_port(port, Some("commerce")).await;
+    assert_eq!(
+        rows(&mut driver, "select 1 + 1").await,
+        vec![vec![Some("2".into())]]
+    );
+
+    // A client that trusts only another CA refuses the certificate.
+    let other = certs.path("other-ca.pem");
+    let out = mysql_cli(
+        port,
+        &["--ssl", "--ssl-ca", &other, "--ssl-verify-server-cert"],
+        "select 1",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ERROR 2026"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Rotation: new files, SIGHUP; a new handshake shows the new
+    // certificate, the driver's connection from before still works.
+    let subject = || {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-starttls",
+                "mysql",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-CAfile",
+                &ca,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ["server-1", "server-2"]
+            .into_iter()
+            .find(|s| all.contains(&format!("CN = shardgate-test-{s}")))
+            .unwrap_or_else(|| panic!("no server certificate in: {all}"))
+    };
+    assert_eq!(subject(), "server-1");
+    std::fs::copy(certs.path("server-2.pem"), &cert).unwrap();
+    std::fs::copy(certs.path("server-2.key"), &key).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let reloaded = eventually(10, || async move {
+        (debug_var_at(web, "TlsReloads").await == 1).then_some(())
+    })
+    .await;
+    assert!(reloaded.is_some(), "SIGHUP did not reload");
+    assert_eq!(subject(), "server-2");
+    let status = stdout(&mysql_cli(port, &verified, "status"));
+    assert!(status.contains("Cipher in use is"), "{status}");
+    assert_eq!(
+        rows(&mut driver, "select 3").await,
+        vec![vec![Some("3".into())]]
+    );
+
+    // A reload that fails keeps the certificate that serves.
+    std::fs::write(&cert, "garbage\n").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(debug_var_at(web, "TlsReloads").await, 1);
+    assert_eq!(subject(), "server-2");
+
+    assert!(debug_var_at(web, "TlsConnectionsAccepted").await >= 6);
+    assert!(debug_var_at(web, "TlsHandshakesFailed").await >= 1);
+    assert_eq!(debug_var_at(web, "InsecureConnectionsRefused").await, 0);
+}
+
+/// `--mysql_server_require_secure_transport` refuses TCP clients in the
+/// clear with 3159 (the `mysql` client and a driver), serves the Unix
+/// socket in the clear; `--mysql_server_ssl_ca` makes a client
+/// certificate from that CA the price of a TLS session. Flags that would
+/// leave the server half-secured stop it at start, naming the fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_transport_and_client_certificates_are_required_when_asked() {
+    let certs = Certs::make();
+    let sock = certs.dir.join("sg.sock").display().to_string();
+    let (port, web) = spawn_shardgate(&[
+        "--mysql_server_ssl_cert".into(),
+        certs.path("server-1.pem"),
+        "--mysql_server_ssl_key".into(),
+        certs.path("server-1.key"),
+        "--mysql_server_ssl_ca".into(),
+        certs.path("ca.pem"),
+        "--mysql_server_require_secure_transport".into(),
+        "--mysql-server-socket-path".into(),
+        sock.clone(),
+    ])
+    .await;
+    let out = mysql_cli(port, &["--skip-ssl"], "select 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERROR 3159 (HY000)")
+            && err.contains("server does not allow insecure connections"),
+        "{err}"
+    );
+    let e = try_connect_port(port, Some("commerce")).await.unwrap_err();
+    assert_eq!(err_code(&e), Some(3159), "{e}");
+
+    let ca = certs.path("ca.pem");
+    let tls = ["--ssl", "--ssl-ca", &ca, "--ssl-verify-server-cert"];
+    // No client certificate, or one from a CA the server does not trust.
+    let out = mysql_cli(port, &tls, "select 1");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (stranger, stranger_key) = (certs.path("stranger.pem"), certs.path("stranger.key"));
+    let mut with_stranger = tls.to_vec();
+    with_stranger.extend(["--ssl-cert", &stranger, "--ssl-key", &stranger_key]);
+    let out = mysql_cli(port, &with_stranger, "select 1");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The CA's client certificate is let in.
+    let (client, client_key) = (certs.path("client.pem"), certs.path("client.key"));
+    let mut with_client = tls.to_vec();
+    with_client.extend(["--ssl-cert", &client, "--ssl-key", &client_key]);
+    assert_eq!(
+        stdout(&mysql_cli(port, &with_client, "select 40 + 2")),
+        "40 + 2\n42\n"
+    );
+    // The Unix socket is local: served in the clear.
+    let out = std::process::Command::new("mysql")
+        .args([
+            "-S", &sock, "-uapp", "--batch", "commerce", "-e", "select 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "7\n7\n");
+
+    assert_eq!(debug_var_at(web, "InsecureConnectionsRefused").await, 2);
+    assert!(debug_var_at(web, "TlsHandshakesFailed").await >= 2);
+    assert!(debug_var_at(web, "TlsConnectionsAccepted").await >= 1);
+
+    // Half-given setups do not start.
+    let refused = |args: &[&str], says: &str| {
+        let mut all = vec!["serve", "--mysql-server-port", "0", "--port", "0"];
+        all.extend_from_slice(args);
+        let out = shardgate_cmd(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    };
+    let (pem, key) = (certs.path("server-1.pem"), certs.path("server-1.key"));
+    refused(&["--mysql_server_ssl_cert", &pem], "go together");
+    refused(
+        &["--mysql_server_require_secure_transport"],
+        "needs --mysql_server_ssl_cert",
+    );
+    refused(
+        &[
+            "--mysql_server_ssl_cert",
+            &key,
+            "--mysql_server_ssl_key",
+            &key,
+        ],
+        "server-1.key",
+    );
+    refused(
+        &[
+            "--mysql_server_ssl_cert",
+            &pem,
+            "--mysql_server_ssl_key",
+            &certs.path("client.key"),
+        ],
+        "TLS configuration",
+    );
+    refused(
+        &[
+            "--mysql_server_ssl_cert",
+            &pem,
+            "--mysql_server_ssl_key",
+            &key,
+            "--mysql_server_tls_min_version",
+            "SSLv3",
+        ],
+        "SSLv3",
+    );
+}

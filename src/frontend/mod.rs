@@ -8,7 +8,9 @@
 pub mod auth;
 pub mod codec;
 pub mod packets;
+pub mod tls;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::fasthash::FastMap;
@@ -23,7 +25,7 @@ use mysql_common::packets::{
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::value::Value;
 use rand::Rng;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use crate::engine::row::TextRow;
@@ -491,7 +493,7 @@ pub async fn handle(
         Box::new(r),
         Box::new(w),
         peer.ip().to_string(),
-        Some(fd),
+        Transport::Tcp(fd),
         ctx,
     )
     .await
@@ -501,16 +503,41 @@ pub async fn handle(
 pub async fn handle_unix(stream: tokio::net::UnixStream, ctx: Arc<ServerCtx>) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
-    serve_client(Box::new(r), Box::new(w), "localhost".into(), Some(fd), ctx).await
+    serve_client(
+        Box::new(r),
+        Box::new(w),
+        "localhost".into(),
+        Transport::Unix(fd),
+        ctx,
+    )
+    .await
 }
 
-/// Serves one client connection, whatever carries it; `fd` is its
-/// socket, which `KILL CONNECTION` shuts down.
+/// What carries a client connection, with its socket (which `KILL
+/// CONNECTION` shuts down).
+#[derive(Debug, Clone, Copy)]
+pub enum Transport {
+    /// TCP: offered TLS when the server has a certificate, and refused
+    /// without it under `--mysql_server_require_secure_transport`.
+    Tcp(std::os::fd::RawFd),
+    /// A Unix socket: local, so secure without TLS (as MySQL counts it).
+    Unix(std::os::fd::RawFd),
+}
+
+impl Transport {
+    fn fd(self) -> std::os::fd::RawFd {
+        match self {
+            Transport::Tcp(fd) | Transport::Unix(fd) => fd,
+        }
+    }
+}
+
+/// Serves one client connection, whatever carries it.
 pub async fn serve_client(
     r: ClientRead,
     w: ClientWrite,
     peer: String,
-    fd: Option<std::os::fd::RawFd>,
+    transport: Transport,
     ctx: Arc<ServerCtx>,
 ) {
     // Small initial buffers: idle connections should cost little memory.
@@ -525,11 +552,13 @@ pub async fn serve_client(
         &mut session,
         &peer,
         conn_id,
+        transport,
     ));
     match greeted.await {
         Ok(true) => {
             // Listed once logged in, forgotten before the socket closes.
-            session.shards.control = Some(ctx.sessions.register(&ctx, conn_id, fd));
+            session.shards.control =
+                Some(ctx.sessions.register(&ctx, conn_id, Some(transport.fd())));
             let served = command_loop(&mut reader, &mut wire, &ctx, &mut session, &peer).await;
             ctx.sessions.deregister(conn_id);
             if let Err(e) = served {
@@ -571,8 +600,18 @@ async fn handshake(
     session: &mut Session,
     peer: &str,
     conn_id: u32,
+    transport: Transport,
 ) -> Result<bool, Error> {
     let salt = salt();
+    // TLS is offered on TCP when the server has a certificate.
+    let tls = ctx
+        .tls
+        .as_deref()
+        .filter(|_| matches!(transport, Transport::Tcp(_)));
+    let mut capabilities = server_capabilities();
+    if tls.is_some() {
+        capabilities |= CapabilityFlags::CLIENT_SSL;
+    }
     // The second scramble part is sent NUL-terminated (13 bytes).
     let mut scramble_2 = salt[8..].to_vec();
     scramble_2.push(0);
@@ -582,7 +621,7 @@ async fn handshake(
         conn_id,
         salt[..8].try_into().unwrap_or([0; 8]),
         Some(&scramble_2[..]),
-        server_capabilities(),
+        capabilities,
         45,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(&b"mysql_native_password"[..]),
@@ -595,9 +634,28 @@ async fn handshake(
     wire.push(&payload);
     wire.flush().await?;
 
-    let Some(pkt) = read(reader).await? else {
+    let Some(mut pkt) = read(reader).await? else {
         return Ok(false);
     };
+    if let Some(tls) = tls {
+        if ssl_request(&pkt.payload) {
+            // The rest of the handshake, and everything after it, is
+            // encrypted; a client whose TLS handshake fails is gone.
+            if let Err(e) = start_tls(reader, wire, tls, ctx.max_packet).await {
+                tracing::debug!(error = %e, peer, "TLS handshake failed");
+                return Ok(false);
+            }
+            let Some(p) = read(reader).await? else {
+                return Ok(false);
+            };
+            pkt = p;
+        } else if tls.require {
+            tls.stats.refused_plain.fetch_add(1, Ordering::Relaxed);
+            wire.seq = pkt.seq.wrapping_add(1);
+            wire.push_err(&Error::InsecureTransport.to_mysql());
+            return Ok(false);
+        }
+    }
     wire.seq = pkt.seq.wrapping_add(1);
     let resp = match HandshakeResponse::deserialize((), &mut ParseBuf(&pkt.payload)) {
         Ok(r) => r,
@@ -661,6 +719,46 @@ async fn handshake(
     wire.push(&packets::ok(0, 0, session.status().bits(), 0, ""));
     wire.flush().await?;
     Ok(true)
+}
+
+/// Whether a client's first answer is an SSL request: CLIENT_SSL among its
+/// capabilities, sent (without user or password) before a TLS handshake.
+fn ssl_request(payload: &[u8]) -> bool {
+    payload.get(..4).is_some_and(|caps| {
+        let caps = u32::from_le_bytes([caps[0], caps[1], caps[2], caps[3]]);
+        CapabilityFlags::from_bits_truncate(caps).contains(CapabilityFlags::CLIENT_SSL)
+    })
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Turns the client connection into a TLS session: the read side and
+/// write side are taken back from the packet reader and the wire, joined,
+/// handed to TLS, and split again. Bytes of the TLS handshake that the
+/// reader already holds (a client sends its hello right behind the SSL
+/// request) are read first.
+async fn start_tls(
+    reader: &mut Reader,
+    wire: &mut Wire,
+    tls: &tls::Tls,
+    max_packet: usize,
+) -> std::io::Result<()> {
+    let idle: ClientRead = Box::new(tokio::io::empty());
+    let framed = std::mem::replace(reader, FramedRead::new(idle, PacketCodec::new(max_packet)));
+    let parts = framed.into_parts();
+    let early = std::io::Cursor::new(parts.read_buf.to_vec());
+    let w = std::mem::replace(&mut wire.writer, Box::new(tokio::io::sink()));
+    let io = tokio::io::join(early.chain(parts.io), w);
+    let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(io))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+    let (r, w) = tokio::io::split(stream);
+    *reader = FramedRead::with_capacity(Box::new(r), parts.codec, 512);
+    wire.writer = Box::new(w);
+    Ok(())
 }
 
 /// Backend pools speak utf8mb4; a client that asked for another character

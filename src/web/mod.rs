@@ -213,6 +213,26 @@ fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
             Counter,
             n(&ctx.twopc.stats.resolved_parts),
         ),
+        (
+            "TlsConnectionsAccepted",
+            Counter,
+            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.accepted)),
+        ),
+        (
+            "TlsHandshakesFailed",
+            Counter,
+            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.failed)),
+        ),
+        (
+            "InsecureConnectionsRefused",
+            Counter,
+            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.refused_plain)),
+        ),
+        (
+            "TlsReloads",
+            Counter,
+            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.reloads)),
+        ),
         ("EventLoopBusyPolls", Counter, n(&ctx.busy_polls)),
         ("HeapTrims", Counter, n(&ctx.heap.trims)),
         // Tables whose column types schema tracking learned.
