@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use mysql_async::prelude::Queryable;
 
 const MORE_RESULTS: u16 = 0x0008;
 
@@ -442,6 +443,31 @@ impl Certs {
     }
 }
 
+/// mysql_async over TLS, trusting `ca`, with a client certificate and key
+/// when given.
+async fn tls_driver(
+    port: u16,
+    ca: &str,
+    identity: Option<(String, String)>,
+) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let ssl = mysql_async::SslOpts::default()
+        .with_root_certs(vec![std::path::PathBuf::from(ca).into()])
+        .with_client_identity(identity.map(|(cert, key)| {
+            mysql_async::ClientIdentity::new(
+                std::path::PathBuf::from(cert).into(),
+                std::path::PathBuf::from(key).into(),
+            )
+        }));
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("app"))
+        .db_name(Some("commerce"))
+        .prefer_socket(false)
+        .ssl_opts(Some(ssl));
+    mysql_async::Conn::new(opts).await
+}
+
 /// The `mysql` client against shardgate's port with `args` in front.
 fn mysql_cli(port: u16, args: &[&str], sql: &str) -> std::process::Output {
     std::process::Command::new("mysql")
@@ -496,8 +522,26 @@ async fn tls_clients_are_served_encrypted_and_certificates_reload() {
     assert_eq!(secure.lines().count(), 20_001);
     assert!(secure == plain, "rows differ over TLS");
 
-    // A driver without TLS ignores the offer and is served in the clear.
+    // A driver that asks for TLS runs prepared statements over it (the
+    // binary protocol) and reads what a driver in the clear reads.
     let mut driver = connect_port(port, Some("commerce")).await;
+    let mut secure = tls_driver(port, &ca, None).await.unwrap();
+    let sql = "select seq, repeat('y', seq % 500) from seq_1_to_10000 where seq > ?";
+    let over_tls: Vec<(u64, String)> = secure.exec(sql, (7,)).await.unwrap();
+    assert_eq!(over_tls.len(), 9_993);
+    let in_clear: Vec<(u64, String)> = driver.exec(sql, (7,)).await.unwrap();
+    assert!(over_tls == in_clear, "rows differ over TLS");
+    // ... and is left usable by an error, as in the clear.
+    let e = secure
+        .query_drop("select * from no_such_table")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1146), "{e}");
+    assert_eq!(
+        rows(&mut secure, "select 5").await,
+        vec![vec![Some("5".into())]]
+    );
+    // A driver without TLS ignores the offer and is served in the clear.
     assert_eq!(
         rows(&mut driver, "select 1 + 1").await,
         vec![vec![Some("2".into())]]
@@ -602,8 +646,16 @@ async fn secure_transport_and_client_certificates_are_required_when_asked() {
     );
     let e = try_connect_port(port, Some("commerce")).await.unwrap_err();
     assert_eq!(err_code(&e), Some(3159), "{e}");
-
+    // A driver: refused without a client certificate, in with one.
     let ca = certs.path("ca.pem");
+    assert!(tls_driver(port, &ca, None).await.is_err());
+    let identity = (certs.path("client.pem"), certs.path("client.key"));
+    let mut driver = tls_driver(port, &ca, Some(identity)).await.unwrap();
+    assert_eq!(
+        rows(&mut driver, "select 6").await,
+        vec![vec![Some("6".into())]]
+    );
+
     let tls = ["--ssl", "--ssl-ca", &ca, "--ssl-verify-server-cert"];
     // No client certificate, or one from a CA the server does not trust.
     let out = mysql_cli(port, &tls, "select 1");
