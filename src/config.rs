@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod vtgate;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::topo::store::TopoImpl;
@@ -127,25 +129,6 @@ pub struct ServeArgs {
     /// query log form (`--log_queries_to_file`).
     #[arg(long = "log_queries_to_file", alias = "log-queries-to-file")]
     pub log_queries_to_file: Option<PathBuf>,
-    /// vtgate flags shardgate takes so that vtgate's start scripts run
-    /// unchanged, though it has nothing they would set (no gRPC API, no
-    /// pprof endpoint, no config file): each one given is named in a
-    /// warning at start.
-    #[arg(long = "grpc_port", alias = "grpc-port", hide = true)]
-    pub grpc_port: Option<u16>,
-    /// See `grpc_port`.
-    #[arg(long = "service_map", alias = "service-map", hide = true)]
-    pub service_map: Option<String>,
-    /// See `grpc_port`.
-    #[arg(long = "pprof-http", alias = "pprof_http", hide = true)]
-    pub pprof_http: bool,
-    /// See `grpc_port`.
-    #[arg(
-        long = "config-file-not-found-handling",
-        alias = "config_file_not_found_handling",
-        hide = true
-    )]
-    pub config_file_not_found_handling: Option<String>,
     /// Client authentication: none (any user; keep the listener on loopback) or static.
     #[arg(
         long = "mysql-auth-server-impl",
@@ -159,6 +142,23 @@ pub struct ServeArgs {
         alias = "mysql_auth_server_static_file"
     )]
     pub mysql_auth_server_static_file: Option<PathBuf>,
+    /// The static auth JSON itself, instead of a file (vtgate's flag).
+    #[arg(
+        long = "mysql_auth_server_static_string",
+        alias = "mysql-auth-server-static-string",
+        conflicts_with = "mysql_auth_server_static_file"
+    )]
+    pub mysql_auth_server_static_string: Option<String>,
+    /// Read the static auth file again this often (a Go duration; 0:
+    /// only on SIGHUP), so that users and passwords change without a
+    /// restart; vtgate's flag.
+    #[arg(
+        long = "mysql_auth_static_reload_interval",
+        alias = "mysql-auth-static-reload-interval",
+        default_value = "0",
+        value_parser = parse_duration
+    )]
+    pub mysql_auth_static_reload_interval: std::time::Duration,
     /// Client TLS: the server's certificate chain (PEM). With the key,
     /// TCP clients are offered TLS; SIGHUP reads the files again.
     #[arg(long = "mysql_server_ssl_cert", alias = "mysql-server-ssl-cert")]
@@ -189,7 +189,9 @@ pub struct ServeArgs {
     /// Refuse TCP clients that do not use TLS (needs the certificate and key).
     #[arg(
         long = "mysql_server_require_secure_transport",
-        alias = "mysql-server-require-secure-transport"
+        alias = "mysql-server-require-secure-transport",
+        default_value_t = false,
+        num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set
     )]
     pub mysql_server_require_secure_transport: bool,
     /// Version string sent in the handshake.
@@ -247,13 +249,13 @@ pub struct ServeArgs {
     /// reports (`@@socket`) rather than TCP loopback, as vttablet talks to
     /// its mysqld: cheaper per query for both sides. Tablets elsewhere, or
     /// whose socket cannot be opened, stay on TCP.
-    #[arg(long = "tablet-local-socket", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long = "tablet-local-socket", alias = "tablet_local_socket", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tablet_local_socket: bool,
     /// Run statements on shardgate's own lean tablet connections (the fast
     /// path); `false` sends everything through the mysql_async pools, the
     /// fallback used when a tablet cannot be reached that way (for A/B runs
     /// and for testing that path).
-    #[arg(long = "lean-connections", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long = "lean-connections", alias = "lean_connections", default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub lean_connections: bool,
     /// Tablet connections client sessions may keep between statements,
     /// server-wide (session affinity: a busy client skips the pool; at
@@ -319,6 +321,9 @@ pub struct ServeArgs {
         long = "schema-change-signal",
         alias = "schema_change_signal",
         default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
         action = clap::ArgAction::Set
     )]
     pub schema_change_signal: bool,
@@ -358,7 +363,7 @@ pub struct ServeArgs {
     /// `SHOW PROCESSLIST` on a MySQL server lists them; what the `mysql`
     /// client sends on Ctrl-C); without it KILL is refused (error 1095),
     /// as vtgate refuses it. Never passed to a tablet either way.
-    #[arg(long = "allow-kill-statement", alias = "allow_kill_statement")]
+    #[arg(long = "allow-kill-statement", alias = "allow_kill_statement", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub allow_kill_statement: bool,
     /// Who may change VSchemas with `ALTER VSCHEMA` statements: a
     /// comma-separated list of users, `%` for everyone; nobody when empty
@@ -372,7 +377,7 @@ pub struct ServeArgs {
     /// Refuse reads that go to every shard of a keyspace unless the
     /// statement says `/*vt+ ALLOW_SCATTER */` (error 1235): vtgate's flag,
     /// for applications that must always route by a vindex.
-    #[arg(long = "no_scatter", alias = "no-scatter")]
+    #[arg(long = "no_scatter", alias = "no-scatter", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub no_scatter: bool,
     /// Every statement's timeout in milliseconds (0: none): a statement
     /// still running after it is stopped (its tablet queries killed) and
@@ -381,6 +386,23 @@ pub struct ServeArgs {
     /// flag.
     #[arg(long = "query-timeout", alias = "query_timeout", default_value_t = 0)]
     pub query_timeout: u64,
+    /// vtgate's statement timeout as a Go duration (`30s`; 0: none), used
+    /// when `--query-timeout` is not given.
+    #[arg(
+        long = "mysql_server_query_timeout",
+        alias = "mysql-server-query-timeout",
+        default_value = "0",
+        value_parser = parse_duration
+    )]
+    pub mysql_server_query_timeout: std::time::Duration,
+    /// A new session's `@@workload`: OLTP, OLAP or DBA (vtgate's flag;
+    /// rows always stream, so the choice shows only in `@@workload`).
+    #[arg(
+        long = "mysql_default_workload",
+        alias = "mysql-default-workload",
+        default_value = "OLTP"
+    )]
+    pub mysql_default_workload: String,
     /// How many rows a statement may hold in shardgate's memory at once
     /// (a nested-loop join's left rows, or the joined rows its gate
     /// sorts or groups); beyond it the statement fails (error 1041)
@@ -394,7 +416,7 @@ pub struct ServeArgs {
     /// Hold a shard's primary-bound statements (outside transactions)
     /// while its primary changes (`ctl planned-reparent-shard`), and send
     /// them to the new one, rather than fail them; vtgate's flag.
-    #[arg(long = "enable_buffer", alias = "enable-buffer")]
+    #[arg(long = "enable_buffer", alias = "enable-buffer", default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_buffer: bool,
     /// How long one statement may be held (a Go duration).
     #[arg(

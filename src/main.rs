@@ -20,7 +20,10 @@ use shardgate::vschema::KeyspaceVSchema;
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // vtgate's command lines as they are: Go's flag syntax, and vtgate
+    // flags with nothing to act on here taken out (named below).
+    let vtgate = shardgate::config::vtgate::rewrite(std::env::args_os());
+    let cli = Cli::parse_from(&vtgate.args);
     let serve_args = match &cli.command {
         Some(Command::Serve(a)) => Some(a),
         None => Some(&cli.serve),
@@ -56,6 +59,9 @@ fn main() -> ExitCode {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init(),
+    }
+    for line in vtgate.report() {
+        tracing::warn!("{line}");
     }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -167,13 +173,17 @@ async fn serve(
     })?;
     let auth = match args.mysql_auth_server_impl.as_str() {
         "none" => Auth::None,
-        "static" => {
-            let file = args
-                .mysql_auth_server_static_file
-                .as_ref()
-                .ok_or("--mysql-auth-server-impl static needs --mysql-auth-server-static-file")?;
-            Auth::load_static(file)?
-        }
+        "static" => match (
+            &args.mysql_auth_server_static_file,
+            &args.mysql_auth_server_static_string,
+        ) {
+            (Some(file), _) => Auth::load_static(file)?,
+            (None, Some(json)) => Auth::parse_static(json.as_bytes())
+                .map_err(|e| format!("--mysql_auth_server_static_string: {e}"))?,
+            (None, None) => return Err(
+                "--mysql-auth-server-impl static needs --mysql-auth-server-static-file (or --mysql_auth_server_static_string)".into(),
+            ),
+        },
         other => {
             return Err(format!(
                 "--mysql-auth-server-impl: unknown value '{other}' (none or static)"
@@ -208,6 +218,11 @@ async fn serve(
             ..BackendConfig::default()
         },
         auth,
+        auth_file: (args.mysql_auth_server_impl == "static")
+            .then(|| args.mysql_auth_server_static_file.clone())
+            .flatten(),
+        auth_reload_interval: (!args.mysql_auth_static_reload_interval.is_zero())
+            .then_some(args.mysql_auth_static_reload_interval),
         server_version: args.mysql_server_version.clone(),
         transaction_mode: args.transaction_mode,
         twopc_abandon_age: args.twopc_abandon_age,
@@ -218,12 +233,25 @@ async fn serve(
         no_scatter: args.no_scatter,
         default_tablet_type: args.default_tablet_type,
         query_log: args.log_queries_to_file.clone(),
-        tls: tls.clone(),
+        tls,
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,
         ),
-        query_timeout: (args.query_timeout > 0)
-            .then(|| std::time::Duration::from_millis(args.query_timeout)),
+        query_timeout: match args.query_timeout {
+            0 => (!args.mysql_server_query_timeout.is_zero())
+                .then_some(args.mysql_server_query_timeout),
+            ms => Some(std::time::Duration::from_millis(ms)),
+        },
+        default_workload: match args.mysql_default_workload.to_ascii_uppercase().as_str() {
+            "OLTP" | "UNSPECIFIED" => None,
+            w @ ("OLAP" | "DBA") => Some(w.to_string()),
+            other => {
+                return Err(format!(
+                    "--mysql_default_workload must be one of [OLTP, OLAP, DBA, UNSPECIFIED], not {other}"
+                )
+                .into())
+            }
+        },
         schema_tracking: args.schema_change_signal,
         health: (args.health_check_interval_ms > 0).then(|| shardgate::gateway::health::Config {
             interval: std::time::Duration::from_millis(args.health_check_interval_ms),
@@ -244,25 +272,13 @@ async fn serve(
         loops,
         busy_polls,
     };
-    let ignored = [
-        ("--grpc_port", args.grpc_port.is_some()),
-        ("--service_map", args.service_map.is_some()),
-        ("--pprof-http", args.pprof_http),
-    ];
-    for (flag, _) in ignored.iter().filter(|(_, given)| *given) {
-        tracing::warn!(
-            "{flag} is a vtgate flag shardgate has nothing for (no gRPC API or pprof): ignored"
-        );
-    }
     let running = server::start(opts).await?;
     if let Some(path) = &args.pid_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("--pid_file {}: {e}", path.display()))?;
     }
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
-    if let Some(tls) = tls {
-        tokio::spawn(reload_tls_on_sighup(tls));
-    }
+    tokio::spawn(reload_on_sighup(running.ctx.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -304,18 +320,28 @@ fn client_tls(
     Ok(Some(std::sync::Arc::new(tls)))
 }
 
-/// Reads the TLS files again on each SIGHUP, as vtgate does: rotated
-/// certificates reach new connections without a restart.
-async fn reload_tls_on_sighup(tls: std::sync::Arc<shardgate::frontend::tls::Tls>) {
+/// Reads the TLS files and the static auth file again on each SIGHUP, as
+/// vtgate does: rotated certificates and passwords reach new connections
+/// without a restart. A file that does not load leaves the old in force.
+async fn reload_on_sighup(ctx: std::sync::Arc<server::ServerCtx>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => tracing::info!("TLS configuration reloaded"),
+        if let Some(tls) = &ctx.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS configuration reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS configuration not reloaded; the old one serves")
+                }
+            }
+        }
+        match ctx.auth.reload() {
+            Ok(true) => tracing::info!("static auth file read again: users changed"),
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, "TLS configuration not reloaded; the old one serves")
+                tracing::error!(error = %e, "static auth file not read again; its last users stay")
             }
         }
     }

@@ -23,8 +23,8 @@ pub struct ServerCtx {
     pub pools: Pools,
     /// Tablet picking.
     pub gateway: Gateway,
-    /// Who may connect.
-    pub auth: Auth,
+    /// Who may connect (read again when its file changes).
+    pub auth: crate::frontend::auth::Users,
     /// Version string in the handshake.
     pub server_version: String,
     /// Largest client packet accepted.
@@ -89,6 +89,9 @@ pub struct ServerCtx {
     /// The tablets' login, for statements that ask one tablet's server
     /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
     pub login: topo::schema::Login,
+    /// `@@workload` of a new session (`--mysql_default_workload`; None:
+    /// vtgate's default, OLTP).
+    pub default_workload: Option<String>,
     /// Client TLS (`--mysql_server_ssl_cert` and the rest); None: no
     /// client is offered TLS.
     pub tls: Option<Arc<crate::frontend::tls::Tls>>,
@@ -108,7 +111,7 @@ impl ServerCtx {
             snapshot,
             pools: Pools::new(backend),
             gateway: Gateway::default(),
-            auth,
+            auth: crate::frontend::auth::Users::new(auth, None),
             server_version,
             max_packet: 64 << 20,
             watch_stats: Arc::new(WatchStats::default()),
@@ -139,6 +142,7 @@ impl ServerCtx {
                 password: String::new(),
             },
             tls: None,
+            default_workload: None,
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -170,6 +174,11 @@ pub struct ServeOptions {
     pub backend: BackendConfig,
     /// Client authentication.
     pub auth: Auth,
+    /// The static auth file `auth` was read from, read again on SIGHUP
+    /// and every `auth_reload_interval` (None: the users never change).
+    pub auth_file: Option<std::path::PathBuf>,
+    /// `--mysql_auth_static_reload_interval` (None: only on SIGHUP).
+    pub auth_reload_interval: Option<std::time::Duration>,
     /// Handshake version string.
     pub server_version: String,
     /// How far a transaction may reach.
@@ -191,6 +200,8 @@ pub struct ServeOptions {
     pub default_tablet_type: crate::sql::TabletType,
     /// `--log_queries_to_file`.
     pub query_log: Option<std::path::PathBuf>,
+    /// `--mysql_default_workload` when not OLTP.
+    pub default_workload: Option<String>,
     /// Client TLS, loaded from its files (None: plain connections only).
     pub tls: Option<Arc<crate::frontend::tls::Tls>>,
     /// `--query-timeout` (None: statements have no timeout).
@@ -264,7 +275,13 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         user: opts.backend.user.clone(),
         password: opts.backend.password.clone(),
     };
-    let mut ctx = ServerCtx::new(handle.clone(), opts.backend, opts.auth, opts.server_version);
+    // The users come with their file, set below.
+    let mut ctx = ServerCtx::new(
+        handle.clone(),
+        opts.backend,
+        Auth::None,
+        opts.server_version,
+    );
     ctx.transaction_mode = opts.transaction_mode;
     ctx.twopc = crate::executor::twopc::Coordinator::new(
         store.beside(crate::executor::twopc::STORE_SUFFIX),
@@ -278,6 +295,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.no_scatter = opts.no_scatter;
     ctx.default_tablet_type = opts.default_tablet_type;
     ctx.tls = opts.tls;
+    ctx.default_workload = opts.default_workload;
+    ctx.auth = crate::frontend::auth::Users::new(opts.auth, opts.auth_file);
     if let Some(path) = &opts.query_log {
         let log = crate::querylog::QueryLog::open(path).map_err(|source| ServeError::File {
             path: path.clone(),
@@ -296,6 +315,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     topo::watch::note_problems(&ctx.watch_stats, &problems);
     let ctx = Arc::new(ctx);
     ctx.pools.reconcile(&handle.load());
+    if let Some(every) = opts.auth_reload_interval.filter(|_| ctx.auth.from_file()) {
+        tokio::spawn(reload_users(Arc::downgrade(&ctx), every));
+    }
     tokio::spawn(crate::executor::deadlock::run(Arc::downgrade(&ctx)));
     tokio::spawn(crate::executor::twopc::run(Arc::downgrade(&ctx)));
     if let Some(cfg) = opts.health {
@@ -371,6 +393,25 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         shutdown: tx,
         task,
     })
+}
+
+/// Reads the static auth file again every `every` while the server runs
+/// (`--mysql_auth_static_reload_interval`).
+async fn reload_users(ctx: std::sync::Weak<ServerCtx>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        match ctx.auth.reload() {
+            Ok(true) => tracing::info!("static auth file read again: users changed"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "static auth file not read again; its last users stay")
+            }
+        }
+    }
 }
 
 /// A listener the accept loop can take connections from (TCP or Unix).

@@ -741,3 +741,147 @@ async fn secure_transport_and_client_certificates_are_required_when_asked() {
         "SSLv3",
     );
 }
+
+/// The static auth file is read again every
+/// `--mysql_auth_static_reload_interval` and on SIGHUP: a password
+/// changed in the file lets the new one in and keeps the old one out,
+/// without a restart and without dropping a connected client; a file
+/// that does not parse leaves the users as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_auth_file_changes_reach_new_connections() {
+    let dir = temp_dir("auth-reload");
+    let file = dir.join("auth.json");
+    let users = |pw: &str| format!(r#"{{"carol": [{{"Password": "{pw}"}}]}}"#);
+    let login = |port: u16, pw: &str| {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some("carol"))
+            .pass(Some(pw.to_string()))
+            .db_name(Some("commerce"))
+            .prefer_socket(false);
+        mysql_async::Conn::new(opts)
+    };
+    for reload in ["interval", "sighup"] {
+        std::fs::write(&file, users("first")).unwrap();
+        let mut args = vec![
+            "--mysql_auth_server_impl".to_string(),
+            "static".into(),
+            "--mysql_auth_server_static_file".into(),
+            file.display().to_string(),
+        ];
+        if reload == "interval" {
+            args.extend(["--mysql_auth_static_reload_interval".into(), "100ms".into()]);
+        }
+        let (port, web, pid) = spawn_shardgate_pid(&args).await;
+        let mut before = login(port, "first").await.unwrap();
+        std::fs::write(&file, users("second")).unwrap();
+        if reload == "sighup" {
+            // Without the signal nothing is read again.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(login(port, "first").await.is_ok(), "{reload}");
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+        }
+        let changed = eventually(10, || async move {
+            (debug_var_at(web, "AuthReloads").await == 1).then_some(())
+        })
+        .await;
+        assert!(changed.is_some(), "{reload}: the file was not read again");
+        let e = login(port, "first").await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1045), "{reload}: {e}");
+        let mut after = login(port, "second").await.unwrap();
+        assert_eq!(
+            rows(&mut after, "select 1").await,
+            vec![vec![Some("1".into())]]
+        );
+        assert_eq!(
+            rows(&mut before, "select 2").await,
+            vec![vec![Some("2".into())]]
+        );
+        // A broken file keeps the users that were read last.
+        std::fs::write(&file, "{\"carol\": [").unwrap();
+        if reload == "sighup" {
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(login(port, "second").await.is_ok(), "{reload}");
+        assert_eq!(debug_var_at(web, "AuthReloads").await, 1, "{reload}");
+    }
+}
+
+/// A vtgate command line as deployments write it (the operator's and
+/// hand-written units' flags, in Go's syntax: one dash, `=true`, values
+/// after a space or `=`) starts shardgate: the flags with nothing to act
+/// on are named in the log by reason, the ones that shape serving take
+/// effect (`--mysql_default_workload`, `--mysql_server_query_timeout`,
+/// `--mysql_auth_server_static_string`, `--enable_buffer=true`,
+/// `--no_scatter=false`); a misspelt flag still stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
+    let dir = temp_dir("vtgate-line");
+    let line = format!(
+        "-logtostderr -alsologtostderr=true -v 1 -stderrthreshold=0 -cell zone1 \
+         -cells_to_watch zone1 -tablet_types_to_wait PRIMARY,REPLICA \
+         -service_map grpc-vtgateservice -grpc_port 15999 -grpc_max_message_size 16777216 \
+         -grpc_keepalive_time=10s -grpc_use_effective_callerid -mysql_auth_server_impl static \
+         -mysql_auth_server_static_string {{\"dave\":[{{\"Password\":\"pw\"}}]}} \
+         -mysql_default_workload olap -mysql_server_query_timeout 400ms \
+         -gateway_initial_tablet_timeout 30s -healthcheck_timeout=2s -srv_topo_timeout 1s \
+         -tablet_refresh_interval 1m -planner-version Gen4 -normalize_queries=true \
+         -enable_buffer=true -buffer_window 10s -no_scatter=false -enable_system_settings \
+         -tracer noop -emit_stats=false -keyspaces_to_watch commerce,customer \
+         -log_dir {}",
+        dir.display()
+    );
+    let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+    let (port, _) = spawn_shardgate(&args).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("dave"))
+        .pass(Some("pw"))
+        .db_name(Some("commerce"))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    assert_eq!(
+        rows(&mut conn, "select @@workload").await,
+        vec![vec![Some("OLAP".into())]]
+    );
+    let started = std::time::Instant::now();
+    let e = conn.query_drop("select sleep(3)").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The session goes on; a scatter is allowed (no_scatter=false).
+    assert_eq!(
+        rows(&mut conn, "select 4").await,
+        vec![vec![Some("4".into())]]
+    );
+
+    let log = std::fs::read_to_string(dir.join("shardgate.log")).unwrap();
+    let said =
+        |reason: &str, flags: &str| log.lines().any(|l| l.contains(reason) && l.contains(flags));
+    assert!(
+        said(
+            "glog",
+            "--logtostderr --alsologtostderr --v --stderrthreshold"
+        ),
+        "{log}"
+    );
+    assert!(said("gRPC", "--service_map --grpc_port --grpc_max_message_size --grpc_keepalive_time --grpc_use_effective_callerid"), "{log}");
+    assert!(said("discovery", "--gateway_initial_tablet_timeout --healthcheck_timeout --srv_topo_timeout --tablet_refresh_interval"), "{log}");
+    assert!(said("does not have", "--keyspaces_to_watch"), "{log}");
+
+    // A flag neither vtgate's list nor shardgate knows stops the start.
+    let out = shardgate_cmd(&["serve", "-mysql_server_prot", "15306"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--mysql_server_prot"),
+        "{err}"
+    );
+    let out = shardgate_cmd(&["serve", "--mysql_default_workload", "batch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("OLTP, OLAP, DBA"),
+        "{err}"
+    );
+}

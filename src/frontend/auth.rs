@@ -2,7 +2,10 @@
 //! mysql_native_password verification.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 
 use sha1::{Digest, Sha1};
 
@@ -16,7 +19,7 @@ pub enum Credential {
 }
 
 /// Who may connect (`--mysql-auth-server-impl`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     /// `none`: any user, any password (local use).
     None,
@@ -95,6 +98,55 @@ impl Auth {
     }
 }
 
+/// Who may connect, as the handshake reads it: the users now, swapped
+/// whole when the static auth file changes (vtgate reads it again on
+/// SIGHUP and every `--mysql_auth_static_reload_interval`), so passwords
+/// can be rotated without a restart; connected clients stay connected.
+#[derive(Debug)]
+pub struct Users {
+    current: ArcSwap<Auth>,
+    file: Option<PathBuf>,
+    /// Times a read of the file found new users.
+    pub reloads: AtomicU64,
+}
+
+impl Users {
+    /// The users `auth` names; `file` is where they were read from, to be
+    /// read again (None: they never change).
+    pub fn new(auth: Auth, file: Option<PathBuf>) -> Users {
+        Users {
+            current: ArcSwap::from_pointee(auth),
+            file,
+            reloads: AtomicU64::new(0),
+        }
+    }
+
+    /// The users now.
+    pub fn load(&self) -> arc_swap::Guard<std::sync::Arc<Auth>> {
+        self.current.load()
+    }
+
+    /// Whether a file backs the users (and reloading can change them).
+    pub fn from_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Reads the file again; Ok(true) when the users changed. A file that
+    /// does not load leaves the users as they were.
+    pub fn reload(&self) -> Result<bool, AuthError> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        let fresh = Auth::load_static(file)?;
+        if **self.current.load() == fresh {
+            return Ok(false);
+        }
+        self.current.store(std::sync::Arc::new(fresh));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+}
+
 fn parse_native_hash(s: &str) -> Option<[u8; 20]> {
     let h = s.strip_prefix('*')?;
     if h.len() != 40 {
@@ -154,5 +206,28 @@ mod tests {
         assert!(!auth.verify("carol", salt, &good));
         assert!(auth.verify("nopw", salt, b""));
         assert!(!auth.verify("nopw", salt, &good));
+    }
+
+    #[test]
+    fn a_reload_swaps_users_only_when_the_file_changed() {
+        let dir = std::env::temp_dir().join(format!("sg-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("auth.json");
+        std::fs::write(&file, r#"{"alice": [{"Password": "a"}]}"#).unwrap();
+        let users = Users::new(Auth::load_static(&file).unwrap(), Some(file.clone()));
+        let salt = b"abcdefghijklmnopqrst";
+        let scramble = |pw: &[u8]| mysql_common::scramble::scramble_native(salt, pw).unwrap();
+        assert!(users.load().verify("alice", salt, &scramble(b"a")));
+        assert!(!users.reload().unwrap());
+        std::fs::write(&file, r#"{"alice": [{"Password": "b"}]}"#).unwrap();
+        assert!(users.reload().unwrap());
+        assert!(!users.load().verify("alice", salt, &scramble(b"a")));
+        assert!(users.load().verify("alice", salt, &scramble(b"b")));
+        std::fs::write(&file, "{not json").unwrap();
+        assert!(users.reload().is_err());
+        assert!(users.load().verify("alice", salt, &scramble(b"b")));
+        assert_eq!(users.reloads.load(Ordering::Relaxed), 1);
+        assert!(!Users::new(Auth::None, None).reload().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -678,7 +678,8 @@ async fn handshake(
         resp.auth_plugin(),
         None | Some(AuthPlugin::MysqlNativePassword)
     );
-    if !native && !matches!(ctx.auth, auth::Auth::None) {
+    let users = ctx.auth.load();
+    if !native && !matches!(**users, auth::Auth::None) {
         // Ask the client to answer in mysql_native_password instead.
         let mut data = salt.to_vec();
         data.push(0);
@@ -692,7 +693,7 @@ async fn handshake(
         wire.seq = pkt.seq.wrapping_add(1);
         response = pkt.payload.to_vec();
     }
-    if !ctx.auth.verify(&user, &salt, &response) {
+    if !users.verify(&user, &salt, &response) {
         let e = Error::AccessDenied {
             user,
             host: peer.to_string(),
@@ -704,6 +705,7 @@ async fn handshake(
     session.user = user;
     // A session that names no database reads where the flag says too.
     session.read_type = Session::default_read_type(ctx, "");
+    session.take_server_defaults(ctx);
     // A setting like any other: the session's connections are brought to
     // it, and its reads share the connections that carry it.
     if let Some(charset) = charset_setting(resp.collation()) {
@@ -958,6 +960,7 @@ async fn command_loop(
                 session.user = user;
                 session.read_type = read_type;
                 session.shards.control = control;
+                session.take_server_defaults(ctx);
                 wire.sent_columns.clear();
                 wire.push(&ok_status(session));
             }

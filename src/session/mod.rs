@@ -154,6 +154,15 @@ impl Session {
     /// The tablet type a session's plain reads go to when its target,
     /// written `text`, names none: `--default_tablet_type` unless that is
     /// the primary.
+    /// What a new (or reset) session takes from the server's flags beyond
+    /// its target: `--mysql_default_workload`, as `@@workload` answers it.
+    pub fn take_server_defaults(&mut self, ctx: &ServerCtx) {
+        if let Some(workload) = &ctx.default_workload {
+            self.vitess_vars.retain(|(n, _)| *n != "workload");
+            self.vitess_vars.push(("workload", workload.clone()));
+        }
+    }
+
     pub fn default_read_type(ctx: &ServerCtx, text: &str) -> Option<TabletType> {
         (ctx.default_tablet_type != TabletType::Primary && !text.contains('@'))
             .then_some(ctx.default_tablet_type)

@@ -746,8 +746,9 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             out.vitess.push((known, vitess_value(known, &raw_value())?));
         } else if bare == "autocommit" && !out.global {
             let val = value();
-            out.autocommit = Some(match val.as_str() {
-                "1" | "on" | "true" => true,
+            // `on` may come backquoted, and DEFAULT is MySQL's default, on.
+            out.autocommit = Some(match val.trim_matches('`') {
+                "1" | "on" | "true" | "default" => true,
                 "0" | "off" | "false" => false,
                 _ => return Err(SqlError::BadAutocommit(val)),
             });
@@ -2337,6 +2338,16 @@ mod tests {
         };
         assert!(s.global);
         assert!(classify("set autocommit = maybe").is_err());
+        for (sql, on) in [
+            ("set @@autocommit = default", true),
+            ("set autocommit = `off`", false),
+            ("set autocommit = `on`", true),
+        ] {
+            let Statement::Set(s) = classify(sql).unwrap() else {
+                panic!("{sql}")
+            };
+            assert_eq!(s.autocommit, Some(on), "{sql}");
+        }
     }
 
     #[test]

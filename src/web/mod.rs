@@ -233,6 +233,7 @@ fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
             Counter,
             ctx.tls.as_ref().map_or(0, |t| n(&t.stats.reloads)),
         ),
+        ("AuthReloads", Counter, n(&ctx.auth.reloads)),
         ("EventLoopBusyPolls", Counter, n(&ctx.busy_polls)),
         ("HeapTrims", Counter, n(&ctx.heap.trims)),
         // Tables whose column types schema tracking learned.
