@@ -13,9 +13,12 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 # The TLS tests make their certificates with the openssl tool.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The PROXY protocol test puts a real HAProxy in front of shardgate (and
+# the load harness compares against one).
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl"
+  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl haproxy"
   exit 0
 fi
 

@@ -386,6 +386,19 @@ pub struct ServeArgs {
     /// flag.
     #[arg(long = "query-timeout", alias = "query_timeout", default_value_t = 0)]
     pub query_timeout: u64,
+    /// Read HAProxy's PROXY protocol header (v1 or v2) before greeting a
+    /// TCP client and take its address from it; a client that sends none
+    /// within 2 s is served with its socket's address (vtgate's flag).
+    #[arg(
+        long = "proxy_protocol",
+        alias = "proxy-protocol",
+        default_value_t = false,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub proxy_protocol: bool,
     /// vtgate's statement timeout as a Go duration (`30s`; 0: none), used
     /// when `--query-timeout` is not given.
     #[arg(

@@ -242,6 +242,7 @@ async fn serve(
                 .then_some(args.mysql_server_query_timeout),
             ms => Some(std::time::Duration::from_millis(ms)),
         },
+        proxy_protocol: args.proxy_protocol,
         default_workload: match args.mysql_default_workload.to_ascii_uppercase().as_str() {
             "OLTP" | "UNSPECIFIED" => None,
             w @ ("OLAP" | "DBA") => Some(w.to_string()),

@@ -89,6 +89,9 @@ pub struct ServerCtx {
     /// The tablets' login, for statements that ask one tablet's server
     /// about itself (`SHOW VITESS_REPLICATION_STATUS`).
     pub login: topo::schema::Login,
+    /// Read a PROXY protocol header before greeting a TCP client
+    /// (`--proxy_protocol`): the client's address is the header's.
+    pub proxy_protocol: bool,
     /// `@@workload` of a new session (`--mysql_default_workload`; None:
     /// vtgate's default, OLTP).
     pub default_workload: Option<String>,
@@ -143,6 +146,7 @@ impl ServerCtx {
             },
             tls: None,
             default_workload: None,
+            proxy_protocol: false,
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -200,6 +204,8 @@ pub struct ServeOptions {
     pub default_tablet_type: crate::sql::TabletType,
     /// `--log_queries_to_file`.
     pub query_log: Option<std::path::PathBuf>,
+    /// `--proxy_protocol`.
+    pub proxy_protocol: bool,
     /// `--mysql_default_workload` when not OLTP.
     pub default_workload: Option<String>,
     /// Client TLS, loaded from its files (None: plain connections only).
@@ -296,6 +302,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.default_tablet_type = opts.default_tablet_type;
     ctx.tls = opts.tls;
     ctx.default_workload = opts.default_workload;
+    ctx.proxy_protocol = opts.proxy_protocol;
     ctx.auth = crate::frontend::auth::Users::new(opts.auth, opts.auth_file);
     if let Some(path) = &opts.query_log {
         let log = crate::querylog::QueryLog::open(path).map_err(|source| ServeError::File {

@@ -885,3 +885,144 @@ async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
         "{err}"
     );
 }
+
+/// vtgate's `--proxy_protocol`: behind a real HAProxy that sends PROXY
+/// headers (version 1 with `send-proxy`, version 2 with `send-proxy-v2`)
+/// the `mysql` client is served; behind a relay that names another
+/// client (as a balancer in front of remote clients would), the
+/// access-denied message names that client's address, for both header
+/// versions; a client that sends no header is served after the wait;
+/// bytes that are not a header close the connection without a greeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_headers_name_the_client() {
+    let dir = temp_dir("proxyproto");
+    let file = dir.join("auth.json");
+    std::fs::write(&file, r#"{"alice": [{"Password": "pw"}]}"#).unwrap();
+    let (port, _) = spawn_shardgate(&[
+        "--mysql_auth_server_impl".into(),
+        "static".into(),
+        "--mysql_auth_server_static_file".into(),
+        file.display().to_string(),
+        "--proxy_protocol".into(),
+    ])
+    .await;
+
+    let (v1, v2) = (free_port(), free_port());
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+             listen v1\n  bind 127.0.0.1:{v1}\n  server sg 127.0.0.1:{port} send-proxy\n\
+             listen v2\n  bind 127.0.0.1:{v2}\n  server sg 127.0.0.1:{port} send-proxy-v2\n"
+        ),
+    )
+    .unwrap();
+    let mut haproxy = std::process::Command::new("haproxy")
+        .args(["-f", &cfg.display().to_string(), "-db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    track_pid(haproxy.id() as i32);
+    let cli = |at: u16, pw: &str| {
+        std::process::Command::new("mysql")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{at}"),
+                "-ualice",
+                &format!("-p{pw}"),
+            ])
+            .args(["--batch", "commerce", "-e", "select 1 + 1"])
+            .output()
+            .unwrap()
+    };
+    for at in [v1, v2] {
+        let up = eventually(10, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", at))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        assert!(up.is_some(), "haproxy did not listen");
+        assert_eq!(stdout(&cli(at, "pw")), "1 + 1\n2\n");
+        let out = cli(at, "wrong");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ERROR 1045") && err.contains("'alice'@'127.0.0.1'"),
+            "{err}"
+        );
+    }
+
+    // A balancer in front of remote clients: the header names them.
+    let relay = |header: Vec<u8>| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            server.write_all(&header).await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        });
+        at
+    };
+    let mut v2_header = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    v2_header.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+    v2_header.extend([0; 15]);
+    v2_header.extend([1, 0x17, 0x70, 0x3b, 0xca]);
+    for (header, client) in [
+        (
+            b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 15306\r\n".to_vec(),
+            "203.0.113.7",
+        ),
+        (v2_header, "2001:db8::7"),
+    ] {
+        let at = relay(header).await;
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(at)
+            .user(Some("alice"))
+            .pass(Some("nope"))
+            .prefer_socket(false);
+        let e = mysql_async::Conn::new(opts).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1045), "{e}");
+        assert!(
+            e.to_string().contains(&format!("'alice'@'{client}'")),
+            "{e}"
+        );
+    }
+
+    // No header: served with the socket's address once the wait is over.
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("alice"))
+        .pass(Some("pw"))
+        .prefer_socket(false);
+    let mut plain = mysql_async::Conn::new(opts).await.unwrap();
+    assert_eq!(
+        rows(&mut plain, "select 3").await,
+        vec![vec![Some("3".into())]]
+    );
+
+    // Not a header: closed, never greeted.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "greeted: {got:?}");
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+}

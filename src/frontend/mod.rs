@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod codec;
 pub mod packets;
+pub mod proxy;
 pub mod tls;
 
 use std::sync::atomic::Ordering;
@@ -487,6 +488,18 @@ pub async fn handle(
     ctx: Arc<ServerCtx>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let mut peer = peer;
+    if ctx.proxy_protocol {
+        match Box::pin(proxy::read_header(&mut stream, proxy::HEADER_WAIT)).await {
+            Ok(Some(client)) => peer = client,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "connection closed: no PROXY protocol header");
+                return;
+            }
+        }
+    }
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
     serve_client(
