@@ -399,6 +399,24 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub proxy_protocol: bool,
+    /// Disconnect a client that sends nothing for this long, between
+    /// commands or inside one (a Go duration; 0: never); vtgate's flag.
+    #[arg(
+        long = "mysql_server_read_timeout",
+        alias = "mysql-server-read-timeout",
+        default_value = "0",
+        value_parser = parse_duration
+    )]
+    pub mysql_server_read_timeout: std::time::Duration,
+    /// Disconnect a client that takes none of its results' bytes for this
+    /// long (a Go duration; 0: never); vtgate's flag.
+    #[arg(
+        long = "mysql_server_write_timeout",
+        alias = "mysql-server-write-timeout",
+        default_value = "0",
+        value_parser = parse_duration
+    )]
+    pub mysql_server_write_timeout: std::time::Duration,
     /// vtgate's statement timeout as a Go duration (`30s`; 0: none), used
     /// when `--query-timeout` is not given.
     #[arg(

@@ -221,8 +221,7 @@ async fn serve(
         auth_file: (args.mysql_auth_server_impl == "static")
             .then(|| args.mysql_auth_server_static_file.clone())
             .flatten(),
-        auth_reload_interval: (!args.mysql_auth_static_reload_interval.is_zero())
-            .then_some(args.mysql_auth_static_reload_interval),
+        auth_reload_interval: nonzero(args.mysql_auth_static_reload_interval),
         server_version: args.mysql_server_version.clone(),
         transaction_mode: args.transaction_mode,
         twopc_abandon_age: args.twopc_abandon_age,
@@ -238,11 +237,12 @@ async fn serve(
             &args.vschema_ddl_authorized_users,
         ),
         query_timeout: match args.query_timeout {
-            0 => (!args.mysql_server_query_timeout.is_zero())
-                .then_some(args.mysql_server_query_timeout),
+            0 => nonzero(args.mysql_server_query_timeout),
             ms => Some(std::time::Duration::from_millis(ms)),
         },
         proxy_protocol: args.proxy_protocol,
+        read_timeout: nonzero(args.mysql_server_read_timeout),
+        write_timeout: nonzero(args.mysql_server_write_timeout),
         default_workload: match args.mysql_default_workload.to_ascii_uppercase().as_str() {
             "OLTP" | "UNSPECIFIED" => None,
             w @ ("OLAP" | "DBA") => Some(w.to_string()),
@@ -346,6 +346,11 @@ async fn reload_on_sighup(ctx: std::sync::Arc<server::ServerCtx>) {
             }
         }
     }
+}
+
+/// A duration flag's value, where 0 means off.
+fn nonzero(d: std::time::Duration) -> Option<std::time::Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 async fn shutdown_signal() {

@@ -92,6 +92,12 @@ pub struct ServerCtx {
     /// Read a PROXY protocol header before greeting a TCP client
     /// (`--proxy_protocol`): the client's address is the header's.
     pub proxy_protocol: bool,
+    /// `--mysql_server_read_timeout`: a client silent this long between
+    /// commands (or inside one) is disconnected (None: never).
+    pub read_timeout: Option<std::time::Duration>,
+    /// `--mysql_server_write_timeout`: a client that takes no bytes this
+    /// long is disconnected (None: never).
+    pub write_timeout: Option<std::time::Duration>,
     /// `@@workload` of a new session (`--mysql_default_workload`; None:
     /// vtgate's default, OLTP).
     pub default_workload: Option<String>,
@@ -147,6 +153,8 @@ impl ServerCtx {
             tls: None,
             default_workload: None,
             proxy_protocol: false,
+            read_timeout: None,
+            write_timeout: None,
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -206,6 +214,10 @@ pub struct ServeOptions {
     pub query_log: Option<std::path::PathBuf>,
     /// `--proxy_protocol`.
     pub proxy_protocol: bool,
+    /// `--mysql_server_read_timeout` (None: off).
+    pub read_timeout: Option<std::time::Duration>,
+    /// `--mysql_server_write_timeout` (None: off).
+    pub write_timeout: Option<std::time::Duration>,
     /// `--mysql_default_workload` when not OLTP.
     pub default_workload: Option<String>,
     /// Client TLS, loaded from its files (None: plain connections only).
@@ -303,6 +315,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.tls = opts.tls;
     ctx.default_workload = opts.default_workload;
     ctx.proxy_protocol = opts.proxy_protocol;
+    ctx.read_timeout = opts.read_timeout;
+    ctx.write_timeout = opts.write_timeout;
     ctx.auth = crate::frontend::auth::Users::new(opts.auth, opts.auth_file);
     if let Some(path) = &opts.query_log {
         let log = crate::querylog::QueryLog::open(path).map_err(|source| ServeError::File {

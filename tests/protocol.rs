@@ -1026,3 +1026,62 @@ async fn proxy_protocol_headers_name_the_client() {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }
+
+/// vtgate's `--mysql_server_read_timeout` and `--mysql_server_write_timeout`:
+/// a client silent for longer than the read timeout is disconnected while
+/// one that keeps talking stays; a client that stops taking a large
+/// result's bytes is disconnected mid-result, where a gate without the
+/// flag waits for it and delivers the whole result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_dropped_after_vtgates_connection_timeouts() {
+    let (port, _) = spawn_shardgate(&[
+        "--mysql_server_read_timeout=600ms".into(),
+        "--mysql_server_write_timeout".into(),
+        "600ms".into(),
+    ])
+    .await;
+    let mut busy = connect_port(port, Some("commerce")).await;
+    let mut idle = connect_port(port, Some("commerce")).await;
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            rows(&mut busy, "select 1").await,
+            vec![vec![Some("1".into())]]
+        );
+    }
+    assert!(
+        idle.query_drop("select 1").await.is_err(),
+        "idle client kept"
+    );
+
+    // 20,000 rows of 1,000 bytes: more than the sockets buffer.
+    let big = query("select repeat('x', 1000) from seq_1_to_20000");
+    let drained = |port: u16| {
+        let big = big.clone();
+        async move {
+            let mut raw = RawClient::connect(port, Some("commerce")).await;
+            raw.write_packet(0, &big).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            let (mut rows, mut eofs) = (0, 0);
+            while let Some((_, p)) = raw.read_packet().await {
+                // The EOF after the definitions, then the one after the rows.
+                if p.first() == Some(&0xFE) && p.len() < 9 {
+                    eofs += 1;
+                    if eofs == 2 {
+                        return (rows, true);
+                    }
+                }
+                rows += 1;
+            }
+            (rows, false)
+        }
+    };
+    let (got, whole) = drained(port).await;
+    assert!(
+        !whole && got < 20_000,
+        "stalled client got {got} packets, whole: {whole}"
+    );
+    let (plain, _) = spawn_shardgate(&[]).await;
+    let (got, whole) = drained(plain).await;
+    assert!(whole && got > 20_000, "{got}");
+}

@@ -172,6 +172,9 @@ pub struct Wire {
     /// rows are the rows it matched, not those it changed (JDBC's and
     /// Rails' default, whose optimistic checks count on it).
     found_rows: bool,
+    /// `--mysql_server_write_timeout`: a client that takes no bytes for
+    /// this long is dropped rather than hold its session's resources.
+    write_timeout: Option<std::time::Duration>,
 }
 
 impl Wire {
@@ -187,6 +190,7 @@ impl Wire {
             last_err: None,
             logged: None,
             found_rows: false,
+            write_timeout: None,
         }
     }
 
@@ -223,7 +227,13 @@ impl Wire {
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             self.peak = self.peak.max(self.out.len());
-            self.writer.write_all(&self.out).await?;
+            match self.write_timeout {
+                None => self.writer.write_all(&self.out).await?,
+                // Boxed: the timer is paid for only with the flag.
+                Some(t) => Box::pin(tokio::time::timeout(t, self.writer.write_all(&self.out)))
+                    .await
+                    .map_err(|_| timed_out("--mysql_server_write_timeout"))??,
+            }
             self.out.clear();
         }
         Ok(())
@@ -556,6 +566,7 @@ pub async fn serve_client(
     // Small initial buffers: idle connections should cost little memory.
     let mut reader = FramedRead::with_capacity(r, PacketCodec::new(ctx.max_packet), 512);
     let mut wire = Wire::new(w);
+    wire.write_timeout = ctx.write_timeout;
     let mut session = Session::default();
     let conn_id = ctx.next_connection_id();
     let greeted = Box::pin(handshake(
@@ -585,6 +596,15 @@ pub async fn serve_client(
     }
     let _ = wire.flush().await;
     Box::pin(session.close(&ctx)).await;
+}
+
+/// The error a client connection ends with when it stalls past one of
+/// vtgate's connection timeouts (quiet: the client went away, in effect).
+fn timed_out(flag: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("client stalled past {flag}"),
+    )
 }
 
 async fn read(reader: &mut Reader) -> Result<Option<Packet>, Error> {
@@ -847,7 +867,14 @@ async fn command_loop(
                 *rb = BytesMut::with_capacity(512);
             }
         }
-        let Some(pkt) = read(reader).await? else {
+        let next = match ctx.read_timeout {
+            None => read(reader).await,
+            // Boxed: the timer is paid for only with the flag.
+            Some(t) => Box::pin(tokio::time::timeout(t, read(reader)))
+                .await
+                .unwrap_or_else(|_| Err(Error::Io(timed_out("--mysql_server_read_timeout")))),
+        };
+        let Some(pkt) = next? else {
             return Ok(());
         };
         crate::spin::note_command();
