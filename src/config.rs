@@ -399,6 +399,28 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub proxy_protocol: bool,
+    /// Refuse statements longer than this many bytes (0: any), unless they
+    /// say `/*vt+ IGNORE_MAX_PAYLOAD_SIZE */`; vtgate's flag and error
+    /// (1153, "query payload size above threshold").
+    #[arg(
+        long = "max_payload_size",
+        alias = "max-payload-size",
+        default_value_t = 0
+    )]
+    pub max_payload_size: usize,
+    /// Let clients run schema changes (CREATE, ALTER, DROP, TRUNCATE,
+    /// RENAME); `false` refuses them with "direct DDL is disabled", as
+    /// vtgate does for a keyspace whose schema changes go another way.
+    #[arg(
+        long = "enable_direct_ddl",
+        alias = "enable-direct-ddl",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_direct_ddl: bool,
     /// Disconnect a client that sends nothing for this long, between
     /// commands or inside one (a Go duration; 0: never); vtgate's flag.
     #[arg(

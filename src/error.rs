@@ -40,6 +40,12 @@ pub enum Error {
         /// Whether a password was sent.
         using_password: bool,
     },
+    /// A statement longer than `--max_payload_size` (vtgate's message).
+    #[error("query payload size above threshold")]
+    PayloadTooLarge,
+    /// A schema change under `--enable_direct_ddl=false` (vtgate's message).
+    #[error("direct DDL is disabled")]
+    DirectDdlDisabled,
     /// A TCP client that did not ask for TLS while
     /// `--mysql_server_require_secure_transport` is on (vtgate's message).
     #[error("server does not allow insecure connections, client must use SSL/TLS")]
@@ -286,6 +292,9 @@ impl Error {
                 MysqlError::new(1045, "28000", self.to_string())
             }
             Error::ScatterDisallowed => MysqlError::new(1235, "42000", self.to_string()),
+            // ER_NET_PACKET_TOO_LARGE, as vtgate codes it.
+            Error::PayloadTooLarge => MysqlError::new(1153, "08S01", self.to_string()),
+            Error::DirectDdlDisabled => MysqlError::new(1105, "HY000", self.to_string()),
             // ER_SECURE_TRANSPORT_REQUIRED, as MySQL's own refusal.
             Error::InsecureTransport => MysqlError::new(3159, "HY000", self.to_string()),
             Error::Sql(SqlError::BadVitessValue { .. }) => {

@@ -241,6 +241,8 @@ async fn serve(
             ms => Some(std::time::Duration::from_millis(ms)),
         },
         proxy_protocol: args.proxy_protocol,
+        max_payload_size: (args.max_payload_size > 0).then_some(args.max_payload_size),
+        direct_ddl: args.enable_direct_ddl,
         read_timeout: nonzero(args.mysql_server_read_timeout),
         write_timeout: nonzero(args.mysql_server_write_timeout),
         default_workload: match args.mysql_default_workload.to_ascii_uppercase().as_str() {

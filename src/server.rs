@@ -98,6 +98,10 @@ pub struct ServerCtx {
     /// `--mysql_server_write_timeout`: a client that takes no bytes this
     /// long is disconnected (None: never).
     pub write_timeout: Option<std::time::Duration>,
+    /// `--max_payload_size`: longer statements are refused (None: any).
+    pub max_payload_size: Option<usize>,
+    /// `--enable_direct_ddl`: false refuses schema changes at the gate.
+    pub direct_ddl: bool,
     /// `@@workload` of a new session (`--mysql_default_workload`; None:
     /// vtgate's default, OLTP).
     pub default_workload: Option<String>,
@@ -155,6 +159,8 @@ impl ServerCtx {
             proxy_protocol: false,
             read_timeout: None,
             write_timeout: None,
+            max_payload_size: None,
+            direct_ddl: true,
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -214,6 +220,10 @@ pub struct ServeOptions {
     pub query_log: Option<std::path::PathBuf>,
     /// `--proxy_protocol`.
     pub proxy_protocol: bool,
+    /// `--max_payload_size` (None: off).
+    pub max_payload_size: Option<usize>,
+    /// `--enable_direct_ddl`.
+    pub direct_ddl: bool,
     /// `--mysql_server_read_timeout` (None: off).
     pub read_timeout: Option<std::time::Duration>,
     /// `--mysql_server_write_timeout` (None: off).
@@ -316,6 +326,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.default_workload = opts.default_workload;
     ctx.proxy_protocol = opts.proxy_protocol;
     ctx.read_timeout = opts.read_timeout;
+    ctx.max_payload_size = opts.max_payload_size;
+    ctx.direct_ddl = opts.direct_ddl;
     ctx.write_timeout = opts.write_timeout;
     ctx.auth = crate::frontend::auth::Users::new(opts.auth, opts.auth_file);
     if let Some(path) = &opts.query_log {

@@ -815,7 +815,8 @@ async fn static_auth_file_changes_reach_new_connections() {
 /// on are named in the log by reason, the ones that shape serving take
 /// effect (`--mysql_default_workload`, `--mysql_server_query_timeout`,
 /// `--mysql_auth_server_static_string`, `--enable_buffer=true`,
-/// `--no_scatter=false`); a misspelt flag still stops the start.
+/// `--no_scatter=false`, `--max_payload_size`, `--enable_direct_ddl=false`);
+/// a misspelt flag still stops the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
     let dir = temp_dir("vtgate-line");
@@ -830,6 +831,7 @@ async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
          -tablet_refresh_interval 1m -planner-version Gen4 -normalize_queries=true \
          -enable_buffer=true -buffer_window 10s -no_scatter=false -enable_system_settings \
          -tracer noop -emit_stats=false -keyspaces_to_watch commerce,customer \
+         -max_payload_size 120 -enable_direct_ddl=false \
          -log_dir {}",
         dir.display()
     );
@@ -856,6 +858,46 @@ async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
         rows(&mut conn, "select 4").await,
         vec![vec![Some("4".into())]]
     );
+
+    // --max_payload_size: longer statements are refused, text or
+    // prepared, unless the directive lets them through.
+    let long = format!("select '{}' as s", "y".repeat(150));
+    for e in [
+        conn.query_drop(&long).await.unwrap_err(),
+        conn.prep(&long).await.unwrap_err(),
+    ] {
+        assert_eq!(err_code(&e), Some(1153), "{e}");
+        assert!(
+            e.to_string().contains("query payload size above threshold"),
+            "{e}"
+        );
+    }
+    let allowed = long.replacen("select", "select /*vt+ IGNORE_MAX_PAYLOAD_SIZE */", 1);
+    assert_eq!(
+        rows(&mut conn, &allowed).await,
+        vec![vec![Some("y".repeat(150))]]
+    );
+    // --enable_direct_ddl=false: schema changes are refused at the gate.
+    for ddl in [
+        "create table no_ddl (id int primary key)",
+        "truncate table no_ddl",
+        "drop table if exists no_ddl",
+    ] {
+        let e = conn.query_drop(ddl).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1105), "{ddl}: {e}");
+        assert!(e.to_string().contains("direct DDL is disabled"), "{e}");
+    }
+    let e = conn
+        .prep("alter table no_ddl add column c int")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("direct DDL is disabled"), "{e}");
+    let mut tablet = connect_tablet(100).await;
+    let made: Vec<String> = tablet
+        .query("select table_name from information_schema.tables where table_name = 'no_ddl'")
+        .await
+        .unwrap();
+    assert!(made.is_empty(), "{made:?}");
 
     let log = std::fs::read_to_string(dir.join("shardgate.log")).unwrap();
     let said =

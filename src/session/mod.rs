@@ -201,7 +201,9 @@ impl Session {
             }
             return Err(timeout);
         }
-        let timed = self.begin(ctx, sql::directives(sql));
+        let directives = sql::directives(sql);
+        payload_allowed(ctx, sql, &directives)?;
+        let timed = self.begin(ctx, directives);
         // Swapped back only when swapped: a USE may have changed it.
         let res = match self.reads_elsewhere(sql) {
             None => self.execute_statement(ctx, sql, sink).await,
@@ -337,6 +339,7 @@ impl Session {
             return self.execute_as(ctx, t, &stripped, true, sink).await;
         }
         let stmt = sql::classify(sql)?;
+        ddl_allowed(ctx, &stmt)?;
         // `SHOW TABLES FROM ks`: that keyspace's tablet lists its own.
         if stmt == Statement::Query(QueryKind::Show) {
             if let Some((db, stripped)) = sql::show_tables_from(sql) {
@@ -1051,7 +1054,10 @@ impl Session {
     /// Prepares a statement: learns its metadata from the tablet it would
     /// run on (statements shardgate answers itself need no tablet).
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
+        let directives = sql::directives(sql);
+        payload_allowed(ctx, sql, &directives)?;
         let stmt = sql::classify(sql)?;
+        ddl_allowed(ctx, &stmt)?;
         let (params, columns) = match self.placement(ctx, sql)? {
             // No one tablet holds a join across keyspaces: its columns come
             // with each execution's result.
@@ -1082,7 +1088,7 @@ impl Session {
                 writes_nowhere: matches!(stmt, Statement::Query(QueryKind::Select))
                     && sql::writes_nowhere(sql),
                 direct: self.direct_form(stmt, sql),
-                directives: sql::directives(sql),
+                directives,
                 planned: None,
             }),
         );
@@ -1190,4 +1196,23 @@ fn json_result<S: RowSink>(plan: &serde_json::Value, sink: &mut S) -> Result<(),
     sink.columns(&[engine::text_column("JSON")])?;
     sink.row(&[mysql_common::value::Value::Bytes(text.into_bytes())])?;
     sink.end_rows(0)
+}
+
+/// `--max_payload_size`: a statement longer than it is refused (vtgate's
+/// error) unless it says `/*vt+ IGNORE_MAX_PAYLOAD_SIZE */`.
+fn payload_allowed(ctx: &ServerCtx, sql: &str, directives: &sql::Directives) -> Result<(), Error> {
+    match ctx.max_payload_size {
+        Some(max) if sql.len() > max && !directives.ignore_max_payload_size => {
+            Err(Error::PayloadTooLarge)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `--enable_direct_ddl=false`: schema changes are refused at the gate.
+fn ddl_allowed(ctx: &ServerCtx, stmt: &Statement) -> Result<(), Error> {
+    if !ctx.direct_ddl && *stmt == Statement::Query(QueryKind::Ddl) {
+        return Err(Error::DirectDdlDisabled);
+    }
+    Ok(())
 }

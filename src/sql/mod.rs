@@ -562,6 +562,8 @@ pub struct Directives {
     /// several shards commit on each shard alone (no transaction around
     /// them: cheaper, and one shard's failure leaves the others' writes).
     pub multi_shard_autocommit: bool,
+    /// `IGNORE_MAX_PAYLOAD_SIZE`: it may be longer than `--max_payload_size`.
+    pub ignore_max_payload_size: bool,
 }
 
 /// The statement's directives; one substring search when it has none.
@@ -584,6 +586,8 @@ pub fn directives(sql: &str) -> Directives {
             d.ignore_max_memory_rows = true;
         } else if name.eq_ignore_ascii_case("multi_shard_autocommit") {
             d.multi_shard_autocommit = true;
+        } else if name.eq_ignore_ascii_case("ignore_max_payload_size") {
+            d.ignore_max_payload_size = true;
         }
     }
     d
@@ -2161,7 +2165,9 @@ mod tests {
         let d = directives("/*vt+ IGNORE_MAX_MEMORY_ROWS */ select 1");
         assert!(d.ignore_max_memory_rows && !d.allow_scatter);
         let d = directives("delete /*vt+ MULTI_SHARD_AUTOCOMMIT=1 */ from t");
-        assert!(d.multi_shard_autocommit);
+        assert!(d.multi_shard_autocommit && !d.ignore_max_payload_size);
+        let d = directives("insert /*vt+ IGNORE_MAX_PAYLOAD_SIZE=1 */ into t values (1)");
+        assert!(d.ignore_max_payload_size);
         // An unterminated comment asks for nothing.
         assert_eq!(
             directives("select /*vt+ ALLOW_SCATTER"),
