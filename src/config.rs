@@ -399,6 +399,16 @@ pub struct ServeArgs {
         action = clap::ArgAction::Set
     )]
     pub proxy_protocol: bool,
+    /// After SIGTERM, keep serving the clients already connected for this
+    /// long (a Go duration) with the listeners closed, pings failing and
+    /// `/debug/health` answering 503, then stop: vtgate's lameduck period.
+    #[arg(
+        long = "lameduck-period",
+        alias = "lameduck_period",
+        default_value = "50ms",
+        value_parser = parse_duration
+    )]
+    pub lameduck_period: std::time::Duration,
     /// Refuse statements longer than this many bytes (0: any), unless they
     /// say `/*vt+ IGNORE_MAX_PAYLOAD_SIZE */`; vtgate's flag and error
     /// (1153, "query payload size above threshold").

@@ -40,6 +40,9 @@ pub enum Error {
         /// Whether a password was sent.
         using_password: bool,
     },
+    /// A ping while the server drains before it stops (MySQL's message).
+    #[error("Server shutdown in progress")]
+    ShuttingDown,
     /// A statement longer than `--max_payload_size` (vtgate's message).
     #[error("query payload size above threshold")]
     PayloadTooLarge,
@@ -292,6 +295,8 @@ impl Error {
                 MysqlError::new(1045, "28000", self.to_string())
             }
             Error::ScatterDisallowed => MysqlError::new(1235, "42000", self.to_string()),
+            // ER_SERVER_SHUTDOWN, as vtgate answers pings while it drains.
+            Error::ShuttingDown => MysqlError::new(1053, "08S01", self.to_string()),
             // ER_NET_PACKET_TOO_LARGE, as vtgate codes it.
             Error::PayloadTooLarge => MysqlError::new(1153, "08S01", self.to_string()),
             Error::DirectDdlDisabled => MysqlError::new(1105, "HY000", self.to_string()),

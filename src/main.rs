@@ -283,6 +283,9 @@ async fn serve(
     println!("shardgate: MySQL protocol on {}", running.mysql_addr);
     tokio::spawn(reload_on_sighup(running.ctx.clone()));
     shutdown_signal().await;
+    running.stop_accepting();
+    tracing::info!(period = ?args.lameduck_period, "lameduck: no new clients; then shutting down");
+    tokio::time::sleep(args.lameduck_period).await;
     tracing::info!("shutting down");
     running.shutdown().await;
     if let Some(path) = &args.pid_file {

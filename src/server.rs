@@ -102,6 +102,10 @@ pub struct ServerCtx {
     pub max_payload_size: Option<usize>,
     /// `--enable_direct_ddl`: false refuses schema changes at the gate.
     pub direct_ddl: bool,
+    /// Set once the server stops taking clients (SIGTERM's lameduck
+    /// period): pings fail and `/debug/health` says so, so that pools and
+    /// balancers move away while the clients still here finish.
+    pub draining: std::sync::atomic::AtomicBool,
     /// `@@workload` of a new session (`--mysql_default_workload`; None:
     /// vtgate's default, OLTP).
     pub default_workload: Option<String>,
@@ -161,6 +165,7 @@ impl ServerCtx {
             write_timeout: None,
             max_payload_size: None,
             direct_ddl: true,
+            draining: Default::default(),
             conn_ids: AtomicU32::new(1),
         }
     }
@@ -287,6 +292,15 @@ pub struct Running {
 }
 
 impl Running {
+    /// Stops taking clients (the listeners close) while those connected
+    /// go on being served: the start of vtgate's lameduck period.
+    pub fn stop_accepting(&self) {
+        self.ctx
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+    }
+
     /// Stops accepting, lets the accept loop end, closes pools.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);

@@ -1127,3 +1127,54 @@ async fn stalled_clients_are_dropped_after_vtgates_connection_timeouts() {
     let (got, whole) = drained(plain).await;
     assert!(whole && got > 20_000, "{got}");
 }
+
+/// vtgate's lameduck period: after SIGTERM the listener closes at once,
+/// pings fail with 1053 (so pools drop their connections) and
+/// `/debug/health` answers 503, while a client already connected finishes
+/// its transaction; when the period is over the process stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_connected_clients_for_the_lameduck_period() {
+    let (port, web, pid) = spawn_shardgate_pid(&["--lameduck-period".into(), "3s".into()]).await;
+    let mut conn = connect_port(port, Some("commerce")).await;
+    conn.query_drop("create table if not exists lameduck_t (id int primary key)")
+        .await
+        .unwrap();
+    conn.query_drop("delete from lameduck_t").await.unwrap();
+    conn.query_drop("begin").await.unwrap();
+    conn.query_drop("insert into lameduck_t values (7)")
+        .await
+        .unwrap();
+    assert!(http_get(web, "/debug/health").await.contains("200 OK"));
+    let stopped_at = std::time::Instant::now();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let draining = eventually(5, || async move {
+        http_get(web, "/debug/health")
+            .await
+            .contains("503")
+            .then_some(())
+    })
+    .await;
+    assert!(draining.is_some(), "health did not turn 503");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the listener still takes clients"
+    );
+    let e = conn.ping().await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1053), "{e}");
+    conn.query_drop("commit").await.unwrap();
+    let mut tablet = connect_tablet(100).await;
+    let kept: Vec<u32> = tablet
+        .query("select id from vt_commerce.lameduck_t")
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![7]);
+    let gone = eventually(10, || async move {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z")).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "still running after the lameduck period");
+    assert!(stopped_at.elapsed() >= std::time::Duration::from_secs(3));
+}

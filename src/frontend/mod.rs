@@ -914,6 +914,11 @@ async fn command_loop(
         });
         match command {
             cmd::QUIT => return Ok(()),
+            // A pool pings before it lends a connection: while the server
+            // drains, the ping fails and the pool opens one elsewhere.
+            cmd::PING if ctx.draining.load(Ordering::Relaxed) => {
+                wire.push_err(&Error::ShuttingDown.to_mysql())
+            }
             cmd::PING => wire.push(&ok_status(session)),
             cmd::INIT_DB => {
                 let db = String::from_utf8_lossy(body).into_owned();

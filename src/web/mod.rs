@@ -50,6 +50,11 @@ pub async fn start(addr: SocketAddr, ctx: Arc<ServerCtx>) -> std::io::Result<Soc
 fn respond(path: &str, ctx: &ServerCtx) -> (&'static str, &'static str, String) {
     let snap = ctx.snapshot.load();
     match path {
+        "/debug/health" if ctx.draining.load(Ordering::Relaxed) => (
+            "503 Service Unavailable",
+            "text/plain",
+            "lameduck: shutting down\n".into(),
+        ),
         "/debug/health" => ("200 OK", "text/plain", "ok\n".into()),
         "/debug/vars" => {
             let mut v = serde_json::Map::new();
