@@ -129,6 +129,28 @@ pub struct ServeArgs {
     /// query log form (`--log_queries_to_file`).
     #[arg(long = "log_queries_to_file", alias = "log-queries-to-file")]
     pub log_queries_to_file: Option<PathBuf>,
+    /// The query log's form: `text` (vtgate's tab-separated line) or
+    /// `json` (one object per line, vtgate's keys).
+    #[arg(
+        long = "querylog-format",
+        alias = "querylog_format",
+        default_value = "text"
+    )]
+    pub querylog_format: String,
+    /// Log only statements whose text holds this string (vtgate's flag).
+    #[arg(long = "querylog-filter-tag", alias = "querylog_filter_tag")]
+    pub querylog_filter_tag: Option<String>,
+    /// Log only statements that returned or changed at least this many
+    /// rows (0: all; vtgate's flag).
+    #[arg(
+        long = "querylog-row-threshold",
+        alias = "querylog_row_threshold",
+        default_value_t = 0
+    )]
+    pub querylog_row_threshold: u64,
+    /// `all`, or `error` to log only statements that failed (vtgate's flag).
+    #[arg(long = "querylog-mode", alias = "querylog_mode", default_value = "all")]
+    pub querylog_mode: String,
     /// Client authentication: none (any user; keep the listener on loopback) or static.
     #[arg(
         long = "mysql-auth-server-impl",

@@ -232,6 +232,20 @@ async fn serve(
         no_scatter: args.no_scatter,
         default_tablet_type: args.default_tablet_type,
         query_log: args.log_queries_to_file.clone(),
+        query_log_options: shardgate::querylog::Options {
+            json: match args.querylog_format.as_str() {
+                "text" => false,
+                "json" => true,
+                other => return Err(format!("--querylog-format must be text or json, not {other}").into()),
+            },
+            filter_tag: args.querylog_filter_tag.clone().filter(|t| !t.is_empty()),
+            row_threshold: args.querylog_row_threshold,
+            errors_only: match args.querylog_mode.as_str() {
+                "all" => false,
+                "error" => true,
+                other => return Err(format!("--querylog-mode must be all or error, not {other}").into()),
+            },
+        },
         tls,
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,

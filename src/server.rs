@@ -223,6 +223,9 @@ pub struct ServeOptions {
     pub default_tablet_type: crate::sql::TabletType,
     /// `--log_queries_to_file`.
     pub query_log: Option<std::path::PathBuf>,
+    /// `--querylog-format`, `--querylog-filter-tag`,
+    /// `--querylog-row-threshold`, `--querylog-mode`.
+    pub query_log_options: crate::querylog::Options,
     /// `--proxy_protocol`.
     pub proxy_protocol: bool,
     /// `--max_payload_size` (None: off).
@@ -345,10 +348,12 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.write_timeout = opts.write_timeout;
     ctx.auth = crate::frontend::auth::Users::new(opts.auth, opts.auth_file);
     if let Some(path) = &opts.query_log {
-        let log = crate::querylog::QueryLog::open(path).map_err(|source| ServeError::File {
-            path: path.clone(),
-            source,
-        })?;
+        let log = crate::querylog::QueryLog::open(path, opts.query_log_options.clone()).map_err(
+            |source| ServeError::File {
+                path: path.clone(),
+                source,
+            },
+        )?;
         ctx.query_log = Some(log);
     }
     ctx.max_memory_rows = opts.max_memory_rows;

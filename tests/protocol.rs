@@ -1178,3 +1178,108 @@ async fn sigterm_drains_connected_clients_for_the_lameduck_period() {
     assert!(gone.is_some(), "still running after the lameduck period");
     assert!(stopped_at.elapsed() >= std::time::Duration::from_secs(3));
 }
+
+/// vtgate's query log options: `--querylog-format=json` writes one JSON
+/// object per statement under vtgate's keys, `--querylog-row-threshold`
+/// keeps only statements that returned or changed that many rows (text,
+/// prepared, reads and writes), and `--querylog-mode=error` only those
+/// that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_log_options_choose_the_form_and_the_statements() {
+    let dir = temp_dir("querylog-opts");
+    let json_log = dir.join("json.log");
+    let (port, _) = spawn_shardgate(&[
+        "--log_queries_to_file".into(),
+        json_log.display().to_string(),
+        "--querylog-format=json".into(),
+        "--querylog-row-threshold".into(),
+        "3".into(),
+    ])
+    .await;
+    let mut conn = connect_port(port, Some("commerce")).await;
+    conn.query_drop("create table if not exists qlog_t (id int primary key)")
+        .await
+        .unwrap();
+    conn.query_drop("delete from qlog_t").await.unwrap();
+    let five: Vec<u64> = conn
+        .query("select seq from seq_1_to_5 /* five */")
+        .await
+        .unwrap();
+    assert_eq!(five.len(), 5);
+    let two: Vec<u64> = conn
+        .query("select seq from seq_1_to_2 /* two */")
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    let four: Vec<u64> = conn
+        .exec(
+            "select seq from seq_1_to_10 where seq <= ? /* four */",
+            (4,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(four.len(), 4);
+    conn.exec_drop("insert into qlog_t values (?), (?), (?)", (1, 2, 3))
+        .await
+        .unwrap();
+    conn.query_drop("insert into qlog_t values (4)")
+        .await
+        .unwrap();
+    let lines = eventually(10, || {
+        let path = json_log.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            (text.lines().count() >= 3).then_some(text)
+        }
+    })
+    .await
+    .expect("three lines");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&json_log).unwrap();
+    let logged: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let sqls: Vec<&str> = logged.iter().map(|v| v["SQL"].as_str().unwrap()).collect();
+    assert_eq!(sqls.len(), 3, "{lines}");
+    assert!(sqls[0].contains("/* five */"), "{sqls:?}");
+    assert!(sqls[1].contains("/* four */"), "{sqls:?}");
+    assert_eq!(sqls[2], "insert into qlog_t values (?), (?), (?)");
+    assert_eq!(logged[2]["RowsAffected"], 3);
+    assert_eq!(logged[2]["StmtType"], "INSERT");
+    assert_eq!(
+        logged[2]["BindVars"]["v3"],
+        serde_json::json!({"type": "INT64", "value": 3})
+    );
+    assert_eq!(logged[1]["Method"], "Execute");
+
+    let err_log = dir.join("errors.log");
+    let (port, _) = spawn_shardgate(&[
+        "--log_queries_to_file".into(),
+        err_log.display().to_string(),
+        "--querylog-mode".into(),
+        "error".into(),
+    ])
+    .await;
+    let mut conn = connect_port(port, Some("commerce")).await;
+    conn.query_drop("select 1").await.unwrap();
+    assert!(conn.query_drop("select nope from qlog_t").await.is_err());
+    conn.query_drop("select 2").await.unwrap();
+    let text = eventually(10, || {
+        let path = err_log.clone();
+        async move {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|t| !t.is_empty())
+        }
+    })
+    .await
+    .expect("a line");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&err_log).unwrap_or(text);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("select nope from qlog_t") && text.contains("Unknown column"),
+        "{text}"
+    );
+}

@@ -43,8 +43,10 @@ struct Logged {
     error: Option<String>,
     /// The OKs' row counts, added up.
     rows: u64,
-    /// A prepared statement's parameters (`querylog::bind_vars`).
-    binds: String,
+    /// Rows written to the client.
+    returned: u64,
+    /// A prepared statement's parameters.
+    binds: Vec<Value>,
 }
 
 /// Capabilities shardgate offers. No SSL or compression. With
@@ -196,6 +198,13 @@ impl Wire {
 
     fn push(&mut self, payload: &[u8]) {
         write_packet(&mut self.out, &mut self.seq, payload);
+    }
+
+    /// Counts rows written, for the query log's row threshold.
+    fn note_rows(&mut self, n: u64) {
+        if let Some(logged) = &mut self.logged {
+            logged.returned += n;
+        }
     }
 
     /// Writes the packet whose payload `encode` appends, framed in place
@@ -399,6 +408,7 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        self.wire.note_rows(1);
         let cols = &self.cols;
         if self.binary {
             self.wire
@@ -412,6 +422,7 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn text_row(&mut self, row: TextRow<'_>) -> Result<(), Error> {
+        self.wire.note_rows(1);
         // A row goes out as the shard encoded it when the client takes
         // that protocol.
         if !self.binary {
@@ -473,6 +484,7 @@ impl crate::engine::PacketSink for ResultWriter<'_> {
     }
 
     fn row_packet(&mut self, payload: &[u8]) {
+        self.wire.note_rows(1);
         self.wire.push(payload);
     }
 
@@ -483,11 +495,14 @@ impl crate::engine::PacketSink for ResultWriter<'_> {
         // Renumber: the client's sequence continues from this reply's (the
         // tablet's numbers match it for a forwarded result; this keeps them
         // right should anything have been written in between).
+        let mut rows = 0;
         while let Some(len) = codec::whole_frame(&out[at..]) {
             out[at + 3] = self.wire.seq;
             self.wire.seq = self.wire.seq.wrapping_add(1);
             at += 4 + len;
+            rows += 1;
         }
+        self.wire.note_rows(rows);
     }
 }
 
@@ -1027,6 +1042,7 @@ async fn command_loop(
                 sql: &sql,
                 bind_vars: &answer.binds,
                 rows_affected: answer.rows,
+                rows_returned: answer.returned,
                 error: answer.error.as_deref(),
             });
         }
@@ -1111,7 +1127,7 @@ async fn execute_stmt(
         &mut st.long_data,
     )?;
     if let Some(logged) = &mut wire.logged {
-        logged.binds = crate::querylog::bind_vars(&params);
+        logged.binds = params.clone();
     }
     let mut rw = ResultWriter::new(wire, true, session.status());
     rw.stmt = Some(id);
