@@ -156,7 +156,7 @@ fn snapshot_n(n: usize) -> Snapshot {
             b"{}".to_vec(),
         );
     }
-    Snapshot::build(&r, &[], 1).unwrap()
+    Snapshot::build(&r, &Default::default(), 1).unwrap()
 }
 
 /// A cursor whose shards stream canned, sorted rows (only scatters).

@@ -99,6 +99,23 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cells_to_watch: Vec<String>,
+    /// Keyspaces this gate serves (comma separated; default: all): the
+    /// others are unknown here, as in vtgate.
+    #[arg(
+        long = "keyspaces_to_watch",
+        alias = "keyspaces-to-watch",
+        value_delimiter = ','
+    )]
+    pub keyspaces_to_watch: Vec<String>,
+    /// Tablet types this gate routes to (comma separated: PRIMARY, REPLICA,
+    /// RDONLY; default: all): tablets of other types are not kept, so a
+    /// read aimed at them finds no tablet, as in vtgate.
+    #[arg(
+        long = "allowed_tablet_types",
+        alias = "allowed-tablet-types",
+        value_delimiter = ','
+    )]
+    pub allowed_tablet_types: Vec<String>,
     /// Tablet types to wait for at startup (accepted for vtgate compatibility).
     #[arg(
         long = "tablet-types-to-wait",

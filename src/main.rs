@@ -192,10 +192,17 @@ async fn serve(
         }
     };
     let tls = client_tls(&args)?;
-    let cells = if args.cells_to_watch.is_empty() {
-        vec![]
-    } else {
-        args.cells_to_watch.clone()
+    let scope = shardgate::topo::Scope {
+        cells: args.cells_to_watch.clone(),
+        keyspaces: args.keyspaces_to_watch.clone(),
+        tablet_types: args
+            .allowed_tablet_types
+            .iter()
+            .map(|t| {
+                shardgate::sql::TabletType::parse(t)
+                    .ok_or_else(|| format!("--allowed_tablet_types: unknown tablet type {t}"))
+            })
+            .collect::<Result<_, _>>()?,
     };
     let opts = ServeOptions {
         mysql_addr: SocketAddr::new(ip, args.mysql_server_port),
@@ -204,7 +211,7 @@ async fn serve(
         topo_impl: args.topo.topo_implementation,
         topo_address: args.topo.topo_global_server_address.clone(),
         topo_root: args.topo.topo_global_root.clone(),
-        cells,
+        scope,
         backend: BackendConfig {
             user: args.db_app_user.clone(),
             password: args.db_app_password.clone(),

@@ -191,8 +191,9 @@ pub struct ServeOptions {
     pub topo_address: String,
     /// Topo root.
     pub topo_root: String,
-    /// Cells whose tablets are used (all when empty).
-    pub cells: Vec<String>,
+    /// What of the topology this gate serves: cells, keyspaces, tablet
+    /// types (everything when empty).
+    pub scope: topo::Scope,
     /// Backend login and pool sizes.
     pub backend: BackendConfig,
     /// Client authentication.
@@ -315,7 +316,7 @@ impl Running {
 /// Loads the topology, binds the listeners and serves in the background.
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let store = TopoStore::connect(opts.topo_impl, &opts.topo_address, &opts.topo_root).await?;
-    let (handle, records, problems) = topo::watch::initial(&store, &opts.cells).await?;
+    let (handle, records, problems) = topo::watch::initial(&store, &opts.scope).await?;
     let login = topo::schema::Login {
         user: opts.backend.user.clone(),
         password: opts.backend.password.clone(),
@@ -334,7 +335,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     );
     ctx.transaction_timeout = opts.transaction_timeout;
     ctx.topo_store = Some(store.clone());
-    ctx.cells = opts.cells.clone();
+    ctx.cells = opts.scope.cells.clone();
     ctx.vschema_ddl_users = opts.vschema_ddl_users;
     ctx.login = login.clone();
     ctx.no_scatter = opts.no_scatter;
@@ -393,7 +394,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         let ctx2 = ctx.clone();
         tokio::spawn(topo::watch::run(
             store,
-            opts.cells.clone(),
+            opts.scope.clone(),
             handle,
             records,
             learned,

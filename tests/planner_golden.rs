@@ -152,7 +152,7 @@ fn snapshot_of(doc: serde_json::Value) -> Snapshot {
             );
         }
     }
-    Snapshot::build(&records, &[], 1).expect("fixture builds")
+    Snapshot::build(&records, &Default::default(), 1).expect("fixture builds")
 }
 
 fn plan_json(snap: &Snapshot, query: &str) -> serde_json::Value {

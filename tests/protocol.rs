@@ -830,7 +830,7 @@ async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
          -gateway_initial_tablet_timeout 30s -healthcheck_timeout=2s -srv_topo_timeout 1s \
          -tablet_refresh_interval 1m -planner-version Gen4 -normalize_queries=true \
          -enable_buffer=true -buffer_window 10s -no_scatter=false -enable_system_settings \
-         -tracer noop -emit_stats=false -keyspaces_to_watch commerce,customer \
+         -tracer noop -emit_stats=false -legacy_replication_lag_algorithm \
          -max_payload_size 120 -enable_direct_ddl=false \
          -log_dir {}",
         dir.display()
@@ -911,7 +911,10 @@ async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
     );
     assert!(said("gRPC", "--service_map --grpc_port --grpc_max_message_size --grpc_keepalive_time --grpc_use_effective_callerid"), "{log}");
     assert!(said("discovery", "--gateway_initial_tablet_timeout --healthcheck_timeout --srv_topo_timeout --tablet_refresh_interval"), "{log}");
-    assert!(said("does not have", "--keyspaces_to_watch"), "{log}");
+    assert!(
+        said("does not have", "--legacy_replication_lag_algorithm"),
+        "{log}"
+    );
 
     // A flag neither vtgate's list nor shardgate knows stops the start.
     let out = shardgate_cmd(&["serve", "-mysql_server_prot", "15306"]);
@@ -1282,4 +1285,36 @@ async fn query_log_options_choose_the_form_and_the_statements() {
         text.contains("select nope from qlog_t") && text.contains("Unknown column"),
         "{text}"
     );
+}
+
+/// vtgate's `--keyspaces_to_watch` and `--allowed_tablet_types`: a gate
+/// scoped to commerce's primary and rdonly tablets knows no other
+/// keyspace (1049, and `SHOW KEYSPACES` lists only commerce), keeps no
+/// replica (a replica read finds no tablet) and serves the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_serves_only_the_keyspaces_and_tablet_types_it_watches() {
+    let (port, web) = spawn_shardgate(&[
+        "--keyspaces_to_watch".into(),
+        "commerce".into(),
+        "--allowed_tablet_types=PRIMARY,RDONLY".into(),
+    ])
+    .await;
+    let mut conn = connect_port(port, None).await;
+    assert_eq!(
+        rows(&mut conn, "show keyspaces").await,
+        vec![vec![Some("commerce".into())]]
+    );
+    let e = conn.query_drop("use customer").await.unwrap_err();
+    assert_eq!(err_code(&e), Some(1049), "{e}");
+    assert!(try_connect_port(port, Some("customer")).await.is_err());
+    conn.query_drop("use commerce").await.unwrap();
+    let at: Option<u16> = conn.query_first("select @@port").await.unwrap();
+    assert_eq!(at, Some(tablet_port(100)));
+    conn.query_drop("use `commerce@rdonly`").await.unwrap();
+    let at: Option<u16> = conn.query_first("select @@port").await.unwrap();
+    assert_eq!(at, Some(tablet_port(102)));
+    conn.query_drop("use `commerce@replica`").await.unwrap();
+    let e = conn.query_drop("select @@port").await.unwrap_err();
+    assert!(e.to_string().contains("replica"), "{e}");
+    assert_eq!(debug_var_at(web, "Tablets").await, 2);
 }

@@ -169,7 +169,8 @@ pub async fn alter_vschema(
         }
         let mut records = store.list_all().await?;
         records.extend(puts.iter().cloned());
-        let (snap, problems) = crate::topo::Snapshot::build_keeping(&records, cells, 0, None)?;
+        let scope = crate::topo::Scope::cells(cells);
+        let (snap, problems) = crate::topo::Snapshot::build_keeping(&records, &scope, 0, None)?;
         if !snap.keyspaces.contains_key(ks) {
             let problem = problems.iter().find(|p| p.to_string().contains(ks));
             return Err(AdminError::Invalid(match problem {
@@ -1600,7 +1601,8 @@ pub async fn apply_schema(
     let all = store.list_all().await?;
     // Another keyspace's problem (one being built shard by shard) does
     // not stop a schema change here.
-    let (snap, problems) = crate::topo::Snapshot::build_keeping(&all, &[], 0, None)?;
+    let (snap, problems) =
+        crate::topo::Snapshot::build_keeping(&all, &Default::default(), 0, None)?;
     let keyspace = snap.keyspaces.get(ks).ok_or_else(|| {
         let why: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         AdminError::Invalid(match why.is_empty() {

@@ -184,10 +184,8 @@ const IGNORED: &[(&str, Takes, Reason)] = &[
     ("enable_partial_keyspace_migration", Switch, Unsupported),
     ("vtgate_config_terse_errors", Switch, Unsupported),
     ("security_policy", Value, Unsupported),
-    ("allowed_tablet_types", Value, Unsupported),
     ("tablet_filters", Value, Unsupported),
     ("tablet_filter_tags", Value, Unsupported),
-    ("keyspaces_to_watch", Value, Unsupported),
     (
         "discovery_high_replication_lag_minimum_serving",
         Value,
@@ -366,7 +364,7 @@ mod tests {
     #[test]
     fn the_report_groups_flags_by_reason() {
         let r = rewrite(
-            "sg --grpc_port 1 --logtostderr --service_map x --keyspaces_to_watch ks"
+            "sg --grpc_port 1 --logtostderr --service_map x --tablet_filters ks|-80"
                 .split_whitespace()
                 .map(OsString::from),
         );
@@ -374,7 +372,7 @@ mod tests {
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(lines[0].starts_with("vtgate glog flags") && lines[0].ends_with("--logtostderr"));
         assert!(lines[1].contains("gRPC") && lines[1].ends_with("--grpc_port --service_map"));
-        assert!(lines[2].contains("does not have") && lines[2].ends_with("--keyspaces_to_watch"));
+        assert!(lines[2].contains("does not have") && lines[2].ends_with("--tablet_filters"));
     }
 
     #[test]

@@ -2412,7 +2412,7 @@ mod tests {
         ] {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
-        Snapshot::build(&r, &[], 1).unwrap()
+        Snapshot::build(&r, &Default::default(), 1).unwrap()
     }
 
     #[test]
@@ -2435,7 +2435,7 @@ mod tests {
             ] {
                 r.insert(k.to_string(), v.into_bytes());
             }
-            let snap = Snapshot::build(&r, &[], 1).unwrap();
+            let snap = Snapshot::build(&r, &Default::default(), 1).unwrap();
             let (_, rows) = show_rows(&ShowPlan::Tablets(None), &snap, |_| true, &[]);
             rows.into_iter().map(|r| r[4].clone()).collect::<Vec<_>>()
         };
@@ -2515,7 +2515,7 @@ mod tests {
         ] {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
-        Snapshot::build(&r, &[], 1).unwrap()
+        Snapshot::build(&r, &Default::default(), 1).unwrap()
     }
 
     async fn run_sharded(sql: &str) -> (RecordingCursor, CollectSink) {

@@ -803,7 +803,7 @@ mod tests {
         ] {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
-        Snapshot::build(&r, &[], 1).expect("test snapshot")
+        Snapshot::build(&r, &Default::default(), 1).expect("test snapshot")
     }
 
     async fn coordinator() -> (Coordinator, std::path::PathBuf) {

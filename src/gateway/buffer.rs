@@ -390,7 +390,7 @@ mod tests {
                 ),
             );
         }
-        Arc::new(Snapshot::build(&r, &[], 1).unwrap())
+        Arc::new(Snapshot::build(&r, &Default::default(), 1).unwrap())
     }
 
     fn handle(primary: &str) -> SnapshotHandle {

@@ -304,7 +304,7 @@ mod tests {
         ] {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
-        Snapshot::build(&r, &[], 1).unwrap()
+        Snapshot::build(&r, &Default::default(), 1).unwrap()
     }
 
     #[test]

@@ -441,7 +441,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes()))
             .collect();
-        Snapshot::build(&kv, &[], 1).unwrap()
+        Snapshot::build(&kv, &Default::default(), 1).unwrap()
     }
 
     /// Where `sql` moves to: keyspace, text, across keyspaces.

@@ -248,6 +248,43 @@ pub struct Snapshot {
     pub draining: bool,
 }
 
+/// Which part of the topology a gate serves: vtgate's `--cells_to_watch`,
+/// `--keyspaces_to_watch` and `--allowed_tablet_types`. Whatever lies
+/// outside is left out when the snapshot is built, so no statement can
+/// be routed there (a keyspace outside is unknown; a tablet type outside
+/// has no tablets) and no pool or health check is kept for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Cells whose tablets are kept (all when empty).
+    pub cells: Vec<String>,
+    /// Keyspaces kept (all when empty).
+    pub keyspaces: Vec<String>,
+    /// Tablet types routed to (all when empty).
+    pub tablet_types: Vec<TabletType>,
+}
+
+impl Scope {
+    /// Everything in `cells` (all when empty).
+    pub fn cells(cells: &[String]) -> Scope {
+        Scope {
+            cells: cells.to_vec(),
+            ..Scope::default()
+        }
+    }
+
+    fn cell(&self, cell: &str) -> bool {
+        self.cells.is_empty() || self.cells.iter().any(|c| c == cell)
+    }
+
+    fn keyspace(&self, ks: &str) -> bool {
+        self.keyspaces.is_empty() || self.keyspaces.iter().any(|k| k == ks)
+    }
+
+    fn tablet_type(&self, t: TabletType) -> bool {
+        self.tablet_types.is_empty() || self.tablet_types.contains(&t)
+    }
+}
+
 impl Snapshot {
     /// A snapshot of one sharded keyspace `ks` (shards -80 and 80-) under
     /// VSchema `vschema`, with what the schema tracker learned of its
@@ -266,20 +303,20 @@ impl Snapshot {
         ] {
             r.insert(k.to_string(), v.as_bytes().to_vec());
         }
-        let mut s = Snapshot::build(&r, &[], 1).expect("test snapshot");
+        let mut s = Snapshot::build(&r, &Default::default(), 1).expect("test snapshot");
         s.learn(&[("ks".to_string(), learned)].into());
         s
     }
 
     /// Builds and validates a snapshot from raw topology records (key → JSON),
-    /// keeping tablets of `cells` only (all cells when empty); the first
+    /// keeping what `scope` names (everything by default); the first
     /// problem found fails it.
     pub fn build(
         records: &BTreeMap<String, Vec<u8>>,
-        cells: &[String],
+        scope: &Scope,
         version: u64,
     ) -> Result<Self, TopoError> {
-        let (snap, mut problems) = Self::build_keeping(records, cells, version, None)?;
+        let (snap, mut problems) = Self::build_keeping(records, scope, version, None)?;
         match problems.is_empty() {
             true => Ok(snap),
             false => Err(problems.swap_remove(0)),
@@ -296,7 +333,7 @@ impl Snapshot {
     /// Only invalid routing rules, which span keyspaces, fail it whole.
     pub fn build_keeping(
         records: &BTreeMap<String, Vec<u8>>,
-        cells: &[String],
+        scope: &Scope,
         version: u64,
         previous: Option<&Snapshot>,
     ) -> Result<(Self, Vec<TopoError>), TopoError> {
@@ -317,6 +354,7 @@ impl Snapshot {
         for (key, value) in records {
             let parts: Vec<&str> = key.split('/').collect();
             let read = match parts.as_slice() {
+                ["global", "keyspaces", ks, ..] if !scope.keyspace(ks) => Ok(()),
                 ["global", "keyspaces", ks, "Keyspace"] => parse(key, value).map(|r| {
                     ks_records.insert(ks.to_string(), r);
                 }),
@@ -337,9 +375,7 @@ impl Snapshot {
                     routing_rules = parse::<RoutingRules>(key, value)?.rules;
                     Ok(())
                 }
-                [cell, "tablets", _alias, "Tablet"]
-                    if cells.is_empty() || cells.iter().any(|c| c == cell) =>
-                {
+                [cell, "tablets", _alias, "Tablet"] if scope.cell(cell) => {
                     match parse(key, value) {
                         Ok(t) => tablet_records.push(t),
                         Err(e) => problems.push(e),
@@ -386,7 +422,7 @@ impl Snapshot {
             problems.push(e);
         }
         for rec in tablet_records {
-            if kept.contains(&rec.keyspace) {
+            if kept.contains(&rec.keyspace) || !scope.keyspace(&rec.keyspace) {
                 continue;
             }
             let Some(ks) = keyspaces.get_mut(&rec.keyspace) else {
@@ -408,6 +444,9 @@ impl Snapshot {
                 continue;
             };
             let tablet_type = ShardRecord::served_type(shard_rec, &rec.alias, own);
+            if !scope.tablet_type(tablet_type) {
+                continue;
+            }
             shard.tablets[tablet_type as usize].push(rec.alias.clone());
             tablets.insert(
                 rec.alias.clone(),
@@ -583,13 +622,56 @@ mod tests {
                 r#"{"alias":"zone2-200","hostname":"127.0.0.1","mysql_port":17200,"keyspace":"commerce","shard":"0","type":"RDONLY"}"#,
             ),
         ]);
-        let s = Snapshot::build(&r, &["zone1".to_string()], 7).unwrap();
+        let s = Snapshot::build(&r, &Scope::cells(&["zone1".to_string()]), 7).unwrap();
         let sh = s.shard("commerce", "0").unwrap();
         assert_eq!(sh.tablets[0], vec!["zone1-100"]);
         assert_eq!(sh.tablets[1], vec!["zone1-101"]);
         assert!(sh.tablets[2].is_empty(), "zone2 is not watched");
         assert_eq!(s.tablets["zone1-100"].db_name, "vt_commerce");
         assert_eq!(s.version, 7);
+    }
+
+    #[test]
+    fn a_scope_leaves_out_keyspaces_and_tablet_types() {
+        let r = rec(&[
+            ("global/keyspaces/a/Keyspace", r#"{"sharded": false}"#),
+            (
+                "global/keyspaces/a/shards/0/Shard",
+                r#"{"primary_alias": "zone1-1"}"#,
+            ),
+            ("global/keyspaces/b/Keyspace", r#"{"sharded": false}"#),
+            ("global/keyspaces/b/VSchema", r#"{"tables": {"t": {}}}"#),
+            (
+                "global/keyspaces/b/shards/0/Shard",
+                r#"{"primary_alias": "zone1-3"}"#,
+            ),
+            (
+                "zone1/tablets/zone1-1/Tablet",
+                r#"{"alias":"zone1-1","hostname":"h","mysql_port":1,"keyspace":"a","shard":"0","type":"PRIMARY"}"#,
+            ),
+            (
+                "zone1/tablets/zone1-2/Tablet",
+                r#"{"alias":"zone1-2","hostname":"h","mysql_port":2,"keyspace":"a","shard":"0","type":"REPLICA"}"#,
+            ),
+            (
+                "zone1/tablets/zone1-3/Tablet",
+                r#"{"alias":"zone1-3","hostname":"h","mysql_port":3,"keyspace":"b","shard":"0","type":"PRIMARY"}"#,
+            ),
+        ]);
+        let scope = Scope {
+            keyspaces: vec!["a".into()],
+            tablet_types: vec![TabletType::Replica],
+            ..Scope::default()
+        };
+        let s = Snapshot::build(&r, &scope, 1).unwrap();
+        assert_eq!(s.keyspaces.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(s.tablets.keys().collect::<Vec<_>>(), ["zone1-2"]);
+        let sh = s.shard("a", "0").unwrap();
+        assert!(sh.tablets[TabletType::Primary as usize].is_empty());
+        assert_eq!(sh.tablets[TabletType::Replica as usize], ["zone1-2"]);
+        // Everything by default.
+        let all = Snapshot::build(&r, &Scope::default(), 1).unwrap();
+        assert_eq!((all.keyspaces.len(), all.tablets.len()), (2, 3));
     }
 
     #[test]
@@ -608,7 +690,7 @@ mod tests {
                 r#"{"alias":"zone1-1","hostname":"h","mysql_port":1,"keyspace":"c","shard":"0","type":"PRIMARY","tags":{}}"#,
             ),
         ]);
-        let s = Snapshot::build(&r, &[], 1).unwrap();
+        let s = Snapshot::build(&r, &Default::default(), 1).unwrap();
         assert_eq!(s.shard("c", "0").unwrap().tablets[0], ["zone1-1"]);
         assert!(!s.draining);
     }
@@ -620,13 +702,15 @@ mod tests {
             ("global/keyspaces/c/shards/-40/Shard", r#"{}"#),
             ("global/keyspaces/c/shards/80-/Shard", r#"{}"#),
         ]);
-        let e = Snapshot::build(&r, &[], 1).unwrap_err().to_string();
+        let e = Snapshot::build(&r, &Default::default(), 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("keyspace c"), "{e}");
         let r = rec(&[(
             "global/keyspaces/c/VSchema",
             r#"{"sharded": false, "bogus": 1}"#,
         )]);
-        assert!(Snapshot::build(&r, &[], 1).is_err());
+        assert!(Snapshot::build(&r, &Default::default(), 1).is_err());
     }
 
     #[test]
@@ -657,7 +741,8 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
                 .collect()
         };
-        let (first, problems) = Snapshot::build_keeping(&records(&good), &[], 1, None).unwrap();
+        let (first, problems) =
+            Snapshot::build_keeping(&records(&good), &Default::default(), 1, None).unwrap();
         assert!(problems.is_empty());
         // b loses its 80- shard (a shard added or removed one at a time)
         // and gets a new tablet; a gets a new tablet too.
@@ -670,7 +755,7 @@ mod tests {
         next.push(tablet(4, "b", "-80"));
         next.push(("zone1/tablets/zone1-5/Tablet".into(), "{not json".into()));
         let (snap, problems) =
-            Snapshot::build_keeping(&records(&next), &[], 2, Some(&first)).unwrap();
+            Snapshot::build_keeping(&records(&next), &Default::default(), 2, Some(&first)).unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems
             .iter()
@@ -684,8 +769,9 @@ mod tests {
         assert!(snap.tablets.contains_key("zone1-2") && !snap.tablets.contains_key("zone1-4"));
         // Without an earlier snapshot the broken keyspace is left out;
         // the strict build fails.
-        let (start, _) = Snapshot::build_keeping(&records(&next), &[], 1, None).unwrap();
+        let (start, _) =
+            Snapshot::build_keeping(&records(&next), &Default::default(), 1, None).unwrap();
         assert!(start.keyspaces.contains_key("a") && !start.keyspaces.contains_key("b"));
-        assert!(Snapshot::build(&records(&next), &[], 1).is_err());
+        assert!(Snapshot::build(&records(&next), &Default::default(), 1).is_err());
     }
 }

@@ -50,9 +50,9 @@ pub type Initial = (SnapshotHandle, BTreeMap<String, Vec<u8>>, Vec<TopoError>);
 /// the watch sees, as vtgate comes up serving what it can; the caller
 /// counts and logs the problems ([`note_problems`]). Only an unreachable
 /// store or invalid routing rules fail the start.
-pub async fn initial(store: &TopoStore, cells: &[String]) -> Result<Initial, TopoError> {
+pub async fn initial(store: &TopoStore, scope: &super::Scope) -> Result<Initial, TopoError> {
     let records = store.list_all().await?;
-    let (snap, problems) = Snapshot::build_keeping(&records, cells, 1, None)?;
+    let (snap, problems) = Snapshot::build_keeping(&records, scope, 1, None)?;
     Ok((Arc::new(ArcSwap::from_pointee(snap)), records, problems))
 }
 
@@ -80,7 +80,7 @@ pub fn note_problems(stats: &WatchStats, problems: &[TopoError]) {
 /// (pool reconciliation, plan-cache clearing).
 pub async fn run(
     store: TopoStore,
-    cells: Vec<String>,
+    scope: super::Scope,
     handle: SnapshotHandle,
     mut last: BTreeMap<String, Vec<u8>>,
     mut learned: Option<(tokio::sync::watch::Receiver<Pass>, Arc<Progress>)>,
@@ -101,7 +101,7 @@ pub async fn run(
                 last = records;
                 applied = knows.clone();
                 let previous = handle.load_full();
-                match Snapshot::build_keeping(&last, &cells, version + 1, Some(&previous)) {
+                match Snapshot::build_keeping(&last, &scope, version + 1, Some(&previous)) {
                     Ok((mut snap, problems)) => {
                         note_problems(&stats, &problems);
                         snap.learn(&applied);
