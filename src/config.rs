@@ -386,6 +386,25 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub discovery_low_replication_lag: std::time::Duration,
+    /// A replica further behind than this (a Go duration) takes no reads
+    /// unless no other tablet of its target answers; vtgate's flag and
+    /// default.
+    #[arg(
+        long = "discovery_high_replication_lag_minimum_serving",
+        alias = "discovery-high-replication-lag-minimum-serving",
+        default_value = "2h",
+        value_parser = parse_duration
+    )]
+    pub discovery_high_replication_lag_minimum_serving: std::time::Duration,
+    /// While fewer replicas of a shard are within the low lag, the least
+    /// lagging of the others serve too, up to this many (vtgate's flag,
+    /// whose default is 2; 1 keeps reads on fresh replicas while one is).
+    #[arg(
+        long = "min_number_serving_vttablets",
+        alias = "min-number-serving-vttablets",
+        default_value_t = 1
+    )]
+    pub min_number_serving_vttablets: usize,
     /// A transaction open for longer than this (a Go duration) has its
     /// tablet connections killed, which rolls it back and frees its locks;
     /// its client's next statement fails (error 1317) and the session goes

@@ -262,6 +262,7 @@ async fn serve(
             ms => Some(std::time::Duration::from_millis(ms)),
         },
         proxy_protocol: args.proxy_protocol,
+        min_serving: args.min_number_serving_vttablets,
         max_payload_size: (args.max_payload_size > 0).then_some(args.max_payload_size),
         direct_ddl: args.enable_direct_ddl,
         read_timeout: nonzero(args.mysql_server_read_timeout),
@@ -280,6 +281,7 @@ async fn serve(
         health: (args.health_check_interval_ms > 0).then(|| shardgate::gateway::health::Config {
             interval: std::time::Duration::from_millis(args.health_check_interval_ms),
             low_lag: args.discovery_low_replication_lag,
+            high_lag: args.discovery_high_replication_lag_minimum_serving,
             login: shardgate::topo::schema::Login {
                 user: args.db_app_user.clone(),
                 password: args.db_app_password.clone(),

@@ -229,6 +229,8 @@ pub struct ServeOptions {
     pub query_log_options: crate::querylog::Options,
     /// `--proxy_protocol`.
     pub proxy_protocol: bool,
+    /// `--min_number_serving_vttablets`.
+    pub min_serving: usize,
     /// `--max_payload_size` (None: off).
     pub max_payload_size: Option<usize>,
     /// `--enable_direct_ddl`.
@@ -343,6 +345,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     ctx.tls = opts.tls;
     ctx.default_workload = opts.default_workload;
     ctx.proxy_protocol = opts.proxy_protocol;
+    ctx.gateway.min_serving = opts.min_serving;
     ctx.read_timeout = opts.read_timeout;
     ctx.max_payload_size = opts.max_payload_size;
     ctx.direct_ddl = opts.direct_ddl;

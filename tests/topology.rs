@@ -1995,3 +1995,55 @@ async fn alter_vschema_changes_routing_from_sql() {
         ctl_says(own(&["delete-tablet", alias])).await;
     }
 }
+
+/// vtgate's `--min_number_serving_vttablets`: while fewer replicas of a
+/// shard are fit than the flag asks, the least lagging of the others
+/// serve too. Here one replica replicates (fit) and the other does not
+/// (its server is a primary: lagging). A gate with the default (1) reads
+/// from the fit one only; one asking for two spreads reads over both, as
+/// vtgate's default does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replicas_serve_while_fewer_than_the_minimum_are_fit() {
+    let c = cluster();
+    let mut t = connect_tablet(100).await;
+    t.query_drop("create database if not exists lag_db")
+        .await
+        .unwrap();
+    for (alias, kind, port) in [
+        ("zone1-165", "primary", tablet_port(100)),
+        ("zone1-166", "replica", tablet_port(101)),
+        ("zone1-167", "replica", tablet_port(100)),
+    ] {
+        let args = add_tablet_args(alias, "lagks", kind, port, &["--db-name", "lag_db"]);
+        ctl_says(args).await;
+    }
+    let (port, web) = spawn_shardgate(&["--min_number_serving_vttablets".into(), "2".into()]).await;
+    for web in [c.web_port, web] {
+        let judged = eventually(15, || async move {
+            let status = http_get(web, "/debug/status").await;
+            let row = status
+                .split("<tr>")
+                .find(|r| r.contains("<td>zone1-167</td>"))?
+                .to_string();
+            row.contains("Lagging: not replicating").then_some(())
+        })
+        .await;
+        assert!(judged.is_some(), "zone1-167 not judged lagging");
+    }
+    let ports_read = |at: u16| async move {
+        let mut conn = connect_port(at, Some("lagks@replica")).await;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..12 {
+            let p: Option<u16> = conn.query_first("select @@port").await.unwrap();
+            seen.insert(p.unwrap());
+        }
+        seen.into_iter().collect::<Vec<u16>>()
+    };
+    assert_eq!(ports_read(c.port).await, vec![tablet_port(101)]);
+    let mut both = vec![tablet_port(100), tablet_port(101)];
+    both.sort_unstable();
+    assert_eq!(ports_read(port).await, both);
+    for alias in ["zone1-167", "zone1-166"] {
+        ctl_says(vec!["delete-tablet".into(), alias.into()]).await;
+    }
+}

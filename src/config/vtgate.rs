@@ -186,12 +186,6 @@ const IGNORED: &[(&str, Takes, Reason)] = &[
     ("security_policy", Value, Unsupported),
     ("tablet_filters", Value, Unsupported),
     ("tablet_filter_tags", Value, Unsupported),
-    (
-        "discovery_high_replication_lag_minimum_serving",
-        Value,
-        Unsupported,
-    ),
-    ("min_number_serving_vttablets", Value, Unsupported),
     ("legacy_replication_lag_algorithm", Switch, Unsupported),
     ("balancer_enabled", Switch, Unsupported),
     ("balancer_vtgate_cells", Value, Unsupported),

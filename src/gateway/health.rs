@@ -34,6 +34,10 @@ pub enum Fitness {
     Fit,
     /// Answers, but replicates too far behind, or not at all.
     Lagging,
+    /// Answers, but is further behind than a replica may be and still
+    /// serve (`--discovery_high_replication_lag_minimum_serving`): taken
+    /// only when no other tablet answers.
+    FarBehind,
     /// Does not answer.
     Down,
 }
@@ -94,8 +98,9 @@ impl Health {
     }
 
     /// How many tablets of each (keyspace, shard, tablet type) serve, that
-    /// is answer (vtgate's `HealthcheckConnections`: a lagging replica
-    /// still serves; it only takes reads last). Targets with none serving
+    /// is answer and are not too far behind (vtgate's
+    /// `HealthcheckConnections`: a lagging replica still serves; it only
+    /// takes reads last). Targets with none serving
     /// are left out, as vtgate leaves them.
     pub fn serving_counts(
         &self,
@@ -105,7 +110,7 @@ impl Health {
         let mut counts = std::collections::BTreeMap::new();
         for t in snap.tablets.values() {
             let fitness = verdicts.get(&t.alias).map_or(Fitness::Fit, |s| s.fitness);
-            if fitness != Fitness::Down {
+            if fitness <= Fitness::Lagging {
                 let key = (t.keyspace.clone(), t.shard.clone(), t.tablet_type.as_str());
                 *counts.entry(key).or_default() += 1;
             }
@@ -127,6 +132,9 @@ pub struct Config {
     /// A replica further behind than this is lagging
     /// (`--discovery-low-replication-lag`, vtgate's flag).
     pub low_lag: Duration,
+    /// A replica further behind than this does not serve
+    /// (`--discovery_high_replication_lag_minimum_serving`, vtgate's flag).
+    pub high_lag: Duration,
     /// How the checker logs in.
     pub login: Login,
 }
@@ -225,6 +233,7 @@ async fn check(
                 .and_then(Result::ok)
                 .flatten(),
             cfg.low_lag,
+            cfg.high_lag,
         ),
     };
     (status, Some(conn))
@@ -312,9 +321,14 @@ pub async fn replication_status(
 
 /// A replica's verdict from its `Seconds_Behind_Master` (None: replication
 /// is stopped).
-fn judge_lag(seconds: Option<u64>, low_lag: Duration) -> Status {
+fn judge_lag(seconds: Option<u64>, low_lag: Duration, high_lag: Duration) -> Status {
     match seconds {
         None => Status::not(Fitness::Lagging, None, "replication stopped".into()),
+        Some(s) if Duration::from_secs(s) > high_lag => Status::not(
+            Fitness::FarBehind,
+            Some(s),
+            format!("{s} s behind (more than {high_lag:?}: not serving)"),
+        ),
         Some(s) if Duration::from_secs(s) > low_lag => Status::not(
             Fitness::Lagging,
             Some(s),
@@ -330,12 +344,18 @@ mod tests {
 
     #[test]
     fn a_replica_far_behind_or_stopped_is_lagging() {
-        let low = Duration::from_secs(30);
-        assert_eq!(judge_lag(Some(0), low).fitness, Fitness::Fit);
-        assert_eq!(judge_lag(Some(30), low).fitness, Fitness::Fit);
-        let far = judge_lag(Some(31), low);
+        let (low, high) = (Duration::from_secs(30), Duration::from_secs(7200));
+        assert_eq!(judge_lag(Some(0), low, high).fitness, Fitness::Fit);
+        assert_eq!(judge_lag(Some(30), low, high).fitness, Fitness::Fit);
+        let far = judge_lag(Some(31), low, high);
         assert_eq!((far.fitness, far.lag), (Fitness::Lagging, Some(31)));
-        assert_eq!(judge_lag(None, low).fitness, Fitness::Lagging);
+        assert_eq!(judge_lag(None, low, high).fitness, Fitness::Lagging);
+        assert_eq!(judge_lag(Some(7200), low, high).fitness, Fitness::Lagging);
+        let too_far = judge_lag(Some(7201), low, high);
+        assert_eq!(
+            (too_far.fitness, too_far.lag),
+            (Fitness::FarBehind, Some(7201))
+        );
     }
 
     #[test]

@@ -34,13 +34,28 @@ pub enum GatewayError {
 
 /// Round-robin counter over replicas and the health verdicts; shared by
 /// all sessions.
-#[derive(Default)]
 pub struct Gateway {
     next: AtomicUsize,
+    /// `--min_number_serving_vttablets`: while fewer tablets of a target
+    /// are fit, the least lagging of the lagging ones serve too, up to
+    /// this many (vtgate's rule; its default is 2, shardgate's 1, which
+    /// keeps reads on fresh replicas while one is).
+    pub min_serving: usize,
     /// What the health checks found (every tablet fit while they are off).
     pub health: Arc<Health>,
     /// Statements held while a primary changes (`--enable_buffer`).
     pub buffer: buffer::Buffer,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            next: AtomicUsize::new(0),
+            min_serving: 1,
+            health: Arc::default(),
+            buffer: buffer::Buffer::default(),
+        }
+    }
 }
 
 impl Gateway {
@@ -78,8 +93,10 @@ impl Gateway {
         } else {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let verdicts = self.health.verdicts();
-            choose(candidates, n, |a| {
-                verdicts.get(a).map_or(Fitness::Fit, |s| s.fitness)
+            choose(candidates, n, self.min_serving, |a| {
+                verdicts
+                    .get(a)
+                    .map_or((Fitness::Fit, None), |s| (s.fitness, s.lag))
             })
         };
         snap.tablets.get(&candidates[i]).ok_or_else(no_tablet)
@@ -108,15 +125,54 @@ impl Gateway {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let verdicts = self.health.verdicts();
-        let i = choose(&others, n, |a| {
-            verdicts.get(a).map_or(Fitness::Fit, |s| s.fitness)
+        let i = choose(&others, n, self.min_serving, |a| {
+            verdicts
+                .get(a)
+                .map_or((Fitness::Fit, None), |s| (s.fitness, s.lag))
         });
         snap.tablets.get(&others[i])
     }
 }
 
-/// The `n`th (in turn, modulo their number) of the fittest candidates.
-fn choose(candidates: &[String], n: usize, fitness: impl Fn(&str) -> Fitness) -> usize {
+/// The `n`th (in turn, modulo their number) of the candidates that serve,
+/// as vtgate picks them: the fit ones, and while fewer than `min_serving`
+/// are, the least lagging of the lagging ones up to that many (a replica
+/// whose lag is unknown, its replication stopped, last). When none of
+/// those is left, the fittest of the rest. `verdict` gives a candidate's
+/// fitness and lag; no allocation.
+fn choose(
+    candidates: &[String],
+    n: usize,
+    min_serving: usize,
+    verdict: impl Fn(&str) -> (Fitness, Option<u64>),
+) -> usize {
+    let fit = candidates
+        .iter()
+        .filter(|a| verdict(a).0 == Fitness::Fit)
+        .count();
+    let extra = min_serving.saturating_sub(fit);
+    let key = |i: usize| (verdict(&candidates[i]).1.unwrap_or(u64::MAX), i);
+    let serves = |i: usize| match verdict(&candidates[i]).0 {
+        Fitness::Fit => true,
+        // Among the `extra` least lagging of the lagging.
+        Fitness::Lagging if extra > 0 => {
+            let mine = key(i);
+            let ahead = (0..candidates.len())
+                .filter(|&j| verdict(&candidates[j]).0 == Fitness::Lagging && key(j) < mine)
+                .count();
+            ahead < extra
+        }
+        _ => false,
+    };
+    let serving = (0..candidates.len()).filter(|&i| serves(i)).count();
+    if serving > 0 {
+        let k = n % serving;
+        return (0..candidates.len())
+            .filter(|&i| serves(i))
+            .nth(k)
+            .unwrap_or(0);
+    }
+    let fitness = |a: &str| verdict(a).0;
     let best = candidates
         .iter()
         .map(|a| fitness(a))
@@ -140,29 +196,46 @@ mod tests {
     #[test]
     fn the_fittest_candidates_take_turns() {
         let c: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let all_fit = |_: &str| Fitness::Fit;
-        let picks: Vec<usize> = (0..6).map(|n| choose(&c, n, all_fit)).collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        let picks = |min: usize, v: &dyn Fn(&str) -> (Fitness, Option<u64>), n: usize| {
+            (0..n)
+                .map(|n| choose(&c, n, min, v))
+                .collect::<Vec<usize>>()
+        };
+        let all_fit = |_: &str| (Fitness::Fit, Some(0));
+        assert_eq!(picks(1, &all_fit, 6), [0, 1, 2, 0, 1, 2]);
         // b is down: a and c take turns.
-        // b's fitness, and the others'.
-        let b_and_others =
-            |b: Fitness, others: Fitness| move |a: &str| if a == "b" { b } else { others };
-        let b_down = b_and_others(Fitness::Down, Fitness::Fit);
-        let picks: Vec<usize> = (0..4).map(|n| choose(&c, n, b_down)).collect();
-        assert_eq!(picks, [0, 2, 0, 2]);
+        let b_down = |a: &str| match a {
+            "b" => (Fitness::Down, None),
+            _ => (Fitness::Fit, Some(0)),
+        };
+        assert_eq!(picks(1, &b_down, 4), [0, 2, 0, 2]);
         // Only c is fit; a lags, b is down.
         let only_c = |a: &str| match a {
-            "a" => Fitness::Lagging,
-            "b" => Fitness::Down,
-            _ => Fitness::Fit,
+            "a" => (Fitness::Lagging, Some(90)),
+            "b" => (Fitness::Down, None),
+            _ => (Fitness::Fit, Some(1)),
         };
-        assert!((0..4).all(|n| choose(&c, n, only_c) == 2));
-        // None fit: the lagging one before the one that is down.
-        let none_fit = b_and_others(Fitness::Down, Fitness::Lagging);
-        let picks: Vec<usize> = (0..4).map(|n| choose(&c, n, none_fit)).collect();
-        assert_eq!(picks, [0, 2, 0, 2]);
+        assert_eq!(picks(1, &only_c, 4), [2, 2, 2, 2]);
+        // vtgate's two serving: the least lagging joins the fit one.
+        assert_eq!(picks(2, &only_c, 4), [0, 2, 0, 2]);
+        // None fit: the least lagging serves (a stopped replica, lag
+        // unknown, last); with two to serve, the next least too.
+        let none_fit = |a: &str| match a {
+            "a" => (Fitness::Lagging, None),
+            "b" => (Fitness::Lagging, Some(300)),
+            _ => (Fitness::Lagging, Some(60)),
+        };
+        assert_eq!(picks(1, &none_fit, 3), [2, 2, 2]);
+        assert_eq!(picks(2, &none_fit, 4), [1, 2, 1, 2]);
+        assert_eq!(picks(5, &none_fit, 3), [0, 1, 2]);
+        // Too far behind serves only when nothing else answers.
+        let far = |a: &str| match a {
+            "a" => (Fitness::FarBehind, Some(9000)),
+            _ => (Fitness::Down, None),
+        };
+        assert_eq!(picks(2, &far, 3), [0, 0, 0]);
         // All down: all of them in turn, as without health checks.
-        let picks: Vec<usize> = (0..3).map(|n| choose(&c, n, |_| Fitness::Down)).collect();
-        assert_eq!(picks, [0, 1, 2]);
+        let down = |_: &str| (Fitness::Down, None);
+        assert_eq!(picks(1, &down, 3), [0, 1, 2]);
     }
 }
