@@ -116,6 +116,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_tablet_types: Vec<String>,
+    /// Only tablets of these shards (comma separated `keyspace|shard`,
+    /// the shard by name or as a key range holding it, as `customer|-80`);
+    /// vtgate's flag, for gates that serve part of a keyspace.
+    #[arg(
+        long = "tablet_filters",
+        alias = "tablet-filters",
+        value_delimiter = ','
+    )]
+    pub tablet_filters: Vec<String>,
     /// Tablet types to wait for at startup (accepted for vtgate compatibility).
     #[arg(
         long = "tablet-types-to-wait",

@@ -203,6 +203,14 @@ async fn serve(
                     .ok_or_else(|| format!("--allowed_tablet_types: unknown tablet type {t}"))
             })
             .collect::<Result<_, _>>()?,
+        shards: args
+            .tablet_filters
+            .iter()
+            .map(|f| match f.split_once('|') {
+                Some((ks, shard)) => Ok((ks.to_string(), shard.to_string())),
+                None => Err(format!("--tablet_filters: '{f}' is not keyspace|shard")),
+            })
+            .collect::<Result<_, _>>()?,
     };
     let opts = ServeOptions {
         mysql_addr: SocketAddr::new(ip, args.mysql_server_port),

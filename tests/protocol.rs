@@ -1290,7 +1290,8 @@ async fn query_log_options_choose_the_form_and_the_statements() {
 /// vtgate's `--keyspaces_to_watch` and `--allowed_tablet_types`: a gate
 /// scoped to commerce's primary and rdonly tablets knows no other
 /// keyspace (1049, and `SHOW KEYSPACES` lists only commerce), keeps no
-/// replica (a replica read finds no tablet) and serves the rest.
+/// replica (a replica read finds no tablet) and serves the rest; with
+/// `--tablet_filters` a gate keeps the tablets of one key range only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_serves_only_the_keyspaces_and_tablet_types_it_watches() {
     let (port, web) = spawn_shardgate(&[
@@ -1316,5 +1317,17 @@ async fn a_gate_serves_only_the_keyspaces_and_tablet_types_it_watches() {
     conn.query_drop("use `commerce@replica`").await.unwrap();
     let e = conn.query_drop("select @@port").await.unwrap_err();
     assert!(e.to_string().contains("replica"), "{e}");
+    assert_eq!(debug_var_at(web, "Tablets").await, 2);
+
+    // --tablet_filters: a gate for customer's first half (by key range).
+    let (port, web) = spawn_shardgate(&["--tablet_filters=customer|-80".into()]).await;
+    let mut conn = connect_port(port, Some("customer:-80")).await;
+    let at: Option<u16> = conn.query_first("select @@port").await.unwrap();
+    assert_eq!(at, Some(tablet_port(300)));
+    conn.query_drop("use `customer:80-`").await.unwrap();
+    let e = conn.query_drop("select @@port").await.unwrap_err();
+    assert!(e.to_string().contains("80-"), "{e}");
+    conn.query_drop("use commerce").await.unwrap();
+    assert!(conn.query_drop("select @@port").await.is_err());
     assert_eq!(debug_var_at(web, "Tablets").await, 2);
 }

@@ -184,7 +184,6 @@ const IGNORED: &[(&str, Takes, Reason)] = &[
     ("enable_partial_keyspace_migration", Switch, Unsupported),
     ("vtgate_config_terse_errors", Switch, Unsupported),
     ("security_policy", Value, Unsupported),
-    ("tablet_filters", Value, Unsupported),
     ("tablet_filter_tags", Value, Unsupported),
     ("legacy_replication_lag_algorithm", Switch, Unsupported),
     ("balancer_enabled", Switch, Unsupported),
@@ -358,7 +357,7 @@ mod tests {
     #[test]
     fn the_report_groups_flags_by_reason() {
         let r = rewrite(
-            "sg --grpc_port 1 --logtostderr --service_map x --tablet_filters ks|-80"
+            "sg --grpc_port 1 --logtostderr --service_map x --tablet_filter_tags a:b"
                 .split_whitespace()
                 .map(OsString::from),
         );
@@ -366,7 +365,7 @@ mod tests {
         assert_eq!(lines.len(), 3, "{lines:?}");
         assert!(lines[0].starts_with("vtgate glog flags") && lines[0].ends_with("--logtostderr"));
         assert!(lines[1].contains("gRPC") && lines[1].ends_with("--grpc_port --service_map"));
-        assert!(lines[2].contains("does not have") && lines[2].ends_with("--tablet_filters"));
+        assert!(lines[2].contains("does not have") && lines[2].ends_with("--tablet_filter_tags"));
     }
 
     #[test]

@@ -34,6 +34,13 @@ impl KeyRange {
         self.start.as_slice() <= id && (self.end.is_empty() || id < self.end.as_slice())
     }
 
+    /// Whether `other` lies wholly inside this range.
+    pub fn covers(&self, other: &KeyRange) -> bool {
+        let starts_inside = self.start <= other.start;
+        let ends_inside = self.end.is_empty() || (!other.end.is_empty() && other.end <= self.end);
+        starts_inside && ends_inside
+    }
+
     /// True when some id in `[low, high]` (both inclusive) falls in this range.
     pub fn overlaps(&self, low: &[u8], high: &[u8]) -> bool {
         self.start.as_slice() <= high && (self.end.is_empty() || low < self.end.as_slice())
@@ -85,6 +92,18 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_covers_the_ranges_inside_it() {
+        let r = |s: &str| KeyRange::parse(s).unwrap();
+        assert!(r("-80").covers(&r("-40")));
+        assert!(r("-80").covers(&r("-80")));
+        assert!(r("-").covers(&r("80-")));
+        assert!(r("40-").covers(&r("80-c0")));
+        assert!(!r("-80").covers(&r("40-c0")));
+        assert!(!r("-80").covers(&r("80-")));
+        assert!(!r("40-80").covers(&r("-")));
+    }
 
     #[test]
     fn parse_and_contains() {

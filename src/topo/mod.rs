@@ -261,6 +261,10 @@ pub struct Scope {
     pub keyspaces: Vec<String>,
     /// Tablet types routed to (all when empty).
     pub tablet_types: Vec<TabletType>,
+    /// `--tablet_filters`: when any, only tablets of these (keyspace,
+    /// shard name or key range) are kept; a range keeps the shards that
+    /// lie inside it.
+    pub shards: Vec<(String, String)>,
 }
 
 impl Scope {
@@ -282,6 +286,15 @@ impl Scope {
 
     fn tablet_type(&self, t: TabletType) -> bool {
         self.tablet_types.is_empty() || self.tablet_types.contains(&t)
+    }
+
+    fn shard(&self, ks: &str, shard: &Shard) -> bool {
+        self.shards.is_empty()
+            || self.shards.iter().any(|(k, filter)| {
+                k == ks
+                    && (*filter == shard.name
+                        || KeyRange::parse(filter).is_ok_and(|r| r.covers(&shard.key_range)))
+            })
     }
 }
 
@@ -444,7 +457,7 @@ impl Snapshot {
                 continue;
             };
             let tablet_type = ShardRecord::served_type(shard_rec, &rec.alias, own);
-            if !scope.tablet_type(tablet_type) {
+            if !scope.tablet_type(tablet_type) || !scope.shard(&rec.keyspace, shard) {
                 continue;
             }
             shard.tablets[tablet_type as usize].push(rec.alias.clone());
@@ -672,6 +685,20 @@ mod tests {
         // Everything by default.
         let all = Snapshot::build(&r, &Scope::default(), 1).unwrap();
         assert_eq!((all.keyspaces.len(), all.tablets.len()), (2, 3));
+        // Tablet filters: by shard name, and by a range holding the shard.
+        for (filter, kept) in [
+            ("0", vec!["zone1-3"]),
+            ("-", vec!["zone1-3"]),
+            ("1", vec![]),
+        ] {
+            let scope = Scope {
+                shards: vec![("b".into(), filter.into())],
+                ..Scope::default()
+            };
+            let s = Snapshot::build(&r, &scope, 1).unwrap();
+            assert_eq!(s.tablets.keys().collect::<Vec<_>>(), kept, "{filter}");
+            assert_eq!(s.keyspaces.len(), 2);
+        }
     }
 
     #[test]
