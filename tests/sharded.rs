@@ -2245,6 +2245,27 @@ async fn colocated_joins(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng, max_id: 
         let plan: Vec<(String,)> = sg.query(format!("vexplain plan {sql}")).await.unwrap();
         assert!(plan[0].0.contains("\"Join\""), "{sql}: {}", plan[0].0);
     }
+    // VEXPLAIN KEYS: the columns by table, an unqualified one placed.
+    let keys: String = sg
+        .query_first(
+            "vexplain keys select dt.k, count(*) from dt join jl j on dt.id = j.dt_id \
+             where dt.k = 3 and qty > 1 group by dt.k",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+    assert_eq!(
+        keys,
+        serde_json::json!({
+            "statementType": "SELECT",
+            "groupingColumns": ["dt.k"],
+            "joinColumns": ["dt.id =", "jl.dt_id ="],
+            "filterColumns": ["dt.k =", "jl.qty >"],
+            "selectColumns": ["dt.k"],
+            "joinPredicates": ["dt.id = jl.dt_id"],
+        })
+    );
     let one: i64 = sg.query_first("select 1").await.unwrap().unwrap();
     assert_eq!(one, 1);
     merged_subqueries(sg, oracle, r).await;

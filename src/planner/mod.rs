@@ -7,6 +7,7 @@ mod cte;
 mod dml_input;
 pub mod explain;
 pub mod join;
+pub mod keys;
 pub mod place;
 pub mod pullout;
 mod qualify;

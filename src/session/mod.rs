@@ -448,7 +448,12 @@ impl Session {
                 Box::pin(self.kill(ctx, id, connection)).await?;
                 sink.ok(QueryDone::default())
             }
-            Statement::VExplain { queries, inner } => {
+            Statement::VExplain {
+                kind: sql::VExplainKind::Keys,
+                inner,
+            } => self.vexplain_keys(ctx, &inner, sink),
+            Statement::VExplain { kind, inner } => {
+                let queries = kind == sql::VExplainKind::Queries;
                 self.vexplain(ctx, queries, &inner, sink).await
             }
             Statement::ShowReplicationStatus(like) => {
@@ -950,6 +955,31 @@ impl Session {
 
     /// VEXPLAIN PLAN prints the plan; VEXPLAIN QUERIES runs the statement
     /// and lists every query sent to a shard.
+    /// `VEXPLAIN KEYS`: the columns the statement uses, by table, with its
+    /// names placed in the keyspace its tables are in (else the session's).
+    fn vexplain_keys<S: RowSink>(
+        &self,
+        ctx: &ServerCtx,
+        inner: &str,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let snap = ctx.snapshot.load();
+        let placed = planner::place::place(inner, &self.target, &snap)?;
+        let (ks, sql) = match &placed {
+            Some(p) => (Some(p.keyspace.as_str()), p.sql.as_deref().unwrap_or(inner)),
+            None => (self.target.keyspace.as_deref(), inner),
+        };
+        let ks = ks
+            .and_then(|k| snap.keyspaces.get(k))
+            .ok_or(planner::PlanError::NoDatabase)?;
+        let keys = planner::keys::keys(sql, ks, &snap)?;
+        sink.columns(&[engine::text_column("ColumnUsage")])?;
+        sink.row(&[mysql_common::value::Value::Bytes(
+            keys.to_json().into_bytes(),
+        )])?;
+        sink.end_rows(0)
+    }
+
     async fn vexplain<S: RowSink + Send>(
         &mut self,
         ctx: &ServerCtx,

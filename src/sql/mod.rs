@@ -52,6 +52,17 @@ pub enum SqlError {
     TransactionModeInTransaction,
 }
 
+/// What a VEXPLAIN asks of its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VExplainKind {
+    /// PLAN (and ALL): the plan, as JSON, without running it.
+    Plan,
+    /// QUERIES: run it and list the queries each shard got.
+    Queries,
+    /// KEYS: the columns it filters, joins, groups and selects on.
+    Keys,
+}
+
 /// What kind of statement a client sent, as far as routing and session state care.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
@@ -125,10 +136,10 @@ pub enum Statement {
     /// written to the topology store by the gate (see
     /// [`crate::vschema::ddl`]).
     AlterVschema(crate::vschema::ddl::Alter),
-    /// VEXPLAIN [PLAN | QUERIES | ALL] statement.
+    /// VEXPLAIN [PLAN | QUERIES | ALL | KEYS] statement.
     VExplain {
-        /// QUERIES (run it and list shard queries) rather than PLAN.
-        queries: bool,
+        /// What is asked of it.
+        kind: VExplainKind,
         /// The statement explained.
         inner: String,
     },
@@ -313,16 +324,18 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
         }
         "insert" | "replace" => Statement::Query(QueryKind::Insert),
         "vexplain" => {
-            let (queries, from) = if w(1, "queries") {
-                (true, 2)
+            let (kind, from) = if w(1, "queries") {
+                (VExplainKind::Queries, 2)
+            } else if w(1, "keys") {
+                (VExplainKind::Keys, 2)
             } else if w(1, "plan") || w(1, "all") {
-                (false, 2)
+                (VExplainKind::Plan, 2)
             } else {
-                (false, 1)
+                (VExplainKind::Plan, 1)
             };
             let start = toks.get(from).map(|t| t.start).unwrap_or(sql.len());
             Statement::VExplain {
-                queries,
+                kind,
                 inner: sql[start..].trim().to_string(),
             }
         }
