@@ -598,7 +598,7 @@ fn exposed_vindex(
 }
 
 /// The constraint of a join MySQL has; others are refused.
-fn constraint(op: &JoinOperator) -> Result<&JoinConstraint, PlanError> {
+pub(super) fn constraint(op: &JoinOperator) -> Result<&JoinConstraint, PlanError> {
     match op {
         JoinOperator::Join(c)
         | JoinOperator::Inner(c)
@@ -832,14 +832,33 @@ fn direct_subqueries(q: &ast::Query) -> Vec<ast::Query> {
 }
 
 /// Collects the outermost subqueries of what it visits (not those
-/// inside them), copied out of the visitor's reach.
-#[derive(Default)]
-struct Collect {
+/// inside them), copied out of the visitor's reach, and shows `outside`
+/// every expression that lies outside them.
+pub(super) struct Collect<F: FnMut(&Expr) = fn(&Expr)> {
     depth: usize,
-    found: Vec<ast::Query>,
+    /// The outermost subqueries.
+    pub found: Vec<ast::Query>,
+    outside: F,
 }
 
-impl Visitor for Collect {
+impl Default for Collect {
+    fn default() -> Self {
+        Collect::new(|_| {})
+    }
+}
+
+impl<F: FnMut(&Expr)> Collect<F> {
+    /// A collector that shows `outside` the expressions outside subqueries.
+    pub fn new(outside: F) -> Self {
+        Collect {
+            depth: 0,
+            found: Vec::new(),
+            outside,
+        }
+    }
+}
+
+impl<F: FnMut(&Expr)> Visitor for Collect<F> {
     type Break = ();
     fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
         if self.depth == 0 {
@@ -850,6 +869,12 @@ impl Visitor for Collect {
     }
     fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
         self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if self.depth == 0 {
+            (self.outside)(e);
+        }
         ControlFlow::Continue(())
     }
 }

@@ -14,12 +14,10 @@
 //! name that cannot be placed, or that belongs to a derived table, is
 //! left out. Nothing runs.
 
-use std::ops::ControlFlow;
-
 use serde::Serialize;
 use sqlparser::ast::{
     self, BinaryOperator, Expr, GroupByExpr, JoinConstraint, JoinOperator, SelectItem, SetExpr,
-    Statement, TableFactor, TableWithJoins, Visit, Visitor,
+    Statement, TableFactor, TableWithJoins, Visit,
 };
 
 use super::PlanError;
@@ -114,9 +112,9 @@ fn tables(from: &[TableWithJoins]) -> Scope {
                     let known = alias.as_ref().map_or(&table.value, |a| &a.name.value);
                     scope.push((known.to_lowercase(), Some(table.value.clone())));
                 }
-                TableFactor::Derived {
-                    alias: Some(a), ..
-                } => scope.push((a.name.value.to_lowercase(), None)),
+                TableFactor::Derived { alias: Some(a), .. } => {
+                    scope.push((a.name.value.to_lowercase(), None))
+                }
                 TableFactor::NestedJoin {
                     table_with_joins, ..
                 } => scope.extend(tables(std::slice::from_ref(table_with_joins))),
@@ -217,10 +215,8 @@ impl Found {
                     if ls != rs {
                         self.joins.push((lc.clone(), op));
                         self.joins.push((rc.clone(), switched(op)));
-                        self.predicates.push(format!(
-                            "{}.{} {op} {}.{}",
-                            lc.0, lc.1, rc.0, rc.1
-                        ));
+                        self.predicates
+                            .push(format!("{}.{} {op} {}.{}", lc.0, lc.1, rc.0, rc.1));
                         return;
                     }
                 }
@@ -234,7 +230,8 @@ impl Found {
             }
             Expr::In { expr, negated, .. } => {
                 if let Some(c) = column(expr, scopes) {
-                    self.filters.push((c, if *negated { "not in" } else { "in" }));
+                    self.filters
+                        .push((c, if *negated { "not in" } else { "in" }));
                 }
             }
             Expr::Like { expr, negated, .. } => {
@@ -267,44 +264,10 @@ impl Found {
     /// The columns `e` reads outside its subqueries; each subquery is read
     /// as a statement of its own, in a scope inside this one.
     fn columns(&mut self, e: &Expr, scopes: &mut Vec<Scope>) -> Vec<(String, String)> {
-        struct Walk<'a> {
-            scopes: &'a [Scope],
-            depth: usize,
-            cols: Vec<(String, String)>,
-            subqueries: Vec<ast::Query>,
-        }
-        impl Visitor for Walk<'_> {
-            type Break = ();
-            fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-                if self.depth == 0 {
-                    self.subqueries.push(q.clone());
-                }
-                self.depth += 1;
-                ControlFlow::Continue(())
-            }
-            fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-                self.depth -= 1;
-                ControlFlow::Continue(())
-            }
-            fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-                if self.depth == 0 {
-                    if let Some(c) = column(e, self.scopes) {
-                        self.cols.push(c);
-                    }
-                }
-                ControlFlow::Continue(())
-            }
-        }
-        let mut walk = Walk {
-            scopes,
-            depth: 0,
-            cols: Vec::new(),
-            subqueries: Vec::new(),
-        };
+        let mut cols = Vec::new();
+        let mut walk = super::colocate::Collect::new(|e: &Expr| cols.extend(column(e, scopes)));
         let _ = e.visit(&mut walk);
-        let Walk {
-            cols, subqueries, ..
-        } = walk;
+        let subqueries = walk.found;
         for q in &subqueries {
             self.query(q, scopes);
         }
@@ -344,17 +307,8 @@ impl Found {
 
 /// The condition of a join that has one.
 fn on(op: &JoinOperator) -> Option<&Expr> {
-    match op {
-        JoinOperator::Join(c)
-        | JoinOperator::Inner(c)
-        | JoinOperator::Left(c)
-        | JoinOperator::LeftOuter(c)
-        | JoinOperator::Right(c)
-        | JoinOperator::RightOuter(c)
-        | JoinOperator::StraightJoin(c) => match c {
-            JoinConstraint::On(e) => Some(e),
-            _ => None,
-        },
+    match super::colocate::constraint(op) {
+        Ok(JoinConstraint::On(e)) => Some(e),
         _ => None,
     }
 }
@@ -493,7 +447,10 @@ mod tests {
         assert_eq!(k.filter_columns, strings(&["user.id ="]));
         let k = keys_of("delete from music where user_id in (1, 2) and col != 3");
         assert_eq!(k.statement_type, "DELETE");
-        assert_eq!(k.filter_columns, strings(&["music.col !=", "music.user_id in"]));
+        assert_eq!(
+            k.filter_columns,
+            strings(&["music.col !=", "music.user_id in"])
+        );
     }
 
     #[test]
@@ -504,7 +461,8 @@ mod tests {
             "{\n\t\"statementType\": \"SELECT\",\n\t\"filterColumns\": [\n\t\t\"user.name =\"\n\t],\n\t\"selectColumns\": [\n\t\t\"user.id\"\n\t]\n}"
         );
         // Derived tables' columns are left out; their own statement is read.
-        let k = keys_of("select d.x from (select col as x from music where id = 1) d where d.x = 2");
+        let k =
+            keys_of("select d.x from (select col as x from music where id = 1) d where d.x = 2");
         assert_eq!(k.filter_columns, strings(&["music.id ="]));
         assert_eq!(k.select_columns, strings(&["music.col"]));
     }

@@ -168,6 +168,10 @@ fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
     let snap = ctx.snapshot.load();
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mux = &ctx.pools.mux_stats;
+    // A TLS counter; 0 when clients are not offered TLS.
+    let tls = |counter: fn(&crate::frontend::tls::TlsStats) -> &std::sync::atomic::AtomicU64| {
+        ctx.tls.as_ref().map_or(0, |t| n(counter(&t.stats)))
+    };
     vec![
         ("TopoVersion", Gauge, snap.version),
         ("TopoAccepted", Counter, n(&ctx.watch_stats.accepted)),
@@ -218,26 +222,14 @@ fn scalars(ctx: &ServerCtx) -> Vec<(&'static str, Kind, u64)> {
             Counter,
             n(&ctx.twopc.stats.resolved_parts),
         ),
-        (
-            "TlsConnectionsAccepted",
-            Counter,
-            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.accepted)),
-        ),
-        (
-            "TlsHandshakesFailed",
-            Counter,
-            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.failed)),
-        ),
+        ("TlsConnectionsAccepted", Counter, tls(|t| &t.accepted)),
+        ("TlsHandshakesFailed", Counter, tls(|t| &t.failed)),
         (
             "InsecureConnectionsRefused",
             Counter,
-            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.refused_plain)),
+            tls(|t| &t.refused_plain),
         ),
-        (
-            "TlsReloads",
-            Counter,
-            ctx.tls.as_ref().map_or(0, |t| n(&t.stats.reloads)),
-        ),
+        ("TlsReloads", Counter, tls(|t| &t.reloads)),
         ("AuthReloads", Counter, n(&ctx.auth.reloads)),
         ("EventLoopBusyPolls", Counter, n(&ctx.busy_polls)),
         ("HeapTrims", Counter, n(&ctx.heap.trims)),
