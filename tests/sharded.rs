@@ -1527,6 +1527,32 @@ async fn sharded_answers_match_a_single_mariadb() {
     for c in cases.iter().step_by(3) {
         compare_by(&mut sg, &mut oracle, c, true).await;
     }
+    // `dual` beside a table is planned as vtgate plans it, and MariaDB
+    // refuses it as it refuses it alone (vtgate's planner takes it).
+    let dual = "select 42, id from dual, dt where k = 3";
+    let (e1, e2) = (
+        sg.query_drop(dual).await.unwrap_err(),
+        oracle.query_drop(dual).await.unwrap_err(),
+    );
+    assert_eq!((err_code(&e1), err_code(&e2)), (Some(1064), Some(1064)));
+    // vtgate's vindex hints are taken out: the rows of the statement
+    // without them (which MariaDB alone takes).
+    for (hinted, plain) in [
+        (
+            "select id, name from dt use vindex (hash) where id = 7",
+            "select id, name from dt where id = 7",
+        ),
+        (
+            "select count(*) from dt IGNORE VINDEX (hash) where k = 3",
+            "select count(*) from dt where k = 3",
+        ),
+    ] {
+        assert_eq!(
+            rows(&mut sg, hinted).await,
+            rows(&mut oracle, plain).await,
+            "{hinted}"
+        );
+    }
     prepared_scatters_run_prepared_on_the_shards(&mut sg, &mut oracle, &mut r).await;
 
     // DMLs: same affected rows, same table afterwards.

@@ -517,6 +517,11 @@ pub(super) fn table_info(
         [q, t] => (Some(q.clone()), t.clone()),
         _ => return Err(unsupported(format!("table name {name}"))),
     };
+    // MySQL's one-row `dual` beside other tables (`from dual, t`): on
+    // every shard alike, as a reference table's rows are.
+    if qual.is_none() && table.eq_ignore_ascii_case("dual") {
+        return Ok(TableInfo::derived(table, true, None).aliased(alias));
+    }
     if let Some(q) = qual {
         if crate::sql::SYSTEM_SCHEMAS
             .iter()

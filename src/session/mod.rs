@@ -203,6 +203,8 @@ impl Session {
         }
         let directives = sql::directives(sql);
         payload_allowed(ctx, sql, &directives)?;
+        let unhinted = sql::strip_vindex_hints(sql);
+        let sql = unhinted.as_deref().unwrap_or(sql);
         let timed = self.begin(ctx, directives);
         // Swapped back only when swapped: a USE may have changed it.
         let res = match self.reads_elsewhere(sql) {
@@ -1086,6 +1088,8 @@ impl Session {
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
         let directives = sql::directives(sql);
         payload_allowed(ctx, sql, &directives)?;
+        let unhinted = sql::strip_vindex_hints(sql);
+        let sql = unhinted.as_deref().unwrap_or(sql);
         let stmt = sql::classify(sql)?;
         ddl_allowed(ctx, &stmt)?;
         let (params, columns) = match self.placement(ctx, sql)? {

@@ -606,6 +606,48 @@ pub fn directives(sql: &str) -> Directives {
     d
 }
 
+/// `sql` without vtgate's vindex hints (`t USE VINDEX (v)`, `IGNORE
+/// VINDEX (v, w)`, `FORCE VINDEX (v)`), which neither the parser nor
+/// MariaDB knows; None when it has none (one substring search in each
+/// case, the common one). The hints only steer vtgate's choice among a
+/// table's vindexes; the planner picks the best one anyway, and the rows
+/// are the same.
+pub fn strip_vindex_hints(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    if memchr::memmem::find(b, b"vindex").is_none() && memchr::memmem::find(b, b"VINDEX").is_none()
+    {
+        return None;
+    }
+    let toks = lexer::tokenize(sql);
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i + 2 < toks.len() {
+        let hint = ["use", "ignore", "force"]
+            .iter()
+            .any(|w| toks[i].is_word(sql, w))
+            && toks[i + 1].is_word(sql, "vindex")
+            && toks[i + 2].kind == lexer::TokenKind::Punct(b'(');
+        let close = toks[i + 2..]
+            .iter()
+            .position(|t| t.kind == lexer::TokenKind::Punct(b')'))
+            .map(|p| i + 2 + p);
+        match close.filter(|_| hint) {
+            Some(c) => {
+                out.push_str(sql[copied..toks[i].start].trim_end());
+                copied = toks[c].end;
+                i = c + 1;
+            }
+            None => i += 1,
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
+}
+
 /// A string literal's value: its quotes off and MySQL's escapes
 /// (`\\'`, `''`, `\\n`, ...) undone. An unterminated literal (the lexer
 /// ends it at the end of the text) loses its last character.
@@ -2336,6 +2378,28 @@ mod tests {
         assert_eq!(
             classify("use `customer:-80`").unwrap(),
             Statement::Use("customer:-80".into())
+        );
+    }
+
+    #[test]
+    fn vindex_hints_are_taken_out() {
+        assert_eq!(strip_vindex_hints("select * from user where id = 1"), None);
+        assert_eq!(
+            strip_vindex_hints("select * from user use vindex (name_user_map) where name = 'x'")
+                .as_deref(),
+            Some("select * from user where name = 'x'")
+        );
+        assert_eq!(
+            strip_vindex_hints(
+                "select u.id from user u USE VINDEX (a, b) join music m IGNORE VINDEX(user_index) on u.id = m.id"
+            )
+            .as_deref(),
+            Some("select u.id from user u join music m on u.id = m.id")
+        );
+        // A string or a column named vindex is no hint.
+        assert_eq!(
+            strip_vindex_hints("select 'use vindex (x)', vindex from t"),
+            None
         );
     }
 
