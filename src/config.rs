@@ -177,7 +177,10 @@ pub struct ServeArgs {
     /// `all`, or `error` to log only statements that failed (vtgate's flag).
     #[arg(long = "querylog-mode", alias = "querylog_mode", default_value = "all")]
     pub querylog_mode: String,
-    /// Client authentication: none (any user; keep the listener on loopback) or static.
+    /// Client authentication: none (any user; keep the listener on
+    /// loopback), static (a Vitess static auth file), or clientcert (the
+    /// TLS client certificate's common name is the user; needs
+    /// `--mysql_server_ssl_ca`).
     #[arg(
         long = "mysql-auth-server-impl",
         alias = "mysql_auth_server_impl",

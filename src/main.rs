@@ -184,9 +184,15 @@ async fn serve(
                 "--mysql-auth-server-impl static needs --mysql-auth-server-static-file (or --mysql_auth_server_static_string)".into(),
             ),
         },
+        // The certificate is checked against the CA; without one there is
+        // nothing to trust (vtgate does not register it then either).
+        "clientcert" if args.mysql_server_ssl_ca.is_none() => {
+            return Err("--mysql-auth-server-impl clientcert needs --mysql_server_ssl_ca".into())
+        }
+        "clientcert" => Auth::ClientCert,
         other => {
             return Err(format!(
-                "--mysql-auth-server-impl: unknown value '{other}' (none or static)"
+                "--mysql-auth-server-impl: unknown value '{other}' (none, static or clientcert)"
             )
             .into())
         }

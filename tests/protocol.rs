@@ -694,6 +694,37 @@ async fn secure_transport_and_client_certificates_are_required_when_asked() {
     assert!(debug_var_at(web, "TlsHandshakesFailed").await >= 2);
     assert!(debug_var_at(web, "TlsConnectionsAccepted").await >= 1);
 
+    // vtgate's `clientcert`: the certificate's common name is the user.
+    let (port, _) = spawn_shardgate(&[
+        "--mysql_server_ssl_cert".into(),
+        certs.path("server-1.pem"),
+        "--mysql_server_ssl_key".into(),
+        certs.path("server-1.key"),
+        "--mysql_server_ssl_ca".into(),
+        certs.path("ca.pem"),
+        "--mysql_auth_server_impl=clientcert".into(),
+    ])
+    .await;
+    let as_user = |user: &str, cert: &[&str]| {
+        std::process::Command::new("mysql")
+            .args(["-h127.0.0.1", &format!("-P{port}"), &format!("-u{user}")])
+            .args(["--batch", "-pany"])
+            .args(cert)
+            .args(["commerce", "-e", "select current_user() is not null"])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        stdout(&as_user("shardgate-test-client", &with_client)),
+        "current_user() is not null\n1\n"
+    );
+    let out = as_user("someone-else", &with_client);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ERROR 1045"), "{err}");
+    assert!(!as_user("shardgate-test-client", &["--skip-ssl"])
+        .status
+        .success());
+
     // Half-given setups do not start.
     let refused = |args: &[&str], says: &str| {
         let mut all = vec!["serve", "--mysql-server-port", "0", "--port", "0"];
@@ -739,6 +770,17 @@ async fn secure_transport_and_client_certificates_are_required_when_asked() {
             "SSLv3",
         ],
         "SSLv3",
+    );
+    refused(
+        &[
+            "--mysql_server_ssl_cert",
+            &pem,
+            "--mysql_server_ssl_key",
+            &key,
+            "--mysql_auth_server_impl",
+            "clientcert",
+        ],
+        "needs --mysql_server_ssl_ca",
     );
 }
 

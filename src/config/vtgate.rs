@@ -167,6 +167,7 @@ const IGNORED: &[(&str, Takes, Reason)] = &[
     ("mysql_server_flush_delay", Value, Tuning),
     ("mysql_slow_connect_warn_threshold", Value, Tuning),
     ("mysql_allow_clear_text_without_tls", Switch, Tuning),
+    ("mysql_clientcert_auth_method", Value, Tuning),
     ("mysql_tcp_version", Value, Tuning),
     ("message_stream_grace_period", Value, Tuning),
     ("buffer_drain_concurrency", Value, Tuning),

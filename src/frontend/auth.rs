@@ -25,6 +25,10 @@ pub enum Auth {
     None,
     /// `static`: users from a Vitess static auth file.
     Static(HashMap<String, Vec<Credential>>),
+    /// `clientcert`: a TLS client certificate (checked against
+    /// `--mysql_server_ssl_ca`) whose common name is the user name; the
+    /// password is not asked for, as vtgate's.
+    ClientCert,
 }
 
 /// Errors loading the auth file.
@@ -87,10 +91,19 @@ impl Auth {
         Ok(Auth::Static(users))
     }
 
-    /// Checks a mysql_native_password scramble response against the user's credentials.
-    pub fn verify(&self, user: &str, salt: &[u8], response: &[u8]) -> bool {
+    /// Checks a mysql_native_password scramble response against the user's
+    /// credentials; under `clientcert`, the user against `cert_name`, the
+    /// common name of the client's certificate (None: it presented none).
+    pub fn verify(
+        &self,
+        user: &str,
+        salt: &[u8],
+        response: &[u8],
+        cert_name: Option<&str>,
+    ) -> bool {
         match self {
             Auth::None => true,
+            Auth::ClientCert => cert_name == Some(user),
             Auth::Static(users) => users
                 .get(user)
                 .is_some_and(|creds| creds.iter().any(|c| verify_native(c, salt, response))),
@@ -199,13 +212,21 @@ mod tests {
         .unwrap();
         let salt = b"abcdefghijklmnopqrst";
         let good = mysql_common::scramble::scramble_native(salt, b"secret").unwrap();
-        assert!(auth.verify("alice", salt, &good));
-        assert!(auth.verify("bob", salt, &good), "bob's hash is of 'secret'");
+        assert!(auth.verify("alice", salt, &good, None));
+        assert!(
+            auth.verify("bob", salt, &good, None),
+            "bob's hash is of 'secret'"
+        );
         let bad = mysql_common::scramble::scramble_native(salt, b"wrong").unwrap();
-        assert!(!auth.verify("alice", salt, &bad));
-        assert!(!auth.verify("carol", salt, &good));
-        assert!(auth.verify("nopw", salt, b""));
-        assert!(!auth.verify("nopw", salt, &good));
+        assert!(!auth.verify("alice", salt, &bad, None));
+        assert!(!auth.verify("carol", salt, &good, None));
+        assert!(auth.verify("nopw", salt, b"", None));
+        assert!(!auth.verify("nopw", salt, &good, None));
+        // clientcert: the certificate's name is the user; no password.
+        let cert = Auth::ClientCert;
+        assert!(cert.verify("dave", salt, &bad, Some("dave")));
+        assert!(!cert.verify("dave", salt, &good, Some("eve")));
+        assert!(!cert.verify("dave", salt, &good, None));
     }
 
     #[test]
@@ -217,15 +238,15 @@ mod tests {
         let users = Users::new(Auth::load_static(&file).unwrap(), Some(file.clone()));
         let salt = b"abcdefghijklmnopqrst";
         let scramble = |pw: &[u8]| mysql_common::scramble::scramble_native(salt, pw).unwrap();
-        assert!(users.load().verify("alice", salt, &scramble(b"a")));
+        assert!(users.load().verify("alice", salt, &scramble(b"a"), None));
         assert!(!users.reload().unwrap());
         std::fs::write(&file, r#"{"alice": [{"Password": "b"}]}"#).unwrap();
         assert!(users.reload().unwrap());
-        assert!(!users.load().verify("alice", salt, &scramble(b"a")));
-        assert!(users.load().verify("alice", salt, &scramble(b"b")));
+        assert!(!users.load().verify("alice", salt, &scramble(b"a"), None));
+        assert!(users.load().verify("alice", salt, &scramble(b"b"), None));
         std::fs::write(&file, "{not json").unwrap();
         assert!(users.reload().is_err());
-        assert!(users.load().verify("alice", salt, &scramble(b"b")));
+        assert!(users.load().verify("alice", salt, &scramble(b"b"), None));
         assert_eq!(users.reloads.load(Ordering::Relaxed), 1);
         assert!(!Users::new(Auth::None, None).reload().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -685,13 +685,18 @@ async fn handshake(
     let Some(mut pkt) = read(reader).await? else {
         return Ok(false);
     };
+    // The common name of the client's certificate, for `clientcert`.
+    let mut cert_name = None;
     if let Some(tls) = tls {
         if ssl_request(&pkt.payload) {
             // The rest of the handshake, and everything after it, is
             // encrypted; a client whose TLS handshake fails is gone.
-            if let Err(e) = start_tls(reader, wire, tls, ctx.max_packet).await {
-                tracing::debug!(error = %e, peer, "TLS handshake failed");
-                return Ok(false);
+            match start_tls(reader, wire, tls, ctx.max_packet).await {
+                Ok(name) => cert_name = name,
+                Err(e) => {
+                    tracing::debug!(error = %e, peer, "TLS handshake failed");
+                    return Ok(false);
+                }
             }
             let Some(p) = read(reader).await? else {
                 return Ok(false);
@@ -727,7 +732,7 @@ async fn handshake(
         None | Some(AuthPlugin::MysqlNativePassword)
     );
     let users = ctx.auth.load();
-    if !native && !matches!(**users, auth::Auth::None) {
+    if !native && matches!(**users, auth::Auth::Static(_)) {
         // Ask the client to answer in mysql_native_password instead.
         let mut data = salt.to_vec();
         data.push(0);
@@ -741,7 +746,7 @@ async fn handshake(
         wire.seq = pkt.seq.wrapping_add(1);
         response = pkt.payload.to_vec();
     }
-    if !users.verify(&user, &salt, &response) {
+    if !users.verify(&user, &salt, &response, cert_name.as_deref()) {
         let e = Error::AccessDenied {
             user,
             host: peer.to_string(),
@@ -787,13 +792,14 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// write side are taken back from the packet reader and the wire, joined,
 /// handed to TLS, and split again. Bytes of the TLS handshake that the
 /// reader already holds (a client sends its hello right behind the SSL
-/// request) are read first.
+/// request) are read first. Returns the common name of the certificate
+/// the client presented, if any.
 async fn start_tls(
     reader: &mut Reader,
     wire: &mut Wire,
     tls: &tls::Tls,
     max_packet: usize,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<String>> {
     let idle: ClientRead = Box::new(tokio::io::empty());
     let framed = std::mem::replace(reader, FramedRead::new(idle, PacketCodec::new(max_packet)));
     let parts = framed.into_parts();
@@ -805,10 +811,11 @@ async fn start_tls(
         .map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
         })??;
+    let cert_name = tls::Tls::peer_common_name(&stream);
     let (r, w) = tokio::io::split(stream);
     *reader = FramedRead::with_capacity(Box::new(r), parts.codec, 512);
     wire.writer = Box::new(w);
-    Ok(())
+    Ok(cert_name)
 }
 
 /// Backend pools speak utf8mb4; a client that asked for another character

@@ -122,6 +122,14 @@ impl Tls {
         Ok(())
     }
 
+    /// The common name of the certificate the client presented, if any.
+    pub(crate) fn peer_common_name<IO>(
+        stream: &tokio_rustls::server::TlsStream<IO>,
+    ) -> Option<String> {
+        let certs = stream.get_ref().1.peer_certificates()?;
+        subject_common_name(certs.first()?.as_ref())
+    }
+
     /// Runs the server side of a TLS handshake over `io`, counting it.
     pub(crate) async fn accept<IO>(
         &self,
@@ -223,9 +231,123 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// The common name (CN) of a DER certificate's subject, for vtgate's
+/// `clientcert` authentication: Certificate → tbsCertificate → (version),
+/// serial, signature, issuer, validity, subject → the last CN in it.
+/// None for anything that does not read so.
+pub fn subject_common_name(der: &[u8]) -> Option<String> {
+    let (cert, _) = tlv(der, 0x30)?;
+    let (tbs, _) = tlv(cert, 0x30)?;
+    let mut rest = tbs;
+    // The explicit [0] version, when present.
+    if rest.first() == Some(&0xA0) {
+        rest = tlv(rest, 0xA0)?.1;
+    }
+    for tag in [0x02, 0x30, 0x30, 0x30] {
+        rest = tlv(rest, tag)?.1; // serial, signature, issuer, validity
+    }
+    let (mut subject, _) = tlv(rest, 0x30)?;
+    let mut cn = None;
+    while !subject.is_empty() {
+        let (set, after) = tlv(subject, 0x31)?;
+        subject = after;
+        let mut attrs = set;
+        while !attrs.is_empty() {
+            let (attr, after) = tlv(attrs, 0x30)?;
+            attrs = after;
+            let (oid, value) = tlv(attr, 0x06)?;
+            // 2.5.4.3, commonName; its value a string of any kind.
+            if oid == [0x55, 0x04, 0x03] {
+                let (text, _) = any_tlv(value)?;
+                cn = Some(String::from_utf8_lossy(text).into_owned());
+            }
+        }
+    }
+    cn
+}
+
+/// One DER element of tag `tag` at the start of `b`: (its content, what
+/// follows it).
+fn tlv(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *b.first()? != tag {
+        return None;
+    }
+    any_tlv(b)
+}
+
+/// One DER element of whatever tag: (its content, what follows it).
+fn any_tlv(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *b.get(1)?;
+    let (len, head) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7F) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, &x| (acc << 8) | x as usize);
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    Some((b.get(head..end)?, &b[end..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DER element of `tag` around `content`.
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if content.len() < 0x80 {
+            out.push(content.len() as u8);
+        } else {
+            out.push(0x82);
+            out.extend((content.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn name(cn: &str) -> Vec<u8> {
+        let o = der(
+            0x30,
+            &[der(0x06, &[0x55, 0x04, 0x0A]), der(0x0C, b"Org")].concat(),
+        );
+        let c = der(
+            0x30,
+            &[der(0x06, &[0x55, 0x04, 0x03]), der(0x0C, cn.as_bytes())].concat(),
+        );
+        der(0x30, &[der(0x31, &o), der(0x31, &c)].concat())
+    }
+
+    #[test]
+    fn a_certificates_subject_common_name_is_read() {
+        let tbs = [
+            der(0xA0, &der(0x02, &[2])),
+            der(0x02, &[1, 2, 3]),
+            der(0x30, &der(0x06, &[0x2A])),
+            name("the-issuer"),
+            der(
+                0x30,
+                &[der(0x17, b"250101000000Z"), der(0x17, b"260101000000Z")].concat(),
+            ),
+            name(&"a".repeat(200)),
+            der(0x30, &[0; 10]),
+        ]
+        .concat();
+        let cert = der(0x30, &[der(0x30, &tbs), der(0x30, &[0x05, 0x00])].concat());
+        assert_eq!(subject_common_name(&cert), Some("a".repeat(200)));
+        // Without the version, and truncated.
+        let tbs_v1 = [&tbs[5..]].concat();
+        let cert = der(0x30, &der(0x30, &tbs_v1));
+        assert_eq!(subject_common_name(&cert), Some("a".repeat(200)));
+        assert_eq!(subject_common_name(&cert[..40]), None);
+        assert_eq!(subject_common_name(b"not a certificate"), None);
+    }
 
     #[test]
     fn minimum_versions_are_vtgates_names() {
