@@ -1140,6 +1140,22 @@ async fn stalled_clients_are_dropped_after_vtgates_connection_timeouts() {
         idle.query_drop("select 1").await.is_err(),
         "idle client kept"
     );
+    // A client silent in its handshake is dropped too.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut greeting = vec![0u8; 512];
+        assert!(raw.read(&mut greeting).await.unwrap() > 0);
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            raw.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    }
 
     // 20,000 rows of 1,000 bytes: more than the sockets buffer.
     let big = query("select repeat('x', 1000) from seq_1_to_20000");

@@ -49,7 +49,8 @@ struct Logged {
     binds: Vec<Value>,
 }
 
-/// Capabilities shardgate offers. No SSL or compression. With
+/// Capabilities shardgate offers (CLIENT_SSL is added on TCP when a
+/// certificate is configured; no compression). With
 /// CLIENT_DEPRECATE_EOF (which drivers take when offered) a result's
 /// column definitions are followed by its rows directly and it ends with
 /// an OK packet: one packet less per result, and what MariaDB's cached
@@ -508,13 +509,11 @@ impl crate::engine::PacketSink for ResultWriter<'_> {
 
 /// Serves one TCP client connection until it quits or fails.
 pub async fn handle(
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
+    mut stream: tokio::net::TcpStream,
+    mut peer: std::net::SocketAddr,
     ctx: Arc<ServerCtx>,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut stream = stream;
-    let mut peer = peer;
     if ctx.proxy_protocol {
         match Box::pin(proxy::read_header(&mut stream, proxy::HEADER_WAIT)).await {
             Ok(Some(client)) => peer = client,
@@ -593,7 +592,13 @@ pub async fn serve_client(
         conn_id,
         transport,
     ));
-    match greeted.await {
+    // `--mysql_server_read_timeout` bounds a client's silence in the
+    // handshake too.
+    let greeted = match ctx.read_timeout {
+        None => greeted.await,
+        Some(t) => tokio::time::timeout(t, greeted).await.unwrap_or(Ok(false)),
+    };
+    match greeted {
         Ok(true) => {
             // Listed once logged in, forgotten before the socket closes.
             session.shards.control =
