@@ -590,6 +590,69 @@ pub struct ServeArgs {
     pub buffer_keyspace_shards: Vec<String>,
 }
 
+impl ServeArgs {
+    /// What of the topology this gate serves (`--cells_to_watch`,
+    /// `--keyspaces_to_watch`, `--allowed_tablet_types`, `--tablet_filters`).
+    pub fn scope(&self) -> Result<crate::topo::Scope, String> {
+        let tablet_types = self
+            .allowed_tablet_types
+            .iter()
+            .map(|t| {
+                crate::sql::TabletType::parse(t)
+                    .ok_or_else(|| format!("--allowed_tablet_types: unknown tablet type {t}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let shards = self
+            .tablet_filters
+            .iter()
+            .map(|f| match f.split_once('|') {
+                Some((ks, shard)) => Ok((ks.to_string(), shard.to_string())),
+                None => Err(format!("--tablet_filters: '{f}' is not keyspace|shard")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(crate::topo::Scope {
+            cells: self.cells_to_watch.clone(),
+            keyspaces: self.keyspaces_to_watch.clone(),
+            tablet_types,
+            shards,
+        })
+    }
+
+    /// The query log's form and filters (`--querylog-*`).
+    pub fn query_log_options(&self) -> Result<crate::querylog::Options, String> {
+        Ok(crate::querylog::Options {
+            json: match self.querylog_format.as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(format!(
+                        "--querylog-format must be text or json, not {other}"
+                    ))
+                }
+            },
+            filter_tag: self.querylog_filter_tag.clone().filter(|t| !t.is_empty()),
+            row_threshold: self.querylog_row_threshold,
+            errors_only: match self.querylog_mode.as_str() {
+                "all" => false,
+                "error" => true,
+                other => return Err(format!("--querylog-mode must be all or error, not {other}")),
+            },
+        })
+    }
+
+    /// A new session's `@@workload` when not vtgate's default, OLTP.
+    pub fn default_workload(&self) -> Result<Option<String>, String> {
+        match self.mysql_default_workload.to_ascii_uppercase().as_str() {
+            "OLTP" | "UNSPECIFIED" => Ok(None),
+            w @ ("OLAP" | "DBA") => Ok(Some(w.to_string())),
+            _ => Err(format!(
+                "--mysql_default_workload must be one of [OLTP, OLAP, DBA, UNSPECIFIED], not {}",
+                self.mysql_default_workload
+            )),
+        }
+    }
+}
+
 /// Parses a duration as Vitess's flags take them (Go's syntax): numbers
 /// with units `h`, `m`, `s`, `ms`, `us` or `ns`, e.g. `1m30s`; `0` alone.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -906,6 +969,51 @@ fn parse_tablet_type(s: &str) -> Result<crate::sql::TabletType, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn serve_args(line: &str) -> ServeArgs {
+        let args = std::iter::once("shardgate").chain(line.split_whitespace());
+        match Cli::try_parse_from(args).unwrap().command {
+            Some(Command::Serve(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn serving_flags_read_into_their_settings() {
+        let a = serve_args(
+            "serve --keyspaces_to_watch a,b --allowed_tablet_types=replica,RDONLY \
+             --tablet_filters customer|-80,commerce|0 --querylog-format json \
+             --querylog-mode=error --mysql_default_workload olap --enable_buffer=true \
+             --no_scatter=false --proxy_protocol",
+        );
+        let scope = a.scope().unwrap();
+        assert_eq!(scope.keyspaces, ["a", "b"]);
+        use crate::sql::TabletType;
+        assert_eq!(
+            scope.tablet_types,
+            [TabletType::Replica, TabletType::Rdonly]
+        );
+        assert_eq!(
+            scope.shards,
+            [
+                ("customer".to_string(), "-80".to_string()),
+                ("commerce".to_string(), "0".to_string())
+            ]
+        );
+        let log = a.query_log_options().unwrap();
+        assert!(log.json && log.errors_only);
+        assert_eq!(a.default_workload().unwrap().as_deref(), Some("OLAP"));
+        assert!(a.enable_buffer && !a.no_scatter && a.proxy_protocol);
+        let bad = serve_args(
+            "serve --allowed_tablet_types spare --tablet_filters customer \
+             --querylog-format xml --mysql_default_workload batch",
+        );
+        assert!(bad.scope().unwrap_err().contains("spare"));
+        assert!(bad.query_log_options().unwrap_err().contains("xml"));
+        assert!(bad.default_workload().unwrap_err().contains("batch"));
+        let bad = serve_args("serve --tablet_filters customer");
+        assert!(bad.scope().unwrap_err().contains("keyspace|shard"));
+    }
 
     #[test]
     fn durations_parse_as_vitess_flags_take_them() {

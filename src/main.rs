@@ -198,26 +198,7 @@ async fn serve(
         }
     };
     let tls = client_tls(&args)?;
-    let scope = shardgate::topo::Scope {
-        cells: args.cells_to_watch.clone(),
-        keyspaces: args.keyspaces_to_watch.clone(),
-        tablet_types: args
-            .allowed_tablet_types
-            .iter()
-            .map(|t| {
-                shardgate::sql::TabletType::parse(t)
-                    .ok_or_else(|| format!("--allowed_tablet_types: unknown tablet type {t}"))
-            })
-            .collect::<Result<_, _>>()?,
-        shards: args
-            .tablet_filters
-            .iter()
-            .map(|f| match f.split_once('|') {
-                Some((ks, shard)) => Ok((ks.to_string(), shard.to_string())),
-                None => Err(format!("--tablet_filters: '{f}' is not keyspace|shard")),
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let scope = args.scope()?;
     let opts = ServeOptions {
         mysql_addr: SocketAddr::new(ip, args.mysql_server_port),
         socket_path: args.mysql_server_socket_path.clone(),
@@ -253,20 +234,7 @@ async fn serve(
         no_scatter: args.no_scatter,
         default_tablet_type: args.default_tablet_type,
         query_log: args.log_queries_to_file.clone(),
-        query_log_options: shardgate::querylog::Options {
-            json: match args.querylog_format.as_str() {
-                "text" => false,
-                "json" => true,
-                other => return Err(format!("--querylog-format must be text or json, not {other}").into()),
-            },
-            filter_tag: args.querylog_filter_tag.clone().filter(|t| !t.is_empty()),
-            row_threshold: args.querylog_row_threshold,
-            errors_only: match args.querylog_mode.as_str() {
-                "all" => false,
-                "error" => true,
-                other => return Err(format!("--querylog-mode must be all or error, not {other}").into()),
-            },
-        },
+        query_log_options: args.query_log_options()?,
         tls,
         vschema_ddl_users: shardgate::vschema::ddl::Authorized::parse(
             &args.vschema_ddl_authorized_users,
@@ -281,16 +249,7 @@ async fn serve(
         direct_ddl: args.enable_direct_ddl,
         read_timeout: nonzero(args.mysql_server_read_timeout),
         write_timeout: nonzero(args.mysql_server_write_timeout),
-        default_workload: match args.mysql_default_workload.to_ascii_uppercase().as_str() {
-            "OLTP" | "UNSPECIFIED" => None,
-            w @ ("OLAP" | "DBA") => Some(w.to_string()),
-            other => {
-                return Err(format!(
-                    "--mysql_default_workload must be one of [OLTP, OLAP, DBA, UNSPECIFIED], not {other}"
-                )
-                .into())
-            }
-        },
+        default_workload: args.default_workload()?,
         schema_tracking: args.schema_change_signal,
         health: (args.health_check_interval_ms > 0).then(|| shardgate::gateway::health::Config {
             interval: std::time::Duration::from_millis(args.health_check_interval_ms),
