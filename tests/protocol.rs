@@ -541,6 +541,40 @@ async fn tls_clients_are_served_encrypted_and_certificates_reload() {
         rows(&mut secure, "select 5").await,
         vec![vec![Some("5".into())]]
     );
+    // An SSL request followed by bytes that are no TLS hello, or by
+    // nothing before the client hangs up: the connection closes, nothing
+    // else is disturbed.
+    for junk in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2][..],
+        &[][..],
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut greeting = vec![0u8; 512];
+        assert!(raw.read(&mut greeting).await.unwrap() > 0);
+        // CLIENT_SSL | PROTOCOL_41 | SECURE_CONNECTION, max packet, utf8mb4.
+        let mut req = (0x0800u32 | 0x0200 | 0x8000).to_le_bytes().to_vec();
+        req.extend((1u32 << 24).to_le_bytes());
+        req.push(45);
+        req.extend([0u8; 23]);
+        raw.write_all(&RawClient::frame(1, &req)).await.unwrap();
+        raw.write_all(junk).await.unwrap();
+        if junk.is_empty() {
+            drop(raw);
+            continue;
+        }
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            raw.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(closed.is_ok(), "not closed after {junk:?}");
+    }
+    assert!(debug_var_at(web, "TlsHandshakesFailed").await >= 2);
     // A driver without TLS ignores the offer and is served in the clear.
     assert_eq!(
         rows(&mut driver, "select 1 + 1").await,
