@@ -5,6 +5,9 @@
 //! - [`frontend`]: server side of the MySQL protocol (handshake, auth, commands,
 //!   result encoding; CLIENT_DEPRECATE_EOF and MariaDB's cached column
 //!   definitions). Hands statement text to the session; never routes.
+//!   Before the handshake, [`frontend::proxy`] reads a balancer's PROXY
+//!   header and [`frontend::tls`] turns a client's connection into a TLS
+//!   session (and, for `clientcert`, names its user).
 //! - [`session`]: one client's state: target, autocommit, transaction and
 //!   its savepoints, settings, prepared statements (run prepared on the
 //!   tablet when they go whole to one), what LAST_INSERT_ID() and
@@ -21,7 +24,7 @@
 //!   tables and UNION parts that run first (and the rows an UPDATE or
 //!   DELETE across shards finds by primary key first, and a recursive
 //!   WITH's rounds); unqualified names are given their tables where a
-//!   statement is split by table.
+//!   statement is split by table; [`planner::keys`] answers VEXPLAIN KEYS.
 //! - [`engine`]: executes plans; reaches shards only through [`engine::VCursor`];
 //!   merges several shards' row streams as they arrive, reading each row
 //!   where its packet lies ([`engine::row`]: text rows, or the binary rows
@@ -44,7 +47,8 @@
 //!   left).
 //! - [`gateway`]: picks the tablet of the wanted type for a shard, the
 //!   fittest first by [`gateway::health`]'s checks (a ping of each
-//!   primary, each replica's replication lag); [`gateway::buffer`] holds
+//!   primary, each replica's replication lag), as vtgate's minimum of
+//!   serving tablets and lag bounds say; [`gateway::buffer`] holds
 //!   statements a demoted primary refused until the topology names its
 //!   successor.
 //! - [`backend`]: [`backend::lean`] tablet connections that carry every
@@ -60,7 +64,9 @@
 //!   the statements beyond the bound; [`backend::defaults`] keeps, for a
 //!   second, a tablet's answer to what connectors ask at every connect.
 //! - [`topo`]: the topology store (etcd or files), the immutable [`topo::Snapshot`]
-//!   and the watcher that swaps it in; [`topo::schema`] learns the sharded
+//!   and the watcher that swaps it in, keeping what the gate's
+//!   [`topo::Scope`] watches (cells, keyspaces, tablet types, shards);
+//!   [`topo::schema`] learns the sharded
 //!   tables' columns, their types and primary keys from the tablets into
 //!   it; [`topo::lock`] keeps commands that change a shard's primary
 //!   apart.
@@ -91,7 +97,8 @@
 //!   (`--busy-poll-us`), while it can have a core without waiting for it.
 //! - [`recent`]: tablets' answers kept for a while (SET verdicts, session
 //!   defaults), so drivers' connect-time statements skip the round trip.
-//! - [`config`]: command-line flags; [`error`]: the one place errors become
+//! - [`config`]: command-line flags ([`config::vtgate`] takes vtgate's
+//!   command lines as they are); [`error`]: the one place errors become
 //!   MySQL error codes; [`fasthash`]: the hash of the statement path's maps.
 
 pub mod admin;
