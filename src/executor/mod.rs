@@ -1606,7 +1606,7 @@ impl VCursor for Executor<'_> {
     }
 
     fn serving(&self, alias: &str) -> bool {
-        self.ctx.gateway.health.fitness(alias) != crate::gateway::health::Fitness::Down
+        self.ctx.gateway.health.fitness(alias).serves()
     }
 
     fn topology_problems(&self) -> Vec<String> {

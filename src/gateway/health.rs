@@ -42,6 +42,15 @@ pub enum Fitness {
     Down,
 }
 
+impl Fitness {
+    /// Whether a tablet so judged serves: it answers and is not too far
+    /// behind (a lagging replica serves, it only takes reads last).
+    /// `HealthcheckConnections` and SHOW VITESS_TABLETS' state both ask.
+    pub fn serves(self) -> bool {
+        self <= Fitness::Lagging
+    }
+}
+
 /// What the last check found about one tablet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -110,7 +119,7 @@ impl Health {
         let mut counts = std::collections::BTreeMap::new();
         for t in snap.tablets.values() {
             let fitness = verdicts.get(&t.alias).map_or(Fitness::Fit, |s| s.fitness);
-            if fitness <= Fitness::Lagging {
+            if fitness.serves() {
                 let key = (t.keyspace.clone(), t.shard.clone(), t.tablet_type.as_str());
                 *counts.entry(key).or_default() += 1;
             }
@@ -356,6 +365,8 @@ mod tests {
             (too_far.fitness, too_far.lag),
             (Fitness::FarBehind, Some(7201))
         );
+        // Lagging still serves (last); too far behind or down does not.
+        assert!(far.fitness.serves() && !too_far.fitness.serves() && !Fitness::Down.serves());
     }
 
     #[test]
