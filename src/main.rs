@@ -339,13 +339,7 @@ async fn reload_on_sighup(ctx: std::sync::Arc<server::ServerCtx>) {
                 }
             }
         }
-        match ctx.auth.reload() {
-            Ok(true) => tracing::info!("static auth file read again: users changed"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "static auth file not read again; its last users stay")
-            }
-        }
+        ctx.auth.reload_logged();
     }
 }
 

@@ -460,13 +460,7 @@ async fn reload_users(ctx: std::sync::Weak<ServerCtx>, every: std::time::Duratio
     loop {
         tick.tick().await;
         let Some(ctx) = ctx.upgrade() else { return };
-        match ctx.auth.reload() {
-            Ok(true) => tracing::info!("static auth file read again: users changed"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "static auth file not read again; its last users stay")
-            }
-        }
+        ctx.auth.reload_logged();
     }
 }
 

@@ -690,27 +690,33 @@ async fn secure_transport_and_client_certificates_are_required_when_asked() {
         vec![vec![Some("6".into())]]
     );
 
-    let tls = ["--ssl", "--ssl-ca", &ca, "--ssl-verify-server-cert"];
+    // The `mysql` client's TLS options, with certificate `name` (and its
+    // key) when given.
+    let tls_as = |name: Option<&str>| {
+        let mut args: Vec<String> = ["--ssl", "--ssl-ca", &ca, "--ssl-verify-server-cert"]
+            .map(String::from)
+            .to_vec();
+        if let Some(name) = name {
+            args.extend(["--ssl-cert".into(), certs.path(&format!("{name}.pem"))]);
+            args.extend(["--ssl-key".into(), certs.path(&format!("{name}.key"))]);
+        }
+        args
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     // No client certificate, or one from a CA the server does not trust.
-    let out = mysql_cli(port, &tls, "select 1");
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let (stranger, stranger_key) = (certs.path("stranger.pem"), certs.path("stranger.key"));
-    let mut with_stranger = tls.to_vec();
-    with_stranger.extend(["--ssl-cert", &stranger, "--ssl-key", &stranger_key]);
-    let out = mysql_cli(port, &with_stranger, "select 1");
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    for name in [None, Some("stranger")] {
+        let out = mysql_cli(port, &strs(&tls_as(name)), "select 1");
+        assert!(
+            !out.status.success(),
+            "{name:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     // The CA's client certificate is let in.
-    let (client, client_key) = (certs.path("client.pem"), certs.path("client.key"));
-    let mut with_client = tls.to_vec();
-    with_client.extend(["--ssl-cert", &client, "--ssl-key", &client_key]);
+    let with_client = tls_as(Some("client"));
+    let with_client = strs(&with_client);
     assert_eq!(
         stdout(&mysql_cli(port, &with_client, "select 40 + 2")),
         "40 + 2\n42\n"

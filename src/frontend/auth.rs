@@ -144,6 +144,17 @@ impl Users {
         self.file.is_some()
     }
 
+    /// [`Users::reload`] on a signal or a timer, its outcome logged.
+    pub fn reload_logged(&self) {
+        match self.reload() {
+            Ok(true) => tracing::info!("static auth file read again: users changed"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "static auth file not read again; its last users stay")
+            }
+        }
+    }
+
     /// Reads the file again; Ok(true) when the users changed. A file that
     /// does not load leaves the users as they were.
     pub fn reload(&self) -> Result<bool, AuthError> {

@@ -201,9 +201,7 @@ impl Session {
             }
             return Err(timeout);
         }
-        let directives = sql::directives(sql);
-        payload_allowed(ctx, sql, &directives)?;
-        let unhinted = sql::strip_vindex_hints(sql);
+        let (directives, unhinted) = admitted(ctx, sql)?;
         let sql = unhinted.as_deref().unwrap_or(sql);
         let timed = self.begin(ctx, directives);
         // Swapped back only when swapped: a USE may have changed it.
@@ -1086,9 +1084,7 @@ impl Session {
     /// Prepares a statement: learns its metadata from the tablet it would
     /// run on (statements shardgate answers itself need no tablet).
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
-        let directives = sql::directives(sql);
-        payload_allowed(ctx, sql, &directives)?;
-        let unhinted = sql::strip_vindex_hints(sql);
+        let (directives, unhinted) = admitted(ctx, sql)?;
         let sql = unhinted.as_deref().unwrap_or(sql);
         let stmt = sql::classify(sql)?;
         ddl_allowed(ctx, &stmt)?;
@@ -1232,15 +1228,18 @@ fn json_result<S: RowSink>(plan: &serde_json::Value, sink: &mut S) -> Result<(),
     sink.end_rows(0)
 }
 
-/// `--max_payload_size`: a statement longer than it is refused (vtgate's
-/// error) unless it says `/*vt+ IGNORE_MAX_PAYLOAD_SIZE */`.
-fn payload_allowed(ctx: &ServerCtx, sql: &str, directives: &sql::Directives) -> Result<(), Error> {
-    match ctx.max_payload_size {
-        Some(max) if sql.len() > max && !directives.ignore_max_payload_size => {
-            Err(Error::PayloadTooLarge)
+/// A client's statement as the session takes it in, text or prepared:
+/// its directives, refused when longer than `--max_payload_size` (vtgate's
+/// error) unless it says `/*vt+ IGNORE_MAX_PAYLOAD_SIZE */`, and its text
+/// without vtgate's vindex hints when it had any.
+fn admitted(ctx: &ServerCtx, sql: &str) -> Result<(sql::Directives, Option<String>), Error> {
+    let directives = sql::directives(sql);
+    if let Some(max) = ctx.max_payload_size {
+        if sql.len() > max && !directives.ignore_max_payload_size {
+            return Err(Error::PayloadTooLarge);
         }
-        _ => Ok(()),
     }
+    Ok((directives, sql::strip_vindex_hints(sql)))
 }
 
 /// `--enable_direct_ddl=false`: schema changes are refused at the gate.
