@@ -252,6 +252,12 @@ impl Error {
                 MysqlError::new(1049, "42000", self.to_string())
             }
             Error::Plan(PlanError::NoDatabase) => MysqlError::new(1046, "3D000", self.to_string()),
+            Error::Plan(PlanError::DatabaseExists(_)) => {
+                MysqlError::new(1007, "HY000", self.to_string())
+            }
+            Error::Plan(PlanError::DatabaseMissing(_)) => {
+                MysqlError::new(1008, "HY000", self.to_string())
+            }
             Error::Plan(PlanError::Syntax(_)) => MysqlError::new(1064, "42000", self.to_string()),
             Error::Plan(PlanError::TableNotFound { .. }) => {
                 MysqlError::new(1146, "42S02", self.to_string())

@@ -333,6 +333,14 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
                 .collect();
             let results =
                 Box::pin(vc.execute_multi(keyspace, TabletType::Primary, queries)).await?;
+            // Table maintenance answers with rows: every shard's, in turn.
+            if let Some(first) = results.iter().find(|r| !r.columns.is_empty()) {
+                sink.columns(&first.columns)?;
+                for row in results.iter().flat_map(|r| &r.rows) {
+                    sink.row(row)?;
+                }
+                return sink.end_rows(QueryDone::sum(results.iter().map(|r| &r.done)).warnings);
+            }
             let mut done = results
                 .into_iter()
                 .next()
@@ -341,6 +349,7 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
             done.info.clear();
             sink.ok(done)
         }
+        Plan::Ignored => sink.ok(QueryDone::default()),
         Plan::AnyShard { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
             let shard = first_shard(ks)?;

@@ -278,6 +278,7 @@ impl Plan {
             Plan::AnyShard { keyspace } => {
                 json!({"operator": "Send", "variant": "AnyShard", "keyspace": keyspace})
             }
+            Plan::Ignored => json!({"operator": "Rows"}),
         }
     }
 }

@@ -849,7 +849,10 @@ pub(super) fn plan_elsewhere(
         tablet_type: crate::sql::TabletType::Primary,
         rename_db_columns: false,
     };
-    Ok((super::Plan::Route(route), stripped))
+    // The text runs as it is: a shared row lock in MariaDB's words.
+    let tokens = crate::sql::lexer::tokenize(&stripped);
+    let text = crate::sql::share_lock(&stripped, &tokens, true).unwrap_or(stripped);
+    Ok((super::Plan::Route(route), text))
 }
 
 fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {

@@ -41,6 +41,13 @@ pub enum PlanError {
     /// A routing rule that names no one table, or one that is disabled.
     #[error("{0}")]
     Routing(String),
+    /// CREATE DATABASE of a database that is there (a keyspace, or one of
+    /// MySQL's own schemas).
+    #[error("Can't create database '{0}'; database exists")]
+    DatabaseExists(String),
+    /// DROP DATABASE of a database that is not there.
+    #[error("Can't drop database '{0}'; database doesn't exist")]
+    DatabaseMissing(String),
     /// With no keyspace selected, a table name several keyspaces list.
     #[error("ambiguous table reference: {0}")]
     AmbiguousTable(String),
@@ -88,11 +95,14 @@ pub enum Plan {
         /// Keyspace.
         keyspace: String,
     },
-    /// Any one shard (SHOW, DESCRIBE).
+    /// Any one shard (SHOW, DESCRIBE, DO).
     AnyShard {
         /// Keyspace.
         keyspace: String,
     },
+    /// Nothing runs and the client gets OK: LOCK and UNLOCK TABLES on a
+    /// sharded keyspace, as vtgate answers them.
+    Ignored,
 }
 
 /// A single-shard route.
@@ -224,6 +234,9 @@ pub fn plan(
             PlanError::Unsupported(format!("keyspace {} has no shards", keyspace.name))
         })?,
         None => {
+            let first_word = matches!(kind, QueryKind::Other | QueryKind::Reserving)
+                .then(|| template.and_then(crate::sql::first_word))
+                .flatten();
             return Ok(match kind {
                 QueryKind::Ddl => Plan::AllShards {
                     keyspace: keyspace.name.clone(),
@@ -231,6 +244,25 @@ pub fn plan(
                 QueryKind::Show => Plan::AnyShard {
                     keyspace: keyspace.name.clone(),
                 },
+                // Every shard keeps its own part of each table.
+                QueryKind::Maintenance => Plan::AllShards {
+                    keyspace: keyspace.name.clone(),
+                },
+                // DO reads no table's rows: any shard evaluates it, as
+                // vtgate sends it.
+                QueryKind::Other | QueryKind::Reserving if first_word.as_deref() == Some("do") => {
+                    Plan::AnyShard {
+                        keyspace: keyspace.name.clone(),
+                    }
+                }
+                // No one server holds a sharded table to lock: as vtgate,
+                // the gate answers LOCK and UNLOCK TABLES with OK and locks
+                // nothing (so dumps load).
+                QueryKind::Reserving
+                    if matches!(first_word.as_deref(), Some("lock" | "unlock")) =>
+                {
+                    Plan::Ignored
+                }
                 _ => {
                     let template = template.ok_or_else(|| {
                         PlanError::Unsupported(

@@ -317,11 +317,20 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
             "statement too complex for a sharded keyspace: {operators} operators (at most {MAX_OPERATORS})"
         )));
     }
+    let mysql8 = crate::sql::share_lock(template, &tokens, false);
+    let retokenized;
+    let (template, tokens) = match &mysql8 {
+        Some(text) => {
+            retokenized = crate::sql::lexer::tokenize(text);
+            (text.as_str(), &retokenized)
+        }
+        None => (template, &tokens),
+    };
     let mut stmts = match Parser::parse_sql(&MySqlDialect {}, template) {
         Ok(stmts) => stmts,
         // MySQL's `UPDATE a, b SET ...`, which the parser does not take,
         // is the cross join `UPDATE a JOIN b SET ...`.
-        Err(e) => match comma_update(template, &tokens) {
+        Err(e) => match comma_update(template, tokens) {
             Some(joined) => Parser::parse_sql(&MySqlDialect {}, &joined)
                 .map_err(|_| PlanError::Syntax(e.to_string()))?,
             None => return Err(PlanError::Syntax(e.to_string())),

@@ -471,6 +471,10 @@ impl Session {
                 let at = (keyspace.as_deref(), own, table.as_str());
                 vtgate::next_values(ctx, &mut self.shards, at, count, sink).await
             }
+            Statement::Database(ddl) => {
+                vtgate::database_ddl(ctx, self.target.keyspace.as_deref(), &ddl)?;
+                sink.ok(QueryDone::default())
+            }
             Statement::AlterVschema(change) => {
                 vtgate::alter_vschema(ctx, &self.user, self.target.keyspace.as_deref(), &change)
                     .await?;
@@ -739,7 +743,10 @@ impl Session {
         let snap = ctx.snapshot.load();
         let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
         self.commit_before(ctx, stmt, sql).await?;
-        self.note_query(stmt);
+        // A LOCK TABLES the gate answers itself leaves nothing to keep.
+        if !matches!(*plan, Plan::Ignored) {
+            self.note_query(stmt);
+        }
         let res = self.run_plan(ctx, &snap, &plan, sql, &binds, sink).await;
         // A DDL on a sharded keyspace (the tracker learns no other) may
         // have changed the tablets' columns: the next statement plans with
@@ -803,7 +810,7 @@ impl Session {
         }
         let commits = match stmt {
             Statement::Query(QueryKind::Ddl) => true,
-            Statement::Query(QueryKind::Other | QueryKind::Reserving) => {
+            Statement::Query(QueryKind::Other | QueryKind::Reserving | QueryKind::Maintenance) => {
                 sql::commits_implicitly(sql)
             }
             _ => false,
@@ -1231,7 +1238,8 @@ fn json_result<S: RowSink>(plan: &serde_json::Value, sink: &mut S) -> Result<(),
 /// A client's statement as the session takes it in, text or prepared:
 /// its directives, refused when longer than `--max_payload_size` (vtgate's
 /// error) unless it says `/*vt+ IGNORE_MAX_PAYLOAD_SIZE */`, and its text
-/// without vtgate's vindex hints when it had any.
+/// with its executable comments opened and without vtgate's vindex hints,
+/// when it had any.
 fn admitted(ctx: &ServerCtx, sql: &str) -> Result<(sql::Directives, Option<String>), Error> {
     let directives = sql::directives(sql);
     if let Some(max) = ctx.max_payload_size {
@@ -1239,7 +1247,26 @@ fn admitted(ctx: &ServerCtx, sql: &str) -> Result<(sql::Directives, Option<Strin
             return Err(Error::PayloadTooLarge);
         }
     }
-    Ok((directives, sql::strip_vindex_hints(sql)))
+    let opened = sql::lexer::open_executable_comments(sql, comment_version(&ctx.server_version));
+    let text = opened.as_deref().unwrap_or(sql);
+    Ok((directives, sql::strip_vindex_hints(text).or(opened)))
+}
+
+/// The version executable comments are weighed against: the one the
+/// handshake announces (`5.5.5-10.11.0-MariaDB-...` is 101100), as MariaDB
+/// weighs them against its own.
+fn comment_version(announced: &str) -> u32 {
+    let v = announced.strip_prefix("5.5.5-").unwrap_or(announced);
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    major * 10_000 + minor * 100 + patch
 }
 
 /// `--enable_direct_ddl=false`: schema changes are refused at the gate.

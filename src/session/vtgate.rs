@@ -1,7 +1,8 @@
 //! vtgate's own statements that the gate answers from the topology rather
 //! than a plan: `ALTER VSCHEMA`, vtgate's metadata (`SET
 //! @@vitess_metadata.*`, `SHOW VITESS_METADATA VARIABLES`), `SHOW
-//! VITESS_REPLICATION_STATUS` and `SELECT NEXT n VALUES FROM seq`. Those that write the topology are for the
+//! VITESS_REPLICATION_STATUS`, `SELECT NEXT n VALUES FROM seq` and
+//! `CREATE`/`DROP`/`ALTER DATABASE`. Those that write the topology are for the
 //! users `--vschema_ddl_authorized_users` names, as in vtgate.
 
 use crate::admin::{self, AdminError};
@@ -179,4 +180,44 @@ pub(super) async fn next_values<S: RowSink + Send>(
     };
     let first = ex.next_sequence(&ks, table, count).await?;
     engine::number_row("nextval", first, sink)
+}
+
+/// vtgate's answer to a database statement (`name` defaults to the
+/// session's keyspace for ALTER): a database is a keyspace, so one that
+/// exists is not created again and one that does not is not dropped; the
+/// guarded forms of those are OK and change nothing. Making, dropping or
+/// altering a keyspace is the topology's (`shardgate ctl`), as vtgate's
+/// default `--dbddl_plugin` refuses it.
+pub(super) fn database_ddl(
+    ctx: &ServerCtx,
+    session_ks: Option<&str>,
+    ddl: &crate::sql::DatabaseDdl,
+) -> Result<(), Error> {
+    use crate::planner::PlanError;
+    use crate::sql::DatabaseVerb;
+    let name = ddl
+        .name
+        .as_deref()
+        .or(session_ks)
+        .ok_or(PlanError::NoDatabase)?;
+    let exists = ctx.snapshot.load().keyspaces.contains_key(name)
+        || crate::sql::SYSTEM_SCHEMAS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name));
+    let refused = |what: &str| {
+        PlanError::Unsupported(format!(
+            "{what} '{name}': keyspaces are made and removed in the topology (shardgate ctl)"
+        ))
+    };
+    Err(match (ddl.verb, exists) {
+        (DatabaseVerb::Create, true) if ddl.guarded => return Ok(()),
+        (DatabaseVerb::Create, true) => PlanError::DatabaseExists(name.to_string()),
+        (DatabaseVerb::Create, false) => refused("CREATE DATABASE"),
+        (DatabaseVerb::Drop, false) if ddl.guarded => return Ok(()),
+        (DatabaseVerb::Drop, false) => PlanError::DatabaseMissing(name.to_string()),
+        (DatabaseVerb::Drop, true) => refused("DROP DATABASE"),
+        (DatabaseVerb::Alter, false) => PlanError::UnknownKeyspace(name.to_string()),
+        (DatabaseVerb::Alter, true) => PlanError::Unsupported("ALTER DATABASE".into()),
+    }
+    .into())
 }

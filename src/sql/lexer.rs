@@ -164,6 +164,73 @@ fn skip_line(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The text as MariaDB runs it, its executable comments opened:
+/// `/*! ... */` or `/*M! ... */` around code (mysqldump writes every SET, LOCK and `ALTER
+/// TABLE ... DISABLE KEYS` of a dump so) is code for a server whose
+/// version passes the comment's, and the gate must classify, route and
+/// plan that code, not a comment. MariaDB's rule, `version` its own
+/// (`101100` for 10.11.0): no number or one of other than five or six
+/// digits runs (the digits then are code); five digits run below 50700
+/// (above is MySQL 5.7's and later); six digits run up to `version`.
+/// Comments that do not run stay. None when the text has no executable
+/// comment, found by one substring search.
+pub fn open_executable_comments(src: &str, version: u32) -> Option<String> {
+    let b = src.as_bytes();
+    memchr::memmem::find(b, b"/*!").or_else(|| memchr::memmem::find(b, b"/*M!"))?;
+    let mut out = String::with_capacity(src.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => i = skip_line(b, i),
+            b'-' if b.get(i + 1) == Some(&b'-')
+                && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(b, i)
+            }
+            q @ (b'\'' | b'"' | b'`') => i = skip_quoted(b, i, q, q != b'`'),
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let marker = match (b.get(i + 2), b.get(i + 3)) {
+                    (Some(b'!'), _) => Some(3),
+                    (Some(b'M'), Some(b'!')) => Some(4),
+                    _ => None,
+                };
+                let end = skip_block_comment(b, i);
+                let Some(marker) = marker else {
+                    i = end;
+                    continue;
+                };
+                let digits = b[i + marker..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                let number = || src[i + marker..i + marker + digits].parse::<u32>().unwrap_or(0);
+                let (runs, code) = match digits {
+                    5 => (number() < 50700, i + marker + digits),
+                    6 => (number() <= version, i + marker + digits),
+                    _ => (true, i + marker),
+                };
+                // An unterminated comment is left to the server's error.
+                let closed = end >= code + 2 && &b[end - 2..end] == b"*/";
+                if runs && closed {
+                    out.push_str(&src[copied..i]);
+                    out.push(' ');
+                    out.push_str(&src[code..end - 2]);
+                    out.push(' ');
+                    copied = end;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&src[copied..]);
+    Some(out)
+}
+
 fn skip_block_comment(b: &[u8], i: usize) -> usize {
     let mut j = i + 2;
     while j + 1 < b.len() {

@@ -143,8 +143,64 @@ pub enum Statement {
         /// The statement explained.
         inner: String,
     },
+    /// `CREATE`, `DROP` or `ALTER DATABASE` (or `SCHEMA`): a database is
+    /// a keyspace, which the topology makes, not a tablet (see
+    /// [`DatabaseDdl`]).
+    Database(DatabaseDdl),
     /// Anything that goes to a tablet.
     Query(QueryKind),
+}
+
+/// What a database statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseVerb {
+    /// CREATE DATABASE.
+    Create,
+    /// DROP DATABASE.
+    Drop,
+    /// ALTER DATABASE.
+    Alter,
+}
+
+/// A database statement, as far as the gate answers it: vtgate's answers
+/// are OK for `CREATE DATABASE IF NOT EXISTS` of a keyspace and `DROP
+/// DATABASE IF EXISTS` of none (what a dump made with `--databases` or
+/// `--add-drop-database` runs), MySQL's errors for the unguarded forms,
+/// and a refusal for what would need the topology changed. Sent to a
+/// tablet, it would make or drop a database no gate serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseDdl {
+    /// CREATE, DROP or ALTER.
+    pub verb: DatabaseVerb,
+    /// The database named (ALTER may name none: the session's).
+    pub name: Option<String>,
+    /// `IF NOT EXISTS` (CREATE) or `IF EXISTS` (DROP).
+    pub guarded: bool,
+}
+
+/// `toks` as a database statement, when its second word is DATABASE or
+/// SCHEMA.
+fn database_ddl(sql: &str, toks: &[Token], verb: DatabaseVerb) -> Statement {
+    let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    let guarded = w(2, "if") && (w(3, "exists") || (w(3, "not") && w(4, "exists")));
+    let at = match (guarded, w(3, "not")) {
+        (false, _) => 2,
+        (true, false) => 4,
+        (true, true) => 5,
+    };
+    // ALTER DATABASE's options may follow it directly.
+    let option = ["character", "charset", "default", "collate", "comment", "upgrade"]
+        .iter()
+        .any(|o| w(at, o));
+    let name = toks
+        .get(at)
+        .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::Ident) && !option)
+        .map(|t| unquote(t.text(sql)).to_string());
+    Statement::Database(DatabaseDdl {
+        verb,
+        name,
+        guarded,
+    })
 }
 
 /// The broad class of a statement sent to tablets.
@@ -167,6 +223,10 @@ pub enum QueryKind {
     /// tables, locks): the session must keep that connection. A temporary
     /// table's CREATE or DROP commits nothing.
     Reserving,
+    /// Table maintenance: ANALYZE, OPTIMIZE, REPAIR, CHECK, CHECKSUM
+    /// TABLE. Each server keeps its own part of a sharded table, so on a
+    /// sharded keyspace it runs on every shard, each shard's rows in turn.
+    Maintenance,
     /// Everything else.
     Other,
 }
@@ -315,11 +375,22 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
     let kw = first.text(sql).to_ascii_lowercase();
     let stmt = match kw.as_str() {
         "select" if w(1, "next") => next_values(sql, &toks)?,
-        "select" | "with" | "values" | "table" => {
+        "select" | "with" | "values" | "table" | "do" => {
             if toks.iter().any(|t| t.is_word(sql, "get_lock")) {
                 Statement::Query(QueryKind::Reserving)
+            } else if kw == "do" {
+                Statement::Query(QueryKind::Other)
             } else {
                 Statement::Query(QueryKind::Select)
+            }
+        }
+        "analyze" | "optimize" | "repair" | "check" | "checksum" => {
+            // `ANALYZE SELECT ...` is MariaDB's EXPLAIN ANALYZE, not upkeep.
+            let at = usize::from(w(1, "no_write_to_binlog") || w(1, "local")) + 1;
+            if w(at, "table") || w(at, "tables") {
+                Statement::Query(QueryKind::Maintenance)
+            } else {
+                Statement::Query(QueryKind::Other)
             }
         }
         "insert" | "replace" => Statement::Query(QueryKind::Insert),
@@ -453,6 +524,14 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
             }
         }
         "create" | "drop" if w(1, "temporary") => Statement::Query(QueryKind::Reserving),
+        "create" | "drop" | "alter" if w(1, "database") || w(1, "schema") => {
+            let verb = match kw.as_str() {
+                "create" => DatabaseVerb::Create,
+                "drop" => DatabaseVerb::Drop,
+                _ => DatabaseVerb::Alter,
+            };
+            database_ddl(sql, &toks, verb)
+        }
         "lock" | "unlock" => Statement::Query(QueryKind::Reserving),
         "create" | "alter" | "drop" | "truncate" | "rename" => Statement::Query(QueryKind::Ddl),
         "describe" | "desc" | "explain" => Statement::Query(QueryKind::Show),
@@ -507,11 +586,11 @@ fn next_values(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
 
 /// Whether MySQL commits the open transaction before running `sql`,
 /// besides a DDL ([`QueryKind::Ddl`]): table maintenance (ANALYZE,
-/// OPTIMIZE, REPAIR), FLUSH, GRANT and REVOKE, LOCK TABLES.
+/// OPTIMIZE, REPAIR, CHECK), FLUSH, GRANT and REVOKE, LOCK TABLES.
 pub fn commits_implicitly(sql: &str) -> bool {
     let toks = tokenize(sql);
     let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
-    ["analyze", "optimize", "repair", "flush", "grant", "revoke"]
+    ["analyze", "optimize", "repair", "check", "flush", "grant", "revoke"]
         .iter()
         .any(|k| w(0, k))
         || (w(0, "lock") && (w(1, "tables") || w(1, "table")))
@@ -1106,6 +1185,15 @@ fn needs_alias(sql: &str, toks: &[Token], first: usize, last: usize) -> bool {
 pub fn starts_with_select(sql: &str) -> bool {
     let s = sql.trim_start().as_bytes();
     s.len() > 6 && s[..6].eq_ignore_ascii_case(b"select") && !lexer::is_word_byte(s[6])
+}
+
+/// The statement's first word, lower-cased (comments before it skipped),
+/// for the few statements routed by their first word alone.
+pub fn first_word(sql: &str) -> Option<String> {
+    tokenize(sql)
+        .first()
+        .filter(|t| t.kind == TokenKind::Word)
+        .map(|t| t.text(sql).to_ascii_lowercase())
 }
 
 /// Whether a word makes its SELECT read or leave state on its connection
@@ -1794,6 +1882,25 @@ pub fn splice<T: AsRef<str>>(sql: &str, edits: &[(usize, usize, T)]) -> String {
     }
     out.push_str(&sql[copied..]);
     out
+}
+
+/// MariaDB writes a shared row lock `LOCK IN SHARE MODE`, which the
+/// parser does not take; it takes MySQL 8's `FOR SHARE`, which MariaDB
+/// does not. The planner reads the one and sends the other:
+/// `to_mariadb` false gives the parser's form of `sql` (tokenized as
+/// `toks`), true the tablet's. None when the text has no such lock.
+pub fn share_lock(sql: &str, toks: &[Token], to_mariadb: bool) -> Option<String> {
+    let (from, to): (&[&str], &str) = if to_mariadb {
+        (&["for", "share"], "LOCK IN SHARE MODE")
+    } else {
+        (&["lock", "in", "share", "mode"], "FOR SHARE")
+    };
+    let edits: Vec<(usize, usize, &str)> = toks
+        .windows(from.len())
+        .filter(|w| w.iter().zip(from).all(|(t, kw)| t.is_word(sql, kw)))
+        .map(|w| (w[0].start, w[from.len() - 1].end, to))
+        .collect();
+    (!edits.is_empty()).then(|| splice(sql, &edits))
 }
 
 /// MySQL's own schemas: no keyspace's tables, the same on every tablet.

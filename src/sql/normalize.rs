@@ -375,7 +375,15 @@ pub struct Template {
 impl Template {
     /// Finds the placeholders of `sql` (see `holes`).
     pub fn new(sql: String) -> Self {
-        let tokens = tokenize(&sql);
+        let mut tokens = tokenize(&sql);
+        // The parser renders a shared row lock as MySQL 8 writes it.
+        let sql = match super::share_lock(&sql, &tokens, true) {
+            Some(mariadb) => {
+                tokens = tokenize(&mariadb);
+                mariadb
+            }
+            None => sql,
+        };
         let holes = holes_of(&sql, &tokens);
         let word =
             |t: &Token, w: &str| t.kind == TokenKind::Word && t.text(&sql).eq_ignore_ascii_case(w);
