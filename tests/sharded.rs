@@ -44,6 +44,8 @@ const VSCHEMA: &str = r#"{
     "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
                "auto_increment": {"column": "order_id", "sequence": "order_seq"}},
     "dt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "dmp": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "dmp_item": {"column_vindexes": [{"column": "dmp_id", "name": "hash"}]},
     "tag": {"column_vindexes": [{"column": "name", "name": "loose"}]},
     "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
@@ -1467,28 +1469,34 @@ async fn compare_by(sg: &mut Conn, oracle: &mut Conn, c: &Case, prepared: bool) 
     assert_eq!(a, b, "{}", c.sql);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sharded_answers_match_a_single_mariadb() {
-    // The oracle: one standalone MariaDB.
+/// The oracle: one standalone MariaDB (stopped with the test binary),
+/// its database `db` made; a connection to it, and its port.
+async fn start_oracle(db: &str) -> (Conn, u16) {
     let odir = temp_dir("oracle");
     let oport = free_port();
     let oproc = shardgate::local::start_mariadb(&odir, oport, 999)
         .await
         .unwrap();
     track_pid(oproc.pid);
-    shardgate::local::init_tablet_users(&odir.join("mysql.sock"), "oracle")
+    shardgate::local::init_tablet_users(&odir.join("mysql.sock"), db)
         .await
         .unwrap();
-    let mut oracle = Conn::new(
+    let oracle = Conn::new(
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(oport)
             .user(Some("vt_dba"))
-            .db_name(Some("oracle"))
+            .db_name(Some(db))
             .prefer_socket(false),
     )
     .await
     .unwrap();
+    (oracle, oport)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_answers_match_a_single_mariadb() {
+    let (mut oracle, _) = start_oracle("oracle").await;
 
     apply_test_vschema().await;
 
@@ -5075,4 +5083,302 @@ async fn next_values_take_ids_from_a_sequence() {
         .await
         .unwrap();
     assert_eq!(col, Some(7));
+}
+
+/// A string as an SQL literal under MariaDB's default escapes.
+fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Runs `program` (mysqldump or mysql) against 127.0.0.1:`port` with
+/// `args`, its input `input` when given; its standard output (a dump's
+/// bytes: binary columns are not UTF-8), after checking it ran clean.
+fn run_client(program: &str, port: u16, args: &[&str], input: Option<&std::path::Path>) -> Vec<u8> {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(["-h127.0.0.1", &format!("-P{port}")]).args(args);
+    if let Some(path) = input {
+        cmd.stdin(std::fs::File::open(path).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "{program} {args:?}: {stderr}"
+    );
+    out.stdout
+}
+
+/// A dump without the lines that name its server (host, database,
+/// version): what two servers with the same tables must write alike.
+fn dump_body(dump: &[u8]) -> Vec<&[u8]> {
+    dump.split(|&b| b == b'\n')
+        .filter(|l| !l.starts_with(b"-- Host:") && !l.starts_with(b"-- Server version"))
+        .collect()
+}
+
+/// A database moves into and out of a sharded keyspace with MariaDB's own
+/// tools. `mysqldump` of one MariaDB loads through the gate with the
+/// `mysql` client (the dump's executable comments, SETs, LOCK TABLES and
+/// DISABLE KEYS as it writes them), every row lands on the shard its
+/// vindex names, and `mysqldump` through the gate writes the single
+/// MariaDB's dump byte for byte (ordered by primary key; its
+/// `--single-transaction` dump loads back into MariaDB). With it come the
+/// statements dumps and DBAs send: database statements answered as
+/// vtgate answers them (nothing made on a tablet), table maintenance on
+/// every shard, DO, MariaDB's `LOCK IN SHARE MODE` (whose rows another
+/// session's write then waits for), and executable comments anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysqldump_moves_tables_into_and_out_of_a_sharded_keyspace() {
+    let (mut src, oport) = start_oracle("src").await;
+    apply_test_vschema().await;
+    let c = cluster();
+    let mut sg = connect(Some("customer")).await;
+    for t in ["dmp", "dmp_item"] {
+        sg.query_drop(format!("drop table if exists {t}"))
+            .await
+            .unwrap();
+    }
+    src.query_drop(
+        "create table dmp (id bigint not null primary key,
+            name varchar(64) collate utf8mb4_general_ci, note text, amount decimal(12,2),
+            at datetime(3), raw varbinary(16));
+         create table dmp_item (id bigint not null primary key, dmp_id bigint not null,
+            qty int, key (dmp_id))",
+    )
+    .await
+    .unwrap();
+    let names = [
+        "O'Brien",
+        "back\\slash",
+        "line\nbreak",
+        "tab\there",
+        "ünïcödé ✓",
+        "",
+        "plain",
+    ];
+    let rows_of = |n: i64| {
+        (1..=n)
+            .map(|id| {
+                let name = match id % 9 {
+                    8 => "NULL".to_string(),
+                    k => sql_text(&format!("{}{id}", names[k as usize % names.len()])),
+                };
+                let note = match id % 50 {
+                    0 => sql_text(&"long ".repeat(400)),
+                    k if k % 7 == 0 => "NULL".to_string(),
+                    _ => sql_text(&format!("note {id} \"quoted\" ;-- not a comment")),
+                };
+                let raw = match id % 11 {
+                    0 => "NULL".to_string(),
+                    _ => format!("x'00ff275c0a{id:08x}'"),
+                };
+                format!(
+                    "({id}, {name}, {note}, {}.{:02}, '2026-01-{:02} {:02}:{:02}:{:02}.{:03}', {raw})",
+                    id * 37 % 2000 - 1000,
+                    id % 100,
+                    1 + id % 28,
+                    id % 24,
+                    id % 60,
+                    id * 7 % 60,
+                    id % 1000
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for chunk in rows_of(600).chunks(200) {
+        src.query_drop(format!("insert into dmp values {}", chunk.join(", ")))
+            .await
+            .unwrap();
+    }
+    let items: Vec<String> = (1..=1500)
+        .map(|i| format!("({i}, {}, {})", 1 + i * 13 % 600, i % 17))
+        .collect();
+    src.query_drop(format!("insert into dmp_item values {}", items.join(", ")))
+        .await
+        .unwrap();
+
+    // Into the keyspace: the single MariaDB's dump, as mysqldump writes it.
+    let dir = temp_dir("dumps");
+    let dump = run_client(
+        "mysqldump",
+        oport,
+        &["-uvt_dba", "src", "dmp", "dmp_item"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&dump);
+    for written in [
+        "/*!40101 SET NAMES utf8mb4 */;",
+        "/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */;",
+        "LOCK TABLES `dmp` WRITE;",
+        "/*!40000 ALTER TABLE `dmp` DISABLE KEYS */;",
+        "UNLOCK TABLES;",
+    ] {
+        assert!(text.contains(written), "the dump lacks {written}");
+    }
+    std::fs::write(dir.join("src.sql"), &dump).unwrap();
+    run_client(
+        "mysql",
+        c.port,
+        &["-uapp", "customer"],
+        Some(&dir.join("src.sql")),
+    );
+    for q in [
+        "select id, name, note, amount, at, hex(raw) from dmp order by id",
+        "select id, dmp_id, qty from dmp_item order by id",
+    ] {
+        assert_eq!(rows(&mut sg, q).await, rows(&mut src, q).await, "{q}");
+    }
+    let placed = placement("dmp", "id", Func::Hash).await;
+    assert_eq!(placed.iter().sum::<usize>(), 600);
+    assert!(placed.iter().all(|&n| n > 0), "{placed:?}");
+    let placed = placement("dmp_item", "dmp_id", Func::Hash).await;
+    assert_eq!(placed.iter().sum::<usize>(), 1500);
+
+    // Out of it: the same dump as the single MariaDB writes.
+    let ordered = ["--order-by-primary", "--skip-dump-date"];
+    let via_gate = run_client(
+        "mysqldump",
+        c.port,
+        &[&["-uapp"], &ordered[..], &["customer", "dmp", "dmp_item"]].concat(),
+        None,
+    );
+    let direct = run_client(
+        "mysqldump",
+        oport,
+        &[&["-uvt_dba"], &ordered[..], &["src", "dmp", "dmp_item"]].concat(),
+        None,
+    );
+    assert!(String::from_utf8_lossy(&via_gate).contains("INSERT INTO `dmp` VALUES"));
+    let (ours, theirs) = (dump_body(&via_gate), dump_body(&direct));
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!(
+            a == b,
+            "{} vs {}",
+            String::from_utf8_lossy(&a[..a.len().min(200)]),
+            String::from_utf8_lossy(&b[..b.len().min(200)])
+        );
+    }
+    // A consistent dump (a transaction on every shard) loads back.
+    let consistent = run_client(
+        "mysqldump",
+        c.port,
+        &[
+            "-uapp",
+            "--single-transaction",
+            "customer",
+            "dmp",
+            "dmp_item",
+        ],
+        None,
+    );
+    std::fs::write(dir.join("back.sql"), consistent).unwrap();
+    src.query_drop("create database back").await.unwrap();
+    run_client(
+        "mysql",
+        oport,
+        &["-uvt_dba", "back"],
+        Some(&dir.join("back.sql")),
+    );
+    for t in ["dmp", "dmp_item"] {
+        let q = |db: &str| format!("select * from {db}.{t} order by id");
+        assert_eq!(
+            rows(&mut src, &q("back")).await,
+            rows(&mut src, &q("src")).await
+        );
+    }
+
+    // A dump made with --databases names its database.
+    let named = dir.join("named.sql");
+    std::fs::write(
+        &named,
+        "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `customer` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\
+         USE `customer`;\nDROP DATABASE IF EXISTS `no_such_keyspace`;\nselect count(*) from dmp;\n",
+    )
+    .unwrap();
+    let out = run_client("mysql", c.port, &["-uapp", "--batch"], Some(&named));
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("600"), "{out}");
+    for (sql, code) in [
+        ("create database customer", 1007),
+        ("create schema if not exists fresh_db", 1235),
+        ("drop database no_such_keyspace", 1008),
+        ("drop database customer", 1235),
+        (
+            "alter database no_such_keyspace character set utf8mb4",
+            1049,
+        ),
+    ] {
+        let e = sg.query_drop(sql).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(code), "{sql}: {e}");
+    }
+    for uid in [100, 300] {
+        let dbs: Vec<String> = connect_tablet(uid)
+            .await
+            .query("show databases")
+            .await
+            .unwrap();
+        assert!(
+            !dbs.iter().any(|d| d == "customer" || d == "fresh_db"),
+            "tablet {uid} has {dbs:?}"
+        );
+    }
+
+    // Table maintenance runs on every shard: each shard's rows in turn.
+    for sql in [
+        "analyze table dmp",
+        "check table dmp, dmp_item",
+        "checksum table dmp",
+        "optimize table dmp_item",
+    ] {
+        let one = rows(&mut src, sql).await.len();
+        assert!(one > 0, "{sql}");
+        assert_eq!(rows(&mut sg, sql).await.len(), 2 * one, "{sql}");
+    }
+    sg.query_drop("do 1 + 1").await.unwrap();
+
+    // Executable comments are code where MariaDB runs them, text or
+    // prepared; those it skips stay comments.
+    for q in [
+        "select id /*!40101 + 1 */ from dmp where id = 7",
+        "select count(*) from dmp /*!40101 where id > 300 */",
+        "select count(*) from dmp /*M!100000 where id > 500 */",
+        "select count(*) from dmp /*!50700 where id > 300 */",
+        "select count(*) from dmp /*!99999 where id > 300 */",
+        "select count(*) from dmp where name = '/*!40101 x */'",
+    ] {
+        assert_eq!(rows(&mut sg, q).await, rows(&mut src, q).await, "{q}");
+    }
+    let q = "select count(*) from dmp /*!40101 where id > ? */";
+    let (a, b): (Option<u64>, Option<u64>) = (
+        sg.exec_first(q, (450,)).await.unwrap(),
+        src.exec_first(q, (450,)).await.unwrap(),
+    );
+    assert_eq!((a, b), (Some(150), Some(150)));
+
+    // MariaDB's shared row lock, on one shard and on all of them.
+    for q in [
+        "select id, name from dmp where id in (3, 4, 5, 200) order by id lock in share mode",
+        "select count(*) from dmp where amount > 0 lock in share mode",
+        "select d.id, count(*) from dmp d join dmp_item i on i.dmp_id = d.id \
+         where d.id < 20 group by d.id order by d.id lock in share mode",
+    ] {
+        assert_eq!(rows(&mut sg, q).await, rows(&mut src, q).await, "{q}");
+    }
+    let mut holder = connect(Some("customer")).await;
+    holder.query_drop("begin").await.unwrap();
+    holder
+        .query_drop("select id from dmp where id > 0 lock in share mode")
+        .await
+        .unwrap();
+    let e = sg
+        .query_drop("update /*vt+ QUERY_TIMEOUT_MS=300 */ dmp set name = 'w' where id = 5")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1317), "{e}");
+    holder.query_drop("commit").await.unwrap();
+    sg.query_drop("update dmp set name = 'w' where id = 5")
+        .await
+        .unwrap();
+    assert_eq!(sg.affected_rows(), 1);
 }

@@ -639,7 +639,8 @@ impl LeanConn {
         &mut self,
         sql: &str,
     ) -> Result<(u32, Vec<Column>, Vec<BytesMut>), mysql_async::Error> {
-        self.command(COM_STMT_PREPARE, &[sql.as_bytes()]).await?;
+        self.command(COM_STMT_PREPARE, &[&crate::sql::raw::wire(sql)])
+            .await?;
         let ok = self.read().await?;
         if ok.first() == Some(&0xFF) {
             return Err(server_err(&ok, self.caps));
@@ -799,7 +800,7 @@ impl LeanConn {
 
     /// Appends a text query to the pipeline that [`Self::flush`] writes.
     pub fn queue_query(&mut self, sql: &str) {
-        let payload = command_payload(COM_QUERY, &[sql.as_bytes()]);
+        let payload = command_payload(COM_QUERY, &[&crate::sql::raw::wire(sql)]);
         write_packet(&mut self.out, &mut 0, &payload);
     }
 
@@ -865,7 +866,7 @@ impl LeanConn {
         sink: &mut S,
     ) -> Result<u64, RunError> {
         self.idle = false;
-        self.command(COM_QUERY, &[sql.as_bytes()])
+        self.command(COM_QUERY, &[&crate::sql::raw::wire(sql)])
             .await
             .map_err(unsent)?;
         self.results(sink, None, rename).await
@@ -884,7 +885,7 @@ impl LeanConn {
     pub async fn start(&mut self, sql: &str) -> Result<Option<Vec<BytesMut>>, RunError> {
         self.idle = false;
         self.binary_rows = false;
-        self.command(COM_QUERY, &[sql.as_bytes()])
+        self.command(COM_QUERY, &[&crate::sql::raw::wire(sql)])
             .await
             .map_err(unsent)?;
         let first = self.read().await?;

@@ -1309,8 +1309,11 @@ impl VCursor for Executor<'_> {
                         };
                         match link {
                             Link::Driver(sc) => {
-                                let result =
-                                    sc.conn.query_iter(sql.as_str()).await.map_err(fail)?;
+                                let result = sc
+                                    .conn
+                                    .query_iter(crate::sql::raw::wire(sql))
+                                    .await
+                                    .map_err(fail)?;
                                 let stream = result.stream_and_drop::<Row>().await.map_err(fail)?;
                                 Ok::<_, Error>(stream.map(|st| {
                                     let cols = Started::Columns(st.columns_ref().to_vec());
@@ -2071,7 +2074,7 @@ impl Executor<'_> {
                     let sink = &mut *sink;
                     Box::pin(async move {
                         match params {
-                            None => match sc.conn.query_iter(sql).await {
+                            None => match sc.conn.query_iter(crate::sql::raw::wire(sql)).await {
                                 Ok(result) => drain(result, rename, sink).await,
                                 Err(e) => Err(RunError::Backend(e)),
                             },
@@ -2267,7 +2270,7 @@ impl<V> Logging<V> {
 
 /// Runs one query and buffers its first result (rows or OK).
 async fn collect(conn: &mut Conn, sql: &str) -> Result<ShardResult, mysql_async::Error> {
-    let mut result = conn.query_iter(sql).await?;
+    let mut result = conn.query_iter(crate::sql::raw::wire(sql)).await?;
     let columns: Vec<Column> = result.columns().map(|c| c.to_vec()).unwrap_or_default();
     let mut out = ShardResult {
         columns,

@@ -955,12 +955,12 @@ async fn command_loop(
                 }
             }
             cmd::QUERY => {
-                let sql = String::from_utf8_lossy(body).into_owned();
+                let sql = crate::sql::raw::text_of(body).into_owned();
                 run_query(wire, ctx, session, &sql).await?;
             }
             cmd::FIELD_LIST => Box::pin(field_list(wire, ctx, session, body)).await?,
             cmd::STMT_PREPARE => {
-                let sql = String::from_utf8_lossy(body).into_owned();
+                let sql = crate::sql::raw::text_of(body).into_owned();
                 let status = session.status();
                 match Box::pin(session.prepare(ctx, &sql)).await {
                     Ok((id, st)) => write_prepare_ok(wire, id, &st.params, &st.columns, status),

@@ -172,7 +172,8 @@ fn skip_line(b: &[u8], mut i: usize) -> usize {
 /// (`101100` for 10.11.0): no number or one of other than five or six
 /// digits runs (the digits then are code); five digits run below 50700
 /// (above is MySQL 5.7's and later); six digits run up to `version`.
-/// Comments that do not run stay. None when the text has no executable
+/// Comments that do not run are taken out (the parser would run them
+/// whatever their version). None when the text has no executable
 /// comment, found by one substring search.
 pub fn open_executable_comments(src: &str, version: u32) -> Option<String> {
     let b = src.as_bytes();
@@ -204,7 +205,11 @@ pub fn open_executable_comments(src: &str, version: u32) -> Option<String> {
                     .iter()
                     .take_while(|c| c.is_ascii_digit())
                     .count();
-                let number = || src[i + marker..i + marker + digits].parse::<u32>().unwrap_or(0);
+                let number = || {
+                    src[i + marker..i + marker + digits]
+                        .parse::<u32>()
+                        .unwrap_or(0)
+                };
                 let (runs, code) = match digits {
                     5 => (number() < 50700, i + marker + digits),
                     6 => (number() <= version, i + marker + digits),
@@ -212,11 +217,13 @@ pub fn open_executable_comments(src: &str, version: u32) -> Option<String> {
                 };
                 // An unterminated comment is left to the server's error.
                 let closed = end >= code + 2 && &b[end - 2..end] == b"*/";
-                if runs && closed {
+                if closed {
                     out.push_str(&src[copied..i]);
                     out.push(' ');
-                    out.push_str(&src[code..end - 2]);
-                    out.push(' ');
+                    if runs {
+                        out.push_str(&src[code..end - 2]);
+                        out.push(' ');
+                    }
                     copied = end;
                 }
                 i = end;

@@ -7,6 +7,7 @@
 
 pub mod lexer;
 pub mod normalize;
+pub mod raw;
 
 use lexer::{tokenize, Token, TokenKind};
 use mysql_common::value::Value;
@@ -189,9 +190,16 @@ fn database_ddl(sql: &str, toks: &[Token], verb: DatabaseVerb) -> Statement {
         (true, true) => 5,
     };
     // ALTER DATABASE's options may follow it directly.
-    let option = ["character", "charset", "default", "collate", "comment", "upgrade"]
-        .iter()
-        .any(|o| w(at, o));
+    let option = [
+        "character",
+        "charset",
+        "default",
+        "collate",
+        "comment",
+        "upgrade",
+    ]
+    .iter()
+    .any(|o| w(at, o));
     let name = toks
         .get(at)
         .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::Ident) && !option)
@@ -590,9 +598,11 @@ fn next_values(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
 pub fn commits_implicitly(sql: &str) -> bool {
     let toks = tokenize(sql);
     let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
-    ["analyze", "optimize", "repair", "check", "flush", "grant", "revoke"]
-        .iter()
-        .any(|k| w(0, k))
+    [
+        "analyze", "optimize", "repair", "check", "flush", "grant", "revoke",
+    ]
+    .iter()
+    .any(|k| w(0, k))
         || (w(0, "lock") && (w(1, "tables") || w(1, "table")))
 }
 

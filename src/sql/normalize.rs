@@ -355,7 +355,7 @@ pub fn string_value(text: &str, no_backslash_escapes: bool) -> Value {
             i += 1;
         }
     }
-    Value::Bytes(out)
+    Value::Bytes(super::raw::restore(out))
 }
 
 /// SQL whose `:name` placeholders are found once, when a plan is built:
