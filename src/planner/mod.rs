@@ -357,6 +357,36 @@ mod tests {
     }
 
     #[test]
+    fn sharded_keyspaces_upkeep_every_shard_and_ignore_table_locks() {
+        let s = snap();
+        let t = Target::parse("customer").unwrap();
+        let planned = |sql: &str| {
+            let stmt = crate::sql::classify(sql).unwrap();
+            plan(&stmt, Some(sql), &t, &s).unwrap()
+        };
+        let all = Plan::AllShards {
+            keyspace: "customer".into(),
+        };
+        assert_eq!(planned("optimize table c"), all);
+        assert_eq!(planned("check table c"), all);
+        assert_eq!(
+            planned("do 1"),
+            Plan::AnyShard {
+                keyspace: "customer".into()
+            }
+        );
+        assert_eq!(planned("lock tables c write"), Plan::Ignored);
+        assert_eq!(planned("unlock tables"), Plan::Ignored);
+        // On an unsharded keyspace they go to its one shard as written.
+        let t = Target::parse("commerce").unwrap();
+        let stmt = crate::sql::classify("lock tables c write").unwrap();
+        assert!(matches!(
+            plan(&stmt, Some("lock tables c write"), &t, &s).unwrap(),
+            Plan::Route(_)
+        ));
+    }
+
+    #[test]
     fn errors_name_what_is_wrong() {
         let s = snap();
         let q = Statement::Query(QueryKind::Select);

@@ -1247,26 +1247,10 @@ fn admitted(ctx: &ServerCtx, sql: &str) -> Result<(sql::Directives, Option<Strin
             return Err(Error::PayloadTooLarge);
         }
     }
-    let opened = sql::lexer::open_executable_comments(sql, comment_version(&ctx.server_version));
+    let version = sql::lexer::version_number(&ctx.server_version);
+    let opened = sql::lexer::open_executable_comments(sql, version);
     let text = opened.as_deref().unwrap_or(sql);
     Ok((directives, sql::strip_vindex_hints(text).or(opened)))
-}
-
-/// The version executable comments are weighed against: the one the
-/// handshake announces (`5.5.5-10.11.0-MariaDB-...` is 101100), as MariaDB
-/// weighs them against its own.
-fn comment_version(announced: &str) -> u32 {
-    let v = announced.strip_prefix("5.5.5-").unwrap_or(announced);
-    let mut parts = v
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor, patch) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    major * 10_000 + minor * 100 + patch
 }
 
 /// `--enable_direct_ddl=false`: schema changes are refused at the gate.

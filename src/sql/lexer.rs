@@ -238,6 +238,20 @@ pub fn open_executable_comments(src: &str, version: u32) -> Option<String> {
     Some(out)
 }
 
+/// The number executable comments are weighed against, from the version
+/// the handshake announces (`5.5.5-10.11.0-MariaDB-...` is 101100), as
+/// MariaDB weighs them against its own.
+pub fn version_number(announced: &str) -> u32 {
+    let v = announced.strip_prefix("5.5.5-").unwrap_or(announced);
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    let (major, minor, patch) = (next(), next(), next());
+    major * 10_000 + minor * 100 + patch
+}
+
 fn skip_block_comment(b: &[u8], i: usize) -> usize {
     let mut j = i + 2;
     while j + 1 < b.len() {
@@ -340,6 +354,57 @@ fn is_compound_create(src: &str, toks: &[Token]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announced_versions_weigh_comments() {
+        assert_eq!(version_number("5.5.5-10.11.0-MariaDB-shardgate"), 101100);
+        assert_eq!(version_number("10.6.21-MariaDB-log"), 100621);
+        assert_eq!(version_number("8.0.30-Vitess"), 80030);
+    }
+
+    #[test]
+    fn executable_comments_open_as_mariadb_runs_them() {
+        let open = |sql: &str| open_executable_comments(sql, 101100);
+        assert_eq!(open("select 1 + 1"), None);
+        assert_eq!(
+            open("/*!40101 SET NAMES utf8mb4 */").as_deref(),
+            Some("  SET NAMES utf8mb4  ")
+        );
+        // Five digits run below MySQL 5.7's; six up to the version.
+        for (sql, runs) in [
+            ("select 1 /*!50699 + 1 */", true),
+            ("select 1 /*!50700 + 1 */", false),
+            ("select 1 /*!99999 + 1 */", false),
+            ("select 1 /*!101100 + 1 */", true),
+            ("select 1 /*!101101 + 1 */", false),
+            ("select 1 /*M!100000 + 1 */", true),
+            ("select 1 /*M!999999 + 1 */", false),
+            ("select 1 /*! + 1 */", true),
+        ] {
+            let opened = open(sql).unwrap();
+            assert_eq!(opened.contains("+ 1"), runs, "{sql}: {opened}");
+            assert!(!opened.contains("/*"), "{sql}: {opened}");
+        }
+        // Digits of another count are code themselves (MariaDB's 1064).
+        assert_eq!(
+            open("select /*!1 + 1 */").as_deref(),
+            Some("select  1 + 1  ")
+        );
+        // Not in strings, names or line comments; an open one is left.
+        for sql in [
+            "select '/*!40101 x */'",
+            "select `/*!40101 x */`",
+            "select 1 -- /*!40101 x */",
+            "select 1 # /*!40101 x */",
+        ] {
+            assert_eq!(open(sql), None, "{sql}");
+        }
+        assert_eq!(open("select 1 /*!40101 + 1"), None);
+        assert_eq!(
+            open("select /*+ hint */ 1 /*!40101 + 1 */, 'a'").as_deref(),
+            Some("select /*+ hint */ 1   + 1  , 'a'")
+        );
+    }
 
     #[test]
     fn no_backslash_escapes_ends_a_string_at_its_quote() {

@@ -2473,6 +2473,85 @@ mod tests {
     }
 
     #[test]
+    fn classifies_maintenance_do_and_database_statements() {
+        let kind = |sql: &str| classify(sql).unwrap();
+        for sql in [
+            "analyze table t",
+            "ANALYZE NO_WRITE_TO_BINLOG TABLE t, u",
+            "optimize local table t",
+            "repair table t quick",
+            "check table t",
+            "checksum tables t",
+        ] {
+            assert_eq!(kind(sql), Statement::Query(QueryKind::Maintenance), "{sql}");
+            // Each commits the open transaction first, CHECKSUM aside.
+            assert_eq!(
+                commits_implicitly(sql),
+                !sql.starts_with("checksum"),
+                "{sql}"
+            );
+        }
+        // MariaDB's ANALYZE of a statement reads.
+        assert_eq!(kind("analyze select 1"), Statement::Query(QueryKind::Other));
+        assert_eq!(kind("do 1 + 1"), Statement::Query(QueryKind::Other));
+        assert_eq!(
+            kind("do get_lock('a', 1)"),
+            Statement::Query(QueryKind::Reserving)
+        );
+        let db = |verb, name: Option<&str>, guarded| {
+            Statement::Database(DatabaseDdl {
+                verb,
+                name: name.map(str::to_string),
+                guarded,
+            })
+        };
+        assert_eq!(
+            kind("CREATE DATABASE  IF NOT EXISTS `customer`  DEFAULT CHARACTER SET utf8mb4"),
+            db(DatabaseVerb::Create, Some("customer"), true)
+        );
+        assert_eq!(
+            kind("create schema ks"),
+            db(DatabaseVerb::Create, Some("ks"), false)
+        );
+        assert_eq!(
+            kind("drop database if exists ks"),
+            db(DatabaseVerb::Drop, Some("ks"), true)
+        );
+        assert_eq!(
+            kind("alter database character set utf8mb4"),
+            db(DatabaseVerb::Alter, None, false)
+        );
+        assert_eq!(
+            kind("alter schema ks collate utf8mb4_bin"),
+            db(DatabaseVerb::Alter, Some("ks"), false)
+        );
+        assert_eq!(
+            kind("create table t (id int)"),
+            Statement::Query(QueryKind::Ddl)
+        );
+        assert_eq!(kind("drop table t"), Statement::Query(QueryKind::Ddl));
+    }
+
+    #[test]
+    fn share_locks_read_for_the_parser_and_written_for_mariadb() {
+        let turn = |sql: &str, to_mariadb| share_lock(sql, &tokenize(sql), to_mariadb);
+        assert_eq!(
+            turn(
+                "select a from t where b = 'lock in share mode' LOCK IN SHARE MODE skip locked",
+                false
+            )
+            .as_deref(),
+            Some("select a from t where b = 'lock in share mode' FOR SHARE skip locked")
+        );
+        assert_eq!(
+            turn("SELECT a FROM t FOR SHARE NOWAIT", true).as_deref(),
+            Some("SELECT a FROM t LOCK IN SHARE MODE NOWAIT")
+        );
+        assert_eq!(turn("select a from t for update", true), None);
+        assert_eq!(turn("select 'for share' from t", true), None);
+    }
+
+    #[test]
     fn classifies_transactions_and_use() {
         assert_eq!(classify("BEGIN").unwrap(), Statement::Begin);
         assert_eq!(
