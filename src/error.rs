@@ -311,7 +311,9 @@ impl Error {
             Error::Sql(SqlError::BadVitessValue { .. }) => {
                 MysqlError::new(1231, "42000", self.to_string())
             }
-            Error::Sql(SqlError::ShowWhere(_)) => MysqlError::new(1235, "42000", self.to_string()),
+            Error::Sql(SqlError::ShowWhere(_) | SqlError::LoadData(_)) => {
+                MysqlError::new(1235, "42000", self.to_string())
+            }
             Error::Sql(SqlError::VschemaSyntax(_)) => {
                 MysqlError::new(1064, "42000", self.to_string())
             }

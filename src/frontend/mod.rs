@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod codec;
+mod infile;
 pub mod packets;
 pub mod proxy;
 pub mod tls;
@@ -73,6 +74,7 @@ pub fn server_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
         | CapabilityFlags::CLIENT_DEPRECATE_EOF
+        | CapabilityFlags::CLIENT_LOCAL_FILES
 }
 
 /// MariaDB's MARIADB_CLIENT_CACHE_METADATA, bit 36 of the capabilities (bit 4
@@ -175,6 +177,9 @@ pub struct Wire {
     /// rows are the rows it matched, not those it changed (JDBC's and
     /// Rails' default, whose optimistic checks count on it).
     found_rows: bool,
+    /// The client said CLIENT_LOCAL_FILES: it sends a file the server asks
+    /// for (LOAD DATA LOCAL INFILE).
+    local_files: bool,
     /// `--mysql_server_write_timeout`: a client that takes no bytes for
     /// this long is dropped rather than hold its session's resources.
     write_timeout: Option<std::time::Duration>,
@@ -193,6 +198,7 @@ impl Wire {
             last_err: None,
             logged: None,
             found_rows: false,
+            local_files: false,
             write_timeout: None,
         }
     }
@@ -730,6 +736,9 @@ async fn handshake(
     wire.found_rows = resp
         .capabilities()
         .contains(CapabilityFlags::CLIENT_FOUND_ROWS);
+    wire.local_files = resp
+        .capabilities()
+        .contains(CapabilityFlags::CLIENT_LOCAL_FILES);
     let user = String::from_utf8_lossy(resp.user()).into_owned();
     let mut response = resp.scramble_buf().to_vec();
     let native = matches!(
@@ -956,7 +965,12 @@ async fn command_loop(
             }
             cmd::QUERY => {
                 let sql = crate::sql::raw::text_of(body).into_owned();
-                run_query(wire, ctx, session, &sql).await?;
+                match crate::sql::load::parse(&sql) {
+                    None => run_query(wire, ctx, session, &sql).await?,
+                    Some(load) => {
+                        Box::pin(infile::load_data(reader, wire, ctx, session, &sql, load)).await?
+                    }
+                }
             }
             cmd::FIELD_LIST => Box::pin(field_list(wire, ctx, session, body)).await?,
             cmd::STMT_PREPARE => {

@@ -6,6 +6,7 @@
 //! microsecond. The sharded planner parses further where it needs to.
 
 pub mod lexer;
+pub mod load;
 pub mod normalize;
 pub mod raw;
 
@@ -51,6 +52,9 @@ pub enum SqlError {
     /// `SET transaction_mode` inside a transaction.
     #[error("Transaction characteristics can't be changed while a transaction is in progress")]
     TransactionModeInTransaction,
+    /// A `LOAD DATA` the gate does not read (see [`load`]).
+    #[error("unsupported: LOAD DATA: {0}")]
+    LoadData(String),
 }
 
 /// What a VEXPLAIN asks of its statement.
