@@ -252,6 +252,10 @@ impl Error {
                 MysqlError::new(1049, "42000", self.to_string())
             }
             Error::Plan(PlanError::NoDatabase) => MysqlError::new(1046, "3D000", self.to_string()),
+            Error::Plan(PlanError::TooManyRows) => MysqlError::new(1172, "42000", self.to_string()),
+            Error::Plan(PlanError::IntoColumnCount) => {
+                MysqlError::new(1222, "21000", self.to_string())
+            }
             Error::Plan(PlanError::DatabaseExists(_)) => {
                 MysqlError::new(1007, "HY000", self.to_string())
             }

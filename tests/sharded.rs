@@ -5357,6 +5357,43 @@ async fn mysqldump_moves_tables_into_and_out_of_a_sharded_keyspace() {
     );
     assert_eq!((a, b), (Some(150), Some(150)));
 
+    // SELECT ... INTO variables: the session's variables get the one row.
+    for conn in [&mut sg, &mut src] {
+        conn.query_drop("set @z = 5").await.unwrap();
+        conn.query_drop("select count(*), max(name) into @n, @m from dmp where id > 100")
+            .await
+            .unwrap();
+        conn.query_drop("select id from dmp where id = 7 into @x")
+            .await
+            .unwrap();
+        conn.exec_drop("select sum(id) into @p from dmp where id < ?", (50,))
+            .await
+            .unwrap();
+        conn.query_drop("select id into @z from dmp where id < 0")
+            .await
+            .unwrap();
+        assert_eq!(conn.get_warnings(), 1);
+    }
+    let vars = "select @n, @m, @x + 1, @p, @z";
+    assert_eq!(rows(&mut sg, vars).await, rows(&mut src, vars).await);
+    for (sql, code) in [
+        ("select id into @y from dmp", 1172),
+        ("select id into @y, @w from dmp where id = 3", 1222),
+    ] {
+        let ours = sg.query_drop(sql).await.unwrap_err();
+        let theirs = src.query_drop(sql).await.unwrap_err();
+        assert_eq!(
+            (err_code(&ours), err_code(&theirs)),
+            (Some(code), Some(code)),
+            "{sql}"
+        );
+    }
+    let e = sg
+        .query_drop("select * from dmp into outfile '/tmp/dmp.txt'")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1235), "{e}");
+
     // MariaDB's shared row lock, on one shard and on all of them.
     for q in [
         "select id, name from dmp where id in (3, 4, 5, 200) order by id lock in share mode",

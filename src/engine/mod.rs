@@ -350,6 +350,10 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
             sink.ok(done)
         }
         Plan::Ignored => sink.ok(QueryDone::default()),
+        // The session assigns the variables (see `Session::select_into`).
+        Plan::SelectInto { .. } => Err(Error::Plan(PlanError::Unsupported(
+            "SELECT ... INTO variables inside another statement".into(),
+        ))),
         Plan::AnyShard { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;
             let shard = first_shard(ks)?;
@@ -1339,17 +1343,48 @@ fn join_var(col: &Column, v: &Value, nbe: bool) -> Bind {
     }
 }
 
-/// Gathers one side's rows (text cells) and columns, at most `cap` rows;
-/// or a write's OK.
-struct Gather {
-    columns: Vec<Column>,
-    rows: Vec<Vec<Value>>,
+/// A text cell as the SQL literal that gives it back with its column's
+/// kind: a number unquoted (a user variable set from it is a number, as
+/// MySQL's `SELECT ... INTO @v` makes it), anything else quoted.
+pub fn typed_literal(v: &Value, col: &Column, no_backslash_escapes: bool) -> String {
+    use mysql_common::constants::ColumnType as T;
+    let numeric = matches!(
+        col.column_type(),
+        T::MYSQL_TYPE_TINY
+            | T::MYSQL_TYPE_SHORT
+            | T::MYSQL_TYPE_INT24
+            | T::MYSQL_TYPE_LONG
+            | T::MYSQL_TYPE_LONGLONG
+            | T::MYSQL_TYPE_DECIMAL
+            | T::MYSQL_TYPE_NEWDECIMAL
+            | T::MYSQL_TYPE_FLOAT
+            | T::MYSQL_TYPE_DOUBLE
+    );
+    match v {
+        Value::Bytes(b)
+            if numeric && !b.is_empty() && b.iter().all(|c| b"+-.0123456789eE".contains(c)) =>
+        {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        other => crate::sql::literal(other, no_backslash_escapes),
+    }
+}
+
+/// Gathers one side's rows (text cells) and columns, at most `cap` rows
+/// (more is [`Error::TooManyRows`]); or a write's OK.
+pub struct Gather {
+    /// The result's columns.
+    pub columns: Vec<Column>,
+    /// Its rows.
+    pub rows: Vec<Vec<Value>>,
     cap: usize,
-    done: QueryDone,
+    /// A write's OK.
+    pub done: QueryDone,
 }
 
 impl Gather {
-    fn new(cap: usize) -> Self {
+    /// A gatherer of at most `cap` rows.
+    pub fn new(cap: usize) -> Self {
         Gather {
             columns: Vec::new(),
             rows: Vec::new(),

@@ -279,6 +279,11 @@ impl Plan {
                 json!({"operator": "Send", "variant": "AnyShard", "keyspace": keyspace})
             }
             Plan::Ignored => json!({"operator": "Rows"}),
+            Plan::SelectInto { vars, inner } => json!({
+                "operator": "SelectInto",
+                "variables": vars,
+                "inputs": [inner.describe()],
+            }),
         }
     }
 }

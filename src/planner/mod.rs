@@ -45,6 +45,12 @@ pub enum PlanError {
     /// MySQL's own schemas).
     #[error("Can't create database '{0}'; database exists")]
     DatabaseExists(String),
+    /// `SELECT ... INTO` variables of a result of more than one row.
+    #[error("Result consisted of more than one row")]
+    TooManyRows,
+    /// `SELECT ... INTO` with other than one variable per column.
+    #[error("The used SELECT statements have a different number of columns")]
+    IntoColumnCount,
     /// DROP DATABASE of a database that is not there.
     #[error("Can't drop database '{0}'; database doesn't exist")]
     DatabaseMissing(String),
@@ -103,6 +109,15 @@ pub enum Plan {
     /// Nothing runs and the client gets OK: LOCK and UNLOCK TABLES on a
     /// sharded keyspace, as vtgate answers them.
     Ignored,
+    /// `SELECT ... INTO @a, @b` on a sharded keyspace: the SELECT runs
+    /// (`inner`), its one row's values go into the session's variables
+    /// (no tablet holds the whole result to assign them).
+    SelectInto {
+        /// The user variables, as written.
+        vars: Vec<String>,
+        /// The SELECT without its INTO.
+        inner: Box<Plan>,
+    },
 }
 
 /// A single-shard route.

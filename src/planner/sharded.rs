@@ -333,6 +333,17 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
         Err(e) => match comma_update(template, tokens) {
             Some(joined) => Parser::parse_sql(&MySqlDialect {}, &joined)
                 .map_err(|_| PlanError::Syntax(e.to_string()))?,
+            // INTO OUTFILE: each shard's tablet would write its own file
+            // on its own host (vtgate's refusal too).
+            None if tokens.windows(2).any(|w| {
+                w[0].is_word(template, "into")
+                    && (w[1].is_word(template, "outfile") || w[1].is_word(template, "dumpfile"))
+            }) =>
+            {
+                return Err(unsupported(
+                    "INTO OUTFILE or DUMPFILE on a sharded keyspace (each shard's tablet would write its own file)",
+                ))
+            }
             None => return Err(PlanError::Syntax(e.to_string())),
         },
     };
@@ -868,6 +879,14 @@ fn contains_subquery(e: &Expr) -> bool {
 
 /// Plans a statement on a sharded keyspace.
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
+    // INTO variables: the session assigns them from the SELECT's row.
+    if let Some((select, vars)) = crate::sql::into_variables(template) {
+        let inner = plan_statement(&select, ks, snap, true)?;
+        return Ok(super::Plan::SelectInto {
+            vars,
+            inner: Box::new(inner),
+        });
+    }
     plan_statement(template, ks, snap, true)
 }
 

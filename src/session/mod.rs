@@ -775,6 +775,30 @@ impl Session {
         binds: &[sql::normalize::Bind],
         sink: &mut S,
     ) -> Result<(), Error> {
+        if let Plan::SelectInto { vars, inner } = plan {
+            let row = Box::pin(self.select_row(ctx, snap, inner, sql, binds)).await?;
+            let Some((columns, values)) = row else {
+                // MySQL's "No data - zero rows fetched": a warning, and
+                // the variables keep their values.
+                return sink.ok(QueryDone {
+                    warnings: 1,
+                    ..QueryDone::default()
+                });
+            };
+            if columns.len() != vars.len() {
+                return Err(planner::PlanError::IntoColumnCount.into());
+            }
+            let nbe = self.shards.no_backslash_escapes;
+            let assigned: Vec<String> = vars
+                .iter()
+                .zip(values.iter().zip(&columns))
+                .map(|(var, (v, col))| format!("{var} = {}", engine::typed_literal(v, col, nbe)))
+                .collect();
+            let set = format!("SET {}", assigned.join(", "));
+            let mut discard = crate::backend::lean::Discard;
+            Box::pin(self.execute_statement(ctx, &set, &mut discard)).await?;
+            return sink.ok(QueryDone::default());
+        }
         let mut ex = Executor {
             ctx,
             snap,
@@ -790,6 +814,24 @@ impl Session {
             sink,
         )
         .await
+    }
+
+    /// The one row a `SELECT ... INTO` reads (None for none; more is
+    /// MySQL's error), and its columns.
+    async fn select_row(
+        &mut self,
+        ctx: &ServerCtx,
+        snap: &crate::topo::Snapshot,
+        plan: &Plan,
+        sql: &str,
+        binds: &[sql::normalize::Bind],
+    ) -> Result<Option<(Vec<Column>, Vec<mysql_common::value::Value>)>, Error> {
+        let mut got = engine::Gather::new(1);
+        match self.run_plan(ctx, snap, plan, sql, binds, &mut got).await {
+            Err(Error::TooManyRows(1)) => Err(planner::PlanError::TooManyRows.into()),
+            Err(e) => Err(e),
+            Ok(()) => Ok(got.rows.pop().map(|row| (got.columns, row))),
+        }
     }
 
     /// A DDL (or another statement MySQL commits before, see

@@ -1898,6 +1898,49 @@ pub fn splice<T: AsRef<str>>(sql: &str, edits: &[(usize, usize, T)]) -> String {
     out
 }
 
+/// A SELECT's `INTO @a, @b` (before FROM or at the end): the statement
+/// without it, and the variables as written. None for any other
+/// statement, an INTO in a subquery, or INTO OUTFILE/DUMPFILE.
+pub fn into_variables(sql: &str) -> Option<(String, Vec<String>)> {
+    let toks = tokenize(sql);
+    let first = toks.first()?;
+    if !(first.is_word(sql, "select") || first.is_word(sql, "with")) {
+        return None;
+    }
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            TokenKind::Word if depth == 0 && t.is_word(sql, "into") => {
+                let user_var =
+                    |t: &Token| t.kind == TokenKind::Variable && !t.text(sql).starts_with("@@");
+                let mut vars = Vec::new();
+                let mut j = i + 1;
+                while let Some(v) = toks.get(j).filter(|v| user_var(v)) {
+                    vars.push(v.text(sql).to_string());
+                    j += 1;
+                    if toks
+                        .get(j)
+                        .is_some_and(|c| c.kind == TokenKind::Punct(b','))
+                    {
+                        j += 1;
+                    } else {
+                        break;
+                    }
+                }
+                if vars.is_empty() {
+                    return None;
+                }
+                let end = toks[j - 1].end;
+                return Some((splice(sql, &[(t.start, end, " ")]), vars));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// MariaDB writes a shared row lock `LOCK IN SHARE MODE`, which the
 /// parser does not take; it takes MySQL 8's `FOR SHARE`, which MariaDB
 /// does not. The planner reads the one and sends the other:
@@ -2534,6 +2577,35 @@ mod tests {
             Statement::Query(QueryKind::Ddl)
         );
         assert_eq!(kind("drop table t"), Statement::Query(QueryKind::Ddl));
+    }
+
+    #[test]
+    fn into_variables_are_taken_out_of_a_select() {
+        let into = |sql: &str| into_variables(sql).map(|(s, v)| (s, v.join(",")));
+        assert_eq!(
+            into("select a, b into @x, @`y z` from t where c = 1"),
+            Some((
+                "select a, b   from t where c = 1".into(),
+                "@x,@`y z`".into()
+            ))
+        );
+        assert_eq!(
+            into("select a from t where a in (select 1) into @v"),
+            Some((
+                "select a from t where a in (select 1)  ".into(),
+                "@v".into()
+            ))
+        );
+        for none in [
+            "select a from t",
+            "select a from (select b into @v from u) d",
+            "select a into outfile '/tmp/f' from t",
+            "select @@x into @@y",
+            "insert into t select 1",
+            "select 'into @v' from t",
+        ] {
+            assert_eq!(into(none), None, "{none}");
+        }
     }
 
     #[test]
