@@ -5313,6 +5313,19 @@ async fn mysqldump_moves_tables_into_and_out_of_a_sharded_keyspace() {
         let e = sg.query_drop(sql).await.unwrap_err();
         assert_eq!(err_code(&e), Some(code), "{sql}: {e}");
     }
+    // SHOW CREATE DATABASE (mysqldump --databases asks it) names the
+    // keyspace as one server names its database.
+    let ours = rows(&mut sg, "show create database if not exists customer").await;
+    let theirs = rows(&mut src, "show create database if not exists src").await;
+    let renamed: Vec<Vec<Option<String>>> = theirs
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|v| v.map(|s| s.replace("src", "customer")))
+                .collect()
+        })
+        .collect();
+    assert_eq!(ours, renamed);
     for uid in [100, 300] {
         let dbs: Vec<String> = connect_tablet(uid)
             .await

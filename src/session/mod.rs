@@ -471,6 +471,42 @@ impl Session {
                 let at = (keyspace.as_deref(), own, table.as_str());
                 vtgate::next_values(ctx, &mut self.shards, at, count, sink).await
             }
+            Statement::ShowCreateDatabase {
+                name,
+                if_not_exists,
+            } => {
+                let snap = ctx.snapshot.load();
+                if !snap.keyspaces.contains_key(&name) {
+                    // MySQL's own schemas are every tablet's.
+                    return self
+                        .run_planned(ctx, &Statement::Query(QueryKind::Show), sql, sink)
+                        .await;
+                }
+                let db = snap
+                    .tablets
+                    .values()
+                    .find(|t| t.keyspace == name)
+                    .map_or_else(|| format!("vt_{name}"), |t| t.db_name.clone());
+                let guard = if if_not_exists { "IF NOT EXISTS " } else { "" };
+                let asked = format!("SHOW CREATE DATABASE {guard}{}", sql::quote_ident(&db));
+                let plan = Plan::AnyShard {
+                    keyspace: name.clone(),
+                };
+                let mut got = engine::Gather::new(1);
+                self.run_plan(ctx, &snap, &plan, &asked, &[], &mut got)
+                    .await?;
+                let (from, to) = (sql::quote_ident(&db), sql::quote_ident(&name));
+                let rows = got.rows.into_iter().map(|row| {
+                    let text = |v: Option<&mysql_common::value::Value>| match v {
+                        Some(mysql_common::value::Value::Bytes(b)) => {
+                            String::from_utf8_lossy(b).into_owned()
+                        }
+                        _ => String::new(),
+                    };
+                    vec![name.clone(), text(row.get(1)).replacen(&from, &to, 1)]
+                });
+                engine::text_result(&["Database", "Create Database"], rows, sink)
+            }
             Statement::Database(ddl) => {
                 vtgate::database_ddl(ctx, self.target.keyspace.as_deref(), &ddl)?;
                 sink.ok(QueryDone::default())

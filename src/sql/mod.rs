@@ -109,6 +109,14 @@ pub enum Statement {
     ShowVschemaVindexes(Option<(Option<String>, String)>),
     /// SHOW VITESS_TARGET: the session's target.
     ShowVitessTarget,
+    /// `SHOW CREATE DATABASE [IF NOT EXISTS] ks`: a keyspace's database as
+    /// its tablets define it, under the keyspace's name.
+    ShowCreateDatabase {
+        /// The database named.
+        name: String,
+        /// IF NOT EXISTS (in the statement it shows).
+        if_not_exists: bool,
+    },
     /// vtgate's `SHOW TRANSACTION STATUS FOR 'id'` (`dtid`) and `SHOW
     /// UNRESOLVED TRANSACTIONS [FOR ks]` (`keyspace`): twopc transactions
     /// the decision store holds (see [`crate::executor::twopc`]).
@@ -515,6 +523,18 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
                 }
             } else if w(1, "vitess_target") {
                 Statement::ShowVitessTarget
+            } else if w(1, "create") && (w(2, "database") || w(2, "schema")) {
+                let if_not_exists = w(3, "if") && w(4, "not") && w(5, "exists");
+                let at = if if_not_exists { 6 } else { 3 };
+                match toks.get(at) {
+                    Some(t) if matches!(t.kind, TokenKind::Word | TokenKind::Ident) => {
+                        Statement::ShowCreateDatabase {
+                            name: unquote(t.text(sql)).to_string(),
+                            if_not_exists,
+                        }
+                    }
+                    _ => Statement::Query(QueryKind::Show),
+                }
             } else if w(1, "vitess_metadata") && w(2, "variables") {
                 gate(3, Statement::ShowMetadata)?
             } else if w(1, "transaction") && w(2, "status") && w(3, "for") && toks.len() > 4 {
@@ -2577,6 +2597,17 @@ mod tests {
             Statement::Query(QueryKind::Ddl)
         );
         assert_eq!(kind("drop table t"), Statement::Query(QueryKind::Ddl));
+        assert_eq!(
+            kind("show create database if not exists `customer`"),
+            Statement::ShowCreateDatabase {
+                name: "customer".into(),
+                if_not_exists: true
+            }
+        );
+        assert_eq!(
+            kind("show create schema"),
+            Statement::Query(QueryKind::Show)
+        );
     }
 
     #[test]
