@@ -5350,6 +5350,16 @@ async fn mysqldump_moves_tables_into_and_out_of_a_sharded_keyspace() {
         assert_eq!(rows(&mut sg, sql).await.len(), 2 * one, "{sql}");
     }
     sg.query_drop("do 1 + 1").await.unwrap();
+    let out = run_client(
+        "mysqlcheck",
+        c.port,
+        &["-uapp", "--analyze", "customer", "dmp", "dmp_item"],
+        None,
+    );
+    let out = String::from_utf8_lossy(&out);
+    // Each table's second shard answers under the first's line.
+    assert!(out.contains("vt_customer.dmp_item"), "{out}");
+    assert_eq!(out.matches("status   : OK").count(), 2, "{out}");
 
     // Executable comments are code where MariaDB runs them, text or
     // prepared; those it skips stay comments.
@@ -5573,6 +5583,32 @@ async fn load_data_local_infile_fills_a_sharded_keyspace() {
         rows(&mut sg, "select 1").await,
         vec![vec![Some("1".into())]]
     );
+
+    // mysqlimport (a file named after its table; its own SET inside an
+    // executable comment first).
+    let lines: String = (30_000..30_010)
+        .map(|id| format!("{id}\tm{id}\n"))
+        .collect();
+    std::fs::write(dir.join("ldt.txt"), lines).unwrap();
+    let out = run_client(
+        "mysqlimport",
+        c.port,
+        &[
+            "-uapp",
+            "--local",
+            "--columns=id,name",
+            "customer",
+            &dir.join("ldt.txt").display().to_string(),
+        ],
+        None,
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("Records: 10  Deleted: 0  Skipped: 0"), "{out}");
+    let count: Option<u64> = sg
+        .query_first("select count(*) from ldt where id >= 30000 and name like 'm%'")
+        .await
+        .unwrap();
+    assert_eq!(count, Some(10));
 
     // An unsharded keyspace's table loads the same way.
     let mut un = connect(Some("commerce")).await;

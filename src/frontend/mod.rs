@@ -1083,6 +1083,11 @@ async fn run_query(
     session: &mut Session,
     sql: &str,
 ) -> Result<(), Error> {
+    // A statement inside an executable comment (`/*!40101 SET ... */;`,
+    // as mysqlimport sends it) is a statement to split, not a comment.
+    let version = crate::sql::lexer::version_number(&ctx.server_version);
+    let opened = crate::sql::lexer::open_executable_comments(sql, version);
+    let sql = opened.as_deref().unwrap_or(sql);
     let stmts = crate::sql::lexer::split_statements_mode(sql, session.shards.no_backslash_escapes);
     if stmts.is_empty() {
         wire.push_err(&MysqlError::new(1065, "42000", "Query was empty".into()));
