@@ -1429,3 +1429,39 @@ async fn a_gate_serves_only_the_keyspaces_and_tablet_types_it_watches() {
     assert!(conn.query_drop("select @@port").await.is_err());
     assert_eq!(debug_var_at(web, "Tablets").await, 2);
 }
+
+/// `mysqladmin` against the gate: `ping` is COM_PING, `status` is
+/// COM_STATISTICS (which vtgate does not answer), told in MariaDB's words
+/// with the gate's own uptime, logged-in clients and commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysqladmin_status_is_answered_by_the_gate() {
+    let c = cluster();
+    let mut held = connect(Some("commerce")).await;
+    held.query_drop("select 1").await.unwrap();
+    let admin = |cmd: &str| {
+        let out = std::process::Command::new("mysqladmin")
+            .args(["-h127.0.0.1", &format!("-P{}", c.port), "-uapp", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(admin("ping").contains("mysqld is alive"));
+    let status = admin("status");
+    let figure = |name: &str| -> u64 {
+        let at = status.find(name).unwrap_or_else(|| panic!("{status}")) + name.len();
+        status[at..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{status}"))
+    };
+    assert!(status.starts_with("Uptime: "), "{status}");
+    // This test's connection and mysqladmin's own, at least.
+    assert!(figure("Threads: ") >= 2, "{status}");
+    assert!(figure("Questions: ") >= 1, "{status}");
+}

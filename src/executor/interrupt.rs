@@ -224,6 +224,11 @@ pub enum Killed {
 }
 
 impl Sessions {
+    /// How many client sessions are logged in.
+    pub fn open(&self) -> usize {
+        lock(&self.open).len()
+    }
+
     /// Registers the session of connection `id`, whose client socket is
     /// `fd`.
     pub fn register(&self, ctx: &Arc<ServerCtx>, id: u32, fd: Option<RawFd>) -> Arc<Control> {

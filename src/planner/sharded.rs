@@ -344,6 +344,15 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
                     "INTO OUTFILE or DUMPFILE on a sharded keyspace (each shard's tablet would write its own file)",
                 ))
             }
+            // LOAD DATA without LOCAL reads a file on the server's host.
+            None if tokens.len() > 2
+                && tokens[0].is_word(template, "load")
+                && tokens[1].is_word(template, "data") =>
+            {
+                return Err(unsupported(
+                    "LOAD DATA INFILE on a sharded keyspace (it reads a file on each tablet's host; LOAD DATA LOCAL INFILE sends it through the gate)",
+                ))
+            }
             None => return Err(PlanError::Syntax(e.to_string())),
         },
     };
