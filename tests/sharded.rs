@@ -5579,6 +5579,12 @@ async fn load_data_local_infile_fills_a_sharded_keyspace() {
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), Some(1235), "{e}");
+    // Without LOCAL the file would be each tablet's own.
+    let e = sg
+        .query_drop("load data infile '/tmp/rows.tsv' into table ldt")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1235), "{e}");
     assert_eq!(
         rows(&mut sg, "select 1").await,
         vec![vec![Some("1".into())]]
