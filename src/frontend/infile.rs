@@ -22,6 +22,10 @@ use crate::sql::SqlError;
 const BATCH_RECORDS: usize = 1000;
 const BATCH_BYTES: usize = 1 << 20;
 
+/// The longest line read: a file without line ends is refused rather
+/// than held whole in memory.
+const MAX_LINE: usize = 64 << 20;
+
 /// The names of a result's columns (a table's, from `SELECT * ... LIMIT
 /// 0`), for a LOAD DATA that names none.
 #[derive(Default)]
@@ -134,8 +138,22 @@ pub(super) async fn load_data(
         };
         wire.seq = pkt.seq.wrapping_add(1);
         let eof = pkt.payload.is_empty();
+        if run.failed.is_some() {
+            // The rest of the file is read, and dropped.
+            if eof {
+                break;
+            }
+            continue;
+        }
         let before = batch.len();
         splitter.feed(&pkt.payload, eof, &mut batch);
+        if splitter.pending() > MAX_LINE {
+            run.failed = Some(Error::Sql(SqlError::LoadData(format!(
+                "a line longer than {} MB",
+                MAX_LINE >> 20
+            ))));
+            batch.clear();
+        }
         bytes += batch[before..]
             .iter()
             .flatten()

@@ -370,6 +370,11 @@ impl Splitter {
         }
     }
 
+    /// Bytes received and not yet a whole record (one line so far).
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The records that `bytes` completes (`eof`: the file ended, so what
     /// is left is the last line).
     pub fn feed(&mut self, bytes: &[u8], eof: bool, out: &mut Vec<Record>) {
