@@ -5643,4 +5643,18 @@ async fn load_data_local_infile_fills_a_sharded_keyspace() {
     );
     let count: Option<u64> = un.query_first("select count(*) from ldu").await.unwrap();
     assert_eq!(count, Some(4500));
+
+    // A statement's bytes that are not UTF-8 reach the tablet as sent, on
+    // either kind of keyspace.
+    for (conn, table) in [(&mut un, "ldu"), (&mut sg, "ldt")] {
+        let mut sql = format!("insert into {table} (id, raw) values (99999, '").into_bytes();
+        sql.extend_from_slice(&[0xff, 0xfe, b'\\', b'0', 0xc3]);
+        sql.extend_from_slice(b"')");
+        conn.query_drop(sql).await.unwrap();
+        let mut sql = format!("select hex(raw) from {table} where raw = '").into_bytes();
+        sql.extend_from_slice(&[0xff, 0xfe, 0, 0xc3]);
+        sql.extend_from_slice(b"'");
+        let hex: Vec<String> = conn.query(sql).await.unwrap();
+        assert_eq!(hex, ["FFFE00C3"], "{table}");
+    }
 }
