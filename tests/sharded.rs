@@ -5657,4 +5657,10 @@ async fn load_data_local_infile_fills_a_sharded_keyspace() {
         let hex: Vec<String> = conn.query(sql).await.unwrap();
         assert_eq!(hex, ["FFFE00C3"], "{table}");
     }
+    // A session setting carries them too (replayed on each connection).
+    let mut set = b"set @raw_v = '".to_vec();
+    set.extend_from_slice(&[0xff, 0xfe, b'\'']);
+    sg.query_drop(set).await.unwrap();
+    let hex: Vec<String> = sg.query("select hex(@raw_v)").await.unwrap();
+    assert_eq!(hex, ["FFFE"]);
 }

@@ -513,7 +513,9 @@ impl ShardConns {
             ),
         };
         for s in &self.settings {
-            conn.query_drop(s).await.map_err(backend(label))?;
+            conn.query_drop(crate::sql::raw::wire(s))
+                .await
+                .map_err(backend(label))?;
         }
         if self.in_txn {
             let begin = self.begin_sql(ctx, &tablet.alias);
@@ -621,7 +623,10 @@ impl ShardConns {
                         }
                         None => {
                             let (mut sc, _) = self.checkout(ctx, tablet, &label).await?;
-                            sc.conn.query_drop(set).await.map_err(backend(&label))?;
+                            sc.conn
+                                .query_drop(crate::sql::raw::wire(set))
+                                .await
+                                .map_err(backend(&label))?;
                             self.no_backslash_escapes = no_backslash(&sc.conn);
                             self.conns.push(sc);
                         }
@@ -718,7 +723,10 @@ impl ShardConns {
     /// ends it.
     async fn run_on_held(&mut self, sql: &str, in_txn_only: bool) -> Result<(), Error> {
         for sc in self.conns.iter_mut().filter(|c| c.in_txn || !in_txn_only) {
-            sc.conn.query_drop(sql).await.map_err(backend(&sc.alias))?;
+            sc.conn
+                .query_drop(crate::sql::raw::wire(sql))
+                .await
+                .map_err(backend(&sc.alias))?;
         }
         for held in self
             .pinned_lean
@@ -1189,7 +1197,10 @@ impl<'a> Executor<'a> {
                 &mut owned
             }
         };
-        let stmt = conn.prep(sql).await.map_err(backend(&label))?;
+        let stmt = conn
+            .prep(crate::sql::raw::wire(sql))
+            .await
+            .map_err(backend(&label))?;
         let out = (stmt.params().to_vec(), stmt.columns().to_vec());
         let _ = conn.close(stmt).await;
         Ok(out)
@@ -2080,7 +2091,10 @@ impl Executor<'_> {
                             },
                             Some(params) => match sc
                                 .conn
-                                .exec_iter(sql, mysql_async::Params::Positional(params))
+                                .exec_iter(
+                                    crate::sql::raw::wire(sql),
+                                    mysql_async::Params::Positional(params),
+                                )
                                 .await
                             {
                                 Ok(result) => drain(result, rename, sink).await,
