@@ -474,39 +474,7 @@ impl Session {
             Statement::ShowCreateDatabase {
                 name,
                 if_not_exists,
-            } => {
-                let snap = ctx.snapshot.load();
-                if !snap.keyspaces.contains_key(&name) {
-                    // MySQL's own schemas are every tablet's.
-                    return self
-                        .run_planned(ctx, &Statement::Query(QueryKind::Show), sql, sink)
-                        .await;
-                }
-                let db = snap
-                    .tablets
-                    .values()
-                    .find(|t| t.keyspace == name)
-                    .map_or_else(|| format!("vt_{name}"), |t| t.db_name.clone());
-                let guard = if if_not_exists { "IF NOT EXISTS " } else { "" };
-                let asked = format!("SHOW CREATE DATABASE {guard}{}", sql::quote_ident(&db));
-                let plan = Plan::AnyShard {
-                    keyspace: name.clone(),
-                };
-                let mut got = engine::Gather::new(1);
-                self.run_plan(ctx, &snap, &plan, &asked, &[], &mut got)
-                    .await?;
-                let (from, to) = (sql::quote_ident(&db), sql::quote_ident(&name));
-                let rows = got.rows.into_iter().map(|row| {
-                    let text = |v: Option<&mysql_common::value::Value>| match v {
-                        Some(mysql_common::value::Value::Bytes(b)) => {
-                            String::from_utf8_lossy(b).into_owned()
-                        }
-                        _ => String::new(),
-                    };
-                    vec![name.clone(), text(row.get(1)).replacen(&from, &to, 1)]
-                });
-                engine::text_result(&["Database", "Create Database"], rows, sink)
-            }
+            } => Box::pin(self.show_create_database(ctx, &name, if_not_exists, sql, sink)).await,
             Statement::Database(ddl) => {
                 vtgate::database_ddl(ctx, self.target.keyspace.as_deref(), &ddl)?;
                 sink.ok(QueryDone::default())
@@ -850,6 +818,49 @@ impl Session {
             sink,
         )
         .await
+    }
+
+    /// `SHOW CREATE DATABASE` of keyspace `name`: one shard's database as
+    /// its tablet defines it, under the keyspace's name (MySQL's own
+    /// schemas, and names that are none, go to a tablet as they are).
+    async fn show_create_database<S: RowSink + Send>(
+        &mut self,
+        ctx: &ServerCtx,
+        name: &str,
+        if_not_exists: bool,
+        sql: &str,
+        sink: &mut S,
+    ) -> Result<(), Error> {
+        let snap = ctx.snapshot.load();
+        if !snap.keyspaces.contains_key(name) {
+            return self
+                .run_planned(ctx, &Statement::Query(QueryKind::Show), sql, sink)
+                .await;
+        }
+        let db = snap
+            .tablets
+            .values()
+            .find(|t| t.keyspace == name)
+            .map_or_else(|| format!("vt_{name}"), |t| t.db_name.clone());
+        let guard = if if_not_exists { "IF NOT EXISTS " } else { "" };
+        let asked = format!("SHOW CREATE DATABASE {guard}{}", sql::quote_ident(&db));
+        let plan = Plan::AnyShard {
+            keyspace: name.to_string(),
+        };
+        let mut got = engine::Gather::new(1);
+        self.run_plan(ctx, &snap, &plan, &asked, &[], &mut got)
+            .await?;
+        let (from, to) = (sql::quote_ident(&db), sql::quote_ident(name));
+        let rows = got.rows.into_iter().map(|row| {
+            let shown = match row.get(1) {
+                Some(mysql_common::value::Value::Bytes(b)) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                _ => String::new(),
+            };
+            vec![name.to_string(), shown.replacen(&from, &to, 1)]
+        });
+        engine::text_result(&["Database", "Create Database"], rows, sink)
     }
 
     /// The one row a `SELECT ... INTO` reads (None for none; more is
