@@ -761,6 +761,13 @@ impl ShardConns {
 
     /// Ends the transaction on every shard it touched.
     pub async fn finish_txn(&mut self, ctx: &ServerCtx, commit: bool) -> Result<(), Error> {
+        // Boxed: awaited from many places of the statement path, the
+        // commit's state (twopc's above all) would otherwise sit in every
+        // client connection's task, idle ones too (10 KB each before).
+        Box::pin(self.finish_txn_now(ctx, commit)).await
+    }
+
+    async fn finish_txn_now(&mut self, ctx: &ServerCtx, commit: bool) -> Result<(), Error> {
         if let Some(dtid) = self.dtid.take() {
             return self.finish_xa(ctx, &dtid, commit).await;
         }

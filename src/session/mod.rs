@@ -381,7 +381,7 @@ impl Session {
                 sink.ok(QueryDone::default())
             }
             Statement::Savepoint(sp) => {
-                self.savepoint(sp, sql).await?;
+                Box::pin(self.savepoint(sp, sql)).await?;
                 sink.ok(QueryDone::default())
             }
             Statement::Commit | Statement::Rollback => {
@@ -402,7 +402,7 @@ impl Session {
                     self.query_timeout = Some(ms);
                 }
                 if !set.metadata.is_empty() {
-                    vtgate::set_metadata(ctx, &self.user, &set.metadata).await?;
+                    Box::pin(vtgate::set_metadata(ctx, &self.user, &set.metadata)).await?;
                 }
                 for (name, value) in set.vitess {
                     self.vitess_vars.retain(|(n, _)| *n != name);
@@ -436,11 +436,11 @@ impl Session {
             }
             Statement::ShowTransactions { dtid, keyspace } => {
                 let keyspace = keyspace.or_else(|| self.target.keyspace.clone());
-                let rows = crate::executor::twopc::transactions(
+                let rows = Box::pin(crate::executor::twopc::transactions(
                     &ctx.twopc,
                     dtid.as_deref(),
                     keyspace.as_deref(),
-                )
+                ))
                 .await?;
                 engine::text_result(&["id", "state", "record_time", "participants"], rows, sink)
             }
@@ -454,13 +454,13 @@ impl Session {
             } => self.vexplain_keys(ctx, &inner, sink),
             Statement::VExplain { kind, inner } => {
                 let queries = kind == sql::VExplainKind::Queries;
-                self.vexplain(ctx, queries, &inner, sink).await
+                Box::pin(self.vexplain(ctx, queries, &inner, sink)).await
             }
             Statement::ShowReplicationStatus(like) => {
-                vtgate::replication_status(ctx, like.as_deref(), sink).await
+                Box::pin(vtgate::replication_status(ctx, like.as_deref(), sink)).await
             }
             Statement::ShowMetadata(like) => {
-                vtgate::show_metadata(ctx, like.as_deref(), sink).await
+                Box::pin(vtgate::show_metadata(ctx, like.as_deref(), sink)).await
             }
             Statement::NextValues {
                 count,
@@ -469,7 +469,7 @@ impl Session {
             } => {
                 let own = self.target.keyspace.as_deref();
                 let at = (keyspace.as_deref(), own, table.as_str());
-                vtgate::next_values(ctx, &mut self.shards, at, count, sink).await
+                Box::pin(vtgate::next_values(ctx, &mut self.shards, at, count, sink)).await
             }
             Statement::ShowCreateDatabase {
                 name,
@@ -480,8 +480,8 @@ impl Session {
                 sink.ok(QueryDone::default())
             }
             Statement::AlterVschema(change) => {
-                vtgate::alter_vschema(ctx, &self.user, self.target.keyspace.as_deref(), &change)
-                    .await?;
+                let ks = self.target.keyspace.as_deref();
+                Box::pin(vtgate::alter_vschema(ctx, &self.user, ks, &change)).await?;
                 sink.ok(QueryDone::default())
             }
             other => {
@@ -763,7 +763,7 @@ impl Session {
                 _ => false,
             };
             if sharded {
-                schema.relearn(std::time::Duration::from_secs(1)).await;
+                Box::pin(schema.relearn(std::time::Duration::from_secs(1))).await;
             }
         }
         res
