@@ -441,6 +441,19 @@ impl Certs {
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+
+    /// The flags of a gate serving the first server certificate and
+    /// asking clients for one from the CA.
+    fn serving_with_ca(&self) -> Vec<String> {
+        vec![
+            "--mysql_server_ssl_cert".into(),
+            self.path("server-1.pem"),
+            "--mysql_server_ssl_key".into(),
+            self.path("server-1.key"),
+            "--mysql_server_ssl_ca".into(),
+            self.path("ca.pem"),
+        ]
+    }
 }
 
 /// mysql_async over TLS, trusting `ca`, with a client certificate and key
@@ -659,17 +672,17 @@ async fn tls_clients_are_served_encrypted_and_certificates_reload() {
 async fn secure_transport_and_client_certificates_are_required_when_asked() {
     let certs = Certs::make();
     let sock = certs.dir.join("sg.sock").display().to_string();
-    let (port, web) = spawn_shardgate(&[
-        "--mysql_server_ssl_cert".into(),
-        certs.path("server-1.pem"),
-        "--mysql_server_ssl_key".into(),
-        certs.path("server-1.key"),
-        "--mysql_server_ssl_ca".into(),
-        certs.path("ca.pem"),
-        "--mysql_server_require_secure_transport".into(),
-        "--mysql-server-socket-path".into(),
-        sock.clone(),
-    ])
+    let (port, web) = spawn_shardgate(
+        &[
+            certs.serving_with_ca(),
+            vec![
+                "--mysql_server_require_secure_transport".into(),
+                "--mysql-server-socket-path".into(),
+                sock.clone(),
+            ],
+        ]
+        .concat(),
+    )
     .await;
     let out = mysql_cli(port, &["--skip-ssl"], "select 1");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -735,15 +748,13 @@ async fn secure_transport_and_client_certificates_are_required_when_asked() {
     assert!(debug_var_at(web, "TlsConnectionsAccepted").await >= 1);
 
     // vtgate's `clientcert`: the certificate's common name is the user.
-    let (port, _) = spawn_shardgate(&[
-        "--mysql_server_ssl_cert".into(),
-        certs.path("server-1.pem"),
-        "--mysql_server_ssl_key".into(),
-        certs.path("server-1.key"),
-        "--mysql_server_ssl_ca".into(),
-        certs.path("ca.pem"),
-        "--mysql_auth_server_impl=clientcert".into(),
-    ])
+    let (port, _) = spawn_shardgate(
+        &[
+            certs.serving_with_ca(),
+            vec!["--mysql_auth_server_impl=clientcert".into()],
+        ]
+        .concat(),
+    )
     .await;
     let as_user = |user: &str, cert: &[&str]| {
         std::process::Command::new("mysql")

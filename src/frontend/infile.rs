@@ -26,27 +26,6 @@ const BATCH_BYTES: usize = 1 << 20;
 /// than held whole in memory.
 const MAX_LINE: usize = 64 << 20;
 
-/// The names of a result's columns (a table's, from `SELECT * ... LIMIT
-/// 0`), for a LOAD DATA that names none.
-#[derive(Default)]
-struct Names(Vec<String>);
-
-impl RowSink for Names {
-    fn columns(&mut self, cols: &[mysql_common::packets::Column]) -> Result<(), Error> {
-        self.0 = cols.iter().map(|c| c.name_str().into_owned()).collect();
-        Ok(())
-    }
-    fn row(&mut self, _: &[mysql_common::value::Value]) -> Result<(), Error> {
-        Ok(())
-    }
-    fn end_rows(&mut self, _: u16) -> Result<(), Error> {
-        Ok(())
-    }
-    fn ok(&mut self, _: QueryDone) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
 /// What the INSERTs answered, added up.
 #[derive(Default)]
 struct Tally {
@@ -101,16 +80,20 @@ pub(super) async fn load_data(
     // Records may be short (the rest of a row takes its defaults): the
     // INSERTs name every column, which the table's empty result tells.
     if load.columns.is_empty() {
-        let mut names = Names::default();
+        let mut empty = crate::engine::Gather::new(0);
         let probe = format!("SELECT * FROM {} LIMIT 0", load.table_name());
-        if let Err(e) = Box::pin(session.execute(ctx, &probe, &mut names)).await {
+        if let Err(e) = Box::pin(session.execute(ctx, &probe, &mut empty)).await {
             if e.is_disconnect() {
                 return Err(e);
             }
             wire.push_err(&e.to_mysql());
             return Ok(());
         }
-        load.columns = names.0;
+        load.columns = empty
+            .columns
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
     }
     let mut ask = Vec::with_capacity(1 + load.file.len());
     ask.push(0xFB);

@@ -1106,8 +1106,7 @@ async fn run_query(
 ) -> Result<(), Error> {
     // A statement inside an executable comment (`/*!40101 SET ... */;`,
     // as mysqlimport sends it) is a statement to split, not a comment.
-    let version = crate::sql::lexer::version_number(&ctx.server_version);
-    let opened = crate::sql::lexer::open_executable_comments(sql, version);
+    let opened = crate::sql::lexer::open_executable_comments(sql, &ctx.server_version);
     let sql = opened.as_deref().unwrap_or(sql);
     let stmts = crate::sql::lexer::split_statements_mode(sql, session.shards.no_backslash_escapes);
     if stmts.is_empty() {

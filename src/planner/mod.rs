@@ -96,7 +96,8 @@ pub enum Plan {
     Join(Box<join::JoinPlan>),
     /// A SELECT whose uncorrelated subqueries run first.
     Pullout(Box<pullout::PulloutPlan>),
-    /// The same statement on every shard (DDL).
+    /// The same statement on every shard: DDL (the first shard's OK), or
+    /// table maintenance (every shard's rows in turn).
     AllShards {
         /// Keyspace.
         keyspace: String,

@@ -837,11 +837,7 @@ impl Session {
                 .run_planned(ctx, &Statement::Query(QueryKind::Show), sql, sink)
                 .await;
         }
-        let db = snap
-            .tablets
-            .values()
-            .find(|t| t.keyspace == name)
-            .map_or_else(|| format!("vt_{name}"), |t| t.db_name.clone());
+        let db = database_of(&snap, name).unwrap_or_else(|| format!("vt_{name}"));
         let guard = if if_not_exists { "IF NOT EXISTS " } else { "" };
         let asked = format!("SHOW CREATE DATABASE {guard}{}", sql::quote_ident(&db));
         let plan = Plan::AnyShard {
@@ -1336,8 +1332,7 @@ fn admitted(ctx: &ServerCtx, sql: &str) -> Result<(sql::Directives, Option<Strin
             return Err(Error::PayloadTooLarge);
         }
     }
-    let version = sql::lexer::version_number(&ctx.server_version);
-    let opened = sql::lexer::open_executable_comments(sql, version);
+    let opened = sql::lexer::open_executable_comments(sql, &ctx.server_version);
     let text = opened.as_deref().unwrap_or(sql);
     Ok((directives, sql::strip_vindex_hints(text).or(opened)))
 }

@@ -168,20 +168,22 @@ fn skip_line(b: &[u8], mut i: usize) -> usize {
 /// `/*! ... */` or `/*M! ... */` around code (mysqldump writes every SET, LOCK and `ALTER
 /// TABLE ... DISABLE KEYS` of a dump so) is code for a server whose
 /// version passes the comment's, and the gate must classify, route and
-/// plan that code, not a comment. MariaDB's rule, `version` its own
-/// (`101100` for 10.11.0): no number or one of other than five or six
-/// digits runs (the digits then are code); five digits run below 50700
-/// (above is MySQL 5.7's and later); six digits run up to `version`.
-/// Comments that do not run are taken out (the parser would run them
-/// whatever their version). None when the text has no executable
-/// comment, found by one search for its slashes.
-pub fn open_executable_comments(src: &str, version: u32) -> Option<String> {
+/// plan that code, not a comment. MariaDB's rule, against the version
+/// `announced` (see [`version_number`]): no number or one of other than
+/// five or six digits runs (the digits then are code); five digits run
+/// below 50700 (above is MySQL 5.7's and later); six digits run up to the
+/// version. Comments that do not run are taken out (the parser would run
+/// them whatever their version). None when the text has no executable
+/// comment, found by one search for its slashes (the version is read only
+/// when there is one).
+pub fn open_executable_comments(src: &str, announced: &str) -> Option<String> {
     let b = src.as_bytes();
     // One pass over the slashes finds whether there is any.
     memchr::memchr_iter(b'/', b).find(|&i| {
         let rest = &b[i + 1..];
         rest.starts_with(b"*!") || rest.starts_with(b"*M!")
     })?;
+    let version = version_number(announced);
     let mut out = String::with_capacity(src.len());
     let mut copied = 0;
     let mut i = 0;
@@ -368,7 +370,7 @@ mod tests {
 
     #[test]
     fn executable_comments_open_as_mariadb_runs_them() {
-        let open = |sql: &str| open_executable_comments(sql, 101100);
+        let open = |sql: &str| open_executable_comments(sql, "5.5.5-10.11.0-MariaDB-shardgate");
         assert_eq!(open("select 1 + 1"), None);
         assert_eq!(
             open("/*!40101 SET NAMES utf8mb4 */").as_deref(),
