@@ -16,9 +16,29 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The PROXY protocol test puts a real HAProxy in front of shardgate (and
 # the load harness compares against one).
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# Applications' drivers (tests/drivers.rs): PHP's mysqlnd, Debian's Python
+# with PyMySQL and SQLAlchemy, MariaDB Connector/J with a JDK to run it,
+# and Node.js with npm for mysql2.
+php -r 'exit(extension_loaded("pdo_mysql") && extension_loaded("mysqli") ? 0 : 1);' >/dev/null 2>&1 || need+=(php-cli php-mysql)
+/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
+/usr/bin/python3 -c 'import sqlalchemy' >/dev/null 2>&1 || need+=(python3-sqlalchemy)
+[ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+
+# mysql2 for the Node.js driver test, at the version package-lock.json names.
+node_modules() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers"
+  if [ ! -f "$dir/node_modules/mysql2/package.json" ]; then
+    echo "[deps] npm ci in tests/drivers (mysql2)"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund)
+  fi
+}
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl haproxy"
+  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl haproxy and the drivers' packages"
+  node_modules
   exit 0
 fi
 
@@ -30,4 +50,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+node_modules
 echo "[deps] done"

@@ -233,6 +233,85 @@ async fn wrong_password_is_1045() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ERROR 1045 (28000)"));
 }
 
+/// COM_CHANGE_USER (a pool handing a connection to another user, or
+/// cleaning it) resets the session and logs the new user in, as MySQL
+/// does: the old user's transaction is rolled back and its variables are
+/// gone, the new database is used, and a wrong password is 1045 and the
+/// end of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_resets_the_session_and_logs_the_new_user_in() {
+    let dir = temp_dir("chuser");
+    let file = dir.join("auth.json");
+    std::fs::write(
+        &file,
+        r#"{"alice": [{"Password": "s3cret"}],
+            "bob": {"MysqlNativePassword": "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"}}"#,
+    )
+    .unwrap();
+    let (port, _) = spawn_shardgate(&[
+        "--mysql-auth-server-impl".into(),
+        "static".into(),
+        "--mysql-auth-server-static-file".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    let mut setup = connect(Some("commerce")).await;
+    setup
+        .query_drop("create table if not exists chu_t (id int primary key)")
+        .await
+        .unwrap();
+    setup.query_drop("delete from chu_t").await.unwrap();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("alice"))
+        .pass(Some("s3cret"))
+        .db_name(Some("commerce"))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts.clone()).await.unwrap();
+    conn.query_drop("set @v = 5").await.unwrap();
+    conn.query_drop("begin").await.unwrap();
+    conn.query_drop("insert into chu_t values (1)")
+        .await
+        .unwrap();
+    let to = |user: &str, pass: &str, db: &str| {
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some(user.into()))
+            .with_pass(Some(pass.into()))
+            .with_db_name(Some(db.into()))
+    };
+    conn.change_user(to("bob", "secret", "customer"))
+        .await
+        .unwrap();
+    let seen: Option<(Option<String>, Option<i64>)> =
+        conn.query_first("select database(), @v").await.unwrap();
+    assert_eq!(seen, Some((Some("customer".into()), None)));
+    assert_eq!(
+        count(&mut setup, "chu_t").await,
+        0,
+        "the insert was rolled back"
+    );
+    // Back to alice, with no database: the session names none.
+    conn.change_user(to("alice", "s3cret", "")).await.unwrap();
+    let db: Option<Option<String>> = conn.query_first("select database()").await.unwrap();
+    assert_eq!(db, Some(None));
+    conn.query_drop("use commerce").await.unwrap();
+    assert_eq!(count(&mut conn, "chu_t").await, 0);
+    // A wrong password: refused, and the connection is closed.
+    let e = conn
+        .change_user(to("bob", "wrong", "commerce"))
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1045), "{e}");
+    assert!(conn.query_drop("select 1").await.is_err());
+    // The server goes on.
+    let mut again = mysql_async::Conn::new(opts).await.unwrap();
+    assert_eq!(
+        rows(&mut again, "select 3").await,
+        vec![vec![Some("3".into())]]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_listener_serves_the_mysql_client() {
     let dir = temp_dir("sock");

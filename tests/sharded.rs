@@ -1470,31 +1470,6 @@ async fn compare_by(sg: &mut Conn, oracle: &mut Conn, c: &Case, prepared: bool) 
     assert_eq!(a, b, "{}", c.sql);
 }
 
-/// The oracle: one standalone MariaDB (stopped with the test binary),
-/// its database `db` made; a connection to it, and its port.
-async fn start_oracle(db: &str) -> (Conn, u16) {
-    let odir = temp_dir("oracle");
-    let oport = free_port();
-    let oproc = shardgate::local::start_mariadb(&odir, oport, 999)
-        .await
-        .unwrap();
-    track_pid(oproc.pid);
-    shardgate::local::init_tablet_users(&odir.join("mysql.sock"), db)
-        .await
-        .unwrap();
-    let oracle = Conn::new(
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(oport)
-            .user(Some("vt_dba"))
-            .db_name(Some(db))
-            .prefer_socket(false),
-    )
-    .await
-    .unwrap();
-    (oracle, oport)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_answers_match_a_single_mariadb() {
     let (mut oracle, _) = start_oracle("oracle").await;

@@ -75,6 +75,11 @@ pub fn server_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_CONNECT_ATTRS
         | CapabilityFlags::CLIENT_DEPRECATE_EOF
         | CapabilityFlags::CLIENT_LOCAL_FILES
+        // OK packets' info is length-encoded, as MariaDB writes it; a
+        // client reads it so only where the server says it tracks session
+        // state (Node's mysql2 otherwise took the length byte for text).
+        // No state change is ever reported.
+        | CapabilityFlags::CLIENT_SESSION_TRACK
 }
 
 /// MariaDB's MARIADB_CLIENT_CACHE_METADATA, bit 36 of the capabilities (bit 4
@@ -748,17 +753,10 @@ async fn handshake(
     let users = ctx.auth.load();
     if !native && matches!(**users, auth::Auth::Static(_)) {
         // Ask the client to answer in mysql_native_password instead.
-        let mut data = salt.to_vec();
-        data.push(0);
-        let mut p = Vec::new();
-        AuthSwitchRequest::new(&b"mysql_native_password"[..], data).serialize(&mut p);
-        wire.push(&p);
-        wire.flush().await?;
-        let Some(pkt) = read(reader).await? else {
+        let Some(answer) = ask_native_password(reader, wire, &salt).await? else {
             return Ok(false);
         };
-        wire.seq = pkt.seq.wrapping_add(1);
-        response = pkt.payload.to_vec();
+        response = answer;
     }
     if !users.verify(&user, &salt, &response, cert_name.as_deref()) {
         let e = Error::AccessDenied {
@@ -872,6 +870,7 @@ mod cmd {
     pub const STMT_CLOSE: u8 = 0x19;
     pub const STMT_RESET: u8 = 0x1a;
     pub const SET_OPTION: u8 = 0x1b;
+    pub const CHANGE_USER: u8 = 0x11;
     pub const RESET_CONNECTION: u8 = 0x1f;
 }
 
@@ -1057,19 +1056,13 @@ async fn command_loop(
                 }
             }
             cmd::RESET_CONNECTION => {
-                Box::pin(session.close(ctx)).await;
-                let target = session.target.clone();
-                let control = session.shards.control.take();
-                let user = std::mem::take(&mut session.user);
-                let read_type = session.read_type;
-                *session = Session::default();
-                session.target = target;
-                session.user = user;
-                session.read_type = read_type;
-                session.shards.control = control;
-                session.take_server_defaults(ctx);
-                wire.sent_columns.clear();
+                Box::pin(reset_session(wire, ctx, session)).await;
                 wire.push(&ok_status(session));
+            }
+            cmd::CHANGE_USER => {
+                if !Box::pin(change_user(reader, wire, ctx, session, peer, body)).await? {
+                    return Ok(());
+                }
             }
             other => wire.push_err(&Error::UnknownCommand(other).to_mysql()),
         }
@@ -1094,6 +1087,109 @@ async fn command_loop(
             });
         }
     }
+}
+
+/// Ends what a session holds (its transactions rolled back, reserved
+/// connections given back, prepared statements, variables and settings
+/// dropped) and starts it afresh as the same user on the same target, as
+/// COM_RESET_CONNECTION does on MySQL (and before COM_CHANGE_USER).
+async fn reset_session(wire: &mut Wire, ctx: &ServerCtx, session: &mut Session) {
+    session.close(ctx).await;
+    let target = session.target.clone();
+    let control = session.shards.control.take();
+    let user = std::mem::take(&mut session.user);
+    let read_type = session.read_type;
+    *session = Session::default();
+    session.target = target;
+    session.user = user;
+    session.read_type = read_type;
+    session.shards.control = control;
+    session.take_server_defaults(ctx);
+    wire.sent_columns.clear();
+}
+
+/// COM_CHANGE_USER, which connection pools send to hand a connection to
+/// another user or to clean it (vtgate answers "command handling not
+/// implemented yet"). As on MySQL, the session is reset first, then the
+/// user is authenticated: with `static` users the client is asked for a
+/// new scramble's answer (the gate keeps no copy of the greeting's);
+/// `clientcert` lets the connection stay only with its certificate's user.
+/// The database and character set the packet names are taken as at login.
+/// Ok(false) when the client was refused and is to be disconnected, as
+/// MySQL disconnects it.
+async fn change_user(
+    reader: &mut Reader,
+    wire: &mut Wire,
+    ctx: &ServerCtx,
+    session: &mut Session,
+    peer: &str,
+    body: &[u8],
+) -> Result<bool, Error> {
+    let Some(req) = packets::change_user(body) else {
+        wire.push_err(&Error::Malformed("COM_CHANGE_USER packet".into()).to_mysql());
+        return Ok(true);
+    };
+    let user = String::from_utf8_lossy(req.user).into_owned();
+    let native = req.plugin.is_none_or(|p| p == b"mysql_native_password");
+    let mut response = req.auth.to_vec();
+    reset_session(wire, ctx, session).await;
+    let users = ctx.auth.load();
+    let admitted = match &**users {
+        auth::Auth::None => true,
+        auth::Auth::ClientCert => user == session.user,
+        auth::Auth::Static(_) => {
+            let salt = salt();
+            let Some(answer) = ask_native_password(reader, wire, &salt).await? else {
+                return Ok(false);
+            };
+            response = answer;
+            users.verify(&user, &salt, &response, None)
+        }
+    };
+    if !admitted {
+        let e = Error::AccessDenied {
+            user,
+            host: peer.to_string(),
+            using_password: !response.is_empty() || !native,
+        };
+        wire.push_err(&e.to_mysql());
+        return Ok(false);
+    }
+    session.user = user;
+    session.target = Default::default();
+    session.read_type = Session::default_read_type(ctx, "");
+    if let Some(charset) = req.collation.and_then(|c| charset_setting(c as u8)) {
+        session.shards.add_setting(charset);
+    }
+    if !req.db.is_empty() {
+        let db = String::from_utf8_lossy(req.db).into_owned();
+        if let Err(e) = session.use_target(ctx, &db) {
+            wire.push_err(&e.to_mysql());
+            return Ok(false);
+        }
+    }
+    wire.push(&packets::ok(0, 0, session.status().bits(), 0, ""));
+    Ok(true)
+}
+
+/// Asks the client to answer `salt` in mysql_native_password (an auth
+/// switch request) and reads its answer; None when it hung up.
+async fn ask_native_password(
+    reader: &mut Reader,
+    wire: &mut Wire,
+    salt: &[u8; 20],
+) -> Result<Option<Vec<u8>>, Error> {
+    let mut data = salt.to_vec();
+    data.push(0);
+    let mut p = Vec::new();
+    AuthSwitchRequest::new(&b"mysql_native_password"[..], data).serialize(&mut p);
+    wire.push(&p);
+    wire.flush().await?;
+    let Some(pkt) = read(reader).await? else {
+        return Ok(None);
+    };
+    wire.seq = pkt.seq.wrapping_add(1);
+    Ok(Some(pkt.payload.to_vec()))
 }
 
 /// COM_QUERY: every statement of a multi-statement in order, each result

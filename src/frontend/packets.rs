@@ -36,7 +36,8 @@ pub fn put_lenenc_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-/// OK packet payload (protocol 4.1, no session tracking).
+/// OK packet payload (protocol 4.1; session tracking announced, no state
+/// change ever reported).
 pub fn ok(affected: u64, last_insert_id: u64, status: u16, warnings: u16, info: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(16 + info.len());
     p.push(0x00);
@@ -431,8 +432,83 @@ pub fn parse_execute(
     Ok(values)
 }
 
+/// What a COM_CHANGE_USER carries (after its command byte), as a 4.1
+/// client with secure connection sends it: the user, the answer to the
+/// greeting's scramble, the database, then optionally the character set's
+/// collation and the client's auth plugin (its connection attributes are
+/// not read). mysql_common's own reader keeps its fields private.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChangeUser<'a> {
+    /// The user to become.
+    pub user: &'a [u8],
+    /// The scramble's answer (length-prefixed by one byte).
+    pub auth: &'a [u8],
+    /// The database to use (empty: none).
+    pub db: &'a [u8],
+    /// The collation the connection is to speak, when sent.
+    pub collation: Option<u16>,
+    /// The plugin `auth` was made with, when sent.
+    pub plugin: Option<&'a [u8]>,
+}
+
+/// Reads a COM_CHANGE_USER's body; None when it is cut short.
+pub fn change_user(body: &[u8]) -> Option<ChangeUser<'_>> {
+    fn c_string<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let end = memchr::memchr(0, b)?;
+        let s = &b[..end];
+        *b = &b[end + 1..];
+        Some(s)
+    }
+    let mut b = body;
+    let user = c_string(&mut b)?;
+    let (&len, rest) = b.split_first()?;
+    let auth = rest.get(..usize::from(len))?;
+    b = &rest[usize::from(len)..];
+    // Old clients end the packet after the database without its NUL.
+    let db = c_string(&mut b).unwrap_or_else(|| std::mem::take(&mut b));
+    let collation = b.get(..2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    let plugin = b
+        .get(2..)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split(|&c| c == 0).next().unwrap_or(p));
+    Some(ChangeUser {
+        user,
+        auth,
+        db,
+        collation,
+        plugin,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_change_user_is_read_as_clients_send_it() {
+        let mut full = b"bob\0".to_vec();
+        full.push(20);
+        full.extend_from_slice(&[7; 20]);
+        full.extend_from_slice(b"customer\0");
+        full.extend_from_slice(&45u16.to_le_bytes());
+        full.extend_from_slice(b"mysql_native_password\0");
+        full.extend_from_slice(&[3, 1, b'k', 0]);
+        let c = super::change_user(&full).unwrap();
+        assert_eq!(c.user, b"bob");
+        assert_eq!(c.auth, &[7; 20]);
+        assert_eq!(c.db, b"customer");
+        assert_eq!(c.collation, Some(45));
+        assert_eq!(c.plugin, Some(&b"mysql_native_password"[..]));
+        // No password, no database, nothing after.
+        let c = super::change_user(b"app\0\0\0").unwrap();
+        assert_eq!((c.user, c.auth, c.db), (&b"app"[..], &b""[..], &b""[..]));
+        assert_eq!((c.collation, c.plugin), (None, None));
+        // A database without its NUL at the packet's end.
+        assert_eq!(super::change_user(b"app\0\0ks").unwrap().db, b"ks");
+        // Cut short: no user's end, or fewer scramble bytes than announced.
+        assert_eq!(super::change_user(b"app"), None);
+        assert_eq!(super::change_user(b"app\0\x14abc"), None);
+        assert_eq!(super::change_user(b""), None);
+    }
+
     use super::*;
 
     fn col(t: ColumnType, flags: ColumnFlags) -> Column {

@@ -211,6 +211,31 @@ pub async fn try_connect_port(port: u16, db: Option<&str>) -> Result<Conn, mysql
     Conn::new(opts).await
 }
 
+/// The oracle: one standalone MariaDB (stopped with the test binary),
+/// its database `db` made; a connection to it, and its port.
+pub async fn start_oracle(db: &str) -> (Conn, u16) {
+    let odir = temp_dir("oracle");
+    let oport = free_port();
+    let oproc = shardgate::local::start_mariadb(&odir, oport, 999)
+        .await
+        .unwrap();
+    track_pid(oproc.pid);
+    shardgate::local::init_tablet_users(&odir.join("mysql.sock"), db)
+        .await
+        .unwrap();
+    let oracle = Conn::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(oport)
+            .user(Some("vt_dba"))
+            .db_name(Some(db))
+            .prefer_socket(false),
+    )
+    .await
+    .unwrap();
+    (oracle, oport)
+}
+
 /// Connects straight to a tablet's mysqld (as the admin user).
 pub async fn connect_tablet(uid: u32) -> Conn {
     let c = cluster();

@@ -1,0 +1,283 @@
+//! Applications' own drivers against a sharded keyspace: PHP's mysqlnd
+//! (PDO with server and emulated prepares, mysqli), Python's PyMySQL and
+//! SQLAlchemy's ORM, Node's mysql2 and MariaDB Connector/J. Each driver
+//! runs one script (`tests/drivers/`) against the gate's `customer`
+//! keyspace and against one MariaDB holding the same tables, and prints
+//! what the application sees: typed values, column metadata, affected
+//! rows, generated keys, error codes and SQLSTATEs, multi-statement
+//! results, streamed rows. Every line must match, and so must the tables
+//! the scripts leave behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use mysql_async::prelude::*;
+
+/// Each driver's table prefix; its tables are `{t}` and `{t}_auto` (and
+/// for SQLAlchemy `{t}_user` and `{t}_address`, which its ORM makes).
+const DRIVERS: [&str; 4] = ["drv_php", "drv_py", "drv_node", "drv_java"];
+
+/// The sequences behind the auto-increment tables, in `commerce`.
+fn sequenced() -> Vec<(String, &'static str)> {
+    let mut v: Vec<(String, &str)> = DRIVERS
+        .iter()
+        .map(|t| (format!("{t}_auto"), "id"))
+        .collect();
+    v.push(("drv_py_user".into(), "id"));
+    v.push(("drv_py_address".into(), "id"));
+    v
+}
+
+/// The `customer` keyspace's VSchema for these tables: each hashed on its
+/// id (an ORM's addresses on their user's id, so a user's rows share a
+/// shard), auto-increment columns from sequences in `commerce`.
+fn customer_vschema() -> String {
+    let mut tables = serde_json::Map::new();
+    for t in DRIVERS {
+        tables.insert(
+            t.into(),
+            serde_json::json!({"column_vindexes": [{"column": "id", "name": "hash"}]}),
+        );
+    }
+    for (t, col) in sequenced() {
+        let vindex_col = if t == "drv_py_address" {
+            "user_id"
+        } else {
+            "id"
+        };
+        tables.insert(
+            t.clone(),
+            serde_json::json!({"column_vindexes": [{"column": vindex_col, "name": "hash"}],
+                               "auto_increment": {"column": col, "sequence": format!("{t}_seq")}}),
+        );
+    }
+    serde_json::json!({"sharded": true, "vindexes": {"hash": {"type": "hash"}}, "tables": tables})
+        .to_string()
+}
+
+/// `commerce`'s VSchema (the repository's) with these tables' sequences.
+fn commerce_vschema() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("vschema/commerce.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for (t, _) in sequenced() {
+        v["tables"][format!("{t}_seq")] = serde_json::json!({"type": "sequence"});
+    }
+    v.to_string()
+}
+
+/// The tables every script writes, made alike on the gate and the oracle.
+fn ddl(t: &str) -> [String; 2] {
+    [
+        format!(
+            "create table {t} (id bigint primary key, name varchar(64), amount decimal(12,2), \
+             ratio double, born date, seen datetime(3), dur time, data varbinary(32), \
+             flag tinyint(1) not null default 0, note text)"
+        ),
+        format!("create table {t}_auto (id bigint auto_increment primary key, name varchar(16))"),
+    ]
+}
+
+/// How to run one driver's script: the program and its arguments before
+/// the port, database and table prefix.
+fn command(t: &str) -> (String, Vec<String>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers");
+    let script = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    match t {
+        "drv_php" => ("php".into(), vec![script("pdo.php")]),
+        // Debian's interpreter, which has Debian's python3-pymysql and
+        // python3-sqlalchemy whatever `python3` is first on the PATH.
+        "drv_py" => ("/usr/bin/python3".into(), vec![script("orm.py")]),
+        "drv_node" => ("node".into(), vec![script("mysql2.js")]),
+        "drv_java" => (
+            "java".into(),
+            vec![
+                "-cp".into(),
+                "/usr/share/java/mariadb-java-client.jar".into(),
+                script("Jdbc.java"),
+            ],
+        ),
+        _ => unreachable!(),
+    }
+}
+
+/// Runs driver `t`'s script against `port`; the lines it printed, after
+/// checking it ran to its end.
+fn run(t: &str, port: u16) -> Vec<String> {
+    let (program, mut args) = command(t);
+    args.extend([port.to_string(), "customer".into(), t.into()]);
+    let out = Command::new(&program)
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program}: {e} (scripts/install-deps.sh installs the drivers)")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    assert!(
+        out.status.success() && lines.last().map(String::as_str) == Some("done"),
+        "{t} against port {port} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lines
+            .iter()
+            .rev()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    lines
+}
+
+/// Where two scripts' outputs part: the first few differing lines, cut
+/// short (a long text column fills a line).
+fn differences(gate: &[String], oracle: &[String]) -> Vec<String> {
+    let cut = |s: &str| s.chars().take(300).collect::<String>();
+    let mut d: Vec<String> = gate
+        .iter()
+        .zip(oracle)
+        .filter(|(a, b)| a != b)
+        .take(6)
+        .map(|(a, b)| format!("gate:   {}\noracle: {}", cut(a), cut(b)))
+        .collect();
+    if gate.len() != oracle.len() {
+        d.push(format!(
+            "gate printed {} lines, oracle {}",
+            gate.len(),
+            oracle.len()
+        ));
+    }
+    d
+}
+
+async fn apply_vschemas() {
+    let store = store().await;
+    shardgate::admin::apply_vschema(&store, "commerce", commerce_vschema().as_bytes())
+        .await
+        .unwrap();
+    shardgate::admin::apply_vschema(&store, "customer", customer_vschema().as_bytes())
+        .await
+        .unwrap();
+    let seen = eventually(10, || async {
+        let mut conn = connect(Some("customer")).await;
+        let c: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        let mut conn = connect(Some("commerce")).await;
+        let s: Vec<String> = conn.query("show vschema tables").await.ok()?;
+        (c.iter().any(|t| t == "drv_py_address") && s.iter().any(|t| t == "drv_py_address_seq"))
+            .then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "the drivers' VSchema is not served");
+}
+
+/// Drivers see through the gate what they see on one MariaDB.
+///
+/// Each script writes 200 rows of every common type (NULLs, quotes,
+/// backslashes, unicode, bytes that are not UTF-8, negative times,
+/// fractional seconds, 40 KB texts) with its driver's own binding, reads
+/// them back by key, by range, scattered, aggregated and streamed, reads
+/// column metadata, rolls back and commits transactions, counts affected
+/// rows, takes generated keys, runs multi-statement queries and meets
+/// errors (duplicate key, syntax, unknown column, unknown table) after
+/// which its connection goes on. SQLAlchemy's ORM makes its tables, loads
+/// relationships eagerly (a join and an IN list), counts through derived
+/// tables and deletes with cascades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_see_through_the_gate_what_one_mariadb_shows() {
+    let (mut oracle, oport) = start_oracle("customer").await;
+    // The scripts log in as the gate's test user, whom the oracle lets in.
+    oracle
+        .query_drop(
+            "create user app@'127.0.0.1'; grant all on *.* to app@'127.0.0.1'; \
+             create database commerce",
+        )
+        .await
+        .unwrap();
+    apply_vschemas().await;
+    let mut gate = connect(Some("commerce")).await;
+    for (t, _) in sequenced() {
+        gate.query_drop(format!(
+            "create table if not exists {t}_seq (id int, next_id bigint, cache bigint, primary key (id)) \
+             comment 'vitess_sequence'"
+        ))
+        .await
+        .unwrap();
+        gate.query_drop(format!(
+            "insert ignore into {t}_seq (id, next_id, cache) values (0, 1, 100)"
+        ))
+        .await
+        .unwrap();
+    }
+    let mut gate = connect(Some("customer")).await;
+    for t in DRIVERS {
+        for side in [&mut gate, &mut oracle] {
+            for suffix in ["", "_auto", "_address", "_user"] {
+                side.query_drop(format!("drop table if exists {t}{suffix}"))
+                    .await
+                    .unwrap();
+            }
+            for sql in ddl(t) {
+                side.query_drop(sql).await.unwrap();
+            }
+        }
+    }
+
+    let gate_port = cluster().port;
+    let outputs: Vec<(&str, Vec<String>, Vec<String>)> = std::thread::scope(|s| {
+        let runs: Vec<_> = DRIVERS
+            .iter()
+            .map(|&t| s.spawn(move || (t, run(t, gate_port), run(t, oport))))
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    // Each output is kept (under target/tmp) to read whole.
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("drivers");
+    std::fs::create_dir_all(&kept).unwrap();
+    let mut failures = Vec::new();
+    for (t, on_gate, on_oracle) in &outputs {
+        assert!(
+            on_gate.len() > 100,
+            "{t} printed only {} lines",
+            on_gate.len()
+        );
+        for (side, lines) in [("gate", on_gate), ("oracle", on_oracle)] {
+            std::fs::write(kept.join(format!("{t}.{side}.txt")), lines.join("\n")).unwrap();
+        }
+        let d = differences(on_gate, on_oracle);
+        if !d.is_empty() {
+            failures.push(format!(
+                "{t} (outputs in {}):\n{}",
+                kept.display(),
+                d.join("\n")
+            ));
+        }
+        let mut tables = vec![t.to_string()];
+        if *t == "drv_py" {
+            tables.extend(["drv_py_user".into(), "drv_py_address".into()]);
+        }
+        for table in tables {
+            let sql = format!("select * from {table} order by id");
+            let (a, b) = (rows(&mut gate, &sql).await, rows(&mut oracle, &sql).await);
+            if a != b {
+                failures.push(format!(
+                    "{table}: the gate holds {} rows, the oracle {}",
+                    a.len(),
+                    b.len()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The rows are spread over both shards.
+    for uid in [300, 400] {
+        let mut shard = connect_tablet(uid).await;
+        for t in DRIVERS {
+            let n = count(&mut shard, t).await;
+            assert!(n > 10 && n < 190, "{t} has {n} rows on tablet {uid}");
+        }
+    }
+}
