@@ -1470,6 +1470,27 @@ async fn compare_by(sg: &mut Conn, oracle: &mut Conn, c: &Case, prepared: bool) 
     assert_eq!(a, b, "{}", c.sql);
 }
 
+/// `ORDER BY 2` after a `*` counts the table's columns, as MySQL does (the
+/// schema tracker knows them): a position once read from the unexpanded
+/// select list (`select *, id ... order by 2` sorted by id), and refused
+/// where the gate cannot count a `*`'s columns (a join's).
+async fn positions_over_a_star(sg: &mut Conn, oracle: &mut Conn) {
+    for sql in [
+        "select * from dt order by 3, 1",
+        "select *, id from dt order by 2 desc, 1 limit 30",
+        "select dt.* from dt order by 4 desc, 1 limit 15 offset 3",
+        "select d.* from dt d where id < 500 order by 6, 2, 1",
+        "select id, d.* from dt d order by 3, 1 limit 12",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
+    }
+    let e = sg
+        .query_drop("select *, dt.id from dt join jl on jl.dt_id = dt.id order by 2")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1235), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_answers_match_a_single_mariadb() {
     let (mut oracle, _) = start_oracle("oracle").await;
@@ -1583,6 +1604,7 @@ async fn sharded_answers_match_a_single_mariadb() {
         compare(&mut sg, &mut oracle, c).await;
     }
 
+    positions_over_a_star(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;
     pinned_tables(&mut sg, &mut oracle).await;

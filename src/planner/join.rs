@@ -284,7 +284,7 @@ pub(super) fn plan(
         };
         for o in items {
             let (e, key) = order_key(o, &sel.projection)?;
-            if reach(e, &side_names)?.1 {
+            if reach(&e, &side_names)?.1 {
                 gate_needed = true;
             }
             order.push(key);
@@ -1126,10 +1126,12 @@ fn in_as_exists(tested: &Expr, q: &ast::Query, negated: bool) -> Option<ast::Que
 fn order_key<'a>(
     o: &'a ast::OrderByExpr,
     projection: &'a [SelectItem],
-) -> Result<(&'a Expr, String), PlanError> {
-    let e = select_ref(&o.expr, projection, "order clause")?;
+) -> Result<(std::borrow::Cow<'a, Expr>, String), PlanError> {
+    // A join's `*` is not read: a position after one is refused.
+    let e = select_ref(&o.expr, projection, &[], "order clause")?;
     let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
-    Ok((e, format!("{e}{}", if desc { " DESC" } else { " ASC" })))
+    let key = format!("{e}{}", if desc { " DESC" } else { " ASC" });
+    Ok((e, key))
 }
 
 /// `q` with its HAVING (`h`, of a SELECT that groups nothing) ANDed into

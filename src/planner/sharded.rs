@@ -3,6 +3,8 @@
 //! with the results (sort, aggregate, limit). Pure: template + VSchema in,
 //! plan out; bind values are only referenced, so the plan is cacheable.
 
+use std::borrow::Cow;
+
 use sqlparser::ast::{
     self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
     LimitClause, OrderByKind, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
@@ -467,6 +469,9 @@ pub(super) struct TableInfo {
     /// Columns whose type (declared in the VSchema, else learned from the
     /// tablets) tells the gate how to order them.
     declared: Vec<(String, Declared)>,
+    /// Every column in table order, as the schema tracker learned them
+    /// (empty: not known): what a `*` stands for.
+    columns: Vec<String>,
 }
 
 impl TableInfo {
@@ -488,6 +493,7 @@ impl TableInfo {
             lookups: Vec::new(),
             auto_inc: None,
             declared: Vec::new(),
+            columns: Vec::new(),
         }
     }
 
@@ -565,6 +571,7 @@ pub(super) fn table_info(
         if q != ks.name {
             return Ok(TableInfo {
                 declared: Vec::new(),
+                columns: Vec::new(),
                 name: table,
                 alias,
                 kind: String::new(),
@@ -608,6 +615,11 @@ pub(super) fn table_info(
     };
     Ok(TableInfo {
         declared: declared_columns(ks, &table, t),
+        columns: ks
+            .learned
+            .get(&table)
+            .map(|l| l.columns.iter().map(|(c, _)| c.clone()).collect())
+            .unwrap_or_default(),
         name: table,
         alias,
         kind: t.kind.clone(),
@@ -2159,39 +2171,80 @@ fn gate_expr(
 
 /// Resolves an ORDER BY / GROUP BY item that names a select-list position
 /// (`ORDER BY 2`) or alias to the select-list expression; other items stand
-/// for themselves.
+/// for themselves. A position counts the columns a `*` stands for, as
+/// MySQL counts them: a `*` over one table (or `t.*`) whose columns the
+/// schema tracker learned is read as those columns, one it cannot read
+/// (not learned, several tables) makes the positions after it unknown, and
+/// naming one of them is refused rather than guessed.
 pub(super) fn select_ref<'a>(
     e: &'a Expr,
     projection: &'a [SelectItem],
+    tables: &[TableInfo],
     clause: &str,
-) -> Result<&'a Expr, PlanError> {
+) -> Result<Cow<'a, Expr>, PlanError> {
     match e {
         Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
             let text = v.value.to_string();
             let k: usize = text.parse().unwrap_or(0);
-            match projection.get(k.wrapping_sub(1)) {
-                Some(SelectItem::UnnamedExpr(e))
-                | Some(SelectItem::ExprWithAlias { expr: e, .. }) => Ok(e),
-                Some(_) => Err(unsupported(format!(
-                    "{clause}: a position of '*' across shards"
-                ))),
-                None => Err(PlanError::Syntax(format!(
-                    "Unknown column '{text}' in '{clause}'"
-                ))),
-            }
-        }
-        Expr::Identifier(id) => Ok(projection
-            .iter()
-            .find_map(|p| match p {
-                SelectItem::ExprWithAlias { expr, alias }
-                    if alias.value.eq_ignore_ascii_case(&id.value) =>
-                {
-                    Some(expr)
+            let unknown = || unsupported(format!("{clause}: a position of '*' across shards"));
+            let mut at = 0;
+            for item in projection {
+                let star = match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                        at += 1;
+                        if at == k {
+                            return Ok(Cow::Borrowed(e));
+                        }
+                        continue;
+                    }
+                    SelectItem::Wildcard(_) => match tables {
+                        [t] if !t.columns.is_empty() => (t, None),
+                        _ => return Err(unknown()),
+                    },
+                    SelectItem::QualifiedWildcard(kind, _) => {
+                        let ast::SelectItemQualifiedWildcardKind::ObjectName(n) = kind else {
+                            return Err(unknown());
+                        };
+                        let parts = ident_name(n);
+                        let name = parts.last().map(String::as_str).unwrap_or_default();
+                        match tables.iter().find(|t| t.visible_name() == name) {
+                            Some(t) if !t.columns.is_empty() => (t, Some(name.to_string())),
+                            _ => return Err(unknown()),
+                        }
+                    }
+                    _ => return Err(unknown()),
+                };
+                let (t, qualifier) = star;
+                if k > at && k <= at + t.columns.len() {
+                    // Quoted: the shards are sent it by name.
+                    let col = ast::Ident::with_quote('`', t.columns[k - at - 1].clone());
+                    return Ok(Cow::Owned(match qualifier {
+                        None => Expr::Identifier(col),
+                        Some(q) => {
+                            Expr::CompoundIdentifier(vec![ast::Ident::with_quote('`', q), col])
+                        }
+                    }));
                 }
-                _ => None,
-            })
-            .unwrap_or(e)),
-        other => Ok(other),
+                at += t.columns.len();
+            }
+            Err(PlanError::Syntax(format!(
+                "Unknown column '{text}' in '{clause}'"
+            )))
+        }
+        Expr::Identifier(id) => Ok(Cow::Borrowed(
+            projection
+                .iter()
+                .find_map(|p| match p {
+                    SelectItem::ExprWithAlias { expr, alias }
+                        if alias.value.eq_ignore_ascii_case(&id.value) =>
+                    {
+                        Some(expr)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(e),
+        )),
+        other => Ok(Cow::Borrowed(other)),
     }
 }
 
@@ -2558,7 +2611,8 @@ pub(super) fn horizon(
         let mut order_keys = Vec::new();
         for ob in &order_exprs {
             let desc = matches!(ob.options.sort, Some(ast::OrderBySort::Desc));
-            let key = select_ref(&ob.expr, &sel.projection, "order clause")?;
+            let key = select_ref(&ob.expr, &sel.projection, tables, "order clause")?;
+            let key = &*key;
             let expr_sql = key.to_string();
             let shown = sel
                 .projection
@@ -2633,7 +2687,7 @@ pub(super) fn horizon(
     let mut groups: Vec<(String, usize)> = Vec::new();
     let mut group_keys = Vec::new();
     for g in &group_exprs {
-        let g = select_ref(g, &sel.projection, "group statement")?.clone();
+        let g = select_ref(g, &sel.projection, tables, "group statement")?.into_owned();
         if has_aggregate(&g) {
             return Err(PlanError::Syntax("Can't group on an aggregate".into()));
         }
