@@ -1719,7 +1719,7 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
-    let done = if p.lookups.is_empty() {
+    let (done, returned) = if p.lookups.is_empty() {
         let queries = dml_queries(p, binds, snap, vc).await?;
         dml_done(p, queries, vc).await?
     } else {
@@ -1737,7 +1737,16 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
         .await;
         end_implicit(vc, opened, done).await?
     };
-    sink.ok(done)
+    match returned {
+        Some(r) => {
+            sink.columns(&r.columns)?;
+            for row in &r.rows {
+                sink.row(row)?;
+            }
+            sink.end_rows(done.warnings)
+        }
+        None => sink.ok(done),
+    }
 }
 
 /// Ends the transaction `begin_implicit` opened for one statement (if it
@@ -1876,18 +1885,25 @@ async fn all_or_none<V: VCursor + Send>(
     end_implicit(vc, opened, results).await
 }
 
-/// Runs an UPDATE or DELETE's shard statements; their OK, added up.
+/// Runs an UPDATE or DELETE's shard statements; their OK, added up, and
+/// for MariaDB's `DELETE ... RETURNING` the rows every shard returned
+/// (one after another: one server returns them in no promised order).
 async fn dml_done<V: VCursor + Send>(
     p: &DmlPlan,
     queries: Vec<(String, String)>,
     vc: &mut V,
-) -> Result<QueryDone, Error> {
-    let results = if queries.is_empty() {
+) -> Result<(QueryDone, Option<ShardResult>), Error> {
+    let mut results = if queries.is_empty() {
         vec![]
     } else {
         all_or_none(vc, &p.keyspace, queries).await?
     };
-    Ok(QueryDone::sum(results.iter().map(|r| &r.done)))
+    let done = QueryDone::sum(results.iter().map(|r| &r.done));
+    let returned = results.iter().any(|r| !r.columns.is_empty()).then(|| {
+        let order: Vec<Vec<usize>> = results.iter().map(|_| Vec::new()).collect();
+        returned_in_order(&mut results, &order)
+    });
+    Ok((done, returned))
 }
 
 async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
@@ -1900,20 +1916,30 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     // The lookup rows are added with the table's, in one transaction.
     let opened = !p.lookups.is_empty() && vc.begin_implicit();
     let done = insert_done(p, binds, snap, vc).await;
-    let done = end_implicit(vc, opened, done).await?;
+    let (done, returned) = end_implicit(vc, opened, done).await?;
     if done.last_insert_id > 0 {
         vc.set_last_insert_id(done.last_insert_id);
     }
-    sink.ok(done)
+    match returned {
+        Some(r) => {
+            sink.columns(&r.columns)?;
+            for row in &r.rows {
+                sink.row(row)?;
+            }
+            sink.end_rows(done.warnings)
+        }
+        None => sink.ok(done),
+    }
 }
 
-/// Runs an INSERT, each row on its shard, after its lookup rows; its OK.
+/// Runs an INSERT, each row on its shard, after its lookup rows; its OK,
+/// and with `RETURNING` the rows the shards returned, in VALUES order.
 async fn insert_done<V: VCursor + Send>(
     p: &InsertPlan,
     binds: &[Bind],
     snap: &Snapshot,
     vc: &mut V,
-) -> Result<QueryDone, Error> {
+) -> Result<(QueryDone, Option<ShardResult>), Error> {
     let ks = keyspace_of(snap, &p.keyspace)?;
     let mut entries: Vec<Vec<lookup::Entry>> = vec![Vec::new(); p.lookups.len()];
     let need = p.rows.iter().filter(|r| r.needs_seq).count() as u64;
@@ -1968,25 +1994,32 @@ async fn insert_done<V: VCursor + Send>(
             lookup::create(ks, &def, &p.table, &owned.columns, entries, snap, vc).await?;
         }
     }
-    let mut per_shard: Vec<(&str, Vec<String>)> = Vec::new();
-    for ((shard, text), _) in placed.into_iter().zip(kept).filter(|(_, k)| *k) {
-        match per_shard.iter_mut().find(|(s, _)| *s == shard) {
-            Some((_, v)) => v.push(text),
-            None => per_shard.push((shard, vec![text])),
+    // Each shard's rows, and where each stood in the VALUES.
+    let mut per_shard: Vec<(&str, Vec<String>, Vec<usize>)> = Vec::new();
+    let kept_rows = placed.into_iter().zip(kept).enumerate();
+    for (at, ((shard, text), _)) in kept_rows.filter(|(_, (_, k))| *k) {
+        match per_shard.iter_mut().find(|(s, _, _)| *s == shard) {
+            Some((_, v, n)) => {
+                v.push(text);
+                n.push(at);
+            }
+            None => per_shard.push((shard, vec![text], vec![at])),
         }
     }
     if per_shard.is_empty() {
         // Every row's lookup value is another row's: nothing to insert.
-        return Ok(QueryDone::default());
+        return Ok((QueryDone::default(), None));
     }
+    let mut order = Vec::with_capacity(per_shard.len());
     let queries = per_shard
         .into_iter()
-        .map(|(shard, rows)| {
+        .map(|(shard, rows, at)| {
+            order.push(at);
             let sql = format!("{}{}{}", p.prefix, rows.join(", "), p.suffix);
             (shard.to_string(), substitute_binds(&sql, binds))
         })
         .collect();
-    let results = all_or_none(vc, &p.keyspace, queries).await?;
+    let mut results = all_or_none(vc, &p.keyspace, queries).await?;
     let mut done = QueryDone::sum(results.iter().map(|r| &r.done));
     if let Some(id) = first_id {
         done.last_insert_id = id;
@@ -1994,7 +2027,42 @@ async fn insert_done<V: VCursor + Send>(
     if results.len() == 1 {
         done.info = results[0].done.info.clone();
     }
-    Ok(done)
+    let returned = p.returning.then(|| returned_in_order(&mut results, &order));
+    Ok((done, returned))
+}
+
+/// The rows an INSERT ... RETURNING's shards returned, in the order of
+/// its VALUES (`order[i]`: where shard `i`'s rows stood), as one server
+/// returns them. Where a shard returned fewer rows than it was sent (an
+/// IGNORE that skipped some), no row can be placed: the shards' rows
+/// follow one another.
+fn returned_in_order(results: &mut [ShardResult], order: &[Vec<usize>]) -> ShardResult {
+    let columns = results
+        .iter()
+        .find(|r| !r.columns.is_empty())
+        .map(|r| r.columns.clone())
+        .unwrap_or_default();
+    let whole = results
+        .iter()
+        .zip(order)
+        .all(|(r, at)| r.rows.len() == at.len());
+    let mut rows: Vec<(usize, Vec<Value>)> = Vec::new();
+    for (k, (r, at)) in results.iter_mut().zip(order).enumerate() {
+        let taken = std::mem::take(&mut r.rows);
+        rows.extend(
+            taken
+                .into_iter()
+                .enumerate()
+                .map(|(i, row)| (if whole { at[i] } else { k }, row)),
+        );
+    }
+    // Stable: rows of one shard keep their order where none is placed.
+    rows.sort_by_key(|(at, _)| *at);
+    ShardResult {
+        columns,
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+        done: QueryDone::default(),
+    }
 }
 
 /// A sink that keeps only the column definitions (COM_FIELD_LIST) and
@@ -2741,6 +2809,24 @@ mod tests {
                 "select * from c where id = 4".to_string()
             )]
         );
+    }
+
+    #[test]
+    fn returned_rows_come_back_in_values_order() {
+        let shard = |ids: &[u64]| ShardResult {
+            columns: vec![Column::new(ColumnType::MYSQL_TYPE_LONGLONG)],
+            rows: ids.iter().map(|&i| vec![Value::UInt(i)]).collect(),
+            done: QueryDone::default(),
+        };
+        let ids = |r: &ShardResult| -> Vec<Value> { r.rows.iter().map(|r| r[0].clone()).collect() };
+        // VALUES (10), (11), (12), (13): rows 0 and 3 on one shard, 1 and 2 on the other.
+        let order = vec![vec![0, 3], vec![1, 2]];
+        let r = returned_in_order(&mut [shard(&[10, 13]), shard(&[11, 12])], &order);
+        assert_eq!(ids(&r), [10, 11, 12, 13].map(Value::UInt));
+        assert_eq!(r.columns.len(), 1);
+        // A shard that skipped a row (IGNORE): shard after shard.
+        let r = returned_in_order(&mut [shard(&[13]), shard(&[11, 12])], &order);
+        assert_eq!(ids(&r), [13, 11, 12].map(Value::UInt));
     }
 
     #[tokio::test]

@@ -235,8 +235,11 @@ pub struct InsertPlan {
     pub upsert: bool,
     /// `INSERT [IGNORE] INTO t (cols) VALUES ` up to the rows.
     pub prefix: String,
-    /// ` ON DUPLICATE KEY UPDATE ...` or empty.
+    /// ` ON DUPLICATE KEY UPDATE ...` and ` RETURNING ...`, or empty.
     pub suffix: String,
+    /// MariaDB's `RETURNING`: the shards answer with the inserted rows,
+    /// which the client gets in the order of its VALUES.
+    pub returning: bool,
     /// The rows.
     pub rows: Vec<InsertRow>,
     /// Primary vindex function.
@@ -1763,11 +1766,15 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let suffix = match &ins.on {
+    let mut suffix = match &ins.on {
         Some(on @ ast::OnInsert::DuplicateKeyUpdate(_)) => format!(" {on}"),
         None => String::new(),
         Some(_) => return Err(unsupported("ON CONFLICT")),
     };
+    if let Some(items) = &ins.returning {
+        let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+        suffix.push_str(&format!(" RETURNING {}", items.join(", ")));
+    }
     Ok(InsertPlan {
         keyspace: ks.name.clone(),
         table: t.name.clone(),
@@ -1775,6 +1782,7 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
         lookups,
         prefix,
         suffix,
+        returning: ins.returning.is_some(),
         rows: out_rows,
         func,
         seq_col,

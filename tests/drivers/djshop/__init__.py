@@ -1,0 +1,1 @@
+"""A Django app for tests/drivers/django_shop.py."""
