@@ -17,13 +17,15 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # the load harness compares against one).
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 # Applications' drivers (tests/drivers.rs): PHP's mysqlnd, Debian's Python
-# with PyMySQL, SQLAlchemy, Django and mysqlclient, MariaDB Connector/J
-# with a JDK to run it, and Node.js with npm for mysql2.
+# with PyMySQL, SQLAlchemy, Django and mysqlclient, Ruby with ActiveRecord
+# and the mysql2 gem, MariaDB Connector/J with a JDK to run it, and
+# Node.js with npm for mysql2.
 php -r 'exit(extension_loaded("pdo_mysql") && extension_loaded("mysqli") ? 0 : 1);' >/dev/null 2>&1 || need+=(php-cli php-mysql)
 /usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
 /usr/bin/python3 -c 'import sqlalchemy' >/dev/null 2>&1 || need+=(python3-sqlalchemy)
 /usr/bin/python3 -c 'import django' >/dev/null 2>&1 || need+=(python3-django)
 /usr/bin/python3 -c 'import MySQLdb' >/dev/null 2>&1 || need+=(python3-mysqldb)
+ruby -e 'require "active_record"; require "mysql2"' >/dev/null 2>&1 || need+=(ruby ruby-activerecord ruby-mysql2)
 [ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
