@@ -103,6 +103,32 @@ try:
         Author.objects.create(id=obj.id, name="duplicate", joined=datetime.datetime(2026, 1, 1))
 except IntegrityError as e:
     print("integrity", e.args[0])
+# What an app reaches for next: correlated subqueries, Exists, windows,
+# unions, bulk_update's CASE, row locks, distinct counts, date truncation.
+from django.db.models import Exists, OuterRef, Subquery, Window  # noqa: E402
+from django.db.models.functions import Lower, RowNumber, TruncMonth  # noqa: E402
+
+longest = Book.objects.filter(author=OuterRef("pk")).order_by("-pages", "id")
+show("subquery_annotate", Author.objects.annotate(longest=Subquery(longest.values("title")[:1]))
+     .order_by("name").values_list("name", "longest")[:6])
+show("exists_filter", Author.objects.filter(Exists(Book.objects.filter(author=OuterRef("pk"), pages__gt=600)))
+     .order_by("name").values_list("name", flat=True))
+show("window", Book.objects.annotate(rank=Window(RowNumber(), partition_by=[F("author_id")], order_by=F("pages").desc()))
+     .filter(pages__gt=650).order_by("title").values_list("title", "rank")[:6])
+show("union", Author.objects.filter(name__startswith="a").values_list("name", flat=True)
+     .union(Author.objects.filter(name__startswith="z").values_list("name", flat=True)).order_by("name"))
+print("distinct_count", Book.objects.aggregate(n=Count("author", distinct=True), p=Count("pages", distinct=True)))
+show("lower", Author.objects.annotate(l=Lower("name")).filter(l__startswith="e").order_by("l", "id").values_list("l", flat=True))
+show("months", Author.objects.annotate(m=TruncMonth("joined")).values("m").annotate(n=Count("id")).order_by("m")[:4])
+books = list(Book.objects.filter(pages__lt=150).order_by("id"))
+for b in books:
+    b.pages += 1000
+print("bulk_update", Book.objects.bulk_update(books, ["pages"]), Book.objects.filter(pages__gt=1000).count())
+with transaction.atomic():
+    locked = list(Author.objects.select_for_update().filter(name__startswith="g").order_by("id"))
+    print("for_update", [a.name for a in locked])
+show("in_bulk", sorted((k - base, v.name) for k, v in Author.objects.in_bulk([base + 1, base + 5, base + 9]).items()))
+print("defer", [a.name for a in Author.objects.defer("email").filter(id__in=[base, base + 2]).order_by("id")])
 with connection.cursor() as c:
     c.execute("SELECT name, score FROM drv_dj_author WHERE score > %s ORDER BY score DESC, name LIMIT 3", [50])
     show("raw", c.fetchall())
