@@ -2286,6 +2286,16 @@ async fn colocated_joins(sg: &mut Conn, oracle: &mut Conn, r: &mut Rng, max_id: 
         case(format!("select dt.id, jref.label from dt join jref on jref.k = dt.k where dt.id = {a}"), false),
         case("select jl.id, jref.label, dt.name from dt join jl on dt.id = jl.dt_id join jref on jref.k = jl.qty order by jl.id limit 30", true),
         case("select count(*) from jref a join jref b on a.label = b.label", false),
+        // A reference table's rows kept by an outer join: once each, not
+        // once per shard (the same for a derived table gathered first).
+        case("select jref.k, jref.label, dt.id from jref left join dt on dt.k = jref.k and dt.id < 300 order by jref.k, dt.id", true),
+        case("select count(*) from jref left join jl on jl.qty = jref.k", false),
+        case("select u.id, u.name, jl.id from (select id, name from dt order by name, id limit 6) u left join jl on jl.dt_id = u.id order by u.id, jl.id", true),
+        case(format!("select jref.k, dt.id from jref left join dt on dt.k = jref.k and dt.id = {a} order by jref.k"), true),
+        // RIGHT JOIN, as the LEFT JOIN it is.
+        case("select jref.k, dt.id from dt right join jref on dt.k = jref.k and dt.id < 300 order by jref.k, dt.id", true),
+        case("select t.title, dt.name from dt right join (select 'hello' as title) as t on dt.id = 1", false),
+        case("select dt.id, jl.id from jl right join dt on jl.dt_id = dt.id where dt.id < 30 order by dt.id, jl.id", true),
     ];
     for c in &cases {
         compare(sg, oracle, c).await;
@@ -2719,10 +2729,19 @@ async fn unions(sg: &mut Conn, oracle: &mut Conn, x: u64, y: u64, z: u64) {
         ),
     )
     .await;
+    compare(
+        sg,
+        oracle,
+        &case(
+            "select id from dt where id < 40 union all select jn.id from jl right join jn on jn.id = jl.id",
+            false,
+        ),
+    )
+    .await;
     // A part no plan answers is refused as itself.
     refused(
         sg,
-        "select id from dt union all select jl.id from jl right join jn on jn.id = jl.id",
+        "select id from dt union all select jl.id from jl right join jn on jn.id = jl.id right join dt on dt.id = jn.id",
         1235,
         &["LEFT JOIN"],
         false,

@@ -45,6 +45,10 @@ struct Walk {
     /// An outer join was seen: a derived table's own WHERE then does not
     /// bound the statement's rows.
     outer_join: bool,
+    /// An outer join keeps rows of reference tables only (every shard
+    /// holds them) against sharded rows: on each shard a kept row would
+    /// find its match or not, and come back once per shard.
+    kept_everywhere: bool,
 }
 
 /// The route of a derived table's query.
@@ -74,6 +78,7 @@ pub(super) fn route(
         mut same,
         derived,
         outer_join,
+        kept_everywhere,
     } = w;
     // Another keyspace's tables join only as a nested loop, and a
     // statement of them alone is that keyspace's (the session sends it
@@ -121,6 +126,12 @@ pub(super) fn route(
         .into_iter()
         .max_by_key(|(r, _)| narrowness(r))
         .unwrap_or((Routing::Any, None));
+    // Rows every shard keeps are kept once only where one shard answers
+    // (its WHERE names the sharded rows' shard); else the join is the
+    // gate's.
+    if kept_everywhere && !matches!(routing, Routing::Equal { .. }) {
+        return Err(unsupported("cross-shard joins"));
+    }
     let mut same_shard = Vec::new();
     for d in derived.iter().flatten() {
         if d.row_preserving {
@@ -194,6 +205,15 @@ fn add_joined(ks: &Keyspace, twj: &ast::TableWithJoins, w: &mut Walk) -> Result<
         let left_end = w.tables.len();
         add_relation(ks, &join.relation, w)?;
         let constraint = constraint(&join.join_operator)?;
+        let reference = |t: &TableInfo| t.kind == "reference";
+        let (left, right) = (&w.tables[start..left_end], &w.tables[left_end..]);
+        let (kept, optional) = match join.join_operator {
+            JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => (left, right),
+            JoinOperator::Right(_) | JoinOperator::RightOuter(_) => (right, left),
+            _ => (&[][..], &[][..]),
+        };
+        w.kept_everywhere |=
+            !kept.is_empty() && kept.iter().all(reference) && !optional.iter().all(reference);
         w.outer_join |= !matches!(
             join.join_operator,
             JoinOperator::Join(_)

@@ -124,6 +124,9 @@ pub(super) fn plan(
     if let Some(on) = using_as_on(q) {
         return plan(template, &on, ks, snap);
     }
+    if let Some(left) = right_as_left(q) {
+        return plan(template, &left, ks, snap);
+    }
     // Names the client left to the server to place are placed first.
     if let Some(qualified) = super::qualify::qualify(q, ks, snap)? {
         return plan(template, &qualified, ks, snap);
@@ -872,6 +875,41 @@ pub(super) fn table_shown(f: &TableFactor) -> Option<String> {
         }),
         _ => None,
     }
+}
+
+/// `a RIGHT JOIN b ON c` as the `b LEFT JOIN a ON c` it is, the one
+/// outer join the nested loop runs. Only for a FROM clause of that one
+/// join, and a select list without a bare `*` (whose columns would come
+/// in the other order).
+fn right_as_left(q: &ast::Query) -> Option<ast::Query> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let [twj] = s.from.as_slice() else {
+        return None;
+    };
+    let [j] = twj.joins.as_slice() else {
+        return None;
+    };
+    let (JoinOperator::Right(c) | JoinOperator::RightOuter(c)) = &j.join_operator else {
+        return None;
+    };
+    if !matches!(c, JoinConstraint::On(_))
+        || s.projection
+            .iter()
+            .any(|p| matches!(p, SelectItem::Wildcard(_)))
+    {
+        return None;
+    }
+    let mut q = q.clone();
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return None;
+    };
+    let twj = &mut sel.from[0];
+    let right = std::mem::replace(&mut twj.relation, twj.joins[0].relation.clone());
+    twj.joins[0].relation = right;
+    twj.joins[0].join_operator = JoinOperator::LeftOuter(c.clone());
+    Some(q)
 }
 
 /// `a JOIN b USING (c)` as `a JOIN b ON a.c = b.c`, and the statement's
