@@ -1247,8 +1247,35 @@ fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
 /// column's values differ. A `_bin` column says so only where the tablet's
 /// column definition names its collation (it may name the connection's).
 fn constant(col: &Column, v: &Value, nbe: bool) -> String {
+    use mysql_common::constants::ColumnType as T;
     let text = bind_text(col, v, nbe);
-    if !matches!(v, Value::Bytes(_)) || !text.ends_with('\'') {
+    let Value::Bytes(b) = v else {
+        return text;
+    };
+    if !text.ends_with('\'') {
+        return text;
+    }
+    // A date or time keeps its type (its definition says "binary"
+    // character set, as every column that is not text does); a zero
+    // date, which no typed literal takes, stays a string.
+    let temporal = match col.column_type() {
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => Some("DATE"),
+        T::MYSQL_TYPE_DATETIME
+        | T::MYSQL_TYPE_DATETIME2
+        | T::MYSQL_TYPE_TIMESTAMP
+        | T::MYSQL_TYPE_TIMESTAMP2 => Some("TIMESTAMP"),
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => Some("TIME"),
+        _ => None,
+    };
+    if let Some(kind) = temporal {
+        return match b.starts_with(b"0000-00-00") {
+            true => text,
+            false => format!("{kind}{text}"),
+        };
+    }
+    // Bytes that are not UTF-8 are written in hex, a binary string already
+    // (an introducer before it was a syntax error).
+    if text.starts_with("X'") {
         return text;
     }
     match col.character_set() {

@@ -54,6 +54,9 @@ async function bad(c, label, sql) {
     line(`${mode} group`, (await run(`SELECT flag, count(*), max(name), sum(amount) FROM ${t} GROUP BY flag ORDER BY flag`, []))[0]);
     line(`${mode} in`, (await run(`SELECT id, data, dur FROM ${t} WHERE id IN (?, ?, ?, ?) ORDER BY id`, [74, 333, 1110, 7400]))[0]);
     line(`${mode} nullsafe`, (await run(`SELECT count(*) FROM ${t} WHERE name <=> ?`, [null]))[0]);
+    // Sequelize's include with a limit: the limited rows first (gathered
+    // across shards), then joined; dates and times keep their types.
+    line(`${mode} gathered`, (await run(`SELECT d.id, d.born, d.seen, d.dur, d.name, d.data, o.id FROM (SELECT id, born, seen, dur, name, data FROM ${t} ORDER BY name, id LIMIT 5) AS d LEFT JOIN ${t} AS o ON o.id = d.id + 37 ORDER BY d.name, d.id`, []))[0]);
     const [all, fields] = await run(`SELECT * FROM ${t} ORDER BY id`, []);
     for (const f of fields) console.log(`${mode} meta`, f.name, f.table, f.orgName, f.columnType, f.columnLength, f.decimals, f.flags, f.characterSet);
     line(`${mode} sample`, all.filter((_, k) => k % 40 == 0));
