@@ -30,13 +30,17 @@ ruby -e 'require "active_record"; require "mysql2"' >/dev/null 2>&1 || need+=(ru
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 
-# mysql2 and Sequelize for the Node.js driver tests, at the versions
-# package-lock.json names.
+# mysql2, Sequelize and TypeORM for the Node.js driver tests, at the
+# versions package-lock.json names.
 node_modules() {
   local dir
   dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers"
-  if [ ! -f "$dir/node_modules/mysql2/package.json" ] || [ ! -f "$dir/node_modules/sequelize/package.json" ]; then
-    echo "[deps] npm ci in tests/drivers (mysql2, sequelize)"
+  local m missing=0
+  for m in mysql2 sequelize typeorm reflect-metadata; do
+    [ -f "$dir/node_modules/$m/package.json" ] || missing=1
+  done
+  if [ "$missing" = 1 ]; then
+    echo "[deps] npm ci in tests/drivers (mysql2, sequelize, typeorm)"
     (cd "$dir" && npm ci --silent --no-audit --no-fund)
   fi
 }

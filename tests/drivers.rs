@@ -33,7 +33,7 @@ struct Driver {
     also_dropped: &'static [&'static str],
 }
 
-const DRIVERS: [Driver; 7] = [
+const DRIVERS: [Driver; 8] = [
     Driver {
         name: "drv_php",
         made_here: true,
@@ -100,6 +100,18 @@ const DRIVERS: [Driver; 7] = [
             ("drv_sq_posts", "user_id", "hash", true),
         ],
         tables: &["drv_sq_posts", "drv_sq_users"],
+        also_dropped: &[],
+    },
+    // TypeORM's synchronize reads its tables back from information_schema
+    // at every start.
+    Driver {
+        name: "drv_to",
+        made_here: false,
+        vschema: &[
+            ("drv_to_teams", "id", "hash", true),
+            ("drv_to_players", "team_id", "hash", true),
+        ],
+        tables: &["drv_to_players", "drv_to_teams"],
         also_dropped: &[],
     },
 ];
@@ -183,6 +195,7 @@ fn command(t: &str) -> (String, Vec<String>) {
         "drv_dj" => ("/usr/bin/python3".into(), vec![script("django_shop.py")]),
         "drv_rb" => ("ruby".into(), vec![script("active_record.rb")]),
         "drv_sq" => ("node".into(), vec![script("sequelize.js")]),
+        "drv_to" => ("node".into(), vec![script("typeorm.js")]),
         "drv_java" => (
             "java".into(),
             vec![

@@ -2,6 +2,7 @@
 //! transactions, settings, prepared statements. Session statements (BEGIN,
 //! COMMIT, SET, USE) are answered here; everything else is planned and run.
 
+mod schema_names;
 mod vtgate;
 
 use crate::fasthash::FastMap;
@@ -81,6 +82,9 @@ pub struct Session {
     /// it runs, and a box moves as one pointer.
     pub prepared: FastMap<u32, Box<Prepared>>,
     next_stmt_id: u32,
+    /// A query of the system schemas is running, its answer gathered to
+    /// have its schema names put back (it is not gathered again).
+    renaming_schemas: bool,
     /// vtgate's `SET query_timeout` (milliseconds, 0: none), over
     /// `--query-timeout`; None: the flag's.
     query_timeout: Option<u64>,
@@ -102,6 +106,7 @@ impl Default for Session {
             shards: ShardConns::default(),
             prepared: FastMap::default(),
             next_stmt_id: 1,
+            renaming_schemas: false,
             query_timeout: None,
             user: String::new(),
             read_type: None,
@@ -361,16 +366,36 @@ impl Session {
         }
         // A query of the system schemas may name a keyspace where the
         // tablet has its database (`table_schema = 'commerce'`), as vtgate
-        // lets it: the tablet's own name goes down, to that keyspace.
-        let named = {
-            let snap = ctx.snapshot.load();
-            sql::system_schema_names(sql, self.target.keyspace.as_deref(), |n| {
-                database_of(&snap, n)
-            })
+        // lets it: the tablet's own name goes down, to that keyspace, and
+        // the answer names the keyspaces again (see `schema_names`).
+        let named = match self.renaming_schemas {
+            true => None,
+            false => {
+                let snap = ctx.snapshot.load();
+                sql::system_schema_names(sql, self.target.keyspace.as_deref(), |n| {
+                    database_of(&snap, n)
+                })
+            }
         };
         if let Some((ks, rewritten)) = named {
-            let routed = self.qualified_target(ks);
-            return self.execute_as(ctx, routed, &rewritten, false, sink).await;
+            let routed = match ks {
+                Some(ks) => self.qualified_target(ks),
+                None => self.target.clone(),
+            };
+            let names = {
+                let snap = ctx.snapshot.load();
+                let names = snap
+                    .keyspaces
+                    .keys()
+                    .filter_map(|k| Some((database_of(&snap, k)?, k.clone())));
+                names.collect::<Vec<_>>()
+            };
+            let mut answer = crate::engine::Gather::new(ctx.max_memory_rows);
+            self.renaming_schemas = true;
+            let ran = Box::pin(self.execute_as(ctx, routed, &rewritten, false, &mut answer)).await;
+            self.renaming_schemas = false;
+            ran?;
+            return schema_names::replay(answer, &names, sink);
         }
         match stmt {
             Statement::Begin => {

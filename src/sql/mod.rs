@@ -1985,7 +1985,7 @@ pub const SYSTEM_SCHEMAS: [&str; 4] = ["information_schema", "mysql", "performan
 
 /// The columns of the system schemas' tables that hold a schema name,
 /// which a query may name as the keyspace (vtgate's list).
-const SCHEMA_COLUMNS: &[&str] = &[
+pub(crate) const SCHEMA_COLUMNS: &[&str] = &[
     "table_schema",
     "constraint_schema",
     "schema_name",
@@ -2035,13 +2035,16 @@ pub fn reads_system_schemas_only(sql: &str) -> bool {
 /// `schema_name IN ('commerce')`, `table_schema = database()`): each such
 /// name, as `db_name` maps it (None: not a keyspace), is written as that
 /// database's name. Returns the keyspace named last and the statement
-/// rewritten; None when it names none. `current` is the session's
-/// keyspace, which `database()` and `schema()` name.
+/// rewritten; for a statement that names none but reads only the system
+/// schemas and information_schema among them, no keyspace and the
+/// statement as it is (its answer's schema names are the session's to
+/// put back); None otherwise. `current` is the session's keyspace, which
+/// `database()` and `schema()` name.
 pub fn system_schema_names(
     sql: &str,
     current: Option<&str>,
     db_name: impl Fn(&str) -> Option<String>,
-) -> Option<(String, String)> {
+) -> Option<(Option<String>, String)> {
     let has = |needle: &str| contains_ci(sql, needle);
     if !has("schema") || !SYSTEM_SCHEMAS.iter().any(|s| has(s)) {
         return None;
@@ -2101,7 +2104,10 @@ pub fn system_schema_names(
             j += width;
         }
     }
-    let ks = named?;
+    let Some(ks) = named else {
+        let info = has("information_schema") && reads_system_schemas_only(sql);
+        return info.then(|| (None, sql.to_string()));
+    };
     let mut out = String::with_capacity(sql.len() + 8);
     let mut copied = 0;
     for (start, end, text) in cut {
@@ -2110,7 +2116,7 @@ pub fn system_schema_names(
         copied = end;
     }
     out.push_str(&sql[copied..]);
-    Some((ks, out))
+    Some((Some(ks), out))
 }
 
 /// The inside of a quoted string token (None for an unterminated one, or
@@ -2975,7 +2981,7 @@ mod tests {
                 db
             ),
             Some((
-                "customer".into(),
+                Some("customer".into()),
                 "select table_name from information_schema.tables where table_schema = 'vt_customer' and table_name = 'commerce'".into()
             ))
         );
@@ -2986,7 +2992,7 @@ mod tests {
                 db
             ),
             Some((
-                "commerce".into(),
+                Some("commerce".into()),
                 "SELECT * FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME IN ('x', 'vt_commerce')".into()
             ))
         );
@@ -2997,28 +3003,31 @@ mod tests {
                 db
             ),
             Some((
-                "commerce".into(),
+                Some("commerce".into()),
                 "select * from information_schema.columns c where c.TABLE_SCHEMA = 'vt_commerce'"
                     .into()
             ))
         );
-        // Not a keyspace, or no system schema: unchanged.
+        // Not a keyspace: unchanged, its answer's names put back.
         for sql in [
             "select * from information_schema.tables where table_schema = 'mysql'",
             "select * from information_schema.tables where table_schema = database()",
+            "select 1 from information_schema.tables where table_schema = '",
+        ] {
+            assert_eq!(
+                system_schema_names(sql, None, db),
+                Some((None, sql.into())),
+                "{sql}"
+            );
+        }
+        // No information_schema, or another table: nothing.
+        for sql in [
             "select table_schema from t where table_schema = 'commerce'",
+            "select * from information_schema.tables t join corder o on t.table_schema = 'x'",
+            "select * from mysql.user where schema_name = 'x'",
         ] {
             assert_eq!(system_schema_names(sql, None, db), None, "{sql}");
         }
-        // An unterminated string names nothing.
-        assert_eq!(
-            system_schema_names(
-                "select 1 from information_schema.tables where table_schema = '",
-                None,
-                db
-            ),
-            None
-        );
         assert!(reads_system_schemas_only(
             "select * from information_schema.tables t join `mysql`.user u on 1 where x in (select 1 from sys.version)"
         ));
