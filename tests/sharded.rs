@@ -1506,6 +1506,24 @@ async fn returning_rows(sg: &mut Conn, oracle: &mut Conn) {
     assert_eq!(a.len(), 3);
 }
 
+/// `SELECT SQL_CALC_FOUND_ROWS ... LIMIT` then `SELECT FOUND_ROWS()` (as
+/// WordPress pages): the number of rows without the LIMIT over every
+/// shard, as one server counts them (each shard's tablet knew only its
+/// own, and the gate asked one of them).
+async fn calc_found_rows(sg: &mut Conn, oracle: &mut Conn) {
+    for sql in [
+        "select sql_calc_found_rows id, name from dt where k > 3 order by id limit 5",
+        "select sql_calc_found_rows id from dt order by id limit 2 offset 10",
+        "select sql_calc_found_rows k, count(*) from dt group by k order by k limit 3",
+        "select sql_calc_found_rows distinct flag from dt order by flag limit 1",
+        "select sql_calc_found_rows id from dt where id = 7 limit 1",
+        "select sql_calc_found_rows dt.id from dt join dt d2 on d2.id = dt.id where d2.k < 0 order by dt.id limit 4",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
+        compare(sg, oracle, &case("select found_rows()", true)).await;
+    }
+}
+
 /// `ORDER BY 2` after a `*` counts the table's columns, as MySQL does (the
 /// schema tracker knows them): a position once read from the unexpanded
 /// select list (`select *, id ... order by 2` sorted by id), and refused
@@ -1641,6 +1659,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     }
 
     positions_over_a_star(&mut sg, &mut oracle).await;
+    calc_found_rows(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;

@@ -350,9 +350,13 @@ pub async fn execute<V: VCursor + Send, S: RowSink + Send>(
             sink.ok(done)
         }
         Plan::Ignored => sink.ok(QueryDone::default()),
-        // The session assigns the variables (see `Session::select_into`).
+        // The session assigns the variables (see `Session::select_into`)
+        // and keeps FOUND_ROWS().
         Plan::SelectInto { .. } => Err(Error::Plan(PlanError::Unsupported(
             "SELECT ... INTO variables inside another statement".into(),
+        ))),
+        Plan::CalcFoundRows { .. } => Err(Error::Plan(PlanError::Unsupported(
+            "SQL_CALC_FOUND_ROWS inside another statement".into(),
         ))),
         Plan::AnyShard { keyspace } => {
             let ks = keyspace_of(snap, keyspace)?;

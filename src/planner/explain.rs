@@ -284,6 +284,10 @@ impl Plan {
                 "variables": vars,
                 "inputs": [inner.describe()],
             }),
+            Plan::CalcFoundRows { limited, count } => json!({
+                "operator": "SQLCalcFoundRows",
+                "inputs": [limited.describe(), count.describe()],
+            }),
         }
     }
 }

@@ -119,6 +119,17 @@ pub enum Plan {
         /// The SELECT without its INTO.
         inner: Box<Plan>,
     },
+    /// `SELECT SQL_CALC_FOUND_ROWS ... LIMIT n` on a sharded keyspace: the
+    /// rows (`limited`, the SELECT without the modifier), then the number
+    /// of rows without the LIMIT (`count`), which the session keeps for
+    /// `FOUND_ROWS()` (each shard's tablet knows only its own), as
+    /// vtgate's SQLCalcFoundRows.
+    CalcFoundRows {
+        /// The SELECT without SQL_CALC_FOUND_ROWS.
+        limited: Box<Plan>,
+        /// `COUNT(*)` of what it reads without ORDER BY and LIMIT.
+        count: Box<Plan>,
+    },
 }
 
 /// A single-shard route.

@@ -903,6 +903,14 @@ fn contains_subquery(e: &Expr) -> bool {
 
 /// Plans a statement on a sharded keyspace.
 pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Plan, PlanError> {
+    if crate::sql::contains_ci(template, "sql_calc_found_rows") {
+        if let Some((limited, count)) = found_rows_queries(template)? {
+            return Ok(super::Plan::CalcFoundRows {
+                limited: Box::new(plan(&limited, ks, snap)?),
+                count: Box::new(plan(&count, ks, snap)?),
+            });
+        }
+    }
     // INTO variables: the session assigns them from the SELECT's row.
     if let Some((select, vars)) = crate::sql::into_variables(template) {
         let inner = plan_statement(&select, ks, snap, true)?;
@@ -912,6 +920,61 @@ pub fn plan(template: &str, ks: &Keyspace, snap: &Snapshot) -> Result<super::Pla
         });
     }
     plan_statement(template, ks, snap, true)
+}
+
+/// A `SELECT SQL_CALC_FOUND_ROWS` as the SELECT without the modifier and
+/// the query that counts its rows without ORDER BY and LIMIT: its own
+/// FROM and WHERE under `COUNT(*)` when it neither groups, aggregates nor
+/// dedupes, else `COUNT(*)` over it as a derived table. None for any
+/// other statement.
+fn found_rows_queries(template: &str) -> Result<Option<(String, String)>, PlanError> {
+    let Statement::Query(q) = parse(template)? else {
+        return Ok(None);
+    };
+    let mut q = *q;
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return Ok(None);
+    };
+    match sel.select_modifiers.as_mut() {
+        Some(m) if m.sql_calc_found_rows => m.sql_calc_found_rows = false,
+        _ => return Ok(None),
+    }
+    let limited = q.to_string();
+    let mut all = q.clone();
+    all.order_by = None;
+    all.limit_clause = None;
+    let SetExpr::Select(sel) = all.body.as_mut() else {
+        return Ok(None);
+    };
+    let grouped = !matches!(&sel.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    let plain = !grouped
+        && sel.having.is_none()
+        && sel.distinct.is_none()
+        && !sel.projection.iter().any(|p| match p {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                has_aggregate(e)
+            }
+            _ => false,
+        });
+    let count = match count_star().filter(|_| plain) {
+        Some(star) => {
+            sel.projection = vec![star];
+            all.to_string()
+        }
+        None => format!("SELECT COUNT(*) FROM ({all}) AS found_rows"),
+    };
+    Ok(Some((limited, count)))
+}
+
+/// `COUNT(*)` as a select item, as the parser writes it.
+fn count_star() -> Option<SelectItem> {
+    let Ok(Statement::Query(q)) = parse("SELECT COUNT(*)") else {
+        return None;
+    };
+    match *q.body {
+        SetExpr::Select(s) => s.projection.into_iter().next(),
+        _ => None,
+    }
 }
 
 /// [`plan`]; `find_first`: a write no other plan answers may be rewritten
@@ -2785,6 +2848,32 @@ pub(super) fn horizon(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn found_rows_are_counted_without_order_and_limit() {
+        let (limited, count) = found_rows_queries(
+            "select sql_calc_found_rows id, name from t where k > :v1 order by id limit :v2",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            limited,
+            "SELECT id, name FROM t WHERE k > :v1 ORDER BY id LIMIT :v2"
+        );
+        assert_eq!(count, "SELECT COUNT(*) FROM t WHERE k > :v1");
+        let (_, count) =
+            found_rows_queries("select sql_calc_found_rows k, count(*) from t group by k limit 3")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            count,
+            "SELECT COUNT(*) FROM (SELECT k, count(*) FROM t GROUP BY k) AS found_rows"
+        );
+        assert_eq!(
+            found_rows_queries("select id from t limit 1").unwrap(),
+            None
+        );
+    }
 
     #[test]
     fn comma_updates_parse_as_joins() {

@@ -85,6 +85,9 @@ pub struct Session {
     /// A query of the system schemas is running, its answer gathered to
     /// have its schema names put back (it is not gathered again).
     renaming_schemas: bool,
+    /// What `FOUND_ROWS()` says after a `SELECT SQL_CALC_FOUND_ROWS` over
+    /// shards (taken by the next statement; None: the tablet's own).
+    found_rows: Option<u64>,
     /// vtgate's `SET query_timeout` (milliseconds, 0: none), over
     /// `--query-timeout`; None: the flag's.
     query_timeout: Option<u64>,
@@ -107,6 +110,7 @@ impl Default for Session {
             prepared: FastMap::default(),
             next_stmt_id: 1,
             renaming_schemas: false,
+            found_rows: None,
             query_timeout: None,
             user: String::new(),
             read_type: None,
@@ -516,6 +520,7 @@ impl Session {
                         database: self.target.keyspace.as_deref(),
                         last_insert_id: self.shards.last_insert_id,
                         row_count: self.shards.row_count,
+                        found_rows: self.found_rows.take(),
                         transaction_mode: self
                             .shards
                             .transaction_mode
@@ -804,6 +809,22 @@ impl Session {
         binds: &[sql::normalize::Bind],
         sink: &mut S,
     ) -> Result<(), Error> {
+        if let Plan::CalcFoundRows { limited, count } = plan {
+            Box::pin(self.run_plan(ctx, snap, limited, sql, binds, sink)).await?;
+            let counted = Box::pin(self.select_row(ctx, snap, count, sql, binds)).await?;
+            let n = counted
+                .and_then(|(_, row)| row.into_iter().next())
+                .and_then(|v| match v {
+                    mysql_common::value::Value::Bytes(b) => {
+                        std::str::from_utf8(&b).ok()?.parse().ok()
+                    }
+                    mysql_common::value::Value::Int(i) => u64::try_from(i).ok(),
+                    mysql_common::value::Value::UInt(u) => Some(u),
+                    _ => None,
+                });
+            self.found_rows = n;
+            return Ok(());
+        }
         if let Plan::SelectInto { vars, inner } = plan {
             let row = Box::pin(self.select_row(ctx, snap, inner, sql, binds)).await?;
             let Some((columns, values)) = row else {
@@ -967,6 +988,7 @@ impl Session {
                     database: Some(""),
                     last_insert_id: 0,
                     row_count: 0,
+                    found_rows: None,
                     transaction_mode: "",
                     query_timeout: 0,
                     vitess: &[],

@@ -1076,6 +1076,9 @@ pub struct SessionValues<'a> {
     pub last_insert_id: u64,
     /// What `ROW_COUNT()` returns for this client.
     pub row_count: i64,
+    /// What `FOUND_ROWS()` returns, when the gate counted it (after a
+    /// `SELECT SQL_CALC_FOUND_ROWS` over shards); None: the tablet's.
+    pub found_rows: Option<u64>,
     /// What `@@transaction_mode` returns: the session's (vtgate's names).
     pub transaction_mode: &'static str,
     /// What `@@query_timeout` returns: the session's, in milliseconds.
@@ -1109,6 +1112,7 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
         || lower_has("schema")
         || lower_has("last_insert_id")
         || lower_has("row_count")
+        || (vals.found_rows.is_some() && lower_has("found_rows"))
         || (sql.contains("@@")
             && (lower_has("@@socket")
                 || lower_has("transaction_mode")
@@ -1139,6 +1143,8 @@ pub fn rewrite_session_values(sql: &str, vals: &SessionValues<'_>) -> Option<Str
             (vals.last_insert_id.to_string(), i + 2)
         } else if is_call("row_count") {
             (vals.row_count.to_string(), i + 2)
+        } else if let Some(n) = vals.found_rows.filter(|_| is_call("found_rows")) {
+            (n.to_string(), i + 2)
         } else if t.kind == TokenKind::Variable && t.text(sql).eq_ignore_ascii_case("@@socket") {
             ("NULL".to_string(), i)
         } else if t.kind == TokenKind::Variable
@@ -2460,6 +2466,7 @@ mod tests {
             database: None,
             last_insert_id: 0,
             row_count: 0,
+            found_rows: None,
             transaction_mode: "MULTI",
             query_timeout: 0,
             vitess: &set,
@@ -3101,6 +3108,7 @@ mod tests {
             database: Some("commerce"),
             last_insert_id: 42,
             row_count: -1,
+            found_rows: None,
             transaction_mode: "SINGLE",
             query_timeout: 0,
             vitess: &[],
