@@ -170,10 +170,10 @@ async fn malformed_packets_get_errors_never_a_crash() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_is_1045() {
-    let dir = temp_dir("auth");
-    let file = dir.join("auth.json");
+/// A gate of its own with `static` users: alice (password `s3cret`) and
+/// bob (`secret`, as its mysql_native_password hash); its MySQL port.
+async fn static_auth_gate() -> u16 {
+    let file = temp_dir("auth").join("auth.json");
     std::fs::write(
         &file,
         r#"{"alice": [{"Password": "s3cret", "UserData": "alice"}],
@@ -187,6 +187,12 @@ async fn wrong_password_is_1045() {
         file.display().to_string(),
     ])
     .await;
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_1045() {
+    let port = static_auth_gate().await;
     let opts = |user: &str, pass: &str| {
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
@@ -240,21 +246,7 @@ async fn wrong_password_is_1045() {
 /// end of the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_user_resets_the_session_and_logs_the_new_user_in() {
-    let dir = temp_dir("chuser");
-    let file = dir.join("auth.json");
-    std::fs::write(
-        &file,
-        r#"{"alice": [{"Password": "s3cret"}],
-            "bob": {"MysqlNativePassword": "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"}}"#,
-    )
-    .unwrap();
-    let (port, _) = spawn_shardgate(&[
-        "--mysql-auth-server-impl".into(),
-        "static".into(),
-        "--mysql-auth-server-static-file".into(),
-        file.display().to_string(),
-    ])
-    .await;
+    let port = static_auth_gate().await;
     let mut setup = connect(Some("commerce")).await;
     setup
         .query_drop("create table if not exists chu_t (id int primary key)")

@@ -1768,6 +1768,15 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
         .await;
         end_implicit(vc, opened, done).await?
     };
+    write_answer(done, returned, sink)
+}
+
+/// A write's answer: the rows its `RETURNING` gave, or its OK.
+fn write_answer<S: RowSink>(
+    done: QueryDone,
+    returned: Option<ShardResult>,
+    sink: &mut S,
+) -> Result<(), Error> {
     match returned {
         Some(r) => {
             sink.columns(&r.columns)?;
@@ -1951,16 +1960,7 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     if done.last_insert_id > 0 {
         vc.set_last_insert_id(done.last_insert_id);
     }
-    match returned {
-        Some(r) => {
-            sink.columns(&r.columns)?;
-            for row in &r.rows {
-                sink.row(row)?;
-            }
-            sink.end_rows(done.warnings)
-        }
-        None => sink.ok(done),
-    }
+    write_answer(done, returned, sink)
 }
 
 /// Runs an INSERT, each row on its shard, after its lookup rows; its OK,
