@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages shardgate's cluster and tests need, if missing.
+# Installs the Debian packages shardgate's cluster and tests need, if
+# missing. With --drivers (as scripts/test.sh runs it), also the
+# applications' drivers and ORMs tests/drivers.rs runs; a local cluster
+# (scripts/quickstart.sh) needs none of them.
 set -euo pipefail
+
+drivers=0
+[ "${1:-}" = "--drivers" ] && drivers=1
 
 need=()
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
@@ -20,6 +26,7 @@ command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 # with PyMySQL, SQLAlchemy, Django and mysqlclient, Ruby with ActiveRecord
 # and the mysql2 gem, MariaDB Connector/J with a JDK to run it, and
 # Node.js with npm for mysql2.
+driver_packages() {
 php -r 'exit(extension_loaded("pdo_mysql") && extension_loaded("mysqli") ? 0 : 1);' >/dev/null 2>&1 || need+=(php-cli php-mysql)
 /usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
 /usr/bin/python3 -c 'import sqlalchemy' >/dev/null 2>&1 || need+=(python3-sqlalchemy)
@@ -29,10 +36,13 @@ ruby -e 'require "active_record"; require "mysql2"' >/dev/null 2>&1 || need+=(ru
 [ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+}
+[ "$drivers" = 1 ] && driver_packages
 
 # mysql2, Sequelize and TypeORM for the Node.js driver tests, at the
 # versions package-lock.json names.
 node_modules() {
+  [ "$drivers" = 1 ] || return 0
   local dir
   dir="$(cd "$(dirname "$0")/.." && pwd)/tests/drivers"
   local m missing=0
@@ -46,7 +56,7 @@ node_modules() {
 }
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl haproxy and the drivers' packages"
+  echo "[deps] all present: mariadb-server mariadb-client etcd-server protobuf-compiler libprotobuf-dev sysbench openssl haproxy$([ "$drivers" = 1 ] && echo " and the drivers' packages")"
   node_modules
   exit 0
 fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+scripts/install-deps.sh --drivers
 echo "[test] cargo fmt --check"
 cargo fmt --check
 echo "[test] cargo clippy"
