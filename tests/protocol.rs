@@ -170,6 +170,17 @@ async fn malformed_packets_get_errors_never_a_crash() {
     );
 }
 
+/// Logging in to `port` as `user` with `pass`, on `commerce`.
+fn login(port: u16, user: &str, pass: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(pass))
+        .db_name(Some("commerce"))
+        .prefer_socket(false)
+}
+
 /// A gate of its own with `static` users: alice (password `s3cret`) and
 /// bob (`secret`, as its mysql_native_password hash); its MySQL port.
 async fn static_auth_gate() -> u16 {
@@ -193,32 +204,25 @@ async fn static_auth_gate() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_1045() {
     let port = static_auth_gate().await;
-    let opts = |user: &str, pass: &str| {
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some(user))
-            .pass(Some(pass))
-            .db_name(Some("commerce"))
-            .prefer_socket(false)
-    };
-    let e = mysql_async::Conn::new(opts("alice", "wrong"))
+    let e = mysql_async::Conn::new(login(port, "alice", "wrong"))
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), Some(1045), "{e}");
     assert!(e.to_string().contains("alice"), "{e}");
-    let e = mysql_async::Conn::new(opts("mallory", "s3cret"))
+    let e = mysql_async::Conn::new(login(port, "mallory", "s3cret"))
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), Some(1045));
-    let mut ok = mysql_async::Conn::new(opts("alice", "s3cret"))
+    let mut ok = mysql_async::Conn::new(login(port, "alice", "s3cret"))
         .await
         .unwrap();
     assert_eq!(
         rows(&mut ok, "select 1").await,
         vec![vec![Some("1".into())]]
     );
-    let mut ok = mysql_async::Conn::new(opts("bob", "secret")).await.unwrap();
+    let mut ok = mysql_async::Conn::new(login(port, "bob", "secret"))
+        .await
+        .unwrap();
     assert_eq!(
         rows(&mut ok, "select 2").await,
         vec![vec![Some("2".into())]]
@@ -253,13 +257,7 @@ async fn change_user_resets_the_session_and_logs_the_new_user_in() {
         .await
         .unwrap();
     setup.query_drop("delete from chu_t").await.unwrap();
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("alice"))
-        .pass(Some("s3cret"))
-        .db_name(Some("commerce"))
-        .prefer_socket(false);
+    let opts = login(port, "alice", "s3cret");
     let mut conn = mysql_async::Conn::new(opts.clone()).await.unwrap();
     conn.query_drop("set @v = 5").await.unwrap();
     conn.query_drop("begin").await.unwrap();
@@ -916,16 +914,7 @@ async fn static_auth_file_changes_reach_new_connections() {
     let dir = temp_dir("auth-reload");
     let file = dir.join("auth.json");
     let users = |pw: &str| format!(r#"{{"carol": [{{"Password": "{pw}"}}]}}"#);
-    let login = |port: u16, pw: &str| {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some("carol"))
-            .pass(Some(pw.to_string()))
-            .db_name(Some("commerce"))
-            .prefer_socket(false);
-        mysql_async::Conn::new(opts)
-    };
+    let carol = |port: u16, pw: &str| mysql_async::Conn::new(login(port, "carol", pw));
     for reload in ["interval", "sighup"] {
         std::fs::write(&file, users("first")).unwrap();
         let mut args = vec![
@@ -938,12 +927,12 @@ async fn static_auth_file_changes_reach_new_connections() {
             args.extend(["--mysql_auth_static_reload_interval".into(), "100ms".into()]);
         }
         let (port, web, pid) = spawn_shardgate_pid(&args).await;
-        let mut before = login(port, "first").await.unwrap();
+        let mut before = carol(port, "first").await.unwrap();
         std::fs::write(&file, users("second")).unwrap();
         if reload == "sighup" {
             // Without the signal nothing is read again.
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            assert!(login(port, "first").await.is_ok(), "{reload}");
+            assert!(carol(port, "first").await.is_ok(), "{reload}");
             unsafe { libc::kill(pid, libc::SIGHUP) };
         }
         let changed = eventually(10, || async move {
@@ -951,9 +940,9 @@ async fn static_auth_file_changes_reach_new_connections() {
         })
         .await;
         assert!(changed.is_some(), "{reload}: the file was not read again");
-        let e = login(port, "first").await.unwrap_err();
+        let e = carol(port, "first").await.unwrap_err();
         assert_eq!(err_code(&e), Some(1045), "{reload}: {e}");
-        let mut after = login(port, "second").await.unwrap();
+        let mut after = carol(port, "second").await.unwrap();
         assert_eq!(
             rows(&mut after, "select 1").await,
             vec![vec![Some("1".into())]]
@@ -968,7 +957,7 @@ async fn static_auth_file_changes_reach_new_connections() {
             unsafe { libc::kill(pid, libc::SIGHUP) };
         }
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        assert!(login(port, "second").await.is_ok(), "{reload}");
+        assert!(carol(port, "second").await.is_ok(), "{reload}");
         assert_eq!(debug_var_at(web, "AuthReloads").await, 1, "{reload}");
     }
 }
@@ -1001,14 +990,9 @@ async fn a_vtgate_command_line_in_go_syntax_starts_shardgate() {
     );
     let args: Vec<String> = line.split_whitespace().map(String::from).collect();
     let (port, _) = spawn_shardgate(&args).await;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("dave"))
-        .pass(Some("pw"))
-        .db_name(Some("commerce"))
-        .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let mut conn = mysql_async::Conn::new(login(port, "dave", "pw"))
+        .await
+        .unwrap();
     assert_eq!(
         rows(&mut conn, "select @@workload").await,
         vec![vec![Some("OLAP".into())]]

@@ -1939,10 +1939,10 @@ async fn dml_done<V: VCursor + Send>(
         all_or_none(vc, &p.keyspace, queries).await?
     };
     let done = QueryDone::sum(results.iter().map(|r| &r.done));
-    let returned = results.iter().any(|r| !r.columns.is_empty()).then(|| {
-        let order: Vec<Vec<usize>> = results.iter().map(|_| Vec::new()).collect();
-        returned_in_order(&mut results, &order)
-    });
+    let returned = results
+        .iter()
+        .any(|r| !r.columns.is_empty())
+        .then(|| returned_in_order(&mut results, None));
     Ok((done, returned))
 }
 
@@ -2058,33 +2058,38 @@ async fn insert_done<V: VCursor + Send>(
     if results.len() == 1 {
         done.info = results[0].done.info.clone();
     }
-    let returned = p.returning.then(|| returned_in_order(&mut results, &order));
+    let returned = p
+        .returning
+        .then(|| returned_in_order(&mut results, Some(&order)));
     Ok((done, returned))
 }
 
-/// The rows an INSERT ... RETURNING's shards returned, in the order of
-/// its VALUES (`order[i]`: where shard `i`'s rows stood), as one server
-/// returns them. Where a shard returned fewer rows than it was sent (an
-/// IGNORE that skipped some), no row can be placed: the shards' rows
-/// follow one another.
-fn returned_in_order(results: &mut [ShardResult], order: &[Vec<usize>]) -> ShardResult {
+/// The rows a write's shards returned (its `RETURNING`): with `order`
+/// (`order[i]`: where shard `i`'s rows stood in an INSERT's VALUES) in
+/// that order, as one server returns them; without it, or where a shard
+/// returned fewer rows than it was sent (an IGNORE that skipped some, so
+/// no row can be placed), the shards' rows follow one another.
+fn returned_in_order(results: &mut [ShardResult], order: Option<&[Vec<usize>]>) -> ShardResult {
     let columns = results
         .iter()
         .find(|r| !r.columns.is_empty())
         .map(|r| r.columns.clone())
         .unwrap_or_default();
-    let whole = results
-        .iter()
-        .zip(order)
-        .all(|(r, at)| r.rows.len() == at.len());
+    let order = order.filter(|order| {
+        results
+            .iter()
+            .zip(order.iter())
+            .all(|(r, at)| r.rows.len() == at.len())
+    });
     let mut rows: Vec<(usize, Vec<Value>)> = Vec::new();
-    for (k, (r, at)) in results.iter_mut().zip(order).enumerate() {
+    for (k, r) in results.iter_mut().enumerate() {
+        let at = order.map(|o| &o[k]);
         let taken = std::mem::take(&mut r.rows);
         rows.extend(
             taken
                 .into_iter()
                 .enumerate()
-                .map(|(i, row)| (if whole { at[i] } else { k }, row)),
+                .map(|(i, row)| (at.map_or(k, |at| at[i]), row)),
         );
     }
     // Stable: rows of one shard keep their order where none is placed.
@@ -2852,12 +2857,15 @@ mod tests {
         let ids = |r: &ShardResult| -> Vec<Value> { r.rows.iter().map(|r| r[0].clone()).collect() };
         // VALUES (10), (11), (12), (13): rows 0 and 3 on one shard, 1 and 2 on the other.
         let order = vec![vec![0, 3], vec![1, 2]];
-        let r = returned_in_order(&mut [shard(&[10, 13]), shard(&[11, 12])], &order);
+        let r = returned_in_order(&mut [shard(&[10, 13]), shard(&[11, 12])], Some(&order));
         assert_eq!(ids(&r), [10, 11, 12, 13].map(Value::UInt));
         assert_eq!(r.columns.len(), 1);
         // A shard that skipped a row (IGNORE): shard after shard.
-        let r = returned_in_order(&mut [shard(&[13]), shard(&[11, 12])], &order);
+        let r = returned_in_order(&mut [shard(&[13]), shard(&[11, 12])], Some(&order));
         assert_eq!(ids(&r), [13, 11, 12].map(Value::UInt));
+        // A DELETE's: shard after shard.
+        let r = returned_in_order(&mut [shard(&[13, 10]), shard(&[11])], None);
+        assert_eq!(ids(&r), [13, 10, 11].map(Value::UInt));
     }
 
     #[tokio::test]

@@ -767,25 +767,39 @@ async fn handshake(
         wire.push_err(&e.to_mysql());
         return Ok(false);
     }
+    let db = resp.db_name().unwrap_or_default();
+    if let Err(e) = log_in(ctx, session, user, resp.collation(), db) {
+        wire.push_err(&e.to_mysql());
+        return Ok(false);
+    }
+    wire.push(&packets::ok(0, 0, session.status().bits(), 0, ""));
+    wire.flush().await?;
+    Ok(true)
+}
+
+/// Starts the session as `user` once a login succeeded (the handshake's
+/// or COM_CHANGE_USER's): the flags' defaults, the character set the
+/// client asked for (`collation`) and its database (empty: none).
+fn log_in(
+    ctx: &ServerCtx,
+    session: &mut Session,
+    user: String,
+    collation: u8,
+    db: &[u8],
+) -> Result<(), Error> {
     session.user = user;
     // A session that names no database reads where the flag says too.
     session.read_type = Session::default_read_type(ctx, "");
     session.take_server_defaults(ctx);
     // A setting like any other: the session's connections are brought to
     // it, and its reads share the connections that carry it.
-    if let Some(charset) = charset_setting(resp.collation()) {
+    if let Some(charset) = charset_setting(collation) {
         session.shards.add_setting(charset);
     }
-    if let Some(db) = resp.db_name().filter(|d| !d.is_empty()) {
-        let db = String::from_utf8_lossy(db).into_owned();
-        if let Err(e) = session.use_target(ctx, &db) {
-            wire.push_err(&e.to_mysql());
-            return Ok(false);
-        }
+    if !db.is_empty() {
+        session.use_target(ctx, &String::from_utf8_lossy(db))?;
     }
-    wire.push(&packets::ok(0, 0, session.status().bits(), 0, ""));
-    wire.flush().await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Whether a client's first answer is an SSL request: CLIENT_SSL among its
@@ -864,13 +878,13 @@ mod cmd {
     pub const STATISTICS: u8 = 0x09;
     pub const PROCESS_KILL: u8 = 0x0c;
     pub const PING: u8 = 0x0e;
+    pub const CHANGE_USER: u8 = 0x11;
     pub const STMT_PREPARE: u8 = 0x16;
     pub const STMT_EXECUTE: u8 = 0x17;
     pub const STMT_SEND_LONG_DATA: u8 = 0x18;
     pub const STMT_CLOSE: u8 = 0x19;
     pub const STMT_RESET: u8 = 0x1a;
     pub const SET_OPTION: u8 = 0x1b;
-    pub const CHANGE_USER: u8 = 0x11;
     pub const RESET_CONNECTION: u8 = 0x1f;
 }
 
@@ -1155,18 +1169,11 @@ async fn change_user(
         wire.push_err(&e.to_mysql());
         return Ok(false);
     }
-    session.user = user;
     session.target = Default::default();
-    session.read_type = Session::default_read_type(ctx, "");
-    if let Some(charset) = req.collation.and_then(|c| charset_setting(c as u8)) {
-        session.shards.add_setting(charset);
-    }
-    if !req.db.is_empty() {
-        let db = String::from_utf8_lossy(req.db).into_owned();
-        if let Err(e) = session.use_target(ctx, &db) {
-            wire.push_err(&e.to_mysql());
-            return Ok(false);
-        }
+    let collation = req.collation.map_or(0, |c| c as u8);
+    if let Err(e) = log_in(ctx, session, user, collation, req.db) {
+        wire.push_err(&e.to_mysql());
+        return Ok(false);
     }
     wire.push(&packets::ok(0, 0, session.status().bits(), 0, ""));
     Ok(true)

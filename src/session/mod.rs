@@ -376,23 +376,18 @@ impl Session {
             true => None,
             false => {
                 let snap = ctx.snapshot.load();
-                sql::system_schema_names(sql, self.target.keyspace.as_deref(), |n| {
-                    database_of(&snap, n)
+                let ks = self.target.keyspace.as_deref();
+                sql::system_schema_names(sql, ks, |n| database_of(&snap, n)).map(|named| {
+                    let names = snap.keyspaces.keys();
+                    let names = names.filter_map(|k| Some((database_of(&snap, k)?, k.clone())));
+                    (named, names.collect::<Vec<_>>())
                 })
             }
         };
-        if let Some((ks, rewritten)) = named {
+        if let Some(((ks, rewritten), names)) = named {
             let routed = match ks {
                 Some(ks) => self.qualified_target(ks),
                 None => self.target.clone(),
-            };
-            let names = {
-                let snap = ctx.snapshot.load();
-                let names = snap
-                    .keyspaces
-                    .keys()
-                    .filter_map(|k| Some((database_of(&snap, k)?, k.clone())));
-                names.collect::<Vec<_>>()
             };
             let mut answer = crate::engine::Gather::new(ctx.max_memory_rows);
             self.renaming_schemas = true;
