@@ -293,7 +293,9 @@ impl Error {
             Error::Sql(SqlError::TransactionModeInTransaction) => {
                 MysqlError::new(1568, "25001", self.to_string())
             }
-            Error::Sql(SqlError::BadKill(_)) => MysqlError::new(1064, "42000", self.to_string()),
+            Error::Sql(SqlError::BadKill(_) | SqlError::BadBegin(_)) => {
+                MysqlError::new(1064, "42000", self.to_string())
+            }
             Error::Sql(SqlError::BadQueryTimeout(_)) => {
                 MysqlError::new(1231, "42000", self.to_string())
             }

@@ -33,7 +33,7 @@ struct Driver {
     also_dropped: &'static [&'static str],
 }
 
-const DRIVERS: [Driver; 8] = [
+const DRIVERS: [Driver; 9] = [
     Driver {
         name: "drv_php",
         made_here: true,
@@ -113,6 +113,19 @@ const DRIVERS: [Driver; 8] = [
         ],
         tables: &["drv_to_players", "drv_to_teams"],
         also_dropped: &[],
+    },
+    // Go's database/sql, sqlx and GORM, whose AutoMigrate makes its users
+    // and orders (orders on their user's shard). Soft-deleted users hold
+    // the time they were deleted: not compared.
+    Driver {
+        name: "drv_go",
+        made_here: true,
+        vschema: &[
+            ("drv_go_users", "id", "hash", true),
+            ("drv_go_orders", "user_id", "hash", true),
+        ],
+        tables: &["drv_go", "drv_go_orders"],
+        also_dropped: &["drv_go_users"],
     },
 ];
 
@@ -196,6 +209,8 @@ fn command(t: &str) -> (String, Vec<String>) {
         "drv_rb" => ("ruby".into(), vec![script("active_record.rb")]),
         "drv_sq" => ("node".into(), vec![script("sequelize.js")]),
         "drv_to" => ("node".into(), vec![script("typeorm.js")]),
+        // Debian's Go and its packaged libraries, without modules.
+        "drv_go" => ("go".into(), vec!["run".into(), script("gosql.go")]),
         "drv_java" => (
             "java".into(),
             vec![
@@ -215,6 +230,12 @@ fn run(t: &str, port: u16) -> Vec<String> {
     args.extend([port.to_string(), "customer".into(), t.into()]);
     let out = Command::new(&program)
         .args(&args)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env(
+            "GOCACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache"),
+        )
         .output()
         .unwrap_or_else(|e| {
             panic!("{program}: {e} (scripts/install-deps.sh installs the drivers)")

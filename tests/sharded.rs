@@ -51,6 +51,7 @@ const VSCHEMA: &str = r#"{
     "kq": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "ptgt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "txs": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "ro_txs": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "serial_ro": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "loops_t": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "killt": {"column_vindexes": [{"column": "id", "name": "hash"}]},
@@ -238,6 +239,11 @@ fn queries(r: &mut Rng, max_id: i64) -> Vec<Case> {
         ));
         q.push(case(
             format!("select count(*) + 1, max(k) - min(k), sum(amount) * 2 from dt where k < {x}"),
+            true,
+        ));
+        // Of DOUBLEs (exact in binary, so any order of adding agrees).
+        q.push(case(
+            format!("select avg(k * 1e0), sum(k * 0.25e0), min(k * 0.5e0) from dt where k < {x}"),
             true,
         ));
     }
@@ -497,6 +503,54 @@ async fn transactions_span_shards_on_one_connection_each() {
     // The session keeps working with its setting after the transaction.
     assert_eq!(count(&mut a, "txs").await, 7);
     a.query_drop("delete from txs").await.unwrap();
+}
+
+/// `START TRANSACTION READ ONLY` begins a read-only transaction on every
+/// shard it reaches (Go's `BeginTx` with `ReadOnly`): reads run, a write
+/// fails as MariaDB fails it (1792) on whichever shard it reaches, and the
+/// transaction goes on. Other characteristics reach the tablets too; an
+/// unknown one is a syntax error, and the session stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_refuses_writes_on_every_shard() {
+    apply_test_vschema().await;
+    let mut c = connect(Some("customer")).await;
+    c.query_drop("create table if not exists ro_txs (id bigint primary key, v int)")
+        .await
+        .unwrap();
+    c.query_drop("delete from ro_txs").await.unwrap();
+    c.query_drop("insert into ro_txs (id, v) values (1, 1), (2, 2), (3, 3), (4, 4)")
+        .await
+        .unwrap();
+    for write in [
+        "update ro_txs set v = 0 where id = 1",
+        "update ro_txs set v = 0",
+        "insert into ro_txs (id, v) values (9, 9)",
+    ] {
+        c.query_drop("start transaction read only").await.unwrap();
+        assert_eq!(count(&mut c, "ro_txs").await, 4);
+        let e = c.query_drop(write).await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1792), "{write}: {e}");
+        let sum: Option<i64> = c.query_first("select sum(v) from ro_txs").await.unwrap();
+        assert_eq!(sum, Some(10), "{write}");
+        c.query_drop("commit").await.unwrap();
+    }
+    // The next transaction writes as usual.
+    c.query_drop("start transaction with consistent snapshot, read write")
+        .await
+        .unwrap();
+    c.query_drop("update ro_txs set v = v + 1").await.unwrap();
+    c.query_drop("commit").await.unwrap();
+    c.query_drop("begin").await.unwrap();
+    c.query_drop("update ro_txs set v = v + 1").await.unwrap();
+    c.query_drop("commit").await.unwrap();
+    let sum: Option<i64> = c.query_first("select sum(v) from ro_txs").await.unwrap();
+    assert_eq!(sum, Some(18));
+    let e = c
+        .query_drop("start transaction read only read write")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1064), "{e}");
+    assert_eq!(count(&mut c, "ro_txs").await, 4);
 }
 
 /// `--worker-threads 3`: clients are dealt to three event loops in turn,

@@ -2623,6 +2623,35 @@ async fn show_tables_from_a_keyspace() {
             Some("BASE TABLE".to_string())
         ]]
     );
+    // ORMs ask by the column's name (GORM: `SHOW TABLES FROM db WHERE
+    // Tables_in_db = ?`), and of a table's columns and indexes by
+    // `FROM t FROM db`: the tablet knows both by its database's name.
+    for (db, sql) in [
+        (
+            "customer",
+            "show tables from customer where `Tables_in_customer` = 'corder'",
+        ),
+        (
+            "commerce",
+            "show full tables where Tables_in_commerce like 'prod%'",
+        ),
+    ] {
+        let mut conn = connect(Some(db)).await;
+        let listed = rows(&mut conn, sql).await;
+        assert_eq!(listed.len(), 1, "{sql}: {listed:?}");
+    }
+    let columns = rows(
+        &mut anon,
+        "show columns from corder from customer where Field = 'order_id'",
+    )
+    .await;
+    assert_eq!(columns.len(), 1, "{columns:?}");
+    let indexes = rows(
+        &mut on_customer,
+        "show indexes from `product` in `commerce` where Key_name = 'PRIMARY'",
+    )
+    .await;
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
     let e = anon.query_drop("show tables from nope").await.unwrap_err();
     assert_eq!(err_code(&e), Some(1049), "{e}");
     let one: Option<i32> = anon.query_first("select 1").await.unwrap();

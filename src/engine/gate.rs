@@ -79,6 +79,13 @@ impl Val {
     fn from_text(b: Option<&[u8]>, col: Option<&Column>) -> Val {
         let Some(b) = b else { return Val::Null };
         match col {
+            // A DOUBLE's text is read as one: what is computed from it
+            // (an AVG, a sum of shards' sums) is a DOUBLE, as MariaDB
+            // computes it, not a DECIMAL of the digits shown.
+            Some(c) if is_float(c) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .map_or_else(|| Val::parse_num(b), Val::Float),
             Some(c) if is_numeric(c.column_type()) => match Val::parse_num(b) {
                 Val::Int(i)
                     if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL && c.decimals() > 0 =>
@@ -1566,6 +1573,12 @@ mod tests {
         );
         assert_eq!(div(&Val::Int(1), &Val::Int(0)), Val::Null);
         assert_eq!(add(&Val::Dec(5, 1), &Val::Int(2)).to_cell(), b("2.5"));
+        // A DOUBLE column's average is a DOUBLE: no scale of its own.
+        let double = col(ColumnType::MYSQL_TYPE_DOUBLE, 31);
+        let sum = Val::from_cell(&b("50.25"), Some(&double));
+        assert_eq!(div(&sum, &Val::Int(2)).to_cell(), b("25.125"));
+        let parts = add_cells(&b("0.1"), &b("0.2"), &double);
+        assert_eq!(parts, b("0.30000000000000004"));
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct ShardConns {
     /// parts are XA transactions named by it, see [`twopc`]); taken when
     /// its first part begins.
     dtid: Option<String>,
+    /// The open transaction's `START TRANSACTION READ ONLY` (or other
+    /// characteristics), what begins its part on each tablet instead of
+    /// `BEGIN`.
+    pub begin_as: Option<String>,
     /// SET statements to replay on every connection the session uses
     /// (changed only with `settings_key`, by [`Self::add_setting`]).
     settings: Vec<String>,
@@ -753,9 +757,10 @@ impl ShardConns {
         {
             self.dtid = Some(ctx.twopc.next_dtid());
         }
-        match &self.dtid {
-            Some(dtid) => format!("XA START {}", twopc::xid(dtid, tablet)).into(),
-            None => "BEGIN".into(),
+        match (&self.dtid, &self.begin_as) {
+            (Some(dtid), _) => format!("XA START {}", twopc::xid(dtid, tablet)).into(),
+            (None, Some(begin)) => begin.clone().into(),
+            (None, None) => "BEGIN".into(),
         }
     }
 
@@ -893,6 +898,7 @@ impl ShardConns {
             .filter(|h| h.handle.conn.is_idle())
             .collect();
         self.in_txn = false;
+        self.begin_as = None;
         self.watch = None;
         self.txn_tablets.clear();
         self.savepoints.clear();
@@ -1052,6 +1058,7 @@ impl ShardConns {
         self.in_txn = false;
         self.txn_wrote = false;
         self.dtid = None;
+        self.begin_as = None;
         self.txn_tablets.clear();
     }
 }
@@ -2041,6 +2048,11 @@ impl Executor<'_> {
         }
         self.state
             .note_statement(|| writes_nowhere.unwrap_or_else(|| crate::sql::writes_nowhere(sql)));
+        // A SHOW's WHERE may name the column as the client sees it.
+        let tablet_names = rename_db_columns
+            .then(|| crate::sql::tables_in_renamed(sql, keyspace, &tablet.db_name))
+            .flatten();
+        let sql = tablet_names.as_deref().unwrap_or(sql);
         let renamed = |t: &Tablet| {
             rename_db_columns.then(|| Rename {
                 from: format!("Tables_in_{}", t.db_name),

@@ -349,9 +349,10 @@ impl Session {
         }
         let stmt = sql::classify(sql)?;
         ddl_allowed(ctx, &stmt)?;
-        // `SHOW TABLES FROM ks`: that keyspace's tablet lists its own.
+        // `SHOW TABLES FROM ks`, `SHOW COLUMNS FROM t FROM ks`: that
+        // keyspace's tablet answers for its own database.
         if stmt == Statement::Query(QueryKind::Show) {
-            if let Some((db, stripped)) = sql::show_tables_from(sql) {
+            if let Some((db, stripped)) = sql::show_from_database(sql) {
                 if ctx.snapshot.load().keyspaces.contains_key(&db) {
                     let routed = self.qualified_target(db);
                     return self.execute_as(ctx, routed, &stripped, false, sink).await;
@@ -398,10 +399,12 @@ impl Session {
         }
         match stmt {
             Statement::Begin => {
+                let begin_as = sql::begin_characteristics(sql)?;
                 if self.shards.in_txn {
                     self.shards.finish_txn(ctx, true).await?;
                 }
                 self.shards.in_txn = true;
+                self.shards.begin_as = begin_as;
                 sink.ok(QueryDone::default())
             }
             Statement::Savepoint(sp) => {

@@ -52,6 +52,9 @@ pub enum SqlError {
     /// `SET transaction_mode` inside a transaction.
     #[error("Transaction characteristics can't be changed while a transaction is in progress")]
     TransactionModeInTransaction,
+    /// `START TRANSACTION` with something other than its characteristics.
+    #[error("You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near '{0}'")]
+    BadBegin(String),
     /// A `LOAD DATA` the gate does not read (see [`load`]).
     #[error("unsupported: LOAD DATA: {0}")]
     LoadData(String),
@@ -651,25 +654,102 @@ fn kill(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
     Ok(Statement::Kill { connection, id })
 }
 
-/// `SHOW [FULL] TABLES {FROM | IN} db ...`: the database named, and the
-/// statement without its FROM (a keyspace's tablet lists its own
-/// database's tables, under the keyspace's name, as vtgate shows them).
-pub fn show_tables_from(sql: &str) -> Option<(String, String)> {
+/// What begins a transaction's part on each tablet: `None` for plain
+/// `BEGIN` (or `START TRANSACTION`), or `START TRANSACTION` with the
+/// characteristics the client gave (`READ ONLY`, `READ WRITE`, `WITH
+/// CONSISTENT SNAPSHOT`), which the tablets must honour: a read-only
+/// transaction's writes fail there (1792) as they would on one server.
+pub fn begin_characteristics(sql: &str) -> Result<Option<String>, SqlError> {
     let toks = tokenize(sql);
     let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    let end = match toks.last() {
+        Some(t) if t.kind == TokenKind::Semicolon => toks.len() - 1,
+        _ => toks.len(),
+    };
+    if !(w(0, "start") && w(1, "transaction")) || end == 2 {
+        return Ok(None);
+    }
+    let mut kept = Vec::new();
+    let mut at = 2;
+    while at < end {
+        let piece = if w(at, "read") && w(at + 1, "only") {
+            "READ ONLY"
+        } else if w(at, "read") && w(at + 1, "write") {
+            "READ WRITE"
+        } else if w(at, "with") && w(at + 1, "consistent") && w(at + 2, "snapshot") {
+            "WITH CONSISTENT SNAPSHOT"
+        } else {
+            return Err(SqlError::BadBegin(sql[toks[at].start..].to_string()));
+        };
+        kept.push(piece);
+        at += if piece.starts_with("WITH") { 3 } else { 2 };
+        if at < end && toks[at].kind != TokenKind::Punct(b',') || at + 1 == end {
+            return Err(SqlError::BadBegin(sql[toks[at].start..].to_string()));
+        }
+        at += 1;
+    }
+    Ok(Some(format!("START TRANSACTION {}", kept.join(", "))))
+}
+
+/// A SHOW that names its database with `FROM db` (`SHOW [FULL] TABLES
+/// FROM db`, `SHOW TABLE STATUS FROM db`, `SHOW TRIGGERS FROM db`, `SHOW
+/// {COLUMNS | INDEX | KEYS ...} FROM t FROM db`): the database named, and
+/// the statement without its `FROM db`. A keyspace's tablet answers for
+/// its own database, under the keyspace's name, as vtgate shows them
+/// (ORMs ask `SHOW INDEXES FROM t FROM db WHERE ...` of their database).
+pub fn show_from_database(sql: &str) -> Option<(String, String)> {
+    let toks = tokenize(sql);
+    let w = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_word(sql, kw));
+    let from = |i: usize| w(i, "from") || w(i, "in");
     if !w(0, "show") {
         return None;
     }
-    let at = if w(1, "full") { 2 } else { 1 };
-    if !w(at, "tables") || !(w(at + 1, "from") || w(at + 1, "in")) {
+    let mut at = 1;
+    while w(at, "full") || w(at, "extended") {
+        at += 1;
+    }
+    let from_at = if w(at, "tables") || w(at, "triggers") || w(at, "events") {
+        at + 1
+    } else if w(at, "table") && w(at + 1, "status") {
+        at + 2
+    } else if ["columns", "fields", "index", "indexes", "keys"]
+        .iter()
+        .any(|kw| w(at, kw))
+        && from(at + 1)
+    {
+        at + 3
+    } else {
+        return None;
+    };
+    if !from(from_at) {
         return None;
     }
-    let name = toks.get(at + 2)?;
+    let name = toks.get(from_at + 1)?;
     if !matches!(name.kind, TokenKind::Word | TokenKind::Ident) {
         return None;
     }
-    let stripped = format!("{}{}", &sql[..toks[at + 1].start], &sql[name.end..]);
+    let stripped = format!("{}{}", &sql[..toks[from_at].start], &sql[name.end..]);
     Some((unquote(name.text(sql)).to_string(), stripped))
+}
+
+/// `SHOW TABLES ... WHERE Tables_in_ks = ...` with the tablet's column
+/// name, `Tables_in_{db}`, for each `Tables_in_{keyspace}` it names
+/// (ORMs ask whether a table exists this way); `None` when it names none.
+/// The answer's column is renamed back to the keyspace's on the way up.
+pub fn tables_in_renamed(sql: &str, keyspace: &str, db: &str) -> Option<String> {
+    let column = format!("Tables_in_{keyspace}");
+    let mut out = String::new();
+    let mut copied = 0;
+    for t in tokenize(sql) {
+        let named = matches!(t.kind, TokenKind::Word | TokenKind::Ident)
+            && unquote(t.text(sql)).eq_ignore_ascii_case(&column);
+        if named {
+            out.push_str(&sql[copied..t.start]);
+            out.push_str(&quote_ident(&format!("Tables_in_{db}")));
+            copied = t.end;
+        }
+    }
+    (copied > 0).then(|| out + &sql[copied..])
 }
 
 /// What a statement's `/*vt+ ... */` comment asks of the gate, as vtgate
@@ -2254,17 +2334,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn show_tables_from_names_its_database() {
+    fn show_from_database_names_its_database() {
+        let named = |sql: &str| show_from_database(sql);
+        let pair = |db: &str, sql: &str| Some((db.to_string(), sql.to_string()));
         assert_eq!(
-            show_tables_from("show tables from `customer` like 'c%'"),
-            Some(("customer".into(), "show tables  like 'c%'".into()))
+            named("show tables from `customer` like 'c%'"),
+            pair("customer", "show tables  like 'c%'")
         );
         assert_eq!(
-            show_tables_from("SHOW FULL TABLES IN commerce"),
-            Some(("commerce".into(), "SHOW FULL TABLES ".into()))
+            named("SHOW FULL TABLES IN commerce"),
+            pair("commerce", "SHOW FULL TABLES ")
         );
-        assert_eq!(show_tables_from("show tables"), None);
-        assert_eq!(show_tables_from("show columns from t"), None);
+        assert_eq!(
+            named("SHOW INDEXES FROM `t` FROM `customer` WHERE Key_name = ?"),
+            pair("customer", "SHOW INDEXES FROM `t`  WHERE Key_name = ?")
+        );
+        assert_eq!(
+            named("show full columns in t in c like 'a%'"),
+            pair("c", "show full columns in t  like 'a%'")
+        );
+        assert_eq!(
+            named("show table status from c where name = 't'"),
+            pair("c", "show table status  where name = 't'")
+        );
+        assert_eq!(named("show tables"), None);
+        assert_eq!(named("show columns from t"), None);
+        assert_eq!(named("show create table t"), None);
+        assert_eq!(named("show index from t where key_name = 'from'"), None);
+        assert_eq!(
+            tables_in_renamed(
+                "SHOW TABLES WHERE `Tables_in_customer` = 'a' OR tables_in_CUSTOMER LIKE 'Tables_in_customer'",
+                "customer",
+                "vt_customer"
+            )
+            .as_deref(),
+            Some(
+                "SHOW TABLES WHERE `Tables_in_vt_customer` = 'a' OR `Tables_in_vt_customer` LIKE 'Tables_in_customer'"
+            )
+        );
+        assert_eq!(tables_in_renamed("show tables like 'x'", "c", "vt_c"), None);
     }
 
     #[test]
@@ -2669,6 +2777,31 @@ mod tests {
         );
         assert_eq!(turn("select a from t for update", true), None);
         assert_eq!(turn("select 'for share' from t", true), None);
+    }
+
+    #[test]
+    fn a_transactions_characteristics_go_to_its_tablets() {
+        let begun = |sql: &str| begin_characteristics(sql).map_err(|e| e.to_string());
+        assert_eq!(begun("begin"), Ok(None));
+        assert_eq!(begun("START TRANSACTION;"), Ok(None));
+        assert_eq!(
+            begun("start transaction read only"),
+            Ok(Some("START TRANSACTION READ ONLY".into()))
+        );
+        assert_eq!(
+            begun("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE;"),
+            Ok(Some(
+                "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE".into()
+            ))
+        );
+        for bad in [
+            "start transaction read",
+            "start transaction read only,",
+            "start transaction read only read write",
+            "start transaction isolation level serializable",
+        ] {
+            assert!(begun(bad).is_err_and(|e| e.contains("SQL syntax")), "{bad}");
+        }
     }
 
     #[test]
