@@ -24,8 +24,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 # Applications' drivers (tests/drivers.rs): PHP's mysqlnd, Debian's Python
 # with PyMySQL, SQLAlchemy, Django and mysqlclient, Ruby with ActiveRecord
-# and the mysql2 gem, MariaDB Connector/J with a JDK to run it, and
-# Node.js with npm for mysql2.
+# and the mysql2 gem, MariaDB Connector/J with a JDK to run it, Node.js
+# with npm for mysql2, and Go with Debian's go-sql-driver, sqlx and GORM
+# (built without modules from /usr/share/gocode).
 driver_packages() {
 php -r 'exit(extension_loaded("pdo_mysql") && extension_loaded("mysqli") ? 0 : 1);' >/dev/null 2>&1 || need+=(php-cli php-mysql)
 /usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
@@ -36,6 +37,12 @@ ruby -e 'require "active_record"; require "mysql2"' >/dev/null 2>&1 || need+=(ru
 [ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+local lib
+for lib in go-sql-driver/mysql:golang-github-go-sql-driver-mysql-dev \
+  jmoiron/sqlx:golang-github-jmoiron-sqlx-dev jinzhu/gorm:golang-github-jinzhu-gorm-dev; do
+  [ -d "/usr/share/gocode/src/github.com/${lib%%:*}" ] || need+=("${lib##*:}")
+done
 }
 [ "$drivers" = 1 ] && driver_packages
 
