@@ -80,9 +80,24 @@ const VSCHEMA: &str = r#"{
     "wa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "wb": {"column_vindexes": [{"column": "a", "name": "hash"}]},
     "tree": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "ret": {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    "ret": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
+    "qr": {"type": "reference"}
   }
 }"#;
+
+#[path = "sharded/random.rs"]
+mod random;
+
+/// Random SELECTs (see [`random`]) answer as one MariaDB answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_selects_answer_as_one_mariadb() {
+    let (mut oracle, _) = start_oracle("oracle").await;
+    apply_test_vschema().await;
+    let mut sg = connect(Some("customer")).await;
+    random::answer_as_one_mariadb(&mut sg, &mut oracle).await;
+}
 
 /// A small deterministic generator (no dependency needed).
 struct Rng(u64);

@@ -731,6 +731,7 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
     let mut header: Option<Vec<Column>> = None;
     let mut gathered: Vec<Vec<Value>> = Vec::new();
     let mut out = Vec::with_capacity(p.output.len());
+    let mut lone_row: Option<Vec<Value>> = None;
     for row in &lhs.rows {
         if left == 0 {
             break;
@@ -760,7 +761,16 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         if p.single && rhs.rows.len() > 1 {
             return Err(Error::SubqueryRows);
         }
-        let lone = [vec![Value::NULL; rhs.columns.len()]];
+        // The lone row's right columns, asked for at the first left row
+        // without a match (the same for all: they read no left column).
+        if let (Some(l), true, None) = (&p.lone, rhs.rows.is_empty(), &lone_row) {
+            let mut one = Gather::new(1);
+            Box::pin(run_side(&l.0, &l.1, binds, tt, snap, vc, &mut one)).await?;
+            lone_row = one.rows.into_iter().next();
+        }
+        let lone = [lone_row
+            .clone()
+            .unwrap_or_else(|| vec![Value::NULL; rhs.columns.len()])];
         let matches: &[Vec<Value>] = match p.semi {
             // A semi-join's left row comes out alone, or not at all.
             Some(keep_matched) if rhs.rows.is_empty() == keep_matched => &[],

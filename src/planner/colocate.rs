@@ -214,6 +214,15 @@ fn add_joined(ks: &Keyspace, twj: &ast::TableWithJoins, w: &mut Walk) -> Result<
         };
         w.kept_everywhere |=
             !kept.is_empty() && kept.iter().all(reference) && !optional.iter().all(reference);
+        let nulled = match join.join_operator {
+            JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => left_end..w.tables.len(),
+            JoinOperator::Right(_) | JoinOperator::RightOuter(_) => start..left_end,
+            JoinOperator::FullOuter(_) => start..w.tables.len(),
+            _ => 0..0,
+        };
+        for t in &mut w.tables[nulled] {
+            t.nullable = true;
+        }
         w.outer_join |= !matches!(
             join.join_operator,
             JoinOperator::Join(_)

@@ -73,6 +73,12 @@ pub struct JoinPlan {
     /// `WHERE right.col IS NULL`, which keeps the left rows without a
     /// match), checked after the join.
     pub right_nulls: Vec<usize>,
+    /// What a LEFT JOIN's lone left row has for the right side's columns
+    /// when one of them is an expression that is not NULL over NULL
+    /// columns (`COALESCE(b.x, 0)`, `CASE WHEN b.x > 1 ...`): the right
+    /// side's select list over no row, run once on one shard (see
+    /// [`lone_query`]). None: every right column is NULL there.
+    pub lone: Option<Box<(super::Plan, String)>>,
     /// LIMIT over the joined rows.
     pub limit: Option<Operand>,
     /// OFFSET over the joined rows.
@@ -324,6 +330,13 @@ pub(super) fn plan(
         output.push(JoinColumn::Rest(right, usize::MAX));
         Ok(())
     };
+    let right_names: Vec<&str> = side_names
+        .iter()
+        .filter(|(_, right)| *right)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    // A right column a LEFT JOIN's lone row cannot leave NULL.
+    let mut lone_needed = false;
     for item in &projection {
         let (e, alias) = match item {
             SelectItem::UnnamedExpr(e) => (e, None),
@@ -366,6 +379,7 @@ pub(super) fn plan(
                 lhs_items.push(item.to_string());
             }
             (false, true) => {
+                lone_needed |= left.is_some() && !null_when(e, &right_names);
                 output.push(JoinColumn::One(true, rhs_items.len()));
                 rhs_items.push(item.to_string());
             }
@@ -394,11 +408,6 @@ pub(super) fn plan(
         .unwrap_or_default();
     let from_where = where_conjuncts.iter().map(|c| (c, true));
     let (mut right_nulls, mut inner_after) = (Vec::new(), false);
-    let right_names: Vec<&str> = side_names
-        .iter()
-        .filter(|(_, right)| *right)
-        .map(|(n, _)| n.as_str())
-        .collect();
     for (c, in_where) in from_where.chain(inner_on.iter().map(|c| (c, false))) {
         match reach(c, &side_names)? {
             (_, false) => lhs_where.push(conjunct(c, c.to_string())),
@@ -506,6 +515,27 @@ pub(super) fn plan(
             _ => None,
         }
     };
+    let outer = left.is_some() && !inner_after;
+    let lone = match outer && lone_needed {
+        true => {
+            let from: Vec<&str> = sides
+                .iter()
+                .filter(|s| s.right)
+                .map(|s| s.text.as_str())
+                .collect();
+            let there = match other(true) {
+                Some(k) => Some(k),
+                None if sides.iter().any(|s| s.right && s.info.keyspace.is_some()) => {
+                    return Err(refuse(
+                        "with a computed column of a LEFT JOIN's right side across keyspaces",
+                    ))
+                }
+                None => None,
+            };
+            Some(Box::new(lone_query(&rhs_items, &from, there, ks, snap)?))
+        }
+        false => None,
+    };
     let (rhs, rhs_sql) = match other(true) {
         Some(k) => plan_elsewhere(&rhs_sql, &k, snap)?,
         None => (plan_right(&rhs_sql, ks, snap)?, rhs_sql),
@@ -526,10 +556,11 @@ pub(super) fn plan(
         vars: var_columns,
         first_var,
         output,
-        outer: left.is_some() && !inner_after,
+        outer,
         semi: None,
         single: false,
         right_nulls,
+        lone,
         limit,
         offset,
         gate,
@@ -790,6 +821,7 @@ pub(super) fn plan_semi(
         semi: value.is_none().then_some(keep_matched),
         single: value.is_some(),
         right_nulls: Vec::new(),
+        lone: None,
         limit,
         offset,
         gate,
@@ -808,6 +840,49 @@ pub(super) fn plan_there(
         Some(other) => plan_elsewhere(&text, other, snap),
         None => Ok((super::sharded::plan(&text, ks, snap)?, text)),
     }
+}
+
+/// The right side's select list over no row of its tables, which MariaDB
+/// evaluates as a LEFT JOIN's unmatched row has it (its columns NULL, a
+/// `COALESCE` or `CASE` over them not): `SELECT items FROM (SELECT 1)
+/// AS sg_lone LEFT JOIN (tables) ON 1 = 0`. It reads no rows, so one shard
+/// of the tables' keyspace (`there`, else this one) answers it.
+fn lone_query(
+    items: &[String],
+    from: &[&str],
+    there: Option<String>,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<(super::Plan, String), PlanError> {
+    let sql = format!(
+        "SELECT {} FROM (SELECT 1) AS sg_lone LEFT JOIN ({}) ON 1 = 0",
+        items.join(", "),
+        from.join(", ")
+    );
+    let (ks, sql) = match &there {
+        Some(k) => {
+            let other = snap
+                .keyspaces
+                .get(k)
+                .ok_or_else(|| PlanError::UnknownKeyspace(k.clone()))?;
+            let stripped = crate::sql::keyspace_qualifier(&sql, |n| n == k)
+                .map(|(_, s)| s)
+                .unwrap_or(sql);
+            (other, stripped)
+        }
+        None => (ks, sql),
+    };
+    let shard = ks
+        .shards
+        .first()
+        .ok_or_else(|| unsupported(format!("keyspace {} has no shards", ks.name)))?;
+    let route = super::Route {
+        keyspace: ks.name.clone(),
+        shard: shard.name.clone(),
+        tablet_type: crate::sql::TabletType::Primary,
+        rename_db_columns: false,
+    };
+    Ok((super::Plan::Route(route), sql))
 }
 
 /// The right side: one route, else (its tables on several) a nested loop.

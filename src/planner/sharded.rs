@@ -475,6 +475,10 @@ pub(super) struct TableInfo {
     /// Every column in table order, as the schema tracker learned them
     /// (empty: not known): what a `*` stands for.
     columns: Vec<String>,
+    /// An outer join may give it a row of NULLs (the right table of a
+    /// LEFT JOIN): its vindex column's NULLs come from any shard, so
+    /// grouping or partitioning by it does not keep a group on one.
+    pub(super) nullable: bool,
 }
 
 impl TableInfo {
@@ -497,6 +501,7 @@ impl TableInfo {
             auto_inc: None,
             declared: Vec::new(),
             columns: Vec::new(),
+            nullable: false,
         }
     }
 
@@ -575,6 +580,7 @@ pub(super) fn table_info(
             return Ok(TableInfo {
                 declared: Vec::new(),
                 columns: Vec::new(),
+                nullable: false,
                 name: table,
                 alias,
                 kind: String::new(),
@@ -618,6 +624,7 @@ pub(super) fn table_info(
     };
     Ok(TableInfo {
         declared: declared_columns(ks, &table, t),
+        nullable: false,
         columns: ks
             .learned
             .get(&table)
@@ -2507,9 +2514,10 @@ fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: boo
         !row_level
             && partition.iter().any(|e| {
                 tables.iter().any(|t| {
-                    t.vindex
-                        .as_ref()
-                        .is_some_and(|(col, _)| is_column(e, col, t))
+                    !t.nullable
+                        && t.vindex
+                            .as_ref()
+                            .is_some_and(|(col, _)| is_column(e, col, t))
                 })
             })
     };
@@ -2534,6 +2542,7 @@ fn whole_groups(group: &[Expr], tables: &[TableInfo]) -> bool {
     group.iter().any(|g| {
         tables.iter().any(|t| {
             t.kind.is_empty()
+                && !t.nullable
                 && t.vindex.as_ref().is_some_and(|(col, func)| {
                     is_column(g, col, t)
                         && (t.declared(g) == Some(Declared::Number)
