@@ -1008,7 +1008,7 @@ fn output_column(
     cols: &[Column],
     sample: Option<&Val>,
 ) -> Column {
-    let name = crate::sql::normalize::substitute_binds(name, binds);
+    let name = crate::sql::normalize::column_name(name, binds);
     match e {
         GateExpr::Col(c) => cols[*c].clone().with_name(name.as_bytes()),
         GateExpr::Avg { sum, .. } => {

@@ -1072,7 +1072,10 @@ impl Rounds<'_> {
         while !last.is_empty() && rounds < MAX_RECURSIVE_ITERATIONS {
             all.extend(last.iter().cloned());
             rounds += 1;
-            let text = crate::planner::pullout::fill(self.step, &[constants_of(&names, &last)]);
+            let text = crate::planner::pullout::fill(
+                self.step,
+                &[constants_of(&names, &seed.columns, &last)],
+            );
             let sql = substitute_binds(&text, self.binds);
             let mut found = Gather::new(self.cap);
             Box::pin(run_statement(
@@ -1093,7 +1096,7 @@ impl Rounds<'_> {
             }
         }
         all.extend(last);
-        Ok(constants_of(&names, &all))
+        Ok(constants_of(&names, &seed.columns, &all))
     }
 
     /// A round's rows as SQL values, under their own columns' types;
@@ -1192,7 +1195,39 @@ fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
                 .collect()
         })
         .collect();
-    constants_of(&constant_names(cols), &rendered)
+    constants_of(&constant_names(cols), cols, &rendered)
+}
+
+/// A NULL that keeps its column's type where the type decides what
+/// MariaDB computes from it (a column of NULLs alone is untyped, and
+/// `AVG(COALESCE(c, 0))` over it a DOUBLE instead of a DECIMAL): numbers
+/// and times. Strings stay plain NULLs (a cast would name a collation).
+fn typed_null(col: &Column) -> String {
+    use mysql_common::constants::{ColumnFlags, ColumnType as T};
+    let d = col.decimals().min(6);
+    let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+    let cast = match col.column_type() {
+        T::MYSQL_TYPE_TINY
+        | T::MYSQL_TYPE_SHORT
+        | T::MYSQL_TYPE_INT24
+        | T::MYSQL_TYPE_LONG
+        | T::MYSQL_TYPE_LONGLONG
+        | T::MYSQL_TYPE_YEAR => match unsigned {
+            true => "UNSIGNED".to_string(),
+            false => "SIGNED".to_string(),
+        },
+        T::MYSQL_TYPE_NEWDECIMAL | T::MYSQL_TYPE_DECIMAL => {
+            format!("DECIMAL(65, {})", col.decimals().min(30))
+        }
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => "DOUBLE".to_string(),
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => "DATE".to_string(),
+        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_DATETIME2 => {
+            format!("DATETIME({d})")
+        }
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => format!("TIME({d})"),
+        _ => return "NULL".into(),
+    };
+    format!("CAST(NULL AS {cast})")
 }
 
 /// The names of a table of constants' columns: a derived table's columns
@@ -1210,16 +1245,34 @@ fn constant_names(cols: &[Column]) -> Vec<String> {
     names
 }
 
-/// [`constants`] of rows already written as SQL values.
-fn constants_of(names: &[String], rows: &[Vec<String>]) -> String {
+/// A table of constants' first value of column `col` (written `v`), of
+/// the column's type where a literal would not have it: a NULL (see
+/// [`typed_null`]), a DOUBLE (its digits would be a DECIMAL), a DECIMAL
+/// without decimals (a SUM of integers: its digits would be a BIGINT).
+/// The first row's types suffice: a UNION's columns take their types from
+/// all its rows.
+fn typed_first(col: &Column, v: &str) -> String {
+    use mysql_common::constants::ColumnType as T;
+    match col.column_type() {
+        _ if v == "NULL" => typed_null(col),
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => format!("CAST({v} AS DOUBLE)"),
+        T::MYSQL_TYPE_NEWDECIMAL if col.decimals() == 0 => format!("CAST({v} AS DECIMAL(65, 0))"),
+        _ => v.to_string(),
+    }
+}
+
+/// [`constants`] of rows already written as SQL values, the first row's
+/// typed by `cols` ([`typed_first`]).
+fn constants_of(names: &[String], cols: &[Column], rows: &[Vec<String>]) -> String {
     let named: Vec<String> = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let v = rows
-                .first()
-                .and_then(|r| r.get(i))
-                .map_or("NULL", String::as_str);
+            let v = rows.first().and_then(|r| r.get(i));
+            let v = match cols.get(i) {
+                Some(col) => typed_first(col, v.map_or("NULL", String::as_str)),
+                None => v.cloned().unwrap_or_else(|| "NULL".into()),
+            };
             format!("{v} AS `{}`", name.replace('`', "``"))
         })
         .collect();
@@ -1350,8 +1403,11 @@ fn join_columns(p: &JoinPlan, lhs: &[Column], rhs: &[Column]) -> Result<Vec<Colu
 /// NO_BACKSLASH_ESCAPES reads strings).
 fn join_var(col: &Column, v: &Value, nbe: bool) -> Bind {
     use mysql_common::constants::ColumnType as T;
+    // A NULL keeps its column's type: the right side's expressions over
+    // it are typed by it (`NULL * 2 + b.k` would be a DOUBLE, and the
+    // first left row's answer names the output's types).
     let Value::Bytes(b) = v else {
-        return Bind::written("NULL", Value::NULL);
+        return Bind::written(&typed_null(col), Value::NULL);
     };
     let text = String::from_utf8_lossy(b);
     let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);

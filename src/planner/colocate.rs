@@ -376,6 +376,7 @@ fn groups_apart(s: &ast::Select, q: &ast::Query, tables: &[TableInfo]) -> bool {
         && keys.iter().any(|k| {
             tables.iter().any(|t| {
                 t.kind != "reference"
+                    && !t.nullable
                     && t.vindex
                         .as_ref()
                         .is_some_and(|(col, _)| is_column(k, col, t))
@@ -594,7 +595,13 @@ fn exposed_vindex(
     tables: &[TableInfo],
     alias: &ast::TableAlias,
 ) -> Option<(String, Func)> {
-    let sharded = || tables.iter().filter(|t| t.kind != "reference");
+    // A column an outer join may leave NULL is NULL on every shard: the
+    // derived table's rows are not apart by it.
+    let sharded = || {
+        tables
+            .iter()
+            .filter(|t| t.kind != "reference" && !t.nullable)
+    };
     for (pos, item) in s.projection.iter().enumerate() {
         let (e, named) = match item {
             ast::SelectItem::UnnamedExpr(e) => (e, None),

@@ -139,7 +139,10 @@ fn gate(g: &Gate) -> Value {
             "output".into(),
             json!(out
                 .iter()
-                .map(|(e, n)| format!("{} as {n}", gate_expr(e)))
+                .map(|(e, n)| {
+                    let n = crate::sql::normalize::column_name(n, &[]);
+                    format!("{} as {n}", gate_expr(e))
+                })
                 .collect::<Vec<_>>()),
         );
     }

@@ -992,7 +992,8 @@ fn plan_statement(
     snap: &Snapshot,
     find_first: bool,
 ) -> Result<super::Plan, PlanError> {
-    let stmt = parse(template)?;
+    let mut stmt = parse(template)?;
+    name_as_written(template, &mut stmt);
     let write = matches!(stmt, Statement::Update(_) | Statement::Delete(_));
     let planned = match plan_parsed(template, &stmt, ks, snap) {
         // An UPDATE or DELETE whose subqueries read another keyspace, or
@@ -1039,6 +1040,45 @@ fn plan_statement(
             }
         }
         planned => planned,
+    }
+}
+
+/// Names a SELECT's computed columns as MariaDB names them, by the text
+/// the client wrote (`count(distinct x)`, `case when ... end`): an alias
+/// of that text (its placeholders filled when the statement is sent, see
+/// [`crate::sql::normalize::template_name`]). Without it, the shards would
+/// name them by the planner's rendering of the statement
+/// (`count(DISTINCT x)`), and a client reading columns by name would not
+/// find them. Columns and literals are named alike either way.
+fn name_as_written(template: &str, stmt: &mut Statement) {
+    let Statement::Query(q) = stmt else { return };
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return;
+    };
+    let computed = |e: &Expr| {
+        !matches!(
+            e,
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_)
+        )
+    };
+    let unnamed = |p: &SelectItem| matches!(p, SelectItem::UnnamedExpr(e) if computed(e));
+    if !sel.projection.iter().any(unnamed) {
+        return;
+    }
+    let Some(written) = crate::sql::select_items(template) else {
+        return;
+    };
+    if written.len() != sel.projection.len() {
+        return;
+    }
+    for (item, text) in sel.projection.iter_mut().zip(written) {
+        if let SelectItem::UnnamedExpr(e) = item {
+            if computed(e) && e.to_string() != text {
+                let alias = ast::Ident::with_quote('`', crate::sql::normalize::template_name(text));
+                let expr = std::mem::replace(e, Expr::Value(ast::Value::Null.into()));
+                *item = SelectItem::ExprWithAlias { expr, alias };
+            }
+        }
     }
 }
 

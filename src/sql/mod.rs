@@ -654,6 +654,78 @@ fn kill(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
     Ok(Statement::Kill { connection, id })
 }
 
+/// The items of a statement's outermost select list, each as written
+/// (the text between its commas, alias included), for naming the columns
+/// computed from them as MariaDB names them: by the client's own text,
+/// not a rendering of it. None when the statement does not start with a
+/// SELECT (or a WITH before one) or its list cannot be found.
+pub fn select_items(sql: &str) -> Option<Vec<&str>> {
+    const MODIFIERS: [&str; 10] = [
+        "all",
+        "distinct",
+        "distinctrow",
+        "high_priority",
+        "straight_join",
+        "sql_small_result",
+        "sql_big_result",
+        "sql_buffer_result",
+        "sql_no_cache",
+        "sql_calc_found_rows",
+    ];
+    const ENDS: [&str; 11] = [
+        "from", "into", "where", "group", "having", "window", "order", "limit", "for", "lock",
+        "union",
+    ];
+    let toks = tokenize(sql);
+    let mut depth = 0usize;
+    let mut start = None;
+    for (i, t) in toks.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            _ if depth == 0 && t.is_word(sql, "select") => {
+                start = Some(i + 1);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut at = start?;
+    while toks
+        .get(at)
+        .is_some_and(|t| MODIFIERS.iter().any(|m| t.is_word(sql, m)))
+    {
+        at += 1;
+    }
+    let mut items = Vec::new();
+    let mut first = at;
+    let mut end = toks.len();
+    for (i, t) in toks.iter().enumerate().skip(at) {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth = depth.checked_sub(1)?,
+            TokenKind::Punct(b',') if depth == 0 => {
+                items.push(&sql[toks.get(first)?.start..toks[i.checked_sub(1)?].end]);
+                first = i + 1;
+            }
+            TokenKind::Semicolon if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ if depth == 0 && ENDS.iter().any(|w| t.is_word(sql, w)) => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    if first >= end {
+        return None;
+    }
+    items.push(&sql[toks[first].start..toks[end - 1].end]);
+    Some(items)
+}
+
 /// What begins a transaction's part on each tablet: `None` for plain
 /// `BEGIN` (or `START TRANSACTION`), or `START TRANSACTION` with the
 /// characteristics the client gave (`READ ONLY`, `READ WRITE`, `WITH
@@ -2777,6 +2849,21 @@ mod tests {
         );
         assert_eq!(turn("select a from t for update", true), None);
         assert_eq!(turn("select 'for share' from t", true), None);
+    }
+
+    #[test]
+    fn select_items_are_taken_as_written() {
+        assert_eq!(
+            select_items("select distinct count(distinct a,b), case when x > :v1 then 'a,b' end c, f(1, (2)) from t where y = 1"),
+            Some(vec!["count(distinct a,b)", "case when x > :v1 then 'a,b' end c", "f(1, (2))"])
+        );
+        assert_eq!(
+            select_items("with w as (select 1 from u) select a+1 ,b from w"),
+            Some(vec!["a+1", "b"])
+        );
+        assert_eq!(select_items("select 1"), Some(vec!["1"]));
+        assert_eq!(select_items("update t set a = 1"), None);
+        assert_eq!(select_items("select from t"), None);
     }
 
     #[test]

@@ -492,6 +492,13 @@ pub fn template_name(text: &str) -> String {
     }
 }
 
+/// A column name the gate gives a column it computes: a marked name
+/// ([`template_name`]) with its placeholders filled and the mark dropped;
+/// any other with its placeholders filled.
+pub fn column_name(name: &str, binds: &[Bind]) -> String {
+    substitute_binds(name.strip_prefix(NAME_MARK).unwrap_or(name), binds)
+}
+
 /// Whether the hole at `start` is a marked name.
 fn is_name(sql: &str, start: usize) -> bool {
     sql[start..].starts_with('`') && sql[start + 1..].starts_with(NAME_MARK)

@@ -115,7 +115,7 @@ fn data(r: &mut Rng) -> [String; 3] {
         .collect();
     let qr: Vec<String> = (-3i64..9)
         .map(|k| {
-            let label = maybe(r, |r| format!("'l{}'", k.rem_euclid(4)));
+            let label = maybe(r, |_| format!("'l{}'", k.rem_euclid(4)));
             format!("({k}, {label})")
         })
         .collect();
@@ -138,7 +138,7 @@ fn from(r: &mut Rng) -> (String, Vec<Col>) {
     let qb = || cols("b", "qb");
     let qr = || cols("r", "qr");
     let both = |x: Vec<Col>, y: Vec<Col>| x.into_iter().chain(y).collect::<Vec<_>>();
-    let shape = r.below(13);
+    let shape = r.below(19);
     let n = r.below(15);
     match shape {
         0 | 1 => ("qa a".into(), qa()),
@@ -168,10 +168,34 @@ fn from(r: &mut Rng) -> (String, Vec<Col>) {
             "qb b left join qa a on a.id = b.a_id".into(),
             both(qb(), qa()),
         ),
-        _ => (
+        12 => (
             "qa a join (select a_id, max(qty) as mq from qb group by a_id) m on m.a_id = a.id"
                 .into(),
             both(qa(), cols("m", "m")),
+        ),
+        13 => (
+            "qa a left join qb b on a.id = b.a_id left join qr r on r.k = b.k".into(),
+            both(both(qa(), qb()), qr()),
+        ),
+        14 => (
+            format!("qb b join qa a on a.k = b.k left join qr r on r.k = a.g and r.k < {n}"),
+            both(both(qb(), qa()), qr()),
+        ),
+        15 => ("qr r join qb b on b.k = r.k".into(), both(qr(), qb())),
+        16 => (
+            format!(
+                "(select id, k, g, name, amt from qa order by id limit {}) a join qb b on b.a_id = a.id",
+                5 + n * 3
+            ),
+            both(qa(), qb()),
+        ),
+        17 => (
+            "qa a left join qb b on b.a_id = a.id and b.k = a.k".into(),
+            both(qa(), qb()),
+        ),
+        _ => (
+            "qa a join qb b on b.qty = a.g left join qr r on r.label = b.tag".into(),
+            both(both(qa(), qb()), qr()),
         ),
     }
 }
@@ -244,9 +268,23 @@ fn predicate(r: &mut Rng, cols: &[Col], depth: u32) -> String {
     }
 }
 
-/// A select-list item over one column.
-fn item(r: &mut Rng, c: &Col) -> String {
-    match (r.below(6), c.num) {
+/// A select-list item over one column (or two, or a subquery).
+fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
+    let other = r.pick(cols).clone();
+    let has_a = cols.iter().any(|c| c.name.starts_with("a."));
+    match (r.below(12), c.num) {
+        (6, true) if other.num => format!("{} * 2 + {}", c.name, other.name),
+        (6, _) => format!("if({} is null, {}, {})", c.name, other.name, c.name),
+        (7, true) => format!("round({} / 3, 2)", c.name),
+        (7, false) => format!("length({})", c.name),
+        (8, _) => format!("ifnull({}, {})", c.name, literal(r, c)),
+        (9, _) if has_a => format!(
+            "(select count(*) from qb b3 where b3.a_id = a.id and b3.qty > {})",
+            r.below(21)
+        ),
+        (10, _) => format!("{} = {}", c.name, other.name),
+        (11, true) => format!("greatest({}, {})", c.name, literal(r, c)),
+        (11, false) => format!("lower({})", c.name),
         (0, true) => format!("{} + 1", c.name),
         (1, true) => format!("coalesce({}, -1)", c.name),
         (2, true) => format!(
@@ -265,7 +303,11 @@ fn aggregate(r: &mut Rng, cols: &[Col]) -> String {
     let c = r.pick(cols).clone();
     let num: Vec<Col> = cols.iter().filter(|c| c.num).cloned().collect();
     let x = r.pick(&num).clone();
-    match r.below(11) {
+    match r.below(15) {
+        11 => format!("sum({} * 2)", x.name),
+        12 => format!("group_concat({0} order by {0})", c.name),
+        13 => format!("count(distinct {}, {})", c.name, x.name),
+        14 => format!("avg(coalesce({}, 0))", x.name),
         0 => "count(*)".into(),
         1 => format!("count({})", c.name),
         2 => format!("sum({})", x.name),
@@ -323,7 +365,14 @@ fn statement(r: &mut Rng) -> (String, bool) {
             let names: Vec<&str> = groups.iter().map(|c| c.name.as_str()).collect();
             sql.push_str(&format!(" group by {}", names.join(", ")));
             if r.chance(30) {
-                sql.push_str(&format!(" having count(*) > {}", r.below(4)));
+                let num: Vec<&Col> = cols.iter().filter(|c| c.num).collect();
+                let x = r.pick(&num).name.clone();
+                let having = match r.below(3) {
+                    0 => format!("count(*) > {}", r.below(4)),
+                    1 => format!("sum({x}) > {}", r.below(30)),
+                    _ => format!("max({x}) is not null and min({x}) < {}", r.below(8)),
+                };
+                sql.push_str(&format!(" having {having}"));
             }
         }
     } else {
@@ -331,7 +380,7 @@ fn statement(r: &mut Rng) -> (String, bool) {
         let items: Vec<String> = (0..1 + r.below(4))
             .map(|_| {
                 let c = r.pick(&cols).clone();
-                item(r, &c)
+                item(r, &c, &cols)
             })
             .collect();
         width = items.len();
@@ -365,10 +414,38 @@ fn union(r: &mut Rng) -> (String, bool) {
     (sql, ordered)
 }
 
+/// A statement's column names and rows (as [`cells_by`] reads them).
+async fn answer(
+    conn: &mut Conn,
+    sql: &str,
+    prepared: bool,
+) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+    let named = |cols: Option<std::sync::Arc<[mysql_async::Column]>>| -> Vec<String> {
+        let cols = cols.unwrap_or_else(|| Vec::new().into());
+        cols.iter().map(|c| c.name_str().into_owned()).collect()
+    };
+    let failed = |e: mysql_async::Error| format!("{sql}: {e}");
+    let names = match prepared {
+        true => {
+            let result = conn.exec_iter(sql, ()).await.map_err(failed)?;
+            let names = named(result.columns());
+            result.drop_result().await.map_err(failed)?;
+            names
+        }
+        false => {
+            let result = conn.query_iter(sql).await.map_err(failed)?;
+            let names = named(result.columns());
+            result.drop_result().await.map_err(failed)?;
+            names
+        }
+    };
+    Ok((names, cells_by(conn, sql, prepared).await?))
+}
+
 /// What the gate and the oracle answered for one statement.
 enum Outcome {
     Same,
-    Refused,
+    Refused(String),
     Failed(String),
 }
 
@@ -379,16 +456,18 @@ async fn judge(
     ordered: bool,
     prepared: bool,
 ) -> Outcome {
-    let expected = match cells_by(oracle, sql, prepared).await {
-        Ok(rows) => rows,
+    let (names, mut expected) = match answer(oracle, sql, prepared).await {
+        Ok(a) => a,
         Err(e) => return Outcome::Failed(format!("the oracle refused it: {e}")),
     };
-    let mut got = match cells_by(sg, sql, prepared).await {
-        Ok(rows) => rows,
-        Err(e) if e.contains("1235") => return Outcome::Refused,
+    let (got_names, mut got) = match answer(sg, sql, prepared).await {
+        Ok(a) => a,
+        Err(e) if e.contains("1235") => return Outcome::Refused(e),
         Err(e) => return Outcome::Failed(format!("shardgate: {e}")),
     };
-    let mut expected = expected;
+    if got_names != names {
+        return Outcome::Failed(format!("columns {got_names:?}, the oracle's {names:?}"));
+    }
     if !ordered {
         got.sort();
         expected.sort();
@@ -432,12 +511,17 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     let mut r = Rng(env("SHARDGATE_RANDOM_SEED").unwrap_or(r.0));
     let total = env("SHARDGATE_RANDOM_STATEMENTS").unwrap_or(500);
     let (mut same, mut refused, mut failed) = (0, 0, Vec::new());
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for n in 0..total {
         let (sql, ordered) = statement(&mut r);
         let prepared = n % 4 == 3;
         match judge(sg, oracle, &sql, ordered, prepared).await {
             Outcome::Same => same += 1,
-            Outcome::Refused => refused += 1,
+            Outcome::Refused(why) => {
+                refused += 1;
+                let why = why.rsplit("unsupported: ").next().unwrap_or_default();
+                *reasons.entry(why.to_string()).or_insert(0) += 1;
+            }
             Outcome::Failed(why) => failed.push(format!(
                 "{sql}{}\n    {why}",
                 if prepared { " (prepared)" } else { "" }
@@ -448,6 +532,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         "random statements: {same} the same, {refused} refused, {} failed",
         failed.len()
     );
+    for (why, n) in &reasons {
+        eprintln!("  refused {n}: {why}");
+    }
     assert!(
         failed.is_empty(),
         "{} of {total} random statements:\n{}",
