@@ -495,7 +495,7 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         sg.query_drop(ddl).await.unwrap();
         oracle.query_drop(ddl).await.unwrap();
     }
-    let mut r = Rng(0x0ddb_a11_5eed_0042);
+    let mut r = Rng(0x00dd_ba11_5eed_0042);
     let [qa, qb, qr] = data(&mut r);
     for ins in [&qa, &qb] {
         sg.query_drop(ins).await.unwrap();
