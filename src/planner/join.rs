@@ -391,7 +391,7 @@ pub(super) fn plan(
                 // the client wrote it.
                 let name = alias
                     .map(|a| a.value.clone())
-                    .unwrap_or_else(|| e.to_string());
+                    .unwrap_or_else(|| super::sharded::item_name(e));
                 output.push(JoinColumn::One(true, rhs_items.len()));
                 rhs_items.push(format!("{} AS {}", vars.bind(e)?, quote_ident(&name)));
             }
