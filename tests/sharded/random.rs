@@ -234,7 +234,25 @@ fn predicate(r: &mut Rng, cols: &[Col], depth: u32) -> String {
         7 => format!("not ({})", predicate(r, cols, depth + 1)),
         8 if c.num => format!("{} + 1 > {}", c.name, literal(r, &c)),
         8 => format!("coalesce({}, 'zz') < 'n5'", c.name),
-        _ if has("a.") => match r.below(6) {
+        _ if has("a.") => match r.below(12) {
+            6 => format!(
+                "a.k not in (select b2.k from qb b2 where b2.qty < {})",
+                r.below(21)
+            ),
+            7 => format!(
+                "exists (select 1 from qb b2 where b2.k = a.k and b2.qty > {})",
+                r.below(21)
+            ),
+            8 => format!(
+                "not exists (select 1 from qb b2 where b2.k = a.g and b2.tag = 't{}')",
+                r.below(5)
+            ),
+            9 => format!(
+                "a.k in (select b2.k from qb b2 where b2.tag = 't{}')",
+                r.below(5)
+            ),
+            10 => format!("a.name = 'N{}'", r.below(10)),
+            11 => format!("a.g = (select max(b2.qty) from qb b2 where b2.a_id = a.id)"),
             0 => format!(
                 "a.id in (select b2.a_id from qb b2 where b2.qty > {})",
                 r.below(21)
@@ -347,6 +365,9 @@ fn statement(r: &mut Rng) -> (String, bool) {
     if r.chance(8) {
         return union(r);
     }
+    if r.chance(10) {
+        return special(r);
+    }
     let (from, cols) = from(r);
     let mut sql = String::from("select ");
     let grouped = r.chance(40);
@@ -393,6 +414,67 @@ fn statement(r: &mut Rng) -> (String, bool) {
     }
     let ordered = order(r, width, &mut sql);
     (sql, ordered)
+}
+
+/// Shapes the composition above does not make: aggregates over no rows,
+/// derived tables over a UNION or a LIMIT, a LIMIT ordered by a unique
+/// column not selected, windows within a shard's partition, uncorrelated
+/// scalar subqueries.
+fn special(r: &mut Rng) -> (String, bool) {
+    let n = r.below(20);
+    let k = r.below(12) as i64 - 3;
+    match r.below(8) {
+        0 => (
+            format!("select count(*), sum(a.k), max(a.name), avg(a.amt) from qa a where a.k > 100 + {n}"),
+            false,
+        ),
+        1 => (
+            format!(
+                "select u.k, count(*) from (select k from qa union all select k from qb where qty > {n}) u group by u.k order by 1"
+            ),
+            true,
+        ),
+        2 => (
+            format!(
+                "select count(*), sum(t.k), min(t.name) from (select id, k, name from qa order by id desc limit {}) t",
+                n + 1
+            ),
+            false,
+        ),
+        3 => (
+            format!(
+                "select a.name, a.k from qa a where a.k <> {k} order by a.id{} limit {}",
+                if r.chance(50) { " desc" } else { "" },
+                n + 1
+            ),
+            true,
+        ),
+        4 => (
+            "select a.id, b.id, row_number() over (partition by a.id order by b.id) from qa a join qb b on b.a_id = a.id"
+                .to_string(),
+            false,
+        ),
+        5 => (
+            format!(
+                "select a.id, (select max(b2.qty) from qb b2), a.k from qa a where a.g = {} order by 1",
+                n % 6
+            ),
+            true,
+        ),
+        6 => (
+            format!(
+                "select a.k, count(*) from qa a where a.id in (select b2.a_id from qb b2 where b2.k = {k}) group by a.k order by 1"
+            ),
+            true,
+        ),
+        _ => (
+            format!(
+                "select distinct b.tag from qb b where b.k in (select a2.k from qa a2 where a2.g = {}) order by 1",
+                n % 6
+            ),
+            true,
+        ),
+    }
 }
 
 /// Two SELECTs of one column each, of the same kind, joined by UNION.
