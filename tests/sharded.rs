@@ -83,7 +83,9 @@ const VSCHEMA: &str = r#"{
     "ret": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
     "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
-    "qr": {"type": "reference"}
+    "qr": {"type": "reference"},
+    "xa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+    "xb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]}
   }
 }"#;
 
@@ -97,6 +99,15 @@ async fn random_selects_answer_as_one_mariadb() {
     apply_test_vschema().await;
     let mut sg = connect(Some("customer")).await;
     random::answer_as_one_mariadb(&mut sg, &mut oracle).await;
+}
+
+/// Random writes (see [`random`]) leave what one MariaDB leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_writes_leave_what_one_mariadb_leaves() {
+    let (mut oracle, _) = start_oracle("oracle").await;
+    apply_test_vschema().await;
+    let mut sg = connect(Some("customer")).await;
+    random::writes_leave_what_one_mariadb_leaves(&mut sg, &mut oracle).await;
 }
 
 /// A small deterministic generator (no dependency needed).

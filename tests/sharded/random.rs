@@ -628,3 +628,194 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         "only {same} of {total} planned ({refused} refused)"
     );
 }
+
+/// The tables random writes change: `xa` sharded by id, `xb` by the `xa`
+/// row it names, both with the columns of `qa` and `qb`.
+const WRITTEN: [&str; 2] = [
+    "create table xa (id bigint not null primary key, k int, g int, name varchar(16), amt decimal(8,2))",
+    "create table xb (id bigint not null primary key, a_id bigint not null, k int, tag varchar(8), qty int)",
+];
+
+/// One random write over `xa` and `xb`: inserts (some of keys already
+/// there, some spanning shards), updates and deletes by key, by range,
+/// with ORDER BY and LIMIT, joined, and INSERT ... SELECT.
+fn write(r: &mut Rng) -> String {
+    let a = cols("a", "qa");
+    let id = r.below(200) + 1;
+    let rows = |r: &mut Rng, n: u64| -> String {
+        (0..n)
+            .map(|_| {
+                let id = r.below(200) + 1;
+                format!(
+                    "({id}, {}, {}, 'n{}', {}.{:02})",
+                    r.below(12) as i64 - 3,
+                    r.below(6),
+                    r.below(10),
+                    r.below(100) as i64 - 50,
+                    r.below(100)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let pred = |r: &mut Rng| {
+        let p = predicate(r, &a, 1);
+        p.replace("qa ", "xa ").replace("qb ", "xb ")
+    };
+    match r.below(14) {
+        0 | 1 => {
+            let n = 1 + r.below(4);
+            format!("insert into xa (id, k, g, name, amt) values {}", rows(r, n))
+        }
+        2 => {
+            let n = 1 + r.below(4);
+            format!("insert ignore into xa (id, k, g, name, amt) values {}", rows(r, n))
+        }
+        3 => {
+            let n = 1 + r.below(3);
+            format!(
+                "insert into xa (id, k, g, name, amt) values {} on duplicate key update k = k + 1, name = values(name)",
+                rows(r, n)
+            )
+        }
+        4 => {
+            let n = 1 + r.below(3);
+            format!("replace into xa (id, k, g, name, amt) values {}", rows(r, n))
+        }
+        5 => format!("update xa a set a.k = a.k + 1, a.name = 'u{}' where a.id = {id}", r.below(10)),
+        6 => format!("update xa a set a.g = coalesce(a.g, 0) + 1 where {}", pred(r)),
+        7 => format!("delete a from xa a where {}", pred(r)),
+        8 => format!(
+            "update xa set amt = amt + 1 where k > {} order by id limit {}",
+            r.below(12) as i64 - 3,
+            1 + r.below(5)
+        ),
+        9 => format!(
+            "delete from xa where g = {} order by id desc limit {}",
+            r.below(6),
+            1 + r.below(3)
+        ),
+        10 => format!(
+            "insert into xb (id, a_id, k, tag, qty) select id + {}, id, k, name, g from xa where g = {} and id < 100",
+            1000 + r.below(5) * 200,
+            r.below(6)
+        ),
+        11 => format!(
+            "update xb b join xa a on a.id = b.a_id set b.qty = a.g where a.k = {}",
+            r.below(12) as i64 - 3
+        ),
+        12 => format!(
+            "delete b from xb b join xa a on a.k = b.k where a.g = {}",
+            r.below(6)
+        ),
+        _ => format!("delete from xb where a_id = {id} or qty = {}", r.below(6)),
+    }
+}
+
+/// Each table's rows by id, as text.
+async fn contents(conn: &mut Conn) -> Vec<Vec<Vec<Option<String>>>> {
+    let mut all = Vec::new();
+    for t in ["xa", "xb"] {
+        all.push(
+            cells_by(conn, &format!("select * from {t} order by id"), false)
+                .await
+                .unwrap(),
+        );
+    }
+    all
+}
+
+/// Random writes leave the tables as one MariaDB leaves them, with the
+/// same counts of affected rows; a write refused as unsupported changes
+/// nothing, and one that fails (a duplicate key) fails whole.
+pub async fn writes_leave_what_one_mariadb_leaves(sg: &mut Conn, oracle: &mut Conn) {
+    for ddl in WRITTEN {
+        let table = ddl.split_whitespace().nth(2).unwrap();
+        sg.query_drop(format!("drop table if exists {table}"))
+            .await
+            .unwrap();
+        sg.query_drop(ddl).await.unwrap();
+        oracle.query_drop(ddl).await.unwrap();
+    }
+    // The tracker learns the tables' primary keys (writes that find their
+    // rows first name them by it).
+    let learned = eventually(20, || async {
+        let mut c = connect(Some("customer")).await;
+        c.query_drop("delete b from xb b join xa a on a.k = b.k where a.g = 1")
+            .await
+            .ok()
+    })
+    .await;
+    assert!(learned.is_some(), "the tracker did not learn xa and xb");
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut r = Rng(env("SHARDGATE_RANDOM_SEED").unwrap_or(0x0bad_c0de_5eed_0007));
+    let total = env("SHARDGATE_RANDOM_STATEMENTS").map_or(300, |n| n / 2);
+    let (mut same, mut refused, mut failed) = (0, 0, Vec::new());
+    let mut errors = std::collections::BTreeMap::<Option<u16>, usize>::new();
+    for n in 0..total {
+        let sql = write(&mut r);
+        let expected = oracle
+            .query_drop(&sql)
+            .await
+            .map(|_| oracle.affected_rows())
+            .map_err(|e| err_code(&e));
+        let got = sg
+            .query_drop(&sql)
+            .await
+            .map(|_| sg.affected_rows())
+            .map_err(|e| err_code(&e));
+        match (&got, &expected) {
+            (Err(Some(1235)), _) => refused += 1,
+            (a, b) if a == b => {
+                same += 1;
+                if let Err(code) = a {
+                    *errors.entry(*code).or_insert(0) += 1;
+                }
+            }
+            _ => failed.push(format!(
+                "{sql}\n    shardgate {got:?}, the oracle {expected:?}"
+            )),
+        }
+        // A write the gate refuses (and so must not have changed
+        // anything) but the oracle made: the gate's tables are brought to
+        // the oracle's, the refusal being no difference to report.
+        if matches!(got, Err(Some(1235))) && expected.is_ok() {
+            for t in ["xa", "xb"] {
+                sg.query_drop(format!("delete from {t}")).await.unwrap();
+                let rows = cells_by(oracle, &format!("select * from {t}"), false)
+                    .await
+                    .unwrap();
+                for row in rows {
+                    let values: Vec<String> = row
+                        .iter()
+                        .map(|v| v.as_ref().map_or("null".into(), |v| format!("'{v}'")))
+                        .collect();
+                    sg.query_drop(format!("insert into {t} values ({})", values.join(", ")))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        if n % 10 == 9 || n + 1 == total {
+            let (a, b) = (contents(sg).await, contents(oracle).await);
+            if a != b {
+                failed.push(format!("after write {n} ({sql}) the tables differ"));
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "random writes: {same} the same (of which errors by code: {errors:?}), {refused} refused, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {total} random writes:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(
+        same >= total * 3 / 4,
+        "only {same} of {total} writes taken ({refused} refused)"
+    );
+}
