@@ -252,7 +252,7 @@ fn predicate(r: &mut Rng, cols: &[Col], depth: u32) -> String {
                 r.below(5)
             ),
             10 => format!("a.name = 'N{}'", r.below(10)),
-            11 => format!("a.g = (select max(b2.qty) from qb b2 where b2.a_id = a.id)"),
+            11 => "a.g = (select max(b2.qty) from qb b2 where b2.a_id = a.id)".to_string(),
             0 => format!(
                 "a.id in (select b2.a_id from qb b2 where b2.qty > {})",
                 r.below(21)
