@@ -77,7 +77,7 @@ pub struct JoinPlan {
     /// when one of them is an expression that is not NULL over NULL
     /// columns (`COALESCE(b.x, 0)`, `CASE WHEN b.x > 1 ...`): the right
     /// side's select list over no row, run once on one shard (see
-    /// [`lone_query`]). None: every right column is NULL there.
+    /// `lone_query`). None: every right column is NULL there.
     pub lone: Option<Box<(super::Plan, String)>>,
     /// LIMIT over the joined rows.
     pub limit: Option<Operand>,
