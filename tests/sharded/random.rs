@@ -496,32 +496,111 @@ fn union(r: &mut Rng) -> (String, bool) {
     (sql, ordered)
 }
 
-/// A statement's column names and rows (as [`cells_by`] reads them).
+/// How a statement is sent: as text, or prepared with these parameters
+/// (none: its literals stay in its text).
+enum Sent {
+    Text,
+    Prepared(Vec<Value>),
+}
+
+/// `sql` with the integers of its outermost WHERE clause as `?`
+/// parameters, as an application binds its values (strings, the select
+/// list, ORDER BY positions and LIMIT keep their literals: MariaDB would
+/// order by a parameter as by a constant, and names a column by its `?`).
+fn parameterized(sql: &str) -> (String, Vec<Value>) {
+    // The clause's bounds, outside parentheses.
+    let mut depth = 0i32;
+    let (mut from, mut to) = (None, sql.len());
+    for (i, c) in sql.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ' ' if depth == 0 => {
+                let rest = &sql[i..];
+                if from.is_none() && rest.starts_with(" where ") {
+                    from = Some(i);
+                } else if from.is_some()
+                    && [" group by ", " order by ", " having ", " limit ", " union "]
+                        .iter()
+                        .any(|w| rest.starts_with(w))
+                {
+                    to = i;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(from) = from else {
+        return (sql.to_string(), Vec::new());
+    };
+    let (head, tail) = sql.split_at(from);
+    let (tail, after) = tail.split_at(to - from);
+    let bytes = tail.as_bytes();
+    let (mut out, mut params) = (String::from(head), Vec::new());
+    let (mut i, mut quoted) = (0, false);
+    while i < bytes.len() {
+        let c = bytes[i];
+        let starts = !quoted
+            && (c.is_ascii_digit()
+                || (c == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
+            && i > 0
+            && matches!(bytes[i - 1], b' ' | b'(');
+        if starts {
+            let end = (i + 1..bytes.len())
+                .find(|&j| !bytes[j].is_ascii_digit())
+                .unwrap_or(bytes.len());
+            if matches!(bytes.get(end), None | Some(b' ' | b')' | b',')) {
+                params.push(Value::Int(tail[i..end].parse().unwrap()));
+                out.push('?');
+                i = end;
+                continue;
+            }
+        }
+        quoted ^= c == b'\'';
+        out.push(c as char);
+        i += 1;
+    }
+    out.push_str(after);
+    (out, params)
+}
+
+/// A statement's column names and rows (cells as [`cells_by`] reads them).
 async fn answer(
     conn: &mut Conn,
     sql: &str,
-    prepared: bool,
+    sent: &Sent,
 ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+    let failed = |e: mysql_async::Error| format!("{sql}: {e}");
+    let cell = |v: Value, binary: bool| match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        other if binary => Some(format!("{other:?}")),
+        other => Some(other.as_sql(true)),
+    };
     let named = |cols: Option<std::sync::Arc<[mysql_async::Column]>>| -> Vec<String> {
         let cols = cols.unwrap_or_else(|| Vec::new().into());
         cols.iter().map(|c| c.name_str().into_owned()).collect()
     };
-    let failed = |e: mysql_async::Error| format!("{sql}: {e}");
-    let names = match prepared {
-        true => {
-            let result = conn.exec_iter(sql, ()).await.map_err(failed)?;
+    let (names, rows, binary) = match sent {
+        Sent::Prepared(params) => {
+            let mut result = conn.exec_iter(sql, params.clone()).await.map_err(failed)?;
             let names = named(result.columns());
-            result.drop_result().await.map_err(failed)?;
-            names
+            let rows: Vec<mysql_async::Row> = result.collect().await.map_err(failed)?;
+            (names, rows, true)
         }
-        false => {
-            let result = conn.query_iter(sql).await.map_err(failed)?;
+        Sent::Text => {
+            let mut result = conn.query_iter(sql).await.map_err(failed)?;
             let names = named(result.columns());
-            result.drop_result().await.map_err(failed)?;
-            names
+            let rows: Vec<mysql_async::Row> = result.collect().await.map_err(failed)?;
+            (names, rows, false)
         }
     };
-    Ok((names, cells_by(conn, sql, prepared).await?))
+    let rows = rows
+        .into_iter()
+        .map(|r| r.unwrap().into_iter().map(|v| cell(v, binary)).collect())
+        .collect();
+    Ok((names, rows))
 }
 
 /// What the gate and the oracle answered for one statement.
@@ -531,18 +610,12 @@ enum Outcome {
     Failed(String),
 }
 
-async fn judge(
-    sg: &mut Conn,
-    oracle: &mut Conn,
-    sql: &str,
-    ordered: bool,
-    prepared: bool,
-) -> Outcome {
-    let (names, mut expected) = match answer(oracle, sql, prepared).await {
+async fn judge(sg: &mut Conn, oracle: &mut Conn, sql: &str, ordered: bool, sent: &Sent) -> Outcome {
+    let (names, mut expected) = match answer(oracle, sql, sent).await {
         Ok(a) => a,
         Err(e) => return Outcome::Failed(format!("the oracle refused it: {e}")),
     };
-    let (got_names, mut got) = match answer(sg, sql, prepared).await {
+    let (got_names, mut got) = match answer(sg, sql, sent).await {
         Ok(a) => a,
         Err(e) if e.contains("1235") => return Outcome::Refused(e),
         Err(e) => return Outcome::Failed(format!("shardgate: {e}")),
@@ -596,8 +669,17 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for n in 0..total {
         let (sql, ordered) = statement(&mut r);
-        let prepared = n % 4 == 3;
-        match judge(sg, oracle, &sql, ordered, prepared).await {
+        // A quarter prepared with their literals, a quarter with the
+        // integers of their WHERE as parameters.
+        let (sql, sent) = match n % 4 {
+            1 => {
+                let (sql, params) = parameterized(&sql);
+                (sql, Sent::Prepared(params))
+            }
+            3 => (sql, Sent::Prepared(Vec::new())),
+            _ => (sql, Sent::Text),
+        };
+        match judge(sg, oracle, &sql, ordered, &sent).await {
             Outcome::Same => same += 1,
             Outcome::Refused(why) => {
                 refused += 1;
@@ -606,7 +688,10 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
             }
             Outcome::Failed(why) => failed.push(format!(
                 "{sql}{}\n    {why}",
-                if prepared { " (prepared)" } else { "" }
+                match &sent {
+                    Sent::Text => String::new(),
+                    Sent::Prepared(params) => format!(" (prepared, parameters {params:?})"),
+                }
             )),
         }
     }
