@@ -47,24 +47,29 @@ func show(v interface{}) string {
 func line(label string, rows *sql.Rows, err error) {
 	check(err)
 	defer rows.Close()
-	cols, _ := rows.Columns()
 	n := 0
 	for rows.Next() {
-		cells := make([]interface{}, len(cols))
-		ptrs := make([]interface{}, len(cols))
-		for i := range cells {
-			ptrs[i] = &cells[i]
-		}
-		check(rows.Scan(ptrs...))
-		out := make([]string, len(cells))
-		for i, c := range cells {
-			out[i] = show(c)
-		}
-		fmt.Println(label, strings.Join(out, " | "))
+		fmt.Println(label, strings.Join(scanned(rows), " | "))
 		n++
 	}
 	check(rows.Err())
 	fmt.Println(label, "rows="+fmt.Sprint(n))
+}
+
+// scanned is the current row's cells, each shown with its Go type.
+func scanned(rows *sql.Rows) []string {
+	cols, _ := rows.Columns()
+	cells := make([]interface{}, len(cols))
+	ptrs := make([]interface{}, len(cols))
+	for i := range cells {
+		ptrs[i] = &cells[i]
+	}
+	check(rows.Scan(ptrs...))
+	out := make([]string, len(cells))
+	for i, c := range cells {
+		out[i] = show(c)
+	}
+	return out
 }
 
 func check(err error) {
@@ -282,17 +287,7 @@ func multi() {
 	for k := 0; ; k++ {
 		cols, _ := rows.Columns()
 		for rows.Next() {
-			cells := make([]interface{}, len(cols))
-			ptrs := make([]interface{}, len(cols))
-			for i := range cells {
-				ptrs[i] = &cells[i]
-			}
-			check(rows.Scan(ptrs...))
-			out := []string{}
-			for _, c := range cells {
-				out = append(out, show(c))
-			}
-			fmt.Println("multi", k, cols, strings.Join(out, " | "))
+			fmt.Println("multi", k, cols, strings.Join(scanned(rows), " | "))
 		}
 		if !rows.NextResultSet() {
 			break
