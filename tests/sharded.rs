@@ -98,6 +98,7 @@ async fn random_selects_answer_as_one_mariadb() {
     let (mut oracle, _) = start_oracle("oracle").await;
     apply_test_vschema().await;
     let mut sg = connect(Some("customer")).await;
+    let _prepares = TABLET_PREPARES.lock().await;
     random::answer_as_one_mariadb(&mut sg, &mut oracle).await;
 }
 
@@ -1793,6 +1794,12 @@ async fn gathered_then_computed(sg: &mut Conn, oracle: &mut Conn) {
 }
 
 /// Both shard primaries' `name` counters, added.
+/// Held by a test that counts the shards' prepared statements (global
+/// counters) and by the random statements, which prepare many: so that
+/// one's count does not take in the other's.
+static TABLET_PREPARES: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
+
 async fn shards_status(name: &str) -> u64 {
     let mut sum = 0;
     for uid in [300, 400] {
@@ -1814,6 +1821,7 @@ async fn prepared_scatters_run_prepared_on_the_shards(
     oracle: &mut Conn,
     r: &mut Rng,
 ) {
+    let _counting = TABLET_PREPARES.lock().await;
     // (SQL, ordered, eligible for the tablets' prepared statements)
     let stmts = [
         ("select name from dt where id between ? and ?", false, true),
