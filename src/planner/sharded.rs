@@ -1073,7 +1073,9 @@ fn name_as_written(template: &str, stmt: &mut Statement) {
     }
     for (item, text) in sel.projection.iter_mut().zip(written) {
         if let SelectItem::UnnamedExpr(e) = item {
-            if computed(e) && e.to_string() != text {
+            // (Named also when it holds a value: a client's parameter is
+            // named by its `?`, which the shards would not see.)
+            if computed(e) && (e.to_string() != text || text.contains(":v")) {
                 let alias = ast::Ident::with_quote('`', crate::sql::normalize::template_name(text));
                 let expr = std::mem::replace(e, Expr::Value(ast::Value::Null.into()));
                 *item = SelectItem::ExprWithAlias { expr, alias };

@@ -496,7 +496,28 @@ pub fn template_name(text: &str) -> String {
 /// ([`template_name`]) with its placeholders filled and the mark dropped;
 /// any other with its placeholders filled.
 pub fn column_name(name: &str, binds: &[Bind]) -> String {
-    substitute_binds(name.strip_prefix(NAME_MARK).unwrap_or(name), binds)
+    name_filled(name.strip_prefix(NAME_MARK).unwrap_or(name), binds)
+}
+
+/// A column name's placeholders filled as MariaDB names the column: a
+/// literal as written, a prepared statement's parameter as the `?` it
+/// was (`a + ?`, whatever its value).
+fn name_filled(text: &str, binds: &[Bind]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (start, end) in holes(text) {
+        let Some(b) = bind_index(&text[start + 1..end]).and_then(|k| binds.get(k)) else {
+            continue;
+        };
+        out.push_str(&text[copied..start]);
+        match b.text {
+            Text::Param { .. } => out.push('?'),
+            Text::Written(ref w) => out.push_str(w),
+        }
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Whether the hole at `start` is a marked name.
@@ -509,7 +530,7 @@ fn is_name(sql: &str, start: usize) -> bool {
 fn filled_name(quoted: &str, binds: &[Bind]) -> String {
     let inner = quoted[1..quoted.len().saturating_sub(1)].replace("``", "`");
     let inner = inner.strip_prefix(NAME_MARK).unwrap_or(&inner);
-    super::quote_ident(&substitute_binds(inner, binds))
+    super::quote_ident(&name_filled(inner, binds))
 }
 
 /// The bind a placeholder named `vN` stands for: N - 1 (None for any
@@ -595,6 +616,14 @@ mod tests {
         assert_eq!(t.fill_params(&n.binds, &mut params).as_deref(), Some(want));
         // A name without placeholders is not marked.
         assert_eq!(template_name("count(*)"), "count(*)");
+        // A client's parameter is named as the `?` it was, a literal as
+        // written.
+        let binds = [
+            Bind::param(Value::Int(5), false),
+            Bind::written("'x'", Value::Bytes(b"x".to_vec())),
+        ];
+        let marked = template_name("count(*) + :v1, concat(a, :v2)");
+        assert_eq!(column_name(&marked, &binds), "count(*) + ?, concat(a, 'x')");
     }
 
     #[test]

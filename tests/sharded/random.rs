@@ -670,6 +670,23 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let mut r = Rng(env("SHARDGATE_RANDOM_SEED").unwrap_or(r.0));
     let total = env("SHARDGATE_RANDOM_STATEMENTS").unwrap_or(500);
+    // A client's parameters in computed columns: named by their `?`.
+    for (sql, params) in [
+        (
+            "select count(*) + ?, max(a.k) from qa a where a.g = ?",
+            vec![5, 1],
+        ),
+        (
+            "select a.k + ?, concat(a.name, ?) from qa a where a.id < ? order by 1, 2",
+            vec![7, 2, 40],
+        ),
+    ] {
+        let sent = Sent::Prepared(params.into_iter().map(Value::Int).collect());
+        match judge(sg, oracle, sql, true, &sent).await {
+            Outcome::Same => {}
+            Outcome::Refused(why) | Outcome::Failed(why) => panic!("{sql}: {why}"),
+        }
+    }
     let (mut same, mut refused, mut failed) = (0, 0, Vec::new());
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for n in 0..total {
