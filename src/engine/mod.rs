@@ -1220,14 +1220,36 @@ fn typed_null(col: &Column) -> String {
             format!("DECIMAL(65, {})", col.decimals().min(30))
         }
         T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => "DOUBLE".to_string(),
-        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => "DATE".to_string(),
-        T::MYSQL_TYPE_DATETIME | T::MYSQL_TYPE_TIMESTAMP | T::MYSQL_TYPE_DATETIME2 => {
-            format!("DATETIME({d})")
-        }
-        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => format!("TIME({d})"),
-        _ => return "NULL".into(),
+        _ => match temporal(col) {
+            Some(Temporal::Date) => "DATE".to_string(),
+            Some(Temporal::DateTime) => format!("DATETIME({d})"),
+            Some(Temporal::Time) => format!("TIME({d})"),
+            None => return "NULL".into(),
+        },
     };
     format!("CAST(NULL AS {cast})")
+}
+
+/// A date or time column's kind.
+#[derive(Clone, Copy)]
+enum Temporal {
+    Date,
+    DateTime,
+    Time,
+}
+
+/// The kind of date or time `col` holds, if it holds one.
+fn temporal(col: &Column) -> Option<Temporal> {
+    use mysql_common::constants::ColumnType as T;
+    match col.column_type() {
+        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => Some(Temporal::Date),
+        T::MYSQL_TYPE_DATETIME
+        | T::MYSQL_TYPE_DATETIME2
+        | T::MYSQL_TYPE_TIMESTAMP
+        | T::MYSQL_TYPE_TIMESTAMP2 => Some(Temporal::DateTime),
+        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => Some(Temporal::Time),
+        _ => None,
+    }
 }
 
 /// The names of a table of constants' columns: a derived table's columns
@@ -1314,7 +1336,6 @@ fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
 /// column's values differ. A `_bin` column says so only where the tablet's
 /// column definition names its collation (it may name the connection's).
 fn constant(col: &Column, v: &Value, nbe: bool) -> String {
-    use mysql_common::constants::ColumnType as T;
     let text = bind_text(col, v, nbe);
     let Value::Bytes(b) = v else {
         return text;
@@ -1325,16 +1346,12 @@ fn constant(col: &Column, v: &Value, nbe: bool) -> String {
     // A date or time keeps its type (its definition says "binary"
     // character set, as every column that is not text does); a zero
     // date, which no typed literal takes, stays a string.
-    let temporal = match col.column_type() {
-        T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => Some("DATE"),
-        T::MYSQL_TYPE_DATETIME
-        | T::MYSQL_TYPE_DATETIME2
-        | T::MYSQL_TYPE_TIMESTAMP
-        | T::MYSQL_TYPE_TIMESTAMP2 => Some("TIMESTAMP"),
-        T::MYSQL_TYPE_TIME | T::MYSQL_TYPE_TIME2 => Some("TIME"),
-        _ => None,
-    };
-    if let Some(kind) = temporal {
+    let literal = temporal(col).map(|t| match t {
+        Temporal::Date => "DATE",
+        Temporal::DateTime => "TIMESTAMP",
+        Temporal::Time => "TIME",
+    });
+    if let Some(kind) = literal {
         return match b.starts_with(b"0000-00-00") {
             true => text,
             false => format!("{kind}{text}"),

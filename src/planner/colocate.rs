@@ -374,13 +374,9 @@ fn groups_apart(s: &ast::Select, q: &ast::Query, tables: &[TableInfo]) -> bool {
             .iter()
             .any(|p| p.to_string().to_ascii_uppercase().contains(" OVER"))
         && keys.iter().any(|k| {
-            tables.iter().any(|t| {
-                t.kind != "reference"
-                    && !t.nullable
-                    && t.vindex
-                        .as_ref()
-                        .is_some_and(|(col, _)| is_column(k, col, t))
-            })
+            tables
+                .iter()
+                .any(|t| t.kind != "reference" && t.places_rows_by(k).is_some())
         })
 }
 

@@ -860,29 +860,10 @@ fn lone_query(
         from.join(", ")
     );
     let (ks, sql) = match &there {
-        Some(k) => {
-            let other = snap
-                .keyspaces
-                .get(k)
-                .ok_or_else(|| PlanError::UnknownKeyspace(k.clone()))?;
-            let stripped = crate::sql::keyspace_qualifier(&sql, |n| n == k)
-                .map(|(_, s)| s)
-                .unwrap_or(sql);
-            (other, stripped)
-        }
+        Some(k) => unqualified(&sql, k, snap)?,
         None => (ks, sql),
     };
-    let shard = ks
-        .shards
-        .first()
-        .ok_or_else(|| unsupported(format!("keyspace {} has no shards", ks.name)))?;
-    let route = super::Route {
-        keyspace: ks.name.clone(),
-        shard: shard.name.clone(),
-        tablet_type: crate::sql::TabletType::Primary,
-        rename_db_columns: false,
-    };
-    Ok((super::Plan::Route(route), sql))
+    Ok((first_shard(ks)?, sql))
 }
 
 /// The right side: one route, else (its tables on several) a nested loop.
@@ -907,30 +888,46 @@ pub(super) fn plan_elsewhere(
     other: &str,
     snap: &Snapshot,
 ) -> Result<(super::Plan, String), PlanError> {
-    let ks = snap
-        .keyspaces
-        .get(other)
-        .ok_or_else(|| PlanError::UnknownKeyspace(other.to_string()))?;
-    let stripped = crate::sql::keyspace_qualifier(sql, |n| n == other)
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| sql.to_string());
+    let (ks, stripped) = unqualified(sql, other, snap)?;
     if ks.sharded {
         return Ok((super::sharded::plan(&stripped, ks, snap)?, stripped));
     }
+    // The text runs as it is: a shared row lock in MariaDB's words.
+    let tokens = crate::sql::lexer::tokenize(&stripped);
+    let text = crate::sql::share_lock(&stripped, &tokens, true).unwrap_or(stripped);
+    Ok((first_shard(ks)?, text))
+}
+
+/// Keyspace `name`, and `sql` without the qualifier naming it.
+fn unqualified<'s>(
+    sql: &str,
+    name: &str,
+    snap: &'s Snapshot,
+) -> Result<(&'s Keyspace, String), PlanError> {
+    let ks = snap
+        .keyspaces
+        .get(name)
+        .ok_or_else(|| PlanError::UnknownKeyspace(name.to_string()))?;
+    let stripped = crate::sql::keyspace_qualifier(sql, |n| n == name)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| sql.to_string());
+    Ok((ks, stripped))
+}
+
+/// A statement's route to the first shard of `ks`, which answers it whole
+/// (an unsharded keyspace's one shard, or any shard of a statement that
+/// reads no rows).
+fn first_shard(ks: &Keyspace) -> Result<super::Plan, PlanError> {
     let shard = ks
         .shards
         .first()
-        .ok_or_else(|| unsupported(format!("keyspace {other} has no shards")))?;
-    let route = super::Route {
+        .ok_or_else(|| unsupported(format!("keyspace {} has no shards", ks.name)))?;
+    Ok(super::Plan::Route(super::Route {
         keyspace: ks.name.clone(),
         shard: shard.name.clone(),
         tablet_type: crate::sql::TabletType::Primary,
         rename_db_columns: false,
-    };
-    // The text runs as it is: a shared row lock in MariaDB's words.
-    let tokens = crate::sql::lexer::tokenize(&stripped);
-    let text = crate::sql::share_lock(&stripped, &tokens, true).unwrap_or(stripped);
-    Ok((super::Plan::Route(route), text))
+    }))
 }
 
 fn plan_side(sql: &str, ks: &Keyspace) -> Result<SelectPlan, PlanError> {

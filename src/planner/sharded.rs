@@ -516,6 +516,17 @@ impl TableInfo {
         self.alias.as_deref().unwrap_or(&self.name)
     }
 
+    /// The vindex function, when `e` is the table's primary vindex column
+    /// and so keeps its rows apart by shard (equal values on one shard);
+    /// not for a table an outer join may NULL-extend, whose NULLs come
+    /// from every shard.
+    pub(super) fn places_rows_by(&self, e: &Expr) -> Option<Func> {
+        match &self.vindex {
+            Some((col, func)) if !self.nullable && is_column(e, col, self) => Some(*func),
+            _ => None,
+        }
+    }
+
     /// What is known of the type of a key that is one of the table's columns.
     fn declared(&self, e: &Expr) -> Option<Declared> {
         self.declared
@@ -2554,14 +2565,9 @@ fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: boo
     use std::ops::ControlFlow;
     let apart = |partition: &[Expr]| {
         !row_level
-            && partition.iter().any(|e| {
-                tables.iter().any(|t| {
-                    !t.nullable
-                        && t.vindex
-                            .as_ref()
-                            .is_some_and(|(col, _)| is_column(e, col, t))
-                })
-            })
+            && partition
+                .iter()
+                .any(|e| tables.iter().any(|t| t.places_rows_by(e).is_some()))
     };
     let found = ast::visit_expressions(&sel.projection, |e| match e {
         Expr::Function(f) => match &f.over {
@@ -2584,11 +2590,9 @@ fn whole_groups(group: &[Expr], tables: &[TableInfo]) -> bool {
     group.iter().any(|g| {
         tables.iter().any(|t| {
             t.kind.is_empty()
-                && !t.nullable
-                && t.vindex.as_ref().is_some_and(|(col, func)| {
-                    is_column(g, col, t)
-                        && (t.declared(g) == Some(Declared::Number)
-                            || matches!(func, Func::UnicodeLooseMd5 | Func::UnicodeLooseXxhash))
+                && t.places_rows_by(g).is_some_and(|func| {
+                    t.declared(g) == Some(Declared::Number)
+                        || matches!(func, Func::UnicodeLooseMd5 | Func::UnicodeLooseXxhash)
                 })
         })
     })

@@ -503,21 +503,13 @@ pub fn column_name(name: &str, binds: &[Bind]) -> String {
 /// literal as written, a prepared statement's parameter as the `?` it
 /// was (`a + ?`, whatever its value).
 fn name_filled(text: &str, binds: &[Bind]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    for (start, end) in holes(text) {
-        let Some(b) = bind_index(&text[start + 1..end]).and_then(|k| binds.get(k)) else {
-            continue;
-        };
-        out.push_str(&text[copied..start]);
-        match b.text {
-            Text::Param { .. } => out.push('?'),
-            Text::Written(ref w) => out.push_str(w),
+    fn as_named(b: &Bind) -> std::borrow::Cow<'_, str> {
+        match &b.text {
+            Text::Param { .. } => std::borrow::Cow::Borrowed("?"),
+            Text::Written(w) => std::borrow::Cow::Borrowed(w),
         }
-        copied = end;
     }
-    out.push_str(&text[copied..]);
-    out
+    fill_holes_as(text, &holes(text), binds, as_named, |_| None)
 }
 
 /// Whether the hole at `start` is a marked name.
@@ -550,6 +542,17 @@ fn fill_holes<'a>(
     binds: &[Bind],
     named: impl Fn(&str) -> Option<&'a str>,
 ) -> String {
+    fill_holes_as(sql, holes, binds, Bind::text, named)
+}
+
+/// [`fill_holes`] with each bind written by `bind_text`.
+fn fill_holes_as<'a, 'b>(
+    sql: &str,
+    holes: &[(usize, usize)],
+    binds: &'b [Bind],
+    bind_text: impl Fn(&'b Bind) -> std::borrow::Cow<'b, str>,
+    named: impl Fn(&str) -> Option<&'a str>,
+) -> String {
     let mut out = String::with_capacity(sql.len() + binds.len() * 8);
     let mut copied = 0;
     for &(start, end) in holes {
@@ -562,7 +565,7 @@ fn fill_holes<'a>(
         let name = &sql[start + 1..end];
         let text = bind_index(name)
             .and_then(|k| binds.get(k))
-            .map(Bind::text)
+            .map(&bind_text)
             .or_else(|| named(name).map(std::borrow::Cow::Borrowed));
         if let Some(text) = text {
             out.push_str(&sql[copied..start]);
