@@ -2822,12 +2822,12 @@ mod tests {
             vec![
                 (
                     "-80".to_string(),
-                    "SELECT id, weight_string(id) FROM c WHERE id IN (1, 2) ORDER BY id ASC"
+                    "SELECT id, weight_string(rtrim(id)) FROM c WHERE id IN (1, 2) ORDER BY id ASC"
                         .to_string()
                 ),
                 (
                     "80-".to_string(),
-                    "SELECT id, weight_string(id) FROM c WHERE id IN (4) ORDER BY id ASC"
+                    "SELECT id, weight_string(rtrim(id)) FROM c WHERE id IN (4) ORDER BY id ASC"
                         .to_string()
                 ),
             ]

@@ -17,9 +17,10 @@ use super::sharded::{
     conjuncts, has_aggregate, is_column, route_where, table_info, unsupported, Operand, Routing,
     TableInfo,
 };
-use super::PlanError;
+use super::{derive, PlanError};
 use crate::topo::Keyspace;
 use crate::vschema::vindex::Func;
+use crate::vschema::Declared;
 
 /// The tables of a FROM clause, and the route they share.
 pub(super) struct Joined {
@@ -295,12 +296,14 @@ pub(super) fn derived(
             row_preserving,
             same_shard: u.same_shard.clone(),
         };
+        let table = |reference| {
+            TableInfo::derived(name.clone(), reference, None)
+                .with_declared(derive::known_columns(u.columns.clone(), alias))
+        };
         return match &u.routing {
-            Routing::Any => Ok((TableInfo::derived(name, true, None), None)),
-            Routing::Scatter => Ok((TableInfo::derived(name, false, None), Some(route(true)))),
-            Routing::Equal { .. } => {
-                Ok((TableInfo::derived(name, false, None), Some(route(false))))
-            }
+            Routing::Any => Ok((table(true), None)),
+            Routing::Scatter => Ok((table(false), Some(route(true)))),
+            Routing::Equal { .. } => Ok((table(false), Some(route(false)))),
             _ => Err(refuse()),
         };
     };
@@ -318,8 +321,12 @@ pub(super) fn derived(
     let mut inner = route(ks, &s.from, s.selection.as_ref())?;
     let mut pins = subqueries(ks, q, &inner.tables, &mut inner.routing)?;
     pins.append(&mut inner.same_shard);
+    let declared = derive::known_columns(derive::items(s, &inner.tables), alias);
     if inner.routing == Routing::Any {
-        return Ok((TableInfo::derived(name, true, None), None));
+        return Ok((
+            TableInfo::derived(name, true, None).with_declared(declared),
+            None,
+        ));
     }
     let row_preserving =
         pins.is_empty() && (keeps_rows(s, Some(q)) || groups_apart(s, q, &inner.tables));
@@ -330,7 +337,7 @@ pub(super) fn derived(
         .then(|| exposed_vindex(s, &inner.tables, alias))
         .flatten();
     Ok((
-        TableInfo::derived(name, false, vindex),
+        TableInfo::derived(name, false, vindex).with_declared(declared),
         Some(DerivedRoute {
             routing: inner.routing,
             row_preserving,
@@ -394,6 +401,9 @@ pub(super) struct UnionRoute {
     pub routing: Routing,
     /// Values that must name the route's one shard (see [`subqueries`]).
     pub same_shard: Vec<Operand>,
+    /// Its columns, with what is known of their types
+    /// ([`derive::union_items`]).
+    pub columns: Vec<(String, Option<Declared>)>,
 }
 
 /// Where a UNION goes whole:
@@ -414,8 +424,14 @@ pub(super) fn union(ks: &Keyspace, q: &ast::Query) -> Result<UnionRoute, PlanErr
         .map_err(|_| refuse(" with a part of its own WITH or set operation"))?;
     let mut routes = Vec::new();
     let mut apart = true;
+    let mut columns: Option<Vec<_>> = None;
     for (s, sub) in parts {
         let mut j = route(ks, &s.from, s.selection.as_ref())?;
+        let items = derive::items(s, &j.tables);
+        columns = Some(match columns {
+            None => items,
+            Some(first) => derive::union_items(first, &items),
+        });
         let mut pins = match sub {
             Some(sub) => subqueries(ks, sub, &j.tables, &mut j.routing)?,
             None => merge_all(ks, select_subqueries(s), &j.tables, &mut j.routing)?,
@@ -426,6 +442,7 @@ pub(super) fn union(ks: &Keyspace, q: &ast::Query) -> Result<UnionRoute, PlanErr
     }
     // One shard: the first part that names one; the others' values must
     // name it too.
+    let columns = columns.unwrap_or_default();
     let one = routes
         .iter()
         .find(|(r, _)| matches!(r, Routing::Equal { .. }))
@@ -448,18 +465,21 @@ pub(super) fn union(ks: &Keyspace, q: &ast::Query) -> Result<UnionRoute, PlanErr
         return Ok(UnionRoute {
             routing,
             same_shard,
+            columns,
         });
     }
     if routes.iter().all(|(r, _)| *r == Routing::Any) {
         return Ok(UnionRoute {
             routing: Routing::Any,
             same_shard: Vec::new(),
+            columns,
         });
     }
     if all && apart && q.order_by.is_none() && q.limit_clause.is_none() {
         return Ok(UnionRoute {
             routing: Routing::Scatter,
             same_shard: Vec::new(),
+            columns,
         });
     }
     Err(refuse(""))

@@ -89,6 +89,7 @@ fn gate_expr(e: &GateExpr) -> String {
         GateExpr::Unary(op, e) => format!("{op}{}", gate_expr(e)),
         GateExpr::IsNull(e, true) => format!("{} IS NULL", gate_expr(e)),
         GateExpr::IsNull(e, false) => format!("{} IS NOT NULL", gate_expr(e)),
+        GateExpr::Collate(e, c) => format!("{} COLLATE {}", gate_expr(e), c.name()),
     }
 }
 

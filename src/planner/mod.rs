@@ -4,6 +4,7 @@
 pub mod cache;
 mod colocate;
 mod cte;
+mod derive;
 mod dml_input;
 pub mod explain;
 pub mod join;
@@ -455,7 +456,7 @@ mod tests {
         let sql = "select id from t order by c, u, n";
         assert_eq!(
             query(&s, sql),
-            "SELECT id, c, weight_string(c), u, n, weight_string(n) FROM t ORDER BY c ASC, u ASC, n ASC"
+            "SELECT id, c, weight_string(rtrim(c)), u, n, weight_string(rtrim(n)) FROM t ORDER BY c ASC, u ASC, n ASC"
         );
         let text = Declared::Text(Collation::Utf8GeneralCi);
         let learned = [(

@@ -112,6 +112,10 @@ pub enum GateExpr {
     Unary(UnaryOperator, Box<GateExpr>),
     /// IS NULL / IS NOT NULL.
     IsNull(Box<GateExpr>, bool),
+    /// The same value, compared with strings in this collation where it is
+    /// an operand of a comparison (the collation MariaDB derives for it,
+    /// [`super::derive`]); without one the gate's own order stands in.
+    Collate(Box<GateExpr>, Collation),
 }
 
 /// Internal column indexes at or above this count from the first hidden
@@ -527,8 +531,15 @@ impl TableInfo {
         }
     }
 
+    /// The same, with these columns' types known (a derived table's, from
+    /// the query that makes it).
+    pub(super) fn with_declared(mut self, declared: Vec<(String, Declared)>) -> Self {
+        self.declared = declared;
+        self
+    }
+
     /// What is known of the type of a key that is one of the table's columns.
-    fn declared(&self, e: &Expr) -> Option<Declared> {
+    pub(super) fn declared(&self, e: &Expr) -> Option<Declared> {
         self.declared
             .iter()
             .find(|(c, _)| is_column(e, c, self))
@@ -537,18 +548,27 @@ impl TableInfo {
 }
 
 /// How the gate orders key `e` over a FROM clause's tables: declared
-/// numbers need nothing, declared strings their collation; anything else
-/// the shards' weight strings, added by `push_weight` (which returns the
-/// internal column). A column two tables declare would be ambiguous to
-/// MariaDB, so the first table declaring it is the one.
+/// numbers need nothing, declared strings and string expressions over
+/// them their collation ([`super::derive`]); anything else the shards'
+/// weight strings, added by `push_weight` (which returns the internal
+/// column). A column two tables declare would be ambiguous to MariaDB, so
+/// the first table declaring it is the one.
 fn weigh(tables: &[TableInfo], e: &Expr, push_weight: impl FnOnce() -> usize) -> Option<Weight> {
-    {
-        match tables.iter().find_map(|t| t.declared(e)) {
-            Some(Declared::Number) => None,
-            Some(Declared::Text(c)) => Some(Weight::Collation(c)),
-            None => Some(Weight::Column(push_weight())),
-        }
+    match super::derive::declared_of(tables, e) {
+        Some(Declared::Number) => None,
+        Some(Declared::Text(c)) => Some(Weight::Collation(c)),
+        None => Some(Weight::Column(push_weight())),
     }
+}
+
+/// The shards' weight string of key `sql`, for the gate to compare them
+/// by: of the value without its trailing spaces, which MariaDB weighs
+/// (`weight_string('a ')` is longer than `weight_string('a')`) where its
+/// comparisons of text pad with spaces (PAD SPACE: `'a' = 'a '`, one
+/// group). A binary result (NO PAD) is compared by its bytes instead
+/// (the engine tells it by its column's character set).
+fn weight_string(sql: &str) -> String {
+    format!("weight_string(rtrim({sql}))")
 }
 
 fn ident_name(n: &ast::ObjectName) -> Vec<String> {
@@ -2140,7 +2160,7 @@ impl Internal<'_> {
                 let i = self.push(a.clone(), AggKind::Key);
                 let tables = self.tables;
                 let weight = weigh(tables, expr, || {
-                    self.push(format!("weight_string({a})"), AggKind::Weight)
+                    self.push(weight_string(&a), AggKind::Weight)
                 });
                 self.kinds[i] = AggKind::DistinctArg { weight };
                 *count_distinct = Some(i);
@@ -2224,7 +2244,7 @@ impl Internal<'_> {
                 let i = self.push(s.clone(), AggKind::Key);
                 // MIN and MAX compare as their argument's column would.
                 let tables = self.tables;
-                let mut push = || self.push(format!("weight_string({s})"), AggKind::Weight);
+                let mut push = || self.push(weight_string(&s), AggKind::Weight);
                 let weight = match &call.arg {
                     Some(a) => weigh(tables, a, push),
                     None => Some(Weight::Column(push())),
@@ -2270,11 +2290,14 @@ fn gate_expr(
         });
     }
     Ok(match e {
-        Expr::BinaryOp { left, op, right } => GateExpr::Binary(
-            Box::new(gate_expr(left, internal, groups, aliases, count_distinct)?),
-            op.clone(),
-            Box::new(gate_expr(right, internal, groups, aliases, count_distinct)?),
-        ),
+        Expr::BinaryOp { left, op, right } => {
+            let mut l = gate_expr(left, internal, groups, aliases, count_distinct)?;
+            let r = gate_expr(right, internal, groups, aliases, count_distinct)?;
+            if let Some(c) = super::derive::compared_in(internal.tables, left, op, right) {
+                l = GateExpr::Collate(Box::new(l), c);
+            }
+            GateExpr::Binary(Box::new(l), op.clone(), Box::new(r))
+        }
         Expr::UnaryOp { op, expr } => GateExpr::Unary(
             *op,
             Box::new(gate_expr(expr, internal, groups, aliases, count_distinct)?),
@@ -2758,7 +2781,7 @@ pub(super) fn horizon(
                 }
             };
             let weight = weigh(tables, key, || {
-                hidden.push(format!("weight_string({expr_sql})"));
+                hidden.push(weight_string(&expr_sql));
                 HIDDEN + hidden.len() - 1
             });
             order_keys.push(SortKey {
@@ -2820,7 +2843,7 @@ pub(super) fn horizon(
         let s = g.to_string();
         let i = internal.push(s.clone(), AggKind::Key);
         let w = weigh(tables, &g, || {
-            internal.push(format!("weight_string({s})"), AggKind::Weight)
+            internal.push(weight_string(&s), AggKind::Weight)
         });
         groups.push((s, i));
         group_keys.push((i, w));
