@@ -97,6 +97,12 @@ pub enum Error {
     /// `--queryserver-config-transaction-timeout` and was rolled back.
     #[error("transaction rolled back: it was open longer than the transaction timeout ({0:?}, --queryserver-config-transaction-timeout)")]
     TransactionTimeout(std::time::Duration),
+    /// A statement that wrote on several shards inside a transaction
+    /// failed on one, and what the others wrote could not be taken back
+    /// alone (its savepoint was lost with a tablet connection): the whole
+    /// transaction was rolled back. vtgate's message.
+    #[error("transaction rolled back to reverse changes of partial DML execution: {0}")]
+    PartialWriteRolledBack(Box<Error>),
     /// ROLLBACK TO or RELEASE of a savepoint the transaction does not have.
     #[error("SAVEPOINT {0} does not exist")]
     NoSavepoint(String),
@@ -326,7 +332,10 @@ impl Error {
             Error::Malformed(_) => MysqlError::new(1835, "HY000", self.to_string()),
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
-            Error::Deadlock => MysqlError::new(1213, "40001", self.to_string()),
+            // The whole transaction rolled back, as after a deadlock.
+            Error::Deadlock | Error::PartialWriteRolledBack(_) => {
+                MysqlError::new(1213, "40001", self.to_string())
+            }
             // ER_ERROR_DURING_COMMIT: the outcome is not known yet (the
             // resolver settles it), so not a rollback's code.
             Error::Twopc(crate::executor::twopc::TwopcError::InDoubt { .. }) => MysqlError {

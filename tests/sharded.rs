@@ -941,6 +941,33 @@ async fn twopc_commits_every_part_or_none() {
     assert_eq!(debug_var_at(web, "TwopcCommitted").await, 5);
     assert_eq!(debug_var_at(web, "TwopcRolledBack").await, 1);
 
+    // A write that fails on one shard inside the transaction is taken
+    // back on the other (to a savepoint inside each part, which a part
+    // the write began sets after its XA START), as MariaDB takes back a
+    // failed statement; the transaction goes on and commits the rest.
+    a.query_drop("begin").await.unwrap();
+    a.query_drop("insert into txatomic (id, v) values (2, 2)")
+        .await
+        .unwrap();
+    let e = a
+        .query_drop("insert into txatomic (id, v) values (4, 4), (1, 1)")
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), Some(1062), "{e}");
+    let seen: Vec<u64> = a
+        .query("select id from txatomic order by id")
+        .await
+        .unwrap();
+    assert_eq!(seen, [1, 2], "inside the transaction");
+    a.query_drop("commit").await.unwrap();
+    assert_eq!(
+        (on_shard(300, 2).await, on_shard(400, 4).await),
+        (Some(2), None)
+    );
+    a.query_drop("delete from txatomic where id = 2")
+        .await
+        .unwrap();
+
     // A session's SET chooses twopc on a MULTI gate too.
     let mut b = connect(Some("customer")).await;
     b.query_drop("set transaction_mode = 'twopc'")

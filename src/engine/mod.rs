@@ -256,19 +256,29 @@ pub trait VCursor {
         true
     }
 
-    /// Opens a transaction for one statement's several writes (a row and
-    /// its lookup rows) when the session has none open, as vtgate does;
-    /// true when it opened one, which [`VCursor::end_implicit`] must end.
-    fn begin_implicit(&mut self) -> bool {
-        false
+    /// Makes one statement's several writes (rows on several shards, a
+    /// row and its lookup rows) all or none: a transaction of their own
+    /// when the session has none open, as vtgate opens one; inside the
+    /// session's transaction a savepoint, so that a failure on one shard
+    /// takes back what the others did, as one MariaDB takes back a failed
+    /// statement (vtgate reverts to a savepoint too). What it opened
+    /// [`VCursor::end_implicit`] must end.
+    fn begin_implicit(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Implicit, Error>> + Send {
+        async { Ok(Implicit::Nothing) }
     }
 
-    /// Commits (or rolls back) the transaction `begin_implicit` opened.
+    /// Ends what `begin_implicit` opened: the statement's transaction
+    /// committed or rolled back; its savepoint forgotten, or rolled back
+    /// to (an error when that failed: the transaction was rolled back
+    /// whole).
     fn end_implicit(
         &mut self,
+        opened: Implicit,
         commit: bool,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        let _ = commit;
+        let _ = (opened, commit);
         async { Ok(()) }
     }
 
@@ -283,6 +293,18 @@ pub trait VCursor {
         rename_db_columns: bool,
         sink: &mut S,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+}
+
+/// What [`VCursor::begin_implicit`] opened for one statement's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Implicit {
+    /// Nothing: the writes run in what is open (an enclosing part of the
+    /// same statement opened it), or on one shard.
+    Nothing,
+    /// A transaction of the statement's own.
+    Transaction,
+    /// A savepoint in the session's transaction.
+    Savepoint,
 }
 
 /// vtgate's default for `--max_memory_rows`.
@@ -875,7 +897,10 @@ async fn exec_pullout<V: VCursor + Send, S: RowSink + Send>(
     // writes in one transaction, so that the rows stay as found (locked),
     // and the writes (one per table) all or none, with one OK for all,
     // sent once committed.
-    let opened = atomic && vc.begin_implicit();
+    let opened = match atomic {
+        true => vc.begin_implicit().await?,
+        false => Implicit::Nothing,
+    };
     let done = async {
         let Some(texts) = pullout_answers(p, binds, tt, snap, vc).await? else {
             return Ok(QueryDone::default());
@@ -1840,7 +1865,7 @@ async fn exec_dml<V: VCursor + Send, S: RowSink + Send>(
         // The lookup rows change with the tables', in one transaction;
         // the shards are found first, while the lookup rows that may
         // route the statement are still there.
-        let opened = vc.begin_implicit();
+        let opened = vc.begin_implicit().await?;
         let done = async {
             let queries = dml_queries(p, binds, snap, vc).await?;
             for l in &p.lookups {
@@ -1872,20 +1897,26 @@ fn write_answer<S: RowSink>(
     }
 }
 
-/// Ends the transaction `begin_implicit` opened for one statement (if it
-/// opened one): committed when the statement succeeded, else rolled back.
+/// Ends what `begin_implicit` opened for one statement (if anything):
+/// committed or forgotten when the statement succeeded, else rolled back.
+/// A failed statement whose savepoint could not be rolled back to took
+/// the whole transaction with it, which its error says.
 async fn end_implicit<V: VCursor + Send, T>(
     vc: &mut V,
-    opened: bool,
+    opened: Implicit,
     done: Result<T, Error>,
 ) -> Result<T, Error> {
-    if !opened {
+    if opened == Implicit::Nothing {
         return done;
     }
-    let ended = vc.end_implicit(done.is_ok()).await;
-    let done = done?;
-    ended?;
-    Ok(done)
+    let ended = vc.end_implicit(opened, done.is_ok()).await;
+    match (done, ended) {
+        (Ok(done), Ok(())) => Ok(done),
+        (Err(e), Err(_)) if opened == Implicit::Savepoint => {
+            Err(Error::PartialWriteRolledBack(Box::new(e)))
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
 }
 
 /// Removes the lookup rows of the rows an UPDATE or DELETE changes, and
@@ -2001,7 +2032,10 @@ async fn all_or_none<V: VCursor + Send>(
     keyspace: &str,
     queries: Vec<(String, String)>,
 ) -> Result<Vec<ShardResult>, Error> {
-    let opened = queries.len() > 1 && vc.multi_shard_transactions() && vc.begin_implicit();
+    let opened = match queries.len() > 1 && vc.multi_shard_transactions() {
+        true => vc.begin_implicit().await?,
+        false => Implicit::Nothing,
+    };
     let results = vc
         .execute_multi(keyspace, TabletType::Primary, queries)
         .await;
@@ -2037,7 +2071,10 @@ async fn exec_insert<V: VCursor + Send, S: RowSink + Send>(
     sink: &mut S,
 ) -> Result<(), Error> {
     // The lookup rows are added with the table's, in one transaction.
-    let opened = !p.lookups.is_empty() && vc.begin_implicit();
+    let opened = match p.lookups.is_empty() {
+        false => vc.begin_implicit().await?,
+        true => Implicit::Nothing,
+    };
     let done = insert_done(p, binds, snap, vc).await;
     let (done, returned) = end_implicit(vc, opened, done).await?;
     if done.last_insert_id > 0 {

@@ -18,7 +18,9 @@ use crate::backend::lean::{Discard, Rename, RunError};
 use crate::backend::mux::{self, Read};
 use crate::backend::Shareable;
 use crate::engine::row::{Cell, OwnedRow, ShardRows, TextRow};
-use crate::engine::{QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor};
+use crate::engine::{
+    Implicit, QueryDone, RowSink, ScatterConsumer, ShardResult, ShardStreams, VCursor,
+};
 use crate::error::Error;
 use crate::gateway::buffer::{Hold, Next};
 use crate::server::ServerCtx;
@@ -1122,6 +1124,11 @@ impl twopc::XaConn for XaPart<'_> {
     }
 }
 
+/// The savepoint a statement that writes on several shards inside the
+/// session's transaction takes back to when one of them fails
+/// ([`VCursor::begin_implicit`]).
+const STATEMENT_SAVEPOINT: &str = "sg_statement";
+
 /// A VCursor over one statement's snapshot and the session's connections.
 pub struct Executor<'a> {
     /// Shared server state (pools, gateway).
@@ -1665,16 +1672,44 @@ impl VCursor for Executor<'_> {
                 != TransactionMode::Single
     }
 
-    fn begin_implicit(&mut self) -> bool {
-        if self.state.in_txn {
-            return false;
+    async fn begin_implicit(&mut self) -> Result<Implicit, Error> {
+        if !self.state.in_txn {
+            self.state.in_txn = true;
+            return Ok(Implicit::Transaction);
         }
-        self.state.in_txn = true;
-        true
+        let ours = |(name, _): &(String, String)| name == STATEMENT_SAVEPOINT;
+        if self.state.savepoints.iter().any(ours) {
+            return Ok(Implicit::Nothing);
+        }
+        // Set where the transaction has been; a tablet it reaches during
+        // the statement sets it after its BEGIN, as a client's savepoint.
+        let set = format!("SAVEPOINT {STATEMENT_SAVEPOINT}");
+        self.state.on_transaction(&set).await?;
+        self.state
+            .savepoints
+            .push((STATEMENT_SAVEPOINT.to_string(), set));
+        Ok(Implicit::Savepoint)
     }
 
-    async fn end_implicit(&mut self, commit: bool) -> Result<(), Error> {
-        self.state.finish_txn(self.ctx, commit).await
+    async fn end_implicit(&mut self, opened: Implicit, commit: bool) -> Result<(), Error> {
+        match opened {
+            Implicit::Nothing => Ok(()),
+            Implicit::Transaction => self.state.finish_txn(self.ctx, commit).await,
+            Implicit::Savepoint => {
+                self.state
+                    .savepoints
+                    .retain(|(n, _)| n != STATEMENT_SAVEPOINT);
+                if commit {
+                    return Ok(());
+                }
+                let back = format!("ROLLBACK TO SAVEPOINT {STATEMENT_SAVEPOINT}");
+                if let Err(e) = self.state.on_transaction(&back).await {
+                    let _ = self.state.finish_txn(self.ctx, false).await;
+                    return Err(e);
+                }
+                Ok(())
+            }
+        }
     }
 
     fn set_last_insert_id(&mut self, id: u64) {
@@ -2259,12 +2294,12 @@ impl<V: VCursor + Send> VCursor for Logging<V> {
         self.inner.multi_shard_transactions()
     }
 
-    fn begin_implicit(&mut self) -> bool {
-        self.inner.begin_implicit()
+    async fn begin_implicit(&mut self) -> Result<Implicit, Error> {
+        self.inner.begin_implicit().await
     }
 
-    async fn end_implicit(&mut self, commit: bool) -> Result<(), Error> {
-        self.inner.end_implicit(commit).await
+    async fn end_implicit(&mut self, opened: Implicit, commit: bool) -> Result<(), Error> {
+        self.inner.end_implicit(opened, commit).await
     }
 
     fn serving(&self, alias: &str) -> bool {

@@ -919,7 +919,32 @@ pub async fn writes_leave_what_one_mariadb_leaves(sg: &mut Conn, oracle: &mut Co
     let total = env("SHARDGATE_RANDOM_STATEMENTS").map_or(300, |n| n / 2);
     let (mut same, mut refused, mut failed) = (0, 0, Vec::new());
     let mut errors = std::collections::BTreeMap::<Option<u16>, usize>::new();
+    // Some writes run in transactions, which end in COMMIT or ROLLBACK,
+    // some with a savepoint rolled back to: a write that fails on one
+    // shard inside one must leave what MariaDB leaves (the statement
+    // undone, the transaction going on).
+    let (mut in_txn, mut savepoint, mut transactions) = (false, false, 0);
     for n in 0..total {
+        let mut control = Vec::new();
+        if !in_txn && r.chance(8) {
+            control.push("begin");
+            in_txn = true;
+            transactions += 1;
+        } else if in_txn && !savepoint && r.chance(10) {
+            control.push("savepoint sp1");
+            savepoint = true;
+        } else if in_txn && savepoint && r.chance(10) {
+            control.push("rollback to savepoint sp1");
+        } else if in_txn && r.chance(10) {
+            control.push(*r.pick(&["commit", "rollback"]));
+            (in_txn, savepoint) = (false, false);
+        }
+        for sql in control {
+            oracle.query_drop(sql).await.unwrap();
+            if let Err(e) = sg.query_drop(sql).await {
+                failed.push(format!("{sql}: {e}"));
+            }
+        }
         let sql = write(&mut r);
         let expected = oracle
             .query_drop(&sql)
@@ -963,6 +988,10 @@ pub async fn writes_leave_what_one_mariadb_leaves(sg: &mut Conn, oracle: &mut Co
                 }
             }
         }
+        if in_txn && n + 1 == total {
+            oracle.query_drop("commit").await.unwrap();
+            sg.query_drop("commit").await.unwrap();
+        }
         if n % 10 == 9 || n + 1 == total {
             let (a, b) = (contents(sg).await, contents(oracle).await);
             if a != b {
@@ -972,7 +1001,7 @@ pub async fn writes_leave_what_one_mariadb_leaves(sg: &mut Conn, oracle: &mut Co
         }
     }
     eprintln!(
-        "random writes: {same} the same (of which errors by code: {errors:?}), {refused} refused, {} failed",
+        "random writes: {same} the same (of which errors by code: {errors:?}), {refused} refused, {} failed; {transactions} transactions",
         failed.len()
     );
     verdict("writes", total, same, refused, &failed, 4);
