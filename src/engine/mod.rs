@@ -974,7 +974,7 @@ async fn pullout_answers<V: VCursor + Send>(
             }
             PulloutKind::Exists => if rows.rows.is_empty() { "0" } else { "1" }.to_string(),
             PulloutKind::NotExists => if rows.rows.is_empty() { "1" } else { "0" }.to_string(),
-            PulloutKind::Table => constants(&rows.columns, &rows.rows, nbe),
+            PulloutKind::Table => constants(&rows.columns, &rows.rows, &sub.collations, nbe),
             PulloutKind::Assign { keys } => assign(&rows, keys, tested, &sub.targets, nbe)?,
             PulloutKind::Recursive { distinct } => {
                 let step = sub.step.as_deref().unwrap_or_default();
@@ -1210,9 +1210,15 @@ async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
 
 /// A derived table's rows as a query of constants under its columns'
 /// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL SELECT 2, 'y')`, or
-/// none (`LIMIT 0`).
-fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
-    let rendered: Vec<Vec<String>> = rows
+/// none (`LIMIT 0`). A string column whose collation the plan knows
+/// names it in the first row ([`collated`]).
+fn constants(
+    cols: &[Column],
+    rows: &[Vec<Value>],
+    collations: &[Option<crate::collation::Collation>],
+    nbe: bool,
+) -> String {
+    let mut rendered: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             (0..cols.len())
@@ -1220,7 +1226,31 @@ fn constants(cols: &[Column], rows: &[Vec<Value>], nbe: bool) -> String {
                 .collect()
         })
         .collect();
+    if let Some(first) = rendered.first_mut() {
+        for (v, c) in first.iter_mut().zip(collations) {
+            if let Some(c) = c {
+                collated(v, *c);
+            }
+        }
+    }
     constants_of(&constant_names(cols), cols, &rendered)
+}
+
+/// A first row's string literal (or NULL) in its column's collation, as
+/// MariaDB would compare the column: a literal alone takes the
+/// connection's, and the gate, planning the statement that reads the
+/// table, learns the collation from it. Written for the UTF-8
+/// collations, converted from whatever character set the connection
+/// has; a value already typed (binary, a date) stays as it is.
+fn collated(v: &mut String, c: crate::collation::Collation) {
+    use crate::collation::Collation;
+    if !matches!(c, Collation::Utf8GeneralCi | Collation::Utf8Bin) {
+        return;
+    }
+    let plain = v == "NULL" || (v.starts_with('\'') && v.ends_with('\''));
+    if plain {
+        *v = format!("CONVERT({v} USING utf8mb4) COLLATE {}", c.name());
+    }
 }
 
 /// A NULL that keeps its column's type where the type decides what

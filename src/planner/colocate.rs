@@ -20,7 +20,6 @@ use super::sharded::{
 use super::{derive, PlanError};
 use crate::topo::Keyspace;
 use crate::vschema::vindex::Func;
-use crate::vschema::Declared;
 
 /// The tables of a FROM clause, and the route they share.
 pub(super) struct Joined {
@@ -403,7 +402,7 @@ pub(super) struct UnionRoute {
     pub same_shard: Vec<Operand>,
     /// Its columns, with what is known of their types
     /// ([`derive::union_items`]).
-    pub columns: Vec<(String, Option<Declared>)>,
+    pub columns: Vec<(String, derive::Part)>,
 }
 
 /// Where a UNION goes whole:

@@ -11,6 +11,7 @@ use sqlparser::ast::{self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments
 
 use super::sharded::TableInfo;
 use crate::collation::Collation;
+use crate::topo::Keyspace;
 use crate::vschema::Declared;
 
 /// String functions whose result takes the collation of their string
@@ -36,8 +37,10 @@ const STRING_FUNCTIONS: &[&str] = &[
     "repeat",
 ];
 
-/// How one argument takes part in its expression's collation.
-enum Part {
+/// How one argument takes part in its expression's collation (or one
+/// part's column in its UNION's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Part {
     /// A column or expression of this type.
     Known(Declared),
     /// A literal, a parameter or NULL: it takes whatever collation the
@@ -60,47 +63,98 @@ pub(super) fn declared_of(tables: &[TableInfo], e: &Expr) -> Option<Declared> {
 /// A SELECT's columns by name (as a derived table over it shows them),
 /// each with what is known of its type over the SELECT's `tables`; `*`
 /// shows nothing known.
-pub(super) fn items(s: &ast::Select, tables: &[TableInfo]) -> Vec<(String, Option<Declared>)> {
+pub(super) fn items(s: &ast::Select, tables: &[TableInfo]) -> Vec<(String, Part)> {
     s.projection
         .iter()
         .map(|item| match item {
-            SelectItem::UnnamedExpr(e) => (super::sharded::column_name(e), declared_of(tables, e)),
-            SelectItem::ExprWithAlias { expr, alias } => {
-                (alias.value.clone(), declared_of(tables, expr))
-            }
-            _ => (String::new(), None),
+            SelectItem::UnnamedExpr(e) => (super::sharded::column_name(e), part(tables, e)),
+            SelectItem::ExprWithAlias { expr, alias } => (alias.value.clone(), part(tables, expr)),
+            _ => (String::new(), Part::Unknown),
         })
         .collect()
 }
 
-/// A UNION's columns from its parts' [`items`]: the first part's names,
-/// a type where every part's column has that one.
+/// A UNION's columns from its parts' [`items`]: the first part's names;
+/// a type where the parts' columns have that one, or a collation where
+/// the others are literals (a table of constants whose first row names
+/// its collations, or `SELECT name ... UNION SELECT 'x'`). A number's
+/// type does not survive a literal, which may be a string.
 pub(super) fn union_items(
-    first: Vec<(String, Option<Declared>)>,
-    other: &[(String, Option<Declared>)],
-) -> Vec<(String, Option<Declared>)> {
+    first: Vec<(String, Part)>,
+    other: &[(String, Part)],
+) -> Vec<(String, Part)> {
     first
         .into_iter()
         .zip(other)
-        .map(|((name, a), (_, b))| (name, a.filter(|a| Some(*a) == *b)))
+        .map(|((name, a), (_, b))| {
+            let merged = match (a, *b) {
+                (a, b) if a == b => a,
+                (t @ Part::Known(Declared::Text(_)), Part::Coercible)
+                | (Part::Coercible, t @ Part::Known(Declared::Text(_))) => t,
+                _ => Part::Unknown,
+            };
+            (name, merged)
+        })
         .collect()
 }
 
 /// The known columns of a derived table `alias` whose query shows
 /// `items`, renamed by the alias's column list if it has one.
 pub(super) fn known_columns(
-    items: Vec<(String, Option<Declared>)>,
+    items: Vec<(String, Part)>,
     alias: &ast::TableAlias,
 ) -> Vec<(String, Declared)> {
     items
         .into_iter()
         .enumerate()
-        .filter_map(|(i, (name, d))| {
+        .filter_map(|(i, (name, part))| {
+            let Part::Known(d) = part else { return None };
             let name = match alias.columns.get(i) {
                 Some(c) => c.name.value.clone(),
                 None => name,
             };
-            Some((name, d?))
+            Some((name, d))
+        })
+        .collect()
+}
+
+/// The collations of a query's string columns, where known: a table of
+/// constants made of its rows names them in its first row, so that the
+/// statement reading it compares its strings as it would the query's
+/// (at the gate and on the shards). None where unknown, or for a number.
+pub(super) fn collations(ks: &Keyspace, q: &ast::Query) -> Vec<Option<Collation>> {
+    fn of_body(ks: &Keyspace, body: &ast::SetExpr) -> Option<Vec<(String, Part)>> {
+        match body {
+            ast::SetExpr::Select(s) => {
+                let mut tables = Vec::new();
+                for t in &s.from {
+                    for factor in
+                        std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation))
+                    {
+                        if let ast::TableFactor::Table { name, alias, .. } = factor {
+                            let alias = alias.as_ref().map(|a| a.name.value.clone());
+                            if let Ok(t) = super::sharded::table_info(ks, name, alias) {
+                                tables.push(t);
+                            }
+                        }
+                    }
+                }
+                Some(items(s, &tables))
+            }
+            ast::SetExpr::Query(q) => of_body(ks, &q.body),
+            ast::SetExpr::SetOperation { left, right, .. } => {
+                let (l, r) = (of_body(ks, left)?, of_body(ks, right)?);
+                Some(union_items(l, &r))
+            }
+            _ => None,
+        }
+    }
+    of_body(ks, &q.body)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, p)| match p {
+            Part::Known(Declared::Text(c)) => Some(c),
+            _ => None,
         })
         .collect()
 }
@@ -242,6 +296,24 @@ mod tests {
             declared_of(&tables, &expr("name collate utf8mb4_bin")),
             Some(Declared::Text(Collation::Utf8Bin))
         );
+    }
+
+    #[test]
+    fn a_union_column_keeps_a_collation_its_literals_yield_to() {
+        let general = Part::Known(Declared::Text(Collation::Utf8GeneralCi));
+        let bin = Part::Known(Declared::Text(Collation::Utf8Bin));
+        let number = Part::Known(Declared::Number);
+        let merged =
+            |a: Part, b: Part| union_items(vec![("c".into(), a)], &[("x".into(), b)])[0].clone();
+        assert_eq!(merged(general, Part::Coercible), ("c".into(), general));
+        assert_eq!(merged(Part::Coercible, general).1, general);
+        assert_eq!(merged(general, general).1, general);
+        assert_eq!(merged(number, number).1, number);
+        assert_eq!(merged(Part::Coercible, Part::Coercible).1, Part::Coercible);
+        // A literal may be a string; two collations clash.
+        assert_eq!(merged(number, Part::Coercible).1, Part::Unknown);
+        assert_eq!(merged(general, bin).1, Part::Unknown);
+        assert_eq!(merged(general, Part::Unknown).1, Part::Unknown);
     }
 
     #[test]

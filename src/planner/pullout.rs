@@ -55,6 +55,9 @@ pub struct Subquery {
     pub step: Option<String>,
     /// The columns an [`PulloutKind::Assign`] sets, as written.
     pub targets: Vec<String>,
+    /// A [`PulloutKind::Table`]'s string columns' collations, where the
+    /// plan knows them: its table of constants names them.
+    pub collations: Vec<Option<crate::collation::Collation>>,
 }
 
 /// What a pulled-out subquery's answer becomes in its statement.
@@ -203,6 +206,10 @@ fn finish(
         .map(|(kind, tested, sub)| {
             // One over another keyspace's tables runs there.
             let (plan, sql) = super::join::plan_there(sub.to_string(), ks, snap)?;
+            let collations = match kind {
+                PulloutKind::Table => super::derive::collations(ks, &sub),
+                _ => Vec::new(),
+            };
             Ok(Subquery {
                 kind,
                 tested,
@@ -210,6 +217,7 @@ fn finish(
                 sql,
                 step: None,
                 targets: Vec::new(),
+                collations,
             })
         })
         .collect::<Result<Vec<_>, PlanError>>()?;
