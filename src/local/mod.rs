@@ -166,7 +166,8 @@ impl ClusterSpec {
         format!("127.0.0.1:{}", self.etcd_port)
     }
 
-    fn tablet_dir(&self, uid: u32) -> PathBuf {
+    /// Where a tablet's mysqld keeps its data, socket and error log.
+    pub fn tablet_dir(&self, uid: u32) -> PathBuf {
         self.dataroot.join(format!("vt_{uid:010}"))
     }
 }

@@ -251,7 +251,21 @@ pub async fn connect_tablet(uid: u32) -> Conn {
         .user(Some("vt_dba"))
         .db_name(Some(format!("vt_{}", t.keyspace)))
         .prefer_socket(false);
-    Conn::new(opts).await.expect("connect tablet")
+    match Conn::new(opts).await {
+        Ok(conn) => conn,
+        // What the tablet said last: the cluster's logs go when the test
+        // binary exits.
+        Err(e) => {
+            let log = std::fs::read_to_string(c.spec.tablet_dir(uid).join("error.log"))
+                .unwrap_or_else(|e| format!("(no error log: {e})"));
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "connect tablet {uid}: {e}\nits mysqld's error log ends:\n{}",
+                tail.join("\n")
+            )
+        }
+    }
 }
 
 /// The port of a tablet's mysqld.
