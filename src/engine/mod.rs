@@ -1390,6 +1390,9 @@ fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
 /// value says so (`_binary'a'`), or `'a' = 'A'` would hold where the
 /// column's values differ. A `_bin` column says so only where the tablet's
 /// column definition names its collation (it may name the connection's).
+/// Numbers are written as join variables are ([`join_var`]): an unsigned
+/// integer as one (MariaDB makes a column of unsigned and signed integers
+/// a DECIMAL), a DOUBLE with an exponent.
 fn constant(col: &Column, v: &Value, nbe: bool) -> String {
     let text = bind_text(col, v, nbe);
     let Value::Bytes(b) = v else {
@@ -1496,16 +1499,22 @@ fn join_var(col: &Column, v: &Value, nbe: bool) -> Bind {
                 text.parse::<i64>().map(Value::Int)
             };
             match value {
+                // Unsigned arithmetic over it, as over its column
+                // (`u * 2` past BIGINT's range is no error then).
+                Ok(value) if unsigned => Bind::written(&format!("CAST({text} AS UNSIGNED)"), value),
                 Ok(value) => Bind::written(&text, value),
                 Err(_) => Bind::written(&crate::sql::literal(v, nbe), v.clone()),
             }
         }
-        T::MYSQL_TYPE_DECIMAL
-        | T::MYSQL_TYPE_NEWDECIMAL
-        | T::MYSQL_TYPE_FLOAT
-        | T::MYSQL_TYPE_DOUBLE
-            if text.parse::<f64>().is_ok() =>
-        {
+        // A DOUBLE's digits alone would be a DECIMAL literal (`f / 3`
+        // computed in decimals): an exponent makes it a DOUBLE.
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE if text.parse::<f64>().is_ok() => {
+            match text.contains(['e', 'E']) {
+                true => Bind::written(&text, v.clone()),
+                false => Bind::written(&format!("{text}e0"), v.clone()),
+            }
+        }
+        T::MYSQL_TYPE_DECIMAL | T::MYSQL_TYPE_NEWDECIMAL if text.parse::<f64>().is_ok() => {
             Bind::written(&text, v.clone())
         }
         _ => Bind::written(&crate::sql::literal(v, nbe), v.clone()),
