@@ -81,7 +81,8 @@
 //!   [`vschema::lookup`] describes lookup vindexes, which the engine reads
 //!   to route and keeps in step with their owner tables' writes;
 //!   declared column types tell the planner which keys need no weight
-//!   strings.
+//!   strings (and, through `planner::derive`, which string expressions,
+//!   derived tables' and UNIONs' columns have a known collation).
 //! - [`collation`]: MariaDB's string order in the collations the gate
 //!   compares itself (`utf8mb4_general_ci`, `_bin`, `latin1_swedish_ci`,
 //!   `binary`).
