@@ -45,13 +45,16 @@ fn cols(alias: &str, table: &str) -> Vec<Col> {
             ("qty", true),
             ("f", true),
         ],
-        // The written tables' columns (`qa`'s first five).
+        // The written tables' columns.
         "xa" => &[
             ("id", true),
             ("k", true),
             ("g", true),
             ("name", false),
             ("amt", true),
+            ("t", false),
+            ("u", true),
+            ("f", true),
         ],
         "qr" => &[("k", true), ("label", false)],
         "d" => &[("k", true), ("n", true), ("s", true)],
@@ -871,8 +874,8 @@ fn verdict(what: &str, total: u64, same: u64, refused: u64, failed: &[String], f
 /// The tables random writes change: `xa` sharded by id, `xb` by the `xa`
 /// row it names, both with the columns of `qa` and `qb`.
 const WRITTEN: [&str; 2] = [
-    "create table xa (id bigint not null primary key, k int, g int, name varchar(16), amt decimal(8,2))",
-    "create table xb (id bigint not null primary key, a_id bigint not null, k int, tag varchar(8), qty int)",
+    "create table xa (id bigint not null primary key, k int, g int, name varchar(16), amt decimal(8,2), t datetime, u bigint unsigned, f double)",
+    "create table xb (id bigint not null primary key, a_id bigint not null, k int, tag varchar(8), qty int, f double)",
 ];
 
 /// One random write over `xa` and `xb`: inserts (some of keys already
@@ -885,18 +888,16 @@ fn write(r: &mut Rng) -> String {
         (0..n)
             .map(|_| {
                 let id = r.below(200) + 1;
-                format!(
-                    "({id}, {}, {}, 'n{}', {}.{:02})",
-                    r.below(12) as i64 - 3,
-                    r.below(6),
-                    r.below(10),
-                    r.below(100) as i64 - 50,
-                    r.below(100)
-                )
+                let (k, g) = (r.below(12) as i64 - 3, r.below(6));
+                let name = text(r, 'n', 10);
+                let amt = format!("{}.{:02}", r.below(100) as i64 - 50, r.below(100));
+                let [t, u, f] = ["t", "u", "f"].map(|c| literal(r, &column(c)));
+                format!("({id}, {k}, {g}, {name}, {amt}, {t}, {u}, {f})")
             })
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let columns = "(id, k, g, name, amt, t, u, f)";
     let pred = |r: &mut Rng| {
         let p = predicate(r, &a, 1);
         p.replace("qa ", "xa ").replace("qb ", "xb ")
@@ -904,24 +905,27 @@ fn write(r: &mut Rng) -> String {
     match r.below(14) {
         0 | 1 => {
             let n = 1 + r.below(4);
-            format!("insert into xa (id, k, g, name, amt) values {}", rows(r, n))
+            format!("insert into xa {columns} values {}", rows(r, n))
         }
         2 => {
             let n = 1 + r.below(4);
-            format!("insert ignore into xa (id, k, g, name, amt) values {}", rows(r, n))
+            format!("insert ignore into xa {columns} values {}", rows(r, n))
         }
         3 => {
             let n = 1 + r.below(3);
             format!(
-                "insert into xa (id, k, g, name, amt) values {} on duplicate key update k = k + 1, name = values(name)",
+                "insert into xa {columns} values {} on duplicate key update k = k + 1, name = values(name), u = u + 1",
                 rows(r, n)
             )
         }
         4 => {
             let n = 1 + r.below(3);
-            format!("replace into xa (id, k, g, name, amt) values {}", rows(r, n))
+            format!("replace into xa {columns} values {}", rows(r, n))
         }
-        5 => format!("update xa a set a.k = a.k + 1, a.name = 'u{}' where a.id = {id}", r.below(10)),
+        5 => format!(
+            "update xa a set a.k = a.k + 1, a.name = {}, a.f = a.f / 3 where a.id = {id}",
+            text(r, 'u', 10)
+        ),
         6 => format!("update xa a set a.g = coalesce(a.g, 0) + 1 where {}", pred(r)),
         7 => format!("delete a from xa a where {}", pred(r)),
         8 => format!(
@@ -935,7 +939,7 @@ fn write(r: &mut Rng) -> String {
             1 + r.below(3)
         ),
         10 => format!(
-            "insert into xb (id, a_id, k, tag, qty) select id + {}, id, k, name, g from xa where g = {} and id < 100",
+            "insert into xb (id, a_id, k, tag, qty, f) select id + {}, id, k, name, g, f / 3 from xa where g = {} and id < 100",
             1000 + r.below(5) * 200,
             r.below(6)
         ),
