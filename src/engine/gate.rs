@@ -225,6 +225,49 @@ fn mul(a: &Val, b: &Val) -> Val {
     }
 }
 
+/// MOD (`%`) as MariaDB computes it: the dividend's sign, exact for
+/// integers and decimals; NULL for a zero divisor.
+fn rem(a: &Val, b: &Val) -> Val {
+    match (a.numeric(), b.numeric()) {
+        (Val::Null, _) | (_, Val::Null) => Val::Null,
+        (Val::Float(_), _) | (_, Val::Float(_)) => match b.as_f64() {
+            Some(d) if d != 0.0 => Val::Float(a.as_f64().unwrap_or(0.0) % d),
+            _ => Val::Null,
+        },
+        (x, y) => {
+            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            match align(xm, xs, ym, ys) {
+                Some((_, 0, _)) => Val::Null,
+                Some((p, q, 0)) => Val::Int(p % q),
+                Some((p, q, s)) => Val::Dec(p % q, s),
+                None => float_of(a, b, |p, q| p % q),
+            }
+        }
+    }
+}
+
+/// DIV: the quotient truncated toward zero, an integer; NULL for a zero
+/// divisor.
+fn int_div(a: &Val, b: &Val) -> Val {
+    match (a.numeric(), b.numeric()) {
+        (Val::Null, _) | (_, Val::Null) => Val::Null,
+        (Val::Float(_), _) | (_, Val::Float(_)) => match b.as_f64() {
+            Some(d) if d != 0.0 => Val::Int((a.as_f64().unwrap_or(0.0) / d).trunc() as i128),
+            _ => Val::Null,
+        },
+        (x, y) => {
+            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            match align(xm, xs, ym, ys) {
+                Some((_, 0, _)) => Val::Null,
+                Some((p, q, _)) => Val::Int(p / q),
+                None => Val::Int(
+                    (a.as_f64().unwrap_or(0.0) / b.as_f64().unwrap_or(1.0)).trunc() as i128,
+                ),
+            }
+        }
+    }
+}
+
 /// Division as MariaDB does it: exact with `div_precision_increment` more
 /// digits, rounded half away from zero; NULL on division by zero.
 fn div(a: &Val, b: &Val) -> Val {
@@ -478,6 +521,12 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                 BinaryOperator::Minus => add(&a, &neg(&b)),
                 BinaryOperator::Multiply => mul(&a, &b),
                 BinaryOperator::Divide => div(&a, &b),
+                BinaryOperator::Modulo => rem(&a, &b),
+                BinaryOperator::MyIntegerDivide => int_div(&a, &b),
+                BinaryOperator::Xor => match (truth(&a), truth(&b)) {
+                    (Some(x), Some(y)) => Val::Int((x != y) as i128),
+                    _ => Val::Null,
+                },
                 BinaryOperator::And => match (truth(&a), truth(&b)) {
                     (Some(false), _) | (_, Some(false)) => Val::Int(0),
                     (Some(true), Some(true)) => Val::Int(1),
@@ -490,7 +539,11 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                 },
                 cmp_op => {
                     if a == Val::Null || b == Val::Null {
-                        return Val::Null;
+                        // `<=>`: equal when both are NULL.
+                        return match cmp_op {
+                            BinaryOperator::Spaceship => Val::Int((a == b) as i128),
+                            _ => Val::Null,
+                        };
                     }
                     let o = match (&a, &b, l.as_ref()) {
                         (Val::Str(x), Val::Str(y), GateExpr::Collate(_, c)) => c.cmp(x, y),
@@ -498,7 +551,7 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                         _ => cmp_val(&a.numeric(), &b.numeric()),
                     };
                     bool_val(Some(match cmp_op {
-                        BinaryOperator::Eq => o == Ordering::Equal,
+                        BinaryOperator::Eq | BinaryOperator::Spaceship => o == Ordering::Equal,
                         BinaryOperator::NotEq => o != Ordering::Equal,
                         BinaryOperator::Lt => o == Ordering::Less,
                         BinaryOperator::LtEq => o != Ordering::Greater,
@@ -1599,6 +1652,18 @@ mod tests {
         assert_eq!(div(&sum, &Val::Int(2)).to_cell(), b("25.125"));
         let parts = add_cells(&b("0.1"), &b("0.2"), &double);
         assert_eq!(parts, b("0.30000000000000004"));
+    }
+
+    #[test]
+    fn modulo_and_integer_division_as_mariadb() {
+        assert_eq!(rem(&Val::Int(7), &Val::Int(3)), Val::Int(1));
+        assert_eq!(rem(&Val::Int(-7), &Val::Int(3)), Val::Int(-1));
+        assert_eq!(rem(&Val::Int(7), &Val::Int(0)), Val::Null);
+        assert_eq!(rem(&Val::Dec(-1234, 2), &Val::Int(3)).to_cell(), b("-0.34"));
+        assert_eq!(rem(&Val::Float(7.5), &Val::Int(2)), Val::Float(1.5));
+        assert_eq!(int_div(&Val::Int(-7), &Val::Int(2)), Val::Int(-3));
+        assert_eq!(int_div(&Val::Dec(1250, 2), &Val::Int(4)), Val::Int(3));
+        assert_eq!(int_div(&Val::Int(1), &Val::Int(0)), Val::Null);
     }
 
     #[test]

@@ -1271,9 +1271,7 @@ fn typed_null(col: &Column) -> String {
             true => "UNSIGNED".to_string(),
             false => "SIGNED".to_string(),
         },
-        T::MYSQL_TYPE_NEWDECIMAL | T::MYSQL_TYPE_DECIMAL => {
-            format!("DECIMAL(65, {})", col.decimals().min(30))
-        }
+        T::MYSQL_TYPE_NEWDECIMAL | T::MYSQL_TYPE_DECIMAL => decimal_type(col),
         T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => "DOUBLE".to_string(),
         _ => match temporal(col) {
             Some(Temporal::Date) => "DATE".to_string(),
@@ -1283,6 +1281,20 @@ fn typed_null(col: &Column) -> String {
         },
     };
     format!("CAST(NULL AS {cast})")
+}
+
+/// A DECIMAL column's type, `DECIMAL(precision, scale)`, from its
+/// definition's display length (digits, a point, a sign): a literal's own
+/// precision would be its digits', and what MariaDB computes from the
+/// column (FLOOR's type, a division's scale) follows the precision.
+fn decimal_type(col: &Column) -> String {
+    use mysql_common::constants::ColumnFlags;
+    let scale = u32::from(col.decimals()).min(30);
+    let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+    let digits = col
+        .column_length()
+        .saturating_sub(u32::from(scale > 0) + u32::from(!unsigned));
+    format!("DECIMAL({}, {scale})", digits.clamp(scale.max(1), 65))
 }
 
 /// A date or time column's kind.
@@ -1325,15 +1337,23 @@ fn constant_names(cols: &[Column]) -> Vec<String> {
 /// A table of constants' first value of column `col` (written `v`), of
 /// the column's type where a literal would not have it: a NULL (see
 /// [`typed_null`]), a DOUBLE (its digits would be a DECIMAL), a DECIMAL
-/// without decimals (a SUM of integers: its digits would be a BIGINT).
+/// of its column's precision ([`decimal_type`]; a SUM of integers' digits
+/// alone would be a BIGINT), a BIGINT.
 /// The first row's types suffice: a UNION's columns take their types from
 /// all its rows.
 fn typed_first(col: &Column, v: &str) -> String {
     use mysql_common::constants::ColumnType as T;
+    let unsigned = col.flags().contains(ColumnFlags::UNSIGNED_FLAG);
     match col.column_type() {
+        // A BIGINT's small values would be a narrower integer, and what
+        // MariaDB computes over them typed by their width (`floor(id /
+        // 4)` a BIGINT where over the column it is a DECIMAL): the widest
+        // value beside it gives the column its width (a CAST keeps the
+        // value's). An unsigned one is cast already ([`join_var`]).
+        T::MYSQL_TYPE_LONGLONG if !unsigned => format!("IF(1, {v}, -9223372036854775807)"),
         _ if v == "NULL" => typed_null(col),
         T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => format!("CAST({v} AS DOUBLE)"),
-        T::MYSQL_TYPE_NEWDECIMAL if col.decimals() == 0 => format!("CAST({v} AS DECIMAL(65, 0))"),
+        T::MYSQL_TYPE_NEWDECIMAL => format!("CAST({v} AS {})", decimal_type(col)),
         _ => v.to_string(),
     }
 }

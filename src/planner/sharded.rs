@@ -2260,6 +2260,26 @@ impl Internal<'_> {
     }
 }
 
+/// The binary operators the gate computes over a grouped result.
+const GATE_OPERATORS: &[BinaryOperator] = &[
+    BinaryOperator::Plus,
+    BinaryOperator::Minus,
+    BinaryOperator::Multiply,
+    BinaryOperator::Divide,
+    BinaryOperator::Modulo,
+    BinaryOperator::MyIntegerDivide,
+    BinaryOperator::And,
+    BinaryOperator::Or,
+    BinaryOperator::Xor,
+    BinaryOperator::Eq,
+    BinaryOperator::NotEq,
+    BinaryOperator::Lt,
+    BinaryOperator::LtEq,
+    BinaryOperator::Gt,
+    BinaryOperator::GtEq,
+    BinaryOperator::Spaceship,
+];
+
 /// Translates an expression over a grouped result into a gate expression.
 fn gate_expr(
     e: &Expr,
@@ -2290,6 +2310,23 @@ fn gate_expr(
         });
     }
     Ok(match e {
+        // What the gate does not compute (bit operators, string ones) is
+        // refused, not answered as NULL.
+        Expr::BinaryOp { op, .. } if !GATE_OPERATORS.contains(op) => {
+            return Err(unsupported(format!(
+                "expression '{text}' over a cross-shard aggregate"
+            )))
+        }
+        Expr::UnaryOp { op, .. }
+            if !matches!(
+                op,
+                UnaryOperator::Minus | UnaryOperator::Plus | UnaryOperator::Not
+            ) =>
+        {
+            return Err(unsupported(format!(
+                "expression '{text}' over a cross-shard aggregate"
+            )))
+        }
         Expr::BinaryOp { left, op, right } => {
             let mut l = gate_expr(left, internal, groups, aliases, count_distinct)?;
             let r = gate_expr(right, internal, groups, aliases, count_distinct)?;

@@ -6,7 +6,13 @@
 //! seed so that a failure is the same failure at every run.
 //!
 //! A statement the gate refuses as unsupported (1235) is counted, not
-//! failed; any other error, and any answer other than the oracle's, fails.
+//! failed; any other error, and any answer other than the oracle's, fails
+//! (an error the oracle gives, the gate must give too).
+//!
+//! `SHARDGATE_RANDOM_SEED` and `SHARDGATE_RANDOM_STATEMENTS` explore
+//! further; `SHARDGATE_SHOW_REFUSED` prints the refused statements;
+//! `SHARDGATE_RANDOM_SQL` runs one statement over the same rows and
+//! prints both answers.
 
 use super::*;
 
@@ -375,6 +381,21 @@ fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
     }
 }
 
+/// An expression over one column to group by.
+fn group_expr(r: &mut Rng, c: &Col) -> String {
+    let n = &c.name;
+    match (r.below(4), c.num) {
+        (0, true) => format!("{n} % 3"),
+        (1, true) => format!("floor({n} / 4)"),
+        (2, true) => format!("coalesce({n}, -1)"),
+        (_, true) => format!("{n} > {}", literal(r, c)),
+        (0, false) => format!("lower({n})"),
+        (1, false) => format!("concat({n}, '-')"),
+        (2, false) => format!("left({n}, 1)"),
+        (_, false) => format!("ifnull({n}, '-')"),
+    }
+}
+
 /// An aggregate over the FROM clause's columns.
 fn aggregate(r: &mut Rng, cols: &[Col]) -> String {
     let c = r.pick(cols).clone();
@@ -432,8 +453,18 @@ fn statement(r: &mut Rng) -> (String, bool) {
     let grouped = r.chance(40);
     let width;
     if grouped {
-        let groups: Vec<Col> = (0..r.below(3)).map(|_| r.pick(&cols).clone()).collect();
-        let mut items: Vec<String> = groups.iter().map(|c| c.name.clone()).collect();
+        // Groups by columns, and by expressions over one (the gate
+        // regroups by their values, compared as MariaDB compares them).
+        let groups: Vec<String> = (0..r.below(3))
+            .map(|_| {
+                let c = r.pick(&cols).clone();
+                match r.chance(30) {
+                    true => group_expr(r, &c),
+                    false => c.name,
+                }
+            })
+            .collect();
+        let mut items: Vec<String> = groups.clone();
         items.extend((0..1 + r.below(3)).map(|_| aggregate(r, &cols)));
         width = items.len();
         sql.push_str(&items.join(", "));
@@ -442,8 +473,7 @@ fn statement(r: &mut Rng) -> (String, bool) {
             sql.push_str(&format!(" where {}", predicate(r, &cols, 0)));
         }
         if !groups.is_empty() {
-            let names: Vec<&str> = groups.iter().map(|c| c.name.as_str()).collect();
-            sql.push_str(&format!(" group by {}", names.join(", ")));
+            sql.push_str(&format!(" group by {}", groups.join(", ")));
             if r.chance(30) {
                 let num: Vec<&Col> = cols.iter().filter(|c| c.num).collect();
                 let x = r.pick(&num).name.clone();
@@ -807,6 +837,19 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
             Outcome::Same | Outcome::Alike => {}
             Outcome::Refused(why) | Outcome::Failed(why) => panic!("{sql}: {why}"),
         }
+    }
+    // One statement of a failure, over the same rows, both answers shown.
+    if let Ok(sql) = std::env::var("SHARDGATE_RANDOM_SQL") {
+        for (who, conn) in [("shardgate", &mut *sg), ("the oracle", &mut *oracle)] {
+            match answer(conn, &sql, &Sent::Text).await {
+                Ok((names, rows)) => {
+                    eprintln!("{who}: {names:?}");
+                    rows.iter().for_each(|r| eprintln!("  {r:?}"));
+                }
+                Err(e) => eprintln!("{who}: {e}"),
+            }
+        }
+        return;
     }
     let (mut same, mut alike, mut refused, mut failed) = (0, 0, 0, Vec::new());
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
