@@ -51,17 +51,13 @@ fn cols(alias: &str, table: &str) -> Vec<Col> {
             ("qty", true),
             ("f", true),
         ],
-        // The written tables' columns.
-        "xa" => &[
-            ("id", true),
-            ("k", true),
-            ("g", true),
-            ("name", false),
-            ("amt", true),
-            ("t", false),
-            ("u", true),
-            ("f", true),
-        ],
+        // The written `xa`: `qa`'s columns and a DOUBLE.
+        "xa" => {
+            let mut all = cols(alias, "qa");
+            all.extend(cols(alias, "f"));
+            return all;
+        }
+        "f" => &[("f", true)],
         "qr" => &[("k", true), ("label", false)],
         "d" => &[("k", true), ("n", true), ("s", true)],
         "m" => &[("a_id", true), ("mq", true)],
