@@ -114,7 +114,7 @@ pub enum GateExpr {
     IsNull(Box<GateExpr>, bool),
     /// The same value, compared with strings in this collation where it is
     /// an operand of a comparison (the collation MariaDB derives for it,
-    /// [`super::derive`]); without one the gate's own order stands in.
+    /// `planner::derive`); without one the gate's own order stands in.
     Collate(Box<GateExpr>, Collation),
 }
 
@@ -549,7 +549,7 @@ impl TableInfo {
 
 /// How the gate orders key `e` over a FROM clause's tables: declared
 /// numbers need nothing, declared strings and string expressions over
-/// them their collation ([`super::derive`]); anything else the shards'
+/// them their collation (`planner::derive`); anything else the shards'
 /// weight strings, added by `push_weight` (which returns the internal
 /// column). A column two tables declare would be ambiguous to MariaDB, so
 /// the first table declaring it is the one.
