@@ -1034,6 +1034,15 @@ pub async fn writes_leave_what_one_mariadb_leaves(sg: &mut Conn, oracle: &mut Co
     let (mut in_txn, mut savepoint, mut transactions) = (false, false, 0);
     for n in 0..total {
         let mut control = Vec::new();
+        // The second half under twopc: each tablet's part an XA
+        // transaction, savepoints inside it.
+        if n == total / 2 {
+            if in_txn {
+                control.push("commit");
+                (in_txn, savepoint) = (false, false);
+            }
+            control.push("set transaction_mode = 'twopc'");
+        }
         if !in_txn && r.chance(8) {
             control.push("begin");
             in_txn = true;
@@ -1048,7 +1057,9 @@ pub async fn writes_leave_what_one_mariadb_leaves(sg: &mut Conn, oracle: &mut Co
             (in_txn, savepoint) = (false, false);
         }
         for sql in control {
-            oracle.query_drop(sql).await.unwrap();
+            if !sql.starts_with("set transaction_mode") {
+                oracle.query_drop(sql).await.unwrap();
+            }
             if let Err(e) = sg.query_drop(sql).await {
                 failed.push(format!("{sql}: {e}"));
             }
