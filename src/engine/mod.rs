@@ -1247,7 +1247,7 @@ fn collated(v: &mut String, c: crate::collation::Collation) {
     if !matches!(c, Collation::Utf8GeneralCi | Collation::Utf8Bin) {
         return;
     }
-    let plain = v == "NULL" || (v.starts_with('\'') && v.ends_with('\''));
+    let plain = v == "NULL" || v == STRING_NULL || (v.starts_with('\'') && v.ends_with('\''));
     if plain {
         *v = format!("CONVERT({v} USING utf8mb4) COLLATE {}", c.name());
     }
@@ -1256,7 +1256,8 @@ fn collated(v: &mut String, c: crate::collation::Collation) {
 /// A NULL that keeps its column's type where the type decides what
 /// MariaDB computes from it (a column of NULLs alone is untyped, and
 /// `AVG(COALESCE(c, 0))` over it a DOUBLE instead of a DECIMAL): numbers
-/// and times. Strings stay plain NULLs (a cast would name a collation).
+/// and times; strings (a UTF-8 string, a binary one), so that what is
+/// computed over them is a string.
 fn typed_null(col: &Column) -> String {
     use mysql_common::constants::{ColumnFlags, ColumnType as T};
     let d = col.decimals().min(6);
@@ -1273,6 +1274,20 @@ fn typed_null(col: &Column) -> String {
         },
         T::MYSQL_TYPE_NEWDECIMAL | T::MYSQL_TYPE_DECIMAL => decimal_type(col),
         T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => "DOUBLE".to_string(),
+        T::MYSQL_TYPE_VARCHAR
+        | T::MYSQL_TYPE_VAR_STRING
+        | T::MYSQL_TYPE_STRING
+        | T::MYSQL_TYPE_TINY_BLOB
+        | T::MYSQL_TYPE_BLOB
+        | T::MYSQL_TYPE_MEDIUM_BLOB
+        | T::MYSQL_TYPE_LONG_BLOB => match col.character_set() {
+            63 => "BINARY".to_string(),
+            // A string (of the connection's collation where no other
+            // names one, see `collated`): a plain NULL is of no type, and
+            // `if(x is null, n, NULL)` an integer where over the column
+            // it is a string.
+            _ => return STRING_NULL.to_string(),
+        },
         _ => match temporal(col) {
             Some(Temporal::Date) => "DATE".to_string(),
             Some(Temporal::DateTime) => format!("DATETIME({d})"),
@@ -1296,6 +1311,9 @@ fn decimal_type(col: &Column) -> String {
         .saturating_sub(u32::from(scale > 0) + u32::from(!unsigned));
     format!("DECIMAL({}, {scale})", digits.clamp(scale.max(1), 65))
 }
+
+/// A NULL of a text column ([`typed_null`]).
+const STRING_NULL: &str = "CONVERT(NULL USING utf8mb4)";
 
 /// A date or time column's kind.
 #[derive(Clone, Copy)]

@@ -185,6 +185,10 @@ fn part(tables: &[TableInfo], e: &Expr) -> Part {
             .map_or(Part::Unknown, Part::Known),
         Expr::Nested(inner) => part(tables, inner),
         Expr::Value(_) => Part::Coercible,
+        // A literal converted (a table of constants' typed NULL string,
+        // `CONVERT(NULL USING utf8mb4)`) yields to a column's collation as
+        // the literal would.
+        Expr::Convert { expr, .. } if matches!(**expr, Expr::Value(_)) => Part::Coercible,
         Expr::Collate { collation, .. } => Collation::from_name(&collation.to_string())
             .map_or(Part::Unknown, |c| Part::Known(Declared::Text(c))),
         Expr::Substring { expr, .. } => string_of(tables, [expr.as_ref()]),
@@ -284,6 +288,7 @@ mod tests {
             "if(name is null, k, name)",
             "ifnull(t.name, :v1)",
             "concat(name, '-', k)",
+            "ifnull(name, convert(null using utf8mb4))",
             "case when k > 1 then name else :v2 end",
             "substring(name from 2)",
             "trim(name)",
