@@ -433,15 +433,12 @@ fn cmp_key(
 /// times, whose text orders as they do) is compared by its bytes.
 fn unpadded<'a>(col: &Column, w: Option<Weighed<'a>>) -> Option<Weighed<'a>> {
     match w {
-        Some(Weighed::Sent(..)) if col.character_set() == BINARY_CHARSET => {
+        Some(Weighed::Sent(..)) if col.character_set() == super::BINARY_CHARSET => {
             Some(Weighed::Collation(Collation::Binary))
         }
         w => w,
     }
 }
-
-/// MariaDB's `binary` character set (and collation) number.
-const BINARY_CHARSET: u16 = 63;
 
 fn bind_val(binds: &[Bind], i: usize) -> Val {
     binds

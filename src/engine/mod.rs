@@ -1247,10 +1247,12 @@ fn collated(v: &mut String, c: crate::collation::Collation) {
     if !matches!(c, Collation::Utf8GeneralCi | Collation::Utf8Bin) {
         return;
     }
-    let plain = v == "NULL" || v == STRING_NULL || (v.starts_with('\'') && v.ends_with('\''));
-    if plain {
-        *v = format!("CONVERT({v} USING utf8mb4) COLLATE {}", c.name());
-    }
+    let converted = match v.as_str() {
+        "NULL" | STRING_NULL => STRING_NULL.to_string(),
+        s if s.starts_with('\'') && s.ends_with('\'') => format!("CONVERT({s} USING utf8mb4)"),
+        _ => return,
+    };
+    *v = format!("{converted} COLLATE {}", c.name());
 }
 
 /// A NULL that keeps its column's type where the type decides what
@@ -1281,7 +1283,7 @@ fn typed_null(col: &Column) -> String {
         | T::MYSQL_TYPE_BLOB
         | T::MYSQL_TYPE_MEDIUM_BLOB
         | T::MYSQL_TYPE_LONG_BLOB => match col.character_set() {
-            63 => "BINARY".to_string(),
+            BINARY_CHARSET => "BINARY".to_string(),
             // A string (of the connection's collation where no other
             // names one, see `collated`): a plain NULL is of no type, and
             // `if(x is null, n, NULL)` an integer where over the column
@@ -1311,6 +1313,10 @@ fn decimal_type(col: &Column) -> String {
         .saturating_sub(u32::from(scale > 0) + u32::from(!unsigned));
     format!("DECIMAL({}, {scale})", digits.clamp(scale.max(1), 65))
 }
+
+/// MariaDB's `binary` character set (and collation) number, in column
+/// definitions: binary strings, and every column that is not text.
+const BINARY_CHARSET: u16 = 63;
 
 /// A NULL of a text column ([`typed_null`]).
 const STRING_NULL: &str = "CONVERT(NULL USING utf8mb4)";
@@ -1459,7 +1465,7 @@ fn constant(col: &Column, v: &Value, nbe: bool) -> String {
         return text;
     }
     match col.character_set() {
-        63 => format!("_binary{text}"),
+        BINARY_CHARSET => format!("_binary{text}"),
         46 => format!("{text} COLLATE utf8mb4_bin"),
         83 => format!("{text} COLLATE utf8mb3_bin"),
         _ => text,
@@ -2327,7 +2333,7 @@ impl RowSink for ColumnsOnly {
 pub fn number_row<S: RowSink>(name: &str, value: u64, sink: &mut S) -> Result<(), Error> {
     let col = Column::new(ColumnType::MYSQL_TYPE_LONGLONG)
         .with_name(name.as_bytes())
-        .with_character_set(63)
+        .with_character_set(BINARY_CHARSET)
         .with_column_length(20)
         .with_flags(
             ColumnFlags::NOT_NULL_FLAG | ColumnFlags::BINARY_FLAG | ColumnFlags::UNSIGNED_FLAG,
@@ -2346,7 +2352,7 @@ pub fn literal_row<S: RowSink>(literals: &[&str], sink: &mut S) -> Result<(), Er
         .map(|l| {
             Column::new(ColumnType::MYSQL_TYPE_LONG)
                 .with_name(l.as_bytes())
-                .with_character_set(63)
+                .with_character_set(BINARY_CHARSET)
                 .with_column_length(l.len() as u32)
                 .with_flags(ColumnFlags::NOT_NULL_FLAG | ColumnFlags::BINARY_FLAG)
         })

@@ -415,6 +415,28 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_computes_only_the_operators_it_knows_over_groups() {
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"c": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let t = Target::parse("ks").unwrap();
+        let described = |sql: &str| {
+            let stmt = crate::sql::classify(sql).unwrap();
+            let n = crate::sql::normalize::normalize(sql, &[], false);
+            plan(&stmt, Some(&n.template), &t, &s)
+                .unwrap()
+                .describe()
+                .to_string()
+        };
+        // `%` over a group's rows at the gate; `&` is not computed there
+        // (the rows are gathered and grouped on one tablet instead).
+        let modulo = described("select id % 3, count(*) from c group by id % 3");
+        assert!(modulo.contains("% :v1) as"), "{modulo}");
+        let bits = described("select id & 3, count(*) from c group by id & 3");
+        assert!(!bits.contains("& :v1) as"), "{bits}");
+    }
+
+    #[test]
     fn errors_name_what_is_wrong() {
         let s = snap();
         let q = Statement::Query(QueryKind::Select);

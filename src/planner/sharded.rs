@@ -2309,25 +2309,10 @@ fn gate_expr(
             Operand::Lit(v) => GateExpr::Lit(v),
         });
     }
+    // An operator the gate does not compute (bit operators, string ones)
+    // falls to the refusal below, not answered as NULL.
     Ok(match e {
-        // What the gate does not compute (bit operators, string ones) is
-        // refused, not answered as NULL.
-        Expr::BinaryOp { op, .. } if !GATE_OPERATORS.contains(op) => {
-            return Err(unsupported(format!(
-                "expression '{text}' over a cross-shard aggregate"
-            )))
-        }
-        Expr::UnaryOp { op, .. }
-            if !matches!(
-                op,
-                UnaryOperator::Minus | UnaryOperator::Plus | UnaryOperator::Not
-            ) =>
-        {
-            return Err(unsupported(format!(
-                "expression '{text}' over a cross-shard aggregate"
-            )))
-        }
-        Expr::BinaryOp { left, op, right } => {
+        Expr::BinaryOp { left, op, right } if GATE_OPERATORS.contains(op) => {
             let mut l = gate_expr(left, internal, groups, aliases, count_distinct)?;
             let r = gate_expr(right, internal, groups, aliases, count_distinct)?;
             if let Some(c) = super::derive::compared_in(internal.tables, left, op, right) {
@@ -2335,10 +2320,17 @@ fn gate_expr(
             }
             GateExpr::Binary(Box::new(l), op.clone(), Box::new(r))
         }
-        Expr::UnaryOp { op, expr } => GateExpr::Unary(
-            *op,
-            Box::new(gate_expr(expr, internal, groups, aliases, count_distinct)?),
-        ),
+        Expr::UnaryOp { op, expr }
+            if matches!(
+                op,
+                UnaryOperator::Minus | UnaryOperator::Plus | UnaryOperator::Not
+            ) =>
+        {
+            GateExpr::Unary(
+                *op,
+                Box::new(gate_expr(expr, internal, groups, aliases, count_distinct)?),
+            )
+        }
         Expr::Nested(inner) => gate_expr(inner, internal, groups, aliases, count_distinct)?,
         Expr::IsNull(inner) => GateExpr::IsNull(
             Box::new(gate_expr(inner, internal, groups, aliases, count_distinct)?),
