@@ -191,6 +191,7 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
     let mut depth = 0i32;
     let mut by_depth = 0i32;
     let mut type_paren: Vec<bool> = Vec::new();
+    let mut seen = Seen::new(dedups(sql, &toks));
     let mut i = 0;
     while i < toks.len() {
         let t = toks[i];
@@ -254,31 +255,139 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
         {
             start = toks[i - 1].start;
         }
+        out.push_str(&sql[copied..start]);
+        copied = t.end;
+        let text = &sql[start..t.end];
+        let shared = t.kind != TokenKind::Placeholder && !is_limit(sql, &toks, i);
+        if let Some(n) = shared.then(|| seen.find(text, &binds)).flatten() {
+            // Writing into a String cannot fail.
+            let _ = write!(out, ":v{n}");
+            i += 1;
+            continue;
+        }
         let bind = match t.kind {
             TokenKind::Placeholder => Slot::Param,
-            TokenKind::Number => {
-                let text = &sql[start..t.end];
-                Slot::Literal(Bind::written(text, number_value(text)))
-            }
-            _ => {
-                let text = t.text(sql);
-                Slot::Literal(Bind::written(
-                    text,
-                    string_value(text, no_backslash_escapes),
-                ))
-            }
+            TokenKind::Number => Slot::Literal(Bind::written(text, number_value(text))),
+            _ => Slot::Literal(Bind::written(
+                text,
+                string_value(text, no_backslash_escapes),
+            )),
         };
-        out.push_str(&sql[copied..start]);
         binds.push(bind);
-        // Writing into a String cannot fail.
+        if t.kind != TokenKind::Placeholder {
+            seen.add(&binds, shared);
+        }
         let _ = write!(out, ":v{}", binds.len());
-        copied = t.end;
         i += 1;
     }
     out.push_str(&sql[copied..]);
     Shape {
         template: out,
         slots: binds,
+    }
+}
+
+/// Literals longer than this get a bind each, as in vtgate: comparing
+/// them costs more than a second bind.
+const SHARED_LITERAL_MAX: usize = 256;
+
+/// Whether a statement's equal literals share one bind, as vtgate's
+/// normalizer does inside a SELECT: `select left(c, 1) ... group by
+/// left(c, 1)` becomes `left(c, :v1)` twice, so the grouped item is the
+/// group's text and the gate can hand it on rather than compute it. Not
+/// for writes (an INSERT's rows would multiply the templates of a table's
+/// inserts) nor for anything that is not a SELECT.
+fn dedups(sql: &str, toks: &[Token]) -> bool {
+    const FIRST: &[&str] = &[
+        "select", "insert", "update", "delete", "replace", "set", "call", "load", "do",
+    ];
+    toks.iter()
+        .find(|t| FIRST.iter().any(|w| t.is_word(sql, w)))
+        .is_some_and(|t| t.is_word(sql, "select"))
+}
+
+/// Whether literal `i` is a LIMIT's count or offset, which vtgate never
+/// shares with an equal value elsewhere (a plan may rewrite a LIMIT).
+fn is_limit(sql: &str, toks: &[Token], i: usize) -> bool {
+    let word = |k: usize, w: &str| toks.get(k).is_some_and(|t| t.is_word(sql, w));
+    let before = |k: usize| i.checked_sub(k);
+    let after_word = before(1).is_some_and(|k| word(k, "limit") || word(k, "offset"));
+    let after_comma = before(1).is_some_and(|k| toks[k].kind == TokenKind::Punct(b','))
+        && before(3).is_some_and(|k| word(k, "limit"));
+    after_word || after_comma
+}
+
+/// Finds the literals a statement has bound so far by their text, for
+/// [`dedups`]: a few are compared in turn, more are looked up.
+struct Seen {
+    on: bool,
+    /// LIMIT binds, never shared.
+    unshared: Vec<usize>,
+    many: Option<std::collections::HashMap<String, usize>>,
+}
+
+impl Seen {
+    /// Past this many binds, a map finds a literal (a long IN list).
+    const FEW: usize = 16;
+
+    fn new(on: bool) -> Self {
+        Seen {
+            on,
+            unshared: Vec::new(),
+            many: None,
+        }
+    }
+
+    /// The bind number (1-based) of an equal literal bound before.
+    fn find(&self, text: &str, binds: &[Slot]) -> Option<usize> {
+        if !self.on || text.len() > SHARED_LITERAL_MAX {
+            return None;
+        }
+        match &self.many {
+            Some(m) => m.get(text).copied(),
+            None => (0..binds.len())
+                .find(|&k| written(&binds[k]) == Some(text) && !self.unshared.contains(&(k + 1)))
+                .map(|k| k + 1),
+        }
+    }
+
+    /// Notes bind `n` (1-based, the last of `binds`); `shared` when later
+    /// equal literals may use it.
+    fn add(&mut self, binds: &[Slot], shared: bool) {
+        if !self.on {
+            return;
+        }
+        let n = binds.len();
+        if !shared {
+            self.unshared.push(n);
+            return;
+        }
+        if let Some(m) = &mut self.many {
+            if let Some(t) = written(&binds[n - 1]).filter(|t| t.len() <= SHARED_LITERAL_MAX) {
+                m.entry(t.to_string()).or_insert(n);
+            }
+        } else if n > Self::FEW {
+            let mut m = std::collections::HashMap::new();
+            for (k, slot) in binds.iter().enumerate() {
+                if let Some(t) = written(slot).filter(|t| t.len() <= SHARED_LITERAL_MAX) {
+                    if !self.unshared.contains(&(k + 1)) {
+                        m.entry(t.to_string()).or_insert(k + 1);
+                    }
+                }
+            }
+            self.many = Some(m);
+        }
+    }
+}
+
+/// A literal slot's text as written.
+fn written(slot: &Slot) -> Option<&str> {
+    match slot {
+        Slot::Literal(Bind {
+            text: Text::Written(t),
+            ..
+        }) => Some(t),
+        _ => None,
     }
 }
 
@@ -701,6 +810,53 @@ mod tests {
         let a = normalize("select * from t where id = 5", &[], false);
         let b = normalize("select * from t where id = 7", &[], false);
         assert_eq!(a.template, b.template);
+    }
+
+    #[test]
+    fn a_select_shares_a_bind_between_equal_literals() {
+        let n = normalize(
+            "select left(c, 1), 'x' from t where a = 1 and b = 'x' and c = '1' group by left(c, 1) limit 1",
+            &[],
+            false,
+        );
+        assert_eq!(
+            n.template,
+            "select left(c, :v1), :v2 from t where a = :v1 and b = :v2 and c = :v3 group by left(c, :v1) limit :v4"
+        );
+        assert_eq!(n.binds.len(), 4);
+        // Parameters stay apart; a write's literals too.
+        let p = normalize(
+            "select ?, 2 from t where a = ? and b = 2",
+            &[1.into(), 1.into()],
+            false,
+        );
+        assert_eq!(
+            p.template,
+            "select :v1, :v2 from t where a = :v3 and b = :v2"
+        );
+        let w = normalize("insert into t values (1, 1)", &[], false);
+        assert_eq!(w.template, "insert into t values (:v1, :v2)");
+        // A long list is looked up, and still shares.
+        let list: Vec<String> = (0..40).map(|k| (k % 20).to_string()).collect();
+        let l = normalize(
+            &format!(
+                "select * from t where a in ({}) limit 5, 5",
+                list.join(", ")
+            ),
+            &[],
+            false,
+        );
+        assert_eq!(l.binds.len(), 22);
+        assert!(
+            l.template.ends_with(":v19, :v20) limit :v21, :v22"),
+            "{}",
+            l.template
+        );
+        let shape = super::shape(
+            &format!("select 1 from t where a in ({})", list.join(", ")),
+            false,
+        );
+        assert_eq!(shape.binds(&[], false).len(), 20);
     }
 
     #[test]
