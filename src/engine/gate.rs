@@ -1227,7 +1227,7 @@ pub fn run(
         rows.sort_by(|a, b| key_cmp(a, b).then_with(|| dist_cmp(a, b)));
         let mut out: Vec<Vec<Value>> = Vec::new();
         let mut last_distinct: Option<Vec<Value>> = None;
-        for row in rows {
+        for mut row in rows {
             let same_group = out
                 .last()
                 .is_some_and(|g| key_cmp(g, &row) == Ordering::Equal);
@@ -1239,6 +1239,9 @@ pub fn run(
                         .collect(),
                 );
                 last_distinct = None;
+                for &(k, _) in &gate.group_keys {
+                    unsigned_zero(&mut row[k], &cols[k]);
+                }
                 if distinct_col.is_none() {
                     out.push(row);
                     continue;
@@ -1389,6 +1392,11 @@ pub fn run(
     // Sorting row indices (stably) puts equal rows next to each other with
     // the earliest first: O(n log n) rather than comparing every pair.
     if gate.distinct {
+        for r in &mut out_rows {
+            for (v, c) in r.iter_mut().zip(&out_cols) {
+                unsigned_zero(v, c);
+            }
+        }
         let cmp_rows = |a: &[Value], b: &[Value]| {
             a.iter()
                 .zip(b)
@@ -1511,6 +1519,24 @@ fn orders_as_grouped(gate: &Gate, cols: &[Column]) -> bool {
                         .get(c)
                         .is_some_and(|col| w.is_some() || is_numeric(col.column_type()))
             })
+}
+
+/// A DECIMAL's negative zero as MariaDB stores it: unsigned. A row's
+/// `amt % 3` over `-3.00` is `-0.00`, but a value MariaDB groups, dedupes
+/// or unions passes through a DECIMAL field of a temporary table, which
+/// keeps no sign on zero (`0.00`); the gate's groups and DISTINCT rows do
+/// the same for the values it keeps.
+pub fn unsigned_zero(v: &mut Value, col: &Column) {
+    let decimal = matches!(
+        col.column_type(),
+        ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL
+    );
+    if let Value::Bytes(b) = v {
+        if decimal && b.len() > 1 && b[0] == b'-' && b[1..].iter().all(|&c| c == b'0' || c == b'.')
+        {
+            b.remove(0);
+        }
+    }
 }
 
 fn is_float(c: &Column) -> bool {
@@ -1661,6 +1687,39 @@ mod tests {
         assert_eq!(int_div(&Val::Int(-7), &Val::Int(2)), Val::Int(-3));
         assert_eq!(int_div(&Val::Dec(1250, 2), &Val::Int(4)), Val::Int(3));
         assert_eq!(int_div(&Val::Int(1), &Val::Int(0)), Val::Null);
+    }
+
+    /// A row's DECIMAL `-0.00` (MariaDB's `-3.00 % 3`) is `0.00` once
+    /// grouped or deduped, as MariaDB's temporary table stores it; a
+    /// string's `-0.00` stays.
+    #[test]
+    fn grouped_and_distinct_decimals_have_no_negative_zero() {
+        let cols = vec![
+            col(ColumnType::MYSQL_TYPE_NEWDECIMAL, 2),
+            col(ColumnType::MYSQL_TYPE_LONGLONG, 0),
+        ];
+        let gate = Gate {
+            aggregate: vec![AggKind::Key, AggKind::Count],
+            group_keys: vec![(0, None)],
+            ..Gate::default()
+        };
+        let rows = vec![
+            vec![b("-0.00"), b("1")],
+            vec![b("-1.50"), b("1")],
+            vec![b("0.00"), b("1")],
+        ];
+        let (_, r) = run(&gate, &[], &cols, rows).unwrap();
+        assert_eq!(r, vec![vec![b("-1.50"), b("1")], vec![b("0.00"), b("2")]]);
+        let distinct = Gate {
+            distinct: true,
+            ..Gate::default()
+        };
+        let rows = vec![vec![b("-0.00"), b("1")], vec![b("0.00"), b("1")]];
+        let (_, r) = run(&distinct, &[], &cols, rows).unwrap();
+        assert_eq!(r, vec![vec![b("0.00"), b("1")]]);
+        let mut text = b("-0.00");
+        unsigned_zero(&mut text, &col(ColumnType::MYSQL_TYPE_VAR_STRING, 0));
+        assert_eq!(text, b("-0.00"));
     }
 
     #[test]

@@ -513,7 +513,7 @@ pub(super) fn union_as_derived(q: &ast::Query) -> Option<String> {
     let mut names = Vec::new();
     for (i, item) in first.projection.iter_mut().enumerate() {
         let (expr, name) = match item {
-            ast::SelectItem::UnnamedExpr(e) => (e.clone(), super::sharded::column_name(e)),
+            ast::SelectItem::UnnamedExpr(e) => (e.clone(), super::sharded::item_name(e)),
             ast::SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), alias.value.clone()),
             _ => return None,
         };

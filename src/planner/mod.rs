@@ -436,6 +436,35 @@ mod tests {
         assert!(!bits.contains("& :v1) as"), "{bits}");
     }
 
+    /// A grouped expression with a literal, repeated in the select list:
+    /// the normalizer gives both literals one bind, so the item is the
+    /// group's text and the shards group; with a bind each the item is an
+    /// expression the gate does not compute, and the whole table is
+    /// gathered to be grouped on one tablet.
+    #[test]
+    fn a_grouped_expression_with_a_literal_is_its_group() {
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"c": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let t = Target::parse("ks").unwrap();
+        let sql = "select left(name, 1), count(*) from c group by left(name, 1)";
+        let stmt = crate::sql::classify(sql).unwrap();
+        let n = crate::sql::normalize::normalize(sql, &[], false);
+        assert_eq!(n.binds.len(), 1);
+        let planned = plan(&stmt, Some(&n.template), &t, &s).unwrap();
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Select(_)), "{shown}");
+        assert!(shown.contains("GROUP BY left(name, :v1)"), "{shown}");
+        // Apart, the table's rows are gathered and grouped on one tablet.
+        let apart = "select left(name, :v1), count(*) from c group by left(name, :v2)";
+        let gathered = plan(&stmt, Some(apart), &t, &s).unwrap();
+        assert!(
+            matches!(gathered, Plan::Pullout(_)),
+            "{}",
+            gathered.describe()
+        );
+    }
+
     #[test]
     fn errors_name_what_is_wrong() {
         let s = snap();

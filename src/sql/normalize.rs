@@ -612,6 +612,17 @@ pub fn column_name(name: &str, binds: &[Bind]) -> String {
 /// literal as written, a prepared statement's parameter as the `?` it
 /// was (`a + ?`, whatever its value).
 fn name_filled(text: &str, binds: &[Bind]) -> String {
+    // A string literal alone is named by its value, as MariaDB names it
+    // (`select 'x'` is column `x`).
+    let alone = text
+        .strip_prefix(':')
+        .and_then(bind_index)
+        .and_then(|k| binds.get(k));
+    if let Some(b) = alone.filter(|b| matches!(b.text, Text::Written(_)) && b.is_quoted_string()) {
+        if let Value::Bytes(v) = &b.value {
+            return String::from_utf8_lossy(v).into_owned();
+        }
+    }
     fn as_named(b: &Bind) -> std::borrow::Cow<'_, str> {
         match &b.text {
             Text::Param { .. } => std::borrow::Cow::Borrowed("?"),

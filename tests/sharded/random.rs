@@ -570,19 +570,31 @@ fn special(r: &mut Rng) -> (String, bool) {
 /// Two SELECTs of one column each, of the same kind, joined by UNION.
 fn union(r: &mut Rng) -> (String, bool) {
     let num = r.chance(60);
+    // Sometimes an expression (a DECIMAL's `% 3` can be a negative zero)
+    // and a string literal naming the part (MariaDB names the column by
+    // the first part's value).
+    let computed = num && r.chance(30);
+    let tagged = r.chance(30);
     let side = |r: &mut Rng, alias: &str, table: &str| {
         let all = cols(alias, table);
         let kind: Vec<Col> = all.iter().filter(|c| c.num == num).cloned().collect();
         let c = r.pick(&kind).clone();
+        let item = match computed {
+            true => format!("{} % 3", c.name),
+            false => c.name,
+        };
+        let tag = match tagged {
+            true => format!(", '{alias}{}'", r.below(2)),
+            false => String::new(),
+        };
         format!(
-            "select {} from {table} {alias} where {}",
-            c.name,
+            "select {item}{tag} from {table} {alias} where {}",
             predicate(r, &all, 1)
         )
     };
     let all = if r.chance(50) { " all" } else { "" };
     let mut sql = format!("{} union{all} {}", side(r, "a", "qa"), side(r, "b", "qb"));
-    let ordered = order(r, 1, &mut sql);
+    let ordered = order(r, 1 + usize::from(tagged), &mut sql);
     (sql, ordered)
 }
 
