@@ -465,6 +465,30 @@ mod tests {
         );
     }
 
+    /// A subquery's aggregate is its own: a DISTINCT over a nested loop
+    /// with a correlated `(select count(*) ...)` in its list is a join
+    /// whose left side sends the subquery's value per row (with its weight
+    /// string, whose text holds `count(`), not an aggregation.
+    #[test]
+    fn a_subquery_count_in_a_distinct_join_is_a_value_per_row() {
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]}}}"#;
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let t = Target::parse("ks").unwrap();
+        let sql = "select distinct round(a.u / 3, 2), (select count(*) from qb b3 \
+                   where b3.a_id = a.id), b.id from qa a join qb b on b.k = a.k";
+        let stmt = crate::sql::classify(sql).unwrap();
+        let n = crate::sql::normalize::normalize(sql, &[], false);
+        let planned = plan(&stmt, Some(&n.template), &t, &s).unwrap();
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Join(_)), "{shown}");
+        assert!(
+            shown.contains("SELECT round(a.u / :v1, :v2), weight_string(rtrim(round(a.u / :v1, :v2))), (SELECT count(*)"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn errors_name_what_is_wrong() {
         let s = snap();

@@ -2078,8 +2078,31 @@ pub(super) fn has_aggregate(e: &Expr) -> bool {
         Expr::Function(f) if f.over.is_some() => false,
         Expr::Function(f) => {
             // An aggregate anywhere in its arguments, named as a word
-            // (`ifnull(sum(x), 0)`, not `discount(x)`).
-            let s = f.to_string().to_ascii_lowercase();
+            // (`ifnull(sum(x), 0)`, not `discount(x)`), but not inside a
+            // subquery, whose aggregates are its own: `weight_string((select
+            // count(*) ...))` is a value per row.
+            let s = match super::join::has_subquery(f) {
+                false => f.to_string(),
+                true => {
+                    let mut e = e.clone();
+                    let _ = ast::visit_expressions_mut(&mut e, |x| {
+                        match x {
+                            Expr::Subquery(_) | Expr::Exists { .. } => {
+                                *x = Expr::value(ast::Value::Null)
+                            }
+                            Expr::In { target, .. }
+                                if matches!(target, ast::InTarget::Subquery(_)) =>
+                            {
+                                *target = ast::InTarget::List(Vec::new())
+                            }
+                            _ => {}
+                        }
+                        std::ops::ControlFlow::<()>::Continue(())
+                    });
+                    e.to_string()
+                }
+            }
+            .to_ascii_lowercase();
             AGGREGATES.iter().any(|a| {
                 let call = format!("{a}(");
                 s.match_indices(&call).any(|(i, _)| {
