@@ -772,6 +772,64 @@ pub(super) fn stays_on_row_shard(
     matches!(merge_all(ks, top.found, outer, &mut r), Ok(pins) if pins.is_empty())
 }
 
+/// `tables` as a correlated subquery sees them: a table without a vindex
+/// of its own (a reference table, a table of constants) whose column an
+/// inner join or the WHERE clause equates to a sharded table's vindex
+/// column is placed by that column on the statement's rows, as the
+/// sharded table is. On each shard a joined row's `r.k` equals the local
+/// `a.id`, so a subquery reading `b.a_id = r.k` (the same vindex) finds
+/// its rows on that shard: it merges, as vtgate merges through the join's
+/// equality. Not through a LEFT JOIN's ON (its NULL rows are on no shard)
+/// nor from a table an outer join may NULL.
+pub(super) fn placed_by_joins(
+    tables: &[TableInfo],
+    from: &[ast::TableWithJoins],
+    selection: Option<&Expr>,
+) -> Vec<TableInfo> {
+    let mut conditions: Vec<&Expr> = selection.into_iter().collect();
+    for j in from.iter().flat_map(|twj| &twj.joins) {
+        if let ast::JoinOperator::Join(ast::JoinConstraint::On(e))
+        | ast::JoinOperator::Inner(ast::JoinConstraint::On(e))
+        | ast::JoinOperator::StraightJoin(ast::JoinConstraint::On(e)) = &j.join_operator
+        {
+            conditions.push(e);
+        }
+    }
+    let column_of = |e: &Expr, t: &TableInfo| match e {
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [q, c] if q.value == t.visible_name() => Some(c.value.to_ascii_lowercase()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut placed = tables.to_vec();
+    for t in placed
+        .iter_mut()
+        .filter(|t| t.vindex.is_none() && !t.nullable)
+    {
+        let by = conditions
+            .iter()
+            .flat_map(|c| equalities(c))
+            .find_map(|(l, r)| {
+                tables.iter().find_map(|o| {
+                    let (oc, of) = o.vindex.as_ref()?;
+                    if o.kind == "reference" || o.nullable {
+                        return None;
+                    }
+                    match (column_of(l, t), column_of(r, t)) {
+                        (Some(c), _) if is_column(r, oc, o) => Some((c, *of)),
+                        (_, Some(c)) if is_column(l, oc, o) => Some((c, *of)),
+                        _ => None,
+                    }
+                })
+            });
+        if by.is_some() {
+            t.vindex = by;
+        }
+    }
+    placed
+}
+
 /// [`subqueries`] over a list of subqueries.
 fn merge_all(
     ks: &Keyspace,

@@ -489,6 +489,36 @@ mod tests {
         );
     }
 
+    /// A correlated subquery through a reference table's column that an
+    /// inner join equates to a sharded table's vindex column finds its rows
+    /// on the joined row's shard: one scatter. Through a LEFT JOIN's ON it
+    /// does not (the reference table's unmatched rows are on every shard).
+    #[test]
+    fn a_subquery_through_a_joined_column_stays_on_the_shard() {
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
+                       "qr": {"type": "reference"}}}"#;
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let t = Target::parse("ks").unwrap();
+        let planned = |sql: &str| {
+            let stmt = crate::sql::classify(sql).unwrap();
+            let n = crate::sql::normalize::normalize(sql, &[], false);
+            plan(&stmt, Some(&n.template), &t, &s).unwrap()
+        };
+        let sub = "(select count(*) from qb b3 where b3.a_id = r.k)";
+        let inner = planned(&format!(
+            "select r.k, {sub} from qr r join qa a on a.id = r.k"
+        ));
+        let shown = inner.describe().to_string();
+        assert!(matches!(inner, Plan::Select(_)), "{shown}");
+        assert!(shown.contains("\"variant\":\"Scatter\""), "{shown}");
+        let left = planned(&format!(
+            "select r.k, {sub} from qr r left join qa a on a.id = r.k"
+        ));
+        assert!(!matches!(left, Plan::Select(_)), "{}", left.describe());
+    }
+
     #[test]
     fn errors_name_what_is_wrong() {
         let s = snap();

@@ -2550,7 +2550,8 @@ pub(super) fn plan_select(
         })
     };
     let same_shard = if ks.shards.len() > 1 || foreign() {
-        let mut pins = super::colocate::subqueries(ks, q, &tables, &mut routing)?;
+        let scope = super::colocate::placed_by_joins(&tables, &sel.from, sel.selection.as_ref());
+        let mut pins = super::colocate::subqueries(ks, q, &scope, &mut routing)?;
         pins.extend(joined_pins);
         pins
     } else {
