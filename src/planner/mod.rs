@@ -519,6 +519,30 @@ mod tests {
         assert!(!matches!(left, Plan::Select(_)), "{}", left.describe());
     }
 
+    /// A LEFT JOIN whose WHERE reads the right table is checked over the
+    /// gathered joined rows; a correlated subquery of the statement is
+    /// one of those rows' columns, computed in the join (here on the left
+    /// side's shard), not a refusal.
+    #[test]
+    fn a_gathered_join_computes_its_subqueries_with_the_rows() {
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]}}}"#;
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let t = Target::parse("ks").unwrap();
+        let sql = "select (select count(*) from qb b3 where b3.a_id = a.id), b.k from qa a \
+                   left join qb b on b.k = a.k where b.f > 1 or b.f is null";
+        let stmt = crate::sql::classify(sql).unwrap();
+        let n = crate::sql::normalize::normalize(sql, &[], false);
+        let planned = plan(&stmt, Some(&n.template), &t, &s).unwrap();
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        assert!(
+            shown.contains("(SELECT count(*) FROM qb b3 WHERE b3.a_id = a.id) AS sg_c1"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn errors_name_what_is_wrong() {
         let s = snap();

@@ -484,15 +484,18 @@ pub(super) fn gathered_join(
         },
     };
     out.from.clear();
-    // The columns, each once, renamed.
-    let mut columns: Vec<String> = Vec::new();
+    // The columns, each once, renamed; a subquery over the joined row
+    // (`(select count(*) ... where b3.a_id = a.id)`, an `EXISTS` the WHERE
+    // checks after the join) is one too, its value computed with the
+    // joined rows, where the join's planner places it.
+    let mut columns: Vec<String> = subqueries_as_columns(&mut outer);
     let mut bad = match outer.body.as_ref() {
         SetExpr::Select(s) => super::join::has_subquery(&**s),
         _ => true,
     } || super::join::has_subquery(&outer.order_by);
     let _ = ast::visit_expressions_mut(&mut outer, |e| {
         match e {
-            Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 && parts[0].value != "sg_t" => {
                 let text = e.to_string();
                 let n = match columns.iter().position(|c| *c == text) {
                     Some(n) => n,
@@ -542,6 +545,53 @@ pub(super) fn gathered_join(
         at: None,
     };
     over_gathered(outer, &shown, *rows, ks, snap, refused)
+}
+
+/// Replaces the outermost subqueries of `q`'s expressions (a scalar
+/// subquery, `EXISTS`, `x IN (SELECT ...)`) by the gathered rows' columns
+/// `sg_t.sg_cN`, N counting from 1, and gives their texts in order.
+fn subqueries_as_columns(q: &mut ast::Query) -> Vec<String> {
+    struct Outermost {
+        depth: usize,
+        texts: Vec<String>,
+    }
+    fn is_subquery(e: &Expr) -> bool {
+        matches!(
+            e,
+            Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::In {
+                    target: ast::InTarget::Subquery(_),
+                    ..
+                }
+        )
+    }
+    impl ast::VisitorMut for Outermost {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+            self.depth += usize::from(is_subquery(e));
+            std::ops::ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+            if is_subquery(e) {
+                self.depth -= 1;
+                if self.depth == 0 {
+                    self.texts.push(e.to_string());
+                    *e = Expr::CompoundIdentifier(vec![
+                        ast::Ident::new("sg_t"),
+                        ast::Ident::new(format!("sg_c{}", self.texts.len())),
+                    ]);
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut o = Outermost {
+        depth: 0,
+        texts: Vec::new(),
+    };
+    let _ = ast::VisitMut::visit(q, &mut o);
+    o.texts
 }
 
 /// Plans a recursive WITH (vtgate's RecurseCTE): its seed runs first, on
