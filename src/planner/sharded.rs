@@ -2550,7 +2550,15 @@ pub(super) fn plan_select(
         })
     };
     let same_shard = if ks.shards.len() > 1 || foreign() {
-        let scope = super::colocate::placed_by_joins(&tables, &sel.from, sel.selection.as_ref());
+        // (Tables placed by their joins matter only to subqueries.)
+        let scope = match super::join::has_subquery(q) {
+            true => std::borrow::Cow::Owned(super::colocate::placed_by_joins(
+                &tables,
+                &sel.from,
+                sel.selection.as_ref(),
+            )),
+            false => std::borrow::Cow::Borrowed(&tables[..]),
+        };
         let mut pins = super::colocate::subqueries(ks, q, &scope, &mut routing)?;
         pins.extend(joined_pins);
         pins
