@@ -465,22 +465,30 @@ mod tests {
         );
     }
 
+    /// The random statements' tables (`tests/sharded/random.rs`): `qa` by
+    /// its id, `qb` by the `qa` row it names, `qr` a reference table; and
+    /// a plan of `sql` over them, normalized as a session would.
+    fn planned_over_q(sql: &str) -> Plan {
+        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
+                       "qr": {"type": "reference"}}}"#;
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let stmt = crate::sql::classify(sql).unwrap();
+        let n = crate::sql::normalize::normalize(sql, &[], false);
+        plan(&stmt, Some(&n.template), &Target::parse("ks").unwrap(), &s).unwrap()
+    }
+
     /// A subquery's aggregate is its own: a DISTINCT over a nested loop
     /// with a correlated `(select count(*) ...)` in its list is a join
     /// whose left side sends the subquery's value per row (with its weight
     /// string, whose text holds `count(`), not an aggregation.
     #[test]
     fn a_subquery_count_in_a_distinct_join_is_a_value_per_row() {
-        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]}}}"#;
-        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
-        let t = Target::parse("ks").unwrap();
-        let sql = "select distinct round(a.u / 3, 2), (select count(*) from qb b3 \
-                   where b3.a_id = a.id), b.id from qa a join qb b on b.k = a.k";
-        let stmt = crate::sql::classify(sql).unwrap();
-        let n = crate::sql::normalize::normalize(sql, &[], false);
-        let planned = plan(&stmt, Some(&n.template), &t, &s).unwrap();
+        let planned = planned_over_q(
+            "select distinct round(a.u / 3, 2), (select count(*) from qb b3 \
+             where b3.a_id = a.id), b.id from qa a join qb b on b.k = a.k",
+        );
         let shown = planned.describe().to_string();
         assert!(matches!(planned, Plan::Join(_)), "{shown}");
         assert!(
@@ -495,17 +503,7 @@ mod tests {
     /// does not (the reference table's unmatched rows are on every shard).
     #[test]
     fn a_subquery_through_a_joined_column_stays_on_the_shard() {
-        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
-                       "qr": {"type": "reference"}}}"#;
-        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
-        let t = Target::parse("ks").unwrap();
-        let planned = |sql: &str| {
-            let stmt = crate::sql::classify(sql).unwrap();
-            let n = crate::sql::normalize::normalize(sql, &[], false);
-            plan(&stmt, Some(&n.template), &t, &s).unwrap()
-        };
+        let planned = planned_over_q;
         let sub = "(select count(*) from qb b3 where b3.a_id = r.k)";
         let inner = planned(&format!(
             "select r.k, {sub} from qr r join qa a on a.id = r.k"
@@ -525,16 +523,10 @@ mod tests {
     /// side's shard), not a refusal.
     #[test]
     fn a_gathered_join_computes_its_subqueries_with_the_rows() {
-        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]}}}"#;
-        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
-        let t = Target::parse("ks").unwrap();
-        let sql = "select (select count(*) from qb b3 where b3.a_id = a.id), b.k from qa a \
-                   left join qb b on b.k = a.k where b.f > 1 or b.f is null";
-        let stmt = crate::sql::classify(sql).unwrap();
-        let n = crate::sql::normalize::normalize(sql, &[], false);
-        let planned = plan(&stmt, Some(&n.template), &t, &s).unwrap();
+        let planned = planned_over_q(
+            "select (select count(*) from qb b3 where b3.a_id = a.id), b.k from qa a \
+             left join qb b on b.k = a.k where b.f > 1 or b.f is null",
+        );
         let shown = planned.describe().to_string();
         assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
         assert!(
