@@ -1392,9 +1392,12 @@ pub fn run(
     // Sorting row indices (stably) puts equal rows next to each other with
     // the earliest first: O(n log n) rather than comparing every pair.
     if gate.distinct {
-        for r in &mut out_rows {
-            for (v, c) in r.iter_mut().zip(&out_cols) {
-                unsigned_zero(v, c);
+        let decimals: Vec<usize> = (0..out_cols.len())
+            .filter(|&i| is_decimal(&out_cols[i]))
+            .collect();
+        for r in out_rows.iter_mut().filter(|_| !decimals.is_empty()) {
+            for &i in &decimals {
+                unsigned_zero(&mut r[i], &out_cols[i]);
             }
         }
         let cmp_rows = |a: &[Value], b: &[Value]| {
@@ -1526,17 +1529,23 @@ fn orders_as_grouped(gate: &Gate, cols: &[Column]) -> bool {
 /// or unions passes through a DECIMAL field of a temporary table, which
 /// keeps no sign on zero (`0.00`); the gate's groups and DISTINCT rows do
 /// the same for the values it keeps.
-pub fn unsigned_zero(v: &mut Value, col: &Column) {
-    let decimal = matches!(
-        col.column_type(),
-        ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL
-    );
+fn unsigned_zero(v: &mut Value, col: &Column) {
     if let Value::Bytes(b) = v {
-        if decimal && b.len() > 1 && b[0] == b'-' && b[1..].iter().all(|&c| c == b'0' || c == b'.')
+        if is_decimal(col)
+            && b.len() > 1
+            && b[0] == b'-'
+            && b[1..].iter().all(|&c| c == b'0' || c == b'.')
         {
             b.remove(0);
         }
     }
+}
+
+fn is_decimal(c: &Column) -> bool {
+    matches!(
+        c.column_type(),
+        ColumnType::MYSQL_TYPE_NEWDECIMAL | ColumnType::MYSQL_TYPE_DECIMAL
+    )
 }
 
 fn is_float(c: &Column) -> bool {

@@ -414,20 +414,22 @@ mod tests {
         ));
     }
 
+    /// A sharded keyspace of one table `c`, hashed by its id.
+    const C_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+        "tables": {"c": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+
+    /// A plan of `sql` in keyspace `ks` of `vschema`, normalized as a
+    /// session would.
+    fn planned_in(vschema: &str, sql: &str) -> Plan {
+        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let stmt = crate::sql::classify(sql).unwrap();
+        let n = crate::sql::normalize::normalize(sql, &[], false);
+        plan(&stmt, Some(&n.template), &Target::parse("ks").unwrap(), &s).unwrap()
+    }
+
     #[test]
     fn the_gate_computes_only_the_operators_it_knows_over_groups() {
-        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"c": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
-        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
-        let t = Target::parse("ks").unwrap();
-        let described = |sql: &str| {
-            let stmt = crate::sql::classify(sql).unwrap();
-            let n = crate::sql::normalize::normalize(sql, &[], false);
-            plan(&stmt, Some(&n.template), &t, &s)
-                .unwrap()
-                .describe()
-                .to_string()
-        };
+        let described = |sql: &str| planned_in(C_VSCHEMA, sql).describe().to_string();
         // `%` over a group's rows at the gate; `&` is not computed there
         // (the rows are gathered and grouped on one tablet instead).
         let modulo = described("select k % 3, count(*) from c group by k");
@@ -443,9 +445,7 @@ mod tests {
     /// gathered to be grouped on one tablet.
     #[test]
     fn a_grouped_expression_with_a_literal_is_its_group() {
-        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"c": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
-        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
+        let s = Snapshot::sharded_for_tests(C_VSCHEMA, BTreeMap::new());
         let t = Target::parse("ks").unwrap();
         let sql = "select left(name, 1), count(*) from c group by left(name, 1)";
         let stmt = crate::sql::classify(sql).unwrap();
@@ -465,18 +465,15 @@ mod tests {
         );
     }
 
-    /// The random statements' tables (`tests/sharded/random.rs`): `qa` by
-    /// its id, `qb` by the `qa` row it names, `qr` a reference table; and
-    /// a plan of `sql` over them, normalized as a session would.
+    /// A plan of `sql` over the random statements' tables
+    /// (`tests/sharded/random.rs`): `qa` by its id, `qb` by the `qa` row
+    /// it names, `qr` a reference table.
     fn planned_over_q(sql: &str) -> Plan {
         let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
             "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
                        "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
                        "qr": {"type": "reference"}}}"#;
-        let s = Snapshot::sharded_for_tests(vschema, BTreeMap::new());
-        let stmt = crate::sql::classify(sql).unwrap();
-        let n = crate::sql::normalize::normalize(sql, &[], false);
-        plan(&stmt, Some(&n.template), &Target::parse("ks").unwrap(), &s).unwrap()
+        planned_in(vschema, sql)
     }
 
     /// A subquery's aggregate is its own: a DISTINCT over a nested loop
@@ -503,15 +500,14 @@ mod tests {
     /// does not (the reference table's unmatched rows are on every shard).
     #[test]
     fn a_subquery_through_a_joined_column_stays_on_the_shard() {
-        let planned = planned_over_q;
         let sub = "(select count(*) from qb b3 where b3.a_id = r.k)";
-        let inner = planned(&format!(
+        let inner = planned_over_q(&format!(
             "select r.k, {sub} from qr r join qa a on a.id = r.k"
         ));
         let shown = inner.describe().to_string();
         assert!(matches!(inner, Plan::Select(_)), "{shown}");
         assert!(shown.contains("\"variant\":\"Scatter\""), "{shown}");
-        let left = planned(&format!(
+        let left = planned_over_q(&format!(
             "select r.k, {sub} from qr r left join qa a on a.id = r.k"
         ));
         assert!(!matches!(left, Plan::Select(_)), "{}", left.describe());

@@ -406,8 +406,9 @@ fn one_row(alias: &ast::TableAlias) -> Option<TableFactor> {
 /// names (each `t.c` as `sg_cN`) are gathered first, the join planned as
 /// any (a nested loop, or whole where colocated), with the statement's
 /// WHERE; the statement then runs over them on one tablet, each column
-/// read as its `sg_t.sg_cN`, each select item keeping its name. Refused
-/// with a subquery, a `*`, or a name the statement's tables do not place.
+/// read as its `sg_t.sg_cN`, each select item keeping its name; each
+/// outermost subquery is such a column too ([`subqueries_as_columns`]).
+/// Refused with a `*`, or a name the statement's tables do not place.
 /// With `after`, the WHERE's conditions on a LEFT JOIN's right table are
 /// checked over the joined rows, on that tablet (a nested loop checks
 /// only what no unmatched row passes).

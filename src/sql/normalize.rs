@@ -258,7 +258,7 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
         out.push_str(&sql[copied..start]);
         copied = t.end;
         let text = &sql[start..t.end];
-        let shared = t.kind != TokenKind::Placeholder && !is_limit(sql, &toks, i);
+        let shared = seen.on && t.kind != TokenKind::Placeholder && !is_limit(sql, &toks, i);
         if let Some(n) = shared.then(|| seen.find(text, &binds)).flatten() {
             // Writing into a String cannot fail.
             let _ = write!(out, ":v{n}");
