@@ -30,7 +30,8 @@ use sqlparser::ast::{
 use super::colocate::{equate, Sets};
 use super::sharded::{
     conjuncts, has_aggregate, horizon, limit_parts, parse, plan_select, select_ref, table_info,
-    unsupported, Gate, Operand, SelectPlan, TableInfo,
+    unsupported, weight_string, Gate, GateExpr, Operand, SelectPlan, SortKey, TableInfo, Weight,
+    HIDDEN,
 };
 use super::PlanError;
 use crate::topo::{Keyspace, Snapshot};
@@ -676,6 +677,23 @@ pub(super) fn plan_semi(
         (None, Some((_, sub))) => (sub.clone(), true),
         (None, None) => return Err(refused),
     };
+    // ORDER BY the value (by its position, alias or text): the gate sorts
+    // the joined rows, the left side's keys and the value each with its
+    // weight string beside it (the right side sends the value's, unless it
+    // is a count, sum or average: a number).
+    let order_items = match q.order_by.as_ref().map(|o| &o.kind) {
+        Some(OrderByKind::Expressions(items)) => items.as_slice(),
+        _ => &[],
+    };
+    let value_item = value.as_ref().and_then(|(i, _)| match &sel.projection[*i] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    });
+    let value_sorted = value_item.is_some_and(|v| {
+        order_items
+            .iter()
+            .any(|o| order_key(o, &sel.projection).is_ok_and(|(e, _)| *e == *v))
+    });
     let first_var = bind_count(template);
     let mut vars = Vars {
         names: &names,
@@ -714,6 +732,7 @@ pub(super) fn plan_semi(
         sub = *one;
     }
     // A value's column is named as the statement names it.
+    let mut value_weighed = false;
     if let Some((i, _)) = &value {
         let name = match &sel.projection[*i] {
             SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
@@ -726,10 +745,18 @@ pub(super) fn plan_semi(
         };
         match inner.projection.as_mut_slice() {
             [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => {
+                value_weighed = value_sorted && !numeric_aggregate(e);
+                let weight = super::sharded::condition(&weight_string(&e.to_string()));
                 inner.projection = vec![SelectItem::ExprWithAlias {
                     expr: e.clone(),
                     alias: ast::Ident::with_quote('`', name),
                 }];
+                if value_weighed {
+                    let Some(w) = weight else {
+                        return Err(refuse("(the value's weight did not parse)"));
+                    };
+                    inner.projection.push(SelectItem::UnnamedExpr(w));
+                }
             }
             _ => {
                 return Err(PlanError::Syntax(
@@ -776,6 +803,32 @@ pub(super) fn plan_semi(
             }
             output.push(JoinColumn::Rest(false, usize::MAX));
         }
+        // Sorted at the gate: each key and its weight string as hidden
+        // columns after the shown ones (the left side's before its `*`).
+        let mut sort = Vec::new();
+        let mut hidden = Vec::new();
+        for o in order_items.iter().filter(|_| value_sorted) {
+            let (e, _) = order_key(o, &sel.projection)?;
+            let at = HIDDEN + hidden.len();
+            let weighed = if value_item.is_some_and(|v| *e == *v) {
+                hidden.push(JoinColumn::One(true, 0));
+                if value_weighed {
+                    hidden.push(JoinColumn::One(true, 1));
+                }
+                value_weighed
+            } else {
+                for text in [e.to_string(), weight_string(&e.to_string())] {
+                    hidden.push(JoinColumn::One(false, items.len()));
+                    items.push(text);
+                }
+                true
+            };
+            sort.push(SortKey {
+                expr: GateExpr::Col(at),
+                weight: weighed.then_some(Weight::Column(at + 1)),
+                desc: matches!(o.options.sort, Some(ast::OrderBySort::Desc)),
+            });
+        }
         let start = items.len();
         for o in &mut output {
             if let JoinColumn::Rest(_, from) = o {
@@ -783,19 +836,31 @@ pub(super) fn plan_semi(
             }
         }
         items.extend(star);
-        // The left side's columns start with the variables: its ORDER BY
-        // names what the statement's positions and aliases stand for.
-        let mut keys = Vec::new();
-        if let Some(OrderByKind::Expressions(items)) = q.order_by.as_ref().map(|o| &o.kind) {
-            for o in items {
+        if value_sorted {
+            let (limit, offset) = limit_parts(q)?;
+            let gate = Gate {
+                hidden: hidden.len(),
+                order: sort,
+                limit,
+                offset,
+                ..Gate::default()
+            };
+            output.extend(hidden);
+            (Some(gate), String::new(), (None, None))
+        } else {
+            // The left side's columns start with the variables: its ORDER
+            // BY names what the statement's positions and aliases stand
+            // for.
+            let mut keys = Vec::new();
+            for o in order_items {
                 keys.push(order_key(o, &sel.projection)?.1);
             }
+            let order = match keys.is_empty() {
+                true => String::new(),
+                false => format!(" ORDER BY {}", keys.join(", ")),
+            };
+            (None, order, limit_parts(q)?)
         }
-        let order = match keys.is_empty() {
-            true => String::new(),
-            false => format!(" ORDER BY {}", keys.join(", ")),
-        };
-        (None, order, limit_parts(q)?)
     };
     let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
     let lhs_sql = format!(
@@ -1278,6 +1343,13 @@ fn having_as_where(q: &ast::Query, sel: &ast::Select, h: &Expr) -> ast::Query {
         });
     }
     q
+}
+
+/// Whether `e` is a COUNT, SUM or AVG: a number, whose order needs no
+/// weight string.
+fn numeric_aggregate(e: &Expr) -> bool {
+    matches!(e, Expr::Function(f)
+        if ["count", "sum", "avg"].iter().any(|n| f.name.to_string().eq_ignore_ascii_case(n)))
 }
 
 /// Whether a SELECT groups, and whether its select list aggregates.

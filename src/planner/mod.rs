@@ -469,11 +469,68 @@ mod tests {
     /// (`tests/sharded/random.rs`): `qa` by its id, `qb` by the `qa` row
     /// it names, `qr` a reference table.
     fn planned_over_q(sql: &str) -> Plan {
-        let vschema = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
-            "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-                       "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
-                       "qr": {"type": "reference"}}}"#;
-        planned_in(vschema, sql)
+        planned_in(Q_VSCHEMA, sql)
+    }
+
+    /// The random statements' tables' VSchema.
+    const Q_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+        "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
+                   "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
+                   "qr": {"type": "reference"}}}"#;
+
+    /// ORDER BY a correlated value of the select list (a nested loop's
+    /// right side) sorts the joined rows at the gate: the left side sends
+    /// its keys with their weight strings, unordered; a count needs no
+    /// weight string, a MAX of strings gets one from the right side.
+    #[test]
+    fn an_order_by_a_correlated_value_sorts_at_the_gate() {
+        let sql = "select a.id, (select count(*) from qb b where b.k = a.k) c from qa a order by c desc, a.id limit 5";
+        let Plan::Join(j) = planned_over_q(sql) else {
+            panic!("{sql}")
+        };
+        let gate = j.gate.as_ref().expect("a gate");
+        assert_eq!(gate.order.len(), 2);
+        assert!(gate.order[0].desc && gate.order[0].weight.is_none());
+        assert!(gate.order[1].weight.is_some());
+        assert!(gate.limit.is_some() && j.limit.is_none());
+        assert!(!j.lhs_sql.contains("ORDER BY"), "{}", j.lhs_sql);
+        assert!(
+            j.lhs_sql.contains("weight_string(rtrim(a.id))"),
+            "{}",
+            j.lhs_sql
+        );
+        let sql = "select a.id, (select max(b.tag) from qb b where b.k = a.k) from qa a order by 2";
+        let Plan::Join(j) = planned_over_q(sql) else {
+            panic!("{sql}")
+        };
+        assert!(
+            j.rhs_sql.contains("weight_string(rtrim(max(b.tag)))"),
+            "{}",
+            j.rhs_sql
+        );
+        assert!(j.gate.as_ref().is_some_and(|g| g.order[0].weight.is_some()));
+    }
+
+    /// A correlated subquery over a grouping that no shard answers alone
+    /// runs over the grouping, a derived table run first, reading the
+    /// grouped column it is correlated to; one correlated to a column not
+    /// grouped stays refused (MariaDB would read any row of the group).
+    #[test]
+    fn a_subquery_over_a_grouping_reads_the_grouped_column() {
+        let planned =
+            planned_over_q("select a.g, count(*), (select count(*) from qb b where b.k = a.g) from qa a group by a.g");
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        assert!(shown.contains("b.k = sg_t.sg_g1) AS"), "{shown}");
+        assert!(shown.contains("FROM :vSQ1 AS sg_t"), "{shown}");
+        let s = Snapshot::sharded_for_tests(Q_VSCHEMA, BTreeMap::new());
+        let sql = "select a.g, (select count(*) from qb b where b.k = a.k) from qa a group by a.g";
+        let stmt = crate::sql::classify(sql).unwrap();
+        let refused = plan(&stmt, Some(sql), &Target::parse("ks").unwrap(), &s);
+        assert!(
+            matches!(&refused, Err(PlanError::Unsupported(m)) if m.contains("subqueries")),
+            "{refused:?}"
+        );
     }
 
     /// A subquery's aggregate is its own: a DISTINCT over a nested loop

@@ -12,26 +12,39 @@
 //! becomes `SELECT sg_g1 AS k, round(sg_a1, 2) AS `round(avg(p), 2)` FROM
 //! (SELECT k AS sg_g1, avg(p) AS sg_a1, max(p) AS sg_a2 FROM t GROUP BY k)
 //! AS sg_t WHERE sg_a2 > 3`.
+//!
+//! A subquery over the grouping that no shard answers alone (`select a.g,
+//! (select count(*) from b where b.k = a.g) from a group by a.g`, or the
+//! same with DISTINCT) is rewritten the same way: it reads the grouped
+//! columns it is correlated to from the derived table, once per group, as
+//! MariaDB runs it once per group. One correlated to a column that is not
+//! grouped is not rewritten (MariaDB would read any row of the group).
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     self, visit_expressions_mut, Expr, GroupByExpr, Ident, OrderByKind, SelectItem, SetExpr,
-    VisitMut, VisitorMut,
+    TableFactor, VisitMut, VisitorMut,
 };
 
 /// `q` rewritten as above, or `None` when it is not a grouping this
-/// rewrites (no aggregate, a window, DISTINCT, a column neither grouped
-/// nor aggregated, a subquery).
+/// rewrites (neither an aggregate nor a subquery over the grouping, a
+/// window, DISTINCT beside an aggregate, a column neither grouped nor
+/// aggregated, a subquery correlated to such a column).
 pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return None;
     };
-    if q.with.is_some() || sel.distinct.is_some() || !q.locks.is_empty() || sel.into.is_some() {
+    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() {
         return None;
     }
-    let GroupByExpr::Expressions(groups, mods) = &sel.group_by else {
+    let GroupByExpr::Expressions(grouped, mods) = &sel.group_by else {
         return None;
+    };
+    let distinct = match &sel.distinct {
+        None => false,
+        Some(ast::Distinct::Distinct) if grouped.is_empty() => true,
+        Some(_) => return None,
     };
     if !mods.is_empty() {
         return None;
@@ -54,17 +67,43 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
         Some(OrderByKind::Expressions(o)) => o.clone(),
         Some(OrderByKind::All(_)) => return None,
     };
-    // The aggregates, each once, become the derived table's columns.
-    let mut aggs = Aggregates::default();
+    // DISTINCT groups by the select list's items that hold no subquery:
+    // a subquery correlated to them answers one value per such row.
+    let groups: Vec<Expr> = match distinct {
+        true => items
+            .iter()
+            .filter(|(e, _)| !has_subquery(e))
+            .map(|(e, _)| e.clone())
+            .collect(),
+        false => grouped.clone(),
+    };
+    // The aggregates, each once, become the derived table's columns,
+    // named with the table's name beside a subquery (whose columns the
+    // planner places by their tables).
+    let subqueried = items.iter().any(|(e, _)| has_subquery(e))
+        || having.as_ref().is_some_and(has_subquery)
+        || order.iter().any(|o| has_subquery(&o.expr));
+    let mut aggs = Aggregates {
+        qualified: subqueried,
+        ..Aggregates::default()
+    };
     visit_each(&mut items, &mut having, &mut order, &mut aggs);
-    if aggs.found.is_empty() || aggs.bad {
+    let over_grouping = match distinct {
+        true => aggs.found.is_empty() && aggs.subqueries > 0,
+        false => !aggs.found.is_empty() || (aggs.subqueries > 0 && !groups.is_empty()),
+    };
+    if !over_grouping || aggs.bad {
         return None;
     }
-    // What is left of a column must be a grouped expression.
+    // What is left of a column must be a grouped expression, in a
+    // subquery too where it names the statement's tables.
     let aliases: Vec<Ident> = items.iter().filter_map(|(_, a)| a.clone()).collect();
     let mut keys = Keys {
-        groups,
+        groups: &groups,
         aliases: &aliases,
+        outer: table_names(&sel.from),
+        depth: 0,
+        qualified: aggs.qualified,
         bad: false,
     };
     visit_each(&mut items, &mut having, &mut order, &mut keys);
@@ -74,7 +113,7 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     // Something must be left to compute over the grouping: a statement of
     // bare aggregates and keys (its aggregate being what the gate cannot
     // combine) would only be rewritten as itself.
-    let bare = |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.starts_with("sg_"));
+    let bare = is_derived_column;
     let computed = items.iter().any(|(e, _)| !bare(e))
         || having.as_ref().is_some_and(|h| !bare(h))
         || order.iter().any(|o| !bare(&o.expr));
@@ -143,11 +182,18 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     Some(sql)
 }
 
-/// Replaces each aggregate call with its derived column (`sg_aN`).
+/// Replaces each aggregate call with its derived column (`sg_aN`), and
+/// counts the subqueries over the grouping (whose own aggregates are
+/// theirs).
 #[derive(Default)]
 struct Aggregates {
     found: Vec<String>,
-    /// A subquery or window: not rewritten.
+    subqueries: usize,
+    /// How deep in subqueries the walk is.
+    depth: usize,
+    /// Whether the derived table's columns are named with its name.
+    qualified: bool,
+    /// A window: not rewritten.
     bad: bool,
 }
 
@@ -155,14 +201,25 @@ impl VisitorMut for Aggregates {
     type Break = ();
 
     fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.bad = true;
-        ControlFlow::Break(())
+        if self.depth == 0 {
+            self.subqueries += 1;
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
     }
 
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
         let Expr::Function(f) = e else {
             return ControlFlow::Continue(());
         };
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
         if f.over.is_some() {
             self.bad = true;
             return ControlFlow::Break(());
@@ -179,23 +236,66 @@ impl VisitorMut for Aggregates {
                 self.found.len()
             }
         };
-        *e = Expr::Identifier(Ident::new(format!("sg_a{n}")));
+        *e = derived_column(Ident::new(format!("sg_a{n}")), self.qualified);
         ControlFlow::Continue(())
     }
 }
 
 /// Replaces each grouped expression with its derived column (`sg_gN`);
-/// a column that is neither grouped nor a select alias is `bad`.
+/// a column that is neither grouped nor a select alias is `bad`. Inside a
+/// subquery only the columns qualified by the statement's tables (`outer`)
+/// are the grouping's: they must be grouped columns, and the subquery may
+/// not name a table of its own as one of those.
 struct Keys<'a> {
     groups: &'a [Expr],
     aliases: &'a [Ident],
+    /// The statement's tables' names and aliases, lowercased.
+    outer: Vec<String>,
+    /// How deep in subqueries the walk is.
+    depth: usize,
+    /// Whether the derived table's columns are named with its name.
+    qualified: bool,
     bad: bool,
+}
+
+impl Keys<'_> {
+    /// Whether `e` is a column qualified by one of the statement's tables.
+    fn outer_column(&self, e: &Expr) -> bool {
+        let Expr::CompoundIdentifier(parts) = e else {
+            return false;
+        };
+        parts.len() >= 2
+            && self
+                .outer
+                .contains(&parts[parts.len() - 2].value.to_ascii_lowercase())
+    }
 }
 
 impl VisitorMut for Keys<'_> {
     type Break = ();
 
+    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if self.depth > 0 && factor_name(t).is_some_and(|n| self.outer.contains(&n)) {
+            self.bad = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if self.depth > 0 && !self.outer_column(e) {
+            return ControlFlow::Continue(());
+        }
         let same = |g: &Expr| match (g, &*e) {
             (Expr::CompoundIdentifier(a), Expr::Identifier(b))
             | (Expr::Identifier(b), Expr::CompoundIdentifier(a)) => a
@@ -204,12 +304,23 @@ impl VisitorMut for Keys<'_> {
             (g, e) => g.to_string().eq_ignore_ascii_case(&e.to_string()),
         };
         if let Some(i) = self.groups.iter().position(same) {
-            *e = Expr::Identifier(Ident::new(format!("sg_g{}", i + 1)));
+            let column = Ident::new(format!("sg_g{}", i + 1));
+            *e = derived_column(column, self.qualified);
         }
         ControlFlow::Continue(())
     }
 
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            if self.outer_column(e) {
+                self.bad = true;
+                return ControlFlow::Break(());
+            }
+            return ControlFlow::Continue(());
+        }
+        if is_derived_column(e) {
+            return ControlFlow::Continue(());
+        }
         let name = match e {
             Expr::Identifier(i) => i,
             Expr::CompoundIdentifier(_) => {
@@ -218,17 +329,70 @@ impl VisitorMut for Keys<'_> {
             }
             _ => return ControlFlow::Continue(()),
         };
-        let ours = name.value.starts_with("sg_g") || name.value.starts_with("sg_a");
         let alias = self
             .aliases
             .iter()
             .any(|a| a.value.eq_ignore_ascii_case(&name.value));
-        if !ours && !alias && !name.value.starts_with('@') {
+        if !alias && !name.value.starts_with('@') {
             self.bad = true;
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     }
+}
+
+/// A column of the derived table `sg_t`, with the table's name or not.
+fn derived_column(column: Ident, qualified: bool) -> Expr {
+    match qualified {
+        true => Expr::CompoundIdentifier(vec![Ident::new("sg_t"), column]),
+        false => Expr::Identifier(column),
+    }
+}
+
+/// Whether `e` is one of the derived table's columns (as
+/// [`derived_column`] names them).
+fn is_derived_column(e: &Expr) -> bool {
+    let ours = |i: &Ident| i.value.starts_with("sg_g") || i.value.starts_with("sg_a");
+    match e {
+        Expr::Identifier(i) => ours(i),
+        Expr::CompoundIdentifier(parts) => {
+            matches!(parts.as_slice(), [t, c] if t.value == "sg_t" && ours(c))
+        }
+        _ => false,
+    }
+}
+
+/// The name a FROM item is known by (its alias, else its table's name),
+/// lowercased.
+fn factor_name(t: &TableFactor) -> Option<String> {
+    let name = match t {
+        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
+            a.name.value.clone()
+        }
+        TableFactor::Table { name, .. } => name.0.last()?.as_ident()?.value.clone(),
+        _ => return None,
+    };
+    Some(name.to_ascii_lowercase())
+}
+
+/// The names of the FROM clause's tables, joined ones included.
+fn table_names(from: &[ast::TableWithJoins]) -> Vec<String> {
+    from.iter()
+        .flat_map(|f| std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)))
+        .filter_map(factor_name)
+        .collect()
+}
+
+/// Whether `e` holds a subquery.
+fn has_subquery(e: &Expr) -> bool {
+    struct Found;
+    impl ast::Visitor for Found {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            ControlFlow::Break(())
+        }
+    }
+    ast::Visit::visit(e, &mut Found).is_break()
 }
 
 /// Walks `v` over the statement's expressions over its grouping: the
@@ -275,6 +439,29 @@ mod tests {
         );
     }
 
+    /// A subquery over the grouping reads the grouped columns it is
+    /// correlated to from the derived table, qualified by its name; with
+    /// DISTINCT, the items without a subquery are the grouping.
+    #[test]
+    fn subqueries_over_the_grouping_read_its_columns() {
+        assert_eq!(
+            run("select a.g, count(*), (select count(*) from b where b.k = a.g) from a group by a.g order by 1").unwrap(),
+            "SELECT sg_t.sg_g1 AS `g`, sg_t.sg_a1 AS `count(*)`, (SELECT count(*) FROM b WHERE b.k = sg_t.sg_g1) \
+             AS `(SELECT count(*) FROM b WHERE b.k = a.g)` FROM (SELECT a.g AS sg_g1, count(*) AS sg_a1 FROM a \
+             GROUP BY a.g) AS sg_t ORDER BY 1"
+        );
+        assert_eq!(
+            run("select distinct a.g, (select max(b.t) from b where b.k = a.g and b.q > 2) x from a where a.id > 3").unwrap(),
+            "SELECT sg_t.sg_g1 AS `g`, (SELECT max(b.t) FROM b WHERE b.k = sg_t.sg_g1 AND b.q > 2) AS `x` \
+             FROM (SELECT a.g AS sg_g1 FROM a WHERE a.id > 3 GROUP BY a.g) AS sg_t"
+        );
+        assert_eq!(
+            run("select g, sum(p) from a group by g having sum(p) > (select count(*) from b where b.k = a.g)").unwrap(),
+            "SELECT sg_t.sg_g1 AS `g`, sg_t.sg_a1 AS `sum(p)` FROM (SELECT g AS sg_g1, sum(p) AS sg_a1 FROM a GROUP BY g) \
+             AS sg_t WHERE sg_t.sg_a1 > (SELECT count(*) FROM b WHERE b.k = sg_t.sg_g1)"
+        );
+    }
+
     #[test]
     fn other_shapes_are_left_alone() {
         for sql in [
@@ -284,6 +471,14 @@ mod tests {
             "select round(sum(p) over ()) from t",
             // Only bare aggregates: nothing to compute over them.
             "select k, std(p) from t group by k",
+            // A subquery correlated to a column not grouped, or one whose
+            // own table takes a name of the statement's.
+            "select a.g, (select count(*) from b where b.k = a.k) from a group by a.g",
+            "select distinct a.g, (select count(*) from b where b.k = a.k) from a",
+            "select a.g, (select count(*) from b a where a.k = 1) from a group by a.g",
+            // A subquery and no grouping, or DISTINCT beside an aggregate.
+            "select a.g, (select count(*) from b where b.k = a.g) from a",
+            "select distinct count(*), (select count(*) from b where b.k = 1) from a",
         ] {
             assert_eq!(run(sql), None, "{sql}");
         }

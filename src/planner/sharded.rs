@@ -567,7 +567,7 @@ fn weigh(tables: &[TableInfo], e: &Expr, push_weight: impl FnOnce() -> usize) ->
 /// comparisons of text pad with spaces (PAD SPACE: `'a' = 'a '`, one
 /// group). A binary result (NO PAD) is compared by its bytes instead
 /// (the engine tells it by its column's character set).
-fn weight_string(sql: &str) -> String {
+pub(super) fn weight_string(sql: &str) -> String {
     format!("weight_string(rtrim({sql}))")
 }
 
@@ -1326,7 +1326,8 @@ fn plan_parsed(
 
 /// Plans a query (its WITH inlined): one route, else a nested loop, else
 /// with what no route answers run first; expressions over aggregates that
-/// the gate cannot compute run on a tablet over the grouping
+/// the gate cannot compute, and subqueries over a grouping that no shard
+/// answers alone, run over the grouping as a derived table
 /// ([`super::regroup`]).
 fn plan_query(
     template: &str,
@@ -1335,12 +1336,19 @@ fn plan_query(
     snap: &Snapshot,
 ) -> Result<super::Plan, PlanError> {
     let planned = match plan_routes(template, q, ks, snap) {
+        // Expressions over aggregates the gate cannot compute, or a
+        // subquery over a grouping (or DISTINCT) that no shard answers
+        // alone: over the grouping, run first as a derived table. The
+        // rewritten statement groups nothing itself, so this is tried
+        // once; where it does not plan, the first refusal stands.
         Err(e @ PlanError::Unsupported(_))
-            if e.to_string().contains("over a cross-shard aggregate") =>
+            if e.to_string().contains("over a cross-shard aggregate")
+                || e.to_string()
+                    .contains("subqueries that do not go to one shard") =>
         {
             match super::regroup::rewrite(q) {
                 Some(sql) => match parse(&sql)? {
-                    Statement::Query(r) => plan_routes(&sql, &r, ks, snap),
+                    Statement::Query(r) => plan_query(&sql, &r, ks, snap).map_err(|_| e),
                     _ => Err(e),
                 },
                 None => Err(e),

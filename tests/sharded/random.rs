@@ -12,7 +12,8 @@
 //! `SHARDGATE_RANDOM_SEED` and `SHARDGATE_RANDOM_STATEMENTS` explore
 //! further; `SHARDGATE_SHOW_REFUSED` prints the refused statements;
 //! `SHARDGATE_RANDOM_SQL` runs one statement over the same rows and
-//! prints both answers.
+//! prints both answers; `SHARDGATE_RANDOM_FILE` judges a file's
+//! statements, one a line.
 
 use super::*;
 
@@ -377,6 +378,22 @@ fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
     }
 }
 
+/// A subquery correlated to `g`, when it is a column of `a` or `b`.
+fn over_group(g: &str, cols: &[Col]) -> Option<String> {
+    let c = cols.iter().find(|c| c.name == g)?;
+    match (g.split('.').next()?, c.num) {
+        ("a", true) => Some(format!("(select count(*) from qb b3 where b3.k = {g})")),
+        ("a", false) => Some(format!(
+            "(select max(b3.qty) from qb b3 where b3.tag = {g})"
+        )),
+        ("b", true) => Some(format!("(select count(*) from qa a3 where a3.g = {g})")),
+        ("b", false) => Some(format!(
+            "(select min(a3.id) from qa a3 where a3.name = {g})"
+        )),
+        _ => None,
+    }
+}
+
 /// An expression over one column to group by.
 fn group_expr(r: &mut Rng, c: &Col) -> String {
     let n = &c.name;
@@ -461,6 +478,11 @@ fn statement(r: &mut Rng) -> (String, bool) {
             })
             .collect();
         let mut items: Vec<String> = groups.clone();
+        // Sometimes a subquery over the grouping, correlated to a grouped
+        // column (it runs once per group).
+        if r.chance(20) {
+            items.extend(groups.iter().find_map(|g| over_group(g, &cols)));
+        }
         items.extend((0..1 + r.below(3)).map(|_| aggregate(r, &cols)));
         width = items.len();
         sql.push_str(&items.join(", "));
@@ -488,12 +510,17 @@ fn statement(r: &mut Rng) -> (String, bool) {
         }
     } else {
         let distinct = if r.chance(20) { "distinct " } else { "" };
-        let items: Vec<String> = (0..1 + r.below(4))
+        let mut items: Vec<String> = (0..1 + r.below(4))
             .map(|_| {
                 let c = r.pick(&cols).clone();
                 item(r, &c, &cols)
             })
             .collect();
+        // DISTINCT with a subquery correlated to a column of its list.
+        if !distinct.is_empty() && r.chance(30) {
+            let over = items.iter().find_map(|i| over_group(i, &cols));
+            items.extend(over);
+        }
         width = items.len();
         sql.push_str(distinct);
         sql.push_str(&items.join(", "));
@@ -845,6 +872,30 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
             Outcome::Same | Outcome::Alike => {}
             Outcome::Refused(why) | Outcome::Failed(why) => panic!("{sql}: {why}"),
         }
+    }
+    // Statements of a file, one a line, each judged as the random ones
+    // are (in order where the outermost statement orders), text and
+    // prepared.
+    if let Ok(path) = std::env::var("SHARDGATE_RANDOM_FILE") {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut failed = Vec::new();
+        for sql in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let ordered = sql
+                .rfind(" order by ")
+                .is_some_and(|at| !sql[at..].contains(')'));
+            for sent in [Sent::Text, Sent::Prepared(Vec::new())] {
+                match judge(sg, oracle, sql, ordered, &sent).await {
+                    Outcome::Same | Outcome::Alike => eprintln!("same: {sql}"),
+                    Outcome::Refused(why) => eprintln!("refused: {sql}\n    {why}"),
+                    Outcome::Failed(why) => {
+                        eprintln!("FAILED: {sql}\n    {why}");
+                        failed.push(sql.to_string());
+                    }
+                }
+            }
+        }
+        assert!(failed.is_empty(), "{} failed", failed.len());
+        return;
     }
     // One statement of a failure, over the same rows, both answers shown.
     if let Ok(sql) = std::env::var("SHARDGATE_RANDOM_SQL") {
