@@ -1209,8 +1209,8 @@ async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
 }
 
 /// A derived table's rows as a query of constants under its columns'
-/// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL SELECT 2, 'y')`, or
-/// none (`LIMIT 0`). A string column whose collation the plan knows
+/// names: `(SELECT 1 AS `a`, 'x' AS `b` UNION ALL VALUES (2, 'y'), (3,
+/// 'z'))`, or none (`LIMIT 0`). A string column whose collation the plan knows
 /// names it in the first row ([`collated`]).
 fn constants(
     cols: &[Column],
@@ -1401,9 +1401,14 @@ fn constants_of(names: &[String], cols: &[Column], rows: &[Vec<String>]) -> Stri
     if rows.is_empty() {
         sql.push_str(" LIMIT 0");
     }
-    for r in rows.iter().skip(1) {
-        sql.push_str(" UNION ALL SELECT ");
+    // The other rows as one VALUES list: a flat list of rows however many
+    // there are, where a chain of `UNION ALL SELECT`s parses as a tree as
+    // deep as the rows are many (which every walk of the statement, a
+    // clone or a drop included, would recurse down).
+    for (i, r) in rows.iter().skip(1).enumerate() {
+        sql.push_str(if i == 0 { " UNION ALL VALUES (" } else { ", (" });
         sql.push_str(&r.join(", "));
+        sql.push(')');
     }
     sql.push(')');
     sql
@@ -2718,6 +2723,31 @@ mod tests {
     use crate::planner::plan;
     use crate::sql::{classify, Target};
     use std::collections::BTreeMap;
+
+    /// A table of constants: its first row names and types the columns,
+    /// the others are one flat VALUES list (a `UNION ALL SELECT` per row
+    /// would parse as a tree as deep as the rows are many); no row is a
+    /// first row with LIMIT 0.
+    #[test]
+    fn a_table_of_constants_lists_its_rows_flat() {
+        let cols = [text_column("a"), text_column("b")];
+        let names = ["a".to_string(), "b".to_string()];
+        let rows: Vec<Vec<String>> = (1..=3)
+            .map(|i| vec![i.to_string(), format!("'r{i}'")])
+            .collect();
+        assert_eq!(
+            constants_of(&names, &cols, &rows),
+            "(SELECT 1 AS `a`, 'r1' AS `b` UNION ALL VALUES (2, 'r2'), (3, 'r3'))"
+        );
+        assert_eq!(
+            constants_of(&names, &cols, &rows[..1]),
+            "(SELECT 1 AS `a`, 'r1' AS `b`)"
+        );
+        assert_eq!(
+            constants_of(&names, &cols, &[]),
+            format!("(SELECT {0} AS `a`, {0} AS `b` LIMIT 0)", STRING_NULL)
+        );
+    }
 
     #[test]
     fn a_problem_is_about_the_keyspace_it_names() {

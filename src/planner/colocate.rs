@@ -582,6 +582,9 @@ fn flatten_union<'a>(
 ) -> Result<(), ()> {
     match e {
         ast::SetExpr::Select(s) => parts.push((s, None)),
+        // A table of constants' rows after its first (which names and
+        // types the columns): they read no table.
+        ast::SetExpr::Values(_) if !parts.is_empty() => {}
         ast::SetExpr::Query(q) => match q.body.as_ref() {
             ast::SetExpr::Select(s) if q.with.is_none() => parts.push((s, Some(q))),
             _ => return Err(()),

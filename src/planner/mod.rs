@@ -511,6 +511,21 @@ mod tests {
         assert!(j.gate.as_ref().is_some_and(|g| g.order[0].weight.is_some()));
     }
 
+    /// A table of constants of many rows (gathered rows, run first) is a
+    /// flat VALUES list: planning a semi-join over 20,000 of them walks no
+    /// deeper than over two (this test's thread has the default 2 MB
+    /// stack, which a chain of `UNION ALL SELECT`s this long overflows).
+    #[test]
+    fn a_semi_join_over_many_constants_plans() {
+        let rows: Vec<String> = (2..=20_000).map(|i| format!("({i})")).collect();
+        let sql = format!(
+            "SELECT d.a FROM (SELECT 1 AS a UNION ALL VALUES {}) AS d \
+             WHERE EXISTS (SELECT 1 FROM qa a3 WHERE a3.g = d.a)",
+            rows.join(", ")
+        );
+        assert!(matches!(planned_over_q(&sql), Plan::Join(_)));
+    }
+
     /// A correlated subquery over a grouping that no shard answers alone
     /// runs over the grouping, a derived table run first, reading the
     /// grouped column it is correlated to; one correlated to a column not

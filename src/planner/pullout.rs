@@ -74,7 +74,7 @@ pub enum PulloutKind {
     /// Its one value (NULL when empty).
     Value,
     /// A derived table: its rows, as a query of constants the statement
-    /// reads in its place (`(SELECT 1 AS a UNION ALL SELECT 2) AS t`).
+    /// reads in its place (`(SELECT 1 AS a UNION ALL VALUES (2), (3)) AS t`).
     Table,
     /// An INSERT's SELECT: its rows, this many columns wide, as the
     /// INSERT's VALUES.
@@ -171,8 +171,16 @@ pub fn plan(
         return Err(refused);
     }
     let outer = outer.to_string();
-    // What is left must plan with any values in place of the markers.
-    let probe = fill(&outer, &vec!["1".to_string(); pulled.len()]);
+    // What is left must plan with any values in place of the markers (a
+    // table's, one row).
+    let values: Vec<String> = pulled
+        .iter()
+        .map(|(kind, ..)| match kind {
+            PulloutKind::Table => "(SELECT 1 AS sg_c)".to_string(),
+            _ => "1".to_string(),
+        })
+        .collect();
+    let probe = fill(&outer, &values);
     finish(pulled, outer, &probe, ks, snap)
 }
 
@@ -892,6 +900,21 @@ fn pull_value(
     }
 }
 
+/// `SELECT * FROM` the table of constants of subquery `i`'s marker.
+fn constants_read(i: usize) -> Option<ast::Query> {
+    let sql = "SELECT * FROM marker AS sg_any";
+    let ast::Statement::Query(mut q) = super::sharded::parse(sql).ok()? else {
+        return None;
+    };
+    let SetExpr::Select(s) = q.body.as_mut() else {
+        return None;
+    };
+    if let TableFactor::Table { name, .. } = &mut s.from.first_mut()?.relation {
+        *name = ast::ObjectName::from(vec![ast::Ident::new(marker(i))]);
+    }
+    Some(*q)
+}
+
 /// Replaces the uncorrelated subquery conditions of `e` (under AND, OR
 /// and NOT) with markers, collecting them.
 fn pull(
@@ -942,6 +965,20 @@ fn pull(
             let m = mark(pulled);
             pulled.push((kind, None, (**subquery).clone()));
             *e = m;
+        }
+        // `x op ANY (subquery)`, `x op ALL (...)`: its rows, as a table
+        // of constants the comparison reads where the statement runs
+        // (with none, ANY is false and ALL true, NULLs as MariaDB weighs
+        // them).
+        Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. }
+            if !super::join::has_subquery(left) =>
+        {
+            if let Expr::Subquery(q) = right.as_mut() {
+                if let (true, Some(read)) = (uncorrelated(q), constants_read(pulled.len())) {
+                    pulled.push((PulloutKind::Table, None, (**q).clone()));
+                    **q = read;
+                }
+            }
         }
         Expr::BinaryOp {
             left,

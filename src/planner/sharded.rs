@@ -304,8 +304,10 @@ pub(super) fn unsupported(msg: impl Into<String>) -> PlanError {
 }
 
 /// Operators a statement may hold before it is refused as too complex:
-/// long operator chains parse into deep trees, and walking those (render,
-/// clone, drop) recurses once per level.
+/// long operator chains (a set operation's parts among them) parse into
+/// deep trees, and walking those (render, clone, drop) recurses once per
+/// level. The gate's own tables of constants list their rows as one
+/// VALUES, which counts none.
 pub const MAX_OPERATORS: usize = 400;
 
 /// Parses a template; a syntax error is the client's.
@@ -315,9 +317,11 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
         .iter()
         .filter(|t| match t.kind {
             crate::sql::lexer::TokenKind::Punct(c) => b"=<>!+-*/%&|^~".contains(&c),
-            crate::sql::lexer::TokenKind::Word => ["and", "or", "xor", "not"]
-                .iter()
-                .any(|w| t.is_word(template, w)),
+            crate::sql::lexer::TokenKind::Word => {
+                ["and", "or", "xor", "not", "union", "intersect", "except"]
+                    .iter()
+                    .any(|w| t.is_word(template, w))
+            }
             _ => false,
         })
         .count();
@@ -2995,6 +2999,31 @@ pub(super) fn horizon(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain of set operations is a tree as deep as it is long: past
+    /// the bound it is refused, as a long chain of ANDs is, rather than
+    /// walked; a VALUES list of any length is flat and counts nothing.
+    #[test]
+    fn long_operator_chains_are_refused_and_values_are_not() {
+        let chain = |n: usize, op: &str| {
+            (1..=n)
+                .map(|i| format!("SELECT {i}"))
+                .collect::<Vec<_>>()
+                .join(op)
+        };
+        let too_complex = |sql: &str| matches!(parse(sql), Err(PlanError::Unsupported(m)) if m.contains("too complex"));
+        assert!(!too_complex(&chain(MAX_OPERATORS + 1, " UNION ALL ")));
+        assert!(too_complex(&chain(MAX_OPERATORS + 2, " UNION ALL ")));
+        assert!(too_complex(&chain(MAX_OPERATORS + 2, " EXCEPT ")));
+        let ands = vec!["a = 1"; MAX_OPERATORS + 1].join(" AND ");
+        assert!(too_complex(&format!("SELECT 1 FROM t WHERE {ands}")));
+        let rows: Vec<String> = (2..=5_000).map(|i| format!("({i}, 'x')")).collect();
+        let values = format!(
+            "SELECT 1 AS a, 'y' AS b UNION ALL VALUES {}",
+            rows.join(", ")
+        );
+        assert!(parse(&values).is_ok());
+    }
 
     #[test]
     fn found_rows_are_counted_without_order_and_limit() {
