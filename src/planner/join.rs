@@ -1376,15 +1376,20 @@ pub(super) fn from_names(s: &ast::Select) -> Vec<String> {
 pub(super) fn names_in(from: &[ast::TableWithJoins]) -> Vec<String> {
     from.iter()
         .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
-        .filter_map(|f| match f {
-            TableFactor::Table { name, alias, .. } => Some(match alias {
-                Some(a) => a.name.value.clone(),
-                None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
-            }),
-            TableFactor::Derived { alias: Some(a), .. } => Some(a.name.value.clone()),
-            _ => None,
-        })
+        .filter_map(known_as)
         .collect()
+}
+
+/// The name a FROM item is known by (its alias, else its table's name).
+pub(super) fn known_as(f: &TableFactor) -> Option<String> {
+    match f {
+        TableFactor::Table { name, alias, .. } => Some(match alias {
+            Some(a) => a.name.value.clone(),
+            None => name.0.last().map(|p| p.to_string()).unwrap_or_default(),
+        }),
+        TableFactor::Derived { alias: Some(a), .. } => Some(a.name.value.clone()),
+        _ => None,
+    }
 }
 
 /// [`reach`]'s walk: the table names of the subqueries it is inside.

@@ -152,6 +152,13 @@ pub fn plan(
         // column keeps the name of what was written.
         for (item, written) in s.projection.iter_mut().zip(&sel.projection) {
             let before = pulled.len();
+            // An ANY's subquery first (a walk from the leaves would take it
+            // for a value).
+            let mut quantified = Quantified {
+                names: &names,
+                pulled: &mut pulled,
+            };
+            let _ = ast::VisitMut::visit(item, &mut quantified);
             let _ = visit_expressions_mut(item, |e| {
                 pull_value(e, &names, &mut pulled);
                 std::ops::ControlFlow::<()>::Continue(())
@@ -564,16 +571,22 @@ fn subqueries_as_columns(q: &mut ast::Query) -> Vec<String> {
         depth: usize,
         texts: Vec<String>,
     }
+    // `x op ANY (SELECT ...)` whole: its subquery is no value.
     fn is_subquery(e: &Expr) -> bool {
-        matches!(
-            e,
-            Expr::Subquery(_)
-                | Expr::Exists { .. }
-                | Expr::In {
-                    target: ast::InTarget::Subquery(_),
-                    ..
-                }
-        )
+        match e {
+            Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
+                matches!(right.as_ref(), Expr::Subquery(_))
+            }
+            _ => matches!(
+                e,
+                Expr::Subquery(_)
+                    | Expr::Exists { .. }
+                    | Expr::In {
+                        target: ast::InTarget::Subquery(_),
+                        ..
+                    }
+            ),
+        }
     }
     impl ast::VisitorMut for Outermost {
         type Break = ();
@@ -873,8 +886,50 @@ fn table_named(name: &str, alias: &ast::TableAlias) -> Option<TableFactor> {
     Some(f)
 }
 
+/// [`pull_quantified`] over every expression, from the root down.
+struct Quantified<'a> {
+    names: &'a [(String, bool)],
+    pulled: &'a mut Vec<(PulloutKind, Option<String>, ast::Query)>,
+}
+
+impl ast::VisitorMut for Quantified<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> std::ops::ControlFlow<()> {
+        pull_quantified(e, self.names, self.pulled);
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// `x op ANY (subquery)`, `x op ALL (...)` (`e`), its subquery
+/// uncorrelated: its rows become a table of constants the comparison reads
+/// where the statement runs (with none, ANY is false and ALL true, NULLs
+/// as MariaDB weighs them), collected. A subquery over constants only
+/// (this pullout's own, as its probe plans it) stays: pulling it again
+/// would never end.
+fn pull_quantified(
+    e: &mut Expr,
+    names: &[(String, bool)],
+    pulled: &mut Vec<(PulloutKind, Option<String>, ast::Query)>,
+) {
+    let (Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. }) = e else {
+        return;
+    };
+    let Expr::Subquery(q) = right.as_mut() else {
+        return;
+    };
+    let uncorrelated = super::join::reads_outer(q, names).is_ok_and(|reads| !reads);
+    if super::join::has_subquery(left.as_ref()) || !uncorrelated || !reads_a_table(q) {
+        return;
+    }
+    if let Some(read) = constants_read(pulled.len()) {
+        pulled.push((PulloutKind::Table, None, (**q).clone()));
+        **q = read;
+    }
+}
+
 /// Replaces `e`, when it is an uncorrelated scalar subquery, with the
-/// marker of its one value, collecting it.
+/// marker of its one value, collecting it. A subquery over constants only
+/// (an ANY's, pulled out already) stays: any route reads it.
 fn pull_value(
     e: &mut Expr,
     names: &[(String, bool)],
@@ -893,11 +948,26 @@ fn pull_value(
         } => (PulloutKind::NotExists, subquery),
         _ => return,
     };
-    if super::join::reads_outer(sub, names).is_ok_and(|reads| !reads) {
+    if super::join::reads_outer(sub, names).is_ok_and(|reads| !reads) && reads_a_table(sub) {
         let m = Expr::value(ast::Value::Placeholder(marker(pulled.len())));
         pulled.push((kind, None, (**sub).clone()));
         *e = m;
     }
+}
+
+/// Whether `q` reads a table (not only constants or a marker).
+fn reads_a_table(q: &ast::Query) -> bool {
+    struct Table;
+    impl ast::Visitor for Table {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ast::ObjectName) -> std::ops::ControlFlow<()> {
+            match name.to_string().starts_with(':') {
+                true => std::ops::ControlFlow::Continue(()),
+                false => std::ops::ControlFlow::Break(()),
+            }
+        }
+    }
+    ast::Visit::visit(q, &mut Table).is_break()
 }
 
 /// `SELECT * FROM` the table of constants of subquery `i`'s marker.
@@ -966,20 +1036,7 @@ fn pull(
             pulled.push((kind, None, (**subquery).clone()));
             *e = m;
         }
-        // `x op ANY (subquery)`, `x op ALL (...)`: its rows, as a table
-        // of constants the comparison reads where the statement runs
-        // (with none, ANY is false and ALL true, NULLs as MariaDB weighs
-        // them).
-        Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. }
-            if !super::join::has_subquery(left) =>
-        {
-            if let Expr::Subquery(q) = right.as_mut() {
-                if let (true, Some(read)) = (uncorrelated(q), constants_read(pulled.len())) {
-                    pulled.push((PulloutKind::Table, None, (**q).clone()));
-                    **q = read;
-                }
-            }
-        }
+        Expr::AnyOp { .. } | Expr::AllOp { .. } => pull_quantified(e, names, pulled),
         Expr::BinaryOp {
             left,
             op:

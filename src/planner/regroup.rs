@@ -27,6 +27,8 @@ use sqlparser::ast::{
     TableFactor, VisitMut, VisitorMut,
 };
 
+use super::join::has_subquery;
+
 /// `q` rewritten as above, or `None` when it is not a grouping this
 /// rewrites (neither an aggregate nor a subquery over the grouping, a
 /// window, DISTINCT beside an aggregate, a column neither grouped nor
@@ -101,7 +103,10 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     let mut keys = Keys {
         groups: &groups,
         aliases: &aliases,
-        outer: table_names(&sel.from),
+        outer: super::join::names_in(&sel.from)
+            .iter()
+            .map(|n| as_outer(n))
+            .collect(),
         depth: 0,
         qualified: aggs.qualified,
         bad: false,
@@ -362,37 +367,14 @@ fn is_derived_column(e: &Expr) -> bool {
     }
 }
 
-/// The name a FROM item is known by (its alias, else its table's name),
-/// lowercased.
+/// The name a FROM item is known by, as [`Keys::outer`] holds names.
 fn factor_name(t: &TableFactor) -> Option<String> {
-    let name = match t {
-        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
-            a.name.value.clone()
-        }
-        TableFactor::Table { name, .. } => name.0.last()?.as_ident()?.value.clone(),
-        _ => return None,
-    };
-    Some(name.to_ascii_lowercase())
+    super::join::known_as(t).map(|n| as_outer(&n))
 }
 
-/// The names of the FROM clause's tables, joined ones included.
-fn table_names(from: &[ast::TableWithJoins]) -> Vec<String> {
-    from.iter()
-        .flat_map(|f| std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)))
-        .filter_map(factor_name)
-        .collect()
-}
-
-/// Whether `e` holds a subquery.
-fn has_subquery(e: &Expr) -> bool {
-    struct Found;
-    impl ast::Visitor for Found {
-        type Break = ();
-        fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
-            ControlFlow::Break(())
-        }
-    }
-    ast::Visit::visit(e, &mut Found).is_break()
+/// A table's name as [`Keys::outer`] holds it: unquoted, lowercased.
+fn as_outer(name: &str) -> String {
+    name.trim_matches('`').to_ascii_lowercase()
 }
 
 /// Walks `v` over the statement's expressions over its grouping: the

@@ -310,6 +310,42 @@ pub(super) fn unsupported(msg: impl Into<String>) -> PlanError {
 /// VALUES, which counts none.
 pub const MAX_OPERATORS: usize = 400;
 
+/// How many queries one plan may plan inside itself, one within another
+/// (a pulled-out subquery, a join's side, a rewritten grouping): past it
+/// the statement is refused. Every nesting the planner makes is bounded
+/// by the statement's own; this bound keeps a rewrite that would come
+/// back to itself an error rather than a stack overflow, which ends the
+/// process.
+const MAX_NESTED_PLANS: usize = 48;
+
+thread_local! {
+    /// The queries being planned on this thread, one within another.
+    static NESTED_PLANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One query being planned ([`MAX_NESTED_PLANS`]).
+struct Nested;
+
+impl Nested {
+    fn enter() -> Result<Nested, PlanError> {
+        NESTED_PLANS.with(|n| {
+            if n.get() >= MAX_NESTED_PLANS {
+                return Err(unsupported(format!(
+                    "statement too complex for a sharded keyspace: queries planned within one another past {MAX_NESTED_PLANS}"
+                )));
+            }
+            n.set(n.get() + 1);
+            Ok(Nested)
+        })
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        NESTED_PLANS.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
 /// Parses a template; a syntax error is the client's.
 pub fn parse(template: &str) -> Result<Statement, PlanError> {
     let tokens = crate::sql::lexer::tokenize(template);
@@ -1339,6 +1375,7 @@ fn plan_query(
     ks: &Keyspace,
     snap: &Snapshot,
 ) -> Result<super::Plan, PlanError> {
+    let _nested = Nested::enter()?;
     let planned = match plan_routes(template, q, ks, snap) {
         // Expressions over aggregates the gate cannot compute, or a
         // subquery over a grouping (or DISTINCT) that no shard answers
@@ -2999,6 +3036,21 @@ pub(super) fn horizon(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Queries planned within one another are counted while they are
+    /// planned, and refused past the bound.
+    #[test]
+    fn nested_plans_are_bounded() {
+        let held: Vec<Nested> = (0..MAX_NESTED_PLANS)
+            .map(|_| Nested::enter().unwrap())
+            .collect();
+        assert!(
+            matches!(Nested::enter(), Err(PlanError::Unsupported(m)) if m.contains("too complex"))
+        );
+        drop(held);
+        assert!(Nested::enter().is_ok());
+        NESTED_PLANS.with(|n| assert_eq!(n.get(), 0));
+    }
 
     /// A chain of set operations is a tree as deep as it is long: past
     /// the bound it is refused, as a long chain of ANDs is, rather than
