@@ -793,12 +793,20 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         let lone = [lone_row
             .clone()
             .unwrap_or_else(|| vec![Value::NULL; rhs.columns.len()])];
-        let matches: &[Vec<Value>] = match p.semi {
+        let found: [Vec<Value>; 1];
+        let matches: &[Vec<Value>] = match (p.semi, p.exists) {
             // A semi-join's left row comes out alone, or not at all.
-            Some(keep_matched) if rhs.rows.is_empty() == keep_matched => &[],
-            Some(_) => &lone,
-            None if rhs.rows.is_empty() && p.outer => &lone,
-            None => &rhs.rows,
+            (Some(keep_matched), _) if rhs.rows.is_empty() == keep_matched => &[],
+            (Some(_), _) => &lone,
+            // An EXISTS as a value: 1 or 0, by whether the right side
+            // found a row.
+            (None, Some(negated)) => {
+                let one = rhs.rows.is_empty() == negated;
+                found = [vec![Value::Bytes(if one { b"1" } else { b"0" }.to_vec())]];
+                &found
+            }
+            (None, None) if rhs.rows.is_empty() && p.outer => &lone,
+            (None, None) => &rhs.rows,
         };
         for r in matches {
             if p.right_nulls

@@ -70,6 +70,10 @@ pub struct JoinPlan {
     /// The right side is a scalar subquery's value: more than one row is
     /// an error (MySQL's 1242), none a NULL.
     pub single: bool,
+    /// The right side is an `EXISTS` as a value (`Some(true)`: `NOT
+    /// EXISTS`): its column is 1 when the right side found a row, else 0
+    /// (the other way round for `NOT EXISTS`).
+    pub exists: Option<bool>,
     /// Right columns that must be NULL in an output row (a LEFT JOIN's
     /// `WHERE right.col IS NULL`, which keeps the left rows without a
     /// match), checked after the join.
@@ -560,6 +564,7 @@ pub(super) fn plan(
         outer,
         semi: None,
         single: false,
+        exists: None,
         right_nulls,
         lone,
         limit,
@@ -655,22 +660,27 @@ pub(super) fn plan_semi(
         }
     }
     // Else one correlated scalar subquery in the select list (with no
-    // gate over it): its value per left row, NULL when it finds none.
+    // gate over it): its value per left row, NULL when it finds none; or
+    // an `EXISTS` there, 1 or 0 per left row.
+    let mut exists_value = None;
     let value = match exists {
         Some(_) => None,
         None if gate_needed => None,
-        None => sel
-            .projection
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| match p {
-                SelectItem::UnnamedExpr(Expr::Subquery(sub))
-                | SelectItem::ExprWithAlias {
-                    expr: Expr::Subquery(sub),
-                    ..
-                } if reads_outer(sub, &names).unwrap_or(false) => Some((i, (**sub).clone())),
-                _ => None,
-            }),
+        None => sel.projection.iter().enumerate().find_map(|(i, p)| {
+            let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = p else {
+                return None;
+            };
+            let (sub, negated) = match e {
+                Expr::Subquery(sub) => (sub, None),
+                Expr::Exists { subquery, negated } => (subquery, Some(*negated)),
+                _ => return None,
+            };
+            if !reads_outer(sub, &names).unwrap_or(false) {
+                return None;
+            }
+            exists_value = negated;
+            Some((i, (**sub).clone()))
+        }),
     };
     let (mut sub, keep_matched) = match (exists, &value) {
         (Some(e), _) => e,
@@ -724,7 +734,11 @@ pub(super) fn plan_semi(
     }
     // EXISTS needs one row; a value, to know there is no second.
     if sub.limit_clause.is_none() {
-        let limit = if value.is_some() { 2 } else { 1 };
+        let limit = if value.is_some() && exists_value.is_none() {
+            2
+        } else {
+            1
+        };
         let Ok(ast::Statement::Query(one)) = super::sharded::parse(&format!("{sub} LIMIT {limit}"))
         else {
             return Err(refuse("(the subquery did not parse)"));
@@ -744,6 +758,17 @@ pub(super) fn plan_semi(
             ));
         };
         match inner.projection.as_mut_slice() {
+            // An EXISTS as a value reads whether a row is found, whatever
+            // its columns.
+            _ if exists_value.is_some() => {
+                let Some(one) = super::sharded::condition("1") else {
+                    return Err(refuse("(a constant did not parse)"));
+                };
+                inner.projection = vec![SelectItem::ExprWithAlias {
+                    expr: one,
+                    alias: ast::Ident::with_quote('`', name),
+                }];
+            }
             [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => {
                 value_weighed = value_sorted && !numeric_aggregate(e);
                 let weight = super::sharded::condition(&weight_string(&e.to_string()));
@@ -816,6 +841,21 @@ pub(super) fn plan_semi(
                     hidden.push(JoinColumn::One(true, 1));
                 }
                 value_weighed
+            } else if has_subquery(&*e) {
+                // A column holding another subquery (the left side's own
+                // value join) is read again from the output, compared by
+                // its value: its text sent again would be a second one.
+                let shown = sel.projection.iter().position(|p| match p {
+                    SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } => {
+                        *x == *e
+                    }
+                    _ => false,
+                });
+                match (shown, star.is_some()) {
+                    (Some(i), false) => hidden.push(output[i]),
+                    _ => return Err(refuse("ordered by a subquery that is no column")),
+                }
+                false
             } else {
                 for text in [e.to_string(), weight_string(&e.to_string())] {
                     hidden.push(JoinColumn::One(false, items.len()));
@@ -885,6 +925,7 @@ pub(super) fn plan_semi(
         outer: value.is_some(),
         semi: value.is_none().then_some(keep_matched),
         single: value.is_some(),
+        exists: exists_value,
         right_nulls: Vec::new(),
         lone: None,
         limit,

@@ -526,6 +526,42 @@ mod tests {
         assert!(matches!(planned_over_q(&sql), Plan::Join(_)));
     }
 
+    /// `x op ANY (subquery)` and `x op ALL (...)` over rows of several
+    /// shards: the subquery runs first, its rows a table of constants the
+    /// comparison reads (MariaDB's own rules for an empty set and NULLs).
+    #[test]
+    fn any_and_all_read_their_subquery_as_constants() {
+        let planned = planned_over_q(
+            "select a.id from qa a where a.k > all (select b.k from qb b where b.qty = 3)",
+        );
+        let Plan::Pullout(p) = &planned else {
+            panic!("{}", planned.describe())
+        };
+        assert_eq!(p.subqueries.len(), 1);
+        assert_eq!(p.subqueries[0].kind, pullout::PulloutKind::Table);
+        assert!(
+            p.outer.contains("a.k > ALL(SELECT * FROM :vSQ1 AS sg_any)"),
+            "{}",
+            p.outer
+        );
+    }
+
+    /// A correlated `EXISTS` as a select-list value that no route answers
+    /// with its statement is a value join: the right side asks for one
+    /// row (`SELECT 1 ... LIMIT 1`), and the column is 1 or 0 by whether
+    /// it found one (the other way round for `NOT EXISTS`).
+    #[test]
+    fn an_exists_value_is_a_value_join() {
+        let sql = "select a.id, not exists (select 1 from qb b where b.k = a.k) from qa a";
+        let Plan::Join(j) = planned_over_q(sql) else {
+            panic!("{sql}")
+        };
+        assert_eq!(j.exists, Some(true));
+        assert!(j.single && j.semi.is_none());
+        assert!(j.rhs_sql.starts_with("SELECT 1 AS"), "{}", j.rhs_sql);
+        assert!(j.rhs_sql.ends_with("LIMIT 1"), "{}", j.rhs_sql);
+    }
+
     /// A correlated subquery over a grouping that no shard answers alone
     /// runs over the grouping, a derived table run first, reading the
     /// grouped column it is correlated to; one correlated to a column not

@@ -368,6 +368,11 @@ fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
             "(select count(*) from qb b3 where b3.a_id = a.id and b3.qty > {})",
             r.below(21)
         ),
+        (5, _) if has_a => format!(
+            "{}exists (select 1 from qb b3 where b3.k = a.k and b3.qty > {})",
+            if r.chance(30) { "not " } else { "" },
+            r.below(21)
+        ),
         (10, _) => format!("{} = {}", c.name, other.name),
         (11, true) => format!("greatest({}, {})", c.name, literal(r, c)),
         (11, false) => format!("lower({})", c.name),
