@@ -771,12 +771,13 @@ pub(super) fn plan_semi(
             }
             [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => {
                 value_weighed = value_sorted && !numeric_aggregate(e);
-                let weight = super::sharded::condition(&weight_string(&e.to_string()));
+                let value = e.clone();
                 inner.projection = vec![SelectItem::ExprWithAlias {
-                    expr: e.clone(),
+                    expr: value.clone(),
                     alias: ast::Ident::with_quote('`', name),
                 }];
                 if value_weighed {
+                    let weight = super::sharded::condition(&weight_string(&value.to_string()));
                     let Some(w) = weight else {
                         return Err(refuse("(the value's weight did not parse)"));
                     };
