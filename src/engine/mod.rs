@@ -1193,6 +1193,20 @@ fn tuples(rows: &Gather, nbe: bool) -> String {
     values.join(", ")
 }
 
+/// How many statements the engine wrote may run one within another
+/// ([`run_statement`]): a plan whose run-first statement planned anew
+/// yields the same plan again would otherwise nest without end, each
+/// level's future polled within the one before it, until the thread's
+/// stack overflowed and took every session of the process with it. Real
+/// nesting (a derived table within a derived table, a lookup read within
+/// a run-first statement) stays within a few levels.
+const MAX_NESTED_STATEMENTS: usize = 32;
+
+tokio::task_local! {
+    /// How deep in [`run_statement`]s the current statement runs.
+    static NESTED_STATEMENTS: usize;
+}
+
 /// Runs statement text the engine wrote (a run-first statement with its
 /// answers in, a lookup table's read or write) on `keyspace`, planned as a
 /// client's statement there would be, its strings read as the session
@@ -1205,6 +1219,12 @@ async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
     vc: &mut V,
     sink: &mut S,
 ) -> Result<(), Error> {
+    let depth = NESTED_STATEMENTS.try_with(|d| *d).unwrap_or(0) + 1;
+    if depth > MAX_NESTED_STATEMENTS {
+        return Err(Error::Plan(crate::planner::PlanError::Unsupported(format!(
+            "statement too complex for a sharded keyspace: statements run within one another past {MAX_NESTED_STATEMENTS}"
+        ))));
+    }
     let stmt = crate::sql::classify(sql)?;
     let n = crate::sql::normalize::normalize(sql, &[], vc.no_backslash_escapes());
     let target = crate::sql::Target {
@@ -1213,7 +1233,8 @@ async fn run_statement<V: VCursor + Send, S: RowSink + Send>(
         tablet_type: tt,
     };
     let plan = crate::planner::plan(&stmt, Some(&n.template), &target, snap)?;
-    Box::pin(execute(&plan, sql, &n.binds, tt, snap, vc, sink)).await
+    let run = Box::pin(execute(&plan, sql, &n.binds, tt, snap, vc, sink));
+    NESTED_STATEMENTS.scope(depth, run).await
 }
 
 /// A derived table's rows as a query of constants under its columns'
@@ -2857,6 +2878,30 @@ mod tests {
             )]
         );
         assert_eq!(sink.rows, vec![vec![Some("0".to_string())]]);
+    }
+
+    /// Statements the engine wrote run within one another up to a bound:
+    /// past it the statement is refused (a plan that yields itself again
+    /// would otherwise nest until the stack overflowed).
+    #[tokio::test]
+    async fn statements_run_within_one_another_up_to_a_bound() {
+        let s = snap();
+        let sql = "select * from product where id = 1";
+        let s = &s;
+        let at = |depth: usize| {
+            NESTED_STATEMENTS.scope(depth, async move {
+                let (mut vc, mut sink) = (RecordingCursor::default(), CollectSink::default());
+                run_statement("commerce", sql, TabletType::Primary, s, &mut vc, &mut sink)
+                    .await
+                    .map(|_| vc.calls.len())
+            })
+        };
+        assert_eq!(at(MAX_NESTED_STATEMENTS - 1).await.unwrap(), 1);
+        let refused = at(MAX_NESTED_STATEMENTS).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("within one another past"),
+            "{refused}"
+        );
     }
 
     #[tokio::test]

@@ -278,6 +278,12 @@ where
 /// (or finds it running) and waits until it answers.
 pub async fn start_mariadb(dir: &Path, port: u16, server_id: u32) -> Result<Proc, LocalError> {
     std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    // Each tablet keeps its temporary tables under its own directory: a
+    // CI run once saw a tablet fail to delete its own temporary table in
+    // the shared `/tmp` (ENOENT), and a private directory leaves no other
+    // process a way to touch them.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
     let cnf = dir.join("my.cnf");
     let d = dir.display();
     // mariadbd refuses to run as root unless told to; as anyone else it runs as itself.
@@ -286,7 +292,7 @@ pub async fn start_mariadb(dir: &Path, port: u16, server_id: u32) -> Result<Proc
     let user = if root { "user=root\n" } else { "" };
     let conf = format!(
         "[mariadbd]\n{user}datadir={d}/data\nsocket={d}/mysql.sock\nport={port}\nbind-address=127.0.0.1\n\
-         pid-file={d}/mysqld.pid\nlog-error={d}/error.log\nserver-id={server_id}\nlog-bin=mysql-bin\n\
+         pid-file={d}/mysqld.pid\ntmpdir={d}/tmp\nlog-error={d}/error.log\nserver-id={server_id}\nlog-bin=mysql-bin\n\
          relay-log=relay-bin\nlog-slave-updates=1\nbinlog-format=ROW\ngtid-strict-mode=1\n\
          character-set-server=utf8mb4\ncollation-server=utf8mb4_general_ci\nskip-name-resolve\n\
          innodb-buffer-pool-size=32M\ninnodb-log-file-size=16M\nmax-connections=1000\n\

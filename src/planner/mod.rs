@@ -584,6 +584,37 @@ mod tests {
         );
     }
 
+    /// A DISTINCT whose subquery reads a column it does not list runs over
+    /// its rows, a derived table run first (a value join per row), the
+    /// DISTINCT on a tablet over them.
+    #[test]
+    fn a_distinct_over_an_unlisted_correlation_runs_over_its_rows() {
+        let planned = planned_over_q(
+            "select distinct a.g, (select count(*) from qb b where b.k = a.k) c from qa a order by c desc, 1",
+        );
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        assert!(
+            shown.contains("SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_c2 AS `c` FROM :vSQ1 AS sg_t ORDER BY 2 DESC, 1"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(r#""query":"SELECT a.k, a.g AS sg_c1 FROM qa a""#),
+            "{shown}"
+        );
+        assert!(shown.contains("FROM qb b WHERE b.k = :v1"), "{shown}");
+        // Such a statement, or any value join, as a derived table: first.
+        for sql in [
+            "select count(*) from (select distinct a.g, (select count(*) from qb b where b.k = a.k) c from qa a) t",
+            "select t.c, count(*) from (select a.g, (select count(*) from qb b where b.k = a.k) c from qa a) t group by t.c",
+        ] {
+            let planned = planned_over_q(sql);
+            let shown = planned.describe().to_string();
+            assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+            assert!(shown.contains(r#""kind":"Table","plan":{"inputs""#), "{shown}");
+        }
+    }
+
     /// A subquery's aggregate is its own: a DISTINCT over a nested loop
     /// with a correlated `(select count(*) ...)` in its list is a join
     /// whose left side sends the subquery's value per row (with its weight

@@ -751,6 +751,26 @@ fn mark_parts(
     true
 }
 
+/// Whether a derived table in `q`'s FROM clause holds subqueries that no
+/// one shard answers: such a table runs first as a whole
+/// ([`plan_derived`]) where the statement's own subqueries are none of
+/// that kind.
+pub(super) fn derived_subqueries(q: &ast::Query, ks: &Keyspace) -> bool {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return false;
+    };
+    s.from
+        .iter()
+        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
+        .any(|f| match f {
+            TableFactor::Derived { subquery, .. } => matches!(
+                super::sharded::plan_select(&subquery.to_string(), subquery, ks),
+                Err(PlanError::Unsupported(m)) if m.contains("subqueries that do not go to one shard")
+            ),
+            _ => false,
+        })
+}
+
 /// True when `q`'s own tables are on more than one route (a nested loop),
 /// or a derived table of its own is (it runs first as a whole).
 fn cross_shard(q: &ast::Query, ks: &Keyspace) -> bool {
@@ -758,7 +778,9 @@ fn cross_shard(q: &ast::Query, ks: &Keyspace) -> bool {
     matches!(
         super::sharded::plan_select(&text, q, ks),
         Err(PlanError::Unsupported(m))
-            if m == "cross-shard joins" || m.contains("derived tables across shards")
+            if m == "cross-shard joins"
+                || m.contains("derived tables across shards")
+                || m.contains("subqueries that do not go to one shard")
     )
 }
 

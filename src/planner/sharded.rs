@@ -1379,21 +1379,33 @@ fn plan_query(
     let planned = match plan_routes(template, q, ks, snap) {
         // Expressions over aggregates the gate cannot compute, or a
         // subquery over a grouping (or DISTINCT) that no shard answers
-        // alone: over the grouping, run first as a derived table. The
-        // rewritten statement groups nothing itself, so this is tried
-        // once; where it does not plan, the first refusal stands.
+        // alone: over the grouping, run first as a derived table; a
+        // DISTINCT whose subqueries read columns it does not list, over
+        // its rows run first. The rewritten statements group nothing
+        // themselves (nor hold a subquery in their list), so this is
+        // tried once; where neither plans, the first refusal stands.
         Err(e @ PlanError::Unsupported(_))
             if e.to_string().contains("over a cross-shard aggregate")
                 || e.to_string()
                     .contains("subqueries that do not go to one shard") =>
         {
-            match super::regroup::rewrite(q) {
-                Some(sql) => match parse(&sql)? {
-                    Statement::Query(r) => plan_query(&sql, &r, ks, snap).map_err(|_| e),
-                    _ => Err(e),
-                },
-                None => Err(e),
-            }
+            let reparsed = |sql: Option<String>| {
+                let sql = sql?;
+                match parse(&sql) {
+                    Ok(Statement::Query(r)) => Some((sql, r)),
+                    _ => None,
+                }
+            };
+            let regrouped = || {
+                let (sql, r) = reparsed(super::regroup::rewrite(q))?;
+                plan_query(&sql, &r, ks, snap).ok()
+            };
+            let apart = || {
+                let (_, r) = reparsed(super::regroup::distinct_apart(q))?;
+                let p = super::pullout::plan_derived(&r, ks, snap, unsupported("")).ok()?;
+                Some(super::Plan::Pullout(Box::new(p)))
+            };
+            regrouped().or_else(apart).ok_or(e)
         }
         planned => planned,
     };
@@ -1507,9 +1519,20 @@ fn plan_routes(
             match super::pullout::plan(q, ks, snap, e) {
                 Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
                 // A correlated EXISTS: a semi-join.
-                Err(e @ PlanError::Unsupported(_)) => Ok(super::Plan::Join(Box::new(
-                    super::join::plan_semi(template, q, ks, snap, e)?,
-                ))),
+                Err(e @ PlanError::Unsupported(_)) => {
+                    match super::join::plan_semi(template, q, ks, snap, e) {
+                        Ok(j) => Ok(super::Plan::Join(Box::new(j))),
+                        // Subqueries inside derived tables: those first.
+                        Err(e @ PlanError::Unsupported(_))
+                            if super::pullout::derived_subqueries(q, ks) =>
+                        {
+                            Ok(super::Plan::Pullout(Box::new(
+                                super::pullout::plan_derived(q, ks, snap, e)?,
+                            )))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             }
         }

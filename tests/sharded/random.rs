@@ -901,9 +901,24 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     let deep = "select b.id, a.amt, (select count(*) from qa a3 where a3.g = b.id), min(b.qty), \
                 sum(a.u) from qa a join qb b on a.k = b.k group by b.id, a.amt \
                 order by 1 desc, 2, 3, 4, 5 desc";
-    match judge(sg, oracle, deep, true, &Sent::Text).await {
-        Outcome::Same | Outcome::Alike => {}
-        Outcome::Refused(why) | Outcome::Failed(why) => panic!("{deep}: {why}"),
+    // A DISTINCT whose subqueries read columns it does not list (over
+    // its rows, run first), and value joins inside derived tables: once
+    // refused; the second planned into a plan that yielded itself anew at
+    // each run, without end (and ended the process).
+    let apart = [
+        "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
+         not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
+        "select t.c, count(*) from (select distinct a.g, (select count(*) from qb b where b.k = a.k) c \
+         from qa a) t group by t.c order by 1",
+        "select a.amt % 3, a.g, (select count(*) from qb b3 where b3.k = a.g), sum(a.u * 2) from qa a \
+         join (select a_id, max(qty) as mq from qb group by a_id) m on m.a_id = a.id \
+         group by a.amt % 3, a.g order by 1 desc, 2, 3 desc, 4",
+    ];
+    for sql in std::iter::once(deep).chain(apart) {
+        match judge(sg, oracle, sql, true, &Sent::Text).await {
+            Outcome::Same | Outcome::Alike => {}
+            Outcome::Refused(why) | Outcome::Failed(why) => panic!("{sql}: {why}"),
+        }
     }
     // Statements of a file, one a line, each judged as the random ones
     // are (in order where the outermost statement orders), text and
