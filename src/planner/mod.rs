@@ -615,6 +615,25 @@ mod tests {
         }
     }
 
+    /// An uncorrelated `NOT IN` over a LEFT JOIN's right table, beside an
+    /// expression over both sides (which the nested loop cannot compute):
+    /// the subquery first; the statement, with its answer in, gathers the
+    /// joined rows.
+    #[test]
+    fn a_not_in_over_a_left_joins_right_table_runs_first() {
+        let planned = planned_over_q(
+            "select a.id * 2 + r.k from qr r left join qa a on a.g = r.k \
+             where a.k not in (select b2.k from qb b2 where b2.qty < 12)",
+        );
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        assert!(
+            shown.contains("LEFT JOIN qa a ON a.g = r.k WHERE :vSQ1"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#""kind":"NotIn""#), "{shown}");
+    }
+
     /// A subquery's aggregate is its own: a DISTINCT over a nested loop
     /// with a correlated `(select count(*) ...)` in its list is a join
     /// whose left side sends the subquery's value per row (with its weight

@@ -902,9 +902,11 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
                 sum(a.u) from qa a join qb b on a.k = b.k group by b.id, a.amt \
                 order by 1 desc, 2, 3, 4, 5 desc";
     // A DISTINCT whose subqueries read columns it does not list (over
-    // its rows, run first), and value joins inside derived tables: once
-    // refused; the second planned into a plan that yielded itself anew at
-    // each run, without end (and ended the process).
+    // its rows, run first), value joins inside derived tables, an
+    // uncorrelated NOT IN over a LEFT JOIN's right table (first, then
+    // the joined rows gathered): once refused; the third planned into a
+    // plan that yielded itself anew at each run, without end (and ended
+    // the process).
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -913,6 +915,8 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         "select a.amt % 3, a.g, (select count(*) from qb b3 where b3.k = a.g), sum(a.u * 2) from qa a \
          join (select a_id, max(qty) as mq from qb group by a_id) m on m.a_id = a.id \
          group by a.amt % 3, a.g order by 1 desc, 2, 3 desc, 4",
+        "select if(a.u is null, r.label, a.u), r.k * 2 + a.k, a.g from qr r left join qa a on a.g = r.k \
+         where a.k not in (select b2.k from qb b2 where b2.qty < 9) order by 1, 2 desc, 3",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
