@@ -62,6 +62,7 @@ fn cols(alias: &str, table: &str) -> Vec<Col> {
         "qr" => &[("k", true), ("label", false)],
         "d" => &[("k", true), ("n", true), ("s", true)],
         "m" => &[("a_id", true), ("mq", true)],
+        "bd" => &[("a_id", true), ("k", true), ("qty", true)],
         _ => unreachable!(),
     };
     named
@@ -197,7 +198,7 @@ fn from(r: &mut Rng) -> (String, Vec<Col>) {
     let qb = || cols("b", "qb");
     let qr = || cols("r", "qr");
     let both = |x: Vec<Col>, y: Vec<Col>| x.into_iter().chain(y).collect::<Vec<_>>();
-    let shape = r.below(19);
+    let shape = r.below(21);
     let n = r.below(15);
     match shape {
         0 | 1 => ("qa a".into(), qa()),
@@ -251,6 +252,25 @@ fn from(r: &mut Rng) -> (String, Vec<Col>) {
         17 => (
             "qa a left join qb b on b.a_id = a.id and b.k = a.k".into(),
             both(qa(), qb()),
+        ),
+        // Derived tables whose column is a correlated value (a value
+        // join per row, run first), alone or joined. (The LIMIT, past the
+        // table's rows, keeps the oracle from merging the derived table
+        // into the statement: merged, MariaDB 10.11 reads a subquery
+        // correlated to that column over a grouping from another group's
+        // row.)
+        19 => (
+            format!(
+                "(select id, k, (select count(*) from qb b2 where b2.k = qa.k and b2.qty > {n}) as g, \
+                 name, amt, t, u from qa limit 1000) a"
+            ),
+            qa(),
+        ),
+        20 => (
+            "(select distinct a_id, k, (select max(a2.g) from qa a2 where a2.k = qb.k) as qty from qb) b \
+             join qa a on a.id = b.a_id"
+                .into(),
+            both(cols("b", "bd"), qa()),
         ),
         _ => (
             "qa a join qb b on b.qty = a.g left join qr r on r.label = b.tag".into(),
