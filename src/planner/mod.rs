@@ -615,6 +615,28 @@ mod tests {
         }
     }
 
+    /// A correlated subquery compared in the WHERE clause that no route
+    /// answers with its statement (rows above their group's average):
+    /// computed per row first (a value join), the comparison and the
+    /// count over those rows on a tablet.
+    #[test]
+    fn a_correlated_comparison_runs_over_its_rows() {
+        let planned = planned_over_q(
+            "select count(*) from qa a where a.amt > (select avg(a2.amt) from qa a2 where a2.g = a.g)",
+        );
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        assert!(
+            shown.contains("FROM :vSQ1 AS sg_t WHERE sg_t.sg_c1 > sg_t.sg_v1"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(r#""query":"SELECT a.g, a.amt AS sg_c1 FROM qa a""#),
+            "{shown}"
+        );
+        assert!(shown.contains("FROM qa a2 WHERE a2.g = :v1"), "{shown}");
+    }
+
     /// An uncorrelated `NOT IN` over a LEFT JOIN's right table, beside an
     /// expression over both sides (which the nested loop cannot compute):
     /// the subquery first; the statement, with its answer in, gathers the

@@ -304,6 +304,345 @@ pub(super) fn distinct_apart(q: &ast::Query) -> Option<String> {
     Some(sql)
 }
 
+/// Correlated subqueries that no route answers with their statement,
+/// outside its FROM clause and select list's own value joins: compared in
+/// the WHERE clause (`where a.amt > (select avg(a2.amt) from qa a2 where
+/// a2.g = a.g)`), inside an expression or an aggregate, in HAVING or
+/// ORDER BY. Each becomes a column of a derived table computed per row
+/// first (a value join), beside every column the statement reads; the
+/// WHERE clause's conditions without such a subquery filter that table's
+/// rows, and the statement (its other conditions, grouping, DISTINCT,
+/// ORDER BY, LIMIT) runs over them on one tablet. `None` for another
+/// shape: no such subquery, a `*`, a correlated `IN`, `ANY` or `ALL`
+/// (no value per row), WITH, locks, INTO.
+pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return None;
+    };
+    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() {
+        return None;
+    }
+    if sel.projection.iter().any(|p| {
+        !matches!(
+            p,
+            SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+        )
+    }) {
+        return None;
+    }
+    let names: Vec<(String, bool)> = super::join::names_in(&sel.from)
+        .into_iter()
+        .map(|n| (n, false))
+        .collect();
+    let mut out = q.clone();
+    let SetExpr::Select(o) = out.body.as_mut() else {
+        return None;
+    };
+    // The WHERE clause's conditions: those without a correlated subquery
+    // filter the derived table's rows.
+    let mut conds = Vec::new();
+    if let Some(w) = o.selection.take() {
+        conjuncts(w, &mut conds);
+    }
+    let (mut later, kept): (Vec<Expr>, Vec<Expr>) =
+        conds.into_iter().partition(|c| correlated_in(c, &names));
+    let aliases: Vec<Ident> = sel
+        .projection
+        .iter()
+        .filter_map(|p| match p {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.clone()),
+            _ => None,
+        })
+        .collect();
+    // Over a grouping, a value outside an aggregate would be any row's
+    // of its group (MariaDB's pick is its own): not rewritten.
+    let grouped = !matches!(&sel.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+        || sel.projection.iter().any(aggregates_in)
+        || sel.having.as_ref().is_some_and(aggregates_in);
+    let mut apart = Apart {
+        names: &names,
+        aliases: &aliases,
+        aliases_visible: false,
+        depth: 0,
+        grouped,
+        aggregates: 0,
+        columns: Vec::new(),
+        values: Vec::new(),
+        bad: false,
+    };
+    // The select list keeps the names the client's statement gives it.
+    for (item, written) in o.projection.iter_mut().zip(&sel.projection) {
+        let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            return None;
+        };
+        let mut e = e.clone();
+        let _ = e.visit(&mut apart);
+        let alias = match written {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias),
+            _ => None,
+        };
+        let name = shown_name(written, alias);
+        *item = SelectItem::ExprWithAlias {
+            expr: e,
+            alias: Ident::with_quote('`', name.trim_matches('`').replace("``", "`")),
+        };
+    }
+    // The WHERE clause and GROUP BY run before the grouping.
+    let grouped = std::mem::replace(&mut apart.grouped, false);
+    for c in later.iter_mut() {
+        let _ = c.visit(&mut apart);
+    }
+    apart.aliases_visible = true;
+    if let GroupByExpr::Expressions(g, _) = &mut o.group_by {
+        for e in g.iter_mut() {
+            let _ = e.visit(&mut apart);
+        }
+    }
+    apart.grouped = grouped;
+    if let Some(h) = o.having.as_mut() {
+        let _ = h.visit(&mut apart);
+    }
+    if let Some(ob) = out.order_by.as_mut() {
+        if let OrderByKind::Expressions(exprs) = &mut ob.kind {
+            for e in exprs.iter_mut() {
+                let _ = e.expr.visit(&mut apart);
+            }
+        }
+    }
+    if apart.bad || apart.values.is_empty() {
+        return None;
+    }
+    let mut inner: Vec<String> = apart
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} AS sg_c{}", i + 1))
+        .collect();
+    inner.extend(
+        apart
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v} AS sg_v{}", i + 1)),
+    );
+    let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
+    let mut derived = format!("SELECT {} FROM {}", inner.join(", "), from.join(", "));
+    if !kept.is_empty() {
+        let w: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
+        derived.push_str(&format!(" WHERE {}", w.join(" AND ")));
+    }
+    let ast::Statement::Query(skeleton) =
+        super::sharded::parse(&format!("SELECT 1 FROM ({derived}) AS sg_t")).ok()?
+    else {
+        return None;
+    };
+    let SetExpr::Select(skeleton) = *skeleton.body else {
+        return None;
+    };
+    let SetExpr::Select(o) = out.body.as_mut() else {
+        return None;
+    };
+    o.from = skeleton.from;
+    o.selection = later.into_iter().reduce(|l, r| Expr::BinaryOp {
+        left: Box::new(l),
+        op: ast::BinaryOperator::And,
+        right: Box::new(r),
+    });
+    Some(out.to_string())
+}
+
+/// Whether `e` calls an aggregate (not a window, not inside a subquery).
+fn aggregates_in<T: ast::Visit>(e: &T) -> bool {
+    struct Find(usize);
+    impl ast::Visitor for Find {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            self.0 += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            self.0 -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Function(f) if self.0 == 0 && f.over.is_none() && is_aggregate(f) => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    e.visit(&mut Find(0)).is_break()
+}
+
+/// Whether `f` is an aggregate's call.
+fn is_aggregate(f: &ast::Function) -> bool {
+    let name = f.name.to_string().to_ascii_lowercase();
+    super::sharded::AGGREGATES.contains(&name.as_str())
+}
+
+/// `e`'s conditions joined by AND, each on its own.
+fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        Expr::Nested(inner)
+            if matches!(
+                *inner,
+                Expr::BinaryOp {
+                    op: ast::BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner, out)
+        }
+        e => out.push(e),
+    }
+}
+
+/// Whether `e` holds a subquery that reads the statement's tables
+/// (`names`).
+fn correlated_in(e: &Expr, names: &[(String, bool)]) -> bool {
+    struct Find<'a>(&'a [(String, bool)], bool);
+    impl ast::Visitor for Find<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+            if super::join::reads_outer(q, self.0).unwrap_or(true) {
+                self.1 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(names, false);
+    let _ = ast::Visit::visit(e, &mut f);
+    f.1
+}
+
+/// [`values_apart`]'s walk over what runs over the derived table: each
+/// correlated scalar subquery or EXISTS becomes a value column
+/// (`sg_t.sg_vN`), each column of the statement's tables a column
+/// (`sg_t.sg_cN`); a select-list alias (where the statement may name
+/// one) and a variable stay.
+struct Apart<'a> {
+    names: &'a [(String, bool)],
+    aliases: &'a [Ident],
+    /// Whether an identifier may name a select-list alias (GROUP BY,
+    /// HAVING, ORDER BY).
+    aliases_visible: bool,
+    /// How deep in subqueries left in place the walk is.
+    depth: usize,
+    /// Whether the walk is over a grouping's rows (a value must then be
+    /// inside an aggregate).
+    grouped: bool,
+    /// How deep in aggregates' arguments the walk is.
+    aggregates: usize,
+    /// The columns' and values' texts, each once.
+    columns: Vec<String>,
+    values: Vec<String>,
+    /// A correlated subquery that is no value per row.
+    bad: bool,
+}
+
+impl Apart<'_> {
+    fn correlated(&self, q: &ast::Query) -> bool {
+        super::join::reads_outer(q, self.names).unwrap_or(true)
+    }
+}
+
+/// The position of `text` in `list`, added when new, from 1.
+fn position_of(list: &mut Vec<String>, text: String) -> usize {
+    match list.iter().position(|t| *t == text) {
+        Some(i) => i + 1,
+        None => {
+            list.push(text);
+            list.len()
+        }
+    }
+}
+
+impl VisitorMut for Apart<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        match e {
+            Expr::Subquery(q) | Expr::Exists { subquery: q, .. } if self.correlated(q) => {
+                if self.grouped && self.aggregates == 0 {
+                    self.bad = true;
+                    return ControlFlow::Break(());
+                }
+                let n = position_of(&mut self.values, e.to_string());
+                *e = derived_value(format!("sg_v{n}"));
+            }
+            Expr::Function(f) if f.over.is_none() && is_aggregate(f) => self.aggregates += 1,
+            Expr::In {
+                target: ast::InTarget::Subquery(q),
+                ..
+            } if self.correlated(q) => self.bad = true,
+            Expr::AnyOp { right, .. } | Expr::AllOp { right, .. }
+                if has_subquery(right.as_ref()) =>
+            {
+                let correlated = match right.as_ref() {
+                    Expr::Subquery(q) => self.correlated(q),
+                    _ => true,
+                };
+                self.bad |= correlated;
+            }
+            Expr::Identifier(i)
+                if i.value.starts_with('@')
+                    || (self.aliases_visible
+                        && self
+                            .aliases
+                            .iter()
+                            .any(|a| a.value.eq_ignore_ascii_case(&i.value))) => {}
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+                let n = position_of(&mut self.columns, e.to_string());
+                *e = derived_value(format!("sg_c{n}"));
+            }
+            _ => {}
+        }
+        if self.bad {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            if self.depth == 0 && f.over.is_none() && is_aggregate(f) {
+                self.aggregates -= 1;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// A column of [`values_apart`]'s derived table.
+fn derived_value(column: String) -> Expr {
+    Expr::CompoundIdentifier(vec![Ident::new("sg_t"), Ident::new(column)])
+}
+
 /// Replaces each aggregate call with its derived column (`sg_aN`), and
 /// counts the subqueries over the grouping (whose own aggregates are
 /// theirs).
@@ -346,8 +685,7 @@ impl VisitorMut for Aggregates {
             self.bad = true;
             return ControlFlow::Break(());
         }
-        let name = f.name.to_string().to_ascii_lowercase();
-        if !super::sharded::AGGREGATES.contains(&name.as_str()) {
+        if !is_aggregate(f) {
             return ControlFlow::Continue(());
         }
         let text = e.to_string();
@@ -614,6 +952,55 @@ mod tests {
             "select a.g, (select count(*) from b where b.k = a.k) from a",
         ] {
             assert_eq!(apart(sql), None, "{sql}");
+        }
+    }
+
+    fn values(sql: &str) -> Option<String> {
+        let ast::Statement::Query(q) = super::super::sharded::parse(sql).unwrap() else {
+            panic!("{sql}")
+        };
+        values_apart(&q)
+    }
+
+    /// Correlated subqueries compared or computed over become values of a
+    /// derived table beside the columns the statement reads; conditions
+    /// without them filter its rows; select-list aliases stay where the
+    /// statement may name them.
+    #[test]
+    fn correlated_values_are_computed_per_row_first() {
+        assert_eq!(
+            values("select a.g, count(*) from qa a where a.id > 3 and a.amt > (select avg(a2.amt) from qa a2 \
+                    where a2.g = a.g) group by a.g order by 2 desc")
+            .unwrap(),
+            "SELECT sg_t.sg_c1 AS `g`, count(*) AS `count(*)` FROM (SELECT a.g AS sg_c1, a.amt AS sg_c2, \
+             (SELECT avg(a2.amt) FROM qa a2 WHERE a2.g = a.g) AS sg_v1 FROM qa a WHERE a.id > 3) AS sg_t \
+             WHERE sg_t.sg_c2 > sg_t.sg_v1 GROUP BY sg_t.sg_c1 ORDER BY 2 DESC"
+        );
+        assert_eq!(
+            values("select a.id, (select count(*) from b where b.k = a.k) c from qa a having c > 2 \
+                    order by case when exists (select 1 from b where b.k = a.g) then c end, @x limit 3")
+            .unwrap(),
+            "SELECT sg_t.sg_c1 AS `id`, sg_t.sg_v1 AS `c` FROM (SELECT a.id AS sg_c1, \
+             (SELECT count(*) FROM b WHERE b.k = a.k) AS sg_v1, EXISTS (SELECT 1 FROM b WHERE b.k = a.g) AS sg_v2 \
+             FROM qa a) AS sg_t HAVING c > 2 ORDER BY CASE WHEN sg_t.sg_v2 THEN c END, @x LIMIT 3"
+        );
+        assert_eq!(
+            values("select a.g, sum((select count(*) from b where b.k = a.k)) from qa a group by a.g").unwrap(),
+            "SELECT sg_t.sg_c1 AS `g`, sum(sg_t.sg_v1) AS `sum((SELECT count(*) FROM b WHERE b.k = a.k))` \
+             FROM (SELECT a.g AS sg_c1, (SELECT count(*) FROM b WHERE b.k = a.k) AS sg_v1 FROM qa a) AS sg_t \
+             GROUP BY sg_t.sg_c1"
+        );
+        for sql in [
+            // Over a grouping, a value outside an aggregate (any row's).
+            "select a.g, (select count(*) from b where b.k = a.k) from qa a group by a.g",
+            "select count(*) from qa a having max(a.k) > (select count(*) from b where b.k = a.k)",
+            // No correlated subquery; a `*`; a correlated IN or ALL.
+            "select a.id from qa a where a.k in (select b.k from b)",
+            "select *, (select count(*) from b where b.k = a.k) from qa a",
+            "select a.id, a.k in (select b.k from b where b.q = a.g) from qa a",
+            "select a.id from qa a where a.k > all (select b.k from b where b.q = a.g)",
+        ] {
+            assert_eq!(values(sql), None, "{sql}");
         }
     }
 }

@@ -1387,7 +1387,8 @@ fn plan_query(
         Err(e @ PlanError::Unsupported(_))
             if e.to_string().contains("over a cross-shard aggregate")
                 || e.to_string()
-                    .contains("subqueries that do not go to one shard") =>
+                    .contains("subqueries that do not go to one shard")
+                || e.to_string().contains("with a subquery over both sides") =>
         {
             let reparsed = |sql: Option<String>| {
                 let sql = sql?;
@@ -1400,12 +1401,18 @@ fn plan_query(
                 let (sql, r) = reparsed(super::regroup::rewrite(q))?;
                 plan_query(&sql, &r, ks, snap).ok()
             };
-            let apart = || {
-                let (_, r) = reparsed(super::regroup::distinct_apart(q))?;
+            // Over the rows, run first as a derived table: a DISTINCT
+            // whose subqueries read columns it does not list, or
+            // correlated subqueries compared or computed over.
+            let apart = |rewrite: fn(&ast::Query) -> Option<String>| {
+                let (_, r) = reparsed(rewrite(q))?;
                 let p = super::pullout::plan_derived(&r, ks, snap, unsupported("")).ok()?;
                 Some(super::Plan::Pullout(Box::new(p)))
             };
-            regrouped().or_else(apart).ok_or(e)
+            regrouped()
+                .or_else(|| apart(super::regroup::distinct_apart))
+                .or_else(|| apart(super::regroup::values_apart))
+                .ok_or(e)
         }
         planned => planned,
     };

@@ -316,7 +316,14 @@ fn predicate(r: &mut Rng, cols: &[Col], depth: u32) -> String {
         7 => format!("not ({})", predicate(r, cols, depth + 1)),
         8 if c.num => format!("{} + 1 > {}", c.name, literal(r, &c)),
         8 => format!("coalesce({}, 'zz') < 'n5'", c.name),
-        _ if has("a.") => match r.below(13) {
+        _ if has("a.") => match r.below(15) {
+            // Correlated values compared, by columns that are no vindex
+            // (computed per row first).
+            13 => "a.amt > (select avg(a2.amt) from qa a2 where a2.g = a.g)".to_string(),
+            14 => format!(
+                "a.k {} (select max(b2.k) from qb b2 where b2.qty = a.g)",
+                r.pick(&["=", "<>", "<", ">="]),
+            ),
             12 => format!(
                 "a.k {} {} (select b2.k from qb b2 where b2.qty = {})",
                 r.pick(&["=", "<>", "<", ">="]),
