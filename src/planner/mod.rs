@@ -595,7 +595,7 @@ mod tests {
         let shown = planned.describe().to_string();
         assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
         assert!(
-            shown.contains("SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_c2 AS `c` FROM :vSQ1 AS sg_t ORDER BY 2 DESC, 1"),
+            shown.contains("SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_v1 AS `c` FROM :vSQ1 AS sg_t ORDER BY c DESC, 1"),
             "{shown}"
         );
         assert!(

@@ -190,120 +190,6 @@ fn shown_name(p: &SelectItem, alias: Option<&Ident>) -> String {
     crate::sql::quote_ident(&name)
 }
 
-/// A DISTINCT whose subqueries are correlated to columns it does not
-/// list (`select distinct a.g, (select count(*) from b where b.k = a.k)
-/// from a`), which [`rewrite`] cannot group by its listed items (a group
-/// of `a.g` may hold several `a.k`): the rows without the DISTINCT become
-/// a derived table run first (each subquery computed per row, as for any
-/// select list), and the DISTINCT, ORDER BY and LIMIT run over its
-/// columns on one tablet. `None` for another shape: no subquery in the
-/// list, an aggregate, GROUP BY or HAVING, a `*`, an ORDER BY of
-/// something the list does not hold (which the derived table would not
-/// have).
-pub(super) fn distinct_apart(q: &ast::Query) -> Option<String> {
-    let SetExpr::Select(sel) = q.body.as_ref() else {
-        return None;
-    };
-    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() || sel.having.is_some() {
-        return None;
-    }
-    if !matches!(sel.distinct, Some(ast::Distinct::Distinct))
-        || !matches!(&sel.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
-    {
-        return None;
-    }
-    let mut items: Vec<(Expr, Option<Ident>)> = Vec::new();
-    for p in &sel.projection {
-        match p {
-            SelectItem::UnnamedExpr(e) => items.push((e.clone(), None)),
-            SelectItem::ExprWithAlias { expr, alias } => {
-                items.push((expr.clone(), Some(alias.clone())))
-            }
-            _ => return None,
-        }
-    }
-    if !items.iter().any(|(e, _)| has_subquery(e)) {
-        return None;
-    }
-    let mut aggs = Aggregates::default();
-    for (e, _) in items.iter_mut() {
-        let _ = e.visit(&mut aggs);
-    }
-    if !aggs.found.is_empty() || aggs.bad {
-        return None;
-    }
-    // The ORDER BY names the list's items: by position, alias or text.
-    let order = match q.order_by.as_ref().map(|o| &o.kind) {
-        None => Vec::new(),
-        Some(OrderByKind::Expressions(o)) => o.clone(),
-        Some(OrderByKind::All(_)) => return None,
-    };
-    let mut sorted = Vec::new();
-    for mut o in order {
-        let at = match &o.expr {
-            Expr::Value(v) => match &v.value {
-                ast::Value::Number(n, _) => n
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|i| (1..=items.len()).contains(i)),
-                _ => None,
-            },
-            Expr::Identifier(i) => items
-                .iter()
-                .position(|(_, a)| {
-                    a.as_ref()
-                        .is_some_and(|a| a.value.eq_ignore_ascii_case(&i.value))
-                })
-                .or_else(|| {
-                    items
-                        .iter()
-                        .position(|(e, _)| e.to_string().eq_ignore_ascii_case(&i.to_string()))
-                })
-                .map(|i| i + 1),
-            e => {
-                let text = e.to_string();
-                items
-                    .iter()
-                    .position(|(e, _)| e.to_string().eq_ignore_ascii_case(&text))
-                    .map(|i| i + 1)
-            }
-        }?;
-        o.expr = Expr::value(ast::Value::Number(at.to_string(), false));
-        sorted.push(o.to_string());
-    }
-    // (No aggregate was found, so the items are as written.)
-    let inner: Vec<String> = items
-        .iter()
-        .enumerate()
-        .map(|(i, (e, _))| format!("{e} AS sg_c{}", i + 1))
-        .collect();
-    let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
-    let mut derived = format!("SELECT {} FROM {}", inner.join(", "), from.join(", "));
-    if let Some(w) = &sel.selection {
-        derived.push_str(&format!(" WHERE {w}"));
-    }
-    let shown: Vec<String> = sel
-        .projection
-        .iter()
-        .zip(&items)
-        .enumerate()
-        .map(|(i, (p, (_, alias)))| {
-            format!("sg_t.sg_c{} AS {}", i + 1, shown_name(p, alias.as_ref()))
-        })
-        .collect();
-    let mut sql = format!(
-        "SELECT DISTINCT {} FROM ({derived}) AS sg_t",
-        shown.join(", ")
-    );
-    if !sorted.is_empty() {
-        sql.push_str(&format!(" ORDER BY {}", sorted.join(", ")));
-    }
-    if let Some(l) = &q.limit_clause {
-        sql.push_str(&format!("{l}"));
-    }
-    Some(sql)
-}
-
 /// Correlated subqueries that no route answers with their statement,
 /// outside its FROM clause and select list's own value joins: compared in
 /// the WHERE clause (`where a.amt > (select avg(a2.amt) from qa a2 where
@@ -855,11 +741,15 @@ fn visit_each<V: VisitorMut>(
 mod tests {
     use super::*;
 
-    fn run(sql: &str) -> Option<String> {
+    fn parsed(sql: &str) -> Box<ast::Query> {
         let ast::Statement::Query(q) = super::super::sharded::parse(sql).unwrap() else {
             panic!("{sql}")
         };
-        rewrite(&q)
+        q
+    }
+
+    fn run(sql: &str) -> Option<String> {
+        rewrite(&parsed(sql))
     }
 
     #[test]
@@ -921,45 +811,22 @@ mod tests {
         }
     }
 
-    fn apart(sql: &str) -> Option<String> {
-        let ast::Statement::Query(q) = super::super::sharded::parse(sql).unwrap() else {
-            panic!("{sql}")
-        };
-        distinct_apart(&q)
-    }
-
-    /// A DISTINCT whose subquery reads a column it does not list runs over
-    /// its rows as a derived table; its ORDER BY by position, alias or
-    /// text becomes positions of the list.
+    /// A DISTINCT whose subquery reads a column it does not list (which
+    /// [`rewrite`] cannot group by its listed items) dedupes over its rows,
+    /// the values computed per row first.
     #[test]
     fn a_distinct_over_unlisted_correlations_runs_over_its_rows() {
         assert_eq!(
-            apart("select distinct a.g, (select count(*) from b where b.k = a.k) c from a where a.id > 3 \
+            values("select distinct a.g, (select count(*) from b where b.k = a.k) c from a where a.id > 3 \
                    order by c desc, a.g, 1 limit 2, 5")
             .unwrap(),
-            "SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_c2 AS `c` FROM (SELECT a.g AS sg_c1, (SELECT count(*) \
-             FROM b WHERE b.k = a.k) AS sg_c2 FROM a WHERE a.id > 3) AS sg_t ORDER BY 2 DESC, 1, 1 LIMIT 2, 5"
+            "SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_v1 AS `c` FROM (SELECT a.g AS sg_c1, (SELECT count(*) \
+             FROM b WHERE b.k = a.k) AS sg_v1 FROM a WHERE a.id > 3) AS sg_t ORDER BY c DESC, sg_t.sg_c1, 1 LIMIT 2, 5"
         );
-        for sql in [
-            // No subquery, an aggregate, a grouping, a `*`, an ORDER BY
-            // of what the list does not hold, no DISTINCT.
-            "select distinct a.g from a",
-            "select distinct count(*), (select count(*) from b where b.k = 1) from a",
-            "select distinct a.g, (select count(*) from b where b.k = a.k) from a group by a.g",
-            "select distinct *, (select count(*) from b where b.k = a.k) from a",
-            "select distinct a.g, (select count(*) from b where b.k = a.k) from a order by a.k",
-            "select distinct a.g, (select count(*) from b where b.k = a.k) from a order by 3",
-            "select a.g, (select count(*) from b where b.k = a.k) from a",
-        ] {
-            assert_eq!(apart(sql), None, "{sql}");
-        }
     }
 
     fn values(sql: &str) -> Option<String> {
-        let ast::Statement::Query(q) = super::super::sharded::parse(sql).unwrap() else {
-            panic!("{sql}")
-        };
-        values_apart(&q)
+        values_apart(&parsed(sql))
     }
 
     /// Correlated subqueries compared or computed over become values of a

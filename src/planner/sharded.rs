@@ -1379,11 +1379,11 @@ fn plan_query(
     let planned = match plan_routes(template, q, ks, snap) {
         // Expressions over aggregates the gate cannot compute, or a
         // subquery over a grouping (or DISTINCT) that no shard answers
-        // alone: over the grouping, run first as a derived table; a
-        // DISTINCT whose subqueries read columns it does not list, over
-        // its rows run first. The rewritten statements group nothing
-        // themselves (nor hold a subquery in their list), so this is
-        // tried once; where neither plans, the first refusal stands.
+        // alone: over the grouping, run first as a derived table; else
+        // over the rows, their correlated values computed first. The
+        // rewritten statements hold no such subquery outside their FROM
+        // clause, so this is tried once; where neither plans, the first
+        // refusal stands.
         Err(e @ PlanError::Unsupported(_))
             if e.to_string().contains("over a cross-shard aggregate")
                 || e.to_string()
@@ -1401,18 +1401,16 @@ fn plan_query(
                 let (sql, r) = reparsed(super::regroup::rewrite(q))?;
                 plan_query(&sql, &r, ks, snap).ok()
             };
-            // Over the rows, run first as a derived table: a DISTINCT
-            // whose subqueries read columns it does not list, or
-            // correlated subqueries compared or computed over.
-            let apart = |rewrite: fn(&ast::Query) -> Option<String>| {
-                let (_, r) = reparsed(rewrite(q))?;
+            // Over the rows, run first as a derived table with the
+            // correlated values computed per row (a DISTINCT whose
+            // subqueries read columns it does not list, subqueries
+            // compared or computed over).
+            let apart = || {
+                let (_, r) = reparsed(super::regroup::values_apart(q))?;
                 let p = super::pullout::plan_derived(&r, ks, snap, unsupported("")).ok()?;
                 Some(super::Plan::Pullout(Box::new(p)))
             };
-            regrouped()
-                .or_else(|| apart(super::regroup::distinct_apart))
-                .or_else(|| apart(super::regroup::values_apart))
-                .ok_or(e)
+            regrouped().or_else(apart).ok_or(e)
         }
         planned => planned,
     };
