@@ -149,7 +149,10 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
         .projection
         .iter()
         .zip(&items)
-        .map(|(p, (e, alias))| format!("{e} AS {}", shown_name(p, alias.as_ref())))
+        .map(|(p, (e, alias))| {
+            let name = item_label(p, alias.as_ref());
+            format!("{e} AS {}", crate::sql::quote_ident(&name))
+        })
         .collect();
     let mut sql = format!("SELECT {} FROM ({derived}) AS sg_t", shown.join(", "));
     // HAVING filters the grouping's rows: a WHERE over the derived table,
@@ -180,14 +183,13 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
 }
 
 /// The name a rewritten statement gives a select item: the one the
-/// client's statement gives it, quoted.
-fn shown_name(p: &SelectItem, alias: Option<&Ident>) -> String {
-    let name = match (alias, p) {
+/// client's statement gives it.
+fn item_label(p: &SelectItem, alias: Option<&Ident>) -> String {
+    match (alias, p) {
         (Some(a), _) => a.value.clone(),
         (None, SelectItem::UnnamedExpr(written)) => super::sharded::item_name(written),
         (None, p) => crate::sql::normalize::template_name(&p.to_string()),
-    };
-    crate::sql::quote_ident(&name)
+    }
 }
 
 /// Correlated subqueries that no route answers with their statement,
@@ -200,12 +202,16 @@ fn shown_name(p: &SelectItem, alias: Option<&Ident>) -> String {
 /// rows, and the statement (its other conditions, grouping, DISTINCT,
 /// ORDER BY, LIMIT) runs over them on one tablet. `None` for another
 /// shape: no such subquery, a `*`, a correlated `IN`, `ANY` or `ALL`
-/// (no value per row), WITH, locks, INTO.
+/// (no value per row), a value over a grouping outside an aggregate, a
+/// GROUP BY or HAVING name that is an alias of another expression and a
+/// column the statement reads (MySQL reads the table's column there
+/// first), WITH, WINDOW, locks, INTO.
 pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return None;
     };
-    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() {
+    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() || !sel.named_window.is_empty()
+    {
         return None;
     }
     if sel.projection.iter().any(|p| {
@@ -232,11 +238,21 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     }
     let (mut later, kept): (Vec<Expr>, Vec<Expr>) =
         conds.into_iter().partition(|c| correlated_in(c, &names));
-    let aliases: Vec<Ident> = sel
+    // Each alias, and whether it names a column of its own name.
+    let aliases: Vec<(Ident, bool)> = sel
         .projection
         .iter()
         .filter_map(|p| match p {
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.clone()),
+            SelectItem::ExprWithAlias { alias, expr } => {
+                let same = match expr {
+                    Expr::Identifier(i) => i.value.eq_ignore_ascii_case(&alias.value),
+                    Expr::CompoundIdentifier(parts) => parts
+                        .last()
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case(&alias.value)),
+                    _ => false,
+                };
+                Some((alias.clone(), same))
+            }
             _ => None,
         })
         .collect();
@@ -249,6 +265,7 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
         names: &names,
         aliases: &aliases,
         aliases_visible: false,
+        columns_first: false,
         depth: 0,
         grouped,
         aggregates: 0,
@@ -267,10 +284,9 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
             SelectItem::ExprWithAlias { alias, .. } => Some(alias),
             _ => None,
         };
-        let name = shown_name(written, alias);
         *item = SelectItem::ExprWithAlias {
             expr: e,
-            alias: Ident::with_quote('`', name.trim_matches('`').replace("``", "`")),
+            alias: Ident::with_quote('`', item_label(written, alias)),
         };
     }
     // The WHERE clause and GROUP BY run before the grouping.
@@ -278,7 +294,7 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     for c in later.iter_mut() {
         let _ = c.visit(&mut apart);
     }
-    apart.aliases_visible = true;
+    (apart.aliases_visible, apart.columns_first) = (true, true);
     if let GroupByExpr::Expressions(g, _) = &mut o.group_by {
         for e in g.iter_mut() {
             let _ = e.visit(&mut apart);
@@ -288,6 +304,7 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     if let Some(h) = o.having.as_mut() {
         let _ = h.visit(&mut apart);
     }
+    apart.columns_first = false;
     if let Some(ob) = out.order_by.as_mut() {
         if let OrderByKind::Expressions(exprs) = &mut ob.kind {
             for e in exprs.iter_mut() {
@@ -420,10 +437,15 @@ fn correlated_in(e: &Expr, names: &[(String, bool)]) -> bool {
 /// one) and a variable stay.
 struct Apart<'a> {
     names: &'a [(String, bool)],
-    aliases: &'a [Ident],
+    /// The select list's aliases, each with whether it names a column of
+    /// its own name.
+    aliases: &'a [(Ident, bool)],
     /// Whether an identifier may name a select-list alias (GROUP BY,
     /// HAVING, ORDER BY).
     aliases_visible: bool,
+    /// Whether a table's column of an alias's name would be read before
+    /// the alias (GROUP BY, HAVING).
+    columns_first: bool,
     /// How deep in subqueries left in place the walk is.
     depth: usize,
     /// Whether the walk is over a grouping's rows (a value must then be
@@ -495,13 +517,27 @@ impl VisitorMut for Apart<'_> {
                 };
                 self.bad |= correlated;
             }
+            Expr::Identifier(i) if i.value.starts_with('@') => {}
             Expr::Identifier(i)
-                if i.value.starts_with('@')
-                    || (self.aliases_visible
-                        && self
-                            .aliases
-                            .iter()
-                            .any(|a| a.value.eq_ignore_ascii_case(&i.value))) => {}
+                if self.aliases_visible
+                    && self
+                        .aliases
+                        .iter()
+                        .any(|(a, _)| a.value.eq_ignore_ascii_case(&i.value)) =>
+            {
+                // An alias of another expression, where a table's column
+                // of its name, which the statement reads, would come first.
+                let plain = self
+                    .aliases
+                    .iter()
+                    .filter(|(a, _)| a.value.eq_ignore_ascii_case(&i.value))
+                    .all(|(_, same)| *same);
+                let read = self.columns.iter().any(|c| {
+                    let last = c.rsplit('.').next().unwrap_or(c);
+                    last.trim_matches('`').eq_ignore_ascii_case(&i.value)
+                });
+                self.bad |= self.columns_first && !plain && read;
+            }
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
                 let n = position_of(&mut self.columns, e.to_string());
                 *e = derived_value(format!("sg_c{n}"));
@@ -861,6 +897,8 @@ mod tests {
             // Over a grouping, a value outside an aggregate (any row's).
             "select a.g, (select count(*) from b where b.k = a.k) from qa a group by a.g",
             "select count(*) from qa a having max(a.k) > (select count(*) from b where b.k = a.k)",
+            // A GROUP BY name both an alias and a column read.
+            "select a.k + 1 as k, sum((select count(*) from b where b.q = a.g)) from qa a where a.k > 0 group by k",
             // No correlated subquery; a `*`; a correlated IN or ALL.
             "select a.id from qa a where a.k in (select b.k from b)",
             "select *, (select count(*) from b where b.k = a.k) from qa a",
