@@ -544,6 +544,20 @@ mod tests {
             "{}",
             p.outer
         );
+        // `x NOT IN (subquery)` as a value reads its rows the same way.
+        let planned = planned_over_q(
+            "select a.id, a.k not in (select b.k from qb b where b.qty = 3) from qa a",
+        );
+        let Plan::Pullout(p) = &planned else {
+            panic!("{}", planned.describe())
+        };
+        assert_eq!(p.subqueries[0].kind, pullout::PulloutKind::Table);
+        assert!(
+            p.outer
+                .contains("a.k NOT IN (SELECT * FROM :vSQ1 AS sg_any)"),
+            "{}",
+            p.outer
+        );
     }
 
     /// A correlated `EXISTS` as a select-list value that no route answers
@@ -639,8 +653,8 @@ mod tests {
 
     /// An uncorrelated `NOT IN` over a LEFT JOIN's right table, beside an
     /// expression over both sides (which the nested loop cannot compute):
-    /// the subquery first; the statement, with its answer in, gathers the
-    /// joined rows.
+    /// the joined rows are gathered with the condition as a column, its
+    /// subquery's rows run first as constants.
     #[test]
     fn a_not_in_over_a_left_joins_right_table_runs_first() {
         let planned = planned_over_q(
@@ -649,11 +663,20 @@ mod tests {
         );
         let shown = planned.describe().to_string();
         assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        // The NOT IN is a column of the joined rows, over the subquery's
+        // rows as constants.
         assert!(
-            shown.contains("LEFT JOIN qa a ON a.g = r.k WHERE :vSQ1"),
+            shown.contains("a.k NOT IN (SELECT * FROM :vSQ1 AS sg_any) AS sg_c1"),
             "{shown}"
         );
-        assert!(shown.contains(r#""kind":"NotIn""#), "{shown}");
+        assert!(
+            shown.contains(r#""query":"SELECT b2.k FROM qb b2 WHERE b2.qty < :v2""#),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("FROM :vSQ1 AS sg_t WHERE (sg_t.sg_c1)"),
+            "{shown}"
+        );
     }
 
     /// A subquery's aggregate is its own: a DISTINCT over a nested loop

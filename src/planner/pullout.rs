@@ -922,7 +922,7 @@ impl ast::VisitorMut for Quantified<'_> {
     }
 }
 
-/// `x op ANY (subquery)`, `x op ALL (...)` (`e`), its subquery
+/// `x op ANY (subquery)`, `x op ALL (...)`, `x [NOT] IN (...)` (`e`), its subquery
 /// uncorrelated: its rows become a table of constants the comparison reads
 /// where the statement runs (with none, ANY is false and ALL true, NULLs
 /// as MariaDB weighs them), collected. A subquery over constants only
@@ -933,11 +933,19 @@ fn pull_quantified(
     names: &[(String, bool)],
     pulled: &mut Vec<(PulloutKind, Option<String>, ast::Query)>,
 ) {
-    let (Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. }) = e else {
-        return;
-    };
-    let Expr::Subquery(q) = right.as_mut() else {
-        return;
+    let (left, q) = match e {
+        Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. } => match right.as_mut() {
+            Expr::Subquery(q) => (left, q),
+            _ => return,
+        },
+        // `x [NOT] IN (subquery)` as a value (in a WHERE clause it is a
+        // condition of its own, [`pull`]'s): the same as `= ANY`.
+        Expr::In {
+            expr,
+            target: ast::InTarget::Subquery(q),
+            ..
+        } => (expr, q),
+        _ => return,
     };
     let uncorrelated = super::join::reads_outer(q, names).is_ok_and(|reads| !reads);
     if super::join::has_subquery(left.as_ref()) || !uncorrelated || !reads_a_table(q) {

@@ -400,6 +400,11 @@ fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
             if r.chance(30) { "not " } else { "" },
             r.below(21)
         ),
+        (3, _) if has_a => format!(
+            "a.k {}in (select b3.k from qb b3 where b3.qty > {})",
+            if r.chance(30) { "not " } else { "" },
+            r.below(21)
+        ),
         (10, _) => format!("{} = {}", c.name, other.name),
         (11, true) => format!("greatest({}, {})", c.name, literal(r, c)),
         (11, false) => format!("lower({})", c.name),
