@@ -1495,19 +1495,8 @@ fn plan_routes(
                         || e.to_string()
                             .contains("expression over both sides of a LEFT JOIN") =>
                 {
-                    match super::pullout::gathered_join(q, ks, snap, e, true) {
-                        Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
-                        // Its subqueries that read nothing of the join
-                        // (which its gathered rows could not answer): first.
-                        Err(e @ PlanError::Unsupported(_))
-                            if e.to_string()
-                                .contains("subqueries that do not go to one shard") =>
-                        {
-                            super::pullout::plan(q, ks, snap, e)
-                                .map(|p| super::Plan::Pullout(Box::new(p)))
-                        }
-                        Err(e) => Err(e),
-                    }
+                    super::pullout::gathered_join(q, ks, snap, e, true)
+                        .map(|p| super::Plan::Pullout(Box::new(p)))
                 }
                 Err(e) => Err(e),
             }
