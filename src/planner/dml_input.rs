@@ -248,9 +248,7 @@ impl Written {
 /// `None` also for a reference table (each shard's copy is written by the
 /// shard's own rows, which this does not change).
 fn find(ks: &Keyspace, from: &[ast::TableWithJoins], target: Option<&str>) -> Option<Written> {
-    let items: Vec<Written> = from
-        .iter()
-        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
+    let items: Vec<Written> = super::join::factors(from)
         .filter_map(|f| match f {
             TableFactor::Table { name, alias, .. } => {
                 let table = name.0.last()?.as_ident()?.value.clone();

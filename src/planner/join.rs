@@ -615,15 +615,12 @@ pub(super) fn plan_semi(
     // The statement's tables, by the names it knows them by.
     let mut names: Vec<(String, bool)> = Vec::new();
     let mut infos: Vec<TableInfo> = Vec::new();
-    for twj in &sel.from {
-        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            let mut tables = Vec::new();
-            push_table(ks, f, &mut tables)
-                .map_err(|_| refuse("with EXISTS over this FROM clause"))?;
-            for (info, _) in tables {
-                names.push((info.visible_name().to_string(), false));
-                infos.push(info);
-            }
+    for f in factors(&sel.from) {
+        let mut tables = Vec::new();
+        push_table(ks, f, &mut tables).map_err(|_| refuse("with EXISTS over this FROM clause"))?;
+        for (info, _) in tables {
+            names.push((info.visible_name().to_string(), false));
+            infos.push(info);
         }
     }
     // The one correlated [NOT] EXISTS; the rest stays with the statement.
@@ -1413,13 +1410,17 @@ pub(super) fn from_names(s: &ast::Select) -> Vec<String> {
     names_in(&s.from)
 }
 
+/// The FROM items of `from`, each table and derived table of its joins
+/// in order.
+pub(super) fn factors(from: &[ast::TableWithJoins]) -> impl Iterator<Item = &TableFactor> {
+    from.iter()
+        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
+}
+
 /// The names the tables of FROM items `from` are known by (aliases where
 /// given).
 pub(super) fn names_in(from: &[ast::TableWithJoins]) -> Vec<String> {
-    from.iter()
-        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
-        .filter_map(known_as)
-        .collect()
+    factors(from).filter_map(known_as).collect()
 }
 
 /// The name a FROM item is known by (its alias, else its table's name).

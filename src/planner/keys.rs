@@ -102,24 +102,22 @@ type Scope = Vec<(String, Option<String>)>;
 
 fn tables(from: &[TableWithJoins]) -> Scope {
     let mut scope = Vec::new();
-    for twj in from {
-        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            match f {
-                TableFactor::Table { name, alias, .. } => {
-                    let Some(table) = name.0.last().and_then(|p| p.as_ident()) else {
-                        continue;
-                    };
-                    let known = alias.as_ref().map_or(&table.value, |a| &a.name.value);
-                    scope.push((known.to_lowercase(), Some(table.value.clone())));
-                }
-                TableFactor::Derived { alias: Some(a), .. } => {
-                    scope.push((a.name.value.to_lowercase(), None))
-                }
-                TableFactor::NestedJoin {
-                    table_with_joins, ..
-                } => scope.extend(tables(std::slice::from_ref(table_with_joins))),
-                _ => {}
+    for f in super::join::factors(from) {
+        match f {
+            TableFactor::Table { name, alias, .. } => {
+                let Some(table) = name.0.last().and_then(|p| p.as_ident()) else {
+                    continue;
+                };
+                let known = alias.as_ref().map_or(&table.value, |a| &a.name.value);
+                scope.push((known.to_lowercase(), Some(table.value.clone())));
             }
+            TableFactor::Derived { alias: Some(a), .. } => {
+                scope.push((a.name.value.to_lowercase(), None))
+            }
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => scope.extend(tables(std::slice::from_ref(table_with_joins))),
+            _ => {}
         }
     }
     scope

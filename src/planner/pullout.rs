@@ -759,16 +759,13 @@ pub(super) fn derived_subqueries(q: &ast::Query, ks: &Keyspace) -> bool {
     let SetExpr::Select(s) = q.body.as_ref() else {
         return false;
     };
-    s.from
-        .iter()
-        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
-        .any(|f| match f {
-            TableFactor::Derived { subquery, .. } => matches!(
-                super::sharded::plan_select(&subquery.to_string(), subquery, ks),
-                Err(PlanError::Unsupported(m)) if m.contains("subqueries that do not go to one shard")
-            ),
-            _ => false,
-        })
+    super::join::factors(&s.from).any(|f| match f {
+        TableFactor::Derived { subquery, .. } => matches!(
+            super::sharded::plan_select(&subquery.to_string(), subquery, ks),
+            Err(PlanError::Unsupported(m)) if m.contains("subqueries that do not go to one shard")
+        ),
+        _ => false,
+    })
 }
 
 /// True when `q`'s own tables are on more than one route (a nested loop),

@@ -188,12 +188,10 @@ fn scope(q: &ast::Query, ks: &Keyspace, snap: &Snapshot) -> Scope {
         out.open = true;
         return out;
     };
-    for twj in &sel.from {
-        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            match known(f, ks, snap) {
-                Some(k) => out.tables.push(k),
-                None => out.open = true,
-            }
+    for f in super::join::factors(&sel.from) {
+        match known(f, ks, snap) {
+            Some(k) => out.tables.push(k),
+            None => out.open = true,
         }
     }
     out.aliases = sel

@@ -214,14 +214,6 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     {
         return None;
     }
-    if sel.projection.iter().any(|p| {
-        !matches!(
-            p,
-            SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
-        )
-    }) {
-        return None;
-    }
     let names: Vec<(String, bool)> = super::join::names_in(&sel.from)
         .into_iter()
         .map(|n| (n, false))
@@ -273,7 +265,8 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
         values: Vec::new(),
         bad: false,
     };
-    // The select list keeps the names the client's statement gives it.
+    // The select list keeps the names the client's statement gives it
+    // (a `*` is not rewritten).
     for (item, written) in o.projection.iter_mut().zip(&sel.projection) {
         let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
             return None;
@@ -385,7 +378,10 @@ fn is_aggregate(f: &ast::Function) -> bool {
     super::sharded::AGGREGATES.contains(&name.as_str())
 }
 
-/// `e`'s conditions joined by AND, each on its own.
+/// `e`'s conditions joined by AND, each on its own, owned and with the
+/// parentheses of an OR kept (they are written back as SQL;
+/// [`super::sharded::conjuncts`] borrows and drops every parenthesis, for
+/// reading).
 fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
     match e {
         Expr::BinaryOp {
@@ -411,23 +407,25 @@ fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
     }
 }
 
-/// Whether `e` holds a subquery that reads the statement's tables
-/// (`names`).
+/// Whether subquery `q` reads the statement's tables (`names`); one
+/// whose reading is not known counts as reading them.
+fn correlated(q: &ast::Query, names: &[(String, bool)]) -> bool {
+    super::join::reads_outer(q, names).unwrap_or(true)
+}
+
+/// Whether `e` holds a subquery that reads the statement's tables.
 fn correlated_in(e: &Expr, names: &[(String, bool)]) -> bool {
-    struct Find<'a>(&'a [(String, bool)], bool);
+    struct Find<'a>(&'a [(String, bool)]);
     impl ast::Visitor for Find<'_> {
         type Break = ();
         fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
-            if super::join::reads_outer(q, self.0).unwrap_or(true) {
-                self.1 = true;
-                return ControlFlow::Break(());
+            match correlated(q, self.0) {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
             }
-            ControlFlow::Continue(())
         }
     }
-    let mut f = Find(names, false);
-    let _ = ast::Visit::visit(e, &mut f);
-    f.1
+    ast::Visit::visit(e, &mut Find(names)).is_break()
 }
 
 /// [`values_apart`]'s walk over what runs over the derived table: each
@@ -460,12 +458,6 @@ struct Apart<'a> {
     bad: bool,
 }
 
-impl Apart<'_> {
-    fn correlated(&self, q: &ast::Query) -> bool {
-        super::join::reads_outer(q, self.names).unwrap_or(true)
-    }
-}
-
 /// The position of `text` in `list`, added when new, from 1.
 fn position_of(list: &mut Vec<String>, text: String) -> usize {
     match list.iter().position(|t| *t == text) {
@@ -495,24 +487,24 @@ impl VisitorMut for Apart<'_> {
             return ControlFlow::Continue(());
         }
         match e {
-            Expr::Subquery(q) | Expr::Exists { subquery: q, .. } if self.correlated(q) => {
+            Expr::Subquery(q) | Expr::Exists { subquery: q, .. } if correlated(q, self.names) => {
                 if self.grouped && self.aggregates == 0 {
                     self.bad = true;
                     return ControlFlow::Break(());
                 }
                 let n = position_of(&mut self.values, e.to_string());
-                *e = derived_value(format!("sg_v{n}"));
+                *e = derived_column(Ident::new(format!("sg_v{n}")), true);
             }
             Expr::Function(f) if f.over.is_none() && is_aggregate(f) => self.aggregates += 1,
             Expr::In {
                 target: ast::InTarget::Subquery(q),
                 ..
-            } if self.correlated(q) => self.bad = true,
+            } if correlated(q, self.names) => self.bad = true,
             Expr::AnyOp { right, .. } | Expr::AllOp { right, .. }
                 if has_subquery(right.as_ref()) =>
             {
                 let correlated = match right.as_ref() {
-                    Expr::Subquery(q) => self.correlated(q),
+                    Expr::Subquery(q) => correlated(q, self.names),
                     _ => true,
                 };
                 self.bad |= correlated;
@@ -540,7 +532,7 @@ impl VisitorMut for Apart<'_> {
             }
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
                 let n = position_of(&mut self.columns, e.to_string());
-                *e = derived_value(format!("sg_c{n}"));
+                *e = derived_column(Ident::new(format!("sg_c{n}")), true);
             }
             _ => {}
         }
@@ -558,11 +550,6 @@ impl VisitorMut for Apart<'_> {
         }
         ControlFlow::Continue(())
     }
-}
-
-/// A column of [`values_apart`]'s derived table.
-fn derived_value(column: String) -> Expr {
-    Expr::CompoundIdentifier(vec![Ident::new("sg_t"), Ident::new(column)])
 }
 
 /// Replaces each aggregate call with its derived column (`sg_aN`), and
@@ -610,14 +597,7 @@ impl VisitorMut for Aggregates {
         if !is_aggregate(f) {
             return ControlFlow::Continue(());
         }
-        let text = e.to_string();
-        let n = match self.found.iter().position(|a| *a == text) {
-            Some(i) => i + 1,
-            None => {
-                self.found.push(text);
-                self.found.len()
-            }
-        };
+        let n = position_of(&mut self.found, e.to_string());
         *e = derived_column(Ident::new(format!("sg_a{n}")), self.qualified);
         ControlFlow::Continue(())
     }
