@@ -573,6 +573,32 @@ pub(super) fn plan(
     })
 }
 
+/// Subquery `sub`'s ORDER BY and HAVING with its one item's alias (which
+/// the value join renames to the statement's name for the value) written
+/// as the item's expression: `(SELECT a + b AS s ... ORDER BY s DESC)`
+/// sorts as before once `s` is gone.
+fn unalias_value(sub: &mut ast::Query) {
+    let SetExpr::Select(inner) = sub.body.as_mut() else {
+        return;
+    };
+    let [SelectItem::ExprWithAlias { expr, alias }] = inner.projection.as_slice() else {
+        return;
+    };
+    let (expr, alias) = (Expr::Nested(Box::new(expr.clone())), alias.value.clone());
+    let mut named = |x: &mut Expr| {
+        if matches!(x, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&alias)) {
+            *x = expr.clone();
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    if let Some(h) = inner.having.as_mut() {
+        let _ = ast::visit_expressions_mut(h, &mut named);
+    }
+    if let Some(ob) = sub.order_by.as_mut() {
+        let _ = ast::visit_expressions_mut(ob, &mut named);
+    }
+}
+
 /// Plans a SELECT whose WHERE holds a correlated `[NOT] EXISTS` that no
 /// route answers with the statement, as vtgate's SemiJoin: the statement
 /// without it is the left side, its columns the subquery reads (qualified
@@ -749,6 +775,7 @@ pub(super) fn plan_semi(
             SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
             other => crate::sql::normalize::template_name(&other.to_string()),
         };
+        unalias_value(&mut sub);
         let SetExpr::Select(inner) = sub.body.as_mut() else {
             return Err(refuse(
                 "with a subquery in the select list that is no SELECT",

@@ -152,17 +152,7 @@ pub fn plan(
         // column keeps the name of what was written.
         for (item, written) in s.projection.iter_mut().zip(&sel.projection) {
             let before = pulled.len();
-            // An ANY's subquery first (a walk from the leaves would take it
-            // for a value).
-            let mut quantified = Quantified {
-                names: &names,
-                pulled: &mut pulled,
-            };
-            let _ = ast::VisitMut::visit(item, &mut quantified);
-            let _ = visit_expressions_mut(item, |e| {
-                pull_value(e, &names, &mut pulled);
-                std::ops::ControlFlow::<()>::Continue(())
-            });
+            pull_values(item, &names, &mut pulled);
             if let (ast::SelectItem::UnnamedExpr(e), true) = (&*item, pulled.len() > before) {
                 *item = ast::SelectItem::ExprWithAlias {
                     expr: e.clone(),
@@ -172,6 +162,17 @@ pub fn plan(
                     ),
                 };
             }
+        }
+    }
+    // So are ORDER BY's, each the same as a value (the statement sorts by
+    // what it becomes).
+    if let Some(ast::OrderBy {
+        kind: ast::OrderByKind::Expressions(exprs),
+        ..
+    }) = outer.order_by.as_mut()
+    {
+        for o in exprs.iter_mut() {
+            pull_values(&mut o.expr, &names, &mut pulled);
         }
     }
     if pulled.is_empty() {
@@ -903,6 +904,22 @@ fn table_named(name: &str, alias: &ast::TableAlias) -> Option<TableFactor> {
         *a = Some(alias.clone());
     }
     Some(f)
+}
+
+/// The uncorrelated subqueries of a value (a select-list item, an ORDER
+/// BY key), collected: an ANY's first (a walk from the leaves would take
+/// its subquery for a value), then scalar ones and EXISTS.
+fn pull_values<T: ast::VisitMut>(
+    v: &mut T,
+    names: &[(String, bool)],
+    pulled: &mut Vec<(PulloutKind, Option<String>, ast::Query)>,
+) {
+    let mut quantified = Quantified { names, pulled };
+    let _ = v.visit(&mut quantified);
+    let _ = visit_expressions_mut(v, |e| {
+        pull_value(e, names, pulled);
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 /// [`pull_quantified`] over every expression, from the root down.

@@ -428,6 +428,154 @@ fn correlated_in(e: &Expr, names: &[(String, bool)]) -> bool {
     ast::Visit::visit(e, &mut Find(names)).is_break()
 }
 
+/// A correlated `x [NOT] IN (subquery)`, `x op ANY (subquery)` or `x op
+/// ALL (subquery)` as one value per row, which [`values_apart`] can
+/// compute: the subquery ranks each of its rows by what the comparison
+/// says of it (2 for the row that decides, TRUE for ANY or FALSE for ALL;
+/// 1 for NULL; 0 otherwise) and keeps the highest rank, so that `CASE`
+/// over that rank answers as MariaDB's three-valued comparison does (an
+/// empty subquery: no rank, FALSE for ANY and TRUE for ALL). `None` when
+/// it is no such comparison, or one this cannot write: a compared value
+/// with a subquery, an aggregate or a column not qualified by a table of
+/// the statement (`names`) that the subquery does not shadow, or a
+/// subquery that is no plain SELECT of one item (grouped, aggregated,
+/// limited, a set operation, WITH).
+fn quantified_value(e: &Expr, names: &[(String, bool)]) -> Option<Expr> {
+    let (x, op, any, q) = match e {
+        Expr::In {
+            expr,
+            target: ast::InTarget::Subquery(q),
+            negated,
+            ..
+        } => (
+            expr,
+            if *negated { "<>" } else { "=" }.to_string(),
+            !*negated,
+            q,
+        ),
+        Expr::AnyOp {
+            left,
+            compare_op,
+            right,
+            ..
+        } => match right.as_ref() {
+            Expr::Subquery(q) => (left, compare_op.to_string(), true, q),
+            _ => return None,
+        },
+        Expr::AllOp {
+            left,
+            compare_op,
+            right,
+        } => match right.as_ref() {
+            Expr::Subquery(q) => (left, compare_op.to_string(), false, q),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        s.projection.as_slice()
+    else {
+        return None;
+    };
+    let plain = q.with.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.locks.is_empty()
+        && s.into.is_none()
+        && s.having.is_none()
+        && s.named_window.is_empty()
+        && matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
+        && !aggregates_in(item)
+        && !windows_in(item);
+    if !plain || !correlated(q, names) || !outer_only(x, names, &super::join::from_names(s)) {
+        return None;
+    }
+    let test = format!("({x}) {op} ({item})");
+    let decides = match any {
+        true => test.clone(),
+        false => format!("NOT ({test})"),
+    };
+    let mut ranked = (**q).clone();
+    ranked.order_by = None;
+    let SetExpr::Select(r) = ranked.body.as_mut() else {
+        return None;
+    };
+    r.projection = vec![SelectItem::ExprWithAlias {
+        expr: expression(&format!(
+            "CASE WHEN {decides} THEN 2 WHEN ({test}) IS NULL THEN 1 ELSE 0 END"
+        ))?,
+        alias: Ident::new("sg_rank"),
+    }];
+    let (then, otherwise) = if any { (1, 0) } else { (0, 1) };
+    expression(&format!(
+        "CASE ({ranked} ORDER BY sg_rank DESC LIMIT 1) WHEN 2 THEN {then} WHEN 1 THEN NULL ELSE {otherwise} END"
+    ))
+}
+
+/// Expression `text`, parsed.
+fn expression(text: &str) -> Option<Expr> {
+    let ast::Statement::Query(parsed) = super::sharded::parse(&format!("SELECT {text}")).ok()?
+    else {
+        return None;
+    };
+    let SetExpr::Select(p) = *parsed.body else {
+        return None;
+    };
+    match p.projection.into_iter().next()? {
+        SelectItem::UnnamedExpr(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Whether every column `x` reads is qualified by one of the statement's
+/// tables (`names`) that a subquery's FROM clause (`inner`) does not
+/// shadow, and `x` holds no subquery and no aggregate: `x` means the same
+/// written inside that subquery.
+fn outer_only(x: &Expr, names: &[(String, bool)], inner: &[String]) -> bool {
+    struct Check<'a>(&'a [(String, bool)], &'a [String]);
+    impl ast::Visitor for Check<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+            ControlFlow::Break(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let fine = match e {
+                Expr::Identifier(i) => i.value.starts_with('@'),
+                Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                    [t, _] => {
+                        let t = t.value.trim_matches('`');
+                        self.0.iter().any(|(n, _)| n == t) && !self.1.iter().any(|n| n == t)
+                    }
+                    _ => false,
+                },
+                Expr::Function(f) => f.over.is_none() && !is_aggregate(f),
+                _ => true,
+            };
+            match fine {
+                true => ControlFlow::Continue(()),
+                false => ControlFlow::Break(()),
+            }
+        }
+    }
+    !ast::Visit::visit(x, &mut Check(names, inner)).is_break()
+}
+
+/// Whether `e` calls a window function (anywhere in it).
+fn windows_in(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(e, |x| {
+        if matches!(x, Expr::Function(f) if f.over.is_some()) {
+            found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
 /// [`values_apart`]'s walk over what runs over the derived table: each
 /// correlated scalar subquery or EXISTS becomes a value column
 /// (`sg_t.sg_vN`), each column of the statement's tables a column
@@ -485,6 +633,10 @@ impl VisitorMut for Apart<'_> {
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
         if self.depth > 0 {
             return ControlFlow::Continue(());
+        }
+        if let Some(v) = quantified_value(e, self.names) {
+            // Its subquery, now a value, is the next node walked.
+            *e = v;
         }
         match e {
             Expr::Subquery(q) | Expr::Exists { subquery: q, .. } if correlated(q, self.names) => {
@@ -879,11 +1031,49 @@ mod tests {
             "select count(*) from qa a having max(a.k) > (select count(*) from b where b.k = a.k)",
             // A GROUP BY name both an alias and a column read.
             "select a.k + 1 as k, sum((select count(*) from b where b.q = a.g)) from qa a where a.k > 0 group by k",
-            // No correlated subquery; a `*`; a correlated IN or ALL.
+            // No correlated subquery; a `*`.
             "select a.id from qa a where a.k in (select b.k from b)",
             "select *, (select count(*) from b where b.k = a.k) from qa a",
-            "select a.id, a.k in (select b.k from b where b.q = a.g) from qa a",
-            "select a.id from qa a where a.k > all (select b.k from b where b.q = a.g)",
+        ] {
+            assert_eq!(values(sql), None, "{sql}");
+        }
+    }
+
+    /// A correlated IN, ANY or ALL becomes the highest rank its subquery's
+    /// rows get (2 for the row that decides, 1 for NULL), read back by a
+    /// CASE into MariaDB's three values; NOT IN is `<> ALL`.
+    #[test]
+    fn correlated_quantified_comparisons_are_ranked_per_row() {
+        assert_eq!(
+            values("select a.id, a.k not in (select b.k from b where b.q = a.g) from qa a").unwrap(),
+            "SELECT sg_t.sg_c1 AS `id`, CASE sg_t.sg_v1 WHEN 2 THEN 0 WHEN 1 THEN NULL ELSE 1 END \
+             AS `a.k NOT IN (SELECT b.k FROM b WHERE b.q = a.g)` FROM (SELECT a.id AS sg_c1, \
+             (SELECT CASE WHEN NOT ((a.k) <> (b.k)) THEN 2 WHEN ((a.k) <> (b.k)) IS NULL THEN 1 ELSE 0 END \
+             AS sg_rank FROM b WHERE b.q = a.g ORDER BY sg_rank DESC LIMIT 1) AS sg_v1 FROM qa a) AS sg_t"
+        );
+        assert_eq!(
+            values("select a.id from qa a where a.id > 3 and a.k + 1 > any (select distinct b.k from b \
+                    where b.q = a.g order by b.k)")
+            .unwrap(),
+            "SELECT sg_t.sg_c1 AS `id` FROM (SELECT a.id AS sg_c1, (SELECT DISTINCT CASE WHEN (a.k + 1) > (b.k) \
+             THEN 2 WHEN ((a.k + 1) > (b.k)) IS NULL THEN 1 ELSE 0 END AS sg_rank FROM b WHERE b.q = a.g \
+             ORDER BY sg_rank DESC LIMIT 1) AS sg_v1 FROM qa a WHERE a.id > 3) AS sg_t \
+             WHERE CASE sg_t.sg_v1 WHEN 2 THEN 1 WHEN 1 THEN NULL ELSE 0 END"
+        );
+        for sql in [
+            // An unqualified compared column, one the subquery's table
+            // shadows, a compared subquery or aggregate.
+            "select a.id from qa a where k in (select b.k from b where b.q = a.g)",
+            "select a.id from qa a join qc c on c.id = a.id where c.k in (select b.k from b c where c.q = a.g)",
+            "select a.id from qa a where (select 1) in (select b.k from b where b.q = a.g)",
+            "select a.g from qa a group by a.g having max(a.k) > all (select b.k from b where b.q = a.g)",
+            // A subquery grouped, aggregated, limited or a set operation.
+            "select a.id from qa a where a.k in (select b.k from b where b.q = a.g group by b.k)",
+            "select a.id from qa a where a.k > all (select max(b.k) from b where b.q = a.g)",
+            "select a.id from qa a where a.k > all (select b.k from b where b.q = a.g limit 2)",
+            "select a.id from qa a where a.k in (select b.k from b where b.q = a.g union select 1)",
+            // A row compared.
+            "select a.id from qa a where (a.k, a.g) in (select b.k, b.q from b where b.q = a.g)",
         ] {
             assert_eq!(values(sql), None, "{sql}");
         }

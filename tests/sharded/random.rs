@@ -316,7 +316,20 @@ fn predicate(r: &mut Rng, cols: &[Col], depth: u32) -> String {
         7 => format!("not ({})", predicate(r, cols, depth + 1)),
         8 if c.num => format!("{} + 1 > {}", c.name, literal(r, &c)),
         8 => format!("coalesce({}, 'zz') < 'n5'", c.name),
-        _ if has("a.") => match r.below(15) {
+        _ if has("a.") => match r.below(16) {
+            // Correlated IN, ANY, ALL by a column that is no vindex
+            // (ranked per row first).
+            15 => match r.below(2) {
+                0 => format!(
+                    "a.k {}in (select b2.k from qb b2 where b2.qty = a.g)",
+                    if r.chance(50) { "not " } else { "" }
+                ),
+                _ => format!(
+                    "a.k {} {} (select b2.k from qb b2 where b2.qty = a.g)",
+                    r.pick(&["=", "<>", "<", ">="]),
+                    r.pick(&["any", "all"]),
+                ),
+            },
             // Correlated values compared, by columns that are no vindex
             // (computed per row first).
             13 => "a.amt > (select avg(a2.amt) from qa a2 where a2.g = a.g)".to_string(),
@@ -403,7 +416,10 @@ fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
         (3, _) if has_a => format!(
             "a.k {}in (select b3.k from qb b3 where b3.qty > {})",
             if r.chance(30) { "not " } else { "" },
-            r.below(21)
+            match r.chance(40) {
+                true => "a.g".to_string(),
+                false => r.below(21).to_string(),
+            }
         ),
         (10, _) => format!("{} = {}", c.name, other.name),
         (11, true) => format!("greatest({}, {})", c.name, literal(r, c)),
@@ -938,7 +954,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // uncorrelated NOT IN over a LEFT JOIN's right table (first, then
     // the joined rows gathered): once refused; the third planned into a
     // plan that yielded itself anew at each run, without end (and ended
-    // the process).
+    // the process). Correlated IN, ANY and ALL by columns that are no
+    // vindex, ranked per row, and ORDER BY an uncorrelated NOT IN: once
+    // refused; a value's subquery sorted by its item's alias: once 1054.
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -949,6 +967,13 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          group by a.amt % 3, a.g order by 1 desc, 2, 3 desc, 4",
         "select if(a.u is null, r.label, a.u), r.k * 2 + a.k, a.g from qr r left join qa a on a.g = r.k \
          where a.k not in (select b2.k from qb b2 where b2.qty < 9) order by 1, 2 desc, 3",
+        "select a.id, a.k not in (select b.k from qb b where b.qty = a.g), a.k > all (select b.k from qb b \
+         where b.qty = a.g) from qa a where a.k >= any (select b.k from qb b where b.qty = a.g + 1) order by 1",
+        "select a.g, sum(a.k in (select b.k from qb b where b.qty = a.g)), count(*) from qa a \
+         where a.k not in (select b.k from qb b where b.qty = a.u) group by a.g order by 1",
+        "select a.id, (select b.k + b.qty as s from qb b where b.qty = a.g order by s desc, b.id limit 1) \
+         from qa a order by 1",
+        "select a.id from qa a order by a.k not in (select b.k from qb b where b.qty > 10) desc, a.id limit 20",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
