@@ -712,7 +712,13 @@ pub fn select_items(sql: &str) -> Option<Vec<&str>> {
                 end = i;
                 break;
             }
-            _ if depth == 0 && ENDS.iter().any(|w| t.is_word(sql, w)) => {
+            // `within group (order by ...)` is an item's; GROUP and ORDER
+            // end the list only before BY.
+            _ if depth == 0
+                && ENDS.iter().any(|w| t.is_word(sql, w))
+                && (!(t.is_word(sql, "group") || t.is_word(sql, "order"))
+                    || toks.get(i + 1).is_some_and(|n| n.is_word(sql, "by"))) =>
+            {
                 end = i;
                 break;
             }
@@ -2862,6 +2868,10 @@ mod tests {
             Some(vec!["a+1", "b"])
         );
         assert_eq!(select_items("select 1"), Some(vec!["1"]));
+        assert_eq!(
+            select_items("select percentile_cont(0.5) within group (order by a) over (), b from t group by b"),
+            Some(vec!["percentile_cont(0.5) within group (order by a) over ()", "b"])
+        );
         assert_eq!(select_items("update t set a = 1"), None);
         assert_eq!(select_items("select from t"), None);
     }
