@@ -284,6 +284,9 @@ impl Error {
             Error::Plan(PlanError::UnknownColumn { .. }) => {
                 MysqlError::new(1054, "42S22", self.to_string())
             }
+            Error::Plan(PlanError::TargetRead(_)) => {
+                MysqlError::new(1093, "HY000", self.to_string())
+            }
             Error::Plan(PlanError::MissingVindexColumn { .. }) => {
                 MysqlError::new(1364, "HY000", self.to_string())
             }

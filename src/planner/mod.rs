@@ -78,6 +78,11 @@ pub enum PlanError {
         column: String,
         clause: &'static str,
     },
+    /// A multi-table DELETE whose subquery reads a table it deletes from:
+    /// MariaDB refuses it (its single-table form reads the rows first),
+    /// and so does the gate, which could run it (MariaDB's words).
+    #[error("Table '{0}' is specified twice, both as a target for 'DELETE' and as a separate source for data")]
+    TargetRead(String),
 }
 
 /// What the engine should do with a statement.

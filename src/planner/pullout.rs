@@ -179,8 +179,14 @@ pub fn plan(
         return Err(refused);
     }
     let outer = outer.to_string();
-    // What is left must plan with any values in place of the markers (a
-    // table's, one row).
+    let probe = probe(&outer, &pulled);
+    finish(pulled, outer, &probe, ks, snap)
+}
+
+/// What is left of a statement (`outer`), which must plan, with any
+/// values in place of the markers of what was `pulled` (a table's, one
+/// row).
+fn probe(outer: &str, pulled: &[(PulloutKind, Option<String>, ast::Query)]) -> String {
     let values: Vec<String> = pulled
         .iter()
         .map(|(kind, ..)| match kind {
@@ -188,8 +194,7 @@ pub fn plan(
             _ => "1".to_string(),
         })
         .collect();
-    let probe = fill(&outer, &values);
-    finish(pulled, outer, &probe, ks, snap)
+    fill(outer, &values)
 }
 
 /// Plans what is left of the statement (`probe`, which must plan) and each
@@ -869,7 +874,7 @@ pub fn plan_write(
         return Err(refused);
     }
     let outer = outer.to_string();
-    let probe = fill(&outer, &vec!["1".to_string(); pulled.len()]);
+    let probe = probe(&outer, &pulled);
     let plan = finish(pulled, outer, &probe, ks, snap)?;
     Ok(PulloutPlan {
         atomic: true,

@@ -200,18 +200,21 @@ fn item_label(p: &SelectItem, alias: Option<&Ident>) -> String {
 /// first (a value join), beside every column the statement reads; the
 /// WHERE clause's conditions without such a subquery filter that table's
 /// rows, and the statement (its other conditions, grouping, DISTINCT,
-/// ORDER BY, LIMIT) runs over them on one tablet. `None` for another
-/// shape: no such subquery, a `*`, a correlated `IN`, `ANY` or `ALL`
-/// (no value per row), a value over a grouping outside an aggregate, a
-/// GROUP BY or HAVING name that is an alias of another expression and a
-/// column the statement reads (MySQL reads the table's column there
-/// first), WITH, WINDOW, locks, INTO.
+/// ORDER BY, LIMIT) runs over them on one tablet. A correlated `IN`,
+/// `ANY` or `ALL` is such a value too ([`quantified_value`]). Row locks
+/// (`FOR UPDATE`, as an UPDATE or DELETE that finds its rows first reads
+/// them) are the derived table's: it reads the statement's rows (MySQL
+/// locks no subquery's rows unless the subquery says so). `None` for
+/// another shape: no such subquery, a `*`, a comparison with a correlated
+/// subquery that is no value per row, a value over a grouping outside an
+/// aggregate, a GROUP BY or HAVING name that is an alias of another
+/// expression and a column the statement reads (MySQL reads the table's
+/// column there first), WITH, WINDOW, INTO.
 pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return None;
     };
-    if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() || !sel.named_window.is_empty()
-    {
+    if q.with.is_some() || sel.into.is_some() || !sel.named_window.is_empty() {
         return None;
     }
     let names: Vec<(String, bool)> = super::join::names_in(&sel.from)
@@ -327,6 +330,9 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
         let w: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
         derived.push_str(&format!(" WHERE {}", w.join(" AND ")));
     }
+    for lock in std::mem::take(&mut out.locks) {
+        derived.push_str(&format!(" {lock}"));
+    }
     let ast::Statement::Query(skeleton) =
         super::sharded::parse(&format!("SELECT 1 FROM ({derived}) AS sg_t")).ok()?
     else {
@@ -437,10 +443,11 @@ fn correlated_in(e: &Expr, names: &[(String, bool)]) -> bool {
 /// empty subquery: no rank, FALSE for ANY and TRUE for ALL). `None` when
 /// it is no such comparison, or one this cannot write: a compared value
 /// with a subquery, an aggregate or a column not qualified by a table of
-/// the statement (`names`) that the subquery does not shadow, or a
-/// subquery that is no plain SELECT of one item (grouped, aggregated,
-/// limited, a set operation, WITH).
-fn quantified_value(e: &Expr, names: &[(String, bool)]) -> Option<Expr> {
+/// the statement (`names`) that the subquery does not shadow (a bare
+/// column is the `lone` table's, when given), or a subquery that is no
+/// plain SELECT of one item (grouped, aggregated, limited, a set
+/// operation, WITH).
+fn quantified_value(e: &Expr, names: &[(String, bool)], lone: Option<&str>) -> Option<Expr> {
     let (x, op, any, q) = match e {
         Expr::In {
             expr,
@@ -490,7 +497,20 @@ fn quantified_value(e: &Expr, names: &[(String, bool)]) -> Option<Expr> {
         && matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
         && !aggregates_in(item)
         && !windows_in(item);
-    if !plain || !correlated(q, names) || !outer_only(x, names, &super::join::from_names(s)) {
+    // A lone table's columns, where the statement may name them bare, are
+    // named with its name (bare, inside the subquery, they could be its).
+    let mut x = (**x).clone();
+    if let Some(t) = lone {
+        let _ = visit_expressions_mut(&mut x, |c| {
+            if let Expr::Identifier(i) = c {
+                if !i.value.starts_with('@') {
+                    *c = Expr::CompoundIdentifier(vec![Ident::new(t), i.clone()]);
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    if !plain || !correlated(q, names) || !outer_only(&x, names, &super::join::from_names(s)) {
         return None;
     }
     let test = format!("({x}) {op} ({item})");
@@ -634,7 +654,13 @@ impl VisitorMut for Apart<'_> {
         if self.depth > 0 {
             return ControlFlow::Continue(());
         }
-        if let Some(v) = quantified_value(e, self.names) {
+        // Outside GROUP BY, HAVING and ORDER BY, where an alias could be
+        // named, a bare name is a column of the FROM clause's.
+        let lone = match self.names {
+            [(t, _)] if !self.aliases_visible => Some(t.as_str()),
+            _ => None,
+        };
+        if let Some(v) = quantified_value(e, self.names, lone) {
             // Its subquery, now a value, is the next node walked.
             *e = v;
         }
@@ -1060,10 +1086,19 @@ mod tests {
              ORDER BY sg_rank DESC LIMIT 1) AS sg_v1 FROM qa a WHERE a.id > 3) AS sg_t \
              WHERE CASE sg_t.sg_v1 WHEN 2 THEN 1 WHEN 1 THEN NULL ELSE 0 END"
         );
+        // A lone table's bare column is named by it; the rows an UPDATE
+        // or DELETE finds first are locked where the derived table reads
+        // them.
+        assert_eq!(
+            values("select qa.id from qa where k > all (select b.k from b where b.q = qa.g) for update").unwrap(),
+            "SELECT sg_t.sg_c1 AS `id` FROM (SELECT qa.id AS sg_c1, (SELECT CASE WHEN NOT ((qa.k) > (b.k)) \
+             THEN 2 WHEN ((qa.k) > (b.k)) IS NULL THEN 1 ELSE 0 END AS sg_rank FROM b WHERE b.q = qa.g \
+             ORDER BY sg_rank DESC LIMIT 1) AS sg_v1 FROM qa FOR UPDATE) AS sg_t \
+             WHERE CASE sg_t.sg_v1 WHEN 2 THEN 0 WHEN 1 THEN NULL ELSE 1 END"
+        );
         for sql in [
-            // An unqualified compared column, one the subquery's table
-            // shadows, a compared subquery or aggregate.
-            "select a.id from qa a where k in (select b.k from b where b.q = a.g)",
+            // A compared column the subquery's table shadows, a compared
+            // subquery or aggregate.
             "select a.id from qa a join qc c on c.id = a.id where c.k in (select b.k from b c where c.q = a.g)",
             "select a.id from qa a where (select 1) in (select b.k from b where b.q = a.g)",
             "select a.g from qa a group by a.g having max(a.k) > all (select b.k from b where b.q = a.g)",
@@ -1072,8 +1107,9 @@ mod tests {
             "select a.id from qa a where a.k > all (select max(b.k) from b where b.q = a.g)",
             "select a.id from qa a where a.k > all (select b.k from b where b.q = a.g limit 2)",
             "select a.id from qa a where a.k in (select b.k from b where b.q = a.g union select 1)",
-            // A row compared.
+            // A row compared; a bare column beside two tables.
             "select a.id from qa a where (a.k, a.g) in (select b.k, b.q from b where b.q = a.g)",
+            "select a.id from qa a join qc c on c.id = a.id where k in (select b.k from b where b.q = a.g)",
         ] {
             assert_eq!(values(sql), None, "{sql}");
         }

@@ -1055,6 +1055,37 @@ fn count_star() -> Option<SelectItem> {
     }
 }
 
+/// MariaDB's refusal of a multi-table DELETE (`DELETE a FROM t a ...`)
+/// whose WHERE clause's subqueries read a table it deletes from; the
+/// target is named as the statement names it.
+fn target_read(d: &ast::Delete) -> Result<(), PlanError> {
+    let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) = &d.from;
+    let Some(selection) = d.selection.as_ref().filter(|_| !d.tables.is_empty()) else {
+        return Ok(());
+    };
+    // The base tables the WHERE clause's subqueries read.
+    let mut read = Vec::new();
+    let _ = ast::visit_relations(selection, |r| {
+        read.extend(r.0.last().map(|p| p.to_string()));
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    for target in &d.tables {
+        let name = target.0.last().map(|p| p.to_string()).unwrap_or_default();
+        let base = super::join::factors(from).find_map(|f| match f {
+            TableFactor::Table { name: table, .. }
+                if super::join::known_as(f).as_deref() == Some(name.as_str()) =>
+            {
+                table.0.last().map(|p| p.to_string())
+            }
+            _ => None,
+        });
+        if base.is_some_and(|b| read.contains(&b)) {
+            return Err(PlanError::TargetRead(name));
+        }
+    }
+    Ok(())
+}
+
 /// [`plan`]; `find_first`: a write no other plan answers may be rewritten
 /// to find its rows first (not again once it is such a rewrite).
 fn plan_statement(
@@ -1065,6 +1096,9 @@ fn plan_statement(
 ) -> Result<super::Plan, PlanError> {
     let mut stmt = parse(template)?;
     name_as_written(template, &mut stmt);
+    if let Statement::Delete(d) = &stmt {
+        target_read(d)?;
+    }
     let write = matches!(stmt, Statement::Update(_) | Statement::Delete(_));
     let planned = match plan_parsed(template, &stmt, ks, snap) {
         // An UPDATE or DELETE whose subqueries read another keyspace, or
@@ -3103,6 +3137,33 @@ mod tests {
             rows.join(", ")
         );
         assert!(parse(&values).is_ok());
+    }
+
+    /// A multi-table DELETE is refused as MariaDB refuses it when its
+    /// WHERE clause's subqueries read a table it deletes from, naming the
+    /// target as written; its single-table form, a derived table and a
+    /// subquery over the other tables are not.
+    #[test]
+    fn a_multi_table_delete_reading_its_target_is_refused() {
+        let checked = |sql: &str| match parse(sql).unwrap() {
+            Statement::Delete(d) => target_read(&d).map_err(|e| e.to_string()),
+            _ => panic!("{sql}"),
+        };
+        assert_eq!(
+            checked("delete a, b from qa a join qb b on b.a_id = a.id where a.k in (select k from qb where qty = 9)"),
+            Err("Table 'b' is specified twice, both as a target for 'DELETE' and as a separate source for data".into())
+        );
+        assert!(checked(
+            "delete a from qa a where exists (select 1 from x where x.id in (select id from qa))"
+        )
+        .is_err());
+        for sql in [
+            "delete from qa where amt > (select avg(amt) from qa)",
+            "delete a from qa a join (select id from qa where g = 7) t on t.id = a.id",
+            "delete a from qa a join qb b on b.a_id = a.id where a.k in (select k from qb)",
+        ] {
+            assert_eq!(checked(sql), Ok(()), "{sql}");
+        }
     }
 
     #[test]

@@ -1108,8 +1108,11 @@ fn write(r: &mut Rng) -> String {
             .join(", ")
     };
     let columns = "(id, k, g, name, amt, t, u, f)";
+    // Some with subqueries (correlated or not, over the written table
+    // too: MariaDB reads them before it writes).
     let pred = |r: &mut Rng| {
-        let p = predicate(r, &a, 1);
+        let depth = if r.chance(30) { 0 } else { 1 };
+        let p = predicate(r, &a, depth);
         p.replace("qa ", "xa ").replace("qb ", "xb ")
     };
     match r.below(14) {
