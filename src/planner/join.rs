@@ -674,7 +674,18 @@ pub(super) fn plan_semi(
                 negated,
                 ..
             } if exists.is_none() && reads_outer(q, &names)? => {
-                match in_as_exists(expr, q, negated) {
+                // Moved into the subquery, a bare column would be its
+                // tables' first.
+                let lone = match names.as_slice() {
+                    [(t, _)] => Some(t.as_str()),
+                    _ => None,
+                };
+                let Some(expr) = qualify_bare(expr, lone) else {
+                    return Err(refuse(format!(
+                        "need each column qualified by its table: '{expr}'"
+                    )));
+                };
+                match in_as_exists(&expr, q, negated) {
                     Some(sub) => exists = Some((sub, !negated)),
                     None => rest.push(conjunct(&c, c.to_string())),
                 }
@@ -1303,6 +1314,34 @@ pub(super) fn reads_outer(q: &ast::Query, names: &[(String, bool)]) -> Result<bo
         Some(e) => Err(e),
         None => Ok(r.sides.0 || r.sides.1),
     }
+}
+
+/// `x` with its bare columns named by `lone`, the statement's one table,
+/// for writing `x` inside a subquery (where a bare name is the
+/// subquery's own tables' column first); `None` when `x` has a bare
+/// column and there is no one table to name it by, or a subquery (whose
+/// bare names are its own). Variables stay.
+pub(super) fn qualify_bare(x: &Expr, lone: Option<&str>) -> Option<Expr> {
+    if has_subquery(x) {
+        return None;
+    }
+    let mut x = x.clone();
+    let mut bare = false;
+    let _ = visit_expressions_mut(&mut x, |c| {
+        if let Expr::Identifier(i) = c {
+            if !i.value.starts_with('@') {
+                match lone {
+                    Some(t) => {
+                        let named = Expr::CompoundIdentifier(vec![ast::Ident::new(t), i.clone()]);
+                        *c = named;
+                    }
+                    None => bare = true,
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    (!bare).then_some(x)
 }
 
 /// `tested IN (q)` as the subquery of an EXISTS: `q` with `AND item =

@@ -499,17 +499,7 @@ fn quantified_value(e: &Expr, names: &[(String, bool)], lone: Option<&str>) -> O
         && !windows_in(item);
     // A lone table's columns, where the statement may name them bare, are
     // named with its name (bare, inside the subquery, they could be its).
-    let mut x = (**x).clone();
-    if let Some(t) = lone {
-        let _ = visit_expressions_mut(&mut x, |c| {
-            if let Expr::Identifier(i) = c {
-                if !i.value.starts_with('@') {
-                    *c = Expr::CompoundIdentifier(vec![Ident::new(t), i.clone()]);
-                }
-            }
-            ControlFlow::<()>::Continue(())
-        });
-    }
+    let x = super::join::qualify_bare(x, lone)?;
     if !plain || !correlated(q, names) || !outer_only(&x, names, &super::join::from_names(s)) {
         return None;
     }

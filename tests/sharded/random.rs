@@ -956,7 +956,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // plan that yielded itself anew at each run, without end (and ended
     // the process). Correlated IN, ANY and ALL by columns that are no
     // vindex, ranked per row, and ORDER BY an uncorrelated NOT IN: once
-    // refused; a value's subquery sorted by its item's alias: once 1054.
+    // refused; a value's subquery sorted by its item's alias: once 1054;
+    // a bare column tested by a correlated IN: once read as the
+    // subquery's own (every row kept, or none).
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -974,6 +976,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         "select a.id, (select b.k + b.qty as s from qb b where b.qty = a.g order by s desc, b.id limit 1) \
          from qa a order by 1",
         "select a.id from qa a order by a.k not in (select b.k from qb b where b.qty > 10) desc, a.id limit 20",
+        "select id from qa where id > 100 and k in (select b.k from qb b where b.qty = qa.g) order by 1",
+        "select id, k not in (select b.k from qb b where b.qty = qa.g) from qa \
+         where k not in (select b.k from qb b where b.qty = qa.u and b.k is not null) order by 1",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
