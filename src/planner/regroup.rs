@@ -231,6 +231,48 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     if let Some(w) = o.selection.take() {
         conjuncts(w, &mut conds);
     }
+    // An inner join's ON condition is a WHERE condition: one with such a
+    // subquery runs over the derived table too (only where no outer join
+    // could keep rows it drops).
+    let mut from = sel.from.clone();
+    let is_inner = |op: &ast::JoinOperator| {
+        matches!(
+            op,
+            ast::JoinOperator::Join(_)
+                | ast::JoinOperator::Inner(_)
+                | ast::JoinOperator::CrossJoin(_)
+                | ast::JoinOperator::StraightJoin(_)
+        )
+    };
+    if from
+        .iter()
+        .all(|t| t.joins.iter().all(|j| is_inner(&j.join_operator)))
+    {
+        for j in from.iter_mut().flat_map(|t| t.joins.iter_mut()) {
+            let (ast::JoinOperator::Join(c)
+            | ast::JoinOperator::Inner(c)
+            | ast::JoinOperator::CrossJoin(c)
+            | ast::JoinOperator::StraightJoin(c)) = &mut j.join_operator
+            else {
+                continue;
+            };
+            let ast::JoinConstraint::On(on) = c else {
+                continue;
+            };
+            if !correlated_in(on, &names) {
+                continue;
+            }
+            let mut parts = Vec::new();
+            conjuncts(on.clone(), &mut parts);
+            let (moved, stay): (Vec<Expr>, Vec<Expr>) =
+                parts.into_iter().partition(|p| correlated_in(p, &names));
+            conds.extend(moved);
+            *on = match stay.into_iter().reduce(and) {
+                Some(e) => e,
+                None => expression("1")?,
+            };
+        }
+    }
     let (mut later, kept): (Vec<Expr>, Vec<Expr>) =
         conds.into_iter().partition(|c| correlated_in(c, &names));
     // Each alias, and whether it names a column of its own name.
@@ -324,7 +366,7 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
             .enumerate()
             .map(|(i, v)| format!("{v} AS sg_v{}", i + 1)),
     );
-    let from: Vec<String> = sel.from.iter().map(|f| f.to_string()).collect();
+    let from: Vec<String> = from.iter().map(|f| f.to_string()).collect();
     let mut derived = format!("SELECT {} FROM {}", inner.join(", "), from.join(", "));
     if !kept.is_empty() {
         let w: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
@@ -345,12 +387,17 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
         return None;
     };
     o.from = skeleton.from;
-    o.selection = later.into_iter().reduce(|l, r| Expr::BinaryOp {
+    o.selection = later.into_iter().reduce(and);
+    Some(out.to_string())
+}
+
+/// `l AND r`.
+fn and(l: Expr, r: Expr) -> Expr {
+    Expr::BinaryOp {
         left: Box::new(l),
         op: ast::BinaryOperator::And,
         right: Box::new(r),
-    });
-    Some(out.to_string())
+    }
 }
 
 /// Whether `e` calls an aggregate (not a window, not inside a subquery).
@@ -1085,6 +1132,25 @@ mod tests {
              THEN 2 WHEN ((qa.k) > (b.k)) IS NULL THEN 1 ELSE 0 END AS sg_rank FROM b WHERE b.q = qa.g \
              ORDER BY sg_rank DESC LIMIT 1) AS sg_v1 FROM qa FOR UPDATE) AS sg_t \
              WHERE CASE sg_t.sg_v1 WHEN 2 THEN 0 WHEN 1 THEN NULL ELSE 1 END"
+        );
+        // An inner join's ON condition with one runs over the derived
+        // table as the WHERE clause's do; beside an outer join it stays
+        // (and the statement is not rewritten).
+        assert_eq!(
+            values("select a.id, c.id from qa a join qc c on c.a_id = a.id and c.k in (select b.k from b \
+                    where b.q = a.g) where a.id > 1")
+            .unwrap(),
+            "SELECT sg_t.sg_c1 AS `id`, sg_t.sg_c2 AS `id` FROM (SELECT a.id AS sg_c1, c.id AS sg_c2, \
+             (SELECT CASE WHEN (c.k) = (b.k) THEN 2 WHEN ((c.k) = (b.k)) IS NULL THEN 1 ELSE 0 END AS sg_rank \
+             FROM b WHERE b.q = a.g ORDER BY sg_rank DESC LIMIT 1) AS sg_v1 FROM qa a JOIN qc c \
+             ON c.a_id = a.id WHERE a.id > 1) AS sg_t WHERE CASE sg_t.sg_v1 WHEN 2 THEN 1 WHEN 1 THEN NULL ELSE 0 END"
+        );
+        assert_eq!(
+            values(
+                "select a.id from qa a join qc c on c.a_id = a.id and c.k in (select b.k from b \
+                    where b.q = a.g) left join qd d on d.id = a.id"
+            ),
+            None
         );
         for sql in [
             // A compared column the subquery's table shadows, a compared

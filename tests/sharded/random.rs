@@ -958,7 +958,8 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // vindex, ranked per row, and ORDER BY an uncorrelated NOT IN: once
     // refused; a value's subquery sorted by its item's alias: once 1054;
     // a bare column tested by a correlated IN: once read as the
-    // subquery's own (every row kept, or none).
+    // subquery's own (every row kept, or none); an inner join's ON with a
+    // correlated value: once refused.
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -977,6 +978,8 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          from qa a order by 1",
         "select a.id from qa a order by a.k not in (select b.k from qb b where b.qty > 10) desc, a.id limit 20",
         "select id from qa where id > 100 and k in (select b.k from qb b where b.qty = qa.g) order by 1",
+        "select a.id, b.id from qa a join qb b on b.k = a.k and b.qty > (select avg(b2.qty) from qb b2 \
+         where b2.k = a.g) order by 1, 2",
         "select id, k not in (select b.k from qb b where b.qty = qa.g) from qa \
          where k not in (select b.k from qb b where b.qty = qa.u and b.k is not null) order by 1",
     ];
