@@ -754,6 +754,12 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
     let mut gathered: Vec<Vec<Value>> = Vec::new();
     let mut out = Vec::with_capacity(p.output.len());
     let mut lone_row: Option<Vec<Value>> = None;
+    // The right side's answers by the left values it reads, as MariaDB's
+    // subquery cache keeps a correlated subquery's: left rows that bind
+    // the same values ask once (up to the memory bound, and only for a
+    // right side that answers the same each time).
+    let mut memo = Memo::new(&p.rhs_sql, cap);
+    let mut fresh = Gather::new(cap);
     for row in &lhs.rows {
         if left == 0 {
             break;
@@ -768,11 +774,21 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
             };
             rhs_binds.push(join_var(col, v, nbe));
         }
-        let mut rhs = Gather::new(cap);
-        Box::pin(run_side(
-            &p.rhs, &p.rhs_sql, &rhs_binds, tt, snap, vc, &mut rhs,
-        ))
-        .await?;
+        let key = memo.key(&p.vars, row);
+        if !key.as_ref().is_some_and(|k| memo.answers.contains_key(k)) {
+            fresh = Gather::new(cap);
+            Box::pin(run_side(
+                &p.rhs, &p.rhs_sql, &rhs_binds, tt, snap, vc, &mut fresh,
+            ))
+            .await?;
+            if let Some(k) = key.clone() {
+                memo.keep(k, &mut fresh);
+            }
+        }
+        let rhs = key
+            .as_ref()
+            .and_then(|k| memo.answers.get(k))
+            .unwrap_or(&fresh);
         if header.is_none() {
             let cols = join_columns(p, &lhs.columns, &rhs.columns)?;
             if p.gate.is_none() {
@@ -878,6 +894,70 @@ async fn exec_join<V: VCursor + Send, S: RowSink + Send>(
         }
     }
     sink.end_rows(0)
+}
+
+/// A nested loop's right-side answers by the left values bound, for one
+/// execution.
+struct Memo {
+    answers: std::collections::HashMap<Vec<Option<Vec<u8>>>, Gather>,
+    /// Rows kept, against the memory bound.
+    rows: usize,
+    cap: usize,
+    /// Whether the right side answers the same for the same values: none
+    /// of its functions differ from call to call or write.
+    on: bool,
+}
+
+impl Memo {
+    fn new(rhs_sql: &str, cap: usize) -> Self {
+        const VOLATILE: [&str; 14] = [
+            "rand(",
+            "uuid",
+            "sleep(",
+            "nextval",
+            "next value",
+            "lastval",
+            ":=",
+            "last_insert_id",
+            "found_rows",
+            "row_count",
+            "sysdate",
+            "get_lock",
+            "benchmark(",
+            "release_",
+        ];
+        let sql = rhs_sql.to_ascii_lowercase();
+        Memo {
+            answers: Default::default(),
+            rows: 0,
+            cap,
+            on: !VOLATILE.iter().any(|f| sql.contains(f)),
+        }
+    }
+
+    /// The left row's values at `vars`, or None when answers are not kept.
+    fn key(&self, vars: &[usize], row: &[Value]) -> Option<Vec<Option<Vec<u8>>>> {
+        self.on.then(|| {
+            vars.iter()
+                .map(|&c| match row.get(c) {
+                    Some(Value::Bytes(b)) => Some(b.clone()),
+                    Some(Value::NULL) | None => None,
+                    Some(other) => Some(format!("{other:?}").into_bytes()),
+                })
+                .collect()
+        })
+    }
+
+    /// Keeps `answer` (taken) under `key` while the rows kept stay within
+    /// the bound.
+    fn keep(&mut self, key: Vec<Option<Vec<u8>>>, answer: &mut Gather) {
+        if self.rows + answer.rows.len() < self.cap {
+            self.rows += answer.rows.len();
+            let cap = self.cap;
+            self.answers
+                .insert(key, std::mem::replace(answer, Gather::new(cap)));
+        }
+    }
 }
 
 /// Runs a statement's uncorrelated subqueries, puts their answers in it
@@ -3004,6 +3084,49 @@ mod tests {
         vc.calls
             .iter()
             .map(|c| (c.1.clone(), c.3.clone()))
+            .collect()
+    }
+
+    /// A value join asks its right side once per distinct value its left
+    /// rows bind (MariaDB's subquery cache), and once per row when the
+    /// right side could answer otherwise the next time (`rand()`).
+    #[tokio::test]
+    async fn a_nested_loop_asks_once_per_value_bound() {
+        let cursor = || RecordingCursor {
+            // The left side reads the bound column first: (k, id).
+            scatter_columns: vec![text_column("k"), text_column("id")],
+            scatter_rows: vec![
+                (
+                    "-80".into(),
+                    vec![row(&["5", "1"]), row(&["5", "2"]), row(&["7", "3"])],
+                ),
+                ("80-".into(), vec![row(&["5", "4"]), row(&["7", "6"])]),
+            ],
+            ..RecordingCursor::default()
+        };
+        let right =
+            |vc: &RecordingCursor| vc.calls.iter().filter(|c| c.3.contains("FROM r")).count();
+        let (vc, sink, r) = run_sharded_with(
+            "select c.id, (select r.x from r where r.id = c.k) from c",
+            cursor(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(sink.rows.len(), 5);
+        assert_eq!(right(&vc), 2, "{:?}", vc.calls);
+        let (vc, _, r) = run_sharded_with(
+            "select c.id, (select r.x + rand() from r where r.id = c.k) from c",
+            cursor(),
+        )
+        .await;
+        r.unwrap();
+        assert_eq!(right(&vc), 5, "{:?}", vc.calls);
+    }
+
+    fn row(cells: &[&str]) -> Vec<Value> {
+        cells
+            .iter()
+            .map(|c| Value::Bytes(c.as_bytes().to_vec()))
             .collect()
     }
 
