@@ -512,16 +512,18 @@ fn quantified_value(e: &Expr, names: &[(String, bool)], lone: Option<&str>) -> O
             compare_op,
             right,
             ..
-        } => match right.as_ref() {
-            Expr::Subquery(q) => (left, compare_op.to_string(), true, q),
-            _ => return None,
-        },
-        Expr::AllOp {
+        }
+        | Expr::AllOp {
             left,
             compare_op,
             right,
         } => match right.as_ref() {
-            Expr::Subquery(q) => (left, compare_op.to_string(), false, q),
+            Expr::Subquery(q) => (
+                left,
+                compare_op.to_string(),
+                matches!(e, Expr::AnyOp { .. }),
+                q,
+            ),
             _ => return None,
         },
         _ => return None,
