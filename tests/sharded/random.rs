@@ -198,10 +198,20 @@ fn from(r: &mut Rng) -> (String, Vec<Col>) {
     let qb = || cols("b", "qb");
     let qr = || cols("r", "qr");
     let both = |x: Vec<Col>, y: Vec<Col>| x.into_iter().chain(y).collect::<Vec<_>>();
-    let shape = r.below(21);
+    let shape = r.below(22);
     let n = r.below(15);
     match shape {
         0 | 1 => ("qa a".into(), qa()),
+        // An inner join's ON with a correlated value (computed per row
+        // first, where no shard answers it).
+        21 => (
+            format!(
+                "qa a join qb b on b.k = a.k and b.qty {} (select {}(b2.qty) from qb b2 where b2.k = a.g)",
+                r.pick(&[">", "<=", "<>"]),
+                r.pick(&["avg", "max", "min"]),
+            ),
+            both(qa(), qb()),
+        ),
         2 => ("qb b".into(), qb()),
         3 => ("qa a join qb b on a.id = b.a_id".into(), both(qa(), qb())),
         4 => (
