@@ -1319,29 +1319,84 @@ pub(super) fn reads_outer(q: &ast::Query, names: &[(String, bool)]) -> Result<bo
 /// `x` with its bare columns named by `lone`, the statement's one table,
 /// for writing `x` inside a subquery (where a bare name is the
 /// subquery's own tables' column first); `None` when `x` has a bare
-/// column and there is no one table to name it by, or a subquery (whose
-/// bare names are its own). Variables stay.
+/// column and there is no one table to name it by. Variables stay, and so
+/// do a subquery's own bare names.
 pub(super) fn qualify_bare(x: &Expr, lone: Option<&str>) -> Option<Expr> {
-    if has_subquery(x) {
-        return None;
+    struct Bare<'a> {
+        lone: Option<&'a str>,
+        left: bool,
     }
-    let mut x = x.clone();
-    let mut bare = false;
-    let _ = visit_expressions_mut(&mut x, |c| {
-        if let Expr::Identifier(i) = c {
-            if !i.value.starts_with('@') {
-                match lone {
-                    Some(t) => {
-                        let named = Expr::CompoundIdentifier(vec![ast::Ident::new(t), i.clone()]);
-                        *c = named;
-                    }
-                    None => bare = true,
+    impl DepthWalk for Bare<'_> {
+        fn pre(&mut self, c: &mut Expr, depth: usize) -> ControlFlow<()> {
+            if let (Expr::Identifier(i), 0) = (&*c, depth) {
+                match self.lone {
+                    _ if i.value.starts_with('@') => {}
+                    Some(t) => *c = Expr::CompoundIdentifier(vec![ast::Ident::new(t), i.clone()]),
+                    None => self.left = true,
                 }
             }
+            ControlFlow::Continue(())
         }
-        ControlFlow::<()>::Continue(())
-    });
-    (!bare).then_some(x)
+    }
+    let mut x = x.clone();
+    let mut bare = Bare { lone, left: false };
+    let _ = walk(&mut x, &mut bare);
+    (!bare.left).then_some(x)
+}
+
+/// A walk over a statement's expressions that knows how deep in
+/// subqueries each is (0: the statement's own; a subquery's bare names are
+/// its own), which [`walk`] runs. Each step may break the walk.
+pub(super) trait DepthWalk {
+    /// Entering a subquery found at `depth`.
+    fn query(&mut self, _depth: usize) {}
+    /// A FROM item of a subquery (`depth` > 0).
+    fn table_factor(&mut self, _t: &mut TableFactor, _depth: usize) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+    /// Before a node's children; a node replaced here has its
+    /// replacement's children walked.
+    fn pre(&mut self, _e: &mut Expr, _depth: usize) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+    /// After them.
+    fn post(&mut self, _e: &mut Expr, _depth: usize) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+/// Runs `w` over `v`'s expressions, from the root down, until `w` breaks.
+pub(super) fn walk<T, W>(v: &mut T, w: &mut W) -> ControlFlow<()>
+where
+    T: ast::VisitMut + ?Sized,
+    W: DepthWalk,
+{
+    struct Depth<'a, W> {
+        w: &'a mut W,
+        depth: usize,
+    }
+    impl<W: DepthWalk> ast::VisitorMut for Depth<'_, W> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+            self.w.query(self.depth);
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+            self.w.table_factor(t, self.depth)
+        }
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            self.w.pre(e, self.depth)
+        }
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            self.w.post(e, self.depth)
+        }
+    }
+    v.visit(&mut Depth { w, depth: 0 })
 }
 
 /// `tested IN (q)` as the subquery of an EXISTS: `q` with `AND item =
@@ -1736,6 +1791,20 @@ mod tests {
             panic!("{sql}")
         };
         s.selection.unwrap()
+    }
+
+    /// Bare columns moving into a subquery are named by the statement's
+    /// one table; a subquery's own bare names and variables stay; with no
+    /// one table, a bare column is not guessed.
+    #[test]
+    fn bare_columns_are_named_by_the_lone_table() {
+        let named = |sql: &str, lone| qualify_bare(&cond(sql), lone).map(|e| e.to_string());
+        assert_eq!(
+            named("k + @v > (SELECT max(k) FROM b)", Some("qa")).as_deref(),
+            Some("qa.k + @v > (SELECT max(k) FROM b)")
+        );
+        assert_eq!(named("a.k", None).as_deref(), Some("a.k"));
+        assert_eq!(named("a.k + k", None), None);
     }
 
     /// What turns a LEFT JOIN with WHERE conditions on its right table

@@ -24,10 +24,10 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     self, visit_expressions_mut, Expr, GroupByExpr, Ident, OrderByKind, SelectItem, SetExpr,
-    TableFactor, VisitMut, VisitorMut,
+    TableFactor,
 };
 
-use super::join::has_subquery;
+use super::join::{has_subquery, walk, DepthWalk};
 
 /// `q` rewritten as above, or `None` when it is not a grouping this
 /// rewrites (neither an aggregate nor a subquery over the grouping, a
@@ -107,7 +107,6 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
             .iter()
             .map(|n| as_outer(n))
             .collect(),
-        depth: 0,
         qualified: aggs.qualified,
         bad: false,
     };
@@ -303,7 +302,6 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
         aliases: &aliases,
         aliases_visible: false,
         columns_first: false,
-        depth: 0,
         grouped,
         aggregates: 0,
         columns: Vec::new(),
@@ -317,7 +315,7 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
             return None;
         };
         let mut e = e.clone();
-        let _ = e.visit(&mut apart);
+        let _ = walk(&mut e, &mut apart);
         let alias = match written {
             SelectItem::ExprWithAlias { alias, .. } => Some(alias),
             _ => None,
@@ -330,23 +328,23 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
     // The WHERE clause and GROUP BY run before the grouping.
     let grouped = std::mem::replace(&mut apart.grouped, false);
     for c in later.iter_mut() {
-        let _ = c.visit(&mut apart);
+        let _ = walk(c, &mut apart);
     }
     (apart.aliases_visible, apart.columns_first) = (true, true);
     if let GroupByExpr::Expressions(g, _) = &mut o.group_by {
         for e in g.iter_mut() {
-            let _ = e.visit(&mut apart);
+            let _ = walk(e, &mut apart);
         }
     }
     apart.grouped = grouped;
     if let Some(h) = o.having.as_mut() {
-        let _ = h.visit(&mut apart);
+        let _ = walk(h, &mut apart);
     }
     apart.columns_first = false;
     if let Some(ob) = out.order_by.as_mut() {
         if let OrderByKind::Expressions(exprs) = &mut ob.kind {
             for e in exprs.iter_mut() {
-                let _ = e.expr.visit(&mut apart);
+                let _ = walk(&mut e.expr, &mut apart);
             }
         }
     }
@@ -651,8 +649,6 @@ struct Apart<'a> {
     /// Whether a table's column of an alias's name would be read before
     /// the alias (GROUP BY, HAVING).
     columns_first: bool,
-    /// How deep in subqueries left in place the walk is.
-    depth: usize,
     /// Whether the walk is over a grouping's rows (a value must then be
     /// inside an aggregate).
     grouped: bool,
@@ -676,21 +672,9 @@ fn position_of(list: &mut Vec<String>, text: String) -> usize {
     }
 }
 
-impl VisitorMut for Apart<'_> {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
+impl DepthWalk for Apart<'_> {
+    fn pre(&mut self, e: &mut Expr, depth: usize) -> ControlFlow<()> {
+        if depth > 0 {
             return ControlFlow::Continue(());
         }
         // Outside GROUP BY, HAVING and ORDER BY, where an alias could be
@@ -759,9 +743,9 @@ impl VisitorMut for Apart<'_> {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+    fn post(&mut self, e: &mut Expr, depth: usize) -> ControlFlow<()> {
         if let Expr::Function(f) = e {
-            if self.depth == 0 && f.over.is_none() && is_aggregate(f) {
+            if depth == 0 && f.over.is_none() && is_aggregate(f) {
                 self.aggregates -= 1;
             }
         }
@@ -776,35 +760,24 @@ impl VisitorMut for Apart<'_> {
 struct Aggregates {
     found: Vec<String>,
     subqueries: usize,
-    /// How deep in subqueries the walk is.
-    depth: usize,
     /// Whether the derived table's columns are named with its name.
     qualified: bool,
     /// A window: not rewritten.
     bad: bool,
 }
 
-impl VisitorMut for Aggregates {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        if self.depth == 0 {
+impl DepthWalk for Aggregates {
+    fn query(&mut self, depth: usize) {
+        if depth == 0 {
             self.subqueries += 1;
         }
-        self.depth += 1;
-        ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+    fn post(&mut self, e: &mut Expr, depth: usize) -> ControlFlow<()> {
         let Expr::Function(f) = e else {
             return ControlFlow::Continue(());
         };
-        if self.depth > 0 {
+        if depth > 0 {
             return ControlFlow::Continue(());
         }
         if f.over.is_some() {
@@ -830,8 +803,6 @@ struct Keys<'a> {
     aliases: &'a [Ident],
     /// The statement's tables' names and aliases, lowercased.
     outer: Vec<String>,
-    /// How deep in subqueries the walk is.
-    depth: usize,
     /// Whether the derived table's columns are named with its name.
     qualified: bool,
     bad: bool,
@@ -850,29 +821,17 @@ impl Keys<'_> {
     }
 }
 
-impl VisitorMut for Keys<'_> {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
-        if self.depth > 0 && factor_name(t).is_some_and(|n| self.outer.contains(&n)) {
+impl DepthWalk for Keys<'_> {
+    fn table_factor(&mut self, t: &mut TableFactor, depth: usize) -> ControlFlow<()> {
+        if depth > 0 && factor_name(t).is_some_and(|n| self.outer.contains(&n)) {
             self.bad = true;
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if self.depth > 0 && !self.outer_column(e) {
+    fn pre(&mut self, e: &mut Expr, depth: usize) -> ControlFlow<()> {
+        if depth > 0 && !self.outer_column(e) {
             return ControlFlow::Continue(());
         }
         let same = |g: &Expr| match (g, &*e) {
@@ -889,8 +848,8 @@ impl VisitorMut for Keys<'_> {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
+    fn post(&mut self, e: &mut Expr, depth: usize) -> ControlFlow<()> {
+        if depth > 0 {
             if self.outer_column(e) {
                 self.bad = true;
                 return ControlFlow::Break(());
@@ -953,20 +912,20 @@ fn as_outer(name: &str) -> String {
 
 /// Walks `v` over the statement's expressions over its grouping: the
 /// select list, HAVING and ORDER BY.
-fn visit_each<V: VisitorMut>(
+fn visit_each<W: DepthWalk>(
     items: &mut [(Expr, Option<Ident>)],
     having: &mut Option<Expr>,
     order: &mut [ast::OrderByExpr],
-    v: &mut V,
+    w: &mut W,
 ) {
     for (e, _) in items {
-        let _ = e.visit(v);
+        let _ = walk(e, w);
     }
     if let Some(h) = having {
-        let _ = h.visit(v);
+        let _ = walk(h, w);
     }
     for o in order {
-        let _ = o.expr.visit(v);
+        let _ = walk(&mut o.expr, w);
     }
 }
 
