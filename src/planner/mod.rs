@@ -477,6 +477,18 @@ mod tests {
         planned_in(Q_VSCHEMA, sql)
     }
 
+    /// The description of `sql`'s plan over the same tables, which must
+    /// run something first (a pullout) and show each of `parts`.
+    fn run_first_over_q(sql: &str, parts: &[&str]) -> String {
+        let planned = planned_over_q(sql);
+        let shown = planned.describe().to_string();
+        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
+        for part in parts {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        shown
+    }
+
     /// The random statements' tables' VSchema.
     const Q_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
         "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
@@ -587,12 +599,10 @@ mod tests {
     /// grouped stays refused (MariaDB would read any row of the group).
     #[test]
     fn a_subquery_over_a_grouping_reads_the_grouped_column() {
-        let planned =
-            planned_over_q("select a.g, count(*), (select count(*) from qb b where b.k = a.g) from qa a group by a.g");
-        let shown = planned.describe().to_string();
-        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
-        assert!(shown.contains("b.k = sg_t.sg_g1) AS"), "{shown}");
-        assert!(shown.contains("FROM :vSQ1 AS sg_t"), "{shown}");
+        run_first_over_q(
+            "select a.g, count(*), (select count(*) from qb b where b.k = a.g) from qa a group by a.g",
+            &["b.k = sg_t.sg_g1) AS", "FROM :vSQ1 AS sg_t"],
+        );
         let s = Snapshot::sharded_for_tests(Q_VSCHEMA, BTreeMap::new());
         let sql = "select a.g, (select count(*) from qb b where b.k = a.k) from qa a group by a.g";
         let stmt = crate::sql::classify(sql).unwrap();
@@ -608,29 +618,20 @@ mod tests {
     /// DISTINCT on a tablet over them.
     #[test]
     fn a_distinct_over_an_unlisted_correlation_runs_over_its_rows() {
-        let planned = planned_over_q(
+        run_first_over_q(
             "select distinct a.g, (select count(*) from qb b where b.k = a.k) c from qa a order by c desc, 1",
+            &[
+                "SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_v1 AS `c` FROM :vSQ1 AS sg_t ORDER BY c DESC, 1",
+                r#""query":"SELECT a.k, a.g AS sg_c1 FROM qa a""#,
+                "FROM qb b WHERE b.k = :v1",
+            ],
         );
-        let shown = planned.describe().to_string();
-        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
-        assert!(
-            shown.contains("SELECT DISTINCT sg_t.sg_c1 AS `g`, sg_t.sg_v1 AS `c` FROM :vSQ1 AS sg_t ORDER BY c DESC, 1"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains(r#""query":"SELECT a.k, a.g AS sg_c1 FROM qa a""#),
-            "{shown}"
-        );
-        assert!(shown.contains("FROM qb b WHERE b.k = :v1"), "{shown}");
         // Such a statement, or any value join, as a derived table: first.
         for sql in [
             "select count(*) from (select distinct a.g, (select count(*) from qb b where b.k = a.k) c from qa a) t",
             "select t.c, count(*) from (select a.g, (select count(*) from qb b where b.k = a.k) c from qa a) t group by t.c",
         ] {
-            let planned = planned_over_q(sql);
-            let shown = planned.describe().to_string();
-            assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
-            assert!(shown.contains(r#""kind":"Table","plan":{"inputs""#), "{shown}");
+            run_first_over_q(sql, &[r#""kind":"Table","plan":{"inputs""#]);
         }
     }
 
@@ -640,20 +641,14 @@ mod tests {
     /// count over those rows on a tablet.
     #[test]
     fn a_correlated_comparison_runs_over_its_rows() {
-        let planned = planned_over_q(
+        run_first_over_q(
             "select count(*) from qa a where a.amt > (select avg(a2.amt) from qa a2 where a2.g = a.g)",
+            &[
+                "FROM :vSQ1 AS sg_t WHERE sg_t.sg_c1 > sg_t.sg_v1",
+                r#""query":"SELECT a.g, a.amt AS sg_c1 FROM qa a""#,
+                "FROM qa a2 WHERE a2.g = :v1",
+            ],
         );
-        let shown = planned.describe().to_string();
-        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
-        assert!(
-            shown.contains("FROM :vSQ1 AS sg_t WHERE sg_t.sg_c1 > sg_t.sg_v1"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains(r#""query":"SELECT a.g, a.amt AS sg_c1 FROM qa a""#),
-            "{shown}"
-        );
-        assert!(shown.contains("FROM qa a2 WHERE a2.g = :v1"), "{shown}");
     }
 
     /// An uncorrelated `NOT IN` over a LEFT JOIN's right table, beside an
@@ -662,25 +657,16 @@ mod tests {
     /// subquery's rows run first as constants.
     #[test]
     fn a_not_in_over_a_left_joins_right_table_runs_first() {
-        let planned = planned_over_q(
-            "select a.id * 2 + r.k from qr r left join qa a on a.g = r.k \
-             where a.k not in (select b2.k from qb b2 where b2.qty < 12)",
-        );
-        let shown = planned.describe().to_string();
-        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
         // The NOT IN is a column of the joined rows, over the subquery's
         // rows as constants.
-        assert!(
-            shown.contains("a.k NOT IN (SELECT * FROM :vSQ1 AS sg_any) AS sg_c1"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains(r#""query":"SELECT b2.k FROM qb b2 WHERE b2.qty < :v2""#),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("FROM :vSQ1 AS sg_t WHERE (sg_t.sg_c1)"),
-            "{shown}"
+        run_first_over_q(
+            "select a.id * 2 + r.k from qr r left join qa a on a.g = r.k \
+             where a.k not in (select b2.k from qb b2 where b2.qty < 12)",
+            &[
+                "a.k NOT IN (SELECT * FROM :vSQ1 AS sg_any) AS sg_c1",
+                r#""query":"SELECT b2.k FROM qb b2 WHERE b2.qty < :v2""#,
+                "FROM :vSQ1 AS sg_t WHERE (sg_t.sg_c1)",
+            ],
         );
     }
 
@@ -727,15 +713,10 @@ mod tests {
     /// side's shard), not a refusal.
     #[test]
     fn a_gathered_join_computes_its_subqueries_with_the_rows() {
-        let planned = planned_over_q(
+        run_first_over_q(
             "select (select count(*) from qb b3 where b3.a_id = a.id), b.k from qa a \
              left join qb b on b.k = a.k where b.f > 1 or b.f is null",
-        );
-        let shown = planned.describe().to_string();
-        assert!(matches!(planned, Plan::Pullout(_)), "{shown}");
-        assert!(
-            shown.contains("(SELECT count(*) FROM qb b3 WHERE b3.a_id = a.id) AS sg_c1"),
-            "{shown}"
+            &["(SELECT count(*) FROM qb b3 WHERE b3.a_id = a.id) AS sg_c1"],
         );
     }
 

@@ -268,7 +268,7 @@ pub(super) fn values_apart(q: &ast::Query) -> Option<String> {
             conds.extend(moved);
             *on = match stay.into_iter().reduce(and) {
                 Some(e) => e,
-                None => expression("1")?,
+                None => super::sharded::condition("1")?,
             };
         }
     }
@@ -561,30 +561,15 @@ fn quantified_value(e: &Expr, names: &[(String, bool)], lone: Option<&str>) -> O
         return None;
     };
     r.projection = vec![SelectItem::ExprWithAlias {
-        expr: expression(&format!(
+        expr: super::sharded::condition(&format!(
             "CASE WHEN {decides} THEN 2 WHEN ({test}) IS NULL THEN 1 ELSE 0 END"
         ))?,
         alias: Ident::new("sg_rank"),
     }];
     let (then, otherwise) = if any { (1, 0) } else { (0, 1) };
-    expression(&format!(
+    super::sharded::condition(&format!(
         "CASE ({ranked} ORDER BY sg_rank DESC LIMIT 1) WHEN 2 THEN {then} WHEN 1 THEN NULL ELSE {otherwise} END"
     ))
-}
-
-/// Expression `text`, parsed.
-fn expression(text: &str) -> Option<Expr> {
-    let ast::Statement::Query(parsed) = super::sharded::parse(&format!("SELECT {text}")).ok()?
-    else {
-        return None;
-    };
-    let SetExpr::Select(p) = *parsed.body else {
-        return None;
-    };
-    match p.projection.into_iter().next()? {
-        SelectItem::UnnamedExpr(v) => Some(v),
-        _ => None,
-    }
 }
 
 /// Whether every column `x` reads is qualified by one of the statement's
@@ -622,15 +607,11 @@ fn outer_only(x: &Expr, names: &[(String, bool)], inner: &[String]) -> bool {
 
 /// Whether `e` calls a window function (anywhere in it).
 fn windows_in(e: &Expr) -> bool {
-    let mut found = false;
-    let _ = ast::visit_expressions(e, |x| {
-        if matches!(x, Expr::Function(f) if f.over.is_some()) {
-            found = true;
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    found
+    ast::visit_expressions(e, |x| match x {
+        Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// [`values_apart`]'s walk over what runs over the derived table: each
