@@ -1423,6 +1423,10 @@ fn decimal_type(col: &Column) -> String {
     format!("DECIMAL({}, {scale})", digits.clamp(scale.max(1), 65))
 }
 
+/// A column definition's decimals for a number of no fixed decimals (a
+/// DOUBLE's by default; MariaDB's `NOT_FIXED_DEC`).
+const NOT_FIXED_DECIMALS: u8 = 31;
+
 /// MariaDB's `binary` character set (and collation) number, in column
 /// definitions: binary strings, and every column that is not text.
 const BINARY_CHARSET: u16 = 63;
@@ -1484,8 +1488,13 @@ fn typed_first(col: &Column, v: &str) -> String {
         // value beside it gives the column its width (a CAST keeps the
         // value's). An unsigned one is cast already ([`join_var`]).
         T::MYSQL_TYPE_LONGLONG if !unsigned => format!("IF(1, {v}, -9223372036854775807)"),
+        // A DOUBLE of fixed decimals (`round(f, 2)`, a DOUBLE(8,2)
+        // column) prints them (`1.50`): ROUND gives the column them back.
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => match col.decimals() {
+            d if d < NOT_FIXED_DECIMALS => format!("ROUND(CAST({v} AS DOUBLE), {d})"),
+            _ => format!("CAST({v} AS DOUBLE)"),
+        },
         _ if v == "NULL" => typed_null(col),
-        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => format!("CAST({v} AS DOUBLE)"),
         T::MYSQL_TYPE_NEWDECIMAL => format!("CAST({v} AS {})", decimal_type(col)),
         _ => v.to_string(),
     }
@@ -1550,8 +1559,32 @@ fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
 /// column definition names its collation (it may name the connection's).
 /// Numbers are written as join variables are ([`join_var`]): an unsigned
 /// integer as one (MariaDB makes a column of unsigned and signed integers
-/// a DECIMAL), a DOUBLE with an exponent.
+/// a DECIMAL), a DOUBLE with an exponent, but for one of fixed decimals: the first
+/// row makes the column a DOUBLE ([`typed_first`]), and a literal of no
+/// fixed decimals would take them from the whole column (`1.50` printed
+/// `1.5`).
 fn constant(col: &Column, v: &Value, nbe: bool) -> String {
+    let double = matches!(
+        col.column_type(),
+        ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE
+    );
+    if double && col.decimals() < NOT_FIXED_DECIMALS {
+        let d = usize::from(col.decimals());
+        match v {
+            // The first row types the column: a NULL of no type takes
+            // its decimals (a DOUBLE's would not).
+            Value::NULL => return "NULL".to_string(),
+            Value::Double(f) if f.is_finite() => return format!("{f:.d$}"),
+            Value::Float(f) if f.is_finite() => return format!("{f:.d$}"),
+            Value::Bytes(b) => {
+                let digits = std::str::from_utf8(b).unwrap_or_default();
+                if digits.parse::<f64>().is_ok() && !digits.contains(['e', 'E']) {
+                    return digits.to_string();
+                }
+            }
+            _ => {}
+        }
+    }
     let text = bind_text(col, v, nbe);
     let Value::Bytes(b) = v else {
         return text;
@@ -2855,6 +2888,33 @@ mod tests {
         assert_eq!(
             constants_of(&names, &cols, &[]),
             format!("(SELECT {0} AS `a`, {0} AS `b` LIMIT 0)", STRING_NULL)
+        );
+    }
+
+    /// A DOUBLE of fixed decimals (`round(f / 3, 2)`) keeps them through
+    /// a table of constants: its first value rounded to them, the others
+    /// (and NULLs) of no type of their own; one of no fixed decimals is a
+    /// DOUBLE in every row.
+    #[test]
+    fn a_double_of_fixed_decimals_keeps_them_as_a_constant() {
+        let fixed = [Column::new(ColumnType::MYSQL_TYPE_DOUBLE)
+            .with_decimals(2)
+            .with_name(b"r")];
+        let rows = [
+            vec![Value::Bytes(b"1.50".to_vec())],
+            vec![Value::NULL],
+            vec![Value::Double(-0.5)],
+        ];
+        assert_eq!(
+            constants(&fixed, &rows, &[None], false),
+            "(SELECT ROUND(CAST(1.50 AS DOUBLE), 2) AS `r` UNION ALL VALUES (NULL), (-0.50))"
+        );
+        let open = [Column::new(ColumnType::MYSQL_TYPE_DOUBLE)
+            .with_decimals(NOT_FIXED_DECIMALS)
+            .with_name(b"r")];
+        assert_eq!(
+            constants(&open, &rows[..1], &[None], false),
+            "(SELECT CAST(1.50e0 AS DOUBLE) AS `r`)"
         );
     }
 

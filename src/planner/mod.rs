@@ -489,6 +489,28 @@ mod tests {
         shown
     }
 
+    /// ORDER BY the position (or alias) of an uncorrelated subquery's
+    /// value (`select (select max(b2.qty) from qb b2), a.k from qa a order
+    /// by 1, 2`, planned with the value bound): the value, a number, would
+    /// be a position again in the shards' ORDER BY (`ORDER BY 20`,
+    /// MariaDB's 1054); it is sent as a value.
+    #[test]
+    fn an_order_by_a_selected_value_is_no_position() {
+        let s = Snapshot::sharded_for_tests(Q_VSCHEMA, BTreeMap::new());
+        for sql in [
+            "select :vSQ1 as `(select max(b2.qty) from qb b2)`, a.k from qa a order by 1, 2",
+            "select :vSQ1 as x, a.k from qa a order by x, 2",
+        ] {
+            let stmt = crate::sql::classify(sql).unwrap();
+            let planned = plan(&stmt, Some(sql), &Target::parse("ks").unwrap(), &s).unwrap();
+            let shown = planned.describe()["query"].to_string();
+            assert!(
+                shown.contains("ORDER BY COALESCE(:vSQ1) ASC, a.k ASC"),
+                "{shown}"
+            );
+        }
+    }
+
     /// The random statements' tables' VSchema.
     const Q_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
         "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},

@@ -2499,6 +2499,28 @@ pub(super) fn select_ref<'a>(
     tables: &[TableInfo],
     clause: &str,
 ) -> Result<Cow<'a, Expr>, PlanError> {
+    let found = referred(e, projection, tables, clause)?;
+    // A selected number (or a value bound later, which may be one) written
+    // back as a key would name a position again (`select 20, k ... order
+    // by 1` sent as `ORDER BY 20`: MariaDB's 1054); COALESCE keeps it a
+    // value, of its own type.
+    if let Expr::Value(v) = &*found {
+        if matches!(v.value, ast::Value::Number(..) | ast::Value::Placeholder(_)) {
+            if let Some(kept) = condition(&format!("COALESCE({found})")) {
+                return Ok(Cow::Owned(kept));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// [`select_ref`]'s lookup.
+fn referred<'a>(
+    e: &'a Expr,
+    projection: &'a [SelectItem],
+    tables: &[TableInfo],
+    clause: &str,
+) -> Result<Cow<'a, Expr>, PlanError> {
     match e {
         Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
             let text = v.value.to_string();

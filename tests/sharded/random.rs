@@ -534,6 +534,11 @@ fn statement(r: &mut Rng) -> (String, bool) {
     let mut sql = String::from("select ");
     let grouped = r.chance(40);
     let width;
+    // MariaDB 10.11 puts a grouping's NULL group into the next one when
+    // it groups by `floor(...)` with `group_concat` or `count(distinct
+    // ...)` and orders by the grouping descending (either side may plan
+    // so; see `unsorted_by_a_mariadb_bug`).
+    let mut merges_null = false;
     if grouped {
         // Groups by columns, and by expressions over one (the gate
         // regroups by their values, compared as MariaDB compares them).
@@ -553,6 +558,10 @@ fn statement(r: &mut Rng) -> (String, bool) {
             items.extend(groups.iter().find_map(|g| over_group(g, &cols)));
         }
         items.extend((0..1 + r.below(3)).map(|_| aggregate(r, &cols)));
+        merges_null = groups.iter().any(|g| g.starts_with("floor("))
+            && items
+                .iter()
+                .any(|i| i.starts_with("group_concat(") || i.starts_with("count(distinct "));
         width = items.len();
         sql.push_str(&items.join(", "));
         sql.push_str(&format!(" from {from}"));
@@ -599,7 +608,27 @@ fn statement(r: &mut Rng) -> (String, bool) {
         }
     }
     let ordered = order(r, width, &mut sql);
+    if merges_null {
+        sql = unsorted_by_a_mariadb_bug(sql);
+    }
     (sql, ordered)
+}
+
+/// `sql` ordered ascending where it ordered descending: MariaDB 10.11
+/// merges a grouping's NULL group with its next (0) when it groups by
+/// `floor(u / 4)` (also `round(d)`, `truncate(i / 4, 0)`) beside
+/// `group_concat`, `json_arrayagg` or `count(distinct ...)` and orders
+/// by the grouping descending (`... group by floor(u / 4) order by 1
+/// desc`: one row fewer than without the DESC, the same table; on a table
+/// and on a table of constants alike). Which side meets it depends on
+/// its plan: the oracle over its tables, the gate's tablet over the rows
+/// the gate joined.
+fn unsorted_by_a_mariadb_bug(mut sql: String) -> String {
+    if let Some(at) = sql.rfind(" order by ") {
+        let tail = sql.split_off(at);
+        sql.push_str(&tail.replace(" desc", ""));
+    }
+    sql
 }
 
 /// Shapes the composition above does not make: aggregates over no rows,
@@ -661,6 +690,70 @@ fn special(r: &mut Rng) -> (String, bool) {
             true,
         ),
     }
+}
+
+/// The statement over a lone table (`qa a`, `qb b`, each side of a
+/// UNION) written as clients often write it: without the alias and its
+/// columns qualified by the table's name, or bare with or without the
+/// alias. Subqueries keep their aliases; a bare name inside one is its own
+/// table's column first, and the statement's where its table has none, as
+/// MariaDB reads it (the gate must read it the same). `None` for a
+/// statement with a join or no lone table.
+fn unaliased(r: &mut Rng, sql: &str) -> Option<String> {
+    if sql.contains(" join ") {
+        return None;
+    }
+    let mut out = sql.to_string();
+    let mut changed = false;
+    for (table, alias) in [("qa", "a"), ("qb", "b")] {
+        let item = format!(" from {table} {alias}");
+        let Some(at) = out.find(&item) else {
+            continue;
+        };
+        let rest = &out[at + item.len()..];
+        let lone = ["", " where ", " group ", " order ", " limit ", " union "]
+            .iter()
+            .any(|end| match end.is_empty() {
+                true => rest.is_empty(),
+                false => rest.starts_with(end),
+            });
+        if !lone {
+            continue;
+        }
+        let (to, keep_alias) = match r.below(3) {
+            0 => (format!("{table}."), false),
+            1 => (String::new(), false),
+            _ => (String::new(), true),
+        };
+        if !keep_alias {
+            out.replace_range(at..at + item.len(), &format!(" from {table}"));
+        }
+        out = requalified(&out, alias, &to);
+        changed = true;
+    }
+    changed.then_some(out)
+}
+
+/// `sql` with every column qualified by `alias` qualified by `to` instead
+/// (`to` empty: bare).
+fn requalified(sql: &str, alias: &str, to: &str) -> String {
+    let pattern = format!("{alias}.");
+    let mut out = String::with_capacity(sql.len());
+    let mut last = None::<char>;
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        let starts = last.is_none_or(|l| !(l.is_alphanumeric() || l == '_' || l == '.'));
+        if starts && rest.starts_with(&pattern) {
+            out.push_str(to);
+            rest = &rest[pattern.len()..];
+            last = Some('.');
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+        last = Some(c);
+    }
+    out
 }
 
 /// Two SELECTs of one column each, of the same kind, joined by UNION.
@@ -969,7 +1062,10 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // refused; a value's subquery sorted by its item's alias: once 1054;
     // a bare column tested by a correlated IN: once read as the
     // subquery's own (every row kept, or none); an inner join's ON with a
-    // correlated value: once refused.
+    // correlated value: once refused. ORDER BY an uncorrelated value's
+    // position: once 1054 (sent to the shards as a position). A rounded
+    // DOUBLE through a table of constants: once printed without its
+    // fixed decimals (`-0.5` for `-0.50`).
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -992,6 +1088,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          where b2.k = a.g) order by 1, 2",
         "select id, k not in (select b.k from qb b where b.qty = qa.g) from qa \
          where k not in (select b.k from qb b where b.qty = qa.u and b.k is not null) order by 1",
+        "select (select max(b2.qty) from qb b2) x, a.k from qa a order by x, 2 desc limit 3",
+        "select x.r, count(*) from (select round(b.f / 3, 2) r, b.id from qb b join qa a on a.k = b.k) x \
+         group by x.r order by 1",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
@@ -1039,7 +1138,10 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     let (mut same, mut alike, mut refused, mut failed) = (0, 0, 0, Vec::new());
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for n in 0..total {
-        let (sql, ordered) = statement(&mut r);
+        let (mut sql, ordered) = statement(&mut r);
+        if r.chance(25) {
+            sql = unaliased(&mut r, &sql).unwrap_or(sql);
+        }
         // A quarter prepared with their literals, a quarter with the
         // integers of their WHERE as parameters.
         let (sql, sent) = match n % 4 {
