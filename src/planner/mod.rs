@@ -511,6 +511,48 @@ mod tests {
         }
     }
 
+    /// A bare name in a subquery of a join across shards that the
+    /// subquery's own table lacks (`g`, tracked as `qa`'s only) is the
+    /// join's column: the subquery reads the join (a semi-join over it),
+    /// where it once ran first alone and failed with 1054. Over a
+    /// grouping, a subquery's bare name is placed before the grouping runs
+    /// first as a derived table.
+    #[test]
+    fn a_subquery_s_bare_name_may_be_the_join_s() {
+        let cols = |names: &[&str]| crate::topo::schema::TableSchema {
+            columns: names.iter().map(|n| (n.to_string(), None)).collect(),
+            primary_key: vec!["id".to_string()],
+        };
+        let learned = [
+            (
+                "qa".to_string(),
+                cols(&["id", "k", "g", "name", "amt", "t", "u"]),
+            ),
+            (
+                "qb".to_string(),
+                cols(&["id", "a_id", "k", "tag", "qty", "f"]),
+            ),
+        ];
+        let s = Snapshot::sharded_for_tests(Q_VSCHEMA, learned.into());
+        let described = |sql: &str| {
+            let stmt = crate::sql::classify(sql).unwrap();
+            let n = crate::sql::normalize::normalize(sql, &[], false);
+            let p = plan(&stmt, Some(&n.template), &Target::parse("ks").unwrap(), &s);
+            p.unwrap().describe().to_string()
+        };
+        let joined = described(
+            "select a.id, b.id from qa a join qb b on a.k = b.k \
+             where exists (select 1 from qb b2 where b2.qty = g) order by 1, 2",
+        );
+        assert!(!joined.contains("b2.qty = g"), "{joined}");
+        assert!(joined.contains("SELECT `a`.g, a.id"), "{joined}");
+        let grouped = described(
+            "select b.qty, (select count(*) from qa a3 where a3.g = qty), count(*) \
+             from qa a join qb b on b.k = a.k group by b.qty",
+        );
+        assert!(grouped.contains("FROM qa a3 WHERE a3.g = :v1"), "{grouped}");
+    }
+
     /// The random statements' tables' VSchema.
     const Q_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
         "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},

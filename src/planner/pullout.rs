@@ -173,6 +173,11 @@ pub fn plan(
     {
         for o in exprs.iter_mut() {
             pull_values(&mut o.expr, &names, &mut pulled);
+            // A key that is a marker alone is a number when it runs (a
+            // number written here is a position, and stays one).
+            if matches!(&o.expr, Expr::Value(v) if matches!(v.value, ast::Value::Placeholder(_))) {
+                super::sharded::no_position(&mut o.expr);
+            }
         }
     }
     if pulled.is_empty() {

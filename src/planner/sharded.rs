@@ -1424,6 +1424,11 @@ fn plan_query(
                     .contains("subqueries that do not go to one shard")
                 || e.to_string().contains("with a subquery over both sides") =>
         {
+            // Rewritten, the statement's expressions move over a derived
+            // table: the names the client left to the server are placed
+            // first (a subquery's bare `qty` is the statement's there).
+            let qualified = super::qualify::qualify(q, ks, snap)?;
+            let q = qualified.as_ref().unwrap_or(q);
             let reparsed = |sql: Option<String>| {
                 let sql = sql?;
                 match parse(&sql) {
@@ -1512,6 +1517,12 @@ fn plan_routes(
                         .contains("subqueries that do not go to one shard")
                         || e.to_string().contains("with a subquery over both sides") =>
                 {
+                    // A subquery's names of the join's columns, left
+                    // unqualified, are placed first (as below): it may
+                    // then read the join.
+                    if let Some(qualified) = super::qualify::qualify_subqueries(q, ks, snap)? {
+                        return plan_query(&qualified.to_string(), &qualified, ks, snap);
+                    }
                     match super::pullout::plan(q, ks, snap, e) {
                         Ok(p) => Ok(super::Plan::Pullout(Box::new(p))),
                         Err(e @ PlanError::Unsupported(_)) => Ok(super::Plan::Join(Box::new(
@@ -2500,18 +2511,27 @@ pub(super) fn select_ref<'a>(
     clause: &str,
 ) -> Result<Cow<'a, Expr>, PlanError> {
     let found = referred(e, projection, tables, clause)?;
-    // A selected number (or a value bound later, which may be one) written
-    // back as a key would name a position again (`select 20, k ... order
-    // by 1` sent as `ORDER BY 20`: MariaDB's 1054); COALESCE keeps it a
-    // value, of its own type.
-    if let Expr::Value(v) = &*found {
+    // A selected number (or a value bound later) written back as a key.
+    if let Expr::Value(_) = &*found {
+        let mut kept = found.into_owned();
+        no_position(&mut kept);
+        return Ok(Cow::Owned(kept));
+    }
+    Ok(found)
+}
+
+/// An ORDER BY or GROUP BY key that is a number, or a value bound later
+/// (which may be one), as a value: written alone it names a select-list
+/// position (`select 20, k ... order by 1` sent as `ORDER BY 20`:
+/// MariaDB's 1054); COALESCE keeps it a value, of its own type.
+pub(super) fn no_position(key: &mut Expr) {
+    if let Expr::Value(v) = key {
         if matches!(v.value, ast::Value::Number(..) | ast::Value::Placeholder(_)) {
-            if let Some(kept) = condition(&format!("COALESCE({found})")) {
-                return Ok(Cow::Owned(kept));
+            if let Some(kept) = condition(&format!("COALESCE({key})")) {
+                *key = kept;
             }
         }
     }
-    Ok(found)
 }
 
 /// [`select_ref`]'s lookup.

@@ -535,9 +535,10 @@ fn statement(r: &mut Rng) -> (String, bool) {
     let grouped = r.chance(40);
     let width;
     // MariaDB 10.11 puts a grouping's NULL group into the next one when
-    // it groups by `floor(...)` with `group_concat` or `count(distinct
-    // ...)` and orders by the grouping descending (either side may plan
-    // so; see `unsorted_by_a_mariadb_bug`).
+    // it groups by an expression (`floor(...)`, `x % 3`) with
+    // `group_concat` or `count(distinct ...)` and orders by the grouping
+    // descending (either side may plan so; see
+    // `unsorted_by_a_mariadb_bug`).
     let mut merges_null = false;
     if grouped {
         // Groups by columns, and by expressions over one (the gate
@@ -558,7 +559,7 @@ fn statement(r: &mut Rng) -> (String, bool) {
             items.extend(groups.iter().find_map(|g| over_group(g, &cols)));
         }
         items.extend((0..1 + r.below(3)).map(|_| aggregate(r, &cols)));
-        merges_null = groups.iter().any(|g| g.starts_with("floor("))
+        merges_null = groups.iter().any(|g| g.contains([' ', '(']))
             && items
                 .iter()
                 .any(|i| i.starts_with("group_concat(") || i.starts_with("count(distinct "));
@@ -616,7 +617,7 @@ fn statement(r: &mut Rng) -> (String, bool) {
 
 /// `sql` ordered ascending where it ordered descending: MariaDB 10.11
 /// merges a grouping's NULL group with its next (0) when it groups by
-/// `floor(u / 4)` (also `round(d)`, `truncate(i / 4, 0)`) beside
+/// `floor(u / 4)` (also `round(d)`, `truncate(i / 4, 0)`, `amt % 3`) beside
 /// `group_concat`, `json_arrayagg` or `count(distinct ...)` and orders
 /// by the grouping descending (`... group by floor(u / 4) order by 1
 /// desc`: one row fewer than without the DESC, the same table; on a table
@@ -692,51 +693,104 @@ fn special(r: &mut Rng) -> (String, bool) {
     }
 }
 
-/// The statement over a lone table (`qa a`, `qb b`, each side of a
-/// UNION) written as clients often write it: without the alias and its
-/// columns qualified by the table's name, or bare with or without the
-/// alias. Subqueries keep their aliases; a bare name inside one is its own
-/// table's column first, and the statement's where its table has none, as
-/// MariaDB reads it (the gate must read it the same). `None` for a
-/// statement with a join or no lone table.
+/// The statement written as clients often write it: a table without its
+/// alias and its columns qualified by the table's name, or bare where no
+/// other table of the FROM clause has a column of that name (with or
+/// without the alias); over a lone table (each side of a UNION) every
+/// column bare. Subqueries keep their aliases; a bare name inside one is
+/// its own table's column first, and the statement's where its table has
+/// none, as MariaDB reads it (the gate must read it the same). `None` for
+/// a statement with no table to rewrite.
 fn unaliased(r: &mut Rng, sql: &str) -> Option<String> {
-    if sql.contains(" join ") {
-        return None;
-    }
-    let mut out = sql.to_string();
-    let mut changed = false;
-    for (table, alias) in [("qa", "a"), ("qb", "b")] {
-        let item = format!(" from {table} {alias}");
-        let Some(at) = out.find(&item) else {
-            continue;
-        };
-        let rest = &out[at + item.len()..];
-        let lone = ["", " where ", " group ", " order ", " limit ", " union "]
+    // The FROM clause's tables (`qa a`) and derived tables (`) d`), and
+    // the columns they have.
+    const TABLES: [(&str, &str); 3] = [("a", "qa"), ("b", "qb"), ("r", "qr")];
+    const DERIVED: [(&str, &str); 4] = [("a", "qa"), ("b", "bd"), ("d", "d"), ("m", "m")];
+    let joined = sql.contains(" join ");
+    let item = |alias: &str, table: &str| match joined {
+        true => format!(" {table} {alias} "),
+        false => format!(" from {table} {alias}"),
+    };
+    let lone = |rest: &str| {
+        ["", " where ", " group ", " order ", " limit ", " union "]
             .iter()
             .any(|end| match end.is_empty() {
                 true => rest.is_empty(),
                 false => rest.starts_with(end),
-            });
-        if !lone {
-            continue;
-        }
-        let (to, keep_alias) = match r.below(3) {
-            0 => (format!("{table}."), false),
-            1 => (String::new(), false),
-            _ => (String::new(), true),
-        };
-        if !keep_alias {
-            out.replace_range(at..at + item.len(), &format!(" from {table}"));
-        }
-        out = requalified(&out, alias, &to);
-        changed = true;
+            })
+    };
+    let tables: Vec<(&str, &str)> = TABLES
+        .into_iter()
+        .filter(|(alias, table)| {
+            let item = item(alias, table);
+            sql.find(&item)
+                .is_some_and(|at| joined || lone(&sql[at + item.len()..]))
+        })
+        .collect();
+    // A bare name in a subquery may make it read its own table alone
+    // (`b3.a_id = id`), a constant: MariaDB 10.11 answers `select
+    // distinct <constant> from t limit 7, 2` with a row, its offset
+    // dropped.
+    let offset = sql
+        .rfind(" limit ")
+        .is_some_and(|at| sql[at..].contains(','));
+    if tables.is_empty()
+        || (joined && sql.contains(" union "))
+        || (sql.starts_with("select distinct ") && offset)
+    {
+        return None;
     }
-    changed.then_some(out)
+    let mut present: Vec<(&str, &str)> = tables.clone();
+    present.extend(
+        DERIVED
+            .into_iter()
+            .filter(|(alias, _)| joined && sql.contains(&format!(") {alias} "))),
+    );
+    let columns = |alias: &str, table: &str| -> Vec<String> {
+        cols(alias, table)
+            .into_iter()
+            .map(|c| c.name.rsplit('.').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (qualified, keep_alias) = match r.below(3) {
+        0 => (true, false),
+        1 => (false, false),
+        _ => (false, true),
+    };
+    let mut out = sql.to_string();
+    for (alias, table) in tables {
+        // Bare where no other table of the statement has the column.
+        let others: Vec<String> = present
+            .iter()
+            .filter(|(a, _)| joined && *a != alias)
+            .flat_map(|(a, t)| columns(a, t))
+            .collect();
+        let prefix = match keep_alias {
+            true => format!("{alias}."),
+            false => format!("{table}."),
+        };
+        out = requalified(&out, alias, |column| {
+            match qualified || others.iter().any(|o| o == column) {
+                true => prefix.clone(),
+                false => String::new(),
+            }
+        });
+        if !keep_alias {
+            let item = item(alias, table);
+            let at = out.find(&item)?;
+            let kept = match joined {
+                true => format!(" {table} "),
+                false => format!(" from {table}"),
+            };
+            out.replace_range(at..at + item.len(), &kept);
+        }
+    }
+    Some(out)
 }
 
-/// `sql` with every column qualified by `alias` qualified by `to` instead
-/// (`to` empty: bare).
-fn requalified(sql: &str, alias: &str, to: &str) -> String {
+/// `sql` with every column qualified by `alias` qualified by what `to`
+/// says for its name instead (empty: bare).
+fn requalified(sql: &str, alias: &str, to: impl Fn(&str) -> String) -> String {
     let pattern = format!("{alias}.");
     let mut out = String::with_capacity(sql.len());
     let mut last = None::<char>;
@@ -744,8 +798,11 @@ fn requalified(sql: &str, alias: &str, to: &str) -> String {
     while let Some(c) = rest.chars().next() {
         let starts = last.is_none_or(|l| !(l.is_alphanumeric() || l == '_' || l == '.'));
         if starts && rest.starts_with(&pattern) {
-            out.push_str(to);
             rest = &rest[pattern.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.push_str(&to(&rest[..end]));
             last = Some('.');
             continue;
         }
@@ -1065,7 +1122,11 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // correlated value: once refused. ORDER BY an uncorrelated value's
     // position: once 1054 (sent to the shards as a position). A rounded
     // DOUBLE through a table of constants: once printed without its
-    // fixed decimals (`-0.5` for `-0.50`).
+    // fixed decimals (`-0.5` for `-0.50`). A bare name in a subquery
+    // that is the statement's column (`g`, which `qb` lacks) over a join
+    // across shards or a grouping run first: once 1054 (the subquery run
+    // alone, or over the derived table). ORDER BY such a value on a
+    // join's side: once 1054 (a position).
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -1091,6 +1152,12 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         "select (select max(b2.qty) from qb b2) x, a.k from qa a order by x, 2 desc limit 3",
         "select x.r, count(*) from (select round(b.f / 3, 2) r, b.id from qb b join qa a on a.k = b.k) x \
          group by x.r order by 1",
+        "select a.id, b.id from qa a join qb b on a.k = b.k \
+         where a.k not in (select b2.k from qb b2 where b2.qty = g) order by 1, 2",
+        "select qty, (select count(*) from qa a3 where a3.g = qty), count(*) from qa join qb on qa.k = qb.k \
+         group by qty order by 1",
+        "select (select count(*) from qb b3 where b3.a_id = id and b3.qty > 7) from qr left join qa on g = qr.k \
+         where id is not null order by 1 limit 12",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
@@ -1230,12 +1297,17 @@ fn write(r: &mut Rng) -> String {
     let columns = "(id, k, g, name, amt, t, u, f)";
     // Some with subqueries (correlated or not, over the written table
     // too: MariaDB reads them before it writes).
-    let pred = |r: &mut Rng| {
+    // Not over `qr`: the oracle has it only where the random SELECTs ran
+    // first (the shards have it then too).
+    let pred = |r: &mut Rng| loop {
         let depth = if r.chance(30) { 0 } else { 1 };
         let p = predicate(r, &a, depth);
-        p.replace("qa ", "xa ").replace("qb ", "xb ")
+        if !p.contains(" qr ") {
+            return p.replace("qa ", "xa ").replace("qb ", "xb ");
+        }
     };
-    match r.below(14) {
+    let kind = r.below(14);
+    match kind {
         0 | 1 => {
             let n = 1 + r.below(4);
             format!("insert into xa {columns} values {}", rows(r, n))
@@ -1259,6 +1331,19 @@ fn write(r: &mut Rng) -> String {
             "update xa a set a.k = a.k + 1, a.name = {}, a.f = a.f / 3 where a.id = {id}",
             text(r, 'u', 10)
         ),
+        // Sometimes as clients write them, without the alias: columns
+        // named by the table, or bare (read as the subqueries' own first).
+        6 | 7 if r.chance(30) => {
+            let table = match r.chance(50) {
+                true => "xa.",
+                false => "",
+            };
+            let cond = requalified(&pred(r), "a", |_| table.to_string());
+            match kind {
+                6 => format!("update xa set {table}g = coalesce({table}g, 0) + 1 where {cond}"),
+                _ => format!("delete from xa where {cond}"),
+            }
+        }
         6 => format!("update xa a set a.g = coalesce(a.g, 0) + 1 where {}", pred(r)),
         7 => format!("delete a from xa a where {}", pred(r)),
         8 => format!(
