@@ -1473,7 +1473,8 @@ fn constant_names(cols: &[Column]) -> Vec<String> {
 
 /// A table of constants' first value of column `col` (written `v`), of
 /// the column's type where a literal would not have it: a NULL (see
-/// [`typed_null`]), a DOUBLE (its digits would be a DECIMAL), a DECIMAL
+/// [`typed_null`]), a DOUBLE (its digits would be a DECIMAL; rounded to
+/// its fixed decimals, if it has them, so that it prints them), a DECIMAL
 /// of its column's precision ([`decimal_type`]; a SUM of integers' digits
 /// alone would be a BIGINT), a BIGINT.
 /// The first row's types suffice: a UNION's columns take their types from
@@ -1559,10 +1560,10 @@ fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
 /// column definition names its collation (it may name the connection's).
 /// Numbers are written as join variables are ([`join_var`]): an unsigned
 /// integer as one (MariaDB makes a column of unsigned and signed integers
-/// a DECIMAL), a DOUBLE with an exponent, but for one of fixed decimals: the first
-/// row makes the column a DOUBLE ([`typed_first`]), and a literal of no
-/// fixed decimals would take them from the whole column (`1.50` printed
-/// `1.5`).
+/// a DECIMAL), a DOUBLE with an exponent. A DOUBLE of fixed decimals is
+/// written as printed (`1.50`): the first row makes the column a DOUBLE
+/// ([`typed_first`]), and a DOUBLE literal's own decimals, none fixed,
+/// would be the whole column's (`1.50` printed `1.5`).
 fn constant(col: &Column, v: &Value, nbe: bool) -> String {
     let double = matches!(
         col.column_type(),
