@@ -287,6 +287,9 @@ impl Error {
             Error::Plan(PlanError::TargetRead(_)) => {
                 MysqlError::new(1093, "HY000", self.to_string())
             }
+            Error::Plan(PlanError::DuplicateColumn(_)) => {
+                MysqlError::new(1060, "42S21", self.to_string())
+            }
             Error::Plan(PlanError::MissingVindexColumn { .. }) => {
                 MysqlError::new(1364, "HY000", self.to_string())
             }

@@ -83,6 +83,10 @@ pub enum PlanError {
     /// and so does the gate, which could run it (MariaDB's words).
     #[error("Table '{0}' is specified twice, both as a target for 'DELETE' and as a separate source for data")]
     TargetRead(String),
+    /// A derived table or WITH table whose select list names two columns
+    /// alike: MariaDB refuses it, read or not (its words).
+    #[error("Duplicate column name '{0}'")]
+    DuplicateColumn(String),
 }
 
 /// What the engine should do with a statement.
@@ -551,6 +555,32 @@ mod tests {
              from qa a join qb b on b.k = a.k group by b.qty",
         );
         assert!(grouped.contains("FROM qa a3 WHERE a3.g = :v1"), "{grouped}");
+    }
+
+    /// A derived table's and a WITH table's computed columns are named
+    /// as written, as the statement reads them (a WITH table's past 64
+    /// characters by its position, as MariaDB names it); two columns of
+    /// one name are MariaDB's 1060.
+    #[test]
+    fn a_derived_table_s_columns_are_named_as_written() {
+        let query = |sql: &str| planned_over_q(sql).describe().to_string();
+        let derived =
+            query("select * from (select exists (select 1 from qb b where b.k = a.g) from qa a) w");
+        assert!(
+            derived.contains("exists (select :v1 from qb b where b.k = a.g)`"),
+            "{derived}"
+        );
+        assert!(!derived.contains("`EXISTS"), "{derived}");
+        let long = "(select count(*) from qb b3 where b3.a_id = a.id and b3.qty > b3.k)";
+        let with = query(&format!(
+            "with w as (select a.id, {long} from qa a) select * from w"
+        ));
+        assert!(with.contains("AS `Name_exp_2`"), "{with}");
+        let s = Snapshot::sharded_for_tests(Q_VSCHEMA, BTreeMap::new());
+        let sql = "select * from (select a.id, b.id from qa a join qb b on b.a_id = a.id) w";
+        let stmt = crate::sql::classify(sql).unwrap();
+        let refused = plan(&stmt, Some(sql), &Target::parse("ks").unwrap(), &s).unwrap_err();
+        assert_eq!(refused.to_string(), "Duplicate column name 'id'");
     }
 
     /// The random statements' tables' VSchema.

@@ -4,6 +4,7 @@
 //! plan out; bind values are only referenced, so the plan is cacheable.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
@@ -1095,7 +1096,7 @@ fn plan_statement(
     find_first: bool,
 ) -> Result<super::Plan, PlanError> {
     let mut stmt = parse(template)?;
-    name_as_written(template, &mut stmt);
+    name_as_written(template, &mut stmt)?;
     if let Statement::Delete(d) = &stmt {
         target_read(d)?;
     }
@@ -1155,10 +1156,20 @@ fn plan_statement(
 /// name them by the planner's rendering of the statement
 /// (`count(DISTINCT x)`), and a client reading columns by name would not
 /// find them. Columns and literals are named alike either way.
-fn name_as_written(template: &str, stmt: &mut Statement) {
-    let Statement::Query(q) = stmt else { return };
+fn name_as_written(template: &str, stmt: &mut Statement) -> Result<(), PlanError> {
+    let Statement::Query(q) = stmt else {
+        return Ok(());
+    };
+    let selects = template
+        .as_bytes()
+        .windows(6)
+        .filter(|w| w.eq_ignore_ascii_case(b"select"))
+        .count();
+    if selects > 1 {
+        name_within_as_written(template, q)?;
+    }
     let SetExpr::Select(sel) = q.body.as_mut() else {
-        return;
+        return Ok(());
     };
     let computed = |e: &Expr| {
         !matches!(
@@ -1168,24 +1179,143 @@ fn name_as_written(template: &str, stmt: &mut Statement) {
     };
     let unnamed = |p: &SelectItem| matches!(p, SelectItem::UnnamedExpr(e) if computed(e));
     if !sel.projection.iter().any(unnamed) {
-        return;
+        return Ok(());
     }
     let Some(written) = crate::sql::select_items(template) else {
-        return;
+        return Ok(());
     };
-    if written.len() != sel.projection.len() {
-        return;
+    if written.len() == sel.projection.len() {
+        alias_as_written(&mut sel.projection, &written, Listed::Outermost);
     }
-    for (item, text) in sel.projection.iter_mut().zip(written) {
+    Ok(())
+}
+
+/// Whose select list a statement's text names.
+#[derive(Clone, Copy, PartialEq)]
+enum Listed {
+    /// The statement's own: its columns.
+    Outermost,
+    /// A derived table's: the columns the statement reads.
+    Derived,
+    /// A WITH table's: as a derived table's, but a name longer than
+    /// MariaDB gives such a column is `Name_exp_N`.
+    With,
+}
+
+/// Aliases each unnamed computed item of `projection` by its text as
+/// written (`written`, one an item), where that differs from the
+/// planner's rendering or holds a value. Within the statement, only an
+/// item whose written text parses to the same expression (the text was
+/// found by position, and may not be that item's); in a WITH table's
+/// list by the name MariaDB gives its column
+/// ([`crate::sql::normalize::derived_name`]).
+fn alias_as_written(projection: &mut [SelectItem], written: &[&str], listed: Listed) {
+    let check = listed != Listed::Outermost;
+    let computed = |e: &Expr| {
+        !matches!(
+            e,
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_)
+        )
+    };
+    for (position, (item, text)) in projection.iter_mut().zip(written).enumerate() {
         if let SelectItem::UnnamedExpr(e) = item {
             // (Named also when it holds a value: a client's parameter is
             // named by its `?`, which the shards would not see.)
-            if computed(e) && (e.to_string() != text || text.contains(":v")) {
-                let alias = ast::Ident::with_quote('`', crate::sql::normalize::template_name(text));
+            let long = listed == Listed::With && text.chars().count() > 64;
+            let named = computed(e) && (e.to_string() != *text || text.contains(":v") || long);
+            let same = || match parse(&format!("SELECT {text}")) {
+                Ok(Statement::Query(q)) => matches!(q.body.as_ref(),
+                    SetExpr::Select(s) if matches!(s.projection.as_slice(),
+                        [SelectItem::UnnamedExpr(x)] if x.to_string() == e.to_string())),
+                _ => false,
+            };
+            if named && (!check || same()) {
+                let name = match listed {
+                    Listed::With => crate::sql::normalize::derived_name(text, position + 1),
+                    _ => crate::sql::normalize::template_name(text),
+                };
+                let alias = ast::Ident::with_quote('`', name);
                 let expr = std::mem::replace(e, Expr::Value(ast::Value::Null.into()));
                 *item = SelectItem::ExprWithAlias { expr, alias };
             }
         }
+    }
+}
+
+/// [`name_as_written`] for the columns of derived tables and WITH's
+/// tables, which a statement reads by those names (and `SELECT *` shows):
+/// each one's select list found in `template` where the parser says its
+/// SELECT begins. Two columns of one name are MariaDB's 1060.
+fn name_within_as_written(template: &str, q: &mut ast::Query) -> Result<(), PlanError> {
+    struct Within<'a>(&'a str);
+    impl Within<'_> {
+        fn name(&self, q: &mut ast::Query, listed: Listed) -> Result<(), PlanError> {
+            let mut body = q.body.as_mut();
+            let sel = loop {
+                match body {
+                    SetExpr::Select(s) => break s,
+                    SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+                    SetExpr::Query(inner) => body = inner.body.as_mut(),
+                    _ => return Ok(()),
+                }
+            };
+            let start = ast::Spanned::span(sel.as_ref()).start;
+            let written = crate::sql::offset_of(self.0, start.line, start.column)
+                .and_then(|at| crate::sql::select_items(&self.0[at..]));
+            if let Some(written) = written.filter(|w| w.len() == sel.projection.len()) {
+                alias_as_written(&mut sel.projection, &written, listed);
+            }
+            // The columns' names, as far as they are known (not past a `*`).
+            let mut names: Vec<String> = Vec::new();
+            for p in &sel.projection {
+                let name = match p {
+                    SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                    SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
+                    SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                        parts.last().map(|i| i.value.clone()).unwrap_or_default()
+                    }
+                    SelectItem::UnnamedExpr(Expr::Value(_)) => continue,
+                    SelectItem::UnnamedExpr(e) => e.to_string(),
+                    _ => break,
+                };
+                if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                    let shown = crate::sql::normalize::column_name(&name, &[]);
+                    return Err(PlanError::DuplicateColumn(shown));
+                }
+                names.push(name);
+            }
+            Ok(())
+        }
+    }
+    impl ast::VisitorMut for Within<'_> {
+        type Break = PlanError;
+        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<PlanError> {
+            for cte in q.with.iter_mut().flat_map(|w| w.cte_tables.iter_mut()) {
+                if cte.alias.columns.is_empty() {
+                    if let Err(e) = self.name(&mut cte.query, Listed::With) {
+                        return ControlFlow::Break(e);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<PlanError> {
+            if let TableFactor::Derived {
+                subquery, alias, ..
+            } = f
+            {
+                if alias.as_ref().is_none_or(|a| a.columns.is_empty()) {
+                    if let Err(e) = self.name(subquery, Listed::Derived) {
+                        return ControlFlow::Break(e);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    match ast::VisitMut::visit(q, &mut Within(template)) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
     }
 }
 

@@ -654,6 +654,20 @@ fn kill(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
     Ok(Statement::Kill { connection, id })
 }
 
+/// The byte offset in `sql` of a parser location (`line` and `column`
+/// from 1, the column counted in characters), if `sql` has it.
+pub fn offset_of(sql: &str, line: u64, column: u64) -> Option<usize> {
+    let mut at = 0;
+    for (n, text) in sql.split_inclusive('\n').enumerate() {
+        if n as u64 + 1 == line {
+            let (i, _) = text.char_indices().nth(column.checked_sub(1)? as usize)?;
+            return Some(at + i);
+        }
+        at += text.len();
+    }
+    None
+}
+
 /// The items of a statement's outermost select list, each as written
 /// (the text between its commas, alias included), for naming the columns
 /// computed from them as MariaDB names them: by the client's own text,
@@ -2868,6 +2882,9 @@ mod tests {
             Some(vec!["a+1", "b"])
         );
         assert_eq!(select_items("select 1"), Some(vec!["1"]));
+        let text = "select ñ,\n (select b from t)";
+        assert_eq!(offset_of(text, 2, 3), Some(text.find("select b").unwrap()));
+        assert_eq!(offset_of(text, 3, 1), None);
         assert_eq!(
             select_items("select percentile_cont(0.5) within group (order by a) over (), b from t group by b"),
             Some(vec!["percentile_cont(0.5) within group (order by a) over ()", "b"])

@@ -601,11 +601,58 @@ pub fn template_name(text: &str) -> String {
     }
 }
 
+/// Starts, after [`NAME_MARK`], the name of a WITH table's column, and
+/// ends its position there: MariaDB 10.11 names such a column by its text
+/// only up to [`NAME_LENGTH`] characters, and a longer one `Name_exp_N`
+/// by its position N, which is known only once the placeholders are
+/// filled (a derived table's column keeps its whole text).
+const DERIVED_MARK: char = '\u{2}';
+
+/// The longest name MariaDB gives a WITH table's column by its text
+/// (`NAME_CHAR_LEN`).
+const NAME_LENGTH: usize = 64;
+
+/// The name of a WITH table's computed column at `position` (from 1):
+/// its text, or `Name_exp_N` where the text is longer than MariaDB names
+/// such a column by; marked ([`template_name`]) when that waits for its
+/// placeholders.
+pub fn derived_name(text: &str, position: usize) -> String {
+    match text.contains(":v") {
+        true => format!("{NAME_MARK}{DERIVED_MARK}{position}{DERIVED_MARK}{text}"),
+        false => derived_named(text.to_string(), position),
+    }
+}
+
+/// `name`, or `Name_exp_N` when it is longer than [`NAME_LENGTH`].
+fn derived_named(name: String, position: usize) -> String {
+    match name.chars().count() > NAME_LENGTH {
+        true => format!("Name_exp_{position}"),
+        false => name,
+    }
+}
+
+/// A marked name's placeholders filled ([`name_filled`]), a derived
+/// WITH table's column's (see [`DERIVED_MARK`]) its position past its
+/// length.
+fn marked_filled(marked: &str, binds: &[Bind]) -> String {
+    let derived = marked
+        .strip_prefix(DERIVED_MARK)
+        .and_then(|rest| rest.split_once(DERIVED_MARK))
+        .and_then(|(position, text)| Some((position.parse::<usize>().ok()?, text)));
+    match derived {
+        Some((position, text)) => derived_named(name_filled(text, binds), position),
+        None => name_filled(marked, binds),
+    }
+}
+
 /// A column name the gate gives a column it computes: a marked name
 /// ([`template_name`]) with its placeholders filled and the mark dropped;
 /// any other with its placeholders filled.
 pub fn column_name(name: &str, binds: &[Bind]) -> String {
-    name_filled(name.strip_prefix(NAME_MARK).unwrap_or(name), binds)
+    match name.strip_prefix(NAME_MARK) {
+        Some(marked) => marked_filled(marked, binds),
+        None => name_filled(name, binds),
+    }
 }
 
 /// A column name's placeholders filled as MariaDB names the column: a
@@ -642,7 +689,7 @@ fn is_name(sql: &str, start: usize) -> bool {
 fn filled_name(quoted: &str, binds: &[Bind]) -> String {
     let inner = quoted[1..quoted.len().saturating_sub(1)].replace("``", "`");
     let inner = inner.strip_prefix(NAME_MARK).unwrap_or(&inner);
-    super::quote_ident(&name_filled(inner, binds))
+    super::quote_ident(&marked_filled(inner, binds))
 }
 
 /// The bind a placeholder named `vN` stands for: N - 1 (None for any
@@ -705,6 +752,23 @@ pub fn substitute_binds(sql: &str, binds: &[Bind]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A WITH table's column named past 64 characters is `Name_exp_N`,
+    /// counted once its placeholders are filled (`:v1` is one character
+    /// here, `1` two).
+    #[test]
+    fn a_with_table_s_long_column_is_named_by_its_position() {
+        let short = "a".repeat(64);
+        assert_eq!(derived_name(&short, 3), short);
+        assert_eq!(derived_name(&"a".repeat(65), 3), "Name_exp_3");
+        let marked = derived_name(&format!("{} + :v1", "a".repeat(60)), 2);
+        let one = |text: &str| vec![Bind::written(text, Value::Int(1))];
+        assert_eq!(
+            column_name(&marked, &one("1")),
+            format!("{} + 1", "a".repeat(60))
+        );
+        assert_eq!(column_name(&marked, &one("12")), "Name_exp_2");
+    }
 
     #[test]
     fn literals_become_binds_and_come_back() {

@@ -1126,7 +1126,10 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // that is the statement's column (`g`, which `qb` lacks) over a join
     // across shards or a grouping run first: once 1054 (the subquery run
     // alone, or over the derived table). ORDER BY such a value on a
-    // join's side: once 1054 (a position).
+    // join's side: once 1054 (a position). A derived table's and a WITH
+    // table's computed columns: once named by the gate's rendering
+    // (`EXISTS (SELECT ...)`), a WITH table's long one `Name_exp_N` as
+    // MariaDB names it; two columns of one name: once no 1060.
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -1158,6 +1161,11 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          group by qty order by 1",
         "select (select count(*) from qb b3 where b3.a_id = id and b3.qty > 7) from qr left join qa on g = qr.k \
          where id is not null order by 1 limit 12",
+        "select * from (select a.g, count(distinct a.k), exists (select 1 from qb b where b.k = a.g) \
+         from qa a group by a.g) w order by 1",
+        "with w as (select a.id, (select count(*) from qb b3 where b3.a_id = a.id and b3.qty > 11) \
+         from qa a) select * from w order by id",
+        "select * from (select a.id, b.id from qa a join qb b on b.a_id = a.id) w",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
