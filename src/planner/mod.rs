@@ -559,8 +559,9 @@ mod tests {
 
     /// A derived table's and a WITH table's computed columns are named
     /// as written, as the statement reads them (a WITH table's past 64
-    /// characters by its position, as MariaDB names it); two columns of
-    /// one name are MariaDB's 1060.
+    /// characters by its position, as MariaDB names it), and so are a
+    /// UNION's, by its first part; two columns of one name in a derived
+    /// table are MariaDB's 1060.
     #[test]
     fn a_derived_table_s_columns_are_named_as_written() {
         let query = |sql: &str| planned_over_q(sql).describe().to_string();
@@ -576,6 +577,8 @@ mod tests {
             "with w as (select a.id, {long} from qa a) select * from w"
         ));
         assert!(with.contains("AS `Name_exp_2`"), "{with}");
+        let union = query("select a.g, count(distinct a.k) from qa a group by a.g union select b.qty, 1 from qb b");
+        assert!(union.contains("as count(distinct a.k)\""), "{union}");
         let s = Snapshot::sharded_for_tests(Q_VSCHEMA, BTreeMap::new());
         let sql = "select * from (select a.id, b.id from qa a join qb b on b.a_id = a.id) w";
         let stmt = crate::sql::classify(sql).unwrap();

@@ -1169,7 +1169,8 @@ fn name_as_written(template: &str, stmt: &mut Statement) -> Result<(), PlanError
         name_within_as_written(template, q)?;
     }
     let SetExpr::Select(sel) = q.body.as_mut() else {
-        return Ok(());
+        // A UNION's columns are its first part's.
+        return Within(template).name(q, Listed::FirstPart);
     };
     let computed = |e: &Expr| {
         !matches!(
@@ -1200,6 +1201,9 @@ enum Listed {
     /// A WITH table's: as a derived table's, but a name longer than
     /// MariaDB gives such a column is `Name_exp_N`.
     With,
+    /// The first part of the statement's UNION (or other set operation):
+    /// the statement's columns.
+    FirstPart,
 }
 
 /// Aliases each unnamed computed item of `projection` by its text as
@@ -1242,77 +1246,86 @@ fn alias_as_written(projection: &mut [SelectItem], written: &[&str], listed: Lis
     }
 }
 
-/// [`name_as_written`] for the columns of derived tables and WITH's
-/// tables, which a statement reads by those names (and `SELECT *` shows):
-/// each one's select list found in `template` where the parser says its
-/// SELECT begins. Two columns of one name are MariaDB's 1060.
-fn name_within_as_written(template: &str, q: &mut ast::Query) -> Result<(), PlanError> {
-    struct Within<'a>(&'a str);
-    impl Within<'_> {
-        fn name(&self, q: &mut ast::Query, listed: Listed) -> Result<(), PlanError> {
-            let mut body = q.body.as_mut();
-            let sel = loop {
-                match body {
-                    SetExpr::Select(s) => break s,
-                    SetExpr::SetOperation { left, .. } => body = left.as_mut(),
-                    SetExpr::Query(inner) => body = inner.body.as_mut(),
-                    _ => return Ok(()),
+/// Names select lists found in the template text it holds.
+struct Within<'a>(&'a str);
+
+impl Within<'_> {
+    /// Names `q`'s columns (its first part's list) as written, each list
+    /// found in the template where the parser says its SELECT begins; two
+    /// columns of one name in a derived or WITH table are MariaDB's 1060.
+    fn name(&self, q: &mut ast::Query, listed: Listed) -> Result<(), PlanError> {
+        let mut body = q.body.as_mut();
+        let sel = loop {
+            match body {
+                SetExpr::Select(s) => break s,
+                SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+                SetExpr::Query(inner) => body = inner.body.as_mut(),
+                _ => return Ok(()),
+            }
+        };
+        let start = ast::Spanned::span(sel.as_ref()).start;
+        let written = crate::sql::offset_of(self.0, start.line, start.column)
+            .and_then(|at| crate::sql::select_items(&self.0[at..]));
+        if let Some(written) = written.filter(|w| w.len() == sel.projection.len()) {
+            alias_as_written(&mut sel.projection, &written, listed);
+        }
+        if listed == Listed::FirstPart {
+            return Ok(());
+        }
+        // The columns' names, as far as they are known (not past a `*`).
+        let mut names: Vec<String> = Vec::new();
+        for p in &sel.projection {
+            let name = match p {
+                SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
+                SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                    parts.last().map(|i| i.value.clone()).unwrap_or_default()
                 }
+                SelectItem::UnnamedExpr(Expr::Value(_)) => continue,
+                SelectItem::UnnamedExpr(e) => e.to_string(),
+                _ => break,
             };
-            let start = ast::Spanned::span(sel.as_ref()).start;
-            let written = crate::sql::offset_of(self.0, start.line, start.column)
-                .and_then(|at| crate::sql::select_items(&self.0[at..]));
-            if let Some(written) = written.filter(|w| w.len() == sel.projection.len()) {
-                alias_as_written(&mut sel.projection, &written, listed);
+            if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                let shown = crate::sql::normalize::column_name(&name, &[]);
+                return Err(PlanError::DuplicateColumn(shown));
             }
-            // The columns' names, as far as they are known (not past a `*`).
-            let mut names: Vec<String> = Vec::new();
-            for p in &sel.projection {
-                let name = match p {
-                    SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
-                    SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
-                    SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
-                        parts.last().map(|i| i.value.clone()).unwrap_or_default()
-                    }
-                    SelectItem::UnnamedExpr(Expr::Value(_)) => continue,
-                    SelectItem::UnnamedExpr(e) => e.to_string(),
-                    _ => break,
-                };
-                if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
-                    let shown = crate::sql::normalize::column_name(&name, &[]);
-                    return Err(PlanError::DuplicateColumn(shown));
-                }
-                names.push(name);
-            }
-            Ok(())
+            names.push(name);
         }
+        Ok(())
     }
-    impl ast::VisitorMut for Within<'_> {
-        type Break = PlanError;
-        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<PlanError> {
-            for cte in q.with.iter_mut().flat_map(|w| w.cte_tables.iter_mut()) {
-                if cte.alias.columns.is_empty() {
-                    if let Err(e) = self.name(&mut cte.query, Listed::With) {
-                        return ControlFlow::Break(e);
-                    }
+}
+
+/// Each derived table's and WITH table's list, named.
+impl ast::VisitorMut for Within<'_> {
+    type Break = PlanError;
+    fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<PlanError> {
+        for cte in q.with.iter_mut().flat_map(|w| w.cte_tables.iter_mut()) {
+            if cte.alias.columns.is_empty() {
+                if let Err(e) = self.name(&mut cte.query, Listed::With) {
+                    return ControlFlow::Break(e);
                 }
             }
-            ControlFlow::Continue(())
         }
-        fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<PlanError> {
-            if let TableFactor::Derived {
-                subquery, alias, ..
-            } = f
-            {
-                if alias.as_ref().is_none_or(|a| a.columns.is_empty()) {
-                    if let Err(e) = self.name(subquery, Listed::Derived) {
-                        return ControlFlow::Break(e);
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        }
+        ControlFlow::Continue(())
     }
+    fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<PlanError> {
+        if let TableFactor::Derived {
+            subquery, alias, ..
+        } = f
+        {
+            if alias.as_ref().is_none_or(|a| a.columns.is_empty()) {
+                if let Err(e) = self.name(subquery, Listed::Derived) {
+                    return ControlFlow::Break(e);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// [`name_as_written`] for the columns of derived tables and WITH's
+/// tables, which a statement reads by those names (and `SELECT *` shows).
+fn name_within_as_written(template: &str, q: &mut ast::Query) -> Result<(), PlanError> {
     match ast::VisitMut::visit(q, &mut Within(template)) {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),

@@ -1129,7 +1129,8 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // join's side: once 1054 (a position). A derived table's and a WITH
     // table's computed columns: once named by the gate's rendering
     // (`EXISTS (SELECT ...)`), a WITH table's long one `Name_exp_N` as
-    // MariaDB names it; two columns of one name: once no 1060.
+    // MariaDB names it; two columns of one name: once no 1060. A UNION's
+    // computed columns across shards: once named by the gate's rendering.
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -1166,6 +1167,7 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
         "with w as (select a.id, (select count(*) from qb b3 where b3.a_id = a.id and b3.qty > 11) \
          from qa a) select * from w order by id",
         "select * from (select a.id, b.id from qa a join qb b on b.a_id = a.id) w",
+        "select a.g, count(distinct a.k) from qa a group by a.g union select b.qty, 1 from qb b order by 1, 2",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
