@@ -1548,7 +1548,8 @@ fn is_decimal(c: &Column) -> bool {
     )
 }
 
-fn is_float(c: &Column) -> bool {
+/// Whether `c` holds a FLOAT or a DOUBLE.
+pub(super) fn is_float(c: &Column) -> bool {
     matches!(
         c.column_type(),
         ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE

@@ -1427,6 +1427,12 @@ fn decimal_type(col: &Column) -> String {
 /// DOUBLE's by default; MariaDB's `NOT_FIXED_DEC`).
 const NOT_FIXED_DECIMALS: u8 = 31;
 
+/// The decimals a FLOAT or DOUBLE column prints, when they are fixed
+/// (`round(f, 2)`, a DOUBLE(8,2) column: `1.50`).
+fn fixed_decimals(col: &Column) -> Option<u8> {
+    (gate::is_float(col) && col.decimals() < NOT_FIXED_DECIMALS).then(|| col.decimals())
+}
+
 /// MariaDB's `binary` character set (and collation) number, in column
 /// definitions: binary strings, and every column that is not text.
 const BINARY_CHARSET: u16 = 63;
@@ -1491,9 +1497,9 @@ fn typed_first(col: &Column, v: &str) -> String {
         T::MYSQL_TYPE_LONGLONG if !unsigned => format!("IF(1, {v}, -9223372036854775807)"),
         // A DOUBLE of fixed decimals (`round(f, 2)`, a DOUBLE(8,2)
         // column) prints them (`1.50`): ROUND gives the column them back.
-        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => match col.decimals() {
-            d if d < NOT_FIXED_DECIMALS => format!("ROUND(CAST({v} AS DOUBLE), {d})"),
-            _ => format!("CAST({v} AS DOUBLE)"),
+        T::MYSQL_TYPE_FLOAT | T::MYSQL_TYPE_DOUBLE => match fixed_decimals(col) {
+            Some(d) => format!("ROUND(CAST({v} AS DOUBLE), {d})"),
+            None => format!("CAST({v} AS DOUBLE)"),
         },
         _ if v == "NULL" => typed_null(col),
         T::MYSQL_TYPE_NEWDECIMAL => format!("CAST({v} AS {})", decimal_type(col)),
@@ -1565,12 +1571,7 @@ fn bind_text(col: &Column, v: &Value, nbe: bool) -> String {
 /// ([`typed_first`]), and a DOUBLE literal's own decimals, none fixed,
 /// would be the whole column's (`1.50` printed `1.5`).
 fn constant(col: &Column, v: &Value, nbe: bool) -> String {
-    let double = matches!(
-        col.column_type(),
-        ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE
-    );
-    if double && col.decimals() < NOT_FIXED_DECIMALS {
-        let d = usize::from(col.decimals());
+    if let Some(d) = fixed_decimals(col).map(usize::from) {
         match v {
             // The first row types the column: a NULL of no type takes
             // its decimals (a DOUBLE's would not).

@@ -1172,12 +1172,6 @@ fn name_as_written(template: &str, stmt: &mut Statement) -> Result<(), PlanError
         // A UNION's columns are its first part's.
         return Within(template).name(q, Listed::FirstPart);
     };
-    let computed = |e: &Expr| {
-        !matches!(
-            e,
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_)
-        )
-    };
     let unnamed = |p: &SelectItem| matches!(p, SelectItem::UnnamedExpr(e) if computed(e));
     if !sel.projection.iter().any(unnamed) {
         return Ok(());
@@ -1189,6 +1183,15 @@ fn name_as_written(template: &str, stmt: &mut Statement) -> Result<(), PlanError
         alias_as_written(&mut sel.projection, &written, Listed::Outermost);
     }
     Ok(())
+}
+
+/// Whether a select item computes its value (is no column or literal):
+/// MariaDB names such a column by its text.
+fn computed(e: &Expr) -> bool {
+    !matches!(
+        e,
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_)
+    )
 }
 
 /// Whose select list a statement's text names.
@@ -1212,30 +1215,20 @@ enum Listed {
 /// item whose written text parses to the same expression (the text was
 /// found by position, and may not be that item's); in a WITH table's
 /// list by the name MariaDB gives its column
-/// ([`crate::sql::normalize::derived_name`]).
+/// ([`crate::sql::normalize::with_name`]).
 fn alias_as_written(projection: &mut [SelectItem], written: &[&str], listed: Listed) {
     let check = listed != Listed::Outermost;
-    let computed = |e: &Expr| {
-        !matches!(
-            e,
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_)
-        )
-    };
     for (position, (item, text)) in projection.iter_mut().zip(written).enumerate() {
         if let SelectItem::UnnamedExpr(e) = item {
             // (Named also when it holds a value: a client's parameter is
             // named by its `?`, which the shards would not see.)
-            let long = listed == Listed::With && text.chars().count() > 64;
+            let long =
+                listed == Listed::With && text.chars().count() > crate::sql::normalize::NAME_LENGTH;
             let named = computed(e) && (e.to_string() != *text || text.contains(":v") || long);
-            let same = || match parse(&format!("SELECT {text}")) {
-                Ok(Statement::Query(q)) => matches!(q.body.as_ref(),
-                    SetExpr::Select(s) if matches!(s.projection.as_slice(),
-                        [SelectItem::UnnamedExpr(x)] if x.to_string() == e.to_string())),
-                _ => false,
-            };
+            let same = || condition(text).is_some_and(|x| x.to_string() == e.to_string());
             if named && (!check || same()) {
                 let name = match listed {
-                    Listed::With => crate::sql::normalize::derived_name(text, position + 1),
+                    Listed::With => crate::sql::normalize::with_name(text, position + 1),
                     _ => crate::sql::normalize::template_name(text),
                 };
                 let alias = ast::Ident::with_quote('`', name);
@@ -1277,12 +1270,8 @@ impl Within<'_> {
         for p in &sel.projection {
             let name = match p {
                 SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
-                SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
-                SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
-                    parts.last().map(|i| i.value.clone()).unwrap_or_default()
-                }
                 SelectItem::UnnamedExpr(Expr::Value(_)) => continue,
-                SelectItem::UnnamedExpr(e) => e.to_string(),
+                SelectItem::UnnamedExpr(e) => column_name(e),
                 _ => break,
             };
             if names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {

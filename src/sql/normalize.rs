@@ -606,41 +606,40 @@ pub fn template_name(text: &str) -> String {
 /// only up to [`NAME_LENGTH`] characters, and a longer one `Name_exp_N`
 /// by its position N, which is known only once the placeholders are
 /// filled (a derived table's column keeps its whole text).
-const DERIVED_MARK: char = '\u{2}';
+const WITH_MARK: char = '\u{2}';
 
 /// The longest name MariaDB gives a WITH table's column by its text
 /// (`NAME_CHAR_LEN`).
-const NAME_LENGTH: usize = 64;
+pub const NAME_LENGTH: usize = 64;
 
 /// The name of a WITH table's computed column at `position` (from 1):
 /// its text, or `Name_exp_N` where the text is longer than MariaDB names
 /// such a column by; marked ([`template_name`]) when that waits for its
 /// placeholders.
-pub fn derived_name(text: &str, position: usize) -> String {
+pub fn with_name(text: &str, position: usize) -> String {
     match text.contains(":v") {
-        true => format!("{NAME_MARK}{DERIVED_MARK}{position}{DERIVED_MARK}{text}"),
-        false => derived_named(text.to_string(), position),
+        true => format!("{NAME_MARK}{WITH_MARK}{position}{WITH_MARK}{text}"),
+        false => with_named(text.to_string(), position),
     }
 }
 
 /// `name`, or `Name_exp_N` when it is longer than [`NAME_LENGTH`].
-fn derived_named(name: String, position: usize) -> String {
+fn with_named(name: String, position: usize) -> String {
     match name.chars().count() > NAME_LENGTH {
         true => format!("Name_exp_{position}"),
         false => name,
     }
 }
 
-/// A marked name's placeholders filled ([`name_filled`]), a derived
-/// WITH table's column's (see [`DERIVED_MARK`]) its position past its
-/// length.
+/// A marked name's placeholders filled ([`name_filled`]), a WITH
+/// table's column's (see [`WITH_MARK`]) its position past its length.
 fn marked_filled(marked: &str, binds: &[Bind]) -> String {
-    let derived = marked
-        .strip_prefix(DERIVED_MARK)
-        .and_then(|rest| rest.split_once(DERIVED_MARK))
+    let with = marked
+        .strip_prefix(WITH_MARK)
+        .and_then(|rest| rest.split_once(WITH_MARK))
         .and_then(|(position, text)| Some((position.parse::<usize>().ok()?, text)));
-    match derived {
-        Some((position, text)) => derived_named(name_filled(text, binds), position),
+    match with {
+        Some((position, text)) => with_named(name_filled(text, binds), position),
         None => name_filled(marked, binds),
     }
 }
@@ -754,14 +753,14 @@ mod tests {
     use super::*;
 
     /// A WITH table's column named past 64 characters is `Name_exp_N`,
-    /// counted once its placeholders are filled (`:v1` is one character
-    /// here, `1` two).
+    /// counted once its placeholders are filled (`:v1`, three characters,
+    /// filled with `1` makes 64, with `12` 65).
     #[test]
     fn a_with_table_s_long_column_is_named_by_its_position() {
         let short = "a".repeat(64);
-        assert_eq!(derived_name(&short, 3), short);
-        assert_eq!(derived_name(&"a".repeat(65), 3), "Name_exp_3");
-        let marked = derived_name(&format!("{} + :v1", "a".repeat(60)), 2);
+        assert_eq!(with_name(&short, 3), short);
+        assert_eq!(with_name(&"a".repeat(65), 3), "Name_exp_3");
+        let marked = with_name(&format!("{} + :v1", "a".repeat(60)), 2);
         let one = |text: &str| vec![Bind::written(text, Value::Int(1))];
         assert_eq!(
             column_name(&marked, &one("1")),
