@@ -29,9 +29,9 @@ use sqlparser::ast::{
 
 use super::colocate::{equate, Sets};
 use super::sharded::{
-    conjuncts, has_aggregate, horizon, limit_parts, parse, plan_select, select_ref, table_info,
-    unsupported, weight_string, Gate, GateExpr, Operand, SelectPlan, SortKey, TableInfo, Weight,
-    HIDDEN,
+    conjuncts, has_aggregate, has_window, horizon, limit_parts, parse, plan_select, select_ref,
+    table_info, unsupported, weight_string, Gate, GateExpr, Operand, SelectPlan, SortKey,
+    TableInfo, Weight, HIDDEN,
 };
 use super::PlanError;
 use crate::topo::{Keyspace, Snapshot};
@@ -716,6 +716,14 @@ pub(super) fn plan_semi(
             Some((i, (**sub).clone()))
         }),
     };
+    // A window over the rows the filter keeps: those rows first
+    // (gathered, the window computed over them on one tablet), not the
+    // left side's before the filter.
+    if exists.is_some() && (has_window(&sel.projection) || has_window(&q.order_by)) {
+        return Err(unsupported(
+            "window functions across shards over the rows an EXISTS keeps",
+        ));
+    }
     let (mut sub, keep_matched) = match (exists, &value) {
         (Some(e), _) => e,
         (None, Some((_, sub))) => (sub.clone(), true),

@@ -323,12 +323,13 @@ pub fn plan_derived(
     finish(pulled, outer.to_string(), &probe.to_string(), ks, snap)
 }
 
-/// Plans a query over one sharded table whose aggregates or window
-/// functions the gate cannot compute from the shards' answers (STD,
-/// VARIANCE, GROUP_CONCAT with ORDER BY, WITH ROLLUP, a window over rows
-/// of several shards): the rows its WHERE keeps are gathered first (every
-/// column), as a table of constants under the table's name, and the
-/// statement runs over them on one tablet, with MariaDB's own functions.
+/// Plans a query over one sharded table (or derived table) whose
+/// aggregates or window functions the gate cannot compute from the
+/// shards' answers (STD, VARIANCE, GROUP_CONCAT with ORDER BY, WITH
+/// ROLLUP, a window over rows of several shards): the rows its WHERE
+/// keeps are gathered first (every column), as a table of constants under
+/// the table's name (or alias), and the statement runs over them on one
+/// tablet, with MariaDB's own functions.
 /// Bounded by `--max_memory_rows`. Fails with `refused` for another shape
 /// (joins, WITH, locks, INTO).
 pub fn plan_gathered(
@@ -343,27 +344,37 @@ pub fn plan_gathered(
     if q.with.is_some() || !q.locks.is_empty() || sel.into.is_some() {
         return Err(refused);
     }
-    let (name, alias, twj) = match sel.from.as_slice() {
+    let (shown, twj) = match sel.from.as_slice() {
         [twj] if twj.joins.is_empty() => match &twj.relation {
             TableFactor::Table {
                 name,
                 alias,
                 args: None,
                 ..
-            } => (name, alias, twj),
+            } => (
+                alias.clone().or_else(|| {
+                    let last = name.0.last()?.as_ident()?.clone();
+                    Some(ast::TableAlias {
+                        explicit: true,
+                        name: last,
+                        columns: Vec::new(),
+                        at: None,
+                    })
+                }),
+                twj,
+            ),
+            // A derived table's rows, as its alias names them (a grouping
+            // rewritten to run first, with a window over its groups).
+            TableFactor::Derived {
+                lateral: false,
+                alias: Some(alias),
+                ..
+            } => (Some(alias.clone()), twj),
             _ => return Err(refused),
         },
         _ => return gathered_join(q, ks, snap, refused, false),
     };
-    let Some(shown) = alias.clone().or_else(|| {
-        let last = name.0.last()?.as_ident()?.clone();
-        Some(ast::TableAlias {
-            explicit: true,
-            name: last,
-            columns: Vec::new(),
-            at: None,
-        })
-    }) else {
+    let Some(shown) = shown else {
         return Err(refused);
     };
     let filter = match &sel.selection {

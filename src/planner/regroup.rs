@@ -31,7 +31,7 @@ use super::join::{has_subquery, walk, DepthWalk};
 
 /// `q` rewritten as above, or `None` when it is not a grouping this
 /// rewrites (neither an aggregate nor a subquery over the grouping, a
-/// window, DISTINCT beside an aggregate, a column neither grouped nor
+/// window beside DISTINCT, DISTINCT beside an aggregate, a column neither grouped nor
 /// aggregated, a subquery correlated to such a column).
 pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
@@ -87,6 +87,7 @@ pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
         || order.iter().any(|o| has_subquery(&o.expr));
     let mut aggs = Aggregates {
         qualified: subqueried,
+        distinct,
         ..Aggregates::default()
     };
     visit_each(&mut items, &mut having, &mut order, &mut aggs);
@@ -543,7 +544,7 @@ fn quantified_value(e: &Expr, names: &[(String, bool)], lone: Option<&str>) -> O
         && s.named_window.is_empty()
         && matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
         && !aggregates_in(item)
-        && !windows_in(item);
+        && !super::sharded::has_window(item);
     // A lone table's columns, where the statement may name them bare, are
     // named with its name (bare, inside the subquery, they could be its).
     let x = super::join::qualify_bare(x, lone)?;
@@ -603,15 +604,6 @@ fn outer_only(x: &Expr, names: &[(String, bool)], inner: &[String]) -> bool {
         }
     }
     !ast::Visit::visit(x, &mut Check(names, inner)).is_break()
-}
-
-/// Whether `e` calls a window function (anywhere in it).
-fn windows_in(e: &Expr) -> bool {
-    ast::visit_expressions(e, |x| match x {
-        Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
-        _ => ControlFlow::Continue(()),
-    })
-    .is_break()
 }
 
 /// [`values_apart`]'s walk over what runs over the derived table: each
@@ -743,7 +735,10 @@ struct Aggregates {
     subqueries: usize,
     /// Whether the derived table's columns are named with its name.
     qualified: bool,
-    /// A window: not rewritten.
+    /// Whether the statement is a DISTINCT rewritten as a grouping: its
+    /// windows see the rows before DISTINCT, not the groups.
+    distinct: bool,
+    /// A window beside DISTINCT: not rewritten.
     bad: bool,
 }
 
@@ -761,11 +756,14 @@ impl DepthWalk for Aggregates {
         if depth > 0 {
             return ControlFlow::Continue(());
         }
-        if f.over.is_some() {
+        // A window over a grouping sees one row per group, as it does
+        // over the derived table's rows: it stays, its aggregates (`sum(
+        // count(*)) over ()`) and keys read from those rows.
+        if f.over.is_some() && self.distinct {
             self.bad = true;
             return ControlFlow::Break(());
         }
-        if !is_aggregate(f) {
+        if f.over.is_some() || !is_aggregate(f) {
             return ControlFlow::Continue(());
         }
         let n = position_of(&mut self.found, e.to_string());

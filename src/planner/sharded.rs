@@ -2319,6 +2319,17 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
     })
 }
 
+/// Whether `e` calls a window function (anywhere in it): a window sees
+/// the rows the whole statement keeps, so it is computed after every
+/// filter and join the gate applies.
+pub(super) fn has_window<T: ast::Visit>(e: &T) -> bool {
+    ast::visit_expressions(e, |x| match x {
+        Expr::Function(f) if f.over.is_some() => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 pub(super) fn has_aggregate(e: &Expr) -> bool {
     if agg_call(e).is_some() {
         return true;

@@ -447,6 +447,50 @@ fn item(r: &mut Rng, c: &Col, cols: &[Col]) -> String {
     }
 }
 
+/// A window function over the FROM clause's rows: ranks and sums over
+/// partitions (alike whatever the order of ties), and functions that
+/// read a row's neighbours ordered by the rows' keys (a total order).
+fn window(r: &mut Rng, cols: &[Col]) -> String {
+    let has = |n: &str| cols.iter().any(|c| c.name == n);
+    let mut keys: Vec<&str> = ["a.id", "b.id", "r.k", "d.k", "m.a_id"]
+        .into_iter()
+        .filter(|k| has(k))
+        .collect();
+    // The derived table of distinct rows is keyed by all its columns.
+    if has("b.a_id") && !has("b.id") {
+        keys.extend(["b.a_id", "b.k", "b.qty"]);
+    }
+    let by: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{k}{}", if r.chance(30) { " desc" } else { "" }))
+        .collect();
+    let by = by.join(", ");
+    let c = r.pick(cols).clone();
+    let num: Vec<Col> = cols.iter().filter(|c| c.num).cloned().collect();
+    let x = r.pick(&num).name.clone();
+    let p = r.pick(cols).name.clone();
+    let partition = match r.chance(60) {
+        true => format!("partition by {p} "),
+        false => String::new(),
+    };
+    match r.below(12) {
+        0 => format!("row_number() over ({partition}order by {by})"),
+        1 => format!("rank() over ({partition}order by {})", c.name),
+        2 => format!("dense_rank() over (order by {} desc)", c.name),
+        3 => format!("sum({x}) over ({partition})"),
+        4 => format!("count(*) over ({partition})"),
+        5 => format!("sum({x}) over (order by {by})"),
+        6 => format!("lag({}) over ({partition}order by {by})", c.name),
+        7 => format!("lead({}, 2) over (order by {by})", c.name),
+        8 => format!("first_value({}) over ({partition}order by {by})", c.name),
+        9 => format!(
+            "max({x}) over ({partition}order by {by} rows between 1 preceding and current row)"
+        ),
+        10 => format!("ntile(3) over (order by {by})"),
+        _ => format!("avg({x}) over ({partition})"),
+    }
+}
+
 /// A subquery correlated to `g`, when it is a column of `a` or `b`.
 fn over_group(g: &str, cols: &[Col]) -> Option<String> {
     let c = cols.iter().find(|c| c.name == g)?;
@@ -559,6 +603,24 @@ fn statement(r: &mut Rng) -> (String, bool) {
             items.extend(groups.iter().find_map(|g| over_group(g, &cols)));
         }
         items.extend((0..1 + r.below(3)).map(|_| aggregate(r, &cols)));
+        // A window over the groups (not beside an aggregate of DISTINCT
+        // with HAVING, below). MariaDB 10.11 does not sort the groups of
+        // one table's primary key by the statement's ORDER BY beside a
+        // window (`select a.id, dense_rank() over (order by a.id desc)
+        // from a group by a.id order by 1`: in the window's order).
+        let by_key = groups
+            .iter()
+            .any(|g| ["a.id", "b.id", "r.k"].contains(&g.as_str()))
+            && !from.contains(" join ");
+        let windowed = !groups.is_empty() && !by_key && r.chance(12);
+        if windowed {
+            items.push(match r.below(4) {
+                0 => "rank() over (order by count(*) desc)".to_string(),
+                1 => "sum(count(*)) over ()".to_string(),
+                2 => format!("row_number() over (order by {})", groups.join(", ")),
+                _ => format!("dense_rank() over (order by {} desc)", groups[0]),
+            });
+        }
         merges_null = groups.iter().any(|g| g.contains([' ', '(']))
             && items
                 .iter()
@@ -571,7 +633,13 @@ fn statement(r: &mut Rng) -> (String, bool) {
         }
         if !groups.is_empty() {
             sql.push_str(&format!(" group by {}", groups.join(", ")));
-            if r.chance(30) {
+            // MariaDB 10.11 groups wrongly with a window beside an
+            // aggregate of DISTINCT and HAVING (`select a.id, sum(distinct
+            // b.qty), count(*) over () from a join b on a.k = b.k group by
+            // a.id having count(*) > 0`: no rows; over a derived table,
+            // its ORDER BY not kept).
+            let distinct_aggregate = items.iter().any(|i| i.contains("(distinct "));
+            if r.chance(30) && !(windowed && distinct_aggregate) {
                 let num: Vec<&Col> = cols.iter().filter(|c| c.num).collect();
                 let x = r.pick(&num).name.clone();
                 let text: Vec<&Col> = cols.iter().filter(|c| !c.num).collect();
@@ -599,6 +667,10 @@ fn statement(r: &mut Rng) -> (String, bool) {
         if !distinct.is_empty() && r.chance(30) {
             let over = items.iter().find_map(|i| over_group(i, &cols));
             items.extend(over);
+        }
+        // A window over the rows of every shard.
+        if r.chance(15) {
+            items.push(window(r, &cols));
         }
         width = items.len();
         sql.push_str(distinct);
@@ -1131,6 +1203,10 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // (`EXISTS (SELECT ...)`), a WITH table's long one `Name_exp_N` as
     // MariaDB names it; two columns of one name: once no 1060. A UNION's
     // computed columns across shards: once named by the gate's rendering.
+    // A window beside a correlated EXISTS or IN that filters: once
+    // computed over the rows before the filter (a row numbered 3 of 1).
+    // A window beside a subquery over a grouping, and a window over a
+    // derived table across shards: once refused.
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -1168,6 +1244,14 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          from qa a) select * from w order by id",
         "select * from (select a.id, b.id from qa a join qb b on b.a_id = a.id) w",
         "select a.g, count(distinct a.k) from qa a group by a.g union select b.qty, 1 from qb b order by 1, 2",
+        "select a.id, row_number() over (partition by a.amt order by a.id) from qa a \
+         where not exists (select 1 from qb b2 where b2.a_id = a.id and b2.qty < 18) order by 1",
+        "select a.id, b.id, dense_rank() over (order by a.g desc) from qa a join qb b on b.a_id = a.id \
+         where a.k in (select b2.k from qb b2 where b2.qty = a.g) order by 1, 2",
+        "select a.id, (select count(*) from qb b3 where b3.k = a.id), dense_rank() over (order by a.id desc) \
+         from qa a group by a.id order by 1 desc",
+        "select d.k, d.n, rank() over (order by d.n desc) from (select k, count(*) as n from qa group by k) d \
+         order by 1",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
