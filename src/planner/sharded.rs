@@ -2937,11 +2937,16 @@ pub(super) struct Horizon {
     push_limit: bool,
 }
 
-/// Whether a window function of the select list would see only one
-/// shard's rows of a window that spans shards: each window must be
-/// partitioned by a table's vindex column, so that each partition lives
-/// on one shard (never so over a nested loop's joined rows).
-fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: bool) -> bool {
+/// Whether a window function of the select list or ORDER BY would see
+/// only one shard's rows of a window that spans shards: each window must
+/// be partitioned by a table's vindex column, so that each partition
+/// lives on one shard (never so over a nested loop's joined rows).
+fn windows_across_shards(
+    sel: &ast::Select,
+    order_by: &Option<ast::OrderBy>,
+    tables: &[TableInfo],
+    row_level: bool,
+) -> bool {
     use std::ops::ControlFlow;
     let apart = |partition: &[Expr]| {
         !row_level
@@ -2949,7 +2954,7 @@ fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: boo
                 .iter()
                 .any(|e| tables.iter().any(|t| t.places_rows_by(e).is_some()))
     };
-    let found = ast::visit_expressions(&sel.projection, |e| match e {
+    let mut spans = |e: &Expr| match e {
         Expr::Function(f) => match &f.over {
             Some(ast::WindowType::WindowSpec(spec)) if apart(&spec.partition_by) => {
                 ControlFlow::Continue(())
@@ -2958,8 +2963,9 @@ fn windows_across_shards(sel: &ast::Select, tables: &[TableInfo], row_level: boo
             None => ControlFlow::Continue(()),
         },
         _ => ControlFlow::Continue(()),
-    });
-    found.is_break()
+    };
+    ast::visit_expressions(&sel.projection, &mut spans).is_break()
+        || ast::visit_expressions(order_by, &mut spans).is_break()
 }
 
 /// Whether grouping by `group` keeps each group on one shard: a key is a
@@ -3000,7 +3006,11 @@ pub(super) fn horizon(
     tables: &[TableInfo],
     row_level: bool,
 ) -> Result<Horizon, PlanError> {
-    if windows_across_shards(sel, tables, row_level) {
+    // DISTINCT over a window's values: the shards' rows deduplicated
+    // after their windows (which a shard's GROUP BY cannot hold).
+    if windows_across_shards(sel, &q.order_by, tables, row_level)
+        || (sel.distinct.is_some() && has_window(&sel.projection))
+    {
         return Err(unsupported(
             "window functions across shards (unless partitioned by a vindex column)",
         ));

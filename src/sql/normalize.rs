@@ -186,10 +186,11 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
     let mut binds = Vec::new();
     let mut copied = 0;
     // Clause tracking: numbers right after ORDER BY / GROUP BY (or a comma
-    // in that list) are column positions and must stay.
-    let mut in_by_list = false;
+    // in that list) are column positions and must stay. The lists open at
+    // each depth (a window's `OVER (ORDER BY ...)` or a subquery's inside
+    // the statement's own) end with their parentheses.
+    let mut by_depths: Vec<i32> = Vec::new();
     let mut depth = 0i32;
-    let mut by_depth = 0i32;
     let mut type_paren: Vec<bool> = Vec::new();
     let mut seen = Seen::new(dedups(sql, &toks));
     let mut i = 0;
@@ -204,6 +205,9 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
             TokenKind::Punct(b')') => {
                 depth -= 1;
                 type_paren.pop();
+                while by_depths.last().is_some_and(|&d| d > depth) {
+                    by_depths.pop();
+                }
             }
             TokenKind::Word => {
                 let w = t.text(sql);
@@ -211,16 +215,15 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
                     && i > 0
                     && (toks[i - 1].is_word(sql, "order") || toks[i - 1].is_word(sql, "group"))
                 {
-                    in_by_list = true;
-                    by_depth = depth;
-                } else if depth == by_depth
+                    by_depths.push(depth);
+                } else if by_depths.last() == Some(&depth)
                     && [
                         "limit", "having", "union", "for", "into", "lock", "with", "window",
                     ]
                     .iter()
                     .any(|k| w.eq_ignore_ascii_case(k))
                 {
-                    in_by_list = false;
+                    by_depths.pop();
                 }
             }
             _ => {}
@@ -233,8 +236,7 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
             i += 1;
             continue;
         }
-        let position = in_by_list
-            && depth == by_depth
+        let position = by_depths.last() == Some(&depth)
             && t.kind == TokenKind::Number
             && i > 0
             && (toks[i - 1].is_word(sql, "by") || toks[i - 1].kind == TokenKind::Punct(b','));
@@ -945,6 +947,30 @@ mod tests {
             "select cast(a as decimal(10, 2)) from t group by 1 order by 1 desc"
         );
         assert!(n.binds.is_empty());
+    }
+
+    #[test]
+    fn a_position_after_a_window_s_order_stays() {
+        // The window's ORDER BY ends with its parenthesis; the
+        // statement's list goes on (its `1` once became a value).
+        let n = normalize(
+            "select a from t order by row_number() over (order by b desc, c), 1 limit 3",
+            &[],
+            false,
+        );
+        assert_eq!(
+            n.template,
+            "select a from t order by row_number() over (order by b desc, c), 1 limit :v1"
+        );
+        let n = normalize(
+            "select a from t where b in (select c from u order by 1) order by 1, a + 2",
+            &[],
+            false,
+        );
+        assert_eq!(
+            n.template,
+            "select a from t where b in (select c from u order by 1) order by 1, a + :v1"
+        );
     }
 
     #[test]

@@ -511,6 +511,10 @@ fn over_group(g: &str, cols: &[Col]) -> Option<String> {
 fn group_expr(r: &mut Rng, c: &Col) -> String {
     let n = &c.name;
     match (r.below(4), c.num) {
+        // A DECIMAL's negative zero (`-3.00 % 3`) is a group of its own
+        // beside `0.00` or not, by MariaDB's plan (with `group_concat`,
+        // on a table too).
+        (0, true) if n.ends_with(".amt") || n.ends_with(".s") => format!("abs({n}) % 3"),
         (0, true) => format!("{n} % 3"),
         (1, true) => format!("floor({n} / 4)"),
         (2, true) => format!("coalesce({n}, -1)"),
@@ -584,6 +588,7 @@ fn statement(r: &mut Rng) -> (String, bool) {
     // descending (either side may plan so; see
     // `unsorted_by_a_mariadb_bug`).
     let mut merges_null = false;
+    let mut window_key = None;
     if grouped {
         // Groups by columns, and by expressions over one (the gate
         // regroups by their values, compared as MariaDB compares them).
@@ -634,11 +639,13 @@ fn statement(r: &mut Rng) -> (String, bool) {
         if !groups.is_empty() {
             sql.push_str(&format!(" group by {}", groups.join(", ")));
             // MariaDB 10.11 groups wrongly with a window beside an
-            // aggregate of DISTINCT and HAVING (`select a.id, sum(distinct
-            // b.qty), count(*) over () from a join b on a.k = b.k group by
-            // a.id having count(*) > 0`: no rows; over a derived table,
-            // its ORDER BY not kept).
-            let distinct_aggregate = items.iter().any(|i| i.contains("(distinct "));
+            // aggregate of DISTINCT or a GROUP_CONCAT and HAVING (`select
+            // a.id, sum(distinct b.qty), count(*) over () from a join b on
+            // a.k = b.k group by a.id having count(*) > 0`: no rows; over
+            // a derived table, its ORDER BY not kept).
+            let distinct_aggregate = items
+                .iter()
+                .any(|i| i.contains("(distinct ") || i.contains("group_concat("));
             if r.chance(30) && !(windowed && distinct_aggregate) {
                 let num: Vec<&Col> = cols.iter().filter(|c| c.num).collect();
                 let x = r.pick(&num).name.clone();
@@ -668,9 +675,13 @@ fn statement(r: &mut Rng) -> (String, bool) {
             let over = items.iter().find_map(|i| over_group(i, &cols));
             items.extend(over);
         }
-        // A window over the rows of every shard.
+        // A window over the rows of every shard; or one the rows are
+        // ordered by first.
         if r.chance(15) {
             items.push(window(r, &cols));
+        }
+        if distinct.is_empty() && r.chance(8) {
+            window_key = Some(window(r, &cols));
         }
         width = items.len();
         sql.push_str(distinct);
@@ -681,6 +692,9 @@ fn statement(r: &mut Rng) -> (String, bool) {
         }
     }
     let ordered = order(r, width, &mut sql);
+    if let (true, Some(w), Some(at)) = (ordered, window_key, sql.rfind(" order by ")) {
+        sql.insert_str(at + " order by ".len(), &format!("{w}, "));
+    }
     if merges_null {
         sql = unsorted_by_a_mariadb_bug(sql);
     }
@@ -1206,7 +1220,10 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // A window beside a correlated EXISTS or IN that filters: once
     // computed over the rows before the filter (a row numbered 3 of 1).
     // A window beside a subquery over a grouping, and a window over a
-    // derived table across shards: once refused.
+    // derived table across shards: once refused. ORDER BY a window:
+    // once sent to the shards whole (each shard's window), and a position
+    // after it once read as a value. DISTINCT beside a window each shard
+    // computes: once sent as a GROUP BY of the window (4015).
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -1252,6 +1269,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          from qa a group by a.id order by 1 desc",
         "select d.k, d.n, rank() over (order by d.n desc) from (select k, count(*) as n from qa group by k) d \
          order by 1",
+        "select a.id, a.k from qa a order by row_number() over (order by a.k desc, a.id) limit 5",
+        "select a.id, a.k, a.g from qa a order by sum(a.g) over (partition by a.id), 2, 1 limit 8",
+        "select distinct a.g, row_number() over (partition by a.id order by a.k) from qa a order by 1, 2",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
