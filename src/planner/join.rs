@@ -154,6 +154,12 @@ pub(super) fn plan(
     if sel.into.is_some() || q.fetch.is_some() || q.for_clause.is_some() {
         return Err(refuse("with INTO, FETCH or FOR"));
     }
+    // A window reads the joined rows, not one side's (where a window over
+    // one side's columns would otherwise go): over the joined rows,
+    // gathered first.
+    if has_window(&sel.projection) || has_window(&q.order_by) {
+        return Err(unsupported("window functions across shards over a join"));
+    }
     // Row locks are taken on both sides, as one server would take them.
     let locks: String = q.locks.iter().map(|l| format!(" {l}")).collect();
 

@@ -586,6 +586,56 @@ mod tests {
         assert_eq!(refused.to_string(), "Duplicate column name 'id'");
     }
 
+    /// A window sees the rows the whole statement keeps. Beside a
+    /// correlated EXISTS that filters, the rows are gathered with the
+    /// filter (the window once ran over the rows before it); beside a
+    /// subquery over a grouping by the vindex column, the grouping runs
+    /// first (once refused); ORDER BY a window that spans shards, and
+    /// DISTINCT beside one each shard computes, and one over a join
+    /// across shards, run over gathered rows (once each shard's window, a
+    /// shard's GROUP BY of a window, and one side's rows).
+    #[test]
+    fn a_window_sees_the_rows_the_statement_keeps() {
+        let filtered = run_first_over_q(
+            "select (select count(*) from qb b3 where b3.k = a.k), a.id, \
+             row_number() over (partition by a.amt order by a.id) from qa a \
+             where not exists (select 1 from qb b2 where b2.k = a.k)",
+            &["row_number() OVER (PARTITION BY a.amt ORDER BY a.id)"],
+        );
+        // The gathered rows are the filtered ones: the EXISTS runs before
+        // the window, not after it.
+        let (outer, gathered) = filtered.split_once("\"subqueries\"").expect(&filtered);
+        assert!(!outer.contains("EXISTS"), "{filtered}");
+        assert!(gathered.contains("\"AntiJoin\""), "{filtered}");
+        let grouped = planned_over_q(
+            "select a.id, (select count(*) from qb b3 where b3.k = a.id), \
+             dense_rank() over (order by a.id desc) from qa a group by a.id",
+        )
+        .describe()
+        .to_string();
+        assert!(grouped.contains("GROUP BY a.id) AS sg_t"), "{grouped}");
+        assert!(
+            grouped.contains("dense_rank() OVER (ORDER BY sg_t.sg_g1 DESC)"),
+            "{grouped}"
+        );
+        run_first_over_q(
+            "select a.id from qa a order by row_number() over (order by a.k desc, a.id) limit 5",
+            &["SELECT * FROM qa a"],
+        );
+        run_first_over_q(
+            "select distinct a.g, row_number() over (partition by a.id order by a.k) from qa a",
+            &["SELECT * FROM qa a"],
+        );
+        // Over a join across shards, a window over one side's columns
+        // (once that side's rows alone, where the side is one route: the
+        // reference table's): over the joined rows.
+        run_first_over_q(
+            "select a.id, b.id, r.k, dense_rank() over (order by r.k desc) from qb b \
+             join qa a on a.k = b.k left join qr r on r.k = a.g",
+            &["dense_rank() OVER (ORDER BY sg_t.sg_c"],
+        );
+    }
+
     /// The random statements' tables' VSchema.
     const Q_VSCHEMA: &str = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
         "tables": {"qa": {"column_vindexes": [{"column": "id", "name": "hash"}]},

@@ -1217,13 +1217,15 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // (`EXISTS (SELECT ...)`), a WITH table's long one `Name_exp_N` as
     // MariaDB names it; two columns of one name: once no 1060. A UNION's
     // computed columns across shards: once named by the gate's rendering.
-    // A window beside a correlated EXISTS or IN that filters: once
-    // computed over the rows before the filter (a row numbered 3 of 1).
-    // A window beside a subquery over a grouping, and a window over a
-    // derived table across shards: once refused. ORDER BY a window:
+    // A window beside a correlated EXISTS that filters: once computed
+    // over the rows before the filter (a row numbered 3 of 1). A window
+    // beside a subquery over a grouping by a vindex column: once refused
+    // (the grouping, first, a derived table). ORDER BY a window:
     // once sent to the shards whole (each shard's window), and a position
     // after it once read as a value. DISTINCT beside a window each shard
-    // computes: once sent as a GROUP BY of the window (4015).
+    // computes: once sent as a GROUP BY of the window (4015). A window
+    // over one side's columns of a join across shards: once computed
+    // over that side's rows alone.
     let apart = [
         "select distinct a.g, (select count(*) from qb b where b.k = a.k) c, \
          not exists (select 1 from qb b where b.k = a.u) from qa a where a.id > 5 order by c desc, 1, 3 limit 9",
@@ -1261,17 +1263,19 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
          from qa a) select * from w order by id",
         "select * from (select a.id, b.id from qa a join qb b on b.a_id = a.id) w",
         "select a.g, count(distinct a.k) from qa a group by a.g union select b.qty, 1 from qb b order by 1, 2",
-        "select a.id, row_number() over (partition by a.amt order by a.id) from qa a \
-         where not exists (select 1 from qb b2 where b2.a_id = a.id and b2.qty < 18) order by 1",
-        "select a.id, b.id, dense_rank() over (order by a.g desc) from qa a join qb b on b.a_id = a.id \
-         where a.k in (select b2.k from qb b2 where b2.qty = a.g) order by 1, 2",
+        "select not exists (select 1 from qb b3 where b3.k = a.k and b3.qty > 5), a.id, \
+         row_number() over (partition by a.amt order by a.id) from qa a \
+         where not exists (select 1 from qb b2 where b2.a_id = a.id and b2.qty < 18) order by 2",
+        "select round(a.amt / 3, 2), avg(a.id) over (partition by b.tag) from qa a left join qb b on a.id = b.a_id \
+         left join qr r on r.k = b.k where exists (select 1 from qb b2 where b2.k = a.k and b2.qty > 8) \
+         order by 1, 2 desc limit 6",
         "select a.id, (select count(*) from qb b3 where b3.k = a.id), dense_rank() over (order by a.id desc) \
          from qa a group by a.id order by 1 desc",
-        "select d.k, d.n, rank() over (order by d.n desc) from (select k, count(*) as n from qa group by k) d \
-         order by 1",
         "select a.id, a.k from qa a order by row_number() over (order by a.k desc, a.id) limit 5",
-        "select a.id, a.k, a.g from qa a order by sum(a.g) over (partition by a.id), 2, 1 limit 8",
+        "select a.id, a.k, a.g from qa a order by sum(a.g) over (partition by a.id order by a.k), 2, 1 limit 8",
         "select distinct a.g, row_number() over (partition by a.id order by a.k) from qa a order by 1, 2",
+        "select a.id, b.id, r.k, dense_rank() over (order by r.k desc) from qb b join qa a on a.k = b.k \
+         left join qr r on r.k = a.g and r.k < 6 order by 1, 2",
     ];
     for sql in std::iter::once(deep).chain(apart) {
         match judge(sg, oracle, sql, true, &Sent::Text).await {
