@@ -178,6 +178,34 @@ impl Shape {
     }
 }
 
+/// The ORDER BY and GROUP BY lists open at each parenthesis depth, a bit
+/// per depth.
+struct ByLists(u128);
+
+impl ByLists {
+    fn bit(depth: i32) -> u128 {
+        u32::try_from(depth)
+            .ok()
+            .and_then(|d| 1u128.checked_shl(d))
+            .unwrap_or(0)
+    }
+    fn open(&mut self, depth: i32) {
+        self.0 |= Self::bit(depth);
+    }
+    fn close(&mut self, depth: i32) {
+        self.0 &= !Self::bit(depth);
+    }
+    /// Closes the lists deeper than `depth` (their parenthesis closed).
+    fn close_above(&mut self, depth: i32) {
+        // Bits 0 to `depth` (all of them past 127; none below 0).
+        let keep = Self::bit(depth + 1).wrapping_sub(1);
+        self.0 &= if depth < 0 { 0 } else { keep };
+    }
+    fn is_open(&self, depth: i32) -> bool {
+        Self::bit(depth) != 0 && self.0 & Self::bit(depth) != 0
+    }
+}
+
 /// The [`Shape`] of `sql`: its literals and `?` parameters replaced by
 /// `:vN`, in order.
 pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
@@ -188,8 +216,9 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
     // Clause tracking: numbers right after ORDER BY / GROUP BY (or a comma
     // in that list) are column positions and must stay. The lists open at
     // each depth (a window's `OVER (ORDER BY ...)` or a subquery's inside
-    // the statement's own) end with their parentheses.
-    let mut by_depths: Vec<i32> = Vec::new();
+    // the statement's own) end with their parentheses: a bit per depth
+    // (no allocation on the hot path; past 127 parentheses, none).
+    let mut by_lists = ByLists(0);
     let mut depth = 0i32;
     let mut type_paren: Vec<bool> = Vec::new();
     let mut seen = Seen::new(dedups(sql, &toks));
@@ -205,9 +234,7 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
             TokenKind::Punct(b')') => {
                 depth -= 1;
                 type_paren.pop();
-                while by_depths.last().is_some_and(|&d| d > depth) {
-                    by_depths.pop();
-                }
+                by_lists.close_above(depth);
             }
             TokenKind::Word => {
                 let w = t.text(sql);
@@ -215,15 +242,15 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
                     && i > 0
                     && (toks[i - 1].is_word(sql, "order") || toks[i - 1].is_word(sql, "group"))
                 {
-                    by_depths.push(depth);
-                } else if by_depths.last() == Some(&depth)
+                    by_lists.open(depth);
+                } else if by_lists.is_open(depth)
                     && [
                         "limit", "having", "union", "for", "into", "lock", "with", "window",
                     ]
                     .iter()
                     .any(|k| w.eq_ignore_ascii_case(k))
                 {
-                    by_depths.pop();
+                    by_lists.close(depth);
                 }
             }
             _ => {}
@@ -236,7 +263,7 @@ pub fn shape(sql: &str, no_backslash_escapes: bool) -> Shape {
             i += 1;
             continue;
         }
-        let position = by_depths.last() == Some(&depth)
+        let position = by_lists.is_open(depth)
             && t.kind == TokenKind::Number
             && i > 0
             && (toks[i - 1].is_word(sql, "by") || toks[i - 1].kind == TokenKind::Punct(b','));
