@@ -31,8 +31,9 @@ use super::join::{has_subquery, walk, DepthWalk};
 
 /// `q` rewritten as above, or `None` when it is not a grouping this
 /// rewrites (neither an aggregate nor a subquery over the grouping, a
-/// window beside DISTINCT, DISTINCT beside an aggregate, a column neither grouped nor
-/// aggregated, a subquery correlated to such a column).
+/// window beside DISTINCT, DISTINCT beside an aggregate, a column neither
+/// grouped nor aggregated, a subquery correlated to such a column). A
+/// window over the grouping stays, over the derived table's rows.
 pub(super) fn rewrite(q: &ast::Query) -> Option<String> {
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return None;

@@ -1220,7 +1220,9 @@ pub async fn answer_as_one_mariadb(sg: &mut Conn, oracle: &mut Conn) {
     // A window beside a correlated EXISTS that filters: once computed
     // over the rows before the filter (a row numbered 3 of 1). A window
     // beside a subquery over a grouping by a vindex column: once refused
-    // (the grouping, first, a derived table). ORDER BY a window:
+    // (the grouping, first, a derived table; ordered as its window is,
+    // which MariaDB keeps beside a window over a grouping by a primary
+    // key, where it drops another ORDER BY). ORDER BY a window:
     // once sent to the shards whole (each shard's window), and a position
     // after it once read as a value. DISTINCT beside a window each shard
     // computes: once sent as a GROUP BY of the window (4015). A window
