@@ -29,9 +29,9 @@ use sqlparser::ast::{
 
 use super::colocate::{equate, Sets};
 use super::sharded::{
-    conjuncts, has_aggregate, has_window, horizon, limit_parts, parse, plan_select, select_ref,
-    table_info, unsupported, weight_string, Gate, GateExpr, Operand, SelectPlan, SortKey,
-    TableInfo, Weight, HIDDEN,
+    conjuncts, has_aggregate, horizon, limit_parts, parse, plan_select, select_ref, table_info,
+    unsupported, weight_string, windowed, Gate, GateExpr, Operand, SelectPlan, SortKey, TableInfo,
+    Weight, HIDDEN,
 };
 use super::PlanError;
 use crate::topo::{Keyspace, Snapshot};
@@ -157,7 +157,7 @@ pub(super) fn plan(
     // A window reads the joined rows, not one side's (where a window over
     // one side's columns would otherwise go): over the joined rows,
     // gathered first.
-    if has_window(&sel.projection) || has_window(&q.order_by) {
+    if windowed(q, sel) {
         return Err(unsupported("window functions across shards over a join"));
     }
     // Row locks are taken on both sides, as one server would take them.
@@ -725,7 +725,7 @@ pub(super) fn plan_semi(
     // A window over the rows the filter keeps: those rows first
     // (gathered, the window computed over them on one tablet), not the
     // left side's before the filter.
-    if exists.is_some() && (has_window(&sel.projection) || has_window(&q.order_by)) {
+    if exists.is_some() && windowed(q, sel) {
         return Err(unsupported(
             "window functions across shards over the rows an EXISTS keeps",
         ));

@@ -2324,10 +2324,17 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
 /// filter and join the gate applies.
 pub(super) fn has_window<T: ast::Visit>(e: &T) -> bool {
     ast::visit_expressions(e, |x| match x {
-        Expr::Function(f) if f.over.is_some() => std::ops::ControlFlow::Break(()),
-        _ => std::ops::ControlFlow::Continue(()),
+        Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
     })
     .is_break()
+}
+
+/// Whether the statement's own select list or ORDER BY calls a window
+/// function (not a subquery's or derived table's, which see their own
+/// rows).
+pub(super) fn windowed(q: &ast::Query, sel: &ast::Select) -> bool {
+    has_window(&sel.projection) || has_window(&q.order_by)
 }
 
 pub(super) fn has_aggregate(e: &Expr) -> bool {
@@ -2947,7 +2954,6 @@ fn windows_across_shards(
     tables: &[TableInfo],
     row_level: bool,
 ) -> bool {
-    use std::ops::ControlFlow;
     let apart = |partition: &[Expr]| {
         !row_level
             && partition

@@ -202,7 +202,7 @@ impl ByLists {
         self.0 &= if depth < 0 { 0 } else { keep };
     }
     fn is_open(&self, depth: i32) -> bool {
-        Self::bit(depth) != 0 && self.0 & Self::bit(depth) != 0
+        self.0 & Self::bit(depth) != 0
     }
 }
 
