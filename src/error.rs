@@ -73,9 +73,18 @@ pub enum Error {
     /// A malformed packet from the client.
     #[error("malformed packet: {0}")]
     Malformed(String),
-    /// A prepared-statement id the session does not know.
+    /// A prepared statement the session does not know: a protocol
+    /// statement's id or an SQL statement's name, and the command.
     #[error("Unknown prepared statement handler ({0}) given to {1}")]
-    UnknownStmt(u32, &'static str),
+    UnknownStmt(String, &'static str),
+    /// An SQL EXECUTE with another number of values than its statement's
+    /// `?` (MariaDB's message).
+    #[error("Incorrect arguments to EXECUTE")]
+    ExecuteArguments,
+    /// A statement MariaDB does not prepare (PREPARE, EXECUTE or
+    /// DEALLOCATE PREPARE itself), with MariaDB's message.
+    #[error("This command is not supported in the prepared statement protocol yet")]
+    NotPreparable,
     /// A command shardgate does not implement.
     #[error("unsupported command {0:#04x}")]
     UnknownCommand(u8),
@@ -332,11 +341,13 @@ impl Error {
             Error::Sql(SqlError::ShowWhere(_) | SqlError::LoadData(_)) => {
                 MysqlError::new(1235, "42000", self.to_string())
             }
-            Error::Sql(SqlError::VschemaSyntax(_)) => {
+            Error::Sql(SqlError::VschemaSyntax(_) | SqlError::BadPrepared(_)) => {
                 MysqlError::new(1064, "42000", self.to_string())
             }
             Error::Malformed(_) => MysqlError::new(1835, "HY000", self.to_string()),
             Error::UnknownStmt(..) => MysqlError::new(1243, "HY000", self.to_string()),
+            Error::ExecuteArguments => MysqlError::new(1210, "HY000", self.to_string()),
+            Error::NotPreparable => MysqlError::new(1295, "HY000", self.to_string()),
             Error::UnknownCommand(_) => MysqlError::new(1047, "08S01", self.to_string()),
             // The whole transaction rolled back, as after a deadlock.
             Error::Deadlock | Error::PartialWriteRolledBack(_) => {
@@ -443,7 +454,7 @@ mod tests {
         assert_eq!(in_doubt.to_mysql().code, 1180);
         assert_eq!(code(Error::MultiDbTransaction("x".into())), "ABORTED");
         assert_eq!(
-            code(Error::UnknownStmt(7, "mysqld_stmt_execute")),
+            code(Error::UnknownStmt("7".into(), "mysqld_stmt_execute")),
             "INVALID_ARGUMENT"
         );
         assert_eq!(code(Error::Malformed("x".into())), "INVALID_ARGUMENT");

@@ -12,14 +12,16 @@
 //!   the file and runs it through the session as batches of INSERTs.
 //! - [`session`]: one client's state: target, autocommit, transaction and
 //!   its savepoints, settings, prepared statements (run prepared on the
-//!   tablet when they go whole to one), what LAST_INSERT_ID() and
-//!   ROW_COUNT() say; its backend connections are [`executor::ShardConns`].
+//!   tablet when they go whole to one; SQL's `PREPARE` kept as text),
+//!   what LAST_INSERT_ID() and ROW_COUNT() say; its backend connections
+//!   are [`executor::ShardConns`].
 //! - [`sql`]: a small MySQL lexer: splitting multi-statements, classifying
 //!   statements, placeholders and the few rewrites a proxy must do
 //!   (executable comments opened as MariaDB runs them, MariaDB's LOCK IN
 //!   SHARE MODE); [`sql::raw`] carries a statement's bytes that are not
 //!   UTF-8 from the client to the tablet unchanged; [`sql::load`] reads
-//!   LOAD DATA's options and splits its file into records.
+//!   LOAD DATA's options and splits its file into records;
+//!   [`sql::prepared`] reads SQL's PREPARE, EXECUTE and DEALLOCATE.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`];
 //!   [`planner::place`] first decides which keyspace plans a statement
 //!   (qualifiers, global routing, routing rules, reference sources);

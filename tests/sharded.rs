@@ -1632,6 +1632,81 @@ async fn calc_found_rows(sg: &mut Conn, oracle: &mut Conn) {
     }
 }
 
+/// SQL's prepared statements, which the gate keeps in the session (as
+/// vtgate does): each EXECUTE is its statement with the values in place,
+/// planned over the shards, whatever tablet connection the PREPARE met.
+/// The same rows, counts and error codes as the oracle's; before, the
+/// gate's parser refused `PREPARE ... FROM` on a sharded keyspace.
+async fn sql_prepared_statements(sg: &mut Conn, oracle: &mut Conn) {
+    let q =
+        "select k, count(*), sum(amount) from dt where id between ? and ? group by k order by k";
+    for conn in [&mut *sg, &mut *oracle] {
+        for sql in [
+            format!("set @lo = 40, @hi = 90, @n = 7, @q = '{q}'"),
+            "prepare point from 'select id, name, amount from dt where id = ?'".into(),
+            "prepare ranged from @q".into(),
+            "prepare top from 'select id, k from dt where k > ? order by id desc limit ?'".into(),
+            "prepare Bump from 'update dt set amount = amount + ? where id in (?, ?)'".into(),
+        ] {
+            conn.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    for sql in [
+        "execute point using 17",
+        "execute POINT using @n",
+        "execute point using '23'",
+        "execute ranged using @lo, @hi",
+        "execute top using -5, @n",
+        "execute top using @lo div 10, @n + 1",
+        "execute immediate 'select count(*), sum(amount) from dt where k < ?' using @n",
+        "execute immediate concat('select max(id) from dt where flag = ', 1)",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
+    }
+    // A prepared statement runs in the database it was prepared in, as on
+    // MariaDB: `dt` is no table of `commerce`.
+    sg.query_drop("use commerce").await.unwrap();
+    compare(sg, oracle, &case("execute ranged using @lo, @hi", true)).await;
+    sg.query_drop("use customer").await.unwrap();
+    // A write, then the rows it changed.
+    same_writes(sg, oracle, "execute bump using 1, @lo, @hi").await;
+    let changed = "select id, amount from dt where id in (40, 90) order by id";
+    compare(sg, oracle, &case(changed, true)).await;
+    // A PREPARE over one of the same name replaces it.
+    for conn in [&mut *sg, &mut *oracle] {
+        conn.query_drop("prepare point from 'select count(*) from dt where k = ? or k = ?'")
+            .await
+            .unwrap();
+    }
+    compare(sg, oracle, &case("execute point using 3, @n", true)).await;
+    for (sql, code) in [
+        ("execute point using 1", 1210),
+        ("execute nope", 1243),
+        ("prepare x from @undefined", 1064),
+        ("prepare x from 'select 1; select 2'", 1064),
+        ("prepare x from 'execute point using 1, 2'", 1295),
+        ("deallocate prepare point", 0),
+        ("execute point using 1, 2", 1243),
+        ("drop prepare point", 1243),
+    ] {
+        for conn in [&mut *sg, &mut *oracle] {
+            let got = conn.query_drop(sql).await;
+            assert_eq!(
+                got.err().and_then(|e| err_code(&e)).unwrap_or(0),
+                code,
+                "{sql}"
+            );
+        }
+    }
+    // Neither is prepared by the protocol.
+    for conn in [&mut *sg, &mut *oracle] {
+        let e = conn.prep("prepare x from 'select 1'").await.unwrap_err();
+        assert_eq!(err_code(&e), Some(1295), "{e}");
+    }
+}
+
 /// `ORDER BY 2` after a `*` counts the table's columns, as MySQL does (the
 /// schema tracker knows them): a position once read from the unexpanded
 /// select list (`select *, id ... order by 2` sorted by id), and refused
@@ -1768,6 +1843,7 @@ async fn sharded_answers_match_a_single_mariadb() {
 
     positions_over_a_star(&mut sg, &mut oracle).await;
     calc_found_rows(&mut sg, &mut oracle).await;
+    sql_prepared_statements(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;

@@ -1054,7 +1054,9 @@ async fn command_loop(
                         st.long_data.clear();
                         wire.push(&ok_status(session));
                     }
-                    None => wire.push_err(&Error::UnknownStmt(id, "mysqld_stmt_reset").to_mysql()),
+                    None => wire.push_err(
+                        &Error::UnknownStmt(id.to_string(), "mysqld_stmt_reset").to_mysql(),
+                    ),
                 }
             }
             cmd::SET_OPTION => wire.push_eof(session.status().bits(), 0),
@@ -1273,7 +1275,7 @@ async fn execute_stmt(
     let st = session
         .prepared
         .get_mut(&id)
-        .ok_or(Error::UnknownStmt(id, "mysqld_stmt_execute"))?;
+        .ok_or_else(|| Error::UnknownStmt(id.to_string(), "mysqld_stmt_execute"))?;
     let params = packets::parse_execute(
         &body[9..],
         st.params.len(),

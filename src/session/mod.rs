@@ -2,6 +2,7 @@
 //! transactions, settings, prepared statements. Session statements (BEGIN,
 //! COMMIT, SET, USE) are answered here; everything else is planned and run.
 
+mod prepared;
 mod schema_names;
 mod vtgate;
 
@@ -82,6 +83,8 @@ pub struct Session {
     /// it runs, and a box moves as one pointer.
     pub prepared: FastMap<u32, Box<Prepared>>,
     next_stmt_id: u32,
+    /// SQL's prepared statements (`PREPARE name FROM ...`), by name.
+    sql_prepared: FastMap<String, prepared::SqlPrepared>,
     /// A query of the system schemas is running, its answer gathered to
     /// have its schema names put back (it is not gathered again).
     renaming_schemas: bool,
@@ -109,6 +112,7 @@ impl Default for Session {
             shards: ShardConns::default(),
             prepared: FastMap::default(),
             next_stmt_id: 1,
+            sql_prepared: FastMap::default(),
             renaming_schemas: false,
             found_rows: None,
             query_timeout: None,
@@ -511,6 +515,13 @@ impl Session {
                 Box::pin(vtgate::alter_vschema(ctx, &self.user, ks, &change)).await?;
                 sink.ok(QueryDone::default())
             }
+            Statement::Prepare { name, source } => {
+                Box::pin(self.sql_prepare(ctx, name, source, sink)).await
+            }
+            Statement::Execute { what, args } => {
+                Box::pin(self.sql_execute(ctx, what, args, sink)).await
+            }
+            Statement::Deallocate(name) => self.sql_deallocate(name, sink),
             other => {
                 let sql = match sql::rewrite_session_values(
                     sql,
@@ -1009,7 +1020,7 @@ impl Session {
         sink: &mut S,
     ) -> Result<(), Error> {
         let Some(mut p) = self.prepared.remove(&id) else {
-            return Err(Error::UnknownStmt(id, "mysqld_stmt_execute"));
+            return Err(Error::UnknownStmt(id.to_string(), "mysqld_stmt_execute"));
         };
         if self.shards.transaction_expired() {
             self.prepared.insert(id, p);
@@ -1224,22 +1235,9 @@ impl Session {
         let (directives, unhinted) = admitted(ctx, sql)?;
         let sql = unhinted.as_deref().unwrap_or(sql);
         let stmt = sql::classify(sql)?;
+        prepared::not_nested(&stmt)?;
         ddl_allowed(ctx, &stmt)?;
-        let (params, columns) = match self.placement(ctx, sql)? {
-            // No one tablet holds a join across keyspaces: its columns come
-            // with each execution's result.
-            Some(p) if p.across => (placeholder_columns(sql::count_placeholders(sql)), vec![]),
-            Some(p) => {
-                let routed = self.qualified_target(p.keyspace);
-                let saved = std::mem::replace(&mut self.target, routed);
-                let r = self
-                    .metadata(ctx, &stmt, p.sql.as_deref().unwrap_or(sql))
-                    .await;
-                self.target = saved;
-                r?
-            }
-            None => self.metadata(ctx, &stmt, sql).await?,
-        };
+        let (params, columns) = self.described(ctx, &stmt, sql).await?;
         let id = self.next_stmt_id;
         self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
         self.prepared.insert(
@@ -1260,6 +1258,32 @@ impl Session {
             }),
         );
         Ok((id, &self.prepared[&id]))
+    }
+
+    /// Parameter and column metadata of `sql` where it runs: what a
+    /// prepared statement tells its client, and its check (the tablet's
+    /// parser and names, or the planner's).
+    async fn described(
+        &mut self,
+        ctx: &ServerCtx,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<(Vec<Column>, Vec<Column>), Error> {
+        match self.placement(ctx, sql)? {
+            // No one tablet holds a join across keyspaces: its columns come
+            // with each execution's result.
+            Some(p) if p.across => Ok((placeholder_columns(sql::count_placeholders(sql)), vec![])),
+            Some(p) => {
+                let routed = self.qualified_target(p.keyspace);
+                let saved = std::mem::replace(&mut self.target, routed);
+                let r = self
+                    .metadata(ctx, stmt, p.sql.as_deref().unwrap_or(sql))
+                    .await;
+                self.target = saved;
+                r
+            }
+            None => self.metadata(ctx, stmt, sql).await,
+        }
     }
 
     /// Parameter and column metadata of `sql` under the session's target.

@@ -8,6 +8,7 @@
 pub mod lexer;
 pub mod load;
 pub mod normalize;
+pub mod prepared;
 pub mod raw;
 
 use lexer::{tokenize, Token, TokenKind};
@@ -49,6 +50,9 @@ pub enum SqlError {
     /// An `ALTER VSCHEMA` statement outside its grammar.
     #[error("You have an error in your SQL syntax; check the ALTER VSCHEMA syntax {0}")]
     VschemaSyntax(String),
+    /// A PREPARE, EXECUTE or DEALLOCATE PREPARE the gate cannot read.
+    #[error("You have an error in your SQL syntax near '{0}'")]
+    BadPrepared(String),
     /// `SET transaction_mode` inside a transaction.
     #[error("Transaction characteristics can't be changed while a transaction is in progress")]
     TransactionModeInTransaction,
@@ -163,6 +167,23 @@ pub enum Statement {
     /// a keyspace, which the topology makes, not a tablet (see
     /// [`DatabaseDdl`]).
     Database(DatabaseDdl),
+    /// `PREPARE name FROM ...`: kept by the session under its name (see
+    /// [`prepared`]).
+    Prepare {
+        /// The name, in lower case.
+        name: String,
+        /// The statement's text, or what gives it.
+        source: prepared::Source,
+    },
+    /// `EXECUTE name [USING ...]` or `EXECUTE IMMEDIATE ... [USING ...]`.
+    Execute {
+        /// The statement run.
+        what: prepared::Executed,
+        /// USING's expressions, as written, one per `?`.
+        args: Vec<String>,
+    },
+    /// `DEALLOCATE PREPARE name` or `DROP PREPARE name` (lower case).
+    Deallocate(String),
     /// Anything that goes to a tablet.
     Query(QueryKind),
 }
@@ -437,6 +458,9 @@ pub fn classify(sql: &str) -> Result<Statement, SqlError> {
             crate::vschema::ddl::parse(sql).map_err(SqlError::VschemaSyntax)?,
         ),
         "update" => Statement::Query(QueryKind::Update),
+        "prepare" | "execute" | "deallocate" | "drop" if prepared::starts(sql, &toks) => {
+            prepared::read(sql, &toks)?
+        }
         "delete" => Statement::Query(QueryKind::Delete),
         "begin" if toks.len() == 1 || (toks.len() == 2 && w(1, "work")) => Statement::Begin,
         "start" if w(1, "transaction") => Statement::Begin,
@@ -2329,22 +2353,36 @@ pub fn substitute_params(
     params: &[Value],
     no_backslash_escapes: bool,
 ) -> Result<String, SqlError> {
+    fill_placeholders(sql, params.len(), |i, out| {
+        out.push_str(&literal(&params[i], no_backslash_escapes))
+    })
+}
+
+/// Replaces the `n` placeholders `?` of `sql` (outside strings and
+/// comments), the `i`th by what `write(i, out)` writes: a literal. Why:
+/// both the protocol's prepared statements and SQL's `EXECUTE ... USING`
+/// run as text with their values in place.
+pub fn fill_placeholders(
+    sql: &str,
+    n: usize,
+    mut write: impl FnMut(usize, &mut String),
+) -> Result<String, SqlError> {
     let toks = tokenize(sql);
     let places: Vec<&Token> = toks
         .iter()
         .filter(|t| t.kind == TokenKind::Placeholder)
         .collect();
-    if places.len() != params.len() {
+    if places.len() != n {
         return Err(SqlError::ParamCount {
             expected: places.len(),
-            got: params.len(),
+            got: n,
         });
     }
-    let mut out = String::with_capacity(sql.len() + params.len() * 8);
+    let mut out = String::with_capacity(sql.len() + n * 8);
     let mut copied = 0;
-    for (t, v) in places.iter().zip(params) {
+    for (i, t) in places.iter().enumerate() {
         out.push_str(&sql[copied..t.start]);
-        out.push_str(&literal(v, no_backslash_escapes));
+        write(i, &mut out);
         copied = t.end;
     }
     out.push_str(&sql[copied..]);
