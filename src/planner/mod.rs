@@ -7,6 +7,7 @@ mod cte;
 mod derive;
 mod dml_input;
 pub mod explain;
+mod forms;
 pub mod join;
 pub mod keys;
 pub mod place;

@@ -1095,7 +1095,12 @@ fn plan_statement(
     snap: &Snapshot,
     find_first: bool,
 ) -> Result<super::Plan, PlanError> {
+    if let Some((modifiers, bare)) = super::forms::dml_modifiers(template) {
+        let planned = plan_statement(&bare, ks, snap, find_first)?;
+        return super::forms::with_modifiers(planned, &modifiers);
+    }
     let mut stmt = parse(template)?;
+    super::forms::insert_set_as_values(&mut stmt)?;
     name_as_written(template, &mut stmt)?;
     if let Statement::Delete(d) = &stmt {
         target_read(d)?;

@@ -1,0 +1,137 @@
+//! MySQL's ways of writing a write that the parser does not read, brought
+//! to forms it does before a sharded keyspace plans them: `INSERT ... SET`
+//! (a row insert written as assignments) and the modifiers of UPDATE and
+//! DELETE (`LOW_PRIORITY`, `QUICK`, `IGNORE`), which the parser takes for a
+//! table name or refuses. vtgate's own parser reads all of them.
+
+use sqlparser::ast::{AssignmentTarget, ObjectName, Statement};
+
+use super::sharded::{parse, unsupported};
+use super::{Plan, PlanError};
+use crate::sql::lexer::{tokenize, Token};
+
+/// An UPDATE's or DELETE's modifiers, as written, and the statement's
+/// text without them (None: it has none).
+pub(super) fn dml_modifiers(template: &str) -> Option<(String, String)> {
+    let toks = tokenize(template);
+    let first = toks.first()?;
+    let allowed: &[&str] = if first.is_word(template, "update") {
+        &["low_priority", "ignore"]
+    } else if first.is_word(template, "delete") {
+        &["low_priority", "quick", "ignore"]
+    } else {
+        return None;
+    };
+    let taken: Vec<&Token> = toks[1..]
+        .iter()
+        .take_while(|t| allowed.iter().any(|w| t.is_word(template, w)))
+        .collect();
+    let (from, to) = (taken.first()?.start, taken.last()?.end);
+    let bare = format!("{}{}", &template[..from], template[to..].trim_start());
+    Some((template[from..to].to_string(), bare))
+}
+
+/// A plan of the statement without its modifiers (`bare`, see
+/// [`dml_modifiers`]) given them back. Where the statement goes to its
+/// shards as written (every one-table write and colocated one) each shard
+/// runs it with them. Where the gate finds the rows first or runs
+/// subqueries first, IGNORE is refused (each part would ignore its own
+/// errors, not the statement's), and LOW_PRIORITY and QUICK, which change
+/// nothing for InnoDB tables, are left out.
+pub(super) fn with_modifiers(plan: Plan, modifiers: &str) -> Result<Plan, PlanError> {
+    match plan {
+        Plan::Dml(mut d) => {
+            d.query = reinsert(&d.query, modifiers);
+            d.original = reinsert(&d.original, modifiers);
+            Ok(Plan::Dml(d))
+        }
+        _ if tokenize(modifiers)
+            .iter()
+            .any(|t| t.is_word(modifiers, "ignore")) =>
+        {
+            Err(unsupported(
+                "UPDATE or DELETE IGNORE whose rows are found first or whose subqueries run first",
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `sql` with `modifiers` after its first word (UPDATE or DELETE).
+fn reinsert(sql: &str, modifiers: &str) -> String {
+    match tokenize(sql).first() {
+        Some(t) => format!("{} {modifiers}{}", &sql[..t.end], &sql[t.end..]),
+        None => sql.to_string(),
+    }
+}
+
+/// MySQL's `INSERT ... SET a = 1, b = 2` as the `INSERT ... (a, b)
+/// VALUES (1, 2)` it is, so it is planned as any row insert (it was
+/// refused as an INSERT ... SELECT).
+pub(super) fn insert_set_as_values(stmt: &mut Statement) -> Result<(), PlanError> {
+    let Statement::Insert(ins) = stmt else {
+        return Ok(());
+    };
+    if ins.assignments.is_empty() || ins.source.is_some() {
+        return Ok(());
+    }
+    let mut values = Vec::with_capacity(ins.assignments.len());
+    for a in ins.assignments.drain(..) {
+        let AssignmentTarget::ColumnName(name) = a.target else {
+            return Err(PlanError::Syntax("INSERT ... SET of a tuple".into()));
+        };
+        // `SET t.col = ...` names the column `col`.
+        let column = name
+            .0
+            .last()
+            .cloned()
+            .ok_or_else(|| PlanError::Syntax("INSERT ... SET".into()))?;
+        ins.columns.push(ObjectName(vec![column]));
+        values.push(a.value.to_string());
+    }
+    let Statement::Query(row) = parse(&format!("VALUES ({})", values.join(", ")))? else {
+        return Err(PlanError::Syntax("INSERT ... SET".into()));
+    };
+    ins.source = Some(row);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modifiers_come_off_for_the_parser_and_back_for_the_shards() {
+        assert_eq!(
+            dml_modifiers("update low_priority IGNORE t set a = 1"),
+            Some(("low_priority IGNORE".into(), "update t set a = 1".into()))
+        );
+        assert_eq!(
+            dml_modifiers("DELETE QUICK ignore FROM t"),
+            Some(("QUICK ignore".into(), "DELETE FROM t".into()))
+        );
+        // QUICK is DELETE's only; a quoted `ignore` is a table.
+        assert_eq!(dml_modifiers("update quick set a = 1"), None);
+        assert_eq!(dml_modifiers("update `ignore` set a = 1"), None);
+        assert_eq!(dml_modifiers("select 1"), None);
+        assert_eq!(
+            reinsert("UPDATE `t` SET a = 1 WHERE id IN ::vIN", "IGNORE"),
+            "UPDATE IGNORE `t` SET a = 1 WHERE id IN ::vIN"
+        );
+    }
+
+    #[test]
+    fn insert_set_is_a_row_of_values() {
+        let mut stmt = parse("insert ignore into t set a = :v1, t.b = concat(:v2, 'x')").unwrap();
+        insert_set_as_values(&mut stmt).unwrap();
+        assert_eq!(
+            stmt.to_string(),
+            "INSERT IGNORE INTO t (a, b) VALUES (:v1, concat(:v2, 'x'))"
+        );
+        // Any other insert is left as it is.
+        let mut other = parse("insert into t (a) values (1)").unwrap();
+        let before = other.clone();
+        insert_set_as_values(&mut other).unwrap();
+        assert_eq!(other, before);
+    }
+}
