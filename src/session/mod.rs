@@ -688,15 +688,24 @@ impl Session {
     }
 
     /// Plans a statement for the current target; sharded plans come from
-    /// the plan cache and carry their bind values.
+    /// the plan cache and carry their bind values. `?` placeholders are
+    /// for statements being prepared (`prepare`); in a text statement they
+    /// are MariaDB's syntax error (planned, each would read as NULL).
     fn plan_for(
         &self,
         ctx: &ServerCtx,
         snap: &crate::topo::Snapshot,
         stmt: &Statement,
         sql: &str,
+        prepare: bool,
     ) -> Result<(std::sync::Arc<Plan>, Vec<sql::normalize::Bind>), Error> {
         let (plan, shape) = self.plan_shape(ctx, snap, stmt, sql)?;
+        if !prepare && shape.as_ref().is_some_and(|s| s.params() > 0) {
+            return Err(planner::PlanError::Syntax(
+                "a ? placeholder outside a prepared statement".into(),
+            )
+            .into());
+        }
         let binds = shape
             .map(|s| {
                 s.into_normalized(&[], self.shards.no_backslash_escapes)
@@ -784,7 +793,7 @@ impl Session {
         sink: &mut S,
     ) -> Result<(), Error> {
         let snap = ctx.snapshot.load();
-        let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql)?;
+        let (plan, binds) = self.plan_for(ctx, &snap, stmt, sql, false)?;
         self.commit_before(ctx, stmt, sql).await?;
         // A LOCK TABLES the gate answers itself leaves nothing to keep.
         if !matches!(*plan, Plan::Ignored) {
@@ -1145,7 +1154,7 @@ impl Session {
             );
         }
         let snap = ctx.snapshot.load();
-        let (plan, binds) = self.plan_for(ctx, &snap, &stmt, inner)?;
+        let (plan, binds) = self.plan_for(ctx, &snap, &stmt, inner, false)?;
         if !queries {
             return json_result(&plan.describe(), sink);
         }
@@ -1296,7 +1305,7 @@ impl Session {
         Ok(match stmt {
             Statement::Query(_) => {
                 let snap = ctx.snapshot.load();
-                let (plan, _) = self.plan_for(ctx, &snap, stmt, sql)?;
+                let (plan, _) = self.plan_for(ctx, &snap, stmt, sql, true)?;
                 // Where the statement would run; sharded ones learn their
                 // metadata from the keyspace's first shard.
                 let on = match &*plan {

@@ -146,6 +146,11 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The `?` parameters an execution fills in.
+    pub fn params(&self) -> usize {
+        self.slots.iter().filter(|s| **s == Slot::Param).count()
+    }
+
     /// The bind values of one execution, `?` parameters taken in order
     /// (missing ones are NULL).
     pub fn binds(&self, params: &[Value], no_backslash_escapes: bool) -> Vec<Bind> {
