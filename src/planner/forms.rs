@@ -1,14 +1,15 @@
-//! MySQL's ways of writing a write that the parser does not read, brought
-//! to forms it does before a sharded keyspace plans them: `INSERT ... SET`
-//! (a row insert written as assignments) and the modifiers of UPDATE and
-//! DELETE (`LOW_PRIORITY`, `QUICK`, `IGNORE`), which the parser takes for a
-//! table name or refuses. vtgate's own parser reads all of them.
+//! MySQL's ways of writing a statement that the parser does not read,
+//! brought to forms it does before a sharded keyspace plans them: `INSERT
+//! ... SET` (a row insert written as assignments), the modifiers of UPDATE
+//! and DELETE (`LOW_PRIORITY`, `QUICK`, `IGNORE`), which the parser takes
+//! for a table name or refuses, and the infix `MOD`. vtgate's own parser
+//! reads all of them.
 
 use sqlparser::ast::{AssignmentTarget, ObjectName, Statement};
 
 use super::sharded::{parse, unsupported};
 use super::{Plan, PlanError};
-use crate::sql::lexer::{tokenize, Token};
+use crate::sql::lexer::{tokenize, Token, TokenKind};
 
 /// An UPDATE's or DELETE's modifiers, as written, and the statement's
 /// text without them (None: it has none).
@@ -96,6 +97,31 @@ pub(super) fn insert_set_as_values(stmt: &mut Statement) -> Result<(), PlanError
     Ok(())
 }
 
+/// `a MOD b` (MySQL's infix modulo, which the parser reads as an alias)
+/// as the `a % b` it is; None when the text has none. MOD is a reserved
+/// word: written bare and not called as `MOD(a, b)`, it is the operator.
+pub(super) fn mod_operator(template: &str, tokens: &[Token]) -> Option<String> {
+    let infix = |i: usize| {
+        tokens[i].is_word(template, "mod")
+            && tokens
+                .get(i + 1)
+                .is_none_or(|t| t.kind != TokenKind::Punct(b'('))
+    };
+    let places: Vec<usize> = (0..tokens.len()).filter(|&i| infix(i)).collect();
+    if places.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(template.len());
+    let mut copied = 0;
+    for i in places {
+        out.push_str(&template[copied..tokens[i].start]);
+        out.push('%');
+        copied = tokens[i].end;
+    }
+    out.push_str(&template[copied..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +144,16 @@ mod tests {
             reinsert("UPDATE `t` SET a = 1 WHERE id IN ::vIN", "IGNORE"),
             "UPDATE IGNORE `t` SET a = 1 WHERE id IN ::vIN"
         );
+    }
+
+    #[test]
+    fn infix_mod_is_the_modulo_operator() {
+        let moded = |sql: &str| mod_operator(sql, &tokenize(sql));
+        assert_eq!(
+            moded("select a MOD 3, mod(a, 2) from t where b mod :v1 = 0").as_deref(),
+            Some("select a % 3, mod(a, 2) from t where b % :v1 = 0")
+        );
+        assert_eq!(moded("select mod(a, 2), 'mod' from `mod`"), None);
     }
 
     #[test]

@@ -376,6 +376,15 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
         }
         None => (template, &tokens),
     };
+    let modulo = super::forms::mod_operator(template, tokens);
+    let retokenized;
+    let (template, tokens) = match &modulo {
+        Some(text) => {
+            retokenized = crate::sql::lexer::tokenize(text);
+            (text.as_str(), &retokenized)
+        }
+        None => (template, tokens),
+    };
     let mut stmts = match Parser::parse_sql(&MySqlDialect {}, template) {
         Ok(stmts) => stmts,
         // MySQL's `UPDATE a, b SET ...`, which the parser does not take,
