@@ -1790,6 +1790,31 @@ async fn vindex_values_written_otherwise(sg: &mut Conn, oracle: &mut Conn) {
     .await;
 }
 
+/// Statements about the server rather than rows, which a sharded keyspace
+/// refused or could not parse: FLUSH (every shard's server, as vtgate
+/// sends it), HELP and MariaDB's ANALYZE of a SELECT (any shard's, as
+/// EXPLAIN's). The same answers as the oracle's where one server's answer
+/// is the same on every server.
+async fn server_statements(sg: &mut Conn, oracle: &mut Conn) {
+    for sql in ["flush tables", "flush tables dt", "flush status"] {
+        for conn in [&mut *sg, &mut *oracle] {
+            conn.query_drop(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    compare_named(sg, oracle, &case("help 'concat'", true)).await;
+    let analyze = "analyze format=json select count(*) from dt where k > 0";
+    assert_eq!(
+        column_names(sg, analyze).await,
+        column_names(oracle, analyze).await
+    );
+    for conn in [&mut *sg, &mut *oracle] {
+        let plan: Option<String> = conn.query_first(analyze).await.unwrap();
+        assert!(plan.is_some_and(|p| p.contains("\"r_rows\"")), "{analyze}");
+    }
+}
+
 /// `ORDER BY 2` after a `*` counts the table's columns, as MySQL does (the
 /// schema tracker knows them): a position once read from the unexpanded
 /// select list (`select *, id ... order by 2` sorted by id), and refused
@@ -1929,6 +1954,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     sql_prepared_statements(&mut sg, &mut oracle).await;
     mysql_write_forms(&mut sg, &mut oracle).await;
     vindex_values_written_otherwise(&mut sg, &mut oracle).await;
+    server_statements(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;

@@ -143,6 +143,29 @@ pub enum Plan {
     },
 }
 
+/// MariaDB's `ANALYZE [FORMAT=JSON] SELECT ...` (an ANALYZE of a write
+/// runs the write, which one shard must not do alone).
+fn analyzes_a_read(sql: &str) -> bool {
+    let toks = crate::sql::lexer::tokenize(sql);
+    let at = if toks.get(1).is_some_and(|t| t.is_word(sql, "format")) {
+        4
+    } else {
+        1
+    };
+    toks.get(at)
+        .is_some_and(|t| t.is_word(sql, "select") || t.is_word(sql, "with"))
+}
+
+/// `FLUSH TABLES ... WITH READ LOCK` and `FOR EXPORT` lock tables until
+/// the connection unlocks them.
+fn takes_a_lock(sql: &str) -> bool {
+    let toks = crate::sql::lexer::tokenize(sql);
+    toks.windows(2).any(|w| {
+        (w[0].is_word(sql, "read") && w[1].is_word(sql, "lock"))
+            || (w[0].is_word(sql, "for") && w[1].is_word(sql, "export"))
+    })
+}
+
 /// A single-shard route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
@@ -287,9 +310,26 @@ pub fn plan(
                     keyspace: keyspace.name.clone(),
                 },
                 // DO reads no table's rows: any shard evaluates it, as
-                // vtgate sends it.
-                QueryKind::Other | QueryKind::Reserving if first_word.as_deref() == Some("do") => {
+                // vtgate sends it; HELP reads the server's help tables; and
+                // MariaDB's ANALYZE of a statement is its EXPLAIN (which
+                // goes to any shard) run there.
+                QueryKind::Other | QueryKind::Reserving
+                    if matches!(first_word.as_deref(), Some("do" | "help"))
+                        || (first_word.as_deref() == Some("analyze")
+                            && template.is_some_and(analyzes_a_read)) =>
+                {
                     Plan::AnyShard {
+                        keyspace: keyspace.name.clone(),
+                    }
+                }
+                // FLUSH of tables, logs or caches: every shard's server, as
+                // vtgate sends it (not the lock-taking forms, which would
+                // leave a lock on a pooled connection).
+                QueryKind::Other
+                    if first_word.as_deref() == Some("flush")
+                        && !template.is_some_and(takes_a_lock) =>
+                {
+                    Plan::AllShards {
                         keyspace: keyspace.name.clone(),
                     }
                 }
