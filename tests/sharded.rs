@@ -1790,6 +1790,36 @@ async fn vindex_values_written_otherwise(sg: &mut Conn, oracle: &mut Conn) {
     .await;
 }
 
+/// `SET @v = (SELECT ...)` reads every shard the subquery reads: the gate
+/// runs it as a SELECT ... INTO. Replayed on a tablet, as before, it read
+/// one shard's rows (a count of one shard's).
+async fn variables_set_from_queries(sg: &mut Conn, oracle: &mut Conn) {
+    for conn in [&mut *sg, &mut *oracle] {
+        for sql in [
+            "set @cnt = (select count(*) from dt), @mx := (select max(k) from dt where id < 500), @two = 2",
+            "set @none = (select id from dt where id = 999999)",
+            "set @named = (select name from dt where id > 100 order by id limit 1)",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    compare(
+        sg,
+        oracle,
+        &case("select @cnt, @mx, @two, @none, @named", true),
+    )
+    .await;
+    fails_on_both(
+        sg,
+        oracle,
+        "set @many = (select id from dt where id < 10)",
+        1242,
+    )
+    .await;
+}
+
 /// Statements about the server rather than rows, which a sharded keyspace
 /// refused or could not parse: FLUSH (every shard's server, as vtgate
 /// sends it), HELP and MariaDB's ANALYZE of a SELECT (any shard's, as
@@ -1955,6 +1985,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     mysql_write_forms(&mut sg, &mut oracle).await;
     vindex_values_written_otherwise(&mut sg, &mut oracle).await;
     server_statements(&mut sg, &mut oracle).await;
+    variables_set_from_queries(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;

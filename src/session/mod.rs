@@ -439,7 +439,13 @@ impl Session {
                     self.vitess_vars.retain(|(n, _)| *n != name);
                     self.vitess_vars.push((name, value));
                 }
-                if let Some(rest) = &set.rest {
+                if let Some((values, vars)) = &set.queried {
+                    // Planned as a SELECT (over every shard it reads),
+                    // its one row's values become the variables'.
+                    let select = format!("SELECT {} INTO {}", values.join(", "), vars.join(", "));
+                    let mut discard = crate::backend::lean::Discard;
+                    Box::pin(self.execute_statement(ctx, &select, &mut discard)).await?;
+                } else if let Some(rest) = &set.rest {
                     if set.global {
                         // What a clean connection holds may change with it.
                         ctx.set_verdicts.forget_all();

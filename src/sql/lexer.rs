@@ -288,6 +288,26 @@ fn skip_quoted(b: &[u8], i: usize, q: u8, backslash: bool) -> usize {
     b.len()
 }
 
+/// A list's items (a SET's assignments, EXECUTE's values): `toks` split at
+/// the commas outside parentheses. An empty list is one empty item.
+pub fn top_level_parts(toks: &[Token]) -> Vec<&[Token]> {
+    let mut parts = Vec::new();
+    let (mut depth, mut from) = (0i32, 0usize);
+    for (i, t) in toks.iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            TokenKind::Punct(b',') if depth == 0 => {
+                parts.push(&toks[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&toks[from..]);
+    parts
+}
+
 /// Splits a COM_QUERY holding several statements into its statements, so each
 /// one can be routed on its own. Compound statements (CREATE PROCEDURE /
 /// FUNCTION / TRIGGER / EVENT with BEGIN ... END bodies) are kept whole.

@@ -309,6 +309,12 @@ pub struct SetStmt {
     /// vtgate's `@@vitess_metadata.key` assignments: (key, value), an
     /// empty value deleting the key.
     pub metadata: Vec<(String, String)>,
+    /// When `rest` assigns user variables only and a value reads a
+    /// subquery (`SET @n = (SELECT COUNT(*) FROM t)`): the values as
+    /// written and the variables, for the session to run as `SELECT
+    /// values INTO variables` through the planner. Replayed on a tablet,
+    /// the subquery would read that shard's rows alone.
+    pub queried: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// vtgate's own session variables besides `autocommit`,
@@ -1031,22 +1037,8 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
     let mut kept: Vec<&str> = Vec::new();
     let mut sys_vars: Option<Vec<String>> = Some(Vec::new());
     let mut constant = true;
-    // Split assignments on top-level commas.
-    let mut parts: Vec<&[Token]> = Vec::new();
-    let (mut depth, mut from) = (0i32, 0usize);
-    for (i, t) in toks.iter().enumerate() {
-        match t.kind {
-            TokenKind::Punct(b'(') => depth += 1,
-            TokenKind::Punct(b')') => depth -= 1,
-            TokenKind::Punct(b',') if depth == 0 => {
-                parts.push(&toks[from..i]);
-                from = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&toks[from..]);
-    for part in parts {
+    let (mut queried, mut reads) = (Some((Vec::new(), Vec::new())), false);
+    for part in lexer::top_level_parts(toks) {
         let Some(first) = part.first() else { continue };
         let mut name_idx = 0;
         if first.is_word(sql, "global")
@@ -1122,6 +1114,24 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             });
         } else if let (Some(a), Some(b)) = (part.first(), part.last()) {
             kept.push(&sql[a.start..b.end]);
+            let value = part[name_idx + 1..]
+                .iter()
+                .position(|t| !matches!(t.kind, TokenKind::Punct(b'=' | b':')))
+                .map(|at| &part[name_idx + 1 + at..]);
+            match (value, &mut queried) {
+                (Some(v), Some((values, vars)))
+                    if name.starts_with('@') && !name.starts_with("@@") =>
+                {
+                    reads = reads || v.iter().any(|t| t.is_word(sql, "select"));
+                    let end = v
+                        .iter()
+                        .rfind(|t| t.kind != TokenKind::Semicolon)
+                        .map_or(b.end, |t| t.end);
+                    values.push(sql[v[0].start..end].to_string());
+                    vars.push(sql[a.start..a.end].to_string());
+                }
+                _ => queried = None,
+            }
             constant = constant && literal_values(sql, &part[name_idx + 1..]);
             let assigns = part
                 .get(name_idx + 1)
@@ -1149,6 +1159,7 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
         out.rest = Some(format!("SET {}", kept.join(", ")));
         out.sys_vars = sys_vars;
         out.constant = constant;
+        out.queried = queried.filter(|_| reads);
     }
     Ok(out)
 }
@@ -2859,6 +2870,24 @@ mod tests {
             kind("show create schema"),
             Statement::Query(QueryKind::Show)
         );
+    }
+
+    #[test]
+    fn user_variables_set_from_a_query_are_selected_into() {
+        let queried = |sql: &str| match classify(sql).unwrap() {
+            Statement::Set(set) => set.queried,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            queried("set @a = (select count(*) from t), @b := 2;"),
+            Some((
+                vec!["(select count(*) from t)".to_string(), "2".to_string()],
+                vec!["@a".to_string(), "@b".to_string()]
+            ))
+        );
+        // No subquery, or a system variable beside it: replayed as before.
+        assert_eq!(queried("set @a = 1, @b = @a + 1"), None);
+        assert_eq!(queried("set @a = (select 1), sql_mode = ''"), None);
     }
 
     #[test]

@@ -94,25 +94,16 @@ fn source(sql: &str, toks: &[Token]) -> Option<Source> {
     }
 }
 
-/// USING's expressions, split at the commas outside parentheses.
+/// USING's expressions, split at the commas outside parentheses (None
+/// when one is empty).
 fn arguments(sql: &str, toks: &[Token]) -> Option<Vec<String>> {
-    let mut args = Vec::new();
-    let (mut depth, mut from) = (0i32, 0usize);
-    for (i, t) in toks.iter().enumerate() {
-        match t.kind {
-            TokenKind::Punct(b'(') => depth += 1,
-            TokenKind::Punct(b')') => depth -= 1,
-            TokenKind::Punct(b',') if depth == 0 => {
-                let part = toks.get(from..i).filter(|p| !p.is_empty())?;
-                args.push(sql[part[0].start..part[part.len() - 1].end].to_string());
-                from = i + 1;
-            }
-            _ => {}
-        }
-    }
-    let last = toks.get(from..).filter(|p| !p.is_empty())?;
-    args.push(sql[last[0].start..last[last.len() - 1].end].to_string());
-    Some(args)
+    super::lexer::top_level_parts(toks)
+        .into_iter()
+        .map(|part| match part {
+            [first, .., last] | [first @ last] => Some(sql[first.start..last.end].to_string()),
+            [] => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
