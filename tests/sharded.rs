@@ -3542,6 +3542,27 @@ async fn sequences_vindex_updates_and_unsupported_statements() {
         .await
         .unwrap();
     assert_eq!(got, vec![(next, "s4".into()), (next + 1, "s5".into())]);
+    // A child row names its parent by LAST_INSERT_ID() in its VALUES (the
+    // gate's value, in place: it had been written with an alias there, a
+    // syntax error, on any keyspace). Its vindex column, so it goes to
+    // the parent's shard.
+    let order = next + 900_000_000;
+    sg.query_drop(format!(
+        "insert into corder (order_id, customer_id, sku) values ({order}, last_insert_id(), 'child')"
+    ))
+    .await
+    .unwrap();
+    let parent: Option<u64> = sg
+        .query_first(format!(
+            "select c.customer_id from corder o join customer c on c.customer_id = o.customer_id \
+             where o.order_id = {order} and c.customer_id = {next}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(parent, Some(next));
+    sg.query_drop(format!("delete from corder where order_id = {order}"))
+        .await
+        .unwrap();
     // Changing a primary vindex column is refused.
     let e = sg
         .query_drop("update customer set customer_id = 5 where email = 's1'")

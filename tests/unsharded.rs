@@ -29,6 +29,11 @@ async fn mysql_client_batch_session() {
         create table cli_t (id int auto_increment primary key, name varchar(20));\n\
         insert into cli_t (name) values ('alpha'), ('beta');\n\
         select last_insert_id();\n\
+        drop table if exists cli_c;\n\
+        create table cli_c (id int primary key, parent int, note char(1));\n\
+        insert into cli_c (id, parent, note) values (5, last_insert_id(), 'n');\n\
+        select parent from cli_c;\n\
+        drop table cli_c;\n\
         update cli_t set name = 'gamma' where id = 2;\n\
         delete from cli_t where id = 1;\n\
         select * from cli_t;\n\
@@ -56,7 +61,7 @@ async fn mysql_client_batch_session() {
     );
     assert_eq!(
         stdout,
-        "last_insert_id()\n1\nid\tname\n2\tgamma\ndatabase()\ncommerce\nTables_in_commerce (cli_t)\ncli_t\n\
+        "last_insert_id()\n1\nparent\n1\nid\tname\n2\tgamma\ndatabase()\ncommerce\nTables_in_commerce (cli_t)\ncli_t\n\
          @@version like '%MariaDB%'\n1\nDatabase\ncommerce\ncustomer\ninformation_schema\nmysql\nperformance_schema\nsys\n"
     );
 }

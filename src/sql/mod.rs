@@ -1409,7 +1409,23 @@ fn vitess_var(text: &str) -> Option<(&'static str, &'static str, bool)> {
 /// True when the expression spanning tokens first..=last stands alone in a
 /// select list, so replacing it must keep its original column name.
 fn needs_alias(sql: &str, toks: &[Token], first: usize, last: usize) -> bool {
-    let prev_ok = first > 0
+    // A select list's item: at the top, or first inside a subquery's
+    // parenthesis, never inside a VALUES row or a call's arguments.
+    let mut open: Vec<usize> = Vec::new();
+    for (i, t) in toks[..first].iter().enumerate() {
+        match t.kind {
+            TokenKind::Punct(b'(') => open.push(i),
+            TokenKind::Punct(b')') => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let listed = open
+        .last()
+        .is_none_or(|&p| toks.get(p + 1).is_some_and(|t| t.is_word(sql, "select")));
+    let prev_ok = listed
+        && first > 0
         && (toks[first - 1].is_word(sql, "select")
             || toks[first - 1].is_word(sql, "distinct")
             || toks[first - 1].kind == TokenKind::Punct(b','));
@@ -3457,6 +3473,21 @@ mod tests {
         );
         assert_eq!(rewrite_session_values("select * from t", &v), None);
         assert_eq!(rewrite_session_values("select 'database()'", &v), None);
+        // A value in a VALUES row or a call's arguments takes no alias
+        // (the row's child inserted after its parent); a subquery's list
+        // keeps its names.
+        assert_eq!(
+            rewrite_session_values("insert into t values (7, last_insert_id(), 'x')", &v).unwrap(),
+            "insert into t values (7, 42, 'x')"
+        );
+        assert_eq!(
+            rewrite_session_values("select concat(1, database(), 2)", &v).unwrap(),
+            "select concat(1, 'commerce', 2)"
+        );
+        assert_eq!(
+            rewrite_session_values("select * from (select last_insert_id(), 1) d", &v).unwrap(),
+            "select * from (select 42 AS `last_insert_id()`, 1) d"
+        );
     }
 
     #[test]
