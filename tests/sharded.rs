@@ -1729,7 +1729,7 @@ async fn mysql_write_forms(sg: &mut Conn, oracle: &mut Conn) {
             "insert ignore into dt set id = 5002, k = 6, name = 'ignored'",
             "insert into dt set id = 5003, k = 7 on duplicate key update k = 8",
             "insert into dt set id = 5003, k = 7 on duplicate key update k = 8",
-            "insert into dt (id, k) values (5004, 1)",
+            "insert into dt (id, k) values (+5004, +1)",
             "update low_priority dt set amount = 2 where id = 5001",
             "update ignore dt set name = repeat('y', 40) where id in (5001, 5004)",
             "update ignore dt set name = repeat('z', 40) where k between 3 and 4 and id > 5000",
@@ -1767,6 +1767,7 @@ async fn vindex_values_written_otherwise(sg: &mut Conn, oracle: &mut Conn) {
         "select id from dt where id in (9.0, 10.5, 0x0b, 1.2e1, '13.') order by id",
         "select count(*), max(k) from dt where id = 1.5",
         "select id from dt where id = 14e0 or id = 15.000 order by id",
+        "select id, k from dt where id = +19",
     ] {
         compare(sg, oracle, &case(sql, true)).await;
     }

@@ -781,6 +781,11 @@ fn operand(e: &Expr) -> Option<Operand> {
             _ => None,
         },
         Expr::Nested(inner) => operand(inner),
+        // MySQL's unary plus changes no value (`+6`, `+'6'`).
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Plus,
+            expr,
+        } => operand(expr),
         _ => None,
     }
 }
