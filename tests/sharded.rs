@@ -1746,7 +1746,24 @@ async fn mysql_write_forms(sg: &mut Conn, oracle: &mut Conn) {
         1406,
     )
     .await;
+    // The same forms prepared, their values parameters.
+    for conn in [&mut *sg, &mut *oracle] {
+        conn.exec_drop(
+            "insert into dt set id = ?, k = ?, name = ?",
+            (5003, 9, "prep"),
+        )
+        .await
+        .unwrap();
+        conn.exec_drop(
+            "update ignore dt set name = repeat(?, 40) where id = ?",
+            ("p", 5003),
+        )
+        .await
+        .unwrap();
+    }
     compare(sg, oracle, &case(rows, true)).await;
+    let modulo = "select id, k mod 4 from dt where id between 5001 and 5004 order by id";
+    compare_by(sg, oracle, &case(modulo, true), true).await;
     same_writes(
         sg,
         oracle,
