@@ -1764,6 +1764,22 @@ async fn mysql_write_forms(sg: &mut Conn, oracle: &mut Conn) {
     compare(sg, oracle, &case(rows, true)).await;
     let modulo = "select id, k mod 4 from dt where id between 5001 and 5004 order by id";
     compare_by(sg, oracle, &case(modulo, true), true).await;
+    // A vindex value written as an expression: the rows are selected
+    // first (where the session's variables are), then routed.
+    for conn in [&mut *sg, &mut *oracle] {
+        conn.query_drop("set @vid = 5006").await.unwrap();
+    }
+    writes_agree(
+        sg,
+        oracle,
+        &[
+            "insert into dt (id, k) values (@vid, 1), (@vid + 1, 2)",
+            "insert into dt (id, k, name) values (5000 + 9, 3, concat('a', 'b'))",
+        ],
+        &["select id, k, name from dt where id between 5005 and 5010 order by id"],
+    )
+    .await;
+    same_writes(sg, oracle, "delete from dt where id between 5005 and 5010").await;
     same_writes(
         sg,
         oracle,

@@ -3,9 +3,10 @@
 //! ... SET` (a row insert written as assignments), the modifiers of UPDATE
 //! and DELETE (`LOW_PRIORITY`, `QUICK`, `IGNORE`), which the parser takes
 //! for a table name or refuses, and the infix `MOD`. vtgate's own parser
-//! reads all of them.
+//! reads all of them. And an INSERT whose vindex value is an expression,
+//! which only a tablet can compute, as the INSERT ... SELECT of its rows.
 
-use sqlparser::ast::{AssignmentTarget, ObjectName, Statement};
+use sqlparser::ast::{self, AssignmentTarget, Expr, ObjectName, SetExpr, Statement};
 
 use super::sharded::{parse, unsupported};
 use super::{Plan, PlanError};
@@ -95,6 +96,36 @@ pub(super) fn insert_set_as_values(stmt: &mut Statement) -> Result<(), PlanError
     };
     ins.source = Some(row);
     Ok(())
+}
+
+/// An INSERT whose VALUES give a vindex column an expression rather than
+/// a value (`@id`, `2 + 4`, `last_insert_id() + 1`) as the `INSERT ...
+/// SELECT` of its rows, which runs its SELECT first and routes the rows
+/// it gets: the gate learns each row's value from a tablet, where the
+/// session's variables are. None for rows naming DEFAULT (no SELECT takes
+/// it) or a source that is no VALUES.
+pub(super) fn values_as_select(ins: &ast::Insert) -> Result<Option<ast::Insert>, PlanError> {
+    let Some(SetExpr::Values(values)) = ins.source.as_deref().map(|q| q.body.as_ref()) else {
+        return Ok(None);
+    };
+    let default = |e: &Expr| matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+    if values.rows.iter().any(|r| r.content.iter().any(default)) {
+        return Ok(None);
+    }
+    let selects: Vec<String> = values
+        .rows
+        .iter()
+        .map(|r| {
+            let items: Vec<String> = r.content.iter().map(|e| e.to_string()).collect();
+            format!("SELECT {}", items.join(", "))
+        })
+        .collect();
+    let Statement::Query(rows) = parse(&selects.join(" UNION ALL "))? else {
+        return Ok(None);
+    };
+    let mut selected = ins.clone();
+    selected.source = Some(rows);
+    Ok(Some(selected))
 }
 
 /// `a MOD b` (MySQL's infix modulo, which the parser reads as an alias)

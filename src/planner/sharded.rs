@@ -786,6 +786,25 @@ fn operand(e: &Expr) -> Option<Operand> {
             op: ast::UnaryOperator::Plus,
             expr,
         } => operand(expr),
+        // The typed values the engine writes into rows it found first: a
+        // NULL of a type, an integer said to be unsigned or signed.
+        Expr::Cast {
+            expr, data_type, ..
+        } => match (operand(expr)?, data_type) {
+            (null @ Operand::Lit(mysql_common::value::Value::NULL), _) => Some(null),
+            (
+                number,
+                ast::DataType::Signed
+                | ast::DataType::SignedInteger
+                | ast::DataType::Unsigned
+                | ast::DataType::UnsignedInteger,
+            ) if matches!(expr.as_ref(), Expr::Value(v)
+                if matches!(v.value, ast::Value::Number(..) | ast::Value::Placeholder(_))) =>
+            {
+                Some(number)
+            }
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -1405,7 +1424,25 @@ fn plan_parsed(
         Statement::Insert(ins) => match super::pullout::plan_insert_select(stmt, ins, ks, snap) {
             // Its SELECT runs first; its rows become VALUES.
             Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
-            None => Ok(super::Plan::Insert(Box::new(plan_insert(ins, ks, snap)?))),
+            None => match plan_insert(ins, ks, snap) {
+                Ok(p) => Ok(super::Plan::Insert(Box::new(p))),
+                // A vindex value written as an expression: its rows are
+                // selected first.
+                Err(e) if e.to_string().contains("must be a literal value") => {
+                    let Some(selected) = super::forms::values_as_select(ins)? else {
+                        return Err(e);
+                    };
+                    let stmt = Statement::Insert(selected);
+                    let Statement::Insert(selected) = &stmt else {
+                        return Err(e);
+                    };
+                    match super::pullout::plan_insert_select(&stmt, selected, ks, snap) {
+                        Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
+                        None => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            },
         },
         Statement::Update(u) => {
             if u.from.is_some() {
