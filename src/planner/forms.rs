@@ -98,6 +98,31 @@ pub(super) fn insert_set_as_values(stmt: &mut Statement) -> Result<(), PlanError
     Ok(())
 }
 
+thread_local! {
+    /// A VALUES-as-SELECT rewrite is being planned on this thread.
+    static SELECTING_VALUES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Clears [`SELECTING_VALUES`] when the rewrite's planning ends.
+struct SelectingValues;
+
+impl Drop for SelectingValues {
+    fn drop(&mut self) {
+        SELECTING_VALUES.with(|s| s.set(false));
+    }
+}
+
+/// Plans a VALUES-as-SELECT rewrite ([`values_as_select`]) unless one is
+/// being planned already: its own rows' plan (values a tablet gave) must
+/// not rewrite again, or planning would never end.
+pub(super) fn selecting_values<T>(plan: impl FnOnce() -> Option<T>) -> Option<T> {
+    if SELECTING_VALUES.with(|s| s.replace(true)) {
+        return None;
+    }
+    let _done = SelectingValues;
+    plan()
+}
+
 /// An INSERT whose VALUES give a vindex column an expression rather than
 /// a value (`@id`, `2 + 4`, `last_insert_id() + 1`) as the `INSERT ...
 /// SELECT` of its rows, which runs its SELECT first and routes the rows

@@ -1428,7 +1428,7 @@ fn plan_parsed(
                 Ok(p) => Ok(super::Plan::Insert(Box::new(p))),
                 // A vindex value written as an expression: its rows are
                 // selected first.
-                Err(e) if e.to_string().contains("must be a literal value") => {
+                Err(e) if e.to_string().starts_with("unsupported: vindex column") => {
                     let Some(selected) = super::forms::values_as_select(ins)? else {
                         return Err(e);
                     };
@@ -1436,7 +1436,10 @@ fn plan_parsed(
                     let Statement::Insert(selected) = &stmt else {
                         return Err(e);
                     };
-                    match super::pullout::plan_insert_select(&stmt, selected, ks, snap) {
+                    let planned = super::forms::selecting_values(|| {
+                        super::pullout::plan_insert_select(&stmt, selected, ks, snap)
+                    });
+                    match planned {
                         Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
                         None => Err(e),
                     }
