@@ -1640,19 +1640,18 @@ async fn calc_found_rows(sg: &mut Conn, oracle: &mut Conn) {
 async fn sql_prepared_statements(sg: &mut Conn, oracle: &mut Conn) {
     let q =
         "select k, count(*), sum(amount) from dt where id between ? and ? group by k order by k";
-    for conn in [&mut *sg, &mut *oracle] {
-        for sql in [
-            format!("set @lo = 40, @hi = 90, @n = 7, @q = '{q}'"),
-            "prepare point from 'select id, name, amount from dt where id = ?'".into(),
-            "prepare ranged from @q".into(),
-            "prepare top from 'select id, k from dt where k > ? order by id desc limit ?'".into(),
-            "prepare Bump from 'update dt set amount = amount + ? where id in (?, ?)'".into(),
-        ] {
-            conn.query_drop(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-    }
+    on_both(
+        sg,
+        oracle,
+        &[
+            &format!("set @lo = 40, @hi = 90, @n = 7, @q = '{q}'"),
+            "prepare point from 'select id, name, amount from dt where id = ?'",
+            "prepare ranged from @q",
+            "prepare top from 'select id, k from dt where k > ? order by id desc limit ?'",
+            "prepare Bump from 'update dt set amount = amount + ? where id in (?, ?)'",
+        ],
+    )
+    .await;
     for sql in [
         "execute point using 17",
         "execute POINT using @n",
@@ -1670,16 +1669,19 @@ async fn sql_prepared_statements(sg: &mut Conn, oracle: &mut Conn) {
     sg.query_drop("use commerce").await.unwrap();
     compare(sg, oracle, &case("execute ranged using @lo, @hi", true)).await;
     sg.query_drop("use customer").await.unwrap();
+    // USING's variable is read by a statement of the gate's own, which
+    // leaves what FOUND_ROWS() says to the statement it serves.
+    let calc = "select sql_calc_found_rows id from dt where id < 100 order by id limit 3";
+    compare(sg, oracle, &case(calc, true)).await;
+    let found = "execute immediate 'select found_rows(), ?' using @n";
+    compare(sg, oracle, &case(found, true)).await;
     // A write, then the rows it changed.
     same_writes(sg, oracle, "execute bump using 1, @lo, @hi").await;
     let changed = "select id, amount from dt where id in (40, 90) order by id";
     compare(sg, oracle, &case(changed, true)).await;
     // A PREPARE over one of the same name replaces it.
-    for conn in [&mut *sg, &mut *oracle] {
-        conn.query_drop("prepare point from 'select count(*) from dt where k = ? or k = ?'")
-            .await
-            .unwrap();
-    }
+    let replaced = "prepare point from 'select count(*) from dt where k = ? or k = ?'";
+    on_both(sg, oracle, &[replaced]).await;
     compare(sg, oracle, &case("execute point using 3, @n", true)).await;
     for (sql, code) in [
         ("execute point using 1", 1210),
@@ -1766,9 +1768,7 @@ async fn mysql_write_forms(sg: &mut Conn, oracle: &mut Conn) {
     compare_by(sg, oracle, &case(modulo, true), true).await;
     // A vindex value written as an expression: the rows are selected
     // first (where the session's variables are), then routed.
-    for conn in [&mut *sg, &mut *oracle] {
-        conn.query_drop("set @vid = 5006").await.unwrap();
-    }
+    on_both(sg, oracle, &["set @vid = 5006"]).await;
     writes_agree(
         sg,
         oracle,
@@ -1828,17 +1828,16 @@ async fn vindex_values_written_otherwise(sg: &mut Conn, oracle: &mut Conn) {
 /// runs it as a SELECT ... INTO. Replayed on a tablet, as before, it read
 /// one shard's rows (a count of one shard's).
 async fn variables_set_from_queries(sg: &mut Conn, oracle: &mut Conn) {
-    for conn in [&mut *sg, &mut *oracle] {
-        for sql in [
+    on_both(
+        sg,
+        oracle,
+        &[
             "set @cnt = (select count(*) from dt), @mx := (select max(k) from dt where id < 500), @two = 2",
             "set @none = (select id from dt where id = 999999)",
             "set @named = (select name from dt where id > 100 order by id limit 1)",
-        ] {
-            conn.query_drop(sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-    }
+        ],
+    )
+    .await;
     compare(
         sg,
         oracle,
@@ -1860,13 +1859,12 @@ async fn variables_set_from_queries(sg: &mut Conn, oracle: &mut Conn) {
 /// EXPLAIN's). The same answers as the oracle's where one server's answer
 /// is the same on every server.
 async fn server_statements(sg: &mut Conn, oracle: &mut Conn) {
-    for sql in ["flush tables", "flush tables dt", "flush status"] {
-        for conn in [&mut *sg, &mut *oracle] {
-            conn.query_drop(sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-    }
+    on_both(
+        sg,
+        oracle,
+        &["flush tables", "flush tables dt", "flush status"],
+    )
+    .await;
     compare_named(sg, oracle, &case("help 'concat'", true)).await;
     let analyze = "analyze format=json select count(*) from dt where k > 0";
     assert_eq!(
@@ -4623,15 +4621,16 @@ async fn cross_keyspace_joins(sg: &mut Conn, oracle: &mut Conn) {
         .query_drop("create database if not exists commerce")
         .await
         .unwrap();
-    for conn in [&mut *sg, &mut *oracle] {
-        for sql in [
+    on_both(
+        sg,
+        oracle,
+        &[
             "drop table if exists commerce.xk",
             "create table commerce.xk (k int primary key, label varchar(16))",
             "insert into commerce.xk (k, label) values (-3, 'minus three'), (0, 'zero'), (1, 'one'), (2, 'two'), (5, 'five'), (7, 'seven')",
-        ] {
-            conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-    }
+        ],
+    )
+    .await;
     let cases = [
         case("select dt.id, x.label from dt join commerce.xk x on x.k = dt.k where dt.id < 60 order by dt.id", true),
         case("select x.label, count(*), sum(dt.big) from commerce.xk x join dt on dt.k = x.k group by x.label order by x.label", true),
@@ -5210,6 +5209,17 @@ async fn writes_agree(sg: &mut Conn, oracle: &mut Conn, writes: &[&str], checks:
         same_writes(sg, oracle, sql).await;
         for check in checks {
             compare(sg, oracle, &case(*check, true)).await;
+        }
+    }
+}
+
+/// Runs each statement on both, in order (what a comparison starts from).
+async fn on_both(sg: &mut Conn, oracle: &mut Conn, sqls: &[&str]) {
+    for conn in [sg, oracle] {
+        for sql in sqls {
+            conn.query_drop(*sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
     }
 }

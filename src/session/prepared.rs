@@ -155,7 +155,9 @@ impl Session {
     }
 
     /// The one row of `SELECT exprs...`, run as the session's own
-    /// statement (its variables are its tablets').
+    /// statement (its variables are its tablets'). What the client's last
+    /// statement left for ROW_COUNT() and FOUND_ROWS() stays for the
+    /// statement this one serves.
     async fn evaluate(
         &mut self,
         ctx: &ServerCtx,
@@ -163,7 +165,10 @@ impl Session {
     ) -> Result<(Vec<mysql_common::packets::Column>, Vec<Value>), Error> {
         let select = format!("SELECT {}", exprs.join(", "));
         let mut got = engine::Gather::new(1);
-        Box::pin(self.execute_statement(ctx, &select, &mut got)).await?;
+        let (row_count, found_rows) = (self.shards.row_count, self.found_rows);
+        let ran = Box::pin(self.execute_statement(ctx, &select, &mut got)).await;
+        (self.shards.row_count, self.found_rows) = (row_count, found_rows);
+        ran?;
         let row = got.rows.pop().unwrap_or_default();
         Ok((got.columns, row))
     }
