@@ -367,23 +367,21 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
             "statement too complex for a sharded keyspace: {operators} operators (at most {MAX_OPERATORS})"
         )));
     }
-    let mysql8 = crate::sql::share_lock(template, &tokens, false);
+    // The parser's forms of MariaDB's LOCK IN SHARE MODE and the infix MOD.
+    let readable = match crate::sql::share_lock(template, &tokens, false) {
+        Some(text) => {
+            let toks = crate::sql::lexer::tokenize(&text);
+            Some(super::forms::mod_operator(&text, &toks).unwrap_or(text))
+        }
+        None => super::forms::mod_operator(template, &tokens),
+    };
     let retokenized;
-    let (template, tokens) = match &mysql8 {
+    let (template, tokens) = match &readable {
         Some(text) => {
             retokenized = crate::sql::lexer::tokenize(text);
             (text.as_str(), &retokenized)
         }
         None => (template, &tokens),
-    };
-    let modulo = super::forms::mod_operator(template, tokens);
-    let retokenized;
-    let (template, tokens) = match &modulo {
-        Some(text) => {
-            retokenized = crate::sql::lexer::tokenize(text);
-            (text.as_str(), &retokenized)
-        }
-        None => (template, tokens),
     };
     let mut stmts = match Parser::parse_sql(&MySqlDialect {}, template) {
         Ok(stmts) => stmts,
