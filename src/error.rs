@@ -335,6 +335,9 @@ impl Error {
             Error::DirectDdlDisabled => MysqlError::new(1105, "HY000", self.to_string()),
             // ER_SECURE_TRANSPORT_REQUIRED, as MySQL's own refusal.
             Error::InsecureTransport => MysqlError::new(3159, "HY000", self.to_string()),
+            Error::Sql(SqlError::WrongVariableType(_)) => {
+                MysqlError::new(1232, "42000", self.to_string())
+            }
             Error::Sql(SqlError::BadVitessValue { .. }) => {
                 MysqlError::new(1231, "42000", self.to_string())
             }

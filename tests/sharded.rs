@@ -1853,6 +1853,53 @@ async fn variables_set_from_queries(sg: &mut Conn, oracle: &mut Conn) {
     .await;
 }
 
+/// `sql_select_limit` caps what the client gets of a SELECT without a
+/// LIMIT of its own, as MariaDB applies it, and nothing the gate sends
+/// for it: each shard's part of a merge, a grouping's partial rows, a
+/// nested loop's inner rows (replayed on the tablets, it cut all three).
+/// Also the SQL the sharded planner could not read before: a number
+/// written from its period (`.5`) and a statement that is one
+/// parenthesized query, ordered or limited outside.
+async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
+    on_both(sg, oracle, &["set sql_select_limit = 3"]).await;
+    for sql in [
+        "select id, k from dt order by id",
+        "select k, count(*), sum(amount) from dt group by k order by k",
+        "select a.id, b.id from dt a join dt b on a.k = b.k and a.id < 40 order by a.id, b.id",
+        "select id from dt where id < 20 union select id from dt where id > 2900 order by id",
+        "select id from dt order by id limit 5",
+        "(select id from dt order by id desc limit 5)",
+        "select @@sql_select_limit",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
+    }
+    compare_by(
+        sg,
+        oracle,
+        &case("select id from dt order by id", true),
+        true,
+    )
+    .await;
+    on_both(sg, oracle, &["set sql_select_limit = default"]).await;
+    compare(
+        sg,
+        oracle,
+        &case("select count(*), @@sql_select_limit from dt", true),
+    )
+    .await;
+    fails_on_both(sg, oracle, "set sql_select_limit = 'many'", 1232).await;
+    for sql in [
+        "select .5, -.25e1, id from dt where id < .5e2 order by id",
+        "select id from dt where amount > .5 order by id limit 3",
+        "(select id from dt order by id desc limit 5) order by id",
+        "(select k, count(*) as n from dt group by k) order by n desc, k limit 3",
+        "((select id, name from dt where id = 7))",
+        "(select id+1, k from dt where k > 0) order by 1 limit 4",
+    ] {
+        compare_named(sg, oracle, &case(sql, true)).await;
+    }
+}
+
 /// Statements about the server rather than rows, which a sharded keyspace
 /// refused or could not parse: FLUSH (every shard's server, as vtgate
 /// sends it), HELP and MariaDB's ANALYZE of a SELECT (any shard's, as
@@ -2018,6 +2065,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     vindex_values_written_otherwise(&mut sg, &mut oracle).await;
     server_statements(&mut sg, &mut oracle).await;
     variables_set_from_queries(&mut sg, &mut oracle).await;
+    select_limit_and_parentheses(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;

@@ -116,6 +116,14 @@ pub trait RowSink {
         let _ = binary;
         None
     }
+    /// Takes at most `cap` more rows of what follows and drops the rest
+    /// (None: all of them): the session's `sql_select_limit` on a client's
+    /// result, applied where the client's rows are written so that no
+    /// query the gate sends for it is cut. Only a sink that writes to a
+    /// client has anything to do.
+    fn limit_rows(&mut self, cap: Option<u64>) {
+        let _ = cap;
+    }
 }
 
 /// Takes a tablet's result packets as they are (see [`RowSink::packets`]);

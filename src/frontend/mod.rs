@@ -326,6 +326,9 @@ struct ResultWriter<'w> {
     cols: Vec<Column>,
     pending: Option<Pending>,
     status: u16,
+    /// Rows the statement being answered may still send, under the
+    /// session's `sql_select_limit` (None: no cap).
+    cap: Option<u64>,
 }
 
 impl<'w> ResultWriter<'w> {
@@ -337,6 +340,19 @@ impl<'w> ResultWriter<'w> {
             cols: Vec::new(),
             pending: None,
             status: status.bits(),
+            cap: None,
+        }
+    }
+
+    /// Whether the next row goes out under [`Self::cap`] (counting it).
+    fn admit(&mut self) -> bool {
+        match &mut self.cap {
+            None => true,
+            Some(0) => false,
+            Some(left) => {
+                *left -= 1;
+                true
+            }
         }
     }
 
@@ -420,6 +436,9 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn row(&mut self, values: &[Value]) -> Result<(), Error> {
+        if !self.admit() {
+            return Ok(());
+        }
         self.wire.note_rows(1);
         let cols = &self.cols;
         if self.binary {
@@ -434,6 +453,9 @@ impl RowSink for ResultWriter<'_> {
     }
 
     fn text_row(&mut self, row: TextRow<'_>) -> Result<(), Error> {
+        if !self.admit() {
+            return Ok(());
+        }
         self.wire.note_rows(1);
         // A row goes out as the shard encoded it when the client takes
         // that protocol.
@@ -479,8 +501,13 @@ impl RowSink for ResultWriter<'_> {
         Ok(())
     }
 
+    fn limit_rows(&mut self, cap: Option<u64>) {
+        self.cap = cap;
+    }
+
     fn packets(&mut self, binary: bool) -> Option<&mut dyn crate::engine::PacketSink> {
-        if self.binary == binary {
+        // Capped rows are counted one at a time, through `text_row`.
+        if self.binary == binary && self.cap.is_none() {
             Some(self)
         } else {
             None

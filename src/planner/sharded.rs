@@ -1668,6 +1668,34 @@ fn uncombinable(e: &PlanError) -> bool {
     .any(|k| m.contains(k))
 }
 
+/// A statement that is one parenthesized query, `(SELECT ...) [ORDER BY
+/// ...] [LIMIT ...]`, written without its parentheses, as the text it
+/// means (its names as the client wrote them): the inner query itself when
+/// nothing follows it; the inner query with what follows it when the
+/// inner has no ORDER BY or LIMIT of its own; else the inner query as a
+/// derived table, ordered and limited outside. None for any other
+/// statement (the planner refused them all as a UNION of one part).
+fn unparenthesized(template: &str, q: &ast::Query) -> Option<String> {
+    let SetExpr::Query(inner) = q.body.as_ref() else {
+        return None;
+    };
+    if q.with.is_some() {
+        return None;
+    }
+    let toks = crate::sql::lexer::tokenize(template);
+    let close = crate::sql::lexer::closing_paren(&toks, 0)?;
+    let body = &template[toks[0].end..toks[close].start];
+    let rest = template[toks[close].end..].trim();
+    let rest = rest.trim_end_matches(';').trim_end();
+    Some(if rest.is_empty() {
+        body.trim().to_string()
+    } else if inner.order_by.is_none() && inner.limit_clause.is_none() && inner.locks.is_empty() {
+        format!("{} {rest}", body.trim())
+    } else {
+        format!("select * from ({body}) as `parenthesized` {rest}")
+    })
+}
+
 /// [`plan_query`]'s routes.
 fn plan_routes(
     template: &str,
@@ -1675,6 +1703,14 @@ fn plan_routes(
     ks: &Keyspace,
     snap: &Snapshot,
 ) -> Result<super::Plan, PlanError> {
+    if let Some(sql) = unparenthesized(template, q) {
+        let mut stmt = parse(&sql)?;
+        name_as_written(&sql, &mut stmt)?;
+        let Statement::Query(q) = stmt else {
+            return Err(unsupported("a parenthesized query"));
+        };
+        return plan_query(&sql, &q, ks, snap);
+    }
     match plan_select(template, q, ks) {
         Ok(p) => Ok(super::Plan::Select(Box::new(p))),
         // A UNION no route answers (its parts' tables on different

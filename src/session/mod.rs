@@ -216,6 +216,9 @@ impl Session {
         }
         let (directives, unhinted) = admitted(ctx, sql)?;
         let sql = unhinted.as_deref().unwrap_or(sql);
+        if !self.vitess_vars.is_empty() {
+            sink.limit_rows(sql::select_cap(sql, &self.vitess_vars));
+        }
         let timed = self.begin(ctx, directives);
         // Swapped back only when swapped: a USE may have changed it.
         let res = match self.reads_elsewhere(sql) {
@@ -1040,6 +1043,9 @@ impl Session {
         if self.shards.transaction_expired() {
             self.prepared.insert(id, p);
             return Err(Box::pin(self.end_expired(ctx)).await);
+        }
+        if !self.vitess_vars.is_empty() {
+            sink.limit_rows(sql::select_cap(&p.sql, &self.vitess_vars));
         }
         let timed = self.begin(ctx, p.directives);
         let res = match self.reads_elsewhere_when(p.shareable) {

@@ -97,6 +97,7 @@ impl Session {
             tablet_type: self.target.tablet_type,
         };
         let before = std::mem::replace(&mut self.target, prepared_in.clone());
+        sink.limit_rows(sql::select_cap(&filled, &self.vitess_vars));
         let res = Box::pin(self.execute_statement(ctx, &filled, sink)).await;
         // A USE the statement ran stays, as on MariaDB.
         if self.target == prepared_in {

@@ -121,6 +121,26 @@ fn tokenize_with<const ESCAPES: bool>(src: &str) -> Vec<Token> {
                 }
                 out.push(tok(TokenKind::Variable, start, i));
             }
+            // `.5` is a number, unless the period qualifies a name
+            // (`t.5col`, `f().x`).
+            b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && out.last().is_none_or(|t: &Token| {
+                    t.end != i
+                        || !matches!(
+                            t.kind,
+                            TokenKind::Word
+                                | TokenKind::Ident
+                                | TokenKind::Variable
+                                | TokenKind::Punct(b')')
+                        )
+                }) =>
+            {
+                i += 1;
+                while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
+                    i += 1;
+                }
+                out.push(tok(TokenKind::Number, start, i));
+            }
             b'0'..=b'9' => {
                 while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
                     i += 1;
@@ -308,6 +328,26 @@ pub fn top_level_parts(toks: &[Token]) -> Vec<&[Token]> {
     parts
 }
 
+/// The index of the `)` closing the `(` at `toks[open]`; None when it is
+/// not closed (or `toks[open]` is no `(`).
+pub fn closing_paren(toks: &[Token], open: usize) -> Option<usize> {
+    if toks.get(open)?.kind != TokenKind::Punct(b'(') {
+        return None;
+    }
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate().skip(open) {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// Splits a COM_QUERY holding several statements into its statements, so each
 /// one can be routed on its own. Compound statements (CREATE PROCEDURE /
 /// FUNCTION / TRIGGER / EVENT with BEGIN ... END bodies) are kept whole.
@@ -430,6 +470,36 @@ mod tests {
             open("select /*+ hint */ 1 /*!40101 + 1 */, 'a'").as_deref(),
             Some("select /*+ hint */ 1   + 1  , 'a'")
         );
+    }
+
+    #[test]
+    fn a_leading_period_starts_a_number_unless_it_qualifies_a_name() {
+        let kinds = |sql: &str| -> Vec<(TokenKind, String)> {
+            tokenize(sql)
+                .iter()
+                .map(|t| (t.kind, t.text(sql).to_string()))
+                .collect()
+        };
+        let number = |s: &str| (TokenKind::Number, s.to_string());
+        assert_eq!(kinds("select .5")[1], number(".5"));
+        assert_eq!(kinds("select -.5e3, (.25)")[2], number(".5e3"));
+        assert_eq!(kinds("where a>.5")[3], number(".5"));
+        // A name's qualifier stays a period.
+        for sql in ["select t.5c", "select `t`.5", "select f().5"] {
+            assert!(
+                kinds(sql).iter().any(|(k, _)| *k == TokenKind::Punct(b'.')),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_parenthesis_closes_where_its_depth_ends() {
+        let toks = tokenize("(a, (b)) (c");
+        assert_eq!(closing_paren(&toks, 0), Some(6));
+        assert_eq!(closing_paren(&toks, 3), Some(5));
+        assert_eq!(closing_paren(&toks, 7), None);
+        assert_eq!(closing_paren(&toks, 4), None);
     }
 
     #[test]

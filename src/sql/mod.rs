@@ -35,6 +35,9 @@ pub enum SqlError {
     /// `SET query_timeout` to something other than milliseconds.
     #[error("Variable 'query_timeout' can't be set to the value of '{0}'")]
     BadQueryTimeout(String),
+    /// A number variable set to what is no number (MariaDB's 1232).
+    #[error("Incorrect argument type to variable '{0}'")]
+    WrongVariableType(&'static str),
     /// A value vtgate's session variable does not take (see
     /// [`VITESS_VARS`]).
     #[error("Variable '{name}' can't be set to the value of '{value}'")]
@@ -320,8 +323,11 @@ pub struct SetStmt {
 /// vtgate's own session variables besides `autocommit`,
 /// `transaction_mode` and `query_timeout`: the session keeps them and
 /// `SELECT @@name` answers them; none reaches a tablet (MariaDB knows
-/// none of them). Name, default, and whether the value is a number.
-pub const VITESS_VARS: [(&str, &str, bool); 8] = [
+/// none of them but `sql_select_limit`, which vtgate keeps too: on a
+/// tablet it would cut the gate's own queries, each shard's part of a
+/// merge and a nested loop's inner rows, where only the client's result
+/// may be cut). Name, default, and whether the value is a number.
+pub const VITESS_VARS: [(&str, &str, bool); 9] = [
     ("ddl_strategy", "direct", false),
     ("enable_system_settings", "1", true),
     ("migration_context", "", false),
@@ -329,8 +335,57 @@ pub const VITESS_VARS: [(&str, &str, bool); 8] = [
     ("read_after_write_timeout", "30", true),
     ("session_track_gtids", "off", false),
     ("skip_query_plan_cache", "0", true),
+    ("sql_select_limit", SELECT_LIMIT_DEFAULT, true),
     ("workload", "OLTP", false),
 ];
+
+/// `sql_select_limit`'s default, MariaDB's: no limit.
+const SELECT_LIMIT_DEFAULT: &str = "18446744073709551615";
+
+/// The rows a client's SELECT may return under the session's
+/// `sql_select_limit` (`vitess`: the session's [`VITESS_VARS`]), None
+/// when the statement is not capped: no limit set, or `sql` is no
+/// SELECT, or its outermost query has a LIMIT of its own (which wins,
+/// however large), as MariaDB applies the variable. A SELECT ... INTO
+/// sends no rows, so a cap changes nothing there.
+pub fn select_cap(sql: &str, vitess: &[(&'static str, String)]) -> Option<u64> {
+    let (_, value) = vitess.iter().find(|(n, _)| *n == "sql_select_limit")?;
+    let cap: u64 = value.parse().ok().filter(|&n| n != u64::MAX)?;
+    let toks = tokenize(sql);
+    let mut body: &[Token] = &toks;
+    while let [.., Token {
+        kind: TokenKind::Semicolon,
+        ..
+    }] = body
+    {
+        body = &body[..body.len() - 1];
+    }
+    // `(SELECT ... LIMIT 5)`: the parentheses hold the whole statement,
+    // so their LIMIT is its own.
+    while let [open, inner @ .., close] = body {
+        let whole = open.kind == TokenKind::Punct(b'(')
+            && close.kind == TokenKind::Punct(b')')
+            && lexer::closing_paren(body, 0) == Some(body.len() - 1);
+        if !whole {
+            break;
+        }
+        body = inner;
+    }
+    let first = body.first()?;
+    let query = first.is_word(sql, "select")
+        || first.is_word(sql, "with")
+        || first.kind == TokenKind::Punct(b'(');
+    let mut depth = 0i32;
+    let limited = body.iter().any(|t| {
+        match t.kind {
+            TokenKind::Punct(b'(') => depth += 1,
+            TokenKind::Punct(b')') => depth -= 1,
+            _ => {}
+        }
+        depth == 0 && t.is_word(sql, "limit")
+    });
+    (query && !limited).then_some(cap)
+}
 
 /// A value for vtgate's session variable `name` as the session keeps it,
 /// or why it is refused. `workload` takes OLTP, OLAP or DBA (rows stream
@@ -363,6 +418,14 @@ fn vitess_value(name: &'static str, raw: &str) -> Result<String, SqlError> {
         "enable_system_settings" | "skip_query_plan_cache" => {
             flag(raw).ok_or_else(bad)?.to_string()
         }
+        // MariaDB's rules: DEFAULT is no limit, a negative count is 0.
+        "sql_select_limit" => match raw.trim() {
+            d if d.eq_ignore_ascii_case("default") => SELECT_LIMIT_DEFAULT.to_string(),
+            n => match n.parse::<i128>() {
+                Ok(v) => u64::try_from(v.max(0)).unwrap_or(u64::MAX).to_string(),
+                Err(_) => return Err(SqlError::WrongVariableType(name)),
+            },
+        },
         "read_after_write_timeout" => match raw.parse::<f64>() {
             Ok(v) if v >= 0.0 => raw.to_string(),
             _ => return Err(bad()),
@@ -1103,7 +1166,20 @@ fn parse_set(sql: &str, toks: &[Token]) -> Result<SetStmt, SqlError> {
             .find(|(n, ..)| *n == bare)
             .filter(|_| !out.global)
         {
-            out.vitess.push((known, vitess_value(known, &raw_value())?));
+            // A count may come with its sign (`-1`): all of the value.
+            let raw = match known {
+                "sql_select_limit" => part
+                    .iter()
+                    .skip(name_idx + 1)
+                    .skip_while(|t| matches!(t.kind, TokenKind::Punct(b'=' | b':')))
+                    .map(|t| match t.kind {
+                        TokenKind::Str => string_literal(t.text(sql)),
+                        _ => t.text(sql).to_string(),
+                    })
+                    .collect::<String>(),
+                _ => raw_value(),
+            };
+            out.vitess.push((known, vitess_value(known, &raw)?));
         } else if bare == "autocommit" && !out.global {
             let val = value();
             // `on` may come backquoted, and DEFAULT is MySQL's default, on.
@@ -2740,6 +2816,47 @@ mod tests {
             rewrite_session_values("select @@workload, @@skip_query_plan_cache", &v).unwrap(),
             "select 'OLAP' AS `@@workload`, 0 AS `@@skip_query_plan_cache`"
         );
+    }
+
+    #[test]
+    fn sql_select_limit_caps_the_outermost_select_without_a_limit() {
+        let limit = |sql: &str| match classify(sql) {
+            Ok(Statement::Set(s)) => s.vitess,
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert_eq!(
+            limit("set sql_select_limit = 2"),
+            [("sql_select_limit", "2".into())]
+        );
+        assert_eq!(limit("set @@session.sql_select_limit := -1")[0].1, "0");
+        assert_eq!(limit("SET SESSION sql_select_limit = '7'")[0].1, "7");
+        assert_eq!(
+            limit("set sql_select_limit = DEFAULT")[0].1,
+            SELECT_LIMIT_DEFAULT
+        );
+        let e = classify("set sql_select_limit = 'abc'").unwrap_err();
+        assert!(matches!(e, SqlError::WrongVariableType("sql_select_limit")));
+        let set = [("sql_select_limit", "2".to_string())];
+        for (sql, cap) in [
+            ("select * from t", Some(2)),
+            ("with c as (select 1 limit 9) select * from c", Some(2)),
+            ("(select a from t limit 5) order by a", Some(2)),
+            ("select a from t union (select b from u limit 1)", Some(2)),
+            (
+                "select * from t where a in (select a from u limit 3)",
+                Some(2),
+            ),
+            ("select * from t limit 5", None),
+            ("((select a from t limit 5));", None),
+            ("select a from t union select b from u limit 1", None),
+            ("update t set a = 1", None),
+            ("show tables", None),
+        ] {
+            assert_eq!(select_cap(sql, &set), cap, "{sql}");
+        }
+        let unset = [("sql_select_limit", SELECT_LIMIT_DEFAULT.to_string())];
+        assert_eq!(select_cap("select * from t", &unset), None);
+        assert_eq!(select_cap("select * from t", &[]), None);
     }
 
     #[test]
