@@ -1131,6 +1131,7 @@ fn plan_statement(
         return super::forms::with_modifiers(planned, &modifiers);
     }
     let mut stmt = parse(template)?;
+    assigns_over_rows(&stmt)?;
     super::forms::insert_set_as_values(&mut stmt)?;
     name_as_written(template, &mut stmt)?;
     if let Statement::Delete(d) = &stmt {
@@ -1666,6 +1667,35 @@ fn uncombinable(e: &PlanError) -> bool {
     ]
     .iter()
     .any(|k| m.contains(k))
+}
+
+/// Refuses a statement over a table that assigns a user variable as it
+/// reads (`SELECT @r := price FROM t`), vtgate's refusal too: each shard's
+/// tablet would compute and keep its own `@r` (the next row's `@r + 1`
+/// read another shard's, or NULL), where the session's variables are the
+/// ones its SETs gave every tablet. Without a table (`SELECT @v := 3`) the
+/// one tablet that answers keeps it, as before.
+fn assigns_over_rows(stmt: &Statement) -> Result<(), PlanError> {
+    let assigns = ast::visit_expressions(stmt, |e| match e {
+        Expr::BinaryOp {
+            op: ast::BinaryOperator::Assignment,
+            ..
+        } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    if assigns.is_continue() {
+        return Ok(());
+    }
+    let reads = ast::visit_relations(stmt, |name| {
+        match name.to_string().eq_ignore_ascii_case("dual") {
+            true => ControlFlow::Continue(()),
+            false => ControlFlow::Break(()),
+        }
+    });
+    match reads.is_break() {
+        true => Err(unsupported("Assignment expression")),
+        false => Ok(()),
+    }
 }
 
 /// A statement that is one parenthesized query, `(SELECT ...) [ORDER BY

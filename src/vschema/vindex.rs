@@ -171,7 +171,8 @@ fn integral(d: f64) -> Option<u64> {
 /// column: `Some(Some(n))` for the integer it equals, `Some(None)` when
 /// it equals none (the statement's rows are on no shard), None when `s`
 /// is no such number. Why: `id = 1.0` finds id 1 on MariaDB, and was
-/// refused as a value the vindex cannot map.
+/// refused as a value the vindex cannot map. An integer too large for any
+/// integer column equals none either.
 fn number_text(s: &str) -> Option<Option<u64>> {
     if let Some(hex) = s.strip_prefix("0x") {
         let n = (!hex.is_empty() && hex.len() <= 16).then(|| u64::from_str_radix(hex, 16));
@@ -180,6 +181,12 @@ fn number_text(s: &str) -> Option<Option<u64>> {
     let numeric = |c: u8| c.is_ascii_digit() || b"+-.eE".contains(&c);
     if !s.bytes().all(numeric) || !s.bytes().any(|c| c.is_ascii_digit()) {
         return None;
+    }
+    // An integer no BIGINT holds (the caller read those that fit): no
+    // row equals it.
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Some(None);
     }
     if s.contains(['e', 'E']) {
         return Some(integral(s.parse().ok()?));
@@ -329,7 +336,14 @@ mod tests {
             assert_eq!(ksid(f, "-1.0").unwrap(), ksid(f, "-1").unwrap());
             assert_eq!(ksid(f, "0.0").unwrap(), ksid(f, "0").unwrap());
             // No integer equals them: no shard holds their rows.
-            for none in ["1.5", "-0.25", "1e-3", ".5"] {
+            for none in [
+                "1.5",
+                "-0.25",
+                "1e-3",
+                ".5",
+                "99999999999999999999",
+                "-9223372036854775809",
+            ] {
                 assert_eq!(ksid(f, none).unwrap(), None, "{none}");
             }
             assert_eq!(f.map(&Value::Double(2.5)).unwrap(), None);
