@@ -153,6 +153,43 @@ pub(super) fn values_as_select(ins: &ast::Insert) -> Result<Option<ast::Insert>,
     Ok(Some(selected))
 }
 
+/// MariaDB's GROUP BY sorts the groups by its expressions when the
+/// statement has no ORDER BY (`ORDER BY NULL` turns that off): a client of
+/// one MariaDB gets `group by customer_id` ascending, and the first groups
+/// under a LIMIT. Across shards the groups came in shard order; written
+/// out, the ORDER BY makes the gate merge them so. Not beside WITH ROLLUP
+/// (where MariaDB refuses an ORDER BY: its groups come sorted anyway).
+pub(super) fn group_order(stmt: &mut Statement) {
+    let Statement::Query(q) = stmt else { return };
+    if q.order_by.is_some() {
+        return;
+    }
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return;
+    };
+    let ast::GroupByExpr::Expressions(exprs, modifiers) = &sel.group_by else {
+        return;
+    };
+    if exprs.is_empty() || !modifiers.is_empty() {
+        return;
+    }
+    let by = exprs
+        .iter()
+        .map(|e| ast::OrderByExpr {
+            expr: e.clone(),
+            options: ast::OrderByOptions {
+                sort: None,
+                nulls_first: None,
+            },
+            with_fill: None,
+        })
+        .collect();
+    q.order_by = Some(ast::OrderBy {
+        kind: ast::OrderByKind::Expressions(by),
+        interpolate: None,
+    });
+}
+
 /// `a MOD b` (MySQL's infix modulo, which the parser reads as an alias)
 /// as the `a % b` it is; None when the text has none. MOD is a reserved
 /// word: written bare and not called as `MOD(a, b)`, it is the operator.

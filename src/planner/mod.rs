@@ -5,6 +5,7 @@ pub mod cache;
 mod colocate;
 mod cte;
 mod derive;
+mod dialect;
 mod dml_input;
 pub mod explain;
 mod forms;

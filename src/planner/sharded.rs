@@ -6,11 +6,11 @@
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
+use super::dialect::MariaDb;
 use sqlparser::ast::{
     self, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
     LimitClause, OrderByKind, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
 };
-use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 use super::PlanError;
@@ -383,12 +383,12 @@ pub fn parse(template: &str) -> Result<Statement, PlanError> {
         }
         None => (template, &tokens),
     };
-    let mut stmts = match Parser::parse_sql(&MySqlDialect {}, template) {
+    let mut stmts = match Parser::parse_sql(&MariaDb::default(), template) {
         Ok(stmts) => stmts,
         // MySQL's `UPDATE a, b SET ...`, which the parser does not take,
         // is the cross join `UPDATE a JOIN b SET ...`.
         Err(e) => match comma_update(template, tokens) {
-            Some(joined) => Parser::parse_sql(&MySqlDialect {}, &joined)
+            Some(joined) => Parser::parse_sql(&MariaDb::default(), &joined)
                 .map_err(|_| PlanError::Syntax(e.to_string()))?,
             // INTO OUTFILE: each shard's tablet would write its own file
             // on its own host (vtgate's refusal too).
@@ -1133,6 +1133,7 @@ fn plan_statement(
     let mut stmt = parse(template)?;
     assigns_over_rows(&stmt)?;
     super::forms::insert_set_as_values(&mut stmt)?;
+    super::forms::group_order(&mut stmt);
     name_as_written(template, &mut stmt)?;
     if let Statement::Delete(d) = &stmt {
         target_read(d)?;

@@ -874,7 +874,11 @@ impl Session {
             let set = format!("SET {}", assigned.join(", "));
             let mut discard = crate::backend::lean::Discard;
             Box::pin(self.execute_statement(ctx, &set, &mut discard)).await?;
-            return sink.ok(QueryDone::default());
+            // MariaDB's OK counts the row it read.
+            return sink.ok(QueryDone {
+                affected_rows: 1,
+                ..QueryDone::default()
+            });
         }
         let mut ex = Executor {
             ctx,
