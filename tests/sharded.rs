@@ -1923,6 +1923,39 @@ async fn mariadb_forms(sg: &mut Conn, oracle: &mut Conn) {
         .await
         .unwrap_err();
     assert_eq!(err_code(&e), Some(1235), "{e}");
+    // Counts sent as strings: PHP's PDO sends every prepared value so, and
+    // EXECUTE ... USING '2' writes one.
+    for (sql, params) in [
+        ("select id from dt order by id limit ?", vec!["3"]),
+        ("select id from dt order by id limit ?, ?", vec!["2", "4"]),
+        ("select id from dt where id = 7 limit ?", vec!["1"]),
+    ] {
+        let mut answers = Vec::new();
+        for conn in [&mut *sg, &mut *oracle] {
+            let ids: Vec<i64> = conn.exec(sql, params.clone()).await.unwrap();
+            answers.push(ids);
+        }
+        assert_eq!(answers[0], answers[1], "{sql}");
+        assert!(!answers[0].is_empty(), "{sql}");
+    }
+    on_both(
+        sg,
+        oracle,
+        &[
+            "prepare lim from 'select id from dt order by id limit ?'",
+            "prepare one from 'select id, k from dt where id = 7 limit ?'",
+        ],
+    )
+    .await;
+    for sql in [
+        "execute lim using '2'",
+        "execute one using '1'",
+        // A statement of no table: any shard's server answers it.
+        "values (1, 'a'), (2, 'b')",
+        "select * from (values (1, 2), (3, 4)) v order by 1",
+    ] {
+        compare_named(sg, oracle, &case(sql, true)).await;
+    }
 }
 
 /// Statements about the server rather than rows, which a sharded keyspace
@@ -4880,6 +4913,11 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
         // per row).
         "update wa set v = v + 1 where k = some (select wb.b from wb where wb.v > 5)",
         "delete from wa where k > all (select wb.b from wb where wb.v = wa.v) and wa.id > 40",
+        // A subquery's bare name of the written table (`k`, `id`: wb has
+        // no such columns): correlated, as MariaDB reads it (the subquery
+        // ran alone, and its tablet knew no `k`: 1054).
+        "delete from wa where v < (select max(wb.v) from wb where wb.a = k) and wa.id > 50",
+        "update wa set v = (select min(wb.v) from wb where wb.b = k) where id between 5 and 15",
         // MySQL's comma form of a multi-table UPDATE (a cross join): on
         // the vindex columns it runs whole, else its rows are found first.
         "update wa, wb set wa.v = wa.v + 1, wb.v = wb.v + 2 where wb.a = wa.id and wb.b = 2",

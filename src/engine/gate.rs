@@ -580,13 +580,21 @@ pub fn operand_u64(op: &Operand, binds: &[Bind]) -> Result<u64, Error> {
             .unwrap_or(Value::NULL),
         Operand::Lit(v) => v.clone(),
     };
-    match v {
-        Value::Int(i) if i >= 0 => Ok(i as u64),
-        Value::UInt(u) => Ok(u),
-        other => Err(Error::Plan(crate::planner::PlanError::Syntax(format!(
-            "LIMIT needs a non-negative integer, got {other:?}"
-        )))),
-    }
+    let count = match &v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::UInt(u) => Some(*u),
+        // A prepared statement's count sent as a string (PHP's PDO sends
+        // every value so): MariaDB reads its number.
+        Value::Bytes(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        _ => None,
+    };
+    count.ok_or_else(|| {
+        Error::Plan(crate::planner::PlanError::Syntax(format!(
+            "LIMIT needs a non-negative integer, got {v:?}"
+        )))
+    })
 }
 
 /// LIMIT + OFFSET for the shards (each must send enough rows).

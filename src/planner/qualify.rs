@@ -75,6 +75,75 @@ pub(super) fn qualify_subqueries(
     Ok(rewrite(q, ks, snap)?.and_then(|(q, inner)| inner.then_some(q)))
 }
 
+/// [`qualify_subqueries`] for an UPDATE or DELETE: the names its
+/// subqueries leave to the server (`delete from xa where k < (select
+/// max(k) from xb where qty = g)`, `g` being xa's) placed, so that the
+/// planner sees the subquery read the written rows (it ran it first, on
+/// its own, and a tablet knew no `g`: 1054). Read as the SELECT of the
+/// write's values over its tables and condition. None when no subquery's
+/// name changes, or for a write this does not follow (USING, no WHERE).
+pub(super) fn qualify_write(
+    stmt: &ast::Statement,
+    ks: &Keyspace,
+    snap: &Snapshot,
+) -> Result<Option<ast::Statement>, PlanError> {
+    let (from, values, selection): (String, Vec<&Expr>, _) = match stmt {
+        ast::Statement::Delete(d) if d.using.is_none() => {
+            let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) =
+                &d.from;
+            (join_list(from), Vec::new(), d.selection.as_ref())
+        }
+        ast::Statement::Update(u) if u.from.is_none() => (
+            u.table.to_string(),
+            u.assignments.iter().map(|a| &a.value).collect(),
+            u.selection.as_ref(),
+        ),
+        _ => return Ok(None),
+    };
+    let Some(selection) = selection else {
+        return Ok(None);
+    };
+    let items: Vec<String> = values.iter().map(|e| e.to_string()).collect();
+    let items = if items.is_empty() {
+        "1".to_string()
+    } else {
+        items.join(", ")
+    };
+    let read = format!("SELECT {items} FROM {from} WHERE {selection}");
+    let Ok(ast::Statement::Query(q)) = super::sharded::parse(&read) else {
+        return Ok(None);
+    };
+    let Some(placed) = qualify_subqueries(&q, ks, snap)? else {
+        return Ok(None);
+    };
+    let SetExpr::Select(s) = *placed.body else {
+        return Ok(None);
+    };
+    let mut out = stmt.clone();
+    match &mut out {
+        ast::Statement::Delete(d) => d.selection = s.selection,
+        ast::Statement::Update(u) => {
+            for (a, item) in u.assignments.iter_mut().zip(s.projection) {
+                a.value = match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                    _ => return Ok(None),
+                };
+            }
+            u.selection = s.selection;
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(out))
+}
+
+/// A FROM clause's tables as written, comma-separated.
+fn join_list(from: &[ast::TableWithJoins]) -> String {
+    from.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// [`qualify`]'s work, and whether a subquery's name was placed.
 fn rewrite(
     q: &ast::Query,

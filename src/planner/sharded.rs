@@ -1139,6 +1139,13 @@ fn plan_statement(
         target_read(d)?;
     }
     let write = matches!(stmt, Statement::Update(_) | Statement::Delete(_));
+    // A subquery's bare names of the written table, placed (once: placed,
+    // they change no more).
+    if write && crate::sql::contains_ci(template, "select") {
+        if let Some(placed) = super::qualify::qualify_write(&stmt, ks, snap)? {
+            return plan_statement(&placed.to_string(), ks, snap, find_first);
+        }
+    }
     let planned = match plan_parsed(template, &stmt, ks, snap) {
         // An UPDATE or DELETE whose subqueries read another keyspace, or
         // read across shards: they run first (vtgate's
@@ -1649,6 +1656,16 @@ fn plan_query(
         // table's rows first, the statement over them on one tablet.
         Err(e @ PlanError::Unsupported(_)) if uncombinable(&e) => {
             super::pullout::plan_gathered(q, ks, snap, e).map(|p| super::Plan::Pullout(Box::new(p)))
+        }
+        // A query that reads no table (`VALUES (1, 2), (3, 4)`, a UNION of
+        // them, a derived table of them): any shard's server answers it
+        // whole, as it answers `SELECT 1`.
+        Err(PlanError::Unsupported(_))
+            if ast::visit_relations(q, |_| ControlFlow::Break(())).is_continue() =>
+        {
+            Ok(super::Plan::AnyShard {
+                keyspace: ks.name.clone(),
+            })
         }
         planned => planned,
     }

@@ -88,8 +88,13 @@ impl Session {
             return Err(Error::ExecuteArguments);
         }
         let values = self.argument_literals(ctx, &args).await?;
-        let filled =
-            sql::fill_placeholders(&text, values.len(), |i, out| out.push_str(&values[i]))?;
+        let counts = sql::prepared::count_slots(&text);
+        let filled = sql::fill_placeholders(&text, values.len(), |i, out| {
+            out.push_str(match counts.get(i) {
+                Some(true) => sql::prepared::as_count(&values[i]),
+                _ => &values[i],
+            })
+        })?;
         let (keyspace, shard) = database;
         let prepared_in = Target {
             keyspace,

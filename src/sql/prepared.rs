@@ -76,6 +76,39 @@ pub(super) fn read(sql: &str, toks: &[Token]) -> Result<Statement, SqlError> {
     }
 }
 
+/// For each `?` of a statement's text, whether it stands for a LIMIT's or
+/// OFFSET's count (`LIMIT ?`, `LIMIT ?, ?`, `OFFSET ?`), where MariaDB
+/// takes a string's number (`EXECUTE p USING '2'`) but not, written in the
+/// text, a quoted string.
+pub fn count_slots(sql: &str) -> Vec<bool> {
+    let toks = super::lexer::tokenize(sql);
+    let mut slots = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        if t.kind != TokenKind::Placeholder {
+            continue;
+        }
+        let before = |k: usize| i.checked_sub(k).map(|j| &toks[j]);
+        let after_word = |k: usize, w: &str| before(k).is_some_and(|p| p.is_word(sql, w));
+        let second =
+            before(1).is_some_and(|p| p.kind == TokenKind::Punct(b',')) && after_word(3, "limit");
+        slots.push(after_word(1, "limit") || after_word(1, "offset") || second);
+    }
+    slots
+}
+
+/// A value written for a count (see [`count_slots`]): a quoted string of
+/// digits as its number; anything else as it is.
+pub fn as_count(literal: &str) -> &str {
+    let inner = literal
+        .strip_prefix('\'')
+        .and_then(|l| l.strip_suffix('\''))
+        .or_else(|| literal.strip_prefix('"').and_then(|l| l.strip_suffix('"')));
+    match inner {
+        Some(n) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => n,
+        _ => literal,
+    }
+}
+
 /// A statement's name: one word or quoted identifier, in lower case.
 fn name(sql: &str, t: Option<&Token>) -> Option<String> {
     t.filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::Ident))
@@ -110,6 +143,24 @@ fn arguments(sql: &str, toks: &[Token]) -> Option<Vec<String>> {
 mod tests {
     use super::*;
     use crate::sql::classify;
+
+    #[test]
+    fn counts_take_a_string_of_digits_as_their_number() {
+        assert_eq!(
+            count_slots("select ? from t where a = ? limit ?, ?"),
+            [false, false, true, true]
+        );
+        assert_eq!(count_slots("select a from t limit 5 offset ?"), [true]);
+        assert_eq!(
+            count_slots("select a from t where b in (?, ?)"),
+            [false, false]
+        );
+        assert_eq!(as_count("'2'"), "2");
+        assert_eq!(as_count("\"10\""), "10");
+        for kept in ["'2x'", "''", "7", "@n", "'-1'"] {
+            assert_eq!(as_count(kept), kept);
+        }
+    }
 
     #[test]
     fn reads_the_three_statements_as_mariadb_writes_them() {
