@@ -4941,6 +4941,29 @@ async fn writes_that_find_their_rows_first(sg: &mut Conn, oracle: &mut Conn) {
     .await;
     let left: Vec<(i64,)> = oracle.query("select id from wa").await.unwrap();
     assert!(left.len() < 50, "the writes deleted little: {}", left.len());
+    // A VALUES row's subquery over the sharded tables reads all their
+    // rows (the row's shard read its own alone: one shard's max); in an
+    // upsert's assignment it is refused.
+    same_writes(
+        sg,
+        oracle,
+        "insert into wa (id, k, v) values (3001, (select max(v) from wb), (select count(*) from wb where b = 2)), (3002, 1, (select min(a) from wb))",
+    )
+    .await;
+    compare(
+        sg,
+        oracle,
+        &case("select * from wa where id > 3000 order by id", true),
+    )
+    .await;
+    refused(
+        sg,
+        "insert into wa (id, k, v) values (3001, 1, 1) on duplicate key update v = (select max(v) from wb)",
+        1235,
+        &["ON DUPLICATE KEY UPDATE"],
+        false,
+    )
+    .await;
     // A multi-table DELETE whose subquery reads a table it deletes from:
     // MariaDB's refusal, word for word (its single-table form runs).
     errors_agree(

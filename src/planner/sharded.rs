@@ -1432,28 +1432,24 @@ fn plan_parsed(
             // Its SELECT runs first; its rows become VALUES.
             Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
             None => match plan_insert(ins, ks, snap) {
+                // A VALUES row's subquery reads a table: on the row's
+                // shard it would read that shard's rows alone
+                // (`values (7, (select max(sku) from corder))` took one
+                // shard's max); its rows are selected first, as below.
+                Ok(_) if values_read_tables(ins) => {
+                    let refused = unsupported("a subquery reading tables in INSERT VALUES");
+                    insert_values_selected(ins, ks, snap, refused)
+                }
                 Ok(p) => Ok(super::Plan::Insert(Box::new(p))),
                 // A vindex value written as an expression: its rows are
                 // selected first.
                 Err(e) if e.to_string().starts_with("unsupported: vindex column") => {
-                    let Some(selected) = super::forms::values_as_select(ins)? else {
-                        return Err(e);
-                    };
-                    let stmt = Statement::Insert(selected);
-                    let Statement::Insert(selected) = &stmt else {
-                        return Err(e);
-                    };
-                    let planned = super::forms::selecting_values(|| {
-                        super::pullout::plan_insert_select(&stmt, selected, ks, snap)
-                    });
-                    match planned {
-                        Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
-                        None => Err(e),
-                    }
+                    insert_values_selected(ins, ks, snap, e)
                 }
                 Err(e) => Err(e),
             },
         },
+
         Statement::Update(u) => {
             if u.from.is_some() {
                 return Err(unsupported("UPDATE ... FROM"));
@@ -1685,6 +1681,41 @@ fn uncombinable(e: &PlanError) -> bool {
     ]
     .iter()
     .any(|k| m.contains(k))
+}
+
+/// Whether an INSERT's VALUES rows hold a subquery that reads a table.
+fn values_read_tables(ins: &ast::Insert) -> bool {
+    match ins.source.as_deref() {
+        Some(q) if matches!(q.body.as_ref(), SetExpr::Values(_)) => {
+            ast::visit_relations(q, |_| ControlFlow::Break(())).is_break()
+        }
+        _ => false,
+    }
+}
+
+/// An INSERT's VALUES rows run as the SELECT of them first, their rows
+/// then routed ([`super::forms::values_as_select`]); `refused` when that
+/// does not plan.
+fn insert_values_selected(
+    ins: &ast::Insert,
+    ks: &Keyspace,
+    snap: &Snapshot,
+    refused: PlanError,
+) -> Result<super::Plan, PlanError> {
+    let Some(selected) = super::forms::values_as_select(ins)? else {
+        return Err(refused);
+    };
+    let stmt = Statement::Insert(selected);
+    let Statement::Insert(selected) = &stmt else {
+        return Err(refused);
+    };
+    let planned = super::forms::selecting_values(|| {
+        super::pullout::plan_insert_select(&stmt, selected, ks, snap)
+    });
+    match planned {
+        Some(p) => Ok(super::Plan::Pullout(Box::new(p?))),
+        None => Err(refused),
+    }
 }
 
 /// Refuses a statement over a table that assigns a user variable as it
@@ -2288,6 +2319,13 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
                 return Err(unsupported(format!(
                     "ON DUPLICATE KEY UPDATE of lookup vindex column '{c}'"
                 )));
+            }
+            // Each row's shard would read its own rows alone (`email =
+            // (select max(sku) from corder)` took one shard's max).
+            if ast::visit_relations(&a.value, |_| ControlFlow::Break(())).is_break() {
+                return Err(unsupported(
+                    "a subquery reading tables in ON DUPLICATE KEY UPDATE across shards",
+                ));
             }
         }
     }
