@@ -1643,7 +1643,19 @@ fn plan_query(
                 let p = super::pullout::plan_derived(&r, ks, snap, unsupported("")).ok()?;
                 Some(super::Plan::Pullout(Box::new(p)))
             };
-            regrouped().or_else(apart).ok_or(e)
+            // Statistical aggregates (STD, VARIANCE, ...) the gate cannot
+            // combine at all: the whole statement over the gathered rows,
+            // on one tablet, as MariaDB computes it. Over a grouping run
+            // first, expressions would read their values as that grouping's
+            // text, cut to its display decimals (`round(std(x), 8)` got 4).
+            let gathered = || {
+                if !reads_statistics(q) {
+                    return None;
+                }
+                let p = super::pullout::plan_gathered(q, ks, snap, unsupported("")).ok()?;
+                Some(super::Plan::Pullout(Box::new(p)))
+            };
+            gathered().or_else(regrouped).or_else(apart).ok_or(e)
         }
         planned => planned,
     };
@@ -1665,6 +1677,31 @@ fn plan_query(
         }
         planned => planned,
     }
+}
+
+/// Whether `q` calls one of the statistical aggregates, which the gate
+/// computes from no shard's partial answers (only over gathered rows).
+fn reads_statistics(q: &ast::Query) -> bool {
+    const STATISTICS: [&str; 7] = [
+        "std",
+        "stddev",
+        "stddev_pop",
+        "stddev_samp",
+        "variance",
+        "var_pop",
+        "var_samp",
+    ];
+    ast::visit_expressions(q, |e| match e {
+        Expr::Function(f)
+            if STATISTICS
+                .iter()
+                .any(|s| f.name.to_string().eq_ignore_ascii_case(s)) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// Whether a refusal is of aggregates or windows the gate cannot compute
