@@ -1901,8 +1901,9 @@ async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
 }
 
 /// MariaDB's own ways of writing and ordering, against the oracle: `!x`
-/// (a NOT tighter than `=`) and `a SOUNDS LIKE b`, which the sharded
-/// planner could not parse; a GROUP BY without ORDER BY, whose groups a
+/// (a NOT tighter than `=`), `a SOUNDS LIKE b`, compound INTERVAL and
+/// EXTRACT units, `INTERVAL(n, ...)`, CAST to a character set and `CHAR(n
+/// USING cs)`, which the sharded planner could not parse; a GROUP BY without ORDER BY, whose groups a
 /// single MariaDB returns sorted (across shards they came in shard order,
 /// and a LIMIT took other groups); a vindex value beyond every BIGINT
 /// (refused before, no row on MariaDB). And a user variable assigned as
@@ -1915,6 +1916,9 @@ async fn mariadb_forms(sg: &mut Conn, oracle: &mut Conn) {
         "select id, k from dt group by id limit 7",
         "select k, count(*) from dt group by k",
         "select * from dt where id = 99999999999999999999",
+        "select id, extract(year_month from '2020-05-06'), '2020-01-01' + interval '1:2' hour_minute, \
+         interval(k, 0, 5, 10), cast(name as char(3) charset utf8mb4), char(65 + id % 3 using utf8mb4) \
+         from dt where id < 8 order by id",
     ] {
         compare_named(sg, oracle, &case(sql, true)).await;
     }

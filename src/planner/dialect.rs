@@ -1,15 +1,19 @@
 //! The parser's dialect for a sharded keyspace's statements: sqlparser's
 //! MySQL dialect with the expression forms MariaDB takes and it does not,
-//! `!x` (NOT, binding tighter than any operator) and `a SOUNDS LIKE b`
-//! (`SOUNDEX(a) = SOUNDEX(b)`, as MariaDB defines it). Without them such a
-//! statement was a syntax error on a sharded keyspace and ran on an
-//! unsharded one. Every other question is the MySQL dialect's: the
+//! `!x` (NOT, binding tighter than any operator), `a SOUNDS LIKE b`
+//! (`SOUNDEX(a) = SOUNDEX(b)`, as MariaDB defines it), the compound units
+//! of INTERVAL and EXTRACT (`INTERVAL '1:30' HOUR_MINUTE`), the
+//! `INTERVAL(n, n1, n2, ...)` function, a CAST or CONVERT to a character
+//! set (`CAST(x AS CHAR CHARACTER SET utf8mb4)`) and `CHAR(n USING cs)`.
+//! Without them
+//! such a statement was a syntax error on a sharded keyspace and ran on
+//! an unsharded one. Every other question is the MySQL dialect's: the
 //! wrapper says it is that dialect (the parser's checks of "is this MySQL"
 //! hold) and forwards each method the MySQL dialect answers itself.
 
 use sqlparser::ast::{
-    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, Statement, UnaryOperator,
+    CastKind, DataType, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, UnaryOperator,
 };
 use sqlparser::dialect::{BindPlaceholderStyle, Dialect, MySqlDialect, Precedence};
 use sqlparser::keywords::Keyword;
@@ -40,15 +44,18 @@ impl MariaDb {
     }
 }
 
-/// `SOUNDEX(e)`.
-fn soundex(e: Expr) -> Expr {
+/// A call of function `name` with `args`.
+fn call(name: &str, args: Vec<Expr>) -> Expr {
     Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("soundex")]),
+        name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None::<DuplicateTreatment>,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(e))],
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
             clauses: Vec::new(),
         }),
         filter: None,
@@ -58,12 +65,127 @@ fn soundex(e: Expr) -> Expr {
     })
 }
 
+/// `SOUNDEX(e)`.
+fn soundex(e: Expr) -> Expr {
+    call("soundex", vec![e])
+}
+
+/// Whether the next token is the word `w` (not quoted).
+fn next_is(parser: &Parser, n: usize, w: &str) -> bool {
+    matches!(&parser.peek_nth_token_ref(n).token,
+        Token::Word(t) if t.quote_style.is_none() && t.value.eq_ignore_ascii_case(w))
+}
+
+/// `INTERVAL(n, n1, ...)`, MariaDB's function (the index of the first
+/// `n_i` above `n`), told from an INTERVAL of a parenthesized value
+/// (`INTERVAL (1 + 1) DAY`) by its comma; None when the next tokens are
+/// no such call.
+fn interval_call(parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+    if !next_is(parser, 0, "interval") || parser.peek_nth_token_ref(1).token != Token::LParen {
+        return None;
+    }
+    let mut depth = 0;
+    let mut n = 1;
+    let listed = loop {
+        match &parser.peek_nth_token_ref(n).token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 1 => break false,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 1 => break true,
+            Token::EOF => break false,
+            _ => {}
+        }
+        n += 1;
+    };
+    if !listed {
+        return None;
+    }
+    parser.advance_token();
+    parser.advance_token();
+    let args = parser
+        .parse_comma_separated(Parser::parse_expr)
+        .and_then(|args| parser.expect_token(&Token::RParen).map(|_| args));
+    Some(args.map(|args| call("interval", args)))
+}
+
+/// `CAST(x AS type CHARACTER SET cs)` and `CONVERT(x, type CHARSET cs)`:
+/// a conversion to a character set, kept as written (the type and its
+/// character set one name the parser passes through). None, the parser
+/// back where it was, for any other CAST or CONVERT.
+fn cast_to_charset(parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+    let convert = next_is(parser, 0, "convert");
+    if !(next_is(parser, 0, "cast") || convert)
+        || parser.peek_nth_token_ref(1).token != Token::LParen
+    {
+        return None;
+    }
+    let parsed = parser.maybe_parse(|p| {
+        p.advance_token();
+        p.expect_token(&Token::LParen)?;
+        let expr = p.parse_expr()?;
+        match convert {
+            true => p.expect_token(&Token::Comma).map(|_| ())?,
+            false => p.expect_keyword_is(Keyword::AS)?,
+        }
+        let data_type = p.parse_data_type()?;
+        let charset = if p.parse_keywords(&[Keyword::CHARACTER, Keyword::SET]) {
+            "CHARACTER SET"
+        } else if p.parse_keyword(Keyword::CHARSET) {
+            "CHARSET"
+        } else {
+            return p.expected("CHARACTER SET", p.peek_token());
+        };
+        let cs = p.parse_identifier()?;
+        p.expect_token(&Token::RParen)?;
+        let named = Ident::new(format!("{data_type} {charset} {cs}"));
+        Ok(Expr::Cast {
+            // CONVERT(x, type) is the same CAST.
+            kind: CastKind::Cast,
+            expr: Box::new(expr),
+            data_type: DataType::Custom(ObjectName::from(vec![named]), Vec::new()),
+            format: None,
+        })
+    });
+    parsed.transpose()
+}
+
+/// `CHAR(n, ... USING cs)`: the `CONVERT(CHAR(n, ...) USING cs)` it is.
+/// None, the parser back where it was, for a CHAR call without USING.
+fn char_using(parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+    if !next_is(parser, 0, "char") || parser.peek_nth_token_ref(1).token != Token::LParen {
+        return None;
+    }
+    let parsed = parser.maybe_parse(|p| {
+        p.advance_token();
+        p.expect_token(&Token::LParen)?;
+        let args = p.parse_comma_separated(Parser::parse_expr)?;
+        p.expect_keyword_is(Keyword::USING)?;
+        let cs = p.parse_identifier()?;
+        p.expect_token(&Token::RParen)?;
+        Ok(Expr::Convert {
+            is_try: false,
+            expr: Box::new(call("char", args)),
+            data_type: None,
+            charset: Some(ObjectName::from(vec![cs])),
+            target_before_value: false,
+            styles: Vec::new(),
+        })
+    });
+    parsed.transpose()
+}
+
 impl Dialect for MariaDb {
     fn dialect(&self) -> std::any::TypeId {
         std::any::TypeId::of::<MySqlDialect>()
     }
 
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+        let special = interval_call(parser)
+            .or_else(|| cast_to_charset(parser))
+            .or_else(|| char_using(parser));
+        if let Some(e) = special {
+            return Some(e);
+        }
         // `!!a` comes as one token.
         let bangs = match parser.peek_token_ref().token {
             Token::ExclamationMark => 1,
@@ -109,6 +231,17 @@ impl Dialect for MariaDb {
             return Some(Ok(self.prec_value(Precedence::Like)));
         }
         self.0.get_next_precedence(parser)
+    }
+
+    /// INTERVAL's and EXTRACT's compound units (`DAY_HOUR`, `YEAR_MONTH`,
+    /// ...), which are no keywords: a unit the parser does not know is
+    /// kept as written (MariaDB judges it).
+    fn is_interval_qualifier(&self, kw: Keyword) -> bool {
+        kw == Keyword::NoKeyword || self.0.is_interval_qualifier(kw)
+    }
+
+    fn allow_extract_custom(&self) -> bool {
+        true
     }
 
     fn supports_string_literal_table_alias(&self, explicit: bool) -> bool {
@@ -211,6 +344,18 @@ mod tests {
         assert_eq!(
             one("select a != 1, sounds from t"),
             "SELECT a <> 1, sounds FROM t"
+        );
+        assert_eq!(
+            one("select date_add(d, interval '1:30' hour_minute), extract(year_month from d), interval(k, 1, 5), interval (1 + 1) day"),
+            "SELECT date_add(d, INTERVAL '1:30' hour_minute), EXTRACT(year_month FROM d), interval(k, 1, 5), INTERVAL (1 + 1) DAY"
+        );
+        assert_eq!(
+            one("select cast(a as char(2) charset latin1), convert(b, char character set utf8mb4), cast(c as signed)"),
+            "SELECT CAST(a AS CHAR(2) CHARSET latin1), CAST(b AS CHAR CHARACTER SET utf8mb4), CAST(c AS SIGNED)"
+        );
+        assert_eq!(
+            one("select char(65, 66 using utf8mb4), char(67)"),
+            "SELECT CONVERT(char(65, 66) USING utf8mb4), char(67)"
         );
         // MySQL's own dialect refuses both.
         assert!(parsed("select !a", &MySqlDialect {}).is_err());
