@@ -1895,6 +1895,7 @@ async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
         "(select k, count(*) as n from dt group by k) order by n desc, k limit 3",
         "((select id, name from dt where id = 7))",
         "(select id+1, k from dt where k > 0) order by 1 limit 4",
+        "(select id, k from dt order by id desc limit 6) order by 2, 1 limit 4",
     ] {
         compare_named(sg, oracle, &case(sql, true)).await;
     }

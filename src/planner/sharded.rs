@@ -1808,8 +1808,52 @@ fn unparenthesized(template: &str, q: &ast::Query) -> Option<String> {
     } else if inner.order_by.is_none() && inner.limit_clause.is_none() && inner.locks.is_empty() {
         format!("{} {rest}", body.trim())
     } else {
-        format!("select * from ({body}) as `parenthesized` {rest}")
+        // Its columns by name where each has one (an ORDER BY position
+        // then counts them), else `*`.
+        let listed = derived_columns(inner).map(|names| {
+            let quoted: Vec<String> = names
+                .iter()
+                .map(|n| format!("`{}`", n.replace('`', "``")))
+                .collect();
+            quoted.join(", ")
+        });
+        let columns = listed.unwrap_or_else(|| "*".to_string());
+        format!("select {columns} from ({body}) as `parenthesized` {rest}")
     })
+}
+
+/// The names of a query's columns as a derived table has them, when each
+/// column is a named column or aliased, and no two alike.
+fn derived_columns(q: &ast::Query) -> Option<Vec<String>> {
+    let mut body = q.body.as_ref();
+    let sel = loop {
+        match body {
+            SetExpr::Select(s) => break s,
+            SetExpr::SetOperation { left, .. } => body = left.as_ref(),
+            SetExpr::Query(inner) => body = inner.body.as_ref(),
+            _ => return None,
+        }
+    };
+    let names: Vec<String> = sel
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.clone()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(|i| i.value.clone())
+            }
+            // An alias the client wrote (not one naming a computed column
+            // as written, which the text does not hold).
+            SelectItem::ExprWithAlias { alias, .. } if !alias.value.starts_with('\u{1}') => {
+                Some(alias.value.clone())
+            }
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let mut seen: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
+    seen.sort();
+    seen.dedup();
+    (seen.len() == names.len()).then_some(names)
 }
 
 /// [`plan_query`]'s routes.
