@@ -1907,8 +1907,9 @@ async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
 /// USING cs)`, which the sharded planner could not parse; a GROUP BY without ORDER BY, whose groups a
 /// single MariaDB returns sorted (across shards they came in shard order,
 /// and a LIMIT took other groups); a vindex value beyond every BIGINT
-/// (refused before, no row on MariaDB). And a user variable assigned as
-/// rows are read, which each shard computed apart (refused, as vtgate).
+/// (refused before, no row on MariaDB); `"name"` under ANSI_QUOTES. And
+/// a user variable assigned as rows are read, which each shard computed
+/// apart (refused, as vtgate).
 async fn mariadb_forms(sg: &mut Conn, oracle: &mut Conn) {
     for sql in [
         "select id, !k, !!flag, !k = 0 from dt where !(k > 3) and !flag order by id limit 20",
@@ -1943,6 +1944,27 @@ async fn mariadb_forms(sg: &mut Conn, oracle: &mut Conn) {
         assert_eq!(answers[0], answers[1], "{sql}");
         assert!(!answers[0].is_empty(), "{sql}");
     }
+    // Under ANSI_QUOTES `"k"` is a name (the gate grouped by the string
+    // 'k': one group), however the mode was set.
+    on_both(
+        sg,
+        oracle,
+        &["set sql_mode = concat(@@sql_mode, ',ANSI_QUOTES')"],
+    )
+    .await;
+    for sql in [
+        "select \"k\", count(*) from \"dt\" group by \"k\" order by 1",
+        "select d.\"id\", 'text' from dt d where \"id\" < 9 order by \"id\" desc",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
+    }
+    on_both(sg, oracle, &["set sql_mode = default"]).await;
+    compare(
+        sg,
+        oracle,
+        &case("select \"k\", count(*) from dt group by 1", true),
+    )
+    .await;
     on_both(
         sg,
         oracle,

@@ -102,6 +102,9 @@ pub struct Session {
     /// vtgate's session variables it set (`SET workload = 'olap'`, see
     /// [`sql::VITESS_VARS`]).
     vitess_vars: Vec<(&'static str, String)>,
+    /// The session's `sql_mode` holds ANSI_QUOTES: its `"..."` are names,
+    /// which the gate reads as strings unless written as `` `...` ``.
+    ansi_quotes: bool,
 }
 
 impl Default for Session {
@@ -119,6 +122,7 @@ impl Default for Session {
             user: String::new(),
             read_type: None,
             vitess_vars: Vec::new(),
+            ansi_quotes: false,
         }
     }
 }
@@ -344,6 +348,18 @@ impl Session {
         sql: &str,
         sink: &mut S,
     ) -> Result<(), Error> {
+        let quoted;
+        let sql = match self
+            .ansi_quotes
+            .then(|| sql::ansi_names(sql, self.shards.no_backslash_escapes))
+            .flatten()
+        {
+            Some(named) => {
+                quoted = named;
+                quoted.as_str()
+            }
+            None => sql,
+        };
         // A pool's `SELECT 1` needs no tablet, as in vtgate.
         if let Some(literals) = sql::literal_select(sql) {
             return engine::literal_row(&literals, sink);
@@ -461,6 +477,9 @@ impl Session {
                     } else {
                         self.set_session(ctx, rest, set.sys_vars.as_deref(), set.constant)
                             .await?;
+                        if sql::contains_ci(rest, "sql_mode") {
+                            Box::pin(self.learn_sql_mode(ctx)).await;
+                        }
                     }
                 }
                 if let Some(on) = set.autocommit {
@@ -590,6 +609,28 @@ impl Session {
         // Those set after it go; ROLLBACK TO keeps the savepoint itself.
         self.shards.savepoints.truncate(i + usize::from(keeps_it));
         Ok(())
+    }
+
+    /// What the session's `sql_mode` now says of the gate's reading of its
+    /// statements (ANSI_QUOTES), asked of a tablet that carries its
+    /// settings: the mode may have been set from an expression
+    /// (`CONCAT(@@sql_mode, ',ANSI_QUOTES')`). One round trip per SET
+    /// of `sql_mode`; a tablet that cannot tell leaves the reading as it
+    /// was.
+    async fn learn_sql_mode(&mut self, ctx: &ServerCtx) {
+        let quoted = std::mem::replace(&mut self.ansi_quotes, false);
+        let asked = self
+            .evaluate(ctx, &["@@session.sql_mode".to_string()])
+            .await;
+        self.ansi_quotes = match asked {
+            Ok((_, row)) => row.first().is_some_and(|v| match v {
+                mysql_common::value::Value::Bytes(b) => {
+                    String::from_utf8_lossy(&b[..]).contains("ANSI_QUOTES")
+                }
+                _ => false,
+            }),
+            Err(_) => quoted,
+        };
     }
 
     /// vtgate's `SET transaction_mode`: how far this session's
@@ -1259,6 +1300,11 @@ impl Session {
     pub async fn prepare(&mut self, ctx: &ServerCtx, sql: &str) -> Result<(u32, &Prepared), Error> {
         let (directives, unhinted) = admitted(ctx, sql)?;
         let sql = unhinted.as_deref().unwrap_or(sql);
+        let named = self
+            .ansi_quotes
+            .then(|| sql::ansi_names(sql, self.shards.no_backslash_escapes))
+            .flatten();
+        let sql = named.as_deref().unwrap_or(sql);
         let stmt = sql::classify(sql)?;
         prepared::not_nested(&stmt)?;
         ddl_allowed(ctx, &stmt)?;

@@ -164,7 +164,7 @@ impl Session {
     /// statement (its variables are its tablets'). What the client's last
     /// statement left for ROW_COUNT() and FOUND_ROWS() stays for the
     /// statement this one serves.
-    async fn evaluate(
+    pub(super) async fn evaluate(
         &mut self,
         ctx: &ServerCtx,
         exprs: &[String],

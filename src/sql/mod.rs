@@ -2461,6 +2461,36 @@ pub fn substitute_params(
     })
 }
 
+/// `sql` with its `"..."` written as the names they are under MariaDB's
+/// ANSI_QUOTES (`` `...` ``), so that the gate's reading (its lexer, the
+/// normalizer, the planner) and every tablet's, whatever its mode, agree;
+/// None when it has none.
+pub fn ansi_names(sql: &str, no_backslash_escapes: bool) -> Option<String> {
+    let toks = lexer::tokenize_mode(sql, no_backslash_escapes);
+    let quoted: Vec<&Token> = toks
+        .iter()
+        .filter(|t| t.kind == TokenKind::Str && t.text(sql).starts_with('"'))
+        .collect();
+    if quoted.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len() + 4);
+    let mut copied = 0;
+    for t in quoted {
+        let text = t.text(sql);
+        let inner = text[1..text.len().saturating_sub(1).max(1)]
+            .replace("\"\"", "\"")
+            .replace('`', "``");
+        out.push_str(&sql[copied..t.start]);
+        out.push('`');
+        out.push_str(&inner);
+        out.push('`');
+        copied = t.end;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
+}
+
 /// Replaces the `n` placeholders `?` of `sql` (outside strings and
 /// comments), the `i`th by what `write(i, out)` writes: a literal. Why:
 /// both the protocol's prepared statements and SQL's `EXECUTE ... USING`
@@ -2816,6 +2846,19 @@ mod tests {
             rewrite_session_values("select @@workload, @@skip_query_plan_cache", &v).unwrap(),
             "select 'OLAP' AS `@@workload`, 0 AS `@@skip_query_plan_cache`"
         );
+    }
+
+    #[test]
+    fn ansi_quotes_make_double_quotes_names() {
+        assert_eq!(
+            ansi_names(
+                r#"select "a""b", 'x"y', `c` from "t" where "d" = 'e'"#,
+                false
+            )
+            .as_deref(),
+            Some(r#"select `a"b`, 'x"y', `c` from `t` where `d` = 'e'"#)
+        );
+        assert_eq!(ansi_names("select 'a', `b`", false), None);
     }
 
     #[test]
