@@ -1988,7 +1988,8 @@ async fn mariadb_forms(sg: &mut Conn, oracle: &mut Conn) {
 /// Expressions over the statistical aggregates (STD, VARIANCE, ...),
 /// which only gathered rows give: MariaDB's values to the last digit
 /// (computed over a grouping run first, they read its 4-decimal text:
-/// `round(std(k), 8)` had four decimals).
+/// `round(std(k), 8)` had four decimals). And aggregates an item holds
+/// inside CASE and other expressions.
 async fn statistics_over_gathered_rows(sg: &mut Conn, oracle: &mut Conn) {
     for sql in [
         "select round(std(k), 8), round(var_samp(amount), 7), std(k) * 2 from dt",
@@ -2001,6 +2002,17 @@ async fn statistics_over_gathered_rows(sg: &mut Conn, oracle: &mut Conn) {
         true,
     );
     compare_by(sg, oracle, &c, true).await;
+    // Aggregates inside CASE, BETWEEN, IN and CAST at the top of an item:
+    // the statement aggregates (each shard's own row came back, one per
+    // shard, silently).
+    for sql in [
+        "select case when count(*) > 10 then 'a' else 'b' end, max(k) between 1 and 5, \
+         sum(k) in (1, 2), cast(count(*) as char), case max(k) when 3 then 'x' end from dt",
+        "select k, case when sum(amount) > 50 then 'big' else 'small' end from dt group by k order by k",
+        "select k from dt group by k having case when count(*) > 1 then 1 else 0 end = 1 order by k",
+    ] {
+        compare_named(sg, oracle, &case(sql, true)).await;
+    }
 }
 
 /// Statements about the server rather than rows, which a sharded keyspace

@@ -2601,51 +2601,44 @@ pub(super) fn has_aggregate(e: &Expr) -> bool {
     if agg_call(e).is_some() {
         return true;
     }
-    match e {
-        Expr::BinaryOp { left, right, .. } => has_aggregate(left) || has_aggregate(right),
-        Expr::UnaryOp { expr, .. }
-        | Expr::Nested(expr)
-        | Expr::IsNull(expr)
-        | Expr::IsNotNull(expr) => has_aggregate(expr),
-        Expr::Function(f) if f.over.is_some() => false,
-        Expr::Function(f) => {
-            // An aggregate anywhere in its arguments, named as a word
-            // (`ifnull(sum(x), 0)`, not `discount(x)`), but not inside a
-            // subquery, whose aggregates are its own: `weight_string((select
-            // count(*) ...))` is a value per row.
-            let s = match super::join::has_subquery(f) {
-                false => f.to_string(),
-                true => {
-                    let mut e = e.clone();
-                    let _ = ast::visit_expressions_mut(&mut e, |x| {
-                        match x {
-                            Expr::Subquery(_) | Expr::Exists { .. } => {
-                                *x = Expr::value(ast::Value::Null)
-                            }
-                            Expr::In { target, .. }
-                                if matches!(target, ast::InTarget::Subquery(_)) =>
-                            {
-                                *target = ast::InTarget::List(Vec::new())
-                            }
-                            _ => {}
-                        }
-                        std::ops::ControlFlow::<()>::Continue(())
-                    });
-                    e.to_string()
+    let mut finder = AggregateFinder { depth: 0 };
+    ast::Visit::visit(e, &mut finder).is_break()
+}
+
+/// Finds an aggregate call anywhere in an expression (inside CASE,
+/// BETWEEN, IN lists, casts and calls alike) but not inside a subquery,
+/// whose aggregates are its own (`weight_string((select count(*) ...))` is
+/// a value per row); a window function groups nothing, though its
+/// arguments may (`sum(count(*)) over ()`).
+struct AggregateFinder {
+    /// Subqueries entered.
+    depth: usize,
+}
+
+impl ast::Visitor for AggregateFinder {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        match e {
+            Expr::Function(f) if self.depth == 0 && f.over.is_none() => {
+                let name = f.name.to_string();
+                match AGGREGATES.iter().any(|a| name.eq_ignore_ascii_case(a)) {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
                 }
             }
-            .to_ascii_lowercase();
-            AGGREGATES.iter().any(|a| {
-                let call = format!("{a}(");
-                s.match_indices(&call).any(|(i, _)| {
-                    s[..i]
-                        .bytes()
-                        .next_back()
-                        .is_none_or(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
-                })
-            })
+            _ => ControlFlow::Continue(()),
         }
-        _ => false,
     }
 }
 
