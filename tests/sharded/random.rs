@@ -531,7 +531,14 @@ fn aggregate(r: &mut Rng, cols: &[Col]) -> String {
     let c = r.pick(cols).clone();
     let num: Vec<Col> = cols.iter().filter(|c| c.num).cloned().collect();
     let x = r.pick(&num).clone();
-    match r.below(15) {
+    match r.below(17) {
+        // Aggregates inside a CASE at the top of the item (once each
+        // shard's own row, unaggregated).
+        15 => "case when count(*) > 2 then 'many' else 'few' end".into(),
+        16 => format!(
+            "case when max({0}) > min({0}) then sum({0}) else 0 end",
+            x.name
+        ),
         11 => format!("sum({} * 2)", x.name),
         12 => format!("group_concat({0} order by {0})", c.name),
         13 => format!("count(distinct {}, {})", c.name, x.name),
