@@ -6219,6 +6219,29 @@ async fn load_data_local_infile_fills_a_sharded_keyspace() {
     assert_eq!(rows(&mut sg, q).await, rows(&mut src, q).await);
     let placed = placement("ldt", "id", Func::Hash).await;
     assert_eq!(placed.iter().sum::<usize>(), 4500);
+    // The client's --safe-updates mode sets sql_select_limit (with
+    // --select-limit) at connect: a query's rows stop there, as on one
+    // MariaDB (replayed on each shard, every shard gave that many).
+    let capped = |port: u16, user: &str, db: &str| {
+        let out = run_client(
+            "mysql",
+            port,
+            &[
+                user,
+                "--safe-updates",
+                "--select-limit=7",
+                "-N",
+                db,
+                "-e",
+                q,
+            ],
+            None,
+        );
+        String::from_utf8(out).unwrap()
+    };
+    let gate_rows = capped(c.port, "-uapp", "customer");
+    assert_eq!(gate_rows.lines().count(), 7, "{gate_rows}");
+    assert_eq!(gate_rows, capped(oport, "-uvt_dba", "src"));
     // Again: every row a duplicate, skipped with a warning each.
     let (gate, one) = both(load("rows.tsv", "into table ldt"));
     assert_eq!(
