@@ -85,7 +85,8 @@ const VSCHEMA: &str = r#"{
     "qb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
     "qr": {"type": "reference"},
     "xa": {"column_vindexes": [{"column": "id", "name": "hash"}]},
-    "xb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]}
+    "xb": {"column_vindexes": [{"column": "a_id", "name": "hash"}]},
+    "tmv": {"column_vindexes": [{"column": "id", "name": "hash"}]}
   }
 }"#;
 
@@ -1890,6 +1891,8 @@ async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
     fails_on_both(sg, oracle, "set sql_select_limit = 'many'", 1232).await;
     for sql in [
         "select .5, -.25e1, id from dt where id < .5e2 order by id",
+        // An exponent's sign (`1e-3` was `1e - 3` to the shards: 1054).
+        "select id, 1e-3, -2.5E+2 * k from dt where amount > 1e-1 order by id limit 5",
         "select id from dt where amount > .5 order by id limit 3",
         "(select id from dt order by id desc limit 5) order by id",
         "(select k, count(*) as n from dt group by k) order by n desc, k limit 3",
@@ -1898,6 +1901,32 @@ async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
         "(select id, k from dt order by id desc limit 6) order by 2, 1 limit 4",
     ] {
         compare_named(sg, oracle, &case(sql, true)).await;
+    }
+}
+
+/// TIME values order as durations across shards (their text put
+/// `100:00:00` before `20:00:00` and `-10:00:00` after `-02:00:00`), in
+/// a merge, MIN and MAX, and a grouping.
+async fn times_order_as_durations(sg: &mut Conn, oracle: &mut Conn) {
+    on_both(
+        sg,
+        oracle,
+        &[
+            "drop table if exists tmv",
+            "create table tmv (id bigint primary key, t time(1))",
+            "insert into tmv (id, t) values (1, '-10:00:00'), (2, '-02:00:00'), (3, '100:00:00'), \
+             (4, '20:00:00'), (5, '00:30:00.5'), (6, '-00:30:00'), (7, '838:59:59'), \
+             (8, '-838:59:59'), (9, null), (10, '20:00:00')",
+        ],
+    )
+    .await;
+    for sql in [
+        "select id, t from tmv order by t, id",
+        "select id from tmv order by t desc, id limit 4",
+        "select min(t), max(t) from tmv",
+        "select t, count(*) from tmv group by t order by t",
+    ] {
+        compare(sg, oracle, &case(sql, true)).await;
     }
 }
 
@@ -2182,6 +2211,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     variables_set_from_queries(&mut sg, &mut oracle).await;
     select_limit_and_parentheses(&mut sg, &mut oracle).await;
     mariadb_forms(&mut sg, &mut oracle).await;
+    times_order_as_durations(&mut sg, &mut oracle).await;
     statistics_over_gathered_rows(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;

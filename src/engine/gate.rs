@@ -423,7 +423,40 @@ fn cmp_key(
     if numeric {
         return cmp_val(&Val::from_text(a, Some(col)), &Val::from_text(b, Some(col)));
     }
+    if let Some(o) = cmp_times(col, x, y) {
+        return o;
+    }
     cmp_strings(x, y, unpadded(col, w), <[u8]>::cmp)
+}
+
+/// Two TIME cells by the durations they are: their text orders wrong past
+/// 99 hours (`100:00:00` before `20:00:00`) and below zero (`-10:00:00`
+/// after `-02:00:00`). None for another type, or text that is no time.
+fn cmp_times(col: &Column, x: &[u8], y: &[u8]) -> Option<Ordering> {
+    use ColumnType::*;
+    if !matches!(col.column_type(), MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2) {
+        return None;
+    }
+    Some(time_micros(x)?.cmp(&time_micros(y)?))
+}
+
+/// A TIME's text (`[-]h:mm:ss[.ffffff]`) as signed microseconds.
+fn time_micros(t: &[u8]) -> Option<i64> {
+    let t = std::str::from_utf8(t).ok()?;
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
+    let mut parts = whole.split(':');
+    let (h, m, s): (i64, i64, i64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    let digits: String = fraction.chars().chain("000000".chars()).take(6).collect();
+    let micros = ((h * 60 + m) * 60 + s) * 1_000_000 + digits.parse::<i64>().ok()?;
+    Some(if negative { -micros } else { micros })
 }
 
 /// The shards' weight strings are of values without trailing spaces (see
@@ -904,6 +937,9 @@ fn cmp_col(
     w: Option<Weighed<'_>>,
 ) -> Ordering {
     if let (Some(x), Some(y)) = (x, y) {
+        if let Some(o) = cmp_times(col, x, y) {
+            return o;
+        }
         if !numeric {
             return cmp_strings(x, y, unpadded(col, w), cmp_folded);
         }
@@ -1595,6 +1631,37 @@ mod tests {
 
     fn b(s: &str) -> Value {
         Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn times_compare_as_durations() {
+        let t = col(ColumnType::MYSQL_TYPE_TIME, 0);
+        let ordered = [
+            "-838:59:59",
+            "-10:00:00",
+            "-02:00:00",
+            "-00:00:00.5",
+            "00:00:00",
+            "00:30:00.000001",
+            "20:00:00",
+            "100:00:00",
+        ];
+        for pair in ordered.windows(2) {
+            let (x, y) = (pair[0].as_bytes(), pair[1].as_bytes());
+            assert_eq!(
+                cmp_key(&t, false, Some(x), Some(y), None),
+                Ordering::Less,
+                "{pair:?}"
+            );
+            assert_eq!(
+                cmp_col(&t, false, Some(y), Some(x), None),
+                Ordering::Greater,
+                "{pair:?}"
+            );
+        }
+        // Not a TIME: its text.
+        let s = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0);
+        assert_eq!(cmp_times(&s, b"100", b"20"), None);
     }
 
     #[test]

@@ -135,16 +135,11 @@ fn tokenize_with<const ESCAPES: bool>(src: &str) -> Vec<Token> {
                         )
                 }) =>
             {
-                i += 1;
-                while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
-                    i += 1;
-                }
+                i = number_end(b, start + 1);
                 out.push(tok(TokenKind::Number, start, i));
             }
             b'0'..=b'9' => {
-                while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
-                    i += 1;
-                }
+                i = number_end(b, start);
                 out.push(tok(TokenKind::Number, start, i));
             }
             _ if is_word_byte(c) => {
@@ -166,6 +161,30 @@ fn tokenize_with<const ESCAPES: bool>(src: &str) -> Vec<Token> {
         }
     }
     out
+}
+
+/// Where a number that starts at `start` ends: its digits, period, hex
+/// or exponent letters, and an exponent's sign (`1e-3`, `2.5E+10`), which
+/// is no operator there.
+fn number_end(b: &[u8], start: usize) -> usize {
+    let mut i = start;
+    while i < b.len() && (is_word_byte(b[i]) || b[i] == b'.') {
+        i += 1;
+    }
+    let mantissa = &b[start..i.saturating_sub(1)];
+    let signed_exponent = i > start
+        && matches!(b[i - 1], b'e' | b'E')
+        && !mantissa.is_empty()
+        && mantissa.iter().all(|c| c.is_ascii_digit() || *c == b'.')
+        && matches!(b.get(i), Some(b'+' | b'-'))
+        && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+    if signed_exponent {
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    i
 }
 
 fn tok(kind: TokenKind, start: usize, end: usize) -> Token {
@@ -484,6 +503,16 @@ mod tests {
         assert_eq!(kinds("select .5")[1], number(".5"));
         assert_eq!(kinds("select -.5e3, (.25)")[2], number(".5e3"));
         assert_eq!(kinds("where a>.5")[3], number(".5"));
+        // An exponent's sign is the number's.
+        assert_eq!(kinds("select 1e-3")[1], number("1e-3"));
+        assert_eq!(kinds("select -2.5E+10, .5e-2")[2], number("2.5E+10"));
+        assert_eq!(kinds("select .5e-2")[1], number(".5e-2"));
+        // Not a hex number's or a name's: there it is an operator.
+        assert_eq!(kinds("select 0x1e-5")[1], number("0x1e"));
+        assert_eq!(
+            kinds("select a1e-5")[2],
+            (TokenKind::Punct(b'-'), "-".into())
+        );
         // A name's qualifier stays a period.
         for sql in ["select t.5c", "select `t`.5", "select f().5"] {
             assert!(
