@@ -1906,17 +1906,20 @@ async fn select_limit_and_parentheses(sg: &mut Conn, oracle: &mut Conn) {
 
 /// TIME values order as durations across shards (their text put
 /// `100:00:00` before `20:00:00` and `-10:00:00` after `-02:00:00`), in
-/// a merge, MIN and MAX, and a grouping.
-async fn times_order_as_durations(sg: &mut Conn, oracle: &mut Conn) {
+/// a merge, MIN and MAX, and a grouping; ENUM and SET values by their
+/// numbers (an ENUM's place in its list), where their text ordered them
+/// before; MIN and MAX of those by their text, as MariaDB's.
+async fn times_enums_and_sets_order_as_mariadb_orders_them(sg: &mut Conn, oracle: &mut Conn) {
     on_both(
         sg,
         oracle,
         &[
             "drop table if exists tmv",
-            "create table tmv (id bigint primary key, t time(1))",
-            "insert into tmv (id, t) values (1, '-10:00:00'), (2, '-02:00:00'), (3, '100:00:00'), \
-             (4, '20:00:00'), (5, '00:30:00.5'), (6, '-00:30:00'), (7, '838:59:59'), \
-             (8, '-838:59:59'), (9, null), (10, '20:00:00')",
+            "create table tmv (id bigint primary key, t time(1), e enum('b', 'a', 'c'), s set('y', 'x'))",
+            "insert into tmv (id, t, e, s) values (1, '-10:00:00', 'a', 'x'), (2, '-02:00:00', 'b', 'y'), \
+             (3, '100:00:00', 'c', 'x,y'), (4, '20:00:00', 'a', ''), (5, '00:30:00.5', null, 'y'), \
+             (6, '-00:30:00', 'b', 'x'), (7, '838:59:59', 'c', null), (8, '-838:59:59', 'a', 'y'), \
+             (9, null, 'b', 'x,y'), (10, '20:00:00', 'c', 'x')",
         ],
     )
     .await;
@@ -1925,6 +1928,10 @@ async fn times_order_as_durations(sg: &mut Conn, oracle: &mut Conn) {
         "select id from tmv order by t desc, id limit 4",
         "select min(t), max(t) from tmv",
         "select t, count(*) from tmv group by t order by t",
+        "select id, e, s from tmv order by e, s desc, id",
+        "select e, count(*) from tmv group by e order by e desc",
+        "select distinct s from tmv order by s",
+        "select min(e), max(e), min(s), max(s) from tmv",
     ] {
         compare(sg, oracle, &case(sql, true)).await;
     }
@@ -2211,7 +2218,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     variables_set_from_queries(&mut sg, &mut oracle).await;
     select_limit_and_parentheses(&mut sg, &mut oracle).await;
     mariadb_forms(&mut sg, &mut oracle).await;
-    times_order_as_durations(&mut sg, &mut oracle).await;
+    times_enums_and_sets_order_as_mariadb_orders_them(&mut sg, &mut oracle).await;
     statistics_over_gathered_rows(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;

@@ -245,7 +245,8 @@ fn string_of<'a>(tables: &[TableInfo], args: impl IntoIterator<Item = &'a Expr>)
     let mut found = None;
     for a in args {
         match part(tables, a) {
-            Part::Unknown => return Part::Unknown,
+            // An ENUM's or SET's collation is not tracked.
+            Part::Unknown | Part::Known(Declared::Indexed) => return Part::Unknown,
             Part::Coercible | Part::Known(Declared::Number) => {}
             Part::Known(Declared::Text(c)) => match found {
                 Some(f) if f != c => return Part::Unknown,

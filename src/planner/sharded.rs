@@ -601,11 +601,20 @@ impl TableInfo {
 /// weight strings, added by `push_weight` (which returns the internal
 /// column). A column two tables declare would be ambiguous to MariaDB, so
 /// the first table declaring it is the one.
-fn weigh(tables: &[TableInfo], e: &Expr, push_weight: impl FnOnce() -> usize) -> Option<Weight> {
+fn weigh(
+    tables: &[TableInfo],
+    e: &Expr,
+    sql: &str,
+    push_weight: impl FnOnce(String) -> usize,
+) -> Option<Weight> {
     match super::derive::declared_of(tables, e) {
         Some(Declared::Number) => None,
         Some(Declared::Text(c)) => Some(Weight::Collation(c)),
-        None => Some(Weight::Column(push_weight())),
+        // Its number, as fixed-width digits (compared as bytes).
+        Some(Declared::Indexed) => Some(Weight::Column(push_weight(format!(
+            "lpad(({sql}) + 0, 20, '0')"
+        )))),
+        None => Some(Weight::Column(push_weight(weight_string(sql)))),
     }
 }
 
@@ -2707,9 +2716,7 @@ impl Internal<'_> {
                 }
                 let i = self.push(a.clone(), AggKind::Key);
                 let tables = self.tables;
-                let weight = weigh(tables, expr, || {
-                    self.push(weight_string(&a), AggKind::Weight)
-                });
+                let weight = weigh(tables, expr, &a, |w| self.push(w, AggKind::Weight));
                 self.kinds[i] = AggKind::DistinctArg { weight };
                 *count_distinct = Some(i);
                 of(i)
@@ -2792,10 +2799,14 @@ impl Internal<'_> {
                 let i = self.push(s.clone(), AggKind::Key);
                 // MIN and MAX compare as their argument's column would.
                 let tables = self.tables;
-                let mut push = || self.push(weight_string(&s), AggKind::Weight);
+                let mut push = |w| self.push(w, AggKind::Weight);
+                // MIN and MAX of an ENUM or SET compare its text, as
+                // MariaDB's do (and give text: no number to weigh).
+                let indexed =
+                    |a: &Expr| super::derive::declared_of(tables, a) == Some(Declared::Indexed);
                 let weight = match &call.arg {
-                    Some(a) => weigh(tables, a, push),
-                    None => Some(Weight::Column(push())),
+                    Some(a) if !indexed(a) => weigh(tables, a, &s, push),
+                    _ => Some(Weight::Column(push(weight_string(&s)))),
                 };
                 self.kinds[i] = if m == "min" {
                     AggKind::Min { weight }
@@ -3406,8 +3417,8 @@ pub(super) fn horizon(
                     HIDDEN + hidden.len() - 1
                 }
             };
-            let weight = weigh(tables, key, || {
-                hidden.push(weight_string(&expr_sql));
+            let weight = weigh(tables, key, &expr_sql, |w| {
+                hidden.push(w);
                 HIDDEN + hidden.len() - 1
             });
             order_keys.push(SortKey {
@@ -3468,9 +3479,7 @@ pub(super) fn horizon(
         }
         let s = g.to_string();
         let i = internal.push(s.clone(), AggKind::Key);
-        let w = weigh(tables, &g, || {
-            internal.push(weight_string(&s), AggKind::Weight)
-        });
+        let w = weigh(tables, &g, &s, |w| internal.push(w, AggKind::Weight));
         groups.push((s, i));
         group_keys.push((i, w));
     }

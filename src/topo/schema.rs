@@ -61,6 +61,7 @@ pub fn declared(data_type: &str, collation: Option<&str>) -> Option<Declared> {
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
             collation.and_then(Collation::from_name).map(Declared::Text)
         }
+        "enum" | "set" => Some(Declared::Indexed),
         _ => None,
     }
 }
@@ -237,6 +238,10 @@ mod tests {
     #[test]
     fn information_schema_types() {
         assert_eq!(declared("int", None), Some(Declared::Number));
+        assert_eq!(
+            declared("enum", Some("utf8mb4_bin")),
+            Some(Declared::Indexed)
+        );
         assert_eq!(declared("DECIMAL", None), Some(Declared::Number));
         assert_eq!(
             declared("char", Some("utf8mb4_general_ci")),

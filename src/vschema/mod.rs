@@ -165,6 +165,9 @@ pub enum Declared {
     Number,
     /// A string type in a collation the gate knows.
     Text(Collation),
+    /// ENUM or SET: shown as text, ordered by its number (an ENUM's
+    /// position in its list, a SET's bits).
+    Indexed,
 }
 
 /// Vitess's column type names (`querypb.Type`), as a VSchema's `columns`
@@ -234,6 +237,7 @@ impl Table {
             "TEXT" | "VARCHAR" | "CHAR" => {
                 collation.and_then(Collation::from_name).map(Declared::Text)
             }
+            "ENUM" | "SET" => Some(Declared::Indexed),
             _ => None,
         }
     }
