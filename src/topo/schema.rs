@@ -258,6 +258,10 @@ mod tests {
         );
         assert_eq!(declared("varchar", Some("latin1_german1_ci")), None);
         assert_eq!(declared("datetime", None), None);
-        assert_eq!(declared("enum", Some("utf8mb4_general_ci")), None);
+        // ENUM and SET order by their numbers.
+        assert_eq!(
+            declared("set", Some("utf8mb4_general_ci")),
+            Some(Declared::Indexed)
+        );
     }
 }
