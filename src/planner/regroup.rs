@@ -428,7 +428,7 @@ fn aggregates_in<T: ast::Visit>(e: &T) -> bool {
 /// Whether `f` is an aggregate's call.
 fn is_aggregate(f: &ast::Function) -> bool {
     let name = f.name.to_string().to_ascii_lowercase();
-    super::sharded::AGGREGATES.contains(&name.as_str())
+    super::sharded::is_aggregate(&name)
 }
 
 /// `e`'s conditions joined by AND, each on its own, owned and with the

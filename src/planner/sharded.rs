@@ -1691,15 +1691,6 @@ fn plan_query(
 /// Whether `q` calls one of the statistical aggregates, which the gate
 /// computes from no shard's partial answers (only over gathered rows).
 fn reads_statistics(q: &ast::Query) -> bool {
-    const STATISTICS: [&str; 7] = [
-        "std",
-        "stddev",
-        "stddev_pop",
-        "stddev_samp",
-        "variance",
-        "var_pop",
-        "var_samp",
-    ];
     ast::visit_expressions(q, |e| match e {
         Expr::Function(f)
             if STATISTICS
@@ -2498,7 +2489,7 @@ fn find_sequence(seq: &str, snap: &Snapshot) -> Result<(String, String), PlanErr
 /// MySQL's aggregate functions: a query naming one folds its rows into
 /// groups (one group without GROUP BY), whichever of them the gate can
 /// combine across shards.
-pub(super) const AGGREGATES: &[&str] = &[
+const COMBINED: &[&str] = &[
     "count",
     "sum",
     "min",
@@ -2508,6 +2499,13 @@ pub(super) const AGGREGATES: &[&str] = &[
     "bit_or",
     "bit_xor",
     "group_concat",
+    "json_arrayagg",
+    "json_objectagg",
+];
+
+/// The statistical aggregates: no shard's partial answer combines into
+/// them, so the gate computes them over gathered rows only.
+const STATISTICS: &[&str] = &[
     "std",
     "stddev",
     "stddev_pop",
@@ -2515,9 +2513,12 @@ pub(super) const AGGREGATES: &[&str] = &[
     "variance",
     "var_pop",
     "var_samp",
-    "json_arrayagg",
-    "json_objectagg",
 ];
+
+/// Whether `name` (lower case) is one of MySQL's aggregate functions.
+pub(super) fn is_aggregate(name: &str) -> bool {
+    COMBINED.contains(&name) || STATISTICS.contains(&name)
+}
 
 struct AggCall {
     name: String,
@@ -2538,7 +2539,7 @@ fn agg_call(e: &Expr) -> Option<AggCall> {
         return None;
     }
     let name = f.name.to_string().to_ascii_lowercase();
-    if !AGGREGATES.contains(&name.as_str()) {
+    if !is_aggregate(&name) {
         return None;
     }
     let FunctionArguments::List(list) = &f.args else {
@@ -2641,7 +2642,7 @@ impl ast::Visitor for AggregateFinder {
         match e {
             Expr::Function(f) if self.depth == 0 && f.over.is_none() => {
                 let name = f.name.to_string();
-                match AGGREGATES.iter().any(|a| name.eq_ignore_ascii_case(a)) {
+                match is_aggregate(&name.to_ascii_lowercase()) {
                     true => ControlFlow::Break(()),
                     false => ControlFlow::Continue(()),
                 }
