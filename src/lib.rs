@@ -23,6 +23,10 @@
 //!   LOAD DATA's options and splits its file into records;
 //!   [`sql::prepared`] reads SQL's PREPARE, EXECUTE and DEALLOCATE.
 //! - [`planner`]: pure (statement, snapshot, target) → [`planner::Plan`];
+//!   a sharded keyspace's statements are parsed with MySQL's dialect plus
+//!   MariaDB's expression forms (`!x`, SOUNDS LIKE, compound INTERVAL
+//!   units, CAST to a character set), and the forms it still lacks
+//!   (INSERT ... SET, UPDATE IGNORE, infix MOD) are rewritten first;
 //!   [`planner::place`] first decides which keyspace plans a statement
 //!   (qualifiers, global routing, routing rules, reference sources);
 //!   then which tables, subqueries, derived tables and UNION parts share
