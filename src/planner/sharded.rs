@@ -1458,7 +1458,6 @@ fn plan_parsed(
                 Err(e) => Err(e),
             },
         },
-
         Statement::Update(u) => {
             if u.from.is_some() {
                 return Err(unsupported("UPDATE ... FROM"));
@@ -1677,13 +1676,9 @@ fn plan_query(
         // A query that reads no table (`VALUES (1, 2), (3, 4)`, a UNION of
         // them, a derived table of them): any shard's server answers it
         // whole, as it answers `SELECT 1`.
-        Err(PlanError::Unsupported(_))
-            if ast::visit_relations(q, |_| ControlFlow::Break(())).is_continue() =>
-        {
-            Ok(super::Plan::AnyShard {
-                keyspace: ks.name.clone(),
-            })
-        }
+        Err(PlanError::Unsupported(_)) if !names_a_table(q) => Ok(super::Plan::AnyShard {
+            keyspace: ks.name.clone(),
+        }),
         planned => planned,
     }
 }
@@ -1720,12 +1715,15 @@ fn uncombinable(e: &PlanError) -> bool {
     .any(|k| m.contains(k))
 }
 
+/// Whether `x` names a table anywhere (its subqueries included).
+fn names_a_table<T: ast::Visit>(x: &T) -> bool {
+    ast::visit_relations(x, |_| ControlFlow::Break(())).is_break()
+}
+
 /// Whether an INSERT's VALUES rows hold a subquery that reads a table.
 fn values_read_tables(ins: &ast::Insert) -> bool {
     match ins.source.as_deref() {
-        Some(q) if matches!(q.body.as_ref(), SetExpr::Values(_)) => {
-            ast::visit_relations(q, |_| ControlFlow::Break(())).is_break()
-        }
+        Some(q) if matches!(q.body.as_ref(), SetExpr::Values(_)) => names_a_table(q),
         _ => false,
     }
 }
@@ -2403,7 +2401,7 @@ fn plan_insert(ins: &ast::Insert, ks: &Keyspace, snap: &Snapshot) -> Result<Inse
             }
             // Each row's shard would read its own rows alone (`email =
             // (select max(sku) from corder)` took one shard's max).
-            if ast::visit_relations(&a.value, |_| ControlFlow::Break(())).is_break() {
+            if names_a_table(&a.value) {
                 return Err(unsupported(
                     "a subquery reading tables in ON DUPLICATE KEY UPDATE across shards",
                 ));

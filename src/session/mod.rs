@@ -618,7 +618,6 @@ impl Session {
     /// of `sql_mode`; a tablet that cannot tell leaves the reading as it
     /// was.
     async fn learn_sql_mode(&mut self, ctx: &ServerCtx) {
-        let quoted = std::mem::replace(&mut self.ansi_quotes, false);
         let asked = self
             .evaluate(ctx, &["@@session.sql_mode".to_string()])
             .await;
@@ -629,7 +628,7 @@ impl Session {
                 }
                 _ => false,
             }),
-            Err(_) => quoted,
+            Err(_) => self.ansi_quotes,
         };
     }
 
