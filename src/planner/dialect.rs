@@ -36,9 +36,7 @@ macro_rules! mysql_answers {
 impl MariaDb {
     /// Whether the next two tokens are `SOUNDS LIKE`.
     fn sounds_like(parser: &Parser) -> bool {
-        let sounds = matches!(&parser.peek_token_ref().token,
-            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("sounds"));
-        sounds
+        next_is(parser, 0, "sounds")
             && matches!(&parser.peek_nth_token_ref(1).token,
                 Token::Word(w) if w.keyword == Keyword::LIKE)
     }
