@@ -2051,6 +2051,40 @@ async fn statistics_over_gathered_rows(sg: &mut Conn, oracle: &mut Conn) {
     }
 }
 
+/// A GROUP BY name that is both a select alias and a column groups by
+/// the column (the gate grouped by the alias's expression, or refused
+/// an alias of an aggregate); ORDER BY reads it as the alias, HAVING as
+/// the grouped column. And quotients computed from averages and
+/// divisions read the digits MariaDB holds, not those it shows
+/// (`avg(x) * 3`, `round(avg(x), 9)` differed in their last digits).
+async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
+    for sql in [
+        "select k % 3 k, count(*) c from dt group by k order by c, k",
+        "select count(*) k, min(id) from dt group by k order by 2",
+        "select max(k) flag, count(*) from dt group by flag order by flag, 2",
+        "select k % 3 k, count(*) c from dt group by k having k > 5 order by c, k",
+        "select -k as k, sum(amount) from dt group by k order by k limit 9",
+        "select avg(amount) * 3, sum(amount) / 7 * 7, count(*) / 3 * 3, avg(k) * avg(k) from dt",
+        "select k % 3 g, round(avg(amount), 9), cast(avg(amount) as decimal(30, 12)) from dt group by g order by g",
+        "select k % 4 g, avg(amount) * 2 a from dt group by g order by a, g",
+    ] {
+        compare_named(sg, oracle, &case(sql, true)).await;
+    }
+    // An average compared as MariaDB compares it: rounded to the
+    // decimals it shows.
+    let shown: Vec<String> = oracle
+        .query("select cast(avg(amount) as char) from dt where k = 3")
+        .await
+        .unwrap();
+    let sql = format!(
+        "select k, count(*) from dt where k in (3, 4) group by k having avg(amount) = {}",
+        shown[0]
+    );
+    let c = case(sql, true);
+    compare(sg, oracle, &c).await;
+    assert_eq!(rows(oracle, &c.sql).await.len(), 1, "{}", c.sql);
+}
+
 /// Statements about the server rather than rows, which a sharded keyspace
 /// refused or could not parse: FLUSH (every shard's server, as vtgate
 /// sends it), HELP and MariaDB's ANALYZE of a SELECT (any shard's, as
@@ -2220,6 +2254,7 @@ async fn sharded_answers_match_a_single_mariadb() {
     mariadb_forms(&mut sg, &mut oracle).await;
     times_enums_and_sets_order_as_mariadb_orders_them(&mut sg, &mut oracle).await;
     statistics_over_gathered_rows(&mut sg, &mut oracle).await;
+    names_and_quotients(&mut sg, &mut oracle).await;
     returning_rows(&mut sg, &mut oracle).await;
     ranges_on_a_numeric_vindex(&mut sg, &mut oracle).await;
     lookup_vindexes(&mut sg, &mut oracle).await;

@@ -24,8 +24,12 @@ pub enum Val {
     Null,
     /// An exact integer.
     Int(i128),
-    /// An exact decimal: mantissa and scale.
-    Dec(i128, u32),
+    /// An exact decimal: its mantissa, the scale it is held at, and the
+    /// scale MariaDB shows it at. They differ after a division, which
+    /// MariaDB computes to more digits (a multiple of nine) than it shows:
+    /// what is computed from a quotient (`avg(x) * 2`) reads those
+    /// digits, and only the cell sent is rounded.
+    Dec(i128, u32, u32),
     /// A floating-point number.
     Float(f64),
     /// A string.
@@ -53,7 +57,8 @@ impl Val {
                 let neg = int.starts_with('-');
                 let digits = format!("{}{}", int.trim_start_matches(['-', '+']), frac);
                 if let Ok(m) = digits.parse::<i128>() {
-                    return Val::Dec(if neg { -m } else { m }, frac.len() as u32);
+                    let scale = frac.len() as u32;
+                    return Val::Dec(if neg { -m } else { m }, scale, scale);
                 }
             }
         }
@@ -91,7 +96,9 @@ impl Val {
                     if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL && c.decimals() > 0 =>
                 {
                     i.checked_mul(pow10(c.decimals() as u32))
-                        .map_or(Val::Int(i), |m| Val::Dec(m, c.decimals() as u32))
+                        .map_or(Val::Int(i), |m| {
+                            Val::Dec(m, c.decimals() as u32, c.decimals() as u32)
+                        })
                 }
                 other => other,
             },
@@ -103,7 +110,7 @@ impl Val {
     fn as_f64(&self) -> Option<f64> {
         match self {
             Val::Int(i) => Some(*i as f64),
-            Val::Dec(m, s) => Some(*m as f64 / pow10(*s) as f64),
+            Val::Dec(m, s, _) => Some(*m as f64 / pow10(*s) as f64),
             Val::Float(f) => Some(*f),
             Val::Str(b) => match Val::parse_num(b) {
                 Val::Str(_) => Some(0.0),
@@ -128,7 +135,13 @@ impl Val {
         match self {
             Val::Null => Value::NULL,
             Val::Int(i) => Value::Bytes(i.to_string().into_bytes()),
-            Val::Dec(m, s) => Value::Bytes(format_dec(*m, *s).into_bytes()),
+            Val::Dec(m, s, shown) => Value::Bytes(
+                match rescale(*m, *s, *shown) {
+                    Some(m) => format_dec(m, *shown),
+                    None => format_dec(*m, *s),
+                }
+                .into_bytes(),
+            ),
             Val::Float(f) => Value::Bytes(format_float(*f).into_bytes()),
             Val::Str(b) => Value::Bytes(b.clone()),
         }
@@ -158,6 +171,22 @@ fn format_float(f: f64) -> String {
     }
 }
 
+/// Mantissa `m` of scale `from` at scale `to`: more digits are zeros,
+/// fewer are rounded half away from zero (MariaDB's rounding of what
+/// it shows); None on overflow.
+fn rescale(m: i128, from: u32, to: u32) -> Option<i128> {
+    if to >= from {
+        return m.checked_mul(pow10(to - from));
+    }
+    let d = pow10(from - to);
+    let (q, r) = (m / d, m % d);
+    Some(if r.unsigned_abs() * 2 >= d.unsigned_abs() {
+        q + m.signum()
+    } else {
+        q
+    })
+}
+
 /// Brings two decimals to one scale; None on overflow (the caller falls
 /// back to floating point rather than wrap or panic).
 fn align(a: i128, sa: u32, b: i128, sb: u32) -> Option<(i128, i128, u32)> {
@@ -182,26 +211,40 @@ fn add(a: &Val, b: &Val) -> Val {
             .unwrap_or_else(|| float_of(a, b, |p, q| p + q)),
         (Val::Float(_), _) | (_, Val::Float(_)) => float_of(a, b, |p, q| p + q),
         (x, y) => {
-            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            let ((xm, xs, xsh), (ym, ys, ysh)) = (dec_parts(&x), dec_parts(&y));
             align(xm, xs, ym, ys)
-                .and_then(|(p, q, s)| Some(Val::Dec(p.checked_add(q)?, s)))
+                .and_then(|(p, q, s)| Some(Val::Dec(p.checked_add(q)?, s, xsh.max(ysh))))
                 .unwrap_or_else(|| float_of(a, b, |p, q| p + q))
         }
     }
 }
 
-fn dec_parts(v: &Val) -> (i128, u32) {
+/// A number's mantissa, scale held and scale shown.
+fn dec_parts(v: &Val) -> (i128, u32, u32) {
     match v {
-        Val::Int(i) => (*i, 0),
-        Val::Dec(m, s) => (*m, *s),
-        _ => (0, 0),
+        Val::Int(i) => (*i, 0, 0),
+        Val::Dec(m, s, shown) => (*m, *s, *shown),
+        _ => (0, 0, 0),
+    }
+}
+
+/// A number's mantissa and scale as MariaDB compares and sorts it:
+/// rounded to the digits it shows (a quotient's further digits do not
+/// count).
+fn shown_parts(v: &Val) -> (i128, u32) {
+    match *v {
+        Val::Dec(m, s, shown) if shown < s => (rescale(m, s, shown).unwrap_or(m), shown),
+        _ => {
+            let (m, s, _) = dec_parts(v);
+            (m, s)
+        }
     }
 }
 
 fn neg(v: &Val) -> Val {
     match v.numeric() {
         Val::Int(i) => Val::Int(-i),
-        Val::Dec(m, s) => Val::Dec(-m, s),
+        Val::Dec(m, s, shown) => Val::Dec(-m, s, shown),
         Val::Float(f) => Val::Float(-f),
         other => other,
     }
@@ -216,11 +259,18 @@ fn mul(a: &Val, b: &Val) -> Val {
             .unwrap_or_else(|| float_of(a, b, |p, q| p * q)),
         (Val::Float(_), _) | (_, Val::Float(_)) => float_of(a, b, |p, q| p * q),
         (x, y) => {
-            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
-            match (xm.checked_mul(ym), xs + ys <= 38) {
-                (Some(m), true) => Val::Dec(m, xs + ys),
-                _ => float_of(a, b, |p, q| p * q),
-            }
+            let ((xm, xs, xsh), (ym, ys, ysh)) = (dec_parts(&x), dec_parts(&y));
+            let shown = xsh + ysh;
+            // Too many digits held for an i128: the operands at the
+            // scales they show, before giving up exactness.
+            let product = |xm: i128, xs: u32, ym: i128, ys: u32| {
+                xm.checked_mul(ym)
+                    .filter(|_| xs + ys <= 38)
+                    .map(|m| Val::Dec(m, xs + ys, shown))
+            };
+            product(xm, xs, ym, ys)
+                .or_else(|| product(rescale(xm, xs, xsh)?, xsh, rescale(ym, ys, ysh)?, ysh))
+                .unwrap_or_else(|| float_of(a, b, |p, q| p * q))
         }
     }
 }
@@ -235,11 +285,11 @@ fn rem(a: &Val, b: &Val) -> Val {
             _ => Val::Null,
         },
         (x, y) => {
-            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            let ((xm, xs, xsh), (ym, ys, ysh)) = (dec_parts(&x), dec_parts(&y));
             match align(xm, xs, ym, ys) {
                 Some((_, 0, _)) => Val::Null,
                 Some((p, q, 0)) => Val::Int(p % q),
-                Some((p, q, s)) => Val::Dec(p % q, s),
+                Some((p, q, s)) => Val::Dec(p % q, s, xsh.max(ysh)),
                 None => float_of(a, b, |p, q| p % q),
             }
         }
@@ -256,7 +306,7 @@ fn int_div(a: &Val, b: &Val) -> Val {
             _ => Val::Null,
         },
         (x, y) => {
-            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            let ((xm, xs, _), (ym, ys, _)) = (dec_parts(&x), dec_parts(&y));
             match align(xm, xs, ym, ys) {
                 Some((_, 0, _)) => Val::Null,
                 Some((p, q, _)) => Val::Int(p / q),
@@ -268,8 +318,9 @@ fn int_div(a: &Val, b: &Val) -> Val {
     }
 }
 
-/// Division as MariaDB does it: exact with `div_precision_increment` more
-/// digits, rounded half away from zero; NULL on division by zero.
+/// Division as MariaDB does it: shown with `div_precision_increment`
+/// more digits than the dividend shows, held to the digits MariaDB's
+/// decimal division keeps (truncated); NULL on division by zero.
 fn div(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
         (Val::Null, _) | (_, Val::Null) => Val::Null,
@@ -278,22 +329,43 @@ fn div(a: &Val, b: &Val) -> Val {
             _ => Val::Null,
         },
         (x, y) => {
-            let ((xm, xs), (ym, ys)) = (dec_parts(&x), dec_parts(&y));
+            let ((xm, xs, xsh), (ym, ys, _)) = (dec_parts(&x), dec_parts(&y));
             if ym == 0 {
                 return Val::Null;
             }
-            let scale = xs + DIV_PRECISION;
-            // x/y = (xm/10^xs) / (ym/10^ys); want result * 10^scale.
-            let Some(num) = xm
-                .checked_mul(pow10(scale + ys + 1 - xs))
-                .filter(|_| scale + ys < 36)
-            else {
-                return float_of(a, b, |p, q| p / q);
-            };
-            let q = num / ym;
-            let rounded = if q >= 0 { (q + 5) / 10 } else { (q - 5) / 10 };
-            Val::Dec(rounded, scale)
+            let shown = xsh + DIV_PRECISION;
+            let held = quotient_scale(xs, ys);
+            // Too many digits for an i128: one digit past those shown.
+            quotient(xm, xs, ym, ys, held)
+                .map(|q| Val::Dec(q, held, shown))
+                .or_else(|| {
+                    quotient(xm, xs, ym, ys, shown + 1).map(|q| Val::Dec(q, shown + 1, shown))
+                })
+                .unwrap_or_else(|| float_of(a, b, |p, q| p / q))
         }
+    }
+}
+
+/// The scale MariaDB's decimal division holds its quotient at, from the
+/// operands' scales: each counted in whole nine-digit words, plus
+/// `div_precision_increment` digits less those the rounding up to words
+/// already added, rounded up to a word again.
+fn quotient_scale(xs: u32, ys: u32) -> u32 {
+    let words = |d: u32| d.div_ceil(9) * 9;
+    let (fx, fy) = (words(xs), words(ys));
+    let more = DIV_PRECISION.saturating_sub((fx - xs) + (fy - ys));
+    words(fx + fy + more)
+}
+
+/// `xm / 10^xs` divided by `ym / 10^ys`, truncated at `scale` digits, as
+/// a mantissa; None on overflow.
+fn quotient(xm: i128, xs: u32, ym: i128, ys: u32, scale: u32) -> Option<i128> {
+    if scale + ys >= xs {
+        let shift = scale + ys - xs;
+        (shift <= 38).then_some(())?;
+        Some(xm.checked_mul(pow10(shift))? / ym)
+    } else {
+        Some(xm / ym.checked_mul(pow10(xs - scale - ys))?)
     }
 }
 
@@ -323,7 +395,7 @@ pub fn cmp_val(a: &Val, b: &Val) -> Ordering {
         (Val::Str(x), Val::Str(y)) => cmp_folded(x, y),
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::Dec(..) | Val::Int(_), Val::Dec(..) | Val::Int(_)) => {
-            let ((xm, xs), (ym, ys)) = (dec_parts(a), dec_parts(b));
+            let ((xm, xs), (ym, ys)) = (shown_parts(a), shown_parts(b));
             match align(xm, xs, ym, ys) {
                 Some((p, q, _)) => p.cmp(&q),
                 None => a
@@ -668,7 +740,7 @@ pub fn per_row_columns(gate: &Gate, cols: &[Column]) -> Vec<Column> {
         .map(|(i, c)| {
             let name = String::from_utf8_lossy(c.name_ref()).into_owned();
             match gate.aggregate.get(i) {
-                Some(AggKind::Sum) if integer(c) => synth_column(&name, &Val::Dec(0, 0)),
+                Some(AggKind::Sum) if integer(c) => synth_column(&name, &Val::Dec(0, 0, 0)),
                 Some(AggKind::Count) => synth_column(&name, &Val::Int(0)),
                 _ => c.clone(),
             }
@@ -685,7 +757,7 @@ fn synth_column(name: &str, sample: &Val) -> Column {
             63,
             ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG,
         ),
-        Val::Dec(_, s) => (
+        Val::Dec(_, _, s) => (
             ColumnType::MYSQL_TYPE_NEWDECIMAL,
             65,
             *s as u8,
@@ -1130,7 +1202,8 @@ fn output_column(
             let sample = if is_float(s) {
                 Val::Float(0.0)
             } else {
-                Val::Dec(0, s.decimals() as u32 + DIV_PRECISION)
+                let shown = s.decimals() as u32 + DIV_PRECISION;
+                Val::Dec(0, shown, shown)
             };
             synth_column(&name, &sample)
         }
@@ -1143,7 +1216,8 @@ fn output_column(
             let sample = if is_float(a) {
                 Val::Float(0.0)
             } else {
-                Val::Dec(0, a.decimals() as u32 + if avg { DIV_PRECISION } else { 0 })
+                let shown = a.decimals() as u32 + if avg { DIV_PRECISION } else { 0 };
+                Val::Dec(0, shown, shown)
             };
             synth_column(&name, &sample)
         }
@@ -1606,12 +1680,12 @@ fn add_cells(a: &Value, b: &Value, col: &Column) -> Value {
         _ => {
             let s = add(&Val::from_cell(a, Some(col)), &Val::from_cell(b, Some(col)));
             match (s, col.column_type()) {
-                (Val::Dec(m, sc), ColumnType::MYSQL_TYPE_NEWDECIMAL)
+                (Val::Dec(m, sc, _), ColumnType::MYSQL_TYPE_NEWDECIMAL)
                     if (sc as u8) < col.decimals() =>
                 {
                     let d = col.decimals() as u32;
                     m.checked_mul(pow10(d - sc))
-                        .map_or(Val::Dec(m, sc), |m| Val::Dec(m, d))
+                        .map_or(Val::Dec(m, sc, sc), |m| Val::Dec(m, d, d))
                         .to_cell()
                 }
                 (s, _) => s.to_cell(),
@@ -1735,12 +1809,12 @@ mod tests {
     fn overflow_falls_back_instead_of_panicking() {
         let big = Val::Int(i128::MAX);
         assert!(matches!(add(&big, &big), Val::Float(_)));
-        assert!(matches!(mul(&big, &Val::Dec(15, 1)), Val::Float(_)));
+        assert!(matches!(mul(&big, &Val::Dec(15, 1, 1)), Val::Float(_)));
         assert!(matches!(
-            div(&Val::Dec(i128::MAX, 30), &Val::Dec(3, 30)),
+            div(&Val::Dec(i128::MAX, 30, 30), &Val::Dec(3, 30, 30)),
             Val::Float(_)
         ));
-        let _ = cmp_val(&Val::Dec(i128::MAX, 0), &Val::Dec(1, 37));
+        let _ = cmp_val(&Val::Dec(i128::MAX, 0, 0), &Val::Dec(1, 37, 37));
     }
 
     #[test]
@@ -1749,11 +1823,11 @@ mod tests {
         assert_eq!(div(&Val::Int(2), &Val::Int(3)).to_cell(), b("0.6667"));
         assert_eq!(div(&Val::Int(-2), &Val::Int(3)).to_cell(), b("-0.6667"));
         assert_eq!(
-            div(&Val::Dec(1250, 2), &Val::Int(4)).to_cell(),
+            div(&Val::Dec(1250, 2, 2), &Val::Int(4)).to_cell(),
             b("3.125000")
         );
         assert_eq!(div(&Val::Int(1), &Val::Int(0)), Val::Null);
-        assert_eq!(add(&Val::Dec(5, 1), &Val::Int(2)).to_cell(), b("2.5"));
+        assert_eq!(add(&Val::Dec(5, 1, 1), &Val::Int(2)).to_cell(), b("2.5"));
         // A DOUBLE column's average is a DOUBLE: no scale of its own.
         let double = col(ColumnType::MYSQL_TYPE_DOUBLE, 31);
         let sum = Val::from_cell(&b("50.25"), Some(&double));
@@ -1762,15 +1836,46 @@ mod tests {
         assert_eq!(parts, b("0.30000000000000004"));
     }
 
+    /// A quotient holds the digits MariaDB's decimal division keeps (in
+    /// nine-digit words, truncated), shows its dividend's and four more,
+    /// and compares as shown.
+    #[test]
+    fn quotients_hold_more_digits_than_they_show() {
+        let avg = div(&Val::Dec(1401, 2, 2), &Val::Int(7));
+        assert_eq!(avg, Val::Dec(2_001_428_571, 9, 6));
+        assert_eq!(avg.to_cell(), b("2.001429"));
+        assert_eq!(mul(&avg, &Val::Int(2)).to_cell(), b("4.002857"));
+        assert_eq!(mul(&avg, &Val::Int(7)).to_cell(), b("14.010000"));
+        assert_eq!(
+            mul(&div(&Val::Int(8), &Val::Int(3)), &Val::Int(3)).to_cell(),
+            b("8.0000")
+        );
+        assert_eq!(quotient_scale(0, 0), 9);
+        assert_eq!(quotient_scale(2, 0), 9);
+        assert_eq!(quotient_scale(5, 0), 9);
+        assert_eq!(quotient_scale(6, 0), 18);
+        assert_eq!(quotient_scale(9, 0), 18);
+        assert_eq!(quotient_scale(9, 9), 27);
+        assert_eq!(cmp_val(&avg, &Val::Dec(2_001_429, 6, 6)), Ordering::Equal);
+        assert_eq!(
+            cmp_val(&avg, &Val::Dec(20_014_285, 7, 7)),
+            Ordering::Greater
+        );
+        assert_eq!(div(&Val::Int(-2), &Val::Int(3)).to_cell(), b("-0.6667"));
+    }
+
     #[test]
     fn modulo_and_integer_division_as_mariadb() {
         assert_eq!(rem(&Val::Int(7), &Val::Int(3)), Val::Int(1));
         assert_eq!(rem(&Val::Int(-7), &Val::Int(3)), Val::Int(-1));
         assert_eq!(rem(&Val::Int(7), &Val::Int(0)), Val::Null);
-        assert_eq!(rem(&Val::Dec(-1234, 2), &Val::Int(3)).to_cell(), b("-0.34"));
+        assert_eq!(
+            rem(&Val::Dec(-1234, 2, 2), &Val::Int(3)).to_cell(),
+            b("-0.34")
+        );
         assert_eq!(rem(&Val::Float(7.5), &Val::Int(2)), Val::Float(1.5));
         assert_eq!(int_div(&Val::Int(-7), &Val::Int(2)), Val::Int(-3));
-        assert_eq!(int_div(&Val::Dec(1250, 2), &Val::Int(4)), Val::Int(3));
+        assert_eq!(int_div(&Val::Dec(1250, 2, 2), &Val::Int(4)), Val::Int(3));
         assert_eq!(int_div(&Val::Int(1), &Val::Int(0)), Val::Null);
     }
 

@@ -767,9 +767,42 @@ impl DepthWalk for Aggregates {
         if f.over.is_some() || !is_aggregate(f) {
             return ControlFlow::Continue(());
         }
+        let column = |n: usize| derived_column(Ident::new(format!("sg_a{n}")), self.qualified);
+        // An AVG as its SUM over its COUNT, which the tablet divides as
+        // MariaDB divides them for AVG: what is computed from it reads the
+        // quotient's digits, not the average's text cut to its display
+        // decimals (`round(avg(x), 8)` read 6 of them).
+        if let Some(arg) = averaged(f) {
+            let sum = position_of(&mut self.found, format!("sum({arg})"));
+            let count = position_of(&mut self.found, format!("count({arg})"));
+            *e = Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(column(sum)),
+                op: ast::BinaryOperator::Divide,
+                right: Box::new(column(count)),
+            }));
+            return ControlFlow::Continue(());
+        }
         let n = position_of(&mut self.found, e.to_string());
-        *e = derived_column(Ident::new(format!("sg_a{n}")), self.qualified);
+        *e = column(n);
         ControlFlow::Continue(())
+    }
+}
+
+/// The argument of a plain `AVG(x)` (no DISTINCT, one argument).
+fn averaged(f: &ast::Function) -> Option<&ast::FunctionArgExpr> {
+    if !f.name.to_string().eq_ignore_ascii_case("avg") {
+        return None;
+    }
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [ast::FunctionArg::Unnamed(arg @ ast::FunctionArgExpr::Expr(_))]
+            if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+        {
+            Some(arg)
+        }
+        _ => None,
     }
 }
 
@@ -928,8 +961,8 @@ mod tests {
     fn expressions_over_aggregates_run_over_the_grouping() {
         assert_eq!(
             run("select k, round(avg(p), 2) from t where x = 1 group by k having max(p) > 3 order by 2 desc limit 5").unwrap(),
-            "SELECT sg_g1 AS `k`, round(sg_a1, 2) AS `round(avg(p), 2)` FROM (SELECT k AS sg_g1, avg(p) AS sg_a1, \
-             max(p) AS sg_a2 FROM t WHERE x = 1 GROUP BY k) AS sg_t WHERE sg_a2 > 3 ORDER BY 2 DESC LIMIT 5"
+            "SELECT sg_g1 AS `k`, round((sg_a1 / sg_a2), 2) AS `round(avg(p), 2)` FROM (SELECT k AS sg_g1, sum(p) AS sg_a1, \
+             count(p) AS sg_a2, max(p) AS sg_a3 FROM t WHERE x = 1 GROUP BY k) AS sg_t WHERE sg_a3 > 3 ORDER BY 2 DESC LIMIT 5"
         );
         assert_eq!(
             run("select greatest(sum(t.a), sum(t.b)) g, concat(t.k, ':', count(*)) from t group by t.k order by g").unwrap(),

@@ -586,6 +586,12 @@ impl TableInfo {
         self
     }
 
+    /// Whether the schema tracker learned a column of this name (false
+    /// when its columns are not known).
+    fn has_column(&self, name: &str) -> bool {
+        self.columns.iter().any(|c| c.eq_ignore_ascii_case(name))
+    }
+
     /// What is known of the type of a key that is one of the table's columns.
     pub(super) fn declared(&self, e: &Expr) -> Option<Declared> {
         self.declared
@@ -2839,6 +2845,18 @@ const GATE_OPERATORS: &[BinaryOperator] = &[
 ];
 
 /// Translates an expression over a grouped result into a gate expression.
+/// What `e` stands for when it is a bare name of one of the select
+/// list's aliases.
+fn aliased<'a>(e: &Expr, aliases: &'a [(String, GateExpr)]) -> Option<&'a GateExpr> {
+    let Expr::Identifier(id) = e else {
+        return None;
+    };
+    aliases
+        .iter()
+        .find(|(a, _)| a.eq_ignore_ascii_case(&id.value))
+        .map(|(_, g)| g)
+}
+
 fn gate_expr(
     e: &Expr,
     internal: &mut Internal,
@@ -2853,13 +2871,8 @@ fn gate_expr(
     if let Some((_, i)) = groups.iter().find(|(g, _)| *g == text) {
         return Ok(GateExpr::Col(*i));
     }
-    if let Expr::Identifier(id) = e {
-        if let Some((_, g)) = aliases
-            .iter()
-            .find(|(a, _)| a.eq_ignore_ascii_case(&id.value))
-        {
-            return Ok(g.clone());
-        }
+    if let Some(g) = aliased(e, aliases) {
+        return Ok(g.clone());
     }
     if let Some(op) = operand(e) {
         return Ok(match op {
@@ -2909,6 +2922,10 @@ fn gate_expr(
         }
     })
 }
+
+/// The clause [`select_ref`] resolves a GROUP BY item for, as MariaDB's
+/// errors name it.
+pub(super) const GROUP_CLAUSE: &str = "group statement";
 
 /// Resolves an ORDER BY / GROUP BY item that names a select-list position
 /// (`ORDER BY 2`) or alias to the select-list expression; other items stand
@@ -3002,6 +3019,14 @@ fn referred<'a>(
             Err(PlanError::Syntax(format!(
                 "Unknown column '{text}' in '{clause}'"
             )))
+        }
+        // GROUP BY reads a name that is both an alias and a FROM table's
+        // column as the column (MariaDB's rule, with a warning); ORDER BY
+        // and HAVING read it as the alias.
+        Expr::Identifier(id)
+            if clause == GROUP_CLAUSE && tables.iter().any(|t| t.has_column(&id.value)) =>
+        {
+            Ok(Cow::Borrowed(e))
         }
         Expr::Identifier(id) => Ok(Cow::Borrowed(
             projection
@@ -3472,7 +3497,7 @@ pub(super) fn horizon(
     let mut groups: Vec<(String, usize)> = Vec::new();
     let mut group_keys = Vec::new();
     for g in &group_exprs {
-        let g = select_ref(g, &sel.projection, tables, "group statement")?.into_owned();
+        let g = select_ref(g, &sel.projection, tables, GROUP_CLAUSE)?.into_owned();
         if has_aggregate(&g) {
             return Err(PlanError::Syntax("Can't group on an aggregate".into()));
         }
@@ -3515,7 +3540,12 @@ pub(super) fn horizon(
                         PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'"))
                     })?
             }
-            other => gate_expr(other, &mut internal, &groups, &aliases, &mut count_distinct)?,
+            // ORDER BY reads a name that is an alias as the alias, even
+            // where a grouped column has that name.
+            other => match aliased(other, &aliases) {
+                Some(g) => g.clone(),
+                None => gate_expr(other, &mut internal, &groups, &aliases, &mut count_distinct)?,
+            },
         };
         let weight = match &expr {
             GateExpr::Col(i) => match internal.kinds[*i] {
