@@ -34,6 +34,10 @@ pub enum Val {
     Float(f64),
     /// A string.
     Str(Vec<u8>),
+    /// A DATE, DATETIME, TIMESTAMP or TIME, as its text: in arithmetic
+    /// the number of its digits (`d + 0` is 20240808), where a string is
+    /// the number its text begins with.
+    Temporal(Vec<u8>),
 }
 
 /// MariaDB's div_precision_increment default.
@@ -102,6 +106,7 @@ impl Val {
                 }
                 other => other,
             },
+            Some(c) if super::temporal(c).is_some() => Val::Temporal(b.to_vec()),
             Some(_) => Val::Str(b.to_vec()),
             None => Val::parse_num(b),
         }
@@ -112,20 +117,29 @@ impl Val {
             Val::Int(i) => Some(*i as f64),
             Val::Dec(m, s, _) => Some(*m as f64 / pow10(*s) as f64),
             Val::Float(f) => Some(*f),
-            Val::Str(b) => match Val::parse_num(b) {
-                Val::Str(_) => Some(0.0),
-                other => other.as_f64(),
-            },
+            Val::Str(b) => Some(string_number(b)),
+            Val::Temporal(_) => self.numeric().as_f64(),
             Val::Null => None,
         }
     }
 
+    /// The number MariaDB computes with for this value: a string's is a
+    /// DOUBLE (`'7x' + 1` is 8), a date's or time's its digits.
     fn numeric(&self) -> Val {
         match self {
-            Val::Str(b) => match Val::parse_num(b) {
-                Val::Str(_) => Val::Int(0),
-                n => n,
-            },
+            Val::Str(b) => Val::Float(string_number(b)),
+            Val::Temporal(b) => {
+                let digits: Vec<u8> = b
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, c)| c.is_ascii_digit() || *c == b'.' || (i == 0 && *c == b'-'))
+                    .map(|(_, c)| *c)
+                    .collect();
+                match Val::parse_num(&digits) {
+                    Val::Str(_) => Val::Int(0),
+                    n => n,
+                }
+            }
             other => other.clone(),
         }
     }
@@ -143,9 +157,49 @@ impl Val {
                 .into_bytes(),
             ),
             Val::Float(f) => Value::Bytes(format_float(*f).into_bytes()),
-            Val::Str(b) => Value::Bytes(b.clone()),
+            Val::Str(b) | Val::Temporal(b) => Value::Bytes(b.clone()),
         }
     }
+}
+
+/// A string as MariaDB reads it as a number: the longest number its
+/// text begins with (after spaces), else 0.
+fn string_number(b: &[u8]) -> f64 {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let t = &b[start..];
+    let digits_from = |i: usize| {
+        t[i.min(t.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
+    let mut end = usize::from(matches!(t.first(), Some(b'-' | b'+')));
+    let int = digits_from(end);
+    end += int;
+    let mut frac = 0;
+    if t.get(end) == Some(&b'.') {
+        frac = digits_from(end + 1);
+        if int + frac > 0 {
+            end += 1 + frac;
+        }
+    }
+    if int + frac == 0 {
+        return 0.0;
+    }
+    if matches!(t.get(end), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(t.get(end + 1), Some(b'-' | b'+')));
+        let exp = digits_from(end + 1 + sign);
+        if exp > 0 {
+            end += 1 + sign + exp;
+        }
+    }
+    std::str::from_utf8(&t[..end])
+        .ok()
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 fn format_dec(m: i128, scale: u32) -> String {
@@ -393,6 +447,10 @@ pub fn cmp_val(a: &Val, b: &Val) -> Ordering {
         (Val::Null, _) => Ordering::Less,
         (_, Val::Null) => Ordering::Greater,
         (Val::Str(x), Val::Str(y)) => cmp_folded(x, y),
+        // A date or time beside a string: their texts (a literal is
+        // written as the column shows its values).
+        (Val::Temporal(x), Val::Str(y)) | (Val::Str(x), Val::Temporal(y)) => cmp_folded(x, y),
+        (Val::Temporal(_), _) | (_, Val::Temporal(_)) => cmp_val(&a.numeric(), &b.numeric()),
         (Val::Int(x), Val::Int(y)) => x.cmp(y),
         (Val::Dec(..) | Val::Int(_), Val::Dec(..) | Val::Int(_)) => {
             let ((xm, xs), (ym, ys)) = (shown_parts(a), shown_parts(b));
@@ -649,7 +707,9 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                     }
                     let o = match (&a, &b, l.as_ref()) {
                         (Val::Str(x), Val::Str(y), GateExpr::Collate(_, c)) => c.cmp(x, y),
-                        (Val::Str(_), Val::Str(_), _) => cmp_val(&a, &b),
+                        (Val::Str(_), Val::Str(_), _)
+                        | (Val::Temporal(_), Val::Str(_), _)
+                        | (Val::Str(_), Val::Temporal(_), _) => cmp_val(&a, &b),
                         _ => cmp_val(&a.numeric(), &b.numeric()),
                     };
                     bool_val(Some(match cmp_op {
@@ -1862,6 +1922,39 @@ mod tests {
             Ordering::Greater
         );
         assert_eq!(div(&Val::Int(-2), &Val::Int(3)).to_cell(), b("-0.6667"));
+    }
+
+    /// A string is the number its text begins with; a date's or time's
+    /// number is its digits.
+    #[test]
+    fn strings_and_times_as_numbers() {
+        for (text, n) in [
+            ("7x", 7.0),
+            ("  -1.5e1abc", -15.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("1e", 1.0),
+            ("2e+", 2.0),
+            ("abc", 0.0),
+            ("-", 0.0),
+            (".", 0.0),
+            ("", 0.0),
+        ] {
+            assert_eq!(string_number(text.as_bytes()), n, "{text}");
+        }
+        let d = Val::Temporal(b"2024-08-08".to_vec());
+        assert_eq!(d.numeric(), Val::Int(20240808));
+        let t = Val::Temporal(b"-838:59:59.5".to_vec());
+        assert_eq!(t.numeric(), Val::Dec(-83859595, 1, 1));
+        assert_eq!(add(&d, &Val::Int(1)), Val::Int(20240809));
+        assert_eq!(
+            add(&Val::Str(b"7x".to_vec()), &Val::Int(1)),
+            Val::Float(8.0)
+        );
+        assert_eq!(
+            cmp_val(&d, &Val::Str(b"2024-05-01".to_vec())),
+            Ordering::Greater
+        );
     }
 
     #[test]
