@@ -2094,6 +2094,28 @@ async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
     let c = case(sql, true);
     compare(sg, oracle, &c).await;
     assert_eq!(rows(oracle, &c.sql).await.len(), 1, "{}", c.sql);
+    // Typed as MariaDB types them (a driver picks its value's type by
+    // the column's): a comparison is an INT, a SUM of integers and what
+    // is computed from it a DECIMAL, a string in arithmetic a DOUBLE.
+    let sql =
+        "select flag, max(k) > 3, sum(k) - min(k), sum(k) % 7, max(name) + 1 from dt group by flag";
+    assert_eq!(
+        column_types(sg, sql).await,
+        column_types(oracle, sql).await,
+        "{sql}"
+    );
+}
+
+/// The types of the columns `sql` returns.
+async fn column_types(conn: &mut Conn, sql: &str) -> Vec<mysql_async::consts::ColumnType> {
+    let result = conn.query_iter(sql).await.unwrap();
+    let types = result
+        .columns_ref()
+        .iter()
+        .map(|c| c.column_type())
+        .collect();
+    result.drop_result().await.unwrap();
+    types
 }
 
 /// Statements about the server rather than rows, which a sharded keyspace

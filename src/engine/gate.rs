@@ -95,15 +95,14 @@ impl Val {
                 .ok()
                 .and_then(|s| s.trim().parse::<f64>().ok())
                 .map_or_else(|| Val::parse_num(b), Val::Float),
+            // A DECIMAL stays one at scale 0 (a SUM of integers): what is
+            // computed from it is a DECIMAL too, as MariaDB types it.
             Some(c) if is_numeric(c.column_type()) => match Val::parse_num(b) {
-                Val::Int(i)
-                    if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL && c.decimals() > 0 =>
-                {
-                    i.checked_mul(pow10(c.decimals() as u32))
-                        .map_or(Val::Int(i), |m| {
-                            Val::Dec(m, c.decimals() as u32, c.decimals() as u32)
-                        })
-                }
+                Val::Int(i) if c.column_type() == ColumnType::MYSQL_TYPE_NEWDECIMAL => i
+                    .checked_mul(pow10(c.decimals() as u32))
+                    .map_or(Val::Int(i), |m| {
+                        Val::Dec(m, c.decimals() as u32, c.decimals() as u32)
+                    }),
                 other => other,
             },
             Some(c) if super::temporal(c).is_some() => Val::Temporal(b.to_vec()),
@@ -338,11 +337,12 @@ fn rem(a: &Val, b: &Val) -> Val {
             Some(d) if d != 0.0 => Val::Float(a.as_f64().unwrap_or(0.0) % d),
             _ => Val::Null,
         },
+        (Val::Int(_), Val::Int(0)) => Val::Null,
+        (Val::Int(x), Val::Int(y)) => Val::Int(x % y),
         (x, y) => {
             let ((xm, xs, xsh), (ym, ys, ysh)) = (dec_parts(&x), dec_parts(&y));
             match align(xm, xs, ym, ys) {
                 Some((_, 0, _)) => Val::Null,
-                Some((p, q, 0)) => Val::Int(p % q),
                 Some((p, q, s)) => Val::Dec(p % q, s, xsh.max(ysh)),
                 None => float_of(a, b, |p, q| p % q),
             }
@@ -1281,7 +1281,35 @@ fn output_column(
             };
             synth_column(&name, &sample)
         }
+        // A comparison's or a logical operator's truth value: an INT(1).
+        e if is_truth(e) => Column::new(ColumnType::MYSQL_TYPE_LONG)
+            .with_name(name.as_bytes())
+            .with_column_length(1)
+            .with_character_set(super::BINARY_CHARSET)
+            .with_flags(ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
         _ => synth_column(&name, sample.unwrap_or(&Val::Int(0))),
+    }
+}
+
+/// Whether `e` is a truth value (1, 0 or NULL): a comparison, a logical
+/// operator, IS NULL.
+fn is_truth(e: &GateExpr) -> bool {
+    match e {
+        GateExpr::IsNull(..) | GateExpr::Unary(UnaryOperator::Not, _) => true,
+        GateExpr::Binary(_, op, _) => matches!(
+            op,
+            BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+                | BinaryOperator::Spaceship
+                | BinaryOperator::And
+                | BinaryOperator::Or
+                | BinaryOperator::Xor
+        ),
+        _ => false,
     }
 }
 
