@@ -293,6 +293,18 @@ impl Error {
             Error::Plan(PlanError::UnknownColumn { .. }) => {
                 MysqlError::new(1054, "42S22", self.to_string())
             }
+            Error::Plan(PlanError::NotUniqueTable(_)) => {
+                MysqlError::new(1066, "42000", self.to_string())
+            }
+            Error::Plan(PlanError::UnknownTable(_)) => {
+                MysqlError::new(1051, "42S02", self.to_string())
+            }
+            Error::Plan(PlanError::OperandColumns) => {
+                MysqlError::new(1241, "21000", self.to_string())
+            }
+            Error::Plan(PlanError::GroupFunction) => {
+                MysqlError::new(1111, "HY000", self.to_string())
+            }
             Error::Plan(PlanError::TargetRead(_)) => {
                 MysqlError::new(1093, "HY000", self.to_string())
             }

@@ -2094,6 +2094,19 @@ async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
     let c = case(sql, true);
     compare(sg, oracle, &c).await;
     assert_eq!(rows(oracle, &c.sql).await.len(), 1, "{}", c.sql);
+    // Refused with MariaDB's codes (they were syntax errors, 1064).
+    for sql in [
+        "select id, k from dt order by 3",
+        "select k, count(*) from dt group by 5",
+        "select sum(k) from dt group by sum(k)",
+        "select count(*) c from dt group by k order by 2",
+    ] {
+        let (e1, e2) = (
+            sg.query_drop(sql).await.unwrap_err(),
+            oracle.query_drop(sql).await.unwrap_err(),
+        );
+        assert_eq!(err_code(&e1), err_code(&e2), "{sql}: {e1} / {e2}");
+    }
     // Typed as MariaDB types them (a driver picks its value's type by
     // the column's): a comparison is an INT, a SUM of integers and what
     // is computed from it a DECIMAL, a string in arithmetic a DOUBLE.

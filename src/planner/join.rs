@@ -202,8 +202,8 @@ pub(super) fn plan(
         }
     }
     let names: Vec<&str> = tables.iter().map(|(t, _)| t.visible_name()).collect();
-    if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
-        return Err(PlanError::Syntax("Not unique table/alias".into()));
+    if let Some(i) = (1..names.len()).find(|&i| names[..i].contains(&names[i])) {
+        return Err(PlanError::NotUniqueTable(names[i].to_string()));
     }
 
     // Two groups of colocated sharded tables: the first table's, and the
@@ -377,7 +377,7 @@ pub(super) fn plan(
                 let q = n.0.last().map(|p| p.to_string()).unwrap_or_default();
                 let q = q.trim_matches('`');
                 let Some((_, right)) = side_names.iter().find(|(name, _)| name == q) else {
-                    return Err(PlanError::Syntax(format!("Unknown table '{q}'")));
+                    return Err(PlanError::UnknownTable(q.to_string()));
                 };
                 star(*right, item.to_string(), &mut output)?;
                 continue;
@@ -833,11 +833,7 @@ pub(super) fn plan_semi(
                     inner.projection.push(SelectItem::UnnamedExpr(w));
                 }
             }
-            _ => {
-                return Err(PlanError::Syntax(
-                    "Operand should contain 1 column(s)".into(),
-                ))
-            }
+            _ => return Err(PlanError::OperandColumns),
         }
     }
     let rhs_text = sub.to_string();
@@ -1614,9 +1610,10 @@ impl Visitor for Reach<'_> {
                     Some((_, true)) => self.sides.1 = true,
                     Some((_, false)) => self.sides.0 = true,
                     None if self.inner.is_empty() => {
-                        self.bad = Some(PlanError::Syntax(format!(
-                            "Unknown column '{x}' in a cross-shard join"
-                        )));
+                        self.bad = Some(PlanError::UnknownColumn {
+                            column: x.to_string(),
+                            clause: "field list",
+                        });
                         return ControlFlow::Break(());
                     }
                     // A subquery's name of something else (a schema...).

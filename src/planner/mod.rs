@@ -70,11 +70,24 @@ pub enum PlanError {
         column: String,
         clause: &'static str,
     },
+    /// Two tables of a FROM clause known by one name.
+    #[error("Not unique table/alias: '{0}'")]
+    NotUniqueTable(String),
+    /// A `t.*` whose `t` no table of the FROM clause is known by.
+    #[error("Unknown table '{0}'")]
+    UnknownTable(String),
+    /// A subquery compared as one value that returns several columns.
+    #[error("Operand should contain 1 column(s)")]
+    OperandColumns,
+    /// An aggregate where none may be (a GROUP BY key).
+    #[error("Invalid use of group function")]
+    GroupFunction,
     /// An INSERT row with another number of values than the columns it
     /// fills (MariaDB's words; rows count from 1).
     #[error("Column count doesn't match value count at row {0}")]
     ValueCount(usize),
-    /// A column none of a join's tables has, every one's columns known.
+    /// A column none of a join's tables has, every one's columns known;
+    /// a select-list position past its last item.
     #[error("Unknown column '{column}' in '{clause}'")]
     UnknownColumn {
         column: String,

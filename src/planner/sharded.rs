@@ -2938,7 +2938,7 @@ pub(super) fn select_ref<'a>(
     e: &'a Expr,
     projection: &'a [SelectItem],
     tables: &[TableInfo],
-    clause: &str,
+    clause: &'static str,
 ) -> Result<Cow<'a, Expr>, PlanError> {
     let found = referred(e, projection, tables, clause)?;
     // A selected number (or a value bound later) written back as a key.
@@ -2969,7 +2969,7 @@ fn referred<'a>(
     e: &'a Expr,
     projection: &'a [SelectItem],
     tables: &[TableInfo],
-    clause: &str,
+    clause: &'static str,
 ) -> Result<Cow<'a, Expr>, PlanError> {
     match e {
         Expr::Value(v) if matches!(v.value, ast::Value::Number(..)) => {
@@ -3016,9 +3016,10 @@ fn referred<'a>(
                 }
                 at += t.columns.len();
             }
-            Err(PlanError::Syntax(format!(
-                "Unknown column '{text}' in '{clause}'"
-            )))
+            Err(PlanError::UnknownColumn {
+                column: text,
+                clause,
+            })
         }
         // GROUP BY reads a name that is both an alias and a FROM table's
         // column as the column (MariaDB's rule, with a warning); ORDER BY
@@ -3499,7 +3500,7 @@ pub(super) fn horizon(
     for g in &group_exprs {
         let g = select_ref(g, &sel.projection, tables, GROUP_CLAUSE)?.into_owned();
         if has_aggregate(&g) {
-            return Err(PlanError::Syntax("Can't group on an aggregate".into()));
+            return Err(PlanError::GroupFunction);
         }
         let s = g.to_string();
         let i = internal.push(s.clone(), AggKind::Key);
@@ -3536,8 +3537,9 @@ pub(super) fn horizon(
                 output
                     .get(k.wrapping_sub(1))
                     .map(|(g, _)| g.clone())
-                    .ok_or_else(|| {
-                        PlanError::Syntax(format!("Unknown column '{k}' in 'order clause'"))
+                    .ok_or_else(|| PlanError::UnknownColumn {
+                        column: k.to_string(),
+                        clause: "order clause",
                     })?
             }
             // ORDER BY reads a name that is an alias as the alias, even
