@@ -1841,6 +1841,19 @@ async fn alter_vschema_changes_routing_from_sql() {
     };
     assert_eq!(on(300).await, vec![1, 2]);
     assert_eq!(on(400).await, vec![4]);
+    // Its columns are learned at once as well (the tracker asks for the
+    // VSchema's tables): an INSERT without a column list needs them.
+    conn.query_drop("insert into vddl.t values (3, 30)")
+        .await
+        .unwrap();
+    let all: Vec<u64> = conn
+        .query("select id from vddl.t order by id")
+        .await
+        .unwrap();
+    assert_eq!(all, vec![1, 2, 3, 4]);
+    conn.query_drop("delete from vddl.t where id = 3")
+        .await
+        .unwrap();
     let vindexes = rows(&mut conn, "show vschema vindexes on vddl.t").await;
     assert_eq!(
         vindexes,

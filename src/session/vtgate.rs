@@ -79,6 +79,19 @@ pub(super) async fn alter_vschema(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // A table the change brought into a sharded keyspace's VSchema is
+    // learned now (the tracker asks for the VSchema's tables only), not
+    // at its next refresh: an INSERT without a column list right after
+    // needs its columns.
+    let sharded = ctx
+        .snapshot
+        .load()
+        .keyspaces
+        .get(&ks)
+        .is_some_and(|k| k.sharded);
+    if let (true, Some(schema)) = (sharded, &ctx.schema) {
+        Box::pin(schema.relearn(std::time::Duration::from_secs(1))).await;
+    }
     Ok(())
 }
 
