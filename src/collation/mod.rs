@@ -30,8 +30,9 @@ pub enum Collation {
     /// `latin1_swedish_ci`, MariaDB's default for latin1: one 8-bit weight
     /// per character (case and most accents folded, `Å Ä Ö` after `Z`);
     /// PAD SPACE. Values reach the gate in UTF-8 (the tablet connection's
-    /// character set), so each character is weighed by the latin1 byte it
-    /// came from.
+    /// character set; a latin1 client's are read as UTF-8 first, see
+    /// [`latin1_to_utf8`]), so each character is weighed by the latin1
+    /// byte it came from.
     Latin1SwedishCi,
 }
 
@@ -68,6 +69,39 @@ impl Collation {
             Self::Latin1SwedishCi => cmp_latin1_swedish_ci(a, b),
         }
     }
+}
+
+/// The character sets (by the collation numbers result columns carry)
+/// whose text reaches the gate as latin1 rather than UTF-8: a client's
+/// `SET NAMES latin1` is replayed on its tablet connections, which then
+/// send its values so.
+pub fn is_latin1(collation_id: u16) -> bool {
+    matches!(
+        collation_id,
+        5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 | 1032 | 1071
+    )
+}
+
+/// Latin1 text as UTF-8, so that the collations here can weigh it.
+/// MariaDB's latin1 is Windows-1252: the bytes 0x80–0x9F are `€`, `‚`,
+/// ... (the five it leaves undefined stand for the same code points).
+pub fn latin1_to_utf8(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const HIGH: [u16; 32] = [
+        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+        0x2039, 0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
+        0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+    ];
+    if s.is_ascii() {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let text: String = s
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9F => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or('?'),
+            b => char::from(b),
+        })
+        .collect();
+    std::borrow::Cow::Owned(text.into_bytes())
 }
 
 /// PAD SPACE for byte-ordered strings: the shorter one is compared as if
@@ -256,6 +290,21 @@ fn cmp_latin1_swedish_ci(a: &[u8], b: &[u8]) -> Ordering {
 mod tests {
     use super::*;
     use Ordering::*;
+
+    /// Latin1 text read as the characters it stands for (Windows-1252's
+    /// for 0x80-0x9F), then weighed as UTF-8.
+    #[test]
+    fn latin1_text_is_read_as_its_characters() {
+        assert_eq!(&*latin1_to_utf8(b"abc"), b"abc");
+        assert_eq!(&*latin1_to_utf8(b"\xC9t\xE9"), "Été".as_bytes());
+        assert_eq!(&*latin1_to_utf8(b"\x80\x8C\x81"), "€Œ\u{81}".as_bytes());
+        let c = Collation::Utf8GeneralCi;
+        assert_eq!(
+            c.cmp(&latin1_to_utf8(b"\xC9t\xE9"), &latin1_to_utf8(b"ete")),
+            Equal
+        );
+        assert!(is_latin1(8) && is_latin1(47) && !is_latin1(45) && !is_latin1(63));
+    }
 
     #[test]
     fn names() {

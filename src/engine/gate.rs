@@ -488,6 +488,8 @@ fn cmp_folded(x: &[u8], y: &[u8]) -> Ordering {
 enum Weighed<'a> {
     Sent(Option<&'a [u8]>, Option<&'a [u8]>),
     Collation(Collation),
+    /// The collation, over latin1 text (see [`unpadded`]).
+    Latin1(Collation),
 }
 
 /// A key's [`Weighed`] for two rows; `cells` reads a column of both.
@@ -520,6 +522,10 @@ fn cmp_strings(
     match w {
         Some(Weighed::Sent(Some(wx), Some(wy))) => wx.cmp(wy),
         Some(Weighed::Collation(c)) => c.cmp(x, y),
+        Some(Weighed::Latin1(c)) => c.cmp(
+            &crate::collation::latin1_to_utf8(x),
+            &crate::collation::latin1_to_utf8(y),
+        ),
         _ => fallback(x, y),
     }
 }
@@ -594,10 +600,20 @@ fn time_micros(t: &[u8]) -> Option<i64> {
 /// padded with spaces, but a binary string's trailing spaces count, so
 /// such a column (MariaDB's character set 63, also that of dates and
 /// times, whose text orders as they do) is compared by its bytes.
+///
+/// A declared collation compares UTF-8 text; a client that set latin1 as
+/// its connection's character set is sent latin1 text (its settings are
+/// replayed on the tablets), which is read as the characters it stands
+/// for first.
 fn unpadded<'a>(col: &Column, w: Option<Weighed<'a>>) -> Option<Weighed<'a>> {
     match w {
         Some(Weighed::Sent(..)) if col.character_set() == super::BINARY_CHARSET => {
             Some(Weighed::Collation(Collation::Binary))
+        }
+        Some(Weighed::Collation(c))
+            if c != Collation::Binary && crate::collation::is_latin1(col.character_set()) =>
+        {
+            Some(Weighed::Latin1(c))
         }
         w => w,
     }
@@ -706,7 +722,13 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                         };
                     }
                     let o = match (&a, &b, l.as_ref()) {
-                        (Val::Str(x), Val::Str(y), GateExpr::Collate(_, c)) => c.cmp(x, y),
+                        (Val::Str(x), Val::Str(y), GateExpr::Collate(inner, c)) => {
+                            let weighed = match latin1_column(inner, row) {
+                                true => Weighed::Latin1(*c),
+                                false => Weighed::Collation(*c),
+                            };
+                            cmp_strings(x, y, Some(weighed), cmp_folded)
+                        }
                         (Val::Str(_), Val::Str(_), _)
                         | (Val::Temporal(_), Val::Str(_), _)
                         | (Val::Str(_), Val::Temporal(_), _) => cmp_val(&a, &b),
@@ -724,6 +746,19 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
                 }
             }
         }
+    }
+}
+
+/// Whether `e` reads a column whose text comes as latin1 (see
+/// [`unpadded`]): a value compared with it (a literal the client wrote)
+/// is in the client's latin1 as well.
+fn latin1_column(e: &GateExpr, row: &Row<'_>) -> bool {
+    match e {
+        GateExpr::Col(i) => row
+            .cols
+            .get(*i)
+            .is_some_and(|c| crate::collation::is_latin1(c.character_set())),
+        _ => false,
     }
 }
 
