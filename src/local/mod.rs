@@ -467,9 +467,14 @@ impl Cluster {
         let store = TopoStore::connect(TopoImpl::Etcd2, &spec.etcd_addr(), "/vitess")
             .await
             .map_err(admin::AdminError::from)?;
+        // A resumed cluster keeps the VSchemas it has (ALTER VSCHEMA's
+        // changes included); a new one is given the examples'.
         for (ks, sharded, vschema, _) in &spec.keyspaces {
             admin::ensure_keyspace(&store, ks, *sharded).await?;
-            admin::apply_vschema(&store, ks, vschema.as_bytes()).await?;
+            let key = format!("global/keyspaces/{ks}/VSchema");
+            if store.get(&key).await.map_err(admin::AdminError::from)?.is_none() {
+                admin::apply_vschema(&store, ks, vschema.as_bytes()).await?;
+            }
         }
         for t in &spec.tablets {
             let sharded = spec.keyspaces.iter().any(|k| k.0 == t.keyspace && k.1);
