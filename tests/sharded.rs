@@ -2110,9 +2110,10 @@ async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
     }
     // Typed as MariaDB types them (a driver picks its value's type by
     // the column's): a comparison is an INT, a SUM of integers and what
-    // is computed from it a DECIMAL, a string in arithmetic a DOUBLE.
-    let sql =
-        "select flag, max(k) > 3, sum(k) - min(k), sum(k) % 7, max(name) + 1 from dt group by flag";
+    // is computed from it a DECIMAL, a string in arithmetic a DOUBLE, a
+    // short integer literal an INT.
+    let sql = "select flag, max(k) > 3, sum(k) - min(k), sum(k) % 7, max(name) + 1, 7, 1234567890 \
+               from dt group by flag";
     assert_eq!(
         column_types(sg, sql).await,
         column_types(oracle, sql).await,

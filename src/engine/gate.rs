@@ -1317,13 +1317,26 @@ fn output_column(
             synth_column(&name, &sample)
         }
         // A comparison's or a logical operator's truth value: an INT(1).
-        e if is_truth(e) => Column::new(ColumnType::MYSQL_TYPE_LONG)
-            .with_name(name.as_bytes())
-            .with_column_length(1)
-            .with_character_set(super::BINARY_CHARSET)
-            .with_flags(ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG),
+        e if is_truth(e) => int_column(&name, 1),
+        // An integer literal of up to nine characters is an INT, as
+        // MariaDB types it (a longer one a BIGINT).
+        GateExpr::Lit(_) | GateExpr::Bind(_) => match sample {
+            Some(Val::Int(i)) if i.to_string().len() <= 9 => {
+                int_column(&name, i.to_string().len() as u32)
+            }
+            _ => synth_column(&name, sample.unwrap_or(&Val::Int(0))),
+        },
         _ => synth_column(&name, sample.unwrap_or(&Val::Int(0))),
     }
+}
+
+/// An INT column of display width `len`.
+fn int_column(name: &str, len: u32) -> Column {
+    Column::new(ColumnType::MYSQL_TYPE_LONG)
+        .with_name(name.as_bytes())
+        .with_column_length(len)
+        .with_character_set(super::BINARY_CHARSET)
+        .with_flags(ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG)
 }
 
 /// Whether `e` is a truth value (1, 0 or NULL): a comparison, a logical

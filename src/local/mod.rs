@@ -472,7 +472,12 @@ impl Cluster {
         for (ks, sharded, vschema, _) in &spec.keyspaces {
             admin::ensure_keyspace(&store, ks, *sharded).await?;
             let key = format!("global/keyspaces/{ks}/VSchema");
-            if store.get(&key).await.map_err(admin::AdminError::from)?.is_none() {
+            if store
+                .get(&key)
+                .await
+                .map_err(admin::AdminError::from)?
+                .is_none()
+            {
                 admin::apply_vschema(&store, ks, vschema.as_bytes()).await?;
             }
         }
