@@ -115,6 +115,10 @@ pub enum Error {
     /// ROLLBACK TO or RELEASE of a savepoint the transaction does not have.
     #[error("SAVEPOINT {0} does not exist")]
     NoSavepoint(String),
+    /// An integer the gate computed is beyond every BIGINT (MariaDB's
+    /// words; the expression as the client wrote it).
+    #[error("BIGINT value is out of range in '{0}'")]
+    OutOfRange(String),
     /// A subquery used as one value returned more than one row.
     #[error("Subquery returns more than 1 row")]
     SubqueryRows,
@@ -382,6 +386,7 @@ impl Error {
             },
             Error::TooManyRows(_) => MysqlError::new(1041, "HY000", self.to_string()),
             Error::SubqueryRows => MysqlError::new(1242, "21000", self.to_string()),
+            Error::OutOfRange(_) => MysqlError::new(1690, "22003", self.to_string()),
             Error::NoSavepoint(_) => MysqlError::new(1305, "42000", self.to_string()),
             Error::ColumnCount => MysqlError::new(1136, "21S01", self.to_string()),
             Error::SetColumns => MysqlError::new(1222, "21000", self.to_string()),

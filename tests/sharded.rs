@@ -2071,6 +2071,7 @@ async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
         "select avg(amount) * 3, sum(amount) / 7 * 7, count(*) / 3 * 3, avg(k) * avg(k) from dt",
         "select k % 3 g, round(avg(amount), 9), cast(avg(amount) as decimal(30, 12)) from dt group by g order by g",
         "select k % 4 g, avg(amount) * 2 a from dt group by g order by a, g",
+        "select max(k) + 9223372036854775000, min(k) - 9223372036854775000 from dt",
         // A string in arithmetic is the number its text begins with, a
         // DOUBLE (the gate read such a string as 0); a date's or time's
         // number is its digits (it read 0 as well).
@@ -2101,6 +2102,11 @@ async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
         "select k, count(*) from dt group by 5",
         "select sum(k) from dt group by sum(k)",
         "select count(*) c from dt group by k order by 2",
+        // An integer beyond every BIGINT (the gate answered it, or sent
+        // a prepared client an error of its own).
+        "select max(k) + 18446744073709551615 from dt",
+        "select flag, min(k) - 9223372036854775807 - 100 from dt group by flag",
+        "select -max(k + 18446744073709551600) from dt",
     ] {
         let (e1, e2) = (
             sg.query_drop(sql).await.unwrap_err(),

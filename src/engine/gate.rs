@@ -34,6 +34,10 @@ pub enum Val {
     Float(f64),
     /// A string.
     Str(Vec<u8>),
+    /// An integer result beyond every BIGINT, signed or unsigned: the
+    /// statement fails with MariaDB's 1690 ([`out_of_range`]), as no
+    /// BIGINT column can carry it.
+    OutOfRange,
     /// A DATE, DATETIME, TIMESTAMP or TIME, as its text: in arithmetic
     /// the number of its digits (`d + 0` is 20240808), where a string is
     /// the number its text begins with.
@@ -118,7 +122,7 @@ impl Val {
             Val::Float(f) => Some(*f),
             Val::Str(b) => Some(string_number(b)),
             Val::Temporal(_) => self.numeric().as_f64(),
-            Val::Null => None,
+            Val::Null | Val::OutOfRange => None,
         }
     }
 
@@ -146,7 +150,7 @@ impl Val {
     /// The cell text MariaDB would send for this value.
     pub fn to_cell(&self) -> Value {
         match self {
-            Val::Null => Value::NULL,
+            Val::Null | Val::OutOfRange => Value::NULL,
             Val::Int(i) => Value::Bytes(i.to_string().into_bytes()),
             Val::Dec(m, s, shown) => Value::Bytes(
                 match rescale(*m, *s, *shown) {
@@ -255,13 +259,23 @@ fn float_of(a: &Val, b: &Val, f: impl Fn(f64, f64) -> f64) -> Val {
     Val::Float(f(a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0)))
 }
 
+/// An integer result as a value: beyond every BIGINT (below the signed
+/// one's least, above the unsigned one's most) it is [`Val::OutOfRange`].
+/// Between the two (an unsigned result past the signed range, a negative
+/// one of an unsigned operand) MariaDB's answer depends on the operands'
+/// signedness, which the gate's values do not carry: the value is kept.
+fn int_result(r: Option<i128>) -> Val {
+    match r {
+        Some(r) if (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&r) => Val::Int(r),
+        _ => Val::OutOfRange,
+    }
+}
+
 fn add(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
+        (Val::OutOfRange, _) | (_, Val::OutOfRange) => Val::OutOfRange,
         (Val::Null, _) | (_, Val::Null) => Val::Null,
-        (Val::Int(x), Val::Int(y)) => x
-            .checked_add(y)
-            .map(Val::Int)
-            .unwrap_or_else(|| float_of(a, b, |p, q| p + q)),
+        (Val::Int(x), Val::Int(y)) => int_result(x.checked_add(y)),
         (Val::Float(_), _) | (_, Val::Float(_)) => float_of(a, b, |p, q| p + q),
         (x, y) => {
             let ((xm, xs, xsh), (ym, ys, ysh)) = (dec_parts(&x), dec_parts(&y));
@@ -294,6 +308,23 @@ fn shown_parts(v: &Val) -> (i128, u32) {
     }
 }
 
+/// `a - b`: for integers, the difference's range decides (`-b` alone
+/// may be beyond it where `a - b` is not).
+fn sub(a: &Val, b: &Val) -> Val {
+    match (a.numeric(), b.numeric()) {
+        (Val::Int(x), Val::Int(y)) => int_result(x.checked_sub(y)),
+        _ => add(a, &neg(b)),
+    }
+}
+
+/// Unary minus; of an integer, in range as [`int_result`] says.
+fn minus(v: &Val) -> Val {
+    match v.numeric() {
+        Val::Int(i) => int_result(Some(-i)),
+        _ => neg(v),
+    }
+}
+
 fn neg(v: &Val) -> Val {
     match v.numeric() {
         Val::Int(i) => Val::Int(-i),
@@ -305,11 +336,9 @@ fn neg(v: &Val) -> Val {
 
 fn mul(a: &Val, b: &Val) -> Val {
     match (a.numeric(), b.numeric()) {
+        (Val::OutOfRange, _) | (_, Val::OutOfRange) => Val::OutOfRange,
         (Val::Null, _) | (_, Val::Null) => Val::Null,
-        (Val::Int(x), Val::Int(y)) => x
-            .checked_mul(y)
-            .map(Val::Int)
-            .unwrap_or_else(|| float_of(a, b, |p, q| p * q)),
+        (Val::Int(x), Val::Int(y)) => int_result(x.checked_mul(y)),
         (Val::Float(_), _) | (_, Val::Float(_)) => float_of(a, b, |p, q| p * q),
         (x, y) => {
             let ((xm, xs, xsh), (ym, ys, ysh)) = (dec_parts(&x), dec_parts(&y));
@@ -680,8 +709,11 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
         }
         GateExpr::Unary(op, inner) => {
             let v = eval(inner, row, binds);
+            if v == Val::OutOfRange {
+                return v;
+            }
             match op {
-                UnaryOperator::Minus => neg(&v),
+                UnaryOperator::Minus => minus(&v),
                 UnaryOperator::Not => bool_val(truth(&v).map(|b| !b)),
                 _ => v,
             }
@@ -692,9 +724,12 @@ fn eval(e: &GateExpr, row: &Row<'_>, binds: &[Bind]) -> Val {
         GateExpr::Collate(inner, _) => eval(inner, row, binds),
         GateExpr::Binary(l, op, r) => {
             let (a, b) = (eval(l, row, binds), eval(r, row, binds));
+            if a == Val::OutOfRange || b == Val::OutOfRange {
+                return Val::OutOfRange;
+            }
             match op {
                 BinaryOperator::Plus => add(&a, &b),
-                BinaryOperator::Minus => add(&a, &neg(&b)),
+                BinaryOperator::Minus => sub(&a, &b),
                 BinaryOperator::Multiply => mul(&a, &b),
                 BinaryOperator::Divide => div(&a, &b),
                 BinaryOperator::Modulo => rem(&a, &b),
@@ -1246,27 +1281,37 @@ pub fn finish_group(
     binds: &[Bind],
     cols: &[Column],
     group: &[Value],
-) -> Option<Vec<Value>> {
+) -> Result<Option<Vec<Value>>, Error> {
     let row = Row {
         cells: group,
         cols,
         distinct_counts: &[],
     };
     if let Some(h) = &gate.having {
-        if truth(&eval(h, &row, binds)) != Some(true) {
-            return None;
+        if truth(&checked(eval(h, &row, binds), "HAVING")?) != Some(true) {
+            return Ok(None);
         }
     }
     let exprs = gate.output.as_deref().unwrap_or_default();
-    Some(
-        exprs
-            .iter()
-            .map(|(e, _)| match e {
+    exprs
+        .iter()
+        .map(|(e, name)| {
+            Ok(match e {
                 GateExpr::Col(c) => group[*c].clone(),
-                other => eval(other, &row, binds).to_cell(),
+                other => checked(eval(other, &row, binds), name)?.to_cell(),
             })
-            .collect(),
-    )
+        })
+        .collect::<Result<Vec<Value>, Error>>()
+        .map(Some)
+}
+
+/// `v`, or MariaDB's 1690 when it is [`Val::OutOfRange`]; `what` names
+/// the expression.
+fn checked(v: Val, what: &str) -> Result<Val, Error> {
+    match v {
+        Val::OutOfRange => Err(Error::OutOfRange(what.to_string())),
+        v => Ok(v),
+    }
 }
 
 /// The columns of a streamed aggregation's output (see [`streamed`]),
@@ -1556,7 +1601,7 @@ pub fn run(
                 cols,
                 distinct_counts: counts(i),
             };
-            if truth(&eval(h, &row, binds)) != Some(true) {
+            if truth(&checked(eval(h, &row, binds), "HAVING")?) != Some(true) {
                 continue;
             }
         }
@@ -1619,11 +1664,11 @@ pub fn run(
                     distinct_counts: counts(*i),
                 };
                 let mut out = Vec::with_capacity(exprs.len());
-                for (k, (e, _)) in exprs.iter().enumerate() {
+                for (k, (e, name)) in exprs.iter().enumerate() {
                     match e {
                         GateExpr::Col(c) => out.push(r[*c].clone()),
                         other => {
-                            let v = eval(other, &row, binds);
+                            let v = checked(eval(other, &row, binds), name)?;
                             if v != Val::Null && samples[k].is_none() {
                                 samples[k] = Some(v.clone());
                             }
@@ -1944,8 +1989,23 @@ mod tests {
     #[test]
     fn overflow_falls_back_instead_of_panicking() {
         let big = Val::Int(i128::MAX);
-        assert!(matches!(add(&big, &big), Val::Float(_)));
+        assert_eq!(add(&big, &big), Val::OutOfRange);
         assert!(matches!(mul(&big, &Val::Dec(15, 1, 1)), Val::Float(_)));
+        // Integers beyond every BIGINT are MariaDB's 1690; between the
+        // signed and the unsigned range they are kept.
+        let most = Val::Int(i128::from(u64::MAX));
+        assert_eq!(add(&most, &Val::Int(1)), Val::OutOfRange);
+        assert_eq!(mul(&most, &Val::Int(2)), Val::OutOfRange);
+        assert_eq!(minus(&most), Val::OutOfRange);
+        assert_eq!(sub(&most, &most), Val::Int(0));
+        assert_eq!(
+            sub(&Val::Int(i128::from(i64::MIN)), &Val::Int(1)),
+            Val::OutOfRange
+        );
+        assert_eq!(
+            add(&Val::Int(i128::from(i64::MAX)), &Val::Int(1)),
+            Val::Int(i128::from(i64::MAX) + 1)
+        );
         assert!(matches!(
             div(&Val::Dec(i128::MAX, 30, 30), &Val::Dec(3, 30, 30)),
             Val::Float(_)

@@ -1995,7 +1995,7 @@ async fn send_group<S: RowSink + Send>(
     window: &mut gate::Window,
     sink: &mut S,
 ) -> Result<(), Error> {
-    let Some(out) = gate::finish_group(g, binds, columns, folded) else {
+    let Some(out) = gate::finish_group(g, binds, columns, folded)? else {
         return Ok(());
     };
     if window.admit(columns.len())? {
