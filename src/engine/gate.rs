@@ -1558,9 +1558,14 @@ pub fn run(
                 if new_value {
                     if let Some(c) = distinct_counts.last_mut().and_then(|v| v.first_mut()) {
                         c.1 += 1;
-                        let v = Val::from_cell(&row[d], cols.get(d));
+                        // A sum of integers is a DECIMAL (MariaDB's), past
+                        // every BIGINT too.
+                        let v = match Val::from_cell(&row[d], cols.get(d)).numeric() {
+                            Val::Int(i) => Val::Dec(i, 0, 0),
+                            v => v,
+                        };
                         c.2 = match &c.2 {
-                            Val::Null => v.numeric(),
+                            Val::Null => v,
                             sum => add(sum, &v),
                         };
                     }
