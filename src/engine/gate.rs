@@ -35,7 +35,7 @@ pub enum Val {
     /// A string.
     Str(Vec<u8>),
     /// An integer result beyond every BIGINT, signed or unsigned: the
-    /// statement fails with MariaDB's 1690 ([`out_of_range`]), as no
+    /// statement fails with MariaDB's 1690 ([`Error::OutOfRange`]), as no
     /// BIGINT column can carry it.
     OutOfRange,
     /// A DATE, DATETIME, TIMESTAMP or TIME, as its text: in arithmetic

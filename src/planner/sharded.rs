@@ -2844,7 +2844,6 @@ const GATE_OPERATORS: &[BinaryOperator] = &[
     BinaryOperator::Spaceship,
 ];
 
-/// Translates an expression over a grouped result into a gate expression.
 /// What `e` stands for when it is a bare name of one of the select
 /// list's aliases.
 fn aliased<'a>(e: &Expr, aliases: &'a [(String, GateExpr)]) -> Option<&'a GateExpr> {
@@ -2857,6 +2856,7 @@ fn aliased<'a>(e: &Expr, aliases: &'a [(String, GateExpr)]) -> Option<&'a GateEx
         .map(|(_, g)| g)
 }
 
+/// Translates an expression over a grouped result into a gate expression.
 fn gate_expr(
     e: &Expr,
     internal: &mut Internal,
