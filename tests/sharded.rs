@@ -2114,6 +2114,17 @@ async fn names_and_quotients(sg: &mut Conn, oracle: &mut Conn) {
         );
         assert_eq!(err_code(&e1), err_code(&e2), "{sql}: {e1} / {e2}");
     }
+    // The expression named as the client wrote it (not the plan's
+    // template, whose values are placeholders).
+    let e = sg
+        .query_drop("select max(k) + 18446744073709551615 from dt")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("out of range in 'max(k) + 18446744073709551615'"),
+        "{e}"
+    );
     // Typed as MariaDB types them (a driver picks its value's type by
     // the column's): a comparison is an INT, a SUM of integers and what
     // is computed from it a DECIMAL, a string in arithmetic a DOUBLE, a

@@ -1288,7 +1288,7 @@ pub fn finish_group(
         distinct_counts: &[],
     };
     if let Some(h) = &gate.having {
-        if truth(&checked(eval(h, &row, binds), "HAVING")?) != Some(true) {
+        if truth(&checked(eval(h, &row, binds), "HAVING", binds)?) != Some(true) {
             return Ok(None);
         }
     }
@@ -1298,7 +1298,7 @@ pub fn finish_group(
         .map(|(e, name)| {
             Ok(match e {
                 GateExpr::Col(c) => group[*c].clone(),
-                other => checked(eval(other, &row, binds), name)?.to_cell(),
+                other => checked(eval(other, &row, binds), name, binds)?.to_cell(),
             })
         })
         .collect::<Result<Vec<Value>, Error>>()
@@ -1306,10 +1306,12 @@ pub fn finish_group(
 }
 
 /// `v`, or MariaDB's 1690 when it is [`Val::OutOfRange`]; `what` names
-/// the expression.
-fn checked(v: Val, what: &str) -> Result<Val, Error> {
+/// the expression (as the plan's template: its values are put back).
+fn checked(v: Val, what: &str, binds: &[Bind]) -> Result<Val, Error> {
     match v {
-        Val::OutOfRange => Err(Error::OutOfRange(what.to_string())),
+        Val::OutOfRange => Err(Error::OutOfRange(crate::sql::normalize::column_name(
+            what, binds,
+        ))),
         v => Ok(v),
     }
 }
@@ -1606,7 +1608,7 @@ pub fn run(
                 cols,
                 distinct_counts: counts(i),
             };
-            if truth(&checked(eval(h, &row, binds), "HAVING")?) != Some(true) {
+            if truth(&checked(eval(h, &row, binds), "HAVING", binds)?) != Some(true) {
                 continue;
             }
         }
@@ -1673,7 +1675,7 @@ pub fn run(
                     match e {
                         GateExpr::Col(c) => out.push(r[*c].clone()),
                         other => {
-                            let v = checked(eval(other, &row, binds), name)?;
+                            let v = checked(eval(other, &row, binds), name, binds)?;
                             if v != Val::Null && samples[k].is_none() {
                                 samples[k] = Some(v.clone());
                             }
