@@ -367,7 +367,7 @@ fn known(f: &TableFactor, ks: &Keyspace, snap: &Snapshot) -> Option<Known> {
 }
 
 /// The SELECT that names a query's columns (a UNION's first part).
-fn first_select(q: &ast::Query) -> &SetExpr {
+pub(super) fn first_select(q: &ast::Query) -> &SetExpr {
     let mut body = q.body.as_ref();
     loop {
         match body {

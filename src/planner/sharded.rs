@@ -1829,14 +1829,8 @@ fn unparenthesized(template: &str, q: &ast::Query) -> Option<String> {
 /// The names of a query's columns as a derived table has them, when each
 /// column is a named column or aliased, and no two alike.
 fn derived_columns(q: &ast::Query) -> Option<Vec<String>> {
-    let mut body = q.body.as_ref();
-    let sel = loop {
-        match body {
-            SetExpr::Select(s) => break s,
-            SetExpr::SetOperation { left, .. } => body = left.as_ref(),
-            SetExpr::Query(inner) => body = inner.body.as_ref(),
-            _ => return None,
-        }
+    let SetExpr::Select(sel) = super::qualify::first_select(q) else {
+        return None;
     };
     let names: Vec<String> = sel
         .projection
